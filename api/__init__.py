@@ -1,0 +1,1 @@
+"""The Starlette app: JSON API, webhooks, health."""

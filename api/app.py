@@ -1,0 +1,27 @@
+"""The Starlette application."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+
+from api import errors, items, ops, webhooks
+
+
+def create_app() -> Starlette:
+    routes = [
+        Route("/healthz", ops.healthz, methods=["GET"]),
+        Route("/readyz", ops.readyz, methods=["GET"]),
+        Route("/v1/items/{item_id}", items.get_item, methods=["GET"]),
+        Route("/v1/valuations", items.bulk_valuations, methods=["GET"]),
+        Route("/v1/queue", ops.queue_status, methods=["GET"]),
+        Route("/v1/webhooks/sales", webhooks.receive_sales, methods=["POST"]),
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: errors.http_exception, Exception: errors.unhandled},
+    )
+
+
+app = create_app()

@@ -1,0 +1,245 @@
+"""The `fairvalue` command: operators' entry point to every job."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from fairvalue.settings import get_settings
+from tasks import queues
+
+app = typer.Typer(help="fairvalue: live fair values for collectibles markets.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+ingest_app = typer.Typer(help="Backfill market data from files.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(ingest_app, name="ingest")
+console = Console()
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    from models.validation import parse_timestamp
+
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not an ISO 8601 time") from exc
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the latest revision."""
+    from storage.migrate import upgrade
+
+    settings = get_settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    upgrade()
+    console.print(f"database at head: {_redact(settings.resolved_database_url())}")
+
+
+def _print_report(title: str, report) -> None:
+    table = Table(title=title)
+    table.add_column("outcome")
+    table.add_column("rows", justify="right")
+    table.add_row("new sales", str(report.accepted))
+    table.add_row("duplicates", str(report.duplicate))
+    table.add_row("rejected", str(report.rejected))
+    for reason, n in sorted(report.reasons.items()):
+        table.add_row(f"  rejected: {reason}", str(n))
+    console.print(table)
+
+
+@app.command()
+def seed() -> None:
+    """Load the bundled market (items, floor, ETH/USD, sales). Safe to run again."""
+    from fairvalue import pipeline
+    from storage.bundled import read_sales_file
+
+    settings = get_settings()
+    total = sum(1 for _ in read_sales_file(settings.data_dir / settings.collection / "sales.csv"))
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("sales", total=total)
+        report = pipeline.seed(settings, progress=lambda n: progress.advance(task, n))
+    console.print(f"items: {report.new_items} new; market days: {report.new_market_days} new or changed")
+    _print_report("seed: sales", report.sales)
+
+
+@ingest_app.command("sales")
+def ingest_sales(path: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV or JSON lines")) -> None:
+    """Validate and store sales from a file; rejected rows are kept with their reason."""
+    from fairvalue import pipeline
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(path.name, total=None)
+        report = pipeline.ingest_file(path, progress=lambda n: progress.advance(task, n))
+    _print_report(f"ingest {path.name}", report)
+
+
+@app.command()
+def train(cutoff: str = typer.Option(None, help="Train only on sales before this ISO time.")) -> None:
+    """Train a model version on the stored sales and register it (the first becomes champion)."""
+    from fairvalue import pipeline
+
+    with console.status("training"):
+        result = pipeline.train(cutoff=_parse_time(cutoff))
+    console.print(f"registered version {result.version}" + (" (champion)" if result.became_champion else ""))
+    console.print_json(json.dumps(result.metrics))
+
+
+@app.command()
+def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead of now.")) -> None:
+    """Value every item with the champion and publish the snapshot."""
+    from fairvalue import pipeline
+
+    with console.status("nowcasting"):
+        result = pipeline.nowcast(as_of=_parse_time(as_of))
+    console.print(
+        f"snapshot {result.snapshot_id}: {result.n_items} items, model v{result.model_version}, "
+        f"{'published' if result.published else 'not published (a later snapshot is)'}; "
+        f"archive: {result.archive_uri or result.archive_error}"
+    )
+
+
+@app.command()
+def api(host: str = typer.Option(None), port: int = typer.Option(None)) -> None:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run("api.app:app", host=host or settings.api_host, port=port or settings.api_port,
+                log_level="info")
+
+
+def _celery(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "tasks.app", *args]
+
+
+@app.command()
+def worker(
+    queue: list[str] = typer.Option(list(queues.GENERAL_WORKER_QUEUES), "--queue", "-Q",
+                                    help="Queues to consume (repeat)."),
+    concurrency: int = typer.Option(2),
+) -> None:
+    """Run a Celery worker (use -Q training for a training worker)."""
+    unknown = set(queue) - set(queues.ALL)
+    if unknown:
+        raise typer.BadParameter(f"unknown queue(s) {sorted(unknown)}; known: {list(queues.ALL)}")
+    os.execv(sys.executable, _celery("worker", "-Q", ",".join(queue), "-c", str(concurrency),
+                                     "--loglevel", "INFO"))
+
+
+@app.command()
+def beat() -> None:
+    """Run Celery beat (exactly one per deployment)."""
+    settings = get_settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    os.execv(sys.executable, _celery("beat", "--loglevel", "INFO",
+                                     "-s", str(settings.var_dir / "celerybeat-schedule")))
+
+
+@app.command()
+def up(
+    host: str = typer.Option(None), port: int = typer.Option(None),
+    once: bool = typer.Option(False, help="Prepare (migrate, seed, train, nowcast) and exit."),
+) -> None:
+    """Everything on embedded defaults: migrate, seed, train, nowcast, then API + worker + beat."""
+    from fairvalue import pipeline
+
+    settings = get_settings()
+    db_upgrade()
+    seed()
+    if not _has_champion():
+        train(cutoff=None)
+    result = pipeline.nowcast()
+    console.print(f"published snapshot {result.snapshot_id} ({result.n_items} items)")
+    if once:
+        return
+    host, port = host or settings.api_host, port or settings.api_port
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "fairvalue.cli", "api", "--host", host, "--port", str(port)]),
+        subprocess.Popen(_celery("worker", "-Q", ",".join(queues.ALL), "-c", "1", "--pool", "solo",
+                                 "--loglevel", "INFO")),
+        subprocess.Popen(_celery("beat", "--loglevel", "INFO", "-s",
+                                 str(settings.var_dir / "celerybeat-schedule"))),
+    ]
+    console.print(f"[bold green]fairvalue is up:[/] http://{host}:{port}/v1/items/7804  (Ctrl-C stops)")
+
+    def stop(*_):
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=20)
+        raise typer.Exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+        console.print("[red]a process exited; stopping the rest[/]")
+        stop()
+    except KeyboardInterrupt:
+        stop()
+
+
+def _has_champion() -> bool:
+    from fairvalue import pipeline
+    from storage.db import session_scope
+    from storage.registry import CHAMPION, get_alias
+
+    with session_scope() as session:
+        return get_alias(session, pipeline.collection(session, get_settings()), CHAMPION) is not None
+
+
+@app.command()
+def status() -> None:
+    """What is stored, who is champion, what is published, and what was rejected."""
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from fairvalue import pipeline
+    from storage.db import session_scope
+    from storage.registry import CHAMPION, get_alias
+    from storage.snapshots import published_snapshot
+    from storage.tables import Item, RejectedSale, Sale
+
+    with session_scope() as session:
+        coll = pipeline.collection(session, get_settings())
+        n_items = session.exec(select(func.count()).select_from(Item).where(Item.collection_id == coll.id)).one()
+        n_sales = session.exec(select(func.count()).select_from(Sale).where(Sale.collection_id == coll.id)).one()
+        rejected = session.exec(
+            select(RejectedSale.reason, func.count()).where(RejectedSale.collection_id == coll.id)
+            .group_by(RejectedSale.reason)
+        ).all()
+        champion = get_alias(session, coll, CHAMPION)
+        snap = published_snapshot(session, coll)
+    console.print(f"collection {coll.slug}: {n_items} items, {n_sales} sales")
+    for reason, n in sorted(rejected):
+        console.print(f"  rejected {reason}: {n}")
+    champion_text = f"v{champion.version} (sha256 {champion.sha256[:12]})" if champion else "none"
+    console.print(f"champion: {champion_text}")
+    console.print(f"published snapshot: {f'{snap.id} as of {snap.as_of.isoformat()}' if snap else 'none'}")
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,78 @@
+"""Every tunable of the service, read from FAIRVALUE_* environment variables.
+
+The defaults are the embedded ones: an SQLite database, a filesystem broker and a local
+artifact directory under ./var, so `fairvalue up` needs no servers. Point the URLs at
+PostgreSQL, Redis and S3 for production.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FAIRVALUE_", env_file=".env", extra="ignore")
+
+    # Where things live.
+    var_dir: Path = Field(Path("var"), description="Working directory for embedded state.")
+    database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in var_dir.")
+    broker_url: str = Field("", description="Celery broker URL; empty means the filesystem broker.")
+    artifacts_url: str = Field("", description="s3://bucket/prefix or a local directory.")
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, moto); None means AWS.")
+    s3_region: str = "us-east-1"
+    data_dir: Path = Field(PROJECT_ROOT / "data", description="Bundled market data.")
+
+    # Market.
+    collection: str = "cryptopunks"
+
+    # Ingest validation.
+    min_floor_fraction: float = Field(
+        0.2, description="A sale priced under this fraction of the previous day's floor is rejected."
+    )
+    nowcast_trigger_sales: int = Field(
+        1, description="New sales since the published snapshot that ask for an out-of-cycle nowcast."
+    )
+
+    # Webhooks.
+    webhook_secret: SecretStr = SecretStr("dev-webhook-secret-change-me")
+    webhook_tolerance_seconds: int = 300
+    max_body_bytes: int = 1_000_000
+
+    # Serving.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    # Model.
+    random_seed: int = 7
+    train_max_iter: int = Field(200, description="Boosting rounds per quantile model.")
+    holdout_days: int = Field(30, description="Forward window kept out of training to score a version.")
+
+    # Signals: BUY when the market is this far under fair value, SELL when this far over.
+    buy_below: float = 0.10
+    sell_above: float = 0.15
+    signal_max_age_days: float = Field(30, description="A last sale older than this is no market price.")
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.var_dir / 'fairvalue.db').resolve()}"
+
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    def resolved_artifacts_url(self) -> str:
+        return self.artifacts_url or str((self.var_dir / "artifacts").resolve())
+
+    @property
+    def broker_folder(self) -> Path:
+        """Message folder of the embedded filesystem broker."""
+        return (self.var_dir / "broker").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

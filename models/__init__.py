@@ -1,0 +1,1 @@
+"""The valuation science: validation, features, estimators, nowcasts, signals. Pure functions."""

@@ -1,0 +1,115 @@
+"""Model v0: gradient-boosted quantiles of log(price / floor) on trait and market features.
+
+Three HistGradientBoosting models give p10, p50 and p90 of the premium over the floor; the
+fair value is floor x exp(p50). Recent sales weigh more (half-life in days).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from models.features import MarketData, TraitVocabulary, build_features, model_columns
+
+QUANTILES = {"p10": 0.10, "p50": 0.50, "p90": 0.90}
+
+
+@dataclass
+class TrainParams:
+    max_iter: int = 300
+    learning_rate: float = 0.05
+    max_leaf_nodes: int = 31
+    min_samples_leaf: int = 20
+    l2_regularization: float = 1.0
+    recency_half_life_days: float = 180.0
+    random_state: int = 7
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class FairValueModel:
+    vocab: TraitVocabulary
+    columns: list[str]
+    estimators: dict[str, HistGradientBoostingRegressor]
+    params: dict[str, Any] = field(default_factory=dict)
+    name: str = "hgb-quantile-v0"
+
+    def predict(self, data: MarketData, queries: pd.DataFrame) -> pd.DataFrame:
+        """Fair value and band for each (item_key, ts) query, from data strictly before ts."""
+        feats = build_features(data, self.vocab, queries)
+        return self.predict_features(feats)
+
+    def predict_features(self, feats: pd.DataFrame) -> pd.DataFrame:
+        x = feats[self.columns].to_numpy(dtype=float)
+        logs = np.column_stack([self.estimators[k].predict(x) for k in ("p10", "p50", "p90")])
+        logs.sort(axis=1)  # quantile models trained apart can cross; the band must not
+        floor = feats["floor"].to_numpy(dtype=float)
+        out = pd.DataFrame(
+            {
+                "fair_value": floor * np.exp(logs[:, 1]),
+                "p10": floor * np.exp(logs[:, 0]),
+                "p90": floor * np.exp(logs[:, 2]),
+                "floor": floor,
+                "last_price": feats["last_price"].to_numpy(),
+                "last_sale_at": feats["last_sale_at"].to_numpy(),
+            },
+            index=feats.index,
+        )
+        return out
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        joblib.dump(self, buf, compress=3)
+        return buf.getvalue()
+
+    @staticmethod
+    def from_bytes(data: bytes) -> FairValueModel:
+        """Only call this on bytes whose sha256 was verified (storage.artifacts does)."""
+        model = joblib.load(io.BytesIO(data))
+        if not isinstance(model, FairValueModel):
+            raise TypeError(f"artifact holds {type(model).__name__}, not FairValueModel")
+        return model
+
+
+def training_frame(data: MarketData, vocab: TraitVocabulary) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Features, log-premium targets and sale times for every sale with a known floor before it."""
+    queries = data.sales[["item_key", "ts"]].reset_index(drop=True)
+    feats = build_features(data, vocab, queries)
+    target = np.log(data.sales["price"].to_numpy(dtype=float) / feats["floor"].to_numpy())
+    ok = np.isfinite(target)
+    return feats[ok].reset_index(drop=True), target[ok], queries["ts"].to_numpy()[ok]
+
+
+def fit(data: MarketData, params: TrainParams | None = None) -> FairValueModel:
+    params = params or TrainParams()
+    vocab = TraitVocabulary(data.items)
+    feats, target, sale_times = training_frame(data, vocab)
+    if len(target) < 50:
+        raise ValueError(f"only {len(target)} usable sales to train on; need at least 50")
+    columns = model_columns(feats)
+    x = feats[columns].to_numpy(dtype=float)
+    age_days = (sale_times.max() - sale_times) / np.timedelta64(1, "D")
+    weights = 0.5 ** (age_days / params.recency_half_life_days)
+    estimators = {}
+    for name, q in QUANTILES.items():
+        est = HistGradientBoostingRegressor(
+            loss="quantile",
+            quantile=q,
+            max_iter=params.max_iter,
+            learning_rate=params.learning_rate,
+            max_leaf_nodes=params.max_leaf_nodes,
+            min_samples_leaf=params.min_samples_leaf,
+            l2_regularization=params.l2_regularization,
+            random_state=params.random_state,
+        )
+        est.fit(x, target, sample_weight=weights)
+        estimators[name] = est
+    return FairValueModel(vocab=vocab, columns=columns, estimators=estimators, params=params.as_dict())

@@ -1,0 +1,192 @@
+"""Sale validation: every incoming row is either a clean sale or a rejection with a reason.
+
+Pure: the caller supplies what is known (items, floors) and stores both outcomes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+# Accepted spellings of each column: the bundled CSV says punk_id / price_eth.
+COLUMN_ALIASES = {
+    "event_id": ("event_id", "id"),
+    "timestamp": ("timestamp", "ts", "time"),
+    "item_key": ("item_key", "item_id", "punk_id"),
+    "price": ("price", "price_eth"),
+    "seller": ("seller",),
+    "buyer": ("buyer",),
+    "source": ("source",),
+}
+REQUIRED = ("event_id", "timestamp", "item_key", "price")
+FUTURE_SLACK = timedelta(minutes=5)
+
+
+class Reason:
+    MISSING_FIELD = "missing_field"
+    MALFORMED_TIMESTAMP = "malformed_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    MALFORMED_PRICE = "malformed_price"
+    NON_POSITIVE_PRICE = "non_positive_price"
+    UNKNOWN_ITEM = "unknown_item"
+    BELOW_FLOOR_FRACTION = "below_floor_fraction"
+    DUPLICATE_CONFLICT = "duplicate_event_conflict"
+
+
+@dataclass(frozen=True)
+class CleanSale:
+    event_id: str
+    ts: datetime
+    item_key: str
+    price: float
+    seller: str
+    buyer: str
+    source: str
+
+    @property
+    def content_hash(self) -> str:
+        """What makes two reports of one event the same: everything but where it came from."""
+        text = "|".join(
+            [self.event_id, self.ts.isoformat(), self.item_key, repr(self.price), self.seller, self.buyer]
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Rejection:
+    row: dict[str, Any]
+    reason: str
+    detail: str
+
+    @property
+    def event_id(self) -> str | None:
+        value = _pick(self.row, "event_id")
+        return str(value)[:200] if value not in (None, "") else None
+
+    @property
+    def row_hash(self) -> str:
+        text = repr(sorted((str(k), str(v)) for k, v in self.row.items())) + "|" + self.reason
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+class FloorLookup:
+    """The floor on a day, or the latest one before it (the bundled series has gaps)."""
+
+    def __init__(self, floors: Mapping[date, float]):
+        items = sorted((d, f) for d, f in floors.items() if f is not None and f > 0)
+        self.days = [d for d, _ in items]
+        self.values = [f for _, f in items]
+
+    def on(self, day: date) -> float | None:
+        i = bisect.bisect_right(self.days, day)
+        return self.values[i - 1] if i else None
+
+
+def _pick(row: Mapping[str, Any], field: str) -> Any:
+    for name in COLUMN_ALIASES[field]:
+        if name in row and row[name] is not None and not (isinstance(row[name], float) and math.isnan(row[name])):
+            return row[name]
+    return None
+
+
+def parse_timestamp(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        ts = value
+    else:
+        text = str(value).strip()
+        if not text:
+            raise ValueError("empty timestamp")
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    # A timestamp without an offset is read as UTC, the convention of every source we load.
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def validate_row(
+    row: Mapping[str, Any],
+    known_items: set[str],
+    floors: FloorLookup,
+    min_floor_fraction: float,
+    now: datetime,
+) -> CleanSale | Rejection:
+    raw = dict(row)
+    missing = [f for f in REQUIRED if _pick(row, f) in (None, "")]
+    if missing:
+        return Rejection(raw, Reason.MISSING_FIELD, f"missing {', '.join(missing)}")
+    try:
+        ts = parse_timestamp(_pick(row, "timestamp"))
+    except (ValueError, TypeError) as exc:
+        return Rejection(raw, Reason.MALFORMED_TIMESTAMP, str(exc))
+    if ts > now + FUTURE_SLACK:
+        return Rejection(raw, Reason.FUTURE_TIMESTAMP, f"{ts.isoformat()} is after {now.isoformat()}")
+    price_value = _pick(row, "price")
+    try:
+        if isinstance(price_value, bool):
+            raise ValueError("boolean is not a price")
+        price = float(price_value)
+    except (ValueError, TypeError):
+        return Rejection(raw, Reason.MALFORMED_PRICE, f"price {price_value!r} is not a number")
+    if not math.isfinite(price):
+        return Rejection(raw, Reason.MALFORMED_PRICE, f"price {price_value!r} is not finite")
+    if price <= 0:
+        return Rejection(raw, Reason.NON_POSITIVE_PRICE, f"price {price}")
+    item_value = _pick(row, "item_key")
+    item_key = str(int(item_value)) if isinstance(item_value, float) and item_value.is_integer() else str(item_value)
+    item_key = item_key.strip()
+    if item_key not in known_items:
+        return Rejection(raw, Reason.UNKNOWN_ITEM, f"no item {item_key!r} in this collection")
+    floor = floors.on(ts.date())
+    if floor is not None and price < min_floor_fraction * floor:
+        return Rejection(
+            raw,
+            Reason.BELOW_FLOOR_FRACTION,
+            f"price {price} < {min_floor_fraction} x floor {floor} of {ts.date()}",
+        )
+    return CleanSale(
+        event_id=str(_pick(row, "event_id")).strip()[:200],
+        ts=ts,
+        item_key=item_key,
+        price=price,
+        seller=str(_pick(row, "seller") or "").lower(),
+        buyer=str(_pick(row, "buyer") or "").lower(),
+        source=str(_pick(row, "source") or ""),
+    )
+
+
+@dataclass
+class ValidatedBatch:
+    clean: list[CleanSale]
+    rejected: list[Rejection]
+    repeated_in_batch: int  # the same event, same content, sent twice in one batch
+
+
+def validate_batch(
+    rows: Iterable[Mapping[str, Any]],
+    known_items: set[str],
+    floors: FloorLookup,
+    min_floor_fraction: float,
+    now: datetime | None = None,
+) -> ValidatedBatch:
+    now = now or datetime.now(UTC)
+    clean: dict[str, CleanSale] = {}
+    rejected: list[Rejection] = []
+    repeated = 0
+    for row in rows:
+        outcome = validate_row(row, known_items, floors, min_floor_fraction, now)
+        if isinstance(outcome, Rejection):
+            rejected.append(outcome)
+            continue
+        seen = clean.get(outcome.event_id)
+        if seen is None:
+            clean[outcome.event_id] = outcome
+        elif seen.content_hash == outcome.content_hash:
+            repeated += 1
+        else:
+            rejected.append(
+                Rejection(dict(row), Reason.DUPLICATE_CONFLICT, "same event id, different content in one batch")
+            )
+    return ValidatedBatch(list(clean.values()), rejected, repeated)

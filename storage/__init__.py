@@ -1,0 +1,1 @@
+"""Persistence: tables, sessions, repositories, pointer-swap publishing and the artifact store."""

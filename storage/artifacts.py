@@ -1,0 +1,153 @@
+"""Artifact store: S3 (boto3, any endpoint) or a local directory, behind one small interface.
+
+Objects are content-addressed: the key ends in the sha256 of the bytes, the caller keeps the
+digest next to the URI (model_versions.sha256, nowcast_snapshots.archive_sha256), and `get`
+refuses bytes whose digest does not match. That is what makes loading a joblib artifact safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+from fairvalue.settings import Settings, get_settings
+
+
+class ArtifactError(RuntimeError):
+    """The store could not write or read an object (down, full, forbidden)."""
+
+
+class IntegrityError(ArtifactError):
+    """The bytes read back do not match the recorded sha256."""
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    uri: str
+    sha256: str
+    size: int
+
+
+class ArtifactStore(Protocol):
+    def put(self, name: str, data: bytes) -> StoredObject: ...
+
+    def get(self, uri: str, sha256: str) -> bytes: ...
+
+
+def content_key(name: str, digest: str) -> str:
+    """`models/cryptopunks/v3.joblib` → `models/cryptopunks/v3-<sha256>.joblib`."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot or "/" in ext:
+        return f"{name}-{digest}"
+    return f"{stem}-{digest}.{ext}"
+
+
+def verify(data: bytes, sha256: str, uri: str) -> bytes:
+    actual = sha256_hex(data)
+    if actual != sha256:
+        raise IntegrityError(f"sha256 mismatch for {uri}: expected {sha256}, got {actual}")
+    return data
+
+
+class LocalStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def put(self, name: str, data: bytes) -> StoredObject:
+        digest = sha256_hex(data)
+        path = self.root / content_key(name, digest)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                # Write then rename, so a reader never sees half an object.
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, path)
+        except OSError as exc:
+            raise ArtifactError(f"cannot write artifact {path}: {exc.strerror or exc}") from exc
+        return StoredObject(uri=path.resolve().as_uri(), sha256=digest, size=len(data))
+
+    def get(self, uri: str, sha256: str) -> bytes:
+        path = Path(urlparse(uri).path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ArtifactError(f"cannot read artifact {uri}: {exc.strerror or exc}") from exc
+        return verify(data, sha256, uri)
+
+
+class S3Store:
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, region: str):
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+        )
+
+    def _key(self, name: str, digest: str) -> str:
+        key = content_key(name, digest)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, name: str, data: bytes) -> StoredObject:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        digest = sha256_hex(data)
+        key = self._key(name, digest)
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, Metadata={"sha256": digest}
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise ArtifactError(f"cannot write s3://{self.bucket}/{key}: {exc}") from exc
+        return StoredObject(uri=f"s3://{self.bucket}/{key}", sha256=digest, size=len(data))
+
+    def get(self, uri: str, sha256: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        parsed = urlparse(uri)
+        try:
+            body = self.client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"]
+            data = body.read()
+        except (BotoCoreError, ClientError) as exc:
+            raise ArtifactError(f"cannot read {uri}: {exc}") from exc
+        return verify(data, sha256, uri)
+
+    def ensure_bucket(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+
+def store_from_url(url: str, endpoint_url: str | None = None, region: str = "us-east-1") -> ArtifactStore:
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        return S3Store(parsed.netloc, parsed.path, endpoint_url, region)
+    if parsed.scheme == "file":
+        return LocalStore(Path(parsed.path))
+    if parsed.scheme in ("", None) or len(parsed.scheme) == 1:  # a path (or a Windows drive)
+        return LocalStore(Path(url))
+    raise ValueError(f"unsupported artifacts URL {url!r}: use s3://bucket/prefix or a directory")
+
+
+def get_store(settings: Settings | None = None) -> ArtifactStore:
+    s = settings or get_settings()
+    return store_from_url(s.resolved_artifacts_url(), s.s3_endpoint_url, s.s3_region)

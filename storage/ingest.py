@@ -1,0 +1,203 @@
+"""Write paths for market data: items, daily market inputs and sales. All idempotent."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlmodel import Session, select
+
+from models.validation import FloorLookup, Reason, Rejection, validate_batch
+from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale, utcnow
+from storage.upsert import insert_ignoring_conflicts, upsert
+
+COLLECTION_NAMES = {"cryptopunks": ("CryptoPunks", "unique_items", "ETH")}
+
+
+def ensure_collection(session: Session, slug: str) -> Collection:
+    found = session.exec(select(Collection).where(Collection.slug == slug)).first()
+    if found:
+        return found
+    name, kind, currency = COLLECTION_NAMES.get(slug, (slug, "unique_items", "ETH"))
+    insert_ignoring_conflicts(
+        session, Collection.__table__, [{"slug": slug, "name": name, "kind": kind, "currency": currency,
+                                          "created_at": utcnow()}]
+    )
+    session.flush()
+    return session.exec(select(Collection).where(Collection.slug == slug)).one()
+
+
+def add_items(session: Session, collection: Collection, items: Iterable[Mapping[str, Any]]) -> int:
+    """Add items that are not there yet; return how many were new."""
+    rows = [
+        {
+            "collection_id": collection.id,
+            "item_key": str(it["item_key"]),
+            "item_type": str(it.get("item_type", "")),
+            "attributes": dict(it.get("attributes", {})),
+        }
+        for it in items
+    ]
+    inserted = 0
+    for start in range(0, len(rows), 2000):
+        inserted += len(
+            insert_ignoring_conflicts(session, Item.__table__, rows[start : start + 2000], returning="item_key")
+        )
+    return inserted
+
+
+def put_market_days(
+    session: Session, collection: Collection, days: Mapping[date, Mapping[str, float | None]]
+) -> int:
+    """Insert or correct daily market inputs; return how many days were new or changed."""
+    existing = {
+        m.day: (m.floor, m.eth_usd)
+        for m in session.exec(select(MarketDay).where(MarketDay.collection_id == collection.id))
+    }
+    changed = []
+    for day, values in days.items():
+        old_floor, old_eth = existing.get(day, (None, None))
+        floor = values.get("floor", old_floor)
+        eth_usd = values.get("eth_usd", old_eth)
+        if day in existing and (floor, eth_usd) == (old_floor, old_eth):
+            continue
+        changed.append({"collection_id": collection.id, "day": day, "floor": floor, "eth_usd": eth_usd})
+    upsert(session, MarketDay.__table__, changed, keys=("collection_id", "day"))
+    return len(changed)
+
+
+def floor_lookup(session: Session, collection: Collection) -> FloorLookup:
+    rows = session.exec(
+        select(MarketDay.day, MarketDay.floor).where(MarketDay.collection_id == collection.id)
+    ).all()
+    return FloorLookup({d: f for d, f in rows})
+
+
+def known_item_keys(session: Session, collection: Collection) -> set[str]:
+    return set(session.exec(select(Item.item_key).where(Item.collection_id == collection.id)).all())
+
+
+@dataclass
+class IngestReport:
+    accepted: int = 0
+    duplicate: int = 0
+    rejected: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    accepted_event_ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicate": self.duplicate,
+            "rejected": self.rejected,
+            "rejected_by_reason": dict(self.reasons),
+        }
+
+    def add(self, other: IngestReport) -> None:
+        self.accepted += other.accepted
+        self.duplicate += other.duplicate
+        self.rejected += other.rejected
+        self.reasons.update(other.reasons)
+        self.accepted_event_ids.extend(other.accepted_event_ids)
+
+
+def _json_safe(value: Any) -> Any:
+    """Rejected rows are kept whole; NaN/inf are not JSON, so they are kept as text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def ingest_sales(
+    session: Session,
+    collection: Collection,
+    rows: Iterable[Mapping[str, Any]],
+    origin: str,
+    min_floor_fraction: float,
+    known_items: set[str] | None = None,
+    floors: FloorLookup | None = None,
+) -> IngestReport:
+    """Validate and store a batch of sales. Re-sending a batch changes nothing."""
+    batch = validate_batch(
+        rows,
+        known_items if known_items is not None else known_item_keys(session, collection),
+        floors or floor_lookup(session, collection),
+        min_floor_fraction,
+    )
+    report = IngestReport(duplicate=batch.repeated_in_batch)
+    sale_rows = [
+        {
+            "collection_id": collection.id,
+            "event_id": s.event_id,
+            "item_key": s.item_key,
+            "ts": s.ts,
+            "price": s.price,
+            "seller": s.seller,
+            "buyer": s.buyer,
+            "source": s.source,
+            "content_hash": s.content_hash,
+            "ingested_at": utcnow(),
+        }
+        for s in batch.clean
+    ]
+    inserted: set[str] = set()
+    for start in range(0, len(sale_rows), 2000):
+        chunk = sale_rows[start : start + 2000]
+        inserted.update(insert_ignoring_conflicts(session, Sale.__table__, chunk, returning="event_id"))
+    # Rows that were not inserted hit an event id we already hold: the same content is a
+    # duplicate, different content is kept as a rejection.
+    not_inserted = [s for s in batch.clean if s.event_id not in inserted]
+    rejections = list(batch.rejected)
+    if not_inserted:
+        stored = {}
+        ids = [s.event_id for s in not_inserted]
+        for start in range(0, len(ids), 1000):
+            stored.update(
+                session.exec(
+                    select(Sale.event_id, Sale.content_hash).where(
+                        Sale.collection_id == collection.id, Sale.event_id.in_(ids[start : start + 1000])
+                    )
+                ).all()
+            )
+        for s in not_inserted:
+            if stored.get(s.event_id) == s.content_hash:
+                report.duplicate += 1
+            else:
+                raw = {"event_id": s.event_id, "timestamp": s.ts.isoformat(), "item_key": s.item_key,
+                       "price": s.price, "seller": s.seller, "buyer": s.buyer, "source": s.source}
+                rejections.append(Rejection(raw, Reason.DUPLICATE_CONFLICT,
+                                            "event id already stored with different content"))
+    report.accepted = len(inserted)
+    report.accepted_event_ids = sorted(inserted)
+    store_rejections(session, collection, rejections, origin)
+    report.rejected = len(rejections)
+    report.reasons.update(r.reason for r in rejections)
+    return report
+
+
+def store_rejections(session: Session, collection: Collection, rejections: list[Rejection], origin: str) -> None:
+    rows = [
+        {
+            "collection_id": collection.id,
+            "event_id": r.event_id,
+            "reason": r.reason,
+            "detail": r.detail[:1000],
+            "row": _json_safe(r.row),
+            "row_hash": r.row_hash,
+            "origin": origin[:200],
+            "rejected_at": utcnow(),
+        }
+        for r in rejections
+    ]
+    for start in range(0, len(rows), 2000):
+        insert_ignoring_conflicts(session, RejectedSale.__table__, rows[start : start + 2000])

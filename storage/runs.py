@@ -1,0 +1,59 @@
+"""Task runs: every task records when it ran, how it ended and what it did."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from storage.db import session_scope
+from storage.tables import TaskRun, utcnow
+
+
+@contextmanager
+def recorded_run(task_name: str, task_id: str | None = None) -> Iterator[dict[str, Any]]:
+    """Record a run; the body fills the yielded dict with what it did."""
+    with session_scope() as session:
+        run = TaskRun(task_name=task_name, task_id=task_id, status="running")
+        session.add(run)
+        session.flush()
+        run_id = run.id
+    detail: dict[str, Any] = {}
+    status = "ok"
+    try:
+        yield detail
+    except BaseException as exc:
+        status = "failed"
+        detail["error"] = f"{type(exc).__name__}: {exc}"
+        detail["traceback"] = traceback.format_exc(limit=5)[-4000:]
+        raise
+    finally:
+        with session_scope() as session:
+            run = session.get(TaskRun, run_id)
+            run.status = detail.pop("status", status) if status == "ok" else status
+            run.finished_at = utcnow()
+            run.detail = _jsonable(detail)
+            session.add(run)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def last_runs(session: Session) -> dict[str, TaskRun]:
+    """The latest run of each task."""
+    latest = (
+        select(TaskRun.task_name, func.max(TaskRun.id).label("id")).group_by(TaskRun.task_name).subquery()
+    )
+    runs = session.exec(select(TaskRun).join(latest, latest.c.id == TaskRun.id)).all()
+    return {r.task_name: r for r in runs}

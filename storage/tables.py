@@ -1,0 +1,191 @@
+"""Every table of the service, in one place.
+
+Times are timezone-aware UTC everywhere: SQLModel's datetime type refuses naive values and
+hands back UTC on both SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Collection(SQLModel, table=True):
+    __tablename__ = "collections"
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(unique=True, index=True, max_length=64)
+    name: str
+    kind: str = Field(description="unique_items (punks) or daily_prices (cards)")
+    currency: str = "ETH"
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Item(SQLModel, table=True):
+    __tablename__ = "items"
+
+    collection_id: int = Field(foreign_key="collections.id", primary_key=True)
+    item_key: str = Field(primary_key=True, max_length=64)
+    item_type: str = Field(default="", index=True)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Sale(SQLModel, table=True):
+    __tablename__ = "sales"
+    __table_args__ = (
+        UniqueConstraint("collection_id", "event_id", name="uq_sales_event"),
+        Index("ix_sales_collection_ts", "collection_id", "ts"),
+        Index("ix_sales_item_ts", "collection_id", "item_key", "ts"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    collection_id: int = Field(foreign_key="collections.id")
+    event_id: str = Field(max_length=200)
+    item_key: str = Field(max_length=64)
+    ts: datetime
+    price: float
+    seller: str = ""
+    buyer: str = ""
+    source: str = ""
+    content_hash: str = Field(max_length=64, description="sha256 of the normalised row")
+    ingested_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class RejectedSale(SQLModel, table=True):
+    """A row we refused, kept whole with the reason, so nothing sent to us is lost."""
+
+    __tablename__ = "rejected_sales"
+    __table_args__ = (UniqueConstraint("collection_id", "row_hash", name="uq_rejected_row"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    collection_id: int = Field(foreign_key="collections.id")
+    event_id: str | None = Field(default=None, max_length=200)
+    reason: str = Field(index=True, max_length=64)
+    detail: str = ""
+    row: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    row_hash: str = Field(max_length=64)
+    origin: str = Field(default="", description="seed, file name or webhook")
+    rejected_at: datetime = Field(default_factory=utcnow)
+
+
+class MarketDay(SQLModel, table=True):
+    """Daily market inputs: the floor and the ETH/USD rate."""
+
+    __tablename__ = "market_days"
+
+    collection_id: int = Field(foreign_key="collections.id", primary_key=True)
+    day: date = Field(primary_key=True)
+    floor: float | None = None
+    eth_usd: float | None = None
+
+
+class ModelVersion(SQLModel, table=True):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("collection_id", "version", name="uq_model_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    collection_id: int = Field(foreign_key="collections.id")
+    version: int
+    estimator: str
+    artifact_uri: str
+    sha256: str = Field(max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    data_start: datetime | None = None
+    data_end: datetime | None = None
+    n_train: int = 0
+    code_version: str = ""
+    parent_id: int | None = Field(default=None, foreign_key="model_versions.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelAlias(SQLModel, table=True):
+    """champion / contender → version: one row per alias, so a promotion is one update."""
+
+    __tablename__ = "model_aliases"
+
+    collection_id: int = Field(foreign_key="collections.id", primary_key=True)
+    alias: str = Field(primary_key=True, max_length=32)
+    model_version_id: int = Field(foreign_key="model_versions.id")
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class NowcastSnapshot(SQLModel, table=True):
+    __tablename__ = "nowcast_snapshots"
+
+    id: int | None = Field(default=None, primary_key=True)
+    collection_id: int = Field(foreign_key="collections.id", index=True)
+    model_version_id: int = Field(foreign_key="model_versions.id")
+    as_of: datetime = Field(description="The moment valued; only data before it was used.")
+    data_cutoff: datetime | None = Field(default=None, description="Latest sale the snapshot saw.")
+    n_items: int = 0
+    status: str = Field(default="building", max_length=16, description="building, published, failed")
+    created_at: datetime = Field(default_factory=utcnow)
+    published_at: datetime | None = None
+    archive_uri: str | None = None
+    archive_sha256: str | None = None
+
+
+class NowcastRow(SQLModel, table=True):
+    __tablename__ = "nowcast_rows"
+
+    snapshot_id: int = Field(foreign_key="nowcast_snapshots.id", primary_key=True)
+    item_key: str = Field(primary_key=True, max_length=64)
+    fair_value: float
+    p10: float | None = None
+    p90: float | None = None
+    signal: str = Field(default="HOLD", max_length=8)
+    last_price: float | None = None
+    last_sale_at: datetime | None = None
+
+
+class PublishedSnapshot(SQLModel, table=True):
+    """The pointer readers follow. Publishing a snapshot is one update of this row."""
+
+    __tablename__ = "published_snapshots"
+
+    collection_id: int = Field(foreign_key="collections.id", primary_key=True)
+    snapshot_id: int = Field(foreign_key="nowcast_snapshots.id")
+    published_at: datetime = Field(default_factory=utcnow)
+
+
+class TrainingRequest(SQLModel, table=True):
+    """A durable ask to train a contender; the database, not the broker, decides who trains."""
+
+    __tablename__ = "training_requests"
+
+    id: int | None = Field(default=None, primary_key=True)
+    collection_id: int = Field(foreign_key="collections.id", index=True)
+    idempotency_key: str = Field(unique=True, max_length=200)
+    state: str = Field(default="queued", index=True, max_length=16)
+    reason: str = ""
+    trigger: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    data_cutoff: datetime | None = None
+    attempts: int = 0
+    claimed_by: str | None = None
+    lease_expires_at: datetime | None = None
+    published_at: datetime | None = None
+    model_version_id: int | None = Field(default=None, foreign_key="model_versions.id")
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class TaskRun(SQLModel, table=True):
+    __tablename__ = "task_runs"
+    __table_args__ = (Index("ix_task_runs_name_started", "task_name", "started_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_name: str = Field(max_length=100)
+    task_id: str | None = Field(default=None, max_length=64)
+    status: str = Field(default="running", max_length=16, description="running, ok, failed, skipped")
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -1,0 +1,59 @@
+"""The one Celery app. Broker and queues come from settings and tasks/queues.py."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+import beat_schedule
+from fairvalue.settings import Settings, get_settings
+from tasks import queues
+
+TASK_MODULES = ["tasks.nowcast", "tasks.ingest"]
+
+
+def broker_options(settings: Settings) -> dict:
+    url = settings.resolved_broker_url()
+    if url.startswith("filesystem://"):
+        # The embedded broker: messages are files in var/broker, shared by every process.
+        folder = settings.broker_folder
+        (folder / "queue").mkdir(parents=True, exist_ok=True)
+        (folder / "processed").mkdir(parents=True, exist_ok=True)
+        return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
+                "processed_folder": str(folder / "processed"), "store_processed": False}
+    # Redis redelivers an unacked message after this long. Longer than any task runs, so a
+    # slow task is not started twice by the broker; the database lease guards training anyway.
+    return {"visibility_timeout": 2 * 3600}
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app = Celery("fairvalue", include=TASK_MODULES)
+    app.conf.update(
+        broker_url=settings.resolved_broker_url(),
+        broker_transport_options=broker_options(settings),
+        broker_connection_retry_on_startup=True,
+        result_backend=None,
+        task_ignore_result=True,  # outcomes are recorded in task_runs, not a result backend
+        task_default_queue=queues.DEFAULT,
+        task_queues=[Queue(name, routing_key=name) for name in queues.ALL],
+        task_routes={
+            "fairvalue.nowcast": {"queue": queues.NOWCAST},
+            "fairvalue.ingest.*": {"queue": queues.INGEST},
+        },
+        # Our tasks are idempotent, so a task whose worker died is redelivered, not lost.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        timezone="UTC",
+        enable_utc=True,
+        beat_schedule=beat_schedule.SCHEDULE,
+        worker_send_task_events=True,  # for Flower
+        task_send_sent_event=True,
+    )
+    return app
+
+
+app = create_app()

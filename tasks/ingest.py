@@ -1,0 +1,21 @@
+"""Ingest follow-up: after new sales are stored, ask for an out-of-cycle nowcast if enough
+changed since the published snapshot."""
+
+from __future__ import annotations
+
+from fairvalue import pipeline
+from fairvalue.settings import get_settings
+from storage.runs import recorded_run
+from tasks.app import app
+
+
+@app.task(name="fairvalue.ingest.after_sales", bind=True)
+def after_sales(self, accepted: int) -> dict:
+    with recorded_run("fairvalue.ingest.after_sales", self.request.id) as run:
+        pending = pipeline.sales_since_published()
+        threshold = get_settings().nowcast_trigger_sales
+        run.update(accepted=accepted, pending=pending, threshold=threshold)
+        if accepted > 0 and pending >= threshold:
+            app.send_task("fairvalue.nowcast")
+            run["nowcast_requested"] = True
+        return dict(run)
