@@ -18,7 +18,8 @@ def signals(
     price = np.asarray(market_price, dtype=float)
     fair = np.asarray(fair_value, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        deviation = price / fair - 1.0
+        # Rounded so that a price exactly at a threshold counts (90/100 - 1 is not exactly -0.1).
+        deviation = np.round(price / fair - 1.0, 12)
     out = np.full(len(price), HOLD, dtype=object)
     out[np.isfinite(deviation) & (deviation <= -buy_below)] = BUY
     out[np.isfinite(deviation) & (deviation >= sell_above)] = SELL

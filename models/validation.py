@@ -28,6 +28,7 @@ FUTURE_SLACK = timedelta(minutes=5)
 
 
 class Reason:
+    MALFORMED_ROW = "malformed_row"
     MISSING_FIELD = "missing_field"
     MALFORMED_TIMESTAMP = "malformed_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
@@ -114,6 +115,8 @@ def validate_row(
     now: datetime,
 ) -> CleanSale | Rejection:
     raw = dict(row)
+    if "_error" in row:  # the reader could not parse this line; it is kept as text
+        return Rejection(raw, Reason.MALFORMED_ROW, str(row["_error"]))
     missing = [f for f in REQUIRED if _pick(row, f) in (None, "")]
     if missing:
         return Rejection(raw, Reason.MISSING_FIELD, f"missing {', '.join(missing)}")

@@ -45,10 +45,9 @@ class ArtifactStore(Protocol):
 
 def content_key(name: str, digest: str) -> str:
     """`models/cryptopunks/v3.joblib` → `models/cryptopunks/v3-<sha256>.joblib`."""
-    stem, dot, ext = name.rpartition(".")
-    if not dot or "/" in ext:
-        return f"{name}-{digest}"
-    return f"{stem}-{digest}.{ext}"
+    folder, slash, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    return f"{folder}{slash}{stem}-{digest}{dot}{ext}"
 
 
 def verify(data: bytes, sha256: str, uri: str) -> bytes:

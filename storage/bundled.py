@@ -58,7 +58,8 @@ def read_sales_file(path: Path) -> Iterator[dict[str, Any]]:
                 except json.JSONDecodeError as exc:
                     yield {"_line": lineno, "_raw": line.rstrip("\n")[:2000], "_error": str(exc)}
                     continue
-                yield value if isinstance(value, dict) else {"_line": lineno, "_raw": line[:2000]}
+                yield value if isinstance(value, dict) else {
+                    "_line": lineno, "_raw": line.rstrip("\n")[:2000], "_error": "a line must hold a JSON object"}
     else:
         with path.open(newline="") as fh:
             yield from csv.DictReader(fh)

@@ -1,0 +1,103 @@
+"""Reads: items, bulk valuations, errors, and snapshot atomicity under concurrent publishing."""
+
+from __future__ import annotations
+
+import threading
+
+import pandas as pd
+import pytest
+
+from storage.db import session_scope
+from storage.ingest import ensure_collection
+from storage.snapshots import publish, write_snapshot
+from storage.tables import utcnow
+
+pytestmark = pytest.mark.integration
+
+
+def test_item_valuation(client):
+    body = client.get("/v1/items/7804").json()
+
+    assert body["item_id"] == "7804"
+    assert body["type"] == "Alien"
+    assert body["fair_value"] > 0
+    assert body["band"]["p10"] <= body["fair_value"] <= body["band"]["p90"]
+    assert body["signal"] in {"BUY", "SELL", "HOLD"}
+    assert body["model_version"] >= 1
+    assert body["snapshot"]["published_at"].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/v1/items/10000", 404),
+        ("/v1/items/abc%20def", 400),
+        ("/v1/items/" + "9" * 80, 400),
+        ("/v1/valuations", 400),
+        ("/v1/valuations?ids=,,", 400),
+        ("/v1/valuations?ids=" + ",".join(str(i) for i in range(1001)), 400),
+        ("/v1/nothing-here", 404),
+    ],
+)
+def test_bad_reads_get_a_json_reason(client, path, status):
+    response = client.get(path)
+    assert response.status_code == status
+    assert response.json()["error"]
+
+
+def test_bulk_valuations_report_unknown_ids(client):
+    body = client.get("/v1/valuations?ids=1,2,2,nope,3").json()
+    assert [v["item_id"] for v in body["valuations"]] == ["1", "2", "3"]
+    assert body["not_found"] == ["nope"]
+
+
+def test_reads_during_publishing_see_one_whole_snapshot(client, seeded):
+    """Publish snapshots whose every value is a marker while readers fetch many items; each
+    read must carry exactly one snapshot id and only that snapshot's marker."""
+    keys = [str(i) for i in range(0, 10_000, 11)]  # 910 ids, under the bulk limit
+    with session_scope() as session:
+        coll = ensure_collection(session, "cryptopunks")
+    version_id = seeded["train"].model_version_id
+    markers: dict[int, float] = {}
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def writer():
+        for n in range(6):
+            marker = 1000.0 + n
+            values = pd.DataFrame({"item_key": [str(i) for i in range(10_000)], "fair_value": marker,
+                                   "p10": marker, "p90": marker, "signal": "HOLD", "last_price": None,
+                                   "last_sale_at": pd.NaT})
+            with session_scope() as session:
+                snap = write_snapshot(session, coll, version_id, utcnow(), None, values)
+            markers[snap.id] = marker
+            with session_scope() as session:
+                publish(session, coll, snap)
+        stop.set()
+
+    def reader():
+        while not stop.is_set():
+            response = client.get("/v1/valuations?ids=" + ",".join(keys))
+            if response.status_code != 200:
+                errors.append(f"{response.status_code}: {response.text[:200]}")
+                continue
+            body = response.json()
+            snapshot_ids = {v["snapshot"]["id"] for v in body["valuations"]}
+            values = {v["fair_value"] for v in body["valuations"]}
+            if len(snapshot_ids) != 1 or len(body["valuations"]) != len(keys):
+                errors.append(f"mixed or partial read: {snapshot_ids}, {len(body['valuations'])} rows")
+            elif (sid := snapshot_ids.pop()) in markers and values != {markers[sid]}:
+                errors.append(f"snapshot {sid} served values {values}")
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+    assert not errors, errors[:5]
+    assert len(markers) == 6
+    # Restore a real valuation for the tests that follow.
+    from fairvalue import pipeline
+
+    pipeline.nowcast()

@@ -1,0 +1,186 @@
+"""The whole slice on real parts: webhook → stored → worker nowcast → published → API."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlmodel import select
+
+from api import signing
+from storage.db import session_scope
+from storage.tables import NowcastSnapshot, Sale, TaskRun
+
+pytestmark = pytest.mark.integration
+SECRET = "test-secret"
+
+
+def post_signed(client, payload, secret=SECRET, timestamp=None):
+    body = json.dumps(payload).encode()
+    return client.post(
+        "/v1/webhooks/sales",
+        content=body,
+        headers={signing.HEADER: signing.sign(secret, body, timestamp), "content-type": "application/json"},
+    )
+
+
+def a_sale(item="7804", price=4200.0, minutes_ago=1, event_id=None):
+    ts = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    return {
+        "event_id": event_id or f"test:{item}:{ts.timestamp()}",
+        "timestamp": ts.isoformat().replace("+00:00", "Z"),
+        "punk_id": item,
+        "price_eth": price,
+        "seller": "0xabc",
+        "buyer": "0xdef",
+        "source": "test",
+    }
+
+
+def wait_for(predicate, timeout=90.0, interval=0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def test_webhook_sale_reaches_a_published_value_through_the_worker(client, worker):
+    before = client.get("/v1/items/7804").json()
+    sale = a_sale(item="7804", price=5000.0)
+
+    response = post_signed(client, sale)
+
+    assert response.status_code == 202, response.text
+    assert response.json()["accepted"] == 1
+    assert response.json()["follow_up"] == "enqueued"
+
+    def newer_snapshot():
+        body = client.get("/v1/items/7804").json()
+        return body if body["snapshot"]["id"] != before["snapshot"]["id"] else None
+
+    after = wait_for(newer_snapshot)
+    # The new snapshot saw the sale: it is the item's last sale, and it moved the value.
+    assert after["last_sale"]["price"] == 5000.0
+    assert after["fair_value"] > 0
+    assert after["fair_value"] != before["fair_value"]
+    with session_scope() as session:
+        snap = session.get(NowcastSnapshot, after["snapshot"]["id"])
+        assert snap.status == "published"
+        assert snap.archive_uri.startswith("s3://fairvalue-test/")
+        runs = session.exec(select(TaskRun.task_name, TaskRun.status)).all()
+    assert ("fairvalue.ingest.after_sales", "ok") in runs
+    assert ("fairvalue.nowcast", "ok") in runs
+
+
+def test_archive_in_s3_matches_its_recorded_sha256(seeded, s3):
+    with session_scope() as session:
+        snap = session.get(NowcastSnapshot, seeded["nowcast"].snapshot_id)
+    data = s3.get(snap.archive_uri, snap.archive_sha256)
+    import gzip
+
+    lines = gzip.decompress(data).decode().splitlines()
+    assert lines[0].startswith("item_key,fair_value,p10,p90,signal")
+    assert len(lines) == 10_001
+
+
+def test_bad_signature_and_stale_timestamp_are_refused(client):
+    sale = a_sale(item="1")
+    wrong = post_signed(client, sale, secret="not-the-secret")
+    stale = post_signed(client, sale, timestamp=int(time.time()) - 3600)
+    missing = client.post("/v1/webhooks/sales", content=json.dumps(sale))
+
+    for response in (wrong, stale, missing):
+        assert response.status_code == 401
+        assert response.json()["error"]
+    assert "tolerance" in stale.json()["error"]
+    with session_scope() as session:
+        assert session.exec(select(Sale).where(Sale.event_id == sale["event_id"])).first() is None
+
+
+def test_the_same_event_twice_is_stored_once(client, broker):
+    sale = a_sale(item="2", price=90.0)
+    first = post_signed(client, sale).json()
+    second = post_signed(client, sale).json()
+
+    assert (first["accepted"], first["duplicate"]) == (1, 0)
+    assert (second["accepted"], second["duplicate"]) == (0, 1)
+    with session_scope() as session:
+        assert len(session.exec(select(Sale).where(Sale.event_id == sale["event_id"])).all()) == 1
+
+
+def test_same_event_id_with_other_content_is_rejected_and_kept(client, broker):
+    sale = a_sale(item="3", price=80.0)
+    post_signed(client, sale)
+    changed = dict(sale, price_eth=75.0)
+
+    body = post_signed(client, changed).json()
+
+    assert body["rejected"] == 1
+    assert "duplicate_event_conflict" in body["rejected_by_reason"]
+    from storage.tables import RejectedSale
+
+    with session_scope() as session:
+        kept = session.exec(select(RejectedSale).where(RejectedSale.event_id == sale["event_id"])).all()
+    assert [k.reason for k in kept] == ["duplicate_event_conflict"]
+
+
+def test_bad_rows_in_a_batch_are_rejected_with_reasons_and_good_ones_kept(client, broker):
+    good = a_sale(item="4", price=70.0)
+    batch = {"sales": [good, a_sale(item="99999"), dict(a_sale(item="5"), price_eth=0),
+                       dict(a_sale(item="6"), timestamp="yesterday-ish")]}
+
+    body = post_signed(client, batch).json()
+
+    assert body["accepted"] == 1
+    assert body["rejected_by_reason"] == {"unknown_item": 1, "non_positive_price": 1, "malformed_timestamp": 1}
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [(b"{not json", 400), (b'"a string"', 422), (b"[]", 422), (b"[1, 2]", 422)],
+)
+def test_malformed_webhook_bodies_get_a_reason(client, body, status):
+    response = client.post("/v1/webhooks/sales", content=body,
+                           headers={signing.HEADER: signing.sign(SECRET, body)})
+    assert response.status_code == status
+    assert response.json()["error"]
+
+
+def test_oversized_webhook_body_is_413(client):
+    body = b"[" + b" " * 1_100_000 + b"]"
+    response = client.post("/v1/webhooks/sales", content=body,
+                           headers={signing.HEADER: signing.sign(SECRET, body)})
+    assert response.status_code == 413
+
+
+def test_beat_nowcast_entry_runs_on_the_worker(client, worker):
+    """Dispatch the schedule's nowcast entry exactly as beat does, and see it publish."""
+    import beat_schedule
+    from tasks.app import app
+
+    entry = beat_schedule.SCHEDULE["nowcast-every-30-minutes"]
+    before = client.get("/v1/items/1").json()["snapshot"]["id"]
+
+    app.send_task(entry["task"], **entry["options"])
+
+    wait_for(lambda: client.get("/v1/items/1").json()["snapshot"]["id"] != before)
+
+
+def test_queue_status_reads_the_broker_and_the_runs(client, worker):
+    body = client.get("/v1/queue").json()
+
+    assert set(body["queues"]) == {"default", "ingest", "nowcast", "training"}
+    assert all(isinstance(n, int) for n in body["queues"].values())
+    assert any(w.startswith("test-worker@") for w in body["workers"])
+    assert "training_requests" in body
+
+
+def test_readiness_checks_database_broker_and_snapshot(client, broker):
+    body = client.get("/readyz").json()
+    assert body["ready"] is True, body
+    assert body["checks"]["snapshot"].startswith("ok")

@@ -1,0 +1,34 @@
+import pytest
+
+from storage.artifacts import ArtifactError, IntegrityError, LocalStore, content_key, store_from_url
+
+
+def test_put_get_round_trip_is_content_addressed(tmp_path):
+    store = LocalStore(tmp_path)
+    a = store.put("models/x/v1.joblib", b"hello")
+    again = store.put("models/x/v1.joblib", b"hello")
+    assert a == again
+    assert a.uri.endswith(f"v1-{a.sha256}.joblib")
+    assert store.get(a.uri, a.sha256) == b"hello"
+
+
+def test_a_changed_object_is_refused(tmp_path):
+    store = LocalStore(tmp_path)
+    obj = store.put("m.joblib", b"model bytes")
+    (tmp_path / content_key("m.joblib", obj.sha256)).write_bytes(b"tampered")
+    with pytest.raises(IntegrityError, match="sha256 mismatch"):
+        store.get(obj.uri, obj.sha256)
+
+
+def test_unwritable_store_reports_clearly(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ArtifactError, match="cannot write artifact"):
+        LocalStore(blocker).put("a/b.bin", b"x")
+
+
+def test_store_from_url_kinds(tmp_path):
+    assert isinstance(store_from_url(str(tmp_path)), LocalStore)
+    assert isinstance(store_from_url(tmp_path.as_uri()), LocalStore)
+    with pytest.raises(ValueError, match="unsupported"):
+        store_from_url("ftp://host/x")

@@ -1,0 +1,74 @@
+"""The feature builder sees only the past: adding later sales never changes a feature at t."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.estimator import fit
+from models.features import MarketData, TraitVocabulary, build_features
+
+
+def synthetic_market(n_items=60, n_sales=400, seed=0) -> MarketData:
+    rng = np.random.default_rng(seed)
+    traits = ["Cap", "Pipe", "Hoodie", "Earring", "3D Glasses"]
+    items = pd.DataFrame(
+        {
+            "item_key": [str(i) for i in range(n_items)],
+            "item_type": rng.choice(["Human", "Zombie"], n_items, p=[0.9, 0.1]),
+            "accessories": [list(rng.choice(traits, rng.integers(1, 3), replace=False)) for _ in range(n_items)],
+        }
+    ).set_index("item_key")
+    items["accessory_count"] = items["accessories"].map(len)
+    days = pd.date_range("2021-01-01", periods=120, freq="D")
+    floor = 10 * np.exp(np.cumsum(rng.normal(0, 0.02, len(days))))
+    market = pd.DataFrame({"day": days, "floor": floor, "eth_usd": 2000.0})
+    ts = pd.Timestamp("2021-01-03") + pd.to_timedelta(np.sort(rng.uniform(0, 115, n_sales)), unit="D")
+    keys = rng.choice(items.index, n_sales)
+    premium = np.where(items.loc[keys, "item_type"] == "Zombie", 2.0, 1.0)
+    day_idx = np.clip((ts - days[0]).days, 0, len(days) - 1)
+    price = floor[day_idx] * premium * np.exp(rng.normal(0.1, 0.1, n_sales))
+    sales = pd.DataFrame({"event_id": [f"e{i}" for i in range(n_sales)], "ts": ts.astype("datetime64[ns]"),
+                          "item_key": keys, "price": price})
+    return MarketData(items, sales, market)
+
+
+def test_a_feature_at_t_never_changes_when_later_sales_arrive():
+    data = synthetic_market()
+    vocab = TraitVocabulary(data.items)
+    t = pd.Timestamp("2021-03-01 12:00")
+    queries = pd.DataFrame({"item_key": data.items.index, "ts": t})
+
+    full = build_features(data, vocab, queries)
+    past_only = build_features(data.before(t), vocab, queries)
+
+    pd.testing.assert_frame_equal(full, past_only)
+
+
+def test_a_sale_at_exactly_t_is_not_seen_at_t():
+    data = synthetic_market()
+    sale = data.sales.iloc[200]
+    vocab = TraitVocabulary(data.items)
+    feats = build_features(data, vocab, pd.DataFrame({"item_key": [sale["item_key"]], "ts": [sale["ts"]]}))
+    assert not (feats["last_sale_at"] >= sale["ts"]).any()
+
+
+def test_floor_of_the_sale_day_is_not_used():
+    data = synthetic_market()
+    vocab = TraitVocabulary(data.items)
+    t = pd.Timestamp("2021-02-10 23:00")
+    feats = build_features(data, vocab, pd.DataFrame({"item_key": ["1"], "ts": [t]}))
+    floor_day_before = data.market.set_index("day").loc[pd.Timestamp("2021-02-09"), "floor"]
+    assert feats["floor"].iloc[0] == pytest.approx(floor_day_before)
+
+
+def test_model_learns_a_type_premium_and_orders_its_band():
+    data = synthetic_market(n_sales=1500, seed=1)
+    from models.estimator import TrainParams
+
+    model = fit(data, TrainParams(max_iter=60, min_samples_leaf=10))
+    t = pd.Timestamp("2021-05-01")
+    values = model.predict(data, pd.DataFrame({"item_key": data.items.index, "ts": t}))
+    zombie = data.items["item_type"].to_numpy() == "Zombie"
+    ratio = values["fair_value"].to_numpy() / values["floor"].to_numpy()
+    assert np.median(ratio[zombie]) > 1.5 * np.median(ratio[~zombie])
+    assert (values["p10"] <= values["fair_value"]).all() and (values["fair_value"] <= values["p90"]).all()

@@ -1,0 +1,77 @@
+from datetime import UTC, date, datetime
+
+import pytest
+
+from models.validation import FloorLookup, Reason, Rejection, validate_batch, validate_row
+
+NOW = datetime(2022, 1, 1, tzinfo=UTC)
+ITEMS = {"1", "2", "7804"}
+FLOORS = FloorLookup({date(2021, 12, 1): 60.0, date(2021, 12, 10): 70.0})
+
+
+def row(**overrides):
+    base = {"event_id": "e1", "timestamp": "2021-12-05T10:00:00Z", "punk_id": "1", "price_eth": "65",
+            "seller": "0xA", "buyer": "0x0000000000000000000000000000000000000000", "source": "x"}
+    base.update(overrides)
+    return base
+
+
+def check(r):
+    return validate_row(r, ITEMS, FLOORS, 0.2, NOW)
+
+
+def test_clean_row_is_normalised():
+    sale = check(row())
+    assert sale.item_key == "1" and sale.price == 65.0
+    assert sale.ts == datetime(2021, 12, 5, 10, tzinfo=UTC)
+    assert sale.seller == "0xa"  # addresses compare case-insensitively
+
+
+def test_accepted_bid_with_zero_buyer_is_a_valid_sale():
+    assert not isinstance(check(row()), Rejection)
+
+
+@pytest.mark.parametrize(
+    "overrides, reason",
+    [
+        ({"price_eth": "0"}, Reason.NON_POSITIVE_PRICE),
+        ({"price_eth": "-3"}, Reason.NON_POSITIVE_PRICE),
+        ({"price_eth": "abc"}, Reason.MALFORMED_PRICE),
+        ({"price_eth": "nan"}, Reason.MALFORMED_PRICE),
+        ({"price_eth": ""}, Reason.MISSING_FIELD),
+        ({"punk_id": "10001"}, Reason.UNKNOWN_ITEM),
+        ({"timestamp": "2021-13-45T00:00:00Z"}, Reason.MALFORMED_TIMESTAMP),
+        ({"timestamp": "2030-01-01T00:00:00Z"}, Reason.FUTURE_TIMESTAMP),
+        ({"price_eth": "11.9"}, Reason.BELOW_FLOOR_FRACTION),  # 0.2 x floor 60 = 12
+        ({"event_id": None}, Reason.MISSING_FIELD),
+    ],
+)
+def test_bad_rows_are_rejected_with_reason(overrides, reason):
+    outcome = check(row(**overrides))
+    assert isinstance(outcome, Rejection)
+    assert outcome.reason == reason
+    assert outcome.row["price_eth"] == row(**overrides)["price_eth"]  # kept as it came
+
+
+def test_floor_check_uses_that_days_floor_or_the_latest_before():
+    assert not isinstance(check(row(timestamp="2021-12-09T00:00:00Z", price_eth="12.5")), Rejection)
+    assert check(row(timestamp="2021-12-10T00:00:00Z", price_eth="12.5")).reason == Reason.BELOW_FLOOR_FRACTION
+    # Before any known floor, no floor check applies.
+    assert not isinstance(check(row(timestamp="2017-07-01T00:00:00Z", price_eth="0.01")), Rejection)
+
+
+def test_naive_timestamp_is_read_as_utc():
+    assert check(row(timestamp="2021-12-05 10:00:00")).ts == datetime(2021, 12, 5, 10, tzinfo=UTC)
+
+
+def test_batch_repeats_count_once_and_conflicts_are_rejected():
+    batch = validate_batch([row(), row(), row(price_eth="66")], ITEMS, FLOORS, 0.2, NOW)
+    assert len(batch.clean) == 1
+    assert batch.repeated_in_batch == 1
+    assert [r.reason for r in batch.rejected] == [Reason.DUPLICATE_CONFLICT]
+
+
+def test_content_hash_ignores_the_reporting_source():
+    a, b = check(row(source="a")), check(row(source="b"))
+    assert a.content_hash == b.content_hash
+    assert check(row(price_eth="66")).content_hash != a.content_hash
