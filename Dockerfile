@@ -17,6 +17,9 @@ RUN pip wheel --no-deps --wheel-dir /wheels .
 # --- runtime ---
 FROM python:3.11-slim
 
+# Recorded on every model version trained here: docker build --build-arg CODE_VERSION=$(git rev-parse --short HEAD)
+ARG CODE_VERSION=unknown
+
 # FAIRVALUE_DATA_DIR: the bundled market data is read from the source tree (settings.data_dir
 # defaults to <project root>/data), which an installed package does not have: use /app/data.
 # FAIRVALUE_VAR_DIR: writable state (the beat schedule; the embedded defaults if no URL is set).
@@ -25,7 +28,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     FAIRVALUE_DATA_DIR=/app/data \
-    FAIRVALUE_VAR_DIR=/var/lib/fairvalue
+    FAIRVALUE_VAR_DIR=/var/lib/fairvalue \
+    FAIRVALUE_CODE_VERSION=${CODE_VERSION}
 
 RUN groupadd --system --gid 10001 fairvalue \
     && useradd --system --uid 10001 --gid fairvalue --home-dir /var/lib/fairvalue --no-create-home \

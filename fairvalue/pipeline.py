@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from sqlmodel import Session, select
 
@@ -38,6 +37,8 @@ def collection(session: Session, settings: Settings) -> Collection:
 
 
 def code_version() -> str:
+    if get_settings().code_version:
+        return get_settings().code_version
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -231,7 +232,3 @@ def archive_snapshot(settings: Settings, snapshot_id: int, values: pd.DataFrame)
         snap.archive_uri, snap.archive_sha256 = stored.uri, stored.sha256
         session.add(snap)
     return stored.uri, None
-
-
-def finite(x: float) -> float | None:
-    return float(x) if x is not None and np.isfinite(x) else None

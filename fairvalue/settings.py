@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     api_port: int = 8000
 
     # Model.
+    code_version: str = Field("", description="Recorded on model versions; empty means `git rev-parse`.")
     random_seed: int = 7
     train_max_iter: int = Field(200, description="Boosting rounds per quantile model.")
     holdout_days: int = Field(30, description="Forward window kept out of training to score a version.")
