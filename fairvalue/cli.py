@@ -112,6 +112,91 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
     )
 
 
+def _evaluate(from_, to, cadence, sales, floor, eth_usd, source):
+    import pandas as pd
+
+    from fairvalue import evaluation
+
+    if cadence not in evaluation.CADENCES:
+        raise typer.BadParameter(f"cadence must be one of {sorted(evaluation.CADENCES)}")
+    start = pd.Timestamp(_parse_time(from_)).tz_convert("UTC").tz_localize(None)
+    end = pd.Timestamp(_parse_time(to)).tz_convert("UTC").tz_localize(None)
+    if end <= start:
+        raise typer.BadParameter("--to must be after --from")
+    settings = get_settings()
+    data = evaluation.load_market(settings, source, list(sales or []), floor, eth_usd)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("replaying", total=None)
+        return evaluation.evaluate(
+            data, start, end, cadence, settings,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+
+
+_FILE = dict(exists=True, dir_okay=False)
+
+
+@app.command()
+def replay(
+    from_: str = typer.Option(..., "--from", help="First moment replayed (ISO date or time)."),
+    to: str = typer.Option(..., "--to", help="End of the replay (exclusive)."),
+    cadence: str = typer.Option("1d", help="How often a nowcast is published: 1d or 30m."),
+    sales: list[Path] = typer.Option(None, "--sales", help="Later sales (same columns as sales.csv).", **_FILE),
+    floor: Path = typer.Option(None, "--floor", help="Floor file (date, floor_eth).", **_FILE),
+    eth_usd: Path = typer.Option(None, "--eth-usd", help="ETH/USD file (date, eth_usd).", **_FILE),
+    source: str = typer.Option("auto", help="auto (database if it holds sales), db or bundled."),
+    export: Path = typer.Option(None, help="Write one row per scored sale to this CSV."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+) -> None:
+    """Step the live loop through a past period and score each sale against the last nowcast
+    published before it."""
+    result = _evaluate(from_, to, cadence, sales, floor, eth_usd, source)
+    if export:
+        result.export(export)
+    if as_json:
+        print(json.dumps(result.report, default=str, allow_nan=False))
+        return
+    _print_accuracy(result.report)
+    if export:
+        console.print(f"wrote {len(result.replay.predictions)} rows to {export}")
+
+
+def _print_accuracy(report: dict) -> None:
+    table = Table(title=f"forward accuracy {report['window']['from']} .. {report['window']['to']}")
+    for col in ("", "n", "MAPE", "median APE", "bias", "within 10%", "band coverage"):
+        table.add_column(col, justify="right")
+    for name in ("model", "previous_day_floor"):
+        m = report[name]
+        table.add_row(name, str(m.get("n", 0)), *(f"{m[k]:.2%}" if k in m else "-" for k in
+                      ("mape", "median_ape", "bias", "within_10pct", "band_coverage")))
+    console.print(table)
+
+
+@app.command()
+def backtest(
+    from_: str = typer.Option(..., "--from", help="First moment replayed."),
+    to: str = typer.Option(..., "--to", help="End of the replay (exclusive)."),
+    cadence: str = typer.Option("1d"),
+    source: str = typer.Option("auto", help="auto, db or bundled."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Replay, then trade: buy what the model calls undervalued vs buy every completed sale."""
+    result = _evaluate(from_, to, cadence, None, None, None, source)
+    bt = result.report["backtest"]
+    if as_json:
+        print(json.dumps({"backtest": bt, "signals": result.report["signals"]}, default=str, allow_nan=False))
+        return
+    table = Table(title=f"backtest: {bt['n_eligible']} eligible pairs, {bt['n_filtered']} filtered")
+    for col in ("strategy", "trades", "total return", "Sharpe", "Sortino", "Calmar", "max drawdown"):
+        table.add_column(col, justify="right")
+    for name in ("strategy", "buy_all"):
+        s = bt[name]
+        fmt = lambda v, pct=False: "-" if v is None else (f"{v:.2%}" if pct else f"{v:.2f}")  # noqa: E731
+        table.add_row(name, str(s["n_trades"]), fmt(s["total_return"], True), fmt(s["sharpe"]),
+                      fmt(s["sortino"]), fmt(s["calmar"]), fmt(s["max_drawdown"], True))
+    console.print(table)
+
+
 @app.command()
 def api(host: str = typer.Option(None), port: int = typer.Option(None)) -> None:
     """Serve the HTTP API with uvicorn."""

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     random_seed: int = 7
     train_max_iter: int = Field(200, description="Boosting rounds per quantile model.")
     holdout_days: int = Field(30, description="Forward window kept out of training to score a version.")
+    retrain_max_age_days: float = Field(7, description="A champion trained on data older than this is stale.")
 
     # Signals: BUY when the market is this far under fair value, SELL when this far over.
     buy_below: float = 0.10

@@ -9,10 +9,12 @@ market rather than the raw floor, which breaks trees when the floor moves.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from models.market_index import robust_floor, sales_index
 
 PREMIUM_WINDOW = pd.Timedelta(days=7)
 ITEM_TYPES = ("Alien", "Ape", "Zombie", "Human")
@@ -29,13 +31,25 @@ class MarketData:
     sales: pd.DataFrame  # columns event_id, ts, item_key, price; sorted by ts
     market: pd.DataFrame  # columns day (midnight), floor, eth_usd; sorted by day
 
+    _context: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+
     def before(self, t: pd.Timestamp) -> MarketData:
         """The market as it was known just before t."""
+        known = self.sales["ts"] < t
         return MarketData(
             self.items,
-            self.sales[self.sales["ts"] < t],
+            self.sales[known],
             self.market[self.market["day"] < t.normalize()],
+            # Each sale's context uses only data before that sale, so the context of the
+            # market known at t is a slice of the full one: no need to compute it again.
+            None if self._context is None else self._context[known.to_numpy()],
         )
+
+    def context(self) -> pd.DataFrame:
+        """Per-sale context (see sale_context), computed once per MarketData."""
+        if self._context is None:
+            self._context = sale_context(self)
+        return self._context
 
 
 class TraitVocabulary:
@@ -50,6 +64,14 @@ class TraitVocabulary:
         self.frequency = {t: counts[t] / n for t in self.traits}
         type_counts = items["item_type"].value_counts()
         self.type_frequency = {k: v / n for k, v in type_counts.items()}
+
+    def rarest_trait(self, items: pd.DataFrame) -> pd.Series:
+        """Each item's rarest known trait ("" when it has none)."""
+        def pick(accessories):
+            known = [t for t in accessories if t in self.frequency]
+            return min(known, key=lambda t: (self.frequency[t], t)) if known else ""
+
+        return items["accessories"].map(pick)
 
     def item_features(self, items: pd.DataFrame) -> pd.DataFrame:
         index = {t: i for i, t in enumerate(self.traits)}
@@ -76,7 +98,8 @@ class TraitVocabulary:
 
 
 def floor_before(market: pd.DataFrame, times: pd.Series) -> np.ndarray:
-    """The latest floor of a day strictly before each time's day (NaN if none)."""
+    """The latest floor of a day strictly before each time's day (NaN if none). Callers pass
+    the cleaned market (`robust_floor`)."""
     floors = market.dropna(subset=["floor"])
     days = floors["day"].to_numpy()
     values = floors["floor"].to_numpy(dtype=float)
@@ -99,33 +122,106 @@ def eth_usd_before(market: pd.DataFrame, times: pd.Series) -> np.ndarray:
     return out
 
 
-def sale_premiums(data: MarketData) -> pd.DataFrame:
-    """Each sale's log premium over the floor known before it."""
+def trailing_quantiles(
+    times: np.ndarray, values: np.ndarray, query_times: np.ndarray, window: pd.Timedelta,
+    quantiles: tuple[float, ...] = (0.5,),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quantiles of `values` over [t - window, t) for each query time t, and the count.
+    `times` must be sorted. Returns (array of shape (n_queries, n_quantiles), counts).
+
+    Query points are merged into the series as NaN and pandas' rolling window (closed on the
+    left, so nothing at t itself is seen) does the work in C."""
+    values = np.where(np.isfinite(values), values, np.nan)
+    n_obs = len(times)
+    merged_times = np.concatenate([times, query_times])
+    merged_values = np.concatenate([values, np.full(len(query_times), np.nan)])
+    order = np.argsort(merged_times, kind="stable")
+    series = pd.Series(merged_values[order], index=pd.DatetimeIndex(merged_times[order]))
+    rolling = series.rolling(window, closed="left", min_periods=1)
+    is_query = order >= n_obs
+    position = np.empty(len(query_times), dtype=int)
+    position[order[is_query] - n_obs] = np.flatnonzero(is_query)
+    out = np.column_stack([rolling.quantile(q).to_numpy()[position] for q in quantiles])
+    counts = rolling.count().to_numpy()[position]
+    return out, np.nan_to_num(counts)
+
+
+def sale_context(data: MarketData) -> pd.DataFrame:
+    """Per sale: its log premium over the floor known before it, the market's median premium
+    over the week before it, and the difference (how far this item sold above the market)."""
     sales = data.sales
-    floor = floor_before(data.market, sales["ts"])
+    times = sales["ts"].to_numpy()
+    floor = floor_before(robust_floor(data.market), sales["ts"])
+    log_premium = np.log(sales["price"].to_numpy(dtype=float) / floor)
+    market, _ = trailing_quantiles(times, log_premium, times, PREMIUM_WINDOW)
     return pd.DataFrame(
-        {"ts": sales["ts"].to_numpy(), "item_key": sales["item_key"].to_numpy(),
-         "log_premium": np.log(sales["price"].to_numpy(dtype=float) / floor)}
+        {"ts": times, "item_key": sales["item_key"].to_numpy(), "price": sales["price"].to_numpy(dtype=float),
+         "log_premium": log_premium, "excess_premium": log_premium - market[:, 0]}
     )
 
 
-def trailing_stats(
-    times: np.ndarray, values: np.ndarray, query_times: np.ndarray, window: pd.Timedelta
+def market_features(data: MarketData, context: pd.DataFrame, query_times: np.ndarray) -> pd.DataFrame:
+    """The market's state just before each query time: recent premium of sales over the floor
+    (a floor that lags shows up here), floor momentum and volatility, activity, ETH/USD."""
+    times = context["ts"].to_numpy()
+    premium = context["log_premium"].to_numpy()
+    out = {}
+    for days in (1, 3, 7, 30):
+        qs, counts = trailing_quantiles(times, premium, query_times, pd.Timedelta(days=days), (0.2, 0.5))
+        out[f"market_premium_q20_{days}d"] = qs[:, 0]
+        out[f"market_premium_{days}d"] = qs[:, 1]
+        out[f"sales_count_{days}d"] = counts
+    ts = pd.Series(query_times)
+    floor = floor_before(data.market, ts)
+    for days in (7, 30):
+        out[f"log_floor_change_{days}d"] = np.log(floor / floor_before(data.market, ts - pd.Timedelta(days=days)))
+    # Volatility of the daily floor over the last 30 days known before t.
+    floors = data.market.dropna(subset=["floor"])
+    daily = pd.Series(np.log(floors["floor"].to_numpy(dtype=float)), index=floors["day"]).diff()
+    vol = daily.rolling(30, min_periods=5).std()
+    idx = np.searchsorted(vol.index.to_numpy(), pd.DatetimeIndex(query_times).normalize().to_numpy()) - 1
+    out["floor_volatility_30d"] = np.where(idx >= 0, vol.to_numpy()[np.clip(idx, 0, None)], np.nan)
+    eth = eth_usd_before(data.market, ts)
+    out["log_eth_usd"] = np.log(eth)
+    out["log_eth_usd_change_7d"] = np.log(eth / eth_usd_before(data.market, ts - pd.Timedelta(days=7)))
+    return pd.DataFrame(out)
+
+
+def comparable_premiums(
+    context: pd.DataFrame, group_of_sale: np.ndarray, query_groups: np.ndarray, query_times: np.ndarray,
+    k: int = 15, max_age: pd.Timedelta = pd.Timedelta(days=180),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Median of `values` and their count over [t - window, t) for each query time t.
-    `times` must be sorted."""
-    unique_q, inverse = np.unique(query_times, return_inverse=True)
-    hi = np.searchsorted(times, unique_q, side="left")
-    lo = np.searchsorted(times, unique_q - np.timedelta64(window), side="left")
-    medians = np.full(len(unique_q), np.nan)
-    counts = (hi - lo).astype(float)
-    for i, (a, b) in enumerate(zip(lo, hi, strict=True)):
-        if b > a:
-            window_values = values[a:b]
-            window_values = window_values[np.isfinite(window_values)]
-            if len(window_values):
-                medians[i] = np.median(window_values)
-    return medians[inverse], counts[inverse]
+    """Median excess premium of the last k sales before t (within max_age) in the query's group
+    (e.g. items sharing its rarest trait), and how many were found."""
+    medians = np.full(len(query_groups), np.nan)
+    counts = np.zeros(len(query_groups))
+    times = context["ts"].to_numpy()
+    excess = context["excess_premium"].to_numpy()
+    order = np.argsort(group_of_sale, kind="stable")
+    sorted_groups = group_of_sale[order]
+    for group in np.unique(query_groups):
+        if group == "":
+            continue
+        a, b = np.searchsorted(sorted_groups, group, "left"), np.searchsorted(sorted_groups, group, "right")
+        members = order[a:b]  # indices into context, in time order (context is sorted by ts)
+        if not len(members):
+            continue
+        g_times, g_excess = times[members], np.append(excess[members], np.nan)
+        queries = np.flatnonzero(query_groups == group)
+        t = query_times[queries]
+        hi = np.searchsorted(g_times, t, "left")
+        lo = np.maximum(np.searchsorted(g_times, t - np.timedelta64(max_age), "left"), hi - k)
+        # Window of up to k sales before each query, as a (queries x k) matrix padded with NaN.
+        offsets = np.arange(k)
+        idx = lo[:, None] + offsets[None, :]
+        idx = np.where(idx < hi[:, None], idx, len(g_excess) - 1)
+        window = g_excess[idx]
+        found = np.isfinite(window).sum(axis=1)
+        with np.errstate(all="ignore"):
+            ok = found > 0
+            medians[queries[ok]] = np.nanmedian(window[ok], axis=1)
+        counts[queries] = found
+    return medians, counts
 
 
 def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFrame) -> pd.DataFrame:
@@ -137,24 +233,20 @@ def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFra
     q = queries[["item_key", "ts"]].copy()
     q["ts"] = pd.to_datetime(q["ts"]).astype("datetime64[ns]")
     q["_order"] = np.arange(len(q))
+    query_times = q["ts"].to_numpy()
     items = data.items.loc[q["item_key"]]
     feats = vocab.item_features(items).reset_index(drop=True)
 
-    floor = floor_before(data.market, q["ts"])
-    feats["log_floor_change_7d"] = np.log(floor / floor_before(data.market, q["ts"] - PREMIUM_WINDOW))
-    feats["log_eth_usd"] = np.log(eth_usd_before(data.market, q["ts"]))
-
-    premiums = sale_premiums(data)
-    median_premium, n_recent = trailing_stats(
-        premiums["ts"].to_numpy(), premiums["log_premium"].to_numpy(), q["ts"].to_numpy(), PREMIUM_WINDOW
-    )
-    feats["market_premium_7d"] = median_premium
-    feats["sales_count_7d"] = n_recent
+    context = data.context()
+    data = MarketData(data.items, data.sales, robust_floor(data.market), context)
+    feats = pd.concat([feats, market_features(data, context, query_times)], axis=1)
+    # The service's own index relative to the floor: where trades happen vs the floor column.
+    index = sales_index(data.sales, pd.DatetimeIndex(query_times))
+    feats["log_index_over_floor"] = np.log(index.to_numpy() / floor_before(data.market, q["ts"]))
 
     # The item's own last sale before t, as a premium over the floor of its time.
-    history = premiums.rename(columns={"ts": "last_ts", "log_premium": "last_log_premium"})
-    history["last_price"] = data.sales["price"].to_numpy(dtype=float)
-    history = history.sort_values("last_ts", kind="stable")
+    history = context.rename(columns={"ts": "last_ts", "log_premium": "last_log_premium",
+                                      "excess_premium": "last_excess_premium", "price": "last_price"})
     joined = pd.merge_asof(
         q.sort_values("ts", kind="stable"),
         history,
@@ -165,12 +257,22 @@ def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFra
         direction="backward",
     ).sort_values("_order")
     feats["last_sale_log_premium"] = joined["last_log_premium"].to_numpy()
-    age = (joined["ts"] - joined["last_ts"]).dt.total_seconds().to_numpy() / 86400.0
-    feats["last_sale_age_days"] = age
-    feats["last_sale_excess_premium"] = feats["last_sale_log_premium"] - feats["market_premium_7d"]
+    feats["last_sale_excess_premium"] = joined["last_excess_premium"].to_numpy()
+    feats["last_sale_age_days"] = (joined["ts"] - joined["last_ts"]).dt.total_seconds().to_numpy() / 86400.0
+
+    # Comparable sales: recent sales of items that share this item's rarest trait, and of its type.
+    rarest = vocab.rarest_trait(data.items)
+    sale_rarest = rarest.reindex(context["item_key"]).fillna("").to_numpy(dtype=object)
+    query_rarest = rarest.reindex(q["item_key"]).fillna("").to_numpy(dtype=object)
+    feats["comps_trait_excess_premium"], feats["comps_trait_count"] = comparable_premiums(
+        context, sale_rarest, query_rarest, query_times)
+    sale_type = data.items["item_type"].reindex(context["item_key"]).fillna("").to_numpy(dtype=object)
+    query_type = items["item_type"].fillna("").to_numpy(dtype=object)
+    feats["comps_type_excess_premium"], feats["comps_type_count"] = comparable_premiums(
+        context, sale_type, query_type, query_times, k=30, max_age=pd.Timedelta(days=365))
 
     feats.index = queries.index
-    feats["floor"] = floor
+    feats["floor"] = floor_before(data.market, q["ts"])
     feats["last_price"] = joined["last_price"].to_numpy()
     feats["last_sale_at"] = joined["last_ts"].to_numpy()
     return feats

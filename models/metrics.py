@@ -30,3 +30,4 @@ def valuation_metrics(predicted: np.ndarray, actual: np.ndarray,
         lo, hi = np.asarray(p10, dtype=float)[ok], np.asarray(p90, dtype=float)[ok]
         out["band_coverage"] = float(((act >= lo) & (act <= hi)).mean())
     return out
+

@@ -17,13 +17,16 @@ def value_all_items(
     buy_below: float,
     sell_above: float,
     signal_max_age_days: float,
+    item_keys=None,
 ) -> pd.DataFrame:
-    """One row per item: fair value, band and signal at `as_of`, from data strictly before it.
+    """One row per item (or per key in `item_keys`): fair value, band and signal at `as_of`,
+    from data strictly before it.
 
     The signal compares the item's last sale with its fair value, and only when that sale is
     recent enough to still be a market price.
     """
-    queries = pd.DataFrame({"item_key": data.items.index.to_numpy(), "ts": as_of})
+    keys = data.items.index.to_numpy() if item_keys is None else item_keys
+    queries = pd.DataFrame({"item_key": keys, "ts": as_of})
     values = model.predict(data, queries)
     age_days = (np.datetime64(as_of) - values["last_sale_at"].to_numpy()) / np.timedelta64(1, "D")
     recent_price = np.where(age_days <= signal_max_age_days, values["last_price"].to_numpy(dtype=float), np.nan)

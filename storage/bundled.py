@@ -63,3 +63,45 @@ def read_sales_file(path: Path) -> Iterator[dict[str, Any]]:
     else:
         with path.open(newline="") as fh:
             yield from csv.DictReader(fh)
+
+
+def market_data_from_files(
+    punks_csv: Path, sales_files: list[Path], floor_csv: Path | None, eth_usd_csv: Path | None,
+    min_floor_fraction: float,
+):
+    """A MarketData straight from files, validated exactly as ingest validates (no database):
+    what `fairvalue replay` starts from when the database holds no sales."""
+    import pandas as pd
+
+    from models.features import MarketData
+    from models.validation import FloorLookup, validate_batch
+
+    items = read_punks(punks_csv)
+    days = read_market_days(floor_csv, eth_usd_csv)
+    floors = FloorLookup({d: v.get("floor") for d, v in days.items()})
+    known = {i["item_key"] for i in items}
+    clean = {}
+    for path in sales_files:
+        for sale in validate_batch(read_sales_file(path), known, floors, min_floor_fraction).clean:
+            clean.setdefault(sale.event_id, sale)  # the first file to report an event wins
+    item_frame = pd.DataFrame(
+        {"item_key": [i["item_key"] for i in items], "item_type": [i["item_type"] for i in items],
+         "accessory_count": [i["attributes"]["accessory_count"] for i in items],
+         "accessories": [i["attributes"]["accessories"] for i in items]}
+    ).set_index("item_key")
+    sales = pd.DataFrame(
+        {"event_id": [s.event_id for s in clean.values()],
+         "ts": [s.ts.replace(tzinfo=None) for s in clean.values()],
+         "item_key": [s.item_key for s in clean.values()],
+         "price": [s.price for s in clean.values()]}
+    )
+    sales["ts"] = pd.to_datetime(sales["ts"]).astype("datetime64[ns]")
+    sales = sales.sort_values("ts", kind="stable").reset_index(drop=True)
+    market = pd.DataFrame(
+        {"day": [pd.Timestamp(d) for d in sorted(days)],
+         "floor": [days[d].get("floor") for d in sorted(days)],
+         "eth_usd": [days[d].get("eth_usd") for d in sorted(days)]}
+    )
+    market["day"] = market["day"].astype("datetime64[ns]")
+    market[["floor", "eth_usd"]] = market[["floor", "eth_usd"]].astype(float)
+    return MarketData(item_frame, sales, market)

@@ -1,0 +1,133 @@
+"""Forward evaluation: replay a past period through the live loop, then score valuations,
+the strategy backtest and the signals on the same predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fairvalue.settings import Settings, get_settings
+from models import estimator
+from models.backtest import backtest
+from models.diagnostics import price_band, segment_metrics
+from models.features import MarketData, floor_before
+from models.market_index import daily_index
+from models.metrics import valuation_metrics
+from models.replay import EXPORT_COLUMNS, ReplayConfig, ReplayResult, replay
+from models.signal_kpis import signal_kpis, signal_stability
+
+CADENCES = {"1d": pd.Timedelta(days=1), "30m": pd.Timedelta(minutes=30)}
+
+
+def load_market(settings: Settings, source: str, sales_files: list[Path], floor_file: Path | None,
+                eth_usd_file: Path | None) -> MarketData:
+    """The market to replay: the database (when it holds sales and source allows) or the
+    bundled files, plus any later events given as files."""
+    from storage.bundled import market_data_from_files
+
+    bundled = settings.data_dir / settings.collection
+    if source == "db" or (source == "auto" and _database_has_sales(settings)):
+        from storage.db import session_scope
+        from storage.ingest import ensure_collection
+        from storage.market import load_market_data
+
+        with session_scope() as session:
+            data = load_market_data(session, ensure_collection(session, settings.collection))
+        if sales_files or floor_file or eth_usd_file:
+            extra = market_data_from_files(bundled / "punks.csv", sales_files, floor_file, eth_usd_file,
+                                           settings.min_floor_fraction)
+            data = merge(data, extra)
+        return data
+    return market_data_from_files(
+        bundled / "punks.csv", [bundled / "sales.csv", *sales_files],
+        floor_file or bundled / "floor.csv", eth_usd_file or bundled / "eth_usd.csv", settings.min_floor_fraction,
+    )
+
+
+def _database_has_sales(settings: Settings) -> bool:
+    try:
+        from sqlmodel import select
+
+        from storage.db import session_scope
+        from storage.tables import Sale
+
+        with session_scope() as session:
+            return session.exec(select(Sale.id).limit(1)).first() is not None
+    except Exception:
+        return False
+
+
+def merge(base: MarketData, extra: MarketData) -> MarketData:
+    sales = pd.concat([base.sales, extra.sales[~extra.sales["event_id"].isin(base.sales["event_id"])]])
+    sales = sales.sort_values("ts", kind="stable").reset_index(drop=True)
+    market = base.market.set_index("day")
+    add = extra.market.set_index("day")
+    market = add.combine_first(market) if len(add) else market
+    return MarketData(base.items, sales, market.reset_index().sort_values("day").reset_index(drop=True))
+
+
+@dataclass
+class Evaluation:
+    replay: ReplayResult
+    report: dict[str, Any]
+
+    def export(self, path: Path) -> None:
+        frame = self.replay.predictions[EXPORT_COLUMNS].copy()
+        for col in ("timestamp", "snapshot_published_at"):
+            frame[col] = pd.to_datetime(frame[col]).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        frame.to_csv(path, index=False, float_format="%.6g")
+
+
+def evaluate(
+    data: MarketData, start: pd.Timestamp, end: pd.Timestamp, cadence: str = "1d",
+    settings: Settings | None = None, progress: Callable[[int, int], None] | None = None,
+) -> Evaluation:
+    settings = settings or get_settings()
+    config = ReplayConfig(
+        start=start, end=end, cadence=CADENCES[cadence],
+        retrain_max_age=pd.Timedelta(days=settings.retrain_max_age_days),
+        params=estimator.TrainParams(max_iter=settings.train_max_iter, random_state=settings.random_seed),
+        buy_below=settings.buy_below, sell_above=settings.sell_above,
+        signal_max_age_days=settings.signal_max_age_days,
+    )
+    result = replay(data, config, progress)
+    return Evaluation(result, report(data, result, start, end, cadence, settings))
+
+
+def report(data: MarketData, result: ReplayResult, start, end, cadence: str, settings: Settings) -> dict[str, Any]:
+    p = result.predictions
+    n_sales_in_window = int(((data.sales["ts"] >= start) & (data.sales["ts"] < end)).sum())
+    # The peers' baseline: the raw floor column of the day before the snapshot's day.
+    baseline_floor = floor_before(data.market, pd.Series(pd.to_datetime(p["snapshot_published_at"])))
+    segments_of = pd.DataFrame({
+        "type": p["item_type"].to_numpy(),
+        "accessory_count": p["accessory_count"].to_numpy(),
+        "price_band": price_band(p["fair_value"]).array,  # banded by a pre-sale number, not the price
+    })
+    index = daily_index(data.sales)
+    bt = backtest(p, data.sales, index, threshold=settings.buy_below)
+    kpis = signal_kpis(p, data.sales, index, buy_below=settings.buy_below, sell_above=settings.sell_above)
+    segments = segment_metrics(p["fair_value"], p["price"], segments_of, p["p10"], p["p90"]) if len(p) else []
+    return {
+        "window": {"from": start.isoformat(), "to": end.isoformat(), "cadence": cadence},
+        "sales_in_window": n_sales_in_window,
+        "model": valuation_metrics(p["fair_value"], p["price"], p["p10"], p["p90"]) if len(p) else {"n": 0},
+        "previous_day_floor": valuation_metrics(baseline_floor, p["price"].to_numpy()) if len(p) else {"n": 0},
+        "segments": _records(segments),
+        "trainings": result.trainings,
+        "backtest": bt.as_dict(),
+        "signals": kpis.as_dict(),
+        "signal_stability": signal_stability(result.signal_history).as_dict(),
+    }
+
+
+def _records(frame) -> list[dict]:
+    if isinstance(frame, pd.DataFrame):
+        return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+                for row in frame.to_dict(orient="records")]
+    return list(frame)

@@ -1,0 +1,323 @@
+"""Diagnostics of one trained model version: forward errors overall and by segment, plots, learning curve.
+
+Pure: plain functions over arrays that return a Diagnostics object; `as_dict()` is JSON-friendly and
+`to_html()` is a standalone page (inline CSS, base64 PNGs, no external resources), both meant to be
+stored as artifacts of the model version.
+
+Definitions: every error number is models.metrics.valuation_metrics on the (predicted, actual) pairs
+concerned: relative error (predicted - actual) / actual over pairs with both finite and actual > 0;
+mape = mean |relative error|, median_ape, bias = median relative error, rmse in price units,
+within_10pct / within_25pct = share with |relative error| <= 10% / 25%, band_coverage = share of
+actuals inside [p10, p90] when a band is given; n = usable pairs, n_filtered = the others.
+A segment's metrics use the rows whose segment value is that value (missing values form the
+segment "(missing)").
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.drift import html_img, html_kv_table, html_page, html_table, new_figure, png_data_uri, to_jsonable
+from models.metrics import valuation_metrics
+
+MISSING_SEGMENT = "(missing)"
+METRIC_COLUMNS = ["n", "n_filtered", "mape", "median_ape", "bias", "rmse", "within_10pct", "within_25pct"]
+ERROR_CLIP = (-1.0, 1.0)
+MAX_BARS = 20
+
+
+def price_band(prices: Any, edges: Sequence[float] = (0, 50, 100, 200, 500, math.inf)) -> pd.Series:
+    """The band [edges[i], edges[i+1]) of each price, as an ordered categorical Series labelled like
+    "50–100" (en dash; the last band is "500+" when its upper edge is inf). Prices outside the edges
+    or missing get NaN. A Series input keeps its index.
+
+    Segment by a price known before the sale (predicted value, floor, last price) rather than by the
+    realised price: banding by the actual price selects on the target and biases each band's errors.
+    """
+    edges = [float(e) for e in edges]
+    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+        raise ValueError("edges must be at least two strictly increasing numbers")
+    labels = [
+        f"{lo:g}+" if math.isinf(hi) else f"{lo:g}–{hi:g}" for lo, hi in zip(edges, edges[1:], strict=False)
+    ]
+    index = prices.index if isinstance(prices, pd.Series) else None
+    values = np.asarray(prices, dtype=float)
+    bands = pd.cut(values, bins=edges, right=False, labels=labels, ordered=True)
+    return pd.Series(bands, index=index, name="price_band")
+
+
+def _segment_masks(column: pd.Series) -> list[tuple[Any, np.ndarray]]:
+    """(value, row mask) per segment value in display order: category order for categoricals, else
+    sorted; missing values last, as MISSING_SEGMENT."""
+    missing = column.isna().to_numpy()
+    present = column.dropna()
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        values = [c for c in column.cat.categories if (present == c).any()]
+    else:
+        values = list(pd.unique(present))
+        try:
+            values = sorted(values)
+        except TypeError:
+            values = sorted(values, key=str)
+    out = [(v, ~missing & (column == v).to_numpy()) for v in values]
+    if missing.any():
+        out.append((MISSING_SEGMENT, missing))
+    return out
+
+
+def segment_metrics(
+    predicted: Any, actual: Any, segments: pd.DataFrame, p10: Any = None, p90: Any = None
+) -> pd.DataFrame:
+    """Long table, one row per (segment, value): valuation_metrics on the rows of that value.
+
+    Columns: segment (the segmentation, i.e. the column of `segments`), value, then the metrics
+    (n, n_filtered, mape, median_ape, bias, rmse, within_10pct, within_25pct[, band_coverage]).
+    `segments` is aligned with the predictions by position.
+    """
+    pred, act = np.asarray(predicted, dtype=float), np.asarray(actual, dtype=float)
+    lo = None if p10 is None else np.asarray(p10, dtype=float)
+    hi = None if p90 is None else np.asarray(p90, dtype=float)
+    if len(segments) != len(pred):
+        raise ValueError(f"segments has {len(segments)} rows for {len(pred)} predictions")
+    columns = ["segment", "value", *METRIC_COLUMNS] + (["band_coverage"] if lo is not None and hi is not None else [])
+    rows = []
+    for name in segments.columns:
+        for value, mask in _segment_masks(segments[name].reset_index(drop=True)):
+            m = valuation_metrics(
+                pred[mask], act[mask],
+                None if lo is None else lo[mask], None if hi is None or lo is None else hi[mask],
+            )
+            rows.append({"segment": str(name), "value": value, "n_filtered": int(mask.sum()) - m["n"], **m})
+    extra = [k for row in rows for k in row if k not in columns]  # metrics valuation_metrics may add later
+    return pd.DataFrame(rows, columns=columns + list(dict.fromkeys(extra)))
+
+
+def learning_curve(
+    fit_and_score: Callable[[float], Mapping[str, Any]],
+    fractions: Iterable[float] = (0.25, 0.5, 0.75, 1.0),
+    *,
+    skip_errors: tuple[type[BaseException], ...] = (),
+) -> list[dict[str, Any]]:
+    """[{"fraction": f, **fit_and_score(f)} for f in fractions], in the given order.
+
+    The caller decides what a fraction means (typically: train on the most recent fraction f of the
+    training window and score on the same forward window) and what it returns, e.g.
+    {"n_train": ..., "train_mape": ..., "valid_mape": ...}. Exceptions of the `skip_errors` types are
+    recorded as {"fraction": f, "error": "<Type>: <message>"} instead of raised (e.g. ValueError from
+    fit() when a small fraction has too few sales).
+    """
+    points = []
+    for f in fractions:
+        f = float(f)
+        if not 0 < f <= 1:
+            raise ValueError(f"fraction {f} is not in (0, 1]")
+        try:
+            result = dict(fit_and_score(f))
+        except skip_errors as exc:
+            points.append({"fraction": f, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        points.append({"fraction": f, **result})
+    return points
+
+
+@dataclass
+class Diagnostics:
+    """Forward-error diagnostics of one model version (see the module docstring for definitions).
+
+    overall: valuation_metrics on all pairs. segments: segment_metrics() table (empty without
+    segments). learning_curve: the learning_curve() points or None. predicted/actual: the pairs
+    (kept for the plots, not exported by as_dict). error_clip: the range of the relative error
+    histogram. meta: free-form context (model version, windows) echoed as is.
+    """
+
+    overall: dict[str, Any]
+    segments: pd.DataFrame
+    learning_curve: list[dict[str, Any]] | None
+    predicted: np.ndarray
+    actual: np.ndarray
+    error_clip: tuple[float, float] = ERROR_CLIP
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def relative_errors(self) -> np.ndarray:
+        """(predicted - actual) / actual over the usable pairs (both finite, actual > 0)."""
+        ok = np.isfinite(self.predicted) & np.isfinite(self.actual) & (self.actual > 0)
+        return (self.predicted[ok] - self.actual[ok]) / self.actual[ok]
+
+    def error_quantiles(self) -> dict[str, float | None]:
+        rel = self.relative_errors()
+        qs = (0.05, 0.25, 0.5, 0.75, 0.95)
+        if len(rel) == 0:
+            return {f"q{round(q * 100):02d}": None for q in qs}
+        return {f"q{round(q * 100):02d}": float(v) for q, v in zip(qs, np.quantile(rel, qs), strict=True)}
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly: overall, segments as {segmentation: [{value, n, mape, ...}, ...]},
+        learning_curve, error_quantiles of the relative error, meta. NaN -> None."""
+        by_segment: dict[str, list[dict[str, Any]]] = {}
+        for record in self.segments.to_dict(orient="records"):
+            name = record.pop("segment")
+            by_segment.setdefault(name, []).append(record)
+        return to_jsonable(
+            {
+                "overall": self.overall,
+                "segments": by_segment,
+                "learning_curve": self.learning_curve,
+                "error_quantiles": self.error_quantiles(),
+                "meta": self.meta,
+            }
+        )
+
+    def to_html(self, title: str = "Model diagnostics") -> str:
+        """Standalone page: overall metrics, error histogram, predicted-vs-actual scatter, MAPE by
+        segment, learning curve (when given) as base64 PNGs, then the segment and curve tables."""
+        parts = [f"<h1>{html.escape(title)}</h1>"]
+        if self.meta:
+            parts.append(html_kv_table(self.meta, caption="Context"))
+        parts.append(html_kv_table(self.overall, caption="Overall (forward)"))
+        parts.append(html_kv_table(self.error_quantiles(), caption="Relative error quantiles"))
+        parts.append("<h2>Errors</h2><div class=\"figs\">")
+        parts.append(html_img(self._error_histogram_png(), "distribution of relative errors"))
+        parts.append(html_img(self._scatter_png(), "predicted vs actual, log-log"))
+        parts.append("</div>")
+        if not self.segments.empty:
+            parts.append("<h2>By segment</h2><div class=\"figs\">")
+            for name in self.segments["segment"].unique():
+                parts.append(html_img(self._segment_png(name), f"MAPE by {name}"))
+            parts.append("</div>")
+            table = self.segments.assign(value=self.segments["value"].astype(str))
+            parts.append(html_table(table, caption="Metrics by segment"))
+        if self.learning_curve:
+            parts.append("<h2>Learning curve</h2><div class=\"figs\">")
+            parts.append(html_img(self._learning_curve_png(), "learning curve"))
+            parts.append("</div>")
+            parts.append(html_table(pd.DataFrame(self.learning_curve), caption="Learning curve"))
+        return html_page(title, "\n".join(parts))
+
+    # ------------------------------------------------------------ plots
+
+    def _error_histogram_png(self) -> str:
+        lo, hi = self.error_clip
+        rel = self.relative_errors()
+        fig = new_figure(4.8, 3.0)
+        ax = fig.subplots()
+        if len(rel):
+            outside = float(((rel < lo) | (rel > hi)).mean())
+            ax.hist(np.clip(rel, lo, hi), bins=40, range=(lo, hi), color="#4c78a8")
+            ax.axvline(0, color="#222", linewidth=0.8)
+            ax.axvline(float(np.median(rel)), color="#d93025", linewidth=1, linestyle="--", label="median")
+            ax.legend(fontsize=7, frameon=False)
+            ax.set_title(f"(pred − actual) / actual, clipped to [{lo:g}, {hi:g}] ({outside:.1%} outside)",
+                         fontsize=8)
+        else:
+            ax.set_title("no usable pairs", fontsize=8)
+        ax.set_xlabel("relative error", fontsize=8)
+        ax.set_ylabel("sales", fontsize=8)
+        ax.tick_params(labelsize=7)
+        return png_data_uri(fig)
+
+    def _scatter_png(self) -> str:
+        ok = np.isfinite(self.predicted) & np.isfinite(self.actual) & (self.actual > 0) & (self.predicted > 0)
+        x, y = self.actual[ok], self.predicted[ok]
+        fig = new_figure(3.6, 3.4)
+        ax = fig.subplots()
+        if len(x):
+            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+            ax.scatter(x, y, s=4, alpha=min(1.0, max(0.15, 300 / len(x))), color="#4c78a8", linewidths=0)
+            lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+            ax.plot([lo, hi], [lo, hi], color="#d93025", linewidth=1, label="y = x")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                axis.set_minor_formatter(NullFormatter())
+            ax.legend(fontsize=7, frameon=False)
+        ax.set_title(f"predicted vs actual (n={len(x)})", fontsize=8)
+        ax.set_xlabel("actual", fontsize=8)
+        ax.set_ylabel("predicted", fontsize=8)
+        ax.tick_params(labelsize=7)
+        return png_data_uri(fig)
+
+    def _segment_png(self, name: str) -> str:
+        rows = self.segments[self.segments["segment"] == name]
+        if len(rows) > MAX_BARS:  # keep the largest segments, in their display order
+            rows = rows.loc[rows["n"].nlargest(MAX_BARS).index.sort_values()]
+        labels = [f"{v} (n={n})" for v, n in zip(rows["value"], rows["n"], strict=True)]
+        mape = rows["mape"].to_numpy(dtype=float) if "mape" in rows else np.full(len(rows), np.nan)
+        fig = new_figure(4.8, 0.8 + 0.28 * max(len(rows), 1))
+        ax = fig.subplots()
+        positions = np.arange(len(rows))
+        ax.barh(positions, np.nan_to_num(mape), color="#4c78a8")
+        ax.set_yticks(positions, labels, fontsize=7)
+        ax.invert_yaxis()
+        suffix = f" (largest {MAX_BARS})" if len(self.segments[self.segments["segment"] == name]) > MAX_BARS else ""
+        ax.set_title(f"MAPE by {name}{suffix}", fontsize=8)
+        ax.set_xlabel("MAPE", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        return png_data_uri(fig)
+
+    def _learning_curve_png(self) -> str:
+        points = [p for p in self.learning_curve or [] if "error" not in p]
+        fig = new_figure(4.2, 3.0)
+        ax = fig.subplots()
+        if points:
+            x_key = "n_train" if all("n_train" in p for p in points) else "fraction"
+            keys = [k for k in points[0] if k not in ("fraction", "n_train") and not k.startswith("n_")
+                    and all(isinstance(p.get(k), (int, float, np.number)) for p in points)]
+            apes = [k for k in keys if k.endswith("mape") or k.endswith("median_ape")]
+            x = [p[x_key] for p in points]
+            for k in apes or keys:
+                ax.plot(x, [p[k] for p in points], marker="o", label=k)
+            if apes or keys:
+                ax.legend(fontsize=7, frameon=False)
+            ax.set_xlabel(x_key, fontsize=8)
+        ax.set_ylabel("error", fontsize=8)
+        ax.set_title("learning curve (forward error vs train size)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        return png_data_uri(fig)
+
+
+def diagnostics(
+    predicted: Any,
+    actual: Any,
+    segments: pd.DataFrame | None = None,
+    learning_curve: list[dict[str, Any]] | None = None,
+    *,
+    p10: Any = None,
+    p90: Any = None,
+    error_clip: tuple[float, float] = ERROR_CLIP,
+    meta: Mapping[str, Any] | None = None,
+) -> Diagnostics:
+    """Diagnostics of one model version on forward (out-of-time) pairs.
+
+    `segments` has one column per segmentation (e.g. type, accessory_count, price_band), aligned with
+    the predictions by position; `learning_curve` is the output of learning_curve(). p10/p90 (the
+    band) add band_coverage to every metrics row.
+    """
+    pred = np.asarray(predicted, dtype=float).ravel()
+    act = np.asarray(actual, dtype=float).ravel()
+    if len(pred) != len(act):
+        raise ValueError(f"{len(pred)} predictions for {len(act)} actuals")
+    overall = valuation_metrics(pred, act, p10, p90)
+    table = (
+        segment_metrics(pred, act, segments, p10, p90)
+        if segments is not None and len(segments.columns)
+        else pd.DataFrame(columns=["segment", "value", *METRIC_COLUMNS])
+    )
+    return Diagnostics(
+        overall=overall,
+        segments=table,
+        learning_curve=None if learning_curve is None else [dict(p) for p in learning_curve],
+        predicted=pred,
+        actual=act,
+        error_clip=error_clip,
+        meta=dict(meta or {}),
+    )

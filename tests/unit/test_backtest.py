@@ -1,0 +1,314 @@
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.backtest import (
+    annualised_return,
+    annualised_volatility,
+    backtest,
+    calmar,
+    downside_deviation,
+    max_drawdown,
+    next_sale,
+    sharpe,
+    sortino,
+    total_return,
+)
+
+D1, D2, D3 = pd.Timestamp("2021-01-01"), pd.Timestamp("2021-01-02"), pd.Timestamp("2021-01-03")
+
+
+def _index(levels: dict[str, float]) -> pd.Series:
+    return pd.Series(list(levels.values()), index=pd.DatetimeIndex(list(levels.keys())))
+
+
+def _predictions(rows: list[tuple]) -> pd.DataFrame:
+    """rows: (event_id, timestamp, item_id, price, fair_value)."""
+    frame = pd.DataFrame(rows, columns=["event_id", "timestamp", "item_id", "price", "fair_value"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    frame["p10"] = frame["fair_value"] * 0.8
+    frame["p90"] = frame["fair_value"] * 1.2
+    return frame
+
+
+def _sales(rows: list[tuple]) -> pd.DataFrame:
+    """rows: (ts, item_key, price)."""
+    frame = pd.DataFrame(rows, columns=["ts", "item_key", "price"])
+    frame["ts"] = pd.to_datetime(frame["ts"])
+    return frame
+
+
+# --- the small measures -------------------------------------------------------------------
+
+
+def test_measures_on_a_hand_computed_series():
+    r = np.array([0.01, -0.01, 0.03])
+    # mean 0.01; deviations 0, -0.02, +0.02 -> sample variance 0.0008 / 2 = 0.0004 -> std 0.02
+    assert sharpe(r) == pytest.approx(0.5 * math.sqrt(365))
+    assert annualised_volatility(r) == pytest.approx(0.02 * math.sqrt(365))
+    # downside: sqrt((0 + 0.01^2 + 0) / 3) over all three days
+    assert downside_deviation(r) == pytest.approx(0.01 / math.sqrt(3))
+    assert sortino(r) == pytest.approx(math.sqrt(3) * math.sqrt(365))
+    assert total_return(r) == pytest.approx(1.01 * 0.99 * 1.03 - 1)
+    assert annualised_return(r) == pytest.approx((1.01 * 0.99 * 1.03) ** (365 / 3) - 1)
+    # equity 1.01, 0.9999, 1.029897: the fall from 1.01 to 0.9999 is exactly 1%
+    assert max_drawdown(np.cumprod(1 + r)) == pytest.approx(0.01)
+    assert calmar(0.2, 0.05) == pytest.approx(4.0)
+
+
+def test_measures_are_nan_or_zero_when_undefined():
+    assert math.isnan(sharpe(np.array([0.01, 0.01, 0.01])))  # no variation
+    assert math.isnan(sharpe(np.array([0.01])))
+    assert math.isnan(sortino(np.array([0.01, 0.02])))  # no down day: unbounded
+    assert max_drawdown(np.array([1.0, 1.1, 1.2])) == 0.0
+    assert math.isnan(calmar(0.3, 0.0))
+
+
+def test_a_loss_on_the_first_day_is_a_drawdown_from_the_starting_capital():
+    assert max_drawdown(np.array([0.9, 0.95])) == pytest.approx(0.1)
+
+
+# --- the 3-day toy market ------------------------------------------------------------------
+# index 100, 110, 99. Item a: bought day 1 at 10 (fair 12: undervalued), resold day 3 at 11.
+# Item b: bought day 1 at 10 (fair 10: not undervalued), never resold: marked to 9.9 at the end.
+# strategy (a only): day 2 +10% (11/10), day 3 11/11 - 1 = 0   -> r = [0, 0.1, 0]
+# buy-all (a and b): day 2 +10%, day 3 mean(0, 9.9/11 - 1 = -0.1) -> r = [0, 0.1, -0.05]
+
+
+@pytest.fixture
+def toy():
+    predictions = _predictions(
+        [
+            ("e1", "2021-01-01 10:00", "a", 10.0, 12.0),
+            ("e2", "2021-01-01 11:00", "b", 10.0, 10.0),
+        ]
+    )
+    sales = _sales(
+        [
+            ("2021-01-01 10:00", "a", 10.0),
+            ("2021-01-01 11:00", "b", 10.0),
+            ("2021-01-03 09:00", "a", 11.0),
+        ]
+    )
+    index = _index({"2021-01-01": 100.0, "2021-01-02": 110.0, "2021-01-03": 99.0})
+    return backtest(predictions, sales, index)
+
+
+def test_toy_market_strategy_by_hand(toy):
+    s = toy.strategy
+    assert list(s.daily_returns) == pytest.approx([0.0, 0.1, 0.0])
+    assert list(s.equity) == pytest.approx([1.0, 1.1, 1.1])
+    assert list(s.equity.index) == [D1, D2, D3]
+    assert (s.n_trades, s.n_closed_by_resale, s.n_closed_at_horizon_or_end) == (1, 1, 0)
+    assert s.total_return == pytest.approx(0.1)  # 11 / 10 - 1: the realised resale
+    assert s.annualised_return == pytest.approx(1.1 ** (365 / 3) - 1)
+    # mean 1/30, sample variance ((1/30)^2 + (2/30)^2 + (1/30)^2) / 2 = 1/300
+    assert s.sharpe == pytest.approx(math.sqrt(365 / 3))
+    assert math.isnan(s.sortino)  # no down day
+    assert s.max_drawdown == 0.0
+    assert math.isnan(s.calmar)
+    assert s.hit_rate == 1.0
+
+
+def test_toy_market_buy_all_by_hand(toy):
+    b = toy.buy_all
+    assert list(b.daily_returns) == pytest.approx([0.0, 0.1, -0.05])
+    assert list(b.equity) == pytest.approx([1.0, 1.1, 1.045])
+    assert (b.n_trades, b.n_closed_by_resale, b.n_closed_at_horizon_or_end) == (2, 1, 1)
+    assert b.total_return == pytest.approx(0.045)
+    # mean 1/60; deviations -1/60, 5/60, -4/60 -> sample variance 42/3600/2 = 21/3600
+    assert b.sharpe == pytest.approx(math.sqrt(365 / 21))
+    # downside deviation sqrt(0.05^2 / 3); (1/60) / (0.05 / sqrt 3) = 1 / sqrt 3
+    assert b.sortino == pytest.approx(math.sqrt(365 / 3))
+    assert b.max_drawdown == pytest.approx(1 - 1.045 / 1.1)  # = 0.05
+    assert b.calmar == pytest.approx((1.045 ** (365 / 3) - 1) / 0.05)
+    assert b.hit_rate == 1.0  # b was not closed by a resale, so it is not in the hit rate
+
+
+def test_toy_market_trades_and_counts(toy):
+    trades = toy.trades.set_index("event_id")
+    assert trades.loc["e1", "exit_kind"] == "resale"
+    assert trades.loc["e1", "exit_price"] == 11.0
+    assert trades.loc["e2", "exit_kind"] == "end_of_data"
+    assert trades.loc["e2", "exit_price"] == pytest.approx(9.9)  # 10 * 99 / 100
+    assert list(trades["undervalued"]) == [True, False]
+    assert (toy.n_rows, toy.n_eligible, toy.n_filtered) == (2, 2, 0)
+    assert (toy.start, toy.end) == (D1, D3)
+
+
+def test_as_dict_is_json_with_curves_as_day_value_pairs(toy):
+    d = toy.as_dict()
+    text = json.dumps(d, allow_nan=False)  # NaN measures must have become null
+    assert json.loads(text)["strategy"]["equity"] == [["2021-01-01", 1.0], ["2021-01-02", 1.1], ["2021-01-03", 1.1]]
+    assert d["strategy"]["sortino"] is None
+    assert d["buy_all"]["n_trades"] == 2
+
+
+def test_threshold_is_configurable_and_inclusive():
+    predictions = _predictions(
+        [
+            ("e1", "2021-01-01 10:00", "a", 9.0, 10.0),  # exactly 10% under
+            ("e2", "2021-01-01 11:00", "b", 8.0, 10.0),  # 20% under
+        ]
+    )
+    index = _index({"2021-01-01": 100.0, "2021-01-02": 100.0})
+    sales = _sales([])
+    assert backtest(predictions, sales, index, threshold=0.10).strategy.n_trades == 2
+    assert backtest(predictions, sales, index, threshold=0.15).strategy.n_trades == 1
+
+
+# --- exits ---------------------------------------------------------------------------------
+
+
+def test_horizon_cuts_off_a_later_resale_and_marks_at_the_horizon_day():
+    predictions = _predictions([("e1", "2021-01-01 12:00", "a", 10.0, 20.0)])
+    sales = _sales([("2021-01-03 12:00:01", "a", 50.0)])  # one second past the 2-day horizon
+    index = _index({"2021-01-01": 100.0, "2021-01-02": 120.0, "2021-01-03": 150.0, "2021-01-04": 150.0})
+    result = backtest(predictions, sales, index, horizon_days=2)
+    trade = result.trades.iloc[0]
+    assert trade["exit_kind"] == "horizon"
+    assert trade["exit_day"] == D3
+    assert trade["exit_price"] == pytest.approx(15.0)  # 10 * 150 / 100, not the resale at 50
+    assert result.strategy.total_return == pytest.approx(0.5)
+    assert result.strategy.n_closed_at_horizon_or_end == 1
+
+
+def test_horizon_on_the_last_index_day_is_a_horizon_exit_and_past_it_is_end_of_data():
+    predictions = _predictions([("e1", "2021-01-01 12:00", "a", 10.0, 20.0)])
+    index = _index({"2021-01-01": 100.0, "2021-01-02": 120.0, "2021-01-03": 150.0})
+    assert backtest(predictions, _sales([]), index, horizon_days=2).trades.iloc[0]["exit_kind"] == "horizon"
+    trade = backtest(predictions, _sales([]), index, horizon_days=3).trades.iloc[0]
+    assert (trade["exit_kind"], trade["exit_day"]) == ("end_of_data", D3)
+
+
+def test_a_resale_exactly_at_the_horizon_counts():
+    predictions = _predictions([("e1", "2021-01-01 12:00", "a", 10.0, 20.0)])
+    sales = _sales([("2021-01-03 12:00", "a", 50.0)])
+    index = _index({"2021-01-01": 100.0, "2021-01-02": 120.0, "2021-01-03": 150.0})
+    trade = backtest(predictions, sales, index, horizon_days=2).trades.iloc[0]
+    assert (trade["exit_kind"], trade["exit_price"]) == ("resale", 50.0)
+
+
+def test_exit_is_the_next_sale_strictly_after_entry_never_an_earlier_or_same_instant_one():
+    predictions = _predictions([("e1", "2021-01-02 12:00", "a", 10.0, 20.0)])
+    sales = _sales(
+        [
+            ("2021-01-01 12:00", "a", 99.0),  # before the entry
+            ("2021-01-02 12:00", "a", 10.0),  # the scored sale itself
+            ("2021-01-02 12:00", "a", 77.0),  # another report at the same instant
+            ("2021-01-03 08:00", "b", 55.0),  # another item
+            ("2021-01-04 08:00", "a", 12.0),  # the real next sale
+            ("2021-01-04 09:00", "a", 30.0),  # a later one
+        ]
+    )
+    index = _index({f"2021-01-0{d}": 100.0 for d in range(1, 6)})
+    trade = backtest(predictions, sales, index).trades.iloc[0]
+    assert (trade["exit_kind"], trade["exit_price"]) == ("resale", 12.0)
+    assert trade["exit_ts"] == pd.Timestamp("2021-01-04 08:00")
+
+
+def test_only_earlier_sales_means_no_resale():
+    ts, price = next_sale(
+        pd.to_datetime(["2021-01-05"]), ["a"], _sales([("2021-01-01", "a", 5.0), ("2021-01-05", "a", 6.0)]), 90
+    )
+    assert pd.isna(ts[0]) and np.isnan(price[0])
+
+
+def test_next_sale_keeps_input_order_and_separates_items():
+    sales = _sales([("2021-01-03", "a", 3.0), ("2021-01-02", "b", 2.0), ("2021-01-04", "a", 4.0)])
+    ts, price = next_sale(pd.to_datetime(["2021-01-03", "2021-01-01", "2021-01-01"]), ["a", "b", "a"], sales, 90)
+    assert list(price) == [4.0, 2.0, 3.0]
+
+
+def test_resale_after_the_index_ends_is_not_used():
+    predictions = _predictions([("e1", "2021-01-01 12:00", "a", 10.0, 20.0)])
+    sales = _sales([("2021-01-05 12:00", "a", 50.0)])
+    index = _index({"2021-01-01": 100.0, "2021-01-02": 110.0})
+    trade = backtest(predictions, sales, index).trades.iloc[0]
+    assert (trade["exit_kind"], trade["exit_day"]) == ("end_of_data", D2)
+    assert trade["exit_price"] == pytest.approx(11.0)
+
+
+def test_hit_rate_vs_market_removes_the_market_move():
+    # both resold higher (raw hits), but only b beat the index's +20%
+    predictions = _predictions(
+        [("e1", "2021-01-01 10:00", "a", 10.0, 20.0), ("e2", "2021-01-01 10:00", "b", 10.0, 20.0)]
+    )
+    sales = _sales([("2021-01-02 10:00", "a", 11.0), ("2021-01-02 10:00", "b", 13.0)])
+    index = _index({"2021-01-01": 100.0, "2021-01-02": 120.0})
+    s = backtest(predictions, sales, index).strategy
+    assert (s.n_resale_wins, s.hit_rate) == (2, 1.0)
+    assert (s.n_resale_beat_market, s.hit_rate_vs_market) == (1, 0.5)
+
+
+def test_same_day_resale_is_booked_on_the_entry_day():
+    predictions = _predictions([("e1", "2021-01-01 08:00", "a", 10.0, 20.0)])
+    sales = _sales([("2021-01-01 20:00", "a", 12.0)])
+    index = _index({"2021-01-01": 100.0, "2021-01-02": 100.0})
+    s = backtest(predictions, sales, index).strategy
+    assert list(s.daily_returns) == pytest.approx([0.2])
+    assert s.total_return == pytest.approx(0.2)
+
+
+def test_days_without_open_positions_have_zero_return_and_count():
+    # a: day 1 -> day 2 (+10%); b: day 4 -> day 5 (+10%); day 3 holds nothing.
+    predictions = _predictions(
+        [("e1", "2021-01-01 10:00", "a", 10.0, 20.0), ("e2", "2021-01-04 10:00", "b", 10.0, 20.0)]
+    )
+    sales = _sales([("2021-01-02 10:00", "a", 11.0), ("2021-01-05 10:00", "b", 11.0)])
+    index = _index({f"2021-01-0{d}": 100.0 for d in range(1, 6)})
+    s = backtest(predictions, sales, index).strategy
+    assert list(s.daily_returns) == pytest.approx([0.0, 0.1, 0.0, 0.0, 0.1])
+    assert s.n_days == 5 and s.n_days_with_positions == 2
+    assert s.annualised_return == pytest.approx(1.21 ** (365 / 5) - 1)
+
+
+def test_strategy_and_buy_all_share_one_calendar():
+    # the strategy's only trade ends on day 2 but buy-all's runs to day 3: both curves cover days 1-3
+    predictions = _predictions(
+        [("e1", "2021-01-01 10:00", "a", 10.0, 20.0), ("e2", "2021-01-01 10:00", "b", 10.0, 10.0)]
+    )
+    sales = _sales([("2021-01-02 10:00", "a", 11.0), ("2021-01-03 10:00", "b", 8.0)])
+    index = _index({"2021-01-01": 100.0, "2021-01-02": 100.0, "2021-01-03": 100.0})
+    result = backtest(predictions, sales, index)
+    assert list(result.strategy.equity.index) == list(result.buy_all.equity.index) == [D1, D2, D3]
+    assert list(result.strategy.daily_returns) == pytest.approx([0.0, 0.1, 0.0])
+    # day 2: a exits +10%, b sits at index 100/100 -> 0; day 3: b exits -20%
+    assert list(result.buy_all.daily_returns) == pytest.approx([0.0, 0.05, -0.2])
+    assert result.buy_all.hit_rate == pytest.approx(0.5)
+
+
+# --- filtering -----------------------------------------------------------------------------
+
+
+def test_ineligible_rows_are_counted_with_reasons():
+    predictions = _predictions(
+        [
+            ("ok", "2021-01-01 10:00", "a", 10.0, 20.0),
+            ("no_fair", "2021-01-01 10:00", "b", 10.0, np.nan),
+            ("zero_price", "2021-01-01 10:00", "c", 0.0, 20.0),
+            ("nan_price_and_fair", "2021-01-01 10:00", "d", np.nan, np.nan),
+            ("neg_fair", "2021-01-01 10:00", "e", 10.0, -1.0),
+            ("no_index", "2020-12-25 10:00", "f", 10.0, 20.0),
+        ]
+    )
+    index = _index({"2021-01-01": 100.0, "2021-01-02": 100.0})
+    result = backtest(predictions, _sales([]), index)
+    assert (result.n_rows, result.n_eligible, result.n_filtered) == (6, 1, 5)
+    assert result.filtered == {
+        "price_not_finite_positive": 2,
+        "fair_value_not_finite_positive": 2,
+        "no_index_level_on_entry_day": 1,
+    }
+    assert list(result.trades["event_id"]) == ["ok"]
+
+
+def test_no_eligible_rows_gives_empty_curves_and_zero_counts():
+    predictions = _predictions([("x", "2021-01-01 10:00", "a", np.nan, 20.0)])
+    result = backtest(predictions, _sales([]), _index({"2021-01-01": 100.0}))
+    assert result.n_eligible == 0 and result.strategy.n_trades == 0
+    assert result.strategy.equity.empty
+    json.dumps(result.as_dict(), allow_nan=False)

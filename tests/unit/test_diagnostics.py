@@ -1,0 +1,133 @@
+"""Diagnostics of a model version: overall and per-segment metrics, price bands, learning curve, HTML."""
+
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.diagnostics import MISSING_SEGMENT, diagnostics, learning_curve, price_band
+from models.metrics import valuation_metrics
+
+
+def sample(n=200, seed=0):
+    r = np.random.default_rng(seed)
+    actual = np.exp(r.normal(4, 1, n))
+    kind = r.choice(["Human", "Zombie", "Ape"], n, p=[0.8, 0.15, 0.05])
+    noise = np.where(kind == "Human", 0.1, 0.4)  # Zombies and Apes are harder
+    predicted = actual * np.exp(r.normal(0, noise))
+    segments = pd.DataFrame(
+        {"type": kind, "accessory_count": r.integers(0, 4, n), "price_band": price_band(predicted).array},
+        index=np.arange(1000, 1000 + n),  # an index unrelated to the predictions: alignment is by position
+    )
+    return predicted, actual, segments
+
+
+def test_overall_and_segment_metrics_equal_valuation_metrics_on_the_subsets():
+    predicted, actual, segments = sample()
+    p10, p90 = predicted * 0.8, predicted * 1.25
+    d = diagnostics(predicted, actual, segments, p10=p10, p90=p90)
+    assert d.overall == valuation_metrics(predicted, actual, p10, p90)
+    assert set(d.segments["segment"]) == {"type", "accessory_count", "price_band"}
+    for row in d.segments.to_dict(orient="records"):
+        mask = (segments[row["segment"]] == row["value"]).to_numpy()
+        expected = valuation_metrics(predicted[mask], actual[mask], p10[mask], p90[mask])
+        assert {k: row[k] for k in expected} == pytest.approx(expected)
+    types = d.segments[d.segments["segment"] == "type"].set_index("value")
+    assert types.loc["Zombie", "mape"] > types.loc["Human", "mape"]
+    assert types["n"].sum() == len(predicted)
+
+
+def test_missing_and_unusable_rows_are_segmented_and_counted():
+    predicted = np.array([110.0, 90.0, 100.0, 50.0, 80.0])
+    actual = np.array([100.0, 100.0, 0.0, 100.0, np.nan])
+    segments = pd.DataFrame({"type": ["Ape", "Ape", "Ape", None, "Alien"]})
+    table = diagnostics(predicted, actual, segments).segments.set_index("value")
+    assert list(table.index) == ["Alien", "Ape", MISSING_SEGMENT]
+    assert (table.loc["Ape", "n"], table.loc["Ape", "n_filtered"]) == (2, 1)
+    assert table.loc["Ape", "mape"] == pytest.approx(0.10)
+    assert table.loc[MISSING_SEGMENT, "mape"] == pytest.approx(0.5)
+    assert (table.loc["Alien", "n"], table.loc["Alien", "n_filtered"]) == (0, 1)
+    assert math.isnan(table.loc["Alien", "mape"])
+
+
+def test_segments_must_match_the_predictions():
+    with pytest.raises(ValueError, match="rows"):
+        diagnostics(np.ones(3), np.ones(3), pd.DataFrame({"type": ["a", "b"]}))
+
+
+def test_price_band_labels_and_edges():
+    bands = price_band(pd.Series([0, 49.99, 50, 100, 499, 500, 1e4, -1, np.nan], index=list("abcdefghi")))
+    assert list(bands.index) == list("abcdefghi")
+    assert list(bands.astype(object).where(bands.notna(), None)) == [
+        "0–50", "0–50", "50–100", "100–200", "200–500", "500+", "500+", None, None,
+    ]
+    assert list(bands.cat.categories) == ["0–50", "50–100", "100–200", "200–500", "500+"]
+    assert bands.cat.ordered
+    assert list(price_band([1.5], edges=(0, 1.5, 3)).astype(str)) == ["1.5–3"]
+    with pytest.raises(ValueError):
+        price_band([1.0], edges=(0, 100, 50))
+
+
+def test_price_bands_keep_their_order_in_the_segment_table():
+    predicted = np.array([600.0, 150.0, 20.0, 75.0])
+    d = diagnostics(predicted, predicted * 1.1, pd.DataFrame({"price_band": price_band(predicted)}))
+    assert list(d.segments["value"]) == ["0–50", "50–100", "100–200", "500+"]
+
+
+def test_learning_curve_calls_back_with_each_fraction():
+    calls = []
+
+    def fit_and_score(fraction):
+        calls.append(fraction)
+        if fraction < 0.3:
+            raise ValueError("only 12 usable sales to train on; need at least 50")
+        return {"n_train": int(1000 * fraction), "train_mape": 0.1, "valid_mape": 0.4 - 0.2 * fraction}
+
+    points = learning_curve(fit_and_score, skip_errors=(ValueError,))
+    assert calls == [0.25, 0.5, 0.75, 1.0]
+    assert points[0] == {"fraction": 0.25, "error": "ValueError: only 12 usable sales to train on; need at least 50"}
+    assert points[-1] == {"fraction": 1.0, "n_train": 1000, "train_mape": 0.1, "valid_mape": pytest.approx(0.2)}
+    with pytest.raises(ValueError, match="usable sales"):
+        learning_curve(fit_and_score)
+    with pytest.raises(ValueError, match="not in"):
+        learning_curve(fit_and_score, fractions=(0.5, 1.5))
+
+
+def test_as_dict_is_json_friendly():
+    predicted, actual, segments = sample()
+    actual[segments["type"].to_numpy() == "Ape"] = 0.0  # a segment without usable pairs: NaN metrics
+    curve = [{"fraction": 0.5, "n_train": 500, "valid_mape": 0.3}, {"fraction": 1.0, "n_train": 1000,
+                                                                     "valid_mape": 0.25}]
+    d = diagnostics(predicted, actual, segments, curve, meta={"model_version": 3}).as_dict()
+    text = json.dumps(d, allow_nan=False)
+    assert set(d) == {"overall", "segments", "learning_curve", "error_quantiles", "meta"}
+    ape = next(r for r in d["segments"]["type"] if r["value"] == "Ape")
+    assert ape["n"] == 0 and ape["mape"] is None
+    assert [r["value"] for r in d["segments"]["price_band"]] == sorted(
+        {r["value"] for r in d["segments"]["price_band"]}, key=lambda v: float(v.split("–")[0].rstrip("+")))
+    assert d["learning_curve"] == curve and d["meta"] == {"model_version": 3}
+    assert d["error_quantiles"]["q05"] < d["error_quantiles"]["q50"] < d["error_quantiles"]["q95"]
+    assert "NaN" not in text
+
+
+def test_html_is_a_standalone_page_with_plots_and_tables():
+    predicted, actual, segments = sample()
+    curve = [{"fraction": 0.5, "n_train": 100, "train_mape": 0.1, "valid_mape": 0.3},
+             {"fraction": 1.0, "n_train": 200, "train_mape": 0.12, "valid_mape": 0.25}]
+    page = diagnostics(predicted, actual, segments, curve).to_html(title="Diagnostics <v3>")
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert "<title>Diagnostics &lt;v3&gt;</title>" in page
+    assert page.count("<table") == 4  # overall, error quantiles, segments, learning curve
+    assert "Zombie" in page and "50–100" in page and "valid_mape" in page
+    # error histogram, scatter, one bar chart per segmentation, learning curve
+    assert len(re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+"', page)) == 2 + 3 + 1
+    assert not re.search(r"https?://", page)
+    assert "<script" not in page and "<link" not in page
+
+
+def test_html_without_segments_or_curve_still_renders():
+    page = diagnostics(np.array([1.0, 2.0]), np.array([np.nan, 0.0])).to_html()
+    assert page.count("<img") == 2 and "Learning curve" not in page
