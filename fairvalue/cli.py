@@ -95,7 +95,31 @@ def train(cutoff: str = typer.Option(None, help="Train only on sales before this
     with console.status("training"):
         result = pipeline.train(cutoff=_parse_time(cutoff))
     console.print(f"registered version {result.version}" + (" (champion)" if result.became_champion else ""))
-    console.print_json(json.dumps(result.metrics))
+    console.print_json(json.dumps(result.metrics, default=str))
+    if result.diagnostics_uri:
+        console.print(f"diagnostics: {result.diagnostics_uri}")
+
+
+@app.command()
+def drift(
+    days: int = typer.Option(30, help="The recent window: this many days up to the latest sale."),
+    out: Path = typer.Option(None, help="Also write the HTML report here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON."),
+) -> None:
+    """Feature and prediction drift: the champion's training window vs the recent window."""
+    from fairvalue import pipeline
+
+    with console.status("measuring drift"):
+        report, uri = pipeline.drift(recent_days=days)
+    if out:
+        out.write_text(report.to_html())
+    if as_json:
+        print(json.dumps(report.as_dict(), default=str, allow_nan=False))
+        return
+    s = report.summary
+    console.print(f"{s['n_drifted']} of {s['n_features']} features drifted (max PSI {s['max_psi']:.2f}); "
+                  f"prediction PSI {s.get('prediction_psi')}")
+    console.print(f"report: {out or uri}")
 
 
 @app.command()

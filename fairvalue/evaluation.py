@@ -101,7 +101,8 @@ def evaluate(
 
 def report(data: MarketData, result: ReplayResult, start, end, cadence: str, settings: Settings) -> dict[str, Any]:
     p = result.predictions
-    n_sales_in_window = int(((data.sales["ts"] >= start) & (data.sales["ts"] < end)).sum())
+    # Replay scores the sales after the first nowcast (at `start`) up to `end`.
+    n_sales_in_window = int(((data.sales["ts"] > start) & (data.sales["ts"] <= end)).sum())
     # The peers' baseline: the raw floor column of the day before the snapshot's day.
     baseline_floor = floor_before(data.market, pd.Series(pd.to_datetime(p["snapshot_published_at"])))
     segments_of = pd.DataFrame({

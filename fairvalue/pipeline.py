@@ -13,11 +13,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlmodel import Session, select
 
 from fairvalue.settings import Settings, get_settings
 from models import estimator
+from models.diagnostics import diagnostics, learning_curve, price_band
+from models.drift import DriftReport, drift_report
+from models.features import MarketData, build_features
 from models.metrics import valuation_metrics
 from models.nowcast import value_all_items
 from storage import ingest as ingest_store
@@ -131,11 +135,12 @@ class TrainResult:
     model_version_id: int
     metrics: dict[str, Any]
     became_champion: bool
+    diagnostics_uri: str | None
 
 
 def train(settings: Settings | None = None, cutoff: datetime | None = None) -> TrainResult:
     """Train on every sale before `cutoff` (default: all), score it on a forward holdout,
-    register the version. The first version of a collection becomes champion."""
+    register the version with its diagnostics. The first version becomes champion."""
     settings = settings or get_settings()
     params = estimator.TrainParams(max_iter=settings.train_max_iter, random_state=settings.random_seed)
     with session_scope() as session:
@@ -147,7 +152,7 @@ def train(settings: Settings | None = None, cutoff: datetime | None = None) -> T
         raise ValueError("no sales to train on: run `fairvalue seed` or ingest sales first")
     end = data.sales["ts"].max()
     holdout_start = end - pd.Timedelta(days=settings.holdout_days)
-    metrics = holdout_metrics(data, holdout_start, params)
+    metrics, diagnostics = holdout_evaluation(data, holdout_start, params)
     model = estimator.fit(data, params)
     store = get_store(settings)
     with session_scope() as session:
@@ -159,25 +164,97 @@ def train(settings: Settings | None = None, cutoff: datetime | None = None) -> T
             n_train=len(data.sales),
             code_version=code_version(),
         )
+        diagnostics_uri = None
+        if diagnostics is not None:
+            diagnostics.meta = {**diagnostics.meta, "model_version": version.version}
+            stored = store.put(f"diagnostics/{coll.slug}/v{version.version}.html", diagnostics.to_html().encode())
+            diagnostics_uri = stored.uri
+            version.metrics = {**metrics, "diagnostics": {"uri": stored.uri, "sha256": stored.sha256}}
+            session.add(version)
         first = get_alias(session, coll, CHAMPION) is None
         if first:
             promote(session, coll, version)
-        return TrainResult(version.version, version.id, metrics, first)
+        return TrainResult(version.version, version.id, version.metrics, first, diagnostics_uri)
 
 
-def holdout_metrics(data, holdout_start: pd.Timestamp, params: estimator.TrainParams) -> dict[str, Any]:
-    """Forward score: fit on sales before `holdout_start`, predict each later sale from data
-    strictly before it."""
+def holdout_evaluation(data: MarketData, holdout_start: pd.Timestamp, params: estimator.TrainParams):
+    """Forward score: fit on sales before `holdout_start`, predict each later sale as of the
+    start of its day (as a daily nowcast would), and build the version's diagnostics."""
     past = data.before(holdout_start)
     later = data.sales[data.sales["ts"] >= holdout_start].reset_index(drop=True)
     if len(past.sales) < 50 or later.empty:
-        return {"holdout": "skipped: not enough sales on one side of the holdout start"}
-    model = estimator.fit(past, params)
-    pred = model.predict(data, later[["item_key", "ts"]])
+        return {"holdout": "skipped: not enough sales on one side of the holdout start"}, None
+    queries = pd.DataFrame({"item_key": later["item_key"], "ts": later["ts"].dt.normalize()})
+    queries["ts"] = queries["ts"].where(queries["ts"] >= holdout_start, holdout_start)
+
+    def fit_and_score(fraction: float) -> dict[str, Any]:
+        # Train on the most recent `fraction` of the pre-holdout sales; score the same forward window.
+        recent = past.sales["ts"] >= past.sales["ts"].quantile(1 - fraction) if fraction < 1 else None
+        subset = past if recent is None else MarketData(past.items, past.sales[recent], past.market)
+        pred = estimator.fit(subset, params).predict(data, queries)
+        m = valuation_metrics(pred["fair_value"].to_numpy(), later["price"].to_numpy())
+        return {"n_train": len(subset.sales), "valid_mape": m["mape"], "valid_median_ape": m["median_ape"],
+                "_pred": pred}
+
+    curve = learning_curve(fit_and_score, fractions=(0.25, 0.5, 1.0), skip_errors=(ValueError,))
+    pred = curve[-1].get("_pred")
+    for point in curve:
+        point.pop("_pred", None)
+    if pred is None:
+        return {"holdout": "skipped: the holdout model could not be trained"}, None
     result = valuation_metrics(pred["fair_value"].to_numpy(), later["price"].to_numpy(),
                                pred["p10"].to_numpy(), pred["p90"].to_numpy())
     floor = valuation_metrics(pred["floor"].to_numpy(), later["price"].to_numpy())
-    return {"holdout_start": holdout_start.isoformat(), "model": result, "previous_day_floor": floor}
+    segments = pd.DataFrame({
+        "type": data.items["item_type"].reindex(later["item_key"]).to_numpy(),
+        "accessory_count": data.items["accessory_count"].reindex(later["item_key"]).to_numpy(),
+        "price_band": price_band(pred["fair_value"].to_numpy()).array,
+    })
+    diag = diagnostics(pred["fair_value"].to_numpy(), later["price"].to_numpy(), segments, curve,
+                       p10=pred["p10"].to_numpy(), p90=pred["p90"].to_numpy(),
+                       meta={"holdout_start": holdout_start.isoformat(), "n_holdout": len(later)})
+    metrics = {"holdout_start": holdout_start.isoformat(), "model": result, "floor_baseline": floor,
+               "learning_curve": curve}
+    return metrics, diag
+
+
+def drift(settings: Settings | None = None, recent_days: int = 30) -> tuple[DriftReport, str | None]:
+    """Drift between the champion's training window and the last `recent_days` of sales
+    (ending at the latest sale): per-feature and prediction drift, archived as HTML."""
+    settings = settings or get_settings()
+    store = get_store(settings)
+    with session_scope() as session:
+        coll = collection(session, settings)
+        champion = get_alias(session, coll, CHAMPION)
+        if champion is None:
+            raise LookupError(f"collection {coll.slug} has no champion model: run `fairvalue train`")
+        data = load_market_data(session, coll)
+    model = load_model(store, champion)
+    ts = data.sales["ts"]
+    train_start = pd.Timestamp(champion.data_start).tz_convert("UTC").tz_localize(None)
+    train_end = pd.Timestamp(champion.data_end).tz_convert("UTC").tz_localize(None)
+    recent_end = ts.max()
+    recent_start = recent_end - pd.Timedelta(days=recent_days)
+    windows = {"reference": (ts >= train_start) & (ts <= train_end), "current": ts > recent_start}
+    frames, preds = {}, {}
+    for name, mask in windows.items():
+        sales = data.sales[mask]
+        feats = build_features(data, model.vocab, sales[["item_key", "ts"]])
+        frames[name] = feats[model.columns]
+        preds[name] = np.log(model.predict_features(feats)["fair_value"] / feats["floor"]).to_numpy()
+    report = drift_report(
+        frames["reference"], frames["current"], reference_pred=preds["reference"], current_pred=preds["current"],
+        pred_is_log=True,
+        meta={"collection": coll.slug, "champion": champion.version,
+              "reference": f"{train_start:%Y-%m-%d} .. {train_end:%Y-%m-%d}",
+              "current": f"{recent_start:%Y-%m-%d} .. {recent_end:%Y-%m-%d}"},
+    )
+    try:
+        uri = store.put(f"reports/{coll.slug}/drift-v{champion.version}-{recent_end:%Y%m%d}.html",
+                        report.to_html().encode()).uri
+    except ArtifactError:
+        uri = None  # the numbers are still returned; the archive is a convenience
+    return report, uri
 
 
 # --- nowcast ----------------------------------------------------------------------------

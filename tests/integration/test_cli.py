@@ -83,3 +83,56 @@ def test_train_registers_a_version_with_lineage_and_a_verified_artifact(seeded, 
     assert champion.version == 1  # a later version is not promoted without the gates (#4)
     model = load_model(s3, latest)
     assert model.columns
+
+
+def test_train_stores_diagnostics_with_the_version(seeded, s3):
+    from storage.tables import ModelVersion
+
+    with session_scope() as session:
+        v1 = session.exec(select(ModelVersion).where(ModelVersion.version == 1)).one()
+    diag = v1.metrics["diagnostics"]
+    html = s3.get(diag["uri"], diag["sha256"]).decode()
+    assert html.startswith("<!DOCTYPE html>") and html.count("<img") >= 3
+    assert v1.metrics["model"]["n"] > 0 and "band_coverage" in v1.metrics["model"]
+    assert [p["fraction"] for p in v1.metrics["learning_curve"]] == [0.25, 0.5, 1.0]
+
+
+def test_drift_report_as_data_and_html(seeded, tmp_path):
+    import json
+
+    out = tmp_path / "drift.html"
+    result = runner.invoke(app, ["drift", "--days", "30", "--out", str(out), "--json"])
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["summary"]["n_features"] > 50
+    assert report["summary"]["n_cur"] > 0 and report["summary"]["n_ref"] > report["summary"]["n_cur"]
+    assert report["prediction"]["psi"] is not None
+    assert "<table" in out.read_text()
+
+
+def test_replay_exports_rows_scored_against_earlier_snapshots(tmp_path):
+    import csv
+    import json
+
+    from models.replay import EXPORT_COLUMNS
+
+    export = tmp_path / "predictions.csv"
+    result = runner.invoke(app, ["replay", "--from", "2021-12-20", "--to", "2021-12-27", "--source", "bundled",
+                                 "--export", str(export), "--json"])
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    rows = list(csv.DictReader(export.open()))
+    assert list(rows[0]) == EXPORT_COLUMNS
+    assert len(rows) == report["model"]["n"] == report["sales_in_window"]
+    assert all(r["snapshot_published_at"] < r["timestamp"] for r in rows)  # ISO strings in UTC sort as times
+    assert report["previous_day_floor"]["n"] == len(rows)
+    assert {"buy_all", "strategy"} <= set(report["backtest"])
+
+
+def test_backtest_prints_both_strategies():
+    result = runner.invoke(app, ["backtest", "--from", "2021-12-28", "--to", "2021-12-31", "--source", "bundled"])
+    assert result.exit_code == 0, result.output
+    for word in ("strategy", "buy_all", "Sharpe", "Sortino", "Calmar", "max drawdown"):
+        assert word in result.output
