@@ -111,8 +111,9 @@ def report(data: MarketData, result: ReplayResult, start, end, cadence: str, set
         "price_band": price_band(p["fair_value"]).array,  # banded by a pre-sale number, not the price
     })
     index = daily_index(data.sales)
-    bt = backtest(p, data.sales, index, threshold=settings.buy_below)
-    kpis = signal_kpis(p, data.sales, index, buy_below=settings.buy_below, sell_above=settings.sell_above)
+    bt = backtest(p, data.sales, index, threshold=settings.buy_below, horizon_days=settings.backtest_horizon_days)
+    kpis = signal_kpis(p, data.sales, index, horizon_days=settings.signal_horizon_days, gain=settings.signal_gain,
+                       buy_below=settings.buy_below, sell_above=settings.sell_above)
     segments = segment_metrics(p["fair_value"], p["price"], segments_of, p["p10"], p["p90"]) if len(p) else []
     return {
         "window": {"from": start.isoformat(), "to": end.isoformat(), "cadence": cadence},

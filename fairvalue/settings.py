@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     buy_below: float = 0.10
     sell_above: float = 0.15
     signal_max_age_days: float = Field(30, description="A last sale older than this is no market price.")
+    signal_horizon_days: float = Field(30, description="How long a BUY/SELL has to prove right.")
+    signal_gain: float = Field(0.10, description="Market-adjusted move that makes a BUY (up) or SELL (down) right.")
+    backtest_horizon_days: float = Field(90, description="A backtest position closes at the next resale within this.")
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.var_dir / 'fairvalue.db').resolve()}"
