@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, text
-from sqlmodel import select
+from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.deps import collection_or_404, iso
 from storage.db import get_engine, session_scope
+from storage.requests import counts_by_state
 from storage.runs import last_runs
 from storage.snapshots import published_snapshot
-from storage.tables import TrainingRequest
 from tasks import queues
 
 
@@ -78,9 +77,7 @@ def workers_seen() -> list[str] | None:
 
 def queue_status(request: Request) -> JSONResponse:
     with session_scope() as session:
-        by_state = dict(
-            session.exec(select(TrainingRequest.state, func.count()).group_by(TrainingRequest.state)).all()
-        )
+        by_state = counts_by_state(session)
         runs = {
             name: {"status": r.status, "started_at": iso(r.started_at), "finished_at": iso(r.finished_at)}
             for name, r in last_runs(session).items()

@@ -221,6 +221,90 @@ def backtest(
     console.print(table)
 
 
+def _parse_params(params: list[str] | None) -> dict:
+    out = {}
+    for item in params or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{item!r}: use KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@app.command()
+def retrain(
+    reason: str = typer.Option(..., help="Why (kept with the request)."),
+    param: list[str] = typer.Option(None, "--param", help="Training parameter override KEY=VALUE (repeat)."),
+) -> None:
+    """Record a training request and publish it to the training queue."""
+    from fairvalue import lifecycle
+    from tasks.lifecycle import publish_training
+
+    outcome = lifecycle.enqueue_retrain(reason, _parse_params(param))
+    publish_training(outcome.request_id)
+    console.print(f"training request {outcome.request_id} queued")
+
+
+@app.command("promote")
+def promote_cmd(version: int = typer.Argument(..., help="Model version number."),
+                reason: str = typer.Option("operator", help="Recorded with the decision.")) -> None:
+    """Make a model version the champion (recorded as an operator decision), then nowcast."""
+    from fairvalue import lifecycle
+    from tasks.app import app as celery
+
+    result = lifecycle.operator_promote(version, reason)
+    if result["changed"]:
+        celery.send_task("fairvalue.nowcast")
+    console.print(f"champion: v{result['champion']}" + ("" if result["changed"] else " (unchanged)"))
+
+
+@app.command()
+def rollback(reason: str = typer.Option("operator", help="Recorded with the decision.")) -> None:
+    """Put the previous champion back, then nowcast."""
+    from fairvalue import lifecycle
+    from tasks.app import app as celery
+
+    result = lifecycle.operator_rollback(reason)
+    celery.send_task("fairvalue.nowcast")
+    console.print(f"champion: v{result['champion']} (rolled back from v{result['rolled_back_from']})")
+
+
+@app.command()
+def pause(loop: str = typer.Argument(..., help="nowcast, policy, training or monitor"),
+          reason: str = typer.Option("", help="Why.")) -> None:
+    """Pause a loop: its task skips (and records that it did) until resumed."""
+    from fairvalue import lifecycle
+
+    lifecycle.set_paused(loop, True, reason)
+    console.print(f"{loop} paused")
+
+
+@app.command()
+def resume(loop: str = typer.Argument(..., help="nowcast, policy, training or monitor")) -> None:
+    """Resume a paused loop."""
+    from fairvalue import lifecycle
+
+    lifecycle.set_paused(loop, False)
+    console.print(f"{loop} resumed")
+
+
+@app.command()
+def decisions(limit: int = typer.Option(20)) -> None:
+    """Promotion decisions and rollbacks, newest first, with the numbers they used."""
+    from fairvalue import lifecycle
+
+    table = Table(title="decisions")
+    for col in ("id", "when", "decision", "by", "contender", "champion", "reason"):
+        table.add_column(col)
+    for d in lifecycle.decisions(limit=limit):
+        table.add_row(str(d.id), d.created_at.isoformat(timespec="seconds"), d.decision, d.decided_by,
+                      str(d.contender_version_id), str(d.champion_version_id), d.reason[:80])
+    console.print(table)
+
+
 @app.command()
 def api(host: str = typer.Option(None), port: int = typer.Option(None)) -> None:
     """Serve the HTTP API with uvicorn."""

@@ -267,6 +267,7 @@ class NowcastResult:
     model_version: int
     archive_uri: str | None
     archive_error: str | None
+    shadows: dict[str, int]
 
 
 def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> NowcastResult:
@@ -292,7 +293,35 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
         snapshot = session.get(NowcastSnapshot, snapshot.id)
         moved = publish(session, coll, snapshot)
     archive_uri, archive_error = archive_snapshot(settings, snapshot.id, values)
-    return NowcastResult(snapshot.id, moved, len(values), champion.version, archive_uri, archive_error)
+    shadows = shadow_nowcasts(settings, coll, data, t, as_of, cutoff)
+    return NowcastResult(snapshot.id, moved, len(values), champion.version, archive_uri, archive_error, shadows)
+
+
+def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of, cutoff) -> dict[str, int]:
+    """Value the collection with the models watched beside the champion: the previous
+    champion during a promotion's probation (the monitor compares against it) and a contender
+    in shadow. Their snapshots are kept with status `shadow` and never published."""
+    from storage.registry import CONTENDER, PREVIOUS_CHAMPION, alias_since
+
+    store = get_store(settings)
+    written = {}
+    with session_scope() as session:
+        watched = []
+        since = alias_since(session, coll, PREVIOUS_CHAMPION)
+        if since is not None and utcnow() - since <= pd.Timedelta(days=settings.probation_days):
+            watched.append((PREVIOUS_CHAMPION, get_alias(session, coll, PREVIOUS_CHAMPION)))
+        watched.append((CONTENDER, get_alias(session, coll, CONTENDER)))
+    for alias, version in watched:
+        if version is None:
+            continue
+        values = value_all_items(load_model(store, version), data, t, settings.buy_below, settings.sell_above,
+                                 settings.signal_max_age_days)
+        with session_scope() as session:
+            snapshot = write_snapshot(session, coll, version.id, as_of, cutoff, values)
+            snapshot.status, snapshot.published_at = "shadow", utcnow()
+            session.add(snapshot)
+        written[alias] = snapshot.id
+    return written
 
 
 def archive_snapshot(settings: Settings, snapshot_id: int, values: pd.DataFrame) -> tuple[str | None, str | None]:

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     webhook_tolerance_seconds: int = 300
     max_body_bytes: int = 1_000_000
 
+    # Operators' API: `Authorization: Bearer <token>`; empty disables the operator endpoints.
+    operator_token: SecretStr = SecretStr("")
+
     # Serving.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -54,6 +57,27 @@ class Settings(BaseSettings):
     train_max_iter: int = Field(200, description="Boosting rounds per quantile model.")
     holdout_days: int = Field(30, description="Forward window kept out of training to score a version.")
     retrain_max_age_days: float = Field(7, description="A champion trained on data older than this is stale.")
+
+    # Model lifecycle (issue #4): policy, training under a lease, gates, monitor.
+    training_lease_seconds: int = Field(600, description="A claim on a training request lasts this unless renewed.")
+    training_max_attempts: int = 3
+    training_retry_backoff_seconds: int = Field(60, description="Delay before a failed training is retried; "
+                                                "far under the broker's visibility timeout.")
+    sweep_stale_minutes: int = Field(30, description="A queued request not claimed for this long is republished.")
+    gate_window_days: int = Field(14, description="The forward window contender and champion are scored on.")
+    gate_mape_margin: float = 0.02
+    gate_max_abs_bias: float = 0.05
+    gate_segment_tolerance: float = 0.10
+    gate_coverage_min: float = 0.70
+    gate_coverage_max: float = 0.90
+    policy_live_window_days: int = 7
+    policy_max_live_mape: float = 0.20
+    policy_max_prediction_psi: float = 0.25
+    policy_max_share_drifted: float = 0.30
+    shadow_days: float = Field(3, description="How long a shadowed contender runs beside the champion.")
+    probation_days: float = Field(7, description="How long after a promotion the monitor may roll it back.")
+    rollback_margin: float = Field(0.10, description="Roll back when live MAPE is this much worse than before.")
+    monitor_min_sales: int = 20
 
     # Signals: BUY when the market is this far under fair value, SELL when this far over.
     buy_below: float = 0.10

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from models.market_index import robust_floor, sales_index
+from models.market_index import robust_floor, sales_index, trailing_quantiles
 
 PREMIUM_WINDOW = pd.Timedelta(days=7)
 ITEM_TYPES = ("Alien", "Ape", "Zombie", "Human")
@@ -120,30 +120,6 @@ def eth_usd_before(market: pd.DataFrame, times: pd.Series) -> np.ndarray:
     ok = idx >= 0
     out[ok] = rates["eth_usd"].to_numpy(dtype=float)[idx[ok]]
     return out
-
-
-def trailing_quantiles(
-    times: np.ndarray, values: np.ndarray, query_times: np.ndarray, window: pd.Timedelta,
-    quantiles: tuple[float, ...] = (0.5,),
-) -> tuple[np.ndarray, np.ndarray]:
-    """Quantiles of `values` over [t - window, t) for each query time t, and the count.
-    `times` must be sorted. Returns (array of shape (n_queries, n_quantiles), counts).
-
-    Query points are merged into the series as NaN and pandas' rolling window (closed on the
-    left, so nothing at t itself is seen) does the work in C."""
-    values = np.where(np.isfinite(values), values, np.nan)
-    n_obs = len(times)
-    merged_times = np.concatenate([times, query_times])
-    merged_values = np.concatenate([values, np.full(len(query_times), np.nan)])
-    order = np.argsort(merged_times, kind="stable")
-    series = pd.Series(merged_values[order], index=pd.DatetimeIndex(merged_times[order]))
-    rolling = series.rolling(window, closed="left", min_periods=1)
-    is_query = order >= n_obs
-    position = np.empty(len(query_times), dtype=int)
-    position[order[is_query] - n_obs] = np.flatnonzero(is_query)
-    out = np.column_stack([rolling.quantile(q).to_numpy()[position] for q in quantiles])
-    counts = rolling.count().to_numpy()[position]
-    return out, np.nan_to_num(counts)
 
 
 def sale_context(data: MarketData) -> pd.DataFrame:

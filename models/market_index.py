@@ -33,14 +33,36 @@ def sales_index(sales: pd.DataFrame, days: pd.DatetimeIndex) -> pd.Series:
     times = sales["ts"].to_numpy()
     prices = sales["price"].to_numpy(dtype=float)
     starts = days.normalize().to_numpy()
-    hi = np.searchsorted(times, starts, side="left")
     level = np.full(len(starts), np.nan)
     for window in INDEX_WINDOWS_DAYS:
-        lo = np.searchsorted(times, starts - np.timedelta64(window, "D"), side="left")
-        todo = np.isnan(level) & (hi - lo >= INDEX_MIN_SALES)
-        for i in np.flatnonzero(todo):
-            level[i] = np.quantile(prices[lo[i]:hi[i]], INDEX_QUANTILE)
+        quantile, count = trailing_quantiles(times, prices, starts, pd.Timedelta(days=window), (INDEX_QUANTILE,))
+        todo = np.isnan(level) & (count >= INDEX_MIN_SALES)
+        level[todo] = quantile[todo, 0]
     return pd.Series(level, index=days, name="sales_index")
+
+
+def trailing_quantiles(
+    times: np.ndarray, values: np.ndarray, query_times: np.ndarray, window: pd.Timedelta,
+    quantiles: tuple[float, ...] = (0.5,),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quantiles of `values` over [t - window, t) for each query time t, and the count.
+    `times` must be sorted. Returns (array of shape (n_queries, n_quantiles), counts).
+
+    Query points are merged into the series as NaN and pandas' rolling window (closed on the
+    left, so nothing at t itself is seen) does the work in C."""
+    values = np.where(np.isfinite(values), values, np.nan)
+    n_obs = len(times)
+    merged_times = np.concatenate([times, query_times])
+    merged_values = np.concatenate([values, np.full(len(query_times), np.nan)])
+    order = np.argsort(merged_times, kind="stable")
+    series = pd.Series(merged_values[order], index=pd.DatetimeIndex(merged_times[order]))
+    rolling = series.rolling(window, closed="left", min_periods=1)
+    is_query = order >= n_obs
+    position = np.empty(len(query_times), dtype=int)
+    position[order[is_query] - n_obs] = np.flatnonzero(is_query)
+    out = np.column_stack([rolling.quantile(q).to_numpy()[position] for q in quantiles])
+    counts = rolling.count().to_numpy()[position]
+    return out, np.nan_to_num(counts)
 
 
 def daily_index(sales: pd.DataFrame, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None) -> pd.Series:

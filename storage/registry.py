@@ -18,6 +18,7 @@ from storage.upsert import upsert
 
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous_champion"
+CONTENDER = "contender"  # a contender in shadow: valued beside the champion, not served
 
 
 def register_version(
@@ -32,6 +33,8 @@ def register_version(
     code_version: str,
 ) -> ModelVersion:
     """Store the artifact (content-addressed) and record the version with its lineage."""
+    # Lock the collection row so two training workers cannot take the same version number.
+    session.exec(select(Collection).where(Collection.id == collection.id).with_for_update()).one()
     next_version = (
         session.exec(
             select(func.max(ModelVersion.version)).where(ModelVersion.collection_id == collection.id)
@@ -83,6 +86,18 @@ def promote(session: Session, collection: Collection, version: ModelVersion) -> 
     if current is not None and current.id != version.id:
         set_alias(session, collection, PREVIOUS_CHAMPION, current)
     set_alias(session, collection, CHAMPION, version)
+
+
+def remove_alias(session: Session, collection: Collection, alias: str) -> None:
+    from sqlalchemy import delete
+
+    session.execute(delete(ModelAlias.__table__).where(ModelAlias.collection_id == collection.id,
+                                                       ModelAlias.alias == alias))
+
+
+def alias_since(session: Session, collection: Collection, alias: str):
+    row = session.get(ModelAlias, (collection.id, alias))
+    return row.updated_at if row else None
 
 
 def load_model(store: ArtifactStore, version: ModelVersion) -> FairValueModel:

@@ -168,13 +168,43 @@ class TrainingRequest(SQLModel, table=True):
     reason: str = ""
     trigger: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     data_cutoff: datetime | None = None
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     attempts: int = 0
     claimed_by: str | None = None
     lease_expires_at: datetime | None = None
+    not_before: datetime | None = Field(default=None, description="Retry backoff: not claimable before this.")
     published_at: datetime | None = None
     model_version_id: int | None = Field(default=None, foreign_key="model_versions.id")
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class PromotionDecision(SQLModel, table=True):
+    """Every change of champion, and every refusal, with the numbers it was based on."""
+
+    __tablename__ = "promotion_decisions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    collection_id: int = Field(foreign_key="collections.id", index=True)
+    training_request_id: int | None = Field(default=None, foreign_key="training_requests.id")
+    contender_version_id: int | None = Field(default=None, foreign_key="model_versions.id")
+    champion_version_id: int | None = Field(default=None, foreign_key="model_versions.id")
+    decision: str = Field(max_length=16, description="promote, shadow, reject, rollback")
+    decided_by: str = Field(max_length=16, description="gates, monitor or operator")
+    reason: str = ""
+    numbers: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class LoopState(SQLModel, table=True):
+    """Operators pause a loop (policy, training, monitor, nowcast); its task then skips."""
+
+    __tablename__ = "loop_states"
+
+    loop: str = Field(primary_key=True, max_length=32)
+    paused: bool = False
+    reason: str = ""
     updated_at: datetime = Field(default_factory=utcnow)
 
 

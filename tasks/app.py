@@ -9,7 +9,7 @@ import beat_schedule
 from fairvalue.settings import Settings, get_settings
 from tasks import queues
 
-TASK_MODULES = ["tasks.nowcast", "tasks.ingest"]
+TASK_MODULES = ["tasks.nowcast", "tasks.ingest", "tasks.lifecycle"]
 
 
 def broker_options(settings: Settings) -> dict:
@@ -40,6 +40,10 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_routes={
             "fairvalue.nowcast": {"queue": queues.NOWCAST},
             "fairvalue.ingest.*": {"queue": queues.INGEST},
+            "fairvalue.training.train": {"queue": queues.TRAINING},
+            "fairvalue.training.sweep": {"queue": queues.DEFAULT},
+            "fairvalue.policy": {"queue": queues.DEFAULT},
+            "fairvalue.monitor": {"queue": queues.DEFAULT},
         },
         # Our tasks are idempotent, so a task whose worker died is redelivered, not lost.
         task_acks_late=True,

@@ -67,35 +67,48 @@ def seeded(database, s3):
     return {"seed": seed_report, "train": train_result, "nowcast": nowcast_result}
 
 
-@pytest.fixture(scope="session")
-def worker(seeded, broker, tmp_path_factory):
-    """A real Celery worker process on every queue, against the Redis broker."""
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
+def start_worker(name: str, queues: str, log_dir: Path, env: dict | None = None) -> subprocess.Popen:
+    """A real Celery worker process, as `fairvalue worker` runs it; returns once it answers a ping."""
+    log = log_dir / f"{name}.log"
     with log.open("w") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", "default,ingest,nowcast,training",
-             "-c", "1", "--pool", "solo", "-n", "test-worker@%h", "--loglevel", "INFO"],
-            cwd=ROOT, env=os.environ.copy(), stdout=fh, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", queues, "-c", "1", "--pool", "solo",
+             "-n", f"{name}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
+            # One OpenMP thread per worker: several workers share these 2 cores, and OpenMP
+            # threads spinning against each other slow training several-fold.
+            cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, stdout=fh, stderr=subprocess.STDOUT,
         )
     from tasks.app import app
 
     deadline = time.time() + 60
     while time.time() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"worker exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        if app.control.inspect(timeout=1).ping():
-            break
-    else:
-        proc.kill()
-        pytest.fail(f"worker did not answer ping within 60 s:\n{log.read_text()[-3000:]}")
-    yield proc
+            pytest.fail(f"worker {name} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        replies = app.control.inspect(timeout=1).ping() or {}
+        if any(node.startswith(f"{name}@") for node in replies):
+            proc.log = log
+            return proc
+    proc.kill()
+    pytest.fail(f"worker {name} did not answer ping within 60 s:\n{log.read_text()[-3000:]}")
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
-        proc.wait(timeout=20)
+        proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
     if os.environ.get("CI"):
-        print(log.read_text()[-5000:])
+        print(proc.log.read_text()[-5000:])
+
+
+@pytest.fixture(scope="session")
+def worker(seeded, broker, tmp_path_factory):
+    """The general worker (default, ingest, nowcast queues), as in production."""
+    proc = start_worker("test-worker", "default,ingest,nowcast", tmp_path_factory.mktemp("worker"))
+    yield proc
+    stop_worker(proc)
 
 
 @pytest.fixture(scope="session")

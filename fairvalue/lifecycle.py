@@ -1,0 +1,475 @@
+"""The model lifecycle as plain functions: retrain policy, training a request under a lease,
+gates, the post-promotion monitor, the sweep, and the operators' controls.
+
+Celery tasks (tasks/lifecycle.py) and the CLI are thin adapters around these. The database
+decides what runs: a message only carries a request id, and every state change is a
+conditional update (storage/requests.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlmodel import Session, select
+
+from fairvalue import pipeline
+from fairvalue.settings import Settings, get_settings
+from models import estimator, gates, live, monitor, policy
+from models.diagnostics import price_band, segment_metrics
+from models.features import MarketData, build_features, floor_before
+from models.metrics import valuation_metrics
+from storage import requests
+from storage.artifacts import get_store
+from storage.db import session_scope
+from storage.market import load_market_data
+from storage.registry import (
+    CHAMPION,
+    CONTENDER,
+    PREVIOUS_CHAMPION,
+    alias_since,
+    get_alias,
+    load_model,
+    promote,
+    register_version,
+    remove_alias,
+    set_alias,
+)
+from storage.tables import (
+    Collection,
+    LoopState,
+    ModelVersion,
+    NowcastRow,
+    NowcastSnapshot,
+    PromotionDecision,
+    Sale,
+    TrainingRequest,
+    utcnow,
+)
+
+LOOPS = ("nowcast", "policy", "training", "monitor")
+
+
+# --- pausing loops ---------------------------------------------------------------------
+
+def set_paused(loop: str, paused: bool, reason: str = "") -> None:
+    if loop not in LOOPS:
+        raise ValueError(f"unknown loop {loop!r}; loops: {', '.join(LOOPS)}")
+    from storage.upsert import upsert
+
+    with session_scope() as session:
+        upsert(session, LoopState.__table__, [{"loop": loop, "paused": paused, "reason": reason,
+                                               "updated_at": utcnow()}], keys=("loop",))
+
+
+def is_paused(loop: str) -> bool:
+    with session_scope() as session:
+        state = session.get(LoopState, loop)
+        return bool(state and state.paused)
+
+
+# --- live error -------------------------------------------------------------------------
+
+def _snapshots(session: Session, coll: Collection, statuses: tuple[str, ...], model_version_id: int | None = None,
+               since=None) -> pd.DataFrame:
+    query = select(NowcastSnapshot.id, NowcastSnapshot.published_at, NowcastSnapshot.model_version_id).where(
+        NowcastSnapshot.collection_id == coll.id, NowcastSnapshot.status.in_(statuses),
+        NowcastSnapshot.published_at.is_not(None))
+    if model_version_id is not None:
+        query = query.where(NowcastSnapshot.model_version_id == model_version_id)
+    if since is not None:
+        query = query.where(NowcastSnapshot.published_at >= since - timedelta(days=1))
+    rows = session.exec(query.order_by(NowcastSnapshot.published_at)).all()
+    frame = pd.DataFrame(rows, columns=["snapshot_id", "published_at", "model_version_id"])
+    frame["published_at"] = _naive(frame["published_at"])
+    return frame
+
+
+def _naive(series: pd.Series) -> pd.Series:
+    if series.empty:
+        return series.astype("datetime64[ns]")
+    return pd.to_datetime(series, utc=True).dt.tz_localize(None).astype("datetime64[ns]")
+
+
+def live_scored(session: Session, coll: Collection, since, statuses=("published",),
+                model_version_id: int | None = None) -> pd.DataFrame:
+    """Sales since `since`, each scored against the latest snapshot published before it."""
+    sales = pd.DataFrame(
+        session.exec(select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price)
+                     .where(Sale.collection_id == coll.id, Sale.ts >= since)).all(),
+        columns=["event_id", "ts", "item_key", "price"])
+    sales["ts"] = _naive(sales["ts"])
+    snaps = _snapshots(session, coll, statuses, model_version_id, since)
+    if sales.empty or snaps.empty:
+        return pd.DataFrame(columns=["event_id", "ts", "item_key", "price", "fair_value", "p10", "p90"])
+    needed = snaps["snapshot_id"].tolist()
+    rows = pd.DataFrame(
+        session.exec(select(NowcastRow.snapshot_id, NowcastRow.item_key, NowcastRow.fair_value, NowcastRow.p10,
+                            NowcastRow.p90).where(NowcastRow.snapshot_id.in_(needed),
+                                                  NowcastRow.item_key.in_(sales["item_key"].unique().tolist()))).all(),
+        columns=["snapshot_id", "item_key", "fair_value", "p10", "p90"])
+    scored, _ = live.score_sales(sales, snaps, rows)
+    return scored
+
+
+def _metrics(scored: pd.DataFrame) -> dict[str, Any]:
+    if scored.empty:
+        return {"n": 0}
+    return valuation_metrics(scored["fair_value"].to_numpy(), scored["price"].to_numpy(),
+                             scored["p10"].to_numpy(), scored["p90"].to_numpy())
+
+
+# --- retrain policy ---------------------------------------------------------------------
+
+@dataclass
+class PolicyOutcome:
+    retrain: bool
+    reasons: list[str]
+    numbers: dict[str, Any]
+    request_id: int | None
+    new_request: bool
+
+
+def run_policy(settings: Settings | None = None, now=None) -> PolicyOutcome:
+    """Decide whether to retrain; if so, record one request (idempotent per day and reason).
+    The caller publishes the request id after this commits."""
+    settings = settings or get_settings()
+    now = now or utcnow()
+    with session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        champion = get_alias(session, coll, CHAMPION)
+        live_metrics = _metrics(live_scored(session, coll, now - timedelta(days=settings.policy_live_window_days)))
+    drift_summary = None
+    if champion is not None:
+        try:
+            report, _ = pipeline.drift(settings)
+            drift_summary = report.summary
+        except (LookupError, ValueError) as exc:
+            drift_summary = {"error": str(exc)}
+    age = (now - champion.created_at).total_seconds() / 86400 if champion else None
+    config = policy.PolicyConfig(
+        max_live_mape=settings.policy_max_live_mape, max_share_drifted=settings.policy_max_share_drifted,
+        max_prediction_psi=settings.policy_max_prediction_psi, max_champion_age_days=settings.retrain_max_age_days,
+    )
+    decision = policy.decide_retrain(live_metrics, drift_summary, age, config)
+    if not decision.retrain:
+        return PolicyOutcome(False, decision.reasons, decision.numbers, None, False)
+    key = policy.idempotency_key(settings.collection, now.date(), decision.reasons)
+    return _record_request(settings, key, "; ".join(decision.reasons), decision.numbers, {})
+
+
+def _record_request(settings: Settings, key: str, reason: str, trigger: dict, params: dict) -> PolicyOutcome:
+    with session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        request, new = requests.record(session, coll, key, reason, trigger=trigger, params=params,
+                                       data_cutoff=utcnow())
+        return PolicyOutcome(True, [reason], trigger, request.id, new)
+
+
+def enqueue_retrain(reason: str, params: dict | None = None, settings: Settings | None = None) -> PolicyOutcome:
+    """An operator's retrain: always a new request (its key is unique)."""
+    settings = settings or get_settings()
+    key = f"{settings.collection}:operator:{utcnow().isoformat()}"
+    return _record_request(settings, key, f"operator: {reason}", {"operator": True}, params or {})
+
+
+# --- training a request -----------------------------------------------------------------
+
+class LeaseLost(RuntimeError):
+    pass
+
+
+class _Heartbeat:
+    """Renews the lease while training runs; a dead worker stops renewing, and the lease expires."""
+
+    def __init__(self, request_id: int, worker: str, lease: timedelta):
+        self.request_id, self.worker, self.lease = request_id, worker, lease
+        self._stop = threading.Event()
+        self.lost = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self):
+        interval = max(self.lease.total_seconds() / 3, 0.5)
+        while not self._stop.wait(interval):
+            with session_scope() as session:
+                if not requests.heartbeat(session, self.request_id, self.worker, self.lease):
+                    self.lost = True
+                    return
+
+
+def train_request(request_id: int, worker: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Claim, train, evaluate against the champion on the same forward window, gate, register
+    and apply the decision. A request already claimed, done or failed is left alone."""
+    settings = settings or get_settings()
+    lease = timedelta(seconds=settings.training_lease_seconds)
+    if is_paused("training"):
+        return {"skipped": "the training loop is paused"}
+    with session_scope() as session:
+        if not requests.claim(session, request_id, worker, lease):
+            request = session.get(TrainingRequest, request_id)
+            return {"skipped": f"not claimable (state {request.state if request else 'missing'})"}
+        request = session.get(TrainingRequest, request_id)
+        params = dict(request.params or {})
+    try:
+        with _Heartbeat(request_id, worker, lease) as heart:
+            with session_scope() as session:
+                if not requests.fenced_update(session, request_id, worker, state=requests.TRAINING):
+                    raise LeaseLost("lease lost before training started")
+            outcome = train_and_gate(settings, params)
+            if heart.lost:
+                raise LeaseLost("lease lost during training")
+            return _register_and_decide(settings, request_id, worker, outcome)
+    except LeaseLost as exc:
+        return {"skipped": str(exc)}
+    except Exception as exc:
+        with session_scope() as session:
+            state = requests.release_for_retry(
+                session, request_id, worker, f"{type(exc).__name__}: {exc}", settings.training_max_attempts,
+                timedelta(seconds=settings.training_retry_backoff_seconds))
+        exc.add_note(f"training request {request_id} is now {state}")
+        raise
+
+
+@dataclass
+class TrainOutcome:
+    model: estimator.FairValueModel
+    data: MarketData
+    decision: gates.GateDecision
+    numbers: dict[str, Any]
+    champion_id: int | None
+
+
+def _train_params(settings: Settings, overrides: dict) -> estimator.TrainParams:
+    base = {"max_iter": settings.train_max_iter, "random_state": settings.random_seed}
+    allowed = set(estimator.TrainParams.__dataclass_fields__)
+    unknown = set(overrides) - allowed
+    if unknown:
+        raise ValueError(f"unknown training params {sorted(unknown)}; known: {sorted(allowed)}")
+    return estimator.TrainParams(**{**base, **overrides})
+
+
+def train_and_gate(settings: Settings, overrides: dict) -> TrainOutcome:
+    """Score the contender's recipe and the champion on the same forward window (the last
+    `gate_window_days` of sales, unseen by both), apply the gates, then fit the contender on
+    everything. When the champion was trained before the window it is scored as it is;
+    otherwise its recipe is refitted on the data before the window, like the contender's."""
+    params = _train_params(settings, overrides)
+    store = get_store(settings)
+    with session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        data = load_market_data(session, coll)
+        champion = get_alias(session, coll, CHAMPION)
+    data.context()  # computed once; the market before the window reuses a slice of it
+    end = data.sales["ts"].max()
+    start = end - pd.Timedelta(days=settings.gate_window_days)
+    past = data.before(start)
+    window = data.sales[data.sales["ts"] >= start].reset_index(drop=True)
+    queries = pd.DataFrame({"item_key": window["item_key"], "ts": window["ts"].dt.normalize().clip(lower=start)})
+
+    contender_eval = estimator.fit(past, params)
+    evaluations = {"contender": _evaluation("contender", contender_eval, data, queries, window)}
+    champion_mode = None
+    if champion is not None:
+        champion_end = pd.Timestamp(champion.data_end).tz_convert("UTC").tz_localize(None)
+        if champion_end < start:
+            champion_model, champion_mode = load_model(store, champion), "artifact"
+        else:
+            recipe = {k: v for k, v in champion.params.items() if k in estimator.TrainParams.__dataclass_fields__}
+            champion_model, champion_mode = estimator.fit(past, estimator.TrainParams(**recipe)), "recipe refit"
+        evaluations["champion"] = _evaluation("champion", champion_model, data, queries, window)
+    floor = floor_before(data.market, queries["ts"])
+    floor_metrics = valuation_metrics(floor, window["price"].to_numpy())
+    config = gates.GateConfig(
+        mape_margin=settings.gate_mape_margin, max_abs_bias=settings.gate_max_abs_bias,
+        segment_tolerance=settings.gate_segment_tolerance,
+        coverage_bounds=(settings.gate_coverage_min, settings.gate_coverage_max),
+    )
+    decision = gates.decide(evaluations["contender"], evaluations.get("champion"), floor_metrics, config)
+    model = estimator.fit(data, params)
+    numbers = {
+        "window": {"from": start.isoformat(), "to": end.isoformat(), "n_sales": len(window)},
+        "contender": evaluations["contender"].metrics,
+        "champion": evaluations["champion"].metrics if "champion" in evaluations else None,
+        "champion_scored_as": champion_mode,
+        "previous_day_floor": floor_metrics,
+        "params": params.as_dict(),
+    }
+    return TrainOutcome(model, data, decision, numbers, champion.id if champion else None)
+
+
+def _evaluation(name: str, model: estimator.FairValueModel, data: MarketData, queries: pd.DataFrame,
+                window: pd.DataFrame) -> gates.Evaluation:
+    feats = build_features(data, model.vocab, queries)
+    pred = model.predict_features(feats)
+    # Monotone in the floor: the same item in a market 10 % higher must not be worth less.
+    lifted = feats.copy()
+    lifted["floor"] = lifted["floor"] * 1.1
+    monotone = bool(np.all(model.predict_features(lifted)["fair_value"].to_numpy()
+                           >= pred["fair_value"].to_numpy() * (1 - 1e-9)))
+    fair, price = pred["fair_value"].to_numpy(), window["price"].to_numpy()
+    segments = pd.DataFrame({
+        "type": data.items["item_type"].reindex(window["item_key"]).to_numpy(),
+        "price_band": price_band(fair).array,
+    })
+    return gates.Evaluation(
+        name=name,
+        metrics=valuation_metrics(fair, price, pred["p10"].to_numpy(), pred["p90"].to_numpy()),
+        segments=segment_metrics(fair, price, segments, pred["p10"].to_numpy(), pred["p90"].to_numpy()),
+        sanity=gates.sanity(fair, pred["p10"].to_numpy(), pred["p90"].to_numpy(), monotone),
+    )
+
+
+def _register_and_decide(settings: Settings, request_id: int, worker: str, outcome: TrainOutcome) -> dict:
+    """One transaction: the request moves to decided (only while we hold the lease), the
+    version is registered and the decision applied. Lost the lease → nothing is written."""
+    store = get_store(settings)
+    with session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        if not requests.fenced_update(session, request_id, worker, state=requests.DECIDED, lease_expires_at=None):
+            raise LeaseLost("lease lost before registering")
+        data = outcome.data
+        version = register_version(
+            session, store, coll, outcome.model, {"gate_evaluation": outcome.numbers},
+            data_start=data.sales["ts"].min().tz_localize("UTC").to_pydatetime(),
+            data_end=data.sales["ts"].max().tz_localize("UTC").to_pydatetime(),
+            n_train=len(data.sales), code_version=pipeline.code_version(),
+        )
+        request = session.get(TrainingRequest, request_id)
+        request.model_version_id = version.id
+        session.add(request)
+        decision = outcome.decision
+        _record_decision(session, coll, decision.decision, "gates", decision.reason,
+                         {**outcome.numbers, "checks": decision.as_dict()["checks"]},
+                         contender=version.id, champion=outcome.champion_id, request_id=request_id)
+        if decision.decision == "promote":
+            promote(session, coll, version)
+        elif decision.decision == "shadow":
+            set_alias(session, coll, CONTENDER, version)
+    return {"request_id": request_id, "model_version": version.version, "decision": decision.decision,
+            "reason": decision.reason}
+
+
+def _record_decision(session: Session, coll: Collection, decision: str, decided_by: str, reason: str,
+                     numbers: dict, contender: int | None, champion: int | None, request_id: int | None = None):
+    from storage.runs import _jsonable
+
+    session.add(PromotionDecision(
+        collection_id=coll.id, training_request_id=request_id, contender_version_id=contender,
+        champion_version_id=champion, decision=decision, decided_by=decided_by, reason=reason,
+        numbers=_jsonable(numbers)))
+
+
+# --- sweep ------------------------------------------------------------------------------
+
+def requests_to_republish(settings: Settings | None = None) -> list[int]:
+    settings = settings or get_settings()
+    with session_scope() as session:
+        return requests.to_republish(session, timedelta(minutes=settings.sweep_stale_minutes))
+
+
+def mark_published(request_id: int) -> None:
+    with session_scope() as session:
+        requests.mark_published(session, request_id)
+
+
+# --- monitor ----------------------------------------------------------------------------
+
+def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
+    """Roll back a recent promotion whose live error is worse than the previous champion's
+    shadow on the same sales; settle a shadowed contender after its shadow period."""
+    settings = settings or get_settings()
+    now = now or utcnow()
+    out: dict[str, Any] = {}
+    with session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        champion = get_alias(session, coll, CHAMPION)
+        previous = get_alias(session, coll, PREVIOUS_CHAMPION)
+        since = alias_since(session, coll, PREVIOUS_CHAMPION)
+        if champion and previous and since and now - since <= timedelta(days=settings.probation_days):
+            new = live_scored(session, coll, since, ("published",), champion.id)
+            old = live_scored(session, coll, since, ("shadow",), previous.id)
+            new, old = live.paired(new, old)
+            config = monitor.MonitorConfig(probation_days=settings.probation_days, min_n=settings.monitor_min_sales,
+                                           rollback_margin=settings.rollback_margin)
+            decision = monitor.decide_rollback(_metrics(new), _metrics(old), config)
+            out["probation"] = {"champion": champion.version, "previous": previous.version,
+                                "rollback": decision.rollback, "reason": decision.reason}
+            if decision.rollback:
+                _rollback(session, coll, champion, previous, "monitor", decision.reason, decision.numbers)
+                out["rolled_back_to"] = previous.version
+        contender = get_alias(session, coll, CONTENDER)
+        shadow_since = alias_since(session, coll, CONTENDER)
+        if contender and champion and shadow_since and now - shadow_since >= timedelta(days=settings.shadow_days):
+            cont = live_scored(session, coll, shadow_since, ("shadow",), contender.id)
+            champ = live_scored(session, coll, shadow_since, ("published",), champion.id)
+            cont, champ = live.paired(cont, champ)
+            c_m, h_m = _metrics(cont), _metrics(champ)
+            better = c_m.get("n", 0) >= settings.monitor_min_sales and \
+                c_m["mape"] <= h_m["mape"] * (1 - settings.gate_mape_margin)
+            verdict = "promote" if better else "reject"
+            _record_decision(session, coll, verdict, "monitor", f"after {settings.shadow_days} days in shadow: "
+                             f"contender live MAPE {c_m.get('mape')} vs champion {h_m.get('mape')} on "
+                             f"{c_m.get('n', 0)} sales", {"contender": c_m, "champion": h_m},
+                             contender=contender.id, champion=champion.id)
+            remove_alias(session, coll, CONTENDER)
+            if better:
+                promote(session, coll, contender)
+            out["shadow"] = {"contender": contender.version, "decision": verdict}
+    return out
+
+
+def _rollback(session, coll, champion: ModelVersion, previous: ModelVersion, by: str, reason: str, numbers: dict):
+    set_alias(session, coll, CHAMPION, previous)
+    remove_alias(session, coll, PREVIOUS_CHAMPION)
+    _record_decision(session, coll, "rollback", by, reason, numbers, contender=champion.id, champion=previous.id)
+
+
+# --- operators --------------------------------------------------------------------------
+
+def operator_promote(version: int, reason: str, settings: Settings | None = None) -> dict:
+    settings = settings or get_settings()
+    with session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        target = session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id,
+                                                         ModelVersion.version == version)).first()
+        if target is None:
+            raise LookupError(f"no model version {version} in {coll.slug}")
+        champion = get_alias(session, coll, CHAMPION)
+        if champion is not None and champion.id == target.id:
+            return {"champion": version, "changed": False}
+        promote(session, coll, target)
+        _record_decision(session, coll, "promote", "operator", reason, {}, contender=target.id,
+                         champion=champion.id if champion else None)
+    return {"champion": version, "changed": True}
+
+
+def operator_rollback(reason: str, settings: Settings | None = None) -> dict:
+    settings = settings or get_settings()
+    with session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        champion = get_alias(session, coll, CHAMPION)
+        previous = get_alias(session, coll, PREVIOUS_CHAMPION)
+        if champion is None or previous is None:
+            raise LookupError("nothing to roll back to: there is no previous champion")
+        _rollback(session, coll, champion, previous, "operator", reason, {})
+        return {"champion": previous.version, "rolled_back_from": champion.version}
+
+
+def decisions(settings: Settings | None = None, limit: int = 50) -> list[PromotionDecision]:
+    settings = settings or get_settings()
+    with session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        return list(session.exec(select(PromotionDecision).where(PromotionDecision.collection_id == coll.id)
+                                 .order_by(PromotionDecision.id.desc()).limit(limit)).all())

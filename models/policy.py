@@ -1,0 +1,156 @@
+"""The daily retrain policy: should a new model be trained today, and under which request key?
+
+Pure: decide_retrain() looks at the champion's live error, the drift report's summary and the
+champion's age and returns a PolicyDecision; idempotency_key() names the request so that the same
+collection, day and kinds of reason never produce two training requests.
+
+Triggers (each threshold a PolicyConfig field; a trigger fires on strictly more than its threshold,
+so a number exactly at a threshold does not retrain):
+- "no champion": champion_age_days is None (there is no champion at all). Always retrain.
+- live error: live["mape"] > max_live_mape, counted only when live["n"] >= live_min_n (a handful of
+  sales says little). Reason "live_mape 0.23 > 0.20 on 45 sales".
+- feature drift: drift_summary["share_drifted"] > max_share_drifted. Reason "feature drift share 0.40 > 0.30".
+- prediction drift: drift_summary["prediction_psi"] > max_prediction_psi. Reason
+  "prediction drift psi 0.31 > 0.25".
+- age: champion_age_days > max_champion_age_days. Reason "champion is 9.0 days old > 7".
+Missing, None or non-finite numbers never trigger (a drift report that failed is not drift); they
+are recorded in `numbers` and explained in `notes`. Every trigger that fires is listed, in the order above.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from models.drift import to_jsonable
+
+# Reason kinds, matched by the fixed prefix each reason starts with (see decide_retrain).
+REASON_KINDS = (
+    ("no champion", "no_champion"),
+    ("live_mape ", "live_error"),
+    ("feature drift ", "feature_drift"),
+    ("prediction drift ", "prediction_drift"),
+    ("champion is ", "age"),
+)
+
+
+@dataclass
+class PolicyConfig:
+    max_live_mape: float = 0.20
+    live_min_n: int = 30
+    max_share_drifted: float = 0.30
+    max_prediction_psi: float = 0.25
+    max_champion_age_days: float = 7.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PolicyDecision:
+    """retrain: whether to request a training run. reasons: the triggers that fired (empty when not
+    retraining). numbers: every number looked at and its threshold. notes: why numbers were not counted."""
+
+    retrain: bool
+    reasons: list[str]
+    numbers: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return to_jsonable({"retrain": self.retrain, "reasons": self.reasons, "numbers": self.numbers,
+                            "notes": self.notes})
+
+
+def _num(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _show(value: float, threshold: float) -> str:
+    """Two decimals, or four when two would print the value equal to its threshold (0.2004 > 0.20)."""
+    return f"{value:.2f}" if f"{value:.2f}" != f"{threshold:.2f}" else f"{value:.4f}"
+
+
+def decide_retrain(live: Mapping[str, Any] | None, drift_summary: Mapping[str, Any] | None,
+                   champion_age_days: float | None, config: PolicyConfig | None = None) -> PolicyDecision:
+    """Retrain when any trigger in the module docstring fires.
+
+    live: valuation_metrics of the champion's published values against the sales since (or None).
+    drift_summary: DriftReport.summary (keys share_drifted, prediction_psi; either may be None) or
+    None; an "error" key is recorded. champion_age_days: None means there is no champion.
+    """
+    config = config or PolicyConfig()
+    live = live or {}
+    drift = drift_summary or {}
+    reasons: list[str] = []
+    notes: list[str] = []
+
+    if champion_age_days is None:
+        reasons.append("no champion")
+
+    n = int(_num(live.get("n")) or 0)
+    mape = _num(live.get("mape"))
+    live_counted = n >= config.live_min_n and mape is not None
+    if live_counted and mape > config.max_live_mape:
+        reasons.append(f"live_mape {_show(mape, config.max_live_mape)} > {config.max_live_mape:.2f} on {n} sales")
+    elif not live_counted:
+        notes.append(f"live error not counted: {n} sales < {config.live_min_n}" if n < config.live_min_n
+                     else "live error not counted: no live MAPE")
+
+    share = _num(drift.get("share_drifted"))
+    if share is not None and share > config.max_share_drifted:
+        reasons.append(f"feature drift share {_show(share, config.max_share_drifted)} > {config.max_share_drifted:.2f}")
+    psi = _num(drift.get("prediction_psi"))
+    if psi is not None and psi > config.max_prediction_psi:
+        reasons.append(
+            f"prediction drift psi {_show(psi, config.max_prediction_psi)} > {config.max_prediction_psi:.2f}")
+    if drift_summary is None:
+        notes.append("no drift summary")
+    elif drift.get("error"):
+        notes.append(f"drift summary error: {drift['error']}")
+
+    age = _num(champion_age_days)
+    if age is not None and age > config.max_champion_age_days:
+        reasons.append(f"champion is {age:.1f} days old > {config.max_champion_age_days:g}")
+
+    numbers = {
+        "live_n": n, "live_mape": mape, "live_counted": live_counted,
+        "max_live_mape": config.max_live_mape, "live_min_n": config.live_min_n,
+        "share_drifted": share, "max_share_drifted": config.max_share_drifted,
+        "prediction_psi": psi, "max_prediction_psi": config.max_prediction_psi,
+        "drift_error": drift.get("error"),
+        "champion_age_days": age, "max_champion_age_days": config.max_champion_age_days,
+    }
+    return PolicyDecision(bool(reasons), reasons, numbers, notes)
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of a decide_retrain reason ("live_error", "age", ...), without its numbers. Another
+    reason becomes a slug of its words before the first digit, so its numbers never change the kind."""
+    for prefix, kind in REASON_KINDS:
+        if reason.startswith(prefix):
+            return kind
+    words = re.split(r"\d", reason, maxsplit=1)[0]
+    return re.sub(r"[^a-z]+", "_", words.lower()).strip("_") or "other"
+
+
+def idempotency_key(collection: str, day: date, reasons: list[str]) -> str:
+    """"<collection>:<YYYY-MM-DD>:<kinds>", the kinds of the reasons deduplicated, sorted and joined by
+    commas, e.g. "cryptopunks:2021-12-01:age,live_error". Numbers in the reasons do not enter it, so
+    the same day and kinds of reason give the same key however the numbers move during the day.
+    A datetime is reduced to its date (the caller passes a UTC day)."""
+    if not reasons:
+        raise ValueError("an idempotency key needs at least one reason")
+    if isinstance(day, datetime):
+        day = day.date()
+    kinds = sorted({reason_kind(r) for r in reasons})
+    return f"{collection}:{day.isoformat()}:{','.join(kinds)}"

@@ -1,0 +1,122 @@
+"""Training requests: durable rows, claimed under a lease.
+
+The broker may deliver a request's message twice (visibility timeout, reconnects, a sweep
+republishing) or lose it (Redis restarted without AOF). So the message carries only the id,
+and every step here is a conditional UPDATE on the row: exactly one worker can claim a
+request, a worker whose lease was taken over can no longer change it, and a message for a
+request that is claimed, done or failed does nothing.
+
+States: queued → claimed → training → decided, or failed (with the error).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, update
+from sqlmodel import Session, select
+
+from storage.tables import Collection, TrainingRequest, utcnow
+from storage.upsert import insert_ignoring_conflicts
+
+QUEUED, CLAIMED, TRAINING, DECIDED, FAILED = "queued", "claimed", "training", "decided", "failed"
+ACTIVE = (CLAIMED, TRAINING)
+
+
+def record(
+    session: Session, collection: Collection, idempotency_key: str, reason: str,
+    trigger: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
+    data_cutoff: datetime | None = None,
+) -> tuple[TrainingRequest, bool]:
+    """Record a request once per idempotency key; return it and whether it is new."""
+    now = utcnow()
+    inserted = insert_ignoring_conflicts(
+        session, TrainingRequest.__table__,
+        [{"collection_id": collection.id, "idempotency_key": idempotency_key, "state": QUEUED, "reason": reason,
+          "trigger": trigger or {}, "params": params or {}, "data_cutoff": data_cutoff, "attempts": 0,
+          "created_at": now, "updated_at": now}],
+        returning="id",
+    )
+    request = session.exec(
+        select(TrainingRequest).where(TrainingRequest.idempotency_key == idempotency_key)
+    ).one()
+    return request, bool(inserted)
+
+
+def mark_published(session: Session, request_id: int) -> None:
+    session.execute(
+        update(TrainingRequest.__table__).where(TrainingRequest.id == request_id)
+        .values(published_at=utcnow())
+    )
+
+
+def claim(session: Session, request_id: int, worker: str, lease: timedelta) -> bool:
+    """Take the request if it is queued (and past its backoff) or its lease has expired."""
+    now = utcnow()
+    t = TrainingRequest.__table__.c
+    result = session.execute(
+        update(TrainingRequest.__table__)
+        .where(
+            t.id == request_id,
+            or_(
+                and_(t.state == QUEUED, or_(t.not_before.is_(None), t.not_before <= now)),
+                and_(t.state.in_(ACTIVE), t.lease_expires_at < now),
+            ),
+        )
+        .values(state=CLAIMED, claimed_by=worker, lease_expires_at=now + lease,
+                attempts=t.attempts + 1, updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+def fenced_update(session: Session, request_id: int, worker: str, **values: Any) -> bool:
+    """Change the request only while `worker` still holds its lease."""
+    now = utcnow()
+    t = TrainingRequest.__table__.c
+    result = session.execute(
+        update(TrainingRequest.__table__)
+        .where(t.id == request_id, t.claimed_by == worker, t.state.in_(ACTIVE), t.lease_expires_at >= now)
+        .values(updated_at=now, **values)
+    )
+    return result.rowcount == 1
+
+
+def heartbeat(session: Session, request_id: int, worker: str, lease: timedelta) -> bool:
+    return fenced_update(session, request_id, worker, lease_expires_at=utcnow() + lease)
+
+
+def release_for_retry(session: Session, request_id: int, worker: str, error: str, max_attempts: int,
+                      backoff: timedelta) -> str:
+    """After a failure: back to queued with a backoff, or failed for good after max_attempts."""
+    request = session.get(TrainingRequest, request_id)
+    if request is None or request.claimed_by != worker or request.state not in ACTIVE:
+        return "lost"
+    if request.attempts >= max_attempts:
+        fenced_update(session, request_id, worker, state=FAILED, error=error[:4000], lease_expires_at=None)
+        return FAILED
+    fenced_update(session, request_id, worker, state=QUEUED, error=error[:4000], claimed_by=None,
+                  lease_expires_at=None, not_before=utcnow() + backoff)
+    return QUEUED
+
+
+def to_republish(session: Session, stale_after: timedelta) -> list[int]:
+    """Requests whose message may be lost: queued and never published, or published long ago
+    and still not claimed; and active ones whose lease expired (their worker died)."""
+    now = utcnow()
+    t = TrainingRequest
+    rows = session.exec(
+        select(t.id).where(
+            or_(
+                and_(t.state == QUEUED, or_(t.published_at.is_(None), t.published_at < now - stale_after)),
+                and_(t.state.in_(ACTIVE), t.lease_expires_at < now),
+            )
+        ).order_by(t.id)
+    ).all()
+    return list(rows)
+
+
+def counts_by_state(session: Session) -> dict[str, int]:
+    from sqlalchemy import func
+
+    return dict(session.exec(select(TrainingRequest.state, func.count()).group_by(TrainingRequest.state)).all())

@@ -1,0 +1,76 @@
+"""Lifecycle tasks: retrain policy (daily), training (training queue), sweep and monitor (hourly).
+
+Each parses ids, calls fairvalue.lifecycle and records the run. Messages carry only request
+ids: the database decides whether there is anything to do.
+"""
+
+from __future__ import annotations
+
+from fairvalue import lifecycle
+from fairvalue.settings import get_settings
+from storage.runs import recorded_run
+from tasks import queues
+from tasks.app import app
+
+TRAIN = "fairvalue.training.train"
+
+
+def publish_training(request_id: int, countdown: float | None = None) -> None:
+    """Publish a request's id to the training queue, then note that it was published (the
+    request row was committed before: a crash in between leaves it for the sweep)."""
+    app.send_task(TRAIN, args=[request_id], queue=queues.TRAINING, countdown=countdown)
+    lifecycle.mark_published(request_id)
+
+
+@app.task(name="fairvalue.policy", bind=True)
+def retrain_policy(self) -> dict:
+    with recorded_run("fairvalue.policy", self.request.id) as run:
+        if lifecycle.is_paused("policy"):
+            run.update(status="skipped", reason="paused")
+            return dict(run)
+        outcome = lifecycle.run_policy()
+        run.update(retrain=outcome.retrain, reasons=outcome.reasons, request_id=outcome.request_id,
+                   new_request=outcome.new_request)
+        if outcome.new_request:
+            publish_training(outcome.request_id)
+        return dict(run)
+
+
+@app.task(name=TRAIN, bind=True, acks_late=True, reject_on_worker_lost=True)
+def train(self, request_id: int) -> dict:
+    with recorded_run(TRAIN, self.request.id) as run:
+        run["request_id"] = request_id
+        try:
+            result = lifecycle.train_request(int(request_id), worker=self.request.hostname or "worker")
+        except Exception:
+            # The request went back to queued with a backoff (or failed for good): publish the
+            # retry now with that delay; if this message is lost, the sweep republishes it.
+            settings = get_settings()
+            publish_training(request_id, countdown=settings.training_retry_backoff_seconds)
+            raise
+        run.update(result)
+        if result.get("decision") == "promote":
+            app.send_task("fairvalue.nowcast", queue=queues.NOWCAST)
+        return dict(run)
+
+
+@app.task(name="fairvalue.training.sweep", bind=True)
+def sweep(self) -> dict:
+    with recorded_run("fairvalue.training.sweep", self.request.id) as run:
+        ids = lifecycle.requests_to_republish()
+        for request_id in ids:
+            publish_training(request_id)
+        run["republished"] = ids
+        return dict(run)
+
+
+@app.task(name="fairvalue.monitor", bind=True)
+def monitor(self) -> dict:
+    with recorded_run("fairvalue.monitor", self.request.id) as run:
+        if lifecycle.is_paused("monitor"):
+            run.update(status="skipped", reason="paused")
+            return dict(run)
+        run.update(lifecycle.run_monitor())
+        if "rolled_back_to" in run or run.get("shadow", {}).get("decision") == "promote":
+            app.send_task("fairvalue.nowcast", queue=queues.NOWCAST)
+        return dict(run)

@@ -1,0 +1,198 @@
+"""The model lifecycle on real parts: PostgreSQL decides, Redis carries ids, workers train.
+
+Training requests use small boosting budgets (request params) so each trains in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from sqlmodel import select
+
+from fairvalue import lifecycle
+from storage.db import session_scope
+from storage.tables import ModelVersion, PromotionDecision, TrainingRequest
+from tasks.lifecycle import publish_training
+from tests.integration.conftest import start_worker, stop_worker
+
+pytestmark = pytest.mark.integration
+QUICK = {"max_iter": 8, "band_max_iter": 4}
+
+
+def wait_for(predicate, timeout=300.0, interval=0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def states(ids):
+    with session_scope() as session:
+        rows = session.exec(select(TrainingRequest).where(TrainingRequest.id.in_(ids))).all()
+        return {r.id: r for r in rows}
+
+
+@pytest.fixture()
+def training_workers(worker, tmp_path):
+    procs = [start_worker(f"trainer-{i}", "training", tmp_path) for i in (1, 2)]
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            stop_worker(proc)
+
+
+LEASE = 12  # seconds: short, so a killed worker's request is reclaimable within the test
+
+
+def test_twenty_requests_some_published_twice_train_exactly_once(training_workers, client):
+    ids = [lifecycle.enqueue_retrain(f"load test {i}", QUICK).request_id for i in range(20)]
+    for request_id in ids:
+        publish_training(request_id)
+    for request_id in ids[:7]:  # duplicates, as a redelivery or a sweep would make
+        publish_training(request_id)
+
+    queue = client.get("/v1/queue").json()
+    assert sum(queue["training_requests"].values()) >= 20
+    assert queue["queues"]["training"] >= 0
+
+    try:
+        wait_for(lambda: all(r.state == "decided" for r in states(ids).values()))
+    finally:
+        from collections import Counter
+
+        print("states:", Counter(r.state for r in states(ids).values()))
+        for proc in training_workers:
+            print(proc.log.read_text()[-3000:])
+
+    rows = states(ids)
+    versions = [r.model_version_id for r in rows.values()]
+    assert len(set(versions)) == 20 and None not in versions
+    assert all(r.attempts == 1 for r in rows.values())  # nobody claimed a request twice
+    with session_scope() as session:
+        decided = session.exec(select(PromotionDecision).where(PromotionDecision.training_request_id.in_(ids))).all()
+        registered = session.exec(select(ModelVersion).where(ModelVersion.id.in_(versions))).all()
+    assert len(decided) == 20 and len(registered) == 20
+    assert {d.decision for d in decided} <= {"promote", "shadow", "reject"}
+    assert all("checks" in d.numbers and d.numbers["contender"]["n"] > 0 for d in decided)
+
+
+def test_a_killed_training_worker_loses_nothing(worker, tmp_path):
+    env = {"FAIRVALUE_TRAINING_LEASE_SECONDS": str(LEASE)}
+    first = start_worker("trainer-1", "training", tmp_path, env)
+    request_id = lifecycle.enqueue_retrain("kill test", {"max_iter": 300, "band_max_iter": 150}).request_id
+    publish_training(request_id)
+    wait_for(lambda: states([request_id])[request_id].state == "training", timeout=60)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert states([request_id])[request_id].claimed_by.startswith("trainer-1@")
+
+    second = start_worker("trainer-2", "training", tmp_path, env)
+    try:
+        # The lease runs out; the sweep finds the request and republishes it.
+        wait_for(lambda: request_id in lifecycle.requests_to_republish(), timeout=LEASE * 3)
+        publish_training(request_id)
+        wait_for(lambda: states([request_id])[request_id].state == "decided")
+    finally:
+        stop_worker(second)
+    done = states([request_id])[request_id]
+    assert done.claimed_by.startswith("trainer-2@")
+    assert done.attempts == 2
+    with session_scope() as session:
+        made = session.exec(select(ModelVersion).where(ModelVersion.id == done.model_version_id)).all()
+        decisions = session.exec(select(PromotionDecision)
+                                 .where(PromotionDecision.training_request_id == request_id)).all()
+    assert len(made) == 1 and len(decisions) == 1
+
+
+def test_a_lost_message_is_republished_by_the_sweep_task(training_workers):
+    """The request is committed but its message never reaches Redis (a crash between commit
+    and publish, or Redis restarted without AOF): the hourly sweep task recovers it."""
+    from tasks.app import app
+
+    request_id = lifecycle.enqueue_retrain("lost message", QUICK).request_id
+    assert states([request_id])[request_id].published_at is None
+
+    app.send_task("fairvalue.training.sweep")  # what beat does every hour
+
+    wait_for(lambda: states([request_id])[request_id].state == "decided")
+
+
+def test_policy_records_one_request_per_day(seeded):
+    from datetime import UTC, datetime
+
+    from fairvalue.settings import get_settings
+
+    settings = get_settings().model_copy(update={"retrain_max_age_days": 0.0})
+    now = datetime(2030, 1, 2, 3, 0, tzinfo=UTC)
+    first = lifecycle.run_policy(settings, now=now)
+    again = lifecycle.run_policy(settings, now=now)
+
+    assert first.retrain and first.new_request
+    assert any("old" in r or "age" in r for r in first.reasons)
+    assert again.request_id == first.request_id and not again.new_request
+
+
+def test_pause_makes_a_loop_skip(training_workers):
+    lifecycle.set_paused("training", True, "test")
+    try:
+        request_id = lifecycle.enqueue_retrain("while paused", QUICK).request_id
+        result = lifecycle.train_request(request_id, "test-direct")
+        assert result == {"skipped": "the training loop is paused"}
+        assert states([request_id])[request_id].state == "queued"
+    finally:
+        lifecycle.set_paused("training", False)
+    assert os.environ["FAIRVALUE_DATABASE_URL"]
+
+
+def test_bad_contender_rejected_and_forced_promotion_rolled_back(seeded, worker):
+    """The scenario of issue #4: a deliberately bad contender fails the gates; an operator
+    promotes it anyway; live sales show it worse than the previous champion's shadow
+    predictions on the same sales, and the monitor rolls it back."""
+    from datetime import timedelta
+
+    from fairvalue import pipeline
+    from storage.ingest import ensure_collection
+    from storage.registry import CHAMPION, get_alias
+    from storage.tables import NowcastRow, NowcastSnapshot, utcnow
+
+    request_id = lifecycle.enqueue_retrain("deliberately bad", {"max_iter": 1, "band_max_iter": 1}).request_id
+    result = lifecycle.train_request(request_id, "scenario")
+    assert result["decision"] == "reject", result
+    bad_version = result["model_version"]
+
+    with session_scope() as session:
+        good = get_alias(session, ensure_collection(session, "cryptopunks"), CHAMPION)
+    lifecycle.operator_promote(bad_version, "operator insists")
+    nowcast = pipeline.nowcast()
+    shadow_id = nowcast.shadows["previous_champion"]
+
+    # Sales after that nowcast, priced where the previous champion valued them.
+    with session_scope() as session:
+        shadow = session.get(NowcastSnapshot, shadow_id)
+        rows = session.exec(select(NowcastRow).where(NowcastRow.snapshot_id == shadow_id)
+                            .order_by(NowcastRow.item_key).limit(30)).all()
+        after = max(shadow.published_at, session.get(NowcastSnapshot, nowcast.snapshot_id).published_at)
+    sales = [{"event_id": f"scenario-{r.item_key}", "timestamp": (after + timedelta(seconds=1 + i)).isoformat(),
+              "item_id": r.item_key, "price": r.fair_value} for i, r in enumerate(rows)]
+    wait_for(lambda: utcnow() > after + timedelta(seconds=len(sales) + 1), timeout=60)
+    report = pipeline.ingest_sales_rows(sales, "scenario")
+    assert report.accepted == 30
+
+    outcome = lifecycle.run_monitor()
+
+    assert outcome["probation"]["rollback"] is True, outcome
+    with session_scope() as session:
+        coll = ensure_collection(session, "cryptopunks")
+        assert get_alias(session, coll, CHAMPION).id == good.id
+        trail = session.exec(select(PromotionDecision).order_by(PromotionDecision.id.desc()).limit(3)).all()
+    assert [(d.decision, d.decided_by) for d in reversed(trail)] == [
+        ("reject", "gates"), ("promote", "operator"), ("rollback", "monitor")]
+    rollback = trail[0]
+    assert rollback.numbers  # the live errors it compared
+    print("decision trail:", [(d.decision, d.decided_by, d.reason) for d in reversed(trail)])
