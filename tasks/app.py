@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         timezone="UTC",
         enable_utc=True,
         beat_schedule=beat_schedule.SCHEDULE,
+        beat_scheduler="tasks.beat:SingletonScheduler",
         worker_send_task_events=True,  # for Flower
         task_send_sent_event=True,
     )
