@@ -305,6 +305,8 @@ def train_and_gate(settings: Settings, overrides: dict) -> TrainOutcome:
         "champion_scored_as": champion_mode,
         "previous_day_floor": floor_metrics,
         "params": params.as_dict(),
+        # No estimator here can use a GPU yet: say where training really ran.
+        "device": {"requested": settings.device, "used": "cpu"},
     }
     return TrainOutcome(model, data, decision, numbers, champion.id if champion else None)
 

@@ -218,18 +218,23 @@ def holdout_evaluation(data: MarketData, holdout_start: pd.Timestamp, params: es
     return metrics, diag
 
 
-def drift(settings: Settings | None = None, recent_days: int = 30) -> tuple[DriftReport, str | None]:
-    """Drift between the champion's training window and the last `recent_days` of sales
-    (ending at the latest sale): per-feature and prediction drift, archived as HTML."""
-    settings = settings or get_settings()
-    store = get_store(settings)
+def champion_and_market(settings: Settings, store):
+    """The collection, its champion (verified artifact loaded) and the market it may know."""
     with session_scope() as session:
         coll = collection(session, settings)
         champion = get_alias(session, coll, CHAMPION)
         if champion is None:
             raise LookupError(f"collection {coll.slug} has no champion model: run `fairvalue train`")
         data = load_market_data(session, coll)
-    model = load_model(store, champion)
+    return coll, champion, load_model(store, champion), data
+
+
+def drift(settings: Settings | None = None, recent_days: int = 30) -> tuple[DriftReport, str | None]:
+    """Drift between the champion's training window and the last `recent_days` of sales
+    (ending at the latest sale): per-feature and prediction drift, archived as HTML."""
+    settings = settings or get_settings()
+    store = get_store(settings)
+    coll, champion, model, data = champion_and_market(settings, store)
     ts = data.sales["ts"]
     train_start = pd.Timestamp(champion.data_start).tz_convert("UTC").tz_localize(None)
     train_end = pd.Timestamp(champion.data_end).tz_convert("UTC").tz_localize(None)
@@ -275,13 +280,7 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     settings = settings or get_settings()
     as_of = as_of or utcnow()
     store = get_store(settings)
-    with session_scope() as session:
-        coll = collection(session, settings)
-        champion = get_alias(session, coll, CHAMPION)
-        if champion is None:
-            raise LookupError(f"collection {coll.slug} has no champion model: run `fairvalue train`")
-        data = load_market_data(session, coll)
-    model = load_model(store, champion)
+    coll, champion, model, data = champion_and_market(settings, store)
     t = pd.Timestamp(as_of).tz_convert("UTC").tz_localize(None)
     values = value_all_items(model, data, t, settings.buy_below, settings.sell_above,
                              settings.signal_max_age_days)

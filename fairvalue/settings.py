@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     holdout_days: int = Field(30, description="Forward window kept out of training to score a version.")
     retrain_max_age_days: float = Field(7, description="A champion trained on data older than this is stale.")
 
+    device: str = Field("cpu", description="cpu or cuda. The scikit-learn estimators run on the CPU; a model "
+                        "version records the device it was trained on.")
+
     # Model lifecycle (issue #4): policy, training under a lease, gates, monitor.
     training_lease_seconds: int = Field(600, description="A claim on a training request lasts this unless renewed.")
     training_max_attempts: int = 3

@@ -97,29 +97,26 @@ class TraitVocabulary:
         return out
 
 
-def floor_before(market: pd.DataFrame, times: pd.Series) -> np.ndarray:
-    """The latest floor of a day strictly before each time's day (NaN if none). Callers pass
-    the cleaned market (`robust_floor`)."""
-    floors = market.dropna(subset=["floor"])
-    days = floors["day"].to_numpy()
-    values = floors["floor"].to_numpy(dtype=float)
+def value_before(market: pd.DataFrame, column: str, times: pd.Series) -> np.ndarray:
+    """The latest value of a daily market column on a day strictly before each time's day
+    (a day's value is known only once the day is over); NaN if none."""
+    known = market.dropna(subset=[column])
+    days = known["day"].to_numpy()
     query_days = pd.DatetimeIndex(times).normalize().to_numpy()
     idx = np.searchsorted(days, query_days, side="left") - 1
     out = np.full(len(query_days), np.nan)
     ok = idx >= 0
-    out[ok] = values[idx[ok]]
+    out[ok] = known[column].to_numpy(dtype=float)[idx[ok]]
     return out
+
+
+def floor_before(market: pd.DataFrame, times: pd.Series) -> np.ndarray:
+    """The floor known before each time. Callers pass the cleaned market (`robust_floor`)."""
+    return value_before(market, "floor", times)
 
 
 def eth_usd_before(market: pd.DataFrame, times: pd.Series) -> np.ndarray:
-    rates = market.dropna(subset=["eth_usd"])
-    days = rates["day"].to_numpy()
-    query_days = pd.DatetimeIndex(times).normalize().to_numpy()
-    idx = np.searchsorted(days, query_days, side="left") - 1
-    out = np.full(len(query_days), np.nan)
-    ok = idx >= 0
-    out[ok] = rates["eth_usd"].to_numpy(dtype=float)[idx[ok]]
-    return out
+    return value_before(market, "eth_usd", times)
 
 
 def sale_context(data: MarketData) -> pd.DataFrame:

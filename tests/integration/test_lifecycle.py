@@ -196,3 +196,18 @@ def test_bad_contender_rejected_and_forced_promotion_rolled_back(seeded, worker)
     rollback = trail[0]
     assert rollback.numbers  # the live errors it compared
     print("decision trail:", [(d.decision, d.decided_by, d.reason) for d in reversed(trail)])
+
+
+def test_failed_training_is_retried_with_backoff_then_fails_for_good(seeded, monkeypatch):
+    from fairvalue.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "training_retry_backoff_seconds", 0)
+    request_id = lifecycle.enqueue_retrain("cannot train", {"max_iter": 0}).request_id  # sklearn refuses 0 rounds
+    for attempt in range(1, 4):
+        with pytest.raises(ValueError):
+            lifecycle.train_request(request_id, "retry-test")
+        row = states([request_id])[request_id]
+        assert row.attempts == attempt
+        assert row.state == ("queued" if attempt < 3 else "failed")
+        assert "max_iter" in row.error
+    assert lifecycle.train_request(request_id, "retry-test") == {"skipped": "not claimable (state failed)"}
