@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from fairvalue.settings import Settings, get_settings
@@ -121,10 +122,10 @@ def sales_since_published(settings: Settings | None = None) -> int:
     with session_scope() as session:
         coll = collection(session, settings)
         snap = published_snapshot(session, coll)
-        query = select(Sale.id).where(Sale.collection_id == coll.id)
+        query = select(func.count()).select_from(Sale).where(Sale.collection_id == coll.id)
         if snap is not None:
             query = query.where(Sale.ingested_at > snap.created_at)
-        return len(session.exec(query.limit(100_000)).all())
+        return session.exec(query).one()
 
 
 # --- training ---------------------------------------------------------------------------
