@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from models.drift import to_jsonable
+from models.metrics import finite_or_none as _num
 
 PROMOTE, SHADOW, REJECT = "promote", "shadow", "reject"
 DECISIONS = (PROMOTE, SHADOW, REJECT)
@@ -137,17 +138,6 @@ def sanity(fair_value: Any, p10: Any, p90: Any, monotone_in_floor: bool) -> dict
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _num(value: Any) -> float | None:
-    """A finite float, or None for missing/NaN/inf/non-numbers."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
 
 
 def _le(a: float, b: float) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
 
@@ -31,3 +34,14 @@ def valuation_metrics(predicted: np.ndarray, actual: np.ndarray,
         out["band_coverage"] = float(((act >= lo) & (act <= hi)).mean())
     return out
 
+
+
+def finite_or_none(value: Any) -> float | None:
+    """A finite float, or None for missing/NaN/inf/non-numbers (thresholds never fire on those)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None

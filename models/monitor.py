@@ -16,12 +16,12 @@ probation_days is not used here: the caller only asks during the probation perio
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from models.drift import to_jsonable
+from models.metrics import finite_or_none as _num
 
 
 @dataclass
@@ -42,16 +42,6 @@ class MonitorDecision:
 
     def as_dict(self) -> dict[str, Any]:
         return to_jsonable({"rollback": self.rollback, "reason": self.reason, "numbers": self.numbers})
-
-
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
 
 
 def decide_rollback(champion_live: Mapping[str, Any], previous_live: Mapping[str, Any],

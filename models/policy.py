@@ -19,7 +19,6 @@ are recorded in `numbers` and explained in `notes`. Every trigger that fires is 
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from datetime import date, datetime
 from typing import Any
 
 from models.drift import to_jsonable
+from models.metrics import finite_or_none as _num
 
 # Reason kinds, matched by the fixed prefix each reason starts with (see decide_retrain).
 REASON_KINDS = (
@@ -63,16 +63,6 @@ class PolicyDecision:
     def as_dict(self) -> dict[str, Any]:
         return to_jsonable({"retrain": self.retrain, "reasons": self.reasons, "numbers": self.numbers,
                             "notes": self.notes})
-
-
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
 
 
 def _show(value: float, threshold: float) -> str:
