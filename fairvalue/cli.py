@@ -300,8 +300,8 @@ def decisions(limit: int = typer.Option(20)) -> None:
     for col in ("id", "when", "decision", "by", "contender", "champion", "reason"):
         table.add_column(col)
     for d in lifecycle.decisions(limit=limit):
-        table.add_row(str(d.id), d.created_at.isoformat(timespec="seconds"), d.decision, d.decided_by,
-                      str(d.contender_version_id), str(d.champion_version_id), d.reason[:80])
+        table.add_row(str(d["id"]), d["created_at"].isoformat(timespec="seconds"), d["decision"], d["by"],
+                      str(d["contender"] or "-"), str(d["champion"] or "-"), d["reason"][:80])
     console.print(table)
 
 
