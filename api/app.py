@@ -14,6 +14,7 @@ def create_app() -> Starlette:
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/v1/items/{item_id}", items.get_item, methods=["GET"]),
+        Route("/v1/items/{item_id}/explanation", items.explain_item, methods=["GET"]),
         Route("/v1/valuations", items.bulk_valuations, methods=["GET"]),
         Route("/v1/queue", ops.queue_status, methods=["GET"]),
         Route("/v1/webhooks/sales", webhooks.receive_sales, methods=["POST"]),

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 
 from sqlmodel import select
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.deps import collection_or_404, iso, rounded
+from fairvalue import explanations
 from storage.db import session_scope
 from storage.snapshots import PublishedValue, read_published
 from storage.tables import Item, ModelVersion
@@ -97,3 +99,31 @@ def bulk_valuations(request: Request) -> JSONResponse:
             "not_found": [k for k in keys if k not in by_key],
         }
     )
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPException(400, f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise HTTPException(400, f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+async def explain_item(request: Request) -> JSONResponse:
+    """Drivers and comparable sales of the published value. Runs the model, so off the event loop."""
+    key = _check_key(request.path_params["item_id"])
+    top = _int_param(request, "top", 5, 1, 30)
+    comps = _int_param(request, "comps", 10, 0, 45)
+    try:
+        body = await run_in_threadpool(explanations.explain_item, key, None, top, comps)
+    except explanations.NotExplainable as exc:
+        status = 404 if isinstance(exc, explanations.UnknownItem) else 503
+        raise HTTPException(status, str(exc)) from None
+    for field in ("fair_value", "floor", "typical_value"):
+        body[field] = rounded(body[field])
+    return JSONResponse(body)
