@@ -19,6 +19,7 @@ def _collection_routes(prefix: str) -> list[Route]:
     """The routes every collection has; `prefix` is COLLECTION or "/v1" (default-collection aliases)."""
     return [
         Route(f"{prefix}/items/{{item_id}}", items.get_item, methods=["GET"]),
+        Route(f"{prefix}/items/{{item_id}}/explanation", items.item_explanation, methods=["GET"]),
         Route(f"{prefix}/valuations", items.bulk_valuations, methods=["GET"]),
         Route(f"{prefix}/models", models.list_models, methods=["GET"]),
         Route(f"{prefix}/models/rollback", models.rollback, methods=["POST"]),
@@ -41,7 +42,6 @@ def routes() -> list[Route]:
         Route(COLLECTION, collections.summary, methods=["GET"]),
         *_collection_routes(COLLECTION),
         Route(f"{COLLECTION}/items/{{item_id}}/history", items.item_history, methods=["GET"]),
-        Route(f"{COLLECTION}/items/{{item_id}}/explanation", items.item_explanation, methods=["GET"]),
         Route(f"{COLLECTION}/signals", collections.signals, methods=["GET"]),
         Route(f"{COLLECTION}/performance", collections.performance, methods=["GET"]),
         Route(f"{COLLECTION}/backtest", collections.backtest, methods=["GET"]),

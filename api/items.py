@@ -70,12 +70,17 @@ def item_history(request: Request) -> JSONResponse:
 def item_explanation(request: Request) -> JSONResponse:
     """Drivers and comparable sales behind the published value.
     ---
-    summary: Why the item is worth its published value (drivers, comparable sales)
+    summary: Why the item is worth its published value (drivers vs a typical item, comparable sales)
     tags: [valuations]
+    parameters:
+      - {name: top, in: query, schema: {type: integer, minimum: 1, maximum: 30, default: 5}}
+      - {name: comps, in: query, schema: {type: integer, minimum: 0, maximum: 45, default: 10},
+         description: "comparable sales per basis (rarest trait, type)"}
     responses:
       200: {description: "basis (floor, premium), drivers with their effect, comparable sales"}
       400: {$ref: "#/components/responses/BadRequest"}
       404: {$ref: "#/components/responses/NotFound"}
       503: {$ref: "#/components/responses/NotReady"}
     """
-    return JSONResponse(reads.item_explanation(slug_of(request), request.path_params["item_id"]))
+    return JSONResponse(reads.item_explanation(slug_of(request), request.path_params["item_id"],
+                                               int_param(request, "top", 5), int_param(request, "comps", 10)))

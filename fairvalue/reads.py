@@ -4,7 +4,7 @@ Each function takes a collection slug and its parameters, opens its own session,
 fairvalue.errors.NotFound / BadInput / NotReady (404 / 400 / 503 over HTTP). Nothing here
 knows about HTTP, so server-rendered pages call the same functions the JSON handlers do.
 The forward track record (performance, backtest) lives in fairvalue/track_record.py and the
-item explanation in fairvalue/explain.py; they are re-exported here so callers need one import.
+item explanation in fairvalue/explanations.py; they are wrapped here so callers need one import.
 """
 
 from __future__ import annotations
@@ -281,10 +281,26 @@ def item_history(slug: str | None, key: str, start: str | None = None, end: str 
     }
 
 
-def item_explanation(slug: str | None, key: str) -> dict[str, Any]:
-    from fairvalue.explain import explain_item
+def item_explanation(slug: str | None, key: str, top: int = 5, comps: int = 10) -> dict[str, Any]:
+    """Drivers vs a typical item and comparable sales (fairvalue/explanations.py, models/explain.py)."""
+    from fairvalue import explanations
 
-    return explain_item(slug, key)
+    check_item_key(key)
+    if not 1 <= top <= 30:
+        raise BadInput(f"top must be between 1 and 30, got {top}")
+    if not 0 <= comps <= 45:
+        raise BadInput(f"comps must be between 0 and 45, got {comps}")
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+    try:
+        body = explanations.explain_item(key, coll.slug, top, comps)
+    except explanations.UnknownItem as exc:
+        raise NotFound(str(exc)) from None
+    except explanations.NotExplainable as exc:
+        raise NotReady(str(exc)) from None
+    for field in ("fair_value", "floor", "typical_value"):
+        body[field] = rounded(body[field])
+    return body
 
 
 # --- signals --------------------------------------------------------------------------------

@@ -20,6 +20,18 @@ PREMIUM_WINDOW = pd.Timedelta(days=7)
 ITEM_TYPES = ("Alien", "Ape", "Zombie", "Human")
 
 
+@dataclass(frozen=True)
+class CompsWindow:
+    """Which sales count as comparables: the last k of the group within max_age before t."""
+
+    k: int
+    max_age: pd.Timedelta
+
+
+COMPS_TRAIT = CompsWindow(k=15, max_age=pd.Timedelta(days=180))  # items sharing the rarest trait
+COMPS_TYPE = CompsWindow(k=30, max_age=pd.Timedelta(days=365))  # items of the same type
+
+
 @dataclass
 class MarketData:
     """What the model may know: the items, clean sales and daily market inputs.
@@ -162,10 +174,11 @@ def market_features(data: MarketData, context: pd.DataFrame, query_times: np.nda
 
 def comparable_premiums(
     context: pd.DataFrame, group_of_sale: np.ndarray, query_groups: np.ndarray, query_times: np.ndarray,
-    k: int = 15, max_age: pd.Timedelta = pd.Timedelta(days=180),
+    window: CompsWindow = COMPS_TRAIT,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Median excess premium of the last k sales before t (within max_age) in the query's group
     (e.g. items sharing its rarest trait), and how many were found."""
+    k, max_age = window.k, window.max_age
     medians = np.full(len(query_groups), np.nan)
     counts = np.zeros(len(query_groups))
     times = context["ts"].to_numpy()
@@ -238,17 +251,31 @@ def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFra
     sale_rarest = rarest.reindex(context["item_key"]).fillna("").to_numpy(dtype=object)
     query_rarest = rarest.reindex(q["item_key"]).fillna("").to_numpy(dtype=object)
     feats["comps_trait_excess_premium"], feats["comps_trait_count"] = comparable_premiums(
-        context, sale_rarest, query_rarest, query_times)
+        context, sale_rarest, query_rarest, query_times, COMPS_TRAIT)
     sale_type = data.items["item_type"].reindex(context["item_key"]).fillna("").to_numpy(dtype=object)
     query_type = items["item_type"].fillna("").to_numpy(dtype=object)
     feats["comps_type_excess_premium"], feats["comps_type_count"] = comparable_premiums(
-        context, sale_type, query_type, query_times, k=30, max_age=pd.Timedelta(days=365))
+        context, sale_type, query_type, query_times, COMPS_TYPE)
 
     feats.index = queries.index
     feats["floor"] = floor_before(data.market, q["ts"])
     feats["last_price"] = joined["last_price"].to_numpy()
     feats["last_sale_at"] = joined["last_ts"].to_numpy()
     return feats
+
+
+def comparable_sale_rows(data: MarketData, group_of_item: pd.Series, group: str, t: pd.Timestamp,
+                         window: CompsWindow) -> pd.DataFrame:
+    """The sales comparable_premiums() takes for a query of `group` at t, oldest first, with their
+    event_id, item_key, ts, price and excess_premium (what a person checks a valuation against)."""
+    context = data.context()
+    in_group = (group_of_item.reindex(context["item_key"]).to_numpy() == group)
+    times = context["ts"].to_numpy()
+    recent = (times < np.datetime64(t)) & (times >= np.datetime64(t - window.max_age))
+    picked = np.flatnonzero(in_group & recent)[-window.k:]
+    rows = context.iloc[picked][["ts", "item_key", "price", "excess_premium"]].copy()
+    rows.insert(0, "event_id", data.sales["event_id"].to_numpy()[picked])
+    return rows.reset_index(drop=True)
 
 
 # Columns of build_features() that describe the query rather than feed the estimator.

@@ -62,18 +62,11 @@ def test_item_history_lists_published_values_and_sales(client, history):
     assert client.get(f"{C}/items/7804/history?from=yesterday").status_code == 400
 
 
-def test_item_explanation(client, seeded):
-    body = client.get(f"{C}/items/7804/explanation").json()
-    assert body["recomputed_fair_value"] > 0 and body["basis"]["floor"] > 0
-    groups = {d["group"] for d in body["drivers"]}
-    assert {"own_sales", "traits", "type", "market"} <= groups
+def test_item_explanation_on_the_collection_route(client, seeded):
+    body = client.get(f"{C}/items/7804/explanation?top=3").json()
+    assert body["collection"] == "cryptopunks" and 1 <= len(body["drivers"]) <= 3
     assert all(math.isfinite(d["effect"]) for d in body["drivers"])
-    effects = [abs(d["effect"]) for d in body["drivers"]]
-    assert effects == sorted(effects, reverse=True)
-    as_of = body["snapshot"]["as_of"]
-    comps = body["comparable_sales"]
-    assert comps["same_type"] and all(c["type"] == "Alien" and c["timestamp"] < as_of for c in comps["same_type"])
-    assert body["rarest_trait"]["name"]
+    assert client.get("/v1/collections/nope/items/7804/explanation").status_code == 404
 
 
 def test_signals_filters_and_cursor_pages(client, seeded):
