@@ -24,6 +24,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 ingest_app = typer.Typer(help="Backfill market data from files.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(ingest_app, name="ingest")
+tokens_app = typer.Typer(help="Operators' API tokens (stored hashed).", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
 console = Console()
 
 
@@ -472,3 +474,48 @@ def explain(
         table.add_row(c["basis"], c["item_id"], c["timestamp"][:16], f"{c['price']:.2f}",
                       "-" if c["premium_over_market"] is None else f"{c['premium_over_market']:+.0%}")
     console.print(table)
+
+
+@tokens_app.command("create")
+def tokens_create(name: str = typer.Option(..., help="Who or what the token is for, e.g. alice or ci.")) -> None:
+    """Create an operator token and print it ONCE (only its sha256 is stored)."""
+    from storage import tokens
+    from storage.db import session_scope
+
+    try:
+        with session_scope() as session:
+            token = tokens.create(session, name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--name") from None
+    console.print(f"token {name!r} created; it is shown only now:", style="bold")
+    print(token)
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    """Tokens by name with when they were created, last used and revoked (never the tokens)."""
+    from storage import tokens
+    from storage.db import session_scope
+
+    table = Table(title="operator tokens")
+    for col in ("name", "created", "last used", "revoked"):
+        table.add_column(col)
+    with session_scope() as session:
+        for t in tokens.list_all(session):
+            table.add_row(t.name, *(ts.isoformat(timespec="seconds") if ts else "-"
+                                    for ts in (t.created_at, t.last_used_at, t.revoked_at)))
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(name: str = typer.Argument(..., help="The token's name.")) -> None:
+    """Revoke a token: requests with it get 401 from now on."""
+    from storage import tokens
+    from storage.db import session_scope
+
+    with session_scope() as session:
+        revoked = tokens.revoke(session, name)
+    if not revoked:
+        console.print(f"no active token named {name!r}", style="red")
+        raise typer.Exit(1)
+    console.print(f"token {name!r} revoked")

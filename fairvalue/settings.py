@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     # Serving.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    rate_limit_per_minute: int = Field(300, description="Public GET requests per client IP and minute (429 past "
+                                       "it); 0 turns the limit off. Counted in Redis when the broker is Redis.")
+    cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty means CORS is off.")
+    worker_metrics_port: int = Field(0, description="Port on which each Celery worker serves its Prometheus "
+                                     "metrics; 0 means off.")
 
     # Model.
     code_version: str = Field("", description="Recorded on model versions; empty means `git rev-parse`.")

@@ -62,3 +62,5 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+import tasks.metrics  # noqa: E402,F401  (connects the task-metrics signals in every worker)

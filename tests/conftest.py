@@ -34,6 +34,8 @@ os.environ.update(
         "FAIRVALUE_S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
         "FAIRVALUE_TRAIN_MAX_ITER": "40",
         "FAIRVALUE_WEBHOOK_SECRET": "test-secret",
+        # Tests hammer the API from one client; tests/integration/test_api_auth_limits.py turns it on.
+        "FAIRVALUE_RATE_LIMIT_PER_MINUTE": "0",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",

@@ -67,12 +67,14 @@ def seeded(database, s3):
     return {"seed": seed_report, "train": train_result, "nowcast": nowcast_result}
 
 
-def start_worker(name: str, queues: str, log_dir: Path, env: dict | None = None) -> subprocess.Popen:
+def start_worker(name: str, queues: str, log_dir: Path, env: dict | None = None, pool: str = "solo",
+                 concurrency: int = 1) -> subprocess.Popen:
     """A real Celery worker process, as `fairvalue worker` runs it; returns once it answers a ping."""
     log = log_dir / f"{name}.log"
     with log.open("w") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", queues, "-c", "1", "--pool", "solo",
+            [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", queues, "-c", str(concurrency),
+             "--pool", pool,
              "-n", f"{name}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
             # One OpenMP thread per worker: several workers share these 2 cores, and OpenMP
             # threads spinning against each other slow training several-fold.
