@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from api import collections, docs, errors, items, metrics, middleware, models, ops, webhooks
+from api import collections, docs, errors, items, metrics, middleware, models, ops, pages, webhooks
 
 COLLECTION = "/v1/collections/{slug}"
 
@@ -47,6 +47,7 @@ def routes() -> list[Route]:
         Route(f"{COLLECTION}/backtest", collections.backtest, methods=["GET"]),
         Route(f"{COLLECTION}/market", collections.market, methods=["GET"]),
         Route(f"{COLLECTION}/decisions", models.list_decisions, methods=["GET"]),
+        *pages.routes(),  # the web pages (api/pages.py), outside the OpenAPI document
     ]
 
 

@@ -6,7 +6,7 @@ import logging
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from fairvalue.errors import BadInput, NotFound, NotReady
 
@@ -17,7 +17,11 @@ def error(status: int, reason: str, **extra) -> JSONResponse:
     return JSONResponse({"error": reason, "status": status, **extra}, status_code=status)
 
 
-async def http_exception(request: Request, exc: HTTPException) -> JSONResponse:
+async def http_exception(request: Request, exc: HTTPException) -> Response:
+    from api.pages import error_page, wants_html
+
+    if wants_html(request):  # a browser on a page path (e.g. a mistyped URL) gets an HTML error page
+        return error_page(request, exc.status_code, exc.detail or "error")
     response = error(exc.status_code, exc.detail or "error")
     response.headers.update(exc.headers or {})
     return response
