@@ -84,6 +84,8 @@ def parse_time(value: str | None, name: str) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise BadInput(f"{name} must be an ISO date or date-time, got {value[:40]!r}") from None
+    if not 1970 <= parsed.year <= 2200:
+        raise BadInput(f"{name} must be between the years 1970 and 2200")
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
@@ -92,8 +94,8 @@ def page_bounds(limit: int | None, offset: int | None, default: int = 50) -> tup
     offset = 0 if offset is None else offset
     if not 1 <= limit <= MAX_PAGE:
         raise BadInput(f"limit must be between 1 and {MAX_PAGE}")
-    if offset < 0:
-        raise BadInput("offset must be >= 0")
+    if not 0 <= offset <= 1_000_000_000:
+        raise BadInput("offset must be between 0 and 1e9")
     return limit, offset
 
 
