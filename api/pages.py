@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from jinja2 import Undefined
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -37,7 +38,7 @@ templates = Jinja2Templates(directory=HERE / "templates")
 # --- formatting filters ------------------------------------------------------------------------
 
 def _finite(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
+    if value is None or isinstance(value, bool | Undefined):  # Undefined: a metric the answer lacks
         return None
     try:
         out = float(value)

@@ -116,6 +116,16 @@ def test_pages_render_in_chromium(live_server, published_history, browser, scree
     assert len(TAKEN) == 2 * len(pages)
 
 
+def test_search_box_leads_to_the_item_page(live_server, published_history, browser):
+    browser.get(live_server + "/")
+    box = browser.find_element(By.CSS_SELECTOR, "form.search input[name=id]")
+    box.send_keys("7804")
+    box.submit()
+    WebDriverWait(browser, 30).until(lambda b: b.current_url.endswith("/items/7804"))
+    assert "#7804" in browser.find_element(By.TAG_NAME, "h1").text
+    assert not _console_errors(browser)
+
+
 def _get(url: str, accept: str = "text/html") -> tuple[int, str, str]:
     request = urllib.request.Request(url, headers={"Accept": accept})
     try:
@@ -135,6 +145,11 @@ def test_collection_paths_search_and_errors(live_server, seeded):
     assert _get(live_server + "/c/nope/models")[:2] == (404, "text/html; charset=utf-8")
     status, _, body = _get(live_server + "/items?id=bad%20id")
     assert status == 400 and "malformed item id" in body
+    for page in ("performance", "backtest"):  # a window with no sale: an explanation, not an error
+        status, _, body = _get(live_server + f"/{page}?from=2000-01-01&to=2000-01-31")
+        assert status == 200 and 'class="notice"' in body and 'value="2000-01-31"' in body, page
+        status, _, body = _get(live_server + f"/c/cryptopunks/{page}?from=2021-12-01&to=2021-11-01")
+        assert status == 400 and "to must be after from" in body, page
     status, _, body = _get(live_server + "/no-such-page")
     assert status == 404 and "<html" in body
     status, kind, body = _get(live_server + "/v1/no-such-thing")
