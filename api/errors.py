@@ -39,8 +39,12 @@ async def not_ready(request: Request, exc: NotReady) -> JSONResponse:
     return error(503, str(exc))
 
 
-async def unhandled(request: Request, exc: Exception) -> JSONResponse:
+async def unhandled(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
+    from api.pages import error_page, wants_html
+
+    if wants_html(request):
+        return error_page(request, 500, "internal error; it has been logged")
     return error(500, "internal error; it has been logged")
 
 
