@@ -45,3 +45,25 @@ def test_the_to_date_of_the_form_includes_that_day():
     with pytest.raises(BadInput):
         _window(_request("to=2021-02-30"))
     assert _form_dates({"from": "2021-11-01T00:00:00Z", "to": "2021-12-01T00:00:00Z"}) == ("2021-11-01", "2021-11-30")
+
+
+def test_errors_are_pages_for_browsers_and_json_for_api_clients():
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from api import errors
+
+    def boom(request):
+        raise RuntimeError("boom")
+
+    app = Starlette(routes=[Route("/boom", boom), Route("/v1/boom", boom)], exception_handlers=errors.HANDLERS)
+    client = TestClient(app, raise_server_exceptions=False)
+    html = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    for path, status in (("/boom", 500), ("/nope", 404)):
+        page = client.get(path, headers=html)
+        assert (page.status_code, page.headers["content-type"]) == (status, "text/html; charset=utf-8")
+        assert f'<p class="status">{status}</p>' in page.text
+        assert client.get(path).json()["status"] == status  # no text/html in Accept: the JSON error
+    assert client.get("/v1/boom", headers=html).json() == {"error": "internal error; it has been logged", "status": 500}
+    assert client.get("/v1/nope", headers=html).json()["status"] == 404
