@@ -300,8 +300,8 @@ def decisions(limit: int = typer.Option(20)) -> None:
     for col in ("id", "when", "decision", "by", "contender", "champion", "reason"):
         table.add_column(col)
     for d in lifecycle.decisions(limit=limit):
-        table.add_row(str(d.id), d.created_at.isoformat(timespec="seconds"), d.decision, d.decided_by,
-                      str(d.contender_version_id), str(d.champion_version_id), d.reason[:80])
+        table.add_row(str(d["id"]), d["created_at"].isoformat(timespec="seconds"), d["decision"], d["by"],
+                      str(d["contender"] or "-"), str(d["champion"] or "-"), d["reason"][:80])
     console.print(table)
 
 
@@ -436,3 +436,39 @@ def _redact(url: str) -> str:
 
 if __name__ == "__main__":
     app()
+
+
+@app.command()
+def explain(
+    item_id: str,
+    top: int = typer.Option(5, help="How many drivers."),
+    comps: int = typer.Option(10, help="How many comparable sales per basis."),
+    as_json: bool = typer.Option(False, "--json", help="Print the explanation as JSON."),
+) -> None:
+    """Why the published fair value of an item is what it is: top drivers and comparable sales."""
+    from fairvalue import explanations
+
+    try:
+        out = explanations.explain_item(item_id, top=top, n_comps=comps)
+    except explanations.NotExplainable as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    console.print(f"item {item_id}: fair value {out['fair_value']:.2f} {out['currency']} "
+                  f"(typical item now {out['typical_value']:.2f}, floor {out['floor']:.2f}; "
+                  f"snapshot {out['snapshot_id']}, model v{out['model_version']})")
+    table = Table(title="drivers vs a typical item")
+    for col in ("group", "effect"):
+        table.add_column(col)
+    for d in out["drivers"]:
+        table.add_row(d["group"], f"{d['effect_pct']:+.1%}")
+    console.print(table)
+    table = Table(title="comparable sales")
+    for col in ("basis", "item", "when", "price", "vs market"):
+        table.add_column(col)
+    for c in out["comparable_sales"]:
+        table.add_row(c["basis"], c["item_id"], c["timestamp"][:16], f"{c['price']:.2f}",
+                      "-" if c["premium_over_market"] is None else f"{c['premium_over_market']:+.0%}")
+    console.print(table)

@@ -469,9 +469,16 @@ def operator_rollback(reason: str, settings: Settings | None = None) -> dict:
         return {"champion": previous.version, "rolled_back_from": champion.version}
 
 
-def decisions(settings: Settings | None = None, limit: int = 50) -> list[PromotionDecision]:
+def decisions(settings: Settings | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Newest first, with model version numbers (not row ids) for contender and champion."""
     settings = settings or get_settings()
     with session_scope() as session:
         coll = pipeline.collection(session, settings)
-        return list(session.exec(select(PromotionDecision).where(PromotionDecision.collection_id == coll.id)
-                                 .order_by(PromotionDecision.id.desc()).limit(limit)).all())
+        rows = session.exec(select(PromotionDecision).where(PromotionDecision.collection_id == coll.id)
+                            .order_by(PromotionDecision.id.desc()).limit(limit)).all()
+        number = dict(session.exec(select(ModelVersion.id, ModelVersion.version)
+                                   .where(ModelVersion.collection_id == coll.id)).all())
+        return [{"id": d.id, "created_at": d.created_at, "decision": d.decision, "by": d.decided_by,
+                 "contender": number.get(d.contender_version_id), "champion": number.get(d.champion_version_id),
+                 "training_request": d.training_request_id, "reason": d.reason, "numbers": d.numbers}
+                for d in rows]

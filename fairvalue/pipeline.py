@@ -231,17 +231,24 @@ def champion_and_market(settings: Settings, store):
 
 
 def drift(settings: Settings | None = None, recent_days: int = 30) -> tuple[DriftReport, str | None]:
-    """Drift between the champion's training window and the last `recent_days` of sales
-    (ending at the latest sale): per-feature and prediction drift, archived as HTML."""
+    """Drift between the last `recent_days` of the champion's training window and the last
+    `recent_days` of sales (ending at the latest sale): per-feature and prediction drift, archived as HTML.
+
+    The reference is the *end* of the training window, not all of it: market-state features
+    (floor change, premium, ETH/USD) of one month always differ from those of four years, so a
+    whole-window reference reports drift for every champion, however fresh. Against the month
+    the champion saw last, a fresh champion shows none and a stale one shows how far the market
+    has moved since."""
     settings = settings or get_settings()
     store = get_store(settings)
     coll, champion, model, data = champion_and_market(settings, store)
     ts = data.sales["ts"]
     train_start = pd.Timestamp(champion.data_start).tz_convert("UTC").tz_localize(None)
     train_end = pd.Timestamp(champion.data_end).tz_convert("UTC").tz_localize(None)
+    reference_start = max(train_start, train_end - pd.Timedelta(days=recent_days))
     recent_end = ts.max()
     recent_start = recent_end - pd.Timedelta(days=recent_days)
-    windows = {"reference": (ts >= train_start) & (ts <= train_end), "current": ts > recent_start}
+    windows = {"reference": (ts > reference_start) & (ts <= train_end), "current": ts > recent_start}
     frames, preds = {}, {}
     for name, mask in windows.items():
         sales = data.sales[mask]
@@ -252,7 +259,7 @@ def drift(settings: Settings | None = None, recent_days: int = 30) -> tuple[Drif
         frames["reference"], frames["current"], reference_pred=preds["reference"], current_pred=preds["current"],
         pred_is_log=True,
         meta={"collection": coll.slug, "champion": champion.version,
-              "reference": f"{train_start:%Y-%m-%d} .. {train_end:%Y-%m-%d}",
+              "reference": f"{reference_start:%Y-%m-%d} .. {train_end:%Y-%m-%d}",
               "current": f"{recent_start:%Y-%m-%d} .. {recent_end:%Y-%m-%d}"},
     )
     try:

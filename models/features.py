@@ -20,6 +20,19 @@ PREMIUM_WINDOW = pd.Timedelta(days=7)
 ITEM_TYPES = ("Alien", "Ape", "Zombie", "Human")
 
 
+@dataclass(frozen=True)
+class CompsWindow:
+    """Which sales count as comparables: the last k of the group within max_age before t."""
+
+    k: int
+    max_age: pd.Timedelta
+
+
+COMPS_TRAIT = CompsWindow(k=15, max_age=pd.Timedelta(days=180))  # items sharing the rarest trait
+COMPS_TYPE = CompsWindow(k=30, max_age=pd.Timedelta(days=365))  # items of the same type
+COMPS_TYPE_COUNT = CompsWindow(k=30, max_age=pd.Timedelta(days=180))  # same type and accessory count
+
+
 @dataclass
 class MarketData:
     """What the model may know: the items, clean sales and daily market inputs.
@@ -180,10 +193,11 @@ def window_medians(g_times: np.ndarray, g_excess: np.ndarray, t: np.ndarray, k: 
 
 def comparable_premiums(
     context: pd.DataFrame, group_of_sale: np.ndarray, query_groups: np.ndarray, query_times: np.ndarray,
-    k: int = 15, max_age: pd.Timedelta = pd.Timedelta(days=180),
+    window: CompsWindow = COMPS_TRAIT,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Median excess premium of the last k sales before t (within max_age) in the query's group
     (e.g. items sharing its rarest trait), and how many were found."""
+    k, max_age = window.k, window.max_age
     medians = np.full(len(query_groups), np.nan)
     counts = np.zeros(len(query_groups))
     times = context["ts"].to_numpy()
@@ -204,8 +218,7 @@ def comparable_premiums(
 
 
 def all_trait_comps(context: pd.DataFrame, items: pd.DataFrame, vocab: TraitVocabulary, query_keys: np.ndarray,
-                    query_times: np.ndarray, k: int = 15,
-                    max_age: pd.Timedelta = pd.Timedelta(days=180)) -> tuple[np.ndarray, np.ndarray]:
+                    query_times: np.ndarray, window: CompsWindow = COMPS_TRAIT) -> tuple[np.ndarray, np.ndarray]:
     """Over every trait of each query item, the median excess premium of the last k sales
     (within max_age) of items with that trait: their mean and max over the item's traits (NaN
     when no trait has comps). The rarest trait alone misses what the others add."""
@@ -221,7 +234,7 @@ def all_trait_comps(context: pd.DataFrame, items: pd.DataFrame, vocab: TraitVoca
         query_in = np.flatnonzero(query_member[:, j])
         if not sale_in.any() or not len(query_in):
             continue
-        med, _ = window_medians(times[sale_in], excess[sale_in], query_times[query_in], k, max_age)
+        med, _ = window_medians(times[sale_in], excess[sale_in], query_times[query_in], window.k, window.max_age)
         cols = np.minimum(filled[query_in], stack.shape[1] - 1)
         stack[query_in, cols] = med
         filled[query_in] += 1
@@ -273,21 +286,21 @@ def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFra
     sale_rarest = rarest.reindex(context["item_key"]).fillna("").to_numpy(dtype=object)
     query_rarest = rarest.reindex(q["item_key"]).fillna("").to_numpy(dtype=object)
     feats["comps_trait_excess_premium"], feats["comps_trait_count"] = comparable_premiums(
-        context, sale_rarest, query_rarest, query_times)
+        context, sale_rarest, query_rarest, query_times, COMPS_TRAIT)
     sale_type = data.items["item_type"].reindex(context["item_key"]).fillna("").to_numpy(dtype=object)
     query_type = items["item_type"].fillna("").to_numpy(dtype=object)
     feats["comps_type_excess_premium"], feats["comps_type_count"] = comparable_premiums(
-        context, sale_type, query_type, query_times, k=30, max_age=pd.Timedelta(days=365))
+        context, sale_type, query_type, query_times, COMPS_TYPE)
 
     # ... of its second-rarest trait, of its type with the same accessory count, and over all its traits.
     second = vocab.rarest_trait(data.items, rank=1)
     feats["comps_trait2_excess_premium"], feats["comps_trait2_count"] = comparable_premiums(
         context, second.reindex(context["item_key"]).fillna("").to_numpy(dtype=object),
-        second.reindex(q["item_key"]).fillna("").to_numpy(dtype=object), query_times)
+        second.reindex(q["item_key"]).fillna("").to_numpy(dtype=object), query_times, COMPS_TRAIT)
     type_count = data.items["item_type"].astype(str) + "|" + data.items["accessory_count"].astype(str)
     feats["comps_type_count_excess_premium"], feats["comps_type_count_count"] = comparable_premiums(
         context, type_count.reindex(context["item_key"]).fillna("").to_numpy(dtype=object),
-        type_count.reindex(q["item_key"]).fillna("").to_numpy(dtype=object), query_times, k=30)
+        type_count.reindex(q["item_key"]).fillna("").to_numpy(dtype=object), query_times, COMPS_TYPE_COUNT)
     feats["comps_traits_mean_excess_premium"], feats["comps_traits_max_excess_premium"] = all_trait_comps(
         context, data.items, vocab, q["item_key"].to_numpy(), query_times)
 
@@ -307,6 +320,20 @@ def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFra
     feats["last_price"] = joined["last_price"].to_numpy()
     feats["last_sale_at"] = joined["last_ts"].to_numpy()
     return feats
+
+
+def comparable_sale_rows(data: MarketData, group_of_item: pd.Series, group: str, t: pd.Timestamp,
+                         window: CompsWindow) -> pd.DataFrame:
+    """The sales comparable_premiums() takes for a query of `group` at t, oldest first, with their
+    event_id, item_key, ts, price and excess_premium (what a person checks a valuation against)."""
+    context = data.context()
+    in_group = (group_of_item.reindex(context["item_key"]).to_numpy() == group)
+    times = context["ts"].to_numpy()
+    recent = (times < np.datetime64(t)) & (times >= np.datetime64(t - window.max_age))
+    picked = np.flatnonzero(in_group & recent)[-window.k:]
+    rows = context.iloc[picked][["ts", "item_key", "price", "excess_premium"]].copy()
+    rows.insert(0, "event_id", data.sales["event_id"].to_numpy()[picked])
+    return rows.reset_index(drop=True)
 
 
 # Columns of build_features() that describe the query rather than feed the estimator.
