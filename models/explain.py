@@ -47,6 +47,8 @@ def feature_groups(columns: list[str], present_traits: list[str]) -> dict[str, l
         "own last sale": [c for c in columns if c.startswith("last_sale_")],
         "comparable sales (rarest trait)": [c for c in columns if c.startswith("comps_trait_")],
         "comparable sales (same type)": [c for c in columns if c.startswith("comps_type_")],
+        "comparable sales (its other traits)": [c for c in columns
+                                                if c.startswith(("comps_trait2_", "comps_traits_"))],
     }
     groups.update({name: cols for name, cols in named.items() if cols})
     return groups
