@@ -27,6 +27,11 @@ SCHEDULE = {
         "schedule": crontab(minute=5),
         "options": {"queue": queues.DEFAULT, "expires": 90 * MINUTE},
     },
+    "archive-retry-hourly": {
+        "task": "fairvalue.archive",
+        "schedule": crontab(minute=50),
+        "options": {"queue": queues.DEFAULT, "expires": 90 * MINUTE},
+    },
     "monitor-hourly": {
         "task": "fairvalue.monitor",
         "schedule": crontab(minute=35),

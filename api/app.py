@@ -7,10 +7,13 @@ for the default collection (FAIRVALUE_COLLECTION).
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from api import collections, docs, errors, items, metrics, middleware, models, ops, pages, webhooks
+from fairvalue.settings import get_settings
 
 COLLECTION = "/v1/collections/{slug}"
 
@@ -51,8 +54,22 @@ def routes() -> list[Route]:
     ]
 
 
+class InsecureConfiguration(RuntimeError):
+    pass
+
+
+@asynccontextmanager
+async def refuse_development_secrets(app: Starlette):
+    """Secrets come only from the environment: on real servers the API will not start with
+    the development webhook secret (anyone could sign sales with it)."""
+    problems = get_settings().insecure_secrets()
+    if problems:
+        raise InsecureConfiguration("refusing to start: " + "; ".join(problems))
+    yield
+
+
 def create_app() -> Starlette:
-    app = Starlette(routes=routes(), exception_handlers=errors.HANDLERS)
+    app = Starlette(routes=routes(), exception_handlers=errors.HANDLERS, lifespan=refuse_development_secrets)
     middleware.install(app)
     return app
 

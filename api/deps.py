@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 
 from fairvalue.errors import BadInput
 from fairvalue.reads import iso, rounded  # noqa: F401  (kept importable from here)
 from fairvalue.settings import get_settings
 
+SLUG = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
 
 def slug_of(request: Request) -> str:
     """`/v1/collections/{slug}/...`, or the default collection on the unprefixed aliases."""
-    return request.path_params.get("slug") or get_settings().collection
+    slug = request.path_params.get("slug") or get_settings().collection
+    if not SLUG.fullmatch(slug):
+        raise BadInput(f"malformed collection slug {slug[:40]!r}: letters, digits, _ . - (max 64)")
+    return slug
 
 
 def int_param(request: Request, name: str, default: int | None = None) -> int | None:
@@ -19,9 +26,12 @@ def int_param(request: Request, name: str, default: int | None = None) -> int | 
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise BadInput(f"{name} must be an integer, got {raw[:40]!r}") from None
+    if not -(2**31) < value < 2**31:  # past what a database integer holds: a 400 here, not a 500 there
+        raise BadInput(f"{name} is out of range, got {raw[:40]!r}")
+    return value
 
 
 def float_param(request: Request, name: str) -> float | None:
@@ -43,4 +53,6 @@ def str_param(request: Request, name: str, max_length: int = 100) -> str | None:
         return None
     if len(raw) > max_length:
         raise BadInput(f"{name} is longer than {max_length} characters")
+    if "\x00" in raw:  # no database takes NUL in text: refuse it here, not as a 500 there
+        raise BadInput(f"{name} contains a NUL character")
     return raw

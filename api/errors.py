@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import exc as db_errors
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -39,6 +40,15 @@ async def not_ready(request: Request, exc: NotReady) -> JSONResponse:
     return error(503, str(exc))
 
 
+async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database is down or restarting: a 503 the client can retry, not a 500. The engine's
+    pre-ping reconnects by itself once it is back, so the app needs no restart."""
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    response = error(503, f"database unavailable ({type(exc).__name__}); retry shortly")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 async def unhandled(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     from api.pages import error_page, wants_html
@@ -49,4 +59,7 @@ async def unhandled(request: Request, exc: Exception) -> Response:
 
 
 HANDLERS = {HTTPException: http_exception, NotFound: not_found, BadInput: bad_input, NotReady: not_ready,
+            # Connection lost, server restarting, pool exhausted: 503 with a reason, never a 500.
+            db_errors.OperationalError: database_unavailable, db_errors.InterfaceError: database_unavailable,
+            db_errors.TimeoutError: database_unavailable,
             Exception: unhandled}

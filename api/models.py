@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from api import jsonbody
 from api.auth import require_operator
 from api.deps import int_param, slug_of, str_param
 from fairvalue import lifecycle, reads
@@ -69,9 +68,9 @@ async def _json_body(request: Request) -> dict:
     if not body:
         return {}
     try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise HTTPException(400, f"body is not valid JSON: {str(exc)[:200]}") from None
+        value = jsonbody.parse(body)
+    except jsonbody.BadJson as exc:
+        raise HTTPException(400, str(exc)) from None
     if not isinstance(value, dict):
         raise HTTPException(422, "body must be a JSON object")
     return value
@@ -163,6 +162,8 @@ async def promote_version(request: Request) -> JSONResponse:
         result = await run_in_threadpool(lifecycle.operator_promote, int(raw), reason, settings)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
+    except lifecycle.ArtifactRefused as exc:
+        raise HTTPException(409, str(exc)) from None
     if result["changed"]:
         from tasks.app import app
 
@@ -196,7 +197,7 @@ async def rollback(request: Request) -> JSONResponse:
     settings = await run_in_threadpool(_scoped_settings, request)
     try:
         result = await run_in_threadpool(lifecycle.operator_rollback, reason, settings)
-    except LookupError as exc:
+    except (LookupError, lifecycle.ArtifactRefused) as exc:
         raise HTTPException(409, str(exc)) from None
     from tasks.app import app
 

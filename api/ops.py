@@ -56,7 +56,11 @@ def readyz(request: Request) -> JSONResponse:
             snap = published_snapshot(session, reads.collection_row(session))
             checks["snapshot"] = f"ok: {snap.id} as of {reads.iso(snap.as_of)}" if snap else "none published"
     ready = all(v.startswith("ok") for v in checks.values())
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+    if ready:
+        return JSONResponse({"ready": True, "checks": checks})
+    failing = "; ".join(f"{name} {value}" for name, value in checks.items() if not value.startswith("ok"))
+    return JSONResponse({"ready": False, "checks": checks, "error": f"not ready: {failing}", "status": 503},
+                        status_code=503)
 
 
 def queue_status(request: Request) -> JSONResponse:

@@ -138,6 +138,21 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
     )
 
 
+@app.command()
+def archive(limit: int = typer.Option(20, help="Archive at most this many snapshots.")) -> None:
+    """Archive published snapshots a store outage left without an archive (beat does it hourly)."""
+    from fairvalue import pipeline
+
+    report = pipeline.archive_pending(limit=limit)
+    for snapshot_id, uri in report.archived.items():
+        console.print(f"snapshot {snapshot_id}: archived to {uri}")
+    for snapshot_id, error in report.failed.items():
+        console.print(f"[red]snapshot {snapshot_id}: not archived:[/] {error}", soft_wrap=True)
+    console.print(f"{report.pending} snapshot(s) still without an archive")
+    if report.failed:
+        raise typer.Exit(1)
+
+
 def _evaluate(from_, to, cadence, sales, floor, eth_usd, source):
     import pandas as pd
 
@@ -257,7 +272,11 @@ def promote_cmd(version: int = typer.Argument(..., help="Model version number.")
     from fairvalue import lifecycle
     from tasks.app import app as celery
 
-    result = lifecycle.operator_promote(version, reason)
+    try:
+        result = lifecycle.operator_promote(version, reason)
+    except (LookupError, lifecycle.ArtifactRefused) as exc:
+        console.print(f"[red]not promoted:[/] {exc}")
+        raise typer.Exit(1) from None
     if result["changed"]:
         celery.send_task("fairvalue.nowcast")
     console.print(f"champion: v{result['champion']}" + ("" if result["changed"] else " (unchanged)"))

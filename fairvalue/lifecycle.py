@@ -24,7 +24,7 @@ from models.diagnostics import price_band, segment_metrics
 from models.features import MarketData, build_features, floor_before
 from models.metrics import valuation_metrics
 from storage import requests
-from storage.artifacts import get_store
+from storage.artifacts import ArtifactError, get_store
 from storage.db import session_scope
 from storage.market import load_market_data
 from storage.registry import (
@@ -38,6 +38,7 @@ from storage.registry import (
     register_version,
     remove_alias,
     set_alias,
+    verify_artifact,
 )
 from storage.tables import (
     Collection,
@@ -440,6 +441,24 @@ def _rollback(session, coll, champion: ModelVersion, previous: ModelVersion, by:
 
 # --- operators --------------------------------------------------------------------------
 
+class ArtifactRefused(RuntimeError):
+    """The version's artifact is missing or fails its sha256: it must not become champion."""
+
+
+def _refuse_unverified(session: Session, store, coll: Collection, target: ModelVersion,
+                       champion: ModelVersion | None, by: str) -> None:
+    """Read the artifact back before an alias points at it; a bad one is refused (and the
+    refusal recorded) while the champion stays where it is."""
+    try:
+        verify_artifact(store, target)
+    except ArtifactError as exc:
+        reason = f"artifact of version {target.version} refused: {exc}"
+        _record_decision(session, coll, "reject", by, reason, {"artifact_uri": target.artifact_uri,
+                         "sha256": target.sha256}, contender=target.id, champion=champion.id if champion else None)
+        session.commit()
+        raise ArtifactRefused(reason) from exc
+
+
 def operator_promote(version: int, reason: str, settings: Settings | None = None) -> dict:
     settings = settings or get_settings()
     with session_scope() as session:
@@ -451,6 +470,7 @@ def operator_promote(version: int, reason: str, settings: Settings | None = None
         champion = get_alias(session, coll, CHAMPION)
         if champion is not None and champion.id == target.id:
             return {"champion": version, "changed": False}
+        _refuse_unverified(session, get_store(settings), coll, target, champion, "operator")
         promote(session, coll, target)
         _record_decision(session, coll, "promote", "operator", reason, {}, contender=target.id,
                          champion=champion.id if champion else None)
@@ -465,6 +485,7 @@ def operator_rollback(reason: str, settings: Settings | None = None) -> dict:
         previous = get_alias(session, coll, PREVIOUS_CHAMPION)
         if champion is None or previous is None:
             raise LookupError("nothing to roll back to: there is no previous champion")
+        _refuse_unverified(session, get_store(settings), coll, previous, champion, "operator")
         _rollback(session, coll, champion, previous, "operator", reason, {})
         return {"champion": previous.version, "rolled_back_from": champion.version}
 

@@ -281,6 +281,7 @@ class NowcastResult:
     archive_uri: str | None
     archive_error: str | None
     shadows: dict[str, int]
+    shadow_errors: dict[str, str] | None = None
 
 
 def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> NowcastResult:
@@ -300,18 +301,22 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
         snapshot = session.get(NowcastSnapshot, snapshot.id)
         moved = publish(session, coll, snapshot)
     archive_uri, archive_error = archive_snapshot(settings, snapshot.id, values)
-    shadows = shadow_nowcasts(settings, coll, data, t, as_of, cutoff)
-    return NowcastResult(snapshot.id, moved, len(values), champion.version, archive_uri, archive_error, shadows)
+    shadows, shadow_errors = shadow_nowcasts(settings, coll, data, t, as_of, cutoff)
+    return NowcastResult(snapshot.id, moved, len(values), champion.version, archive_uri, archive_error, shadows,
+                         shadow_errors or None)
 
 
-def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of, cutoff) -> dict[str, int]:
+def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of,
+                    cutoff) -> tuple[dict[str, int], dict[str, str]]:
     """Value the collection with the models watched beside the champion: the previous
     champion during a promotion's probation (the monitor compares against it) and a contender
-    in shadow. Their snapshots are kept with status `shadow` and never published."""
+    in shadow. Their snapshots are kept with status `shadow` and never published. A shadow
+    whose artifact cannot be read is skipped with the reason: it must not fail the nowcast."""
     from storage.registry import CONTENDER, PREVIOUS_CHAMPION, alias_since
 
     store = get_store(settings)
-    written = {}
+    written: dict[str, int] = {}
+    errors: dict[str, str] = {}
     with session_scope() as session:
         watched = []
         since = alias_since(session, coll, PREVIOUS_CHAMPION)
@@ -321,14 +326,19 @@ def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of, cutoff
     for alias, version in watched:
         if version is None:
             continue
-        values = value_all_items(load_model(store, version), data, t, settings.buy_below, settings.sell_above,
+        try:
+            model = load_model(store, version)
+        except ArtifactError as exc:
+            errors[alias] = str(exc)
+            continue
+        values = value_all_items(model, data, t, settings.buy_below, settings.sell_above,
                                  settings.signal_max_age_days)
         with session_scope() as session:
             snapshot = write_snapshot(session, coll, version.id, as_of, cutoff, values)
             snapshot.status, snapshot.published_at = "shadow", utcnow()
             session.add(snapshot)
         written[alias] = snapshot.id
-    return written
+    return written, errors
 
 
 def archive_snapshot(settings: Settings, snapshot_id: int, values: pd.DataFrame) -> tuple[str | None, str | None]:
@@ -345,3 +355,31 @@ def archive_snapshot(settings: Settings, snapshot_id: int, values: pd.DataFrame)
         snap.archive_uri, snap.archive_sha256 = stored.uri, stored.sha256
         session.add(snap)
     return stored.uri, None
+
+
+@dataclass
+class ArchiveReport:
+    archived: dict[int, str]
+    failed: dict[int, str]
+    pending: int
+
+
+def archive_pending(settings: Settings | None = None, limit: int = 20) -> ArchiveReport:
+    """Retry the archives a store outage left out: published snapshots with no archive, newest
+    first, rebuilt from their stored rows. Safe to run at any time, from any worker."""
+    from storage.snapshots import snapshot_values, unarchived_snapshots
+
+    settings = settings or get_settings()
+    with session_scope() as session:
+        ids = unarchived_snapshots(session, collection(session, settings))
+    report = ArchiveReport({}, {}, len(ids))
+    for snapshot_id in ids[:limit]:
+        with session_scope() as session:
+            values = snapshot_values(session, snapshot_id)
+        uri, error = archive_snapshot(settings, snapshot_id, values)
+        if error:
+            report.failed[snapshot_id] = error
+            break  # the store is still down: the next run retries the rest
+        report.archived[snapshot_id] = uri
+    report.pending = len(ids) - len(report.archived)
+    return report

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The known development value (bandit B105 is right that it is a password): the API refuses it on real servers.
+DEV_WEBHOOK_SECRET = "dev-webhook-secret-change-me"  # nosec B105
 
 
 class Settings(BaseSettings):
@@ -26,6 +29,9 @@ class Settings(BaseSettings):
     artifacts_url: str = Field("", description="s3://bucket/prefix or a local directory.")
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, moto); None means AWS.")
     s3_region: str = "us-east-1"
+    broker_transport_options: dict[str, Any] = Field(
+        default_factory=dict, description="Extra kombu transport options as JSON, over the defaults of "
+        "tasks/app.py, e.g. {\"visibility_timeout\": 7200}.")
     data_dir: Path = Field(PROJECT_ROOT / "data", description="Bundled market data.")
 
     # Market.
@@ -40,7 +46,9 @@ class Settings(BaseSettings):
     )
 
     # Webhooks.
-    webhook_secret: SecretStr = SecretStr("dev-webhook-secret-change-me")
+    webhook_secret: SecretStr = Field(SecretStr(DEV_WEBHOOK_SECRET), description="Only from the environment; "
+                                      "the API refuses this development value outside embedded/dev mode.")
+    dev_mode: bool = Field(False, description="Allow development secrets on real servers (never in production).")
     webhook_tolerance_seconds: int = 300
     max_body_bytes: int = 1_000_000
 
@@ -97,6 +105,17 @@ class Settings(BaseSettings):
     signal_horizon_days: float = Field(30, description="How long a BUY/SELL has to prove right.")
     signal_gain: float = Field(0.10, description="Market-adjusted move that makes a BUY (up) or SELL (down) right.")
     backtest_horizon_days: float = Field(90, description="A backtest position closes at the next resale within this.")
+
+    def insecure_secrets(self) -> list[str]:
+        """Development secrets a deployment on real servers must not run with. The embedded
+        setup (SQLite on one machine, `fairvalue up`) and an explicit dev_mode may."""
+        if self.dev_mode or not self.database_url:
+            return []
+        problems = []
+        if self.webhook_secret.get_secret_value() in ("", DEV_WEBHOOK_SECRET):
+            problems.append("FAIRVALUE_WEBHOOK_SECRET is unset or the development value: set a random secret "
+                            "shared with the webhook senders (or FAIRVALUE_DEV_MODE=1 on a development machine)")
+        return problems
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.var_dir / 'fairvalue.db').resolve()}"

@@ -6,6 +6,8 @@ promoting or rolling back is one update of that row.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from threading import Lock
 from typing import Any
 
 from sqlalchemy import func
@@ -100,6 +102,30 @@ def alias_since(session: Session, collection: Collection, alias: str):
     return row.updated_at if row else None
 
 
+_VERIFIED: OrderedDict[tuple[str, str], FairValueModel] = OrderedDict()
+_VERIFIED_LOCK = Lock()
+_VERIFIED_MAX = 4
+
+
 def load_model(store: ArtifactStore, version: ModelVersion) -> FairValueModel:
-    """Fetch and verify (sha256) before unpickling: joblib must never load unchecked bytes."""
-    return FairValueModel.from_bytes(store.get(version.artifact_uri, version.sha256))
+    """Fetch and verify (sha256) before unpickling: joblib must never load unchecked bytes.
+
+    A worker keeps the last few verified models in memory (keyed by uri and sha256, so a new
+    version is never confused with an old one): an artifact store outage then does not stop
+    nowcasts with a model this process already verified."""
+    key = (version.artifact_uri, version.sha256)
+    with _VERIFIED_LOCK:
+        if key in _VERIFIED:
+            _VERIFIED.move_to_end(key)
+            return _VERIFIED[key]
+    model = FairValueModel.from_bytes(store.get(version.artifact_uri, version.sha256))
+    with _VERIFIED_LOCK:
+        _VERIFIED[key] = model
+        while len(_VERIFIED) > _VERIFIED_MAX:
+            _VERIFIED.popitem(last=False)
+    return model
+
+
+def verify_artifact(store: ArtifactStore, version: ModelVersion) -> None:
+    """Read the artifact back and check its sha256 (raises IntegrityError / ArtifactError)."""
+    store.get(version.artifact_uri, version.sha256)

@@ -233,3 +233,25 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """Every signed webhook call we answered, accepted or refused, with why.
+
+    `accepted_signature` (the sha256 of the signature header) is unique: a delivery whose exact
+    signature was already accepted is a replay and is refused. Refusals leave it NULL, so one
+    sender retrying a refused call is not blocked. Bodies are not kept, only their digest."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: int | None = Field(default=None, primary_key=True)
+    received_at: datetime = Field(default_factory=utcnow, index=True)
+    signature_sha256: str | None = Field(default=None, max_length=64, index=True)
+    accepted_signature: str | None = Field(default=None, max_length=64, unique=True)
+    signed_at: datetime | None = Field(default=None, description="The t= of the signature header.")
+    body_sha256: str = Field(max_length=64)
+    body_bytes: int = 0
+    status_code: int
+    outcome: str = Field(max_length=32, index=True, description="accepted, or why it was refused")
+    reason: str = ""
+    client: str = Field(default="", max_length=64)

@@ -41,3 +41,6 @@ os.environ.update(
         "AWS_DEFAULT_REGION": "us-east-1",
     }
 )
+
+# The real-parts fixtures (database, broker, s3, seeded, worker, client) for tests/integration and tests/faults.
+pytest_plugins = ["tests.realparts"]
