@@ -24,6 +24,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 ingest_app = typer.Typer(help="Backfill market data from files.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(ingest_app, name="ingest")
+cards_app = typer.Typer(help="Trading cards: the card universe and its price fixture.", no_args_is_help=True)
+app.add_typer(cards_app, name="cards")
 console = Console()
 
 
@@ -423,6 +425,42 @@ def status() -> None:
     champion_text = f"v{champion.version} (sha256 {champion.sha256[:12]})" if champion else "none"
     console.print(f"champion: {champion_text}")
     console.print(f"published snapshot: {f'{snap.id} as of {snap.as_of.isoformat()}' if snap else 'none'}")
+
+
+@cards_app.command("load")
+def cards_load(config: Path = typer.Option(None, help="Card universe YAML (default FAIRVALUE_CARDS_CONFIG).",
+                                           exists=True, dir_okay=False)) -> None:
+    """Validate the card universe and upsert its cards as the collection's items (safe to run again)."""
+    from fairvalue.card_universe import CardConfigError, load_configured
+
+    try:
+        report = load_configured(path=config)
+    except CardConfigError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    console.print(f"collection {report.collection}: {report.new} new, {report.updated} updated, "
+                  f"{report.unchanged} unchanged cards"
+                  + (f"; not in the file (kept): {', '.join(report.not_in_file)}" if report.not_in_file else ""))
+
+
+@cards_app.command("fixture")
+def cards_fixture(
+    out: Path = typer.Option(..., help="CSV to write (date, card_id, market_price, volume)."),
+    days: int = typer.Option(200, min=2), seed: int = typer.Option(7), start: str = typer.Option("2025-01-01"),
+    config: Path = typer.Option(None, exists=True, dir_okay=False, help="Card universe YAML."),
+    events: Path = typer.Option(None, help="Also write what was injected (regimes, spikes) to this CSV."),
+) -> None:
+    """Generate the seeded synthetic price series of the card universe (models/cards_fixture.py)."""
+    from fairvalue.card_universe import read_universe
+    from models.cards_fixture import generate
+
+    universe = read_universe(config or get_settings().cards_config)
+    fixture = generate([(c.id, c.category) for c in universe.cards], days=days, seed=seed, start=start)
+    fixture.prices.to_csv(out, index=False)
+    if events:
+        fixture.events.to_csv(events, index=False)
+    console.print(f"wrote {len(fixture.prices)} prices of {len(universe.cards)} cards over {days} days to {out}; "
+                  f"injected: {fixture.events['kind'].value_counts().to_dict()}")
 
 
 def _redact(url: str) -> str:
