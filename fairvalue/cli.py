@@ -89,6 +89,39 @@ def ingest_sales(path: Path = typer.Argument(..., exists=True, dir_okay=False, h
     _print_report(f"ingest {path.name}", report)
 
 
+@ingest_app.command("prices")
+def ingest_prices(
+    path: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV: date, card_id, market_price[, volume]"),
+    collection: str = typer.Option("cards", "--collection", help="A daily-priced collection."),
+) -> None:
+    """Validate and upsert daily card prices from a CSV; rejected rows are kept with their reason."""
+    from fairvalue.card_prices import ingest_prices_file
+
+    try:
+        report = ingest_prices_file(path, get_settings().for_collection(collection))
+    except LookupError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    table = Table(title=f"ingest {path.name} into {collection}")
+    table.add_column("outcome")
+    table.add_column("rows", justify="right")
+    for name in ("new", "changed", "unchanged", "repeated_in_batch", "rejected"):
+        table.add_row(name.replace("_", " "), str(getattr(report, name)))
+    for reason, n in sorted(report.reasons.items()):
+        table.add_row(f"  rejected: {reason}", str(n))
+    console.print(table)
+
+
+@cards_app.command("collect")
+def cards_collect(collection: str = typer.Option("cards", "--collection"),
+                  days: int = typer.Option(None, help="Days of history per card (default from settings).")) -> None:
+    """Fetch the active cards' prices from the price API now (what the daily beat task does)."""
+    from fairvalue.card_prices import collect
+
+    report = collect(get_settings().for_collection(collection), days=days)
+    console.print_json(json.dumps(report.as_dict()))
+
+
 @app.command()
 def train(cutoff: str = typer.Option(None, help="Train only on sales before this ISO time.")) -> None:
     """Train a model version on the stored sales and register it (the first becomes champion)."""
@@ -173,9 +206,15 @@ def replay(
     source: str = typer.Option("auto", help="auto (database if it holds sales), db or bundled."),
     export: Path = typer.Option(None, help="Write one row per scored sale to this CSV."),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+    collection: str = typer.Option(None, "--collection", help="Collection slug (default: FAIRVALUE_COLLECTION)."),
+    horizon: float = typer.Option(None, help="Daily markets: signal horizon in days (7-30)."),
+    gain: float = typer.Option(None, help="Daily markets: the move that makes a BUY/SELL right."),
 ) -> None:
     """Step the live loop through a past period and score each sale against the last nowcast
-    published before it."""
+    published before it (for a daily-priced collection: every card-day, with its KPIs)."""
+    if _is_daily(collection):
+        _replay_daily(collection, from_, to, source, horizon, gain, as_json)
+        return
     result = _evaluate(from_, to, cadence, sales, floor, eth_usd, source)
     if export:
         result.export(export)
@@ -185,6 +224,54 @@ def replay(
     _print_accuracy(result.report)
     if export:
         console.print(f"wrote {len(result.replay.predictions)} rows to {export}")
+
+
+def _is_daily(collection: str | None) -> bool:
+    from storage.ingest import COLLECTION_NAMES, DAILY_PRICES
+
+    return bool(collection) and COLLECTION_NAMES.get(collection, ("", ""))[1] == DAILY_PRICES
+
+
+def _replay_daily(collection, from_, to, source, horizon, gain, as_json) -> None:
+    import pandas as pd
+
+    from fairvalue import evaluation
+
+    start = pd.Timestamp(_parse_time(from_)).tz_convert("UTC").tz_localize(None).normalize()
+    end = pd.Timestamp(_parse_time(to)).tz_convert("UTC").tz_localize(None).normalize()
+    if end <= start:
+        raise typer.BadParameter("--to must be after --from")
+    if horizon is not None and not 1 <= horizon <= 90:
+        raise typer.BadParameter("--horizon must be between 1 and 90 days")
+    settings = get_settings().for_collection(collection)
+    with console.status("replaying"):
+        series = evaluation.load_daily(settings, source)
+        report = evaluation.evaluate_daily(series, start, end, settings, horizon, gain)
+    if as_json:
+        print(json.dumps(report, default=str, allow_nan=False))
+        return
+    pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
+    num = lambda v: "-" if v is None else f"{v:,.2f}"  # noqa: E731
+    table = Table(title=f"{collection}: forward accuracy {report['window']['from']} .. {report['window']['to']}")
+    for col in ("", "n", "MAPE", "median APE", "RMSE", "bias", "band coverage"):
+        table.add_column(col, justify="right")
+    for name, m in [("model", report["model"]), ("previous price", report["previous_price"])] + [
+            (f"  {r['value']}", r) for r in report["per_category"]]:
+        table.add_row(name, str(m.get("n", 0)), pct(m.get("mape")), pct(m.get("median_ape")), num(m.get("rmse")),
+                      pct(m.get("bias")), pct(m.get("band_coverage")))
+    console.print(table)
+    worst = sorted(report["per_card"], key=lambda r: -(r.get("mape") or 0))[:5]
+    console.print("worst cards by MAPE: " + ", ".join(f"{r['value']} {pct(r['mape'])}" for r in worst))
+    s = report["signals"]
+    console.print(f"coverage {pct(report['coverage'])} of {report['card_days_priced']} priced card-days; "
+                  f"signal rate {pct(s['signal_rate'])}; alerts {s['distribution']}")
+    console.print(f"over {s['horizon_days']} days, gain {s['gain']:.0%}: BUY precision {pct(s['buy']['precision'])} "
+                  f"recall {pct(s['buy']['recall'])} (n={s['buy']['n_known']}, base rate {pct(s['base_rate_rise'])}); "
+                  f"SELL precision {pct(s['sell']['precision'])} recall {pct(s['sell']['recall'])} "
+                  f"(n={s['sell']['n_known']}, base rate {pct(s['base_rate_fall'])})")
+    st = report["signal_stability"]
+    console.print(f"stability: flip rate {pct(st['flip_rate'])} per card-day, mean run {num(st['mean_run_length'])} "
+                  f"days; alerts per category {report['signals_per_category']}")
 
 
 def _print_accuracy(report: dict) -> None:

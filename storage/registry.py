@@ -100,6 +100,12 @@ def alias_since(session: Session, collection: Collection, alias: str):
     return row.updated_at if row else None
 
 
-def load_model(store: ArtifactStore, version: ModelVersion) -> FairValueModel:
-    """Fetch and verify (sha256) before unpickling: joblib must never load unchecked bytes."""
-    return FairValueModel.from_bytes(store.get(version.artifact_uri, version.sha256))
+def load_model(store: ArtifactStore, version: ModelVersion):
+    """Fetch and verify (sha256) before unpickling: joblib must never load unchecked bytes.
+    The estimator name says which model class the artifact must hold."""
+    data = store.get(version.artifact_uri, version.sha256)
+    if version.estimator.startswith("daily-"):
+        from models.daily import DailyFairValueModel
+
+        return DailyFairValueModel.from_bytes(data)
+    return FairValueModel.from_bytes(data)
