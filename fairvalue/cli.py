@@ -29,6 +29,9 @@ app.add_typer(cards_app, name="cards")
 console = Console()
 
 
+COLLECTION_OPTION = typer.Option(None, "--collection", help="Collection slug (default: FAIRVALUE_COLLECTION).")
+
+
 def _parse_time(value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -123,12 +126,13 @@ def cards_collect(collection: str = typer.Option("cards", "--collection"),
 
 
 @app.command()
-def train(cutoff: str = typer.Option(None, help="Train only on sales before this ISO time.")) -> None:
+def train(cutoff: str = typer.Option(None, help="Train only on sales before this ISO time."),
+          collection: str = COLLECTION_OPTION) -> None:
     """Train a model version on the stored sales and register it (the first becomes champion)."""
     from fairvalue import pipeline
 
     with console.status("training"):
-        result = pipeline.train(cutoff=_parse_time(cutoff))
+        result = pipeline.train(get_settings().for_collection(collection), cutoff=_parse_time(cutoff))
     console.print(f"registered version {result.version}" + (" (champion)" if result.became_champion else ""))
     console.print_json(json.dumps(result.metrics, default=str))
     if result.diagnostics_uri:
@@ -158,12 +162,13 @@ def drift(
 
 
 @app.command()
-def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead of now.")) -> None:
+def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead of now."),
+            collection: str = COLLECTION_OPTION) -> None:
     """Value every item with the champion and publish the snapshot."""
     from fairvalue import pipeline
 
     with console.status("nowcasting"):
-        result = pipeline.nowcast(as_of=_parse_time(as_of))
+        result = pipeline.nowcast(get_settings().for_collection(collection), as_of=_parse_time(as_of))
     console.print(
         f"snapshot {result.snapshot_id}: {result.n_items} items, model v{result.model_version}, "
         f"{'published' if result.published else 'not published (a later snapshot is)'}; "
@@ -206,7 +211,7 @@ def replay(
     source: str = typer.Option("auto", help="auto (database if it holds sales), db or bundled."),
     export: Path = typer.Option(None, help="Write one row per scored sale to this CSV."),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
-    collection: str = typer.Option(None, "--collection", help="Collection slug (default: FAIRVALUE_COLLECTION)."),
+    collection: str = COLLECTION_OPTION,
     horizon: float = typer.Option(None, help="Daily markets: signal horizon in days (7-30)."),
     gain: float = typer.Option(None, help="Daily markets: the move that makes a BUY/SELL right."),
 ) -> None:
@@ -327,13 +332,15 @@ def _parse_params(params: list[str] | None) -> dict:
 def retrain(
     reason: str = typer.Option(..., help="Why (kept with the request)."),
     param: list[str] = typer.Option(None, "--param", help="Training parameter override KEY=VALUE (repeat)."),
+    collection: str = COLLECTION_OPTION,
 ) -> None:
     """Record a training request and publish it to the training queue."""
     from fairvalue import lifecycle
     from tasks.lifecycle import publish_training
 
-    outcome = lifecycle.enqueue_retrain(reason, _parse_params(param))
-    publish_training(outcome.request_id)
+    settings = get_settings().for_collection(collection)
+    outcome = lifecycle.enqueue_retrain(reason, _parse_params(param), settings)
+    publish_training(outcome.request_id, collection=settings.collection)
     console.print(f"training request {outcome.request_id} queued")
 
 
@@ -443,8 +450,8 @@ def up(
     db_upgrade()
     seed()
     if not _has_champion():
-        train(cutoff=None)
-    result = pipeline.nowcast()
+        train(cutoff=None, collection=None)
+    result = pipeline.nowcast(settings)
     console.print(f"published snapshot {result.snapshot_id} ({result.n_items} items)")
     if once:
         return
@@ -485,7 +492,7 @@ def _has_champion() -> bool:
 
 
 @app.command()
-def status() -> None:
+def status(collection: str = COLLECTION_OPTION) -> None:
     """What is stored, who is champion, what is published, and what was rejected."""
     from sqlalchemy import func
     from sqlmodel import select
@@ -497,7 +504,7 @@ def status() -> None:
     from storage.tables import Item, RejectedSale, Sale
 
     with session_scope() as session:
-        coll = pipeline.collection(session, get_settings())
+        coll = pipeline.collection(session, get_settings().for_collection(collection))
         n_items = session.exec(select(func.count()).select_from(Item).where(Item.collection_id == coll.id)).one()
         n_sales = session.exec(select(func.count()).select_from(Sale).where(Sale.collection_id == coll.id)).one()
         rejected = session.exec(
