@@ -1,27 +1,46 @@
-"""What handlers share: settings, the collection row, JSON-friendly formatting."""
+"""What handlers share: the collection a route is about, and query-parameter parsing."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from starlette.requests import Request
 
-from sqlmodel import Session, select
-from starlette.exceptions import HTTPException
-
+from fairvalue.errors import BadInput
+from fairvalue.reads import iso, rounded  # noqa: F401  (kept importable from here)
 from fairvalue.settings import get_settings
-from storage.tables import Collection
 
 
-def collection_or_404(session: Session, slug: str | None = None) -> Collection:
-    slug = slug or get_settings().collection
-    found = session.exec(select(Collection).where(Collection.slug == slug)).first()
-    if found is None:
-        raise HTTPException(404, f"unknown collection {slug!r}")
-    return found
+def slug_of(request: Request) -> str:
+    """`/v1/collections/{slug}/...`, or the default collection on the unprefixed aliases."""
+    return request.path_params.get("slug") or get_settings().collection
 
 
-def iso(ts: datetime | None) -> str | None:
-    return ts.isoformat().replace("+00:00", "Z") if ts else None
+def int_param(request: Request, name: str, default: int | None = None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadInput(f"{name} must be an integer, got {raw[:40]!r}") from None
 
 
-def rounded(value: float | None, digits: int = 6) -> float | None:
-    return None if value is None else round(float(value), digits)
+def float_param(request: Request, name: str) -> float | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadInput(f"{name} must be a number, got {raw[:40]!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise BadInput(f"{name} must be a finite number")
+    return value
+
+
+def str_param(request: Request, name: str, max_length: int = 100) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if len(raw) > max_length:
+        raise BadInput(f"{name} is longer than {max_length} characters")
+    return raw

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import signing
+from api import metrics, signing
 from api.errors import error
 from fairvalue import pipeline
 from fairvalue.settings import get_settings
@@ -59,6 +59,29 @@ def _enqueue_follow_up(accepted: int) -> str:
 
 
 async def receive_sales(request: Request) -> JSONResponse:
+    """Signed sales webhook.
+    ---
+    summary: "One sale, a list, or {sales: [...]}; HMAC-signed (Fairvalue-Signature); idempotent by event id"
+    tags: [webhooks]
+    parameters:
+      - {name: Fairvalue-Signature, in: header, required: true, schema: {type: string},
+         description: "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.' + body>"}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            oneOf:
+              - {$ref: "#/components/schemas/Sale"}
+              - {type: array, items: {$ref: "#/components/schemas/Sale"}}
+              - {type: object, properties: {sales: {type: array, items: {$ref: "#/components/schemas/Sale"}}}}
+    responses:
+      202: {description: "accepted, duplicate, rejected (with reasons), follow_up"}
+      400: {$ref: "#/components/responses/BadRequest"}
+      401: {$ref: "#/components/responses/Unauthorized"}
+      413: {$ref: "#/components/responses/TooLarge"}
+      422: {$ref: "#/components/responses/Unprocessable"}
+    """
     settings = get_settings()
     body = await _read_limited(request, settings.max_body_bytes)
     if body is None:
@@ -80,5 +103,6 @@ async def receive_sales(request: Request) -> JSONResponse:
     if isinstance(sales, str):
         return error(422, sales)
     report = await run_in_threadpool(pipeline.ingest_sales_rows, sales, "webhook", settings)
+    metrics.webhook_outcome(report.accepted, report.duplicate, report.rejected)
     follow_up = await run_in_threadpool(_enqueue_follow_up, report.accepted) if report.accepted else "none"
     return JSONResponse({**report.as_dict(), "follow_up": follow_up}, status_code=202)

@@ -213,6 +213,7 @@ def test_failed_training_is_retried_with_backoff_then_fails_for_good(seeded, mon
     assert lifecycle.train_request(request_id, "retry-test") == {"skipped": "not claimable (state failed)"}
 
 
+@pytest.mark.timeout(600)  # two trainings and a policy run through real workers
 def test_induced_drift_files_a_request_that_is_trained_and_gated(seeded, training_workers):
     """The scenario of issue #4, first half: the market moves away from what the champion saw →
     the policy task (sent to the worker as beat sends it) records a drift request and publishes it →
@@ -231,7 +232,10 @@ def test_induced_drift_files_a_request_that_is_trained_and_gated(seeded, trainin
 
     with session_scope() as session:
         original = get_alias(session, ensure_collection(session, "cryptopunks"), CHAMPION)
-    stale = pipeline.train(cutoff=datetime(2021, 7, 1, tzinfo=UTC))
+    from fairvalue.settings import get_settings
+
+    quick = get_settings().model_copy(update={"train_max_iter": QUICK["max_iter"]})
+    stale = pipeline.train(quick, cutoff=datetime(2021, 7, 1, tzinfo=UTC))
     lifecycle.operator_promote(stale.version, "scenario: a champion that never saw the 2021 boom")
     try:
         bundled = sorted(read_sales_file(ROOT / "data/cryptopunks/sales.csv"), key=lambda r: r["timestamp"])
