@@ -20,7 +20,6 @@ from models.explain import explain
 from models.features import MarketData
 from storage.artifacts import get_store
 from storage.db import session_scope
-from storage.market import load_market_data
 from storage.registry import load_model
 from storage.snapshots import published_snapshot
 from storage.tables import Collection, Item, ModelVersion
@@ -41,9 +40,12 @@ class NothingPublished(NotExplainable):
 @lru_cache(maxsize=2)
 def _model_and_market(collection_id: int, snapshot_id: int, model_version_id: int) -> tuple[FairValueModel, MarketData]:
     # snapshot_id is part of the key so that a new snapshot reloads the market it was computed on.
+    from fairvalue.kinds import kind_of
+
     with session_scope() as session:
         version = session.get(ModelVersion, model_version_id)
-        data = load_market_data(session, session.get(Collection, collection_id))
+        coll = session.get(Collection, collection_id)
+        data = kind_of(coll).load(session, coll)
     return load_model(get_store(), version), data
 
 
@@ -67,6 +69,12 @@ def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5
     model, data = _model_and_market(collection_id, snapshot_id, version_id)
     if as_of.tzinfo is not None:  # PostgreSQL gives aware times, SQLite naive ones; features use naive UTC
         as_of = as_of.tz_convert("UTC").tz_localize(None)
-    out = explain(model, data, item_key, as_of, top=top, n_comps=n_comps)
+    if hasattr(model, "value_days"):  # a daily-priced collection (trading cards): models/daily.py
+        try:
+            out = model.explain(data, item_key, as_of)
+        except LookupError as exc:
+            raise UnknownItem(str(exc)) from None
+    else:
+        out = explain(model, data, item_key, as_of, top=top, n_comps=n_comps)
     out.update(collection=slug, snapshot_id=snapshot_id, model_version=version_number, currency=currency)
     return out

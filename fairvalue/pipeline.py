@@ -18,13 +18,13 @@ import pandas as pd
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from fairvalue import kinds
 from fairvalue.settings import Settings, get_settings
 from models import estimator
 from models.diagnostics import diagnostics, learning_curve, price_band
 from models.drift import DriftReport, drift_report
 from models.features import MarketData, build_features
 from models.metrics import valuation_metrics
-from models.nowcast import value_all_items
 from storage import ingest as ingest_store
 from storage.artifacts import ArtifactError, get_store
 from storage.bundled import read_market_days, read_punks, read_sales_file
@@ -39,6 +39,16 @@ Progress = Callable[[int], None]
 
 def collection(session: Session, settings: Settings) -> Collection:
     return ingest_store.ensure_collection(session, settings.collection)
+
+
+def is_loaded(settings: Settings) -> bool:
+    """The collection exists and has items (a deployment without cards loaded skips their tasks)."""
+    from storage.tables import Item
+
+    with session_scope() as session:
+        coll = session.exec(select(Collection).where(Collection.slug == settings.collection)).first()
+        return coll is not None and session.exec(
+            select(Item.item_key).where(Item.collection_id == coll.id).limit(1)).first() is not None
 
 
 def code_version() -> str:
@@ -146,6 +156,8 @@ def train(settings: Settings | None = None, cutoff: datetime | None = None) -> T
     params = estimator.TrainParams(max_iter=settings.train_max_iter, random_state=settings.random_seed)
     with session_scope() as session:
         coll = collection(session, settings)
+        if kinds.is_daily(coll):
+            return train_daily(settings, cutoff)
         data = load_market_data(session, coll)
     if cutoff is not None:
         data = data.before(pd.Timestamp(cutoff).tz_convert("UTC").tz_localize(None))
@@ -176,6 +188,29 @@ def train(settings: Settings | None = None, cutoff: datetime | None = None) -> T
         if first:
             promote(session, coll, version)
         return TrainResult(version.version, version.id, version.metrics, first, diagnostics_uri)
+
+
+def train_daily(settings: Settings, cutoff: datetime | None = None) -> TrainResult:
+    """train() for a daily-priced collection: holdout score, fit on everything before `cutoff`,
+    register; the first version becomes champion."""
+    with session_scope() as session:
+        coll = collection(session, settings)
+        data = kinds.DAILY.load(session, coll)
+    if cutoff is not None:
+        data = data.before(pd.Timestamp(cutoff).tz_convert("UTC").tz_localize(None))
+    if data.prices.empty:
+        raise ValueError(f"no prices to train on: load prices into {coll.slug} first")
+    metrics = kinds.holdout_daily(data, settings.holdout_days)
+    model = kinds.fit_daily(data)
+    start, end, n = kinds.DAILY.span(data)
+    with session_scope() as session:
+        coll = collection(session, settings)
+        version = register_version(session, get_store(settings), coll, model, metrics, data_start=start,
+                                   data_end=end, n_train=n, code_version=code_version())
+        first = get_alias(session, coll, CHAMPION) is None
+        if first:
+            promote(session, coll, version)
+        return TrainResult(version.version, version.id, version.metrics, first, None)
 
 
 def holdout_evaluation(data: MarketData, holdout_start: pd.Timestamp, params: estimator.TrainParams):
@@ -226,7 +261,7 @@ def champion_and_market(settings: Settings, store):
         champion = get_alias(session, coll, CHAMPION)
         if champion is None:
             raise LookupError(f"collection {coll.slug} has no champion model: run `fairvalue train`")
-        data = load_market_data(session, coll)
+        data = kinds.kind_of(coll).load(session, coll)
     return coll, champion, load_model(store, champion), data
 
 
@@ -242,6 +277,8 @@ def drift(settings: Settings | None = None, recent_days: int = 30) -> tuple[Drif
     settings = settings or get_settings()
     store = get_store(settings)
     coll, champion, model, data = champion_and_market(settings, store)
+    if kinds.is_daily(coll):
+        raise ValueError(f"drift is not measured for daily-priced collections ({coll.slug}) yet")
     ts = data.sales["ts"]
     train_start = pd.Timestamp(champion.data_start).tz_convert("UTC").tz_localize(None)
     train_end = pd.Timestamp(champion.data_end).tz_convert("UTC").tz_localize(None)
@@ -291,10 +328,9 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     store = get_store(settings)
     coll, champion, model, data = champion_and_market(settings, store)
     t = pd.Timestamp(as_of).tz_convert("UTC").tz_localize(None)
-    values = value_all_items(model, data, t, settings.buy_below, settings.sell_above,
-                             settings.signal_max_age_days)
-    seen = data.sales[data.sales["ts"] < t]["ts"]
-    cutoff = seen.max().tz_localize("UTC").to_pydatetime() if len(seen) else None
+    kind = kinds.kind_of(coll)
+    values = kind.value_all(model, data, t, settings)
+    cutoff = kind.data_cutoff(data, t)
     with session_scope() as session:
         snapshot = write_snapshot(session, coll, champion.id, as_of, cutoff, values)
     with session_scope() as session:
@@ -331,8 +367,7 @@ def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of,
         except ArtifactError as exc:
             errors[alias] = str(exc)
             continue
-        values = value_all_items(model, data, t, settings.buy_below, settings.sell_above,
-                                 settings.signal_max_age_days)
+        values = kinds.kind_of(coll).value_all(model, data, t, settings)
         with session_scope() as session:
             snapshot = write_snapshot(session, coll, version.id, as_of, cutoff, values)
             snapshot.status, snapshot.published_at = "shadow", utcnow()

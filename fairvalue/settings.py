@@ -106,6 +106,27 @@ class Settings(BaseSettings):
     signal_gain: float = Field(0.10, description="Market-adjusted move that makes a BUY (up) or SELL (down) right.")
     backtest_horizon_days: float = Field(90, description="A backtest position closes at the next resale within this.")
 
+    # Trading cards (issue #7): a second collection, a fixed universe of cards with daily prices.
+    cards_config: Path = Field(PROJECT_ROOT / "config" / "cards.yaml", description="The card universe.")
+    card_price_api_url: str = Field("https://www.pokemonpricetracker.com/api/v2",
+                                    description="Base URL of a PokemonPriceTracker-v2-shaped price API.")
+    card_price_api_key: SecretStr = Field(SecretStr(""), description="Bearer key; empty: the collector skips.")
+    card_price_history_days: int = Field(30, description="Days of history asked for per card and run.")
+    card_price_timeout_seconds: float = 10.0
+    card_price_max_attempts: int = Field(4, description="Tries per card (timeouts, 5xx, 429) before giving up.")
+    card_price_backoff_seconds: float = Field(1.0, description="First retry delay; doubles per attempt.")
+    card_price_max_wait_seconds: float = Field(120.0, description="Longest Retry-After the collector honours.")
+    daily_signal_horizon_days: float = Field(14, description="Daily markets: how long a BUY/SELL has to prove "
+                                             "right (7-30 days).")
+    daily_signal_gain: float = Field(0.05, description="Daily markets: a BUY is right when the price rises this "
+                                     "much within the horizon (a SELL when it falls this much).")
+
+    def for_collection(self, slug: str | None) -> Settings:
+        """These settings aimed at another collection (tasks and commands carry the slug)."""
+        if not slug or slug == self.collection:
+            return self
+        return self.model_copy(update={"collection": slug})
+
     def insecure_secrets(self) -> list[str]:
         """Development secrets a deployment on real servers must not run with. The embedded
         setup (SQLite on one machine, `fairvalue up`) and an explicit dev_mode may."""

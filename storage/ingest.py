@@ -15,7 +15,11 @@ from models.validation import FloorLookup, Reason, Rejection, validate_batch
 from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale, utcnow
 from storage.upsert import insert_ignoring_conflicts, upsert
 
-COLLECTION_NAMES = {"cryptopunks": ("CryptoPunks", "unique_items", "ETH")}
+UNIQUE_ITEMS, DAILY_PRICES = "unique_items", "daily_prices"  # collection kinds
+COLLECTION_NAMES = {
+    "cryptopunks": ("CryptoPunks", UNIQUE_ITEMS, "ETH"),
+    "cards": ("Pokémon cards", DAILY_PRICES, "USD"),
+}
 
 
 def ensure_collection(session: Session, slug: str) -> Collection:

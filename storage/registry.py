@@ -107,8 +107,9 @@ _VERIFIED_LOCK = Lock()
 _VERIFIED_MAX = 4
 
 
-def load_model(store: ArtifactStore, version: ModelVersion) -> FairValueModel:
+def load_model(store: ArtifactStore, version: ModelVersion):
     """Fetch and verify (sha256) before unpickling: joblib must never load unchecked bytes.
+    The estimator name says which model class the artifact must hold.
 
     A worker keeps the last few verified models in memory (keyed by uri and sha256, so a new
     version is never confused with an old one): an artifact store outage then does not stop
@@ -118,7 +119,13 @@ def load_model(store: ArtifactStore, version: ModelVersion) -> FairValueModel:
         if key in _VERIFIED:
             _VERIFIED.move_to_end(key)
             return _VERIFIED[key]
-    model = FairValueModel.from_bytes(store.get(version.artifact_uri, version.sha256))
+    data = store.get(version.artifact_uri, version.sha256)
+    if version.estimator.startswith("daily-"):
+        from models.daily import DailyFairValueModel
+
+        model = DailyFairValueModel.from_bytes(data)
+    else:
+        model = FairValueModel.from_bytes(data)
     with _VERIFIED_LOCK:
         _VERIFIED[key] = model
         while len(_VERIFIED) > _VERIFIED_MAX:

@@ -86,6 +86,24 @@ class MarketDay(SQLModel, table=True):
     eth_usd: float | None = None
 
 
+class DailyPrice(SQLModel, table=True):
+    """One observed market price of an item on one day (daily-priced collections: trading cards).
+
+    Keyed by (collection, item, day) so collecting the same history again is an idempotent upsert;
+    a source that revises a day overwrites it (updated_at says when)."""
+
+    __tablename__ = "daily_prices"
+    __table_args__ = (Index("ix_daily_prices_collection_day", "collection_id", "day"),)
+
+    collection_id: int = Field(foreign_key="collections.id", primary_key=True)
+    item_key: str = Field(primary_key=True, max_length=64)
+    day: date = Field(primary_key=True)
+    price: float
+    volume: int | None = None
+    source: str = Field(default="", max_length=200)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 class ModelVersion(SQLModel, table=True):
     __tablename__ = "model_versions"
     __table_args__ = (UniqueConstraint("collection_id", "version", name="uq_model_version"),)

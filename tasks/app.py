@@ -9,7 +9,7 @@ import beat_schedule
 from fairvalue.settings import Settings, get_settings
 from tasks import queues
 
-TASK_MODULES = ["tasks.nowcast", "tasks.ingest", "tasks.lifecycle"]
+TASK_MODULES = ["tasks.nowcast", "tasks.ingest", "tasks.lifecycle", "tasks.cards"]
 
 
 def broker_options(settings: Settings) -> dict:
