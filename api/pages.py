@@ -232,6 +232,10 @@ def item(request: Request) -> Response:
 def performance(request: Request) -> Response:
     start, end = _window(request)
     perf = reads.performance(_slug(request), start, end)
+    if perf.get("kind") == "daily_prices":  # cards: replay KPIs per card and category (docs/cards.md)
+        chart = {"currency": perf["currency"], "series": [], "points": [],
+                 "segments": [[r["value"], r["mape"], r["n"]] for r in perf.get("per_category", [])]}
+        return render(request, "performance_daily.html", perf=perf, chart=chart)
     by_type = [s for s in perf["segments"] if s["segment"] == "type" and s.get("mape") is not None]
     chart = {
         "currency": perf["currency"],

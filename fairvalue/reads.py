@@ -300,8 +300,9 @@ def item_explanation(slug: str | None, key: str, top: int = 5, comps: int = 10) 
         raise NotFound(str(exc)) from None
     except explanations.NotExplainable as exc:
         raise NotReady(str(exc)) from None
-    for field in ("fair_value", "floor", "typical_value"):
-        body[field] = rounded(body[field])
+    for field in ("fair_value", "floor", "typical_value"):  # the punks' explanation has all three, cards' less
+        if field in body:
+            body[field] = rounded(body[field])
     return body
 
 

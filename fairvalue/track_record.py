@@ -19,6 +19,7 @@ import pandas as pd
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from fairvalue import kinds
 from fairvalue.errors import BadInput
 from fairvalue.reads import collection_row, iso, parse_time, rounded
 from fairvalue.settings import get_settings
@@ -169,6 +170,8 @@ def performance(slug: str | None = None, start: str | None = None, end: str | No
     most recent predicted-vs-actual points."""
     with session_scope() as session:
         coll = collection_row(session, slug)
+        if kinds.is_daily(coll):
+            return _daily_performance(session, coll, start, end)
         t0, t1 = _window(session, coll, start, end)
         key = ("performance", coll.id, t0, t1, _data_version(session, coll))
 
@@ -201,6 +204,35 @@ def performance(slug: str | None = None, start: str | None = None, end: str | No
             })
 
         return _cached(key, compute)
+
+
+def _daily_performance(session: Session, coll: Collection, start: str | None, end: str | None) -> dict[str, Any]:
+    """A daily-priced collection (cards): the replay KPIs of docs/cards.md over [from, to) — each
+    card-day valued by a model trained on days before it (weekly retrains), so the figures are
+    forward — with MAPE/RMSE per card and category and the BUY/SELL precision and recall.
+    Default window: the 60 days up to the latest price."""
+    from fairvalue.evaluation import evaluate_daily
+
+    series = kinds.kind_of(coll).load(session, coll)
+    if series.prices.empty:
+        return {"collection": coll.slug, "currency": coll.currency, "kind": "daily_prices", "model": {"n": 0}}
+    last = series.prices["day"].max() + pd.Timedelta(days=1)
+    t0, t1 = parse_time(start, "from"), parse_time(end, "to")
+    t1 = pd.Timestamp(t1).tz_convert("UTC").tz_localize(None).normalize() if t1 else last
+    t0 = pd.Timestamp(t0).tz_convert("UTC").tz_localize(None).normalize() if t0 else t1 - pd.Timedelta(days=60)
+    if t1 <= t0:
+        raise BadInput("to must be after from")
+    if t1 - t0 > pd.Timedelta(days=3660):
+        raise BadInput("the window may span at most ~10 years")
+    key = ("daily-performance", coll.id, t0, t1, len(series.prices), series.prices["day"].max())
+
+    def compute() -> dict[str, Any]:
+        report = evaluate_daily(series, t0, t1, get_settings().for_collection(coll.slug))
+        report.update(collection=coll.slug, currency=coll.currency, kind="daily_prices",
+                      method="replay: each card-day valued by a model trained on days before it")
+        return _clean(report)
+
+    return _cached(key, compute)
 
 
 def _drawdown(equity: list[list[Any]]) -> list[list[Any]]:

@@ -231,3 +231,25 @@ def test_cards_run_through_the_loops_beside_the_punks(cards_loaded, worker, tmp_
         scored = lifecycle.live_scored(session, ensure_collection(session, "cards"), utcnow() - timedelta(hours=1))
     assert len(scored) == 40 and scored["event_id"].str.endswith(("2025-06-19", "2025-06-18")).all()
     assert pipeline.is_loaded(CARDS) and not pipeline.is_loaded(CARDS.for_collection("nope"))
+
+
+def test_api_and_pages_show_the_cards_beside_the_punks(cards_loaded, client):
+    """Issue #7, must-show 3: one deployment serves both collections, in JSON and on the pages.
+    Runs after the loops test above, which published a cards snapshot."""
+    summary = client.get("/v1/collections/cards").json()
+    assert summary["kind"] == "daily_prices" and summary["counts"]["items"] == 40
+    card_id = client.get("/v1/collections/cards/signals?limit=1").json()["signals"][0]["item_id"]
+    assert client.get(f"/v1/collections/cards/items/{card_id}").json()["currency"] == "USD"
+    assert client.get(f"/v1/collections/cards/items/{card_id}/explanation").status_code == 200
+
+    perf = client.get("/v1/collections/cards/performance?from=2025-05-01&to=2025-06-19").json()
+    assert perf["kind"] == "daily_prices" and perf["model"]["n"] > 1000  # forward replay, card-days
+    assert {r["value"] for r in perf["per_category"]} == {"grail", "chase", "meta", "personal"}
+    assert {"precision", "recall"} <= set(perf["signals"]["buy"]) and "flip_rate" in perf["signal_stability"]
+    assert client.get("/v1/collections/cryptopunks/performance").json()["collection"] == "cryptopunks"
+
+    html = {"accept": "text/html"}
+    for path in ("/c/cards/", f"/c/cards/items/{card_id}", "/c/cards/performance", "/c/cards/models", "/"):
+        page = client.get(path, headers=html)
+        assert page.status_code == 200, (path, page.text[:300])
+    assert "By category and by card" in client.get("/c/cards/performance", headers=html).text
