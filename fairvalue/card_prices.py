@@ -87,7 +87,7 @@ class PriceTrackerClient:
 
     def _backoff(self, attempt: int) -> float:
         # Exponential with a little jitter so that many workers do not retry in step.
-        return self.backoff * 2 ** (attempt - 1) * (1 + 0.1 * random.random())
+        return self.backoff * 2 ** (attempt - 1) * (1 + 0.1 * random.random())  # nosec B311: jitter, not security
 
     def card(self, tcg_player_id: str, days: int) -> Any:
         """The parsed JSON answer for one card, or PriceAPIError after the retries."""

@@ -37,7 +37,10 @@ def test_summary(client, seeded):
     body = client.get(C).json()
     assert body["collection"] == "cryptopunks" and body["counts"]["items"] == 10_000
     assert body["counts"]["sales"] > 10_000
-    assert body["floor"]["value"] > 0 and body["index"]["level"] > 0
+    assert body["floor"]["value"] > 0
+    # The index is the day after the latest sale; other tests ingest a handful of sales dated
+    # today, and under INDEX_MIN_SALES in 14 days the index is honestly unknown (None), never 0.
+    assert body["index"]["level"] is None or body["index"]["level"] > 0
     assert body["snapshot"]["id"] and body["snapshot"]["age_seconds"] >= 0
     assert sum(body["counts"]["signals"].values()) == body["snapshot"]["n_items"]
     assert client.get("/v1/collections/nope").status_code == 404

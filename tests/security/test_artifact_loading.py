@@ -40,13 +40,22 @@ def test_only_load_model_unpickles_and_it_verifies_first():
             tree = ast.parse(path.read_text())
             for node, owner, name in calls(tree):
                 if name in UNPICKLERS and owner in {"joblib", "pickle", "cloudpickle", "dill", "FairValueModel",
-                                                     "_pickle", "marshal", "shelve"}:
+                                                     "DailyFairValueModel", "_pickle", "marshal", "shelve"}:
                     found.append((str(path.relative_to(ROOT)), f"{owner}.{name}", node))
     where = sorted((p, n) for p, n, _ in found)
-    assert where == [("models/estimator.py", "joblib.load"), ("storage/registry.py", "FairValueModel.from_bytes")]
-    (_, _, call), = [f for f in found if f[1] == "FairValueModel.from_bytes"]
-    # from_bytes(store.get(version.artifact_uri, version.sha256)): verified bytes, never a path or raw read.
-    (arg,) = call.args
+    assert where == [("models/daily.py", "joblib.load"), ("models/estimator.py", "joblib.load"),
+                     ("storage/registry.py", "DailyFairValueModel.from_bytes"),
+                     ("storage/registry.py", "FairValueModel.from_bytes")]
+    # Both from_bytes calls take `data`, and load_model's only assignment to it is
+    # store.get(version.artifact_uri, version.sha256): verified bytes, never a path or raw read.
+    for _, _, call in (f for f in found if f[0] == "storage/registry.py"):
+        assert [ast.unparse(a) for a in call.args] == ["data"]
+    registry = ast.parse((ROOT / "storage/registry.py").read_text())
+    load_model = next(n for n in ast.walk(registry) if isinstance(n, ast.FunctionDef) and n.name == "load_model")
+    assigned = [n.value for n in ast.walk(load_model) if isinstance(n, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == "data" for t in n.targets)]
+    assert len(assigned) == 1
+    arg = assigned[0]
     assert isinstance(arg, ast.Call) and isinstance(arg.func, ast.Attribute) and arg.func.attr == "get"
     assert [ast.unparse(a) for a in arg.args] == ["version.artifact_uri", "version.sha256"]
     for store in (LocalStore, S3Store):
