@@ -7,8 +7,9 @@ in models/, the persistence in storage/.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from storage.bundled import read_market_days, read_punks, read_sales_file
 from storage.db import session_scope
 from storage.market import load_market_data
 from storage.registry import CHAMPION, get_alias, load_model, promote, register_version
-from storage.snapshots import publish, snapshot_csv_gz, write_snapshot
+from storage.snapshots import publish, snapshot_csv, snapshot_csv_gz, write_snapshot
 from storage.tables import Collection, NowcastSnapshot, Sale, utcnow
 
 Progress = Callable[[int], None]
@@ -274,27 +275,47 @@ class NowcastResult:
     archive_uri: str | None
     archive_error: str | None
     shadows: dict[str, int]
+    # Wall seconds of each stage (load, value, write, publish, archive, shadows), recorded
+    # with the task run and printed by bench/nowcast.py.
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> NowcastResult:
     """Value every item at `as_of` (default now) with the champion; write, publish, archive."""
     settings = settings or get_settings()
     as_of = as_of or utcnow()
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage], clock = round(now - clock, 4), now
+
     store = get_store(settings)
     coll, champion, model, data = champion_and_market(settings, store)
+    lap("load")
     t = pd.Timestamp(as_of).tz_convert("UTC").tz_localize(None)
     values = value_all_items(model, data, t, settings.buy_below, settings.sell_above,
-                             settings.signal_max_age_days)
-    seen = data.sales[data.sales["ts"] < t]["ts"]
-    cutoff = seen.max().tz_localize("UTC").to_pydatetime() if len(seen) else None
+                             settings.signal_max_age_days, threads=settings.predict_threads)
+    seen_ts = data.sales["ts"].to_numpy()
+    seen_ts = seen_ts[seen_ts < np.datetime64(t)]
+    cutoff = pd.Timestamp(seen_ts.max()).tz_localize("UTC").to_pydatetime() if len(seen_ts) else None
+    lap("value")
+    rows_csv = snapshot_csv(values)  # one text for the database rows and the archive
     with session_scope() as session:
-        snapshot = write_snapshot(session, coll, champion.id, as_of, cutoff, values)
+        snapshot = write_snapshot(session, coll, champion.id, as_of, cutoff, values, rows_csv)
+    lap("write")
     with session_scope() as session:
         snapshot = session.get(NowcastSnapshot, snapshot.id)
         moved = publish(session, coll, snapshot)
-    archive_uri, archive_error = archive_snapshot(settings, snapshot.id, values)
+    lap("publish")
+    archive_uri, archive_error = archive_snapshot(settings, snapshot.id, values, rows_csv)
+    lap("archive")
     shadows = shadow_nowcasts(settings, coll, data, t, as_of, cutoff)
-    return NowcastResult(snapshot.id, moved, len(values), champion.version, archive_uri, archive_error, shadows)
+    lap("shadows")
+    return NowcastResult(snapshot.id, moved, len(values), champion.version, archive_uri, archive_error, shadows,
+                         seconds)
 
 
 def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of, cutoff) -> dict[str, int]:
@@ -315,7 +336,7 @@ def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of, cutoff
         if version is None:
             continue
         values = value_all_items(load_model(store, version), data, t, settings.buy_below, settings.sell_above,
-                                 settings.signal_max_age_days)
+                                 settings.signal_max_age_days, threads=settings.predict_threads)
         with session_scope() as session:
             snapshot = write_snapshot(session, coll, version.id, as_of, cutoff, values)
             snapshot.status, snapshot.published_at = "shadow", utcnow()
@@ -324,12 +345,14 @@ def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of, cutoff
     return written
 
 
-def archive_snapshot(settings: Settings, snapshot_id: int, values: pd.DataFrame) -> tuple[str | None, str | None]:
+def archive_snapshot(
+    settings: Settings, snapshot_id: int, values: pd.DataFrame, rows_csv: str | None = None
+) -> tuple[str | None, str | None]:
     """Archive to the store after publishing: a store outage must not stop valuations.
     The error is returned (and recorded) so the archive can be retried."""
     try:
         stored = get_store(settings).put(
-            f"snapshots/{settings.collection}/{snapshot_id}.csv.gz", snapshot_csv_gz(values)
+            f"snapshots/{settings.collection}/{snapshot_id}.csv.gz", snapshot_csv_gz(values, rows_csv)
         )
     except ArtifactError as exc:
         return None, str(exc)

@@ -6,6 +6,7 @@ promoting or rolling back is one update of that row.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from sqlalchemy import func
@@ -100,6 +101,20 @@ def alias_since(session: Session, collection: Collection, alias: str):
     return row.updated_at if row else None
 
 
+# Models already loaded in this process, by the sha256 their bytes were verified against.
+# Artifacts are content-addressed, so a digest names one model for good; unpickling the
+# champion on every nowcast cost more than predicting 10,000 items (bench/nowcast.py).
+_LOADED: OrderedDict[str, FairValueModel] = OrderedDict()
+_LOADED_MAX = 4
+
+
 def load_model(store: ArtifactStore, version: ModelVersion) -> FairValueModel:
     """Fetch and verify (sha256) before unpickling: joblib must never load unchecked bytes."""
-    return FairValueModel.from_bytes(store.get(version.artifact_uri, version.sha256))
+    model = _LOADED.get(version.sha256)
+    if model is None:
+        model = FairValueModel.from_bytes(store.get(version.artifact_uri, version.sha256))
+        _LOADED[version.sha256] = model
+        while len(_LOADED) > _LOADED_MAX:
+            _LOADED.popitem(last=False)
+    _LOADED.move_to_end(version.sha256)
+    return model

@@ -39,3 +39,8 @@ os.environ.update(
         "AWS_DEFAULT_REGION": "us-east-1",
     }
 )
+# One OpenMP thread per test process: on a shared 2-core host, scikit-learn's default (one
+# thread per core) spins at barriers and made a 40 s test file time out (bench/nowcast.py).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Tests publish and read right after: the API checks the published pointer on every read.
+os.environ.setdefault("FAIRVALUE_API_SNAPSHOT_REFRESH_SECONDS", "0")
