@@ -18,4 +18,10 @@ async def item(request):
     return JSONResponse(BODY)
 
 
-app = Starlette(routes=[Route("/bare/{item_id}", item)])
+async def receive(request):
+    """Baseline of a webhook call: read the body, answer 202."""
+    body = await request.body()
+    return JSONResponse({"accepted": 1, "bytes": len(body)}, status_code=202)
+
+
+app = Starlette(routes=[Route("/bare/{item_id}", item), Route("/bare-post", receive, methods=["POST"])])

@@ -1,6 +1,7 @@
-"""A small HTTP/1.1 load generator (asyncio, keep-alive), used by bench/api.py when wrk is
-not installed. One process, `--connections` concurrent connections, for `--seconds`; prints
-one JSON line: requests, seconds, p50/p95/p99 latency in ms, errors, non-2xx."""
+"""A small HTTP/1.1 load generator (asyncio, keep-alive): bench/api.py uses it when wrk is not
+installed, bench/ingest.py to POST prepared (signed) bodies. One process, `--connections`
+concurrent connections, for `--seconds` (and at most once per prepared body); prints one
+JSON line: requests, seconds, p50/p95/p99 latency in ms, errors, non-2xx."""
 
 from __future__ import annotations
 
@@ -20,12 +21,26 @@ def path_for(kind: str, rng: random.Random, bulk_ids: int) -> str:
     return f"/bare/{rng.randint(0, 9999)}"
 
 
-async def connection(host: str, port: int, kind: str, deadline: float, bulk_ids: int, seed: int, out: dict) -> None:
+def post_request(host: str, spec: dict) -> bytes:
+    body = spec["body"].encode()
+    headers = "".join(f"{k}: {v}\r\n" for k, v in spec.get("headers", {}).items())
+    return (f"POST {spec['path']} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{headers}"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def connection(host: str, port: int, kind: str, deadline: float, bulk_ids: int, seed: int, out: dict,
+                     posts=None) -> None:
     rng = random.Random(seed)
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < deadline:
-            request = f"GET {path_for(kind, rng, bulk_ids)} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+            if posts is not None:
+                spec = next(posts, None)
+                if spec is None:
+                    break  # every prepared request is sent: the run is bounded in count too
+                request = post_request(host, spec)
+            else:
+                request = f"GET {path_for(kind, rng, bulk_ids)} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
             started = time.perf_counter()
             writer.write(request)
             status_line = await reader.readline()
@@ -43,12 +58,17 @@ async def connection(host: str, port: int, kind: str, deadline: float, bulk_ids:
         writer.close()
 
 
-async def run(url: str, kind: str, seconds: float, connections: int, bulk_ids: int) -> dict:
+async def run(url: str, kind: str, seconds: float, connections: int, bulk_ids: int,
+              bodies: str | None = None) -> dict:
     parsed = urlparse(url)
     out = {"latencies": [], "errors": 0, "non2xx": 0}
+    posts = None
+    if bodies:
+        with open(bodies) as fh:
+            posts = iter([json.loads(line) for line in fh])
     started = time.perf_counter()
     deadline = started + seconds
-    await asyncio.gather(*(connection(parsed.hostname, parsed.port, kind, deadline, bulk_ids, i, out)
+    await asyncio.gather(*(connection(parsed.hostname, parsed.port, kind, deadline, bulk_ids, i, out, posts)
                            for i in range(connections)))
     lat = sorted(out["latencies"]) or [float("nan")]
 
@@ -62,12 +82,14 @@ async def run(url: str, kind: str, seconds: float, connections: int, bulk_ids: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", required=True)
-    parser.add_argument("--kind", choices=("bare", "item", "bulk"), required=True)
+    parser.add_argument("--kind", choices=("bare", "item", "bulk", "post"), required=True)
+    parser.add_argument("--bodies", help="JSON lines of {path, body, headers}: POST each once (kind post)")
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--bulk-ids", type=int, default=100)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.url, args.kind, args.seconds, args.connections, args.bulk_ids))))
+    print(json.dumps(asyncio.run(run(args.url, args.kind, args.seconds, args.connections, args.bulk_ids,
+                                       args.bodies))))
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ def load_bundled(data_dir: Path = DATA_DIR) -> Bundled:
     market["day"] = market["day"].astype("datetime64[ns]")
     sales = pd.read_csv(data_dir / "sales.csv", usecols=["timestamp", "price_eth"])
     ts = pd.to_datetime(sales["timestamp"], utc=True).dt.tz_localize(None).astype("datetime64[ns]")
-    premium = np.log(sales["price_eth"].to_numpy(dtype=float) / floor_before(robust_floor(market), ts))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero or missing price is dropped below
+        premium = np.log(sales["price_eth"].to_numpy(dtype=float) / floor_before(robust_floor(market), ts))
     ok = np.isfinite(premium)
     return Bundled(
         punks=punks[["type", "accessory_count", "accessories"]],

@@ -26,6 +26,7 @@ from models.drift import DriftReport, drift_report
 from models.features import MarketData, build_features
 from models.metrics import valuation_metrics
 from models.nowcast import value_all_items
+from models.validation import item_key_of
 from storage import ingest as ingest_store
 from storage.artifacts import ArtifactError, get_store
 from storage.bundled import read_market_days, read_punks, read_sales_file
@@ -88,9 +89,13 @@ def ingest_sales_rows(
     """Validate and store sales in batches, each batch its own transaction."""
     settings = settings or get_settings()
     total = ingest_store.IngestReport()
+    # A small list (a webhook call) needs only its own items looked up, not every key.
+    among = None
+    if isinstance(rows, list) and len(rows) <= batch_size:
+        among = {item_key_of(row) for row in rows if isinstance(row, Mapping)}
     with session_scope() as session:
         coll = collection(session, settings)
-        known = ingest_store.known_item_keys(session, coll)
+        known = ingest_store.known_item_keys(session, coll, among)
         floors = ingest_store.floor_lookup(session, coll)
     batch: list[Mapping[str, Any]] = []
 
