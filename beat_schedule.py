@@ -27,9 +27,41 @@ SCHEDULE = {
         "schedule": crontab(minute=5),
         "options": {"queue": queues.DEFAULT, "expires": 90 * MINUTE},
     },
+    "archive-retry-hourly": {
+        "task": "fairvalue.archive",
+        "schedule": crontab(minute=50),
+        "options": {"queue": queues.DEFAULT, "expires": 90 * MINUTE},
+    },
     "monitor-hourly": {
         "task": "fairvalue.monitor",
         "schedule": crontab(minute=35),
+        "options": {"queue": queues.DEFAULT, "expires": 90 * MINUTE},
+    },
+    # Trading cards (issue #7): the same loops for the `cards` collection; each task carries the
+    # slug and skips while that collection is not loaded. Prices are collected once a day (the
+    # collector asks for a nowcast when it stored something new); a nowcast at 07:00 anyway.
+    "cards-prices-daily": {
+        "task": "fairvalue.ingest.card_prices",
+        "schedule": crontab(minute=10, hour=6),
+        "kwargs": {"collection": "cards"},
+        "options": {"queue": queues.INGEST, "expires": 36 * HOUR},
+    },
+    "cards-nowcast-daily": {
+        "task": "fairvalue.nowcast",
+        "schedule": crontab(minute=0, hour=7),
+        "kwargs": {"collection": "cards"},
+        "options": {"queue": queues.NOWCAST, "expires": 36 * HOUR},
+    },
+    "cards-retrain-policy-daily": {
+        "task": "fairvalue.policy",
+        "schedule": crontab(minute=25, hour=2),
+        "kwargs": {"collection": "cards"},
+        "options": {"queue": queues.DEFAULT, "expires": 36 * HOUR},
+    },
+    "cards-monitor-hourly": {
+        "task": "fairvalue.monitor",
+        "schedule": crontab(minute=40),
+        "kwargs": {"collection": "cards"},
         "options": {"queue": queues.DEFAULT, "expires": 90 * MINUTE},
     },
 }

@@ -1,27 +1,58 @@
-"""What handlers share: settings, the collection row, JSON-friendly formatting."""
+"""What handlers share: the collection a route is about, and query-parameter parsing."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
 
-from sqlmodel import Session, select
-from starlette.exceptions import HTTPException
+from starlette.requests import Request
 
+from fairvalue.errors import BadInput
+from fairvalue.reads import iso, rounded  # noqa: F401  (kept importable from here)
 from fairvalue.settings import get_settings
-from storage.tables import Collection
+
+SLUG = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-def collection_or_404(session: Session, slug: str | None = None) -> Collection:
-    slug = slug or get_settings().collection
-    found = session.exec(select(Collection).where(Collection.slug == slug)).first()
-    if found is None:
-        raise HTTPException(404, f"unknown collection {slug!r}")
-    return found
+def slug_of(request: Request) -> str:
+    """`/v1/collections/{slug}/...`, or the default collection on the unprefixed aliases."""
+    slug = request.path_params.get("slug") or get_settings().collection
+    if not SLUG.fullmatch(slug):
+        raise BadInput(f"malformed collection slug {slug[:40]!r}: letters, digits, _ . - (max 64)")
+    return slug
 
 
-def iso(ts: datetime | None) -> str | None:
-    return ts.isoformat().replace("+00:00", "Z") if ts else None
+def int_param(request: Request, name: str, default: int | None = None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadInput(f"{name} must be an integer, got {raw[:40]!r}") from None
+    if not -(2**31) < value < 2**31:  # past what a database integer holds: a 400 here, not a 500 there
+        raise BadInput(f"{name} is out of range, got {raw[:40]!r}")
+    return value
 
 
-def rounded(value: float | None, digits: int = 6) -> float | None:
-    return None if value is None else round(float(value), digits)
+def float_param(request: Request, name: str) -> float | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadInput(f"{name} must be a number, got {raw[:40]!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise BadInput(f"{name} must be a finite number")
+    return value
+
+
+def str_param(request: Request, name: str, max_length: int = 100) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if len(raw) > max_length:
+        raise BadInput(f"{name} is longer than {max_length} characters")
+    if "\x00" in raw:  # no database takes NUL in text: refuse it here, not as a 500 there
+        raise BadInput(f"{name} contains a NUL character")
+    return raw

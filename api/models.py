@@ -2,58 +2,65 @@
 
 from __future__ import annotations
 
-import json
-
-from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from api import jsonbody
 from api.auth import require_operator
-from api.deps import collection_or_404, iso
-from fairvalue import lifecycle
+from api.deps import int_param, slug_of, str_param
+from fairvalue import lifecycle, reads
+from fairvalue.settings import Settings, get_settings
 from storage.db import session_scope
-from storage.tables import ModelAlias, ModelVersion, PromotionDecision, TrainingRequest
 
 
 def list_models(request: Request) -> JSONResponse:
-    with session_scope() as session:
-        coll = collection_or_404(session)
-        versions = session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id)
-                                .order_by(ModelVersion.version.desc())).all()
-        number = {v.id: v.version for v in versions}
-        aliases = {a.alias: number.get(a.model_version_id)
-                   for a in session.exec(select(ModelAlias).where(ModelAlias.collection_id == coll.id))}
-        decisions = session.exec(select(PromotionDecision).where(PromotionDecision.collection_id == coll.id)
-                                 .order_by(PromotionDecision.id.desc()).limit(50)).all()
-    return JSONResponse({
-        "collection": coll.slug,
-        "aliases": aliases,
-        "versions": [{"version": v.version, "estimator": v.estimator, "artifact_uri": v.artifact_uri,
-                      "sha256": v.sha256, "created_at": iso(v.created_at), "data_start": iso(v.data_start),
-                      "data_end": iso(v.data_end), "n_train": v.n_train, "code_version": v.code_version,
-                      "parent": number.get(v.parent_id), "metrics": v.metrics} for v in versions],
-        "decisions": [{"id": d.id, "created_at": iso(d.created_at), "decision": d.decision, "by": d.decided_by,
-                       "contender": number.get(d.contender_version_id), "champion": number.get(d.champion_version_id),
-                       "training_request": d.training_request_id, "reason": d.reason, "numbers": d.numbers}
-                      for d in decisions],
-    })
+    """Versions, aliases and the latest decisions.
+    ---
+    summary: Model versions (artifact, sha256, lineage, metrics), aliases and the decision trail
+    tags: [models]
+    responses:
+      200: {description: "versions, aliases, decisions"}
+      404: {$ref: "#/components/responses/NotFound"}
+    """
+    return JSONResponse(reads.models_overview(slug_of(request)))
+
+
+def list_decisions(request: Request) -> JSONResponse:
+    """Promotions, shadows, rejections and rollbacks.
+    ---
+    summary: Model decisions with their reasons and numbers, newest first (offset pagination)
+    tags: [models]
+    parameters:
+      - {name: decision, in: query, schema: {type: string, enum: [promote, shadow, reject, rollback]}}
+      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 500, default: 50}}
+      - {name: offset, in: query, schema: {type: integer, minimum: 0, default: 0}}
+    responses:
+      200: {description: "decisions, total, next_offset"}
+      400: {$ref: "#/components/responses/BadRequest"}
+      404: {$ref: "#/components/responses/NotFound"}
+    """
+    return JSONResponse(reads.decisions(slug_of(request), str_param(request, "decision"),
+                                        int_param(request, "limit", 50), int_param(request, "offset", 0)))
 
 
 def list_training_requests(request: Request) -> JSONResponse:
-    state = request.query_params.get("state")
-    with session_scope() as session:
-        coll = collection_or_404(session)
-        query = select(TrainingRequest).where(TrainingRequest.collection_id == coll.id)
-        if state:
-            query = query.where(TrainingRequest.state == state)
-        rows = session.exec(query.order_by(TrainingRequest.id.desc()).limit(200)).all()
-    return JSONResponse({"training_requests": [
-        {"id": r.id, "state": r.state, "reason": r.reason, "attempts": r.attempts, "claimed_by": r.claimed_by,
-         "lease_expires_at": iso(r.lease_expires_at), "created_at": iso(r.created_at),
-         "published_at": iso(r.published_at), "model_version_id": r.model_version_id, "error": r.error,
-         "trigger": r.trigger, "params": r.params} for r in rows]})
+    """Training requests.
+    ---
+    summary: Training requests with state, attempts, lease and result, newest first
+    tags: [models]
+    parameters:
+      - {name: state, in: query, schema: {type: string, enum: [queued, claimed, training, decided, failed]}}
+      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 500, default: 200}}
+      - {name: offset, in: query, schema: {type: integer, minimum: 0, default: 0}}
+    responses:
+      200: {description: "training_requests"}
+      400: {$ref: "#/components/responses/BadRequest"}
+      404: {$ref: "#/components/responses/NotFound"}
+    """
+    return JSONResponse(reads.training_requests(slug_of(request), str_param(request, "state"),
+                                                int_param(request, "limit", 200), int_param(request, "offset", 0)))
 
 
 async def _json_body(request: Request) -> dict:
@@ -61,28 +68,66 @@ async def _json_body(request: Request) -> dict:
     if not body:
         return {}
     try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HTTPException(400, f"body is not valid JSON: {exc}") from None
+        value = jsonbody.parse(body)
+    except jsonbody.BadJson as exc:
+        raise HTTPException(400, str(exc)) from None
     if not isinstance(value, dict):
         raise HTTPException(422, "body must be a JSON object")
     return value
 
 
-async def create_training_request(request: Request) -> JSONResponse:
-    require_operator(request)
-    body = await _json_body(request)
-    reason = body.get("reason")
-    params = body.get("params", {})
+def _reason(body: dict, default: str | None = "operator") -> str:
+    reason = body.get("reason", default)
     if not isinstance(reason, str) or not reason.strip():
         raise HTTPException(422, "reason (a non-empty string) is required")
+    return reason.strip()[:500]
+
+
+def _scoped_settings(request: Request) -> Settings:
+    """The settings with `collection` set to the route's collection (404 when it does not exist)."""
+    slug = slug_of(request)
+    with session_scope() as session:
+        reads.collection_row(session, slug)
+    settings = get_settings()
+    return settings if slug == settings.collection else settings.model_copy(update={"collection": slug})
+
+
+async def create_training_request(request: Request) -> JSONResponse:
+    """Record a training request and publish it (operator).
+    ---
+    summary: "Operator: record a training request and publish it to the training queue"
+    tags: [operators]
+    security: [{bearer: []}]
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [reason]
+            properties:
+              reason: {type: string, minLength: 1}
+              params: {type: object, description: "training parameter overrides, e.g. {max_iter: 300}"}
+    responses:
+      202: {description: "the request id, state queued"}
+      400: {$ref: "#/components/responses/BadRequest"}
+      401: {$ref: "#/components/responses/Unauthorized"}
+      404: {$ref: "#/components/responses/NotFound"}
+      413: {$ref: "#/components/responses/TooLarge"}
+      422: {$ref: "#/components/responses/Unprocessable"}
+    """
+    await run_in_threadpool(require_operator, request)
+    body = await _json_body(request)
+    reason = _reason(body, default=None)
+    params = body.get("params", {})
     if not isinstance(params, dict):
         raise HTTPException(422, "params must be an object of training parameters")
+    settings = await run_in_threadpool(_scoped_settings, request)
     try:
-        lifecycle._train_params(lifecycle.get_settings(), params)
+        lifecycle._train_params(settings, params)
     except (TypeError, ValueError) as exc:
-        raise HTTPException(422, str(exc)) from None
-    outcome = await run_in_threadpool(lifecycle.enqueue_retrain, reason.strip(), params)
+        raise HTTPException(422, str(exc)[:300]) from None
+    outcome = await run_in_threadpool(lifecycle.enqueue_retrain, reason, params, settings)
     from tasks.lifecycle import publish_training
 
     await run_in_threadpool(publish_training, outcome.request_id)
@@ -90,30 +135,71 @@ async def create_training_request(request: Request) -> JSONResponse:
 
 
 async def promote_version(request: Request) -> JSONResponse:
-    require_operator(request)
+    """Make a version champion (operator).
+    ---
+    summary: "Operator: make a model version champion (recorded), then nowcast"
+    tags: [operators]
+    security: [{bearer: []}]
+    requestBody:
+      content:
+        application/json:
+          schema: {type: object, properties: {reason: {type: string, minLength: 1}}}
+    responses:
+      200: {description: "champion, changed"}
+      400: {$ref: "#/components/responses/BadRequest"}
+      401: {$ref: "#/components/responses/Unauthorized"}
+      404: {$ref: "#/components/responses/NotFound"}
+      413: {$ref: "#/components/responses/TooLarge"}
+      422: {$ref: "#/components/responses/Unprocessable"}
+    """
+    await run_in_threadpool(require_operator, request)
     raw = request.path_params["version"]
-    if not raw.isdigit():
+    if not raw.isdigit() or len(raw) > 9:
         raise HTTPException(400, f"version must be a number, got {raw[:40]!r}")
-    body = await _json_body(request)
+    reason = _reason(await _json_body(request))
+    settings = await run_in_threadpool(_scoped_settings, request)
     try:
-        result = await run_in_threadpool(lifecycle.operator_promote, int(raw), str(body.get("reason", "operator")))
+        result = await run_in_threadpool(lifecycle.operator_promote, int(raw), reason, settings)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
+    except lifecycle.ArtifactRefused as exc:
+        raise HTTPException(409, str(exc)) from None
     if result["changed"]:
         from tasks.app import app
 
-        app.send_task("fairvalue.nowcast")
+        await run_in_threadpool(app.send_task, "fairvalue.nowcast")
     return JSONResponse(result)
 
 
 async def rollback(request: Request) -> JSONResponse:
-    require_operator(request)
-    body = await _json_body(request)
+    """Put the previous champion back (operator).
+    ---
+    summary: "Operator: put the previous champion back (409 when there is none), then nowcast"
+    tags: [operators]
+    security: [{bearer: []}]
+    requestBody:
+      content:
+        application/json:
+          schema: {type: object, properties: {reason: {type: string, minLength: 1}}}
+    responses:
+      200: {description: "champion, rolled_back_from"}
+      400: {$ref: "#/components/responses/BadRequest"}
+      401: {$ref: "#/components/responses/Unauthorized"}
+      404: {$ref: "#/components/responses/NotFound"}
+      409:
+        description: "no previous champion"
+        content: {application/json: {schema: {$ref: "#/components/schemas/Error"}}}
+      413: {$ref: "#/components/responses/TooLarge"}
+      422: {$ref: "#/components/responses/Unprocessable"}
+    """
+    await run_in_threadpool(require_operator, request)
+    reason = _reason(await _json_body(request))
+    settings = await run_in_threadpool(_scoped_settings, request)
     try:
-        result = await run_in_threadpool(lifecycle.operator_rollback, str(body.get("reason", "operator")))
-    except LookupError as exc:
+        result = await run_in_threadpool(lifecycle.operator_rollback, reason, settings)
+    except (LookupError, lifecycle.ArtifactRefused) as exc:
         raise HTTPException(409, str(exc)) from None
     from tasks.app import app
 
-    app.send_task("fairvalue.nowcast")
+    await run_in_threadpool(app.send_task, "fairvalue.nowcast")
     return JSONResponse(result)

@@ -1,5 +1,6 @@
 """Webhook signatures, Stripe-style: header `t=<unix seconds>,v1=<hex hmac>` where the HMAC
-is SHA-256 over `<t>.<raw body>` with the shared secret. The timestamp bounds replays."""
+is SHA-256 over `<t>.<raw body>` with the shared secret. The timestamp bounds replays in time;
+within the tolerance, api/webhooks.py refuses a delivery whose (t, body) was already accepted."""
 
 from __future__ import annotations
 
@@ -11,7 +12,19 @@ HEADER = "Fairvalue-Signature"
 
 
 class SignatureError(ValueError):
-    pass
+    """Why a signature was refused; `kind` is recorded: unsigned, malformed, bad_signature or
+    stale (an authentic signature outside the tolerance)."""
+
+    def __init__(self, message: str, kind: str = "bad_signature", timestamp: int | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.timestamp = timestamp
+
+
+def delivery_digest(timestamp: int, body: bytes) -> str:
+    """What a signature covers, as one digest: the same (t, body) is the same delivery, however
+    the header around it is spelt."""
+    return hashlib.sha256(f"{timestamp}.".encode() + body).hexdigest()
 
 
 def compute(secret: str, timestamp: int, body: bytes) -> str:
@@ -27,7 +40,7 @@ def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
 def verify(header: str | None, body: bytes, secret: str, tolerance_seconds: int, now: float | None = None) -> int:
     """Check the header; return its timestamp or raise SignatureError with the reason."""
     if not header:
-        raise SignatureError(f"missing {HEADER} header")
+        raise SignatureError(f"missing {HEADER} header", "unsigned")
     parts: dict[str, list[str]] = {}
     for piece in header.split(","):
         key, sep, value = piece.strip().partition("=")
@@ -36,14 +49,15 @@ def verify(header: str | None, body: bytes, secret: str, tolerance_seconds: int,
     try:
         timestamp = int(parts["t"][0])
     except (KeyError, ValueError):
-        raise SignatureError("signature header has no valid t=<unix seconds>") from None
+        raise SignatureError("signature header has no valid t=<unix seconds>", "malformed") from None
     signatures = parts.get("v1")
     if not signatures:
-        raise SignatureError("signature header has no v1=<hmac>")
-    now = time.time() if now is None else now
-    if abs(now - timestamp) > tolerance_seconds:
-        raise SignatureError(f"signature timestamp is outside the {tolerance_seconds}s tolerance")
+        raise SignatureError("signature header has no v1=<hmac>", "malformed")
+    # The HMAC first: a stale error then means an authentic but old delivery (a replay candidate).
     expected = compute(secret, timestamp, body)
     if not any(hmac.compare_digest(expected, s) for s in signatures):
-        raise SignatureError("signature does not match the body")
+        raise SignatureError("signature does not match the body", "bad_signature")
+    now = time.time() if now is None else now
+    if abs(now - timestamp) > tolerance_seconds:
+        raise SignatureError(f"signature timestamp is outside the {tolerance_seconds}s tolerance", "stale", timestamp)
     return timestamp

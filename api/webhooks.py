@@ -1,18 +1,25 @@
-"""POST /v1/webhooks/sales: signed, idempotent by event id, answers with what happened."""
+"""POST /v1/webhooks/sales: signed, idempotent by event id, answers with what happened.
+
+Replays are refused: a delivery (same signature timestamp and body) already accepted is a 409
+inside the signature tolerance and a 401 outside it. A call whose every sale reuses a stored
+event id with different content is a 409 (the rows are kept in rejected_sales). Every refusal
+is recorded in webhook_deliveries with its reason (storage/webhooks.py)."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api import signing
+from api import jsonbody, metrics, signing
 from api.errors import error
 from fairvalue import pipeline
 from fairvalue.settings import get_settings
+from models.validation import Reason
+from storage import webhooks as deliveries
+from storage.db import session_scope
 
 log = logging.getLogger("fairvalue.webhooks")
 MAX_SALES_PER_CALL = 10_000
@@ -58,27 +65,95 @@ def _enqueue_follow_up(accepted: int) -> str:
         return f"not enqueued ({type(exc).__name__}); the next scheduled nowcast includes these sales"
 
 
+def _record(**fields) -> None:
+    with session_scope() as session:
+        deliveries.record(session, **fields)
+
+
+async def _refuse(status: int, reason: str, outcome: str, body: bytes, client: str, digest: str | None = None,
+                  signed_at: int | None = None) -> JSONResponse:
+    """Answer a refusal and record it; a failure to record never hides the answer."""
+    try:
+        await run_in_threadpool(_record, outcome=outcome, status_code=status, body=body, reason=reason,
+                                digest=digest, signed_at=signed_at, client=client)
+    except Exception as exc:
+        log.warning("refused webhook (%s) not recorded: %s", outcome, exc)
+    return error(status, reason, outcome=outcome)
+
+
+def _first_acceptance(digest: str):
+    with session_scope() as session:
+        return deliveries.first_acceptance(session, digest)
+
+
 async def receive_sales(request: Request) -> JSONResponse:
+    """Signed sales webhook.
+    ---
+    summary: "One sale, a list, or {sales: [...]}; HMAC-signed (Fairvalue-Signature); idempotent by event id"
+    tags: [webhooks]
+    parameters:
+      - {name: Fairvalue-Signature, in: header, required: true, schema: {type: string},
+         description: "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.' + body>"}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            oneOf:
+              - {$ref: "#/components/schemas/Sale"}
+              - {type: array, items: {$ref: "#/components/schemas/Sale"}}
+              - {type: object, properties: {sales: {type: array, items: {$ref: "#/components/schemas/Sale"}}}}
+    responses:
+      202: {description: "accepted, duplicate, rejected (with reasons), follow_up"}
+      409:
+        description: "a replayed delivery, or every event id already stored with other content"
+        content: {application/json: {schema: {$ref: "#/components/schemas/Error"}}}
+      400: {$ref: "#/components/responses/BadRequest"}
+      401: {$ref: "#/components/responses/Unauthorized"}
+      413: {$ref: "#/components/responses/TooLarge"}
+      422: {$ref: "#/components/responses/Unprocessable"}
+    """
     settings = get_settings()
+    client = request.client.host if request.client else ""
     body = await _read_limited(request, settings.max_body_bytes)
     if body is None:
-        return error(413, f"body larger than {settings.max_body_bytes} bytes")
+        return await _refuse(413, f"body larger than {settings.max_body_bytes} bytes", "too_large", b"", client)
     try:
-        signing.verify(
+        signed_at = signing.verify(
             request.headers.get(signing.HEADER), body,
             settings.webhook_secret.get_secret_value(), settings.webhook_tolerance_seconds,
         )
     except signing.SignatureError as exc:
-        return error(401, str(exc))
+        reason, digest = str(exc), None
+        if exc.kind == "stale":
+            digest = signing.delivery_digest(exc.timestamp, body)
+            first = await run_in_threadpool(_first_acceptance, digest)
+            if first is not None:
+                reason = f"replayed delivery (first accepted at {first.isoformat()}): {exc}"
+                return await _refuse(401, reason, deliveries.REPLAY, body, client, digest, exc.timestamp)
+        return await _refuse(401, reason, exc.kind, body, client, digest, exc.timestamp)
+    digest = signing.delivery_digest(signed_at, body)
+    first = await run_in_threadpool(_first_acceptance, digest)
+    if first is not None:
+        return await _refuse(409, f"replayed delivery: this signature was accepted at {first.isoformat()}; "
+                             "nothing was done", deliveries.REPLAY, body, client, digest, signed_at)
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return error(400, f"body is not valid JSON: {exc}")
-    except RecursionError:
-        return error(400, "body is nested too deeply")
+        payload = jsonbody.parse(body)
+    except jsonbody.BadJson as exc:
+        return await _refuse(400, str(exc), "malformed", body, client, digest, signed_at)
     sales = _sales_from(payload)
     if isinstance(sales, str):
-        return error(422, sales)
+        return await _refuse(422, sales, "malformed", body, client, digest, signed_at)
     report = await run_in_threadpool(pipeline.ingest_sales_rows, sales, "webhook", settings)
+    metrics.webhook_outcome(report.accepted, report.duplicate, report.rejected)
+    conflicts = report.reasons.get(Reason.DUPLICATE_CONFLICT, 0)
+    refused = report.accepted == 0 and report.duplicate == 0 and conflicts == report.rejected > 0
+    status, outcome = (409, deliveries.CONFLICT) if refused else (202, deliveries.ACCEPTED)
+    await run_in_threadpool(_record, outcome=outcome, status_code=status, body=body, digest=digest,
+                            signed_at=signed_at, client=client, processed=True,
+                            reason="every event id is already stored with different content" if refused else "")
+    if refused:
+        return error(409, "every event id in this call is already stored with different content; the rows are "
+                     "kept in rejected_sales", outcome=outcome, **report.as_dict())
     follow_up = await run_in_threadpool(_enqueue_follow_up, report.accepted) if report.accepted else "none"
     return JSONResponse({**report.as_dict(), "follow_up": follow_up}, status_code=202)

@@ -24,7 +24,14 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 ingest_app = typer.Typer(help="Backfill market data from files.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(ingest_app, name="ingest")
+tokens_app = typer.Typer(help="Operators' API tokens (stored hashed).", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+cards_app = typer.Typer(help="Trading cards: the card universe and its price fixture.", no_args_is_help=True)
+app.add_typer(cards_app, name="cards")
 console = Console()
+
+
+COLLECTION_OPTION = typer.Option(None, "--collection", help="Collection slug (default: FAIRVALUE_COLLECTION).")
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -87,13 +94,47 @@ def ingest_sales(path: Path = typer.Argument(..., exists=True, dir_okay=False, h
     _print_report(f"ingest {path.name}", report)
 
 
+@ingest_app.command("prices")
+def ingest_prices(
+    path: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV: date, card_id, market_price[, volume]"),
+    collection: str = typer.Option("cards", "--collection", help="A daily-priced collection."),
+) -> None:
+    """Validate and upsert daily card prices from a CSV; rejected rows are kept with their reason."""
+    from fairvalue.card_prices import ingest_prices_file
+
+    try:
+        report = ingest_prices_file(path, get_settings().for_collection(collection))
+    except LookupError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    table = Table(title=f"ingest {path.name} into {collection}")
+    table.add_column("outcome")
+    table.add_column("rows", justify="right")
+    for name in ("new", "changed", "unchanged", "repeated_in_batch", "rejected"):
+        table.add_row(name.replace("_", " "), str(getattr(report, name)))
+    for reason, n in sorted(report.reasons.items()):
+        table.add_row(f"  rejected: {reason}", str(n))
+    console.print(table)
+
+
+@cards_app.command("collect")
+def cards_collect(collection: str = typer.Option("cards", "--collection"),
+                  days: int = typer.Option(None, help="Days of history per card (default from settings).")) -> None:
+    """Fetch the active cards' prices from the price API now (what the daily beat task does)."""
+    from fairvalue.card_prices import collect
+
+    report = collect(get_settings().for_collection(collection), days=days)
+    console.print_json(json.dumps(report.as_dict()))
+
+
 @app.command()
-def train(cutoff: str = typer.Option(None, help="Train only on sales before this ISO time.")) -> None:
+def train(cutoff: str = typer.Option(None, help="Train only on sales before this ISO time."),
+          collection: str = COLLECTION_OPTION) -> None:
     """Train a model version on the stored sales and register it (the first becomes champion)."""
     from fairvalue import pipeline
 
     with console.status("training"):
-        result = pipeline.train(cutoff=_parse_time(cutoff))
+        result = pipeline.train(get_settings().for_collection(collection), cutoff=_parse_time(cutoff))
     console.print(f"registered version {result.version}" + (" (champion)" if result.became_champion else ""))
     console.print_json(json.dumps(result.metrics, default=str))
     if result.diagnostics_uri:
@@ -123,17 +164,33 @@ def drift(
 
 
 @app.command()
-def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead of now.")) -> None:
+def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead of now."),
+            collection: str = COLLECTION_OPTION) -> None:
     """Value every item with the champion and publish the snapshot."""
     from fairvalue import pipeline
 
     with console.status("nowcasting"):
-        result = pipeline.nowcast(as_of=_parse_time(as_of))
+        result = pipeline.nowcast(get_settings().for_collection(collection), as_of=_parse_time(as_of))
     console.print(
         f"snapshot {result.snapshot_id}: {result.n_items} items, model v{result.model_version}, "
         f"{'published' if result.published else 'not published (a later snapshot is)'}; "
         f"archive: {result.archive_uri or result.archive_error}"
     )
+
+
+@app.command()
+def archive(limit: int = typer.Option(20, help="Archive at most this many snapshots.")) -> None:
+    """Archive published snapshots a store outage left without an archive (beat does it hourly)."""
+    from fairvalue import pipeline
+
+    report = pipeline.archive_pending(limit=limit)
+    for snapshot_id, uri in report.archived.items():
+        console.print(f"snapshot {snapshot_id}: archived to {uri}")
+    for snapshot_id, error in report.failed.items():
+        console.print(f"[red]snapshot {snapshot_id}: not archived:[/] {error}", soft_wrap=True)
+    console.print(f"{report.pending} snapshot(s) still without an archive")
+    if report.failed:
+        raise typer.Exit(1)
 
 
 def _evaluate(from_, to, cadence, sales, floor, eth_usd, source):
@@ -171,9 +228,15 @@ def replay(
     source: str = typer.Option("auto", help="auto (database if it holds sales), db or bundled."),
     export: Path = typer.Option(None, help="Write one row per scored sale to this CSV."),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+    collection: str = COLLECTION_OPTION,
+    horizon: float = typer.Option(None, help="Daily markets: signal horizon in days (7-30)."),
+    gain: float = typer.Option(None, help="Daily markets: the move that makes a BUY/SELL right."),
 ) -> None:
     """Step the live loop through a past period and score each sale against the last nowcast
-    published before it."""
+    published before it (for a daily-priced collection: every card-day, with its KPIs)."""
+    if _is_daily(collection):
+        _replay_daily(collection, from_, to, source, horizon, gain, as_json)
+        return
     result = _evaluate(from_, to, cadence, sales, floor, eth_usd, source)
     if export:
         result.export(export)
@@ -183,6 +246,54 @@ def replay(
     _print_accuracy(result.report)
     if export:
         console.print(f"wrote {len(result.replay.predictions)} rows to {export}")
+
+
+def _is_daily(collection: str | None) -> bool:
+    from storage.ingest import COLLECTION_NAMES, DAILY_PRICES
+
+    return bool(collection) and COLLECTION_NAMES.get(collection, ("", ""))[1] == DAILY_PRICES
+
+
+def _replay_daily(collection, from_, to, source, horizon, gain, as_json) -> None:
+    import pandas as pd
+
+    from fairvalue import evaluation
+
+    start = pd.Timestamp(_parse_time(from_)).tz_convert("UTC").tz_localize(None).normalize()
+    end = pd.Timestamp(_parse_time(to)).tz_convert("UTC").tz_localize(None).normalize()
+    if end <= start:
+        raise typer.BadParameter("--to must be after --from")
+    if horizon is not None and not 1 <= horizon <= 90:
+        raise typer.BadParameter("--horizon must be between 1 and 90 days")
+    settings = get_settings().for_collection(collection)
+    with console.status("replaying"):
+        series = evaluation.load_daily(settings, source)
+        report = evaluation.evaluate_daily(series, start, end, settings, horizon, gain)
+    if as_json:
+        print(json.dumps(report, default=str, allow_nan=False))
+        return
+    pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
+    num = lambda v: "-" if v is None else f"{v:,.2f}"  # noqa: E731
+    table = Table(title=f"{collection}: forward accuracy {report['window']['from']} .. {report['window']['to']}")
+    for col in ("", "n", "MAPE", "median APE", "RMSE", "bias", "band coverage"):
+        table.add_column(col, justify="right")
+    for name, m in [("model", report["model"]), ("previous price", report["previous_price"])] + [
+            (f"  {r['value']}", r) for r in report["per_category"]]:
+        table.add_row(name, str(m.get("n", 0)), pct(m.get("mape")), pct(m.get("median_ape")), num(m.get("rmse")),
+                      pct(m.get("bias")), pct(m.get("band_coverage")))
+    console.print(table)
+    worst = sorted(report["per_card"], key=lambda r: -(r.get("mape") or 0))[:5]
+    console.print("worst cards by MAPE: " + ", ".join(f"{r['value']} {pct(r['mape'])}" for r in worst))
+    s = report["signals"]
+    console.print(f"coverage {pct(report['coverage'])} of {report['card_days_priced']} priced card-days; "
+                  f"signal rate {pct(s['signal_rate'])}; alerts {s['distribution']}")
+    console.print(f"over {s['horizon_days']} days, gain {s['gain']:.0%}: BUY precision {pct(s['buy']['precision'])} "
+                  f"recall {pct(s['buy']['recall'])} (n={s['buy']['n_known']}, base rate {pct(s['base_rate_rise'])}); "
+                  f"SELL precision {pct(s['sell']['precision'])} recall {pct(s['sell']['recall'])} "
+                  f"(n={s['sell']['n_known']}, base rate {pct(s['base_rate_fall'])})")
+    st = report["signal_stability"]
+    console.print(f"stability: flip rate {pct(st['flip_rate'])} per card-day, mean run {num(st['mean_run_length'])} "
+                  f"days; alerts per category {report['signals_per_category']}")
 
 
 def _print_accuracy(report: dict) -> None:
@@ -238,13 +349,15 @@ def _parse_params(params: list[str] | None) -> dict:
 def retrain(
     reason: str = typer.Option(..., help="Why (kept with the request)."),
     param: list[str] = typer.Option(None, "--param", help="Training parameter override KEY=VALUE (repeat)."),
+    collection: str = COLLECTION_OPTION,
 ) -> None:
     """Record a training request and publish it to the training queue."""
     from fairvalue import lifecycle
     from tasks.lifecycle import publish_training
 
-    outcome = lifecycle.enqueue_retrain(reason, _parse_params(param))
-    publish_training(outcome.request_id)
+    settings = get_settings().for_collection(collection)
+    outcome = lifecycle.enqueue_retrain(reason, _parse_params(param), settings)
+    publish_training(outcome.request_id, collection=settings.collection)
     console.print(f"training request {outcome.request_id} queued")
 
 
@@ -255,7 +368,11 @@ def promote_cmd(version: int = typer.Argument(..., help="Model version number.")
     from fairvalue import lifecycle
     from tasks.app import app as celery
 
-    result = lifecycle.operator_promote(version, reason)
+    try:
+        result = lifecycle.operator_promote(version, reason)
+    except (LookupError, lifecycle.ArtifactRefused) as exc:
+        console.print(f"[red]not promoted:[/] {exc}")
+        raise typer.Exit(1) from None
     if result["changed"]:
         celery.send_task("fairvalue.nowcast")
     console.print(f"champion: v{result['champion']}" + ("" if result["changed"] else " (unchanged)"))
@@ -300,8 +417,8 @@ def decisions(limit: int = typer.Option(20)) -> None:
     for col in ("id", "when", "decision", "by", "contender", "champion", "reason"):
         table.add_column(col)
     for d in lifecycle.decisions(limit=limit):
-        table.add_row(str(d.id), d.created_at.isoformat(timespec="seconds"), d.decision, d.decided_by,
-                      str(d.contender_version_id), str(d.champion_version_id), d.reason[:80])
+        table.add_row(str(d["id"]), d["created_at"].isoformat(timespec="seconds"), d["decision"], d["by"],
+                      str(d["contender"] or "-"), str(d["champion"] or "-"), d["reason"][:80])
     console.print(table)
 
 
@@ -354,8 +471,8 @@ def up(
     db_upgrade()
     seed()
     if not _has_champion():
-        train(cutoff=None)
-    result = pipeline.nowcast()
+        train(cutoff=None, collection=None)
+    result = pipeline.nowcast(settings)
     console.print(f"published snapshot {result.snapshot_id} ({result.n_items} items)")
     if once:
         return
@@ -396,7 +513,7 @@ def _has_champion() -> bool:
 
 
 @app.command()
-def status() -> None:
+def status(collection: str = COLLECTION_OPTION) -> None:
     """What is stored, who is champion, what is published, and what was rejected."""
     from sqlalchemy import func
     from sqlmodel import select
@@ -408,7 +525,7 @@ def status() -> None:
     from storage.tables import Item, RejectedSale, Sale
 
     with session_scope() as session:
-        coll = pipeline.collection(session, get_settings())
+        coll = pipeline.collection(session, get_settings().for_collection(collection))
         n_items = session.exec(select(func.count()).select_from(Item).where(Item.collection_id == coll.id)).one()
         n_sales = session.exec(select(func.count()).select_from(Sale).where(Sale.collection_id == coll.id)).one()
         rejected = session.exec(
@@ -425,6 +542,42 @@ def status() -> None:
     console.print(f"published snapshot: {f'{snap.id} as of {snap.as_of.isoformat()}' if snap else 'none'}")
 
 
+@cards_app.command("load")
+def cards_load(config: Path = typer.Option(None, help="Card universe YAML (default FAIRVALUE_CARDS_CONFIG).",
+                                           exists=True, dir_okay=False)) -> None:
+    """Validate the card universe and upsert its cards as the collection's items (safe to run again)."""
+    from fairvalue.card_universe import CardConfigError, load_configured
+
+    try:
+        report = load_configured(path=config)
+    except CardConfigError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    console.print(f"collection {report.collection}: {report.new} new, {report.updated} updated, "
+                  f"{report.unchanged} unchanged cards"
+                  + (f"; not in the file (kept): {', '.join(report.not_in_file)}" if report.not_in_file else ""))
+
+
+@cards_app.command("fixture")
+def cards_fixture(
+    out: Path = typer.Option(..., help="CSV to write (date, card_id, market_price, volume)."),
+    days: int = typer.Option(200, min=2), seed: int = typer.Option(7), start: str = typer.Option("2025-01-01"),
+    config: Path = typer.Option(None, exists=True, dir_okay=False, help="Card universe YAML."),
+    events: Path = typer.Option(None, help="Also write what was injected (regimes, spikes) to this CSV."),
+) -> None:
+    """Generate the seeded synthetic price series of the card universe (models/cards_fixture.py)."""
+    from fairvalue.card_universe import read_universe
+    from models.cards_fixture import generate
+
+    universe = read_universe(config or get_settings().cards_config)
+    fixture = generate([(c.id, c.category) for c in universe.cards], days=days, seed=seed, start=start)
+    fixture.prices.to_csv(out, index=False)
+    if events:
+        fixture.events.to_csv(events, index=False)
+    console.print(f"wrote {len(fixture.prices)} prices of {len(universe.cards)} cards over {days} days to {out}; "
+                  f"injected: {fixture.events['kind'].value_counts().to_dict()}")
+
+
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -436,3 +589,84 @@ def _redact(url: str) -> str:
 
 if __name__ == "__main__":
     app()
+
+
+@app.command()
+def explain(
+    item_id: str,
+    top: int = typer.Option(5, help="How many drivers."),
+    comps: int = typer.Option(10, help="How many comparable sales per basis."),
+    as_json: bool = typer.Option(False, "--json", help="Print the explanation as JSON."),
+) -> None:
+    """Why the published fair value of an item is what it is: top drivers and comparable sales."""
+    from fairvalue import explanations
+
+    try:
+        out = explanations.explain_item(item_id, top=top, n_comps=comps)
+    except explanations.NotExplainable as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    console.print(f"item {item_id}: fair value {out['fair_value']:.2f} {out['currency']} "
+                  f"(typical item now {out['typical_value']:.2f}, floor {out['floor']:.2f}; "
+                  f"snapshot {out['snapshot_id']}, model v{out['model_version']})")
+    table = Table(title="drivers vs a typical item")
+    for col in ("group", "effect"):
+        table.add_column(col)
+    for d in out["drivers"]:
+        table.add_row(d["group"], f"{d['effect_pct']:+.1%}")
+    console.print(table)
+    table = Table(title="comparable sales")
+    for col in ("basis", "item", "when", "price", "vs market"):
+        table.add_column(col)
+    for c in out["comparable_sales"]:
+        table.add_row(c["basis"], c["item_id"], c["timestamp"][:16], f"{c['price']:.2f}",
+                      "-" if c["premium_over_market"] is None else f"{c['premium_over_market']:+.0%}")
+    console.print(table)
+
+
+@tokens_app.command("create")
+def tokens_create(name: str = typer.Option(..., help="Who or what the token is for, e.g. alice or ci.")) -> None:
+    """Create an operator token and print it ONCE (only its sha256 is stored)."""
+    from storage import tokens
+    from storage.db import session_scope
+
+    try:
+        with session_scope() as session:
+            token = tokens.create(session, name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--name") from None
+    console.print(f"token {name!r} created; it is shown only now:", style="bold")
+    print(token)
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    """Tokens by name with when they were created, last used and revoked (never the tokens)."""
+    from storage import tokens
+    from storage.db import session_scope
+
+    table = Table(title="operator tokens")
+    for col in ("name", "created", "last used", "revoked"):
+        table.add_column(col)
+    with session_scope() as session:
+        for t in tokens.list_all(session):
+            table.add_row(t.name, *(ts.isoformat(timespec="seconds") if ts else "-"
+                                    for ts in (t.created_at, t.last_used_at, t.revoked_at)))
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(name: str = typer.Argument(..., help="The token's name.")) -> None:
+    """Revoke a token: requests with it get 401 from now on."""
+    from storage import tokens
+    from storage.db import session_scope
+
+    with session_scope() as session:
+        revoked = tokens.revoke(session, name)
+    if not revoked:
+        console.print(f"no active token named {name!r}", style="red")
+        raise typer.Exit(1)
+    console.print(f"token {name!r} revoked")

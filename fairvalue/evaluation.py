@@ -133,3 +133,51 @@ def _records(frame) -> list[dict]:
         return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
                 for row in frame.to_dict(orient="records")]
     return list(frame)
+
+
+# --- daily-priced collections (trading cards) -------------------------------------------
+
+def load_daily(settings: Settings, source: str = "auto"):
+    """The daily series to replay: the database's (when the collection holds prices and source
+    allows) or the bundled fixture (config/cards.yaml + data/cards/prices.csv)."""
+    from models.daily import DailySeries
+
+    if source in ("db", "auto"):
+        from storage.db import session_scope
+        from storage.ingest import ensure_collection
+        from storage.prices import load_daily_series
+
+        try:
+            with session_scope() as session:
+                series = load_daily_series(session, ensure_collection(session, settings.collection))
+        except Exception:
+            if source == "db":
+                raise
+            series = None
+        if series is not None and (len(series.prices) or source == "db"):
+            return series
+    from fairvalue.card_universe import read_universe
+
+    universe = read_universe(settings.cards_config)
+    items = pd.DataFrame({"item_key": [c.id for c in universe.cards], "category": [c.category for c in universe.cards],
+                          "active": [c.active for c in universe.cards]}).set_index("item_key").sort_index()
+    prices = pd.read_csv(settings.data_dir / "cards" / "prices.csv").rename(
+        columns={"date": "day", "card_id": "item_key", "market_price": "price"})
+    prices["day"] = pd.to_datetime(prices["day"]).astype("datetime64[ns]")
+    return DailySeries(items, prices.sort_values(["day", "item_key"]).reset_index(drop=True))
+
+
+def evaluate_daily(series, start: pd.Timestamp, end: pd.Timestamp, settings: Settings,
+                   horizon_days: float | None = None, gain: float | None = None,
+                   retrain_every_days: int | None = None) -> dict[str, Any]:
+    """Replay a daily-priced collection and compute its KPIs (models/daily_eval.py)."""
+    from models.daily_eval import DailyReplayConfig, kpis, replay_daily
+
+    config = DailyReplayConfig(start, end, retrain_every_days=retrain_every_days or max(1, int(
+        settings.retrain_max_age_days)), buy_below=settings.buy_below, sell_above=settings.sell_above)
+    rows, trainings = replay_daily(series, config)
+    report = kpis(rows, series, start, end, int(horizon_days or settings.daily_signal_horizon_days),
+                  gain if gain is not None else settings.daily_signal_gain)
+    report["trainings"] = trainings
+    report["thresholds"] = {"buy_below": settings.buy_below, "sell_above": settings.sell_above}
+    return report

@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 from sqlmodel import Session, select
 
-from fairvalue import pipeline
+from fairvalue import kinds, pipeline
 from fairvalue.settings import Settings, get_settings
 from models import estimator, gates, live, monitor, policy
 from models.diagnostics import price_band, segment_metrics
 from models.features import MarketData, build_features, floor_before
 from models.metrics import valuation_metrics
 from storage import requests
-from storage.artifacts import get_store
+from storage.artifacts import ArtifactError, get_store
 from storage.db import session_scope
 from storage.market import load_market_data
 from storage.registry import (
@@ -38,6 +38,7 @@ from storage.registry import (
     register_version,
     remove_alias,
     set_alias,
+    verify_artifact,
 )
 from storage.tables import (
     Collection,
@@ -97,7 +98,10 @@ def _naive(series: pd.Series) -> pd.Series:
 
 def live_scored(session: Session, coll: Collection, since, statuses=("published",),
                 model_version_id: int | None = None) -> pd.DataFrame:
-    """Sales since `since`, each scored against the latest snapshot published before it."""
+    """Sales since `since`, each scored against the latest snapshot published before it (for a
+    daily-priced collection: the card-days its snapshots valued, see fairvalue/kinds.py)."""
+    if kinds.is_daily(coll):
+        return kinds.DAILY.live_scored(session, coll, since, statuses, model_version_id)
     sales = pd.DataFrame(
         session.exec(select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price)
                      .where(Sale.collection_id == coll.id, Sale.ts >= since)).all(),
@@ -144,7 +148,9 @@ def run_policy(settings: Settings | None = None, now=None) -> PolicyOutcome:
         champion = get_alias(session, coll, CHAMPION)
         live_metrics = _metrics(live_scored(session, coll, now - timedelta(days=settings.policy_live_window_days)))
     drift_summary = None
-    if champion is not None:
+    if champion is not None and kinds.is_daily(coll):
+        drift_summary = {"error": "drift is not measured for daily-priced collections yet"}
+    elif champion is not None:
         try:
             report, _ = pipeline.drift(settings)
             drift_summary = report.summary
@@ -222,6 +228,9 @@ def train_request(request_id: int, worker: str, settings: Settings | None = None
             return {"skipped": f"not claimable (state {request.state if request else 'missing'})"}
         request = session.get(TrainingRequest, request_id)
         params = dict(request.params or {})
+        # The request row, not the message or the worker's default, says which collection.
+        slug = session.get(Collection, request.collection_id).slug
+    settings = settings.for_collection(slug)
     try:
         with _Heartbeat(request_id, worker, lease) as heart:
             with session_scope() as session:
@@ -265,10 +274,13 @@ def train_and_gate(settings: Settings, overrides: dict) -> TrainOutcome:
     `gate_window_days` of sales, unseen by both), apply the gates, then fit the contender on
     everything. When the champion was trained before the window it is scored as it is;
     otherwise its recipe is refitted on the data before the window, like the contender's."""
-    params = _train_params(settings, overrides)
     store = get_store(settings)
     with session_scope() as session:
         coll = pipeline.collection(session, settings)
+        if kinds.is_daily(coll):
+            return _train_and_gate_daily(settings, overrides)
+    params = _train_params(settings, overrides)
+    with session_scope() as session:
         data = load_market_data(session, coll)
         champion = get_alias(session, coll, CHAMPION)
     data.context()  # computed once; the market before the window reuses a slice of it
@@ -311,6 +323,49 @@ def train_and_gate(settings: Settings, overrides: dict) -> TrainOutcome:
     return TrainOutcome(model, data, decision, numbers, champion.id if champion else None)
 
 
+def _train_and_gate_daily(settings: Settings, overrides: dict) -> TrainOutcome:
+    """train_and_gate for a daily-priced collection: contender and champion recipes fitted on
+    the days before the gate window (or the champion's artifact when it was trained before it),
+    both scored on every card-day of the window, the gates applied, then the contender fitted on
+    everything. The previous price is recorded as the baseline (not a hard gate, see kinds.py)."""
+    params = kinds.DAILY.params(overrides)
+    store = get_store(settings)
+    with session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        data = kinds.DAILY.load(session, coll)
+        champion = get_alias(session, coll, CHAMPION)
+    if data.prices.empty:
+        raise ValueError(f"no prices to train on in {coll.slug}")
+    end = data.last_day
+    start = end - pd.Timedelta(days=settings.gate_window_days) + pd.Timedelta(days=1)
+    past = data.before(start)
+    contender, rows = kinds.DAILY.evaluation("contender", kinds.daily.fit(past, params), data, start)
+    evaluations = {"contender": contender}
+    champion_mode = None
+    if champion is not None:
+        champion_end = pd.Timestamp(champion.data_end).tz_convert("UTC").tz_localize(None)
+        if champion_end < start:
+            champion_model, champion_mode = load_model(store, champion), "artifact"
+        else:
+            recipe = {k: v for k, v in champion.params.items() if k in kinds.daily.DailyParams.__dataclass_fields__}
+            champion_model, champion_mode = kinds.daily.fit(past, kinds.DAILY.params(recipe)), "recipe refit"
+        evaluations["champion"] = kinds.DAILY.evaluation("champion", champion_model, data, start)[0]
+    baseline = kinds.DAILY.baseline(data, rows)
+    decision = gates.decide(contender, evaluations.get("champion"), baseline, kinds.DAILY.gate_config(settings))
+    model = kinds.daily.fit(data, params)
+    numbers = {
+        "window": {"from": start.isoformat(), "to": end.isoformat(), "n_card_days": len(rows)},
+        "contender": contender.metrics,
+        "champion": evaluations["champion"].metrics if "champion" in evaluations else None,
+        "champion_scored_as": champion_mode,
+        "previous_price": baseline,
+        "params": params.as_dict(),
+        "chosen": {"window": model.window, "alpha": model.alpha},
+        "device": {"requested": settings.device, "used": "cpu"},
+    }
+    return TrainOutcome(model, data, decision, numbers, champion.id if champion else None)
+
+
 def _evaluation(name: str, model: estimator.FairValueModel, data: MarketData, queries: pd.DataFrame,
                 window: pd.DataFrame) -> gates.Evaluation:
     feats = build_features(data, model.vocab, queries)
@@ -342,11 +397,14 @@ def _register_and_decide(settings: Settings, request_id: int, worker: str, outco
         if not requests.fenced_update(session, request_id, worker, state=requests.DECIDED, lease_expires_at=None):
             raise LeaseLost("lease lost before registering")
         data = outcome.data
+        if kinds.is_daily(coll):
+            data_start, data_end, n_train = kinds.DAILY.span(data)
+        else:
+            data_start = data.sales["ts"].min().tz_localize("UTC").to_pydatetime()
+            data_end, n_train = data.sales["ts"].max().tz_localize("UTC").to_pydatetime(), len(data.sales)
         version = register_version(
             session, store, coll, outcome.model, {"gate_evaluation": outcome.numbers},
-            data_start=data.sales["ts"].min().tz_localize("UTC").to_pydatetime(),
-            data_end=data.sales["ts"].max().tz_localize("UTC").to_pydatetime(),
-            n_train=len(data.sales), code_version=pipeline.code_version(),
+            data_start=data_start, data_end=data_end, n_train=n_train, code_version=pipeline.code_version(),
         )
         request = session.get(TrainingRequest, request_id)
         request.model_version_id = version.id
@@ -359,8 +417,8 @@ def _register_and_decide(settings: Settings, request_id: int, worker: str, outco
             promote(session, coll, version)
         elif decision.decision == "shadow":
             set_alias(session, coll, CONTENDER, version)
-    return {"request_id": request_id, "model_version": version.version, "decision": decision.decision,
-            "reason": decision.reason}
+    return {"request_id": request_id, "collection": coll.slug, "model_version": version.version,
+            "decision": decision.decision, "reason": decision.reason}
 
 
 def _record_decision(session: Session, coll: Collection, decision: str, decided_by: str, reason: str,
@@ -440,6 +498,24 @@ def _rollback(session, coll, champion: ModelVersion, previous: ModelVersion, by:
 
 # --- operators --------------------------------------------------------------------------
 
+class ArtifactRefused(RuntimeError):
+    """The version's artifact is missing or fails its sha256: it must not become champion."""
+
+
+def _refuse_unverified(session: Session, store, coll: Collection, target: ModelVersion,
+                       champion: ModelVersion | None, by: str) -> None:
+    """Read the artifact back before an alias points at it; a bad one is refused (and the
+    refusal recorded) while the champion stays where it is."""
+    try:
+        verify_artifact(store, target)
+    except ArtifactError as exc:
+        reason = f"artifact of version {target.version} refused: {exc}"
+        _record_decision(session, coll, "reject", by, reason, {"artifact_uri": target.artifact_uri,
+                         "sha256": target.sha256}, contender=target.id, champion=champion.id if champion else None)
+        session.commit()
+        raise ArtifactRefused(reason) from exc
+
+
 def operator_promote(version: int, reason: str, settings: Settings | None = None) -> dict:
     settings = settings or get_settings()
     with session_scope() as session:
@@ -451,6 +527,7 @@ def operator_promote(version: int, reason: str, settings: Settings | None = None
         champion = get_alias(session, coll, CHAMPION)
         if champion is not None and champion.id == target.id:
             return {"champion": version, "changed": False}
+        _refuse_unverified(session, get_store(settings), coll, target, champion, "operator")
         promote(session, coll, target)
         _record_decision(session, coll, "promote", "operator", reason, {}, contender=target.id,
                          champion=champion.id if champion else None)
@@ -465,13 +542,21 @@ def operator_rollback(reason: str, settings: Settings | None = None) -> dict:
         previous = get_alias(session, coll, PREVIOUS_CHAMPION)
         if champion is None or previous is None:
             raise LookupError("nothing to roll back to: there is no previous champion")
+        _refuse_unverified(session, get_store(settings), coll, previous, champion, "operator")
         _rollback(session, coll, champion, previous, "operator", reason, {})
         return {"champion": previous.version, "rolled_back_from": champion.version}
 
 
-def decisions(settings: Settings | None = None, limit: int = 50) -> list[PromotionDecision]:
+def decisions(settings: Settings | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Newest first, with model version numbers (not row ids) for contender and champion."""
     settings = settings or get_settings()
     with session_scope() as session:
         coll = pipeline.collection(session, settings)
-        return list(session.exec(select(PromotionDecision).where(PromotionDecision.collection_id == coll.id)
-                                 .order_by(PromotionDecision.id.desc()).limit(limit)).all())
+        rows = session.exec(select(PromotionDecision).where(PromotionDecision.collection_id == coll.id)
+                            .order_by(PromotionDecision.id.desc()).limit(limit)).all()
+        number = dict(session.exec(select(ModelVersion.id, ModelVersion.version)
+                                   .where(ModelVersion.collection_id == coll.id)).all())
+        return [{"id": d.id, "created_at": d.created_at, "decision": d.decision, "by": d.decided_by,
+                 "contender": number.get(d.contender_version_id), "champion": number.get(d.champion_version_id),
+                 "training_request": d.training_request_id, "reason": d.reason, "numbers": d.numbers}
+                for d in rows]

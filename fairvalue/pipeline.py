@@ -19,13 +19,13 @@ import pandas as pd
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from fairvalue import kinds
 from fairvalue.settings import Settings, get_settings
 from models import estimator
 from models.diagnostics import diagnostics, learning_curve, price_band
 from models.drift import DriftReport, drift_report
 from models.features import MarketData, build_features
 from models.metrics import valuation_metrics
-from models.nowcast import value_all_items
 from models.validation import item_key_of
 from storage import ingest as ingest_store
 from storage.artifacts import ArtifactError, get_store
@@ -41,6 +41,16 @@ Progress = Callable[[int], None]
 
 def collection(session: Session, settings: Settings) -> Collection:
     return ingest_store.ensure_collection(session, settings.collection)
+
+
+def is_loaded(settings: Settings) -> bool:
+    """The collection exists and has items (a deployment without cards loaded skips their tasks)."""
+    from storage.tables import Item
+
+    with session_scope() as session:
+        coll = session.exec(select(Collection).where(Collection.slug == settings.collection)).first()
+        return coll is not None and session.exec(
+            select(Item.item_key).where(Item.collection_id == coll.id).limit(1)).first() is not None
 
 
 def code_version() -> str:
@@ -152,6 +162,8 @@ def train(settings: Settings | None = None, cutoff: datetime | None = None) -> T
     params = estimator.TrainParams(max_iter=settings.train_max_iter, random_state=settings.random_seed)
     with session_scope() as session:
         coll = collection(session, settings)
+        if kinds.is_daily(coll):
+            return train_daily(settings, cutoff)
         data = load_market_data(session, coll)
     if cutoff is not None:
         data = data.before(pd.Timestamp(cutoff).tz_convert("UTC").tz_localize(None))
@@ -182,6 +194,29 @@ def train(settings: Settings | None = None, cutoff: datetime | None = None) -> T
         if first:
             promote(session, coll, version)
         return TrainResult(version.version, version.id, version.metrics, first, diagnostics_uri)
+
+
+def train_daily(settings: Settings, cutoff: datetime | None = None) -> TrainResult:
+    """train() for a daily-priced collection: holdout score, fit on everything before `cutoff`,
+    register; the first version becomes champion."""
+    with session_scope() as session:
+        coll = collection(session, settings)
+        data = kinds.DAILY.load(session, coll)
+    if cutoff is not None:
+        data = data.before(pd.Timestamp(cutoff).tz_convert("UTC").tz_localize(None))
+    if data.prices.empty:
+        raise ValueError(f"no prices to train on: load prices into {coll.slug} first")
+    metrics = kinds.holdout_daily(data, settings.holdout_days)
+    model = kinds.fit_daily(data)
+    start, end, n = kinds.DAILY.span(data)
+    with session_scope() as session:
+        coll = collection(session, settings)
+        version = register_version(session, get_store(settings), coll, model, metrics, data_start=start,
+                                   data_end=end, n_train=n, code_version=code_version())
+        first = get_alias(session, coll, CHAMPION) is None
+        if first:
+            promote(session, coll, version)
+        return TrainResult(version.version, version.id, version.metrics, first, None)
 
 
 def holdout_evaluation(data: MarketData, holdout_start: pd.Timestamp, params: estimator.TrainParams):
@@ -232,22 +267,31 @@ def champion_and_market(settings: Settings, store):
         champion = get_alias(session, coll, CHAMPION)
         if champion is None:
             raise LookupError(f"collection {coll.slug} has no champion model: run `fairvalue train`")
-        data = load_market_data(session, coll)
+        data = kinds.kind_of(coll).load(session, coll)
     return coll, champion, load_model(store, champion), data
 
 
 def drift(settings: Settings | None = None, recent_days: int = 30) -> tuple[DriftReport, str | None]:
-    """Drift between the champion's training window and the last `recent_days` of sales
-    (ending at the latest sale): per-feature and prediction drift, archived as HTML."""
+    """Drift between the last `recent_days` of the champion's training window and the last
+    `recent_days` of sales (ending at the latest sale): per-feature and prediction drift, archived as HTML.
+
+    The reference is the *end* of the training window, not all of it: market-state features
+    (floor change, premium, ETH/USD) of one month always differ from those of four years, so a
+    whole-window reference reports drift for every champion, however fresh. Against the month
+    the champion saw last, a fresh champion shows none and a stale one shows how far the market
+    has moved since."""
     settings = settings or get_settings()
     store = get_store(settings)
     coll, champion, model, data = champion_and_market(settings, store)
+    if kinds.is_daily(coll):
+        raise ValueError(f"drift is not measured for daily-priced collections ({coll.slug}) yet")
     ts = data.sales["ts"]
     train_start = pd.Timestamp(champion.data_start).tz_convert("UTC").tz_localize(None)
     train_end = pd.Timestamp(champion.data_end).tz_convert("UTC").tz_localize(None)
+    reference_start = max(train_start, train_end - pd.Timedelta(days=recent_days))
     recent_end = ts.max()
     recent_start = recent_end - pd.Timedelta(days=recent_days)
-    windows = {"reference": (ts >= train_start) & (ts <= train_end), "current": ts > recent_start}
+    windows = {"reference": (ts > reference_start) & (ts <= train_end), "current": ts > recent_start}
     frames, preds = {}, {}
     for name, mask in windows.items():
         sales = data.sales[mask]
@@ -258,7 +302,7 @@ def drift(settings: Settings | None = None, recent_days: int = 30) -> tuple[Drif
         frames["reference"], frames["current"], reference_pred=preds["reference"], current_pred=preds["current"],
         pred_is_log=True,
         meta={"collection": coll.slug, "champion": champion.version,
-              "reference": f"{train_start:%Y-%m-%d} .. {train_end:%Y-%m-%d}",
+              "reference": f"{reference_start:%Y-%m-%d} .. {train_end:%Y-%m-%d}",
               "current": f"{recent_start:%Y-%m-%d} .. {recent_end:%Y-%m-%d}"},
     )
     try:
@@ -280,6 +324,7 @@ class NowcastResult:
     archive_uri: str | None
     archive_error: str | None
     shadows: dict[str, int]
+    shadow_errors: dict[str, str] | None = None
     # Wall seconds of each stage (load, value, write, publish, archive, shadows), recorded
     # with the task run and printed by bench/nowcast.py.
     seconds: dict[str, float] = field(default_factory=dict)
@@ -301,11 +346,9 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     coll, champion, model, data = champion_and_market(settings, store)
     lap("load")
     t = pd.Timestamp(as_of).tz_convert("UTC").tz_localize(None)
-    values = value_all_items(model, data, t, settings.buy_below, settings.sell_above,
-                             settings.signal_max_age_days, threads=settings.predict_threads)
-    seen_ts = data.sales["ts"].to_numpy()
-    seen_ts = seen_ts[seen_ts < np.datetime64(t)]
-    cutoff = pd.Timestamp(seen_ts.max()).tz_localize("UTC").to_pydatetime() if len(seen_ts) else None
+    kind = kinds.kind_of(coll)
+    values = kind.value_all(model, data, t, settings)
+    cutoff = kind.data_cutoff(data, t)
     lap("value")
     rows_csv = snapshot_csv(values)  # one text for the database rows and the archive
     with session_scope() as session:
@@ -317,20 +360,23 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     lap("publish")
     archive_uri, archive_error = archive_snapshot(settings, snapshot.id, values, rows_csv)
     lap("archive")
-    shadows = shadow_nowcasts(settings, coll, data, t, as_of, cutoff)
+    shadows, shadow_errors = shadow_nowcasts(settings, coll, data, t, as_of, cutoff)
     lap("shadows")
     return NowcastResult(snapshot.id, moved, len(values), champion.version, archive_uri, archive_error, shadows,
-                         seconds)
+                         shadow_errors or None, seconds)
 
 
-def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of, cutoff) -> dict[str, int]:
+def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of,
+                    cutoff) -> tuple[dict[str, int], dict[str, str]]:
     """Value the collection with the models watched beside the champion: the previous
     champion during a promotion's probation (the monitor compares against it) and a contender
-    in shadow. Their snapshots are kept with status `shadow` and never published."""
+    in shadow. Their snapshots are kept with status `shadow` and never published. A shadow
+    whose artifact cannot be read is skipped with the reason: it must not fail the nowcast."""
     from storage.registry import CONTENDER, PREVIOUS_CHAMPION, alias_since
 
     store = get_store(settings)
-    written = {}
+    written: dict[str, int] = {}
+    errors: dict[str, str] = {}
     with session_scope() as session:
         watched = []
         since = alias_since(session, coll, PREVIOUS_CHAMPION)
@@ -340,14 +386,18 @@ def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of, cutoff
     for alias, version in watched:
         if version is None:
             continue
-        values = value_all_items(load_model(store, version), data, t, settings.buy_below, settings.sell_above,
-                                 settings.signal_max_age_days, threads=settings.predict_threads)
+        try:
+            model = load_model(store, version)
+        except ArtifactError as exc:
+            errors[alias] = str(exc)
+            continue
+        values = kinds.kind_of(coll).value_all(model, data, t, settings)
         with session_scope() as session:
             snapshot = write_snapshot(session, coll, version.id, as_of, cutoff, values)
             snapshot.status, snapshot.published_at = "shadow", utcnow()
             session.add(snapshot)
         written[alias] = snapshot.id
-    return written
+    return written, errors
 
 
 def archive_snapshot(
@@ -366,3 +416,31 @@ def archive_snapshot(
         snap.archive_uri, snap.archive_sha256 = stored.uri, stored.sha256
         session.add(snap)
     return stored.uri, None
+
+
+@dataclass
+class ArchiveReport:
+    archived: dict[int, str]
+    failed: dict[int, str]
+    pending: int
+
+
+def archive_pending(settings: Settings | None = None, limit: int = 20) -> ArchiveReport:
+    """Retry the archives a store outage left out: published snapshots with no archive, newest
+    first, rebuilt from their stored rows. Safe to run at any time, from any worker."""
+    from storage.snapshots import snapshot_values, unarchived_snapshots
+
+    settings = settings or get_settings()
+    with session_scope() as session:
+        ids = unarchived_snapshots(session, collection(session, settings))
+    report = ArchiveReport({}, {}, len(ids))
+    for snapshot_id in ids[:limit]:
+        with session_scope() as session:
+            values = snapshot_values(session, snapshot_id)
+        uri, error = archive_snapshot(settings, snapshot_id, values)
+        if error:
+            report.failed[snapshot_id] = error
+            break  # the store is still down: the next run retries the rest
+        report.archived[snapshot_id] = uri
+    report.pending = len(ids) - len(report.archived)
+    return report

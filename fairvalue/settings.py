@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The known development value (bandit B105 is right that it is a password): the API refuses it on real servers.
+DEV_WEBHOOK_SECRET = "dev-webhook-secret-change-me"  # nosec B105
 
 
 class Settings(BaseSettings):
@@ -26,6 +29,9 @@ class Settings(BaseSettings):
     artifacts_url: str = Field("", description="s3://bucket/prefix or a local directory.")
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, moto); None means AWS.")
     s3_region: str = "us-east-1"
+    broker_transport_options: dict[str, Any] = Field(
+        default_factory=dict, description="Extra kombu transport options as JSON, over the defaults of "
+        "tasks/app.py, e.g. {\"visibility_timeout\": 7200}.")
     data_dir: Path = Field(PROJECT_ROOT / "data", description="Bundled market data.")
 
     # Market.
@@ -40,7 +46,9 @@ class Settings(BaseSettings):
     )
 
     # Webhooks.
-    webhook_secret: SecretStr = SecretStr("dev-webhook-secret-change-me")
+    webhook_secret: SecretStr = Field(SecretStr(DEV_WEBHOOK_SECRET), description="Only from the environment; "
+                                      "the API refuses this development value outside embedded/dev mode.")
+    dev_mode: bool = Field(False, description="Allow development secrets on real servers (never in production).")
     webhook_tolerance_seconds: int = 300
     max_body_bytes: int = 1_000_000
 
@@ -50,9 +58,11 @@ class Settings(BaseSettings):
     # Serving.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    api_snapshot_refresh_seconds: float = Field(
-        1.0, ge=0, description="How often the API looks at the published pointer; a publish shows within this. "
-        "0 checks on every read.")
+    rate_limit_per_minute: int = Field(300, description="Public GET requests per client IP and minute (429 past "
+                                       "it); 0 turns the limit off. Counted in Redis when the broker is Redis.")
+    cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty means CORS is off.")
+    worker_metrics_port: int = Field(0, description="Port on which each Celery worker serves its Prometheus "
+                                     "metrics; 0 means off.")
 
     # Model.
     code_version: str = Field("", description="Recorded on model versions; empty means `git rev-parse`.")
@@ -80,8 +90,11 @@ class Settings(BaseSettings):
     gate_coverage_max: float = 0.90
     policy_live_window_days: int = 7
     policy_max_live_mape: float = 0.20
-    policy_max_prediction_psi: float = 0.25
-    policy_max_share_drifted: float = 0.30
+    # Drift compares the champion's last training month with the last month of sales (pipeline.drift).
+    # Measured on the bundled data: a fresh champion shows 0 and 0; one three months stale (trained
+    # before 2021-10-01, December 2021 sales) shows share 0.19 and prediction PSI 0.16.
+    policy_max_prediction_psi: float = 0.10
+    policy_max_share_drifted: float = 0.15
     shadow_days: float = Field(3, description="How long a shadowed contender runs beside the champion.")
     probation_days: float = Field(7, description="How long after a promotion the monitor may roll it back.")
     rollback_margin: float = Field(0.10, description="Roll back when live MAPE is this much worse than before.")
@@ -94,6 +107,38 @@ class Settings(BaseSettings):
     signal_horizon_days: float = Field(30, description="How long a BUY/SELL has to prove right.")
     signal_gain: float = Field(0.10, description="Market-adjusted move that makes a BUY (up) or SELL (down) right.")
     backtest_horizon_days: float = Field(90, description="A backtest position closes at the next resale within this.")
+
+    # Trading cards (issue #7): a second collection, a fixed universe of cards with daily prices.
+    cards_config: Path = Field(PROJECT_ROOT / "config" / "cards.yaml", description="The card universe.")
+    card_price_api_url: str = Field("https://www.pokemonpricetracker.com/api/v2",
+                                    description="Base URL of a PokemonPriceTracker-v2-shaped price API.")
+    card_price_api_key: SecretStr = Field(SecretStr(""), description="Bearer key; empty: the collector skips.")
+    card_price_history_days: int = Field(30, description="Days of history asked for per card and run.")
+    card_price_timeout_seconds: float = 10.0
+    card_price_max_attempts: int = Field(4, description="Tries per card (timeouts, 5xx, 429) before giving up.")
+    card_price_backoff_seconds: float = Field(1.0, description="First retry delay; doubles per attempt.")
+    card_price_max_wait_seconds: float = Field(120.0, description="Longest Retry-After the collector honours.")
+    daily_signal_horizon_days: float = Field(14, description="Daily markets: how long a BUY/SELL has to prove "
+                                             "right (7-30 days).")
+    daily_signal_gain: float = Field(0.05, description="Daily markets: a BUY is right when the price rises this "
+                                     "much within the horizon (a SELL when it falls this much).")
+
+    def for_collection(self, slug: str | None) -> Settings:
+        """These settings aimed at another collection (tasks and commands carry the slug)."""
+        if not slug or slug == self.collection:
+            return self
+        return self.model_copy(update={"collection": slug})
+
+    def insecure_secrets(self) -> list[str]:
+        """Development secrets a deployment on real servers must not run with. The embedded
+        setup (SQLite on one machine, `fairvalue up`) and an explicit dev_mode may."""
+        if self.dev_mode or not self.database_url:
+            return []
+        problems = []
+        if self.webhook_secret.get_secret_value() in ("", DEV_WEBHOOK_SECRET):
+            problems.append("FAIRVALUE_WEBHOOK_SECRET is unset or the development value: set a random secret "
+                            "shared with the webhook senders (or FAIRVALUE_DEV_MODE=1 on a development machine)")
+        return problems
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.var_dir / 'fairvalue.db').resolve()}"

@@ -20,6 +20,19 @@ PREMIUM_WINDOW = pd.Timedelta(days=7)
 ITEM_TYPES = ("Alien", "Ape", "Zombie", "Human")
 
 
+@dataclass(frozen=True)
+class CompsWindow:
+    """Which sales count as comparables: the last k of the group within max_age before t."""
+
+    k: int
+    max_age: pd.Timedelta
+
+
+COMPS_TRAIT = CompsWindow(k=15, max_age=pd.Timedelta(days=180))  # items sharing the rarest trait
+COMPS_TYPE = CompsWindow(k=30, max_age=pd.Timedelta(days=365))  # items of the same type
+COMPS_TYPE_COUNT = CompsWindow(k=30, max_age=pd.Timedelta(days=180))  # same type and accessory count
+
+
 @dataclass
 class MarketData:
     """What the model may know: the items, clean sales and daily market inputs.
@@ -75,17 +88,20 @@ class TraitVocabulary:
         known = codes >= 0
         return rows[known], codes[known].astype(np.int64)
 
-    def rarest_trait(self, items: pd.DataFrame) -> pd.Series:
-        """Each item's rarest known trait ("" when it has none); ties go to the first name."""
+    def rarest_trait(self, items: pd.DataFrame, rank: int = 0) -> pd.Series:
+        """Each item's rarest known trait (rank 1: the second rarest; "" when it has none); ties
+        go to the first name."""
         rows, cols = self._pairs(items)
         freq = np.array([self.frequency[t] for t in self.traits])
         # traits are sorted by name, so ordering by (row, frequency, column) breaks ties by name.
         order = np.lexsort((cols, freq[cols], rows))
         rows, cols = rows[order], cols[order]
-        first = np.ones(len(rows), dtype=bool)
-        first[1:] = rows[1:] != rows[:-1]
+        starts = np.ones(len(rows), dtype=bool)
+        starts[1:] = rows[1:] != rows[:-1]
+        group_start = np.maximum.accumulate(np.where(starts, np.arange(len(rows)), 0))
+        picked = (np.arange(len(rows)) - group_start) == rank
         out = np.full(len(items), "", dtype=object)
-        out[rows[first]] = np.asarray(self.traits, dtype=object)[cols[first]]
+        out[rows[picked]] = np.asarray(self.traits, dtype=object)[cols[picked]]
         return pd.Series(out, index=items.index, dtype=object, name="accessories")
 
     def item_features(self, items: pd.DataFrame) -> pd.DataFrame:
@@ -169,12 +185,31 @@ def market_features(data: MarketData, context: pd.DataFrame, query_times: np.nda
     return pd.DataFrame(out)
 
 
+def window_medians(g_times: np.ndarray, g_excess: np.ndarray, t: np.ndarray, k: int,
+                   max_age: pd.Timedelta) -> tuple[np.ndarray, np.ndarray]:
+    """For each query time t: median of the last k values (within max_age) of one group's sales
+    strictly before t, and how many there were. g_times must be sorted."""
+    padded = np.append(g_excess, np.nan)
+    hi = np.searchsorted(g_times, t, "left")
+    lo = np.maximum(np.searchsorted(g_times, t - np.timedelta64(max_age), "left"), hi - k)
+    # Window of up to k sales before each query, as a (queries x k) matrix padded with NaN.
+    idx = lo[:, None] + np.arange(k)[None, :]
+    window = padded[np.where(idx < hi[:, None], idx, len(padded) - 1)]
+    found = np.isfinite(window).sum(axis=1)
+    medians = np.full(len(t), np.nan)
+    ok = found > 0
+    with np.errstate(all="ignore"):
+        medians[ok] = np.nanmedian(window[ok], axis=1)
+    return medians, found
+
+
 def comparable_premiums(
     context: pd.DataFrame, group_of_sale: np.ndarray, query_groups: np.ndarray, query_times: np.ndarray,
-    k: int = 15, max_age: pd.Timedelta = pd.Timedelta(days=180),
+    window: CompsWindow = COMPS_TRAIT,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Median excess premium of the last k sales before t (within max_age) in the query's group
     (e.g. items sharing its rarest trait), and how many were found."""
+    k, max_age = window.k, window.max_age
     medians = np.full(len(query_groups), np.nan)
     counts = np.zeros(len(query_groups))
     times = context["ts"].to_numpy()
@@ -188,22 +223,38 @@ def comparable_premiums(
         members = order[a:b]  # indices into context, in time order (context is sorted by ts)
         if not len(members):
             continue
-        g_times, g_excess = times[members], np.append(excess[members], np.nan)
         queries = np.flatnonzero(query_groups == group)
-        t = query_times[queries]
-        hi = np.searchsorted(g_times, t, "left")
-        lo = np.maximum(np.searchsorted(g_times, t - np.timedelta64(max_age), "left"), hi - k)
-        # Window of up to k sales before each query, as a (queries x k) matrix padded with NaN.
-        offsets = np.arange(k)
-        idx = lo[:, None] + offsets[None, :]
-        idx = np.where(idx < hi[:, None], idx, len(g_excess) - 1)
-        window = g_excess[idx]
-        found = np.isfinite(window).sum(axis=1)
-        with np.errstate(all="ignore"):
-            ok = found > 0
-            medians[queries[ok]] = np.nanmedian(window[ok], axis=1)
-        counts[queries] = found
+        medians[queries], counts[queries] = window_medians(times[members], excess[members], query_times[queries],
+                                                           k, max_age)
     return medians, counts
+
+
+def all_trait_comps(context: pd.DataFrame, items: pd.DataFrame, vocab: TraitVocabulary, query_keys: np.ndarray,
+                    query_times: np.ndarray, window: CompsWindow = COMPS_TRAIT) -> tuple[np.ndarray, np.ndarray]:
+    """Over every trait of each query item, the median excess premium of the last k sales
+    (within max_age) of items with that trait: their mean and max over the item's traits (NaN
+    when no trait has comps). The rarest trait alone misses what the others add."""
+    member = vocab.item_features(items)[[f"trait:{t}" for t in vocab.traits]] > 0
+    sale_member = member.reindex(context["item_key"], fill_value=False).to_numpy(dtype=bool)
+    query_member = member.reindex(query_keys, fill_value=False).to_numpy(dtype=bool)
+    times = context["ts"].to_numpy()
+    excess = context["excess_premium"].to_numpy()
+    stack = np.full((len(query_keys), 8), np.nan)  # punks have at most 7 accessories
+    filled = np.zeros(len(query_keys), dtype=int)
+    for j in range(len(vocab.traits)):
+        sale_in = sale_member[:, j]
+        query_in = np.flatnonzero(query_member[:, j])
+        if not sale_in.any() or not len(query_in):
+            continue
+        med, _ = window_medians(times[sale_in], excess[sale_in], query_times[query_in], window.k, window.max_age)
+        cols = np.minimum(filled[query_in], stack.shape[1] - 1)
+        stack[query_in, cols] = med
+        filled[query_in] += 1
+    some = np.isfinite(stack).any(axis=1)
+    means, highs = np.full(len(query_keys), np.nan), np.full(len(query_keys), np.nan)
+    means[some] = np.nanmean(stack[some], axis=1)
+    highs[some] = np.nanmax(stack[some], axis=1)
+    return means, highs
 
 
 def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFrame) -> pd.DataFrame:
@@ -250,17 +301,54 @@ def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFra
     sale_rarest = rarest.reindex(context["item_key"]).fillna("").to_numpy(dtype=object)
     query_rarest = rarest.reindex(q["item_key"]).fillna("").to_numpy(dtype=object)
     feats["comps_trait_excess_premium"], feats["comps_trait_count"] = comparable_premiums(
-        context, sale_rarest, query_rarest, query_times)
+        context, sale_rarest, query_rarest, query_times, COMPS_TRAIT)
     sale_type = data.items["item_type"].reindex(context["item_key"]).fillna("").to_numpy(dtype=object)
     query_type = items["item_type"].fillna("").to_numpy(dtype=object)
     feats["comps_type_excess_premium"], feats["comps_type_count"] = comparable_premiums(
-        context, sale_type, query_type, query_times, k=30, max_age=pd.Timedelta(days=365))
+        context, sale_type, query_type, query_times, COMPS_TYPE)
+
+    # ... of its second-rarest trait, of its type with the same accessory count, and over all its traits.
+    second = vocab.rarest_trait(data.items, rank=1)
+    feats["comps_trait2_excess_premium"], feats["comps_trait2_count"] = comparable_premiums(
+        context, second.reindex(context["item_key"]).fillna("").to_numpy(dtype=object),
+        second.reindex(q["item_key"]).fillna("").to_numpy(dtype=object), query_times, COMPS_TRAIT)
+    type_count = data.items["item_type"].astype(str) + "|" + data.items["accessory_count"].astype(str)
+    feats["comps_type_count_excess_premium"], feats["comps_type_count_count"] = comparable_premiums(
+        context, type_count.reindex(context["item_key"]).fillna("").to_numpy(dtype=object),
+        type_count.reindex(q["item_key"]).fillna("").to_numpy(dtype=object), query_times, COMPS_TYPE_COUNT)
+    feats["comps_traits_mean_excess_premium"], feats["comps_traits_max_excess_premium"] = all_trait_comps(
+        context, data.items, vocab, q["item_key"].to_numpy(), query_times)
+
+    # The item's last price carried forward by the market's move since: last price x (sales
+    # index now / sales index then), over the floor now.
+    last_ts = pd.DatetimeIndex(joined["last_ts"].to_numpy())
+    index_then = np.full(len(q), np.nan)
+    if (~last_ts.isna()).any():
+        index_then[~last_ts.isna()] = sales_index(data.sales, last_ts[~last_ts.isna()]).to_numpy()
+    with np.errstate(all="ignore"):
+        feats["last_sale_market_adjusted_log_premium"] = np.log(
+            joined["last_price"].to_numpy(dtype=float) * index.to_numpy() / index_then
+            / floor_before(data.market, q["ts"]))
 
     feats.index = queries.index
     feats["floor"] = floor_before(data.market, q["ts"])
     feats["last_price"] = joined["last_price"].to_numpy()
     feats["last_sale_at"] = joined["last_ts"].to_numpy()
     return feats
+
+
+def comparable_sale_rows(data: MarketData, group_of_item: pd.Series, group: str, t: pd.Timestamp,
+                         window: CompsWindow) -> pd.DataFrame:
+    """The sales comparable_premiums() takes for a query of `group` at t, oldest first, with their
+    event_id, item_key, ts, price and excess_premium (what a person checks a valuation against)."""
+    context = data.context()
+    in_group = (group_of_item.reindex(context["item_key"]).to_numpy() == group)
+    times = context["ts"].to_numpy()
+    recent = (times < np.datetime64(t)) & (times >= np.datetime64(t - window.max_age))
+    picked = np.flatnonzero(in_group & recent)[-window.k:]
+    rows = context.iloc[picked][["ts", "item_key", "price", "excess_premium"]].copy()
+    rows.insert(0, "event_id", data.sales["event_id"].to_numpy()[picked])
+    return rows.reset_index(drop=True)
 
 
 # Columns of build_features() that describe the query rather than feed the estimator.

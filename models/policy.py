@@ -9,9 +9,9 @@ so a number exactly at a threshold does not retrain):
 - "no champion": champion_age_days is None (there is no champion at all). Always retrain.
 - live error: live["mape"] > max_live_mape, counted only when live["n"] >= live_min_n (a handful of
   sales says little). Reason "live_mape 0.23 > 0.20 on 45 sales".
-- feature drift: drift_summary["share_drifted"] > max_share_drifted. Reason "feature drift share 0.40 > 0.30".
+- feature drift: drift_summary["share_drifted"] > max_share_drifted. Reason "feature drift share 0.40 > 0.15".
 - prediction drift: drift_summary["prediction_psi"] > max_prediction_psi. Reason
-  "prediction drift psi 0.31 > 0.25".
+  "prediction drift psi 0.31 > 0.10".
 - age: champion_age_days > max_champion_age_days. Reason "champion is 9.0 days old > 7".
 Missing, None or non-finite numbers never trigger (a drift report that failed is not drift); they
 are recorded in `numbers` and explained in `notes`. Every trigger that fires is listed, in the order above.
@@ -42,8 +42,8 @@ REASON_KINDS = (
 class PolicyConfig:
     max_live_mape: float = 0.20
     live_min_n: int = 30
-    max_share_drifted: float = 0.30
-    max_prediction_psi: float = 0.25
+    max_share_drifted: float = 0.15
+    max_prediction_psi: float = 0.10
     max_champion_age_days: float = 7.0
 
     def as_dict(self) -> dict[str, Any]:

@@ -24,6 +24,8 @@ COLUMN_ALIASES = {
     "source": ("source",),
 }
 REQUIRED = ("event_id", "timestamp", "item_key", "price")
+TEXT_FIELDS = ("event_id", "item_key", "seller", "buyer", "source")
+MAX_EVENT_ID = 200
 FUTURE_SLACK = timedelta(minutes=5)
 
 
@@ -127,6 +129,14 @@ def validate_row(
     missing = [f for f in REQUIRED if _pick(row, f) in (None, "")]
     if missing:
         return Rejection(raw, Reason.MISSING_FIELD, f"missing {', '.join(missing)}")
+    for name in TEXT_FIELDS:
+        value = _pick(row, name)
+        if isinstance(value, dict | list):
+            return Rejection(raw, Reason.MALFORMED_ROW, f"{name} must be text or a number, not {type(value).__name__}")
+        if isinstance(value, str) and "\x00" in value:  # no database stores NUL in text
+            return Rejection(raw, Reason.MALFORMED_ROW, f"{name} contains a NUL character")
+    if len(str(_pick(row, "event_id")).strip()) > MAX_EVENT_ID:
+        return Rejection(raw, Reason.MALFORMED_ROW, f"event id longer than {MAX_EVENT_ID} characters")
     try:
         ts = parse_timestamp(_pick(row, "timestamp"))
     except (ValueError, TypeError) as exc:
@@ -155,7 +165,7 @@ def validate_row(
             f"price {price} < {min_floor_fraction} x floor {floor} of {ts.date()}",
         )
     return CleanSale(
-        event_id=str(_pick(row, "event_id")).strip()[:200],
+        event_id=str(_pick(row, "event_id")).strip(),
         ts=ts,
         item_key=item_key,
         price=price,

@@ -67,11 +67,18 @@ class LocalStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             if not path.exists():
-                # Write then rename, so a reader never sees half an object.
+                # Write then rename, so a reader never sees half an object; a failed write
+                # (disk full, quota) removes its temporary file.
                 fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, path)
+                try:
+                    with os.fdopen(fd, "wb") as fh:
+                        fh.write(data)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    os.replace(tmp, path)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
         except OSError as exc:
             raise ArtifactError(f"cannot write artifact {path}: {exc.strerror or exc}") from exc
         return StoredObject(uri=path.resolve().as_uri(), sha256=digest, size=len(data))

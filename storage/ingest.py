@@ -15,7 +15,11 @@ from models.validation import FloorLookup, Reason, Rejection, validate_batch
 from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale, utcnow
 from storage.upsert import insert_ignoring_conflicts, upsert
 
-COLLECTION_NAMES = {"cryptopunks": ("CryptoPunks", "unique_items", "ETH")}
+UNIQUE_ITEMS, DAILY_PRICES = "unique_items", "daily_prices"  # collection kinds
+COLLECTION_NAMES = {
+    "cryptopunks": ("CryptoPunks", UNIQUE_ITEMS, "ETH"),
+    "cards": ("Pokémon cards", DAILY_PRICES, "USD"),
+}
 
 
 def ensure_collection(session: Session, slug: str) -> Collection:
@@ -190,16 +194,21 @@ def ingest_sales(
     return report
 
 
+def _text(value: str | None) -> str | None:
+    """Text columns cannot hold NUL; a refused row may (it is kept whole, escaped, in `row`)."""
+    return None if value is None else value.replace("\x00", "\ufffd")
+
+
 def store_rejections(session: Session, collection: Collection, rejections: list[Rejection], origin: str) -> None:
     rows = [
         {
             "collection_id": collection.id,
-            "event_id": r.event_id,
+            "event_id": _text(r.event_id),
             "reason": r.reason,
-            "detail": r.detail[:1000],
+            "detail": _text(r.detail[:1000]),
             "row": _json_safe(r.row),
             "row_hash": r.row_hash,
-            "origin": origin[:200],
+            "origin": _text(origin[:200]),
             "rejected_at": utcnow(),
         }
         for r in rejections

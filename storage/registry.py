@@ -7,6 +7,7 @@ promoting or rolling back is one update of that row.
 from __future__ import annotations
 
 from collections import OrderedDict
+from threading import Lock
 from typing import Any
 
 from sqlalchemy import func
@@ -101,20 +102,37 @@ def alias_since(session: Session, collection: Collection, alias: str):
     return row.updated_at if row else None
 
 
-# Models already loaded in this process, by the sha256 their bytes were verified against.
-# Artifacts are content-addressed, so a digest names one model for good; unpickling the
-# champion on every nowcast cost more than predicting 10,000 items (bench/nowcast.py).
-_LOADED: OrderedDict[str, FairValueModel] = OrderedDict()
-_LOADED_MAX = 4
+_VERIFIED: OrderedDict[tuple[str, str], FairValueModel] = OrderedDict()
+_VERIFIED_LOCK = Lock()
+_VERIFIED_MAX = 4
 
 
-def load_model(store: ArtifactStore, version: ModelVersion) -> FairValueModel:
-    """Fetch and verify (sha256) before unpickling: joblib must never load unchecked bytes."""
-    model = _LOADED.get(version.sha256)
-    if model is None:
-        model = FairValueModel.from_bytes(store.get(version.artifact_uri, version.sha256))
-        _LOADED[version.sha256] = model
-        while len(_LOADED) > _LOADED_MAX:
-            _LOADED.popitem(last=False)
-    _LOADED.move_to_end(version.sha256)
+def load_model(store: ArtifactStore, version: ModelVersion):
+    """Fetch and verify (sha256) before unpickling: joblib must never load unchecked bytes.
+    The estimator name says which model class the artifact must hold.
+
+    A worker keeps the last few verified models in memory (keyed by uri and sha256, so a new
+    version is never confused with an old one): an artifact store outage then does not stop
+    nowcasts with a model this process already verified."""
+    key = (version.artifact_uri, version.sha256)
+    with _VERIFIED_LOCK:
+        if key in _VERIFIED:
+            _VERIFIED.move_to_end(key)
+            return _VERIFIED[key]
+    data = store.get(version.artifact_uri, version.sha256)
+    if version.estimator.startswith("daily-"):
+        from models.daily import DailyFairValueModel
+
+        model = DailyFairValueModel.from_bytes(data)
+    else:
+        model = FairValueModel.from_bytes(data)
+    with _VERIFIED_LOCK:
+        _VERIFIED[key] = model
+        while len(_VERIFIED) > _VERIFIED_MAX:
+            _VERIFIED.popitem(last=False)
     return model
+
+
+def verify_artifact(store: ArtifactStore, version: ModelVersion) -> None:
+    """Read the artifact back and check its sha256 (raises IntegrityError / ArtifactError)."""
+    store.get(version.artifact_uri, version.sha256)

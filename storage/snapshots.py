@@ -136,6 +136,27 @@ def published_snapshot(session: Session, collection: Collection) -> NowcastSnaps
     ).first()
 
 
+def unarchived_snapshots(session: Session, collection: Collection) -> list[int]:
+    """Published snapshots whose archive is missing (the store was down), newest first."""
+    return list(session.exec(
+        select(NowcastSnapshot.id).where(NowcastSnapshot.collection_id == collection.id,
+                                         NowcastSnapshot.status == "published",
+                                         NowcastSnapshot.archive_uri.is_(None))
+        .order_by(NowcastSnapshot.id.desc())
+    ).all())
+
+
+def snapshot_values(session: Session, snapshot_id: int) -> pd.DataFrame:
+    """A stored snapshot's rows in the form the nowcast produced them (naive UTC times)."""
+    rows = session.exec(
+        select(*(getattr(NowcastRow, c) for c in ROW_COLUMNS)).where(NowcastRow.snapshot_id == snapshot_id)
+        .order_by(NowcastRow.item_key)
+    ).all()
+    values = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+    values["last_sale_at"] = pd.to_datetime(values["last_sale_at"], utc=True).dt.tz_localize(None)
+    return values
+
+
 def snapshot_csv(values: pd.DataFrame) -> str:
     """The rows of a snapshot as CSV text, the one form both the database and the archive get:
     6 significant digits, UTC ISO times with Z, empty for none. Times are formatted by numpy

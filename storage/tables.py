@@ -86,6 +86,24 @@ class MarketDay(SQLModel, table=True):
     eth_usd: float | None = None
 
 
+class DailyPrice(SQLModel, table=True):
+    """One observed market price of an item on one day (daily-priced collections: trading cards).
+
+    Keyed by (collection, item, day) so collecting the same history again is an idempotent upsert;
+    a source that revises a day overwrites it (updated_at says when)."""
+
+    __tablename__ = "daily_prices"
+    __table_args__ = (Index("ix_daily_prices_collection_day", "collection_id", "day"),)
+
+    collection_id: int = Field(foreign_key="collections.id", primary_key=True)
+    item_key: str = Field(primary_key=True, max_length=64)
+    day: date = Field(primary_key=True)
+    price: float
+    volume: int | None = None
+    source: str = Field(default="", max_length=200)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 class ModelVersion(SQLModel, table=True):
     __tablename__ = "model_versions"
     __table_args__ = (UniqueConstraint("collection_id", "version", name="uq_model_version"),)
@@ -219,3 +237,39 @@ class TaskRun(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class ApiToken(SQLModel, table=True):
+    """An operator's bearer token. Only its sha256 is stored: the token is printed once at
+    creation and cannot be read back. Revoking keeps the row (who had access, and until when)."""
+
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=100)
+    token_sha256: str = Field(unique=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """Every signed webhook call we answered, accepted or refused, with why.
+
+    `accepted_signature` (the sha256 of the signature header) is unique: a delivery whose exact
+    signature was already accepted is a replay and is refused. Refusals leave it NULL, so one
+    sender retrying a refused call is not blocked. Bodies are not kept, only their digest."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: int | None = Field(default=None, primary_key=True)
+    received_at: datetime = Field(default_factory=utcnow, index=True)
+    signature_sha256: str | None = Field(default=None, max_length=64, index=True)
+    accepted_signature: str | None = Field(default=None, max_length=64, unique=True)
+    signed_at: datetime | None = Field(default=None, description="The t= of the signature header.")
+    body_sha256: str = Field(max_length=64)
+    body_bytes: int = 0
+    status_code: int
+    outcome: str = Field(max_length=32, index=True, description="accepted, or why it was refused")
+    reason: str = ""
+    client: str = Field(default="", max_length=64)

@@ -9,7 +9,7 @@ import beat_schedule
 from fairvalue.settings import Settings, get_settings
 from tasks import queues
 
-TASK_MODULES = ["tasks.nowcast", "tasks.ingest", "tasks.lifecycle"]
+TASK_MODULES = ["tasks.nowcast", "tasks.ingest", "tasks.lifecycle", "tasks.cards"]
 
 
 def broker_options(settings: Settings) -> dict:
@@ -21,9 +21,10 @@ def broker_options(settings: Settings) -> dict:
         (folder / "processed").mkdir(parents=True, exist_ok=True)
         return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
                 "processed_folder": str(folder / "processed"), "store_processed": False}
-    # Redis redelivers an unacked message after this long. Longer than any task runs, so a
-    # slow task is not started twice by the broker; the database lease guards training anyway.
-    return {"visibility_timeout": 2 * 3600}
+    # Redis redelivers an unacked message (its worker died) after this long. Longer than any
+    # task runs, so a slow task is not started twice by the broker; the database lease guards
+    # training anyway. The fault tests shorten it to see a killed worker's message come back.
+    return {"visibility_timeout": 2 * 3600, **settings.broker_transport_options}
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_queues=[Queue(name, routing_key=name) for name in queues.ALL],
         task_routes={
             "fairvalue.nowcast": {"queue": queues.NOWCAST},
+            "fairvalue.archive": {"queue": queues.DEFAULT},
             "fairvalue.ingest.*": {"queue": queues.INGEST},
             "fairvalue.training.train": {"queue": queues.TRAINING},
             "fairvalue.training.sweep": {"queue": queues.DEFAULT},
@@ -62,3 +64,5 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+import tasks.metrics  # noqa: E402,F401  (connects the task-metrics signals in every worker)

@@ -6,7 +6,7 @@ ids: the database decides whether there is anything to do.
 
 from __future__ import annotations
 
-from fairvalue import lifecycle
+from fairvalue import lifecycle, pipeline
 from fairvalue.settings import get_settings
 from storage.runs import recorded_run
 from tasks import queues
@@ -15,29 +15,36 @@ from tasks.app import app
 TRAIN = "fairvalue.training.train"
 
 
-def publish_training(request_id: int, countdown: float | None = None) -> None:
+def publish_training(request_id: int, countdown: float | None = None, collection: str | None = None) -> None:
     """Publish a request's id to the training queue, then note that it was published (the
-    request row was committed before: a crash in between leaves it for the sweep)."""
-    app.send_task(TRAIN, args=[request_id], queue=queues.TRAINING, countdown=countdown)
+    request row was committed before: a crash in between leaves it for the sweep). The
+    collection travels along for the logs; the request row decides."""
+    kwargs = {"collection": collection} if collection else None
+    app.send_task(TRAIN, args=[request_id], kwargs=kwargs, queue=queues.TRAINING, countdown=countdown)
     lifecycle.mark_published(request_id)
 
 
 @app.task(name="fairvalue.policy", bind=True)
-def retrain_policy(self) -> dict:
+def retrain_policy(self, collection: str | None = None) -> dict:
     with recorded_run("fairvalue.policy", self.request.id) as run:
+        settings = get_settings().for_collection(collection)
+        run["collection"] = settings.collection
         if lifecycle.is_paused("policy"):
             run.update(status="skipped", reason="paused")
             return dict(run)
-        outcome = lifecycle.run_policy()
+        if collection and not pipeline.is_loaded(settings):
+            run.update(status="skipped", reason=f"collection {collection} is not loaded")
+            return dict(run)
+        outcome = lifecycle.run_policy(settings)
         run.update(retrain=outcome.retrain, reasons=outcome.reasons, request_id=outcome.request_id,
                    new_request=outcome.new_request)
         if outcome.new_request:
-            publish_training(outcome.request_id)
+            publish_training(outcome.request_id, collection=settings.collection)
         return dict(run)
 
 
 @app.task(name=TRAIN, bind=True, acks_late=True, reject_on_worker_lost=True)
-def train(self, request_id: int) -> dict:
+def train(self, request_id: int, collection: str | None = None) -> dict:
     with recorded_run(TRAIN, self.request.id) as run:
         run["request_id"] = request_id
         try:
@@ -50,7 +57,7 @@ def train(self, request_id: int) -> dict:
             raise
         run.update(result)
         if result.get("decision") == "promote":
-            app.send_task("fairvalue.nowcast", queue=queues.NOWCAST)
+            app.send_task("fairvalue.nowcast", kwargs={"collection": result.get("collection")}, queue=queues.NOWCAST)
         return dict(run)
 
 
@@ -65,12 +72,17 @@ def sweep(self) -> dict:
 
 
 @app.task(name="fairvalue.monitor", bind=True)
-def monitor(self) -> dict:
+def monitor(self, collection: str | None = None) -> dict:
     with recorded_run("fairvalue.monitor", self.request.id) as run:
+        settings = get_settings().for_collection(collection)
+        run["collection"] = settings.collection
         if lifecycle.is_paused("monitor"):
             run.update(status="skipped", reason="paused")
             return dict(run)
-        run.update(lifecycle.run_monitor())
+        if collection and not pipeline.is_loaded(settings):
+            run.update(status="skipped", reason=f"collection {collection} is not loaded")
+            return dict(run)
+        run.update(lifecycle.run_monitor(settings))
         if "rolled_back_to" in run or run.get("shadow", {}).get("decision") == "promote":
-            app.send_task("fairvalue.nowcast", queue=queues.NOWCAST)
+            app.send_task("fairvalue.nowcast", kwargs={"collection": settings.collection}, queue=queues.NOWCAST)
         return dict(run)

@@ -1,4 +1,5 @@
-"""Nowcast task: value every item with the champion and publish the snapshot."""
+"""Nowcast task: value every item with the champion and publish the snapshot; and the retry of
+archives a store outage left out."""
 
 from __future__ import annotations
 
@@ -6,16 +7,37 @@ from datetime import datetime
 
 from fairvalue import pipeline
 from fairvalue.lifecycle import is_paused
+from fairvalue.settings import get_settings
 from storage.runs import recorded_run
 from tasks.app import app
 
+ARCHIVE = "fairvalue.archive"
+
 
 @app.task(name="fairvalue.nowcast", bind=True)
-def nowcast(self, as_of: str | None = None) -> dict:
+def nowcast(self, as_of: str | None = None, collection: str | None = None) -> dict:
     with recorded_run("fairvalue.nowcast", self.request.id) as run:
+        settings = get_settings().for_collection(collection)
+        run["collection"] = settings.collection
         if is_paused("nowcast"):
             run.update(status="skipped", reason="paused")
             return dict(run)
-        result = pipeline.nowcast(as_of=datetime.fromisoformat(as_of) if as_of else None)
+        if collection and not pipeline.is_loaded(settings):
+            run.update(status="skipped", reason=f"collection {collection} is not loaded")
+            return dict(run)
+        result = pipeline.nowcast(settings, as_of=datetime.fromisoformat(as_of) if as_of else None)
         run.update(result.__dict__)
+        if result.archive_error is None:
+            # The store answers again: archive what an earlier outage left out (usually nothing).
+            run["late_archives"] = pipeline.archive_pending(limit=5).archived
         return result.__dict__
+
+
+@app.task(name=ARCHIVE, bind=True)
+def archive(self) -> dict:
+    with recorded_run(ARCHIVE, self.request.id) as run:
+        report = pipeline.archive_pending()
+        run.update(archived=report.archived, failed=report.failed, pending=report.pending)
+        if report.failed:
+            run["status"] = "failed"
+        return dict(run)

@@ -34,6 +34,8 @@ os.environ.update(
         "FAIRVALUE_S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
         "FAIRVALUE_TRAIN_MAX_ITER": "40",
         "FAIRVALUE_WEBHOOK_SECRET": "test-secret",
+        # Tests hammer the API from one client; tests/integration/test_api_auth_limits.py turns it on.
+        "FAIRVALUE_RATE_LIMIT_PER_MINUTE": "0",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -42,5 +44,6 @@ os.environ.update(
 # One OpenMP thread per test process: on a shared 2-core host, scikit-learn's default (one
 # thread per core) spins at barriers and made a 40 s test file time out (bench/nowcast.py).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# Tests publish and read right after: the API checks the published pointer on every read.
-os.environ.setdefault("FAIRVALUE_API_SNAPSHOT_REFRESH_SECONDS", "0")
+
+# The real-parts fixtures (database, broker, s3, seeded, worker, client) for tests/integration and tests/faults.
+pytest_plugins = ["tests.realparts"]

@@ -27,9 +27,34 @@ def test_item_valuation(client):
     assert body["snapshot"]["published_at"].endswith("Z")
 
 
+def test_item_explanation_matches_the_published_value(client):
+    from datetime import timedelta
+
+    from fairvalue import pipeline
+
+    # Two fresh Alien sales, so that the type's comparables window (a year) holds something now.
+    sold_at = utcnow() - timedelta(hours=1)
+    pipeline.ingest_sales_rows([{"event_id": f"explain-{key}", "item_id": key, "price": 4000.0,
+                                 "timestamp": (sold_at + timedelta(minutes=i)).isoformat()}
+                                for i, key in enumerate(("3100", "5822"))], "test")
+    pipeline.nowcast()
+    value = client.get("/v1/items/7804").json()
+    body = client.get("/v1/items/7804/explanation?top=4&comps=6").json()
+
+    assert body["model_version"] == value["model_version"] and body["snapshot_id"] == value["snapshot"]["id"]
+    assert body["fair_value"] == pytest.approx(value["fair_value"], rel=1e-6)
+    assert 1 <= len(body["drivers"]) <= 4 and "trait:" in " ".join(d["group"] for d in body["drivers"])
+    assert 0 < len(body["comparable_sales"]) <= 2 * 6  # up to 6 per basis: rarest trait, type
+    assert all(c["timestamp"] < body["as_of"] for c in body["comparable_sales"])  # ISO strings, both naive UTC
+    assert {c["item_id"] for c in body["comparable_sales"] if c["basis"] == "type: Alien"} == {"3100", "5822"}
+
+
 @pytest.mark.parametrize(
     "path, status",
     [
+        ("/v1/items/10000/explanation", 404),
+        ("/v1/items/7804/explanation?top=0", 400),
+        ("/v1/items/7804/explanation?comps=x", 400),
         ("/v1/items/10000", 404),
         ("/v1/items/abc%20def", 400),
         ("/v1/items/" + "9" * 80, 400),

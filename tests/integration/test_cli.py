@@ -99,6 +99,7 @@ def test_train_stores_diagnostics_with_the_version(seeded, s3):
 
 def test_drift_report_as_data_and_html(seeded, tmp_path):
     import json
+    from datetime import date
 
     out = tmp_path / "drift.html"
     result = runner.invoke(app, ["drift", "--days", "30", "--out", str(out), "--json"])
@@ -106,7 +107,9 @@ def test_drift_report_as_data_and_html(seeded, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["summary"]["n_features"] > 50
-    assert report["summary"]["n_cur"] > 0 and report["summary"]["n_ref"] > report["summary"]["n_cur"]
+    assert report["summary"]["n_cur"] > 0 and report["summary"]["n_ref"] > 0
+    ref_start, ref_end = (date.fromisoformat(d) for d in report["meta"]["reference"].split(" .. "))
+    assert (ref_end - ref_start).days <= 30  # the champion's last training month, not its whole window
     assert report["prediction"]["psi"] is not None
     assert "<table" in out.read_text()
 

@@ -6,7 +6,6 @@ Training requests use small boosting budgets (request params) so each trains in 
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 import pytest
@@ -16,7 +15,7 @@ from fairvalue import lifecycle
 from storage.db import session_scope
 from storage.tables import ModelVersion, PromotionDecision, TrainingRequest
 from tasks.lifecycle import publish_training
-from tests.integration.conftest import start_worker, stop_worker
+from tests.integration.conftest import ROOT, start_worker, stop_worker
 
 pytestmark = pytest.mark.integration
 QUICK = {"max_iter": 8, "band_max_iter": 4}
@@ -47,7 +46,7 @@ def training_workers(worker, tmp_path):
             stop_worker(proc)
 
 
-LEASE = 12  # seconds: short, so a killed worker's request is reclaimable within the test
+# A training worker killed mid-training: tests/faults/test_worker_kill.py.
 
 
 def test_twenty_requests_some_published_twice_train_exactly_once(training_workers, client):
@@ -80,34 +79,6 @@ def test_twenty_requests_some_published_twice_train_exactly_once(training_worker
     assert len(decided) == 20 and len(registered) == 20
     assert {d.decision for d in decided} <= {"promote", "shadow", "reject"}
     assert all("checks" in d.numbers and d.numbers["contender"]["n"] > 0 for d in decided)
-
-
-def test_a_killed_training_worker_loses_nothing(worker, tmp_path):
-    env = {"FAIRVALUE_TRAINING_LEASE_SECONDS": str(LEASE)}
-    first = start_worker("trainer-1", "training", tmp_path, env)
-    request_id = lifecycle.enqueue_retrain("kill test", {"max_iter": 300, "band_max_iter": 150}).request_id
-    publish_training(request_id)
-    wait_for(lambda: states([request_id])[request_id].state == "training", timeout=60)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    assert states([request_id])[request_id].claimed_by.startswith("trainer-1@")
-
-    second = start_worker("trainer-2", "training", tmp_path, env)
-    try:
-        # The lease runs out; the sweep finds the request and republishes it.
-        wait_for(lambda: request_id in lifecycle.requests_to_republish(), timeout=LEASE * 3)
-        publish_training(request_id)
-        wait_for(lambda: states([request_id])[request_id].state == "decided")
-    finally:
-        stop_worker(second)
-    done = states([request_id])[request_id]
-    assert done.claimed_by.startswith("trainer-2@")
-    assert done.attempts == 2
-    with session_scope() as session:
-        made = session.exec(select(ModelVersion).where(ModelVersion.id == done.model_version_id)).all()
-        decisions = session.exec(select(PromotionDecision)
-                                 .where(PromotionDecision.training_request_id == request_id)).all()
-    assert len(made) == 1 and len(decisions) == 1
 
 
 def test_a_lost_message_is_republished_by_the_sweep_task(training_workers):
@@ -211,3 +182,69 @@ def test_failed_training_is_retried_with_backoff_then_fails_for_good(seeded, mon
         assert row.state == ("queued" if attempt < 3 else "failed")
         assert "max_iter" in row.error
     assert lifecycle.train_request(request_id, "retry-test") == {"skipped": "not claimable (state failed)"}
+
+
+@pytest.mark.timeout(600)  # two trainings and a policy run through real workers
+def test_induced_drift_files_a_request_that_is_trained_and_gated(seeded, training_workers):
+    """The scenario of issue #4, first half: the market moves away from what the champion saw →
+    the policy task (sent to the worker as beat sends it) records a drift request and publishes it →
+    a training worker trains a contender → the gates' decision is recorded with its numbers.
+
+    The shift: a champion trained before 2021-07-01 (it never saw the 2021 boom), and the last
+    60 bundled sales replayed over the past hour at twice their price."""
+    from datetime import UTC, datetime, timedelta
+
+    from fairvalue import pipeline
+    from storage.bundled import read_sales_file
+    from storage.ingest import ensure_collection
+    from storage.registry import CHAMPION, get_alias
+    from storage.tables import utcnow
+    from tasks.app import app
+
+    with session_scope() as session:
+        original = get_alias(session, ensure_collection(session, "cryptopunks"), CHAMPION)
+    from fairvalue.settings import get_settings
+
+    quick = get_settings().model_copy(update={"train_max_iter": QUICK["max_iter"]})
+    stale = pipeline.train(quick, cutoff=datetime(2021, 7, 1, tzinfo=UTC))
+    lifecycle.operator_promote(stale.version, "scenario: a champion that never saw the 2021 boom")
+    try:
+        bundled = sorted(read_sales_file(ROOT / "data/cryptopunks/sales.csv"), key=lambda r: r["timestamp"])
+        latest = [r for r in bundled if r["price_eth"] and float(r["price_eth"]) > 0][-60:]
+        start = utcnow() - timedelta(hours=1)
+        shifted = [{"event_id": f"drift-{r['event_id']}", "item_id": r["punk_id"], "price": 2 * float(r["price_eth"]),
+                    "timestamp": (start + timedelta(minutes=i)).isoformat()} for i, r in enumerate(latest)]
+        assert pipeline.ingest_sales_rows(shifted, "drift-scenario").accepted == 60
+        before = utcnow()
+
+        app.send_task("fairvalue.policy")
+
+        def drift_request():
+            with session_scope() as session:
+                return session.exec(select(TrainingRequest).where(TrainingRequest.created_at >= before)
+                                    .where(TrainingRequest.reason.contains("drift"))).first()
+
+        request = wait_for(drift_request, timeout=120)
+        assert "champion is" not in request.reason  # a fresh champion: drift, not age, filed it
+        assert request.trigger["share_drifted"] > request.trigger["max_share_drifted"] or \
+            request.trigger["prediction_psi"] > request.trigger["max_prediction_psi"]
+        decided = wait_for(lambda: states([request.id])[request.id].state in ("decided", "failed") and
+                           states([request.id])[request.id], timeout=240)
+        assert decided.state == "decided", decided.error
+        with session_scope() as session:
+            decision = session.exec(select(PromotionDecision)
+                                    .where(PromotionDecision.training_request_id == request.id)).one()
+            contender = session.get(ModelVersion, decision.contender_version_id)
+            stale_version = session.get(ModelVersion, stale.model_version_id)
+        assert decision.decided_by == "gates" and decision.decision in ("promote", "shadow", "reject")
+        assert contender.id == decided.model_version_id
+        assert contender.data_end > stale_version.data_end  # the contender saw the market the champion missed
+        numbers = decision.numbers
+        assert {"contender", "champion"} <= set(numbers), numbers
+        trail = lifecycle.decisions(limit=5)  # what `fairvalue decisions` prints: version numbers, not row ids
+        assert any(d["training_request"] == request.id and d["contender"] == contender.version and
+                   d["champion"] == stale.version for d in trail), trail
+        print("drift request:", request.reason)
+        print("gate decision:", decision.decision, decision.reason)
+    finally:
+        lifecycle.operator_promote(original.version, "scenario over: the session champion again")

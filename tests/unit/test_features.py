@@ -72,3 +72,40 @@ def test_model_learns_a_type_premium_and_orders_its_band():
     ratio = values["fair_value"].to_numpy() / values["floor"].to_numpy()
     assert np.median(ratio[zombie]) > 1.5 * np.median(ratio[~zombie])
     assert (values["p10"] <= values["fair_value"]).all() and (values["fair_value"] <= values["p90"]).all()
+
+
+NEW_COMPS = ["comps_trait2_excess_premium", "comps_type_count_excess_premium", "comps_traits_mean_excess_premium",
+             "comps_traits_max_excess_premium", "last_sale_market_adjusted_log_premium"]
+
+
+def test_comparable_and_carried_forward_features_ignore_later_sales_but_use_earlier_ones():
+    data = synthetic_market()
+    vocab = TraitVocabulary(data.items)
+    t = pd.Timestamp("2021-03-01 12:00")
+    queries = pd.DataFrame({"item_key": data.items.index, "ts": t})
+    full = build_features(data, vocab, queries)[NEW_COMPS]
+    # Later sales priced far off the market: a feature that peeked would move.
+    later = data.sales[data.sales["ts"] >= t].assign(price=lambda s: s["price"] * 50)
+    shocked = MarketData(data.items, pd.concat([data.sales[data.sales["ts"] < t], later]), data.market)
+    pd.testing.assert_frame_equal(full, build_features(shocked, vocab, queries)[NEW_COMPS])
+    assert full.notna().mean().min() >= 0.5  # the check above is not vacuous (half the items have 2 traits)
+    # An earlier sale priced far off does move them: they are read from the past.
+    earlier = data.sales.copy()
+    earlier.loc[earlier["ts"] < t, "price"] *= np.where(earlier.loc[earlier["ts"] < t, "item_key"] == "3", 50, 1)
+    moved = build_features(MarketData(data.items, earlier, data.market), vocab, queries)[NEW_COMPS]
+    assert (moved != full).any().any()
+
+
+def test_all_trait_comps_average_each_traits_recent_sales():
+    from models.features import all_trait_comps
+
+    items = pd.DataFrame({"item_type": ["Human"] * 3, "accessory_count": [2, 1, 1],
+                          "accessories": [["Cap", "Pipe"], ["Cap"], ["Pipe"]]}, index=["a", "b", "c"])
+    vocab = TraitVocabulary(items)
+    context = pd.DataFrame({"ts": pd.to_datetime(["2021-01-01", "2021-01-02", "2021-01-05"]).astype("datetime64[ns]"),
+                            "item_key": ["b", "c", "b"], "excess_premium": [0.2, -0.4, 0.6]})
+    at = np.array([np.datetime64("2021-01-04"), np.datetime64("2021-01-06")], dtype="datetime64[ns]")
+    means, highs = all_trait_comps(context, items, vocab, np.array(["a", "a"]), at)
+    # On 01-04: Cap comps = [0.2], Pipe comps = [-0.4]; on 01-06 Cap = median(0.2, 0.6) = 0.4.
+    assert means == pytest.approx([-0.1, 0.0])
+    assert highs == pytest.approx([0.2, 0.4])

@@ -46,15 +46,15 @@ def test_live_min_n_is_configurable():
 
 def test_feature_drift_triggers():
     d = decide_retrain({"n": 0}, {"share_drifted": 0.40, "prediction_psi": None}, 1.0)
-    assert d.reasons == ["feature drift share 0.40 > 0.30"]
-    assert not decide_retrain({"n": 0}, {"share_drifted": 0.30, "prediction_psi": None}, 1.0).retrain
+    assert d.reasons == ["feature drift share 0.40 > 0.15"]
+    assert not decide_retrain({"n": 0}, {"share_drifted": 0.15, "prediction_psi": None}, 1.0).retrain
 
 
 def test_prediction_drift_triggers():
     d = decide_retrain({"n": 0}, {"share_drifted": None, "prediction_psi": 0.31}, 1.0)
-    assert d.reasons == ["prediction drift psi 0.31 > 0.25"]
-    assert not decide_retrain({"n": 0}, {"share_drifted": None, "prediction_psi": 0.25}, 1.0).retrain
-    assert decide_retrain({"n": 0}, {"prediction_psi": 0.2}, 1.0, PolicyConfig(max_prediction_psi=0.1)).retrain
+    assert d.reasons == ["prediction drift psi 0.31 > 0.10"]
+    assert not decide_retrain({"n": 0}, {"share_drifted": None, "prediction_psi": 0.10}, 1.0).retrain
+    assert not decide_retrain({"n": 0}, {"prediction_psi": 0.2}, 1.0, PolicyConfig(max_prediction_psi=0.3)).retrain
 
 
 def test_missing_or_failed_drift_does_not_trigger():

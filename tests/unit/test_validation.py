@@ -75,3 +75,20 @@ def test_content_hash_ignores_the_reporting_source():
     a, b = check(row(source="a")), check(row(source="b"))
     assert a.content_hash == b.content_hash
     assert check(row(price_eth="66")).content_hash != a.content_hash
+
+
+@pytest.mark.parametrize(
+    "overrides, detail",
+    [
+        ({"event_id": "a\x00b"}, "event_id contains a NUL character"),
+        ({"seller": "0x\x00"}, "seller contains a NUL character"),
+        ({"event_id": "e" * 201}, "longer than 200"),
+        ({"event_id": ["e1"]}, "event_id must be text or a number, not list"),
+        ({"punk_id": {"id": 1}}, "item_key must be text or a number, not dict"),
+    ],
+)
+def test_text_no_database_can_store_is_refused(overrides, detail):
+    """NUL bytes, over-long ids and nested values would fail (or be cut) in the database: refused with why."""
+    rejected = check(row(**overrides))
+    assert isinstance(rejected, Rejection) and rejected.reason == Reason.MALFORMED_ROW
+    assert detail in rejected.detail

@@ -1,0 +1,95 @@
+"""Collection reads: summary, signals, forward performance, backtest and market data."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api.deps import float_param, int_param, slug_of, str_param
+from fairvalue import reads
+
+
+def summary(request: Request) -> JSONResponse:
+    """Floor, index, counts, champion and the published snapshot.
+    ---
+    summary: Collection summary (floor, index, counts, last snapshot)
+    tags: [collections]
+    responses:
+      200: {description: "floor, ETH/USD, sales index, counts (items, sales, rejected, signals), snapshot"}
+      404: {$ref: "#/components/responses/NotFound"}
+    """
+    return JSONResponse(reads.summary(slug_of(request)))
+
+
+def signals(request: Request) -> JSONResponse:
+    """Signals of the published snapshot, filtered and paginated.
+    ---
+    summary: Signals, ordered by |deviation| then item id; cursor pagination pinned to one snapshot
+    tags: [collections]
+    parameters:
+      - {name: signal, in: query, schema: {type: string, enum: [BUY, SELL, HOLD, buy, sell, hold]}}
+      - {name: type, in: query, schema: {type: string, maxLength: 100}, description: "item type, e.g. Alien"}
+      - {name: trait, in: query, schema: {type: string, maxLength: 100}, description: "an attribute value"}
+      - {name: min_deviation, in: query, schema: {type: number, minimum: 0},
+         description: "|last sale / fair value - 1| at least this"}
+      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 500, default: 50}}
+      - {name: cursor, in: query, schema: {type: string, maxLength: 100}, description: "next_cursor of the last page"}
+    responses:
+      200: {description: "signals, total, next_cursor, snapshot"}
+      400: {$ref: "#/components/responses/BadRequest"}
+      404: {$ref: "#/components/responses/NotFound"}
+      503: {$ref: "#/components/responses/NotReady"}
+    """
+    return JSONResponse(reads.signals_page(
+        slug_of(request), signal=str_param(request, "signal"), item_type=str_param(request, "type"),
+        trait=str_param(request, "trait"), min_deviation=float_param(request, "min_deviation"),
+        limit=int_param(request, "limit", 50), cursor=str_param(request, "cursor")))
+
+
+def performance(request: Request) -> JSONResponse:
+    """Forward valuation metrics over a window.
+    ---
+    summary: Forward metrics (each sale vs the last snapshot published before it), overall and by segment
+    tags: [track record]
+    parameters:
+      - {name: from, in: query, schema: {type: string, format: date-time}, description: "ISO date or date-time"}
+      - {name: to, in: query, schema: {type: string, format: date-time}, description: "exclusive"}
+    responses:
+      200: {description: "model and previous-day floor metrics, segments, series per period, points"}
+      400: {$ref: "#/components/responses/BadRequest"}
+      404: {$ref: "#/components/responses/NotFound"}
+    """
+    return JSONResponse(reads.performance(slug_of(request), str_param(request, "from"), str_param(request, "to")))
+
+
+def backtest(request: Request) -> JSONResponse:
+    """Strategy backtest on the live forward pairs of a window.
+    ---
+    summary: Model-driven buying vs buy-all on the same forward pairs (Sharpe, Sortino, Calmar, drawdown)
+    tags: [track record]
+    parameters:
+      - {name: from, in: query, schema: {type: string, format: date-time}, description: "ISO date or date-time"}
+      - {name: to, in: query, schema: {type: string, format: date-time}, description: "exclusive"}
+    responses:
+      200: {description: "both strategies' measures, equity and drawdown curves, filtered counts"}
+      400: {$ref: "#/components/responses/BadRequest"}
+      404: {$ref: "#/components/responses/NotFound"}
+    """
+    return JSONResponse(reads.backtest_results(slug_of(request), str_param(request, "from"),
+                                               str_param(request, "to")))
+
+
+def market(request: Request) -> JSONResponse:
+    """Daily market data.
+    ---
+    summary: Daily floor, ETH/USD and the sales index (default the last 365 days of data)
+    tags: [collections]
+    parameters:
+      - {name: from, in: query, schema: {type: string, format: date-time}, description: "ISO date or date-time"}
+      - {name: to, in: query, schema: {type: string, format: date-time}, description: "exclusive"}
+    responses:
+      200: {description: "one row per day"}
+      400: {$ref: "#/components/responses/BadRequest"}
+      404: {$ref: "#/components/responses/NotFound"}
+    """
+    return JSONResponse(reads.market(slug_of(request), str_param(request, "from"), str_param(request, "to")))

@@ -1,0 +1,45 @@
+"""Parsing request bodies as JSON, refusing what would hurt: bytes that are not UTF-8, nesting
+deeper than any real payload (deep nesting exhausts the stack later, in code far from here),
+and integers too long to convert. Every refusal says why, as a 400."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_DEPTH = 32  # a sale is 2 levels deep inside {"sales": [...]}; nothing we accept needs more
+
+
+class BadJson(ValueError):
+    pass
+
+
+def depth(value: Any) -> int:
+    """Nesting depth of lists and objects, without recursion (so any depth is measured safely)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in node if isinstance(child, dict | list))
+    return deepest
+
+
+def parse(body: bytes, max_depth: int = MAX_DEPTH) -> Any:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadJson(f"body is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadJson(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadJson(f"body is nested deeper than {max_depth} levels") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python converts
+        raise BadJson(f"body holds a value that cannot be read: {exc}") from None
+    if depth(value) > max_depth:
+        raise BadJson(f"body is nested deeper than {max_depth} levels")
+    return value

@@ -1,0 +1,134 @@
+"""Request body size limit (413) and per-client rate limit of public reads (429 + Retry-After).
+
+The rate limit is a fixed one-minute window per client IP, counted in Redis when the broker is
+Redis (so every API process shares the count) and in this process's memory otherwise. Only
+public GETs under /v1/ are limited: operator endpoints need a token and webhooks a signature.
+If Redis cannot be reached the request is let through (and logged): a metrics store outage
+must not take the API down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from starlette.concurrency import run_in_threadpool
+
+from fairvalue.settings import get_settings
+
+log = logging.getLogger("fairvalue.limits")
+WINDOW_SECONDS = 60
+
+
+async def _send_error(send, status: int, reason: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps({"error": reason, "status": status}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """413 for a body over FAIRVALUE_MAX_BODY_BYTES: by Content-Length up front, or while streaming."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = get_settings().max_body_bytes
+        reason = f"request body larger than {limit} bytes"
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await _send_error(send, 413, reason)
+        seen = 0
+        started = False
+
+        async def counting_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _send_error(send, 413, reason)
+
+
+class MemoryCounter:
+    def __init__(self):
+        self._counts: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, client: str, window: int) -> int:
+        with self._lock:
+            if len(self._counts) > 10_000:  # drop past windows
+                self._counts = {k: v for k, v in self._counts.items() if k[1] >= window}
+            count = self._counts.get((client, window), 0) + 1
+            self._counts[(client, window)] = count
+            return count
+
+
+class RedisCounter:
+    def __init__(self, url: str):
+        import redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+
+    def hit(self, client: str, window: int) -> int:
+        key = f"fairvalue:ratelimit:{client}:{window}"
+        pipe = self._redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, WINDOW_SECONDS + 5)
+        return int(pipe.execute()[0])
+
+
+def counter_for_settings():
+    url = get_settings().resolved_broker_url()
+    return RedisCounter(url) if url.startswith(("redis://", "rediss://")) else MemoryCounter()
+
+
+class RateLimitMiddleware:
+    def __init__(self, app, counter_factory=counter_for_settings):
+        self.app = app
+        self._factory = counter_factory
+        self._counter = None
+
+    async def __call__(self, scope, receive, send):
+        limit = get_settings().rate_limit_per_minute
+        if (scope["type"] != "http" or limit <= 0 or scope["method"] not in ("GET", "HEAD")
+                or not scope["path"].startswith("/v1/")):
+            return await self.app(scope, receive, send)
+        if self._counter is None:
+            self._counter = self._factory()
+        client = (scope.get("client") or ("unknown", 0))[0]
+        now = time.time()
+        window = int(now // WINDOW_SECONDS)
+        try:
+            count = await run_in_threadpool(self._counter.hit, client, window)
+        except Exception as exc:
+            log.warning("rate limit not checked: %s", exc)
+            return await self.app(scope, receive, send)
+        if count > limit:
+            retry_after = max(1, int((window + 1) * WINDOW_SECONDS - now + 0.999))
+            return await _send_error(send, 429, f"rate limit: {limit} requests per minute per client; "
+                                     f"retry after {retry_after} s", [(b"retry-after", str(retry_after).encode())])
+        await self.app(scope, receive, send)

@@ -1,0 +1,147 @@
+"""Prometheus metrics of the API process (served at /metrics).
+
+Request count and latency by route template and status, predictions served by signal, webhook
+sales by outcome; at scrape time, queue depth per queue, the champion version (an info metric)
+and the age of each collection's published snapshot. Task metrics are exported by the workers
+themselves (tasks/metrics.py), each on its own port.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match
+
+log = logging.getLogger("fairvalue.metrics")
+REGISTRY = CollectorRegistry()
+
+REQUESTS = Counter("fairvalue_http_requests", "HTTP requests by route template, method and status",
+                   ["route", "method", "status"], registry=REGISTRY)
+LATENCY = Histogram("fairvalue_http_request_duration_seconds", "HTTP request latency by route template",
+                    ["route", "method"], registry=REGISTRY,
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+PREDICTIONS = Counter("fairvalue_predictions_served", "Valuations served by the API, by signal", ["signal"],
+                      registry=REGISTRY)
+WEBHOOK_SALES = Counter("fairvalue_webhook_sales", "Sales received by webhook, by outcome", ["outcome"],
+                        registry=REGISTRY)
+for _signal in ("BUY", "SELL", "HOLD"):
+    PREDICTIONS.labels(_signal)
+for _outcome in ("accepted", "duplicate", "rejected"):
+    WEBHOOK_SALES.labels(_outcome)
+
+
+def predictions_served(signals) -> None:
+    for signal in signals:
+        PREDICTIONS.labels(signal).inc()
+
+
+def webhook_outcome(accepted: int, duplicate: int, rejected: int) -> None:
+    WEBHOOK_SALES.labels("accepted").inc(accepted)
+    WEBHOOK_SALES.labels("duplicate").inc(duplicate)
+    WEBHOOK_SALES.labels("rejected").inc(rejected)
+
+
+class StateCollector(Collector):
+    """Read at scrape time: what the broker and the database say now."""
+
+    def collect(self):
+        from fairvalue import reads
+
+        depth = GaugeMetricFamily("fairvalue_queue_depth", "Messages waiting per queue", labels=["queue"])
+        for name, count in reads.queue_depths().items():
+            if count is not None:
+                depth.add_metric([name], count)
+        yield depth
+        champion = InfoMetricFamily("fairvalue_champion_model", "The champion model version per collection",
+                                    labels=["collection"])
+        age = GaugeMetricFamily("fairvalue_published_snapshot_age_seconds",
+                                "Seconds since each collection's published snapshot was published",
+                                labels=["collection"])
+        try:
+            for row in _champions_and_snapshots():
+                slug, version, estimator, sha, published_at = row
+                if version is not None:
+                    champion.add_metric([slug], {"version": str(version), "estimator": estimator,
+                                                 "sha256": sha[:12]})
+                if published_at is not None:
+                    age.add_metric([slug], max(0.0, time.time() - published_at.timestamp()))
+        except Exception as exc:  # a scrape must not fail because the database is down
+            log.warning("state metrics unavailable: %s", exc)
+        yield champion
+        yield age
+
+
+def _champions_and_snapshots():
+    from sqlmodel import select
+
+    from storage.db import session_scope
+    from storage.tables import Collection, ModelAlias, ModelVersion, NowcastSnapshot, PublishedSnapshot
+
+    with session_scope() as session:
+        collections = session.exec(select(Collection)).all()
+        out = []
+        for coll in collections:
+            version = session.exec(select(ModelVersion).join(ModelAlias, ModelAlias.model_version_id == ModelVersion.id)
+                                   .where(ModelAlias.collection_id == coll.id, ModelAlias.alias == "champion")).first()
+            published = session.exec(select(NowcastSnapshot.published_at).join(
+                PublishedSnapshot, PublishedSnapshot.snapshot_id == NowcastSnapshot.id)
+                .where(PublishedSnapshot.collection_id == coll.id)).first()
+            out.append((coll.slug, version.version if version else None, version.estimator if version else "",
+                        version.sha256 if version else "", published))
+        return out
+
+
+REGISTRY.register(StateCollector())
+
+
+def route_template(app, scope) -> str:
+    """The matched route's path template (bounded label values); 'unmatched' otherwise."""
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return route.path
+    return "unmatched"
+
+
+class MetricsMiddleware:
+    """Outermost middleware: counts every response, 429s and 413s included."""
+
+    def __init__(self, app, starlette_app_getter):
+        self.app = app
+        self._starlette = starlette_app_getter
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = route_template(self._starlette(), scope)
+            REQUESTS.labels(route, scope["method"], str(status["code"])).inc()
+            LATENCY.labels(route, scope["method"]).observe(time.perf_counter() - start)
+
+
+def metrics_endpoint(request: Request) -> Response:
+    """Prometheus metrics.
+    ---
+    summary: Prometheus metrics of the API (text exposition format)
+    tags: [operations]
+    responses:
+      200: {description: "metrics", content: {text/plain: {schema: {type: string}}}}
+    """
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,94 @@
+"""The OpenAPI 3 document, generated from the app's routes.
+
+Each handler's docstring carries its operation as YAML after a `---` line (Starlette's
+SchemaGenerator convention). Path parameters are added here from the route's template, so one
+handler serves both /v1/collections/{slug}/... and the default-collection alias without
+declaring a parameter the alias does not have. A test compares the document's paths and
+methods with the routes and validates it.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from starlette.applications import Starlette
+from starlette.schemas import SchemaGenerator
+
+import fairvalue
+
+PATH_PARAMS = {
+    "slug": {"description": "collection slug, e.g. cryptopunks", "schema": {"type": "string", "maxLength": 64}},
+    "item_id": {"description": "item id within the collection, e.g. 7804",
+                "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,64}$"}},
+    "version": {"description": "model version number", "schema": {"type": "integer", "minimum": 1}},
+}
+
+ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+COMPONENTS = {
+    "schemas": {
+        "Error": {"type": "object", "required": ["error", "status"],
+                  "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
+        "Sale": {"type": "object", "required": ["event_id", "timestamp", "item_id", "price"],
+                 "properties": {"event_id": {"type": "string"}, "timestamp": {"type": "string", "format": "date-time"},
+                                "item_id": {"type": "string"}, "price": {"type": "number"},
+                                "seller": {"type": "string"}, "buyer": {"type": "string"},
+                                "source": {"type": "string"}}},
+    },
+    "responses": {
+        "BadRequest": {"description": "a parameter is malformed", "content": ERROR},
+        "Unauthorized": {"description": "missing, invalid or revoked credentials", "content": ERROR},
+        "NotFound": {"description": "no such collection, item or version", "content": ERROR},
+        "TooLarge": {"description": "request body over FAIRVALUE_MAX_BODY_BYTES", "content": ERROR},
+        "Unprocessable": {"description": "well-formed but invalid body", "content": ERROR},
+        "NotReady": {"description": "no published snapshot (or champion) yet", "content": ERROR},
+        "RateLimited": {"description": "too many requests from this client; see Retry-After", "content": ERROR,
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+    },
+    "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                   "description": "`fairvalue tokens create --name NAME` prints one"}},
+}
+
+_generator = SchemaGenerator({})
+
+
+def _operation(endpoint, path: str) -> dict:
+    operation = dict(_generator.parse_docstring(endpoint) or {})
+    operation.setdefault("responses", {200: {"description": "OK"}})
+    names = re.findall(r"{([^}:]+)}", path)
+    declared = operation.get("parameters", [])
+    operation["parameters"] = [{"name": n, "in": "path", "required": True, **PATH_PARAMS.get(n, {"schema": {
+        "type": "string"}})} for n in names] + declared
+    if not operation["parameters"]:
+        del operation["parameters"]
+    if path.startswith("/v1/") and "RateLimited" not in str(operation["responses"]):
+        operation["responses"][429] = {"$ref": "#/components/responses/RateLimited"}
+    operation["responses"] = {str(k): v for k, v in operation["responses"].items()}
+    first_line = (endpoint.__doc__ or "").strip().splitlines()
+    if first_line and "description" not in operation:
+        operation["description"] = first_line[0]
+    operation["operationId"] = f"{endpoint.__name__}:{path}"
+    return operation
+
+
+def build(app: Starlette) -> dict:
+    paths: dict[str, dict] = {}
+    for info in _generator.get_endpoints(app.routes):
+        paths.setdefault(info.path, {})[info.http_method] = _operation(info.func, info.path)
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "fairvalue", "version": fairvalue.__version__,
+                 "description": "Live fair values for collectibles markets, with a forward track record. "
+                 "Errors are JSON {error, status}."},
+        "paths": dict(sorted(paths.items())),
+        "components": COMPONENTS,
+    }
+
+
+@lru_cache(maxsize=4)
+def _cached(app_id: int, app: Starlette) -> dict:
+    return build(app)
+
+
+def document(app: Starlette) -> dict:
+    return _cached(id(app), app)

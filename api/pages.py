@@ -1,0 +1,293 @@
+"""Server-rendered web pages: home, item, performance, backtest, models, queue.
+
+The pages call the same plain read functions as the JSON API (fairvalue/reads.py) and render
+them with Jinja2; chart data is embedded in the page as JSON and drawn by the vendored Chart.js
+(api/static/vendor), so a page needs no API call and no CDN. Every collection page exists at
+/ for the default collection (FAIRVALUE_COLLECTION) and at /c/{slug}/... for any collection.
+Pages are not API operations, so they stay out of the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Undefined
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from fairvalue import reads
+from fairvalue.errors import BadInput, NotFound, NotReady
+from fairvalue.settings import get_settings
+
+HERE = Path(__file__).resolve().parent
+SLUG = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TOP_SIGNALS = 10
+templates = Jinja2Templates(directory=HERE / "templates")
+
+
+# --- formatting filters ------------------------------------------------------------------------
+
+def _finite(value: Any) -> float | None:
+    if value is None or isinstance(value, bool | Undefined):  # Undefined: a metric the answer lacks
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def money(value: Any, currency: str = "") -> str:
+    """Prices span 0.01 to thousands: four significant figures below 100, whole numbers above."""
+    v = _finite(value)
+    if v is None:
+        return "—"
+    text = f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4g}"
+    return f"{text} {currency}".strip()
+
+
+def pct(value: Any, signed: bool = False, digits: int = 1) -> str:
+    v = _finite(value)
+    if v is None:
+        return "—"
+    return f"{v * 100:{'+' if signed else ''}.{digits}f} %"
+
+
+def number(value: Any, digits: int = 2) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    v = _finite(value)
+    if v is None:
+        return "—"
+    return f"{v:,.0f}" if float(v).is_integer() and abs(v) >= 1 else f"{v:,.{digits}f}"
+
+
+def when(value: str | None) -> str:
+    """An ISO time from the read functions as 'YYYY-MM-DD HH:MM UTC' (dates stay dates)."""
+    if not value:
+        return "—"
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    return value if len(value) == 10 else parsed.strftime("%Y-%m-%d %H:%M UTC")
+
+
+templates.env.filters.update(money=money, pct=pct, number=number, when=when)
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+def _slug(request: Request) -> str | None:
+    slug = request.path_params.get("slug")
+    if slug is not None and not SLUG.match(slug):
+        raise NotFound(f"unknown collection {slug[:64]!r}")
+    return slug
+
+
+def _base(request: Request) -> str:
+    """Prefix of this collection's page links: '' for the default collection, '/c/<slug>' otherwise."""
+    slug = _slug(request)
+    return f"/c/{slug}" if slug else ""
+
+
+def json_safe(value: Any) -> Any:
+    """Chart data as strict JSON: NaN and infinities (JSON.parse refuses them) become null."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+    slug = _slug(request) if "slug" in request.path_params else None
+    context.setdefault("active", template.removesuffix(".html"))
+    if "chart" in context:
+        context["chart"] = json_safe(context["chart"])
+    return templates.TemplateResponse(
+        request, template, {"base": _base(request), "slug": slug or get_settings().collection, **context},
+        status_code=status_code,
+    )
+
+
+def error_page(request: Request, status_code: int, detail: str) -> Response:
+    titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 500: "Something went wrong",
+              503: "Not ready yet"}
+    base = ""
+    slug = request.path_params.get("slug")
+    if slug and SLUG.match(slug):
+        base = f"/c/{slug}"
+    return templates.TemplateResponse(
+        request, "error.html",
+        {"base": base, "slug": slug or get_settings().collection, "active": "error",
+         "status": status_code, "title": titles.get(status_code, "Error"), "detail": detail},
+        status_code=status_code,
+    )
+
+
+def page(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+    """The read functions' errors as HTML pages with the matching status (the API answers JSON)."""
+
+    @functools.wraps(handler)
+    def wrapper(request: Request) -> Response:
+        try:
+            return handler(request)
+        except NotFound as exc:
+            return error_page(request, 404, str(exc))
+        except BadInput as exc:
+            return error_page(request, 400, str(exc))
+        except NotReady as exc:
+            return error_page(request, 503, str(exc))
+
+    return wrapper
+
+
+def wants_html(request: Request) -> bool:
+    """A browser asking for a page (not an API client): errors then get an HTML page."""
+    path = request.url.path
+    api = path.startswith(("/v1/", "/metrics", "/openapi.json", "/healthz", "/readyz", "/static/"))
+    return not api and "text/html" in request.headers.get("accept", "")
+
+
+def _try(fn: Callable[..., dict], *args: Any, **kwargs: Any) -> tuple[dict | None, str | None]:
+    """(answer, None), or (None, reason) when the data is not there yet; the page shows the reason."""
+    try:
+        return fn(*args, **kwargs), None
+    except (NotReady, BadInput) as exc:
+        return None, str(exc)
+
+
+def _window(request: Request) -> tuple[str | None, str | None]:
+    """?from=&to= of the date inputs; a bare `to` date counts as a whole day (the read functions'
+    windows end before `to`)."""
+    start, end = request.query_params.get("from") or None, request.query_params.get("to") or None
+    if end and re.fullmatch(r"\d{4}-\d{2}-\d{2}", end):
+        try:
+            end = (date.fromisoformat(end) + timedelta(days=1)).isoformat()
+        except ValueError:
+            raise BadInput(f"to must be an ISO date, got {end!r}") from None
+    return start, end
+
+
+def _form_dates(window: dict) -> tuple[str, str]:
+    """The window as the date inputs show it: first day and last (inclusive) day."""
+    last = datetime.fromisoformat(window["to"].replace("Z", "+00:00")) - timedelta(seconds=1)
+    return window["from"][:10], last.date().isoformat()
+
+
+# --- pages --------------------------------------------------------------------------------------
+
+@page
+def home(request: Request) -> Response:
+    slug = _slug(request)
+    summary = reads.summary(slug)
+    buys, signals_error = _try(reads.signals_page, slug, signal="BUY", limit=TOP_SIGNALS)
+    sells, _ = _try(reads.signals_page, slug, signal="SELL", limit=TOP_SIGNALS)
+    market = reads.market(slug)
+    chart = {"currency": summary["currency"],
+             "days": [[d["day"], d["floor"], d["index"]] for d in market["days"]]}
+    return render(request, "home.html", summary=summary, buys=buys, sells=sells, signals_error=signals_error,
+                  chart=chart)
+
+
+@page
+def search(request: Request) -> Response:
+    """The home page's search box: GET /items?id=7804 → the item page."""
+    key = (request.query_params.get("id") or "").strip()
+    if not key:
+        return RedirectResponse(_base(request) or "/", status_code=303)
+    reads.check_item_key(key)
+    return RedirectResponse(f"{_base(request)}/items/{quote(key, safe='')}", status_code=303)
+
+
+@page
+def item(request: Request) -> Response:
+    slug, key = _slug(request), request.path_params["item_id"]
+    valuation = reads.item_valuation(slug, key)
+    history = reads.item_history(slug, key)
+    explanation, explanation_error = _try(reads.item_explanation, slug, key, top=8, comps=8)
+    chart = {
+        "currency": valuation["currency"],
+        "sales": [[s["timestamp"], s["price"]] for s in history["sales"]],
+        "published": [[p["as_of"], p["fair_value"], p["p10"], p["p90"]] for p in history["published"]],
+    }
+    return render(request, "item.html", v=valuation, history=history, explanation=explanation,
+                  explanation_error=explanation_error, chart=chart)
+
+
+@page
+def performance(request: Request) -> Response:
+    start, end = _window(request)
+    perf = reads.performance(_slug(request), start, end)
+    if perf.get("kind") == "daily_prices":  # cards: replay KPIs per card and category (docs/cards.md)
+        chart = {"currency": perf["currency"], "series": [], "points": [],
+                 "segments": [[r["value"], r["mape"], r["n"]] for r in perf.get("per_category", [])]}
+        return render(request, "performance_daily.html", perf=perf, chart=chart)
+    by_type = [s for s in perf["segments"] if s["segment"] == "type" and s.get("mape") is not None]
+    chart = {
+        "currency": perf["currency"],
+        "series": [[p["period_start"], p.get("mape"), p.get("median_ape"), p.get("n")] for p in perf["series"]],
+        "segments": [[s["value"], s["mape"], s["n"]] for s in by_type],
+        "points": [[p["fair_value"], p["price"]] for p in perf["points"] if p["fair_value"] and p["price"]],
+    }
+    return render(request, "performance.html", perf=perf, chart=chart, dates=_form_dates(perf["window"]))
+
+
+@page
+def backtest(request: Request) -> Response:
+    start, end = _window(request)
+    bt = reads.backtest_results(_slug(request), start, end)
+    chart = {name: {"equity": bt[name]["equity"], "drawdown": bt[name]["drawdown"]}
+             for name in ("strategy", "buy_all")}
+    return render(request, "backtest.html", bt=bt, chart=chart, dates=_form_dates(bt["window"]))
+
+
+@page
+def models(request: Request) -> Response:
+    overview = reads.models_overview(_slug(request))
+    aliases_of: dict[int, list[str]] = {}
+    for alias, version in overview["aliases"].items():
+        aliases_of.setdefault(version, []).append(alias)
+    chart = {"versions": [[v["version"], (v["metrics"].get("model") or {}).get("mape"),
+                           (v["metrics"].get("floor_baseline") or {}).get("mape")]
+                          for v in reversed(overview["versions"])]}
+    rollbacks = [d for d in overview["decisions"] if d["decision"] == "rollback"]
+    return render(request, "models.html", overview=overview, aliases_of=aliases_of, rollbacks=rollbacks,
+                  chart=chart)
+
+
+@page
+def queue(request: Request) -> Response:
+    status = reads.queue_status()
+    requests = reads.training_requests(_slug(request), limit=20)
+    chart = {"queues": [[name, depth] for name, depth in status["queues"].items()]}
+    return render(request, "queue.html", status=status, requests=requests["training_requests"], chart=chart)
+
+
+def routes() -> list[BaseRoute]:
+    """Each collection page at / (default collection) and at /c/{slug}; static files at /static."""
+    out: list[BaseRoute] = [Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static")]
+    for prefix in ("", "/c/{slug}"):
+        out += [
+            Route(prefix or "/", home, methods=["GET"], include_in_schema=False),
+            Route(f"{prefix}/items", search, methods=["GET"], include_in_schema=False),
+            Route(f"{prefix}/items/{{item_id}}", item, methods=["GET"], include_in_schema=False),
+            Route(f"{prefix}/performance", performance, methods=["GET"], include_in_schema=False),
+            Route(f"{prefix}/backtest", backtest, methods=["GET"], include_in_schema=False),
+            Route(f"{prefix}/models", models, methods=["GET"], include_in_schema=False),
+            Route(f"{prefix}/queue", queue, methods=["GET"], include_in_schema=False),
+        ]
+    return out

@@ -1,0 +1,204 @@
+"""The card price collector: a client for a PokemonPriceTracker-v2-shaped API and the daily run
+that stores what it answers.
+
+`GET {base}/cards?tcgPlayerId=<id>&includeHistory=true&days=<n>` with `Authorization: Bearer <key>`.
+The client retries timeouts, connection errors and 5xx with exponential backoff, and 429 after the
+server's Retry-After (seconds or an HTTP date; a wait longer than card_price_max_wait_seconds gives
+up instead of stalling the worker). Other 4xx and a body that is not JSON are not retried.
+
+`collect` asks for every active card, turns each answer into rows (models.price_rows), validates
+them and upserts the daily observations; a card whose answer is unusable leaves one rejected row
+(reason and the body excerpt) and the run goes on with the next card. Running it twice stores
+nothing new the second time.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import httpx
+
+from fairvalue.settings import Settings, get_settings
+from models.price_rows import PriceReason, rows_from_api, validate_prices
+from models.validation import Rejection
+from storage.db import session_scope
+from storage.ingest import ensure_collection, store_rejections
+from storage.prices import PriceReport, card_keys, store_validated
+
+
+class PriceAPIError(RuntimeError):
+    def __init__(self, reason: str, detail: str, attempts: int):
+        self.reason, self.detail, self.attempts = reason, detail, attempts
+        super().__init__(f"{reason}: {detail} (after {attempts} attempt(s))")
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds: a number of seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+@dataclass
+class PriceTrackerClient:
+    base_url: str
+    api_key: str
+    timeout: float = 10.0
+    max_attempts: int = 4
+    backoff: float = 1.0
+    max_wait: float = 120.0
+    sleep: Callable[[float], None] = time.sleep
+    waits: list[float] = field(default_factory=list)  # every pause taken, for the run's record
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> PriceTrackerClient:
+        return cls(settings.card_price_api_url, settings.card_price_api_key.get_secret_value(),
+                   timeout=settings.card_price_timeout_seconds, max_attempts=settings.card_price_max_attempts,
+                   backoff=settings.card_price_backoff_seconds, max_wait=settings.card_price_max_wait_seconds,
+                   **overrides)
+
+    def __post_init__(self) -> None:
+        self._http = httpx.Client(base_url=self.base_url.rstrip("/"), timeout=httpx.Timeout(self.timeout),
+                                  headers={"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _pause(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.sleep(seconds)
+
+    def _backoff(self, attempt: int) -> float:
+        # Exponential with a little jitter so that many workers do not retry in step.
+        return self.backoff * 2 ** (attempt - 1) * (1 + 0.1 * random.random())
+
+    def card(self, tcg_player_id: str, days: int) -> Any:
+        """The parsed JSON answer for one card, or PriceAPIError after the retries."""
+        params = {"tcgPlayerId": tcg_player_id, "includeHistory": "true", "days": str(days)}
+        last = ("unreachable", "no attempt made")
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                response = self._http.get("/cards", params=params)
+            except httpx.TimeoutException as exc:
+                last = ("timeout", f"no answer within {self.timeout}s ({type(exc).__name__})")
+            except httpx.TransportError as exc:
+                last = ("unreachable", f"{type(exc).__name__}: {exc}")
+            else:
+                if response.status_code == 429:
+                    wait = retry_after_seconds(response.headers.get("Retry-After"))
+                    wait = self._backoff(attempt) if wait is None else wait
+                    if wait > self.max_wait:
+                        raise PriceAPIError("rate_limited", f"Retry-After {wait:.0f}s is over the "
+                                                            f"{self.max_wait:.0f}s we wait", attempt)
+                    last = ("rate_limited", "429 Too Many Requests")
+                    if attempt < self.max_attempts:
+                        self._pause(wait)
+                    continue
+                if response.status_code >= 500:
+                    last = (f"http_{response.status_code}", response.text[:200])
+                elif response.status_code >= 400:
+                    raise PriceAPIError(f"http_{response.status_code}", response.text[:200], attempt)
+                else:
+                    try:
+                        return response.json()
+                    except ValueError:
+                        raise PriceAPIError(PriceReason.MALFORMED_RESPONSE,
+                                            f"not JSON: {response.text[:200]!r}", attempt) from None
+            if attempt < self.max_attempts:
+                self._pause(self._backoff(attempt))
+        raise PriceAPIError(last[0], last[1], self.max_attempts)
+
+
+@dataclass
+class CollectReport:
+    collection: str
+    cards: int = 0
+    cards_failed: dict[str, str] = field(default_factory=dict)  # card -> reason
+    prices: PriceReport = field(default_factory=PriceReport)
+    waits: list[float] = field(default_factory=list)
+    skipped: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"collection": self.collection, "cards": self.cards, "cards_failed": self.cards_failed,
+                "prices": self.prices.as_dict(), "retries": len(self.waits),
+                "waited_seconds": round(sum(self.waits), 3), "skipped": self.skipped}
+
+
+def collect(settings: Settings | None = None, client: PriceTrackerClient | None = None, days: int | None = None,
+            today: date | None = None) -> CollectReport:
+    """Fetch every active card's recent prices and upsert them (see the module docstring)."""
+    settings = settings or get_settings()
+    report = CollectReport(settings.collection)
+    if client is None and not settings.card_price_api_key.get_secret_value():
+        report.skipped = "no FAIRVALUE_CARD_PRICE_API_KEY configured"
+        return report
+    today = today or datetime.now(UTC).date()
+    with session_scope() as session:
+        coll = ensure_collection(session, settings.collection)
+        cards = card_keys(session, coll, active_only=True)
+    own = client is None
+    client = client or PriceTrackerClient.from_settings(settings)
+    origin = f"api:{settings.card_price_api_url}"[:200] if own else f"api:{client.base_url}"[:200]
+    try:
+        for key, attributes in sorted(cards.items()):
+            report.cards += 1
+            try:
+                body = client.card(str(attributes.get("external_id", "")), days or settings.card_price_history_days)
+            except PriceAPIError as exc:
+                report.cards_failed[key] = exc.reason
+                failure = Rejection({"card_id": key, "external_id": attributes.get("external_id"),
+                                     "attempts": exc.attempts, "day": today.isoformat()}, exc.reason, exc.detail)
+                with session_scope() as session:
+                    store_rejections(session, coll, [failure], origin)
+                report.prices.rejected += 1
+                report.prices.reasons[exc.reason] += 1
+                continue
+            rows, problems = rows_from_api(key, body, today)
+            batch = validate_prices(rows, set(cards), today)
+            batch.rejected.extend(problems)
+            if problems and not batch.clean:
+                report.cards_failed[key] = problems[0].reason
+            with session_scope() as session:
+                report.prices.add(store_validated(session, coll, batch, origin))
+    finally:
+        report.waits = list(client.waits)
+        if own:
+            client.close()
+    return report
+
+
+def ingest_price_rows(rows: Any, origin: str, settings: Settings | None = None,
+                      today: date | None = None) -> PriceReport:
+    """Validate and upsert price rows (date, card id, market price[, volume]) from a backfill;
+    rejected rows are kept with their reason. Idempotent."""
+    settings = settings or get_settings()
+    today = today or datetime.now(UTC).date()
+    with session_scope() as session:
+        coll = ensure_collection(session, settings.collection)
+        known = set(card_keys(session, coll))
+        if not known:
+            raise LookupError(f"collection {coll.slug} has no cards: run `fairvalue cards load` first")
+        return store_validated(session, coll, validate_prices(rows, known, today), origin)
+
+
+def ingest_prices_file(path, settings: Settings | None = None) -> PriceReport:
+    from storage.bundled import read_sales_file
+
+    return ingest_price_rows(read_sales_file(path), f"file:{path.name}", settings)

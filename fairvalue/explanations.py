@@ -1,0 +1,80 @@
+"""Explain a published valuation: the drivers and comparable sales behind one item's fair value,
+computed with the model and the moment of the published snapshot, so the explanation matches the
+number the API serves.
+
+Explaining needs the champion and the market in memory (seconds to load), so the pair is cached
+per published snapshot: the first explanation after a nowcast pays the load, the next are fast.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import pandas as pd
+from sqlmodel import select
+
+from fairvalue.settings import Settings, get_settings
+from models.estimator import FairValueModel
+from models.explain import explain
+from models.features import MarketData
+from storage.artifacts import get_store
+from storage.db import session_scope
+from storage.registry import load_model
+from storage.snapshots import published_snapshot
+from storage.tables import Collection, Item, ModelVersion
+
+
+class NotExplainable(LookupError):
+    """Base: there is nothing to explain."""
+
+
+class UnknownItem(NotExplainable):
+    """No such collection or item."""
+
+
+class NothingPublished(NotExplainable):
+    """The collection has no published snapshot yet."""
+
+
+@lru_cache(maxsize=2)
+def _model_and_market(collection_id: int, snapshot_id: int, model_version_id: int) -> tuple[FairValueModel, MarketData]:
+    # snapshot_id is part of the key so that a new snapshot reloads the market it was computed on.
+    from fairvalue.kinds import kind_of
+
+    with session_scope() as session:
+        version = session.get(ModelVersion, model_version_id)
+        coll = session.get(Collection, collection_id)
+        data = kind_of(coll).load(session, coll)
+    return load_model(get_store(), version), data
+
+
+def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5, n_comps: int = 10,
+                 settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings or get_settings()
+    slug = collection_slug or settings.collection
+    with session_scope() as session:
+        collection = session.exec(select(Collection).where(Collection.slug == slug)).first()
+        if collection is None:
+            raise UnknownItem(f"no collection {slug!r}")
+        if session.get(Item, (collection.id, item_key)) is None:
+            raise UnknownItem(f"no item {item_key!r} in {collection.slug}")
+        snapshot = published_snapshot(session, collection)
+        if snapshot is None:
+            raise NothingPublished("nothing published yet; run a nowcast")
+        version = session.get(ModelVersion, snapshot.model_version_id)
+        snapshot_id, version_id, version_number = snapshot.id, version.id, version.version
+        as_of = pd.Timestamp(snapshot.as_of)
+        collection_id, currency = collection.id, collection.currency
+    model, data = _model_and_market(collection_id, snapshot_id, version_id)
+    if as_of.tzinfo is not None:  # PostgreSQL gives aware times, SQLite naive ones; features use naive UTC
+        as_of = as_of.tz_convert("UTC").tz_localize(None)
+    if hasattr(model, "value_days"):  # a daily-priced collection (trading cards): models/daily.py
+        try:
+            out = model.explain(data, item_key, as_of)
+        except LookupError as exc:
+            raise UnknownItem(str(exc)) from None
+    else:
+        out = explain(model, data, item_key, as_of, top=top, n_comps=n_comps)
+    out.update(collection=slug, snapshot_id=snapshot_id, model_version=version_number, currency=currency)
+    return out

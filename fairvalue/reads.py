@@ -1,0 +1,572 @@
+"""Everything the API and the web pages read, as plain functions returning JSON-ready dicts.
+
+Each function takes a collection slug and its parameters, opens its own session, and raises
+fairvalue.errors.NotFound / BadInput / NotReady (404 / 400 / 503 over HTTP). Nothing here
+knows about HTTP, so server-rendered pages call the same functions the JSON handlers do.
+The forward track record (performance, backtest) lives in fairvalue/track_record.py and the
+item explanation in fairvalue/explanations.py; they are wrapped here so callers need one import.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from fairvalue.errors import BadInput, NotFound, NotReady
+from fairvalue.settings import get_settings
+from storage.db import session_scope
+from storage.registry import CHAMPION, get_alias
+from storage.snapshots import PublishedValue, published_snapshot, read_published
+from storage.tables import (
+    Collection,
+    Item,
+    MarketDay,
+    ModelAlias,
+    ModelVersion,
+    NowcastRow,
+    NowcastSnapshot,
+    PromotionDecision,
+    RejectedSale,
+    Sale,
+    TrainingRequest,
+)
+
+ITEM_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+MAX_BULK_IDS = 1000
+MAX_PAGE = 500
+SIGNALS = ("BUY", "SELL", "HOLD")
+
+__all__ = [
+    "BadInput", "NotFound", "NotReady", "summary", "item_valuation", "valuations", "item_history",
+    "item_explanation", "signals_page", "performance", "backtest_results", "models_overview", "decisions",
+    "training_requests", "market", "queue_status", "check_item_key", "parse_time",
+]
+
+
+# --- formatting ---------------------------------------------------------------------------
+
+def iso(ts: datetime | date | None) -> str | None:
+    if ts is None:
+        return None
+    if isinstance(ts, datetime):
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=UTC)
+        return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return ts.isoformat()
+
+
+def rounded(value: float | None, digits: int = 6) -> float | None:
+    if value is None or pd.isna(value):
+        return None
+    return round(float(value), digits)
+
+
+# --- parameters -----------------------------------------------------------------------------
+
+def check_item_key(key: str) -> str:
+    if not isinstance(key, str) or not ITEM_KEY.match(key):
+        raise BadInput(f"malformed item id {str(key)[:80]!r}: use letters, digits, _ . : - (max 64)")
+    return key
+
+
+def parse_time(value: str | None, name: str) -> datetime | None:
+    """An ISO date (midnight UTC) or date-time (UTC when it has no offset), or None."""
+    if value is None or value == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadInput(f"{name} must be an ISO date or date-time, got {value[:40]!r}") from None
+    if not 1970 <= parsed.year <= 2200:
+        raise BadInput(f"{name} must be between the years 1970 and 2200")
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def page_bounds(limit: int | None, offset: int | None, default: int = 50) -> tuple[int, int]:
+    limit = default if limit is None else limit
+    offset = 0 if offset is None else offset
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadInput(f"limit must be between 1 and {MAX_PAGE}")
+    if not 0 <= offset <= 1_000_000_000:
+        raise BadInput("offset must be between 0 and 1e9")
+    return limit, offset
+
+
+# --- collection -----------------------------------------------------------------------------
+
+def collection_row(session: Session, slug: str | None = None) -> Collection:
+    slug = slug or get_settings().collection
+    found = session.exec(select(Collection).where(Collection.slug == slug)).first()
+    if found is None:
+        raise NotFound(f"unknown collection {slug[:64]!r}")
+    return found
+
+
+def _snapshot_info(snap: NowcastSnapshot | None, version: int | None = None) -> dict | None:
+    if snap is None:
+        return None
+    age = (datetime.now(UTC) - snap.published_at).total_seconds() if snap.published_at else None
+    return {"id": snap.id, "as_of": iso(snap.as_of), "published_at": iso(snap.published_at),
+            "data_cutoff": iso(snap.data_cutoff), "n_items": snap.n_items, "model_version": version,
+            "age_seconds": rounded(age, 1)}
+
+
+def _version_numbers(session: Session, ids) -> dict[int, int]:
+    ids = {i for i in ids if i is not None}
+    if not ids:
+        return {}
+    return dict(session.exec(select(ModelVersion.id, ModelVersion.version).where(ModelVersion.id.in_(ids))).all())
+
+
+def summary(slug: str | None = None) -> dict[str, Any]:
+    """Floor, index, counts and the published snapshot of one collection."""
+    from models.market_index import sales_index
+
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+        last_floor = session.exec(select(MarketDay.day, MarketDay.floor).where(
+            MarketDay.collection_id == coll.id, MarketDay.floor.is_not(None)).order_by(MarketDay.day.desc())).first()
+        last_eth = session.exec(select(MarketDay.day, MarketDay.eth_usd).where(
+            MarketDay.collection_id == coll.id, MarketDay.eth_usd.is_not(None))
+            .order_by(MarketDay.day.desc())).first()
+        n_items = session.exec(select(func.count()).select_from(Item).where(Item.collection_id == coll.id)).one()
+        n_sales, first_sale, last_sale = session.exec(select(func.count(), func.min(Sale.ts), func.max(Sale.ts))
+                                                      .where(Sale.collection_id == coll.id)).one()
+        n_rejected = session.exec(select(func.count()).select_from(RejectedSale)
+                                  .where(RejectedSale.collection_id == coll.id)).one()
+        recent = []
+        if last_sale is not None:
+            recent = session.exec(select(Sale.ts, Sale.price).where(
+                Sale.collection_id == coll.id, Sale.ts >= last_sale - timedelta(days=14))).all()
+        snap = published_snapshot(session, coll)
+        signals: dict[str, int] = {}
+        if snap is not None:
+            signals = dict(session.exec(select(NowcastRow.signal, func.count()).where(
+                NowcastRow.snapshot_id == snap.id).group_by(NowcastRow.signal)).all())
+        champion = get_alias(session, coll, CHAMPION)
+        versions = _version_numbers(session, [snap.model_version_id] if snap else [])
+        n_versions = session.exec(select(func.count()).select_from(ModelVersion)
+                                  .where(ModelVersion.collection_id == coll.id)).one()
+    index = None
+    if recent:
+        frame = pd.DataFrame(recent, columns=["ts", "price"])
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.tz_localize(None).astype("datetime64[ns]")
+        frame = frame.sort_values("ts", kind="stable")
+        day = (frame["ts"].max() + pd.Timedelta(days=1)).normalize()
+        level = sales_index(frame, pd.DatetimeIndex([day])).iloc[0]
+        index = {"day": day.date().isoformat(), "level": rounded(level),
+                 "meaning": "25th percentile of sale prices over the last 3 days (widened to 7/14 when thin)"}
+    return {
+        "collection": coll.slug, "name": coll.name, "kind": coll.kind, "currency": coll.currency,
+        "floor": None if last_floor is None else {"day": iso(last_floor[0]), "value": rounded(last_floor[1])},
+        "eth_usd": None if last_eth is None else {"day": iso(last_eth[0]), "value": rounded(last_eth[1])},
+        "index": index,
+        "counts": {"items": n_items, "sales": n_sales, "rejected_sales": n_rejected, "model_versions": n_versions,
+                   "signals": {s: int(signals.get(s, 0)) for s in SIGNALS}},
+        "sales_range": {"first": iso(first_sale), "last": iso(last_sale)},
+        "champion": None if champion is None else {"version": champion.version, "created_at": iso(champion.created_at)},
+        "snapshot": _snapshot_info(snap, versions.get(snap.model_version_id) if snap else None),
+    }
+
+
+# --- valuations -----------------------------------------------------------------------------
+
+def _valuation(v: PublishedValue, version: int | None, currency: str) -> dict[str, Any]:
+    deviation = None
+    if v.last_price is not None and v.fair_value:
+        deviation = v.last_price / v.fair_value - 1
+    return {
+        "item_id": v.item_key,
+        "fair_value": rounded(v.fair_value),
+        "currency": currency,
+        "band": {"p10": rounded(v.p10), "p90": rounded(v.p90)},
+        "signal": v.signal,
+        "deviation": rounded(deviation),
+        "last_sale": None if v.last_price is None else {"price": rounded(v.last_price),
+                                                        "timestamp": iso(v.last_sale_at)},
+        "snapshot": {"id": v.snapshot_id, "as_of": iso(v.as_of), "published_at": iso(v.published_at)},
+        "model_version": version,
+    }
+
+
+def item_valuation(slug: str | None, key: str) -> dict[str, Any]:
+    """Value, band, signal and last sale of one item from the published snapshot."""
+    check_item_key(key)
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+        item = session.get(Item, (coll.id, key))
+        if item is None:
+            raise NotFound(f"no item {key!r} in {coll.slug}")
+        values = read_published(session, coll, [key])
+        if not values:
+            raise NotReady("no published snapshot values this item yet; run a nowcast")
+        versions = _version_numbers(session, [values[0].model_version_id])
+    body = _valuation(values[0], versions.get(values[0].model_version_id), coll.currency)
+    body.update(collection=coll.slug, type=item.item_type, attributes=item.attributes)
+    return body
+
+
+def valuations(slug: str | None, keys: list[str]) -> dict[str, Any]:
+    """Many items from ONE snapshot (a concurrent publish never mixes two), plus the unknown ids."""
+    keys = [k.strip() for k in keys if k and k.strip()]
+    if not keys:
+        raise BadInput("ids holds no item id, e.g. ?ids=1,2,3")
+    if len(keys) > MAX_BULK_IDS:
+        raise BadInput(f"at most {MAX_BULK_IDS} ids per request, got {len(keys)}")
+    keys = list(dict.fromkeys(check_item_key(k) for k in keys))
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+        values = read_published(session, coll, keys)
+        versions = _version_numbers(session, [v.model_version_id for v in values])
+        if not values:
+            known = session.exec(select(Item.item_key).where(Item.collection_id == coll.id,
+                                                             Item.item_key.in_(keys))).first()
+            if known is not None:
+                raise NotReady("no published snapshot yet; run a nowcast")
+    by_key = {v.item_key: v for v in values}
+    snapshot = None
+    if values:
+        v0 = values[0]
+        snapshot = {"id": v0.snapshot_id, "as_of": iso(v0.as_of), "published_at": iso(v0.published_at)}
+    return {
+        "collection": coll.slug,
+        "snapshot": snapshot,
+        "valuations": [_valuation(by_key[k], versions.get(by_key[k].model_version_id), coll.currency)
+                       for k in keys if k in by_key],
+        "not_found": [k for k in keys if k not in by_key],
+    }
+
+
+def item_history(slug: str | None, key: str, start: str | None = None, end: str | None = None,
+                 limit: int = 1000) -> dict[str, Any]:
+    """The values published for one item over time (oldest first) and its sales."""
+    check_item_key(key)
+    t0, t1 = parse_time(start, "from"), parse_time(end, "to")
+    if not 1 <= limit <= 5000:
+        raise BadInput("limit must be between 1 and 5000")
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+        if session.get(Item, (coll.id, key)) is None:
+            raise NotFound(f"no item {key!r} in {coll.slug}")
+        query = (select(NowcastSnapshot.id, NowcastSnapshot.as_of, NowcastSnapshot.published_at,
+                        NowcastSnapshot.model_version_id, NowcastRow.fair_value, NowcastRow.p10, NowcastRow.p90,
+                        NowcastRow.signal)
+                 .join(NowcastRow, NowcastRow.snapshot_id == NowcastSnapshot.id)
+                 .where(NowcastSnapshot.collection_id == coll.id, NowcastSnapshot.status == "published",
+                        NowcastSnapshot.published_at.is_not(None), NowcastRow.item_key == key))
+        sales_query = select(Sale.event_id, Sale.ts, Sale.price).where(Sale.collection_id == coll.id,
+                                                                       Sale.item_key == key)
+        if t0:
+            query = query.where(NowcastSnapshot.published_at >= t0)
+            sales_query = sales_query.where(Sale.ts >= t0)
+        if t1:
+            query = query.where(NowcastSnapshot.published_at < t1)
+            sales_query = sales_query.where(Sale.ts < t1)
+        rows = session.exec(query.order_by(NowcastSnapshot.published_at.desc(), NowcastSnapshot.id.desc())
+                            .limit(limit)).all()
+        sales = session.exec(sales_query.order_by(Sale.ts, Sale.id)).all()
+        versions = _version_numbers(session, [r[3] for r in rows])
+    return {
+        "collection": coll.slug, "item_id": key, "currency": coll.currency,
+        "published": [{"snapshot_id": r[0], "as_of": iso(r[1]), "published_at": iso(r[2]),
+                       "model_version": versions.get(r[3]), "fair_value": rounded(r[4]),
+                       "p10": rounded(r[5]), "p90": rounded(r[6]), "signal": r[7]} for r in reversed(rows)],
+        "truncated": len(rows) == limit,
+        "sales": [{"event_id": s[0], "timestamp": iso(s[1]), "price": rounded(s[2])} for s in sales],
+    }
+
+
+def item_explanation(slug: str | None, key: str, top: int = 5, comps: int = 10) -> dict[str, Any]:
+    """Drivers vs a typical item and comparable sales (fairvalue/explanations.py, models/explain.py)."""
+    from fairvalue import explanations
+
+    check_item_key(key)
+    if not 1 <= top <= 30:
+        raise BadInput(f"top must be between 1 and 30, got {top}")
+    if not 0 <= comps <= 45:
+        raise BadInput(f"comps must be between 0 and 45, got {comps}")
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+    try:
+        body = explanations.explain_item(key, coll.slug, top, comps)
+    except explanations.UnknownItem as exc:
+        raise NotFound(str(exc)) from None
+    except explanations.NotExplainable as exc:
+        raise NotReady(str(exc)) from None
+    for field in ("fair_value", "floor", "typical_value"):  # the punks' explanation has all three, cards' less
+        if field in body:
+            body[field] = rounded(body[field])
+    return body
+
+
+# --- signals --------------------------------------------------------------------------------
+
+def _encode_cursor(snapshot_id: int, offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([snapshot_id, offset]).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        snapshot_id, offset = json.loads(raw)
+        if not (isinstance(snapshot_id, int) and isinstance(offset, int) and snapshot_id > 0 and offset >= 0):
+            raise ValueError
+    except (ValueError, TypeError, UnicodeDecodeError, json.JSONDecodeError):
+        raise BadInput("cursor is not one this API handed out; start again without it") from None
+    return snapshot_id, offset
+
+
+def _has_trait(attributes: dict, trait: str) -> bool:
+    """A trait matches an attribute value, or an element of a list-valued attribute (case-insensitive)."""
+    wanted = trait.casefold()
+    for value in attributes.values():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str | int | float) and str(v).casefold() == wanted for v in values):
+            return True
+    return False
+
+
+def signals_page(slug: str | None = None, signal: str | None = None, item_type: str | None = None,
+                 trait: str | None = None, min_deviation: float | None = None, limit: int = 50,
+                 cursor: str | None = None) -> dict[str, Any]:
+    """Items of the published snapshot with a market price, filtered, ordered by |deviation|
+    (last sale / fair value - 1) descending then item id. A cursor pins the snapshot it was
+    made from, so paging through stays consistent while new snapshots are published."""
+    if signal is not None:
+        signal = signal.upper()
+        if signal not in SIGNALS:
+            raise BadInput(f"signal must be one of {', '.join(SIGNALS)}")
+    if min_deviation is not None and not (0 <= min_deviation < 1e6):
+        raise BadInput("min_deviation must be a fraction >= 0, e.g. 0.1 for 10 %")
+    limit, _ = page_bounds(limit, 0)
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+        if cursor:
+            snapshot_id, offset = _decode_cursor(cursor)
+            snap = session.get(NowcastSnapshot, snapshot_id)
+            if snap is None or snap.collection_id != coll.id or snap.status != "published":
+                raise BadInput("cursor points at a snapshot this collection does not serve")
+        else:
+            snap, offset = published_snapshot(session, coll), 0
+            if snap is None:
+                raise NotReady("no published snapshot yet; run a nowcast")
+        query = (select(NowcastRow.item_key, NowcastRow.fair_value, NowcastRow.p10, NowcastRow.p90,
+                        NowcastRow.signal, NowcastRow.last_price, NowcastRow.last_sale_at, Item.item_type,
+                        Item.attributes)
+                 .join(Item, (Item.collection_id == coll.id) & (Item.item_key == NowcastRow.item_key))
+                 .where(NowcastRow.snapshot_id == snap.id, NowcastRow.last_price.is_not(None)))
+        if signal:
+            query = query.where(NowcastRow.signal == signal)
+        if item_type:
+            query = query.where(func.lower(Item.item_type) == item_type.lower())
+        rows = session.exec(query).all()
+        version = _version_numbers(session, [snap.model_version_id]).get(snap.model_version_id)
+    picked = []
+    for r in rows:
+        if not r[1]:
+            continue
+        deviation = r[5] / r[1] - 1
+        if min_deviation is not None and abs(deviation) < min_deviation:
+            continue
+        if trait and not _has_trait(r[8] or {}, trait):
+            continue
+        picked.append((deviation, r))
+    picked.sort(key=lambda p: (-abs(p[0]), _key_order(p[1][0])))
+    page = picked[offset:offset + limit]
+    more = offset + limit < len(picked)
+    return {
+        "collection": coll.slug, "currency": coll.currency,
+        "snapshot": {"id": snap.id, "as_of": iso(snap.as_of), "published_at": iso(snap.published_at),
+                     "model_version": version},
+        "filters": {"signal": signal, "type": item_type, "trait": trait, "min_deviation": min_deviation},
+        "order": "abs(deviation) desc, item_id",
+        "total": len(picked), "offset": offset, "limit": limit,
+        "next_cursor": _encode_cursor(snap.id, offset + limit) if more else None,
+        "signals": [{"item_id": r[0], "type": r[7], "signal": r[4], "fair_value": rounded(r[1]),
+                     "band": {"p10": rounded(r[2]), "p90": rounded(r[3])}, "last_price": rounded(r[5]),
+                     "last_sale_at": iso(r[6]), "deviation": rounded(d)} for d, r in page],
+    }
+
+
+def _key_order(key: str) -> tuple[int, str]:
+    return (int(key), "") if key.isdigit() else (1 << 62, key)
+
+
+# --- track record (re-exported) -------------------------------------------------------------
+
+def performance(slug: str | None = None, start: str | None = None, end: str | None = None) -> dict[str, Any]:
+    from fairvalue.track_record import performance as run
+
+    return run(slug, start, end)
+
+
+def backtest_results(slug: str | None = None, start: str | None = None, end: str | None = None) -> dict[str, Any]:
+    from fairvalue.track_record import backtest_results as run
+
+    return run(slug, start, end)
+
+
+# --- models ---------------------------------------------------------------------------------
+
+def _decision_dict(d: PromotionDecision, number: dict[int, int]) -> dict[str, Any]:
+    return {"id": d.id, "created_at": iso(d.created_at), "decision": d.decision, "by": d.decided_by,
+            "contender": number.get(d.contender_version_id), "champion": number.get(d.champion_version_id),
+            "training_request": d.training_request_id, "reason": d.reason, "numbers": d.numbers}
+
+
+def models_overview(slug: str | None = None, decisions_limit: int = 50) -> dict[str, Any]:
+    """Versions (artifact, sha256, lineage, metrics), aliases and the latest decisions."""
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+        versions = session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id)
+                                .order_by(ModelVersion.version.desc())).all()
+        number = {v.id: v.version for v in versions}
+        aliases = {a.alias: number.get(a.model_version_id)
+                   for a in session.exec(select(ModelAlias).where(ModelAlias.collection_id == coll.id))}
+        rows = session.exec(select(PromotionDecision).where(PromotionDecision.collection_id == coll.id)
+                            .order_by(PromotionDecision.id.desc()).limit(decisions_limit)).all()
+    return {
+        "collection": coll.slug,
+        "aliases": aliases,
+        "versions": [{"version": v.version, "estimator": v.estimator, "artifact_uri": v.artifact_uri,
+                      "sha256": v.sha256, "created_at": iso(v.created_at), "data_start": iso(v.data_start),
+                      "data_end": iso(v.data_end), "n_train": v.n_train, "code_version": v.code_version,
+                      "parent": number.get(v.parent_id), "metrics": v.metrics} for v in versions],
+        "decisions": [_decision_dict(d, number) for d in rows],
+    }
+
+
+def decisions(slug: str | None = None, decision: str | None = None, limit: int = 50,
+              offset: int = 0) -> dict[str, Any]:
+    """Promotions, shadows, rejections and rollbacks, newest first."""
+    limit, offset = page_bounds(limit, offset)
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+        query = select(PromotionDecision).where(PromotionDecision.collection_id == coll.id)
+        count = select(func.count()).select_from(PromotionDecision).where(PromotionDecision.collection_id == coll.id)
+        if decision:
+            query = query.where(PromotionDecision.decision == decision)
+            count = count.where(PromotionDecision.decision == decision)
+        rows = session.exec(query.order_by(PromotionDecision.id.desc()).offset(offset).limit(limit)).all()
+        total = session.exec(count).one()
+        number = _version_numbers(session, [i for d in rows for i in (d.contender_version_id, d.champion_version_id)])
+    return {"collection": coll.slug, "total": total, "offset": offset, "limit": limit,
+            "next_offset": offset + limit if offset + limit < total else None,
+            "decisions": [_decision_dict(d, number) for d in rows]}
+
+
+def training_requests(slug: str | None = None, state: str | None = None, limit: int = 200,
+                      offset: int = 0) -> dict[str, Any]:
+    """Training requests with state, attempts, lease and result, newest first."""
+    limit, offset = page_bounds(limit, offset, default=200)
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+        query = select(TrainingRequest).where(TrainingRequest.collection_id == coll.id)
+        if state:
+            query = query.where(TrainingRequest.state == state)
+        rows = session.exec(query.order_by(TrainingRequest.id.desc()).offset(offset).limit(limit)).all()
+        number = _version_numbers(session, [r.model_version_id for r in rows])
+    return {"collection": coll.slug, "offset": offset, "limit": limit, "training_requests": [
+        {"id": r.id, "state": r.state, "reason": r.reason, "attempts": r.attempts, "claimed_by": r.claimed_by,
+         "lease_expires_at": iso(r.lease_expires_at), "created_at": iso(r.created_at),
+         "published_at": iso(r.published_at), "model_version_id": r.model_version_id,
+         "model_version": number.get(r.model_version_id), "error": r.error, "trigger": r.trigger,
+         "params": r.params} for r in rows]}
+
+
+# --- market ---------------------------------------------------------------------------------
+
+def market(slug: str | None = None, start: str | None = None, end: str | None = None) -> dict[str, Any]:
+    """Daily floor, ETH/USD and the service's sales index. Default window: the last 365 days
+    of market data."""
+    from models.market_index import sales_index
+
+    t0, t1 = parse_time(start, "from"), parse_time(end, "to")
+    if t0 and t1 and t1 <= t0:
+        raise BadInput("to must be after from")
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+        last_day = session.exec(select(func.max(MarketDay.day)).where(MarketDay.collection_id == coll.id)).one()
+        last_sale = session.exec(select(func.max(Sale.ts)).where(Sale.collection_id == coll.id)).one()
+        candidates = [d for d in (last_day, last_sale.date() if last_sale else None) if d is not None]
+        if t1 is None:
+            t1 = (datetime.combine(max(candidates), datetime.min.time(), UTC) + timedelta(days=1)
+                  if candidates else datetime.now(UTC))
+        if t0 is None:
+            t0 = t1 - timedelta(days=365)
+        if t1 - t0 > timedelta(days=3700):
+            raise BadInput("the window may span at most ~10 years")
+        days = session.exec(select(MarketDay.day, MarketDay.floor, MarketDay.eth_usd).where(
+            MarketDay.collection_id == coll.id, MarketDay.day >= t0.date(), MarketDay.day < t1.date())
+            .order_by(MarketDay.day)).all()
+        sales = session.exec(select(Sale.ts, Sale.price).where(
+            Sale.collection_id == coll.id, Sale.ts >= t0 - timedelta(days=14), Sale.ts < t1)).all()
+    calendar = pd.date_range(pd.Timestamp(t0.date()), pd.Timestamp(t1.date()), freq="D", inclusive="left")
+    levels = pd.Series(float("nan"), index=calendar)
+    if sales and len(calendar):
+        frame = pd.DataFrame(sales, columns=["ts", "price"])
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.tz_localize(None).astype("datetime64[ns]")
+        frame = frame.sort_values("ts", kind="stable")
+        levels = sales_index(frame, calendar)
+    by_day = {d[0]: d for d in days}
+    points = []
+    for day, level in zip(calendar, levels.to_numpy(), strict=True):
+        row = by_day.get(day.date())
+        if row is None and pd.isna(level):
+            continue
+        points.append({"day": day.date().isoformat(), "floor": rounded(row[1]) if row else None,
+                       "eth_usd": rounded(row[2]) if row else None, "index": rounded(level)})
+    return {"collection": coll.slug, "currency": coll.currency, "from": iso(t0), "to": iso(t1),
+            "index_meaning": "25th percentile of sale prices over the 3 days before the day (7/14 when thin)",
+            "days": points}
+
+
+# --- queue ----------------------------------------------------------------------------------
+
+def queue_depths() -> dict[str, int | None]:
+    """Messages waiting per queue, read from the broker (LLEN on Redis); None when it is down."""
+    from tasks import queues
+    from tasks.app import app
+
+    depths: dict[str, int | None] = {}
+    try:
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+            channel = conn.default_channel
+            for name in queues.ALL:
+                try:
+                    depths[name] = channel.queue_declare(queue=name, passive=True).message_count
+                except Exception:
+                    depths[name] = 0  # a queue nobody declared yet holds nothing
+    except Exception:
+        depths = {name: None for name in queues.ALL}
+    return depths
+
+
+def workers_seen() -> list[str] | None:
+    from tasks.app import app
+
+    try:
+        replies = app.control.inspect(timeout=1.0).ping() or {}
+        return sorted(replies)
+    except Exception:
+        return None  # the transport has no broadcast (the embedded filesystem broker)
+
+
+def queue_status() -> dict[str, Any]:
+    """Depth per queue, workers answering a ping, training requests by state, last run per task."""
+    from storage.requests import counts_by_state
+    from storage.runs import last_runs
+
+    with session_scope() as session:
+        by_state = counts_by_state(session)
+        runs = {name: {"status": r.status, "started_at": iso(r.started_at), "finished_at": iso(r.finished_at)}
+                for name, r in last_runs(session).items()}
+    return {"queues": queue_depths(), "workers": workers_seen(), "training_requests": by_state, "last_runs": runs}

@@ -1,0 +1,278 @@
+"""The live track record: every sale in a window scored against the last snapshot PUBLISHED
+before it (forward only, never a retroactive prediction), then valuation metrics overall, by
+segment and over time, and the strategy backtest on the same pairs.
+
+Both answers are cached in this process, keyed by the window and by what could change them
+(the newest published snapshot, the newest sale, the sale count, the thresholds), so a page
+that asks again costs a few cheap queries; new data makes a new key.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from fairvalue import kinds
+from fairvalue.errors import BadInput
+from fairvalue.reads import collection_row, iso, parse_time, rounded
+from fairvalue.settings import get_settings
+from models import live
+from models.backtest import backtest
+from models.diagnostics import price_band, segment_metrics
+from models.market_index import daily_index
+from models.metrics import valuation_metrics
+from storage.db import session_scope
+from storage.tables import Collection, Item, MarketDay, NowcastRow, NowcastSnapshot, Sale
+
+DEFAULT_WINDOW = timedelta(days=90)
+MAX_WINDOW = timedelta(days=3700)
+MAX_POINTS = 2000  # predicted-vs-actual points returned (the most recent ones)
+_CACHE: OrderedDict[tuple, dict] = OrderedDict()
+_CACHE_SIZE = 32
+_LOCK = threading.Lock()
+
+
+def _cached(key: tuple, compute) -> dict:
+    with _LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    value = compute()
+    with _LOCK:
+        _CACHE[key] = value
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return value
+
+
+def _naive(values) -> pd.Series:
+    series = pd.Series(values)
+    if series.empty:
+        return series.astype("datetime64[ns]")
+    return pd.to_datetime(series, utc=True).dt.tz_localize(None).astype("datetime64[ns]")
+
+
+def _window(session: Session, coll: Collection, start: str | None, end: str | None) -> tuple[datetime, datetime]:
+    """[from, to): default the 90 days up to the latest sale, so bundled history has a window."""
+    t0, t1 = parse_time(start, "from"), parse_time(end, "to")
+    if t1 is None:
+        last = session.exec(select(func.max(Sale.ts)).where(Sale.collection_id == coll.id)).one()
+        t1 = (last + timedelta(seconds=1)) if last else datetime.now(UTC)
+    if t0 is None:
+        t0 = t1 - DEFAULT_WINDOW
+    if t1 <= t0:
+        raise BadInput("to must be after from")
+    if t1 - t0 > MAX_WINDOW:
+        raise BadInput("the window may span at most ~10 years")
+    return t0, t1
+
+
+def _data_version(session: Session, coll: Collection) -> tuple:
+    snap = session.exec(select(func.max(NowcastSnapshot.id)).where(
+        NowcastSnapshot.collection_id == coll.id, NowcastSnapshot.status == "published")).one()
+    sales = session.exec(select(func.count(), func.max(Sale.id)).where(Sale.collection_id == coll.id)).one()
+    return (snap, *sales)
+
+
+def forward_pairs(session: Session, coll: Collection, t0: datetime, t1: datetime) -> tuple[pd.DataFrame, dict]:
+    """(scored, counts): sales with t0 <= ts < t1, each with the value of the snapshot published
+    last before it (models.live.score_sales), plus the item's type and accessory count."""
+    sales = pd.DataFrame(session.exec(select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price).where(
+        Sale.collection_id == coll.id, Sale.ts >= t0, Sale.ts < t1)).all(),
+        columns=["event_id", "ts", "item_key", "price"])
+    sales["ts"] = _naive(sales["ts"])
+    snaps = pd.DataFrame(session.exec(select(NowcastSnapshot.id, NowcastSnapshot.published_at,
+                                             NowcastSnapshot.model_version_id).where(
+        NowcastSnapshot.collection_id == coll.id, NowcastSnapshot.status == "published",
+        NowcastSnapshot.published_at.is_not(None), NowcastSnapshot.published_at < t1)).all(),
+        columns=["snapshot_id", "published_at", "model_version_id"])
+    snaps["published_at"] = _naive(snaps["published_at"])
+    rows = pd.DataFrame(columns=["snapshot_id", "item_key", "fair_value", "p10", "p90"])
+    if len(sales) and len(snaps):
+        # Which snapshot each sale meets, first; then only those rows are read.
+        ordered = snaps.sort_values(["published_at", "snapshot_id"])
+        met = pd.merge_asof(sales.sort_values("ts"), ordered, left_on="ts", right_on="published_at",
+                            allow_exact_matches=False).dropna(subset=["snapshot_id"])
+        wanted_snaps = sorted({int(s) for s in met["snapshot_id"]})
+        wanted_items = sorted(set(met["item_key"]))
+        found = []
+        for i in range(0, len(wanted_snaps), 500):
+            found += session.exec(select(NowcastRow.snapshot_id, NowcastRow.item_key, NowcastRow.fair_value,
+                                         NowcastRow.p10, NowcastRow.p90).where(
+                NowcastRow.snapshot_id.in_(wanted_snaps[i:i + 500]), NowcastRow.item_key.in_(wanted_items))).all()
+        rows = pd.DataFrame(found, columns=["snapshot_id", "item_key", "fair_value", "p10", "p90"])
+    scored, counts = live.score_sales(sales, snaps, rows)
+    items = pd.DataFrame(session.exec(select(Item.item_key, Item.item_type, Item.attributes).where(
+        Item.collection_id == coll.id, Item.item_key.in_(sorted(set(scored["item_key"]))))).all(),
+        columns=["item_key", "item_type", "attributes"]).set_index("item_key")
+    scored["item_type"] = items["item_type"].reindex(scored["item_key"]).to_numpy()
+    scored["accessory_count"] = [a.get("accessory_count") if isinstance(a, dict) else None
+                                 for a in items["attributes"].reindex(scored["item_key"])]
+    return scored, counts
+
+
+def _metrics(frame: pd.DataFrame) -> dict[str, Any]:
+    if frame.empty:
+        return {"n": 0}
+    return valuation_metrics(frame["fair_value"].to_numpy(), frame["price"].to_numpy(),
+                             frame["p10"].to_numpy(), frame["p90"].to_numpy())
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return rounded(value) if np.isfinite(value) else None
+    return value
+
+
+def _floor_baseline(session: Session, coll: Collection, scored: pd.DataFrame) -> dict[str, Any]:
+    """The previous-day floor known when the snapshot was published, scored on the same sales."""
+    from models.features import floor_before
+
+    if scored.empty:
+        return {"n": 0}
+    days = pd.DataFrame(session.exec(select(MarketDay.day, MarketDay.floor).where(
+        MarketDay.collection_id == coll.id, MarketDay.floor.is_not(None)).order_by(MarketDay.day)).all(),
+        columns=["day", "floor"])
+    days["day"] = pd.to_datetime(days["day"]).astype("datetime64[ns]")
+    floor = floor_before(days, scored["published_at"])
+    return valuation_metrics(floor, scored["price"].to_numpy())
+
+
+def _series(scored: pd.DataFrame, t0: datetime, t1: datetime) -> list[dict[str, Any]]:
+    """Forward error per day (windows up to 31 days) or per week."""
+    if scored.empty:
+        return []
+    freq = "D" if t1 - t0 <= timedelta(days=31) else "W-MON"
+    periods = scored["ts"].dt.to_period(freq).dt.start_time
+    out = []
+    for start, group in scored.groupby(periods, sort=True):
+        m = _metrics(group)
+        out.append({"period_start": start.date().isoformat(), **m})
+    return out
+
+
+def performance(slug: str | None = None, start: str | None = None, end: str | None = None) -> dict[str, Any]:
+    """Forward valuation metrics over [from, to): overall, the previous-day floor on the same
+    sales, by segment (type, accessory count, price band of the fair value), per period, and the
+    most recent predicted-vs-actual points."""
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+        if kinds.is_daily(coll):
+            return _daily_performance(session, coll, start, end)
+        t0, t1 = _window(session, coll, start, end)
+        key = ("performance", coll.id, t0, t1, _data_version(session, coll))
+
+        def compute() -> dict[str, Any]:
+            scored, counts = forward_pairs(session, coll, t0, t1)
+            segments = pd.DataFrame({
+                "type": scored["item_type"].to_numpy(),
+                "accessory_count": scored["accessory_count"].to_numpy(),
+                "price_band": price_band(scored["fair_value"].to_numpy(dtype=float)).array,
+            })
+            segments = segments[[c for c in segments.columns if segments[c].notna().any()]]
+            table = segment_metrics(scored["fair_value"], scored["price"], segments, scored["p10"],
+                                    scored["p90"]) if len(scored) else pd.DataFrame()
+            recent = scored.tail(MAX_POINTS)
+            return _clean({
+                "collection": coll.slug, "currency": coll.currency,
+                "window": {"from": iso(t0), "to": iso(t1)},
+                "method": "each sale scored against the last snapshot published strictly before it",
+                "counts": counts,
+                "model": _metrics(scored),
+                "previous_day_floor": _floor_baseline(session, coll, scored),
+                "segments": table.to_dict(orient="records"),
+                "series": _series(scored, t0, t1),
+                "points": [{"timestamp": iso(ts.to_pydatetime()), "item_id": k, "price": p, "fair_value": f,
+                            "p10": lo, "p90": hi, "snapshot_id": int(s)}
+                           for ts, k, p, f, lo, hi, s in zip(
+                               recent["ts"], recent["item_key"], recent["price"], recent["fair_value"],
+                               recent["p10"], recent["p90"], recent["snapshot_id"], strict=True)],
+                "points_truncated": len(scored) > MAX_POINTS,
+            })
+
+        return _cached(key, compute)
+
+
+def _daily_performance(session: Session, coll: Collection, start: str | None, end: str | None) -> dict[str, Any]:
+    """A daily-priced collection (cards): the replay KPIs of docs/cards.md over [from, to) — each
+    card-day valued by a model trained on days before it (weekly retrains), so the figures are
+    forward — with MAPE/RMSE per card and category and the BUY/SELL precision and recall.
+    Default window: the 60 days up to the latest price."""
+    from fairvalue.evaluation import evaluate_daily
+
+    series = kinds.kind_of(coll).load(session, coll)
+    if series.prices.empty:
+        return {"collection": coll.slug, "currency": coll.currency, "kind": "daily_prices", "model": {"n": 0}}
+    last = series.prices["day"].max() + pd.Timedelta(days=1)
+    t0, t1 = parse_time(start, "from"), parse_time(end, "to")
+    t1 = pd.Timestamp(t1).tz_convert("UTC").tz_localize(None).normalize() if t1 else last
+    t0 = pd.Timestamp(t0).tz_convert("UTC").tz_localize(None).normalize() if t0 else t1 - pd.Timedelta(days=60)
+    if t1 <= t0:
+        raise BadInput("to must be after from")
+    if t1 - t0 > pd.Timedelta(days=3660):
+        raise BadInput("the window may span at most ~10 years")
+    key = ("daily-performance", coll.id, t0, t1, len(series.prices), series.prices["day"].max())
+
+    def compute() -> dict[str, Any]:
+        report = evaluate_daily(series, t0, t1, get_settings().for_collection(coll.slug))
+        report.update(collection=coll.slug, currency=coll.currency, kind="daily_prices",
+                      method="replay: each card-day valued by a model trained on days before it")
+        return _clean(report)
+
+    return _cached(key, compute)
+
+
+def _drawdown(equity: list[list[Any]]) -> list[list[Any]]:
+    peak, out = 1.0, []
+    for day, value in equity:
+        if value is None:
+            out.append([day, None])
+            continue
+        peak = max(peak, value)
+        out.append([day, rounded(1 - value / peak)])
+    return out
+
+
+def backtest_results(slug: str | None = None, start: str | None = None, end: str | None = None) -> dict[str, Any]:
+    """models.backtest on the live forward pairs of [from, to): buying what the published
+    value marked undervalued (price <= fair value x (1 - buy_below)) against buying every
+    scored sale; exits are the item's next sale within the horizon, else marked to the index."""
+    settings = get_settings()
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+        t0, t1 = _window(session, coll, start, end)
+        horizon = timedelta(days=settings.backtest_horizon_days)
+        key = ("backtest", coll.id, t0, t1, settings.buy_below, settings.backtest_horizon_days,
+               _data_version(session, coll))
+
+        def compute() -> dict[str, Any]:
+            scored, counts = forward_pairs(session, coll, t0, t1)
+            sales = pd.DataFrame(session.exec(select(Sale.ts, Sale.item_key, Sale.price).where(
+                Sale.collection_id == coll.id, Sale.ts >= t0 - timedelta(days=14), Sale.ts < t1 + horizon)
+                .order_by(Sale.ts, Sale.id)).all(), columns=["ts", "item_key", "price"])
+            sales["ts"] = _naive(sales["ts"])
+            predictions = pd.DataFrame({"event_id": scored["event_id"], "timestamp": scored["ts"],
+                                        "item_id": scored["item_key"], "price": scored["price"],
+                                        "fair_value": scored["fair_value"], "p10": scored["p10"],
+                                        "p90": scored["p90"]})
+            result = backtest(predictions, sales, daily_index(sales), threshold=settings.buy_below,
+                              horizon_days=settings.backtest_horizon_days).as_dict()
+            for name in ("buy_all", "strategy"):
+                result[name]["drawdown"] = _drawdown(result[name]["equity"])
+            return _clean({"collection": coll.slug, "window": {"from": iso(t0), "to": iso(t1)},
+                           "method": "live forward pairs; rules in docs/backtest.md", "counts": counts, **result})
+
+        return _cached(key, compute)

@@ -1,0 +1,318 @@
+"""Fair value for markets quoted daily (trading cards): the card's own recent prices, restated by
+its category's robust market index, never using the price it is compared with.
+
+Definitions (all logs natural; a "day" is a calendar day; prices of day D are known once D is over):
+
+- Category index. r_c(d) = log p_c(d) - log p_c(d-1) for each card c (a missing day carries the
+  card's last price at most 3 days). The index step of category g on day d is the MEDIAN of r_c(d)
+  over g's cards (robust: one card's spike does not move its category), and I_g(d) is the running
+  sum of the steps (I_g = 0 on the first day).
+- Relative level. rel_c(d) = log p_c(d) - I_g(d) on the days the card has a price.
+- Fair value of card c for day D, from days strictly before D only:
+      m = median(rel_c(d), D-W <= d <= D-1)
+      log FV_c(D) = I_g(D-1) + m + alpha * clip(rel_c(D-1) - m, -2 s_c(D), +2 s_c(D))
+  i.e. the median of the card's last W prices, each restated by its category's move from its day
+  to D-1, pulled by alpha toward the latest price, but never by more than two robust deviations
+  s_c(D) (below): ordinary drift is followed, a spike is not. The same-day price p_c(D) enters
+  nothing of FV_c(D): it is the market price FV_c(D) is compared with (signals) and scored against.
+- Band. z = (log p_c(D) - log FV_c(D)) / s_c(D), s_c(D) = the interquartile range of rel_c over
+  the S = max(W, 28) days before D, divided by 1.349 (a robust standard deviation; at least 1 %).
+  p10 / p90 = FV x exp(q x s) with q the 10th / 90th percentiles of z per category over the
+  training days (forward residuals, since FV never saw its own day), clipped so p10 <= FV <= p90.
+- Training chooses W and alpha from small grids by forward MAPE over the last `tune_days` of the
+  training data, then fits the band quantiles. Nothing after the training data is looked at.
+
+Each row of every matrix here depends only on prices of its day and before, so computing them on
+a whole series and reading day D equals computing them on the series cut at D (tested).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from models.metrics import valuation_metrics
+from models.signals import signals
+
+CARRY_DAYS = 3
+MIN_SCALE = 0.01
+CLIP = 2.0
+Z_QUANTILES = (0.10, 0.90)
+
+
+@dataclass
+class DailySeries:
+    """What a daily model may know: the items and their daily prices."""
+
+    items: pd.DataFrame  # index item_key; columns category, active
+    prices: pd.DataFrame  # columns day (naive midnight datetime64), item_key, price, volume; sorted by day
+
+    def before(self, t: pd.Timestamp) -> DailySeries:
+        """The prices known just before t: those of days that ended before t's day began."""
+        return DailySeries(self.items, self.prices[self.prices["day"] < pd.Timestamp(t).normalize()])
+
+    @property
+    def last_day(self) -> pd.Timestamp | None:
+        return None if self.prices.empty else self.prices["day"].max()
+
+    def wide(self, through: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Log prices, one row per calendar day (first day .. `through` or the last day), one column
+        per item (every item of `items`, in order); NaN where there is no price."""
+        if self.prices.empty:
+            return pd.DataFrame(columns=self.items.index)
+        table = self.prices.pivot_table(index="day", columns="item_key", values="price", aggfunc="last")
+        end = through if through is not None else table.index.max()
+        days = pd.date_range(table.index.min(), max(end, table.index.max()), freq="D")
+        return np.log(table.reindex(index=days, columns=self.items.index))
+
+
+@dataclass
+class Matrices:
+    """Everything the model reads, per calendar day and card, for one (W, alpha)."""
+
+    log_price: pd.DataFrame
+    index: pd.DataFrame  # I_g(d) of each card's category, per card column
+    log_fair: pd.DataFrame  # log FV_c(D): from days < D
+    scale: pd.DataFrame  # s_c(D): from days < D
+    median_rel: pd.DataFrame  # median rel over the window before D (for explanations)
+
+
+def category_index(log_price: pd.DataFrame, categories: pd.Series) -> pd.DataFrame:
+    """I_g(d) per card column (the index of the card's category); see the module docstring."""
+    steps = log_price.ffill(limit=CARRY_DAYS).diff()
+    out = pd.DataFrame(0.0, index=log_price.index, columns=log_price.columns)
+    for cols in categories.groupby(categories).groups.values():
+        cols = [c for c in cols if c in steps.columns]
+        level = steps[cols].median(axis=1, skipna=True).fillna(0.0).cumsum()
+        out[cols] = np.repeat(level.to_numpy()[:, None], len(cols), axis=1)
+    return out
+
+
+@dataclass
+class _WindowParts:
+    log_price: pd.DataFrame
+    index: pd.DataFrame
+    median_rel: pd.DataFrame
+    scale: pd.DataFrame
+    latest: pd.DataFrame
+
+
+def _window_parts(series: DailySeries, window: int, through: pd.Timestamp | None = None) -> _WindowParts:
+    log_price = series.wide(through)
+    categories = series.items["category"].reindex(log_price.columns)
+    index = category_index(log_price, categories)
+    rel = log_price - index
+    before = rel.shift(1)  # row D sees rel up to D-1
+    min_periods = max(3, window // 3)
+    median_rel = before.rolling(window, min_periods=min_periods).median()
+    rolling = before.rolling(max(window, 28), min_periods=min_periods)
+    iqr = (rolling.quantile(0.75) - rolling.quantile(0.25)) / 1.349
+    scale = pd.DataFrame(np.maximum(iqr.to_numpy(), MIN_SCALE), index=iqr.index, columns=iqr.columns)
+    latest = rel.ffill(limit=CARRY_DAYS).shift(1)
+    return _WindowParts(log_price, index, median_rel, scale, latest)
+
+
+def _combine(parts: _WindowParts, alpha: float) -> Matrices:
+    # The pull toward the latest price is clipped at CLIP robust deviations: ordinary moves pass,
+    # a spike does not drag the fair value along.
+    bound = CLIP * parts.scale.to_numpy()
+    pull = np.nan_to_num(np.clip(parts.latest.to_numpy() - parts.median_rel.to_numpy(), -bound, bound), nan=0.0)
+    log_fair = parts.index.shift(1) + parts.median_rel + alpha * pull
+    return Matrices(parts.log_price, parts.index, log_fair, parts.scale, parts.median_rel)
+
+
+def matrices(series: DailySeries, window: int, alpha: float, through: pd.Timestamp | None = None) -> Matrices:
+    return _combine(_window_parts(series, window, through), alpha)
+
+
+@dataclass
+class DailyParams:
+    windows: tuple[int, ...] = (7, 14, 21, 28, 42)
+    alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
+    tune_days: int = 60
+    band_days: int = 120
+    min_band_rows: int = 50
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class DailyFairValueModel:
+    window: int
+    alpha: float
+    band: dict[str, tuple[float, float]]  # category -> (q10, q90) of z; "*" for all
+    params: dict[str, Any] = field(default_factory=dict)
+    tuning: list[dict[str, Any]] = field(default_factory=list)
+    name: str = "daily-robust-index-v1"
+
+    # --- valuing ------------------------------------------------------------------------
+
+    def _quantiles(self, categories: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        fallback = self.band.get("*", (-0.1, 0.1))
+        lo = categories.map(lambda c: self.band.get(c, fallback)[0]).to_numpy(dtype=float)
+        hi = categories.map(lambda c: self.band.get(c, fallback)[1]).to_numpy(dtype=float)
+        return lo, hi
+
+    def value_days(self, series: DailySeries, m: Matrices | None = None) -> pd.DataFrame:
+        """Long frame of every (day, card) with a price and a fair value: day, item_key, category,
+        price, fair_value, p10, p90. Row D uses days < D only."""
+        m = m or matrices(series, self.window, self.alpha)
+        long = pd.DataFrame({
+            "day": np.repeat(m.log_price.index.to_numpy(), m.log_price.shape[1]),
+            "item_key": np.tile(m.log_price.columns.to_numpy(), m.log_price.shape[0]),
+            "log_price": m.log_price.to_numpy().ravel(),
+            "log_fair": m.log_fair.to_numpy().ravel(),
+            "scale": m.scale.to_numpy().ravel(),
+        })
+        long = long[np.isfinite(long["log_price"]) & np.isfinite(long["log_fair"])].reset_index(drop=True)
+        long["category"] = series.items["category"].reindex(long["item_key"]).to_numpy()
+        lo, hi = self._quantiles(long["category"])
+        fair = np.exp(long["log_fair"].to_numpy())
+        return pd.DataFrame({
+            "day": long["day"].to_numpy(), "item_key": long["item_key"].to_numpy(),
+            "category": long["category"].to_numpy(), "price": np.exp(long["log_price"].to_numpy()),
+            "fair_value": fair, "p10": fair * np.exp(lo * long["scale"].to_numpy()),
+            "p90": fair * np.exp(hi * long["scale"].to_numpy()),
+        })
+
+    def value_at(self, series: DailySeries, as_of: pd.Timestamp, buy_below: float, sell_above: float,
+                 signal_max_age_days: float, item_keys=None) -> pd.DataFrame:
+        """What a nowcast at `as_of` publishes: for each card, its latest market day L before as_of's
+        day, the fair value for L (from days before L), the band, the market price p(L) and the
+        signal comparing them. Cards without a fair value yet are left out."""
+        known = series.before(as_of)
+        keys = list(known.items.index if item_keys is None else item_keys)
+        if known.prices.empty:
+            return _empty_values()
+        values = self.value_days(known)
+        values = values[values["item_key"].isin(keys)]
+        latest = values.sort_values("day").groupby("item_key", sort=False).tail(1)
+        latest = latest.set_index("item_key").reindex([k for k in keys if k in set(latest["item_key"])])
+        age = (pd.Timestamp(as_of).normalize() - latest["day"]) / pd.Timedelta(days=1)
+        market = np.where(age.to_numpy() <= signal_max_age_days, latest["price"].to_numpy(), np.nan)
+        return pd.DataFrame({
+            "item_key": latest.index.to_numpy(),
+            "fair_value": latest["fair_value"].to_numpy(),
+            "p10": latest["p10"].to_numpy(),
+            "p90": latest["p90"].to_numpy(),
+            "signal": signals(market, latest["fair_value"].to_numpy(), buy_below, sell_above),
+            "last_price": latest["price"].to_numpy(),
+            "last_sale_at": latest["day"].to_numpy(),
+            "floor": np.nan,  # no floor in a daily market; kept for the snapshot's columns
+        })
+
+    def explain(self, series: DailySeries, item_key: str, as_of: pd.Timestamp) -> dict[str, Any]:
+        """Why the card's published fair value is what it is (same numbers as value_at)."""
+        known = series.before(as_of)
+        m = matrices(known, self.window, self.alpha)
+        if item_key not in m.log_price.columns:
+            raise KeyError(item_key)
+        col = m.log_price[item_key]
+        days = col.index[col.notna() & m.log_fair[item_key].notna()]
+        if len(days) == 0:
+            raise LookupError(f"{item_key} has too short a price history for a fair value")
+        day = days[-1]
+        row = self.value_days(known, m)
+        row = row[(row["item_key"] == item_key) & (row["day"] == day)].iloc[0]
+        window = col[(col.index >= day - pd.Timedelta(days=self.window)) & (col.index < day)].dropna()
+        idx = m.index[item_key]
+        category_move = float(np.exp(idx.loc[day - pd.Timedelta(days=1)] -
+                                      idx.loc[max(window.index.min(), idx.index.min())]) - 1) if len(window) else None
+        return {
+            "item_key": item_key, "valued_day": day.date().isoformat(), "category": row["category"],
+            "market_price": float(row["price"]), "fair_value": float(row["fair_value"]),
+            "p10": float(row["p10"]), "p90": float(row["p90"]),
+            "deviation": float(row["price"] / row["fair_value"] - 1),
+            "method": f"median of the card's last {self.window} daily prices (days before the valued day), each "
+                      f"restated by its category index's move to the day before" +
+                      (f", pulled {self.alpha:.0%} toward the latest price" if self.alpha else ""),
+            "window_prices": {"n": int(len(window)), "median": float(np.exp(window.median())) if len(window) else None,
+                              "first_day": window.index.min().date().isoformat() if len(window) else None},
+            "category_index_move_over_window": category_move,
+            "band_quantiles_z": list(self.band.get(row["category"], self.band.get("*", (None, None)))),
+        }
+
+    # --- artifact -----------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        joblib.dump(self, buf, compress=3)
+        return buf.getvalue()
+
+    @staticmethod
+    def from_bytes(data: bytes) -> DailyFairValueModel:
+        """Only call this on bytes whose sha256 was verified (storage.artifacts does)."""
+        model = joblib.load(io.BytesIO(data))
+        if not isinstance(model, DailyFairValueModel):
+            raise TypeError(f"artifact holds {type(model).__name__}, not DailyFairValueModel")
+        return model
+
+
+def _empty_values() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=float) for c in ("fair_value", "p10", "p90", "last_price", "floor")}
+                        | {"item_key": pd.Series(dtype=object), "signal": pd.Series(dtype=object),
+                           "last_sale_at": pd.Series(dtype="datetime64[ns]")})[
+        ["item_key", "fair_value", "p10", "p90", "signal", "last_price", "last_sale_at", "floor"]]
+
+
+def previous_price(series: DailySeries) -> pd.DataFrame:
+    """The naive baseline: each (day, card) valued at the card's previous known price (at most
+    CARRY_DAYS old). Columns day, item_key, baseline."""
+    log_price = series.wide()
+    prev = log_price.ffill(limit=CARRY_DAYS).shift(1)
+    return pd.DataFrame({
+        "day": np.repeat(prev.index.to_numpy(), prev.shape[1]),
+        "item_key": np.tile(prev.columns.to_numpy(), prev.shape[0]),
+        "baseline": np.exp(prev.to_numpy().ravel()),
+    })
+
+
+def fit(series: DailySeries, params: DailyParams | None = None) -> DailyFairValueModel:
+    """Choose W and alpha on the last `tune_days` of `series`, then the band quantiles."""
+    params = params or DailyParams()
+    if series.prices.empty or series.prices["day"].nunique() < 14:
+        raise ValueError("need at least 14 days of prices to train a daily model")
+    last = series.last_day
+    tune_from = last - pd.Timedelta(days=params.tune_days)
+    # Tuning reads only its days and the history their windows need.
+    recent = DailySeries(series.items, series.prices[
+        series.prices["day"] > tune_from - pd.Timedelta(days=max(params.windows) + 28 + CARRY_DAYS)])
+    tuning, best = [], None
+    for window in params.windows:
+        parts = _window_parts(recent, window)
+        for alpha in params.alphas:
+            probe = DailyFairValueModel(window, alpha, {"*": (-1.0, 1.0)})
+            rows = probe.value_days(recent, _combine(parts, alpha))
+            rows = rows[rows["day"] > tune_from]
+            if len(rows) < params.min_band_rows:
+                continue
+            mape = valuation_metrics(rows["fair_value"], rows["price"])["mape"]
+            tuning.append({"window": window, "alpha": alpha, "mape": mape, "n": len(rows)})
+            if best is None or mape < best[0]:
+                best = (mape, window, alpha)
+    if best is None:
+        raise ValueError(f"too few priced days after warm-up to train (need {params.min_band_rows} rows)")
+    _, window, alpha = best
+    m = matrices(series, window, alpha)
+    z = ((m.log_price - m.log_fair) / m.scale)
+    z = z[z.index > last - pd.Timedelta(days=params.band_days)]
+    long = z.stack().rename("z").reset_index()
+    long.columns = ["day", "item_key", "z"]
+    long["category"] = series.items["category"].reindex(long["item_key"]).to_numpy()
+    band = {"*": _band(long["z"])}
+    for category, group in long.groupby("category"):
+        if len(group) >= params.min_band_rows:
+            band[str(category)] = _band(group["z"])
+    return DailyFairValueModel(window, alpha, band, params={**params.as_dict(), "window": window, "alpha": alpha},
+                               tuning=tuning)
+
+
+def _band(z: pd.Series) -> tuple[float, float]:
+    lo, hi = np.nanquantile(z.to_numpy(dtype=float), Z_QUANTILES)
+    return float(min(lo, 0.0)), float(max(hi, 0.0))

@@ -1,0 +1,177 @@
+"""Validation of daily price observations (date, card, market price[, volume]).
+
+Pure: rows in, clean observations and rejections (with the row kept whole and the reason) out.
+The same rules apply to a CSV backfill and to what the price API answers (rows_from_api turns a
+card's answer into rows first), so a bad value from either is kept with the same reasons.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from models.validation import Rejection
+
+
+class PriceReason:
+    MALFORMED_ROW = "malformed_row"
+    MISSING_FIELD = "missing_field"
+    MALFORMED_DATE = "malformed_date"
+    FUTURE_DATE = "future_date"
+    MALFORMED_PRICE = "malformed_price"
+    NON_POSITIVE_PRICE = "non_positive_price"
+    MALFORMED_VOLUME = "malformed_volume"
+    UNKNOWN_ITEM = "unknown_item"
+    CONFLICT_IN_BATCH = "conflicting_price_in_batch"
+    MALFORMED_RESPONSE = "malformed_response"
+    NO_PRICE = "no_price_in_response"
+
+
+ALIASES = {"card_id": ("card_id", "card", "item_id", "item_key"), "date": ("date", "day"),
+           "market_price": ("market_price", "price", "market"), "volume": ("volume",)}
+
+
+@dataclass(frozen=True)
+class PriceObservation:
+    item_key: str
+    day: date
+    price: float
+    volume: int | None
+
+
+def _pick(row: Mapping[str, Any], name: str) -> Any:
+    for key in ALIASES[name]:
+        if key in row and row[key] not in (None, ""):
+            return row[key]
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        out = float(str(value).strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _day(value: Any) -> date | None:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    text = str(value).strip()
+    try:
+        return date.fromisoformat(text[:10]) if len(text) >= 10 else None
+    except ValueError:
+        return None
+
+
+def validate_row(row: Any, known_items: set[str], today: date) -> PriceObservation | Rejection:
+    if not isinstance(row, Mapping) or "_error" in row:
+        detail = row.get("_error", "not a mapping") if isinstance(row, Mapping) else "not a mapping"
+        return Rejection(dict(row) if isinstance(row, Mapping) else {"_raw": repr(row)[:2000]},
+                         PriceReason.MALFORMED_ROW, str(detail))
+    raw = dict(row)
+    missing = [n for n in ("date", "card_id", "market_price") if _pick(row, n) is None]
+    if missing:
+        return Rejection(raw, PriceReason.MISSING_FIELD, f"missing {', '.join(missing)}")
+    day = _day(_pick(row, "date"))
+    if day is None:
+        return Rejection(raw, PriceReason.MALFORMED_DATE, f"{_pick(row, 'date')!r} is not a YYYY-MM-DD date")
+    if day > today:
+        return Rejection(raw, PriceReason.FUTURE_DATE, f"{day} is after today ({today})")
+    item = str(_pick(row, "card_id")).strip()
+    if item not in known_items:
+        return Rejection(raw, PriceReason.UNKNOWN_ITEM, f"no card {item!r} in the collection")
+    price = _number(_pick(row, "market_price"))
+    if price is None:
+        return Rejection(raw, PriceReason.MALFORMED_PRICE, f"{_pick(row, 'market_price')!r} is not a number")
+    if price <= 0:
+        return Rejection(raw, PriceReason.NON_POSITIVE_PRICE, f"price {price} is not positive")
+    volume_raw = _pick(row, "volume")
+    volume = None
+    if volume_raw is not None:
+        number = _number(volume_raw)
+        if number is None or number < 0 or number != int(number):
+            return Rejection(raw, PriceReason.MALFORMED_VOLUME, f"{volume_raw!r} is not a count")
+        volume = int(number)
+    return PriceObservation(item, day, price, volume)
+
+
+@dataclass
+class ValidatedPrices:
+    clean: list[PriceObservation]
+    rejected: list[Rejection]
+    repeated_in_batch: int  # the same (card, day, price) twice: counted, stored once
+
+
+def validate_prices(rows: Iterable[Any], known_items: set[str], today: date) -> ValidatedPrices:
+    """Validate every row; a (card, day) given twice with different prices keeps the first and
+    rejects the later one (a file that contradicts itself is worth a look, not a silent pick)."""
+    clean: dict[tuple[str, date], PriceObservation] = {}
+    rejected: list[Rejection] = []
+    repeated = 0
+    for row in rows:
+        result = validate_row(row, known_items, today)
+        if isinstance(result, Rejection):
+            rejected.append(result)
+            continue
+        key = (result.item_key, result.day)
+        first = clean.get(key)
+        if first is None:
+            clean[key] = result
+        elif (first.price, first.volume) == (result.price, result.volume):
+            repeated += 1
+        else:
+            rejected.append(Rejection(dict(row), PriceReason.CONFLICT_IN_BATCH,
+                                      f"{result.item_key} on {result.day} is also priced {first.price} in this batch"))
+    return ValidatedPrices(list(clean.values()), rejected, repeated)
+
+
+def _card_object(body: Any) -> Mapping[str, Any] | None:
+    """The card in an answer: {"data": [card]}, {"data": card} or the card itself."""
+    if isinstance(body, Mapping) and "data" in body:
+        data = body["data"]
+        if isinstance(data, list):
+            return data[0] if data and isinstance(data[0], Mapping) else None
+        return data if isinstance(data, Mapping) else None
+    return body if isinstance(body, Mapping) and ("priceHistory" in body or "prices" in body) else None
+
+
+def rows_from_api(item_key: str, body: Any, fetched_on: date) -> tuple[list[dict[str, Any]], list[Rejection]]:
+    """Rows (for validate_prices) from a PokemonPriceTracker-v2-shaped answer for one card.
+
+    `priceHistory` maps dates to a price (or to {"market": price, "volume": n}); without it the
+    card's current `prices.market` is the price of the day of `prices.lastUpdated` (else of
+    `fetched_on`). An answer with neither is one rejection, the body kept."""
+    card = _card_object(body)
+    if card is None:
+        return [], [Rejection({"card_id": item_key, "body": _excerpt(body)}, PriceReason.MALFORMED_RESPONSE,
+                              "the answer holds no card object")]
+    history = card.get("priceHistory")
+    rows: list[dict[str, Any]] = []
+    if isinstance(history, Mapping) and history:
+        for day, value in history.items():
+            if isinstance(value, Mapping):
+                rows.append({"date": day, "card_id": item_key, "market_price": value.get("market", value.get("price")),
+                             "volume": value.get("volume")})
+            else:
+                rows.append({"date": day, "card_id": item_key, "market_price": value})
+        return rows, []
+    prices = card.get("prices")
+    market = prices.get("market") if isinstance(prices, Mapping) else None
+    if market is None:
+        return [], [Rejection({"card_id": item_key, "body": _excerpt(body)}, PriceReason.NO_PRICE,
+                              "no priceHistory and no prices.market")]
+    updated = _day(prices.get("lastUpdated")) if prices.get("lastUpdated") else None
+    return [{"date": (updated or fetched_on).isoformat(), "card_id": item_key, "market_price": market}], []
+
+
+def _excerpt(body: Any) -> str:
+    text = body if isinstance(body, str) else repr(body)
+    return text[:2000]

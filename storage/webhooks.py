@@ -1,0 +1,44 @@
+"""Webhook deliveries: replay protection and a record of every refusal.
+
+A delivery is identified by what its signature covers (t and the body). Once one is accepted,
+the same delivery again is a replay: refused, and recorded like every other refusal, so an
+operator can see who is sending what (`webhook_deliveries`)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+from sqlmodel import Session, select
+
+from storage.tables import WebhookDelivery, utcnow
+from storage.upsert import insert_ignoring_conflicts
+
+ACCEPTED, CONFLICT, REPLAY = "accepted", "conflict", "replay"
+
+
+def first_acceptance(session: Session, digest: str) -> datetime | None:
+    """When this delivery was first accepted, or None if it never was."""
+    return session.exec(
+        select(WebhookDelivery.received_at).where(WebhookDelivery.accepted_signature == digest)
+    ).first()
+
+
+def record(
+    session: Session, *, outcome: str, status_code: int, body: bytes, reason: str = "", digest: str | None = None,
+    signed_at: int | None = None, client: str = "", processed: bool = False,
+) -> None:
+    """Record one delivery. `processed` (its sales went through ingest) makes its digest the
+    one a replay is refused against; a race between two identical deliveries keeps the first."""
+    insert_ignoring_conflicts(session, WebhookDelivery.__table__, [{
+        "received_at": utcnow(),
+        "signature_sha256": digest,
+        "accepted_signature": digest if processed else None,
+        "signed_at": datetime.fromtimestamp(signed_at, UTC) if signed_at is not None else None,
+        "body_sha256": hashlib.sha256(body).hexdigest(),
+        "body_bytes": len(body),
+        "status_code": status_code,
+        "outcome": outcome[:32],
+        "reason": reason[:1000],
+        "client": client[:64],
+    }])

@@ -1,0 +1,29 @@
+"""Card price collection (daily, ingest queue): fetch, store, then ask for a nowcast of the collection."""
+
+from __future__ import annotations
+
+from fairvalue import pipeline
+from fairvalue.card_prices import collect
+from fairvalue.settings import get_settings
+from storage.runs import recorded_run
+from tasks import queues
+from tasks.app import app
+
+COLLECT = "fairvalue.ingest.card_prices"
+
+
+@app.task(name=COLLECT, bind=True)
+def collect_card_prices(self, collection: str) -> dict:
+    with recorded_run(COLLECT, self.request.id) as run:
+        settings = get_settings().for_collection(collection)
+        if not pipeline.is_loaded(settings):
+            run.update(status="skipped", reason=f"collection {collection} is not loaded")
+            return dict(run)
+        report = collect(settings)
+        run.update(report.as_dict())
+        if report.skipped:
+            run["status"] = "skipped"
+        elif report.prices.new or report.prices.changed:
+            app.send_task("fairvalue.nowcast", kwargs={"collection": collection}, queue=queues.NOWCAST)
+            run["nowcast_requested"] = True
+        return dict(run)

@@ -1,0 +1,79 @@
+"""Redis restarts with messages queued, on a private redis-server (the shared one stays up).
+
+Without AOF the queued message is gone after the restart; with AOF (appendfsync always, as
+docker-compose runs Redis) it survives. Either way PostgreSQL holds the request, and the sweep
+(beat's hourly `fairvalue.training.sweep`) republishes what the broker lost."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import select
+
+from fairvalue import lifecycle
+from storage.db import session_scope
+from storage.tables import ModelVersion, PromotionDecision, TrainingRequest
+from tasks import queues
+from tasks.lifecycle import TRAIN
+from tests.faults.servers import PrivateRedis
+from tests.realparts import celery_app_for, start_worker, stop_worker, wait_for
+
+pytestmark = pytest.mark.integration
+QUICK = {"max_iter": 8, "band_max_iter": 4}
+
+
+def publish_to(app, request_id: int) -> None:
+    """tasks.lifecycle.publish_training, on the private broker."""
+    app.send_task(TRAIN, args=[request_id], queue=queues.TRAINING)
+    lifecycle.mark_published(request_id)
+
+
+def request(request_id: int) -> TrainingRequest:
+    with session_scope() as session:
+        return session.get(TrainingRequest, request_id)
+
+
+def test_redis_restarts_with_training_requests_queued(seeded, tmp_path):
+    """Afterwards: both requests are decided and each was trained exactly once (attempts 1, one
+    version, one decision): the one whose message a restart without AOF lost (republished by
+    the sweep) and the one whose message survived a restart with AOF (and was republished by
+    the sweep as well: that duplicate did nothing)."""
+    server = PrivateRedis(tmp_path / "redis", appendonly=False).start()
+    try:
+        app = celery_app_for(server.url)
+        lost = lifecycle.enqueue_retrain("redis restart without AOF", QUICK).request_id
+        publish_to(app, lost)
+        assert server.client().llen(queues.TRAINING) == 1
+        server.crash()
+        server.start()
+        assert server.client().llen(queues.TRAINING) == 0  # gone with the process
+
+        server.client().config_set("appendonly", "yes")  # as docker-compose runs it
+        wait_for(lambda: server.client().info("persistence")["aof_rewrite_in_progress"] == 0, timeout=30)
+        server.appendonly = True
+        kept = lifecycle.enqueue_retrain("redis restart with AOF", QUICK).request_id
+        publish_to(app, kept)
+        server.crash()
+        server.start()
+        assert server.client().llen(queues.TRAINING) == 1  # replayed from the AOF
+
+        # A worker on the restarted broker; the sweep treats any unclaimed published request as
+        # possibly lost (FAIRVALUE_SWEEP_STALE_MINUTES=0 instead of waiting 30 minutes).
+        env = {"FAIRVALUE_BROKER_URL": server.url, "FAIRVALUE_SWEEP_STALE_MINUTES": "0"}
+        worker = start_worker("redis-restarted", "default,training", tmp_path, env)
+        try:
+            app.send_task("fairvalue.training.sweep", queue=queues.DEFAULT)  # what beat sends hourly
+            wait_for(lambda: request(lost).state == request(kept).state == "decided", timeout=240)
+            wait_for(lambda: server.client().llen(queues.TRAINING) == 0, timeout=60)  # duplicates consumed
+        finally:
+            stop_worker(worker)
+    finally:
+        server.stop()
+
+    for request_id in (lost, kept):
+        done = request(request_id)
+        assert done.attempts == 1
+        with session_scope() as session:
+            versions = session.exec(select(ModelVersion).where(ModelVersion.id == done.model_version_id)).all()
+            decisions = session.exec(select(PromotionDecision)
+                                     .where(PromotionDecision.training_request_id == request_id)).all()
+        assert len(versions) == 1 and len(decisions) == 1

@@ -1,0 +1,76 @@
+"""The S3 endpoint goes away during a nowcast's archive, and comes back.
+
+The worker reaches S3 through a TCP proxy the test can cut (the shared moto server stays up,
+so no other test sees the outage)."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+from sqlmodel import select
+
+import beat_schedule
+from storage.artifacts import sha256_hex
+from storage.db import session_scope
+from storage.tables import NowcastSnapshot, TaskRun
+from tasks.app import app
+from tests.faults.servers import TcpProxy
+from tests.realparts import start_worker, stop_worker, wait_for
+
+pytestmark = pytest.mark.integration
+QUEUE = "faults-s3"  # only this test's worker listens here
+
+
+def finished(task_id: str) -> TaskRun | None:
+    with session_scope() as session:
+        run = session.exec(select(TaskRun).where(TaskRun.task_id == task_id)).first()
+        return run if run is not None and run.status != "running" else None
+
+
+def run_on_worker(task: str) -> TaskRun:
+    task_id = app.send_task(task, queue=QUEUE).id
+    return wait_for(lambda: finished(task_id), timeout=180)
+
+
+def snapshot(snapshot_id: int) -> NowcastSnapshot:
+    with session_scope() as session:
+        return session.get(NowcastSnapshot, snapshot_id)
+
+
+def test_s3_down_during_archive(seeded, s3, client, tmp_path):
+    """Afterwards: the nowcast made during the outage was published and served at once, its
+    archive error recorded in the task run; once S3 answered again the archive retry (beat's
+    hourly task) stored it, and the archived bytes match the recorded sha256 and hold every item."""
+    from tests.conftest import S3_PORT
+
+    proxy = TcpProxy(S3_PORT).up()
+    worker = start_worker("s3-worker", QUEUE, tmp_path, {"FAIRVALUE_S3_ENDPOINT_URL": proxy.url})
+    try:
+        warm = run_on_worker("fairvalue.nowcast")  # loads (and verifies) the champion while S3 is up
+        assert warm.status == "ok" and warm.detail["archive_uri"], warm.detail
+
+        proxy.down()
+        during = run_on_worker("fairvalue.nowcast")
+        assert during.status == "ok", during.detail
+        assert during.detail["published"] is True and during.detail["archive_uri"] is None
+        assert "cannot write" in during.detail["archive_error"]
+        unarchived = during.detail["snapshot_id"]
+        assert client.get("/v1/items/7804").json()["snapshot"]["id"] == unarchived  # served during the outage
+        retry_while_down = run_on_worker(beat_schedule.SCHEDULE["archive-retry-hourly"]["task"])
+        assert retry_while_down.status == "failed" and str(unarchived) in retry_while_down.detail["failed"]
+
+        proxy.up()
+        retry = run_on_worker(beat_schedule.SCHEDULE["archive-retry-hourly"]["task"])
+        assert retry.status == "ok", retry.detail
+        assert str(unarchived) in retry.detail["archived"]
+    finally:
+        stop_worker(worker)
+        proxy.down()
+
+    snap = snapshot(unarchived)
+    assert snap.status == "published" and snap.archive_uri and snap.archive_sha256
+    data = s3.get(snap.archive_uri, snap.archive_sha256)  # raises unless the sha256 matches
+    assert sha256_hex(data) == snap.archive_sha256
+    lines = gzip.decompress(data).decode().splitlines()
+    assert lines[0].startswith("item_key,fair_value,p10,p90,signal") and len(lines) == 10_001

@@ -1,0 +1,137 @@
+"""SIGKILL a worker in the middle of its task.
+
+The Redis visibility timeout is shortened for the workers started here (production: 2 h), so
+the broker hands a dead worker's unacknowledged message to another worker within the test."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+from sqlalchemy import func
+from sqlmodel import select
+
+from fairvalue import lifecycle
+from storage.artifacts import get_store
+from storage.db import session_scope
+from storage.ingest import ensure_collection
+from storage.registry import CHAMPION, get_alias, load_model
+from storage.snapshots import published_snapshot
+from storage.tables import (
+    ModelVersion,
+    NowcastRow,
+    NowcastSnapshot,
+    PromotionDecision,
+    TaskRun,
+    TrainingRequest,
+    utcnow,
+)
+from tasks.app import app
+from tasks.lifecycle import TRAIN, publish_training
+from tests.realparts import start_worker, stop_worker, wait_for
+
+pytestmark = pytest.mark.integration
+
+REDELIVER = {"FAIRVALUE_BROKER_TRANSPORT_OPTIONS": json.dumps(
+    {"visibility_timeout": 8, "unacked_restore_interval": 1, "unacked_restore_throttle": 1})}
+LEASE = 12  # seconds: a killed trainer's claim runs out within the test
+
+
+def runs(task_id: str) -> list[TaskRun]:
+    with session_scope() as session:
+        return list(session.exec(select(TaskRun).where(TaskRun.task_id == task_id).order_by(TaskRun.id)).all())
+
+
+def published():
+    with session_scope() as session:
+        return published_snapshot(session, ensure_collection(session, "cryptopunks"))
+
+
+def test_a_worker_killed_mid_nowcast(seeded, client, tmp_path):
+    """Afterwards: readers kept the previous snapshot while the run was dead; the message was
+    not lost (the broker gave it to another worker, which published); the new snapshot values
+    every item exactly once; the dead run's half-built snapshot, if any, was never published."""
+    env = {**REDELIVER}
+    before = published()
+    first = start_worker("nowcast-victim", "faults-nowcast", tmp_path, env)
+    task_id = app.send_task("fairvalue.nowcast", queue="faults-nowcast").id
+    wait_for(lambda: runs(task_id), timeout=60, interval=0.05)
+    time.sleep(0.3)  # into the run: loading the champion and the market takes longer than this
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert [r.status for r in runs(task_id)] == ["running"]
+    assert published().id == before.id
+    assert client.get("/v1/items/7804").json()["snapshot"]["id"] == before.id
+
+    second = start_worker("nowcast-heir", "faults-nowcast", tmp_path, env)
+    try:
+        wait_for(lambda: any(r.status == "ok" for r in runs(task_id)), timeout=120)
+    finally:
+        stop_worker(second)
+
+    after = published()
+    assert after.id != before.id and after.as_of > before.as_of
+    assert [r.status for r in runs(task_id)] == ["running", "ok"]  # the same message, delivered twice
+    with session_scope() as session:
+        n_rows, n_keys = session.exec(select(func.count(), func.count(func.distinct(NowcastRow.item_key)))
+                                      .where(NowcastRow.snapshot_id == after.id)).one()
+        orphans = session.exec(select(NowcastSnapshot.status).where(
+            NowcastSnapshot.id > before.id, NowcastSnapshot.id != after.id,
+            NowcastSnapshot.model_version_id == after.model_version_id, NowcastSnapshot.status != "shadow")).all()
+    assert n_rows == n_keys == after.n_items == 10_000
+    assert all(status in ("building", "superseded") for status in orphans), orphans
+    assert client.get("/v1/items/7804").json()["snapshot"]["id"] == after.id
+
+
+def states(request_id: int) -> TrainingRequest:
+    with session_scope() as session:
+        return session.get(TrainingRequest, request_id)
+
+
+def test_a_worker_killed_mid_training(seeded, tmp_path):
+    """Afterwards: the request was trained exactly once to the end (one version, one decision),
+    by the second worker, although its message reached that worker twice (the broker's
+    redelivery of the dead worker's message and the sweep's republish); the champion alias
+    points at a version whose artifact verifies."""
+    env = {"FAIRVALUE_TRAINING_LEASE_SECONDS": str(LEASE), **REDELIVER}
+    started = utcnow()
+    first = start_worker("trainer-victim", "training", tmp_path, env)
+    # Small boosting budgets: a training still takes seconds (the champion's recipe is refitted
+    # for the gates), far longer than the 0.5 s it takes to see it running and kill it.
+    request_id = lifecycle.enqueue_retrain("kill test", {"max_iter": 8, "band_max_iter": 4}).request_id
+    publish_training(request_id)
+    wait_for(lambda: states(request_id).state == "training", timeout=60)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert states(request_id).claimed_by.startswith("trainer-victim@")
+
+    second = start_worker("trainer-heir", "training", tmp_path, env)
+    try:
+        # The lease runs out; the sweep finds the request and republishes it (as beat's hourly
+        # sweep does), while the broker also redelivers the dead worker's own message.
+        wait_for(lambda: request_id in lifecycle.requests_to_republish(), timeout=LEASE * 3)
+        publish_training(request_id)
+        wait_for(lambda: states(request_id).state == "decided", timeout=300)
+    finally:
+        stop_worker(second)
+    done = states(request_id)
+    assert done.claimed_by.startswith("trainer-heir@")
+    assert done.attempts == 2  # the dead claim and the one that finished; never a third
+    with session_scope() as session:
+        made = session.exec(select(ModelVersion).where(ModelVersion.id == done.model_version_id)).all()
+        decisions = session.exec(select(PromotionDecision)
+                                 .where(PromotionDecision.training_request_id == request_id)).all()
+        champion = get_alias(session, ensure_collection(session, "cryptopunks"), CHAMPION)
+    assert len(made) == 1 and len(decisions) == 1
+    assert load_model(get_store(), champion) is not None  # sha256 verified
+    with session_scope() as session:
+        train_runs = [r for r in session.exec(select(TaskRun).where(TaskRun.task_name == TRAIN)
+                                              .where(TaskRun.started_at >= started)).all()
+                      if r.detail.get("request_id") == request_id]
+    # Two deliveries reached the heir: one trained, the other found the request claimed (or
+    # decided) and did nothing. (The victim's run never recorded its detail: it was killed.)
+    assert len(train_runs) == 2, [(r.status, r.detail) for r in train_runs]
+    assert sum("decision" in r.detail for r in train_runs) == 1
+    assert sum(str(r.detail.get("skipped", "")).startswith("not claimable") for r in train_runs) == 1

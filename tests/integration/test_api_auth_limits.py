@@ -1,0 +1,95 @@
+"""Operator tokens (created, listed and revoked by the CLI; stored hashed), the per-client rate
+limit of public reads (Redis-backed here, since the broker is Redis), the body size limit and
+CORS being off unless configured."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+from sqlmodel import select
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from fairvalue.cli import app as cli
+from fairvalue.settings import get_settings
+from storage.db import session_scope
+from storage.tables import ApiToken
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+C = "/v1/collections/cryptopunks"
+
+
+def _create(name: str) -> str:
+    result = runner.invoke(cli, ["tokens", "create", "--name", name])
+    assert result.exit_code == 0, result.output
+    return result.output.strip().splitlines()[-1]
+
+
+def test_operator_tokens_no_token_revoked_token_valid_token(client, broker):
+    token = _create("alice-test")
+    with session_scope() as session:
+        row = session.exec(select(ApiToken).where(ApiToken.name == "alice-test")).one()
+    assert row.token_sha256 == hashlib.sha256(token.encode()).hexdigest() and token not in row.token_sha256
+    assert runner.invoke(cli, ["tokens", "create", "--name", "alice-test"]).exit_code != 0  # names are unique
+    body = {"reason": "token test", "params": {"max_iter": 5}}
+    path = f"{C}/training-requests"
+
+    assert client.post(path, json=body).status_code == 401
+    assert client.post(path, json=body, headers={"Authorization": "Bearer fv_wrong"}).status_code == 401
+    ok = client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code == 202, ok.text
+    listed = runner.invoke(cli, ["tokens", "list"]).output
+    assert "alice-test" in listed and token not in listed
+
+    assert runner.invoke(cli, ["tokens", "revoke", "alice-test"]).exit_code == 0
+    revoked = client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
+    assert revoked.status_code == 401 and revoked.json()["error"]
+    assert runner.invoke(cli, ["tokens", "revoke", "alice-test"]).exit_code == 1  # nothing active by that name
+    # No active token and no bootstrap token: the operator API is off again.
+    assert "disabled" in client.post(path, json=body, headers={"Authorization": f"Bearer {token}"}).json()["error"]
+
+
+def test_public_reads_are_rate_limited_per_client(seeded, broker, monkeypatch):
+    from api.app import create_app
+
+    monkeypatch.setattr(get_settings(), "rate_limit_per_minute", 5)
+    if time.time() % 60 > 55:  # keep the six requests inside one fixed window
+        time.sleep(61 - time.time() % 60)
+    with TestClient(create_app()) as c:
+        codes = [c.get(f"{C}/items/1").status_code for _ in range(6)]
+        assert codes == [200] * 5 + [429]
+        limited = c.get("/v1/items/2")
+        assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 60
+        assert limited.json()["status"] == 429
+        assert c.get("/healthz").status_code == 200  # only /v1 reads are limited
+    assert broker.keys("fairvalue:ratelimit:*")  # counted in Redis, shared by every API process
+
+
+def test_body_limit_and_cors_off_by_default(client, monkeypatch):
+    monkeypatch.setattr(get_settings(), "max_body_bytes", 1000)
+    big = client.post(f"{C}/training-requests", content=b"x" * 2000, headers={"Content-Type": "application/json"})
+    assert big.status_code == 413 and big.json()["error"].startswith("request body larger")
+
+    def chunks():  # no Content-Length: counted while streaming
+        for _ in range(5):
+            yield b"y" * 400
+
+    streamed = client.post("/v1/webhooks/sales", content=chunks())
+    assert streamed.status_code == 413
+    preflight = client.options(f"{C}/signals", headers={"Origin": "https://example.com",
+                                                        "Access-Control-Request-Method": "GET"})
+    assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_cors_when_origins_are_configured(seeded, monkeypatch):
+    from api.app import create_app
+
+    monkeypatch.setattr(get_settings(), "cors_origins", "https://app.example.com")
+    with TestClient(create_app()) as c:
+        response = c.get(f"{C}/items/1", headers={"Origin": "https://app.example.com"})
+        assert response.headers["access-control-allow-origin"] == "https://app.example.com"
+        other = c.get(f"{C}/items/1", headers={"Origin": "https://evil.example.com"})
+        assert "access-control-allow-origin" not in other.headers

@@ -1,0 +1,138 @@
+"""Collection-scoped reads: summary, item history and explanation, signals with filters and
+cursor pagination, forward performance and backtest on published history, market, decisions."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import update
+from sqlmodel import select
+
+from storage.db import session_scope
+from storage.tables import NowcastSnapshot, Sale
+
+pytestmark = pytest.mark.integration
+C = "/v1/collections/cryptopunks"
+PUBLISHED_AT = datetime(2021, 11, 10, 0, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def history(seeded):
+    """A snapshot valued as of 2021-11-10 and marked published a minute later, as the live loop
+    would have left it; later sales are scored against it. (Its model saw later sales: this
+    checks the plumbing of forward scoring, not the model's accuracy.)"""
+    from fairvalue import pipeline
+
+    result = pipeline.nowcast(as_of=PUBLISHED_AT - timedelta(minutes=1))
+    assert not result.published  # a later snapshot is published: the pointer did not move back
+    with session_scope() as session:
+        session.execute(update(NowcastSnapshot.__table__).where(NowcastSnapshot.id == result.snapshot_id)
+                        .values(status="published", published_at=PUBLISHED_AT))
+    return result.snapshot_id
+
+
+def test_summary(client, seeded):
+    body = client.get(C).json()
+    assert body["collection"] == "cryptopunks" and body["counts"]["items"] == 10_000
+    assert body["counts"]["sales"] > 10_000
+    assert body["floor"]["value"] > 0 and body["index"]["level"] > 0
+    assert body["snapshot"]["id"] and body["snapshot"]["age_seconds"] >= 0
+    assert sum(body["counts"]["signals"].values()) == body["snapshot"]["n_items"]
+    assert client.get("/v1/collections/nope").status_code == 404
+
+
+def test_alias_and_scoped_routes_agree(client, seeded):
+    assert client.get("/v1/items/7804").json() == client.get(f"{C}/items/7804").json()
+    assert client.get("/v1/models").json() == client.get(f"{C}/models").json()
+    missing = client.get("/v1/collections/nope/items/1")
+    assert missing.status_code == 404 and "unknown collection" in missing.json()["error"]
+
+
+def test_item_history_lists_published_values_and_sales(client, history):
+    body = client.get(f"{C}/items/7804/history").json()
+    times = [p["published_at"] for p in body["published"]]
+    assert times == sorted(times) and history in {p["snapshot_id"] for p in body["published"]}
+    with session_scope() as session:
+        n_sales = len(session.exec(select(Sale.id).where(Sale.item_key == "7804")).all())
+    assert len(body["sales"]) == n_sales > 0
+    window = client.get(f"{C}/items/7804/history?from=2021-11-01&to=2021-12-01").json()
+    assert [p["snapshot_id"] for p in window["published"]] == [history]
+    assert client.get(f"{C}/items/7804/history?from=yesterday").status_code == 400
+
+
+def test_item_explanation_on_the_collection_route(client, seeded):
+    body = client.get(f"{C}/items/7804/explanation?top=3").json()
+    assert body["collection"] == "cryptopunks" and 1 <= len(body["drivers"]) <= 3
+    assert all(math.isfinite(d["effect"]) for d in body["drivers"])
+    assert client.get("/v1/collections/nope/items/7804/explanation").status_code == 404
+
+
+def test_signals_filters_and_cursor_pages(client, seeded):
+    everything = client.get(f"{C}/signals?limit=500").json()
+    assert everything["total"] > 1000
+    devs = [abs(s["deviation"]) for s in everything["signals"]]
+    assert devs == sorted(devs, reverse=True)
+    # Walking the cursor gives the same ordering as one big page, without repeats.
+    seen, cursor = [], None
+    for _ in range(3):
+        page = client.get(f"{C}/signals?limit=100" + (f"&cursor={cursor}" if cursor else "")).json()
+        seen += [s["item_id"] for s in page["signals"]]
+        cursor = page["next_cursor"]
+    assert seen == [s["item_id"] for s in everything["signals"][:300]]
+    aliens = client.get(f"{C}/signals?type=alien&limit=500").json()
+    assert aliens["signals"] and {s["type"] for s in aliens["signals"]} == {"Alien"}
+    hoodie = client.get(f"{C}/signals?trait=Hoodie&min_deviation=0.2&limit=500").json()
+    assert hoodie["total"] < everything["total"]
+    assert all(abs(s["deviation"]) >= 0.2 for s in hoodie["signals"])
+    summary = client.get(C).json()["counts"]["signals"]
+    for signal in ("BUY", "SELL"):
+        assert client.get(f"{C}/signals?signal={signal.lower()}").json()["total"] == summary[signal]
+    for bad in ("signal=MAYBE", "limit=0", "min_deviation=-1", "cursor=xyz", "limit=abc"):
+        assert client.get(f"{C}/signals?{bad}").status_code == 400, bad
+
+
+def test_performance_scores_each_sale_against_the_snapshot_published_before_it(client, history):
+    body = client.get(f"{C}/performance?from=2021-11-01&to=2021-12-01").json()
+    counts = body["counts"]
+    with session_scope() as session:
+        sales = session.exec(select(Sale.ts).where(Sale.ts >= datetime(2021, 11, 1, tzinfo=UTC),
+                                                   Sale.ts < datetime(2021, 12, 1, tzinfo=UTC))).all()
+    assert counts["n_sales"] == len(sales)
+    assert counts["no_snapshot"] == sum(ts <= PUBLISHED_AT for ts in sales)  # before the publication
+    assert counts["n_scored"] == body["model"]["n"] + body["model"]["n_filtered"] > 100
+    points = body["points"]
+    assert not body["points_truncated"] and len(points) == counts["n_scored"]
+    assert {p["snapshot_id"] for p in points} == {history}
+    assert min(p["timestamp"] for p in points) > PUBLISHED_AT.isoformat().replace("+00:00", "Z")
+    mape = sum(abs(p["fair_value"] - p["price"]) / p["price"] for p in points) / len(points)
+    assert body["model"]["mape"] == pytest.approx(mape, rel=1e-4)
+    by = {(s["segment"], s["value"]): s for s in body["segments"]}
+    assert sum(s["n"] for (seg, _), s in by.items() if seg == "type") == body["model"]["n"]
+    assert sum(p["n"] for p in body["series"]) == body["model"]["n"]
+    assert body["previous_day_floor"]["n"] == body["model"]["n"]
+    assert client.get(f"{C}/performance?from=2021-12-01&to=2021-11-01").status_code == 400
+
+
+def test_backtest_on_the_same_forward_pairs(client, history):
+    perf = client.get(f"{C}/performance?from=2021-11-01&to=2021-12-01").json()
+    body = client.get(f"{C}/backtest?from=2021-11-01&to=2021-12-01").json()
+    assert body["n_rows"] == perf["counts"]["n_scored"]
+    assert 0 < body["strategy"]["n_trades"] < body["buy_all"]["n_trades"] <= body["n_eligible"]
+    for name in ("buy_all", "strategy"):
+        curve = body[name]
+        assert len(curve["equity"]) == len(curve["drawdown"]) == curve["n_days"]
+        assert max(d for _, d in curve["drawdown"]) == pytest.approx(curve["max_drawdown"], abs=1e-5)
+    assert client.get(f"{C}/backtest?from=2021-11-01&to=2021-12-01").json() == body  # served from the cache
+
+
+def test_market_and_decisions(client, seeded):
+    body = client.get(f"{C}/market?from=2021-06-01&to=2021-07-01").json()
+    days = [d["day"] for d in body["days"]]
+    assert days == sorted(days) and days[0] == "2021-06-01" and days[-1] == "2021-06-30"
+    assert all(d["floor"] > 0 and d["eth_usd"] > 0 and d["index"] > 0 for d in body["days"])
+    decisions = client.get(f"{C}/decisions?limit=1").json()
+    assert decisions["limit"] == 1 and len(decisions["decisions"]) <= 1
+    assert client.get(f"{C}/decisions?offset=-1").status_code == 400
+    assert "training_requests" in client.get(f"{C}/training-requests?state=queued").json()

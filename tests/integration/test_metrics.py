@@ -1,0 +1,99 @@
+"""/metrics of the API after real traffic, and the task metrics a real prefork worker exports
+in multiprocess mode (tasks run in child processes; the main process serves the sum)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from api.signing import sign
+from tests.integration.conftest import start_worker, stop_worker
+
+pytestmark = pytest.mark.integration
+
+
+def _samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _value(samples, name, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_api_metrics_after_requests_and_webhooks(client, seeded, broker):
+    before = _samples(client.get("/metrics").text)
+    for _ in range(3):
+        assert client.get("/v1/collections/cryptopunks/items/7804").status_code == 200
+    assert client.get("/v1/valuations?ids=1,2").status_code == 200
+    assert client.get("/v1/collections/cryptopunks/items/99999").status_code == 404
+    body = json.dumps([{"event_id": "metrics-1", "timestamp": "2021-12-30T10:00:00Z", "item_id": "1", "price": 90.0},
+                       {"event_id": "metrics-2", "timestamp": "not a time", "item_id": "1", "price": 90.0}]).encode()
+    for _ in range(2):  # the second delivery is a duplicate
+        r = client.post("/v1/webhooks/sales", content=body, headers={"Fairvalue-Signature": sign("test-secret", body)})
+        assert r.status_code == 202
+    after = _samples(client.get("/metrics").text)
+
+    route = "/v1/collections/{slug}/items/{item_id}"
+    assert _value(after, "fairvalue_http_requests_total", route=route, method="GET", status="200") - \
+        _value(before, "fairvalue_http_requests_total", route=route, method="GET", status="200") == 3
+    assert _value(after, "fairvalue_http_requests_total", route=route, method="GET", status="404") >= 1
+    count = _value(after, "fairvalue_http_request_duration_seconds_count", route=route, method="GET")
+    total = _value(after, "fairvalue_http_request_duration_seconds_sum", route=route, method="GET")
+    assert count >= 4 and 0 < total / count < 10
+    served = sum(_value(after, "fairvalue_predictions_served_total", signal=s) -
+                 _value(before, "fairvalue_predictions_served_total", signal=s) for s in ("BUY", "SELL", "HOLD"))
+    assert served == 5
+    for outcome, expected in (("accepted", 1), ("duplicate", 1), ("rejected", 2)):
+        delta = _value(after, "fairvalue_webhook_sales_total", outcome=outcome) - \
+            _value(before, "fairvalue_webhook_sales_total", outcome=outcome)
+        assert delta == expected, outcome
+    for queue in ("default", "ingest", "nowcast", "training"):
+        assert _value(after, "fairvalue_queue_depth", queue=queue) >= 0
+        assert ("fairvalue_queue_depth", (("queue", queue),)) in after
+    champions = [labels for (name, labels) in after if name == "fairvalue_champion_model_info"]
+    assert any(dict(labels)["collection"] == "cryptopunks" and int(dict(labels)["version"]) >= 1
+               for labels in champions)
+    age = _value(after, "fairvalue_published_snapshot_age_seconds", collection="cryptopunks")
+    assert 0 <= age < 24 * 3600
+
+
+def test_worker_exports_task_runs_and_durations(seeded, broker, tmp_path):
+    from tasks.app import app
+
+    port = _free_port()
+    proc = start_worker("metrics-worker", "metrics-test", tmp_path, env={
+        "FAIRVALUE_WORKER_METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")},
+        pool="prefork", concurrency=2)
+    try:
+        task = "fairvalue.ingest.after_sales"
+        app.send_task(task, args=[0], queue="metrics-test")  # nothing new: succeeds
+        app.send_task(task, args=[0], queue="metrics-test")
+        app.send_task(task, args=["not a number"], queue="metrics-test")  # raises: a failure
+        deadline = time.time() + 60
+        while True:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            samples = _samples(text)
+            ok = _value(samples, "fairvalue_task_runs_total", task=task, outcome="success")
+            failed = _value(samples, "fairvalue_task_runs_total", task=task, outcome="failure")
+            if (ok, failed) == (2, 1) or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        assert (ok, failed) == (2, 1), text[-2000:]
+        n = _value(samples, "fairvalue_task_duration_seconds_count", task=task, outcome="success")
+        seconds = _value(samples, "fairvalue_task_duration_seconds_sum", task=task, outcome="success")
+        assert n == 2 and 0 < seconds < 60
+        assert list((tmp_path / "prom").glob("*.db")), "tasks ran in pool children writing multiprocess files"
+    finally:
+        stop_worker(proc)

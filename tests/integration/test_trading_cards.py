@@ -1,0 +1,255 @@
+"""Trading cards (issue #7) on real parts: the price collector against a local HTTP server in the
+API's shape, and the card collection through nowcast, policy, training and monitor with real
+workers, beside the CryptoPunks collection.
+
+Named to run after the other integration tests: some of theirs read model versions and decisions
+without a collection filter, and they must stay unchanged."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import date, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import pandas as pd
+import pytest
+from pydantic import SecretStr
+from sqlmodel import select
+
+from fairvalue import card_prices, pipeline
+from fairvalue.card_universe import load_configured
+from fairvalue.settings import PROJECT_ROOT, get_settings
+from storage.db import session_scope
+from storage.ingest import ensure_collection
+from storage.tables import DailyPrice, RejectedSale, TaskRun
+from tests.integration.conftest import start_worker, stop_worker
+
+pytestmark = pytest.mark.integration
+CARDS = get_settings().for_collection("cards")
+TODAY = date(2025, 7, 20)
+
+
+class FakePriceAPI(BaseHTTPRequestHandler):
+    """Answers GET /cards?tcgPlayerId=... like PokemonPriceTracker v2; `script` says, per TCGplayer
+    id, what each successive request gets."""
+
+    script: dict[str, list] = {}
+    calls: list[tuple[str, str, str]] = []
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def do_GET(self):
+        query = parse_qs(urlparse(self.path).query)
+        tcg = query.get("tcgPlayerId", [""])[0]
+        FakePriceAPI.calls.append((tcg, self.headers.get("Authorization", ""), query.get("days", [""])[0]))
+        steps = FakePriceAPI.script.get(tcg, [])
+        default = ("json", {"data": [{"priceHistory": {str(TODAY - timedelta(days=1)): 10.0}}]})
+        step = steps.pop(0) if len(steps) > 1 else (steps[0] if steps else default)
+        kind, payload = step
+        if kind == "sleep":  # slower than the client's timeout; the client has gone when we answer
+            time.sleep(payload)
+            return
+        if kind == "429":
+            self.send_response(429)
+            self.send_header("Retry-After", str(payload))
+            self.end_headers()
+            return
+        body = (json.dumps(payload) if kind == "json" else payload).encode()
+        self.send_response(500 if kind == "500" else 200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def price_api():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakePriceAPI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/api/v2"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def api_cards(database, s3):
+    """The card universe as its own collection for the collector test, so its July prices do not
+    mix with the fixture timeline the loops test replays."""
+    from fairvalue.card_universe import load_universe, read_universe
+
+    universe = read_universe(get_settings().cards_config)
+    universe.collection = "cardsapi"
+    load_universe(universe)
+    return CARDS.for_collection("cardsapi")
+
+
+@pytest.fixture(scope="module")
+def cards_loaded(database, s3):
+    first = load_configured(CARDS)
+    again = load_configured(CARDS)
+    assert (first.new, again.new, again.updated, again.unchanged) == (40, 0, 0, 40)
+    return first
+
+
+def history(days: int, base: float) -> dict:
+    return {str(TODAY - timedelta(days=k)): round(base + k, 2) for k in range(1, days + 1)}
+
+
+def stored(card: str) -> dict[str, float]:
+    with session_scope() as session:
+        coll = ensure_collection(session, "cardsapi")
+        rows = session.exec(select(DailyPrice).where(DailyPrice.collection_id == coll.id,
+                                                     DailyPrice.item_key == card)).all()
+    return {r.day.isoformat(): r.price for r in rows}
+
+
+def test_collector_retries_rate_limits_and_keeps_bad_answers(api_cards, price_api):
+    with session_scope() as session:
+        from storage.prices import card_keys
+
+        cards = card_keys(session, ensure_collection(session, "cardsapi"), active_only=True)
+    ext = {k: a["external_id"] for k, a in cards.items()}
+    keys = sorted(ext)
+    ok, limited, slow, broken, fallback, empty, flaky, bad_value = keys[:8]
+    FakePriceAPI.calls.clear()
+    FakePriceAPI.script = {
+        ext[ok]: [("json", {"data": [{"tcgPlayerId": ext[ok], "priceHistory": history(3, 100.0)}]})],
+        ext[limited]: [("429", 0), ("429", 0), ("json", {"data": [{"priceHistory": history(2, 50.0)}]})],
+        ext[slow]: [("sleep", 1.5)],
+        ext[broken]: [("raw", "<html>upstream error</html>")],
+        ext[fallback]: [("json", {"data": [{"prices": {"market": 7.5, "lastUpdated": f"{TODAY}T06:00:00Z"}}]})],
+        ext[empty]: [("json", {"data": [{"prices": {}}]})],
+        ext[flaky]: [("500", "oops"), ("json", {"data": {"priceHistory": history(1, 20.0)}})],
+        ext[bad_value]: [("json", {"data": [{"priceHistory": {str(TODAY - timedelta(days=1)): "N/A",
+                                                                 str(TODAY - timedelta(days=2)): 9.0}}]})],
+    }
+    settings = api_cards.model_copy(update={"card_price_api_url": price_api, "card_price_api_key": SecretStr("k-123"),
+                                        "card_price_timeout_seconds": 0.5, "card_price_max_attempts": 3,
+                                        "card_price_backoff_seconds": 0.01})
+    client = card_prices.PriceTrackerClient.from_settings(settings)
+    report = card_prices.collect(settings, client=client, days=5, today=TODAY)
+    client.close()
+
+    assert report.cards == 40
+    assert stored(ok) == {str(TODAY - timedelta(days=k)): 100.0 + k for k in (1, 2, 3)}
+    assert stored(limited) == {str(TODAY - timedelta(days=1)): 51.0, str(TODAY - timedelta(days=2)): 52.0}
+    assert stored(fallback) == {str(TODAY): 7.5}
+    assert stored(flaky) == {str(TODAY - timedelta(days=1)): 21.0}
+    assert stored(bad_value) == {str(TODAY - timedelta(days=2)): 9.0}
+    assert report.cards_failed[slow] == "timeout" and report.cards_failed[broken] == "malformed_response"
+    assert report.cards_failed[empty] == "no_price_in_response"
+    assert [c for c in FakePriceAPI.calls if c[0] == ext[limited]].__len__() == 3  # two 429s, then the answer
+    assert [c for c in FakePriceAPI.calls if c[0] == ext[slow]].__len__() == 3  # every attempt timed out
+    assert all(auth == "Bearer k-123" and days == "5" for _, auth, days in FakePriceAPI.calls)
+    assert report.prices.reasons == {"timeout": 1, "malformed_response": 1, "no_price_in_response": 1,
+                                     "malformed_price": 1}
+    with session_scope() as session:
+        coll = ensure_collection(session, "cardsapi")
+        kept = {r.reason: r for r in session.exec(select(RejectedSale).where(RejectedSale.collection_id == coll.id))}
+    assert "upstream error" in kept["malformed_response"].detail and kept["timeout"].row["card_id"] == slow
+    assert kept["malformed_price"].row["market_price"] == "N/A"
+
+    # A second run over the same answers stores nothing new.
+    FakePriceAPI.script[ext[limited]] = [("json", {"data": [{"priceHistory": history(2, 50.0)}]})]
+    FakePriceAPI.script[ext[flaky]] = [("json", {"data": {"priceHistory": history(1, 20.0)}})]
+    FakePriceAPI.script[ext[slow]] = [("json", {"data": [{"priceHistory": history(1, 5.0)}]})]
+    again = card_prices.collect(settings, client=card_prices.PriceTrackerClient.from_settings(settings),
+                                days=5, today=TODAY)
+    assert again.prices.new == 1 and again.prices.changed == 0 and again.prices.unchanged == 3 + 2 + 1 + 1 + 1 + 32
+    with pytest.raises(card_prices.PriceAPIError, match="rate_limited"):
+        FakePriceAPI.script[ext[ok]] = [("429", 3600)]
+        card_prices.PriceTrackerClient.from_settings(settings).card(ext[ok], 5)
+
+
+def test_cards_run_through_the_loops_beside_the_punks(cards_loaded, worker, tmp_path):
+    """Prices from the fixture file; policy (no champion) → a training request → a training worker
+    trains and the gates promote → nowcast of the cards; the monitor runs; punks untouched."""
+    from storage.snapshots import published_snapshot, read_published
+    from tasks.app import app
+
+    fixture = pd.read_csv(PROJECT_ROOT / "data" / "cards" / "prices.csv", dtype=str)
+    early = fixture[fixture["date"] < "2025-06-20"]
+    bad = pd.DataFrame([{"date": "2025-06-01", "card_id": "no-such-card", "market_price": "3", "volume": "1"},
+                        {"date": "2025-06-01", "card_id": fixture["card_id"].iloc[0], "market_price": "-1",
+                         "volume": "1"}])
+    path = tmp_path / "prices.csv"
+    pd.concat([early, bad]).to_csv(path, index=False)
+    report = card_prices.ingest_prices_file(path, CARDS)
+    assert report.new >= len(early) - 10 and report.reasons == {"unknown_item": 1, "non_positive_price": 1}
+    assert card_prices.ingest_prices_file(path, CARDS).new == 0  # idempotent
+
+    with session_scope() as session:
+        punks = ensure_collection(session, "cryptopunks")
+        punk_snapshot = published_snapshot(session, punks).id
+
+    trainer = start_worker("cards-trainer", "training", tmp_path)
+    try:
+        app.send_task("fairvalue.policy", kwargs={"collection": "cards"})
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            with session_scope() as session:
+                cards = ensure_collection(session, "cards")
+                snap = published_snapshot(session, cards)
+            if snap is not None:
+                break
+            time.sleep(1)
+        assert snap is not None, trainer.log.read_text()[-3000:]
+    finally:
+        stop_worker(trainer)
+
+    with session_scope() as session:
+        cards = ensure_collection(session, "cards")
+        values = {v.item_key: v for v in read_published(session, cards)}
+        from storage.tables import PromotionDecision
+
+        decision = session.exec(select(PromotionDecision).where(PromotionDecision.collection_id == cards.id)).one()
+        assert published_snapshot(session, ensure_collection(session, "cryptopunks")).id == punk_snapshot
+    assert decision.decision == "promote" and decision.numbers["contender"]["n"] > 100
+    assert len(values) == 40 and all(v.p10 <= v.fair_value <= v.p90 for v in values.values())
+    assert {v.last_sale_at.date() for v in values.values()} <= {date(2025, 6, 19), date(2025, 6, 18)}
+
+    app.send_task("fairvalue.monitor", kwargs={"collection": "cards"})
+    deadline = time.time() + 60
+    run = None
+    while time.time() < deadline and run is None:
+        with session_scope() as session:
+            run = session.exec(select(TaskRun).where(TaskRun.task_name == "fairvalue.monitor",
+                                                     TaskRun.status == "ok")).first()
+        time.sleep(0.5)
+    assert run is not None and run.detail["collection"] == "cards"
+
+    # Live error of the card collection is read from its published rows (a forward pair each).
+    from fairvalue import lifecycle
+    from storage.tables import utcnow
+
+    with session_scope() as session:
+        scored = lifecycle.live_scored(session, ensure_collection(session, "cards"), utcnow() - timedelta(hours=1))
+    assert len(scored) == 40 and scored["event_id"].str.endswith(("2025-06-19", "2025-06-18")).all()
+    assert pipeline.is_loaded(CARDS) and not pipeline.is_loaded(CARDS.for_collection("nope"))
+
+
+def test_api_and_pages_show_the_cards_beside_the_punks(cards_loaded, client):
+    """Issue #7, must-show 3: one deployment serves both collections, in JSON and on the pages.
+    Runs after the loops test above, which published a cards snapshot."""
+    summary = client.get("/v1/collections/cards").json()
+    assert summary["kind"] == "daily_prices" and summary["counts"]["items"] == 40
+    card_id = client.get("/v1/collections/cards/signals?limit=1").json()["signals"][0]["item_id"]
+    assert client.get(f"/v1/collections/cards/items/{card_id}").json()["currency"] == "USD"
+    assert client.get(f"/v1/collections/cards/items/{card_id}/explanation").status_code == 200
+
+    perf = client.get("/v1/collections/cards/performance?from=2025-05-01&to=2025-06-19").json()
+    assert perf["kind"] == "daily_prices" and perf["model"]["n"] > 1000  # forward replay, card-days
+    assert {r["value"] for r in perf["per_category"]} == {"grail", "chase", "meta", "personal"}
+    assert {"precision", "recall"} <= set(perf["signals"]["buy"]) and "flip_rate" in perf["signal_stability"]
+    assert client.get("/v1/collections/cryptopunks/performance").json()["collection"] == "cryptopunks"
+
+    html = {"accept": "text/html"}
+    for path in ("/c/cards/", f"/c/cards/items/{card_id}", "/c/cards/performance", "/c/cards/models", "/"):
+        page = client.get(path, headers=html)
+        assert page.status_code == 200, (path, page.text[:300])
+    assert "By category and by card" in client.get("/c/cards/performance", headers=html).text

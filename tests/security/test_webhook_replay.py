@@ -1,0 +1,101 @@
+"""Webhook replays are refused with a clear 4xx and recorded in webhook_deliveries."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlmodel import select
+
+from api import signing
+from storage.db import session_scope
+from storage.tables import RejectedSale, Sale, WebhookDelivery
+
+pytestmark = pytest.mark.integration
+SECRET = "test-secret"  # tests/conftest.py
+
+
+def a_sale(event_id: str, price: float = 95.0, item: str = "17") -> dict:
+    ts = datetime.now(UTC) - timedelta(minutes=2)
+    return {"event_id": event_id, "timestamp": ts.isoformat(), "punk_id": item, "price_eth": price}
+
+
+def deliver(client, body: bytes, header: str):
+    return client.post("/v1/webhooks/sales", content=body, headers={signing.HEADER: header})
+
+
+def recorded(digest: str) -> list[WebhookDelivery]:
+    with session_scope() as session:
+        return list(session.exec(select(WebhookDelivery).where(WebhookDelivery.signature_sha256 == digest)
+                                 .order_by(WebhookDelivery.id)).all())
+
+
+def test_the_same_delivery_twice_is_a_recorded_409(client):
+    """After: the sale stored once; the second delivery refused (409) and both recorded."""
+    body = json.dumps(a_sale(f"replay-{time.time_ns()}")).encode()
+    t = int(time.time())
+    header = signing.sign(SECRET, body, t)
+
+    first = deliver(client, body, header)
+    # The same signed bytes again, with the header spelt differently (an extra bogus v1): still a replay.
+    again = deliver(client, body, header + ",v1=" + "0" * 64)
+
+    assert first.status_code == 202 and first.json()["accepted"] == 1
+    assert again.status_code == 409, again.text
+    assert "replayed delivery" in again.json()["error"] and again.json()["status"] == 409
+    rows = recorded(signing.delivery_digest(t, body))
+    assert [(r.outcome, r.status_code) for r in rows] == [("accepted", 202), ("replay", 409)]
+
+
+def test_a_replay_after_the_tolerance_window_is_a_recorded_401(client, monkeypatch):
+    """After: the delivery accepted once; the same signature replayed once the tolerance has
+    passed is refused (401) and recorded as a replay, not as a mere stale signature."""
+    body = json.dumps(a_sale(f"late-replay-{time.time_ns()}")).encode()
+    t = int(time.time())
+    header = signing.sign(SECRET, body, t)
+    assert deliver(client, body, header).status_code == 202
+
+    later = t + 301  # the clock moves past the 300 s tolerance
+    monkeypatch.setattr(signing.time, "time", lambda: later)
+    replay = deliver(client, body, header)
+
+    assert replay.status_code == 401
+    assert "replayed delivery" in replay.json()["error"] and "tolerance" in replay.json()["error"]
+    assert [r.outcome for r in recorded(signing.delivery_digest(t, body))] == ["accepted", "replay"]
+
+
+def test_a_reused_event_id_with_another_body_is_refused_and_kept(client):
+    """After: the first sale unchanged; the second call (same event id, other price) is a 409,
+    its row kept in rejected_sales with the reason, the delivery recorded as a conflict."""
+    event_id = f"reused-{time.time_ns()}"
+    first = json.dumps(a_sale(event_id, price=95.0)).encode()
+    other = json.dumps(a_sale(event_id, price=96.0)).encode()
+    assert deliver(client, first, signing.sign(SECRET, first)).status_code == 202
+
+    t = int(time.time())
+    response = deliver(client, other, signing.sign(SECRET, other, t))
+
+    assert response.status_code == 409, response.text
+    assert "different content" in response.json()["error"]
+    with session_scope() as session:
+        stored = session.exec(select(Sale).where(Sale.event_id == event_id)).all()
+        kept = session.exec(select(RejectedSale).where(RejectedSale.event_id == event_id)).all()
+    assert [s.price for s in stored] == [95.0]
+    assert [k.reason for k in kept] == ["duplicate_event_conflict"]
+    assert [r.outcome for r in recorded(signing.delivery_digest(t, other))] == ["conflict"]
+
+
+def test_bad_signatures_are_recorded_with_their_kind(client):
+    body = json.dumps(a_sale(f"forged-{time.time_ns()}")).encode()
+    forged = deliver(client, body, signing.sign("not-the-secret", body))
+    unsigned = client.post("/v1/webhooks/sales", content=body)
+
+    assert forged.status_code == unsigned.status_code == 401
+    assert (forged.json()["outcome"], unsigned.json()["outcome"]) == ("bad_signature", "unsigned")
+    with session_scope() as session:
+        stored = session.exec(select(Sale).where(Sale.event_id == json.loads(body)["event_id"])).first()
+        outcomes = session.exec(select(WebhookDelivery.outcome).order_by(WebhookDelivery.id.desc()).limit(2)).all()
+    assert stored is None
+    assert sorted(outcomes) == ["bad_signature", "unsigned"]

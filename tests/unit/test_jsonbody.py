@@ -1,0 +1,32 @@
+import pytest
+
+from api.jsonbody import BadJson, depth, parse
+
+
+def test_depth_is_measured_without_recursion():
+    assert depth(1) == 0
+    assert depth({"sales": [{"a": 1}]}) == 3
+    deep = []
+    for _ in range(100_000):  # far past the interpreter's recursion limit
+        deep = [deep]
+    assert depth(deep) == 100_001
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b'{"a": "caf\xe9"}', "not UTF-8"),
+        (b"{nope", "not valid JSON"),
+        (b"[" * 50 + b"]" * 50, "deeper than 32"),
+        (b"[" * 100_000 + b"]" * 100_000, "deeper than 32"),
+        (b'{"n": ' + b"1" * 5000 + b"}", "cannot be read"),
+    ],
+)
+def test_refusals_say_why(body, reason):
+    with pytest.raises(BadJson, match=reason):
+        parse(body)
+
+
+def test_ordinary_bodies_parse():
+    assert parse(b'{"sales": [{"event_id": "x", "price": 1.5}]}') == {"sales": [{"event_id": "x", "price": 1.5}]}

@@ -1,0 +1,69 @@
+"""The web pages' number formatting and their query handling (api/pages.py), without a server."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from jinja2 import Undefined
+from starlette.requests import Request
+
+from api.pages import _form_dates, _window, json_safe, money, number, pct, when
+from fairvalue.errors import BadInput
+
+
+def test_money_keeps_four_significant_figures_below_100_and_whole_units_above():
+    assert money(63.876, "ETH") == "63.88 ETH"
+    assert money(0.012345) == "0.01235"
+    assert money(1234.5, "ETH") == "1,234 ETH"
+    assert money(None, "ETH") == money(math.nan) == money(Undefined()) == "—"
+
+
+def test_percentages_numbers_and_times():
+    assert pct(0.1371) == "13.7 %" and pct(0.008, signed=True) == "+0.8 %" and pct(-0.25, True) == "-25.0 %"
+    assert pct(math.inf) == pct("n/a") == "—"
+    assert number(10_000) == "10,000" and number(0) == "0" and number(1.2345) == "1.23" and number(-2.0) == "-2"
+    assert when("2021-12-31T23:12:16Z") == "2021-12-31 23:12 UTC" and when("2021-12-31") == "2021-12-31"
+    assert when(None) == "—"
+
+
+def test_chart_data_is_strict_json():
+    data = json_safe({"a": [1.0, math.nan, {"b": -math.inf}], "c": "x"})
+    assert json.loads(json.dumps(data, allow_nan=False)) == {"a": [1.0, None, {"b": None}], "c": "x"}
+
+
+def _request(query: str) -> Request:
+    return Request({"type": "http", "method": "GET", "path": "/performance", "query_string": query.encode(),
+                    "headers": [], "path_params": {}})
+
+
+def test_the_to_date_of_the_form_includes_that_day():
+    assert _window(_request("from=2021-11-01&to=2021-11-30")) == ("2021-11-01", "2021-12-01")
+    assert _window(_request("to=2021-11-30T12:00:00Z")) == (None, "2021-11-30T12:00:00Z")
+    assert _window(_request("")) == (None, None)
+    with pytest.raises(BadInput):
+        _window(_request("to=2021-02-30"))
+    assert _form_dates({"from": "2021-11-01T00:00:00Z", "to": "2021-12-01T00:00:00Z"}) == ("2021-11-01", "2021-11-30")
+
+
+def test_errors_are_pages_for_browsers_and_json_for_api_clients():
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from api import errors
+
+    def boom(request):
+        raise RuntimeError("boom")
+
+    app = Starlette(routes=[Route("/boom", boom), Route("/v1/boom", boom)], exception_handlers=errors.HANDLERS)
+    client = TestClient(app, raise_server_exceptions=False)
+    html = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    for path, status in (("/boom", 500), ("/nope", 404)):
+        page = client.get(path, headers=html)
+        assert (page.status_code, page.headers["content-type"]) == (status, "text/html; charset=utf-8")
+        assert f'<p class="status">{status}</p>' in page.text
+        assert client.get(path).json()["status"] == status  # no text/html in Accept: the JSON error
+    assert client.get("/v1/boom", headers=html).json() == {"error": "internal error; it has been logged", "status": 500}
+    assert client.get("/v1/nope", headers=html).json()["status"] == 404

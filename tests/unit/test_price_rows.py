@@ -1,0 +1,49 @@
+"""Price rows from files and from the price API: clean observations, rejections with reasons."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from models.price_rows import PriceReason, rows_from_api, validate_prices
+
+TODAY = date(2025, 7, 20)
+KNOWN = {"a", "b"}
+
+
+def test_each_bad_row_is_kept_with_its_reason():
+    rows = [
+        {"date": "2025-07-01", "card_id": "a", "market_price": "12.5", "volume": "3"},
+        {"date": "2025-07-01", "card_id": "a", "market_price": "12.5", "volume": "3"},  # same again
+        {"date": "2025-07-01", "card_id": "a", "market_price": "13"},  # contradicts the first
+        {"date": "07/01/2025", "card_id": "b", "market_price": "1"},
+        {"date": "2025-08-01", "card_id": "b", "market_price": "1"},
+        {"date": "2025-07-01", "card_id": "zzz", "market_price": "1"},
+        {"date": "2025-07-01", "card_id": "b", "market_price": "N/A"},
+        {"date": "2025-07-01", "card_id": "b", "market_price": "-2"},
+        {"date": "2025-07-01", "card_id": "b", "market_price": "2", "volume": "1.5"},
+        {"date": "2025-07-01", "card_id": "b"},
+        {"day": "2025-07-02", "card": "b", "price": 2.25},
+    ]
+    batch = validate_prices(rows, KNOWN, TODAY)
+    assert [(o.item_key, o.day, o.price, o.volume) for o in batch.clean] == [
+        ("a", date(2025, 7, 1), 12.5, 3), ("b", date(2025, 7, 2), 2.25, None)]
+    assert batch.repeated_in_batch == 1
+    assert [r.reason for r in batch.rejected] == [
+        PriceReason.CONFLICT_IN_BATCH, PriceReason.MALFORMED_DATE, PriceReason.FUTURE_DATE, PriceReason.UNKNOWN_ITEM,
+        PriceReason.MALFORMED_PRICE, PriceReason.NON_POSITIVE_PRICE, PriceReason.MALFORMED_VOLUME,
+        PriceReason.MISSING_FIELD]
+    assert batch.rejected[0].row == rows[2] and "12.5" in batch.rejected[0].detail
+
+
+def test_api_answers_history_fallback_and_malformed():
+    history = {"data": [{"tcgPlayerId": "1", "prices": {"market": 9.0},
+                         "priceHistory": {"2025-07-18": 10.0, "2025-07-19": {"market": 11.0, "volume": 4}}}]}
+    rows, problems = rows_from_api("a", history, TODAY)
+    assert problems == [] and [r["market_price"] for r in rows] == [10.0, 11.0] and rows[1]["volume"] == 4
+    rows, problems = rows_from_api("a", {"data": {"prices": {"market": 9.5, "lastUpdated": "2025-07-19T08:00:00Z"}}},
+                                   TODAY)
+    assert rows == [{"date": "2025-07-19", "card_id": "a", "market_price": 9.5}] and problems == []
+    rows, problems = rows_from_api("a", {"data": [{"prices": {}}]}, TODAY)
+    assert rows == [] and problems[0].reason == PriceReason.NO_PRICE
+    rows, problems = rows_from_api("a", {"data": []}, TODAY)
+    assert rows == [] and problems[0].reason == PriceReason.MALFORMED_RESPONSE
