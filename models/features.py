@@ -327,7 +327,7 @@ def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFra
         index_then[~last_ts.isna()] = sales_index(data.sales, last_ts[~last_ts.isna()]).to_numpy()
     with np.errstate(all="ignore"):
         feats["last_sale_market_adjusted_log_premium"] = np.log(
-            joined["last_price"].to_numpy(dtype=float) * index.to_numpy() / index_then
+            joined["last_price"].to_numpy(dtype=float) * index[at.ravel()] / index_then
             / floor_before(data.market, q["ts"]))
 
     feats.index = queries.index
