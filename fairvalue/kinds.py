@@ -37,7 +37,8 @@ class UniqueItems:
         return load_market_data(session, coll)
 
     def value_all(self, model, data, t: pd.Timestamp, settings: Settings) -> pd.DataFrame:
-        return value_all_items(model, data, t, settings.buy_below, settings.sell_above, settings.signal_max_age_days)
+        return value_all_items(model, data, t, settings.buy_below, settings.sell_above, settings.signal_max_age_days,
+                               threads=settings.predict_threads)
 
     def data_cutoff(self, data, t: pd.Timestamp):
         seen = data.sales[data.sales["ts"] < t]["ts"]

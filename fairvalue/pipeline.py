@@ -7,8 +7,9 @@ in models/, the persistence in storage/.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,14 @@ from models.diagnostics import diagnostics, learning_curve, price_band
 from models.drift import DriftReport, drift_report
 from models.features import MarketData, build_features
 from models.metrics import valuation_metrics
+from models.validation import item_key_of
 from storage import ingest as ingest_store
 from storage.artifacts import ArtifactError, get_store
 from storage.bundled import read_market_days, read_punks, read_sales_file
 from storage.db import session_scope
 from storage.market import load_market_data
 from storage.registry import CHAMPION, get_alias, load_model, promote, register_version
-from storage.snapshots import publish, snapshot_csv_gz, write_snapshot
+from storage.snapshots import publish, snapshot_csv, snapshot_csv_gz, write_snapshot
 from storage.tables import Collection, NowcastSnapshot, Sale, utcnow
 
 Progress = Callable[[int], None]
@@ -97,9 +99,13 @@ def ingest_sales_rows(
     """Validate and store sales in batches, each batch its own transaction."""
     settings = settings or get_settings()
     total = ingest_store.IngestReport()
+    # A small list (a webhook call) needs only its own items looked up, not every key.
+    among = None
+    if isinstance(rows, list) and len(rows) <= batch_size:
+        among = {item_key_of(row) for row in rows if isinstance(row, Mapping)}
     with session_scope() as session:
         coll = collection(session, settings)
-        known = ingest_store.known_item_keys(session, coll)
+        known = ingest_store.known_item_keys(session, coll, among)
         floors = ingest_store.floor_lookup(session, coll)
     batch: list[Mapping[str, Any]] = []
 
@@ -319,27 +325,45 @@ class NowcastResult:
     archive_error: str | None
     shadows: dict[str, int]
     shadow_errors: dict[str, str] | None = None
+    # Wall seconds of each stage (load, value, write, publish, archive, shadows), recorded
+    # with the task run and printed by bench/nowcast.py.
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> NowcastResult:
     """Value every item at `as_of` (default now) with the champion; write, publish, archive."""
     settings = settings or get_settings()
     as_of = as_of or utcnow()
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage], clock = round(now - clock, 4), now
+
     store = get_store(settings)
     coll, champion, model, data = champion_and_market(settings, store)
+    lap("load")
     t = pd.Timestamp(as_of).tz_convert("UTC").tz_localize(None)
     kind = kinds.kind_of(coll)
     values = kind.value_all(model, data, t, settings)
     cutoff = kind.data_cutoff(data, t)
+    lap("value")
+    rows_csv = snapshot_csv(values)  # one text for the database rows and the archive
     with session_scope() as session:
-        snapshot = write_snapshot(session, coll, champion.id, as_of, cutoff, values)
+        snapshot = write_snapshot(session, coll, champion.id, as_of, cutoff, values, rows_csv)
+    lap("write")
     with session_scope() as session:
         snapshot = session.get(NowcastSnapshot, snapshot.id)
         moved = publish(session, coll, snapshot)
-    archive_uri, archive_error = archive_snapshot(settings, snapshot.id, values)
+    lap("publish")
+    archive_uri, archive_error = archive_snapshot(settings, snapshot.id, values, rows_csv)
+    lap("archive")
     shadows, shadow_errors = shadow_nowcasts(settings, coll, data, t, as_of, cutoff)
+    lap("shadows")
     return NowcastResult(snapshot.id, moved, len(values), champion.version, archive_uri, archive_error, shadows,
-                         shadow_errors or None)
+                         shadow_errors or None, seconds)
 
 
 def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of,
@@ -376,12 +400,14 @@ def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of,
     return written, errors
 
 
-def archive_snapshot(settings: Settings, snapshot_id: int, values: pd.DataFrame) -> tuple[str | None, str | None]:
+def archive_snapshot(
+    settings: Settings, snapshot_id: int, values: pd.DataFrame, rows_csv: str | None = None
+) -> tuple[str | None, str | None]:
     """Archive to the store after publishing: a store outage must not stop valuations.
     The error is returned (and recorded) so the archive can be retried."""
     try:
         stored = get_store(settings).put(
-            f"snapshots/{settings.collection}/{snapshot_id}.csv.gz", snapshot_csv_gz(values)
+            f"snapshots/{settings.collection}/{snapshot_id}.csv.gz", snapshot_csv_gz(values, rows_csv)
         )
     except ArtifactError as exc:
         return None, str(exc)

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     holdout_days: int = Field(30, description="Forward window kept out of training to score a version.")
     retrain_max_age_days: float = Field(7, description="A champion trained on data older than this is stale.")
 
+    predict_threads: int = Field(1, ge=1, description="OpenMP threads of one nowcast's predict. One per worker "
+                                 "process: scale out with more worker processes (docs/scaling.md), not threads.")
     device: str = Field("cpu", description="cpu or cuda. The scikit-learn estimators run on the CPU; a model "
                         "version records the device it was trained on.")
 

@@ -20,6 +20,7 @@ import joblib
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
+from threadpoolctl import threadpool_limits
 
 from models.features import MarketData, TraitVocabulary, build_features, model_columns
 
@@ -52,14 +53,18 @@ class FairValueModel:
     params: dict[str, Any] = field(default_factory=dict)
     name: str = "hgb-quantile-v0"
 
-    def predict(self, data: MarketData, queries: pd.DataFrame) -> pd.DataFrame:
+    def predict(self, data: MarketData, queries: pd.DataFrame, threads: int | None = None) -> pd.DataFrame:
         """Fair value and band for each (item_key, ts) query, from data strictly before ts."""
         feats = build_features(data, self.vocab, queries)
-        return self.predict_features(feats)
+        return self.predict_features(feats, threads)
 
-    def predict_features(self, feats: pd.DataFrame) -> pd.DataFrame:
+    def predict_features(self, feats: pd.DataFrame, threads: int | None = None) -> pd.DataFrame:
+        """`threads` caps the OpenMP threads of the trees' predict (None: scikit-learn's default,
+        one per core). On a shared or busy host, threads spinning at OpenMP barriers made a
+        10k-row predict 4-5x slower than one thread (bench/nowcast.py)."""
         x = feats[self.columns].to_numpy(dtype=float)
-        logs = np.column_stack([self.estimators[k].predict(x) for k in ("p10", "p50", "p90")])
+        with threadpool_limits(limits=threads, user_api="openmp"):
+            logs = np.column_stack([self.estimators[k].predict(x) for k in ("p10", "p50", "p90")])
         logs.sort(axis=1)  # quantile models trained apart can cross; the band must not
         floor = feats["floor"].to_numpy(dtype=float)
         out = pd.DataFrame(

@@ -18,6 +18,7 @@ def value_all_items(
     sell_above: float,
     signal_max_age_days: float,
     item_keys=None,
+    threads: int | None = None,
 ) -> pd.DataFrame:
     """One row per item (or per key in `item_keys`): fair value, band and signal at `as_of`,
     from data strictly before it.
@@ -27,7 +28,7 @@ def value_all_items(
     """
     keys = data.items.index.to_numpy() if item_keys is None else item_keys
     queries = pd.DataFrame({"item_key": keys, "ts": as_of})
-    values = model.predict(data, queries)
+    values = model.predict(data, queries, threads)
     age_days = (np.datetime64(as_of) - values["last_sale_at"].to_numpy()) / np.timedelta64(1, "D")
     recent_price = np.where(age_days <= signal_max_age_days, values["last_price"].to_numpy(dtype=float), np.nan)
     values["signal"] = signals(recent_price, values["fair_value"].to_numpy(), buy_below, sell_above)

@@ -97,6 +97,13 @@ def _pick(row: Mapping[str, Any], field: str) -> Any:
     return None
 
 
+def item_key_of(row: Mapping[str, Any]) -> str:
+    """The item key a raw row names, normalised as validation compares it (5.0 -> "5")."""
+    item_value = _pick(row, "item_key")
+    item_key = str(int(item_value)) if isinstance(item_value, float) and item_value.is_integer() else str(item_value)
+    return item_key.strip()
+
+
 def parse_timestamp(value: Any) -> datetime:
     if isinstance(value, datetime):
         ts = value
@@ -147,9 +154,7 @@ def validate_row(
         return Rejection(raw, Reason.MALFORMED_PRICE, f"price {price_value!r} is not finite")
     if price <= 0:
         return Rejection(raw, Reason.NON_POSITIVE_PRICE, f"price {price}")
-    item_value = _pick(row, "item_key")
-    item_key = str(int(item_value)) if isinstance(item_value, float) and item_value.is_integer() else str(item_value)
-    item_key = item_key.strip()
+    item_key = item_key_of(row)
     if item_key not in known_items:
         return Rejection(raw, Reason.UNKNOWN_ITEM, f"no item {item_key!r} in this collection")
     floor = floors.on(ts.date())

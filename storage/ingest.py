@@ -81,8 +81,13 @@ def floor_lookup(session: Session, collection: Collection) -> FloorLookup:
     return FloorLookup({d: f for d, f in rows})
 
 
-def known_item_keys(session: Session, collection: Collection) -> set[str]:
-    return set(session.exec(select(Item.item_key).where(Item.collection_id == collection.id)).all())
+def known_item_keys(session: Session, collection: Collection, among: Iterable[str] | None = None) -> set[str]:
+    """Item keys of the collection; only those `among` the given keys when they are given (a
+    webhook call naming one item must not load every key: bench/ingest.py)."""
+    query = select(Item.item_key).where(Item.collection_id == collection.id)
+    if among is not None:
+        query = query.where(Item.item_key.in_(list(among)))
+    return set(session.exec(query).all())
 
 
 @dataclass

@@ -13,17 +13,15 @@ import io
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
-from sqlalchemy import insert, update
+from sqlalchemy import update
 from sqlmodel import Session, select
 
+from storage.bulk import copy_csv
 from storage.tables import Collection, NowcastRow, NowcastSnapshot, PublishedSnapshot, utcnow
 
 ROW_COLUMNS = ("item_key", "fair_value", "p10", "p90", "signal", "last_price", "last_sale_at")
-
-
-def _none_if_nan(value):
-    return None if value is None or pd.isna(value) else value
 
 
 def write_snapshot(
@@ -33,8 +31,14 @@ def write_snapshot(
     as_of: datetime,
     data_cutoff: datetime | None,
     values: pd.DataFrame,
+    rows_csv: str | None = None,
 ) -> NowcastSnapshot:
-    """Write a complete, unpublished snapshot (the caller commits)."""
+    """Write a complete, unpublished snapshot (the caller commits).
+
+    The rows stored are exactly the archive's (`snapshot_csv`; pass it as `rows_csv` when it is
+    already made), streamed with COPY on PostgreSQL: a 1M-item snapshot as executemany INSERTs
+    took minutes. It is still written `building` in the caller's transaction and published by
+    one pointer switch."""
     snapshot = NowcastSnapshot(
         collection_id=collection.id,
         model_version_id=model_version_id,
@@ -45,26 +49,17 @@ def write_snapshot(
     )
     session.add(snapshot)
     session.flush()
-    last_sale = pd.to_datetime(values["last_sale_at"]).dt.tz_localize("UTC")
-    rows = [
-        {
-            "snapshot_id": snapshot.id,
-            "item_key": key,
-            "fair_value": float(fair),
-            "p10": _none_if_nan(p10),
-            "p90": _none_if_nan(p90),
-            "signal": signal,
-            "last_price": _none_if_nan(last_price),
-            "last_sale_at": None if pd.isna(ts) else ts.to_pydatetime(),
-        }
-        for key, fair, p10, p90, signal, last_price, ts in zip(
-            values["item_key"], values["fair_value"], values["p10"], values["p90"],
-            values["signal"], values["last_price"], last_sale, strict=True,
-        )
-    ]
-    for start in range(0, len(rows), 5000):
-        session.execute(insert(NowcastRow.__table__), rows[start : start + 5000])
+    text = rows_csv if rows_csv is not None else snapshot_csv(values)
+    copy_csv(session, "nowcast_rows", ("snapshot_id", *ROW_COLUMNS), _with_first_column(text, snapshot.id))
     return snapshot
+
+
+def _with_first_column(text: str, value: int) -> str:
+    """The CSV body (header dropped) with `value` as a first column, by one C-level replace."""
+    body = text.split("\n", 1)[1] if "\n" in text else ""
+    if not body:
+        return ""
+    return f"{value}," + body.rstrip("\n").replace("\n", f"\n{value},") + "\n"
 
 
 def publish(session: Session, collection: Collection, snapshot: NowcastSnapshot) -> bool:
@@ -162,11 +157,24 @@ def snapshot_values(session: Session, snapshot_id: int) -> pd.DataFrame:
     return values
 
 
-def snapshot_csv_gz(values: pd.DataFrame) -> bytes:
+def snapshot_csv(values: pd.DataFrame) -> str:
+    """The rows of a snapshot as CSV text, the one form both the database and the archive get:
+    6 significant digits, UTC ISO times with Z, empty for none. Times are formatted by numpy
+    (pandas' per-value strftime was a third of a 1M-item nowcast)."""
+    frame = values[list(ROW_COLUMNS)].copy()
+    ts = pd.to_datetime(frame["last_sale_at"]).to_numpy().astype("datetime64[us]")
+    missing = np.isnat(ts)
+    whole_seconds = bool((ts[~missing] == ts[~missing].astype("datetime64[s]")).all())
+    text = np.datetime_as_string(ts, unit="s" if whole_seconds else "us", timezone="UTC")
+    frame["last_sale_at"] = np.where(missing, "", text)
+    return frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+
+
+def snapshot_csv_gz(values: pd.DataFrame | None = None, rows_csv: str | None = None) -> bytes:
     """The archive form of a snapshot: gzip'd CSV, deterministic (mtime 0) so equal
-    snapshots have equal sha256."""
-    text = values[list(ROW_COLUMNS)].to_csv(index=False, float_format="%.6g")
+    snapshots have equal sha256. Level 1: level 9 took 9x longer for 13 % fewer bytes."""
+    text = rows_csv if rows_csv is not None else snapshot_csv(values)
     buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=1) as gz:
         gz.write(text.encode())
     return buf.getvalue()

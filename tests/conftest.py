@@ -41,6 +41,9 @@ os.environ.update(
         "AWS_DEFAULT_REGION": "us-east-1",
     }
 )
+# One OpenMP thread per test process: on a shared 2-core host, scikit-learn's default (one
+# thread per core) spins at barriers and made a 40 s test file time out (bench/nowcast.py).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # The real-parts fixtures (database, broker, s3, seeded, worker, client) for tests/integration and tests/faults.
 pytest_plugins = ["tests.realparts"]

@@ -109,3 +109,15 @@ def test_all_trait_comps_average_each_traits_recent_sales():
     # On 01-04: Cap comps = [0.2], Pipe comps = [-0.4]; on 01-06 Cap = median(0.2, 0.6) = 0.4.
     assert means == pytest.approx([-0.1, 0.0])
     assert highs == pytest.approx([0.2, 0.4])
+
+
+def test_queries_at_many_times_match_each_time_built_alone():
+    """Market features are computed once per distinct time and spread back over the queries."""
+    data = synthetic_market()
+    vocab = TraitVocabulary(data.items)
+    times = [pd.Timestamp("2021-02-01 08:00"), pd.Timestamp("2021-03-15 20:00"), pd.Timestamp("2021-04-10")]
+    queries = pd.DataFrame({"item_key": [k for _ in times for k in data.items.index[:15]],
+                            "ts": [t for t in times for _ in range(15)]}).sample(frac=1, random_state=1)
+    together = build_features(data, vocab, queries)
+    alone = pd.concat([build_features(data, vocab, queries[queries["ts"] == t]) for t in times]).loc[queries.index]
+    pd.testing.assert_frame_equal(together, alone)

@@ -1,0 +1,25 @@
+"""The synthetic collections of bench/ keep the bundled market's shape."""
+
+import numpy as np
+
+from bench import synthetic
+
+
+def test_a_synthetic_collection_has_the_bundled_shape_and_is_seeded():
+    bundled = synthetic.load_bundled()
+    a = synthetic.generate(3000, seed=1, bundled=bundled)
+    b = synthetic.generate(3000, seed=1, bundled=bundled)
+
+    assert a.sales.equals(b.sales) and a.items.equals(b.items)
+    assert len(a.items) == 3000 and a.items.index.is_unique
+    per_item = len(a.sales) / len(a.items)
+    assert abs(per_item - len(bundled.sales) / len(bundled.punks)) < 0.05
+    assert a.sales["ts"].is_monotonic_increasing and (a.sales["price"] > 0).all()
+    assert set(a.sales["item_key"]) <= set(a.items.index)
+    # Every item copies a bundled punk: its traits are in the bundled vocabulary.
+    known = {t for acc in bundled.punks["accessories"] for t in acc}
+    assert {t for acc in a.items["accessories"] for t in acc} <= known
+    assert abs(a.items["accessory_count"].mean() - bundled.punks["accessory_count"].mean()) < 0.1
+    # The 2021 boom is there: most sales are in 2021, as in the bundled market.
+    share_2021 = lambda ts: float(np.mean(ts.dt.year == 2021))  # noqa: E731
+    assert abs(share_2021(a.sales["ts"]) - share_2021(bundled.sales["ts"])) < 0.05
