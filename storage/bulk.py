@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy import types as sa_types
 from sqlmodel import Session, SQLModel
 
 BATCH = 5000
@@ -74,17 +75,26 @@ def copy_csv(session: Session, table: str, columns: Sequence[str], text: str) ->
             copy.write(text)
         return cursor.rowcount
     target = SQLModel.metadata.tables[table]
-    parse = [_parser(target.c[c].type.python_type) for c in columns]
+    parse = [_parser(target.c[c].type) for c in columns]
     rows = (tuple(p(v) for p, v in zip(parse, fields, strict=True)) for fields in csv.reader(io.StringIO(text)))
     return _insert_batches(session, table, columns, rows)
 
 
-def _parser(kind: type):
+def _parser(column_type: sa_types.TypeEngine):
+    """Text → the column's Python value. Decided by the SQLAlchemy type, not python_type: SQLModel's
+    AutoString and some DateTime columns report `object` there."""
+    if isinstance(column_type, sa_types.TypeDecorator):  # e.g. SQLModel's UTCDateTime over DateTime
+        column_type = column_type.impl
+    if isinstance(column_type, sa_types.DateTime):
+        convert = datetime.fromisoformat
+    elif isinstance(column_type, sa_types.Float | sa_types.Numeric):
+        convert = float
+    elif isinstance(column_type, sa_types.Integer):
+        convert = int
+    else:
+        convert = str
+
     def parse(value: str):
-        if value == "":
-            return None
-        if kind is datetime:
-            return datetime.fromisoformat(value)
-        return kind(value)
+        return None if value == "" else convert(value)
 
     return parse
