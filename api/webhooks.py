@@ -8,6 +8,10 @@ is recorded in webhook_deliveries with its reason (storage/webhooks.py)."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -54,15 +58,39 @@ def _sales_from(payload) -> list | str:
     return payload
 
 
-def _enqueue_follow_up(accepted: int) -> str:
-    from tasks.app import app
+class FollowUp:
+    """The out-of-cycle check after accepted sales, one per window instead of one per call.
 
-    try:
-        app.send_task("fairvalue.ingest.after_sales", args=[accepted], retry=False)
-        return "enqueued"
-    except Exception as exc:  # the broker is down: the sales are stored, beat's nowcast picks them up
-        log.warning("follow-up not enqueued: %s", exc)
-        return f"not enqueued ({type(exc).__name__}); the next scheduled nowcast includes these sales"
+    fairvalue.ingest.after_sales counts the sales stored since the published snapshot when it
+    runs, so one message sent with a short countdown covers every call accepted before it runs;
+    one message per call made the broker the webhook's bottleneck (bench/ingest.py)."""
+
+    def __init__(self, send: Callable[..., Any] | None = None) -> None:
+        self._send = send or _send_with_celery
+        self._lock = threading.Lock()
+        self._due = 0.0  # monotonic time the pending message runs at
+
+    def request(self, accepted: int, delay: float) -> str:
+        with self._lock:
+            now = time.monotonic()
+            if now < self._due:
+                return "enqueued"  # the pending check runs after this call's commit: it sees these sales
+            try:
+                self._send("fairvalue.ingest.after_sales", args=[accepted], countdown=delay or None, retry=False)
+            except Exception as exc:  # the broker is down: the sales are stored, beat's nowcast picks them up
+                log.warning("follow-up not enqueued: %s", exc)
+                return f"not enqueued ({type(exc).__name__}); the next scheduled nowcast includes these sales"
+            self._due = now + delay
+            return "enqueued"
+
+
+def _send_with_celery(name: str, **options) -> None:
+    from tasks.app import app as celery_app  # the API imports the Celery app only when it sends
+
+    celery_app.send_task(name, **options)
+
+
+follow_up = FollowUp()
 
 
 def _record(**fields) -> None:
@@ -84,6 +112,27 @@ async def _refuse(status: int, reason: str, outcome: str, body: bytes, client: s
 def _first_acceptance(digest: str):
     with session_scope() as session:
         return deliveries.first_acceptance(session, digest)
+
+
+def _every_sale_conflicts(report) -> bool:
+    conflicts = report.reasons.get(Reason.DUPLICATE_CONFLICT, 0)
+    return report.accepted == 0 and report.duplicate == 0 and conflicts == report.rejected > 0
+
+
+def _ingest_once(sales: list, body: bytes, digest: str, signed_at: int, client: str, settings):
+    """One transaction: refuse a replayed delivery (returns when it was first accepted), or
+    ingest its sales and record the delivery (returns None and the ingest report)."""
+    with session_scope() as session:
+        first = deliveries.first_acceptance(session, digest)
+        if first is not None:
+            return first, None
+        report = pipeline.ingest_sales_call(session, sales, "webhook", settings)
+        refused = _every_sale_conflicts(report)
+        deliveries.record(session, outcome=deliveries.CONFLICT if refused else deliveries.ACCEPTED,
+                          status_code=409 if refused else 202, body=body, digest=digest, signed_at=signed_at,
+                          client=client, processed=True,
+                          reason="every event id is already stored with different content" if refused else "")
+        return None, report
 
 
 async def receive_sales(request: Request) -> JSONResponse:
@@ -133,10 +182,6 @@ async def receive_sales(request: Request) -> JSONResponse:
                 return await _refuse(401, reason, deliveries.REPLAY, body, client, digest, exc.timestamp)
         return await _refuse(401, reason, exc.kind, body, client, digest, exc.timestamp)
     digest = signing.delivery_digest(signed_at, body)
-    first = await run_in_threadpool(_first_acceptance, digest)
-    if first is not None:
-        return await _refuse(409, f"replayed delivery: this signature was accepted at {first.isoformat()}; "
-                             "nothing was done", deliveries.REPLAY, body, client, digest, signed_at)
     try:
         payload = jsonbody.parse(body)
     except jsonbody.BadJson as exc:
@@ -144,16 +189,14 @@ async def receive_sales(request: Request) -> JSONResponse:
     sales = _sales_from(payload)
     if isinstance(sales, str):
         return await _refuse(422, sales, "malformed", body, client, digest, signed_at)
-    report = await run_in_threadpool(pipeline.ingest_sales_rows, sales, "webhook", settings)
+    accepted_before, report = await run_in_threadpool(_ingest_once, sales, body, digest, signed_at, client, settings)
+    if accepted_before is not None:
+        return await _refuse(409, f"replayed delivery: this signature was accepted at {accepted_before.isoformat()}; "
+                             "nothing was done", deliveries.REPLAY, body, client, digest, signed_at)
     metrics.webhook_outcome(report.accepted, report.duplicate, report.rejected)
-    conflicts = report.reasons.get(Reason.DUPLICATE_CONFLICT, 0)
-    refused = report.accepted == 0 and report.duplicate == 0 and conflicts == report.rejected > 0
-    status, outcome = (409, deliveries.CONFLICT) if refused else (202, deliveries.ACCEPTED)
-    await run_in_threadpool(_record, outcome=outcome, status_code=status, body=body, digest=digest,
-                            signed_at=signed_at, client=client, processed=True,
-                            reason="every event id is already stored with different content" if refused else "")
-    if refused:
+    if _every_sale_conflicts(report):
         return error(409, "every event id in this call is already stored with different content; the rows are "
-                     "kept in rejected_sales", outcome=outcome, **report.as_dict())
-    follow_up = await run_in_threadpool(_enqueue_follow_up, report.accepted) if report.accepted else "none"
-    return JSONResponse({**report.as_dict(), "follow_up": follow_up}, status_code=202)
+                     "kept in rejected_sales", outcome=deliveries.CONFLICT, **report.as_dict())
+    next_step = (await run_in_threadpool(follow_up.request, report.accepted, settings.webhook_follow_up_seconds)
+                 if report.accepted else "none")
+    return JSONResponse({**report.as_dict(), "follow_up": next_step}, status_code=202)

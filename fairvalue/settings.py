@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # Where things live.
     var_dir: Path = Field(Path("var"), description="Working directory for embedded state.")
     database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in var_dir.")
+    database_pool_size: int = Field(
+        16, ge=1, description="PostgreSQL connections kept open per process. Below the API's concurrent requests, "
+        "every extra request opened and closed a connection of its own (bench/ingest.py: 42 webhook calls/s).")
     broker_url: str = Field("", description="Celery broker URL; empty means the filesystem broker.")
     artifacts_url: str = Field("", description="s3://bucket/prefix or a local directory.")
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, moto); None means AWS.")
@@ -51,6 +54,9 @@ class Settings(BaseSettings):
     dev_mode: bool = Field(False, description="Allow development secrets on real servers (never in production).")
     webhook_tolerance_seconds: int = 300
     max_body_bytes: int = 1_000_000
+    webhook_follow_up_seconds: float = Field(
+        2.0, ge=0, description="A webhook's follow-up check (fairvalue.ingest.after_sales) runs this long after "
+        "the first accepted call; calls accepted meanwhile share it, since it counts what is stored then.")
 
     # Operators' API: `Authorization: Bearer <token>`; empty disables the operator endpoints.
     operator_token: SecretStr = SecretStr("")

@@ -10,6 +10,7 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -51,7 +52,7 @@ class CleanSale:
     buyer: str
     source: str
 
-    @property
+    @cached_property  # read at least twice per sale (dedupe in the batch, the stored row)
     def content_hash(self) -> str:
         """What makes two reports of one event the same: everything but where it came from."""
         text = "|".join(
@@ -90,18 +91,39 @@ class FloorLookup:
         return self.values[i - 1] if i else None
 
 
+def _usable(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
 def _pick(row: Mapping[str, Any], field: str) -> Any:
     for name in COLUMN_ALIASES[field]:
-        if name in row and row[name] is not None and not (isinstance(row[name], float) and math.isnan(row[name])):
-            return row[name]
+        value = row.get(name)
+        if _usable(value):
+            return value
     return None
+
+
+def _pick_all(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Every column of COLUMN_ALIASES read once (validation reads each several times)."""
+    return {field: _pick(row, field) for field in COLUMN_ALIASES}
 
 
 def item_key_of(row: Mapping[str, Any]) -> str:
     """The item key a raw row names, normalised as validation compares it (5.0 -> "5")."""
-    item_value = _pick(row, "item_key")
+    return _normalised_key(_pick(row, "item_key"))
+
+
+def _normalised_key(item_value: Any) -> str:
     item_key = str(int(item_value)) if isinstance(item_value, float) and item_value.is_integer() else str(item_value)
     return item_key.strip()
+
+
+def sale_day_of(row: Mapping[str, Any]) -> date | None:
+    """The UTC day a raw row says it sold on, or None when it has no readable timestamp."""
+    try:
+        return parse_timestamp(_pick(row, "timestamp")).date()
+    except (ValueError, TypeError):
+        return None
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -123,55 +145,57 @@ def validate_row(
     min_floor_fraction: float,
     now: datetime,
 ) -> CleanSale | Rejection:
-    raw = dict(row)
     if "_error" in row:  # the reader could not parse this line; it is kept as text
-        return Rejection(raw, Reason.MALFORMED_ROW, str(row["_error"]))
-    missing = [f for f in REQUIRED if _pick(row, f) in (None, "")]
+        return Rejection(dict(row), Reason.MALFORMED_ROW, str(row["_error"]))
+    values = _pick_all(row)
+    missing = [f for f in REQUIRED if values[f] in (None, "")]
     if missing:
-        return Rejection(raw, Reason.MISSING_FIELD, f"missing {', '.join(missing)}")
+        return Rejection(dict(row), Reason.MISSING_FIELD, f"missing {', '.join(missing)}")
     for name in TEXT_FIELDS:
-        value = _pick(row, name)
+        value = values[name]
         if isinstance(value, dict | list):
-            return Rejection(raw, Reason.MALFORMED_ROW, f"{name} must be text or a number, not {type(value).__name__}")
+            return Rejection(dict(row), Reason.MALFORMED_ROW,
+                             f"{name} must be text or a number, not {type(value).__name__}")
         if isinstance(value, str) and "\x00" in value:  # no database stores NUL in text
-            return Rejection(raw, Reason.MALFORMED_ROW, f"{name} contains a NUL character")
-    if len(str(_pick(row, "event_id")).strip()) > MAX_EVENT_ID:
-        return Rejection(raw, Reason.MALFORMED_ROW, f"event id longer than {MAX_EVENT_ID} characters")
+            return Rejection(dict(row), Reason.MALFORMED_ROW, f"{name} contains a NUL character")
+    event_id = str(values["event_id"]).strip()
+    if len(event_id) > MAX_EVENT_ID:
+        return Rejection(dict(row), Reason.MALFORMED_ROW, f"event id longer than {MAX_EVENT_ID} characters")
     try:
-        ts = parse_timestamp(_pick(row, "timestamp"))
+        ts = parse_timestamp(values["timestamp"])
     except (ValueError, TypeError) as exc:
-        return Rejection(raw, Reason.MALFORMED_TIMESTAMP, str(exc))
+        return Rejection(dict(row), Reason.MALFORMED_TIMESTAMP, str(exc))
     if ts > now + FUTURE_SLACK:
-        return Rejection(raw, Reason.FUTURE_TIMESTAMP, f"{ts.isoformat()} is after {now.isoformat()}")
-    price_value = _pick(row, "price")
+        return Rejection(dict(row), Reason.FUTURE_TIMESTAMP, f"{ts.isoformat()} is after {now.isoformat()}")
+    price_value = values["price"]
     try:
         if isinstance(price_value, bool):
             raise ValueError("boolean is not a price")
         price = float(price_value)
     except (ValueError, TypeError):
-        return Rejection(raw, Reason.MALFORMED_PRICE, f"price {price_value!r} is not a number")
+        return Rejection(dict(row), Reason.MALFORMED_PRICE, f"price {price_value!r} is not a number")
     if not math.isfinite(price):
-        return Rejection(raw, Reason.MALFORMED_PRICE, f"price {price_value!r} is not finite")
+        return Rejection(dict(row), Reason.MALFORMED_PRICE, f"price {price_value!r} is not finite")
     if price <= 0:
-        return Rejection(raw, Reason.NON_POSITIVE_PRICE, f"price {price}")
-    item_key = item_key_of(row)
+        return Rejection(dict(row), Reason.NON_POSITIVE_PRICE, f"price {price}")
+    item_key = _normalised_key(values["item_key"])
     if item_key not in known_items:
-        return Rejection(raw, Reason.UNKNOWN_ITEM, f"no item {item_key!r} in this collection")
+        return Rejection(dict(row), Reason.UNKNOWN_ITEM, f"no item {item_key!r} in this collection")
     floor = floors.on(ts.date())
     if floor is not None and price < min_floor_fraction * floor:
         return Rejection(
-            raw,
+            dict(row),
             Reason.BELOW_FLOOR_FRACTION,
             f"price {price} < {min_floor_fraction} x floor {floor} of {ts.date()}",
         )
     return CleanSale(
-        event_id=str(_pick(row, "event_id")).strip(),
+        event_id=event_id,
         ts=ts,
         item_key=item_key,
         price=price,
-        seller=str(_pick(row, "seller") or "").lower(),
-        buyer=str(_pick(row, "buyer") or "").lower(),
-        source=str(_pick(row, "source") or ""),
+        seller=str(values["seller"] or "").lower(),
+        buyer=str(values["buyer"] or "").lower(),
+        source=str(values["source"] or ""),
     )
 
 

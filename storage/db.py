@@ -38,7 +38,9 @@ def engine_for(url: str) -> Engine:
         return engine
     # pre_ping: after a database restart, a dead pooled connection is replaced instead of failing a
     # request; connect_timeout: an unreachable server fails fast (readiness answers 503 in time).
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args={"connect_timeout": 5})
+    pool_size = get_settings().database_pool_size
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size,
+                         connect_args={"connect_timeout": 5})
 
 
 def get_engine() -> Engine:

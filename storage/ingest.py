@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from psycopg.errors import UniqueViolation
+from sqlalchemy import Date, Float, bindparam, text
 from sqlmodel import Session, select
 
-from models.validation import FloorLookup, Reason, Rejection, validate_batch
+from models.validation import FloorLookup, Reason, Rejection, ValidatedBatch, validate_batch
 from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale, utcnow
-from storage.upsert import insert_ignoring_conflicts, upsert
+from storage.bulk import copy_rows
+from storage.upsert import COPY_FROM_ROWS, insert_ignoring_conflicts, upsert
 
 UNIQUE_ITEMS, DAILY_PRICES = "unique_items", "daily_prices"  # collection kinds
 COLLECTION_NAMES = {
@@ -74,20 +77,40 @@ def put_market_days(
     return len(changed)
 
 
-def floor_lookup(session: Session, collection: Collection) -> FloorLookup:
-    rows = session.exec(
-        select(MarketDay.day, MarketDay.floor).where(MarketDay.collection_id == collection.id)
-    ).all()
-    return FloorLookup({d: f for d, f in rows})
+def floor_lookup(session: Session, collection: Collection, days: Iterable[date] | None = None) -> FloorLookup:
+    """Every floor of the collection; or, given `days`, only the floor in force on each of
+    them (a webhook call about one day must not read the whole series)."""
+    if days is None:
+        rows = session.exec(
+            select(MarketDay.day, MarketDay.floor).where(MarketDay.collection_id == collection.id)
+        ).all()
+        return FloorLookup({d: f for d, f in rows})
+    found = {}
+    for day in set(days):
+        row = session.connection().execute(FLOOR_ON, {"collection": collection.id, "day": day}).first()
+        if row is not None:
+            found[row[0]] = row[1]
+    return FloorLookup(found)
+
+
+# The webhook's per-call lookups, as plain SQL on the session's connection: building ORM
+# statements cost more than running them (bench/ingest.py).
+KNOWN_AMONG = text("SELECT item_key FROM items WHERE collection_id = :collection AND item_key IN :keys") \
+    .bindparams(bindparam("keys", expanding=True))
+FLOOR_ON = text("SELECT day, floor FROM market_days WHERE collection_id = :collection AND day <= :day "
+                "AND floor > 0 ORDER BY day DESC LIMIT 1").columns(day=Date, floor=Float)
 
 
 def known_item_keys(session: Session, collection: Collection, among: Iterable[str] | None = None) -> set[str]:
     """Item keys of the collection; only those `among` the given keys when they are given (a
     webhook call naming one item must not load every key: bench/ingest.py)."""
-    query = select(Item.item_key).where(Item.collection_id == collection.id)
     if among is not None:
-        query = query.where(Item.item_key.in_(list(among)))
-    return set(session.exec(query).all())
+        keys = list(among)
+        if not keys:
+            return set()
+        rows = session.connection().execute(KNOWN_AMONG, {"collection": collection.id, "keys": keys})
+        return {key for (key,) in rows}
+    return set(session.exec(select(Item.item_key).where(Item.collection_id == collection.id)).all())
 
 
 @dataclass
@@ -143,7 +166,14 @@ def ingest_sales(
         floors or floor_lookup(session, collection),
         min_floor_fraction,
     )
+    return store_validated(session, collection, batch, origin)
+
+
+def store_validated(session: Session, collection: Collection, batch: ValidatedBatch, origin: str) -> IngestReport:
+    """Store a validated batch: new sales, and rejections (an event id already stored with
+    other content is one too); sales already stored with the same content count as duplicates."""
     report = IngestReport(duplicate=batch.repeated_in_batch)
+    now = utcnow()
     sale_rows = [
         {
             "collection_id": collection.id,
@@ -155,14 +185,11 @@ def ingest_sales(
             "buyer": s.buyer,
             "source": s.source,
             "content_hash": s.content_hash,
-            "ingested_at": utcnow(),
+            "ingested_at": now,
         }
         for s in batch.clean
     ]
-    inserted: set[str] = set()
-    for start in range(0, len(sale_rows), 2000):
-        chunk = sale_rows[start : start + 2000]
-        inserted.update(insert_ignoring_conflicts(session, Sale.__table__, chunk, returning="event_id"))
+    inserted = _insert_new_sales(session, collection, sale_rows)
     # Rows that were not inserted hit an event id we already hold: the same content is a
     # duplicate, different content is kept as a rejection.
     not_inserted = [s for s in batch.clean if s.event_id not in inserted]
@@ -192,6 +219,35 @@ def ingest_sales(
     report.rejected = len(rejections)
     report.reasons.update(r.reason for r in rejections)
     return report
+
+
+SALE_COLUMNS = ("collection_id", "event_id", "item_key", "ts", "price", "seller", "buyer", "source", "content_hash",
+                "ingested_at")
+STORED_AMONG = text("SELECT event_id FROM sales WHERE collection_id = :collection AND event_id = ANY(:ids)")
+
+
+def _insert_new_sales(session: Session, collection: Collection, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert the sales whose event id is not stored yet; return their event ids.
+
+    On PostgreSQL a large batch looks up which ids are stored (one index probe) and COPYs the
+    rest straight into `sales`: the speed of a bare COPY (bench/ingest.py). Should another writer
+    store one of those ids in between, the COPY fails whole on the unique constraint, is rolled
+    back to its savepoint, and the batch takes the INSERT … ON CONFLICT path instead."""
+    if len(rows) >= COPY_FROM_ROWS and session.get_bind().dialect.name == "postgresql":
+        ids = [r["event_id"] for r in rows]
+        stored = set(session.connection().execute(STORED_AMONG, {"collection": collection.id, "ids": ids}).scalars())
+        fresh = [r for r in rows if r["event_id"] not in stored]
+        try:
+            with session.begin_nested():
+                copy_rows(session, Sale.__tablename__, SALE_COLUMNS, ([r[c] for c in SALE_COLUMNS] for r in fresh))
+            return {r["event_id"] for r in fresh}
+        except UniqueViolation:
+            pass
+    inserted: set[str] = set()
+    for start in range(0, len(rows), 2000):
+        chunk = rows[start : start + 2000]
+        inserted.update(insert_ignoring_conflicts(session, Sale.__table__, chunk, returning="event_id"))
+    return inserted
 
 
 def _text(value: str | None) -> str | None:

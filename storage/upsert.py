@@ -9,6 +9,11 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from storage.bulk import copy_insert_ignoring_conflicts
+
+# From this many rows on, PostgreSQL inserts go through COPY (storage/bulk.py says why).
+COPY_FROM_ROWS = 100
+
 
 def _insert_for(session: Session, table: Table):
     dialect = session.get_bind().dialect.name
@@ -26,6 +31,8 @@ def insert_ignoring_conflicts(
     of the rows actually inserted (so callers can tell new rows from duplicates)."""
     if not rows:
         return []
+    if len(rows) >= COPY_FROM_ROWS and session.get_bind().dialect.name == "postgresql":
+        return copy_insert_ignoring_conflicts(session, table, rows, returning)
     stmt = _insert_for(session, table).on_conflict_do_nothing()
     if returning is None:
         session.execute(stmt, list(rows))
