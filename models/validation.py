@@ -10,8 +10,8 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 # Accepted spellings of each column: the bundled CSV says punk_id / price_eth.

@@ -14,8 +14,8 @@ from sqlalchemy import Date, Float, bindparam, text
 from sqlmodel import Session, select
 
 from models.validation import FloorLookup, Reason, Rejection, ValidatedBatch, validate_batch
-from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale, utcnow
 from storage.bulk import copy_rows
+from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale, utcnow
 from storage.upsert import COPY_FROM_ROWS, insert_ignoring_conflicts, upsert
 
 UNIQUE_ITEMS, DAILY_PRICES = "unique_items", "daily_prices"  # collection kinds
