@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -122,17 +123,21 @@ def main() -> None:
 
     with harness.scratch_database() as url, harness.artifact_store("dir") as store_env, \
             tempfile.TemporaryDirectory(prefix="fairvalue-bench-") as tmp:
+        # A real server refuses the development webhook secret; the rate limit stays on (its
+        # check is part of every request) but far above what one load generator sends.
         env = {"FAIRVALUE_DATABASE_URL": url, "FAIRVALUE_VAR_DIR": tmp, "FAIRVALUE_TRAIN_MAX_ITER": "40",
-               "FAIRVALUE_CODE_VERSION": "bench", **store_env}
+               "FAIRVALUE_CODE_VERSION": "bench", "FAIRVALUE_WEBHOOK_SECRET": secrets.token_hex(16),
+               "FAIRVALUE_RATE_LIMIT_PER_MINUTE": str(10**9), **store_env}
         prepare(env)
         wrk_script = None
         if use_wrk:
             wrk_script = Path(tmp) / "bench.lua"
             wrk_script.write_text(WRK_SCRIPT)
         ports = {"bare": harness.free_port(), "api": harness.free_port()}
-        servers = [start_server("bare_app:app", ports["bare"], env, ROOT / "bench"),
-                   start_server("api.app:app", ports["api"], {**env, **server_env})]
+        servers = []
         try:
+            servers.append(start_server("bare_app:app", ports["bare"], env, ROOT / "bench"))
+            servers.append(start_server("api.app:app", ports["api"], {**env, **server_env}))
             kinds = {"bare": ports["bare"], "item": ports["api"], "bulk": ports["api"]}
             for kind, port in kinds.items():  # warm up: connections, caches, the JIT-free Python paths
                 load(kind, port, 1, 8, wrk_script)

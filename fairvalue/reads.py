@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -21,9 +22,9 @@ from sqlmodel import Session, select
 
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
-from storage.db import session_scope
+from storage.db import get_engine, session_scope
 from storage.registry import CHAMPION, get_alias
-from storage.snapshots import PublishedValue, published_snapshot, read_published
+from storage.snapshots import PublishedValue, published_snapshot, read_published_items
 from storage.tables import (
     Collection,
     Item,
@@ -63,9 +64,15 @@ def iso(ts: datetime | date | None) -> str | None:
 
 
 def rounded(value: float | None, digits: int = 6) -> float | None:
-    if value is None or pd.isna(value):
+    """A float for JSON, None for a missing value (None, NaN, pandas' NA). Plain float checks:
+    pd.isna per value was a third of a bulk valuation's time (bench/api.py)."""
+    if value is None:
         return None
-    return round(float(value), digits)
+    try:
+        number = float(value)
+    except TypeError:  # pandas' NA and NaT
+        return None
+    return None if math.isnan(number) else round(number, digits)
 
 
 # --- parameters -----------------------------------------------------------------------------
@@ -196,20 +203,34 @@ def _valuation(v: PublishedValue, version: int | None, currency: str) -> dict[st
     }
 
 
+def _published_items(slug: str | None, keys: list[str], with_attributes: bool) -> tuple[str, list]:
+    """The collection's slug and the published rows of the known `keys` (one statement); an
+    unknown collection is a NotFound."""
+    slug = slug or get_settings().collection
+    with get_engine().connect() as connection:
+        rows = read_published_items(connection, slug, keys, with_attributes)
+    if not rows:
+        with session_scope() as session:
+            collection_row(session, slug)  # NotFound for an unknown collection
+    return slug, rows
+
+
+def _value_of(row) -> PublishedValue:
+    return PublishedValue(row.snapshot_id, row.as_of, row.published_at, row.model_version_id, row.item_key,
+                          row.fair_value, row.p10, row.p90, row.signal, row.last_price, row.last_sale_at)
+
+
 def item_valuation(slug: str | None, key: str) -> dict[str, Any]:
     """Value, band, signal and last sale of one item from the published snapshot."""
     check_item_key(key)
-    with session_scope() as session:
-        coll = collection_row(session, slug)
-        item = session.get(Item, (coll.id, key))
-        if item is None:
-            raise NotFound(f"no item {key!r} in {coll.slug}")
-        values = read_published(session, coll, [key])
-        if not values:
-            raise NotReady("no published snapshot values this item yet; run a nowcast")
-        versions = _version_numbers(session, [values[0].model_version_id])
-    body = _valuation(values[0], versions.get(values[0].model_version_id), coll.currency)
-    body.update(collection=coll.slug, type=item.item_type, attributes=item.attributes)
+    slug, rows = _published_items(slug, [key], with_attributes=True)
+    if not rows:
+        raise NotFound(f"no item {key!r} in {slug}")
+    row = rows[0]
+    if row.fair_value is None:
+        raise NotReady("no published snapshot values this item yet; run a nowcast")
+    body = _valuation(_value_of(row), row.model_version, row.currency)
+    body.update(collection=slug, type=row.item_type, attributes=row.attributes)
     return body
 
 
@@ -221,24 +242,18 @@ def valuations(slug: str | None, keys: list[str]) -> dict[str, Any]:
     if len(keys) > MAX_BULK_IDS:
         raise BadInput(f"at most {MAX_BULK_IDS} ids per request, got {len(keys)}")
     keys = list(dict.fromkeys(check_item_key(k) for k in keys))
-    with session_scope() as session:
-        coll = collection_row(session, slug)
-        values = read_published(session, coll, keys)
-        versions = _version_numbers(session, [v.model_version_id for v in values])
-        if not values:
-            known = session.exec(select(Item.item_key).where(Item.collection_id == coll.id,
-                                                             Item.item_key.in_(keys))).first()
-            if known is not None:
-                raise NotReady("no published snapshot yet; run a nowcast")
-    by_key = {v.item_key: v for v in values}
+    slug, rows = _published_items(slug, keys, with_attributes=False)
+    by_key = {row.item_key: row for row in rows if row.fair_value is not None}
+    if rows and not by_key:
+        raise NotReady("no published snapshot yet; run a nowcast")
     snapshot = None
-    if values:
-        v0 = values[0]
+    if by_key:
+        v0 = next(iter(by_key.values()))
         snapshot = {"id": v0.snapshot_id, "as_of": iso(v0.as_of), "published_at": iso(v0.published_at)}
     return {
-        "collection": coll.slug,
+        "collection": slug,
         "snapshot": snapshot,
-        "valuations": [_valuation(by_key[k], versions.get(by_key[k].model_version_id), coll.currency)
+        "valuations": [_valuation(_value_of(by_key[k]), by_key[k].model_version, by_key[k].currency)
                        for k in keys if k in by_key],
         "not_found": [k for k in keys if k not in by_key],
     }

@@ -4,6 +4,7 @@ hold is that each script completes and prints its figures and its ratio to its b
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_bench(*args: str, timeout: float = 240) -> str:
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    # As from the README in a fresh shell: none of the test run's FAIRVALUE_* settings (its
+    # webhook secret and rate limit once hid that bench/api.py's server refused to start).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRVALUE_") or k.startswith("FAIRVALUE_BENCH_")}
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
