@@ -52,7 +52,9 @@ def setup_bundled() -> dict:
     with session_scope() as session:
         coll = pipeline.collection(session, settings)
         data = load_market_data(session, coll)
-    model = estimator.fit(data, estimator.TrainParams(random_state=settings.random_seed))
+    # FAIRVALUE_TRAIN_MAX_ITER (--train-max-iter) sizes the fit; the default is the service's.
+    params = estimator.TrainParams(max_iter=settings.train_max_iter, random_state=settings.random_seed)
+    model = estimator.fit(data, params)
     with session_scope() as session:
         coll = pipeline.collection(session, settings)
         version = register_version(session, get_store(settings), coll, model, {}, None, None, len(data.sales), "bench")

@@ -294,13 +294,8 @@ def train_and_gate(settings: Settings, overrides: dict) -> TrainOutcome:
     evaluations = {"contender": _evaluation("contender", contender_eval, data, queries, window)}
     champion_mode = None
     if champion is not None:
-        champion_end = pd.Timestamp(champion.data_end).tz_convert("UTC").tz_localize(None)
-        if champion_end < start:
-            champion_model, champion_mode = load_model(store, champion), "artifact"
-        else:
-            recipe = {k: v for k, v in champion.params.items() if k in estimator.TrainParams.__dataclass_fields__}
-            champion_model, champion_mode = estimator.fit(past, estimator.TrainParams(**recipe)), "recipe refit"
-        evaluations["champion"] = _evaluation("champion", champion_model, data, queries, window)
+        evaluations["champion"], champion_mode = _champion_evaluation(store, champion, past, data, queries, window,
+                                                                      start)
     floor = floor_before(data.market, queries["ts"])
     floor_metrics = valuation_metrics(floor, window["price"].to_numpy())
     config = gates.GateConfig(
@@ -364,6 +359,32 @@ def _train_and_gate_daily(settings: Settings, overrides: dict) -> TrainOutcome:
         "device": {"requested": settings.device, "used": "cpu"},
     }
     return TrainOutcome(model, data, decision, numbers, champion.id if champion else None)
+
+
+# The champion's side of the gates depends only on the champion, the data and the window (a
+# recipe refit is seeded), so a worker that trains several requests against one champion scores
+# it once: the refit was most of a small contender's training (tests/integration/test_lifecycle.py).
+_champion_evaluations: dict[tuple, tuple[gates.Evaluation, str]] = {}
+_champion_evaluations_lock = threading.Lock()
+
+
+def _champion_evaluation(store, champion: ModelVersion, past: MarketData, data: MarketData, queries: pd.DataFrame,
+                         window: pd.DataFrame, start: pd.Timestamp) -> tuple[gates.Evaluation, str]:
+    key = (champion.id, champion.sha256, len(data.sales), data.sales["ts"].max(), start)
+    with _champion_evaluations_lock:
+        if key in _champion_evaluations:
+            return _champion_evaluations[key]
+    champion_end = pd.Timestamp(champion.data_end).tz_convert("UTC").tz_localize(None)
+    if champion_end < start:
+        champion_model, mode = load_model(store, champion), "artifact"
+    else:
+        recipe = {k: v for k, v in champion.params.items() if k in estimator.TrainParams.__dataclass_fields__}
+        champion_model, mode = estimator.fit(past, estimator.TrainParams(**recipe)), "recipe refit"
+    result = (_evaluation("champion", champion_model, data, queries, window), mode)
+    with _champion_evaluations_lock:
+        _champion_evaluations.clear()  # one champion and data version at a time
+        _champion_evaluations[key] = result
+    return result
 
 
 def _evaluation(name: str, model: estimator.FairValueModel, data: MarketData, queries: pd.DataFrame,
