@@ -86,3 +86,4 @@ def test_a_webhook_reads_the_floor_in_force_on_its_days(seeded):
         per_day = ingest_store.floor_lookup(session, coll, days)
     assert [per_day.on(d) for d in days] == [whole.on(d) for d in days]
     assert per_day.on(date(2000, 1, 1)) is None and per_day.on(date(2030, 1, 1)) is not None
+

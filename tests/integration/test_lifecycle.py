@@ -248,3 +248,29 @@ def test_induced_drift_files_a_request_that_is_trained_and_gated(seeded, trainin
         print("gate decision:", decision.decision, decision.reason)
     finally:
         lifecycle.operator_promote(original.version, "scenario over: the session champion again")
+
+
+def test_a_worker_scores_one_champion_once_per_data_version(seeded):
+    """The gates' champion evaluation is memoised per champion, data version and window: a second
+    request against the same champion and data reuses it instead of refitting the recipe."""
+    import pandas as pd
+
+    from fairvalue import pipeline
+    from fairvalue.settings import get_settings
+    from storage.artifacts import get_store
+    from storage.market import load_market_data
+    from storage.registry import CHAMPION, get_alias
+
+    settings = get_settings()
+    with session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        data = load_market_data(session, coll)
+        champion = get_alias(session, coll, CHAMPION)
+    start = data.sales["ts"].max() - pd.Timedelta(days=settings.gate_window_days)
+    window = data.sales[data.sales["ts"] >= start].reset_index(drop=True)
+    queries = pd.DataFrame({"item_key": window["item_key"], "ts": window["ts"].dt.normalize().clip(lower=start)})
+    args = (get_store(settings), champion, data.before(start), data, queries, window, start)
+    first, mode = lifecycle._champion_evaluation(*args)
+    again, _ = lifecycle._champion_evaluation(*args)
+    assert again is first and mode in ("artifact", "recipe refit")
+    assert first.metrics["n"] == len(window) and len(lifecycle._champion_evaluations) == 1
