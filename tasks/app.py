@@ -17,10 +17,12 @@ def broker_options(settings: Settings) -> dict:
     if url.startswith("filesystem://"):
         # The embedded broker: messages are files in var/broker, shared by every process.
         folder = settings.broker_folder
-        (folder / "queue").mkdir(parents=True, exist_ok=True)
-        (folder / "processed").mkdir(parents=True, exist_ok=True)
+        # The exchange table too (kombu's default is ./control, in whatever directory a process runs).
+        for sub in ("queue", "processed", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
         return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
-                "processed_folder": str(folder / "processed"), "store_processed": False}
+                "processed_folder": str(folder / "processed"), "control_folder": str(folder / "control"),
+                "store_processed": False}
     # Redis redelivers an unacked message (its worker died) after this long. Longer than any
     # task runs, so a slow task is not started twice by the broker; the database lease guards
     # training anyway. The fault tests shorten it to see a killed worker's message come back.

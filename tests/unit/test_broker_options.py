@@ -1,0 +1,17 @@
+"""The embedded filesystem broker keeps every folder it writes under FAIRVALUE_VAR_DIR: kombu's
+default exchange table folder is ./control, in whatever directory a process happens to run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fairvalue.settings import Settings
+from tasks.app import broker_options
+
+
+def test_every_filesystem_broker_folder_is_under_the_var_dir(tmp_path):
+    options = broker_options(Settings(var_dir=tmp_path, broker_url=""))
+    folders = {k: Path(v) for k, v in options.items() if k.endswith(("_folder", "_folder_in", "_folder_out"))}
+    assert set(folders) == {"data_folder_in", "data_folder_out", "processed_folder", "control_folder"}
+    for folder in folders.values():
+        assert folder.is_dir() and folder.is_relative_to(tmp_path.resolve())
