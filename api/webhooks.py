@@ -63,7 +63,7 @@ class FollowUp:
 
     fairvalue.ingest.after_sales counts the sales stored since the published snapshot when it
     runs, so one message sent with a short countdown covers every call accepted before it runs;
-    one message per call made the broker the webhook's bottleneck (bench/ingest.py)."""
+    one message per call cost every call a broker round trip (bench/ingest.py)."""
 
     def __init__(self, send: Callable[..., Any] | None = None) -> None:
         self._send = send or _send_with_celery

@@ -117,8 +117,8 @@ def ingest_sales_rows(
         if progress:
             progress(size)
 
-    # Validation (Python) of one batch overlaps the database's insert of the one before:
-    # on 2 cores that is most of the difference to a bare COPY (bench/ingest.py).
+    # Validation (Python) of one batch overlaps the database's work on the one before; the
+    # gain is the server's share of the write (bench/ingest.py), the COPY encoding holds the GIL.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as writer:
         stored: Future | None = None
         for batch in _batches(rows, batch_size):
