@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in var_dir.")
     database_pool_size: int = Field(
         16, ge=1, description="PostgreSQL connections kept open per process. Below the API's concurrent requests, "
-        "every extra request opened and closed a connection of its own (bench/ingest.py: 42 webhook calls/s).")
+        "every extra request opened and closed a connection of its own (a profile of bench/ingest.py's webhooks).")
     broker_url: str = Field("", description="Celery broker URL; empty means the filesystem broker.")
     artifacts_url: str = Field("", description="s3://bucket/prefix or a local directory.")
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, moto); None means AWS.")

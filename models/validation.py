@@ -145,46 +145,47 @@ def validate_row(
     min_floor_fraction: float,
     now: datetime,
 ) -> CleanSale | Rejection:
+    def reject(reason: str, detail: str) -> Rejection:
+        return Rejection(dict(row), reason, detail)  # the row kept whole, copied only when refused
+
     if "_error" in row:  # the reader could not parse this line; it is kept as text
-        return Rejection(dict(row), Reason.MALFORMED_ROW, str(row["_error"]))
+        return reject(Reason.MALFORMED_ROW, str(row["_error"]))
     values = _pick_all(row)
     missing = [f for f in REQUIRED if values[f] in (None, "")]
     if missing:
-        return Rejection(dict(row), Reason.MISSING_FIELD, f"missing {', '.join(missing)}")
+        return reject(Reason.MISSING_FIELD, f"missing {', '.join(missing)}")
     for name in TEXT_FIELDS:
         value = values[name]
         if isinstance(value, dict | list):
-            return Rejection(dict(row), Reason.MALFORMED_ROW,
-                             f"{name} must be text or a number, not {type(value).__name__}")
+            return reject(Reason.MALFORMED_ROW, f"{name} must be text or a number, not {type(value).__name__}")
         if isinstance(value, str) and "\x00" in value:  # no database stores NUL in text
-            return Rejection(dict(row), Reason.MALFORMED_ROW, f"{name} contains a NUL character")
+            return reject(Reason.MALFORMED_ROW, f"{name} contains a NUL character")
     event_id = str(values["event_id"]).strip()
     if len(event_id) > MAX_EVENT_ID:
-        return Rejection(dict(row), Reason.MALFORMED_ROW, f"event id longer than {MAX_EVENT_ID} characters")
+        return reject(Reason.MALFORMED_ROW, f"event id longer than {MAX_EVENT_ID} characters")
     try:
         ts = parse_timestamp(values["timestamp"])
     except (ValueError, TypeError) as exc:
-        return Rejection(dict(row), Reason.MALFORMED_TIMESTAMP, str(exc))
+        return reject(Reason.MALFORMED_TIMESTAMP, str(exc))
     if ts > now + FUTURE_SLACK:
-        return Rejection(dict(row), Reason.FUTURE_TIMESTAMP, f"{ts.isoformat()} is after {now.isoformat()}")
+        return reject(Reason.FUTURE_TIMESTAMP, f"{ts.isoformat()} is after {now.isoformat()}")
     price_value = values["price"]
     try:
         if isinstance(price_value, bool):
             raise ValueError("boolean is not a price")
         price = float(price_value)
     except (ValueError, TypeError):
-        return Rejection(dict(row), Reason.MALFORMED_PRICE, f"price {price_value!r} is not a number")
+        return reject(Reason.MALFORMED_PRICE, f"price {price_value!r} is not a number")
     if not math.isfinite(price):
-        return Rejection(dict(row), Reason.MALFORMED_PRICE, f"price {price_value!r} is not finite")
+        return reject(Reason.MALFORMED_PRICE, f"price {price_value!r} is not finite")
     if price <= 0:
-        return Rejection(dict(row), Reason.NON_POSITIVE_PRICE, f"price {price}")
+        return reject(Reason.NON_POSITIVE_PRICE, f"price {price}")
     item_key = _normalised_key(values["item_key"])
     if item_key not in known_items:
-        return Rejection(dict(row), Reason.UNKNOWN_ITEM, f"no item {item_key!r} in this collection")
+        return reject(Reason.UNKNOWN_ITEM, f"no item {item_key!r} in this collection")
     floor = floors.on(ts.date())
     if floor is not None and price < min_floor_fraction * floor:
-        return Rejection(
-            dict(row),
+        return reject(
             Reason.BELOW_FLOOR_FRACTION,
             f"price {price} < {min_floor_fraction} x floor {floor} of {ts.date()}",
         )

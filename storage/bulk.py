@@ -4,8 +4,8 @@ batched INSERTs on SQLite.
 Why: a snapshot of 1M rows written as executemany INSERTs spends most of a nowcast in the
 driver; COPY streams the rows in one statement and stays inside the caller's transaction,
 so a snapshot is still written `building` and published by one pointer switch. The same holds
-for ingest: an executemany INSERT of 50,000 sales spent three quarters of its time in psycopg
-splitting the generated SQL (bench/ingest.py), so large batches are staged by COPY instead.
+for ingest: the executemany INSERT was three quarters of ingesting 50,000 sales, half of that in
+psycopg splitting the generated SQL (bench/ingest.py), so large batches are staged by COPY instead.
 """
 
 from __future__ import annotations

@@ -9,14 +9,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from psycopg.errors import UniqueViolation
 from sqlalchemy import Date, Float, bindparam, text
 from sqlmodel import Session, select
 
 from models.validation import FloorLookup, Reason, Rejection, ValidatedBatch, validate_batch
-from storage.bulk import copy_rows
 from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale, utcnow
-from storage.upsert import COPY_FROM_ROWS, insert_ignoring_conflicts, upsert
+from storage.upsert import insert_ignoring_conflicts, upsert
 
 UNIQUE_ITEMS, DAILY_PRICES = "unique_items", "daily_prices"  # collection kinds
 COLLECTION_NAMES = {
@@ -189,7 +187,10 @@ def store_validated(session: Session, collection: Collection, batch: ValidatedBa
         }
         for s in batch.clean
     ]
-    inserted = _insert_new_sales(session, collection, sale_rows)
+    inserted: set[str] = set()
+    for start in range(0, len(sale_rows), 2000):
+        chunk = sale_rows[start : start + 2000]
+        inserted.update(insert_ignoring_conflicts(session, Sale.__table__, chunk, returning="event_id"))
     # Rows that were not inserted hit an event id we already hold: the same content is a
     # duplicate, different content is kept as a rejection.
     not_inserted = [s for s in batch.clean if s.event_id not in inserted]
@@ -219,35 +220,6 @@ def store_validated(session: Session, collection: Collection, batch: ValidatedBa
     report.rejected = len(rejections)
     report.reasons.update(r.reason for r in rejections)
     return report
-
-
-SALE_COLUMNS = ("collection_id", "event_id", "item_key", "ts", "price", "seller", "buyer", "source", "content_hash",
-                "ingested_at")
-STORED_AMONG = text("SELECT event_id FROM sales WHERE collection_id = :collection AND event_id = ANY(:ids)")
-
-
-def _insert_new_sales(session: Session, collection: Collection, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert the sales whose event id is not stored yet; return their event ids.
-
-    On PostgreSQL a large batch looks up which ids are stored (one index probe) and COPYs the
-    rest straight into `sales`: the speed of a bare COPY (bench/ingest.py). Should another writer
-    store one of those ids in between, the COPY fails whole on the unique constraint, is rolled
-    back to its savepoint, and the batch takes the INSERT … ON CONFLICT path instead."""
-    if len(rows) >= COPY_FROM_ROWS and session.get_bind().dialect.name == "postgresql":
-        ids = [r["event_id"] for r in rows]
-        stored = set(session.connection().execute(STORED_AMONG, {"collection": collection.id, "ids": ids}).scalars())
-        fresh = [r for r in rows if r["event_id"] not in stored]
-        try:
-            with session.begin_nested():
-                copy_rows(session, Sale.__tablename__, SALE_COLUMNS, ([r[c] for c in SALE_COLUMNS] for r in fresh))
-            return {r["event_id"] for r in fresh}
-        except UniqueViolation:
-            pass
-    inserted: set[str] = set()
-    for start in range(0, len(rows), 2000):
-        chunk = rows[start : start + 2000]
-        inserted.update(insert_ignoring_conflicts(session, Sale.__table__, chunk, returning="event_id"))
-    return inserted
 
 
 def _text(value: str | None) -> str | None:

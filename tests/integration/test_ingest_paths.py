@@ -1,5 +1,5 @@
-"""The fast ingest paths against real PostgreSQL: large batches COPY straight into `sales` and
-fall back to INSERT … ON CONFLICT when another writer stores one of their ids meanwhile; a
+"""The fast ingest paths against real PostgreSQL: large batches are staged by COPY and inserted
+with ON CONFLICT, so a resend and a concurrent writer of the same ids store each sale once; a
 webhook call reads only the floors of its own days."""
 
 from __future__ import annotations
@@ -42,10 +42,9 @@ def test_a_large_batch_is_stored_once_and_its_resend_is_all_duplicates(seeded):
     assert _stored("copy-path") == 3000
 
 
-def test_copy_falls_back_when_another_writer_stores_an_id_in_between(seeded):
-    """Writer A holds an uncommitted insert of one id of B's batch. B's look-up cannot see it,
-    so B's COPY waits on that key; A commits, B's COPY fails on the unique constraint and B
-    takes the conflict-tolerant path: everything is stored once, A's row counts as B's duplicate."""
+def test_a_concurrent_writer_of_the_same_id_stores_it_once(seeded):
+    """Writer A holds an uncommitted insert of one id of B's batch. B's staged INSERT waits on
+    that key; A commits and B skips it: everything is stored once, A's row counts as B's duplicate."""
     settings = get_settings()
     rows = _sales("race", 500)
     with session_scope() as session:
@@ -64,7 +63,7 @@ def test_copy_falls_back_when_another_writer_stores_an_id_in_between(seeded):
         ingest_store.store_validated(session_a, coll, validate_batch([rows[250]], known, floors, 0.2), "writer-a")
         b = threading.Thread(target=writer_b)
         b.start()
-        time.sleep(1.5)  # B has looked up the ids and is waiting on A's key
+        time.sleep(1.5)  # B is waiting on A's key
         assert b.is_alive()
     b.join(timeout=60)
     report = outcome["report"]
