@@ -36,9 +36,10 @@ for _outcome in ("accepted", "duplicate", "rejected"):
     WEBHOOK_SALES.labels(_outcome)
 
 
-def predictions_served(signals) -> None:
-    for signal in signals:
-        PREDICTIONS.labels(signal).inc()
+def predictions_served(signals: list[str]) -> None:
+    # One increment per signal, not per valuation: a 100-id bulk read made 100 label lookups.
+    for signal in set(signals):
+        PREDICTIONS.labels(signal).inc(signals.count(signal))
 
 
 def webhook_outcome(accepted: int, duplicate: int, rejected: int) -> None:

@@ -22,9 +22,9 @@ from sqlmodel import Session, select
 
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
-from storage.db import get_engine, session_scope
+from storage.db import session_scope
 from storage.registry import CHAMPION, get_alias
-from storage.snapshots import PublishedValue, published_snapshot, read_published_items
+from storage.snapshots import published_snapshot
 from storage.tables import (
     Collection,
     Item,
@@ -185,78 +185,19 @@ def summary(slug: str | None = None) -> dict[str, Any]:
 
 # --- valuations -----------------------------------------------------------------------------
 
-def _valuation(v: PublishedValue, version: int | None, currency: str) -> dict[str, Any]:
-    deviation = None
-    if v.last_price is not None and v.fair_value:
-        deviation = v.last_price / v.fair_value - 1
-    return {
-        "item_id": v.item_key,
-        "fair_value": rounded(v.fair_value),
-        "currency": currency,
-        "band": {"p10": rounded(v.p10), "p90": rounded(v.p90)},
-        "signal": v.signal,
-        "deviation": rounded(deviation),
-        "last_sale": None if v.last_price is None else {"price": rounded(v.last_price),
-                                                        "timestamp": iso(v.last_sale_at)},
-        "snapshot": {"id": v.snapshot_id, "as_of": iso(v.as_of), "published_at": iso(v.published_at)},
-        "model_version": version,
-    }
-
-
-def _published_items(slug: str | None, keys: list[str], with_attributes: bool) -> tuple[str, list]:
-    """The collection's slug and the published rows of the known `keys` (one statement); an
-    unknown collection is a NotFound."""
-    slug = slug or get_settings().collection
-    with get_engine().connect() as connection:
-        rows = read_published_items(connection, slug, keys, with_attributes)
-    if not rows:
-        with session_scope() as session:
-            collection_row(session, slug)  # NotFound for an unknown collection
-    return slug, rows
-
-
-def _value_of(row) -> PublishedValue:
-    return PublishedValue(row.snapshot_id, row.as_of, row.published_at, row.model_version_id, row.item_key,
-                          row.fair_value, row.p10, row.p90, row.signal, row.last_price, row.last_sale_at)
-
-
 def item_valuation(slug: str | None, key: str) -> dict[str, Any]:
-    """Value, band, signal and last sale of one item from the published snapshot."""
-    check_item_key(key)
-    slug, rows = _published_items(slug, [key], with_attributes=True)
-    if not rows:
-        raise NotFound(f"no item {key!r} in {slug}")
-    row = rows[0]
-    if row.fair_value is None:
-        raise NotReady("no published snapshot values this item yet; run a nowcast")
-    body = _valuation(_value_of(row), row.model_version, row.currency)
-    body.update(collection=slug, type=row.item_type, attributes=row.attributes)
-    return body
+    """Value, band, signal and last sale of one item from the published snapshot (the API's
+    answer, served from the snapshot held in memory: fairvalue/item_reads.py)."""
+    from fairvalue import item_reads
+
+    return json.loads(item_reads.item(slug, key).body)
 
 
 def valuations(slug: str | None, keys: list[str]) -> dict[str, Any]:
     """Many items from ONE snapshot (a concurrent publish never mixes two), plus the unknown ids."""
-    keys = [k.strip() for k in keys if k and k.strip()]
-    if not keys:
-        raise BadInput("ids holds no item id, e.g. ?ids=1,2,3")
-    if len(keys) > MAX_BULK_IDS:
-        raise BadInput(f"at most {MAX_BULK_IDS} ids per request, got {len(keys)}")
-    keys = list(dict.fromkeys(check_item_key(k) for k in keys))
-    slug, rows = _published_items(slug, keys, with_attributes=False)
-    by_key = {row.item_key: row for row in rows if row.fair_value is not None}
-    if rows and not by_key:
-        raise NotReady("no published snapshot yet; run a nowcast")
-    snapshot = None
-    if by_key:
-        v0 = next(iter(by_key.values()))
-        snapshot = {"id": v0.snapshot_id, "as_of": iso(v0.as_of), "published_at": iso(v0.published_at)}
-    return {
-        "collection": slug,
-        "snapshot": snapshot,
-        "valuations": [_valuation(_value_of(by_key[k]), by_key[k].model_version, by_key[k].currency)
-                       for k in keys if k in by_key],
-        "not_found": [k for k in keys if k not in by_key],
-    }
+    from fairvalue import item_reads
+
+    return json.loads(item_reads.valuations(slug, keys).body)
 
 
 def item_history(slug: str | None, key: str, start: str | None = None, end: str | None = None,

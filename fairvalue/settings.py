@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     api_port: int = 8000
     rate_limit_per_minute: int = Field(300, description="Public GET requests per client IP and minute (429 past "
                                        "it); 0 turns the limit off. Counted in Redis when the broker is Redis.")
+    api_snapshot_check_seconds: float = Field(
+        1.0, ge=0, description="The API answers item reads from the published snapshot held in memory and "
+        "re-reads the published pointer at most this often per collection: a snapshot published by another "
+        "process is served at most this many seconds late (one published in the API process at once). "
+        "0 reads the pointer on every request.")
+    api_snapshot_cache_max_items: int = Field(
+        1_000_000, ge=0, description="A published snapshot with more items than this is not held in memory "
+        "(about 1 KB per item); its reads go to the database, one statement each.")
     cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty means CORS is off.")
     worker_metrics_port: int = Field(0, description="Port on which each Celery worker serves its Prometheus "
                                      "metrics; 0 means off.")

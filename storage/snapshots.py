@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import gzip
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Row, and_, bindparam, update
+from sqlalchemy import Connection, Row, and_, bindparam, event, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
@@ -63,6 +64,20 @@ def _with_first_column(text: str, value: int) -> str:
     return f"{value}," + body.rstrip("\n").replace("\n", f"\n{value},") + "\n"
 
 
+# Called with a collection's slug once a transaction that moved its pointer has committed, in
+# the process that published: the API's snapshot cache (fairvalue/item_reads.py) drops its
+# entry there, so a read right after a publish in the same process sees the new snapshot.
+publish_listeners: list[Callable[[str], None]] = []
+
+
+def _notify_after_commit(session: Session, slug: str) -> None:
+    def notify(_session) -> None:
+        for listener in publish_listeners:
+            listener(slug)
+
+    event.listen(session, "after_commit", notify, once=True)
+
+
 def publish(session: Session, collection: Collection, snapshot: NowcastSnapshot) -> bool:
     """Point readers at `snapshot` unless a snapshot of a later moment is already published
     (overlapping nowcast runs must not move the pointer backwards). Returns whether it moved."""
@@ -89,6 +104,7 @@ def publish(session: Session, collection: Collection, snapshot: NowcastSnapshot)
         .where(NowcastSnapshot.id == snapshot.id)
         .values(status="published", published_at=now)
     )
+    _notify_after_commit(session, collection.slug)
     return True
 
 
@@ -163,6 +179,45 @@ def read_published_items(connection: Connection, slug: str, item_keys: list[str]
     published snapshot (value columns None while no published snapshot holds it). No row for an
     unknown item, or when the collection does not exist."""
     return list(connection.execute(PUBLISHED_ITEMS[with_attributes], {"slug": slug, "keys": item_keys}))
+
+
+POINTER = (
+    sa_select(PublishedSnapshot.snapshot_id, PublishedSnapshot.published_at, NowcastSnapshot.n_items)
+    .select_from(Collection)
+    .join(PublishedSnapshot, PublishedSnapshot.collection_id == Collection.id)
+    .join(NowcastSnapshot, NowcastSnapshot.id == PublishedSnapshot.snapshot_id)
+    .where(Collection.slug == bindparam("slug"))
+)
+
+
+def read_pointer(connection: Connection, slug: str) -> Row | None:
+    """(snapshot_id, published_at, n_items) of the collection's published snapshot; None when the
+    collection does not exist or has published nothing. One small indexed query."""
+    return connection.execute(POINTER, {"slug": slug}).first()
+
+
+SNAPSHOT_ITEMS = (
+    sa_select(
+        Collection.currency, Item.item_key, Item.item_type, Item.attributes,
+        NowcastSnapshot.id.label("snapshot_id"), NowcastSnapshot.as_of, NowcastSnapshot.published_at,
+        NowcastSnapshot.model_version_id, ModelVersion.version.label("model_version"),
+        NowcastRow.fair_value, NowcastRow.p10, NowcastRow.p90, NowcastRow.signal, NowcastRow.last_price,
+        NowcastRow.last_sale_at,
+    )
+    .select_from(NowcastSnapshot)
+    .join(Collection, Collection.id == NowcastSnapshot.collection_id)
+    .join(NowcastRow, NowcastRow.snapshot_id == NowcastSnapshot.id)
+    .join(Item, and_(Item.collection_id == Collection.id, Item.item_key == NowcastRow.item_key))
+    .outerjoin(ModelVersion, ModelVersion.id == NowcastSnapshot.model_version_id)
+    .where(NowcastSnapshot.id == bindparam("snapshot_id"), Collection.slug == bindparam("slug"),
+           NowcastRow.fair_value.is_not(None))
+)
+
+
+def read_snapshot_items(connection: Connection, slug: str, snapshot_id: int) -> list[Row]:
+    """Every valued item of one snapshot of collection `slug`, in the columns of
+    read_published_items (attributes included). Items the snapshot does not value are left out."""
+    return list(connection.execute(SNAPSHOT_ITEMS, {"slug": slug, "snapshot_id": snapshot_id}))
 
 
 def published_snapshot(session: Session, collection: Collection) -> NowcastSnapshot | None:

@@ -1,0 +1,212 @@
+"""The API's item reads, one valuation or many from one snapshot, answered as JSON bytes.
+
+Answers come from the published snapshot held in this process (fairvalue/snapshot_cache.py),
+rendered once per snapshot: a read the held snapshot answers costs no database statement and
+no JSON encoding. What it cannot answer goes to the database as before (one Core statement),
+so every status and body stays what it was: an unknown id (404), an item the snapshot does not
+value (503 or not_found), a collection with nothing published or too many items to hold.
+
+Freshness: the pointer is re-read at most every FAIRVALUE_API_SNAPSHOT_CHECK_SECONDS, and a
+publish in this process drops the held snapshot at once (storage.snapshots.publish_listeners).
+Item type and attributes are read with the snapshot: an edit to an existing item's attributes
+(the card universe) shows from the next published snapshot on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from fairvalue.errors import BadInput, NotFound, NotReady
+from fairvalue.reads import MAX_BULK_IDS, check_item_key, collection_row, iso, rounded
+from fairvalue.settings import get_settings
+from fairvalue.snapshot_cache import PointerCache
+from storage.db import get_engine, session_scope
+from storage.snapshots import (
+    PublishedValue,
+    publish_listeners,
+    read_pointer,
+    read_published_items,
+    read_snapshot_items,
+)
+
+
+def dumps(value: Any) -> bytes:
+    """JSON exactly as Starlette's JSONResponse renders it, so held answers are byte-identical."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
+
+
+class Served(NamedTuple):
+    body: bytes  # the JSON answer
+    signals: list[str]  # of the valuations in it, for the predictions-served metric
+
+
+# --- one answer's parts ---------------------------------------------------------------------
+
+def _valuation(v: PublishedValue, version: int | None, currency: str) -> dict[str, Any]:
+    deviation = None
+    if v.last_price is not None and v.fair_value:
+        deviation = v.last_price / v.fair_value - 1
+    return {
+        "item_id": v.item_key,
+        "fair_value": rounded(v.fair_value),
+        "currency": currency,
+        "band": {"p10": rounded(v.p10), "p90": rounded(v.p90)},
+        "signal": v.signal,
+        "deviation": rounded(deviation),
+        "last_sale": None if v.last_price is None else {"price": rounded(v.last_price),
+                                                        "timestamp": iso(v.last_sale_at)},
+        "snapshot": {"id": v.snapshot_id, "as_of": iso(v.as_of), "published_at": iso(v.published_at)},
+        "model_version": version,
+    }
+
+
+def _value_of(row) -> PublishedValue:
+    return PublishedValue(row.snapshot_id, row.as_of, row.published_at, row.model_version_id, row.item_key,
+                          row.fair_value, row.p10, row.p90, row.signal, row.last_price, row.last_sale_at)
+
+
+def _item_extra(slug: str, row) -> dict[str, Any]:
+    """What a single-item answer has past its valuation."""
+    return {"collection": slug, "type": row.item_type, "attributes": row.attributes}
+
+
+def _bulk_body(slug: str, snapshot: bytes, valuations: list[bytes], not_found: list[str]) -> bytes:
+    """{"collection", "snapshot", "valuations", "not_found"}, from parts already JSON."""
+    return b"".join((b'{"collection":', dumps(slug), b',"snapshot":', snapshot, b',"valuations":[',
+                     b",".join(valuations), b'],"not_found":', dumps(not_found), b"}"))
+
+
+# --- the held snapshot ----------------------------------------------------------------------
+
+class HeldItem(NamedTuple):
+    signal: str
+    valuation: bytes  # the item's entry in a bulk answer
+    extra: bytes  # ',"collection":..,"type":..,"attributes":..}': the single-item answer is valuation[:-1] + extra
+
+
+@dataclass(frozen=True)
+class HeldSnapshot:
+    snapshot: bytes  # {"id", "as_of", "published_at"} as JSON
+    items: dict[str, HeldItem] | None  # None: more items than FAIRVALUE_API_SNAPSHOT_CACHE_MAX_ITEMS
+
+
+def _read_pointer(slug: str) -> Hashable | None:
+    with get_engine().connect() as connection:
+        row = read_pointer(connection, slug)
+    return None if row is None else tuple(row)  # (snapshot id, published at, n items)
+
+
+def _load(slug: str, pointer: Hashable) -> HeldSnapshot:
+    snapshot_id, _, n_items = pointer
+    if n_items > get_settings().api_snapshot_cache_max_items:
+        return HeldSnapshot(b"null", None)
+    with get_engine().connect() as connection:
+        rows = read_snapshot_items(connection, slug, snapshot_id)
+    items: dict[str, HeldItem] = {}
+    for row in rows:
+        body = _valuation(_value_of(row), row.model_version, row.currency)
+        items[row.item_key] = HeldItem(row.signal, dumps(body), b"," + dumps(_item_extra(slug, row))[1:])
+    return HeldSnapshot(dumps(body["snapshot"]) if items else b"null", items)
+
+
+PUBLISHED = PointerCache(_read_pointer, _load, lambda: get_settings().api_snapshot_check_seconds)
+publish_listeners.append(PUBLISHED.invalidate)
+
+
+def _item_from(held: HeldSnapshot | None, key: str) -> Served | None:
+    found = held.items.get(key) if held is not None and held.items is not None else None
+    if found is None:
+        return None
+    return Served(found.valuation[:-1] + found.extra, [found.signal])
+
+
+def _valuations_from(held: HeldSnapshot | None, slug: str, keys: list[str]) -> Served | None:
+    if held is None or held.items is None:
+        return None
+    found = [held.items[k] for k in keys if k in held.items]
+    if not found:  # the database tells a 503 (known items, none valued yet) from an empty answer
+        return None
+    not_found = [k for k in keys if k not in held.items]
+    return Served(_bulk_body(slug, held.snapshot, [f.valuation for f in found], not_found),
+                  [f.signal for f in found])
+
+
+# --- the reads ------------------------------------------------------------------------------
+
+def held_item(slug: str | None, key: str) -> Served | None:
+    """One item's answer when the held snapshot has it and needs no pointer check now; None
+    otherwise. Never does I/O (the API calls it on the event loop)."""
+    slug = slug or get_settings().collection
+    return _item_from(PUBLISHED.peek(slug), check_item_key(key))
+
+
+def item(slug: str | None, key: str) -> Served:
+    """Value, band, signal and last sale of one item from the published snapshot."""
+    slug = slug or get_settings().collection
+    check_item_key(key)
+    return _item_from(PUBLISHED.get(slug), key) or _item_from_database(slug, key)
+
+
+def bulk_keys(keys: list[str]) -> list[str]:
+    """The ids of a bulk read: stripped, checked, without repeats, in their order."""
+    keys = [k.strip() for k in keys if k and k.strip()]
+    if not keys:
+        raise BadInput("ids holds no item id, e.g. ?ids=1,2,3")
+    if len(keys) > MAX_BULK_IDS:
+        raise BadInput(f"at most {MAX_BULK_IDS} ids per request, got {len(keys)}")
+    return list(dict.fromkeys(check_item_key(k) for k in keys))
+
+
+def held_valuations(slug: str | None, keys: list[str]) -> Served | None:
+    """Like held_item, for a bulk read (`keys` as bulk_keys returns them)."""
+    slug = slug or get_settings().collection
+    return _valuations_from(PUBLISHED.peek(slug), slug, keys)
+
+
+def valuations(slug: str | None, keys: list[str]) -> Served:
+    """Many items from ONE snapshot (a concurrent publish never mixes two), plus the unknown ids."""
+    slug = slug or get_settings().collection
+    keys = bulk_keys(keys)
+    return _valuations_from(PUBLISHED.get(slug), slug, keys) or _valuations_from_database(slug, keys)
+
+
+# --- from the database, for what the held snapshot does not answer ---------------------------
+
+def _published_items(slug: str, keys: list[str], with_attributes: bool) -> list:
+    """The published rows of the known `keys` (one statement); an unknown collection is a NotFound."""
+    with get_engine().connect() as connection:
+        rows = read_published_items(connection, slug, keys, with_attributes)
+    if not rows:
+        with session_scope() as session:
+            collection_row(session, slug)  # NotFound for an unknown collection
+    return rows
+
+
+def _item_from_database(slug: str, key: str) -> Served:
+    rows = _published_items(slug, [key], with_attributes=True)
+    if not rows:
+        raise NotFound(f"no item {key!r} in {slug}")
+    row = rows[0]
+    if row.fair_value is None:
+        raise NotReady("no published snapshot values this item yet; run a nowcast")
+    body = _valuation(_value_of(row), row.model_version, row.currency)
+    body.update(_item_extra(slug, row))
+    return Served(dumps(body), [row.signal])
+
+
+def _valuations_from_database(slug: str, keys: list[str]) -> Served:
+    rows = _published_items(slug, keys, with_attributes=False)
+    by_key = {row.item_key: row for row in rows if row.fair_value is not None}
+    if rows and not by_key:
+        raise NotReady("no published snapshot yet; run a nowcast")
+    snapshot = None
+    if by_key:
+        v0 = next(iter(by_key.values()))
+        snapshot = {"id": v0.snapshot_id, "as_of": iso(v0.as_of), "published_at": iso(v0.published_at)}
+    found = [by_key[k] for k in keys if k in by_key]
+    return Served(_bulk_body(slug, dumps(snapshot), [dumps(_valuation(_value_of(r), r.model_version, r.currency))
+                                                     for r in found], [k for k in keys if k not in by_key]),
+                  [r.signal for r in found])
