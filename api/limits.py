@@ -43,9 +43,12 @@ class BodyLimitMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is None and b"transfer-encoding" not in headers:
+            return await self.app(scope, receive, send)  # no body (HTTP/1.1 framing): nothing to count
         limit = get_settings().max_body_bytes
         reason = f"request body larger than {limit} bytes"
-        length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             return await _send_error(send, 413, reason)
         seen = 0

@@ -116,6 +116,30 @@ class MetricsMiddleware:
     def __init__(self, app, starlette_app_getter):
         self.app = app
         self._starlette = starlette_app_getter
+        self._routes_of: dict[object, list] | None = None  # endpoint -> its routes, in the router's order
+        self._children: dict[tuple[str, str, str], tuple] = {}  # labels -> (request counter, latency histogram)
+
+    def _route_template(self, scope) -> str:
+        """route_template, trying first only the routes of the endpoint the router picked (it left
+        it in the scope): matching every route per request was 10 % of a cached item read. The
+        first full match among them is the router's, so the answer is route_template's."""
+        if self._routes_of is None:
+            self._routes_of = {}
+            for route in self._starlette().router.routes:
+                self._routes_of.setdefault(getattr(route, "endpoint", None) or getattr(route, "app", None),
+                                           []).append(route)
+        for route in self._routes_of.get(scope.get("endpoint"), ()):
+            if route.matches(scope)[0] == Match.FULL:
+                return route.path
+        return route_template(self._starlette(), scope)
+
+    def _metrics(self, route: str, method: str, status: str) -> tuple:
+        """The labelled children, kept: labels() validates and locks on every call."""
+        key = (route, method, status)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = (REQUESTS.labels(route, method, status), LATENCY.labels(route, method))
+        return found
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -132,9 +156,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = route_template(self._starlette(), scope)
-            REQUESTS.labels(route, scope["method"], str(status["code"])).inc()
-            LATENCY.labels(route, scope["method"]).observe(time.perf_counter() - start)
+            requests, latency = self._metrics(self._route_template(scope), scope["method"], str(status["code"]))
+            requests.inc()
+            latency.observe(time.perf_counter() - start)
 
 
 def metrics_endpoint(request: Request) -> Response:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from fairvalue.errors import BadInput, NotFound, NotReady
-from fairvalue.reads import MAX_BULK_IDS, check_item_key, collection_row, iso, rounded
+from fairvalue.reads import ITEM_KEY, MAX_BULK_IDS, check_item_key, collection_row, iso, rounded
 from fairvalue.settings import get_settings
 from fairvalue.snapshot_cache import PointerCache
 from storage.db import get_engine, session_scope
@@ -126,10 +126,16 @@ def _item_from(held: HeldSnapshot | None, key: str) -> Served | None:
 def _valuations_from(held: HeldSnapshot | None, slug: str, keys: list[str]) -> Served | None:
     if held is None or held.items is None:
         return None
-    found = [held.items[k] for k in keys if k in held.items]
+    found: list[HeldItem] = []
+    not_found: list[str] = []
+    for key in keys:
+        entry = held.items.get(key)
+        if entry is None:
+            not_found.append(key)
+        else:
+            found.append(entry)
     if not found:  # the database tells a 503 (known items, none valued yet) from an empty answer
         return None
-    not_found = [k for k in keys if k not in held.items]
     return Served(_bulk_body(slug, held.snapshot, [f.valuation for f in found], not_found),
                   [f.signal for f in found])
 
@@ -157,7 +163,10 @@ def bulk_keys(keys: list[str]) -> list[str]:
         raise BadInput("ids holds no item id, e.g. ?ids=1,2,3")
     if len(keys) > MAX_BULK_IDS:
         raise BadInput(f"at most {MAX_BULK_IDS} ids per request, got {len(keys)}")
-    return list(dict.fromkeys(check_item_key(k) for k in keys))
+    for key in keys:
+        if not ITEM_KEY.match(key):
+            check_item_key(key)  # the 400 with its reason
+    return list(dict.fromkeys(keys))
 
 
 def held_valuations(slug: str | None, keys: list[str]) -> Served | None:
