@@ -126,18 +126,19 @@ def _item_from(held: HeldSnapshot | None, key: str) -> Served | None:
 def _valuations_from(held: HeldSnapshot | None, slug: str, keys: list[str]) -> Served | None:
     if held is None or held.items is None:
         return None
-    found: list[HeldItem] = []
+    valuations: list[bytes] = []
+    signals: list[str] = []
     not_found: list[str] = []
     for key in keys:
         entry = held.items.get(key)
         if entry is None:
             not_found.append(key)
         else:
-            found.append(entry)
-    if not found:  # the database tells a 503 (known items, none valued yet) from an empty answer
+            valuations.append(entry.valuation)
+            signals.append(entry.signal)
+    if not valuations:  # the database tells a 503 (known items, none valued yet) from an empty answer
         return None
-    return Served(_bulk_body(slug, held.snapshot, [f.valuation for f in found], not_found),
-                  [f.signal for f in found])
+    return Served(_bulk_body(slug, held.snapshot, valuations, not_found), signals)
 
 
 # --- the reads ------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from fairvalue.snapshot_cache import PointerCache
 
 
@@ -36,8 +38,23 @@ class FakeStore:
         return f"{slug}@{pointer}"
 
 
-def make(store: FakeStore, check_seconds: float = 1.0, clock=None) -> PointerCache:
-    return PointerCache(store.read_pointer, store.load, lambda: check_seconds, clock or FakeClock())
+class Deferred:
+    """Stands in for the background thread of a check ahead: runs it when the test says."""
+
+    def __init__(self):
+        self.work: list = []
+
+    def __call__(self, work) -> None:
+        self.work.append(work)
+
+    def run(self) -> None:
+        while self.work:
+            self.work.pop(0)()
+
+
+def make(store: FakeStore, check_seconds: float = 1.0, clock=None, spawn=None) -> PointerCache:
+    return PointerCache(store.read_pointer, store.load, lambda: check_seconds, clock or FakeClock(),
+                        spawn or Deferred())
 
 
 def test_a_hit_within_the_interval_reads_nothing():
@@ -133,3 +150,37 @@ def test_a_publish_during_a_check_is_not_hidden_for_the_interval():
     assert cache.get("punks") == "punks@1"
     assert cache.peek("punks") is None
     assert cache.get("punks") == "punks@2"
+
+
+def test_past_half_the_interval_a_read_answers_and_checks_ahead_once():
+    store, clock, spawn = FakeStore({"punks": 1}), FakeClock(), Deferred()
+    cache = make(store, clock=clock, spawn=spawn)
+    cache.get("punks")
+    clock.now += 0.4
+    assert cache.peek("punks") == "punks@1" and spawn.work == []  # young: no check
+    clock.now += 0.2
+    store.pointers["punks"] = 2
+    assert cache.peek("punks") == "punks@1" and cache.peek("punks") == "punks@1"  # still within the bound
+    assert len(spawn.work) == 1  # one check ahead, however many reads
+    spawn.run()
+    assert cache.peek("punks") == "punks@2" and store.loads == [("punks", 1), ("punks", 2)]
+    clock.now += 0.9  # 0.9 s after the check ahead, 1.5 s after the first: fresh, no blocking check
+    assert cache.peek("punks") == "punks@2"
+
+
+def test_a_failed_check_ahead_leaves_the_due_read_to_report_it():
+    store, clock, spawn = FakeStore({"punks": 1}), FakeClock(), Deferred()
+    cache = make(store, clock=clock, spawn=spawn)
+    cache.get("punks")
+    clock.now += 0.6
+    cache.peek("punks")
+
+    def down(slug):
+        raise ConnectionError("database down")
+
+    cache._read_pointer = down
+    spawn.run()  # logged, not raised
+    clock.now += 0.5
+    assert cache.peek("punks") is None
+    with pytest.raises(ConnectionError):
+        cache.get("punks")
