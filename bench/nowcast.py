@@ -133,6 +133,8 @@ def measure(repeat: int, bare: bool) -> dict:
         feats = build_features(data, model.vocab, queries)
         out["features_s"] = timer.lap()
         x = feats[model.columns].to_numpy(dtype=float)
+        if model.bins is not None:  # the estimators take bin numbers (models/binning.py)
+            x = model.bins.transform(x)
         samples = []
         from threadpoolctl import threadpool_limits
 

@@ -22,6 +22,7 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
+from models.binning import SharedBins
 from models.features import MarketData, TraitVocabulary, build_features, model_columns
 
 QUANTILES = {"p10": 0.05, "p50": 0.50, "p90": 0.95}  # see the module docstring for p10/p90
@@ -52,6 +53,7 @@ class FairValueModel:
     estimators: dict[str, HistGradientBoostingRegressor]
     params: dict[str, Any] = field(default_factory=dict)
     name: str = "hgb-quantile-v0"
+    bins: SharedBins | None = None  # None in artifacts trained before the edges were shared
 
     def predict(self, data: MarketData, queries: pd.DataFrame, threads: int | None = None) -> pd.DataFrame:
         """Fair value and band for each (item_key, ts) query, from data strictly before ts."""
@@ -63,6 +65,8 @@ class FairValueModel:
         one per core). On a shared or busy host, threads spinning at OpenMP barriers made a
         10k-row predict 4-5x slower than one thread (bench/nowcast.py)."""
         x = feats[self.columns].to_numpy(dtype=float)
+        if self.bins is not None:
+            x = self.bins.transform(x)
         with threadpool_limits(limits=threads, user_api="openmp"):
             logs = np.column_stack([self.estimators[k].predict(x) for k in ("p10", "p50", "p90")])
         logs.sort(axis=1)  # quantile models trained apart can cross; the band must not
@@ -113,6 +117,8 @@ def fit(data: MarketData, params: TrainParams | None = None) -> FairValueModel:
     x = feats[columns].to_numpy(dtype=float)
     age_days = (sale_times.max() - sale_times) / np.timedelta64(1, "D")
     weights = 0.5 ** (age_days / params.recency_half_life_days)
+    bins = SharedBins(x, weights, params.max_bins)
+    x = bins.transform(x)
     estimators = {}
     for name, q in QUANTILES.items():
         median = name == "p50"
@@ -126,7 +132,10 @@ def fit(data: MarketData, params: TrainParams | None = None) -> FairValueModel:
             min_samples_leaf=params.min_samples_leaf,
             l2_regularization=params.l2_regularization,
             random_state=params.random_state,
+            # scikit-learn's default ("auto") holds out a random 10 % of the sales above 10,000 for
+            # early stopping, which never stopped a fit here before max_iter: it only lost data.
+            early_stopping=False,
         )
         est.fit(x, target, sample_weight=weights)
         estimators[name] = est
-    return FairValueModel(vocab=vocab, columns=columns, estimators=estimators, params=params.as_dict())
+    return FairValueModel(vocab=vocab, columns=columns, estimators=estimators, params=params.as_dict(), bins=bins)
