@@ -40,8 +40,9 @@ def test_api_metrics_after_requests_and_webhooks(client, seeded, broker):
     assert client.get("/v1/collections/cryptopunks/items/99999").status_code == 404
     body = json.dumps([{"event_id": "metrics-1", "timestamp": "2021-12-30T10:00:00Z", "item_id": "1", "price": 90.0},
                        {"event_id": "metrics-2", "timestamp": "not a time", "item_id": "1", "price": 90.0}]).encode()
-    for i in range(2):  # the second delivery (signed anew, so not a replay) holds duplicates
-        signature = sign("test-secret", body, int(time.time()) - i)
+    signed_at = int(time.time())
+    for i in range(2):  # the second delivery (signed a second earlier, so not a replay) holds duplicates
+        signature = sign("test-secret", body, signed_at - i)
         r = client.post("/v1/webhooks/sales", content=body, headers={"Fairvalue-Signature": signature})
         assert r.status_code == 202
     after = _samples(client.get("/metrics").text)
