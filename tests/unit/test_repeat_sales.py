@@ -43,6 +43,6 @@ def test_spread_within_a_week_and_the_window_on_the_later_sale():
 
 def test_table_has_a_row_per_period_and_window():
     table = spread_table(SALES, {"jan": ("2021-01-01", "2021-02-01"), "feb": ("2021-02-01", "2021-03-01")}, (1, 7))
-    assert list(zip(table["period"], table["within_days"], table["n"])) == [("jan", 1, 1), ("jan", 7, 3),
+    assert list(zip(table["period"], table["within_days"], table["n"], strict=True)) == [("jan", 1, 1), ("jan", 7, 3),
                                                                            ("feb", 1, 0), ("feb", 7, 0)]
     assert np.isnan(table["mape"].iloc[2])
