@@ -329,3 +329,23 @@ def test_mixed_times_and_repeated_items(bundled):
     times = rng.choice(pd.date_range("2017-06-23", "2021-12-31", periods=40).to_numpy(), 3000)
     times[:500] = bundled.sales["ts"].to_numpy()[rng.integers(0, len(bundled.sales), 500)]  # exactly at sales
     check(bundled, pd.DataFrame({"item_key": keys, "ts": times}))
+
+
+def test_windows_read_directly_match_pandas_rolling_window_to_the_bit():
+    """trailing_quantiles' two paths (windows read directly, one rolling window over all sales)."""
+    from models.market_index import quantiles_of_windows, rolling_quantiles
+
+    rng = np.random.default_rng(3)
+    times = np.sort(np.datetime64("2021-01-01") + rng.integers(0, 40 * 86400, 5000).astype("timedelta64[s]"))
+    times = times.astype("datetime64[ns]")
+    values = rng.normal(0, 1, len(times)).round(rng.integers(0, 4))  # ties, too
+    queries = np.unique(np.concatenate([times[::7], times[:300] + np.timedelta64(13, "h")]))  # some at sales
+    window = pd.Timedelta(days=3)
+    lo = np.searchsorted(times, queries - np.timedelta64(window), "left")
+    hi = np.searchsorted(times, queries, "left")
+    quantiles = (0.2, 0.25, 0.5, 0.8)
+    direct, direct_counts = quantiles_of_windows(values, lo, hi, quantiles)
+    rolled, rolled_counts = rolling_quantiles(times, values, queries, window, quantiles)
+    np.testing.assert_array_equal(direct_counts, rolled_counts)
+    np.testing.assert_array_equal(direct, rolled)
+    assert (direct_counts == 0).any() and (direct_counts > 50).any()
