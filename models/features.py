@@ -123,22 +123,23 @@ class TraitVocabulary:
         member[rows, cols] = True
         return member
 
-    def item_features(self, items: pd.DataFrame) -> pd.DataFrame:
+    def item_feature_columns(self, items: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Each item's traits and type one-hot, their rarity and its accessory count, by column."""
         rows, cols = self._pairs(items)
         freq = np.array([self.frequency[t] for t in self.traits])
-        onehot = np.zeros((len(items), len(self.traits)), dtype=np.float32)
+        onehot = np.zeros((len(items), len(self.traits)), dtype=np.float32, order="F")  # each column contiguous
         onehot[rows, cols] = 1.0
         min_freq = np.ones(len(items))
         np.minimum.at(min_freq, rows, freq[cols])
         log_freq_sum = np.bincount(rows, weights=np.log(freq[cols]), minlength=len(items)) if len(rows) else \
             np.zeros(len(items))
-        out = pd.DataFrame(onehot, index=items.index, columns=[f"trait:{t}" for t in self.traits])
-        extra = {f"type:{kind}": (items["item_type"] == kind).astype(np.float32).to_numpy() for kind in ITEM_TYPES}
-        extra["type_log_frequency"] = np.log(items["item_type"].map(self.type_frequency).fillna(1e-4)).to_numpy()
-        extra["accessory_count"] = items["accessory_count"].astype(float).to_numpy()
-        extra["rarest_trait_log_frequency"] = np.log(min_freq)
-        extra["trait_log_frequency_sum"] = log_freq_sum
-        return pd.concat([out, pd.DataFrame(extra, index=items.index)], axis=1)
+        out = {f"trait:{t}": onehot[:, j] for j, t in enumerate(self.traits)}
+        out.update({f"type:{kind}": (items["item_type"] == kind).astype(np.float32).to_numpy() for kind in ITEM_TYPES})
+        out["type_log_frequency"] = np.log(items["item_type"].map(self.type_frequency).fillna(1e-4)).to_numpy()
+        out["accessory_count"] = items["accessory_count"].astype(float).to_numpy()
+        out["rarest_trait_log_frequency"] = np.log(min_freq)
+        out["trait_log_frequency_sum"] = log_freq_sum
+        return out
 
 
 def value_before(market: pd.DataFrame, column: str, times: pd.Series) -> np.ndarray:
@@ -315,12 +316,12 @@ def group_codes(labels: pd.Series) -> np.ndarray:
     return codes
 
 
-def comparable_features(items: pd.DataFrame, vocab: TraitVocabulary, context: pd.DataFrame,
+def comparable_features(items: pd.DataFrame, vocab: TraitVocabulary, context: pd.DataFrame, item_of_sale: np.ndarray,
                         item_of_query: np.ndarray, query_times: np.ndarray) -> dict[str, np.ndarray]:
     """Comparable sales: recent sales of items that share the query item's rarest trait, its
-    second rarest, its type, its type and accessory count, and each of its traits."""
+    second rarest, its type, its type and accessory count, and each of its traits. item_of_* are
+    positions in `items` (-1: a sale of an item not listed)."""
     times, excess = context["ts"].to_numpy(), context["excess_premium"].to_numpy()
-    item_of_sale = items.index.get_indexer(context["item_key"])  # -1: a sale of an item not listed
 
     def comps(group_of_item: np.ndarray, window: CompsWindow) -> tuple[np.ndarray, np.ndarray]:
         # The appended -1 (no group) is what position -1, an item not listed, reads.
@@ -343,61 +344,71 @@ def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFra
     """Features for each (item_key, ts) in `queries`, from data strictly before ts.
 
     Returns a frame aligned with `queries` (same index) including `floor`, the floor the
-    target and the prediction are relative to.
+    target and the prediction are relative to. Columns are gathered first and framed once:
+    adding them to a frame one by one copied a million rows several times.
     """
-    q = queries[["item_key", "ts"]].copy()
-    q["ts"] = pd.to_datetime(q["ts"]).astype("datetime64[ns]")
-    q["_order"] = np.arange(len(q))
-    query_times = q["ts"].to_numpy()
-    item_of_query = item_positions(data.items, q["item_key"])
-    items = data.items.iloc[item_of_query]
-    feats = vocab.item_features(items).reset_index(drop=True)
-
+    query_times = pd.to_datetime(queries["ts"]).astype("datetime64[ns]").to_numpy()
+    item_of_query = item_positions(data.items, queries["item_key"])
     context = data.context()
+    # Items by position, not key: integers join and group several times faster than strings.
+    item_of_sale = data.items.index.get_indexer(context["item_key"])  # -1: a sale of an item not listed
     data = MarketData(data.items, data.sales, robust_floor(data.market), context)
+    columns = vocab.item_feature_columns(data.items.iloc[item_of_query])
+
     # Market features depend on the time only: compute them once per distinct time (a nowcast
     # asks for one time for every item) and spread them over the queries.
     times, at = np.unique(query_times, return_inverse=True)
+    at = at.ravel()
     market = market_features(data, context, times)
     index = sales_index(data.sales, pd.DatetimeIndex(times)).to_numpy()
     market["log_index_over_floor"] = np.log(index / floor_before(data.market, pd.Series(times)))
-    feats = pd.concat([feats, market.iloc[at.ravel()].reset_index(drop=True)], axis=1)
+    columns.update({name: market[name].to_numpy()[at] for name in market.columns})
 
     # The item's own last sale before t, as a premium over the floor of its time.
-    history = context.rename(columns={"ts": "last_ts", "log_premium": "last_log_premium",
-                                      "excess_premium": "last_excess_premium", "price": "last_price"})
-    joined = pd.merge_asof(
-        q.sort_values("ts", kind="stable"),
+    last = last_sales(context, item_of_sale, item_of_query, query_times)
+    columns["last_sale_log_premium"] = last["last_log_premium"].to_numpy()
+    columns["last_sale_excess_premium"] = last["last_excess_premium"].to_numpy()
+    columns["last_sale_age_days"] = (last["ts"] - last["last_ts"]).dt.total_seconds().to_numpy() / 86400.0
+
+    columns.update(comparable_features(data.items, vocab, context, item_of_sale, item_of_query, query_times))
+
+    floor = floor_before(data.market, query_times)
+    columns["last_sale_market_adjusted_log_premium"] = carried_forward_log_premium(data.sales, last, index[at], floor)
+    columns["floor"] = floor
+    columns["last_price"] = last["last_price"].to_numpy()
+    columns["last_sale_at"] = last["last_ts"].to_numpy()
+    return pd.DataFrame(columns, index=queries.index)
+
+
+def last_sales(context: pd.DataFrame, item_of_sale: np.ndarray, item_of_query: np.ndarray,
+               query_times: np.ndarray) -> pd.DataFrame:
+    """Each query item's own last sale strictly before the query's time (NaN and NaT when none),
+    in query order: ts (the query's), last_ts, last_price, last_log_premium, last_excess_premium."""
+    queries = pd.DataFrame({"item": item_of_query, "ts": query_times, "_order": np.arange(len(query_times))})
+    history = context.drop(columns="item_key").assign(item=item_of_sale).rename(
+        columns={"ts": "last_ts", "log_premium": "last_log_premium", "excess_premium": "last_excess_premium",
+                 "price": "last_price"})
+    return pd.merge_asof(
+        queries.sort_values("ts", kind="stable"),
         history,
         left_on="ts",
         right_on="last_ts",
-        by="item_key",
+        by="item",
         allow_exact_matches=False,
         direction="backward",
     ).sort_values("_order")
-    feats["last_sale_log_premium"] = joined["last_log_premium"].to_numpy()
-    feats["last_sale_excess_premium"] = joined["last_excess_premium"].to_numpy()
-    feats["last_sale_age_days"] = (joined["ts"] - joined["last_ts"]).dt.total_seconds().to_numpy() / 86400.0
 
-    for name, values in comparable_features(data.items, vocab, context, item_of_query, query_times).items():
-        feats[name] = values
 
-    # The item's last price carried forward by the market's move since: last price x (sales
-    # index now / sales index then), over the floor now.
-    last_ts = pd.DatetimeIndex(joined["last_ts"].to_numpy())
-    index_then = np.full(len(q), np.nan)
+def carried_forward_log_premium(sales: pd.DataFrame, last: pd.DataFrame, index_now: np.ndarray,
+                                floor: np.ndarray) -> np.ndarray:
+    """The item's last price carried forward by the market's move since: last price x (sales
+    index now / sales index then), over the floor now."""
+    last_ts = pd.DatetimeIndex(last["last_ts"].to_numpy())
+    index_then = np.full(len(last), np.nan)
     if (~last_ts.isna()).any():
-        index_then[~last_ts.isna()] = sales_index(data.sales, last_ts[~last_ts.isna()]).to_numpy()
+        index_then[~last_ts.isna()] = sales_index(sales, last_ts[~last_ts.isna()]).to_numpy()
     with np.errstate(all="ignore"):
-        feats["last_sale_market_adjusted_log_premium"] = np.log(
-            joined["last_price"].to_numpy(dtype=float) * index[at.ravel()] / index_then
-            / floor_before(data.market, q["ts"]))
-
-    feats.index = queries.index
-    feats["floor"] = floor_before(data.market, q["ts"])
-    feats["last_price"] = joined["last_price"].to_numpy()
-    feats["last_sale_at"] = joined["last_ts"].to_numpy()
-    return feats
+        return np.log(last["last_price"].to_numpy(dtype=float) * index_now / index_then / floor)
 
 
 def comparable_sale_rows(data: MarketData, group_of_item: pd.Series, group: str, t: pd.Timestamp,

@@ -35,9 +35,13 @@ def sales_index(sales: pd.DataFrame, days: pd.DatetimeIndex) -> pd.Series:
     starts = days.normalize().to_numpy()
     level = np.full(len(starts), np.nan)
     for window in INDEX_WINDOWS_DAYS:
-        quantile, count = trailing_quantiles(times, prices, starts, pd.Timedelta(days=window), (INDEX_QUANTILE,))
-        todo = np.isnan(level) & (count >= INDEX_MIN_SALES)
-        level[todo] = quantile[todo, 0]
+        # A wider window only for the days the narrower ones left without a level: in an active
+        # market that is few days, whose windows are then read directly.
+        todo = np.flatnonzero(np.isnan(level))
+        quantile, count = trailing_quantiles(times, prices, starts[todo], pd.Timedelta(days=window),
+                                             (INDEX_QUANTILE,))
+        enough = count >= INDEX_MIN_SALES
+        level[todo[enough]] = quantile[enough, 0]
     return pd.Series(level, index=days, name="sales_index")
 
 

@@ -19,6 +19,7 @@ from models.features import (  # noqa: I001 - what the reference uses
     COMPS_TRAIT,
     COMPS_TYPE,
     COMPS_TYPE_COUNT,
+    ITEM_TYPES,
     PREMIUM_WINDOW,
     CompsWindow,
     MarketData,
@@ -33,6 +34,43 @@ BUNDLED = Path(__file__).resolve().parents[2] / "data" / "cryptopunks"
 
 
 # --- the reference: the builder before issue #6, verbatim ----------------------------------------
+
+# TraitVocabulary's methods as they were, as functions of the vocabulary.
+def rarest_trait(self: TraitVocabulary, items: pd.DataFrame, rank: int = 0) -> pd.Series:
+    """Each item's rarest known trait (rank 1: the second rarest; "" when it has none); ties
+    go to the first name."""
+    rows, cols = self._pairs(items)
+    freq = np.array([self.frequency[t] for t in self.traits])
+    # traits are sorted by name, so ordering by (row, frequency, column) breaks ties by name.
+    order = np.lexsort((cols, freq[cols], rows))
+    rows, cols = rows[order], cols[order]
+    starts = np.ones(len(rows), dtype=bool)
+    starts[1:] = rows[1:] != rows[:-1]
+    group_start = np.maximum.accumulate(np.where(starts, np.arange(len(rows)), 0))
+    picked = (np.arange(len(rows)) - group_start) == rank
+    out = np.full(len(items), "", dtype=object)
+    out[rows[picked]] = np.asarray(self.traits, dtype=object)[cols[picked]]
+    return pd.Series(out, index=items.index, dtype=object, name="accessories")
+
+
+def item_features(self: TraitVocabulary, items: pd.DataFrame) -> pd.DataFrame:
+    rows, cols = self._pairs(items)
+    freq = np.array([self.frequency[t] for t in self.traits])
+    onehot = np.zeros((len(items), len(self.traits)), dtype=np.float32)
+    onehot[rows, cols] = 1.0
+    min_freq = np.ones(len(items))
+    np.minimum.at(min_freq, rows, freq[cols])
+    log_freq_sum = np.bincount(rows, weights=np.log(freq[cols]), minlength=len(items)) if len(rows) else \
+        np.zeros(len(items))
+    out = pd.DataFrame(onehot, index=items.index, columns=[f"trait:{t}" for t in self.traits])
+    extra = {f"type:{kind}": (items["item_type"] == kind).astype(np.float32).to_numpy() for kind in ITEM_TYPES}
+    extra["type_log_frequency"] = np.log(items["item_type"].map(self.type_frequency).fillna(1e-4)).to_numpy()
+    extra["accessory_count"] = items["accessory_count"].astype(float).to_numpy()
+    extra["rarest_trait_log_frequency"] = np.log(min_freq)
+    extra["trait_log_frequency_sum"] = log_freq_sum
+    return pd.concat([out, pd.DataFrame(extra, index=items.index)], axis=1)
+
+
 
 def sales_index(sales: pd.DataFrame, days: pd.DatetimeIndex) -> pd.Series:
     """Level at the start of each day in `days`, from sales strictly before that day."""
@@ -161,7 +199,7 @@ def all_trait_comps(context: pd.DataFrame, items: pd.DataFrame, vocab: TraitVoca
     """Over every trait of each query item, the median excess premium of the last k sales
     (within max_age) of items with that trait: their mean and max over the item's traits (NaN
     when no trait has comps). The rarest trait alone misses what the others add."""
-    member = vocab.item_features(items)[[f"trait:{t}" for t in vocab.traits]] > 0
+    member = item_features(vocab, items)[[f"trait:{t}" for t in vocab.traits]] > 0
     sale_member = member.reindex(context["item_key"], fill_value=False).to_numpy(dtype=bool)
     query_member = member.reindex(query_keys, fill_value=False).to_numpy(dtype=bool)
     times = context["ts"].to_numpy()
@@ -195,7 +233,7 @@ def reference_build_features(data: MarketData, vocab: TraitVocabulary, queries: 
     q["_order"] = np.arange(len(q))
     query_times = q["ts"].to_numpy()
     items = data.items.loc[q["item_key"]]
-    feats = vocab.item_features(items).reset_index(drop=True)
+    feats = item_features(vocab, items).reset_index(drop=True)
 
     context = sale_context(data)  # the reference's own, not the cached one
     data = MarketData(data.items, data.sales, robust_floor(data.market), context)
@@ -224,7 +262,7 @@ def reference_build_features(data: MarketData, vocab: TraitVocabulary, queries: 
     feats["last_sale_age_days"] = (joined["ts"] - joined["last_ts"]).dt.total_seconds().to_numpy() / 86400.0
 
     # Comparable sales: recent sales of items that share this item's rarest trait, and of its type.
-    rarest = vocab.rarest_trait(data.items)
+    rarest = rarest_trait(vocab, data.items)
     sale_rarest = rarest.reindex(context["item_key"]).fillna("").to_numpy(dtype=object)
     query_rarest = rarest.reindex(q["item_key"]).fillna("").to_numpy(dtype=object)
     feats["comps_trait_excess_premium"], feats["comps_trait_count"] = comparable_premiums(
@@ -235,7 +273,7 @@ def reference_build_features(data: MarketData, vocab: TraitVocabulary, queries: 
         context, sale_type, query_type, query_times, COMPS_TYPE)
 
     # ... of its second-rarest trait, of its type with the same accessory count, and over all its traits.
-    second = vocab.rarest_trait(data.items, rank=1)
+    second = rarest_trait(vocab, data.items, rank=1)
     feats["comps_trait2_excess_premium"], feats["comps_trait2_count"] = comparable_premiums(
         context, second.reindex(context["item_key"]).fillna("").to_numpy(dtype=object),
         second.reindex(q["item_key"]).fillna("").to_numpy(dtype=object), query_times, COMPS_TRAIT)
