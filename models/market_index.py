@@ -97,19 +97,25 @@ def interpolated_quantile(ordered: np.ndarray, first: np.ndarray, counts: np.nda
 
 def rolling_quantiles(times: np.ndarray, values: np.ndarray, query_times: np.ndarray, window: pd.Timedelta,
                       quantiles: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """trailing_quantiles for many query times: they are merged into the series as NaN and pandas'
-    rolling window (closed on the left, so nothing at t itself is seen) does the work in C."""
-    n_obs = len(times)
-    merged_times = np.concatenate([times, query_times])
-    merged_values = np.concatenate([values, np.full(len(query_times), np.nan)])
+    """trailing_quantiles for many query times: pandas' rolling window (closed on the left, so
+    nothing at t itself is seen) goes over the sales in C. Rows of one time share one window, so
+    a query at a sale's time (training asks for every sale's) reads that sale's row; only the
+    other query times are merged into the series, as NaN."""
+    at_sale = np.searchsorted(times, query_times, "left")
+    on_sale = at_sale < len(times)
+    on_sale[on_sale] = times[at_sale[on_sale]] == query_times[on_sale]
+    merged_times = np.concatenate([times, query_times[~on_sale]])
+    merged_values = np.concatenate([values, np.full((~on_sale).sum(), np.nan)])
     order = np.argsort(merged_times, kind="stable")
     series = pd.Series(merged_values[order], index=pd.DatetimeIndex(merged_times[order]))
     rolling = series.rolling(window, closed="left", min_periods=1)
-    is_query = order >= n_obs
-    position = np.empty(len(query_times), dtype=int)
-    position[order[is_query] - n_obs] = np.flatnonzero(is_query)
-    out = np.column_stack([rolling.quantile(q).to_numpy()[position] for q in quantiles])
-    counts = rolling.count().to_numpy()[position]
+    row_of = np.empty(len(order), dtype=np.int64)  # merged position -> row of the sorted series
+    row_of[order] = np.arange(len(order))
+    row = np.empty(len(query_times), dtype=np.int64)
+    row[on_sale] = row_of[at_sale[on_sale]]
+    row[~on_sale] = row_of[len(times):]
+    out = np.column_stack([rolling.quantile(q).to_numpy()[row] for q in quantiles])
+    counts = rolling.count().to_numpy()[row]
     return out, np.nan_to_num(counts)
 
 
