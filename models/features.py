@@ -218,9 +218,19 @@ def window_medians(g_times: np.ndarray, g_excess: np.ndarray, t: np.ndarray, k: 
     found = np.isfinite(window).sum(axis=1)
     medians = np.full(len(t), np.nan)
     ok = found > 0
-    with np.errstate(all="ignore"):
-        medians[ok] = np.nanmedian(window[ok], axis=1)
+    medians[ok] = row_medians(window[ok])
     return medians, found
+
+
+def row_medians(rows: np.ndarray) -> np.ndarray:
+    """np.nanmedian(rows, axis=1) for rows holding at least one value, to the bit: the middle
+    of each sorted row, or (low + high) / 2 of the two middles as numpy computes it. nanmedian's
+    masked arrays cost ~0.3 ms a call, most of a nowcast's comparables (one small call per group)."""
+    ordered = np.sort(rows, axis=1)  # NaN last
+    n = (~np.isnan(rows)).sum(axis=1)
+    at = np.arange(len(rows))
+    with np.errstate(invalid="ignore"):  # -inf and inf in the middle give NaN, as with numpy
+        return (ordered[at, (n - 1) // 2] + ordered[at, n // 2]) / 2
 
 
 def distinct_pairs(groups: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

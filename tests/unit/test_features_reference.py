@@ -387,3 +387,16 @@ def test_windows_read_directly_match_pandas_rolling_window_to_the_bit():
     np.testing.assert_array_equal(direct_counts, rolled_counts)
     np.testing.assert_array_equal(direct, rolled)
     assert (direct_counts == 0).any() and (direct_counts > 50).any()
+
+
+def test_row_medians_are_numpys_nanmedian_to_the_bit():
+    from models.features import row_medians
+
+    rng = np.random.default_rng(11)
+    rows = rng.normal(0, 1, (20000, 30)).round(rng.integers(0, 5))  # ties, too
+    rows[rng.random(rows.shape) < 0.4] = np.nan
+    rows[:50, :] = np.nan
+    rows[:50, 0] = rng.normal(0, 1, 50)  # one value
+    rows[50:60, 3] = np.inf
+    rows[60:70, 4] = -np.inf
+    np.testing.assert_array_equal(row_medians(rows), np.nanmedian(rows, axis=1))
