@@ -26,6 +26,7 @@ from models.binning import SharedBins
 from models.features import MarketData, TraitVocabulary, build_features, model_columns
 
 QUANTILES = {"p10": 0.05, "p50": 0.50, "p90": 0.95}  # see the module docstring for p10/p90
+PREDICT_ROWS = 100_000  # rows valued at once (see predict_features)
 
 
 @dataclass
@@ -64,11 +65,16 @@ class FairValueModel:
         """`threads` caps the OpenMP threads of the trees' predict (None: scikit-learn's default,
         one per core). On a shared or busy host, threads spinning at OpenMP barriers made a
         10k-row predict 4-5x slower than one thread (bench/nowcast.py)."""
-        x = feats[self.columns].to_numpy(dtype=float)
-        if self.bins is not None:
-            x = self.bins.transform(x)
+        logs = np.empty((len(feats), 3))
         with threadpool_limits(limits=threads, user_api="openmp"):
-            logs = np.column_stack([self.estimators[k].predict(x) for k in ("p10", "p50", "p90")])
+            # In slices of rows: the float64 matrix of a 1M-item nowcast alone was 1 GiB. Trees
+            # value each row on its own, so slices give the same values.
+            for start in range(0, len(feats), PREDICT_ROWS):
+                x = feats.iloc[start:start + PREDICT_ROWS][self.columns].to_numpy(dtype=float)
+                if self.bins is not None:
+                    x = self.bins.transform(x)
+                logs[start:start + len(x)] = np.column_stack(
+                    [self.estimators[k].predict(x) for k in ("p10", "p50", "p90")])
         logs.sort(axis=1)  # quantile models trained apart can cross; the band must not
         floor = feats["floor"].to_numpy(dtype=float)
         out = pd.DataFrame(

@@ -91,6 +91,13 @@ class TraitVocabulary:
     def rarest_trait(self, items: pd.DataFrame, rank: int = 0) -> pd.Series:
         """Each item's rarest known trait (rank 1: the second rarest; "" when it has none); ties
         go to the first name."""
+        (column,) = self.trait_columns_by_rarity(items, (rank,))
+        names = np.append(np.asarray(self.traits, dtype=object), "")  # column -1: no such trait
+        return pd.Series(names[column], index=items.index, dtype=object, name="accessories")
+
+    def trait_columns_by_rarity(self, items: pd.DataFrame, ranks: tuple[int, ...]) -> list[np.ndarray]:
+        """For each rank, each item's trait column of that rarity (0: its rarest trait), -1 when
+        it has fewer traits; ties go to the first name. One sort serves every rank."""
         rows, cols = self._pairs(items)
         freq = np.array([self.frequency[t] for t in self.traits])
         # traits are sorted by name, so ordering by (row, frequency, column) breaks ties by name.
@@ -99,27 +106,40 @@ class TraitVocabulary:
         starts = np.ones(len(rows), dtype=bool)
         starts[1:] = rows[1:] != rows[:-1]
         group_start = np.maximum.accumulate(np.where(starts, np.arange(len(rows)), 0))
-        picked = (np.arange(len(rows)) - group_start) == rank
-        out = np.full(len(items), "", dtype=object)
-        out[rows[picked]] = np.asarray(self.traits, dtype=object)[cols[picked]]
-        return pd.Series(out, index=items.index, dtype=object, name="accessories")
+        rank_in_item = np.arange(len(rows)) - group_start
+        out = []
+        for rank in ranks:
+            column = np.full(len(items), -1, dtype=np.int64)
+            picked = rank_in_item == rank
+            column[rows[picked]] = cols[picked]
+            out.append(column)
+        return out
 
-    def item_features(self, items: pd.DataFrame) -> pd.DataFrame:
+    def membership(self, items: pd.DataFrame) -> np.ndarray:
+        """(items + 1) x traits, True where the item has the trait; the last row, for an item
+        not in `items` (position -1), has none. Column-major: callers read one trait at a time."""
+        rows, cols = self._pairs(items)
+        member = np.zeros((len(items) + 1, len(self.traits)), dtype=bool, order="F")
+        member[rows, cols] = True
+        return member
+
+    def item_feature_columns(self, items: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Each item's traits and type one-hot, their rarity and its accessory count, by column."""
         rows, cols = self._pairs(items)
         freq = np.array([self.frequency[t] for t in self.traits])
-        onehot = np.zeros((len(items), len(self.traits)), dtype=np.float32)
+        onehot = np.zeros((len(items), len(self.traits)), dtype=np.float32, order="F")  # each column contiguous
         onehot[rows, cols] = 1.0
         min_freq = np.ones(len(items))
         np.minimum.at(min_freq, rows, freq[cols])
         log_freq_sum = np.bincount(rows, weights=np.log(freq[cols]), minlength=len(items)) if len(rows) else \
             np.zeros(len(items))
-        out = pd.DataFrame(onehot, index=items.index, columns=[f"trait:{t}" for t in self.traits])
-        extra = {f"type:{kind}": (items["item_type"] == kind).astype(np.float32).to_numpy() for kind in ITEM_TYPES}
-        extra["type_log_frequency"] = np.log(items["item_type"].map(self.type_frequency).fillna(1e-4)).to_numpy()
-        extra["accessory_count"] = items["accessory_count"].astype(float).to_numpy()
-        extra["rarest_trait_log_frequency"] = np.log(min_freq)
-        extra["trait_log_frequency_sum"] = log_freq_sum
-        return pd.concat([out, pd.DataFrame(extra, index=items.index)], axis=1)
+        out = {f"trait:{t}": onehot[:, j] for j, t in enumerate(self.traits)}
+        out.update({f"type:{kind}": (items["item_type"] == kind).astype(np.float32).to_numpy() for kind in ITEM_TYPES})
+        out["type_log_frequency"] = np.log(items["item_type"].map(self.type_frequency).fillna(1e-4)).to_numpy()
+        out["accessory_count"] = items["accessory_count"].astype(float).to_numpy()
+        out["rarest_trait_log_frequency"] = np.log(min_freq)
+        out["trait_log_frequency_sum"] = log_freq_sum
+        return out
 
 
 def value_before(market: pd.DataFrame, column: str, times: pd.Series) -> np.ndarray:
@@ -198,34 +218,58 @@ def window_medians(g_times: np.ndarray, g_excess: np.ndarray, t: np.ndarray, k: 
     found = np.isfinite(window).sum(axis=1)
     medians = np.full(len(t), np.nan)
     ok = found > 0
-    with np.errstate(all="ignore"):
-        medians[ok] = np.nanmedian(window[ok], axis=1)
+    medians[ok] = row_medians(window[ok])
     return medians, found
 
 
+def row_medians(rows: np.ndarray) -> np.ndarray:
+    """np.nanmedian(rows, axis=1) for rows holding at least one value, to the bit: the middle
+    of each sorted row, or (low + high) / 2 of the two middles as numpy computes it. nanmedian's
+    masked arrays cost ~0.3 ms a call, most of a nowcast's comparables (one small call per group)."""
+    ordered = np.sort(rows, axis=1)  # NaN last
+    n = (~np.isnan(rows)).sum(axis=1)
+    at = np.arange(len(rows))
+    with np.errstate(invalid="ignore"):  # -inf and inf in the middle give NaN, as with numpy
+        return (ordered[at, (n - 1) // 2] + ordered[at, n // 2]) / 2
+
+
+def distinct_pairs(groups: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (group, time) pairs, sorted by group then time, and the pair of each input."""
+    order = np.lexsort((times, groups))
+    groups, times = groups[order], times[order]
+    new = np.ones(len(groups), dtype=bool)
+    new[1:] = (groups[1:] != groups[:-1]) | (times[1:] != times[:-1])
+    pair_of = np.empty(len(order), dtype=np.int64)
+    pair_of[order] = np.cumsum(new) - 1
+    return groups[new], times[new], pair_of
+
+
 def comparable_premiums(
-    context: pd.DataFrame, group_of_sale: np.ndarray, query_groups: np.ndarray, query_times: np.ndarray,
-    window: CompsWindow = COMPS_TRAIT,
+    times: np.ndarray, excess: np.ndarray, sale_group: np.ndarray, query_group: np.ndarray,
+    query_times: np.ndarray, window: CompsWindow = COMPS_TRAIT,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Median excess premium of the last k sales before t (within max_age) in the query's group
-    (e.g. items sharing its rarest trait), and how many were found."""
-    k, max_age = window.k, window.max_age
-    medians = np.full(len(query_groups), np.nan)
-    counts = np.zeros(len(query_groups))
-    times = context["ts"].to_numpy()
-    excess = context["excess_premium"].to_numpy()
-    order = np.argsort(group_of_sale, kind="stable")
-    sorted_groups = group_of_sale[order]
-    for group in np.unique(query_groups):
-        if group == "":
-            continue
-        a, b = np.searchsorted(sorted_groups, group, "left"), np.searchsorted(sorted_groups, group, "right")
-        members = order[a:b]  # indices into context, in time order (context is sorted by ts)
+    (e.g. items sharing its rarest trait), and how many were found. Groups are integer codes of
+    each sale (times sorted) and each query; -1 is no group (NaN, 0 found).
+
+    Every query of a group at the same time has the same comparables, so each distinct
+    (group, time) is computed once and spread over its queries: a nowcast, one time for every
+    item, reads one window per group instead of one per item."""
+    medians = np.full(len(query_group), np.nan)
+    counts = np.zeros(len(query_group))
+    asked = np.flatnonzero(query_group >= 0)
+    pair_groups, pair_times, pair_of = distinct_pairs(query_group[asked], query_times[asked])
+    pair_medians, pair_counts = np.full(len(pair_groups), np.nan), np.zeros(len(pair_groups))
+    by_group = np.argsort(sale_group, kind="stable")  # stable: each group's sales stay in time order
+    sorted_groups = sale_group[by_group]
+    for group in np.unique(pair_groups):
+        members = by_group[np.searchsorted(sorted_groups, group, "left"):np.searchsorted(sorted_groups, group, "right")]
         if not len(members):
             continue
-        queries = np.flatnonzero(query_groups == group)
-        medians[queries], counts[queries] = window_medians(times[members], excess[members], query_times[queries],
-                                                           k, max_age)
+        pairs = slice(np.searchsorted(pair_groups, group, "left"), np.searchsorted(pair_groups, group, "right"))
+        pair_medians[pairs], pair_counts[pairs] = window_medians(times[members], excess[members], pair_times[pairs],
+                                                                 window.k, window.max_age)
+    medians[asked], counts[asked] = pair_medians[pair_of], pair_counts[pair_of]
     return medians, counts
 
 
@@ -234,107 +278,147 @@ def all_trait_comps(context: pd.DataFrame, items: pd.DataFrame, vocab: TraitVoca
     """Over every trait of each query item, the median excess premium of the last k sales
     (within max_age) of items with that trait: their mean and max over the item's traits (NaN
     when no trait has comps). The rarest trait alone misses what the others add."""
-    member = vocab.item_features(items)[[f"trait:{t}" for t in vocab.traits]] > 0
-    sale_member = member.reindex(context["item_key"], fill_value=False).to_numpy(dtype=bool)
-    query_member = member.reindex(query_keys, fill_value=False).to_numpy(dtype=bool)
-    times = context["ts"].to_numpy()
-    excess = context["excess_premium"].to_numpy()
-    stack = np.full((len(query_keys), 8), np.nan)  # punks have at most 7 accessories
-    filled = np.zeros(len(query_keys), dtype=int)
-    for j in range(len(vocab.traits)):
-        sale_in = sale_member[:, j]
-        query_in = np.flatnonzero(query_member[:, j])
+    return trait_comps(context["ts"].to_numpy(), context["excess_premium"].to_numpy(), vocab.membership(items),
+                       items.index.get_indexer(context["item_key"]), items.index.get_indexer(query_keys),
+                       query_times, window)
+
+
+def trait_comps(times: np.ndarray, excess: np.ndarray, member: np.ndarray, item_of_sale: np.ndarray,
+                item_of_query: np.ndarray, query_times: np.ndarray,
+                window: CompsWindow) -> tuple[np.ndarray, np.ndarray]:
+    """all_trait_comps from positions: `member` is vocab.membership(items), item_of_* are positions
+    in those items (-1: unknown item, no traits)."""
+    distinct_times, time_of_query = np.unique(query_times, return_inverse=True)
+    time_of_query = time_of_query.ravel()
+    stack = np.full((len(item_of_query), 8), np.nan)  # punks have at most 7 accessories
+    filled = np.zeros(len(item_of_query), dtype=int)
+    for j in range(member.shape[1]):
+        sale_in = member[item_of_sale, j]
+        query_in = np.flatnonzero(member[item_of_query, j])
         if not sale_in.any() or not len(query_in):
             continue
-        med, _ = window_medians(times[sale_in], excess[sale_in], query_times[query_in], window.k, window.max_age)
+        # One window per distinct time asked for this trait (a nowcast: one), spread over its queries.
+        asked, time_of = np.unique(time_of_query[query_in], return_inverse=True)
+        med, _ = window_medians(times[sale_in], excess[sale_in], distinct_times[asked], window.k, window.max_age)
         cols = np.minimum(filled[query_in], stack.shape[1] - 1)
-        stack[query_in, cols] = med
+        stack[query_in, cols] = med[time_of.ravel()]
         filled[query_in] += 1
     some = np.isfinite(stack).any(axis=1)
-    means, highs = np.full(len(query_keys), np.nan), np.full(len(query_keys), np.nan)
+    means, highs = np.full(len(item_of_query), np.nan), np.full(len(item_of_query), np.nan)
     means[some] = np.nanmean(stack[some], axis=1)
     highs[some] = np.nanmax(stack[some], axis=1)
     return means, highs
+
+
+def item_positions(items: pd.DataFrame, keys: pd.Series) -> np.ndarray:
+    """Position of each key in `items`; a key that is not there is an error, as with .loc."""
+    positions = items.index.get_indexer(keys)
+    if (positions < 0).any():
+        raise KeyError(f"not among the items: {list(keys[positions < 0][:5])}")
+    return positions
+
+
+def group_codes(labels: pd.Series) -> np.ndarray:
+    """An integer code for each label; -1 (no group) for NaN and "". Integers sort and compare
+    much faster than the labels (a million object strings took seconds to sort)."""
+    codes, _ = pd.factorize(labels)  # NaN: -1
+    codes[(labels == "").to_numpy()] = -1
+    return codes
+
+
+def comparable_features(items: pd.DataFrame, vocab: TraitVocabulary, context: pd.DataFrame, item_of_sale: np.ndarray,
+                        item_of_query: np.ndarray, query_times: np.ndarray) -> dict[str, np.ndarray]:
+    """Comparable sales: recent sales of items that share the query item's rarest trait, its
+    second rarest, its type, its type and accessory count, and each of its traits. item_of_* are
+    positions in `items` (-1: a sale of an item not listed)."""
+    times, excess = context["ts"].to_numpy(), context["excess_premium"].to_numpy()
+
+    def comps(group_of_item: np.ndarray, window: CompsWindow) -> tuple[np.ndarray, np.ndarray]:
+        # The appended -1 (no group) is what position -1, an item not listed, reads.
+        sale_group = np.append(group_of_item, -1)[item_of_sale]
+        return comparable_premiums(times, excess, sale_group, group_of_item[item_of_query], query_times, window)
+
+    rarest, second = vocab.trait_columns_by_rarity(items, (0, 1))
+    type_and_count = items.groupby(["item_type", "accessory_count"], dropna=False, sort=False).ngroup().to_numpy()
+    out = {}
+    out["comps_trait_excess_premium"], out["comps_trait_count"] = comps(rarest, COMPS_TRAIT)
+    out["comps_type_excess_premium"], out["comps_type_count"] = comps(group_codes(items["item_type"]), COMPS_TYPE)
+    out["comps_trait2_excess_premium"], out["comps_trait2_count"] = comps(second, COMPS_TRAIT)
+    out["comps_type_count_excess_premium"], out["comps_type_count_count"] = comps(type_and_count, COMPS_TYPE_COUNT)
+    out["comps_traits_mean_excess_premium"], out["comps_traits_max_excess_premium"] = trait_comps(
+        times, excess, vocab.membership(items), item_of_sale, item_of_query, query_times, COMPS_TRAIT)
+    return out
 
 
 def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFrame) -> pd.DataFrame:
     """Features for each (item_key, ts) in `queries`, from data strictly before ts.
 
     Returns a frame aligned with `queries` (same index) including `floor`, the floor the
-    target and the prediction are relative to.
+    target and the prediction are relative to. Columns are gathered first and framed once:
+    adding them to a frame one by one copied a million rows several times.
     """
-    q = queries[["item_key", "ts"]].copy()
-    q["ts"] = pd.to_datetime(q["ts"]).astype("datetime64[ns]")
-    q["_order"] = np.arange(len(q))
-    query_times = q["ts"].to_numpy()
-    items = data.items.loc[q["item_key"]]
-    feats = vocab.item_features(items).reset_index(drop=True)
-
+    query_times = pd.to_datetime(queries["ts"]).astype("datetime64[ns]").to_numpy()
+    item_of_query = item_positions(data.items, queries["item_key"])
     context = data.context()
+    # Items by position, not key: integers join and group several times faster than strings.
+    item_of_sale = data.items.index.get_indexer(context["item_key"])  # -1: a sale of an item not listed
     data = MarketData(data.items, data.sales, robust_floor(data.market), context)
+    columns = vocab.item_feature_columns(data.items.iloc[item_of_query])
+
     # Market features depend on the time only: compute them once per distinct time (a nowcast
     # asks for one time for every item) and spread them over the queries.
     times, at = np.unique(query_times, return_inverse=True)
+    at = at.ravel()
     market = market_features(data, context, times)
     index = sales_index(data.sales, pd.DatetimeIndex(times)).to_numpy()
     market["log_index_over_floor"] = np.log(index / floor_before(data.market, pd.Series(times)))
-    feats = pd.concat([feats, market.iloc[at.ravel()].reset_index(drop=True)], axis=1)
+    columns.update({name: market[name].to_numpy()[at] for name in market.columns})
 
     # The item's own last sale before t, as a premium over the floor of its time.
-    history = context.rename(columns={"ts": "last_ts", "log_premium": "last_log_premium",
-                                      "excess_premium": "last_excess_premium", "price": "last_price"})
-    joined = pd.merge_asof(
-        q.sort_values("ts", kind="stable"),
+    last = last_sales(context, item_of_sale, item_of_query, query_times)
+    columns["last_sale_log_premium"] = last["last_log_premium"].to_numpy()
+    columns["last_sale_excess_premium"] = last["last_excess_premium"].to_numpy()
+    columns["last_sale_age_days"] = (last["ts"] - last["last_ts"]).dt.total_seconds().to_numpy() / 86400.0
+
+    columns.update(comparable_features(data.items, vocab, context, item_of_sale, item_of_query, query_times))
+
+    floor = floor_before(data.market, query_times)
+    columns["last_sale_market_adjusted_log_premium"] = carried_forward_log_premium(data.sales, last, index[at], floor)
+    columns["floor"] = floor
+    columns["last_price"] = last["last_price"].to_numpy()
+    columns["last_sale_at"] = last["last_ts"].to_numpy()
+    return pd.DataFrame(columns, index=queries.index)
+
+
+def last_sales(context: pd.DataFrame, item_of_sale: np.ndarray, item_of_query: np.ndarray,
+               query_times: np.ndarray) -> pd.DataFrame:
+    """Each query item's own last sale strictly before the query's time (NaN and NaT when none),
+    in query order: ts (the query's), last_ts, last_price, last_log_premium, last_excess_premium."""
+    queries = pd.DataFrame({"item": item_of_query, "ts": query_times, "_order": np.arange(len(query_times))})
+    history = context.drop(columns="item_key").assign(item=item_of_sale).rename(
+        columns={"ts": "last_ts", "log_premium": "last_log_premium", "excess_premium": "last_excess_premium",
+                 "price": "last_price"})
+    return pd.merge_asof(
+        queries.sort_values("ts", kind="stable"),
         history,
         left_on="ts",
         right_on="last_ts",
-        by="item_key",
+        by="item",
         allow_exact_matches=False,
         direction="backward",
     ).sort_values("_order")
-    feats["last_sale_log_premium"] = joined["last_log_premium"].to_numpy()
-    feats["last_sale_excess_premium"] = joined["last_excess_premium"].to_numpy()
-    feats["last_sale_age_days"] = (joined["ts"] - joined["last_ts"]).dt.total_seconds().to_numpy() / 86400.0
 
-    # Comparable sales: recent sales of items that share this item's rarest trait, and of its type.
-    rarest = vocab.rarest_trait(data.items)
-    sale_rarest = rarest.reindex(context["item_key"]).fillna("").to_numpy(dtype=object)
-    query_rarest = rarest.reindex(q["item_key"]).fillna("").to_numpy(dtype=object)
-    feats["comps_trait_excess_premium"], feats["comps_trait_count"] = comparable_premiums(
-        context, sale_rarest, query_rarest, query_times, COMPS_TRAIT)
-    sale_type = data.items["item_type"].reindex(context["item_key"]).fillna("").to_numpy(dtype=object)
-    query_type = items["item_type"].fillna("").to_numpy(dtype=object)
-    feats["comps_type_excess_premium"], feats["comps_type_count"] = comparable_premiums(
-        context, sale_type, query_type, query_times, COMPS_TYPE)
 
-    # ... of its second-rarest trait, of its type with the same accessory count, and over all its traits.
-    second = vocab.rarest_trait(data.items, rank=1)
-    feats["comps_trait2_excess_premium"], feats["comps_trait2_count"] = comparable_premiums(
-        context, second.reindex(context["item_key"]).fillna("").to_numpy(dtype=object),
-        second.reindex(q["item_key"]).fillna("").to_numpy(dtype=object), query_times, COMPS_TRAIT)
-    type_count = data.items["item_type"].astype(str) + "|" + data.items["accessory_count"].astype(str)
-    feats["comps_type_count_excess_premium"], feats["comps_type_count_count"] = comparable_premiums(
-        context, type_count.reindex(context["item_key"]).fillna("").to_numpy(dtype=object),
-        type_count.reindex(q["item_key"]).fillna("").to_numpy(dtype=object), query_times, COMPS_TYPE_COUNT)
-    feats["comps_traits_mean_excess_premium"], feats["comps_traits_max_excess_premium"] = all_trait_comps(
-        context, data.items, vocab, q["item_key"].to_numpy(), query_times)
-
-    # The item's last price carried forward by the market's move since: last price x (sales
-    # index now / sales index then), over the floor now.
-    last_ts = pd.DatetimeIndex(joined["last_ts"].to_numpy())
-    index_then = np.full(len(q), np.nan)
+def carried_forward_log_premium(sales: pd.DataFrame, last: pd.DataFrame, index_now: np.ndarray,
+                                floor: np.ndarray) -> np.ndarray:
+    """The item's last price carried forward by the market's move since: last price x (sales
+    index now / sales index then), over the floor now."""
+    last_ts = pd.DatetimeIndex(last["last_ts"].to_numpy())
+    index_then = np.full(len(last), np.nan)
     if (~last_ts.isna()).any():
-        index_then[~last_ts.isna()] = sales_index(data.sales, last_ts[~last_ts.isna()]).to_numpy()
+        index_then[~last_ts.isna()] = sales_index(sales, last_ts[~last_ts.isna()]).to_numpy()
     with np.errstate(all="ignore"):
-        feats["last_sale_market_adjusted_log_premium"] = np.log(
-            joined["last_price"].to_numpy(dtype=float) * index[at.ravel()] / index_then
-            / floor_before(data.market, q["ts"]))
-
-    feats.index = queries.index
-    feats["floor"] = floor_before(data.market, q["ts"])
-    feats["last_price"] = joined["last_price"].to_numpy()
-    feats["last_sale_at"] = joined["last_ts"].to_numpy()
-    return feats
+        return np.log(last["last_price"].to_numpy(dtype=float) * index_now / index_then / floor)
 
 
 def comparable_sale_rows(data: MarketData, group_of_item: pd.Series, group: str, t: pd.Timestamp,

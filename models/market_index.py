@@ -35,9 +35,13 @@ def sales_index(sales: pd.DataFrame, days: pd.DatetimeIndex) -> pd.Series:
     starts = days.normalize().to_numpy()
     level = np.full(len(starts), np.nan)
     for window in INDEX_WINDOWS_DAYS:
-        quantile, count = trailing_quantiles(times, prices, starts, pd.Timedelta(days=window), (INDEX_QUANTILE,))
-        todo = np.isnan(level) & (count >= INDEX_MIN_SALES)
-        level[todo] = quantile[todo, 0]
+        # A wider window only for the days the narrower ones left without a level: in an active
+        # market that is few days, whose windows are then read directly.
+        todo = np.flatnonzero(np.isnan(level))
+        quantile, count = trailing_quantiles(times, prices, starts[todo], pd.Timedelta(days=window),
+                                             (INDEX_QUANTILE,))
+        enough = count >= INDEX_MIN_SALES
+        level[todo[enough]] = quantile[enough, 0]
     return pd.Series(level, index=days, name="sales_index")
 
 
@@ -45,23 +49,73 @@ def trailing_quantiles(
     times: np.ndarray, values: np.ndarray, query_times: np.ndarray, window: pd.Timedelta,
     quantiles: tuple[float, ...] = (0.5,),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Quantiles of `values` over [t - window, t) for each query time t, and the count.
-    `times` must be sorted. Returns (array of shape (n_queries, n_quantiles), counts).
+    """Quantiles of the finite `values` over [t - window, t) for each query time t, and their
+    count (quantiles NaN when there are none). `times` must be sorted. Returns (array of shape
+    (n_queries, n_quantiles), counts).
 
-    Query points are merged into the series as NaN and pandas' rolling window (closed on the
-    left, so nothing at t itself is seen) does the work in C."""
-    values = np.where(np.isfinite(values), values, np.nan)
-    n_obs = len(times)
-    merged_times = np.concatenate([times, query_times])
-    merged_values = np.concatenate([values, np.full(len(query_times), np.nan)])
+    Each distinct query time is computed once. When the windows of those times hold few sales
+    in all (a nowcast asks for one time), they are read directly; otherwise (training asks for
+    every sale's time) pandas' rolling window goes once over all sales. Both interpolate as
+    pandas does, so the two give the same bits."""
+    finite = np.isfinite(values)
+    times, values = times[finite], values[finite]
+    distinct, at = np.unique(query_times, return_inverse=True)
+    lo = np.searchsorted(times, distinct - np.timedelta64(window), "left")
+    hi = np.searchsorted(times, distinct, "left")
+    if (hi - lo).sum() <= len(times) + len(distinct):
+        out, counts = quantiles_of_windows(values, lo, hi, quantiles)
+    else:
+        out, counts = rolling_quantiles(times, values, distinct, window, quantiles)
+    return out[at.ravel()], counts[at.ravel()]
+
+
+def quantiles_of_windows(values: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                         quantiles: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Quantiles of values[lo[i]:hi[i]] for each i: the windows side by side, sorted within each."""
+    counts = hi - lo
+    window_of = np.repeat(np.arange(len(counts)), counts)
+    first = np.cumsum(counts) - counts  # where each window starts once they are side by side
+    gathered = values[np.arange(counts.sum()) - first[window_of] + lo[window_of]]
+    ordered = gathered[np.lexsort((gathered, window_of))]
+    out = np.full((len(counts), len(quantiles)), np.nan)
+    some = counts > 0
+    for j, q in enumerate(quantiles):
+        out[some, j] = interpolated_quantile(ordered, first[some], counts[some], q)
+    return out, counts.astype(float)
+
+
+def interpolated_quantile(ordered: np.ndarray, first: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
+    """Quantile q of each sorted run ordered[first:first + count], interpolated exactly as pandas'
+    rolling quantile does (low + (high - low) * fraction), not as numpy's (which differs in the
+    last bit above the midpoint)."""
+    position = q * (counts - 1)
+    below = position.astype(np.int64)
+    low = ordered[first + below]
+    high = ordered[first + np.minimum(below + 1, counts - 1)]
+    return np.where(position == below, low, low + (high - low) * (position - below))
+
+
+def rolling_quantiles(times: np.ndarray, values: np.ndarray, query_times: np.ndarray, window: pd.Timedelta,
+                      quantiles: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """trailing_quantiles for many query times: pandas' rolling window (closed on the left, so
+    nothing at t itself is seen) goes over the sales in C. Rows of one time share one window, so
+    a query at a sale's time (training asks for every sale's) reads that sale's row; only the
+    other query times are merged into the series, as NaN."""
+    at_sale = np.searchsorted(times, query_times, "left")
+    on_sale = at_sale < len(times)
+    on_sale[on_sale] = times[at_sale[on_sale]] == query_times[on_sale]
+    merged_times = np.concatenate([times, query_times[~on_sale]])
+    merged_values = np.concatenate([values, np.full((~on_sale).sum(), np.nan)])
     order = np.argsort(merged_times, kind="stable")
     series = pd.Series(merged_values[order], index=pd.DatetimeIndex(merged_times[order]))
     rolling = series.rolling(window, closed="left", min_periods=1)
-    is_query = order >= n_obs
-    position = np.empty(len(query_times), dtype=int)
-    position[order[is_query] - n_obs] = np.flatnonzero(is_query)
-    out = np.column_stack([rolling.quantile(q).to_numpy()[position] for q in quantiles])
-    counts = rolling.count().to_numpy()[position]
+    row_of = np.empty(len(order), dtype=np.int64)  # merged position -> row of the sorted series
+    row_of[order] = np.arange(len(order))
+    row = np.empty(len(query_times), dtype=np.int64)
+    row[on_sale] = row_of[at_sale[on_sale]]
+    row[~on_sale] = row_of[len(times):]
+    out = np.column_stack([rolling.quantile(q).to_numpy()[row] for q in quantiles])
+    counts = rolling.count().to_numpy()[row]
     return out, np.nan_to_num(counts)
 
 

@@ -252,14 +252,24 @@ def snapshot_values(session: Session, snapshot_id: int) -> pd.DataFrame:
 def snapshot_csv(values: pd.DataFrame) -> str:
     """The rows of a snapshot as CSV text, the one form both the database and the archive get:
     6 significant digits, UTC ISO times with Z, empty for none. Times are formatted by numpy
-    (pandas' per-value strftime was a third of a 1M-item nowcast)."""
+    (pandas' per-value strftime was a third of a 1M-item nowcast), numbers by format_floats."""
     frame = values[list(ROW_COLUMNS)].copy()
     ts = pd.to_datetime(frame["last_sale_at"]).to_numpy().astype("datetime64[us]")
     missing = np.isnat(ts)
     whole_seconds = bool((ts[~missing] == ts[~missing].astype("datetime64[s]")).all())
     text = np.datetime_as_string(ts, unit="s" if whole_seconds else "us", timezone="UTC")
     frame["last_sale_at"] = np.where(missing, "", text)
-    return frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+    for column in frame.columns[frame.dtypes == np.float64]:
+        frame[column] = format_floats(frame[column].to_numpy())
+    return frame.to_csv(index=False, lineterminator="\n")
+
+
+def format_floats(values: np.ndarray) -> np.ndarray:
+    """Each value as "%.6g", "" for NaN: the text of to_csv(float_format="%.6g") at a fifth of
+    its cost (a 1M-item snapshot spent 10 s there)."""
+    text = np.array(["%.6g" % value for value in values.tolist()], dtype=object)  # noqa: UP031 - as pandas formats
+    text[np.isnan(values)] = ""
+    return text
 
 
 def snapshot_csv_gz(values: pd.DataFrame | None = None, rows_csv: str | None = None) -> bytes:

@@ -121,3 +121,16 @@ def test_queries_at_many_times_match_each_time_built_alone():
     together = build_features(data, vocab, queries)
     alone = pd.concat([build_features(data, vocab, queries[queries["ts"] == t]) for t in times]).loc[queries.index]
     pd.testing.assert_frame_equal(together, alone)
+
+
+def test_predicting_in_slices_of_rows_gives_the_same_values(monkeypatch):
+    from models import estimator
+    from models.estimator import TrainParams
+
+    data = synthetic_market(n_sales=600, seed=2)
+    model = fit(data, TrainParams(max_iter=20, min_samples_leaf=10))
+    queries = pd.DataFrame({"item_key": data.items.index, "ts": pd.Timestamp("2021-04-01")})
+    feats = build_features(data, model.vocab, queries)
+    whole = model.predict_features(feats)
+    monkeypatch.setattr(estimator, "PREDICT_ROWS", 7)
+    pd.testing.assert_frame_equal(model.predict_features(feats), whole)

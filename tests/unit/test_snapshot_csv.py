@@ -1,0 +1,28 @@
+"""The snapshot's CSV text (database rows and archive) is what pandas' float_format gave."""
+
+import numpy as np
+import pandas as pd
+
+from storage.snapshots import ROW_COLUMNS, snapshot_csv
+
+
+def test_numbers_are_written_as_to_csv_float_format_wrote_them():
+    rng = np.random.default_rng(5)
+    n = 2000
+    values = pd.DataFrame({
+        "item_key": [f"k{i}" for i in range(n)],
+        "fair_value": rng.lognormal(2, 3, n),
+        "p10": np.where(rng.random(n) < 0.1, np.nan, rng.lognormal(-3, 4, n)),
+        "p90": np.where(rng.random(n) < 0.5, np.round(rng.lognormal(2, 2, n)), rng.lognormal(2, 2, n)),  # whole, too
+        "signal": rng.choice(["BUY", "HOLD", "SELL"], n),
+        "last_price": np.where(rng.random(n) < 0.5, np.nan, rng.lognormal(3, 1, n)),
+        "last_sale_at": pd.to_datetime(np.where(rng.random(n) < 0.5, np.datetime64("NaT"),
+                                                np.datetime64("2021-03-04T05:06:07"))),
+        "extra": 1.0,  # not a row column
+    })
+    values.loc[0, ["fair_value", "p10", "p90"]] = [1e-7, 123456789.0, 0.0]
+    frame = values[list(ROW_COLUMNS)].copy()
+    frame["last_sale_at"] = np.where(frame["last_sale_at"].isna(), "",
+                                     frame["last_sale_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    expected = frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+    assert snapshot_csv(values) == expected
