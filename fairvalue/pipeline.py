@@ -160,7 +160,7 @@ def ingest_webhook_calls(calls: Sequence[WebhookCall], settings: Settings | None
     """Webhook calls in one transaction (group commit: api/webhooks.py); each gets its own outcome."""
     settings = settings or get_settings()
     with session_scope() as session:
-        return webhook_calls.ingest_calls(session, collection(session, settings), calls, settings.min_floor_fraction)
+        return webhook_calls.ingest_calls(session, settings.collection, calls, settings.min_floor_fraction)
 
 
 def ingest_file(path: Path, settings: Settings | None = None, progress: Progress | None = None):
