@@ -109,12 +109,12 @@ FLOORS_ON = text("SELECT f.day, f.floor FROM unnest(CAST(:days AS date[])) AS as
 # The same look-ups by collection slug, for storage/webhook_calls.py: they go out in one round
 # trip with the collection's own look-up, so they cannot wait for its id.
 COLLECTION_ID = text("SELECT id FROM collections WHERE slug = :slug")
-_BY_SLUG = "(SELECT id FROM collections WHERE slug = :slug)"
-KNOWN_AMONG_IN = text(f"SELECT item_key FROM items WHERE collection_id = {_BY_SLUG} AND item_key IN :keys") \
+KNOWN_AMONG_IN = text("SELECT item_key FROM items WHERE collection_id = "
+                      "(SELECT id FROM collections WHERE slug = :slug) AND item_key IN :keys") \
     .bindparams(bindparam("keys", expanding=True))
 FLOORS_ON_IN = text("SELECT f.day, f.floor FROM unnest(CAST(:days AS date[])) AS asked(day) CROSS JOIN LATERAL "
-                    f"(SELECT day, floor FROM market_days WHERE collection_id = {_BY_SLUG} AND day <= asked.day "
-                    "AND floor > 0 ORDER BY day DESC LIMIT 1) AS f")
+                    "(SELECT day, floor FROM market_days WHERE collection_id = (SELECT id FROM collections "
+                    "WHERE slug = :slug) AND day <= asked.day AND floor > 0 ORDER BY day DESC LIMIT 1) AS f")
 STORED_HASHES = text("SELECT event_id, content_hash FROM sales WHERE collection_id = :collection "
                      "AND event_id IN :ids").bindparams(bindparam("ids", expanding=True))
 

@@ -59,7 +59,8 @@ def ingest_calls(session: Session, collection_slug: str, calls: Sequence[Webhook
     settled = batch_rules.settle(validated, claims, inserted, stored_hash)
 
     ingest_store.store_rejections(session, collection, [r for s in settled for r in s.rejections], ORIGIN)
-    deliveries.record_all(session, [_delivery(call, s.report, received_at) for call, s in zip(live, settled, strict=True)])
+    deliveries.record_all(session, [_delivery(call, settled_call.report, received_at)
+                                    for call, settled_call in zip(live, settled, strict=True)])
 
     reports = iter(s.report for s in settled)
     return [CallOutcome(accepted_before=replayed[i]) if i in replayed else CallOutcome(report=next(reports))

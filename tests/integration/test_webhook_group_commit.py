@@ -110,7 +110,8 @@ def test_concurrent_http_calls_get_their_own_reports(client):
 
     def post(payload, signed_at=t):
         body = json.dumps(payload).encode()
-        r = client.post("/v1/webhooks/sales", content=body, headers={signing.HEADER: signing.sign(SECRET, body, signed_at)})
+        r = client.post("/v1/webhooks/sales", content=body,
+                        headers={signing.HEADER: signing.sign(SECRET, body, signed_at)})
         return r.status_code, r.json()
 
     distinct = [a_sale(f"gc-http{i}-{tag}") for i in range(12)]
