@@ -3,10 +3,15 @@
 Replays are refused: a delivery (same signature timestamp and body) already accepted is a 409
 inside the signature tolerance and a 401 outside it. A call whose every sale reuses a stored
 event id with different content is a 409 (the rows are kept in rejected_sales). Every refusal
-is recorded in webhook_deliveries with its reason (storage/webhooks.py)."""
+is recorded in webhook_deliveries with its reason (storage/webhooks.py).
+
+Concurrent calls are group-committed: one writer ingests every call waiting in one transaction
+and answers each with its own report, exactly what the calls one after another would get
+(fairvalue/group_commit.py, fairvalue/webhook_batch.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -20,8 +25,9 @@ from starlette.responses import JSONResponse
 from api import jsonbody, metrics, signing
 from api.errors import error
 from fairvalue import pipeline
+from fairvalue.group_commit import GroupCommitter
 from fairvalue.settings import get_settings
-from models.validation import Reason
+from fairvalue.webhook_batch import CallOutcome, WebhookCall, every_sale_conflicts
 from storage import webhooks as deliveries
 from storage.db import session_scope
 
@@ -70,6 +76,11 @@ class FollowUp:
         self._lock = threading.Lock()
         self._due = 0.0  # monotonic time the pending message runs at
 
+    def covered(self) -> bool:
+        """A message is pending and will see sales committed now: no need to ask (or to take a
+        thread for `request`, which may block on the broker)."""
+        return time.monotonic() < self._due
+
     def request(self, accepted: int, delay: float) -> str:
         with self._lock:
             now = time.monotonic()
@@ -114,25 +125,12 @@ def _first_acceptance(digest: str):
         return deliveries.first_acceptance(session, digest)
 
 
-def _every_sale_conflicts(report) -> bool:
-    conflicts = report.reasons.get(Reason.DUPLICATE_CONFLICT, 0)
-    return report.accepted == 0 and report.duplicate == 0 and conflicts == report.rejected > 0
-
-
-def _ingest_once(sales: list, body: bytes, digest: str, signed_at: int, client: str, settings):
-    """One transaction: refuse a replayed delivery (returns when it was first accepted), or
-    ingest its sales and record the delivery (returns None and the ingest report)."""
-    with session_scope() as session:
-        first = deliveries.first_acceptance(session, digest)
-        if first is not None:
-            return first, None
-        report = pipeline.ingest_sales_call(session, sales, "webhook", settings)
-        refused = _every_sale_conflicts(report)
-        deliveries.record(session, outcome=deliveries.CONFLICT if refused else deliveries.ACCEPTED,
-                          status_code=409 if refused else 202, body=body, digest=digest, signed_at=signed_at,
-                          client=client, processed=True,
-                          reason="every event id is already stored with different content" if refused else "")
-        return None, report
+# Calls that passed the signature, JSON and shape checks share transactions: one writer thread
+# takes every call waiting and ingests them together (fairvalue/group_commit.py says why and
+# how a failing batch falls back to one transaction per call).
+ingest_writer: GroupCommitter[WebhookCall, CallOutcome] = GroupCommitter(
+    pipeline.ingest_webhook_calls, lambda call: pipeline.ingest_webhook_calls([call])[0],
+    max_batch=64, name="webhook-writer")
 
 
 async def receive_sales(request: Request) -> JSONResponse:
@@ -189,14 +187,19 @@ async def receive_sales(request: Request) -> JSONResponse:
     sales = _sales_from(payload)
     if isinstance(sales, str):
         return await _refuse(422, sales, "malformed", body, client, digest, signed_at)
-    accepted_before, report = await run_in_threadpool(_ingest_once, sales, body, digest, signed_at, client, settings)
+    outcome = await asyncio.wrap_future(ingest_writer.submit(WebhookCall(sales, body, digest, signed_at, client)))
+    accepted_before, report = outcome.accepted_before, outcome.report
     if accepted_before is not None:
         return await _refuse(409, f"replayed delivery: this signature was accepted at {accepted_before.isoformat()}; "
                              "nothing was done", deliveries.REPLAY, body, client, digest, signed_at)
     metrics.webhook_outcome(report.accepted, report.duplicate, report.rejected)
-    if _every_sale_conflicts(report):
+    if every_sale_conflicts(report):
         return error(409, "every event id in this call is already stored with different content; the rows are "
                      "kept in rejected_sales", outcome=deliveries.CONFLICT, **report.as_dict())
-    next_step = (await run_in_threadpool(follow_up.request, report.accepted, settings.webhook_follow_up_seconds)
-                 if report.accepted else "none")
+    if not report.accepted:
+        next_step = "none"
+    elif follow_up.covered():  # most calls of a burst: no thread hop (bench/ingest.py)
+        next_step = "enqueued"
+    else:
+        next_step = await run_in_threadpool(follow_up.request, report.accepted, settings.webhook_follow_up_seconds)
     return JSONResponse({**report.as_dict(), "follow_up": next_step}, status_code=202)

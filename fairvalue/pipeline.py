@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +22,7 @@ from sqlmodel import Session, select
 
 from fairvalue import kinds
 from fairvalue.settings import Settings, get_settings
+from fairvalue.webhook_batch import CallOutcome, WebhookCall
 from models import estimator
 from models.diagnostics import diagnostics, learning_curve, price_band
 from models.drift import DriftReport, drift_report
@@ -29,6 +30,7 @@ from models.features import MarketData, build_features
 from models.metrics import valuation_metrics
 from models.validation import ValidatedBatch, item_key_of, sale_day_of, validate_batch
 from storage import ingest as ingest_store
+from storage import webhook_calls
 from storage.artifacts import ArtifactError, get_store
 from storage.bundled import read_market_days, read_punks, read_sales_file
 from storage.db import session_scope
@@ -152,6 +154,13 @@ def ingest_sales_call(
     known = ingest_store.known_item_keys(session, coll, {item_key_of(row) for row in mappings})
     floors = ingest_store.floor_lookup(session, coll, {d for d in map(sale_day_of, mappings) if d is not None})
     return ingest_store.ingest_sales(session, coll, rows, origin, settings.min_floor_fraction, known, floors)
+
+
+def ingest_webhook_calls(calls: Sequence[WebhookCall], settings: Settings | None = None) -> list[CallOutcome]:
+    """Webhook calls in one transaction (group commit: api/webhooks.py); each gets its own outcome."""
+    settings = settings or get_settings()
+    with session_scope() as session:
+        return webhook_calls.ingest_calls(session, settings.collection, calls, settings.min_floor_fraction)
 
 
 def ingest_file(path: Path, settings: Settings | None = None, progress: Progress | None = None):

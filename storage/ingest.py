@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Date, Float, bindparam, text
 from sqlmodel import Session, select
 
-from models.validation import FloorLookup, Reason, Rejection, ValidatedBatch, validate_batch
+from models.validation import CleanSale, FloorLookup, Reason, Rejection, ValidatedBatch, validate_batch
 from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale, utcnow
 from storage.upsert import insert_ignoring_conflicts, upsert
 
@@ -83,9 +83,15 @@ def floor_lookup(session: Session, collection: Collection, days: Iterable[date] 
             select(MarketDay.day, MarketDay.floor).where(MarketDay.collection_id == collection.id)
         ).all()
         return FloorLookup({d: f for d, f in rows})
+    days = sorted(set(days))
+    if not days:
+        return FloorLookup({})
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":  # one statement for every day of a batch of calls
+        return FloorLookup(dict(connection.execute(FLOORS_ON, {"collection": collection.id, "days": days}).all()))
     found = {}
-    for day in set(days):
-        row = session.connection().execute(FLOOR_ON, {"collection": collection.id, "day": day}).first()
+    for day in days:
+        row = connection.execute(FLOOR_ON, {"collection": collection.id, "day": day}).first()
         if row is not None:
             found[row[0]] = row[1]
     return FloorLookup(found)
@@ -97,6 +103,20 @@ KNOWN_AMONG = text("SELECT item_key FROM items WHERE collection_id = :collection
     .bindparams(bindparam("keys", expanding=True))
 FLOOR_ON = text("SELECT day, floor FROM market_days WHERE collection_id = :collection AND day <= :day "
                 "AND floor > 0 ORDER BY day DESC LIMIT 1").columns(day=Date, floor=Float)
+FLOORS_ON = text("SELECT f.day, f.floor FROM unnest(CAST(:days AS date[])) AS asked(day) CROSS JOIN LATERAL "
+                 "(SELECT day, floor FROM market_days WHERE collection_id = :collection AND day <= asked.day "
+                 "AND floor > 0 ORDER BY day DESC LIMIT 1) AS f").columns(day=Date, floor=Float)
+# The same look-ups by collection slug, for storage/webhook_calls.py: they go out in one round
+# trip with the collection's own look-up, so they cannot wait for its id.
+COLLECTION_ID = text("SELECT id FROM collections WHERE slug = :slug")
+KNOWN_AMONG_IN = text("SELECT item_key FROM items WHERE collection_id = "
+                      "(SELECT id FROM collections WHERE slug = :slug) AND item_key IN :keys") \
+    .bindparams(bindparam("keys", expanding=True))
+FLOORS_ON_IN = text("SELECT f.day, f.floor FROM unnest(CAST(:days AS date[])) AS asked(day) CROSS JOIN LATERAL "
+                    "(SELECT day, floor FROM market_days WHERE collection_id = (SELECT id FROM collections "
+                    "WHERE slug = :slug) AND day <= asked.day AND floor > 0 ORDER BY day DESC LIMIT 1) AS f")
+STORED_HASHES = text("SELECT event_id, content_hash FROM sales WHERE collection_id = :collection "
+                     "AND event_id IN :ids").bindparams(bindparam("ids", expanding=True))
 
 
 def known_item_keys(session: Session, collection: Collection, among: Iterable[str] | None = None) -> set[str]:
@@ -167,10 +187,8 @@ def ingest_sales(
     return store_validated(session, collection, batch, origin)
 
 
-def store_validated(session: Session, collection: Collection, batch: ValidatedBatch, origin: str) -> IngestReport:
-    """Store a validated batch: new sales, and rejections (an event id already stored with
-    other content is one too); sales already stored with the same content count as duplicates."""
-    report = IngestReport(duplicate=batch.repeated_in_batch)
+def insert_sales(session: Session, collection: Collection, sales: list[CleanSale]) -> set[str]:
+    """Insert clean sales, skipping event ids already stored; return the event ids inserted."""
     now = utcnow()
     sale_rows = [
         {
@@ -185,12 +203,20 @@ def store_validated(session: Session, collection: Collection, batch: ValidatedBa
             "content_hash": s.content_hash,
             "ingested_at": now,
         }
-        for s in batch.clean
+        for s in sales
     ]
     inserted: set[str] = set()
     for start in range(0, len(sale_rows), 2000):
         chunk = sale_rows[start : start + 2000]
         inserted.update(insert_ignoring_conflicts(session, Sale.__table__, chunk, returning="event_id"))
+    return inserted
+
+
+def store_validated(session: Session, collection: Collection, batch: ValidatedBatch, origin: str) -> IngestReport:
+    """Store a validated batch: new sales, and rejections (an event id already stored with
+    other content is one too); sales already stored with the same content count as duplicates."""
+    report = IngestReport(duplicate=batch.repeated_in_batch)
+    inserted = insert_sales(session, collection, batch.clean)
     # Rows that were not inserted hit an event id we already hold: the same content is a
     # duplicate, different content is kept as a rejection.
     not_inserted = [s for s in batch.clean if s.event_id not in inserted]
@@ -210,16 +236,29 @@ def store_validated(session: Session, collection: Collection, batch: ValidatedBa
             if stored.get(s.event_id) == s.content_hash:
                 report.duplicate += 1
             else:
-                raw = {"event_id": s.event_id, "timestamp": s.ts.isoformat(), "item_key": s.item_key,
-                       "price": s.price, "seller": s.seller, "buyer": s.buyer, "source": s.source}
-                rejections.append(Rejection(raw, Reason.DUPLICATE_CONFLICT,
-                                            "event id already stored with different content"))
+                rejections.append(conflict_with_stored(s))
     report.accepted = len(inserted)
     report.accepted_event_ids = sorted(inserted)
     store_rejections(session, collection, rejections, origin)
     report.rejected = len(rejections)
     report.reasons.update(r.reason for r in rejections)
     return report
+
+
+def conflict_with_stored(sale: CleanSale) -> Rejection:
+    """A sale whose event id is already stored with other content, kept as a rejection."""
+    raw = {"event_id": sale.event_id, "timestamp": sale.ts.isoformat(), "item_key": sale.item_key,
+           "price": sale.price, "seller": sale.seller, "buyer": sale.buyer, "source": sale.source}
+    return Rejection(raw, Reason.DUPLICATE_CONFLICT, "event id already stored with different content")
+
+
+def stored_content_hashes(session: Session, collection: Collection, event_ids: Iterable[str]) -> dict[str, str]:
+    """The content hash of each of these event ids that is stored (plain SQL: webhook path)."""
+    ids, found = list(event_ids), {}
+    for start in range(0, len(ids), 1000):
+        found.update(session.connection().execute(
+            STORED_HASHES, {"collection": collection.id, "ids": ids[start : start + 1000]}).all())
+    return found
 
 
 def _text(value: str | None) -> str | None:

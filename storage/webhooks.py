@@ -7,9 +7,10 @@ operator can see who is sending what (`webhook_deliveries`)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlmodel import Session
 
 from storage.tables import WebhookDelivery, utcnow
@@ -22,6 +23,9 @@ ACCEPTED, CONFLICT, REPLAY = "accepted", "conflict", "replay"
 # statement building cost more than the query (bench/ingest.py).
 FIRST_ACCEPTANCE = text("SELECT received_at FROM webhook_deliveries WHERE accepted_signature = :digest") \
     .columns(received_at=WebhookDelivery.__table__.c.received_at.type)
+ACCEPTANCES = text("SELECT accepted_signature, received_at FROM webhook_deliveries "
+                   "WHERE accepted_signature IN :digests").bindparams(bindparam("digests", expanding=True)) \
+    .columns(received_at=WebhookDelivery.__table__.c.received_at.type)
 
 
 def first_acceptance(session: Session, digest: str) -> datetime | None:
@@ -29,14 +33,23 @@ def first_acceptance(session: Session, digest: str) -> datetime | None:
     return session.connection().execute(FIRST_ACCEPTANCE, {"digest": digest}).scalar()
 
 
-def record(
-    session: Session, *, outcome: str, status_code: int, body: bytes, reason: str = "", digest: str | None = None,
-    signed_at: int | None = None, client: str = "", processed: bool = False,
-) -> None:
-    """Record one delivery. `processed` (its sales went through ingest) makes its digest the
-    one a replay is refused against; a race between two identical deliveries keeps the first."""
-    insert_ignoring_conflicts(session, WebhookDelivery.__table__, [{
-        "received_at": utcnow(),
+def acceptances(session: Session, digests: Iterable[str]) -> dict[str, datetime]:
+    """When each of these deliveries was first accepted, for those that were (one statement for
+    a batch of webhook calls)."""
+    digests = list(digests)
+    if not digests:
+        return {}
+    return dict(session.connection().execute(ACCEPTANCES, {"digests": digests}).all())
+
+
+def delivery_row(
+    *, outcome: str, status_code: int, body: bytes, reason: str = "", digest: str | None = None,
+    signed_at: int | None = None, client: str = "", processed: bool = False, received_at: datetime | None = None,
+) -> dict:
+    """One webhook_deliveries row. `processed` (its sales went through ingest) makes its digest
+    the one a replay is refused against."""
+    return {
+        "received_at": received_at or utcnow(),
         "signature_sha256": digest,
         "accepted_signature": digest if processed else None,
         "signed_at": datetime.fromtimestamp(signed_at, UTC) if signed_at is not None else None,
@@ -46,4 +59,14 @@ def record(
         "outcome": outcome[:32],
         "reason": reason[:1000],
         "client": client[:64],
-    }])
+    }
+
+
+def record_all(session: Session, rows: list[dict]) -> None:
+    """Record deliveries (rows of delivery_row); a race between two identical deliveries keeps the first."""
+    insert_ignoring_conflicts(session, WebhookDelivery.__table__, rows)
+
+
+def record(session: Session, **fields) -> None:
+    """Record one delivery (the fields of delivery_row)."""
+    record_all(session, [delivery_row(**fields)])

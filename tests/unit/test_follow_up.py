@@ -48,3 +48,14 @@ def test_a_broker_that_is_down_is_reported_and_tried_again_next_call():
     outbox.down = False
     assert follow_up.request(1, delay=5) == "enqueued"
     assert len(outbox.sent) == 1
+
+
+def test_covered_while_a_message_is_pending_only():
+    outbox = Outbox()
+    follow_up = FollowUp(outbox)
+    assert not follow_up.covered()
+    follow_up.request(1, delay=0.2)
+    assert follow_up.covered()
+    time.sleep(0.25)
+    assert not follow_up.covered()
+    assert not FollowUp(Outbox(down=True)).covered()

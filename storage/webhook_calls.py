@@ -1,0 +1,76 @@
+"""Many webhook calls in one transaction, with set-based statements (group commit).
+
+One round trip for the look-ups (replay check for every digest, collection, known items, the
+floor of every day), one insert of the claimed sales, one look-up of the event ids that were already stored, one insert
+of the rejections and one of the delivery records: the same ~8 statements for a batch as for a
+single call (bench/ingest.py). What each call is told is decided by fairvalue/webhook_batch.py."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlmodel import Session
+
+from fairvalue import webhook_batch as batch_rules
+from fairvalue.webhook_batch import CallOutcome, WebhookCall
+from models.validation import FloorLookup, item_key_of, sale_day_of, validate_batch
+from storage import ingest as ingest_store
+from storage import webhooks as deliveries
+from storage.pipelined import run_together
+from storage.tables import Collection, utcnow
+
+ORIGIN = "webhook"
+
+
+def ingest_calls(session: Session, collection_slug: str, calls: Sequence[WebhookCall],
+                 min_floor_fraction: float) -> list[CallOutcome]:
+    """Each call's outcome, in the caller's transaction; the caller commits."""
+    received_at = utcnow()
+    rows = [row for call in calls for row in call.sales if isinstance(row, dict)]
+    keys = {item_key_of(row) for row in rows}
+    days = {d for d in map(sale_day_of, rows) if d is not None}
+    # The look-ups go out in one round trip (storage/pipelined.py). They cover every call, the
+    # replays included: a replay is rare, and leaving it out would cost a round trip first.
+    looked_up = run_together(session, [
+        (deliveries.ACCEPTANCES, {"digests": sorted({c.digest for c in calls})}),
+        (ingest_store.COLLECTION_ID, {"slug": collection_slug}),
+        (ingest_store.KNOWN_AMONG_IN, {"slug": collection_slug, "keys": sorted(keys) or [""]}),
+        *([(ingest_store.FLOORS_ON_IN, {"slug": collection_slug, "days": sorted(days)})]
+          if days and session.get_bind().dialect.name == "postgresql" else []),
+    ])
+    accepted, found_collection, known = looked_up[0], looked_up[1], {key for (key,) in looked_up[2]}
+    collection = ingest_store.ensure_collection(session, collection_slug) if not found_collection \
+        else Collection(id=found_collection[0][0], slug=collection_slug)
+    floors = FloorLookup(dict(looked_up[3])) if len(looked_up) > 3 else \
+        ingest_store.floor_lookup(session, collection, days)
+
+    replayed = batch_rules.replays(calls, {digest: at.astimezone(UTC) for digest, at in accepted}, received_at)
+    live = [call for i, call in enumerate(calls) if i not in replayed]
+    now = datetime.now(UTC)
+    validated = [validate_batch(call.sales, known, floors, min_floor_fraction, now) for call in live]
+
+    claims = batch_rules.first_claims(validated)
+    claimed = batch_rules.claimed_sales(validated, claims)
+    inserted = ingest_store.insert_sales(session, collection, claimed)
+    stored_hash = ingest_store.stored_content_hashes(
+        session, collection, [s.event_id for s in claimed if s.event_id not in inserted])
+    stored_hash.update((s.event_id, s.content_hash) for s in claimed if s.event_id in inserted)
+    settled = batch_rules.settle(validated, claims, inserted, stored_hash)
+
+    ingest_store.store_rejections(session, collection, [r for s in settled for r in s.rejections], ORIGIN)
+    deliveries.record_all(session, [_delivery(call, settled_call.report, received_at)
+                                    for call, settled_call in zip(live, settled, strict=True)])
+
+    reports = iter(s.report for s in settled)
+    return [CallOutcome(accepted_before=replayed[i]) if i in replayed else CallOutcome(report=next(reports))
+            for i in range(len(calls))]
+
+
+def _delivery(call: WebhookCall, report, received_at: datetime) -> dict:
+    refused = batch_rules.every_sale_conflicts(report)
+    return deliveries.delivery_row(
+        outcome=deliveries.CONFLICT if refused else deliveries.ACCEPTED, status_code=409 if refused else 202,
+        body=call.body, digest=call.digest, signed_at=call.signed_at, client=call.client, processed=True,
+        reason="every event id is already stored with different content" if refused else "",
+        received_at=received_at)
