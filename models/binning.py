@@ -54,7 +54,7 @@ class SharedBins:
         self.edges = [column_edges(x[:, j], weights, max_bins) for j in range(x.shape[1])]
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        out = np.empty(x.shape, dtype=float)
+        out = np.empty(x.shape, dtype=float, order="F")  # column-major: each tree reads one column for all rows
         for j, edges in enumerate(self.edges):
             column = x[:, j]
             out[:, j] = np.searchsorted(edges, column, side="left")
