@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import exc as db_errors
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -128,9 +129,15 @@ def _first_acceptance(digest: str):
 # Calls that passed the signature, JSON and shape checks share transactions: one writer thread
 # takes every call waiting and ingests them together (fairvalue/group_commit.py says why and
 # how a failing batch falls back to one transaction per call).
+def _caused_by_a_call(exc: Exception) -> bool:
+    """False when the database itself failed (unreachable, restarting, pool exhausted): the
+    answer, a 503, is the same for every call, so the batch is not retried call by call."""
+    return not isinstance(exc, (db_errors.OperationalError, db_errors.InterfaceError, db_errors.TimeoutError))
+
+
 ingest_writer: GroupCommitter[WebhookCall, CallOutcome] = GroupCommitter(
     pipeline.ingest_webhook_calls, lambda call: pipeline.ingest_webhook_calls([call])[0],
-    max_batch=64, name="webhook-writer")
+    max_batch=64, name="webhook-writer", retry_alone=_caused_by_a_call)
 
 
 async def receive_sales(request: Request) -> JSONResponse:

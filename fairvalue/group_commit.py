@@ -7,7 +7,10 @@ latency at low load does not grow; batches only form while the writer is busy, i
 when sharing a transaction pays (a webhook call's ~8 round trips become ~8 per batch).
 
 If `process_batch` raises, every call of the batch is retried alone with `process_one`, so one
-bad call cannot fail the others; a call that fails alone gets its own exception."""
+bad call cannot fail the others; a call that fails alone gets its own exception. An error that
+no single call can have caused (`retry_alone(exc)` is False: the database is unreachable) is
+given to every call of the batch at once: retrying them one by one would make the last caller
+wait out one connect timeout per call before it."""
 
 from __future__ import annotations
 
@@ -35,8 +38,10 @@ def take_waiting(pending: queue.SimpleQueue, first, limit: int) -> list:
 
 class GroupCommitter(Generic[Work, Result]):
     def __init__(self, process_batch: Callable[[Sequence[Work]], Sequence[Result]],
-                 process_one: Callable[[Work], Result], max_batch: int = 64, name: str = "group-commit") -> None:
+                 process_one: Callable[[Work], Result], max_batch: int = 64, name: str = "group-commit",
+                 retry_alone: Callable[[Exception], bool] = lambda exc: True) -> None:
         self._process_batch = process_batch
+        self._retry_alone = retry_alone
         self._process_one = process_one
         self._max_batch = max_batch
         self._name = name
@@ -84,6 +89,12 @@ class GroupCommitter(Generic[Work, Result]):
             try:
                 results = self._process_batch(works)
             except Exception as exc:
+                if not self._retry_alone(exc):
+                    log.warning("batch of %d failed (%s: %s); every call gets the error", len(batch),
+                                type(exc).__name__, exc)
+                    for _, future in batch:
+                        future.set_exception(exc)
+                    return
                 log.warning("batch of %d failed (%s: %s); each call is retried alone", len(batch),
                             type(exc).__name__, exc)
             else:

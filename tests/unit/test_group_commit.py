@@ -94,3 +94,34 @@ def test_the_writer_survives_a_broken_process_function():
         with pytest.raises(RuntimeError):
             f.result(5)
     assert committer.submit(3).result(5) == 3
+
+
+def test_an_error_no_call_caused_goes_to_every_call_at_once():
+    class DatabaseDown(Exception):
+        pass
+
+    alone = []
+
+    def batch(works):
+        raise DatabaseDown("connection refused")
+
+    def one(work):
+        alone.append(work)
+        raise DatabaseDown("connection refused")
+
+    committer = GroupCommitter(batch, one, retry_alone=lambda exc: not isinstance(exc, DatabaseDown))
+    futures = committer.submit_all([1, 2, 3])
+    for f in futures:
+        with pytest.raises(DatabaseDown):
+            f.result(5)
+    assert alone == []  # nobody waited out a retry of the others
+
+
+def test_the_webhook_writer_retries_call_by_call_only_what_a_call_can_cause():
+    from sqlalchemy import exc as db_errors
+
+    from api.webhooks import _caused_by_a_call
+
+    assert _caused_by_a_call(db_errors.IntegrityError("insert", {}, Exception("duplicate key")))
+    assert _caused_by_a_call(ValueError("a bug"))
+    assert not _caused_by_a_call(db_errors.OperationalError("connect", {}, Exception("connection refused")))
