@@ -81,6 +81,18 @@ def wait_for(predicate, timeout=300.0, interval=0.5):
     raise AssertionError(f"condition not met within {timeout}s")
 
 
+def served_from(client, snapshot_id: int, path: str = "/v1/items/7804") -> dict:
+    """The API's answer at `path` once it serves `snapshot_id`. A snapshot published by another
+    process (a worker) is served within FAIRVALUE_API_SNAPSHOT_CHECK_SECONDS of its commit (the
+    API holds the published snapshot; README, API), so a read right after a worker's publish
+    may still see the one before. Fails if the bound (plus slack for a loaded host) passes."""
+    from fairvalue.settings import get_settings
+
+    bound = get_settings().api_snapshot_check_seconds + 5.0
+    return wait_for(lambda: (body := client.get(path).json())["snapshot"]["id"] == snapshot_id and body,
+                    timeout=bound, interval=0.05)
+
+
 def spawn_worker(name: str, queues: str, log_dir: Path, env: dict | None = None, pool: str = "solo",
                  concurrency: int = 1) -> subprocess.Popen:
     """Start a real Celery worker process, as `fairvalue worker` runs it (see start_worker)."""

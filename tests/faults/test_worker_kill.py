@@ -30,7 +30,7 @@ from storage.tables import (
 )
 from tasks.app import app
 from tasks.lifecycle import TRAIN, publish_training
-from tests.realparts import start_worker, stop_worker, wait_for
+from tests.realparts import served_from, start_worker, stop_worker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +82,7 @@ def test_a_worker_killed_mid_nowcast(seeded, client, tmp_path):
             NowcastSnapshot.model_version_id == after.model_version_id, NowcastSnapshot.status != "shadow")).all()
     assert n_rows == n_keys == after.n_items == 10_000
     assert all(status in ("building", "superseded") for status in orphans), orphans
-    assert client.get("/v1/items/7804").json()["snapshot"]["id"] == after.id
+    served_from(client, after.id)
 
 
 def states(request_id: int) -> TrainingRequest:
