@@ -290,7 +290,11 @@ def trait_comps(times: np.ndarray, excess: np.ndarray, member: np.ndarray, item_
     in those items (-1: unknown item, no traits)."""
     distinct_times, time_of_query = np.unique(query_times, return_inverse=True)
     time_of_query = time_of_query.ravel()
-    stack = np.full((len(item_of_query), 8), np.nan)  # punks have at most 7 accessories
+    # A column per trait of the item with the most traits, and at least 8 (the width this had when
+    # punks, with at most 7 accessories, were the only market: nanmean's summation, and so the last
+    # bit of the feature, depends on it).
+    width = max(8, int(member[item_of_query].sum(axis=1).max(initial=0)))
+    stack = np.full((len(item_of_query), width), np.nan)
     filled = np.zeros(len(item_of_query), dtype=int)
     for j in range(member.shape[1]):
         sale_in = member[item_of_sale, j]
@@ -300,8 +304,7 @@ def trait_comps(times: np.ndarray, excess: np.ndarray, member: np.ndarray, item_
         # One window per distinct time asked for this trait (a nowcast: one), spread over its queries.
         asked, time_of = np.unique(time_of_query[query_in], return_inverse=True)
         med, _ = window_medians(times[sale_in], excess[sale_in], distinct_times[asked], window.k, window.max_age)
-        cols = np.minimum(filled[query_in], stack.shape[1] - 1)
-        stack[query_in, cols] = med[time_of.ravel()]
+        stack[query_in, filled[query_in]] = med[time_of.ravel()]
         filled[query_in] += 1
     some = np.isfinite(stack).any(axis=1)
     means, highs = np.full(len(item_of_query), np.nan), np.full(len(item_of_query), np.nan)

@@ -111,6 +111,21 @@ def test_all_trait_comps_average_each_traits_recent_sales():
     assert highs == pytest.approx([0.2, 0.4])
 
 
+def test_all_trait_comps_count_every_trait_of_an_item_with_many():
+    """A card or a collection other than the punks may have more traits than a punk's 7."""
+    from models.features import all_trait_comps
+
+    traits = [f"t{i}" for i in range(10)]
+    items = pd.DataFrame({"item_type": ["Human"] * 11, "accessory_count": [10] + [1] * 10,
+                          "accessories": [traits] + [[t] for t in traits]}, index=["all"] + traits)
+    vocab = TraitVocabulary(items)
+    context = pd.DataFrame({"ts": pd.to_datetime(["2021-01-01"] * 10).astype("datetime64[ns]"),
+                            "item_key": traits, "excess_premium": [0.0] * 9 + [0.9]})
+    means, highs = all_trait_comps(context, items, vocab, np.array(["all"]),
+                                   np.array([np.datetime64("2021-01-02")], dtype="datetime64[ns]"))
+    assert means == pytest.approx([0.09]) and highs == pytest.approx([0.9])  # the tenth trait is not lost
+
+
 def test_queries_at_many_times_match_each_time_built_alone():
     """Market features are computed once per distinct time and spread back over the queries."""
     data = synthetic_market()
