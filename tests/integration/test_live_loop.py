@@ -108,10 +108,13 @@ def test_bad_signature_and_stale_timestamp_are_refused(client):
 
 def test_the_same_event_twice_is_stored_once(client, broker):
     sale = a_sale(item="2", price=90.0)
-    first = post_signed(client, sale).json()
-    # A new delivery of the same event (its own signature time); the very same delivery again
-    # would be a replay, refused before ingest (tests/security/test_webhook_replay.py).
-    second = post_signed(client, sale, timestamp=int(time.time()) - 1).json()
+    signed_at = int(time.time())
+    first = post_signed(client, sale, timestamp=signed_at).json()
+    # A new delivery of the same event (its own signature time, a second before the first's: "a
+    # second before now" was the first's own time when the first call crossed a second); the
+    # very same delivery again would be a replay, refused before ingest
+    # (tests/security/test_webhook_replay.py).
+    second = post_signed(client, sale, timestamp=signed_at - 1).json()
 
     assert (first["accepted"], first["duplicate"]) == (1, 0)
     assert (second["accepted"], second["duplicate"]) == (0, 1)
