@@ -147,8 +147,9 @@ def _batches(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mapp
 def ingest_sales_call(
     session: Session, rows: list[Mapping[str, Any]], origin: str, settings: Settings
 ) -> ingest_store.IngestReport:
-    """A small batch (one webhook call) in the caller's transaction, reading only the items it
-    names and the floors of the days it names, not every key and day of the collection."""
+    """A small batch (ingest_sales_rows of a short list) in the caller's transaction, reading only
+    the items it names and the floors of the days it names, not every key and day of the
+    collection. Webhook calls go through ingest_webhook_calls."""
     mappings = [row for row in rows if isinstance(row, Mapping)]
     coll = collection(session, settings)
     known = ingest_store.known_item_keys(session, coll, {item_key_of(row) for row in mappings})

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from models.validation import Reason, Rejection, ValidatedBatch
-from storage.ingest import IngestReport, conflict_with_stored
+from storage.ingest import IngestReport, already_stored
 
 
 @dataclass(frozen=True)
@@ -77,16 +77,12 @@ def settle(validated: Sequence[ValidatedBatch], claims: Mapping[str, int], inser
     `stored_hash`: the content hash now stored for every claimed event id (inserted or not)."""
     settled = []
     for i, batch in enumerate(validated):
-        report = IngestReport(duplicate=batch.repeated_in_batch)
-        rejections = list(batch.rejected)
-        accepted = []
-        for sale in batch.clean:
-            if sale.event_id in inserted and claims[sale.event_id] == i:
-                accepted.append(sale.event_id)
-            elif stored_hash.get(sale.event_id) == sale.content_hash:
-                report.duplicate += 1
-            else:
-                rejections.append(conflict_with_stored(sale))
+        stored_by_this_call = [s.event_id in inserted and claims[s.event_id] == i for s in batch.clean]
+        accepted = [s.event_id for s, mine in zip(batch.clean, stored_by_this_call, strict=True) if mine]
+        duplicates, conflicts = already_stored(
+            [s for s, mine in zip(batch.clean, stored_by_this_call, strict=True) if not mine], stored_hash)
+        report = IngestReport(duplicate=batch.repeated_in_batch + duplicates)
+        rejections = list(batch.rejected) + conflicts
         report.accepted = len(accepted)
         report.accepted_event_ids = sorted(accepted)
         report.rejected = len(rejections)

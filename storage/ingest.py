@@ -77,7 +77,7 @@ def put_market_days(
 
 def floor_lookup(session: Session, collection: Collection, days: Iterable[date] | None = None) -> FloorLookup:
     """Every floor of the collection; or, given `days`, only the floor in force on each of
-    them (a webhook call about one day must not read the whole series)."""
+    them (a small batch about one day must not read the whole series)."""
     if days is None:
         rows = session.exec(
             select(MarketDay.day, MarketDay.floor).where(MarketDay.collection_id == collection.id)
@@ -88,7 +88,7 @@ def floor_lookup(session: Session, collection: Collection, days: Iterable[date] 
         return FloorLookup({})
     connection = session.connection()
     if connection.dialect.name == "postgresql":  # one statement for every day of a batch of calls
-        return FloorLookup(dict(connection.execute(FLOORS_ON, {"collection": collection.id, "days": days}).all()))
+        return FloorLookup(dict(connection.execute(FLOORS_ON, {"slug": collection.slug, "days": days}).all()))
     found = {}
     for day in days:
         row = connection.execute(FLOOR_ON, {"collection": collection.id, "day": day}).first()
@@ -97,36 +97,31 @@ def floor_lookup(session: Session, collection: Collection, days: Iterable[date] 
     return FloorLookup(found)
 
 
-# The webhook's per-call lookups, as plain SQL on the session's connection: building ORM
-# statements cost more than running them (bench/ingest.py).
-KNOWN_AMONG = text("SELECT item_key FROM items WHERE collection_id = :collection AND item_key IN :keys") \
+# Look-ups as plain SQL on the session's connection: building ORM statements cost more than
+# running them (bench/ingest.py). KNOWN_AMONG and FLOORS_ON find the collection by its slug, so
+# storage/webhook_calls.py can send them in one round trip with COLLECTION_ID.
+COLLECTION_ID = text("SELECT id FROM collections WHERE slug = :slug")
+KNOWN_AMONG = text("SELECT item_key FROM items WHERE collection_id = "
+                   "(SELECT id FROM collections WHERE slug = :slug) AND item_key IN :keys") \
     .bindparams(bindparam("keys", expanding=True))
+FLOORS_ON = text("SELECT f.day, f.floor FROM unnest(CAST(:days AS date[])) AS asked(day) CROSS JOIN LATERAL "
+                 "(SELECT day, floor FROM market_days WHERE collection_id = (SELECT id FROM collections "
+                 "WHERE slug = :slug) AND day <= asked.day AND floor > 0 ORDER BY day DESC LIMIT 1) AS f") \
+    .columns(day=Date, floor=Float)
 FLOOR_ON = text("SELECT day, floor FROM market_days WHERE collection_id = :collection AND day <= :day "
                 "AND floor > 0 ORDER BY day DESC LIMIT 1").columns(day=Date, floor=Float)
-FLOORS_ON = text("SELECT f.day, f.floor FROM unnest(CAST(:days AS date[])) AS asked(day) CROSS JOIN LATERAL "
-                 "(SELECT day, floor FROM market_days WHERE collection_id = :collection AND day <= asked.day "
-                 "AND floor > 0 ORDER BY day DESC LIMIT 1) AS f").columns(day=Date, floor=Float)
-# The same look-ups by collection slug, for storage/webhook_calls.py: they go out in one round
-# trip with the collection's own look-up, so they cannot wait for its id.
-COLLECTION_ID = text("SELECT id FROM collections WHERE slug = :slug")
-KNOWN_AMONG_IN = text("SELECT item_key FROM items WHERE collection_id = "
-                      "(SELECT id FROM collections WHERE slug = :slug) AND item_key IN :keys") \
-    .bindparams(bindparam("keys", expanding=True))
-FLOORS_ON_IN = text("SELECT f.day, f.floor FROM unnest(CAST(:days AS date[])) AS asked(day) CROSS JOIN LATERAL "
-                    "(SELECT day, floor FROM market_days WHERE collection_id = (SELECT id FROM collections "
-                    "WHERE slug = :slug) AND day <= asked.day AND floor > 0 ORDER BY day DESC LIMIT 1) AS f")
 STORED_HASHES = text("SELECT event_id, content_hash FROM sales WHERE collection_id = :collection "
                      "AND event_id IN :ids").bindparams(bindparam("ids", expanding=True))
 
 
 def known_item_keys(session: Session, collection: Collection, among: Iterable[str] | None = None) -> set[str]:
     """Item keys of the collection; only those `among` the given keys when they are given (a
-    webhook call naming one item must not load every key: bench/ingest.py)."""
+    small batch naming a few items must not load every key: bench/ingest.py)."""
     if among is not None:
         keys = list(among)
         if not keys:
             return set()
-        rows = session.connection().execute(KNOWN_AMONG, {"collection": collection.id, "keys": keys})
+        rows = session.connection().execute(KNOWN_AMONG, {"slug": collection.slug, "keys": keys})
         return {key for (key,) in rows}
     return set(session.exec(select(Item.item_key).where(Item.collection_id == collection.id)).all())
 
@@ -217,26 +212,12 @@ def store_validated(session: Session, collection: Collection, batch: ValidatedBa
     other content is one too); sales already stored with the same content count as duplicates."""
     report = IngestReport(duplicate=batch.repeated_in_batch)
     inserted = insert_sales(session, collection, batch.clean)
-    # Rows that were not inserted hit an event id we already hold: the same content is a
-    # duplicate, different content is kept as a rejection.
+    # Rows that were not inserted hit an event id we already hold.
     not_inserted = [s for s in batch.clean if s.event_id not in inserted]
-    rejections = list(batch.rejected)
-    if not_inserted:
-        stored = {}
-        ids = [s.event_id for s in not_inserted]
-        for start in range(0, len(ids), 1000):
-            stored.update(
-                session.exec(
-                    select(Sale.event_id, Sale.content_hash).where(
-                        Sale.collection_id == collection.id, Sale.event_id.in_(ids[start : start + 1000])
-                    )
-                ).all()
-            )
-        for s in not_inserted:
-            if stored.get(s.event_id) == s.content_hash:
-                report.duplicate += 1
-            else:
-                rejections.append(conflict_with_stored(s))
+    duplicates, conflicts = already_stored(
+        not_inserted, stored_content_hashes(session, collection, [s.event_id for s in not_inserted]))
+    report.duplicate += duplicates
+    rejections = list(batch.rejected) + conflicts
     report.accepted = len(inserted)
     report.accepted_event_ids = sorted(inserted)
     store_rejections(session, collection, rejections, origin)
@@ -252,8 +233,20 @@ def conflict_with_stored(sale: CleanSale) -> Rejection:
     return Rejection(raw, Reason.DUPLICATE_CONFLICT, "event id already stored with different content")
 
 
+def already_stored(sales: Iterable[CleanSale], stored_hash: Mapping[str, str]) -> tuple[int, list[Rejection]]:
+    """Sales whose event id is already stored: the same content is a duplicate (counted), other
+    content a conflict (kept as a rejection)."""
+    duplicates, conflicts = 0, []
+    for sale in sales:
+        if stored_hash.get(sale.event_id) == sale.content_hash:
+            duplicates += 1
+        else:
+            conflicts.append(conflict_with_stored(sale))
+    return duplicates, conflicts
+
+
 def stored_content_hashes(session: Session, collection: Collection, event_ids: Iterable[str]) -> dict[str, str]:
-    """The content hash of each of these event ids that is stored (plain SQL: webhook path)."""
+    """The content hash of each of these event ids that is stored."""
     ids, found = list(event_ids), {}
     for start in range(0, len(ids), 1000):
         found.update(session.connection().execute(

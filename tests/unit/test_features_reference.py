@@ -109,6 +109,8 @@ def trailing_quantiles(
     return out, np.nan_to_num(counts)
 
 
+# sale_context and market_features read as models/features.py's do; they are here so that they
+# call the reference trailing_quantiles above, not the new one.
 def sale_context(data: MarketData) -> pd.DataFrame:
     """Per sale: its log premium over the floor known before it, the market's median premium
     over the week before it, and the difference (how far this item sold above the market)."""
