@@ -49,6 +49,7 @@ def feature_groups(columns: list[str], present_traits: list[str]) -> dict[str, l
         "comparable sales (same type)": [c for c in columns if c.startswith("comps_type_")],
         "comparable sales (its other traits)": [c for c in columns
                                                 if c.startswith(("comps_trait2_", "comps_traits_"))],
+        "its traits, priced together": [c for c in columns if c.startswith("hedonic_")],
     }
     groups.update({name: cols for name, cols in named.items() if cols})
     return groups

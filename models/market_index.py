@@ -2,7 +2,10 @@
 
 Two series:
 - `robust_floor`: the bundled floor column cleaned of one-day placeholders (it jumps from
-  36.99 to 1.0 and back on 2020-12-11): a trailing median of the last 3 observed days.
+  36.99 to 1.0 and back on 2020-12-11): a trailing median of the last 3 observed days. Given
+  the sales, it also holds the floor through the drops one odd sale causes: the column is a
+  few-day mean of daily minimum sales, so a 4.4 ETH "sale" on 2021-11-01 kept it at ~75 ETH
+  for a week while punks kept selling at ~95 (see `hold_unconfirmed_drops`).
 - `sales_index`: the service's own daily level from clean sales: the 25th percentile of the
   prices of the last 3 days' sales (widened to 7 and 14 days when a window holds fewer than
   10 sales). A low quantile tracks the floor of traded items, and one odd sale, a gift or a
@@ -19,13 +22,63 @@ INDEX_QUANTILE = 0.25
 INDEX_WINDOWS_DAYS = (3, 7, 14)
 INDEX_MIN_SALES = 10
 
+# A floor that falls by more than 10 % in a day, to under 90 % of the low of the sales around
+# it, was pulled down by an odd sale: the sales do not confirm the fall.
+DROP_TOLERANCE = 0.9
+SALES_LOW_QUANTILE = 0.2  # the low of a window of sales: its 20th percentile ...
+SALES_LOW_DAYS = 3  # ... over the day and the two before it ...
+SALES_LOW_MIN_SALES = 5  # ... when they hold at least 5 sales ...
+ODD_SALE_FRACTION = 0.6  # ... left after dropping those under 60 % of the previous floor.
 
-def robust_floor(market: pd.DataFrame) -> pd.DataFrame:
-    """The market frame with `floor` replaced by its trailing median over 3 observed days."""
+
+def robust_floor(market: pd.DataFrame, sales: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The market frame with `floor` replaced by its trailing median over 3 observed days and,
+    when the sales are given, held through the drops they do not confirm.
+
+    Causal: a day's floor uses sales of that day and earlier only, and callers read a day's
+    floor only after the day is over (`features.floor_before`)."""
     out = market.copy()
     floors = out["floor"].where(out["floor"] > 0)
     out["floor"] = floors.rolling(FLOOR_SMOOTHING_DAYS, min_periods=1).median()
+    if sales is not None and len(sales) and len(out):
+        out["floor"] = hold_unconfirmed_drops(out["day"].to_numpy(), out["floor"].to_numpy(dtype=float), sales)
     return out
+
+
+def sales_lows(days: np.ndarray, previous_floor: np.ndarray, sales: pd.DataFrame) -> np.ndarray:
+    """For each day, the low of the sales of that day and the SALES_LOW_DAYS - 1 before it,
+    leaving out those under ODD_SALE_FRACTION of the previous day's floor (gifts, wash trades,
+    the odd sale itself); NaN when fewer than SALES_LOW_MIN_SALES remain. Every day's window at
+    once, side by side, as in `quantiles_of_windows`."""
+    sale_day = sales["ts"].to_numpy().astype("datetime64[D]")
+    prices = sales["price"].to_numpy(dtype=float)
+    days = days.astype("datetime64[D]")
+    lo = np.searchsorted(sale_day, days - np.timedelta64(SALES_LOW_DAYS - 1, "D"), "left")
+    counts = np.searchsorted(sale_day, days, "right") - lo
+    window_of = np.repeat(np.arange(len(days)), counts)
+    gathered = prices[np.arange(counts.sum()) - (np.cumsum(counts) - counts)[window_of] + lo[window_of]]
+    keep = ~(gathered < ODD_SALE_FRACTION * previous_floor[window_of])  # no previous floor (NaN): keep all
+    window_of, gathered = window_of[keep], gathered[keep]
+    kept = np.bincount(window_of, minlength=len(days))
+    ordered = gathered[np.lexsort((gathered, window_of))]
+    lows = np.full(len(days), np.nan)
+    enough = kept >= SALES_LOW_MIN_SALES
+    lows[enough] = interpolated_quantile(ordered, (np.cumsum(kept) - kept)[enough], kept[enough], SALES_LOW_QUANTILE)
+    return lows
+
+
+def hold_unconfirmed_drops(days: np.ndarray, floor: np.ndarray, sales: pd.DataFrame) -> np.ndarray:
+    """The floor, with each day that fell under DROP_TOLERANCE of both the day before (as held)
+    and the low of the recent sales given the previous day's value instead. A real fall shows in
+    the sales, so their low falls with it and the floor follows; where there are too few sales
+    to tell, the floor is kept as it is."""
+    previous = np.concatenate([[np.nan], floor[:-1]])
+    lows = sales_lows(days, previous, sales)
+    held = floor.copy()
+    for i in range(1, len(held)):
+        if held[i] < DROP_TOLERANCE * lows[i] and held[i] < DROP_TOLERANCE * held[i - 1]:
+            held[i] = held[i - 1]
+    return held
 
 
 def sales_index(sales: pd.DataFrame, days: pd.DatetimeIndex) -> pd.Series:

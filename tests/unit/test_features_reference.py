@@ -27,7 +27,9 @@ from models.features import (  # noqa: I001 - what the reference uses
     build_features,
     eth_usd_before,
     floor_before,
+    trait_adjusted_market_premiums,
 )
+from models.hedonic import hedonic_premiums
 from models.market_index import INDEX_MIN_SALES, INDEX_QUANTILE, INDEX_WINDOWS_DAYS, robust_floor
 
 BUNDLED = Path(__file__).resolve().parents[2] / "data" / "cryptopunks"
@@ -116,7 +118,7 @@ def sale_context(data: MarketData) -> pd.DataFrame:
     over the week before it, and the difference (how far this item sold above the market)."""
     sales = data.sales
     times = sales["ts"].to_numpy()
-    floor = floor_before(robust_floor(data.market), sales["ts"])
+    floor = floor_before(robust_floor(data.market, sales), sales["ts"])
     log_premium = np.log(sales["price"].to_numpy(dtype=float) / floor)
     market, _ = trailing_quantiles(times, log_premium, times, PREMIUM_WINDOW)
     return pd.DataFrame(
@@ -238,13 +240,17 @@ def reference_build_features(data: MarketData, vocab: TraitVocabulary, queries: 
     feats = item_features(vocab, items).reset_index(drop=True)
 
     context = sale_context(data)  # the reference's own, not the cached one
-    data = MarketData(data.items, data.sales, robust_floor(data.market), context)
+    data = MarketData(data.items, data.sales, robust_floor(data.market, data.sales), context)
     # Market features depend on the time only: compute them once per distinct time (a nowcast
     # asks for one time for every item) and spread them over the queries.
     times, at = np.unique(query_times, return_inverse=True)
     market = market_features(data, context, times)
     index = sales_index(data.sales, pd.DatetimeIndex(times)).to_numpy()
     market["log_index_over_floor"] = np.log(index / floor_before(data.market, pd.Series(times)))
+    # Added after the speed-ups this reference checks (as hedonic_excess_premium below).
+    for name, values in trait_adjusted_market_premiums(
+            context, data.items, vocab, data.items.index.get_indexer(context["item_key"]), times).items():
+        market[name] = values
     feats = pd.concat([feats, market.iloc[at.ravel()].reset_index(drop=True)], axis=1)
 
     # The item's own last sale before t, as a premium over the floor of its time.
@@ -285,6 +291,11 @@ def reference_build_features(data: MarketData, vocab: TraitVocabulary, queries: 
         type_count.reindex(q["item_key"]).fillna("").to_numpy(dtype=object), query_times, COMPS_TYPE_COUNT)
     feats["comps_traits_mean_excess_premium"], feats["comps_traits_max_excess_premium"] = all_trait_comps(
         context, data.items, vocab, q["item_key"].to_numpy(), query_times)
+    # Added after the speed-ups this reference checks, so it has no older form: computed here as
+    # the builder computes it, to keep the columns and their order the same.
+    feats["hedonic_excess_premium"] = hedonic_premiums(
+        context, data.items, vocab, data.items.index.get_indexer(context["item_key"]),
+        data.items.index.get_indexer(q["item_key"]), query_times)
 
     # The item's last price carried forward by the market's move since: last price x (sales
     # index now / sales index then), over the floor now.

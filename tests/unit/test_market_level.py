@@ -1,0 +1,109 @@
+"""The market level: the floor held through drops one odd sale causes, and the hedonic model."""
+
+import numpy as np
+import pandas as pd
+
+from models.features import MarketData, TraitVocabulary, build_features
+from models.hedonic import hedonic_premiums, refit_times
+from models.market_index import robust_floor
+
+DAYS = pd.date_range("2021-11-01", periods=10, freq="D")
+
+
+def daily_sales(prices_by_day: dict[int, list[float]]) -> pd.DataFrame:
+    rows = [(DAYS[d] + pd.Timedelta(hours=1 + i), p) for d, prices in prices_by_day.items()
+            for i, p in enumerate(prices)]
+    ts, price = zip(*rows, strict=True)
+    return pd.DataFrame({"ts": pd.DatetimeIndex(ts).astype("datetime64[ns]"), "item_key": "1", "price": price})
+
+
+def market(floors: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"day": DAYS[:len(floors)], "floor": floors, "eth_usd": 4000.0})
+
+
+def test_a_drop_the_sales_do_not_show_is_held():
+    # The column falls to ~75 for four days (an odd 4.4 ETH sale in its few-day mean) while
+    # punks keep selling at 95-100; it comes back on day 7.
+    floors = [96, 96, 76, 76, 76, 76, 76, 95, 95, 95]
+    sales = daily_sales({d: [4.4] * (d == 2) + [95, 96, 97, 98, 100] for d in range(10)})
+    held = robust_floor(market(floors), sales)["floor"].to_numpy()
+    assert (held[2:7] == 96).all()
+    assert held[-1] == 95
+    # Without the sales the 3-day median lets it through from day 3.
+    np.testing.assert_array_equal(robust_floor(market(floors))["floor"].to_numpy()[3:7], 76)
+
+
+def test_a_fall_the_sales_show_is_followed():
+    floors = [96, 96, 70, 70, 70, 70]
+    sales = daily_sales({0: [95, 96, 97, 98, 100], 1: [95, 96, 97, 98, 100]}
+                        | {d: [66, 68, 70, 72, 75, 80] for d in range(2, 6)})
+    held = robust_floor(market(floors), sales)["floor"].to_numpy()
+    assert held[-1] == 70  # the 3-day median has caught up and the sales confirm it
+
+
+def test_too_few_sales_to_tell_leave_the_floor_as_it_is():
+    floors = [96, 96, 76, 76, 76]
+    sales = daily_sales({2: [95, 96]})
+    np.testing.assert_array_equal(robust_floor(market(floors), sales)["floor"].to_numpy(),
+                                  robust_floor(market(floors))["floor"].to_numpy())
+
+
+def test_a_held_day_depends_only_on_sales_of_that_day_and_before():
+    floors = [96, 96, 76, 76, 76, 76, 76, 95, 95, 95]
+    sales = daily_sales({d: [95, 96, 97, 98, 100] for d in range(10)})
+    full = robust_floor(market(floors), sales)["floor"].to_numpy()
+    for day in range(1, 10):
+        upto = robust_floor(market(floors[:day + 1]), sales[sales["ts"] < DAYS[day] + pd.Timedelta(days=1)])
+        assert upto["floor"].iloc[-1] == full[day]
+
+
+def trait_market(seed: int = 0) -> MarketData:
+    """Items with a valuable trait ("Crown": +0.8 in log) and a plain one, every sale at the floor
+    times exp(0.8 if crowned) and a small noise."""
+    rng = np.random.default_rng(seed)
+    n_items = 200
+    accessories = [["Crown", "Pipe"] if i % 4 == 0 else ["Pipe"] if i % 2 else ["Cap"] for i in range(n_items)]
+    items = pd.DataFrame({"item_key": [str(i) for i in range(n_items)], "item_type": "Human",
+                          "accessories": accessories}).set_index("item_key")
+    items["accessory_count"] = items["accessories"].map(len)
+    days = pd.date_range("2021-01-01", periods=150, freq="D")
+    market_frame = pd.DataFrame({"day": days, "floor": 10.0, "eth_usd": 2000.0})
+    ts = days[0] + pd.to_timedelta(np.sort(rng.uniform(0, 149, 1500)), unit="D")
+    keys = rng.choice(items.index, len(ts))
+    crowned = np.array(["Crown" in items.loc[k, "accessories"] for k in keys])
+    price = 10.0 * np.exp(0.8 * crowned + rng.normal(0, 0.05, len(ts)))
+    sales = pd.DataFrame({"event_id": [f"e{i}" for i in range(len(ts))], "ts": ts.astype("datetime64[ns]"),
+                          "item_key": keys, "price": price})
+    return MarketData(items, sales, market_frame)
+
+
+def hedonic_at(data: MarketData, keys: list[str], t: pd.Timestamp) -> np.ndarray:
+    vocab = TraitVocabulary(data.items)
+    context = data.context()
+    return hedonic_premiums(context, data.items, vocab, data.items.index.get_indexer(context["item_key"]),
+                            data.items.index.get_indexer(keys), np.full(len(keys), np.datetime64(t, "ns")))
+
+
+def test_the_hedonic_model_prices_a_trait_from_the_sales_of_every_item_with_it():
+    data = trait_market()
+    crowned, plain = hedonic_at(data, ["0", "1"], pd.Timestamp("2021-05-15"))
+    # The excess premium is over the market's median sale, so the difference is what is learnt.
+    assert abs((crowned - plain) - 0.8) < 0.1
+
+
+def test_the_hedonic_feature_is_fitted_at_the_month_start_on_earlier_sales_only():
+    data = trait_market()
+    t = pd.Timestamp("2021-04-20 12:00")
+    assert refit_times(np.array([np.datetime64(t, "ns")]))[0] == np.datetime64("2021-04-01", "ns")
+    queries = pd.DataFrame({"item_key": ["0", "1", "2"], "ts": t})
+    vocab = TraitVocabulary(data.items)
+    with_later = build_features(data, vocab, queries)["hedonic_excess_premium"]
+    month_start = build_features(data.before(pd.Timestamp("2021-04-01")), vocab, queries)["hedonic_excess_premium"]
+    assert with_later.notna().all()
+    # Sales of April before t and every sale after it leave the month's fit unchanged.
+    np.testing.assert_array_equal(with_later.to_numpy(), month_start.to_numpy())
+
+
+def test_too_few_sales_before_the_month_give_no_hedonic_value():
+    data = trait_market()
+    assert np.isnan(hedonic_at(data, ["0"], pd.Timestamp("2021-01-03"))).all()
