@@ -47,14 +47,14 @@ def refit_times(query_times: np.ndarray) -> np.ndarray:
     return pd.DatetimeIndex(query_times).to_period("M").to_timestamp().to_numpy()
 
 
-def hedonic_premiums(context: pd.DataFrame, items: pd.DataFrame, vocab: TraitVocabulary,
-                     item_of_sale: np.ndarray, item_of_query: np.ndarray, query_times: np.ndarray) -> np.ndarray:
+def hedonic_premiums(context: pd.DataFrame, design: sparse.csr_matrix, item_of_sale: np.ndarray,
+                     item_of_query: np.ndarray, query_times: np.ndarray) -> np.ndarray:
     """Each query item's excess premium as the hedonic model fitted at its month start prices it
-    (NaN where that month had too few sales before it). item_of_* are positions in `items`
-    (-1: an item not listed; its sales are left out and its queries get NaN)."""
+    (NaN where that month had too few sales before it). `design` is `item_design` of the items;
+    item_of_* are positions in them (-1: an item not listed; its sales are left out and its
+    queries get NaN)."""
     usable = np.flatnonzero(np.isfinite(context["excess_premium"].to_numpy()) & (item_of_sale >= 0))
     times, excess = context["ts"].to_numpy()[usable], context["excess_premium"].to_numpy()[usable]
-    design = item_design(items, vocab)
     sold = design[item_of_sale[usable]]  # in time order, so each fit's sales are a slice of rows
     fitted_at = refit_times(query_times)
     out = np.full(len(item_of_query), np.nan)

@@ -29,7 +29,7 @@ from models.features import (  # noqa: I001 - what the reference uses
     floor_before,
     trait_adjusted_market_premiums,
 )
-from models.hedonic import hedonic_premiums
+from models.hedonic import hedonic_premiums, item_design
 from models.market_index import INDEX_MIN_SALES, INDEX_QUANTILE, INDEX_WINDOWS_DAYS, robust_floor
 
 BUNDLED = Path(__file__).resolve().parents[2] / "data" / "cryptopunks"
@@ -248,8 +248,9 @@ def reference_build_features(data: MarketData, vocab: TraitVocabulary, queries: 
     index = sales_index(data.sales, pd.DatetimeIndex(times)).to_numpy()
     market["log_index_over_floor"] = np.log(index / floor_before(data.market, pd.Series(times)))
     # Added after the speed-ups this reference checks (as hedonic_excess_premium below).
+    design = item_design(data.items, vocab)
     for name, values in trait_adjusted_market_premiums(
-            context, data.items, vocab, data.items.index.get_indexer(context["item_key"]), times).items():
+            context, design, data.items.index.get_indexer(context["item_key"]), times).items():
         market[name] = values
     feats = pd.concat([feats, market.iloc[at.ravel()].reset_index(drop=True)], axis=1)
 
@@ -294,7 +295,7 @@ def reference_build_features(data: MarketData, vocab: TraitVocabulary, queries: 
     # Added after the speed-ups this reference checks, so it has no older form: computed here as
     # the builder computes it, to keep the columns and their order the same.
     feats["hedonic_excess_premium"] = hedonic_premiums(
-        context, data.items, vocab, data.items.index.get_indexer(context["item_key"]),
+        context, design, data.items.index.get_indexer(context["item_key"]),
         data.items.index.get_indexer(q["item_key"]), query_times)
 
     # The item's last price carried forward by the market's move since: last price x (sales

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from models.features import MarketData, TraitVocabulary, build_features
-from models.hedonic import hedonic_premiums, refit_times
+from models.hedonic import hedonic_premiums, item_design, refit_times
 from models.market_index import robust_floor
 
 DAYS = pd.date_range("2021-11-01", periods=10, freq="D")
@@ -80,7 +80,7 @@ def trait_market(seed: int = 0) -> MarketData:
 def hedonic_at(data: MarketData, keys: list[str], t: pd.Timestamp) -> np.ndarray:
     vocab = TraitVocabulary(data.items)
     context = data.context()
-    return hedonic_premiums(context, data.items, vocab, data.items.index.get_indexer(context["item_key"]),
+    return hedonic_premiums(context, item_design(data.items, vocab), data.items.index.get_indexer(context["item_key"]),
                             data.items.index.get_indexer(keys), np.full(len(keys), np.datetime64(t, "ns")))
 
 
