@@ -119,7 +119,9 @@ def fit(data: MarketData, params: TrainParams | None = None) -> FairValueModel:
     feats, target, sale_times = training_frame(data, vocab)
     if len(target) < 50:
         raise ValueError(f"only {len(target)} usable sales to train on; need at least 50")
-    columns = model_columns(feats)
+    # A column with no value in the training sales (the hedonic feature of a market too young
+    # for a fit) tells the trees nothing, and scikit-learn cannot bin it: it is left out.
+    columns = [c for c in model_columns(feats) if feats[c].notna().any()]
     x = feats[columns].to_numpy(dtype=float)
     age_days = (sale_times.max() - sale_times) / np.timedelta64(1, "D")
     weights = 0.5 ** (age_days / params.recency_half_life_days)

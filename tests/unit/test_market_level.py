@@ -107,3 +107,14 @@ def test_the_hedonic_feature_is_fitted_at_the_month_start_on_earlier_sales_only(
 def test_too_few_sales_before_the_month_give_no_hedonic_value():
     data = trait_market()
     assert np.isnan(hedonic_at(data, ["0"], pd.Timestamp("2021-01-03"))).all()
+
+
+def test_a_market_too_young_for_a_hedonic_fit_still_trains_and_values():
+    from models.estimator import TrainParams, fit
+
+    data = trait_market()
+    young = data.before(pd.Timestamp("2021-01-20"))  # under 100 sales before any month start
+    model = fit(young, TrainParams(max_iter=10, band_max_iter=10))
+    assert "hedonic_excess_premium" not in model.columns
+    values = model.predict(young, pd.DataFrame({"item_key": ["0", "1"], "ts": pd.Timestamp("2021-01-20")}))
+    assert np.isfinite(values["fair_value"]).all()
