@@ -73,8 +73,8 @@ def weighted_ridge(x: sparse.csr_matrix, y: np.ndarray, w: np.ndarray, alpha: fl
     """Coefficients and intercept minimising sum w (y - b - x.beta)^2 + alpha |beta|^2 (b not
     penalised), what sklearn's Ridge fits, from the normal equations of the weighted-centred
     data. With ~100 indicator columns that is one small dense system: sklearn's solvers for sparse
-    data with an intercept iterate over every row (30 ms a fit against 2 ms here, and a training
-    frame refits at every week start of four years)."""
+    data with an intercept iterate over every row (30 ms a fit against a few here, and a training
+    frame refits at each month start of four years, for both uses of the model)."""
     total = w.sum()
     x_mean = np.asarray(x.T @ w).ravel() / total
     y_mean = w @ y / total
