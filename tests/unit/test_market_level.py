@@ -22,7 +22,7 @@ def market(floors: list[float]) -> pd.DataFrame:
 
 
 def test_a_drop_the_sales_do_not_show_is_held():
-    # The column falls to ~75 for four days (an odd 4.4 ETH sale in its few-day mean) while
+    # The column falls to 76 for five days (an odd 4.4 ETH sale in its few-day mean) while
     # punks keep selling at 95-100; it comes back on day 7.
     floors = [96, 96, 76, 76, 76, 76, 76, 95, 95, 95]
     sales = daily_sales({d: [4.4] * (d == 2) + [95, 96, 97, 98, 100] for d in range(10)})
