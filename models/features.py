@@ -211,7 +211,7 @@ TRAIT_ADJUSTED_WINDOWS_DAYS = (1, 3, 7)
 
 
 def trait_adjusted_market_premiums(context: pd.DataFrame, design: sparse.csr_matrix, item_of_sale: np.ndarray,
-                                   query_times: np.ndarray) -> dict[str, np.ndarray]:
+                                   query_times: np.ndarray, hedonic_fits: dict | None = None) -> dict[str, np.ndarray]:
     """The median premium over the floor of the sales of the last 1, 3 and 7 days, each net of
     what its item's traits are worth (the hedonic model of its month): a day of rare sales does
     not read as a rising market, as it does in the raw median. Only the sales those windows can
@@ -224,7 +224,7 @@ def trait_adjusted_market_premiums(context: pd.DataFrame, design: sparse.csr_mat
     lo, hi = np.searchsorted(times, [query_times.min() - reach, query_times.max()], "left")
     recent = np.arange(lo, hi)
     net = context["log_premium"].to_numpy()[recent] - hedonic_premiums(
-        context, design, item_of_sale, item_of_sale[recent], times[recent])
+        context, design, item_of_sale, item_of_sale[recent], times[recent], hedonic_fits)
     out = {}
     for days in TRAIT_ADJUSTED_WINDOWS_DAYS:
         medians, _ = trailing_quantiles(times[recent], net, query_times, pd.Timedelta(days=days))
@@ -402,8 +402,8 @@ def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFra
     market = market_features(data, context, times)
     index = sales_index(data.sales, pd.DatetimeIndex(times)).to_numpy()
     market["log_index_over_floor"] = np.log(index / floor_before(data.market, pd.Series(times)))
-    design = item_design(data.items, vocab)  # the hedonic model's, shared by its two uses below
-    for name, values in trait_adjusted_market_premiums(context, design, item_of_sale, times).items():
+    design, hedonic_fits = item_design(data.items, vocab), {}  # the hedonic model's, for its two uses below
+    for name, values in trait_adjusted_market_premiums(context, design, item_of_sale, times, hedonic_fits).items():
         market[name] = values
     columns.update({name: market[name].to_numpy()[at] for name in market.columns})
 
@@ -414,7 +414,8 @@ def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFra
     columns["last_sale_age_days"] = (last["ts"] - last["last_ts"]).dt.total_seconds().to_numpy() / 86400.0
 
     columns.update(comparable_features(data.items, vocab, context, item_of_sale, item_of_query, query_times))
-    columns["hedonic_excess_premium"] = hedonic_premiums(context, design, item_of_sale, item_of_query, query_times)
+    columns["hedonic_excess_premium"] = hedonic_premiums(context, design, item_of_sale, item_of_query, query_times,
+                                                         hedonic_fits)
 
     floor = floor_before(data.market, query_times)
     columns["last_sale_market_adjusted_log_premium"] = carried_forward_log_premium(data.sales, last, index[at], floor)

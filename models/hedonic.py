@@ -48,22 +48,29 @@ def refit_times(query_times: np.ndarray) -> np.ndarray:
 
 
 def hedonic_premiums(context: pd.DataFrame, design: sparse.csr_matrix, item_of_sale: np.ndarray,
-                     item_of_query: np.ndarray, query_times: np.ndarray) -> np.ndarray:
+                     item_of_query: np.ndarray, query_times: np.ndarray,
+                     fits: dict[np.datetime64, tuple[np.ndarray, float] | None] | None = None) -> np.ndarray:
     """Each query item's excess premium as the hedonic model fitted at its month start prices it
     (NaN where that month had too few sales before it). `design` is `item_design` of the items;
     item_of_* are positions in them (-1: an item not listed; its sales are left out and its
-    queries get NaN)."""
+    queries get NaN). `fits` keeps the fit of each month start for the next call on the same
+    context and design: a training frame asks for every month twice (the item's feature and the
+    net market premium), and the fits were half of its time."""
+    fits = {} if fits is None else fits
     usable = np.flatnonzero(np.isfinite(context["excess_premium"].to_numpy()) & (item_of_sale >= 0))
     times, excess = context["ts"].to_numpy()[usable], context["excess_premium"].to_numpy()[usable]
     sold = design[item_of_sale[usable]]  # in time order, so each fit's sales are a slice of rows
     fitted_at = refit_times(query_times)
     out = np.full(len(item_of_query), np.nan)
     for moment in np.unique(fitted_at):
-        lo, hi = np.searchsorted(times, [moment - np.timedelta64(LOOKBACK), moment], "left")
-        if hi - lo < MIN_SALES:
+        if moment not in fits:
+            lo, hi = np.searchsorted(times, [moment - np.timedelta64(LOOKBACK), moment], "left")
+            age_days = (moment - times[lo:hi]) / np.timedelta64(1, "D")
+            fits[moment] = None if hi - lo < MIN_SALES else weighted_ridge(
+                sold[lo:hi], excess[lo:hi], 0.5 ** (age_days / HALF_LIFE_DAYS), ALPHA)
+        if fits[moment] is None:
             continue
-        age_days = (moment - times[lo:hi]) / np.timedelta64(1, "D")
-        coef, intercept = weighted_ridge(sold[lo:hi], excess[lo:hi], 0.5 ** (age_days / HALF_LIFE_DAYS), ALPHA)
+        coef, intercept = fits[moment]
         asked = np.flatnonzero((fitted_at == moment) & (item_of_query >= 0))
         out[asked] = design[item_of_query[asked]] @ coef + intercept
     return out
