@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from models.features import MarketData, TraitVocabulary, build_features
 from models.hedonic import hedonic_premiums, item_design, refit_times
@@ -118,3 +119,19 @@ def test_a_market_too_young_for_a_hedonic_fit_still_trains_and_values():
     assert "hedonic_excess_premium" not in model.columns
     values = model.predict(young, pd.DataFrame({"item_key": ["0", "1"], "ts": pd.Timestamp("2021-01-20")}))
     assert np.isfinite(values["fair_value"]).all()
+
+
+def test_the_hedonic_ridge_is_sklearns_weighted_ridge():
+    from scipy import sparse
+    from sklearn.linear_model import Ridge
+
+    from models.hedonic import weighted_ridge
+
+    rng = np.random.default_rng(3)
+    x = (rng.uniform(size=(500, 12)) < 0.3).astype(float)
+    y = x @ rng.normal(size=12) + rng.normal(0, 0.1, 500) + 2.0
+    w = rng.uniform(0.1, 1.0, 500)
+    coef, intercept = weighted_ridge(sparse.csr_matrix(x), y, w, alpha=3.0)
+    reference = Ridge(alpha=3.0).fit(x, y, sample_weight=w)
+    np.testing.assert_allclose(coef, reference.coef_, rtol=1e-8, atol=1e-10)
+    assert intercept == pytest.approx(reference.intercept_, rel=1e-9)
