@@ -45,26 +45,18 @@ def robust_floor(market: pd.DataFrame, sales: pd.DataFrame | None = None) -> pd.
     return out
 
 
-def sales_lows(days: np.ndarray, previous_floor: np.ndarray, sales: pd.DataFrame) -> np.ndarray:
+def sales_lows(days: np.ndarray, floor: np.ndarray, sales: pd.DataFrame) -> np.ndarray:
     """For each day, the low of the sales of that day and the SALES_LOW_DAYS - 1 before it,
-    leaving out those under ODD_SALE_FRACTION of the previous day's floor (gifts, wash trades,
-    the odd sale itself); NaN when fewer than SALES_LOW_MIN_SALES remain. Every day's window at
-    once, side by side, as in `quantiles_of_windows`."""
-    sale_day = sales["ts"].to_numpy().astype("datetime64[D]")
+    leaving out each sale under ODD_SALE_FRACTION of the floor of the day before its own (gifts,
+    wash trades, the odd sale itself); NaN when fewer than SALES_LOW_MIN_SALES remain."""
+    times = sales["ts"].to_numpy()
     prices = sales["price"].to_numpy(dtype=float)
-    days = days.astype("datetime64[D]")
-    lo = np.searchsorted(sale_day, days - np.timedelta64(SALES_LOW_DAYS - 1, "D"), "left")
-    counts = np.searchsorted(sale_day, days, "right") - lo
-    window_of = np.repeat(np.arange(len(days)), counts)
-    gathered = prices[np.arange(counts.sum()) - (np.cumsum(counts) - counts)[window_of] + lo[window_of]]
-    keep = ~(gathered < ODD_SALE_FRACTION * previous_floor[window_of])  # no previous floor (NaN): keep all
-    window_of, gathered = window_of[keep], gathered[keep]
-    kept = np.bincount(window_of, minlength=len(days))
-    ordered = gathered[np.lexsort((gathered, window_of))]
-    lows = np.full(len(days), np.nan)
-    enough = kept >= SALES_LOW_MIN_SALES
-    lows[enough] = interpolated_quantile(ordered, (np.cumsum(kept) - kept)[enough], kept[enough], SALES_LOW_QUANTILE)
-    return lows
+    floor_then = np.append(np.nan, floor)[np.searchsorted(days, times.astype("datetime64[D]"), "left")]
+    odd = prices < ODD_SALE_FRACTION * floor_then  # no floor then (NaN): kept
+    day_ends = days.astype("datetime64[D]").astype(times.dtype) + np.timedelta64(1, "D")
+    lows, counts = trailing_quantiles(times, np.where(odd, np.nan, prices), day_ends,
+                                      pd.Timedelta(days=SALES_LOW_DAYS), (SALES_LOW_QUANTILE,))
+    return np.where(counts >= SALES_LOW_MIN_SALES, lows[:, 0], np.nan)
 
 
 def hold_unconfirmed_drops(days: np.ndarray, floor: np.ndarray, sales: pd.DataFrame) -> np.ndarray:
@@ -72,8 +64,7 @@ def hold_unconfirmed_drops(days: np.ndarray, floor: np.ndarray, sales: pd.DataFr
     and the low of the recent sales given the previous day's value instead. A real fall shows in
     the sales, so their low falls with it and the floor follows; where there are too few sales
     to tell, the floor is kept as it is."""
-    previous = np.concatenate([[np.nan], floor[:-1]])
-    lows = sales_lows(days, previous, sales)
+    lows = sales_lows(days, floor, sales)
     held = floor.copy()
     for i in range(1, len(held)):
         if held[i] < DROP_TOLERANCE * lows[i] and held[i] < DROP_TOLERANCE * held[i - 1]:

@@ -6,7 +6,7 @@ import pytest
 
 from models.features import MarketData, TraitVocabulary, build_features
 from models.hedonic import hedonic_premiums, item_design, refit_times
-from models.market_index import robust_floor
+from models.market_index import robust_floor, sales_lows
 
 DAYS = pd.date_range("2021-11-01", periods=10, freq="D")
 
@@ -50,12 +50,18 @@ def test_too_few_sales_to_tell_leave_the_floor_as_it_is():
 
 
 def test_a_held_day_depends_only_on_sales_of_that_day_and_before():
+    # Prices move every day, so a low or a hold that read a later day's sales would change.
     floors = [96, 96, 76, 76, 76, 76, 76, 95, 95, 95]
-    sales = daily_sales({d: [95, 96, 97, 98, 100] for d in range(10)})
+    sales = daily_sales({d: [90 + 3 * d + k for k in range(6)] for d in range(10)})
     full = robust_floor(market(floors), sales)["floor"].to_numpy()
+    full_lows = sales_lows(DAYS.to_numpy(), np.array(floors, dtype=float), sales)
+    assert len(set(full_lows[2:])) == 8
     for day in range(1, 10):
-        upto = robust_floor(market(floors[:day + 1]), sales[sales["ts"] < DAYS[day] + pd.Timedelta(days=1)])
+        known = sales[sales["ts"] < DAYS[day] + pd.Timedelta(days=1)]
+        upto = robust_floor(market(floors[:day + 1]), known)
         assert upto["floor"].iloc[-1] == full[day]
+        assert sales_lows(DAYS[:day + 1].to_numpy(), np.array(floors[:day + 1], dtype=float), known)[-1] == \
+            full_lows[day]
 
 
 def trait_market(seed: int = 0) -> MarketData:
