@@ -9,8 +9,14 @@ as-of times gives exactly those features. Folds never reach 2021-10-01 (the repo
     python bench/tune.py                        # folds Q2 and Q3 2021 with the defaults
     python bench/tune.py --set recency_half_life_days=90 --set max_iter=300
     python bench/tune.py --folds q3 --json
+    python bench/tune.py --folds monthly --against max_leaf_nodes=15   # is the change real?
 
-It differs from the replay only in not retraining weekly inside the fold.
+It differs from the replay only in not retraining weekly inside the fold (the monthly folds,
+one training per month, come closer).
+
+`--against` scores a second setting on the same folds and prints the MAPE difference with a
+95 % interval from a bootstrap over whole days of sales (models.metrics.paired_mape_difference).
+A setting whose interval holds 0 is noise as far as these folds can tell.
 """
 
 from __future__ import annotations
@@ -31,13 +37,18 @@ from fairvalue import evaluation  # noqa: E402
 from fairvalue.settings import get_settings  # noqa: E402
 from models import estimator  # noqa: E402
 from models.features import MarketData, floor_before  # noqa: E402
-from models.metrics import valuation_metrics  # noqa: E402
+from models.metrics import paired_mape_difference, valuation_metrics  # noqa: E402
 
 # Tuning folds: (train before = score from, score until). Never at or after 2021-10-01.
 FOLDS = {
     "q2": ("2021-04-01", "2021-07-01"),
     "q3": ("2021-07-01", "2021-10-01"),
 }
+# The same six months, one training before each: six models instead of two, so a setting's
+# effect is averaged over more trainings (a tree ensemble's choices move with small changes).
+FOLDS.update({f"m{month:02d}": (f"2021-{month:02d}-01", f"2021-{month + 1:02d}-01" if month < 9 else "2021-10-01")
+              for month in range(4, 10)})
+FOLD_SETS = {"monthly": [f"m{month:02d}" for month in range(4, 10)]}
 REPORTED_WINDOW_START = pd.Timestamp("2021-10-01")
 
 
@@ -58,7 +69,9 @@ def nowcast_times(ts: pd.Series) -> pd.Series:
     return (ts - pd.Timedelta(1, "ns")).dt.normalize()
 
 
-def score_fold(data: MarketData, start: str, end: str, params: estimator.TrainParams) -> dict:
+def fold_values(data: MarketData, start: str, end: str, params: estimator.TrainParams) -> tuple[pd.DataFrame, float]:
+    """Each sale of the fold with the value the model trained before the fold gives it (the
+    nowcast of its day), and the training's seconds."""
     start_t, end_t = pd.Timestamp(start), pd.Timestamp(end)
     if end_t > REPORTED_WINDOW_START:
         raise SystemExit("tuning folds must end by 2021-10-01: the reported window is never tuned on")
@@ -68,25 +81,62 @@ def score_fold(data: MarketData, start: str, end: str, params: estimator.TrainPa
     sales = data.sales[(data.sales["ts"] > start_t) & (data.sales["ts"] <= end_t)]
     queries = pd.DataFrame({"item_key": sales["item_key"].to_numpy(), "ts": nowcast_times(sales["ts"]).to_numpy()})
     values = model.predict(data.before(end_t), queries)
-    price = sales["price"].to_numpy(dtype=float)
+    values["price"] = sales["price"].to_numpy(dtype=float)
+    values["day"] = queries["ts"].to_numpy()
+    values["floor_before"] = floor_before(data.market, queries["ts"])
+    return values, fit_seconds
+
+
+def fold_metrics(values: pd.DataFrame, fit_seconds: float) -> dict:
+    price = values["price"].to_numpy()
     out = valuation_metrics(values["fair_value"].to_numpy(), price, values["p10"].to_numpy(), values["p90"].to_numpy())
-    floor = floor_before(data.market, queries["ts"])
-    out["floor_mape"] = valuation_metrics(floor, price)["mape"]
+    out["floor_mape"] = valuation_metrics(values["floor_before"].to_numpy(), price)["mape"]
     out["fit_seconds"] = fit_seconds
+    return out
+
+
+def score_fold(data: MarketData, start: str, end: str, params: estimator.TrainParams) -> dict:
+    began = time.perf_counter()
+    out = fold_metrics(*fold_values(data, start, end, params))
     out["seconds"] = time.perf_counter() - began
     return out
 
 
+def compare(data: MarketData, folds: list[str], base: estimator.TrainParams,
+            other: estimator.TrainParams) -> dict:
+    """Both settings on the same folds; the MAPE difference (other - base) over all their sales."""
+    per_fold, pooled = {}, []
+    for name in folds:
+        a, a_fit = fold_values(data, *FOLDS[name], base)
+        b, b_fit = fold_values(data, *FOLDS[name], other)
+        per_fold[name] = {"base": fold_metrics(a, a_fit), "other": fold_metrics(b, b_fit)}
+        pooled.append(pd.DataFrame({"a": a["fair_value"].to_numpy(), "b": b["fair_value"].to_numpy(),
+                                    "price": a["price"].to_numpy(), "day": a["day"].to_numpy()}))
+    both = pd.concat(pooled, ignore_index=True)
+    difference = paired_mape_difference(both["a"], both["b"], both["price"], both["day"])
+    return {"folds": per_fold, "mape_difference": difference}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--folds", default="q2,q3", help=f"comma-separated, of {', '.join(FOLDS)}")
+    parser.add_argument("--folds", default="q2,q3",
+                        help=f"comma-separated, of {', '.join(FOLDS)}; or {', '.join(FOLD_SETS)}")
     parser.add_argument("--set", dest="params", action="append", default=[], metavar="NAME=VALUE",
                         help="override a TrainParams field")
+    parser.add_argument("--against", action="append", default=[], metavar="NAME=VALUE",
+                        help="also score --set plus these overrides, and print the MAPE difference")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     params = parse_params(args.params)
+    folds = FOLD_SETS.get(args.folds) or args.folds.split(",")
+    unknown = [name for name in folds if name not in FOLDS]
+    if unknown:
+        raise SystemExit(f"unknown folds {unknown}; known: {', '.join(FOLDS)}, or {', '.join(FOLD_SETS)}")
     data = evaluation.load_market(get_settings(), "bundled", [], None, None)
-    results = {name: score_fold(data, *FOLDS[name], params) for name in args.folds.split(",")}
+    if args.against:
+        print_comparison(compare(data, folds, params, parse_params(args.params + args.against)), args)
+        return
+    results = {name: score_fold(data, *FOLDS[name], params) for name in folds}
     if args.json:
         print(json.dumps({"params": params.as_dict(), "folds": results}))
         return
@@ -97,6 +147,20 @@ def main() -> None:
               f"{m['within_10pct']:6.1%} {m['band_coverage']:6.1%} {m['floor_mape']:7.2%} {m['fit_seconds']:6.1f}")
     print(f"mean  MAPE {np.mean([m['mape'] for m in results.values()]):.2%}  "
           f"medAPE {np.mean([m['median_ape'] for m in results.values()]):.2%}")
+
+
+def print_comparison(result: dict, args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"base: {' '.join(args.params) or 'defaults'}; other: base + {' '.join(args.against)}")
+    print(f"{'fold':5} {'n':>5} {'base MAPE':>10} {'other MAPE':>11} {'base medAPE':>12} {'other medAPE':>13}")
+    for name, m in result["folds"].items():
+        print(f"{name:5} {m['base']['n']:5d} {m['base']['mape']:10.2%} {m['other']['mape']:11.2%} "
+              f"{m['base']['median_ape']:12.2%} {m['other']['median_ape']:13.2%}")
+    d = result["mape_difference"]
+    print(f"MAPE other - base over {d['n']} sales: {d['difference']:+.2%} "
+          f"(95 % interval {d['low']:+.2%} .. {d['high']:+.2%}, bootstrap over {d['blocks']} days)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.metrics import valuation_metrics
+from models.metrics import paired_mape_difference, valuation_metrics
 from models.signals import signals
 
 
@@ -23,6 +23,37 @@ def test_valuation_metrics_on_a_hand_computed_case():
 def test_unusable_pairs_are_counted_as_filtered():
     m = valuation_metrics(np.array([1.0, np.nan, 2.0]), np.array([1.0, 1.0, 0.0]))
     assert (m["n"], m["n_filtered"]) == (1, 2)
+
+
+def test_paired_mape_difference_on_hand_computed_cases():
+    actual = np.array([100.0, 100.0, 200.0, 200.0])
+    a = np.array([110.0, 90.0, 220.0, 180.0])  # every APE 10 %
+    b = np.array([105.0, 95.0, 200.0, 200.0])  # APEs 5, 5, 0, 0 %
+    days = np.array([1, 1, 2, 2])
+    same = paired_mape_difference(a, a, actual, days)
+    assert same["difference"] == 0 and same["low"] == 0 and same["high"] == 0
+    better = paired_mape_difference(a, b, actual, days, draws=500)
+    assert better["difference"] == pytest.approx(-0.075)  # (-5 - 5 - 10 - 10) / 4 points
+    # Day 1 gains 5 points a sale, day 2 gains 10: every resample lies between the two.
+    assert -0.10 <= better["low"] < better["high"] <= -0.05
+    assert better["blocks"] == 2 and better["n"] == 4
+
+
+def test_paired_mape_difference_draws_whole_days_and_skips_unvalued_sales():
+    rng = np.random.default_rng(1)
+    actual = np.full(400, 100.0)
+    days = np.repeat(np.arange(20), 20)
+    # A and B differ by a whole day's shift that is +/- 5 points at random: on average nothing.
+    shift = np.repeat(rng.choice([-5.0, 5.0], 20), 20)
+    a = actual * 1.10
+    b = actual * 1.10 + shift
+    b[0] = np.nan  # B cannot value one sale: it leaves both sides
+    out = paired_mape_difference(a, b, actual, days)
+    assert out["n"] == 399
+    # Days, not sales, are drawn: the interval is as wide as 20 draws of +/- 5 points allow
+    # (sd ~ 5 / sqrt(20) = 1.1 points), far wider than 399 independent sales would give.
+    assert out["low"] < out["difference"] < out["high"]
+    assert out["high"] - out["low"] > 0.03
 
 
 def test_signals_follow_the_thresholds():
