@@ -1,0 +1,25 @@
+"""bench/tune.py's folds: settings are chosen on periods before the reported Q4 2021, never on it."""
+
+from itertools import pairwise
+
+import pandas as pd
+import pytest
+
+from bench import tune
+
+
+def test_every_tuning_fold_ends_by_the_reported_window():
+    assert tune.FOLDS
+    for name, (start, end) in tune.FOLDS.items():
+        assert pd.Timestamp(start) < pd.Timestamp(end) <= tune.REPORTED_WINDOW_START, name
+
+
+def test_the_monthly_folds_tile_q2_and_q3_without_gaps():
+    months = [tune.FOLDS[name] for name in tune.FOLD_SETS["monthly"]]
+    assert months[0][0] == tune.FOLDS["q2"][0] and months[-1][1] == tune.FOLDS["q3"][1]
+    assert all(previous[1] == following[0] for previous, following in pairwise(months))
+
+
+def test_a_fold_reaching_the_reported_window_is_refused():
+    with pytest.raises(SystemExit, match="never tuned on"):
+        tune.fold_values(None, "2021-09-01", "2021-10-02", None)
