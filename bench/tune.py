@@ -159,6 +159,9 @@ def print_comparison(result: dict, args: argparse.Namespace) -> None:
         print(f"{name:5} {m['base']['n']:5d} {m['base']['mape']:10.2%} {m['other']['mape']:11.2%} "
               f"{m['base']['median_ape']:12.2%} {m['other']['median_ape']:13.2%}")
     d = result["mape_difference"]
+    if not d["n"]:
+        print("no sale of these folds was valued by both settings")
+        return
     print(f"MAPE other - base over {d['n']} sales: {d['difference']:+.2%} "
           f"(95 % interval {d['low']:+.2%} .. {d['high']:+.2%}, bootstrap over {d['blocks']} days)")
 
