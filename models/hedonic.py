@@ -57,23 +57,35 @@ def hedonic_premiums(context: pd.DataFrame, design: sparse.csr_matrix, item_of_s
     context and design: a training frame asks for every month twice (the item's feature and the
     net market premium), and the fits were half of its time."""
     fits = {} if fits is None else fits
-    usable = np.flatnonzero(np.isfinite(context["excess_premium"].to_numpy()) & (item_of_sale >= 0))
-    times, excess = context["ts"].to_numpy()[usable], context["excess_premium"].to_numpy()[usable]
-    sold = design[item_of_sale[usable]]  # in time order, so each fit's sales are a slice of rows
     fitted_at = refit_times(query_times)
+    moments = np.unique(fitted_at)
+    fit_months(context, design, item_of_sale, [m for m in moments if m not in fits], fits)
     out = np.full(len(item_of_query), np.nan)
-    for moment in np.unique(fitted_at):
-        if moment not in fits:
-            lo, hi = np.searchsorted(times, [moment - np.timedelta64(LOOKBACK), moment], "left")
-            age_days = (moment - times[lo:hi]) / np.timedelta64(1, "D")
-            fits[moment] = None if hi - lo < MIN_SALES else weighted_ridge(
-                sold[lo:hi], excess[lo:hi], 0.5 ** (age_days / HALF_LIFE_DAYS), ALPHA)
+    for moment in moments:
         if fits[moment] is None:
             continue
         coef, intercept = fits[moment]
         asked = np.flatnonzero((fitted_at == moment) & (item_of_query >= 0))
         out[asked] = design[item_of_query[asked]] @ coef + intercept
     return out
+
+
+def fit_months(context: pd.DataFrame, design: sparse.csr_matrix, item_of_sale: np.ndarray,
+               moments: list[np.datetime64], fits: dict) -> None:
+    """Fit the hedonic model at each of `moments` on the sales of the LOOKBACK before it (None
+    when there are fewer than MIN_SALES) into `fits`. Only the design rows of the sales those
+    fits reach are gathered: a nowcast fits one month, not every sale of the market's history."""
+    if not moments:
+        return
+    usable = np.flatnonzero(np.isfinite(context["excess_premium"].to_numpy()) & (item_of_sale >= 0))
+    times, excess = context["ts"].to_numpy()[usable], context["excess_premium"].to_numpy()[usable]
+    first, last = np.searchsorted(times, [min(moments) - np.timedelta64(LOOKBACK), max(moments)], "left")
+    sold = design[item_of_sale[usable[first:last]]]  # in time order, so each fit's sales are a slice of rows
+    for moment in moments:
+        lo, hi = np.searchsorted(times, [moment - np.timedelta64(LOOKBACK), moment], "left")
+        age_days = (moment - times[lo:hi]) / np.timedelta64(1, "D")
+        fits[moment] = None if hi - lo < MIN_SALES else weighted_ridge(
+            sold[lo - first:hi - first], excess[lo:hi], 0.5 ** (age_days / HALF_LIFE_DAYS), ALPHA)
 
 
 def weighted_ridge(x: sparse.csr_matrix, y: np.ndarray, w: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:

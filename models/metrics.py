@@ -44,9 +44,9 @@ def paired_mape_difference(predicted_a: np.ndarray, predicted_b: np.ndarray, act
     a, b, act = (np.asarray(v, dtype=float) for v in (predicted_a, predicted_b, actual))
     ok = np.isfinite(a) & np.isfinite(b) & np.isfinite(act) & (act > 0)
     gap = (np.abs(b[ok] - act[ok]) - np.abs(a[ok] - act[ok])) / act[ok]  # per sale: APE of B - APE of A
-    _, block_of = np.unique(np.asarray(blocks)[ok], return_inverse=True)
     if not len(gap):
         return {"n": 0, "blocks": 0}
+    _, block_of = np.unique(np.asarray(blocks)[ok], return_inverse=True)
     gap_sums = np.bincount(block_of, weights=gap)
     sizes = np.bincount(block_of).astype(float)
     picks = np.random.default_rng(seed).integers(0, len(sizes), size=(draws, len(sizes)))
