@@ -46,9 +46,10 @@ FOLDS = {
 }
 # The same six months, one training before each: six models instead of two, so a setting's
 # effect is averaged over more trainings (a tree ensemble's choices move with small changes).
-FOLDS.update({f"m{month:02d}": (f"2021-{month:02d}-01", f"2021-{month + 1:02d}-01" if month < 9 else "2021-10-01")
-              for month in range(4, 10)})
-FOLD_SETS = {"monthly": [f"m{month:02d}" for month in range(4, 10)]}
+MONTH_STARTS = pd.date_range("2021-04-01", "2021-10-01", freq="MS")
+FOLD_SETS = {"monthly": [f"m{start.month:02d}" for start in MONTH_STARTS[:-1]]}
+FOLDS.update({name: (str(start.date()), str(end.date()))
+              for name, start, end in zip(FOLD_SETS["monthly"], MONTH_STARTS[:-1], MONTH_STARTS[1:], strict=True)})
 REPORTED_WINDOW_START = pd.Timestamp("2021-10-01")
 
 
