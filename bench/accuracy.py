@@ -41,7 +41,8 @@ def main() -> None:
         print(json.dumps(result.report, default=str, allow_nan=False))
         return
     print(f"replay {args.start} .. {args.end} at {args.cadence}: {seconds:.0f} s, "
-          f"{len(result.report['trainings'])} trainings, {result.report['sales_in_window']} sales in window")
+          f"{len(result.report['trainings'])} trainings, {result.report['sales_in_window']} sales in window; "
+          f"{evaluation.describe_filtered(result.report['filtered_out'])}")
     print(f"{'':20} {'n':>6} {'MAPE':>7} {'medAPE':>7} {'bias':>7} {'±10%':>6} {'band':>6}")
     for name in ("model", "previous_day_floor"):
         m = result.report[name]

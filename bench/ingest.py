@@ -25,11 +25,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)  # bench/ must not shadow the project's packages
 
 from bench import harness  # noqa: E402
 from bench.api import start_server  # noqa: E402
+
+WALLETS = 5_000
 
 
 def write_sales_file(path: Path, n: int, seed: int, prefix: str) -> None:
@@ -39,11 +43,15 @@ def write_sales_file(path: Path, n: int, seed: int, prefix: str) -> None:
     coll = synthetic.generate(10_000, seed, bundled)  # keys "0".."9999": the bundled punks' ids
     sales = coll.sales.sample(n=n, random_state=seed, replace=n > len(coll.sales))
     sales = sales.sort_values("ts")
+    # Parties drawn from a pool of wallets, as in a real market: a few pairs trade again and are
+    # flagged as wash trades (storage/wash.py); one fixed pair would make every sale one.
+    wallets = np.random.default_rng(seed).integers(0, WALLETS, size=(len(sales), 2))
     with path.open("w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["event_id", "timestamp", "punk_id", "price_eth", "seller", "buyer", "source"])
         for i, (ts, key, price) in enumerate(zip(sales["ts"], sales["item_key"], sales["price"], strict=True)):
-            out.writerow([f"{prefix}-{i}", ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), key, price, "0xs", "0xb", "bench"])
+            out.writerow([f"{prefix}-{i}", ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), key, price,
+                          f"0x{wallets[i, 0]:040x}", f"0x{wallets[i, 1]:040x}", "bench"])
 
 
 def file_step(path: str) -> dict:

@@ -10,6 +10,8 @@ as-of times gives exactly those features. Folds never reach 2021-10-01 (the repo
     python bench/tune.py --set recency_half_life_days=90 --set max_iter=300
     python bench/tune.py --folds q3 --json
     python bench/tune.py --folds monthly --against max_leaf_nodes=15   # is the change real?
+    python bench/tune.py --folds fresh --against median_models=5        # ... also where it was not chosen?
+    python bench/tune.py --folds monthly --against-wash-kept            # what leaving wash trades out does
 
 It differs from the replay only in not retraining weekly inside the fold (the monthly folds,
 one training per month, come closer).
@@ -38,6 +40,7 @@ from fairvalue.settings import get_settings  # noqa: E402
 from models import estimator  # noqa: E402
 from models.features import MarketData, floor_before  # noqa: E402
 from models.metrics import paired_mape_difference, valuation_metrics  # noqa: E402
+from storage.bundled import market_data_from_files  # noqa: E402
 
 # Tuning folds: (train before = score from, score until). Never at or after 2021-10-01.
 FOLDS = {
@@ -47,9 +50,14 @@ FOLDS = {
 # The same six months, one training before each: six models instead of two, so a setting's
 # effect is averaged over more trainings (a tree ensemble's choices move with small changes).
 MONTH_STARTS = pd.date_range("2021-04-01", "2021-10-01", freq="MS")
-FOLD_SETS = {"monthly": [f"m{start.month:02d}" for start in MONTH_STARTS[:-1]]}
-FOLDS.update({name: (str(start.date()), str(end.date()))
-              for name, start, end in zip(FOLD_SETS["monthly"], MONTH_STARTS[:-1], MONTH_STARTS[1:], strict=True)})
+# Six earlier months (4,539 sales) for a setting first seen on the monthly folds: a choice made
+# there is checked where no choice was made. Named by year and month.
+FRESH_MONTH_STARTS = pd.date_range("2020-10-01", "2021-04-01", freq="MS")
+FOLD_SETS = {"monthly": [f"m{start.month:02d}" for start in MONTH_STARTS[:-1]],
+             "fresh": [f"{start:%Y-%m}" for start in FRESH_MONTH_STARTS[:-1]]}
+for fold_set, starts in (("monthly", MONTH_STARTS), ("fresh", FRESH_MONTH_STARTS)):
+    FOLDS.update({name: (str(start.date()), str(end.date()))
+                  for name, start, end in zip(FOLD_SETS[fold_set], starts[:-1], starts[1:], strict=True)})
 REPORTED_WINDOW_START = pd.Timestamp("2021-10-01")
 
 
@@ -70,16 +78,18 @@ def nowcast_times(ts: pd.Series) -> pd.Series:
     return (ts - pd.Timedelta(1, "ns")).dt.normalize()
 
 
-def fold_values(data: MarketData, start: str, end: str, params: estimator.TrainParams) -> tuple[pd.DataFrame, float]:
-    """Each sale of the fold with the value the model trained before the fold gives it (the
-    nowcast of its day), and the training's seconds."""
+def fold_values(data: MarketData, start: str, end: str, params: estimator.TrainParams,
+                valued: MarketData | None = None) -> tuple[pd.DataFrame, float]:
+    """Each sale of the fold (of `valued`, by default `data`) with the value the model trained
+    on `data` before the fold gives it (the nowcast of its day), and the training's seconds."""
     start_t, end_t = pd.Timestamp(start), pd.Timestamp(end)
     if end_t > REPORTED_WINDOW_START:
         raise SystemExit("tuning folds must end by 2021-10-01: the reported window is never tuned on")
     began = time.perf_counter()
     model = estimator.fit(data.before(start_t), params)
     fit_seconds = time.perf_counter() - began
-    sales = data.sales[(data.sales["ts"] > start_t) & (data.sales["ts"] <= end_t)]
+    scored = (valued or data).sales
+    sales = scored[(scored["ts"] > start_t) & (scored["ts"] <= end_t)]
     queries = pd.DataFrame({"item_key": sales["item_key"].to_numpy(), "ts": nowcast_times(sales["ts"]).to_numpy()})
     values = model.predict(data.before(end_t), queries)
     values["price"] = sales["price"].to_numpy(dtype=float)
@@ -104,12 +114,13 @@ def score_fold(data: MarketData, start: str, end: str, params: estimator.TrainPa
 
 
 def compare(data: MarketData, folds: list[str], base: estimator.TrainParams,
-            other: estimator.TrainParams) -> dict:
-    """Both settings on the same folds; the MAPE difference (other - base) over all their sales."""
+            other: estimator.TrainParams, other_data: MarketData | None = None) -> dict:
+    """Both settings (or the same on `other_data`, another cut of the sales) on the same folds,
+    valuing the same sales (data's); the MAPE difference (other - base) over all of them."""
     per_fold, pooled = {}, []
     for name in folds:
         a, a_fit = fold_values(data, *FOLDS[name], base)
-        b, b_fit = fold_values(data, *FOLDS[name], other)
+        b, b_fit = fold_values(other_data or data, *FOLDS[name], other, valued=data)
         per_fold[name] = {"base": fold_metrics(a, a_fit), "other": fold_metrics(b, b_fit)}
         pooled.append(pd.DataFrame({"a": a["fair_value"].to_numpy(), "b": b["fair_value"].to_numpy(),
                                     "price": a["price"].to_numpy(), "day": a["day"].to_numpy()}))
@@ -126,6 +137,8 @@ def main() -> None:
                         help="override a TrainParams field")
     parser.add_argument("--against", action="append", default=[], metavar="NAME=VALUE",
                         help="also score --set plus these overrides, and print the MAPE difference")
+    parser.add_argument("--against-wash-kept", action="store_true",
+                        help="also score the same settings trained with the suspected wash trades kept in")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     params = parse_params(args.params)
@@ -133,9 +146,17 @@ def main() -> None:
     unknown = [name for name in folds if name not in FOLDS]
     if unknown:
         raise SystemExit(f"unknown folds {unknown}; known: {', '.join(FOLDS)}, or {', '.join(FOLD_SETS)}")
-    data = evaluation.load_market(get_settings(), "bundled", [], None, None)
+    settings = get_settings()
+    data = evaluation.load_market(settings, "bundled", [], None, None)
+    if args.against_wash_kept:
+        bundled = settings.data_dir / settings.collection
+        kept = market_data_from_files(bundled / "punks.csv", [bundled / "sales.csv"], bundled / "floor.csv",
+                                      bundled / "eth_usd.csv", settings.min_floor_fraction, keep_wash_trades=True)
+        print_comparison(compare(data, folds, params, params, other_data=kept), args, "wash trades kept in")
+        return
     if args.against:
-        print_comparison(compare(data, folds, params, parse_params(args.params + args.against)), args)
+        print_comparison(compare(data, folds, params, parse_params(args.params + args.against)), args,
+                         " ".join(args.against))
         return
     results = {name: score_fold(data, *FOLDS[name], params) for name in folds}
     if args.json:
@@ -150,11 +171,11 @@ def main() -> None:
           f"medAPE {np.mean([m['median_ape'] for m in results.values()]):.2%}")
 
 
-def print_comparison(result: dict, args: argparse.Namespace) -> None:
+def print_comparison(result: dict, args: argparse.Namespace, other: str) -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"base: {' '.join(args.params) or 'defaults'}; other: base + {' '.join(args.against)}")
+    print(f"base: {' '.join(args.params) or 'defaults'}; other: base + {other}")
     print(f"{'fold':5} {'n':>5} {'base MAPE':>10} {'other MAPE':>11} {'base medAPE':>12} {'other medAPE':>13}")
     for name, m in result["folds"].items():
         print(f"{name:5} {m['base']['n']:5d} {m['base']['mape']:10.2%} {m['other']['mape']:11.2%} "

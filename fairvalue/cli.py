@@ -297,6 +297,8 @@ def _replay_daily(collection, from_, to, source, horizon, gain, as_json) -> None
 
 
 def _print_accuracy(report: dict) -> None:
+    from fairvalue.evaluation import describe_filtered
+
     table = Table(title=f"forward accuracy {report['window']['from']} .. {report['window']['to']}")
     for col in ("", "n", "MAPE", "median APE", "bias", "within 10%", "band coverage"):
         table.add_column(col, justify="right")
@@ -305,6 +307,7 @@ def _print_accuracy(report: dict) -> None:
         table.add_row(name, str(m.get("n", 0)), *(f"{m[k]:.2%}" if k in m else "-" for k in
                       ("mape", "median_ape", "bias", "within_10pct", "band_coverage")))
     console.print(table)
+    console.print(describe_filtered(report.get("filtered_out")))
 
 
 @app.command()

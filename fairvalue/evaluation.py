@@ -37,7 +37,7 @@ def load_market(settings: Settings, source: str, sales_files: list[Path], floor_
         from storage.market import load_market_data
 
         with session_scope() as session:
-            data = load_market_data(session, ensure_collection(session, settings.collection))
+            data = load_market_data(session, ensure_collection(session, settings.collection), with_excluded=True)
         if sales_files or floor_file or eth_usd_file:
             extra = market_data_from_files(bundled / "punks.csv", sales_files, floor_file, eth_usd_file,
                                            settings.min_floor_fraction)
@@ -68,7 +68,11 @@ def merge(base: MarketData, extra: MarketData) -> MarketData:
     market = base.market.set_index("day")
     add = extra.market.set_index("day")
     market = add.combine_first(market) if len(add) else market
-    return MarketData(base.items, sales, market.reset_index().sort_values("day").reset_index(drop=True))
+    frames = [frame for frame in (base.excluded, extra.excluded) if frame is not None]
+    excluded = pd.concat(frames).drop_duplicates(["event_id", "reason"]).sort_values("ts", kind="stable") \
+        .reset_index(drop=True) if frames else None
+    return MarketData(base.items, sales, market.reset_index().sort_values("day").reset_index(drop=True),
+                      excluded=excluded)
 
 
 @dataclass
@@ -118,6 +122,7 @@ def report(data: MarketData, result: ReplayResult, start, end, cadence: str, set
     return {
         "window": {"from": start.isoformat(), "to": end.isoformat(), "cadence": cadence},
         "sales_in_window": n_sales_in_window,
+        "filtered_out": filtered_out(data, start, end),
         "model": valuation_metrics(p["fair_value"], p["price"], p["p10"], p["p90"]) if len(p) else {"n": 0},
         "previous_day_floor": valuation_metrics(baseline_floor, p["price"].to_numpy()) if len(p) else {"n": 0},
         "segments": _records(segments),
@@ -126,6 +131,25 @@ def report(data: MarketData, result: ReplayResult, start, end, cadence: str, set
         "signals": kpis.as_dict(),
         "signal_stability": signal_stability(result.signal_history).as_dict(),
     }
+
+
+def filtered_out(data: MarketData, start, end) -> dict[str, Any] | None:
+    """The window's sales that were not scored because the model never sees them, by reason:
+    suspected wash trades and rows refused at ingest (a report names both, never drops them).
+    None when the market was loaded without them."""
+    if data.excluded is None:
+        return None
+    in_window = data.excluded[(data.excluded["ts"] > start) & (data.excluded["ts"] <= end)]
+    counts = in_window["reason"].value_counts().sort_index()
+    return {"n": int(counts.sum()), "by_reason": {str(k): int(v) for k, v in counts.items()}}
+
+
+def describe_filtered(filtered: dict[str, Any] | None) -> str:
+    """One line for the printed reports: "filtered out: 8 (wash_repeated_pair 6, ...)"."""
+    if filtered is None:
+        return "filtered out: not known (market loaded without them)"
+    reasons = ", ".join(f"{reason} {n}" for reason, n in filtered["by_reason"].items())
+    return f"filtered out: {filtered['n']}" + (f" ({reasons})" if reasons else "")
 
 
 def _records(frame) -> list[dict]:

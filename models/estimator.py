@@ -42,16 +42,31 @@ class TrainParams:
     l2_regularization: float = 1.0
     recency_half_life_days: float = 180.0
     random_state: int = 7
+    # The median as the mean of this many boosted models, each splitting on a random share
+    # `median_max_features` of the features (its own seed): averaging takes out part of the
+    # fit-to-fit noise. 1 and 1.0: one model on every feature.
+    median_models: int = 1
+    median_max_features: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 @dataclass
+class MeanOfModels:
+    """Several regressors fitted to the same rows, predicting their mean."""
+
+    models: list[HistGradientBoostingRegressor]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.mean([m.predict(x) for m in self.models], axis=0)
+
+
+@dataclass
 class FairValueModel:
     vocab: TraitVocabulary
     columns: list[str]
-    estimators: dict[str, HistGradientBoostingRegressor]
+    estimators: dict[str, HistGradientBoostingRegressor | MeanOfModels]
     params: dict[str, Any] = field(default_factory=dict)
     name: str = "hgb-quantile-v0"
     bins: SharedBins | None = None  # None in artifacts trained before the edges were shared
@@ -127,23 +142,32 @@ def fit(data: MarketData, params: TrainParams | None = None) -> FairValueModel:
     weights = 0.5 ** (age_days / params.recency_half_life_days)
     bins = SharedBins(x, weights, params.max_bins)
     x = bins.transform(x)
-    estimators = {}
+    estimators: dict[str, HistGradientBoostingRegressor | MeanOfModels] = {}
     for name, q in QUANTILES.items():
-        median = name == "p50"
-        est = HistGradientBoostingRegressor(
-            loss="quantile",
-            quantile=q,
-            max_iter=params.max_iter if median else max(10, min(params.band_max_iter, params.max_iter)),
-            learning_rate=params.learning_rate if median else params.band_learning_rate,
-            max_bins=params.max_bins,
-            max_leaf_nodes=params.max_leaf_nodes,
-            min_samples_leaf=params.min_samples_leaf,
-            l2_regularization=params.l2_regularization,
-            random_state=params.random_state,
-            # scikit-learn's default ("auto") holds out a random 10 % of the sales above 10,000 for
-            # early stopping, which never stopped a fit here before max_iter: it only lost data.
-            early_stopping=False,
-        )
-        est.fit(x, target, sample_weight=weights)
-        estimators[name] = est
+        if name == "p50" and params.median_models > 1:
+            estimators[name] = MeanOfModels([
+                _quantile_model(params, q, median=True, seed=params.random_state + i,
+                                max_features=params.median_max_features).fit(x, target, sample_weight=weights)
+                for i in range(params.median_models)])
+        else:
+            estimators[name] = _quantile_model(params, q, median=name == "p50").fit(x, target, sample_weight=weights)
     return FairValueModel(vocab=vocab, columns=columns, estimators=estimators, params=params.as_dict(), bins=bins)
+
+
+def _quantile_model(params: TrainParams, q: float, median: bool, seed: int | None = None,
+                    max_features: float = 1.0) -> HistGradientBoostingRegressor:
+    return HistGradientBoostingRegressor(
+        loss="quantile",
+        quantile=q,
+        max_iter=params.max_iter if median else max(10, min(params.band_max_iter, params.max_iter)),
+        learning_rate=params.learning_rate if median else params.band_learning_rate,
+        max_bins=params.max_bins,
+        max_leaf_nodes=params.max_leaf_nodes,
+        min_samples_leaf=params.min_samples_leaf,
+        l2_regularization=params.l2_regularization,
+        max_features=max_features,
+        random_state=params.random_state if seed is None else seed,
+        # scikit-learn's default ("auto") holds out a random 10 % of the sales above 10,000 for
+        # early stopping, which never stopped a fit here before max_iter: it only lost data.
+        early_stopping=False,
+    )

@@ -45,6 +45,10 @@ class MarketData:
     items: pd.DataFrame  # index item_key (str); columns item_type, accessory_count, accessories (list)
     sales: pd.DataFrame  # columns event_id, ts, item_key, price; sorted by ts
     market: pd.DataFrame  # columns day (midnight), floor, eth_usd; sorted by day
+    # The sales the model never sees, and why (columns event_id, ts, item_key, price, reason):
+    # suspected wash trades, and rows refused at ingest. Read by reports only; None when the
+    # loader was not asked for them.
+    excluded: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     _context: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
@@ -57,7 +61,7 @@ class MarketData:
             self.market[self.market["day"] < t.normalize()],
             # Each sale's context uses only data before that sale, so the context of the
             # market known at t is a slice of the full one: no need to compute it again.
-            None if self._context is None else self._context[known.to_numpy()],
+            _context=None if self._context is None else self._context[known.to_numpy()],
         )
 
     def context(self) -> pd.DataFrame:
@@ -65,6 +69,18 @@ class MarketData:
         if self._context is None:
             self._context = sale_context(self)
         return self._context
+
+
+EXCLUDED_COLUMNS = ["event_id", "ts", "item_key", "price", "reason"]
+
+
+def excluded_frame(rows) -> pd.DataFrame:
+    """MarketData.excluded from (event_id, ts, item_key, price, reason) tuples; ts aware or
+    naive UTC, price None when the row had no readable one."""
+    frame = pd.DataFrame(list(rows), columns=EXCLUDED_COLUMNS)
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.tz_localize(None).astype("datetime64[ns]")
+    frame["price"] = pd.to_numeric(frame["price"], errors="coerce")
+    return frame.sort_values("ts", kind="stable").reset_index(drop=True)
 
 
 class TraitVocabulary:

@@ -118,12 +118,18 @@ def _normalised_key(item_value: Any) -> str:
     return item_key.strip()
 
 
-def sale_day_of(row: Mapping[str, Any]) -> date | None:
-    """The UTC day a raw row says it sold on, or None when it has no readable timestamp."""
+def sale_time_of(row: Mapping[str, Any]) -> datetime | None:
+    """The UTC time a raw row says it sold at, or None when it has no readable timestamp."""
     try:
-        return parse_timestamp(_pick(row, "timestamp")).date()
+        return parse_timestamp(_pick(row, "timestamp"))
     except (ValueError, TypeError):
         return None
+
+
+def sale_day_of(row: Mapping[str, Any]) -> date | None:
+    """The UTC day a raw row says it sold on, or None when it has no readable timestamp."""
+    ts = sale_time_of(row)
+    return None if ts is None else ts.date()
 
 
 def parse_timestamp(value: Any) -> datetime:

@@ -67,22 +67,27 @@ def read_sales_file(path: Path) -> Iterator[dict[str, Any]]:
 
 def market_data_from_files(
     punks_csv: Path, sales_files: list[Path], floor_csv: Path | None, eth_usd_csv: Path | None,
-    min_floor_fraction: float,
+    min_floor_fraction: float, keep_wash_trades: bool = False,
 ):
-    """A MarketData straight from files, validated exactly as ingest validates (no database):
-    what `fairvalue replay` starts from when the database holds no sales."""
+    """A MarketData straight from files, validated exactly as ingest validates (no database)
+    and with suspected wash trades left out as ingest flags them: what `fairvalue replay`
+    starts from when the database holds no sales. `excluded` holds what was left out, and why.
+    `keep_wash_trades` keeps them in (bench/tune.py measures what leaving them out changes)."""
     import pandas as pd
 
-    from models.features import MarketData
-    from models.validation import FloorLookup, validate_batch
+    from models.features import MarketData, excluded_frame
+    from models.validation import FloorLookup, item_key_of, sale_time_of, validate_batch
+    from models.wash import wash_reasons
 
     items = read_punks(punks_csv)
     days = read_market_days(floor_csv, eth_usd_csv)
     floors = FloorLookup({d: v.get("floor") for d, v in days.items()})
     known = {i["item_key"] for i in items}
-    clean = {}
+    clean, refused = {}, []
     for path in sales_files:
-        for sale in validate_batch(read_sales_file(path), known, floors, min_floor_fraction).clean:
+        batch = validate_batch(read_sales_file(path), known, floors, min_floor_fraction)
+        refused += [r for r in batch.rejected if sale_time_of(r.row) is not None]
+        for sale in batch.clean:
             clean.setdefault(sale.event_id, sale)  # the first file to report an event wins
     item_frame = pd.DataFrame(
         {"item_key": [i["item_key"] for i in items], "item_type": [i["item_type"] for i in items],
@@ -93,10 +98,19 @@ def market_data_from_files(
         {"event_id": [s.event_id for s in clean.values()],
          "ts": [s.ts.replace(tzinfo=None) for s in clean.values()],
          "item_key": [s.item_key for s in clean.values()],
-         "price": [s.price for s in clean.values()]}
+         "price": [s.price for s in clean.values()],
+         "seller": [s.seller for s in clean.values()],
+         "buyer": [s.buyer for s in clean.values()]}
     )
     sales["ts"] = pd.to_datetime(sales["ts"]).astype("datetime64[ns]")
     sales = sales.sort_values("ts", kind="stable").reset_index(drop=True)
+    wash = wash_reasons(sales) if not keep_wash_trades else pd.Series(None, index=sales.index, dtype=object)
+    flagged = sales[wash.notna()]
+    excluded = excluded_frame(
+        [*zip(flagged["event_id"], flagged["ts"], flagged["item_key"], flagged["price"], wash[flagged.index],
+              strict=True),
+         *((r.event_id, sale_time_of(r.row), item_key_of(r.row), None, r.reason) for r in refused)])
+    sales = sales[wash.isna()].drop(columns=["seller", "buyer"]).reset_index(drop=True)
     market = pd.DataFrame(
         {"day": [pd.Timestamp(d) for d in sorted(days)],
          "floor": [days[d].get("floor") for d in sorted(days)],
@@ -104,4 +118,4 @@ def market_data_from_files(
     )
     market["day"] = market["day"].astype("datetime64[ns]")
     market[["floor", "eth_usd"]] = market[["floor", "eth_usd"]].astype(float)
-    return MarketData(item_frame, sales, market)
+    return MarketData(item_frame, sales, market, excluded=excluded)

@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 from models.validation import CleanSale, FloorLookup, Reason, Rejection, ValidatedBatch, validate_batch
 from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale, utcnow
 from storage.upsert import insert_ignoring_conflicts, upsert
+from storage.wash import flag_wash_trades
 
 UNIQUE_ITEMS, DAILY_PRICES = "unique_items", "daily_prices"  # collection kinds
 COLLECTION_NAMES = {
@@ -183,7 +184,8 @@ def ingest_sales(
 
 
 def insert_sales(session: Session, collection: Collection, sales: list[CleanSale]) -> set[str]:
-    """Insert clean sales, skipping event ids already stored; return the event ids inserted."""
+    """Insert clean sales, skipping event ids already stored, and flag the suspected wash
+    trades they reveal (storage/wash.py); return the event ids inserted."""
     now = utcnow()
     sale_rows = [
         {
@@ -204,6 +206,7 @@ def insert_sales(session: Session, collection: Collection, sales: list[CleanSale
     for start in range(0, len(sale_rows), 2000):
         chunk = sale_rows[start : start + 2000]
         inserted.update(insert_ignoring_conflicts(session, Sale.__table__, chunk, returning="event_id"))
+    flag_wash_trades(session, collection, [s for s in sales if s.event_id in inserted])
     return inserted
 
 

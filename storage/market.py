@@ -7,8 +7,9 @@ import json
 import pandas as pd
 from sqlmodel import Session, select
 
-from models.features import MarketData
-from storage.tables import Collection, Item, MarketDay, Sale
+from models.features import MarketData, excluded_frame
+from models.validation import item_key_of, sale_time_of
+from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale
 
 
 def _naive_utc(series: pd.Series) -> pd.Series:
@@ -16,7 +17,9 @@ def _naive_utc(series: pd.Series) -> pd.Series:
     return ts.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
 
 
-def load_market_data(session: Session, collection: Collection) -> MarketData:
+def load_market_data(session: Session, collection: Collection, with_excluded: bool = False) -> MarketData:
+    """What the model may know: every item, the sales that are not suspected wash trades, the
+    daily inputs; with `with_excluded`, also the sales left out and why (for reports)."""
     if session.connection().dialect.name == "postgresql":
         items, sales = _items_and_sales_postgresql(session, collection)
     else:
@@ -33,7 +36,27 @@ def load_market_data(session: Session, collection: Collection) -> MarketData:
     market = pd.DataFrame(day_rows, columns=["day", "floor", "eth_usd"])
     market["day"] = pd.to_datetime(market["day"]).astype("datetime64[ns]")
     market[["floor", "eth_usd"]] = market[["floor", "eth_usd"]].astype(float)
-    return MarketData(items=items, sales=sales, market=market)
+    return MarketData(items=items, sales=sales, market=market,
+                      excluded=load_excluded(session, collection) if with_excluded else None)
+
+
+def load_excluded(session: Session, collection: Collection) -> pd.DataFrame:
+    """The sales the model never sees, with why: stored suspected wash trades, and rows refused
+    at ingest that name a time (a row without one cannot be placed in a report's window)."""
+    flagged = session.exec(
+        select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price, Sale.wash_reason)
+        .where(Sale.collection_id == collection.id, Sale.wash_reason.is_not(None))
+    ).all()
+    refused = session.exec(
+        select(RejectedSale.event_id, RejectedSale.row, RejectedSale.reason)
+        .where(RejectedSale.collection_id == collection.id)
+    ).all()
+    rows = list(flagged)
+    for event_id, row, reason in refused:
+        ts = sale_time_of(row)
+        if ts is not None:
+            rows.append((event_id, ts, item_key_of(row), None, reason))
+    return excluded_frame(rows)
 
 
 def _items_and_sales(session: Session, collection: Collection) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -50,7 +73,7 @@ def _items_and_sales(session: Session, collection: Collection) -> tuple[pd.DataF
     )
     sale_rows = session.exec(
         select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price)
-        .where(Sale.collection_id == collection.id)
+        .where(Sale.collection_id == collection.id, Sale.wash_reason.is_(None))
         .order_by(Sale.ts, Sale.id)
     ).all()
     sales = pd.DataFrame(sale_rows, columns=["event_id", "ts", "item_key", "price"])
@@ -72,7 +95,7 @@ def _items_and_sales_postgresql(session: Session, collection: Collection) -> tup
     items["accessories"] = [list(json.loads(text)) for text in items["accessories"]]
     sale_rows = cursor.execute(
         "SELECT event_id, (EXTRACT(EPOCH FROM ts) * 1000000)::bigint, item_key, price FROM sales "
-        "WHERE collection_id = %s ORDER BY ts, id",
+        "WHERE collection_id = %s AND wash_reason IS NULL ORDER BY ts, id",
         (collection.id,),
     ).fetchall()
     sales = pd.DataFrame(sale_rows, columns=["event_id", "ts", "item_key", "price"])

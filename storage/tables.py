@@ -56,6 +56,9 @@ class Sale(SQLModel, table=True):
     source: str = ""
     content_hash: str = Field(max_length=64, description="sha256 of the normalised row")
     ingested_at: datetime = Field(default_factory=utcnow, index=True)
+    wash_reason: str | None = Field(
+        default=None, max_length=32,
+        description="why this sale looks like a wash trade (models/wash.py); such a sale never trains or scores")
 
 
 class RejectedSale(SQLModel, table=True):

@@ -23,3 +23,10 @@ def test_the_monthly_folds_tile_q2_and_q3_without_gaps():
 def test_a_fold_reaching_the_reported_window_is_refused():
     with pytest.raises(SystemExit, match="never tuned on"):
         tune.fold_values(None, "2021-09-01", "2021-10-02", None)
+
+
+def test_the_fresh_folds_tile_the_six_months_before_the_monthly_ones():
+    months = [tune.FOLDS[name] for name in tune.FOLD_SETS["fresh"]]
+    assert len(months) == 6 and months[-1][1] == tune.FOLDS[tune.FOLD_SETS["monthly"][0]][0]
+    assert all(previous[1] == following[0] for previous, following in pairwise(months))
+    assert not set(tune.FOLD_SETS["fresh"]) & set(tune.FOLD_SETS["monthly"])

@@ -1,0 +1,110 @@
+"""Suspected wash trades against real PostgreSQL: flagged as they are stored (also when the
+evidence arrives late), kept, left out of what the model loads, and listed with their reason.
+The seeded database flags exactly the sales the file path flags."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlmodel import select
+
+from fairvalue import pipeline
+from fairvalue.settings import get_settings
+from models.wash import WashReason
+from storage.bundled import market_data_from_files
+from storage.db import session_scope
+from storage.ingest import ensure_collection
+from storage.market import load_market_data
+from storage.tables import Sale
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2021, 12, 10, tzinfo=UTC)
+
+
+def sale(event_id: str, days: float, punk: int, seller: str, buyer: str, price: float = 95.0) -> dict:
+    return {"event_id": event_id, "timestamp": (START + timedelta(days=days)).isoformat(), "punk_id": str(punk),
+            "price_eth": price, "seller": seller, "buyer": buyer, "source": "test"}
+
+
+def stored_reasons(prefix: str) -> dict[str, str | None]:
+    with session_scope() as session:
+        rows = session.exec(select(Sale.event_id, Sale.wash_reason).where(Sale.event_id.like(f"{prefix}-%"))).all()
+    return dict(rows)
+
+
+def loaded(prefix: str):
+    with session_scope() as session:
+        data = load_market_data(session, ensure_collection(session, get_settings().collection), with_excluded=True)
+    kept = set(data.sales["event_id"][data.sales["event_id"].str.startswith(prefix)])
+    left_out = data.excluded[data.excluded["event_id"].str.startswith(prefix)]
+    return kept, dict(zip(left_out["event_id"], left_out["reason"], strict=True))
+
+
+def test_a_round_trip_is_stored_flagged_and_left_out_of_the_model(seeded):
+    report = pipeline.ingest_sales_rows([sale("rt-1", 0, 3100, "0xaa01", "0xbb01"),
+                                         sale("rt-2", 2, 3100, "0xbb01", "0xaa01", price=140.0)], "test")
+    assert report.accepted == 2 and report.rejected == 0  # kept, not refused
+    assert stored_reasons("rt") == {"rt-1": None, "rt-2": WashReason.ROUND_TRIP}
+    kept, left_out = loaded("rt")
+    assert kept == {"rt-1"}
+    assert left_out == {"rt-2": WashReason.ROUND_TRIP}
+
+
+def test_a_late_first_leg_flags_the_stored_return_and_a_resend_changes_nothing(seeded):
+    pipeline.ingest_sales_rows([sale("late-2", 3, 3101, "0xbb02", "0xaa02")], "test")
+    assert stored_reasons("late") == {"late-2": None}  # nothing to go on yet
+    pipeline.ingest_sales_rows([sale("late-1", 1, 3101, "0xaa02", "0xbb02")], "test")
+    assert stored_reasons("late") == {"late-1": None, "late-2": WashReason.ROUND_TRIP}
+    again = pipeline.ingest_sales_rows([sale("late-1", 1, 3101, "0xaa02", "0xbb02"),
+                                        sale("late-2", 3, 3101, "0xbb02", "0xaa02")], "test")
+    assert (again.accepted, again.duplicate) == (0, 2)
+    assert stored_reasons("late") == {"late-1": None, "late-2": WashReason.ROUND_TRIP}
+
+
+def test_a_pairs_third_trade_is_flagged_and_an_unknown_buyer_never_is(seeded):
+    rows = [sale(f"pair-{i}", i, 3200 + i, "0xaa03", "0xbb03") for i in range(3)]
+    rows += [sale(f"pair-bid-{i}", i, 3300 + i, "0xaa03", "0x" + "0" * 40) for i in range(3)]
+    pipeline.ingest_sales_rows(rows, "test")
+    reasons = stored_reasons("pair")
+    assert reasons["pair-2"] == WashReason.REPEATED_PAIR
+    assert [reasons[f"pair-{i}"] for i in range(2)] == [None, None]
+    assert all(reasons[f"pair-bid-{i}"] is None for i in range(3))
+
+
+def test_the_seed_flags_the_same_sales_as_the_file_path(seeded):
+    settings = get_settings()
+    bundled = settings.data_dir / settings.collection
+    files = market_data_from_files(bundled / "punks.csv", [bundled / "sales.csv"], bundled / "floor.csv",
+                                   bundled / "eth_usd.csv", settings.min_floor_fraction)
+    from_files = files.excluded[files.excluded["reason"].str.startswith("wash_")]
+    with session_scope() as session:
+        flagged = dict(session.exec(select(Sale.event_id, Sale.wash_reason).where(
+            Sale.wash_reason.is_not(None), Sale.source != "test")).all())
+    assert len(from_files) > 100
+    assert flagged == dict(zip(from_files["event_id"], from_files["reason"], strict=True))
+
+
+def test_the_migration_flags_the_sales_a_database_already_holds(tmp_path):
+    """An upgrade from before the column leaves out what a fresh database would."""
+    import sqlalchemy as sa
+
+    from storage.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0005")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO collections (id, slug, name, kind, currency, created_at) "
+                             "VALUES (1, 'cryptopunks', 'CryptoPunks', 'unique_items', 'ETH', '2021-01-01')"))
+        for i, (days, seller, buyer) in enumerate([(0, "0xaa", "0xbb"), (1, "0xbb", "0xaa"), (2, "0xcc", "0xcc")]):
+            conn.execute(sa.text(
+                "INSERT INTO sales (collection_id, event_id, item_key, ts, price, seller, buyer, source, content_hash, "
+                "ingested_at) VALUES (1, :e, '7', :ts, 90, :s, :b, 'test', 'h', '2021-12-31')"),
+                {"e": f"old-{i}", "ts": (START + timedelta(days=days)).isoformat(), "s": seller, "b": buyer})
+    upgrade(url, "head")
+    with engine.connect() as conn:
+        reasons = dict(conn.execute(sa.text("SELECT event_id, wash_reason FROM sales")).all())
+    engine.dispose()
+    assert reasons == {"old-0": None, "old-1": WashReason.ROUND_TRIP, "old-2": WashReason.SELF_TRADE}

@@ -1,0 +1,134 @@
+"""Wash-trade flags (models/wash.py): each rule on a hand-made case, the zero address, the
+window's edge, causality, and the vectorised rules against a plain loop on random sales."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.wash import WINDOW, ZERO_ADDRESS, WashReason, strongest, wash_reasons
+
+
+def sales(*rows) -> pd.DataFrame:
+    """rows: (day offset, item, seller, buyer)."""
+    start = pd.Timestamp("2021-06-01")
+    return pd.DataFrame({
+        "event_id": [f"e{i}" for i in range(len(rows))],
+        "ts": [start + pd.Timedelta(days=d) for d, *_ in rows],
+        "item_key": [str(r[1]) for r in rows],
+        "seller": [r[2] for r in rows],
+        "buyer": [r[3] for r in rows],
+    })
+
+
+def test_a_sale_to_oneself_is_a_self_trade():
+    assert wash_reasons(sales((0, 1, "0xa", "0xa"))).tolist() == [WashReason.SELF_TRADE]
+
+
+def test_an_item_coming_back_to_its_seller_is_a_round_trip():
+    reasons = wash_reasons(sales((0, 1, "0xa", "0xb"), (3, 1, "0xb", "0xa"))).tolist()
+    assert reasons == [None, WashReason.ROUND_TRIP]
+
+
+def test_a_return_of_another_item_or_an_onward_sale_is_not_a_round_trip():
+    assert wash_reasons(sales((0, 1, "0xa", "0xb"), (3, 2, "0xb", "0xa"))).tolist() == [None, None]
+    assert wash_reasons(sales((0, 1, "0xa", "0xb"), (3, 1, "0xb", "0xc"))).tolist() == [None, None]
+
+
+def test_a_pairs_third_trade_in_the_window_is_flagged_in_either_direction():
+    reasons = wash_reasons(sales((0, 1, "0xa", "0xb"), (1, 2, "0xb", "0xa"), (2, 3, "0xa", "0xb"),
+                                 (3, 4, "0xa", "0xc"))).tolist()
+    assert reasons == [None, None, WashReason.REPEATED_PAIR, None]
+
+
+def test_trades_older_than_the_window_do_not_count():
+    days = WINDOW.days
+    assert wash_reasons(sales((0, 1, "0xa", "0xb"), (days + 1, 1, "0xb", "0xa"))).tolist() == [None, None]
+    assert wash_reasons(sales((0, 1, "0xa", "0xb"), (days, 1, "0xb", "0xa"))).tolist() == [None, WashReason.ROUND_TRIP]
+    assert wash_reasons(sales((0, 1, "0xa", "0xb"), (1, 2, "0xa", "0xb"), (days + 0.5, 3, "0xa", "0xb"))).tolist() \
+        == [None, None, None]
+
+
+@pytest.mark.parametrize("missing", ["", ZERO_ADDRESS])
+def test_an_unknown_party_proves_nothing(missing):
+    rows = [(0, 1, "0xa", missing), (1, 1, missing, "0xa"), (2, 1, missing, missing), (3, 2, "0xa", missing)]
+    assert wash_reasons(sales(*rows)).isna().all()
+
+
+def test_the_strongest_reason_wins_and_strongest_keeps_it():
+    reasons = wash_reasons(sales((0, 1, "0xa", "0xb"), (1, 2, "0xa", "0xb"), (2, 1, "0xb", "0xa"))).tolist()
+    assert reasons[2] == WashReason.ROUND_TRIP  # also the pair's third trade
+    assert strongest(WashReason.REPEATED_PAIR, WashReason.ROUND_TRIP) == WashReason.ROUND_TRIP
+    assert strongest(WashReason.SELF_TRADE, None) == WashReason.SELF_TRADE
+    assert strongest(None, None) is None
+
+
+def random_sales(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    wallets = np.array([f"0x{i:02d}" for i in range(8)] + ["", ZERO_ADDRESS])
+    frame = pd.DataFrame({
+        "event_id": [f"e{i:04d}" for i in range(n)],
+        # whole hours, so equal times happen and the event id breaks the tie
+        "ts": pd.Timestamp("2021-01-01") + pd.to_timedelta(rng.integers(0, 24 * 120, n), unit="h"),
+        "item_key": rng.integers(0, 15, n).astype(str),
+        "seller": rng.choice(wallets, n),
+        "buyer": rng.choice(wallets, n),
+    })
+    return frame.sample(frac=1, random_state=seed)  # not in time order: the function sorts
+
+
+def reference(frame: pd.DataFrame) -> list:
+    """The rules as a plain loop over every earlier sale."""
+    order = frame.sort_values(["ts", "event_id"], kind="stable")
+    rows = list(order.itertuples())
+    out = {}
+    party = lambda a: a not in ("", ZERO_ADDRESS)  # noqa: E731
+    for k, s in enumerate(rows):
+        earlier = [e for e in rows[:k] if e.ts >= s.ts - WINDOW]
+        reason = None
+        if party(s.seller) and party(s.buyer):
+            if s.seller == s.buyer:
+                reason = WashReason.SELF_TRADE
+            elif any(e.item_key == s.item_key and e.seller == s.buyer and e.buyer == s.seller for e in earlier):
+                reason = WashReason.ROUND_TRIP
+            elif sum({e.seller, e.buyer} == {s.seller, s.buyer} for e in earlier) >= 2:
+                reason = WashReason.REPEATED_PAIR
+        out[s.Index] = reason
+    return [out[i] for i in frame.index]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_vectorised_rules_match_a_plain_loop(seed):
+    frame = random_sales(400, seed)
+    got = wash_reasons(frame).tolist()
+    assert got == reference(frame)
+    assert {WashReason.SELF_TRADE, WashReason.ROUND_TRIP, WashReason.REPEATED_PAIR} <= set(got)  # all exercised
+
+
+def test_a_flag_never_changes_when_later_sales_are_added():
+    frame = random_sales(400, 4).sort_values(["ts", "event_id"])
+    cut = frame["ts"].iloc[200]
+    early = frame[frame["ts"] < cut]
+    assert wash_reasons(early).tolist() == wash_reasons(frame)[early.index].tolist()
+
+
+def test_the_file_path_leaves_wash_trades_and_refused_rows_out_and_the_report_counts_them(tmp_path):
+    from fairvalue.evaluation import describe_filtered, filtered_out
+    from fairvalue.settings import get_settings
+    from storage.bundled import market_data_from_files
+
+    bundled = get_settings().data_dir / "cryptopunks"
+    path = tmp_path / "later.csv"
+    path.write_text(
+        "event_id,timestamp,punk_id,price_eth,seller,buyer,source\n"
+        "a,2022-01-05T10:00:00Z,7,90,0xaa,0xbb,test\n"
+        "b,2022-01-06T10:00:00Z,7,150,0xbb,0xaa,test\n"  # the round trip's return
+        "c,2022-01-07T10:00:00Z,8,0,0xaa,0xcc,test\n"  # price 0: refused at validation
+        "d,2022-01-08T10:00:00Z,9,95,0xdd,0xee,test\n")
+    data = market_data_from_files(bundled / "punks.csv", [path], None, None, 0.2)
+    assert data.sales["event_id"].tolist() == ["a", "d"]
+    assert dict(zip(data.excluded["event_id"], data.excluded["reason"], strict=True)) == {
+        "b": WashReason.ROUND_TRIP, "c": "non_positive_price"}
+    window = filtered_out(data, pd.Timestamp("2022-01-06"), pd.Timestamp("2022-02-01"))
+    assert window == {"n": 2, "by_reason": {"non_positive_price": 1, WashReason.ROUND_TRIP: 1}}
+    assert filtered_out(data, pd.Timestamp("2022-01-07"), pd.Timestamp("2022-02-01"))["n"] == 1
+    assert describe_filtered(window) == "filtered out: 2 (non_positive_price 1, wash_round_trip 1)"
