@@ -90,10 +90,12 @@ def file_step(path: str) -> dict:
 def signed_bodies(path: Path, target: str, n: int, secret: str) -> None:
     from api.signing import sign
 
+    wallets = np.random.default_rng(n).integers(0, WALLETS, size=(n, 2))  # each call's wash check has work
     with path.open("w") as fh:
         for i in range(n):
             body = json.dumps({"event_id": f"hook-{i}", "timestamp": "2021-12-30T12:00:00Z",
-                               "punk_id": str(i % 10_000), "price_eth": 80.0 + i % 50, "source": "bench"})
+                               "punk_id": str(i % 10_000), "price_eth": 80.0 + i % 50, "source": "bench",
+                               "seller": f"0x{wallets[i, 0]:040x}", "buyer": f"0x{wallets[i, 1]:040x}"})
             headers = {"Fairvalue-Signature": sign(secret, body.encode())} if target != "/bare-post" else {}
             fh.write(json.dumps({"path": target, "body": body, "headers": headers}) + "\n")
 

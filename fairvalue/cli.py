@@ -517,7 +517,8 @@ def _has_champion() -> bool:
 
 @app.command()
 def status(collection: str = COLLECTION_OPTION) -> None:
-    """What is stored, who is champion, what is published, and what was rejected."""
+    """What is stored, who is champion, what is published, what was rejected and which stored
+    sales the model leaves out (suspected wash trades)."""
     from sqlalchemy import func
     from sqlmodel import select
 
@@ -535,11 +536,17 @@ def status(collection: str = COLLECTION_OPTION) -> None:
             select(RejectedSale.reason, func.count()).where(RejectedSale.collection_id == coll.id)
             .group_by(RejectedSale.reason)
         ).all()
+        wash = session.exec(
+            select(Sale.wash_reason, func.count()).where(Sale.collection_id == coll.id, Sale.wash_reason.is_not(None))
+            .group_by(Sale.wash_reason)
+        ).all()
         champion = get_alias(session, coll, CHAMPION)
         snap = published_snapshot(session, coll)
     console.print(f"collection {coll.slug}: {n_items} items, {n_sales} sales")
     for reason, n in sorted(rejected):
         console.print(f"  rejected {reason}: {n}")
+    for reason, n in sorted(wash):
+        console.print(f"  kept out of the model, {reason}: {n}")
     champion_text = f"v{champion.version} (sha256 {champion.sha256[:12]})" if champion else "none"
     console.print(f"champion: {champion_text}")
     console.print(f"published snapshot: {f'{snap.id} as of {snap.as_of.isoformat()}' if snap else 'none'}")

@@ -98,13 +98,14 @@ def _naive(series: pd.Series) -> pd.Series:
 
 def live_scored(session: Session, coll: Collection, since, statuses=("published",),
                 model_version_id: int | None = None) -> pd.DataFrame:
-    """Sales since `since`, each scored against the latest snapshot published before it (for a
-    daily-priced collection: the card-days its snapshots valued, see fairvalue/kinds.py)."""
+    """Sales since `since` (not suspected wash trades), each scored against the latest snapshot
+    published before it (for a daily-priced collection: the card-days its snapshots valued,
+    see fairvalue/kinds.py)."""
     if kinds.is_daily(coll):
         return kinds.DAILY.live_scored(session, coll, since, statuses, model_version_id)
     sales = pd.DataFrame(
         session.exec(select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price)
-                     .where(Sale.collection_id == coll.id, Sale.ts >= since)).all(),
+                     .where(Sale.collection_id == coll.id, Sale.ts >= since, Sale.wash_reason.is_(None))).all(),
         columns=["event_id", "ts", "item_key", "price"])
     sales["ts"] = _naive(sales["ts"])
     snaps = _snapshots(session, coll, statuses, model_version_id, since)

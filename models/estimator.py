@@ -144,13 +144,13 @@ def fit(data: MarketData, params: TrainParams | None = None) -> FairValueModel:
     x = bins.transform(x)
     estimators: dict[str, HistGradientBoostingRegressor | MeanOfModels] = {}
     for name, q in QUANTILES.items():
-        if name == "p50" and params.median_models > 1:
-            estimators[name] = MeanOfModels([
-                _quantile_model(params, q, median=True, seed=params.random_state + i,
-                                max_features=params.median_max_features).fit(x, target, sample_weight=weights)
-                for i in range(params.median_models)])
-        else:
-            estimators[name] = _quantile_model(params, q, median=name == "p50").fit(x, target, sample_weight=weights)
+        if name != "p50":
+            estimators[name] = _quantile_model(params, q, median=False).fit(x, target, sample_weight=weights)
+            continue
+        medians = [_quantile_model(params, q, median=True, seed=params.random_state + i,
+                                   max_features=params.median_max_features).fit(x, target, sample_weight=weights)
+                   for i in range(params.median_models)]
+        estimators[name] = medians[0] if len(medians) == 1 else MeanOfModels(medians)
     return FairValueModel(vocab=vocab, columns=columns, estimators=estimators, params=params.as_dict(), bins=bins)
 
 

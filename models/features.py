@@ -76,11 +76,12 @@ EXCLUDED_COLUMNS = ["event_id", "ts", "item_key", "price", "reason"]
 
 def excluded_frame(rows) -> pd.DataFrame:
     """MarketData.excluded from (event_id, ts, item_key, price, reason) tuples; ts aware or
-    naive UTC, price None when the row had no readable one."""
+    naive UTC, price None when the row had no readable one. A time pandas cannot hold (a
+    refused row dated in the year 9999) cannot fall in any report's window: it is left out."""
     frame = pd.DataFrame(list(rows), columns=EXCLUDED_COLUMNS)
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.tz_localize(None).astype("datetime64[ns]")
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True, errors="coerce").dt.tz_localize(None).astype("datetime64[ns]")
     frame["price"] = pd.to_numeric(frame["price"], errors="coerce")
-    return frame.sort_values("ts", kind="stable").reset_index(drop=True)
+    return frame[frame["ts"].notna()].sort_values("ts", kind="stable").reset_index(drop=True)
 
 
 class TraitVocabulary:

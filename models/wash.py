@@ -48,61 +48,80 @@ def wash_reasons(sales: pd.DataFrame, window: pd.Timedelta = WINDOW) -> pd.Serie
     """The wash reason of each sale (None when clean), aligned to `sales`' index.
 
     sales: columns event_id, ts (datetime64), item_key, seller, buyer (addresses lower-case,
-    "" when unknown). Vectorised: a large ingest batch is flagged in milliseconds.
+    "" when unknown). Vectorised in numpy: a 50,000-sale batch takes a fraction of a second and
+    a webhook's single sale about a millisecond.
     """
-    reasons = pd.Series(None, index=sales.index, dtype=object)
     if sales.empty:
-        return reasons
-    order = sales.sort_values(["ts", "event_id"], kind="stable")
-    seller = order["seller"].fillna("").astype(str).to_numpy()
-    buyer = order["buyer"].fillna("").astype(str).to_numpy()
-    ts = order["ts"].to_numpy(dtype="datetime64[ns]").astype("int64")
-    position = np.arange(len(order))  # a sale's rank in time order: lower is earlier
-    parties = _is_party(seller) & _is_party(buyer)
+        return pd.Series(None, index=sales.index, dtype=object)
+    ts_all = sales["ts"].to_numpy(dtype="datetime64[ns]").astype("int64")
+    order = np.lexsort((sales["event_id"].to_numpy(dtype=object), ts_all))  # time order; the id breaks ties
+    n = len(order)
+    # Addresses and items as integer codes: the searches below then compare ints.
+    addresses = np.concatenate([sales["seller"].fillna("").astype(str).to_numpy()[order],
+                                sales["buyer"].fillna("").astype(str).to_numpy()[order]])
+    codes, known = pd.factorize(addresses)
+    seller, buyer = codes[:n], codes[n:]
+    nobody = np.flatnonzero(~_is_party(np.asarray(known, dtype=object)))
+    parties = ~np.isin(seller, nobody) & ~np.isin(buyer, nobody)
+    item = pd.factorize(sales["item_key"].to_numpy()[order])[0]
+    ts = ts_all[order]
 
     self_trade = parties & (seller == buyer)
-    round_trip = parties & _has_earlier_reverse_sale(order["item_key"].to_numpy(), seller, buyer, ts, position,
-                                                     parties, window.value)
-    repeated = parties & (_earlier_pair_trades(seller, buyer, ts, parties, window.value)
-                          >= REPEATED_PAIR_PRIOR_TRADES)
+    round_trip = parties & _has_earlier_reverse_sale(item, seller, buyer, ts, parties, window.value)
+    low, high = np.minimum(seller, buyer), np.maximum(seller, buyer)
+    repeated = parties & (_earlier_pair_trades(low, high, ts, parties, window.value) >= REPEATED_PAIR_PRIOR_TRADES)
 
-    flag = np.full(len(order), None, dtype=object)
+    flag = np.full(n, None, dtype=object)
     flag[repeated] = WashReason.REPEATED_PAIR
     flag[round_trip] = WashReason.ROUND_TRIP  # stronger reasons written last win
     flag[self_trade] = WashReason.SELF_TRADE
-    reasons.loc[order.index] = flag
-    return reasons
+    reasons = np.empty(n, dtype=object)
+    reasons[order] = flag
+    return pd.Series(reasons, index=sales.index, dtype=object)
 
 
 def _is_party(addresses: np.ndarray) -> np.ndarray:
     return (addresses != "") & (addresses != ZERO_ADDRESS)
 
 
-def _has_earlier_reverse_sale(item, seller, buyer, ts, position, parties, window_ns: int) -> np.ndarray:
-    """Whether an earlier sale of the same item, within the window, went buyer -> seller."""
-    frame = pd.DataFrame({"item": item, "seller": seller, "buyer": buyer, "ts": ts, "position": position})[parties]
-    earlier = frame.rename(columns={"seller": "buyer", "buyer": "seller"})  # matched with the roles swapped
-    pairs = frame.merge(earlier, on=["item", "seller", "buyer"], suffixes=("", "_earlier"))
-    hit = pairs[(pairs["position_earlier"] < pairs["position"]) & (pairs["ts_earlier"] >= pairs["ts"] - window_ns)]
+def _latest_earlier(keys: list[np.ndarray], ts: np.ndarray, query: list[np.ndarray], at: np.ndarray) -> np.ndarray:
+    """For each of the sales at positions `at` (time order; keys, ts and query are theirs),
+    the time of the last sale before it whose key columns equal its query columns, or the
+    int64 minimum when there is none. One search over the sales sorted by (key, position)."""
+    by_key = np.lexsort((at, *reversed(keys)))
+    sorted_keys = np.rec.fromarrays([k[by_key] for k in keys] + [at[by_key]])
+    # The first entry at or after (query key, r) minus one: the last with that key before r.
+    found = np.searchsorted(sorted_keys, np.rec.fromarrays([*query, at]), side="left") - 1
+    found_ok = found >= 0
+    candidate = by_key[np.where(found_ok, found, 0)]
+    same = found_ok & np.all([k[candidate] == q for k, q in zip(keys, query, strict=True)], axis=0)
+    return np.where(same, ts[candidate], np.iinfo(np.int64).min)
+
+
+def _has_earlier_reverse_sale(item, seller, buyer, ts, parties, window_ns: int) -> np.ndarray:
+    """Whether an earlier sale of the same item, within the window, went buyer -> seller: the
+    latest such sale is enough, as it is the closest in time."""
     found = np.zeros(len(item), dtype=bool)
-    found[hit["position"].to_numpy()] = True
+    at = np.flatnonzero(parties)
+    if len(at):
+        latest = _latest_earlier([item[at], seller[at], buyer[at]], ts[at], [item[at], buyer[at], seller[at]], at)
+        found[at] = latest >= ts[at] - window_ns
     return found
 
 
-def _earlier_pair_trades(seller, buyer, ts, parties, window_ns: int) -> np.ndarray:
+def _earlier_pair_trades(low, high, ts, parties, window_ns: int) -> np.ndarray:
     """How many earlier sales (any item, either direction) the same two parties made within
     the window. Sales are in time order, so within a pair's group the earlier ones come first."""
     counts = np.zeros(len(ts), dtype=np.int64)
     at = np.flatnonzero(parties)
     if not len(at):
         return counts
-    low, high = np.minimum(seller[at], buyer[at]), np.maximum(seller[at], buyer[at])
-    pair = pd.factorize(pd.Series(low) + "|" + pd.Series(high))[0]
-    by_pair = np.lexsort((at, pair))  # grouped by pair, time order inside each group
-    group, group_ts = pair[by_pair], ts[at][by_pair]
+    by_pair = np.lexsort((at, high[at], low[at]))  # grouped by pair, time order inside each group
+    rows = at[by_pair]
+    key = np.rec.fromarrays([low[rows], high[rows], ts[rows]])
     # A row's earlier trades in the window: its rank in the group minus the rank of the first
-    # trade of its group at or after ts - window, found by one search over (group, ts).
-    key = np.rec.fromarrays([group, group_ts])
-    first_in_window = np.searchsorted(key, np.rec.fromarrays([group, group_ts - window_ns]), side="left")
-    counts[at[by_pair]] = np.arange(len(by_pair)) - first_in_window
+    # trade of its group at or after ts - window, found by one search over (pair, ts).
+    first_in_window = np.searchsorted(key, np.rec.fromarrays([low[rows], high[rows], ts[rows] - window_ns]),
+                                      side="left")
+    counts[rows] = np.arange(len(rows)) - first_in_window
     return counts

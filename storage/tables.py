@@ -43,6 +43,8 @@ class Sale(SQLModel, table=True):
         UniqueConstraint("collection_id", "event_id", name="uq_sales_event"),
         Index("ix_sales_collection_ts", "collection_id", "ts"),
         Index("ix_sales_item_ts", "collection_id", "item_key", "ts"),
+        # The wash-trade check of a small batch reads the trades between its parties (storage/wash.py).
+        Index("ix_sales_parties", "collection_id", "seller", "buyer"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

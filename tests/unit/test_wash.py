@@ -132,3 +132,13 @@ def test_the_file_path_leaves_wash_trades_and_refused_rows_out_and_the_report_co
     assert window == {"n": 2, "by_reason": {"non_positive_price": 1, WashReason.ROUND_TRIP: 1}}
     assert filtered_out(data, pd.Timestamp("2022-01-07"), pd.Timestamp("2022-02-01"))["n"] == 1
     assert describe_filtered(window) == "filtered out: 2 (non_positive_price 1, wash_round_trip 1)"
+
+
+def test_a_refused_row_dated_beyond_what_pandas_holds_is_left_out_of_the_excluded_list():
+    from datetime import UTC, datetime
+
+    from models.features import excluded_frame
+
+    frame = excluded_frame([("far", datetime(9999, 12, 31, tzinfo=UTC), "1", None, "future_timestamp"),
+                            ("near", datetime(2021, 1, 1, tzinfo=UTC), "2", 3.0, "non_positive_price")])
+    assert frame["event_id"].tolist() == ["near"] and frame["ts"].dtype == "datetime64[ns]"

@@ -1,4 +1,5 @@
-"""sales.wash_reason: suspected wash trades are kept but never train or score (issue #3)
+"""sales.wash_reason: suspected wash trades are kept but never train or score (issue #3);
+an index on the parties for the check of small batches
 
 The column is filled for the sales already stored, with the same rules ingest applies
 (models/wash.py), so an upgraded database leaves out what a fresh one would.
@@ -22,6 +23,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('sales', schema=None) as batch_op:
         batch_op.add_column(sa.Column('wash_reason', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True))
+        batch_op.create_index('ix_sales_parties', ['collection_id', 'seller', 'buyer'], unique=False)
     _flag_stored_sales(op.get_bind())
 
 
@@ -43,4 +45,5 @@ def _flag_stored_sales(connection) -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table('sales', schema=None) as batch_op:
+        batch_op.drop_index('ix_sales_parties')
         batch_op.drop_column('wash_reason')
