@@ -85,12 +85,11 @@ def forward_pairs(session: Session, coll: Collection, t0: datetime, t1: datetime
     """(scored, counts): sales with t0 <= ts < t1, each with the value of the snapshot published
     last before it (models.live.score_sales), plus the item's type and accessory count.
     Suspected wash trades are not scored; counts["wash_trades"] says how many, by reason."""
-    sales = pd.DataFrame(session.exec(select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price).where(
-        Sale.collection_id == coll.id, Sale.ts >= t0, Sale.ts < t1, Sale.wash_reason.is_(None))).all(),
-        columns=["event_id", "ts", "item_key", "price"])
-    wash = dict(session.exec(select(Sale.wash_reason, func.count()).where(
-        Sale.collection_id == coll.id, Sale.ts >= t0, Sale.ts < t1, Sale.wash_reason.is_not(None))
-        .group_by(Sale.wash_reason)).all())
+    stored = pd.DataFrame(session.exec(select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price, Sale.wash_reason)
+                                       .where(Sale.collection_id == coll.id, Sale.ts >= t0, Sale.ts < t1)).all(),
+                          columns=["event_id", "ts", "item_key", "price", "wash_reason"])
+    wash = stored["wash_reason"].dropna().value_counts().sort_index()
+    sales = stored[stored["wash_reason"].isna()].drop(columns="wash_reason").reset_index(drop=True)
     sales["ts"] = _naive(sales["ts"])
     snaps = pd.DataFrame(session.exec(select(NowcastSnapshot.id, NowcastSnapshot.published_at,
                                              NowcastSnapshot.model_version_id).where(
@@ -113,7 +112,7 @@ def forward_pairs(session: Session, coll: Collection, t0: datetime, t1: datetime
                 NowcastRow.snapshot_id.in_(wanted_snaps[i:i + 500]), NowcastRow.item_key.in_(wanted_items))).all()
         rows = pd.DataFrame(found, columns=["snapshot_id", "item_key", "fair_value", "p10", "p90"])
     scored, counts = live.score_sales(sales, snaps, rows)
-    counts["wash_trades"] = {str(reason): int(n) for reason, n in sorted(wash.items())}
+    counts["wash_trades"] = {str(reason): int(n) for reason, n in wash.items()}
     items = pd.DataFrame(session.exec(select(Item.item_key, Item.item_type, Item.attributes).where(
         Item.collection_id == coll.id, Item.item_key.in_(sorted(set(scored["item_key"]))))).all(),
         columns=["item_key", "item_type", "attributes"]).set_index("item_key")

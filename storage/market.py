@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 from sqlmodel import Session, select
 
@@ -12,9 +13,15 @@ from models.validation import item_key_of, sale_time_of
 from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale
 
 
-def _naive_utc(series: pd.Series) -> pd.Series:
-    ts = pd.to_datetime(series, utc=True)
+def naive_utc(series: pd.Series) -> pd.Series:
+    """Sale times as SQLite hands them back (aware datetimes or their text) as naive UTC."""
+    ts = pd.to_datetime(series, utc=True, format="mixed")
     return ts.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
+
+
+def from_epoch_microseconds(values) -> np.ndarray:
+    """Sale times read on PostgreSQL as integer microseconds since the epoch, as naive UTC."""
+    return np.asarray(values).astype("int64").astype("datetime64[us]").astype("datetime64[ns]")
 
 
 def load_market_data(session: Session, collection: Collection, with_excluded: bool = False) -> MarketData:
@@ -77,7 +84,7 @@ def _items_and_sales(session: Session, collection: Collection) -> tuple[pd.DataF
         .order_by(Sale.ts, Sale.id)
     ).all()
     sales = pd.DataFrame(sale_rows, columns=["event_id", "ts", "item_key", "price"])
-    sales["ts"] = _naive_utc(sales["ts"]) if len(sales) else sales["ts"].astype("datetime64[ns]")
+    sales["ts"] = naive_utc(sales["ts"]) if len(sales) else sales["ts"].astype("datetime64[ns]")
     return items, sales
 
 
@@ -99,7 +106,7 @@ def _items_and_sales_postgresql(session: Session, collection: Collection) -> tup
         (collection.id,),
     ).fetchall()
     sales = pd.DataFrame(sale_rows, columns=["event_id", "ts", "item_key", "price"])
-    sales["ts"] = sales["ts"].to_numpy(dtype="int64").astype("datetime64[us]").astype("datetime64[ns]")
+    sales["ts"] = from_epoch_microseconds(sales["ts"].to_numpy())
     return items, sales
 
 

@@ -13,7 +13,6 @@ history read here than it is; `strongest` keeps its stored flag.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,18 +21,19 @@ from sqlalchemy import and_, or_, select, text
 from sqlmodel import Session
 
 from models.validation import CleanSale
-from models.wash import WINDOW, ZERO_ADDRESS, strongest, wash_reasons
+from models.wash import WINDOW, is_party, strongest, wash_reasons
+from storage.market import from_epoch_microseconds, naive_utc
 from storage.tables import Collection, Sale
 
 # A batch up to this size reads only the sales of its items and parties; a larger one (a file,
-# the seed) reads every sale of its time range, which is cheaper than a very long IN list.
+# the seed) reads every sale of its time range rather than send thousands of keys.
 NARROW_BATCH = 500
 SET_REASON = text("UPDATE sales SET wash_reason = :reason WHERE id = :sale_id")
 
 
 # On PostgreSQL the window is read straight from the driver's cursor, times as integer
-# microseconds: SQLAlchemy's statement compilation, Row objects and one datetime per row were
-# most of a webhook call's check and a third of a large batch's read (bench/ingest.py).
+# microseconds: SQLAlchemy's Row objects and one datetime object per row, which pandas then
+# inferred column by column, were about half of flagging a 5,000-sale batch (cProfile, bench/ingest.py data).
 AROUND_PG = ("SELECT id, event_id, (EXTRACT(EPOCH FROM ts) * 1000000)::bigint, item_key, seller, buyer, wash_reason "
              "FROM sales WHERE collection_id = %(collection)s AND ts >= %(low)s AND ts <= %(high)s")
 AROUND_PG_NARROW = (
@@ -59,22 +59,11 @@ def _fetch(connection, collection_id: int, low, high, items=None, parties=None) 
     return [tuple(row) for row in connection.execute(query)]
 
 
-def _naive_utc(times: np.ndarray, dialect: str) -> np.ndarray:
-    if dialect == "postgresql":
-        return times.astype("int64").astype("datetime64[us]").astype("datetime64[ns]")
-    return pd.to_datetime(pd.Series(times), utc=True, format="mixed").dt.tz_localize(None).to_numpy()
-
-
-def _has_parties(sale: CleanSale) -> bool:
-    return all(address not in ("", ZERO_ADDRESS) for address in (sale.seller, sale.buyer))
-
-
-def flag_wash_trades(session: Session, collection: Collection, new_sales: Sequence[CleanSale]) -> Counter:
-    """Set or strengthen the wash flag of the sales these new ones bear on; return how many
-    flags were set, by reason."""
-    relevant = [s for s in new_sales if _has_parties(s)]
+def flag_wash_trades(session: Session, collection: Collection, new_sales: Sequence[CleanSale]) -> None:
+    """Set or strengthen the wash flag of the sales these new ones bear on."""
+    relevant = [s for s in new_sales if is_party(s.seller) and is_party(s.buyer)]
     if not relevant:  # a sale without both parties is never flagged and is no one's evidence
-        return Counter()
+        return
     low, high = min(s.ts for s in relevant) - WINDOW, max(s.ts for s in relevant) + WINDOW
     connection = session.connection()
     dialect = connection.dialect.name
@@ -86,15 +75,17 @@ def flag_wash_trades(session: Session, collection: Collection, new_sales: Sequen
     else:
         rows = _fetch(connection, collection.id, low, high)
     if not rows:
-        return Counter()
+        return
     columns = (np.array(column, dtype=object) for column in zip(*rows, strict=True))
     ids, event_ids, times, items, sellers, buyers, stored = columns
-    frame = pd.DataFrame({"id": ids, "event_id": event_ids, "ts": _naive_utc(times, dialect), "item_key": items,
+    ts = from_epoch_microseconds(times) if dialect == "postgresql" else naive_utc(pd.Series(times)).to_numpy()
+    frame = pd.DataFrame({"id": ids, "event_id": event_ids, "ts": ts, "item_key": items,
                           "seller": sellers, "buyer": buyers, "stored": stored})
     found = wash_reasons(frame)
-    changes = [{"sale_id": int(sale_id), "reason": strongest(stored, reason)}
-               for sale_id, stored, reason in zip(frame["id"], frame["stored"], found, strict=True)
-               if strongest(stored, reason) != stored]
+    changes = []
+    for sale_id, stored_reason, reason in zip(frame["id"], frame["stored"], found, strict=True):
+        merged = strongest(stored_reason, reason)
+        if merged != stored_reason:
+            changes.append({"sale_id": int(sale_id), "reason": merged})
     if changes:
-        session.connection().execute(SET_REASON, changes)
-    return Counter(change["reason"] for change in changes)
+        connection.execute(SET_REASON, changes)
