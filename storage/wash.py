@@ -69,7 +69,8 @@ def flag_wash_trades(session: Session, collection: Collection, new_sales: Sequen
     dialect = connection.dialect.name
     if len(relevant) <= NARROW_BATCH:
         # The sales a new one can bear on: its item's (round trips) and its parties' trades with
-        # each other (repeated pairs); both read through an index (ix_sales_item_ts, ix_sales_parties).
+        # each other (repeated pairs). ix_sales_item_ts and ix_sales_parties serve a window holding
+        # many sales; on the bench's 50,000 the planner read the window by time (EXPLAIN, 0.9 ms).
         rows = _fetch(connection, collection.id, low, high, sorted({s.item_key for s in relevant}),
                       sorted({a for s in relevant for a in (s.seller, s.buyer)}))
     else:
