@@ -12,6 +12,7 @@ as-of times gives exactly those features. Folds never reach 2021-10-01 (the repo
     python bench/tune.py --folds monthly --against max_leaf_nodes=15   # is the change real?
     python bench/tune.py --folds fresh --against median_models=5        # ... also where it was not chosen?
     python bench/tune.py --folds monthly --against-wash-kept            # what leaving wash trades out does
+    python bench/tune.py --folds monthly --against-cadence 30m          # what the daily cadence costs
 
 It differs from the replay only in not retraining weekly inside the fold (the monthly folds,
 one training per month, come closer).
@@ -73,15 +74,17 @@ def parse_params(pairs: list[str]) -> estimator.TrainParams:
     return estimator.TrainParams(**values)
 
 
-def nowcast_times(ts: pd.Series) -> pd.Series:
-    """The daily replay's tick that scores a sale: the last midnight strictly before it."""
-    return (ts - pd.Timedelta(1, "ns")).dt.normalize()
+def nowcast_times(ts: pd.Series, cadence: str = "1d") -> pd.Series:
+    """The replay's tick that scores a sale: the last tick strictly before it (at 1d the midnight
+    before it; at 30m the half hour before it)."""
+    return (ts - pd.Timedelta(1, "ns")).dt.floor(evaluation.CADENCES[cadence])
 
 
 def fold_values(data: MarketData, start: str, end: str, params: estimator.TrainParams,
-                valued: MarketData | None = None) -> tuple[pd.DataFrame, float]:
+                valued: MarketData | None = None, cadence: str = "1d") -> tuple[pd.DataFrame, float]:
     """Each sale of the fold (of `valued`, by default `data`) with the value the model trained
-    on `data` before the fold gives it (the nowcast of its day), and the training's seconds."""
+    on `data` before the fold gives it (the nowcast of its day, or of its half hour at cadence
+    30m), and the training's seconds."""
     start_t, end_t = pd.Timestamp(start), pd.Timestamp(end)
     if end_t > REPORTED_WINDOW_START:
         raise SystemExit("tuning folds must end by 2021-10-01: the reported window is never tuned on")
@@ -90,10 +93,11 @@ def fold_values(data: MarketData, start: str, end: str, params: estimator.TrainP
     fit_seconds = time.perf_counter() - began
     scored = (data if valued is None else valued).sales
     sales = scored[(scored["ts"] > start_t) & (scored["ts"] <= end_t)]
-    queries = pd.DataFrame({"item_key": sales["item_key"].to_numpy(), "ts": nowcast_times(sales["ts"]).to_numpy()})
+    queries = pd.DataFrame({"item_key": sales["item_key"].to_numpy(),
+                            "ts": nowcast_times(sales["ts"], cadence).to_numpy()})
     values = model.predict(data.before(end_t), queries)
     values["price"] = sales["price"].to_numpy(dtype=float)
-    values["day"] = queries["ts"].to_numpy()
+    values["day"] = queries["ts"].dt.normalize().to_numpy()  # the bootstrap's block
     values["floor_before"] = floor_before(data.market, queries["ts"])
     return values, fit_seconds
 
@@ -114,13 +118,15 @@ def score_fold(data: MarketData, start: str, end: str, params: estimator.TrainPa
 
 
 def compare(data: MarketData, folds: list[str], base: estimator.TrainParams,
-            other: estimator.TrainParams, other_data: MarketData | None = None) -> dict:
-    """Both settings (or the same on `other_data`, another cut of the sales) on the same folds,
-    valuing the same sales (data's); the MAPE difference (other - base) over all of them."""
+            other: estimator.TrainParams, other_data: MarketData | None = None, other_cadence: str = "1d") -> dict:
+    """Both settings (or the same on `other_data`, another cut of the sales, or valued at
+    another cadence) on the same folds, valuing the same sales (data's); the MAPE difference
+    (other - base) over all of them."""
     per_fold, pooled = {}, []
     for name in folds:
         a, a_fit = fold_values(data, *FOLDS[name], base)
-        b, b_fit = fold_values(data if other_data is None else other_data, *FOLDS[name], other, valued=data)
+        b, b_fit = fold_values(data if other_data is None else other_data, *FOLDS[name], other, valued=data,
+                               cadence=other_cadence)
         per_fold[name] = {"base": fold_metrics(a, a_fit), "other": fold_metrics(b, b_fit)}
         pooled.append(pd.DataFrame({"a": a["fair_value"].to_numpy(), "b": b["fair_value"].to_numpy(),
                                     "price": a["price"].to_numpy(), "day": a["day"].to_numpy()}))
@@ -139,6 +145,9 @@ def main() -> None:
                         help="also score --set plus these overrides, and print the MAPE difference")
     parser.add_argument("--against-wash-kept", action="store_true",
                         help="also score the same settings trained with the suspected wash trades kept in")
+    parser.add_argument("--against-cadence", choices=sorted(set(evaluation.CADENCES) - {"1d"}),
+                        help="also value the same sales with the same settings at this cadence (a sale sees "
+                             "the market of the half hour before it): what the daily cadence costs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     params = parse_params(args.params)
@@ -153,6 +162,10 @@ def main() -> None:
         kept = market_data_from_files(bundled / "punks.csv", [bundled / "sales.csv"], bundled / "floor.csv",
                                       bundled / "eth_usd.csv", settings.min_floor_fraction, keep_wash_trades=True)
         print_comparison(compare(data, folds, params, params, other_data=kept), args, "wash trades kept in")
+        return
+    if args.against_cadence:
+        print_comparison(compare(data, folds, params, params, other_cadence=args.against_cadence), args,
+                         f"valued at cadence {args.against_cadence}")
         return
     if args.against:
         print_comparison(compare(data, folds, params, parse_params(args.params + args.against)), args,

@@ -9,6 +9,15 @@ stored one by `strongest`: evidence only ever adds up, and re-sending a batch ch
 What this reads is enough for exactly the sales a new one can affect: those of its item, and
 those between two of the batch's parties. A sale outside that set may look less suspicious from the partial
 history read here than it is; `strongest` keeps its stored flag.
+
+Concurrent batches: a transaction cannot see another's uncommitted sales, so two batches stored
+at the same moment, each holding one leg of a round trip, would each find the other leg missing
+and neither would be flagged. On PostgreSQL the flagging of a collection's batches is therefore
+serialised by a transaction-level advisory lock taken before the window is read: the second
+batch reads only after the first has committed (READ COMMITTED reads what is committed when the
+statement starts) and so sees its legs. The lock is held from there to the commit. A batch takes it once,
+after all its inserts of sales, and nothing it does after that waits on a transaction that is
+itself waiting for the lock, so the lock cannot deadlock.
 """
 
 from __future__ import annotations
@@ -29,6 +38,9 @@ from storage.tables import Collection, Sale
 # the seed) reads every sale of its time range rather than send thousands of keys.
 NARROW_BATCH = 500
 SET_REASON = text("UPDATE sales SET wash_reason = :reason WHERE id = :sale_id")
+# pg_advisory_xact_lock(namespace, collection id): one lock per collection's wash flags.
+FLAG_LOCK_NAMESPACE = 0x5A5F  # any fixed int4: the two-key form is a key space apart from the beat's lock
+FLAG_LOCK = text("SELECT pg_advisory_xact_lock(:namespace, :collection)")
 
 
 # On PostgreSQL the window is read straight from the driver's cursor, times as integer
@@ -67,6 +79,8 @@ def flag_wash_trades(session: Session, collection: Collection, new_sales: Sequen
     low, high = min(s.ts for s in relevant) - WINDOW, max(s.ts for s in relevant) + WINDOW
     connection = session.connection()
     dialect = connection.dialect.name
+    if dialect == "postgresql":  # see the module docstring: concurrent batches
+        connection.execute(FLAG_LOCK, {"namespace": FLAG_LOCK_NAMESPACE, "collection": collection.id})
     if len(relevant) <= NARROW_BATCH:
         # The sales a new one can bear on: its item's (round trips) and its parties' trades with
         # each other (repeated pairs). ix_sales_item_ts and ix_sales_parties serve a window holding

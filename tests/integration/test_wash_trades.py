@@ -4,6 +4,7 @@ The seeded database flags exactly the sales the file path flags."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -71,6 +72,22 @@ def test_a_pairs_third_trade_is_flagged_and_an_unknown_buyer_never_is(seeded):
     assert reasons["pair-2"] == WashReason.REPEATED_PAIR
     assert [reasons[f"pair-{i}"] for i in range(2)] == [None, None]
     assert all(reasons[f"pair-bid-{i}"] is None for i in range(3))
+
+
+def test_two_batches_stored_at_once_still_flag_the_round_trip_they_make_together(seeded):
+    """Each batch holds one leg. The second to flag must wait for the first to commit, or it reads
+    a window without the other leg (a transaction cannot see uncommitted sales) and the return
+    goes unflagged; storage/wash.py serialises the flagging with an advisory lock."""
+    settings = get_settings()
+    outward, back = sale("both-1", 0, 3102, "0xaa04", "0xbb04"), sale("both-2", 1, 3102, "0xbb04", "0xaa04")
+    with ThreadPoolExecutor(max_workers=1) as other_writer:
+        with session_scope() as first:
+            pipeline.ingest_sales_call(first, [outward], "test", settings)  # flagged, not committed yet
+            second = other_writer.submit(pipeline.ingest_sales_rows, [back], "test", settings)
+            done, _ = wait([second], timeout=1.0)
+            assert not done, "the second batch flagged its sale without waiting for the first to commit"
+        assert second.result(timeout=30).accepted == 1
+    assert stored_reasons("both") == {"both-1": None, "both-2": WashReason.ROUND_TRIP}
 
 
 def test_the_seed_flags_the_same_sales_as_the_file_path(seeded):

@@ -30,3 +30,17 @@ def test_the_fresh_folds_tile_the_six_months_before_the_monthly_ones():
     assert len(months) == 6 and months[-1][1] == tune.FOLDS[tune.FOLD_SETS["monthly"][0]][0]
     assert all(previous[1] == following[0] for previous, following in pairwise(months))
     assert not set(tune.FOLD_SETS["fresh"]) & set(tune.FOLD_SETS["monthly"])
+
+
+@pytest.mark.parametrize("cadence", ["1d", "30m"])
+def test_a_fold_sale_is_valued_at_the_tick_the_replay_scores_it_with(cadence):
+    """The replay scores a sale with the last tick strictly before it (models/replay.py)."""
+    from fairvalue.evaluation import CADENCES
+    from models.replay import ticks
+
+    sales = pd.Series(pd.to_datetime(["2021-08-01 00:00:00", "2021-08-01 00:30:00", "2021-08-01 00:31:00",
+                                      "2021-08-01 13:09:00", "2021-08-02 00:00:00.5", "2021-08-02 23:59:00"],
+                                     format="ISO8601"))
+    every_tick = pd.DatetimeIndex(ticks(pd.Timestamp("2021-07-31"), pd.Timestamp("2021-08-03"), CADENCES[cadence]))
+    expected = [every_tick[every_tick < t].max() for t in sales]
+    assert list(tune.nowcast_times(sales, cadence)) == expected
