@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from models.market_index import daily_index
 from models.metrics import valuation_metrics
 from models.replay import EXPORT_COLUMNS, ReplayConfig, ReplayResult, replay
 from models.signal_kpis import signal_kpis, signal_stability
+from models.wash import REASONS as WASH_REASONS
 
 CADENCES = {"1d": pd.Timedelta(days=1), "30m": pd.Timedelta(minutes=30)}
 
@@ -34,14 +36,17 @@ def load_market(settings: Settings, source: str, sales_files: list[Path], floor_
     if source == "db" or (source == "auto" and _database_has_sales(settings)):
         from storage.db import session_scope
         from storage.ingest import ensure_collection
-        from storage.market import load_market_data
+        from storage.market import load_market_data, sales_with_parties
 
         with session_scope() as session:
-            data = load_market_data(session, ensure_collection(session, settings.collection), with_excluded=True)
-        if sales_files or floor_file or eth_usd_file:
-            extra = market_data_from_files(bundled / "punks.csv", sales_files, floor_file, eth_usd_file,
-                                           settings.min_floor_fraction)
-            data = merge(data, extra)
+            coll = ensure_collection(session, settings.collection)
+            data = load_market_data(session, coll, with_excluded=True)
+            if sales_files or floor_file or eth_usd_file:
+                # The files' sales are flagged as ingest would flag them beside the stored ones.
+                extra = market_data_from_files(bundled / "punks.csv", sales_files, floor_file, eth_usd_file,
+                                               settings.min_floor_fraction,
+                                               stored_sales=partial(sales_with_parties, session, coll))
+                data = merge(data, extra)
         return data
     return market_data_from_files(
         bundled / "punks.csv", [bundled / "sales.csv", *sales_files],
@@ -63,7 +68,12 @@ def _database_has_sales(settings: Settings) -> bool:
 
 
 def merge(base: MarketData, extra: MarketData) -> MarketData:
-    sales = pd.concat([base.sales, extra.sales[~extra.sales["event_id"].isin(base.sales["event_id"])]])
+    """The stored market and a replay's extra files: the files' new sales added, and the stored
+    sales the files show to be suspected wash trades (in extra.excluded) left out."""
+    suspect = set() if extra.excluded is None else \
+        set(extra.excluded["event_id"][extra.excluded["reason"].isin(WASH_REASONS)])
+    kept = base.sales[~base.sales["event_id"].isin(suspect)]
+    sales = pd.concat([kept, extra.sales[~extra.sales["event_id"].isin(base.sales["event_id"])]])
     sales = sales.sort_values("ts", kind="stable").reset_index(drop=True)
     market = base.market.set_index("day")
     add = extra.market.set_index("day")

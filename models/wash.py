@@ -37,6 +37,7 @@ class WashReason:
 
 
 STRENGTH = {None: 0, WashReason.REPEATED_PAIR: 1, WashReason.ROUND_TRIP: 2, WashReason.SELF_TRADE: 3}
+REASONS = frozenset(reason for reason in STRENGTH if reason is not None)
 
 
 def strongest(a: str | None, b: str | None) -> str | None:
@@ -78,6 +79,22 @@ def wash_reasons(sales: pd.DataFrame, window: pd.Timedelta = WINDOW) -> pd.Serie
     reasons = np.empty(n, dtype=object)
     reasons[order] = flag
     return pd.Series(reasons, index=sales.index, dtype=object)
+
+
+def reasons_with_stored(new: pd.DataFrame, stored: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
+    """What ingest would find if `new` sales (a replay's extra file) were stored beside `stored`
+    ones (a database's, around them in time, each with its `wash_reason`): the reason of each new
+    sale (aligned to `new`; None for an event id already stored, which is the stored sale), and
+    the stored sales that were clean and that the new ones make suspect (their rows, with the
+    reason now found). Both frames have the columns wash_reasons reads."""
+    is_fresh = ~new["event_id"].isin(stored["event_id"]).to_numpy()
+    columns = ["event_id", "ts", "item_key", "seller", "buyer"]
+    found = wash_reasons(pd.concat([stored[columns], new[is_fresh][columns]], ignore_index=True)).to_numpy()
+    new_reasons = np.full(len(new), None, dtype=object)
+    new_reasons[is_fresh] = found[len(stored):]
+    now_suspect = stored["wash_reason"].isna().to_numpy() & pd.notna(found[:len(stored)])
+    return (pd.Series(new_reasons, index=new.index, dtype=object),
+            stored[now_suspect].assign(wash_reason=found[:len(stored)][now_suspect]))
 
 
 def is_party(addresses):

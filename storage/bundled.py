@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
+
+# (low, high) -> a database's sales of that range with their parties and flags (see market_data_from_files)
+StoredSales = Callable[[Any, Any], Any]
 
 
 def read_punks(path: Path) -> list[dict[str, Any]]:
@@ -67,17 +70,22 @@ def read_sales_file(path: Path) -> Iterator[dict[str, Any]]:
 
 def market_data_from_files(
     punks_csv: Path, sales_files: list[Path], floor_csv: Path | None, eth_usd_csv: Path | None,
-    min_floor_fraction: float, keep_wash_trades: bool = False,
+    min_floor_fraction: float, keep_wash_trades: bool = False, stored_sales: StoredSales | None = None,
 ):
     """A MarketData straight from files, validated exactly as ingest validates (no database)
     and with suspected wash trades left out as ingest flags them: what `fairvalue replay`
     starts from when the database holds no sales. `excluded` holds what was left out, and why.
-    `keep_wash_trades` keeps them in (bench/tune.py measures what leaving them out changes)."""
+    `keep_wash_trades` keeps them in (bench/tune.py measures what leaving them out changes).
+
+    `stored_sales(low, high)`, when given, returns a database's sales of that time range with
+    their parties and flags (storage.market.sales_with_parties): the files' sales are then
+    flagged with them as evidence, and a stored clean sale that the files' sales make suspect
+    is listed in `excluded` too (the caller leaves it out of the stored sales)."""
     import pandas as pd
 
     from models.features import MarketData, excluded_frame
     from models.validation import FloorLookup, item_key_of, sale_time_of, validate_batch
-    from models.wash import wash_reasons
+    from models.wash import WINDOW, reasons_with_stored, wash_reasons
 
     items = read_punks(punks_csv)
     days = read_market_days(floor_csv, eth_usd_csv)
@@ -104,11 +112,20 @@ def market_data_from_files(
     )
     sales["ts"] = pd.to_datetime(sales["ts"]).astype("datetime64[ns]")
     sales = sales.sort_values("ts", kind="stable").reset_index(drop=True)
-    wash = wash_reasons(sales) if not keep_wash_trades else pd.Series(None, index=sales.index, dtype=object)
+    now_suspect = pd.DataFrame(columns=["event_id", "ts", "item_key", "price", "wash_reason"])
+    if keep_wash_trades:
+        wash = pd.Series(None, index=sales.index, dtype=object)
+    elif stored_sales is not None and len(sales):
+        around = stored_sales(sales["ts"].min() - WINDOW, sales["ts"].max() + WINDOW)
+        wash, now_suspect = reasons_with_stored(sales, around)
+    else:
+        wash = wash_reasons(sales)
     flagged = sales[wash.notna()]
     excluded = excluded_frame(
         [*zip(flagged["event_id"], flagged["ts"], flagged["item_key"], flagged["price"], wash[flagged.index],
               strict=True),
+         *zip(now_suspect["event_id"], now_suspect["ts"], now_suspect["item_key"], now_suspect["price"],
+              now_suspect["wash_reason"], strict=True),
          *((r.event_id, sale_time_of(r.row), item_key_of(r.row), None, r.reason) for r in refused)])
     sales = sales[wash.isna()].drop(columns=["seller", "buyer"]).reset_index(drop=True)
     market = pd.DataFrame(

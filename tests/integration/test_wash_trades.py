@@ -90,6 +90,31 @@ def test_two_batches_stored_at_once_still_flag_the_round_trip_they_make_together
     assert stored_reasons("both") == {"both-1": None, "both-2": WashReason.ROUND_TRIP}
 
 
+def test_a_replays_extra_file_is_flagged_with_the_stored_sales_as_evidence(seeded, tmp_path):
+    """`fairvalue replay --sales FILE` on a database: the file's sales are flagged beside the
+    stored ones (the database's sales carry the parties the market loader leaves behind)."""
+    from fairvalue.evaluation import load_market
+
+    settings = get_settings()
+    pipeline.ingest_sales_rows([sale("rp-1", 0, 3103, "0xaa05", "0xbb05"),
+                                sale("rp-4", 5, 3104, "0xcc05", "0xdd05")], "test")
+    assert stored_reasons("rp") == {"rp-1": None, "rp-4": None}
+    later = tmp_path / "later.csv"
+    columns = ["event_id", "timestamp", "punk_id", "price_eth", "seller", "buyer", "source"]
+    rows = [sale("rp-2", 2, 3103, "0xbb05", "0xaa05"),  # returns rp-1's punk: a round trip
+            sale("rp-3", 3, 3104, "0xdd05", "0xcc05"),  # the earlier leg of stored rp-4's round trip
+            sale("rp-5", 4, 3105, "0xee05", "0xff05")]
+    later.write_text("\n".join([",".join(columns), *(",".join(str(r[c]) for c in columns) for r in rows)]) + "\n")
+
+    data = load_market(settings, "db", [later], None, None)
+    ours = set(data.sales["event_id"][data.sales["event_id"].str.startswith("rp-")])
+    left_out = data.excluded[data.excluded["event_id"].str.startswith("rp-")]
+    assert ours == {"rp-1", "rp-3", "rp-5"}
+    assert dict(zip(left_out["event_id"], left_out["reason"], strict=True)) == {
+        "rp-2": WashReason.ROUND_TRIP, "rp-4": WashReason.ROUND_TRIP}
+    assert stored_reasons("rp") == {"rp-1": None, "rp-4": None}  # a replay reads; it never writes the flags
+
+
 def test_the_seed_flags_the_same_sales_as_the_file_path(seeded):
     settings = get_settings()
     bundled = settings.data_dir / settings.collection

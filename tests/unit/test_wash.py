@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.wash import WINDOW, ZERO_ADDRESS, WashReason, strongest, wash_reasons
+from models.wash import WINDOW, ZERO_ADDRESS, WashReason, reasons_with_stored, strongest, wash_reasons
 
 
 def sales(*rows) -> pd.DataFrame:
@@ -109,6 +109,28 @@ def test_a_flag_never_changes_when_later_sales_are_added():
     cut = frame["ts"].iloc[200]
     early = frame[frame["ts"] < cut]
     assert wash_reasons(early).tolist() == wash_reasons(frame)[early.index].tolist()
+
+
+def test_stored_sales_are_evidence_for_new_ones_and_new_ones_for_stored_ones():
+    """A replay's file on a database: a file sale that returns a stored sale's item is a round
+    trip; a file sale that is the earlier leg of a stored, clean sale makes that one suspect; a
+    stored flag stays the stored sale's; a file's copy of a stored event is the stored one."""
+    stored = sales((0, 1, "0xa", "0xb"), (10, 2, "0xd", "0xc"), (11, 3, "0xe", "0xe"), (12, 4, "0xf", "0xg"))
+    stored["wash_reason"] = [None, None, WashReason.SELF_TRADE, None]
+    new = sales((2, 1, "0xb", "0xa"), (8, 2, "0xc", "0xd"), (12, 4, "0xf", "0xg"), (13, 5, "0xh", "0xi"))
+    new["event_id"] = ["f0", "f1", "e3", "f3"]  # e3: the stored sale, sent again
+    reasons, now_suspect = reasons_with_stored(new, stored)
+    assert reasons.tolist() == [WashReason.ROUND_TRIP, None, None, None]
+    assert reasons.index.tolist() == new.index.tolist()
+    assert now_suspect[["event_id", "wash_reason"]].to_dict("records") == [
+        {"event_id": "e1", "wash_reason": WashReason.ROUND_TRIP}]
+
+
+def test_without_stored_sales_the_new_ones_are_flagged_among_themselves():
+    new = sales((0, 1, "0xa", "0xb"), (3, 1, "0xb", "0xa"))
+    empty = new.iloc[:0].assign(wash_reason=pd.Series(dtype=object))
+    reasons, now_suspect = reasons_with_stored(new, empty)
+    assert reasons.tolist() == wash_reasons(new).tolist() and now_suspect.empty
 
 
 def test_the_file_path_leaves_wash_trades_and_refused_rows_out_and_the_report_counts_them(tmp_path):
