@@ -3,34 +3,24 @@ tests/integration/test_wash_trades.py): a time range, bounds included, wash trad
 
 from __future__ import annotations
 
-from datetime import date
-
 import pandas as pd
-from sqlalchemy import create_engine
-from sqlmodel import Session, SQLModel
 
-import storage.tables  # noqa: F401  (registers the tables)
 from storage import ingest as ingest_store
 from storage.market import sales_with_parties
 
 
-def test_the_stored_sales_of_a_range_with_their_parties_and_flags():
-    engine = create_engine("sqlite://")
-    SQLModel.metadata.create_all(engine)
-    with Session(engine) as session:
-        coll = ingest_store.ensure_collection(session, "cryptopunks")
-        ingest_store.add_items(session, coll, [{"item_key": "1"}, {"item_key": "2"}])
-        ingest_store.put_market_days(session, coll, {date(2024, 1, 1): {"floor": 100.0, "eth_usd": None}})
-        rows = [("before", "2024-01-02T11:59:59Z", "1", "0xa", "0xb"),
-                ("first", "2024-01-02T12:00:00Z", "1", "0xa", "0xb"),
-                ("back", "2024-01-03T12:00:00Z", "1", "0xb", "0xa"),
-                ("last", "2024-01-04T12:00:00Z", "2", "0xc", "0xd"),
-                ("after", "2024-01-04T12:00:01Z", "2", "0xc", "0xd")]
-        report = ingest_store.ingest_sales(session, coll, [
-            {"event_id": e, "timestamp": ts, "item_key": item, "price": 95.0, "seller": s, "buyer": b}
-            for e, ts, item, s, b in rows], "test", 0.2)
-        assert report.accepted == 5
-        found = sales_with_parties(session, coll, pd.Timestamp("2024-01-02 12:00"), pd.Timestamp("2024-01-04 12:00"))
+def test_the_stored_sales_of_a_range_with_their_parties_and_flags(sqlite_market):
+    session, coll = sqlite_market
+    rows = [("before", "2024-01-02T11:59:59Z", "1", "0xa", "0xb"),
+            ("first", "2024-01-02T12:00:00Z", "1", "0xa", "0xb"),
+            ("back", "2024-01-03T12:00:00Z", "1", "0xb", "0xa"),
+            ("last", "2024-01-04T12:00:00Z", "2", "0xc", "0xd"),
+            ("after", "2024-01-04T12:00:01Z", "2", "0xc", "0xd")]
+    report = ingest_store.ingest_sales(session, coll, [
+        {"event_id": e, "timestamp": ts, "item_key": item, "price": 95.0, "seller": s, "buyer": b}
+        for e, ts, item, s, b in rows], "test", 0.2)
+    assert report.accepted == 5
+    found = sales_with_parties(session, coll, pd.Timestamp("2024-01-02 12:00"), pd.Timestamp("2024-01-04 12:00"))
 
     assert found["event_id"].tolist() == ["first", "back", "last"]
     assert found["wash_reason"].tolist() == [None, "wash_round_trip", None]

@@ -3,14 +3,11 @@ instead of in a pipeline, and every call still gets its own outcome."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import create_engine
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import select
 
-import storage.tables  # noqa: F401  (registers the tables)
 from fairvalue.webhook_batch import WebhookCall
-from storage import ingest as ingest_store
 from storage.tables import Sale, WebhookDelivery
 from storage.webhook_calls import ingest_calls
 
@@ -23,20 +20,14 @@ def sale(event_id: str, price: float, item: str = "1") -> dict:
     return {"event_id": event_id, "timestamp": "2024-01-02T12:00:00Z", "item_key": item, "price": price}
 
 
-def test_a_batch_on_sqlite():
-    engine = create_engine("sqlite://")
-    SQLModel.metadata.create_all(engine)
-    with Session(engine) as session:
-        coll = ingest_store.ensure_collection(session, "cryptopunks")
-        ingest_store.add_items(session, coll, [{"item_key": "1"}, {"item_key": "2"}])
-        ingest_store.put_market_days(session, coll, {date(2024, 1, 1): {"floor": 100.0, "eth_usd": None}})
-        session.commit()
-        calls = [a_call("d1", sale("e1", 95.0)), a_call("d2", sale("e1", 96.0), sale("e2", 10.0)),
-                 a_call("d1", sale("e1", 95.0)), a_call("d3", sale("e1", 95.0), sale("e3", 90.0, item="2"))]
-        outcomes = ingest_calls(session, "cryptopunks", calls, 0.2)
-        session.commit()
-        stored = dict(session.exec(select(Sale.event_id, Sale.price)).all())
-        recorded = session.exec(select(WebhookDelivery.signature_sha256, WebhookDelivery.status_code)).all()
+def test_a_batch_on_sqlite(sqlite_market):
+    session, _ = sqlite_market
+    calls = [a_call("d1", sale("e1", 95.0)), a_call("d2", sale("e1", 96.0), sale("e2", 10.0)),
+             a_call("d1", sale("e1", 95.0)), a_call("d3", sale("e1", 95.0), sale("e3", 90.0, item="2"))]
+    outcomes = ingest_calls(session, "cryptopunks", calls, 0.2)
+    session.commit()
+    stored = dict(session.exec(select(Sale.event_id, Sale.price)).all())
+    recorded = session.exec(select(WebhookDelivery.signature_sha256, WebhookDelivery.status_code)).all()
 
     first, conflict_and_cheap, replay, duplicate_and_new = outcomes
     assert (first.report.accepted, first.report.rejected) == (1, 0)
