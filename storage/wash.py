@@ -15,9 +15,10 @@ at the same moment, each holding one leg of a round trip, would each find the ot
 and neither would be flagged. On PostgreSQL the flagging of a collection's batches is therefore
 serialised by a transaction-level advisory lock taken before the window is read: the second
 batch reads only after the first has committed (READ COMMITTED reads what is committed when the
-statement starts) and so sees its legs. The lock is held from there to the commit. A batch takes it once,
-after all its inserts of sales, and nothing it does after that waits on a transaction that is
-itself waiting for the lock, so the lock cannot deadlock.
+statement starts) and so sees its legs. The lock is held from there to the commit. A batch takes
+it once, after all its inserts of sales, and nothing it does after that waits on a transaction
+that is itself waiting for the lock, so the lock cannot deadlock. Two runs of bench/ingest.py
+before and after it were within each other's spread (README, benchmarks).
 """
 
 from __future__ import annotations
