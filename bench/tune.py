@@ -80,17 +80,20 @@ def nowcast_times(ts: pd.Series, cadence: str = "1d") -> pd.Series:
     return (ts - pd.Timedelta(1, "ns")).dt.floor(evaluation.CADENCES[cadence])
 
 
-def fold_values(data: MarketData, start: str, end: str, params: estimator.TrainParams,
-                valued: MarketData | None = None, cadence: str = "1d") -> tuple[pd.DataFrame, float]:
-    """Each sale of the fold (of `valued`, by default `data`) with the value the model trained
-    on `data` before the fold gives it (the nowcast of its day, or of its half hour at cadence
-    30m), and the training's seconds."""
-    start_t, end_t = pd.Timestamp(start), pd.Timestamp(end)
-    if end_t > REPORTED_WINDOW_START:
+def fit_fold(data: MarketData, start: str, end: str, params: estimator.TrainParams):
+    """The model trained on everything before the fold, and the training's seconds."""
+    if pd.Timestamp(end) > REPORTED_WINDOW_START:
         raise SystemExit("tuning folds must end by 2021-10-01: the reported window is never tuned on")
     began = time.perf_counter()
-    model = estimator.fit(data.before(start_t), params)
-    fit_seconds = time.perf_counter() - began
+    model = estimator.fit(data.before(pd.Timestamp(start)), params)
+    return model, time.perf_counter() - began
+
+
+def value_fold(model, data: MarketData, start: str, end: str, valued: MarketData | None = None,
+               cadence: str = "1d") -> pd.DataFrame:
+    """Each sale of the fold (of `valued`, by default `data`) with the value `model` gives it
+    from `data`: the nowcast of its day, or of its half hour at cadence 30m."""
+    start_t, end_t = pd.Timestamp(start), pd.Timestamp(end)
     scored = (data if valued is None else valued).sales
     sales = scored[(scored["ts"] > start_t) & (scored["ts"] <= end_t)]
     queries = pd.DataFrame({"item_key": sales["item_key"].to_numpy(),
@@ -99,7 +102,14 @@ def fold_values(data: MarketData, start: str, end: str, params: estimator.TrainP
     values["price"] = sales["price"].to_numpy(dtype=float)
     values["day"] = queries["ts"].dt.normalize().to_numpy()  # the bootstrap's block
     values["floor_before"] = floor_before(data.market, queries["ts"])
-    return values, fit_seconds
+    return values
+
+
+def fold_values(data: MarketData, start: str, end: str, params: estimator.TrainParams,
+                valued: MarketData | None = None, cadence: str = "1d") -> tuple[pd.DataFrame, float]:
+    """value_fold of the model fit_fold trains on `data`, and the training's seconds."""
+    model, fit_seconds = fit_fold(data, start, end, params)
+    return value_fold(model, data, start, end, valued, cadence), fit_seconds
 
 
 def fold_metrics(values: pd.DataFrame, fit_seconds: float) -> dict:
@@ -124,9 +134,14 @@ def compare(data: MarketData, folds: list[str], base: estimator.TrainParams,
     (other - base) over all of them."""
     per_fold, pooled = {}, []
     for name in folds:
-        a, a_fit = fold_values(data, *FOLDS[name], base)
-        b, b_fit = fold_values(data if other_data is None else other_data, *FOLDS[name], other, valued=data,
-                               cadence=other_cadence)
+        start, end = FOLDS[name]
+        model, a_fit = fit_fold(data, start, end, base)
+        a = value_fold(model, data, start, end)
+        if other_data is None and other == base:  # another cadence only: the same training serves
+            b, b_fit = value_fold(model, data, start, end, cadence=other_cadence), a_fit
+        else:
+            b, b_fit = fold_values(data if other_data is None else other_data, start, end, other, valued=data,
+                                   cadence=other_cadence)
         per_fold[name] = {"base": fold_metrics(a, a_fit), "other": fold_metrics(b, b_fit)}
         pooled.append(pd.DataFrame({"a": a["fair_value"].to_numpy(), "b": b["fair_value"].to_numpy(),
                                     "price": a["price"].to_numpy(), "day": a["day"].to_numpy()}))

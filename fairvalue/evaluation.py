@@ -36,7 +36,8 @@ def load_market(settings: Settings, source: str, sales_files: list[Path], floor_
     if source == "db" or (source == "auto" and _database_has_sales(settings)):
         from storage.db import session_scope
         from storage.ingest import ensure_collection
-        from storage.market import load_market_data, sales_with_parties
+        from storage.market import load_market_data
+        from storage.wash import stored_sales_around
 
         with session_scope() as session:
             coll = ensure_collection(session, settings.collection)
@@ -45,7 +46,7 @@ def load_market(settings: Settings, source: str, sales_files: list[Path], floor_
                 # The files' sales are flagged as ingest would flag them beside the stored ones.
                 extra = market_data_from_files(bundled / "punks.csv", sales_files, floor_file, eth_usd_file,
                                                settings.min_floor_fraction,
-                                               stored_sales=partial(sales_with_parties, session, coll))
+                                               stored_sales=partial(stored_sales_around, session, coll))
                 data = merge(data, extra)
         return data
     return market_data_from_files(

@@ -67,8 +67,8 @@ class MarketData:
 
     def robust_market(self) -> pd.DataFrame:
         """`market` with the robust floor (market_index.robust_floor, given the sales), computed
-        once per MarketData: the sales' context and the features both read it (a 1M-item
-        nowcast's features, 1.7M sales: 15.8 s -> 15.3 s)."""
+        once per MarketData: the sales' context and the features both read it (build_features
+        for 1M synthetic items at one time, 1.7M sales: 15.8 s -> 15.3 s)."""
         if self._robust_market is None:
             self._robust_market = robust_floor(self.market, self.sales)
         return self._robust_market

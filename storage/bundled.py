@@ -78,7 +78,7 @@ def market_data_from_files(
     `keep_wash_trades` keeps them in (bench/tune.py measures what leaving them out changes).
 
     `stored_sales(low, high)`, when given, returns a database's sales of that time range with
-    their parties and flags (storage.market.sales_with_parties): the files' sales are then
+    their parties and flags (storage.wash.stored_sales_around): the files' sales are then
     flagged with them as evidence, and a stored clean sale that the files' sales make suspect
     is listed in `excluded` too (the caller leaves it out of the stored sales)."""
     import pandas as pd

@@ -66,23 +66,6 @@ def load_excluded(session: Session, collection: Collection) -> pd.DataFrame:
     return excluded_frame(rows)
 
 
-def sales_with_parties(session: Session, collection: Collection, low: pd.Timestamp,
-                       high: pd.Timestamp) -> pd.DataFrame:
-    """Every stored sale of [low, high] (naive UTC), wash trades included, with its parties and
-    flag: the evidence a replay's extra sales are flagged against, as ingest would flag them
-    (evaluation.load_market)."""
-    rows = session.exec(
-        select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price, Sale.seller, Sale.buyer, Sale.wash_reason)
-        .where(Sale.collection_id == collection.id, Sale.ts >= low.tz_localize("UTC").to_pydatetime(),
-               Sale.ts <= high.tz_localize("UTC").to_pydatetime())
-        .order_by(Sale.ts, Sale.id)
-    ).all()
-    frame = pd.DataFrame(rows, columns=["event_id", "ts", "item_key", "price", "seller", "buyer", "wash_reason"])
-    frame["ts"] = naive_utc(frame["ts"]) if len(frame) else frame["ts"].astype("datetime64[ns]")
-    frame["price"] = frame["price"].astype(float)
-    return frame
-
-
 def _items_and_sales(session: Session, collection: Collection) -> tuple[pd.DataFrame, pd.DataFrame]:
     item_rows = session.exec(
         select(Item.item_key, Item.item_type, Item.attributes).where(Item.collection_id == collection.id)

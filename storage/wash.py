@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import and_, or_, select, text
 from sqlmodel import Session
@@ -47,29 +46,42 @@ FLAG_LOCK = text("SELECT pg_advisory_xact_lock(:namespace, :collection)")
 # On PostgreSQL the window is read straight from the driver's cursor, times as integer
 # microseconds: SQLAlchemy's Row objects and one datetime object per row, which pandas then
 # inferred column by column, were about half of flagging a 5,000-sale batch (cProfile, bench/ingest.py data).
-AROUND_PG = ("SELECT id, event_id, (EXTRACT(EPOCH FROM ts) * 1000000)::bigint, item_key, seller, buyer, wash_reason "
-             "FROM sales WHERE collection_id = %(collection)s AND ts >= %(low)s AND ts <= %(high)s")
-AROUND_PG_NARROW = (
-    "SELECT id, event_id, (EXTRACT(EPOCH FROM ts) * 1000000)::bigint, item_key, seller, buyer, wash_reason "
-    "FROM sales WHERE collection_id = %(collection)s AND ts >= %(low)s AND ts <= %(high)s "
-    "AND (item_key = ANY(%(items)s) OR (seller = ANY(%(parties)s) AND buyer = ANY(%(parties)s)))")
+WINDOW_COLUMNS = ["id", "event_id", "ts", "item_key", "price", "seller", "buyer", "wash_reason"]
+AROUND_PG = ("SELECT id, event_id, (EXTRACT(EPOCH FROM ts) * 1000000)::bigint, item_key, price, seller, buyer, "
+             "wash_reason FROM sales WHERE collection_id = %(collection)s AND ts >= %(low)s AND ts <= %(high)s")
+AROUND_PG_NARROW = AROUND_PG + \
+    " AND (item_key = ANY(%(items)s) OR (seller = ANY(%(parties)s) AND buyer = ANY(%(parties)s)))"
 
 
-def _fetch(connection, collection_id: int, low, high, items=None, parties=None) -> list[tuple]:
-    """The sales of [low, high] (only those of `items` or between two of `parties`, when
-    given) as tuples: id, event_id, ts, item_key, seller, buyer, wash_reason."""
+def stored_window(connection, collection_id: int, low, high, items=None, parties=None) -> pd.DataFrame:
+    """The stored sales of [low, high] (aware times), wash trades included (only those of `items`
+    or between two of `parties`, when given): WINDOW_COLUMNS, ts as naive UTC. What the flags of
+    new sales are found against, at ingest and in a replay of extra files (stored_sales_around)."""
     if connection.dialect.name == "postgresql":
         cursor = connection.connection.driver_connection.cursor()
         params = {"collection": collection_id, "low": low, "high": high, "items": items, "parties": parties}
-        return cursor.execute(AROUND_PG if items is None else AROUND_PG_NARROW, params).fetchall()
+        rows = cursor.execute(AROUND_PG if items is None else AROUND_PG_NARROW, params).fetchall()
+        frame = pd.DataFrame(rows, columns=WINDOW_COLUMNS)
+        frame["ts"] = from_epoch_microseconds(frame["ts"].to_numpy())
+        return frame
     sales = Sale.__table__
-    query = select(sales.c.id, sales.c.event_id, sales.c.ts, sales.c.item_key, sales.c.seller, sales.c.buyer,
-                   sales.c.wash_reason).where(sales.c.collection_id == collection_id, sales.c.ts >= low,
-                                              sales.c.ts <= high)
+    query = select(*(sales.c[name] for name in WINDOW_COLUMNS)).where(
+        sales.c.collection_id == collection_id, sales.c.ts >= low, sales.c.ts <= high)
     if items is not None:
         query = query.where(or_(sales.c.item_key.in_(items),
                                 and_(sales.c.seller.in_(parties), sales.c.buyer.in_(parties))))
-    return [tuple(row) for row in connection.execute(query)]
+    frame = pd.DataFrame([tuple(row) for row in connection.execute(query)], columns=WINDOW_COLUMNS)
+    frame["ts"] = naive_utc(frame["ts"]) if len(frame) else frame["ts"].astype("datetime64[ns]")
+    return frame
+
+
+def stored_sales_around(session: Session, collection: Collection, low: pd.Timestamp,
+                        high: pd.Timestamp) -> pd.DataFrame:
+    """stored_window of [low, high] given as naive UTC, in time order: the evidence a replay's
+    extra sales are flagged against, as ingest would flag them (evaluation.load_market)."""
+    frame = stored_window(session.connection(), collection.id, low.tz_localize("UTC").to_pydatetime(),
+                          high.tz_localize("UTC").to_pydatetime())
+    return frame.sort_values(["ts", "id"], kind="stable").reset_index(drop=True)
 
 
 def flag_wash_trades(session: Session, collection: Collection, new_sales: Sequence[CleanSale]) -> None:
@@ -86,20 +98,15 @@ def flag_wash_trades(session: Session, collection: Collection, new_sales: Sequen
         # The sales a new one can bear on: its item's (round trips) and its parties' trades with
         # each other (repeated pairs). ix_sales_item_ts and ix_sales_parties serve a window holding
         # many sales; on the bench's 50,000 the planner read the window by time (EXPLAIN, 0.9 ms).
-        rows = _fetch(connection, collection.id, low, high, sorted({s.item_key for s in relevant}),
-                      sorted({a for s in relevant for a in (s.seller, s.buyer)}))
+        frame = stored_window(connection, collection.id, low, high, sorted({s.item_key for s in relevant}),
+                              sorted({a for s in relevant for a in (s.seller, s.buyer)}))
     else:
-        rows = _fetch(connection, collection.id, low, high)
-    if not rows:
+        frame = stored_window(connection, collection.id, low, high)
+    if frame.empty:
         return
-    columns = (np.array(column, dtype=object) for column in zip(*rows, strict=True))
-    ids, event_ids, times, items, sellers, buyers, stored = columns
-    ts = from_epoch_microseconds(times) if dialect == "postgresql" else naive_utc(pd.Series(times)).to_numpy()
-    frame = pd.DataFrame({"id": ids, "event_id": event_ids, "ts": ts, "item_key": items,
-                          "seller": sellers, "buyer": buyers, "stored": stored})
     found = wash_reasons(frame)
     changes = []
-    for sale_id, stored_reason, reason in zip(frame["id"], frame["stored"], found, strict=True):
+    for sale_id, stored_reason, reason in zip(frame["id"], frame["wash_reason"], found, strict=True):
         merged = strongest(stored_reason, reason)
         if merged != stored_reason:
             changes.append({"sale_id": int(sale_id), "reason": merged})
