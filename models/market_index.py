@@ -22,8 +22,8 @@ INDEX_QUANTILE = 0.25
 INDEX_WINDOWS_DAYS = (3, 7, 14)
 INDEX_MIN_SALES = 10
 
-# A floor that falls by more than 10 % in a day, to under 90 % of the low of the sales around
-# it, was pulled down by an odd sale: the sales do not confirm the fall.
+# A floor that falls to under 90 % of the low of the sales around it was pulled down by an odd
+# sale: the sales do not confirm the fall.
 DROP_TOLERANCE = 0.9
 SALES_LOW_QUANTILE = 0.2  # the low of a window of sales: its 20th percentile ...
 SALES_LOW_DAYS = 3  # ... over the day and the two before it ...
@@ -60,14 +60,18 @@ def sales_lows(days: np.ndarray, floor: np.ndarray, sales: pd.DataFrame) -> np.n
 
 
 def hold_unconfirmed_drops(days: np.ndarray, floor: np.ndarray, sales: pd.DataFrame) -> np.ndarray:
-    """The floor, with each day that fell under DROP_TOLERANCE of both the day before (as held)
-    and the low of the recent sales given the previous day's value instead. A real fall shows in
+    """The floor, with each day that fell below the day before (as held) to under DROP_TOLERANCE
+    of the low of the recent sales given the previous day's value instead. A real fall shows in
     the sales, so their low falls with it and the floor follows; where there are too few sales
-    to tell, the floor is kept as it is."""
+    to tell, the floor is kept as it is.
+
+    Any fall counts, not only a large one: the trailing median spreads one odd sale's step over
+    two days (the 26 ETH sale of 2021-12-28 took the column from 64.97 to 56.48, and the median
+    from 61.10 to 56.61 a day later), so no single day need fall far."""
     lows = sales_lows(days, floor, sales)
     held = floor.copy()
     for i in range(1, len(held)):
-        if held[i] < DROP_TOLERANCE * lows[i] and held[i] < DROP_TOLERANCE * held[i - 1]:
+        if held[i] < DROP_TOLERANCE * lows[i] and held[i] < held[i - 1]:
             held[i] = held[i - 1]
     return held
 

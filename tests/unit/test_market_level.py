@@ -34,6 +34,16 @@ def test_a_drop_the_sales_do_not_show_is_held():
     np.testing.assert_array_equal(robust_floor(market(floors))["floor"].to_numpy()[3:7], 76)
 
 
+def test_a_drop_the_median_spreads_over_two_days_is_held():
+    # The column of 2021-12-24..31 (a 26 ETH sale on the 28th) while punks sold at 66-83: the
+    # 3-day median falls 64.97 -> 61.10 -> 56.61, under 10 % a day, but under 90 % of the sales.
+    floors = [55.11, 57.73, 61.10, 64.97, 56.48, 56.61, 56.48, 55.36]
+    sales = daily_sales({d: [26.0] * (d == 4) + [66, 68, 70, 72, 75, 80] for d in range(8)})
+    held = robust_floor(market(floors), sales)["floor"].to_numpy()
+    np.testing.assert_array_equal(held[4:], 61.10)
+    assert robust_floor(market(floors))["floor"].iloc[-1] == 56.48  # the median alone lets it through
+
+
 def test_a_fall_the_sales_show_is_followed():
     floors = [96, 96, 70, 70, 70, 70]
     sales = daily_sales({0: [95, 96, 97, 98, 100], 1: [95, 96, 97, 98, 100]}
