@@ -19,7 +19,9 @@ one training per month, come closer).
 
 `--against` scores a second setting on the same folds and prints the MAPE difference with a
 95 % interval from a bootstrap over whole days of sales (models.metrics.paired_mape_difference).
-A setting whose interval holds 0 is noise as far as these folds can tell.
+A setting whose interval holds 0 is noise as far as these folds can tell. The band is judged the
+same way by its interval score (models.metrics.interval_scores: width plus 10x the misses, in log
+price), since a band can reach any coverage by being wide.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from fairvalue import evaluation  # noqa: E402
 from fairvalue.settings import get_settings  # noqa: E402
 from models import estimator  # noqa: E402
 from models.features import MarketData, floor_before  # noqa: E402
-from models.metrics import paired_mape_difference, valuation_metrics  # noqa: E402
+from models.metrics import interval_scores, paired_difference, paired_mape_difference, valuation_metrics  # noqa: E402
 from storage.bundled import market_data_from_files  # noqa: E402
 
 # Tuning folds: (train before = score from, score until). Never at or after 2021-10-01.
@@ -143,11 +145,15 @@ def compare(data: MarketData, folds: list[str], base: estimator.TrainParams,
             b, b_fit = fold_values(data if other_data is None else other_data, start, end, other, valued=data,
                                    cadence=other_cadence)
         per_fold[name] = {"base": fold_metrics(a, a_fit), "other": fold_metrics(b, b_fit)}
+        price = a["price"].to_numpy()
         pooled.append(pd.DataFrame({"a": a["fair_value"].to_numpy(), "b": b["fair_value"].to_numpy(),
-                                    "price": a["price"].to_numpy(), "day": a["day"].to_numpy()}))
+                                    "a_band": interval_scores(a["p10"], a["p90"], price),
+                                    "b_band": interval_scores(b["p10"], b["p90"], price),
+                                    "price": price, "day": a["day"].to_numpy()}))
     both = pd.concat(pooled, ignore_index=True)
-    difference = paired_mape_difference(both["a"], both["b"], both["price"], both["day"])
-    return {"folds": per_fold, "mape_difference": difference}
+    return {"folds": per_fold,
+            "mape_difference": paired_mape_difference(both["a"], both["b"], both["price"], both["day"]),
+            "band_score_difference": paired_difference(both["a_band"], both["b_band"], both["day"])}
 
 
 def main() -> None:
@@ -204,16 +210,20 @@ def print_comparison(result: dict, args: argparse.Namespace, other: str) -> None
         print(json.dumps(result))
         return
     print(f"base: {' '.join(args.params) or 'defaults'}; other: base + {other}")
-    print(f"{'fold':5} {'n':>5} {'base MAPE':>10} {'other MAPE':>11} {'base medAPE':>12} {'other medAPE':>13}")
+    print(f"{'fold':5} {'n':>5} {'base MAPE':>10} {'other MAPE':>11} {'base medAPE':>12} {'other medAPE':>13} "
+          f"{'base band':>10} {'other band':>11}")
     for name, m in result["folds"].items():
         print(f"{name:5} {m['base']['n']:5d} {m['base']['mape']:10.2%} {m['other']['mape']:11.2%} "
-              f"{m['base']['median_ape']:12.2%} {m['other']['median_ape']:13.2%}")
-    d = result["mape_difference"]
+              f"{m['base']['median_ape']:12.2%} {m['other']['median_ape']:13.2%} "
+              f"{m['base']['band_coverage']:10.1%} {m['other']['band_coverage']:11.1%}")
+    d, band = result["mape_difference"], result["band_score_difference"]
     if not d["n"]:
         print("no sale of these folds was valued by both settings")
         return
     print(f"MAPE other - base over {d['n']} sales: {d['difference']:+.2%} "
           f"(95 % interval {d['low']:+.2%} .. {d['high']:+.2%}, bootstrap over {d['blocks']} days)")
+    print(f"band interval score (log price, lower is better) other - base: {band['difference']:+.4f} "
+          f"(95 % interval {band['low']:+.4f} .. {band['high']:+.4f})")
 
 
 if __name__ == "__main__":

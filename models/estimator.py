@@ -8,6 +8,8 @@ The band is named p10/p90 because it is meant to hold 80 % of sales forward. Fit
 0.10/0.90 quantiles it held only ~70 % of Q2-Q3 2021 sales forward (the market moves after
 training), so the band models are fitted at 0.05/0.95; walk-forward on 2021-04..2021-09 gave
 82-84 % coverage. Coverage is measured on every replay and holdout, not assumed.
+`TrainParams.band_around_median` fits the band models to the sales' distance from the median
+instead (tried in the eighth round of docs/model.md, not the default).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from threadpoolctl import threadpool_limits
 from models.binning import SharedBins
 from models.features import MarketData, TraitVocabulary, build_features, model_columns
 
-QUANTILES = {"p10": 0.05, "p50": 0.50, "p90": 0.95}  # see the module docstring for p10/p90
 PREDICT_ROWS = 100_000  # rows valued at once (see predict_features)
 
 
@@ -47,6 +48,11 @@ class TrainParams:
     # fit-to-fit noise. 1 and 1.0: one model on every feature.
     median_models: int = 1
     median_max_features: float = 1.0
+    # The band: the quantiles its two models are fitted at (see the module docstring for why not
+    # 0.10/0.90), and whether they learn the spread of the sales around the median's value.
+    band_low: float = 0.05
+    band_high: float = 0.95
+    band_around_median: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -70,6 +76,8 @@ class FairValueModel:
     params: dict[str, Any] = field(default_factory=dict)
     name: str = "hgb-quantile-v0"
     bins: SharedBins | None = None  # None in artifacts trained before the edges were shared
+    # True: the p10/p90 models predict the band's ends relative to the median (log ratios).
+    band_around_median: bool = False
 
     def predict(self, data: MarketData, queries: pd.DataFrame, threads: int | None = None) -> pd.DataFrame:
         """Fair value and band for each (item_key, ts) query, from data strictly before ts."""
@@ -88,8 +96,11 @@ class FairValueModel:
                 x = feats.iloc[start:start + PREDICT_ROWS][self.columns].to_numpy(dtype=float)
                 if self.bins is not None:
                     x = self.bins.transform(x)
-                logs[start:start + len(x)] = np.column_stack(
-                    [self.estimators[k].predict(x) for k in ("p10", "p50", "p90")])
+                median = self.estimators["p50"].predict(x)
+                low, high = self.estimators["p10"].predict(x), self.estimators["p90"].predict(x)
+                if self.band_around_median:  # the ends as log ratios to the median, which they hold
+                    low, high = median + np.minimum(low, 0.0), median + np.maximum(high, 0.0)
+                logs[start:start + len(x)] = np.column_stack([low, median, high])
         logs.sort(axis=1)  # quantile models trained apart can cross; the band must not
         floor = feats["floor"].to_numpy(dtype=float)
         out = pd.DataFrame(
@@ -142,16 +153,16 @@ def fit(data: MarketData, params: TrainParams | None = None) -> FairValueModel:
     weights = 0.5 ** (age_days / params.recency_half_life_days)
     bins = SharedBins(x, weights, params.max_bins)
     x = bins.transform(x)
-    estimators: dict[str, HistGradientBoostingRegressor | MeanOfModels] = {}
-    for name, q in QUANTILES.items():
-        if name != "p50":
-            estimators[name] = _quantile_model(params, q, median=False).fit(x, target, sample_weight=weights)
-            continue
-        medians = [_quantile_model(params, q, median=True, seed=params.random_state + i,
-                                   max_features=params.median_max_features).fit(x, target, sample_weight=weights)
-                   for i in range(params.median_models)]
-        estimators[name] = medians[0] if len(medians) == 1 else MeanOfModels(medians)
-    return FairValueModel(vocab=vocab, columns=columns, estimators=estimators, params=params.as_dict(), bins=bins)
+    medians = [_quantile_model(params, 0.5, median=True, seed=params.random_state + i,
+                               max_features=params.median_max_features).fit(x, target, sample_weight=weights)
+               for i in range(params.median_models)]
+    median = medians[0] if len(medians) == 1 else MeanOfModels(medians)
+    band_target = target - median.predict(x) if params.band_around_median else target
+    low = _quantile_model(params, params.band_low, median=False).fit(x, band_target, sample_weight=weights)
+    high = _quantile_model(params, params.band_high, median=False).fit(x, band_target, sample_weight=weights)
+    estimators = {"p10": low, "p50": median, "p90": high}
+    return FairValueModel(vocab=vocab, columns=columns, estimators=estimators, params=params.as_dict(), bins=bins,
+                          band_around_median=params.band_around_median)
 
 
 def _quantile_model(params: TrainParams, q: float, median: bool, seed: int | None = None,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.metrics import paired_mape_difference, valuation_metrics
+from models.metrics import interval_scores, paired_difference, paired_mape_difference, valuation_metrics
 from models.signals import signals
 
 
@@ -54,6 +54,26 @@ def test_paired_mape_difference_draws_whole_days_and_skips_unvalued_sales():
     # (sd ~ 5 / sqrt(20) = 1.1 points), far wider than 399 independent sales would give.
     assert out["low"] < out["difference"] < out["high"]
     assert out["high"] - out["low"] > 0.03
+
+
+def test_interval_score_on_hand_computed_cases():
+    p10, p90 = np.array([50.0, 50.0, 50.0]), np.array([200.0, 200.0, 200.0])
+    actual = np.array([100.0, 25.0, 400.0])  # inside; half the low end; twice the high end
+    width = np.log(4)
+    np.testing.assert_allclose(interval_scores(p10, p90, actual),
+                               [width, width + 10 * np.log(2), width + 10 * np.log(2)])  # 2 / 0.2 = 10
+    np.testing.assert_allclose(interval_scores(p10, p90, actual, alpha=0.5)[1], width + 4 * np.log(2))
+    # A band wide enough to hold everything scores worse than a tight one that misses a little.
+    tight = interval_scores(np.array([95.0]), np.array([105.0]), np.array([106.0]))
+    wide = interval_scores(np.array([10.0]), np.array([1000.0]), np.array([106.0]))
+    assert tight[0] < wide[0]
+
+
+def test_paired_difference_of_any_loss_skips_missing_ones():
+    out = paired_difference(np.array([1.0, 2.0, 3.0, np.nan]), np.array([0.5, 1.0, np.inf, 1.0]),
+                            np.array([1, 1, 2, 2]), draws=200)
+    assert out["n"] == 2 and out["blocks"] == 1
+    assert out["difference"] == pytest.approx(-0.75) == out["low"] == out["high"]
 
 
 def test_signals_follow_the_thresholds():

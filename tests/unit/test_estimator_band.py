@@ -1,0 +1,52 @@
+"""The band around the median (TrainParams.band_around_median): its models learn how far sales
+fall from the median's value, so the band moves with the median instead of being fitted apart."""
+
+import numpy as np
+import pandas as pd
+
+from models.estimator import TrainParams, fit
+from models.features import build_features
+from tests.unit.test_features import synthetic_market
+
+PARAMS = dict(max_iter=40, band_max_iter=20, min_samples_leaf=10)
+
+
+def values(band_around_median: bool):
+    data = synthetic_market(n_sales=600)
+    model = fit(data, TrainParams(**PARAMS, band_around_median=band_around_median))
+    queries = pd.DataFrame({"item_key": data.items.index, "ts": pd.Timestamp("2021-05-01")})
+    return model, model.predict(data, queries), data.items["item_type"].to_numpy()
+
+
+def median_values(model) -> np.ndarray:
+    """floor x exp(what the median model alone predicts) for the same queries as `values`."""
+    data = synthetic_market(n_sales=600)
+    queries = pd.DataFrame({"item_key": data.items.index, "ts": pd.Timestamp("2021-05-01")})
+    feats = build_features(data, model.vocab, queries)
+    x = model.bins.transform(feats[model.columns].to_numpy(dtype=float))
+    return feats["floor"].to_numpy() * np.exp(model.estimators["p50"].predict(x))
+
+
+def test_the_band_around_the_median_holds_it_and_leaves_it_unchanged():
+    apart, apart_values, _ = values(False)
+    around, around_values, _ = values(True)
+    assert around.band_around_median and not apart.band_around_median
+    # The median models are the same fit; only the band differs.
+    x = around.bins.transform(np.zeros((3, len(around.columns))))
+    np.testing.assert_array_equal(around.estimators["p50"].predict(x), apart.estimators["p50"].predict(x))
+    assert not np.allclose(around_values["p10"], apart_values["p10"])
+    # The fair value is the median model's, whatever the band models say.
+    np.testing.assert_allclose(around_values["fair_value"], median_values(around), rtol=1e-12)
+    assert (around_values["p10"] <= around_values["fair_value"]).all()
+    assert (around_values["fair_value"] <= around_values["p90"]).all()
+    assert (around_values["p10"] < around_values["p90"]).all()
+
+
+def test_the_band_around_the_median_has_the_same_shape_at_any_premium():
+    # Every sale is its type's premium (x1 or x2) times the same noise, so the band's ends as
+    # ratios to the fair value should not depend on the type.
+    _, v, item_type = values(True)
+    low = np.log(v["fair_value"] / v["p10"])
+    zombie = item_type == "Zombie"
+    assert zombie.any() and (~zombie).any()
+    assert abs(np.median(low[zombie]) - np.median(low[~zombie])) < 0.1
