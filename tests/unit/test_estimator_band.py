@@ -9,27 +9,25 @@ from models.features import build_features
 from tests.unit.test_features import synthetic_market
 
 PARAMS = dict(max_iter=40, band_max_iter=20, min_samples_leaf=10)
+DATA = synthetic_market(n_sales=600)
+QUERIES = pd.DataFrame({"item_key": DATA.items.index, "ts": pd.Timestamp("2021-05-01")})
 
 
 def values(band_around_median: bool):
-    data = synthetic_market(n_sales=600)
-    model = fit(data, TrainParams(**PARAMS, band_around_median=band_around_median))
-    queries = pd.DataFrame({"item_key": data.items.index, "ts": pd.Timestamp("2021-05-01")})
-    return model, model.predict(data, queries), data.items["item_type"].to_numpy()
+    model = fit(DATA, TrainParams(**PARAMS, band_around_median=band_around_median))
+    return model, model.predict(DATA, QUERIES)
 
 
 def median_values(model) -> np.ndarray:
-    """floor x exp(what the median model alone predicts) for the same queries as `values`."""
-    data = synthetic_market(n_sales=600)
-    queries = pd.DataFrame({"item_key": data.items.index, "ts": pd.Timestamp("2021-05-01")})
-    feats = build_features(data, model.vocab, queries)
+    """floor x exp(what the median model alone predicts) for QUERIES."""
+    feats = build_features(DATA, model.vocab, QUERIES)
     x = model.bins.transform(feats[model.columns].to_numpy(dtype=float))
     return feats["floor"].to_numpy() * np.exp(model.estimators["p50"].predict(x))
 
 
 def test_the_band_around_the_median_holds_it_and_leaves_it_unchanged():
-    apart, apart_values, _ = values(False)
-    around, around_values, _ = values(True)
+    apart, apart_values = values(False)
+    around, around_values = values(True)
     assert around.band_around_median and not apart.band_around_median
     # The median models are the same fit; only the band differs.
     x = around.bins.transform(np.zeros((3, len(around.columns))))
@@ -45,7 +43,8 @@ def test_the_band_around_the_median_holds_it_and_leaves_it_unchanged():
 def test_the_band_around_the_median_has_the_same_shape_at_any_premium():
     # Every sale is its type's premium (x1 or x2) times the same noise, so the band's ends as
     # ratios to the fair value should not depend on the type.
-    _, v, item_type = values(True)
+    _, v = values(True)
+    item_type = DATA.items["item_type"].to_numpy()
     low = np.log(v["fair_value"] / v["p10"])
     zombie = item_type == "Zombie"
     assert zombie.any() and (~zombie).any()
