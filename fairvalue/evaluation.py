@@ -108,7 +108,7 @@ def evaluate(
         retrain_max_age=pd.Timedelta(days=settings.retrain_max_age_days),
         params=estimator.TrainParams(max_iter=settings.train_max_iter, random_state=settings.random_seed),
         buy_below=settings.buy_below, sell_above=settings.sell_above,
-        signal_max_age_days=settings.signal_max_age_days,
+        signal_max_age_days=settings.signal_max_age_days, market_stale_after_days=settings.market_stale_after_days,
     )
     result = replay(data, config, progress)
     return Evaluation(result, report(data, result, start, end, cadence, settings))

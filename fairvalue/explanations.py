@@ -18,6 +18,7 @@ from fairvalue.settings import Settings, get_settings
 from models.estimator import FairValueModel
 from models.explain import explain
 from models.features import MarketData
+from models.nowcast import valuation_moment
 from storage.artifacts import get_store
 from storage.db import session_scope
 from storage.registry import load_model
@@ -74,7 +75,8 @@ def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5
             out = model.explain(data, item_key, as_of)
         except LookupError as exc:
             raise UnknownItem(str(exc)) from None
-    else:
-        out = explain(model, data, item_key, as_of, top=top, n_comps=n_comps)
+    else:  # the moment the snapshot valued it at (as_of, or the last market known before it)
+        moment = valuation_moment(data, as_of, settings.market_stale_after_days)
+        out = explain(model, data, item_key, moment, top=top, n_comps=n_comps)
     out.update(collection=slug, snapshot_id=snapshot_id, model_version=version_number, currency=currency)
     return out

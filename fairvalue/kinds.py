@@ -38,7 +38,7 @@ class UniqueItems:
 
     def value_all(self, model, data, t: pd.Timestamp, settings: Settings) -> pd.DataFrame:
         return value_all_items(model, data, t, settings.buy_below, settings.sell_above, settings.signal_max_age_days,
-                               threads=settings.predict_threads)
+                               threads=settings.predict_threads, stale_after_days=settings.market_stale_after_days)
 
     def data_cutoff(self, data, t: pd.Timestamp):
         seen = data.sales[data.sales["ts"] < t]["ts"]

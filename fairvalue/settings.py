@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     buy_below: float = 0.10
     sell_above: float = 0.15
     signal_max_age_days: float = Field(30, description="A last sale older than this is no market price.")
+    market_stale_after_days: float = Field(
+        7, ge=0, description="A market with no sale and no floor for longer than this is valued as of that long "
+                             "after its last input, not extrapolated to now (0: always now).")
     signal_horizon_days: float = Field(30, description="How long a BUY/SELL has to prove right.")
     signal_gain: float = Field(0.10, description="Market-adjusted move that makes a BUY (up) or SELL (down) right.")
     backtest_horizon_days: float = Field(90, description="A backtest position closes at the next resale within this.")

@@ -41,6 +41,7 @@ class ReplayConfig:
     sell_above: float = 0.15
     signal_max_age_days: float = 30.0
     daily_signal_history: bool = True
+    market_stale_after_days: float | None = None  # see models.nowcast.valuation_moment
 
 
 @dataclass
@@ -78,7 +79,7 @@ def replay(
         if config.daily_signal_history and t.normalize() != last_full_day:
             last_full_day = t.normalize()
             full = value_all_items(model, known, t, config.buy_below, config.sell_above,
-                                   config.signal_max_age_days)
+                                   config.signal_max_age_days, stale_after_days=config.market_stale_after_days)
             history.append(pd.DataFrame({"snapshot_time": t, "item_id": full["item_key"], "signal": full["signal"]}))
         if window.empty:
             if progress:
@@ -88,7 +89,8 @@ def replay(
             values = full.set_index("item_key").loc[window["item_key"].to_numpy()].reset_index()
         else:
             values = value_all_items(model, known, t, config.buy_below, config.sell_above,
-                                     config.signal_max_age_days, item_keys=window["item_key"].to_numpy())
+                                     config.signal_max_age_days, item_keys=window["item_key"].to_numpy(),
+                                     stale_after_days=config.market_stale_after_days)
         scored.append(pd.DataFrame({
             "event_id": window["event_id"].to_numpy(),
             "timestamp": window["ts"].to_numpy(),

@@ -1,0 +1,54 @@
+"""A nowcast of a market silent for longer than the staleness limit values it as of its last
+input plus that limit, not extrapolated to now (models.nowcast.valuation_moment)."""
+
+import pandas as pd
+
+from models.estimator import TrainParams, fit
+from models.features import MarketData
+from models.nowcast import valuation_moment, value_all_items
+from tests.unit.test_features import synthetic_market
+
+DATA = synthetic_market()
+LAST_SALE = DATA.sales["ts"].max()
+LAST_FLOOR_KNOWN = DATA.market["day"].max() + pd.Timedelta(days=1)  # 2021-05-01: the last day is over
+
+
+def test_a_trading_market_is_valued_when_asked():
+    t = pd.Timestamp("2021-03-01 12:00")
+    assert valuation_moment(DATA, t, 7) == t
+    assert valuation_moment(DATA, LAST_FLOOR_KNOWN + pd.Timedelta(days=6), 7) == LAST_FLOOR_KNOWN + pd.Timedelta(days=6)
+
+
+def test_a_silent_market_is_valued_a_limit_after_its_last_input():
+    years_later = pd.Timestamp("2026-12-04 05:00")
+    assert LAST_FLOOR_KNOWN > LAST_SALE  # the floor is the later input here
+    assert valuation_moment(DATA, years_later, 7) == LAST_FLOOR_KNOWN + pd.Timedelta(days=7)
+    assert valuation_moment(DATA, years_later, 0) == years_later  # 0: always now
+    assert valuation_moment(DATA, years_later, None) == years_later
+    # Without the floor rows the last sale is the last input.
+    no_floor = MarketData(DATA.items, DATA.sales, DATA.market.iloc[:0])
+    assert valuation_moment(no_floor, years_later, 7) == LAST_SALE + pd.Timedelta(days=7)
+
+
+def test_only_inputs_before_the_asked_moment_count():
+    # A market silent from 2021-02-01 to 2021-03-15: asked on 03-10, the moment is a week after
+    # its last input whatever came after 03-10 (an explanation reads the snapshot's moment again
+    # from data loaded later).
+    gap_start, gap_end = pd.Timestamp("2021-02-01"), pd.Timestamp("2021-03-15")
+    sales = DATA.sales[(DATA.sales["ts"] < gap_start) | (DATA.sales["ts"] >= gap_end)]
+    market = DATA.market[(DATA.market["day"] < gap_start - pd.Timedelta(days=1)) | (DATA.market["day"] >= gap_end)]
+    gappy = MarketData(DATA.items, sales, market)
+    asked = pd.Timestamp("2021-03-10")
+    moment = valuation_moment(gappy, asked, 7)
+    assert moment == sales["ts"][sales["ts"] < gap_start].max() + pd.Timedelta(days=7)
+    assert valuation_moment(gappy.before(asked), asked, 7) == moment
+
+
+def test_values_of_a_silent_market_stay_those_of_its_last_days():
+    model = fit(DATA, TrainParams(max_iter=20, band_max_iter=10, min_samples_leaf=10))
+    limit = LAST_FLOOR_KNOWN + pd.Timedelta(days=7)
+    at_limit = value_all_items(model, DATA, limit, 0.1, 0.15, 30)
+    years_later = value_all_items(model, DATA, pd.Timestamp("2026-12-04"), 0.1, 0.15, 30, stale_after_days=7)
+    extrapolated = value_all_items(model, DATA, pd.Timestamp("2026-12-04"), 0.1, 0.15, 30)
+    pd.testing.assert_frame_equal(years_later, at_limit)
+    assert not extrapolated["fair_value"].equals(at_limit["fair_value"])  # the limit is what kept them
