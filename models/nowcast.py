@@ -21,11 +21,9 @@ def valuation_moment(data: MarketData, as_of: pd.Timestamp, stale_after_days: fl
     before `as_of`, so the explanation of a snapshot finds the same moment again."""
     if not stale_after_days:
         return as_of
-    sale_times = data.sales["ts"]
-    last_sale = sale_times[sale_times < as_of].max() if len(sale_times) else pd.NaT
-    days = data.market["day"]
-    # A day's floor is known once the day is over.
-    last_floor = days[days < as_of.normalize()].max() + pd.Timedelta(days=1) if len(days) else pd.NaT
+    sale_times, days = data.sales["ts"], data.market["day"]
+    last_sale = sale_times[sale_times < as_of].max()  # NaT when there is none
+    last_floor = days[days < as_of.normalize()].max() + pd.Timedelta(days=1)  # a day's floor is known once it is over
     inputs = [t for t in (last_sale, last_floor) if pd.notna(t)]
     if not inputs:
         return as_of

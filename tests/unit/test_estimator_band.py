@@ -43,9 +43,15 @@ def test_the_band_around_the_median_holds_it_and_leaves_it_unchanged():
 def test_the_band_around_the_median_has_the_same_shape_at_any_premium():
     # Every sale is its type's premium (x1 or x2) times the same noise, so the band's ends as
     # ratios to the fair value should not depend on the type.
-    _, v = values(True)
-    item_type = DATA.items["item_type"].to_numpy()
-    low = np.log(v["fair_value"] / v["p10"])
-    zombie = item_type == "Zombie"
+    zombie = DATA.items["item_type"].to_numpy() == "Zombie"
     assert zombie.any() and (~zombie).any()
-    assert abs(np.median(low[zombie]) - np.median(low[~zombie])) < 0.1
+
+    def low_end_gap(band_around_median: bool) -> float:
+        _, v = values(band_around_median)
+        low = np.log(v["fair_value"] / v["p10"])
+        return abs(np.median(low[zombie]) - np.median(low[~zombie]))
+
+    assert low_end_gap(True) < 0.1
+    # The band fitted apart from the median does depend on the type here (0.79 against 0.15 in
+    # log): this market is one where the check can fail.
+    assert low_end_gap(False) > 0.3
