@@ -65,15 +65,21 @@ REPORTED_WINDOW_START = pd.Timestamp("2021-10-01")
 
 
 def parse_params(pairs: list[str]) -> estimator.TrainParams:
-    types = {f.name: f.type for f in fields(estimator.TrainParams)}
+    """NAME=VALUE pairs, each VALUE read as JSON (300, 0.05, true) or else as text (averaged)."""
+    known = {f.name for f in fields(estimator.TrainParams)}
     values = {}
     for pair in pairs:
         name, _, raw = pair.partition("=")
-        if name not in types:
-            raise SystemExit(f"unknown parameter {name!r}; known: {', '.join(sorted(types))}")
-        kind = {"int": int, "float": float, "str": str, "bool": lambda s: s.lower() in ("1", "true", "yes")}
-        values[name] = kind.get(str(types[name]), float)(raw)
-    return estimator.TrainParams(**values)
+        if name not in known:
+            raise SystemExit(f"unknown parameter {name!r}; known: {', '.join(sorted(known))}")
+        try:
+            values[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[name] = raw
+    try:
+        return estimator.TrainParams(**values)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def nowcast_times(ts: pd.Series, cadence: str = "1d") -> pd.Series:

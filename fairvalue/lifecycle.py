@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 from sqlmodel import Session, select
 
 from fairvalue import kinds, pipeline
@@ -267,7 +268,10 @@ def _train_params(settings: Settings, overrides: dict) -> estimator.TrainParams:
     unknown = set(overrides) - allowed
     if unknown:
         raise ValueError(f"unknown training params {sorted(unknown)}; known: {sorted(allowed)}")
-    return estimator.TrainParams(**{**base, **overrides})
+    try:
+        return estimator.TrainParams(**{**base, **overrides})
+    except ValidationError as exc:  # one line per bad field, for the operator's 422 or the CLI
+        raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
 
 
 def train_and_gate(settings: Settings, overrides: dict) -> TrainOutcome:

@@ -32,6 +32,9 @@ def valuation_metrics(predicted: np.ndarray, actual: np.ndarray,
     if p10 is not None and p90 is not None:
         lo, hi = np.asarray(p10, dtype=float)[ok], np.asarray(p90, dtype=float)[ok]
         out["band_coverage"] = float(((act >= lo) & (act <= hi)).mean())
+        # Coverage alone rewards a band wide enough to hold anything: its width and score too.
+        out["band_width"] = float(np.median(np.log(hi / lo)))
+        out["band_score"] = float(interval_scores(lo, hi, act).mean())
     return out
 
 

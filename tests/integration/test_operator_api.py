@@ -40,6 +40,15 @@ def test_operator_can_enqueue_promote_and_roll_back(client, operator_token, brok
 
     bad = client.post("/v1/training-requests", json={"reason": "x", "params": {"nope": 1}}, headers=operator_token)
     assert bad.status_code == 422 and "unknown training params" in bad.json()["error"]
+    # A known parameter with a wrong type or value is refused too, by name, and nothing is queued.
+    for params, reason in (({"max_iter": "300"}, "max_iter: Input should be a valid integer"),
+                           ({"band_method": "wide"}, "band_method: Input should be 'premium', 'spread' or 'averaged'"),
+                           ({"band_low": 0.6, "learning_rate": 0}, "learning_rate: Input should be greater than 0")):
+        refused = client.post("/v1/training-requests", json={"reason": "refused params", "params": params},
+                              headers=operator_token)
+        assert refused.status_code == 422 and reason in refused.json()["error"], refused.text
+    listed = client.get("/v1/training-requests?limit=500").json()["training_requests"]
+    assert not any(r["reason"] == "operator: refused params" for r in listed)
     assert client.post("/v1/models/999999/promote", headers=operator_token).status_code == 404
     assert client.post("/v1/models/abc/promote", headers=operator_token).status_code == 400
 

@@ -1,57 +1,98 @@
-"""The band around the median (TrainParams.band_around_median): its models learn how far sales
-fall from the median's value, so the band moves with the median instead of being fitted apart."""
+"""The band's two forms (models/estimator.py): the premium's own quantiles, the sales' spread
+around the median's value, and the averaged band the model ships with."""
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from models.estimator import TrainParams, fit
+from models.estimator import SPREAD_BAND, VOLATILITY_COLUMN, TrainParams, fit
 from models.features import build_features
 from tests.unit.test_features import synthetic_market
 
 PARAMS = dict(max_iter=40, band_max_iter=20, min_samples_leaf=10)
 DATA = synthetic_market(n_sales=600)
 QUERIES = pd.DataFrame({"item_key": DATA.items.index, "ts": pd.Timestamp("2021-05-01")})
+FITS: dict[tuple, object] = {}
 
 
-def values(band_around_median: bool):
-    model = fit(DATA, TrainParams(**PARAMS, band_around_median=band_around_median))
-    return model, model.predict(DATA, QUERIES)
+def model_of(band_method: str, widening: float = 1.0):
+    key = (band_method, widening)
+    if key not in FITS:
+        FITS[key] = fit(DATA, TrainParams(**PARAMS, band_method=band_method, band_market_widening=widening))
+    return FITS[key]
+
+
+def values(band_method: str, widening: float = 1.0) -> pd.DataFrame:
+    return model_of(band_method, widening).predict(DATA, QUERIES)
+
+
+def features(model) -> tuple[pd.DataFrame, np.ndarray]:
+    feats = build_features(DATA, model.vocab, QUERIES)
+    return feats, model.bins.transform(feats[model.columns].to_numpy(dtype=float))
 
 
 def median_values(model) -> np.ndarray:
     """floor x exp(what the median model alone predicts) for QUERIES."""
-    feats = build_features(DATA, model.vocab, QUERIES)
-    x = model.bins.transform(feats[model.columns].to_numpy(dtype=float))
+    feats, x = features(model)
     return feats["floor"].to_numpy() * np.exp(model.estimators["p50"].predict(x))
 
 
-def test_the_band_around_the_median_holds_it_and_leaves_it_unchanged():
-    apart, apart_values = values(False)
-    around, around_values = values(True)
-    assert around.band_around_median and not apart.band_around_median
-    # The median models are the same fit; only the band differs.
-    x = around.bins.transform(np.zeros((3, len(around.columns))))
-    np.testing.assert_array_equal(around.estimators["p50"].predict(x), apart.estimators["p50"].predict(x))
-    assert not np.allclose(around_values["p10"], apart_values["p10"])
-    # The fair value is the median model's, whatever the band models say.
-    np.testing.assert_allclose(around_values["fair_value"], median_values(around), rtol=1e-12)
-    assert (around_values["p10"] <= around_values["fair_value"]).all()
-    assert (around_values["fair_value"] <= around_values["p90"]).all()
-    assert (around_values["p10"] < around_values["p90"]).all()
+def test_every_form_holds_its_fair_value_and_leaves_the_median_fit_unchanged():
+    medians = {}
+    for method in ("premium", "spread", "averaged"):
+        model, v = model_of(method), values(method)
+        assert (v["p10"] <= v["fair_value"]).all() and (v["fair_value"] <= v["p90"]).all()
+        assert (v["p10"] < v["p90"]).all()
+        medians[method] = median_values(model)
+    # The median model is the same fit whatever the band; only the band differs.
+    np.testing.assert_array_equal(medians["premium"], medians["spread"])
+    np.testing.assert_array_equal(medians["premium"], medians["averaged"])
+    assert not np.allclose(values("premium")["p10"], values("spread")["p10"])
+    # The spread band alone never moves the fair value off the median model's.
+    np.testing.assert_allclose(values("spread")["fair_value"], medians["spread"], rtol=1e-12)
 
 
-def test_the_band_around_the_median_has_the_same_shape_at_any_premium():
+def test_the_averaged_band_is_the_mean_of_the_two_in_log_and_keeps_the_premium_fair_value():
+    premium, spread, averaged = values("premium"), values("spread"), values("averaged")
+    # Same fair value as the premium form (the middle of its three values).
+    np.testing.assert_allclose(averaged["fair_value"], premium["fair_value"], rtol=1e-12)
+    # Where neither end had to be pulled to the fair value, the ends are geometric means.
+    mean_low = np.sqrt(premium["p10"] * spread["p10"])
+    mean_high = np.sqrt(premium["p90"] * spread["p90"])
+    inside = (mean_low <= averaged["fair_value"]) & (mean_high >= averaged["fair_value"])
+    assert inside.mean() > 0.9
+    np.testing.assert_allclose(averaged["p10"][inside], mean_low[inside], rtol=1e-9)
+    np.testing.assert_allclose(averaged["p90"][inside], mean_high[inside], rtol=1e-9)
+
+
+def test_the_spread_band_widens_by_the_market_volatility():
+    feats, x = features(model_of("spread"))
+    volatility = np.nan_to_num(feats[VOLATILITY_COLUMN].to_numpy(dtype=float))
+    assert volatility.max() > 0
+    narrow, wide = values("spread", widening=0.0), values("spread", widening=2.0)
+    np.testing.assert_allclose(np.log(narrow["p10"] / wide["p10"]), 2.0 * volatility, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.log(wide["p90"] / narrow["p90"]), 2.0 * volatility, rtol=1e-9, atol=1e-12)
+    assert set(SPREAD_BAND) <= set(model_of("spread").estimators)
+
+
+def test_the_spread_band_has_the_same_shape_at_any_premium():
     # Every sale is its type's premium (x1 or x2) times the same noise, so the band's ends as
     # ratios to the fair value should not depend on the type.
     zombie = DATA.items["item_type"].to_numpy() == "Zombie"
     assert zombie.any() and (~zombie).any()
 
-    def low_end_gap(band_around_median: bool) -> float:
-        _, v = values(band_around_median)
+    def low_end_gap(method: str) -> float:
+        v = values(method)
         low = np.log(v["fair_value"] / v["p10"])
         return abs(np.median(low[zombie]) - np.median(low[~zombie]))
 
-    assert low_end_gap(True) < 0.1
-    # The band fitted apart from the median does depend on the type here (0.79 against 0.15 in
-    # log): this market is one where the check can fail.
-    assert low_end_gap(False) > 0.3
+    assert low_end_gap("spread") < 0.1
+    # The premium band, fitted apart from the median, does depend on the type here: this market
+    # is one where the check can fail. The averaged band sits between the two.
+    assert low_end_gap("premium") > 0.3
+    assert low_end_gap("spread") < low_end_gap("averaged") < low_end_gap("premium")
+
+
+def test_an_unknown_band_method_is_refused():
+    with pytest.raises(ValueError, match="band_method"):
+        TrainParams(band_method="wide")

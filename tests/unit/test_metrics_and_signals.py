@@ -18,6 +18,11 @@ def test_valuation_metrics_on_a_hand_computed_case():
     assert m["within_10pct"] == pytest.approx(0.75)
     assert m["within_25pct"] == pytest.approx(0.75)
     assert m["band_coverage"] == pytest.approx(0.5)  # 100 in [90,120] and [80,120] only
+    # log widths 0.2877, 0.0412, 0.4055, 0.5108: median of the middle two
+    assert m["band_width"] == pytest.approx((np.log(120 / 90) + np.log(120 / 80)) / 2)
+    # widths plus 10x the misses: 100 over 99 by log(100/99), 100 under 120 by log(1.2)
+    widths = np.log(120 / 90) + np.log(99 / 95) + np.log(120 / 80) + np.log(200 / 120)
+    assert m["band_score"] == pytest.approx((widths + 10 * np.log(100 / 99) + 10 * np.log(1.2)) / 4)
 
 
 def test_unusable_pairs_are_counted_as_filtered():
