@@ -551,7 +551,12 @@ def status(collection: str = COLLECTION_OPTION) -> None:
         console.print(f"  kept out of the model, {reason}: {n}")
     champion_text = f"v{champion.version} (sha256 {champion.sha256[:12]})" if champion else "none"
     console.print(f"champion: {champion_text}")
-    console.print(f"published snapshot: {f'{snap.id} as of {snap.as_of.isoformat()}' if snap else 'none'}")
+    if snap is None:
+        console.print("published snapshot: none")
+        return
+    silent = snap.valued_at is not None and snap.valued_at != snap.as_of
+    console.print(f"published snapshot: {snap.id} as of {snap.as_of.isoformat()}"
+                  + (f", items valued at {snap.valued_at.isoformat()} (the market has been silent)" if silent else ""))
 
 
 @cards_app.command("load")

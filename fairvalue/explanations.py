@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 from sqlmodel import select
 
+from fairvalue.reads import iso
 from fairvalue.settings import Settings, get_settings
 from models.estimator import FairValueModel
 from models.explain import explain
@@ -50,6 +51,14 @@ def _model_and_market(collection_id: int, snapshot_id: int, model_version_id: in
     return load_model(get_store(), version), data
 
 
+def _naive_utc(moment) -> pd.Timestamp | None:
+    """PostgreSQL gives aware times, SQLite naive ones; the features use naive UTC."""
+    if moment is None:
+        return None
+    t = pd.Timestamp(moment)
+    return t if t.tzinfo is None else t.tz_convert("UTC").tz_localize(None)
+
+
 def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5, n_comps: int = 10,
                  settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or get_settings()
@@ -65,18 +74,18 @@ def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5
             raise NothingPublished("nothing published yet; run a nowcast")
         version = session.get(ModelVersion, snapshot.model_version_id)
         snapshot_id, version_id, version_number = snapshot.id, version.id, version.version
-        as_of = pd.Timestamp(snapshot.as_of)
+        as_of, valued_at = _naive_utc(snapshot.as_of), _naive_utc(snapshot.valued_at)
         collection_id, currency = collection.id, collection.currency
     model, data = _model_and_market(collection_id, snapshot_id, version_id)
-    if as_of.tzinfo is not None:  # PostgreSQL gives aware times, SQLite naive ones; features use naive UTC
-        as_of = as_of.tz_convert("UTC").tz_localize(None)
     if hasattr(model, "value_days"):  # a daily-priced collection (trading cards): models/daily.py
         try:
             out = model.explain(data, item_key, as_of)
         except LookupError as exc:
             raise UnknownItem(str(exc)) from None
     else:  # the moment the snapshot valued it at (as_of, or the last market known before it)
-        moment = valuation_moment(data, as_of, settings.market_stale_after_days)
+        # Snapshots from before migration 0007 did not store it: found again from the data.
+        moment = valued_at if valued_at is not None else valuation_moment(data, as_of, settings.market_stale_after_days)
         out = explain(model, data, item_key, moment, top=top, n_comps=n_comps)
+        out["as_of"] = iso(moment.to_pydatetime())  # UTC, written as every other answer writes times
     out.update(collection=slug, snapshot_id=snapshot_id, model_version=version_number, currency=currency)
     return out

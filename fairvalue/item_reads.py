@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from fairvalue.errors import BadInput, NotFound, NotReady
-from fairvalue.reads import ITEM_KEY, MAX_BULK_IDS, check_item_key, collection_row, iso, rounded
+from fairvalue.reads import ITEM_KEY, MAX_BULK_IDS, check_item_key, collection_row, iso, rounded, snapshot_reference
 from fairvalue.settings import get_settings
 from fairvalue.snapshot_cache import PointerCache
 from storage.db import get_engine, session_scope
@@ -58,14 +58,15 @@ def _valuation(v: PublishedValue, version: int | None, currency: str) -> dict[st
         "deviation": rounded(deviation),
         "last_sale": None if v.last_price is None else {"price": rounded(v.last_price),
                                                         "timestamp": iso(v.last_sale_at)},
-        "snapshot": {"id": v.snapshot_id, "as_of": iso(v.as_of), "published_at": iso(v.published_at)},
+        "snapshot": snapshot_reference(v.snapshot_id, v.as_of, v.valued_at, v.published_at),
         "model_version": version,
     }
 
 
 def _value_of(row) -> PublishedValue:
     return PublishedValue(row.snapshot_id, row.as_of, row.published_at, row.model_version_id, row.item_key,
-                          row.fair_value, row.p10, row.p90, row.signal, row.last_price, row.last_sale_at)
+                          row.fair_value, row.p10, row.p90, row.signal, row.last_price, row.last_sale_at,
+                          row.valued_at)
 
 
 def _item_extra(slug: str, row) -> dict[str, Any]:
@@ -215,7 +216,7 @@ def _valuations_from_database(slug: str, keys: list[str]) -> Served:
     snapshot = None
     if by_key:
         v0 = next(iter(by_key.values()))
-        snapshot = {"id": v0.snapshot_id, "as_of": iso(v0.as_of), "published_at": iso(v0.published_at)}
+        snapshot = snapshot_reference(v0.snapshot_id, v0.as_of, v0.valued_at, v0.published_at)
     found = [by_key[k] for k in keys if k in by_key]
     return Served(_bulk_body(slug, dumps(snapshot), [dumps(_valuation(_value_of(r), r.model_version, r.currency))
                                                      for r in found], [k for k in keys if k not in by_key]),

@@ -23,7 +23,7 @@ from fairvalue.settings import Settings
 from models import daily, gates
 from models.diagnostics import segment_metrics
 from models.metrics import valuation_metrics
-from models.nowcast import value_all_items
+from models.nowcast import valuation_moment, value_all_items
 from storage.ingest import DAILY_PRICES
 from storage.tables import Collection, NowcastRow, NowcastSnapshot
 
@@ -39,6 +39,10 @@ class UniqueItems:
     def value_all(self, model, data, t: pd.Timestamp, settings: Settings) -> pd.DataFrame:
         return value_all_items(model, data, t, settings.buy_below, settings.sell_above, settings.signal_max_age_days,
                                threads=settings.predict_threads, stale_after_days=settings.market_stale_after_days)
+
+    def valued_at(self, data, t: pd.Timestamp, settings: Settings) -> pd.Timestamp:
+        """The moment value_all values the items at for a nowcast asked for at t."""
+        return valuation_moment(data, t, settings.market_stale_after_days)
 
     def data_cutoff(self, data, t: pd.Timestamp):
         seen = data.sales[data.sales["ts"] < t]["ts"]
@@ -58,6 +62,10 @@ class DailyPrices:
         active = data.items.index[data.items["active"]]
         return model.value_at(data, t, settings.buy_below, settings.sell_above, settings.signal_max_age_days,
                               item_keys=active)
+
+    def valued_at(self, data: daily.DailySeries, t: pd.Timestamp, settings: Settings) -> pd.Timestamp:
+        """A card's row values its latest market day before t, each its own; the snapshot is t's."""
+        return t
 
     def data_cutoff(self, data: daily.DailySeries, t: pd.Timestamp):
         known = data.before(t)

@@ -387,10 +387,11 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     kind = kinds.kind_of(coll)
     values = kind.value_all(model, data, t, settings)
     cutoff = kind.data_cutoff(data, t)
+    valued_at = kind.valued_at(data, t, settings).tz_localize("UTC").to_pydatetime()
     lap("value")
     rows_csv = snapshot_csv(values)  # one text for the database rows and the archive
     with session_scope() as session:
-        snapshot = write_snapshot(session, coll, champion.id, as_of, cutoff, values, rows_csv)
+        snapshot = write_snapshot(session, coll, champion.id, as_of, cutoff, values, rows_csv, valued_at)
     lap("write")
     with session_scope() as session:
         snapshot = session.get(NowcastSnapshot, snapshot.id)
@@ -398,14 +399,14 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     lap("publish")
     archive_uri, archive_error = archive_snapshot(settings, snapshot.id, values, rows_csv)
     lap("archive")
-    shadows, shadow_errors = shadow_nowcasts(settings, coll, data, t, as_of, cutoff)
+    shadows, shadow_errors = shadow_nowcasts(settings, coll, data, t, as_of, cutoff, valued_at)
     lap("shadows")
     return NowcastResult(snapshot.id, moved, len(values), champion.version, archive_uri, archive_error, shadows,
                          shadow_errors or None, seconds)
 
 
-def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of,
-                    cutoff) -> tuple[dict[str, int], dict[str, str]]:
+def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of, cutoff,
+                    valued_at) -> tuple[dict[str, int], dict[str, str]]:
     """Value the collection with the models watched beside the champion: the previous
     champion during a promotion's probation (the monitor compares against it) and a contender
     in shadow. Their snapshots are kept with status `shadow` and never published. A shadow
@@ -431,7 +432,7 @@ def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of,
             continue
         values = kinds.kind_of(coll).value_all(model, data, t, settings)
         with session_scope() as session:
-            snapshot = write_snapshot(session, coll, version.id, as_of, cutoff, values)
+            snapshot = write_snapshot(session, coll, version.id, as_of, cutoff, values, valued_at=valued_at)
             snapshot.status, snapshot.published_at = "shadow", utcnow()
             session.add(snapshot)
         written[alias] = snapshot.id

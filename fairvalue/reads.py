@@ -116,11 +116,18 @@ def collection_row(session: Session, slug: str | None = None) -> Collection:
     return found
 
 
+def snapshot_reference(snapshot_id: int, as_of, valued_at, published_at) -> dict[str, Any]:
+    """How an answer names the snapshot its values come from. `as_of` is when the nowcast was
+    asked for; `valued_at` the moment the items were valued at (the same, unless the market had
+    gone silent: models.nowcast.valuation_moment; null in snapshots older than that column)."""
+    return {"id": snapshot_id, "as_of": iso(as_of), "valued_at": iso(valued_at), "published_at": iso(published_at)}
+
+
 def _snapshot_info(snap: NowcastSnapshot | None, version: int | None = None) -> dict | None:
     if snap is None:
         return None
     age = (datetime.now(UTC) - snap.published_at).total_seconds() if snap.published_at else None
-    return {"id": snap.id, "as_of": iso(snap.as_of), "published_at": iso(snap.published_at),
+    return {**snapshot_reference(snap.id, snap.as_of, snap.valued_at, snap.published_at),
             "data_cutoff": iso(snap.data_cutoff), "n_items": snap.n_items, "model_version": version,
             "age_seconds": rounded(age, 1)}
 
@@ -213,7 +220,7 @@ def item_history(slug: str | None, key: str, start: str | None = None, end: str 
             raise NotFound(f"no item {key!r} in {coll.slug}")
         query = (select(NowcastSnapshot.id, NowcastSnapshot.as_of, NowcastSnapshot.published_at,
                         NowcastSnapshot.model_version_id, NowcastRow.fair_value, NowcastRow.p10, NowcastRow.p90,
-                        NowcastRow.signal)
+                        NowcastRow.signal, NowcastSnapshot.valued_at)
                  .join(NowcastRow, NowcastRow.snapshot_id == NowcastSnapshot.id)
                  .where(NowcastSnapshot.collection_id == coll.id, NowcastSnapshot.status == "published",
                         NowcastSnapshot.published_at.is_not(None), NowcastRow.item_key == key))
@@ -231,7 +238,7 @@ def item_history(slug: str | None, key: str, start: str | None = None, end: str 
         versions = _version_numbers(session, [r[3] for r in rows])
     return {
         "collection": coll.slug, "item_id": key, "currency": coll.currency,
-        "published": [{"snapshot_id": r[0], "as_of": iso(r[1]), "published_at": iso(r[2]),
+        "published": [{"snapshot_id": r[0], "as_of": iso(r[1]), "valued_at": iso(r[8]), "published_at": iso(r[2]),
                        "model_version": versions.get(r[3]), "fair_value": rounded(r[4]),
                        "p10": rounded(r[5]), "p90": rounded(r[6]), "signal": r[7]} for r in reversed(rows)],
         "truncated": len(rows) == limit,
@@ -339,7 +346,7 @@ def signals_page(slug: str | None = None, signal: str | None = None, item_type: 
     more = offset + limit < len(picked)
     return {
         "collection": coll.slug, "currency": coll.currency,
-        "snapshot": {"id": snap.id, "as_of": iso(snap.as_of), "published_at": iso(snap.published_at),
+        "snapshot": {**snapshot_reference(snap.id, snap.as_of, snap.valued_at, snap.published_at),
                      "model_version": version},
         "filters": {"signal": signal, "type": item_type, "trait": trait, "min_deviation": min_deviation},
         "order": "abs(deviation) desc, item_id",

@@ -34,8 +34,10 @@ def write_snapshot(
     data_cutoff: datetime | None,
     values: pd.DataFrame,
     rows_csv: str | None = None,
+    valued_at: datetime | None = None,
 ) -> NowcastSnapshot:
-    """Write a complete, unpublished snapshot (the caller commits).
+    """Write a complete, unpublished snapshot (the caller commits). `valued_at` is the moment the
+    values are for, when it is not `as_of` (a silent market, models.nowcast.valuation_moment).
 
     The rows stored are exactly the archive's (`snapshot_csv`; pass it as `rows_csv` when it is
     already made), streamed with COPY on PostgreSQL: a 1M-item snapshot as executemany INSERTs
@@ -45,6 +47,7 @@ def write_snapshot(
         collection_id=collection.id,
         model_version_id=model_version_id,
         as_of=as_of,
+        valued_at=valued_at or as_of,
         data_cutoff=data_cutoff,
         n_items=len(values),
         status="building",
@@ -121,6 +124,7 @@ class PublishedValue:
     signal: str
     last_price: float | None
     last_sale_at: datetime | None
+    valued_at: datetime | None = None  # the snapshot's (NowcastSnapshot.valued_at)
 
 
 def read_published(
@@ -133,7 +137,7 @@ def read_published(
             NowcastSnapshot.id, NowcastSnapshot.as_of, NowcastSnapshot.published_at,
             NowcastSnapshot.model_version_id, NowcastRow.item_key, NowcastRow.fair_value,
             NowcastRow.p10, NowcastRow.p90, NowcastRow.signal, NowcastRow.last_price,
-            NowcastRow.last_sale_at,
+            NowcastRow.last_sale_at, NowcastSnapshot.valued_at,
         )
         .select_from(PublishedSnapshot)
         .join(NowcastSnapshot, NowcastSnapshot.id == PublishedSnapshot.snapshot_id)
@@ -154,7 +158,8 @@ def _published_items_statement(with_attributes: bool):
     return (
         sa_select(
             Collection.currency, Item.item_key, *item_columns,
-            NowcastSnapshot.id.label("snapshot_id"), NowcastSnapshot.as_of, NowcastSnapshot.published_at,
+            NowcastSnapshot.id.label("snapshot_id"), NowcastSnapshot.as_of, NowcastSnapshot.valued_at,
+            NowcastSnapshot.published_at,
             NowcastSnapshot.model_version_id, ModelVersion.version.label("model_version"),
             NowcastRow.fair_value, NowcastRow.p10, NowcastRow.p90, NowcastRow.signal, NowcastRow.last_price,
             NowcastRow.last_sale_at,
@@ -199,7 +204,8 @@ def read_pointer(connection: Connection, slug: str) -> Row | None:
 SNAPSHOT_ITEMS = (
     sa_select(
         Collection.currency, Item.item_key, Item.item_type, Item.attributes,
-        NowcastSnapshot.id.label("snapshot_id"), NowcastSnapshot.as_of, NowcastSnapshot.published_at,
+        NowcastSnapshot.id.label("snapshot_id"), NowcastSnapshot.as_of, NowcastSnapshot.valued_at,
+        NowcastSnapshot.published_at,
         NowcastSnapshot.model_version_id, ModelVersion.version.label("model_version"),
         NowcastRow.fair_value, NowcastRow.p10, NowcastRow.p90, NowcastRow.signal, NowcastRow.last_price,
         NowcastRow.last_sale_at,

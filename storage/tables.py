@@ -146,7 +146,12 @@ class NowcastSnapshot(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     collection_id: int = Field(foreign_key="collections.id", index=True)
     model_version_id: int = Field(foreign_key="model_versions.id")
-    as_of: datetime = Field(description="The moment valued; only data before it was used.")
+    as_of: datetime = Field(description="The moment the nowcast was asked for; it orders the snapshots.")
+    valued_at: datetime | None = Field(
+        default=None,
+        description="The moment the items were valued at, from data before it: as_of, or the last market known "
+                    "when the market had gone silent (models.nowcast.valuation_moment). Null before migration 0007.",
+    )
     data_cutoff: datetime | None = Field(default=None, description="Latest sale the snapshot saw.")
     n_items: int = 0
     status: str = Field(default="building", max_length=16, description="building, published, failed")

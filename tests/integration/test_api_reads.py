@@ -43,6 +43,8 @@ def test_item_explanation_matches_the_published_value(client):
     top = client.get("/v1/items/7804/explanation?top=4&comps=6").json()
 
     assert body["model_version"] == value["model_version"] and body["snapshot_id"] == value["snapshot"]["id"]
+    # Explained at the moment the snapshot valued it at (a market that traded an hour ago: as_of).
+    assert body["as_of"] == value["snapshot"]["valued_at"] == value["snapshot"]["as_of"]
     # The snapshot stores 6 significant digits (storage/snapshots.format_floats), so the published
     # value is the explanation's to within half a unit of the 6th: 5e-6 of it.
     assert body["fair_value"] == pytest.approx(value["fair_value"], rel=1e-5)
@@ -51,8 +53,30 @@ def test_item_explanation_matches_the_published_value(client):
     assert "trait:" in " ".join(d["group"] for d in body["drivers"])
     assert top["drivers"] == body["drivers"][:4]
     assert 0 < len(body["comparable_sales"]) <= 2 * 6  # up to 6 per basis: rarest trait, type
-    assert all(c["timestamp"] < body["as_of"] for c in body["comparable_sales"])  # ISO strings, both naive UTC
+    assert all(pd.Timestamp(c["timestamp"]).tz_localize("UTC") < pd.Timestamp(body["as_of"])
+               for c in body["comparable_sales"])
     assert {c["item_id"] for c in body["comparable_sales"] if c["basis"] == "type: Alien"} == {"3100", "5822"}
+
+
+def test_a_snapshot_of_a_silent_market_names_the_moment_it_valued(client, seeded):
+    from fairvalue import pipeline
+    from storage.tables import NowcastSnapshot
+
+    # The bundled sales and floors end on 2021-12-31 (a day's floor is known once it is over), so
+    # a nowcast asked for in mid-2023 values the items 7 days after 2022-01-01
+    # (FAIRVALUE_MARKET_STALE_AFTER_DAYS). Earlier than the published snapshot, it is not published.
+    asked = pd.Timestamp("2023-06-01T12:00:00Z").to_pydatetime()
+    result = pipeline.nowcast(as_of=asked)
+    assert not result.published
+    with session_scope() as session:
+        snapshot = session.get(NowcastSnapshot, result.snapshot_id)
+        assert pd.Timestamp(snapshot.as_of) == pd.Timestamp(asked)
+        assert pd.Timestamp(snapshot.valued_at) == pd.Timestamp("2022-01-08T00:00:00Z")
+    # The published snapshot's reference carries both moments, here and in the summary.
+    valuation = client.get("/v1/items/7804").json()["snapshot"]
+    summary = client.get("/v1/collections/cryptopunks").json()["snapshot"]
+    assert set(valuation) == {"id", "as_of", "valued_at", "published_at"}
+    assert summary["valued_at"] <= summary["as_of"] and summary["valued_at"].endswith("Z")
 
 
 @pytest.mark.parametrize(
