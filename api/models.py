@@ -124,10 +124,9 @@ async def create_training_request(request: Request) -> JSONResponse:
         raise HTTPException(422, "params must be an object of training parameters")
     settings = await run_in_threadpool(_scoped_settings, request)
     try:
-        lifecycle._train_params(settings, params)
-    except (TypeError, ValueError) as exc:
-        raise HTTPException(422, str(exc)[:300]) from None
-    outcome = await run_in_threadpool(lifecycle.enqueue_retrain, reason, params, settings)
+        outcome = await run_in_threadpool(lifecycle.enqueue_retrain, reason, params, settings)
+    except lifecycle.BadTrainingParams as exc:
+        raise HTTPException(422, str(exc)[:500]) from None
     from tasks.lifecycle import publish_training
 
     await run_in_threadpool(publish_training, outcome.request_id)

@@ -361,7 +361,10 @@ def retrain(
     from tasks.lifecycle import publish_training
 
     settings = get_settings().for_collection(collection)
-    outcome = lifecycle.enqueue_retrain(reason, _parse_params(param), settings)
+    try:
+        outcome = lifecycle.enqueue_retrain(reason, _parse_params(param), settings)
+    except lifecycle.BadTrainingParams as exc:
+        raise typer.BadParameter(str(exc), param_hint="--param") from None
     publish_training(outcome.request_id, collection=settings.collection)
     console.print(f"training request {outcome.request_id} queued")
 

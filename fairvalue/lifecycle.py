@@ -178,9 +178,32 @@ def _record_request(settings: Settings, key: str, reason: str, trigger: dict, pa
         return PolicyOutcome(True, [reason], trigger, request.id, new)
 
 
+class BadTrainingParams(ValueError):
+    """Overrides a training of the collection could not use; the message names each field."""
+
+
+def check_training_params(settings: Settings, overrides: dict) -> None:
+    """Refuse unknown names, wrong types and values out of range for the collection's kind, so
+    a bad request is never recorded nor queued (it would only fail on the training worker)."""
+    with session_scope() as session:
+        daily_kind = kinds.is_daily(pipeline.collection(session, settings))
+    try:
+        if daily_kind:
+            kinds.DAILY.params(overrides)
+        else:
+            _train_params(settings, overrides)
+    except ValidationError as exc:  # one reason per bad field: "windows.0: Input should be ..."
+        reasons = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BadTrainingParams("; ".join(reasons)) from None
+    except ValueError as exc:
+        raise BadTrainingParams(str(exc)) from None
+
+
 def enqueue_retrain(reason: str, params: dict | None = None, settings: Settings | None = None) -> PolicyOutcome:
-    """An operator's retrain: always a new request (its key is unique)."""
+    """An operator's retrain: always a new request (its key is unique). BadTrainingParams when
+    `params` could not train this collection."""
     settings = settings or get_settings()
+    check_training_params(settings, params or {})
     key = f"{settings.collection}:operator:{utcnow().isoformat()}"
     return _record_request(settings, key, f"operator: {reason}", {"operator": True}, params or {})
 
@@ -268,10 +291,7 @@ def _train_params(settings: Settings, overrides: dict) -> estimator.TrainParams:
     unknown = set(overrides) - allowed
     if unknown:
         raise ValueError(f"unknown training params {sorted(unknown)}; known: {sorted(allowed)}")
-    try:
-        return estimator.TrainParams(**{**base, **overrides})
-    except ValidationError as exc:  # one line per bad field, for the operator's 422 or the CLI
-        raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    return estimator.TrainParams(**{**base, **overrides})
 
 
 def train_and_gate(settings: Settings, overrides: dict) -> TrainOutcome:

@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import io
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import joblib
 import numpy as np
 import pandas as pd
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from models.metrics import valuation_metrics
 from models.signals import signals
@@ -130,13 +132,17 @@ def matrices(series: DailySeries, window: int, alpha: float, through: pd.Timesta
     return _combine(_window_parts(series, window, through), alpha)
 
 
-@dataclass
+Days = Annotated[int, Field(ge=1, le=3650)]
+
+
+# Checked as they are made, like estimator.TrainParams: an operator's request names them.
+@pydantic_dataclass(config=ConfigDict(strict=True, extra="forbid"))
 class DailyParams:
-    windows: tuple[int, ...] = (7, 14, 21, 28, 42)
-    alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
-    tune_days: int = 60
-    band_days: int = 120
-    min_band_rows: int = 50
+    windows: Annotated[tuple[Days, ...], Field(min_length=1)] = (7, 14, 21, 28, 42)
+    alphas: Annotated[tuple[Annotated[float, Field(ge=0, le=1)], ...], Field(min_length=1)] = (0.0, 0.25, 0.5, 0.75)
+    tune_days: Days = 60
+    band_days: Days = 120
+    min_band_rows: Annotated[int, Field(ge=1)] = 50
 
     def as_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

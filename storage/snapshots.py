@@ -124,7 +124,7 @@ class PublishedValue:
     signal: str
     last_price: float | None
     last_sale_at: datetime | None
-    valued_at: datetime | None = None  # the snapshot's (NowcastSnapshot.valued_at)
+    valued_at: datetime | None  # the snapshot's (NowcastSnapshot.valued_at; null before migration 0007)
 
 
 def read_published(

@@ -253,3 +253,22 @@ def test_api_and_pages_show_the_cards_beside_the_punks(cards_loaded, client):
         page = client.get(path, headers=html)
         assert page.status_code == 200, (path, page.text[:300])
     assert "By category and by card" in client.get("/c/cards/performance", headers=html).text
+
+
+def test_a_training_request_is_checked_against_its_collections_params(cards_loaded, seeded):
+    """An operator's overrides are checked for the collection's own kind before anything is
+    recorded (the HTTP 422 for the punks is in test_operator_api.py)."""
+    from fairvalue import lifecycle
+
+    cards, punks = get_settings().for_collection("cards"), get_settings()
+    lifecycle.check_training_params(cards, {"tune_days": 30, "windows": [7, 14]})
+    lifecycle.check_training_params(punks, {"max_iter": 300, "band_method": "premium"})
+    refused = [
+        (cards, {"max_iter": 300}, r"unknown training params \['max_iter'\]"),
+        (cards, {"windows": [0]}, r"windows\.0: Input should be greater than or equal to 1"),
+        (cards, {"alphas": [0.5, 1.5]}, r"alphas\.1: Input should be less than or equal to 1"),
+        (punks, {"tune_days": 30}, r"unknown training params \['tune_days'\]"),
+    ]
+    for settings, params, reason in refused:
+        with pytest.raises(lifecycle.BadTrainingParams, match=reason):
+            lifecycle.enqueue_retrain("refused params", params, settings)
