@@ -173,7 +173,12 @@ def test_failed_training_is_retried_with_backoff_then_fails_for_good(seeded, mon
     from fairvalue.settings import get_settings
 
     monkeypatch.setattr(get_settings(), "training_retry_backoff_seconds", 0)
-    request_id = lifecycle.enqueue_retrain("cannot train", {"max_iter": 0}).request_id  # sklearn refuses 0 rounds
+    # enqueue_retrain refuses parameters that cannot train; a request recorded before they were
+    # checked can still hold some, and its training fails the same way on every attempt.
+    with pytest.raises(lifecycle.BadTrainingParams, match="max_iter"):
+        lifecycle.enqueue_retrain("cannot train", {"max_iter": 0})
+    request_id = lifecycle._record_request(get_settings(), "retry-test:cannot-train", "cannot train", {},
+                                           {"max_iter": 0}).request_id
     for attempt in range(1, 4):
         with pytest.raises(ValueError):
             lifecycle.train_request(request_id, "retry-test")
