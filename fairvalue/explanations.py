@@ -11,7 +11,6 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-import pandas as pd
 from sqlmodel import select
 
 from fairvalue.reads import iso
@@ -20,6 +19,7 @@ from models.estimator import FairValueModel
 from models.explain import explain
 from models.features import MarketData
 from models.nowcast import valuation_moment
+from models.times import naive_utc_moment
 from storage.artifacts import get_store
 from storage.db import session_scope
 from storage.registry import load_model
@@ -51,14 +51,6 @@ def _model_and_market(collection_id: int, snapshot_id: int, model_version_id: in
     return load_model(get_store(), version), data
 
 
-def _naive_utc(moment) -> pd.Timestamp | None:
-    """PostgreSQL gives aware times, SQLite naive ones; the features use naive UTC."""
-    if moment is None:
-        return None
-    t = pd.Timestamp(moment)
-    return t if t.tzinfo is None else t.tz_convert("UTC").tz_localize(None)
-
-
 def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5, n_comps: int = 10,
                  settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or get_settings()
@@ -74,7 +66,7 @@ def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5
             raise NothingPublished("nothing published yet; run a nowcast")
         version = session.get(ModelVersion, snapshot.model_version_id)
         snapshot_id, version_id, version_number = snapshot.id, version.id, version.version
-        as_of, valued_at = _naive_utc(snapshot.as_of), _naive_utc(snapshot.valued_at)
+        as_of, valued_at = naive_utc_moment(snapshot.as_of), naive_utc_moment(snapshot.valued_at)
         collection_id, currency = collection.id, collection.currency
     model, data = _model_and_market(collection_id, snapshot_id, version_id)
     if hasattr(model, "value_days"):  # a daily-priced collection (trading cards): models/daily.py

@@ -24,6 +24,7 @@ from models import estimator, gates, live, monitor, policy
 from models.diagnostics import price_band, segment_metrics
 from models.features import MarketData, build_features, floor_before
 from models.metrics import valuation_metrics
+from models.times import naive_utc
 from storage import requests
 from storage.artifacts import ArtifactError, get_store
 from storage.db import session_scope
@@ -87,14 +88,8 @@ def _snapshots(session: Session, coll: Collection, statuses: tuple[str, ...], mo
         query = query.where(NowcastSnapshot.published_at >= since - timedelta(days=1))
     rows = session.exec(query.order_by(NowcastSnapshot.published_at)).all()
     frame = pd.DataFrame(rows, columns=["snapshot_id", "published_at", "model_version_id"])
-    frame["published_at"] = _naive(frame["published_at"])
+    frame["published_at"] = naive_utc(frame["published_at"])
     return frame
-
-
-def _naive(series: pd.Series) -> pd.Series:
-    if series.empty:
-        return series.astype("datetime64[ns]")
-    return pd.to_datetime(series, utc=True).dt.tz_localize(None).astype("datetime64[ns]")
 
 
 def live_scored(session: Session, coll: Collection, since, statuses=("published",),
@@ -108,7 +103,7 @@ def live_scored(session: Session, coll: Collection, since, statuses=("published"
         session.exec(select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price)
                      .where(Sale.collection_id == coll.id, Sale.ts >= since, Sale.wash_reason.is_(None))).all(),
         columns=["event_id", "ts", "item_key", "price"])
-    sales["ts"] = _naive(sales["ts"])
+    sales["ts"] = naive_utc(sales["ts"])
     snaps = _snapshots(session, coll, statuses, model_version_id, since)
     if sales.empty or snaps.empty:
         return pd.DataFrame(columns=["event_id", "ts", "item_key", "price", "fair_value", "p10", "p90"])

@@ -28,6 +28,7 @@ from models.backtest import backtest
 from models.diagnostics import price_band, segment_metrics
 from models.market_index import daily_index
 from models.metrics import valuation_metrics
+from models.times import naive_utc
 from storage.db import session_scope
 from storage.tables import Collection, Item, MarketDay, NowcastRow, NowcastSnapshot, Sale
 
@@ -50,13 +51,6 @@ def _cached(key: tuple, compute) -> dict:
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
     return value
-
-
-def _naive(values) -> pd.Series:
-    series = pd.Series(values)
-    if series.empty:
-        return series.astype("datetime64[ns]")
-    return pd.to_datetime(series, utc=True).dt.tz_localize(None).astype("datetime64[ns]")
 
 
 def _window(session: Session, coll: Collection, start: str | None, end: str | None) -> tuple[datetime, datetime]:
@@ -90,13 +84,13 @@ def forward_pairs(session: Session, coll: Collection, t0: datetime, t1: datetime
                           columns=["event_id", "ts", "item_key", "price", "wash_reason"])
     wash = stored["wash_reason"].dropna().value_counts().sort_index()
     sales = stored[stored["wash_reason"].isna()].drop(columns="wash_reason").reset_index(drop=True)
-    sales["ts"] = _naive(sales["ts"])
+    sales["ts"] = naive_utc(sales["ts"])
     snaps = pd.DataFrame(session.exec(select(NowcastSnapshot.id, NowcastSnapshot.published_at,
                                              NowcastSnapshot.model_version_id).where(
         NowcastSnapshot.collection_id == coll.id, NowcastSnapshot.status == "published",
         NowcastSnapshot.published_at.is_not(None), NowcastSnapshot.published_at < t1)).all(),
         columns=["snapshot_id", "published_at", "model_version_id"])
-    snaps["published_at"] = _naive(snaps["published_at"])
+    snaps["published_at"] = naive_utc(snaps["published_at"])
     rows = pd.DataFrame(columns=["snapshot_id", "item_key", "fair_value", "p10", "p90"])
     if len(sales) and len(snaps):
         # Which snapshot each sale meets, first; then only those rows are read.
@@ -267,7 +261,7 @@ def backtest_results(slug: str | None = None, start: str | None = None, end: str
             sales = pd.DataFrame(session.exec(select(Sale.ts, Sale.item_key, Sale.price).where(
                 Sale.collection_id == coll.id, Sale.ts >= t0 - timedelta(days=14), Sale.ts < t1 + horizon)
                 .order_by(Sale.ts, Sale.id)).all(), columns=["ts", "item_key", "price"])
-            sales["ts"] = _naive(sales["ts"])
+            sales["ts"] = naive_utc(sales["ts"])
             predictions = pd.DataFrame({"event_id": scored["event_id"], "timestamp": scored["ts"],
                                         "item_id": scored["item_key"], "price": scored["price"],
                                         "fair_value": scored["fair_value"], "p10": scored["p10"],

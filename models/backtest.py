@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from models.signals import BUY, signals
+from models.times import naive_utc
 
 PERIODS_PER_YEAR = 365  # these markets trade every calendar day, weekends included
 DAY = pd.Timedelta(days=1)
@@ -33,14 +34,6 @@ EXIT_END = "end_of_data"
 # ---------------------------------------------------------------------------------------------
 # Shared helpers (also used by models/signal_kpis.py)
 # ---------------------------------------------------------------------------------------------
-
-
-def naive_utc(values: Any) -> pd.DatetimeIndex:
-    """Timestamps as naive-UTC datetime64[ns], the project's convention (tz-aware input is converted)."""
-    times = pd.DatetimeIndex(pd.to_datetime(values))
-    if times.tz is not None:
-        times = times.tz_convert("UTC").tz_localize(None)
-    return times.astype("datetime64[ns]")
 
 
 def daily_levels(index: pd.Series) -> pd.Series:

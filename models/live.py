@@ -19,16 +19,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from models.times import naive_utc  # merge_asof needs both keys at the same resolution: ns
+
 SCORED_COLUMNS = ["event_id", "ts", "item_key", "price", "fair_value", "p10", "p90", "snapshot_id", "published_at",
                   "model_version_id"]
-
-
-def _naive_utc(series: pd.Series) -> pd.Series:
-    out = pd.to_datetime(series)
-    if isinstance(out.dtype, pd.DatetimeTZDtype):
-        out = out.dt.tz_convert("UTC").dt.tz_localize(None)
-    # merge_asof needs both keys at the same resolution.
-    return out.astype("datetime64[ns]")
 
 
 def _require(frame: pd.DataFrame, columns: list[str], name: str) -> None:
@@ -57,10 +51,10 @@ def score_sales(sales: pd.DataFrame, snapshots: pd.DataFrame,
         raise ValueError("rows has more than one row for some (snapshot_id, item_key)")
 
     s = sales[["event_id", "ts", "item_key", "price"]].copy()
-    s["ts"] = _naive_utc(s["ts"])
+    s["ts"] = naive_utc(s["ts"])
     s["item_key"] = s["item_key"].astype(str)
     snaps = snapshots[["snapshot_id", "published_at", "model_version_id"]].copy()
-    snaps["published_at"] = _naive_utc(snaps["published_at"])
+    snaps["published_at"] = naive_utc(snaps["published_at"])
     snaps = snaps.dropna(subset=["published_at"]).sort_values(["published_at", "snapshot_id"], kind="stable")
     r = rows[["snapshot_id", "item_key", "fair_value", "p10", "p90"]].copy()
     r["item_key"] = r["item_key"].astype(str)

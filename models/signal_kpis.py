@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.backtest import daily_levels, eligible_rows, level_on, naive_utc, next_sale
+from models.backtest import daily_levels, eligible_rows, level_on, next_sale
 from models.signals import BUY, HOLD, SELL, signals
+from models.times import naive_utc
 
 SIGNAL_VALUES = (BUY, SELL, HOLD)
 

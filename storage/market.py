@@ -9,14 +9,9 @@ import pandas as pd
 from sqlmodel import Session, select
 
 from models.features import MarketData, excluded_frame
+from models.times import naive_utc
 from models.validation import item_key_of, sale_time_of
 from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale
-
-
-def naive_utc(series: pd.Series) -> pd.Series:
-    """Sale times as SQLite hands them back (aware datetimes or their text) as naive UTC."""
-    ts = pd.to_datetime(series, utc=True, format="mixed")
-    return ts.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
 
 
 def from_epoch_microseconds(values) -> np.ndarray:
@@ -84,7 +79,7 @@ def _items_and_sales(session: Session, collection: Collection) -> tuple[pd.DataF
         .order_by(Sale.ts, Sale.id)
     ).all()
     sales = pd.DataFrame(sale_rows, columns=["event_id", "ts", "item_key", "price"])
-    sales["ts"] = naive_utc(sales["ts"]) if len(sales) else sales["ts"].astype("datetime64[ns]")
+    sales["ts"] = naive_utc(sales["ts"])
     return items, sales
 
 

@@ -29,9 +29,10 @@ import pandas as pd
 from sqlalchemy import and_, or_, select, text
 from sqlmodel import Session
 
+from models.times import naive_utc
 from models.validation import CleanSale
 from models.wash import WINDOW, is_party, strongest, wash_reasons
-from storage.market import from_epoch_microseconds, naive_utc
+from storage.market import from_epoch_microseconds
 from storage.tables import Collection, Sale
 
 # A batch up to this size reads only the sales of its items and parties; a larger one (a file,
@@ -71,7 +72,7 @@ def stored_window(connection, collection_id: int, low, high, items=None, parties
         query = query.where(or_(sales.c.item_key.in_(items),
                                 and_(sales.c.seller.in_(parties), sales.c.buyer.in_(parties))))
     frame = pd.DataFrame([tuple(row) for row in connection.execute(query)], columns=WINDOW_COLUMNS)
-    frame["ts"] = naive_utc(frame["ts"]) if len(frame) else frame["ts"].astype("datetime64[ns]")
+    frame["ts"] = naive_utc(frame["ts"])
     return frame
 
 

@@ -1,0 +1,24 @@
+"""Times in the project's convention: naive datetime64[ns] in UTC.
+
+PostgreSQL hands back aware datetimes, SQLite naive ones or their ISO text, and pandas frames
+built from either keep what they were given; the features, the replay and the reports compare
+times only in this one form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+
+def naive_utc(values: Any) -> pd.DatetimeIndex:
+    """Aware or naive datetimes, datetime64 values or ISO text as naive-UTC datetime64[ns]; naive
+    input is taken to be UTC already. A DatetimeIndex in the input's order (assign it to a frame's
+    column as it is)."""
+    times = pd.DatetimeIndex(pd.to_datetime(values, utc=True, format="mixed"))
+    return times.tz_localize(None).astype("datetime64[ns]")
+
+
+def naive_utc_moment(value: Any) -> pd.Timestamp | None:
+    """One moment in the same convention; None stays None."""
+    return None if value is None else naive_utc([value])[0]
