@@ -36,12 +36,14 @@ class UniqueItems:
 
         return load_market_data(session, coll)
 
-    def value_all(self, model, data, t: pd.Timestamp, settings: Settings) -> pd.DataFrame:
-        return value_all_items(model, data, t, settings.buy_below, settings.sell_above, settings.signal_max_age_days,
-                               threads=settings.predict_threads, stale_after_days=settings.market_stale_after_days)
+    def value_all(self, model, data, moment: pd.Timestamp, settings: Settings) -> pd.DataFrame:
+        """Every item valued at `moment` (valued_at's answer), from data before it."""
+        return value_all_items(model, data, moment, settings.buy_below, settings.sell_above,
+                               settings.signal_max_age_days, threads=settings.predict_threads)
 
     def valued_at(self, data, t: pd.Timestamp, settings: Settings) -> pd.Timestamp:
-        """The moment value_all values the items at for a nowcast asked for at t."""
+        """The moment a nowcast asked for at t values the items at: t, unless the market had
+        gone silent (models.nowcast.valuation_moment)."""
         return valuation_moment(data, t, settings.market_stale_after_days)
 
     def data_cutoff(self, data, t: pd.Timestamp):

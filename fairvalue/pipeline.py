@@ -385,9 +385,10 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     lap("load")
     t = pd.Timestamp(as_of).tz_convert("UTC").tz_localize(None)
     kind = kinds.kind_of(coll)
-    values = kind.value_all(model, data, t, settings)
+    moment = kind.valued_at(data, t, settings)  # t, unless the market has gone silent
+    values = kind.value_all(model, data, moment, settings)
     cutoff = kind.data_cutoff(data, t)
-    valued_at = kind.valued_at(data, t, settings).tz_localize("UTC").to_pydatetime()
+    valued_at = moment.tz_localize("UTC").to_pydatetime()
     lap("value")
     rows_csv = snapshot_csv(values)  # one text for the database rows and the archive
     with session_scope() as session:
@@ -399,13 +400,13 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     lap("publish")
     archive_uri, archive_error = archive_snapshot(settings, snapshot.id, values, rows_csv)
     lap("archive")
-    shadows, shadow_errors = shadow_nowcasts(settings, coll, data, t, as_of, cutoff, valued_at)
+    shadows, shadow_errors = shadow_nowcasts(settings, coll, data, moment, as_of, cutoff, valued_at)
     lap("shadows")
     return NowcastResult(snapshot.id, moved, len(values), champion.version, archive_uri, archive_error, shadows,
                          shadow_errors or None, seconds)
 
 
-def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of, cutoff,
+def shadow_nowcasts(settings: Settings, coll: Collection, data, moment, as_of, cutoff,
                     valued_at) -> tuple[dict[str, int], dict[str, str]]:
     """Value the collection with the models watched beside the champion: the previous
     champion during a promotion's probation (the monitor compares against it) and a contender
@@ -430,7 +431,7 @@ def shadow_nowcasts(settings: Settings, coll: Collection, data, t, as_of, cutoff
         except ArtifactError as exc:
             errors[alias] = str(exc)
             continue
-        values = kinds.kind_of(coll).value_all(model, data, t, settings)
+        values = kinds.kind_of(coll).value_all(model, data, moment, settings)
         with session_scope() as session:
             snapshot = write_snapshot(session, coll, version.id, as_of, cutoff, values, valued_at=valued_at)
             snapshot.status, snapshot.published_at = "shadow", utcnow()
