@@ -188,10 +188,18 @@ def check_training_params(settings: Settings, overrides: dict) -> None:
         else:
             _train_params(settings, overrides)
     except ValidationError as exc:  # one reason per bad field: "windows.0: Input should be ..."
-        reasons = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise BadTrainingParams("; ".join(reasons)) from None
+        raise BadTrainingParams(_field_reasons(exc.errors())) from None
     except ValueError as exc:
         raise BadTrainingParams(str(exc)) from None
+
+
+def _field_reasons(errors: list[dict]) -> str:
+    """One reason per bad field. A container whose item failed is not named again: pydantic
+    drops the bad item and then also reports the container as too short."""
+    locs = [tuple(e["loc"]) for e in errors]
+    reasons = [f"{'.'.join(map(str, loc))}: {e['msg']}" for loc, e in zip(locs, errors)
+               if not any(len(other) > len(loc) and other[:len(loc)] == loc for other in locs)]
+    return "; ".join(reasons)
 
 
 def enqueue_retrain(reason: str, params: dict | None = None, settings: Settings | None = None) -> PolicyOutcome:

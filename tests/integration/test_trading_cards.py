@@ -272,3 +272,7 @@ def test_a_training_request_is_checked_against_its_collections_params(cards_load
     for settings, params, reason in refused:
         with pytest.raises(lifecycle.BadTrainingParams, match=reason):
             lifecycle.enqueue_retrain("refused params", params, settings)
+    # the list whose item failed is not blamed again for being short once pydantic dropped it
+    with pytest.raises(lifecycle.BadTrainingParams) as refused_window:
+        lifecycle.check_training_params(cards, {"windows": [0]})
+    assert str(refused_window.value) == "windows.0: Input should be greater than or equal to 1"
