@@ -197,7 +197,7 @@ def _field_reasons(errors: list[dict]) -> str:
     """One reason per bad field. A container whose item failed is not named again: pydantic
     drops the bad item and then also reports the container as too short."""
     locs = [tuple(e["loc"]) for e in errors]
-    reasons = [f"{'.'.join(map(str, loc))}: {e['msg']}" for loc, e in zip(locs, errors)
+    reasons = [f"{'.'.join(map(str, loc))}: {e['msg']}" for loc, e in zip(locs, errors, strict=True)
                if not any(len(other) > len(loc) and other[:len(loc)] == loc for other in locs)]
     return "; ".join(reasons)
 
