@@ -58,6 +58,12 @@ SCHEDULE = {
         "kwargs": {"collection": "cards"},
         "options": {"queue": queues.DEFAULT, "expires": 36 * HOUR},
     },
+    "cards-archive-retry-hourly": {
+        "task": "fairvalue.archive",
+        "schedule": crontab(minute=55),
+        "kwargs": {"collection": "cards"},
+        "options": {"queue": queues.DEFAULT, "expires": 90 * MINUTE},
+    },
     "cards-monitor-hourly": {
         "task": "fairvalue.monitor",
         "schedule": crontab(minute=40),

@@ -153,7 +153,7 @@ async def promote_version(request: Request) -> JSONResponse:
     """
     await run_in_threadpool(require_operator, request)
     raw = request.path_params["version"]
-    if not raw.isdigit() or len(raw) > 9:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:  # "²".isdigit() too, but int() refuses it
         raise HTTPException(400, f"version must be a number, got {raw[:40]!r}")
     reason = _reason(await _json_body(request))
     settings = await run_in_threadpool(_scoped_settings, request)
@@ -164,9 +164,9 @@ async def promote_version(request: Request) -> JSONResponse:
     except lifecycle.ArtifactRefused as exc:
         raise HTTPException(409, str(exc)) from None
     if result["changed"]:
-        from tasks.app import app
+        from tasks.app import request_nowcast
 
-        await run_in_threadpool(app.send_task, "fairvalue.nowcast")
+        await run_in_threadpool(request_nowcast, settings.collection)
     return JSONResponse(result)
 
 
@@ -198,7 +198,7 @@ async def rollback(request: Request) -> JSONResponse:
         result = await run_in_threadpool(lifecycle.operator_rollback, reason, settings)
     except (LookupError, lifecycle.ArtifactRefused) as exc:
         raise HTTPException(409, str(exc)) from None
-    from tasks.app import app
+    from tasks.app import request_nowcast
 
-    await run_in_threadpool(app.send_task, "fairvalue.nowcast")
+    await run_in_threadpool(request_nowcast, settings.collection)
     return JSONResponse(result)

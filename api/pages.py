@@ -177,7 +177,7 @@ def _window(request: Request) -> tuple[str | None, str | None]:
     if end and re.fullmatch(r"\d{4}-\d{2}-\d{2}", end):
         try:
             end = (date.fromisoformat(end) + timedelta(days=1)).isoformat()
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
             raise BadInput(f"to must be an ISO date, got {end!r}") from None
     return start, end
 

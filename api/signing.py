@@ -55,7 +55,8 @@ def verify(header: str | None, body: bytes, secret: str, tolerance_seconds: int,
         raise SignatureError("signature header has no v1=<hmac>", "malformed")
     # The HMAC first: a stale error then means an authentic but old delivery (a replay candidate).
     expected = compute(secret, timestamp, body)
-    if not any(hmac.compare_digest(expected, s) for s in signatures):
+    # As bytes: compare_digest refuses str with non-ASCII characters, which anyone can send.
+    if not any(hmac.compare_digest(expected.encode(), s.encode("utf-8", "replace")) for s in signatures):
         raise SignatureError("signature does not match the body", "bad_signature")
     now = time.time() if now is None else now
     if abs(now - timestamp) > tolerance_seconds:

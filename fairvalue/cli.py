@@ -41,7 +41,7 @@ def _parse_time(value: str | None) -> datetime | None:
 
     try:
         return parse_timestamp(value)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise typer.BadParameter(f"{value!r} is not an ISO 8601 time") from exc
 
 
@@ -374,7 +374,7 @@ def promote_cmd(version: int = typer.Argument(..., help="Model version number.")
                 reason: str = typer.Option("operator", help="Recorded with the decision.")) -> None:
     """Make a model version the champion (recorded as an operator decision), then nowcast."""
     from fairvalue import lifecycle
-    from tasks.app import app as celery
+    from tasks.app import request_nowcast
 
     try:
         result = lifecycle.operator_promote(version, reason)
@@ -382,7 +382,7 @@ def promote_cmd(version: int = typer.Argument(..., help="Model version number.")
         console.print(f"[red]not promoted:[/] {exc}")
         raise typer.Exit(1) from None
     if result["changed"]:
-        celery.send_task("fairvalue.nowcast")
+        request_nowcast(get_settings().collection)
     console.print(f"champion: v{result['champion']}" + ("" if result["changed"] else " (unchanged)"))
 
 
@@ -390,10 +390,10 @@ def promote_cmd(version: int = typer.Argument(..., help="Model version number.")
 def rollback(reason: str = typer.Option("operator", help="Recorded with the decision.")) -> None:
     """Put the previous champion back, then nowcast."""
     from fairvalue import lifecycle
-    from tasks.app import app as celery
+    from tasks.app import request_nowcast
 
     result = lifecycle.operator_rollback(reason)
-    celery.send_task("fairvalue.nowcast")
+    request_nowcast(get_settings().collection)
     console.print(f"champion: v{result['champion']} (rolled back from v{result['rolled_back_from']})")
 
 

@@ -22,6 +22,8 @@ from sqlmodel import Session, select
 
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
+from models import gates
+from storage import requests
 from storage.db import session_scope
 from storage.registry import CHAMPION, get_alias
 from storage.snapshots import published_snapshot
@@ -233,7 +235,8 @@ def item_history(slug: str | None, key: str, start: str | None = None, end: str 
             query = query.where(NowcastSnapshot.published_at < t1)
             sales_query = sales_query.where(Sale.ts < t1)
         rows = session.exec(query.order_by(NowcastSnapshot.published_at.desc(), NowcastSnapshot.id.desc())
-                            .limit(limit)).all()
+                            .limit(limit + 1)).all()  # one more than shown: is there anything older?
+        truncated, rows = len(rows) > limit, rows[:limit]
         sales = session.exec(sales_query.order_by(Sale.ts, Sale.id)).all()
         versions = _version_numbers(session, [r[3] for r in rows])
     return {
@@ -241,7 +244,7 @@ def item_history(slug: str | None, key: str, start: str | None = None, end: str 
         "published": [{"snapshot_id": r[0], "as_of": iso(r[1]), "valued_at": iso(r[8]), "published_at": iso(r[2]),
                        "model_version": versions.get(r[3]), "fair_value": rounded(r[4]),
                        "p10": rounded(r[5]), "p90": rounded(r[6]), "signal": r[7]} for r in reversed(rows)],
-        "truncated": len(rows) == limit,
+        "truncated": truncated,
         "sales": [{"event_id": s[0], "timestamp": iso(s[1]), "price": rounded(s[2])} for s in sales],
     }
 
@@ -279,7 +282,9 @@ def _decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         snapshot_id, offset = json.loads(raw)
-        if not (isinstance(snapshot_id, int) and isinstance(offset, int) and snapshot_id > 0 and offset >= 0):
+        # Within a BIGINT, or the database refuses the query; bool is an int to Python, not an id.
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in (snapshot_id, offset)) \
+                or not (0 < snapshot_id < 2**63 and 0 <= offset < 2**63):
             raise ValueError
     except (ValueError, TypeError, UnicodeDecodeError, json.JSONDecodeError):
         raise BadInput("cursor is not one this API handed out; start again without it") from None
@@ -415,6 +420,8 @@ def decisions(slug: str | None = None, decision: str | None = None, limit: int =
         query = select(PromotionDecision).where(PromotionDecision.collection_id == coll.id)
         count = select(func.count()).select_from(PromotionDecision).where(PromotionDecision.collection_id == coll.id)
         if decision:
+            if decision not in (*gates.DECISIONS, gates.ROLLBACK):
+                raise BadInput(f"decision must be one of {', '.join((*gates.DECISIONS, gates.ROLLBACK))}")
             query = query.where(PromotionDecision.decision == decision)
             count = count.where(PromotionDecision.decision == decision)
         rows = session.exec(query.order_by(PromotionDecision.id.desc()).offset(offset).limit(limit)).all()
@@ -433,6 +440,8 @@ def training_requests(slug: str | None = None, state: str | None = None, limit: 
         coll = collection_row(session, slug)
         query = select(TrainingRequest).where(TrainingRequest.collection_id == coll.id)
         if state:
+            if state not in requests.STATES:
+                raise BadInput(f"state must be one of {', '.join(requests.STATES)}")
             query = query.where(TrainingRequest.state == state)
         rows = session.exec(query.order_by(TrainingRequest.id.desc()).offset(offset).limit(limit)).all()
         number = _version_numbers(session, [r.model_version_id for r in rows])
@@ -452,8 +461,6 @@ def market(slug: str | None = None, start: str | None = None, end: str | None = 
     from models.market_index import sales_index
 
     t0, t1 = parse_time(start, "from"), parse_time(end, "to")
-    if t0 and t1 and t1 <= t0:
-        raise BadInput("to must be after from")
     with session_scope() as session:
         coll = collection_row(session, slug)
         last_day = session.exec(select(func.max(MarketDay.day)).where(MarketDay.collection_id == coll.id)).one()
@@ -464,6 +471,8 @@ def market(slug: str | None = None, start: str | None = None, end: str | None = 
                   if candidates else datetime.now(UTC))
         if t0 is None:
             t0 = t1 - timedelta(days=365)
+        if t1 <= t0:  # after the defaults: a `from` past the last market day is refused too
+            raise BadInput("to must be after from")
         if t1 - t0 > timedelta(days=3700):
             raise BadInput("the window may span at most ~10 years")
         days = session.exec(select(MarketDay.day, MarketDay.floor, MarketDay.eth_usd).where(

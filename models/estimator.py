@@ -61,7 +61,7 @@ class TrainParams:
     min_samples_leaf: Annotated[int, Field(ge=1)] = 20
     l2_regularization: Annotated[float, Field(ge=0)] = 1.0
     recency_half_life_days: Annotated[float, Field(gt=0)] = 180.0
-    random_state: int = 7
+    random_state: Annotated[int, Field(ge=0, le=2**32 - 1)] = 7  # numpy's seed range
     # The median as the mean of this many boosted models, each splitting on a random share
     # `median_max_features` of the features (its own seed): averaging takes out part of the
     # fit-to-fit noise. 1 and 1.0: one model on every feature.

@@ -28,6 +28,9 @@ REQUIRED = ("event_id", "timestamp", "item_key", "price")
 TEXT_FIELDS = ("event_id", "item_key", "seller", "buyer", "source")
 MAX_EVENT_ID = 200
 FUTURE_SLACK = timedelta(minutes=5)
+# No market this service values traded before the Unix epoch; an earlier time is a broken
+# feed, and before 1677 it would not even fit the models' nanosecond timestamps.
+EARLIEST_SALE = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Reason:
@@ -122,7 +125,7 @@ def sale_time_of(row: Mapping[str, Any]) -> datetime | None:
     """The UTC time a raw row says it sold at, or None when it has no readable timestamp."""
     try:
         return parse_timestamp(_pick(row, "timestamp"))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         return None
 
 
@@ -141,7 +144,10 @@ def parse_timestamp(value: Any) -> datetime:
             raise ValueError("empty timestamp")
         ts = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     # A timestamp without an offset is read as UTC, the convention of every source we load.
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)  # OverflowError at year 1/9999
+    if ts < EARLIEST_SALE:
+        raise ValueError(f"{ts.isoformat()} is before {EARLIEST_SALE.date().isoformat()}")
+    return ts
 
 
 def validate_row(
@@ -157,7 +163,7 @@ def validate_row(
     if "_error" in row:  # the reader could not parse this line; it is kept as text
         return reject(Reason.MALFORMED_ROW, str(row["_error"]))
     values = _pick_all(row)
-    missing = [f for f in REQUIRED if values[f] in (None, "")]
+    missing = [f for f in REQUIRED if values[f] is None or (isinstance(values[f], str) and not values[f].strip())]
     if missing:
         return reject(Reason.MISSING_FIELD, f"missing {', '.join(missing)}")
     for name in TEXT_FIELDS:
@@ -171,7 +177,7 @@ def validate_row(
         return reject(Reason.MALFORMED_ROW, f"event id longer than {MAX_EVENT_ID} characters")
     try:
         ts = parse_timestamp(values["timestamp"])
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         return reject(Reason.MALFORMED_TIMESTAMP, str(exc))
     if ts > now + FUTURE_SLACK:
         return reject(Reason.FUTURE_TIMESTAMP, f"{ts.isoformat()} is after {now.isoformat()}")
@@ -180,7 +186,7 @@ def validate_row(
         if isinstance(price_value, bool):
             raise ValueError("boolean is not a price")
         price = float(price_value)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # OverflowError: an integer past float's range
         return reject(Reason.MALFORMED_PRICE, f"price {price_value!r} is not a number")
     if not math.isfinite(price):
         return reject(Reason.MALFORMED_PRICE, f"price {price_value!r} is not finite")

@@ -22,6 +22,7 @@ from storage.upsert import insert_ignoring_conflicts
 
 QUEUED, CLAIMED, TRAINING, DECIDED, FAILED = "queued", "claimed", "training", "decided", "failed"
 ACTIVE = (CLAIMED, TRAINING)
+STATES = (QUEUED, CLAIMED, TRAINING, DECIDED, FAILED)
 
 
 def record(

@@ -67,4 +67,10 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 app = create_app()
 
+
+def request_nowcast(collection: str) -> None:
+    """Ask for an out-of-cycle nowcast of one collection. Always name it: a worker's default
+    collection is its own environment's, not the sender's."""
+    app.send_task("fairvalue.nowcast", kwargs={"collection": collection}, queue=queues.NOWCAST)
+
 import tasks.metrics  # noqa: E402,F401  (connects the task-metrics signals in every worker)

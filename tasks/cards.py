@@ -6,8 +6,7 @@ from fairvalue import pipeline
 from fairvalue.card_prices import collect
 from fairvalue.settings import get_settings
 from storage.runs import recorded_run
-from tasks import queues
-from tasks.app import app
+from tasks.app import app, request_nowcast
 
 COLLECT = "fairvalue.ingest.card_prices"
 
@@ -24,6 +23,6 @@ def collect_card_prices(self, collection: str) -> dict:
         if report.skipped:
             run["status"] = "skipped"
         elif report.prices.new or report.prices.changed:
-            app.send_task("fairvalue.nowcast", kwargs={"collection": collection}, queue=queues.NOWCAST)
+            request_nowcast(collection)
             run["nowcast_requested"] = True
         return dict(run)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fairvalue import pipeline
 from fairvalue.settings import get_settings
 from storage.runs import recorded_run
-from tasks.app import app
+from tasks.app import app, request_nowcast
 
 
 @app.task(name="fairvalue.ingest.after_sales", bind=True)
@@ -16,6 +16,6 @@ def after_sales(self, accepted: int) -> dict:
         threshold = get_settings().nowcast_trigger_sales
         run.update(accepted=accepted, pending=pending, threshold=threshold)
         if accepted > 0 and pending >= threshold:
-            app.send_task("fairvalue.nowcast")
+            request_nowcast(get_settings().collection)
             run["nowcast_requested"] = True
         return dict(run)

@@ -10,7 +10,7 @@ from fairvalue import lifecycle, pipeline
 from fairvalue.settings import get_settings
 from storage.runs import recorded_run
 from tasks import queues
-from tasks.app import app
+from tasks.app import app, request_nowcast
 
 TRAIN = "fairvalue.training.train"
 
@@ -57,7 +57,7 @@ def train(self, request_id: int, collection: str | None = None) -> dict:
             raise
         run.update(result)
         if result.get("decision") == "promote":
-            app.send_task("fairvalue.nowcast", kwargs={"collection": result.get("collection")}, queue=queues.NOWCAST)
+            request_nowcast(result["collection"])
         return dict(run)
 
 
@@ -84,5 +84,5 @@ def monitor(self, collection: str | None = None) -> dict:
             return dict(run)
         run.update(lifecycle.run_monitor(settings))
         if "rolled_back_to" in run or run.get("shadow", {}).get("decision") == "promote":
-            app.send_task("fairvalue.nowcast", kwargs={"collection": settings.collection}, queue=queues.NOWCAST)
+            request_nowcast(settings.collection)
         return dict(run)

@@ -29,14 +29,19 @@ def nowcast(self, as_of: str | None = None, collection: str | None = None) -> di
         run.update(result.__dict__)
         if result.archive_error is None:
             # The store answers again: archive what an earlier outage left out (usually nothing).
-            run["late_archives"] = pipeline.archive_pending(limit=5).archived
+            run["late_archives"] = pipeline.archive_pending(settings, limit=5).archived
         return result.__dict__
 
 
 @app.task(name=ARCHIVE, bind=True)
-def archive(self) -> dict:
+def archive(self, collection: str | None = None) -> dict:
     with recorded_run(ARCHIVE, self.request.id) as run:
-        report = pipeline.archive_pending()
+        settings = get_settings().for_collection(collection)
+        run["collection"] = settings.collection
+        if collection and not pipeline.is_loaded(settings):
+            run.update(status="skipped", reason=f"collection {collection} is not loaded")
+            return dict(run)
+        report = pipeline.archive_pending(settings)
         run.update(archived=report.archived, failed=report.failed, pending=report.pending)
         if report.failed:
             run["status"] = "failed"

@@ -3,6 +3,8 @@ cursor pagination, forward performance and backtest on published history, market
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -62,6 +64,13 @@ def test_item_history_lists_published_values_and_sales(client, history):
     assert len(body["sales"]) == n_sales > 0
     window = client.get(f"{C}/items/7804/history?from=2021-11-01&to=2021-12-01").json()
     assert [p["snapshot_id"] for p in window["published"]] == [history]
+    # `truncated` says whether older values were left out, not that the page happens to be full.
+    one = f"{C}/items/7804/history?from=2021-11-01&to=2021-12-01&limit=1"
+    assert client.get(one).json()["truncated"] is False
+    everything = client.get(f"{C}/items/7804/history?limit=5000").json()
+    assert everything["truncated"] is False
+    if len(everything["published"]) > 1:
+        assert client.get(f"{C}/items/7804/history?limit=1").json()["truncated"] is True
     assert client.get(f"{C}/items/7804/history?from=yesterday").status_code == 400
 
 
@@ -92,7 +101,10 @@ def test_signals_filters_and_cursor_pages(client, seeded):
     summary = client.get(C).json()["counts"]["signals"]
     for signal in ("BUY", "SELL"):
         assert client.get(f"{C}/signals?signal={signal.lower()}").json()["total"] == summary[signal]
-    for bad in ("signal=MAYBE", "limit=0", "min_deviation=-1", "cursor=xyz", "limit=abc"):
+    forged = [base64.urlsafe_b64encode(json.dumps(ids).encode()).decode()
+              for ids in ([2**63, 0], [1, 2**63], [True, 0])]
+    for bad in ("signal=MAYBE", "limit=0", "min_deviation=-1", "cursor=xyz", "limit=abc",
+                *(f"cursor={c}" for c in forged)):  # past a BIGINT the database itself would refuse
         assert client.get(f"{C}/signals?{bad}").status_code == 400, bad
 
 
@@ -142,3 +154,9 @@ def test_market_and_decisions(client, seeded):
     assert decisions["limit"] == 1 and len(decisions["decisions"]) <= 1
     assert client.get(f"{C}/decisions?offset=-1").status_code == 400
     assert "training_requests" in client.get(f"{C}/training-requests?state=queued").json()
+    # A filter value that names nothing is refused, not answered with an empty list.
+    for bad in ("decisions?decision=bogus", "training-requests?state=bogus"):
+        refused = client.get(f"{C}/{bad}")
+        assert refused.status_code == 400 and "must be one of" in refused.json()["error"], bad
+    # So is a window that ends before it starts once the default end (the last market day) is filled in.
+    assert client.get(f"{C}/market?from=2030-01-01").status_code == 400

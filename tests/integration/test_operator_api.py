@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 from pydantic import SecretStr
 
 from fairvalue.settings import get_settings
+from tasks import queues
 
 pytestmark = pytest.mark.integration
 TOKEN = "operator-test-token"
@@ -50,7 +54,8 @@ def test_operator_can_enqueue_promote_and_roll_back(client, operator_token, brok
     listed = client.get("/v1/training-requests?limit=500").json()["training_requests"]
     assert not any(r["reason"] == "operator: refused params" for r in listed)
     assert client.post("/v1/models/999999/promote", headers=operator_token).status_code == 404
-    assert client.post("/v1/models/abc/promote", headers=operator_token).status_code == 400
+    for bad in ("abc", "%C2%B2"):  # "²" is a digit to str.isdigit, not to int()
+        assert client.post(f"/v1/models/{bad}/promote", headers=operator_token).status_code == 400, bad
 
     models = client.get("/v1/models").json()
     if len(models["versions"]) < 2:  # when this file runs alone
@@ -68,3 +73,11 @@ def test_operator_can_enqueue_promote_and_roll_back(client, operator_token, brok
     assert rolled.status_code == 200 and rolled.json()["champion"] == champion
     trail = client.get("/v1/models").json()["decisions"][:2]
     assert [(d["decision"], d["by"]) for d in trail] == [("rollback", "operator"), ("promote", "operator")]
+    # Each asked for a nowcast of this collection by name, not of whatever a worker defaults to.
+    assert [kwargs for task, kwargs in queued(broker, queues.NOWCAST)] == [{"collection": "cryptopunks"}] * 2
+
+
+def queued(broker, queue: str) -> list[tuple[str, dict]]:
+    """(task name, kwargs) of each message waiting in a Redis queue, oldest first."""
+    messages = [json.loads(raw) for raw in reversed(broker.lrange(queue, 0, -1))]  # LPUSHed
+    return [(m["headers"]["task"], json.loads(base64.b64decode(m["body"]))[1]) for m in messages]

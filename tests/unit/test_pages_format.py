@@ -42,8 +42,9 @@ def test_the_to_date_of_the_form_includes_that_day():
     assert _window(_request("from=2021-11-01&to=2021-11-30")) == ("2021-11-01", "2021-12-01")
     assert _window(_request("to=2021-11-30T12:00:00Z")) == (None, "2021-11-30T12:00:00Z")
     assert _window(_request("")) == (None, None)
-    with pytest.raises(BadInput):
-        _window(_request("to=2021-02-30"))
+    for bad in ("to=2021-02-30", "to=9999-12-31"):  # the day after 9999-12-31 does not exist
+        with pytest.raises(BadInput):
+            _window(_request(bad))
     assert _form_dates({"from": "2021-11-01T00:00:00Z", "to": "2021-12-01T00:00:00Z"}) == ("2021-11-01", "2021-11-30")
 
 

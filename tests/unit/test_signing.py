@@ -21,6 +21,7 @@ def test_a_signed_body_verifies():
         (sign("other", BODY, 1_000_000), BODY, 1_000_000, "does not match"),
         (sign(SECRET, BODY, 1_000_000), BODY, 1_000_301, "tolerance"),
         (sign(SECRET, BODY, 1_000_000), BODY, 999_600, "tolerance"),
+        ("t=1000000,v1=\xe9", BODY, 1_000_000, "does not match"),  # non-ASCII: refused, not a crash
     ],
 )
 def test_bad_signatures_are_refused_with_reason(header, body, now, message):

@@ -44,6 +44,12 @@ def test_accepted_bid_with_zero_buyer_is_a_valid_sale():
         ({"timestamp": "2030-01-01T00:00:00Z"}, Reason.FUTURE_TIMESTAMP),
         ({"price_eth": "11.9"}, Reason.BELOW_FLOOR_FRACTION),  # 0.2 x floor 60 = 12
         ({"event_id": None}, Reason.MISSING_FIELD),
+        ({"event_id": "   "}, Reason.MISSING_FIELD),  # blank ids would all collide as ""
+        ({"price_eth": 10**400}, Reason.MALFORMED_PRICE),  # an integer past float's range
+        ({"timestamp": "0001-01-01T00:00:00Z"}, Reason.MALFORMED_TIMESTAMP),  # before the models' time range
+        ({"timestamp": "1969-12-31T23:59:59Z"}, Reason.MALFORMED_TIMESTAMP),
+        ({"timestamp": "0001-01-01T00:00:00+01:00"}, Reason.MALFORMED_TIMESTAMP),  # overflows into UTC
+        ({"timestamp": "9999-12-31T23:00:00-05:00"}, Reason.MALFORMED_TIMESTAMP),
     ],
 )
 def test_bad_rows_are_rejected_with_reason(overrides, reason):
