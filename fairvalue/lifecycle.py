@@ -8,6 +8,7 @@ conditional update (storage/requests.py).
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
@@ -55,6 +56,8 @@ from storage.tables import (
 )
 
 LOOPS = ("nowcast", "policy", "training", "monitor")
+
+log = logging.getLogger(__name__)
 
 
 # --- pausing loops ---------------------------------------------------------------------
@@ -237,10 +240,15 @@ class _Heartbeat:
     def _run(self):
         interval = max(self.lease.total_seconds() / 3, 0.5)
         while not self._stop.wait(interval):
-            with session_scope() as session:
-                if not requests.heartbeat(session, self.request_id, self.worker, self.lease):
-                    self.lost = True
-                    return
+            try:
+                with session_scope() as session:
+                    renewed = requests.heartbeat(session, self.request_id, self.worker, self.lease)
+            except Exception:  # a database blip: keep trying while the lease runs; only a refusal loses it
+                log.warning("lease renewal of training request %s failed; retrying", self.request_id, exc_info=True)
+                continue
+            if not renewed:
+                self.lost = True
+                return
 
 
 def train_request(request_id: int, worker: str, settings: Settings | None = None) -> dict[str, Any]:
@@ -251,7 +259,7 @@ def train_request(request_id: int, worker: str, settings: Settings | None = None
     if is_paused("training"):
         return {"skipped": "the training loop is paused"}
     with session_scope() as session:
-        if not requests.claim(session, request_id, worker, lease):
+        if not requests.claim(session, request_id, worker, lease, settings.training_max_attempts):
             request = session.get(TrainingRequest, request_id)
             return {"skipped": f"not claimable (state {request.state if request else 'missing'})"}
         request = session.get(TrainingRequest, request_id)
@@ -458,16 +466,27 @@ def _register_and_decide(settings: Settings, request_id: int, worker: str, outco
         request = session.get(TrainingRequest, request_id)
         request.model_version_id = version.id
         session.add(request)
-        decision = outcome.decision
-        _record_decision(session, coll, decision.decision, "gates", decision.reason,
-                         {**outcome.numbers, "checks": decision.as_dict()["checks"]},
+        verdict, reason = outcome.decision.decision, outcome.decision.reason
+        # The gates compared the contender with the champion of when training started. Another
+        # training, a rollback or an operator may have changed it since: then the contender was
+        # never compared with the model it would replace, so it is shadowed instead, and the
+        # monitor judges it against the current champion on live sales. The row lock orders two
+        # registrations of one collection (PostgreSQL; SQLite has one writer anyway).
+        session.exec(select(Collection).where(Collection.id == coll.id).with_for_update()).one()
+        champion_now = get_alias(session, coll, CHAMPION)
+        if verdict == gates.PROMOTE and (champion_now.id if champion_now else None) != outcome.champion_id:
+            verdict = gates.SHADOW
+            reason = (f"{reason}; but the champion changed to v{champion_now.version} while training, "
+                      "so it is shadowed to be judged against it live")
+        _record_decision(session, coll, verdict, "gates", reason,
+                         {**outcome.numbers, "checks": outcome.decision.as_dict()["checks"]},
                          contender=version.id, champion=outcome.champion_id, request_id=request_id)
-        if decision.decision == "promote":
+        if verdict == gates.PROMOTE:
             promote(session, coll, version)
-        elif decision.decision == "shadow":
+        elif verdict == gates.SHADOW:
             set_alias(session, coll, CONTENDER, version)
     return {"request_id": request_id, "collection": coll.slug, "model_version": version.version,
-            "decision": decision.decision, "reason": decision.reason}
+            "decision": verdict, "reason": reason}
 
 
 def _record_decision(session: Session, coll: Collection, decision: str, decided_by: str, reason: str,
@@ -483,8 +502,12 @@ def _record_decision(session: Session, coll: Collection, decision: str, decided_
 # --- sweep ------------------------------------------------------------------------------
 
 def requests_to_republish(settings: Settings | None = None) -> list[int]:
+    """The sweep's list; first fails the requests that used up their attempts by dying."""
     settings = settings or get_settings()
     with session_scope() as session:
+        failed = requests.fail_abandoned(session, settings.training_max_attempts)
+        if failed:
+            log.warning("training requests %s failed: lease expired on their last attempt", failed)
         return requests.to_republish(session, timedelta(minutes=settings.sweep_stale_minutes))
 
 
@@ -520,9 +543,14 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
                 out["rolled_back_to"] = previous.version
         contender = get_alias(session, coll, CONTENDER)
         shadow_since = alias_since(session, coll, CONTENDER)
-        if contender and champion and shadow_since and now - shadow_since >= timedelta(days=settings.shadow_days):
+        # Not in the run that rolled back: the contender's shadow was scored against the champion
+        # just removed; the next run judges it against the restored one.
+        if contender and champion and shadow_since and "rolled_back_to" not in out \
+                and now - shadow_since >= timedelta(days=settings.shadow_days):
             cont = live_scored(session, coll, shadow_since, ("shadow",), contender.id)
-            champ = live_scored(session, coll, shadow_since, ("published",), champion.id)
+            # The champion's own values over the shadow period, published or, for one restored by
+            # a rollback, shadowed while it was the previous champion.
+            champ = live_scored(session, coll, shadow_since, ("published", "shadow"), champion.id)
             cont, champ = live.paired(cont, champ)
             c_m, h_m = _metrics(cont), _metrics(champ)
             better = c_m.get("n", 0) >= settings.monitor_min_sales and \

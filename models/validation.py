@@ -31,6 +31,9 @@ FUTURE_SLACK = timedelta(minutes=5)
 # No market this service values traded before the Unix epoch; an earlier time is a broken
 # feed, and before 1677 it would not even fit the models' nanosecond timestamps.
 EARLIEST_SALE = datetime(1970, 1, 1, tzinfo=UTC)
+# Far above any collectible's sale in any currency, far below where squared errors overflow:
+# a price past it is a unit or parsing mistake (1e200 was accepted and broke training metrics).
+MAX_PRICE = 1e12
 
 
 class Reason:
@@ -190,6 +193,8 @@ def validate_row(
         return reject(Reason.MALFORMED_PRICE, f"price {price_value!r} is not a number")
     if not math.isfinite(price):
         return reject(Reason.MALFORMED_PRICE, f"price {price_value!r} is not finite")
+    if price > MAX_PRICE:
+        return reject(Reason.MALFORMED_PRICE, f"price {price:g} is above {MAX_PRICE:g}, no sale price")
     if price <= 0:
         return reject(Reason.NON_POSITIVE_PRICE, f"price {price}")
     item_key = _normalised_key(values["item_key"])

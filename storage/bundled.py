@@ -18,7 +18,7 @@ StoredSales = Callable[[Any, Any], Any]
 
 def read_punks(path: Path) -> list[dict[str, Any]]:
     items = []
-    with path.open(newline="") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM
         for row in csv.DictReader(fh):
             accessories = [a.strip() for a in row["accessories"].split("/") if a.strip()]
             items.append(
@@ -41,7 +41,7 @@ def read_market_days(floor_csv: Path | None, eth_usd_csv: Path | None) -> dict[d
     for path, column, key in ((floor_csv, "floor_eth", "floor"), (eth_usd_csv, "eth_usd", "eth_usd")):
         if path is None:
             continue
-        with path.open(newline="") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM
             for row in csv.DictReader(fh):
                 if row.get(column) in (None, ""):
                     continue
@@ -50,22 +50,72 @@ def read_market_days(floor_csv: Path | None, eth_usd_csv: Path | None) -> dict[d
 
 
 def read_sales_file(path: Path) -> Iterator[dict[str, Any]]:
-    """CSV (header row) or JSON lines, chosen by the file's suffix."""
+    """CSV (header row) or JSON lines, chosen by the file's suffix. Read line by line, so a
+    line that cannot be read (bad bytes, an unclosed quote, a missing field) becomes one row
+    with `_error`, kept as a rejection, and the lines after it are read as usual. No sale field
+    holds a line break, so a quoted field spanning lines is one of those errors."""
+    lines = _decoded_lines(path)
     if path.suffix in (".jsonl", ".ndjson", ".json"):
-        with path.open() as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield {"_line": lineno, "_raw": line.rstrip("\n")[:2000], "_error": str(exc)}
-                    continue
-                yield value if isinstance(value, dict) else {
-                    "_line": lineno, "_raw": line.rstrip("\n")[:2000], "_error": "a line must hold a JSON object"}
+        yield from _json_rows(lines)
     else:
-        with path.open(newline="") as fh:
-            yield from csv.DictReader(fh)
+        yield from _csv_rows(lines)
+
+
+MAX_RAW = 2000  # of a line kept in a rejection
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
+    """(line number, text, decoding error) of each non-blank line; a UTF-8 byte-order mark is
+    dropped (spreadsheets write one) and undecodable bytes are shown as U+FFFD."""
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            raw = raw.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            try:
+                yield lineno, raw.decode("utf-8"), None
+            except UnicodeDecodeError as exc:
+                yield lineno, raw.decode("utf-8", "replace"), f"not UTF-8: {exc.reason} at byte {exc.start}"
+
+
+def _bad_line(lineno: int, text: str, error: str) -> dict[str, Any]:
+    return {"_line": lineno, "_raw": text[:MAX_RAW], "_error": f"line {lineno}: {error}"}
+
+
+def _json_rows(lines: Iterator[tuple[int, str, str | None]]) -> Iterator[dict[str, Any]]:
+    for lineno, text, decode_error in lines:
+        if decode_error:
+            yield _bad_line(lineno, text, decode_error)
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield _bad_line(lineno, text, str(exc))
+            continue
+        yield value if isinstance(value, dict) else _bad_line(lineno, text, "a line must hold a JSON object")
+
+
+def _csv_rows(lines: Iterator[tuple[int, str, str | None]]) -> Iterator[dict[str, Any]]:
+    header: list[str] | None = None
+    for lineno, text, decode_error in lines:
+        try:
+            fields = next(csv.reader([text], strict=True))
+        except csv.Error as exc:  # an unclosed quote, a field past the csv module's size limit
+            if header is None:
+                raise ValueError(f"line {lineno}: the header cannot be read ({exc})") from None
+            yield _bad_line(lineno, text, str(exc))
+            continue
+        if header is None:
+            header = [name.strip() for name in fields]
+            continue
+        if decode_error:
+            yield _bad_line(lineno, text, decode_error)
+        elif len(fields) != len(header):
+            yield _bad_line(lineno, text, f"{len(fields)} fields where the header has {len(header)}")
+        else:
+            yield dict(zip(header, fields, strict=True))
 
 
 def market_data_from_files(

@@ -52,8 +52,10 @@ def mark_published(session: Session, request_id: int) -> None:
     )
 
 
-def claim(session: Session, request_id: int, worker: str, lease: timedelta) -> bool:
-    """Take the request if it is queued (and past its backoff) or its lease has expired."""
+def claim(session: Session, request_id: int, worker: str, lease: timedelta, max_attempts: int) -> bool:
+    """Take the request if it is queued (and past its backoff) or its lease has expired with
+    attempts left. A worker that dies mid-training never reaches `release_for_retry`, so the
+    attempt limit is kept here too, or a training that kills its worker would be retried forever."""
     now = utcnow()
     t = TrainingRequest.__table__.c
     result = session.execute(
@@ -62,7 +64,7 @@ def claim(session: Session, request_id: int, worker: str, lease: timedelta) -> b
             t.id == request_id,
             or_(
                 and_(t.state == QUEUED, or_(t.not_before.is_(None), t.not_before <= now)),
-                and_(t.state.in_(ACTIVE), t.lease_expires_at < now),
+                and_(t.state.in_(ACTIVE), t.lease_expires_at < now, t.attempts < max_attempts),
             ),
         )
         .values(state=CLAIMED, claimed_by=worker, lease_expires_at=now + lease,
@@ -94,11 +96,27 @@ def release_for_retry(session: Session, request_id: int, worker: str, error: str
     if request is None or request.claimed_by != worker or request.state not in ACTIVE:
         return "lost"
     if request.attempts >= max_attempts:
-        fenced_update(session, request_id, worker, state=FAILED, error=error[:4000], lease_expires_at=None)
-        return FAILED
-    fenced_update(session, request_id, worker, state=QUEUED, error=error[:4000], claimed_by=None,
-                  lease_expires_at=None, not_before=utcnow() + backoff)
-    return QUEUED
+        done = fenced_update(session, request_id, worker, state=FAILED, error=error[:4000], lease_expires_at=None)
+        return FAILED if done else "lost"
+    done = fenced_update(session, request_id, worker, state=QUEUED, error=error[:4000], claimed_by=None,
+                         lease_expires_at=None, not_before=utcnow() + backoff)
+    return QUEUED if done else "lost"  # the lease lapsed first: the sweep republishes, claim counts it
+
+
+def fail_abandoned(session: Session, max_attempts: int) -> list[int]:
+    """Fail the requests whose lease expired on their last attempt: their worker died (or
+    stalled) every time, so the training itself is the likely cause."""
+    now = utcnow()
+    t = TrainingRequest.__table__.c
+    abandoned = [t.state.in_(ACTIVE), t.lease_expires_at < now, t.attempts >= max_attempts]
+    ids = list(session.exec(select(TrainingRequest.id).where(*abandoned)).all())
+    if ids:
+        session.execute(
+            update(TrainingRequest.__table__).where(t.id.in_(ids), *abandoned)
+            .values(state=FAILED, lease_expires_at=None, updated_at=now,
+                    error=f"the lease expired on each of {max_attempts} attempts: the worker died or stalled")
+        )
+    return ids
 
 
 def to_republish(session: Session, stale_after: timedelta) -> list[int]:

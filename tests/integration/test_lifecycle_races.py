@@ -1,0 +1,187 @@
+"""The training and monitor loops where things happen at once or fail halfway, on the real
+database: a worker dying on every attempt, a lease lapsing before a failure is recorded, the
+database failing one lease renewal, the champion changing while a contender trains, and a
+rollback in the same monitor run that settles a shadow."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import delete, func, update
+from sqlmodel import select
+
+from fairvalue import lifecycle, pipeline
+from fairvalue.settings import get_settings
+from models import gates
+from storage import requests
+from storage.db import session_scope
+from storage.registry import CHAMPION, CONTENDER, PREVIOUS_CHAMPION, get_alias, remove_alias, set_alias
+from storage.tables import (
+    ModelAlias,
+    ModelVersion,
+    NowcastRow,
+    NowcastSnapshot,
+    PromotionDecision,
+    Sale,
+    TrainingRequest,
+    utcnow,
+)
+
+pytestmark = pytest.mark.integration
+QUICK = {"max_iter": 8, "band_max_iter": 4}
+
+
+def request_row(request_id: int) -> TrainingRequest:
+    with session_scope() as session:
+        row = session.get(TrainingRequest, request_id)
+        session.expunge(row)
+        return row
+
+
+def new_request(name: str) -> int:
+    return lifecycle._record_request(get_settings(), f"races:{name}:{time.time_ns()}", name, {}, QUICK).request_id
+
+
+def claim_and_lapse(request_id: int, worker: str) -> bool:
+    """A worker claims the request and dies: its lease is already over."""
+    with session_scope() as session:
+        taken = requests.claim(session, request_id, worker, timedelta(0), get_settings().training_max_attempts)
+    time.sleep(0.01)
+    return taken
+
+
+def test_a_request_whose_worker_dies_every_time_fails_after_its_attempts(seeded):
+    request_id = new_request("dies every time")
+    attempts = get_settings().training_max_attempts
+    assert all(claim_and_lapse(request_id, f"doomed-{i}") for i in range(attempts))
+    assert not claim_and_lapse(request_id, "one-more")  # the limit holds without release_for_retry
+    assert request_id not in lifecycle.requests_to_republish()  # the sweep fails it instead
+    row = request_row(request_id)
+    assert (row.state, row.attempts) == (requests.FAILED, attempts)
+    assert "lease expired on each of" in row.error
+
+
+def test_a_failure_reported_after_the_lease_lapsed_changes_nothing(seeded):
+    request_id = new_request("late failure")
+    assert claim_and_lapse(request_id, "slow")
+    with session_scope() as session:
+        outcome = requests.release_for_retry(session, request_id, "slow", "boom", 3, timedelta(0))
+    assert outcome == "lost"
+    row = request_row(request_id)
+    assert (row.state, row.error) == (requests.CLAIMED, None)  # the sweep republishes it; claim counts it
+    assert request_id in lifecycle.requests_to_republish()
+
+
+def test_one_failed_lease_renewal_does_not_stop_the_heartbeat(seeded, monkeypatch):
+    request_id = new_request("database blip")
+    lease = timedelta(seconds=1.5)
+    with session_scope() as session:
+        assert requests.claim(session, request_id, "steady", lease, 3)
+    real, calls = requests.heartbeat, []
+
+    def first_renewal_fails(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("server closed the connection unexpectedly")
+        return real(*args)
+
+    monkeypatch.setattr(requests, "heartbeat", first_renewal_fails)
+    with lifecycle._Heartbeat(request_id, "steady", lease) as heart:
+        time.sleep(2.2)  # four renewals due, one every 0.5 s; the first fails
+    assert len(calls) >= 3 and not heart.lost
+    assert request_row(request_id).lease_expires_at > utcnow()
+
+
+def test_a_contender_gated_against_a_replaced_champion_is_shadowed_not_promoted(seeded):
+    settings = get_settings()
+    request_id = new_request("champion changes while training")
+    outcome = lifecycle.train_and_gate(settings, QUICK)
+    # As if the gates had passed it against a champion that has since been replaced.
+    passed = dataclasses.replace(outcome.decision, decision=gates.PROMOTE, reason="passed every gate")
+    with session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        champion = get_alias(session, coll, CHAMPION)
+        stale = session.exec(select(ModelVersion.id).where(ModelVersion.collection_id == coll.id,
+                                                           ModelVersion.id != champion.id)).first()
+        assert requests.claim(session, request_id, "racer", timedelta(minutes=5), 3)
+    try:
+        result = lifecycle._register_and_decide(
+            settings, request_id, "racer", dataclasses.replace(outcome, decision=passed, champion_id=stale))
+        assert result["decision"] == gates.SHADOW and "champion changed" in result["reason"]
+        with session_scope() as session:
+            coll = pipeline.collection(session, settings)
+            assert get_alias(session, coll, CHAMPION).id == champion.id
+            assert get_alias(session, coll, CONTENDER).version == result["model_version"]
+    finally:
+        with session_scope() as session:
+            remove_alias(session, pipeline.collection(session, settings), CONTENDER)
+
+
+def test_a_monitor_run_that_rolls_back_does_not_settle_the_shadow_against_the_removed_champion(seeded):
+    """B replaced A and is worse on live sales; contender C has shadowed long enough and beats B
+    but not A. The run rolls back to A and keeps C in shadow; the next run judges C against A
+    (A's values while it was the previous champion included) and rejects it."""
+    settings = get_settings()
+    now = utcnow()
+    promoted_at, shadow_from, valued_at = now - timedelta(days=4), now - timedelta(days=3.5), now - timedelta(days=3.4)
+    made: dict[str, list] = {"versions": [], "snapshots": [], "sales": []}
+    with session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        a = get_alias(session, coll, CHAMPION)
+        aliases_before = {r.alias: r.model_version_id for r in
+                          session.exec(select(ModelAlias).where(ModelAlias.collection_id == coll.id)).all()}
+        top = max(session.exec(select(ModelVersion.version).where(ModelVersion.collection_id == coll.id)).all())
+        copied = {k: getattr(a, k) for k in ModelVersion.model_fields if k not in ("id", "version", "created_at")}
+        b, c = (ModelVersion(**copied, version=top + i) for i in (1, 2))
+        session.add_all([b, c])
+        session.flush()
+        made["versions"] = [b.id, c.id]
+        set_alias(session, coll, PREVIOUS_CHAMPION, a)
+        set_alias(session, coll, CHAMPION, b)
+        set_alias(session, coll, CONTENDER, c)
+        for alias, since in ((PREVIOUS_CHAMPION, promoted_at), (CONTENDER, shadow_from)):
+            session.execute(update(ModelAlias.__table__).where(ModelAlias.collection_id == coll.id,
+                                                               ModelAlias.alias == alias).values(updated_at=since))
+        items = [str(i) for i in range(40)]  # every one sells at 100: A values 101, B 200, C 150
+        for version, status, value in ((b, "published", 200.0), (a, "shadow", 101.0), (c, "shadow", 150.0)):
+            snap = NowcastSnapshot(collection_id=coll.id, model_version_id=version.id, as_of=valued_at,
+                                   valued_at=valued_at, n_items=len(items), status=status, published_at=valued_at)
+            session.add(snap)
+            session.flush()
+            made["snapshots"].append(snap.id)
+            session.add_all([NowcastRow(snapshot_id=snap.id, item_key=i, fair_value=value, p10=0.8 * value,
+                                        p90=1.2 * value) for i in items])
+        for n, item in enumerate(items):
+            event_id = f"races-monitor-{item}-{time.time_ns()}"
+            session.add(Sale(collection_id=coll.id, event_id=event_id, item_key=item, price=100.0,
+                             ts=valued_at + timedelta(hours=1 + n), content_hash="0" * 64))
+            made["sales"].append(event_id)
+    first_decision = last_decision_id()
+    try:
+        first = lifecycle.run_monitor(settings)
+        assert first["rolled_back_to"] == a.version and "shadow" not in first, first
+        second = lifecycle.run_monitor(settings)
+        assert second["shadow"] == {"contender": c.version, "decision": "reject"}, second
+        with session_scope() as session:
+            assert get_alias(session, pipeline.collection(session, settings), CHAMPION).id == a.id
+    finally:
+        with session_scope() as session:
+            coll = pipeline.collection(session, settings)
+            session.execute(delete(PromotionDecision.__table__).where(PromotionDecision.id > first_decision))
+            session.execute(delete(ModelAlias.__table__).where(ModelAlias.collection_id == coll.id))
+            session.add_all([ModelAlias(collection_id=coll.id, alias=alias, model_version_id=version_id)
+                             for alias, version_id in aliases_before.items()])
+            session.execute(delete(Sale.__table__).where(Sale.event_id.in_(made["sales"])))
+            session.execute(delete(NowcastRow.__table__).where(NowcastRow.snapshot_id.in_(made["snapshots"])))
+            session.execute(delete(NowcastSnapshot.__table__).where(NowcastSnapshot.id.in_(made["snapshots"])))
+            session.flush()
+            session.execute(delete(ModelVersion.__table__).where(ModelVersion.id.in_(made["versions"])))
+
+
+
+def last_decision_id() -> int:
+    with session_scope() as session:
+        return session.exec(select(func.max(PromotionDecision.id))).one() or 0

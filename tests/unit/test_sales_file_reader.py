@@ -1,0 +1,44 @@
+"""A sales file is read line by line: a line that cannot be read becomes one rejected row with
+its reason, and every other line is read as usual."""
+
+from __future__ import annotations
+
+from storage.bundled import read_sales_file
+
+HEADER = b"event_id,timestamp,punk_id,price_eth,seller,buyer,source\n"
+GOOD_1 = b"e1,2021-12-30T12:00:00Z,5,70,0xa,0xb,t\n"
+GOOD_3 = b"e3,2021-12-30T13:00:00Z,6,71,0xa,0xb,t\n"
+
+
+def rows_of(tmp_path, content: bytes, name: str = "sales.csv") -> list[dict]:
+    path = tmp_path / name
+    path.write_bytes(content)
+    return list(read_sales_file(path))
+
+
+def test_an_unclosed_quote_spoils_its_own_line_only(tmp_path):
+    rows = rows_of(tmp_path, HEADER + GOOD_1 + b'e2,2021-12-30T12:30:00Z,5,70,"0xa1,0xb1,t\n' + GOOD_3)
+    assert [r.get("event_id") for r in rows] == ["e1", None, "e3"]
+    assert rows[1]["_line"] == 3 and "line 3" in rows[1]["_error"] and rows[1]["_raw"].startswith("e2,")
+
+
+def test_a_wrong_number_of_fields_is_an_error_not_a_shifted_row(tmp_path):
+    rows = rows_of(tmp_path, HEADER + b"e2,2021-12-30T12:30:00Z,5,70\n" + GOOD_3)
+    assert "4 fields where the header has 7" in rows[0]["_error"] and rows[1]["event_id"] == "e3"
+
+
+def test_bad_bytes_and_oversized_fields_are_rows_with_reasons(tmp_path):
+    latin1 = b"e2,2021-12-30T12:30:00Z,5,70,0xa,0xb,caf\xe9\n"
+    huge = b"e4,2021-12-30T12:40:00Z,5,70,0xa,0xb," + b"x" * 200_000 + b"\n"
+    rows = rows_of(tmp_path, HEADER + GOOD_1 + latin1 + huge + GOOD_3)
+    assert [r.get("event_id") for r in rows] == ["e1", None, None, "e3"]
+    assert "not UTF-8" in rows[1]["_error"] and "caf\ufffd" in rows[1]["_raw"]
+    assert "field larger than field limit" in rows[2]["_error"] and len(rows[2]["_raw"]) == 2000
+
+
+def test_a_byte_order_mark_and_crlf_are_read_as_plain_text(tmp_path):
+    rows = rows_of(tmp_path, b"\xef\xbb\xbf" + (HEADER + GOOD_1).replace(b"\n", b"\r\n"))
+    assert rows == [{"event_id": "e1", "timestamp": "2021-12-30T12:00:00Z", "punk_id": "5", "price_eth": "70",
+                     "seller": "0xa", "buyer": "0xb", "source": "t"}]
+    jsonl = rows_of(tmp_path, b'\xef\xbb\xbf{"event_id": "j1"}\n\n[1]\n', "sales.jsonl")
+    assert jsonl[0] == {"event_id": "j1"} and "JSON object" in jsonl[1]["_error"]
