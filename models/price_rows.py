@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from models.validation import Rejection
+from models.validation import EARLIEST_SALE, MAX_PRICE, Rejection
+
+MAX_VOLUME = 2**31 - 1  # the column is a 32-bit integer
 
 
 class PriceReason:
@@ -54,7 +56,7 @@ def _number(value: Any) -> float | None:
         return None
     try:
         out = float(str(value).strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past float's range
         return None
     return out if math.isfinite(out) else None
 
@@ -85,6 +87,8 @@ def validate_row(row: Any, known_items: set[str], today: date) -> PriceObservati
         return Rejection(raw, PriceReason.MALFORMED_DATE, f"{_pick(row, 'date')!r} is not a YYYY-MM-DD date")
     if day > today:
         return Rejection(raw, PriceReason.FUTURE_DATE, f"{day} is after today ({today})")
+    if day < EARLIEST_SALE.date():
+        return Rejection(raw, PriceReason.MALFORMED_DATE, f"{day} is before {EARLIEST_SALE.date()}")
     item = str(_pick(row, "card_id")).strip()
     if item not in known_items:
         return Rejection(raw, PriceReason.UNKNOWN_ITEM, f"no card {item!r} in the collection")
@@ -93,11 +97,13 @@ def validate_row(row: Any, known_items: set[str], today: date) -> PriceObservati
         return Rejection(raw, PriceReason.MALFORMED_PRICE, f"{_pick(row, 'market_price')!r} is not a number")
     if price <= 0:
         return Rejection(raw, PriceReason.NON_POSITIVE_PRICE, f"price {price} is not positive")
+    if price > MAX_PRICE:
+        return Rejection(raw, PriceReason.MALFORMED_PRICE, f"price {price:g} is above {MAX_PRICE:g}, no market price")
     volume_raw = _pick(row, "volume")
     volume = None
     if volume_raw is not None:
         number = _number(volume_raw)
-        if number is None or number < 0 or number != int(number):
+        if number is None or not 0 <= number <= MAX_VOLUME or number != int(number):
             return Rejection(raw, PriceReason.MALFORMED_VOLUME, f"{volume_raw!r} is not a count")
         volume = int(number)
     return PriceObservation(item, day, price, volume)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import json
-
 import pytest
+from celery.signals import before_task_publish
 from pydantic import SecretStr
 
 from fairvalue.settings import get_settings
@@ -35,7 +33,20 @@ def test_operator_api_is_off_without_a_configured_token(client):
     assert "FAIRVALUE_OPERATOR_TOKEN" in response.json()["error"]
 
 
-def test_operator_can_enqueue_promote_and_roll_back(client, operator_token, broker):
+@pytest.fixture()
+def sent_tasks():
+    """(task name, kwargs, queue) of each message this process publishes to the broker."""
+    sent = []
+
+    def record(sender=None, body=None, routing_key=None, **_):
+        sent.append((sender, body[1], routing_key))
+
+    before_task_publish.connect(record, weak=False)
+    yield sent
+    before_task_publish.disconnect(record)
+
+
+def test_operator_can_enqueue_promote_and_roll_back(client, operator_token, broker, sent_tasks):
     created = client.post("/v1/training-requests", json={"reason": "api test", "params": {"max_iter": 5}},
                           headers=operator_token)
     assert created.status_code == 202, created.text
@@ -73,11 +84,7 @@ def test_operator_can_enqueue_promote_and_roll_back(client, operator_token, brok
     assert rolled.status_code == 200 and rolled.json()["champion"] == champion
     trail = client.get("/v1/models").json()["decisions"][:2]
     assert [(d["decision"], d["by"]) for d in trail] == [("rollback", "operator"), ("promote", "operator")]
-    # Each asked for a nowcast of this collection by name, not of whatever a worker defaults to.
-    assert [kwargs for task, kwargs in queued(broker, queues.NOWCAST)] == [{"collection": "cryptopunks"}] * 2
-
-
-def queued(broker, queue: str) -> list[tuple[str, dict]]:
-    """(task name, kwargs) of each message waiting in a Redis queue, oldest first."""
-    messages = [json.loads(raw) for raw in reversed(broker.lrange(queue, 0, -1))]  # LPUSHed
-    return [(m["headers"]["task"], json.loads(base64.b64decode(m["body"]))[1]) for m in messages]
+    # Each asked for a nowcast of this collection by name, not of whatever a worker defaults to
+    # (a worker of another test may already have consumed the messages, so they are seen as sent).
+    assert [(name, kwargs, queue) for name, kwargs, queue in sent_tasks if name == "fairvalue.nowcast"] == [
+        ("fairvalue.nowcast", {"collection": "cryptopunks"}, queues.NOWCAST)] * 2

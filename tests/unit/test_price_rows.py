@@ -35,6 +35,20 @@ def test_each_bad_row_is_kept_with_its_reason():
     assert batch.rejected[0].row == rows[2] and "12.5" in batch.rejected[0].detail
 
 
+def test_numbers_and_dates_past_any_market_are_refused_not_a_crash():
+    rows = [
+        {"date": "2025-07-01", "card_id": "a", "market_price": 10**400},  # an integer past float's range
+        {"date": "2025-07-01", "card_id": "a", "market_price": "1e200"},
+        {"date": "0001-01-01", "card_id": "a", "market_price": "1"},
+        {"date": "2025-07-01", "card_id": "a", "market_price": "1", "volume": 10**400},
+        {"date": "2025-07-01", "card_id": "a", "market_price": "1", "volume": "1e12"},  # past the INTEGER column
+    ]
+    batch = validate_prices(rows, KNOWN, TODAY)
+    assert batch.clean == [] and [r.reason for r in batch.rejected] == [
+        PriceReason.MALFORMED_PRICE, PriceReason.MALFORMED_PRICE, PriceReason.MALFORMED_DATE,
+        PriceReason.MALFORMED_VOLUME, PriceReason.MALFORMED_VOLUME]
+
+
 def test_api_answers_history_fallback_and_malformed():
     history = {"data": [{"tcgPlayerId": "1", "prices": {"market": 9.0},
                          "priceHistory": {"2025-07-18": 10.0, "2025-07-19": {"market": 11.0, "volume": 4}}}]}
