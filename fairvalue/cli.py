@@ -401,19 +401,24 @@ def rollback(reason: str = typer.Option("operator", help="Recorded with the deci
 def pause(loop: str = typer.Argument(..., help="nowcast, policy, training or monitor"),
           reason: str = typer.Option("", help="Why.")) -> None:
     """Pause a loop: its task skips (and records that it did) until resumed."""
-    from fairvalue import lifecycle
-
-    lifecycle.set_paused(loop, True, reason)
+    _set_paused(loop, True, reason)
     console.print(f"{loop} paused")
 
 
 @app.command()
 def resume(loop: str = typer.Argument(..., help="nowcast, policy, training or monitor")) -> None:
     """Resume a paused loop."""
+    _set_paused(loop, False)
+    console.print(f"{loop} resumed")
+
+
+def _set_paused(loop: str, paused: bool, reason: str = "") -> None:
     from fairvalue import lifecycle
 
-    lifecycle.set_paused(loop, False)
-    console.print(f"{loop} resumed")
+    try:
+        lifecycle.set_paused(loop, paused, reason)
+    except ValueError as exc:  # an unknown loop: a usage error, not a traceback
+        raise typer.BadParameter(str(exc), param_hint="LOOP") from None
 
 
 @app.command()

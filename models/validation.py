@@ -85,15 +85,17 @@ class Rejection:
 
 
 class FloorLookup:
-    """The floor on a day, or the latest one before it (the bundled series has gaps)."""
+    """The floor known before a day: the latest one of an earlier day (the bundled series has
+    gaps). A day's floor is made from that day's sales, so a live webhook never has it yet; a
+    replay from files must not use it either, or the two would refuse different sales."""
 
     def __init__(self, floors: Mapping[date, float]):
         items = sorted((d, f) for d, f in floors.items() if f is not None and f > 0)
         self.days = [d for d, _ in items]
         self.values = [f for _, f in items]
 
-    def on(self, day: date) -> float | None:
-        i = bisect.bisect_right(self.days, day)
+    def before(self, day: date) -> float | None:
+        i = bisect.bisect_left(self.days, day)
         return self.values[i - 1] if i else None
 
 
@@ -200,11 +202,11 @@ def validate_row(
     item_key = _normalised_key(values["item_key"])
     if item_key not in known_items:
         return reject(Reason.UNKNOWN_ITEM, f"no item {item_key!r} in this collection")
-    floor = floors.on(ts.date())
+    floor = floors.before(ts.date())
     if floor is not None and price < min_floor_fraction * floor:
         return reject(
             Reason.BELOW_FLOOR_FRACTION,
-            f"price {price} < {min_floor_fraction} x floor {floor} of {ts.date()}",
+            f"price {price} < {min_floor_fraction} x floor {floor} known before {ts.date()}",
         )
     return CleanSale(
         event_id=event_id,

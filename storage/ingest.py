@@ -77,8 +77,8 @@ def put_market_days(
 
 
 def floor_lookup(session: Session, collection: Collection, days: Iterable[date] | None = None) -> FloorLookup:
-    """Every floor of the collection; or, given `days`, only the floor in force on each of
-    them (a small batch about one day must not read the whole series)."""
+    """Every floor of the collection; or, given `days`, only the latest floor before each of
+    them (`FloorLookup.before`; a small batch about one day must not read the whole series)."""
     if days is None:
         rows = session.exec(
             select(MarketDay.day, MarketDay.floor).where(MarketDay.collection_id == collection.id)
@@ -89,27 +89,27 @@ def floor_lookup(session: Session, collection: Collection, days: Iterable[date] 
         return FloorLookup({})
     connection = session.connection()
     if connection.dialect.name == "postgresql":  # one statement for every day of a batch of calls
-        return FloorLookup(dict(connection.execute(FLOORS_ON, {"slug": collection.slug, "days": days}).all()))
+        return FloorLookup(dict(connection.execute(FLOORS_BEFORE, {"slug": collection.slug, "days": days}).all()))
     found = {}
     for day in days:
-        row = connection.execute(FLOOR_ON, {"collection": collection.id, "day": day}).first()
+        row = connection.execute(FLOOR_BEFORE, {"collection": collection.id, "day": day}).first()
         if row is not None:
             found[row[0]] = row[1]
     return FloorLookup(found)
 
 
 # Look-ups as plain SQL on the session's connection: building ORM statements cost more than
-# running them (bench/ingest.py). KNOWN_AMONG and FLOORS_ON find the collection by its slug, so
+# running them (bench/ingest.py). KNOWN_AMONG and FLOORS_BEFORE find the collection by its slug, so
 # storage/webhook_calls.py can send them in one round trip with COLLECTION_ID.
 COLLECTION_ID = text("SELECT id FROM collections WHERE slug = :slug")
 KNOWN_AMONG = text("SELECT item_key FROM items WHERE collection_id = "
                    "(SELECT id FROM collections WHERE slug = :slug) AND item_key IN :keys") \
     .bindparams(bindparam("keys", expanding=True))
-FLOORS_ON = text("SELECT f.day, f.floor FROM unnest(CAST(:days AS date[])) AS asked(day) CROSS JOIN LATERAL "
+FLOORS_BEFORE = text("SELECT f.day, f.floor FROM unnest(CAST(:days AS date[])) AS asked(day) CROSS JOIN LATERAL "
                  "(SELECT day, floor FROM market_days WHERE collection_id = (SELECT id FROM collections "
-                 "WHERE slug = :slug) AND day <= asked.day AND floor > 0 ORDER BY day DESC LIMIT 1) AS f") \
+                 "WHERE slug = :slug) AND day < asked.day AND floor > 0 ORDER BY day DESC LIMIT 1) AS f") \
     .columns(day=Date, floor=Float)
-FLOOR_ON = text("SELECT day, floor FROM market_days WHERE collection_id = :collection AND day <= :day "
+FLOOR_BEFORE = text("SELECT day, floor FROM market_days WHERE collection_id = :collection AND day < :day "
                 "AND floor > 0 ORDER BY day DESC LIMIT 1").columns(day=Date, floor=Float)
 STORED_HASHES = text("SELECT event_id, content_hash FROM sales WHERE collection_id = :collection "
                      "AND event_id IN :ids").bindparams(bindparam("ids", expanding=True))

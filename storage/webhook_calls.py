@@ -36,7 +36,7 @@ def ingest_calls(session: Session, collection_slug: str, calls: Sequence[Webhook
         (deliveries.ACCEPTANCES, {"digests": sorted({c.digest for c in calls})}),
         (ingest_store.COLLECTION_ID, {"slug": collection_slug}),
         (ingest_store.KNOWN_AMONG, {"slug": collection_slug, "keys": sorted(keys) or [""]}),
-        *([(ingest_store.FLOORS_ON, {"slug": collection_slug, "days": sorted(days)})]
+        *([(ingest_store.FLOORS_BEFORE, {"slug": collection_slug, "days": sorted(days)})]
           if days and session.get_bind().dialect.name == "postgresql" else []),
     ])
     accepted, found_collection, known = looked_up[0], looked_up[1], {key for (key,) in looked_up[2]}

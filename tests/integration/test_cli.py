@@ -68,6 +68,13 @@ def test_status_names_champion_and_snapshot(seeded):
     assert "kept out of the model, wash_round_trip:" in result.output  # the bundled sales hold some
 
 
+def test_pausing_an_unknown_loop_is_a_usage_error(seeded):
+    for command in ("pause", "resume"):
+        result = runner.invoke(app, [command, "nowcats"])
+        assert result.exit_code == 2 and "unknown loop 'nowcats'" in result.output, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+
+
 def test_train_registers_a_version_with_lineage_and_a_verified_artifact(seeded, s3):
     from storage.registry import CHAMPION, get_alias, load_model
     from storage.tables import ModelVersion

@@ -60,9 +60,12 @@ def test_bad_rows_are_rejected_with_reason(overrides, reason):
     assert outcome.row["price_eth"] == row(**overrides)["price_eth"]  # kept as it came
 
 
-def test_floor_check_uses_that_days_floor_or_the_latest_before():
-    assert not isinstance(check(row(timestamp="2021-12-09T00:00:00Z", price_eth="12.5")), Rejection)
-    assert check(row(timestamp="2021-12-10T00:00:00Z", price_eth="12.5")).reason == Reason.BELOW_FLOOR_FRACTION
+def test_floor_check_uses_the_latest_floor_of_an_earlier_day():
+    # FLOORS: 60 from 2021-12-01, 70 from 2021-12-10; 0.2 x 60 = 12, 0.2 x 70 = 14.
+    # A sale of 2021-12-10 is checked against 60, not its own day's 70.
+    assert not isinstance(check(row(timestamp="2021-12-10T23:00:00Z", price_eth="12.5")), Rejection)
+    assert check(row(timestamp="2021-12-11T00:00:00Z", price_eth="12.5")).reason == Reason.BELOW_FLOOR_FRACTION
+    assert check(row(timestamp="2021-12-10T00:00:00Z", price_eth="11.9")).reason == Reason.BELOW_FLOOR_FRACTION
     # Before any known floor, no floor check applies.
     assert not isinstance(check(row(timestamp="2017-07-01T00:00:00Z", price_eth="0.01")), Rejection)
 
