@@ -98,6 +98,8 @@ class PriceTrackerClient:
                 response = self._http.get("/cards", params=params)
             except httpx.TimeoutException as exc:
                 last = ("timeout", f"no answer within {self.timeout}s ({type(exc).__name__})")
+            except httpx.DecodingError as exc:  # e.g. a body that says gzip and is not: the answer is broken
+                raise PriceAPIError(PriceReason.MALFORMED_RESPONSE, f"body does not decode: {exc}", attempt) from None
             except httpx.TransportError as exc:
                 last = ("unreachable", f"{type(exc).__name__}: {exc}")
             else:
@@ -118,7 +120,7 @@ class PriceTrackerClient:
                 else:
                     try:
                         return response.json()
-                    except ValueError:
+                    except (ValueError, RecursionError):  # RecursionError: JSON nested past Python's stack
                         raise PriceAPIError(PriceReason.MALFORMED_RESPONSE,
                                             f"not JSON: {response.text[:200]!r}", attempt) from None
             if attempt < self.max_attempts:

@@ -87,10 +87,15 @@ def seed() -> None:
 def ingest_sales(path: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV or JSON lines")) -> None:
     """Validate and store sales from a file; rejected rows are kept with their reason."""
     from fairvalue import pipeline
+    from storage.bundled import UnreadableFile
 
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(path.name, total=None)
-        report = pipeline.ingest_file(path, progress=lambda n: progress.advance(task, n))
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(path.name, total=None)
+            report = pipeline.ingest_file(path, progress=lambda n: progress.advance(task, n))
+    except UnreadableFile as exc:
+        console.print(f"[red]{path.name} not ingested:[/] {exc}")
+        raise typer.Exit(2) from None
     _print_report(f"ingest {path.name}", report)
 
 
@@ -101,10 +106,11 @@ def ingest_prices(
 ) -> None:
     """Validate and upsert daily card prices from a CSV; rejected rows are kept with their reason."""
     from fairvalue.card_prices import ingest_prices_file
+    from storage.bundled import UnreadableFile
 
     try:
         report = ingest_prices_file(path, get_settings().for_collection(collection))
-    except LookupError as exc:
+    except (LookupError, UnreadableFile) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
     table = Table(title=f"ingest {path.name} into {collection}")
@@ -268,7 +274,10 @@ def _replay_daily(collection, from_, to, source, horizon, gain, as_json) -> None
     settings = get_settings().for_collection(collection)
     with console.status("replaying"):
         series = evaluation.load_daily(settings, source)
-        report = evaluation.evaluate_daily(series, start, end, settings, horizon, gain)
+        try:
+            report = evaluation.evaluate_daily(series, start, end, settings, horizon, gain)
+        except evaluation.NotEnoughHistory as exc:
+            raise typer.BadParameter(str(exc), param_hint="--from") from None
     if as_json:
         print(json.dumps(report, default=str, allow_nan=False))
         return

@@ -209,7 +209,8 @@ def _daily_performance(session: Session, coll: Collection, start: str | None, en
     card-day valued by a model trained on days before it (weekly retrains), so the figures are
     forward — with MAPE/RMSE per card and category and the BUY/SELL precision and recall.
     Default window: the 60 days up to the latest price."""
-    from fairvalue.evaluation import evaluate_daily
+    from fairvalue.evaluation import NotEnoughHistory, evaluate_daily
+    from models.daily import earliest_forward_day
 
     series = kinds.kind_of(coll).load(session, coll)
     if series.prices.empty:
@@ -217,7 +218,11 @@ def _daily_performance(session: Session, coll: Collection, start: str | None, en
     last = series.prices["day"].max() + pd.Timedelta(days=1)
     t0, t1 = parse_time(start, "from"), parse_time(end, "to")
     t1 = pd.Timestamp(t1).tz_convert("UTC").tz_localize(None).normalize() if t1 else last
-    t0 = pd.Timestamp(t0).tz_convert("UTC").tz_localize(None).normalize() if t0 else t1 - pd.Timedelta(days=60)
+    earliest = earliest_forward_day(series)
+    if t0:
+        t0 = pd.Timestamp(t0).tz_convert("UTC").tz_localize(None).normalize()
+    else:  # the default window never starts before a model could be trained
+        t0 = max(t1 - pd.Timedelta(days=60), earliest) if earliest is not None else t1 - pd.Timedelta(days=60)
     if t1 <= t0:
         raise BadInput("to must be after from")
     if t1 - t0 > pd.Timedelta(days=3660):
@@ -225,7 +230,10 @@ def _daily_performance(session: Session, coll: Collection, start: str | None, en
     key = ("daily-performance", coll.id, t0, t1, len(series.prices), series.prices["day"].max())
 
     def compute() -> dict[str, Any]:
-        report = evaluate_daily(series, t0, t1, get_settings().for_collection(coll.slug))
+        try:
+            report = evaluate_daily(series, t0, t1, get_settings().for_collection(coll.slug))
+        except NotEnoughHistory as exc:
+            raise BadInput(str(exc)) from None
         report.update(collection=coll.slug, currency=coll.currency, kind="daily_prices",
                       method="replay: each card-day valued by a model trained on days before it")
         return _clean(report)

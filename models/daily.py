@@ -279,11 +279,20 @@ def previous_price(series: DailySeries) -> pd.DataFrame:
     })
 
 
+MIN_TRAIN_DAYS = 14
+
+
+def earliest_forward_day(series: DailySeries) -> pd.Timestamp | None:
+    """The first day a model trained on the days before it can value (None: not enough days)."""
+    days = series.prices["day"].drop_duplicates().sort_values()
+    return None if len(days) < MIN_TRAIN_DAYS else days.iloc[MIN_TRAIN_DAYS - 1] + pd.Timedelta(days=1)
+
+
 def fit(series: DailySeries, params: DailyParams | None = None) -> DailyFairValueModel:
     """Choose W and alpha on the last `tune_days` of `series`, then the band quantiles."""
     params = params or DailyParams()
-    if series.prices.empty or series.prices["day"].nunique() < 14:
-        raise ValueError("need at least 14 days of prices to train a daily model")
+    if series.prices.empty or series.prices["day"].nunique() < MIN_TRAIN_DAYS:
+        raise ValueError(f"need at least {MIN_TRAIN_DAYS} days of prices to train a daily model")
     last = series.last_day
     tune_from = last - pd.Timedelta(days=params.tune_days)
     # Tuning reads only its days and the history their windows need.

@@ -64,6 +64,10 @@ def read_sales_file(path: Path) -> Iterator[dict[str, Any]]:
 MAX_RAW = 2000  # of a line kept in a rejection
 
 
+class UnreadableFile(ValueError):
+    """A file whose header cannot be read: no row of it can be, so nothing of it is stored."""
+
+
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
     """(line number, text, decoding error) of each non-blank line; a UTF-8 byte-order mark is
     dropped (spreadsheets write one) and undecodable bytes are shown as U+FFFD."""
@@ -91,8 +95,8 @@ def _json_rows(lines: Iterator[tuple[int, str, str | None]]) -> Iterator[dict[st
             continue
         try:
             value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield _bad_line(lineno, text, str(exc))
+        except (ValueError, RecursionError) as exc:  # also a number past int's digit limit, nesting past the stack
+            yield _bad_line(lineno, text, f"{type(exc).__name__}: {str(exc)[:200]}")
             continue
         yield value if isinstance(value, dict) else _bad_line(lineno, text, "a line must hold a JSON object")
 
@@ -104,7 +108,7 @@ def _csv_rows(lines: Iterator[tuple[int, str, str | None]]) -> Iterator[dict[str
             fields = next(csv.reader([text], strict=True))
         except csv.Error as exc:  # an unclosed quote, a field past the csv module's size limit
             if header is None:
-                raise ValueError(f"line {lineno}: the header cannot be read ({exc})") from None
+                raise UnreadableFile(f"line {lineno}: the header cannot be read ({exc})") from None
             yield _bad_line(lineno, text, str(exc))
             continue
         if header is None:

@@ -74,7 +74,7 @@ def test_a_concurrent_writer_of_the_same_id_stores_it_once(seeded):
     assert stored == contested.content_hash
 
 
-def test_a_webhook_reads_the_floor_in_force_on_its_days(seeded):
+def test_a_webhook_reads_the_floor_known_before_its_days(seeded):
     """The per-day look-up agrees with the whole series, gaps in the floor column included."""
     settings = get_settings()
     days = [date(2017, 6, 23), date(2018, 8, 14), date(2019, 3, 2), date(2020, 12, 11), date(2021, 12, 31),
@@ -83,6 +83,7 @@ def test_a_webhook_reads_the_floor_in_force_on_its_days(seeded):
         coll = pipeline.collection(session, settings)
         whole = ingest_store.floor_lookup(session, coll)
         per_day = ingest_store.floor_lookup(session, coll, days)
-    assert [per_day.on(d) for d in days] == [whole.on(d) for d in days]
-    assert per_day.on(date(2000, 1, 1)) is None and per_day.on(date(2030, 1, 1)) is not None
+    assert [per_day.before(d) for d in days] == [whole.before(d) for d in days]
+    assert per_day.before(date(2000, 1, 1)) is None and per_day.before(date(2030, 1, 1)) is not None
+    assert per_day.before(date(2017, 6, 23)) is None  # the first floor's own day: nothing known before it
 

@@ -61,6 +61,8 @@ class FakePriceAPI(BaseHTTPRequestHandler):
         body = (json.dumps(payload) if kind == "json" else payload).encode()
         self.send_response(500 if kind == "500" else 200)
         self.send_header("Content-Type", "application/json")
+        if kind == "not-gzip":  # says gzip, is not
+            self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -115,7 +117,7 @@ def test_collector_retries_rate_limits_and_keeps_bad_answers(api_cards, price_ap
         cards = card_keys(session, ensure_collection(session, "cardsapi"), active_only=True)
     ext = {k: a["external_id"] for k, a in cards.items()}
     keys = sorted(ext)
-    ok, limited, slow, broken, fallback, empty, flaky, bad_value = keys[:8]
+    ok, limited, slow, broken, fallback, empty, flaky, bad_value, nested, not_gzip = keys[:10]
     FakePriceAPI.calls.clear()
     FakePriceAPI.script = {
         ext[ok]: [("json", {"data": [{"tcgPlayerId": ext[ok], "priceHistory": history(3, 100.0)}]})],
@@ -127,6 +129,8 @@ def test_collector_retries_rate_limits_and_keeps_bad_answers(api_cards, price_ap
         ext[flaky]: [("500", "oops"), ("json", {"data": {"priceHistory": history(1, 20.0)}})],
         ext[bad_value]: [("json", {"data": [{"priceHistory": {str(TODAY - timedelta(days=1)): "N/A",
                                                                  str(TODAY - timedelta(days=2)): 9.0}}]})],
+        ext[nested]: [("raw", "[" * 100_000)],  # past Python's recursion limit
+        ext[not_gzip]: [("not-gzip", "plain text")],
     }
     settings = api_cards.model_copy(update={"card_price_api_url": price_api, "card_price_api_key": SecretStr("k-123"),
                                         "card_price_timeout_seconds": 0.5, "card_price_max_attempts": 3,
@@ -143,15 +147,20 @@ def test_collector_retries_rate_limits_and_keeps_bad_answers(api_cards, price_ap
     assert stored(bad_value) == {str(TODAY - timedelta(days=2)): 9.0}
     assert report.cards_failed[slow] == "timeout" and report.cards_failed[broken] == "malformed_response"
     assert report.cards_failed[empty] == "no_price_in_response"
+    # An answer nobody can parse is one card's rejection; the run goes on to the other cards.
+    assert report.cards_failed[nested] == report.cards_failed[not_gzip] == "malformed_response"
     assert [c for c in FakePriceAPI.calls if c[0] == ext[limited]].__len__() == 3  # two 429s, then the answer
     assert [c for c in FakePriceAPI.calls if c[0] == ext[slow]].__len__() == 3  # every attempt timed out
     assert all(auth == "Bearer k-123" and days == "5" for _, auth, days in FakePriceAPI.calls)
-    assert report.prices.reasons == {"timeout": 1, "malformed_response": 1, "no_price_in_response": 1,
+    assert report.prices.reasons == {"timeout": 1, "malformed_response": 3, "no_price_in_response": 1,
                                      "malformed_price": 1}
     with session_scope() as session:
         coll = ensure_collection(session, "cardsapi")
-        kept = {r.reason: r for r in session.exec(select(RejectedSale).where(RejectedSale.collection_id == coll.id))}
-    assert "upstream error" in kept["malformed_response"].detail and kept["timeout"].row["card_id"] == slow
+        rows = session.exec(select(RejectedSale).where(RejectedSale.collection_id == coll.id)).all()
+    kept = {r.reason: r for r in rows}
+    broken_answers = {r.row["card_id"]: r.detail for r in rows if r.reason == "malformed_response"}
+    assert "upstream error" in broken_answers[broken] and kept["timeout"].row["card_id"] == slow
+    assert "not JSON" in broken_answers[nested] and "does not decode" in broken_answers[not_gzip]
     assert kept["malformed_price"].row["market_price"] == "N/A"
 
     # A second run over the same answers stores nothing new.
@@ -160,7 +169,9 @@ def test_collector_retries_rate_limits_and_keeps_bad_answers(api_cards, price_ap
     FakePriceAPI.script[ext[slow]] = [("json", {"data": [{"priceHistory": history(1, 5.0)}]})]
     again = card_prices.collect(settings, client=card_prices.PriceTrackerClient.from_settings(settings),
                                 days=5, today=TODAY)
-    assert again.prices.new == 1 and again.prices.changed == 0 and again.prices.unchanged == 3 + 2 + 1 + 1 + 1 + 32
+    # ok 3, limited 2, fallback, flaky, bad_value 1 each, and the 30 default cards (nested and
+    # not_gzip still answer as before: nothing stored, kept as rejections again).
+    assert again.prices.new == 1 and again.prices.changed == 0 and again.prices.unchanged == 3 + 2 + 1 + 1 + 1 + 30
     with pytest.raises(card_prices.PriceAPIError, match="rate_limited"):
         FakePriceAPI.script[ext[ok]] = [("429", 3600)]
         card_prices.PriceTrackerClient.from_settings(settings).card(ext[ok], 5)
@@ -246,6 +257,9 @@ def test_api_and_pages_show_the_cards_beside_the_punks(cards_loaded, client):
     assert perf["kind"] == "daily_prices" and perf["model"]["n"] > 1000  # forward replay, card-days
     assert {r["value"] for r in perf["per_category"]} == {"grail", "chase", "meta", "personal"}
     assert {"precision", "recall"} <= set(perf["signals"]["buy"]) and "flip_rate" in perf["signal_stability"]
+    # A window before a model could have been trained (prices start 2025-01-01, 14 days needed).
+    early = client.get("/v1/collections/cards/performance?from=2025-01-05&to=2025-02-01")
+    assert early.status_code == 400 and "start on 2025-01-15 at the earliest" in early.json()["error"]
     assert client.get("/v1/collections/cryptopunks/performance").json()["collection"] == "cryptopunks"
 
     html = {"accept": "text/html"}

@@ -3,7 +3,9 @@ its reason, and every other line is read as usual."""
 
 from __future__ import annotations
 
-from storage.bundled import read_sales_file
+import pytest
+
+from storage.bundled import UnreadableFile, read_sales_file
 
 HEADER = b"event_id,timestamp,punk_id,price_eth,seller,buyer,source\n"
 GOOD_1 = b"e1,2021-12-30T12:00:00Z,5,70,0xa,0xb,t\n"
@@ -42,3 +44,15 @@ def test_a_byte_order_mark_and_crlf_are_read_as_plain_text(tmp_path):
                      "seller": "0xa", "buyer": "0xb", "source": "t"}]
     jsonl = rows_of(tmp_path, b'\xef\xbb\xbf{"event_id": "j1"}\n\n[1]\n', "sales.jsonl")
     assert jsonl[0] == {"event_id": "j1"} and "JSON object" in jsonl[1]["_error"]
+
+
+def test_json_past_pythons_limits_is_a_row_with_its_reason(tmp_path):
+    lines = b'{"price": ' + b"9" * 5000 + b"}\n" + b"[" * 100_000 + b"\n" + b'{"event_id": "j2"}\n'
+    rows = rows_of(tmp_path, lines, "prices.jsonl")
+    assert "ValueError" in rows[0]["_error"] and "RecursionError" in rows[1]["_error"]
+    assert rows[2] == {"event_id": "j2"}
+
+
+def test_a_header_that_cannot_be_read_refuses_the_whole_file(tmp_path):
+    with pytest.raises(UnreadableFile, match="line 1: the header cannot be read"):
+        rows_of(tmp_path, b'"event_id,timestamp\ne1,2021\n')
