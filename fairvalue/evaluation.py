@@ -211,14 +211,14 @@ def evaluate_daily(series, start: pd.Timestamp, end: pd.Timestamp, settings: Set
                    retrain_every_days: int | None = None) -> dict[str, Any]:
     """Replay a daily-priced collection and compute its KPIs (models/daily_eval.py).
     NotEnoughHistory when the window starts before a model could be trained."""
-    from models.daily import earliest_forward_day
+    from models.daily import MIN_TRAIN_DAYS, earliest_forward_day
     from models.daily_eval import DailyReplayConfig, kpis, replay_daily
 
     earliest = earliest_forward_day(series)
     if earliest is None or start < earliest:
         raise NotEnoughHistory("not enough prices before the window to train a model: " + (
             f"the window may start on {earliest.date()} at the earliest" if earliest is not None
-            else "the collection has fewer than 14 days of prices"))
+            else f"the collection has fewer than {MIN_TRAIN_DAYS} days of prices"))
 
     config = DailyReplayConfig(start, end, retrain_every_days=retrain_every_days or max(1, int(
         settings.retrain_max_age_days)), buy_below=settings.buy_below, sell_above=settings.sell_above)
