@@ -41,8 +41,8 @@ def _parse_time(value: str | None) -> datetime | None:
 
     try:
         return parse_timestamp(value)
-    except (ValueError, OverflowError) as exc:
-        raise typer.BadParameter(f"{value!r} is not an ISO 8601 time") from exc
+    except (ValueError, OverflowError) as exc:  # not ISO 8601, before 1970, or past datetime's range
+        raise typer.BadParameter(f"{value!r} is not a usable ISO 8601 time ({exc})") from None
 
 
 @db_app.command("upgrade")

@@ -420,8 +420,8 @@ def decisions(slug: str | None = None, decision: str | None = None, limit: int =
         query = select(PromotionDecision).where(PromotionDecision.collection_id == coll.id)
         count = select(func.count()).select_from(PromotionDecision).where(PromotionDecision.collection_id == coll.id)
         if decision:
-            if decision not in (*gates.DECISIONS, gates.ROLLBACK):
-                raise BadInput(f"decision must be one of {', '.join((*gates.DECISIONS, gates.ROLLBACK))}")
+            if decision not in gates.RECORDED:
+                raise BadInput(f"decision must be one of {', '.join(gates.RECORDED)}")
             query = query.where(PromotionDecision.decision == decision)
             count = count.where(PromotionDecision.decision == decision)
         rows = session.exec(query.order_by(PromotionDecision.id.desc()).offset(offset).limit(limit)).all()

@@ -51,6 +51,7 @@ from models.metrics import finite_or_none as _num
 PROMOTE, SHADOW, REJECT = "promote", "shadow", "reject"
 DECISIONS = (PROMOTE, SHADOW, REJECT)
 ROLLBACK = "rollback"  # the monitor's or an operator's, recorded beside the gates' decisions
+RECORDED = (*DECISIONS, ROLLBACK)  # every decision a promotion_decisions row can hold
 _ROUND = 12
 
 

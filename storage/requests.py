@@ -108,15 +108,14 @@ def fail_abandoned(session: Session, max_attempts: int) -> list[int]:
     stalled) every time, so the training itself is the likely cause."""
     now = utcnow()
     t = TrainingRequest.__table__.c
-    abandoned = [t.state.in_(ACTIVE), t.lease_expires_at < now, t.attempts >= max_attempts]
-    ids = list(session.exec(select(TrainingRequest.id).where(*abandoned)).all())
-    if ids:
-        session.execute(
-            update(TrainingRequest.__table__).where(t.id.in_(ids), *abandoned)
-            .values(state=FAILED, lease_expires_at=None, updated_at=now,
-                    error=f"the lease expired on each of {max_attempts} attempts: the worker died or stalled")
-        )
-    return ids
+    failed = session.execute(
+        update(TrainingRequest.__table__)
+        .where(t.state.in_(ACTIVE), t.lease_expires_at < now, t.attempts >= max_attempts)
+        .values(state=FAILED, lease_expires_at=None, updated_at=now,
+                error=f"the lease expired on each of {max_attempts} attempts: the worker died or stalled")
+        .returning(t.id)
+    )
+    return [request_id for (request_id,) in failed]
 
 
 def to_republish(session: Session, stale_after: timedelta) -> list[int]:
