@@ -4,7 +4,8 @@ Each card is validated on its own so an error names the card (its id, or its pos
 id itself is wrong) and the field: `card 'base1-4-charizard-holo' (#1): category: Input should be
 'grail', 'chase', 'meta' or 'personal'`. Loading is an upsert keyed by (collection, card id): a
 second load of the same file changes nothing, an edited card is updated, and a card removed from
-the file is kept (its prices and valuations stay) and reported, never deleted.
+the file is kept (its prices and past valuations stay), marked inactive so it is no longer
+collected or valued, and reported; it is never deleted, and it is active again once the file lists it again.
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ class LoadReport:
     updated: int = 0
     unchanged: int = 0
     not_in_file: list[str] = field(default_factory=list)
+    deactivated: list[str] = field(default_factory=list)  # of not_in_file, those this load marked inactive
 
 
 def load_universe(universe: CardUniverse) -> LoadReport:
@@ -170,8 +172,15 @@ def load_universe(universe: CardUniverse) -> LoadReport:
             else:
                 report.updated += 1
             rows.append(row)
-        upsert(session, Item.__table__, rows, keys=("collection_id", "item_key"))
         report.not_in_file = sorted(set(existing) - {c.id for c in universe.cards})
+        # A card taken out of the file is no longer wanted: collector and nowcast skip inactive cards.
+        for key in report.not_in_file:
+            item_type, attributes = existing[key]
+            if attributes.get("active", True):
+                report.deactivated.append(key)
+                rows.append({"collection_id": coll.id, "item_key": key, "item_type": item_type,
+                             "attributes": {**attributes, "active": False}})
+        upsert(session, Item.__table__, rows, keys=("collection_id", "item_key"))
     return report
 
 

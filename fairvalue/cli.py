@@ -63,9 +63,16 @@ def _print_report(title: str, report) -> None:
     table.add_row("new sales", str(report.accepted))
     table.add_row("duplicates", str(report.duplicate))
     table.add_row("rejected", str(report.rejected))
+    _add_rejections(table, report)
+    console.print(table)
+
+
+def _add_rejections(table: Table, report) -> None:
+    """The rejected rows by reason, and how many were kept already (an identical row refused before)."""
+    if report.rejected_kept_before:
+        table.add_row("  rejected, kept already", str(report.rejected_kept_before))
     for reason, n in sorted(report.reasons.items()):
         table.add_row(f"  rejected: {reason}", str(n))
-    console.print(table)
 
 
 @app.command()
@@ -118,8 +125,7 @@ def ingest_prices(
     table.add_column("rows", justify="right")
     for name in ("new", "changed", "unchanged", "repeated_in_batch", "rejected"):
         table.add_row(name.replace("_", " "), str(getattr(report, name)))
-    for reason, n in sorted(report.reasons.items()):
-        table.add_row(f"  rejected: {reason}", str(n))
+    _add_rejections(table, report)
     console.print(table)
 
 
@@ -589,7 +595,9 @@ def cards_load(config: Path = typer.Option(None, help="Card universe YAML (defau
         raise typer.Exit(2) from None
     console.print(f"collection {report.collection}: {report.new} new, {report.updated} updated, "
                   f"{report.unchanged} unchanged cards"
-                  + (f"; not in the file (kept): {', '.join(report.not_in_file)}" if report.not_in_file else ""))
+                  + (f"; not in the file (kept, inactive): {', '.join(report.not_in_file)}"
+                     if report.not_in_file else "")
+                  + (f"; newly inactive: {len(report.deactivated)}" if report.deactivated else ""))
 
 
 @cards_app.command("fixture")
@@ -619,10 +627,6 @@ def _redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url
-
-
-if __name__ == "__main__":
-    app()
 
 
 @app.command()
@@ -704,3 +708,39 @@ def tokens_revoke(name: str = typer.Argument(..., help="The token's name.")) -> 
         console.print(f"no active token named {name!r}", style="red")
         raise typer.Exit(1)
     console.print(f"token {name!r} revoked")
+
+
+def main() -> None:
+    """The `fairvalue` command. A database it cannot reach, or one without the schema, is an
+    operator's setup step, so it gets one line saying which, not a traceback."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    try:
+        app()
+    except (OperationalError, ProgrammingError) as exc:
+        database = _redact(get_settings().resolved_database_url())
+        if _is_missing_table(exc):
+            _exit_with(f"the database {database} has no fairvalue schema ({_first_line(exc)}): "
+                       "run `fairvalue db upgrade` first")
+        if isinstance(exc, OperationalError):
+            _exit_with(f"cannot reach the database {database}: {_first_line(exc)}")
+        raise
+
+
+def _is_missing_table(exc: Exception) -> bool:
+    """PostgreSQL says so by SQLSTATE 42P01; SQLite only in words."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) == "42P01" or str(orig).startswith("no such table")
+
+
+def _first_line(exc: Exception) -> str:
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+
+
+def _exit_with(message: str) -> None:
+    Console(stderr=True, soft_wrap=True).print(message, style="red", markup=False, highlight=False)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

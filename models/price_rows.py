@@ -52,7 +52,7 @@ def _pick(row: Mapping[str, Any], name: str) -> Any:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, str) and "_" in value):  # float() reads "1_000" as 1000
         return None
     try:
         out = float(str(value).strip()) if isinstance(value, str) else float(value)

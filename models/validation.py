@@ -190,6 +190,8 @@ def validate_row(
     try:
         if isinstance(price_value, bool):
             raise ValueError("boolean is not a price")
+        if isinstance(price_value, str) and "_" in price_value:
+            raise ValueError("Python reads 1_000 as 1000; no price feed writes it")
         price = float(price_value)
     except (ValueError, TypeError, OverflowError):  # OverflowError: an integer past float's range
         return reject(Reason.MALFORMED_PRICE, f"price {price_value!r} is not a number")

@@ -132,6 +132,9 @@ class IngestReport:
     accepted: int = 0
     duplicate: int = 0
     rejected: int = 0
+    # Of `rejected`, rows kept already: a refused row is stored once (by its content and reason),
+    # so ingesting a file again refuses its bad rows again and keeps nothing new.
+    rejected_kept_before: int = 0
     reasons: Counter = field(default_factory=Counter)
     accepted_event_ids: list[str] = field(default_factory=list)
 
@@ -140,6 +143,7 @@ class IngestReport:
             "accepted": self.accepted,
             "duplicate": self.duplicate,
             "rejected": self.rejected,
+            "rejected_kept_before": self.rejected_kept_before,
             "rejected_by_reason": dict(self.reasons),
         }
 
@@ -147,6 +151,7 @@ class IngestReport:
         self.accepted += other.accepted
         self.duplicate += other.duplicate
         self.rejected += other.rejected
+        self.rejected_kept_before += other.rejected_kept_before
         self.reasons.update(other.reasons)
         self.accepted_event_ids.extend(other.accepted_event_ids)
 
@@ -223,8 +228,8 @@ def store_validated(session: Session, collection: Collection, batch: ValidatedBa
     rejections = list(batch.rejected) + conflicts
     report.accepted = len(inserted)
     report.accepted_event_ids = sorted(inserted)
-    store_rejections(session, collection, rejections, origin)
     report.rejected = len(rejections)
+    report.rejected_kept_before = report.rejected - store_rejections(session, collection, rejections, origin)
     report.reasons.update(r.reason for r in rejections)
     return report
 
@@ -262,7 +267,8 @@ def _text(value: str | None) -> str | None:
     return None if value is None else value.replace("\x00", "\ufffd")
 
 
-def store_rejections(session: Session, collection: Collection, rejections: list[Rejection], origin: str) -> None:
+def store_rejections(session: Session, collection: Collection, rejections: list[Rejection], origin: str) -> int:
+    """Keep each refused row with its reason, once (by row and reason); return how many were new."""
     rows = [
         {
             "collection_id": collection.id,
@@ -276,5 +282,6 @@ def store_rejections(session: Session, collection: Collection, rejections: list[
         }
         for r in rejections
     ]
-    for start in range(0, len(rows), 2000):
-        insert_ignoring_conflicts(session, RejectedSale.__table__, rows[start : start + 2000])
+    return sum(len(insert_ignoring_conflicts(session, RejectedSale.__table__, rows[start : start + 2000],
+                                             returning="id"))
+               for start in range(0, len(rows), 2000))

@@ -25,16 +25,18 @@ class PriceReport:
     unchanged: int = 0
     repeated_in_batch: int = 0
     rejected: int = 0
+    rejected_kept_before: int = 0  # of `rejected`, rows kept already (storage.ingest)
     reasons: Counter = field(default_factory=Counter)
 
     def add(self, other: PriceReport) -> None:
-        for name in ("new", "changed", "unchanged", "repeated_in_batch", "rejected"):
+        for name in ("new", "changed", "unchanged", "repeated_in_batch", "rejected", "rejected_kept_before"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.reasons.update(other.reasons)
 
     def as_dict(self) -> dict[str, Any]:
         return {"new": self.new, "changed": self.changed, "unchanged": self.unchanged,
                 "repeated_in_batch": self.repeated_in_batch, "rejected": self.rejected,
+                "rejected_kept_before": self.rejected_kept_before,
                 "rejected_by_reason": dict(self.reasons)}
 
 
@@ -82,8 +84,8 @@ def store_validated(session: Session, collection: Collection, batch: ValidatedPr
     """Upsert the clean observations and keep every rejected row with its reason."""
     report = upsert_prices(session, collection, batch.clean, origin)
     report.repeated_in_batch = batch.repeated_in_batch
-    store_rejections(session, collection, batch.rejected, origin)
     report.rejected = len(batch.rejected)
+    report.rejected_kept_before = report.rejected - store_rejections(session, collection, batch.rejected, origin)
     report.reasons.update(r.reason for r in batch.rejected)
     return report
 

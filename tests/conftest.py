@@ -2,7 +2,8 @@
 
 The environment is fixed here, before any project module reads its settings:
 - a throw-away PostgreSQL database on the local server (created and dropped per session),
-- Redis database 15 as the broker (flushed at start),
+- a Redis database of its own as the broker (15, or the next one down that no other session on
+  this host holds; flushed at start),
 - an in-process moto S3 server as the artifact store,
 - small models (few boosting rounds) so training takes seconds.
 Unit tests never touch these; integration tests (tests/integration) do, through real processes.
@@ -12,7 +13,11 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 import uuid
+
+import redis
 
 
 def _free_port() -> int:
@@ -23,7 +28,57 @@ def _free_port() -> int:
 
 PG_ADMIN_URL = os.environ.get("FAIRVALUE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEST_DB = f"fairvalue_test_{uuid.uuid4().hex[:10]}"
-REDIS_URL = os.environ.get("FAIRVALUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+SESSION_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+# Redis has no throw-away databases, so each test session claims one of these (key below, with a
+# lease its heartbeat renews). Two sessions on one broker database take each other's messages,
+# and one flushes the other's queues: that spoiled runs when a suite was started beside another.
+REDIS_CLAIM_KEY = "fairvalue:test-session"
+REDIS_CLAIM_SECONDS = 60
+REDIS_TEST_DBS = range(15, 7, -1)
+
+
+def _claim_redis_db() -> str:
+    """The broker URL of a Redis database no other live test session holds, claimed for this one.
+
+    FAIRVALUE_TEST_REDIS_URL names one exactly (its claim must be free). Without a reachable Redis
+    the default is returned unclaimed: unit tests never touch it, and the broker fixture fails
+    loudly at its first command."""
+    explicit = os.environ.get("FAIRVALUE_TEST_REDIS_URL")
+    candidates = [explicit] if explicit else [f"redis://127.0.0.1:6379/{db}" for db in REDIS_TEST_DBS]
+    try:
+        for url in candidates:
+            client = redis.Redis.from_url(url, socket_connect_timeout=2)
+            if client.set(REDIS_CLAIM_KEY, SESSION_ID, nx=True, ex=REDIS_CLAIM_SECONDS):
+                _keep_claim(client)
+                return url
+    except redis.ConnectionError:
+        return candidates[0]
+    holders = ", ".join(f"{url} by {redis.Redis.from_url(url).get(REDIS_CLAIM_KEY)!r}" for url in candidates)
+    raise RuntimeError(f"every test Redis database is held by another test session ({holders}): "
+                       "wait for those to end (a killed one lets go within a minute)")
+
+
+def renew_redis_claim(client: redis.Redis) -> None:
+    """Hold this session's claim for another lease, unless another session holds it."""
+    holder = client.get(REDIS_CLAIM_KEY)
+    if holder in (None, SESSION_ID.encode()):
+        client.set(REDIS_CLAIM_KEY, SESSION_ID, ex=REDIS_CLAIM_SECONDS)
+
+
+def _keep_claim(client: redis.Redis) -> None:
+    """Renew the claim while this process lives: a killed session lets go within a lease."""
+    def renew() -> None:
+        while True:
+            time.sleep(REDIS_CLAIM_SECONDS / 4)
+            try:
+                renew_redis_claim(client)
+            except redis.RedisError:
+                pass  # Redis restarting; the next beat tries again
+
+    threading.Thread(target=renew, name="redis-test-claim", daemon=True).start()
+
+
+REDIS_URL = _claim_redis_db()
 S3_PORT = _free_port()
 
 os.environ.update(

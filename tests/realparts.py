@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import redis
 
-from tests.conftest import PG_ADMIN_URL, REDIS_URL, S3_PORT, TEST_DB
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, S3_PORT, TEST_DB, renew_redis_claim
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +41,7 @@ def database():
 def broker():
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
+    renew_redis_claim(client)  # the flush took it; tests/conftest.py says why it is there
     yield client
     client.flushdb()
 
@@ -93,15 +94,20 @@ def served_from(client, snapshot_id: int, path: str = "/v1/items/7804") -> dict:
                     timeout=bound, interval=0.05)
 
 
+def dies_with_tests(command: list[str]) -> list[str]:
+    """`command` run so that it is killed when this test process dies (tests/orphan_guard.py)."""
+    return [sys.executable, str(ROOT / "tests" / "orphan_guard.py"), str(os.getpid()), *command]
+
+
 def spawn_worker(name: str, queues: str, log_dir: Path, env: dict | None = None, pool: str = "solo",
                  concurrency: int = 1) -> subprocess.Popen:
     """Start a real Celery worker process, as `fairvalue worker` runs it (see start_worker)."""
     log = log_dir / f"{name}.log"
     with log.open("w") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", queues,
-             "-c", str(concurrency), "--pool", pool,
-             "-n", f"{name}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
+            dies_with_tests([sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", queues,
+                             "-c", str(concurrency), "--pool", pool,
+                             "-n", f"{name}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip"]),
             # One OpenMP thread per worker: several workers share these 2 cores, and OpenMP
             # threads spinning against each other slow training several-fold.
             cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, stdout=fh, stderr=subprocess.STDOUT,

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.realparts import dies_with_tests
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def beat(tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path]:
     log = tmp_path / f"{name}.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tasks.app", "beat", "--loglevel", "INFO",
-         "-s", str(tmp_path / f"{name}-schedule")],
+        dies_with_tests([sys.executable, "-m", "celery", "-A", "tasks.app", "beat", "--loglevel", "INFO",
+                         "-s", str(tmp_path / f"{name}-schedule")]),
         cwd=ROOT, env=os.environ.copy(), stdout=log.open("w"), stderr=subprocess.STDOUT,
     )
     return proc, log

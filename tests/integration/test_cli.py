@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+
+import psycopg
 import pytest
 from sqlalchemy import func
 from sqlmodel import select
@@ -11,6 +17,7 @@ from fairvalue.cli import app
 from storage.db import session_scope
 from storage.ingest import ensure_collection
 from storage.tables import RejectedSale, Sale
+from tests.conftest import PG_ADMIN_URL, TEST_DB
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -35,6 +42,8 @@ def test_seed_again_adds_nothing_and_lists_rejections_by_reason(seeded):
     assert "items: 0 new; market days: 0 new or changed" in result.output
     assert "│ new sales                        │     0 │" in result.output
     assert "rejected: non_positive_price" in result.output
+    kept = f"│   rejected, kept already         │ {seeded['seed'].sales.rejected:>5} │"
+    assert kept in result.output, result.output  # every refused row was kept by the first seed
     with session_scope() as session:
         assert session.exec(select(func.count()).select_from(Sale)).one() == sales_before
         assert session.exec(select(func.count()).select_from(RejectedSale)).one() == rejected_before
@@ -147,3 +156,35 @@ def test_backtest_prints_both_strategies():
     assert result.exit_code == 0, result.output
     for word in ("strategy", "buy_all", "Sharpe", "Sortino", "Calmar", "max drawdown"):
         assert word in result.output
+
+
+def _fairvalue(*args: str, database_url: str) -> subprocess.CompletedProcess:
+    """The installed command as an operator runs it (its entry point, not the Typer app)."""
+    return subprocess.run([sys.executable, "-m", "fairvalue.cli", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "FAIRVALUE_DATABASE_URL": database_url})
+
+
+def test_a_database_without_the_schema_says_to_upgrade_it(database, tmp_path):
+    empty = f"{TEST_DB}_empty"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{empty}"')
+    try:
+        sales = tmp_path / "sales.csv"
+        sales.write_text("event_id,timestamp,punk_id,price_eth\ne1,2021-10-01T00:00:00Z,5,70\n")
+        result = _fairvalue("ingest", "sales", str(sales), database_url=database.rsplit("/", 1)[0] + "/" + empty)
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{empty}" WITH (FORCE)')
+    assert result.returncode == 2, result.stderr
+    assert "has no fairvalue schema" in result.stderr and "run `fairvalue db upgrade` first" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_database_it_cannot_reach_is_named_without_its_password(database):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = _fairvalue("status", database_url=f"postgresql://fairvalue:hunter2@127.0.0.1:{port}/fairvalue")
+    assert result.returncode == 2, result.stderr
+    assert f"cannot reach the database postgresql://fairvalue:***@127.0.0.1:{port}/fairvalue" in result.stderr
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr

@@ -192,7 +192,9 @@ def test_cards_run_through_the_loops_beside_the_punks(cards_loaded, worker, tmp_
     pd.concat([early, bad]).to_csv(path, index=False)
     report = card_prices.ingest_prices_file(path, CARDS)
     assert report.new >= len(early) - 10 and report.reasons == {"unknown_item": 1, "non_positive_price": 1}
-    assert card_prices.ingest_prices_file(path, CARDS).new == 0  # idempotent
+    assert report.rejected_kept_before == 0
+    again = card_prices.ingest_prices_file(path, CARDS)
+    assert (again.new, again.changed, again.rejected, again.rejected_kept_before) == (0, 0, 2, 2)  # idempotent
 
     with session_scope() as session:
         punks = ensure_collection(session, "cryptopunks")
@@ -290,3 +292,29 @@ def test_a_training_request_is_checked_against_its_collections_params(cards_load
     with pytest.raises(lifecycle.BadTrainingParams) as refused_window:
         lifecycle.check_training_params(cards, {"windows": [0]})
     assert str(refused_window.value) == "windows.0: Input should be greater than or equal to 1"
+
+
+def test_a_card_taken_out_of_the_file_is_kept_but_no_longer_collected(database, s3):
+    from dataclasses import replace
+
+    from fairvalue.card_universe import load_universe, read_universe
+    from storage.prices import card_keys
+
+    full = replace(read_universe(get_settings().cards_config), collection="cardsgone")
+    gone = full.cards[3].id
+    without = replace(full, cards=[c for c in full.cards if c.id != gone])
+
+    def collected() -> set[str]:
+        with session_scope() as session:
+            return set(card_keys(session, ensure_collection(session, "cardsgone"), active_only=True))
+
+    assert load_universe(full).new == 40 and gone in collected()
+    report = load_universe(without)
+    assert (report.not_in_file, report.deactivated, report.updated) == ([gone], [gone], 0)
+    assert collected() == {c.id for c in without.cards}
+    with session_scope() as session:  # kept, not deleted
+        assert gone in card_keys(session, ensure_collection(session, "cardsgone"))
+    again = load_universe(without)
+    assert (again.not_in_file, again.deactivated, again.unchanged) == ([gone], [], 39)
+    back = load_universe(full)
+    assert (back.updated, back.not_in_file) == (1, []) and gone in collected()

@@ -42,11 +42,12 @@ def test_numbers_and_dates_past_any_market_are_refused_not_a_crash():
         {"date": "0001-01-01", "card_id": "a", "market_price": "1"},
         {"date": "2025-07-01", "card_id": "a", "market_price": "1", "volume": 10**400},
         {"date": "2025-07-01", "card_id": "a", "market_price": "1", "volume": "1e12"},  # past the INTEGER column
+        {"date": "2025-07-01", "card_id": "a", "market_price": "1_000"},  # float() reads 1000
     ]
     batch = validate_prices(rows, KNOWN, TODAY)
     assert batch.clean == [] and [r.reason for r in batch.rejected] == [
         PriceReason.MALFORMED_PRICE, PriceReason.MALFORMED_PRICE, PriceReason.MALFORMED_DATE,
-        PriceReason.MALFORMED_VOLUME, PriceReason.MALFORMED_VOLUME]
+        PriceReason.MALFORMED_VOLUME, PriceReason.MALFORMED_VOLUME, PriceReason.MALFORMED_PRICE]
 
 
 def test_api_answers_history_fallback_and_malformed():

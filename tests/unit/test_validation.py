@@ -47,6 +47,7 @@ def test_accepted_bid_with_zero_buyer_is_a_valid_sale():
         ({"event_id": "   "}, Reason.MISSING_FIELD),  # blank ids would all collide as ""
         ({"price_eth": 10**400}, Reason.MALFORMED_PRICE),  # an integer past float's range
         ({"price_eth": "1e200"}, Reason.MALFORMED_PRICE),  # finite, but no sale price
+        ({"price_eth": "1_000"}, Reason.MALFORMED_PRICE),  # float() would read 1000
         ({"timestamp": "0001-01-01T00:00:00Z"}, Reason.MALFORMED_TIMESTAMP),  # before the models' time range
         ({"timestamp": "1969-12-31T23:59:59Z"}, Reason.MALFORMED_TIMESTAMP),
         ({"timestamp": "0001-01-01T00:00:00+01:00"}, Reason.MALFORMED_TIMESTAMP),  # overflows into UTC

@@ -1,0 +1,79 @@
+"""The suite's own guards against a second test session on this host (tests/conftest.py) and
+against workers outliving the run that started them (tests/orphan_guard.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests import conftest
+from tests.realparts import wait_for
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely unreaped (a container's init may never reap an orphan)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_a_guarded_child_is_killed_when_the_process_that_started_it_dies():
+    # A stand-in for the pytest process: starts a guarded child, says its pid, then waits.
+    starter = (
+        "import os, subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, {str(ROOT / 'tests' / 'orphan_guard.py')!r}, str(os.getpid()),"
+        " '/bin/sleep', '300'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        cmdline = Path(f"/proc/{child}/cmdline")
+        wait_for(lambda: cmdline.read_bytes().startswith(b"/bin/sleep"), timeout=30, interval=0.1)
+        assert _alive(child)
+        proc.send_signal(signal.SIGKILL)  # as an interrupted run dies: no teardown
+        proc.wait()
+        wait_for(lambda: not _alive(child), timeout=30, interval=0.1)
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_the_guard_refuses_when_its_parent_is_already_gone():
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "orphan_guard.py"), "1", "/bin/true"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "died before the guard was set" in result.stderr
+
+
+def test_this_sessions_redis_database_is_claimed_and_a_second_session_is_refused(broker, monkeypatch):
+    assert broker.get(conftest.REDIS_CLAIM_KEY) == conftest.SESSION_ID.encode()
+    assert 0 < broker.ttl(conftest.REDIS_CLAIM_KEY) <= conftest.REDIS_CLAIM_SECONDS  # a killed session lets go
+    monkeypatch.setenv("FAIRVALUE_TEST_REDIS_URL", conftest.REDIS_URL)
+    with pytest.raises(RuntimeError, match="held by another test session"):
+        conftest._claim_redis_db()
+
+
+def test_a_second_session_takes_the_next_free_database():
+    other = subprocess.run(
+        [sys.executable, "-c", "import os; os.environ.pop('FAIRVALUE_TEST_REDIS_URL', None); "
+         "from tests import conftest; print(conftest.REDIS_URL)"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert other.returncode == 0, other.stderr
+    other_url = other.stdout.strip()
+    assert other_url != conftest.REDIS_URL
+    # Its claim outlives it for at most one lease; let it go so later runs keep their database.
+    redis.Redis.from_url(other_url).delete(conftest.REDIS_CLAIM_KEY)
