@@ -4,7 +4,9 @@ that stores what it answers.
 `GET {base}/cards?tcgPlayerId=<id>&includeHistory=true&days=<n>` with `Authorization: Bearer <key>`.
 The client retries timeouts, connection errors and 5xx with exponential backoff, and 429 after the
 server's Retry-After (seconds or an HTTP date; a wait longer than card_price_max_wait_seconds gives
-up instead of stalling the worker). Other 4xx and a body that is not JSON are not retried.
+up instead of stalling the worker). Other 4xx and a body that is not JSON are not retried. The
+timeout bounds the whole answer, not each read, so a server that drips bytes cannot hold a worker;
+a body over MAX_BODY_BYTES is refused as it arrives.
 
 `collect` asks for every active card, turns each answer into rows (models.price_rows), validates
 them and upserts the daily observations; a card whose answer is unusable leaves one rejected row
@@ -15,6 +17,7 @@ nothing new the second time.
 from __future__ import annotations
 
 import email.utils
+import json
 import random
 import time
 from collections.abc import Callable
@@ -30,6 +33,17 @@ from models.validation import Rejection
 from storage.db import session_scope
 from storage.ingest import ensure_collection, store_rejections
 from storage.prices import PriceReport, card_keys, store_validated
+
+# A year of daily history for one card is a few kB; far past that, the answer is not one we asked for.
+MAX_BODY_BYTES = 5_000_000
+
+
+class AnswerTooSlow(httpx.TimeoutException):
+    """The answer did not arrive whole within the client's timeout (each read may have)."""
+
+
+class AnswerTooLarge(ValueError):
+    """The body passed MAX_BODY_BYTES; reading stopped there."""
 
 
 class PriceAPIError(RuntimeError):
@@ -89,17 +103,33 @@ class PriceTrackerClient:
         # Exponential with a little jitter so that many workers do not retry in step.
         return self.backoff * 2 ** (attempt - 1) * (1 + 0.1 * random.random())  # nosec B311: jitter, not security
 
+    def _get(self, path: str, params: dict[str, str]) -> tuple[httpx.Response, bytes]:
+        """The response and its whole body, which must arrive within `timeout` (else AnswerTooSlow)
+        and stay under MAX_BODY_BYTES (else AnswerTooLarge, as soon as it passes)."""
+        deadline = time.monotonic() + self.timeout
+        with self._http.stream("GET", path, params=params) as response:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise AnswerTooLarge(f"body over {MAX_BODY_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise AnswerTooSlow(f"the answer took over {self.timeout}s")
+        return response, bytes(body)
+
     def card(self, tcg_player_id: str, days: int) -> Any:
         """The parsed JSON answer for one card, or PriceAPIError after the retries."""
         params = {"tcgPlayerId": tcg_player_id, "includeHistory": "true", "days": str(days)}
         last = ("unreachable", "no attempt made")
         for attempt in range(1, self.max_attempts + 1):
             try:
-                response = self._http.get("/cards", params=params)
+                response, body = self._get("/cards", params)
             except httpx.TimeoutException as exc:
                 last = ("timeout", f"no answer within {self.timeout}s ({type(exc).__name__})")
             except httpx.DecodingError as exc:  # e.g. a body that says gzip and is not: the answer is broken
                 raise PriceAPIError(PriceReason.MALFORMED_RESPONSE, f"body does not decode: {exc}", attempt) from None
+            except AnswerTooLarge as exc:
+                raise PriceAPIError(PriceReason.MALFORMED_RESPONSE, str(exc), attempt) from None
             except httpx.TransportError as exc:
                 last = ("unreachable", f"{type(exc).__name__}: {exc}")
             else:
@@ -113,16 +143,16 @@ class PriceTrackerClient:
                     if attempt < self.max_attempts:
                         self._pause(wait)
                     continue
+                excerpt = body[:200].decode("utf-8", errors="replace")
                 if response.status_code >= 500:
-                    last = (f"http_{response.status_code}", response.text[:200])
+                    last = (f"http_{response.status_code}", excerpt)
                 elif response.status_code >= 400:
-                    raise PriceAPIError(f"http_{response.status_code}", response.text[:200], attempt)
+                    raise PriceAPIError(f"http_{response.status_code}", excerpt, attempt)
                 else:
                     try:
-                        return response.json()
+                        return json.loads(body)
                     except (ValueError, RecursionError):  # RecursionError: JSON nested past Python's stack
-                        raise PriceAPIError(PriceReason.MALFORMED_RESPONSE,
-                                            f"not JSON: {response.text[:200]!r}", attempt) from None
+                        raise PriceAPIError(PriceReason.MALFORMED_RESPONSE, f"not JSON: {excerpt!r}", attempt) from None
             if attempt < self.max_attempts:
                 self._pause(self._backoff(attempt))
         raise PriceAPIError(last[0], last[1], self.max_attempts)

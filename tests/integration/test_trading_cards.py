@@ -53,6 +53,23 @@ class FakePriceAPI(BaseHTTPRequestHandler):
         if kind == "sleep":  # slower than the client's timeout; the client has gone when we answer
             time.sleep(payload)
             return
+        if kind in ("drip", "huge"):  # a valid answer, but sent too slowly or padded past any card's history
+            body = json.dumps(payload).encode()
+            pad = b" " * (6_000_000 if kind == "huge" else 0)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body) + len(pad)))
+            self.end_headers()
+            try:
+                if kind == "huge":
+                    self.wfile.write(body + pad)
+                for i in range(len(body) if kind == "drip" else 0):  # each byte well within one read's timeout
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(1.5 / len(body))
+            except OSError:  # the client gave up, as it should
+                pass
+            return
         if kind == "429":
             self.send_response(429)
             self.send_header("Retry-After", str(payload))
@@ -117,7 +134,7 @@ def test_collector_retries_rate_limits_and_keeps_bad_answers(api_cards, price_ap
         cards = card_keys(session, ensure_collection(session, "cardsapi"), active_only=True)
     ext = {k: a["external_id"] for k, a in cards.items()}
     keys = sorted(ext)
-    ok, limited, slow, broken, fallback, empty, flaky, bad_value, nested, not_gzip = keys[:10]
+    ok, limited, slow, broken, fallback, empty, flaky, bad_value, nested, not_gzip, drip, huge = keys[:12]
     FakePriceAPI.calls.clear()
     FakePriceAPI.script = {
         ext[ok]: [("json", {"data": [{"tcgPlayerId": ext[ok], "priceHistory": history(3, 100.0)}]})],
@@ -131,6 +148,8 @@ def test_collector_retries_rate_limits_and_keeps_bad_answers(api_cards, price_ap
                                                                  str(TODAY - timedelta(days=2)): 9.0}}]})],
         ext[nested]: [("raw", "[" * 100_000)],  # past Python's recursion limit
         ext[not_gzip]: [("not-gzip", "plain text")],
+        ext[drip]: [("drip", {"data": [{"priceHistory": history(2, 30.0)}]})],
+        ext[huge]: [("huge", {"data": [{"priceHistory": history(2, 40.0)}]})],
     }
     settings = api_cards.model_copy(update={"card_price_api_url": price_api, "card_price_api_key": SecretStr("k-123"),
                                         "card_price_timeout_seconds": 0.5, "card_price_max_attempts": 3,
@@ -149,18 +168,22 @@ def test_collector_retries_rate_limits_and_keeps_bad_answers(api_cards, price_ap
     assert report.cards_failed[empty] == "no_price_in_response"
     # An answer nobody can parse is one card's rejection; the run goes on to the other cards.
     assert report.cards_failed[nested] == report.cards_failed[not_gzip] == "malformed_response"
+    # The timeout bounds the whole answer, not each read; a body is refused once it passes MAX_BODY_BYTES.
+    assert report.cards_failed[drip] == "timeout" and report.cards_failed[huge] == "malformed_response"
     assert [c for c in FakePriceAPI.calls if c[0] == ext[limited]].__len__() == 3  # two 429s, then the answer
     assert [c for c in FakePriceAPI.calls if c[0] == ext[slow]].__len__() == 3  # every attempt timed out
     assert all(auth == "Bearer k-123" and days == "5" for _, auth, days in FakePriceAPI.calls)
-    assert report.prices.reasons == {"timeout": 1, "malformed_response": 3, "no_price_in_response": 1,
+    assert report.prices.reasons == {"timeout": 2, "malformed_response": 4, "no_price_in_response": 1,
                                      "malformed_price": 1}
     with session_scope() as session:
         coll = ensure_collection(session, "cardsapi")
         rows = session.exec(select(RejectedSale).where(RejectedSale.collection_id == coll.id)).all()
     kept = {r.reason: r for r in rows}
     broken_answers = {r.row["card_id"]: r.detail for r in rows if r.reason == "malformed_response"}
-    assert "upstream error" in broken_answers[broken] and kept["timeout"].row["card_id"] == slow
+    assert "upstream error" in broken_answers[broken]
+    assert {r.row["card_id"] for r in rows if r.reason == "timeout"} == {slow, drip}
     assert "not JSON" in broken_answers[nested] and "does not decode" in broken_answers[not_gzip]
+    assert broken_answers[huge] == f"body over {card_prices.MAX_BODY_BYTES} bytes"
     assert kept["malformed_price"].row["market_price"] == "N/A"
 
     # A second run over the same answers stores nothing new.
@@ -169,9 +192,9 @@ def test_collector_retries_rate_limits_and_keeps_bad_answers(api_cards, price_ap
     FakePriceAPI.script[ext[slow]] = [("json", {"data": [{"priceHistory": history(1, 5.0)}]})]
     again = card_prices.collect(settings, client=card_prices.PriceTrackerClient.from_settings(settings),
                                 days=5, today=TODAY)
-    # ok 3, limited 2, fallback, flaky, bad_value 1 each, and the 30 default cards (nested and
-    # not_gzip still answer as before: nothing stored, kept as rejections again).
-    assert again.prices.new == 1 and again.prices.changed == 0 and again.prices.unchanged == 3 + 2 + 1 + 1 + 1 + 30
+    # ok 3, limited 2, fallback, flaky, bad_value 1 each, and the 28 default cards (nested, not_gzip,
+    # drip and huge still answer as before: nothing stored, kept as rejections again).
+    assert again.prices.new == 1 and again.prices.changed == 0 and again.prices.unchanged == 3 + 2 + 1 + 1 + 1 + 28
     with pytest.raises(card_prices.PriceAPIError, match="rate_limited"):
         FakePriceAPI.script[ext[ok]] = [("429", 3600)]
         card_prices.PriceTrackerClient.from_settings(settings).card(ext[ok], 5)
