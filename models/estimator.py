@@ -194,7 +194,8 @@ def fit(data: MarketData, params: TrainParams | None = None) -> FairValueModel:
     weights = 0.5 ** (age_days / params.recency_half_life_days)
     bins = SharedBins(x, weights, params.max_bins)
     x = bins.transform(x)
-    medians = [_quantile_model(params, 0.5, median=True, seed=params.random_state + i,
+    # One seed per model, wrapped into numpy's range (random_state may be its largest value).
+    medians = [_quantile_model(params, 0.5, median=True, seed=(params.random_state + i) % 2**32,
                                max_features=params.median_max_features).fit(x, target, sample_weight=weights)
                for i in range(params.median_models)]
     median = medians[0] if len(medians) == 1 else MeanOfModels(medians)
