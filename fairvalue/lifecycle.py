@@ -484,6 +484,11 @@ def _register_and_decide(settings: Settings, request_id: int, worker: str, outco
         if verdict == gates.PROMOTE:
             promote(session, coll, version)
         elif verdict == gates.SHADOW:
+            waiting = get_alias(session, coll, CONTENDER)
+            if waiting is not None and waiting.id != version.id:  # one shadow at a time; say what became of it
+                _record_decision(session, coll, gates.REJECT, "gates",
+                                 f"superseded in shadow by v{version.version} before it was judged live", {},
+                                 contender=waiting.id, champion=champion_now.id if champion_now else None)
             set_alias(session, coll, CONTENDER, version)
     return {"request_id": request_id, "collection": coll.slug, "model_version": version.version,
             "decision": verdict, "reason": reason}

@@ -159,8 +159,9 @@ def summary(slug: str | None = None) -> dict[str, Any]:
                                   .where(RejectedSale.collection_id == coll.id)).one()
         recent = []
         if last_sale is not None:
-            recent = session.exec(select(Sale.ts, Sale.price).where(
-                Sale.collection_id == coll.id, Sale.ts >= last_sale - timedelta(days=14))).all()
+            recent = session.exec(select(Sale.ts, Sale.price).where(  # the sales index: clean sales, as the model's
+                Sale.collection_id == coll.id, Sale.wash_reason.is_(None),
+                Sale.ts >= last_sale - timedelta(days=14))).all()
         snap = published_snapshot(session, coll)
         signals: dict[str, int] = {}
         if snap is not None:
@@ -478,8 +479,9 @@ def market(slug: str | None = None, start: str | None = None, end: str | None = 
         days = session.exec(select(MarketDay.day, MarketDay.floor, MarketDay.eth_usd).where(
             MarketDay.collection_id == coll.id, MarketDay.day >= t0.date(), MarketDay.day < t1.date())
             .order_by(MarketDay.day)).all()
-        sales = session.exec(select(Sale.ts, Sale.price).where(
-            Sale.collection_id == coll.id, Sale.ts >= t0 - timedelta(days=14), Sale.ts < t1)).all()
+        sales = session.exec(select(Sale.ts, Sale.price).where(  # the sales index: clean sales, as the model's
+            Sale.collection_id == coll.id, Sale.wash_reason.is_(None), Sale.ts >= t0 - timedelta(days=14),
+            Sale.ts < t1)).all()
     calendar = pd.date_range(pd.Timestamp(t0.date()), pd.Timestamp(t1.date()), freq="D", inclusive="left")
     levels = pd.Series(float("nan"), index=calendar)
     if sales and len(calendar):

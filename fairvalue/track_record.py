@@ -266,9 +266,11 @@ def backtest_results(slug: str | None = None, start: str | None = None, end: str
 
         def compute() -> dict[str, Any]:
             scored, counts = forward_pairs(session, coll, t0, t1)
+            # Exits and the market index, from clean sales only (docs/backtest.md): a suspected wash
+            # trade is no price anyone could have sold at.
             sales = pd.DataFrame(session.exec(select(Sale.ts, Sale.item_key, Sale.price).where(
-                Sale.collection_id == coll.id, Sale.ts >= t0 - timedelta(days=14), Sale.ts < t1 + horizon)
-                .order_by(Sale.ts, Sale.id)).all(), columns=["ts", "item_key", "price"])
+                Sale.collection_id == coll.id, Sale.wash_reason.is_(None), Sale.ts >= t0 - timedelta(days=14),
+                Sale.ts < t1 + horizon).order_by(Sale.ts, Sale.id)).all(), columns=["ts", "item_key", "price"])
             sales["ts"] = naive_utc(sales["ts"])
             predictions = pd.DataFrame({"event_id": scored["event_id"], "timestamp": scored["ts"],
                                         "item_id": scored["item_key"], "price": scored["price"],

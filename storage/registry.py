@@ -83,11 +83,16 @@ def set_alias(session: Session, collection: Collection, alias: str, version: Mod
 
 
 def promote(session: Session, collection: Collection, version: ModelVersion) -> None:
-    """Make `version` the champion, remembering the one it replaces for rollback."""
+    """Make `version` the champion, remembering the one it replaces for rollback. A contender
+    promoted (by an operator) leaves the shadow: else the monitor would judge it against itself,
+    and a rollback would leave it waiting there to be promoted again."""
     current = get_alias(session, collection, CHAMPION)
     if current is not None and current.id != version.id:
         set_alias(session, collection, PREVIOUS_CHAMPION, current)
     set_alias(session, collection, CHAMPION, version)
+    contender = get_alias(session, collection, CONTENDER)
+    if contender is not None and contender.id == version.id:
+        remove_alias(session, collection, CONTENDER)
 
 
 def remove_alias(session: Session, collection: Collection, alias: str) -> None:

@@ -144,6 +144,37 @@ def test_backtest_on_the_same_forward_pairs(client, history):
     assert client.get(f"{C}/backtest?from=2021-11-01&to=2021-12-01").json() == body  # served from the cache
 
 
+def test_the_backtest_never_trades_at_a_suspected_wash_trade(client, history):
+    """Exits and the index come from clean sales, as the scored sales do (docs/backtest.md)."""
+    import pandas as pd
+
+    from fairvalue.settings import get_settings
+    from models.backtest import backtest
+    from models.market_index import daily_index
+    from models.times import naive_utc
+
+    settings = get_settings()
+    perf = client.get(f"{C}/performance?from=2021-11-01&to=2021-12-10").json()
+    body = client.get(f"{C}/backtest?from=2021-11-01&to=2021-12-10").json()
+    predictions = pd.DataFrame(perf["points"]).rename(columns={"item_key": "item_id"})
+    predictions["timestamp"] = naive_utc(predictions["timestamp"])
+    with session_scope() as session:
+        rows = session.exec(select(Sale.ts, Sale.item_key, Sale.price, Sale.wash_reason).where(
+            Sale.ts >= datetime(2021, 10, 18, tzinfo=UTC)).order_by(Sale.ts, Sale.id)).all()
+    every = pd.DataFrame(rows, columns=["ts", "item_key", "price", "wash_reason"])
+    every["ts"] = naive_utc(every["ts"])
+    assert every["wash_reason"].notna().sum() > 0
+    clean = every[every["wash_reason"].isna()].drop(columns="wash_reason").reset_index(drop=True)
+
+    def sharpe(sales: pd.DataFrame) -> float:
+        result = backtest(predictions, sales, daily_index(sales), threshold=settings.buy_below,
+                          horizon_days=settings.backtest_horizon_days).as_dict()
+        return result["buy_all"]["sharpe"]
+
+    assert body["buy_all"]["sharpe"] == pytest.approx(sharpe(clean), rel=1e-6)
+    assert sharpe(clean) != pytest.approx(sharpe(every.drop(columns="wash_reason")), rel=1e-6)
+
+
 def test_market_and_decisions(client, seeded):
     body = client.get(f"{C}/market?from=2021-06-01&to=2021-07-01").json()
     days = [d["day"] for d in body["days"]]

@@ -185,3 +185,39 @@ def test_a_monitor_run_that_rolls_back_does_not_settle_the_shadow_against_the_re
 def last_decision_id() -> int:
     with session_scope() as session:
         return session.exec(select(func.max(PromotionDecision.id))).one() or 0
+
+
+def test_a_newer_shadow_supersedes_the_waiting_one_on_record_and_promoting_it_ends_its_shadow(seeded):
+    settings = get_settings()
+    outcome = lifecycle.train_and_gate(settings, QUICK)
+    shadow = dataclasses.replace(outcome.decision, decision=gates.SHADOW, reason="better, not by the margin")
+    with session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        aliases_before = {r.alias: r.model_version_id for r in
+                          session.exec(select(ModelAlias).where(ModelAlias.collection_id == coll.id)).all()}
+    first_decision = last_decision_id()
+    try:
+        shadowed = []
+        for name in ("first shadow", "second shadow"):
+            request_id = new_request(name)
+            with session_scope() as session:
+                assert requests.claim(session, request_id, "racer", timedelta(minutes=5), 3)
+            shadowed.append(lifecycle._register_and_decide(
+                settings, request_id, "racer", dataclasses.replace(outcome, decision=shadow))["model_version"])
+        older, newer = shadowed
+        superseded = [d for d in lifecycle.decisions(settings, 10)
+                      if d["contender"] == older and d["decision"] == "reject"]
+        assert len(superseded) == 1 and f"superseded in shadow by v{newer}" in superseded[0]["reason"]
+
+        lifecycle.operator_promote(newer, "operator takes the shadowed contender")
+        with session_scope() as session:
+            coll = pipeline.collection(session, settings)
+            assert get_alias(session, coll, CHAMPION).version == newer
+            assert get_alias(session, coll, CONTENDER) is None  # not judged against itself by the monitor
+    finally:
+        with session_scope() as session:
+            coll = pipeline.collection(session, settings)
+            session.execute(delete(PromotionDecision.__table__).where(PromotionDecision.id > first_decision))
+            session.execute(delete(ModelAlias.__table__).where(ModelAlias.collection_id == coll.id))
+            session.add_all([ModelAlias(collection_id=coll.id, alias=alias, model_version_id=version_id)
+                             for alias, version_id in aliases_before.items()])
