@@ -1,17 +1,42 @@
 """Parsing request bodies as JSON, refusing what would hurt: bytes that are not UTF-8, nesting
 deeper than any real payload (deep nesting exhausts the stack later, in code far from here),
-and integers too long to convert. Every refusal says why, as a 400."""
+integers too long to convert, and text escapes of lone UTF-16 surrogates (`"\\ud800"`: valid JSON,
+but no text a database can store). Every refusal says why, as a 400."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 MAX_DEPTH = 32  # a sale is 2 levels deep inside {"sales": [...]}; nothing we accept needs more
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a \uD800-\uDFFF escape; paired ones are fine
 
 
 class BadJson(ValueError):
     pass
+
+
+def strings(value: Any):
+    """Every string in a parsed value, keys included, without recursion."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def depth(value: Any) -> int:
@@ -42,4 +67,7 @@ def parse(body: bytes, max_depth: int = MAX_DEPTH) -> Any:
         raise BadJson(f"body holds a value that cannot be read: {exc}") from None
     if depth(value) > max_depth:
         raise BadJson(f"body is nested deeper than {max_depth} levels")
+    # Only a body that spells such an escape can hold one; the walk is skipped for the rest.
+    if SURROGATE_ESCAPE.search(text) and any(_has_lone_surrogate(s) for s in strings(value)):
+        raise BadJson("body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is not text")
     return value

@@ -80,6 +80,8 @@ def _reason(body: dict, default: str | None = "operator") -> str:
     reason = body.get("reason", default)
     if not isinstance(reason, str) or not reason.strip():
         raise HTTPException(422, "reason (a non-empty string) is required")
+    if "\x00" in reason:  # no text column stores NUL
+        raise HTTPException(422, "reason must not contain a NUL character")
     return reason.strip()[:500]
 
 

@@ -28,7 +28,8 @@ def ingest_calls(session: Session, collection_slug: str, calls: Sequence[Webhook
     """Each call's outcome, in the caller's transaction; the caller commits."""
     received_at = utcnow()
     rows = [row for call in calls for row in call.sales if isinstance(row, dict)]
-    keys = {item_key_of(row) for row in rows}
+    # A key with NUL is refused by validation (no text column holds NUL), and must not reach the look-up.
+    keys = {key for key in map(item_key_of, rows) if "\x00" not in key}
     days = {d for d in map(sale_day_of, rows) if d is not None}
     # The look-ups go out in one round trip (storage/pipelined.py). They cover every call, the
     # replays included: a replay is rare, and leaving it out would cost a round trip first.

@@ -154,6 +154,9 @@ BAD_BODIES = {
     "nul bytes": (b'{"event_id": "a\x00b"}\x00', 400),
     "endless digits": (b'{"price_eth": ' + b"9" * 5000 + b"}", 400),
     "huge": (b"[" + b"0," * 600_000 + b"0]", 413),
+    "lone surrogate": (b'{"sales": [{"event_id": "s", "timestamp": "2021-01-01T00:00:00Z", "punk_id": "\\ud800",'
+                       b' "price_eth": 1}]}', 400),  # valid JSON, but no text: it cannot be stored
+    "lone surrogate as a key": (b'{"sales": [{"\\udfff": 1}]}', 400),
 }
 
 
@@ -177,6 +180,7 @@ def test_hostile_values_inside_valid_sales_are_rejected_with_reasons(client):
         {"event_id": "e" * 5000, "timestamp": "2021-01-01T00:00:00Z", "punk_id": "1", "price_eth": 100},
         {"event_id": "ok-id", "timestamp": "2021-01-01T00:00:00Z", "punk_id": "1", "price_eth": 100,
          "seller": "0x\u0000"},
+        {"event_id": "nul-item", "timestamp": "2021-01-01T00:00:00Z", "punk_id": "78\u000004", "price_eth": 100},
         {"event_id": ["list"], "timestamp": {"a": 1}, "punk_id": None, "price_eth": True},
     ]
     response = signed(client, json.dumps({"sales": weird}).encode())
@@ -190,3 +194,11 @@ def test_hostile_operator_bodies(client, operator, name):
     response = client.post("/v1/training-requests", content=body, headers=operator)
     assert response.status_code == 400, response.text[:300]
     assert response.json()["error"]
+
+
+@pytest.mark.parametrize("reason, status", [(b'"a\\u0000b"', 422), (b'"\\ud800"', 400)])
+def test_operator_reasons_that_no_column_can_store_are_refused(client, operator, reason, status):
+    for path in ("/v1/training-requests", "/v1/models/rollback"):
+        response = client.post(path, content=b'{"reason": ' + reason + b"}", headers=operator)
+        assert response.status_code == status, (path, response.text[:300])
+        assert response.json()["error"]
