@@ -6,6 +6,7 @@ rollback in the same monitor run that settles a shadow."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from datetime import timedelta
 
@@ -214,6 +215,49 @@ def test_a_newer_shadow_supersedes_the_waiting_one_on_record_and_promoting_it_en
             coll = pipeline.collection(session, settings)
             assert get_alias(session, coll, CHAMPION).version == newer
             assert get_alias(session, coll, CONTENDER) is None  # not judged against itself by the monitor
+    finally:
+        with session_scope() as session:
+            coll = pipeline.collection(session, settings)
+            session.execute(delete(PromotionDecision.__table__).where(PromotionDecision.id > first_decision))
+            session.execute(delete(ModelAlias.__table__).where(ModelAlias.collection_id == coll.id))
+            session.add_all([ModelAlias(collection_id=coll.id, alias=alias, model_version_id=version_id)
+                             for alias, version_id in aliases_before.items()])
+
+
+def test_concurrent_operator_rollbacks_roll_back_once(seeded):
+    settings = get_settings()
+    outcome = lifecycle.train_and_gate(settings, QUICK)
+    rejected = dataclasses.replace(outcome.decision, decision=gates.REJECT, reason="kept out of the way")
+    with session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        aliases_before = {r.alias: r.model_version_id for r in
+                          session.exec(select(ModelAlias).where(ModelAlias.collection_id == coll.id)).all()}
+        first_champion = get_alias(session, coll, CHAMPION).version
+    first_decision = last_decision_id()
+    request_id = new_request("a version to roll back from")
+    with session_scope() as session:
+        assert requests.claim(session, request_id, "racer", timedelta(minutes=5), 3)
+    version = lifecycle._register_and_decide(settings, request_id, "racer",
+                                             dataclasses.replace(outcome, decision=rejected))["model_version"]
+    try:
+        lifecycle.operator_promote(version, "to be rolled back")
+        outcomes: list[str] = []
+
+        def roll_back() -> None:
+            try:
+                outcomes.append(f"rolled back to v{lifecycle.operator_rollback('at once', settings)['champion']}")
+            except LookupError:
+                outcomes.append("nothing to roll back")
+
+        threads = [threading.Thread(target=roll_back) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert sorted(outcomes) == ["nothing to roll back"] * 5 + [f"rolled back to v{first_champion}"]
+        rollbacks = [d for d in lifecycle.decisions(settings, 20) if d["decision"] == "rollback"
+                     and d["contender"] == version]
+        assert len(rollbacks) == 1
     finally:
         with session_scope() as session:
             coll = pipeline.collection(session, settings)
