@@ -76,6 +76,18 @@ async def _json_body(request: Request) -> dict:
     return value
 
 
+def _unsent(why: str | None, then: str) -> dict:
+    return {} if why is None else {"not_sent": f"{why}; {then}"}
+
+
+async def _request_nowcast(settings: Settings) -> str:
+    """Ask for a nowcast of the collection after a committed champion change; say if it was not."""
+    from tasks.app import request_nowcast, send_after_commit
+
+    why = await run_in_threadpool(send_after_commit, request_nowcast, settings.collection)
+    return "requested" if why is None else f"not requested ({why}); the next scheduled nowcast serves the new champion"
+
+
 def _reason(body: dict, default: str | None = "operator") -> str:
     reason = body.get("reason", default)
     if not isinstance(reason, str) or not reason.strip():
@@ -111,7 +123,8 @@ async def create_training_request(request: Request) -> JSONResponse:
               reason: {type: string, minLength: 1}
               params: {type: object, description: "training parameter overrides, e.g. {max_iter: 300}"}
     responses:
-      202: {description: "the request id, state queued"}
+      202: {description: "the request id, state queued, and whether it was published (when the broker was
+        unreachable, not_sent says why; the hourly training sweep publishes it)"}
       400: {$ref: "#/components/responses/BadRequest"}
       401: {$ref: "#/components/responses/Unauthorized"}
       404: {$ref: "#/components/responses/NotFound"}
@@ -129,10 +142,13 @@ async def create_training_request(request: Request) -> JSONResponse:
         outcome = await run_in_threadpool(lifecycle.enqueue_retrain, reason, params, settings)
     except lifecycle.BadTrainingParams as exc:
         raise HTTPException(422, str(exc)[:500]) from None
+    from tasks.app import send_after_commit
     from tasks.lifecycle import publish_training
 
-    await run_in_threadpool(publish_training, outcome.request_id)
-    return JSONResponse({"id": outcome.request_id, "state": "queued"}, status_code=202)
+    not_sent = await run_in_threadpool(send_after_commit, publish_training, outcome.request_id,
+                                       collection=settings.collection)
+    return JSONResponse({"id": outcome.request_id, "state": "queued", "published": not_sent is None,
+                         **_unsent(not_sent, "the training sweep (hourly) publishes it")}, status_code=202)
 
 
 async def promote_version(request: Request) -> JSONResponse:
@@ -146,7 +162,8 @@ async def promote_version(request: Request) -> JSONResponse:
         application/json:
           schema: {type: object, properties: {reason: {type: string, minLength: 1}}}
     responses:
-      200: {description: "champion, changed"}
+      200: {description: "champion, changed, and nowcast: requested, or why not (the next scheduled one
+        serves the new champion)"}
       400: {$ref: "#/components/responses/BadRequest"}
       401: {$ref: "#/components/responses/Unauthorized"}
       404: {$ref: "#/components/responses/NotFound"}
@@ -166,9 +183,7 @@ async def promote_version(request: Request) -> JSONResponse:
     except lifecycle.ArtifactRefused as exc:
         raise HTTPException(409, str(exc)) from None
     if result["changed"]:
-        from tasks.app import request_nowcast
-
-        await run_in_threadpool(request_nowcast, settings.collection)
+        result["nowcast"] = await _request_nowcast(settings)
     return JSONResponse(result)
 
 
@@ -183,7 +198,7 @@ async def rollback(request: Request) -> JSONResponse:
         application/json:
           schema: {type: object, properties: {reason: {type: string, minLength: 1}}}
     responses:
-      200: {description: "champion, rolled_back_from"}
+      200: {description: "champion, rolled_back_from, and nowcast: requested, or why not"}
       400: {$ref: "#/components/responses/BadRequest"}
       401: {$ref: "#/components/responses/Unauthorized"}
       404: {$ref: "#/components/responses/NotFound"}
@@ -200,7 +215,5 @@ async def rollback(request: Request) -> JSONResponse:
         result = await run_in_threadpool(lifecycle.operator_rollback, reason, settings)
     except (LookupError, lifecycle.ArtifactRefused) as exc:
         raise HTTPException(409, str(exc)) from None
-    from tasks.app import request_nowcast
-
-    await run_in_threadpool(request_nowcast, settings.collection)
+    result["nowcast"] = await _request_nowcast(settings)
     return JSONResponse(result)

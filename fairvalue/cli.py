@@ -380,36 +380,53 @@ def retrain(
         outcome = lifecycle.enqueue_retrain(reason, _parse_params(param), settings)
     except lifecycle.BadTrainingParams as exc:
         raise typer.BadParameter(str(exc), param_hint="--param") from None
-    publish_training(outcome.request_id, collection=settings.collection)
     console.print(f"training request {outcome.request_id} queued")
+    _send_after_commit("the training sweep (hourly) publishes it", publish_training, outcome.request_id,
+                       collection=settings.collection)
+
+
+def _send_after_commit(then: str, send, *args, **kwargs) -> None:
+    from tasks.app import send_after_commit
+
+    why = send_after_commit(send, *args, **kwargs)
+    if why is not None:
+        console.print(f"[yellow]not sent ({why}); {then}[/]")
 
 
 @app.command("promote")
 def promote_cmd(version: int = typer.Argument(..., help="Model version number."),
-                reason: str = typer.Option("operator", help="Recorded with the decision.")) -> None:
+                reason: str = typer.Option("operator", help="Recorded with the decision."),
+                collection: str = COLLECTION_OPTION) -> None:
     """Make a model version the champion (recorded as an operator decision), then nowcast."""
     from fairvalue import lifecycle
     from tasks.app import request_nowcast
 
+    settings = get_settings().for_collection(collection)
     try:
-        result = lifecycle.operator_promote(version, reason)
+        result = lifecycle.operator_promote(version, reason, settings)
     except (LookupError, lifecycle.ArtifactRefused) as exc:
         console.print(f"[red]not promoted:[/] {exc}")
         raise typer.Exit(1) from None
-    if result["changed"]:
-        request_nowcast(get_settings().collection)
     console.print(f"champion: v{result['champion']}" + ("" if result["changed"] else " (unchanged)"))
+    if result["changed"]:
+        _send_after_commit("the next scheduled nowcast serves it", request_nowcast, settings.collection)
 
 
 @app.command()
-def rollback(reason: str = typer.Option("operator", help="Recorded with the decision.")) -> None:
+def rollback(reason: str = typer.Option("operator", help="Recorded with the decision."),
+             collection: str = COLLECTION_OPTION) -> None:
     """Put the previous champion back, then nowcast."""
     from fairvalue import lifecycle
     from tasks.app import request_nowcast
 
-    result = lifecycle.operator_rollback(reason)
-    request_nowcast(get_settings().collection)
+    settings = get_settings().for_collection(collection)
+    try:
+        result = lifecycle.operator_rollback(reason, settings)
+    except (LookupError, lifecycle.ArtifactRefused) as exc:
+        console.print(f"[red]not rolled back:[/] {exc}")
+        raise typer.Exit(1) from None
     console.print(f"champion: v{result['champion']} (rolled back from v{result['rolled_back_from']})")
+    _send_after_commit("the next scheduled nowcast serves it", request_nowcast, settings.collection)
 
 
 @app.command()

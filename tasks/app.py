@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any
+
 from celery import Celery
 from kombu import Queue
 
@@ -10,6 +14,7 @@ from fairvalue.settings import Settings, get_settings
 from tasks import queues
 
 TASK_MODULES = ["tasks.nowcast", "tasks.ingest", "tasks.lifecycle", "tasks.cards"]
+log = logging.getLogger(__name__)
 
 
 def broker_options(settings: Settings) -> dict:
@@ -72,5 +77,18 @@ def request_nowcast(collection: str) -> None:
     """Ask for an out-of-cycle nowcast of one collection. Always name it: a worker's default
     collection is its own environment's, not the sender's."""
     app.send_task("fairvalue.nowcast", kwargs={"collection": collection}, queue=queues.NOWCAST)
+
+
+def send_after_commit(send: Callable[..., Any], *args: Any, **kwargs: Any) -> str | None:
+    """Send the message that follows a committed change: None once sent, else why it was not.
+    A broker outage must not turn the committed change into an error, which a caller would
+    retry (a second training request, a promote that answers "unchanged" and asks nothing);
+    the periodic tasks pick it up (the training sweep republishes, beat's nowcast revalues)."""
+    try:
+        send(*args, **kwargs)
+    except Exception as exc:  # kombu's OperationalError, after its own publish retries
+        log.warning("%s not sent: %s", getattr(send, "__name__", send), exc)
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return None
 
 import tasks.metrics  # noqa: E402,F401  (connects the task-metrics signals in every worker)

@@ -188,3 +188,12 @@ def test_a_database_it_cannot_reach_is_named_without_its_password(database):
     assert result.returncode == 2, result.stderr
     assert f"cannot reach the database postgresql://fairvalue:***@127.0.0.1:{port}/fairvalue" in result.stderr
     assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_rollback_with_nothing_to_roll_back_to_says_so(database):
+    with session_scope() as session:
+        ensure_collection(session, "cli-no-champion")
+    result = runner.invoke(app, ["rollback", "--collection", "cli-no-champion", "--reason", "try"])
+    assert result.exit_code == 1, result.output
+    assert "not rolled back: nothing to roll back to" in result.output
+    assert runner.invoke(app, ["promote", "1", "--collection", "cli-no-champion"]).exit_code == 1

@@ -46,6 +46,20 @@ def sent_tasks():
     before_task_publish.disconnect(record)
 
 
+def champion_and_another(client) -> tuple[int, int]:
+    """The champion's version number and another's (one is trained when this file runs alone)."""
+    models = client.get("/v1/models").json()
+    if len(models["versions"]) < 2:
+        from datetime import UTC, datetime
+
+        from fairvalue import pipeline
+
+        pipeline.train(cutoff=datetime(2021, 6, 1, tzinfo=UTC))
+        models = client.get("/v1/models").json()
+    champion = models["aliases"]["champion"]
+    return champion, next(v["version"] for v in models["versions"] if v["version"] != champion)
+
+
 def test_operator_can_enqueue_promote_and_roll_back(client, operator_token, broker, sent_tasks):
     created = client.post("/v1/training-requests", json={"reason": "api test", "params": {"max_iter": 5}},
                           headers=operator_token)
@@ -68,16 +82,7 @@ def test_operator_can_enqueue_promote_and_roll_back(client, operator_token, brok
     for bad in ("abc", "%C2%B2"):  # "²" is a digit to str.isdigit, not to int()
         assert client.post(f"/v1/models/{bad}/promote", headers=operator_token).status_code == 400, bad
 
-    models = client.get("/v1/models").json()
-    if len(models["versions"]) < 2:  # when this file runs alone
-        from datetime import UTC, datetime
-
-        from fairvalue import pipeline
-
-        pipeline.train(cutoff=datetime(2021, 6, 1, tzinfo=UTC))
-        models = client.get("/v1/models").json()
-    champion = models["aliases"]["champion"]
-    other = next(v["version"] for v in models["versions"] if v["version"] != champion)
+    champion, other = champion_and_another(client)
     promoted = client.post(f"/v1/models/{other}/promote", json={"reason": "api"}, headers=operator_token)
     assert promoted.status_code == 200 and promoted.json()["champion"] == other
     rolled = client.post("/v1/models/rollback", json={"reason": "api"}, headers=operator_token)
@@ -88,3 +93,42 @@ def test_operator_can_enqueue_promote_and_roll_back(client, operator_token, brok
     # (a worker of another test may already have consumed the messages, so they are seen as sent).
     assert [(name, kwargs, queue) for name, kwargs, queue in sent_tasks if name == "fairvalue.nowcast"] == [
         ("fairvalue.nowcast", {"collection": "cryptopunks"}, queues.NOWCAST)] * 2
+
+
+def test_with_the_broker_down_a_committed_change_answers_what_was_not_sent(client, operator_token, monkeypatch):
+    """The change is committed before its message is sent; an unreachable broker does not turn it
+    into a 500 that a client would retry (a second training request, an "unchanged" promote)."""
+    import socket
+    import time
+
+    import tasks.app
+    import tasks.lifecycle
+    from storage.db import session_scope
+    from storage.tables import TrainingRequest
+
+    with socket.socket() as s:  # a port nothing listens on: a real connection refused
+        s.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+    unreachable = tasks.app.create_app(get_settings().model_copy(update={"broker_url": dead}))
+    monkeypatch.setattr(tasks.app, "app", unreachable)
+    monkeypatch.setattr(tasks.lifecycle, "app", unreachable)
+
+    began = time.monotonic()
+    created = client.post("/v1/training-requests", json={"reason": "broker down"}, headers=operator_token)
+    assert created.status_code == 202, created.text
+    body = created.json()
+    assert body["published"] is False and "the training sweep (hourly) publishes it" in body["not_sent"]
+    with session_scope() as session:
+        stored = session.get(TrainingRequest, body["id"])
+        assert stored.state == "queued" and stored.published_at is None  # the sweep's to republish
+
+    champion, other = champion_and_another(client)
+    try:
+        promoted = client.post(f"/v1/models/{other}/promote", json={"reason": "broker down"}, headers=operator_token)
+        assert promoted.status_code == 200 and promoted.json()["changed"] is True, promoted.text
+        assert promoted.json()["nowcast"].startswith("not requested (")
+    finally:
+        rolled = client.post("/v1/models/rollback", json={"reason": "broker down"}, headers=operator_token)
+    assert rolled.status_code == 200 and rolled.json()["champion"] == champion, rolled.text
+    assert rolled.json()["nowcast"].startswith("not requested (")
+    assert time.monotonic() - began < 60  # the publish retries give up; the API does not hang on them
