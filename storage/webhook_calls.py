@@ -33,13 +33,18 @@ def ingest_calls(session: Session, collection_slug: str, calls: Sequence[Webhook
     days = {d for d in map(sale_day_of, rows) if d is not None}
     # The look-ups go out in one round trip (storage/pipelined.py). They cover every call, the
     # replays included: a replay is rare, and leaving it out would cost a round trip first.
+    # On PostgreSQL the deliveries' locks go first, so the replay check sees a concurrent twin's record.
+    digests = sorted({c.digest for c in calls})
+    postgres = session.get_bind().dialect.name == "postgresql"
+    locked = [(deliveries.LOCK_DELIVERIES, {"digests": digests})] if postgres else []
     looked_up = run_together(session, [
-        (deliveries.ACCEPTANCES, {"digests": sorted({c.digest for c in calls})}),
+        *locked,
+        (deliveries.ACCEPTANCES, {"digests": digests}),
         (ingest_store.COLLECTION_ID, {"slug": collection_slug}),
         (ingest_store.KNOWN_AMONG, {"slug": collection_slug, "keys": sorted(keys) or [""]}),
         *([(ingest_store.FLOORS_BEFORE, {"slug": collection_slug, "days": sorted(days)})]
-          if days and session.get_bind().dialect.name == "postgresql" else []),
-    ])
+          if days and postgres else []),
+    ])[len(locked):]
     accepted, found_collection, known = looked_up[0], looked_up[1], {key for (key,) in looked_up[2]}
     collection = ingest_store.ensure_collection(session, collection_slug) if not found_collection \
         else Collection(id=found_collection[0][0], slug=collection_slug)

@@ -23,6 +23,11 @@ ACCEPTED, CONFLICT, REPLAY = "accepted", "conflict", "replay"
 # statement building cost more than the query (bench/ingest.py).
 FIRST_ACCEPTANCE = text("SELECT received_at FROM webhook_deliveries WHERE accepted_signature = :digest") \
     .columns(received_at=WebhookDelivery.__table__.c.received_at.type)
+# Two API processes given the same delivery at once would both find it unaccepted and both
+# answer 202. Each batch first takes a transaction lock per delivery (in digest order, so two
+# batches never wait on each other crosswise); the second then finds the first's record.
+LOCK_DELIVERIES = text("SELECT pg_advisory_xact_lock(hashtextextended(digest, 0)) "
+                       "FROM (SELECT unnest(CAST(:digests AS text[])) AS digest ORDER BY 1) AS sorted")
 ACCEPTANCES = text("SELECT accepted_signature, received_at FROM webhook_deliveries "
                    "WHERE accepted_signature IN :digests").bindparams(bindparam("digests", expanding=True)) \
     .columns(received_at=WebhookDelivery.__table__.c.received_at.type)

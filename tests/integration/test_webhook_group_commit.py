@@ -128,3 +128,35 @@ def test_concurrent_http_calls_get_their_own_reports(client):
     assert sorted(status for status, _ in answers[16:]) == [202, 409]
     with session_scope() as session:
         assert len(session.exec(select(Sale.event_id).where(Sale.event_id.like(f"gc-%-{tag}"))).all()) == 14
+
+
+def test_one_delivery_in_two_transactions_at_once_is_accepted_once(seeded):
+    """Two API processes given the same delivery: the second waits for the first's commit and
+    answers it as a replay, instead of both answering 202."""
+    import threading
+
+    from storage.webhook_calls import ingest_calls
+
+    call = a_call([a_sale(f"twin-{time.time_ns()}")])
+    first_in = threading.Event()
+    outcomes = {}
+
+    def first() -> None:
+        with session_scope() as session:
+            outcomes["first"] = ingest_calls(session, "cryptopunks", [call], 0.2)[0]
+            first_in.set()
+            time.sleep(1.0)  # the second starts while this transaction is still open
+
+    def second() -> None:
+        first_in.wait(30)
+        with session_scope() as session:
+            outcomes["second"] = ingest_calls(session, "cryptopunks", [call], 0.2)[0]
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert counts(outcomes["first"]) == (1, 0, 0)
+    assert outcomes["second"].accepted_before is not None, outcomes["second"]
+    assert deliveries_of(call) == [("accepted", 202)]
