@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from fairvalue import reads
+from fairvalue.errors import NotFound
 from storage.db import get_engine, session_scope
 from storage.snapshots import published_snapshot
 
@@ -53,7 +54,10 @@ def readyz(request: Request) -> JSONResponse:
     checks["broker"] = "ok" if broker_error is None else f"down: {broker_error[:200]}"
     if checks["database"] == "ok":
         with session_scope() as session:
-            snap = published_snapshot(session, reads.collection_row(session))
+            try:
+                snap = published_snapshot(session, reads.collection_row(session))
+            except NotFound:  # a fresh database: nothing loaded yet is "not ready", not a 404
+                snap = None
             checks["snapshot"] = f"ok: {snap.id} as of {reads.iso(snap.as_of)}" if snap else "none published"
     ready = all(v.startswith("ok") for v in checks.values())
     if ready:

@@ -41,7 +41,7 @@ from storage.tables import (
     TrainingRequest,
 )
 
-ITEM_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+ITEM_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")  # \Z: "$" also matches before a final newline
 MAX_BULK_IDS = 1000
 MAX_PAGE = 500
 SIGNALS = ("BUY", "SELL", "HOLD")
@@ -215,6 +215,8 @@ def item_history(slug: str | None, key: str, start: str | None = None, end: str 
     """The values published for one item over time (oldest first) and its sales."""
     check_item_key(key)
     t0, t1 = parse_time(start, "from"), parse_time(end, "to")
+    if t0 and t1 and t1 <= t0:  # as /market and /performance refuse it
+        raise BadInput("to must be after from")
     if not 1 <= limit <= 5000:
         raise BadInput("limit must be between 1 and 5000")
     with session_scope() as session:
@@ -476,13 +478,15 @@ def market(slug: str | None = None, start: str | None = None, end: str | None = 
             raise BadInput("to must be after from")
         if t1 - t0 > timedelta(days=3700):
             raise BadInput("the window may span at most ~10 years")
+        # Every day the window touches: [t0, t1) ends on the day before t1 only when t1 is a midnight.
+        window_first, window_last = t0.date(), (t1 - timedelta(microseconds=1)).date()
         days = session.exec(select(MarketDay.day, MarketDay.floor, MarketDay.eth_usd).where(
-            MarketDay.collection_id == coll.id, MarketDay.day >= t0.date(), MarketDay.day < t1.date())
+            MarketDay.collection_id == coll.id, MarketDay.day >= window_first, MarketDay.day <= window_last)
             .order_by(MarketDay.day)).all()
         sales = session.exec(select(Sale.ts, Sale.price).where(  # the sales index: clean sales, as the model's
             Sale.collection_id == coll.id, Sale.wash_reason.is_(None), Sale.ts >= t0 - timedelta(days=14),
             Sale.ts < t1)).all()
-    calendar = pd.date_range(pd.Timestamp(t0.date()), pd.Timestamp(t1.date()), freq="D", inclusive="left")
+    calendar = pd.date_range(pd.Timestamp(window_first), pd.Timestamp(window_last), freq="D")
     levels = pd.Series(float("nan"), index=calendar)
     if sales and len(calendar):
         frame = pd.DataFrame(sales, columns=["ts", "price"])

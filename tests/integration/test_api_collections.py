@@ -71,6 +71,8 @@ def test_item_history_lists_published_values_and_sales(client, history):
     assert everything["truncated"] is False and len(everything["published"]) > 1  # the seed's and `history`
     assert client.get(f"{C}/items/7804/history?limit=1").json()["truncated"] is True
     assert client.get(f"{C}/items/7804/history?from=yesterday").status_code == 400
+    assert client.get(f"{C}/items/7804/history?from=2022-01-01&to=2021-01-01").status_code == 400
+    assert client.get(f"{C}/items/7804%0A/history").status_code == 400  # "$" would let a final newline through
 
 
 def test_item_explanation_on_the_collection_route(client, seeded):
@@ -180,6 +182,8 @@ def test_market_and_decisions(client, seeded):
     days = [d["day"] for d in body["days"]]
     assert days == sorted(days) and days[0] == "2021-06-01" and days[-1] == "2021-06-30"
     assert all(d["floor"] > 0 and d["eth_usd"] > 0 and d["index"] > 0 for d in body["days"])
+    hour = client.get(f"{C}/market?from=2021-06-01T12:00&to=2021-06-01T13:00").json()["days"]
+    assert hour == body["days"][:1]  # a window inside one day shows that day, floor and all
     decisions = client.get(f"{C}/decisions?limit=1").json()
     assert decisions["limit"] == 1 and len(decisions["decisions"]) <= 1
     assert client.get(f"{C}/decisions?offset=-1").status_code == 400

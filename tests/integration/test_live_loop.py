@@ -195,3 +195,12 @@ def test_readiness_checks_database_broker_and_snapshot(client, broker):
     body = client.get("/readyz").json()
     assert body["ready"] is True, body
     assert body["checks"]["snapshot"].startswith("ok")
+
+
+def test_readiness_before_the_collection_is_loaded_is_503_not_404(client, broker, monkeypatch):
+    from fairvalue.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "collection", "not-loaded-yet")
+    response = client.get("/readyz")
+    assert response.status_code == 503, response.text
+    assert response.json()["checks"]["snapshot"] == "none published"
