@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fairvalue import pipeline
 from fairvalue.card_prices import collect
 from fairvalue.settings import get_settings
 from storage.runs import recorded_run
 from tasks.app import app, request_nowcast
+from tasks.guards import skipped_unless_loaded
 
 COLLECT = "fairvalue.ingest.card_prices"
 
@@ -15,8 +15,7 @@ COLLECT = "fairvalue.ingest.card_prices"
 def collect_card_prices(self, collection: str) -> dict:
     with recorded_run(COLLECT, self.request.id) as run:
         settings = get_settings().for_collection(collection)
-        if not pipeline.is_loaded(settings):
-            run.update(status="skipped", reason=f"collection {collection} is not loaded")
+        if skipped_unless_loaded(run, settings):
             return dict(run)
         report = collect(settings)
         run.update(report.as_dict())

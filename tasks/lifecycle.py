@@ -6,11 +6,12 @@ ids: the database decides whether there is anything to do.
 
 from __future__ import annotations
 
-from fairvalue import lifecycle, pipeline
+from fairvalue import lifecycle
 from fairvalue.settings import get_settings
 from storage.runs import recorded_run
 from tasks import queues
 from tasks.app import app, request_nowcast
+from tasks.guards import skipped_unless_loaded
 
 TRAIN = "fairvalue.training.train"
 
@@ -32,8 +33,7 @@ def retrain_policy(self, collection: str | None = None) -> dict:
         if lifecycle.is_paused("policy"):
             run.update(status="skipped", reason="paused")
             return dict(run)
-        if collection and not pipeline.is_loaded(settings):
-            run.update(status="skipped", reason=f"collection {collection} is not loaded")
+        if skipped_unless_loaded(run, settings):
             return dict(run)
         outcome = lifecycle.run_policy(settings)
         run.update(retrain=outcome.retrain, reasons=outcome.reasons, request_id=outcome.request_id,
@@ -79,8 +79,7 @@ def monitor(self, collection: str | None = None) -> dict:
         if lifecycle.is_paused("monitor"):
             run.update(status="skipped", reason="paused")
             return dict(run)
-        if collection and not pipeline.is_loaded(settings):
-            run.update(status="skipped", reason=f"collection {collection} is not loaded")
+        if skipped_unless_loaded(run, settings):
             return dict(run)
         run.update(lifecycle.run_monitor(settings))
         if "rolled_back_to" in run or run.get("shadow", {}).get("decision") == "promote":

@@ -10,6 +10,7 @@ from fairvalue.lifecycle import is_paused
 from fairvalue.settings import get_settings
 from storage.runs import recorded_run
 from tasks.app import app
+from tasks.guards import skipped_unless_loaded
 
 ARCHIVE = "fairvalue.archive"
 
@@ -22,8 +23,7 @@ def nowcast(self, as_of: str | None = None, collection: str | None = None) -> di
         if is_paused("nowcast"):
             run.update(status="skipped", reason="paused")
             return dict(run)
-        if collection and not pipeline.is_loaded(settings):
-            run.update(status="skipped", reason=f"collection {collection} is not loaded")
+        if skipped_unless_loaded(run, settings):
             return dict(run)
         result = pipeline.nowcast(settings, as_of=datetime.fromisoformat(as_of) if as_of else None)
         run.update(result.__dict__)
@@ -38,8 +38,7 @@ def archive(self, collection: str | None = None) -> dict:
     with recorded_run(ARCHIVE, self.request.id) as run:
         settings = get_settings().for_collection(collection)
         run["collection"] = settings.collection
-        if collection and not pipeline.is_loaded(settings):
-            run.update(status="skipped", reason=f"collection {collection} is not loaded")
+        if skipped_unless_loaded(run, settings):
             return dict(run)
         report = pipeline.archive_pending(settings)
         run.update(archived=report.archived, failed=report.failed, pending=report.pending)

@@ -204,3 +204,38 @@ def test_readiness_before_the_collection_is_loaded_is_503_not_404(client, broker
     response = client.get("/readyz")
     assert response.status_code == 503, response.text
     assert response.json()["checks"]["snapshot"] == "none published"
+
+
+def test_a_collections_loops_skip_until_it_is_loaded(seeded, broker, tmp_path):
+    """Each per-collection task, sent through the broker to a worker whose own collection has no
+    items yet (FAIRVALUE_COLLECTION, no `collection` argument, as beat sends the punks' tasks),
+    records a skipped run and creates nothing: no collection row, no training request that
+    cannot succeed, no nowcast failing every half hour."""
+    from storage.tables import Collection, TrainingRequest
+    from tasks.app import app as celery_app
+    from tests.realparts import start_worker, stop_worker
+
+    private_queue = f"skiptest-{time.time_ns()}"
+    proc = start_worker("skip-worker", private_queue, tmp_path, env={"FAIRVALUE_COLLECTION": "never-loaded"})
+    try:
+        with session_scope() as session:
+            requests_before = len(session.exec(select(TrainingRequest.id)).all())
+        sent = [celery_app.send_task(name, queue=private_queue).id
+                for name in ("fairvalue.policy", "fairvalue.monitor", "fairvalue.nowcast", "fairvalue.archive")]
+
+        def runs() -> list[TaskRun] | None:
+            with session_scope() as session:
+                found = [r for r in session.exec(select(TaskRun).where(TaskRun.task_id.in_(sent)))
+                         if r.status != "running"]
+                for run in found:
+                    session.expunge(run)
+            return found if len(found) == len(sent) else None
+
+        finished = wait_for(runs, timeout=120)
+    finally:
+        stop_worker(proc)
+    assert {run.status for run in finished} == {"skipped"}, [(r.task_name, r.detail) for r in finished]
+    assert all(run.detail["reason"] == "collection never-loaded is not loaded" for run in finished)
+    with session_scope() as session:
+        assert session.exec(select(Collection).where(Collection.slug == "never-loaded")).first() is None
+        assert len(session.exec(select(TrainingRequest.id)).all()) == requests_before
