@@ -6,6 +6,9 @@ ids: the database decides whether there is anything to do.
 
 from __future__ import annotations
 
+import os
+import uuid
+
 from fairvalue import lifecycle
 from fairvalue.settings import get_settings
 from storage.runs import recorded_run
@@ -43,12 +46,19 @@ def retrain_policy(self, collection: str | None = None) -> dict:
         return dict(run)
 
 
+def claim_token(hostname: str | None) -> str:
+    """Who holds a training lease: this run of this process, not the worker's name, which every
+    process of a prefork pool shares (one whose lease lapsed would still pass the fence, and undo
+    the claim of its sibling that took the request over)."""
+    return f"{hostname or 'worker'}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+
+
 @app.task(name=TRAIN, bind=True, acks_late=True, reject_on_worker_lost=True)
 def train(self, request_id: int, collection: str | None = None) -> dict:
     with recorded_run(TRAIN, self.request.id) as run:
         run["request_id"] = request_id
         try:
-            result = lifecycle.train_request(int(request_id), worker=self.request.hostname or "worker")
+            result = lifecycle.train_request(int(request_id), worker=claim_token(self.request.hostname))
         except Exception:
             # The request went back to queued with a backoff (or failed for good): publish the
             # retry now with that delay; if this message is lost, the sweep republishes it.

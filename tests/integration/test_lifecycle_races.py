@@ -76,6 +76,25 @@ def test_a_failure_reported_after_the_lease_lapsed_changes_nothing(seeded):
     assert request_id in lifecycle.requests_to_republish()
 
 
+def test_two_processes_of_one_worker_hold_their_leases_apart(seeded):
+    """A prefork training worker's processes share its name; the lease is held by the claim's
+    own token, so a process whose lease lapsed cannot undo its sibling's claim."""
+    from tasks.lifecycle import claim_token
+
+    request_id = new_request("two processes of one worker")
+    lapsed, heir = claim_token("celery@trainhost"), claim_token("celery@trainhost")
+    assert lapsed != heir and lapsed.startswith("celery@trainhost/")
+    assert claim_and_lapse(request_id, lapsed)
+    with session_scope() as session:
+        assert requests.claim(session, request_id, heir, timedelta(minutes=5), 3)
+    with session_scope() as session:
+        assert requests.release_for_retry(session, request_id, lapsed, "late failure", 3, timedelta(0)) == "lost"
+    row = request_row(request_id)
+    assert (row.state, row.claimed_by) == (requests.CLAIMED, heir)
+    with session_scope() as session:  # done with it, so later tests see no claimed request
+        assert requests.fenced_update(session, request_id, heir, state=requests.FAILED, error="test")
+
+
 def test_one_failed_lease_renewal_does_not_stop_the_heartbeat(seeded, monkeypatch):
     request_id = new_request("database blip")
     lease = timedelta(seconds=1.5)
