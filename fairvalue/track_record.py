@@ -224,7 +224,8 @@ def _daily_performance(session: Session, coll: Collection, start: str | None, en
     else:  # the default window never starts before a model could be trained
         t0 = max(t1 - pd.Timedelta(days=60), earliest) if earliest is not None else t1 - pd.Timedelta(days=60)
     if t1 <= t0:
-        raise BadInput("to must be after from")
+        raise BadInput("to must be after from" if start else
+                       f"to must be after the earliest start, {t0.date().isoformat()} (a model needs days before it)")
     if t1 - t0 > pd.Timedelta(days=3660):
         raise BadInput("the window may span at most ~10 years")
     key = ("daily-performance", coll.id, t0, t1, len(series.prices), series.prices["day"].max())

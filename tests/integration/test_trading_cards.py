@@ -285,6 +285,8 @@ def test_api_and_pages_show_the_cards_beside_the_punks(cards_loaded, client):
     # A window before a model could have been trained (prices start 2025-01-01, 14 days needed).
     early = client.get("/v1/collections/cards/performance?from=2025-01-05&to=2025-02-01")
     assert early.status_code == 400 and "start on 2025-01-15 at the earliest" in early.json()["error"]
+    before = client.get("/v1/collections/cards/performance?to=2025-01-10")  # `from` defaults to the earliest start
+    assert before.status_code == 400 and "after the earliest start, 2025-01-15" in before.json()["error"]
     assert client.get("/v1/collections/cryptopunks/performance").json()["collection"] == "cryptopunks"
 
     html = {"accept": "text/html"}
