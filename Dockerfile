@@ -20,14 +20,16 @@ FROM python:3.11-slim
 # Recorded on every model version trained here: docker build --build-arg CODE_VERSION=$(git rev-parse --short HEAD)
 ARG CODE_VERSION=unknown
 
-# FAIRVALUE_DATA_DIR: the bundled market data is read from the source tree (settings.data_dir
-# defaults to <project root>/data), which an installed package does not have: use /app/data.
+# FAIRVALUE_DATA_DIR, FAIRVALUE_CARDS_CONFIG: the bundled market data and the card universe are
+# read from the source tree (settings default to <project root>/data and /config), which an
+# installed package does not have: use the copies in /app.
 # FAIRVALUE_VAR_DIR: writable state (the beat schedule; the embedded defaults if no URL is set).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     FAIRVALUE_DATA_DIR=/app/data \
+    FAIRVALUE_CARDS_CONFIG=/app/config/cards.yaml \
     FAIRVALUE_VAR_DIR=/var/lib/fairvalue \
     FAIRVALUE_CODE_VERSION=${CODE_VERSION}
 
@@ -48,6 +50,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY --from=build /wheels /wheels
 RUN pip install --no-deps /wheels/*.whl && rm -rf /wheels
 COPY data ./data
+COPY config ./config
 
 USER fairvalue:fairvalue
 EXPOSE 8000 5555

@@ -31,7 +31,7 @@ from fairvalue.settings import Settings, get_settings
 from models.price_rows import PriceReason, rows_from_api, validate_prices
 from models.validation import Rejection
 from storage.db import session_scope
-from storage.ingest import ensure_collection, store_rejections
+from storage.ingest import DAILY_PRICES, ensure_collection, store_rejections
 from storage.prices import PriceReport, card_keys, store_validated
 
 # A year of daily history for one card is a few kB; far past that, the answer is not one we asked for.
@@ -224,6 +224,9 @@ def ingest_price_rows(rows: Any, origin: str, settings: Settings | None = None,
     today = today or datetime.now(UTC).date()
     with session_scope() as session:
         coll = ensure_collection(session, settings.collection)
+        if coll.kind != DAILY_PRICES:  # punks' sales have their own path (`fairvalue ingest sales`)
+            raise LookupError(f"collection {coll.slug} is of kind {coll.kind}; daily prices go to a "
+                              f"{DAILY_PRICES} collection such as cards")
         known = set(card_keys(session, coll))
         if not known:
             raise LookupError(f"collection {coll.slug} has no cards: run `fairvalue cards load` first")

@@ -133,6 +133,8 @@ def read_universe(path: Path) -> CardUniverse:
         document = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise CardConfigError(str(path), [f"not valid YAML: {exc}"]) from None
+    except OSError as exc:  # the default FAIRVALUE_CARDS_CONFIG missing, say, or unreadable
+        raise CardConfigError(str(path), [f"cannot read it: {exc.strerror or exc}"]) from None
     return parse_universe(document, str(path))
 
 

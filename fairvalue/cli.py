@@ -145,8 +145,12 @@ def train(cutoff: str = typer.Option(None, help="Train only on sales before this
     """Train a model version on the stored sales and register it (the first becomes champion)."""
     from fairvalue import pipeline
 
-    with console.status("training"):
-        result = pipeline.train(get_settings().for_collection(collection), cutoff=_parse_time(cutoff))
+    try:
+        with console.status("training"):
+            result = pipeline.train(get_settings().for_collection(collection), cutoff=_parse_time(cutoff))
+    except pipeline.NothingToTrain as exc:
+        console.print(f"[red]nothing trained:[/] {exc}")
+        raise typer.Exit(1) from None
     console.print(f"registered version {result.version}" + (" (champion)" if result.became_champion else ""))
     console.print_json(json.dumps(result.metrics, default=str))
     if result.diagnostics_uri:
@@ -205,18 +209,26 @@ def archive(limit: int = typer.Option(20, help="Archive at most this many snapsh
         raise typer.Exit(1)
 
 
-def _evaluate(from_, to, cadence, sales, floor, eth_usd, source):
+def _check_source(source: str) -> None:
+    from fairvalue.evaluation import SOURCES
+
+    if source not in SOURCES:
+        raise typer.BadParameter(f"must be one of {', '.join(SOURCES)}, not {source!r}", param_hint="--source")
+
+
+def _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection=None):
     import pandas as pd
 
     from fairvalue import evaluation
 
     if cadence not in evaluation.CADENCES:
         raise typer.BadParameter(f"cadence must be one of {sorted(evaluation.CADENCES)}")
+    _check_source(source)
     start = pd.Timestamp(_parse_time(from_)).tz_convert("UTC").tz_localize(None)
     end = pd.Timestamp(_parse_time(to)).tz_convert("UTC").tz_localize(None)
     if end <= start:
         raise typer.BadParameter("--to must be after --from")
-    settings = get_settings()
+    settings = get_settings().for_collection(collection)
     data = evaluation.load_market(settings, source, list(sales or []), floor, eth_usd)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("replaying", total=None)
@@ -249,7 +261,7 @@ def replay(
     if _is_daily(collection):
         _replay_daily(collection, from_, to, source, horizon, gain, as_json)
         return
-    result = _evaluate(from_, to, cadence, sales, floor, eth_usd, source)
+    result = _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection)
     if export:
         result.export(export)
     if as_json:
@@ -261,9 +273,18 @@ def replay(
 
 
 def _is_daily(collection: str | None) -> bool:
-    from storage.ingest import COLLECTION_NAMES, DAILY_PRICES
+    """By the stored collection's kind; one not stored yet by its known name (cards)."""
+    from sqlmodel import select
 
-    return bool(collection) and COLLECTION_NAMES.get(collection, ("", ""))[1] == DAILY_PRICES
+    from storage.db import session_scope
+    from storage.ingest import COLLECTION_NAMES, DAILY_PRICES
+    from storage.tables import Collection
+
+    if not collection:
+        return False
+    with session_scope() as session:
+        kind = session.exec(select(Collection.kind).where(Collection.slug == collection)).first()
+    return (kind or COLLECTION_NAMES.get(collection, ("", ""))[1]) == DAILY_PRICES
 
 
 def _replay_daily(collection, from_, to, source, horizon, gain, as_json) -> None:
@@ -277,6 +298,7 @@ def _replay_daily(collection, from_, to, source, horizon, gain, as_json) -> None
         raise typer.BadParameter("--to must be after --from")
     if horizon is not None and not 1 <= horizon <= 90:
         raise typer.BadParameter("--horizon must be between 1 and 90 days")
+    _check_source(source)
     settings = get_settings().for_collection(collection)
     with console.status("replaying"):
         series = evaluation.load_daily(settings, source)
@@ -454,7 +476,7 @@ def _set_paused(loop: str, paused: bool, reason: str = "") -> None:
 
 
 @app.command()
-def decisions(limit: int = typer.Option(20)) -> None:
+def decisions(limit: int = typer.Option(20, min=1, max=500)) -> None:
     """Promotion decisions and rollbacks, newest first, with the numbers they used."""
     from fairvalue import lifecycle
 
@@ -564,14 +586,18 @@ def status(collection: str = COLLECTION_OPTION) -> None:
     from sqlalchemy import func
     from sqlmodel import select
 
-    from fairvalue import pipeline
     from storage.db import session_scope
     from storage.registry import CHAMPION, get_alias
     from storage.snapshots import published_snapshot
-    from storage.tables import Item, RejectedSale, Sale
+    from storage.tables import Collection, Item, RejectedSale, Sale
 
-    with session_scope() as session:
-        coll = pipeline.collection(session, get_settings().for_collection(collection))
+    slug = get_settings().for_collection(collection).collection
+    with session_scope() as session:  # looked up, not created: a mistyped slug must leave nothing behind
+        coll = session.exec(select(Collection).where(Collection.slug == slug)).first()
+        if coll is None:
+            known = ", ".join(session.exec(select(Collection.slug).order_by(Collection.slug)).all()) or "none"
+            console.print(f"[red]no collection {slug!r}[/] (stored: {known})")
+            raise typer.Exit(1)
         n_items = session.exec(select(func.count()).select_from(Item).where(Item.collection_id == coll.id)).one()
         n_sales = session.exec(select(func.count()).select_from(Sale).where(Sale.collection_id == coll.id)).one()
         rejected = session.exec(
@@ -625,10 +651,20 @@ def cards_fixture(
     events: Path = typer.Option(None, help="Also write what was injected (regimes, spikes) to this CSV."),
 ) -> None:
     """Generate the seeded synthetic price series of the card universe (models/cards_fixture.py)."""
-    from fairvalue.card_universe import read_universe
+    from datetime import date
+
+    from fairvalue.card_universe import CardConfigError, read_universe
     from models.cards_fixture import generate
 
-    universe = read_universe(config or get_settings().cards_config)
+    try:
+        date.fromisoformat(start)
+    except ValueError:
+        raise typer.BadParameter(f"not a date (YYYY-MM-DD): {start!r}", param_hint="--start") from None
+    try:
+        universe = read_universe(config or get_settings().cards_config)
+    except CardConfigError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
     fixture = generate([(c.id, c.category) for c in universe.cards], days=days, seed=seed, start=start)
     fixture.prices.to_csv(out, index=False)
     if events:

@@ -26,6 +26,9 @@ from models.wash import REASONS as WASH_REASONS
 CADENCES = {"1d": pd.Timedelta(days=1), "30m": pd.Timedelta(minutes=30)}
 
 
+SOURCES = ("auto", "db", "bundled")  # where a replay reads the past from
+
+
 def load_market(settings: Settings, source: str, sales_files: list[Path], floor_file: Path | None,
                 eth_usd_file: Path | None) -> MarketData:
     """The market to replay: the database (when it holds sales and source allows) or the

@@ -193,6 +193,10 @@ class TrainResult:
     diagnostics_uri: str | None
 
 
+class NothingToTrain(ValueError):
+    """The collection holds no sales (or prices) before the cutoff: a setup step is missing."""
+
+
 def train(settings: Settings | None = None, cutoff: datetime | None = None) -> TrainResult:
     """Train on every sale before `cutoff` (default: all), score it on a forward holdout,
     register the version with its diagnostics. The first version becomes champion."""
@@ -200,13 +204,14 @@ def train(settings: Settings | None = None, cutoff: datetime | None = None) -> T
     params = estimator.TrainParams(max_iter=settings.train_max_iter, random_state=settings.random_seed)
     with session_scope() as session:
         coll = collection(session, settings)
-        if kinds.is_daily(coll):
-            return train_daily(settings, cutoff)
-        data = load_market_data(session, coll)
+        daily = kinds.is_daily(coll)
+        data = None if daily else load_market_data(session, coll)
+    if daily:  # after the block: its own transaction must not wait on this one's new collection row
+        return train_daily(settings, cutoff)
     if cutoff is not None:
         data = data.before(pd.Timestamp(cutoff).tz_convert("UTC").tz_localize(None))
     if data.sales.empty:
-        raise ValueError("no sales to train on: run `fairvalue seed` or ingest sales first")
+        raise NothingToTrain("no sales to train on: run `fairvalue seed` or ingest sales first")
     end = data.sales["ts"].max()
     holdout_start = end - pd.Timedelta(days=settings.holdout_days)
     metrics, diagnostics = holdout_evaluation(data, holdout_start, params)
@@ -243,7 +248,7 @@ def train_daily(settings: Settings, cutoff: datetime | None = None) -> TrainResu
     if cutoff is not None:
         data = data.before(pd.Timestamp(cutoff).tz_convert("UTC").tz_localize(None))
     if data.prices.empty:
-        raise ValueError(f"no prices to train on: load prices into {coll.slug} first")
+        raise NothingToTrain(f"no prices to train on: load prices into {coll.slug} first")
     metrics = kinds.holdout_daily(data, settings.holdout_days)
     model = kinds.fit_daily(data)
     start, end, n = kinds.DAILY.span(data)

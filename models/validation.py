@@ -215,9 +215,11 @@ def validate_row(
         ts=ts,
         item_key=item_key,
         price=price,
-        seller=str(values["seller"] or "").lower(),
-        buyer=str(values["buyer"] or "").lower(),
-        source=str(values["source"] or ""),
+        # Stripped as the other fields are: "a, b" in a CSV must not make " b" a different party
+        # (a false conflict with the stored sale) or " " a party at all (a false self-trade).
+        seller=str(values["seller"] or "").strip().lower(),
+        buyer=str(values["buyer"] or "").strip().lower(),
+        source=str(values["source"] or "").strip(),
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from fairvalue.settings import Settings, get_settings
 
@@ -84,7 +85,7 @@ class LocalStore:
         return StoredObject(uri=path.resolve().as_uri(), sha256=digest, size=len(data))
 
     def get(self, uri: str, sha256: str) -> bytes:
-        path = Path(urlparse(uri).path)
+        path = Path(url2pathname(urlparse(uri).path))  # as_uri() percent-encoded it ("my%20artifacts")
         try:
             data = path.read_bytes()
         except OSError as exc:

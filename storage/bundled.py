@@ -112,6 +112,8 @@ def _csv_rows(lines: Iterator[tuple[int, str, str | None]]) -> Iterator[dict[str
             yield _bad_line(lineno, text, str(exc))
             continue
         if header is None:
+            if decode_error:  # a UTF-16 file, say: every row after it would be junk
+                raise UnreadableFile(f"line {lineno}: the header cannot be read ({decode_error})")
             header = [name.strip() for name in fields]
             continue
         if decode_error:

@@ -44,7 +44,9 @@ def load_market_data(session: Session, collection: Collection, with_excluded: bo
 
 def load_excluded(session: Session, collection: Collection) -> pd.DataFrame:
     """The sales the model never sees, with why: stored suspected wash trades, and rows refused
-    at ingest that name a time (a row without one cannot be placed in a report's window)."""
+    at ingest that name a time (a row without one cannot be placed in a report's window). Each
+    refused event once (it may be kept in several shapes, one per file that sent it), and none
+    that is stored as a sale after all (a conflicting second report of it was refused)."""
     flagged = session.exec(
         select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price, Sale.wash_reason)
         .where(Sale.collection_id == collection.id, Sale.wash_reason.is_not(None))
@@ -53,11 +55,14 @@ def load_excluded(session: Session, collection: Collection) -> pd.DataFrame:
         select(RejectedSale.event_id, RejectedSale.row, RejectedSale.reason)
         .where(RejectedSale.collection_id == collection.id)
     ).all()
-    rows = list(flagged)
+    stored = set(session.exec(select(Sale.event_id).where(Sale.collection_id == collection.id)).all())
+    rows, seen = list(flagged), set()
     for event_id, row, reason in refused:
         ts = sale_time_of(row)
-        if ts is not None:
-            rows.append((event_id, ts, item_key_of(row), None, reason))
+        if ts is None or event_id in stored or (event_id is not None and event_id in seen):
+            continue
+        seen.add(event_id)
+        rows.append((event_id, ts, item_key_of(row), None, reason))
     return excluded_frame(rows)
 
 

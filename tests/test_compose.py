@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 
 import tasks.app
 from fairvalue.cli import app as fairvalue_typer_app
-from fairvalue.settings import Settings
+from fairvalue.settings import PROJECT_ROOT, Settings
 from tasks import queues
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -734,5 +734,11 @@ def test_dockerfile_runs_as_a_user_and_copies_the_whole_package():
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     needed = {p.split(".")[0] for p in setuptools.get("packages", [])}
     needed |= {f"{m}.py" for m in setuptools.get("py-modules", [])}
-    needed |= {Settings.model_fields["data_dir"].default.name}  # bundled data, read at runtime
+    # Files read at runtime from the source tree by default: copied, and pointed at by ENV, since
+    # the installed package's "project root" is site-packages.
+    env = "\n".join(line for line in lines if line.upper().startswith("ENV "))
+    for field in ("data_dir", "cards_config"):
+        default = Settings.model_fields[field].default
+        needed.add(default.relative_to(PROJECT_ROOT).parts[0])
+        assert f"FAIRVALUE_{field.upper()}=/app/{default.relative_to(PROJECT_ROOT)}" in env, field
     assert needed <= copied, f"the image misses {sorted(needed - copied)}"

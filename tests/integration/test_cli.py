@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from fairvalue.cli import app
 from storage.db import session_scope
 from storage.ingest import ensure_collection
-from storage.tables import RejectedSale, Sale
+from storage.tables import Collection, RejectedSale, Sale
 from tests.conftest import PG_ADMIN_URL, TEST_DB
 
 pytestmark = pytest.mark.integration
@@ -180,6 +180,23 @@ def test_a_database_without_the_schema_says_to_upgrade_it(database, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_training_a_daily_collection_before_it_exists_says_so_and_does_not_hang(database):
+    """`train` created the collection in one transaction and trained in a second, which waited
+    for the first's uncommitted row forever (on a database where the cards were never loaded)."""
+    fresh = f"{TEST_DB}_fresh"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{fresh}"')
+    try:
+        url = database.rsplit("/", 1)[0] + "/" + fresh
+        assert _fairvalue("db", "upgrade", database_url=url).returncode == 0
+        result = _fairvalue("train", "--collection", "cards", database_url=url)  # 120 s timeout
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)')
+    assert result.returncode == 1, result.stderr
+    assert "nothing trained: no prices to train on" in result.stdout
+
+
 def test_a_database_it_cannot_reach_is_named_without_its_password(database):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
@@ -197,3 +214,41 @@ def test_rollback_with_nothing_to_roll_back_to_says_so(database):
     assert result.exit_code == 1, result.output
     assert "not rolled back: nothing to roll back to" in result.output
     assert runner.invoke(app, ["promote", "1", "--collection", "cli-no-champion"]).exit_code == 1
+
+
+def test_operator_mistakes_are_usage_errors_not_tracebacks(database, tmp_path, monkeypatch):
+    usage = {
+        ("replay", "--from", "2021-10-01", "--to", "2021-10-02", "--source", "bogus"):
+            "must be one of auto, db, bundled",
+        ("decisions", "--limit", "-1"): "--limit",
+        ("cards", "fixture", "--out", str(tmp_path / "x.csv"), "--start", "2025-13-01"): "not a date",
+    }
+    for args, message in usage.items():
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit), args
+    monkeypatch.setenv("FAIRVALUE_CARDS_CONFIG", str(tmp_path / "missing.yaml"))
+    from fairvalue.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        for args in (("cards", "load"), ("cards", "fixture", "--out", str(tmp_path / "x.csv"))):
+            result = runner.invoke(app, list(args))
+            assert result.exit_code == 2 and "cannot read it" in result.output, (args, result.output)
+    finally:
+        monkeypatch.delenv("FAIRVALUE_CARDS_CONFIG")
+        get_settings.cache_clear()
+
+
+def test_status_of_a_mistyped_collection_creates_nothing(database):
+    result = runner.invoke(app, ["status", "--collection", "cryptopunk"])
+    assert result.exit_code == 1 and "no collection 'cryptopunk'" in result.output, result.output
+    with session_scope() as session:
+        assert session.exec(select(Collection).where(Collection.slug == "cryptopunk")).first() is None
+
+
+def test_prices_go_only_to_a_daily_priced_collection(seeded, tmp_path):
+    prices = tmp_path / "prices.csv"
+    prices.write_text("date,card_id,market_price\n2025-07-01,x,1\n")
+    result = runner.invoke(app, ["ingest", "prices", str(prices), "--collection", "cryptopunks"])
+    assert result.exit_code == 2 and "is of kind unique_items" in result.output, result.output

@@ -87,3 +87,22 @@ def test_a_webhook_reads_the_floor_known_before_its_days(seeded):
     assert per_day.before(date(2000, 1, 1)) is None and per_day.before(date(2030, 1, 1)) is not None
     assert per_day.before(date(2017, 6, 23)) is None  # the first floor's own day: nothing known before it
 
+
+
+def test_a_refused_event_is_left_out_of_reports_once_and_a_stored_one_never(seeded):
+    """What replay reports as filtered out (storage.market.load_excluded): a price-0 event sent in
+    two shapes is kept twice but is one event; a conflicting report of a stored sale is refused
+    but the sale is scored."""
+    from storage.market import load_excluded
+
+    tag = time.time_ns()
+    when = "2021-12-30T12:00:00Z"
+    stored = {"event_id": f"ex-stored-{tag}", "timestamp": when, "punk_id": "5", "price_eth": 70}
+    zero = {"event_id": f"ex-zero-{tag}", "timestamp": when, "punk_id": "6", "price_eth": 0}
+    pipeline.ingest_sales_rows([stored, zero], "test")
+    report = pipeline.ingest_sales_rows([{**stored, "price_eth": 71}, {**zero, "price_eth": "0.0"}], "test")
+    assert report.rejected == 2 and report.rejected_kept_before == 0  # new shapes: kept again
+    with session_scope() as session:
+        excluded = load_excluded(session, pipeline.collection(session, get_settings()))
+    mine = excluded[excluded["event_id"].str.endswith(str(tag))]
+    assert mine["event_id"].tolist() == [f"ex-zero-{tag}"]

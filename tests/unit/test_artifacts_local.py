@@ -12,6 +12,13 @@ def test_put_get_round_trip_is_content_addressed(tmp_path):
     assert store.get(a.uri, a.sha256) == b"hello"
 
 
+def test_a_store_under_a_path_with_spaces_reads_back_what_it_wrote(tmp_path):
+    store = LocalStore(tmp_path / "My Projects" / "fairvalue é")
+    stored = store.put("models/x/v1.joblib", b"hello")
+    assert "%20" in stored.uri  # a file URI, percent-encoded
+    assert store.get(stored.uri, stored.sha256) == b"hello"
+
+
 def test_a_changed_object_is_refused(tmp_path):
     store = LocalStore(tmp_path)
     obj = store.put("m.joblib", b"model bytes")

@@ -56,3 +56,6 @@ def test_json_past_pythons_limits_is_a_row_with_its_reason(tmp_path):
 def test_a_header_that_cannot_be_read_refuses_the_whole_file(tmp_path):
     with pytest.raises(UnreadableFile, match="line 1: the header cannot be read"):
         rows_of(tmp_path, b'"event_id,timestamp\ne1,2021\n')
+    utf16 = (HEADER + GOOD_1).decode().encode("utf-16")  # a spreadsheet's "Unicode text"
+    with pytest.raises(UnreadableFile, match="line 1: the header cannot be read .not UTF-8"):
+        rows_of(tmp_path, utf16)

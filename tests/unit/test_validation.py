@@ -27,6 +27,13 @@ def test_clean_row_is_normalised():
     assert sale.seller == "0xa"  # addresses compare case-insensitively
 
 
+def test_parties_are_stripped_as_a_spaced_csv_writes_them():
+    spaced = check(row(seller=" 0xA ", buyer=" 0xB", source=" x"))
+    assert (spaced.seller, spaced.buyer, spaced.source) == ("0xa", "0xb", "x")
+    assert spaced.content_hash == check(row(seller="0xA", buyer="0xB")).content_hash  # a duplicate, not a conflict
+    assert check(row(seller=" ", buyer=" ")).seller == ""  # unknown parties, never a self-trade
+
+
 def test_accepted_bid_with_zero_buyer_is_a_valid_sale():
     assert not isinstance(check(row()), Rejection)
 
