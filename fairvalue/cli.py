@@ -273,7 +273,9 @@ def replay(
 
 
 def _is_daily(collection: str | None) -> bool:
-    """By the stored collection's kind; one not stored yet by its known name (cards)."""
+    """By the stored collection's kind; one not stored (or no database: a replay of the bundled
+    files needs none) by its known name (cards)."""
+    from sqlalchemy.exc import SQLAlchemyError
     from sqlmodel import select
 
     from storage.db import session_scope
@@ -282,8 +284,11 @@ def _is_daily(collection: str | None) -> bool:
 
     if not collection:
         return False
-    with session_scope() as session:
-        kind = session.exec(select(Collection.kind).where(Collection.slug == collection)).first()
+    try:
+        with session_scope() as session:
+            kind = session.exec(select(Collection.kind).where(Collection.slug == collection)).first()
+    except SQLAlchemyError:
+        kind = None
     return (kind or COLLECTION_NAMES.get(collection, ("", ""))[1]) == DAILY_PRICES
 
 

@@ -600,9 +600,9 @@ def _refuse_unverified(session: Session, store, coll: Collection, target: ModelV
 
 def _lock_collection(session: Session, coll: Collection) -> None:
     """Lock the collection row until the transaction ends. Whatever reads the aliases and then
-    moves them (the gates' promotion, operators' promotions and rollbacks) takes it first, or two
-    at once would each act on what the other is about to change (PostgreSQL; SQLite has one
-    writer anyway)."""
+    moves them (the gates' promotion, the monitor, operators' promotions and rollbacks) takes it
+    first, or two at once would each act on what the other is about to change (PostgreSQL;
+    SQLite has one writer anyway)."""
     session.exec(select(Collection).where(Collection.id == coll.id).with_for_update()).one()
 
 
