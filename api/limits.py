@@ -113,6 +113,11 @@ def counter_for_settings():
     return RedisCounter(url) if url.startswith(("redis://", "rediss://")) else MemoryCounter()
 
 
+# Not counted: probes, the metrics scrape and static files. The pages are: they run the same reads
+# as the API (a performance window of the cards is seconds of work).
+UNLIMITED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/static/")
+
+
 class RateLimitMiddleware:
     def __init__(self, app, counter_factory=counter_for_settings):
         self.app = app
@@ -122,7 +127,7 @@ class RateLimitMiddleware:
     async def __call__(self, scope, receive, send):
         limit = get_settings().rate_limit_per_minute
         if (scope["type"] != "http" or limit <= 0 or scope["method"] not in ("GET", "HEAD")
-                or not scope["path"].startswith("/v1/")):
+                or scope["path"].startswith(UNLIMITED_PREFIXES)):
             return await self.app(scope, receive, send)
         if self._counter is None:
             self._counter = self._factory()

@@ -102,6 +102,11 @@ def _champions_and_snapshots():
 REGISTRY.register(StateCollector())
 
 
+# HTTP methods kept as label values; any other is "other", or each made-up method a client sends
+# (the server answers 405) would be a new series for as long as the process lives.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
 def route_template(app, scope) -> str:
     """The matched route's path template (bounded label values); 'unmatched' otherwise."""
     for route in app.router.routes:
@@ -157,7 +162,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            requests, latency = self._metrics(self._route_template(scope), scope["method"], str(status["code"]))
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"  # a client can send any word
+            route = "/static" if scope.get("path", "").startswith("/static/") else self._route_template(scope)
+            requests, latency = self._metrics(route, method, str(status["code"]))
             requests.inc()
             latency.observe(time.perf_counter() - start)
 

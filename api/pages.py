@@ -25,12 +25,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from api.deps import SLUG  # one pattern for the collection slugs of the API and the pages
 from fairvalue import reads
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
 
 HERE = Path(__file__).resolve().parent
-SLUG = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TOP_SIGNALS = 10
 templates = Jinja2Templates(directory=HERE / "templates")
 
@@ -90,7 +90,7 @@ templates.env.filters.update(money=money, pct=pct, number=number, when=when)
 
 def _slug(request: Request) -> str | None:
     slug = request.path_params.get("slug")
-    if slug is not None and not SLUG.match(slug):
+    if slug is not None and not SLUG.fullmatch(slug):
         raise NotFound(f"unknown collection {slug[:64]!r}")
     return slug
 
@@ -128,7 +128,7 @@ def error_page(request: Request, status_code: int, detail: str) -> Response:
               503: "Not ready yet"}
     base = ""
     slug = request.path_params.get("slug")
-    if slug and SLUG.match(slug):
+    if slug and SLUG.fullmatch(slug):
         base = f"/c/{slug}"
     return templates.TemplateResponse(
         request, "error.html",
@@ -222,7 +222,9 @@ def item(request: Request) -> Response:
     chart = {
         "currency": valuation["currency"],
         "sales": [[s["timestamp"], s["price"]] for s in history["sales"]],
-        "published": [[p["as_of"], p["fair_value"], p["p10"], p["p90"]] for p in history["published"]],
+        # At the moment the values are of (a market long silent is valued then, not at the run).
+        "published": [[p["valued_at"] or p["as_of"], p["fair_value"], p["p10"], p["p90"]]
+                      for p in history["published"]],
     }
     return render(request, "item.html", v=valuation, history=history, explanation=explanation,
                   explanation_error=explanation_error, chart=chart)
@@ -235,7 +237,8 @@ def performance(request: Request) -> Response:
     if perf.get("kind") == "daily_prices":  # cards: replay KPIs per card and category (docs/cards.md)
         chart = {"currency": perf["currency"], "series": [], "points": [],
                  "segments": [[r["value"], r["mape"], r["n"]] for r in perf.get("per_category", [])]}
-        return render(request, "performance_daily.html", perf=perf, chart=chart)
+        dates = _form_dates(perf["window"]) if "window" in perf else None  # no window: no prices yet
+        return render(request, "performance_daily.html", perf=perf, chart=chart, dates=dates)
     by_type = [s for s in perf["segments"] if s["segment"] == "type" and s.get("mape") is not None]
     chart = {
         "currency": perf["currency"],

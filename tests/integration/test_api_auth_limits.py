@@ -64,7 +64,8 @@ def test_public_reads_are_rate_limited_per_client(seeded, broker, monkeypatch):
         limited = c.get("/v1/items/2")
         assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 60
         assert limited.json()["status"] == 429
-        assert c.get("/healthz").status_code == 200  # only /v1 reads are limited
+        assert c.get("/c/cryptopunks/performance").status_code == 429  # the pages run the same reads
+        assert c.get("/healthz").status_code == 200 and c.get("/static/site.css").status_code == 200
     assert broker.keys("fairvalue:ratelimit:*")  # counted in Redis, shared by every API process
 
 

@@ -99,3 +99,17 @@ def test_worker_exports_task_runs_and_durations(seeded, broker, tmp_path):
         assert list((tmp_path / "prom").glob("*.db")), "tasks ran in pool children writing multiprocess files"
     finally:
         stop_worker(proc)
+
+
+def test_request_labels_stay_bounded_whatever_a_client_sends(client, seeded):
+    """A made-up HTTP method would be a new series for the life of the process; static files are
+    counted as /static, not among the unmatched requests."""
+    for method in ("ZZA", "ZZB"):
+        assert client.request(method, "/healthz").status_code == 405
+    assert client.get("/static/site.css").status_code == 200
+    assert client.get("/static/nope.js").status_code == 404
+    samples = _samples(client.get("/metrics").text)
+    methods = {dict(labels)["method"] for name, labels in samples if name == "fairvalue_http_requests_total"}
+    assert "ZZA" not in methods and "other" in methods
+    assert _value(samples, "fairvalue_http_requests_total", route="/static", method="GET", status="200") >= 1
+    assert _value(samples, "fairvalue_http_requests_total", route="/static", method="GET", status="404") >= 1

@@ -294,6 +294,16 @@ def test_api_and_pages_show_the_cards_beside_the_punks(cards_loaded, client):
         page = client.get(path, headers=html)
         assert page.status_code == 200, (path, page.text[:300])
     assert "By category and by card" in client.get("/c/cards/performance", headers=html).text
+    # The form shows the last day included, so sending it unchanged asks for the same window.
+    window = client.get("/c/cards/performance?from=2025-06-01&to=2025-06-30", headers=html).text
+    assert 'name="to" value="2025-06-30"' in window and "to 2025-07-01 (exclusive)" in window
+    from fairvalue.card_universe import load_universe, read_universe
+
+    empty = read_universe(get_settings().cards_config)  # a daily collection with cards but no prices yet
+    empty.collection = "cardsnoprices"
+    load_universe(empty)
+    page = client.get("/c/cardsnoprices/performance", headers=html)
+    assert page.status_code == 200 and "No prices yet" in page.text
 
 
 def test_a_training_request_is_checked_against_its_collections_params(cards_loaded, seeded):
