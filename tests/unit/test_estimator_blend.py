@@ -1,0 +1,56 @@
+"""The fair value blends the trees' value with a ridge regression on the same features
+(TrainParams.linear_weight; docs/model.md, eleventh round)."""
+
+import numpy as np
+import pandas as pd
+
+from models.estimator import FairValueModel, LinearPremium, TrainParams, finite, fit, ridge_pipeline
+from models.features import build_features
+from tests.unit.test_features import synthetic_market
+
+PARAMS = dict(max_iter=40, band_max_iter=20, min_samples_leaf=10)
+DATA = synthetic_market(n_sales=600)
+QUERIES = pd.DataFrame({"item_key": DATA.items.index, "ts": pd.Timestamp("2021-05-01")})
+
+
+def test_the_fair_value_is_the_weighted_mean_in_log_of_trees_and_ridge():
+    blended = fit(DATA, TrainParams(**PARAMS, linear_weight=0.4))
+    trees = fit(DATA, TrainParams(**PARAMS, linear_weight=0.0))
+    assert trees.linear is None and blended.linear is not None
+    feats = build_features(DATA, blended.vocab, QUERIES)
+    ridge = blended.linear.predict(feats[blended.columns].to_numpy(dtype=float))
+    tree_fair = np.log(trees.predict(DATA, QUERIES)["fair_value"] / feats["floor"])  # same trees: same seeds
+    got = blended.predict(DATA, QUERIES)
+    np.testing.assert_allclose(np.log(got["fair_value"] / feats["floor"]), 0.6 * tree_fair + 0.4 * ridge, rtol=1e-9)
+    assert not np.allclose(got["fair_value"], trees.predict(DATA, QUERIES)["fair_value"])
+    assert (got["p10"] <= got["fair_value"]).all() and (got["fair_value"] <= got["p90"]).all()
+
+
+def test_missing_and_infinite_features_reach_the_ridge_as_missing():
+    model = fit(DATA, TrainParams(**PARAMS, linear_weight=0.4))
+    feats = build_features(DATA, model.vocab, QUERIES)
+    assert feats[model.columns].isna().any().any()  # items never sold: no last sale
+    feats.loc[feats.index[0], model.columns[0]] = np.inf
+    assert np.isfinite(model.predict_features(feats)["fair_value"]).all()
+
+
+def test_an_artifact_from_before_the_blend_values_with_its_trees_alone():
+    model = fit(DATA, TrainParams(**PARAMS, linear_weight=0.0))
+    old = FairValueModel.from_bytes(model.to_bytes())
+    del old.__dict__["linear"], old.__dict__["linear_weight"]  # as unpickled from an older artifact
+    np.testing.assert_array_equal(old.predict(DATA, QUERIES)["fair_value"], model.predict(DATA, QUERIES)["fair_value"])
+
+
+def test_the_folded_ridge_predicts_what_the_pipeline_does():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(500, 6)) * [1, 10, 0.1, 5, 1, 2] + [0, 100, 0, -3, 0, 1]
+    x[rng.random(x.shape) < 0.2] = np.nan
+    x[:, 4] = rng.normal(size=500)  # never missing in training (no flag), missing when valued
+    x[0, 2] = np.inf
+    y, w = rng.normal(size=500), rng.random(500)
+    folded = LinearPremium.fit(x, y, w, alpha=3.0)
+    pipeline = ridge_pipeline(3.0).fit(finite(x), y, ridge__sample_weight=w)
+    q = rng.normal(size=(200, 6)) * [1, 10, 0.1, 5, 1, 2]
+    q[rng.random(q.shape) < 0.3] = np.nan
+    q[1, 0] = -np.inf
+    np.testing.assert_allclose(folded.predict(q), pipeline.predict(finite(q)), rtol=1e-9, atol=1e-12)
