@@ -219,9 +219,12 @@ def item(request: Request) -> Response:
     valuation = reads.item_valuation(slug, key)
     history = reads.item_history(slug, key)
     explanation, explanation_error = _try(reads.item_explanation, slug, key, top=8, comps=8)
+    # Dots: the item's sales, or for a card its market price of each day.
+    dots = ([[p["day"], p["price"]] for p in history["prices"]] if "prices" in history
+            else [[s["timestamp"], s["price"]] for s in history["sales"]])
     chart = {
         "currency": valuation["currency"],
-        "sales": [[s["timestamp"], s["price"]] for s in history["sales"]],
+        "sales": dots,
         # At the moment the values are of (a market long silent is valued then, not at the run).
         "published": [[p["valued_at"] or p["as_of"], p["fair_value"], p["p10"], p["p90"]]
                       for p in history["published"]],

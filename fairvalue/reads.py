@@ -25,10 +25,12 @@ from fairvalue.settings import get_settings
 from models import gates
 from storage import requests
 from storage.db import session_scope
+from storage.ingest import DAILY_PRICES
 from storage.registry import CHAMPION, get_alias
 from storage.snapshots import published_snapshot
 from storage.tables import (
     Collection,
+    DailyPrice,
     Item,
     MarketDay,
     ModelAlias,
@@ -242,7 +244,8 @@ def item_history(slug: str | None, key: str, start: str | None = None, end: str 
         truncated, rows = len(rows) > limit, rows[:limit]
         sales = session.exec(sales_query.order_by(Sale.ts, Sale.id)).all()
         versions = _version_numbers(session, [r[3] for r in rows])
-    return {
+        prices = _daily_prices(session, coll, key, t0, t1) if coll.kind == DAILY_PRICES else None
+    history = {
         "collection": coll.slug, "item_id": key, "currency": coll.currency,
         "published": [{"snapshot_id": r[0], "as_of": iso(r[1]), "valued_at": iso(r[8]), "published_at": iso(r[2]),
                        "model_version": versions.get(r[3]), "fair_value": rounded(r[4]),
@@ -250,6 +253,20 @@ def item_history(slug: str | None, key: str, start: str | None = None, end: str 
         "truncated": truncated,
         "sales": [{"event_id": s[0], "timestamp": iso(s[1]), "price": rounded(s[2])} for s in sales],
     }
+    if prices is not None:  # a card has no sales, but a market price per day
+        history["prices"] = prices
+    return history
+
+
+def _daily_prices(session: Session, coll: Collection, key: str, t0, t1) -> list[dict[str, Any]]:
+    query = select(DailyPrice.day, DailyPrice.price).where(DailyPrice.collection_id == coll.id,
+                                                           DailyPrice.item_key == key)
+    if t0:
+        query = query.where(DailyPrice.day >= t0.date())
+    if t1:
+        query = query.where(DailyPrice.day < t1.date())
+    return [{"day": day.isoformat(), "price": rounded(price)}
+            for day, price in session.exec(query.order_by(DailyPrice.day)).all()]
 
 
 def item_explanation(slug: str | None, key: str, top: int = 5, comps: int = 10) -> dict[str, Any]:

@@ -294,6 +294,12 @@ def test_api_and_pages_show_the_cards_beside_the_punks(cards_loaded, client):
         page = client.get(path, headers=html)
         assert page.status_code == 200, (path, page.text[:300])
     assert "By category and by card" in client.get("/c/cards/performance", headers=html).text
+    # A card's page explains its own value (its window of prices), and charts its daily prices.
+    card_page = client.get(f"/c/cards/items/{card_id}", headers=html).text
+    assert "prices in the window" in card_page and "daily prices" in card_page and "Floor" not in card_page
+    history = client.get(f"/v1/collections/cards/items/{card_id}/history").json()
+    assert len(history["prices"]) > 100 and history["sales"] == []
+    assert "prices" not in client.get("/v1/collections/cryptopunks/items/7804/history").json()
     # The form shows the last day included, so sending it unchanged asks for the same window.
     window = client.get("/c/cards/performance?from=2025-06-01&to=2025-06-30", headers=html).text
     assert 'name="to" value="2025-06-30"' in window and "to 2025-07-01 (exclusive)" in window
