@@ -131,7 +131,7 @@ async def create_training_request(request: Request) -> JSONResponse:
       413: {$ref: "#/components/responses/TooLarge"}
       422: {$ref: "#/components/responses/Unprocessable"}
     """
-    await run_in_threadpool(require_operator, request)
+    operator = await run_in_threadpool(require_operator, request)
     body = await _json_body(request)
     reason = _reason(body, default=None)
     params = body.get("params", {})
@@ -139,7 +139,7 @@ async def create_training_request(request: Request) -> JSONResponse:
         raise HTTPException(422, "params must be an object of training parameters")
     settings = await run_in_threadpool(_scoped_settings, request)
     try:
-        outcome = await run_in_threadpool(lifecycle.enqueue_retrain, reason, params, settings)
+        outcome = await run_in_threadpool(lifecycle.enqueue_retrain, reason, params, settings, operator)
     except lifecycle.BadTrainingParams as exc:
         raise HTTPException(422, str(exc)[:500]) from None
     from tasks.app import send_after_commit
@@ -170,14 +170,14 @@ async def promote_version(request: Request) -> JSONResponse:
       413: {$ref: "#/components/responses/TooLarge"}
       422: {$ref: "#/components/responses/Unprocessable"}
     """
-    await run_in_threadpool(require_operator, request)
+    operator = await run_in_threadpool(require_operator, request)
     raw = request.path_params["version"]
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:  # "²".isdigit() too, but int() refuses it
         raise HTTPException(400, f"version must be a number, got {raw[:40]!r}")
     reason = _reason(await _json_body(request))
     settings = await run_in_threadpool(_scoped_settings, request)
     try:
-        result = await run_in_threadpool(lifecycle.operator_promote, int(raw), reason, settings)
+        result = await run_in_threadpool(lifecycle.operator_promote, int(raw), reason, settings, operator)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
     except lifecycle.ArtifactRefused as exc:
@@ -208,11 +208,11 @@ async def rollback(request: Request) -> JSONResponse:
       413: {$ref: "#/components/responses/TooLarge"}
       422: {$ref: "#/components/responses/Unprocessable"}
     """
-    await run_in_threadpool(require_operator, request)
+    operator = await run_in_threadpool(require_operator, request)
     reason = _reason(await _json_body(request))
     settings = await run_in_threadpool(_scoped_settings, request)
     try:
-        result = await run_in_threadpool(lifecycle.operator_rollback, reason, settings)
+        result = await run_in_threadpool(lifecycle.operator_rollback, reason, settings, operator)
     except (LookupError, lifecycle.ArtifactRefused) as exc:
         raise HTTPException(409, str(exc)) from None
     result["nowcast"] = await _request_nowcast(settings)

@@ -205,13 +205,14 @@ def _field_reasons(errors: list[dict]) -> str:
     return "; ".join(reasons)
 
 
-def enqueue_retrain(reason: str, params: dict | None = None, settings: Settings | None = None) -> PolicyOutcome:
+def enqueue_retrain(reason: str, params: dict | None = None, settings: Settings | None = None,
+                    operator: str | None = None) -> PolicyOutcome:
     """An operator's retrain: always a new request (its key is unique). BadTrainingParams when
-    `params` could not train this collection."""
+    `params` could not train this collection. `operator` names who asked (an API token's name)."""
     settings = settings or get_settings()
     check_training_params(settings, params or {})
     key = f"{settings.collection}:operator:{utcnow().isoformat()}"
-    return _record_request(settings, key, f"operator: {reason}", {"operator": True}, params or {})
+    return _record_request(settings, key, f"operator: {reason}", {"operator": operator or True}, params or {})
 
 
 # --- training a request -----------------------------------------------------------------
@@ -598,6 +599,11 @@ def _refuse_unverified(session: Session, store, coll: Collection, target: ModelV
         raise ArtifactRefused(reason) from exc
 
 
+def _who(operator: str | None) -> dict:
+    """The decision's record of which operator acted (the API token's name; the CLI has none)."""
+    return {"operator": operator} if operator else {}
+
+
 def _lock_collection(session: Session, coll: Collection) -> None:
     """Lock the collection row until the transaction ends. Whatever reads the aliases and then
     moves them (the gates' promotion, the monitor, operators' promotions and rollbacks) takes it
@@ -606,7 +612,7 @@ def _lock_collection(session: Session, coll: Collection) -> None:
     session.exec(select(Collection).where(Collection.id == coll.id).with_for_update()).one()
 
 
-def operator_promote(version: int, reason: str, settings: Settings | None = None) -> dict:
+def operator_promote(version: int, reason: str, settings: Settings | None = None, operator: str | None = None) -> dict:
     settings = settings or get_settings()
     with session_scope() as session:
         coll = pipeline.collection(session, settings)
@@ -620,12 +626,12 @@ def operator_promote(version: int, reason: str, settings: Settings | None = None
             return {"champion": version, "changed": False}
         _refuse_unverified(session, get_store(settings), coll, target, champion, "operator")
         promote(session, coll, target)
-        _record_decision(session, coll, "promote", "operator", reason, {}, contender=target.id,
+        _record_decision(session, coll, "promote", "operator", reason, _who(operator), contender=target.id,
                          champion=champion.id if champion else None)
     return {"champion": version, "changed": True}
 
 
-def operator_rollback(reason: str, settings: Settings | None = None) -> dict:
+def operator_rollback(reason: str, settings: Settings | None = None, operator: str | None = None) -> dict:
     settings = settings or get_settings()
     with session_scope() as session:
         coll = pipeline.collection(session, settings)
@@ -635,7 +641,7 @@ def operator_rollback(reason: str, settings: Settings | None = None) -> dict:
         if champion is None or previous is None:
             raise LookupError("nothing to roll back to: there is no previous champion")
         _refuse_unverified(session, get_store(settings), coll, previous, champion, "operator")
-        _rollback(session, coll, champion, previous, "operator", reason, {})
+        _rollback(session, coll, champion, previous, "operator", reason, _who(operator))
         return {"champion": previous.version, "rolled_back_from": champion.version}
 
 
