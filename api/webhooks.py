@@ -110,9 +110,37 @@ def _record(**fields) -> None:
         deliveries.record(session, **fields)
 
 
+class UnauthenticatedRefusals:
+    """How many refusals of callers that did not sign (401) or sent too much (413) are recorded:
+    anyone can send those, and recording each one would let anyone grow webhook_deliveries
+    without limit. Up to `per_minute` per client and API process are kept, the rest only logged
+    (once a minute per client); every refusal is still answered."""
+
+    def __init__(self, per_minute: int = 60) -> None:
+        self.per_minute = per_minute
+        self._lock = threading.Lock()
+        self._minute, self._counts = -1, {}
+
+    def record_this_one(self, client: str, now: float | None = None) -> bool:
+        minute = int((time.time() if now is None else now) // 60)
+        with self._lock:
+            if minute != self._minute:
+                self._minute, self._counts = minute, {}
+            n = self._counts[client] = self._counts.get(client, 0) + 1
+        if n == self.per_minute + 1:
+            log.warning("more than %d unauthenticated webhook refusals from %s this minute: the rest are "
+                        "answered, not recorded", self.per_minute, client)
+        return n <= self.per_minute
+
+
+unauthenticated_refusals = UnauthenticatedRefusals()
+
+
 async def _refuse(status: int, reason: str, outcome: str, body: bytes, client: str, digest: str | None = None,
                   signed_at: int | None = None) -> JSONResponse:
     """Answer a refusal and record it; a failure to record never hides the answer."""
+    if status in (401, 413) and not unauthenticated_refusals.record_this_one(client):
+        return error(status, reason, outcome=outcome)
     try:
         await run_in_threadpool(_record, outcome=outcome, status_code=status, body=body, reason=reason,
                                 digest=digest, signed_at=signed_at, client=client)

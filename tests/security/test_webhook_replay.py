@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -99,3 +100,19 @@ def test_bad_signatures_are_recorded_with_their_kind(client):
         outcomes = session.exec(select(WebhookDelivery.outcome).order_by(WebhookDelivery.id.desc()).limit(2)).all()
     assert stored is None
     assert sorted(outcomes) == ["bad_signature", "unsigned"]
+
+
+def test_unsigned_floods_are_answered_but_not_all_recorded(client, monkeypatch):
+    """Anyone can send an unsigned call; recording each would let anyone grow webhook_deliveries."""
+    from api import webhooks
+
+    monkeypatch.setattr(webhooks, "unauthenticated_refusals", webhooks.UnauthenticatedRefusals(per_minute=3))
+    if time.time() % 60 > 55:  # keep the calls inside one minute
+        time.sleep(61 - time.time() % 60)
+    body = f"flood-{time.time_ns()}".encode()
+    answers = [client.post("/v1/webhooks/sales", content=body).status_code for _ in range(6)]
+    assert answers == [401] * 6
+    with session_scope() as session:
+        kept = session.exec(select(WebhookDelivery).where(
+            WebhookDelivery.body_sha256 == hashlib.sha256(body).hexdigest())).all()
+    assert len(kept) == 3
