@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -148,52 +149,47 @@ def test_a_monitor_run_that_rolls_back_does_not_settle_the_shadow_against_the_re
     now = utcnow()
     promoted_at, shadow_from, valued_at = now - timedelta(days=4), now - timedelta(days=3.5), now - timedelta(days=3.4)
     made: dict[str, list] = {"versions": [], "snapshots": [], "sales": []}
-    with session_scope() as session:
-        coll = pipeline.collection(session, settings)
-        a = get_alias(session, coll, CHAMPION)
-        aliases_before = {r.alias: r.model_version_id for r in
-                          session.exec(select(ModelAlias).where(ModelAlias.collection_id == coll.id)).all()}
-        top = max(session.exec(select(ModelVersion.version).where(ModelVersion.collection_id == coll.id)).all())
-        copied = {k: getattr(a, k) for k in ModelVersion.model_fields if k not in ("id", "version", "created_at")}
-        b, c = (ModelVersion(**copied, version=top + i) for i in (1, 2))
-        session.add_all([b, c])
-        session.flush()
-        made["versions"] = [b.id, c.id]
-        set_alias(session, coll, PREVIOUS_CHAMPION, a)
-        set_alias(session, coll, CHAMPION, b)
-        set_alias(session, coll, CONTENDER, c)
-        for alias, since in ((PREVIOUS_CHAMPION, promoted_at), (CONTENDER, shadow_from)):
-            session.execute(update(ModelAlias.__table__).where(ModelAlias.collection_id == coll.id,
-                                                               ModelAlias.alias == alias).values(updated_at=since))
-        items = [str(i) for i in range(40)]  # every one sells at 100: A values 101, B 200, C 150
-        for version, status, value in ((b, "published", 200.0), (a, "shadow", 101.0), (c, "shadow", 150.0)):
-            snap = NowcastSnapshot(collection_id=coll.id, model_version_id=version.id, as_of=valued_at,
-                                   valued_at=valued_at, n_items=len(items), status=status, published_at=valued_at)
-            session.add(snap)
-            session.flush()
-            made["snapshots"].append(snap.id)
-            session.add_all([NowcastRow(snapshot_id=snap.id, item_key=i, fair_value=value, p10=0.8 * value,
-                                        p90=1.2 * value) for i in items])
-        for n, item in enumerate(items):
-            event_id = f"races-monitor-{item}-{time.time_ns()}"
-            session.add(Sale(collection_id=coll.id, event_id=event_id, item_key=item, price=100.0,
-                             ts=valued_at + timedelta(hours=1 + n), content_hash="0" * 64))
-            made["sales"].append(event_id)
-    first_decision = last_decision_id()
     try:
-        first = lifecycle.run_monitor(settings)
-        assert first["rolled_back_to"] == a.version and "shadow" not in first, first
-        second = lifecycle.run_monitor(settings)
-        assert second["shadow"] == {"contender": c.version, "decision": "reject"}, second
-        with session_scope() as session:
-            assert get_alias(session, pipeline.collection(session, settings), CHAMPION).id == a.id
+        with aliases_and_decisions_restored():  # restored before the versions they name are deleted
+            with session_scope() as session:
+                coll = pipeline.collection(session, settings)
+                a = get_alias(session, coll, CHAMPION)
+                top = max(session.exec(select(ModelVersion.version).where(ModelVersion.collection_id == coll.id)).all())
+                copied = {k: getattr(a, k) for k in ModelVersion.model_fields
+                          if k not in ("id", "version", "created_at")}
+                b, c = (ModelVersion(**copied, version=top + i) for i in (1, 2))
+                session.add_all([b, c])
+                session.flush()
+                made["versions"] = [b.id, c.id]
+                set_alias(session, coll, PREVIOUS_CHAMPION, a)
+                set_alias(session, coll, CHAMPION, b)
+                set_alias(session, coll, CONTENDER, c)
+                for alias, since in ((PREVIOUS_CHAMPION, promoted_at), (CONTENDER, shadow_from)):
+                    session.execute(update(ModelAlias.__table__).values(updated_at=since).where(
+                        ModelAlias.collection_id == coll.id, ModelAlias.alias == alias))
+                items = [str(i) for i in range(40)]  # every one sells at 100: A values 101, B 200, C 150
+                for version, status, value in ((b, "published", 200.0), (a, "shadow", 101.0), (c, "shadow", 150.0)):
+                    snap = NowcastSnapshot(collection_id=coll.id, model_version_id=version.id, as_of=valued_at,
+                                           valued_at=valued_at, n_items=len(items), status=status,
+                                           published_at=valued_at)
+                    session.add(snap)
+                    session.flush()
+                    made["snapshots"].append(snap.id)
+                    session.add_all([NowcastRow(snapshot_id=snap.id, item_key=i, fair_value=value, p10=0.8 * value,
+                                                p90=1.2 * value) for i in items])
+                for n, item in enumerate(items):
+                    event_id = f"races-monitor-{item}-{time.time_ns()}"
+                    session.add(Sale(collection_id=coll.id, event_id=event_id, item_key=item, price=100.0,
+                                     ts=valued_at + timedelta(hours=1 + n), content_hash="0" * 64))
+                    made["sales"].append(event_id)
+            first = lifecycle.run_monitor(settings)
+            assert first["rolled_back_to"] == a.version and "shadow" not in first, first
+            second = lifecycle.run_monitor(settings)
+            assert second["shadow"] == {"contender": c.version, "decision": "reject"}, second
+            with session_scope() as session:
+                assert get_alias(session, pipeline.collection(session, settings), CHAMPION).id == a.id
     finally:
         with session_scope() as session:
-            coll = pipeline.collection(session, settings)
-            session.execute(delete(PromotionDecision.__table__).where(PromotionDecision.id > first_decision))
-            session.execute(delete(ModelAlias.__table__).where(ModelAlias.collection_id == coll.id))
-            session.add_all([ModelAlias(collection_id=coll.id, alias=alias, model_version_id=version_id)
-                             for alias, version_id in aliases_before.items()])
             session.execute(delete(Sale.__table__).where(Sale.event_id.in_(made["sales"])))
             session.execute(delete(NowcastRow.__table__).where(NowcastRow.snapshot_id.in_(made["snapshots"])))
             session.execute(delete(NowcastSnapshot.__table__).where(NowcastSnapshot.id.in_(made["snapshots"])))
@@ -207,16 +203,31 @@ def last_decision_id() -> int:
         return session.exec(select(func.max(PromotionDecision.id))).one() or 0
 
 
-def test_a_newer_shadow_supersedes_the_waiting_one_on_record_and_promoting_it_ends_its_shadow(seeded):
+@contextmanager
+def aliases_and_decisions_restored():
+    """Later tests of the session see the champion and the decision trail as they were."""
     settings = get_settings()
-    outcome = lifecycle.train_and_gate(settings, QUICK)
-    shadow = dataclasses.replace(outcome.decision, decision=gates.SHADOW, reason="better, not by the margin")
     with session_scope() as session:
         coll = pipeline.collection(session, settings)
         aliases_before = {r.alias: r.model_version_id for r in
                           session.exec(select(ModelAlias).where(ModelAlias.collection_id == coll.id)).all()}
     first_decision = last_decision_id()
     try:
+        yield
+    finally:
+        with session_scope() as session:
+            coll = pipeline.collection(session, settings)
+            session.execute(delete(PromotionDecision.__table__).where(PromotionDecision.id > first_decision))
+            session.execute(delete(ModelAlias.__table__).where(ModelAlias.collection_id == coll.id))
+            session.add_all([ModelAlias(collection_id=coll.id, alias=alias, model_version_id=version_id)
+                             for alias, version_id in aliases_before.items()])
+
+
+def test_a_newer_shadow_supersedes_the_waiting_one_on_record_and_promoting_it_ends_its_shadow(seeded):
+    settings = get_settings()
+    outcome = lifecycle.train_and_gate(settings, QUICK)
+    shadow = dataclasses.replace(outcome.decision, decision=gates.SHADOW, reason="better, not by the margin")
+    with aliases_and_decisions_restored():
         shadowed = []
         for name in ("first shadow", "second shadow"):
             request_id = new_request(name)
@@ -234,13 +245,6 @@ def test_a_newer_shadow_supersedes_the_waiting_one_on_record_and_promoting_it_en
             coll = pipeline.collection(session, settings)
             assert get_alias(session, coll, CHAMPION).version == newer
             assert get_alias(session, coll, CONTENDER) is None  # not judged against itself by the monitor
-    finally:
-        with session_scope() as session:
-            coll = pipeline.collection(session, settings)
-            session.execute(delete(PromotionDecision.__table__).where(PromotionDecision.id > first_decision))
-            session.execute(delete(ModelAlias.__table__).where(ModelAlias.collection_id == coll.id))
-            session.add_all([ModelAlias(collection_id=coll.id, alias=alias, model_version_id=version_id)
-                             for alias, version_id in aliases_before.items()])
 
 
 def test_concurrent_operator_rollbacks_roll_back_once(seeded):
@@ -248,17 +252,13 @@ def test_concurrent_operator_rollbacks_roll_back_once(seeded):
     outcome = lifecycle.train_and_gate(settings, QUICK)
     rejected = dataclasses.replace(outcome.decision, decision=gates.REJECT, reason="kept out of the way")
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
-        aliases_before = {r.alias: r.model_version_id for r in
-                          session.exec(select(ModelAlias).where(ModelAlias.collection_id == coll.id)).all()}
-        first_champion = get_alias(session, coll, CHAMPION).version
-    first_decision = last_decision_id()
-    request_id = new_request("a version to roll back from")
-    with session_scope() as session:
-        assert requests.claim(session, request_id, "racer", timedelta(minutes=5), 3)
-    version = lifecycle._register_and_decide(settings, request_id, "racer",
-                                             dataclasses.replace(outcome, decision=rejected))["model_version"]
-    try:
+        first_champion = get_alias(session, pipeline.collection(session, settings), CHAMPION).version
+    with aliases_and_decisions_restored():
+        request_id = new_request("a version to roll back from")
+        with session_scope() as session:
+            assert requests.claim(session, request_id, "racer", timedelta(minutes=5), 3)
+        version = lifecycle._register_and_decide(settings, request_id, "racer",
+                                                 dataclasses.replace(outcome, decision=rejected))["model_version"]
         lifecycle.operator_promote(version, "to be rolled back")
         outcomes: list[str] = []
 
@@ -277,10 +277,3 @@ def test_concurrent_operator_rollbacks_roll_back_once(seeded):
         rollbacks = [d for d in lifecycle.decisions(settings, 20) if d["decision"] == "rollback"
                      and d["contender"] == version]
         assert len(rollbacks) == 1
-    finally:
-        with session_scope() as session:
-            coll = pipeline.collection(session, settings)
-            session.execute(delete(PromotionDecision.__table__).where(PromotionDecision.id > first_decision))
-            session.execute(delete(ModelAlias.__table__).where(ModelAlias.collection_id == coll.id))
-            session.add_all([ModelAlias(collection_id=coll.id, alias=alias, model_version_id=version_id)
-                             for alias, version_id in aliases_before.items()])
