@@ -210,10 +210,13 @@ def archive(limit: int = typer.Option(20, help="Archive at most this many snapsh
 
 
 def _check_source(source: str) -> None:
-    from fairvalue.evaluation import SOURCES
+    """Before any work: the replay's loaders refuse it too, later (fairvalue.evaluation.check_source)."""
+    from fairvalue.evaluation import check_source
 
-    if source not in SOURCES:
-        raise typer.BadParameter(f"must be one of {', '.join(SOURCES)}, not {source!r}", param_hint="--source")
+    try:
+        check_source(source)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--source") from None
 
 
 def _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection=None):
@@ -591,18 +594,19 @@ def status(collection: str = COLLECTION_OPTION) -> None:
     from sqlalchemy import func
     from sqlmodel import select
 
+    from fairvalue.errors import NotFound
+    from fairvalue.reads import collection_row
     from storage.db import session_scope
     from storage.registry import CHAMPION, get_alias
     from storage.snapshots import published_snapshot
-    from storage.tables import Collection, Item, RejectedSale, Sale
+    from storage.tables import Item, RejectedSale, Sale
 
-    slug = get_settings().for_collection(collection).collection
     with session_scope() as session:  # looked up, not created: a mistyped slug must leave nothing behind
-        coll = session.exec(select(Collection).where(Collection.slug == slug)).first()
-        if coll is None:
-            known = ", ".join(session.exec(select(Collection.slug).order_by(Collection.slug)).all()) or "none"
-            console.print(f"[red]no collection {slug!r}[/] (stored: {known})")
-            raise typer.Exit(1)
+        try:
+            coll = collection_row(session, get_settings().for_collection(collection).collection)
+        except NotFound as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from None
         n_items = session.exec(select(func.count()).select_from(Item).where(Item.collection_id == coll.id)).one()
         n_sales = session.exec(select(func.count()).select_from(Sale).where(Sale.collection_id == coll.id)).one()
         rejected = session.exec(

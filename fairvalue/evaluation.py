@@ -29,12 +29,19 @@ CADENCES = {"1d": pd.Timedelta(days=1), "30m": pd.Timedelta(minutes=30)}
 SOURCES = ("auto", "db", "bundled")  # where a replay reads the past from
 
 
+def check_source(source: str) -> None:
+    """A source that names none of SOURCES would silently read the bundled files."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
+
+
 def load_market(settings: Settings, source: str, sales_files: list[Path], floor_file: Path | None,
                 eth_usd_file: Path | None) -> MarketData:
     """The market to replay: the database (when it holds sales and source allows) or the
     bundled files, plus any later events given as files."""
     from storage.bundled import market_data_from_files
 
+    check_source(source)
     bundled = settings.data_dir / settings.collection
     if source == "db" or (source == "auto" and _database_has_sales(settings)):
         from storage.db import session_scope
@@ -180,6 +187,7 @@ def load_daily(settings: Settings, source: str = "auto"):
     allows) or the bundled fixture (config/cards.yaml + data/cards/prices.csv)."""
     from models.daily import DailySeries
 
+    check_source(source)
     if source in ("db", "auto"):
         from storage.db import session_scope
         from storage.ingest import ensure_collection

@@ -247,8 +247,9 @@ def finite(raw: np.ndarray) -> np.ndarray:
 class LinearPremium:
     """A fitted ridge_pipeline folded into one affine map per column: a present value x adds
     slope x, a missing one adds `if_missing` (its imputed median's share plus its flag's). Same
-    predictions as the pipeline (a unit test checks it), a tenth of its time: imputing, flagging
-    and scaling a million rows one step after another took 5 s."""
+    predictions as the pipeline (a unit test checks it) in a fifth of its time: 0.10 s against
+    0.52 s per 100,000 rows of 150 columns, one thread, imputing, flagging and scaling one step
+    after another."""
 
     slope: np.ndarray
     if_missing: np.ndarray

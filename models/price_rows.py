@@ -7,13 +7,12 @@ card's answer into rows first), so a bad value from either is kept with the same
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from models.validation import EARLIEST_SALE, MAX_PRICE, Rejection
+from models.validation import EARLIEST_SALE, MAX_PRICE, Rejection, feed_number
 
 MAX_VOLUME = 2**31 - 1  # the column is a 32-bit integer
 
@@ -51,16 +50,6 @@ def _pick(row: Mapping[str, Any], name: str) -> Any:
     return None
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or (isinstance(value, str) and "_" in value):  # float() reads "1_000" as 1000
-        return None
-    try:
-        out = float(str(value).strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past float's range
-        return None
-    return out if math.isfinite(out) else None
-
-
 def _day(value: Any) -> date | None:
     if isinstance(value, datetime):
         return value.date()
@@ -92,7 +81,7 @@ def validate_row(row: Any, known_items: set[str], today: date) -> PriceObservati
     item = str(_pick(row, "card_id")).strip()
     if item not in known_items:
         return Rejection(raw, PriceReason.UNKNOWN_ITEM, f"no card {item!r} in the collection")
-    price = _number(_pick(row, "market_price"))
+    price = feed_number(_pick(row, "market_price"))
     if price is None:
         return Rejection(raw, PriceReason.MALFORMED_PRICE, f"{_pick(row, 'market_price')!r} is not a number")
     if price <= 0:
@@ -102,7 +91,7 @@ def validate_row(row: Any, known_items: set[str], today: date) -> PriceObservati
     volume_raw = _pick(row, "volume")
     volume = None
     if volume_raw is not None:
-        number = _number(volume_raw)
+        number = feed_number(volume_raw)
         if number is None or not 0 <= number <= MAX_VOLUME or number != int(number):
             return Rejection(raw, PriceReason.MALFORMED_VOLUME, f"{volume_raw!r} is not a count")
         volume = int(number)

@@ -99,6 +99,18 @@ class FloorLookup:
         return self.values[i - 1] if i else None
 
 
+def feed_number(value: Any) -> float | None:
+    """A finite number as a feed writes one (a JSON number or its text), else None: not a
+    boolean, and not "1_000", which Python's float() reads as 1000 and no price feed writes."""
+    if isinstance(value, bool) or (isinstance(value, str) and "_" in value):
+        return None
+    try:
+        out = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past float's range
+        return None
+    return out if math.isfinite(out) else None
+
+
 def _usable(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
@@ -187,16 +199,9 @@ def validate_row(
     if ts > now + FUTURE_SLACK:
         return reject(Reason.FUTURE_TIMESTAMP, f"{ts.isoformat()} is after {now.isoformat()}")
     price_value = values["price"]
-    try:
-        if isinstance(price_value, bool):
-            raise ValueError("boolean is not a price")
-        if isinstance(price_value, str) and "_" in price_value:
-            raise ValueError("Python reads 1_000 as 1000; no price feed writes it")
-        price = float(price_value)
-    except (ValueError, TypeError, OverflowError):  # OverflowError: an integer past float's range
-        return reject(Reason.MALFORMED_PRICE, f"price {price_value!r} is not a number")
-    if not math.isfinite(price):
-        return reject(Reason.MALFORMED_PRICE, f"price {price_value!r} is not finite")
+    price = feed_number(price_value)
+    if price is None:
+        return reject(Reason.MALFORMED_PRICE, f"price {price_value!r} is not a finite number")
     if price > MAX_PRICE:
         return reject(Reason.MALFORMED_PRICE, f"price {price:g} is above {MAX_PRICE:g}, no sale price")
     if price <= 0:

@@ -51,15 +51,15 @@ def load_excluded(session: Session, collection: Collection) -> pd.DataFrame:
         select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price, Sale.wash_reason)
         .where(Sale.collection_id == collection.id, Sale.wash_reason.is_not(None))
     ).all()
+    stored = select(Sale.id).where(Sale.collection_id == collection.id, Sale.event_id == RejectedSale.event_id)
     refused = session.exec(
         select(RejectedSale.event_id, RejectedSale.row, RejectedSale.reason)
-        .where(RejectedSale.collection_id == collection.id)
+        .where(RejectedSale.collection_id == collection.id, ~stored.exists())
     ).all()
-    stored = set(session.exec(select(Sale.event_id).where(Sale.collection_id == collection.id)).all())
     rows, seen = list(flagged), set()
     for event_id, row, reason in refused:
         ts = sale_time_of(row)
-        if ts is None or event_id in stored or (event_id is not None and event_id in seen):
+        if ts is None or (event_id is not None and event_id in seen):
             continue
         seen.add(event_id)
         rows.append((event_id, ts, item_key_of(row), None, reason))

@@ -242,7 +242,7 @@ def test_operator_mistakes_are_usage_errors_not_tracebacks(database, tmp_path, m
 
 def test_status_of_a_mistyped_collection_creates_nothing(database):
     result = runner.invoke(app, ["status", "--collection", "cryptopunk"])
-    assert result.exit_code == 1 and "no collection 'cryptopunk'" in result.output, result.output
+    assert result.exit_code == 1 and "unknown collection 'cryptopunk'" in result.output, result.output
     with session_scope() as session:
         assert session.exec(select(Collection).where(Collection.slug == "cryptopunk")).first() is None
 

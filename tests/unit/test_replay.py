@@ -49,3 +49,16 @@ def test_a_daily_full_snapshot_feeds_signal_history():
     assert history["snapshot_time"].nunique() == 20
     assert set(history["signal"]) <= {"BUY", "SELL", "HOLD"}
     assert history.groupby("snapshot_time").size().eq(60).all()
+
+
+def test_a_source_that_names_none_is_refused_before_any_read():
+    """It used to read the bundled files as if `bundled` had been asked for."""
+    import pytest
+
+    from fairvalue.evaluation import load_daily, load_market
+    from fairvalue.settings import get_settings
+
+    for load in (lambda: load_market(get_settings(), "bogus", [], None, None),
+                 lambda: load_daily(get_settings(), "bogus")):
+        with pytest.raises(ValueError, match="source must be one of auto, db, bundled"):
+            load()
