@@ -95,6 +95,29 @@ def category_index(log_price: pd.DataFrame, categories: pd.Series) -> pd.DataFra
     return out
 
 
+MARKET_BASE = 100.0
+
+
+def market_days(series: DailySeries) -> pd.DataFrame:
+    """Per day with at least one price: day, n_cards (cards priced), median_price and index, the
+    market index level (MARKET_BASE on the first day of prices).
+
+    The index is category_index with every card in one category: the running sum of the median
+    of the cards' daily log moves. It is the model's own notion of a market move, so it is robust
+    to one card's spike; and, being chained from moves, it does not jump when a dear card misses a
+    day or joins, as the median price does."""
+    log_price = series.wide()
+    if log_price.empty or log_price.shape[1] == 0:
+        return pd.DataFrame({"day": pd.Series(dtype="datetime64[ns]"), "n_cards": pd.Series(dtype=int),
+                             "median_price": pd.Series(dtype=float), "index": pd.Series(dtype=float)})
+    whole_market = pd.Series("market", index=log_price.columns)
+    level = MARKET_BASE * np.exp(category_index(log_price, whole_market).iloc[:, 0])
+    n_cards = log_price.notna().sum(axis=1)
+    out = pd.DataFrame({"day": log_price.index, "n_cards": n_cards.to_numpy(),
+                        "median_price": np.exp(log_price).median(axis=1).to_numpy(), "index": level.to_numpy()})
+    return out[out["n_cards"] > 0].reset_index(drop=True)
+
+
 @dataclass
 class _WindowParts:
     log_price: pd.DataFrame
