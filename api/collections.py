@@ -63,9 +63,11 @@ def performance(request: Request) -> JSONResponse:
 
 
 def backtest(request: Request) -> JSONResponse:
-    """Strategy backtest on the live forward pairs of a window.
+    """Strategy backtest on the live forward pairs of a window (cards: on the replayed card-days).
     ---
     summary: Model-driven buying vs buy-all on the same forward pairs (Sharpe, Sortino, Calmar, drawdown)
+    description: "A daily-priced collection (cards) holds, each day, the cards priced at least the BUY threshold
+      under their forward fair value, against every priced card, each for one day (docs/cards.md)."
     tags: [track record]
     parameters:
       - {name: from, in: query, schema: {type: string, format: date-time}, description: "ISO date or date-time"}
@@ -83,6 +85,8 @@ def market(request: Request) -> JSONResponse:
     """Daily market data.
     ---
     summary: Daily floor, ETH/USD and the sales index (default the last 365 days of data)
+    description: "A daily-priced collection (cards) answers, per priced day, n_cards, median_price and its
+      market index (the running median of the cards' daily moves) instead of floor and ETH/USD."
     tags: [collections]
     parameters:
       - {name: from, in: query, schema: {type: string, format: date-time}, description: "ISO date or date-time"}

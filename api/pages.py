@@ -197,8 +197,12 @@ def home(request: Request) -> Response:
     buys, signals_error = _try(reads.signals_page, slug, signal="BUY", limit=TOP_SIGNALS)
     sells, _ = _try(reads.signals_page, slug, signal="SELL", limit=TOP_SIGNALS)
     market = reads.market(slug)
-    chart = {"currency": summary["currency"],
-             "days": [[d["day"], d["floor"], d["index"]] for d in market["days"]]}
+    if market.get("kind") == "daily_prices":  # cards: the median price; their index is a level from 100, not a price
+        chart = {"currency": summary["currency"], "labels": ["median price", ""],
+                 "days": [[d["day"], d["median_price"], None] for d in market["days"]]}
+    else:
+        chart = {"currency": summary["currency"],
+                 "days": [[d["day"], d["floor"], d["index"]] for d in market["days"]]}
     return render(request, "home.html", summary=summary, buys=buys, sells=sells, signals_error=signals_error,
                   chart=chart)
 

@@ -364,14 +364,20 @@ def backtest(
     cadence: str = typer.Option("1d"),
     source: str = typer.Option("auto", help="auto, db or bundled."),
     as_json: bool = typer.Option(False, "--json"),
+    collection: str = COLLECTION_OPTION,
 ) -> None:
-    """Replay, then trade: buy what the model calls undervalued vs buy every completed sale."""
-    result = _evaluate(from_, to, cadence, None, None, None, source)
-    bt = result.report["backtest"]
+    """Replay, then trade: buy what the model calls undervalued vs buy every completed sale (for a
+    daily-priced collection: hold each day the cards it calls undervalued vs every priced card)."""
+    if _is_daily(collection):
+        bt, signals, what = _backtest_daily(collection, from_, to, source), None, "card-days"
+    else:
+        result = _evaluate(from_, to, cadence, None, None, None, source, collection)
+        bt, signals, what = result.report["backtest"], result.report["signals"], "pairs"
     if as_json:
-        print(json.dumps({"backtest": bt, "signals": result.report["signals"]}, default=str, allow_nan=False))
+        # A daily collection's signal KPIs are `replay --collection`'s report, not the punks' signals.
+        print(json.dumps({"backtest": bt} | ({"signals": signals} if signals else {}), default=str, allow_nan=False))
         return
-    table = Table(title=f"backtest: {bt['n_eligible']} eligible pairs, {bt['n_filtered']} filtered")
+    table = Table(title=f"backtest: {bt['n_eligible']} eligible {what}, {bt['n_filtered']} filtered")
     for col in ("strategy", "trades", "total return", "Sharpe", "Sortino", "Calmar", "max drawdown"):
         table.add_column(col, justify="right")
     for name in ("strategy", "buy_all"):
@@ -380,6 +386,26 @@ def backtest(
         table.add_row(name, str(s["n_trades"]), fmt(s["total_return"], True), fmt(s["sharpe"]),
                       fmt(s["sortino"]), fmt(s["calmar"]), fmt(s["max_drawdown"], True))
     console.print(table)
+
+
+def _backtest_daily(collection: str, from_: str, to: str, source: str) -> dict:
+    """models/daily_backtest.py on the card-days `replay --collection` scores (docs/cards.md)."""
+    import pandas as pd
+
+    from fairvalue import evaluation
+
+    start = pd.Timestamp(_parse_time(from_)).tz_convert("UTC").tz_localize(None).normalize()
+    end = pd.Timestamp(_parse_time(to)).tz_convert("UTC").tz_localize(None).normalize()
+    if end <= start:
+        raise typer.BadParameter("--to must be after --from")
+    _check_source(source)
+    settings = get_settings().for_collection(collection)
+    with console.status("replaying"):
+        series = evaluation.load_daily(settings, source)
+        try:
+            return evaluation.backtest_daily(series, start, end, settings)
+        except evaluation.NotEnoughHistory as exc:
+            raise typer.BadParameter(str(exc), param_hint="--from") from None
 
 
 def _parse_params(params: list[str] | None) -> dict:

@@ -217,13 +217,13 @@ class NotEnoughHistory(ValueError):
     """A replay window that starts before the first day a model could be trained for."""
 
 
-def evaluate_daily(series, start: pd.Timestamp, end: pd.Timestamp, settings: Settings,
-                   horizon_days: float | None = None, gain: float | None = None,
-                   retrain_every_days: int | None = None) -> dict[str, Any]:
-    """Replay a daily-priced collection and compute its KPIs (models/daily_eval.py).
-    NotEnoughHistory when the window starts before a model could be trained."""
+def replay_daily_rows(series, start: pd.Timestamp, end: pd.Timestamp, settings: Settings,
+                      retrain_every_days: int | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Every card-day of [start, end) valued by a model trained on the days before it
+    (models.daily_eval.replay_daily). NotEnoughHistory when the window starts before a model
+    could be trained."""
     from models.daily import MIN_TRAIN_DAYS, earliest_forward_day
-    from models.daily_eval import DailyReplayConfig, kpis, replay_daily
+    from models.daily_eval import DailyReplayConfig, replay_daily
 
     earliest = earliest_forward_day(series)
     if earliest is None or start < earliest:
@@ -231,11 +231,32 @@ def evaluate_daily(series, start: pd.Timestamp, end: pd.Timestamp, settings: Set
             f"the window may start on {earliest.date()} at the earliest" if earliest is not None
             else f"the collection has fewer than {MIN_TRAIN_DAYS} days of prices"))
 
+    # Nothing is priced after the last day, so replaying past it only refits the same model each
+    # week: a window to 2035 cost minutes per request. The rows are the same without those weeks.
+    end = min(end, series.last_day + pd.Timedelta(days=1))
     config = DailyReplayConfig(start, end, retrain_every_days=retrain_every_days or max(1, int(
         settings.retrain_max_age_days)), buy_below=settings.buy_below, sell_above=settings.sell_above)
-    rows, trainings = replay_daily(series, config)
+    return replay_daily(series, config)
+
+
+def evaluate_daily(series, start: pd.Timestamp, end: pd.Timestamp, settings: Settings,
+                   horizon_days: float | None = None, gain: float | None = None,
+                   retrain_every_days: int | None = None) -> dict[str, Any]:
+    """Replay a daily-priced collection and compute its KPIs (models/daily_eval.py)."""
+    from models.daily_eval import kpis
+
+    rows, trainings = replay_daily_rows(series, start, end, settings, retrain_every_days)
     report = kpis(rows, series, start, end, int(horizon_days or settings.daily_signal_horizon_days),
                   gain if gain is not None else settings.daily_signal_gain)
     report["trainings"] = trainings
     report["thresholds"] = {"buy_below": settings.buy_below, "sell_above": settings.sell_above}
     return report
+
+
+def backtest_daily(series, start: pd.Timestamp, end: pd.Timestamp, settings: Settings) -> dict[str, Any]:
+    """The cards' strategy backtest (models/daily_backtest.py) on the same replayed card-days as
+    evaluate_daily, at the threshold the cards' BUY signals use."""
+    from models.daily_backtest import daily_backtest
+
+    rows, _ = replay_daily_rows(series, start, end, settings)
+    return daily_backtest(rows, series.prices, threshold=settings.buy_below).as_dict()

@@ -475,28 +475,40 @@ def training_requests(slug: str | None = None, state: str | None = None, limit: 
 
 # --- market ---------------------------------------------------------------------------------
 
+def _market_window(t0: datetime | None, t1: datetime | None, last_day: date | None) -> tuple[datetime, datetime]:
+    """[from, to) of /market: default the 365 days up to the end of the last day of data."""
+    if t1 is None:
+        t1 = (datetime.combine(last_day, datetime.min.time(), UTC) + timedelta(days=1)
+              if last_day is not None else datetime.now(UTC))
+    if t0 is None:
+        t0 = t1 - timedelta(days=365)
+    if t1 <= t0:  # after the defaults: a `from` past the last market day is refused too
+        raise BadInput("to must be after from")
+    if t1 - t0 > timedelta(days=3700):
+        raise BadInput("the window may span at most ~10 years")
+    return t0, t1
+
+
+def _days_touched(t0: datetime, t1: datetime) -> tuple[date, date]:
+    """Every day the window touches: [t0, t1) ends on the day before t1 only when t1 is a midnight."""
+    return t0.date(), (t1 - timedelta(microseconds=1)).date()
+
+
 def market(slug: str | None = None, start: str | None = None, end: str | None = None) -> dict[str, Any]:
-    """Daily floor, ETH/USD and the service's sales index. Default window: the last 365 days
-    of market data."""
+    """Daily floor, ETH/USD and the service's sales index (a daily-priced collection: cards
+    priced, median price and the market index). Default window: the last 365 days of data."""
     from models.market_index import sales_index
 
     t0, t1 = parse_time(start, "from"), parse_time(end, "to")
     with session_scope() as session:
         coll = collection_row(session, slug)
+        if coll.kind == DAILY_PRICES:
+            return _daily_market(session, coll, t0, t1)
         last_day = session.exec(select(func.max(MarketDay.day)).where(MarketDay.collection_id == coll.id)).one()
         last_sale = session.exec(select(func.max(Sale.ts)).where(Sale.collection_id == coll.id)).one()
         candidates = [d for d in (last_day, last_sale.date() if last_sale else None) if d is not None]
-        if t1 is None:
-            t1 = (datetime.combine(max(candidates), datetime.min.time(), UTC) + timedelta(days=1)
-                  if candidates else datetime.now(UTC))
-        if t0 is None:
-            t0 = t1 - timedelta(days=365)
-        if t1 <= t0:  # after the defaults: a `from` past the last market day is refused too
-            raise BadInput("to must be after from")
-        if t1 - t0 > timedelta(days=3700):
-            raise BadInput("the window may span at most ~10 years")
-        # Every day the window touches: [t0, t1) ends on the day before t1 only when t1 is a midnight.
-        window_first, window_last = t0.date(), (t1 - timedelta(microseconds=1)).date()
+        t0, t1 = _market_window(t0, t1, max(candidates) if candidates else None)
+        window_first, window_last = _days_touched(t0, t1)
         days = session.exec(select(MarketDay.day, MarketDay.floor, MarketDay.eth_usd).where(
             MarketDay.collection_id == coll.id, MarketDay.day >= window_first, MarketDay.day <= window_last)
             .order_by(MarketDay.day)).all()
@@ -521,6 +533,25 @@ def market(slug: str | None = None, start: str | None = None, end: str | None = 
     return {"collection": coll.slug, "currency": coll.currency, "from": iso(t0), "to": iso(t1),
             "index_meaning": "25th percentile of sale prices over the 3 days before the day (7/14 when thin)",
             "days": points}
+
+
+def _daily_market(session: Session, coll: Collection, t0: datetime | None, t1: datetime | None) -> dict[str, Any]:
+    """The cards' market per priced day of the window (models.daily.market_days). The index is
+    computed on the whole series, so a day's level is the same whatever window asks for it."""
+    from fairvalue.kinds import kind_of
+    from models.daily import MARKET_BASE, market_days
+
+    series = kind_of(coll).load(session, coll)
+    t0, t1 = _market_window(t0, t1, series.last_day.date() if series.last_day is not None else None)
+    window_first, window_last = _days_touched(t0, t1)
+    days = market_days(series)
+    days = days[(days["day"].dt.date >= window_first) & (days["day"].dt.date <= window_last)]
+    return {"collection": coll.slug, "currency": coll.currency, "kind": DAILY_PRICES, "from": iso(t0), "to": iso(t1),
+            "index_meaning": f"running median of the cards' daily price moves, {MARKET_BASE:g} on the first day "
+                             "of prices (a card missing a day carries its price up to 3 days)",
+            "days": [{"day": d.date().isoformat(), "n_cards": int(n), "median_price": rounded(m), "index": rounded(i)}
+                     for d, n, m, i in zip(days["day"], days["n_cards"], days["median_price"], days["index"],
+                                           strict=True)]}
 
 
 # --- queue ----------------------------------------------------------------------------------

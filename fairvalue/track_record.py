@@ -1,6 +1,7 @@
 """The live track record: every sale in a window scored against the last snapshot PUBLISHED
 before it (forward only, never a retroactive prediction), then valuation metrics overall, by
-segment and over time, and the strategy backtest on the same pairs.
+segment and over time, and the strategy backtest on the same pairs. A daily-priced collection
+(cards) is judged on replayed card-days instead (docs/cards.md), for both answers.
 
 Both answers are cached in this process, keyed by the window and by what could change them
 (the newest published snapshot, the newest sale, the sale count, the thresholds), so a page
@@ -204,19 +205,14 @@ def performance(slug: str | None = None, start: str | None = None, end: str | No
         return _cached(key, compute)
 
 
-def _daily_performance(session: Session, coll: Collection, start: str | None, end: str | None) -> dict[str, Any]:
-    """A daily-priced collection (cards): the replay KPIs of docs/cards.md over [from, to) — each
-    card-day valued by a model trained on days before it (weekly retrains), so the figures are
-    forward — with MAPE/RMSE per card and category and the BUY/SELL precision and recall.
-    Default window: the 60 days up to the latest price."""
-    from fairvalue.evaluation import NotEnoughHistory, evaluate_daily
+def _daily_window(series, start: str | None, end: str | None) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """[from, to) in whole days for a daily-priced collection: default the 60 days up to the
+    latest price, never starting before a model could be trained."""
     from models.daily import earliest_forward_day
 
-    series = kinds.kind_of(coll).load(session, coll)
-    if series.prices.empty:
-        return {"collection": coll.slug, "currency": coll.currency, "kind": "daily_prices", "model": {"n": 0}}
-    last = series.prices["day"].max() + pd.Timedelta(days=1)
     t0, t1 = parse_time(start, "from"), parse_time(end, "to")
+    last = series.prices["day"].max() + pd.Timedelta(days=1) if len(series.prices) else \
+        pd.Timestamp(datetime.now(UTC)).tz_localize(None).normalize()
     t1 = pd.Timestamp(t1).tz_convert("UTC").tz_localize(None).normalize() if t1 else last
     earliest = earliest_forward_day(series)
     if t0:
@@ -228,6 +224,20 @@ def _daily_performance(session: Session, coll: Collection, start: str | None, en
                        f"to must be after the earliest start, {t0.date().isoformat()} (a model needs days before it)")
     if t1 - t0 > pd.Timedelta(days=3660):
         raise BadInput("the window may span at most ~10 years")
+    return t0, t1
+
+
+def _daily_performance(session: Session, coll: Collection, start: str | None, end: str | None) -> dict[str, Any]:
+    """A daily-priced collection (cards): the replay KPIs of docs/cards.md over [from, to) — each
+    card-day valued by a model trained on days before it (weekly retrains), so the figures are
+    forward — with MAPE/RMSE per card and category and the BUY/SELL precision and recall.
+    Default window: the 60 days up to the latest price."""
+    from fairvalue.evaluation import NotEnoughHistory, evaluate_daily
+
+    series = kinds.kind_of(coll).load(session, coll)
+    if series.prices.empty:
+        return {"collection": coll.slug, "currency": coll.currency, "kind": "daily_prices", "model": {"n": 0}}
+    t0, t1 = _daily_window(series, start, end)
     key = ("daily-performance", coll.id, t0, t1, len(series.prices), series.prices["day"].max())
 
     def compute() -> dict[str, Any]:
@@ -260,6 +270,8 @@ def backtest_results(slug: str | None = None, start: str | None = None, end: str
     settings = get_settings()
     with session_scope() as session:
         coll = collection_row(session, slug)
+        if kinds.is_daily(coll):
+            return _daily_backtest(session, coll, start, end)
         t0, t1 = _window(session, coll, start, end)
         horizon = timedelta(days=settings.backtest_horizon_days)
         key = ("backtest", coll.id, t0, t1, settings.buy_below, settings.backtest_horizon_days,
@@ -285,3 +297,34 @@ def backtest_results(slug: str | None = None, start: str | None = None, end: str
                            "method": "live forward pairs; rules in docs/backtest.md", "counts": counts, **result})
 
         return _cached(key, compute)
+
+
+def _daily_backtest(session: Session, coll: Collection, start: str | None, end: str | None) -> dict[str, Any]:
+    """A daily-priced collection (cards): models/daily_backtest.py on the replayed card-days
+    /performance scores (the same window rules), holding each day what the model marks
+    undervalued against every priced card; rules in docs/cards.md."""
+    from fairvalue.evaluation import NotEnoughHistory, backtest_daily
+    from models.daily_backtest import daily_backtest
+
+    settings = get_settings().for_collection(coll.slug)
+    series = kinds.kind_of(coll).load(session, coll)
+    t0, t1 = _daily_window(series, start, end)
+    key = ("daily-backtest", coll.id, t0, t1, settings.buy_below, settings.retrain_max_age_days,
+           len(series.prices), series.prices["day"].max() if len(series.prices) else None)
+
+    def compute() -> dict[str, Any]:
+        if series.prices.empty:  # nothing to replay yet: an empty report, as /performance answers
+            result = daily_backtest(series.prices.assign(fair_value=[]), series.prices, settings.buy_below).as_dict()
+        else:
+            try:
+                result = backtest_daily(series, t0, t1, settings)
+            except NotEnoughHistory as exc:
+                raise BadInput(str(exc)) from None
+        for name in ("buy_all", "strategy"):
+            result[name]["drawdown"] = _drawdown(result[name]["equity"])
+        return _clean({"collection": coll.slug, "currency": coll.currency, "kind": "daily_prices",
+                       "window": {"from": iso(t0.to_pydatetime()), "to": iso(t1.to_pydatetime())},
+                       "method": "replayed card-days (as /performance), each held one day; rules in docs/cards.md",
+                       **result})
+
+    return _cached(key, compute)

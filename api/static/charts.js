@@ -63,7 +63,9 @@
 
   var builders = {
     market: function (d) {
-      var sets = [line("floor", xy(d.days, 0, 1), COLORS.floor), line("sales index", xy(d.days, 0, 2), COLORS.index)];
+      var labels = d.labels || ["floor", "sales index"];
+      var sets = [line(labels[0], xy(d.days, 0, 1), COLORS.floor), line(labels[1], xy(d.days, 0, 2), COLORS.index)]
+        .filter(function (s) { return s.data.length; });  // no empty legend entry (the cards have no second line)
       return { type: "line", data: { datasets: sets },
         options: { scales: { x: bounded(timeAxis(), sets), y: { title: { display: true, text: d.currency } } },
                    plugins: { tooltip: tooltipDay() } } };

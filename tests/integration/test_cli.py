@@ -158,6 +158,30 @@ def test_backtest_prints_both_strategies():
         assert word in result.output
 
 
+def test_backtest_of_the_cards_holds_card_days():
+    """--collection cards: docs/cards.md's daily backtest on the bundled fixture, same as the function's."""
+    import json
+
+    import pandas as pd
+
+    from fairvalue import evaluation
+    from fairvalue.settings import get_settings
+
+    args = ["backtest", "--collection", "cards", "--from", "2025-06-01", "--to", "2025-06-15", "--source", "bundled"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)["backtest"]
+    settings = get_settings().for_collection("cards")
+    expected = evaluation.backtest_daily(evaluation.load_daily(settings, "bundled"), pd.Timestamp("2025-06-01"),
+                                         pd.Timestamp("2025-06-15"), settings)
+    assert body == json.loads(json.dumps(expected)) and body["buy_all"]["n_days"] == 14
+    printed = runner.invoke(app, args)
+    assert printed.exit_code == 0 and "eligible card-days" in printed.output and "buy_all" in printed.output
+    early = runner.invoke(app, ["backtest", "--collection", "cards", "--from", "2025-01-02", "--to", "2025-02-01",
+                                "--source", "bundled"])
+    assert early.exit_code == 2 and "2025-01-15 at the earliest" in early.output
+
+
 def _fairvalue(*args: str, database_url: str) -> subprocess.CompletedProcess:
     """The installed command as an operator runs it (its entry point, not the Typer app)."""
     return subprocess.run([sys.executable, "-m", "fairvalue.cli", *args], capture_output=True, text=True,

@@ -359,3 +359,103 @@ def test_a_card_taken_out_of_the_file_is_kept_but_no_longer_collected(database, 
     assert (again.not_in_file, again.deactivated, again.unchanged) == ([gone], [], 39)
     back = load_universe(full)
     assert (back.updated, back.not_in_file) == (1, []) and gone in collected()
+
+
+@pytest.fixture(scope="module")
+def routes_cards(database, s3):
+    """The whole fixture file (2025-01-01 .. 07-19) in a collection of its own, so /market and
+    /backtest do not wait for the loops test above (they need prices, not a snapshot)."""
+    from dataclasses import replace
+
+    from fairvalue.card_universe import load_universe, read_universe
+
+    load_universe(replace(read_universe(get_settings().cards_config), collection="cardsroutes"))
+    report = card_prices.ingest_prices_file(PROJECT_ROOT / "data" / "cards" / "prices.csv",
+                                            CARDS.for_collection("cardsroutes"))
+    assert report.new > 7000 and report.rejected == 0
+    prices = pd.read_csv(PROJECT_ROOT / "data" / "cards" / "prices.csv")
+    return prices
+
+
+def test_cards_market_counts_median_and_index_per_day(routes_cards, client):
+    C = "/v1/collections/cardsroutes"
+    body = client.get(f"{C}/market?from=2025-06-01&to=2025-07-01").json()
+    punks = client.get("/v1/collections/cryptopunks/market?from=2021-06-01&to=2021-07-01").json()
+    assert set(body) == set(punks) | {"kind"} and body["kind"] == "daily_prices"  # a client reads both
+    days = body["days"]
+    assert [d["day"] for d in days] == [str(d.date()) for d in pd.date_range("2025-06-01", "2025-06-30")]
+    by_day = routes_cards.groupby("date")["market_price"]
+    for d in days:
+        assert d["n_cards"] == by_day.size()[d["day"]] and 30 <= d["n_cards"] <= 40
+        assert d["median_price"] == pytest.approx(by_day.median()[d["day"]], rel=1e-6)
+    # The index starts at 100 on the first day of prices and is the same whatever window reads it.
+    first = client.get(f"{C}/market?from=2025-01-01&to=2025-01-02").json()["days"]
+    assert first == [{"day": "2025-01-01", "n_cards": by_day.size()["2025-01-01"],
+                      "median_price": pytest.approx(by_day.median()["2025-01-01"]), "index": 100.0}]
+    narrow = client.get(f"{C}/market?from=2025-06-15T08:00&to=2025-06-15T09:00").json()["days"]
+    assert narrow == [d for d in days if d["day"] == "2025-06-15"]
+    # Default window: the 365 days up to the end of the last priced day, i.e. every day of the file.
+    default = client.get(f"{C}/market").json()
+    assert default["to"] == "2025-07-20T00:00:00Z" and len(default["days"]) == routes_cards["date"].nunique()
+    for query, reason in [("from=2025-07-01&to=2025-06-01", "to must be after from"),
+                          ("from=2030-01-01", "to must be after from"),  # past the last price
+                          ("from=yesterday", "from must be an ISO date"),
+                          ("from=2000-01-01&to=2025-01-01", "at most ~10 years")]:
+        refused = client.get(f"{C}/market?{query}")
+        assert refused.status_code == 400 and reason in refused.json()["error"], query
+    assert client.get("/v1/collections/nosuchcards/market").status_code == 404
+
+
+def test_cards_backtest_holds_the_cheap_cards_against_every_card(routes_cards, client):
+    C = "/v1/collections/cardsroutes"
+    perf = client.get(f"{C}/performance?from=2025-05-01&to=2025-06-01").json()
+    body = client.get(f"{C}/backtest?from=2025-05-01&to=2025-06-01").json()
+    assert body["kind"] == "daily_prices" and body["threshold"] == get_settings().buy_below
+    assert body["window"] == {"from": "2025-05-01T00:00:00Z", "to": "2025-06-01T00:00:00Z"}
+    # The same replayed card-days /performance scores; those without a next day's price are not held.
+    assert body["n_rows"] == perf["rows_valued"] == body["n_eligible"] + body["n_filtered"]
+    assert set(body["filtered"]) <= {"no_price_next_day"} and body["n_filtered"] < 0.05 * body["n_rows"]
+    assert body["buy_all"]["n_trades"] == body["n_eligible"]
+    assert 0 < body["strategy"]["n_trades"] <= perf["signals"]["distribution"]["BUY"]
+    assert (body["start"], body["end"]) == ("2025-05-02", "2025-06-01")  # each day's return is booked the next day
+    for name in ("buy_all", "strategy"):
+        curve = body[name]
+        assert curve["n_days"] == 31 == len(curve["equity"]) == len(curve["drawdown"])
+        assert max(d for _, d in curve["drawdown"]) == pytest.approx(curve["max_drawdown"], abs=1e-5)
+        assert all(k in curve for k in ("sharpe", "sortino", "calmar", "total_return", "hit_rate"))
+    assert body["buy_all"]["n_days_with_positions"] == 31
+    assert client.get(f"{C}/backtest?from=2025-05-01&to=2025-06-01").json() == body  # served from the cache
+
+    # A window far past the last price costs no more than one ending with it (no weekly refits of nothing).
+    late = client.get(f"{C}/backtest?from=2025-07-01&to=2035-01-01").json()
+    assert late["n_rows"] == client.get(f"{C}/backtest?from=2025-07-01").json()["n_rows"] > 0
+    assert late["end"] == "2025-07-19" and late["buy_all"]["n_days"] == 18
+
+    for query, reason in [("from=2025-06-01&to=2025-05-01", "to must be after from"),
+                          ("from=2025-01-05&to=2025-02-01", "start on 2025-01-15 at the earliest"),
+                          ("to=2025-01-10", "after the earliest start, 2025-01-15"),
+                          ("to=not-a-date", "to must be an ISO date")]:
+        refused = client.get(f"{C}/backtest?{query}")
+        assert refused.status_code == 400 and reason in refused.json()["error"], query
+
+    html = {"accept": "text/html"}
+    page = client.get("/c/cardsroutes/backtest?from=2025-05-01&to=2025-05-31", headers=html)
+    assert page.status_code == 200 and "held one day" in page.text and "resale" not in page.text
+    home = client.get("/c/cardsroutes/", headers=html)
+    assert home.status_code == 200 and "Median price of the priced cards" in home.text
+
+
+def test_cards_routes_of_a_collection_without_prices_answer_empty(database, client):
+    from dataclasses import replace
+
+    from fairvalue.card_universe import load_universe, read_universe
+
+    load_universe(replace(read_universe(get_settings().cards_config), collection="cardsroutesempty"))
+    C = "/v1/collections/cardsroutesempty"
+    market = client.get(f"{C}/market")
+    assert market.status_code == 200 and market.json()["days"] == []
+    backtest = client.get(f"{C}/backtest")
+    assert backtest.status_code == 200 and backtest.json()["n_rows"] == 0
+    assert backtest.json()["strategy"]["sharpe"] is None
+    page = client.get("/c/cardsroutesempty/backtest", headers={"accept": "text/html"})
+    assert page.status_code == 200 and "No eligible card-day" in page.text
