@@ -221,13 +221,14 @@ def calmar(annual_return: float, drawdown: float) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def _json_number(value: float) -> float | None:
+def json_number(value: float) -> float | None:
     """NaN / inf are not JSON; an undefined measure becomes null."""
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-def _curve_points(series: pd.Series) -> list[list[Any]]:
-    return [[day.date().isoformat(), _json_number(v)] for day, v in series.items()]
+def curve_points(series: pd.Series) -> list[list[Any]]:
+    """A daily curve as [[ISO day, value or null], ...] for JSON."""
+    return [[day.date().isoformat(), json_number(v)] for day, v in series.items()]
 
 
 @dataclass
@@ -265,8 +266,8 @@ class StrategyResult:
             "hit_rate", "hit_rate_vs_market", "total_return", "annualised_return", "annualised_volatility",
             "sharpe", "sortino", "max_drawdown", "calmar",
         ):
-            out[key] = _json_number(getattr(self, key))
-        out["equity"] = _curve_points(self.equity)
+            out[key] = json_number(getattr(self, key))
+        out["equity"] = curve_points(self.equity)
         return out
 
 

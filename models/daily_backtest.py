@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 
 from models.backtest import (
-    _curve_points,
-    _json_number,
     annualised_return,
     annualised_volatility,
     calmar,
+    curve_points,
     eligible_rows,
     equity_curve,
+    json_number,
     max_drawdown,
     sharpe,
     sortino,
@@ -60,8 +60,8 @@ class DailyStrategyResult:
             out[key] = int(getattr(self, key))
         for key in ("hit_rate", "total_return", "annualised_return", "annualised_volatility", "sharpe", "sortino",
                     "max_drawdown", "calmar"):
-            out[key] = _json_number(getattr(self, key))
-        out["equity"] = _curve_points(self.equity)
+            out[key] = json_number(getattr(self, key))
+        out["equity"] = curve_points(self.equity)
         return out
 
 
