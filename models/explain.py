@@ -21,7 +21,14 @@ import numpy as np
 import pandas as pd
 
 from models.estimator import FairValueModel
-from models.features import COMPS_TRAIT, COMPS_TYPE, MarketData, build_features, comparable_sale_rows
+from models.features import (
+    COMPS_TRAIT,
+    COMPS_TYPE,
+    ITEM_ATTRIBUTES,
+    MarketData,
+    build_features,
+    comparable_sale_rows,
+)
 from models.metrics import finite_or_none
 
 BASELINE_SAMPLE = 400  # items valued alongside to form the typical item; enough for stable medians
@@ -51,6 +58,7 @@ def feature_groups(columns: list[str], present_traits: list[str]) -> dict[str, l
                                                 if c.startswith(("comps_trait2_", "comps_traits_"))],
         "its traits, priced together": [c for c in columns if c.startswith("hedonic_")],
     }
+    named.update({name.replace("_", " "): [c for c in columns if c.startswith(f"{name}:")] for name in ITEM_ATTRIBUTES})
     groups.update({name: cols for name, cols in named.items() if cols})
     return groups
 

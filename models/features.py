@@ -20,6 +20,11 @@ from models.market_index import robust_floor, sales_index, trailing_quantiles
 
 PREMIUM_WINDOW = pd.Timedelta(days=7)
 ITEM_TYPES = ("Alien", "Ape", "Zombie", "Human")
+# An item's categorical attributes besides its type and accessories, read from its stored
+# attributes (empty where it has none: a zombie has no skin tone). Each level but the commonest
+# is a feature and a hedonic indicator (docs/model.md, twelfth round: female punks sold at their
+# own premium, which no accessory told the model).
+ITEM_ATTRIBUTES = ("gender", "skin_tone")
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,9 @@ class MarketData:
     Times are naive UTC datetime64 so numpy can search them.
     """
 
-    items: pd.DataFrame  # index item_key (str); columns item_type, accessory_count, accessories (list)
+    # index item_key (str); columns item_type, accessory_count, accessories (list) and, where the
+    # loader has them, the ITEM_ATTRIBUTES (str, empty for none)
+    items: pd.DataFrame
     sales: pd.DataFrame  # columns event_id, ts, item_key, price; sorted by ts
     market: pd.DataFrame  # columns day (midnight), floor, eth_usd; sorted by day
     # The sales the model never sees, and why (columns event_id, ts, item_key, price, reason):
@@ -105,6 +112,15 @@ class TraitVocabulary:
         self.frequency = {t: counts[t] / n for t in self.traits}
         type_counts = items["item_type"].value_counts()
         self.type_frequency = {k: v / n for k, v in type_counts.items()}
+        self.attribute_levels = {name: attribute_levels(items[name]) for name in ITEM_ATTRIBUTES
+                                 if name in items}
+
+    def attribute_indicators(self, items: pd.DataFrame) -> dict[str, np.ndarray]:
+        """One 0/1 column per attribute level the vocabulary knows, named "gender:Female". A
+        vocabulary pickled before the twelfth round has none, and its models see none."""
+        return {f"{name}:{level}": (items[name] == level).to_numpy(dtype=np.float32) if name in items
+                else np.zeros(len(items), dtype=np.float32)
+                for name, levels in getattr(self, "attribute_levels", {}).items() for level in levels}
 
     def _pairs(self, items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(row, trait column) for every known trait of every item, vectorised: a Python loop
@@ -167,7 +183,16 @@ class TraitVocabulary:
         out["accessory_count"] = items["accessory_count"].astype(float).to_numpy()
         out["rarest_trait_log_frequency"] = np.log(min_freq)
         out["trait_log_frequency_sum"] = log_freq_sum
+        out.update(self.attribute_indicators(items))
         return out
+
+
+def attribute_levels(values: pd.Series) -> list[str]:
+    """An attribute's levels but its commonest (the one every indicator is read against) and the
+    empty one, commonest first; ties by name."""
+    counts = values[values.fillna("").astype(str) != ""].value_counts()
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [str(level) for level, _ in ranked[1:]]
 
 
 def value_before(market: pd.DataFrame, column: str, times: pd.Series) -> np.ndarray:

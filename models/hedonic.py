@@ -30,7 +30,8 @@ MIN_SALES = 100  # fewer sales before a month start: no fit, the feature is NaN 
 
 
 def item_design(items: pd.DataFrame, vocab: TraitVocabulary) -> sparse.csr_matrix:
-    """One row per item: its traits, its type and its accessory count as 0/1 indicators."""
+    """One row per item: its traits, its type, its accessory count and its attribute levels
+    (TraitVocabulary.attribute_indicators) as 0/1 indicators."""
     member = sparse.csr_matrix(vocab.membership(items)[:-1], dtype=np.float64)
     type_codes, _ = pd.factorize(items["item_type"])
     count_codes, _ = pd.factorize(items["accessory_count"])
@@ -39,6 +40,9 @@ def item_design(items: pd.DataFrame, vocab: TraitVocabulary) -> sparse.csr_matri
         codes = np.where(codes < 0, codes.max(initial=0) + 1, codes)  # a missing value is its own level
         indicators.append(sparse.csr_matrix((np.ones(len(codes)), (np.arange(len(codes)), codes)),
                                             shape=(len(codes), codes.max(initial=0) + 1)))
+    attributes = vocab.attribute_indicators(items)
+    if attributes:
+        indicators.append(sparse.csr_matrix(np.column_stack(list(attributes.values())), dtype=np.float64))
     return sparse.hstack(indicators, format="csr")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sqlmodel import Session, select
 
-from models.features import MarketData, excluded_frame
+from models.features import ITEM_ATTRIBUTES, MarketData, excluded_frame
 from models.times import naive_utc
 from models.validation import item_key_of, sale_time_of
 from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale
@@ -77,6 +77,7 @@ def _items_and_sales(session: Session, collection: Collection) -> tuple[pd.DataF
             "accessory_count": [int(r[2].get("accessory_count", 0)) for r in item_rows],
             "accessories": [list(r[2].get("accessories", [])) for r in item_rows],
         }
+        | {name: [str(r[2].get(name) or "") for r in item_rows] for name in ITEM_ATTRIBUTES}
     )
     sale_rows = session.exec(
         select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price)
@@ -91,14 +92,16 @@ def _items_and_sales(session: Session, collection: Collection) -> tuple[pd.DataF
 def _items_and_sales_postgresql(session: Session, collection: Collection) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The same frames through the driver's cursor: the ORM's rows, its JSON decoding and
     per-row timezone-aware datetimes were most of a nowcast's load time. PostgreSQL extracts
-    the two attributes and gives times as integer microseconds since the epoch (exact)."""
+    the attributes and gives times as integer microseconds since the epoch (exact)."""
     cursor = session.connection().connection.driver_connection.cursor()
+    attributes = "".join(", COALESCE(attributes->>%s, '')" for _ in ITEM_ATTRIBUTES)
     item_rows = cursor.execute(
         "SELECT item_key, item_type, COALESCE((attributes->>'accessory_count')::int, 0), "
-        "COALESCE(attributes->>'accessories', '[]') FROM items WHERE collection_id = %s",
-        (collection.id,),
+        f"COALESCE(attributes->>'accessories', '[]'){attributes} FROM items WHERE collection_id = %s",
+        (*ITEM_ATTRIBUTES, collection.id),
     ).fetchall()
-    items = pd.DataFrame(item_rows, columns=["item_key", "item_type", "accessory_count", "accessories"])
+    items = pd.DataFrame(item_rows, columns=["item_key", "item_type", "accessory_count", "accessories",
+                                             *ITEM_ATTRIBUTES])
     items["accessories"] = [list(json.loads(text)) for text in items["accessories"]]
     sale_rows = cursor.execute(
         "SELECT event_id, (EXTRACT(EPOCH FROM ts) * 1000000)::bigint, item_key, price FROM sales "

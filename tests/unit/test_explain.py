@@ -56,8 +56,10 @@ def test_comparable_sales_are_the_ones_the_features_used(market_and_model):
 
 def test_feature_groups_name_each_own_trait_and_cover_every_item_column():
     columns = ["trait:Cap", "trait:Pipe", "type:Human", "type_log_frequency", "accessory_count",
-               "last_sale_log_premium", "comps_trait_count", "market_premium_7d"]
+               "last_sale_log_premium", "comps_trait_count", "market_premium_7d", "gender:Female",
+               "skin_tone:Albino", "skin_tone:Dark"]
     groups = feature_groups(columns, ["Cap"])
     assert groups["trait:Cap"] == ["trait:Cap"] and groups["traits it lacks"] == ["trait:Pipe"]
+    assert groups["gender"] == ["gender:Female"] and groups["skin tone"] == ["skin_tone:Albino", "skin_tone:Dark"]
     grouped = {c for cols in groups.values() for c in cols}
     assert grouped == set(columns) - {"market_premium_7d"}  # market state is the same for every item at t

@@ -149,3 +149,38 @@ def test_predicting_in_slices_of_rows_gives_the_same_values(monkeypatch):
     whole = model.predict_features(feats)
     monkeypatch.setattr(estimator, "PREDICT_ROWS", 7)
     pd.testing.assert_frame_equal(model.predict_features(feats), whole)
+
+
+def attribute_items() -> pd.DataFrame:
+    return pd.DataFrame({"item_type": ["Human"] * 5 + ["Zombie"], "accessory_count": [1] * 6,
+                         "accessories": [["Cap"]] * 6,
+                         "gender": ["Male", "Male", "Female", "Male", "Female", "Male"],
+                         "skin_tone": ["Light", "Medium", "Albino", "Light", "Medium", ""]},
+                        index=list("abcdef"))
+
+
+def test_attribute_levels_are_every_level_but_the_commonest_and_the_empty_one():
+    vocab = TraitVocabulary(attribute_items())
+    # Light and Medium tie at 2: the first name is the reference; the zombie's "" is no level.
+    assert vocab.attribute_levels == {"gender": ["Female"], "skin_tone": ["Medium", "Albino"]}
+    columns = vocab.item_feature_columns(attribute_items())
+    assert columns["gender:Female"].tolist() == [0, 0, 1, 0, 1, 0]
+    assert columns["skin_tone:Albino"].tolist() == [0, 0, 1, 0, 0, 0]
+    assert "gender:Male" not in columns and "skin_tone:" not in columns
+
+
+def test_attributes_reach_the_hedonic_design_and_a_vocabulary_from_before_them_sees_none():
+    from models.hedonic import item_design
+
+    items = attribute_items()
+    vocab = TraitVocabulary(items)
+    design = item_design(items, vocab).toarray()
+    assert design[:, -3:].tolist() == [[0, 0, 0], [0, 1, 0], [1, 0, 1], [0, 0, 0], [1, 1, 0], [0, 0, 0]]
+    old = TraitVocabulary(items)
+    del old.attribute_levels  # as unpickled from an artifact trained before the twelfth round
+    assert not any(":" in c and c.split(":")[0] in ("gender", "skin_tone") for c in old.item_feature_columns(items))
+    assert item_design(items, old).shape[1] == design.shape[1] - 3
+    # Items loaded without the columns (another collection) get zeros, not an error.
+    bare = items.drop(columns=["gender", "skin_tone"])
+    assert TraitVocabulary(bare).attribute_levels == {}
+    assert vocab.item_feature_columns(bare)["gender:Female"].tolist() == [0] * 6

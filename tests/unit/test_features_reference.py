@@ -70,6 +70,10 @@ def item_features(self: TraitVocabulary, items: pd.DataFrame) -> pd.DataFrame:
     extra["accessory_count"] = items["accessory_count"].astype(float).to_numpy()
     extra["rarest_trait_log_frequency"] = np.log(min_freq)
     extra["trait_log_frequency_sum"] = log_freq_sum
+    # Added with the twelfth round (docs/model.md): each attribute level but the commonest, 0/1.
+    for name, levels in self.attribute_levels.items():
+        for level in levels:
+            extra[f"{name}:{level}"] = (items[name] == level).astype(np.float32).to_numpy()
     return pd.concat([out, pd.DataFrame(extra, index=items.index)], axis=1)
 
 
