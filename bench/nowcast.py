@@ -66,6 +66,7 @@ def setup_synthetic(size: int, seed: int) -> dict:
     """Generate a collection of `size` items, COPY it into PostgreSQL, give it the bundled champion."""
     from bench import synthetic
     from fairvalue.settings import get_settings
+    from models.features import ITEM_ATTRIBUTES
     from storage.bulk import copy_rows
     from storage.db import session_scope
     from storage.ingest import ensure_collection
@@ -86,10 +87,12 @@ def setup_synthetic(size: int, seed: int) -> dict:
         session.flush()
         promote(session, coll, copy)
         items = coll_data.items
+        attributes = items[list(ITEM_ATTRIBUTES)].to_dict("records")  # stored as the seed stores a punk's
         copy_rows(session, "items", ("collection_id", "item_key", "item_type", "attributes"), (
-            (coll.id, key, kind, {"accessory_count": int(count), "accessories": list(acc)})
-            for key, kind, count, acc in zip(items.index, items["item_type"], items["accessory_count"],
-                                             items["accessories"], strict=True)), json_columns=("attributes",))
+            (coll.id, key, kind, {"accessory_count": int(count), "accessories": list(acc), **extra})
+            for key, kind, count, acc, extra in zip(items.index, items["item_type"], items["accessory_count"],
+                                                    items["accessories"], attributes, strict=True)),
+            json_columns=("attributes",))
         sales, now = coll_data.sales, utcnow()
         copy_rows(session, "sales", ("collection_id", "event_id", "item_key", "ts", "price", "seller", "buyer",
                                      "source", "content_hash", "ingested_at"), (

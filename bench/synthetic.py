@@ -2,9 +2,10 @@
 
 A collection of n items is generated at run time (seeded, nothing is written to the repo):
 
-- **items**: each synthetic item copies the type and accessory set of a bundled punk drawn
-  uniformly at random (a bootstrap of whole rows), so the joint distribution of type,
-  accessory count and traits is the bundled one and the champion's trait vocabulary applies.
+- **items**: each synthetic item copies the type, accessory set, gender and skin tone of a
+  bundled punk drawn uniformly at random (a bootstrap of whole rows), so the joint distribution
+  of type, accessory count, traits and attributes is the bundled one and the champion's trait
+  vocabulary applies.
 - **sales**: as many per item as the bundled market has (17,334 sales / 10,000 punks). Each
   synthetic sale resamples one bundled sale as a whole (its time and its log premium over the
   floor known before it), moves its time by up to one hour so that times do not repeat in
@@ -30,13 +31,13 @@ DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "cryptopunks"
 
 @dataclass
 class Bundled:
-    punks: pd.DataFrame  # type, accessory_count, accessories (list)
+    punks: pd.DataFrame  # type, accessory_count, accessories (list) and the ITEM_ATTRIBUTES
     sales: pd.DataFrame  # ts (naive UTC), log_premium over the floor known before the sale
     market: pd.DataFrame  # day, floor, eth_usd
 
 
 def load_bundled(data_dir: Path = DATA_DIR) -> Bundled:
-    from models.features import floor_before
+    from models.features import ITEM_ATTRIBUTES, floor_before
     from models.market_index import robust_floor
 
     punks = pd.read_csv(data_dir / "punks.csv", keep_default_na=False)
@@ -52,7 +53,7 @@ def load_bundled(data_dir: Path = DATA_DIR) -> Bundled:
         premium = np.log(sales["price_eth"].to_numpy(dtype=float) / floor_before(robust_floor(market), ts))
     ok = np.isfinite(premium)
     return Bundled(
-        punks=punks[["type", "accessory_count", "accessories"]],
+        punks=punks[["type", "accessory_count", "accessories", *ITEM_ATTRIBUTES]],
         sales=pd.DataFrame({"ts": ts[ok].to_numpy(), "log_premium": premium[ok]}),
         market=market[["day", "floor", "eth_usd"]],
     )
@@ -60,7 +61,7 @@ def load_bundled(data_dir: Path = DATA_DIR) -> Bundled:
 
 @dataclass
 class SyntheticCollection:
-    items: pd.DataFrame  # index item_key ("0".."n-1"); item_type, accessory_count, accessories
+    items: pd.DataFrame  # index item_key ("0".."n-1"); item_type, accessory_count, accessories, attributes
     sales: pd.DataFrame  # event_id, ts, item_key, price; sorted by ts
     market: pd.DataFrame  # day, floor, eth_usd
 
@@ -72,7 +73,7 @@ class SyntheticCollection:
 
 def generate(n_items: int, seed: int = 7, bundled: Bundled | None = None) -> SyntheticCollection:
     """A collection of `n_items` items and its sales; the same seed gives the same collection."""
-    from models.features import floor_before
+    from models.features import ITEM_ATTRIBUTES, floor_before
     from models.market_index import robust_floor
 
     bundled = bundled or load_bundled()
@@ -83,7 +84,8 @@ def generate(n_items: int, seed: int = 7, bundled: Bundled | None = None) -> Syn
             "item_type": bundled.punks["type"].to_numpy()[rows],
             "accessory_count": bundled.punks["accessory_count"].to_numpy()[rows],
             "accessories": bundled.punks["accessories"].to_numpy()[rows],
-        },
+        }
+        | {name: bundled.punks[name].to_numpy()[rows] for name in ITEM_ATTRIBUTES},
         index=pd.Index(np.arange(n_items).astype(str), name="item_key"),
     )
     sales_per_item = len(bundled.sales) / len(bundled.punks)

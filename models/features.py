@@ -117,9 +117,13 @@ class TraitVocabulary:
 
     def attribute_indicators(self, items: pd.DataFrame) -> dict[str, np.ndarray]:
         """One 0/1 column per attribute level the vocabulary knows, named "gender:Female". A
-        vocabulary pickled before the twelfth round has none, and its models see none."""
-        return {f"{name}:{level}": (items[name] == level).to_numpy(dtype=np.float32) if name in items
-                else np.zeros(len(items), dtype=np.float32)
+        vocabulary pickled before the twelfth round has none, and its models see none.
+
+        float64, like the feature columns framed next to them: a float32 column among float64
+        ones made pandas copy the whole feature frame once more to frame it (+1 GiB of peak memory
+        for a nowcast of a million items, bench/nowcast.py)."""
+        return {f"{name}:{level}": (items[name] == level).to_numpy(dtype=np.float64) if name in items
+                else np.zeros(len(items))
                 for name, levels in getattr(self, "attribute_levels", {}).items() for level in levels}
 
     def _pairs(self, items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -73,7 +73,7 @@ def item_features(self: TraitVocabulary, items: pd.DataFrame) -> pd.DataFrame:
     # Added with the twelfth round (docs/model.md): each attribute level but the commonest, 0/1.
     for name, levels in self.attribute_levels.items():
         for level in levels:
-            extra[f"{name}:{level}"] = (items[name] == level).astype(np.float32).to_numpy()
+            extra[f"{name}:{level}"] = (items[name] == level).astype(np.float64).to_numpy()
     return pd.concat([out, pd.DataFrame(extra, index=items.index)], axis=1)
 
 

@@ -23,3 +23,13 @@ def test_a_synthetic_collection_has_the_bundled_shape_and_is_seeded():
     # The 2021 boom is there: most sales are in 2021, as in the bundled market.
     share_2021 = lambda ts: float(np.mean(ts.dt.year == 2021))  # noqa: E731
     assert abs(share_2021(a.sales["ts"]) - share_2021(bundled.sales["ts"])) < 0.05
+
+
+def test_synthetic_items_copy_the_gender_and_skin_tone_of_the_punk_they_copy():
+    bundled = synthetic.load_bundled()
+    items = synthetic.generate(2000, seed=3, bundled=bundled).items
+    rows = bundled.punks.assign(accessories=bundled.punks["accessories"].map(tuple))
+    pairs = set(zip(rows["type"], rows["accessories"], rows["gender"], rows["skin_tone"], strict=True))
+    drawn = zip(items["item_type"], items["accessories"].map(tuple), items["gender"], items["skin_tone"], strict=True)
+    assert all(row in pairs for row in drawn)
+    assert 0.3 < (items["gender"] == "Female").mean() < 0.47  # 38 % of the punks
