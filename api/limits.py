@@ -15,7 +15,9 @@ import threading
 import time
 
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
+from api.pages import error_page, wants_html
 from fairvalue.settings import get_settings
 
 log = logging.getLogger("fairvalue.limits")
@@ -144,6 +146,11 @@ class RateLimitMiddleware:
             return await self.app(scope, receive, send)
         if count > limit:
             retry_after = max(1, int((window + 1) * WINDOW_SECONDS - now + 0.999))
-            return await _send_error(send, 429, f"rate limit: {limit} requests per minute per client; "
-                                     f"retry after {retry_after} s", [(b"retry-after", str(retry_after).encode())])
+            reason = f"rate limit: {limit} requests per minute per client; retry after {retry_after} s"
+            request = Request(scope)
+            if wants_html(request):  # a browser on a page gets the site's error page, as for a 404
+                page = error_page(request, 429, reason)
+                page.headers["retry-after"] = str(retry_after)
+                return await page(scope, receive, send)
+            return await _send_error(send, 429, reason, [(b"retry-after", str(retry_after).encode())])
         await self.app(scope, receive, send)

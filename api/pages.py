@@ -124,8 +124,8 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
 
 
 def error_page(request: Request, status_code: int, detail: str) -> Response:
-    titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 500: "Something went wrong",
-              503: "Not ready yet"}
+    titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 429: "Too many requests",
+              500: "Something went wrong", 503: "Not ready yet"}
     base = ""
     slug = request.path_params.get("slug")
     if slug and SLUG.fullmatch(slug):

@@ -65,6 +65,9 @@ def test_public_reads_are_rate_limited_per_client(seeded, broker, monkeypatch):
         assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 60
         assert limited.json()["status"] == 429
         assert c.get("/c/cryptopunks/performance").status_code == 429  # the pages run the same reads
+        page = c.get("/c/cryptopunks/performance", headers={"Accept": "text/html"})  # a browser: the site's page
+        assert page.status_code == 429 and page.headers["content-type"].startswith("text/html")
+        assert "Too many requests" in page.text and 1 <= int(page.headers["retry-after"]) <= 60
         assert c.get("/healthz").status_code == 200 and c.get("/static/site.css").status_code == 200
     assert broker.keys("fairvalue:ratelimit:*")  # counted in Redis, shared by every API process
 
