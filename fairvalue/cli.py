@@ -408,6 +408,17 @@ def _backtest_daily(collection: str, from_: str, to: str, source: str) -> dict:
             raise typer.BadParameter(str(exc), param_hint="--from") from None
 
 
+def cli_operator() -> str:
+    """Who acted, for the decision trail: the CLI has no token, so the login of the shell that ran
+    it ("cli:alice"), as an API call records its token's name."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name (a container's numeric uid): the CLI still acted
+        return "cli"
+
+
 def _parse_params(params: list[str] | None) -> dict:
     out = {}
     for item in params or []:
@@ -433,7 +444,7 @@ def retrain(
 
     settings = get_settings().for_collection(collection)
     try:
-        outcome = lifecycle.enqueue_retrain(reason, _parse_params(param), settings)
+        outcome = lifecycle.enqueue_retrain(reason, _parse_params(param), settings, operator=cli_operator())
     except lifecycle.BadTrainingParams as exc:
         raise typer.BadParameter(str(exc), param_hint="--param") from None
     console.print(f"training request {outcome.request_id} queued")
@@ -459,7 +470,7 @@ def promote_cmd(version: int = typer.Argument(..., help="Model version number.")
 
     settings = get_settings().for_collection(collection)
     try:
-        result = lifecycle.operator_promote(version, reason, settings)
+        result = lifecycle.operator_promote(version, reason, settings, operator=cli_operator())
     except (LookupError, lifecycle.ArtifactRefused) as exc:
         console.print(f"[red]not promoted:[/] {exc}")
         raise typer.Exit(1) from None
@@ -477,7 +488,7 @@ def rollback(reason: str = typer.Option("operator", help="Recorded with the deci
 
     settings = get_settings().for_collection(collection)
     try:
-        result = lifecycle.operator_rollback(reason, settings)
+        result = lifecycle.operator_rollback(reason, settings, operator=cli_operator())
     except (LookupError, lifecycle.ArtifactRefused) as exc:
         console.print(f"[red]not rolled back:[/] {exc}")
         raise typer.Exit(1) from None

@@ -208,7 +208,8 @@ def _field_reasons(errors: list[dict]) -> str:
 def enqueue_retrain(reason: str, params: dict | None = None, settings: Settings | None = None,
                     operator: str | None = None) -> PolicyOutcome:
     """An operator's retrain: always a new request (its key is unique). BadTrainingParams when
-    `params` could not train this collection. `operator` names who asked (an API token's name)."""
+    `params` could not train this collection. `operator` names who asked (an API token's name, or
+    "cli:<login>")."""
     settings = settings or get_settings()
     check_training_params(settings, params or {})
     key = f"{settings.collection}:operator:{utcnow().isoformat()}"
@@ -600,7 +601,7 @@ def _refuse_unverified(session: Session, store, coll: Collection, target: ModelV
 
 
 def _who(operator: str | None) -> dict:
-    """The decision's record of which operator acted (the API token's name; the CLI has none)."""
+    """The decision's record of which operator acted (the API token's name, or "cli:<login>")."""
     return {"operator": operator} if operator else {}
 
 
