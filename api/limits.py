@@ -95,24 +95,28 @@ class MemoryCounter:
 
 
 class RedisCounter:
+    """Counts shared by every API process; `name` keeps one count (the rate limit) apart from another."""
+
     blocks = True  # a Redis round trip: off the event loop
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, name: str = "ratelimit"):
         import redis
 
         self._redis = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        self._name = name
 
     def hit(self, client: str, window: int) -> int:
-        key = f"fairvalue:ratelimit:{client}:{window}"
+        key = f"fairvalue:{self._name}:{client}:{window}"
         pipe = self._redis.pipeline()
         pipe.incr(key)
         pipe.expire(key, WINDOW_SECONDS + 5)
         return int(pipe.execute()[0])
 
 
-def counter_for_settings():
+def counter_for_settings(name: str = "ratelimit"):
+    """Counted in Redis when the broker is Redis (shared by every API process), else in memory."""
     url = get_settings().resolved_broker_url()
-    return RedisCounter(url) if url.startswith(("redis://", "rediss://")) else MemoryCounter()
+    return RedisCounter(url, name) if url.startswith(("redis://", "rediss://")) else MemoryCounter()
 
 
 # Not counted: probes, the metrics scrape and static files. The pages are: they run the same reads

@@ -113,20 +113,26 @@ def _record(**fields) -> None:
 class UnauthenticatedRefusals:
     """How many refusals of callers that did not sign (401) or sent too much (413) are recorded:
     anyone can send those, and recording each one would let anyone grow webhook_deliveries
-    without limit. Up to `per_minute` per client and API process are kept, the rest only logged
-    (once a minute per client); every refusal is still answered."""
+    without limit. Up to `per_minute` per client are kept, counted like the rate limit (in Redis,
+    so every API process shares the cap; in memory without it), the rest only logged (once a
+    minute per client); every refusal is still answered."""
 
-    def __init__(self, per_minute: int = 60) -> None:
+    def __init__(self, per_minute: int = 60, counter_factory=None) -> None:
+        from api.limits import counter_for_settings
+
         self.per_minute = per_minute
-        self._lock = threading.Lock()
-        self._minute, self._counts = -1, {}
+        self._factory = counter_factory or (lambda: counter_for_settings("webhook-refusals"))
+        self._counter = None
 
-    def record_this_one(self, client: str, now: float | None = None) -> bool:
+    async def record_this_one(self, client: str, now: float | None = None) -> bool:
         minute = int((time.time() if now is None else now) // 60)
-        with self._lock:
-            if minute != self._minute:
-                self._minute, self._counts = minute, {}
-            n = self._counts[client] = self._counts.get(client, 0) + 1
+        if self._counter is None:
+            self._counter = self._factory()
+        try:
+            n = await run_in_threadpool(self._counter.hit, client, minute)
+        except Exception as exc:  # Redis out of reach: answered and logged, as when over the cap
+            log.warning("unauthenticated webhook refusal from %s not counted, so not recorded: %s", client, exc)
+            return False
         if n == self.per_minute + 1:
             log.warning("more than %d unauthenticated webhook refusals from %s this minute: the rest are "
                         "answered, not recorded", self.per_minute, client)
@@ -139,7 +145,7 @@ unauthenticated_refusals = UnauthenticatedRefusals()
 async def _refuse(status: int, reason: str, outcome: str, body: bytes, client: str, digest: str | None = None,
                   signed_at: int | None = None) -> JSONResponse:
     """Answer a refusal and record it; a failure to record never hides the answer."""
-    if status in (401, 413) and not unauthenticated_refusals.record_this_one(client):
+    if status in (401, 413) and not await unauthenticated_refusals.record_this_one(client):
         return error(status, reason, outcome=outcome)
     try:
         await run_in_threadpool(_record, outcome=outcome, status_code=status, body=body, reason=reason,

@@ -105,8 +105,11 @@ def test_bad_signatures_are_recorded_with_their_kind(client):
 def test_unsigned_floods_are_answered_but_not_all_recorded(client, monkeypatch):
     """Anyone can send an unsigned call; recording each would let anyone grow webhook_deliveries."""
     from api import webhooks
+    from api.limits import MemoryCounter
 
-    monkeypatch.setattr(webhooks, "unauthenticated_refusals", webhooks.UnauthenticatedRefusals(per_minute=3))
+    # A count of its own: the shared one (Redis) holds this minute's refusals of the tests before.
+    monkeypatch.setattr(webhooks, "unauthenticated_refusals",
+                        webhooks.UnauthenticatedRefusals(per_minute=3, counter_factory=MemoryCounter))
     if time.time() % 60 > 55:  # keep the calls inside one minute
         time.sleep(61 - time.time() % 60)
     body = f"flood-{time.time_ns()}".encode()
@@ -116,3 +119,19 @@ def test_unsigned_floods_are_answered_but_not_all_recorded(client, monkeypatch):
         kept = session.exec(select(WebhookDelivery).where(
             WebhookDelivery.body_sha256 == hashlib.sha256(body).hexdigest())).all()
     assert len(kept) == 3
+
+
+def test_the_cap_on_recorded_refusals_is_shared_by_every_api_process(broker):
+    """Two API processes (two counters) share one count in Redis: N processes do not keep N x 60."""
+    import asyncio
+
+    from api import webhooks
+
+    processes = [webhooks.UnauthenticatedRefusals(per_minute=3) for _ in range(2)]
+    client, now = f"cap-{time.time_ns()}", time.time()
+
+    async def refusals() -> list[bool]:
+        return [await processes[i % 2].record_this_one(client, now) for i in range(6)]
+
+    assert asyncio.run(refusals()) == [True, True, True, False, False, False]
+    assert broker.keys(f"fairvalue:webhook-refusals:{client}:*")
