@@ -86,7 +86,7 @@ def market(request: Request) -> JSONResponse:
     ---
     summary: Daily floor, ETH/USD and the sales index (default the last 365 days of data)
     description: "A daily-priced collection (cards) answers, per priced day, n_cards, median_price and its
-      market index (the running median of the cards' daily moves) instead of floor and ETH/USD."
+      market index (the running sum of the cards' median daily log move) instead of floor and ETH/USD."
     tags: [collections]
     parameters:
       - {name: from, in: query, schema: {type: string, format: date-time}, description: "ISO date or date-time"}

@@ -15,7 +15,7 @@ import pandas as pd
 from fairvalue.settings import Settings, get_settings
 from models import estimator
 from models.backtest import backtest
-from models.diagnostics import price_band, segment_metrics
+from models.diagnostics import item_segments, segment_metrics
 from models.features import MarketData, floor_before
 from models.market_index import daily_index
 from models.metrics import valuation_metrics
@@ -130,11 +130,7 @@ def report(data: MarketData, result: ReplayResult, start, end, cadence: str, set
     n_sales_in_window = int(((data.sales["ts"] > start) & (data.sales["ts"] <= end)).sum())
     # The peers' baseline: the raw floor column of the day before the snapshot's day.
     baseline_floor = floor_before(data.market, pd.Series(pd.to_datetime(p["snapshot_published_at"])))
-    segments_of = pd.DataFrame({
-        "type": p["item_type"].to_numpy(),
-        "accessory_count": p["accessory_count"].to_numpy(),
-        "price_band": price_band(p["fair_value"]).array,  # banded by a pre-sale number, not the price
-    })
+    segments_of = item_segments(data.items, p["item_id"], p["fair_value"])
     index = daily_index(data.sales)
     bt = backtest(p, data.sales, index, threshold=settings.buy_below, horizon_days=settings.backtest_horizon_days)
     kpis = signal_kpis(p, data.sales, index, horizon_days=settings.signal_horizon_days, gain=settings.signal_gain,

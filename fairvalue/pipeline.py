@@ -24,7 +24,7 @@ from fairvalue import kinds
 from fairvalue.settings import Settings, get_settings
 from fairvalue.webhook_batch import CallOutcome, WebhookCall
 from models import estimator
-from models.diagnostics import diagnostics, learning_curve, price_band
+from models.diagnostics import diagnostics, item_segments, learning_curve
 from models.drift import DriftReport, drift_report
 from models.features import MarketData, build_features
 from models.metrics import valuation_metrics
@@ -290,11 +290,7 @@ def holdout_evaluation(data: MarketData, holdout_start: pd.Timestamp, params: es
     result = valuation_metrics(pred["fair_value"].to_numpy(), later["price"].to_numpy(),
                                pred["p10"].to_numpy(), pred["p90"].to_numpy())
     floor = valuation_metrics(pred["floor"].to_numpy(), later["price"].to_numpy())
-    segments = pd.DataFrame({
-        "type": data.items["item_type"].reindex(later["item_key"]).to_numpy(),
-        "accessory_count": data.items["accessory_count"].reindex(later["item_key"]).to_numpy(),
-        "price_band": price_band(pred["fair_value"].to_numpy()).array,
-    })
+    segments = item_segments(data.items, later["item_key"], pred["fair_value"])
     diag = diagnostics(pred["fair_value"].to_numpy(), later["price"].to_numpy(), segments, curve,
                        p10=pred["p10"].to_numpy(), p90=pred["p90"].to_numpy(),
                        meta={"holdout_start": holdout_start.isoformat(), "n_holdout": len(later)})

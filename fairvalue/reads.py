@@ -475,6 +475,9 @@ def training_requests(slug: str | None = None, state: str | None = None, limit: 
 
 # --- market ---------------------------------------------------------------------------------
 
+MAX_WINDOW_DAYS = 3700  # the longest window a market or track-record read answers (~10 years)
+
+
 def _market_window(t0: datetime | None, t1: datetime | None, last_day: date | None) -> tuple[datetime, datetime]:
     """[from, to) of /market: default the 365 days up to the end of the last day of data."""
     if t1 is None:
@@ -484,7 +487,7 @@ def _market_window(t0: datetime | None, t1: datetime | None, last_day: date | No
         t0 = t1 - timedelta(days=365)
     if t1 <= t0:  # after the defaults: a `from` past the last market day is refused too
         raise BadInput("to must be after from")
-    if t1 - t0 > timedelta(days=3700):
+    if t1 - t0 > timedelta(days=MAX_WINDOW_DAYS):
         raise BadInput("the window may span at most ~10 years")
     return t0, t1
 
@@ -547,7 +550,7 @@ def _daily_market(session: Session, coll: Collection, t0: datetime | None, t1: d
     days = market_days(series)
     days = days[(days["day"].dt.date >= window_first) & (days["day"].dt.date <= window_last)]
     return {"collection": coll.slug, "currency": coll.currency, "kind": DAILY_PRICES, "from": iso(t0), "to": iso(t1),
-            "index_meaning": f"running median of the cards' daily price moves, {MARKET_BASE:g} on the first day "
+            "index_meaning": f"running sum of the cards' median daily log price move, {MARKET_BASE:g} on the first day "
                              "of prices (a card missing a day carries its price up to 3 days)",
             "days": [{"day": d.date().isoformat(), "n_cards": int(n), "median_price": rounded(m), "index": rounded(i)}
                      for d, n, m, i in zip(days["day"], days["n_cards"], days["median_price"], days["index"],

@@ -22,19 +22,20 @@ from sqlmodel import Session, select
 
 from fairvalue import kinds
 from fairvalue.errors import BadInput
-from fairvalue.reads import collection_row, iso, parse_time, rounded
+from fairvalue.reads import MAX_WINDOW_DAYS, collection_row, iso, parse_time, rounded
 from fairvalue.settings import get_settings
 from models import live
 from models.backtest import backtest
-from models.diagnostics import price_band, segment_metrics
+from models.diagnostics import item_segments, segment_metrics
+from models.features import ITEM_ATTRIBUTES, attribute_text
 from models.market_index import daily_index
 from models.metrics import valuation_metrics
 from models.times import naive_utc
 from storage.db import session_scope
-from storage.tables import Collection, Item, MarketDay, NowcastRow, NowcastSnapshot, Sale
+from storage.tables import Collection, DailyPrice, Item, MarketDay, NowcastRow, NowcastSnapshot, Sale
 
 DEFAULT_WINDOW = timedelta(days=90)
-MAX_WINDOW = timedelta(days=3700)
+MAX_WINDOW = timedelta(days=MAX_WINDOW_DAYS)
 MAX_POINTS = 2000  # predicted-vs-actual points returned (the most recent ones)
 _CACHE: OrderedDict[tuple, dict] = OrderedDict()
 _CACHE_SIZE = 32
@@ -112,8 +113,10 @@ def forward_pairs(session: Session, coll: Collection, t0: datetime, t1: datetime
         Item.collection_id == coll.id, Item.item_key.in_(sorted(set(scored["item_key"]))))).all(),
         columns=["item_key", "item_type", "attributes"]).set_index("item_key")
     scored["item_type"] = items["item_type"].reindex(scored["item_key"]).to_numpy()
-    scored["accessory_count"] = [a.get("accessory_count") if isinstance(a, dict) else None
-                                 for a in items["attributes"].reindex(scored["item_key"])]
+    attributes = [a if isinstance(a, dict) else {} for a in items["attributes"].reindex(scored["item_key"])]
+    scored["accessory_count"] = [a.get("accessory_count") for a in attributes]
+    for name in ITEM_ATTRIBUTES:
+        scored[name] = [attribute_text(a.get(name)) for a in attributes]
     return scored, counts
 
 
@@ -176,11 +179,8 @@ def performance(slug: str | None = None, start: str | None = None, end: str | No
 
         def compute() -> dict[str, Any]:
             scored, counts = forward_pairs(session, coll, t0, t1)
-            segments = pd.DataFrame({
-                "type": scored["item_type"].to_numpy(),
-                "accessory_count": scored["accessory_count"].to_numpy(),
-                "price_band": price_band(scored["fair_value"].to_numpy(dtype=float)).array,
-            })
+            items = scored.drop_duplicates("item_key").set_index("item_key")  # what item_segments reads
+            segments = item_segments(items, scored["item_key"], scored["fair_value"])
             segments = segments[[c for c in segments.columns if segments[c].notna().any()]]
             table = segment_metrics(scored["fair_value"], scored["price"], segments, scored["p10"],
                                     scored["p90"]) if len(scored) else pd.DataFrame()
@@ -205,6 +205,13 @@ def performance(slug: str | None = None, start: str | None = None, end: str | No
         return _cached(key, compute)
 
 
+def _prices_version(session: Session, coll: Collection) -> tuple:
+    """What a cached daily-priced answer depends on: the price rows, their last day and their
+    newest write. A collector that corrects a day it had overwrites the row (storage.prices) and
+    moves neither the count nor the last day, only `updated_at`."""
+    return tuple(session.exec(select(func.count(), func.max(DailyPrice.day), func.max(DailyPrice.updated_at))
+                              .where(DailyPrice.collection_id == coll.id)).one())
+
 def _daily_window(series, start: str | None, end: str | None) -> tuple[pd.Timestamp, pd.Timestamp]:
     """[from, to) in whole days for a daily-priced collection: default the 60 days up to the
     latest price, never starting before a model could be trained."""
@@ -213,7 +220,8 @@ def _daily_window(series, start: str | None, end: str | None) -> tuple[pd.Timest
     t0, t1 = parse_time(start, "from"), parse_time(end, "to")
     last = series.prices["day"].max() + pd.Timedelta(days=1) if len(series.prices) else \
         pd.Timestamp(datetime.now(UTC)).tz_localize(None).normalize()
-    t1 = pd.Timestamp(t1).tz_convert("UTC").tz_localize(None).normalize() if t1 else last
+    # Every day the window touches, as /market reads it: a `to` inside a day takes that day in.
+    t1 = pd.Timestamp(t1).tz_convert("UTC").tz_localize(None).ceil("D") if t1 else last
     earliest = earliest_forward_day(series)
     if t0:
         t0 = pd.Timestamp(t0).tz_convert("UTC").tz_localize(None).normalize()
@@ -222,7 +230,7 @@ def _daily_window(series, start: str | None, end: str | None) -> tuple[pd.Timest
     if t1 <= t0:
         raise BadInput("to must be after from" if start else
                        f"to must be after the earliest start, {t0.date().isoformat()} (a model needs days before it)")
-    if t1 - t0 > pd.Timedelta(days=3660):
+    if t1 - t0 > pd.Timedelta(days=MAX_WINDOW_DAYS):
         raise BadInput("the window may span at most ~10 years")
     return t0, t1
 
@@ -238,7 +246,7 @@ def _daily_performance(session: Session, coll: Collection, start: str | None, en
     if series.prices.empty:
         return {"collection": coll.slug, "currency": coll.currency, "kind": "daily_prices", "model": {"n": 0}}
     t0, t1 = _daily_window(series, start, end)
-    key = ("daily-performance", coll.id, t0, t1, len(series.prices), series.prices["day"].max())
+    key = ("daily-performance", coll.id, t0, t1, _prices_version(session, coll))
 
     def compute() -> dict[str, Any]:
         try:
@@ -310,7 +318,7 @@ def _daily_backtest(session: Session, coll: Collection, start: str | None, end: 
     series = kinds.kind_of(coll).load(session, coll)
     t0, t1 = _daily_window(series, start, end)
     key = ("daily-backtest", coll.id, t0, t1, settings.buy_below, settings.retrain_max_age_days,
-           len(series.prices), series.prices["day"].max() if len(series.prices) else None)
+           _prices_version(session, coll))
 
     def compute() -> dict[str, Any]:
         if series.prices.empty:  # nothing to replay yet: an empty report, as /performance answers

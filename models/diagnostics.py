@@ -53,6 +53,20 @@ def price_band(prices: Any, edges: Sequence[float] = (0, 50, 100, 200, 500, math
     return pd.Series(bands, index=index, name="price_band")
 
 
+def item_segments(items: pd.DataFrame, item_keys: Any, fair_value: Any) -> pd.DataFrame:
+    """The segmentations of scored sales, aligned with `item_keys`: type, accessory count, each
+    item attribute the items carry (gender, skin tone; features.ITEM_ATTRIBUTES) and the price
+    band of the fair value (a pre-sale number)."""
+    from models.features import ITEM_ATTRIBUTES
+
+    rows = items.reindex(pd.Index(np.asarray(item_keys, dtype=object)))
+    out = {"type": rows["item_type"].to_numpy(), "accessory_count": rows["accessory_count"].to_numpy()}
+    for name in ITEM_ATTRIBUTES:
+        if name in rows and (rows[name].fillna("") != "").any():
+            out[name] = rows[name].replace("", np.nan).to_numpy()  # no attribute (a zombie's skin): no segment
+    out["price_band"] = price_band(np.asarray(fair_value, dtype=float)).array
+    return pd.DataFrame(out)
+
 def _segment_masks(column: pd.Series) -> list[tuple[Any, np.ndarray]]:
     """(value, row mask) per segment value in display order: category order for categoricals, else
     sorted; missing values last, as MISSING_SEGMENT."""

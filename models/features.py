@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -172,7 +173,8 @@ class TraitVocabulary:
         return member
 
     def item_feature_columns(self, items: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Each item's traits and type one-hot, their rarity and its accessory count, by column."""
+        """Each item's traits and type one-hot, their rarity, its accessory count and its attribute
+        levels (attribute_indicators), by column."""
         rows, cols = self._pairs(items)
         freq = np.array([self.frequency[t] for t in self.traits])
         onehot = np.zeros((len(items), len(self.traits)), dtype=np.float32, order="F")  # each column contiguous
@@ -189,6 +191,13 @@ class TraitVocabulary:
         out["trait_log_frequency_sum"] = log_freq_sum
         out.update(self.attribute_indicators(items))
         return out
+
+
+def attribute_text(value: Any) -> str:
+    """An item attribute as a level: its text, or "" (none) for anything else. A number or a list
+    stored by another source is no level, so every loader reads the same (the database's `->>`
+    and Python's str() spell `true` and `1.50` differently)."""
+    return value if isinstance(value, str) else ""
 
 
 def attribute_levels(values: pd.Series) -> list[str]:

@@ -139,7 +139,7 @@ def market_data_from_files(
     is listed in `excluded` too (the caller leaves it out of the stored sales)."""
     import pandas as pd
 
-    from models.features import ITEM_ATTRIBUTES, MarketData, excluded_frame
+    from models.features import ITEM_ATTRIBUTES, MarketData, attribute_text, excluded_frame
     from models.validation import FloorLookup, item_key_of, sale_time_of, validate_batch
     from models.wash import WINDOW, reasons_with_stored, wash_reasons
 
@@ -157,7 +157,7 @@ def market_data_from_files(
         {"item_key": [i["item_key"] for i in items], "item_type": [i["item_type"] for i in items],
          "accessory_count": [i["attributes"]["accessory_count"] for i in items],
          "accessories": [i["attributes"]["accessories"] for i in items]}
-        | {name: [str(i["attributes"].get(name) or "") for i in items] for name in ITEM_ATTRIBUTES}
+        | {name: [attribute_text(i["attributes"].get(name)) for i in items] for name in ITEM_ATTRIBUTES}
     ).set_index("item_key")
     sales = pd.DataFrame(
         {"event_id": [s.event_id for s in clean.values()],

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sqlmodel import Session, select
 
-from models.features import ITEM_ATTRIBUTES, MarketData, excluded_frame
+from models.features import ITEM_ATTRIBUTES, MarketData, attribute_text, excluded_frame
 from models.times import naive_utc
 from models.validation import item_key_of, sale_time_of
 from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale
@@ -77,7 +77,7 @@ def _items_and_sales(session: Session, collection: Collection) -> tuple[pd.DataF
             "accessory_count": [int(r[2].get("accessory_count", 0)) for r in item_rows],
             "accessories": [list(r[2].get("accessories", [])) for r in item_rows],
         }
-        | {name: [str(r[2].get(name) or "") for r in item_rows] for name in ITEM_ATTRIBUTES}
+        | {name: [attribute_text(r[2].get(name)) for r in item_rows] for name in ITEM_ATTRIBUTES}
     )
     sale_rows = session.exec(
         select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price)
@@ -94,11 +94,13 @@ def _items_and_sales_postgresql(session: Session, collection: Collection) -> tup
     per-row timezone-aware datetimes were most of a nowcast's load time. PostgreSQL extracts
     the attributes and gives times as integer microseconds since the epoch (exact)."""
     cursor = session.connection().connection.driver_connection.cursor()
-    attributes = "".join(", COALESCE(attributes->>%s, '')" for _ in ITEM_ATTRIBUTES)
+    # Text values only, as attribute_text reads them: a number or a list is no level.
+    attributes = "".join(", CASE WHEN json_typeof(attributes->%s) = 'string' THEN attributes->>%s ELSE '' END"
+                         for _ in ITEM_ATTRIBUTES)
     item_rows = cursor.execute(
         "SELECT item_key, item_type, COALESCE((attributes->>'accessory_count')::int, 0), "
         f"COALESCE(attributes->>'accessories', '[]'){attributes} FROM items WHERE collection_id = %s",
-        (*ITEM_ATTRIBUTES, collection.id),
+        (*(name for name in ITEM_ATTRIBUTES for _ in range(2)), collection.id),
     ).fetchall()
     items = pd.DataFrame(item_rows, columns=["item_key", "item_type", "accessory_count", "accessories",
                                              *ITEM_ATTRIBUTES])

@@ -129,6 +129,8 @@ def test_performance_scores_each_sale_against_the_snapshot_published_before_it(c
     assert body["model"]["mape"] == pytest.approx(mape, rel=1e-4)
     by = {(s["segment"], s["value"]): s for s in body["segments"]}
     assert sum(s["n"] for (seg, _), s in by.items() if seg == "type") == body["model"]["n"]
+    assert sum(s["n"] for (seg, _), s in by.items() if seg == "gender") == body["model"]["n"]  # every punk has one
+    assert ("gender", "Female") in by and ("skin_tone", "Albino") in by
     assert sum(p["n"] for p in body["series"]) == body["model"]["n"]
     assert body["previous_day_floor"]["n"] == body["model"]["n"]
     assert client.get(f"{C}/performance?from=2021-12-01&to=2021-11-01").status_code == 400

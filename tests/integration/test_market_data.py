@@ -29,3 +29,22 @@ def test_both_database_loaders_give_the_files_items_with_their_attributes(seeded
     assert files.loc[loaded.index, "gender"].value_counts().to_dict() == {"Male": 6160, "Female": 3840}
     for frame in (loaded, orm_items):
         pd.testing.assert_frame_equal(frame[columns], files.loc[loaded.index, columns], check_dtype=False)
+
+
+def test_an_attribute_that_is_not_text_is_no_level_for_either_loader(database):
+    """Another source may store a number, a boolean or a list: both loaders read it as none,
+    where the database's ->> and Python's str() would spell it differently."""
+    from storage.tables import Item
+
+    with session_scope() as session:
+        coll = pipeline.collection(session, get_settings().for_collection("attribute-types"))
+        for key, attributes in [("1", {"gender": True, "skin_tone": 1.50}), ("2", {"gender": ["Female"]}),
+                                ("3", {"gender": "Female", "skin_tone": "Dark"})]:
+            if session.get(Item, (coll.id, key)) is None:
+                session.add(Item(collection_id=coll.id, item_key=key, item_type="Human", attributes=attributes))
+        session.commit()
+        loaded = market.load_market_data(session, coll).items
+        orm_items, _ = market._items_and_sales(session, coll)
+    orm_items = orm_items.set_index("item_key").loc[loaded.index]
+    for frame in (loaded, orm_items):
+        assert frame["gender"].tolist() == ["", "", "Female"] and frame["skin_tone"].tolist() == ["", "", "Dark"]

@@ -406,7 +406,7 @@ def test_cards_market_counts_median_and_index_per_day(routes_cards, client):
     assert client.get("/v1/collections/nosuchcards/market").status_code == 404
 
 
-def test_cards_backtest_holds_the_cheap_cards_against_every_card(routes_cards, client):
+def test_cards_backtest_holds_the_cheap_cards_against_every_card(routes_cards, client, tmp_path):
     C = "/v1/collections/cardsroutes"
     perf = client.get(f"{C}/performance?from=2025-05-01&to=2025-06-01").json()
     body = client.get(f"{C}/backtest?from=2025-05-01&to=2025-06-01").json()
@@ -425,6 +425,10 @@ def test_cards_backtest_holds_the_cheap_cards_against_every_card(routes_cards, c
         assert all(k in curve for k in ("sharpe", "sortino", "calmar", "total_return", "hit_rate"))
     assert body["buy_all"]["n_days_with_positions"] == 31
     assert client.get(f"{C}/backtest?from=2025-05-01&to=2025-06-01").json() == body  # served from the cache
+    # A window inside one day is that day, as /market reads it.
+    narrow = client.get(f"{C}/backtest?from=2025-06-15T08:00&to=2025-06-15T09:00").json()
+    assert narrow["window"] == {"from": "2025-06-15T00:00:00Z", "to": "2025-06-16T00:00:00Z"}
+    assert narrow["n_rows"] == (routes_cards["date"] == "2025-06-15").sum()
 
     # A window far past the last price costs no more than one ending with it (no weekly refits of nothing).
     late = client.get(f"{C}/backtest?from=2025-07-01&to=2035-01-01").json()
@@ -437,6 +441,14 @@ def test_cards_backtest_holds_the_cheap_cards_against_every_card(routes_cards, c
                           ("to=not-a-date", "to must be an ISO date")]:
         refused = client.get(f"{C}/backtest?{query}")
         assert refused.status_code == 400 and reason in refused.json()["error"], query
+
+    # A collector that corrects a day it had (same count, same last day) is not answered from the cache.
+    row = routes_cards[(routes_cards["date"] == "2025-05-20")].iloc[0]
+    corrected = tmp_path / "corrected.csv"
+    corrected.write_text(f"date,card_id,market_price,volume\n2025-05-20,{row['card_id']},{row['market_price'] * 3},1\n")
+    assert card_prices.ingest_prices_file(corrected, CARDS.for_collection("cardsroutes")).changed == 1
+    again = client.get(f"{C}/backtest?from=2025-05-01&to=2025-06-01").json()
+    assert again["buy_all"]["total_return"] != body["buy_all"]["total_return"]
 
     html = {"accept": "text/html"}
     page = client.get("/c/cardsroutes/backtest?from=2025-05-01&to=2025-05-31", headers=html)

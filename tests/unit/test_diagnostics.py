@@ -131,3 +131,18 @@ def test_html_is_a_standalone_page_with_plots_and_tables():
 def test_html_without_segments_or_curve_still_renders():
     page = diagnostics(np.array([1.0, 2.0]), np.array([np.nan, 0.0])).to_html()
     assert page.count("<img") == 2 and "Learning curve" not in page
+
+
+def test_item_segments_add_the_attributes_items_carry_and_leave_out_those_they_do_not():
+    from models.diagnostics import item_segments
+
+    items = pd.DataFrame({"item_type": ["Human", "Human", "Zombie"], "accessory_count": [2, 1, 1],
+                          "gender": ["Female", "Male", "Male"], "skin_tone": ["Albino", "Dark", ""]},
+                         index=["1", "2", "3"])
+    seg = item_segments(items, ["3", "1", "1", "9"], [5.0, 150.0, 40.0, 10.0])
+    assert list(seg.columns) == ["type", "accessory_count", "gender", "skin_tone", "price_band"]
+    assert seg["gender"].tolist()[:3] == ["Female" if k == "1" else "Male" for k in ["3", "1", "1"]]
+    assert pd.isna(seg["skin_tone"][0]) and seg["skin_tone"][1] == "Albino"  # a zombie has no skin tone
+    assert seg["type"].isna().tolist() == [False, False, False, True]  # an unknown item: no segment
+    bare = item_segments(items.drop(columns=["gender", "skin_tone"]), ["1"], [5.0])
+    assert list(bare.columns) == ["type", "accessory_count", "price_band"]
