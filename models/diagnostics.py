@@ -62,10 +62,12 @@ def item_segments(items: pd.DataFrame, item_keys: Any, fair_value: Any) -> pd.Da
     rows = items.reindex(pd.Index(np.asarray(item_keys, dtype=object)))
     out = {"type": rows["item_type"].to_numpy(), "accessory_count": rows["accessory_count"].to_numpy()}
     for name in ITEM_ATTRIBUTES:
-        if name in rows and (rows[name].fillna("") != "").any():
-            out[name] = rows[name].replace("", np.nan).to_numpy()  # no attribute (a zombie's skin): no segment
+        present = rows[name].fillna("") != "" if name in rows else None
+        if present is not None and present.any():
+            out[name] = rows[name].where(present).to_numpy()  # no attribute (a zombie's skin): no segment
     out["price_band"] = price_band(np.asarray(fair_value, dtype=float)).array
     return pd.DataFrame(out)
+
 
 def _segment_masks(column: pd.Series) -> list[tuple[Any, np.ndarray]]:
     """(value, row mask) per segment value in display order: category order for categoricals, else

@@ -278,7 +278,6 @@ def test_prices_go_only_to_a_daily_priced_collection(seeded, tmp_path):
     assert result.exit_code == 2 and "is of kind unique_items" in result.output, result.output
 
 
-
 def test_a_retrain_from_the_cli_records_which_login_asked(database):
     """The CLI has no token: its requests (and its promote and rollback decisions) name the
     shell's login, as the API's name the token. A collection of its own, with no sales: a worker
