@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 
@@ -119,6 +120,8 @@ def counter_for_settings(name: str = "ratelimit"):
     return RedisCounter(url, name) if url.startswith(("redis://", "rediss://")) else MemoryCounter()
 
 
+COLLECTION_PAGE = re.compile(r"/c/([^/]+)")  # a collection's pages (api/pages.py)
+
 # Not counted: probes, the metrics scrape and static files. The pages are: they run the same reads
 # as the API (a performance window of the cards is seconds of work).
 UNLIMITED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/static/")
@@ -151,7 +154,9 @@ class RateLimitMiddleware:
         if count > limit:
             retry_after = max(1, int((window + 1) * WINDOW_SECONDS - now + 0.999))
             reason = f"rate limit: {limit} requests per minute per client; retry after {retry_after} s"
-            request = Request(scope)
+            # Before routing there are no path parameters: the page's collection is read from its path.
+            page_of = COLLECTION_PAGE.match(scope["path"])
+            request = Request({**scope, "path_params": {"slug": page_of.group(1)} if page_of else {}})
             if wants_html(request):  # a browser on a page gets the site's error page, as for a 404
                 page = error_page(request, 429, reason)
                 page.headers["retry-after"] = str(retry_after)

@@ -79,7 +79,8 @@ def _data_version(session: Session, coll: Collection) -> tuple:
 
 def forward_pairs(session: Session, coll: Collection, t0: datetime, t1: datetime) -> tuple[pd.DataFrame, dict]:
     """(scored, counts): sales with t0 <= ts < t1, each with the value of the snapshot published
-    last before it (models.live.score_sales), plus the item's type and accessory count.
+    last before it (models.live.score_sales), plus the item's type, accessory count and
+    attributes (features.ITEM_ATTRIBUTES).
     Suspected wash trades are not scored; counts["wash_trades"] says how many, by reason."""
     stored = pd.DataFrame(session.exec(select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price, Sale.wash_reason)
                                        .where(Sale.collection_id == coll.id, Sale.ts >= t0, Sale.ts < t1)).all(),
@@ -168,7 +169,8 @@ def _series(scored: pd.DataFrame, t0: datetime, t1: datetime) -> list[dict[str, 
 
 def performance(slug: str | None = None, start: str | None = None, end: str | None = None) -> dict[str, Any]:
     """Forward valuation metrics over [from, to): overall, the previous-day floor on the same
-    sales, by segment (type, accessory count, price band of the fair value), per period, and the
+    sales, by segment (models.diagnostics.item_segments: type, accessory count, gender, skin tone,
+    price band of the fair value), per period, and the
     most recent predicted-vs-actual points."""
     with session_scope() as session:
         coll = collection_row(session, slug)
@@ -208,7 +210,9 @@ def performance(slug: str | None = None, start: str | None = None, end: str | No
 def _prices_version(session: Session, coll: Collection) -> tuple:
     """What a cached daily-priced answer depends on: the price rows, their last day and their
     newest write. A collector that corrects a day it had overwrites the row (storage.prices) and
-    moves neither the count nor the last day, only `updated_at`."""
+    moves neither the count nor the last day, only `updated_at`. Read before the prices: a write
+    between the two then leaves newer prices under an older key (recomputed next time), never older
+    prices under the newer key (served until the next write)."""
     return tuple(session.exec(select(func.count(), func.max(DailyPrice.day), func.max(DailyPrice.updated_at))
                               .where(DailyPrice.collection_id == coll.id)).one())
 
@@ -242,11 +246,12 @@ def _daily_performance(session: Session, coll: Collection, start: str | None, en
     Default window: the 60 days up to the latest price."""
     from fairvalue.evaluation import NotEnoughHistory, evaluate_daily
 
+    version = _prices_version(session, coll)  # before the load: see _prices_version
     series = kinds.kind_of(coll).load(session, coll)
     if series.prices.empty:
         return {"collection": coll.slug, "currency": coll.currency, "kind": "daily_prices", "model": {"n": 0}}
     t0, t1 = _daily_window(series, start, end)
-    key = ("daily-performance", coll.id, t0, t1, _prices_version(session, coll))
+    key = ("daily-performance", coll.id, t0, t1, version)
 
     def compute() -> dict[str, Any]:
         try:
@@ -315,10 +320,10 @@ def _daily_backtest(session: Session, coll: Collection, start: str | None, end: 
     from models.daily_backtest import daily_backtest
 
     settings = get_settings().for_collection(coll.slug)
+    version = _prices_version(session, coll)  # before the load: see _prices_version
     series = kinds.kind_of(coll).load(session, coll)
     t0, t1 = _daily_window(series, start, end)
-    key = ("daily-backtest", coll.id, t0, t1, settings.buy_below, settings.retrain_max_age_days,
-           _prices_version(session, coll))
+    key = ("daily-backtest", coll.id, t0, t1, settings.buy_below, settings.retrain_max_age_days, version)
 
     def compute() -> dict[str, Any]:
         if series.prices.empty:  # nothing to replay yet: an empty report, as /performance answers

@@ -28,6 +28,7 @@ from models.drift import html_img, html_kv_table, html_page, html_table, new_fig
 from models.metrics import valuation_metrics
 
 MISSING_SEGMENT = "(missing)"
+NO_ATTRIBUTE = "none"  # the segment of items without an attribute (item_segments)
 METRIC_COLUMNS = ["n", "n_filtered", "mape", "median_ape", "bias", "rmse", "within_10pct", "within_25pct"]
 ERROR_CLIP = (-1.0, 1.0)
 MAX_BARS = 20
@@ -62,9 +63,10 @@ def item_segments(items: pd.DataFrame, item_keys: Any, fair_value: Any) -> pd.Da
     rows = items.reindex(pd.Index(np.asarray(item_keys, dtype=object)))
     out = {"type": rows["item_type"].to_numpy(), "accessory_count": rows["accessory_count"].to_numpy()}
     for name in ITEM_ATTRIBUTES:
-        present = rows[name].fillna("") != "" if name in rows else None
-        if present is not None and present.any():
-            out[name] = rows[name].where(present).to_numpy()  # no attribute (a zombie's skin): no segment
+        if name in rows and (rows[name].fillna("") != "").any():
+            # An item without the attribute (a zombie's skin tone) is its own segment, "none";
+            # "(missing)" stays for a sale of an item the items do not list.
+            out[name] = rows[name].mask(rows[name] == "", NO_ATTRIBUTE).to_numpy()
     out["price_band"] = price_band(np.asarray(fair_value, dtype=float)).array
     return pd.DataFrame(out)
 

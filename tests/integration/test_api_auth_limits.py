@@ -68,6 +68,8 @@ def test_public_reads_are_rate_limited_per_client(seeded, broker, monkeypatch):
         page = c.get("/c/cryptopunks/performance", headers={"Accept": "text/html"})  # a browser: the site's page
         assert page.status_code == 429 and page.headers["content-type"].startswith("text/html")
         assert "Too many requests" in page.text and 1 <= int(page.headers["retry-after"]) <= 60
+        cards = c.get("/c/cards/backtest", headers={"Accept": "text/html"}).text  # its own collection's links
+        assert 'class="collection">cards<' in cards and 'href="/c/cards/performance"' in cards
         assert c.get("/healthz").status_code == 200 and c.get("/static/site.css").status_code == 200
     assert broker.keys("fairvalue:ratelimit:*")  # counted in Redis, shared by every API process
 

@@ -135,3 +135,34 @@ def test_the_cap_on_recorded_refusals_is_shared_by_every_api_process(broker):
 
     assert asyncio.run(refusals()) == [True, True, True, False, False, False]
     assert broker.keys(f"fairvalue:webhook-refusals:{client}:*")
+
+
+def test_with_redis_out_of_reach_refusals_are_capped_in_the_process_and_logged_once(caplog):
+    """A Redis that fails is not asked again for a while: no thread waits on it per refusal, the
+    log says so once, and the cap holds per process as it does without Redis."""
+    import asyncio
+    import logging
+
+    from api import webhooks
+    from api.limits import RedisCounter
+
+    calls = []
+
+    class Down(RedisCounter):
+        def __init__(self):
+            pass
+
+        def hit(self, client, window):
+            calls.append(client)
+            raise ConnectionError("redis is down")
+
+    refusals = webhooks.UnauthenticatedRefusals(per_minute=3, counter_factory=Down)
+    now = time.time()
+
+    async def flood() -> list[bool]:
+        return [await refusals.record_this_one("flooder", now + i * 0.01) for i in range(6)]
+
+    with caplog.at_level(logging.WARNING, logger="fairvalue.webhooks"):
+        assert asyncio.run(flood()) == [True, True, True, False, False, False]
+    assert len(calls) == 1  # asked once, then counted in the process
+    assert sum("counted in this process" in r.getMessage() for r in caplog.records) == 1
