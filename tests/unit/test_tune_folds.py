@@ -32,6 +32,14 @@ def test_the_fresh_folds_tile_the_six_months_before_the_monthly_ones():
     assert not set(tune.FOLD_SETS["fresh"]) & set(tune.FOLD_SETS["monthly"])
 
 
+def test_the_early_folds_tile_2020_01_to_09_and_overlap_neither_other_set():
+    months = [tune.FOLDS[name] for name in tune.FOLD_SETS["early"]]
+    assert len(months) == 9 and (months[0][0], months[-1][1]) == ("2020-01-01", "2020-10-01")
+    assert months[-1][1] == tune.FOLDS[tune.FOLD_SETS["fresh"][0]][0]
+    assert all(previous[1] == following[0] for previous, following in pairwise(months))
+    assert not set(tune.FOLD_SETS["early"]) & (set(tune.FOLD_SETS["fresh"]) | set(tune.FOLD_SETS["monthly"]))
+
+
 @pytest.mark.parametrize("cadence", ["1d", "30m"])
 def test_a_fold_sale_is_valued_at_the_tick_the_replay_scores_it_with(cadence):
     """The replay scores a sale with the last tick strictly before it (models/replay.py)."""
