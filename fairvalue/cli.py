@@ -296,14 +296,10 @@ def _is_daily(collection: str | None) -> bool:
 
 
 def _replay_daily(collection, from_, to, source, horizon, gain, as_json) -> None:
-    import pandas as pd
 
     from fairvalue import evaluation
 
-    start = pd.Timestamp(_parse_time(from_)).tz_convert("UTC").tz_localize(None).normalize()
-    end = pd.Timestamp(_parse_time(to)).tz_convert("UTC").tz_localize(None).normalize()
-    if end <= start:
-        raise typer.BadParameter("--to must be after --from")
+    start, end = _day_window(from_, to)
     if horizon is not None and not 1 <= horizon <= 90:
         raise typer.BadParameter("--horizon must be between 1 and 90 days")
     _check_source(source)
@@ -388,16 +384,23 @@ def backtest(
     console.print(table)
 
 
-def _backtest_daily(collection: str, from_: str, to: str, source: str) -> dict:
-    """models/daily_backtest.py on the card-days `replay --collection` scores (docs/cards.md)."""
+def _day_window(from_: str, to: str):
+    """--from and --to of a daily-priced collection as whole UTC days (naive midnights)."""
     import pandas as pd
-
-    from fairvalue import evaluation
 
     start = pd.Timestamp(_parse_time(from_)).tz_convert("UTC").tz_localize(None).normalize()
     end = pd.Timestamp(_parse_time(to)).tz_convert("UTC").tz_localize(None).normalize()
     if end <= start:
         raise typer.BadParameter("--to must be after --from")
+    return start, end
+
+
+def _backtest_daily(collection: str, from_: str, to: str, source: str) -> dict:
+    """models/daily_backtest.py on the card-days `replay --collection` scores (docs/cards.md)."""
+
+    from fairvalue import evaluation
+
+    start, end = _day_window(from_, to)
     _check_source(source)
     settings = get_settings().for_collection(collection)
     with console.status("replaying"):
