@@ -94,9 +94,10 @@ def served_from(client, snapshot_id: int, path: str = "/v1/items/7804") -> dict:
                     timeout=bound, interval=0.05)
 
 
-def dies_with_tests(command: list[str]) -> list[str]:
-    """`command` run so that it is killed when this test process dies (tests/orphan_guard.py)."""
-    return [sys.executable, str(ROOT / "tests" / "orphan_guard.py"), str(os.getpid()), *command]
+def dies_with_tests(command: list[str], on_death: str = "KILL") -> list[str]:
+    """`command` run so that it gets SIG`on_death` when this test process dies (tests/orphan_guard.py)."""
+    return [sys.executable, str(ROOT / "tests" / "orphan_guard.py"), f"--signal={on_death}", str(os.getpid()),
+            *command]
 
 
 def spawn_worker(name: str, queues: str, log_dir: Path, env: dict | None = None, pool: str = "solo",

@@ -20,6 +20,7 @@ import pytest
 
 from api import signing
 from tests.conftest import _free_port
+from tests.realparts import dies_with_tests
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,8 +39,9 @@ def test_up_serves_a_fair_value_and_follows_a_webhook(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRVALUE_")}
     env.update(FAIRVALUE_API_PORT=str(port), FAIRVALUE_TRAIN_MAX_ITER="40", FAIRVALUE_WEBHOOK_SECRET="embedded")
     log = (tmp_path / "up.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "fairvalue.cli", "up"], cwd=tmp_path, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # TERM, not KILL, if this test process dies: `up` then stops its own API, worker and beat.
+    proc = subprocess.Popen(dies_with_tests([sys.executable, "-m", "fairvalue.cli", "up"], on_death="TERM"),
+                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 240

@@ -51,6 +51,33 @@ def test_a_guarded_child_is_killed_when_the_process_that_started_it_dies():
             os.kill(child, signal.SIGKILL)
 
 
+def test_a_guard_can_send_term_so_the_child_stops_its_own_children(tmp_path):
+    """`fairvalue up` stops its API, worker and beat on SIGTERM; a SIGKILL would orphan them."""
+    stopped, ready = tmp_path / "stopped", tmp_path / "ready"
+    child_code = (f"import pathlib, signal, sys, time\n"
+                  f"signal.signal(signal.SIGTERM, lambda *_: (pathlib.Path({str(stopped)!r}).write_text('term'),"
+                  f" sys.exit(0)))\n"
+                  f"pathlib.Path({str(ready)!r}).write_text('ready')\ntime.sleep(300)\n")
+    starter = (
+        "import os, subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, {str(ROOT / 'tests' / 'orphan_guard.py')!r}, '--signal=TERM',"
+        f" str(os.getpid()), sys.executable, '-c', {child_code!r}])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        wait_for(ready.exists, timeout=30, interval=0.1)  # its handler is set
+        proc.send_signal(signal.SIGKILL)  # as an interrupted run dies: no teardown
+        proc.wait()
+        wait_for(lambda: stopped.exists(), timeout=30, interval=0.1)
+        assert stopped.read_text() == "term"
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
 def test_the_guard_refuses_when_its_parent_is_already_gone():
     result = subprocess.run([sys.executable, str(ROOT / "tests" / "orphan_guard.py"), "1", "/bin/true"],
                             capture_output=True, text=True, timeout=30)
