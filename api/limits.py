@@ -3,8 +3,9 @@
 The rate limit is a fixed one-minute window per client IP, counted in Redis when the broker is
 Redis (so every API process shares the count) and in this process's memory otherwise. Only
 public GETs under /v1/ are limited: operator endpoints need a token and webhooks a signature.
-If Redis cannot be reached the request is let through (and logged): a metrics store outage
-must not take the API down.
+If Redis fails, each API process counts alone for a while (RedisCounter), and says so once: a
+Redis outage must neither take the API down, nor hold a request for its timeout each time, nor
+flood the log.
 """
 
 from __future__ import annotations
@@ -96,17 +97,34 @@ class MemoryCounter:
 
 
 class RedisCounter:
-    """Counts shared by every API process; `name` keeps one count (the rate limit) apart from another."""
+    """Counts shared by every API process; `name` keeps one count (the rate limit) apart from another.
+
+    If Redis fails, this process counts alone for PAUSE_SECONDS (in memory, as without Redis)
+    before it asks Redis again, and logs that once per pause."""
 
     blocks = True  # a Redis round trip: off the event loop
+    PAUSE_SECONDS = 30
 
     def __init__(self, url: str, name: str = "ratelimit"):
         import redis
 
         self._redis = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
         self._name = name
+        self._alone = MemoryCounter()
+        self._shared_again_at = 0.0
 
     def hit(self, client: str, window: int) -> int:
+        now = time.monotonic()
+        if now >= self._shared_again_at:
+            try:
+                return self._shared_hit(client, window)
+            except Exception as exc:
+                self._shared_again_at = now + self.PAUSE_SECONDS
+                log.warning("%s counted in this process for %d s: Redis failed: %s", self._name,
+                            self.PAUSE_SECONDS, exc)
+        return self._alone.hit(client, window)
+
+    def _shared_hit(self, client: str, window: int) -> int:
         key = f"fairvalue:{self._name}:{client}:{window}"
         pipe = self._redis.pipeline()
         pipe.incr(key)

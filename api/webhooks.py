@@ -114,39 +114,22 @@ class UnauthenticatedRefusals:
     """How many refusals of callers that did not sign (401) or sent too much (413) are recorded:
     anyone can send those, and recording each one would let anyone grow webhook_deliveries
     without limit. Up to `per_minute` per client are kept, counted like the rate limit (in Redis
-    when the broker is Redis, so every API process shares the cap; in memory otherwise), the rest
-    only logged (once a minute per client); every refusal is still answered.
-
-    If Redis fails, this process counts alone for `REDIS_PAUSE_SECONDS` (the cap per process, as
-    without Redis) and says so once: a stalled Redis must not hold a thread per refusal nor flood
-    the log, and anyone can send refusals."""
-
-    REDIS_PAUSE_SECONDS = 30
+    when the broker is Redis, so every API process shares the cap; in memory otherwise or while
+    Redis fails: api.limits.RedisCounter), the rest only logged (once a minute per client); every
+    refusal is still answered."""
 
     def __init__(self, per_minute: int = 60, counter_factory=None) -> None:
-        from api.limits import MemoryCounter, counter_for_settings
+        from api.limits import counter_for_settings
 
         self.per_minute = per_minute
         self._factory = counter_factory or (lambda: counter_for_settings("webhook-refusals"))
         self._counter = None
-        self._alone = MemoryCounter()
-        self._shared_again_at = 0.0
 
     async def record_this_one(self, client: str, now: float | None = None) -> bool:
-        now = time.time() if now is None else now
-        minute = int(now // 60)
+        minute = int((time.time() if now is None else now) // 60)
         if self._counter is None:
             self._counter = self._factory()
-        n = None
-        if now >= self._shared_again_at:
-            try:
-                n = await run_in_threadpool(self._counter.hit, client, minute)
-            except Exception as exc:
-                self._shared_again_at = now + self.REDIS_PAUSE_SECONDS
-                log.warning("unauthenticated webhook refusals counted in this process for %d s: %s",
-                            self.REDIS_PAUSE_SECONDS, exc)
-        if n is None:
-            n = self._alone.hit(client, minute)
+        n = await run_in_threadpool(self._counter.hit, client, minute)
         if n == self.per_minute + 1:
             log.warning("more than %d unauthenticated webhook refusals from %s this minute: the rest are "
                         "answered, not recorded", self.per_minute, client)

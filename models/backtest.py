@@ -8,7 +8,7 @@ docs/backtest.md; the two must stay the same.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -226,6 +226,24 @@ def json_number(value: float) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
+def strategy_dict(result: Any) -> dict[str, Any]:
+    """A strategy's result dataclass (StrategyResult, models.daily_backtest.DailyStrategyResult) for
+    JSON: its name, counts as ints, measures as numbers or null (undefined ones), the equity curve
+    as points; the daily returns stay out (the curve holds them)."""
+    out: dict[str, Any] = {}
+    for f in fields(result):
+        value = getattr(result, f.name)
+        if f.name == "equity":
+            out["equity"] = curve_points(value)
+        elif f.type == "int":
+            out[f.name] = int(value)
+        elif f.type == "float":
+            out[f.name] = json_number(value)
+        elif f.type == "str":
+            out[f.name] = value
+    return out
+
+
 def curve_points(series: pd.Series) -> list[list[Any]]:
     """A daily curve as [[ISO day, value or null], ...] for JSON."""
     return [[day.date().isoformat(), json_number(v)] for day, v in series.items()]
@@ -256,19 +274,7 @@ class StrategyResult:
     equity: pd.Series = field(repr=False)  # end-of-day value of 1.0 invested before the first day
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name}
-        for key in (
-            "n_trades", "n_closed_by_resale", "n_closed_at_horizon_or_end", "n_resale_wins", "n_resale_beat_market",
-            "n_days", "n_days_with_positions",
-        ):
-            out[key] = int(getattr(self, key))
-        for key in (
-            "hit_rate", "hit_rate_vs_market", "total_return", "annualised_return", "annualised_volatility",
-            "sharpe", "sortino", "max_drawdown", "calmar",
-        ):
-            out[key] = json_number(getattr(self, key))
-        out["equity"] = curve_points(self.equity)
-        return out
+        return strategy_dict(self)
 
 
 @dataclass

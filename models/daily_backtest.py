@@ -19,13 +19,12 @@ from models.backtest import (
     annualised_return,
     annualised_volatility,
     calmar,
-    curve_points,
     eligible_rows,
     equity_curve,
-    json_number,
     max_drawdown,
     sharpe,
     sortino,
+    strategy_dict,
     total_return,
 )
 from models.signals import BUY, signals
@@ -55,14 +54,7 @@ class DailyStrategyResult:
     equity: pd.Series = field(repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name}
-        for key in ("n_trades", "n_up", "n_days", "n_days_with_positions"):
-            out[key] = int(getattr(self, key))
-        for key in ("hit_rate", "total_return", "annualised_return", "annualised_volatility", "sharpe", "sortino",
-                    "max_drawdown", "calmar"):
-            out[key] = json_number(getattr(self, key))
-        out["equity"] = curve_points(self.equity)
-        return out
+        return strategy_dict(self)
 
 
 @dataclass

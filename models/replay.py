@@ -46,7 +46,7 @@ class ReplayConfig:
 
 @dataclass
 class ReplayResult:
-    predictions: pd.DataFrame  # one row per scored sale: EXPORT_COLUMNS + floor, item_type, accessory_count
+    predictions: pd.DataFrame  # one row per scored sale: EXPORT_COLUMNS + floor (segments: item_segments)
     signal_history: pd.DataFrame  # snapshot_time, item_id, signal: the daily full snapshots
     trainings: list[dict]  # when each model was trained and on what
 
@@ -108,10 +108,6 @@ def replay(
         if progress:
             progress(k + 1, len(times))
     predictions = pd.concat(scored, ignore_index=True) if scored else pd.DataFrame(columns=EXPORT_COLUMNS)
-    if len(predictions):
-        items = data.items.reindex(predictions["item_id"])
-        predictions["item_type"] = items["item_type"].to_numpy()
-        predictions["accessory_count"] = items["accessory_count"].to_numpy()
     signal_history = pd.concat(history, ignore_index=True) if history else pd.DataFrame(
         columns=["snapshot_time", "item_id", "signal"])
     return ReplayResult(predictions, signal_history, trainings)

@@ -145,6 +145,13 @@ def test_as_dict_is_json_with_curves_as_day_value_pairs(toy):
     assert json.loads(text)["strategy"]["equity"] == [["2021-01-01", 1.0], ["2021-01-02", 1.1], ["2021-01-03", 1.1]]
     assert d["strategy"]["sortino"] is None
     assert d["buy_all"]["n_trades"] == 2
+    # Every count and measure of the result, and its curve; the daily returns stay out.
+    assert set(d["strategy"]) == {
+        "name", "n_trades", "n_closed_by_resale", "n_closed_at_horizon_or_end", "n_resale_wins",
+        "n_resale_beat_market", "n_days", "n_days_with_positions", "hit_rate", "hit_rate_vs_market",
+        "total_return", "annualised_return", "annualised_volatility", "sharpe", "sortino", "max_drawdown",
+        "calmar", "equity"}
+    assert all(type(d["strategy"][k]) is int for k in ("n_trades", "n_days", "n_resale_wins"))
 
 
 def test_threshold_is_configurable_and_inclusive():

@@ -81,7 +81,9 @@ def test_as_dict_is_json_ready_and_keeps_the_punks_keys():
     assert strategy["sortino"] is None and strategy["calmar"] is None  # NaN is not JSON
     assert strategy["equity"] == [["2025-03-02", pytest.approx(1.1)], ["2025-03-03", pytest.approx(1.21)],
                                   ["2025-03-04", pytest.approx(1.21)]]
-    assert {"sharpe", "sortino", "calmar", "max_drawdown", "total_return", "n_trades", "n_days"} <= set(strategy)
+    assert set(strategy) == {"name", "n_trades", "n_up", "hit_rate", "total_return", "annualised_return",
+                             "annualised_volatility", "sharpe", "sortino", "max_drawdown", "calmar", "n_days",
+                             "n_days_with_positions", "equity"}  # the daily returns stay out
 
 
 def test_rows_without_a_usable_fair_value_are_filtered_with_their_reason():
