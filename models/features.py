@@ -51,7 +51,9 @@ class MarketData:
     # index item_key (str); columns item_type, accessory_count, accessories (list) and, where the
     # loader has them, the ITEM_ATTRIBUTES (str, empty for none)
     items: pd.DataFrame
-    sales: pd.DataFrame  # columns event_id, ts, item_key, price; sorted by ts
+    # columns event_id, ts, item_key, price and, where the loader knows the source, hour_precision
+    # (models.times.hour_precision); sorted by ts
+    sales: pd.DataFrame
     market: pd.DataFrame  # columns day (midnight), floor, eth_usd; sorted by day
     # The sales the model never sees, and why (columns event_id, ts, item_key, price, reason):
     # suspected wash trades, and rows refused at ingest. Read by reports only; None when the
@@ -242,6 +244,16 @@ def sale_context(data: MarketData) -> pd.DataFrame:
         {"ts": times, "item_key": sales["item_key"].to_numpy(), "price": sales["price"].to_numpy(dtype=float),
          "log_premium": log_premium, "excess_premium": log_premium - market[:, 0]}
     )
+
+
+def valuation_moments(sales: pd.DataFrame) -> pd.Series:
+    """The moment each sale is valued at when it is a training row (or a drift sample): its own
+    time, or the start of its hour where its source gives only the hour (`hour_precision`). A
+    sale of the same hour may have come after it, so its features must not hold one."""
+    moments = sales["ts"]
+    if "hour_precision" in sales:
+        moments = moments.where(~sales["hour_precision"].to_numpy(dtype=bool), moments.dt.floor("h"))
+    return moments
 
 
 def market_features(data: MarketData, context: pd.DataFrame, query_times: np.ndarray) -> pd.DataFrame:

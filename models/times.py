@@ -6,9 +6,16 @@ times only in this one form."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
+
+# Sources whose timestamps give a sale's hour but not its minute: the bundled second source
+# carries the month number in the minute field (data/cryptopunks/SOURCES.md). Within such an
+# hour the order of the sales is unknown, so none of them may count as before another.
+HOUR_PRECISION_SOURCES = frozenset({"cryptopunks-vis"})
 
 
 def naive_utc(values: Any) -> pd.DatetimeIndex:
@@ -22,3 +29,8 @@ def naive_utc(values: Any) -> pd.DatetimeIndex:
 def naive_utc_moment(value: Any) -> pd.Timestamp | None:
     """One moment in the same convention; None stays None."""
     return None if value is None else naive_utc([value])[0]
+
+
+def hour_precision(sources: Iterable[str]) -> np.ndarray:
+    """True for each sale whose source gives its hour but not its minute (HOUR_PRECISION_SOURCES)."""
+    return np.fromiter((source in HOUR_PRECISION_SOURCES for source in sources), dtype=bool)

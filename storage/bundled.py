@@ -140,6 +140,7 @@ def market_data_from_files(
     import pandas as pd
 
     from models.features import ITEM_ATTRIBUTES, MarketData, attribute_text, excluded_frame
+    from models.times import hour_precision
     from models.validation import FloorLookup, item_key_of, sale_time_of, validate_batch
     from models.wash import WINDOW, reasons_with_stored, wash_reasons
 
@@ -165,7 +166,8 @@ def market_data_from_files(
          "item_key": [s.item_key for s in clean.values()],
          "price": [s.price for s in clean.values()],
          "seller": [s.seller for s in clean.values()],
-         "buyer": [s.buyer for s in clean.values()]}
+         "buyer": [s.buyer for s in clean.values()],
+         "hour_precision": hour_precision(s.source for s in clean.values())}
     )
     sales["ts"] = pd.to_datetime(sales["ts"]).astype("datetime64[ns]")
     sales = sales.sort_values("ts", kind="stable").reset_index(drop=True)

@@ -48,3 +48,23 @@ def test_an_attribute_that_is_not_text_is_no_level_for_either_loader(database):
     orm_items = orm_items.set_index("item_key").loc[loaded.index]
     for frame in (loaded, orm_items):
         assert frame["gender"].tolist() == ["", "", "Female"] and frame["skin_tone"].tolist() == ["", "", "Dark"]
+
+
+def test_both_database_loaders_mark_the_sales_the_files_know_only_to_the_hour(seeded):
+    """The second bundled source gives the hour, not the minute (models.times): its sales, and
+    only those, carry hour_precision from the files and from either database loader."""
+    settings = get_settings()
+    bundled = settings.data_dir / settings.collection
+    files = market_data_from_files(bundled / "punks.csv", [bundled / "sales.csv"], bundled / "floor.csv",
+                                   bundled / "eth_usd.csv", settings.min_floor_fraction
+                                   ).sales.set_index("event_id")["hour_precision"]
+    raw = pd.read_csv(bundled / "sales.csv", usecols=["event_id", "source"]).set_index("event_id")["source"]
+    assert (files == (raw.reindex(files.index) == "cryptopunks-vis")).all()
+    assert 6000 < files.sum() < len(files) - 9000  # both sources are there
+    with session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        loaded = market.load_market_data(session, coll).sales.set_index("event_id")["hour_precision"]
+        _, orm_sales = market._items_and_sales(session, coll)
+    for frame in (loaded, orm_sales.set_index("event_id")["hour_precision"]):
+        assert files.index.isin(frame.index).all()  # the seeded database holds every clean bundled sale
+        pd.testing.assert_series_equal(frame.loc[files.index].astype(bool), files, check_names=False)

@@ -184,3 +184,38 @@ def test_attributes_reach_the_hedonic_design_and_a_vocabulary_from_before_them_s
     bare = items.drop(columns=["gender", "skin_tone"])
     assert TraitVocabulary(bare).attribute_levels == {}
     assert vocab.item_feature_columns(bare)["gender:Female"].tolist() == [0] * 6
+
+
+def test_a_training_row_known_only_to_the_hour_sees_nothing_of_its_hour():
+    """Two sales of one hour from a source that gives only the hour (models.times): either may
+    have come first, so neither trains with the other in its features. Exact times keep theirs."""
+    from models.estimator import training_frame
+    from models.features import valuation_moments
+    from models.times import hour_precision
+
+    data = synthetic_market()
+    sales = data.sales.iloc[:300].copy()
+    hour = pd.Timestamp("2021-03-10 15:00")
+    same_hour = pd.DataFrame({"event_id": ["a", "b"], "ts": [hour + pd.Timedelta(minutes=3),
+                                                             hour + pd.Timedelta(minutes=40)],
+                              "item_key": ["1", "2"], "price": [50.0, 60.0]})
+    sales = pd.concat([sales[sales["ts"] < hour], same_hour], ignore_index=True)
+    vocab = TraitVocabulary(data.items)
+
+    def second_row_features(source: str) -> pd.Series:
+        marked = sales.assign(hour_precision=hour_precision([source] * len(sales)))
+        feats, _, times = training_frame(MarketData(data.items, marked, data.market), vocab)
+        assert times[-1] == same_hour["ts"].iloc[1]  # the recency weight reads the sale's own time
+        return feats.iloc[-1]
+
+    def features_at(t: pd.Timestamp) -> pd.Series:
+        return build_features(MarketData(data.items, sales, data.market), vocab,
+                              pd.DataFrame({"item_key": ["2"], "ts": [t]})).iloc[0]
+
+    exact, hourly = second_row_features("punks.market"), second_row_features("cryptopunks-vis")
+    pd.testing.assert_series_equal(exact, features_at(same_hour["ts"].iloc[1]), check_names=False)
+    pd.testing.assert_series_equal(hourly, features_at(hour), check_names=False)
+    assert exact["sales_count_3d"] > hourly["sales_count_3d"]  # the 15:03 sale is seen by one only
+    assert list(valuation_moments(sales.assign(hour_precision=hour_precision(["cryptopunks-vis"] * len(sales))))
+                .iloc[-2:]) == [hour, hour]
+    assert valuation_moments(sales).equals(sales["ts"])  # no source known: every time is exact
