@@ -19,12 +19,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("FAIRVALUE_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+BENCH_DB_PREFIX = "fairvalue_bench_"
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -43,12 +43,13 @@ def peak_rss_mib() -> float:
 
 @contextlib.contextmanager
 def scratch_database(migrate: bool = True) -> Iterator[str]:
-    """A fresh PostgreSQL database migrated to head; its SQLAlchemy URL. Dropped afterwards."""
-    import psycopg
+    """A fresh PostgreSQL database migrated to head; its SQLAlchemy URL. Dropped afterwards, and
+    those of killed bench runs on this host before it (storage.scratch)."""
+    from storage import scratch
 
-    name = f"fairvalue_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    scratch.drop_abandoned(PG_ADMIN_URL, BENCH_DB_PREFIX)
+    name = scratch.new_name(BENCH_DB_PREFIX)
+    scratch.create(PG_ADMIN_URL, name)
     url = "postgresql+psycopg://" + PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0] + "/" + name
     try:
         if migrate:
@@ -56,8 +57,7 @@ def scratch_database(migrate: bool = True) -> Iterator[str]:
                            cwd=ROOT, env={**os.environ, "FAIRVALUE_DATABASE_URL": url}, check=True, timeout=120)
         yield url
     finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        scratch.drop(PG_ADMIN_URL, name)
 
 
 @contextlib.contextmanager

@@ -12,20 +12,22 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 
-from tests.conftest import PG_ADMIN_URL, REDIS_URL, S3_PORT, TEST_DB, renew_redis_claim
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, S3_PORT, TEST_DB, TEST_DB_PREFIX, renew_redis_claim
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
 def database():
-    """A fresh PostgreSQL database, migrated to head."""
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{TEST_DB}"')
+    """A fresh PostgreSQL database, migrated to head. The databases of killed sessions on this
+    host go first (storage.scratch)."""
+    from storage import scratch
+
+    scratch.drop_abandoned(PG_ADMIN_URL, TEST_DB_PREFIX)
+    scratch.create(PG_ADMIN_URL, TEST_DB)
     from storage.migrate import upgrade
 
     upgrade()
@@ -33,8 +35,7 @@ def database():
     from storage.db import get_engine
 
     get_engine().dispose()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
+    scratch.drop(PG_ADMIN_URL, TEST_DB)
 
 
 @pytest.fixture(scope="session")

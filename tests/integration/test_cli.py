@@ -7,13 +7,13 @@ import socket
 import subprocess
 import sys
 
-import psycopg
 import pytest
 from sqlalchemy import func
 from sqlmodel import select
 from typer.testing import CliRunner
 
 from fairvalue.cli import app
+from storage import scratch
 from storage.db import session_scope
 from storage.ingest import ensure_collection
 from storage.tables import Collection, RejectedSale, Sale
@@ -190,15 +190,13 @@ def _fairvalue(*args: str, database_url: str) -> subprocess.CompletedProcess:
 
 def test_a_database_without_the_schema_says_to_upgrade_it(database, tmp_path):
     empty = f"{TEST_DB}_empty"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{empty}"')
+    scratch.create(PG_ADMIN_URL, empty)
     try:
         sales = tmp_path / "sales.csv"
         sales.write_text("event_id,timestamp,punk_id,price_eth\ne1,2021-10-01T00:00:00Z,5,70\n")
         result = _fairvalue("ingest", "sales", str(sales), database_url=database.rsplit("/", 1)[0] + "/" + empty)
     finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{empty}" WITH (FORCE)')
+        scratch.drop(PG_ADMIN_URL, empty)
     assert result.returncode == 2, result.stderr
     assert "has no fairvalue schema" in result.stderr and "run `fairvalue db upgrade` first" in result.stderr
     assert "Traceback" not in result.stderr
@@ -208,15 +206,13 @@ def test_training_a_daily_collection_before_it_exists_says_so_and_does_not_hang(
     """`train` created the collection in one transaction and trained in a second, which waited
     for the first's uncommitted row forever (on a database where the cards were never loaded)."""
     fresh = f"{TEST_DB}_fresh"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{fresh}"')
+    scratch.create(PG_ADMIN_URL, fresh)
     try:
         url = database.rsplit("/", 1)[0] + "/" + fresh
         assert _fairvalue("db", "upgrade", database_url=url).returncode == 0
         result = _fairvalue("train", "--collection", "cards", database_url=url)  # 120 s timeout
     finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)')
+        scratch.drop(PG_ADMIN_URL, fresh)
     assert result.returncode == 1, result.stderr
     assert "nothing trained: no prices to train on" in result.stdout
 
