@@ -168,9 +168,14 @@ def run_policy(settings: Settings | None = None, now=None) -> PolicyOutcome:
     return _record_request(settings, key, "; ".join(decision.reasons), decision.numbers, {})
 
 
-def _record_request(settings: Settings, key: str, reason: str, trigger: dict, params: dict) -> PolicyOutcome:
+def _record_request(settings: Settings, key: str, reason: str, trigger: dict, params: dict,
+                    check_params: bool = False) -> PolicyOutcome:
+    """Record a training request (once per key). With `check_params`, BadTrainingParams first when
+    the collection could not train with them: nothing is recorded."""
     with session_scope() as session:
         coll = pipeline.collection(session, settings)
+        if check_params:
+            check_training_params(coll, settings, params)
         request, new = requests.record(session, coll, key, reason, trigger=trigger, params=params,
                                        data_cutoff=utcnow())
         return PolicyOutcome(True, [reason], trigger, request.id, new)
@@ -180,13 +185,11 @@ class BadTrainingParams(ValueError):
     """Overrides a training of the collection could not use; the message names each field."""
 
 
-def check_training_params(settings: Settings, overrides: dict) -> None:
+def check_training_params(coll: Collection, settings: Settings, overrides: dict) -> None:
     """Refuse unknown names, wrong types and values out of range for the collection's kind, so
     a bad request is never recorded nor queued (it would only fail on the training worker)."""
-    with session_scope() as session:
-        daily_kind = kinds.is_daily(pipeline.collection(session, settings))
     try:
-        if daily_kind:
+        if kinds.is_daily(coll):
             kinds.DAILY.params(overrides)
         else:
             _train_params(settings, overrides)
@@ -211,9 +214,9 @@ def enqueue_retrain(reason: str, params: dict | None = None, settings: Settings 
     `params` could not train this collection. `operator` names who asked (an API token's name, or
     "cli:<login>")."""
     settings = settings or get_settings()
-    check_training_params(settings, params or {})
     key = f"{settings.collection}:operator:{utcnow().isoformat()}"
-    return _record_request(settings, key, f"operator: {reason}", {"operator": operator or True}, params or {})
+    return _record_request(settings, key, f"operator: {reason}", {"operator": operator or True}, params or {},
+                           check_params=True)
 
 
 # --- training a request -----------------------------------------------------------------

@@ -318,8 +318,13 @@ def test_a_training_request_is_checked_against_its_collections_params(cards_load
     from fairvalue import lifecycle
 
     cards, punks = get_settings().for_collection("cards"), get_settings()
-    lifecycle.check_training_params(cards, {"tune_days": 30, "windows": [7, 14]})
-    lifecycle.check_training_params(punks, {"max_iter": 300, "band_method": "premium"})
+
+    def check(settings, params):
+        with session_scope() as session:
+            lifecycle.check_training_params(pipeline.collection(session, settings), settings, params)
+
+    check(cards, {"tune_days": 30, "windows": [7, 14]})
+    check(punks, {"max_iter": 300, "band_method": "premium"})
     refused = [
         (cards, {"max_iter": 300}, r"unknown training params \['max_iter'\]"),
         (cards, {"windows": [0]}, r"windows\.0: Input should be greater than or equal to 1"),
@@ -331,7 +336,7 @@ def test_a_training_request_is_checked_against_its_collections_params(cards_load
             lifecycle.enqueue_retrain("refused params", params, settings)
     # the list whose item failed is not blamed again for being short once pydantic dropped it
     with pytest.raises(lifecycle.BadTrainingParams) as refused_window:
-        lifecycle.check_training_params(cards, {"windows": [0]})
+        check(cards, {"windows": [0]})
     assert str(refused_window.value) == "windows.0: Input should be greater than or equal to 1"
 
 
