@@ -47,6 +47,32 @@ def interval_scores(p10: np.ndarray, p90: np.ndarray, actual: np.ndarray, alpha:
     return (hi - lo) + (2 / alpha) * (np.clip(lo - act, 0, None) + np.clip(act - hi, 0, None))
 
 
+def day_oracle(predicted: np.ndarray, actual: np.ndarray, days: np.ndarray) -> dict[str, dict[str, float | int]]:
+    """What knowing each day's market would give: MAPE and median APE of the predictions as they
+    are, with each day's median log error removed, and with the median of the *other* sales of the
+    sale's day removed (a day with one sale: none). A reading, not a model: it uses the day's own
+    sales. The first oracle is generous (with few sales a day, the day's median holds much of each
+    sale's own error); the second is what a value that knew the day's market from every other sale
+    could reach."""
+    pred, act = np.asarray(predicted, dtype=float), np.asarray(actual, dtype=float)
+    ok = np.isfinite(pred) & np.isfinite(act) & (pred > 0) & (act > 0)
+    error = np.log(pred[ok] / act[ok])  # log of fair value over price
+    days = np.asarray(days)[ok]
+    day_median, others_median = np.zeros(len(error)), np.zeros(len(error))
+    for day in np.unique(days):
+        at = np.flatnonzero(days == day)
+        day_median[at] = np.median(error[at])
+        if len(at) > 1:
+            others_median[at] = [np.median(np.delete(error[at], i)) for i in range(len(at))]
+
+    def scores(log_error: np.ndarray) -> dict[str, float | int]:
+        ape = np.abs(np.expm1(log_error))  # |fair value - price| / price
+        return {"n": len(ape), "mape": float(ape.mean()), "median_ape": float(np.median(ape))}
+
+    return {"as_is": scores(error), "day_median_removed": scores(error - day_median),
+            "others_median_removed": scores(error - others_median)}
+
+
 def paired_mape_difference(predicted_a: np.ndarray, predicted_b: np.ndarray, actual: np.ndarray,
                            blocks: np.ndarray, draws: int = 2000, seed: int = 0) -> dict[str, float | int]:
     """MAPE of predictions B minus MAPE of predictions A on the same sales, with a 95 % interval

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 
@@ -85,3 +87,27 @@ def test_signals_follow_the_thresholds():
     fair = np.array([100.0, 100.0, 100.0, 100.0, 100.0, 100.0])
     price = np.array([89.0, 90.0, 95.0, 114.0, 115.0, np.nan])
     assert list(signals(price, fair, 0.10, 0.15)) == ["BUY", "BUY", "HOLD", "HOLD", "SELL", "HOLD"]
+
+
+def test_day_oracle_removes_the_days_median_or_the_other_sales_median_by_hand():
+    from models.metrics import day_oracle
+
+    # log(fair value / price): day A 0.1, 0.2, 0.6; day B, its only sale, 0.3.
+    errors = np.array([0.1, 0.2, 0.6, 0.3])
+    price = np.full(4, 50.0)
+    days = np.array(["A", "A", "A", "B"])
+    got = day_oracle(price * np.exp(errors), price, days)
+
+    def expected(log_errors):
+        ape = [abs(math.expm1(e)) for e in log_errors]
+        return pytest.approx(sum(ape) / 4), pytest.approx(float(np.median(ape)))
+
+    # day A's median is 0.2; day B's is its own sale.
+    assert (got["day_median_removed"]["mape"], got["day_median_removed"]["median_ape"]) == \
+        expected([-0.1, 0.0, 0.4, 0.0])
+    # the others of 0.1 are 0.2 and 0.6 (median 0.4), of 0.2: 0.1 and 0.6 (0.35), of 0.6: 0.1 and
+    # 0.2 (0.15); day B has no other sale, so its error stays.
+    assert (got["others_median_removed"]["mape"], got["others_median_removed"]["median_ape"]) == \
+        expected([-0.3, -0.15, 0.45, 0.3])
+    assert (got["as_is"]["mape"], got["as_is"]["median_ape"]) == expected([0.1, 0.2, 0.6, 0.3])
+    assert got["as_is"]["n"] == 4
