@@ -104,6 +104,11 @@ def ingest_sales(path: Path = typer.Argument(..., exists=True, dir_okay=False, h
         console.print(f"[red]{path.name} not ingested:[/] {exc}")
         raise typer.Exit(2) from None
     _print_report(f"ingest {path.name}", report)
+    if report.accepted:  # the webhook's follow-up: it asks for a nowcast when enough sales are new
+        from tasks.app import app as celery_app
+
+        _send_after_commit("the next scheduled nowcast includes these sales", celery_app.send_task,
+                           "fairvalue.ingest.after_sales", args=[report.accepted])
 
 
 @ingest_app.command("prices")
@@ -174,8 +179,9 @@ def drift(
         print(json.dumps(report.as_dict(), default=str, allow_nan=False))
         return
     s = report.summary
+    prediction_psi = s.get("prediction_psi")
     console.print(f"{s['n_drifted']} of {s['n_features']} features drifted (max PSI {s['max_psi']:.2f}); "
-                  f"prediction PSI {s.get('prediction_psi')}")
+                  "prediction PSI " + ("-" if prediction_psi is None else f"{prediction_psi:.2f}"))
     console.print(f"report: {out or uri}")
 
 
@@ -524,14 +530,21 @@ def _set_paused(loop: str, paused: bool, reason: str = "") -> None:
 
 
 @app.command()
-def decisions(limit: int = typer.Option(20, min=1, max=500)) -> None:
+def decisions(limit: int = typer.Option(20, min=1, max=500), collection: str = COLLECTION_OPTION) -> None:
     """Promotion decisions and rollbacks, newest first, with the numbers they used."""
     from fairvalue import lifecycle
+    from fairvalue.errors import NotFound
 
-    table = Table(title="decisions")
+    settings = get_settings().for_collection(collection)
+    try:
+        trail = lifecycle.decisions(settings, limit=limit)
+    except NotFound as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    table = Table(title=f"decisions of {settings.collection}")
     for col in ("id", "when", "decision", "by", "contender", "champion", "reason"):
         table.add_column(col)
-    for d in lifecycle.decisions(limit=limit):
+    for d in trail:
         table.add_row(str(d["id"]), d["created_at"].isoformat(timespec="seconds"), d["decision"], d["by"],
                       str(d["contender"] or "-"), str(d["champion"] or "-"), d["reason"][:80])
     console.print(table)
@@ -634,12 +647,13 @@ def status(collection: str = COLLECTION_OPTION) -> None:
     from sqlalchemy import func
     from sqlmodel import select
 
+    from fairvalue import kinds
     from fairvalue.errors import NotFound
     from fairvalue.reads import collection_row
     from storage.db import session_scope
     from storage.registry import CHAMPION, get_alias
     from storage.snapshots import published_snapshot
-    from storage.tables import Item, RejectedSale, Sale
+    from storage.tables import DailyPrice, Item, RejectedSale, Sale
 
     with session_scope() as session:  # looked up, not created: a mistyped slug must leave nothing behind
         try:
@@ -648,7 +662,9 @@ def status(collection: str = COLLECTION_OPTION) -> None:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(1) from None
         n_items = session.exec(select(func.count()).select_from(Item).where(Item.collection_id == coll.id)).one()
-        n_sales = session.exec(select(func.count()).select_from(Sale).where(Sale.collection_id == coll.id)).one()
+        # A daily-priced collection (cards) stores a price per item and day, not sales.
+        priced, noun = (DailyPrice, "daily prices") if kinds.is_daily(coll) else (Sale, "sales")
+        n_rows = session.exec(select(func.count()).select_from(priced).where(priced.collection_id == coll.id)).one()
         rejected = session.exec(
             select(RejectedSale.reason, func.count()).where(RejectedSale.collection_id == coll.id)
             .group_by(RejectedSale.reason)
@@ -659,7 +675,7 @@ def status(collection: str = COLLECTION_OPTION) -> None:
         ).all()
         champion = get_alias(session, coll, CHAMPION)
         snap = published_snapshot(session, coll)
-    console.print(f"collection {coll.slug}: {n_items} items, {n_sales} sales")
+    console.print(f"collection {coll.slug}: {n_items} items, {n_rows} {noun}")
     for reason, n in sorted(rejected):
         console.print(f"  rejected {reason}: {n}")
     for reason, n in sorted(wash):
@@ -825,8 +841,19 @@ def main() -> None:
             _exit_with(f"the database {database} has no fairvalue schema ({_first_line(exc)}): "
                        "run `fairvalue db upgrade` first")
         if isinstance(exc, OperationalError):
-            _exit_with(f"cannot reach the database {database}: {_first_line(exc)}")
+            unmade = _sqlite_file_not_made(get_settings().resolved_database_url())
+            _exit_with(f"cannot reach the database {database}: {_first_line(exc)}"
+                       + ("; it was never created: run `fairvalue db upgrade` (or `./run up`) first" if unmade else ""))
         raise
+
+
+def _sqlite_file_not_made(url: str) -> bool:
+    """A SQLite URL whose file does not exist: a fresh checkout before its first upgrade."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and bool(parsed.database) and parsed.database != ":memory:" \
+        and not Path(parsed.database).exists()
 
 
 def _is_missing_table(exc: Exception) -> bool:

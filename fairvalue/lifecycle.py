@@ -650,10 +650,14 @@ def operator_rollback(reason: str, settings: Settings | None = None, operator: s
 
 
 def decisions(settings: Settings | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """Newest first, with model version numbers (not row ids) for contender and champion."""
+    """Newest first, with model version numbers (not row ids) for contender and champion.
+    NotFound for a collection that does not exist (looked up, not created: a mistyped slug
+    leaves nothing behind)."""
+    from fairvalue.reads import collection_row
+
     settings = settings or get_settings()
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = collection_row(session, settings.collection)
         rows = session.exec(select(PromotionDecision).where(PromotionDecision.collection_id == coll.id)
                             .order_by(PromotionDecision.id.desc()).limit(limit)).all()
         number = dict(session.exec(select(ModelVersion.id, ModelVersion.version)

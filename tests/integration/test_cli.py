@@ -288,3 +288,30 @@ def test_a_retrain_from_the_cli_records_which_login_asked(database):
     with session_scope() as session:
         request = session.exec(select(TrainingRequest).where(TrainingRequest.reason == "operator: who asked")).one()
     assert request.trigger == {"operator": f"cli:{getpass.getuser()}"}
+
+
+def test_a_sqlite_file_never_created_is_named_with_the_command_that_makes_it(tmp_path):
+    """A fresh checkout before its first upgrade: the folder of the SQLite file does not exist."""
+    url = f"sqlite:///{tmp_path / 'not-made' / 'fairvalue.db'}"
+    result = _fairvalue("status", database_url=url)
+    assert result.returncode == 2, result.stderr
+    assert "it was never created: run `fairvalue db upgrade` (or `./run up`) first" in result.stderr
+    assert "Traceback" not in result.stderr
+    (tmp_path / "not-made").mkdir()
+    made = _fairvalue("db", "upgrade", database_url=url)
+    assert made.returncode == 0, made.stderr
+    after = _fairvalue("status", database_url=url)  # reachable now: an empty database, no collection yet
+    assert "unknown collection" in after.stdout and "cannot reach" not in after.stderr, after
+
+
+def test_decisions_of_another_collection_and_of_none(database):
+    """`decisions --collection` reads that collection's trail; a slug that names none is refused
+    and leaves no collection behind."""
+    with session_scope() as session:
+        ensure_collection(session, "cli-trail")
+    shown = runner.invoke(app, ["decisions", "--collection", "cli-trail"])
+    assert shown.exit_code == 0 and "decisions of cli-trail" in shown.output, shown.output
+    refused = runner.invoke(app, ["decisions", "--collection", "no-such-trail"])
+    assert refused.exit_code == 1 and "unknown collection 'no-such-trail'" in refused.output, refused.output
+    with session_scope() as session:
+        assert session.exec(select(Collection).where(Collection.slug == "no-such-trail")).first() is None

@@ -239,3 +239,31 @@ def test_a_collections_loops_skip_until_it_is_loaded(seeded, broker, tmp_path):
     with session_scope() as session:
         assert session.exec(select(Collection).where(Collection.slug == "never-loaded")).first() is None
         assert len(session.exec(select(TrainingRequest.id)).all()) == requests_before
+
+
+def test_a_file_backfill_asks_the_worker_for_the_same_follow_up_as_a_webhook(client, worker, tmp_path):
+    """`fairvalue ingest sales FILE` with new sales sends fairvalue.ingest.after_sales, which asks
+    for an out-of-cycle nowcast; a file with nothing new sends nothing."""
+    from typer.testing import CliRunner
+
+    from fairvalue.cli import app
+
+    def follow_ups() -> list[dict]:
+        with session_scope() as session:
+            return [run.detail for run in session.exec(
+                select(TaskRun).where(TaskRun.task_name == "fairvalue.ingest.after_sales", TaskRun.status == "ok")
+                .order_by(TaskRun.id)).all()]
+
+    sales = [a_sale(item=item, price=77.0) for item in ("4321", "4322", "4323")]
+    path = tmp_path / "backfill.csv"
+    path.write_text("event_id,timestamp,punk_id,price_eth\n" + "".join(
+        f"{s['event_id']},{s['timestamp']},{s['punk_id']},77\n" for s in sales))
+    before = len(follow_ups())
+    result = CliRunner().invoke(app, ["ingest", "sales", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "not sent" not in result.output
+    runs = wait_for(lambda: (runs := follow_ups()) and len(runs) > before and runs)
+    assert runs[-1]["accepted"] == 3 and runs[-1]["nowcast_requested"] is True
+    assert CliRunner().invoke(app, ["ingest", "sales", str(path)]).exit_code == 0  # all duplicates now
+    time.sleep(3)
+    assert len(follow_ups()) == before + 1

@@ -218,6 +218,12 @@ def test_cards_run_through_the_loops_beside_the_punks(cards_loaded, worker, tmp_
     assert report.rejected_kept_before == 0
     again = card_prices.ingest_prices_file(path, CARDS)
     assert (again.new, again.changed, again.rejected, again.rejected_kept_before) == (0, 0, 2, 2)  # idempotent
+    from typer.testing import CliRunner
+
+    from fairvalue.cli import app as cli
+
+    status = CliRunner().invoke(cli, ["status", "--collection", "cards"])  # prices, not sales, are its rows
+    assert f"collection cards: 40 items, {report.new} daily prices" in status.output, status.output
 
     with session_scope() as session:
         punks = ensure_collection(session, "cryptopunks")
