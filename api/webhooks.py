@@ -75,24 +75,25 @@ class FollowUp:
     def __init__(self, send: Callable[..., Any] | None = None) -> None:
         self._send = send or _send_with_celery
         self._lock = threading.Lock()
-        self._due = 0.0  # monotonic time the pending message runs at
+        self._due: dict[str, float] = {}  # per collection: the monotonic time its pending message runs at
 
-    def covered(self) -> bool:
+    def covered(self, collection: str) -> bool:
         """A message is pending and will see sales committed now: no need to ask (or to take a
         thread for `request`, which may block on the broker)."""
-        return time.monotonic() < self._due
+        return time.monotonic() < self._due.get(collection, 0.0)
 
-    def request(self, accepted: int, delay: float) -> str:
+    def request(self, accepted: int, delay: float, collection: str) -> str:
         with self._lock:
             now = time.monotonic()
-            if now < self._due:
+            if now < self._due.get(collection, 0.0):
                 return "enqueued"  # the pending check runs after this call's commit: it sees these sales
             try:
-                self._send("fairvalue.ingest.after_sales", args=[accepted], countdown=delay or None, retry=False)
+                self._send("fairvalue.ingest.after_sales", args=[accepted], kwargs={"collection": collection},
+                           countdown=delay or None, retry=False)
             except Exception as exc:  # the broker is down: the sales are stored, beat's nowcast picks them up
                 log.warning("follow-up not enqueued: %s", exc)
                 return f"not enqueued ({type(exc).__name__}); the next scheduled nowcast includes these sales"
-            self._due = now + delay
+            self._due[collection] = now + delay
             return "enqueued"
 
 
@@ -236,8 +237,9 @@ async def receive_sales(request: Request) -> JSONResponse:
                      "kept in rejected_sales", outcome=deliveries.CONFLICT, **report.as_dict())
     if not report.accepted:
         next_step = "none"
-    elif follow_up.covered():  # most calls of a burst: no thread hop (bench/ingest.py)
+    elif follow_up.covered(settings.collection):  # most calls of a burst: no thread hop (bench/ingest.py)
         next_step = "enqueued"
     else:
-        next_step = await run_in_threadpool(follow_up.request, report.accepted, settings.webhook_follow_up_seconds)
+        next_step = await run_in_threadpool(follow_up.request, report.accepted, settings.webhook_follow_up_seconds,
+                                            settings.collection)
     return JSONResponse({**report.as_dict(), "follow_up": next_step}, status_code=202)

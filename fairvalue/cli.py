@@ -108,7 +108,8 @@ def ingest_sales(path: Path = typer.Argument(..., exists=True, dir_okay=False, h
         from tasks.app import app as celery_app
 
         _send_after_commit("the next scheduled nowcast includes these sales", celery_app.send_task,
-                           "fairvalue.ingest.after_sales", args=[report.accepted])
+                           "fairvalue.ingest.after_sales", args=[report.accepted],
+                           kwargs={"collection": get_settings().collection})
 
 
 @ingest_app.command("prices")

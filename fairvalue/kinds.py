@@ -91,12 +91,11 @@ class DailyPrices:
                    start: pd.Timestamp) -> tuple[gates.Evaluation, pd.DataFrame]:
         """The model on every (day >= start, card): metrics, per-category segments and sanity.
         Monotone: a category index 10 % higher must never lower a fair value (true by
-        construction: log FV is the index plus terms that do not depend on it; checked anyway)."""
-        m = daily.matrices(data, model.window, model.alpha)
-        rows = model.value_days(data, m)
+        construction: log FV is the index plus terms that do not depend on it; checked anyway,
+        through the same formula, so a change to it that broke this would fail the gate)."""
+        rows = model.value_days(data, daily.matrices(data, model.window, model.alpha))
         rows = rows[rows["day"] >= start].reset_index(drop=True)
-        lifted = daily.Matrices(m.log_price, m.index + np.log(1.1), m.log_fair + np.log(1.1), m.scale, m.median_rel)
-        up = model.value_days(data, lifted)
+        up = model.value_days(data, daily.matrices(data, model.window, model.alpha, index_lift=np.log(1.1)))
         up = up[up["day"] >= start].reset_index(drop=True)
         monotone = bool(np.all(up["fair_value"].to_numpy() >= rows["fair_value"].to_numpy() * (1 - 1e-9)))
         fair, price = rows["fair_value"].to_numpy(), rows["price"].to_numpy()

@@ -29,7 +29,7 @@ a whole series and reading day D equals computing them on the series cut at D (t
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Annotated, Any
 
 import joblib
@@ -151,8 +151,14 @@ def _combine(parts: _WindowParts, alpha: float) -> Matrices:
     return Matrices(parts.log_price, parts.index, log_fair, parts.scale, parts.median_rel)
 
 
-def matrices(series: DailySeries, window: int, alpha: float, through: pd.Timestamp | None = None) -> Matrices:
-    return _combine(_window_parts(series, window, through), alpha)
+def matrices(series: DailySeries, window: int, alpha: float, through: pd.Timestamp | None = None,
+             index_lift: float = 0.0) -> Matrices:
+    """`index_lift` is added (in log) to every category index before the fair value is formed from
+    it: the gates' check that a market higher by that much never lowers a fair value."""
+    parts = _window_parts(series, window, through)
+    if index_lift:
+        parts = replace(parts, index=parts.index + index_lift)
+    return _combine(parts, alpha)
 
 
 Days = Annotated[int, Field(ge=1, le=3650)]

@@ -10,12 +10,15 @@ from tasks.app import app, request_nowcast
 
 
 @app.task(name="fairvalue.ingest.after_sales", bind=True)
-def after_sales(self, accepted: int) -> dict:
+def after_sales(self, accepted: int, collection: str | None = None) -> dict:
+    """`collection` is the one the sales went into (the sender's; a message without it, sent
+    before it was named, means this worker's default)."""
+    settings = get_settings().for_collection(collection)
     with recorded_run("fairvalue.ingest.after_sales", self.request.id) as run:
-        pending = pipeline.sales_since_published()
-        threshold = get_settings().nowcast_trigger_sales
-        run.update(accepted=accepted, pending=pending, threshold=threshold)
+        pending = pipeline.sales_since_published(settings)
+        threshold = settings.nowcast_trigger_sales
+        run.update(collection=settings.collection, accepted=accepted, pending=pending, threshold=threshold)
         if accepted > 0 and pending >= threshold:
-            request_nowcast(get_settings().collection)
+            request_nowcast(settings.collection)
             run["nowcast_requested"] = True
         return dict(run)

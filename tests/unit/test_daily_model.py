@@ -88,3 +88,23 @@ def test_signal_outcomes_rise_fall_and_unknown():
     assert out["rose"].tolist() == [True, False, False]  # 106 >= 105 within 3 days of day 0
     assert out["fell"].tolist() == [False, True, False]  # 100 <= 100.7 within 3 days of day 3
     assert np.isnan(previous_price(series)["baseline"].iloc[0])
+
+
+def test_the_gates_monotone_check_runs_through_the_formula_and_can_fail(series, model, monkeypatch):
+    """A market 10 % higher never lowers a card's fair value; the check lifts the category index
+    and forms the fair value from it again, so a formula that fell with the index fails it."""
+    from fairvalue import kinds
+    from models import daily
+
+    start = pd.Timestamp("2025-06-01")
+    evaluation, _ = kinds.DAILY.evaluation("contender", model, series, start)
+    assert evaluation.sanity["monotone_in_floor"] is True
+    combine = daily._combine
+
+    def falling_with_the_index(parts, alpha):  # a sign slip: the fair value moves against the market
+        m = combine(parts, alpha)
+        return daily.Matrices(m.log_price, m.index, m.log_fair - 2 * parts.index.shift(1), m.scale, m.median_rel)
+
+    monkeypatch.setattr(daily, "_combine", falling_with_the_index)
+    broken, _ = kinds.DAILY.evaluation("contender", model, series, start)
+    assert broken.sanity["monotone_in_floor"] is False
