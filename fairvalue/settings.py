@@ -88,8 +88,8 @@ class Settings(BaseSettings):
 
     predict_threads: int = Field(1, ge=1, description="OpenMP threads of one nowcast's predict. One per worker "
                                  "process: scale out with more worker processes (docs/scaling.md), not threads.")
-    device: str = Field("cpu", description="cpu or cuda. The scikit-learn estimators run on the CPU; a model "
-                        "version records the device it was trained on.")
+    device: str = Field("cpu", description="cpu or cuda. The scikit-learn estimators run on the CPU; each "
+                        "training request's decision records the device asked for and the one used.")
 
     # Model lifecycle (issue #4): policy, training under a lease, gates, monitor.
     training_lease_seconds: int = Field(600, description="A claim on a training request lasts this unless renewed.")

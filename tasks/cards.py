@@ -1,4 +1,5 @@
-"""Card price collection (daily, ingest queue): fetch, store, then ask for a nowcast of the collection."""
+"""Card price collection (daily, ingest queue): fetch, store, then ask for a nowcast of the collection when
+any price is new or changed. Without an API key it records a skipped run."""
 
 from __future__ import annotations
 
