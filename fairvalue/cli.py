@@ -26,7 +26,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(ingest_app, name="ingest")
 tokens_app = typer.Typer(help="Operators' API tokens (stored hashed).", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
-cards_app = typer.Typer(help="Trading cards: the card universe and its price fixture.", no_args_is_help=True)
+cards_app = typer.Typer(help="Trading cards: the card universe, its price fixture and the daily price collection.",
+                        no_args_is_help=True)
 app.add_typer(cards_app, name="cards")
 console = Console()
 
