@@ -132,6 +132,14 @@ class RedisCounter:
         return int(pipe.execute()[0])
 
 
+async def count_hit(counter, client: str, window: int) -> int:
+    """counter.hit off the event loop when it blocks (a Redis round trip), inline when it does not
+    (MemoryCounter: no thread hop per request). RedisCounter handles Redis failures itself."""
+    if getattr(counter, "blocks", True):
+        return await run_in_threadpool(counter.hit, client, window)
+    return counter.hit(client, window)
+
+
 def counter_for_settings(name: str = "ratelimit"):
     """Counted in Redis when the broker is Redis (shared by every API process), else in memory."""
     url = get_settings().resolved_broker_url()
@@ -161,14 +169,7 @@ class RateLimitMiddleware:
         client = (scope.get("client") or ("unknown", 0))[0]
         now = time.time()
         window = int(now // WINDOW_SECONDS)
-        try:
-            if getattr(self._counter, "blocks", True):
-                count = await run_in_threadpool(self._counter.hit, client, window)
-            else:
-                count = self._counter.hit(client, window)
-        except Exception as exc:
-            log.warning("rate limit not checked: %s", exc)
-            return await self.app(scope, receive, send)
+        count = await count_hit(self._counter, client, window)
         if count > limit:
             retry_after = max(1, int((window + 1) * WINDOW_SECONDS - now + 0.999))
             reason = f"rate limit: {limit} requests per minute per client; retry after {retry_after} s"

@@ -120,17 +120,18 @@ class UnauthenticatedRefusals:
     refusal is still answered."""
 
     def __init__(self, per_minute: int = 60, counter_factory=None) -> None:
-        from api.limits import counter_for_settings
+        from api.limits import count_hit, counter_for_settings
 
         self.per_minute = per_minute
         self._factory = counter_factory or (lambda: counter_for_settings("webhook-refusals"))
         self._counter = None
+        self._count_hit = count_hit
 
     async def record_this_one(self, client: str, now: float | None = None) -> bool:
         minute = int((time.time() if now is None else now) // 60)
         if self._counter is None:
             self._counter = self._factory()
-        n = await run_in_threadpool(self._counter.hit, client, minute)
+        n = await self._count_hit(self._counter, client, minute)
         if n == self.per_minute + 1:
             log.warning("more than %d unauthenticated webhook refusals from %s this minute: the rest are "
                         "answered, not recorded", self.per_minute, client)

@@ -108,9 +108,10 @@ def ingest_sales(path: Path = typer.Argument(..., exists=True, dir_okay=False, h
     if report.accepted:  # the webhook's follow-up: it asks for a nowcast when enough sales are new
         from tasks.app import app as celery_app
 
-        _send_after_commit("the next scheduled nowcast includes these sales", celery_app.send_task,
-                           "fairvalue.ingest.after_sales", args=[report.accepted],
-                           kwargs={"collection": get_settings().collection})
+        if _send_after_commit("the next scheduled nowcast includes these sales", celery_app.send_task,
+                              "fairvalue.ingest.after_sales", args=[report.accepted],
+                              kwargs={"collection": get_settings().collection}):
+            console.print("follow-up sent: a nowcast is asked for when enough sales are new")
 
 
 @ingest_app.command("prices")
@@ -463,12 +464,14 @@ def retrain(
                        collection=settings.collection)
 
 
-def _send_after_commit(then: str, send, *args, **kwargs) -> None:
+def _send_after_commit(then: str, send, *args, **kwargs) -> bool:
+    """Send the message that follows a committed change; say so when it could not be sent."""
     from tasks.app import send_after_commit
 
     why = send_after_commit(send, *args, **kwargs)
     if why is not None:
         console.print(f"[yellow]not sent ({why}); {then}[/]")
+    return why is None
 
 
 @app.command("promote")

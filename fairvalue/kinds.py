@@ -93,9 +93,10 @@ class DailyPrices:
         Monotone: a category index 10 % higher must never lower a fair value (true by
         construction: log FV is the index plus terms that do not depend on it; checked anyway,
         through the same formula, so a change to it that broke this would fail the gate)."""
-        rows = model.value_days(data, daily.matrices(data, model.window, model.alpha))
+        m, lifted = daily.matrices_and_lifted(data, model.window, model.alpha, np.log(1.1))
+        rows = model.value_days(data, m)
         rows = rows[rows["day"] >= start].reset_index(drop=True)
-        up = model.value_days(data, daily.matrices(data, model.window, model.alpha, index_lift=np.log(1.1)))
+        up = model.value_days(data, lifted)
         up = up[up["day"] >= start].reset_index(drop=True)
         monotone = bool(np.all(up["fair_value"].to_numpy() >= rows["fair_value"].to_numpy() * (1 - 1e-9)))
         fair, price = rows["fair_value"].to_numpy(), rows["price"].to_numpy()

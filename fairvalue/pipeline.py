@@ -26,7 +26,7 @@ from fairvalue.webhook_batch import CallOutcome, WebhookCall
 from models import estimator
 from models.diagnostics import diagnostics, item_segments, learning_curve
 from models.drift import DriftReport, drift_report
-from models.features import MarketData, build_features, valuation_moments
+from models.features import MarketData, build_features, valuation_queries
 from models.metrics import valuation_metrics
 from models.validation import ValidatedBatch, item_key_of, sale_day_of, validate_batch
 from storage import ingest as ingest_store
@@ -335,8 +335,7 @@ def drift(settings: Settings | None = None, recent_days: int = 30) -> tuple[Drif
     for name, mask in windows.items():
         sales = data.sales[mask]
         # Valued as the training rows were, so the reference window is the model's own inputs.
-        feats = build_features(data, model.vocab, pd.DataFrame({"item_key": sales["item_key"].to_numpy(),
-                                                                "ts": valuation_moments(sales).to_numpy()}))
+        feats = build_features(data, model.vocab, valuation_queries(sales))
         frames[name] = feats[model.columns]
         preds[name] = np.log(model.predict_features(feats)["fair_value"] / feats["floor"]).to_numpy()
     report = drift_report(

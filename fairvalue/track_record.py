@@ -216,6 +216,7 @@ def _prices_version(session: Session, coll: Collection) -> tuple:
     return tuple(session.exec(select(func.count(), func.max(DailyPrice.day), func.max(DailyPrice.updated_at))
                               .where(DailyPrice.collection_id == coll.id)).one())
 
+
 def _daily_window(series, start: str | None, end: str | None) -> tuple[pd.Timestamp, pd.Timestamp]:
     """[from, to) in whole days for a daily-priced collection: default the 60 days up to the
     latest price, never starting before a model could be trained."""

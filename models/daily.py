@@ -151,14 +151,16 @@ def _combine(parts: _WindowParts, alpha: float) -> Matrices:
     return Matrices(parts.log_price, parts.index, log_fair, parts.scale, parts.median_rel)
 
 
-def matrices(series: DailySeries, window: int, alpha: float, through: pd.Timestamp | None = None,
-             index_lift: float = 0.0) -> Matrices:
-    """`index_lift` is added (in log) to every category index before the fair value is formed from
-    it: the gates' check that a market higher by that much never lowers a fair value."""
-    parts = _window_parts(series, window, through)
-    if index_lift:
-        parts = replace(parts, index=parts.index + index_lift)
-    return _combine(parts, alpha)
+def matrices(series: DailySeries, window: int, alpha: float, through: pd.Timestamp | None = None) -> Matrices:
+    return _combine(_window_parts(series, window, through), alpha)
+
+
+def matrices_and_lifted(series: DailySeries, window: int, alpha: float, lift: float) -> tuple[Matrices, Matrices]:
+    """The matrices, and the same with every category index higher by `lift` (in log) before the
+    fair value is formed from it (the gates' check that a higher market never lowers a fair
+    value), from one pass over the window."""
+    parts = _window_parts(series, window)
+    return _combine(parts, alpha), _combine(replace(parts, index=parts.index + lift), alpha)
 
 
 Days = Annotated[int, Field(ge=1, le=3650)]

@@ -40,7 +40,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from models.binning import SharedBins
-from models.features import MarketData, TraitVocabulary, build_features, model_columns, valuation_moments
+from models.features import MarketData, TraitVocabulary, build_features, model_columns, valuation_queries
 
 PREDICT_ROWS = 100_000  # rows valued at once (see predict_features)
 # The estimators' keys: the median, the premium band's ends, the spread band's ends.
@@ -192,9 +192,7 @@ def training_frame(data: MarketData, vocab: TraitVocabulary) -> tuple[pd.DataFra
     """Features, log-premium targets and sale times for every sale with a known floor before it.
     Each sale is valued at its valuation moment (features.valuation_moments): a sale known only
     to the hour sees nothing of that hour."""
-    queries = pd.DataFrame({"item_key": data.sales["item_key"].to_numpy(),
-                            "ts": valuation_moments(data.sales).to_numpy()})
-    feats = build_features(data, vocab, queries)
+    feats = build_features(data, vocab, valuation_queries(data.sales))
     target = np.log(data.sales["price"].to_numpy(dtype=float) / feats["floor"].to_numpy())
     ok = np.isfinite(target)
     return feats[ok].reset_index(drop=True), target[ok], data.sales["ts"].to_numpy()[ok]

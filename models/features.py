@@ -256,6 +256,11 @@ def valuation_moments(sales: pd.DataFrame) -> pd.Series:
     return moments
 
 
+def valuation_queries(sales: pd.DataFrame) -> pd.DataFrame:
+    """build_features' queries for `sales` valued at their valuation moments, indexed 0..n-1."""
+    return pd.DataFrame({"item_key": sales["item_key"].to_numpy(), "ts": valuation_moments(sales).to_numpy()})
+
+
 def market_features(data: MarketData, context: pd.DataFrame, query_times: np.ndarray) -> pd.DataFrame:
     """The market's state just before each query time: recent premium of sales over the floor
     (a floor that lags shows up here), floor momentum and volatility, activity, ETH/USD."""

@@ -19,6 +19,8 @@ import uuid
 
 import redis
 
+from storage import scratch  # reads no settings: safe before the environment below is fixed
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -28,7 +30,7 @@ def _free_port() -> int:
 
 PG_ADMIN_URL = os.environ.get("FAIRVALUE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEST_DB_PREFIX = "fairvalue_test_"
-TEST_DB = f"{TEST_DB_PREFIX}{uuid.uuid4().hex[:10]}"
+TEST_DB = scratch.new_name(TEST_DB_PREFIX)
 SESSION_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 # Redis has no throw-away databases, so each test session claims one of these (key below, with a
 # lease its heartbeat renews). Two sessions on one broker database take each other's messages,

@@ -218,4 +218,5 @@ def test_a_training_row_known_only_to_the_hour_sees_nothing_of_its_hour():
     assert exact["sales_count_3d"] > hourly["sales_count_3d"]  # the 15:03 sale is seen by one only
     assert list(valuation_moments(sales.assign(hour_precision=hour_precision(["cryptopunks-vis"] * len(sales))))
                 .iloc[-2:]) == [hour, hour]
-    assert valuation_moments(sales).equals(sales["ts"])  # no source known: every time is exact
+    exact_times = sales.assign(hour_precision=hour_precision(["punks.market"] * len(sales)))
+    assert valuation_moments(exact_times).equals(sales["ts"])  # an exact source keeps every time
