@@ -22,7 +22,7 @@ from sqlmodel import Session, select
 from fairvalue import kinds, pipeline
 from fairvalue.settings import Settings, get_settings
 from models import estimator, gates, live, monitor, policy
-from models.diagnostics import price_band, segment_metrics
+from models.diagnostics import item_segments, segment_metrics
 from models.features import MarketData, build_features, floor_before
 from models.metrics import valuation_metrics
 from models.times import naive_utc
@@ -56,6 +56,9 @@ from storage.tables import (
 )
 
 LOOPS = ("nowcast", "policy", "training", "monitor")
+# The segmentations of item_segments the segments gate compares: the type and the price band of
+# the fair value. The attributes (gender, skin tone) are reported by /performance, not gated on.
+GATE_SEGMENTATIONS = ("type", "price_band")
 
 log = logging.getLogger(__name__)
 
@@ -438,10 +441,7 @@ def _evaluation(name: str, model: estimator.FairValueModel, data: MarketData, qu
     monotone = bool(np.all(model.predict_features(lifted)["fair_value"].to_numpy()
                            >= pred["fair_value"].to_numpy() * (1 - 1e-9)))
     fair, price = pred["fair_value"].to_numpy(), window["price"].to_numpy()
-    segments = pd.DataFrame({
-        "type": data.items["item_type"].reindex(window["item_key"]).to_numpy(),
-        "price_band": price_band(fair).array,
-    })
+    segments = item_segments(data.items, window["item_key"], fair)[list(GATE_SEGMENTATIONS)]
     return gates.Evaluation(
         name=name,
         metrics=valuation_metrics(fair, price, pred["p10"].to_numpy(), pred["p90"].to_numpy()),

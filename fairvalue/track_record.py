@@ -79,8 +79,7 @@ def _data_version(session: Session, coll: Collection) -> tuple:
 
 def forward_pairs(session: Session, coll: Collection, t0: datetime, t1: datetime) -> tuple[pd.DataFrame, dict]:
     """(scored, counts): sales with t0 <= ts < t1, each with the value of the snapshot published
-    last before it (models.live.score_sales), plus the item's type, accessory count and
-    attributes (features.ITEM_ATTRIBUTES).
+    last before it (models.live.score_sales).
     Suspected wash trades are not scored; counts["wash_trades"] says how many, by reason."""
     stored = pd.DataFrame(session.exec(select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price, Sale.wash_reason)
                                        .where(Sale.collection_id == coll.id, Sale.ts >= t0, Sale.ts < t1)).all(),
@@ -110,15 +109,19 @@ def forward_pairs(session: Session, coll: Collection, t0: datetime, t1: datetime
         rows = pd.DataFrame(found, columns=["snapshot_id", "item_key", "fair_value", "p10", "p90"])
     scored, counts = live.score_sales(sales, snaps, rows)
     counts["wash_trades"] = {str(reason): int(n) for reason, n in wash.items()}
-    items = pd.DataFrame(session.exec(select(Item.item_key, Item.item_type, Item.attributes).where(
-        Item.collection_id == coll.id, Item.item_key.in_(sorted(set(scored["item_key"]))))).all(),
-        columns=["item_key", "item_type", "attributes"]).set_index("item_key")
-    scored["item_type"] = items["item_type"].reindex(scored["item_key"]).to_numpy()
-    attributes = [a if isinstance(a, dict) else {} for a in items["attributes"].reindex(scored["item_key"])]
-    scored["accessory_count"] = [a.get("accessory_count") for a in attributes]
-    for name in ITEM_ATTRIBUTES:
-        scored[name] = [attribute_text(a.get(name)) for a in attributes]
     return scored, counts
+
+
+def _scored_items(session: Session, coll: Collection, item_keys: pd.Series) -> pd.DataFrame:
+    """One row per item among `item_keys`, indexed by item_key: what item_segments reads (type,
+    accessory count, the attributes of features.ITEM_ATTRIBUTES)."""
+    rows = session.exec(select(Item.item_key, Item.item_type, Item.attributes).where(
+        Item.collection_id == coll.id, Item.item_key.in_(sorted(set(item_keys))))).all()
+    attributes = [a if isinstance(a, dict) else {} for _, _, a in rows]
+    return pd.DataFrame({"item_type": [t for _, t, _ in rows],
+                         "accessory_count": [a.get("accessory_count") for a in attributes]}
+                        | {name: [attribute_text(a.get(name)) for a in attributes] for name in ITEM_ATTRIBUTES},
+                        index=pd.Index([k for k, _, _ in rows], name="item_key"))
 
 
 def _metrics(frame: pd.DataFrame) -> dict[str, Any]:
@@ -181,8 +184,8 @@ def performance(slug: str | None = None, start: str | None = None, end: str | No
 
         def compute() -> dict[str, Any]:
             scored, counts = forward_pairs(session, coll, t0, t1)
-            items = scored.drop_duplicates("item_key").set_index("item_key")  # what item_segments reads
-            segments = item_segments(items, scored["item_key"], scored["fair_value"])
+            segments = item_segments(_scored_items(session, coll, scored["item_key"]), scored["item_key"],
+                                     scored["fair_value"])
             segments = segments[[c for c in segments.columns if segments[c].notna().any()]]
             table = segment_metrics(scored["fair_value"], scored["price"], segments, scored["p10"],
                                     scored["p90"]) if len(scored) else pd.DataFrame()

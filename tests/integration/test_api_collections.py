@@ -152,6 +152,7 @@ def test_the_backtest_never_trades_at_a_suspected_wash_trade(client, history):
     """Exits and the index come from clean sales, as the scored sales do (docs/backtest.md)."""
     import pandas as pd
 
+    from fairvalue.reads import collection_row
     from fairvalue.settings import get_settings
     from models.backtest import backtest
     from models.market_index import daily_index
@@ -162,9 +163,14 @@ def test_the_backtest_never_trades_at_a_suspected_wash_trade(client, history):
     body = client.get(f"{C}/backtest?from=2021-11-01&to=2021-12-10").json()
     predictions = pd.DataFrame(perf["points"]).rename(columns={"item_key": "item_id"})
     predictions["timestamp"] = naive_utc(predictions["timestamp"])
+    # The sales the API reads: its collection's, from 14 days before the window to the horizon after
+    # it (other tests of this session store sales of today, which would stretch the series).
+    horizon_end = datetime(2021, 12, 10, tzinfo=UTC) + timedelta(days=settings.backtest_horizon_days)
     with session_scope() as session:
+        coll = collection_row(session, "cryptopunks")
         rows = session.exec(select(Sale.ts, Sale.item_key, Sale.price, Sale.wash_reason).where(
-            Sale.ts >= datetime(2021, 10, 18, tzinfo=UTC)).order_by(Sale.ts, Sale.id)).all()
+            Sale.collection_id == coll.id, Sale.ts >= datetime(2021, 10, 18, tzinfo=UTC), Sale.ts < horizon_end)
+            .order_by(Sale.ts, Sale.id)).all()
     every = pd.DataFrame(rows, columns=["ts", "item_key", "price", "wash_reason"])
     every["ts"] = naive_utc(every["ts"])
     assert every["wash_reason"].notna().sum() > 0
