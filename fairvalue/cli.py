@@ -92,25 +92,27 @@ def seed() -> None:
 
 
 @ingest_app.command("sales")
-def ingest_sales(path: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV or JSON lines")) -> None:
+def ingest_sales(path: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV or JSON lines"),
+                 collection: str = COLLECTION_OPTION) -> None:
     """Validate and store sales from a file; rejected rows are kept with their reason."""
     from fairvalue import pipeline
     from storage.bundled import UnreadableFile
 
+    settings = get_settings().for_collection(collection)
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(path.name, total=None)
-            report = pipeline.ingest_file(path, progress=lambda n: progress.advance(task, n))
-    except UnreadableFile as exc:
+            report = pipeline.ingest_file(path, settings, progress=lambda n: progress.advance(task, n))
+    except (LookupError, UnreadableFile) as exc:
         console.print(f"[red]{path.name} not ingested:[/] {exc}")
         raise typer.Exit(2) from None
-    _print_report(f"ingest {path.name}", report)
+    _print_report(f"ingest {path.name} into {settings.collection}", report)
     if report.accepted:  # the webhook's follow-up: it asks for a nowcast when enough sales are new
         from tasks.app import app as celery_app
 
         if _send_after_commit("the next scheduled nowcast includes these sales", celery_app.send_task,
                               "fairvalue.ingest.after_sales", args=[report.accepted],
-                              kwargs={"collection": get_settings().collection}):
+                              kwargs={"collection": settings.collection}):
             console.print("follow-up sent: a nowcast is asked for when enough sales are new")
 
 
@@ -170,12 +172,18 @@ def drift(
     days: int = typer.Option(30, help="The recent window: this many days up to the latest sale."),
     out: Path = typer.Option(None, help="Also write the HTML report here."),
     as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON."),
+    collection: str = COLLECTION_OPTION,
 ) -> None:
     """Feature and prediction drift: the champion's training window vs the recent window."""
     from fairvalue import pipeline
 
-    with console.status("measuring drift"):
-        report, uri = pipeline.drift(recent_days=days)
+    settings = get_settings().for_collection(collection)
+    try:
+        with console.status("measuring drift"):
+            report, uri = pipeline.drift(settings, recent_days=days)
+    except (LookupError, ValueError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
     if out:
         out.write_text(report.to_html())
     if as_json:
@@ -758,12 +766,13 @@ def explain(
     top: int = typer.Option(5, help="How many drivers."),
     comps: int = typer.Option(10, help="How many comparable sales per basis."),
     as_json: bool = typer.Option(False, "--json", help="Print the explanation as JSON."),
+    collection: str = COLLECTION_OPTION,
 ) -> None:
     """Why the published fair value of an item is what it is: top drivers and comparable sales."""
     from fairvalue import explanations
 
     try:
-        out = explanations.explain_item(item_id, top=top, n_comps=comps)
+        out = explanations.explain_item(item_id, collection, top=top, n_comps=comps)
     except explanations.NotExplainable as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None

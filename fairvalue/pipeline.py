@@ -165,7 +165,27 @@ def ingest_webhook_calls(calls: Sequence[WebhookCall], settings: Settings | None
 
 
 def ingest_file(path: Path, settings: Settings | None = None, progress: Progress | None = None):
+    """A sales file (a backfill) into a collection that can take it, else LookupError (below)."""
+    settings = settings or get_settings()
+    check_takes_sales(settings.collection)
     return ingest_sales_rows(read_sales_file(path), f"file:{path.name}", settings, progress)
+
+
+def check_takes_sales(slug: str) -> None:
+    """LookupError unless `slug` names a stored collection of sales with items: a mistyped slug must
+    leave nothing behind, a daily-priced one takes prices (`fairvalue ingest prices`), and a
+    collection without items would keep every row as rejected (unknown item) instead of saying
+    that `fairvalue seed` has not run."""
+    from fairvalue.reads import collection_row
+    from storage.tables import Item
+
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+        if kinds.is_daily(coll):
+            raise LookupError(f"collection {coll.slug} is of kind {coll.kind}: it takes daily prices "
+                              "(`fairvalue ingest prices`), not sales")
+        if session.exec(select(Item.item_key).where(Item.collection_id == coll.id).limit(1)).first() is None:
+            raise LookupError(f"collection {coll.slug} has no items: run `fairvalue seed` first")
 
 
 def sales_since_published(settings: Settings | None = None) -> int:
@@ -319,8 +339,12 @@ def drift(settings: Settings | None = None, recent_days: int = 30) -> tuple[Drif
     whole-window reference reports drift for every champion, however fresh. Against the month
     the champion saw last, a fresh champion shows none and a stale one shows how far the market
     has moved since."""
+    from fairvalue.reads import collection_row
+
     settings = settings or get_settings()
     store = get_store(settings)
+    with session_scope() as session:  # looked up, not created: a mistyped slug must leave nothing behind
+        collection_row(session, settings.collection)
     coll, champion, model, data = champion_and_market(settings, store)
     if kinds.is_daily(coll):
         raise ValueError(f"drift is not measured for daily-priced collections ({coll.slug}) yet")

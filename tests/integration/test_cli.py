@@ -315,3 +315,35 @@ def test_decisions_of_another_collection_and_of_none(database):
     assert refused.exit_code == 1 and "unknown collection 'no-such-trail'" in refused.output, refused.output
     with session_scope() as session:
         assert session.exec(select(Collection).where(Collection.slug == "no-such-trail")).first() is None
+
+
+def test_the_file_commands_take_a_collection_and_refuse_one_that_cannot_take_the_file(seeded, tmp_path):
+    """`ingest sales`, `explain` and `drift --collection`: the named collection's, and a slug that
+    names none, a daily-priced collection or one never seeded is refused with why, creating nothing."""
+    from fairvalue.kinds import DAILY_PRICES
+
+    path = tmp_path / "named.csv"
+    path.write_text("event_id,timestamp,punk_id,price_eth\nnamed-1,2021-12-30T12:00:00Z,12,71\n")
+    named = runner.invoke(app, ["ingest", "sales", str(path), "--collection", "cryptopunks"])
+    assert named.exit_code == 0 and "into cryptopunks" in " ".join(named.output.split()), named.output
+    with session_scope() as session:
+        assert session.exec(select(Sale).where(Sale.event_id == "named-1")).one().price == 71
+        ensure_collection(session, "cli-unseeded")
+        session.add(Collection(slug="cli-daily", name="cli-daily", kind=DAILY_PRICES, currency="USD"))
+
+    refusals = {"no-such-market": "unknown collection 'no-such-market'",
+                "cli-daily": "takes daily prices (`fairvalue ingest prices`)",
+                "cli-unseeded": "has no items: run `fairvalue seed` first"}
+    for slug, why in refusals.items():
+        refused = runner.invoke(app, ["ingest", "sales", str(path), "--collection", slug])
+        assert refused.exit_code == 2 and why in " ".join(refused.output.split()), (slug, refused.output)
+
+    explained = runner.invoke(app, ["explain", "7804", "--collection", "cryptopunks", "--json"])
+    assert explained.exit_code == 0 and '"fair_value"' in explained.output, explained.output
+    for command in (["explain", "7804"], ["drift"]):
+        refused = runner.invoke(app, [*command, "--collection", "no-such-market"])
+        assert refused.exit_code == 1 and "no-such-market" in refused.output, (command, refused.output)
+        assert refused.exception is None or isinstance(refused.exception, SystemExit)  # no traceback
+    with session_scope() as session:
+        assert session.exec(select(Collection).where(Collection.slug == "no-such-market")).first() is None
+        assert session.exec(select(RejectedSale).where(RejectedSale.origin == "file:named.csv")).first() is None
