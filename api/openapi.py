@@ -33,7 +33,11 @@ COMPONENTS = {
                  "properties": {"event_id": {"type": "string"}, "timestamp": {"type": "string", "format": "date-time"},
                                 "item_id": {"type": "string"}, "price": {"type": "number"},
                                 "seller": {"type": "string"}, "buyer": {"type": "string"},
-                                "source": {"type": "string"}}},
+                                "source": {"type": "string"},
+                                "time_precision": {
+                                    "type": "string", "enum": ["second", "hour"],
+                                    "description": "how precisely timestamp is known; default: the source's "
+                                                   "(hour for cryptopunks-vis, else second)"}}},
     },
     "responses": {
         "BadRequest": {"description": "a parameter is malformed", "content": ERROR},

@@ -51,8 +51,8 @@ class MarketData:
     # index item_key (str); columns item_type, accessory_count, accessories (list) and, where the
     # loader has them, the ITEM_ATTRIBUTES (str, empty for none)
     items: pd.DataFrame
-    # columns event_id, ts, item_key, price and, where the loader knows the source, hour_precision
-    # (models.times.hour_precision); sorted by ts
+    # columns event_id, ts, item_key, price and, from every loader, hour_precision (the sale's
+    # time_precision is models.times.HOUR); sorted by ts
     sales: pd.DataFrame
     market: pd.DataFrame  # columns day (midnight), floor, eth_usd; sorted by day
     # The sales the model never sees, and why (columns event_id, ts, item_key, price, reason):
@@ -248,7 +248,7 @@ def sale_context(data: MarketData) -> pd.DataFrame:
 
 def valuation_moments(sales: pd.DataFrame) -> pd.Series:
     """The moment each sale is valued at when it is a training row (or a drift sample): its own
-    time, or the start of its hour where its source gives only the hour (`hour_precision`). A
+    time, or the start of its hour where only the hour is known (`hour_precision`). A
     sale of the same hour may have come after it, so its features must not hold one."""
     moments = sales["ts"]
     if "hour_precision" in sales:

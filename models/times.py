@@ -12,9 +12,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# Sources whose timestamps give a sale's hour but not its minute: the bundled second source
-# carries the month number in the minute field (data/cryptopunks/SOURCES.md). Within such an
-# hour the order of the sales is unknown, so none of them may count as before another.
+# How precisely a sale's timestamp is known, stored with each sale (sales.time_precision). Within
+# an hour-precision sale's hour the order of the sales is unknown, so none of them may count as
+# before another (features.valuation_moments).
+SECOND, HOUR = "second", "hour"
+TIME_PRECISIONS = (SECOND, HOUR)
+# What a sale that does not declare its precision gets from its source: the bundled second source
+# carries the month number in the minute field (data/cryptopunks/SOURCES.md).
 HOUR_PRECISION_SOURCES = frozenset({"cryptopunks-vis"})
 
 
@@ -31,6 +35,11 @@ def naive_utc_moment(value: Any) -> pd.Timestamp | None:
     return None if value is None else naive_utc([value])[0]
 
 
-def hour_precision(sources: Iterable[str]) -> np.ndarray:
-    """True for each sale whose source gives its hour but not its minute (HOUR_PRECISION_SOURCES)."""
-    return np.fromiter((source in HOUR_PRECISION_SOURCES for source in sources), dtype=bool)
+def default_time_precision(source: str) -> str:
+    """The precision of a sale that does not declare one: HOUR for HOUR_PRECISION_SOURCES."""
+    return HOUR if source in HOUR_PRECISION_SOURCES else SECOND
+
+
+def hour_precision(precisions: Iterable[str]) -> np.ndarray:
+    """True for each sale whose time_precision is HOUR: the frames' `hour_precision` column."""
+    return np.fromiter((precision == HOUR for precision in precisions), dtype=bool)

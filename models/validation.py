@@ -14,6 +14,8 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
+from models.times import SECOND, TIME_PRECISIONS, default_time_precision
+
 # Accepted spellings of each column: the bundled CSV says punk_id / price_eth.
 COLUMN_ALIASES = {
     "event_id": ("event_id", "id"),
@@ -23,9 +25,10 @@ COLUMN_ALIASES = {
     "seller": ("seller",),
     "buyer": ("buyer",),
     "source": ("source",),
+    "time_precision": ("time_precision",),
 }
 REQUIRED = ("event_id", "timestamp", "item_key", "price")
-TEXT_FIELDS = ("event_id", "item_key", "seller", "buyer", "source")
+TEXT_FIELDS = ("event_id", "item_key", "seller", "buyer", "source", "time_precision")
 MAX_EVENT_ID = 200
 FUTURE_SLACK = timedelta(minutes=5)
 # No market this service values traded before the Unix epoch; an earlier time is a broken
@@ -46,6 +49,7 @@ class Reason:
     UNKNOWN_ITEM = "unknown_item"
     BELOW_FLOOR_FRACTION = "below_floor_fraction"
     DUPLICATE_CONFLICT = "duplicate_event_conflict"
+    MALFORMED_TIME_PRECISION = "malformed_time_precision"
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class CleanSale:
     seller: str
     buyer: str
     source: str
+    time_precision: str = SECOND  # models.times.TIME_PRECISIONS; not part of content_hash, like the source
 
     @cached_property  # read at least twice per sale (dedupe in the batch, the stored row)
     def content_hash(self) -> str:
@@ -206,6 +211,11 @@ def validate_row(
         return reject(Reason.MALFORMED_PRICE, f"price {price:g} is above {MAX_PRICE:g}, no sale price")
     if price <= 0:
         return reject(Reason.NON_POSITIVE_PRICE, f"price {price}")
+    source = str(values["source"] or "").strip()
+    precision = str(values["time_precision"] or "").strip().lower() or default_time_precision(source)
+    if precision not in TIME_PRECISIONS:
+        return reject(Reason.MALFORMED_TIME_PRECISION,
+                      f"time_precision {values['time_precision']!r} is none of {', '.join(TIME_PRECISIONS)}")
     item_key = _normalised_key(values["item_key"])
     if item_key not in known_items:
         return reject(Reason.UNKNOWN_ITEM, f"no item {item_key!r} in this collection")
@@ -224,7 +234,8 @@ def validate_row(
         # (a false conflict with the stored sale) or " " a party at all (a false self-trade).
         seller=str(values["seller"] or "").strip().lower(),
         buyer=str(values["buyer"] or "").strip().lower(),
-        source=str(values["source"] or "").strip(),
+        source=source,
+        time_precision=precision,
     )
 
 

@@ -167,7 +167,7 @@ def market_data_from_files(
          "price": [s.price for s in clean.values()],
          "seller": [s.seller for s in clean.values()],
          "buyer": [s.buyer for s in clean.values()],
-         "hour_precision": hour_precision(s.source for s in clean.values())}
+         "hour_precision": hour_precision(s.time_precision for s in clean.values())}
     )
     sales["ts"] = pd.to_datetime(sales["ts"]).astype("datetime64[ns]")
     sales = sales.sort_values("ts", kind="stable").reset_index(drop=True)

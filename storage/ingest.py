@@ -202,6 +202,7 @@ def insert_sales(session: Session, collection: Collection, sales: list[CleanSale
             "seller": s.seller,
             "buyer": s.buyer,
             "source": s.source,
+            "time_precision": s.time_precision,
             "content_hash": s.content_hash,
             "ingested_at": now,
         }
@@ -237,7 +238,8 @@ def store_validated(session: Session, collection: Collection, batch: ValidatedBa
 def conflict_with_stored(sale: CleanSale) -> Rejection:
     """A sale whose event id is already stored with other content, kept as a rejection."""
     raw = {"event_id": sale.event_id, "timestamp": sale.ts.isoformat(), "item_key": sale.item_key,
-           "price": sale.price, "seller": sale.seller, "buyer": sale.buyer, "source": sale.source}
+           "price": sale.price, "seller": sale.seller, "buyer": sale.buyer, "source": sale.source,
+           "time_precision": sale.time_precision}
     return Rejection(raw, Reason.DUPLICATE_CONFLICT, "event id already stored with different content")
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 from sqlmodel import Session, select
 
 from models.features import ITEM_ATTRIBUTES, MarketData, attribute_text, excluded_frame
-from models.times import HOUR_PRECISION_SOURCES, hour_precision, naive_utc
+from models.times import HOUR, hour_precision, naive_utc
 from models.validation import item_key_of, sale_time_of
 from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale
 
@@ -80,13 +80,13 @@ def _items_and_sales(session: Session, collection: Collection) -> tuple[pd.DataF
         | {name: [attribute_text(r[2].get(name)) for r in item_rows] for name in ITEM_ATTRIBUTES}
     )
     sale_rows = session.exec(
-        select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price, Sale.source)
+        select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price, Sale.time_precision)
         .where(Sale.collection_id == collection.id, Sale.wash_reason.is_(None))
         .order_by(Sale.ts, Sale.id)
     ).all()
-    sales = pd.DataFrame(sale_rows, columns=["event_id", "ts", "item_key", "price", "source"])
+    sales = pd.DataFrame(sale_rows, columns=["event_id", "ts", "item_key", "price", "time_precision"])
     sales["ts"] = naive_utc(sales["ts"])
-    sales["hour_precision"] = hour_precision(sales.pop("source"))
+    sales["hour_precision"] = hour_precision(sales.pop("time_precision"))
     return items, sales
 
 
@@ -108,9 +108,9 @@ def _items_and_sales_postgresql(session: Session, collection: Collection) -> tup
                                              *ITEM_ATTRIBUTES])
     items["accessories"] = [list(json.loads(text)) for text in items["accessories"]]
     sale_rows = cursor.execute(
-        "SELECT event_id, (EXTRACT(EPOCH FROM ts) * 1000000)::bigint, item_key, price, source = ANY(%s) "
+        "SELECT event_id, (EXTRACT(EPOCH FROM ts) * 1000000)::bigint, item_key, price, time_precision = %s "
         "FROM sales WHERE collection_id = %s AND wash_reason IS NULL ORDER BY ts, id",
-        (sorted(HOUR_PRECISION_SOURCES), collection.id),
+        (HOUR, collection.id),
     ).fetchall()
     sales = pd.DataFrame(sale_rows, columns=["event_id", "ts", "item_key", "price", "hour_precision"])
     sales["ts"] = from_epoch_microseconds(sales["ts"].to_numpy())

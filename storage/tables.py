@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from models.times import SECOND
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -56,6 +58,10 @@ class Sale(SQLModel, table=True):
     seller: str = ""
     buyer: str = ""
     source: str = ""
+    time_precision: str = Field(
+        default=SECOND, max_length=8, sa_column_kwargs={"server_default": SECOND},
+        description="how precisely ts is known (models.times.TIME_PRECISIONS): a sale of hour precision is "
+                    "valued, for training, at the start of its hour")
     content_hash: str = Field(max_length=64, description="sha256 of the normalised row")
     ingested_at: datetime = Field(default_factory=utcnow, index=True)
     wash_reason: str | None = Field(

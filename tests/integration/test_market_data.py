@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from sqlmodel import select
 
 from fairvalue import pipeline
 from fairvalue.settings import get_settings
@@ -52,7 +53,8 @@ def test_an_attribute_that_is_not_text_is_no_level_for_either_loader(database):
 
 def test_both_database_loaders_mark_the_sales_the_files_know_only_to_the_hour(seeded):
     """The second bundled source gives the hour, not the minute (models.times): its sales, and
-    only those, carry hour_precision from the files and from either database loader."""
+    only those, carry hour_precision from the files and from either database loader (which read
+    the time_precision ingest stored with each sale)."""
     settings = get_settings()
     bundled = settings.data_dir / settings.collection
     files = market_data_from_files(bundled / "punks.csv", [bundled / "sales.csv"], bundled / "floor.csv",
@@ -68,3 +70,59 @@ def test_both_database_loaders_mark_the_sales_the_files_know_only_to_the_hour(se
     for frame in (loaded, orm_sales.set_index("event_id")["hour_precision"]):
         assert files.index.isin(frame.index).all()  # the seeded database holds every clean bundled sale
         pd.testing.assert_series_equal(frame.loc[files.index].astype(bool), files, check_names=False)
+
+
+def test_the_migration_fills_the_time_precision_of_the_sales_a_database_already_holds(tmp_path):
+    """An upgrade from before sales.time_precision marks the stored sales of an hour-precision
+    source as ingest would have, so an upgraded database trains as a fresh one."""
+    import sqlalchemy as sa
+
+    from storage.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0007")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO collections (id, slug, name, kind, currency, created_at) "
+                             "VALUES (1, 'cryptopunks', 'CryptoPunks', 'unique_items', 'ETH', '2021-01-01')"))
+        for event_id, source in (("on-chain", "punks.market"), ("hourly", "cryptopunks-vis"), ("bare", "")):
+            conn.execute(sa.text(
+                "INSERT INTO sales (collection_id, event_id, item_key, ts, price, seller, buyer, source, content_hash, "
+                "ingested_at) VALUES (1, :e, '7', '2021-06-01T10:05:00', 90, '', '', :s, 'h', '2021-12-31')"),
+                {"e": event_id, "s": source})
+    upgrade(url, "head")
+    with engine.connect() as conn:
+        precisions = dict(conn.execute(sa.text("SELECT event_id, time_precision FROM sales")).all())
+    engine.dispose()
+    assert precisions == {"on-chain": "second", "hourly": "hour", "bare": "second"}
+
+
+def test_a_declared_time_precision_is_stored_and_read_back_by_both_loaders(database):
+    """A sale may declare that only its hour is known, whatever its source; both loaders read
+    what ingest stored, not the source's name."""
+    from storage.tables import Item, Sale
+
+    settings = get_settings().for_collection("declared-precision")
+    with session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        for key in ("1", "2", "3"):
+            if session.get(Item, (coll.id, key)) is None:
+                session.add(Item(collection_id=coll.id, item_key=key, item_type="Human", attributes={}))
+    sales = [{"event_id": "declared-hour", "timestamp": "2021-06-01T10:05:00Z", "item_id": "1", "price": 10,
+              "source": "feed", "time_precision": "hour"},
+             {"event_id": "declared-second", "timestamp": "2021-06-01T10:06:00Z", "item_id": "2", "price": 10,
+              "source": "cryptopunks-vis", "time_precision": "second"},
+             {"event_id": "undeclared", "timestamp": "2021-06-01T10:07:00Z", "item_id": "3", "price": 10,
+              "source": "cryptopunks-vis"}]
+    report = pipeline.ingest_sales_rows(sales, "test", settings)
+    assert report.accepted + report.duplicate == 3, report
+    with session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        stored = dict(session.exec(select(Sale.event_id, Sale.time_precision)
+                                   .where(Sale.collection_id == coll.id)).all())
+        loaded = market.load_market_data(session, coll).sales.set_index("event_id")["hour_precision"]
+        _, orm_sales = market._items_and_sales(session, coll)
+    assert stored == {"declared-hour": "hour", "declared-second": "second", "undeclared": "hour"}
+    expected = {"declared-hour": True, "declared-second": False, "undeclared": True}
+    for frame in (loaded, orm_sales.set_index("event_id")["hour_precision"]):
+        assert frame.astype(bool).to_dict() == expected

@@ -187,7 +187,7 @@ def test_attributes_reach_the_hedonic_design_and_a_vocabulary_from_before_them_s
 
 
 def test_a_training_row_known_only_to_the_hour_sees_nothing_of_its_hour():
-    """Two sales of one hour from a source that gives only the hour (models.times): either may
+    """Two sales of one hour known only to the hour (models.times): either may
     have come first, so neither trains with the other in its features. Exact times keep theirs."""
     from models.estimator import training_frame
     from models.features import valuation_moments
@@ -202,8 +202,8 @@ def test_a_training_row_known_only_to_the_hour_sees_nothing_of_its_hour():
     sales = pd.concat([sales[sales["ts"] < hour], same_hour], ignore_index=True)
     vocab = TraitVocabulary(data.items)
 
-    def second_row_features(source: str) -> pd.Series:
-        marked = sales.assign(hour_precision=hour_precision([source] * len(sales)))
+    def second_row_features(precision: str) -> pd.Series:
+        marked = sales.assign(hour_precision=hour_precision([precision] * len(sales)))
         feats, _, times = training_frame(MarketData(data.items, marked, data.market), vocab)
         assert times[-1] == same_hour["ts"].iloc[1]  # the recency weight reads the sale's own time
         return feats.iloc[-1]
@@ -212,11 +212,11 @@ def test_a_training_row_known_only_to_the_hour_sees_nothing_of_its_hour():
         return build_features(MarketData(data.items, sales, data.market), vocab,
                               pd.DataFrame({"item_key": ["2"], "ts": [t]})).iloc[0]
 
-    exact, hourly = second_row_features("punks.market"), second_row_features("cryptopunks-vis")
+    exact, hourly = second_row_features("second"), second_row_features("hour")
     pd.testing.assert_series_equal(exact, features_at(same_hour["ts"].iloc[1]), check_names=False)
     pd.testing.assert_series_equal(hourly, features_at(hour), check_names=False)
     assert exact["sales_count_3d"] > hourly["sales_count_3d"]  # the 15:03 sale is seen by one only
-    assert list(valuation_moments(sales.assign(hour_precision=hour_precision(["cryptopunks-vis"] * len(sales))))
+    assert list(valuation_moments(sales.assign(hour_precision=hour_precision(["hour"] * len(sales))))
                 .iloc[-2:]) == [hour, hour]
-    exact_times = sales.assign(hour_precision=hour_precision(["punks.market"] * len(sales)))
+    exact_times = sales.assign(hour_precision=hour_precision(["second"] * len(sales)))
     assert valuation_moments(exact_times).equals(sales["ts"])  # an exact source keeps every time

@@ -110,3 +110,17 @@ def test_text_no_database_can_store_is_refused(overrides, detail):
     rejected = check(row(**overrides))
     assert isinstance(rejected, Rejection) and rejected.reason == Reason.MALFORMED_ROW
     assert detail in rejected.detail
+
+
+def test_time_precision_is_declared_or_read_from_the_source():
+    """A row may say how precisely its time is known; one that does not gets its source's
+    (models.times.HOUR_PRECISION_SOURCES); anything else is refused with why."""
+    assert check(row()).time_precision == "second"
+    assert check(row(source="cryptopunks-vis")).time_precision == "hour"  # minutes hold the month there
+    assert check(row(time_precision=" Hour ")).time_precision == "hour"
+    assert check(row(source="cryptopunks-vis", time_precision="second")).time_precision == "second"
+    assert check(row(time_precision="")).time_precision == "second"  # a blank CSV cell declares nothing
+    refused = check(row(time_precision="minute"))
+    assert isinstance(refused, Rejection) and refused.reason == Reason.MALFORMED_TIME_PRECISION
+    assert "'minute' is none of second, hour" in refused.detail
+    assert check(row(time_precision="hour")).content_hash == check(row()).content_hash  # a duplicate, not a conflict
