@@ -46,6 +46,27 @@ def _parse_time(value: str | None) -> datetime | None:
         raise typer.BadParameter(f"{value!r} is not a usable ISO 8601 time ({exc})") from None
 
 
+def _settings_for(collection: str | None):
+    """The settings of the collection --collection names (default FAIRVALUE_COLLECTION). A slug
+    named on the command line must be a bundled one (storage.ingest.COLLECTION_NAMES: `seed` and
+    `cards load` make those) or a stored one. A mistyped slug is refused here, before any command
+    runs, so it creates nothing: most commands would otherwise make the collection on first use."""
+    from sqlmodel import select
+
+    from storage.db import session_scope
+    from storage.ingest import COLLECTION_NAMES
+    from storage.tables import Collection
+
+    settings = get_settings().for_collection(collection)
+    if collection and collection not in COLLECTION_NAMES:
+        with session_scope() as session:
+            stored = session.exec(select(Collection.id).where(Collection.slug == collection)).first()
+        if stored is None:
+            console.print(f"[red]unknown collection {collection[:64]!r}[/]")
+            raise typer.Exit(1)
+    return settings
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the schema to the latest revision."""
@@ -98,7 +119,7 @@ def ingest_sales(path: Path = typer.Argument(..., exists=True, dir_okay=False, h
     from fairvalue import pipeline
     from storage.bundled import UnreadableFile
 
-    settings = get_settings().for_collection(collection)
+    settings = _settings_for(collection)
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(path.name, total=None)
@@ -126,7 +147,7 @@ def ingest_prices(
     from storage.bundled import UnreadableFile
 
     try:
-        report = ingest_prices_file(path, get_settings().for_collection(collection))
+        report = ingest_prices_file(path, _settings_for(collection))
     except (LookupError, UnreadableFile) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
@@ -145,7 +166,7 @@ def cards_collect(collection: str = typer.Option("cards", "--collection"),
     """Fetch the active cards' prices from the price API now (what the daily beat task does)."""
     from fairvalue.card_prices import collect
 
-    report = collect(get_settings().for_collection(collection), days=days)
+    report = collect(_settings_for(collection), days=days)
     console.print_json(json.dumps(report.as_dict()))
 
 
@@ -157,14 +178,14 @@ def train(cutoff: str = typer.Option(None, help="Train only on sales before this
 
     try:
         with console.status("training"):
-            result = pipeline.train(get_settings().for_collection(collection), cutoff=_parse_time(cutoff))
+            result = pipeline.train(_settings_for(collection), cutoff=_parse_time(cutoff))
     except pipeline.NothingToTrain as exc:
         console.print(f"[red]nothing trained:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(f"registered version {result.version}" + (" (champion)" if result.became_champion else ""))
     console.print_json(json.dumps(result.metrics, default=str))
     if result.diagnostics_uri:
-        console.print(f"diagnostics: {result.diagnostics_uri}")
+        console.print(f"diagnostics: {result.diagnostics_uri}", soft_wrap=True)  # a URI to copy whole
 
 
 @app.command()
@@ -177,7 +198,7 @@ def drift(
     """Feature and prediction drift: the champion's training window vs the recent window."""
     from fairvalue import pipeline
 
-    settings = get_settings().for_collection(collection)
+    settings = _settings_for(collection)
     try:
         with console.status("measuring drift"):
             report, uri = pipeline.drift(settings, recent_days=days)
@@ -193,7 +214,7 @@ def drift(
     prediction_psi = s.get("prediction_psi")
     console.print(f"{s['n_drifted']} of {s['n_features']} features drifted (max PSI {s['max_psi']:.2f}); "
                   "prediction PSI " + ("-" if prediction_psi is None else f"{prediction_psi:.2f}"))
-    console.print(f"report: {out or uri}")
+    console.print(f"report: {out or uri}", soft_wrap=True)
 
 
 @app.command()
@@ -202,12 +223,17 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
     """Value every item with the champion and publish the snapshot."""
     from fairvalue import pipeline
 
-    with console.status("nowcasting"):
-        result = pipeline.nowcast(get_settings().for_collection(collection), as_of=_parse_time(as_of))
+    settings = _settings_for(collection)
+    try:
+        with console.status("nowcasting"):
+            result = pipeline.nowcast(settings, as_of=_parse_time(as_of))
+    except LookupError as exc:  # no champion yet
+        console.print(f"[red]nothing published:[/] {exc}")
+        raise typer.Exit(1) from None
     console.print(
         f"snapshot {result.snapshot_id}: {result.n_items} items, model v{result.model_version}, "
         f"{'published' if result.published else 'not published (a later snapshot is)'}; "
-        f"archive: {result.archive_uri or result.archive_error}"
+        f"archive: {result.archive_uri or result.archive_error}", soft_wrap=True,
     )
 
 
@@ -248,7 +274,7 @@ def _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection=None
     end = pd.Timestamp(_parse_time(to)).tz_convert("UTC").tz_localize(None)
     if end <= start:
         raise typer.BadParameter("--to must be after --from")
-    settings = get_settings().for_collection(collection)
+    settings = _settings_for(collection)
     data = evaluation.load_market(settings, source, list(sales or []), floor, eth_usd)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("replaying", total=None)
@@ -278,6 +304,7 @@ def replay(
 ) -> None:
     """Step the live loop through a past period and score each sale against the last nowcast
     published before it (for a daily-priced collection: every card-day, with its KPIs)."""
+    _settings_for(collection)  # a mistyped slug is refused before any work
     if _is_daily(collection):
         _replay_daily(collection, from_, to, source, horizon, gain, as_json)
         return
@@ -320,7 +347,7 @@ def _replay_daily(collection, from_, to, source, horizon, gain, as_json) -> None
     if horizon is not None and not 1 <= horizon <= 90:
         raise typer.BadParameter("--horizon must be between 1 and 90 days")
     _check_source(source)
-    settings = get_settings().for_collection(collection)
+    settings = _settings_for(collection)
     with console.status("replaying"):
         series = evaluation.load_daily(settings, source)
         try:
@@ -381,6 +408,7 @@ def backtest(
 ) -> None:
     """Replay, then trade: buy what the model calls undervalued vs buy every completed sale (for a
     daily-priced collection: hold each day the cards it calls undervalued vs every priced card)."""
+    _settings_for(collection)  # a mistyped slug is refused before any work
     if _is_daily(collection):
         bt, signals, what = _backtest_daily(collection, from_, to, source), None, "card-days"
     else:
@@ -419,7 +447,7 @@ def _backtest_daily(collection: str, from_: str, to: str, source: str) -> dict:
 
     start, end = _day_window(from_, to)
     _check_source(source)
-    settings = get_settings().for_collection(collection)
+    settings = _settings_for(collection)
     with console.status("replaying"):
         series = evaluation.load_daily(settings, source)
         try:
@@ -462,7 +490,7 @@ def retrain(
     from fairvalue import lifecycle
     from tasks.lifecycle import publish_training
 
-    settings = get_settings().for_collection(collection)
+    settings = _settings_for(collection)
     try:
         outcome = lifecycle.enqueue_retrain(reason, _parse_params(param), settings, operator=cli_operator())
     except lifecycle.BadTrainingParams as exc:
@@ -490,7 +518,7 @@ def promote_cmd(version: int = typer.Argument(..., help="Model version number.")
     from fairvalue import lifecycle
     from tasks.app import request_nowcast
 
-    settings = get_settings().for_collection(collection)
+    settings = _settings_for(collection)
     try:
         result = lifecycle.operator_promote(version, reason, settings, operator=cli_operator())
     except (LookupError, lifecycle.ArtifactRefused) as exc:
@@ -508,7 +536,7 @@ def rollback(reason: str = typer.Option("operator", help="Recorded with the deci
     from fairvalue import lifecycle
     from tasks.app import request_nowcast
 
-    settings = get_settings().for_collection(collection)
+    settings = _settings_for(collection)
     try:
         result = lifecycle.operator_rollback(reason, settings, operator=cli_operator())
     except (LookupError, lifecycle.ArtifactRefused) as exc:
@@ -548,7 +576,7 @@ def decisions(limit: int = typer.Option(20, min=1, max=500), collection: str = C
     from fairvalue import lifecycle
     from fairvalue.errors import NotFound
 
-    settings = get_settings().for_collection(collection)
+    settings = _settings_for(collection)
     try:
         trail = lifecycle.decisions(settings, limit=limit)
     except NotFound as exc:
@@ -670,7 +698,7 @@ def status(collection: str = COLLECTION_OPTION) -> None:
 
     with session_scope() as session:  # looked up, not created: a mistyped slug must leave nothing behind
         try:
-            coll = collection_row(session, get_settings().for_collection(collection).collection)
+            coll = collection_row(session, _settings_for(collection).collection)
         except NotFound as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(1) from None
@@ -771,6 +799,7 @@ def explain(
     """Why the published fair value of an item is what it is: top drivers and comparable sales."""
     from fairvalue import explanations
 
+    _settings_for(collection)
     try:
         out = explanations.explain_item(item_id, collection, top=top, n_comps=comps)
     except explanations.NotExplainable as exc:
@@ -778,6 +807,9 @@ def explain(
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(out, indent=2))
+        return
+    if "valued_day" in out:  # a daily-priced collection (cards): models/daily.py's method, not drivers
+        _print_daily_explanation(item_id, out)
         return
     console.print(f"item {item_id}: fair value {out['fair_value']:.2f} {out['currency']} "
                   f"(typical item now {out['typical_value']:.2f}, floor {out['floor']:.2f}; "
@@ -795,6 +827,17 @@ def explain(
         table.add_row(c["basis"], c["item_id"], c["timestamp"][:16], f"{c['price']:.2f}",
                       "-" if c["premium_over_market"] is None else f"{c['premium_over_market']:+.0%}")
     console.print(table)
+
+
+def _print_daily_explanation(item_id: str, out: dict) -> None:
+    window, move = out["window_prices"], out.get("category_index_move_over_window")
+    console.print(f"card {item_id}: fair value {out['fair_value']:.2f} {out['currency']} for {out['valued_day']} "
+                  f"(band {out['p10']:.2f} .. {out['p90']:.2f}); market price {out['market_price']:.2f} "
+                  f"({out['deviation']:+.1%}); snapshot {out['snapshot_id']}, model v{out['model_version']}")
+    console.print(f"method: {out['method']}")
+    if window["n"]:
+        console.print(f"window: {window['n']} daily prices from {window['first_day']}, median {window['median']:.2f}"
+                      + ("" if move is None else f"; {out['category']} index moved {move:+.1%} over it"))
 
 
 @tokens_app.command("create")

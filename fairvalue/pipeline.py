@@ -407,6 +407,10 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
         seconds[stage], clock = round(now - clock, 4), now
 
     store = get_store(settings)
+    # Sales stored from here on are not in this snapshot: a 1M-item nowcast reads for seconds,
+    # and a sale stored meanwhile must still count as new (sales_since_published) and stay out
+    # of the snapshot's explanation.
+    data_read_at = utcnow()
     coll, champion, model, data = champion_and_market(settings, store)
     lap("load")
     t = pd.Timestamp(as_of).tz_convert("UTC").tz_localize(None)
@@ -418,7 +422,8 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     lap("value")
     rows_csv = snapshot_csv(values)  # one text for the database rows and the archive
     with session_scope() as session:
-        snapshot = write_snapshot(session, coll, champion.id, as_of, cutoff, values, rows_csv, valued_at)
+        snapshot = write_snapshot(session, coll, champion.id, as_of, cutoff, values, rows_csv, valued_at,
+                                  data_read_at)
     lap("write")
     with session_scope() as session:
         snapshot = session.get(NowcastSnapshot, snapshot.id)
@@ -426,14 +431,14 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     lap("publish")
     archive_uri, archive_error = archive_snapshot(settings, snapshot.id, values, rows_csv)
     lap("archive")
-    shadows, shadow_errors = shadow_nowcasts(settings, coll, data, moment, as_of, cutoff, valued_at)
+    shadows, shadow_errors = shadow_nowcasts(settings, coll, data, moment, as_of, cutoff, valued_at, data_read_at)
     lap("shadows")
     return NowcastResult(snapshot.id, moved, len(values), champion.version, archive_uri, archive_error, shadows,
                          shadow_errors or None, seconds)
 
 
 def shadow_nowcasts(settings: Settings, coll: Collection, data, moment, as_of, cutoff,
-                    valued_at) -> tuple[dict[str, int], dict[str, str]]:
+                    valued_at, data_read_at=None) -> tuple[dict[str, int], dict[str, str]]:
     """Value the collection with the models watched beside the champion: the previous
     champion during a promotion's probation (the monitor compares against it) and a contender
     in shadow. Their snapshots are kept with status `shadow` and never published. A shadow
@@ -459,7 +464,8 @@ def shadow_nowcasts(settings: Settings, coll: Collection, data, moment, as_of, c
             continue
         values = kinds.kind_of(coll).value_all(model, data, moment, settings)
         with session_scope() as session:
-            snapshot = write_snapshot(session, coll, version.id, as_of, cutoff, values, valued_at=valued_at)
+            snapshot = write_snapshot(session, coll, version.id, as_of, cutoff, values, valued_at=valued_at,
+                                      data_read_at=data_read_at)
             snapshot.status, snapshot.published_at = "shadow", utcnow()
             session.add(snapshot)
         written[alias] = snapshot.id

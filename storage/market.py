@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -13,19 +14,23 @@ from models.times import HOUR, hour_precision, naive_utc
 from models.validation import item_key_of, sale_time_of
 from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale
 
+EVERY_SALE_STORED = datetime(9999, 12, 31, tzinfo=UTC)  # load_market_data's stored_by when none is given
+
 
 def from_epoch_microseconds(values) -> np.ndarray:
     """Sale times read on PostgreSQL as integer microseconds since the epoch, as naive UTC."""
     return np.asarray(values).astype("int64").astype("datetime64[us]").astype("datetime64[ns]")
 
 
-def load_market_data(session: Session, collection: Collection, with_excluded: bool = False) -> MarketData:
+def load_market_data(session: Session, collection: Collection, with_excluded: bool = False,
+                     stored_by: datetime | None = None) -> MarketData:
     """What the model may know: every item, the sales that are not suspected wash trades, the
-    daily inputs; with `with_excluded`, also the sales left out and why (for reports)."""
+    daily inputs; with `with_excluded`, also the sales left out and why (for reports); with
+    `stored_by`, only the sales stored by then (what a snapshot read: its created_at)."""
     if session.connection().dialect.name == "postgresql":
-        items, sales = _items_and_sales_postgresql(session, collection)
+        items, sales = _items_and_sales_postgresql(session, collection, stored_by)
     else:
-        items, sales = _items_and_sales(session, collection)
+        items, sales = _items_and_sales(session, collection, stored_by)
     items = items.set_index("item_key")
     items = items.loc[sorted(items.index, key=_item_order)]
     sales["price"] = sales["price"].astype(float)
@@ -66,7 +71,8 @@ def load_excluded(session: Session, collection: Collection) -> pd.DataFrame:
     return excluded_frame(rows)
 
 
-def _items_and_sales(session: Session, collection: Collection) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _items_and_sales(session: Session, collection: Collection,
+                     stored_by: datetime | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     item_rows = session.exec(
         select(Item.item_key, Item.item_type, Item.attributes).where(Item.collection_id == collection.id)
     ).all()
@@ -81,7 +87,8 @@ def _items_and_sales(session: Session, collection: Collection) -> tuple[pd.DataF
     )
     sale_rows = session.exec(
         select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price, Sale.time_precision)
-        .where(Sale.collection_id == collection.id, Sale.wash_reason.is_(None))
+        .where(Sale.collection_id == collection.id, Sale.wash_reason.is_(None),
+               Sale.ingested_at <= (stored_by or EVERY_SALE_STORED))
         .order_by(Sale.ts, Sale.id)
     ).all()
     sales = pd.DataFrame(sale_rows, columns=["event_id", "ts", "item_key", "price", "time_precision"])
@@ -90,7 +97,8 @@ def _items_and_sales(session: Session, collection: Collection) -> tuple[pd.DataF
     return items, sales
 
 
-def _items_and_sales_postgresql(session: Session, collection: Collection) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _items_and_sales_postgresql(session: Session, collection: Collection,
+                                stored_by: datetime | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The same frames through the driver's cursor: the ORM's rows, its JSON decoding and
     per-row timezone-aware datetimes were most of a nowcast's load time. PostgreSQL extracts
     the attributes and gives times as integer microseconds since the epoch (exact)."""
@@ -109,8 +117,8 @@ def _items_and_sales_postgresql(session: Session, collection: Collection) -> tup
     items["accessories"] = [list(json.loads(text)) for text in items["accessories"]]
     sale_rows = cursor.execute(
         "SELECT event_id, (EXTRACT(EPOCH FROM ts) * 1000000)::bigint, item_key, price, time_precision = %s "
-        "FROM sales WHERE collection_id = %s AND wash_reason IS NULL ORDER BY ts, id",
-        (HOUR, collection.id),
+        "FROM sales WHERE collection_id = %s AND wash_reason IS NULL AND ingested_at <= %s ORDER BY ts, id",
+        (HOUR, collection.id, stored_by or EVERY_SALE_STORED),
     ).fetchall()
     sales = pd.DataFrame(sale_rows, columns=["event_id", "ts", "item_key", "price", "hour_precision"])
     sales["ts"] = from_epoch_microseconds(sales["ts"].to_numpy())

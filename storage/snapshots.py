@@ -35,9 +35,12 @@ def write_snapshot(
     values: pd.DataFrame,
     rows_csv: str | None = None,
     valued_at: datetime | None = None,
+    data_read_at: datetime | None = None,
 ) -> NowcastSnapshot:
     """Write a complete, unpublished snapshot (the caller commits). `valued_at` is the moment the
-    values are for, when it is not `as_of` (a silent market, models.nowcast.valuation_moment).
+    values are for, when it is not `as_of` (a silent market, models.nowcast.valuation_moment);
+    `data_read_at` when the nowcast began reading the sales it valued from (its created_at; by
+    default now).
 
     The rows stored are exactly the archive's (`snapshot_csv`; pass it as `rows_csv` when it is
     already made), streamed with COPY on PostgreSQL: a 1M-item snapshot as executemany INSERTs
@@ -51,6 +54,7 @@ def write_snapshot(
         data_cutoff=data_cutoff,
         n_items=len(values),
         status="building",
+        created_at=data_read_at or utcnow(),
     )
     session.add(snapshot)
     session.flush()

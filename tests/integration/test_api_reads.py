@@ -58,6 +58,36 @@ def test_item_explanation_matches_the_published_value(client):
     assert {c["item_id"] for c in body["comparable_sales"] if c["basis"] == "type: Alien"} == {"3100", "5822"}
 
 
+def test_a_sale_stored_after_the_snapshot_does_not_move_its_explanation(client):
+    """The explanation reads the sales the snapshot read: a sale stored since, dated before the
+    moment the snapshot valued at (a late report), is not in it until the next nowcast."""
+    from datetime import timedelta
+
+    from fairvalue import explanations, pipeline
+
+    # A market that traded an hour ago, so the snapshot values at its as_of, after the late sale.
+    pipeline.ingest_sales_rows([{"event_id": "explain-anchor-5822", "item_id": "5822", "price": 4000.0,
+                                 "timestamp": (utcnow() - timedelta(hours=1)).isoformat()}], "test")
+    pipeline.nowcast()
+    published = client.get("/v1/items/3100").json()
+    assert published["snapshot"]["valued_at"] == published["snapshot"]["as_of"]
+    explanations._model_and_market.cache_clear()  # as a fresh API process: nothing read before the sale
+    late = {"event_id": "explain-late-3100", "item_id": "3100", "price": 9000.0,
+            "timestamp": (utcnow() - timedelta(minutes=20)).isoformat()}
+    assert pipeline.ingest_sales_rows([late], "test").accepted == 1
+
+    body = client.get("/v1/items/3100/explanation?comps=20").json()
+    assert body["snapshot_id"] == published["snapshot"]["id"]
+    assert body["fair_value"] == pytest.approx(published["fair_value"], rel=1e-5)
+    assert "explain-late-3100" not in {c.get("event_id") for c in body["comparable_sales"]}
+    assert all(c["price"] != 9000.0 for c in body["comparable_sales"])
+    pipeline.nowcast()  # the next snapshot reads it, and its explanation with it
+    moved = client.get("/v1/items/3100/explanation?comps=20").json()
+    assert moved["snapshot_id"] != body["snapshot_id"]
+    assert moved["fair_value"] == pytest.approx(client.get("/v1/items/3100").json()["fair_value"], rel=1e-5)
+    assert moved["fair_value"] != pytest.approx(body["fair_value"], rel=1e-3)
+
+
 def test_a_snapshot_of_a_silent_market_names_the_moment_it_valued(client, seeded):
     from fairvalue import pipeline
     from storage.tables import NowcastSnapshot

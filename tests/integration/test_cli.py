@@ -282,6 +282,8 @@ def test_a_retrain_from_the_cli_records_which_login_asked(database):
 
     from storage.tables import TrainingRequest
 
+    with session_scope() as session:
+        ensure_collection(session, "cli-who")
     result = runner.invoke(app, ["retrain", "--collection", "cli-who", "--reason", "who asked", "--param",
                                  "max_iter=8"])
     assert result.exit_code == 0, result.output
@@ -331,12 +333,12 @@ def test_the_file_commands_take_a_collection_and_refuse_one_that_cannot_take_the
         ensure_collection(session, "cli-unseeded")
         session.add(Collection(slug="cli-daily", name="cli-daily", kind=DAILY_PRICES, currency="USD"))
 
-    refusals = {"no-such-market": "unknown collection 'no-such-market'",
-                "cli-daily": "takes daily prices (`fairvalue ingest prices`)",
-                "cli-unseeded": "has no items: run `fairvalue seed` first"}
-    for slug, why in refusals.items():
+    refusals = {"no-such-market": (1, "unknown collection 'no-such-market'"),  # before any work
+                "cli-daily": (2, "takes daily prices (`fairvalue ingest prices`)"),
+                "cli-unseeded": (2, "has no items: run `fairvalue seed` first")}
+    for slug, (code, why) in refusals.items():
         refused = runner.invoke(app, ["ingest", "sales", str(path), "--collection", slug])
-        assert refused.exit_code == 2 and why in " ".join(refused.output.split()), (slug, refused.output)
+        assert refused.exit_code == code and why in " ".join(refused.output.split()), (slug, refused.output)
 
     explained = runner.invoke(app, ["explain", "7804", "--collection", "cryptopunks", "--json"])
     assert explained.exit_code == 0 and '"fair_value"' in explained.output, explained.output
@@ -347,3 +349,18 @@ def test_the_file_commands_take_a_collection_and_refuse_one_that_cannot_take_the
     with session_scope() as session:
         assert session.exec(select(Collection).where(Collection.slug == "no-such-market")).first() is None
         assert session.exec(select(RejectedSale).where(RejectedSale.origin == "file:named.csv")).first() is None
+
+
+@pytest.mark.parametrize("command", [
+    ["train"], ["nowcast"], ["retrain", "--reason", "typo"], ["promote", "1"], ["rollback"], ["decisions"],
+    ["status"], ["explain", "7804"], ["drift"], ["replay", "--from", "2021-12-01", "--to", "2021-12-03"],
+    ["backtest", "--from", "2021-12-01", "--to", "2021-12-03"], ["cards", "collect"],
+], ids=lambda command: command[0])
+def test_a_mistyped_collection_is_refused_by_every_command_and_made_by_none(database, command):
+    """Most commands made the collection they were named on first use: a typo became a
+    collection (and `retrain` queued a request for it, `replay` failed on its empty market)."""
+    result = runner.invoke(app, [*command, "--collection", "cli-typo"])
+    assert result.exit_code == 1 and "unknown collection 'cli-typo'" in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+    with session_scope() as session:
+        assert session.exec(select(Collection).where(Collection.slug == "cli-typo")).first() is None

@@ -254,6 +254,11 @@ def test_cards_run_through_the_loops_beside_the_punks(cards_loaded, worker, tmp_
     assert decision.decision == "promote" and decision.numbers["contender"]["n"] > 100
     assert len(values) == 40 and all(v.p10 <= v.fair_value <= v.p90 for v in values.values())
     assert {v.last_sale_at.date() for v in values.values()} <= {date(2025, 6, 19), date(2025, 6, 18)}
+    card = sorted(values)[0]  # the operator's explanation of a card: its method and window, not drivers
+    explained = CliRunner().invoke(cli, ["explain", card, "--collection", "cards"])
+    text = " ".join(explained.output.split())
+    assert explained.exit_code == 0 and f"card {card}: fair value {values[card].fair_value:.2f}" in text, text
+    assert "method: median of the card's last" in text and "daily prices from" in text, text
 
     app.send_task("fairvalue.monitor", kwargs={"collection": "cards"})
     deadline = time.time() + 60
