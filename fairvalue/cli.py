@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from fairvalue.settings import get_settings
+from fairvalue.settings import Settings, get_settings
 from tasks import queues
 
 app = typer.Typer(help="fairvalue: live fair values for collectibles markets.", no_args_is_help=True)
@@ -46,7 +46,7 @@ def _parse_time(value: str | None) -> datetime | None:
         raise typer.BadParameter(f"{value!r} is not a usable ISO 8601 time ({exc})") from None
 
 
-def _settings_for(collection: str | None):
+def _settings_for(collection: str | None) -> Settings:
     """The settings of the collection --collection names (default FAIRVALUE_COLLECTION). A slug
     named on the command line must be a bundled one (storage.ingest.COLLECTION_NAMES: `seed` and
     `cards load` make those) or a stored one. A mistyped slug is refused here, before any command
@@ -696,9 +696,10 @@ def status(collection: str = COLLECTION_OPTION) -> None:
     from storage.snapshots import published_snapshot
     from storage.tables import DailyPrice, Item, RejectedSale, Sale
 
-    with session_scope() as session:  # looked up, not created: a mistyped slug must leave nothing behind
+    settings = _settings_for(collection)
+    with session_scope() as session:  # looked up, not created: the default collection may not exist yet
         try:
-            coll = collection_row(session, _settings_for(collection).collection)
+            coll = collection_row(session, settings.collection)
         except NotFound as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(1) from None
