@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.schemas import SchemaGenerator
 
 import fairvalue
+from models.times import HOUR_PRECISION_SOURCES, TIME_PRECISIONS
 
 PATH_PARAMS = {
     "slug": {"description": "collection slug, e.g. cryptopunks", "schema": {"type": "string", "maxLength": 64}},
@@ -35,9 +36,10 @@ COMPONENTS = {
                                 "seller": {"type": "string"}, "buyer": {"type": "string"},
                                 "source": {"type": "string"},
                                 "time_precision": {
-                                    "type": "string", "enum": ["second", "hour"],
+                                    "type": "string", "enum": list(TIME_PRECISIONS),
                                     "description": "how precisely timestamp is known; default: the source's "
-                                                   "(hour for cryptopunks-vis, else second)"}}},
+                                                   f"(hour for {', '.join(sorted(HOUR_PRECISION_SOURCES))}, "
+                                                   "else second); the first report of an event is kept"}}},
     },
     "responses": {
         "BadRequest": {"description": "a parameter is malformed", "content": ERROR},

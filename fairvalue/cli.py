@@ -47,10 +47,11 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 def _settings_for(collection: str | None) -> Settings:
-    """The settings of the collection --collection names (default FAIRVALUE_COLLECTION). A slug
-    named on the command line must be a bundled one (storage.ingest.COLLECTION_NAMES: `seed` and
-    `cards load` make those) or a stored one. A mistyped slug is refused here, before any command
-    runs, so it creates nothing: most commands would otherwise make the collection on first use."""
+    """The settings of the collection --collection names (default FAIRVALUE_COLLECTION). The slug
+    must be a known one (storage.ingest.COLLECTION_NAMES, which `seed` and `cards load` make), one
+    with files in the data folder (a replay of them needs no database), or a stored one. Anything
+    else is refused here, before any command runs, so a mistyped slug creates nothing: most
+    commands would otherwise make the collection on first use."""
     from sqlmodel import select
 
     from storage.db import session_scope
@@ -58,12 +59,14 @@ def _settings_for(collection: str | None) -> Settings:
     from storage.tables import Collection
 
     settings = get_settings().for_collection(collection)
-    if collection and collection not in COLLECTION_NAMES:
-        with session_scope() as session:
-            stored = session.exec(select(Collection.id).where(Collection.slug == collection)).first()
-        if stored is None:
-            console.print(f"[red]unknown collection {collection[:64]!r}[/]")
-            raise typer.Exit(1)
+    slug = settings.collection
+    if slug in COLLECTION_NAMES or (settings.data_dir / slug).is_dir():
+        return settings
+    with session_scope() as session:
+        stored = session.exec(select(Collection.id).where(Collection.slug == slug)).first()
+    if stored is None:
+        console.print(f"[red]unknown collection {slug[:64]!r}[/]")
+        raise typer.Exit(1)
     return settings
 
 
@@ -121,10 +124,11 @@ def ingest_sales(path: Path = typer.Argument(..., exists=True, dir_okay=False, h
 
     settings = _settings_for(collection)
     try:
+        pipeline.check_takes_sales(settings.collection)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(path.name, total=None)
             report = pipeline.ingest_file(path, settings, progress=lambda n: progress.advance(task, n))
-    except (LookupError, UnreadableFile) as exc:
+    except (pipeline.CannotTakeSales, UnreadableFile) as exc:  # before any row is stored
         console.print(f"[red]{path.name} not ingested:[/] {exc}")
         raise typer.Exit(2) from None
     _print_report(f"ingest {path.name} into {settings.collection}", report)
@@ -197,12 +201,13 @@ def drift(
 ) -> None:
     """Feature and prediction drift: the champion's training window vs the recent window."""
     from fairvalue import pipeline
+    from fairvalue.errors import NotFound
 
     settings = _settings_for(collection)
     try:
         with console.status("measuring drift"):
             report, uri = pipeline.drift(settings, recent_days=days)
-    except (LookupError, ValueError) as exc:
+    except (NotFound, pipeline.NoChampion, pipeline.NotMeasured) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
     if out:
@@ -227,7 +232,7 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
     try:
         with console.status("nowcasting"):
             result = pipeline.nowcast(settings, as_of=_parse_time(as_of))
-    except LookupError as exc:  # no champion yet
+    except pipeline.NoChampion as exc:
         console.print(f"[red]nothing published:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(
@@ -274,7 +279,7 @@ def _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection=None
     end = pd.Timestamp(_parse_time(to)).tz_convert("UTC").tz_localize(None)
     if end <= start:
         raise typer.BadParameter("--to must be after --from")
-    settings = _settings_for(collection)
+    settings = get_settings().for_collection(collection)  # checked by the command (_settings_for)
     data = evaluation.load_market(settings, source, list(sales or []), floor, eth_usd)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("replaying", total=None)
@@ -347,7 +352,7 @@ def _replay_daily(collection, from_, to, source, horizon, gain, as_json) -> None
     if horizon is not None and not 1 <= horizon <= 90:
         raise typer.BadParameter("--horizon must be between 1 and 90 days")
     _check_source(source)
-    settings = _settings_for(collection)
+    settings = get_settings().for_collection(collection)  # checked by the command (_settings_for)
     with console.status("replaying"):
         series = evaluation.load_daily(settings, source)
         try:
@@ -447,7 +452,7 @@ def _backtest_daily(collection: str, from_: str, to: str, source: str) -> dict:
 
     start, end = _day_window(from_, to)
     _check_source(source)
-    settings = _settings_for(collection)
+    settings = get_settings().for_collection(collection)  # checked by the command (_settings_for)
     with console.status("replaying"):
         series = evaluation.load_daily(settings, source)
         try:

@@ -42,18 +42,16 @@ class NothingPublished(NotExplainable):
 @lru_cache(maxsize=2)
 def _model_and_market(collection_id: int, snapshot_id: int, model_version_id: int,
                       data_read_at) -> tuple[FairValueModel, MarketData]:
-    """The snapshot's model and the market it was computed on: for sales, those stored before its
-    nowcast began reading (its created_at), so a sale that arrived since, even one dated before
-    the valuation moment, does not move the explanation away from the published value."""
-    from fairvalue.kinds import is_daily, kind_of
-    from storage.market import load_market_data
+    """The snapshot's model and the market it was computed on: the sales stored by the moment its
+    nowcast read them (data_read_at), so a sale stored since, even one dated before the valuation
+    moment, does not move the explanation away from the published value. (A sale flagged as a
+    wash trade since, by a later sale, is left out here though the snapshot read it.)"""
+    from fairvalue.kinds import kind_of
 
     with session_scope() as session:
         version = session.get(ModelVersion, model_version_id)
         coll = session.get(Collection, collection_id)
-        # A daily collection's prices are per day, and the valued day is the explanation's own.
-        data = kind_of(coll).load(session, coll) if is_daily(coll) else load_market_data(
-            session, coll, stored_by=data_read_at)
+        data = kind_of(coll).load(session, coll, stored_by=data_read_at)
     return load_model(get_store(), version), data
 
 
@@ -72,7 +70,7 @@ def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5
             raise NothingPublished("nothing published yet; run a nowcast")
         version = session.get(ModelVersion, snapshot.model_version_id)
         snapshot_id, version_id, version_number = snapshot.id, version.id, version.version
-        data_read_at = snapshot.created_at
+        data_read_at = snapshot.data_read_at  # None before migration 0009: every sale stored
         as_of, valued_at = naive_utc_moment(snapshot.as_of), naive_utc_moment(snapshot.valued_at)
         collection_id, currency = collection.id, collection.currency
     model, data = _model_and_market(collection_id, snapshot_id, version_id, data_read_at)

@@ -13,6 +13,7 @@ gates, shadows, the monitor) is shared: fairvalue/pipeline.py and fairvalue/life
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -31,10 +32,12 @@ from storage.tables import Collection, NowcastRow, NowcastSnapshot
 class UniqueItems:
     name = "unique_items"
 
-    def load(self, session: Session, coll: Collection):
+    def load(self, session: Session, coll: Collection, stored_by: datetime | None = None):
+        """The market the model may know; with `stored_by`, only the sales stored by then (what a
+        snapshot read: its data_read_at)."""
         from storage.market import load_market_data
 
-        return load_market_data(session, coll)
+        return load_market_data(session, coll, stored_by=stored_by)
 
     def value_all(self, model, data, moment: pd.Timestamp, settings: Settings) -> pd.DataFrame:
         """Every item valued at `moment` (valued_at's answer), from data before it."""
@@ -54,7 +57,10 @@ class UniqueItems:
 class DailyPrices:
     name = DAILY_PRICES
 
-    def load(self, session: Session, coll: Collection) -> daily.DailySeries:
+    def load(self, session: Session, coll: Collection, stored_by: datetime | None = None) -> daily.DailySeries:
+        """Every card and daily price. `stored_by` changes nothing: a row is a card's price of a day,
+        final once the day is over (docs/cards.md), and a nowcast values each card at its latest
+        market day before its own, so a price stored after it read is of a later day."""
         from storage.prices import load_daily_series
 
         return load_daily_series(session, coll)

@@ -165,31 +165,34 @@ def ingest_webhook_calls(calls: Sequence[WebhookCall], settings: Settings | None
 
 
 def ingest_file(path: Path, settings: Settings | None = None, progress: Progress | None = None):
-    """A sales file (a backfill) into a collection that can take it, else LookupError (below)."""
-    settings = settings or get_settings()
-    check_takes_sales(settings.collection)
+    """A sales file (a backfill); `fairvalue ingest sales` runs check_takes_sales first."""
     return ingest_sales_rows(read_sales_file(path), f"file:{path.name}", settings, progress)
 
 
+class CannotTakeSales(LookupError):
+    """The collection cannot take a sales file (check_takes_sales says why)."""
+
+
 def check_takes_sales(slug: str) -> None:
-    """LookupError unless `slug` names a stored collection of sales with items: a mistyped slug must
-    leave nothing behind, a daily-priced one takes prices (`fairvalue ingest prices`), and a
+    """CannotTakeSales unless `slug` names a stored collection of sales with items: a mistyped slug
+    must leave nothing behind, a daily-priced one takes prices (`fairvalue ingest prices`), and a
     collection without items would keep every row as rejected (unknown item) instead of saying
     that `fairvalue seed` has not run."""
-    from fairvalue.reads import collection_row
     from storage.tables import Item
 
     with session_scope() as session:
-        coll = collection_row(session, slug)
+        coll = session.exec(select(Collection).where(Collection.slug == slug)).first()
+        if coll is None:
+            raise CannotTakeSales(f"unknown collection {slug[:64]!r}: run `fairvalue seed` first")
         if kinds.is_daily(coll):
-            raise LookupError(f"collection {coll.slug} is of kind {coll.kind}: it takes daily prices "
-                              "(`fairvalue ingest prices`), not sales")
+            raise CannotTakeSales(f"collection {coll.slug} is of kind {coll.kind}: it takes daily prices "
+                                  "(`fairvalue ingest prices`), not sales")
         if session.exec(select(Item.item_key).where(Item.collection_id == coll.id).limit(1)).first() is None:
-            raise LookupError(f"collection {coll.slug} has no items: run `fairvalue seed` first")
+            raise CannotTakeSales(f"collection {coll.slug} has no items: run `fairvalue seed` first")
 
 
 def sales_since_published(settings: Settings | None = None) -> int:
-    """Sales ingested after the published snapshot was built: what a nowcast would add."""
+    """Sales stored after the published snapshot read its data: what a nowcast would add."""
     from storage.snapshots import published_snapshot
 
     settings = settings or get_settings()
@@ -197,8 +200,8 @@ def sales_since_published(settings: Settings | None = None) -> int:
         coll = collection(session, settings)
         snap = published_snapshot(session, coll)
         query = select(func.count()).select_from(Sale).where(Sale.collection_id == coll.id)
-        if snap is not None:
-            query = query.where(Sale.ingested_at > snap.created_at)
+        if snap is not None:  # a snapshot from before migration 0009: its row's creation
+            query = query.where(Sale.ingested_at > (snap.data_read_at or snap.created_at))
         return session.exec(query).one()
 
 
@@ -319,14 +322,23 @@ def holdout_evaluation(data: MarketData, holdout_start: pd.Timestamp, params: es
     return metrics, diag
 
 
-def champion_and_market(settings: Settings, store):
-    """The collection, its champion (verified artifact loaded) and the market it may know."""
+class NoChampion(LookupError):
+    """The collection has no champion model yet (nothing to value or measure with)."""
+
+
+class NotMeasured(ValueError):
+    """What was asked is not measured for this kind of collection yet."""
+
+
+def champion_and_market(settings: Settings, store, stored_by: datetime | None = None):
+    """The collection, its champion (verified artifact loaded) and the market it may know (with
+    `stored_by`, the sales stored by then)."""
     with session_scope() as session:
         coll = collection(session, settings)
         champion = get_alias(session, coll, CHAMPION)
         if champion is None:
-            raise LookupError(f"collection {coll.slug} has no champion model: run `fairvalue train`")
-        data = kinds.kind_of(coll).load(session, coll)
+            raise NoChampion(f"collection {coll.slug} has no champion model: run `fairvalue train`")
+        data = kinds.kind_of(coll).load(session, coll, stored_by=stored_by)
     return coll, champion, load_model(store, champion), data
 
 
@@ -347,7 +359,7 @@ def drift(settings: Settings | None = None, recent_days: int = 30) -> tuple[Drif
         collection_row(session, settings.collection)
     coll, champion, model, data = champion_and_market(settings, store)
     if kinds.is_daily(coll):
-        raise ValueError(f"drift is not measured for daily-priced collections ({coll.slug}) yet")
+        raise NotMeasured(f"drift is not measured for daily-priced collections ({coll.slug}) yet")
     ts = data.sales["ts"]
     train_start = pd.Timestamp(champion.data_start).tz_convert("UTC").tz_localize(None)
     train_end = pd.Timestamp(champion.data_end).tz_convert("UTC").tz_localize(None)
@@ -407,11 +419,11 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
         seconds[stage], clock = round(now - clock, 4), now
 
     store = get_store(settings)
-    # Sales stored from here on are not in this snapshot: a 1M-item nowcast reads for seconds,
-    # and a sale stored meanwhile must still count as new (sales_since_published) and stay out
-    # of the snapshot's explanation.
+    # The snapshot holds the sales stored before this moment, and only those: a 1M-item nowcast
+    # reads for seconds, and a sale stored meanwhile must still count as new (sales_since_published)
+    # and stay out of the snapshot's explanation, which reads the same sales.
     data_read_at = utcnow()
-    coll, champion, model, data = champion_and_market(settings, store)
+    coll, champion, model, data = champion_and_market(settings, store, stored_by=data_read_at)
     lap("load")
     t = pd.Timestamp(as_of).tz_convert("UTC").tz_localize(None)
     kind = kinds.kind_of(coll)

@@ -51,8 +51,8 @@ class MarketData:
     # index item_key (str); columns item_type, accessory_count, accessories (list) and, where the
     # loader has them, the ITEM_ATTRIBUTES (str, empty for none)
     items: pd.DataFrame
-    # columns event_id, ts, item_key, price and, from every loader, hour_precision (the sale's
-    # time_precision is models.times.HOUR); sorted by ts
+    # columns event_id, ts, item_key, price and, from the database and file loaders,
+    # hour_precision (the sale's time_precision is models.times.HOUR); sorted by ts
     sales: pd.DataFrame
     market: pd.DataFrame  # columns day (midnight), floor, eth_usd; sorted by day
     # The sales the model never sees, and why (columns event_id, ts, item_key, price, reason):

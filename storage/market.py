@@ -26,7 +26,9 @@ def load_market_data(session: Session, collection: Collection, with_excluded: bo
                      stored_by: datetime | None = None) -> MarketData:
     """What the model may know: every item, the sales that are not suspected wash trades, the
     daily inputs; with `with_excluded`, also the sales left out and why (for reports); with
-    `stored_by`, only the sales stored by then (what a snapshot read: its created_at)."""
+    `stored_by`, only the sales stored by then (what a snapshot read: its data_read_at)."""
+    if stored_by is not None and stored_by.tzinfo is None:  # SQLite hands back naive UTC
+        stored_by = stored_by.replace(tzinfo=UTC)
     if session.connection().dialect.name == "postgresql":
         items, sales = _items_and_sales_postgresql(session, collection, stored_by)
     else:

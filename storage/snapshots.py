@@ -39,8 +39,7 @@ def write_snapshot(
 ) -> NowcastSnapshot:
     """Write a complete, unpublished snapshot (the caller commits). `valued_at` is the moment the
     values are for, when it is not `as_of` (a silent market, models.nowcast.valuation_moment);
-    `data_read_at` when the nowcast began reading the sales it valued from (its created_at; by
-    default now).
+    `data_read_at` the moment the nowcast read its sales at (those stored by then are its data).
 
     The rows stored are exactly the archive's (`snapshot_csv`; pass it as `rows_csv` when it is
     already made), streamed with COPY on PostgreSQL: a 1M-item snapshot as executemany INSERTs
@@ -54,7 +53,7 @@ def write_snapshot(
         data_cutoff=data_cutoff,
         n_items=len(values),
         status="building",
-        created_at=data_read_at or utcnow(),
+        data_read_at=data_read_at,
     )
     session.add(snapshot)
     session.flush()

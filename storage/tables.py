@@ -161,9 +161,10 @@ class NowcastSnapshot(SQLModel, table=True):
     data_cutoff: datetime | None = Field(default=None, description="Latest sale the snapshot saw.")
     n_items: int = 0
     status: str = Field(default="building", max_length=16, description="building, published, failed")
-    created_at: datetime = Field(default_factory=utcnow, description=(
-        "When the nowcast began reading its data: a sale stored after it is not in the snapshot "
-        "(pipeline.sales_since_published, the explanation's market)"))
+    data_read_at: datetime | None = Field(default=None, description=(
+        "The moment the nowcast read its sales at: those stored by then are the snapshot's data, a sale "
+        "stored after it is not (pipeline.sales_since_published, the explanation's market)"))
+    created_at: datetime = Field(default_factory=utcnow)
     published_at: datetime | None = None
     archive_uri: str | None = None
     archive_sha256: str | None = None

@@ -186,3 +186,37 @@ def test_reads_during_publishing_see_one_whole_snapshot(client, seeded):
     from fairvalue import pipeline
 
     pipeline.nowcast()
+
+
+def test_a_sale_stored_while_a_nowcast_reads_counts_as_new(seeded):
+    """What a snapshot holds is the sales stored by the moment its nowcast read them
+    (data_read_at), not by when its row was written seconds later: a sale stored in between is
+    not in it, so the follow-up must still count it as new."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+    from sqlmodel import select
+
+    from fairvalue import pipeline
+    from storage.snapshots import published_snapshot
+    from storage.tables import NowcastSnapshot, Sale
+
+    result = pipeline.nowcast()
+    with session_scope() as session:
+        snap = session.get(NowcastSnapshot, result.snapshot_id)
+        assert snap.data_read_at is not None and snap.data_read_at <= snap.created_at
+        assert published_snapshot(session, ensure_collection(session, "cryptopunks")).id == snap.id
+    assert pipeline.sales_since_published() == 0
+    sale = {"event_id": "read-while-nowcasting", "item_id": "4321", "price": 80.0,
+            "timestamp": (utcnow() - timedelta(minutes=5)).isoformat()}
+    assert pipeline.ingest_sales_rows([sale], "test").accepted == 1
+    assert pipeline.sales_since_published() == 1
+    with session_scope() as session:  # as if the nowcast had read just before the sale was stored
+        stored_at = session.exec(select(Sale.ingested_at).where(Sale.event_id == sale["event_id"])).one()
+        session.execute(update(NowcastSnapshot.__table__).where(NowcastSnapshot.id == snap.id)
+                        .values(data_read_at=stored_at - timedelta(milliseconds=1), created_at=utcnow()))
+    assert pipeline.sales_since_published() == 1  # created_at, after the sale, does not hide it
+    with session_scope() as session:
+        session.execute(update(NowcastSnapshot.__table__).where(NowcastSnapshot.id == snap.id)
+                        .values(data_read_at=stored_at))
+    assert pipeline.sales_since_published() == 0

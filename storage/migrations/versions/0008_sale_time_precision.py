@@ -21,9 +21,12 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
-    from models.times import HOUR, HOUR_PRECISION_SOURCES, SECOND
+# As models.times had them when this revision was written: a migration must not change with the code.
+SECOND, HOUR = "second", "hour"
+HOUR_PRECISION_SOURCES = ("cryptopunks-vis",)
 
+
+def upgrade() -> None:
     with op.batch_alter_table('sales', schema=None) as batch_op:
         batch_op.add_column(sa.Column('time_precision', sqlmodel.sql.sqltypes.AutoString(length=8),
                                       server_default=SECOND, nullable=False))
