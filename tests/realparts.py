@@ -184,3 +184,25 @@ def client(seeded):
 
     with TestClient(app) as c:
         yield c
+
+
+def database_before(revision: str, tmp_path: Path, sales: list[dict]):
+    """(url, engine) of a SQLite database migrated only to `revision`, holding the cryptopunks
+    collection and `sales` (event_id, ts; optional seller, buyer, source) of item 7 at 90: what an
+    upgrade from that revision finds. The caller upgrades it and disposes of the engine."""
+    import sqlalchemy as sa
+
+    from storage.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, revision)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO collections (id, slug, name, kind, currency, created_at) "
+                             "VALUES (1, 'cryptopunks', 'CryptoPunks', 'unique_items', 'ETH', '2021-01-01')"))
+        for sale in sales:
+            conn.execute(sa.text(
+                "INSERT INTO sales (collection_id, event_id, item_key, ts, price, seller, buyer, source, content_hash, "
+                "ingested_at) VALUES (1, :event_id, '7', :ts, 90, :seller, :buyer, :source, 'h', '2021-12-31')"),
+                {"seller": "", "buyer": "", "source": "test", **sale})
+    return url, engine

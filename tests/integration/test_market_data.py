@@ -78,18 +78,11 @@ def test_the_migration_fills_the_time_precision_of_the_sales_a_database_already_
     import sqlalchemy as sa
 
     from storage.migrate import upgrade
+    from tests.realparts import database_before
 
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    upgrade(url, "0007")
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO collections (id, slug, name, kind, currency, created_at) "
-                             "VALUES (1, 'cryptopunks', 'CryptoPunks', 'unique_items', 'ETH', '2021-01-01')"))
-        for event_id, source in (("on-chain", "punks.market"), ("hourly", "cryptopunks-vis"), ("bare", "")):
-            conn.execute(sa.text(
-                "INSERT INTO sales (collection_id, event_id, item_key, ts, price, seller, buyer, source, content_hash, "
-                "ingested_at) VALUES (1, :e, '7', '2021-06-01T10:05:00', 90, '', '', :s, 'h', '2021-12-31')"),
-                {"e": event_id, "s": source})
+    url, engine = database_before("0007", tmp_path, [
+        {"event_id": event_id, "ts": "2021-06-01T10:05:00", "source": source}
+        for event_id, source in (("on-chain", "punks.market"), ("hourly", "cryptopunks-vis"), ("bare", ""))])
     upgrade(url, "head")
     with engine.connect() as conn:
         precisions = dict(conn.execute(sa.text("SELECT event_id, time_precision FROM sales")).all())

@@ -133,18 +133,11 @@ def test_the_migration_flags_the_sales_a_database_already_holds(tmp_path):
     import sqlalchemy as sa
 
     from storage.migrate import upgrade
+    from tests.realparts import database_before
 
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    upgrade(url, "0005")
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO collections (id, slug, name, kind, currency, created_at) "
-                             "VALUES (1, 'cryptopunks', 'CryptoPunks', 'unique_items', 'ETH', '2021-01-01')"))
-        for i, (days, seller, buyer) in enumerate([(0, "0xaa", "0xbb"), (1, "0xbb", "0xaa"), (2, "0xcc", "0xcc")]):
-            conn.execute(sa.text(
-                "INSERT INTO sales (collection_id, event_id, item_key, ts, price, seller, buyer, source, content_hash, "
-                "ingested_at) VALUES (1, :e, '7', :ts, 90, :s, :b, 'test', 'h', '2021-12-31')"),
-                {"e": f"old-{i}", "ts": (START + timedelta(days=days)).isoformat(), "s": seller, "b": buyer})
+    url, engine = database_before("0005", tmp_path, [
+        {"event_id": f"old-{i}", "ts": (START + timedelta(days=days)).isoformat(), "seller": seller, "buyer": buyer}
+        for i, (days, seller, buyer) in enumerate([(0, "0xaa", "0xbb"), (1, "0xbb", "0xaa"), (2, "0xcc", "0xcc")])])
     upgrade(url, "head")
     with engine.connect() as conn:
         reasons = dict(conn.execute(sa.text("SELECT event_id, wash_reason FROM sales")).all())
