@@ -52,21 +52,21 @@ def _settings_for(collection: str | None) -> Settings:
     with files in the data folder (a replay of them needs no database), or a stored one. Anything
     else is refused here, before any command runs, so a mistyped slug creates nothing: most
     commands would otherwise make the collection on first use."""
-    from sqlmodel import select
-
+    from fairvalue.errors import NotFound
+    from fairvalue.reads import collection_row
     from storage.db import session_scope
     from storage.ingest import COLLECTION_NAMES
-    from storage.tables import Collection
 
     settings = get_settings().for_collection(collection)
     slug = settings.collection
     if slug in COLLECTION_NAMES or (settings.data_dir / slug).is_dir():
         return settings
-    with session_scope() as session:
-        stored = session.exec(select(Collection.id).where(Collection.slug == slug)).first()
-    if stored is None:
-        console.print(f"[red]unknown collection {slug[:64]!r}[/]")
-        raise typer.Exit(1)
+    try:
+        with session_scope() as session:
+            collection_row(session, slug)
+    except NotFound as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
     return settings
 
 
@@ -227,12 +227,13 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
             collection: str = COLLECTION_OPTION) -> None:
     """Value every item with the champion and publish the snapshot."""
     from fairvalue import pipeline
+    from fairvalue.errors import NotFound
 
     settings = _settings_for(collection)
     try:
         with console.status("nowcasting"):
             result = pipeline.nowcast(settings, as_of=_parse_time(as_of))
-    except pipeline.NoChampion as exc:
+    except (NotFound, pipeline.NoChampion) as exc:  # a bundled collection not made yet, or no champion
         console.print(f"[red]nothing published:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(
@@ -805,9 +806,9 @@ def explain(
     """Why the published fair value of an item is what it is: top drivers and comparable sales."""
     from fairvalue import explanations
 
-    _settings_for(collection)
+    settings = _settings_for(collection)
     try:
-        out = explanations.explain_item(item_id, collection, top=top, n_comps=comps)
+        out = explanations.explain_item(item_id, settings.collection, top=top, n_comps=comps)
     except explanations.NotExplainable as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None

@@ -332,9 +332,12 @@ class NotMeasured(ValueError):
 
 def champion_and_market(settings: Settings, store, stored_by: datetime | None = None):
     """The collection, its champion (verified artifact loaded) and the market it may know (with
-    `stored_by`, the sales stored by then)."""
+    `stored_by`, the sales stored by then). The collection is looked up, not created: NotFound
+    for a slug that names none, so a mistyped one leaves nothing behind."""
+    from fairvalue.reads import collection_row
+
     with session_scope() as session:
-        coll = collection(session, settings)
+        coll = collection_row(session, settings.collection)
         champion = get_alias(session, coll, CHAMPION)
         if champion is None:
             raise NoChampion(f"collection {coll.slug} has no champion model: run `fairvalue train`")
@@ -351,12 +354,8 @@ def drift(settings: Settings | None = None, recent_days: int = 30) -> tuple[Drif
     whole-window reference reports drift for every champion, however fresh. Against the month
     the champion saw last, a fresh champion shows none and a stale one shows how far the market
     has moved since."""
-    from fairvalue.reads import collection_row
-
     settings = settings or get_settings()
     store = get_store(settings)
-    with session_scope() as session:  # looked up, not created: a mistyped slug must leave nothing behind
-        collection_row(session, settings.collection)
     coll, champion, model, data = champion_and_market(settings, store)
     if kinds.is_daily(coll):
         raise NotMeasured(f"drift is not measured for daily-priced collections ({coll.slug}) yet")
@@ -450,7 +449,7 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
 
 
 def shadow_nowcasts(settings: Settings, coll: Collection, data, moment, as_of, cutoff,
-                    valued_at, data_read_at=None) -> tuple[dict[str, int], dict[str, str]]:
+                    valued_at, data_read_at) -> tuple[dict[str, int], dict[str, str]]:
     """Value the collection with the models watched beside the champion: the previous
     champion during a promotion's probation (the monitor compares against it) and a contender
     in shadow. Their snapshots are kept with status `shadow` and never published. A shadow
