@@ -821,6 +821,7 @@ def explain(
     console.print(f"item {item_id}: fair value {out['fair_value']:.2f} {out['currency']} "
                   f"(typical item now {out['typical_value']:.2f}, floor {out['floor']:.2f}; "
                   f"snapshot {out['snapshot_id']}, model v{out['model_version']})")
+    _print_if_not_published(out)
     table = Table(title="drivers vs a typical item")
     for col in ("group", "effect"):
         table.add_column(col)
@@ -836,6 +837,12 @@ def explain(
     console.print(table)
 
 
+def _print_if_not_published(out: dict) -> None:
+    if out.get("matches_published") is False:
+        console.print(f"[yellow]the published value is {out['published_fair_value']:.2f}: this explanation "
+                      "read sales that changed since the snapshot (docs/architecture.md)[/yellow]")
+
+
 def _print_daily_explanation(item_id: str, out: dict) -> None:
     window, move = out["window_prices"], out.get("category_index_move_over_window")
     console.print(f"card {item_id}: fair value {out['fair_value']:.2f} {out['currency']} for {out['valued_day']} "
@@ -845,6 +852,7 @@ def _print_daily_explanation(item_id: str, out: dict) -> None:
     if window["n"]:
         console.print(f"window: {window['n']} daily prices from {window['first_day']}, median {window['median']:.2f}"
                       + ("" if move is None else f"; {out['category']} index moved {move:+.1%} over it"))
+    _print_if_not_published(out)
 
 
 @tokens_app.command("create")

@@ -1,6 +1,8 @@
 """Explain a published valuation: the drivers and comparable sales behind one item's fair value,
 computed with the model and the moment of the published snapshot, so the explanation matches the
-number the API serves.
+number the API serves. Each answer checks that it does (`matches_published`): the sales it reads
+are those stored by the snapshot's `data_read_at`, and a few races can still change them (a sale
+flagged as a wash trade since, a batch that committed just after that moment; docs/architecture.md).
 
 Explaining needs the champion and the market in memory (seconds to load), so the pair is cached
 per published snapshot: the first explanation after a nowcast pays the load, the next are fast.
@@ -24,7 +26,11 @@ from storage.artifacts import get_store
 from storage.db import session_scope
 from storage.registry import load_model
 from storage.snapshots import published_snapshot
-from storage.tables import Collection, Item, ModelVersion
+from storage.tables import Collection, Item, ModelVersion, NowcastRow
+
+# The snapshot stores 6 significant digits (storage/snapshots.format_floats): a recomputed value
+# within a unit of the 6th (relative 1e-5 at most) is the published one.
+PUBLISHED_DIGITS_TOLERANCE = 1e-5
 
 
 class NotExplainable(LookupError):
@@ -69,6 +75,8 @@ def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5
         if snapshot is None:
             raise NothingPublished("nothing published yet; run a nowcast")
         version = session.get(ModelVersion, snapshot.model_version_id)
+        row = session.get(NowcastRow, (snapshot.id, item_key))
+        published_value = None if row is None else row.fair_value
         snapshot_id, version_id, version_number = snapshot.id, version.id, version.version
         data_read_at = snapshot.data_read_at  # None before migration 0009: every sale stored
         as_of, valued_at = naive_utc_moment(snapshot.as_of), naive_utc_moment(snapshot.valued_at)
@@ -85,4 +93,8 @@ def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5
         out = explain(model, data, item_key, moment, top=top, n_comps=n_comps)
         out["as_of"] = iso(moment.to_pydatetime())  # UTC, written as every other answer writes times
     out.update(collection=slug, snapshot_id=snapshot_id, model_version=version_number, currency=currency)
+    if "fair_value" in out and published_value is not None:
+        out["published_fair_value"] = published_value
+        out["matches_published"] = bool(abs(out["fair_value"] - published_value)
+                                        <= PUBLISHED_DIGITS_TOLERANCE * abs(published_value))
     return out

@@ -48,6 +48,7 @@ def test_item_explanation_matches_the_published_value(client):
     # The snapshot stores 6 significant digits (storage/snapshots.format_floats), so the published
     # value is the explanation's to within half a unit of the 6th: 5e-6 of it.
     assert body["fair_value"] == pytest.approx(value["fair_value"], rel=1e-5)
+    assert body["matches_published"] is True and body["published_fair_value"] == value["fair_value"]
     # Which groups lead depends on the model and on what earlier tests ingested; that its own
     # traits are among the groups, and that `top` keeps the largest effects, does not.
     assert "trait:" in " ".join(d["group"] for d in body["drivers"])
@@ -86,6 +87,35 @@ def test_a_sale_stored_after_the_snapshot_does_not_move_its_explanation(client):
     assert moved["snapshot_id"] != body["snapshot_id"]
     assert moved["fair_value"] == pytest.approx(client.get("/v1/items/3100").json()["fair_value"], rel=1e-5)
     assert moved["fair_value"] != pytest.approx(body["fair_value"], rel=1e-3)
+
+
+def test_an_explanation_that_no_longer_matches_the_published_value_says_so(client):
+    """A late sale can make a sale the snapshot read a wash trade (the first leg of a round trip
+    arriving after the second): the explanation then leaves that sale out, so it cannot reproduce
+    the published value, and says so instead of passing its own value off as the published one."""
+    from datetime import timedelta
+
+    from fairvalue import explanations, pipeline
+
+    seller, buyer = "0x" + "ab" * 20, "0x" + "cd" * 20
+    now = utcnow()
+    back = {"event_id": "explain-wash-back", "item_id": "1234", "price": 900.0, "seller": buyer, "buyer": seller,
+            "timestamp": (now - timedelta(hours=1)).isoformat()}
+    assert pipeline.ingest_sales_rows([back], "test").accepted == 1  # clean: nothing before it yet
+    pipeline.nowcast()
+    published = client.get("/v1/items/1234").json()
+    explanations._model_and_market.cache_clear()  # as a fresh API process
+    there = {**back, "event_id": "explain-wash-there", "price": 80.0, "seller": seller, "buyer": buyer,
+             "timestamp": (now - timedelta(hours=3)).isoformat()}
+    assert pipeline.ingest_sales_rows([there], "test").accepted == 1  # makes `back` a round trip
+
+    body = client.get("/v1/items/1234/explanation").json()
+    assert body["snapshot_id"] == published["snapshot"]["id"]
+    assert body["matches_published"] is False
+    assert body["published_fair_value"] == published["fair_value"]
+    assert body["fair_value"] != pytest.approx(published["fair_value"], rel=1e-3)
+    page = client.get("/items/1234").text
+    assert "sales it read changed after the snapshot was computed" in page
 
 
 def test_a_snapshot_of_a_silent_market_names_the_moment_it_valued(client, seeded):
