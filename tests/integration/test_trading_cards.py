@@ -287,7 +287,8 @@ def test_api_and_pages_show_the_cards_beside_the_punks(cards_loaded, client):
     assert summary["kind"] == "daily_prices" and summary["counts"]["items"] == 40
     card_id = client.get("/v1/collections/cards/signals?limit=1").json()["signals"][0]["item_id"]
     assert client.get(f"/v1/collections/cards/items/{card_id}").json()["currency"] == "USD"
-    assert client.get(f"/v1/collections/cards/items/{card_id}/explanation").status_code == 200
+    explained = client.get(f"/v1/collections/cards/items/{card_id}/explanation")
+    assert explained.status_code == 200 and explained.json()["matches_published"] is True
 
     perf = client.get("/v1/collections/cards/performance?from=2025-05-01&to=2025-06-19").json()
     assert perf["kind"] == "daily_prices" and perf["model"]["n"] > 1000  # forward replay, card-days
