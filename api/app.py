@@ -40,7 +40,7 @@ def routes() -> list[Route]:
         Route("/openapi.json", docs.openapi_json, methods=["GET"], include_in_schema=False),
         Route("/docs", docs.docs_page, methods=["GET"], include_in_schema=False),
         Route("/v1/queue", ops.queue_status, methods=["GET"]),
-        Route("/v1/webhooks/sales", webhooks.receive_sales, methods=["POST"]),
+        Route(webhooks.PATH, webhooks.receive_sales, methods=["POST"]),
         *_collection_routes("/v1"),
         Route(COLLECTION, collections.summary, methods=["GET"]),
         *_collection_routes(COLLECTION),

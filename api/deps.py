@@ -11,6 +11,8 @@ from fairvalue.reads import iso, rounded  # noqa: F401  (kept importable from he
 from fairvalue.settings import get_settings
 
 SLUG = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+INTEGER = re.compile(r"-?[0-9]{1,19}")  # ASCII only: re's [0-9] is not \d
+DECIMAL = re.compile(r"-?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE]-?[0-9]{1,3})?")
 
 
 def slug_of(request: Request) -> str:
@@ -25,10 +27,11 @@ def int_param(request: Request, name: str, default: int | None = None) -> int | 
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadInput(f"{name} must be an integer, got {raw[:40]!r}") from None
+    # Plain ASCII digits with an optional minus, as a price is read: int() would also take
+    # "3_0", "+3" and full-width digits.
+    if not INTEGER.fullmatch(raw):
+        raise BadInput(f"{name} must be an integer, got {raw[:40]!r}")
+    value = int(raw)
     if not -(2**31) < value < 2**31:  # past what a database integer holds: a 400 here, not a 500 there
         raise BadInput(f"{name} is out of range, got {raw[:40]!r}")
     return value
@@ -38,10 +41,9 @@ def float_param(request: Request, name: str) -> float | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadInput(f"{name} must be a number, got {raw[:40]!r}") from None
+    if not DECIMAL.fullmatch(raw):  # float() would also take "1_0", "+1", "inf" and full-width digits
+        raise BadInput(f"{name} must be a number, got {raw[:40]!r}")
+    value = float(raw)
     if value != value or value in (float("inf"), float("-inf")):
         raise BadInput(f"{name} must be a finite number")
     return value

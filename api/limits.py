@@ -39,13 +39,17 @@ class _TooLarge(Exception):
 
 
 class BodyLimitMiddleware:
-    """413 for a body over FAIRVALUE_MAX_BODY_BYTES: by Content-Length up front, or while streaming."""
+    """413 for a body over FAIRVALUE_MAX_BODY_BYTES: by Content-Length up front, or while streaming.
 
-    def __init__(self, app):
+    `self_limited` paths are left to their handler, which reads the body under the same limit and
+    records the refusal (the sales webhook keeps every refused call it can: README, webhooks)."""
+
+    def __init__(self, app, self_limited: tuple[str, ...] = ()):
         self.app = app
+        self.self_limited = frozenset(self_limited)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.self_limited:
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 
+from api import webhooks
 from api.limits import BodyLimitMiddleware, RateLimitMiddleware
 from api.metrics import MetricsMiddleware
 from fairvalue.settings import get_settings
@@ -19,5 +20,5 @@ def install(app: Starlette) -> None:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(RateLimitMiddleware)
-    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(BodyLimitMiddleware, self_limited=(webhooks.PATH,))
     app.add_middleware(MetricsMiddleware, starlette_app_getter=lambda: app)

@@ -172,8 +172,10 @@ async def promote_version(request: Request) -> JSONResponse:
     """
     operator = await run_in_threadpool(require_operator, request)
     raw = request.path_params["version"]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:  # "²".isdigit() too, but int() refuses it
+    if not (raw.isascii() and raw.isdigit()):  # "²".isdigit() too, but int() refuses it
         raise HTTPException(400, f"version must be a number, got {raw[:40]!r}")
+    if len(raw) > 9:  # past what the versions' INTEGER column holds
+        raise HTTPException(400, f"version must be under 1,000,000,000, got {raw[:40]}")
     reason = _reason(await _json_body(request))
     settings = await run_in_threadpool(_scoped_settings, request)
     try:

@@ -33,6 +33,7 @@ from storage import webhooks as deliveries
 from storage.db import session_scope
 
 log = logging.getLogger("fairvalue.webhooks")
+PATH = "/v1/webhooks/sales"
 MAX_SALES_PER_CALL = 10_000
 
 

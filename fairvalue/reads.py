@@ -261,10 +261,11 @@ def item_history(slug: str | None, key: str, start: str | None = None, end: str 
 def _daily_prices(session: Session, coll: Collection, key: str, t0, t1) -> list[dict[str, Any]]:
     query = select(DailyPrice.day, DailyPrice.price).where(DailyPrice.collection_id == coll.id,
                                                            DailyPrice.item_key == key)
+    # Every day the window touches, as /market reads it: a `to` inside a day takes that day in.
     if t0:
         query = query.where(DailyPrice.day >= t0.date())
     if t1:
-        query = query.where(DailyPrice.day < t1.date())
+        query = query.where(DailyPrice.day <= (t1 - timedelta(microseconds=1)).date())
     return [{"day": day.isoformat(), "price": rounded(price)}
             for day, price in session.exec(query.order_by(DailyPrice.day)).all()]
 
@@ -302,9 +303,10 @@ def _decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         snapshot_id, offset = json.loads(raw)
-        # Within a BIGINT, or the database refuses the query; bool is an int to Python, not an id.
+        # Within the columns' types (a snapshot id is an INTEGER, an offset a BIGINT), or the
+        # database refuses the query; bool is an int to Python, not an id.
         if not all(isinstance(n, int) and not isinstance(n, bool) for n in (snapshot_id, offset)) \
-                or not (0 < snapshot_id < 2**63 and 0 <= offset < 2**63):
+                or not (0 < snapshot_id < 2**31 and 0 <= offset < 2**63):
             raise ValueError
     except (ValueError, TypeError, UnicodeDecodeError, json.JSONDecodeError):
         raise BadInput("cursor is not one this API handed out; start again without it") from None

@@ -91,6 +91,20 @@ def settle(validated: Sequence[ValidatedBatch], claims: Mapping[str, int], inser
     return settled
 
 
+def count_kept_before(settled: Sequence[CallSettlement], kept_now: set[str]) -> None:
+    """Set each call's `rejected_kept_before`: its rejected rows that were kept already, before
+    this batch or by an earlier call of it (`kept_now`: the row hashes the batch kept)."""
+    counted: set[str] = set()
+    for call in settled:
+        kept_before = 0
+        for rejection in call.rejections:
+            if rejection.row_hash in kept_now and rejection.row_hash not in counted:
+                counted.add(rejection.row_hash)
+            else:
+                kept_before += 1
+        call.report.rejected_kept_before = kept_before
+
+
 def every_sale_conflicts(report: IngestReport) -> bool:
     """The call is refused (409): every sale reuses a stored event id with other content."""
     conflicts = report.reasons.get(Reason.DUPLICATE_CONFLICT, 0)

@@ -262,7 +262,7 @@ class DailyFairValueModel:
         category_move = float(np.exp(idx.loc[day - pd.Timedelta(days=1)] -
                                       idx.loc[max(window.index.min(), idx.index.min())]) - 1) if len(window) else None
         return {
-            "item_key": item_key, "valued_day": day.date().isoformat(), "category": row["category"],
+            "item_id": item_key, "valued_day": day.date().isoformat(), "category": row["category"],
             "market_price": float(row["price"]), "fair_value": float(row["fair_value"]),
             "p10": float(row["p10"]), "p90": float(row["p90"]),
             "deviation": float(row["price"] / row["fair_value"] - 1),

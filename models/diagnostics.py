@@ -112,7 +112,8 @@ def segment_metrics(
                 pred[mask], act[mask],
                 None if lo is None else lo[mask], None if hi is None or lo is None else hi[mask],
             )
-            rows.append({"segment": str(name), "value": value, "n_filtered": int(mask.sum()) - m["n"], **m})
+            m.pop("filtered")  # a table of flat figures: the reasons are the whole window's
+            rows.append({"segment": str(name), "value": value, **m})
     extra = [k for row in rows for k in row if k not in columns]  # metrics valuation_metrics may add later
     return pd.DataFrame(rows, columns=columns + list(dict.fromkeys(extra)))
 

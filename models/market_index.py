@@ -1,11 +1,12 @@
 """The market's level, computed robustly and causally (a level at t uses only data before t).
 
 Two series:
-- `robust_floor`: the bundled floor column cleaned of one-day placeholders (it jumps from
-  36.99 to 1.0 and back on 2020-12-11): a trailing median of the last 3 observed days. Given
-  the sales, it also holds the floor through the drops one odd sale causes: the column is a
-  few-day mean of daily minimum sales, so a 4.4 ETH "sale" on 2021-11-01 kept it at ~75 ETH
-  for a week while punks kept selling at ~95 (see `hold_unconfirmed_drops`).
+- `robust_floor`: the bundled floor column cleaned of what its source got wrong: a trailing
+  median of the last 3 observed days, and, given the sales, held through the moves the sales do
+  not confirm. The column is a few-day mean of daily minimum sales, so one odd sale moves it for
+  days: a 4.4 ETH "sale" on 2021-11-01 kept it at ~75 ETH for a week while punks kept selling at
+  ~95, and sales of 20, 32 and 36.99 ETH in a 3 ETH market took it to 11.6, 20, 28.5 and 36.99 on
+  2020-12-06..10 before it fell back to 1.0-2.5 (see `hold_unconfirmed_moves`).
 - `sales_index`: the service's own daily level from clean sales: the 25th percentile of the
   prices of the last 3 days' sales (widened to 7 and 14 days when a window holds fewer than
   10 sales). A low quantile tracks the floor of traded items, and one odd sale, a gift or a
@@ -25,6 +26,11 @@ INDEX_MIN_SALES = 10
 # A floor that falls to under 90 % of the low of the sales around it was pulled down by an odd
 # sale: the sales do not confirm the fall.
 DROP_TOLERANCE = 0.9
+# A floor that rises to over twice that low was pushed up by odd sales: the floor sits near the
+# low of what sells. Over 2017-2021 the cleaned floor was above twice the low on 12 days: the
+# spikes of 2017-07-19/20, 2017-08-03..05, 2017-12-27/28, 2018-08-15..17 and 2020-12-06/07.
+# Without sales to tell, a floor that more than doubles in a day is held too.
+RISE_TOLERANCE = 2.0
 SALES_LOW_QUANTILE = 0.2  # the low of a window of sales: its 20th percentile ...
 SALES_LOW_DAYS = 3  # ... over the day and the two before it ...
 SALES_LOW_MIN_SALES = 5  # ... when they hold at least 5 sales ...
@@ -33,15 +39,20 @@ ODD_SALE_FRACTION = 0.6  # ... left after dropping those under 60 % of the previ
 
 def robust_floor(market: pd.DataFrame, sales: pd.DataFrame | None = None) -> pd.DataFrame:
     """The market frame with `floor` replaced by its trailing median over 3 observed days and,
-    when the sales are given, held through the drops they do not confirm.
+    when the sales are given, held through the moves they do not confirm. Days without a floor
+    (the source's gaps, up to 10 days before 2021) stay without one: `features.floor_before`
+    reads the latest observed day, and a gap counts for neither the median nor the hold.
 
     Causal: a day's floor uses sales of that day and earlier only, and callers read a day's
     floor only after the day is over (`features.floor_before`)."""
     out = market.copy()
-    floors = out["floor"].where(out["floor"] > 0)
-    out["floor"] = floors.rolling(FLOOR_SMOOTHING_DAYS, min_periods=1).median()
-    if sales is not None and len(sales) and len(out):
-        out["floor"] = hold_unconfirmed_drops(out["day"].to_numpy(), out["floor"].to_numpy(dtype=float), sales)
+    observed = np.flatnonzero((out["floor"] > 0).to_numpy())
+    floors = pd.Series(out["floor"].to_numpy(dtype=float)[observed])
+    cleaned = floors.rolling(FLOOR_SMOOTHING_DAYS, min_periods=1).median().to_numpy()
+    if sales is not None and len(sales) and len(cleaned):
+        cleaned = hold_unconfirmed_moves(out["day"].to_numpy()[observed], cleaned, sales)
+    out["floor"] = np.nan
+    out.iloc[observed, out.columns.get_loc("floor")] = cleaned
     return out
 
 
@@ -59,20 +70,30 @@ def sales_lows(days: np.ndarray, floor: np.ndarray, sales: pd.DataFrame) -> np.n
     return np.where(counts >= SALES_LOW_MIN_SALES, lows[:, 0], np.nan)
 
 
-def hold_unconfirmed_drops(days: np.ndarray, floor: np.ndarray, sales: pd.DataFrame) -> np.ndarray:
-    """The floor, with each day that fell below the day before (as held) to under DROP_TOLERANCE
-    of the low of the recent sales given the previous day's value instead. A real fall shows in
-    the sales, so their low falls with it and the floor follows; where there are too few sales
-    to tell, the floor is kept as it is.
+def hold_unconfirmed_moves(days: np.ndarray, floor: np.ndarray, sales: pd.DataFrame) -> np.ndarray:
+    """The floor (one value per observed day), with each move the recent sales do not confirm
+    replaced by the previous day's value (as held):
 
-    Any fall counts, not only a large one: the trailing median spreads one odd sale's step over
-    two days (the 26 ETH sale of 2021-12-28 took the column from 64.97 to 56.48, and the median
-    from 61.10 to 56.61 a day later), so no single day need fall far."""
+    - a fall to under DROP_TOLERANCE of the low of the recent sales. A real fall shows in the
+      sales, so their low falls with it and the floor follows. Any fall counts, not only a large
+      one: the trailing median spreads one odd sale's step over two days (the 26 ETH sale of
+      2021-12-28 took the column from 64.97 to 56.48, and the median from 61.10 to 56.61 a day
+      later), so no single day need fall far;
+    - a rise to over RISE_TOLERANCE times that low; or, where too few sales are there to tell,
+      to over RISE_TOLERANCE times the day before (the 2020-12 spike went on through three days
+      without a sale, and a 50 ETH sale took the column from 3.8 to 19.2 on 2020-10-28).
+
+    Where there are too few sales to tell, a fall and a rise under RISE_TOLERANCE are kept."""
     lows = sales_lows(days, floor, sales)
     held = floor.copy()
     for i in range(1, len(held)):
-        if held[i] < DROP_TOLERANCE * lows[i] and held[i] < held[i - 1]:
-            held[i] = held[i - 1]
+        previous = held[i - 1]
+        if held[i] < previous:
+            unconfirmed = held[i] < DROP_TOLERANCE * lows[i]  # False when the low is unknown (NaN)
+        else:
+            unconfirmed = held[i] > RISE_TOLERANCE * (lows[i] if np.isfinite(lows[i]) else previous)
+        if unconfirmed:
+            held[i] = previous
     return held
 
 

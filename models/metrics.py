@@ -9,32 +9,43 @@ import numpy as np
 
 
 def valuation_metrics(predicted: np.ndarray, actual: np.ndarray,
-                      p10: np.ndarray | None = None, p90: np.ndarray | None = None) -> dict[str, float | int]:
+                      p10: np.ndarray | None = None, p90: np.ndarray | None = None) -> dict[str, Any]:
+    """Error of fair values against prices. A pair without a positive price or a fair value is
+    left out, counted in `n_filtered` and by reason in `filtered`; the band's figures read the
+    pairs that have both ends (`n_without_band` counts the others, which are neither a hit
+    nor a miss)."""
     predicted = np.asarray(predicted, dtype=float)
     actual = np.asarray(actual, dtype=float)
-    ok = np.isfinite(predicted) & np.isfinite(actual) & (actual > 0)
+    priced = np.isfinite(actual) & (actual > 0)
+    ok = priced & np.isfinite(predicted)
     n = int(ok.sum())
+    filtered = {reason: count for reason, count in (("no_price", int((~priced).sum())),
+                                                    ("no_fair_value", int((priced & ~ok).sum()))) if count}
+    out: dict[str, Any] = {"n": n, "n_filtered": int(len(actual) - n), "filtered": filtered}
     if n == 0:
-        return {"n": 0}
+        return out
     pred, act = predicted[ok], actual[ok]
     rel = (pred - act) / act
     ape = np.abs(rel)
-    out: dict[str, float | int] = {
-        "n": n,
-        "n_filtered": int(len(actual) - n),
+    out.update({
         "mape": float(ape.mean()),
         "median_ape": float(np.median(ape)),
         "bias": float(np.median(rel)),
         "rmse": float(np.sqrt(np.mean((pred - act) ** 2))),
         "within_10pct": float((ape <= 0.10).mean()),
         "within_25pct": float((ape <= 0.25).mean()),
-    }
+    })
     if p10 is not None and p90 is not None:
         lo, hi = np.asarray(p10, dtype=float)[ok], np.asarray(p90, dtype=float)[ok]
-        out["band_coverage"] = float(((act >= lo) & (act <= hi)).mean())
-        # Coverage alone rewards a band wide enough to hold anything: its width and score too.
-        out["band_width"] = float(np.median(np.log(hi / lo)))
-        out["band_score"] = float(interval_scores(lo, hi, act).mean())
+        banded = np.isfinite(lo) & np.isfinite(hi) & (lo > 0)
+        if (~banded).any():
+            out["n_without_band"] = int((~banded).sum())
+        if banded.any():
+            lo, hi, act = lo[banded], hi[banded], act[banded]
+            out["band_coverage"] = float(((act >= lo) & (act <= hi)).mean())
+            # Coverage alone rewards a band wide enough to hold anything: its width and score too.
+            out["band_width"] = float(np.median(np.log(hi / lo)))
+            out["band_score"] = float(interval_scores(lo, hi, act).mean())
     return out
 
 

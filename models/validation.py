@@ -9,7 +9,7 @@ import bisect
 import hashlib
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -29,7 +29,10 @@ COLUMN_ALIASES = {
 }
 REQUIRED = ("event_id", "timestamp", "item_key", "price")
 TEXT_FIELDS = ("event_id", "item_key", "seller", "buyer", "source", "time_precision")
-MAX_EVENT_ID = 200
+# Every text field of a sale (an id, an address, a source name) fits in this many characters; a
+# longer one is a broken feed, and a 4,000-character address overflowed PostgreSQL's index on
+# the parties, which failed every webhook call committed with it.
+MAX_TEXT_LENGTH = 200
 FUTURE_SLACK = timedelta(minutes=5)
 # No market this service values traded before the Unix epoch; an earlier time is a broken
 # feed, and before 1677 it would not even fit the models' nanosecond timestamps.
@@ -62,6 +65,9 @@ class CleanSale:
     buyer: str
     source: str
     time_precision: str = SECOND  # models.times.TIME_PRECISIONS; not part of content_hash, like the source
+    # The row as it was sent, for the rejection it becomes if its event id turns out to be stored
+    # with other content (a rejected row is kept whole); not part of what the sale is.
+    row: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @cached_property  # read at least twice per sale (dedupe in the batch, the stored row)
     def content_hash(self) -> str:
@@ -89,10 +95,20 @@ class Rejection:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
+# The floor a price is checked against is the latest one, unless it is more than SPIKE_RATIO
+# times the lowest of the FLOOR_CHECK_DAYS observed floors before it; then that many times the
+# lowest. The source's column can sit far above every sale for days (2020-12-06..10 it read
+# 11.6 .. 36.99 in a 3 ETH market, and 0.2 x 36.99 refused all six sales of 12-11), while the
+# market itself has not tripled in a week since 2018: the 2021 run-up took months.
+FLOOR_CHECK_DAYS = 7
+SPIKE_RATIO = 3.0
+
+
 class FloorLookup:
-    """The floor known before a day: the latest one of an earlier day (the bundled series has
-    gaps). A day's floor is made from that day's sales, so a live webhook never has it yet; a
-    replay from files must not use it either, or the two would refuse different sales."""
+    """The floor known before a day: the latest of an earlier day (the bundled series has gaps),
+    held to SPIKE_RATIO times the lowest of the FLOOR_CHECK_DAYS observed days before it. A day's
+    floor is made from that day's sales, so a live webhook never has it yet; a replay from files
+    must not use it either, or the two would refuse different sales."""
 
     def __init__(self, floors: Mapping[date, float]):
         items = sorted((d, f) for d, f in floors.items() if f is not None and f > 0)
@@ -101,7 +117,9 @@ class FloorLookup:
 
     def before(self, day: date) -> float | None:
         i = bisect.bisect_left(self.days, day)
-        return self.values[i - 1] if i else None
+        if not i:
+            return None
+        return min(self.values[i - 1], SPIKE_RATIO * min(self.values[max(0, i - FLOOR_CHECK_DAYS):i]))
 
 
 def feed_number(value: Any) -> float | None:
@@ -194,9 +212,9 @@ def validate_row(
             return reject(Reason.MALFORMED_ROW, f"{name} must be text or a number, not {type(value).__name__}")
         if isinstance(value, str) and "\x00" in value:  # no database stores NUL in text
             return reject(Reason.MALFORMED_ROW, f"{name} contains a NUL character")
+        if value is not None and len(str(value).strip()) > MAX_TEXT_LENGTH:
+            return reject(Reason.MALFORMED_ROW, f"{name.replace('_', ' ')} longer than {MAX_TEXT_LENGTH} characters")
     event_id = str(values["event_id"]).strip()
-    if len(event_id) > MAX_EVENT_ID:
-        return reject(Reason.MALFORMED_ROW, f"event id longer than {MAX_EVENT_ID} characters")
     try:
         ts = parse_timestamp(values["timestamp"])
     except (ValueError, TypeError, OverflowError) as exc:
@@ -236,6 +254,7 @@ def validate_row(
         buyer=str(values["buyer"] or "").strip().lower(),
         source=source,
         time_precision=precision,
+        row=row,
     )
 
 

@@ -12,7 +12,15 @@ from typing import Any
 from sqlalchemy import Date, Float, bindparam, text
 from sqlmodel import Session, select
 
-from models.validation import CleanSale, FloorLookup, Reason, Rejection, ValidatedBatch, validate_batch
+from models.validation import (
+    FLOOR_CHECK_DAYS,
+    CleanSale,
+    FloorLookup,
+    Reason,
+    Rejection,
+    ValidatedBatch,
+    validate_batch,
+)
 from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale, utcnow
 from storage.upsert import insert_ignoring_conflicts, upsert
 from storage.wash import flag_wash_trades
@@ -77,8 +85,9 @@ def put_market_days(
 
 
 def floor_lookup(session: Session, collection: Collection, days: Iterable[date] | None = None) -> FloorLookup:
-    """Every floor of the collection; or, given `days`, only the latest floor before each of
-    them (`FloorLookup.before`; a small batch about one day must not read the whole series)."""
+    """Every floor of the collection; or, given `days`, only the latest FLOOR_CHECK_DAYS floors
+    before each of them (`FloorLookup.before`; a small batch about one day must not read the
+    whole series)."""
     if days is None:
         rows = session.exec(
             select(MarketDay.day, MarketDay.floor).where(MarketDay.collection_id == collection.id)
@@ -92,9 +101,7 @@ def floor_lookup(session: Session, collection: Collection, days: Iterable[date] 
         return FloorLookup(dict(connection.execute(FLOORS_BEFORE, {"slug": collection.slug, "days": days}).all()))
     found = {}
     for day in days:
-        row = connection.execute(FLOOR_BEFORE, {"collection": collection.id, "day": day}).first()
-        if row is not None:
-            found[row[0]] = row[1]
+        found.update(connection.execute(FLOOR_BEFORE, {"collection": collection.id, "day": day}).all())
     return FloorLookup(found)
 
 
@@ -106,11 +113,11 @@ KNOWN_AMONG = text("SELECT item_key FROM items WHERE collection_id = "
                    "(SELECT id FROM collections WHERE slug = :slug) AND item_key IN :keys") \
     .bindparams(bindparam("keys", expanding=True))
 FLOORS_BEFORE = text("SELECT f.day, f.floor FROM unnest(CAST(:days AS date[])) AS asked(day) CROSS JOIN LATERAL "
-                 "(SELECT day, floor FROM market_days WHERE collection_id = (SELECT id FROM collections "
-                 "WHERE slug = :slug) AND day < asked.day AND floor > 0 ORDER BY day DESC LIMIT 1) AS f") \
-    .columns(day=Date, floor=Float)
+                     "(SELECT day, floor FROM market_days WHERE collection_id = (SELECT id FROM collections "
+                     "WHERE slug = :slug) AND day < asked.day AND floor > 0 ORDER BY day DESC "
+                     f"LIMIT {FLOOR_CHECK_DAYS}) AS f").columns(day=Date, floor=Float)
 FLOOR_BEFORE = text("SELECT day, floor FROM market_days WHERE collection_id = :collection AND day < :day "
-                "AND floor > 0 ORDER BY day DESC LIMIT 1").columns(day=Date, floor=Float)
+                    f"AND floor > 0 ORDER BY day DESC LIMIT {FLOOR_CHECK_DAYS}").columns(day=Date, floor=Float)
 STORED_HASHES = text("SELECT event_id, content_hash FROM sales WHERE collection_id = :collection "
                      "AND event_id IN :ids").bindparams(bindparam("ids", expanding=True))
 
@@ -236,10 +243,11 @@ def store_validated(session: Session, collection: Collection, batch: ValidatedBa
 
 
 def conflict_with_stored(sale: CleanSale) -> Rejection:
-    """A sale whose event id is already stored with other content, kept as a rejection."""
-    raw = {"event_id": sale.event_id, "timestamp": sale.ts.isoformat(), "item_key": sale.item_key,
-           "price": sale.price, "seller": sale.seller, "buyer": sale.buyer, "source": sale.source,
-           "time_precision": sale.time_precision}
+    """A sale whose event id is already stored with other content, kept as a rejection: the row
+    as it was sent, or, for a sale made without one, as it was read."""
+    raw = dict(sale.row) if sale.row is not None else {
+        "event_id": sale.event_id, "timestamp": sale.ts.isoformat(), "item_key": sale.item_key, "price": sale.price,
+        "seller": sale.seller, "buyer": sale.buyer, "source": sale.source, "time_precision": sale.time_precision}
     return Rejection(raw, Reason.DUPLICATE_CONFLICT, "event id already stored with different content")
 
 
@@ -271,6 +279,11 @@ def _text(value: str | None) -> str | None:
 
 def store_rejections(session: Session, collection: Collection, rejections: list[Rejection], origin: str) -> int:
     """Keep each refused row with its reason, once (by row and reason); return how many were new."""
+    return len(keep_rejections(session, collection, rejections, origin))
+
+
+def keep_rejections(session: Session, collection: Collection, rejections: list[Rejection], origin: str) -> set[str]:
+    """store_rejections, returning the row hashes kept now (the others were kept already)."""
     rows = [
         {
             "collection_id": collection.id,
@@ -284,6 +297,6 @@ def store_rejections(session: Session, collection: Collection, rejections: list[
         }
         for r in rejections
     ]
-    return sum(len(insert_ignoring_conflicts(session, RejectedSale.__table__, rows[start : start + 2000],
-                                             returning="id"))
-               for start in range(0, len(rows), 2000))
+    return {row_hash for start in range(0, len(rows), 2000)
+            for row_hash in insert_ignoring_conflicts(session, RejectedSale.__table__, rows[start : start + 2000],
+                                                      returning="row_hash")}

@@ -64,7 +64,8 @@ def ingest_calls(session: Session, collection_slug: str, calls: Sequence[Webhook
     stored_hash.update((s.event_id, s.content_hash) for s in claimed if s.event_id in inserted)
     settled = batch_rules.settle(validated, claims, inserted, stored_hash)
 
-    ingest_store.store_rejections(session, collection, [r for s in settled for r in s.rejections], ORIGIN)
+    kept_now = ingest_store.keep_rejections(session, collection, [r for s in settled for r in s.rejections], ORIGIN)
+    batch_rules.count_kept_before(settled, kept_now)
     deliveries.record_all(session, [_delivery(call, settled_call.report, received_at)
                                     for call, settled_call in zip(live, settled, strict=True)])
 

@@ -47,6 +47,15 @@ def acceptances(session: Session, digests: Iterable[str]) -> dict[str, datetime]
     return dict(session.connection().execute(ACCEPTANCES, {"digests": digests}).all())
 
 
+def _signed_time(signed_at: int | None) -> datetime | None:
+    """The signature's time, None when there is none or it is no time a datetime holds (a
+    correctly signed t=10**20 is refused as stale, and must still be recorded)."""
+    try:
+        return datetime.fromtimestamp(signed_at, UTC) if signed_at is not None else None
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def delivery_row(
     *, outcome: str, status_code: int, body: bytes, reason: str = "", digest: str | None = None,
     signed_at: int | None = None, client: str = "", processed: bool = False, received_at: datetime | None = None,
@@ -57,7 +66,7 @@ def delivery_row(
         "received_at": received_at or utcnow(),
         "signature_sha256": digest,
         "accepted_signature": digest if processed else None,
-        "signed_at": datetime.fromtimestamp(signed_at, UTC) if signed_at is not None else None,
+        "signed_at": _signed_time(signed_at),
         "body_sha256": hashlib.sha256(body).hexdigest(),
         "body_bytes": len(body),
         "status_code": status_code,

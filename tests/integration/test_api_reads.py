@@ -145,6 +145,11 @@ def test_a_snapshot_of_a_silent_market_names_the_moment_it_valued(client, seeded
         ("/v1/items/10000/explanation", 404),
         ("/v1/items/7804/explanation?top=0", 400),
         ("/v1/items/7804/explanation?comps=x", 400),
+        # int() and float() would read these as 30, 3, 5 and 0.2: a parameter is plain ASCII digits
+        ("/v1/items/7804/explanation?top=3_0", 400),
+        ("/v1/items/7804/explanation?top=+3", 400),
+        ("/v1/items/7804/explanation?top=\uff15", 400),
+        ("/v1/collections/cryptopunks/signals?min_deviation=0_2", 400),
         ("/v1/items/10000", 404),
         ("/v1/items/abc%20def", 400),
         ("/v1/items/" + "9" * 80, 400),

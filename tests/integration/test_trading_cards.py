@@ -289,6 +289,12 @@ def test_api_and_pages_show_the_cards_beside_the_punks(cards_loaded, client):
     assert client.get(f"/v1/collections/cards/items/{card_id}").json()["currency"] == "USD"
     explained = client.get(f"/v1/collections/cards/items/{card_id}/explanation")
     assert explained.status_code == 200 and explained.json()["matches_published"] is True
+    assert explained.json()["item_id"] == card_id
+    # A window inside one day takes that day's price in, as /market takes the day in.
+    hour = "from=2025-05-01T12:00:00Z&to=2025-05-01T13:00:00Z"
+    prices = client.get(f"/v1/collections/cards/items/{card_id}/history?{hour}").json()["prices"]
+    market_days = [d["day"] for d in client.get(f"/v1/collections/cards/market?{hour}").json()["days"]]
+    assert [p["day"] for p in prices] == market_days == ["2025-05-01"]
 
     perf = client.get("/v1/collections/cards/performance?from=2025-05-01&to=2025-06-19").json()
     assert perf["kind"] == "daily_prices" and perf["model"]["n"] > 1000  # forward replay, card-days

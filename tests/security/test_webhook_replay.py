@@ -102,6 +102,16 @@ def test_bad_signatures_are_recorded_with_their_kind(client):
     assert sorted(outcomes) == ["bad_signature", "unsigned"]
 
 
+def test_a_signed_time_no_datetime_holds_is_refused_and_recorded(client):
+    """A correctly signed call with t=10**20 is stale (401) and recorded like any other."""
+    body = json.dumps(a_sale(f"far-{time.time_ns()}")).encode()
+    response = deliver(client, body, signing.sign(SECRET, body, 10**20))
+    assert response.status_code == 401 and response.json()["outcome"] == "stale"
+    with session_scope() as session:
+        last = session.exec(select(WebhookDelivery).order_by(WebhookDelivery.id.desc()).limit(1)).one()
+    assert (last.outcome, last.signed_at, last.status_code) == ("stale", None, 401)
+
+
 def test_unsigned_floods_are_answered_but_not_all_recorded(client, monkeypatch):
     """Anyone can send an unsigned call; recording each would let anyone grow webhook_deliveries."""
     from api import webhooks

@@ -1,4 +1,4 @@
-"""The market level: the floor held through drops one odd sale causes, and the hedonic model."""
+"""The market level: the floor held through the moves odd sales cause, and the hedonic model."""
 
 import numpy as np
 import pandas as pd
@@ -57,6 +57,44 @@ def test_too_few_sales_to_tell_leave_the_floor_as_it_is():
     sales = daily_sales({2: [95, 96]})
     np.testing.assert_array_equal(robust_floor(market(floors), sales)["floor"].to_numpy(),
                                   robust_floor(market(floors))["floor"].to_numpy())
+
+
+def test_a_rise_the_sales_do_not_show_is_held_through_days_without_sales():
+    # The column of 2020-12-05..14: odd sales of 20-37 ETH in a 3 ETH market took it to 36.99,
+    # through three days without a sale (7..9), then it fell to 1.0-2.5 with the market at 2.5-3.5.
+    floors = [3.15, 11.575, 20.05, 20.05, 28.5, 36.99, 1.0, 1.9, 2.2, 2.5]
+    sales = daily_sales({0: [3.0, 3.1, 3.15], 1: [2.25, 20.0, 3.2], 2: [36.99, 3.6, 3.3],
+                         6: [3.0, 1.0, 3.0, 2.5, 2.5, 3.5], 7: [2.8, 2.5, 2.5], 8: [3.5, 4.2, 2.8],
+                         9: [3.4, 3.75, 3.97, 3.5, 3.75, 3.0]})
+    held = robust_floor(market(floors), sales)["floor"].to_numpy()
+    np.testing.assert_array_equal(held[1:7], 3.15)  # the median alone read 11.6 .. 28.5
+    assert robust_floor(market(floors))["floor"].iloc[5] == 28.5
+    assert held.max() == 3.15
+
+
+def test_without_sales_to_tell_a_jump_to_over_twice_the_day_before_is_held():
+    # 2020-10-27..11-02: one 50 ETH sale took the column from 3.8 to 19.2, then 26.9, in a market
+    # of one or two sales a day; a rise to under twice the day before is kept.
+    floors = [3.8, 3.8, 19.23, 19.24, 26.86, 26.86, 3.86, 4.0]
+    sales = daily_sales({2: [50.0], 3: [3.72], 6: [4.0, 32.0]})
+    held = robust_floor(market(floors), sales)["floor"].to_numpy()
+    np.testing.assert_array_equal(held, [3.8, 3.8, 3.8, 3.8, 3.8, 3.8, 3.8, 4.0])
+    steady = [10.0, 10.0, 10.0, 15.0, 15.0, 15.0]
+    np.testing.assert_array_equal(robust_floor(market(steady), sales)["floor"].to_numpy(), [10, 10, 10, 10, 15, 15])
+
+
+def test_a_rise_the_sales_show_is_followed():
+    floors = [50, 50, 60, 70, 80, 90]
+    sales = daily_sales({d: [f * 1.1 + k for k in range(6)] for d, f in enumerate(floors)})
+    np.testing.assert_array_equal(robust_floor(market(floors), sales)["floor"].to_numpy(),
+                                  robust_floor(market(floors))["floor"].to_numpy())
+
+
+def test_days_without_a_floor_count_for_neither_the_median_nor_the_hold():
+    floors = [10.0, np.nan, np.nan, 12.0, 14.0, np.nan, 40.0]
+    out = robust_floor(market(floors))["floor"].to_numpy()
+    np.testing.assert_array_equal(out[[0, 3, 4, 6]], [10.0, 11.0, 12.0, 14.0])  # medians of observed days
+    assert np.isnan(out[[1, 2, 5]]).all()
 
 
 def test_a_held_day_depends_only_on_sales_of_that_day_and_before():

@@ -27,9 +27,17 @@ def test_valuation_metrics_on_a_hand_computed_case():
     assert m["band_score"] == pytest.approx((widths + 10 * np.log(100 / 99) + 10 * np.log(1.2)) / 4)
 
 
-def test_unusable_pairs_are_counted_as_filtered():
+def test_unusable_pairs_are_counted_as_filtered_with_their_reason():
     m = valuation_metrics(np.array([1.0, np.nan, 2.0]), np.array([1.0, 1.0, 0.0]))
-    assert (m["n"], m["n_filtered"]) == (1, 2)
+    assert (m["n"], m["n_filtered"], m["filtered"]) == (1, 2, {"no_fair_value": 1, "no_price": 1})
+    none = valuation_metrics(np.array([np.nan, np.nan]), np.array([1.0, 2.0]))
+    assert none == {"n": 0, "n_filtered": 2, "filtered": {"no_fair_value": 2}}
+
+
+def test_a_pair_without_a_band_is_neither_a_hit_nor_a_miss():
+    m = valuation_metrics(np.array([1.0, 2.0]), np.array([1.0, 2.0]), np.array([0.5, np.nan]), np.array([1.5, np.nan]))
+    assert (m["n"], m["n_without_band"], m["band_coverage"]) == (2, 1, 1.0)
+    assert np.isfinite(m["band_width"]) and np.isfinite(m["band_score"])
 
 
 def test_paired_mape_difference_on_hand_computed_cases():

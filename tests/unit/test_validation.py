@@ -78,6 +78,21 @@ def test_floor_check_uses_the_latest_floor_of_an_earlier_day():
     assert not isinstance(check(row(timestamp="2017-07-01T00:00:00Z", price_eth="0.01")), Rejection)
 
 
+def test_a_floor_that_spikes_over_the_sales_for_days_is_held_to_three_times_its_low():
+    # The column of 2020-12-01..10: ~3 ETH, then odd sales took it to 36.99 in five days; the
+    # sales of 12-11 went for 1.0-3.5 ETH, and 0.2 x 36.99 = 7.4 refused them all.
+    column = [3.0, 3.4, 2.9, 2.6, 3.15, 11.6, 20.0, 20.0, 28.5, 36.99]
+    spike = FloorLookup({date(2020, 12, 1 + i): floor for i, floor in enumerate(column)})
+    assert spike.before(date(2020, 12, 11)) == pytest.approx(3 * 2.6)  # the lowest of 12-04 .. 12-10
+    on_the_11th = [validate_row(row(timestamp="2020-12-11T12:00:00Z", price_eth=p), ITEMS, spike, 0.2, NOW)
+                   for p in ("1.0", "2.5")]
+    assert on_the_11th[0].reason == Reason.BELOW_FLOOR_FRACTION and not isinstance(on_the_11th[1], Rejection)
+    # A level the column keeps is the floor checked against once the week's low is over a third of it.
+    held = FloorLookup({**{date(2020, 12, 1 + i): floor for i, floor in enumerate(column)},
+                        **{date(2020, 12, 11 + i): 36.99 for i in range(7)}})
+    assert held.before(date(2020, 12, 13)) == pytest.approx(3 * 11.6) and held.before(date(2020, 12, 14)) == 36.99
+
+
 def test_naive_timestamp_is_read_as_utc():
     assert check(row(timestamp="2021-12-05 10:00:00")).ts == datetime(2021, 12, 5, 10, tzinfo=UTC)
 
@@ -100,13 +115,16 @@ def test_content_hash_ignores_the_reporting_source():
     [
         ({"event_id": "a\x00b"}, "event_id contains a NUL character"),
         ({"seller": "0x\x00"}, "seller contains a NUL character"),
-        ({"event_id": "e" * 201}, "longer than 200"),
+        ({"event_id": "e" * 201}, "event id longer than 200"),
+        ({"seller": "0x" + "a" * 4000}, "seller longer than 200"),  # overflowed PostgreSQL's index on the parties
+        ({"buyer": "b" * 201}, "buyer longer than 200"),
+        ({"source": "s" * 201}, "source longer than 200"),
         ({"event_id": ["e1"]}, "event_id must be text or a number, not list"),
         ({"punk_id": {"id": 1}}, "item_key must be text or a number, not dict"),
     ],
 )
 def test_text_no_database_can_store_is_refused(overrides, detail):
-    """NUL bytes, over-long ids and nested values would fail (or be cut) in the database: refused with why."""
+    """NUL bytes, over-long text and nested values would fail (or be cut) in the database: refused with why."""
     rejected = check(row(**overrides))
     assert isinstance(rejected, Rejection) and rejected.reason == Reason.MALFORMED_ROW
     assert detail in rejected.detail

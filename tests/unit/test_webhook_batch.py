@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fairvalue.webhook_batch import WebhookCall, claimed_sales, every_sale_conflicts, first_claims, replays, settle
+from fairvalue.webhook_batch import (
+    WebhookCall,
+    claimed_sales,
+    count_kept_before,
+    every_sale_conflicts,
+    first_claims,
+    replays,
+    settle,
+)
 from models.validation import FloorLookup, Reason, validate_batch
 
 NOW = datetime(2024, 1, 2, tzinfo=UTC)
@@ -66,3 +74,15 @@ def test_rows_refused_by_validation_stay_with_their_call_and_claim_nothing():
     refused, accepted = (s.report for s in settled)
     assert refused.reasons == {Reason.UNKNOWN_ITEM: 1} and refused.accepted == 0
     assert (accepted.accepted, accepted.duplicate) == (1, 1)  # the second copy in its own call
+
+
+def test_a_rejected_row_kept_before_the_batch_or_by_an_earlier_call_counts_as_kept_before():
+    # Three calls each send the same row for an unknown item; the third also sends a new one.
+    batches = validated([sale("u1", item="999")], [sale("u1", item="999")],
+                        [sale("u1", item="999"), sale("u2", item="999")])
+    settled = settle(batches, first_claims(batches), set(), {})
+    u1, u2 = settled[2].rejections[0].row_hash, settled[2].rejections[1].row_hash
+    count_kept_before(settled, kept_now={u1, u2})  # neither was kept before the batch
+    assert [s.report.rejected_kept_before for s in settled] == [0, 1, 1]
+    count_kept_before(settled, kept_now={u2})  # u1 was kept by an earlier batch
+    assert [s.report.rejected_kept_before for s in settled] == [1, 1, 1]
