@@ -64,8 +64,13 @@ class MarketData:
     _robust_market: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def before(self, t: pd.Timestamp) -> MarketData:
-        """The market as it was known just before t."""
+        """The market as it was known just before t. A sale known only to the hour
+        (`hour_precision`) may have come at any time in it, so it is known once its hour is over:
+        a replay's half-hour tick must not read a sale recorded at :10 that may have come at :45."""
         known = self.sales["ts"] < t
+        if "hour_precision" in self.sales:
+            hourly = self.sales["hour_precision"].to_numpy(dtype=bool)
+            known &= ~hourly | (self.sales["ts"].dt.floor("h") + pd.Timedelta(hours=1) <= t)
         return MarketData(
             self.items,
             self.sales[known],

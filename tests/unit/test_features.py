@@ -220,3 +220,26 @@ def test_a_training_row_known_only_to_the_hour_sees_nothing_of_its_hour():
                 .iloc[-2:]) == [hour, hour]
     exact_times = sales.assign(hour_precision=hour_precision(["second"] * len(sales)))
     assert valuation_moments(exact_times).equals(sales["ts"])  # an exact source keeps every time
+
+
+def test_a_sale_known_only_to_the_hour_is_known_once_its_hour_is_over():
+    """MarketData.before(t): a sale recorded at 15:10 of a source that gives only the hour may
+    have come at 15:45, so a tick at 15:30 must not read it; one with an exact time is read."""
+    from models.times import hour_precision
+
+    data = synthetic_market()
+    sales = data.sales.iloc[:300].copy()
+    hour = pd.Timestamp("2021-03-10 15:00")
+    recorded = pd.DataFrame({"event_id": ["h", "s"], "ts": [hour + pd.Timedelta(minutes=10)] * 2,
+                             "item_key": ["1", "2"], "price": [50.0, 60.0]})
+    sales = pd.concat([sales[sales["ts"] < hour], recorded], ignore_index=True)
+    sales["hour_precision"] = hour_precision(["second"] * (len(sales) - 2) + ["hour", "second"])
+    market = MarketData(data.items, sales, data.market)
+
+    def known_at(t: str) -> set[str]:
+        return set(market.before(pd.Timestamp(t)).sales["event_id"]) & {"h", "s"}
+
+    assert known_at("2021-03-10 15:10") == set()
+    assert known_at("2021-03-10 15:30") == {"s"}
+    assert known_at("2021-03-10 16:00") == {"h", "s"}
+    assert len(market.before(pd.Timestamp("2021-03-10 15:30")).context()) == len(sales) - 1
