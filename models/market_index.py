@@ -27,9 +27,10 @@ INDEX_MIN_SALES = 10
 # sale: the sales do not confirm the fall.
 DROP_TOLERANCE = 0.9
 # A floor that rises to over twice that low was pushed up by odd sales: the floor sits near the
-# low of what sells. Over 2017-2021 the cleaned floor was above twice the low on 12 days: the
-# spikes of 2017-07-19/20, 2017-08-03..05, 2017-12-27/28, 2018-08-15..17 and 2020-12-06/07.
-# Without sales to tell, a floor that more than doubles in a day is held too.
+# low of what sells. Before this rule, over 2017-2021, the cleaned floor was above twice the low
+# on 12 days: the spikes of 2017-07-19/20, 2017-08-03..05, 2017-12-27/28, 2018-08-15..17 and
+# 2020-12-06/07. Without sales to tell, a floor that more than doubles in a day is held too
+# (2018-09-18..21, 2020-10-29..11-01).
 RISE_TOLERANCE = 2.0
 SALES_LOW_QUANTILE = 0.2  # the low of a window of sales: its 20th percentile ...
 SALES_LOW_DAYS = 3  # ... over the day and the two before it ...

@@ -115,9 +115,10 @@ KNOWN_AMONG = text("SELECT item_key FROM items WHERE collection_id = "
 FLOORS_BEFORE = text("SELECT f.day, f.floor FROM unnest(CAST(:days AS date[])) AS asked(day) CROSS JOIN LATERAL "
                      "(SELECT day, floor FROM market_days WHERE collection_id = (SELECT id FROM collections "
                      "WHERE slug = :slug) AND day < asked.day AND floor > 0 ORDER BY day DESC "
-                     f"LIMIT {FLOOR_CHECK_DAYS}) AS f").columns(day=Date, floor=Float)
+                     "LIMIT :check_days) AS f").bindparams(check_days=FLOOR_CHECK_DAYS).columns(day=Date, floor=Float)
 FLOOR_BEFORE = text("SELECT day, floor FROM market_days WHERE collection_id = :collection AND day < :day "
-                    f"AND floor > 0 ORDER BY day DESC LIMIT {FLOOR_CHECK_DAYS}").columns(day=Date, floor=Float)
+                    "AND floor > 0 ORDER BY day DESC LIMIT :check_days").bindparams(
+    check_days=FLOOR_CHECK_DAYS).columns(day=Date, floor=Float)
 STORED_HASHES = text("SELECT event_id, content_hash FROM sales WHERE collection_id = :collection "
                      "AND event_id IN :ids").bindparams(bindparam("ids", expanding=True))
 

@@ -100,7 +100,7 @@ def test_an_explanation_that_no_longer_matches_the_published_value_says_so(clien
     seller, buyer = "0x" + "ab" * 20, "0x" + "cd" * 20
     now = utcnow()
     back = {"event_id": "explain-wash-back", "item_id": "1234", "price": 900.0, "seller": buyer, "buyer": seller,
-            "timestamp": (now - timedelta(hours=1)).isoformat()}
+            "timestamp": (now - timedelta(hours=1)).isoformat(), "source": "test"}  # not a bundled sale's flag
     assert pipeline.ingest_sales_rows([back], "test").accepted == 1  # clean: nothing before it yet
     pipeline.nowcast()
     published = client.get("/v1/items/1234").json()
