@@ -178,12 +178,15 @@ def check_takes_sales(slug: str) -> None:
     must leave nothing behind, a daily-priced one takes prices (`fairvalue ingest prices`), and a
     collection without items would keep every row as rejected (unknown item) instead of saying
     that `fairvalue seed` has not run."""
+    from fairvalue.errors import NotFound
+    from fairvalue.reads import collection_row
     from storage.tables import Item
 
     with session_scope() as session:
-        coll = session.exec(select(Collection).where(Collection.slug == slug)).first()
-        if coll is None:
-            raise CannotTakeSales(f"unknown collection {slug[:64]!r}: run `fairvalue seed` first")
+        try:
+            coll = collection_row(session, slug)
+        except NotFound as exc:
+            raise CannotTakeSales(f"{exc}: run `fairvalue seed` first") from None
         if kinds.is_daily(coll):
             raise CannotTakeSales(f"collection {coll.slug} is of kind {coll.kind}: it takes daily prices "
                                   "(`fairvalue ingest prices`), not sales")

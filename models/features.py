@@ -68,9 +68,8 @@ class MarketData:
         (`hour_precision`) may have come at any time in it, so it is known once its hour is over:
         a replay's half-hour tick must not read a sale recorded at :10 that may have come at :45."""
         known = self.sales["ts"] < t
-        if "hour_precision" in self.sales:
-            hourly = self.sales["hour_precision"].to_numpy(dtype=bool)
-            known &= ~hourly | (self.sales["ts"].dt.floor("h") + pd.Timedelta(hours=1) <= t)
+        if "hour_precision" in self.sales:  # its hour is over by t when it began before t's hour
+            known &= ~self.sales["hour_precision"].to_numpy(dtype=bool) | (self.sales["ts"] < t.floor("h"))
         return MarketData(
             self.items,
             self.sales[known],
