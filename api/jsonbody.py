@@ -17,6 +17,24 @@ class BadJson(ValueError):
     pass
 
 
+def media_type_refusal(content_type: str | None) -> str | None:
+    """Why a body declared with this Content-Type is not read as JSON, or None when it is.
+    No header is read as JSON (a signed body says what it is); any JSON type is fine
+    (application/json, application/*+json, with or without a charset). A form or text body is
+    refused rather than guessed at: a sender posting a form meant something else."""
+    if not content_type:
+        return None
+    media_type, _, parameters = content_type.partition(";")
+    media_type = media_type.strip().lower()
+    kind, _, subtype = media_type.partition("/")
+    if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
+        return f"Content-Type {media_type or '(empty)'!r} is not JSON; send application/json"
+    charset = re.search(r"charset\s*=\s*\"?([^\";\s]+)", parameters, re.IGNORECASE)
+    if charset and charset.group(1).lower().replace("-", "") != "utf8":
+        return f"charset {charset.group(1)!r} is not UTF-8; send the body as UTF-8"
+    return None
+
+
 def strings(value: Any):
     """Every string in a parsed value, keys included, without recursion."""
     stack = [value]

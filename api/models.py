@@ -67,6 +67,9 @@ async def _json_body(request: Request) -> dict:
     body = await request.body()
     if not body:
         return {}
+    wrong_type = jsonbody.media_type_refusal(request.headers.get("content-type"))
+    if wrong_type:
+        raise HTTPException(415, wrong_type)
     try:
         value = jsonbody.parse(body)
     except jsonbody.BadJson as exc:
@@ -129,6 +132,7 @@ async def create_training_request(request: Request) -> JSONResponse:
       401: {$ref: "#/components/responses/Unauthorized"}
       404: {$ref: "#/components/responses/NotFound"}
       413: {$ref: "#/components/responses/TooLarge"}
+      415: {$ref: "#/components/responses/UnsupportedMediaType"}
       422: {$ref: "#/components/responses/Unprocessable"}
     """
     operator = await run_in_threadpool(require_operator, request)
@@ -168,6 +172,7 @@ async def promote_version(request: Request) -> JSONResponse:
       401: {$ref: "#/components/responses/Unauthorized"}
       404: {$ref: "#/components/responses/NotFound"}
       413: {$ref: "#/components/responses/TooLarge"}
+      415: {$ref: "#/components/responses/UnsupportedMediaType"}
       422: {$ref: "#/components/responses/Unprocessable"}
     """
     operator = await run_in_threadpool(require_operator, request)
@@ -208,6 +213,7 @@ async def rollback(request: Request) -> JSONResponse:
         description: "no previous champion"
         content: {application/json: {schema: {$ref: "#/components/schemas/Error"}}}
       413: {$ref: "#/components/responses/TooLarge"}
+      415: {$ref: "#/components/responses/UnsupportedMediaType"}
       422: {$ref: "#/components/responses/Unprocessable"}
     """
     operator = await run_in_threadpool(require_operator, request)

@@ -199,6 +199,7 @@ async def receive_sales(request: Request) -> JSONResponse:
       400: {$ref: "#/components/responses/BadRequest"}
       401: {$ref: "#/components/responses/Unauthorized"}
       413: {$ref: "#/components/responses/TooLarge"}
+      415: {$ref: "#/components/responses/UnsupportedMediaType"}
       422: {$ref: "#/components/responses/Unprocessable"}
     """
     settings = get_settings()
@@ -221,6 +222,9 @@ async def receive_sales(request: Request) -> JSONResponse:
                 return await _refuse(401, reason, deliveries.REPLAY, body, client, digest, exc.timestamp)
         return await _refuse(401, reason, exc.kind, body, client, digest, exc.timestamp)
     digest = signing.delivery_digest(signed_at, body)
+    wrong_type = jsonbody.media_type_refusal(request.headers.get("content-type"))
+    if wrong_type:
+        return await _refuse(415, wrong_type, "unsupported_media_type", body, client, digest, signed_at)
     try:
         payload = jsonbody.parse(body)
     except jsonbody.BadJson as exc:

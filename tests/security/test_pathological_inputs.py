@@ -196,6 +196,12 @@ def test_hostile_operator_bodies(client, operator, name):
     assert response.json()["error"]
 
 
+def test_an_operator_body_declared_as_text_is_a_415(client, operator):
+    response = client.post("/v1/training-requests", content=b'{"reason": "drift"}',
+                           headers={**operator, "Content-Type": "text/plain"})
+    assert response.status_code == 415 and "'text/plain' is not JSON" in response.json()["error"], response.text
+
+
 @pytest.mark.parametrize("reason, status", [(b'"a\\u0000b"', 422), (b'"\\ud800"', 400)])
 def test_operator_reasons_that_no_column_can_store_are_refused(client, operator, reason, status):
     for path in ("/v1/training-requests", "/v1/models/rollback"):

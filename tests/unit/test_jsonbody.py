@@ -1,5 +1,6 @@
 import pytest
 
+from api import jsonbody
 from api.jsonbody import BadJson, depth, parse
 
 
@@ -30,3 +31,20 @@ def test_refusals_say_why(body, reason):
 
 def test_ordinary_bodies_parse():
     assert parse(b'{"sales": [{"event_id": "x", "price": 1.5}]}') == {"sales": [{"event_id": "x", "price": 1.5}]}
+
+
+@pytest.mark.parametrize("content_type", [None, "", "application/json", "Application/JSON; charset=UTF-8",
+                                          "application/json;charset=utf8", "application/vnd.sales+json"])
+def test_json_media_types_and_no_header_are_read(content_type):
+    assert jsonbody.media_type_refusal(content_type) is None
+
+
+@pytest.mark.parametrize("content_type, says", [
+    ("application/x-www-form-urlencoded", "'application/x-www-form-urlencoded' is not JSON"),
+    ("text/plain; charset=utf-8", "'text/plain' is not JSON"),
+    ("multipart/form-data; boundary=x", "'multipart/form-data' is not JSON"),
+    ("application/jsonp", "'application/jsonp' is not JSON"),
+    ("application/json; charset=latin-1", "charset 'latin-1' is not UTF-8"),
+])
+def test_other_media_types_are_refused_with_why(content_type, says):
+    assert says in jsonbody.media_type_refusal(content_type)
