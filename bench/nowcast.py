@@ -129,7 +129,7 @@ def measure(repeat: int, bare: bool) -> dict:
         from models.features import build_features
         from storage.artifacts import get_store
 
-        _, _, model, data = pipeline.champion_and_market(settings, get_store(settings))
+        _, _, model, data, _ = pipeline.champion_and_market(settings, get_store(settings))
         as_of = pd.Timestamp.now(tz="UTC").tz_localize(None)
         queries = pd.DataFrame({"item_key": data.items.index.to_numpy(), "ts": as_of})
         timer = harness.Timer()

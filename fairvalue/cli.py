@@ -840,7 +840,7 @@ def explain(
 def _print_if_not_published(out: dict) -> None:
     if out.get("matches_published") is False:
         console.print(f"[yellow]the published value is {out['published_fair_value']:.2f}: this explanation "
-                      "read sales that changed since the snapshot (docs/architecture.md)[/yellow]")
+                      "read data that changed since the snapshot (docs/architecture.md)[/yellow]")
 
 
 def _print_daily_explanation(item_id: str, out: dict) -> None:

@@ -1,8 +1,8 @@
 """Explain a published valuation: the drivers and comparable sales behind one item's fair value,
 computed with the model and the moment of the published snapshot, so the explanation matches the
-number the API serves. Each answer checks that it does (`matches_published`): the sales it reads
-are those stored by the snapshot's `data_read_at`, and a few races can still change them (a sale
-flagged as a wash trade since, a batch that committed just after that moment; docs/architecture.md).
+number the API serves. Each answer checks that it does (`matches_published`): on PostgreSQL it reads
+the sales exactly as the snapshot's nowcast read them (its `data_snapshot`); on SQLite those stored
+by its `data_read_at`, which a few races can still change (docs/architecture.md).
 
 Explaining needs the champion and the market in memory (seconds to load), so the pair is cached
 per published snapshot: the first explanation after a nowcast pays the load, the next are fast.
@@ -47,17 +47,20 @@ class NothingPublished(NotExplainable):
 
 @lru_cache(maxsize=2)
 def _model_and_market(collection_id: int, snapshot_id: int, model_version_id: int,
-                      data_read_at) -> tuple[FairValueModel, MarketData]:
-    """The snapshot's model and the market it was computed on: the sales stored by the moment its
-    nowcast read them (data_read_at), so a sale stored since, even one dated before the valuation
-    moment, does not move the explanation away from the published value. (A sale flagged as a
-    wash trade since, by a later sale, is left out here though the snapshot read it.)"""
+                      data_read_at, data_snapshot: str | None = None) -> tuple[FairValueModel, MarketData]:
+    """The snapshot's model and the market it was computed on, so a sale stored since, even one
+    dated before the valuation moment, does not move the explanation away from the published
+    value. On PostgreSQL the sales exactly as its nowcast's read saw them (data_snapshot: a flag
+    set since is not read either); elsewhere, or for a snapshot from before migration 0010, the
+    sales stored by the moment of that read (data_read_at), which a batch stamped before it but
+    committed after, or a sale flagged as a wash trade since, can still change."""
     from fairvalue.kinds import kind_of
 
     with session_scope() as session:
         version = session.get(ModelVersion, model_version_id)
         coll = session.get(Collection, collection_id)
-        data = kind_of(coll).load(session, coll, stored_by=data_read_at)
+        data = kind_of(coll).load(session, coll, stored_by=None if data_snapshot else data_read_at,
+                                  read_under=data_snapshot)
     return load_model(get_store(), version), data
 
 
@@ -79,9 +82,10 @@ def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5
         published_value = None if row is None else row.fair_value
         snapshot_id, version_id, version_number = snapshot.id, version.id, version.version
         data_read_at = snapshot.data_read_at  # None before migration 0009: every sale stored
+        data_snapshot = snapshot.data_snapshot  # None before migration 0010 and on SQLite
         as_of, valued_at = naive_utc_moment(snapshot.as_of), naive_utc_moment(snapshot.valued_at)
         collection_id, currency = collection.id, collection.currency
-    model, data = _model_and_market(collection_id, snapshot_id, version_id, data_read_at)
+    model, data = _model_and_market(collection_id, snapshot_id, version_id, data_read_at, data_snapshot)
     if hasattr(model, "value_days"):  # a daily-priced collection (trading cards): models/daily.py
         try:
             out = model.explain(data, item_key, as_of)

@@ -32,12 +32,13 @@ from storage.tables import Collection, NowcastRow, NowcastSnapshot
 class UniqueItems:
     name = "unique_items"
 
-    def load(self, session: Session, coll: Collection, stored_by: datetime | None = None):
-        """The market the model may know; with `stored_by`, only the sales stored by then (what a
-        snapshot read: its data_read_at)."""
+    def load(self, session: Session, coll: Collection, stored_by: datetime | None = None,
+             read_under: str | None = None):
+        """The market the model may know; with `stored_by` or `read_under`, only what a snapshot
+        read (its data_read_at, or on PostgreSQL its data_snapshot: storage.market)."""
         from storage.market import load_market_data
 
-        return load_market_data(session, coll, stored_by=stored_by)
+        return load_market_data(session, coll, stored_by=stored_by, read_under=read_under)
 
     def value_all(self, model, data, moment: pd.Timestamp, settings: Settings) -> pd.DataFrame:
         """Every item valued at `moment` (valued_at's answer), from data before it."""
@@ -57,10 +58,12 @@ class UniqueItems:
 class DailyPrices:
     name = DAILY_PRICES
 
-    def load(self, session: Session, coll: Collection, stored_by: datetime | None = None) -> daily.DailySeries:
-        """Every card and daily price. `stored_by` changes nothing: a row is a card's price of a day,
-        final once the day is over (docs/cards.md), and a nowcast values each card at its latest
-        market day before its own, so a price stored after it read is of a later day."""
+    def load(self, session: Session, coll: Collection, stored_by: datetime | None = None,
+             read_under: str | None = None) -> daily.DailySeries:
+        """Every card and daily price. `stored_by` and `read_under` change nothing: a row is a
+        card's price of a day, final once the day is over (docs/cards.md), and a nowcast values
+        each card at its latest market day before its own, so a price stored after it read is of
+        a later day."""
         from storage.prices import load_daily_series
 
         return load_daily_series(session, coll)

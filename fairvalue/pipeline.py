@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -33,11 +33,11 @@ from storage import ingest as ingest_store
 from storage import webhook_calls
 from storage.artifacts import ArtifactError, get_store
 from storage.bundled import read_market_days, read_punks, read_sales_file
-from storage.db import session_scope
-from storage.market import load_market_data
+from storage.db import consistent_reads, session_scope
+from storage.market import load_market_data, stored_after
 from storage.registry import CHAMPION, get_alias, load_model, promote, register_version
 from storage.snapshots import publish, snapshot_csv, snapshot_csv_gz, write_snapshot
-from storage.tables import Collection, NowcastSnapshot, Sale, utcnow
+from storage.tables import Collection, ModelVersion, NowcastSnapshot, Sale, utcnow
 
 Progress = Callable[[int], None]
 
@@ -203,7 +203,9 @@ def sales_since_published(settings: Settings | None = None) -> int:
         coll = collection(session, settings)
         snap = published_snapshot(session, coll)
         query = select(func.count()).select_from(Sale).where(Sale.collection_id == coll.id)
-        if snap is not None:  # a snapshot from before migration 0009: its row's creation
+        if snap is not None and snap.data_snapshot:  # exact: what its read did not see (storage/market.py)
+            query = query.where(stored_after(snap.data_snapshot))
+        elif snap is not None:  # a snapshot from before migration 0009: its row's creation
             query = query.where(Sale.ingested_at > (snap.data_read_at or snap.created_at))
         return session.exec(query).one()
 
@@ -333,19 +335,30 @@ class NotMeasured(ValueError):
     """What was asked is not measured for this kind of collection yet."""
 
 
-def champion_and_market(settings: Settings, store, stored_by: datetime | None = None):
-    """The collection, its champion (verified artifact loaded) and the market it may know (with
-    `stored_by`, the sales stored by then). The collection is looked up, not created: NotFound
-    for a slug that names none, so a mistyped one leaves nothing behind."""
-    from fairvalue.reads import collection_row
+class ChampionAndMarket(NamedTuple):
+    collection: Collection
+    champion: ModelVersion
+    model: Any
+    data: Any
+    read_under: str | None  # the pg_snapshot the market was read under (PostgreSQL), else None
 
-    with session_scope() as session:
+
+def champion_and_market(settings: Settings, store, stored_by: datetime | None = None) -> ChampionAndMarket:
+    """The collection, its champion (verified artifact loaded) and the market it may know, read
+    in one transaction: on PostgreSQL under one snapshot (`read_under`, the sales exactly as that
+    read saw them), elsewhere the sales stored by `stored_by`. The collection is looked up, not
+    created: NotFound for a slug that names none, so a mistyped one leaves nothing behind."""
+    from fairvalue.reads import collection_row
+    from storage.market import current_snapshot
+
+    with session_scope(consistent_reads()) as session:
+        read_under = current_snapshot(session)  # first: the snapshot every read below is under
         coll = collection_row(session, settings.collection)
         champion = get_alias(session, coll, CHAMPION)
         if champion is None:
             raise NoChampion(f"collection {coll.slug} has no champion model: run `fairvalue train`")
-        data = kinds.kind_of(coll).load(session, coll, stored_by=stored_by)
-    return coll, champion, load_model(store, champion), data
+        data = kinds.kind_of(coll).load(session, coll, stored_by=None if read_under else stored_by)
+    return ChampionAndMarket(coll, champion, load_model(store, champion), data, read_under)
 
 
 def drift(settings: Settings | None = None, recent_days: int = 30) -> tuple[DriftReport, str | None]:
@@ -359,7 +372,7 @@ def drift(settings: Settings | None = None, recent_days: int = 30) -> tuple[Drif
     has moved since."""
     settings = settings or get_settings()
     store = get_store(settings)
-    coll, champion, model, data = champion_and_market(settings, store)
+    coll, champion, model, data, _ = champion_and_market(settings, store)
     if kinds.is_daily(coll):
         raise NotMeasured(f"drift is not measured for daily-priced collections ({coll.slug}) yet")
     ts = data.sales["ts"]
@@ -421,11 +434,12 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
         seconds[stage], clock = round(now - clock, 4), now
 
     store = get_store(settings)
-    # The snapshot holds the sales stored before this moment, and only those: a 1M-item nowcast
-    # reads for seconds, and a sale stored meanwhile must still count as new (sales_since_published)
-    # and stay out of the snapshot's explanation, which reads the same sales.
+    # The snapshot holds the sales its read saw, and only those: a 1M-item nowcast reads for
+    # seconds, and a sale stored meanwhile must still count as new (sales_since_published) and stay
+    # out of the snapshot's explanation, which reads the same sales. On PostgreSQL the read's own
+    # pg_snapshot says which (exact); elsewhere, those stored by data_read_at.
     data_read_at = utcnow()
-    coll, champion, model, data = champion_and_market(settings, store, stored_by=data_read_at)
+    coll, champion, model, data, read_under = champion_and_market(settings, store, stored_by=data_read_at)
     lap("load")
     t = pd.Timestamp(as_of).tz_convert("UTC").tz_localize(None)
     kind = kinds.kind_of(coll)
@@ -437,7 +451,7 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     rows_csv = snapshot_csv(values)  # one text for the database rows and the archive
     with session_scope() as session:
         snapshot = write_snapshot(session, coll, champion.id, as_of, cutoff, values, rows_csv, valued_at,
-                                  data_read_at)
+                                  data_read_at, read_under)
     lap("write")
     with session_scope() as session:
         snapshot = session.get(NowcastSnapshot, snapshot.id)
@@ -445,14 +459,15 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     lap("publish")
     archive_uri, archive_error = archive_snapshot(settings, snapshot.id, values, rows_csv)
     lap("archive")
-    shadows, shadow_errors = shadow_nowcasts(settings, coll, data, moment, as_of, cutoff, valued_at, data_read_at)
+    shadows, shadow_errors = shadow_nowcasts(settings, coll, data, moment, as_of, cutoff, valued_at, data_read_at,
+                                             read_under)
     lap("shadows")
     return NowcastResult(snapshot.id, moved, len(values), champion.version, archive_uri, archive_error, shadows,
                          shadow_errors or None, seconds)
 
 
 def shadow_nowcasts(settings: Settings, coll: Collection, data, moment, as_of, cutoff,
-                    valued_at, data_read_at) -> tuple[dict[str, int], dict[str, str]]:
+                    valued_at, data_read_at, read_under=None) -> tuple[dict[str, int], dict[str, str]]:
     """Value the collection with the models watched beside the champion: the previous
     champion during a promotion's probation (the monitor compares against it) and a contender
     in shadow. Their snapshots are kept with status `shadow` and never published. A shadow
@@ -479,7 +494,7 @@ def shadow_nowcasts(settings: Settings, coll: Collection, data, moment, as_of, c
         values = kinds.kind_of(coll).value_all(model, data, moment, settings)
         with session_scope() as session:
             snapshot = write_snapshot(session, coll, version.id, as_of, cutoff, values, valued_at=valued_at,
-                                      data_read_at=data_read_at)
+                                      data_read_at=data_read_at, data_snapshot=read_under)
             snapshot.status, snapshot.published_at = "shadow", utcnow()
             session.add(snapshot)
         written[alias] = snapshot.id

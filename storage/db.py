@@ -47,6 +47,16 @@ def get_engine() -> Engine:
     return engine_for(get_settings().resolved_database_url())
 
 
+def consistent_reads(engine: Engine | None = None) -> Engine:
+    """The engine, with PostgreSQL transactions at REPEATABLE READ: every statement of one reads
+    the same snapshot, so a read of several statements (a nowcast's market) is of one moment, the
+    one storage.market.current_snapshot names. Other databases get the engine as it is."""
+    engine = engine or get_engine()
+    if engine.dialect.name != "postgresql":
+        return engine
+    return engine.execution_options(isolation_level="REPEATABLE READ")
+
+
 @contextmanager
 def session_scope(engine: Engine | None = None) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import text
 from sqlmodel import Session, select
 
 from models.features import ITEM_ATTRIBUTES, MarketData, attribute_text, excluded_frame
@@ -16,6 +17,33 @@ from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale
 
 EVERY_SALE_STORED = datetime(9999, 12, 31, tzinfo=UTC)  # load_market_data's stored_by when none is given
 
+# Which sales a PostgreSQL snapshot (pg_current_snapshot()'s text) read, and as what: a sale whose
+# storing transaction it saw, clean unless the transaction that flagged it as a wash trade was
+# seen too. Rows from before migration 0010 (null ids) count as stored, and flagged, before any
+# snapshot. Exact where a time stamp is not: a batch stamped before the read may commit after it.
+STORED_IN_SNAPSHOT = ("(stored_xact IS NULL OR pg_visible_in_snapshot(stored_xact::text::xid8, "
+                      "CAST(%(snapshot)s AS pg_snapshot)))")
+CLEAN_IN_SNAPSHOT = ("(wash_reason IS NULL OR (wash_flagged_xact IS NOT NULL AND NOT pg_visible_in_snapshot("
+                     "wash_flagged_xact::text::xid8, CAST(%(snapshot)s AS pg_snapshot))))")
+
+
+def current_snapshot(session: Session) -> str | None:
+    """The snapshot the session's transaction reads under (PostgreSQL; None elsewhere). Taken as
+    the first statement of a REPEATABLE READ transaction (storage.db.consistent_reads), it is
+    the one every later statement of that transaction reads under."""
+    if session.connection().dialect.name != "postgresql":
+        return None
+    return session.exec(text("SELECT pg_current_snapshot()::text")).one()[0]
+
+
+def stored_after(snapshot: str):
+    """A condition on sales: stored by a transaction `snapshot` did not see (what a nowcast
+    under it did not read). Every transaction before the snapshot's xmin was seen, so only ids
+    from there on are looked at, a range of ix_sales_stored_xact rather than every sale."""
+    return text("stored_xact >= pg_snapshot_xmin(CAST(:snapshot AS pg_snapshot))::text::bigint AND NOT "
+                "pg_visible_in_snapshot(stored_xact::text::xid8, CAST(:snapshot AS pg_snapshot))"
+                ).bindparams(snapshot=snapshot)
+
 
 def from_epoch_microseconds(values) -> np.ndarray:
     """Sale times read on PostgreSQL as integer microseconds since the epoch, as naive UTC."""
@@ -23,14 +51,18 @@ def from_epoch_microseconds(values) -> np.ndarray:
 
 
 def load_market_data(session: Session, collection: Collection, with_excluded: bool = False,
-                     stored_by: datetime | None = None) -> MarketData:
+                     stored_by: datetime | None = None, read_under: str | None = None) -> MarketData:
     """What the model may know: every item, the sales that are not suspected wash trades, the
     daily inputs; with `with_excluded`, also the sales left out and why (for reports); with
-    `stored_by`, only the sales stored by then (what a snapshot read: its data_read_at)."""
+    `stored_by`, only the sales stored by then (what a snapshot read: its data_read_at); with
+    `read_under` (PostgreSQL), the sales as a read under that pg_snapshot saw them (its
+    data_snapshot, exact where data_read_at is not)."""
     if stored_by is not None and stored_by.tzinfo is None:  # SQLite hands back naive UTC
         stored_by = stored_by.replace(tzinfo=UTC)
     if session.connection().dialect.name == "postgresql":
-        items, sales = _items_and_sales_postgresql(session, collection, stored_by)
+        items, sales = _items_and_sales_postgresql(session, collection, stored_by, read_under)
+    elif read_under is not None:
+        raise ValueError("a pg_snapshot is read only on PostgreSQL")
     else:
         items, sales = _items_and_sales(session, collection, stored_by)
     items = items.set_index("item_key")
@@ -99,8 +131,8 @@ def _items_and_sales(session: Session, collection: Collection,
     return items, sales
 
 
-def _items_and_sales_postgresql(session: Session, collection: Collection,
-                                stored_by: datetime | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _items_and_sales_postgresql(session: Session, collection: Collection, stored_by: datetime | None = None,
+                                read_under: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The same frames through the driver's cursor: the ORM's rows, its JSON decoding and
     per-row timezone-aware datetimes were most of a nowcast's load time. PostgreSQL extracts
     the attributes and gives times as integer microseconds since the epoch (exact)."""
@@ -117,10 +149,13 @@ def _items_and_sales_postgresql(session: Session, collection: Collection,
     items = pd.DataFrame(item_rows, columns=["item_key", "item_type", "accessory_count", "accessories",
                                              *ITEM_ATTRIBUTES])
     items["accessories"] = [list(json.loads(text)) for text in items["accessories"]]
+    read = f"{STORED_IN_SNAPSHOT} AND {CLEAN_IN_SNAPSHOT}" if read_under else "wash_reason IS NULL"
     sale_rows = cursor.execute(
-        "SELECT event_id, (EXTRACT(EPOCH FROM ts) * 1000000)::bigint, item_key, price, time_precision = %s "
-        "FROM sales WHERE collection_id = %s AND wash_reason IS NULL AND ingested_at <= %s ORDER BY ts, id",
-        (HOUR, collection.id, stored_by or EVERY_SALE_STORED),
+        "SELECT event_id, (EXTRACT(EPOCH FROM ts) * 1000000)::bigint, item_key, price, "  # nosec B608: fixed text
+        f"time_precision = %(hour)s FROM sales WHERE collection_id = %(collection)s AND {read} "
+        "AND ingested_at <= %(stored_by)s ORDER BY ts, id",
+        {"hour": HOUR, "collection": collection.id, "stored_by": stored_by or EVERY_SALE_STORED,
+         "snapshot": read_under},
     ).fetchall()
     sales = pd.DataFrame(sale_rows, columns=["event_id", "ts", "item_key", "price", "hour_precision"])
     sales["ts"] = from_epoch_microseconds(sales["ts"].to_numpy())

@@ -36,10 +36,12 @@ def write_snapshot(
     rows_csv: str | None = None,
     valued_at: datetime | None = None,
     data_read_at: datetime | None = None,
+    data_snapshot: str | None = None,
 ) -> NowcastSnapshot:
     """Write a complete, unpublished snapshot (the caller commits). `valued_at` is the moment the
     values are for, when it is not `as_of` (a silent market, models.nowcast.valuation_moment);
-    `data_read_at` the moment the nowcast read its sales at (those stored by then are its data).
+    `data_read_at` the moment the nowcast read its sales at (those stored by then are its data),
+    and on PostgreSQL `data_snapshot` the pg_snapshot it read them under (exactly its data).
 
     The rows stored are exactly the archive's (`snapshot_csv`; pass it as `rows_csv` when it is
     already made), streamed with COPY on PostgreSQL: a 1M-item snapshot as executemany INSERTs
@@ -54,6 +56,7 @@ def write_snapshot(
         n_items=len(values),
         status="building",
         data_read_at=data_read_at,
+        data_snapshot=data_snapshot,
     )
     session.add(snapshot)
     session.flush()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, FetchedValue, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from models.times import SECOND
@@ -67,6 +67,12 @@ class Sale(SQLModel, table=True):
     wash_reason: str | None = Field(
         default=None, max_length=32,
         description="why this sale looks like a wash trade (models/wash.py); such a sale never trains or scores")
+    # On PostgreSQL: the transactions (xid8 as bigint) that stored the sale and first flagged it,
+    # so a snapshot's explanation reads exactly the sales its nowcast read (storage/market.py).
+    # The database fills stored_xact (migration 0010); null before it, and always on SQLite.
+    stored_xact: int | None = Field(default=None, sa_type=BigInteger, index=True,
+                                    sa_column_kwargs={"server_default": FetchedValue()})
+    wash_flagged_xact: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class RejectedSale(SQLModel, table=True):
@@ -162,8 +168,11 @@ class NowcastSnapshot(SQLModel, table=True):
     n_items: int = 0
     status: str = Field(default="building", max_length=16, description="building, published, failed")
     data_read_at: datetime | None = Field(default=None, description=(
-        "The moment the nowcast read its sales at: those stored by then are the snapshot's data, a sale "
-        "stored after it is not (pipeline.sales_since_published, the explanation's market)"))
+        "The moment the nowcast read its sales at: without a data_snapshot, those stored by then are the "
+        "snapshot's data, a sale stored after it is not (pipeline.sales_since_published, the explanation's market)"))
+    data_snapshot: str | None = Field(default=None, description=(
+        "On PostgreSQL, the pg_snapshot the nowcast read its market under: exactly the sales it read, as "
+        "they were (storage/market.py); null on SQLite and before migration 0010, where data_read_at decides"))
     created_at: datetime = Field(default_factory=utcnow)
     published_at: datetime | None = None
     archive_uri: str | None = None

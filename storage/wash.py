@@ -39,6 +39,10 @@ from storage.tables import Collection, Sale
 # the seed) reads every sale of its time range rather than send thousands of keys.
 NARROW_BATCH = 500
 SET_REASON = text("UPDATE sales SET wash_reason = :reason WHERE id = :sale_id")
+# On PostgreSQL the first flag also names its transaction, so a snapshot read before it still
+# reads the sale as clean, as it did (storage/market.py).
+SET_REASON_PG = text("UPDATE sales SET wash_reason = :reason, wash_flagged_xact = CASE WHEN wash_reason IS NULL "
+                     "THEN pg_current_xact_id()::text::bigint ELSE wash_flagged_xact END WHERE id = :sale_id")
 # pg_advisory_xact_lock(namespace, collection id): one lock per collection's wash flags.
 FLAG_LOCK_NAMESPACE = 0x5A5F  # any fixed int4: the two-key form is a key space apart from the beat's lock
 FLAG_LOCK = text("SELECT pg_advisory_xact_lock(:namespace, :collection)")
@@ -112,4 +116,4 @@ def flag_wash_trades(session: Session, collection: Collection, new_sales: Sequen
         if merged != stored_reason:
             changes.append({"sale_id": int(sale_id), "reason": merged})
     if changes:
-        connection.execute(SET_REASON, changes)
+        connection.execute(SET_REASON_PG if dialect == "postgresql" else SET_REASON, changes)

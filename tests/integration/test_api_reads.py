@@ -89,33 +89,88 @@ def test_a_sale_stored_after_the_snapshot_does_not_move_its_explanation(client):
     assert moved["fair_value"] != pytest.approx(body["fair_value"], rel=1e-3)
 
 
-def test_an_explanation_that_no_longer_matches_the_published_value_says_so(client):
-    """A late sale can make a sale the snapshot read a wash trade (the first leg of a round trip
-    arriving after the second): the explanation then leaves that sale out, so it cannot reproduce
-    the published value, and says so instead of passing its own value off as the published one."""
+def _round_trip_flagged_after_a_nowcast(client, item: str) -> dict:
+    """Publish a snapshot that reads a clean sale of `item`, then store the first leg of a round
+    trip (arriving late), which flags that sale as a wash trade; the published valuation."""
     from datetime import timedelta
 
     from fairvalue import explanations, pipeline
 
-    seller, buyer = "0x" + "ab" * 20, "0x" + "cd" * 20
+    # Parties of their own per item: a pair seen trading before would flag `back` at once.
+    seller, buyer = "0x" + item.zfill(4) * 10, "0x" + ("c" + item).zfill(4) * 10
     now = utcnow()
-    back = {"event_id": "explain-wash-back", "item_id": "1234", "price": 900.0, "seller": buyer, "buyer": seller,
-            "timestamp": (now - timedelta(hours=1)).isoformat(), "source": "test"}  # not a bundled sale's flag
+    back = {"event_id": f"explain-wash-back-{item}", "item_id": item, "price": 900.0, "seller": buyer,
+            "buyer": seller, "timestamp": (now - timedelta(hours=1)).isoformat(), "source": "test"}
     assert pipeline.ingest_sales_rows([back], "test").accepted == 1  # clean: nothing before it yet
     pipeline.nowcast()
-    published = client.get("/v1/items/1234").json()
+    published = client.get(f"/v1/items/{item}").json()
     explanations._model_and_market.cache_clear()  # as a fresh API process
-    there = {**back, "event_id": "explain-wash-there", "price": 80.0, "seller": seller, "buyer": buyer,
+    there = {**back, "event_id": f"explain-wash-there-{item}", "price": 80.0, "seller": seller, "buyer": buyer,
              "timestamp": (now - timedelta(hours=3)).isoformat()}
     assert pipeline.ingest_sales_rows([there], "test").accepted == 1  # makes `back` a round trip
+    return published
 
+
+def test_a_sale_flagged_since_the_snapshot_is_read_as_the_snapshot_read_it(client):
+    """A late sale can make a sale the snapshot read a wash trade (the first leg of a round trip
+    arriving after the second). The explanation reads the sales as the snapshot's nowcast read
+    them, under its pg_snapshot, so the flag set since does not change it."""
+    published = _round_trip_flagged_after_a_nowcast(client, "1234")
     body = client.get("/v1/items/1234/explanation").json()
+    assert body["snapshot_id"] == published["snapshot"]["id"]
+    assert body["matches_published"] is True
+    assert body["fair_value"] == pytest.approx(published["fair_value"], rel=1e-5)
+
+
+def test_an_explanation_that_no_longer_matches_the_published_value_says_so(client):
+    """A snapshot without a pg_snapshot (written before migration 0010, or on SQLite) is explained
+    from the sales stored by its data_read_at, flags as they are now: the late flag above then
+    leaves out a sale the snapshot read, and the explanation says it does not match instead of
+    passing its own value off as the published one."""
+    from fairvalue import explanations
+    from storage.tables import NowcastSnapshot
+
+    published = _round_trip_flagged_after_a_nowcast(client, "1235")
+    with session_scope() as session:
+        session.get(NowcastSnapshot, published["snapshot"]["id"]).data_snapshot = None
+    explanations._model_and_market.cache_clear()
+
+    body = client.get("/v1/items/1235/explanation").json()
     assert body["snapshot_id"] == published["snapshot"]["id"]
     assert body["matches_published"] is False
     assert body["published_fair_value"] == published["fair_value"]
     assert body["fair_value"] != pytest.approx(published["fair_value"], rel=1e-3)
-    page = client.get("/items/1234").text
-    assert "sales it read changed after the snapshot was computed" in page
+    page = client.get("/items/1235").text
+    assert "the data it read changed after the snapshot was computed" in page
+
+
+def test_a_batch_committed_after_the_nowcast_read_is_outside_its_snapshot(client):
+    """A batch stamped before a nowcast's read but committed after it (a slow transaction) was not
+    read: its sale stays out of the snapshot's explanation, and counts as new for the next nowcast."""
+    from datetime import timedelta
+
+    from fairvalue import explanations, pipeline
+    from fairvalue.settings import get_settings
+
+    pipeline.ingest_sales_rows([{"event_id": "slow-anchor-5822", "item_id": "5822", "price": 4000.0,
+                                 "timestamp": (utcnow() - timedelta(hours=1)).isoformat()}], "test")
+    pipeline.nowcast()
+    slow = {"event_id": "slow-commit-4444", "item_id": "4444", "price": 900.0,
+            "timestamp": (utcnow() - timedelta(minutes=30)).isoformat()}
+    with session_scope() as session:  # stamped (ingested_at) now, committed only after the nowcast
+        assert pipeline.ingest_sales_call(session, [slow], "test", get_settings()).accepted == 1
+        result = pipeline.nowcast()
+    published = client.get("/v1/items/4444").json()
+    assert published["snapshot"]["id"] == result.snapshot_id
+    explanations._model_and_market.cache_clear()
+
+    body = client.get("/v1/items/4444/explanation?comps=20").json()
+    assert body["matches_published"] is True, body
+    assert "slow-commit-4444" not in {c.get("event_id") for c in body["comparable_sales"]}
+    assert pipeline.sales_since_published() == 1
+    pipeline.nowcast()  # the next snapshot reads it: the item's own last sale, at 10x its value
+    assert pipeline.sales_since_published() == 0
+    assert client.get("/v1/items/4444").json()["fair_value"] != pytest.approx(published["fair_value"], rel=1e-3)
 
 
 def test_a_snapshot_of_a_silent_market_names_the_moment_it_valued(client, seeded):
@@ -224,9 +279,10 @@ def test_reads_during_publishing_see_one_whole_snapshot(client, seeded):
 
 
 def test_a_sale_stored_while_a_nowcast_reads_counts_as_new(seeded):
-    """What a snapshot holds is the sales stored by the moment its nowcast read them
-    (data_read_at), not by when its row was written seconds later: a sale stored in between is
-    not in it, so the follow-up must still count it as new."""
+    """Without a pg_snapshot (SQLite; before migration 0010), what a snapshot holds is the sales
+    stored by the moment its nowcast read them (data_read_at), not by when its row was written
+    seconds later: a sale stored in between is not in it, so the follow-up must still count it
+    as new. (With one, the read's own snapshot decides: the slow-commit test above.)"""
     from datetime import timedelta
 
     from sqlalchemy import update
@@ -249,7 +305,8 @@ def test_a_sale_stored_while_a_nowcast_reads_counts_as_new(seeded):
     with session_scope() as session:  # as if the nowcast had read just before the sale was stored
         stored_at = session.exec(select(Sale.ingested_at).where(Sale.event_id == sale["event_id"])).one()
         session.execute(update(NowcastSnapshot.__table__).where(NowcastSnapshot.id == snap.id)
-                        .values(data_read_at=stored_at - timedelta(milliseconds=1), created_at=utcnow()))
+                        .values(data_read_at=stored_at - timedelta(milliseconds=1), created_at=utcnow(),
+                                data_snapshot=None))
     assert pipeline.sales_since_published() == 1  # created_at, after the sale, does not hide it
     with session_scope() as session:
         session.execute(update(NowcastSnapshot.__table__).where(NowcastSnapshot.id == snap.id)
