@@ -57,20 +57,6 @@ def robust_floor(market: pd.DataFrame, sales: pd.DataFrame | None = None) -> pd.
     return out
 
 
-def sales_lows(days: np.ndarray, floor: np.ndarray, sales: pd.DataFrame) -> np.ndarray:
-    """For each day, the low of the sales of that day and the SALES_LOW_DAYS - 1 before it,
-    leaving out each sale under ODD_SALE_FRACTION of the floor of the day before its own (gifts,
-    wash trades, the odd sale itself); NaN when fewer than SALES_LOW_MIN_SALES remain."""
-    times = sales["ts"].to_numpy()
-    prices = sales["price"].to_numpy(dtype=float)
-    floor_then = np.append(np.nan, floor)[np.searchsorted(days, times.astype("datetime64[D]"), "left")]
-    odd = prices < ODD_SALE_FRACTION * floor_then  # no floor then (NaN): kept
-    day_ends = days.astype("datetime64[D]").astype(times.dtype) + np.timedelta64(1, "D")
-    lows, counts = trailing_quantiles(times, np.where(odd, np.nan, prices), day_ends,
-                                      pd.Timedelta(days=SALES_LOW_DAYS), (SALES_LOW_QUANTILE,))
-    return np.where(counts >= SALES_LOW_MIN_SALES, lows[:, 0], np.nan)
-
-
 def hold_unconfirmed_moves(days: np.ndarray, floor: np.ndarray, sales: pd.DataFrame) -> np.ndarray:
     """The floor (one value per observed day), with each move the recent sales do not confirm
     replaced by the previous day's value (as held):
@@ -84,10 +70,50 @@ def hold_unconfirmed_moves(days: np.ndarray, floor: np.ndarray, sales: pd.DataFr
       to over RISE_TOLERANCE times the day before (the 2020-12 spike went on through three days
       without a sale, and a 50 ETH sale took the column from 3.8 to 19.2 on 2020-10-28).
 
-    Where there are too few sales to tell, a fall and a rise under RISE_TOLERANCE are kept."""
-    lows = sales_lows(days, floor, sales)
+    Where there are too few sales to tell, a fall and a rise under RISE_TOLERANCE are kept.
+    The low is `held_floor_and_lows`', which judges a sale odd against the lower of the held
+    floor and the median."""
+    return held_floor_and_lows(days, floor, sales)[0]
+
+
+def sales_lows(days: np.ndarray, floor: np.ndarray, sales: pd.DataFrame) -> np.ndarray:
+    """For each day but the first, the low of the recent sales its floor was checked against
+    (`held_floor_and_lows`); NaN where fewer than SALES_LOW_MIN_SALES were left, and on the first day."""
+    return held_floor_and_lows(days, floor, sales)[1]
+
+
+def held_floor_and_lows(days: np.ndarray, floor: np.ndarray,
+                        sales: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The floor held as `hold_unconfirmed_moves` says, and each day's low of the recent sales:
+    the SALES_LOW_QUANTILE of the sales of that day and the SALES_LOW_DAYS - 1 before it, leaving
+    out each sale under ODD_SALE_FRACTION of the floor of the day before its own, the held one
+    or the median, whichever is lower (gifts, wash trades, the odd sale itself); NaN when fewer
+    than SALES_LOW_MIN_SALES remain.
+
+    Not against the median alone: when it has spiked (it read 7.4-28.5 ETH on 2020-12-06..11 in
+    a market selling at 2.5-3.6), every real sale of those days would be odd against it, the low
+    unknown, and the fall after the spike (to 1.9 on 2020-12-12) unchecked. Nor against the held
+    floor alone: a floor held too high would leave out the very sales that show it too high (held
+    at 0.97 ETH from 2019-12-31, it left out the 0.44-0.5 sales of early January 2020, so the low
+    read 0.6-0.87 and the floor stayed at 0.97 for 11 more days). So the days go in order: a
+    sale's day before is held before any day whose window holds the sale. `sales` are sorted by time."""
+    times = sales["ts"].to_numpy()
+    prices = sales["price"].to_numpy(dtype=float)
+    # Each sale's day before: the latest observed day before its own (-1 when there is none).
+    day_before = np.searchsorted(days, times.astype("datetime64[D]"), "left") - 1
+    day_ends = days.astype("datetime64[D]").astype(times.dtype) + np.timedelta64(1, "D")
+    first = np.searchsorted(times, day_ends - np.timedelta64(SALES_LOW_DAYS, "D"), "left")
+    last = np.searchsorted(times, day_ends, "left")  # each day's sales are first[i]:last[i]
     held = floor.copy()
+    lows = np.full(len(held), np.nan)
     for i in range(1, len(held)):
+        window = slice(first[i], last[i])
+        before = day_before[window]  # all < i: held already
+        floor_then = np.where(before >= 0, np.minimum(held[before], floor[before]), np.nan)
+        price = prices[window]
+        kept = np.sort(price[np.isfinite(price) & ~(price < ODD_SALE_FRACTION * floor_then)])
+        if len(kept) >= SALES_LOW_MIN_SALES:  # the quantile as trailing_quantiles', to the bit
+            lows[i] = interpolated_quantile(kept, np.array([0]), np.array([len(kept)]), SALES_LOW_QUANTILE)[0]
         previous = held[i - 1]
         if held[i] < previous:
             unconfirmed = held[i] < DROP_TOLERANCE * lows[i]  # False when the low is unknown (NaN)
@@ -95,7 +121,7 @@ def hold_unconfirmed_moves(days: np.ndarray, floor: np.ndarray, sales: pd.DataFr
             unconfirmed = held[i] > RISE_TOLERANCE * (lows[i] if np.isfinite(lows[i]) else previous)
         if unconfirmed:
             held[i] = previous
-    return held
+    return held, lows
 
 
 def sales_index(sales: pd.DataFrame, days: pd.DatetimeIndex) -> pd.Series:

@@ -72,6 +72,30 @@ def test_a_rise_the_sales_do_not_show_is_held_through_days_without_sales():
     assert held.max() == 3.15
 
 
+def test_a_fall_after_a_held_spike_is_checked_against_the_sales_at_the_held_level():
+    # The median spikes to 20-30 (held at 3) while punks keep selling at 3.0-3.5, then falls to
+    # 1.9 (2020-12-06..12). Judged odd against the median, every sale of the spike's days was
+    # left out, the low was unknown and the fall let through; against the held 3 they are the
+    # low, and 1.9 is under 90 % of it.
+    floors = [3.0, 3.0, 3.0, 20.0, 30.0, 30.0, 1.9, 1.9, 1.9, 1.9]
+    sales = daily_sales({d: [3.0, 3.1, 3.2, 3.3, 3.5] for d in range(10)})
+    assert robust_floor(market(floors))["floor"].iloc[7] == 1.9  # the median alone lets it through
+    np.testing.assert_array_equal(robust_floor(market(floors), sales)["floor"].to_numpy(), 3.0)
+    lows = sales_lows(DAYS.to_numpy(), robust_floor(market(floors))["floor"].to_numpy(), sales)
+    assert np.isfinite(lows[1:]).all()
+
+
+def test_a_floor_held_too_high_does_not_leave_out_the_sales_that_show_it():
+    # Early January 2020: the floor held at 0.97 while punks sold at 0.44-0.5 and up; judged
+    # odd against the held 0.97, the sales under 0.58 were left out and the low read 0.6-0.87,
+    # so the median's 0.455-0.58 looked unconfirmed for 11 days. Against the median (here 0.45
+    # from day 3) the cheap sales count from day 4's on, and the floor follows by day 5.
+    floors = [0.97, 0.97, 0.45, 0.44, 0.455, 0.475, 0.5675, 0.565, 0.58, 0.58]
+    sales = daily_sales({d: [0.44, 0.45, 0.48, 0.5, 0.5, 0.6, 0.8, 1.0, 1.0, 1.2] for d in range(10)})
+    held = robust_floor(market(floors), sales)["floor"].to_numpy()
+    np.testing.assert_array_equal(held[5:], robust_floor(market(floors))["floor"].to_numpy()[5:])
+
+
 def test_without_sales_to_tell_a_jump_to_over_twice_the_day_before_is_held():
     # 2020-10-27..11-02: one 50 ETH sale took the column from 3.8 to 19.2, then 26.9, in a market
     # of one or two sales a day; a rise to under twice the day before is kept.
