@@ -17,17 +17,23 @@ class BadJson(ValueError):
     pass
 
 
+# What clients send when nobody chose a type: curl -d and urllib say a form, some tools plain text.
+# Such a body is read as JSON, as one without the header is; a type that names another format is not.
+UNCHOSEN_MEDIA_TYPES = {"application/x-www-form-urlencoded", "text/plain"}
+
+
 def media_type_refusal(content_type: str | None) -> str | None:
-    """Why a body declared with this Content-Type is not read as JSON, or None when it is.
-    No header is read as JSON (a signed body says what it is); any JSON type is fine
-    (application/json, application/*+json, with or without a charset). A form or text body is
-    refused rather than guessed at: a sender posting a form meant something else."""
+    """Why a body declared with this Content-Type is not read as JSON, or None when it is: any
+    JSON type (application/json, application/*+json), no header, or a tool's default
+    (UNCHOSEN_MEDIA_TYPES), in UTF-8. A body declared as another format (multipart, XML, HTML)
+    is refused with a 415 that says so, rather than a parse error about its first byte."""
     if not content_type:
         return None
     media_type, _, parameters = content_type.partition(";")
     media_type = media_type.strip().lower()
     kind, _, subtype = media_type.partition("/")
-    if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
+    is_json = kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+    if not is_json and media_type not in UNCHOSEN_MEDIA_TYPES:
         return f"Content-Type {media_type or '(empty)'!r} is not JSON; send application/json"
     charset = re.search(r"charset\s*=\s*\"?([^\";\s]+)", parameters, re.IGNORECASE)
     if charset and charset.group(1).lower().replace("-", "") != "utf8":

@@ -46,8 +46,8 @@ COMPONENTS = {
         "Unauthorized": {"description": "missing, invalid or revoked credentials", "content": ERROR},
         "NotFound": {"description": "no such collection, item or version", "content": ERROR},
         "TooLarge": {"description": "request body over FAIRVALUE_MAX_BODY_BYTES", "content": ERROR},
-        "UnsupportedMediaType": {"description": "the body's Content-Type is not JSON (no header is read as JSON)",
-                                 "content": ERROR},
+        "UnsupportedMediaType": {"description": "the body is declared as another format than JSON (no header, "
+                                                "a form or text/plain is read as JSON)", "content": ERROR},
         "Unprocessable": {"description": "well-formed but invalid body", "content": ERROR},
         "NotReady": {"description": "no published snapshot (or champion) yet", "content": ERROR},
         "RateLimited": {"description": "too many requests from this client; see Retry-After", "content": ERROR,

@@ -196,10 +196,10 @@ def test_hostile_operator_bodies(client, operator, name):
     assert response.json()["error"]
 
 
-def test_an_operator_body_declared_as_text_is_a_415(client, operator):
+def test_an_operator_body_declared_as_html_is_a_415(client, operator):
     response = client.post("/v1/training-requests", content=b'{"reason": "drift"}',
-                           headers={**operator, "Content-Type": "text/plain"})
-    assert response.status_code == 415 and "'text/plain' is not JSON" in response.json()["error"], response.text
+                           headers={**operator, "Content-Type": "text/html"})
+    assert response.status_code == 415 and "'text/html' is not JSON" in response.json()["error"], response.text
 
 
 @pytest.mark.parametrize("reason, status", [(b'"a\\u0000b"', 422), (b'"\\ud800"', 400)])

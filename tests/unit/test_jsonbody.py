@@ -34,17 +34,20 @@ def test_ordinary_bodies_parse():
 
 
 @pytest.mark.parametrize("content_type", [None, "", "application/json", "Application/JSON; charset=UTF-8",
-                                          "application/json;charset=utf8", "application/vnd.sales+json"])
-def test_json_media_types_and_no_header_are_read(content_type):
+                                          "application/json;charset=utf8", "application/vnd.sales+json",
+                                          # what curl -d and urllib send unasked, and some tools' default
+                                          "application/x-www-form-urlencoded", "text/plain; charset=utf-8"])
+def test_json_media_types_no_header_and_tool_defaults_are_read(content_type):
     assert jsonbody.media_type_refusal(content_type) is None
 
 
 @pytest.mark.parametrize("content_type, says", [
-    ("application/x-www-form-urlencoded", "'application/x-www-form-urlencoded' is not JSON"),
-    ("text/plain; charset=utf-8", "'text/plain' is not JSON"),
     ("multipart/form-data; boundary=x", "'multipart/form-data' is not JSON"),
+    ("application/xml", "'application/xml' is not JSON"),
+    ("text/html", "'text/html' is not JSON"),
     ("application/jsonp", "'application/jsonp' is not JSON"),
     ("application/json; charset=latin-1", "charset 'latin-1' is not UTF-8"),
+    ("text/plain; charset=utf-16", "charset 'utf-16' is not UTF-8"),
 ])
 def test_other_media_types_are_refused_with_why(content_type, says):
     assert says in jsonbody.media_type_refusal(content_type)
