@@ -84,6 +84,10 @@ class TrainParams:
     # standardised features (set before it was measured, not tuned).
     linear_weight: Annotated[float, Field(ge=0, le=1)] = 0.4
     linear_alpha: Annotated[float, Field(gt=0)] = 30.0
+    # The linear model's loss: squared (ridge), or Huber's, which counts a sale far from the fit
+    # (a distressed sale, a wash trade no rule caught) by its distance rather than its square.
+    # Huber's is not the default: it read worse in the 2020-21 run-up (docs/model.md, sixteenth round).
+    linear_loss: Literal["squared", "huber"] = "squared"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -226,10 +230,18 @@ def fit(data: MarketData, params: TrainParams | None = None) -> FairValueModel:
                                                                                          sample_weight=weights)
         estimators[high_key] = _quantile_model(params, params.band_high, median=False).fit(x, band_target,
                                                                                            sample_weight=weights)
-    linear = LinearPremium.fit(raw, target, weights, params.linear_alpha) if params.linear_weight > 0 else None
+    linear = (LinearPremium.fit(raw, target, weights, params.linear_alpha, params.linear_loss)
+              if params.linear_weight > 0 else None)
     return FairValueModel(vocab=vocab, columns=columns, estimators=estimators, params=params.as_dict(), bins=bins,
                           band_market_widening=params.band_market_widening, linear=linear,
                           linear_weight=params.linear_weight)
+
+
+# Huber's weights (iteratively reweighted least squares): a sale further than HUBER_K robust
+# standard deviations from the fit counts by its distance, not its square. 1.345 is the usual
+# constant (95 % of least squares' efficiency on normal errors); a few reweightings settle it.
+HUBER_K = 1.345
+HUBER_ITERATIONS = 5
 
 
 def ridge_pipeline(alpha: float) -> Pipeline:
@@ -237,6 +249,21 @@ def ridge_pipeline(alpha: float) -> Pipeline:
     never sold, a market too young for a comparable) becomes the median plus a flag that it was
     missing, and every column is standardised, so one penalty fits them all."""
     return make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler(), Ridge(alpha=alpha))
+
+
+def fit_ridge(raw: np.ndarray, target: np.ndarray, weights: np.ndarray, alpha: float,
+              loss: str = "squared") -> Pipeline:
+    """ridge_pipeline fitted with squared loss, or with Huber's by reweighting each sale by
+    min(1, HUBER_K * scale / |residual|), the scale a robust standard deviation of the residuals
+    (1.4826 times their median absolute value)."""
+    x = finite(raw)
+    pipeline = ridge_pipeline(alpha).fit(x, target, ridge__sample_weight=weights)
+    for _ in range(HUBER_ITERATIONS if loss == "huber" else 0):
+        residual = np.abs(target - pipeline.predict(x))
+        scale = 1.4826 * np.median(residual)
+        robust = np.minimum(1.0, HUBER_K * scale / np.maximum(residual, 1e-12))
+        pipeline = ridge_pipeline(alpha).fit(x, target, ridge__sample_weight=weights * robust)
+    return pipeline
 
 
 def finite(raw: np.ndarray) -> np.ndarray:
@@ -257,8 +284,9 @@ class LinearPremium:
     intercept: float
 
     @classmethod
-    def fit(cls, raw: np.ndarray, target: np.ndarray, weights: np.ndarray, alpha: float) -> LinearPremium:
-        pipeline = ridge_pipeline(alpha).fit(finite(raw), target, ridge__sample_weight=weights)
+    def fit(cls, raw: np.ndarray, target: np.ndarray, weights: np.ndarray, alpha: float,
+            loss: str = "squared") -> LinearPremium:
+        pipeline = fit_ridge(raw, target, weights, alpha, loss)
         imputer, scaler, ridge = (step for _, step in pipeline.steps)
         n = raw.shape[1]
         coef = ridge.coef_ / scaler.scale_  # per standardised column, back on the raw scale

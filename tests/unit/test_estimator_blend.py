@@ -4,7 +4,7 @@
 import numpy as np
 import pandas as pd
 
-from models.estimator import FairValueModel, LinearPremium, TrainParams, finite, fit, ridge_pipeline
+from models.estimator import FairValueModel, LinearPremium, TrainParams, finite, fit, fit_ridge, ridge_pipeline
 from models.features import build_features
 from tests.unit.test_features import synthetic_market
 
@@ -54,3 +54,29 @@ def test_the_folded_ridge_predicts_what_the_pipeline_does():
     q[rng.random(q.shape) < 0.3] = np.nan
     q[1, 0] = -np.inf
     np.testing.assert_allclose(folded.predict(q), pipeline.predict(finite(q)), rtol=1e-9, atol=1e-12)
+
+
+def test_the_huber_fit_is_not_pulled_by_a_few_far_sales_and_folds_like_the_ridge():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(400, 2))
+    y = 0.5 * x[:, 0] + rng.normal(scale=0.1, size=400)
+    far = rng.choice(400, size=20, replace=False)  # 5 % distressed sales at a third of their value
+    y[far[x[far, 0] > 0]] -= 1.1
+    w = np.ones(400)
+    squared = LinearPremium.fit(x, y, w, alpha=1.0)
+    huber = LinearPremium.fit(x, y, w, alpha=1.0, loss="huber")
+    assert abs(huber.slope[0] - 0.5) < abs(squared.slope[0] - 0.5) / 2, (huber.slope, squared.slope)
+    assert abs(huber.slope[0] - 0.5) < 0.05
+    # Folded the same way: the reweighted pipeline's predictions, one affine map per column.
+    pipeline = fit_ridge(x, y, w, 1.0, "huber")
+    np.testing.assert_allclose(huber.predict(x), pipeline.predict(x), rtol=1e-9, atol=1e-12)
+
+
+def test_with_nothing_far_the_huber_fit_is_close_to_the_ridge():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(400, 3))
+    y = x @ [0.3, -0.2, 0.1] + rng.normal(scale=0.1, size=400)
+    w = rng.random(400)
+    squared = LinearPremium.fit(x, y, w, alpha=1.0)
+    huber = LinearPremium.fit(x, y, w, alpha=1.0, loss="huber")
+    np.testing.assert_allclose(huber.slope, squared.slope, atol=0.02)
