@@ -70,13 +70,17 @@ class MarketData:
         known = self.sales["ts"] < t
         if "hour_precision" in self.sales:  # its hour is over by t when it began before t's hour
             known &= ~self.sales["hour_precision"].to_numpy(dtype=bool) | (self.sales["ts"] < t.floor("h"))
+        days = (self.market["day"] < t.normalize()).to_numpy()
         return MarketData(
             self.items,
             self.sales[known],
-            self.market[self.market["day"] < t.normalize()],
+            self.market[days],
             # Each sale's context uses only data before that sale, so the context of the
             # market known at t is a slice of the full one: no need to compute it again.
             _context=None if self._context is None else self._context[known.to_numpy()],
+            # So is the robust floor: a day's uses the floors and sales up to its end, all known
+            # at t for the days before t's (a replay's every tick had computed it again).
+            _robust_market=None if self._robust_market is None else self._robust_market[days],
         )
 
     def robust_market(self) -> pd.DataFrame:

@@ -35,7 +35,8 @@ RISE_TOLERANCE = 2.0
 SALES_LOW_QUANTILE = 0.2  # the low of a window of sales: its 20th percentile ...
 SALES_LOW_DAYS = 3  # ... over the day and the two before it ...
 SALES_LOW_MIN_SALES = 5  # ... when they hold at least 5 sales ...
-ODD_SALE_FRACTION = 0.6  # ... left after dropping those under 60 % of the previous floor.
+ODD_SALE_FRACTION = 0.6  # ... left after dropping those under 60 % of the day before's floor (the lower of
+# the held one and the median).
 
 
 def robust_floor(market: pd.DataFrame, sales: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -39,9 +39,12 @@ def test_a_feature_at_t_never_changes_when_later_sales_arrive():
     queries = pd.DataFrame({"item_key": data.items.index, "ts": t})
 
     full = build_features(data, vocab, queries)
-    past_only = build_features(data.before(t), vocab, queries)
+    past = data.before(t)  # hands down slices of what `full` computed (sale context, robust floor)
+    past_only = build_features(MarketData(past.items, past.sales, past.market), vocab, queries)  # computed afresh
 
     pd.testing.assert_frame_equal(full, past_only)
+    pd.testing.assert_frame_equal(build_features(past, vocab, queries), past_only)
+    pd.testing.assert_frame_equal(past.robust_market(), MarketData(past.items, past.sales, past.market).robust_market())
 
 
 def test_a_sale_at_exactly_t_is_not_seen_at_t():
