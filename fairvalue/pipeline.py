@@ -34,7 +34,7 @@ from storage import webhook_calls
 from storage.artifacts import ArtifactError, get_store
 from storage.bundled import read_market_days, read_punks, read_sales_file
 from storage.db import consistent_reads, session_scope
-from storage.market import load_market_data, stored_after
+from storage.market import current_snapshot, load_market_data, stored_after
 from storage.registry import CHAMPION, get_alias, load_model, promote, register_version
 from storage.snapshots import publish, snapshot_csv, snapshot_csv_gz, write_snapshot
 from storage.tables import Collection, ModelVersion, NowcastSnapshot, Sale, utcnow
@@ -349,7 +349,6 @@ def champion_and_market(settings: Settings, store, stored_by: datetime | None = 
     read saw them), elsewhere the sales stored by `stored_by`. The collection is looked up, not
     created: NotFound for a slug that names none, so a mistyped one leaves nothing behind."""
     from fairvalue.reads import collection_row
-    from storage.market import current_snapshot
 
     with session_scope(consistent_reads()) as session:
         read_under = current_snapshot(session)  # first: the snapshot every read below is under

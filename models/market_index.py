@@ -77,12 +77,6 @@ def hold_unconfirmed_moves(days: np.ndarray, floor: np.ndarray, sales: pd.DataFr
     return held_floor_and_lows(days, floor, sales)[0]
 
 
-def sales_lows(days: np.ndarray, floor: np.ndarray, sales: pd.DataFrame) -> np.ndarray:
-    """For each day but the first, the low of the recent sales its floor was checked against
-    (`held_floor_and_lows`); NaN where fewer than SALES_LOW_MIN_SALES were left, and on the first day."""
-    return held_floor_and_lows(days, floor, sales)[1]
-
-
 def held_floor_and_lows(days: np.ndarray, floor: np.ndarray,
                         sales: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """The floor held as `hold_unconfirmed_moves` says, and each day's low of the recent sales:

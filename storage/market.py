@@ -17,14 +17,18 @@ from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale
 
 EVERY_SALE_STORED = datetime(9999, 12, 31, tzinfo=UTC)  # load_market_data's stored_by when none is given
 
+def _seen(xact_column: str, snapshot: str) -> str:
+    """SQL: the transaction in `xact_column` (an xid8 stored as bigint) is visible in `snapshot`."""
+    return f"pg_visible_in_snapshot({xact_column}::text::xid8, CAST({snapshot} AS pg_snapshot))"
+
+
 # Which sales a PostgreSQL snapshot (pg_current_snapshot()'s text) read, and as what: a sale whose
 # storing transaction it saw, clean unless the transaction that flagged it as a wash trade was
 # seen too. Rows from before migration 0010 (null ids) count as stored, and flagged, before any
 # snapshot. Exact where a time stamp is not: a batch stamped before the read may commit after it.
-STORED_IN_SNAPSHOT = ("(stored_xact IS NULL OR pg_visible_in_snapshot(stored_xact::text::xid8, "
-                      "CAST(%(snapshot)s AS pg_snapshot)))")
-CLEAN_IN_SNAPSHOT = ("(wash_reason IS NULL OR (wash_flagged_xact IS NOT NULL AND NOT pg_visible_in_snapshot("
-                     "wash_flagged_xact::text::xid8, CAST(%(snapshot)s AS pg_snapshot))))")
+STORED_IN_SNAPSHOT = f"(stored_xact IS NULL OR {_seen('stored_xact', '%(snapshot)s')})"
+CLEAN_IN_SNAPSHOT = (f"(wash_reason IS NULL OR (wash_flagged_xact IS NOT NULL AND "
+                     f"NOT {_seen('wash_flagged_xact', '%(snapshot)s')}))")
 
 
 def current_snapshot(session: Session) -> str | None:
@@ -41,8 +45,7 @@ def stored_after(snapshot: str):
     under it did not read). Every transaction before the snapshot's xmin was seen, so only ids
     from there on are looked at, a range of ix_sales_stored_xact rather than every sale."""
     return text("stored_xact >= pg_snapshot_xmin(CAST(:snapshot AS pg_snapshot))::text::bigint AND NOT "
-                "pg_visible_in_snapshot(stored_xact::text::xid8, CAST(:snapshot AS pg_snapshot))"
-                ).bindparams(snapshot=snapshot)
+                + _seen("stored_xact", ":snapshot")).bindparams(snapshot=snapshot)
 
 
 def from_epoch_microseconds(values) -> np.ndarray:

@@ -6,7 +6,7 @@ import pytest
 
 from models.features import MarketData, TraitVocabulary, build_features
 from models.hedonic import hedonic_premiums, item_design, refit_times
-from models.market_index import robust_floor, sales_lows
+from models.market_index import held_floor_and_lows, robust_floor
 
 DAYS = pd.date_range("2021-11-01", periods=10, freq="D")
 
@@ -81,7 +81,7 @@ def test_a_fall_after_a_held_spike_is_checked_against_the_sales_at_the_held_leve
     sales = daily_sales({d: [3.0, 3.1, 3.2, 3.3, 3.5] for d in range(10)})
     assert robust_floor(market(floors))["floor"].iloc[7] == 1.9  # the median alone lets it through
     np.testing.assert_array_equal(robust_floor(market(floors), sales)["floor"].to_numpy(), 3.0)
-    lows = sales_lows(DAYS.to_numpy(), robust_floor(market(floors))["floor"].to_numpy(), sales)
+    lows = held_floor_and_lows(DAYS.to_numpy(), robust_floor(market(floors))["floor"].to_numpy(), sales)[1]
     assert np.isfinite(lows[1:]).all()
 
 
@@ -126,14 +126,14 @@ def test_a_held_day_depends_only_on_sales_of_that_day_and_before():
     floors = [96, 96, 76, 76, 76, 76, 76, 95, 95, 95]
     sales = daily_sales({d: [90 + 3 * d + k for k in range(6)] for d in range(10)})
     full = robust_floor(market(floors), sales)["floor"].to_numpy()
-    full_lows = sales_lows(DAYS.to_numpy(), np.array(floors, dtype=float), sales)
+    full_lows = held_floor_and_lows(DAYS.to_numpy(), np.array(floors, dtype=float), sales)[1]
     assert len(set(full_lows[2:])) == 8
     for day in range(1, 10):
         known = sales[sales["ts"] < DAYS[day] + pd.Timedelta(days=1)]
         upto = robust_floor(market(floors[:day + 1]), known)
         assert upto["floor"].iloc[-1] == full[day]
-        assert sales_lows(DAYS[:day + 1].to_numpy(), np.array(floors[:day + 1], dtype=float), known)[-1] == \
-            full_lows[day]
+        lows_upto = held_floor_and_lows(DAYS[:day + 1].to_numpy(), np.array(floors[:day + 1], dtype=float), known)[1]
+        assert lows_upto[-1] == full_lows[day]
 
 
 def trait_market(seed: int = 0) -> MarketData:
