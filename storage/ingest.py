@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Date, Float, bindparam, text
+from sqlalchemy import Date, Float, bindparam, insert, text
 from sqlmodel import Session, select
 
 from models.validation import (
@@ -21,7 +21,7 @@ from models.validation import (
     ValidatedBatch,
     validate_batch,
 )
-from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale, utcnow
+from storage.tables import Collection, Item, MarketDay, MarketDayRevision, RejectedSale, Sale, utcnow
 from storage.upsert import insert_ignoring_conflicts, upsert
 from storage.wash import flag_wash_trades
 
@@ -67,7 +67,9 @@ def add_items(session: Session, collection: Collection, items: Iterable[Mapping[
 def put_market_days(
     session: Session, collection: Collection, days: Mapping[date, Mapping[str, float | None]]
 ) -> int:
-    """Insert or correct daily market inputs; return how many days were new or changed."""
+    """Insert or correct daily market inputs; return how many days were new or changed. Each
+    new or changed day is also appended to market_day_revisions, after the upsert: its row
+    lock orders two corrections of one day, so the later revision has the larger id."""
     existing = {
         m.day: (m.floor, m.eth_usd)
         for m in session.exec(select(MarketDay).where(MarketDay.collection_id == collection.id))
@@ -81,6 +83,9 @@ def put_market_days(
             continue
         changed.append({"collection_id": collection.id, "day": day, "floor": floor, "eth_usd": eth_usd})
     upsert(session, MarketDay.__table__, changed, keys=("collection_id", "day"))
+    if changed:
+        stored_at = utcnow()
+        session.execute(insert(MarketDayRevision.__table__), [{**day, "stored_at": stored_at} for day in changed])
     return len(changed)
 
 

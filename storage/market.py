@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import text
+from sqlalchemy import func, text
 from sqlmodel import Session, select
 
 from models.features import ITEM_ATTRIBUTES, MarketData, attribute_text, excluded_frame
 from models.times import HOUR, hour_precision, naive_utc
 from models.validation import item_key_of, sale_time_of
-from storage.tables import Collection, Item, MarketDay, RejectedSale, Sale
+from storage.tables import Collection, Item, MarketDay, MarketDayRevision, RejectedSale, Sale
 
 EVERY_SALE_STORED = datetime(9999, 12, 31, tzinfo=UTC)  # load_market_data's stored_by when none is given
 
@@ -57,9 +57,9 @@ def load_market_data(session: Session, collection: Collection, with_excluded: bo
                      stored_by: datetime | None = None, read_under: str | None = None) -> MarketData:
     """What the model may know: every item, the sales that are not suspected wash trades, the
     daily inputs; with `with_excluded`, also the sales left out and why (for reports); with
-    `stored_by`, only the sales stored by then (what a snapshot read: its data_read_at); with
-    `read_under` (PostgreSQL), the sales as a read under that pg_snapshot saw them (its
-    data_snapshot, exact where data_read_at is not)."""
+    `stored_by`, only the sales and market days stored by then (what a snapshot read: its
+    data_read_at); with `read_under` (PostgreSQL), the sales and market days as a read under that
+    pg_snapshot saw them (its data_snapshot, exact where data_read_at is not)."""
     if stored_by is not None and stored_by.tzinfo is None:  # SQLite hands back naive UTC
         stored_by = stored_by.replace(tzinfo=UTC)
     if session.connection().dialect.name == "postgresql":
@@ -71,17 +71,30 @@ def load_market_data(session: Session, collection: Collection, with_excluded: bo
     items = items.set_index("item_key")
     items = items.loc[sorted(items.index, key=_item_order)]
     sales["price"] = sales["price"].astype(float)
+    return MarketData(items=items, sales=sales, market=_market_days(session, collection, stored_by, read_under),
+                      excluded=load_excluded(session, collection) if with_excluded else None)
 
-    day_rows = session.exec(
-        select(MarketDay.day, MarketDay.floor, MarketDay.eth_usd)
-        .where(MarketDay.collection_id == collection.id)
-        .order_by(MarketDay.day)
-    ).all()
-    market = pd.DataFrame(day_rows, columns=["day", "floor", "eth_usd"])
+
+def _market_days(session: Session, collection: Collection, stored_by: datetime | None,
+                 read_under: str | None) -> pd.DataFrame:
+    """The daily inputs, each day as last stored; with `read_under` or `stored_by`, each day's
+    latest revision that snapshot saw or stored by then, so a floor corrected after a nowcast
+    leaves its explanation reading the floor the nowcast read."""
+    if read_under is None and stored_by is None:
+        days = (select(MarketDay.day, MarketDay.floor, MarketDay.eth_usd)
+                .where(MarketDay.collection_id == collection.id).order_by(MarketDay.day))
+    else:
+        revision = MarketDayRevision
+        seen = (text(f"(stored_xact IS NULL OR {_seen('stored_xact', ':snapshot')})").bindparams(snapshot=read_under)
+                if read_under is not None else revision.stored_at <= stored_by)
+        latest = (select(func.max(revision.id)).where(revision.collection_id == collection.id, seen)
+                  .group_by(revision.day))
+        days = (select(revision.day, revision.floor, revision.eth_usd)
+                .where(revision.id.in_(latest)).order_by(revision.day))
+    market = pd.DataFrame(session.exec(days).all(), columns=["day", "floor", "eth_usd"])
     market["day"] = pd.to_datetime(market["day"]).astype("datetime64[ns]")
     market[["floor", "eth_usd"]] = market[["floor", "eth_usd"]].astype(float)
-    return MarketData(items=items, sales=sales, market=market,
-                      excluded=load_excluded(session, collection) if with_excluded else None)
+    return market
 
 
 def load_excluded(session: Session, collection: Collection) -> pd.DataFrame:

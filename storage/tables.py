@@ -103,6 +103,25 @@ class MarketDay(SQLModel, table=True):
     eth_usd: float | None = None
 
 
+class MarketDayRevision(SQLModel, table=True):
+    """Every value a market day has had, in the order stored (market_days holds the latest). A
+    floor corrected after a nowcast then leaves that snapshot's explanation reading the floor
+    the nowcast read (storage/market.py), as the sales' stored_xact does for sales."""
+
+    __tablename__ = "market_day_revisions"
+    __table_args__ = (Index("ix_market_day_revisions_day", "collection_id", "day", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    collection_id: int = Field(foreign_key="collections.id")
+    day: date
+    floor: float | None = None
+    eth_usd: float | None = None
+    stored_at: datetime = Field(default_factory=utcnow)
+    # The storing transaction on PostgreSQL (the column's default, migration 0011), as for sales.
+    stored_xact: int | None = Field(default=None, sa_type=BigInteger,
+                                    sa_column_kwargs={"server_default": FetchedValue()})
+
+
 class DailyPrice(SQLModel, table=True):
     """One observed market price of an item on one day (daily-priced collections: trading cards).
 

@@ -6,6 +6,7 @@ import threading
 
 import pandas as pd
 import pytest
+from sqlmodel import select
 
 from storage.db import session_scope
 from storage.ingest import ensure_collection
@@ -87,6 +88,46 @@ def test_a_sale_stored_after_the_snapshot_does_not_move_its_explanation(client):
     assert moved["snapshot_id"] != body["snapshot_id"]
     assert moved["fair_value"] == pytest.approx(client.get("/v1/items/3100").json()["fair_value"], rel=1e-5)
     assert moved["fair_value"] != pytest.approx(body["fair_value"], rel=1e-3)
+
+
+def test_a_floor_stored_after_the_snapshot_does_not_move_its_explanation(client):
+    """Market days are upserted, and each new or changed one is appended to
+    market_day_revisions: the explanation reads every day as the snapshot's read saw it, so
+    floors stored since (a correction, or days reported late) move nothing until the next nowcast."""
+    from datetime import timedelta
+
+    from fairvalue import explanations, pipeline
+    from fairvalue.settings import get_settings
+    from storage import ingest as ingest_store
+    from storage.tables import MarketDay, MarketDayRevision
+
+    pipeline.ingest_sales_rows([{"event_id": "floor-anchor-5822", "item_id": "5822", "price": 4000.0,
+                                 "timestamp": (utcnow() - timedelta(hours=1)).isoformat()}], "test")
+    pipeline.nowcast()
+    published = client.get("/v1/items/2140").json()
+    explanations._model_and_market.cache_clear()  # as a fresh API process
+    today = utcnow().date()
+    late_days = [today - timedelta(days=2), today - timedelta(days=1)]  # two: the floor is a 3-day median
+    with session_scope() as session:
+        coll = pipeline.collection(session, get_settings())
+        last_floor = session.exec(select(MarketDay.floor).where(
+            MarketDay.collection_id == coll.id, MarketDay.floor.is_not(None)).order_by(MarketDay.day.desc())).first()
+        ingest_store.put_market_days(session, coll, {day: {"floor": 1.4 * last_floor} for day in late_days})
+    try:
+        body = client.get("/v1/items/2140/explanation").json()
+        assert body["snapshot_id"] == published["snapshot"]["id"]
+        assert body["matches_published"] is True, body
+        assert body["fair_value"] == pytest.approx(published["fair_value"], rel=1e-5)
+        pipeline.nowcast()  # the next snapshot reads the floors
+        moved = client.get("/v1/items/2140").json()
+        assert moved["fair_value"] != pytest.approx(published["fair_value"], rel=1e-3)
+        assert client.get("/v1/items/2140/explanation").json()["matches_published"] is True
+    finally:  # the database is the session's: leave the market as the other tests expect it
+        with session_scope() as session:
+            for table in (MarketDayRevision, MarketDay):
+                for row in session.exec(select(table).where(table.collection_id == coll.id, table.day.in_(late_days))):
+                    session.delete(row)
+        pipeline.nowcast()
 
 
 def _round_trip_flagged_after_a_nowcast(client, item: str) -> dict:

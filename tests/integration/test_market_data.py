@@ -119,3 +119,29 @@ def test_a_declared_time_precision_is_stored_and_read_back_by_both_loaders(datab
     expected = {"declared-hour": True, "declared-second": False, "undeclared": True}
     for frame in (loaded, orm_sales.set_index("event_id")["hour_precision"]):
         assert frame.astype(bool).to_dict() == expected
+
+
+def test_the_migration_keeps_the_market_days_a_database_already_holds_as_read_by_every_snapshot(tmp_path):
+    """An upgrade from before market_day_revisions makes each stored day its first revision,
+    stored before any snapshot: an explanation of an older snapshot reads them as it did."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+    from sqlmodel import Session
+
+    from storage.migrate import upgrade
+    from storage.tables import Collection
+    from tests.realparts import database_before
+
+    url, engine = database_before("0010", tmp_path, [])
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO market_days (collection_id, day, floor, eth_usd) VALUES "
+                             "(1, '2021-12-30', 61.1, 3700.0), (1, '2021-12-31', 56.6, NULL)"))
+    upgrade(url, "head")
+    with Session(engine) as session:
+        coll = session.get(Collection, 1)
+        long_ago = market.load_market_data(session, coll, stored_by=datetime(1999, 1, 1, tzinfo=UTC)).market
+        now = market.load_market_data(session, coll).market
+    engine.dispose()
+    pd.testing.assert_frame_equal(long_ago, now)
+    assert now["floor"].tolist() == [61.1, 56.6] and now["eth_usd"].isna().tolist() == [False, True]
