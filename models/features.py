@@ -284,10 +284,14 @@ def market_features(data: MarketData, context: pd.DataFrame, query_times: np.nda
     floor = floor_before(data.market, ts)
     for days in (7, 30):
         out[f"log_floor_change_{days}d"] = np.log(floor / floor_before(data.market, ts - pd.Timedelta(days=days)))
-    # Volatility of the daily floor over the last 30 days known before t.
+    # Volatility of the daily floor over the 30 days known before t: each change between two
+    # observed days divided by the square root of the days between them (a random walk's daily
+    # scale; 2017-2020 have gaps of up to 10 days, which a plain difference counts as one day).
     floors = data.market.dropna(subset=["floor"])
-    daily = pd.Series(np.log(floors["floor"].to_numpy(dtype=float)), index=floors["day"]).diff()
-    vol = daily.rolling(30, min_periods=5).std()
+    gap_days = floors["day"].diff().dt.days.to_numpy(dtype=float)
+    daily = pd.Series(np.diff(np.log(floors["floor"].to_numpy(dtype=float)), prepend=np.nan) / np.sqrt(gap_days),
+                      index=pd.DatetimeIndex(floors["day"]))
+    vol = daily.rolling("30D", min_periods=5).std()
     idx = np.searchsorted(vol.index.to_numpy(), pd.DatetimeIndex(query_times).normalize().to_numpy()) - 1
     out["floor_volatility_30d"] = np.where(idx >= 0, vol.to_numpy()[np.clip(idx, 0, None)], np.nan)
     eth = eth_usd_before(data.market, ts)

@@ -246,3 +246,24 @@ def test_a_sale_known_only_to_the_hour_is_known_once_its_hour_is_over():
     assert known_at("2021-03-10 15:30") == {"s"}
     assert known_at("2021-03-10 16:00") == {"h", "s"}
     assert len(market.before(pd.Timestamp("2021-03-10 15:30")).context()) == len(sales) - 1
+
+
+def test_the_floor_volatility_is_per_day_though_the_floor_has_gaps():
+    """A floor observed only every 4th day (2017-2020 has gaps of up to 10 days) moves as much
+    per day as one observed daily: each change counts per square root of the days it spans."""
+    from models.features import market_features
+
+    rng = np.random.default_rng(1)
+    days = pd.date_range("2019-01-01", periods=600, freq="D")
+    market = pd.DataFrame({"day": days, "floor": 10 * np.exp(np.cumsum(rng.normal(0, 0.03, len(days)))),
+                           "eth_usd": 2000.0})
+    context = pd.DataFrame({"ts": [days[0]], "log_premium": [0.1]})
+    queries = days[100:].to_numpy()
+
+    def volatility(observed: pd.DataFrame) -> float:
+        data = MarketData(pd.DataFrame(), pd.DataFrame(), observed.reset_index(drop=True))
+        return float(np.nanmean(market_features(data, context, queries)["floor_volatility_30d"]))
+
+    daily, every_fourth = volatility(market), volatility(market.iloc[::4])
+    assert daily == pytest.approx(0.03, rel=0.1)
+    assert every_fourth == pytest.approx(daily, rel=0.15)  # a change per observation read 2x

@@ -146,10 +146,13 @@ def market_features(data: MarketData, context: pd.DataFrame, query_times: np.nda
     floor = floor_before(data.market, ts)
     for days in (7, 30):
         out[f"log_floor_change_{days}d"] = np.log(floor / floor_before(data.market, ts - pd.Timedelta(days=days)))
-    # Volatility of the daily floor over the last 30 days known before t.
+    # Volatility of the daily floor over the last 30 days known before t. Changed with the
+    # seventeenth round (docs/model.md): each change per square root of the days it spans, over
+    # 30 calendar days (it was each change between observed days, over 30 of them).
     floors = data.market.dropna(subset=["floor"])
-    daily = pd.Series(np.log(floors["floor"].to_numpy(dtype=float)), index=floors["day"]).diff()
-    vol = daily.rolling(30, min_periods=5).std()
+    daily = (pd.Series(np.log(floors["floor"].to_numpy(dtype=float)), index=floors["day"]).diff()
+             / np.sqrt(floors["day"].diff().dt.days.to_numpy()))
+    vol = daily.rolling("30D", min_periods=5).std()
     idx = np.searchsorted(vol.index.to_numpy(), pd.DatetimeIndex(query_times).normalize().to_numpy()) - 1
     out["floor_volatility_30d"] = np.where(idx >= 0, vol.to_numpy()[np.clip(idx, 0, None)], np.nan)
     eth = eth_usd_before(data.market, ts)
