@@ -23,6 +23,7 @@ def _collection_routes(prefix: str) -> list[Route]:
     return [
         Route(f"{prefix}/items/{{item_id}}", items.get_item, methods=["GET"]),
         Route(f"{prefix}/items/{{item_id}}/explanation", items.item_explanation, methods=["GET"]),
+        Route(f"{prefix}/items/{{item_id}}/quote", items.item_quote, methods=["GET"]),
         Route(f"{prefix}/valuations", items.bulk_valuations, methods=["GET"]),
         Route(f"{prefix}/models", models.list_models, methods=["GET"]),
         Route(f"{prefix}/models/rollback", models.rollback, methods=["POST"]),

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api import metrics
-from api.deps import int_param, slug_of, str_param
+from api.deps import float_param, int_param, slug_of, str_param
 from fairvalue import item_reads, reads
 
 
@@ -52,6 +52,27 @@ async def bulk_valuations(request: Request) -> Response:
         raise reads.BadInput("query parameter ids is required, e.g. ?ids=1,2,3")
     slug, keys = slug_of(request), item_reads.bulk_keys(raw.split(","))
     return _answer(item_reads.held_valuations(slug, keys) or await run_in_threadpool(item_reads.valuations, slug, keys))
+
+
+def item_quote(request: Request) -> JSONResponse:
+    """An asked price against the published value.
+    ---
+    summary: How an asked price (a listing or an offer) compares with the item's published value
+    tags: [valuations]
+    parameters:
+      - {name: price, in: query, required: true, schema: {type: number, minimum: 0, exclusiveMinimum: true},
+         description: "in the collection's currency"}
+    responses:
+      200: {description: "price, fair value, band, deviation, the signal at the service's thresholds, where the
+        price sits in the band (below_band, in_band, above_band), snapshot, model version"}
+      400: {$ref: "#/components/responses/BadRequest"}
+      404: {$ref: "#/components/responses/NotFound"}
+      503: {$ref: "#/components/responses/NotReady"}
+    """
+    price = float_param(request, "price")
+    if price is None:
+        raise reads.BadInput("query parameter price is required, e.g. ?price=65.5")
+    return JSONResponse(item_reads.quote(slug_of(request), request.path_params["item_id"], price))
 
 
 def item_history(request: Request) -> JSONResponse:

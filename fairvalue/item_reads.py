@@ -23,6 +23,7 @@ from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.reads import ITEM_KEY, MAX_BULK_IDS, check_item_key, collection_row, iso, rounded, snapshot_reference
 from fairvalue.settings import get_settings
 from fairvalue.snapshot_cache import PointerCache
+from models.signals import band_position, signals
 from storage.db import get_engine, session_scope
 from storage.snapshots import (
     PublishedValue,
@@ -182,6 +183,37 @@ def valuations(slug: str | None, keys: list[str]) -> Served:
     slug = slug or get_settings().collection
     keys = bulk_keys(keys)
     return _valuations_from(PUBLISHED.get(slug), slug, keys) or _valuations_from_database(slug, keys)
+
+
+def quote(slug: str | None, key: str, price: float) -> dict[str, Any]:
+    """An asked price (a listing, an offer) against the item's published value: how far it
+    strays, the signal it would get at the service's thresholds (as the published signal gets
+    from the last sale) and where it sits in the band."""
+    slug = slug or get_settings().collection
+    check_item_key(key)
+    if not price > 0:
+        raise BadInput(f"price must be above 0, got {price}")
+    rows = _published_items(slug, [key], with_attributes=False)
+    if not rows:
+        raise NotFound(f"no item {key!r} in {slug}")
+    row = rows[0]
+    if row.fair_value is None:
+        raise NotReady("no published snapshot values this item yet; run a nowcast")
+    settings = get_settings()
+    valuation = _valuation(_value_of(row), row.model_version, row.currency)
+    return {
+        "item_id": key,
+        "price": price,
+        "currency": row.currency,
+        "fair_value": valuation["fair_value"],
+        "band": valuation["band"],
+        "deviation": rounded(price / row.fair_value - 1),
+        "signal": str(signals([price], [row.fair_value], settings.buy_below, settings.sell_above)[0]),
+        "band_position": band_position(price, row.p10, row.p90),
+        "thresholds": {"buy_below": settings.buy_below, "sell_above": settings.sell_above},
+        "snapshot": valuation["snapshot"],
+        "model_version": valuation["model_version"],
+    }
 
 
 # --- from the database, for what the held snapshot does not answer ---------------------------

@@ -24,3 +24,13 @@ def signals(
     out[np.isfinite(deviation) & (deviation <= -buy_below)] = BUY
     out[np.isfinite(deviation) & (deviation >= sell_above)] = SELL
     return out
+
+
+BELOW_BAND, IN_BAND, ABOVE_BAND = "below_band", "in_band", "above_band"
+
+
+def band_position(price: float, p10: float, p90: float) -> str:
+    """Where a price sits against the p10-p90 band, its ends counted in it."""
+    if price < p10:
+        return BELOW_BAND
+    return ABOVE_BAND if price > p90 else IN_BAND

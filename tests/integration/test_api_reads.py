@@ -253,12 +253,38 @@ def test_a_snapshot_of_a_silent_market_names_the_moment_it_valued(client, seeded
         ("/v1/valuations?ids=,,", 400),
         ("/v1/valuations?ids=" + ",".join(str(i) for i in range(1001)), 400),
         ("/v1/nothing-here", 404),
+        ("/v1/items/7804/quote", 400),
+        ("/v1/items/7804/quote?price=0", 400),
+        ("/v1/items/7804/quote?price=-5", 400),
+        ("/v1/items/7804/quote?price=inf", 400),
+        ("/v1/items/7804/quote?price=1_0", 400),
+        ("/v1/items/10000/quote?price=70", 404),
+        ("/v1/collections/nope/items/1/quote?price=70", 404),
     ],
 )
 def test_bad_reads_get_a_json_reason(client, path, status):
     response = client.get(path)
     assert response.status_code == status
     assert response.json()["error"]
+
+
+def test_an_asked_price_is_quoted_against_the_published_value(client):
+    """A listing's price gets the signal the last sale would get at that price, its deviation,
+    and where it sits in the band: the same snapshot's value as the item read."""
+    value = client.get("/v1/items/7804").json()
+    fair, band = value["fair_value"], value["band"]
+    quoted = {factor: client.get(f"/v1/collections/cryptopunks/items/7804/quote?price={fair * factor}").json()
+              for factor in (0.85, 1.0, 1.2)}
+
+    assert {factor: q["signal"] for factor, q in quoted.items()} == {0.85: "BUY", 1.0: "HOLD", 1.2: "SELL"}
+    assert quoted[0.85]["deviation"] == pytest.approx(-0.15, abs=1e-5)
+    assert quoted[1.0]["band_position"] == "in_band" and quoted[1.0]["band"] == band
+    assert quoted[1.2]["snapshot"] == value["snapshot"] and quoted[1.2]["model_version"] == value["model_version"]
+    assert quoted[1.0]["thresholds"] == {"buy_below": 0.10, "sell_above": 0.15}
+    below = client.get(f"/v1/items/7804/quote?price={band['p10'] * 0.99}").json()
+    above = client.get(f"/v1/items/7804/quote?price={band['p90'] * 1.01}").json()
+    assert (below["band_position"], below["signal"]) == ("below_band", "BUY")
+    assert (above["band_position"], above["signal"]) == ("above_band", "SELL")
 
 
 def test_bulk_valuations_report_unknown_ids(client):

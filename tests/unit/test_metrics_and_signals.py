@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from models.metrics import interval_scores, paired_difference, paired_mape_difference, valuation_metrics
-from models.signals import signals
+from models.signals import ABOVE_BAND, BELOW_BAND, IN_BAND, band_position, signals
 
 
 def test_valuation_metrics_on_a_hand_computed_case():
@@ -119,3 +119,8 @@ def test_day_oracle_removes_the_days_median_or_the_other_sales_median_by_hand():
         expected([-0.3, -0.15, 0.45, 0.3])
     assert (got["as_is"]["mape"], got["as_is"]["median_ape"]) == expected([0.1, 0.2, 0.6, 0.3])
     assert got["as_is"]["n"] == 4
+
+
+def test_band_position_counts_the_ends_in_the_band():
+    assert [band_position(price, 90.0, 120.0) for price in (89.99, 90.0, 100.0, 120.0, 120.01)] == [
+        BELOW_BAND, IN_BAND, IN_BAND, IN_BAND, ABOVE_BAND]
