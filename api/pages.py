@@ -25,8 +25,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from api.deps import SLUG  # one pattern for the collection slugs of the API and the pages
-from fairvalue import reads
+from api.deps import SLUG, float_param  # SLUG: one pattern for the collection slugs of the API and the pages
+from fairvalue import item_reads, reads
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
 
@@ -233,8 +233,13 @@ def item(request: Request) -> Response:
         "published": [[p["valued_at"] or p["as_of"], p["fair_value"], p["p10"], p["p90"]]
                       for p in history["published"]],
     }
+    # ?price=: a listing or an offer the visitor checks against the value (GET .../quote).
+    asked = request.query_params.get("price") or None
+    quoted, quote_error = (_try(lambda: item_reads.quote(slug, key, float_param(request, "price"))) if asked
+                           else (None, None))
     return render(request, "item.html", v=valuation, history=history, explanation=explanation,
-                  explanation_error=explanation_error, chart=chart)
+                  explanation_error=explanation_error, chart=chart, asked=asked, quoted=quoted,
+                  quote_error=quote_error)
 
 
 @page

@@ -6,6 +6,7 @@ screenshot of each page is saved (listed at the end of the run)."""
 from __future__ import annotations
 
 import base64
+import json
 import math
 import urllib.error
 import urllib.request
@@ -150,6 +151,12 @@ def test_collection_paths_search_and_errors(live_server, seeded):
         assert status == 200 and 'class="notice"' in body and 'value="2000-01-31"' in body, page
         status, _, body = _get(live_server + f"/c/cryptopunks/{page}?from=2021-12-01&to=2021-11-01")
         assert status == 400 and "to must be after from" in body, page
+    # The item page checks a price against the value (the quote), and says why it cannot.
+    value = json.loads(_get(live_server + "/v1/items/7804", "application/json")[2])
+    status, _, body = _get(live_server + f"/items/7804?price={value['fair_value'] * 0.8}")
+    assert status == 200 and 'class="quote"' in body and "BUY" in body and "-20.0 %" in body
+    status, _, body = _get(live_server + "/items/7804?price=-3")
+    assert status == 200 and "price must be above 0" in body
     status, _, body = _get(live_server + "/no-such-page")
     assert status == 404 and "<html" in body
     status, kind, body = _get(live_server + "/v1/no-such-thing")
