@@ -1,21 +1,15 @@
-"""Parsing request bodies as JSON, refusing what would hurt: bytes that are not UTF-8, nesting
-deeper than any real payload (deep nesting exhausts the stack later, in code far from here),
-integers too long to convert, and text escapes of lone UTF-16 surrogates (`"\\ud800"`: valid JSON,
-but no text a database can store). Every refusal says why, as a 400."""
+"""Parsing request bodies as JSON: bytes that are not UTF-8 are refused here, and the text as
+models.json_input refuses it (nesting, long integers, lone surrogates, a key named twice).
+Every refusal says why, as a 400; a body declared as another format, as a 415."""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
-MAX_DEPTH = 32  # a sale is 2 levels deep inside {"sales": [...]}; nothing we accept needs more
-SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a \uD800-\uDFFF escape; paired ones are fine
+from models.json_input import MAX_DEPTH, BadJson, depth, loads
 
-
-class BadJson(ValueError):
-    pass
-
+__all__ = ["BadJson", "depth", "media_type_refusal", "parse"]
 
 # What clients send when nobody chose a type: curl -d and urllib say a form, some tools plain text.
 # Such a body is read as JSON, as one without the header is; a type that names another format is not.
@@ -41,57 +35,9 @@ def media_type_refusal(content_type: str | None) -> str | None:
     return None
 
 
-def strings(value: Any):
-    """Every string in a parsed value, keys included, without recursion."""
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, str):
-            yield node
-        elif isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-
-
-def _has_lone_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def depth(value: Any) -> int:
-    """Nesting depth of lists and objects, without recursion (so any depth is measured safely)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        if isinstance(node, dict):
-            node = list(node.values())
-        if isinstance(node, list):
-            deepest = max(deepest, level)
-            stack.extend((child, level + 1) for child in node if isinstance(child, dict | list))
-    return deepest
-
-
 def parse(body: bytes, max_depth: int = MAX_DEPTH) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadJson(f"body is not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadJson(f"body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise BadJson(f"body is nested deeper than {max_depth} levels") from None
-    except ValueError as exc:  # e.g. an integer literal longer than Python converts
-        raise BadJson(f"body holds a value that cannot be read: {exc}") from None
-    if depth(value) > max_depth:
-        raise BadJson(f"body is nested deeper than {max_depth} levels")
-    # Only a body that spells such an escape can hold one; the walk is skipped for the rest.
-    if SURROGATE_ESCAPE.search(text) and any(_has_lone_surrogate(s) for s in strings(value)):
-        raise BadJson("body holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is not text")
-    return value
+    return loads(text, "body", max_depth)

@@ -12,6 +12,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from models.json_input import BadJson, loads
+
 # (low, high) -> a database's sales of that range with their parties and flags (see market_data_from_files)
 StoredSales = Callable[[Any, Any], Any]
 
@@ -50,10 +52,17 @@ def read_market_days(floor_csv: Path | None, eth_usd_csv: Path | None) -> dict[d
 
 
 def read_sales_file(path: Path) -> Iterator[dict[str, Any]]:
-    """CSV (header row) or JSON lines, chosen by the file's suffix. Read line by line, so a
-    line that cannot be read (bad bytes, an unclosed quote, a missing field) becomes one row
-    with `_error`, kept as a rejection, and the lines after it are read as usual. No sale field
-    holds a line break, so a quoted field spanning lines is one of those errors."""
+    """CSV (header row) or JSON lines, chosen by the file's suffix; a `.json` file may also hold
+    one JSON document (an array of sales, `{"sales": [...]}`, or one sale). Read line by line,
+    so a line that cannot be read (bad bytes, an unclosed quote, a missing field, JSON that
+    models.json_input refuses) becomes one row with `_error`, kept as a rejection, and the lines
+    after it are read as usual. No sale field holds a line break, so a quoted field spanning
+    lines is one of those errors."""
+    if path.suffix == ".json":
+        document = _json_document(path)
+        if document is not None:
+            yield from document
+            return
     lines = _decoded_lines(path)
     if path.suffix in (".jsonl", ".ndjson", ".json"):
         yield from _json_rows(lines)
@@ -94,11 +103,33 @@ def _json_rows(lines: Iterator[tuple[int, str, str | None]]) -> Iterator[dict[st
             yield _bad_line(lineno, text, decode_error)
             continue
         try:
-            value = json.loads(text)
-        except (ValueError, RecursionError) as exc:  # also a number past int's digit limit, nesting past the stack
-            yield _bad_line(lineno, text, f"{type(exc).__name__}: {str(exc)[:200]}")
+            value = loads(text, "the line")
+        except BadJson as exc:
+            yield _bad_line(lineno, text, str(exc)[:300])
             continue
         yield value if isinstance(value, dict) else _bad_line(lineno, text, "a line must hold a JSON object")
+
+
+def _json_document(path: Path) -> list[dict[str, Any]] | None:
+    """The rows of a `.json` file that is one JSON document, or None when it is not one (JSON
+    lines: two or more documents, or a line that cannot be read, are read line by line). An
+    array that cannot be read is refused whole: no line of it is a row."""
+    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    try:
+        value = loads(raw.decode("utf-8"), "the file")
+    except (UnicodeDecodeError, BadJson) as exc:
+        if raw.lstrip()[:1] == b"[":
+            raise UnreadableFile(f"the file is a JSON array that cannot be read ({str(exc)[:300]})") from None
+        return None
+    if isinstance(value, dict) and isinstance(value.get("sales"), list):
+        value = value["sales"]
+    if isinstance(value, dict):
+        return [value]
+    if not isinstance(value, list):
+        raise UnreadableFile("the file holds neither a sale, a list of sales nor {\"sales\": [...]}")
+    return [row if isinstance(row, dict) else
+            {"_raw": json.dumps(row)[:MAX_RAW], "_error": f"entry {n} of the array: not a JSON object"}
+            for n, row in enumerate(value, 1)]
 
 
 def _csv_rows(lines: Iterator[tuple[int, str, str | None]]) -> Iterator[dict[str, Any]]:

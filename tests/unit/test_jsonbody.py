@@ -22,6 +22,8 @@ def test_depth_is_measured_without_recursion():
         (b"[" * 50 + b"]" * 50, "deeper than 32"),
         (b"[" * 100_000 + b"]" * 100_000, "deeper than 32"),
         (b'{"n": ' + b"1" * 5000 + b"}", "cannot be read"),
+        # Which price did the sender mean? Python's json keeps the last one silently.
+        (b'{"sales": [{"price": 1, "price": 1000}]}', "names the key 'price' twice"),
     ],
 )
 def test_refusals_say_why(body, reason):

@@ -49,8 +49,31 @@ def test_a_byte_order_mark_and_crlf_are_read_as_plain_text(tmp_path):
 def test_json_past_pythons_limits_is_a_row_with_its_reason(tmp_path):
     lines = b'{"price": ' + b"9" * 5000 + b"}\n" + b"[" * 100_000 + b"\n" + b'{"event_id": "j2"}\n'
     rows = rows_of(tmp_path, lines, "prices.jsonl")
-    assert "ValueError" in rows[0]["_error"] and "RecursionError" in rows[1]["_error"]
+    assert "cannot be read" in rows[0]["_error"] and "line 2: the line is" in rows[1]["_error"]
     assert rows[2] == {"event_id": "j2"}
+
+
+def test_json_the_webhook_refuses_is_a_row_with_its_reason_in_a_file_too(tmp_path):
+    """models.json_input reads both: a lone surrogate (no database stores it), nesting past 32
+    levels (it crashed keeping the row) and a key named twice each spoil their own line only."""
+    lines = [b'{"event_id": "s1", "seller": "\\ud800"}', b'{"event_id": ' + b"[" * 40 + b"]" * 40 + b"}",
+             b'{"event_id": "d1", "price": 1, "price": 1000}', b'{"event_id": "j3"}']
+    rows = rows_of(tmp_path, b"\n".join(lines) + b"\n", "sales.jsonl")
+    assert "lone UTF-16 surrogate" in rows[0]["_error"] and "deeper than 32" in rows[1]["_error"]
+    assert "names the key 'price' twice" in rows[2]["_error"] and rows[3] == {"event_id": "j3"}
+    assert [r.get("_line") for r in rows] == [1, 2, 3, None]
+
+
+def test_a_json_file_may_hold_one_document(tmp_path):
+    sales = b'[{"event_id": "a1"}, 7, {"event_id": "a2"}]'
+    rows = rows_of(tmp_path, sales, "sales.json")
+    assert rows[0] == {"event_id": "a1"} and rows[2] == {"event_id": "a2"}
+    assert rows[1]["_raw"] == "7" and "entry 2 of the array" in rows[1]["_error"]
+    assert rows_of(tmp_path, b'{"sales": [{"event_id": "b1"}]}', "sales.json") == [{"event_id": "b1"}]
+    assert rows_of(tmp_path, b'{"event_id": "c1"}\n{"event_id": "c2"}\n', "sales.json") == [
+        {"event_id": "c1"}, {"event_id": "c2"}]  # JSON lines, as before
+    with pytest.raises(UnreadableFile, match="JSON array that cannot be read"):
+        rows_of(tmp_path, b'[{"event_id": "a1"},\n{"event_id": ', "sales.json")
 
 
 def test_a_header_that_cannot_be_read_refuses_the_whole_file(tmp_path):
