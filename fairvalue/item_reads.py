@@ -24,6 +24,7 @@ from fairvalue.reads import ITEM_KEY, MAX_BULK_IDS, check_item_key, collection_r
 from fairvalue.settings import get_settings
 from fairvalue.snapshot_cache import PointerCache
 from models.signals import band_position, signals
+from models.validation import MAX_PRICE
 from storage.db import get_engine, session_scope
 from storage.snapshots import (
     PublishedValue,
@@ -191,8 +192,8 @@ def quote(slug: str | None, key: str, price: float) -> dict[str, Any]:
     from the last sale) and where it sits in the band."""
     slug = slug or get_settings().collection
     check_item_key(key)
-    if not price > 0:
-        raise BadInput(f"price must be above 0, got {price}")
+    if not 0 < price <= MAX_PRICE:
+        raise BadInput(f"price must be above 0 and at most {MAX_PRICE:g}, got {price:g}")
     rows = _published_items(slug, [key], with_attributes=False)
     if not rows:
         raise NotFound(f"no item {key!r} in {slug}")

@@ -167,13 +167,13 @@ Days = Annotated[int, Field(ge=1, le=3650)]
 
 
 # Checked as they are made, like estimator.TrainParams: an operator's request names them.
-@pydantic_dataclass(config=ConfigDict(strict=True, extra="forbid"))
+@pydantic_dataclass(config=ConfigDict(strict=True, extra="forbid", allow_inf_nan=False))
 class DailyParams:
     windows: Annotated[tuple[Days, ...], Field(min_length=1)] = (7, 14, 21, 28, 42)
     alphas: Annotated[tuple[Annotated[float, Field(ge=0, le=1)], ...], Field(min_length=1)] = (0.0, 0.25, 0.5, 0.75)
     tune_days: Days = 60
     band_days: Days = 120
-    min_band_rows: Annotated[int, Field(ge=1)] = 50
+    min_band_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 50
 
     def as_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -54,7 +54,8 @@ Rounds = Annotated[int, Field(ge=1, le=10_000)]
 Rate = Annotated[float, Field(gt=0, le=1)]
 
 
-@pydantic_dataclass(config=ConfigDict(strict=True, extra="forbid"))
+# allow_inf_nan=False: JSON's Infinity and NaN are no setting (and no JSON the database stores).
+@pydantic_dataclass(config=ConfigDict(strict=True, extra="forbid", allow_inf_nan=False))
 class TrainParams:
     max_iter: Rounds = 200
     learning_rate: Rate = 0.05
@@ -63,10 +64,10 @@ class TrainParams:
     band_max_iter: Rounds = 50
     band_learning_rate: Rate = 0.2
     max_bins: Annotated[int, Field(ge=2, le=255)] = 63
-    max_leaf_nodes: Annotated[int, Field(ge=2)] = 31
-    min_samples_leaf: Annotated[int, Field(ge=1)] = 20
-    l2_regularization: Annotated[float, Field(ge=0)] = 1.0
-    recency_half_life_days: Annotated[float, Field(gt=0)] = 180.0
+    max_leaf_nodes: Annotated[int, Field(ge=2, le=10_000)] = 31
+    min_samples_leaf: Annotated[int, Field(ge=1, le=1_000_000)] = 20
+    l2_regularization: Annotated[float, Field(ge=0, le=1e6)] = 1.0
+    recency_half_life_days: Annotated[float, Field(gt=0, le=36_500)] = 180.0
     random_state: Annotated[int, Field(ge=0, le=2**32 - 1)] = 7  # numpy's seed range
     # The median as the mean of this many boosted models, each splitting on a random share
     # `median_max_features` of the features (its own seed): averaging takes out part of the
@@ -79,11 +80,11 @@ class TrainParams:
     band_low: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
     band_high: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
     band_method: Literal["premium", "spread", "averaged"] = "averaged"
-    band_market_widening: Annotated[float, Field(ge=0)] = 1.0
+    band_market_widening: Annotated[float, Field(ge=0, le=100)] = 1.0
     # The fair value's share of the ridge regression (0: the trees alone), and its penalty on
     # standardised features (set before it was measured, not tuned).
     linear_weight: Annotated[float, Field(ge=0, le=1)] = 0.4
-    linear_alpha: Annotated[float, Field(gt=0)] = 30.0
+    linear_alpha: Annotated[float, Field(gt=0, le=1e9)] = 30.0
     # The linear model's loss: squared (ridge), or Huber's, which counts a sale far from the fit
     # (a distressed sale, a wash trade no rule caught) by its distance rather than its square.
     # Huber's is not the default: it read worse in the 2020-21 run-up (docs/model.md, sixteenth round).

@@ -257,6 +257,7 @@ def test_a_snapshot_of_a_silent_market_names_the_moment_it_valued(client, seeded
         ("/v1/items/7804/quote?price=0", 400),
         ("/v1/items/7804/quote?price=-5", 400),
         ("/v1/items/7804/quote?price=inf", 400),
+        ("/v1/items/7804/quote?price=1.7e308", 400),  # past any price: deviation overflowed to inf, a 500
         ("/v1/items/7804/quote?price=1_0", 400),
         ("/v1/items/10000/quote?price=70", 404),
         ("/v1/collections/nope/items/1/quote?price=70", 404),

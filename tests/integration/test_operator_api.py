@@ -76,6 +76,14 @@ def test_operator_can_enqueue_promote_and_roll_back(client, operator_token, brok
         refused = client.post("/v1/training-requests", json={"reason": "refused params", "params": params},
                               headers=operator_token)
         assert refused.status_code == 422 and reason in refused.json()["error"], refused.text
+    # JSON's Infinity is no setting: stored, it was a 500 on PostgreSQL and broke the listing on SQLite.
+    for raw, reason in ((b'{"reason": "refused params", "params": {"l2_regularization": Infinity}}',
+                         "l2_regularization: Input should be a finite number"),
+                        (b'{"reason": "refused params", "params": {"max_leaf_nodes": 100000000000000000000}}',
+                         "max_leaf_nodes: Input should be less than or equal to 10000")):
+        refused = client.post("/v1/training-requests", content=raw,
+                              headers={**operator_token, "Content-Type": "application/json"})
+        assert refused.status_code == 422 and reason in refused.json()["error"], refused.text
     listed = client.get("/v1/training-requests?limit=500").json()["training_requests"]
     assert not any(r["reason"] == "operator: refused params" for r in listed)
     assert client.post("/v1/models/999999/promote", headers=operator_token).status_code == 404
