@@ -37,6 +37,7 @@ from storage.registry import (
     alias_since,
     get_alias,
     load_model,
+    lock_collection,
     promote,
     register_version,
     remove_alias,
@@ -476,7 +477,7 @@ def _register_and_decide(settings: Settings, request_id: int, worker: str, outco
         # training, a rollback or an operator may have changed it since: then the contender was
         # never compared with the model it would replace, so it is shadowed instead, and the
         # monitor judges it against the current champion on live sales.
-        _lock_collection(session, coll)
+        lock_collection(session, coll)
         champion_now = get_alias(session, coll, CHAMPION)
         if verdict == gates.PROMOTE and (champion_now.id if champion_now else None) != outcome.champion_id:
             verdict = gates.SHADOW
@@ -535,7 +536,7 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with session_scope() as session:
         coll = pipeline.collection(session, settings)
-        _lock_collection(session, coll)
+        lock_collection(session, coll)
         champion = get_alias(session, coll, CHAMPION)
         previous = get_alias(session, coll, PREVIOUS_CHAMPION)
         since = alias_since(session, coll, PREVIOUS_CHAMPION)
@@ -608,19 +609,11 @@ def _who(operator: str | None) -> dict:
     return {"operator": operator} if operator else {}
 
 
-def _lock_collection(session: Session, coll: Collection) -> None:
-    """Lock the collection row until the transaction ends. Whatever reads the aliases and then
-    moves them (the gates' promotion, the monitor, operators' promotions and rollbacks) takes it
-    first, or two at once would each act on what the other is about to change (PostgreSQL;
-    SQLite has one writer anyway)."""
-    session.exec(select(Collection).where(Collection.id == coll.id).with_for_update()).one()
-
-
 def operator_promote(version: int, reason: str, settings: Settings | None = None, operator: str | None = None) -> dict:
     settings = settings or get_settings()
     with session_scope() as session:
         coll = pipeline.collection(session, settings)
-        _lock_collection(session, coll)
+        lock_collection(session, coll)
         target = session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id,
                                                          ModelVersion.version == version)).first()
         if target is None:
@@ -639,7 +632,7 @@ def operator_rollback(reason: str, settings: Settings | None = None, operator: s
     settings = settings or get_settings()
     with session_scope() as session:
         coll = pipeline.collection(session, settings)
-        _lock_collection(session, coll)
+        lock_collection(session, coll)
         champion = get_alias(session, coll, CHAMPION)
         previous = get_alias(session, coll, PREVIOUS_CHAMPION)
         if champion is None or previous is None:

@@ -23,6 +23,16 @@ PREVIOUS_CHAMPION = "previous_champion"
 CONTENDER = "contender"  # a contender in shadow: valued beside the champion, not served
 
 
+def lock_collection(session: Session, collection: Collection) -> None:
+    """Lock the collection row until the transaction ends: what numbers a new version, and what
+    reads the aliases and then moves them (the gates' promotion, the monitor, operators'
+    promotions and rollbacks), takes it first, or two at once would each act on what the other
+    is about to change (PostgreSQL; SQLite has one writer anyway). FOR NO KEY UPDATE, not FOR
+    UPDATE: the latter also conflicts with the key-share lock every insert that references the
+    collection takes (a sale, a snapshot), so ingest and nowcasts would wait out a model upload."""
+    session.exec(select(Collection).where(Collection.id == collection.id).with_for_update(key_share=True)).one()
+
+
 def register_version(
     session: Session,
     store: ArtifactStore,
@@ -35,8 +45,7 @@ def register_version(
     code_version: str,
 ) -> ModelVersion:
     """Store the artifact (content-addressed) and record the version with its lineage."""
-    # Lock the collection row so two training workers cannot take the same version number.
-    session.exec(select(Collection).where(Collection.id == collection.id).with_for_update()).one()
+    lock_collection(session, collection)  # two training workers cannot take the same version number
     next_version = (
         session.exec(
             select(func.max(ModelVersion.version)).where(ModelVersion.collection_id == collection.id)

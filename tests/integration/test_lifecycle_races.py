@@ -277,3 +277,28 @@ def test_concurrent_operator_rollbacks_roll_back_once(seeded):
         rollbacks = [d for d in lifecycle.decisions(settings, 20) if d["decision"] == "rollback"
                      and d["contender"] == version]
         assert len(rollbacks) == 1
+
+
+def test_the_lifecycle_lock_lets_sales_and_snapshots_be_stored(seeded):
+    """The collection lock (a version being numbered and uploaded, an alias being moved) is held
+    for as long as a model upload takes. Rows that reference the collection (a sale, a
+    snapshot) take a key-share lock on it, which FOR UPDATE would block; FOR NO KEY UPDATE does
+    not. A second lifecycle lock still waits."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from storage.registry import lock_collection
+
+    settings = get_settings()
+    with session_scope() as holder:
+        coll = pipeline.collection(holder, settings)
+        lock_collection(holder, coll)
+        with session_scope() as other:
+            other.exec(text("SET LOCAL lock_timeout = '2s'"))
+            report = pipeline.ingest_sales_call(other, [{"event_id": "under-the-lifecycle-lock", "item_id": "77",
+                                                         "price": 90.0, "timestamp": "2021-12-30T10:00:00Z"}],
+                                                "test", settings)
+            assert report.accepted + report.duplicate == 1
+        with pytest.raises(OperationalError, match="lock timeout"), session_scope() as rival:
+            rival.exec(text("SET LOCAL lock_timeout = '1s'"))
+            lock_collection(rival, pipeline.collection(rival, settings))
