@@ -487,7 +487,7 @@ def _register_and_decide(settings: Settings, request_id: int, worker: str, outco
                          {**outcome.numbers, "checks": outcome.decision.as_dict()["checks"]},
                          contender=version.id, champion=outcome.champion_id, request_id=request_id)
         if verdict == gates.PROMOTE:
-            promote(session, coll, version)
+            promote(session, coll, version, settings.probation_days)
         elif verdict == gates.SHADOW:
             waiting = get_alias(session, coll, CONTENDER)
             if waiting is not None and waiting.id != version.id:  # one shadow at a time; say what became of it
@@ -573,7 +573,7 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
                              contender=contender.id, champion=champion.id)
             remove_alias(session, coll, CONTENDER)
             if better:
-                promote(session, coll, contender)
+                promote(session, coll, contender, settings.probation_days)
             out["shadow"] = {"contender": contender.version, "decision": verdict}
     return out
 
@@ -622,7 +622,7 @@ def operator_promote(version: int, reason: str, settings: Settings | None = None
         if champion is not None and champion.id == target.id:
             return {"champion": version, "changed": False}
         _refuse_unverified(session, get_store(settings), coll, target, champion, "operator")
-        promote(session, coll, target)
+        promote(session, coll, target, settings.probation_days)
         _record_decision(session, coll, "promote", "operator", reason, _who(operator), contender=target.id,
                          champion=champion.id if champion else None)
     return {"champion": version, "changed": True}

@@ -7,6 +7,7 @@ promoting or rolling back is one update of that row.
 from __future__ import annotations
 
 from collections import OrderedDict
+from datetime import timedelta
 from threading import Lock
 from typing import Any
 
@@ -91,13 +92,23 @@ def set_alias(session: Session, collection: Collection, alias: str, version: Mod
     )
 
 
-def promote(session: Session, collection: Collection, version: ModelVersion) -> None:
+def promote(session: Session, collection: Collection, version: ModelVersion,
+            probation_days: float | None = None) -> None:
     """Make `version` the champion, remembering the one it replaces for rollback. A contender
     promoted (by an operator) leaves the shadow: else the monitor would judge it against itself,
-    and a rollback would leave it waiting there to be promoted again."""
+    and a rollback would leave it waiting there to be promoted again.
+
+    A champion replaced while on probation (its previous champion set within `probation_days`)
+    has not proven itself live: the previous champion stays the one to roll back to, and is set
+    again, so the new champion's probation against it starts now. Promoting that previous
+    champion itself is a return to it, and the champion on probation becomes the previous one."""
     current = get_alias(session, collection, CHAMPION)
     if current is not None and current.id != version.id:
-        set_alias(session, collection, PREVIOUS_CHAMPION, current)
+        previous, since = get_alias(session, collection, PREVIOUS_CHAMPION), alias_since(session, collection,
+                                                                                         PREVIOUS_CHAMPION)
+        on_probation = (probation_days is not None and previous is not None and since is not None
+                        and previous.id != version.id and utcnow() - since <= timedelta(days=probation_days))
+        set_alias(session, collection, PREVIOUS_CHAMPION, previous if on_probation else current)
     set_alias(session, collection, CHAMPION, version)
     contender = get_alias(session, collection, CONTENDER)
     if contender is not None and contender.id == version.id:

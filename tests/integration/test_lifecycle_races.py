@@ -259,6 +259,8 @@ def test_concurrent_operator_rollbacks_roll_back_once(seeded):
             assert requests.claim(session, request_id, "racer", timedelta(minutes=5), 3)
         version = lifecycle._register_and_decide(settings, request_id, "racer",
                                                  dataclasses.replace(outcome, decision=rejected))["model_version"]
+        with session_scope() as session:  # the champion is past its probation: the rollback returns to it
+            remove_alias(session, pipeline.collection(session, settings), PREVIOUS_CHAMPION)
         lifecycle.operator_promote(version, "to be rolled back")
         outcomes: list[str] = []
 
