@@ -233,7 +233,7 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
     try:
         with console.status("nowcasting"):
             result = pipeline.nowcast(settings, as_of=_parse_time(as_of))
-    except (NotFound, pipeline.NoChampion) as exc:  # a bundled collection not made yet, or no champion
+    except (NotFound, pipeline.NoChampion, pipeline.FutureAsOf) as exc:  # nothing to value yet, or a future --as-of
         console.print(f"[red]nothing published:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(

@@ -331,6 +331,15 @@ class NoChampion(LookupError):
     """The collection has no champion model yet (nothing to value or measure with)."""
 
 
+class FutureAsOf(ValueError):
+    """A nowcast asked for a moment still to come: its snapshot would outrank every nowcast
+    until then (snapshots publish in the order of their as_of), freezing the published values."""
+
+
+# How far ahead of this process's clock an asked as_of may be: the asker's clock may run ahead.
+AS_OF_CLOCK_SLACK = pd.Timedelta(minutes=5)
+
+
 class NotMeasured(ValueError):
     """What was asked is not measured for this kind of collection yet."""
 
@@ -424,6 +433,9 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     """Value every item at `as_of` (default now) with the champion; write, publish, archive."""
     settings = settings or get_settings()
     as_of = as_of or utcnow()
+    if as_of > utcnow() + AS_OF_CLOCK_SLACK:
+        raise FutureAsOf(f"as_of {as_of.isoformat()} is in the future; a snapshot of it would outrank every "
+                         "nowcast until then")
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 

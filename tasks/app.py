@@ -54,9 +54,13 @@ def create_app(settings: Settings | None = None) -> Celery:
             "fairvalue.policy": {"queue": queues.DEFAULT},
             "fairvalue.monitor": {"queue": queues.DEFAULT},
         },
-        # Our tasks are idempotent, so a task whose worker died is redelivered, not lost.
+        # Acked after they ran: a task whose whole worker died is redelivered after the visibility
+        # timeout (our tasks are idempotent). A pool child killed under a task (out of memory, say)
+        # would be requeued at once, every time, with reject_on_worker_lost: only training sets it
+        # (tasks/lifecycle.py), whose request lease and attempt count bound the retries; a lost
+        # nowcast, policy or monitor run is the next beat's.
         task_acks_late=True,
-        task_reject_on_worker_lost=True,
+        task_reject_on_worker_lost=False,
         worker_prefetch_multiplier=1,
         task_serializer="json",
         accept_content=["json"],

@@ -361,3 +361,19 @@ def test_a_mistyped_collection_is_refused_by_every_command_and_made_by_none(data
     assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
     with session_scope() as session:
         assert session.exec(select(Collection).where(Collection.slug == "cli-typo")).first() is None
+
+
+def test_a_nowcast_of_a_moment_to_come_is_refused_and_writes_nothing(seeded):
+    """Snapshots publish in the order of their as_of: one of next year would have outranked every
+    nowcast until then, freezing the published values."""
+    from datetime import timedelta
+
+    from storage.tables import NowcastSnapshot, utcnow
+
+    with session_scope() as session:
+        before = len(session.exec(select(NowcastSnapshot.id)).all())
+    later = (utcnow() + timedelta(days=365)).isoformat()
+    result = runner.invoke(app, ["nowcast", "--as-of", later])
+    assert result.exit_code == 1 and "is in the future" in result.output, result.output
+    with session_scope() as session:
+        assert len(session.exec(select(NowcastSnapshot.id)).all()) == before

@@ -15,3 +15,15 @@ def test_every_filesystem_broker_folder_is_under_the_var_dir(tmp_path):
     assert set(folders) == {"data_folder_in", "data_folder_out", "processed_folder", "control_folder"}
     for folder in folders.values():
         assert folder.is_dir() and folder.is_relative_to(tmp_path.resolve())
+
+
+def test_only_training_is_requeued_when_the_process_under_it_dies():
+    """A task that kills the pool child it runs in (out of memory) must not come back forever:
+    only training, whose request lease and attempts bound its retries, is rejected back to the queue."""
+    from tasks.app import app
+    from tasks.lifecycle import train
+
+    assert app.conf.task_acks_late is True and app.conf.task_reject_on_worker_lost is False
+    assert train.acks_late is True and train.reject_on_worker_lost is True
+    others = [t for name, t in app.tasks.items() if name.startswith("fairvalue.") and name != train.name]
+    assert others and not any(t.reject_on_worker_lost for t in others)
