@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -208,6 +208,19 @@ def sales_since_published(settings: Settings | None = None) -> int:
         elif snap is not None:  # a snapshot from before migration 0009: its row's creation
             query = query.where(Sale.ingested_at > (snap.data_read_at or snap.created_at))
         return session.exec(query).one()
+
+
+def published_read_since(settings: Settings, moment: datetime) -> int | None:
+    """The published snapshot's id when its nowcast read the market at or after `moment` (so it
+    holds everything stored, and the champion named, before then), else None."""
+    from storage.snapshots import published_snapshot
+
+    with session_scope() as session:
+        snap = published_snapshot(session, collection(session, settings))
+    if snap is None or snap.data_read_at is None:
+        return None
+    read_at = snap.data_read_at if snap.data_read_at.tzinfo else snap.data_read_at.replace(tzinfo=UTC)
+    return snap.id if read_at >= moment else None
 
 
 # --- training ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from kombu import Queue
 
 import beat_schedule
 from fairvalue.settings import Settings, get_settings
+from storage.tables import utcnow
 from tasks import queues
 
 TASK_MODULES = ["tasks.nowcast", "tasks.ingest", "tasks.lifecycle", "tasks.cards"]
@@ -77,10 +78,18 @@ def create_app(settings: Settings | None = None) -> Celery:
 app = create_app()
 
 
+# A requested nowcast still queued after this long is dropped: beat's own has run by then.
+REQUESTED_NOWCAST_EXPIRES_SECONDS = 3600
+
+
 def request_nowcast(collection: str) -> None:
     """Ask for an out-of-cycle nowcast of one collection. Always name it: a worker's default
-    collection is its own environment's, not the sender's."""
-    app.send_task("fairvalue.nowcast", kwargs={"collection": collection}, queue=queues.NOWCAST)
+    collection is its own environment's, not the sender's. The request says when it was made: a
+    snapshot published from a read after that already serves it (tasks/nowcast.py), so the
+    requests of a steady stream of sales made while one nowcast runs collapse into the next
+    one, rather than queueing a full nowcast each."""
+    app.send_task("fairvalue.nowcast", kwargs={"collection": collection, "requested_at": utcnow().isoformat()},
+                  queue=queues.NOWCAST, expires=REQUESTED_NOWCAST_EXPIRES_SECONDS)
 
 
 def send_after_commit(send: Callable[..., Any], *args: Any, **kwargs: Any) -> str | None:

@@ -16,7 +16,9 @@ ARCHIVE = "fairvalue.archive"
 
 
 @app.task(name="fairvalue.nowcast", bind=True)
-def nowcast(self, as_of: str | None = None, collection: str | None = None) -> dict:
+def nowcast(self, as_of: str | None = None, collection: str | None = None, requested_at: str | None = None) -> dict:
+    """`requested_at`: when an out-of-cycle nowcast was asked for (tasks.app.request_nowcast);
+    skipped when the published snapshot was read after it. Beat's nowcasts carry none."""
     with recorded_run("fairvalue.nowcast", self.request.id) as run:
         settings = get_settings().for_collection(collection)
         run["collection"] = settings.collection
@@ -24,6 +26,10 @@ def nowcast(self, as_of: str | None = None, collection: str | None = None) -> di
             run.update(status="skipped", reason="paused")
             return dict(run)
         if skipped_unless_loaded(run, settings):
+            return dict(run)
+        served_by = requested_at and pipeline.published_read_since(settings, datetime.fromisoformat(requested_at))
+        if served_by:
+            run.update(status="skipped", reason=f"snapshot {served_by}, read after the request, is published")
             return dict(run)
         result = pipeline.nowcast(settings, as_of=datetime.fromisoformat(as_of) if as_of else None)
         run.update(result.__dict__)

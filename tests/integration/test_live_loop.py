@@ -282,3 +282,36 @@ def test_a_file_backfill_asks_the_worker_for_the_same_follow_up_as_a_webhook(cli
     assert runs[-1]["collection"] == "cryptopunks"  # named by the sender, not the worker's default
     again = CliRunner().invoke(app, ["ingest", "sales", str(path)])  # all duplicates now
     assert again.exit_code == 0 and "follow-up sent" not in again.output, again.output
+
+
+def test_a_requested_nowcast_already_served_by_the_published_snapshot_is_skipped(client, worker):
+    """Follow-ups of a steady stream of sales, asked for while a nowcast ran, collapse into the
+    next one: a request made before the published snapshot's read is served by it, and the
+    worker records the skip; one made after it is nowcast."""
+    from datetime import timedelta
+
+    from fairvalue import pipeline
+    from fairvalue.settings import get_settings
+    from storage.tables import utcnow
+    from tasks import queues
+    from tasks.app import app as celery_app
+
+    def finished(task_id: str) -> TaskRun | None:
+        with session_scope() as session:
+            run = session.exec(select(TaskRun).where(TaskRun.task_id == task_id, TaskRun.status != "running")).first()
+            if run is not None:
+                session.expunge(run)
+            return run
+
+    asked = utcnow() - timedelta(seconds=1)
+    published = pipeline.nowcast().snapshot_id  # read after `asked`
+    assert pipeline.published_read_since(get_settings(), asked) == published
+    served = celery_app.send_task("fairvalue.nowcast", queue=queues.NOWCAST, kwargs={
+        "collection": "cryptopunks", "requested_at": asked.isoformat()}).id
+    run = wait_for(lambda: finished(served), timeout=120)
+    assert (run.status, run.detail["reason"]) == ("skipped", f"snapshot {published}, read after the request, "
+                                                             "is published")
+    fresh = celery_app.send_task("fairvalue.nowcast", queue=queues.NOWCAST, kwargs={
+        "collection": "cryptopunks", "requested_at": utcnow().isoformat()}).id
+    assert wait_for(lambda: finished(fresh), timeout=120).status == "ok"
+    assert client.get("/v1/items/1").json()["snapshot"]["id"] != published

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from celery.signals import before_task_publish
 from pydantic import SecretStr
@@ -47,13 +49,17 @@ def sent_tasks():
 
 
 def champion_and_another(client) -> tuple[int, int]:
-    """The champion's version number and another's (one is trained when this file runs alone)."""
+    """The champion's version number and another's (one is trained when this file runs alone).
+    The champion is made past its probation (no previous champion), so that promoting the other
+    makes it the one a rollback returns to (storage.registry.promote)."""
+    from fairvalue import pipeline
+    from storage.db import session_scope
+    from storage.registry import PREVIOUS_CHAMPION, remove_alias
+
+    with session_scope() as session:
+        remove_alias(session, pipeline.collection(session, get_settings()), PREVIOUS_CHAMPION)
     models = client.get("/v1/models").json()
     if len(models["versions"]) < 2:
-        from datetime import UTC, datetime
-
-        from fairvalue import pipeline
-
         pipeline.train(cutoff=datetime(2021, 6, 1, tzinfo=UTC))
         models = client.get("/v1/models").json()
     champion = models["aliases"]["champion"]
@@ -91,6 +97,7 @@ def test_operator_can_enqueue_promote_and_roll_back(client, operator_token, brok
         assert client.post(f"/v1/models/{bad}/promote", headers=operator_token).status_code == 400, bad
 
     champion, other = champion_and_another(client)
+    before_promote = datetime.now(UTC)
     promoted = client.post(f"/v1/models/{other}/promote", json={"reason": "api"}, headers=operator_token)
     assert promoted.status_code == 200 and promoted.json()["champion"] == other
     rolled = client.post("/v1/models/rollback", json={"reason": "api"}, headers=operator_token)
@@ -100,8 +107,11 @@ def test_operator_can_enqueue_promote_and_roll_back(client, operator_token, brok
     assert all(d["numbers"]["operator"] == "bootstrap" for d in trail)  # which token acted (here the bootstrap one)
     # Each asked for a nowcast of this collection by name, not of whatever a worker defaults to
     # (a worker of another test may already have consumed the messages, so they are seen as sent).
-    assert [(name, kwargs, queue) for name, kwargs, queue in sent_tasks if name == "fairvalue.nowcast"] == [
-        ("fairvalue.nowcast", {"collection": "cryptopunks"}, queues.NOWCAST)] * 2
+    nowcasts = [(name, kwargs, queue) for name, kwargs, queue in sent_tasks if name == "fairvalue.nowcast"]
+    assert [(name, kwargs["collection"], queue) for name, kwargs, queue in nowcasts] == [
+        ("fairvalue.nowcast", "cryptopunks", queues.NOWCAST)] * 2
+    # ... saying when, so a snapshot read after the change serves them (tasks/nowcast.py)
+    assert all(datetime.fromisoformat(kwargs["requested_at"]) > before_promote for _, kwargs, _ in nowcasts)
 
 
 def test_with_the_broker_down_a_committed_change_answers_what_was_not_sent(client, operator_token, monkeypatch):
