@@ -480,22 +480,31 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     with session_scope() as session:
         snapshot = session.get(NowcastSnapshot, snapshot.id)
         moved = publish(session, coll, snapshot)
+        published_at = session.exec(select(NowcastSnapshot.published_at)
+                                    .where(NowcastSnapshot.id == snapshot.id)).one()
     lap("publish")
     archive_uri, archive_error = archive_snapshot(settings, snapshot.id, values, rows_csv)
     lap("archive")
-    shadows, shadow_errors = shadow_nowcasts(settings, coll, data, moment, as_of, cutoff, valued_at, data_read_at,
-                                             read_under)
+    shadows, shadow_errors = {}, {}
+    if moved:  # a superseded run's shadows would pair the watched models with values never served
+        shadows, shadow_errors = shadow_nowcasts(settings, coll, data, moment, as_of, cutoff, valued_at,
+                                                 data_read_at, read_under, published_at)
     lap("shadows")
     return NowcastResult(snapshot.id, moved, len(values), champion.version, archive_uri, archive_error, shadows,
                          shadow_errors or None, seconds)
 
 
-def shadow_nowcasts(settings: Settings, coll: Collection, data, moment, as_of, cutoff,
-                    valued_at, data_read_at, read_under=None) -> tuple[dict[str, int], dict[str, str]]:
+def shadow_nowcasts(settings: Settings, coll: Collection, data, moment, as_of, cutoff, valued_at, data_read_at,
+                    read_under, published_at: datetime) -> tuple[dict[str, int], dict[str, str]]:
     """Value the collection with the models watched beside the champion: the previous
     champion during a promotion's probation (the monitor compares against it) and a contender
     in shadow. Their snapshots are kept with status `shadow` and never published. A shadow
-    whose artifact cannot be read is skipped with the reason: it must not fail the nowcast."""
+    whose artifact cannot be read is skipped with the reason: it must not fail the nowcast.
+
+    Each carries the champion snapshot's `published_at`: a sale is scored against the last
+    values published before it, and the monitor pairs the champion's with a shadow's by sale,
+    so a shadow stamped later (after the archive, after the other shadows) would leave the sales
+    between the two stamps scored against the fresh champion and an older shadow."""
     from storage.registry import CONTENDER, PREVIOUS_CHAMPION, alias_since
 
     store = get_store(settings)
@@ -519,7 +528,7 @@ def shadow_nowcasts(settings: Settings, coll: Collection, data, moment, as_of, c
         with session_scope() as session:
             snapshot = write_snapshot(session, coll, version.id, as_of, cutoff, values, valued_at=valued_at,
                                       data_read_at=data_read_at, data_snapshot=read_under)
-            snapshot.status, snapshot.published_at = "shadow", utcnow()
+            snapshot.status, snapshot.published_at = "shadow", published_at
             session.add(snapshot)
         written[alias] = snapshot.id
     return written, errors

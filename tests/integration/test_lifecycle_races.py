@@ -304,3 +304,23 @@ def test_the_lifecycle_lock_lets_sales_and_snapshots_be_stored(seeded):
         with pytest.raises(OperationalError, match="lock timeout"), session_scope() as rival:
             rival.exec(text("SET LOCAL lock_timeout = '1s'"))
             lock_collection(rival, pipeline.collection(rival, settings))
+
+
+def test_a_shadow_carries_the_published_time_of_the_snapshot_it_shadows(seeded):
+    """The monitor pairs the champion's published values with a shadow's, sale by sale, each the
+    last published before the sale: a shadow stamped after the archive would leave the sales in
+    between scored against the fresh champion and an older shadow. A nowcast superseded by a
+    later one writes no shadow: its values were never served."""
+    settings = get_settings()
+    with aliases_and_decisions_restored():
+        with session_scope() as session:
+            coll = pipeline.collection(session, settings)
+            set_alias(session, coll, PREVIOUS_CHAMPION, get_alias(session, coll, CHAMPION))  # on probation now
+        result = pipeline.nowcast(settings)
+        assert result.published and set(result.shadows) == {"previous_champion"}
+        with session_scope() as session:
+            main = session.get(NowcastSnapshot, result.snapshot_id)
+            shadow = session.get(NowcastSnapshot, result.shadows["previous_champion"])
+            assert (shadow.status, shadow.published_at) == ("shadow", main.published_at)
+        late = pipeline.nowcast(settings, as_of=utcnow() - timedelta(hours=1))
+        assert not late.published and late.shadows == {}
