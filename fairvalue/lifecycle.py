@@ -44,6 +44,7 @@ from storage.registry import (
     set_alias,
     verify_artifact,
 )
+from storage.snapshots import published_snapshot
 from storage.tables import (
     Collection,
     LoopState,
@@ -575,6 +576,12 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
             if better:
                 promote(session, coll, contender, settings.probation_days)
             out["shadow"] = {"contender": contender.version, "decision": verdict}
+        # A change of champion asks for a nowcast after it commits; a worker or broker lost between
+        # the two leaves the old model's values published until the next scheduled nowcast (a day,
+        # for cards). The task asks again for whatever this finds.
+        published, champion_now = published_snapshot(session, coll), get_alias(session, coll, CHAMPION)
+        if published is not None and champion_now is not None and published.model_version_id != champion_now.id:
+            out["champion_not_published"] = {"champion": champion_now.version, "snapshot": published.id}
     return out
 
 

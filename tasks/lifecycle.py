@@ -92,6 +92,6 @@ def monitor(self, collection: str | None = None) -> dict:
         if skipped_unless_loaded(run, settings):
             return dict(run)
         run.update(lifecycle.run_monitor(settings))
-        if "rolled_back_to" in run or run.get("shadow", {}).get("decision") == "promote":
+        if "champion_not_published" in run:  # a rollback, a promotion, or one whose nowcast was lost
             request_nowcast(settings.collection)
         return dict(run)

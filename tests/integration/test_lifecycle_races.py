@@ -324,3 +324,26 @@ def test_a_shadow_carries_the_published_time_of_the_snapshot_it_shadows(seeded):
             assert (shadow.status, shadow.published_at) == ("shadow", main.published_at)
         late = pipeline.nowcast(settings, as_of=utcnow() - timedelta(hours=1))
         assert not late.published and late.shadows == {}
+
+
+def test_the_monitor_asks_again_for_the_nowcast_a_change_of_champion_lost(seeded):
+    """A promotion commits, then its nowcast request is lost (the worker died, the broker was
+    down): the monitor finds the published values are another model's and says so, and its
+    task asks for a nowcast."""
+    settings = get_settings()
+    with aliases_and_decisions_restored(), session_scope() as session:
+        coll = pipeline.collection(session, settings)
+        champion = get_alias(session, coll, CHAMPION)
+        assert lifecycle.run_monitor(settings).get("champion_not_published") is None
+        stand_in = ModelVersion(collection_id=coll.id, version=10_000 + champion.version, estimator=champion.estimator,
+                                artifact_uri=champion.artifact_uri, sha256=champion.sha256)
+        session.add(stand_in)
+        session.flush()
+        set_alias(session, coll, CHAMPION, stand_in)
+        session.commit()
+        try:
+            found = lifecycle.run_monitor(settings)["champion_not_published"]
+            assert found["champion"] == stand_in.version
+        finally:
+            set_alias(session, coll, CHAMPION, champion)
+            session.delete(stand_in)
