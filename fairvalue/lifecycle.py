@@ -551,6 +551,11 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
             out["probation"] = {"champion": champion.version, "previous": previous.version,
                                 "rollback": decision.rollback, "reason": decision.reason}
             if decision.rollback:
+                try:  # as an operator's rollback: the model it restores must still be readable
+                    _refuse_unverified(session, get_store(settings), coll, previous, champion, "monitor")
+                except ArtifactRefused as exc:
+                    out["rollback_refused"] = str(exc)
+                    return out
                 _rollback(session, coll, champion, previous, "monitor", decision.reason, decision.numbers)
                 out["rolled_back_to"] = previous.version
         contender = get_alias(session, coll, CONTENDER)
@@ -567,6 +572,13 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
             c_m, h_m = _metrics(cont), _metrics(champ)
             better = c_m.get("n", 0) >= settings.monitor_min_sales and \
                 c_m["mape"] <= h_m["mape"] * (1 - settings.gate_mape_margin)
+            if better:
+                try:  # its shadow values may have come from a worker's cache of it: read it back
+                    _refuse_unverified(session, get_store(settings), coll, contender, champion, "monitor")
+                except ArtifactRefused as exc:
+                    remove_alias(session, coll, CONTENDER)
+                    out["shadow"] = {"contender": contender.version, "decision": "reject", "reason": str(exc)}
+                    return out
             verdict = "promote" if better else "reject"
             _record_decision(session, coll, verdict, "monitor", f"after {settings.shadow_days} days in shadow: "
                              f"contender live MAPE {c_m.get('mape')} vs champion {h_m.get('mape')} on "

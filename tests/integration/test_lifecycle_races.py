@@ -347,3 +347,38 @@ def test_the_monitor_asks_again_for_the_nowcast_a_change_of_champion_lost(seeded
         finally:
             set_alias(session, coll, CHAMPION, champion)
             session.delete(stand_in)
+
+
+def test_the_monitor_does_not_roll_back_to_a_model_whose_artifact_is_gone(seeded, monkeypatch):
+    """The previous champion's shadow values may come from a worker's memory of it; its artifact
+    is read back before the rollback, as an operator's rollback does. A missing one is refused on
+    record, and the champion stays."""
+    from models import monitor
+
+    settings = get_settings()
+    monkeypatch.setattr(monitor, "decide_rollback", lambda *_args: monitor.MonitorDecision(
+        rollback=True, reason="worse live (forced by the test)", numbers={}))
+    stand_in_id = None
+    try:
+        with aliases_and_decisions_restored():
+            with session_scope() as session:
+                coll = pipeline.collection(session, settings)
+                champion = get_alias(session, coll, CHAMPION)
+                stand_in = ModelVersion(collection_id=coll.id, version=20_000 + champion.version,
+                                        estimator=champion.estimator, sha256=champion.sha256,
+                                        artifact_uri=champion.artifact_uri + ".gone")
+                session.add(stand_in)
+                session.flush()
+                stand_in_id = stand_in.id
+                set_alias(session, coll, PREVIOUS_CHAMPION, stand_in)  # on probation since now
+            out = lifecycle.run_monitor(settings)
+            assert "rolled_back_to" not in out and "refused" in out["rollback_refused"]
+            with session_scope() as session:
+                coll = pipeline.collection(session, settings)
+                assert get_alias(session, coll, CHAMPION).id == champion.id
+            refusal = lifecycle.decisions(settings, 1)[0]
+            assert (refusal["decision"], refusal["by"]) == ("reject", "monitor")
+    finally:
+        with session_scope() as session:
+            if stand_in_id is not None:
+                session.delete(session.get(ModelVersion, stand_in_id))
