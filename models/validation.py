@@ -151,6 +151,33 @@ def _pick_all(row: Mapping[str, Any]) -> dict[str, Any]:
     return {field: _pick(row, field) for field in COLUMN_ALIASES}
 
 
+def _given(value: Any) -> bool:
+    return _usable(value) and not (isinstance(value, str) and not value.strip())
+
+
+# The fields whose aliases must agree when a row gives several: which item and at what price
+# are the sale. An `id` beside `event_id` may be the sender's own row id, and a `ts` beside a
+# `timestamp` the same moment spelt otherwise; there the canonical name wins, as before.
+MUST_AGREE = ("item_key", "price")
+
+
+def _alias_conflict(row: Mapping[str, Any]) -> str | None:
+    """Why the row is ambiguous: two names of an item or a price (`price` and `price_eth`, say)
+    holding different values; _pick would silently take the first. None when it is not."""
+    for column in MUST_AGREE:
+        names = COLUMN_ALIASES[column]
+        given = [(name, row[name]) for name in names if name in row and _given(row[name])]
+        if len(given) < 2:
+            continue
+        numbers = [feed_number(value) for _, value in given]
+        same = (len(set(numbers)) == 1 if None not in numbers
+                else len({str(value).strip() for _, value in given}) == 1)
+        if not same:
+            return f"{column} is given twice with different values: " + ", ".join(
+                f"{name}={str(value)[:40]!r}" for name, value in given)
+    return None
+
+
 def item_key_of(row: Mapping[str, Any]) -> str:
     """The item key a raw row names, normalised as validation compares it (5.0 -> "5")."""
     return _normalised_key(_pick(row, "item_key"))
@@ -206,15 +233,22 @@ def validate_row(
     missing = [f for f in REQUIRED if values[f] is None or (isinstance(values[f], str) and not values[f].strip())]
     if missing:
         return reject(Reason.MISSING_FIELD, f"missing {', '.join(missing)}")
+    conflict = _alias_conflict(row)
+    if conflict:
+        return reject(Reason.MALFORMED_ROW, conflict)
     for name in TEXT_FIELDS:
         value = values[name]
-        if isinstance(value, dict | list):
+        # A boolean is no text: str() would make true the event "True", and false an empty party.
+        if isinstance(value, dict | list | bool):
             return reject(Reason.MALFORMED_ROW, f"{name} must be text or a number, not {type(value).__name__}")
         if isinstance(value, str) and "\x00" in value:  # no database stores NUL in text
             return reject(Reason.MALFORMED_ROW, f"{name} contains a NUL character")
         if value is not None and len(str(value).strip()) > MAX_TEXT_LENGTH:
             return reject(Reason.MALFORMED_ROW, f"{name.replace('_', ' ')} longer than {MAX_TEXT_LENGTH} characters")
-    event_id = str(values["event_id"]).strip()
+    event_id = _normalised_key(values["event_id"])  # 7.0 is the event "7", as it is the item "7"
+    if not isinstance(values["timestamp"], str | datetime):  # 20210601 as a number reads as a date
+        return reject(Reason.MALFORMED_TIMESTAMP,
+                      f"timestamp must be ISO 8601 text, not {type(values['timestamp']).__name__}")
     try:
         ts = parse_timestamp(values["timestamp"])
     except (ValueError, TypeError, OverflowError) as exc:

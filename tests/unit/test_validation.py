@@ -59,6 +59,13 @@ def test_accepted_bid_with_zero_buyer_is_a_valid_sale():
         ({"timestamp": "1969-12-31T23:59:59Z"}, Reason.MALFORMED_TIMESTAMP),
         ({"timestamp": "0001-01-01T00:00:00+01:00"}, Reason.MALFORMED_TIMESTAMP),  # overflows into UTC
         ({"timestamp": "9999-12-31T23:00:00-05:00"}, Reason.MALFORMED_TIMESTAMP),
+        ({"timestamp": 20211205}, Reason.MALFORMED_TIMESTAMP),  # a number: fromisoformat read it as a date
+        # Two names of one field that disagree: which one was meant? (_pick took the first)
+        ({"price": "1", "price_eth": "1000"}, Reason.MALFORMED_ROW),
+        ({"item_id": "2", "punk_id": "1"}, Reason.MALFORMED_ROW),
+        # A boolean is no text: str() made true the event "True", false an empty party.
+        ({"event_id": True}, Reason.MALFORMED_ROW),
+        ({"seller": False}, Reason.MALFORMED_ROW),
     ],
 )
 def test_bad_rows_are_rejected_with_reason(overrides, reason):
@@ -142,3 +149,9 @@ def test_time_precision_is_declared_or_read_from_the_source():
     assert isinstance(refused, Rejection) and refused.reason == Reason.MALFORMED_TIME_PRECISION
     assert "'minute' is none of second, hour" in refused.detail
     assert check(row(time_precision="hour")).content_hash == check(row()).content_hash  # a duplicate, not a conflict
+
+
+def test_aliases_that_agree_and_numeric_ids_read_as_one_value():
+    same = check(row(price="65.0", punk_id=1, item_id="1"))  # the same price and item, spelt twice
+    assert (same.price, same.item_key) == (65.0, "1")
+    assert check(row(event_id=7.0)).event_id == check(row(event_id="7")).event_id == "7"
