@@ -114,9 +114,15 @@ def floor_lookup(session: Session, collection: Collection, days: Iterable[date] 
 # running them (bench/ingest.py). KNOWN_AMONG and FLOORS_BEFORE find the collection by its slug, so
 # storage/webhook_calls.py can send them in one round trip with COLLECTION_ID.
 COLLECTION_ID = text("SELECT id FROM collections WHERE slug = :slug")
-KNOWN_AMONG = text("SELECT item_key FROM items WHERE collection_id = "
-                   "(SELECT id FROM collections WHERE slug = :slug) AND item_key IN :keys") \
-    .bindparams(bindparam("keys", expanding=True))
+# PostgreSQL takes the keys as one array parameter: an IN list of one parameter per key runs out
+# of the protocol's 65,535 parameters when a group commit's calls name that many items.
+KNOWN_AMONG = {
+    "postgresql": text("SELECT item_key FROM items WHERE collection_id = "
+                       "(SELECT id FROM collections WHERE slug = :slug) AND item_key = ANY(CAST(:keys AS text[]))"),
+    "sqlite": text("SELECT item_key FROM items WHERE collection_id = "
+                   "(SELECT id FROM collections WHERE slug = :slug) AND item_key IN :keys")
+    .bindparams(bindparam("keys", expanding=True)),
+}
 FLOORS_BEFORE = text("SELECT f.day, f.floor FROM unnest(CAST(:days AS date[])) AS asked(day) CROSS JOIN LATERAL "
                      "(SELECT day, floor FROM market_days WHERE collection_id = (SELECT id FROM collections "
                      "WHERE slug = :slug) AND day < asked.day AND floor > 0 ORDER BY day DESC "
@@ -135,7 +141,8 @@ def known_item_keys(session: Session, collection: Collection, among: Iterable[st
         keys = list(among)
         if not keys:
             return set()
-        rows = session.connection().execute(KNOWN_AMONG, {"slug": collection.slug, "keys": keys})
+        connection = session.connection()
+        rows = connection.execute(KNOWN_AMONG[connection.dialect.name], {"slug": collection.slug, "keys": keys})
         return {key for (key,) in rows}
     return set(session.exec(select(Item.item_key).where(Item.collection_id == collection.id)).all())
 

@@ -41,7 +41,8 @@ def ingest_calls(session: Session, collection_slug: str, calls: Sequence[Webhook
         *locked,
         (deliveries.ACCEPTANCES, {"digests": digests}),
         (ingest_store.COLLECTION_ID, {"slug": collection_slug}),
-        (ingest_store.KNOWN_AMONG, {"slug": collection_slug, "keys": sorted(keys) or [""]}),
+        (ingest_store.KNOWN_AMONG["postgresql" if postgres else "sqlite"],
+         {"slug": collection_slug, "keys": sorted(keys) or [""]}),
         *([(ingest_store.FLOORS_BEFORE, {"slug": collection_slug, "days": sorted(days)})]
           if days and postgres else []),
     ])[len(locked):]

@@ -160,3 +160,16 @@ def test_one_delivery_in_two_transactions_at_once_is_accepted_once(seeded):
     assert counts(outcomes["first"]) == (1, 0, 0)
     assert outcomes["second"].accepted_before is not None, outcomes["second"]
     assert deliveries_of(call) == [("accepted", 202)]
+
+
+def test_a_batch_naming_more_items_than_postgresql_has_parameters_is_read_in_one_statement(seeded):
+    """The items a batch names are looked up as one array parameter: as an IN list, 70,000
+    distinct ids (7 calls of 10,000 sales) ran past the protocol's 65,535 parameters, and every
+    call of the batch got a 503."""
+    tag = time.time_ns()
+    calls = [a_call([a_sale(f"wide-{tag}-{c}-{i}", item=str(100_000 + 10_000 * c + i)) for i in range(10_000)])
+             for c in range(7)]
+    calls[0].sales[0] = a_sale(f"wide-{tag}-known", item="17")
+    outcomes = pipeline.ingest_webhook_calls(calls)
+    assert [counts(o) for o in outcomes] == [(1, 0, 9_999)] + [(0, 0, 10_000)] * 6
+    assert outcomes[1].report.reasons == {"unknown_item": 10_000}
