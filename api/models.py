@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -13,6 +15,8 @@ from api.deps import int_param, slug_of, str_param
 from fairvalue import lifecycle, reads
 from fairvalue.settings import Settings, get_settings
 from storage.db import session_scope
+
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
 
 
 def list_models(request: Request) -> JSONResponse:
@@ -125,17 +129,27 @@ async def create_training_request(request: Request) -> JSONResponse:
             properties:
               reason: {type: string, minLength: 1}
               params: {type: object, description: "training parameter overrides, e.g. {max_iter: 300}"}
+    parameters:
+      - {name: Idempotency-Key, in: header, required: false, schema: {type: string, minLength: 1, maxLength: 128},
+         description: "the client's own key: a retry with it gets the first request back, not a second training"}
     responses:
-      202: {description: "the request id, state queued, and whether it was published (when the broker was
-        unreachable, not_sent says why; the hourly training sweep publishes it)"}
+      202: {description: "the request id, state (queued, or where an earlier one with the same Idempotency-Key
+        is: replayed true), and whether it was published (when the broker was unreachable, not_sent says why;
+        the hourly training sweep publishes it)"}
       400: {$ref: "#/components/responses/BadRequest"}
       401: {$ref: "#/components/responses/Unauthorized"}
       404: {$ref: "#/components/responses/NotFound"}
+      409:
+        description: "the Idempotency-Key already names a request for another reason or parameters"
+        content: {application/json: {schema: {$ref: "#/components/schemas/Error"}}}
       413: {$ref: "#/components/responses/TooLarge"}
       415: {$ref: "#/components/responses/UnsupportedMediaType"}
       422: {$ref: "#/components/responses/Unprocessable"}
     """
     operator = await run_in_threadpool(require_operator, request)
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise HTTPException(400, "Idempotency-Key must be 1 to 128 printable ASCII characters")
     body = await _json_body(request)
     reason = _reason(body, default=None)
     params = body.get("params", {})
@@ -143,15 +157,20 @@ async def create_training_request(request: Request) -> JSONResponse:
         raise HTTPException(422, "params must be an object of training parameters")
     settings = await run_in_threadpool(_scoped_settings, request)
     try:
-        outcome = await run_in_threadpool(lifecycle.enqueue_retrain, reason, params, settings, operator)
+        outcome = await run_in_threadpool(lifecycle.enqueue_retrain, reason, params, settings, operator,
+                                          idempotency_key)
     except lifecycle.BadTrainingParams as exc:
         raise HTTPException(422, str(exc)[:500]) from None
+    except lifecycle.IdempotencyKeyReused as exc:
+        raise HTTPException(409, str(exc)[:500]) from None
     from tasks.app import send_after_commit
     from tasks.lifecycle import publish_training
 
     not_sent = await run_in_threadpool(send_after_commit, publish_training, outcome.request_id,
                                        collection=settings.collection)
-    return JSONResponse({"id": outcome.request_id, "state": "queued", "published": not_sent is None,
+    return JSONResponse({"id": outcome.request_id, "state": outcome.request_state or "queued",
+                         "published": not_sent is None,
+                         **({} if outcome.new_request else {"replayed": True}),
                          **_unsent(not_sent, "the training sweep (hourly) publishes it")}, status_code=202)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -141,6 +141,7 @@ class PolicyOutcome:
     numbers: dict[str, Any]
     request_id: int | None
     new_request: bool
+    request_state: str | None = None  # of a request recorded before (an operator's retried Idempotency-Key)
 
 
 def run_policy(settings: Settings | None = None, now=None) -> PolicyOutcome:
@@ -213,15 +214,29 @@ def _field_reasons(errors: list[dict]) -> str:
     return "; ".join(reasons)
 
 
+class IdempotencyKeyReused(ValueError):
+    """An operator's idempotency key already names a request for another reason or parameters."""
+
+
 def enqueue_retrain(reason: str, params: dict | None = None, settings: Settings | None = None,
-                    operator: str | None = None) -> PolicyOutcome:
-    """An operator's retrain: always a new request (its key is unique). BadTrainingParams when
-    `params` could not train this collection. `operator` names who asked (an API token's name, or
-    "cli:<login>")."""
+                    operator: str | None = None, idempotency_key: str | None = None) -> PolicyOutcome:
+    """An operator's retrain: a new request, unless `idempotency_key` (a client's own, the API's
+    Idempotency-Key header) already named one: a retry after a timeout then gets that request
+    back (new_request False) instead of a second training; IdempotencyKeyReused when that request
+    asked for something else. BadTrainingParams when `params` could not train this collection.
+    `operator` names who asked (an API token's name, or "cli:<login>")."""
     settings = settings or get_settings()
-    key = f"{settings.collection}:operator:{utcnow().isoformat()}"
-    return _record_request(settings, key, f"operator: {reason}", {"operator": operator or True}, params or {},
-                           check_params=True)
+    key = f"{settings.collection}:operator:" + (f"key:{idempotency_key}" if idempotency_key else utcnow().isoformat())
+    outcome = _record_request(settings, key, f"operator: {reason}", {"operator": operator or True}, params or {},
+                              check_params=True)
+    if not outcome.new_request:
+        with session_scope() as session:
+            earlier = session.get(TrainingRequest, outcome.request_id)
+            if (earlier.reason, earlier.params) != (f"operator: {reason}", params or {}):
+                raise IdempotencyKeyReused(f"Idempotency-Key {idempotency_key!r} already names request "
+                                           f"{earlier.id} ({earlier.reason}, params {earlier.params})")
+            outcome = replace(outcome, request_state=earlier.state)
+    return outcome
 
 
 # --- training a request -----------------------------------------------------------------

@@ -152,3 +152,25 @@ def test_with_the_broker_down_a_committed_change_answers_what_was_not_sent(clien
     assert rolled.status_code == 200 and rolled.json()["champion"] == champion, rolled.text
     assert rolled.json()["nowcast"].startswith("not requested (")
     assert time.monotonic() - began < 60  # the publish retries give up; the API does not hang on them
+
+
+def test_a_retried_training_request_with_its_idempotency_key_is_recorded_once(client, operator_token, broker):
+    """A client that timed out and retries sends the same Idempotency-Key: it gets the first
+    request back, not a second training; the key on another request is a 409, and a malformed
+    key a 400."""
+    import time
+
+    key = f"retry-{time.time_ns()}"
+    asked = {"reason": "idempotent", "params": {"max_iter": 5}}
+    headers = {**operator_token, "Idempotency-Key": key}
+    first = client.post("/v1/training-requests", json=asked, headers=headers)
+    again = client.post("/v1/training-requests", json=asked, headers=headers)
+    assert first.status_code == again.status_code == 202, (first.text, again.text)
+    assert again.json()["id"] == first.json()["id"] and again.json()["replayed"] is True
+    assert "replayed" not in first.json()
+    listed = client.get("/v1/training-requests?limit=500").json()["training_requests"]
+    assert sum(r["reason"] == "operator: idempotent" for r in listed) == 1
+    other = client.post("/v1/training-requests", json={**asked, "params": {"max_iter": 6}}, headers=headers)
+    assert other.status_code == 409 and "already names request" in other.json()["error"]
+    bad = client.post("/v1/training-requests", json=asked, headers={**operator_token, "Idempotency-Key": "a b"})
+    assert bad.status_code == 400 and "Idempotency-Key" in bad.json()["error"]
