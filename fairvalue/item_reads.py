@@ -194,12 +194,7 @@ def quote(slug: str | None, key: str, price: float) -> dict[str, Any]:
     check_item_key(key)
     if not 0 < price <= MAX_PRICE:
         raise BadInput(f"price must be above 0 and at most {MAX_PRICE:g}, got {price:g}")
-    rows = _published_items(slug, [key], with_attributes=False)
-    if not rows:
-        raise NotFound(f"no item {key!r} in {slug}")
-    row = rows[0]
-    if row.fair_value is None:
-        raise NotReady("no published snapshot values this item yet; run a nowcast")
+    row = _published_item(slug, key, with_attributes=False)
     settings = get_settings()
     valuation = _valuation(_value_of(row), row.model_version, row.currency)
     return {
@@ -229,13 +224,19 @@ def _published_items(slug: str, keys: list[str], with_attributes: bool) -> list:
     return rows
 
 
-def _item_from_database(slug: str, key: str) -> Served:
-    rows = _published_items(slug, [key], with_attributes=True)
+def _published_item(slug: str, key: str, with_attributes: bool):
+    """The published row of one item: NotFound for an unknown one, NotReady when no published
+    snapshot values it yet."""
+    rows = _published_items(slug, [key], with_attributes)
     if not rows:
         raise NotFound(f"no item {key!r} in {slug}")
-    row = rows[0]
-    if row.fair_value is None:
+    if rows[0].fair_value is None:
         raise NotReady("no published snapshot values this item yet; run a nowcast")
+    return rows[0]
+
+
+def _item_from_database(slug: str, key: str) -> Served:
+    row = _published_item(slug, key, with_attributes=True)
     body = _valuation(_value_of(row), row.model_version, row.currency)
     body.update(_item_extra(slug, row))
     return Served(dumps(body), [row.signal])

@@ -229,7 +229,7 @@ def enqueue_retrain(reason: str, params: dict | None = None, settings: Settings 
     key = f"{settings.collection}:operator:" + (f"key:{idempotency_key}" if idempotency_key else utcnow().isoformat())
     outcome = _record_request(settings, key, f"operator: {reason}", {"operator": operator or True}, params or {},
                               check_params=True)
-    if not outcome.new_request:
+    if idempotency_key and not outcome.new_request:
         with session_scope() as session:
             earlier = session.get(TrainingRequest, outcome.request_id)
             if (earlier.reason, earlier.params) != (f"operator: {reason}", params or {}):
