@@ -33,7 +33,7 @@ from storage import ingest as ingest_store
 from storage import webhook_calls
 from storage.artifacts import ArtifactError, get_store
 from storage.bundled import read_market_days, read_punks, read_sales_file
-from storage.db import consistent_reads, session_scope
+from storage.db import consistent_reads, database_now, session_scope
 from storage.market import current_snapshot, load_market_data, stored_after
 from storage.registry import CHAMPION, get_alias, load_model, promote, register_version
 from storage.snapshots import publish, snapshot_csv, snapshot_csv_gz, write_snapshot
@@ -349,7 +349,7 @@ class FutureAsOf(ValueError):
     until then (snapshots publish in the order of their as_of), freezing the published values."""
 
 
-# How far ahead of this process's clock an asked as_of may be: the asker's clock may run ahead.
+# How far ahead of the database's clock an as_of may be: clocks of different machines differ a little.
 AS_OF_CLOCK_SLACK = pd.Timedelta(minutes=5)
 
 
@@ -446,9 +446,11 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     """Value every item at `as_of` (default now) with the champion; write, publish, archive."""
     settings = settings or get_settings()
     as_of = as_of or utcnow()
-    if as_of > utcnow() + AS_OF_CLOCK_SLACK:
-        raise FutureAsOf(f"as_of {as_of.isoformat()} is in the future; a snapshot of it would outrank every "
-                         "nowcast until then")
+    # By the database's clock, which every worker shares: a worker whose own clock runs ahead
+    # fails loudly here instead of publishing snapshots that outrank everyone else's.
+    if as_of > database_now() + AS_OF_CLOCK_SLACK:
+        raise FutureAsOf(f"as_of {as_of.isoformat()} is in the future by the database's clock; a snapshot of "
+                         "it would outrank every nowcast until then")
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import lru_cache
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
@@ -55,6 +56,16 @@ def consistent_reads(engine: Engine | None = None) -> Engine:
     if engine.dialect.name != "postgresql":
         return engine
     return engine.execution_options(isolation_level="REPEATABLE READ")
+
+
+def database_now(engine: Engine | None = None) -> datetime:
+    """The time by the database's clock, the one every worker and API process shares (PostgreSQL);
+    elsewhere (SQLite, one machine) this process's."""
+    engine = engine or get_engine()
+    if engine.dialect.name != "postgresql":
+        return datetime.now(UTC)
+    with engine.connect() as connection:
+        return connection.execute(text("SELECT clock_timestamp()")).scalar_one()
 
 
 @contextmanager

@@ -377,3 +377,17 @@ def test_a_nowcast_of_a_moment_to_come_is_refused_and_writes_nothing(seeded):
     assert result.exit_code == 1 and "is in the future" in result.output, result.output
     with session_scope() as session:
         assert len(session.exec(select(NowcastSnapshot.id)).all()) == before
+
+
+def test_a_worker_whose_clock_runs_ahead_fails_its_nowcast_loudly(seeded, monkeypatch):
+    """as_of defaults to the worker's clock; checked against the database's, which every worker
+    shares, a worker an hour ahead publishes nothing (its snapshots would have outranked every
+    other worker's for that hour) and says why."""
+    from datetime import timedelta
+
+    from fairvalue import pipeline
+    from storage.tables import utcnow
+
+    monkeypatch.setattr(pipeline, "utcnow", lambda: utcnow() + timedelta(hours=1))
+    with pytest.raises(pipeline.FutureAsOf, match="in the future by the database's clock"):
+        pipeline.nowcast()
