@@ -205,11 +205,13 @@ def last_decision_id() -> int:
 
 @contextmanager
 def aliases_and_decisions_restored():
-    """Later tests of the session see the champion and the decision trail as they were."""
+    """Later tests of the session see the champion and the decision trail as they were, each
+    alias with its own time too (a previous champion restored as set just now would put the
+    champion back on probation)."""
     settings = get_settings()
     with session_scope() as session:
         coll = pipeline.collection(session, settings)
-        aliases_before = {r.alias: r.model_version_id for r in
+        aliases_before = {r.alias: (r.model_version_id, r.updated_at) for r in
                           session.exec(select(ModelAlias).where(ModelAlias.collection_id == coll.id)).all()}
     first_decision = last_decision_id()
     try:
@@ -219,8 +221,9 @@ def aliases_and_decisions_restored():
             coll = pipeline.collection(session, settings)
             session.execute(delete(PromotionDecision.__table__).where(PromotionDecision.id > first_decision))
             session.execute(delete(ModelAlias.__table__).where(ModelAlias.collection_id == coll.id))
-            session.add_all([ModelAlias(collection_id=coll.id, alias=alias, model_version_id=version_id)
-                             for alias, version_id in aliases_before.items()])
+            session.add_all([ModelAlias(collection_id=coll.id, alias=alias, model_version_id=version_id,
+                                        updated_at=updated_at)
+                             for alias, (version_id, updated_at) in aliases_before.items()])
 
 
 def test_a_newer_shadow_supersedes_the_waiting_one_on_record_and_promoting_it_ends_its_shadow(seeded):
