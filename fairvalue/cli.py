@@ -796,6 +796,32 @@ def _redact(url: str) -> str:
 
 
 @app.command()
+def quote(
+    item_id: str,
+    price: float = typer.Argument(..., help="The asked price (a listing, an offer), in the collection's currency."),
+    as_json: bool = typer.Option(False, "--json", help="Print the quote as JSON."),
+    collection: str = COLLECTION_OPTION,
+) -> None:
+    """An asked price against an item's published value: deviation, signal, place in the band."""
+    from fairvalue import item_reads
+    from fairvalue.errors import BadInput, NotFound, NotReady
+
+    settings = _settings_for(collection)
+    try:
+        out = item_reads.quote(settings.collection, item_id, price)
+    except (BadInput, NotFound, NotReady) as exc:
+        console.print(f"[red]no quote:[/] {exc}")
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    console.print(f"item {item_id} at {price:,.2f} {out['currency']}: {out['deviation']:+.1%} against the fair value "
+                  f"{out['fair_value']:,.2f} (band {out['band']['p10']:,.2f} - {out['band']['p90']:,.2f}, "
+                  f"{out['band_position'].replace('_', ' ')}): {out['signal']}; snapshot {out['snapshot']['id']}, "
+                  f"model v{out['model_version']}")
+
+
+@app.command()
 def explain(
     item_id: str,
     top: int = typer.Option(5, help="How many drivers."),

@@ -350,7 +350,8 @@ def test_the_file_commands_take_a_collection_and_refuse_one_that_cannot_take_the
 
 @pytest.mark.parametrize("command", [
     ["train"], ["nowcast"], ["retrain", "--reason", "typo"], ["promote", "1"], ["rollback"], ["decisions"],
-    ["status"], ["explain", "7804"], ["drift"], ["replay", "--from", "2021-12-01", "--to", "2021-12-03"],
+    ["status"], ["explain", "7804"], ["quote", "7804", "70"], ["drift"],
+    ["replay", "--from", "2021-12-01", "--to", "2021-12-03"],
     ["backtest", "--from", "2021-12-01", "--to", "2021-12-03"], ["cards", "collect"],
 ], ids=lambda command: command[0])
 def test_a_mistyped_collection_is_refused_by_every_command_and_made_by_none(database, command):
@@ -391,3 +392,22 @@ def test_a_worker_whose_clock_runs_ahead_fails_its_nowcast_loudly(seeded, monkey
     monkeypatch.setattr(pipeline, "utcnow", lambda: utcnow() + timedelta(hours=1))
     with pytest.raises(pipeline.FutureAsOf, match="in the future by the database's clock"):
         pipeline.nowcast()
+
+
+def test_quote_checks_a_price_against_the_published_value(seeded):
+    """The CLI's quote is the API's (fairvalue.item_reads.quote): the same answer, and a price it
+    cannot take is refused with the reason."""
+    import json
+
+    from fairvalue import item_reads
+
+    fair = item_reads.quote(None, "7804", 1.0)["fair_value"]
+    result = runner.invoke(app, ["quote", "7804", str(fair * 0.8), "--json"])
+    assert result.exit_code == 0, result.output
+    quoted = json.loads(result.output)
+    assert (quoted["signal"], quoted["band_position"] in {"below_band", "in_band"}) == ("BUY", True)
+    assert quoted["deviation"] == pytest.approx(-0.2, abs=1e-5)
+    text = runner.invoke(app, ["quote", "7804", str(fair * 1.3)])
+    assert text.exit_code == 0 and "SELL" in text.output and "+30.0%" in text.output, text.output
+    refused = runner.invoke(app, ["quote", "7804", "0"])
+    assert refused.exit_code == 1 and "price must be above 0" in refused.output
