@@ -69,7 +69,7 @@ def setup_synthetic(size: int, seed: int) -> dict:
     from models.features import ITEM_ATTRIBUTES
     from storage.bulk import copy_rows
     from storage.db import session_scope
-    from storage.ingest import ensure_collection
+    from storage.ingest import ensure_collection, put_market_days
     from storage.registry import get_alias, promote
     from storage.tables import ModelVersion, utcnow
 
@@ -99,10 +99,10 @@ def setup_synthetic(size: int, seed: int) -> dict:
             (coll.id, e, k, t, p, "", "", "synthetic", "", now)
             for e, k, t, p in zip(sales["event_id"], sales["item_key"], sales["ts"].dt.tz_localize("UTC"),
                                   sales["price"], strict=True)))
-        market = coll_data.market
-        copy_rows(session, "market_days", ("collection_id", "day", "floor", "eth_usd"), (
-            (coll.id, d.date(), None if f != f else f, None if e != e else e)
-            for d, f, e in zip(market["day"], market["floor"], market["eth_usd"], strict=True)))
+        market = coll_data.market  # a few thousand days: the write path itself, revisions included
+        put_market_days(session, coll, {d.date(): {"floor": None if f != f else f, "eth_usd": None if e != e else e}
+                                        for d, f, e in zip(market["day"], market["floor"], market["eth_usd"],
+                                                           strict=True)})
     _ = settings
     return {"generate_s": generated, "load_s": timer.lap(), "n_sales": len(sales)}
 

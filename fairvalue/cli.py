@@ -815,9 +815,10 @@ def quote(
     if as_json:
         typer.echo(json.dumps(out, indent=2))
         return
+    band = ("no band" if out["band_position"] is None else
+            f"band {out['band']['p10']:,.2f} - {out['band']['p90']:,.2f}, {out['band_position'].replace('_', ' ')}")
     console.print(f"item {item_id} at {price:,.2f} {out['currency']}: {out['deviation']:+.1%} against the fair value "
-                  f"{out['fair_value']:,.2f} (band {out['band']['p10']:,.2f} - {out['band']['p90']:,.2f}, "
-                  f"{out['band_position'].replace('_', ' ')}): {out['signal']}; snapshot {out['snapshot']['id']}, "
+                  f"{out['fair_value']:,.2f} ({band}): {out['signal']}; snapshot {out['snapshot']['id']}, "
                   f"model v{out['model_version']}")
 
 

@@ -205,7 +205,7 @@ def quote(slug: str | None, key: str, price: float) -> dict[str, Any]:
         "band": valuation["band"],
         "deviation": rounded(price / row.fair_value - 1),
         "signal": str(signals([price], [row.fair_value], settings.buy_below, settings.sell_above)[0]),
-        "band_position": band_position(price, row.p10, row.p90),
+        "band_position": None if row.p10 is None or row.p90 is None else band_position(price, row.p10, row.p90),
         "thresholds": {"buy_below": settings.buy_below, "sell_above": settings.sell_above},
         "snapshot": valuation["snapshot"],
         "model_version": valuation["model_version"],

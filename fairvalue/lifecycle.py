@@ -8,6 +8,7 @@ conditional update (storage/requests.py).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass, replace
@@ -226,7 +227,9 @@ def enqueue_retrain(reason: str, params: dict | None = None, settings: Settings 
     asked for something else. BadTrainingParams when `params` could not train this collection.
     `operator` names who asked (an API token's name, or "cli:<login>")."""
     settings = settings or get_settings()
-    key = f"{settings.collection}:operator:" + (f"key:{idempotency_key}" if idempotency_key else utcnow().isoformat())
+    # The client's key hashed: a 64-character slug and a 128-character key would not fit the column.
+    key = f"{settings.collection}:operator:" + (f"key:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+                                                 if idempotency_key else utcnow().isoformat())
     outcome = _record_request(settings, key, f"operator: {reason}", {"operator": operator or True}, params or {},
                               check_params=True)
     if idempotency_key and not outcome.new_request:
@@ -565,12 +568,15 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
             decision = monitor.decide_rollback(_metrics(new), _metrics(old), config)
             out["probation"] = {"champion": champion.version, "previous": previous.version,
                                 "rollback": decision.rollback, "reason": decision.reason}
-            if decision.rollback:
-                try:  # as an operator's rollback: the model it restores must still be readable
-                    _refuse_unverified(session, get_store(settings), coll, previous, champion, "monitor")
-                except ArtifactRefused as exc:
-                    out["rollback_refused"] = str(exc)
-                    return out
+            # As for an operator's rollback, the model it restores must still be readable. One that
+            # is not can never be rolled back to: its alias goes (the probation with it), so the
+            # refusal is not recorded again every hour, and the champion stays.
+            refusal = decision.rollback and _artifact_refusal(session, get_store(settings), coll, previous,
+                                                              champion, "monitor")
+            if refusal:
+                remove_alias(session, coll, PREVIOUS_CHAMPION)
+                out["rollback_refused"] = refusal
+            elif decision.rollback:
                 _rollback(session, coll, champion, previous, "monitor", decision.reason, decision.numbers)
                 out["rolled_back_to"] = previous.version
         contender = get_alias(session, coll, CONTENDER)
@@ -587,22 +593,21 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
             c_m, h_m = _metrics(cont), _metrics(champ)
             better = c_m.get("n", 0) >= settings.monitor_min_sales and \
                 c_m["mape"] <= h_m["mape"] * (1 - settings.gate_mape_margin)
-            if better:
-                try:  # its shadow values may have come from a worker's cache of it: read it back
-                    _refuse_unverified(session, get_store(settings), coll, contender, champion, "monitor")
-                except ArtifactRefused as exc:
-                    remove_alias(session, coll, CONTENDER)
-                    out["shadow"] = {"contender": contender.version, "decision": "reject", "reason": str(exc)}
-                    return out
-            verdict = "promote" if better else "reject"
-            _record_decision(session, coll, verdict, "monitor", f"after {settings.shadow_days} days in shadow: "
-                             f"contender live MAPE {c_m.get('mape')} vs champion {h_m.get('mape')} on "
-                             f"{c_m.get('n', 0)} sales", {"contender": c_m, "champion": h_m},
-                             contender=contender.id, champion=champion.id)
+            # Its shadow values may have come from a worker's cache of it: read it back first.
+            refusal = better and _artifact_refusal(session, get_store(settings), coll, contender, champion,
+                                                   "monitor")
+            if refusal:
+                out["shadow"] = {"contender": contender.version, "decision": "reject", "reason": refusal}
+            else:
+                verdict = "promote" if better else "reject"
+                _record_decision(session, coll, verdict, "monitor", f"after {settings.shadow_days} days in shadow: "
+                                 f"contender live MAPE {c_m.get('mape')} vs champion {h_m.get('mape')} on "
+                                 f"{c_m.get('n', 0)} sales", {"contender": c_m, "champion": h_m},
+                                 contender=contender.id, champion=champion.id)
+                if better:
+                    promote(session, coll, contender, settings.probation_days)
+                out["shadow"] = {"contender": contender.version, "decision": verdict}
             remove_alias(session, coll, CONTENDER)
-            if better:
-                promote(session, coll, contender, settings.probation_days)
-            out["shadow"] = {"contender": contender.version, "decision": verdict}
         # A change of champion asks for a nowcast after it commits; a worker or broker lost between
         # the two leaves the old model's values published until the next scheduled nowcast (a day,
         # for cards). The task asks again for whatever this finds.
@@ -624,18 +629,27 @@ class ArtifactRefused(RuntimeError):
     """The version's artifact is missing or fails its sha256: it must not become champion."""
 
 
-def _refuse_unverified(session: Session, store, coll: Collection, target: ModelVersion,
-                       champion: ModelVersion | None, by: str) -> None:
-    """Read the artifact back before an alias points at it; a bad one is refused (and the
-    refusal recorded) while the champion stays where it is."""
+def _artifact_refusal(session: Session, store, coll: Collection, target: ModelVersion,
+                      champion: ModelVersion | None, by: str) -> str | None:
+    """Read the artifact back before an alias points at it: None when it is sound; else the
+    refusal, recorded in the session's transaction, while the champion stays where it is."""
     try:
         verify_artifact(store, target)
     except ArtifactError as exc:
         reason = f"artifact of version {target.version} refused: {exc}"
         _record_decision(session, coll, "reject", by, reason, {"artifact_uri": target.artifact_uri,
                          "sha256": target.sha256}, contender=target.id, champion=champion.id if champion else None)
+        return reason
+    return None
+
+
+def _refuse_unverified(session: Session, store, coll: Collection, target: ModelVersion,
+                       champion: ModelVersion | None, by: str) -> None:
+    """_artifact_refusal for an operator's change: a refusal is committed, then raised."""
+    reason = _artifact_refusal(session, store, coll, target, champion, by)
+    if reason is not None:
         session.commit()
-        raise ArtifactRefused(reason) from exc
+        raise ArtifactRefused(reason)
 
 
 def _who(operator: str | None) -> dict:

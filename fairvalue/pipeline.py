@@ -443,12 +443,14 @@ class NowcastResult:
 
 
 def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> NowcastResult:
-    """Value every item at `as_of` (default now) with the champion; write, publish, archive."""
+    """Value every item at `as_of` (default now) with the champion; write, publish, archive.
+
+    "Now" is the database's clock, the one every worker shares: snapshots publish in the order
+    of their as_of, so a worker whose own clock ran ahead would outrank everyone else's."""
     settings = settings or get_settings()
-    as_of = as_of or utcnow()
-    # By the database's clock, which every worker shares: a worker whose own clock runs ahead
-    # fails loudly here instead of publishing snapshots that outrank everyone else's.
-    if as_of > database_now() + AS_OF_CLOCK_SLACK:
+    now = database_now()
+    as_of = as_of or now
+    if as_of > now + AS_OF_CLOCK_SLACK:
         raise FutureAsOf(f"as_of {as_of.isoformat()} is in the future by the database's clock; a snapshot of "
                          "it would outrank every nowcast until then")
     seconds: dict[str, float] = {}
@@ -463,8 +465,9 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     # The snapshot holds the sales its read saw, and only those: a 1M-item nowcast reads for
     # seconds, and a sale stored meanwhile must still count as new (sales_since_published) and stay
     # out of the snapshot's explanation, which reads the same sales. On PostgreSQL the read's own
-    # pg_snapshot says which (exact); elsewhere, those stored by data_read_at.
-    data_read_at = utcnow()
+    # pg_snapshot says which (exact); elsewhere, those stored by data_read_at. Stamped before the
+    # read, by the clock the request that asked for it used (tasks.app.request_nowcast).
+    data_read_at = now
     coll, champion, model, data, read_under = champion_and_market(settings, store, stored_by=data_read_at)
     lap("load")
     t = pd.Timestamp(as_of).tz_convert("UTC").tz_localize(None)

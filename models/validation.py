@@ -169,8 +169,9 @@ def _alias_conflict(row: Mapping[str, Any]) -> str | None:
         given = [(name, row[name]) for name in names if name in row and _given(row[name])]
         if len(given) < 2:
             continue
-        numbers = [feed_number(value) for _, value in given]
-        same = (len(set(numbers)) == 1 if None not in numbers
+        # An item by its normalised key (a float would merge ids past 2**53), a price by its number.
+        read = [_normalised_key(value) if column == "item_key" else feed_number(value) for _, value in given]
+        same = (len(set(read)) == 1 if None not in read
                 else len({str(value).strip() for _, value in given}) == 1)
         if not same:
             return f"{column} is given twice with different values: " + ", ".join(
@@ -189,9 +190,13 @@ def _normalised_key(item_value: Any) -> str:
 
 
 def sale_time_of(row: Mapping[str, Any]) -> datetime | None:
-    """The UTC time a raw row says it sold at, or None when it has no readable timestamp."""
+    """The UTC time a raw row says it sold at, or None when it has no readable timestamp (a
+    number is none, as validate_row refuses it)."""
+    value = _pick(row, "timestamp")
+    if not isinstance(value, str | datetime):
+        return None
     try:
-        return parse_timestamp(_pick(row, "timestamp"))
+        return parse_timestamp(value)
     except (ValueError, TypeError, OverflowError):
         return None
 

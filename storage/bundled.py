@@ -111,15 +111,18 @@ def _json_rows(lines: Iterator[tuple[int, str, str | None]]) -> Iterator[dict[st
 
 
 def _json_document(path: Path) -> list[dict[str, Any]] | None:
-    """The rows of a `.json` file that is one JSON document, or None when it is not one (JSON
-    lines: two or more documents, or a line that cannot be read, are read line by line). An
-    array that cannot be read is refused whole: no line of it is a row."""
+    """The rows of a `.json` file that is one JSON document, or None when it is JSON lines (its
+    first line a whole JSON value: those are read line by line, a bad one refused alone). A
+    document that cannot be read is refused whole: no line of a pretty-printed one is a row."""
     raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
     try:
         value = loads(raw.decode("utf-8"), "the file")
     except (UnicodeDecodeError, BadJson) as exc:
-        if raw.lstrip()[:1] == b"[":
-            raise UnreadableFile(f"the file is a JSON array that cannot be read ({str(exc)[:300]})") from None
+        first_line = next((line for line in raw.splitlines() if line.strip()), b"")
+        try:
+            json.loads(first_line)
+        except ValueError:  # also a line that is not UTF-8
+            raise UnreadableFile(f"the file is one JSON document that cannot be read ({str(exc)[:300]})") from None
         return None
     if isinstance(value, dict) and isinstance(value.get("sales"), list):
         value = value["sales"]

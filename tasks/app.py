@@ -11,7 +11,7 @@ from kombu import Queue
 
 import beat_schedule
 from fairvalue.settings import Settings, get_settings
-from storage.tables import utcnow
+from storage.db import database_now
 from tasks import queues
 
 TASK_MODULES = ["tasks.nowcast", "tasks.ingest", "tasks.lifecycle", "tasks.cards"]
@@ -87,8 +87,10 @@ def request_nowcast(collection: str) -> None:
     collection is its own environment's, not the sender's. The request says when it was made: a
     snapshot published from a read after that already serves it (tasks/nowcast.py), so the
     requests of a steady stream of sales made while one nowcast runs collapse into the next
-    one, rather than queueing a full nowcast each."""
-    app.send_task("fairvalue.nowcast", kwargs={"collection": collection, "requested_at": utcnow().isoformat()},
+    one, rather than queueing a full nowcast each. Both moments are the database's clock: the
+    sender's and the nowcast worker's own clocks may differ."""
+    requested_at = database_now().isoformat()
+    app.send_task("fairvalue.nowcast", kwargs={"collection": collection, "requested_at": requested_at},
                   queue=queues.NOWCAST, expires=REQUESTED_NOWCAST_EXPIRES_SECONDS)
 
 

@@ -288,6 +288,28 @@ def test_an_asked_price_is_quoted_against_the_published_value(client):
     assert (above["band_position"], above["signal"]) == ("above_band", "SELL")
 
 
+def test_a_value_published_without_a_band_is_quoted_without_a_place_in_it(client, seeded):
+    """A snapshot row may hold no band (p10, p90 are nullable): the quote says so instead of failing."""
+    import numpy as np
+
+    from fairvalue import pipeline
+
+    with session_scope() as session:
+        coll = ensure_collection(session, "cryptopunks")
+        values = pd.DataFrame({"item_key": [str(i) for i in range(10_000)], "fair_value": 100.0, "p10": np.nan,
+                               "p90": np.nan, "signal": "HOLD", "last_price": None, "last_sale_at": pd.NaT})
+        snap = write_snapshot(session, coll, seeded["train"].model_version_id, utcnow(), None, values)
+    with session_scope() as session:
+        publish(session, coll, snap)
+    try:
+        quoted = client.get("/v1/items/7804/quote?price=85").json()
+        assert (quoted["band_position"], quoted["band"], quoted["signal"]) == (
+            None, {"p10": None, "p90": None}, "BUY")
+        assert 'class="quote"' in client.get("/items/7804?price=85").text
+    finally:
+        pipeline.nowcast()  # the champion's values published again for the tests after this one
+
+
 def test_bulk_valuations_report_unknown_ids(client):
     body = client.get("/v1/valuations?ids=1,2,2,nope,3").json()
     assert [v["item_id"] for v in body["valuations"]] == ["1", "2", "3"]

@@ -380,8 +380,12 @@ def test_the_monitor_does_not_roll_back_to_a_model_whose_artifact_is_gone(seeded
             with session_scope() as session:
                 coll = pipeline.collection(session, settings)
                 assert get_alias(session, coll, CHAMPION).id == champion.id
+                # It can never be rolled back to: its probation ends, so the next run records nothing again.
+                assert get_alias(session, coll, PREVIOUS_CHAMPION) is None
             refusal = lifecycle.decisions(settings, 1)[0]
             assert (refusal["decision"], refusal["by"]) == ("reject", "monitor")
+            again = lifecycle.run_monitor(settings)
+            assert "rollback_refused" not in again and lifecycle.decisions(settings, 1)[0] == refusal
     finally:
         with session_scope() as session:
             if stand_in_id is not None:

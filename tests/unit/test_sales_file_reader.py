@@ -72,8 +72,16 @@ def test_a_json_file_may_hold_one_document(tmp_path):
     assert rows_of(tmp_path, b'{"sales": [{"event_id": "b1"}]}', "sales.json") == [{"event_id": "b1"}]
     assert rows_of(tmp_path, b'{"event_id": "c1"}\n{"event_id": "c2"}\n', "sales.json") == [
         {"event_id": "c1"}, {"event_id": "c2"}]  # JSON lines, as before
-    with pytest.raises(UnreadableFile, match="JSON array that cannot be read"):
+    with pytest.raises(UnreadableFile, match="one JSON document that cannot be read"):
         rows_of(tmp_path, b'[{"event_id": "a1"},\n{"event_id": ', "sales.json")
+    # A pretty-printed document with one bad sale in it: refused whole, not read line by line
+    # (where the lone last sale, a whole JSON value on its own line, was taken and the rest refused).
+    pretty = b'{"sales": [\n {"event_id": "a1", "price": 1, "price": 2},\n {"event_id": "a2", "price": 3}\n]}'
+    with pytest.raises(UnreadableFile, match="names the key 'price' twice"):
+        rows_of(tmp_path, pretty, "sales.json")
+    # JSON lines with a bad line: that line alone is refused.
+    lines = rows_of(tmp_path, b'{"event_id": "c1"}\n{"event_id": "c2", "price": 1, "price": 2}\n', "sales.json")
+    assert lines[0] == {"event_id": "c1"} and "twice" in lines[1]["_error"]
 
 
 def test_a_header_that_cannot_be_read_refuses_the_whole_file(tmp_path):

@@ -63,6 +63,7 @@ def test_accepted_bid_with_zero_buyer_is_a_valid_sale():
         # Two names of one field that disagree: which one was meant? (_pick took the first)
         ({"price": "1", "price_eth": "1000"}, Reason.MALFORMED_ROW),
         ({"item_id": "2", "punk_id": "1"}, Reason.MALFORMED_ROW),
+        ({"item_id": "9007199254740993", "punk_id": "9007199254740992"}, Reason.MALFORMED_ROW),  # one float
         # A boolean is no text: str() made true the event "True", false an empty party.
         ({"event_id": True}, Reason.MALFORMED_ROW),
         ({"seller": False}, Reason.MALFORMED_ROW),
