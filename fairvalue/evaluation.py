@@ -22,6 +22,7 @@ from models.metrics import valuation_metrics
 from models.replay import EXPORT_COLUMNS, ReplayConfig, ReplayResult, replay
 from models.signal_kpis import signal_kpis, signal_stability
 from models.wash import REASONS as WASH_REASONS
+from storage.ingest import first_sale_day
 
 CADENCES = {"1d": pd.Timedelta(days=1), "30m": pd.Timedelta(minutes=30)}
 
@@ -56,12 +57,14 @@ def load_market(settings: Settings, source: str, sales_files: list[Path], floor_
                 # The files' sales are flagged as ingest would flag them beside the stored ones.
                 extra = market_data_from_files(bundled / "punks.csv", sales_files, floor_file, eth_usd_file,
                                                settings.min_floor_fraction,
-                                               stored_sales=partial(stored_sales_around, session, coll))
+                                               stored_sales=partial(stored_sales_around, session, coll),
+                                               first_sale_day=first_sale_day(settings.collection))
                 data = merge(data, extra)
         return data
     return market_data_from_files(
         bundled / "punks.csv", [bundled / "sales.csv", *sales_files],
         floor_file or bundled / "floor.csv", eth_usd_file or bundled / "eth_usd.csv", settings.min_floor_fraction,
+        first_sale_day=first_sale_day(settings.collection),
     )
 
 

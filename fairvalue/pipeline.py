@@ -124,7 +124,8 @@ def ingest_sales_rows(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as writer:
         stored: Future | None = None
         for batch in _batches(rows, batch_size):
-            validated = validate_batch(batch, known, floors, settings.min_floor_fraction)
+            validated = validate_batch(batch, known, floors, settings.min_floor_fraction,
+                                       first_sale_day=ingest_store.first_sale_day(coll.slug))
             if stored is not None:
                 stored.result()  # one batch in flight: memory stays bounded, errors surface here
             stored = writer.submit(store, validated, len(batch))

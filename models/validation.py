@@ -53,6 +53,7 @@ class Reason:
     BELOW_FLOOR_FRACTION = "below_floor_fraction"
     DUPLICATE_CONFLICT = "duplicate_event_conflict"
     MALFORMED_TIME_PRECISION = "malformed_time_precision"
+    BEFORE_COLLECTION = "before_collection"
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,10 @@ def validate_row(
     floors: FloorLookup,
     min_floor_fraction: float,
     now: datetime,
+    first_sale_day: date | None = None,
 ) -> CleanSale | Rejection:
+    """A sale as stored, or why it is refused. `first_sale_day`: the collection's first day of
+    trading, when known (storage.ingest.first_sale_day); a sale before it is a broken feed."""
     def reject(reason: str, detail: str) -> Rejection:
         return Rejection(dict(row), reason, detail)  # the row kept whole, copied only when refused
 
@@ -260,6 +264,9 @@ def validate_row(
         return reject(Reason.MALFORMED_TIMESTAMP, str(exc))
     if ts > now + FUTURE_SLACK:
         return reject(Reason.FUTURE_TIMESTAMP, f"{ts.isoformat()} is after {now.isoformat()}")
+    if first_sale_day is not None and ts.date() < first_sale_day:
+        return reject(Reason.BEFORE_COLLECTION,
+                      f"{ts.isoformat()} is before the collection's first day of trading, {first_sale_day}")
     price_value = values["price"]
     price = feed_number(price_value)
     if price is None:
@@ -310,13 +317,14 @@ def validate_batch(
     floors: FloorLookup,
     min_floor_fraction: float,
     now: datetime | None = None,
+    first_sale_day: date | None = None,
 ) -> ValidatedBatch:
     now = now or datetime.now(UTC)
     clean: dict[str, CleanSale] = {}
     rejected: list[Rejection] = []
     repeated = 0
     for row in rows:
-        outcome = validate_row(row, known_items, floors, min_floor_fraction, now)
+        outcome = validate_row(row, known_items, floors, min_floor_fraction, now, first_sale_day)
         if isinstance(outcome, Rejection):
             rejected.append(outcome)
             continue

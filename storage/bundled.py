@@ -161,6 +161,7 @@ def _csv_rows(lines: Iterator[tuple[int, str, str | None]]) -> Iterator[dict[str
 def market_data_from_files(
     punks_csv: Path, sales_files: list[Path], floor_csv: Path | None, eth_usd_csv: Path | None,
     min_floor_fraction: float, keep_wash_trades: bool = False, stored_sales: StoredSales | None = None,
+    first_sale_day: date | None = None,
 ):
     """A MarketData straight from files, validated exactly as ingest validates (no database)
     and with suspected wash trades left out as ingest flags them: what `fairvalue replay`
@@ -184,7 +185,8 @@ def market_data_from_files(
     known = {i["item_key"] for i in items}
     clean, refused = {}, []
     for path in sales_files:
-        batch = validate_batch(read_sales_file(path), known, floors, min_floor_fraction)
+        batch = validate_batch(read_sales_file(path), known, floors, min_floor_fraction,
+                               first_sale_day=first_sale_day)
         refused += [r for r in batch.rejected if sale_time_of(r.row) is not None]
         for sale in batch.clean:
             clean.setdefault(sale.event_id, sale)  # the first file to report an event wins

@@ -30,6 +30,13 @@ COLLECTION_NAMES = {
     "cryptopunks": ("CryptoPunks", UNIQUE_ITEMS, "ETH"),
     "cards": ("Pokémon cards", DAILY_PRICES, "USD"),
 }
+# The first day a collection could trade, where it is known: a sale dated before it is a broken
+# feed, not a sale (the punks were released on 2017-06-22; their first sale is of 06-23).
+FIRST_SALE_DAYS = {"cryptopunks": date(2017, 6, 22)}
+
+
+def first_sale_day(slug: str) -> date | None:
+    return FIRST_SALE_DAYS.get(slug)
 
 
 def ensure_collection(session: Session, slug: str) -> Collection:
@@ -204,6 +211,7 @@ def ingest_sales(
         known_items if known_items is not None else known_item_keys(session, collection),
         floors or floor_lookup(session, collection),
         min_floor_fraction,
+        first_sale_day=first_sale_day(collection.slug),
     )
     return store_validated(session, collection, batch, origin)
 

@@ -55,7 +55,8 @@ def ingest_calls(session: Session, collection_slug: str, calls: Sequence[Webhook
     replayed = batch_rules.replays(calls, {digest: at.astimezone(UTC) for digest, at in accepted}, received_at)
     live = [call for i, call in enumerate(calls) if i not in replayed]
     now = datetime.now(UTC)
-    validated = [validate_batch(call.sales, known, floors, min_floor_fraction, now) for call in live]
+    first_day = ingest_store.first_sale_day(collection_slug)
+    validated = [validate_batch(call.sales, known, floors, min_floor_fraction, now, first_day) for call in live]
 
     claims = batch_rules.first_claims(validated)
     claimed = batch_rules.claimed_sales(validated, claims)

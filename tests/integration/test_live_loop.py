@@ -145,7 +145,9 @@ def test_bad_rows_in_a_batch_are_rejected_with_reasons_and_good_ones_kept(client
                        dict(a_sale(item="6"), timestamp="yesterday-ish"),
                        # an address longer than PostgreSQL's index on the parties takes: every call
                        # committed with it failed (503) before validation capped text fields
-                       dict(a_sale(item="7"), seller="0x" + "ab" * 2000)]}
+                       dict(a_sale(item="7"), seller="0x" + "ab" * 2000),
+                       # before the punks could trade: a broken date, not a sale of 2016
+                       dict(a_sale(item="8"), timestamp="2016-03-01T12:00:00Z")]}
     signed_at = int(time.time())
 
     body = post_signed(client, batch, timestamp=signed_at).json()
@@ -153,8 +155,8 @@ def test_bad_rows_in_a_batch_are_rejected_with_reasons_and_good_ones_kept(client
 
     assert body["accepted"] == 1 and body["rejected_kept_before"] == 0
     assert body["rejected_by_reason"] == {"unknown_item": 1, "non_positive_price": 1, "malformed_timestamp": 1,
-                                          "malformed_row": 1}
-    assert (again["accepted"], again["duplicate"], again["rejected"], again["rejected_kept_before"]) == (0, 1, 4, 4)
+                                          "malformed_row": 1, "before_collection": 1}
+    assert (again["accepted"], again["duplicate"], again["rejected"], again["rejected_kept_before"]) == (0, 1, 5, 5)
 
 
 @pytest.mark.parametrize(

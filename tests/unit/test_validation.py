@@ -156,3 +156,17 @@ def test_aliases_that_agree_and_numeric_ids_read_as_one_value():
     same = check(row(price="65.0", punk_id=1, item_id="1"))  # the same price and item, spelt twice
     assert (same.price, same.item_key) == (65.0, "1")
     assert check(row(event_id=7.0)).event_id == check(row(event_id="7")).event_id == "7"
+
+
+def test_a_sale_before_the_collection_could_trade_is_refused():
+    """A feed's broken date (a punk sold in 1971, or in January 2017) is no sale: refused with
+    its own reason where the collection's first day is known, and kept whole."""
+    first = date(2017, 6, 22)
+    for when in ("1971-01-01T00:00:00Z", "2017-06-21T23:59:59Z"):
+        outcome = validate_row(row(timestamp=when), ITEMS, FloorLookup({}), 0.2, NOW, first)
+        assert isinstance(outcome, Rejection) and outcome.reason == Reason.BEFORE_COLLECTION, when
+        assert "first day of trading, 2017-06-22" in outcome.detail and outcome.row["timestamp"] == when
+    assert not isinstance(validate_row(row(timestamp="2017-06-22T00:00:00Z"), ITEMS, FloorLookup({}), 0.2, NOW,
+                                       first), Rejection)
+    assert not isinstance(validate_row(row(timestamp="1971-01-01T00:00:00Z"), ITEMS, FloorLookup({}), 0.2, NOW),
+                          Rejection)  # a collection whose first day is not known: only the epoch bounds it
