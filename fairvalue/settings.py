@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     training_retry_backoff_seconds: int = Field(60, description="Delay before a failed training is retried; "
                                                 "far under the broker's visibility timeout.")
     sweep_stale_minutes: int = Field(30, description="A queued request not claimed for this long is republished.")
+    beat_lock_check_seconds: float = Field(
+        60, gt=0, description="How often beat checks it still holds the one-beat lock (a dropped database "
+                              "connection releases it; another beat may have taken it since).")
     gate_window_days: int = Field(14, description="The forward window contender and champion are scored on.")
     gate_mape_margin: float = 0.02
     gate_max_abs_bias: float = 0.05
