@@ -45,33 +45,42 @@ def _take_lock():
 
 class SingletonScheduler(PersistentScheduler):
     def setup_schedule(self):
-        self._lock_connection = _take_lock() if get_engine().dialect.name == "postgresql" else None
+        self._locking = get_engine().dialect.name == "postgresql"
+        self._lock_connection = _take_lock() if self._locking else None
         self._next_lock_check = time.monotonic() + get_settings().beat_lock_check_seconds
         super().setup_schedule()
 
     def tick(self, *args, **kwargs):
-        if self._lock_connection is not None and time.monotonic() >= self._next_lock_check:
+        if self._locking and time.monotonic() >= self._next_lock_check:
             self._keep_lock()
             self._next_lock_check = time.monotonic() + get_settings().beat_lock_check_seconds
         return super().tick(*args, **kwargs)
 
     def _keep_lock(self) -> None:
-        """Still the one beat: the lock held, or taken again after its connection dropped."""
-        try:
-            held = self._lock_connection.execute(HOLDS_LOCK, {"k": BEAT_LOCK_KEY}).scalar()
-            self._lock_connection.commit()
-        except DBAPIError:  # the connection is gone, and the lock with it
-            held = False
+        """Still the one beat: the lock held, or taken again after its connection dropped. A
+        database it cannot reach is tried again at the next check (beat keeps its schedule; no
+        second beat can take the lock either)."""
+        held = False
+        if self._lock_connection is not None:
+            try:
+                held = self._lock_connection.execute(HOLDS_LOCK, {"k": BEAT_LOCK_KEY}).scalar()
+                self._lock_connection.commit()
+            except DBAPIError:  # the connection is gone, and the lock with it
+                held = False
         if held:
             return
         log.warning("the beat lock was released (its database connection dropped); taking it again")
-        try:
-            self._lock_connection.close()
-        except DBAPIError:
-            pass
-        self._lock_connection = None
+        if self._lock_connection is not None:
+            try:
+                self._lock_connection.close()
+            except DBAPIError:
+                pass
+            self._lock_connection = None
         try:
             self._lock_connection = _take_lock()
+        except DBAPIError as exc:
+            log.warning("the database cannot be reached to take the beat lock again (%s); trying at the next "
+                        "check", type(exc).__name__)
         except AnotherBeatIsRunning:  # it stops this beat (celery ends on SystemExit without a word)
             log.error("another beat took the beat lock while this one's connection was down: this beat stops")
             raise
