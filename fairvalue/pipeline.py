@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -112,6 +112,7 @@ def ingest_sales_rows(
         coll = collection(session, settings)
         known = ingest_store.known_item_keys(session, coll)
         floors = ingest_store.floor_lookup(session, coll)
+    first_day = ingest_store.first_sale_day(coll.slug)
 
     def store(validated: ValidatedBatch, size: int) -> None:
         with session_scope() as session:
@@ -124,8 +125,7 @@ def ingest_sales_rows(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer") as writer:
         stored: Future | None = None
         for batch in _batches(rows, batch_size):
-            validated = validate_batch(batch, known, floors, settings.min_floor_fraction,
-                                       first_sale_day=ingest_store.first_sale_day(coll.slug))
+            validated = validate_batch(batch, known, floors, settings.min_floor_fraction, first_sale_day=first_day)
             if stored is not None:
                 stored.result()  # one batch in flight: memory stays bounded, errors surface here
             stored = writer.submit(store, validated, len(batch))
@@ -220,8 +220,7 @@ def published_read_since(settings: Settings, moment: datetime) -> int | None:
         snap = published_snapshot(session, collection(session, settings))
     if snap is None or snap.data_read_at is None:
         return None
-    read_at = snap.data_read_at if snap.data_read_at.tzinfo else snap.data_read_at.replace(tzinfo=UTC)
-    return snap.id if read_at >= moment else None
+    return snap.id if snap.data_read_at >= moment else None  # UTCDateTime hands back aware times
 
 
 # --- training ---------------------------------------------------------------------------
@@ -486,15 +485,13 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     with session_scope() as session:
         snapshot = session.get(NowcastSnapshot, snapshot.id)
         moved = publish(session, coll, snapshot)
-        published_at = session.exec(select(NowcastSnapshot.published_at)
-                                    .where(NowcastSnapshot.id == snapshot.id)).one()
     lap("publish")
     archive_uri, archive_error = archive_snapshot(settings, snapshot.id, values, rows_csv)
     lap("archive")
     shadows, shadow_errors = {}, {}
     if moved:  # a superseded run's shadows would pair the watched models with values never served
         shadows, shadow_errors = shadow_nowcasts(settings, coll, data, moment, as_of, cutoff, valued_at,
-                                                 data_read_at, read_under, published_at)
+                                                 data_read_at, read_under, snapshot.published_at)
     lap("shadows")
     return NowcastResult(snapshot.id, moved, len(values), champion.version, archive_uri, archive_error, shadows,
                          shadow_errors or None, seconds)

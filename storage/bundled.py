@@ -58,11 +58,9 @@ def read_sales_file(path: Path) -> Iterator[dict[str, Any]]:
     models.json_input refuses) becomes one row with `_error`, kept as a rejection, and the lines
     after it are read as usual. No sale field holds a line break, so a quoted field spanning
     lines is one of those errors."""
-    if path.suffix == ".json":
-        document = _json_document(path)
-        if document is not None:
-            yield from document
-            return
+    if path.suffix == ".json" and not _first_line_is_a_sale(path):
+        yield from _json_document(path)
+        return
     lines = _decoded_lines(path)
     if path.suffix in (".jsonl", ".ndjson", ".json"):
         yield from _json_rows(lines)
@@ -110,20 +108,26 @@ def _json_rows(lines: Iterator[tuple[int, str, str | None]]) -> Iterator[dict[st
         yield value if isinstance(value, dict) else _bad_line(lineno, text, "a line must hold a JSON object")
 
 
-def _json_document(path: Path) -> list[dict[str, Any]] | None:
-    """The rows of a `.json` file that is one JSON document, or None when it is JSON lines (its
-    first line a whole JSON value: those are read line by line, a bad one refused alone). A
-    document that cannot be read is refused whole: no line of a pretty-printed one is a row."""
+def _first_line_is_a_sale(path: Path) -> bool:
+    """Whether a `.json` file is JSON lines: its first line one sale object on its own (a bad line
+    after it is then refused alone). Anything else is one document, read whole."""
+    with path.open("rb") as fh:
+        first = next((line for line in fh if line.strip()), b"").removeprefix(b"\xef\xbb\xbf")
+    try:
+        value = json.loads(first)
+    except ValueError:  # also bytes that are not UTF-8
+        return False
+    return isinstance(value, dict) and not isinstance(value.get("sales"), list)
+
+
+def _json_document(path: Path) -> list[dict[str, Any]]:
+    """The rows of a `.json` file holding one JSON document: an array of sales, `{"sales": [...]}`
+    or one sale. One that cannot be read is refused whole: no line of a pretty-printed one is a row."""
     raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
     try:
         value = loads(raw.decode("utf-8"), "the file")
     except (UnicodeDecodeError, BadJson) as exc:
-        first_line = next((line for line in raw.splitlines() if line.strip()), b"")
-        try:
-            json.loads(first_line)
-        except ValueError:  # also a line that is not UTF-8
-            raise UnreadableFile(f"the file is one JSON document that cannot be read ({str(exc)[:300]})") from None
-        return None
+        raise UnreadableFile(f"the file is one JSON document that cannot be read ({str(exc)[:300]})") from None
     if isinstance(value, dict) and isinstance(value.get("sales"), list):
         value = value["sales"]
     if isinstance(value, dict):

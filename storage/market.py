@@ -17,16 +17,22 @@ from storage.tables import Collection, Item, MarketDay, MarketDayRevision, Rejec
 
 EVERY_SALE_STORED = datetime(9999, 12, 31, tzinfo=UTC)  # load_market_data's stored_by when none is given
 
+
 def _seen(xact_column: str, snapshot: str) -> str:
     """SQL: the transaction in `xact_column` (an xid8 stored as bigint) is visible in `snapshot`."""
     return f"pg_visible_in_snapshot({xact_column}::text::xid8, CAST({snapshot} AS pg_snapshot))"
+
+
+def _stored_in(snapshot: str) -> str:
+    """SQL: a row whose storing transaction `snapshot` saw (rows from before the column: every one)."""
+    return f"(stored_xact IS NULL OR {_seen('stored_xact', snapshot)})"
 
 
 # Which sales a PostgreSQL snapshot (pg_current_snapshot()'s text) read, and as what: a sale whose
 # storing transaction it saw, clean unless the transaction that flagged it as a wash trade was
 # seen too. Rows from before migration 0010 (null ids) count as stored, and flagged, before any
 # snapshot. Exact where a time stamp is not: a batch stamped before the read may commit after it.
-STORED_IN_SNAPSHOT = f"(stored_xact IS NULL OR {_seen('stored_xact', '%(snapshot)s')})"
+STORED_IN_SNAPSHOT = _stored_in("%(snapshot)s")
 CLEAN_IN_SNAPSHOT = (f"(wash_reason IS NULL OR (wash_flagged_xact IS NOT NULL AND "
                      f"NOT {_seen('wash_flagged_xact', '%(snapshot)s')}))")
 
@@ -85,8 +91,8 @@ def _market_days(session: Session, collection: Collection, stored_by: datetime |
                 .where(MarketDay.collection_id == collection.id).order_by(MarketDay.day))
     else:
         revision = MarketDayRevision
-        seen = (text(f"(stored_xact IS NULL OR {_seen('stored_xact', ':snapshot')})").bindparams(snapshot=read_under)
-                if read_under is not None else revision.stored_at <= stored_by)
+        seen = (text(_stored_in(":snapshot")).bindparams(snapshot=read_under) if read_under is not None
+                else revision.stored_at <= stored_by)
         latest = (select(func.max(revision.id)).where(revision.collection_id == collection.id, seen)
                   .group_by(revision.day))
         days = (select(revision.day, revision.floor, revision.eth_usd)

@@ -104,8 +104,8 @@ def promote(session: Session, collection: Collection, version: ModelVersion,
     champion itself is a return to it, and the champion on probation becomes the previous one."""
     current = get_alias(session, collection, CHAMPION)
     if current is not None and current.id != version.id:
-        previous, since = get_alias(session, collection, PREVIOUS_CHAMPION), alias_since(session, collection,
-                                                                                         PREVIOUS_CHAMPION)
+        previous = get_alias(session, collection, PREVIOUS_CHAMPION)
+        since = alias_since(session, collection, PREVIOUS_CHAMPION)
         on_probation = (probation_days is not None and previous is not None and since is not None
                         and previous.id != version.id and utcnow() - since <= timedelta(days=probation_days))
         set_alias(session, collection, PREVIOUS_CHAMPION, previous if on_probation else current)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Row, and_, bindparam, event, update
 from sqlalchemy import select as sa_select
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
 from storage.bulk import copy_csv
@@ -102,6 +103,7 @@ def publish(session: Session, collection: Collection, snapshot: NowcastSnapshot)
                 .where(NowcastSnapshot.id == snapshot.id)
                 .values(status="superseded")
             )
+            set_committed_value(snapshot, "status", "superseded")
             return False
         current.snapshot_id = snapshot.id
         current.published_at = now
@@ -113,6 +115,9 @@ def publish(session: Session, collection: Collection, snapshot: NowcastSnapshot)
         .where(NowcastSnapshot.id == snapshot.id)
         .values(status="published", published_at=now)
     )
+    # The object says what the row now says (no second write): callers read its published_at.
+    set_committed_value(snapshot, "status", "published")
+    set_committed_value(snapshot, "published_at", now)
     _notify_after_commit(session, collection.slug)
     return True
 
