@@ -42,6 +42,7 @@ def routes() -> list[Route]:
         Route("/docs", docs.docs_page, methods=["GET"], include_in_schema=False),
         Route("/v1/queue", ops.queue_status, methods=["GET"]),
         Route(webhooks.PATH, webhooks.receive_sales, methods=["POST"]),
+        Route(webhooks.LISTINGS_PATH, webhooks.receive_listings, methods=["POST"]),
         *_collection_routes("/v1"),
         Route(COLLECTION, collections.summary, methods=["GET"]),
         *_collection_routes(COLLECTION),

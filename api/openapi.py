@@ -40,6 +40,15 @@ COMPONENTS = {
                                     "description": "how precisely timestamp is known; default: the source's "
                                                    f"(hour for {', '.join(sorted(HOUR_PRECISION_SOURCES))}, "
                                                    "else second); the first report of an event is kept"}}},
+        "Listing": {"type": "object", "required": ["event_id", "timestamp", "item_id", "price"],
+                    "properties": {"event_id": {"type": "string"},
+                                   "timestamp": {"type": "string", "format": "date-time",
+                                                 "description": "when the item was listed or withdrawn"},
+                                   "item_id": {"type": "string"},
+                                   "price": {"type": "number", "nullable": True,
+                                             "description": "the asking price; null withdraws the listing"},
+                                   "expires_at": {"type": "string", "format": "date-time", "nullable": True},
+                                   "source": {"type": "string"}}},
     },
     "responses": {
         "BadRequest": {"description": "a parameter is malformed", "content": ERROR},

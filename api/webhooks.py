@@ -1,4 +1,5 @@
-"""POST /v1/webhooks/sales: signed, idempotent by event id, answers with what happened.
+"""POST /v1/webhooks/sales (and /v1/webhooks/listings): signed, idempotent by event id, answers
+with what happened.
 
 Replays are refused: a delivery (same signature timestamp and body) already accepted is a 409
 inside the signature tolerance and a 401 outside it. A call whose every sale reuses a stored
@@ -34,6 +35,7 @@ from storage.db import session_scope
 
 log = logging.getLogger("fairvalue.webhooks")
 PATH = "/v1/webhooks/sales"
+LISTINGS_PATH = "/v1/webhooks/listings"
 MAX_SALES_PER_CALL = 10_000
 
 
@@ -174,6 +176,45 @@ ingest_writer: GroupCommitter[WebhookCall, CallOutcome] = GroupCommitter(
     max_batch=64, name="webhook-writer", retry_alone=_caused_by_a_call)
 
 
+async def _signed_json(request: Request) -> JSONResponse | tuple[Any, bytes, str, int, str]:
+    """The checks every signed webhook makes before reading its rows: size, signature (a replay
+    outside the tolerance named as one), media type, JSON. A refusal (recorded), or the payload
+    with what a delivery record needs: (payload, body, digest, signed_at, client)."""
+    settings = get_settings()
+    client = request.client.host if request.client else ""
+    body = await _read_limited(request, settings.max_body_bytes)
+    if body is None:
+        return await _refuse(413, f"body larger than {settings.max_body_bytes} bytes", "too_large", b"", client)
+    try:
+        signed_at = signing.verify(
+            request.headers.get(signing.HEADER), body,
+            settings.webhook_secret.get_secret_value(), settings.webhook_tolerance_seconds,
+        )
+    except signing.SignatureError as exc:
+        reason, digest = str(exc), None
+        if exc.kind == "stale":
+            digest = signing.delivery_digest(exc.timestamp, body)
+            first = await run_in_threadpool(_first_acceptance, digest)
+            if first is not None:
+                reason = f"replayed delivery (first accepted at {first.isoformat()}): {exc}"
+                return await _refuse(401, reason, deliveries.REPLAY, body, client, digest, exc.timestamp)
+        return await _refuse(401, reason, exc.kind, body, client, digest, exc.timestamp)
+    digest = signing.delivery_digest(signed_at, body)
+    wrong_type = jsonbody.media_type_refusal(request.headers.get("content-type"))
+    if wrong_type:
+        return await _refuse(415, wrong_type, "unsupported_media_type", body, client, digest, signed_at)
+    try:
+        payload = jsonbody.parse(body)
+    except jsonbody.BadJson as exc:
+        return await _refuse(400, str(exc), "malformed", body, client, digest, signed_at)
+    return payload, body, digest, signed_at, client
+
+
+async def _replay_refusal(accepted_before, body: bytes, client: str, digest: str, signed_at: int) -> JSONResponse:
+    return await _refuse(409, f"replayed delivery: this signature was accepted at {accepted_before.isoformat()}; "
+                         "nothing was done", deliveries.REPLAY, body, client, digest, signed_at)
+
+
 async def receive_sales(request: Request) -> JSONResponse:
     """Signed sales webhook.
     ---
@@ -202,45 +243,22 @@ async def receive_sales(request: Request) -> JSONResponse:
       415: {$ref: "#/components/responses/UnsupportedMediaType"}
       422: {$ref: "#/components/responses/Unprocessable"}
     """
-    settings = get_settings()
-    client = request.client.host if request.client else ""
-    body = await _read_limited(request, settings.max_body_bytes)
-    if body is None:
-        return await _refuse(413, f"body larger than {settings.max_body_bytes} bytes", "too_large", b"", client)
-    try:
-        signed_at = signing.verify(
-            request.headers.get(signing.HEADER), body,
-            settings.webhook_secret.get_secret_value(), settings.webhook_tolerance_seconds,
-        )
-    except signing.SignatureError as exc:
-        reason, digest = str(exc), None
-        if exc.kind == "stale":
-            digest = signing.delivery_digest(exc.timestamp, body)
-            first = await run_in_threadpool(_first_acceptance, digest)
-            if first is not None:
-                reason = f"replayed delivery (first accepted at {first.isoformat()}): {exc}"
-                return await _refuse(401, reason, deliveries.REPLAY, body, client, digest, exc.timestamp)
-        return await _refuse(401, reason, exc.kind, body, client, digest, exc.timestamp)
-    digest = signing.delivery_digest(signed_at, body)
-    wrong_type = jsonbody.media_type_refusal(request.headers.get("content-type"))
-    if wrong_type:
-        return await _refuse(415, wrong_type, "unsupported_media_type", body, client, digest, signed_at)
-    try:
-        payload = jsonbody.parse(body)
-    except jsonbody.BadJson as exc:
-        return await _refuse(400, str(exc), "malformed", body, client, digest, signed_at)
+    checked = await _signed_json(request)
+    if isinstance(checked, JSONResponse):
+        return checked
+    payload, body, digest, signed_at, client = checked
     sales = _sales_from(payload)
     if isinstance(sales, str):
         return await _refuse(422, sales, "malformed", body, client, digest, signed_at)
     outcome = await asyncio.wrap_future(ingest_writer.submit(WebhookCall(sales, body, digest, signed_at, client)))
     accepted_before, report = outcome.accepted_before, outcome.report
     if accepted_before is not None:
-        return await _refuse(409, f"replayed delivery: this signature was accepted at {accepted_before.isoformat()}; "
-                             "nothing was done", deliveries.REPLAY, body, client, digest, signed_at)
+        return await _replay_refusal(accepted_before, body, client, digest, signed_at)
     metrics.webhook_outcome(report.accepted, report.duplicate, report.rejected)
     if every_sale_conflicts(report):
         return error(409, "every event id in this call is already stored with different content; the rows are "
                      "kept in rejected_sales", outcome=deliveries.CONFLICT, **report.as_dict())
+    settings = get_settings()
     if not report.accepted:
         next_step = "none"
     elif follow_up.covered(settings.collection):  # most calls of a burst: no thread hop (bench/ingest.py)
@@ -249,3 +267,64 @@ async def receive_sales(request: Request) -> JSONResponse:
         next_step = await run_in_threadpool(follow_up.request, report.accepted, settings.webhook_follow_up_seconds,
                                             settings.collection)
     return JSONResponse({**report.as_dict(), "follow_up": next_step}, status_code=202)
+
+
+def _listings_from(payload) -> list | str:
+    """{"listings": [...]} and nothing else (a string says what is wrong): a signed body of the
+    sales webhook must never read as listings here, so the two never take each other's bodies."""
+    if not isinstance(payload, dict) or "listings" not in payload:
+        return "body must be {\"listings\": [...]}"
+    listings = payload["listings"]
+    if not isinstance(listings, list) or not listings:
+        return "listings must be a non-empty list of listing objects"
+    if len(listings) > MAX_SALES_PER_CALL:
+        return f"at most {MAX_SALES_PER_CALL} listings per call, got {len(listings)}"
+    if not all(isinstance(x, dict) for x in listings):
+        return "every listing must be a JSON object"
+    return listings
+
+
+async def receive_listings(request: Request) -> JSONResponse:
+    """Signed listings webhook.
+    ---
+    summary: "{listings: [...]}: asks (price) and withdrawals (price null); HMAC-signed like the sales webhook;
+      idempotent by event id. The next nowcast's signals read each item's open ask before its last sale."
+    tags: [webhooks]
+    parameters:
+      - {name: Fairvalue-Signature, in: header, required: true, schema: {type: string},
+         description: "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.' + body>"}
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [listings]
+            properties: {listings: {type: array, items: {$ref: "#/components/schemas/Listing"}}}
+    responses:
+      202: {description: "accepted, duplicate, rejected (with reasons)"}
+      409:
+        description: "a replayed delivery, or every event id already stored with other content"
+        content: {application/json: {schema: {$ref: "#/components/schemas/Error"}}}
+      400: {$ref: "#/components/responses/BadRequest"}
+      401: {$ref: "#/components/responses/Unauthorized"}
+      413: {$ref: "#/components/responses/TooLarge"}
+      415: {$ref: "#/components/responses/UnsupportedMediaType"}
+      422: {$ref: "#/components/responses/Unprocessable"}
+    """
+    checked = await _signed_json(request)
+    if isinstance(checked, JSONResponse):
+        return checked
+    payload, body, digest, signed_at, client = checked
+    listings = _listings_from(payload)
+    if isinstance(listings, str):
+        return await _refuse(422, listings, "malformed", body, client, digest, signed_at)
+    outcome = await run_in_threadpool(pipeline.ingest_listings_call,
+                                      WebhookCall(listings, body, digest, signed_at, client))
+    if outcome.accepted_before is not None:
+        return await _replay_refusal(outcome.accepted_before, body, client, digest, signed_at)
+    report = outcome.report
+    if every_sale_conflicts(report):
+        return error(409, "every event id in this call is already stored with different content; the rows are "
+                     "kept in rejected_listings", outcome=deliveries.CONFLICT, **report.as_dict())
+    return JSONResponse(report.as_dict(), status_code=202)

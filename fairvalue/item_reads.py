@@ -48,9 +48,11 @@ class Served(NamedTuple):
 # --- one answer's parts ---------------------------------------------------------------------
 
 def _valuation(v: PublishedValue, version: int | None, currency: str) -> dict[str, Any]:
+    # The deviation of the market price the signal reads: the open ask, else the last sale.
+    market_price = v.ask_price if v.ask_price is not None else v.last_price
     deviation = None
-    if v.last_price is not None and v.fair_value:
-        deviation = v.last_price / v.fair_value - 1
+    if market_price is not None and v.fair_value:
+        deviation = market_price / v.fair_value - 1
     return {
         "item_id": v.item_key,
         "fair_value": rounded(v.fair_value),
@@ -58,6 +60,7 @@ def _valuation(v: PublishedValue, version: int | None, currency: str) -> dict[st
         "band": {"p10": rounded(v.p10), "p90": rounded(v.p90)},
         "signal": v.signal,
         "deviation": rounded(deviation),
+        "ask": None if v.ask_price is None else {"price": rounded(v.ask_price), "listed_at": iso(v.ask_at)},
         "last_sale": None if v.last_price is None else {"price": rounded(v.last_price),
                                                         "timestamp": iso(v.last_sale_at)},
         "snapshot": snapshot_reference(v.snapshot_id, v.as_of, v.valued_at, v.published_at),
@@ -68,7 +71,7 @@ def _valuation(v: PublishedValue, version: int | None, currency: str) -> dict[st
 def _value_of(row) -> PublishedValue:
     return PublishedValue(row.snapshot_id, row.as_of, row.published_at, row.model_version_id, row.item_key,
                           row.fair_value, row.p10, row.p90, row.signal, row.last_price, row.last_sale_at,
-                          row.valued_at)
+                          row.valued_at, row.ask_price, row.ask_at)
 
 
 def _item_extra(slug: str, row) -> dict[str, Any]:
@@ -189,7 +192,7 @@ def valuations(slug: str | None, keys: list[str]) -> Served:
 def quote(slug: str | None, key: str, price: float) -> dict[str, Any]:
     """An asked price (a listing, an offer) against the item's published value: how far it
     strays, the signal it would get at the service's thresholds (as the published signal gets
-    from the last sale) and where it sits in the band."""
+    from the open ask or the last sale) and where it sits in the band."""
     slug = slug or get_settings().collection
     check_item_key(key)
     if not 0 < price <= MAX_PRICE:

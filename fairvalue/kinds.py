@@ -40,10 +40,13 @@ class UniqueItems:
 
         return load_market_data(session, coll, stored_by=stored_by, read_under=read_under)
 
-    def value_all(self, model, data, moment: pd.Timestamp, settings: Settings) -> pd.DataFrame:
-        """Every item valued at `moment` (valued_at's answer), from data before it."""
+    def value_all(self, model, data, moment: pd.Timestamp, settings: Settings,
+                  asked_at: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Every item valued at `moment` (valued_at's answer), from data before it; the signals
+        read the asks open at `asked_at` (the nowcast's own time: a listing is a price now, even
+        in a market silent for longer than the staleness limit)."""
         return value_all_items(model, data, moment, settings.buy_below, settings.sell_above,
-                               settings.signal_max_age_days, threads=settings.predict_threads)
+                               settings.signal_max_age_days, threads=settings.predict_threads, asks_at=asked_at)
 
     def valued_at(self, data, t: pd.Timestamp, settings: Settings) -> pd.Timestamp:
         """The moment a nowcast asked for at t values the items at: t, unless the market had
@@ -69,7 +72,8 @@ class DailyPrices:
         return load_daily_series(session, coll)
 
     def value_all(self, model: daily.DailyFairValueModel, data: daily.DailySeries, t: pd.Timestamp,
-                  settings: Settings) -> pd.DataFrame:
+                  settings: Settings, asked_at: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Every active card at its latest market day before t (cards take no listings)."""
         active = data.items.index[data.items["active"]]
         return model.value_at(data, t, settings.buy_below, settings.sell_above, settings.signal_max_age_days,
                               item_keys=active)

@@ -165,6 +165,13 @@ def ingest_webhook_calls(calls: Sequence[WebhookCall], settings: Settings | None
         return webhook_calls.ingest_calls(session, settings.collection, calls, settings.min_floor_fraction)
 
 
+def ingest_listings_call(call: WebhookCall, settings: Settings | None = None) -> CallOutcome:
+    """A signed webhook call of listing events, in one transaction (storage/webhook_calls.py)."""
+    settings = settings or get_settings()
+    with session_scope() as session:
+        return webhook_calls.ingest_listing_call(session, settings.collection, call)
+
+
 def ingest_file(path: Path, settings: Settings | None = None, progress: Progress | None = None):
     """A sales file (a backfill); `fairvalue ingest sales` runs check_takes_sales first."""
     return ingest_sales_rows(read_sales_file(path), f"file:{path.name}", settings, progress)
@@ -473,7 +480,7 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     t = pd.Timestamp(as_of).tz_convert("UTC").tz_localize(None)
     kind = kinds.kind_of(coll)
     moment = kind.valued_at(data, t, settings)  # t, unless the market has gone silent
-    values = kind.value_all(model, data, moment, settings)
+    values = kind.value_all(model, data, moment, settings, asked_at=t)
     cutoff = kind.data_cutoff(data, t)
     valued_at = moment.tz_localize("UTC").to_pydatetime()
     lap("value")
@@ -519,6 +526,7 @@ def shadow_nowcasts(settings: Settings, coll: Collection, data, moment, as_of, c
         if since is not None and utcnow() - since <= pd.Timedelta(days=settings.probation_days):
             watched.append((PREVIOUS_CHAMPION, get_alias(session, coll, PREVIOUS_CHAMPION)))
         watched.append((CONTENDER, get_alias(session, coll, CONTENDER)))
+    asked_at = pd.Timestamp(as_of).tz_convert("UTC").tz_localize(None)
     for alias, version in watched:
         if version is None:
             continue
@@ -527,7 +535,7 @@ def shadow_nowcasts(settings: Settings, coll: Collection, data, moment, as_of, c
         except ArtifactError as exc:
             errors[alias] = str(exc)
             continue
-        values = kinds.kind_of(coll).value_all(model, data, moment, settings)
+        values = kinds.kind_of(coll).value_all(model, data, moment, settings, asked_at=asked_at)
         with session_scope() as session:
             snapshot = write_snapshot(session, coll, version.id, as_of, cutoff, values, valued_at=valued_at,
                                       data_read_at=data_read_at, data_snapshot=read_under)

@@ -327,7 +327,8 @@ def signals_page(slug: str | None = None, signal: str | None = None, item_type: 
                  trait: str | None = None, min_deviation: float | None = None, limit: int = 50,
                  cursor: str | None = None) -> dict[str, Any]:
     """Items of the published snapshot with a market price, filtered, ordered by |deviation|
-    (last sale / fair value - 1) descending then item id. A cursor pins the snapshot it was
+    (market price / fair value - 1; the market price is the open ask, else the last sale)
+    descending then item id. A cursor pins the snapshot it was
     made from, so paging through stays consistent while new snapshots are published."""
     if signal is not None:
         signal = signal.upper()
@@ -349,9 +350,10 @@ def signals_page(slug: str | None = None, signal: str | None = None, item_type: 
                 raise NotReady("no published snapshot yet; run a nowcast")
         query = (select(NowcastRow.item_key, NowcastRow.fair_value, NowcastRow.p10, NowcastRow.p90,
                         NowcastRow.signal, NowcastRow.last_price, NowcastRow.last_sale_at, Item.item_type,
-                        Item.attributes)
+                        Item.attributes, NowcastRow.ask_price, NowcastRow.ask_at)
                  .join(Item, (Item.collection_id == coll.id) & (Item.item_key == NowcastRow.item_key))
-                 .where(NowcastRow.snapshot_id == snap.id, NowcastRow.last_price.is_not(None)))
+                 .where(NowcastRow.snapshot_id == snap.id,
+                        NowcastRow.last_price.is_not(None) | NowcastRow.ask_price.is_not(None)))
         if signal:
             query = query.where(NowcastRow.signal == signal)
         if item_type:
@@ -362,7 +364,7 @@ def signals_page(slug: str | None = None, signal: str | None = None, item_type: 
     for r in rows:
         if not r[1]:
             continue
-        deviation = r[5] / r[1] - 1
+        deviation = (r[9] if r[9] is not None else r[5]) / r[1] - 1
         if min_deviation is not None and abs(deviation) < min_deviation:
             continue
         if trait and not _has_trait(r[8] or {}, trait):
@@ -381,7 +383,8 @@ def signals_page(slug: str | None = None, signal: str | None = None, item_type: 
         "next_cursor": _encode_cursor(snap.id, offset + limit) if more else None,
         "signals": [{"item_id": r[0], "type": r[7], "signal": r[4], "fair_value": rounded(r[1]),
                      "band": {"p10": rounded(r[2]), "p90": rounded(r[3])}, "last_price": rounded(r[5]),
-                     "last_sale_at": iso(r[6]), "deviation": rounded(d)} for d, r in page],
+                     "last_sale_at": iso(r[6]), "ask_price": rounded(r[9]), "ask_at": iso(r[10]),
+                     "deviation": rounded(d)} for d, r in page],
     }
 
 

@@ -59,6 +59,9 @@ class MarketData:
     # suspected wash trades, and rows refused at ingest. Read by reports only; None when the
     # loader was not asked for them.
     excluded: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+    # Listing events (models.listings.LISTING_COLUMNS), read by the nowcast's signals only, never
+    # by a feature; None when the loader has none (the bundled data, a replay).
+    listings: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     _context: pd.DataFrame | None = field(default=None, repr=False, compare=False)
     _robust_market: pd.DataFrame | None = field(default=None, repr=False, compare=False)

@@ -7,6 +7,7 @@ import pandas as pd
 
 from models.estimator import FairValueModel
 from models.features import MarketData
+from models.listings import open_asks
 from models.signals import signals
 
 
@@ -40,19 +41,28 @@ def value_all_items(
     item_keys=None,
     threads: int | None = None,
     stale_after_days: float | None = None,
+    asks_at: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """One row per item (or per key in `item_keys`): fair value, band and signal at `as_of`
     (or at the last market known, see `valuation_moment`), from data strictly before it.
 
-    The signal compares the item's last sale with its fair value, and only when that sale is
-    recent enough to still be a market price.
+    The signal compares the item's market price with its fair value: its open ask (the listing
+    it can be bought at, models/listings.py), else its last sale when that sale is recent enough
+    to still be a market price. `ask_price` / `ask_at` say which ask it read (NaN / NaT: none):
+    the asks open at `asks_at` (default: `as_of`), which a silent market's valuation moment
+    does not move, since an ask is a price at the time it is read.
     """
+    asks_at = as_of if asks_at is None else asks_at
     as_of = valuation_moment(data, as_of, stale_after_days)
     keys = data.items.index.to_numpy() if item_keys is None else item_keys
     queries = pd.DataFrame({"item_key": keys, "ts": as_of})
     values = model.predict(data, queries, threads)
-    age_days = (np.datetime64(as_of) - values["last_sale_at"].to_numpy()) / np.timedelta64(1, "D")
+    last_sale_at = values["last_sale_at"].to_numpy(dtype="datetime64[ns]")
+    age_days = (np.datetime64(as_of) - last_sale_at) / np.timedelta64(1, "D")
     recent_price = np.where(age_days <= signal_max_age_days, values["last_price"].to_numpy(dtype=float), np.nan)
-    values["signal"] = signals(recent_price, values["fair_value"].to_numpy(), buy_below, sell_above)
+    ask_price, ask_at = open_asks(data.listings, queries["item_key"].to_numpy(), last_sale_at, asks_at)
+    market_price = np.where(np.isnan(ask_price), recent_price, ask_price)
+    values["signal"] = signals(market_price, values["fair_value"].to_numpy(), buy_below, sell_above)
+    values["ask_price"], values["ask_at"] = ask_price, ask_at
     values.insert(0, "item_key", queries["item_key"].to_numpy())
     return values.reset_index(drop=True)

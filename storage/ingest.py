@@ -21,7 +21,7 @@ from models.validation import (
     ValidatedBatch,
     validate_batch,
 )
-from storage.tables import Collection, Item, MarketDay, MarketDayRevision, RejectedSale, Sale, utcnow
+from storage.tables import Collection, Item, MarketDay, MarketDayRevision, RejectedRow, RejectedSale, Sale, utcnow
 from storage.upsert import insert_ignoring_conflicts, upsert
 from storage.wash import flag_wash_trades
 
@@ -303,8 +303,10 @@ def store_rejections(session: Session, collection: Collection, rejections: list[
     return len(keep_rejections(session, collection, rejections, origin))
 
 
-def keep_rejections(session: Session, collection: Collection, rejections: list[Rejection], origin: str) -> set[str]:
-    """store_rejections, returning the row hashes kept now (the others were kept already)."""
+def keep_rejections(session: Session, collection: Collection, rejections: list[Rejection], origin: str,
+                    table: type[RejectedRow] = RejectedSale) -> set[str]:
+    """store_rejections, returning the row hashes kept now (the others were kept already).
+    `table`: where refused rows of this kind are kept (sales by default, or listings)."""
     rows = [
         {
             "collection_id": collection.id,
@@ -319,5 +321,5 @@ def keep_rejections(session: Session, collection: Collection, rejections: list[R
         for r in rejections
     ]
     return {row_hash for start in range(0, len(rows), 2000)
-            for row_hash in insert_ignoring_conflicts(session, RejectedSale.__table__, rows[start : start + 2000],
+            for row_hash in insert_ignoring_conflicts(session, table.__table__, rows[start : start + 2000],
                                                       returning="row_hash")}

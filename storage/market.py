@@ -11,9 +11,10 @@ from sqlalchemy import func, text
 from sqlmodel import Session, select
 
 from models.features import ITEM_ATTRIBUTES, MarketData, attribute_text, excluded_frame
+from models.listings import LISTING_COLUMNS, empty_listings
 from models.times import HOUR, hour_precision, naive_utc
 from models.validation import item_key_of, sale_time_of
-from storage.tables import Collection, Item, MarketDay, MarketDayRevision, RejectedSale, Sale
+from storage.tables import Collection, Item, Listing, MarketDay, MarketDayRevision, RejectedSale, Sale
 
 EVERY_SALE_STORED = datetime(9999, 12, 31, tzinfo=UTC)  # load_market_data's stored_by when none is given
 
@@ -65,7 +66,8 @@ def load_market_data(session: Session, collection: Collection, with_excluded: bo
     daily inputs; with `with_excluded`, also the sales left out and why (for reports); with
     `stored_by`, only the sales and market days stored by then (what a snapshot read: its
     data_read_at); with `read_under` (PostgreSQL), the sales and market days as a read under that
-    pg_snapshot saw them (its data_snapshot, exact where data_read_at is not)."""
+    pg_snapshot saw them (its data_snapshot, exact where data_read_at is not). The listing events
+    come along for the nowcast's signals (storage/listings.py), as stored by `stored_by`."""
     if stored_by is not None and stored_by.tzinfo is None:  # SQLite hands back naive UTC
         stored_by = stored_by.replace(tzinfo=UTC)
     if session.connection().dialect.name == "postgresql":
@@ -78,7 +80,8 @@ def load_market_data(session: Session, collection: Collection, with_excluded: bo
     items = items.loc[sorted(items.index, key=_item_order)]
     sales["price"] = sales["price"].astype(float)
     return MarketData(items=items, sales=sales, market=_market_days(session, collection, stored_by, read_under),
-                      excluded=load_excluded(session, collection) if with_excluded else None)
+                      excluded=load_excluded(session, collection) if with_excluded else None,
+                      listings=load_listings(session, collection, stored_by))
 
 
 def _market_days(session: Session, collection: Collection, stored_by: datetime | None,
@@ -101,6 +104,24 @@ def _market_days(session: Session, collection: Collection, stored_by: datetime |
     market["day"] = pd.to_datetime(market["day"]).astype("datetime64[ns]")
     market[["floor", "eth_usd"]] = market[["floor", "eth_usd"]].astype(float)
     return market
+
+
+def load_listings(session: Session, collection: Collection, stored_by: datetime | None = None) -> pd.DataFrame:
+    """The collection's listing events (models.listings.LISTING_COLUMNS) in the order they were
+    given; with `stored_by`, only those stored by then. Naive-UTC times; price NaN for a
+    withdrawal."""
+    query = select(Listing.item_key, Listing.ts, Listing.price, Listing.expires_at).where(
+        Listing.collection_id == collection.id)
+    if stored_by is not None:
+        query = query.where(Listing.ingested_at <= stored_by)
+    rows = session.execute(query.order_by(Listing.ts, Listing.id)).all()
+    if not rows:
+        return empty_listings()
+    frame = pd.DataFrame(rows, columns=list(LISTING_COLUMNS))
+    frame["ts"] = naive_utc(frame["ts"])
+    frame["expires_at"] = naive_utc(frame["expires_at"])
+    frame["price"] = frame["price"].astype(float)
+    return frame
 
 
 def load_excluded(session: Session, collection: Collection) -> pd.DataFrame:

@@ -24,7 +24,8 @@ from sqlmodel import Session, select
 from storage.bulk import copy_csv
 from storage.tables import Collection, Item, ModelVersion, NowcastRow, NowcastSnapshot, PublishedSnapshot, utcnow
 
-ROW_COLUMNS = ("item_key", "fair_value", "p10", "p90", "signal", "last_price", "last_sale_at")
+ROW_COLUMNS = ("item_key", "fair_value", "p10", "p90", "signal", "last_price", "last_sale_at", "ask_price", "ask_at")
+TIME_COLUMNS = ("last_sale_at", "ask_at")
 
 
 def write_snapshot(
@@ -136,6 +137,8 @@ class PublishedValue:
     last_price: float | None
     last_sale_at: datetime | None
     valued_at: datetime | None  # the snapshot's (NowcastSnapshot.valued_at; null before migration 0007)
+    ask_price: float | None = None  # the open listing the signal read (models/listings.py), if any
+    ask_at: datetime | None = None
 
 
 def read_published(
@@ -148,7 +151,7 @@ def read_published(
             NowcastSnapshot.id, NowcastSnapshot.as_of, NowcastSnapshot.published_at,
             NowcastSnapshot.model_version_id, NowcastRow.item_key, NowcastRow.fair_value,
             NowcastRow.p10, NowcastRow.p90, NowcastRow.signal, NowcastRow.last_price,
-            NowcastRow.last_sale_at, NowcastSnapshot.valued_at,
+            NowcastRow.last_sale_at, NowcastSnapshot.valued_at, NowcastRow.ask_price, NowcastRow.ask_at,
         )
         .select_from(PublishedSnapshot)
         .join(NowcastSnapshot, NowcastSnapshot.id == PublishedSnapshot.snapshot_id)
@@ -173,7 +176,7 @@ def _published_items_statement(with_attributes: bool):
             NowcastSnapshot.published_at,
             NowcastSnapshot.model_version_id, ModelVersion.version.label("model_version"),
             NowcastRow.fair_value, NowcastRow.p10, NowcastRow.p90, NowcastRow.signal, NowcastRow.last_price,
-            NowcastRow.last_sale_at,
+            NowcastRow.last_sale_at, NowcastRow.ask_price, NowcastRow.ask_at,
         )
         .select_from(Collection)
         .join(Item, and_(Item.collection_id == Collection.id, Item.item_key.in_(bindparam("keys", expanding=True))))
@@ -219,7 +222,7 @@ SNAPSHOT_ITEMS = (
         NowcastSnapshot.published_at,
         NowcastSnapshot.model_version_id, ModelVersion.version.label("model_version"),
         NowcastRow.fair_value, NowcastRow.p10, NowcastRow.p90, NowcastRow.signal, NowcastRow.last_price,
-        NowcastRow.last_sale_at,
+        NowcastRow.last_sale_at, NowcastRow.ask_price, NowcastRow.ask_at,
     )
     .select_from(NowcastSnapshot)
     .join(Collection, Collection.id == NowcastSnapshot.collection_id)
@@ -262,30 +265,39 @@ def snapshot_values(session: Session, snapshot_id: int) -> pd.DataFrame:
         .order_by(NowcastRow.item_key)
     ).all()
     values = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
-    values["last_sale_at"] = pd.to_datetime(values["last_sale_at"], utc=True).dt.tz_localize(None)
+    for column in TIME_COLUMNS:
+        values[column] = pd.to_datetime(values[column], utc=True).dt.tz_localize(None)
     return values
 
 
 def snapshot_csv(values: pd.DataFrame) -> str:
     """The rows of a snapshot as CSV text, the one form both the database and the archive get:
-    6 significant digits, UTC ISO times with Z, empty for none. Times are formatted by numpy
-    (pandas' per-value strftime was a third of a 1M-item nowcast), numbers by format_floats."""
-    frame = values[list(ROW_COLUMNS)].copy()
-    ts = pd.to_datetime(frame["last_sale_at"]).to_numpy().astype("datetime64[us]")
+    6 significant digits, UTC ISO times with Z, empty for none (format_times, format_floats)."""
+    frame = values.reindex(columns=list(ROW_COLUMNS))  # a kind without asks (cards) leaves them empty
+    for column in TIME_COLUMNS:
+        frame[column] = format_times(frame[column])
+    for column in ("fair_value", "p10", "p90", "last_price", "ask_price"):
+        frame[column] = format_floats(frame[column].to_numpy(dtype=float))
+    return frame.to_csv(index=False, lineterminator="\n")
+
+
+def format_times(values: pd.Series) -> np.ndarray:
+    """UTC ISO times with Z (whole seconds when every time is), "" for none, formatted by numpy:
+    pandas' per-value strftime was a third of a 1M-item nowcast."""
+    ts = pd.to_datetime(values).to_numpy().astype("datetime64[us]")
     missing = np.isnat(ts)
     whole_seconds = bool((ts[~missing] == ts[~missing].astype("datetime64[s]")).all())
     text = np.datetime_as_string(ts, unit="s" if whole_seconds else "us", timezone="UTC")
-    frame["last_sale_at"] = np.where(missing, "", text)
-    for column in frame.columns[frame.dtypes == np.float64]:
-        frame[column] = format_floats(frame[column].to_numpy())
-    return frame.to_csv(index=False, lineterminator="\n")
+    return np.where(missing, "", text)
 
 
 def format_floats(values: np.ndarray) -> np.ndarray:
     """Each value as "%.6g", "" for NaN: the text of to_csv(float_format="%.6g") at a fifth of
-    its cost (a 1M-item snapshot spent 10 s there)."""
-    text = np.array(["%.6g" % value for value in values.tolist()], dtype=object)  # noqa: UP031 - as pandas formats
-    text[np.isnan(values)] = ""
+    its cost (a 1M-item snapshot spent 10 s there). Only the numbers are formatted, so a column
+    that is mostly empty (the asks) costs next to nothing."""
+    text = np.full(len(values), "", dtype=object)
+    given = ~np.isnan(values)
+    text[given] = ["%.6g" % value for value in values[given].tolist()]  # noqa: UP031 - as pandas formats
     return text
 
 

@@ -75,21 +75,55 @@ class Sale(SQLModel, table=True):
     wash_flagged_xact: int | None = Field(default=None, sa_type=BigInteger)
 
 
-class RejectedSale(SQLModel, table=True):
-    """A row we refused, kept whole with the reason, so nothing sent to us is lost."""
-
-    __tablename__ = "rejected_sales"
-    __table_args__ = (UniqueConstraint("collection_id", "row_hash", name="uq_rejected_row"),)
+class RejectedRow(SQLModel):
+    """The columns of a refused row: kept whole with the reason, so nothing sent to us is lost."""
 
     id: int | None = Field(default=None, primary_key=True)
     collection_id: int = Field(foreign_key="collections.id")
     event_id: str | None = Field(default=None, max_length=200)
     reason: str = Field(index=True, max_length=64)
     detail: str = ""
-    row: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # sa_type, not a Column object: each table of a RejectedRow needs its own column.
+    row: dict[str, Any] = Field(default_factory=dict, sa_type=JSON, nullable=False)
     row_hash: str = Field(max_length=64)
     origin: str = Field(default="", description="seed, file name or webhook")
     rejected_at: datetime = Field(default_factory=utcnow)
+
+
+class RejectedSale(RejectedRow, table=True):
+    """A sale row we refused."""
+
+    __tablename__ = "rejected_sales"
+    __table_args__ = (UniqueConstraint("collection_id", "row_hash", name="uq_rejected_row"),)
+
+
+class Listing(SQLModel, table=True):
+    """A listing event: an item offered at `price` from `ts` on (until `expires_at`, a sale of
+    it, or a later event), or, with `price` null, its offer withdrawn (models/listings.py)."""
+
+    __tablename__ = "listings"
+    __table_args__ = (
+        UniqueConstraint("collection_id", "event_id", name="uq_listings_event"),
+        Index("ix_listings_item_ts", "collection_id", "item_key", "ts"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    collection_id: int = Field(foreign_key="collections.id")
+    event_id: str = Field(max_length=200)
+    item_key: str = Field(max_length=64)
+    ts: datetime
+    price: float | None = None
+    expires_at: datetime | None = None
+    source: str = ""
+    content_hash: str = Field(max_length=64, description="sha256 of the normalised event")
+    ingested_at: datetime = Field(default_factory=utcnow)
+
+
+class RejectedListing(RejectedRow, table=True):
+    """A listing row we refused."""
+
+    __tablename__ = "rejected_listings"
+    __table_args__ = (UniqueConstraint("collection_id", "row_hash", name="uq_rejected_listing_row"),)
 
 
 class MarketDay(SQLModel, table=True):
@@ -209,6 +243,10 @@ class NowcastRow(SQLModel, table=True):
     signal: str = Field(default="HOLD", max_length=8)
     last_price: float | None = None
     last_sale_at: datetime | None = None
+    # The open listing the signal read instead of the last sale (models/listings.py); null when
+    # the item had none, and in snapshots from before migration 0012.
+    ask_price: float | None = None
+    ask_at: datetime | None = None
 
 
 class PublishedSnapshot(SQLModel, table=True):

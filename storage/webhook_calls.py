@@ -16,6 +16,7 @@ from fairvalue import webhook_batch as batch_rules
 from fairvalue.webhook_batch import CallOutcome, WebhookCall
 from models.validation import FloorLookup, item_key_of, sale_day_of, validate_batch
 from storage import ingest as ingest_store
+from storage import listings as listings_store
 from storage import webhooks as deliveries
 from storage.pipelined import run_together
 from storage.tables import Collection, utcnow
@@ -83,3 +84,18 @@ def _delivery(call: WebhookCall, report, received_at: datetime) -> dict:
         body=call.body, digest=call.digest, signed_at=call.signed_at, client=call.client, processed=True,
         reason="every event id is already stored with different content" if refused else "",
         received_at=received_at)
+
+
+def ingest_listing_call(session: Session, collection_slug: str, call: WebhookCall) -> CallOutcome:
+    """One signed call of listing events (`call.sales` holds them), in the caller's transaction:
+    the replay check against every accepted delivery (of sales or listings), the listings, the
+    delivery's record. Listings come one call at a time: they are not the sales' firehose."""
+    if session.get_bind().dialect.name == "postgresql":  # a concurrent twin's record is seen (above)
+        session.execute(deliveries.LOCK_DELIVERIES, {"digests": [call.digest]})
+    accepted_before = deliveries.first_acceptance(session, call.digest)
+    if accepted_before is not None:
+        return CallOutcome(accepted_before=accepted_before.astimezone(UTC))
+    collection = ingest_store.ensure_collection(session, collection_slug)
+    report = listings_store.ingest_listings(session, collection, call.sales, datetime.now(UTC))
+    deliveries.record_all(session, [_delivery(call, report, utcnow())])
+    return CallOutcome(report=report)

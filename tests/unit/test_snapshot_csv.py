@@ -19,10 +19,19 @@ def test_numbers_are_written_as_to_csv_float_format_wrote_them():
         "last_sale_at": pd.to_datetime(np.where(rng.random(n) < 0.5, np.datetime64("NaT"),
                                                 np.datetime64("2021-03-04T05:06:07"))),
         "extra": 1.0,  # not a row column
+        "ask_price": np.where(rng.random(n) < 0.9, np.nan, rng.lognormal(3, 1, n)),  # mostly no ask
+        "ask_at": pd.to_datetime(np.where(rng.random(n) < 0.9, np.datetime64("NaT"),
+                                          np.datetime64("2021-03-01T00:00:00"))),
     })
     values.loc[0, ["fair_value", "p10", "p90"]] = [1e-7, 123456789.0, 0.0]
     frame = values[list(ROW_COLUMNS)].copy()
-    frame["last_sale_at"] = np.where(frame["last_sale_at"].isna(), "",
-                                     frame["last_sale_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    for column in ("last_sale_at", "ask_at"):
+        frame[column] = np.where(frame[column].isna(), "", frame[column].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
     expected = frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
     assert snapshot_csv(values) == expected
+
+
+def test_a_kind_without_asks_writes_them_empty():
+    values = pd.DataFrame({"item_key": ["a"], "fair_value": [2.5], "p10": [2.0], "p90": [3.0], "signal": ["HOLD"],
+                           "last_price": [np.nan], "last_sale_at": [pd.NaT]})
+    assert snapshot_csv(values).splitlines() == [",".join(ROW_COLUMNS), "a,2.5,2,3,HOLD,,,,"]

@@ -1,0 +1,198 @@
+"""Listings (asks): validation of incoming listing events, and the ask open at a moment.
+
+A listing event says that an item is offered at a price from a moment on (`price` a number),
+or that its offer was withdrawn (`price` null). An item's ask at time t is its latest event
+before t, if that event offers a price, has not expired (`expires_at`), and no sale of the item
+came at or after it: a sale fills or ends the offer (on CryptoPunks the contract clears it).
+
+An open ask is the market price a BUY or SELL signal should read: it can be bought now, where a
+last sale is only what someone paid (models/nowcast.py). Pure: storage/listings.py stores both
+outcomes of validation and loads the events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.validation import (
+    COLUMN_ALIASES,
+    FUTURE_SLACK,
+    MAX_PRICE,
+    MAX_TEXT_LENGTH,
+    Reason,
+    Rejection,
+    _alias_conflict,
+    _given,
+    _normalised_key,
+    _pick,
+    feed_number,
+    parse_timestamp,
+)
+
+LISTING_TEXT_FIELDS = ("event_id", "item_key", "source")
+EXPIRES_AT = "expires_at"
+
+
+class ListingReason:
+    """Why a listing event is refused, past the reasons a sale shares (models.validation.Reason)."""
+
+    MISSING_PRICE = "missing_price"  # a listing must say its price, or null for a withdrawal
+    MALFORMED_EXPIRY = "malformed_expiry"
+
+
+@dataclass(frozen=True)
+class CleanListing:
+    event_id: str
+    ts: datetime
+    item_key: str
+    price: float | None  # None: the offer was withdrawn
+    expires_at: datetime | None
+    source: str
+    row: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    @cached_property
+    def content_hash(self) -> str:
+        """What makes two reports of one listing event the same: everything but its source."""
+        text = "|".join([self.event_id, self.ts.isoformat(), self.item_key, repr(self.price),
+                         self.expires_at.isoformat() if self.expires_at else ""])
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _price_given(row: Mapping[str, Any]) -> bool:
+    """The row names its price, if only as null: a withdrawal says `"price": null`, and a row
+    that forgot the price must not read as one."""
+    return any(name in row for name in COLUMN_ALIASES["price"])
+
+
+def _time(value: Any) -> datetime:
+    if not isinstance(value, str | datetime):  # 20210601 as a number reads as a date
+        raise ValueError(f"must be ISO 8601 text, not {type(value).__name__}")
+    return parse_timestamp(value)
+
+
+def validate_listing(row: Mapping[str, Any], known_items: set[str], now: datetime,
+                     first_day: date | None = None) -> CleanListing | Rejection:
+    """A listing event as stored, or why it is refused (the checks a sale gets, where they apply)."""
+    def reject(reason: str, detail: str) -> Rejection:
+        return Rejection(dict(row), reason, detail)
+
+    values = {name: _pick(row, name) for name in ("event_id", "timestamp", "item_key", "price", "source")}
+    missing = [name for name in ("event_id", "timestamp", "item_key") if not _given(values[name])]
+    if missing:
+        return reject(Reason.MISSING_FIELD, f"missing {', '.join(missing)}")
+    if not _price_given(row):
+        return reject(ListingReason.MISSING_PRICE, "missing price (null withdraws the listing)")
+    conflict = _alias_conflict(row)
+    if conflict:
+        return reject(Reason.MALFORMED_ROW, conflict)
+    for name in LISTING_TEXT_FIELDS:
+        value = values[name]
+        if isinstance(value, dict | list | bool):
+            return reject(Reason.MALFORMED_ROW, f"{name} must be text or a number, not {type(value).__name__}")
+        if isinstance(value, str) and "\x00" in value:
+            return reject(Reason.MALFORMED_ROW, f"{name} contains a NUL character")
+        if value is not None and len(str(value).strip()) > MAX_TEXT_LENGTH:
+            return reject(Reason.MALFORMED_ROW, f"{name.replace('_', ' ')} longer than {MAX_TEXT_LENGTH} characters")
+    try:
+        ts = _time(values["timestamp"])
+    except (ValueError, TypeError, OverflowError) as exc:
+        return reject(Reason.MALFORMED_TIMESTAMP, f"timestamp {exc}")
+    if ts > now + FUTURE_SLACK:
+        return reject(Reason.FUTURE_TIMESTAMP, f"{ts.isoformat()} is after {now.isoformat()}")
+    if first_day is not None and ts.date() < first_day:
+        return reject(Reason.BEFORE_COLLECTION,
+                      f"{ts.isoformat()} is before the collection's first day of trading, {first_day}")
+    expires_at = None
+    if row.get(EXPIRES_AT) is not None:
+        try:
+            expires_at = _time(row[EXPIRES_AT])
+        except (ValueError, TypeError, OverflowError) as exc:
+            return reject(ListingReason.MALFORMED_EXPIRY, f"expires_at {exc}")
+        if expires_at <= ts:
+            return reject(ListingReason.MALFORMED_EXPIRY,
+                          f"expires_at {expires_at.isoformat()} is not after the listing's {ts.isoformat()}")
+    price = None
+    if values["price"] is not None:
+        price = feed_number(values["price"])
+        if price is None:
+            return reject(Reason.MALFORMED_PRICE, f"price {values['price']!r} is not a finite number or null")
+        if price > MAX_PRICE:
+            return reject(Reason.MALFORMED_PRICE, f"price {price:g} is above {MAX_PRICE:g}, no asking price")
+        if price <= 0:
+            return reject(Reason.NON_POSITIVE_PRICE, f"price {price} (null withdraws the listing)")
+    elif expires_at is not None:
+        return reject(ListingReason.MALFORMED_EXPIRY, "a withdrawal (price null) has no expiry")
+    item_key = _normalised_key(values["item_key"])
+    if item_key not in known_items:
+        return reject(Reason.UNKNOWN_ITEM, f"no item {item_key!r} in this collection")
+    return CleanListing(event_id=_normalised_key(values["event_id"]), ts=ts, item_key=item_key, price=price,
+                        expires_at=expires_at, source=str(values["source"] or "").strip(), row=row)
+
+
+@dataclass
+class ValidatedListings:
+    clean: list[CleanListing]
+    rejected: list[Rejection]
+    repeated_in_batch: int  # the same event, same content, sent twice in one batch
+
+
+def validate_listings(rows: Iterable[Mapping[str, Any]], known_items: set[str], now: datetime,
+                      first_day: date | None = None) -> ValidatedListings:
+    """Every row clean or refused; one clean listing per event id (a second with other content is
+    refused as a conflict, as for sales)."""
+    clean: dict[str, CleanListing] = {}
+    rejected: list[Rejection] = []
+    repeated = 0
+    for row in rows:
+        outcome = validate_listing(row, known_items, now, first_day)
+        if isinstance(outcome, Rejection):
+            rejected.append(outcome)
+            continue
+        seen = clean.get(outcome.event_id)
+        if seen is None:
+            clean[outcome.event_id] = outcome
+        elif seen.content_hash == outcome.content_hash:
+            repeated += 1
+        else:
+            rejected.append(Rejection(dict(row), Reason.DUPLICATE_CONFLICT,
+                                      "same event id, different content in one batch"))
+    return ValidatedListings(list(clean.values()), rejected, repeated)
+
+
+LISTING_COLUMNS = ("item_key", "ts", "price", "expires_at")
+
+
+def empty_listings() -> pd.DataFrame:
+    return pd.DataFrame({"item_key": pd.Series(dtype=object), "ts": pd.Series(dtype="datetime64[ns]"),
+                         "price": pd.Series(dtype=float), "expires_at": pd.Series(dtype="datetime64[ns]")})
+
+
+def open_asks(listings: pd.DataFrame | None, item_keys: np.ndarray, last_sale_at: np.ndarray,
+              at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's open ask at `at` (naive UTC), as (price, listed_at) arrays in the order of
+    `item_keys`, NaN / NaT where there is none. `listings`: the events (LISTING_COLUMNS, naive-UTC
+    times, price NaN for a withdrawal); `last_sale_at`: each item's last sale before `at` (NaT for
+    none). Only events before `at` count; among an item's events of one moment the last given wins."""
+    price = np.full(len(item_keys), np.nan)
+    listed_at = np.full(len(item_keys), np.datetime64("NaT"), dtype="datetime64[ns]")
+    if listings is None or listings.empty:
+        return price, listed_at
+    known = listings[listings["ts"] < at]
+    latest = known.sort_values("ts", kind="stable").drop_duplicates("item_key", keep="last").set_index("item_key")
+    found = latest.reindex(pd.Index(item_keys, dtype=object))
+    ts = found["ts"].to_numpy(dtype="datetime64[ns]")
+    expires = found["expires_at"].to_numpy(dtype="datetime64[ns]")
+    sold_after = ~np.isnat(last_sale_at) & ~np.isnat(ts) & (last_sale_at >= ts)
+    expired = ~np.isnat(expires) & (expires <= np.datetime64(at))
+    is_open = ~np.isnan(found["price"].to_numpy(dtype=float)) & ~sold_after & ~expired
+    price[is_open] = found["price"].to_numpy(dtype=float)[is_open]
+    listed_at[is_open] = ts[is_open]
+    return price, listed_at

@@ -1,0 +1,55 @@
+"""Listing events: stored once per event id, refused rows kept with why (storage.market reads
+them back for a nowcast).
+
+The write path mirrors the sales' (storage/ingest.py): an event id already stored with the same
+content is a duplicate, with other content a conflict kept in rejected_listings, so sending a
+batch again changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from models.listings import CleanListing, validate_listings
+from models.validation import item_key_of
+from storage.ingest import IngestReport, already_stored, first_sale_day, keep_rejections, known_item_keys
+from storage.tables import Collection, Listing, RejectedListing, utcnow
+from storage.upsert import insert_ignoring_conflicts
+
+ORIGIN = "webhook:listings"
+
+
+def ingest_listings(session: Session, collection: Collection, rows: Iterable[Mapping[str, Any]], now: datetime,
+                    origin: str = ORIGIN) -> IngestReport:
+    """Validate and store listing events in the caller's transaction (the caller commits)."""
+    rows = list(rows)
+    # A key with NUL is refused by validation (no text column holds NUL) and must not reach the look-up.
+    named = {key for key in (item_key_of(row) for row in rows if isinstance(row, Mapping)) if "\x00" not in key}
+    batch = validate_listings(rows, known_item_keys(session, collection, named), now, first_sale_day(collection.slug))
+    report = IngestReport(duplicate=batch.repeated_in_batch)
+    inserted = set(insert_ignoring_conflicts(session, Listing.__table__, [
+        {"collection_id": collection.id, "event_id": x.event_id, "item_key": x.item_key, "ts": x.ts,
+         "price": x.price, "expires_at": x.expires_at, "source": x.source, "content_hash": x.content_hash,
+         "ingested_at": utcnow()} for x in batch.clean], returning="event_id"))
+    not_inserted = [x for x in batch.clean if x.event_id not in inserted]
+    duplicates, conflicts = already_stored(not_inserted, _stored_hashes(session, collection, not_inserted))
+    rejections = list(batch.rejected) + conflicts
+    report.duplicate += duplicates
+    report.accepted = len(inserted)
+    report.accepted_event_ids = sorted(inserted)
+    report.rejected = len(rejections)
+    kept = keep_rejections(session, collection, rejections, origin, table=RejectedListing)
+    report.rejected_kept_before = report.rejected - len(kept)
+    report.reasons.update(r.reason for r in rejections)
+    return report
+
+
+def _stored_hashes(session: Session, collection: Collection, listings: list[CleanListing]) -> dict[str, str]:
+    if not listings:
+        return {}
+    return dict(session.execute(select(Listing.event_id, Listing.content_hash).where(
+        Listing.collection_id == collection.id, Listing.event_id.in_([x.event_id for x in listings]))).all())

@@ -1,0 +1,172 @@
+"""Listings: which rows are refused and why, the ask open at a moment, the signal that reads it,
+and the write path's idempotence (on SQLite; tests/integration/test_listings.py runs it signed,
+on PostgreSQL, through a nowcast)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlmodel import select
+
+from fairvalue.webhook_batch import WebhookCall
+from models.listings import ListingReason, open_asks, validate_listing, validate_listings
+from models.validation import Reason, Rejection
+from storage.listings import ingest_listings
+from storage.market import load_listings
+from storage.tables import Listing, RejectedListing, WebhookDelivery
+from storage.webhook_calls import ingest_listing_call
+
+NOW = datetime(2024, 1, 10, tzinfo=UTC)
+KNOWN = {"1", "2"}
+
+
+def listing(event_id="l1", item="1", price=90.0, ts="2024-01-05T10:00:00Z", **extra) -> dict:
+    return {"event_id": event_id, "item_id": item, "price": price, "timestamp": ts, **extra}
+
+
+def reason_of(row: dict) -> str:
+    outcome = validate_listing(row, KNOWN, NOW, date(2017, 6, 22))
+    return outcome.reason if isinstance(outcome, Rejection) else "clean"
+
+
+@pytest.mark.parametrize("row, reason", [
+    (listing(), "clean"),
+    (listing(price=None), "clean"),  # a withdrawal
+    (listing(expires_at="2024-02-01T00:00:00Z"), "clean"),
+    ({"event_id": "l1", "item_id": "1", "timestamp": "2024-01-05T10:00:00Z"}, ListingReason.MISSING_PRICE),
+    (listing(event_id=""), Reason.MISSING_FIELD),
+    (listing(item="3"), Reason.UNKNOWN_ITEM),
+    (listing(price=0), Reason.NON_POSITIVE_PRICE),
+    (listing(price="ninety"), Reason.MALFORMED_PRICE),
+    (listing(price=float("inf")), Reason.MALFORMED_PRICE),
+    (listing(price=True), Reason.MALFORMED_PRICE),
+    (listing(ts=20240105), Reason.MALFORMED_TIMESTAMP),
+    (listing(ts="2024-02-05T10:00:00Z"), Reason.FUTURE_TIMESTAMP),
+    (listing(ts="2016-01-05T10:00:00Z"), Reason.BEFORE_COLLECTION),
+    (listing(expires_at="2024-01-05T09:00:00Z"), ListingReason.MALFORMED_EXPIRY),  # before the listing
+    (listing(expires_at="soon"), ListingReason.MALFORMED_EXPIRY),
+    (listing(price=None, expires_at="2024-02-01T00:00:00Z"), ListingReason.MALFORMED_EXPIRY),
+    (listing(price_eth=91.0), Reason.MALFORMED_ROW),  # two prices that disagree
+    (listing(source=["a"]), Reason.MALFORMED_ROW),
+])
+def test_each_refusal_names_its_reason(row, reason):
+    assert reason_of(row) == reason
+
+
+def test_a_batch_keeps_one_listing_per_event_and_refuses_a_conflicting_twin():
+    batch = validate_listings([listing(), listing(), listing(price=80.0), listing("l2", item="3")], KNOWN, NOW)
+    assert [x.event_id for x in batch.clean] == ["l1"] and batch.repeated_in_batch == 1
+    assert sorted(r.reason for r in batch.rejected) == [Reason.DUPLICATE_CONFLICT, Reason.UNKNOWN_ITEM]
+
+
+def events(*rows) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["item_key", "ts", "price", "expires_at"])
+    frame["ts"] = pd.to_datetime(frame["ts"])
+    frame["expires_at"] = pd.to_datetime(frame["expires_at"])
+    return frame.astype({"price": float})
+
+
+def asks_at(listings, at, last_sale_at=("NaT", "NaT", "NaT")):
+    return open_asks(listings, np.array(["1", "2", "3"], dtype=object),
+                     np.array(last_sale_at, dtype="datetime64[ns]"), pd.Timestamp(at))
+
+
+def test_the_open_ask_is_the_latest_event_before_the_moment_unless_withdrawn_expired_or_sold():
+    listings = events(
+        ("1", "2024-01-01", 90.0, None), ("1", "2024-01-03", 85.0, None),  # lowered
+        ("2", "2024-01-01", 50.0, "2024-01-04"),  # expires
+        ("3", "2024-01-01", 70.0, None), ("3", "2024-01-03", None, None),  # withdrawn
+    )
+    price, listed_at = asks_at(listings, "2024-01-02")
+    assert price.tolist() == [90.0, 50.0, 70.0]
+    assert listed_at[0] == np.datetime64("2024-01-01")
+    price, _ = asks_at(listings, "2024-01-05")
+    assert price[0] == 85.0 and np.isnan(price[1:]).all()
+    # A sale at or after the listing fills or ends it; one before it does not.
+    price, _ = asks_at(listings, "2024-01-05", ["2024-01-03", "NaT", "NaT"])
+    assert np.isnan(price[0])
+    price, _ = asks_at(listings, "2024-01-05", ["2024-01-02", "NaT", "NaT"])
+    assert price[0] == 85.0
+    # An event at the moment itself is not before it.
+    price, _ = asks_at(listings, "2024-01-03")
+    assert price[0] == 90.0 and price[2] == 70.0
+
+
+def test_no_listings_means_no_asks():
+    for listings in (None, events()):
+        price, listed_at = asks_at(listings, "2024-01-05")
+        assert np.isnan(price).all() and np.isnat(listed_at).all()
+
+
+def call(digest: str, *rows: dict) -> WebhookCall:
+    return WebhookCall(list(rows), b"{}", digest, 1_700_000_000, "test")
+
+
+def test_storing_listings_is_idempotent_and_keeps_refused_rows(sqlite_market):
+    session, coll = sqlite_market
+    first = ingest_listings(session, coll, [listing(), listing("l2", item="2", price=None), listing("bad", item="9")],
+                            NOW)
+    again = ingest_listings(session, coll, [listing(), listing("l2", item="2", price=None), listing("bad", item="9")],
+                            NOW)
+    conflict = ingest_listings(session, coll, [listing(price=70.0)], NOW)
+    session.commit()
+    assert (first.accepted, first.duplicate, first.rejected) == (2, 0, 1)
+    assert (again.accepted, again.duplicate, again.rejected, again.rejected_kept_before) == (0, 2, 1, 1)
+    assert conflict.reasons == {Reason.DUPLICATE_CONFLICT: 1}
+    assert dict(session.exec(select(Listing.event_id, Listing.price)).all()) == {"l1": 90.0, "l2": None}
+    kept = session.exec(select(RejectedListing.event_id, RejectedListing.reason)).all()
+    assert sorted(kept) == [("bad", Reason.UNKNOWN_ITEM), ("l1", Reason.DUPLICATE_CONFLICT)]
+    loaded = load_listings(session, coll)
+    assert loaded["item_key"].tolist() == ["1", "2"] and np.isnan(loaded["price"].iloc[1])
+
+
+def test_a_signed_call_is_refused_as_a_replay_once_accepted(sqlite_market):
+    session, _ = sqlite_market
+    first = ingest_listing_call(session, "cryptopunks", call("d1", listing()))
+    replay = ingest_listing_call(session, "cryptopunks", call("d1", listing()))
+    session.commit()
+    assert first.report.accepted == 1 and replay.report is None and replay.accepted_before <= datetime.now(UTC)
+    assert session.exec(select(WebhookDelivery.signature_sha256, WebhookDelivery.status_code)).all() == [("d1", 202)]
+
+
+def test_the_nowcast_signal_reads_an_open_ask_before_the_last_sale():
+    from dataclasses import replace
+
+    from models.estimator import TrainParams, fit
+    from models.nowcast import value_all_items
+    from tests.unit.test_features import synthetic_market
+
+    data = synthetic_market()
+    model = fit(data, TrainParams(max_iter=20, band_max_iter=10, min_samples_leaf=10))
+    at = pd.Timestamp("2021-03-01 12:00")
+    before = value_all_items(model, data, at, 0.1, 0.15, signal_max_age_days=0)  # no sale counts: all HOLD
+    assert set(before["signal"]) == {"HOLD"} and before["ask_price"].isna().all()
+    cheap, dear, later = before["item_key"].iloc[:3]
+    value = before.set_index("item_key")["fair_value"]
+    listed = replace(data, listings=events(
+        (cheap, "2021-02-20", 0.5 * value[cheap], None), (dear, "2021-02-20", 2.0 * value[dear], None),
+        (later, "2021-03-02", 0.5 * value[later], None)))  # listed after the nowcast's moment
+    after = value_all_items(model, listed, at, 0.1, 0.15, signal_max_age_days=0).set_index("item_key")
+    assert after.loc[[cheap, dear, later], "signal"].tolist() == ["BUY", "SELL", "HOLD"]
+    assert after.loc[cheap, "ask_price"] == pytest.approx(0.5 * value[cheap])
+    assert after.loc[cheap, "ask_at"] == pd.Timestamp("2021-02-20") and pd.isna(after.loc[later, "ask_at"])
+    pd.testing.assert_series_equal(after["fair_value"], value)  # an ask never moves a value
+
+
+def test_a_silent_market_still_reads_the_asks_open_now():
+    from dataclasses import replace
+
+    from models.estimator import TrainParams, fit
+    from models.nowcast import value_all_items
+    from tests.unit.test_features import synthetic_market
+
+    data = synthetic_market()
+    model = fit(data, TrainParams(max_iter=20, band_max_iter=10, min_samples_leaf=10))
+    years_later = pd.Timestamp("2026-12-04")
+    item = data.items.index[0]
+    listed = replace(data, listings=events((item, "2026-12-01", 0.01, None)))
+    values = value_all_items(model, listed, years_later, 0.1, 0.15, 30, stale_after_days=7).set_index("item_key")
+    assert values.loc[item, "ask_price"] == 0.01 and values.loc[item, "signal"] == "BUY"
