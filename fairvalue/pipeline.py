@@ -385,7 +385,8 @@ def champion_and_market(settings: Settings, store, stored_by: datetime | None = 
         champion = get_alias(session, coll, CHAMPION)
         if champion is None:
             raise NoChampion(f"collection {coll.slug} has no champion model: run `fairvalue train`")
-        data = kinds.kind_of(coll).load(session, coll, stored_by=None if read_under else stored_by)
+        data = kinds.kind_of(coll).load(session, coll, stored_by=None if read_under else stored_by,
+                                        with_listings=True)
     return ChampionAndMarket(coll, champion, load_model(store, champion), data, read_under)
 
 

@@ -61,13 +61,14 @@ def from_epoch_microseconds(values) -> np.ndarray:
 
 
 def load_market_data(session: Session, collection: Collection, with_excluded: bool = False,
-                     stored_by: datetime | None = None, read_under: str | None = None) -> MarketData:
+                     stored_by: datetime | None = None, read_under: str | None = None,
+                     with_listings: bool = False) -> MarketData:
     """What the model may know: every item, the sales that are not suspected wash trades, the
     daily inputs; with `with_excluded`, also the sales left out and why (for reports); with
     `stored_by`, only the sales and market days stored by then (what a snapshot read: its
     data_read_at); with `read_under` (PostgreSQL), the sales and market days as a read under that
-    pg_snapshot saw them (its data_snapshot, exact where data_read_at is not). The listing events
-    come along for the nowcast's signals (storage/listings.py), as stored by `stored_by`."""
+    pg_snapshot saw them (its data_snapshot, exact where data_read_at is not); with
+    `with_listings`, the listing events a nowcast's signals read (as stored by `stored_by`)."""
     if stored_by is not None and stored_by.tzinfo is None:  # SQLite hands back naive UTC
         stored_by = stored_by.replace(tzinfo=UTC)
     if session.connection().dialect.name == "postgresql":
@@ -81,7 +82,7 @@ def load_market_data(session: Session, collection: Collection, with_excluded: bo
     sales["price"] = sales["price"].astype(float)
     return MarketData(items=items, sales=sales, market=_market_days(session, collection, stored_by, read_under),
                       excluded=load_excluded(session, collection) if with_excluded else None,
-                      listings=load_listings(session, collection, stored_by))
+                      listings=load_listings(session, collection, stored_by) if with_listings else None)
 
 
 def _market_days(session: Session, collection: Collection, stored_by: datetime | None,
