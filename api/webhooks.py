@@ -75,8 +75,9 @@ class FollowUp:
     runs, so one message sent with a short countdown covers every call accepted before it runs;
     one message per call cost every call a broker round trip (bench/ingest.py)."""
 
-    def __init__(self, send: Callable[..., Any] | None = None) -> None:
+    def __init__(self, send: Callable[..., Any] | None = None, task: str = "fairvalue.ingest.after_sales") -> None:
         self._send = send or _send_with_celery
+        self._task = task
         self._lock = threading.Lock()
         self._due: dict[str, float] = {}  # per collection: the monotonic time its pending message runs at
 
@@ -91,7 +92,7 @@ class FollowUp:
             if now < self._due.get(collection, 0.0):
                 return "enqueued"  # the pending check runs after this call's commit: it sees these sales
             try:
-                self._send("fairvalue.ingest.after_sales", args=[accepted], kwargs={"collection": collection},
+                self._send(self._task, args=[accepted], kwargs={"collection": collection},
                            countdown=delay or None, retry=False)
             except Exception as exc:  # the broker is down: the sales are stored, beat's nowcast picks them up
                 log.warning("follow-up not enqueued: %s", exc)
@@ -107,6 +108,9 @@ def _send_with_celery(name: str, **options) -> None:
 
 
 follow_up = FollowUp()
+# Accepted listings ask for a nowcast whatever else changed: a bargain listing is a signal for
+# as long as it stands, often minutes (tasks/ingest.after_listings).
+listing_follow_up = FollowUp(task="fairvalue.ingest.after_listings")
 
 
 def _record(**fields) -> None:
@@ -258,15 +262,17 @@ async def receive_sales(request: Request) -> JSONResponse:
     if every_sale_conflicts(report):
         return error(409, "every event id in this call is already stored with different content; the rows are "
                      "kept in rejected_sales", outcome=deliveries.CONFLICT, **report.as_dict())
+    return JSONResponse({**report.as_dict(), "follow_up": await _follow(follow_up, report.accepted)}, status_code=202)
+
+
+async def _follow(follow: FollowUp, accepted: int) -> str:
+    """The follow-up of a call that stored `accepted` rows: none, enqueued, or why not."""
     settings = get_settings()
-    if not report.accepted:
-        next_step = "none"
-    elif follow_up.covered(settings.collection):  # most calls of a burst: no thread hop (bench/ingest.py)
-        next_step = "enqueued"
-    else:
-        next_step = await run_in_threadpool(follow_up.request, report.accepted, settings.webhook_follow_up_seconds,
-                                            settings.collection)
-    return JSONResponse({**report.as_dict(), "follow_up": next_step}, status_code=202)
+    if not accepted:
+        return "none"
+    if follow.covered(settings.collection):  # most calls of a burst: no thread hop (bench/ingest.py)
+        return "enqueued"
+    return await run_in_threadpool(follow.request, accepted, settings.webhook_follow_up_seconds, settings.collection)
 
 
 def _listings_from(payload) -> list | str:
@@ -288,7 +294,8 @@ async def receive_listings(request: Request) -> JSONResponse:
     """Signed listings webhook.
     ---
     summary: "{listings: [...]}: asks (price) and withdrawals (price null); HMAC-signed like the sales webhook;
-      idempotent by event id. The next nowcast's signals read each item's open ask before its last sale."
+      idempotent by event id. Accepted listings request a nowcast, whose signals read each item's open ask
+      before its last sale."
     tags: [webhooks]
     parameters:
       - {name: Fairvalue-Signature, in: header, required: true, schema: {type: string},
@@ -302,7 +309,7 @@ async def receive_listings(request: Request) -> JSONResponse:
             required: [listings]
             properties: {listings: {type: array, items: {$ref: "#/components/schemas/Listing"}}}
     responses:
-      202: {description: "accepted, duplicate, rejected (with reasons)"}
+      202: {description: "accepted, duplicate, rejected (with reasons), follow_up (a nowcast is requested)"}
       409:
         description: "a replayed delivery, or every event id already stored with other content"
         content: {application/json: {schema: {$ref: "#/components/schemas/Error"}}}
@@ -327,4 +334,5 @@ async def receive_listings(request: Request) -> JSONResponse:
     if every_sale_conflicts(report):
         return error(409, "every event id in this call is already stored with different content; the rows are "
                      "kept in rejected_listings", outcome=deliveries.CONFLICT, **report.as_dict())
-    return JSONResponse(report.as_dict(), status_code=202)
+    return JSONResponse({**report.as_dict(), "follow_up": await _follow(listing_follow_up, report.accepted)},
+                        status_code=202)

@@ -286,6 +286,8 @@ def format_times(values: pd.Series) -> np.ndarray:
     pandas' per-value strftime was a third of a 1M-item nowcast."""
     ts = pd.to_datetime(values).to_numpy().astype("datetime64[us]")
     missing = np.isnat(ts)
+    if missing.all():  # the asks of a market without listings: nothing to format
+        return np.full(len(ts), "", dtype=object)
     whole_seconds = bool((ts[~missing] == ts[~missing].astype("datetime64[s]")).all())
     text = np.datetime_as_string(ts, unit="s" if whole_seconds else "us", timezone="UTC")
     return np.where(missing, "", text)

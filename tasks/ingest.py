@@ -1,5 +1,5 @@
-"""Ingest follow-up: after new sales are stored, ask for an out-of-cycle nowcast if enough
-changed since the published snapshot."""
+"""Ingest follow-ups: after new sales are stored, ask for an out-of-cycle nowcast if enough
+changed since the published snapshot; after new listings, ask for one in any case."""
 
 from __future__ import annotations
 
@@ -19,6 +19,20 @@ def after_sales(self, accepted: int, collection: str | None = None) -> dict:
         threshold = settings.nowcast_trigger_sales
         run.update(collection=settings.collection, accepted=accepted, pending=pending, threshold=threshold)
         if accepted > 0 and pending >= threshold:
+            request_nowcast(settings.collection)
+            run["nowcast_requested"] = True
+        return dict(run)
+
+
+@app.task(name="fairvalue.ingest.after_listings", bind=True)
+def after_listings(self, accepted: int, collection: str | None = None) -> dict:
+    """A listing changes the signal of its item at once (an ask under the value is a BUY while it
+    stands), so any accepted listing asks for a nowcast. Requests made while one runs collapse
+    into it (tasks.app.request_nowcast)."""
+    settings = get_settings().for_collection(collection)
+    with recorded_run("fairvalue.ingest.after_listings", self.request.id) as run:
+        run.update(collection=settings.collection, accepted=accepted)
+        if accepted > 0:
             request_nowcast(settings.collection)
             run["nowcast_requested"] = True
         return dict(run)

@@ -69,3 +69,11 @@ def test_each_collection_has_its_own_window():
     assert follow_up.covered("punks") and not follow_up.covered("cards")
     follow_up.request(1, delay=5, collection="cards")
     assert [options["kwargs"]["collection"] for _, options in outbox.sent] == ["punks", "cards"]
+
+
+def test_listings_have_their_own_follow_up_task_and_window():
+    outbox = Outbox()
+    sales, listings = FollowUp(outbox), FollowUp(outbox, task="fairvalue.ingest.after_listings")
+    sales.request(1, delay=0.3, collection="punks")
+    listings.request(2, delay=0.3, collection="punks")  # a pending sales check would not nowcast for it
+    assert [name for name, _ in outbox.sent] == ["fairvalue.ingest.after_sales", "fairvalue.ingest.after_listings"]
