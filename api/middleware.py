@@ -20,5 +20,5 @@ def install(app: Starlette) -> None:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(RateLimitMiddleware)
-    app.add_middleware(BodyLimitMiddleware, self_limited=(webhooks.PATH,))
+    app.add_middleware(BodyLimitMiddleware, self_limited=(webhooks.PATH, webhooks.LISTINGS_PATH))
     app.add_middleware(MetricsMiddleware, starlette_app_getter=lambda: app)

@@ -53,6 +53,8 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
 
 def _sales_from(payload) -> list | str:
     """One sale object, a list of them, or {"sales": [...]}; a string says what is wrong."""
+    if isinstance(payload, dict) and "listings" in payload:  # its signature must not be spent here
+        return "a body of listings: send it to " + LISTINGS_PATH
     if isinstance(payload, dict) and "sales" in payload:
         payload = payload["sales"]
     elif isinstance(payload, dict):
@@ -275,6 +277,17 @@ async def _follow(follow: FollowUp, accepted: int) -> str:
     return await run_in_threadpool(follow.request, accepted, settings.webhook_follow_up_seconds, settings.collection)
 
 
+# Listing calls of one API process run one at a time: on SQLite nothing else orders two calls'
+# replay checks (PostgreSQL's advisory lock does, across processes too). Listings are not the
+# sales' firehose, so they need no group commit.
+_listing_writer = threading.Lock()
+
+
+def _ingest_listings_alone(call: WebhookCall):
+    with _listing_writer:
+        return pipeline.ingest_listings_call(call)
+
+
 def _listings_from(payload) -> list | str:
     """{"listings": [...]} and nothing else (a string says what is wrong): a signed body of the
     sales webhook must never read as listings here, so the two never take each other's bodies."""
@@ -326,8 +339,7 @@ async def receive_listings(request: Request) -> JSONResponse:
     listings = _listings_from(payload)
     if isinstance(listings, str):
         return await _refuse(422, listings, "malformed", body, client, digest, signed_at)
-    outcome = await run_in_threadpool(pipeline.ingest_listings_call,
-                                      WebhookCall(listings, body, digest, signed_at, client))
+    outcome = await run_in_threadpool(_ingest_listings_alone, WebhookCall(listings, body, digest, signed_at, client))
     if outcome.accepted_before is not None:
         return await _replay_refusal(outcome.accepted_before, body, client, digest, signed_at)
     report = outcome.report

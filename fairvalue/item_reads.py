@@ -48,7 +48,8 @@ class Served(NamedTuple):
 # --- one answer's parts ---------------------------------------------------------------------
 
 def _valuation(v: PublishedValue, version: int | None, currency: str) -> dict[str, Any]:
-    # The deviation of the market price the signal reads: the open ask, else the last sale.
+    # The deviation of the open ask when there is one (the price the item can be bought at now),
+    # else of the last sale.
     market_price = v.ask_price if v.ask_price is not None else v.last_price
     deviation = None
     if market_price is not None and v.fair_value:
@@ -192,7 +193,7 @@ def valuations(slug: str | None, keys: list[str]) -> Served:
 def quote(slug: str | None, key: str, price: float) -> dict[str, Any]:
     """An asked price (a listing, an offer) against the item's published value: how far it
     strays, the signal it would get at the service's thresholds (as the published signal gets
-    from the open ask or the last sale) and where it sits in the band."""
+    from the last sale) and where it sits in the band."""
     slug = slug or get_settings().collection
     check_item_key(key)
     if not 0 < price <= MAX_PRICE:

@@ -326,9 +326,9 @@ def _has_trait(attributes: dict, trait: str) -> bool:
 def signals_page(slug: str | None = None, signal: str | None = None, item_type: str | None = None,
                  trait: str | None = None, min_deviation: float | None = None, limit: int = 50,
                  cursor: str | None = None) -> dict[str, Any]:
-    """Items of the published snapshot with a market price, filtered, ordered by |deviation|
-    (market price / fair value - 1; the market price is the open ask, else the last sale)
-    descending then item id. A cursor pins the snapshot it was
+    """Items of the published snapshot with a market price (an open ask or a last sale),
+    filtered, ordered by |deviation| (price / fair value - 1, of the ask when there is one, else
+    of the last sale) descending then item id. A cursor pins the snapshot it was
     made from, so paging through stays consistent while new snapshots are published."""
     if signal is not None:
         signal = signal.upper()

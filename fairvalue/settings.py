@@ -55,8 +55,13 @@ class Settings(BaseSettings):
     webhook_tolerance_seconds: int = 300
     max_body_bytes: int = 1_000_000
     webhook_follow_up_seconds: float = Field(
-        2.0, ge=0, description="A webhook's follow-up check (fairvalue.ingest.after_sales) runs this long after "
-        "the first accepted call; calls accepted meanwhile share it, since it counts what is stored then.")
+        2.0, ge=0, description="A webhook's follow-up check (fairvalue.ingest.after_sales, after_listings) runs "
+        "this long after the first accepted call; calls accepted meanwhile share it, since it counts what is "
+        "stored then.")
+    listing_nowcast_min_seconds: float = Field(
+        120.0, ge=0, description="The nowcast a listing asks for comes at least this long after the published "
+        "snapshot's read: a steady feed of listings gets one nowcast per interval, not one after another (each "
+        "writes every item's row).")
 
     # Operators' API: `Authorization: Bearer <token>`; empty disables the operator endpoints.
     operator_token: SecretStr = SecretStr("")

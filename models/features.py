@@ -17,6 +17,7 @@ import pandas as pd
 from scipy import sparse
 
 from models.hedonic import hedonic_premiums, item_design
+from models.listings import ListingBook
 from models.market_index import robust_floor, sales_index, trailing_quantiles
 
 PREMIUM_WINDOW = pd.Timedelta(days=7)
@@ -59,9 +60,9 @@ class MarketData:
     # suspected wash trades, and rows refused at ingest. Read by reports only; None when the
     # loader was not asked for them.
     excluded: pd.DataFrame | None = field(default=None, repr=False, compare=False)
-    # Listing events (models.listings.LISTING_COLUMNS), read by the nowcast's signals only, never
-    # by a feature; None when the loader has none (the bundled data, a replay).
-    listings: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+    # The listings (models.listings.ListingBook), read by the nowcast's signals only, never by a
+    # feature; None when the loader was not asked for them (training, the bundled data, a replay).
+    listings: ListingBook | None = field(default=None, repr=False, compare=False)
 
     _context: pd.DataFrame | None = field(default=None, repr=False, compare=False)
     _robust_market: pd.DataFrame | None = field(default=None, repr=False, compare=False)

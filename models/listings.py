@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import Any
 
@@ -66,10 +66,15 @@ class CleanListing:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _price_given(row: Mapping[str, Any]) -> bool:
-    """The row names its price, if only as null: a withdrawal says `"price": null`, and a row
-    that forgot the price must not read as one."""
-    return any(name in row for name in COLUMN_ALIASES["price"])
+def _price_values(row: Mapping[str, Any]) -> list[Any]:
+    """The row's price under each name it gives one by, null included: a withdrawal says
+    `"price": null`, and a row that forgot the price must not read as one."""
+    return [row[name] for name in COLUMN_ALIASES["price"] if name in row]
+
+
+# An expiry this far out is a "never expires" marker (9999-12-31 is common); pandas' times end in
+# 2262, so it is stored as no expiry rather than break every nowcast that reads it.
+NEVER_EXPIRES_AFTER = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 def _time(value: Any) -> datetime:
@@ -88,8 +93,13 @@ def validate_listing(row: Mapping[str, Any], known_items: set[str], now: datetim
     missing = [name for name in ("event_id", "timestamp", "item_key") if not _given(values[name])]
     if missing:
         return reject(Reason.MISSING_FIELD, f"missing {', '.join(missing)}")
-    if not _price_given(row):
+    prices = _price_values(row)
+    if not prices:
         return reject(ListingReason.MISSING_PRICE, "missing price (null withdraws the listing)")
+    if any(isinstance(p, float) and p != p for p in prices):  # NaN: neither a price nor a withdrawal
+        return reject(Reason.MALFORMED_PRICE, "price NaN is not a finite number or null")
+    if None in prices and any(p is not None for p in prices):
+        return reject(Reason.MALFORMED_ROW, "price is given both as null and as a number")
     conflict = _alias_conflict(row)
     if conflict:
         return reject(Reason.MALFORMED_ROW, conflict)
@@ -101,6 +111,9 @@ def validate_listing(row: Mapping[str, Any], known_items: set[str], now: datetim
             return reject(Reason.MALFORMED_ROW, f"{name} contains a NUL character")
         if value is not None and len(str(value).strip()) > MAX_TEXT_LENGTH:
             return reject(Reason.MALFORMED_ROW, f"{name.replace('_', ' ')} longer than {MAX_TEXT_LENGTH} characters")
+    event_id = _normalised_key(values["event_id"])  # 1e250 reads as 251 digits: checked as stored
+    if len(event_id) > MAX_TEXT_LENGTH:
+        return reject(Reason.MALFORMED_ROW, f"event id longer than {MAX_TEXT_LENGTH} characters")
     try:
         ts = _time(values["timestamp"])
     except (ValueError, TypeError, OverflowError) as exc:
@@ -119,6 +132,8 @@ def validate_listing(row: Mapping[str, Any], known_items: set[str], now: datetim
         if expires_at <= ts:
             return reject(ListingReason.MALFORMED_EXPIRY,
                           f"expires_at {expires_at.isoformat()} is not after the listing's {ts.isoformat()}")
+        if expires_at >= NEVER_EXPIRES_AFTER:
+            expires_at = None
     price = None
     if values["price"] is not None:
         price = feed_number(values["price"])
@@ -133,7 +148,7 @@ def validate_listing(row: Mapping[str, Any], known_items: set[str], now: datetim
     item_key = _normalised_key(values["item_key"])
     if item_key not in known_items:
         return reject(Reason.UNKNOWN_ITEM, f"no item {item_key!r} in this collection")
-    return CleanListing(event_id=_normalised_key(values["event_id"]), ts=ts, item_key=item_key, price=price,
+    return CleanListing(event_id=event_id, ts=ts, item_key=item_key, price=price,
                         expires_at=expires_at, source=str(values["source"] or "").strip(), row=row)
 
 
@@ -168,6 +183,10 @@ def validate_listings(rows: Iterable[Mapping[str, Any]], known_items: set[str], 
 
 
 LISTING_COLUMNS = ("item_key", "ts", "price", "expires_at")
+# A sale of a listed item, as far as closing its ask goes: `ts` when it is known to have happened
+# (stored), `latest` the latest it may have happened (the end of its hour for a sale known only
+# to the hour: one recorded at 10:10 may have filled a listing of 10:30).
+LISTING_SALE_COLUMNS = ("item_key", "ts", "latest")
 
 
 def empty_listings() -> pd.DataFrame:
@@ -175,22 +194,43 @@ def empty_listings() -> pd.DataFrame:
                          "price": pd.Series(dtype=float), "expires_at": pd.Series(dtype="datetime64[ns]")})
 
 
-def open_asks(listings: pd.DataFrame | None, item_keys: np.ndarray, last_sale_at: np.ndarray,
-              at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class ListingBook:
+    """What a nowcast's signals read of the listings: every listing event (LISTING_COLUMNS,
+    naive-UTC times, price NaN for a withdrawal), and every stored sale of a listed item
+    (LISTING_SALE_COLUMNS), wash trades included: any sale ends the offer it filled."""
+
+    events: pd.DataFrame
+    sales: pd.DataFrame
+
+    @classmethod
+    def empty(cls) -> ListingBook:
+        return cls(empty_listings(), pd.DataFrame({"item_key": pd.Series(dtype=object),
+                                                   "ts": pd.Series(dtype="datetime64[ns]"),
+                                                   "latest": pd.Series(dtype="datetime64[ns]")}))
+
+
+def _by_item(frame: pd.DataFrame, item_keys: np.ndarray) -> pd.DataFrame:
+    return frame.set_index("item_key").reindex(pd.Index(item_keys, dtype=object))
+
+
+def open_asks(book: ListingBook | None, item_keys: np.ndarray, at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
     """Each item's open ask at `at` (naive UTC), as (price, listed_at) arrays in the order of
-    `item_keys`, NaN / NaT where there is none. `listings`: the events (LISTING_COLUMNS, naive-UTC
-    times, price NaN for a withdrawal); `last_sale_at`: each item's last sale before `at` (NaT for
-    none). Only events before `at` count; among an item's events of one moment the last given wins."""
+    `item_keys`, NaN / NaT where there is none: its latest event before `at` (of one moment, the
+    last given), if that offers a price, has not expired by `at`, and no sale stored before `at`
+    may have come at or after it."""
     price = np.full(len(item_keys), np.nan)
     listed_at = np.full(len(item_keys), np.datetime64("NaT"), dtype="datetime64[ns]")
-    if listings is None or listings.empty:
+    if book is None or book.events.empty:
         return price, listed_at
-    known = listings[listings["ts"] < at]
-    latest = known.sort_values("ts", kind="stable").drop_duplicates("item_key", keep="last").set_index("item_key")
-    found = latest.reindex(pd.Index(item_keys, dtype=object))
+    known = book.events[book.events["ts"] < at]
+    latest = known.sort_values("ts", kind="stable").drop_duplicates("item_key", keep="last")
+    found = _by_item(latest, item_keys)
     ts = found["ts"].to_numpy(dtype="datetime64[ns]")
     expires = found["expires_at"].to_numpy(dtype="datetime64[ns]")
-    sold_after = ~np.isnat(last_sale_at) & ~np.isnat(ts) & (last_sale_at >= ts)
+    sold = book.sales[book.sales["ts"] < at].groupby("item_key")["latest"].max()
+    last_sold = sold.reindex(pd.Index(item_keys, dtype=object)).to_numpy(dtype="datetime64[ns]")
+    sold_after = ~np.isnat(last_sold) & ~np.isnat(ts) & (last_sold >= ts)
     expired = ~np.isnat(expires) & (expires <= np.datetime64(at))
     is_open = ~np.isnan(found["price"].to_numpy(dtype=float)) & ~sold_after & ~expired
     price[is_open] = found["price"].to_numpy(dtype=float)[is_open]

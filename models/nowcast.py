@@ -8,7 +8,7 @@ import pandas as pd
 from models.estimator import FairValueModel
 from models.features import MarketData
 from models.listings import open_asks
-from models.signals import signals
+from models.signals import BUY, signals
 
 
 def valuation_moment(data: MarketData, as_of: pd.Timestamp, stale_after_days: float | None) -> pd.Timestamp:
@@ -46,11 +46,13 @@ def value_all_items(
     """One row per item (or per key in `item_keys`): fair value, band and signal at `as_of`
     (or at the last market known, see `valuation_moment`), from data strictly before it.
 
-    The signal compares the item's market price with its fair value: its open ask (the listing
-    it can be bought at, models/listings.py), else its last sale when that sale is recent enough
-    to still be a market price. `ask_price` / `ask_at` say which ask it read (NaN / NaT: none):
-    the asks open at `asks_at` (default: `as_of`), which a silent market's valuation moment
-    does not move, since an ask is a price at the time it is read.
+    The signal compares the item's last sale with its fair value, when that sale is recent
+    enough to still be a market price; an open ask (a listing it can be bought at,
+    models/listings.py) under the value by `buy_below` makes it BUY whatever the sale says. An
+    ask over the value says only "do not buy": no holder can sell at another's ask, so it leaves
+    the sale's signal. `ask_price` / `ask_at` name the ask open at `asks_at` (default: `as_of`;
+    NaN / NaT: none), which a silent market's valuation moment does not move: an ask is a price
+    at the time it is read.
     """
     asks_at = as_of if asks_at is None else asks_at
     as_of = valuation_moment(data, as_of, stale_after_days)
@@ -60,9 +62,10 @@ def value_all_items(
     last_sale_at = values["last_sale_at"].to_numpy(dtype="datetime64[ns]")
     age_days = (np.datetime64(as_of) - last_sale_at) / np.timedelta64(1, "D")
     recent_price = np.where(age_days <= signal_max_age_days, values["last_price"].to_numpy(dtype=float), np.nan)
-    ask_price, ask_at = open_asks(data.listings, queries["item_key"].to_numpy(), last_sale_at, asks_at)
-    market_price = np.where(np.isnan(ask_price), recent_price, ask_price)
-    values["signal"] = signals(market_price, values["fair_value"].to_numpy(), buy_below, sell_above)
+    ask_price, ask_at = open_asks(data.listings, queries["item_key"].to_numpy(), asks_at)
+    fair_value = values["fair_value"].to_numpy()
+    from_sale = signals(recent_price, fair_value, buy_below, sell_above)
+    values["signal"] = np.where(signals(ask_price, fair_value, buy_below, sell_above) == BUY, BUY, from_sale)
     values["ask_price"], values["ask_at"] = ask_price, ask_at
     values.insert(0, "item_key", queries["item_key"].to_numpy())
     return values.reset_index(drop=True)

@@ -11,7 +11,7 @@ from sqlalchemy import func, text
 from sqlmodel import Session, select
 
 from models.features import ITEM_ATTRIBUTES, MarketData, attribute_text, excluded_frame
-from models.listings import LISTING_COLUMNS, empty_listings
+from models.listings import LISTING_COLUMNS, LISTING_SALE_COLUMNS, ListingBook
 from models.times import HOUR, hour_precision, naive_utc
 from models.validation import item_key_of, sale_time_of
 from storage.tables import Collection, Item, Listing, MarketDay, MarketDayRevision, RejectedSale, Sale
@@ -107,22 +107,31 @@ def _market_days(session: Session, collection: Collection, stored_by: datetime |
     return market
 
 
-def load_listings(session: Session, collection: Collection, stored_by: datetime | None = None) -> pd.DataFrame:
-    """The collection's listing events (models.listings.LISTING_COLUMNS) in the order they were
-    given; with `stored_by`, only those stored by then. Naive-UTC times; price NaN for a
-    withdrawal."""
-    query = select(Listing.item_key, Listing.ts, Listing.price, Listing.expires_at).where(
-        Listing.collection_id == collection.id)
+def load_listings(session: Session, collection: Collection, stored_by: datetime | None = None) -> ListingBook:
+    """The collection's listing events in the order they were given, and every stored sale of a
+    listed item, suspected wash trades included (models.listings.ListingBook); with `stored_by`,
+    only those stored by then."""
+    seen = [Listing.collection_id == collection.id]
     if stored_by is not None:
-        query = query.where(Listing.ingested_at <= stored_by)
-    rows = session.execute(query.order_by(Listing.ts, Listing.id)).all()
+        seen.append(Listing.ingested_at <= stored_by)
+    rows = session.execute(select(Listing.item_key, Listing.ts, Listing.price, Listing.expires_at)
+                           .where(*seen).order_by(Listing.ts, Listing.id)).all()
     if not rows:
-        return empty_listings()
-    frame = pd.DataFrame(rows, columns=list(LISTING_COLUMNS))
-    frame["ts"] = naive_utc(frame["ts"])
-    frame["expires_at"] = naive_utc(frame["expires_at"])
-    frame["price"] = frame["price"].astype(float)
-    return frame
+        return ListingBook.empty()
+    events = pd.DataFrame(rows, columns=list(LISTING_COLUMNS))
+    events["ts"] = naive_utc(events["ts"])
+    events["expires_at"] = naive_utc(events["expires_at"])
+    events["price"] = events["price"].astype(float)
+    sold = [Sale.collection_id == collection.id,
+            Sale.item_key.in_(select(Listing.item_key).where(*seen).distinct())]
+    if stored_by is not None:
+        sold.append(Sale.ingested_at <= stored_by)
+    sales = pd.DataFrame(session.execute(select(Sale.item_key, Sale.ts, Sale.time_precision).where(*sold)).all(),
+                         columns=["item_key", "ts", "time_precision"])
+    sales["ts"] = naive_utc(sales["ts"])
+    hourly = (sales["time_precision"] == HOUR).to_numpy()
+    sales["latest"] = np.where(hourly, sales["ts"].dt.floor("h") + pd.Timedelta(hours=1), sales["ts"])
+    return ListingBook(events, sales[list(LISTING_SALE_COLUMNS)])
 
 
 def load_excluded(session: Session, collection: Collection) -> pd.DataFrame:

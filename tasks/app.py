@@ -82,16 +82,17 @@ app = create_app()
 REQUESTED_NOWCAST_EXPIRES_SECONDS = 3600
 
 
-def request_nowcast(collection: str) -> None:
+def request_nowcast(collection: str, countdown: float | None = None) -> None:
     """Ask for an out-of-cycle nowcast of one collection. Always name it: a worker's default
     collection is its own environment's, not the sender's. The request says when it was made: a
     snapshot published from a read after that already serves it (tasks/nowcast.py), so the
     requests of a steady stream of sales made while one nowcast runs collapse into the next
     one, rather than queueing a full nowcast each. Both moments are the database's clock: the
-    sender's and the nowcast worker's own clocks may differ."""
+    sender's and the nowcast worker's own clocks may differ. `countdown`: run it no sooner than
+    this many seconds from now."""
     requested_at = database_now().isoformat()
     app.send_task("fairvalue.nowcast", kwargs={"collection": collection, "requested_at": requested_at},
-                  queue=queues.NOWCAST, expires=REQUESTED_NOWCAST_EXPIRES_SECONDS)
+                  queue=queues.NOWCAST, expires=REQUESTED_NOWCAST_EXPIRES_SECONDS, countdown=countdown)
 
 
 def send_after_commit(send: Callable[..., Any], *args: Any, **kwargs: Any) -> str | None:

@@ -27,12 +27,16 @@ def after_sales(self, accepted: int, collection: str | None = None) -> dict:
 @app.task(name="fairvalue.ingest.after_listings", bind=True)
 def after_listings(self, accepted: int, collection: str | None = None) -> dict:
     """A listing changes the signal of its item at once (an ask under the value is a BUY while it
-    stands), so any accepted listing asks for a nowcast. Requests made while one runs collapse
-    into it (tasks.app.request_nowcast)."""
+    stands), so any accepted listing asks for a nowcast: at once, or when
+    FAIRVALUE_LISTING_NOWCAST_MIN_SECONDS have passed since the published snapshot's read. A
+    nowcast that reads after the request serves it, and the request is then skipped
+    (tasks.app.request_nowcast)."""
     settings = get_settings().for_collection(collection)
     with recorded_run("fairvalue.ingest.after_listings", self.request.id) as run:
         run.update(collection=settings.collection, accepted=accepted)
         if accepted > 0:
-            request_nowcast(settings.collection)
-            run["nowcast_requested"] = True
+            since = pipeline.seconds_since_published_read(settings)
+            wait = 0.0 if since is None else max(0.0, settings.listing_nowcast_min_seconds - since)
+            request_nowcast(settings.collection, countdown=wait or None)
+            run.update(nowcast_requested=True, countdown=round(wait, 1))
         return dict(run)

@@ -94,6 +94,9 @@ os.environ.update(
         "FAIRVALUE_WEBHOOK_SECRET": "test-secret",
         # Tests hammer the API from one client; tests/integration/test_api_auth_limits.py turns it on.
         "FAIRVALUE_RATE_LIMIT_PER_MINUTE": "0",
+        # A listing's nowcast waits this long after the last one (120 s in production); the
+        # listings' worker test would wait it out.
+        "FAIRVALUE_LISTING_NOWCAST_MIN_SECONDS": "5",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",

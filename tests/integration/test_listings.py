@@ -73,6 +73,25 @@ def test_an_unsigned_call_is_refused(client):
     assert response.status_code == 401
 
 
+def test_a_body_of_listings_is_refused_by_the_sales_webhook_and_its_signature_stays_unspent(client):
+    body, headers = signed_body({"listings": [a_listing(f"lst-path-{datetime.now(UTC).timestamp()}", "1002", 90.0)]})
+    wrong = client.post("/v1/webhooks/sales", content=body, headers=headers)
+    right = client.post(PATH, content=body, headers=headers)
+    assert wrong.status_code == 422 and PATH in wrong.json()["error"]
+    assert right.status_code == 202 and right.json()["accepted"] == 1
+
+
+def test_an_oversized_call_is_refused_and_recorded(client):
+    from storage.tables import WebhookDelivery
+
+    body = b'{"listings": [' + b" " * 1_100_000 + b"]}"
+    response = client.post(PATH, content=body, headers={signing.HEADER: signing.sign(SECRET, body)})
+    assert response.status_code == 413 and response.json()["outcome"] == "too_large"
+    with session_scope() as session:
+        last = session.exec(select(WebhookDelivery).order_by(WebhookDelivery.id.desc()).limit(1)).one()
+    assert (last.outcome, last.status_code) == ("too_large", 413)
+
+
 def test_the_next_nowcast_signals_an_ask_under_the_value_until_it_is_withdrawn(client):
     item = "2024"
     value = client.get(f"/v1/items/{item}").json()["fair_value"]
@@ -102,7 +121,8 @@ def test_an_accepted_listing_reaches_the_published_signal_through_the_worker(cli
     item = "4156"
     value = client.get(f"/v1/items/{item}").json()["fair_value"]
     response = post(client, {"listings": [a_listing(f"lst-worker-{datetime.now(UTC).timestamp()}", item,
-                                                    round(2.0 * value, 4))]})
+                                                    round(0.5 * value, 4))]})
     assert response.status_code == 202 and response.json()["follow_up"] == "enqueued"
+    # No manual nowcast: the follow-up asks the worker for one (within FAIRVALUE_LISTING_NOWCAST_MIN_SECONDS).
     listed = wait_for(lambda: (body := client.get(f"/v1/items/{item}").json())["ask"] and body)
-    assert listed["signal"] == "SELL" and listed["ask"]["price"] == pytest.approx(2.0 * value, rel=1e-4)
+    assert listed["signal"] == "BUY" and listed["ask"]["price"] == pytest.approx(0.5 * value, rel=1e-4)

@@ -12,7 +12,7 @@ import pytest
 from sqlmodel import select
 
 from fairvalue.webhook_batch import WebhookCall
-from models.listings import ListingReason, open_asks, validate_listing, validate_listings
+from models.listings import ListingBook, ListingReason, open_asks, validate_listing, validate_listings
 from models.validation import Reason, Rejection
 from storage.listings import ingest_listings
 from storage.market import load_listings
@@ -51,9 +51,17 @@ def reason_of(row: dict) -> str:
     (listing(price=None, expires_at="2024-02-01T00:00:00Z"), ListingReason.MALFORMED_EXPIRY),
     (listing(price_eth=91.0), Reason.MALFORMED_ROW),  # two prices that disagree
     (listing(source=["a"]), Reason.MALFORMED_ROW),
+    (listing(price=float("nan")), Reason.MALFORMED_PRICE),  # NaN is no withdrawal
+    (listing(price=None, price_eth=5.0), Reason.MALFORMED_ROW),  # null and a number
+    (listing(event_id=1e250), Reason.MALFORMED_ROW),  # 251 digits once read as a key
 ])
 def test_each_refusal_names_its_reason(row, reason):
     assert reason_of(row) == reason
+
+
+def test_an_expiry_past_2200_is_no_expiry():
+    outcome = validate_listing(listing(expires_at="9999-12-31T23:59:59Z"), KNOWN, NOW)
+    assert outcome.expires_at is None
 
 
 def test_a_batch_keeps_one_listing_per_event_and_refuses_a_conflicting_twin():
@@ -62,41 +70,53 @@ def test_a_batch_keeps_one_listing_per_event_and_refuses_a_conflicting_twin():
     assert sorted(r.reason for r in batch.rejected) == [Reason.DUPLICATE_CONFLICT, Reason.UNKNOWN_ITEM]
 
 
-def events(*rows) -> pd.DataFrame:
+def book(*rows, sales=()) -> ListingBook:
+    """Listing events (item, ts, price, expires_at) and sales (item, ts, latest possible time)."""
     frame = pd.DataFrame(rows, columns=["item_key", "ts", "price", "expires_at"])
     frame["ts"] = pd.to_datetime(frame["ts"])
     frame["expires_at"] = pd.to_datetime(frame["expires_at"])
-    return frame.astype({"price": float})
+    sales_frame = pd.DataFrame(sales, columns=["item_key", "ts", "latest"])
+    for column in ("ts", "latest"):
+        sales_frame[column] = pd.to_datetime(sales_frame[column])
+    return ListingBook(frame.astype({"price": float}), sales_frame)
 
 
-def asks_at(listings, at, last_sale_at=("NaT", "NaT", "NaT")):
-    return open_asks(listings, np.array(["1", "2", "3"], dtype=object),
-                     np.array(last_sale_at, dtype="datetime64[ns]"), pd.Timestamp(at))
+def asks_at(listings, at):
+    return open_asks(listings, np.array(["1", "2", "3"], dtype=object), pd.Timestamp(at))
+
+
+EVENTS = (
+    ("1", "2024-01-01", 90.0, None), ("1", "2024-01-03", 85.0, None),  # lowered
+    ("2", "2024-01-01", 50.0, "2024-01-04"),  # expires
+    ("3", "2024-01-01", 70.0, None), ("3", "2024-01-03", None, None),  # withdrawn
+)
 
 
 def test_the_open_ask_is_the_latest_event_before_the_moment_unless_withdrawn_expired_or_sold():
-    listings = events(
-        ("1", "2024-01-01", 90.0, None), ("1", "2024-01-03", 85.0, None),  # lowered
-        ("2", "2024-01-01", 50.0, "2024-01-04"),  # expires
-        ("3", "2024-01-01", 70.0, None), ("3", "2024-01-03", None, None),  # withdrawn
-    )
-    price, listed_at = asks_at(listings, "2024-01-02")
+    price, listed_at = asks_at(book(*EVENTS), "2024-01-02")
     assert price.tolist() == [90.0, 50.0, 70.0]
     assert listed_at[0] == np.datetime64("2024-01-01")
-    price, _ = asks_at(listings, "2024-01-05")
+    price, _ = asks_at(book(*EVENTS), "2024-01-05")
     assert price[0] == 85.0 and np.isnan(price[1:]).all()
-    # A sale at or after the listing fills or ends it; one before it does not.
-    price, _ = asks_at(listings, "2024-01-05", ["2024-01-03", "NaT", "NaT"])
-    assert np.isnan(price[0])
-    price, _ = asks_at(listings, "2024-01-05", ["2024-01-02", "NaT", "NaT"])
-    assert price[0] == 85.0
     # An event at the moment itself is not before it.
-    price, _ = asks_at(listings, "2024-01-03")
+    price, _ = asks_at(book(*EVENTS), "2024-01-03")
     assert price[0] == 90.0 and price[2] == 70.0
 
 
+@pytest.mark.parametrize("sale, still_open", [
+    (("1", "2024-01-02", "2024-01-02"), True),  # sold before the listing
+    (("1", "2024-01-04", "2024-01-04"), False),  # filled it
+    (("1", "2024-01-03 00:10", "2024-01-03 01:00"), False),  # known to the hour: may have come after it
+    (("1", "2024-01-06", "2024-01-06"), True),  # not yet stored at the moment asked
+])
+def test_a_sale_that_may_have_come_after_the_listing_ends_it(sale, still_open):
+    listings = book(("1", "2024-01-03 00:30", 85.0, None), sales=[sale])
+    price, _ = asks_at(listings, "2024-01-05")
+    assert bool(price[0] == 85.0) == still_open
+
+
 def test_no_listings_means_no_asks():
-    for listings in (None, events()):
+    for listings in (None, ListingBook.empty()):
         price, listed_at = asks_at(listings, "2024-01-05")
         assert np.isnan(price).all() and np.isnat(listed_at).all()
 
@@ -120,7 +140,8 @@ def test_storing_listings_is_idempotent_and_keeps_refused_rows(sqlite_market):
     kept = session.exec(select(RejectedListing.event_id, RejectedListing.reason)).all()
     assert sorted(kept) == [("bad", Reason.UNKNOWN_ITEM), ("l1", Reason.DUPLICATE_CONFLICT)]
     loaded = load_listings(session, coll)
-    assert loaded["item_key"].tolist() == ["1", "2"] and np.isnan(loaded["price"].iloc[1])
+    assert loaded.events["item_key"].tolist() == ["1", "2"] and np.isnan(loaded.events["price"].iloc[1])
+    assert loaded.sales.empty
 
 
 def test_a_signed_call_is_refused_as_a_replay_once_accepted(sqlite_market):
@@ -146,11 +167,13 @@ def test_the_nowcast_signal_reads_an_open_ask_before_the_last_sale():
     assert set(before["signal"]) == {"HOLD"} and before["ask_price"].isna().all()
     cheap, dear, later = before["item_key"].iloc[:3]
     value = before.set_index("item_key")["fair_value"]
-    listed = replace(data, listings=events(
+    listed = replace(data, listings=book(
         (cheap, "2021-02-20", 0.5 * value[cheap], None), (dear, "2021-02-20", 2.0 * value[dear], None),
         (later, "2021-03-02", 0.5 * value[later], None)))  # listed after the nowcast's moment
     after = value_all_items(model, listed, at, 0.1, 0.15, signal_max_age_days=0).set_index("item_key")
-    assert after.loc[[cheap, dear, later], "signal"].tolist() == ["BUY", "SELL", "HOLD"]
+    # An ask over the value is no SELL: nobody can sell at another holder's ask.
+    assert after.loc[[cheap, dear, later], "signal"].tolist() == ["BUY", "HOLD", "HOLD"]
+    assert after.loc[dear, "ask_price"] == pytest.approx(2.0 * value[dear])
     assert after.loc[cheap, "ask_price"] == pytest.approx(0.5 * value[cheap])
     assert after.loc[cheap, "ask_at"] == pd.Timestamp("2021-02-20") and pd.isna(after.loc[later, "ask_at"])
     pd.testing.assert_series_equal(after["fair_value"], value)  # an ask never moves a value
@@ -167,6 +190,25 @@ def test_a_silent_market_still_reads_the_asks_open_now():
     model = fit(data, TrainParams(max_iter=20, band_max_iter=10, min_samples_leaf=10))
     years_later = pd.Timestamp("2026-12-04")
     item = data.items.index[0]
-    listed = replace(data, listings=events((item, "2026-12-01", 0.01, None)))
+    listed = replace(data, listings=book((item, "2026-12-01", 0.01, None)))
     values = value_all_items(model, listed, years_later, 0.1, 0.15, 30, stale_after_days=7).set_index("item_key")
     assert values.loc[item, "ask_price"] == 0.01 and values.loc[item, "signal"] == "BUY"
+
+
+def test_the_book_holds_every_sale_of_a_listed_item_an_hour_precision_one_at_its_hours_end(sqlite_market):
+    from storage.tables import Sale
+
+    session, coll = sqlite_market
+    ingest_listings(session, coll, [listing(ts="2024-01-03T10:30:00Z")], NOW)
+    for event_id, item, ts, precision, wash in (("s1", "1", "2024-01-03T10:10:00", "hour", None),
+                                                 ("s2", "1", "2024-01-02T09:00:00", "second", "round_trip"),
+                                                 ("s3", "2", "2024-01-03T12:00:00", "second", None)):  # not listed
+        session.add(Sale(collection_id=coll.id, event_id=event_id, item_key=item, price=90.0, content_hash=event_id,
+                         ts=datetime.fromisoformat(ts).replace(tzinfo=UTC), time_precision=precision,
+                         wash_reason=wash))
+    session.commit()
+    loaded = load_listings(session, coll)
+    assert sorted(map(tuple, loaded.sales.astype(str).to_numpy())) == [
+        ("1", "2024-01-02 09:00:00", "2024-01-02 09:00:00"), ("1", "2024-01-03 10:10:00", "2024-01-03 11:00:00")]
+    price, _ = open_asks(loaded, np.array(["1"], dtype=object), pd.Timestamp("2024-01-05"))
+    assert np.isnan(price[0])  # the 10:10 sale may have come at 10:45, after the 10:30 listing
