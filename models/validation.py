@@ -255,6 +255,8 @@ def validate_row(
         if value is not None and len(str(value).strip()) > MAX_TEXT_LENGTH:
             return reject(Reason.MALFORMED_ROW, f"{name.replace('_', ' ')} longer than {MAX_TEXT_LENGTH} characters")
     event_id = _normalised_key(values["event_id"])  # 7.0 is the event "7", as it is the item "7"
+    if len(event_id) > MAX_TEXT_LENGTH:  # 1e250 reads as 251 digits, past the stored column
+        return reject(Reason.MALFORMED_ROW, f"event id longer than {MAX_TEXT_LENGTH} characters once read")
     if not isinstance(values["timestamp"], str | datetime):  # 20210601 as a number reads as a date
         return reject(Reason.MALFORMED_TIMESTAMP,
                       f"timestamp must be ISO 8601 text, not {type(values['timestamp']).__name__}")

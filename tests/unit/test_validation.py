@@ -124,6 +124,7 @@ def test_content_hash_ignores_the_reporting_source():
         ({"event_id": "a\x00b"}, "event_id contains a NUL character"),
         ({"seller": "0x\x00"}, "seller contains a NUL character"),
         ({"event_id": "e" * 201}, "event id longer than 200"),
+        ({"event_id": 1e250}, "event id longer than 200 characters once read"),  # 251 digits as a key
         ({"seller": "0x" + "a" * 4000}, "seller longer than 200"),  # overflowed PostgreSQL's index on the parties
         ({"buyer": "b" * 201}, "buyer longer than 200"),
         ({"source": "s" * 201}, "source longer than 200"),
