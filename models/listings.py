@@ -3,11 +3,12 @@
 A listing event says that an item is offered at a price from a moment on (`price` a number),
 or that its offer was withdrawn (`price` null). An item's ask at time t is its latest event
 before t, if that event offers a price, has not expired (`expires_at`), and no sale of the item
-came at or after it: a sale fills or ends the offer (on CryptoPunks the contract clears it).
+may have come at or after it: a sale fills or ends the offer (on CryptoPunks the contract
+clears it).
 
-An open ask is the market price a BUY or SELL signal should read: it can be bought now, where a
-last sale is only what someone paid (models/nowcast.py). Pure: storage/listings.py stores both
-outcomes of validation and loads the events.
+An open ask under the fair value is a BUY the user can act on now, where a last sale is only
+what someone paid (models/nowcast.py). Pure: storage/listings.py stores both outcomes of
+validation, storage.market.load_listings reads the book back.
 """
 
 from __future__ import annotations
