@@ -31,10 +31,13 @@ PREDICTIONS = Counter("fairvalue_predictions_served", "Valuations served by the 
                       registry=REGISTRY)
 WEBHOOK_SALES = Counter("fairvalue_webhook_sales", "Sales received by webhook, by outcome", ["outcome"],
                         registry=REGISTRY)
+WEBHOOK_LISTINGS = Counter("fairvalue_webhook_listings", "Listing events received by webhook, by outcome",
+                           ["outcome"], registry=REGISTRY)
 for _signal in ("BUY", "SELL", "HOLD"):
     PREDICTIONS.labels(_signal)
 for _outcome in ("accepted", "duplicate", "rejected"):
     WEBHOOK_SALES.labels(_outcome)
+    WEBHOOK_LISTINGS.labels(_outcome)
 
 
 def predictions_served(signals: list[str]) -> None:
@@ -43,10 +46,11 @@ def predictions_served(signals: list[str]) -> None:
         PREDICTIONS.labels(signal).inc(count)
 
 
-def webhook_outcome(accepted: int, duplicate: int, rejected: int) -> None:
-    WEBHOOK_SALES.labels("accepted").inc(accepted)
-    WEBHOOK_SALES.labels("duplicate").inc(duplicate)
-    WEBHOOK_SALES.labels("rejected").inc(rejected)
+def webhook_outcome(accepted: int, duplicate: int, rejected: int, counter: Counter = WEBHOOK_SALES) -> None:
+    """Count one call's rows by outcome (the sales' counter, or WEBHOOK_LISTINGS)."""
+    counter.labels("accepted").inc(accepted)
+    counter.labels("duplicate").inc(duplicate)
+    counter.labels("rejected").inc(rejected)
 
 
 class StateCollector(Collector):

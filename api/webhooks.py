@@ -343,6 +343,7 @@ async def receive_listings(request: Request) -> JSONResponse:
     if outcome.accepted_before is not None:
         return await _replay_refusal(outcome.accepted_before, body, client, digest, signed_at)
     report = outcome.report
+    metrics.webhook_outcome(report.accepted, report.duplicate, report.rejected, metrics.WEBHOOK_LISTINGS)
     if every_sale_conflicts(report):
         return error(409, "every event id in this call is already stored with different content; the rows are "
                      "kept in rejected_listings", outcome=deliveries.CONFLICT, **report.as_dict())

@@ -45,6 +45,12 @@ def test_api_metrics_after_requests_and_webhooks(client, seeded, broker):
         signature = sign("test-secret", body, signed_at - i)
         r = client.post("/v1/webhooks/sales", content=body, headers={"Fairvalue-Signature": signature})
         assert r.status_code == 202
+    listings = json.dumps({"listings": [
+        {"event_id": "metrics-l1", "timestamp": "2021-12-30T10:00:00Z", "item_id": "9001", "price": 1e6},
+        {"event_id": "metrics-l2", "timestamp": "2021-12-30T10:00:00Z", "item_id": "9001"}]}).encode()  # no price
+    r = client.post("/v1/webhooks/listings", content=listings,
+                    headers={"Fairvalue-Signature": sign("test-secret", listings, signed_at)})
+    assert r.status_code == 202
     after = _samples(client.get("/metrics").text)
 
     route = "/v1/collections/{slug}/items/{item_id}"
@@ -61,6 +67,9 @@ def test_api_metrics_after_requests_and_webhooks(client, seeded, broker):
         delta = _value(after, "fairvalue_webhook_sales_total", outcome=outcome) - \
             _value(before, "fairvalue_webhook_sales_total", outcome=outcome)
         assert delta == expected, outcome
+    for outcome, expected in (("accepted", 1), ("duplicate", 0), ("rejected", 1)):
+        assert _value(after, "fairvalue_webhook_listings_total", outcome=outcome) - \
+            _value(before, "fairvalue_webhook_listings_total", outcome=outcome) == expected, outcome
     for queue in ("default", "ingest", "nowcast", "training"):
         assert _value(after, "fairvalue_queue_depth", queue=queue) >= 0
         assert ("fairvalue_queue_depth", (("queue", queue),)) in after
