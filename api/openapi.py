@@ -48,7 +48,8 @@ COMPONENTS = {
                                    "price": {"type": "number", "nullable": True,
                                              "description": "the asking price; null withdraws the listing"},
                                    "expires_at": {"type": "string", "format": "date-time", "nullable": True},
-                                   "source": {"type": "string"}}},
+                                   "source": {"type": "string",
+                                              "description": "the marketplace; each keeps its own offer"}}},
     },
     "responses": {
         "BadRequest": {"description": "a parameter is malformed", "content": ERROR},

@@ -1,10 +1,11 @@
 """Listings (asks): validation of incoming listing events, and the ask open at a moment.
 
-A listing event says that an item is offered at a price from a moment on (`price` a number),
-or that its offer was withdrawn (`price` null). An item's ask at time t is its latest event
-before t, if that event offers a price, has not expired (`expires_at`), and no sale of the item
-may have come at or after it: a sale fills or ends the offer (on CryptoPunks the contract
-clears it).
+A listing event says that an item is offered at a price on a source (a marketplace) from a
+moment on (`price` a number), or that its offer there was withdrawn (`price` null). Each source
+keeps its own offer: the item's latest event of that source before t, if it offers a price, has
+not expired (`expires_at`), and no sale of the item may have come at or after it (a sale fills
+or ends every offer: the item changed hands; on CryptoPunks the contract clears it). The item's
+open ask at t is the lowest of those offers.
 
 An open ask under the fair value is a BUY the user can act on now, where a last sale is only
 what someone paid (models/nowcast.py). Pure: storage/listings.py stores both outcomes of
@@ -61,9 +62,10 @@ class CleanListing:
 
     @cached_property
     def content_hash(self) -> str:
-        """What makes two reports of one listing event the same: everything but its source."""
+        """What makes two reports of one listing event the same: all of it, its source too (each
+        source, a marketplace, keeps its own offer of the item)."""
         text = "|".join([self.event_id, self.ts.isoformat(), self.item_key, repr(self.price),
-                         self.expires_at.isoformat() if self.expires_at else ""])
+                         self.expires_at.isoformat() if self.expires_at else "", self.source])
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -183,7 +185,7 @@ def validate_listings(rows: Iterable[Mapping[str, Any]], known_items: set[str], 
     return ValidatedListings(list(clean.values()), rejected, repeated)
 
 
-LISTING_COLUMNS = ("item_key", "ts", "price", "expires_at")
+LISTING_COLUMNS = ("item_key", "source", "ts", "price", "expires_at")
 # A sale of a listed item, as far as closing its ask goes: `ts` when it is known to have happened
 # (stored), `latest` the latest it may have happened (the end of its hour for a sale known only
 # to the hour: one recorded at 10:10 may have filled a listing of 10:30).
@@ -191,8 +193,9 @@ LISTING_SALE_COLUMNS = ("item_key", "ts", "latest")
 
 
 def empty_listings() -> pd.DataFrame:
-    return pd.DataFrame({"item_key": pd.Series(dtype=object), "ts": pd.Series(dtype="datetime64[ns]"),
-                         "price": pd.Series(dtype=float), "expires_at": pd.Series(dtype="datetime64[ns]")})
+    return pd.DataFrame({"item_key": pd.Series(dtype=object), "source": pd.Series(dtype=object),
+                         "ts": pd.Series(dtype="datetime64[ns]"), "price": pd.Series(dtype=float),
+                         "expires_at": pd.Series(dtype="datetime64[ns]")})
 
 
 @dataclass(frozen=True)
@@ -211,29 +214,24 @@ class ListingBook:
                                                    "latest": pd.Series(dtype="datetime64[ns]")}))
 
 
-def _by_item(frame: pd.DataFrame, item_keys: np.ndarray) -> pd.DataFrame:
-    return frame.set_index("item_key").reindex(pd.Index(item_keys, dtype=object))
-
-
 def open_asks(book: ListingBook | None, item_keys: np.ndarray, at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
     """Each item's open ask at `at` (naive UTC), as (price, listed_at) arrays in the order of
-    `item_keys`, NaN / NaT where there is none: its latest event before `at` (of one moment, the
-    last given), if that offers a price, has not expired by `at`, and no sale stored before `at`
-    may have come at or after it."""
+    `item_keys`, NaN / NaT where there is none: the lowest offer among its sources, each source's
+    offer its latest event before `at` (of one moment, the last given) if that offers a price,
+    has not expired by `at`, and no sale stored before `at` may have come at or after it."""
     price = np.full(len(item_keys), np.nan)
     listed_at = np.full(len(item_keys), np.datetime64("NaT"), dtype="datetime64[ns]")
     if book is None or book.events.empty:
         return price, listed_at
     known = book.events[book.events["ts"] < at]
-    latest = known.sort_values("ts", kind="stable").drop_duplicates("item_key", keep="last")
-    found = _by_item(latest, item_keys)
-    ts = found["ts"].to_numpy(dtype="datetime64[ns]")
-    expires = found["expires_at"].to_numpy(dtype="datetime64[ns]")
+    offers = known.sort_values("ts", kind="stable").drop_duplicates(["item_key", "source"], keep="last")
     sold = book.sales[book.sales["ts"] < at].groupby("item_key")["latest"].max()
-    last_sold = sold.reindex(pd.Index(item_keys, dtype=object)).to_numpy(dtype="datetime64[ns]")
-    sold_after = ~np.isnat(last_sold) & ~np.isnat(ts) & (last_sold >= ts)
-    expired = ~np.isnat(expires) & (expires <= np.datetime64(at))
-    is_open = ~np.isnan(found["price"].to_numpy(dtype=float)) & ~sold_after & ~expired
-    price[is_open] = found["price"].to_numpy(dtype=float)[is_open]
-    listed_at[is_open] = ts[is_open]
-    return price, listed_at
+    last_sold = sold.reindex(offers["item_key"]).to_numpy(dtype="datetime64[ns]")
+    ts = offers["ts"].to_numpy(dtype="datetime64[ns]")
+    expires = offers["expires_at"].to_numpy(dtype="datetime64[ns]")
+    is_open = (~np.isnan(offers["price"].to_numpy(dtype=float))
+               & ~(~np.isnat(last_sold) & (last_sold >= ts))  # a sale may have filled or ended it
+               & ~(~np.isnat(expires) & (expires <= np.datetime64(at))))
+    lowest = offers[is_open].sort_values(["price", "ts"], kind="stable").drop_duplicates("item_key")
+    found = lowest.set_index("item_key").reindex(pd.Index(item_keys, dtype=object))
+    return found["price"].to_numpy(dtype=float), found["ts"].to_numpy(dtype="datetime64[ns]")

@@ -114,7 +114,7 @@ def load_listings(session: Session, collection: Collection, stored_by: datetime 
     seen = [Listing.collection_id == collection.id]
     if stored_by is not None:
         seen.append(Listing.ingested_at <= stored_by)
-    rows = session.execute(select(Listing.item_key, Listing.ts, Listing.price, Listing.expires_at)
+    rows = session.execute(select(Listing.item_key, Listing.source, Listing.ts, Listing.price, Listing.expires_at)
                            .where(*seen).order_by(Listing.ts, Listing.id)).all()
     if not rows:
         return ListingBook.empty()

@@ -71,8 +71,9 @@ def test_a_batch_keeps_one_listing_per_event_and_refuses_a_conflicting_twin():
 
 
 def book(*rows, sales=()) -> ListingBook:
-    """Listing events (item, ts, price, expires_at) and sales (item, ts, latest possible time)."""
-    frame = pd.DataFrame(rows, columns=["item_key", "ts", "price", "expires_at"])
+    """Listing events (item, ts, price, expires_at[, source]) and sales (item, ts, latest possible
+    time)."""
+    frame = pd.DataFrame([(*row, "")[:5] for row in rows], columns=["item_key", "ts", "price", "expires_at", "source"])
     frame["ts"] = pd.to_datetime(frame["ts"])
     frame["expires_at"] = pd.to_datetime(frame["expires_at"])
     sales_frame = pd.DataFrame(sales, columns=["item_key", "ts", "latest"])
@@ -113,6 +114,25 @@ def test_a_sale_that_may_have_come_after_the_listing_ends_it(sale, still_open):
     listings = book(("1", "2024-01-03 00:30", 85.0, None), sales=[sale])
     price, _ = asks_at(listings, "2024-01-05")
     assert bool(price[0] == 85.0) == still_open
+
+
+def test_each_source_keeps_its_own_offer_and_the_lowest_open_one_is_the_ask():
+    listings = book(("1", "2024-01-01", 90.0, None, "opensea"), ("1", "2024-01-02", 80.0, None, "punks"),
+                    ("1", "2024-01-03", None, None, "punks"),  # withdrawn there, still offered on the other
+                    ("2", "2024-01-01", 60.0, None, "opensea"), ("2", "2024-01-02", 55.0, None, "punks"))
+    assert asks_at(listings, "2024-01-02 12:00")[0][:2].tolist() == [80.0, 55.0]
+    price, listed_at = asks_at(listings, "2024-01-05")
+    assert price[:2].tolist() == [90.0, 55.0] and listed_at[0] == np.datetime64("2024-01-01")
+    # A sale ends every source's offer: the item changed hands.
+    sold = book(("1", "2024-01-01", 90.0, None, "opensea"), ("1", "2024-01-02", 80.0, None, "punks"),
+                sales=[("1", "2024-01-03", "2024-01-03")])
+    assert np.isnan(asks_at(sold, "2024-01-05")[0][0])
+
+
+def test_the_source_is_part_of_what_a_listing_event_is():
+    a = validate_listing(listing(source="opensea"), KNOWN, NOW)
+    b = validate_listing(listing(source="punks"), KNOWN, NOW)
+    assert a.content_hash != b.content_hash
 
 
 def test_no_listings_means_no_asks():
