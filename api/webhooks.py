@@ -307,8 +307,8 @@ async def receive_listings(request: Request) -> JSONResponse:
     """Signed listings webhook.
     ---
     summary: "{listings: [...]}: asks (price) and withdrawals (price null); HMAC-signed like the sales webhook;
-      idempotent by event id. Accepted listings request a nowcast, whose signals read each item's open ask
-      before its last sale."
+      idempotent by event id. Accepted listings request a nowcast, in which an open ask under an item's fair
+      value makes its signal BUY."
     tags: [webhooks]
     parameters:
       - {name: Fairvalue-Signature, in: header, required: true, schema: {type: string},

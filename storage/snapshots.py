@@ -137,7 +137,7 @@ class PublishedValue:
     last_price: float | None
     last_sale_at: datetime | None
     valued_at: datetime | None  # the snapshot's (NowcastSnapshot.valued_at; null before migration 0007)
-    ask_price: float | None = None  # the open listing the signal read (models/listings.py), if any
+    ask_price: float | None = None  # the item's open ask at the nowcast (models/listings.py), if any
     ask_at: datetime | None = None
 
 

@@ -243,8 +243,8 @@ class NowcastRow(SQLModel, table=True):
     signal: str = Field(default="HOLD", max_length=8)
     last_price: float | None = None
     last_sale_at: datetime | None = None
-    # The open listing the signal read instead of the last sale (models/listings.py); null when
-    # the item had none, and in snapshots from before migration 0012.
+    # The item's open ask at the nowcast (models/listings.py; under the value it makes the signal
+    # BUY); null when it had none, and in snapshots from before migration 0012.
     ask_price: float | None = None
     ask_at: datetime | None = None
 

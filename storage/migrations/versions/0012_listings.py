@@ -1,8 +1,8 @@
 """listings: asks, so a signal reads the price an item can be bought at
 
-A listing event offers an item at a price (or withdraws the offer); the nowcast's signal reads
-an item's open ask before its last sale (models/listings.py), and each snapshot row says which
-ask it read. Refused listing rows are kept with their reason, as refused sales are.
+A listing event offers an item at a price (or withdraws the offer); an item's open ask under its
+fair value makes the nowcast's signal BUY (models/listings.py), and each snapshot row says which
+ask the item had. Refused listing rows are kept with their reason, as refused sales are.
 
 Revision ID: 0012
 Revises: 0011
