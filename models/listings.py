@@ -37,6 +37,7 @@ from models.validation import (
     _pick,
     feed_number,
     parse_timestamp,
+    validate_each,
 )
 
 LISTING_TEXT_FIELDS = ("event_id", "item_key", "source")
@@ -166,23 +167,7 @@ def validate_listings(rows: Iterable[Mapping[str, Any]], known_items: set[str], 
                       first_day: date | None = None) -> ValidatedListings:
     """Every row clean or refused; one clean listing per event id (a second with other content is
     refused as a conflict, as for sales)."""
-    clean: dict[str, CleanListing] = {}
-    rejected: list[Rejection] = []
-    repeated = 0
-    for row in rows:
-        outcome = validate_listing(row, known_items, now, first_day)
-        if isinstance(outcome, Rejection):
-            rejected.append(outcome)
-            continue
-        seen = clean.get(outcome.event_id)
-        if seen is None:
-            clean[outcome.event_id] = outcome
-        elif seen.content_hash == outcome.content_hash:
-            repeated += 1
-        else:
-            rejected.append(Rejection(dict(row), Reason.DUPLICATE_CONFLICT,
-                                      "same event id, different content in one batch"))
-    return ValidatedListings(list(clean.values()), rejected, repeated)
+    return ValidatedListings(*validate_each(rows, lambda row: validate_listing(row, known_items, now, first_day)))
 
 
 LISTING_COLUMNS = ("item_key", "source", "ts", "price", "expires_at")

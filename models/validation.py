@@ -8,7 +8,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
@@ -322,11 +322,20 @@ def validate_batch(
     first_sale_day: date | None = None,
 ) -> ValidatedBatch:
     now = now or datetime.now(UTC)
-    clean: dict[str, CleanSale] = {}
+    return ValidatedBatch(*validate_each(
+        rows, lambda row: validate_row(row, known_items, floors, min_floor_fraction, now, first_sale_day)))
+
+
+def validate_each(rows: Iterable[Mapping[str, Any]], validate: Callable[[Mapping[str, Any]], Any]
+                  ) -> tuple[list, list[Rejection], int]:
+    """(clean, rejected, repeated): each row through `validate` (a clean event with `event_id` and
+    `content_hash`, or a Rejection), one clean event kept per event id; the same event again is
+    counted as repeated, other content under its id refused as a conflict."""
+    clean: dict[str, Any] = {}
     rejected: list[Rejection] = []
     repeated = 0
     for row in rows:
-        outcome = validate_row(row, known_items, floors, min_floor_fraction, now, first_sale_day)
+        outcome = validate(row)
         if isinstance(outcome, Rejection):
             rejected.append(outcome)
             continue
@@ -339,4 +348,4 @@ def validate_batch(
             rejected.append(
                 Rejection(dict(row), Reason.DUPLICATE_CONFLICT, "same event id, different content in one batch")
             )
-    return ValidatedBatch(list(clean.values()), rejected, repeated)
+    return list(clean.values()), rejected, repeated
