@@ -292,7 +292,7 @@ def _listings_from(payload) -> list | str:
     """{"listings": [...]} and nothing else (a string says what is wrong): a signed body of the
     sales webhook must never read as listings here, so the two never take each other's bodies."""
     if not isinstance(payload, dict) or "listings" not in payload:
-        return "body must be {\"listings\": [...]}"
+        return "body must be {\"listings\": [...]} (sales go to " + PATH + ")"
     listings = payload["listings"]
     if not isinstance(listings, list) or not listings:
         return "listings must be a non-empty list of listing objects"
@@ -324,7 +324,8 @@ async def receive_listings(request: Request) -> JSONResponse:
     responses:
       202: {description: "accepted, duplicate, rejected (with reasons), follow_up (a nowcast is requested)"}
       409:
-        description: "a replayed delivery, or every event id already stored with other content"
+        description: "a replayed delivery, every event id already stored with other content, or a collection
+          that takes no listings (daily-priced, or not seeded yet)"
         content: {application/json: {schema: {$ref: "#/components/schemas/Error"}}}
       400: {$ref: "#/components/responses/BadRequest"}
       401: {$ref: "#/components/responses/Unauthorized"}
@@ -339,7 +340,12 @@ async def receive_listings(request: Request) -> JSONResponse:
     listings = _listings_from(payload)
     if isinstance(listings, str):
         return await _refuse(422, listings, "malformed", body, client, digest, signed_at)
-    outcome = await run_in_threadpool(_ingest_listings_alone, WebhookCall(listings, body, digest, signed_at, client))
+    try:
+        outcome = await run_in_threadpool(_ingest_listings_alone, WebhookCall(listings, body, digest, signed_at,
+                                                                              client))
+    except pipeline.CannotTakeSales as exc:  # nothing stored: the sender may retry once it is set up
+        return await _refuse(409, f"this service's collection takes no listings now: {exc}", "not_taken", body,
+                             client, digest, signed_at)
     if outcome.accepted_before is not None:
         return await _replay_refusal(outcome.accepted_before, body, client, digest, signed_at)
     report = outcome.report

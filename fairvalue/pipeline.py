@@ -166,8 +166,11 @@ def ingest_webhook_calls(calls: Sequence[WebhookCall], settings: Settings | None
 
 
 def ingest_listings_call(call: WebhookCall, settings: Settings | None = None) -> CallOutcome:
-    """A signed webhook call of listing events, in one transaction (storage/webhook_calls.py)."""
+    """A signed webhook call of listing events, in one transaction (storage/webhook_calls.py).
+    CannotTakeSales, before anything is stored, unless the collection is one whose signals read
+    listings (items that sell one by one; not a daily-priced one)."""
     settings = settings or get_settings()
+    check_takes_sales(settings.collection)
     with session_scope() as session:
         return webhook_calls.ingest_listing_call(session, settings.collection, call)
 

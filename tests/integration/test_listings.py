@@ -68,6 +68,16 @@ def test_a_body_that_is_no_listings_call_gets_a_reason(client, payload, status):
     assert response.status_code == status and response.json()["error"]
 
 
+def test_a_collection_that_cannot_take_listings_refuses_them_and_stores_nothing(client, monkeypatch):
+    from fairvalue.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "collection", "not-seeded")
+    response = post(client, {"listings": [a_listing(f"lst-none-{datetime.now(UTC).timestamp()}", "1", 80.0)]})
+    assert response.status_code == 409 and "fairvalue seed" in response.json()["error"]
+    with session_scope() as session:
+        assert session.exec(select(Listing).where(Listing.item_key == "1", Listing.price == 80.0)).first() is None
+
+
 def test_an_unsigned_call_is_refused(client):
     response = client.post(PATH, content=b'{"listings": []}', headers={"content-type": "application/json"})
     assert response.status_code == 401
