@@ -57,7 +57,9 @@ def test_item_explanation_matches_the_published_value(client):
     assert 0 < len(body["comparable_sales"]) <= 2 * 6  # up to 6 per basis: rarest trait, type
     assert all(pd.Timestamp(c["timestamp"]).tz_localize("UTC") < pd.Timestamp(body["as_of"])
                for c in body["comparable_sales"])
-    assert {c["item_id"] for c in body["comparable_sales"] if c["basis"] == "type: Alien"} == {"3100", "5822"}
+    # The two fresh sales are among the type's comparables (another test may have sold an Alien
+    # within the hour too: test_live_loop sells 7804, when it runs first).
+    assert {c["item_id"] for c in body["comparable_sales"] if c["basis"] == "type: Alien"} >= {"3100", "5822"}
 
 
 def test_a_sale_stored_after_the_snapshot_does_not_move_its_explanation(client):

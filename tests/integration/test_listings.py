@@ -91,8 +91,14 @@ def test_a_body_of_listings_is_refused_by_the_sales_webhook_and_its_signature_st
     assert right.status_code == 202 and right.json()["accepted"] == 1
 
 
-def test_an_oversized_call_is_refused_and_recorded(client):
+def test_an_oversized_call_is_refused_and_recorded(client, monkeypatch):
+    from api import webhooks
+    from api.limits import MemoryCounter
     from storage.tables import WebhookDelivery
+
+    # A cap of its own on recorded unsigned refusals (tests/integration/test_live_loop.py says why).
+    monkeypatch.setattr(webhooks, "unauthenticated_refusals",
+                        webhooks.UnauthenticatedRefusals(counter_factory=MemoryCounter))
 
     body = b'{"listings": [' + b" " * 1_100_000 + b"]}"
     response = client.post(PATH, content=body, headers={signing.HEADER: signing.sign(SECRET, body)})
