@@ -33,14 +33,14 @@ class UniqueItems:
     name = "unique_items"
 
     def load(self, session: Session, coll: Collection, stored_by: datetime | None = None,
-             read_under: str | None = None, with_listings: bool = False):
+             read_under: str | None = None, listings_at: datetime | None = None):
         """The market the model may know; with `stored_by` or `read_under`, only what a snapshot
         read (its data_read_at, or on PostgreSQL its data_snapshot: storage.market); with
-        `with_listings`, the listing events a nowcast's signals read."""
+        `listings_at`, the listings that decide the asks open then (a nowcast's signals)."""
         from storage.market import load_market_data
 
         return load_market_data(session, coll, stored_by=stored_by, read_under=read_under,
-                                with_listings=with_listings)
+                                listings_at=listings_at)
 
     def value_all(self, model, data, moment: pd.Timestamp, settings: Settings,
                   asked_at: pd.Timestamp | None = None) -> pd.DataFrame:
@@ -64,11 +64,11 @@ class DailyPrices:
     name = DAILY_PRICES
 
     def load(self, session: Session, coll: Collection, stored_by: datetime | None = None,
-             read_under: str | None = None, with_listings: bool = False) -> daily.DailySeries:
+             read_under: str | None = None, listings_at: datetime | None = None) -> daily.DailySeries:
         """Every card and daily price. `stored_by` and `read_under` change nothing: a row is a
         card's price of a day, final once the day is over (docs/cards.md), and a nowcast values
         each card at its latest market day before its own, so a price stored after it read is of
-        a later day. Cards take no listings (`with_listings` changes nothing)."""
+        a later day. Cards take no listings (`listings_at` changes nothing)."""
         from storage.prices import load_daily_series
 
         return load_daily_series(session, coll)

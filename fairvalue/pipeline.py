@@ -387,11 +387,13 @@ class ChampionAndMarket(NamedTuple):
     read_under: str | None  # the pg_snapshot the market was read under (PostgreSQL), else None
 
 
-def champion_and_market(settings: Settings, store, stored_by: datetime | None = None) -> ChampionAndMarket:
-    """The collection, its champion (verified artifact loaded) and the market it may know, read
-    in one transaction: on PostgreSQL under one snapshot (`read_under`, the sales exactly as that
-    read saw them), elsewhere the sales stored by `stored_by`. The collection is looked up, not
-    created: NotFound for a slug that names none, so a mistyped one leaves nothing behind."""
+def champion_and_market(settings: Settings, store, stored_by: datetime | None = None,
+                        listings_at: datetime | None = None) -> ChampionAndMarket:
+    """The collection, its champion (verified artifact loaded) and the market it may know (with
+    `listings_at`, the listings that decide the asks open then), read in one transaction: on
+    PostgreSQL under one snapshot (`read_under`, the sales exactly as that read saw them),
+    elsewhere the sales stored by `stored_by`. The collection is looked up, not created:
+    NotFound for a slug that names none, so a mistyped one leaves nothing behind."""
     from fairvalue.reads import collection_row
 
     with session_scope(consistent_reads()) as session:
@@ -401,7 +403,7 @@ def champion_and_market(settings: Settings, store, stored_by: datetime | None = 
         if champion is None:
             raise NoChampion(f"collection {coll.slug} has no champion model: run `fairvalue train`")
         data = kinds.kind_of(coll).load(session, coll, stored_by=None if read_under else stored_by,
-                                        with_listings=True)
+                                        listings_at=listings_at)
     return ChampionAndMarket(coll, champion, load_model(store, champion), data, read_under)
 
 
@@ -491,7 +493,8 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     # pg_snapshot says which (exact); elsewhere, those stored by data_read_at. Stamped before the
     # read, by the clock the request that asked for it used (tasks.app.request_nowcast).
     data_read_at = now
-    coll, champion, model, data, read_under = champion_and_market(settings, store, stored_by=data_read_at)
+    coll, champion, model, data, read_under = champion_and_market(settings, store, stored_by=data_read_at,
+                                                                  listings_at=as_of)
     lap("load")
     t = pd.Timestamp(as_of).tz_convert("UTC").tz_localize(None)
     kind = kinds.kind_of(coll)

@@ -185,9 +185,10 @@ def empty_listings() -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class ListingBook:
-    """What a nowcast's signals read of the listings: every listing event (LISTING_COLUMNS,
-    naive-UTC times, price NaN for a withdrawal), and every stored sale of a listed item
-    (LISTING_SALE_COLUMNS), wash trades included: any sale ends the offer it filled."""
+    """What a nowcast's signals read of the listings: listing events (LISTING_COLUMNS, naive-UTC
+    times, price NaN for a withdrawal) and stored sales of listed items (LISTING_SALE_COLUMNS),
+    wash trades included: any sale ends the offers it may have filled. open_asks takes any
+    events and sales; storage.market.load_listings loads only those that decide a moment's asks."""
 
     events: pd.DataFrame
     sales: pd.DataFrame

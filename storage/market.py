@@ -62,13 +62,13 @@ def from_epoch_microseconds(values) -> np.ndarray:
 
 def load_market_data(session: Session, collection: Collection, with_excluded: bool = False,
                      stored_by: datetime | None = None, read_under: str | None = None,
-                     with_listings: bool = False) -> MarketData:
+                     listings_at: datetime | None = None) -> MarketData:
     """What the model may know: every item, the sales that are not suspected wash trades, the
     daily inputs; with `with_excluded`, also the sales left out and why (for reports); with
     `stored_by`, only the sales and market days stored by then (what a snapshot read: its
     data_read_at); with `read_under` (PostgreSQL), the sales and market days as a read under that
     pg_snapshot saw them (its data_snapshot, exact where data_read_at is not); with
-    `with_listings`, the listing events a nowcast's signals read (as stored by `stored_by`)."""
+    `listings_at`, the listings that decide the asks open at that moment (load_listings)."""
     if stored_by is not None and stored_by.tzinfo is None:  # SQLite hands back naive UTC
         stored_by = stored_by.replace(tzinfo=UTC)
     if session.connection().dialect.name == "postgresql":
@@ -82,7 +82,8 @@ def load_market_data(session: Session, collection: Collection, with_excluded: bo
     sales["price"] = sales["price"].astype(float)
     return MarketData(items=items, sales=sales, market=_market_days(session, collection, stored_by, read_under),
                       excluded=load_excluded(session, collection) if with_excluded else None,
-                      listings=load_listings(session, collection, stored_by) if with_listings else None)
+                      listings=None if listings_at is None else load_listings(session, collection, listings_at,
+                                                                              stored_by))
 
 
 def _market_days(session: Session, collection: Collection, stored_by: datetime | None,
@@ -107,26 +108,34 @@ def _market_days(session: Session, collection: Collection, stored_by: datetime |
     return market
 
 
-def load_listings(session: Session, collection: Collection, stored_by: datetime | None = None) -> ListingBook:
-    """The collection's listing events in the order they were given, and every stored sale of a
-    listed item, suspected wash trades included (models.listings.ListingBook); with `stored_by`,
-    only those stored by then."""
-    seen = [Listing.collection_id == collection.id]
+def load_listings(session: Session, collection: Collection, at: datetime,
+                  stored_by: datetime | None = None) -> ListingBook:
+    """What decides the asks open at `at` (models.listings.open_asks), and nothing more, so a
+    nowcast reads a bounded book however long the listings' history: each item's latest listing
+    event before `at` per source, and the latest sale before `at` of each listed item per time
+    precision, suspected wash trades included (an hour-precision sale counts at its hour's
+    end). With `stored_by`, only rows stored by then."""
+    seen = [Listing.collection_id == collection.id, Listing.ts < at]
     if stored_by is not None:
         seen.append(Listing.ingested_at <= stored_by)
-    rows = session.execute(select(Listing.item_key, Listing.source, Listing.ts, Listing.price, Listing.expires_at)
-                           .where(*seen).order_by(Listing.ts, Listing.id)).all()
+    ranked = select(Listing.item_key, Listing.source, Listing.ts, Listing.price, Listing.expires_at,
+                    func.row_number().over(partition_by=(Listing.item_key, Listing.source),
+                                           order_by=(Listing.ts.desc(), Listing.id.desc())).label("newest")
+                    ).where(*seen).subquery()
+    rows = session.execute(select(*(ranked.c[name] for name in LISTING_COLUMNS)).where(ranked.c.newest == 1)
+                           .order_by(ranked.c.ts)).all()
     if not rows:
         return ListingBook.empty()
     events = pd.DataFrame(rows, columns=list(LISTING_COLUMNS))
     events["ts"] = naive_utc(events["ts"])
     events["expires_at"] = naive_utc(events["expires_at"])
     events["price"] = events["price"].astype(float)
-    sold = [Sale.collection_id == collection.id,
+    sold = [Sale.collection_id == collection.id, Sale.ts < at,
             Sale.item_key.in_(select(Listing.item_key).where(*seen).distinct())]
     if stored_by is not None:
         sold.append(Sale.ingested_at <= stored_by)
-    sales = pd.DataFrame(session.execute(select(Sale.item_key, Sale.ts, Sale.time_precision).where(*sold)).all(),
+    sales = pd.DataFrame(session.execute(select(Sale.item_key, func.max(Sale.ts), Sale.time_precision).where(*sold)
+                                         .group_by(Sale.item_key, Sale.time_precision)).all(),
                          columns=["item_key", "ts", "time_precision"])
     sales["ts"] = naive_utc(sales["ts"])
     hourly = (sales["time_precision"] == HOUR).to_numpy()

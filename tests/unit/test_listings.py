@@ -159,7 +159,7 @@ def test_storing_listings_is_idempotent_and_keeps_refused_rows(sqlite_market):
     assert dict(session.exec(select(Listing.event_id, Listing.price)).all()) == {"l1": 90.0, "l2": None}
     kept = session.exec(select(RejectedListing.event_id, RejectedListing.reason)).all()
     assert sorted(kept) == [("bad", Reason.UNKNOWN_ITEM), ("l1", Reason.DUPLICATE_CONFLICT)]
-    loaded = load_listings(session, coll)
+    loaded = load_listings(session, coll, NOW)
     assert loaded.events["item_key"].tolist() == ["1", "2"] and np.isnan(loaded.events["price"].iloc[1])
     assert loaded.sales.empty
 
@@ -215,20 +215,30 @@ def test_a_silent_market_still_reads_the_asks_open_now():
     assert values.loc[item, "ask_price"] == 0.01 and values.loc[item, "signal"] == "BUY"
 
 
-def test_the_book_holds_every_sale_of_a_listed_item_an_hour_precision_one_at_its_hours_end(sqlite_market):
+def test_the_book_holds_what_decides_the_asks_at_its_moment_and_no_more(sqlite_market):
     from storage.tables import Sale
 
     session, coll = sqlite_market
-    ingest_listings(session, coll, [listing(ts="2024-01-03T10:30:00Z")], NOW)
-    for event_id, item, ts, precision, wash in (("s1", "1", "2024-01-03T10:10:00", "hour", None),
+    ingest_listings(session, coll, [listing("old", ts="2024-01-02T10:00:00Z", price=99.0),
+                                    listing("new", ts="2024-01-03T10:30:00Z"),
+                                    listing("other", ts="2024-01-03T11:00:00Z", source="opensea", price=95.0),
+                                    listing("later", ts="2024-01-09T00:00:00Z", price=70.0)], NOW)
+    for event_id, item, ts, precision, wash in (("s0", "1", "2024-01-01T09:00:00", "second", None),
+                                                 ("s1", "1", "2024-01-03T10:10:00", "hour", None),
                                                  ("s2", "1", "2024-01-02T09:00:00", "second", "round_trip"),
-                                                 ("s3", "2", "2024-01-03T12:00:00", "second", None)):  # not listed
+                                                 ("s3", "1", "2024-01-08T09:00:00", "second", None),  # after
+                                                 ("s4", "2", "2024-01-03T12:00:00", "second", None)):  # not listed
         session.add(Sale(collection_id=coll.id, event_id=event_id, item_key=item, price=90.0, content_hash=event_id,
                          ts=datetime.fromisoformat(ts).replace(tzinfo=UTC), time_precision=precision,
                          wash_reason=wash))
     session.commit()
-    loaded = load_listings(session, coll)
+    at = datetime(2024, 1, 5, tzinfo=UTC)
+    loaded = load_listings(session, coll, at)
+    # Per source its latest event before the moment; per precision the item's latest sale before it.
+    assert sorted(loaded.events["price"].tolist()) == [90.0, 95.0]
     assert sorted(map(tuple, loaded.sales.astype(str).to_numpy())) == [
         ("1", "2024-01-02 09:00:00", "2024-01-02 09:00:00"), ("1", "2024-01-03 10:10:00", "2024-01-03 11:00:00")]
-    price, _ = open_asks(loaded, np.array(["1"], dtype=object), pd.Timestamp("2024-01-05"))
-    assert np.isnan(price[0])  # the 10:10 sale may have come at 10:45, after the 10:30 listing
+    price, _ = open_asks(loaded, np.array(["1"], dtype=object), pd.Timestamp(at).tz_localize(None))
+    # The sale recorded at 10:10 may have come as late as 11:00, its hour's end: after the 10:30
+    # listing and not before the 11:00 one, so both sources' offers are ended.
+    assert np.isnan(price[0])
