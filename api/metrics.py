@@ -46,8 +46,8 @@ def predictions_served(signals: list[str]) -> None:
         PREDICTIONS.labels(signal).inc(count)
 
 
-def webhook_outcome(accepted: int, duplicate: int, rejected: int, counter: Counter = WEBHOOK_SALES) -> None:
-    """Count one call's rows by outcome (the sales' counter, or WEBHOOK_LISTINGS)."""
+def webhook_outcome(accepted: int, duplicate: int, rejected: int, counter: Counter) -> None:
+    """Count one call's rows by outcome (WEBHOOK_SALES or WEBHOOK_LISTINGS)."""
     counter.labels("accepted").inc(accepted)
     counter.labels("duplicate").inc(duplicate)
     counter.labels("rejected").inc(rejected)

@@ -182,10 +182,10 @@ ingest_writer: GroupCommitter[WebhookCall, CallOutcome] = GroupCommitter(
     max_batch=64, name="webhook-writer", retry_alone=_caused_by_a_call)
 
 
-async def _signed_json(request: Request) -> JSONResponse | tuple[Any, bytes, str, int, str]:
-    """The checks every signed webhook makes before reading its rows: size, signature (a replay
-    outside the tolerance named as one), media type, JSON. A refusal (recorded), or the payload
-    with what a delivery record needs: (payload, body, digest, signed_at, client)."""
+async def _signed_call(request: Request, rows_from: Callable[[Any], list | str]) -> JSONResponse | WebhookCall:
+    """The checks every signed webhook makes before storing its rows: size, signature (a replay
+    outside the tolerance named as one), media type, JSON, then the body's shape (`rows_from`:
+    the rows, or what is wrong). A refusal (recorded), or the call."""
     settings = get_settings()
     client = request.client.host if request.client else ""
     body = await _read_limited(request, settings.max_body_bytes)
@@ -213,12 +213,25 @@ async def _signed_json(request: Request) -> JSONResponse | tuple[Any, bytes, str
         payload = jsonbody.parse(body)
     except jsonbody.BadJson as exc:
         return await _refuse(400, str(exc), "malformed", body, client, digest, signed_at)
-    return payload, body, digest, signed_at, client
+    rows = rows_from(payload)
+    if isinstance(rows, str):
+        return await _refuse(422, rows, "malformed", body, client, digest, signed_at)
+    return WebhookCall(rows, body, digest, signed_at, client)
 
 
-async def _replay_refusal(accepted_before, body: bytes, client: str, digest: str, signed_at: int) -> JSONResponse:
-    return await _refuse(409, f"replayed delivery: this signature was accepted at {accepted_before.isoformat()}; "
-                         "nothing was done", deliveries.REPLAY, body, client, digest, signed_at)
+async def _answer(call: WebhookCall, outcome: CallOutcome, counter, follow: FollowUp, kept_in: str) -> JSONResponse:
+    """A stored call's answer: 409 for a replay, or when every row's event id is stored with other
+    content (the rows kept in `kept_in`); else 202 with the report and the follow-up."""
+    if outcome.accepted_before is not None:
+        return await _refuse(409, f"replayed delivery: this signature was accepted at "
+                             f"{outcome.accepted_before.isoformat()}; nothing was done", deliveries.REPLAY,
+                             call.body, call.client, call.digest, call.signed_at)
+    report = outcome.report
+    metrics.webhook_outcome(report.accepted, report.duplicate, report.rejected, counter)
+    if every_sale_conflicts(report):
+        return error(409, "every event id in this call is already stored with different content; the rows are "
+                     f"kept in {kept_in}", outcome=deliveries.CONFLICT, **report.as_dict())
+    return JSONResponse({**report.as_dict(), "follow_up": await _follow(follow, report.accepted)}, status_code=202)
 
 
 async def receive_sales(request: Request) -> JSONResponse:
@@ -249,22 +262,11 @@ async def receive_sales(request: Request) -> JSONResponse:
       415: {$ref: "#/components/responses/UnsupportedMediaType"}
       422: {$ref: "#/components/responses/Unprocessable"}
     """
-    checked = await _signed_json(request)
-    if isinstance(checked, JSONResponse):
-        return checked
-    payload, body, digest, signed_at, client = checked
-    sales = _sales_from(payload)
-    if isinstance(sales, str):
-        return await _refuse(422, sales, "malformed", body, client, digest, signed_at)
-    outcome = await asyncio.wrap_future(ingest_writer.submit(WebhookCall(sales, body, digest, signed_at, client)))
-    accepted_before, report = outcome.accepted_before, outcome.report
-    if accepted_before is not None:
-        return await _replay_refusal(accepted_before, body, client, digest, signed_at)
-    metrics.webhook_outcome(report.accepted, report.duplicate, report.rejected)
-    if every_sale_conflicts(report):
-        return error(409, "every event id in this call is already stored with different content; the rows are "
-                     "kept in rejected_sales", outcome=deliveries.CONFLICT, **report.as_dict())
-    return JSONResponse({**report.as_dict(), "follow_up": await _follow(follow_up, report.accepted)}, status_code=202)
+    call = await _signed_call(request, _sales_from)
+    if isinstance(call, JSONResponse):
+        return call
+    outcome = await asyncio.wrap_future(ingest_writer.submit(call))
+    return await _answer(call, outcome, metrics.WEBHOOK_SALES, follow_up, "rejected_sales")
 
 
 async def _follow(follow: FollowUp, accepted: int) -> str:
@@ -333,25 +335,12 @@ async def receive_listings(request: Request) -> JSONResponse:
       415: {$ref: "#/components/responses/UnsupportedMediaType"}
       422: {$ref: "#/components/responses/Unprocessable"}
     """
-    checked = await _signed_json(request)
-    if isinstance(checked, JSONResponse):
-        return checked
-    payload, body, digest, signed_at, client = checked
-    listings = _listings_from(payload)
-    if isinstance(listings, str):
-        return await _refuse(422, listings, "malformed", body, client, digest, signed_at)
+    call = await _signed_call(request, _listings_from)
+    if isinstance(call, JSONResponse):
+        return call
     try:
-        outcome = await run_in_threadpool(_ingest_listings_alone, WebhookCall(listings, body, digest, signed_at,
-                                                                              client))
+        outcome = await run_in_threadpool(_ingest_listings_alone, call)
     except pipeline.CannotTakeSales as exc:  # nothing stored: the sender may retry once it is set up
-        return await _refuse(409, f"this service's collection takes no listings now: {exc}", "not_taken", body,
-                             client, digest, signed_at)
-    if outcome.accepted_before is not None:
-        return await _replay_refusal(outcome.accepted_before, body, client, digest, signed_at)
-    report = outcome.report
-    metrics.webhook_outcome(report.accepted, report.duplicate, report.rejected, metrics.WEBHOOK_LISTINGS)
-    if every_sale_conflicts(report):
-        return error(409, "every event id in this call is already stored with different content; the rows are "
-                     "kept in rejected_listings", outcome=deliveries.CONFLICT, **report.as_dict())
-    return JSONResponse({**report.as_dict(), "follow_up": await _follow(listing_follow_up, report.accepted)},
-                        status_code=202)
+        return await _refuse(409, f"this service's collection takes no listings now: {exc}", "not_taken", call.body,
+                             call.client, call.digest, call.signed_at)
+    return await _answer(call, outcome, metrics.WEBHOOK_LISTINGS, listing_follow_up, "rejected_listings")

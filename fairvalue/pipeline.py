@@ -221,28 +221,27 @@ def sales_since_published(settings: Settings | None = None) -> int:
         return session.exec(query).one()
 
 
-def seconds_since_published_read(settings: Settings) -> float | None:
-    """How long ago, by the database's clock, the published snapshot's nowcast read the market;
-    None when nothing is published."""
+def _published(settings: Settings):
+    """The published snapshot when its nowcast's read time is known, else None."""
     from storage.snapshots import published_snapshot
 
     with session_scope() as session:
         snap = published_snapshot(session, collection(session, settings))
-    if snap is None or snap.data_read_at is None:
-        return None
-    return (database_now() - snap.data_read_at).total_seconds()
+    return None if snap is None or snap.data_read_at is None else snap
+
+
+def seconds_since_published_read(settings: Settings) -> float | None:
+    """How long ago, by the database's clock, the published snapshot's nowcast read the market;
+    None when nothing is published."""
+    snap = _published(settings)
+    return None if snap is None else (database_now() - snap.data_read_at).total_seconds()
 
 
 def published_read_since(settings: Settings, moment: datetime) -> int | None:
     """The published snapshot's id when its nowcast read the market at or after `moment` (so it
     holds everything stored, and the champion named, before then), else None."""
-    from storage.snapshots import published_snapshot
-
-    with session_scope() as session:
-        snap = published_snapshot(session, collection(session, settings))
-    if snap is None or snap.data_read_at is None:
-        return None
-    return snap.id if snap.data_read_at >= moment else None  # UTCDateTime hands back aware times
+    snap = _published(settings)
+    return snap.id if snap is not None and snap.data_read_at >= moment else None  # UTCDateTime: aware times
 
 
 # --- training ---------------------------------------------------------------------------

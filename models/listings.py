@@ -37,6 +37,7 @@ from models.validation import (
     _pick,
     feed_number,
     parse_timestamp,
+    text_refusal,
     validate_each,
 )
 
@@ -107,14 +108,9 @@ def validate_listing(row: Mapping[str, Any], known_items: set[str], now: datetim
     conflict = _alias_conflict(row)
     if conflict:
         return reject(Reason.MALFORMED_ROW, conflict)
-    for name in LISTING_TEXT_FIELDS:
-        value = values[name]
-        if isinstance(value, dict | list | bool):
-            return reject(Reason.MALFORMED_ROW, f"{name} must be text or a number, not {type(value).__name__}")
-        if isinstance(value, str) and "\x00" in value:
-            return reject(Reason.MALFORMED_ROW, f"{name} contains a NUL character")
-        if value is not None and len(str(value).strip()) > MAX_TEXT_LENGTH:
-            return reject(Reason.MALFORMED_ROW, f"{name.replace('_', ' ')} longer than {MAX_TEXT_LENGTH} characters")
+    refusal = text_refusal(values, LISTING_TEXT_FIELDS)
+    if refusal:
+        return reject(Reason.MALFORMED_ROW, refusal)
     event_id = _normalised_key(values["event_id"])  # 1e250 reads as 251 digits: checked as stored
     if len(event_id) > MAX_TEXT_LENGTH:
         return reject(Reason.MALFORMED_ROW, f"event id longer than {MAX_TEXT_LENGTH} characters")
@@ -177,12 +173,6 @@ LISTING_COLUMNS = ("item_key", "source", "ts", "price", "expires_at")
 LISTING_SALE_COLUMNS = ("item_key", "ts", "latest")
 
 
-def empty_listings() -> pd.DataFrame:
-    return pd.DataFrame({"item_key": pd.Series(dtype=object), "source": pd.Series(dtype=object),
-                         "ts": pd.Series(dtype="datetime64[ns]"), "price": pd.Series(dtype=float),
-                         "expires_at": pd.Series(dtype="datetime64[ns]")})
-
-
 @dataclass(frozen=True)
 class ListingBook:
     """What a nowcast's signals read of the listings: listing events (LISTING_COLUMNS, naive-UTC
@@ -195,9 +185,13 @@ class ListingBook:
 
     @classmethod
     def empty(cls) -> ListingBook:
-        return cls(empty_listings(), pd.DataFrame({"item_key": pd.Series(dtype=object),
-                                                   "ts": pd.Series(dtype="datetime64[ns]"),
-                                                   "latest": pd.Series(dtype="datetime64[ns]")}))
+        times = {"ts", "expires_at", "latest"}
+
+        def frame(columns: tuple[str, ...]) -> pd.DataFrame:
+            return pd.DataFrame({c: pd.Series(dtype="datetime64[ns]" if c in times else
+                                              float if c == "price" else object) for c in columns})
+
+        return cls(frame(LISTING_COLUMNS), frame(LISTING_SALE_COLUMNS))
 
 
 def open_asks(book: ListingBook | None, item_keys: np.ndarray, at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:

@@ -180,6 +180,20 @@ def _alias_conflict(row: Mapping[str, Any]) -> str | None:
     return None
 
 
+def text_refusal(values: Mapping[str, Any], names: Iterable[str]) -> str | None:
+    """Why one of the text fields `names` of a row (read by _pick) cannot be stored, or None."""
+    for name in names:
+        value = values[name]
+        # A boolean is no text: str() would make true the event "True", and false an empty party.
+        if isinstance(value, dict | list | bool):
+            return f"{name} must be text or a number, not {type(value).__name__}"
+        if isinstance(value, str) and "\x00" in value:  # no database stores NUL in text
+            return f"{name} contains a NUL character"
+        if value is not None and len(str(value).strip()) > MAX_TEXT_LENGTH:
+            return f"{name.replace('_', ' ')} longer than {MAX_TEXT_LENGTH} characters"
+    return None
+
+
 def item_key_of(row: Mapping[str, Any]) -> str:
     """The item key a raw row names, normalised as validation compares it (5.0 -> "5")."""
     return _normalised_key(_pick(row, "item_key"))
@@ -245,15 +259,9 @@ def validate_row(
     conflict = _alias_conflict(row)
     if conflict:
         return reject(Reason.MALFORMED_ROW, conflict)
-    for name in TEXT_FIELDS:
-        value = values[name]
-        # A boolean is no text: str() would make true the event "True", and false an empty party.
-        if isinstance(value, dict | list | bool):
-            return reject(Reason.MALFORMED_ROW, f"{name} must be text or a number, not {type(value).__name__}")
-        if isinstance(value, str) and "\x00" in value:  # no database stores NUL in text
-            return reject(Reason.MALFORMED_ROW, f"{name} contains a NUL character")
-        if value is not None and len(str(value).strip()) > MAX_TEXT_LENGTH:
-            return reject(Reason.MALFORMED_ROW, f"{name.replace('_', ' ')} longer than {MAX_TEXT_LENGTH} characters")
+    refusal = text_refusal(values, TEXT_FIELDS)
+    if refusal:
+        return reject(Reason.MALFORMED_ROW, refusal)
     event_id = _normalised_key(values["event_id"])  # 7.0 is the event "7", as it is the item "7"
     if len(event_id) > MAX_TEXT_LENGTH:  # 1e250 reads as 251 digits, past the stored column
         return reject(Reason.MALFORMED_ROW, f"event id longer than {MAX_TEXT_LENGTH} characters once read")

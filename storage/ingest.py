@@ -244,21 +244,25 @@ def insert_sales(session: Session, collection: Collection, sales: list[CleanSale
     return inserted
 
 
-def store_validated(session: Session, collection: Collection, batch: ValidatedBatch, origin: str) -> IngestReport:
-    """Store a validated batch: new sales, and rejections (an event id already stored with
-    other content is one too); sales already stored with the same content count as duplicates."""
+def store_validated(session: Session, collection: Collection, batch: ValidatedBatch, origin: str,
+                    insert=None, stored_hashes=None, rejected_table: type[RejectedRow] = RejectedSale) -> IngestReport:
+    """Store a validated batch: new events, and rejections (an event id already stored with
+    other content is one too); events already stored with the same content count as duplicates.
+    Sales by default; listings pass their own `insert`, `stored_hashes` and `rejected_table`."""
+    insert, stored_hashes = insert or insert_sales, stored_hashes or stored_content_hashes
     report = IngestReport(duplicate=batch.repeated_in_batch)
-    inserted = insert_sales(session, collection, batch.clean)
+    inserted = insert(session, collection, batch.clean)
     # Rows that were not inserted hit an event id we already hold.
     not_inserted = [s for s in batch.clean if s.event_id not in inserted]
     duplicates, conflicts = already_stored(
-        not_inserted, stored_content_hashes(session, collection, [s.event_id for s in not_inserted]))
+        not_inserted, stored_hashes(session, collection, [s.event_id for s in not_inserted]))
     report.duplicate += duplicates
     rejections = list(batch.rejected) + conflicts
     report.accepted = len(inserted)
     report.accepted_event_ids = sorted(inserted)
     report.rejected = len(rejections)
-    report.rejected_kept_before = report.rejected - store_rejections(session, collection, rejections, origin)
+    report.rejected_kept_before = report.rejected - len(
+        keep_rejections(session, collection, rejections, origin, rejected_table))
     report.reasons.update(r.reason for r in rejections)
     return report
 

@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from models.listings import CleanListing, validate_listings
 from models.validation import item_key_of
-from storage.ingest import IngestReport, already_stored, first_sale_day, keep_rejections, known_item_keys
+from storage.ingest import IngestReport, first_sale_day, known_item_keys, store_validated
 from storage.tables import Collection, Listing, RejectedListing, utcnow
 from storage.upsert import insert_ignoring_conflicts
 
@@ -30,26 +30,21 @@ def ingest_listings(session: Session, collection: Collection, rows: Iterable[Map
     # A key with NUL is refused by validation (no text column holds NUL) and must not reach the look-up.
     named = {key for key in (item_key_of(row) for row in rows if isinstance(row, Mapping)) if "\x00" not in key}
     batch = validate_listings(rows, known_item_keys(session, collection, named), now, first_sale_day(collection.slug))
-    report = IngestReport(duplicate=batch.repeated_in_batch)
-    inserted = set(insert_ignoring_conflicts(session, Listing.__table__, [
+    return store_validated(session, collection, batch, origin, insert=_insert, stored_hashes=_stored_hashes,
+                           rejected_table=RejectedListing)
+
+
+def _insert(session: Session, collection: Collection, listings: list[CleanListing]) -> set[str]:
+    """Insert listing events, skipping event ids already stored; return the event ids inserted."""
+    now = utcnow()
+    return set(insert_ignoring_conflicts(session, Listing.__table__, [
         {"collection_id": collection.id, "event_id": x.event_id, "item_key": x.item_key, "ts": x.ts,
          "price": x.price, "expires_at": x.expires_at, "source": x.source, "content_hash": x.content_hash,
-         "ingested_at": utcnow()} for x in batch.clean], returning="event_id"))
-    not_inserted = [x for x in batch.clean if x.event_id not in inserted]
-    duplicates, conflicts = already_stored(not_inserted, _stored_hashes(session, collection, not_inserted))
-    rejections = list(batch.rejected) + conflicts
-    report.duplicate += duplicates
-    report.accepted = len(inserted)
-    report.accepted_event_ids = sorted(inserted)
-    report.rejected = len(rejections)
-    kept = keep_rejections(session, collection, rejections, origin, table=RejectedListing)
-    report.rejected_kept_before = report.rejected - len(kept)
-    report.reasons.update(r.reason for r in rejections)
-    return report
+         "ingested_at": now} for x in listings], returning="event_id"))
 
 
-def _stored_hashes(session: Session, collection: Collection, listings: list[CleanListing]) -> dict[str, str]:
-    if not listings:
+def _stored_hashes(session: Session, collection: Collection, event_ids: list[str]) -> dict[str, str]:
+    if not event_ids:
         return {}
     return dict(session.execute(select(Listing.event_id, Listing.content_hash).where(
-        Listing.collection_id == collection.id, Listing.event_id.in_([x.event_id for x in listings]))).all())
+        Listing.collection_id == collection.id, Listing.event_id.in_(event_ids))).all())
