@@ -166,8 +166,12 @@ async def create_training_request(request: Request) -> JSONResponse:
     from tasks.app import send_after_commit
     from tasks.lifecycle import publish_training
 
-    not_sent = await run_in_threadpool(send_after_commit, publish_training, outcome.request_id,
-                                       collection=settings.collection)
+    # A retry's request is sent again only while it still waits (its first send may have failed):
+    # one already training or done needs no second message.
+    not_sent = None
+    if outcome.new_request or (outcome.request_state or "queued") == "queued":
+        not_sent = await run_in_threadpool(send_after_commit, publish_training, outcome.request_id,
+                                           collection=settings.collection)
     return JSONResponse({"id": outcome.request_id, "state": outcome.request_state or "queued",
                          "published": not_sent is None,
                          **({} if outcome.new_request else {"replayed": True}),

@@ -82,12 +82,6 @@ def _price_values(row: Mapping[str, Any]) -> list[Any]:
 NEVER_EXPIRES_AFTER = datetime(2200, 1, 1, tzinfo=UTC)
 
 
-def _time(value: Any) -> datetime:
-    if not isinstance(value, str | datetime):  # 20210601 as a number reads as a date
-        raise ValueError(f"must be ISO 8601 text, not {type(value).__name__}")
-    return parse_timestamp(value)
-
-
 def validate_listing(row: Mapping[str, Any], known_items: set[str], now: datetime,
                      first_day: date | None = None) -> CleanListing | Rejection:
     """A listing event as stored, or why it is refused (the checks a sale gets, where they apply)."""
@@ -115,9 +109,9 @@ def validate_listing(row: Mapping[str, Any], known_items: set[str], now: datetim
     if len(event_id) > MAX_TEXT_LENGTH:
         return reject(Reason.MALFORMED_ROW, f"event id longer than {MAX_TEXT_LENGTH} characters")
     try:
-        ts = _time(values["timestamp"])
+        ts = parse_timestamp(values["timestamp"])
     except (ValueError, TypeError, OverflowError) as exc:
-        return reject(Reason.MALFORMED_TIMESTAMP, f"timestamp {exc}")
+        return reject(Reason.MALFORMED_TIMESTAMP, str(exc))
     if ts > now + FUTURE_SLACK:
         return reject(Reason.FUTURE_TIMESTAMP, f"{ts.isoformat()} is after {now.isoformat()}")
     if first_day is not None and ts.date() < first_day:
@@ -126,9 +120,9 @@ def validate_listing(row: Mapping[str, Any], known_items: set[str], now: datetim
     expires_at = None
     if row.get(EXPIRES_AT) is not None:
         try:
-            expires_at = _time(row[EXPIRES_AT])
+            expires_at = parse_timestamp(row[EXPIRES_AT])
         except (ValueError, TypeError, OverflowError) as exc:
-            return reject(ListingReason.MALFORMED_EXPIRY, f"expires_at {exc}")
+            return reject(ListingReason.MALFORMED_EXPIRY, f"expires_at: {exc}")
         if expires_at <= ts:
             return reject(ListingReason.MALFORMED_EXPIRY,
                           f"expires_at {expires_at.isoformat()} is not after the listing's {ts.isoformat()}")

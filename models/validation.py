@@ -207,11 +207,8 @@ def _normalised_key(item_value: Any) -> str:
 def sale_time_of(row: Mapping[str, Any]) -> datetime | None:
     """The UTC time a raw row says it sold at, or None when it has no readable timestamp (a
     number is none, as validate_row refuses it)."""
-    value = _pick(row, "timestamp")
-    if not isinstance(value, str | datetime):
-        return None
     try:
-        return parse_timestamp(value)
+        return parse_timestamp(_pick(row, "timestamp"))
     except (ValueError, TypeError, OverflowError):
         return None
 
@@ -223,8 +220,12 @@ def sale_day_of(row: Mapping[str, Any]) -> date | None:
 
 
 def parse_timestamp(value: Any) -> datetime:
+    """An ISO 8601 text (or a datetime) as an aware UTC datetime; ValueError for anything else,
+    a number included: 20210601 would read as a date."""
     if isinstance(value, datetime):
         ts = value
+    elif not isinstance(value, str):
+        raise ValueError(f"timestamp must be ISO 8601 text, not {type(value).__name__}")
     else:
         text = str(value).strip()
         if not text:
@@ -265,9 +266,6 @@ def validate_row(
     event_id = _normalised_key(values["event_id"])  # 7.0 is the event "7", as it is the item "7"
     if len(event_id) > MAX_TEXT_LENGTH:  # 1e250 reads as 251 digits, past the stored column
         return reject(Reason.MALFORMED_ROW, f"event id longer than {MAX_TEXT_LENGTH} characters once read")
-    if not isinstance(values["timestamp"], str | datetime):  # 20210601 as a number reads as a date
-        return reject(Reason.MALFORMED_TIMESTAMP,
-                      f"timestamp must be ISO 8601 text, not {type(values['timestamp']).__name__}")
     try:
         ts = parse_timestamp(values["timestamp"])
     except (ValueError, TypeError, OverflowError) as exc:

@@ -113,6 +113,8 @@ def _first_line_is_a_sale(path: Path) -> bool:
     after it is then refused alone). Anything else is one document, read whole."""
     with path.open("rb") as fh:
         first = next((line for line in fh if line.strip()), b"").removeprefix(b"\xef\xbb\xbf")
+    if not first.lstrip().startswith(b"{"):  # an array (json.dump's one line): a document, not parsed twice
+        return False
     try:
         value = json.loads(first)
     except ValueError:  # also bytes that are not UTF-8

@@ -174,3 +174,18 @@ def test_a_retried_training_request_with_its_idempotency_key_is_recorded_once(cl
     assert other.status_code == 409 and "already names request" in other.json()["error"]
     bad = client.post("/v1/training-requests", json=asked, headers={**operator_token, "Idempotency-Key": "a b"})
     assert bad.status_code == 400 and "Idempotency-Key" in bad.json()["error"]
+
+    # A retry of a request that no longer waits sends no second message (which would mark it
+    # published again); one still queued is sent again, as its first send may have failed.
+    from storage.db import session_scope
+    from storage.tables import TrainingRequest
+
+    marked = datetime(2020, 1, 1, tzinfo=UTC)
+    with session_scope() as session:
+        request = session.get(TrainingRequest, first.json()["id"])
+        request.state, request.published_at = "done", marked
+        session.add(request)
+    done = client.post("/v1/training-requests", json=asked, headers=headers)
+    assert done.status_code == 202 and done.json()["state"] == "done" and done.json()["replayed"] is True
+    with session_scope() as session:
+        assert session.get(TrainingRequest, first.json()["id"]).published_at == marked
