@@ -26,18 +26,15 @@ import pandas as pd
 
 from models.validation import (
     COLUMN_ALIASES,
-    FUTURE_SLACK,
     MAX_PRICE,
-    MAX_TEXT_LENGTH,
     Reason,
     Rejection,
-    _alias_conflict,
     _given,
     _normalised_key,
     _pick,
+    event_head,
     feed_number,
     parse_timestamp,
-    text_refusal,
     validate_each,
 )
 
@@ -99,24 +96,10 @@ def validate_listing(row: Mapping[str, Any], known_items: set[str], now: datetim
         return reject(Reason.MALFORMED_PRICE, "price NaN is not a finite number or null")
     if None in prices and any(p is not None for p in prices):
         return reject(Reason.MALFORMED_ROW, "price is given both as null and as a number")
-    conflict = _alias_conflict(row)
-    if conflict:
-        return reject(Reason.MALFORMED_ROW, conflict)
-    refusal = text_refusal(values, LISTING_TEXT_FIELDS)
-    if refusal:
-        return reject(Reason.MALFORMED_ROW, refusal)
-    event_id = _normalised_key(values["event_id"])  # 1e250 reads as 251 digits: checked as stored
-    if len(event_id) > MAX_TEXT_LENGTH:
-        return reject(Reason.MALFORMED_ROW, f"event id longer than {MAX_TEXT_LENGTH} characters")
-    try:
-        ts = parse_timestamp(values["timestamp"])
-    except (ValueError, TypeError, OverflowError) as exc:
-        return reject(Reason.MALFORMED_TIMESTAMP, str(exc))
-    if ts > now + FUTURE_SLACK:
-        return reject(Reason.FUTURE_TIMESTAMP, f"{ts.isoformat()} is after {now.isoformat()}")
-    if first_day is not None and ts.date() < first_day:
-        return reject(Reason.BEFORE_COLLECTION,
-                      f"{ts.isoformat()} is before the collection's first day of trading, {first_day}")
+    head = event_head(row, values, LISTING_TEXT_FIELDS, now, first_day)
+    if isinstance(head, Rejection):
+        return head
+    event_id, ts = head
     expires_at = None
     if row.get(EXPIRES_AT) is not None:
         try:

@@ -238,6 +238,35 @@ def parse_timestamp(value: Any) -> datetime:
     return ts
 
 
+def event_head(row: Mapping[str, Any], values: Mapping[str, Any], text_fields: Iterable[str], now: datetime,
+               first_day: date | None) -> tuple[str, datetime] | Rejection:
+    """The checks every event makes, a sale or a listing: its aliases agree, its text can be stored,
+    and its id and time are usable; (event id, time), or the rejection. `values`: the row's fields
+    as _pick reads them; `first_day`: the collection's first day of trading, when known."""
+    def reject(reason: str, detail: str) -> Rejection:
+        return Rejection(dict(row), reason, detail)
+
+    conflict = _alias_conflict(row)
+    if conflict:
+        return reject(Reason.MALFORMED_ROW, conflict)
+    refusal = text_refusal(values, text_fields)
+    if refusal:
+        return reject(Reason.MALFORMED_ROW, refusal)
+    event_id = _normalised_key(values["event_id"])  # 7.0 is the event "7", as it is the item "7"
+    if len(event_id) > MAX_TEXT_LENGTH:  # 1e250 reads as 251 digits, past the stored column
+        return reject(Reason.MALFORMED_ROW, f"event id longer than {MAX_TEXT_LENGTH} characters once read")
+    try:
+        ts = parse_timestamp(values["timestamp"])
+    except (ValueError, TypeError, OverflowError) as exc:
+        return reject(Reason.MALFORMED_TIMESTAMP, str(exc))
+    if ts > now + FUTURE_SLACK:
+        return reject(Reason.FUTURE_TIMESTAMP, f"{ts.isoformat()} is after {now.isoformat()}")
+    if first_day is not None and ts.date() < first_day:
+        return reject(Reason.BEFORE_COLLECTION,
+                      f"{ts.isoformat()} is before the collection's first day of trading, {first_day}")
+    return event_id, ts
+
+
 def validate_row(
     row: Mapping[str, Any],
     known_items: set[str],
@@ -257,24 +286,10 @@ def validate_row(
     missing = [f for f in REQUIRED if values[f] is None or (isinstance(values[f], str) and not values[f].strip())]
     if missing:
         return reject(Reason.MISSING_FIELD, f"missing {', '.join(missing)}")
-    conflict = _alias_conflict(row)
-    if conflict:
-        return reject(Reason.MALFORMED_ROW, conflict)
-    refusal = text_refusal(values, TEXT_FIELDS)
-    if refusal:
-        return reject(Reason.MALFORMED_ROW, refusal)
-    event_id = _normalised_key(values["event_id"])  # 7.0 is the event "7", as it is the item "7"
-    if len(event_id) > MAX_TEXT_LENGTH:  # 1e250 reads as 251 digits, past the stored column
-        return reject(Reason.MALFORMED_ROW, f"event id longer than {MAX_TEXT_LENGTH} characters once read")
-    try:
-        ts = parse_timestamp(values["timestamp"])
-    except (ValueError, TypeError, OverflowError) as exc:
-        return reject(Reason.MALFORMED_TIMESTAMP, str(exc))
-    if ts > now + FUTURE_SLACK:
-        return reject(Reason.FUTURE_TIMESTAMP, f"{ts.isoformat()} is after {now.isoformat()}")
-    if first_sale_day is not None and ts.date() < first_sale_day:
-        return reject(Reason.BEFORE_COLLECTION,
-                      f"{ts.isoformat()} is before the collection's first day of trading, {first_sale_day}")
+    head = event_head(row, values, TEXT_FIELDS, now, first_sale_day)
+    if isinstance(head, Rejection):
+        return head
+    event_id, ts = head
     price_value = values["price"]
     price = feed_number(price_value)
     if price is None:
