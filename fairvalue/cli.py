@@ -81,11 +81,11 @@ def db_upgrade() -> None:
     console.print(f"database at head: {_redact(settings.resolved_database_url())}")
 
 
-def _print_report(title: str, report) -> None:
+def _print_report(title: str, report, noun: str = "sales") -> None:
     table = Table(title=title)
     table.add_column("outcome")
     table.add_column("rows", justify="right")
-    table.add_row("new sales", str(report.accepted))
+    table.add_row(f"new {noun}", str(report.accepted))
     table.add_row("duplicates", str(report.duplicate))
     table.add_row("rejected", str(report.rejected))
     _add_rejections(table, report)
@@ -120,6 +120,29 @@ def ingest_sales(path: Path = typer.Argument(..., exists=True, dir_okay=False, h
                  collection: str = COLLECTION_OPTION) -> None:
     """Validate and store sales from a file; rejected rows are kept with their reason."""
     from fairvalue import pipeline
+
+    _ingest_events(path, collection, pipeline.ingest_file, "sales", "fairvalue.ingest.after_sales",
+                   "a nowcast is asked for when enough sales are new",
+                   "the next scheduled nowcast includes these sales")
+
+
+@ingest_app.command("listings")
+def ingest_listings(path: Path = typer.Argument(..., exists=True, dir_okay=False,
+                                                help="CSV or JSON lines: event_id, timestamp, item_id, price[, "
+                                                     "expires_at, source]; an empty or null price withdraws"),
+                    collection: str = COLLECTION_OPTION) -> None:
+    """Validate and store listing events (asks) from a file; rejected rows are kept with their reason."""
+    from fairvalue import pipeline
+
+    _ingest_events(path, collection, pipeline.ingest_listings_file, "listings", "fairvalue.ingest.after_listings",
+                   "a nowcast is asked for to read the new asks", "the next scheduled nowcast reads these listings")
+
+
+def _ingest_events(path: Path, collection: str | None, ingest, noun: str, follow_up: str, sent: str,
+                   otherwise: str) -> None:
+    """A file of events into a collection that takes sales (and so their listings), then the
+    webhook's follow-up task when anything new was stored."""
+    from fairvalue import pipeline
     from storage.bundled import UnreadableFile
 
     settings = _settings_for(collection)
@@ -127,18 +150,17 @@ def ingest_sales(path: Path = typer.Argument(..., exists=True, dir_okay=False, h
         pipeline.check_takes_sales(settings.collection)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(path.name, total=None)
-            report = pipeline.ingest_file(path, settings, progress=lambda n: progress.advance(task, n))
+            report = ingest(path, settings, progress=lambda n: progress.advance(task, n))
     except (pipeline.CannotTakeSales, UnreadableFile) as exc:  # before any row is stored
         console.print(f"[red]{path.name} not ingested:[/] {exc}")
         raise typer.Exit(2) from None
-    _print_report(f"ingest {path.name} into {settings.collection}", report)
-    if report.accepted:  # the webhook's follow-up: it asks for a nowcast when enough sales are new
+    _print_report(f"ingest {path.name} into {settings.collection}", report, noun=noun)
+    if report.accepted:
         from tasks.app import app as celery_app
 
-        if _send_after_commit("the next scheduled nowcast includes these sales", celery_app.send_task,
-                              "fairvalue.ingest.after_sales", args=[report.accepted],
+        if _send_after_commit(otherwise, celery_app.send_task, follow_up, args=[report.accepted],
                               kwargs={"collection": settings.collection}):
-            console.print("follow-up sent: a nowcast is asked for when enough sales are new")
+            console.print(f"follow-up sent: {sent}")
 
 
 @ingest_app.command("prices")
@@ -245,7 +267,8 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
 
 @app.command()
 def archive(limit: int = typer.Option(20, help="Archive at most this many snapshots.")) -> None:
-    """Archive published snapshots a store outage left without an archive (beat does it hourly)."""
+    """Archive published snapshots a store outage left without an archive, then thin what is older
+    than FAIRVALUE_RETENTION_DAYS (beat does both hourly)."""
     from fairvalue import pipeline
 
     report = pipeline.archive_pending(limit=limit)
@@ -256,6 +279,9 @@ def archive(limit: int = typer.Option(20, help="Archive at most this many snapsh
     console.print(f"{report.pending} snapshot(s) still without an archive")
     if report.failed:
         raise typer.Exit(1)
+    thinned = pipeline.apply_retention()
+    console.print(f"retention: {thinned.snapshots_thinned} snapshot(s) thinned ({thinned.rows_deleted} rows), "
+                  f"{thinned.listing_events_deleted} replaced listing event(s) dropped")
 
 
 def _check_source(source: str) -> None:

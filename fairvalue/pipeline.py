@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,12 +30,13 @@ from models.features import MarketData, build_features, valuation_queries
 from models.metrics import valuation_metrics
 from models.validation import ValidatedBatch, item_key_of, sale_day_of, validate_batch
 from storage import ingest as ingest_store
-from storage import webhook_calls
+from storage import retention, webhook_calls
 from storage.artifacts import ArtifactError, get_store
 from storage.bundled import read_market_days, read_punks, read_sales_file
 from storage.db import consistent_reads, database_now, session_scope
 from storage.market import current_snapshot, load_market_data, stored_after
 from storage.registry import CHAMPION, get_alias, load_model, promote, register_version
+from storage.retention import RetentionReport
 from storage.snapshots import publish, snapshot_csv, snapshot_csv_gz, write_snapshot
 from storage.tables import Collection, ModelVersion, NowcastSnapshot, Sale, utcnow
 
@@ -178,6 +179,26 @@ def ingest_listings_call(call: WebhookCall, settings: Settings | None = None) ->
 def ingest_file(path: Path, settings: Settings | None = None, progress: Progress | None = None):
     """A sales file (a backfill); `fairvalue ingest sales` runs check_takes_sales first."""
     return ingest_sales_rows(read_sales_file(path), f"file:{path.name}", settings, progress)
+
+
+def ingest_listings_file(path: Path, settings: Settings | None = None, progress: Progress | None = None,
+                         batch_size: int = 5000) -> ingest_store.IngestReport:
+    """A file of listing events (a backfill of the order book), each batch its own transaction, as
+    a webhook call is (storage/listings.py); `fairvalue ingest listings` runs check_takes_sales
+    first. Stored once per event id, so the same file again stores nothing."""
+    from models.listings import NULLABLE_FIELDS
+    from storage.bundled import read_listings_file
+    from storage.listings import ingest_listings
+
+    settings = settings or get_settings()
+    total = ingest_store.IngestReport()
+    for batch in _batches(read_listings_file(path, NULLABLE_FIELDS), batch_size):
+        with session_scope() as session:
+            total.add(ingest_listings(session, collection(session, settings), batch, datetime.now(UTC),
+                                      origin=f"file:{path.name}"))
+        if progress:
+            progress(len(batch))
+    return total
 
 
 class CannotTakeSales(LookupError):
@@ -607,3 +628,12 @@ def archive_pending(settings: Settings | None = None, limit: int = 20) -> Archiv
         report.archived[snapshot_id] = uri
     report.pending = len(ids) - len(report.archived)
     return report
+
+
+def apply_retention(settings: Settings | None = None) -> RetentionReport:
+    """Thin the snapshots and listing events older than FAIRVALUE_RETENTION_DAYS
+    (storage/retention.py); the hourly archive task runs it after archiving."""
+    settings = settings or get_settings()
+    now = database_now()
+    with session_scope() as session:
+        return retention.apply_retention(session, collection(session, settings), now, settings.retention_days)

@@ -40,6 +40,9 @@ from models.validation import (
 
 LISTING_TEXT_FIELDS = ("event_id", "item_key", "source")
 EXPIRES_AT = "expires_at"
+# The fields whose null means something: a null price withdraws the offer, a null expiry is none
+# (a CSV writes null as an empty cell: storage.bundled.read_listings_file).
+NULLABLE_FIELDS = frozenset(COLUMN_ALIASES["price"]) | {EXPIRES_AT}
 
 
 class ListingReason:
@@ -85,6 +88,8 @@ def validate_listing(row: Mapping[str, Any], known_items: set[str], now: datetim
     def reject(reason: str, detail: str) -> Rejection:
         return Rejection(dict(row), reason, detail)
 
+    if "_error" in row:  # a file's line the reader could not parse (storage.bundled); kept as text
+        return reject(Reason.MALFORMED_ROW, str(row["_error"]))
     values = {name: _pick(row, name) for name in ("event_id", "timestamp", "item_key", "price", "source")}
     missing = [name for name in ("event_id", "timestamp", "item_key") if not _given(values[name])]
     if missing:

@@ -58,11 +58,32 @@ def read_sales_file(path: Path) -> Iterator[dict[str, Any]]:
     models.json_input refuses) becomes one row with `_error`, kept as a rejection, and the lines
     after it are read as usual. No sale field holds a line break, so a quoted field spanning
     lines is one of those errors."""
-    if path.suffix == ".json" and not _first_line_is_a_sale(path):
-        yield from _json_document(path)
+    return _read_event_file(path, "sales")
+
+
+def read_listings_file(path: Path, nullable: frozenset[str]) -> Iterator[dict[str, Any]]:
+    """A file of listing events, read as a sales file is (read_sales_file; `{"listings": [...]}`
+    wraps a document's array). A CSV has no null, so an empty cell of a `nullable` column (the
+    price, which null withdraws, and the expiry) reads as one; JSON keeps null and missing apart."""
+    rows = _read_event_file(path, "listings")
+    if path.suffix in JSON_SUFFIXES:
+        yield from rows
+        return
+    for row in rows:
+        yield {name: None if name in nullable and isinstance(value, str) and not value.strip() else value
+               for name, value in row.items()}
+
+
+JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+
+
+def _read_event_file(path: Path, wrapper: str) -> Iterator[dict[str, Any]]:
+    """The rows of a file of events; `wrapper` the key of a `.json` document's array of them."""
+    if path.suffix == ".json" and not _first_line_is_an_event(path, wrapper):
+        yield from _json_document(path, wrapper)
         return
     lines = _decoded_lines(path)
-    if path.suffix in (".jsonl", ".ndjson", ".json"):
+    if path.suffix in JSON_SUFFIXES:
         yield from _json_rows(lines)
     else:
         yield from _csv_rows(lines)
@@ -108,8 +129,8 @@ def _json_rows(lines: Iterator[tuple[int, str, str | None]]) -> Iterator[dict[st
         yield value if isinstance(value, dict) else _bad_line(lineno, text, "a line must hold a JSON object")
 
 
-def _first_line_is_a_sale(path: Path) -> bool:
-    """Whether a `.json` file is JSON lines: its first line one sale object on its own (a bad line
+def _first_line_is_an_event(path: Path, wrapper: str) -> bool:
+    """Whether a `.json` file is JSON lines: its first line one event object on its own (a bad line
     after it is then refused alone). Anything else is one document, read whole."""
     with path.open("rb") as fh:
         first = next((line for line in fh if line.strip()), b"").removeprefix(b"\xef\xbb\xbf")
@@ -119,23 +140,23 @@ def _first_line_is_a_sale(path: Path) -> bool:
         value = json.loads(first)
     except ValueError:  # also bytes that are not UTF-8
         return False
-    return isinstance(value, dict) and not isinstance(value.get("sales"), list)
+    return isinstance(value, dict) and not isinstance(value.get(wrapper), list)
 
 
-def _json_document(path: Path) -> list[dict[str, Any]]:
-    """The rows of a `.json` file holding one JSON document: an array of sales, `{"sales": [...]}`
-    or one sale. One that cannot be read is refused whole: no line of a pretty-printed one is a row."""
+def _json_document(path: Path, wrapper: str) -> list[dict[str, Any]]:
+    """The rows of a `.json` file holding one JSON document: an array of events, `{wrapper: [...]}`
+    or one event. One that cannot be read is refused whole: no line of a pretty-printed one is a row."""
     raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
     try:
         value = loads(raw.decode("utf-8"), "the file")
     except (UnicodeDecodeError, BadJson) as exc:
         raise UnreadableFile(f"the file is one JSON document that cannot be read ({str(exc)[:300]})") from None
-    if isinstance(value, dict) and isinstance(value.get("sales"), list):
-        value = value["sales"]
+    if isinstance(value, dict) and isinstance(value.get(wrapper), list):
+        value = value[wrapper]
     if isinstance(value, dict):
         return [value]
     if not isinstance(value, list):
-        raise UnreadableFile("the file holds neither a sale, a list of sales nor {\"sales\": [...]}")
+        raise UnreadableFile(f"the file holds neither an event, a list of events nor {{\"{wrapper}\": [...]}}")
     return [row if isinstance(row, dict) else
             {"_raw": json.dumps(row)[:MAX_RAW], "_error": f"entry {n} of the array: not a JSON object"}
             for n, row in enumerate(value, 1)]

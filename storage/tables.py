@@ -230,6 +230,9 @@ class NowcastSnapshot(SQLModel, table=True):
     published_at: datetime | None = None
     archive_uri: str | None = None
     archive_sha256: str | None = None
+    rows_thinned_at: datetime | None = Field(default=None, description=(
+        "When retention left the snapshot only the rows its readers still need (storage/retention.py); "
+        "null for a snapshot kept whole"))
 
 
 class NowcastRow(SQLModel, table=True):

@@ -50,4 +50,6 @@ def archive(self, collection: str | None = None) -> dict:
         run.update(archived=report.archived, failed=report.failed, pending=report.pending)
         if report.failed:
             run["status"] = "failed"
+        else:  # only an archived snapshot is thinned, so this follows a store that answers
+            run["retention"] = pipeline.apply_retention(settings).as_dict()
         return dict(run)

@@ -16,7 +16,7 @@ from fairvalue.cli import app
 from storage import scratch
 from storage.db import session_scope
 from storage.ingest import ensure_collection
-from storage.tables import Collection, RejectedSale, Sale
+from storage.tables import Collection, Listing, RejectedListing, RejectedSale, Sale
 from tests.conftest import PG_ADMIN_URL, TEST_DB
 
 pytestmark = pytest.mark.integration
@@ -68,6 +68,34 @@ def test_ingest_file_with_bad_rows(seeded, tmp_path):
     assert any("this is not json" in str(r.row) for r in kept)
 
 
+def test_ingest_listings_stores_each_event_once_and_keeps_bad_rows(seeded, tmp_path):
+    """A listings backfill: an offer (open for a second, so no other test's nowcast reads it), a
+    withdrawal (the empty price cell), an unknown item and an unreadable line; the same file again
+    stores nothing and keeps no second copy of the rejections."""
+    path = tmp_path / "asks.csv"
+    path.write_text("event_id,timestamp,punk_id,price,expires_at,source\n"
+                    "ask-1,2021-12-30T13:00:00Z,12,50,2021-12-30T13:00:01Z,cli\n"
+                    "ask-2,2021-12-30T13:00:00Z,13,,,cli\n"
+                    "ask-3,2021-12-30T13:00:00Z,10001,60,,cli\n"
+                    'ask-4,"2021\n')
+
+    first = runner.invoke(app, ["ingest", "listings", str(path)])
+    again = runner.invoke(app, ["ingest", "listings", str(path)])
+
+    assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
+    assert "│ new listings" in first.output and "rejected: unknown_item" in first.output
+    assert "rejected: malformed_row" in first.output
+    assert "rejected, kept already" in again.output
+    with session_scope() as session:
+        stored = session.exec(select(Listing.event_id, Listing.price, Listing.source)
+                              .where(Listing.event_id.in_(["ask-1", "ask-2"])).order_by(Listing.event_id)).all()
+        kept = session.exec(select(RejectedListing.reason).where(RejectedListing.origin == "file:asks.csv")).all()
+    assert stored == [("ask-1", 50.0, "cli"), ("ask-2", None, "cli")]
+    assert sorted(kept) == ["malformed_row", "unknown_item"]
+    refused = runner.invoke(app, ["ingest", "listings", str(path), "--collection", "no-such-market"])
+    assert refused.exit_code == 1 and "unknown collection" in refused.output, refused.output
+
+
 def test_status_names_champion_and_snapshot(seeded):
     result = runner.invoke(app, ["status"])
     assert result.exit_code == 0, result.output
@@ -92,8 +120,10 @@ def test_train_registers_a_version_with_lineage_and_a_verified_artifact(seeded, 
 
     assert result.exit_code == 0, result.output
     with session_scope() as session:
-        latest = session.exec(select(ModelVersion).order_by(ModelVersion.id.desc())).first()
-        champion = get_alias(session, ensure_collection(session, "cryptopunks"), CHAMPION)
+        punks = ensure_collection(session, "cryptopunks")  # other collections' tests register versions too
+        latest = session.exec(select(ModelVersion).where(ModelVersion.collection_id == punks.id)
+                              .order_by(ModelVersion.id.desc())).first()
+        champion = get_alias(session, punks, CHAMPION)
     assert latest.version >= 2
     assert latest.parent_id == champion.id  # lineage: trained while v1 was champion
     assert latest.data_end.year == 2021 and latest.data_end.month < 6
@@ -106,7 +136,9 @@ def test_train_stores_diagnostics_with_the_version(seeded, s3):
     from storage.tables import ModelVersion
 
     with session_scope() as session:
-        v1 = session.exec(select(ModelVersion).where(ModelVersion.version == 1)).one()
+        punks = ensure_collection(session, "cryptopunks")
+        v1 = session.exec(select(ModelVersion).where(ModelVersion.collection_id == punks.id,
+                                                     ModelVersion.version == 1)).one()
     diag = v1.metrics["diagnostics"]
     html = s3.get(diag["uri"], diag["sha256"]).decode()
     assert html.startswith("<!DOCTYPE html>") and html.count("<img") >= 3

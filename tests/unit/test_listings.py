@@ -54,6 +54,7 @@ def reason_of(row: dict) -> str:
     (listing(price=float("nan")), Reason.MALFORMED_PRICE),  # NaN is no withdrawal
     (listing(price=None, price_eth=5.0), Reason.MALFORMED_ROW),  # null and a number
     (listing(event_id=1e250), Reason.MALFORMED_ROW),  # 251 digits once read as a key
+    ({"_error": "line 3: unclosed quote", "_raw": 'l3,"2024'}, Reason.MALFORMED_ROW),  # a file's unread line
 ])
 def test_each_refusal_names_its_reason(row, reason):
     assert reason_of(row) == reason

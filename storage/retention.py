@@ -1,0 +1,132 @@
+"""Retention: what old snapshots and listing events keep.
+
+Each nowcast writes one row per item (the bundled market: 10,000 every 30 minutes, 480,000 a
+day), and every change of an offer is a listing event. Neither may grow without bound, and
+neither may lose what a reader still needs. Past `FAIRVALUE_RETENTION_DAYS`:
+
+- A **published snapshot**, once archived (the store holds all of it as csv.gz), keeps the rows
+  something still reads. The last snapshot published each UTC day keeps every row, so an item's
+  history keeps one value a day. Any other keeps the rows of the items that sold while it was
+  the one published: the track record, the signal KPIs and the monitor score each sale against
+  the last snapshot published before it (models/live.py). The published snapshot is never
+  touched, nor are the published snapshots of a daily-priced collection (it publishes about one
+  a day, and its track record reads each card-day's first snapshot: fairvalue/kinds.py).
+- A **shadow snapshot** (a model watched beside the champion, never published) is thinned the
+  same way, archived or not (it never is): only the monitor's scoring reads it.
+- A **snapshot never published** (superseded by a later moment, or a nowcast that failed)
+  loses its rows: nothing ever served them.
+- A **listing event** that a later event of the same item and source, also past the window,
+  replaced is dropped: from the window on it can be no nowcast's offer (models/listings.py).
+
+What is thinned is stated on the snapshot (`rows_thinned_at`). A nowcast asked for a moment
+before the window (`fairvalue nowcast --as-of`) reads the thinned listing book, and a sale stored
+later for a moment before the window finds no value to be scored against: the track record
+counts it as `no_row`. One call deletes from about 2 million rows' worth of snapshots, so a
+backlog drains over a few hourly runs and no run holds a long transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+
+import pandas as pd
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import aliased
+from sqlmodel import Session
+
+from storage.ingest import DAILY_PRICES
+from storage.tables import Collection, Listing, NowcastRow, NowcastSnapshot, Sale
+
+NEVER_PUBLISHED = ("superseded", "failed", "building")
+SCORED = ("published", "shadow")  # a shadow carries the published_at of the champion's snapshot beside it
+
+
+@dataclass
+class RetentionReport:
+    snapshots_thinned: int = 0
+    rows_deleted: int = 0
+    listing_events_deleted: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def apply_retention(session: Session, collection: Collection, now: datetime, keep_days: float,
+                    max_rows: int = 2_000_000) -> RetentionReport:
+    """Thin what is older than `keep_days` before `now` (the module's rules), in the caller's
+    transaction: the oldest snapshots first, as many as hold about `max_rows` rows (one at least),
+    so one call stays a short transaction whatever the collection's size."""
+    cutoff = now - timedelta(days=keep_days)
+    report = RetentionReport()
+    budget = max_rows
+    for snapshot_id, n_items, kept_sales in _snapshots_to_thin(session, collection, cutoff):
+        if budget <= 0:
+            break
+        budget -= n_items
+        rows = delete(NowcastRow.__table__).where(NowcastRow.snapshot_id == snapshot_id)
+        if kept_sales is not None:
+            sold_from, sold_to = kept_sales
+            rows = rows.where(NowcastRow.item_key.not_in(select(Sale.item_key).where(
+                Sale.collection_id == collection.id, Sale.ts >= sold_from, Sale.ts <= sold_to)))
+        report.rows_deleted += session.execute(rows).rowcount
+        session.execute(update(NowcastSnapshot.__table__).where(NowcastSnapshot.id == snapshot_id)
+                        .values(rows_thinned_at=now))
+        report.snapshots_thinned += 1
+    report.listing_events_deleted = _drop_replaced_listings(session, collection, cutoff)
+    return report
+
+
+def _snapshots_to_thin(session: Session, collection: Collection, cutoff: datetime
+                       ) -> list[tuple[int, int, tuple[datetime, datetime] | None]]:
+    """(snapshot id, its rows, the span whose sales keep their item's row or None to drop every
+    row), oldest first. A snapshot's values are read by each sequence of snapshots a scorer walks (models/live.py
+    pairs a sale with the sequence's last one published before it): the published ones (the track
+    record), and one model version's of the snapshot's status, or of published and shadow together
+    (the monitor: fairvalue/lifecycle.py). Its span runs from its publication to the latest next
+    publication among those sequences, ends included; the last of any sequence is kept whole."""
+    never_published = session.execute(
+        select(NowcastSnapshot.id, NowcastSnapshot.n_items).where(NowcastSnapshot.collection_id == collection.id,
+                                         NowcastSnapshot.status.in_(NEVER_PUBLISHED),
+                                         NowcastSnapshot.created_at < cutoff,
+                                         NowcastSnapshot.rows_thinned_at.is_(None))
+        .order_by(NowcastSnapshot.id)).all()
+    work: list[tuple[int, int, tuple[datetime, datetime] | None]] = [(i, n, None) for i, n in never_published]
+    if collection.kind == DAILY_PRICES:
+        return work
+    scored = pd.DataFrame(session.execute(
+        select(NowcastSnapshot.id, NowcastSnapshot.n_items, NowcastSnapshot.status, NowcastSnapshot.model_version_id,
+               NowcastSnapshot.published_at, NowcastSnapshot.archive_uri, NowcastSnapshot.rows_thinned_at)
+        .where(NowcastSnapshot.collection_id == collection.id, NowcastSnapshot.status.in_(SCORED),
+               NowcastSnapshot.published_at.is_not(None))
+        .order_by(NowcastSnapshot.published_at, NowcastSnapshot.id)).all(),
+        columns=["id", "n_items", "status", "version", "published_at", "archive_uri", "rows_thinned_at"])
+    if scored.empty:
+        return work
+    at = scored["published_at"] = pd.to_datetime(scored["published_at"], utc=True)
+    is_published = scored["status"] == "published"
+    # The next publication of each sequence that reads the snapshot; NaT where it is that sequence's last.
+    next_of_status = scored.groupby(["status", "version"])["published_at"].shift(-1)
+    next_of_version = scored.groupby("version")["published_at"].shift(-1)
+    next_published = at[is_published].shift(-1).reindex(scored.index)
+    nexts = pd.concat([next_of_status, next_of_version, next_published.where(is_published, next_of_version)], axis=1)
+    day = at[is_published].dt.date
+    last_of_day = (day != day.shift(-1)).reindex(scored.index, fill_value=False)
+    thin = scored[(at < cutoff) & scored["rows_thinned_at"].isna() & nexts.notna().all(axis=1)
+                  & (scored["archive_uri"].notna() | ~is_published) & ~last_of_day]
+    span_end = nexts.max(axis=1)
+    work += [(int(row.id), int(row.n_items), (row.published_at.to_pydatetime(), span_end[i].to_pydatetime()))
+             for i, row in thin.iterrows()]
+    return work
+
+
+def _drop_replaced_listings(session: Session, collection: Collection, cutoff: datetime) -> int:
+    """Listing events before `cutoff` that a later event of the same item and source, also before
+    it, replaced: a nowcast at or after `cutoff` reads that later one (or a later still)."""
+    later = aliased(Listing)
+    replaced = (select(later.id).where(later.collection_id == Listing.collection_id,
+                                       later.item_key == Listing.item_key, later.source == Listing.source,
+                                       later.ts > Listing.ts, later.ts < cutoff)
+                .correlate(Listing).exists())
+    return session.execute(delete(Listing).where(Listing.collection_id == collection.id, Listing.ts < cutoff,
+                                                 replaced)).rowcount
