@@ -47,3 +47,8 @@ def test_ingest_bench_reports_file_and_webhook_rates():
 def test_training_bench_reports_retrain_against_a_bare_fit():
     out = run_bench("bench/training.py", "--max-iter", "5", "--skip-replay")
     assert "retrain on" in out and "bare HistGradientBoostingRegressor" in out
+
+
+def test_retention_bench_thins_and_compares_with_a_bare_delete():
+    out = run_bench("bench/retention.py", "--days", "2", "--items", "200", "--sales-per-day", "20")
+    assert "rows_after" in out and "x a bare delete of every row" in out
