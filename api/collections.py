@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from api.deps import float_param, int_param, slug_of, str_param
-from fairvalue import reads
+from fairvalue import reads, snapshot_files
 
 
 def summary(request: Request) -> JSONResponse:
@@ -97,3 +97,30 @@ def market(request: Request) -> JSONResponse:
       404: {$ref: "#/components/responses/NotFound"}
     """
     return JSONResponse(reads.market(slug_of(request), str_param(request, "from"), str_param(request, "to")))
+
+
+def snapshot_file(request: Request) -> Response:
+    """A whole published snapshot as its archive file.
+    ---
+    summary: Every item of a published snapshot as gzip'd CSV (its archive), by id or the one published now
+    description: "Columns: item_key, fair_value, p10, p90, signal, last_price, last_sale_at, ask_price, ask_at.
+      The ETag is the file's sha256, the one recorded with its archive; an If-None-Match naming it is a 304.
+      A numbered snapshot never changes; one past FAIRVALUE_RETENTION_DAYS is served whole from the archive."
+    tags: [collections]
+    responses:
+      200: {description: "the snapshot's csv.gz", content: {application/gzip: {schema: {type: string, format: binary}}}}
+      304: {description: "the file named by If-None-Match is unchanged"}
+      400: {$ref: "#/components/responses/BadRequest"}
+      404: {$ref: "#/components/responses/NotFound"}
+      503: {$ref: "#/components/responses/NotReady"}
+    """
+    found = snapshot_files.snapshot_file(slug_of(request), request.path_params["snapshot"])
+    numbered = request.path_params["snapshot"] != snapshot_files.PUBLISHED
+    headers = {"ETag": f'"{found.sha256}"',
+               # The published one moves with each nowcast: ask again, the ETag makes that cheap.
+               "Cache-Control": "public, max-age=86400, immutable" if numbered else "no-cache"}
+    if f'"{found.sha256}"' in request.headers.get("if-none-match", "") or request.headers.get("if-none-match") == "*":
+        return Response(status_code=304, headers=headers)
+    headers["Content-Disposition"] = f'attachment; filename="{found.filename}"'
+    headers["X-Snapshot-Id"] = str(found.snapshot_id)
+    return Response(found.read_body(), media_type="application/gzip", headers=headers)

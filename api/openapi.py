@@ -23,6 +23,8 @@ PATH_PARAMS = {
     "item_id": {"description": "item id within the collection, e.g. 7804",
                 "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,64}$"}},
     "version": {"description": "model version number", "schema": {"type": "integer", "minimum": 1}},
+    "snapshot": {"description": "published (the one published now) or a snapshot id, as an item's history names them",
+                 "schema": {"type": "string", "pattern": "^(published|[0-9]{1,18})$"}},
 }
 
 ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}

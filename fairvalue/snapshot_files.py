@@ -1,0 +1,70 @@
+"""A whole published snapshot as one file: its archive, gzip'd CSV of every item's fair value,
+band, signal, last sale and ask (storage.snapshots.ROW_COLUMNS).
+
+The archive in the artifact store is the file, read back against its recorded sha256. A
+snapshot the store has not got yet (an outage: `fairvalue archive` retries it) is rebuilt from
+its rows, which are whole until it is archived: retention thins archived snapshots only
+(storage/retention.py), so a snapshot past the window is served whole from its archive. Both
+give the same bytes, the archive form being deterministic (storage.snapshots.snapshot_csv_gz).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from fairvalue.errors import BadInput, NotFound, NotReady
+from fairvalue.reads import collection_row
+from fairvalue.settings import get_settings
+from storage.artifacts import ArtifactError, get_store, sha256_hex
+from storage.db import session_scope
+from storage.snapshots import published_snapshot, snapshot_csv_gz, snapshot_values
+from storage.tables import NowcastSnapshot
+
+PUBLISHED = "published"
+SNAPSHOT_ID = re.compile(r"[0-9]{1,18}")
+
+
+@dataclass(frozen=True)
+class SnapshotFile:
+    collection: str
+    snapshot_id: int
+    published_at: datetime
+    sha256: str  # of `body`; known before the body is read when the snapshot is archived
+    read_body: Callable[[], bytes]
+
+    @property
+    def filename(self) -> str:
+        return f"{self.collection}-snapshot-{self.snapshot_id}.csv.gz"
+
+
+def snapshot_file(slug: str, ref: str) -> SnapshotFile:
+    """The file of snapshot `ref` ("published", or the id of a snapshot the collection published);
+    its body is read only when asked for, so an unchanged file can be answered by its digest."""
+    if ref != PUBLISHED and not SNAPSHOT_ID.fullmatch(ref):
+        raise BadInput(f"snapshot must be {PUBLISHED!r} or a snapshot id, got {ref[:40]!r}")
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+        snap = published_snapshot(session, coll) if ref == PUBLISHED else session.get(NowcastSnapshot, int(ref))
+        if snap is None and ref == PUBLISHED:
+            raise NotReady(f"no snapshot of {coll.slug} is published yet")
+        if snap is None or snap.collection_id != coll.id or snap.status != "published":
+            raise NotFound(f"no published snapshot {ref} in {coll.slug}")  # a shadow or superseded one is no file
+        snapshot_id, published_at, uri, digest = snap.id, snap.published_at, snap.archive_uri, snap.archive_sha256
+        thinned = snap.rows_thinned_at is not None
+        rows = None if uri else snapshot_csv_gz(snapshot_values(session, snapshot_id))
+    if rows is not None:
+        return SnapshotFile(coll.slug, snapshot_id, published_at, sha256_hex(rows), lambda: rows)
+
+    def from_archive() -> bytes:
+        try:
+            return get_store(get_settings()).get(uri, digest)
+        except ArtifactError as exc:
+            if thinned:
+                raise NotReady(f"the archive of snapshot {snapshot_id} cannot be read ({exc}); retry later") from None
+            with session_scope() as session:  # its rows are whole: the same bytes
+                return snapshot_csv_gz(snapshot_values(session, snapshot_id))
+
+    return SnapshotFile(coll.slug, snapshot_id, published_at, digest, from_archive)

@@ -1,0 +1,97 @@
+"""GET /v1/collections/{slug}/snapshots/{snapshot}: a whole published snapshot as its archive
+file, against PostgreSQL and the moto S3 store: the published one and a numbered one, the digest
+as ETag and 304, refusals, and a snapshot thinned by retention served whole from its archive."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+from sqlalchemy import delete, update
+from sqlmodel import select
+
+from storage.db import session_scope
+from storage.snapshots import ROW_COLUMNS
+from storage.tables import NowcastRow, NowcastSnapshot, utcnow
+
+pytestmark = pytest.mark.integration
+
+
+def rows_of(body: bytes) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(gzip.decompress(body).decode())))
+
+
+def test_the_published_snapshot_is_one_file_named_by_its_archive_digest(client):
+    published = client.get("/v1/collections/cryptopunks/snapshots/published")
+
+    assert published.status_code == 200 and published.headers["content-type"] == "application/gzip"
+    snapshot_id = int(published.headers["x-snapshot-id"])
+    rows = rows_of(published.content)
+    with session_scope() as session:
+        snap = session.get(NowcastSnapshot, snapshot_id)
+        stored = dict(session.exec(select(NowcastRow.item_key, NowcastRow.fair_value)
+                                   .where(NowcastRow.snapshot_id == snapshot_id)).all())
+    assert published.headers["etag"] == f'"{snap.archive_sha256}"' and snap.status == "published"
+    assert list(rows[0]) == list(ROW_COLUMNS) and len(rows) == snap.n_items == 10_000
+    assert {r["item_key"]: float(r["fair_value"]) for r in rows} == stored
+    assert published.headers["cache-control"] == "no-cache"
+    assert f"cryptopunks-snapshot-{snapshot_id}.csv.gz" in published.headers["content-disposition"]
+
+    numbered = client.get(f"/v1/collections/cryptopunks/snapshots/{snapshot_id}")
+    unchanged = client.get(f"/v1/collections/cryptopunks/snapshots/{snapshot_id}",
+                           headers={"If-None-Match": published.headers["etag"]})
+    assert numbered.content == published.content and "immutable" in numbered.headers["cache-control"]
+    assert unchanged.status_code == 304 and unchanged.content == b""
+
+
+@pytest.mark.parametrize("snapshot, status", [("999999999", 404), ("latest", 400), ("-1", 400)])
+def test_a_snapshot_that_is_no_published_one_is_refused_with_why(client, snapshot, status):
+    answer = client.get(f"/v1/collections/cryptopunks/snapshots/{snapshot}")
+    assert answer.status_code == status and answer.json()["error"], answer.text
+    assert client.get("/v1/collections/no-such-market/snapshots/published").status_code == 404
+
+
+def test_a_snapshot_thinned_by_retention_is_served_whole_from_its_archive(client):
+    from fairvalue import pipeline
+    from fairvalue.settings import get_settings
+    from storage.ingest import add_items, ensure_collection
+    from storage.snapshots import publish, write_snapshot
+    from storage.tables import ModelVersion
+
+    slug, keys = "export-test", ["a", "b", "c"]
+    values = pd.DataFrame({"item_key": keys, "fair_value": [10.5, 20.25, 30.0], "p10": [9.0, 18.0, 27.0],
+                           "p90": [12.0, 23.0, 33.0], "signal": ["HOLD", "BUY", "HOLD"],
+                           "last_price": [10.0, None, 31.0],
+                           "last_sale_at": pd.to_datetime(["2024-01-01T10:00:00", None, "2024-01-02T11:00:00"])})
+    with session_scope() as session:
+        coll = ensure_collection(session, slug)
+        add_items(session, coll, [{"item_key": key} for key in keys])
+        version = ModelVersion(collection_id=coll.id, version=1, estimator="test", artifact_uri="v1", sha256="0")
+        session.add(version)
+        session.flush()
+        snap = write_snapshot(session, coll, version.id, utcnow() - timedelta(days=30), None, values)
+        publish(session, coll, snap)
+        snapshot_id = snap.id
+    unarchived = client.get(f"/v1/collections/{slug}/snapshots/{snapshot_id}")  # rebuilt from its rows
+    _, error = pipeline.archive_snapshot(get_settings().for_collection(slug), snapshot_id, values)
+    assert error is None
+    archived = client.get(f"/v1/collections/{slug}/snapshots/{snapshot_id}")
+    with session_scope() as session:  # what retention leaves of a snapshot no sale met
+        session.execute(delete(NowcastRow).where(NowcastRow.snapshot_id == snapshot_id))
+        session.execute(update(NowcastSnapshot).where(NowcastSnapshot.id == snapshot_id)
+                        .values(rows_thinned_at=utcnow()))
+    thinned = client.get(f"/v1/collections/{slug}/snapshots/{snapshot_id}")
+
+    assert unarchived.content == archived.content == thinned.content
+    assert unarchived.headers["etag"] == archived.headers["etag"] == thinned.headers["etag"]
+    assert [(r["item_key"], r["fair_value"], r["last_price"]) for r in rows_of(thinned.content)] == [
+        ("a", "10.5", "10"), ("b", "20.25", ""), ("c", "30", "31")]
+    with session_scope() as session:  # the archive unreadable and no rows left: a 503 saying so
+        session.execute(update(NowcastSnapshot).where(NowcastSnapshot.id == snapshot_id)
+                        .values(archive_sha256="0" * 64))
+    broken = client.get(f"/v1/collections/{slug}/snapshots/{snapshot_id}")
+    assert broken.status_code == 503 and "cannot be read" in broken.json()["error"]
