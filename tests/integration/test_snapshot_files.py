@@ -95,3 +95,13 @@ def test_a_snapshot_thinned_by_retention_is_served_whole_from_its_archive(client
                         .values(archive_sha256="0" * 64))
     broken = client.get(f"/v1/collections/{slug}/snapshots/{snapshot_id}")
     assert broken.status_code == 503 and "cannot be read" in broken.json()["error"]
+
+
+def test_the_home_page_links_the_published_snapshot_file(client):
+    import re
+
+    home = client.get("/", headers={"accept": "text/html"}).text
+    link = re.search(r'href="(/v1/collections/cryptopunks/snapshots/(\d+))" download', home)
+    assert link, home[:3000]
+    answer = client.get(link.group(1))
+    assert answer.status_code == 200 and answer.headers["x-snapshot-id"] == link.group(2)
