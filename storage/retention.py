@@ -80,16 +80,16 @@ def apply_retention(session: Session, collection: Collection, now: datetime, kee
 def _snapshots_to_thin(session: Session, collection: Collection, cutoff: datetime
                        ) -> list[tuple[int, int, tuple[datetime, datetime] | None]]:
     """(snapshot id, its rows, the span whose sales keep their item's row or None to drop every
-    row), oldest first. A snapshot's values are read by each sequence of snapshots a scorer walks (models/live.py
-    pairs a sale with the sequence's last one published before it): the published ones (the track
-    record), and one model version's of the snapshot's status, or of published and shadow together
-    (the monitor: fairvalue/lifecycle.py). Its span runs from its publication to the latest next
-    publication among those sequences, ends included; the last of any sequence is kept whole."""
+    row), oldest first. A snapshot's values are read by each sequence of snapshots a scorer walks
+    (models/live.py pairs a sale with the sequence's last one published before it): the published
+    ones (the track record), and one model version's of the snapshot's status, or of published and
+    shadow together (the monitor: fairvalue/lifecycle.py). Its span runs from its publication to
+    the latest next publication among those sequences, ends included; the last of any sequence is
+    kept whole."""
     never_published = session.execute(
-        select(NowcastSnapshot.id, NowcastSnapshot.n_items).where(NowcastSnapshot.collection_id == collection.id,
-                                         NowcastSnapshot.status.in_(NEVER_PUBLISHED),
-                                         NowcastSnapshot.created_at < cutoff,
-                                         NowcastSnapshot.rows_thinned_at.is_(None))
+        select(NowcastSnapshot.id, NowcastSnapshot.n_items)
+        .where(NowcastSnapshot.collection_id == collection.id, NowcastSnapshot.status.in_(NEVER_PUBLISHED),
+               NowcastSnapshot.created_at < cutoff, NowcastSnapshot.rows_thinned_at.is_(None))
         .order_by(NowcastSnapshot.id)).all()
     work: list[tuple[int, int, tuple[datetime, datetime] | None]] = [(i, n, None) for i, n in never_published]
     if collection.kind == DAILY_PRICES:
