@@ -105,7 +105,8 @@ def snapshot_file(request: Request) -> Response:
     summary: Every item of a published snapshot as gzip'd CSV (its archive), by id or the one published now
     description: "Columns: item_key, fair_value, p10, p90, signal, last_price, last_sale_at, ask_price, ask_at.
       The ETag is the file's sha256, the one recorded with its archive; an If-None-Match naming it is a 304.
-      A numbered snapshot never changes; one past FAIRVALUE_RETENTION_DAYS is served whole from the archive."
+      An archived numbered snapshot never changes; one past FAIRVALUE_RETENTION_DAYS is served whole from the
+      archive. A snapshot id is at most 2147483647."
     tags: [collections]
     responses:
       200: {description: "the snapshot's csv.gz", content: {application/gzip: {schema: {type: string, format: binary}}}}
@@ -115,10 +116,11 @@ def snapshot_file(request: Request) -> Response:
       503: {$ref: "#/components/responses/NotReady"}
     """
     found = snapshot_files.snapshot_file(slug_of(request), request.path_params["snapshot"])
-    numbered = request.path_params["snapshot"] != snapshot_files.PUBLISHED
+    final = found.archived and request.path_params["snapshot"] != snapshot_files.PUBLISHED
     headers = {"ETag": f'"{found.sha256}"',
-               # The published one moves with each nowcast: ask again, the ETag makes that cheap.
-               "Cache-Control": "public, max-age=86400, immutable" if numbered else "no-cache"}
+               # The published one moves with each nowcast, and an unarchived one is a rebuild: ask
+               # again, the ETag makes that cheap.
+               "Cache-Control": "public, max-age=86400, immutable" if final else "no-cache"}
     if f'"{found.sha256}"' in request.headers.get("if-none-match", "") or request.headers.get("if-none-match") == "*":
         return Response(status_code=304, headers=headers)
     headers["Content-Disposition"] = f'attachment; filename="{found.filename}"'

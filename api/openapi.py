@@ -24,7 +24,7 @@ PATH_PARAMS = {
                 "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,64}$"}},
     "version": {"description": "model version number", "schema": {"type": "integer", "minimum": 1}},
     "snapshot": {"description": "published (the one published now) or a snapshot id, as an item's history names them",
-                 "schema": {"type": "string", "pattern": "^(published|[0-9]{1,18})$"}},
+                 "schema": {"type": "string", "pattern": "^(published|[0-9]{1,10})$"}},
 }
 
 ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}

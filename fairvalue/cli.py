@@ -277,11 +277,11 @@ def archive(limit: int = typer.Option(20, help="Archive at most this many snapsh
     for snapshot_id, error in report.failed.items():
         console.print(f"[red]snapshot {snapshot_id}: not archived:[/] {error}", soft_wrap=True)
     console.print(f"{report.pending} snapshot(s) still without an archive")
-    if report.failed:
-        raise typer.Exit(1)
-    thinned = pipeline.apply_retention()
+    thinned = pipeline.apply_retention()  # only archived snapshots are thinned: it runs whatever the store said
     console.print(f"retention: {thinned.snapshots_thinned} snapshot(s) thinned ({thinned.rows_deleted} rows), "
                   f"{thinned.listing_events_deleted} replaced listing event(s) dropped")
+    if report.failed:
+        raise typer.Exit(1)
 
 
 def _check_source(source: str) -> None:

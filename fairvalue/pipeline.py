@@ -186,13 +186,12 @@ def ingest_listings_file(path: Path, settings: Settings | None = None, progress:
     """A file of listing events (a backfill of the order book), each batch its own transaction, as
     a webhook call is (storage/listings.py); `fairvalue ingest listings` runs check_takes_sales
     first. Stored once per event id, so the same file again stores nothing."""
-    from models.listings import NULLABLE_FIELDS
     from storage.bundled import read_listings_file
     from storage.listings import ingest_listings
 
     settings = settings or get_settings()
     total = ingest_store.IngestReport()
-    for batch in _batches(read_listings_file(path, NULLABLE_FIELDS), batch_size):
+    for batch in _batches(read_listings_file(path), batch_size):
         with session_scope() as session:
             total.add(ingest_listings(session, collection(session, settings), batch, datetime.now(UTC),
                                       origin=f"file:{path.name}"))

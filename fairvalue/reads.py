@@ -344,6 +344,8 @@ def signals_page(slug: str | None = None, signal: str | None = None, item_type: 
             snap = session.get(NowcastSnapshot, snapshot_id)
             if snap is None or snap.collection_id != coll.id or snap.status != "published":
                 raise BadInput("cursor points at a snapshot this collection does not serve")
+            if snap.rows_thinned_at is not None:  # its pages would miss most items (storage/retention.py)
+                raise BadInput("cursor points at a snapshot past FAIRVALUE_RETENTION_DAYS; start again without it")
         else:
             snap, offset = published_snapshot(session, coll), 0
             if snap is None:

@@ -91,9 +91,10 @@ class Settings(BaseSettings):
     holdout_days: int = Field(30, description="Forward window kept out of training to score a version.")
     retrain_max_age_days: float = Field(7, description="A champion trained on data older than this is stale.")
     retention_days: float = Field(
-        14, ge=1, description="Snapshots older than this, once archived, keep only the rows their readers still "
-        "need (the last of each day whole, and each sold item's value the track record scores); listing events "
-        "older than this that a later event of the item and source replaced are dropped (storage/retention.py).")
+        14, ge=1, le=36500, description="Snapshots older than this, once archived, keep only the rows their "
+        "readers still need (the last of each day whole, and each sold item's value the track record scores); "
+        "listing events older than this that a later event of the item and source replaced are dropped "
+        "(storage/retention.py).")
 
     predict_threads: int = Field(1, ge=1, description="OpenMP threads of one nowcast's predict. One per worker "
                                  "process: scale out with more worker processes (docs/scaling.md), not threads.")

@@ -1,11 +1,13 @@
 """A whole published snapshot as one file: its archive, gzip'd CSV of every item's fair value,
 band, signal, last sale and ask (storage.snapshots.ROW_COLUMNS).
 
-The archive in the artifact store is the file, read back against its recorded sha256. A
-snapshot the store has not got yet (an outage: `fairvalue archive` retries it) is rebuilt from
-its rows, which are whole until it is archived: retention thins archived snapshots only
-(storage/retention.py), so a snapshot past the window is served whole from its archive. Both
-give the same bytes, the archive form being deterministic (storage.snapshots.snapshot_csv_gz).
+The archive in the artifact store is the file, read back against its recorded sha256. While a
+store outage keeps a snapshot unarchived (`fairvalue archive` retries it), the file is rebuilt
+from its rows, which are whole until it is archived: retention thins archived snapshots only
+(storage/retention.py), so one past the window is served whole from its archive. A rebuilt
+file is the archive's to the byte (storage.snapshots.snapshot_values keeps the nowcast's item
+order), but only the archive's digest is final: a rebuilt one is not cached as immutable, and
+an archive the store cannot give back is rebuilt only when the rebuild has its recorded digest.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from fairvalue.reads import collection_row
 from fairvalue.settings import get_settings
 from storage.artifacts import ArtifactError, get_store, sha256_hex
 from storage.db import session_scope
-from storage.snapshots import published_snapshot, snapshot_csv_gz, snapshot_values
+from storage.snapshots import published_snapshot, rebuilt_archive
 from storage.tables import NowcastSnapshot
 
 PUBLISHED = "published"
-SNAPSHOT_ID = re.compile(r"[0-9]{1,18}")
+SNAPSHOT_ID = re.compile(r"[0-9]{1,10}")
+MAX_ID = 2**31 - 1  # nowcast_snapshots.id is an INTEGER: a larger id is refused, not sent to the database
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,8 @@ class SnapshotFile:
     collection: str
     snapshot_id: int
     published_at: datetime
-    sha256: str  # of `body`; known before the body is read when the snapshot is archived
+    sha256: str  # of the body; known before the body is read when the snapshot is archived
+    archived: bool  # the digest is the archive's, which never changes
     read_body: Callable[[], bytes]
 
     @property
@@ -43,7 +47,7 @@ class SnapshotFile:
 def snapshot_file(slug: str, ref: str) -> SnapshotFile:
     """The file of snapshot `ref` ("published", or the id of a snapshot the collection published);
     its body is read only when asked for, so an unchanged file can be answered by its digest."""
-    if ref != PUBLISHED and not SNAPSHOT_ID.fullmatch(ref):
+    if ref != PUBLISHED and not (SNAPSHOT_ID.fullmatch(ref) and 0 < int(ref) <= MAX_ID):
         raise BadInput(f"snapshot must be {PUBLISHED!r} or a snapshot id, got {ref[:40]!r}")
     with session_scope() as session:
         coll = collection_row(session, slug)
@@ -53,18 +57,18 @@ def snapshot_file(slug: str, ref: str) -> SnapshotFile:
         if snap is None or snap.collection_id != coll.id or snap.status != "published":
             raise NotFound(f"no published snapshot {ref} in {coll.slug}")  # a shadow or superseded one is no file
         snapshot_id, published_at, uri, digest = snap.id, snap.published_at, snap.archive_uri, snap.archive_sha256
-        thinned = snap.rows_thinned_at is not None
-        rows = None if uri else snapshot_csv_gz(snapshot_values(session, snapshot_id))
-    if rows is not None:
-        return SnapshotFile(coll.slug, snapshot_id, published_at, sha256_hex(rows), lambda: rows)
+        rebuilt = None if uri else rebuilt_archive(session, snapshot_id)
+    if rebuilt is not None:
+        return SnapshotFile(coll.slug, snapshot_id, published_at, sha256_hex(rebuilt), False, lambda: rebuilt)
 
     def from_archive() -> bytes:
         try:
             return get_store(get_settings()).get(uri, digest)
         except ArtifactError as exc:
-            if thinned:
+            with session_scope() as session:
+                body = rebuilt_archive(session, snapshot_id)
+            if sha256_hex(body) != digest:  # thinned by retention, or archived in another item order
                 raise NotReady(f"the archive of snapshot {snapshot_id} cannot be read ({exc}); retry later") from None
-            with session_scope() as session:  # its rows are whole: the same bytes
-                return snapshot_csv_gz(snapshot_values(session, snapshot_id))
+            return body
 
-    return SnapshotFile(coll.slug, snapshot_id, published_at, digest, from_archive)
+    return SnapshotFile(coll.slug, snapshot_id, published_at, digest, True, from_archive)

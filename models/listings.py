@@ -40,9 +40,6 @@ from models.validation import (
 
 LISTING_TEXT_FIELDS = ("event_id", "item_key", "source")
 EXPIRES_AT = "expires_at"
-# The fields whose null means something: a null price withdraws the offer, a null expiry is none
-# (a CSV writes null as an empty cell: storage.bundled.read_listings_file).
-NULLABLE_FIELDS = frozenset(COLUMN_ALIASES["price"]) | {EXPIRES_AT}
 
 
 class ListingReason:
@@ -69,6 +66,28 @@ class CleanListing:
         text = "|".join([self.event_id, self.ts.isoformat(), self.item_key, repr(self.price),
                          self.expires_at.isoformat() if self.expires_at else "", self.source])
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def from_csv_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """A CSV row of a listing event as JSON would give it: a CSV writes null as an empty cell. An
+    empty expires_at is no expiry; empty price cells are a withdrawal when every price column is
+    empty, and beside a price in another column (`price_eth`) an empty one is just not given."""
+    def empty(value: Any) -> bool:
+        return isinstance(value, str) and not value.strip()
+
+    if "_error" in row:  # a line the reader could not parse: kept as it came
+        return row
+    out = dict(row)
+    if empty(out.get(EXPIRES_AT)):
+        out[EXPIRES_AT] = None
+    prices = [name for name in COLUMN_ALIASES["price"] if name in out]
+    blank = [name for name in prices if empty(out[name])]
+    for name in blank:
+        if len(blank) == len(prices):
+            out[name] = None
+        else:
+            del out[name]
+    return out
 
 
 def _price_values(row: Mapping[str, Any]) -> list[Any]:

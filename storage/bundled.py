@@ -61,17 +61,14 @@ def read_sales_file(path: Path) -> Iterator[dict[str, Any]]:
     return _read_event_file(path, "sales")
 
 
-def read_listings_file(path: Path, nullable: frozenset[str]) -> Iterator[dict[str, Any]]:
+def read_listings_file(path: Path) -> Iterator[dict[str, Any]]:
     """A file of listing events, read as a sales file is (read_sales_file; `{"listings": [...]}`
-    wraps a document's array). A CSV has no null, so an empty cell of a `nullable` column (the
-    price, which null withdraws, and the expiry) reads as one; JSON keeps null and missing apart."""
+    wraps a document's array). A CSV has no null, so its empty cells are read as JSON would give
+    them (models.listings.from_csv_cells: an empty price withdraws); JSON keeps null and missing apart."""
+    from models.listings import from_csv_cells
+
     rows = _read_event_file(path, "listings")
-    if path.suffix in JSON_SUFFIXES:
-        yield from rows
-        return
-    for row in rows:
-        yield {name: None if name in nullable and isinstance(value, str) and not value.strip() else value
-               for name, value in row.items()}
+    yield from rows if path.suffix in JSON_SUFFIXES else map(from_csv_cells, rows)
 
 
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -140,7 +137,14 @@ def _first_line_is_an_event(path: Path, wrapper: str) -> bool:
         value = json.loads(first)
     except ValueError:  # also bytes that are not UTF-8
         return False
-    return isinstance(value, dict) and not isinstance(value.get(wrapper), list)
+    return isinstance(value, dict) and not isinstance(value.get(wrapper), list) and _wrapper_of(value) is None
+
+
+def _wrapper_of(value: Any) -> str | None:
+    """The key of a document that is one key holding a list (`{"sales": [...]}`), else None."""
+    if isinstance(value, dict) and len(value) == 1 and isinstance(next(iter(value.values())), list):
+        return next(iter(value))
+    return None
 
 
 def _json_document(path: Path, wrapper: str) -> list[dict[str, Any]]:
@@ -153,6 +157,9 @@ def _json_document(path: Path, wrapper: str) -> list[dict[str, Any]]:
         raise UnreadableFile(f"the file is one JSON document that cannot be read ({str(exc)[:300]})") from None
     if isinstance(value, dict) and isinstance(value.get(wrapper), list):
         value = value[wrapper]
+    elif _wrapper_of(value) is not None:
+        raise UnreadableFile(f"the file wraps its rows as {_wrapper_of(value)!r}, not {wrapper!r}: "
+                             "a file of another kind?")
     if isinstance(value, dict):
         return [value]
     if not isinstance(value, list):

@@ -78,7 +78,7 @@ def load_market_data(session: Session, collection: Collection, with_excluded: bo
     else:
         items, sales = _items_and_sales(session, collection, stored_by)
     items = items.set_index("item_key")
-    items = items.loc[sorted(items.index, key=_item_order)]
+    items = items.loc[sorted(items.index, key=item_order)]
     sales["price"] = sales["price"].astype(float)
     return MarketData(items=items, sales=sales, market=_market_days(session, collection, stored_by, read_under),
                       excluded=load_excluded(session, collection) if with_excluded else None,
@@ -224,6 +224,7 @@ def _items_and_sales_postgresql(session: Session, collection: Collection, stored
     return items, sales
 
 
-def _item_order(key: str) -> tuple[int, str]:
-    """Numeric keys in numeric order (punk 2 before punk 10), others after."""
+def item_order(key: str) -> tuple[int, str]:
+    """Numeric keys in numeric order (punk 2 before punk 10), others after: the order a nowcast
+    values and writes the items in (storage.snapshots.snapshot_values reads them back in it)."""
     return (int(key), "") if key.isdigit() else (1 << 62, key)

@@ -7,10 +7,10 @@ neither may lose what a reader still needs. Past `FAIRVALUE_RETENTION_DAYS`:
 - A **published snapshot**, once archived (the store holds all of it as csv.gz), keeps the rows
   something still reads. The last snapshot published each UTC day keeps every row, so an item's
   history keeps one value a day. Any other keeps the rows of the items that sold while it was
-  the one published: the track record, the signal KPIs and the monitor score each sale against
-  the last snapshot published before it (models/live.py). The published snapshot is never
-  touched, nor are the published snapshots of a daily-priced collection (it publishes about one
-  a day, and its track record reads each card-day's first snapshot: fairvalue/kinds.py).
+  the one published: the track record and the monitor score each sale against the last
+  snapshot published before it (models/live.py). The published snapshot is never touched, nor
+  are the published snapshots of a daily-priced collection (it publishes about one a day, and
+  its track record reads each card-day's first snapshot: fairvalue/kinds.py).
 - A **shadow snapshot** (a model watched beside the champion, never published) is thinned the
   same way, archived or not (it never is): only the monitor's scoring reads it.
 - A **snapshot never published** (superseded by a later moment, or a nowcast that failed)
@@ -21,8 +21,9 @@ neither may lose what a reader still needs. Past `FAIRVALUE_RETENTION_DAYS`:
 What is thinned is stated on the snapshot (`rows_thinned_at`). A nowcast asked for a moment
 before the window (`fairvalue nowcast --as-of`) reads the thinned listing book, and a sale stored
 later for a moment before the window finds no value to be scored against: the track record
-counts it as `no_row`. One call deletes from about 2 million rows' worth of snapshots, so a
-backlog drains over a few hourly runs and no run holds a long transaction.
+counts it as `no_row`. One call deletes from about 2 million rows' worth of snapshots and a
+bounded number of listing events, so a backlog drains over a few hourly runs and no run holds a
+long transaction.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
 from storage.ingest import DAILY_PRICES
-from storage.tables import Collection, Listing, NowcastRow, NowcastSnapshot, Sale
+from storage.tables import Collection, Listing, NowcastRow, NowcastSnapshot, PublishedSnapshot, Sale
 
 NEVER_PUBLISHED = ("superseded", "failed", "building")
 SCORED = ("published", "shadow")  # a shadow carries the published_at of the champion's snapshot beside it
@@ -55,8 +56,10 @@ class RetentionReport:
 def apply_retention(session: Session, collection: Collection, now: datetime, keep_days: float,
                     max_rows: int = 2_000_000) -> RetentionReport:
     """Thin what is older than `keep_days` before `now` (the module's rules), in the caller's
-    transaction: the oldest snapshots first, as many as hold about `max_rows` rows (one at least),
-    so one call stays a short transaction whatever the collection's size."""
+    transaction: the never-published snapshots, then the others oldest first, as many as hold
+    about `max_rows` rows (one at least), then as many replaced listing events as the rows left
+    (a tenth of `max_rows` at least), so one call stays a short transaction whatever the
+    collection's size; the next call goes on."""
     cutoff = now - timedelta(days=keep_days)
     report = RetentionReport()
     budget = max_rows
@@ -73,7 +76,8 @@ def apply_retention(session: Session, collection: Collection, now: datetime, kee
         session.execute(update(NowcastSnapshot.__table__).where(NowcastSnapshot.id == snapshot_id)
                         .values(rows_thinned_at=now))
         report.snapshots_thinned += 1
-    report.listing_events_deleted = _drop_replaced_listings(session, collection, cutoff)
+    # The listings get what the snapshots left of the budget, and a tenth of it at least.
+    report.listing_events_deleted = _drop_replaced_listings(session, collection, cutoff, max(budget, max_rows // 10))
     return report
 
 
@@ -112,21 +116,27 @@ def _snapshots_to_thin(session: Session, collection: Collection, cutoff: datetim
     nexts = pd.concat([next_of_status, next_of_version, next_published.where(is_published, next_of_version)], axis=1)
     day = at[is_published].dt.date
     last_of_day = (day != day.shift(-1)).reindex(scored.index, fill_value=False)
+    # The pointer is the last published by its moment, but publish stamps published_at with the
+    # worker's clock: one running behind could stamp it before the snapshot it replaced.
+    pointer = session.execute(select(PublishedSnapshot.snapshot_id)
+                              .where(PublishedSnapshot.collection_id == collection.id)).scalar()
     thin = scored[(at < cutoff) & scored["rows_thinned_at"].isna() & nexts.notna().all(axis=1)
-                  & (scored["archive_uri"].notna() | ~is_published) & ~last_of_day]
+                  & (scored["archive_uri"].notna() | ~is_published) & ~last_of_day & scored["id"].ne(pointer)]
     span_end = nexts.max(axis=1)
     work += [(int(row.id), int(row.n_items), (row.published_at.to_pydatetime(), span_end[i].to_pydatetime()))
              for i, row in thin.iterrows()]
     return work
 
 
-def _drop_replaced_listings(session: Session, collection: Collection, cutoff: datetime) -> int:
-    """Listing events before `cutoff` that a later event of the same item and source, also before
-    it, replaced: a nowcast at or after `cutoff` reads that later one (or a later still)."""
+def _drop_replaced_listings(session: Session, collection: Collection, cutoff: datetime, limit: int) -> int:
+    """Up to `limit` listing events before `cutoff` that a later event of the same item and
+    source, also before it, replaced: a nowcast at or after `cutoff` reads that later one (or a
+    later still). The oldest go first; the next call takes the rest."""
     later = aliased(Listing)
     replaced = (select(later.id).where(later.collection_id == Listing.collection_id,
                                        later.item_key == Listing.item_key, later.source == Listing.source,
                                        later.ts > Listing.ts, later.ts < cutoff)
                 .correlate(Listing).exists())
-    return session.execute(delete(Listing).where(Listing.collection_id == collection.id, Listing.ts < cutoff,
-                                                 replaced)).rowcount
+    oldest = (select(Listing.id).where(Listing.collection_id == collection.id, Listing.ts < cutoff, replaced)
+              .order_by(Listing.ts, Listing.id).limit(limit))
+    return session.execute(delete(Listing).where(Listing.id.in_(oldest))).rowcount

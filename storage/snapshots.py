@@ -22,6 +22,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
 from storage.bulk import copy_csv
+from storage.market import item_order
 from storage.tables import Collection, Item, ModelVersion, NowcastRow, NowcastSnapshot, PublishedSnapshot, utcnow
 
 ROW_COLUMNS = ("item_key", "fair_value", "p10", "p90", "signal", "last_price", "last_sale_at", "ask_price", "ask_at")
@@ -260,12 +261,12 @@ def unarchived_snapshots(session: Session, collection: Collection) -> list[int]:
 
 
 def snapshot_values(session: Session, snapshot_id: int) -> pd.DataFrame:
-    """A stored snapshot's rows in the form the nowcast produced them (naive UTC times)."""
+    """A stored snapshot's rows in the form and the item order the nowcast produced them (naive
+    UTC times), so the archive rebuilt from them is the nowcast's to the byte."""
     rows = session.exec(
         select(*(getattr(NowcastRow, c) for c in ROW_COLUMNS)).where(NowcastRow.snapshot_id == snapshot_id)
-        .order_by(NowcastRow.item_key)
     ).all()
-    values = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+    values = pd.DataFrame(sorted(rows, key=lambda row: item_order(row[0])), columns=list(ROW_COLUMNS))
     for column in TIME_COLUMNS:
         values[column] = pd.to_datetime(values[column], utc=True).dt.tz_localize(None)
     return values
@@ -302,6 +303,11 @@ def format_floats(values: np.ndarray) -> np.ndarray:
     given = ~np.isnan(values)
     text[given] = ["%.6g" % value for value in values[given].tolist()]  # noqa: UP031 - as pandas formats
     return text
+
+
+def rebuilt_archive(session: Session, snapshot_id: int) -> bytes:
+    """The archive file of a snapshot whose rows are whole, rebuilt from them."""
+    return snapshot_csv_gz(snapshot_values(session, snapshot_id))
 
 
 def snapshot_csv_gz(values: pd.DataFrame | None = None, rows_csv: str | None = None) -> bytes:

@@ -36,13 +36,14 @@ def ingest_calls(session: Session, collection_slug: str, calls: Sequence[Webhook
     # replays included: a replay is rare, and leaving it out would cost a round trip first.
     # On PostgreSQL the deliveries' locks go first, so the replay check sees a concurrent twin's record.
     digests = sorted({c.digest for c in calls})
-    postgres = session.get_bind().dialect.name == "postgresql"
+    dialect = session.get_bind().dialect.name
+    postgres = dialect == "postgresql"
     locked = [(deliveries.LOCK_DELIVERIES, {"digests": digests})] if postgres else []
     looked_up = run_together(session, [
         *locked,
         (deliveries.ACCEPTANCES, {"digests": digests}),
         (ingest_store.COLLECTION_ID, {"slug": collection_slug}),
-        (ingest_store.KNOWN_AMONG["postgresql" if postgres else "sqlite"],
+        (ingest_store.KNOWN_AMONG[dialect],
          {"slug": collection_slug, "keys": sorted(keys) or [""]}),
         *([(ingest_store.FLOORS_BEFORE, {"slug": collection_slug, "days": sorted(days)})]
           if days and postgres else []),

@@ -48,8 +48,9 @@ def archive(self, collection: str | None = None) -> dict:
             return dict(run)
         report = pipeline.archive_pending(settings)
         run.update(archived=report.archived, failed=report.failed, pending=report.pending)
+        # Retention thins a published snapshot only once it is archived, so it runs whatever the store
+        # said: the rest (shadows, never-published snapshots, replaced listings) needs no store.
+        run["retention"] = pipeline.apply_retention(settings).as_dict()
         if report.failed:
             run["status"] = "failed"
-        else:  # only an archived snapshot is thinned, so this follows a store that answers
-            run["retention"] = pipeline.apply_retention(settings).as_dict()
         return dict(run)

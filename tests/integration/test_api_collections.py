@@ -109,6 +109,26 @@ def test_signals_filters_and_cursor_pages(client, seeded):
         assert client.get(f"{C}/signals?{bad}").status_code == 400, bad
 
 
+def test_a_cursor_on_a_snapshot_retention_thinned_is_refused_with_why(client, seeded):
+    """Paging across FAIRVALUE_RETENTION_DAYS: the pinned snapshot lost most rows, and its pages
+    would silently miss items."""
+    page = client.get(f"{C}/signals?limit=10").json()
+    snapshot_id = page["snapshot"]["id"]
+
+    def thinned(at):
+        with session_scope() as session:
+            session.execute(update(NowcastSnapshot).where(NowcastSnapshot.id == snapshot_id)
+                            .values(rows_thinned_at=at))
+
+    thinned(datetime.now(UTC))
+    try:
+        refused = client.get(f"{C}/signals?limit=10&cursor={page['next_cursor']}")
+    finally:
+        thinned(None)
+    assert refused.status_code == 400 and "RETENTION" in refused.json()["error"]
+    assert client.get(f"{C}/signals?limit=10&cursor={page['next_cursor']}").status_code == 200
+
+
 def test_performance_scores_each_sale_against_the_snapshot_published_before_it(client, history):
     body = client.get(f"{C}/performance?from=2021-11-01&to=2021-12-10").json()  # 5 wash trades early in Dec
     counts = body["counts"]

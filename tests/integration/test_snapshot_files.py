@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import delete, update
 from sqlmodel import select
 
+from storage.artifacts import sha256_hex
 from storage.db import session_scope
-from storage.snapshots import ROW_COLUMNS
+from storage.snapshots import ROW_COLUMNS, rebuilt_archive
 from storage.tables import NowcastRow, NowcastSnapshot, utcnow
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,9 @@ def test_the_published_snapshot_is_one_file_named_by_its_archive_digest(client):
         snap = session.get(NowcastSnapshot, snapshot_id)
         stored = dict(session.exec(select(NowcastRow.item_key, NowcastRow.fair_value)
                                    .where(NowcastRow.snapshot_id == snapshot_id)).all())
+        rebuilt = rebuilt_archive(session, snapshot_id)
     assert published.headers["etag"] == f'"{snap.archive_sha256}"' and snap.status == "published"
+    assert sha256_hex(rebuilt) == snap.archive_sha256  # the nowcast's archive, to the byte (its item order)
     assert list(rows[0]) == list(ROW_COLUMNS) and len(rows) == snap.n_items == 10_000
     assert {r["item_key"]: float(r["fair_value"]) for r in rows} == stored
     assert published.headers["cache-control"] == "no-cache"
@@ -48,7 +51,8 @@ def test_the_published_snapshot_is_one_file_named_by_its_archive_digest(client):
     assert unchanged.status_code == 304 and unchanged.content == b""
 
 
-@pytest.mark.parametrize("snapshot, status", [("999999999", 404), ("latest", 400), ("-1", 400)])
+@pytest.mark.parametrize("snapshot, status", [("999999999", 404), ("2147483647", 404), ("2147483648", 400),
+                                              ("latest", 400), ("-1", 400), ("0", 400)])
 def test_a_snapshot_that_is_no_published_one_is_refused_with_why(client, snapshot, status):
     answer = client.get(f"/v1/collections/cryptopunks/snapshots/{snapshot}")
     assert answer.status_code == status and answer.json()["error"], answer.text
@@ -77,17 +81,25 @@ def test_a_snapshot_thinned_by_retention_is_served_whole_from_its_archive(client
         publish(session, coll, snap)
         snapshot_id = snap.id
     unarchived = client.get(f"/v1/collections/{slug}/snapshots/{snapshot_id}")  # rebuilt from its rows
-    _, error = pipeline.archive_snapshot(get_settings().for_collection(slug), snapshot_id, values)
+    uri, error = pipeline.archive_snapshot(get_settings().for_collection(slug), snapshot_id, values)
     assert error is None
     archived = client.get(f"/v1/collections/{slug}/snapshots/{snapshot_id}")
+    with session_scope() as session:  # the store loses the object: rebuilt, since its rows are whole
+        session.execute(update(NowcastSnapshot).where(NowcastSnapshot.id == snapshot_id)
+                        .values(archive_uri=uri + ".gone"))
+    lost = client.get(f"/v1/collections/{slug}/snapshots/{snapshot_id}")
+    with session_scope() as session:
+        session.execute(update(NowcastSnapshot).where(NowcastSnapshot.id == snapshot_id).values(archive_uri=uri))
     with session_scope() as session:  # what retention leaves of a snapshot no sale met
         session.execute(delete(NowcastRow).where(NowcastRow.snapshot_id == snapshot_id))
         session.execute(update(NowcastSnapshot).where(NowcastSnapshot.id == snapshot_id)
                         .values(rows_thinned_at=utcnow()))
     thinned = client.get(f"/v1/collections/{slug}/snapshots/{snapshot_id}")
 
-    assert unarchived.content == archived.content == thinned.content
-    assert unarchived.headers["etag"] == archived.headers["etag"] == thinned.headers["etag"]
+    assert unarchived.content == archived.content == lost.content == thinned.content
+    assert unarchived.headers["etag"] == archived.headers["etag"] == lost.headers["etag"] == thinned.headers["etag"]
+    assert unarchived.headers["cache-control"] == "no-cache"  # a rebuild: only the archive's digest is final
+    assert "immutable" in archived.headers["cache-control"]
     assert [(r["item_key"], r["fair_value"], r["last_price"]) for r in rows_of(thinned.content)] == [
         ("a", "10.5", "10"), ("b", "20.25", ""), ("c", "30", "31")]
     with session_scope() as session:  # the archive unreadable and no rows left: a 503 saying so

@@ -16,7 +16,7 @@ from models.times import naive_utc_moment
 from storage import ingest as ingest_store
 from storage.market import load_listings
 from storage.retention import apply_retention
-from storage.tables import Listing, ModelVersion, NowcastRow, NowcastSnapshot, Sale
+from storage.tables import Listing, ModelVersion, NowcastRow, NowcastSnapshot, PublishedSnapshot, Sale
 
 NOW = datetime(2024, 3, 1, 12, tzinfo=UTC)
 OLD = datetime(2024, 1, 10, tzinfo=UTC)  # 51 days before NOW: past the 14 days kept
@@ -134,12 +134,37 @@ def dropping_replaced_listings_keeps_the_asks(session, coll) -> None:
         return [open_asks(load_listings(session, coll, m), keys, naive_utc_moment(m)) for m in moments]
 
     before = asks()
-    report = apply_retention(session, coll, NOW, keep_days=14)
+    first = apply_retention(session, coll, NOW, keep_days=14, max_rows=1)  # one event's worth: the oldest
+    session.commit()
+    after_first = set(session.exec(select(Listing.event_id).where(Listing.collection_id == coll.id)).all())
+    rest = apply_retention(session, coll, NOW, keep_days=14)
     session.commit()
 
     left = sorted(session.exec(select(Listing.event_id).where(Listing.collection_id == coll.id)).all())
-    assert left == ["a-new", "a-withdrawn", "b-new", "only"] and report.listing_events_deleted == 2
+    assert first.listing_events_deleted == 1 and len(after_first) == 5 and rest.listing_events_deleted == 1
+    assert left == ["a-new", "a-withdrawn", "b-new", "only"]
     for (price, listed), (price_after, listed_after) in zip(before, asks(), strict=True):
         np.testing.assert_array_equal(price, price_after)
         np.testing.assert_array_equal(listed, listed_after)
     assert before[0][0].tolist() == [65.0, 70.0]  # the window's first moment still reads b's offer
+
+
+def test_the_published_snapshot_stays_whole_whatever_its_stamp(sqlite_market):
+    """publish stamps published_at with the worker's clock: one running behind can stamp the new
+    pointer before the snapshot it replaced, and it must stay whole all the same."""
+    session, coll = sqlite_market
+    ingest_store.add_items(session, coll, [{"item_key": "3"}])
+    version = ModelVersion(collection_id=coll.id, version=1, estimator="test", artifact_uri="v1", sha256="0")
+    session.add(version)
+    session.flush()
+    at = OLD.replace(hour=10)
+    thinned = _snapshot(session, coll, version.id, "published", at)
+    pointer = _snapshot(session, coll, version.id, "published", at + timedelta(minutes=20))
+    _snapshot(session, coll, version.id, "published", at + timedelta(minutes=30))  # the day's last
+    session.add(PublishedSnapshot(collection_id=coll.id, snapshot_id=pointer, published_at=at))
+    session.commit()
+
+    report = apply_retention(session, coll, NOW, keep_days=14)
+
+    assert report.snapshots_thinned == 1 and thinned not in _rows(session, coll)
+    assert _rows(session, coll)[pointer] == ITEMS

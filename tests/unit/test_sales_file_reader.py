@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from models.listings import NULLABLE_FIELDS
 from storage.bundled import UnreadableFile, read_listings_file, read_sales_file
 
 HEADER = b"event_id,timestamp,punk_id,price_eth,seller,buyer,source\n"
@@ -100,18 +99,27 @@ def test_a_listings_file_reads_an_empty_price_or_expiry_cell_as_null(tmp_path):
     path.write_bytes(b"event_id,timestamp,punk_id,price,expires_at,source\n"
                      b"l1,2024-01-05T10:00:00Z,1,90,,opensea\nl2,2024-01-06T10:00:00Z,1, ,,opensea\n"
                      b'l3,2024-01-06T10:00:00Z,2,80,2024-02-01T00:00:00Z,\nl4,"2024\n')
-    rows = list(read_listings_file(path, NULLABLE_FIELDS))
+    rows = list(read_listings_file(path))
     assert rows[0] == {"event_id": "l1", "timestamp": "2024-01-05T10:00:00Z", "punk_id": "1", "price": "90",
                        "expires_at": None, "source": "opensea"}
     assert rows[1]["price"] is None and rows[2]["source"] == "" and rows[2]["expires_at"] == "2024-02-01T00:00:00Z"
     assert "_error" in rows[3] and rows[3]["_raw"] == 'l4,"2024'
     lines = tmp_path / "asks.jsonl"
     lines.write_bytes(b'{"event_id": "j1", "price": null}\n{"event_id": "j2", "price": ""}\n')
-    assert list(read_listings_file(lines, NULLABLE_FIELDS)) == [{"event_id": "j1", "price": None},
+    assert list(read_listings_file(lines)) == [{"event_id": "j1", "price": None},
                                                                 {"event_id": "j2", "price": ""}]
     document = tmp_path / "asks.json"
     document.write_bytes(b'{"listings": [{"event_id": "d1"}, {"event_id": "d2"}]}')
-    assert [r["event_id"] for r in read_listings_file(document, NULLABLE_FIELDS)] == ["d1", "d2"]
+    assert [r["event_id"] for r in read_listings_file(document)] == ["d1", "d2"]
     document.write_bytes(b"7")
     with pytest.raises(UnreadableFile, match='nor {"listings": ...'):
-        list(read_listings_file(document, NULLABLE_FIELDS))
+        list(read_listings_file(document))
+    document.write_bytes(b'{"sales": [{"event_id": "s1"}]}')  # a sales file given as listings: refused whole
+    with pytest.raises(UnreadableFile, match="wraps its rows as 'sales', not 'listings'"):
+        list(read_listings_file(document))
+    both = tmp_path / "both.csv"  # an empty price_eth beside a price is not given; both empty withdraw
+    both.write_bytes(b"event_id,timestamp,punk_id,price,price_eth\nb1,2024-01-05T10:00:00Z,1,90,\n"
+                     b"b2,2024-01-05T10:00:00Z,1,,\n")
+    assert list(read_listings_file(both)) == [
+        {"event_id": "b1", "timestamp": "2024-01-05T10:00:00Z", "punk_id": "1", "price": "90"},
+        {"event_id": "b2", "timestamp": "2024-01-05T10:00:00Z", "punk_id": "1", "price": None, "price_eth": None}]
