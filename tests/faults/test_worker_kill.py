@@ -49,11 +49,31 @@ def published():
         return published_snapshot(session, ensure_collection(session, "cryptopunks"))
 
 
+def no_other_nowcast_pending() -> bool:
+    """No nowcast waits in the shared queue, nor is held (an ETA) or run by any worker."""
+    import redis
+
+    from tasks import queues
+    from tests.conftest import REDIS_URL
+
+    if redis.Redis.from_url(REDIS_URL).llen(queues.NOWCAST):
+        return False
+    inspect = app.control.inspect(timeout=1)
+    for answer in (inspect.active(), inspect.reserved(), inspect.scheduled()):
+        for tasks in (answer or {}).values():
+            if any("fairvalue.nowcast" in (task.get("name"), task.get("request", {}).get("name")) for task in tasks):
+                return False
+    return True
+
+
 def test_a_worker_killed_mid_nowcast(seeded, client, tmp_path):
     """Afterwards: readers kept the previous snapshot while the run was dead; the message was
     not lost (the broker gave it to another worker, which published); the new snapshot values
     every item exactly once; the dead run's half-built snapshot, if any, was never published."""
     env = {**REDELIVER}
+    # An earlier test's promotion asks for a nowcast, which the session's general worker (when one
+    # runs) would publish in the middle of this one: every snapshot after `before` must be this test's.
+    wait_for(no_other_nowcast_pending, timeout=120)
     before = published()
     first = start_worker("nowcast-victim", "faults-nowcast", tmp_path, env)
     task_id = app.send_task("fairvalue.nowcast", queue="faults-nowcast").id
