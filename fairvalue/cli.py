@@ -726,7 +726,7 @@ def status(collection: str = COLLECTION_OPTION) -> None:
     from storage.db import session_scope
     from storage.registry import CHAMPION, get_alias
     from storage.snapshots import published_snapshot
-    from storage.tables import DailyPrice, Item, RejectedSale, Sale
+    from storage.tables import DailyPrice, Item, Listing, NowcastRow, NowcastSnapshot, RejectedSale, Sale
 
     settings = _settings_for(collection)
     with session_scope() as session:  # looked up, not created: the default collection may not exist yet
@@ -749,7 +749,16 @@ def status(collection: str = COLLECTION_OPTION) -> None:
         ).all()
         champion = get_alias(session, coll, CHAMPION)
         snap = published_snapshot(session, coll)
-    console.print(f"collection {coll.slug}: {n_items} items, {n_rows} {noun}")
+        n_snapshots, n_thinned = session.exec(select(func.count(), func.count(NowcastSnapshot.rows_thinned_at))
+                                              .where(NowcastSnapshot.collection_id == coll.id)).one()
+        n_snapshot_rows = session.exec(select(func.count()).select_from(NowcastRow).join(
+            NowcastSnapshot, NowcastSnapshot.id == NowcastRow.snapshot_id).where(
+            NowcastSnapshot.collection_id == coll.id)).one()
+        n_listings = session.exec(select(func.count()).select_from(Listing)
+                                  .where(Listing.collection_id == coll.id)).one()
+    console.print(f"collection {coll.slug}: {n_items} items, {n_rows} {noun}, {n_listings} listing events")
+    console.print(f"snapshots: {n_snapshots} stored with {n_snapshot_rows} rows, {n_thinned} of them thinned by "
+                  f"retention (past {settings.retention_days:g} days)")
     for reason, n in sorted(rejected):
         console.print(f"  rejected {reason}: {n}")
     for reason, n in sorted(wash):

@@ -99,7 +99,8 @@ def test_ingest_listings_stores_each_event_once_and_keeps_bad_rows(seeded, tmp_p
 def test_status_names_champion_and_snapshot(seeded):
     result = runner.invoke(app, ["status"])
     assert result.exit_code == 0, result.output
-    assert "10000 items" in result.output
+    assert "10000 items" in result.output and "listing events" in result.output
+    assert "thinned by retention (past 14 days)" in " ".join(result.output.split())  # rich wraps at 80
     assert "champion: v1" in result.output
     assert "published snapshot:" in result.output
     assert "kept out of the model, wash_round_trip:" in result.output  # the bundled sales hold some
