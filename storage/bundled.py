@@ -157,9 +157,8 @@ def _json_document(path: Path, wrapper: str) -> list[dict[str, Any]]:
         raise UnreadableFile(f"the file is one JSON document that cannot be read ({str(exc)[:300]})") from None
     if isinstance(value, dict) and isinstance(value.get(wrapper), list):
         value = value[wrapper]
-    elif _wrapper_of(value) is not None:
-        raise UnreadableFile(f"the file wraps its rows as {_wrapper_of(value)!r}, not {wrapper!r}: "
-                             "a file of another kind?")
+    elif (other := _wrapper_of(value)) is not None:
+        raise UnreadableFile(f"the file wraps its rows as {other!r}, not {wrapper!r}: a file of another kind?")
     if isinstance(value, dict):
         return [value]
     if not isinstance(value, list):
