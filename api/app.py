@@ -51,6 +51,7 @@ def routes() -> list[Route]:
         Route(f"{COLLECTION}/performance", collections.performance, methods=["GET"]),
         Route(f"{COLLECTION}/backtest", collections.backtest, methods=["GET"]),
         Route(f"{COLLECTION}/market", collections.market, methods=["GET"]),
+        Route(f"{COLLECTION}/snapshots", collections.list_snapshots, methods=["GET"]),
         Route(f"{COLLECTION}/snapshots/{{snapshot}}", collections.snapshot_file, methods=["GET"]),
         Route(f"{COLLECTION}/decisions", models.list_decisions, methods=["GET"]),
         *pages.routes(),  # the web pages (api/pages.py), outside the OpenAPI document

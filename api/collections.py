@@ -99,6 +99,24 @@ def market(request: Request) -> JSONResponse:
     return JSONResponse(reads.market(slug_of(request), str_param(request, "from"), str_param(request, "to")))
 
 
+def list_snapshots(request: Request) -> JSONResponse:
+    """The snapshots a collection published, and where each one's file is.
+    ---
+    summary: Published snapshots, newest first (offset pagination), each with its file's path
+    tags: [collections]
+    parameters:
+      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 500, default: 50}}
+      - {name: offset, in: query, schema: {type: integer, minimum: 0, default: 0}}
+    responses:
+      200: {description: "snapshots (id, as_of, valued_at, published_at, model_version, n_items, current, archived,
+        thinned_at, file), total, next_offset"}
+      400: {$ref: "#/components/responses/BadRequest"}
+      404: {$ref: "#/components/responses/NotFound"}
+    """
+    return JSONResponse(snapshot_files.published_snapshots(slug_of(request), int_param(request, "limit", 50),
+                                                           int_param(request, "offset", 0)))
+
+
 def snapshot_file(request: Request) -> Response:
     """A whole published snapshot as its archive file.
     ---

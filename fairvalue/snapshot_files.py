@@ -17,13 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import func
+from sqlmodel import select
+
 from fairvalue.errors import BadInput, NotFound, NotReady
-from fairvalue.reads import collection_row
+from fairvalue.reads import collection_row, iso, page_bounds, snapshot_reference
 from fairvalue.settings import get_settings
 from storage.artifacts import ArtifactError, get_store, sha256_hex
 from storage.db import session_scope
 from storage.snapshots import published_snapshot, rebuilt_archive
-from storage.tables import NowcastSnapshot
+from storage.tables import ModelVersion, NowcastSnapshot
 
 PUBLISHED = "published"
 SNAPSHOT_ID = re.compile(r"[0-9]{1,10}")
@@ -72,3 +75,25 @@ def snapshot_file(slug: str, ref: str) -> SnapshotFile:
             return body
 
     return SnapshotFile(coll.slug, snapshot_id, published_at, digest, True, from_archive)
+
+
+def published_snapshots(slug: str, limit: int = 50, offset: int = 0) -> dict:
+    """The snapshots a collection published, newest first: what each file
+    (`/v1/collections/{slug}/snapshots/{id}`) holds, whether it is archived, and whether
+    retention thinned its rows in the database (its file is then the archive's)."""
+    limit, offset = page_bounds(limit, offset)
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+        published = (NowcastSnapshot.collection_id == coll.id) & (NowcastSnapshot.status == "published")
+        rows = session.exec(select(NowcastSnapshot, ModelVersion.version).outerjoin(
+            ModelVersion, ModelVersion.id == NowcastSnapshot.model_version_id).where(published).order_by(
+            NowcastSnapshot.published_at.desc(), NowcastSnapshot.id.desc()).offset(offset).limit(limit)).all()
+        total = session.exec(select(func.count()).select_from(NowcastSnapshot).where(published)).one()
+        current = published_snapshot(session, coll)
+    return {"collection": coll.slug, "total": total, "offset": offset, "limit": limit,
+            "next_offset": offset + limit if offset + limit < total else None,
+            "snapshots": [{**snapshot_reference(snap.id, snap.as_of, snap.valued_at, snap.published_at),
+                           "model_version": version, "n_items": snap.n_items,
+                           "current": current is not None and snap.id == current.id,
+                           "archived": snap.archive_uri is not None, "thinned_at": iso(snap.rows_thinned_at),
+                           "file": f"/v1/collections/{coll.slug}/snapshots/{snap.id}"} for snap, version in rows]}

@@ -117,3 +117,22 @@ def test_the_home_page_links_the_published_snapshot_file(client):
     assert link, home[:3000]
     answer = client.get(link.group(1))
     assert answer.status_code == 200 and answer.headers["x-snapshot-id"] == link.group(2)
+
+
+def test_the_published_snapshots_are_listed_newest_first_with_their_files(client):
+    listed = client.get("/v1/collections/cryptopunks/snapshots?limit=500").json()
+    page = client.get("/v1/collections/cryptopunks/snapshots?limit=1&offset=1").json()
+
+    snapshots = listed["snapshots"]
+    assert listed["total"] == len(snapshots) >= 1 and listed["next_offset"] is None
+    stamps = [s["published_at"] for s in snapshots]
+    assert stamps == sorted(stamps, reverse=True)
+    current = [s for s in snapshots if s["current"]]
+    published_id = client.get("/v1/collections/cryptopunks/snapshots/published").headers["x-snapshot-id"]
+    assert [str(s["id"]) for s in current] == [published_id]
+    assert current[0]["archived"] is True and current[0]["thinned_at"] is None and current[0]["n_items"] == 10_000
+    assert client.get(current[0]["file"]).headers["x-snapshot-id"] == published_id
+    if len(snapshots) > 1:
+        assert page["snapshots"] == snapshots[1:2]
+    for bad in ("limit=0", "limit=501", "offset=-1", "limit=x"):
+        assert client.get(f"/v1/collections/cryptopunks/snapshots?{bad}").status_code == 400, bad
