@@ -176,6 +176,18 @@ def worker(seeded, broker, tmp_path_factory):
     stop_worker(proc)
 
 
+@pytest.fixture
+def own_refusal_cap(monkeypatch):
+    """A cap of its own on recorded unsigned webhook refusals: an earlier test within the same
+    minute (schemathesis posts unsigned to every webhook) may have spent the shared one, and a
+    refusal past the cap is answered but not recorded."""
+    from api import webhooks
+    from api.limits import MemoryCounter
+
+    monkeypatch.setattr(webhooks, "unauthenticated_refusals",
+                        webhooks.UnauthenticatedRefusals(counter_factory=MemoryCounter))
+
+
 @pytest.fixture(scope="session")
 def client(seeded):
     from starlette.testclient import TestClient

@@ -170,15 +170,8 @@ def test_malformed_webhook_bodies_get_a_reason(client, body, status):
     assert response.json()["error"]
 
 
-def test_oversized_webhook_body_is_413_and_recorded(client, monkeypatch):
-    from api import webhooks
-    from api.limits import MemoryCounter
+def test_oversized_webhook_body_is_413_and_recorded(client, own_refusal_cap):
     from storage.tables import WebhookDelivery
-
-    # A cap of its own: the minute's cap on recorded unsigned refusals may be spent already by an
-    # earlier test of this session (schemathesis posts unsigned to every webhook).
-    monkeypatch.setattr(webhooks, "unauthenticated_refusals",
-                        webhooks.UnauthenticatedRefusals(counter_factory=MemoryCounter))
 
     body = b"[" + b" " * 1_100_000 + b"]"
     response = client.post("/v1/webhooks/sales", content=body,

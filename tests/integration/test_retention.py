@@ -7,6 +7,7 @@ import pytest
 
 from storage.db import session_scope
 from storage.ingest import ensure_collection
+from tests.builders import items_and_models
 from tests.unit.test_retention import dropping_replaced_listings_keeps_the_asks, thinning_keeps_what_is_scored
 
 pytestmark = pytest.mark.integration
@@ -25,8 +26,7 @@ def test_the_hourly_archive_task_thins_what_is_past_the_window(worker):
 
     from sqlmodel import select
 
-    from storage.ingest import add_items
-    from storage.tables import ModelVersion, NowcastRow, TaskRun, utcnow
+    from storage.tables import NowcastRow, TaskRun, utcnow
     from tasks.app import app as celery_app
     from tests.integration.conftest import wait_for
     from tests.unit.test_retention import ITEMS, _snapshot
@@ -34,14 +34,11 @@ def test_the_hourly_archive_task_thins_what_is_past_the_window(worker):
     slug = "retention-task"
     with session_scope() as session:
         coll = ensure_collection(session, slug)
-        add_items(session, coll, [{"item_key": key} for key in ITEMS])
-        version = ModelVersion(collection_id=coll.id, version=1, estimator="test", artifact_uri="v1", sha256="0")
-        session.add(version)
-        session.flush()
+        (version,) = items_and_models(session, coll, ITEMS)
         month_ago = (utcnow() - timedelta(days=30)).replace(hour=10, minute=0)  # both on one day
-        thinned = _snapshot(session, coll, version.id, "published", month_ago)
-        _snapshot(session, coll, version.id, "published", month_ago + timedelta(minutes=30))  # the day's last
-        _snapshot(session, coll, version.id, "published", utcnow() - timedelta(hours=1))  # published now
+        thinned = _snapshot(session, coll, version, "published", month_ago)
+        _snapshot(session, coll, version, "published", month_ago + timedelta(minutes=30))  # the day's last
+        _snapshot(session, coll, version, "published", utcnow() - timedelta(hours=1))  # published now
     task_id = celery_app.send_task("fairvalue.archive", kwargs={"collection": slug}).id
 
     def finished() -> dict | None:

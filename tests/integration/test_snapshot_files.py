@@ -62,9 +62,9 @@ def test_a_snapshot_that_is_no_published_one_is_refused_with_why(client, snapsho
 def test_a_snapshot_thinned_by_retention_is_served_whole_from_its_archive(client):
     from fairvalue import pipeline
     from fairvalue.settings import get_settings
-    from storage.ingest import add_items, ensure_collection
+    from storage.ingest import ensure_collection
     from storage.snapshots import publish, write_snapshot
-    from storage.tables import ModelVersion
+    from tests.builders import items_and_models
 
     slug, keys = "export-test", ["a", "b", "c"]
     values = pd.DataFrame({"item_key": keys, "fair_value": [10.5, 20.25, 30.0], "p10": [9.0, 18.0, 27.0],
@@ -73,11 +73,8 @@ def test_a_snapshot_thinned_by_retention_is_served_whole_from_its_archive(client
                            "last_sale_at": pd.to_datetime(["2024-01-01T10:00:00", None, "2024-01-02T11:00:00"])})
     with session_scope() as session:
         coll = ensure_collection(session, slug)
-        add_items(session, coll, [{"item_key": key} for key in keys])
-        version = ModelVersion(collection_id=coll.id, version=1, estimator="test", artifact_uri="v1", sha256="0")
-        session.add(version)
-        session.flush()
-        snap = write_snapshot(session, coll, version.id, utcnow() - timedelta(days=30), None, values)
+        (version,) = items_and_models(session, coll, keys)
+        snap = write_snapshot(session, coll, version, utcnow() - timedelta(days=30), None, values)
         publish(session, coll, snap)
         snapshot_id = snap.id
     unarchived = client.get(f"/v1/collections/{slug}/snapshots/{snapshot_id}")  # rebuilt from its rows

@@ -88,18 +88,6 @@ def test_a_reused_event_id_with_another_body_is_refused_and_kept(client):
     assert [r.outcome for r in recorded(signing.delivery_digest(t, other))] == ["conflict"]
 
 
-@pytest.fixture
-def own_refusal_cap(monkeypatch):
-    """A cap of its own on recorded unsigned refusals: an earlier test within the same minute
-    (schemathesis posts unsigned to every webhook) may have spent the shared one, and a refusal
-    past the cap is answered but not recorded."""
-    from api import webhooks
-    from api.limits import MemoryCounter
-
-    monkeypatch.setattr(webhooks, "unauthenticated_refusals",
-                        webhooks.UnauthenticatedRefusals(counter_factory=MemoryCounter))
-
-
 def test_bad_signatures_are_recorded_with_their_kind(client, own_refusal_cap):
     body = json.dumps(a_sale(f"forged-{time.time_ns()}")).encode()
     forged = deliver(client, body, signing.sign("not-the-secret", body))

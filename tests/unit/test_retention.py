@@ -13,10 +13,10 @@ from sqlmodel import select
 from fairvalue.lifecycle import live_scored
 from models.listings import open_asks
 from models.times import naive_utc_moment
-from storage import ingest as ingest_store
 from storage.market import load_listings
 from storage.retention import apply_retention
-from storage.tables import Listing, ModelVersion, NowcastRow, NowcastSnapshot, PublishedSnapshot, Sale
+from storage.tables import Listing, NowcastRow, NowcastSnapshot, PublishedSnapshot, Sale
+from tests.builders import items_and_models
 
 NOW = datetime(2024, 3, 1, 12, tzinfo=UTC)
 OLD = datetime(2024, 1, 10, tzinfo=UTC)  # 51 days before NOW: past the 14 days kept
@@ -58,12 +58,7 @@ def test_a_replaced_listing_event_goes_and_every_ask_from_the_window_on_stays(sq
 
 def thinning_keeps_what_is_scored(session, coll) -> None:
     """Also run on PostgreSQL (tests/integration/test_retention.py)."""
-    ingest_store.add_items(session, coll, [{"item_key": key} for key in ITEMS])
-    champion, contender = (ModelVersion(collection_id=coll.id, version=v, estimator="test", artifact_uri=f"v{v}",
-                                        sha256="0") for v in (1, 2))
-    session.add_all([champion, contender])
-    session.flush()
-    v1, v2 = champion.id, contender.id
+    v1, v2 = items_and_models(session, coll, ITEMS, versions=2)  # a champion and a contender
     at = OLD.replace(hour=10)
     s1 = _snapshot(session, coll, v1, "published", at)
     s2 = _snapshot(session, coll, v1, "published", at + timedelta(minutes=30), archived=False)  # a store outage
@@ -114,7 +109,7 @@ def thinning_keeps_what_is_scored(session, coll) -> None:
 
 def dropping_replaced_listings_keeps_the_asks(session, coll) -> None:
     """Also run on PostgreSQL (tests/integration/test_retention.py)."""
-    ingest_store.add_items(session, coll, [{"item_key": key} for key in ITEMS])
+    items_and_models(session, coll, ITEMS, versions=0)
 
     def event(event_id, item, source, days_ago, price):
         session.add(Listing(collection_id=coll.id, event_id=event_id, item_key=item, source=source,
@@ -153,14 +148,11 @@ def test_the_published_snapshot_stays_whole_whatever_its_stamp(sqlite_market):
     """publish stamps published_at with the worker's clock: one running behind can stamp the new
     pointer before the snapshot it replaced, and it must stay whole all the same."""
     session, coll = sqlite_market
-    ingest_store.add_items(session, coll, [{"item_key": "3"}])
-    version = ModelVersion(collection_id=coll.id, version=1, estimator="test", artifact_uri="v1", sha256="0")
-    session.add(version)
-    session.flush()
+    (version,) = items_and_models(session, coll, ITEMS)
     at = OLD.replace(hour=10)
-    thinned = _snapshot(session, coll, version.id, "published", at)
-    pointer = _snapshot(session, coll, version.id, "published", at + timedelta(minutes=20))
-    _snapshot(session, coll, version.id, "published", at + timedelta(minutes=30))  # the day's last
+    thinned = _snapshot(session, coll, version, "published", at)
+    pointer = _snapshot(session, coll, version, "published", at + timedelta(minutes=20))
+    _snapshot(session, coll, version, "published", at + timedelta(minutes=30))  # the day's last
     session.add(PublishedSnapshot(collection_id=coll.id, snapshot_id=pointer, published_at=at))
     session.commit()
 
