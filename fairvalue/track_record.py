@@ -20,19 +20,18 @@ import pandas as pd
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from fairvalue import kinds
+from fairvalue import kinds, signal_record
 from fairvalue.errors import BadInput
+from fairvalue.forward_values import published_values
 from fairvalue.reads import MAX_WINDOW_DAYS, collection_row, iso, parse_time, rounded
 from fairvalue.settings import get_settings
-from models import live
 from models.backtest import backtest
 from models.diagnostics import item_segments, segment_metrics
 from models.features import ITEM_ATTRIBUTES, attribute_text
 from models.market_index import daily_index
 from models.metrics import valuation_metrics
-from models.times import naive_utc
 from storage.db import session_scope
-from storage.tables import Collection, DailyPrice, Item, MarketDay, NowcastRow, NowcastSnapshot, Sale
+from storage.tables import Collection, DailyPrice, Item, Listing, MarketDay, NowcastSnapshot, Sale
 
 DEFAULT_WINDOW = timedelta(days=90)
 MAX_WINDOW = timedelta(days=MAX_WINDOW_DAYS)
@@ -77,6 +76,10 @@ def _data_version(session: Session, coll: Collection) -> tuple:
     return (snap, *sales)
 
 
+def _listings_version(session: Session, coll: Collection) -> tuple:
+    return tuple(session.exec(select(func.count(), func.max(Listing.id)).where(Listing.collection_id == coll.id)).one())
+
+
 def forward_pairs(session: Session, coll: Collection, t0: datetime, t1: datetime) -> tuple[pd.DataFrame, dict]:
     """(scored, counts): sales with t0 <= ts < t1, each with the value of the snapshot published
     last before it (models.live.score_sales).
@@ -86,28 +89,7 @@ def forward_pairs(session: Session, coll: Collection, t0: datetime, t1: datetime
                           columns=["event_id", "ts", "item_key", "price", "wash_reason"])
     wash = stored["wash_reason"].dropna().value_counts().sort_index()
     sales = stored[stored["wash_reason"].isna()].drop(columns="wash_reason").reset_index(drop=True)
-    sales["ts"] = naive_utc(sales["ts"])
-    snaps = pd.DataFrame(session.exec(select(NowcastSnapshot.id, NowcastSnapshot.published_at,
-                                             NowcastSnapshot.model_version_id).where(
-        NowcastSnapshot.collection_id == coll.id, NowcastSnapshot.status == "published",
-        NowcastSnapshot.published_at.is_not(None), NowcastSnapshot.published_at < t1)).all(),
-        columns=["snapshot_id", "published_at", "model_version_id"])
-    snaps["published_at"] = naive_utc(snaps["published_at"])
-    rows = pd.DataFrame(columns=["snapshot_id", "item_key", "fair_value", "p10", "p90"])
-    if len(sales) and len(snaps):
-        # Which snapshot each sale meets, first; then only those rows are read.
-        ordered = snaps.sort_values(["published_at", "snapshot_id"])
-        met = pd.merge_asof(sales.sort_values("ts"), ordered, left_on="ts", right_on="published_at",
-                            allow_exact_matches=False).dropna(subset=["snapshot_id"])
-        wanted_snaps = sorted({int(s) for s in met["snapshot_id"]})
-        wanted_items = sorted(set(met["item_key"]))
-        found = []
-        for i in range(0, len(wanted_snaps), 500):
-            found += session.exec(select(NowcastRow.snapshot_id, NowcastRow.item_key, NowcastRow.fair_value,
-                                         NowcastRow.p10, NowcastRow.p90).where(
-                NowcastRow.snapshot_id.in_(wanted_snaps[i:i + 500]), NowcastRow.item_key.in_(wanted_items))).all()
-        rows = pd.DataFrame(found, columns=["snapshot_id", "item_key", "fair_value", "p10", "p90"])
-    scored, counts = live.score_sales(sales, snaps, rows)
+    scored, counts = published_values(session, coll, sales, t1)
     counts["wash_trades"] = {str(reason): int(n) for reason, n in wash.items()}
     return scored, counts
 
@@ -180,7 +162,12 @@ def performance(slug: str | None = None, start: str | None = None, end: str | No
         if kinds.is_daily(coll):
             return _daily_performance(session, coll, start, end)
         t0, t1 = _window(session, coll, start, end)
-        key = ("performance", coll.id, t0, t1, _data_version(session, coll))
+        settings = get_settings()
+        # An ask's fate settles as time passes, so the answer is recomputed at least hourly.
+        now = datetime.now(UTC)
+        key = ("performance", coll.id, t0, t1, _data_version(session, coll), _listings_version(session, coll),
+               settings.buy_below, settings.sell_above, settings.signal_gain, settings.signal_horizon_days,
+               now.replace(minute=0, second=0, microsecond=0))
 
         def compute() -> dict[str, Any]:
             scored, counts = forward_pairs(session, coll, t0, t1)
@@ -197,6 +184,8 @@ def performance(slug: str | None = None, start: str | None = None, end: str | No
                 "counts": counts,
                 "model": _metrics(scored),
                 "previous_day_floor": _floor_baseline(session, coll, scored),
+                "signals": signal_record.sale_signals(session, coll, scored, t0, t1, settings),
+                "ask_signals": signal_record.ask_signals(session, coll, t0, t1, settings, now),
                 "segments": table.to_dict(orient="records"),
                 "series": _series(scored, t0, t1),
                 "points": [{"timestamp": iso(ts.to_pydatetime()), "item_id": k, "price": p, "fair_value": f,
@@ -298,10 +287,7 @@ def backtest_results(slug: str | None = None, start: str | None = None, end: str
             scored, counts = forward_pairs(session, coll, t0, t1)
             # Exits and the market index, from clean sales only (docs/backtest.md): a suspected wash
             # trade is no price anyone could have sold at.
-            sales = pd.DataFrame(session.exec(select(Sale.ts, Sale.item_key, Sale.price).where(
-                Sale.collection_id == coll.id, Sale.wash_reason.is_(None), Sale.ts >= t0 - timedelta(days=14),
-                Sale.ts < t1 + horizon).order_by(Sale.ts, Sale.id)).all(), columns=["ts", "item_key", "price"])
-            sales["ts"] = naive_utc(sales["ts"])
+            sales = signal_record.clean_sales(session, coll, t0 - signal_record.INDEX_LOOKBACK, t1 + horizon)
             predictions = pd.DataFrame({"event_id": scored["event_id"], "timestamp": scored["ts"],
                                         "item_id": scored["item_key"], "price": scored["price"],
                                         "fair_value": scored["fair_value"], "p10": scored["p10"],

@@ -156,6 +156,67 @@ def test_performance_scores_each_sale_against_the_snapshot_published_before_it(c
     assert client.get(f"{C}/performance?from=2021-12-01&to=2021-11-01").status_code == 400
 
 
+def test_performance_judges_the_signals_of_sales_and_asks_forward(client, history):
+    """Sale signals as replay reports them; asks valued before they were listed, judged by
+    whether they were taken (models/ask_kpis.py)."""
+    from storage.tables import Listing, NowcastRow
+
+    with session_scope() as session:
+        coll_id = session.exec(select(NowcastSnapshot.collection_id).where(NowcastSnapshot.id == history)).one()
+        sold = session.exec(select(Sale.item_key, Sale.ts, Sale.price).where(
+            Sale.collection_id == coll_id, Sale.wash_reason.is_(None),
+            Sale.ts > PUBLISHED_AT + timedelta(hours=3), Sale.ts < datetime(2021, 12, 1, tzinfo=UTC))
+            .order_by(Sale.ts)).first()
+        keys = sorted({k for k in session.exec(select(NowcastRow.item_key).where(
+            NowcastRow.snapshot_id == history).limit(500)).all()} - {sold[0]})
+        unsold = [k for k in keys if not session.exec(select(Sale.id).where(
+            Sale.collection_id == coll_id, Sale.item_key == k, Sale.ts > datetime(2021, 11, 1, tzinfo=UTC),
+            Sale.ts < datetime(2022, 1, 15, tzinfo=UTC))).first()][:3]
+        fair = dict(session.exec(select(NowcastRow.item_key, NowcastRow.fair_value).where(
+            NowcastRow.snapshot_id == history, NowcastRow.item_key.in_([sold[0], *unsold]))).all())
+        taken_at = sold[1] if sold[1].tzinfo else sold[1].replace(tzinfo=UTC)
+        day = timedelta(days=1)
+        listed = [  # (event, item, ts, price, expires_at); each ends within days, so no later nowcast sees it
+            ("ask-taken", sold[0], taken_at - timedelta(hours=2), sold[2], None),
+            ("ask-cheap", unsold[0], PUBLISHED_AT + day, 0.5 * fair[unsold[0]], PUBLISHED_AT + 2 * day),
+            ("ask-dear", unsold[1], PUBLISHED_AT + day, 2 * fair[unsold[1]], None),
+            ("ask-dear-withdrawn", unsold[1], PUBLISHED_AT + 3 * day, None, None),
+            ("ask-before-any-value", unsold[2], datetime(2021, 11, 5, tzinfo=UTC), 1.0,
+             datetime(2021, 11, 6, tzinfo=UTC)),
+        ]
+        session.add_all([Listing(collection_id=coll_id, event_id=f"perf-{e}", item_key=k, ts=ts, price=p,
+                                 expires_at=x, source="test", content_hash=e) for e, k, ts, p, x in listed])
+    try:
+        body = client.get(f"{C}/performance?from=2021-11-01&to=2021-12-10").json()
+        page = client.get("/c/cryptopunks/performance?from=2021-11-01&to=2021-12-10",
+                          headers={"Accept": "text/html"}).text
+    finally:
+        with session_scope() as session:
+            for row in session.exec(select(Listing).where(Listing.event_id.like("perf-ask-%"))).all():
+                session.delete(row)
+
+    signals = body["signals"]
+    assert signals["n_events"] == body["model"]["n"] > 100
+    buy = sum(p["price"] <= p["fair_value"] * 0.9 + 1e-9 for p in body["points"])
+    sell = sum(p["price"] >= p["fair_value"] * 1.15 - 1e-9 for p in body["points"])
+    assert signals["distribution"] == {"BUY": buy, "SELL": sell, "HOLD": signals["n_events"] - buy - sell}
+    assert 0 < signals["n_known"] < signals["n_events"]  # resales within 30 days are the minority
+    assert signals["coverage"] == pytest.approx(signals["n_known"] / signals["n_events"], rel=1e-5)
+
+    asks = body["ask_signals"]
+    assert asks["counts"] == {"n_asks": 4, "n_valued": 3, "no_snapshot": 1, "no_row": 0}
+    taken_signal = "BUY" if sold[2] <= 0.9 * fair[sold[0]] else "HOLD"
+    expected = {"BUY": {"ended": 1}, "HOLD": {"ended": 1}}
+    expected[taken_signal]["taken"] = 1
+    for signal, outcomes in asks["outcomes_by_signal"].items():
+        assert {o: n for o, n in outcomes.items() if n} == expected[signal]
+    assert asks["n_known"] == 3 and asks["base_rate_taken"] == pytest.approx(1 / 3, rel=1e-5)
+    assert asks["buy_precision"] == pytest.approx(0.5 if taken_signal == "BUY" else 0.0)
+    assert asks["median_hours_to_taken"][taken_signal] == pytest.approx(2.0)
+    text = " ".join(page.split())
+    assert "Signals at sales" in text and "BUYs at asks" in text and "Base rate over every settled ask: 33.3 %" in text
+
+
 def test_backtest_on_the_same_forward_pairs(client, history):
     perf = client.get(f"{C}/performance?from=2021-11-01&to=2021-12-01").json()
     body = client.get(f"{C}/backtest?from=2021-11-01&to=2021-12-01").json()

@@ -1,0 +1,81 @@
+"""The live track record of the signals, beside the valuations' (fairvalue/track_record.py).
+
+Two kinds of signal are judged, forward only, each against the value published before it:
+- at each scored sale, the signal its price got against that value, judged by what the item did
+  next (models/signal_kpis.py; the same rules replay reports);
+- at each ask (a priced listing event), whether it was a BUY against that value, judged by
+  whether the ask was taken while it stood (models/ask_kpis.py).
+The rules are in docs/backtest.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from sqlmodel import Session, select
+
+from fairvalue.forward_values import published_values
+from fairvalue.settings import Settings
+from models.ask_kpis import ask_signal_kpis
+from models.market_index import daily_index
+from models.signal_kpis import signal_kpis
+from models.times import naive_utc
+from storage.tables import Collection, Listing, Sale
+
+INDEX_LOOKBACK = timedelta(days=14)  # the sales index reads up to 14 days of sales before a day
+
+
+def clean_sales(session: Session, coll: Collection, start: datetime, end: datetime) -> pd.DataFrame:
+    """Sales with start <= ts < end that are not suspected wash trades (ts, item_key, price), in
+    time order: a wash trade is no price anyone could have bought or sold at."""
+    sales = pd.DataFrame(session.exec(select(Sale.ts, Sale.item_key, Sale.price).where(
+        Sale.collection_id == coll.id, Sale.wash_reason.is_(None), Sale.ts >= start, Sale.ts < end)
+        .order_by(Sale.ts, Sale.id)).all(), columns=["ts", "item_key", "price"])
+    sales["ts"] = naive_utc(sales["ts"])
+    return sales
+
+
+def sale_signals(session: Session, coll: Collection, scored: pd.DataFrame, t0: datetime, t1: datetime,
+                 settings: Settings) -> dict[str, Any]:
+    """models.signal_kpis on the scored sales of [t0, t1) (fairvalue.track_record.forward_pairs):
+    each sale's signal, judged by the item's next clean sale within the horizon, adjusted by the
+    sales index."""
+    horizon = timedelta(days=settings.signal_horizon_days)
+    sales = clean_sales(session, coll, t0 - INDEX_LOOKBACK, t1 + horizon)
+    events = pd.DataFrame({"event_id": scored["event_id"], "timestamp": scored["ts"], "item_id": scored["item_key"],
+                           "price": scored["price"], "fair_value": scored["fair_value"]})
+    return signal_kpis(events, sales, daily_index(sales), horizon_days=settings.signal_horizon_days,
+                       gain=settings.signal_gain, buy_below=settings.buy_below,
+                       sell_above=settings.sell_above).as_dict()
+
+
+def ask_signals(session: Session, coll: Collection, t0: datetime, t1: datetime, settings: Settings,
+                as_of: datetime) -> dict[str, Any]:
+    """models.ask_kpis on the asks listed in [t0, t1), each valued against the snapshot published
+    last before it; counts says how many had no such value (as forward_pairs' counts)."""
+    horizon = timedelta(days=settings.signal_horizon_days)
+    listed = pd.DataFrame(session.exec(select(Listing.event_id, Listing.ts, Listing.item_key, Listing.price,
+                                              Listing.source, Listing.expires_at).where(
+        Listing.collection_id == coll.id, Listing.ts >= t0, Listing.ts < t1 + horizon)
+        .order_by(Listing.ts, Listing.id)).all(), columns=["event_id", "ts", "item_key", "price", "source",
+                                                           "expires_at"])
+    listed["ts"] = naive_utc(listed["ts"])
+    asks = listed[(listed["ts"] < naive_utc([t1])[0]) & listed["price"].notna()]
+    valued, counts = published_values(session, coll, asks[["event_id", "ts", "item_key", "price"]], t1)
+    counts = {"n_asks": counts["n_sales"], "n_valued": counts["n_scored"], "no_snapshot": counts["no_snapshot"],
+              "no_row": counts["no_row"]}
+    details = asks.set_index("event_id")[["source", "expires_at"]]
+    events = pd.DataFrame({"event_id": valued["event_id"], "timestamp": valued["ts"],
+                           "item_id": valued["item_key"], "price": valued["price"],
+                           "fair_value": valued["fair_value"],
+                           "source": details["source"].reindex(valued["event_id"]).to_numpy(),
+                           "expires_at": details["expires_at"].reindex(valued["event_id"]).to_numpy()})
+    # Any sale ends an item's offers, a suspected wash trade too (models/listings.py).
+    sales = pd.DataFrame(session.exec(select(Sale.ts, Sale.item_key, Sale.price).where(
+        Sale.collection_id == coll.id, Sale.ts > t0, Sale.ts < t1 + horizon)).all(),
+        columns=["ts", "item_key", "price"])
+    kpis = ask_signal_kpis(events, listed, sales, pd.Timestamp(naive_utc([as_of])[0]),
+                           horizon_days=settings.signal_horizon_days, buy_below=settings.buy_below)
+    return {"counts": counts, **kpis.as_dict()}
