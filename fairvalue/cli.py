@@ -268,7 +268,8 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
 @app.command()
 def archive(limit: int = typer.Option(20, help="Archive at most this many snapshots.")) -> None:
     """Archive published snapshots a store outage left without an archive, then thin what is older
-    than FAIRVALUE_RETENTION_DAYS (beat does both hourly)."""
+    than FAIRVALUE_RETENTION_DAYS and prune the webhook deliveries and task runs older than
+    FAIRVALUE_AUDIT_RETENTION_DAYS (beat does both hourly)."""
     from fairvalue import pipeline
 
     report = pipeline.archive_pending(limit=limit)
@@ -279,7 +280,9 @@ def archive(limit: int = typer.Option(20, help="Archive at most this many snapsh
     console.print(f"{report.pending} snapshot(s) still without an archive")
     thinned = pipeline.apply_retention()  # only archived snapshots are thinned: it runs whatever the store said
     console.print(f"retention: {thinned.snapshots_thinned} snapshot(s) thinned ({thinned.rows_deleted} rows), "
-                  f"{thinned.listing_events_deleted} replaced listing event(s) dropped")
+                  f"{thinned.listing_events_deleted} replaced listing event(s) dropped, "
+                  f"{thinned.webhook_deliveries_deleted} webhook delivery record(s) and "
+                  f"{thinned.task_runs_deleted} task run(s) pruned", soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)
 

@@ -630,9 +630,12 @@ def archive_pending(settings: Settings | None = None, limit: int = 20) -> Archiv
 
 
 def apply_retention(settings: Settings | None = None) -> RetentionReport:
-    """Thin the snapshots and listing events older than FAIRVALUE_RETENTION_DAYS
+    """Thin the snapshots and listing events older than FAIRVALUE_RETENTION_DAYS, and prune the
+    webhook deliveries and task runs older than FAIRVALUE_AUDIT_RETENTION_DAYS
     (storage/retention.py); the hourly archive task runs it after archiving."""
     settings = settings or get_settings()
     now = database_now()
     with session_scope() as session:
-        return retention.apply_retention(session, collection(session, settings), now, settings.retention_days)
+        audit = retention.AuditWindow(settings.audit_retention_days, settings.webhook_tolerance_seconds)
+        return retention.apply_retention(session, collection(session, settings), now, settings.retention_days,
+                                         listing_keep_days=settings.listing_retention_days, audit=audit)

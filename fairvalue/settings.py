@@ -93,8 +93,18 @@ class Settings(BaseSettings):
     retention_days: float = Field(
         14, ge=1, le=36500, description="Snapshots older than this, once archived, keep only the rows their "
         "readers still need (the last of each day whole, and each sold item's value the track record scores); "
-        "listing events older than this that a later event of the item and source replaced are dropped "
-        "(storage/retention.py).")
+        "listing events older than this and than listing_retention_days that a later event of the item and "
+        "source replaced are dropped (storage/retention.py).")
+    listing_retention_days: float = Field(
+        90, ge=1, le=36500, description="Listing events a later event replaced are dropped once older than "
+        "this and than retention_days: until then the ask track record (/performance ask_signals) judges them; "
+        "asks listed before it are judged only if never replaced (storage/retention.py).")
+    audit_retention_days: float = Field(
+        90, ge=1, le=36500, description="Webhook deliveries (webhook_deliveries) received and task runs "
+        "(task_runs) started longer ago than this are deleted by the same retention pass, oldest first and at "
+        "most 50,000 of each per pass; every task's latest run and any run still running are kept "
+        "(storage/retention.py). A delivery is never deleted while a copy of it could still pass the signature "
+        "check: that ends 2 x webhook_tolerance_seconds after it was received.")
 
     predict_threads: int = Field(1, ge=1, description="OpenMP threads of one nowcast's predict. One per worker "
                                  "process: scale out with more worker processes (docs/scaling.md), not threads.")

@@ -17,6 +17,7 @@ import pandas as pd
 from sqlmodel import Session, select
 
 from fairvalue.forward_values import published_values
+from fairvalue.reads import iso
 from fairvalue.settings import Settings
 from models.ask_kpis import ask_signal_kpis
 from models.market_index import daily_index
@@ -54,7 +55,8 @@ def sale_signals(session: Session, coll: Collection, scored: pd.DataFrame, t0: d
 def ask_signals(session: Session, coll: Collection, t0: datetime, t1: datetime, settings: Settings,
                 as_of: datetime) -> dict[str, Any]:
     """models.ask_kpis on the asks listed in [t0, t1), each valued against the snapshot published
-    last before it; counts says how many had no such value (as forward_pairs' counts)."""
+    last before it; counts says how many had no such value (as forward_pairs' counts), and
+    complete_from, when the window starts before it, since when every ask is still stored."""
     horizon = timedelta(days=settings.signal_horizon_days)
     listed = pd.DataFrame(session.exec(select(Listing.event_id, Listing.ts, Listing.item_key, Listing.price,
                                               Listing.source, Listing.expires_at).where(
@@ -78,4 +80,8 @@ def ask_signals(session: Session, coll: Collection, t0: datetime, t1: datetime, 
         columns=["ts", "item_key", "price"])
     kpis = ask_signal_kpis(events, listed, sales, pd.Timestamp(naive_utc([as_of])[0]),
                            horizon_days=settings.signal_horizon_days, buy_below=settings.buy_below)
-    return {"counts": counts, **kpis.as_dict()}
+    # Retention drops a replaced listing event past this (storage/retention.py): an older ask is
+    # judged only if nothing replaced it, so the window's start is named when it reaches further.
+    complete_from = as_of - timedelta(days=max(settings.retention_days, settings.listing_retention_days))
+    return {"counts": counts, "complete_from": iso(complete_from) if t0 < complete_from else None,
+            **kpis.as_dict()}

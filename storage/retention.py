@@ -6,9 +6,10 @@ neither may lose what a reader still needs. Past `FAIRVALUE_RETENTION_DAYS`:
 
 - A **published snapshot**, once archived (the store holds all of it as csv.gz), keeps the rows
   something still reads. The last snapshot published each UTC day keeps every row, so an item's
-  history keeps one value a day. Any other keeps the rows of the items that sold while it was
-  the one published: the track record and the monitor score each sale against the last
-  snapshot published before it (models/live.py). The published snapshot is never touched, nor
+  history keeps one value a day. Any other keeps the rows of the items that sold, or were
+  offered (a priced listing event), while it was the one published: the track record and the
+  monitor score each sale, and the ask track record each ask, against the last snapshot
+  published before it (models/live.py, fairvalue/signal_record.py). The published snapshot is never touched, nor
   are the published snapshots of a daily-priced collection (it publishes about one a day, and
   its track record reads each card-day's first snapshot: fairvalue/kinds.py).
 - A **shadow snapshot** (a model watched beside the champion, never published) is thinned the
@@ -17,6 +18,8 @@ neither may lose what a reader still needs. Past `FAIRVALUE_RETENTION_DAYS`:
   loses its rows: nothing ever served them.
 - A **listing event** that a later event of the same item and source, also past the window,
   replaced is dropped: from the window on it can be no nowcast's offer (models/listings.py).
+  Its window is the longer of this one and `FAIRVALUE_LISTING_RETENTION_DAYS` (90): until then
+  the ask track record (`/performance` `ask_signals`) still judges it.
 
 What is thinned is stated on the snapshot (`rows_thinned_at`). A nowcast asked for a moment
 before the window (`fairvalue nowcast --as-of`) reads the thinned listing book, and a sale stored
@@ -24,6 +27,13 @@ later for a moment before the window finds no value to be scored against: the tr
 counts it as `no_row`. One call deletes from about 2 million rows' worth of snapshots and a
 bounded number of listing events, so a backlog drains over a few hourly runs and no run holds a
 long transaction.
+
+The service's own records are pruned in the same pass, whatever the collection: a **webhook
+delivery** received and a **task run** started more than `FAIRVALUE_AUDIT_RETENTION_DAYS` ago
+are deleted, oldest first and a bounded number of each per call. A task's latest run stays
+whatever its age (the status and queue pages show it as the task's last: storage/runs.py
+`last_runs`), and so does a run still `running`. The first collection's hourly pass usually
+prunes everything due; the next ones find nothing left, or take the rest of a backlog.
 """
 
 from __future__ import annotations
@@ -32,15 +42,32 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 import pandas as pd
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
 from storage.ingest import DAILY_PRICES
-from storage.tables import Collection, Listing, NowcastRow, NowcastSnapshot, PublishedSnapshot, Sale
+from storage.tables import (
+    Collection,
+    Listing,
+    NowcastRow,
+    NowcastSnapshot,
+    PublishedSnapshot,
+    Sale,
+    TaskRun,
+    WebhookDelivery,
+)
 
 NEVER_PUBLISHED = ("superseded", "failed", "building")
 SCORED = ("published", "shadow")  # a shadow carries the published_at of the champion's snapshot beside it
+AUDIT_BATCH = 50_000  # webhook deliveries, and task runs, deleted per call at most
+# Replay protection: a delivery's accepted_signature matters only while a copy of it can pass the
+# signature's timestamp check. api/signing.verify refuses a t more than the tolerance from its clock
+# as stale (401) before api/webhooks.py looks the signature up (the look-up then only names the
+# refusal a replay), and the delivery was accepted with t at most the tolerance after it was
+# received: from received_at + 2 x tolerance on (10 minutes at the default 300 s) no copy passes.
+# Whatever the settings, the cutoff stays that far back and an hour more for skewed clocks.
+REPLAY_CLOCK_SLACK = timedelta(hours=1)
 
 
 @dataclass
@@ -48,18 +75,32 @@ class RetentionReport:
     snapshots_thinned: int = 0
     rows_deleted: int = 0
     listing_events_deleted: int = 0
+    webhook_deliveries_deleted: int = 0
+    task_runs_deleted: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class AuditWindow:
+    """How long the service's own records are kept (FAIRVALUE_AUDIT_RETENTION_DAYS), and the
+    webhook signature tolerance that bounds how young a pruned delivery may be."""
+
+    keep_days: float
+    webhook_tolerance_seconds: int
+
+
 def apply_retention(session: Session, collection: Collection, now: datetime, keep_days: float,
-                    max_rows: int = 2_000_000) -> RetentionReport:
+                    max_rows: int = 2_000_000, *, listing_keep_days: float | None = None,
+                    audit: AuditWindow | None = None, max_audit_rows: int = AUDIT_BATCH) -> RetentionReport:
     """Thin what is older than `keep_days` before `now` (the module's rules), in the caller's
     transaction: the never-published snapshots, then the others oldest first, as many as hold
-    about `max_rows` rows (one at least), then as many replaced listing events as the rows left
-    (a tenth of `max_rows` at least), so one call stays a short transaction whatever the
-    collection's size; the next call goes on."""
+    about `max_rows` rows (one at least), then as many replaced listing events older than
+    `listing_keep_days` too (None: `keep_days`) as the rows left (a tenth of `max_rows` at
+    least), so one call stays a short transaction whatever the
+    collection's size; the next call goes on. Then, given an `audit` window, up to
+    `max_audit_rows` webhook deliveries and as many task runs older than it (prune_audit_records)."""
     cutoff = now - timedelta(days=keep_days)
     report = RetentionReport()
     budget = max_rows
@@ -71,14 +112,45 @@ def apply_retention(session: Session, collection: Collection, now: datetime, kee
         if kept_sales is not None:
             sold_from, sold_to = kept_sales
             rows = rows.where(NowcastRow.item_key.not_in(select(Sale.item_key).where(
-                Sale.collection_id == collection.id, Sale.ts >= sold_from, Sale.ts <= sold_to)))
+                Sale.collection_id == collection.id, Sale.ts >= sold_from, Sale.ts <= sold_to)),
+                # The ask track record values each ask as each sale (fairvalue/signal_record.py).
+                NowcastRow.item_key.not_in(select(Listing.item_key).where(
+                    Listing.collection_id == collection.id, Listing.price.is_not(None), Listing.ts >= sold_from,
+                    Listing.ts <= sold_to)))
         report.rows_deleted += session.execute(rows).rowcount
         session.execute(update(NowcastSnapshot.__table__).where(NowcastSnapshot.id == snapshot_id)
                         .values(rows_thinned_at=now))
         report.snapshots_thinned += 1
     # The listings get what the snapshots left of the budget, and a tenth of it at least.
-    report.listing_events_deleted = _drop_replaced_listings(session, collection, cutoff, max(budget, max_rows // 10))
+    listing_days = keep_days if listing_keep_days is None else max(keep_days, listing_keep_days)
+    listing_cutoff = now - timedelta(days=listing_days)
+    report.listing_events_deleted = _drop_replaced_listings(session, collection, listing_cutoff,
+                                                            max(budget, max_rows // 10))
+    if audit is not None:
+        report.webhook_deliveries_deleted, report.task_runs_deleted = prune_audit_records(
+            session, now, audit.keep_days, audit.webhook_tolerance_seconds, max_audit_rows)
     return report
+
+
+def prune_audit_records(session: Session, now: datetime, keep_days: float, webhook_tolerance_seconds: int,
+                        limit: int = AUDIT_BATCH) -> tuple[int, int]:
+    """(webhook deliveries, task runs) deleted, in the caller's transaction: up to `limit` of each
+    older than `keep_days` before `now`, the oldest first. A delivery a copy of which could still
+    pass the signature check stays (REPLAY_CLOCK_SLACK), as do each task's latest run (by id, as
+    storage/runs.py `last_runs` reads it) and every run still running."""
+    cutoff = now - timedelta(days=keep_days)
+    deliveries = WebhookDelivery.__table__
+    replayable_since = now - timedelta(seconds=2 * max(webhook_tolerance_seconds, 0)) - REPLAY_CLOCK_SLACK
+    oldest = (select(deliveries.c.id).where(deliveries.c.received_at < min(cutoff, replayable_since))
+              .order_by(deliveries.c.received_at, deliveries.c.id).limit(limit).correlate(None))
+    n_deliveries = session.execute(delete(deliveries).where(deliveries.c.id.in_(oldest))).rowcount
+    runs = TaskRun.__table__
+    latest = select(func.max(runs.c.id)).group_by(runs.c.task_name).correlate(None)
+    oldest = (select(runs.c.id).where(runs.c.started_at < cutoff, runs.c.status != "running",
+                                      runs.c.id.not_in(latest))
+              .order_by(runs.c.started_at, runs.c.id).limit(limit).correlate(None))
+    n_runs = session.execute(delete(runs).where(runs.c.id.in_(oldest))).rowcount
+    return n_deliveries, n_runs
 
 
 def _snapshots_to_thin(session: Session, collection: Collection, cutoff: datetime

@@ -205,6 +205,8 @@ def test_performance_judges_the_signals_of_sales_and_asks_forward(client, histor
 
     asks = body["ask_signals"]
     assert asks["counts"] == {"n_asks": 4, "n_valued": 3, "no_snapshot": 1, "no_row": 0}
+    complete_from = datetime.fromisoformat(asks["complete_from"].replace("Z", "+00:00"))  # retention may drop older
+    assert abs(complete_from - (datetime.now(UTC) - timedelta(days=90))) < timedelta(hours=1)
     taken_signal = "BUY" if sold[2] <= 0.9 * fair[sold[0]] else "HOLD"
     expected = {"BUY": {"ended": 1}, "HOLD": {"ended": 1}}
     expected[taken_signal]["taken"] = 1

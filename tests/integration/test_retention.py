@@ -1,5 +1,6 @@
 """Retention on PostgreSQL: the scenarios of tests/unit/test_retention.py (there on SQLite), each
-in a collection of its own, and the archive task's run reporting what it thinned."""
+in a collection of its own, the pruning of old webhook deliveries and task runs, and the archive
+task's run reporting what it thinned."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import pytest
 from storage.db import session_scope
 from storage.ingest import ensure_collection
 from tests.builders import items_and_models
-from tests.unit.test_retention import dropping_replaced_listings_keeps_the_asks, thinning_keeps_what_is_scored
+from tests.unit.test_retention import (
+    dropping_replaced_listings_keeps_the_asks,
+    pruning_audit_records_keeps_the_last_runs,
+    thinning_keeps_what_is_scored,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -18,6 +23,15 @@ pytestmark = pytest.mark.integration
 def test_retention_on_postgresql(database, slug, scenario):
     with session_scope() as session:
         scenario(session, ensure_collection(session, slug))
+
+
+def test_old_deliveries_and_task_runs_are_pruned_on_postgresql(database):
+    """At the clock's now: every other test's deliveries and runs are recent and stay, and what
+    this leaves (recent deliveries, each task's last run, a running one) is never due later."""
+    from storage.tables import utcnow
+
+    with session_scope() as session:
+        pruning_audit_records_keeps_the_last_runs(session, ensure_collection(session, "retention-audit"), utcnow())
 
 
 def test_the_hourly_archive_task_thins_what_is_past_the_window(worker):
@@ -48,6 +62,7 @@ def test_the_hourly_archive_task_thins_what_is_past_the_window(worker):
 
     run = wait_for(finished, timeout=120)
     assert run["status"] == "ok" and run["retention"] == {
-        "snapshots_thinned": 1, "rows_deleted": len(ITEMS), "listing_events_deleted": 0}, run
+        "snapshots_thinned": 1, "rows_deleted": len(ITEMS), "listing_events_deleted": 0,
+        "webhook_deliveries_deleted": 0, "task_runs_deleted": 0}, run
     with session_scope() as session:
         assert session.exec(select(NowcastRow).where(NowcastRow.snapshot_id == thinned)).first() is None
