@@ -297,7 +297,7 @@ def _check_source(source: str) -> None:
         raise typer.BadParameter(str(exc), param_hint="--source") from None
 
 
-def _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection=None):
+def _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection=None, listings=None):
     import pandas as pd
 
     from fairvalue import evaluation
@@ -310,7 +310,7 @@ def _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection=None
     if end <= start:
         raise typer.BadParameter("--to must be after --from")
     settings = get_settings().for_collection(collection)  # checked by the command (_settings_for)
-    data = evaluation.load_market(settings, source, list(sales or []), floor, eth_usd)
+    data = evaluation.load_market(settings, source, list(sales or []), floor, eth_usd, list(listings or []))
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("replaying", total=None)
         return evaluation.evaluate(
@@ -330,6 +330,8 @@ def replay(
     sales: list[Path] = typer.Option(None, "--sales", help="Later sales (same columns as sales.csv).", **_FILE),
     floor: Path = typer.Option(None, "--floor", help="Floor file (date, floor_eth).", **_FILE),
     eth_usd: Path = typer.Option(None, "--eth-usd", help="ETH/USD file (date, eth_usd).", **_FILE),
+    listings: list[Path] = typer.Option(None, "--listings", help="Listing events (as `ingest listings` reads): "
+                                        "the nowcasts read the open asks, and each ask is judged.", **_FILE),
     source: str = typer.Option("auto", help="auto (database if it holds sales), db or bundled."),
     export: Path = typer.Option(None, help="Write one row per scored sale to this CSV."),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
@@ -343,7 +345,7 @@ def replay(
     if _is_daily(collection):
         _replay_daily(collection, from_, to, source, horizon, gain, as_json)
         return
-    result = _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection)
+    result = _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection, listings)
     if export:
         result.export(export)
     if as_json:
@@ -392,7 +394,7 @@ def _replay_daily(collection, from_, to, source, horizon, gain, as_json) -> None
     if as_json:
         print(json.dumps(report, default=str, allow_nan=False))
         return
-    pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
+    pct = _pct
     num = lambda v: "-" if v is None else f"{v:,.2f}"  # noqa: E731
     table = Table(title=f"{collection}: forward accuracy {report['window']['from']} .. {report['window']['to']}")
     for col in ("", "n", "MAPE", "median APE", "RMSE", "bias", "band coverage"):
@@ -416,6 +418,10 @@ def _replay_daily(collection, from_, to, source, horizon, gain, as_json) -> None
                   f"days; alerts per category {report['signals_per_category']}")
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
 def _print_accuracy(report: dict) -> None:
     from fairvalue.evaluation import describe_filtered
 
@@ -430,6 +436,12 @@ def _print_accuracy(report: dict) -> None:
                       *(f"{m[k]:.3f}" if k in m else "-" for k in ("band_width", "band_score")))
     console.print(table)
     console.print(describe_filtered(report.get("filtered_out")))
+    asks = report.get("ask_signals")
+    if asks:
+        console.print(f"asks: {asks['asks_valued']} valued, {asks['n_known']} settled; taken: BUY "
+                      f"{_pct(asks['taken_rate_by_signal']['BUY'])} vs every ask {_pct(asks['base_rate_taken'])}"
+                      + (f"; {sum(asks['listings_refused'].values())} listing rows refused "
+                         f"{asks['listings_refused']}" if asks["listings_refused"] else ""))
 
 
 @app.command()

@@ -3,8 +3,10 @@ the strategy backtest and the signals on the same predictions."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import pandas as pd
 
 from fairvalue.settings import Settings, get_settings
 from models import estimator
+from models.ask_kpis import ask_signal_kpis
 from models.backtest import backtest
 from models.diagnostics import item_segments, segment_metrics
 from models.features import MarketData, floor_before
@@ -37,9 +40,10 @@ def check_source(source: str) -> None:
 
 
 def load_market(settings: Settings, source: str, sales_files: list[Path], floor_file: Path | None,
-                eth_usd_file: Path | None) -> MarketData:
+                eth_usd_file: Path | None, listings_files: list[Path] | None = None) -> MarketData:
     """The market to replay: the database (when it holds sales and source allows) or the
-    bundled files, plus any later events given as files."""
+    bundled files, plus any later events given as files; with the listings' history when the
+    database or `listings_files` hold any (with_listings)."""
     from storage.bundled import market_data_from_files
 
     check_source(source)
@@ -47,7 +51,7 @@ def load_market(settings: Settings, source: str, sales_files: list[Path], floor_
     if source == "db" or (source == "auto" and _database_has_sales(settings)):
         from storage.db import session_scope
         from storage.ingest import ensure_collection
-        from storage.market import load_market_data
+        from storage.market import load_listing_events, load_market_data
         from storage.wash import stored_sales_around
 
         with session_scope() as session:
@@ -60,12 +64,48 @@ def load_market(settings: Settings, source: str, sales_files: list[Path], floor_
                                                stored_sales=partial(stored_sales_around, session, coll),
                                                first_sale_day=first_sale_day(settings.collection))
                 data = merge(data, extra)
-        return data
-    return market_data_from_files(
+            stored_listings = load_listing_events(session, coll)
+        return with_listings(data, stored_listings, listings_files or [], settings)
+    data = market_data_from_files(
         bundled / "punks.csv", [bundled / "sales.csv", *sales_files],
         floor_file or bundled / "floor.csv", eth_usd_file or bundled / "eth_usd.csv", settings.min_floor_fraction,
         first_sale_day=first_sale_day(settings.collection),
     )
+    return with_listings(data, None, listings_files or [], settings)
+
+
+def with_listings(data: MarketData, stored: pd.DataFrame | None, files: list[Path], settings: Settings) -> MarketData:
+    """`data` with the whole history of its listings (models.listings.listing_history), so a
+    replay's nowcasts read the asks open at each tick and its asks are judged: the stored events,
+    then the files' (validated as ingest validates them; a refused row is counted by its reason,
+    and an event id already given keeps its first report). `data` as it was when there are none."""
+    from models.listings import listing_frame, listing_history, validate_listings
+    from storage.bundled import read_listings_file
+
+    frames = [] if stored is None or stored.empty else [stored]
+    refused: Counter[str] = Counter()
+    for path in files:
+        batch = validate_listings(read_listings_file(path), set(data.items.index), datetime.now(UTC),
+                                  first_sale_day(settings.collection))
+        refused.update(rejection.reason for rejection in batch.rejected)
+        frames.append(listing_frame(batch.clean))
+    if not frames and not refused:
+        return data
+    events = pd.concat(frames, ignore_index=True).drop_duplicates("event_id") if frames else listing_frame([])
+    return replace(data, listings=listing_history(events, _every_sale(data), dict(refused)))
+
+
+def _every_sale(data: MarketData) -> pd.DataFrame:
+    """ts, item_key, price, hour_precision of every sale: the clean ones and the suspected wash
+    trades, since any sale ends an item's offers."""
+    def of(frame: pd.DataFrame) -> pd.DataFrame:
+        hourly = frame["hour_precision"].to_numpy(dtype=bool) if "hour_precision" in frame else False
+        return frame[["ts", "item_key", "price"]].assign(hour_precision=hourly)
+
+    frames = [of(data.sales)]
+    if data.excluded is not None:
+        frames.append(of(data.excluded[data.excluded["reason"].isin(WASH_REASONS)]))
+    return pd.concat(frames, ignore_index=True)
 
 
 def _database_has_sales(settings: Settings) -> bool:
@@ -150,7 +190,24 @@ def report(data: MarketData, result: ReplayResult, start, end, cadence: str, set
         "backtest": bt.as_dict(),
         "signals": kpis.as_dict(),
         "signal_stability": signal_stability(result.signal_history).as_dict(),
+        "ask_signals": ask_signals(data, result, start, end, settings),
     }
+
+
+def ask_signals(data: MarketData, result: ReplayResult, start, end, settings: Settings) -> dict[str, Any] | None:
+    """models.ask_kpis on the replay's asks, each valued by the tick before it; None for a market
+    replayed without listings. Settled by the data's last event: an ask whose end comes later is
+    pending."""
+    if data.listings is None:
+        return None
+    events = data.listings.events
+    listed = events[events["price"].notna() & (events["ts"] > start) & (events["ts"] <= end)]
+    every_sale = _every_sale(data)
+    as_of = max(every_sale["ts"].max(), events["ts"].max()) if len(events) else every_sale["ts"].max()
+    kpis = ask_signal_kpis(result.asks, events, every_sale, as_of, horizon_days=settings.signal_horizon_days,
+                           buy_below=settings.buy_below)
+    return {"asks_in_window": len(listed), "asks_valued": len(result.asks), "listings_refused": data.listings.refused,
+            "settled_by": as_of.isoformat(), **kpis.as_dict()}
 
 
 def filtered_out(data: MarketData, start, end) -> dict[str, Any] | None:

@@ -21,7 +21,8 @@ Rules (docs/backtest.md repeats them)
     4. Outcome, from the item's first sale strictly after the ask (any sale, suspected wash
        trades included: any sale changes the item's hands and ends its offers):
        - taken: that sale came while the ask stood, at no less than the ask less TAKEN_TOLERANCE
-         (fees and rounding);
+         (fees and rounding): at the ask, or above it (on another venue: the market paid at least
+         the ask);
        - sold_below_ask: it came while the ask stood, lower: the item went for less elsewhere;
        - ended: the ask was replaced, withdrawn or expired before the horizon, unsold;
        - stood: it stood unsold through the horizon;

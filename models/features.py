@@ -61,7 +61,8 @@ class MarketData:
     # loader was not asked for them.
     excluded: pd.DataFrame | None = field(default=None, repr=False, compare=False)
     # The listings (models.listings.ListingBook), read by the nowcast's signals only, never by a
-    # feature; None when the loader was not asked for them (training, the bundled data, a replay).
+    # feature; None when the loader was not asked for them (training, the bundled data). A replay
+    # given listings holds their whole history (models.listings.listing_history).
     listings: ListingBook | None = field(default=None, repr=False, compare=False)
 
     _context: pd.DataFrame | None = field(default=None, repr=False, compare=False)
@@ -85,6 +86,8 @@ class MarketData:
             # So is the robust floor: a day's uses the floors and sales up to its end, all known
             # at t for the days before t's (a replay's every tick had computed it again).
             _robust_market=None if self._robust_market is None else self._robust_market[days],
+            # The listings are kept whole: open_asks reads only the events and sales before its moment.
+            listings=self.listings,
         )
 
     def robust_market(self) -> pd.DataFrame:

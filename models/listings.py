@@ -183,6 +183,7 @@ class ListingBook:
 
     events: pd.DataFrame
     sales: pd.DataFrame
+    refused: dict[str, int] = field(default_factory=dict)  # a replay's listing files: rows refused, by reason
 
     @classmethod
     def empty(cls) -> ListingBook:
@@ -216,3 +217,35 @@ def open_asks(book: ListingBook | None, item_keys: np.ndarray, at: pd.Timestamp)
     lowest = offers[is_open].sort_values(["price", "ts"], kind="stable").drop_duplicates("item_key")
     found = lowest.set_index("item_key").reindex(pd.Index(item_keys, dtype=object))
     return found["price"].to_numpy(dtype=float), found["ts"].to_numpy(dtype="datetime64[ns]")
+
+
+REPLAY_LISTING_COLUMNS = ("event_id", *LISTING_COLUMNS)
+
+
+def listing_frame(clean: Iterable[CleanListing]) -> pd.DataFrame:
+    """Clean listing events as REPLAY_LISTING_COLUMNS (naive-UTC times, NaN price: withdrawal)."""
+    rows = list(clean)
+    return pd.DataFrame({
+        "event_id": [c.event_id for c in rows], "item_key": [c.item_key for c in rows],
+        "source": [c.source for c in rows],
+        "ts": pd.Series([c.ts.replace(tzinfo=None) for c in rows], dtype="datetime64[ns]"),
+        "price": pd.Series([np.nan if c.price is None else c.price for c in rows], dtype=float),
+        "expires_at": pd.Series([c.expires_at.replace(tzinfo=None) if c.expires_at else pd.NaT for c in rows],
+                                dtype="datetime64[ns]"),
+    }, columns=list(REPLAY_LISTING_COLUMNS))
+
+
+def listing_history(events: pd.DataFrame, sales: pd.DataFrame, refused: dict[str, int] | None = None) -> ListingBook:
+    """A ListingBook of a whole history, for a replay: every event (REPLAY_LISTING_COLUMNS) and
+    every sale (item_key, ts, optional hour_precision; wash trades included, since any sale ends
+    an item's offers). open_asks reads only what came before the moment it is asked about."""
+    hourly = sales["hour_precision"].to_numpy(dtype=bool) if "hour_precision" in sales \
+        else np.zeros(len(sales), dtype=bool)
+    ts = pd.to_datetime(sales["ts"]).astype("datetime64[ns]")
+    latest = ts.where(~hourly, ts.dt.floor("h") + pd.Timedelta(hours=1))
+    # A sale known only to the hour is known once its hour is over (MarketData.before): its `ts`
+    # here is when a replay's nowcast learns of it, as a stored sale's is when it was stored.
+    book_sales = pd.DataFrame({"item_key": sales["item_key"].astype(str).to_numpy(), "ts": latest.to_numpy(),
+                               "latest": latest.to_numpy()}, columns=list(LISTING_SALE_COLUMNS))
+    ordered = events.sort_values("ts", kind="stable").reset_index(drop=True)
+    return ListingBook(ordered[list(REPLAY_LISTING_COLUMNS)], book_sales, dict(refused or {}))

@@ -6,7 +6,9 @@ At each tick t (the cadence), in time order:
 2. the retrain rule runs: when the champion's training data is older than
    `retrain_max_age`, a new model is trained on the market known at t and serves from t on;
 3. a nowcast is published at t;
-4. every sale with t < ts <= next tick is scored against that nowcast.
+4. every sale with t < ts <= next tick is scored against that nowcast, and so is every ask
+   (a priced listing event) listed then, when the market holds listings
+   (models.listings.listing_history): fairvalue/evaluation.py judges those (models/ask_kpis.py).
 
 To keep sub-daily cadences affordable, a tick values the items that sell before the next
 tick (a prediction depends only on its own item and the market, so this equals reading them
@@ -22,6 +24,7 @@ import pandas as pd
 
 from models import estimator
 from models.features import MarketData
+from models.listings import REPLAY_LISTING_COLUMNS
 from models.nowcast import value_all_items
 
 EXPORT_COLUMNS = [
@@ -44,11 +47,16 @@ class ReplayConfig:
     market_stale_after_days: float | None = None  # see models.nowcast.valuation_moment
 
 
+ASK_COLUMNS = ["event_id", "timestamp", "item_id", "source", "price", "expires_at", "fair_value", "p10", "p90",
+               "snapshot_id", "snapshot_published_at", "model_version"]
+
+
 @dataclass
 class ReplayResult:
     predictions: pd.DataFrame  # one row per scored sale: EXPORT_COLUMNS + floor (segments: item_segments)
     signal_history: pd.DataFrame  # snapshot_time, item_id, signal: the daily full snapshots
     trainings: list[dict]  # when each model was trained and on what
+    asks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ASK_COLUMNS))  # one row per valued ask
 
 
 def ticks(start: pd.Timestamp, end: pd.Timestamp, cadence: pd.Timedelta) -> list[pd.Timestamp]:
@@ -60,6 +68,9 @@ def replay(
 ) -> ReplayResult:
     times = ticks(config.start, config.end, config.cadence)
     sales = data.sales
+    events = data.listings.events if data.listings is not None else pd.DataFrame(columns=REPLAY_LISTING_COLUMNS)
+    asks = events[events["price"].notna()]
+    valued_asks: list[pd.DataFrame] = []
     model, trained_at, version = None, None, 0
     trainings: list[dict] = []
     scored: list[pd.DataFrame] = []
@@ -74,6 +85,7 @@ def replay(
                               "data_end": known.sales["ts"].max().isoformat(), "n_train": len(known.sales)})
         next_t = times[k + 1] if k + 1 < len(times) else config.end
         window = sales[(sales["ts"] > t) & (sales["ts"] <= next_t)]
+        listed = asks[(asks["ts"] > t) & (asks["ts"] <= next_t)]
         snapshot_id = k + 1
         full = None
         if config.daily_signal_history and t.normalize() != last_full_day:
@@ -81,16 +93,30 @@ def replay(
             full = value_all_items(model, known, t, config.buy_below, config.sell_above,
                                    config.signal_max_age_days, stale_after_days=config.market_stale_after_days)
             history.append(pd.DataFrame({"snapshot_time": t, "item_id": full["item_key"], "signal": full["signal"]}))
+        if window.empty and listed.empty:
+            if progress:
+                progress(k + 1, len(times))
+            continue
+        wanted = pd.unique(pd.concat([window["item_key"], listed["item_key"]]).astype(str))
+        if full is None:  # else the snapshot of this tick already values every item
+            full = value_all_items(model, known, t, config.buy_below, config.sell_above,
+                                   config.signal_max_age_days, item_keys=wanted,
+                                   stale_after_days=config.market_stale_after_days)
+        tick = full.set_index("item_key")
+        if not listed.empty:
+            of_asks = tick.loc[listed["item_key"].astype(str).to_numpy()]
+            valued_asks.append(pd.DataFrame({
+                "event_id": listed["event_id"].to_numpy(), "timestamp": listed["ts"].to_numpy(),
+                "item_id": listed["item_key"].to_numpy(), "source": listed["source"].to_numpy(),
+                "price": listed["price"].to_numpy(dtype=float), "expires_at": listed["expires_at"].to_numpy(),
+                "fair_value": of_asks["fair_value"].to_numpy(), "p10": of_asks["p10"].to_numpy(),
+                "p90": of_asks["p90"].to_numpy(), "snapshot_id": snapshot_id, "snapshot_published_at": t,
+                "model_version": version}))
         if window.empty:
             if progress:
                 progress(k + 1, len(times))
             continue
-        if full is not None:  # the snapshot of this tick already values every item
-            values = full.set_index("item_key").loc[window["item_key"].to_numpy()].reset_index()
-        else:
-            values = value_all_items(model, known, t, config.buy_below, config.sell_above,
-                                     config.signal_max_age_days, item_keys=window["item_key"].to_numpy(),
-                                     stale_after_days=config.market_stale_after_days)
+        values = tick.loc[window["item_key"].to_numpy()].reset_index()
         scored.append(pd.DataFrame({
             "event_id": window["event_id"].to_numpy(),
             "timestamp": window["ts"].to_numpy(),
@@ -110,4 +136,5 @@ def replay(
     predictions = pd.concat(scored, ignore_index=True) if scored else pd.DataFrame(columns=EXPORT_COLUMNS)
     signal_history = pd.concat(history, ignore_index=True) if history else pd.DataFrame(
         columns=["snapshot_time", "item_id", "signal"])
-    return ReplayResult(predictions, signal_history, trainings)
+    valued = pd.concat(valued_asks, ignore_index=True) if valued_asks else pd.DataFrame(columns=ASK_COLUMNS)
+    return ReplayResult(predictions, signal_history, trainings, valued)

@@ -11,7 +11,7 @@ from sqlalchemy import func, text
 from sqlmodel import Session, select
 
 from models.features import ITEM_ATTRIBUTES, MarketData, attribute_text, excluded_frame
-from models.listings import LISTING_COLUMNS, LISTING_SALE_COLUMNS, ListingBook
+from models.listings import LISTING_COLUMNS, LISTING_SALE_COLUMNS, REPLAY_LISTING_COLUMNS, ListingBook
 from models.times import HOUR, hour_precision, naive_utc
 from models.validation import item_key_of, sale_time_of
 from storage.tables import Collection, Item, Listing, MarketDay, MarketDayRevision, RejectedSale, Sale
@@ -141,6 +141,17 @@ def load_listings(session: Session, collection: Collection, at: datetime,
     hourly = (sales["time_precision"] == HOUR).to_numpy()
     sales["latest"] = np.where(hourly, sales["ts"].dt.floor("h") + pd.Timedelta(hours=1), sales["ts"])
     return ListingBook(events, sales[list(LISTING_SALE_COLUMNS)])
+
+
+def load_listing_events(session: Session, collection: Collection) -> pd.DataFrame:
+    """Every stored listing event (models.listings.REPLAY_LISTING_COLUMNS): a replay's history."""
+    rows = session.execute(select(*(getattr(Listing, name) for name in REPLAY_LISTING_COLUMNS))
+                           .where(Listing.collection_id == collection.id).order_by(Listing.ts, Listing.id)).all()
+    events = pd.DataFrame(rows, columns=list(REPLAY_LISTING_COLUMNS))
+    events["ts"] = naive_utc(events["ts"])
+    events["expires_at"] = naive_utc(events["expires_at"])
+    events["price"] = events["price"].astype(float)
+    return events
 
 
 def load_excluded(session: Session, collection: Collection) -> pd.DataFrame:

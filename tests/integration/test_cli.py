@@ -171,8 +171,13 @@ def test_replay_exports_rows_scored_against_earlier_snapshots(tmp_path):
     from models.replay import EXPORT_COLUMNS
 
     export = tmp_path / "predictions.csv"
+    listings = tmp_path / "listings.csv"  # asks to judge, and a row that is refused with its reason
+    listings.write_text("event_id,timestamp,item_id,price,source,expires_at\n"
+                        "ask-1,2021-12-21T10:00:00Z,7804,1,larvalabs,2021-12-22T00:00:00Z\n"
+                        "ask-2,2021-12-22T10:00:00Z,3100,100000,larvalabs,\n"
+                        "ask-3,2021-12-23T10:00:00Z,99999,50,larvalabs,\n")
     result = runner.invoke(app, ["replay", "--from", "2021-12-20", "--to", "2021-12-27", "--source", "bundled",
-                                 "--export", str(export), "--json"])
+                                 "--export", str(export), "--listings", str(listings), "--json"])
 
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -182,6 +187,11 @@ def test_replay_exports_rows_scored_against_earlier_snapshots(tmp_path):
     assert all(r["snapshot_published_at"] < r["timestamp"] for r in rows)  # ISO strings in UTC sort as times
     assert report["previous_day_floor"]["n"] == len(rows)
     assert {"buy_all", "strategy"} <= set(report["backtest"])
+    asks = report["ask_signals"]
+    assert asks["asks_in_window"] == asks["asks_valued"] == asks["n_events"] == 2
+    assert asks["listings_refused"] == {"unknown_item": 1}
+    assert asks["distribution"] == {"BUY": 1, "HOLD": 1}  # 1 ETH is under any punk's value, 100,000 over
+    assert asks["outcomes_by_signal"]["BUY"]["ended"] == 1  # expired unsold the next midnight
 
 
 def test_backtest_prints_both_strategies():

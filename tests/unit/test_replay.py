@@ -62,3 +62,60 @@ def test_a_source_that_names_none_is_refused_before_any_read():
                  lambda: load_daily(get_settings(), "bogus")):
         with pytest.raises(ValueError, match="source must be one of auto, db, bundled"):
             load()
+
+
+def test_asks_are_valued_by_the_tick_before_them_and_read_by_the_nowcasts():
+    """A replay given listings (fairvalue replay --listings): each ask is valued as a sale is,
+    the ticks' nowcasts read the asks open then, and the sales' values do not move."""
+    from dataclasses import replace
+
+    from fairvalue.evaluation import ask_signals
+    from fairvalue.settings import get_settings
+    from models.listings import REPLAY_LISTING_COLUMNS, listing_history
+
+    data = synthetic_market(n_sales=1500, seed=3)
+    sales = data.sales
+
+    def quiet(item, start, end):  # no sale of the item in [start, end]
+        return not ((sales["item_key"] == item) & (sales["ts"] >= start) & (sales["ts"] <= end)).any()
+
+    plain = run(data)
+    tick = pd.Timestamp("2021-04-10")
+    cheap_at = pd.Timestamp("2021-04-05 09:00")
+    cheap = next(k for k in data.items.index if quiet(k, cheap_at, cheap_at + pd.Timedelta(hours=2)))
+    without = plain.signal_history.set_index(["snapshot_time", "item_id"])["signal"]
+    read = next(k for k in data.items.index if quiet(k, tick - pd.Timedelta(minutes=1), tick)
+                and without[(tick, k)] != "BUY")
+    sale = sales[(sales["ts"] > pd.Timestamp("2021-04-12 04:00")) & (sales["ts"] < pd.Timestamp("2021-04-12 20:00"))]
+    sale = next(row for row in sale.itertuples() if quiet(row.item_key, row.ts - pd.Timedelta(hours=3),
+                                                           row.ts - pd.Timedelta(seconds=1)))
+    events = pd.DataFrame([
+        ("cheap", cheap, "m", cheap_at, 0.01, cheap_at + pd.Timedelta(hours=2)),  # expires unsold
+        ("read", read, "m", tick - pd.Timedelta(minutes=1), 0.01, pd.NaT),  # open at the tick
+        ("taken", sale.item_key, "m", sale.ts - pd.Timedelta(hours=3), sale.price, pd.NaT),  # the sale fills it
+    ], columns=list(REPLAY_LISTING_COLUMNS)).astype({"ts": "datetime64[ns]", "expires_at": "datetime64[ns]"})
+    listed = replace(data, listings=listing_history(events, sales))
+
+    result = run(listed)
+
+    asks = result.asks.set_index("event_id")
+    assert sorted(asks.index) == ["cheap", "read", "taken"]
+    published = pd.to_datetime(asks["snapshot_published_at"])
+    assert (published < asks["timestamp"]).all() and (asks["timestamp"] - published <= pd.Timedelta(days=1)).all()
+    scored = result.predictions.set_index("event_id").loc[sale.event_id]
+    if scored["snapshot_published_at"] == asks.loc["taken", "snapshot_published_at"]:  # same tick: same value
+        assert scored["fair_value"] == asks.loc["taken", "fair_value"]
+    for column in ("fair_value", "p10", "p90"):  # asks change signals, never values
+        pd.testing.assert_series_equal(plain.predictions[column], result.predictions[column])
+    history = result.signal_history.set_index(["snapshot_time", "item_id"])["signal"]
+    assert history[(tick, read)] == "BUY"  # an ask at 0.01 was open at the tick; without it, no BUY
+    report = ask_signals(listed, result, pd.Timestamp("2021-04-01"), pd.Timestamp("2021-04-21"), get_settings())
+    outcome = report["outcomes_by_signal"]
+    assert report["asks_in_window"] == report["asks_valued"] == 3 and report["listings_refused"] == {}
+    assert outcome["BUY"]["ended"] >= 1  # the cheap ask expired unsold
+    taken_as = "BUY" if sale.price <= 0.9 * asks.loc["taken", "fair_value"] else "HOLD"
+    # The ask at 0.01 that never expires is taken by the item's next sale at any price (sold at the ask or above).
+    read_sold = not quiet(read, tick, tick + pd.Timedelta(days=30))
+    assert outcome[taken_as]["taken"] == 1 + (taken_as == "BUY" and read_sold)
+    assert outcome["BUY"]["taken"] + outcome["HOLD"]["taken"] == 1 + read_sold
+    assert ask_signals(data, plain, pd.Timestamp("2021-04-01"), pd.Timestamp("2021-04-21"), get_settings()) is None
