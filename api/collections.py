@@ -49,13 +49,14 @@ def signals(request: Request) -> JSONResponse:
 def performance(request: Request) -> JSONResponse:
     """Forward valuation metrics over a window.
     ---
-    summary: Forward metrics (each sale vs the last snapshot published before it), overall and by segment
+    summary: Forward metrics (each sale and ask vs the last snapshot published before it), overall and by segment
     tags: [track record]
     parameters:
       - {name: from, in: query, schema: {type: string, format: date-time}, description: "ISO date or date-time"}
       - {name: to, in: query, schema: {type: string, format: date-time}, description: "exclusive"}
     responses:
-      200: {description: "model and previous-day floor metrics, segments, series per period, points"}
+      200: {description: "model and previous-day floor metrics, the sale signals' KPIs (signals), the BUYs
+        at asks judged by whether the asks were taken (ask_signals), segments, series per period, points"}
       400: {$ref: "#/components/responses/BadRequest"}
       404: {$ref: "#/components/responses/NotFound"}
     """
