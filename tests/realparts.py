@@ -7,6 +7,7 @@ one session database, one moto server and one seeded market."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -139,8 +140,12 @@ def await_workers(procs: list[subprocess.Popen], timeout: float = 90) -> list[su
             if proc.poll() is not None:
                 pytest.fail(f"worker {proc.name} exited with {proc.returncode}:\n{proc.log.read_text()[-3000:]}")
         for url in {p.broker_url for p in waiting.values()}:
-            replies = celery_app_for(url).control.inspect(timeout=1).ping() or {}
-            for name in [n for n, p in waiting.items() if p.broker_url == url]:
+            names = [n for n, p in waiting.items() if p.broker_url == url]
+            # Pinged by node name (`-n name@%h`, %h the host name) with a limit of replies: the
+            # ping returns as soon as they all answered, not after its whole timeout.
+            nodes = [f"{name}@{socket.gethostname()}" for name in names]
+            replies = celery_app_for(url).control.inspect(timeout=1, destination=nodes, limit=len(nodes)).ping() or {}
+            for name in names:
                 if any(node.startswith(f"{name}@") for node in replies):
                     del waiting[name]
     if waiting:

@@ -18,7 +18,9 @@ from tests.faults.servers import PrivateRedis
 from tests.realparts import celery_app_for, start_worker, stop_worker, wait_for
 
 pytestmark = pytest.mark.integration
-QUICK = {"max_iter": 8, "band_max_iter": 4}
+# Small budgets: what is tested is that each request is trained exactly once, not the model. The
+# premium band alone and no linear blend fit three quantile models instead of four and a ridge.
+QUICK = {"max_iter": 8, "band_max_iter": 4, "band_method": "premium", "linear_weight": 0.0}
 
 
 def publish_to(app, request_id: int) -> None:

@@ -118,9 +118,11 @@ def test_a_worker_killed_mid_training(seeded, tmp_path):
     env = {"FAIRVALUE_TRAINING_LEASE_SECONDS": str(LEASE), **REDELIVER}
     started = utcnow()
     first = start_worker("trainer-victim", "training", tmp_path, env)
-    # Small boosting budgets: a training still takes seconds (the champion's recipe is refitted
-    # for the gates), far longer than the 0.5 s it takes to see it running and kill it.
-    request_id = lifecycle.enqueue_retrain("kill test", {"max_iter": 8, "band_max_iter": 4}).request_id
+    # Small boosting budgets (three quantile models, no linear blend): a training still takes
+    # seconds (the champion's recipe is refitted for the gates), far longer than the 0.5 s it
+    # takes to see it running and kill it.
+    request_id = lifecycle.enqueue_retrain("kill test", {"max_iter": 8, "band_max_iter": 4, "band_method": "premium",
+                                                         "linear_weight": 0.0}).request_id
     publish_training(request_id)
     wait_for(lambda: states(request_id).state == "training", timeout=60)
     first.send_signal(signal.SIGKILL)

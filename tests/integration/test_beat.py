@@ -27,14 +27,26 @@ def beat(tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path]:
 
 
 def test_a_second_beat_refuses_to_run(database, tmp_path):
+    from sqlalchemy import text
+
+    from storage.db import get_engine
+    from tasks.beat import BEAT_LOCK_KEY
+
     first, first_log = beat(tmp_path, "beat-1")
     try:
-        deadline = time.time() + 60
-        while "beat: Starting" not in first_log.read_text() and time.time() < deadline:
-            assert first.poll() is None, first_log.read_text()
-            time.sleep(0.5)
-        time.sleep(2)  # past setup_schedule: the lock is held
-        assert first.poll() is None, first_log.read_text()
+        # Past setup_schedule: the lock is held (in this session's database; another suite's beat
+        # may hold the same key in its own).
+        with get_engine().connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            held = text("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 "
+                        "AND objid = :k AND granted AND database = (SELECT oid FROM pg_database "
+                        "WHERE datname = current_database()))")
+            deadline = time.time() + 60
+            while not conn.execute(held, {"k": BEAT_LOCK_KEY}).scalar() and time.time() < deadline:
+                assert first.poll() is None, first_log.read_text()
+                time.sleep(0.1)
+            assert conn.execute(held, {"k": BEAT_LOCK_KEY}).scalar(), first_log.read_text()
+        assert "beat: Starting" in first_log.read_text() and first.poll() is None, first_log.read_text()
 
         second, second_log = beat(tmp_path, "beat-2")
         second.wait(timeout=60)

@@ -36,6 +36,15 @@ pytestmark = pytest.mark.integration
 QUICK = {"max_iter": 8, "band_max_iter": 4}
 
 
+@pytest.fixture(scope="module")
+def outcome(seeded):
+    """A contender trained and gated against the session champion, for the tests that register
+    it under a decision of their own (each replaces the decision, or the champion it was gated
+    against, on a copy): one training for all of them instead of 7 s each. What they test is
+    _register_and_decide, the monitor and the rollbacks, not the training."""
+    return lifecycle.train_and_gate(get_settings(), QUICK)
+
+
 def request_row(request_id: int) -> TrainingRequest:
     with session_scope() as session:
         row = session.get(TrainingRequest, request_id)
@@ -116,10 +125,9 @@ def test_one_failed_lease_renewal_does_not_stop_the_heartbeat(seeded, monkeypatc
     assert request_row(request_id).lease_expires_at > utcnow()
 
 
-def test_a_contender_gated_against_a_replaced_champion_is_shadowed_not_promoted(seeded):
+def test_a_contender_gated_against_a_replaced_champion_is_shadowed_not_promoted(seeded, outcome):
     settings = get_settings()
     request_id = new_request("champion changes while training")
-    outcome = lifecycle.train_and_gate(settings, QUICK)
     # As if the gates had passed it against a champion that has since been replaced.
     passed = dataclasses.replace(outcome.decision, decision=gates.PROMOTE, reason="passed every gate")
     with session_scope() as session:
@@ -226,9 +234,8 @@ def aliases_and_decisions_restored():
                              for alias, (version_id, updated_at) in aliases_before.items()])
 
 
-def test_a_newer_shadow_supersedes_the_waiting_one_on_record_and_promoting_it_ends_its_shadow(seeded):
+def test_a_newer_shadow_supersedes_the_waiting_one_on_record_and_promoting_it_ends_its_shadow(seeded, outcome):
     settings = get_settings()
-    outcome = lifecycle.train_and_gate(settings, QUICK)
     shadow = dataclasses.replace(outcome.decision, decision=gates.SHADOW, reason="better, not by the margin")
     with aliases_and_decisions_restored():
         shadowed = []
@@ -250,9 +257,8 @@ def test_a_newer_shadow_supersedes_the_waiting_one_on_record_and_promoting_it_en
             assert get_alias(session, coll, CONTENDER) is None  # not judged against itself by the monitor
 
 
-def test_concurrent_operator_rollbacks_roll_back_once(seeded):
+def test_concurrent_operator_rollbacks_roll_back_once(seeded, outcome):
     settings = get_settings()
-    outcome = lifecycle.train_and_gate(settings, QUICK)
     rejected = dataclasses.replace(outcome.decision, decision=gates.REJECT, reason="kept out of the way")
     with session_scope() as session:
         first_champion = get_alias(session, pipeline.collection(session, settings), CHAMPION).version
