@@ -248,6 +248,11 @@ class LeaseLost(RuntimeError):
     pass
 
 
+class NothingToTrain(ValueError):
+    """The collection holds no clean sale: no attempt can train it until sales are ingested, so
+    its request fails at once instead of retrying."""
+
+
 class _Heartbeat:
     """Renews the lease while training runs; a dead worker stops renewing, and the lease expires."""
 
@@ -310,7 +315,7 @@ def train_request(request_id: int, worker: str, settings: Settings | None = None
         with session_scope() as session:
             state = requests.release_for_retry(
                 session, request_id, worker, f"{type(exc).__name__}: {exc}", settings.training_max_attempts,
-                timedelta(seconds=settings.training_retry_backoff_seconds))
+                timedelta(seconds=settings.training_retry_backoff_seconds), final=isinstance(exc, NothingToTrain))
         exc.add_note(f"training request {request_id} is now {state}")
         raise
 
@@ -347,6 +352,9 @@ def train_and_gate(settings: Settings, overrides: dict) -> TrainOutcome:
     with session_scope() as session:
         data = load_market_data(session, coll)
         champion = get_alias(session, coll, CHAMPION)
+    if data.sales.empty:
+        raise NothingToTrain(f"collection {coll.slug!r} holds no clean sale to train on: ingest sales first "
+                             "(fairvalue ingest sales FILE, or the sales webhook)")
     data.context()  # computed once; the market before the window reuses a slice of it
     end = data.sales["ts"].max()
     start = end - pd.Timedelta(days=settings.gate_window_days)

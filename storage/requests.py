@@ -90,12 +90,13 @@ def heartbeat(session: Session, request_id: int, worker: str, lease: timedelta) 
 
 
 def release_for_retry(session: Session, request_id: int, worker: str, error: str, max_attempts: int,
-                      backoff: timedelta) -> str:
-    """After a failure: back to queued with a backoff, or failed for good after max_attempts."""
+                      backoff: timedelta, final: bool = False) -> str:
+    """After a failure: back to queued with a backoff, or failed for good after max_attempts or
+    when the failure is `final` (no attempt could succeed)."""
     request = session.get(TrainingRequest, request_id)
     if request is None or request.claimed_by != worker or request.state not in ACTIVE:
         return "lost"
-    if request.attempts >= max_attempts:
+    if final or request.attempts >= max_attempts:
         done = fenced_update(session, request_id, worker, state=FAILED, error=error[:4000], lease_expires_at=None)
         return FAILED if done else "lost"
     done = fenced_update(session, request_id, worker, state=QUEUED, error=error[:4000], claimed_by=None,

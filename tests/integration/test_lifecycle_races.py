@@ -396,3 +396,18 @@ def test_the_monitor_does_not_roll_back_to_a_model_whose_artifact_is_gone(seeded
         with session_scope() as session:
             if stand_in_id is not None:
                 session.delete(session.get(ModelVersion, stand_in_id))
+
+
+def test_a_collection_without_sales_fails_its_request_at_once_with_the_reason(seeded):
+    """It used to raise AttributeError on NaT in every attempt, each retried after a backoff."""
+    from storage.ingest import add_items, ensure_collection
+
+    settings = get_settings().for_collection("no-sales-yet")
+    with session_scope() as session:
+        add_items(session, ensure_collection(session, "no-sales-yet"), [{"item_key": "1"}, {"item_key": "2"}])
+    request_id = lifecycle._record_request(settings, f"races:no-sales:{time.time_ns()}", "no sales", {},
+                                           QUICK).request_id
+    with pytest.raises(lifecycle.NothingToTrain, match="no clean sale"):
+        lifecycle.train_request(request_id, "worker-a", settings)
+    row = request_row(request_id)
+    assert (row.state, row.attempts) == (requests.FAILED, 1) and "NothingToTrain" in row.error
