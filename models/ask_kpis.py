@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from models.backtest import eligible_rows
+from models.signal_kpis import _json, _ratio
 from models.signals import BUY, HOLD, signals
 from models.times import naive_utc, naive_utc_moment
 
@@ -50,18 +51,6 @@ TAKEN_TOLERANCE = 0.005
 TAKEN, SOLD_BELOW_ASK, ENDED, STOOD, PENDING = "taken", "sold_below_ask", "ended", "stood", "pending"
 OUTCOMES = (TAKEN, SOLD_BELOW_ASK, ENDED, STOOD, PENDING)
 ASK_SIGNALS = (BUY, HOLD)
-
-
-def _ratio(numerator: int, denominator: int) -> float:
-    return numerator / denominator if denominator else math.nan
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json(v) for k, v in value.items()}
-    return value
 
 
 @dataclass
