@@ -65,7 +65,10 @@ def load_market(settings: Settings, source: str, sales_files: list[Path], floor_
                                                first_sale_day=first_sale_day(settings.collection))
                 data = merge(data, extra)
             stored_listings = load_listing_events(session, coll)
-        return with_listings(data, stored_listings, listings_files or [], settings)
+        # Retention drops replaced listing events older than this (storage/retention.py).
+        complete_from = pd.Timestamp.now(tz="UTC").tz_localize(None) - pd.Timedelta(
+            days=max(settings.retention_days, settings.listing_retention_days))
+        return with_listings(data, stored_listings, listings_files or [], settings, complete_from)
     data = market_data_from_files(
         bundled / "punks.csv", [bundled / "sales.csv", *sales_files],
         floor_file or bundled / "floor.csv", eth_usd_file or bundled / "eth_usd.csv", settings.min_floor_fraction,
@@ -74,11 +77,13 @@ def load_market(settings: Settings, source: str, sales_files: list[Path], floor_
     return with_listings(data, None, listings_files or [], settings)
 
 
-def with_listings(data: MarketData, stored: pd.DataFrame | None, files: list[Path], settings: Settings) -> MarketData:
+def with_listings(data: MarketData, stored: pd.DataFrame | None, files: list[Path], settings: Settings,
+                  complete_from: pd.Timestamp | None = None) -> MarketData:
     """`data` with the whole history of its listings (models.listings.listing_history), so a
-    replay's nowcasts read the asks open at each tick and its asks are judged: the stored events,
-    then the files' (validated as ingest validates them; a refused row is counted by its reason,
-    and an event id already given keeps its first report). `data` as it was when there are none."""
+    replay's nowcasts read the asks open at each tick and its asks are judged: the stored events
+    (complete only from `complete_from`: retention drops replaced ones before it), then the
+    files' (validated as ingest validates them; a refused row is counted by its reason, and an
+    event id already given keeps its first report). `data` as it was when there are none."""
     from models.listings import listing_frame, listing_history, validate_listings
     from storage.bundled import read_listings_file
 
@@ -92,7 +97,9 @@ def with_listings(data: MarketData, stored: pd.DataFrame | None, files: list[Pat
     if not frames and not refused:
         return data
     events = pd.concat(frames, ignore_index=True).drop_duplicates("event_id") if frames else listing_frame([])
-    return replace(data, listings=listing_history(events, _every_sale(data), dict(refused)))
+    book = listing_history(events, _every_sale(data), dict(refused))
+    stored_any = stored is not None and not stored.empty
+    return replace(data, listings=replace(book, complete_from=complete_from if stored_any else None))
 
 
 def _every_sale(data: MarketData) -> pd.DataFrame:
@@ -196,18 +203,22 @@ def report(data: MarketData, result: ReplayResult, start, end, cadence: str, set
 
 def ask_signals(data: MarketData, result: ReplayResult, start, end, settings: Settings) -> dict[str, Any] | None:
     """models.ask_kpis on the replay's asks, each valued by the tick before it; None for a market
-    replayed without listings. Settled by the data's last event: an ask whose end comes later is
-    pending."""
-    if data.listings is None:
+    replayed without listings. Settled by the last sale: whether an ask was taken is known only
+    as far as the sales go, so an ask whose end comes later is pending. `complete_from` names
+    where a store's retention may have dropped asks, when the window starts before it."""
+    book = data.listings
+    if book is None:
         return None
-    events = data.listings.events
+    events = book.events
     listed = events[events["price"].notna() & (events["ts"] > start) & (events["ts"] <= end)]
     every_sale = _every_sale(data)
-    as_of = max(every_sale["ts"].max(), events["ts"].max()) if len(events) else every_sale["ts"].max()
+    as_of = every_sale["ts"].max()
     kpis = ask_signal_kpis(result.asks, events, every_sale, as_of, horizon_days=settings.signal_horizon_days,
                            buy_below=settings.buy_below)
-    return {"asks_in_window": len(listed), "asks_valued": len(result.asks), "listings_refused": data.listings.refused,
-            "settled_by": as_of.isoformat(), **kpis.as_dict()}
+    incomplete = book.complete_from is not None and start < book.complete_from
+    return {"asks_in_window": len(listed), "asks_valued": len(result.asks), "listings_refused": book.refused,
+            "settled_by": as_of.isoformat(), "complete_from": book.complete_from.isoformat() if incomplete else None,
+            **kpis.as_dict()}
 
 
 def filtered_out(data: MarketData, start, end) -> dict[str, Any] | None:

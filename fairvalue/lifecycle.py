@@ -248,9 +248,9 @@ class LeaseLost(RuntimeError):
     pass
 
 
-class NothingToTrain(ValueError):
-    """The collection holds no clean sale: no attempt can train it until sales are ingested, so
-    its request fails at once instead of retrying."""
+# No attempt can train a collection without sales (or prices) until they are ingested: its
+# request fails at once instead of retrying.
+NothingToTrain = pipeline.NothingToTrain
 
 
 class _Heartbeat:
@@ -402,7 +402,7 @@ def _train_and_gate_daily(settings: Settings, overrides: dict) -> TrainOutcome:
         data = kinds.DAILY.load(session, coll)
         champion = get_alias(session, coll, CHAMPION)
     if data.prices.empty:
-        raise ValueError(f"no prices to train on in {coll.slug}")
+        raise NothingToTrain(f"no prices to train on in {coll.slug}: load prices first")
     end = data.last_day
     start = end - pd.Timedelta(days=settings.gate_window_days) + pd.Timedelta(days=1)
     past = data.before(start)

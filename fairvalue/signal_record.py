@@ -26,6 +26,9 @@ from models.times import naive_utc
 from storage.tables import Collection, Listing, Sale
 
 INDEX_LOOKBACK = timedelta(days=14)  # the sales index reads up to 14 days of sales before a day
+# An unsold ask is settled only this long after its end: a sale may be reported (a webhook retried,
+# a file backfilled) a while after it happened, and would then turn it into taken.
+SALE_REPORT_LAG = timedelta(days=1)
 
 
 def clean_sales(session: Session, coll: Collection, start: datetime, end: datetime) -> pd.DataFrame:
@@ -78,7 +81,7 @@ def ask_signals(session: Session, coll: Collection, t0: datetime, t1: datetime, 
     sales = pd.DataFrame(session.exec(select(Sale.ts, Sale.item_key, Sale.price).where(
         Sale.collection_id == coll.id, Sale.ts > t0, Sale.ts < t1 + horizon)).all(),
         columns=["ts", "item_key", "price"])
-    kpis = ask_signal_kpis(events, listed, sales, pd.Timestamp(naive_utc([as_of])[0]),
+    kpis = ask_signal_kpis(events, listed, sales, pd.Timestamp(naive_utc([as_of - SALE_REPORT_LAG])[0]),
                            horizon_days=settings.signal_horizon_days, buy_below=settings.buy_below)
     # Retention drops a replaced listing event past this (storage/retention.py): an older ask is
     # judged only if nothing replaced it, so the window's start is named when it reaches further.

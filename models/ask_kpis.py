@@ -16,8 +16,9 @@ Rules (docs/backtest.md repeats them)
     2. Signal: BUY when ask <= fair value x (1 - buy_below) (models.signals.signals), else HOLD:
        an ask over the value says only "do not buy" (models/nowcast.py), never SELL.
     3. The ask stands from its time until the first of: the next listing event of the same item
-       and source (a new price or a withdrawal), its expiry, the item's first sale after it, or
-       the horizon's end.
+       and source (a new price or a withdrawal; a sale at that very instant still meets it), its
+       expiry (a sale at that instant does not), the item's first sale after it, or the
+       horizon's end.
     4. Outcome, from the item's first sale strictly after the ask (any sale, suspected wash
        trades included: any sale changes the item's hands and ends its offers):
        - taken: that sale came while the ask stood, at no less than the ask less TAKEN_TOLERANCE
@@ -26,7 +27,8 @@ Rules (docs/backtest.md repeats them)
        - sold_below_ask: it came while the ask stood, lower: the item went for less elsewhere;
        - ended: the ask was replaced, withdrawn or expired before the horizon, unsold;
        - stood: it stood unsold through the horizon;
-       - pending: none of these is settled yet at `as_of` (the horizon is not over).
+       - pending: none of these is settled yet at `as_of`, the moment the sales are known to be
+         complete to (the horizon is not over).
        Known = every outcome but pending.
     5. Over known asks: taken rate per signal; base rate = taken / known; BUY precision =
        BUY and taken / BUY known (it means something only above the base rate; `lift` is their
@@ -160,13 +162,17 @@ def ask_signal_kpis(
     sale_ts, sale_price = _first_sale_after(rows, sales)
     now = np.datetime64(naive_utc_moment(as_of))
 
-    sold_in_time = ~np.isnat(sale_ts) & (sale_ts <= ends_at)
+    # A sale at the very instant of the source's next event still meets this ask (open_asks reads
+    # it as the latest then); at its expiry it does not (open_asks: expired once expires <= t).
+    before_expiry = np.isnat(expires) | (sale_ts < expires)
+    sold_in_time = ~np.isnat(sale_ts) & (sale_ts <= ends_at) & before_expiry
     with np.errstate(invalid="ignore"):
         at_ask = sale_price >= price * (1 - TAKEN_TOLERANCE) - 1e-12
     outcome = np.full(len(rows), PENDING, dtype=object)
     outcome[sold_in_time & at_ask] = TAKEN
     outcome[sold_in_time & ~at_ask] = SOLD_BELOW_ASK
-    # Unsold: settled once its end has passed; a sale stored later could not have filled it then.
+    # Unsold: settled once its end has passed by `as_of`. A sale reported later with an earlier
+    # time would still turn it into taken: callers give an `as_of` the sales are complete to.
     unsold_settled = ~sold_in_time & (ends_at <= now)
     outcome[unsold_settled & ended_early] = ENDED
     outcome[unsold_settled & ~ended_early] = STOOD

@@ -109,10 +109,14 @@ EXCLUDED_COLUMNS = ["event_id", "ts", "item_key", "price", "reason"]
 
 
 def excluded_frame(rows) -> pd.DataFrame:
-    """MarketData.excluded from (event_id, ts, item_key, price, reason) tuples; ts aware or
-    naive UTC, price None when the row had no readable one. A time pandas cannot hold (a
-    refused row dated in the year 9999) cannot fall in any report's window: it is left out."""
-    frame = pd.DataFrame(list(rows), columns=EXCLUDED_COLUMNS)
+    """MarketData.excluded from (event_id, ts, item_key, price, reason[, hour_precision])
+    tuples; ts aware or naive UTC, price None when the row had no readable one, hour_precision
+    False when not given (a replay's listing book reads it: a wash trade known only to the hour
+    ends offers from its hour's end). A time pandas cannot hold (a refused row dated in the year
+    9999) cannot fall in any report's window: it is left out."""
+    rows = [tuple(row) if len(row) == len(EXCLUDED_COLUMNS) + 1 else (*row, False) for row in rows]
+    frame = pd.DataFrame(rows, columns=[*EXCLUDED_COLUMNS, "hour_precision"])
+    frame["hour_precision"] = frame["hour_precision"].astype(bool)
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True, errors="coerce").dt.tz_localize(None).astype("datetime64[ns]")
     frame["price"] = pd.to_numeric(frame["price"], errors="coerce")
     return frame[frame["ts"].notna()].sort_values("ts", kind="stable").reset_index(drop=True)

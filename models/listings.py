@@ -184,6 +184,7 @@ class ListingBook:
     events: pd.DataFrame
     sales: pd.DataFrame
     refused: dict[str, int] = field(default_factory=dict)  # a replay's listing files: rows refused, by reason
+    complete_from: pd.Timestamp | None = None  # a replay's stored events: retention dropped replaced ones before it
 
     @classmethod
     def empty(cls) -> ListingBook:

@@ -251,7 +251,7 @@ def market_data_from_files(
     flagged = sales[wash.notna()]
     excluded = excluded_frame(
         [*zip(flagged["event_id"], flagged["ts"], flagged["item_key"], flagged["price"], wash[flagged.index],
-              strict=True),
+              flagged["hour_precision"], strict=True),
          *zip(now_suspect["event_id"], now_suspect["ts"], now_suspect["item_key"], now_suspect["price"],
               now_suspect["wash_reason"], strict=True),
          *((r.event_id, sale_time_of(r.row), item_key_of(r.row), None, r.reason) for r in refused)])

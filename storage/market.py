@@ -159,10 +159,10 @@ def load_excluded(session: Session, collection: Collection) -> pd.DataFrame:
     at ingest that name a time (a row without one cannot be placed in a report's window). Each
     refused event once (it may be kept in several shapes, one per file that sent it), and none
     that is stored as a sale after all (a conflicting second report of it was refused)."""
-    flagged = session.exec(
-        select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price, Sale.wash_reason)
+    flagged = [(*row, precision == HOUR) for *row, precision in session.exec(
+        select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price, Sale.wash_reason, Sale.time_precision)
         .where(Sale.collection_id == collection.id, Sale.wash_reason.is_not(None))
-    ).all()
+    ).all()]
     stored = select(Sale.id).where(Sale.collection_id == collection.id, Sale.event_id == RejectedSale.event_id)
     refused = session.exec(
         select(RejectedSale.event_id, RejectedSale.row, RejectedSale.reason)

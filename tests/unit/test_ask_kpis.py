@@ -96,3 +96,13 @@ def test_no_asks_gives_empty_rates():
     empty = ask_signal_kpis(ASKS.iloc[:0], LISTINGS.iloc[:0], SALES.iloc[:0], AS_OF)
     assert empty.n_events == 0 and math.isnan(empty.buy_precision) and math.isnan(empty.lift)
     assert empty.as_dict()["base_rate_taken"] is None
+
+
+def test_a_sale_at_the_expiry_is_too_late_and_one_at_the_next_event_still_meets_the_ask():
+    """As open_asks reads the book: expired once expires_at <= t; the older event is the latest
+    until a later one's instant has passed."""
+    asks = pd.DataFrame([ask("expiring", "1", 0, 80, 100, expires=at(10)), ask("repriced", "2", 0, 80, 100)])
+    listings = pd.DataFrame({"item_key": ["2"], "source": ["larva"], "ts": [at(10)]})
+    sales = pd.DataFrame({"item_key": ["1", "2"], "ts": [at(10), at(10)], "price": [80, 80]})
+    out = ask_signal_kpis(asks, listings, sales, AS_OF).outcomes.set_index("event_id")["outcome"]
+    assert out.to_dict() == {"expiring": ENDED, "repriced": TAKEN}

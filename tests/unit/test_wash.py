@@ -164,3 +164,31 @@ def test_a_refused_row_dated_beyond_what_pandas_holds_is_left_out_of_the_exclude
     frame = excluded_frame([("far", datetime(9999, 12, 31, tzinfo=UTC), "1", None, "future_timestamp"),
                             ("near", datetime(2021, 1, 1, tzinfo=UTC), "2", 3.0, "non_positive_price")])
     assert frame["event_id"].tolist() == ["near"] and frame["ts"].dtype == "datetime64[ns]"
+
+
+def test_a_wash_trade_known_only_to_the_hour_ends_offers_from_its_hour_s_end_in_a_replay():
+    """A replay's listing book holds the wash trades too (any sale ends offers), at the moment a
+    nowcast learns of them, as it holds the clean sales (models.listings.listing_history)."""
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    from fairvalue.evaluation import _every_sale
+    from models.features import MarketData, excluded_frame
+    from models.listings import listing_history
+
+    stamped = datetime(2021, 5, 1, 10, 7, tzinfo=UTC)
+    excluded = excluded_frame([("hourly", stamped, "1", 5.0, "wash_self_trade", True),
+                               ("exact", stamped, "2", 5.0, "wash_self_trade", False),
+                               ("refused", stamped, "3", None, "unknown_item")])  # no precision given: exact
+    assert excluded.set_index("event_id")["hour_precision"].to_dict() == {"hourly": True, "exact": False,
+                                                                          "refused": False}
+    sales = pd.DataFrame({"event_id": [], "ts": pd.Series([], dtype="datetime64[ns]"), "item_key": [],
+                          "price": [], "hour_precision": pd.Series([], dtype=bool)})
+    data = MarketData(pd.DataFrame(index=pd.Index(["1", "2", "3"], name="item_key")), sales,
+                      pd.DataFrame(columns=["day", "floor", "eth_usd"]), excluded=excluded)
+    book = listing_history(pd.DataFrame(columns=["event_id", "item_key", "source", "ts", "price", "expires_at"]),
+                           _every_sale(data))
+    known_at = book.sales.set_index("item_key")["ts"]
+    assert known_at["1"] == pd.Timestamp("2021-05-01 11:00") and known_at["2"] == pd.Timestamp("2021-05-01 10:07")
+    assert "3" not in known_at.index  # a refused row is no sale
