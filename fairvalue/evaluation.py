@@ -85,6 +85,7 @@ def with_listings(data: MarketData, stored: pd.DataFrame | None, files: list[Pat
     files' (validated as ingest validates them; a refused row is counted by its reason, and an
     event id already given keeps its first report). `data` as it was when there are none."""
     from models.listings import listing_frame, listing_history, validate_listings
+    from models.validation import Reason
     from storage.bundled import read_listings_file
 
     frames = [] if stored is None or stored.empty else [stored]
@@ -96,7 +97,12 @@ def with_listings(data: MarketData, stored: pd.DataFrame | None, files: list[Pat
         frames.append(listing_frame(batch.clean))
     if not frames and not refused:
         return data
-    events = pd.concat(frames, ignore_index=True).drop_duplicates("event_id") if frames else listing_frame([])
+    events = pd.concat(frames, ignore_index=True).drop_duplicates() if frames else listing_frame([])
+    # An event id reported again with other content keeps its first report, as ingest does.
+    conflicting = events.duplicated("event_id")
+    if conflicting.any():
+        refused[Reason.DUPLICATE_CONFLICT] += int(conflicting.sum())
+        events = events[~conflicting]
     book = listing_history(events, _every_sale(data), dict(refused))
     stored_any = stored is not None and not stored.empty
     return replace(data, listings=replace(book, complete_from=complete_from if stored_any else None))

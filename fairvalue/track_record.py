@@ -4,8 +4,10 @@ segment and over time, and the strategy backtest on the same pairs. A daily-pric
 (cards) is judged on replayed card-days instead (docs/cards.md), for both answers.
 
 Both answers are cached in this process, keyed by the window and by what could change them
-(the newest published snapshot, the newest sale, the sale count, the thresholds), so a page
-that asks again costs a few cheap queries; new data makes a new key.
+(the newest published snapshot, the newest sale, the sale count, the thresholds; for
+/performance also the listings and the hour, since an ask's fate settles as time passes), so a
+page that asks again costs a few cheap queries; new data makes a new key. The signals' part of
+/performance is fairvalue/signal_record.py.
 """
 
 from __future__ import annotations

@@ -59,6 +59,8 @@ def train(self, request_id: int, collection: str | None = None) -> dict:
         run["request_id"] = request_id
         try:
             result = lifecycle.train_request(int(request_id), worker=claim_token(self.request.hostname))
+        except lifecycle.NothingToTrain:
+            raise  # failed for good: no retry to publish
         except Exception:
             # The request went back to queued with a backoff (or failed for good): publish the
             # retry now with that delay; if this message is lost, the sweep republishes it.

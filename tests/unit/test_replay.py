@@ -121,3 +121,22 @@ def test_asks_are_valued_by_the_tick_before_them_and_read_by_the_nowcasts():
     assert outcome[taken_as]["taken"] == 1 + (taken_as == "BUY" and read_sold)
     assert outcome["BUY"]["taken"] + outcome["HOLD"]["taken"] == 1 + read_sold
     assert ask_signals(data, plain, pd.Timestamp("2021-04-01"), pd.Timestamp("2021-04-21"), get_settings()) is None
+
+
+def test_a_listings_file_conflicting_with_a_stored_event_keeps_the_stored_one_and_says_so(tmp_path):
+    from fairvalue.evaluation import with_listings
+    from fairvalue.settings import get_settings
+    from models.listings import REPLAY_LISTING_COLUMNS
+
+    data = synthetic_market(n_sales=200, seed=5)
+    stored = pd.DataFrame([("a", "1", "m", pd.Timestamp("2021-04-02"), 5.0, pd.NaT)],
+                          columns=list(REPLAY_LISTING_COLUMNS)).astype({"expires_at": "datetime64[ns]"})
+    given = tmp_path / "listings.csv"
+    given.write_text("event_id,timestamp,item_id,price,source\n"
+                     "a,2021-04-02T00:00:00Z,1,6,m\n"  # the stored event, another price
+                     "b,2021-04-03T00:00:00Z,2,7,m\n"
+                     "c,2021-04-03T00:00:00Z,nope,7,m\n")
+    book = with_listings(data, stored, [given], get_settings(), pd.Timestamp("2021-01-01")).listings
+    assert book.events.set_index("event_id")["price"].to_dict() == {"a": 5.0, "b": 7.0}
+    assert book.refused == {"duplicate_event_conflict": 1, "unknown_item": 1}
+    assert book.complete_from == pd.Timestamp("2021-01-01")
