@@ -66,8 +66,7 @@ def load_market(settings: Settings, source: str, sales_files: list[Path], floor_
                 data = merge(data, extra)
             stored_listings = load_listing_events(session, coll)
         # Retention drops replaced listing events older than this (storage/retention.py).
-        complete_from = pd.Timestamp.now(tz="UTC").tz_localize(None) - pd.Timedelta(
-            days=max(settings.retention_days, settings.listing_retention_days))
+        complete_from = pd.Timestamp.now(tz="UTC").tz_localize(None) - pd.Timedelta(days=settings.listings_kept_days)
         return with_listings(data, stored_listings, listings_files or [], settings, complete_from)
     data = market_data_from_files(
         bundled / "punks.csv", [bundled / "sales.csv", *sales_files],

@@ -191,6 +191,12 @@ class Settings(BaseSettings):
         return self.artifacts_url or str((self.var_dir / "artifacts").resolve())
 
     @property
+    def listings_kept_days(self) -> float:
+        """Every listing event younger than this is still stored: retention drops a replaced one
+        only past both windows (storage/retention.py)."""
+        return max(self.retention_days, self.listing_retention_days)
+
+    @property
     def broker_folder(self) -> Path:
         """Message folder of the embedded filesystem broker."""
         return (self.var_dir / "broker").resolve()

@@ -71,12 +71,9 @@ def ask_signals(session: Session, coll: Collection, t0: datetime, t1: datetime, 
     valued, counts = published_values(session, coll, asks[["event_id", "ts", "item_key", "price"]], t1)
     counts = {"n_asks": counts["n_sales"], "n_valued": counts["n_scored"], "no_snapshot": counts["no_snapshot"],
               "no_row": counts["no_row"]}
-    details = asks.set_index("event_id")[["source", "expires_at"]]
-    events = pd.DataFrame({"event_id": valued["event_id"], "timestamp": valued["ts"],
-                           "item_id": valued["item_key"], "price": valued["price"],
-                           "fair_value": valued["fair_value"],
-                           "source": details["source"].reindex(valued["event_id"]).to_numpy(),
-                           "expires_at": details["expires_at"].reindex(valued["event_id"]).to_numpy()})
+    events = valued[["event_id", "ts", "item_key", "price", "fair_value"]].merge(
+        asks[["event_id", "source", "expires_at"]], on="event_id", validate="one_to_one").rename(
+        columns={"ts": "timestamp", "item_key": "item_id"})
     # Any sale ends an item's offers, a suspected wash trade too (models/listings.py).
     sales = pd.DataFrame(session.exec(select(Sale.ts, Sale.item_key, Sale.price).where(
         Sale.collection_id == coll.id, Sale.ts > t0, Sale.ts < t1 + horizon)).all(),
@@ -85,6 +82,6 @@ def ask_signals(session: Session, coll: Collection, t0: datetime, t1: datetime, 
                            horizon_days=settings.signal_horizon_days, buy_below=settings.buy_below)
     # Retention drops a replaced listing event past this (storage/retention.py): an older ask is
     # judged only if nothing replaced it, so the window's start is named when it reaches further.
-    complete_from = as_of - timedelta(days=max(settings.retention_days, settings.listing_retention_days))
+    complete_from = as_of - timedelta(days=settings.listings_kept_days)
     return {"counts": counts, "complete_from": iso(complete_from) if t0 < complete_from else None,
             **kpis.as_dict()}

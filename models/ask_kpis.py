@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.backtest import eligible_rows
+from models.backtest import eligible_rows, next_sale
 from models.signal_kpis import _json, _ratio
 from models.signals import BUY, HOLD, signals
 from models.times import naive_utc, naive_utc_moment
@@ -99,26 +99,6 @@ def _next_event_times(asks: pd.DataFrame, listings: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def _first_sale_after(asks: pd.DataFrame, sales: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Each ask's item's first sale strictly after the ask: (ts, price), NaT / NaN if none."""
-    out_ts = np.full(len(asks), np.datetime64("NaT"), dtype="datetime64[ns]")
-    out_price = np.full(len(asks), np.nan)
-    if sales is None or sales.empty or asks.empty:
-        return out_ts, out_price
-    right = pd.DataFrame({"ts": naive_utc(sales["ts"]).to_numpy(), "item_id": sales["item_key"].astype(str),
-                          "sale_price": pd.to_numeric(sales["price"], errors="coerce").to_numpy(dtype=float)})
-    right = right.dropna(subset=["ts"]).sort_values("ts", kind="stable")
-    right["sale_ts"] = right["ts"]
-    left = pd.DataFrame({"ts": asks["timestamp"].to_numpy(), "item_id": asks["item_id"].to_numpy(),
-                         "_order": np.arange(len(asks))})
-    joined = pd.merge_asof(left.sort_values("ts", kind="stable"), right, on="ts", by="item_id",
-                           direction="forward", allow_exact_matches=False)
-    order = joined["_order"].to_numpy()
-    out_ts[order] = joined["sale_ts"].to_numpy(dtype="datetime64[ns]")
-    out_price[order] = joined["sale_price"].to_numpy(dtype=float)
-    return out_ts, out_price
-
-
 def ask_signal_kpis(
     asks: pd.DataFrame,
     listings: pd.DataFrame,
@@ -159,7 +139,7 @@ def ask_signal_kpis(
         earlier = ~np.isnat(cut) & (cut < ends_at)
         ends_at[earlier] = cut[earlier]
     ended_early = ends_at < horizon_end
-    sale_ts, sale_price = _first_sale_after(rows, sales)
+    sale_ts, sale_price = next_sale(ts, rows["item_id"], sales, horizon_days)  # past the horizon it is moot
     now = np.datetime64(naive_utc_moment(as_of))
 
     # A sale at the very instant of the source's next event still meets this ask (open_asks reads

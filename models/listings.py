@@ -223,6 +223,12 @@ def open_asks(book: ListingBook | None, item_keys: np.ndarray, at: pd.Timestamp)
 REPLAY_LISTING_COLUMNS = ("event_id", *LISTING_COLUMNS)
 
 
+def latest_moment(ts: pd.Series, hourly: np.ndarray) -> pd.Series:
+    """The latest a sale may have happened: its time, or its hour's end when it is known only
+    to the hour (LISTING_SALE_COLUMNS' `latest`)."""
+    return ts.where(~hourly, ts.dt.floor("h") + pd.Timedelta(hours=1))
+
+
 def listing_frame(clean: Iterable[CleanListing]) -> pd.DataFrame:
     """Clean listing events as REPLAY_LISTING_COLUMNS (naive-UTC times, NaN price: withdrawal)."""
     rows = list(clean)
@@ -242,8 +248,7 @@ def listing_history(events: pd.DataFrame, sales: pd.DataFrame, refused: dict[str
     an item's offers). open_asks reads only what came before the moment it is asked about."""
     hourly = sales["hour_precision"].to_numpy(dtype=bool) if "hour_precision" in sales \
         else np.zeros(len(sales), dtype=bool)
-    ts = pd.to_datetime(sales["ts"]).astype("datetime64[ns]")
-    latest = ts.where(~hourly, ts.dt.floor("h") + pd.Timedelta(hours=1))
+    latest = latest_moment(pd.to_datetime(sales["ts"]).astype("datetime64[ns]"), hourly)
     # A sale known only to the hour is known once its hour is over (MarketData.before): its `ts`
     # here is when a replay's nowcast learns of it, as a stored sale's is when it was stored.
     book_sales = pd.DataFrame({"item_key": sales["item_key"].astype(str).to_numpy(), "ts": latest.to_numpy(),

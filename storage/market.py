@@ -11,7 +11,7 @@ from sqlalchemy import func, text
 from sqlmodel import Session, select
 
 from models.features import ITEM_ATTRIBUTES, MarketData, attribute_text, excluded_frame
-from models.listings import LISTING_COLUMNS, LISTING_SALE_COLUMNS, REPLAY_LISTING_COLUMNS, ListingBook
+from models.listings import LISTING_COLUMNS, LISTING_SALE_COLUMNS, REPLAY_LISTING_COLUMNS, ListingBook, latest_moment
 from models.times import HOUR, hour_precision, naive_utc
 from models.validation import item_key_of, sale_time_of
 from storage.tables import Collection, Item, Listing, MarketDay, MarketDayRevision, RejectedSale, Sale
@@ -138,8 +138,7 @@ def load_listings(session: Session, collection: Collection, at: datetime,
                                          .group_by(Sale.item_key, Sale.time_precision)).all(),
                          columns=["item_key", "ts", "time_precision"])
     sales["ts"] = naive_utc(sales["ts"])
-    hourly = (sales["time_precision"] == HOUR).to_numpy()
-    sales["latest"] = np.where(hourly, sales["ts"].dt.floor("h") + pd.Timedelta(hours=1), sales["ts"])
+    sales["latest"] = latest_moment(sales["ts"], (sales["time_precision"] == HOUR).to_numpy())
     return ListingBook(events, sales[list(LISTING_SALE_COLUMNS)])
 
 
