@@ -107,9 +107,10 @@ def setup_synthetic(size: int, seed: int) -> dict:
     return {"generate_s": generated, "load_s": timer.lap(), "n_sales": len(sales)}
 
 
-def measure(repeat: int, bare: bool) -> dict:
+def measure(repeat: int, bare: bool, profile: str | None = None) -> dict:
     """`pipeline.nowcast` `repeat` times in this process (a worker is long-lived), and optionally
-    the bare predict of the estimators on the same feature matrix."""
+    the bare predict of the estimators on the same feature matrix. With `profile`, one more
+    nowcast runs under pyinstrument (not timed) and its call tree is written there as text."""
     import pandas as pd
 
     from fairvalue import pipeline
@@ -125,6 +126,12 @@ def measure(repeat: int, bare: bool) -> dict:
             raise RuntimeError(f"archive failed: {result.archive_error}")
         runs.append({"total": total, **result.seconds, "n_items": result.n_items, "published": result.published})
     out = {"runs": runs, "peak_rss_mib": harness.peak_rss_mib()}
+    if profile:
+        from pyinstrument import Profiler
+
+        with Profiler(interval=0.0005) as profiler:
+            pipeline.nowcast(settings)
+        Path(profile).write_text(profiler.output_text(unicode=True, show_all=False))
     if bare:
         from models.features import build_features
         from storage.artifacts import get_store
@@ -164,6 +171,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed to each step")
     parser.add_argument("--train-max-iter", type=int, default=None,
                         help="boosting rounds of the champion (default: the service default); tests use few")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="also profile one more nowcast per size (pyinstrument, from the bench extra); "
+                             "writes DIR/nowcast-SIZE.txt")
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
@@ -174,7 +184,7 @@ def main() -> None:
     if args.step == "setup-synthetic":
         return harness.emit(setup_synthetic(args.size, args.seed))
     if args.step == "measure":
-        return harness.emit(measure(args.repeat, args.bare))
+        return harness.emit(measure(args.repeat, args.bare, args.profile))
 
     sizes = [int(s) for s in args.sizes.split(",")]
     me = str(Path(__file__).resolve())
@@ -196,6 +206,9 @@ def main() -> None:
                       f"(generated {made['generate_s']:.1f} s, COPY {made['load_s']:.1f} s)")
             repeat = args.repeat if size < 1_000_000 else 1
             step = [me, "--step", "measure", "--repeat", str(repeat)] + (["--bare"] if slug == BUNDLED else [])
+            if args.profile:
+                Path(args.profile).mkdir(parents=True, exist_ok=True)
+                step += ["--profile", str(Path(args.profile).resolve() / f"nowcast-{size}.txt")]
             results[size] = harness.run_child(step, {**env, "FAIRVALUE_COLLECTION": slug}, args.timeout)
         report(results)
 

@@ -81,6 +81,9 @@ class TrainParams:
     band_high: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
     band_method: Literal["premium", "spread", "averaged"] = "averaged"
     band_market_widening: Annotated[float, Field(ge=0, le=100)] = 1.0
+    # What the premium band's quantiles are fitted around: the floor (the log premium itself) or
+    # the ridge regression's value (the premium's residual from it; needs linear_weight > 0).
+    premium_band_base: Literal["floor", "ridge"] = "floor"
     # The fair value's share of the ridge regression (0: the trees alone), and its penalty on
     # standardised features (set before it was measured, not tuned).
     linear_weight: Annotated[float, Field(ge=0, le=1)] = 0.4
@@ -119,6 +122,9 @@ class FairValueModel:
     # from before the eleventh round.
     linear: LinearPremium | None = None
     linear_weight: float = 0.0
+    # "ridge": the premium band's models predict the residual from the ridge regression's value
+    # (TrainParams.premium_band_base); artifacts from before it have "floor".
+    premium_band_base: str = "floor"
 
     def predict(self, data: MarketData, queries: pd.DataFrame, threads: int | None = None) -> pd.DataFrame:
         """Fair value and band for each (item_key, ts) query, from data strictly before ts."""
@@ -163,9 +169,11 @@ class FairValueModel:
         median = self.estimators["p50"].predict(x)
         fair = median
         ends = []
+        linear = self.linear.predict(raw) if self.linear is not None else None
         if PREMIUM_BAND[0] in self.estimators:
-            premium = np.sort(np.column_stack([self.estimators[PREMIUM_BAND[0]].predict(x), median,
-                                               self.estimators[PREMIUM_BAND[1]].predict(x)]), axis=1)
+            base = linear if self.premium_band_base == "ridge" else 0.0
+            premium = np.sort(np.column_stack([base + self.estimators[PREMIUM_BAND[0]].predict(x), median,
+                                               base + self.estimators[PREMIUM_BAND[1]].predict(x)]), axis=1)
             fair = premium[:, 1]
             ends.append((premium[:, 0], premium[:, 2]))
         if SPREAD_BAND[0] in self.estimators:
@@ -173,8 +181,8 @@ class FairValueModel:
             widening = self.band_market_widening * np.nan_to_num(volatility)
             ends.append((median + np.minimum(self.estimators[SPREAD_BAND[0]].predict(x), 0.0) - widening,
                          median + np.maximum(self.estimators[SPREAD_BAND[1]].predict(x), 0.0) + widening))
-        if self.linear is not None and self.linear_weight > 0:
-            fair = (1 - self.linear_weight) * fair + self.linear_weight * self.linear.predict(raw)
+        if linear is not None and self.linear_weight > 0:
+            fair = (1 - self.linear_weight) * fair + self.linear_weight * linear
         low = np.mean([lo for lo, _ in ends], axis=0)
         high = np.mean([hi for _, hi in ends], axis=0)
         return np.column_stack([np.minimum(low, fair), fair, np.maximum(high, fair)])
@@ -223,19 +231,24 @@ def fit(data: MarketData, params: TrainParams | None = None) -> FairValueModel:
                for i in range(params.median_models)]
     median = medians[0] if len(medians) == 1 else MeanOfModels(medians)
     estimators = {"p50": median}
+    linear = (LinearPremium.fit(raw, target, weights, params.linear_alpha, params.linear_loss)
+              if params.linear_weight > 0 else None)
+    premium_base = "ridge" if params.premium_band_base == "ridge" and linear is not None else "floor"
     bands = {"premium": [PREMIUM_BAND], "spread": [SPREAD_BAND], "averaged": [PREMIUM_BAND, SPREAD_BAND]}
     for low_key, high_key in bands[params.band_method]:
-        # The spread band learns where each sale sits from the median's value.
-        band_target = target if low_key == PREMIUM_BAND[0] else target - median.predict(x)
+        # The spread band learns where each sale sits from the median's value; the premium band
+        # the premium itself, or its residual from the ridge regression.
+        if low_key == PREMIUM_BAND[0]:
+            band_target = target - linear.predict(raw) if premium_base == "ridge" else target
+        else:
+            band_target = target - median.predict(x)
         estimators[low_key] = _quantile_model(params, params.band_low, median=False).fit(x, band_target,
                                                                                          sample_weight=weights)
         estimators[high_key] = _quantile_model(params, params.band_high, median=False).fit(x, band_target,
                                                                                            sample_weight=weights)
-    linear = (LinearPremium.fit(raw, target, weights, params.linear_alpha, params.linear_loss)
-              if params.linear_weight > 0 else None)
     return FairValueModel(vocab=vocab, columns=columns, estimators=estimators, params=params.as_dict(), bins=bins,
                           band_market_widening=params.band_market_widening, linear=linear,
-                          linear_weight=params.linear_weight)
+                          linear_weight=params.linear_weight, premium_band_base=premium_base)
 
 
 # Huber's weights (iteratively reweighted least squares): a sale further than HUBER_K robust

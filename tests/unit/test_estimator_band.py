@@ -98,3 +98,39 @@ def test_the_spread_band_has_the_same_shape_at_any_premium():
 def test_an_unknown_band_method_is_refused():
     with pytest.raises(ValueError, match="band_method"):
         TrainParams(band_method="wide")
+
+
+def test_the_premium_band_around_the_ridge_follows_the_type_the_quantiles_alone_miss():
+    # Fitted around the floor, the premium's low quantile barely moves for the zombies (each sits
+    # above it, where the pinball loss's gradient is only 0.05); fitted to the residual from the
+    # ridge regression, which prices the type, its ends keep the same shape for both types.
+    zombie = DATA.items["item_type"].to_numpy() == "Zombie"
+    params = {**PARAMS, "linear_weight": 0.4, "band_method": "premium"}
+    around = {base: fit(DATA, TrainParams(**params, premium_band_base=base)) for base in ("floor", "ridge")}
+    assert around["ridge"].premium_band_base == "ridge" and around["floor"].premium_band_base == "floor"
+
+    def low_end_gap(model) -> float:
+        v = model.predict(DATA, QUERIES)
+        assert (v["p10"] <= v["fair_value"]).all() and (v["fair_value"] <= v["p90"]).all()
+        low = np.log(v["fair_value"] / v["p10"])
+        return abs(np.median(low[zombie]) - np.median(low[~zombie]))
+
+    assert low_end_gap(around["floor"]) > 0.3
+    assert low_end_gap(around["ridge"]) < 0.15
+    # The band's models predict the residual: its high end is the ridge's value plus theirs (or
+    # the median, or the fair value, where the band would not hold them).
+    model = around["ridge"]
+    feats, x = features(model)
+    floor = feats["floor"].to_numpy()
+    ridge = model.linear.predict(feats[model.columns].to_numpy(dtype=float))
+    got = model.predict(DATA, QUERIES)
+    expected = np.maximum.reduce([ridge + model.estimators["p90"].predict(x), model.estimators["p50"].predict(x),
+                                  np.log(got["fair_value"].to_numpy() / floor)])
+    np.testing.assert_allclose(np.log(got["p90"].to_numpy() / floor), expected, rtol=1e-9)
+
+
+def test_a_premium_band_around_the_ridge_needs_the_ridge():
+    # With no ridge regression (linear_weight 0) there is nothing to fit around: the floor it is.
+    model = fit(DATA, TrainParams(**PARAMS, premium_band_base="ridge"))
+    assert model.linear is None and model.premium_band_base == "floor"
+    np.testing.assert_allclose(model.predict(DATA, QUERIES)["p10"], values("averaged")["p10"], rtol=1e-12)
