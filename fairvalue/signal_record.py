@@ -20,9 +20,10 @@ from fairvalue.forward_values import published_values
 from fairvalue.reads import iso
 from fairvalue.settings import Settings
 from models.ask_kpis import ask_signal_kpis
+from models.listings import SALE_TIME_SLACK
 from models.market_index import daily_index
 from models.signal_kpis import signal_kpis
-from models.times import naive_utc
+from models.times import hour_precision, naive_utc
 from storage.tables import Collection, Listing, Sale
 
 INDEX_LOOKBACK = timedelta(days=14)  # the sales index reads up to 14 days of sales before a day
@@ -74,10 +75,12 @@ def ask_signals(session: Session, coll: Collection, t0: datetime, t1: datetime, 
     events = valued[["event_id", "ts", "item_key", "price", "fair_value"]].merge(
         asks[["event_id", "source", "expires_at"]], on="event_id", validate="one_to_one").rename(
         columns={"ts": "timestamp", "item_key": "item_id"})
-    # Any sale ends an item's offers, a suspected wash trade too (models/listings.py).
-    sales = pd.DataFrame(session.exec(select(Sale.ts, Sale.item_key, Sale.price).where(
-        Sale.collection_id == coll.id, Sale.ts > t0, Sale.ts < t1 + horizon)).all(),
-        columns=["ts", "item_key", "price"])
+    # Any sale ends an item's offers, a suspected wash trade too (models/listings.py), one at an
+    # ask's instant or known only to an hour that ends after it too.
+    sales = pd.DataFrame(session.exec(select(Sale.ts, Sale.item_key, Sale.price, Sale.time_precision).where(
+        Sale.collection_id == coll.id, Sale.ts >= t0 - SALE_TIME_SLACK.to_pytimedelta(), Sale.ts < t1 + horizon)).all(),
+        columns=["ts", "item_key", "price", "time_precision"])
+    sales["hour_precision"] = hour_precision(sales.pop("time_precision"))
     kpis = ask_signal_kpis(events, listed, sales, pd.Timestamp(naive_utc([as_of - SALE_REPORT_LAG])[0]),
                            horizon_days=settings.signal_horizon_days, buy_below=settings.buy_below)
     # Retention drops a replaced listing event past this (storage/retention.py): an older ask is

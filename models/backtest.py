@@ -60,12 +60,14 @@ def level_on(levels: pd.Series, days: Any) -> np.ndarray:
     return levels.reindex(days).to_numpy(dtype=float)
 
 
-def next_sale(times: Any, items: Any, sales: pd.DataFrame, horizon_days: float) -> tuple[np.ndarray, np.ndarray]:
+def next_sale(times: Any, items: Any, sales: pd.DataFrame, horizon_days: float,
+              at_or_after: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """For each (time t, item) the item's first sale with t < ts <= t + horizon_days.
 
     `sales` is any frame of observations with columns ts, item_key, price (for a market with
     daily prices per item, the daily prices). Strictly after t: a sale at the same instant,
     the scored sale itself included, is never its own exit, so nothing at or before t is used.
+    With `at_or_after`, t <= ts: an ask's fill may carry the ask's own instant (models/ask_kpis.py).
     When several sales share the first later timestamp, the one listed first in `sales` wins.
     Returns (next_ts as datetime64[ns] with NaT, next_price with NaN) aligned with the input.
     """
@@ -95,7 +97,7 @@ def next_sale(times: Any, items: Any, sales: pd.DataFrame, horizon_days: float) 
         on="ts",
         by="item_key",
         direction="forward",
-        allow_exact_matches=False,  # strictly after the entry: no look-ahead through same-instant sales
+        allow_exact_matches=at_or_after,  # else strictly after: no look-ahead through same-instant sales
         tolerance=pd.Timedelta(days=horizon_days),  # inclusive: a resale exactly at t + horizon counts
     )
     order = joined["_order"].to_numpy()

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.times import naive_utc
 from models.validation import (
     COLUMN_ALIASES,
     MAX_PRICE,
@@ -197,17 +198,35 @@ class ListingBook:
         return cls(frame(LISTING_COLUMNS), frame(LISTING_SALE_COLUMNS))
 
 
+def book_order(events: pd.DataFrame) -> pd.DataFrame:
+    """Listing events in the order the book reads them: by time, and of one instant as given, so
+    that of an item's and source's events at one instant the last given is its offer (a store
+    gives them in id order, storage.market.load_listings)."""
+    return events.sort_values("ts", kind="stable")
+
+
+def next_event_times(events: pd.DataFrame) -> np.ndarray:
+    """For each listing event (item_key, source, ts), in the order of `events`, when the next
+    event of its item and source in book order comes (NaT: none). One whose next comes at its own
+    instant was replaced at once: open_asks never reads it as an offer."""
+    ordered = book_order(events.reset_index(drop=True))
+    keys = [ordered["item_key"].astype(str).to_numpy(), ordered["source"].astype(str).to_numpy()]
+    out = np.full(len(ordered), np.datetime64("NaT"), dtype="datetime64[ns]")
+    out[ordered.index.to_numpy()] = ordered["ts"].groupby(keys).shift(-1).to_numpy(dtype="datetime64[ns]")
+    return out
+
+
 def open_asks(book: ListingBook | None, item_keys: np.ndarray, at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
     """Each item's open ask at `at` (naive UTC), as (price, listed_at) arrays in the order of
     `item_keys`, NaN / NaT where there is none: the lowest offer among its sources, each source's
-    offer its latest event before `at` (of one moment, the last given) if that offers a price,
-    has not expired by `at`, and no sale stored before `at` may have come at or after it."""
+    offer its latest event before `at` (of one moment, the last given: book_order) if that offers
+    a price, has not expired by `at`, and no sale stored before `at` may have come at or after it."""
     price = np.full(len(item_keys), np.nan)
     listed_at = np.full(len(item_keys), np.datetime64("NaT"), dtype="datetime64[ns]")
     if book is None or book.events.empty:
         return price, listed_at
     known = book.events[book.events["ts"] < at]
-    offers = known.sort_values("ts", kind="stable").drop_duplicates(["item_key", "source"], keep="last")
+    offers = book_order(known).drop_duplicates(["item_key", "source"], keep="last")
     sold = book.sales[book.sales["ts"] < at].groupby("item_key")["latest"].max()
     last_sold = sold.reindex(offers["item_key"]).to_numpy(dtype="datetime64[ns]")
     ts = offers["ts"].to_numpy(dtype="datetime64[ns]")
@@ -223,10 +242,21 @@ def open_asks(book: ListingBook | None, item_keys: np.ndarray, at: pd.Timestamp)
 REPLAY_LISTING_COLUMNS = ("event_id", *LISTING_COLUMNS)
 
 
+# How much later than its recorded time a sale may have come: one known only to the hour.
+SALE_TIME_SLACK = pd.Timedelta(hours=1)
+
+
 def latest_moment(ts: pd.Series, hourly: np.ndarray) -> pd.Series:
     """The latest a sale may have happened: its time, or its hour's end when it is known only
     to the hour (LISTING_SALE_COLUMNS' `latest`)."""
-    return ts.where(~hourly, ts.dt.floor("h") + pd.Timedelta(hours=1))
+    return ts.where(~hourly, ts.dt.floor("h") + SALE_TIME_SLACK)
+
+
+def sale_latest(sales: pd.DataFrame) -> pd.Series:
+    """latest_moment of sales given as ts and an optional hour_precision (a replay's frames)."""
+    hourly = sales["hour_precision"].to_numpy(dtype=bool) if "hour_precision" in sales \
+        else np.zeros(len(sales), dtype=bool)
+    return latest_moment(pd.Series(naive_utc(sales["ts"]), index=sales.index), hourly)
 
 
 def listing_frame(clean: Iterable[CleanListing]) -> pd.DataFrame:
@@ -246,12 +276,10 @@ def listing_history(events: pd.DataFrame, sales: pd.DataFrame, refused: dict[str
     """A ListingBook of a whole history, for a replay: every event (REPLAY_LISTING_COLUMNS) and
     every sale (item_key, ts, optional hour_precision; wash trades included, since any sale ends
     an item's offers). open_asks reads only what came before the moment it is asked about."""
-    hourly = sales["hour_precision"].to_numpy(dtype=bool) if "hour_precision" in sales \
-        else np.zeros(len(sales), dtype=bool)
-    latest = latest_moment(pd.to_datetime(sales["ts"]).astype("datetime64[ns]"), hourly)
+    latest = sale_latest(sales)
     # A sale known only to the hour is known once its hour is over (MarketData.before): its `ts`
     # here is when a replay's nowcast learns of it, as a stored sale's is when it was stored.
     book_sales = pd.DataFrame({"item_key": sales["item_key"].astype(str).to_numpy(), "ts": latest.to_numpy(),
                                "latest": latest.to_numpy()}, columns=list(LISTING_SALE_COLUMNS))
-    ordered = events.sort_values("ts", kind="stable").reset_index(drop=True)
+    ordered = book_order(events).reset_index(drop=True)
     return ListingBook(ordered[list(REPLAY_LISTING_COLUMNS)], book_sales, dict(refused or {}))

@@ -35,6 +35,7 @@ ASKS = pd.DataFrame([
     ask("i-novalue", "9", 0, 80, math.nan),              # filtered: no fair value
 ])
 LISTINGS = pd.DataFrame({
+    "event_id": ["c-replaced", "c-new-price", "d-elsewhere", "a-taken"],
     "item_key": ["3", "3", "4", "1"],
     "source": ["larva", "larva", "opensea", "larva"],
     "ts": [at(0), at(48), at(10), at(0)],  # item 4's event comes from another source: it ends nothing
@@ -102,7 +103,59 @@ def test_a_sale_at_the_expiry_is_too_late_and_one_at_the_next_event_still_meets_
     """As open_asks reads the book: expired once expires_at <= t; the older event is the latest
     until a later one's instant has passed."""
     asks = pd.DataFrame([ask("expiring", "1", 0, 80, 100, expires=at(10)), ask("repriced", "2", 0, 80, 100)])
-    listings = pd.DataFrame({"item_key": ["2"], "source": ["larva"], "ts": [at(10)]})
+    listings = pd.DataFrame({"event_id": ["new-price"], "item_key": ["2"], "source": ["larva"], "ts": [at(10)]})
     sales = pd.DataFrame({"item_key": ["1", "2"], "ts": [at(10), at(10)], "price": [80, 80]})
     out = ask_signal_kpis(asks, listings, sales, AS_OF).outcomes.set_index("event_id")["outcome"]
     assert out.to_dict() == {"expiring": ENDED, "repriced": TAKEN}
+
+
+def book_at(listings: pd.DataFrame, sales: pd.DataFrame, hours: float) -> dict[str, float]:
+    """The ask open_asks reads for each item of `listings` at `hours`, from the same events and sales."""
+    from models.listings import listing_history, open_asks
+
+    events = listings.assign(expires_at=pd.NaT).astype({"expires_at": "datetime64[ns]"})
+    items = np.array(sorted(set(listings["item_key"])), dtype=object)
+    price, _ = open_asks(listing_history(events, sales), items, at(hours))
+    return dict(zip(items, price.tolist(), strict=True))
+
+
+def test_of_one_instant_only_the_event_open_asks_keeps_is_judged():
+    """Two events of one item and source at one instant: the last given is the offer from then on
+    (open_asks), so the earlier one never stood and is counted as filtered, not judged."""
+    asks = pd.DataFrame([ask("first", "1", 0, 80, 100), ask("second", "1", 0, 90, 100),
+                         ask("withdrawn", "2", 0, 80, 100), ask("kept", "3", 0, 80, 100),
+                         ask("elsewhere", "1", 0, 95, 100, source="opensea")])
+    listings = pd.DataFrame([  # in the order given: item 3's withdrawal comes before its ask
+        ("first", "1", "larva", at(0), 80), ("second", "1", "larva", at(0), 90),
+        ("withdrawn", "2", "larva", at(0), 80), ("w2", "2", "larva", at(0), math.nan),
+        ("w3", "3", "larva", at(0), math.nan), ("kept", "3", "larva", at(0), 80),
+        ("elsewhere", "1", "opensea", at(0), 95)], columns=["event_id", "item_key", "source", "ts", "price"])
+    sales = pd.DataFrame({"item_key": ["1", "3", "2"], "ts": [at(5), at(6), at(7)], "price": [85, 80, 80]})
+    kpis = ask_signal_kpis(asks, listings, sales, AS_OF)
+    out = kpis.outcomes.set_index("event_id")["outcome"]
+    # 85 is under both asks item 1 stood at (90 x 0.995 = 89.55, 95 x 0.995); the 80 it would take was replaced.
+    assert out.to_dict() == {"second": SOLD_BELOW_ASK, "kept": TAKEN, "elsewhere": SOLD_BELOW_ASK}
+    assert (kpis.n_rows, kpis.n_events, kpis.n_filtered) == (5, 3, 2)
+    assert kpis.filtered == {"replaced_at_its_instant": 2}
+    assert book_at(listings, sales.iloc[:0], 1) == {"1": 90.0, "2": pytest.approx(math.nan, nan_ok=True), "3": 80.0}
+
+
+def test_a_sale_at_the_asks_instant_is_its_fill_as_it_ends_it_in_open_asks():
+    """A sale that may have come at or after an ask's instant ends it in open_asks (a sale known
+    only to the hour at its hour's end); the same sale judges it: stamped with the ask's instant,
+    it is most likely the ask's purchase."""
+    asks = pd.DataFrame([ask("same-instant", "1", 0, 80, 100), ask("same-hour", "2", 0.5, 80, 100),
+                         ask("sold-before", "3", 0, 80, 100)])
+    listings = pd.DataFrame({"event_id": ["same-instant", "same-hour", "sold-before"], "item_key": ["1", "2", "3"],
+                             "source": "larva", "ts": [at(0), at(0.5), at(0)], "price": [80.0, 80.0, 80.0]})
+    sales = pd.DataFrame({
+        "item_key": ["1", "1", "2", "3"],
+        "ts": [at(0), at(5), at(10 / 60), at(0) - pd.Timedelta(seconds=1)],  # item 2's: known only to 00:00-01:00
+        "price": [80, 70, 80, 80], "hour_precision": [False, False, True, False]})
+    out = ask_signal_kpis(asks, listings, sales, AS_OF).outcomes.set_index("event_id")
+    assert out["outcome"].to_dict() == {"same-instant": TAKEN, "same-hour": TAKEN, "sold-before": STOOD}
+    assert out.loc["same-instant", "hours_to_taken"] == 0 and out.loc["same-instant", "sale_price"] == 80
+    assert out.loc["same-hour", "sale_ts"] == at(1) and out.loc["same-hour", "hours_to_taken"] == 0.5
+    # open_asks, an hour later, reads the two taken ones as ended and the other as open.
+    assert book_at(listings, sales, 2) == {"1": pytest.approx(math.nan, nan_ok=True),
+                                           "2": pytest.approx(math.nan, nan_ok=True), "3": 80.0}
