@@ -197,6 +197,11 @@ class ListingBook:
 
         return cls(frame(LISTING_COLUMNS), frame(LISTING_SALE_COLUMNS))
 
+    @cached_property
+    def ask_index(self) -> _AskIndex:
+        """The book arranged for open_asks, once: its frames are not changed after it is made."""
+        return _AskIndex.of(self)
+
 
 def book_order(events: pd.DataFrame) -> pd.DataFrame:
     """Listing events in the order the book reads them: by time, and of one instant as given, so
@@ -216,27 +221,113 @@ def next_event_times(events: pd.DataFrame) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class _Timeline:
+    """Rows of groups (codes 0..n-1) arranged so that each group's last row before a moment is one
+    binary search away, however many rows the groups hold."""
+
+    times: np.ndarray  # the distinct times, ascending (int64 ns)
+    stamps: np.ndarray  # per row, grouped: group * (len(times) + 1) + the rank of its time, ascending
+    starts: np.ndarray  # each group's first row
+
+    @classmethod
+    def of(cls, groups: np.ndarray, ts: np.ndarray, n_groups: int) -> tuple[_Timeline, np.ndarray]:
+        """The timeline of rows given in time order (of one time, as given), and the order that
+        arranges them by group (stable: each group's rows keep the order they were given in)."""
+        order = np.argsort(groups, kind="stable")
+        times = np.unique(ts)
+        stamps = groups[order] * (len(times) + 1) + np.searchsorted(times, ts[order])
+        return cls(times, stamps, np.searchsorted(groups[order], np.arange(n_groups))), order
+
+    def last_before(self, at: np.datetime64) -> np.ndarray:
+        """Each group's last row with time < at (of one time, the last given); -1: none."""
+        rank = np.searchsorted(self.times, at.astype("datetime64[ns]").view(np.int64))  # distinct times before at
+        first_not_before = np.searchsorted(self.stamps, np.arange(len(self.starts)) * (len(self.times) + 1) + rank)
+        return np.where(first_not_before > self.starts, first_not_before - 1, -1)
+
+
+def _times(frame: pd.DataFrame, column: str) -> np.ndarray:
+    return frame[column].to_numpy(dtype="datetime64[ns]")
+
+
+def _with_none(values: np.ndarray, none: Any) -> np.ndarray:
+    """`values` and one more at the end: what a row -1 (last_before: none) reads."""
+    return np.append(values, np.array([none], dtype=values.dtype))
+
+
+NAT = np.datetime64("NaT", "ns")
+LAST_MOMENT = np.datetime64(np.iinfo(np.int64).max, "ns")
+
+
+@dataclass(frozen=True)
+class _AskIndex:
+    """A ListingBook arranged once for open_asks: a replay asks it at every tick (a quarter of
+    half-hour ticks is 4,400 moments), and filtering the whole book each time grew with the book."""
+
+    items: pd.Index  # the listed items; an item's code is its position
+    offers: _Timeline  # the events, grouped by (item, source), an item's groups side by side
+    offer_item: np.ndarray  # per group: its item's code (ascending)
+    item_starts: np.ndarray  # per item: its first group
+    ts: np.ndarray  # per event, in the offers' row order, and a none at the end
+    price: np.ndarray
+    expires: np.ndarray
+    sales: _Timeline  # the sales of listed items, grouped by item
+    sold_by: np.ndarray  # per sale row: the latest its item's sales up to it may have come, and a none
+
+    @classmethod
+    def of(cls, book: ListingBook) -> _AskIndex:
+        events = book_order(book.events[book.events["ts"].notna()])
+        item_codes, items = pd.factorize(events["item_key"])
+        items = pd.Index(items, dtype=object)
+        # Groups numbered in item order, so that an item's groups are a range to reduce over.
+        keys = events.groupby([item_codes, events["source"].to_numpy()], dropna=False).ngroup().to_numpy()
+        offers, order = _Timeline.of(keys, _times(events, "ts").view(np.int64), keys.max() + 1 if len(keys) else 0)
+        offer_item = np.zeros(len(offers.starts), dtype=np.int64)
+        offer_item[keys] = item_codes
+        sales = book.sales[book.sales["ts"].notna() & book.sales["latest"].notna()].sort_values("ts", kind="stable")
+        sale_items = items.get_indexer(sales["item_key"])
+        sales, sale_items = sales[sale_items >= 0], sale_items[sale_items >= 0]
+        sold, sale_order = _Timeline.of(sale_items, _times(sales, "ts").view(np.int64), len(items))
+        sold_by = pd.Series(_times(sales, "latest")[sale_order]).groupby(sale_items[sale_order]).cummax()
+        return cls(items, offers, offer_item, np.searchsorted(offer_item, np.arange(len(items))),
+                   _with_none(_times(events, "ts")[order], NAT),
+                   _with_none(events["price"].to_numpy(dtype=float)[order], np.nan),
+                   _with_none(_times(events, "expires_at")[order], NAT), sold,
+                   _with_none(sold_by.to_numpy(dtype="datetime64[ns]"), NAT))
+
+    def lowest_open(self, at: np.datetime64) -> tuple[np.ndarray, np.ndarray]:
+        """Each listed item's lowest open offer at `at` and when it was listed (NaN / NaT: none)."""
+        row = self.offers.last_before(at)
+        ts, price, expires = self.ts[row], self.price[row], self.expires[row]
+        last_sold = self.sold_by[self.sales.last_before(at)][self.offer_item]
+        is_open = (~np.isnan(price)
+                   & ~(~np.isnat(last_sold) & (last_sold >= ts))  # a sale may have filled or ended it
+                   & ~(~np.isnat(expires) & (expires <= at)))
+        offered = np.where(is_open, price, np.inf)
+        lowest = np.minimum.reduceat(offered, self.item_starts)
+        at_lowest = is_open & (offered == lowest[self.offer_item])  # of one price, the earliest listed
+        since = np.minimum.reduceat(np.where(at_lowest, ts, LAST_MOMENT), self.item_starts)
+        some = np.isfinite(lowest)
+        return np.where(some, lowest, np.nan), np.where(some, since, NAT)
+
+
 def open_asks(book: ListingBook | None, item_keys: np.ndarray, at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
     """Each item's open ask at `at` (naive UTC), as (price, listed_at) arrays in the order of
     `item_keys`, NaN / NaT where there is none: the lowest offer among its sources, each source's
     offer its latest event before `at` (of one moment, the last given: book_order) if that offers
-    a price, has not expired by `at`, and no sale stored before `at` may have come at or after it."""
+    a price, has not expired by `at`, and no sale stored before `at` may have come at or after it.
+    The book is arranged for this once (ListingBook.ask_index), so each moment costs a few binary
+    searches per listed item and source."""
     price = np.full(len(item_keys), np.nan)
     listed_at = np.full(len(item_keys), np.datetime64("NaT"), dtype="datetime64[ns]")
     if book is None or book.events.empty:
         return price, listed_at
-    known = book.events[book.events["ts"] < at]
-    offers = book_order(known).drop_duplicates(["item_key", "source"], keep="last")
-    sold = book.sales[book.sales["ts"] < at].groupby("item_key")["latest"].max()
-    last_sold = sold.reindex(offers["item_key"]).to_numpy(dtype="datetime64[ns]")
-    ts = offers["ts"].to_numpy(dtype="datetime64[ns]")
-    expires = offers["expires_at"].to_numpy(dtype="datetime64[ns]")
-    is_open = (~np.isnan(offers["price"].to_numpy(dtype=float))
-               & ~(~np.isnat(last_sold) & (last_sold >= ts))  # a sale may have filled or ended it
-               & ~(~np.isnat(expires) & (expires <= np.datetime64(at))))
-    lowest = offers[is_open].sort_values(["price", "ts"], kind="stable").drop_duplicates("item_key")
-    found = lowest.set_index("item_key").reindex(pd.Index(item_keys, dtype=object))
-    return found["price"].to_numpy(dtype=float), found["ts"].to_numpy(dtype="datetime64[ns]")
+    index = book.ask_index
+    lowest, since = index.lowest_open(np.datetime64(pd.Timestamp(at).to_datetime64(), "ns"))
+    codes = index.items.get_indexer(pd.Index(item_keys, dtype=object))
+    found = codes >= 0
+    price[found], listed_at[found] = lowest[codes[found]], since[codes[found]]
+    return price, listed_at
 
 
 REPLAY_LISTING_COLUMNS = ("event_id", *LISTING_COLUMNS)

@@ -12,7 +12,7 @@ import pytest
 from sqlmodel import select
 
 from fairvalue.webhook_batch import WebhookCall
-from models.listings import ListingBook, ListingReason, open_asks, validate_listing, validate_listings
+from models.listings import ListingBook, ListingReason, latest_moment, open_asks, validate_listing, validate_listings
 from models.validation import Reason, Rejection
 from storage.listings import ingest_listings
 from storage.market import load_listings
@@ -128,6 +128,57 @@ def test_each_source_keeps_its_own_offer_and_the_lowest_open_one_is_the_ask():
     sold = book(("1", "2024-01-01", 90.0, None, "opensea"), ("1", "2024-01-02", 80.0, None, "punks"),
                 sales=[("1", "2024-01-03", "2024-01-03")])
     assert np.isnan(asks_at(sold, "2024-01-05")[0][0])
+
+
+def filtered_open_asks(book: ListingBook, item_keys: np.ndarray, at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+    """open_asks as it read the book before it was indexed: the whole book filtered at each moment."""
+    known = book.events[book.events["ts"] < at]
+    offers = known.sort_values("ts", kind="stable").drop_duplicates(["item_key", "source"], keep="last")
+    sold = book.sales[book.sales["ts"] < at].groupby("item_key")["latest"].max()
+    last_sold = sold.reindex(offers["item_key"]).to_numpy(dtype="datetime64[ns]")
+    ts = offers["ts"].to_numpy(dtype="datetime64[ns]")
+    expires = offers["expires_at"].to_numpy(dtype="datetime64[ns]")
+    is_open = (~np.isnan(offers["price"].to_numpy(dtype=float))
+               & ~(~np.isnat(last_sold) & (last_sold >= ts))
+               & ~(~np.isnat(expires) & (expires <= np.datetime64(at))))
+    lowest = offers[is_open].sort_values(["price", "ts"], kind="stable").drop_duplicates("item_key")
+    found = lowest.set_index("item_key").reindex(pd.Index(item_keys, dtype=object))
+    return found["price"].to_numpy(dtype=float), found["ts"].to_numpy(dtype="datetime64[ns]")
+
+
+def random_book(rng: np.random.Generator, n_events: int, n_sales: int) -> ListingBook:
+    """Events and sales on a coarse grid, so that many share an instant with each other, with an
+    expiry or with the moments asked; prices often tie; some sales known only to the hour."""
+    half_hours = pd.to_timedelta(30 * rng.integers(0, 200, n_events), unit="min")
+    expires = half_hours + pd.to_timedelta(30 * rng.integers(1, 20, n_events), unit="min")
+    events = pd.DataFrame({
+        "item_key": rng.integers(0, 40, n_events).astype(str).astype(object),
+        "source": rng.choice(["a", "b", "c"], n_events).astype(object),
+        "ts": pd.Timestamp("2024-01-01") + half_hours,
+        "price": np.where(rng.random(n_events) < 0.15, np.nan, rng.integers(1, 8, n_events).astype(float)),
+        "expires_at": (pd.Timestamp("2024-01-01") + expires).where(rng.random(n_events) < 0.4),
+    })
+    sale_ts = pd.Series(pd.Timestamp("2024-01-01") + pd.to_timedelta(10 * rng.integers(0, 600, n_sales), unit="min"))
+    sales = pd.DataFrame({"item_key": rng.integers(0, 45, n_sales).astype(str).astype(object),  # some never listed
+                          "ts": sale_ts, "latest": latest_moment(sale_ts, rng.random(n_sales) < 0.3)})
+    return ListingBook(events, sales)
+
+
+def test_the_indexed_book_reads_every_moment_as_filtering_the_whole_book_does():
+    rng = np.random.default_rng(7)
+    book = random_book(rng, 3000, 400)
+    keys = np.array([*map(str, range(50)), "3", "7"], dtype=object)  # unlisted items and repeats too
+    grid = pd.Timestamp("2024-01-01") + pd.to_timedelta(10 * np.arange(-1, 660), unit="min")
+    moments = [*grid[::3], *grid[rng.choice(len(grid), 60, replace=False)]]  # on every event's instant and off them
+    for at in moments:
+        price, listed_at = open_asks(book, keys, at)
+        expected_price, expected_at = filtered_open_asks(book, keys, at)
+        np.testing.assert_array_equal(price, expected_price, err_msg=str(at))
+        np.testing.assert_array_equal(listed_at, expected_at, err_msg=str(at))
+    assert np.isfinite(open_asks(book, keys, grid[300])[0]).sum() > 10  # the comparison is not of empty books
+    no_sales = ListingBook(book.events, book.sales.iloc[:0])
+    for at in grid[::25]:
+        np.testing.assert_array_equal(open_asks(no_sales, keys, at)[0], filtered_open_asks(no_sales, keys, at)[0])
 
 
 def test_the_source_is_part_of_what_a_listing_event_is():
