@@ -17,7 +17,8 @@ of Q2-Q3 2021 sales forward: the market moves after training):
   the right shape for every item, but from in-sample residuals, too narrow when the market turns.
 
 Averaging quantiles of two forecasts is the usual way to combine them; the ninth round of
-docs/model.md measured it against each alone. Coverage is measured on every replay and
+docs/model.md measured it against each alone. A form whose band does not hold an item's fair
+value is left out of that item's average (the twentieth round: a rare type's premium quantiles). Coverage is measured on every replay and
 holdout, not assumed.
 """
 
@@ -165,7 +166,8 @@ class FairValueModel:
         The trees' value is the middle of their median and the premium band's ends, as it has been
         since the first round: the premium band is fitted apart from the median and can cross it
         (about 2 % of sales), and where it does its end is kept (docs/model.md, eighth round). The
-        fair value blends it with the ridge regression's; the band is held to contain it."""
+        fair value blends it with the ridge regression's. The band is the mean of the forms that
+        hold the fair value, and is held to contain it."""
         median = self.estimators["p50"].predict(x)
         fair = median
         ends = []
@@ -183,8 +185,14 @@ class FairValueModel:
                          median + np.maximum(self.estimators[SPREAD_BAND[1]].predict(x), 0.0) + widening))
         if linear is not None and self.linear_weight > 0:
             fair = (1 - self.linear_weight) * fair + self.linear_weight * linear
-        low = np.mean([lo for lo, _ in ends], axis=0)
-        high = np.mean([hi for _, hi in ends], axis=0)
+        lows, highs = np.array([lo for lo, _ in ends]), np.array([hi for _, hi in ends])  # (forms, rows)
+        # A form whose band does not hold the item's fair value is no band for that item: the
+        # premium quantiles of a rare type stay near the market's (docs/model.md, twentieth
+        # round). Where no form holds it, all are averaged, and the band is held to it.
+        holds = (lows <= fair) & (fair <= highs)
+        use = np.where(holds.any(axis=0), holds, True)
+        low = np.where(use, lows, 0.0).sum(axis=0) / use.sum(axis=0)
+        high = np.where(use, highs, 0.0).sum(axis=0) / use.sum(axis=0)
         return np.column_stack([np.minimum(low, fair), fair, np.maximum(high, fair)])
 
     def to_bytes(self) -> bytes:

@@ -134,3 +134,32 @@ def test_a_premium_band_around_the_ridge_needs_the_ridge():
     model = fit(DATA, TrainParams(**PARAMS, premium_band_base="ridge"))
     assert model.linear is None and model.premium_band_base == "floor"
     np.testing.assert_allclose(model.predict(DATA, QUERIES)["p10"], values("averaged")["p10"], rtol=1e-12)
+
+
+class Fixed:
+    """An estimator stand-in predicting given log values, one per row."""
+
+    def __init__(self, *values: float):
+        self.values = np.array(values)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.values[: len(x)]
+
+
+def test_a_form_that_does_not_hold_the_fair_value_is_left_out_of_that_items_band():
+    from models.estimator import FairValueModel, LinearPremium
+
+    # Median 0 everywhere; the premium form is -0.2 .. 0.3, the spread form 0 -0.1 .. +0.2 or
+    # +0.6; the ridge says 0 or 1, blended half and half, so the fair value is 0, 0.5 and 0.5.
+    model = FairValueModel(vocab=None, columns=["ridge"], linear_weight=0.5,
+                           linear=LinearPremium(slope=np.array([1.0]), if_missing=np.array([0.0]), intercept=0.0),
+                           estimators={"p50": Fixed(0, 0, 0), "p10": Fixed(-0.2, -0.2, -0.2), "p90": Fixed(0.3, 0.3, 0.3),
+                                       "spread_low": Fixed(-0.1, -0.1, -0.1), "spread_high": Fixed(0.2, 0.6, 0.2)})
+    feats = pd.DataFrame({"ridge": [0.0, 1.0, 1.0], "floor": 1.0, VOLATILITY_COLUMN: 0.0,
+                          "last_price": np.nan, "last_sale_at": pd.NaT})
+    got = np.log(model.predict_features(feats)[["p10", "fair_value", "p90"]].to_numpy())
+    np.testing.assert_allclose(got, [
+        [-0.15, 0.0, 0.25],  # both forms hold 0: their mean
+        [-0.10, 0.5, 0.60],  # only the spread form holds 0.5: it alone
+        [-0.15, 0.5, 0.50],  # neither does: their mean, its top held to the value
+    ], atol=1e-12)
