@@ -18,8 +18,8 @@ of Q2-Q3 2021 sales forward: the market moves after training):
 
 Averaging quantiles of two forecasts is the usual way to combine them; the ninth round of
 docs/model.md measured it against each alone. A form whose band does not hold an item's fair
-value is left out of that item's average (the twentieth round: a rare type's premium quantiles). Coverage is measured on every replay and
-holdout, not assumed.
+value is left out of that item's average (the twentieth round: a rare type's premium
+quantiles). Coverage is measured on every replay and holdout, not assumed.
 """
 
 from __future__ import annotations

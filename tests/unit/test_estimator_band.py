@@ -153,8 +153,9 @@ def test_a_form_that_does_not_hold_the_fair_value_is_left_out_of_that_items_band
     # +0.6; the ridge says 0 or 1, blended half and half, so the fair value is 0, 0.5 and 0.5.
     model = FairValueModel(vocab=None, columns=["ridge"], linear_weight=0.5,
                            linear=LinearPremium(slope=np.array([1.0]), if_missing=np.array([0.0]), intercept=0.0),
-                           estimators={"p50": Fixed(0, 0, 0), "p10": Fixed(-0.2, -0.2, -0.2), "p90": Fixed(0.3, 0.3, 0.3),
-                                       "spread_low": Fixed(-0.1, -0.1, -0.1), "spread_high": Fixed(0.2, 0.6, 0.2)})
+                           estimators={"p50": Fixed(0, 0, 0), "p10": Fixed(-0.2, -0.2, -0.2),
+                                       "p90": Fixed(0.3, 0.3, 0.3), "spread_low": Fixed(-0.1, -0.1, -0.1),
+                                       "spread_high": Fixed(0.2, 0.6, 0.2)})
     feats = pd.DataFrame({"ridge": [0.0, 1.0, 1.0], "floor": 1.0, VOLATILITY_COLUMN: 0.0,
                           "last_price": np.nan, "last_sale_at": pd.NaT})
     got = np.log(model.predict_features(feats)[["p10", "fair_value", "p90"]].to_numpy())
