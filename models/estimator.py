@@ -12,7 +12,8 @@ of Q2-Q3 2021 sales forward: the market moves after training):
 
 - the premium's own quantiles ("premium"): wide where the market was unsettled, but fitted apart
   from the median, so for rare items its low end sits near the floor;
-- the sales' spread around the median's value ("spread"), widened on each side by one day's
+- the sales' spread around the fair value ("spread": its models learn the sales' spread around
+  the trees' median, and it is centred on the blended value), widened on each side by one day's
   market move (the 30-day volatility of the daily floor: a daily nowcast is up to a day old):
   the right shape for every item, but from in-sample residuals, too narrow when the market turns.
 
@@ -166,8 +167,10 @@ class FairValueModel:
         The trees' value is the middle of their median and the premium band's ends, as it has been
         since the first round: the premium band is fitted apart from the median and can cross it
         (about 2 % of sales), and where it does its end is kept (docs/model.md, eighth round). The
-        fair value blends it with the ridge regression's. The band is the mean of the forms that
-        hold the fair value, and is held to contain it."""
+        fair value blends it with the ridge regression's. The spread band is centred on that fair
+        value (its models learnt the sales' spread around the trees' median; docs/model.md,
+        twentieth round). The band is the mean of the forms that hold the fair value, and is held
+        to contain it."""
         median = self.estimators["p50"].predict(x)
         fair = median
         ends = []
@@ -178,17 +181,17 @@ class FairValueModel:
                                                base + self.estimators[PREMIUM_BAND[1]].predict(x)]), axis=1)
             fair = premium[:, 1]
             ends.append((premium[:, 0], premium[:, 2]))
+        if linear is not None and self.linear_weight > 0:
+            fair = (1 - self.linear_weight) * fair + self.linear_weight * linear
         if SPREAD_BAND[0] in self.estimators:
             volatility = rows[VOLATILITY_COLUMN].to_numpy(dtype=float) if VOLATILITY_COLUMN in rows else 0.0
             widening = self.band_market_widening * np.nan_to_num(volatility)
-            ends.append((median + np.minimum(self.estimators[SPREAD_BAND[0]].predict(x), 0.0) - widening,
-                         median + np.maximum(self.estimators[SPREAD_BAND[1]].predict(x), 0.0) + widening))
-        if linear is not None and self.linear_weight > 0:
-            fair = (1 - self.linear_weight) * fair + self.linear_weight * linear
+            ends.append((fair + np.minimum(self.estimators[SPREAD_BAND[0]].predict(x), 0.0) - widening,
+                         fair + np.maximum(self.estimators[SPREAD_BAND[1]].predict(x), 0.0) + widening))
         lows, highs = np.array([lo for lo, _ in ends]), np.array([hi for _, hi in ends])  # (forms, rows)
         # A form whose band does not hold the item's fair value is no band for that item: the
         # premium quantiles of a rare type stay near the market's (docs/model.md, twentieth
-        # round). Where no form holds it, all are averaged, and the band is held to it.
+        # round). Where no form holds it (the premium form alone), it is held to it.
         holds = (lows <= fair) & (fair <= highs)
         use = np.where(holds.any(axis=0), holds, True)
         low = np.where(use, lows, 0.0).sum(axis=0) / use.sum(axis=0)

@@ -146,21 +146,27 @@ class Fixed:
         return self.values[: len(x)]
 
 
-def test_a_form_that_does_not_hold_the_fair_value_is_left_out_of_that_items_band():
+def test_the_spread_form_is_centred_on_the_fair_value_and_a_form_that_misses_it_is_left_out():
     from models.estimator import FairValueModel, LinearPremium
 
-    # Median 0 everywhere; the premium form is -0.2 .. 0.3, the spread form 0 -0.1 .. +0.2 or
-    # +0.6; the ridge says 0 or 1, blended half and half, so the fair value is 0, 0.5 and 0.5.
-    model = FairValueModel(vocab=None, columns=["ridge"], linear_weight=0.5,
-                           linear=LinearPremium(slope=np.array([1.0]), if_missing=np.array([0.0]), intercept=0.0),
-                           estimators={"p50": Fixed(0, 0, 0), "p10": Fixed(-0.2, -0.2, -0.2),
-                                       "p90": Fixed(0.3, 0.3, 0.3), "spread_low": Fixed(-0.1, -0.1, -0.1),
-                                       "spread_high": Fixed(0.2, 0.6, 0.2)})
+    # Median 0 everywhere; the premium form is -0.2 .. 0.3, the spread form -0.1 .. +0.2 or +0.6
+    # around the fair value; the ridge says 0 or 1, blended half and half, so the fair value is
+    # 0, 0.5 and 0.5.
+    estimators = {"p50": Fixed(0, 0, 0), "p10": Fixed(-0.2, -0.2, -0.2), "p90": Fixed(0.3, 0.3, 0.3),
+                  "spread_low": Fixed(-0.1, -0.1, -0.1), "spread_high": Fixed(0.2, 0.6, 0.2)}
+    ridge = LinearPremium(slope=np.array([1.0]), if_missing=np.array([0.0]), intercept=0.0)
     feats = pd.DataFrame({"ridge": [0.0, 1.0, 1.0], "floor": 1.0, VOLATILITY_COLUMN: 0.0,
                           "last_price": np.nan, "last_sale_at": pd.NaT})
-    got = np.log(model.predict_features(feats)[["p10", "fair_value", "p90"]].to_numpy())
-    np.testing.assert_allclose(got, [
+
+    def band(keys: tuple[str, ...]) -> np.ndarray:
+        model = FairValueModel(vocab=None, columns=["ridge"], linear=ridge, linear_weight=0.5,
+                               estimators={k: estimators[k] for k in keys})
+        return np.log(model.predict_features(feats)[["p10", "fair_value", "p90"]].to_numpy())
+
+    np.testing.assert_allclose(band(tuple(estimators)), [
         [-0.15, 0.0, 0.25],  # both forms hold 0: their mean
-        [-0.10, 0.5, 0.60],  # only the spread form holds 0.5: it alone
-        [-0.15, 0.5, 0.50],  # neither does: their mean, its top held to the value
+        [0.40, 0.5, 1.10],  # the premium form misses 0.5: the spread form alone, around 0.5
+        [0.40, 0.5, 0.70],
     ], atol=1e-12)
+    # The premium form alone, where it misses the value: held to it.
+    np.testing.assert_allclose(band(("p50", "p10", "p90"))[1], [-0.2, 0.5, 0.5], atol=1e-12)
