@@ -7,7 +7,7 @@ A BUY on an ask claims it is under the item's value; if it is, buyers take it so
 often than the other asks of the same market. So an ask's outcome is whether it was taken while
 it stood, and a BUY's precision is read against the base rate of every ask.
 
-Pure: `ask_signal_kpis` over DataFrames; the live track record (fairvalue/track_record.py) feeds
+Pure: `ask_signal_kpis` over DataFrames; the live track record (fairvalue/signal_record.py) feeds
 it each priced listing event valued against the last snapshot published before it.
 
 Rules (docs/backtest.md repeats them)

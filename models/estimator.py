@@ -77,7 +77,7 @@ class TrainParams:
     median_models: Annotated[int, Field(ge=1, le=20)] = 1
     median_max_features: Annotated[float, Field(gt=0, le=1)] = 1.0
     # The band (module docstring): the quantiles its models are fitted at, which of its two
-    # forms it is (the premium's quantiles, the spread around the median, or their averaged
+    # forms it is (the premium's quantiles, the spread around the fair value, or their averaged
     # ends), and how many days' market moves (floor_volatility_30d) widen the spread form.
     band_low: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
     band_high: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
