@@ -78,7 +78,8 @@ def ask_signals(session: Session, coll: Collection, t0: datetime, t1: datetime, 
     # Any sale ends an item's offers, a suspected wash trade too (models/listings.py), one at an
     # ask's instant or known only to an hour that ends after it too.
     sales = pd.DataFrame(session.exec(select(Sale.ts, Sale.item_key, Sale.price, Sale.time_precision).where(
-        Sale.collection_id == coll.id, Sale.ts >= t0 - SALE_TIME_SLACK.to_pytimedelta(), Sale.ts < t1 + horizon)).all(),
+        Sale.collection_id == coll.id, Sale.ts >= t0 - SALE_TIME_SLACK.to_pytimedelta(), Sale.ts < t1 + horizon)
+        .order_by(Sale.ts, Sale.id)).all(),  # of sales that may have come at one moment, the first stored judges
         columns=["ts", "item_key", "price", "time_precision"])
     sales["hour_precision"] = hour_precision(sales.pop("time_precision"))
     kpis = ask_signal_kpis(events, listed, sales, pd.Timestamp(naive_utc([as_of - SALE_REPORT_LAG])[0]),

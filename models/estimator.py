@@ -95,6 +95,10 @@ class TrainParams:
     # Huber's is not the default: it read worse in the 2020-21 run-up (docs/model.md, sixteenth round).
     linear_loss: Literal["squared", "huber"] = "squared"
 
+    def __post_init__(self) -> None:
+        if self.premium_band_base == "ridge" and self.linear_weight == 0:
+            raise ValueError("premium_band_base 'ridge' needs the ridge regression: linear_weight > 0")
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -168,9 +172,9 @@ class FairValueModel:
         since the first round: the premium band is fitted apart from the median and can cross it
         (about 2 % of sales), and where it does its end is kept (docs/model.md, eighth round). The
         fair value blends it with the ridge regression's. The spread band is centred on that fair
-        value (its models learnt the sales' spread around the trees' median; docs/model.md,
-        twentieth round). The band is the mean of the forms that hold the fair value, and is held
-        to contain it."""
+        value (with no ridge, the middle of three; its models learnt the sales' spread around the
+        trees' median; docs/model.md, twentieth round). The band is the mean of the forms that
+        hold the fair value, and is held to contain it."""
         median = self.estimators["p50"].predict(x)
         fair = median
         ends = []
@@ -244,7 +248,7 @@ def fit(data: MarketData, params: TrainParams | None = None) -> FairValueModel:
     estimators = {"p50": median}
     linear = (LinearPremium.fit(raw, target, weights, params.linear_alpha, params.linear_loss)
               if params.linear_weight > 0 else None)
-    premium_base = "ridge" if params.premium_band_base == "ridge" and linear is not None else "floor"
+    premium_base = params.premium_band_base  # "ridge" only with a ridge regression (TrainParams)
     bands = {"premium": [PREMIUM_BAND], "spread": [SPREAD_BAND], "averaged": [PREMIUM_BAND, SPREAD_BAND]}
     for low_key, high_key in bands[params.band_method]:
         # The spread band learns where each sale sits from the median's value; the premium band

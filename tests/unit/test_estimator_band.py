@@ -130,10 +130,9 @@ def test_the_premium_band_around_the_ridge_follows_the_type_the_quantiles_alone_
 
 
 def test_a_premium_band_around_the_ridge_needs_the_ridge():
-    # With no ridge regression (linear_weight 0) there is nothing to fit around: the floor it is.
-    model = fit(DATA, TrainParams(**PARAMS, premium_band_base="ridge"))
-    assert model.linear is None and model.premium_band_base == "floor"
-    np.testing.assert_allclose(model.predict(DATA, QUERIES)["p10"], values("averaged")["p10"], rtol=1e-12)
+    # With no ridge regression (linear_weight 0) there is nothing to fit around: refused, with why.
+    with pytest.raises(ValueError, match="linear_weight"):
+        TrainParams(**PARAMS, premium_band_base="ridge")
 
 
 class Fixed:
