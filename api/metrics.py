@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter as Tally
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
@@ -33,8 +32,8 @@ WEBHOOK_SALES = Counter("fairvalue_webhook_sales", "Sales received by webhook, b
                         registry=REGISTRY)
 WEBHOOK_LISTINGS = Counter("fairvalue_webhook_listings", "Listing events received by webhook, by outcome",
                            ["outcome"], registry=REGISTRY)
-for _signal in ("BUY", "SELL", "HOLD"):
-    PREDICTIONS.labels(_signal)
+# Each signal's child, looked up once: labels() takes a lock, and every read counts its signals.
+_SERVED = {signal: PREDICTIONS.labels(signal) for signal in ("BUY", "SELL", "HOLD")}
 for _outcome in ("accepted", "duplicate", "rejected"):
     WEBHOOK_SALES.labels(_outcome)
     WEBHOOK_LISTINGS.labels(_outcome)
@@ -42,8 +41,8 @@ for _outcome in ("accepted", "duplicate", "rejected"):
 
 def predictions_served(signals: list[str]) -> None:
     # One increment per signal, not per valuation: a 100-id bulk read made 100 label lookups.
-    for signal, count in Tally(signals).items():
-        PREDICTIONS.labels(signal).inc(count)
+    for signal in set(signals):
+        (_SERVED.get(signal) or PREDICTIONS.labels(signal)).inc(signals.count(signal))
 
 
 def webhook_outcome(accepted: int, duplicate: int, rejected: int, counter: Counter) -> None:

@@ -8,14 +8,17 @@ nowcast. Then `fairvalue`'s app (api.app:app, with whatever middleware it has) a
 app (bench/bare_app.py) each run under uvicorn in their own process on loopback, and a load
 generator in another process (wrk when installed, else bench/loadgen.py) hits, for
 `--seconds` at `--connections` concurrent keep-alive connections:
-  bare    GET /bare/{id}                        (baseline)
-  item    GET /v1/items/{random id}
-  bulk    GET /v1/valuations?ids=<100 random ids>
+  bare       GET /bare/{id}                        (baseline)
+  item       GET /v1/items/{random id}
+  bulk       GET /v1/valuations?ids=<100 random ids>
+  bare-bulk  GET /bare-bulk?ids=<100 random ids>   (context: a fixed body of a bulk answer's size)
 Rounds alternate the endpoints; the best round of each is reported (noise on a shared host
 only ever slows a round). Non-2xx answers are counted and reported: a rate limiter that
 answers 429 shows up there instead of as speed.
 
 Targets (issue #6): item and bulk >= 0.6x bare requests/s; p95 <= 10 ms at 64 concurrent.
+The bare-bulk row says how much of the bulk read's cost is moving its body alone: its ratio to
+the bare endpoint is the best any bulk read of that size could reach on this host.
 """
 
 from __future__ import annotations
@@ -71,10 +74,11 @@ WRK_SCRIPT = """
 local kind = os.getenv("BENCH_KIND")
 math.randomseed(7)
 request = function()
-  if kind == "bulk" then
+  if kind == "bulk" or kind == "bare-bulk" then
     local ids = {}
     for i = 1, tonumber(os.getenv("BENCH_BULK_IDS")) do ids[i] = math.random(0, 9999) end
-    return wrk.format(nil, "/v1/valuations?ids=" .. table.concat(ids, ","))
+    local path = kind == "bulk" and "/v1/valuations" or "/bare-bulk"
+    return wrk.format(nil, path .. "?ids=" .. table.concat(ids, ","))
   elseif kind == "item" then
     return wrk.format(nil, "/v1/items/" .. math.random(0, 9999))
   end
@@ -138,7 +142,8 @@ def main() -> None:
         try:
             servers.append(start_server("bare_app:app", ports["bare"], env, ROOT / "bench"))
             servers.append(start_server("api.app:app", ports["api"], {**env, **server_env}))
-            kinds = {"bare": ports["bare"], "item": ports["api"], "bulk": ports["api"]}
+            kinds = {"bare": ports["bare"], "item": ports["api"], "bulk": ports["api"], "bare-bulk": ports["bare"]}
+            sizes = {kind: body_bytes(port, kind) for kind, port in kinds.items()}
             for kind, port in kinds.items():  # warm up: connections, caches, the JIT-free Python paths
                 load(kind, port, 1, 8, wrk_script)
             runs: dict[str, list[dict]] = {k: [] for k in kinds}
@@ -149,22 +154,34 @@ def main() -> None:
             for proc in servers:
                 proc.terminate()
                 proc.wait(timeout=30)
-    report(runs, args, "wrk" if use_wrk else "bench/loadgen.py")
+    report(runs, sizes, args, "wrk" if use_wrk else "bench/loadgen.py")
 
 
-def report(runs: dict[str, list[dict]], args, generator: str) -> None:
+def body_bytes(port: int, kind: str) -> int:
+    """The size of one answer of the endpoint, as the report's context."""
+    ids = ",".join(str(i * 97) for i in range(BULK_IDS))
+    path = {"bare": "/bare/7804", "item": "/v1/items/7804", "bulk": f"/v1/valuations?ids={ids}",
+            "bare-bulk": f"/bare-bulk?ids={ids}"}[kind]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+        return len(answer.read())
+
+
+def report(runs: dict[str, list[dict]], sizes: dict[str, int], args, generator: str) -> None:
     best = {k: max(v, key=lambda r: r["rps"]) for k, v in runs.items()}
     print(f"{args.connections} connections, {args.seconds:g} s per run, best of {args.rounds} rounds, "
           f"generator {generator}, cores {os.cpu_count()}")
-    print(f"{'endpoint':8} {'req/s':>9} {'x bare':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print(f"{'endpoint':9} {'bytes':>6} {'req/s':>9} {'x bare':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+          f"{'non-2xx':>8}")
     bare = best["bare"]["rps"]
     for kind, r in best.items():
-        print(f"{kind:8} {r['rps']:9.0f} {r['rps'] / bare:7.2f} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} "
+        print(f"{kind:9} {sizes[kind]:6d} {r['rps']:9.0f} {r['rps'] / bare:7.2f} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} "
               f"{r['p99_ms']:8.2f} {r['non2xx'] + r['errors']:8d}")
     for kind in ("item", "bulk"):
         r = best[kind]
         print(f"{kind}: {r['rps'] / bare:.2f}x bare [target >= 0.6x: {harness.verdict(r['rps'] >= 0.6 * bare)}], "
               f"p95 {r['p95_ms']:.1f} ms [target <= 10 ms: {harness.verdict(r['p95_ms'] <= 10)}]")
+    print(f"bulk: {best['bulk']['rps'] / best['bare-bulk']['rps']:.2f}x a bare endpoint sending a body of its size "
+          f"(which itself reaches {best['bare-bulk']['rps'] / bare:.2f}x bare)")
     bad = {k: r["non2xx"] + r["errors"] for k, r in best.items() if r["non2xx"] + r["errors"]}
     if bad:
         print(f"WARNING: non-2xx or failed requests {bad}: rates above are not all valuations")

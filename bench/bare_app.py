@@ -1,8 +1,11 @@
-"""The baseline of bench/api.py: a bare Starlette JSON endpoint under the same uvicorn,
-answering a body the size and shape of one item valuation, with no database behind it."""
+"""The baselines of bench/api.py: bare Starlette endpoints under the same uvicorn, with no
+database behind them, answering a body the size and shape of one item valuation (/bare/{id})
+or of a bulk answer of 100 valuations (/bare-bulk, rendered once: only its bytes are sent)."""
+
+import json
 
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 BODY = {
@@ -14,8 +17,25 @@ BODY = {
 }
 
 
+VALUATION = {
+    "fair_value": 95.4321, "currency": "ETH", "band": {"p10": 71.2345, "p90": 136.789}, "signal": "HOLD",
+    "deviation": -0.04567, "ask": None, "last_sale": {"price": 88.0, "timestamp": "2021-11-26T01:00:00Z"},
+    "snapshot": {"id": 1, "as_of": "2026-12-05T18:34:07.831891Z", "valued_at": "2022-01-08T00:00:00Z",
+                 "published_at": "2026-12-05T18:34:08.742305Z"},
+    "model_version": 1,
+}
+BULK_BODY = json.dumps({
+    "collection": "cryptopunks", "snapshot": VALUATION["snapshot"],
+    "valuations": [{"item_id": str(i * 97), **VALUATION} for i in range(100)], "not_found": [],
+}, separators=(",", ":")).encode()
+
+
 async def item(request):
     return JSONResponse(BODY)
+
+
+async def bulk(request):
+    return Response(BULK_BODY, media_type="application/json")
 
 
 async def receive(request):
@@ -24,4 +44,5 @@ async def receive(request):
     return JSONResponse({"accepted": 1, "bytes": len(body)}, status_code=202)
 
 
-app = Starlette(routes=[Route("/bare/{item_id}", item), Route("/bare-post", receive, methods=["POST"])])
+app = Starlette(routes=[Route("/bare/{item_id}", item), Route("/bare-bulk", bulk),
+                        Route("/bare-post", receive, methods=["POST"])])

@@ -14,8 +14,9 @@ from urllib.parse import urlparse
 
 
 def path_for(kind: str, rng: random.Random, bulk_ids: int) -> str:
-    if kind == "bulk":
-        return "/v1/valuations?ids=" + ",".join(str(rng.randint(0, 9999)) for _ in range(bulk_ids))
+    if kind in ("bulk", "bare-bulk"):  # the bare one gets the same query, to read the same request
+        path = "/v1/valuations" if kind == "bulk" else "/bare-bulk"
+        return path + "?ids=" + ",".join(str(rng.randint(0, 9999)) for _ in range(bulk_ids))
     if kind == "item":
         return f"/v1/items/{rng.randint(0, 9999)}"
     return f"/bare/{rng.randint(0, 9999)}"
@@ -82,7 +83,7 @@ async def run(url: str, kind: str, seconds: float, connections: int, bulk_ids: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", required=True)
-    parser.add_argument("--kind", choices=("bare", "item", "bulk", "post"), required=True)
+    parser.add_argument("--kind", choices=("bare", "bare-bulk", "item", "bulk", "post"), required=True)
     parser.add_argument("--bodies", help="JSON lines of {path, body, headers}: POST each once (kind post)")
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--connections", type=int, default=64)

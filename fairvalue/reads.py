@@ -43,7 +43,9 @@ from storage.tables import (
     TrainingRequest,
 )
 
-ITEM_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")  # \Z: "$" also matches before a final newline
+_ONE_KEY = r"[A-Za-z0-9_.:-]{1,64}"
+ITEM_KEY = re.compile(_ONE_KEY + r"\Z")  # \Z: "$" also matches before a final newline
+ITEM_KEYS = re.compile(rf"{_ONE_KEY}(?:,{_ONE_KEY})*\Z")  # a comma-separated list of them, nothing else
 MAX_BULK_IDS = 1000
 MAX_PAGE = 500
 SIGNALS = ("BUY", "SELL", "HOLD")

@@ -33,9 +33,10 @@ def test_nowcast_bench_runs_bundled_and_synthetic():
 
 def test_api_bench_compares_with_the_bare_endpoint():
     out = run_bench("bench/api.py", "--seconds", "1", "--rounds", "1", "--connections", "8", "--generator", "python")
-    for kind in ("bare", "item", "bulk"):
+    for kind in ("bare", "item", "bulk", "bare-bulk"):
         assert f"\n{kind} " in out
     assert "x bare" in out and "WARNING" not in out  # every answer was a 2xx
+    assert "x a bare endpoint sending a body of its size" in out
 
 
 def test_ingest_bench_reports_file_and_webhook_rates():
