@@ -35,6 +35,7 @@ def _collection_routes(prefix: str) -> list[Route]:
 
 def routes() -> list[Route]:
     return [
+        *_collection_routes("/v1"),  # first: the router tries routes in order, and these are the busiest
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
@@ -43,7 +44,6 @@ def routes() -> list[Route]:
         Route("/v1/queue", ops.queue_status, methods=["GET"]),
         Route(webhooks.PATH, webhooks.receive_sales, methods=["POST"]),
         Route(webhooks.LISTINGS_PATH, webhooks.receive_listings, methods=["POST"]),
-        *_collection_routes("/v1"),
         Route(COLLECTION, collections.summary, methods=["GET"]),
         *_collection_routes(COLLECTION),
         Route(f"{COLLECTION}/items/{{item_id}}/history", items.item_history, methods=["GET"]),
