@@ -173,6 +173,7 @@ def performance(slug: str | None = None, start: str | None = None, end: str | No
 
         def compute() -> dict[str, Any]:
             scored, counts = forward_pairs(session, coll, t0, t1)
+            sales = signal_record.signal_sales(session, coll, t0, t1, settings)  # both signal records read it
             segments = item_segments(_scored_items(session, coll, scored["item_key"]), scored["item_key"],
                                      scored["fair_value"])
             segments = segments[[c for c in segments.columns if segments[c].notna().any()]]
@@ -186,8 +187,8 @@ def performance(slug: str | None = None, start: str | None = None, end: str | No
                 "counts": counts,
                 "model": _metrics(scored),
                 "previous_day_floor": _floor_baseline(session, coll, scored),
-                "signals": signal_record.sale_signals(session, coll, scored, t0, t1, settings),
-                "ask_signals": signal_record.ask_signals(session, coll, t0, t1, settings, now),
+                "signals": signal_record.sale_signals(scored, sales, settings),
+                "ask_signals": signal_record.ask_signals(session, coll, t0, t1, settings, now, sales),
                 "segments": table.to_dict(orient="records"),
                 "series": _series(scored, t0, t1),
                 "points": [{"timestamp": iso(ts.to_pydatetime()), "item_id": k, "price": p, "fair_value": f,
@@ -289,7 +290,8 @@ def backtest_results(slug: str | None = None, start: str | None = None, end: str
             scored, counts = forward_pairs(session, coll, t0, t1)
             # Exits and the market index, from clean sales only (docs/backtest.md): a suspected wash
             # trade is no price anyone could have sold at.
-            sales = signal_record.clean_sales(session, coll, t0 - signal_record.INDEX_LOOKBACK, t1 + horizon)
+            sales = signal_record.clean(signal_record.window_sales(session, coll, t0 - signal_record.INDEX_LOOKBACK,
+                                                                  t1 + horizon))
             predictions = pd.DataFrame({"event_id": scored["event_id"], "timestamp": scored["ts"],
                                         "item_id": scored["item_key"], "price": scored["price"],
                                         "fair_value": scored["fair_value"], "p10": scored["p10"],
