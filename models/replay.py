@@ -93,44 +93,18 @@ def replay(
             full = value_all_items(model, known, t, config.buy_below, config.sell_above,
                                    config.signal_max_age_days, stale_after_days=config.market_stale_after_days)
             history.append(pd.DataFrame({"snapshot_time": t, "item_id": full["item_key"], "signal": full["signal"]}))
-        if window.empty and listed.empty:
-            if progress:
-                progress(k + 1, len(times))
-            continue
-        wanted = pd.unique(pd.concat([window["item_key"], listed["item_key"]]).astype(str))
-        if full is None:  # else the snapshot of this tick already values every item
-            full = value_all_items(model, known, t, config.buy_below, config.sell_above,
-                                   config.signal_max_age_days, item_keys=wanted,
-                                   stale_after_days=config.market_stale_after_days)
-        tick = full.set_index("item_key")
-        if not listed.empty:
-            of_asks = tick.loc[listed["item_key"].astype(str).to_numpy()]
-            valued_asks.append(pd.DataFrame({
-                "event_id": listed["event_id"].to_numpy(), "timestamp": listed["ts"].to_numpy(),
-                "item_id": listed["item_key"].to_numpy(), "source": listed["source"].to_numpy(),
-                "price": listed["price"].to_numpy(dtype=float), "expires_at": listed["expires_at"].to_numpy(),
-                "fair_value": of_asks["fair_value"].to_numpy(), "p10": of_asks["p10"].to_numpy(),
-                "p90": of_asks["p90"].to_numpy(), "snapshot_id": snapshot_id, "snapshot_published_at": t,
-                "model_version": version}))
-        if window.empty:
-            if progress:
-                progress(k + 1, len(times))
-            continue
-        values = tick.loc[window["item_key"].to_numpy()].reset_index()
-        scored.append(pd.DataFrame({
-            "event_id": window["event_id"].to_numpy(),
-            "timestamp": window["ts"].to_numpy(),
-            "item_id": window["item_key"].to_numpy(),
-            "price": window["price"].to_numpy(dtype=float),
-            "fair_value": values["fair_value"].to_numpy(),
-            "p10": values["p10"].to_numpy(),
-            "p90": values["p90"].to_numpy(),
-            "signal": values["signal"].to_numpy(),
-            "snapshot_id": snapshot_id,
-            "snapshot_published_at": t,
-            "model_version": version,
-            "floor": values["floor"].to_numpy(),
-        }))
+        if not (window.empty and listed.empty):
+            if full is None:  # else the snapshot of this tick already values every item
+                wanted = pd.unique(pd.concat([window["item_key"], listed["item_key"]]).astype(str))
+                full = value_all_items(model, known, t, config.buy_below, config.sell_above,
+                                       config.signal_max_age_days, item_keys=wanted,
+                                       stale_after_days=config.market_stale_after_days)
+            tick = full.set_index("item_key")
+            published = {"snapshot_id": snapshot_id, "snapshot_published_at": t, "model_version": version}
+            if not listed.empty:
+                valued_asks.append(_valued_asks(listed, tick, published))
+            if not window.empty:
+                scored.append(_scored_sales(window, tick, published))
         if progress:
             progress(k + 1, len(times))
     predictions = pd.concat(scored, ignore_index=True) if scored else pd.DataFrame(columns=EXPORT_COLUMNS)
@@ -138,3 +112,32 @@ def replay(
         columns=["snapshot_time", "item_id", "signal"])
     valued = pd.concat(valued_asks, ignore_index=True) if valued_asks else pd.DataFrame(columns=ASK_COLUMNS)
     return ReplayResult(predictions, signal_history, trainings, valued)
+
+
+def _scored_sales(window: pd.DataFrame, tick: pd.DataFrame, published: dict) -> pd.DataFrame:
+    """The tick's sales (EXPORT_COLUMNS + floor), each with its item's value in `tick`."""
+    values = tick.loc[window["item_key"].to_numpy()]
+    return pd.DataFrame({
+        "event_id": window["event_id"].to_numpy(),
+        "timestamp": window["ts"].to_numpy(),
+        "item_id": window["item_key"].to_numpy(),
+        "price": window["price"].to_numpy(dtype=float),
+        "fair_value": values["fair_value"].to_numpy(),
+        "p10": values["p10"].to_numpy(),
+        "p90": values["p90"].to_numpy(),
+        "signal": values["signal"].to_numpy(),
+        **published,
+        "floor": values["floor"].to_numpy(),
+    })
+
+
+def _valued_asks(listed: pd.DataFrame, tick: pd.DataFrame, published: dict) -> pd.DataFrame:
+    """The asks listed before the next tick (ASK_COLUMNS), each with its item's value in `tick`."""
+    values = tick.loc[listed["item_key"].astype(str).to_numpy()]
+    return pd.DataFrame({
+        "event_id": listed["event_id"].to_numpy(), "timestamp": listed["ts"].to_numpy(),
+        "item_id": listed["item_key"].to_numpy(), "source": listed["source"].to_numpy(),
+        "price": listed["price"].to_numpy(dtype=float), "expires_at": listed["expires_at"].to_numpy(),
+        "fair_value": values["fair_value"].to_numpy(), "p10": values["p10"].to_numpy(),
+        "p90": values["p90"].to_numpy(), **published,
+    })
