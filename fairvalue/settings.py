@@ -192,9 +192,11 @@ class Settings(BaseSettings):
 
     @property
     def listings_kept_days(self) -> float:
-        """Every listing event younger than this is still stored: retention drops a replaced one
-        only past both windows (storage/retention.py)."""
-        return max(self.retention_days, self.listing_retention_days)
+        """Every listing event younger than this is still stored (storage.retention, whose rule it
+        is; imported here, since the settings load before anything that touches a table)."""
+        from storage.retention import listings_kept_days
+
+        return listings_kept_days(self.retention_days, self.listing_retention_days)
 
     @property
     def broker_folder(self) -> Path:

@@ -67,6 +67,10 @@ def replay(
     data: MarketData, config: ReplayConfig, progress: Callable[[int, int], None] | None = None
 ) -> ReplayResult:
     times = ticks(config.start, config.end, config.cadence)
+    # Computed once for the whole data: each tick's market (MarketData.before) then slices them
+    # instead of computing them again (a quarter at 30m: 4,400 ticks, 23 s of 238).
+    data.robust_market()
+    data.context()
     sales = data.sales
     events = data.listings.events if data.listings is not None else pd.DataFrame(columns=REPLAY_LISTING_COLUMNS)
     asks = events[events["price"].notna()]

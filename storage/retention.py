@@ -122,14 +122,19 @@ def apply_retention(session: Session, collection: Collection, now: datetime, kee
                         .values(rows_thinned_at=now))
         report.snapshots_thinned += 1
     # The listings get what the snapshots left of the budget, and a tenth of it at least.
-    listing_days = keep_days if listing_keep_days is None else max(keep_days, listing_keep_days)
-    listing_cutoff = now - timedelta(days=listing_days)
+    listing_cutoff = now - timedelta(days=listings_kept_days(keep_days, listing_keep_days))
     report.listing_events_deleted = _drop_replaced_listings(session, collection, listing_cutoff,
                                                             max(budget, max_rows // 10))
     if audit is not None:
         report.webhook_deliveries_deleted, report.task_runs_deleted = prune_audit_records(
             session, now, audit.keep_days, audit.webhook_tolerance_seconds, max_audit_rows)
     return report
+
+
+def listings_kept_days(keep_days: float, listing_keep_days: float | None = None) -> float:
+    """Every listing event younger than this is still stored: apply_retention drops a replaced one
+    only past both the snapshots' window and the listings' own (None: the snapshots')."""
+    return keep_days if listing_keep_days is None else max(keep_days, listing_keep_days)
 
 
 def prune_audit_records(session: Session, now: datetime, keep_days: float, webhook_tolerance_seconds: int,
