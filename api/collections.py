@@ -31,7 +31,7 @@ def signals(request: Request) -> JSONResponse:
       - {name: type, in: query, schema: {type: string, maxLength: 100}, description: "item type, e.g. Alien"}
       - {name: trait, in: query, schema: {type: string, maxLength: 100}, description: "an attribute value"}
       - {name: min_deviation, in: query, schema: {type: number, minimum: 0},
-         description: "|last sale / fair value - 1| at least this"}
+         description: "|price / fair value - 1| at least this, of the price the signal read (signal_basis)"}
       - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 500, default: 50}}
       - {name: cursor, in: query, schema: {type: string, maxLength: 100}, description: "next_cursor of the last page"}
     responses:

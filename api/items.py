@@ -25,7 +25,8 @@ async def get_item(request: Request) -> Response:
     summary: One item's valuation from the published snapshot
     tags: [valuations]
     responses:
-      200: {description: "fair value, p10-p90 band, signal, deviation, last sale, snapshot, model version"}
+      200: {description: "fair value, p10-p90 band, signal, the price it read (signal_basis) and its deviation,
+        open ask, last sale, snapshot, model version"}
       400: {$ref: "#/components/responses/BadRequest"}
       404: {$ref: "#/components/responses/NotFound"}
       503: {$ref: "#/components/responses/NotReady"}

@@ -33,7 +33,7 @@ from fairvalue.reads import (
 )
 from fairvalue.settings import get_settings
 from fairvalue.snapshot_cache import PointerCache
-from models.signals import band_position, signals
+from models.signals import band_position, market_signals, signals
 from models.validation import MAX_PRICE
 from storage.db import get_engine, session_scope
 from storage.snapshots import (
@@ -57,19 +57,35 @@ class Served(NamedTuple):
 
 # --- one answer's parts ---------------------------------------------------------------------
 
-def _valuation(v: PublishedValue, version: int | None, currency: str) -> dict[str, Any]:
-    # The deviation of the open ask when there is one (the price the item can be bought at now),
-    # else of the last sale.
-    market_price = v.ask_price if v.ask_price is not None else v.last_price
-    deviation = None
-    if market_price is not None and v.fair_value:
-        deviation = market_price / v.fair_value - 1
+def signal_prices(values: list[PublishedValue]) -> list[tuple[str | None, float]]:
+    """(basis, deviation) of each published value: which price its signal was read from, the
+    open ask or the last sale while it is at most FAIRVALUE_SIGNAL_MAX_AGE_DAYS older than the
+    valuation, and that price's deviation from the fair value; (None, NaN) when neither is one.
+    The nowcast's own rule (models.signals.market_signals), so an answer's deviation is the one its
+    signal was judged on, at the thresholds of now."""
+    if not values:
+        return []
+    settings = get_settings()
+    nan = float("nan")
+    ages = [((v.valued_at or v.as_of) - v.last_sale_at).total_seconds() / 86400.0
+            if v.last_sale_at is not None else nan for v in values]
+    _, bases, deviations = market_signals(
+        [nan if v.ask_price is None else v.ask_price for v in values],
+        [nan if v.last_price is None else v.last_price for v in values], ages,
+        [v.fair_value for v in values], settings.buy_below, settings.sell_above, settings.signal_max_age_days)
+    return list(zip(bases.tolist(), deviations.tolist(), strict=True))
+
+
+def _valuation(v: PublishedValue, version: int | None, currency: str,
+               signal_price: tuple[str | None, float]) -> dict[str, Any]:
+    basis, deviation = signal_price
     return {
         "item_id": v.item_key,
         "fair_value": rounded(v.fair_value),
         "currency": currency,
         "band": {"p10": rounded(v.p10), "p90": rounded(v.p90)},
         "signal": v.signal,
+        "signal_basis": basis,
         "deviation": rounded(deviation),
         "ask": None if v.ask_price is None else {"price": rounded(v.ask_price), "listed_at": iso(v.ask_at)},
         "last_sale": None if v.last_price is None else {"price": rounded(v.last_price),
@@ -127,9 +143,10 @@ def _load(slug: str, pointer: Hashable) -> HeldSnapshot:
         return HeldSnapshot(b"null", None)
     with get_engine().connect() as connection:
         rows = read_snapshot_items(connection, slug, snapshot_id)
+    values = [_value_of(row) for row in rows]
     items: dict[str, HeldItem] = {}
-    for row in rows:
-        body = _valuation(_value_of(row), row.model_version, row.currency)
+    for row, value, signal_price in zip(rows, values, signal_prices(values), strict=True):
+        body = _valuation(value, row.model_version, row.currency, signal_price)
         items[row.item_key] = HeldItem(row.signal, dumps(body), b"," + dumps(_item_extra(slug, row))[1:])
     return HeldSnapshot(dumps(body["snapshot"]) if items else b"null", items)
 
@@ -212,7 +229,8 @@ def quote(slug: str | None, key: str, price: float) -> dict[str, Any]:
         raise BadInput(f"price must be above 0 and at most {MAX_PRICE:g}, got {price:g}")
     row = _published_item(slug, key, with_attributes=False)
     settings = get_settings()
-    valuation = _valuation(_value_of(row), row.model_version, row.currency)
+    value = _value_of(row)
+    valuation = _valuation(value, row.model_version, row.currency, signal_prices([value])[0])
     return {
         "item_id": key,
         "price": price,
@@ -253,7 +271,8 @@ def _published_item(slug: str, key: str, with_attributes: bool):
 
 def _item_from_database(slug: str, key: str) -> Served:
     row = _published_item(slug, key, with_attributes=True)
-    body = _valuation(_value_of(row), row.model_version, row.currency)
+    value = _value_of(row)
+    body = _valuation(value, row.model_version, row.currency, signal_prices([value])[0])
     body.update(_item_extra(slug, row))
     return Served(dumps(body), [row.signal])
 
@@ -268,6 +287,8 @@ def _valuations_from_database(slug: str, keys: list[str]) -> Served:
         v0 = next(iter(by_key.values()))
         snapshot = snapshot_reference(v0.snapshot_id, v0.as_of, v0.valued_at, v0.published_at)
     found = [by_key[k] for k in keys if k in by_key]
-    return Served(_bulk_body(slug, dumps(snapshot), [dumps(_valuation(_value_of(r), r.model_version, r.currency))
-                                                     for r in found], [k for k in keys if k not in by_key]),
+    values = [_value_of(r) for r in found]
+    bodies = [dumps(_valuation(v, r.model_version, r.currency, signal_price))
+              for r, v, signal_price in zip(found, values, signal_prices(values), strict=True)]
+    return Served(_bulk_body(slug, dumps(snapshot), bodies, [k for k in keys if k not in by_key]),
                   [r.signal for r in found])

@@ -27,7 +27,7 @@ from storage import requests
 from storage.db import session_scope
 from storage.ingest import DAILY_PRICES
 from storage.registry import CHAMPION, get_alias
-from storage.snapshots import published_snapshot
+from storage.snapshots import PublishedValue, published_snapshot
 from storage.tables import (
     Collection,
     DailyPrice,
@@ -328,10 +328,11 @@ def _has_trait(attributes: dict, trait: str) -> bool:
 def signals_page(slug: str | None = None, signal: str | None = None, item_type: str | None = None,
                  trait: str | None = None, min_deviation: float | None = None, limit: int = 50,
                  cursor: str | None = None) -> dict[str, Any]:
-    """Items of the published snapshot with a market price (an open ask or a last sale),
-    filtered, ordered by |deviation| (price / fair value - 1, of the ask when there is one, else
-    of the last sale) descending then item id. A cursor pins the snapshot it was
-    made from, so paging through stays consistent while new snapshots are published."""
+    """Items of the published snapshot whose signal read a market price (an open ask, or a last
+    sale at most FAIRVALUE_SIGNAL_MAX_AGE_DAYS older than the valuation: item_reads.signal_prices),
+    filtered, ordered by |deviation| (that price / fair value - 1) descending then item id. A
+    cursor pins the snapshot it was made from, so paging through stays consistent while new
+    snapshots are published."""
     if signal is not None:
         signal = signal.upper()
         if signal not in SIGNALS:
@@ -364,17 +365,19 @@ def signals_page(slug: str | None = None, signal: str | None = None, item_type: 
             query = query.where(func.lower(Item.item_type) == item_type.lower())
         rows = session.exec(query).all()
         version = _version_numbers(session, [snap.model_version_id]).get(snap.model_version_id)
+    from fairvalue.item_reads import signal_prices
+
+    rows = [r for r in rows if r[1]]
     picked = []
-    for r in rows:
-        if not r[1]:
-            continue
-        deviation = (r[9] if r[9] is not None else r[5]) / r[1] - 1
-        if min_deviation is not None and abs(deviation) < min_deviation:
+    for (basis, deviation), r in zip(signal_prices([PublishedValue(
+            snap.id, snap.as_of, snap.published_at, snap.model_version_id, r[0], r[1], r[2], r[3], r[4], r[5], r[6],
+            snap.valued_at, r[9], r[10]) for r in rows]), rows, strict=True):
+        if basis is None or (min_deviation is not None and abs(deviation) < min_deviation):
             continue
         if trait and not _has_trait(r[8] or {}, trait):
             continue
-        picked.append((deviation, r))
-    picked.sort(key=lambda p: (-abs(p[0]), _key_order(p[1][0])))
+        picked.append((deviation, basis, r))
+    picked.sort(key=lambda p: (-abs(p[0]), _key_order(p[2][0])))
     page = picked[offset:offset + limit]
     more = offset + limit < len(picked)
     return {
@@ -388,7 +391,7 @@ def signals_page(slug: str | None = None, signal: str | None = None, item_type: 
         "signals": [{"item_id": r[0], "type": r[7], "signal": r[4], "fair_value": rounded(r[1]),
                      "band": {"p10": rounded(r[2]), "p90": rounded(r[3])}, "last_price": rounded(r[5]),
                      "last_sale_at": iso(r[6]), "ask_price": rounded(r[9]), "ask_at": iso(r[10]),
-                     "deviation": rounded(d)} for d, r in page],
+                     "signal_basis": basis, "deviation": rounded(d)} for d, basis, r in page],
     }
 
 

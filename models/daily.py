@@ -39,7 +39,7 @@ from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from models.metrics import valuation_metrics
-from models.signals import signals
+from models.signals import market_signals
 
 CARRY_DAYS = 3
 MIN_SCALE = 0.01
@@ -231,14 +231,17 @@ class DailyFairValueModel:
         values = values[values["item_key"].isin(keys)]
         latest = values.sort_values("day").groupby("item_key", sort=False).tail(1)
         latest = latest.set_index("item_key").reindex([k for k in keys if k in set(latest["item_key"])])
-        age = (pd.Timestamp(as_of).normalize() - latest["day"]) / pd.Timedelta(days=1)
-        market = np.where(age.to_numpy() <= signal_max_age_days, latest["price"].to_numpy(), np.nan)
+        # Aged from the moment valued, as the API reads a published row's (models.signals.market_signals).
+        age = (pd.Timestamp(as_of) - latest["day"]) / pd.Timedelta(days=1)
+        signal, _, _ = market_signals(np.full(len(latest), np.nan), latest["price"].to_numpy(dtype=float),
+                                      age.to_numpy(dtype=float), latest["fair_value"].to_numpy(), buy_below,
+                                      sell_above, signal_max_age_days)
         return pd.DataFrame({
             "item_key": latest.index.to_numpy(),
             "fair_value": latest["fair_value"].to_numpy(),
             "p10": latest["p10"].to_numpy(),
             "p90": latest["p90"].to_numpy(),
-            "signal": signals(market, latest["fair_value"].to_numpy(), buy_below, sell_above),
+            "signal": signal,
             "last_price": latest["price"].to_numpy(),
             "last_sale_at": latest["day"].to_numpy(),
             "floor": np.nan,  # no floor in a daily market; kept for the snapshot's columns

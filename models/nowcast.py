@@ -8,7 +8,7 @@ import pandas as pd
 from models.estimator import FairValueModel
 from models.features import MarketData
 from models.listings import open_asks
-from models.signals import BUY, signals
+from models.signals import market_signals
 
 
 def valuation_moment(data: MarketData, as_of: pd.Timestamp, stale_after_days: float | None) -> pd.Timestamp:
@@ -46,11 +46,9 @@ def value_all_items(
     """One row per item (or per key in `item_keys`): fair value, band and signal at `as_of`
     (or at the last market known, see `valuation_moment`), from data strictly before it.
 
-    The signal compares the item's last sale with its fair value, when that sale is recent
-    enough to still be a market price; an open ask (a listing it can be bought at,
-    models/listings.py) under the value by `buy_below` makes it BUY whatever the sale says. An
-    ask over the value says only "do not buy": no holder can sell at another's ask, so it leaves
-    the sale's signal. `ask_price` / `ask_at` name the ask open at `asks_at` (default: `as_of`;
+    The signal compares the item's last sale, when it is at most `signal_max_age_days` old, or
+    an open ask (a listing it can be bought at, models/listings.py) with its fair value
+    (models.signals.market_signals). `ask_price` / `ask_at` name the ask open at `asks_at` (default: `as_of`;
     NaN / NaT: none), which a silent market's valuation moment does not move: an ask is a price
     at the time it is read.
     """
@@ -61,11 +59,10 @@ def value_all_items(
     values = model.predict(data, queries, threads)
     last_sale_at = values["last_sale_at"].to_numpy(dtype="datetime64[ns]")
     age_days = (np.datetime64(as_of) - last_sale_at) / np.timedelta64(1, "D")
-    recent_price = np.where(age_days <= signal_max_age_days, values["last_price"].to_numpy(dtype=float), np.nan)
     ask_price, ask_at = open_asks(data.listings, queries["item_key"].to_numpy(), asks_at)
-    fair_value = values["fair_value"].to_numpy()
-    from_sale = signals(recent_price, fair_value, buy_below, sell_above)
-    values["signal"] = np.where(signals(ask_price, fair_value, buy_below, sell_above) == BUY, BUY, from_sale)
+    values["signal"], _, _ = market_signals(ask_price, values["last_price"].to_numpy(dtype=float), age_days,
+                                            values["fair_value"].to_numpy(), buy_below, sell_above,
+                                            signal_max_age_days)
     values["ask_price"], values["ask_at"] = ask_price, ask_at
     values.insert(0, "item_key", queries["item_key"].to_numpy())
     return values.reset_index(drop=True)

@@ -83,11 +83,33 @@ def test_item_explanation_on_the_collection_route(client, seeded):
     assert client.get("/v1/collections/nope/items/7804/explanation").status_code == 404
 
 
+def test_a_sale_too_old_to_be_a_market_price_gives_no_signal_and_says_so(client, seeded):
+    """7804 last sold in March 2021, months before the value (FAIRVALUE_SIGNAL_MAX_AGE_DAYS, 30):
+    HOLD whatever its deviation was, no deviation shown, and the page says why."""
+    item = client.get(f"{C}/items/7804").json()
+    assert item["last_sale"]["timestamp"].startswith("2021-03-11")
+    assert (item["signal"], item["signal_basis"], item["deviation"]) == ("HOLD", None, None)
+    assert "no recent sale or listing: no signal" in client.get("/items/7804").text
+    bulk = client.get(f"{C}/valuations?ids=7804").json()["valuations"][0]
+    assert (bulk["signal_basis"], bulk["deviation"]) == (None, None)
+    # A price asked now is a market price whatever the last sale's age: the quote judges it.
+    assert client.get(f"{C}/items/7804/quote?price={item['fair_value'] * 0.5}").json()["signal"] == "BUY"
+
+
 def test_signals_filters_and_cursor_pages(client, seeded):
     everything = client.get(f"{C}/signals?limit=500").json()
-    assert everything["total"] > 1000
+    assert 100 < everything["total"] <= 500  # items with an open ask or a sale in the 30 days before the value
     devs = [abs(s["deviation"]) for s in everything["signals"]]
     assert devs == sorted(devs, reverse=True)
+    # Each entry's deviation is that of the price its signal read, and the signal follows from it.
+    valued_at = datetime.fromisoformat(everything["snapshot"]["valued_at"].replace("Z", "+00:00"))
+    for s in everything["signals"]:
+        assert s["signal_basis"] == "last_sale" and s["ask_price"] is None  # the bundled market has no listings
+        sold = datetime.fromisoformat(s["last_sale_at"].replace("Z", "+00:00"))
+        assert valued_at - sold <= timedelta(days=30)
+        assert s["deviation"] == pytest.approx(s["last_price"] / s["fair_value"] - 1, rel=1e-4, abs=1e-6)
+        assert s["signal"] == ("BUY" if s["deviation"] <= -0.1 + 1e-9 else "SELL" if s["deviation"] >= 0.15 - 1e-9
+                               else "HOLD"), s
     # Walking the cursor gives the same ordering as one big page, without repeats.
     seen, cursor = [], None
     for _ in range(3):
@@ -95,8 +117,11 @@ def test_signals_filters_and_cursor_pages(client, seeded):
         seen += [s["item_id"] for s in page["signals"]]
         cursor = page["next_cursor"]
     assert seen == [s["item_id"] for s in everything["signals"][:300]]
-    aliens = client.get(f"{C}/signals?type=alien&limit=500").json()
-    assert aliens["signals"] and {s["type"] for s in aliens["signals"]} == {"Alien"}
+    kinds = {s["type"] for s in everything["signals"]}
+    rarest = min(kinds, key=lambda k: sum(s["type"] == k for s in everything["signals"]))
+    one_type = client.get(f"{C}/signals?type={rarest.lower()}&limit=500").json()  # matched without case
+    assert len(kinds) > 1 and {s["type"] for s in one_type["signals"]} == {rarest}
+    assert one_type["total"] == sum(s["type"] == rarest for s in everything["signals"])
     hoodie = client.get(f"{C}/signals?trait=Hoodie&min_deviation=0.2&limit=500").json()
     assert hoodie["total"] < everything["total"]
     assert all(abs(s["deviation"]) >= 0.2 for s in hoodie["signals"])

@@ -112,7 +112,7 @@ def test_the_next_nowcast_signals_an_ask_under_the_value_until_it_is_withdrawn(c
     listed = client.get(f"/v1/items/{item}").json()
     page = client.get("/v1/collections/cryptopunks/signals?signal=BUY&limit=500").json()
 
-    assert listed["signal"] == "BUY"
+    assert (listed["signal"], listed["signal_basis"]) == ("BUY", "ask")
     assert listed["ask"]["price"] == pytest.approx(0.5 * value, rel=1e-4)
     assert listed["deviation"] == pytest.approx(listed["ask"]["price"] / listed["fair_value"] - 1, rel=1e-4)
     entry = next(s for s in page["signals"] if s["item_id"] == item)
@@ -124,6 +124,7 @@ def test_the_next_nowcast_signals_an_ask_under_the_value_until_it_is_withdrawn(c
     withdrawn = client.get(f"/v1/items/{item}").json()
     # Its last sale is from 2021, past FAIRVALUE_SIGNAL_MAX_AGE_DAYS: no market price is left.
     assert withdrawn["ask"] is None and withdrawn["signal"] == "HOLD"
+    assert (withdrawn["signal_basis"], withdrawn["deviation"]) == (None, None)
 
 
 def test_an_accepted_listing_reaches_the_published_signal_through_the_worker(client, worker):

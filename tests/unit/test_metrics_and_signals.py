@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from models.metrics import interval_scores, paired_difference, paired_mape_difference, valuation_metrics
-from models.signals import ABOVE_BAND, BELOW_BAND, IN_BAND, band_position, signals
+from models.signals import ABOVE_BAND, BELOW_BAND, IN_BAND, band_position, market_signals, signals
 
 
 def test_valuation_metrics_on_a_hand_computed_case():
@@ -95,6 +95,24 @@ def test_signals_follow_the_thresholds():
     fair = np.array([100.0, 100.0, 100.0, 100.0, 100.0, 100.0])
     price = np.array([89.0, 90.0, 95.0, 114.0, 115.0, np.nan])
     assert list(signals(price, fair, 0.10, 0.15)) == ["BUY", "BUY", "HOLD", "HOLD", "SELL", "HOLD"]
+
+
+def test_market_signals_read_a_buying_ask_then_a_recent_sale_then_any_ask():
+    nan = float("nan")
+    # fair value 100 everywhere; thresholds 10 % / 15 %; a sale counts up to 30 days old
+    cases = [  # ask, last price, its age in days -> signal, basis, deviation
+        (80.0, 130.0, 1.0, "BUY", "ask", -0.2),  # an ask under the value wins over a SELL sale
+        (130.0, 85.0, 1.0, "BUY", "last_sale", -0.15),  # an ask over it leaves the sale's signal
+        (130.0, 85.0, 31.0, "HOLD", "ask", 0.3),  # no recent sale: the ask alone, and it is no BUY
+        (nan, 85.0, 30.0, "BUY", "last_sale", -0.15),  # 30 days is still recent
+        (nan, 85.0, 30.5, "HOLD", None, nan),  # too old: no market price at all
+        (nan, nan, nan, "HOLD", None, nan),  # never sold
+        (95.0, 120.0, 2.0, "SELL", "last_sale", 0.2),
+    ]
+    ask, last, age, want_signal, want_basis, want_deviation = map(list, zip(*cases, strict=True))
+    signal, basis, deviation = market_signals(ask, last, age, [100.0] * len(cases), 0.10, 0.15, 30.0)
+    assert list(signal) == want_signal and list(basis) == want_basis
+    np.testing.assert_allclose(deviation, want_deviation, rtol=1e-12)
 
 
 def test_day_oracle_removes_the_days_median_or_the_other_sales_median_by_hand():
