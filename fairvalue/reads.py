@@ -13,6 +13,8 @@ import base64
 import json
 import math
 import re
+import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -591,14 +593,30 @@ def queue_depths() -> dict[str, int | None]:
     return depths
 
 
+# A ping collects replies until its timeout, so every /v1/queue read waited that long (2 s on the
+# embedded broker): the answer is kept for a few seconds, and one read at a time pings.
+WORKER_PING_TIMEOUT_SECONDS = 1.0
+WORKERS_SEEN_KEPT_SECONDS = 10.0
+_workers_seen_lock = threading.Lock()
+_workers_seen: tuple[float, list[str] | None] = (-math.inf, None)  # (when pinged, the answer)
+
+
 def workers_seen() -> list[str] | None:
+    """The workers that answered a ping in the last WORKERS_SEEN_KEPT_SECONDS (a solo worker busy
+    with a task answers none); None when the transport has no broadcast."""
+    global _workers_seen
     from tasks.app import app
 
-    try:
-        replies = app.control.inspect(timeout=1.0).ping() or {}
-        return sorted(replies)
-    except Exception:
-        return None  # the transport has no broadcast (the embedded filesystem broker)
+    with _workers_seen_lock:
+        pinged_at, seen = _workers_seen
+        if time.monotonic() - pinged_at < WORKERS_SEEN_KEPT_SECONDS:
+            return seen
+        try:
+            seen = sorted(app.control.inspect(timeout=WORKER_PING_TIMEOUT_SECONDS).ping() or {})
+        except Exception:
+            seen = None  # the transport has no broadcast
+        _workers_seen = (time.monotonic(), seen)
+        return seen
 
 
 def queue_status() -> dict[str, Any]:
