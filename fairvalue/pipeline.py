@@ -6,6 +6,7 @@ in models/, the persistence in storage/.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -57,9 +58,10 @@ def is_loaded(settings: Settings) -> bool:
             select(Item.item_key).where(Item.collection_id == coll.id).limit(1)).first() is not None
 
 
-def code_version() -> str:
-    if get_settings().code_version:
-        return get_settings().code_version
+@functools.lru_cache(maxsize=1)
+def _loaded_commit() -> str:
+    """The checkout's commit when this process first asked: a worker asks as it starts
+    (tasks/lifecycle.py), so a commit made while it runs is not recorded as the code it loaded."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -68,6 +70,11 @@ def code_version() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def code_version() -> str:
+    """Recorded on each model version: FAIRVALUE_CODE_VERSION, else the commit this process loaded."""
+    return get_settings().code_version or _loaded_commit()
 
 
 # --- ingest ---------------------------------------------------------------------------

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import uuid
 
-from fairvalue import lifecycle
+from celery.signals import worker_init
+
+from fairvalue import lifecycle, pipeline
 from fairvalue.settings import get_settings
 from storage.runs import recorded_run
 from tasks import queues
@@ -17,6 +19,12 @@ from tasks.app import app, request_nowcast
 from tasks.guards import skipped_unless_loaded
 
 TRAIN = "fairvalue.training.train"
+
+
+@worker_init.connect
+def _note_the_loaded_code(**_):
+    """The commit the model versions this worker trains record: the one it started from."""
+    pipeline.code_version()
 
 
 def publish_training(request_id: int, countdown: float | None = None, collection: str | None = None) -> None:
