@@ -39,6 +39,7 @@ from storage.db import get_engine, session_scope
 from storage.snapshots import (
     PublishedValue,
     publish_listeners,
+    published_snapshot,
     read_pointer,
     read_published_items,
     read_snapshot_items,
@@ -282,10 +283,13 @@ def _valuations_from_database(slug: str, keys: list[str]) -> Served:
     by_key = {row.item_key: row for row in rows if row.fair_value is not None}
     if rows and not by_key:
         raise NotReady("no published snapshot yet; run a nowcast")
-    snapshot = None
     if by_key:
         v0 = next(iter(by_key.values()))
         snapshot = snapshot_reference(v0.snapshot_id, v0.as_of, v0.valued_at, v0.published_at)
+    else:  # no id is known: the answer still names the snapshot it would have been read from
+        with session_scope() as session:
+            snap = published_snapshot(session, collection_row(session, slug))
+        snapshot = snap and snapshot_reference(snap.id, snap.as_of, snap.valued_at, snap.published_at)
     found = [by_key[k] for k in keys if k in by_key]
     values = [_value_of(r) for r in found]
     bodies = [dumps(_valuation(v, r.model_version, r.currency, signal_price))

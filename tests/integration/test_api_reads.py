@@ -316,6 +316,10 @@ def test_bulk_valuations_report_unknown_ids(client):
     body = client.get("/v1/valuations?ids=1,2,2,nope,3").json()
     assert [v["item_id"] for v in body["valuations"]] == ["1", "2", "3"]
     assert body["not_found"] == ["nope"]
+    # With no id known the answer still names the published snapshot, as any other answer does.
+    none_known = client.get("/v1/valuations?ids=nope,abc").json()
+    assert none_known["valuations"] == [] and none_known["not_found"] == ["nope", "abc"]
+    assert none_known["snapshot"] == body["snapshot"] and body["snapshot"]["id"] is not None
 
 
 def test_reads_during_publishing_see_one_whole_snapshot(client, seeded):
