@@ -270,14 +270,27 @@ def backtest(request: Request) -> Response:
     return render(request, "backtest.html", bt=bt, chart=chart, dates=_form_dates(bt["window"]))
 
 
+def _forward_scores(metrics: dict) -> dict[str, Any]:
+    """A version's MAPE on sales it did not train on, and the previous-day floor's on the same:
+    its training holdout (`fairvalue train`) or, for a version a training request made, the gates'
+    window (fairvalue/lifecycle.py)."""
+    gate = metrics.get("gate_evaluation") or {}
+    if "model" not in metrics and gate:
+        return {"model": (gate.get("contender") or {}).get("mape"),
+                "floor": (gate.get("previous_day_floor") or {}).get("mape"), "window": "gates"}
+    return {"model": (metrics.get("model") or {}).get("mape"),
+            "floor": (metrics.get("floor_baseline") or {}).get("mape"), "window": "holdout"}
+
+
 @page
 def models(request: Request) -> Response:
     overview = reads.models_overview(_slug(request))
     aliases_of: dict[int, list[str]] = {}
     for alias, version in overview["aliases"].items():
         aliases_of.setdefault(version, []).append(alias)
-    chart = {"versions": [[v["version"], (v["metrics"].get("model") or {}).get("mape"),
-                           (v["metrics"].get("floor_baseline") or {}).get("mape")]
+    for v in overview["versions"]:
+        v["scores"] = _forward_scores(v["metrics"])
+    chart = {"versions": [[v["version"], v["scores"]["model"], v["scores"]["floor"]]
                           for v in reversed(overview["versions"])]}
     rollbacks = [d for d in overview["decisions"] if d["decision"] == "rollback"]
     return render(request, "models.html", overview=overview, aliases_of=aliases_of, rollbacks=rollbacks,

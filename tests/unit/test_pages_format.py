@@ -9,7 +9,7 @@ import pytest
 from jinja2 import Undefined
 from starlette.requests import Request
 
-from api.pages import _form_dates, _window, json_safe, money, number, pct, when
+from api.pages import _form_dates, _forward_scores, _window, json_safe, money, number, pct, when
 from fairvalue.errors import BadInput
 
 
@@ -68,3 +68,12 @@ def test_errors_are_pages_for_browsers_and_json_for_api_clients():
         assert client.get(path).json()["status"] == status  # no text/html in Accept: the JSON error
     assert client.get("/v1/boom", headers=html).json() == {"error": "internal error; it has been logged", "status": 500}
     assert client.get("/v1/nope", headers=html).json()["status"] == 404
+
+
+def test_a_version_a_training_request_made_shows_its_score_on_the_gates_window():
+    trained = {"holdout_start": "2021-12-01T00:00:00Z", "model": {"mape": 0.125}, "floor_baseline": {"mape": 0.187}}
+    gated = {"gate_evaluation": {"contender": {"mape": 0.113}, "champion": {"mape": 0.12},
+                                 "previous_day_floor": {"mape": 0.233}}}
+    assert _forward_scores(trained) == {"model": 0.125, "floor": 0.187, "window": "holdout"}
+    assert _forward_scores(gated) == {"model": 0.113, "floor": 0.233, "window": "gates"}
+    assert _forward_scores({}) == {"model": None, "floor": None, "window": "holdout"}
