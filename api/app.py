@@ -44,6 +44,7 @@ def routes() -> list[Route]:
         Route("/v1/queue", ops.queue_status, methods=["GET"]),
         Route(webhooks.PATH, webhooks.receive_sales, methods=["POST"]),
         Route(webhooks.LISTINGS_PATH, webhooks.receive_listings, methods=["POST"]),
+        Route("/v1/collections", collections.list_collections, methods=["GET"]),
         Route(COLLECTION, collections.summary, methods=["GET"]),
         *_collection_routes(COLLECTION),
         Route(f"{COLLECTION}/items/{{item_id}}/history", items.item_history, methods=["GET"]),

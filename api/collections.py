@@ -9,6 +9,17 @@ from api.deps import float_param, int_param, slug_of, str_param
 from fairvalue import reads, snapshot_files
 
 
+def list_collections(request: Request) -> JSONResponse:
+    """The collections this deployment serves.
+    ---
+    summary: Every collection (slug, name, kind, currency, items, published snapshot) and the default one
+    tags: [collections]
+    responses:
+      200: {description: "default (the slug the unprefixed /v1 routes serve) and collections"}
+    """
+    return JSONResponse(reads.collections())
+
+
 def summary(request: Request) -> JSONResponse:
     """Floor, index, counts, champion and the published snapshot.
     ---

@@ -147,6 +147,22 @@ def _version_numbers(session: Session, ids) -> dict[int, int]:
     return dict(session.exec(select(ModelVersion.id, ModelVersion.version).where(ModelVersion.id.in_(ids))).all())
 
 
+def collections() -> dict[str, Any]:
+    """Every collection this deployment serves, with its item count and published snapshot: where a
+    client finds the slugs of /v1/collections/{slug}. The default one is FAIRVALUE_COLLECTION."""
+    with session_scope() as session:
+        rows = session.exec(select(Collection).order_by(Collection.slug)).all()
+        n_items = dict(session.exec(select(Item.collection_id, func.count()).group_by(Item.collection_id)).all())
+        snapshots = {coll.id: published_snapshot(session, coll) for coll in rows}
+    return {"default": get_settings().collection, "collections": [
+        {"slug": coll.slug, "name": coll.name, "kind": coll.kind, "currency": coll.currency,
+         "items": n_items.get(coll.id, 0),
+         "snapshot": None if snapshots[coll.id] is None else snapshot_reference(
+             snapshots[coll.id].id, snapshots[coll.id].as_of, snapshots[coll.id].valued_at,
+             snapshots[coll.id].published_at)}
+        for coll in rows]}
+
+
 def summary(slug: str | None = None) -> dict[str, Any]:
     """Floor, index, counts and the published snapshot of one collection."""
     from models.market_index import sales_index

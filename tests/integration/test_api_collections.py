@@ -49,6 +49,16 @@ def test_summary(client, seeded):
     assert client.get("/v1/collections/nope").status_code == 404
 
 
+def test_the_collections_list_names_every_slug_and_the_default(client, seeded):
+    body = client.get("/v1/collections").json()
+    punks = next(c for c in body["collections"] if c["slug"] == "cryptopunks")
+    assert body["default"] == "cryptopunks"
+    assert (punks["kind"], punks["currency"], punks["items"]) == ("unique_items", "ETH", 10_000)
+    assert punks["snapshot"]["id"] == client.get(C).json()["snapshot"]["id"]
+    slugs = [c["slug"] for c in body["collections"]]
+    assert slugs == sorted(slugs) and all(client.get(f"/v1/collections/{s}").status_code == 200 for s in slugs)
+
+
 def test_alias_and_scoped_routes_agree(client, seeded):
     assert client.get("/v1/items/7804").json() == client.get(f"{C}/items/7804").json()
     assert client.get("/v1/models").json() == client.get(f"{C}/models").json()
