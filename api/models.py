@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 
 from starlette.concurrency import run_in_threadpool
@@ -67,7 +68,9 @@ def list_training_requests(request: Request) -> JSONResponse:
                                                 int_param(request, "limit", 200), int_param(request, "offset", 0)))
 
 
-async def _json_body(request: Request) -> dict:
+async def _json_body(request: Request, takes: tuple[str, ...]) -> dict:
+    """The body's JSON object; a 422 naming any key outside `takes`: a misspelled one ("parms")
+    would otherwise be ignored and the request carried out without what it asked for."""
     body = await request.body()
     if not body:
         return {}
@@ -80,7 +83,20 @@ async def _json_body(request: Request) -> dict:
         raise HTTPException(400, str(exc)) from None
     if not isinstance(value, dict):
         raise HTTPException(422, "body must be a JSON object")
+    unknown = [key for key in value if key not in takes]
+    if unknown:
+        raise HTTPException(422, _unknown_keys(unknown, takes))
     return value
+
+
+def _unknown_keys(unknown: list[str], takes: tuple[str, ...]) -> str:
+    named = []
+    for key in unknown[:5]:
+        close = difflib.get_close_matches(key, takes, n=1)
+        named.append(f"{key[:40]!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    return (f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(named)}{more} in the body; "
+            f"it takes {' and '.join(takes)}")
 
 
 def _unsent(why: str | None, then: str) -> dict:
@@ -97,11 +113,12 @@ async def _request_nowcast(settings: Settings) -> str:
 
 def _reason(body: dict, default: str | None = "operator") -> str:
     reason = body.get("reason", default)
-    if not isinstance(reason, str) or not reason.strip():
+    if not isinstance(reason, str):
         raise HTTPException(422, "reason (a non-empty string) is required")
-    if "\x00" in reason:  # no text column stores NUL
-        raise HTTPException(422, "reason must not contain a NUL character")
-    return reason.strip()[:500]
+    try:
+        return lifecycle.operator_reason(reason)
+    except lifecycle.BadReason as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 def _scoped_settings(request: Request) -> Settings:
@@ -126,8 +143,9 @@ async def create_training_request(request: Request) -> JSONResponse:
           schema:
             type: object
             required: [reason]
+            additionalProperties: false
             properties:
-              reason: {type: string, minLength: 1}
+              reason: {type: string, minLength: 1, maxLength: 500}
               params: {type: object, description: "training parameter overrides, e.g. {max_iter: 300}"}
     parameters:
       - {name: Idempotency-Key, in: header, required: false, schema: {type: string, minLength: 1, maxLength: 128},
@@ -150,7 +168,7 @@ async def create_training_request(request: Request) -> JSONResponse:
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise HTTPException(400, "Idempotency-Key must be 1 to 128 printable ASCII characters")
-    body = await _json_body(request)
+    body = await _json_body(request, takes=("reason", "params"))
     reason = _reason(body, default=None)
     params = body.get("params", {})
     if not isinstance(params, dict):
@@ -187,7 +205,8 @@ async def promote_version(request: Request) -> JSONResponse:
     requestBody:
       content:
         application/json:
-          schema: {type: object, properties: {reason: {type: string, minLength: 1}}}
+          schema: {type: object, additionalProperties: false,
+                   properties: {reason: {type: string, minLength: 1, maxLength: 500}}}
     responses:
       200: {description: "champion, changed, and nowcast: requested, or why not (the next scheduled one
         serves the new champion)"}
@@ -204,7 +223,7 @@ async def promote_version(request: Request) -> JSONResponse:
         raise HTTPException(400, f"version must be a number, got {raw[:40]!r}")
     if len(raw) > 9:  # past what the versions' INTEGER column holds
         raise HTTPException(400, f"version must be under 1,000,000,000, got {raw[:40]}")
-    reason = _reason(await _json_body(request))
+    reason = _reason(await _json_body(request, takes=("reason",)))
     settings = await run_in_threadpool(_scoped_settings, request)
     try:
         result = await run_in_threadpool(lifecycle.operator_promote, int(raw), reason, settings, operator)
@@ -226,7 +245,8 @@ async def rollback(request: Request) -> JSONResponse:
     requestBody:
       content:
         application/json:
-          schema: {type: object, properties: {reason: {type: string, minLength: 1}}}
+          schema: {type: object, additionalProperties: false,
+                   properties: {reason: {type: string, minLength: 1, maxLength: 500}}}
     responses:
       200: {description: "champion, rolled_back_from, and nowcast: requested, or why not"}
       400: {$ref: "#/components/responses/BadRequest"}
@@ -240,7 +260,7 @@ async def rollback(request: Request) -> JSONResponse:
       422: {$ref: "#/components/responses/Unprocessable"}
     """
     operator = await run_in_threadpool(require_operator, request)
-    reason = _reason(await _json_body(request))
+    reason = _reason(await _json_body(request, takes=("reason",)))
     settings = await run_in_threadpool(_scoped_settings, request)
     try:
         result = await run_in_threadpool(lifecycle.operator_rollback, reason, settings, operator)

@@ -542,6 +542,8 @@ def retrain(
         outcome = lifecycle.enqueue_retrain(reason, _parse_params(param), settings, operator=cli_operator())
     except lifecycle.BadTrainingParams as exc:
         raise typer.BadParameter(str(exc), param_hint="--param") from None
+    except lifecycle.BadReason as exc:
+        raise typer.BadParameter(str(exc), param_hint="--reason") from None
     console.print(f"training request {outcome.request_id} queued")
     _send_after_commit("the training sweep (hourly) publishes it", publish_training, outcome.request_id,
                        collection=settings.collection)
@@ -568,6 +570,8 @@ def promote_cmd(version: int = typer.Argument(..., help="Model version number.")
     settings = _settings_for(collection)
     try:
         result = lifecycle.operator_promote(version, reason, settings, operator=cli_operator())
+    except lifecycle.BadReason as exc:
+        raise typer.BadParameter(str(exc), param_hint="--reason") from None
     except (LookupError, lifecycle.ArtifactRefused) as exc:
         console.print(f"[red]not promoted:[/] {exc}")
         raise typer.Exit(1) from None
@@ -586,6 +590,8 @@ def rollback(reason: str = typer.Option("operator", help="Recorded with the deci
     settings = _settings_for(collection)
     try:
         result = lifecycle.operator_rollback(reason, settings, operator=cli_operator())
+    except lifecycle.BadReason as exc:
+        raise typer.BadParameter(str(exc), param_hint="--reason") from None
     except (LookupError, lifecycle.ArtifactRefused) as exc:
         console.print(f"[red]not rolled back:[/] {exc}")
         raise typer.Exit(1) from None

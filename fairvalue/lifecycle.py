@@ -215,6 +215,29 @@ def _field_reasons(errors: list[dict]) -> str:
     return "; ".join(reasons)
 
 
+# What an operator gives as the reason of a retrain, promote or rollback: a sentence kept with the
+# request or decision and shown in listings, not a document. The API and the CLI both refuse a
+# longer one (a cut would change what the operator said without telling them).
+MAX_REASON_LENGTH = 500
+
+
+class BadReason(ValueError):
+    """An operator's reason that cannot be recorded as given; the message says why."""
+
+
+def operator_reason(reason: str) -> str:
+    """The reason as recorded (stripped), or BadReason: empty, over MAX_REASON_LENGTH characters,
+    or holding a NUL (no text column stores one)."""
+    reason = reason.strip()
+    if not reason:
+        raise BadReason("reason (a non-empty string) is required")
+    if len(reason) > MAX_REASON_LENGTH:
+        raise BadReason(f"reason is {len(reason):,} characters; give at most {MAX_REASON_LENGTH} characters")
+    if "\x00" in reason:
+        raise BadReason("reason must not contain a NUL character")
+    return reason
+
+
 class IdempotencyKeyReused(ValueError):
     """An operator's idempotency key already names a request for another reason or parameters."""
 
@@ -225,7 +248,9 @@ def enqueue_retrain(reason: str, params: dict | None = None, settings: Settings 
     Idempotency-Key header) already named one: a retry after a timeout then gets that request
     back (new_request False) instead of a second training; IdempotencyKeyReused when that request
     asked for something else. BadTrainingParams when `params` could not train this collection.
-    `operator` names who asked (an API token's name, or "cli:<login>")."""
+    `operator` names who asked (an API token's name, or "cli:<login>"). BadReason for a reason
+    operator_reason refuses."""
+    reason = operator_reason(reason)
     settings = settings or get_settings()
     # The client's key hashed: a 64-character slug and a 128-character key would not fit the column.
     key = f"{settings.collection}:operator:" + (f"key:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
@@ -666,6 +691,7 @@ def _who(operator: str | None) -> dict:
 
 
 def operator_promote(version: int, reason: str, settings: Settings | None = None, operator: str | None = None) -> dict:
+    reason = operator_reason(reason)
     settings = settings or get_settings()
     with session_scope() as session:
         coll = pipeline.collection(session, settings)
@@ -685,6 +711,7 @@ def operator_promote(version: int, reason: str, settings: Settings | None = None
 
 
 def operator_rollback(reason: str, settings: Settings | None = None, operator: str | None = None) -> dict:
+    reason = operator_reason(reason)
     settings = settings or get_settings()
     with session_scope() as session:
         coll = pipeline.collection(session, settings)

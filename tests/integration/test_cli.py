@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -281,6 +282,28 @@ def test_rollback_with_nothing_to_roll_back_to_says_so(database):
     assert result.exit_code == 1, result.output
     assert "not rolled back: nothing to roll back to" in result.output
     assert runner.invoke(app, ["promote", "1", "--collection", "cli-no-champion"]).exit_code == 1
+
+
+def test_an_over_long_or_empty_retrain_reason_is_a_usage_error_and_nothing_is_queued(seeded):
+    """The API refuses a reason over lifecycle.MAX_REASON_LENGTH; the CLI did not (it stored it
+    whole), so the two paths disagreed. Both refuse it now, saying the limit."""
+    from fairvalue.lifecycle import MAX_REASON_LENGTH
+    from storage.tables import TrainingRequest
+
+    def said(result) -> str:  # the error box's text on one line (rich wraps it at the terminal's width)
+        return " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())
+
+    with session_scope() as session:
+        before = session.exec(select(func.count()).select_from(TrainingRequest)).one()
+    for reason, message in (("r" * (MAX_REASON_LENGTH + 1), f"at most {MAX_REASON_LENGTH} characters"),
+                            (" ", "non-empty")):
+        result = runner.invoke(app, ["retrain", "--reason", reason])
+        assert result.exit_code == 2 and message in said(result) and "--reason" in said(result), result.output
+    for args in (["rollback"], ["promote", "1"]):
+        result = runner.invoke(app, [*args, "--reason", "r" * (MAX_REASON_LENGTH + 1)])
+        assert result.exit_code == 2 and f"at most {MAX_REASON_LENGTH}" in said(result), (args, result.output)
+    with session_scope() as session:
+        assert session.exec(select(func.count()).select_from(TrainingRequest)).one() == before
 
 
 def test_operator_mistakes_are_usage_errors_not_tracebacks(database, tmp_path, monkeypatch):

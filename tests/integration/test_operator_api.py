@@ -189,3 +189,38 @@ def test_a_retried_training_request_with_its_idempotency_key_is_recorded_once(cl
     assert done.status_code == 202 and done.json()["state"] == "done" and done.json()["replayed"] is True
     with session_scope() as session:
         assert session.get(TrainingRequest, first.json()["id"]).published_at == marked
+
+
+def test_a_body_key_it_does_not_take_or_an_over_long_reason_is_a_422_and_nothing_is_queued(client, operator_token):
+    """A misspelled key ("parms") was ignored, so the request trained with the defaults; a reason
+    of 20,000 characters was cut to 500 without a word. Both are refused, by name, and nothing is
+    recorded."""
+    from fairvalue.lifecycle import MAX_REASON_LENGTH
+
+    before = client.get("/v1/training-requests?limit=500").json()["training_requests"]
+    misspelled = client.post("/v1/training-requests", json={"reason": "typo", "parms": {"max_iter": 300}},
+                             headers=operator_token)
+    assert misspelled.status_code == 422, misspelled.text
+    assert "'parms'" in misspelled.json()["error"] and "params" in misspelled.json()["error"]
+    for path in ("/v1/models/rollback", "/v1/models/1/promote"):  # the other operator bodies take only a reason
+        extra = client.post(path, json={"reason": "x", "force": True}, headers=operator_token)
+        assert extra.status_code == 422 and "'force'" in extra.json()["error"], (path, extra.text)
+    for path in ("/v1/training-requests", "/v1/models/rollback"):
+        long = client.post(path, json={"reason": "y" * 20_000}, headers=operator_token)
+        assert long.status_code == 422, (path, long.text[:300])
+        assert f"at most {MAX_REASON_LENGTH} characters" in long.json()["error"], long.text[:300]
+    at_limit = client.post("/v1/training-requests", json={"reason": "z" * MAX_REASON_LENGTH}, headers=operator_token)
+    assert at_limit.status_code == 202, at_limit.text[:300]
+    after = client.get("/v1/training-requests?limit=500").json()["training_requests"]
+    assert [r["id"] for r in after if r["id"] not in {b["id"] for b in before}] == [at_limit.json()["id"]]
+    assert after[0]["reason"] == "operator: " + "z" * MAX_REASON_LENGTH  # kept whole, not cut
+    from storage.db import session_scope
+    from storage.tables import TrainingRequest
+
+    with session_scope() as session:  # not for a later test's worker to train
+        session.get(TrainingRequest, at_limit.json()["id"]).state = "failed"
+    # The OpenAPI document states the same limit and that no other key is taken.
+    body = client.get("/openapi.json").json()["paths"]["/v1/collections/{slug}/training-requests"]["post"]
+    schema = body["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["properties"]["reason"]["maxLength"] == MAX_REASON_LENGTH
+    assert schema["additionalProperties"] is False
