@@ -104,6 +104,26 @@ def parse_time(value: str | None, name: str) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+def _moment(ts: datetime) -> str:
+    """A window bound as a person reads it: the day for a midnight, else the UTC time."""
+    if (ts.hour, ts.minute, ts.second, ts.microsecond) == (0, 0, 0, 0):
+        return ts.date().isoformat()
+    return iso(ts)
+
+
+def check_window(t0: datetime, t1: datetime, default_to: str | None = None) -> None:
+    """BadInput unless [t0, t1) is a window of at most MAX_WINDOW_DAYS. `default_to` says what `to`
+    defaulted to when none was given ("a second after the latest sale"): a `from` past the data
+    is then refused naming that default, not as if the caller had given a `to` before it."""
+    if t1 <= t0 and default_to is None:
+        raise BadInput("to must be after from")
+    if t1 <= t0:
+        raise BadInput(f"from {_moment(t0)} is not before the default to, {_moment(t1)} ({default_to}); "
+                       "give an earlier from, or a to")
+    if t1 - t0 > timedelta(days=MAX_WINDOW_DAYS):
+        raise BadInput("the window may span at most ~10 years")
+
+
 def page_bounds(limit: int | None, offset: int | None, default: int = 50) -> tuple[int, int]:
     limit = default if limit is None else limit
     offset = 0 if offset is None else offset
@@ -510,15 +530,14 @@ MAX_WINDOW_DAYS = 3700  # the longest window a market or track-record read answe
 
 def _market_window(t0: datetime | None, t1: datetime | None, last_day: date | None) -> tuple[datetime, datetime]:
     """[from, to) of /market: default the 365 days up to the end of the last day of data."""
+    default_to = None
     if t1 is None:
-        t1 = (datetime.combine(last_day, datetime.min.time(), UTC) + timedelta(days=1)
-              if last_day is not None else datetime.now(UTC))
+        t1, default_to = ((datetime.combine(last_day, datetime.min.time(), UTC) + timedelta(days=1),
+                           "the end of the last day of data") if last_day is not None
+                          else (datetime.now(UTC), "now: there is no data yet"))
     if t0 is None:
         t0 = t1 - timedelta(days=365)
-    if t1 <= t0:  # after the defaults: a `from` past the last market day is refused too
-        raise BadInput("to must be after from")
-    if t1 - t0 > timedelta(days=MAX_WINDOW_DAYS):
-        raise BadInput("the window may span at most ~10 years")
+    check_window(t0, t1, default_to)  # after the defaults: a `from` past the last market day is refused too
     return t0, t1
 
 

@@ -25,7 +25,7 @@ from sqlmodel import Session, select
 from fairvalue import kinds, signal_record
 from fairvalue.errors import BadInput
 from fairvalue.forward_values import published_values
-from fairvalue.reads import MAX_WINDOW_DAYS, collection_row, iso, parse_time, rounded
+from fairvalue.reads import check_window, collection_row, iso, parse_time, rounded
 from fairvalue.settings import get_settings
 from models.backtest import backtest
 from models.diagnostics import item_segments, segment_metrics
@@ -36,7 +36,6 @@ from storage.db import session_scope
 from storage.tables import Collection, DailyPrice, Item, Listing, MarketDay, NowcastSnapshot, Sale
 
 DEFAULT_WINDOW = timedelta(days=90)
-MAX_WINDOW = timedelta(days=MAX_WINDOW_DAYS)
 MAX_POINTS = 2000  # predicted-vs-actual points returned (the most recent ones)
 _CACHE: OrderedDict[tuple, dict] = OrderedDict()
 _CACHE_SIZE = 32
@@ -59,15 +58,14 @@ def _cached(key: tuple, compute) -> dict:
 def _window(session: Session, coll: Collection, start: str | None, end: str | None) -> tuple[datetime, datetime]:
     """[from, to): default the 90 days up to the latest sale, so bundled history has a window."""
     t0, t1 = parse_time(start, "from"), parse_time(end, "to")
+    default_to = None
     if t1 is None:
         last = session.exec(select(func.max(Sale.ts)).where(Sale.collection_id == coll.id)).one()
-        t1 = (last + timedelta(seconds=1)) if last else datetime.now(UTC)
+        t1, default_to = (((last + timedelta(seconds=1)), "a second after the latest sale") if last
+                          else (datetime.now(UTC), "now: there are no sales yet"))
     if t0 is None:
         t0 = t1 - DEFAULT_WINDOW
-    if t1 <= t0:
-        raise BadInput("to must be after from")
-    if t1 - t0 > MAX_WINDOW:
-        raise BadInput("the window may span at most ~10 years")
+    check_window(t0, t1, default_to)
     return t0, t1
 
 
@@ -218,20 +216,21 @@ def _daily_window(series, start: str | None, end: str | None) -> tuple[pd.Timest
     from models.daily import earliest_forward_day
 
     t0, t1 = parse_time(start, "from"), parse_time(end, "to")
-    last = series.prices["day"].max() + pd.Timedelta(days=1) if len(series.prices) else \
-        pd.Timestamp(datetime.now(UTC)).tz_localize(None).normalize()
-    # Every day the window touches, as /market reads it: a `to` inside a day takes that day in.
-    t1 = pd.Timestamp(t1).tz_convert("UTC").tz_localize(None).ceil("D") if t1 else last
+    default_to = None
+    if t1:  # every day the window touches, as /market reads it: a `to` inside a day takes that day in
+        t1 = pd.Timestamp(t1).tz_convert("UTC").tz_localize(None).ceil("D")
+    elif len(series.prices):
+        t1, default_to = series.prices["day"].max() + pd.Timedelta(days=1), "the end of the latest price's day"
+    else:
+        t1, default_to = pd.Timestamp(datetime.now(UTC)).tz_localize(None).normalize(), "today: there are no prices yet"
     earliest = earliest_forward_day(series)
     if t0:
         t0 = pd.Timestamp(t0).tz_convert("UTC").tz_localize(None).normalize()
     else:  # the default window never starts before a model could be trained
         t0 = max(t1 - pd.Timedelta(days=60), earliest) if earliest is not None else t1 - pd.Timedelta(days=60)
-    if t1 <= t0:
-        raise BadInput("to must be after from" if start else
-                       f"to must be after the earliest start, {t0.date().isoformat()} (a model needs days before it)")
-    if t1 - t0 > pd.Timedelta(days=MAX_WINDOW_DAYS):
-        raise BadInput("the window may span at most ~10 years")
+    if t1 <= t0 and not start:  # `from` defaulted to the first day a model could value: `to` is before it
+        raise BadInput(f"to must be after the earliest start, {t0.date().isoformat()} (a model needs days before it)")
+    check_window(t0, t1, default_to)
     return t0, t1
 
 

@@ -192,6 +192,30 @@ def test_performance_scores_each_sale_against_the_snapshot_published_before_it(c
     assert client.get(f"{C}/performance?from=2021-12-01&to=2021-11-01").status_code == 400
 
 
+def test_a_from_past_the_data_names_the_to_it_defaulted_to(client, seeded):
+    """With only `from` given, `to` defaults to the end of the data; a `from` past it was refused
+    as "to must be after from", about a `to` nobody gave. The refusal names the default."""
+    from sqlalchemy import func
+
+    from fairvalue.reads import iso
+
+    with session_scope() as session:
+        latest = session.exec(select(func.max(Sale.ts))).one()
+    default_to = iso(latest + timedelta(seconds=1))
+    for read in ("performance", "backtest"):
+        refused = client.get(f"{C}/{read}?from=2200-01-02")
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"] == (f"from 2200-01-02 is not before the default to, {default_to} "
+                                           "(a second after the latest sale); give an earlier from, or a to")
+        # A `to` the caller gave before `from` is still said so.
+        given = client.get(f"{C}/{read}?from=2021-12-01&to=2021-11-01")
+        assert given.status_code == 400 and given.json()["error"] == "to must be after from"
+    market = client.get(f"{C}/market?from=2030-01-01")
+    assert market.status_code == 400
+    assert market.json()["error"].startswith("from 2030-01-01 is not before the default to, 20")
+    assert "(the end of the last day of data); give an earlier from, or a to" in market.json()["error"]
+
+
 def test_performance_judges_the_signals_of_sales_and_asks_forward(client, history):
     """Sale signals as replay reports them; asks valued before they were listed, judged by
     whether they were taken (models/ask_kpis.py)."""

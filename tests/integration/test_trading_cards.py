@@ -428,7 +428,9 @@ def test_cards_market_counts_median_and_index_per_day(routes_cards, client):
     default = client.get(f"{C}/market").json()
     assert default["to"] == "2025-07-20T00:00:00Z" and len(default["days"]) == routes_cards["date"].nunique()
     for query, reason in [("from=2025-07-01&to=2025-06-01", "to must be after from"),
-                          ("from=2030-01-01", "to must be after from"),  # past the last price
+                          # past the last price: named, as the caller gave no `to`
+                          ("from=2030-01-01", "from 2030-01-01 is not before the default to, 2025-07-20 "
+                                              "(the end of the last day of data); give an earlier from, or a to"),
                           ("from=yesterday", "from must be an ISO date"),
                           ("from=2000-01-01&to=2025-01-01", "at most ~10 years")]:
         refused = client.get(f"{C}/market?{query}")
@@ -468,6 +470,8 @@ def test_cards_backtest_holds_the_cheap_cards_against_every_card(routes_cards, c
     for query, reason in [("from=2025-06-01&to=2025-05-01", "to must be after from"),
                           ("from=2025-01-05&to=2025-02-01", "start on 2025-01-15 at the earliest"),
                           ("to=2025-01-10", "after the earliest start, 2025-01-15"),
+                          ("from=2030-01-01", "from 2030-01-01 is not before the default to, 2025-07-20 "
+                                              "(the end of the latest price's day); give an earlier from, or a to"),
                           ("to=not-a-date", "to must be an ISO date")]:
         refused = client.get(f"{C}/backtest?{query}")
         assert refused.status_code == 400 and reason in refused.json()["error"], query
