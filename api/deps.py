@@ -1,4 +1,5 @@
-"""What handlers share: the collection a route is about, and query-parameter parsing."""
+"""What handlers share: the collection a route is about, and query-parameter parsing (the only
+place that reads the query string: see query_value)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,20 @@ def slug_of(request: Request) -> str:
     return slug
 
 
+def query_value(request: Request, name: str, hint: str = "") -> str | None:
+    """The value of query parameter `name`, or None when it is not given. Every query parameter of
+    the API and the pages is read here. One given twice (?ids=1&ids=2) is a 400 naming it:
+    Starlette keeps the last value, so the first was dropped without a word. `hint` says how to
+    give several values, for a parameter that takes them."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        times = "twice" if len(values) == 2 else f"{len(values)} times"
+        raise BadInput(f"{name} is given {times}; give it once" + (f" ({hint})" if hint else ""))
+    return values[0] if values else None
+
+
 def int_param(request: Request, name: str, default: int | None = None) -> int | None:
-    raw = request.query_params.get(name)
+    raw = query_value(request, name)
     if raw is None or raw == "":
         return default
     # Plain ASCII digits with an optional minus, as a price is read: int() would also take
@@ -38,7 +51,7 @@ def int_param(request: Request, name: str, default: int | None = None) -> int | 
 
 
 def float_param(request: Request, name: str) -> float | None:
-    raw = request.query_params.get(name)
+    raw = query_value(request, name)
     if raw is None or raw == "":
         return None
     if not DECIMAL.fullmatch(raw):  # float() would also take "1_0", "+1", "inf" and full-width digits
@@ -50,7 +63,7 @@ def float_param(request: Request, name: str) -> float | None:
 
 
 def str_param(request: Request, name: str, max_length: int = 100) -> str | None:
-    raw = request.query_params.get(name)
+    raw = query_value(request, name)
     if raw is None or raw == "":
         return None
     if len(raw) > max_length:

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api import metrics
-from api.deps import float_param, int_param, slug_of, str_param
+from api.deps import float_param, int_param, query_value, slug_of, str_param
 from fairvalue import item_reads, reads
 
 
@@ -48,7 +48,7 @@ async def bulk_valuations(request: Request) -> Response:
       404: {$ref: "#/components/responses/NotFound"}
       503: {$ref: "#/components/responses/NotReady"}
     """
-    raw = request.query_params.get("ids")
+    raw = query_value(request, "ids", hint="ids takes a comma-separated list, e.g. ids=1,2,3")
     if not raw:
         raise reads.BadInput("query parameter ids is required, e.g. ?ids=1,2,3")
     slug, keys = slug_of(request), item_reads.bulk_keys(raw.split(","))

@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from api.deps import SLUG, float_param  # SLUG: one pattern for the collection slugs of the API and the pages
+from api.deps import SLUG, float_param, query_value  # SLUG: one pattern for the collection slugs of the API and pages
 from fairvalue import item_reads, reads
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
@@ -173,7 +173,7 @@ def _try(fn: Callable[..., dict], *args: Any, **kwargs: Any) -> tuple[dict | Non
 def _window(request: Request) -> tuple[str | None, str | None]:
     """?from=&to= of the date inputs; a bare `to` date counts as a whole day (the read functions'
     windows end before `to`)."""
-    start, end = request.query_params.get("from") or None, request.query_params.get("to") or None
+    start, end = query_value(request, "from") or None, query_value(request, "to") or None
     if end and re.fullmatch(r"\d{4}-\d{2}-\d{2}", end):
         try:
             end = (date.fromisoformat(end) + timedelta(days=1)).isoformat()
@@ -210,7 +210,7 @@ def home(request: Request) -> Response:
 @page
 def search(request: Request) -> Response:
     """The home page's search box: GET /items?id=7804 → the item page."""
-    key = (request.query_params.get("id") or "").strip()
+    key = (query_value(request, "id") or "").strip()
     if not key:
         return RedirectResponse(_base(request) or "/", status_code=303)
     reads.check_item_key(key)
@@ -233,12 +233,14 @@ def item(request: Request) -> Response:
         "published": [[p["valued_at"] or p["as_of"], p["fair_value"], p["p10"], p["p90"]]
                       for p in history["published"]],
     }
-    # ?price=: a listing or an offer the visitor checks against the value (GET .../quote).
-    asked = request.query_params.get("price") or None
-    quoted, quote_error = (_try(lambda: item_reads.quote(slug, key, float_param(request, "price"))) if asked
-                           else (None, None))
+    # ?price=: a listing or an offer the visitor checks against the value (GET .../quote); what is
+    # wrong with it (not a number, given twice) shows beside the form, as the quote's own refusals.
+    asked, quote_error = _try(query_value, request, "price")
+    quoted = None
+    if asked:
+        quoted, quote_error = _try(lambda: item_reads.quote(slug, key, float_param(request, "price")))
     return render(request, "item.html", v=valuation, history=history, explanation=explanation,
-                  explanation_error=explanation_error, chart=chart, asked=asked, quoted=quoted,
+                  explanation_error=explanation_error, chart=chart, asked=asked or None, quoted=quoted,
                   quote_error=quote_error)
 
 

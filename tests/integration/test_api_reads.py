@@ -312,6 +312,31 @@ def test_a_value_published_without_a_band_is_quoted_without_a_place_in_it(client
         pipeline.nowcast()  # the champion's values published again for the tests after this one
 
 
+def test_a_query_parameter_given_twice_is_a_400_naming_it(client):
+    """Starlette keeps the last of a repeated parameter: ?ids=1&ids=2 answered item 2 only,
+    ?signal=BUY&signal=SELL the SELLs, ?price=4200&price=1 a quote of 1. Each is refused by name,
+    on the API and on the pages, which read their parameters through the same helper."""
+    C = "/v1/collections/cryptopunks"
+    for path, reason in [
+        (f"{C}/valuations?ids=1&ids=2", "ids is given twice; give it once (ids takes a comma-separated list"),
+        ("/v1/valuations?ids=1&ids=2&ids=3", "ids is given 3 times; give it once"),
+        (f"{C}/signals?signal=BUY&signal=SELL", "signal is given twice; give it once"),
+        (f"{C}/items/7804/quote?price=4200&price=1", "price is given twice; give it once"),
+        (f"{C}/performance?from=2021-11-01&from=2021-12-01", "from is given twice"),
+        (f"{C}/decisions?limit=1&limit=2", "limit is given twice"),
+        (f"{C}/items/7804/explanation?top=1&top=", "top is given twice"),  # an empty one counts too
+    ]:
+        response = client.get(path)
+        assert response.status_code == 400 and reason in response.json()["error"], (path, response.text)
+    html = {"Accept": "text/html"}
+    for path in ("/performance?from=2021-11-01&from=2021-12-01", "/items?id=7804&id=1"):
+        page = client.get(path, headers=html, follow_redirects=False)
+        assert page.status_code == 400 and "is given twice; give it once" in page.text, path
+    item = client.get("/items/7804?price=4200&price=1", headers=html)  # said beside the quote form
+    assert item.status_code == 200 and "price is given twice; give it once" in item.text
+    assert 'class="quote"' not in item.text
+
+
 def test_bulk_valuations_report_unknown_ids(client):
     body = client.get("/v1/valuations?ids=1,2,2,nope,3").json()
     assert [v["item_id"] for v in body["valuations"]] == ["1", "2", "3"]

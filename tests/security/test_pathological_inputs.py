@@ -27,7 +27,8 @@ SECRET = "test-secret"
 # Path parameters get a valid value when another parameter is under attack.
 PATH_DEFAULTS = {"item_id": "1", "slug": "cryptopunks", "snapshot": "published"}
 # How handlers read query parameters (api/deps.py helpers, or query_params directly).
-PARAM_READ = re.compile(r'(?:str_param|int_param|float_param|bool_param)\(request, "(\w+)"|query_params\.get\("(\w+)"')
+PARAM_READ = re.compile(r'(?:str_param|int_param|float_param|bool_param|query_value)\(request, "(\w+)"'
+                        r'|query_params\.get\("(\w+)"')
 
 
 def query_params(route: Route) -> list[str]:
@@ -64,7 +65,7 @@ def test_every_get_route_is_covered():
     taught to PARAM_READ), and every path parameter has a default."""
     for route in get_routes():
         source = inspect.getsource(route.endpoint)
-        if "query_params" in source or "_param(request" in source:
+        if "query_params" in source or "_param(request" in source or "query_value(request" in source:
             assert query_params(route), route.path
         assert set(route.param_convertors) <= set(PATH_DEFAULTS), route.path
     assert query_params(next(r for r in get_routes() if r.path == "/v1/valuations")) == ["ids"]
