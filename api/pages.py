@@ -209,8 +209,9 @@ def home(request: Request) -> Response:
 
 @page
 def search(request: Request) -> Response:
-    """The home page's search box: GET /items?id=7804 → the item page."""
-    key = (query_value(request, "id") or "").strip()
+    """The home page's search box: GET /items?id=7804 → the item page. "#7804", as every page
+    labels an item, is taken too (one leading '#'; the API's item ids have none)."""
+    key = (query_value(request, "id") or "").strip().removeprefix("#").strip()
     if not key:
         return RedirectResponse(_base(request) or "/", status_code=303)
     reads.check_item_key(key)

@@ -337,6 +337,19 @@ def test_a_query_parameter_given_twice_is_a_400_naming_it(client):
     assert 'class="quote"' not in item.text
 
 
+def test_the_search_box_takes_an_item_id_as_the_pages_label_it(client):
+    """Every page labels an item "#7804"; typed into the search box it was a 400 "malformed item
+    id '#7804'". The search strips one leading '#'; the API's item ids do not take one."""
+    for typed, location in (("%237804", "/items/7804"), ("+%23+7804+", "/items/7804"), ("7804", "/items/7804")):
+        found = client.get(f"/items?id={typed}", follow_redirects=False)
+        assert (found.status_code, found.headers["location"]) == (303, location), typed
+    scoped = client.get("/c/cryptopunks/items?id=%237804", follow_redirects=False)
+    assert scoped.headers["location"] == "/c/cryptopunks/items/7804"
+    assert client.get("/items?id=%23", follow_redirects=False).headers["location"] == "/"  # nothing asked
+    assert client.get("/items?id=%23%237804", headers={"Accept": "text/html"}).status_code == 400
+    assert client.get("/v1/items/%237804").status_code == 400
+
+
 def test_bulk_valuations_report_unknown_ids(client):
     body = client.get("/v1/valuations?ids=1,2,2,nope,3").json()
     assert [v["item_id"] for v in body["valuations"]] == ["1", "2", "3"]
