@@ -52,6 +52,17 @@ def any_active(session: Session) -> bool:
     return session.exec(select(ApiToken.id).where(ApiToken.revoked_at.is_(None))).first() is not None
 
 
+def any_created(session: Session) -> bool:
+    """Whether any token was ever made, revoked or not."""
+    return session.exec(select(ApiToken.id)).first() is not None
+
+
+def revoked(session: Session, token: str) -> ApiToken | None:
+    """The revoked token with this value, or None: a refusal can then say it was revoked."""
+    return session.exec(select(ApiToken).where(ApiToken.token_sha256 == digest(token),
+                                               ApiToken.revoked_at.is_not(None))).first()
+
+
 def verify(session: Session, token: str) -> ApiToken | None:
     """The active token with this value, or None. Records when it was last used (at most once a minute)."""
     found = session.exec(select(ApiToken).where(ApiToken.token_sha256 == digest(token),

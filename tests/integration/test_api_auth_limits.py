@@ -46,10 +46,14 @@ def test_operator_tokens_no_token_revoked_token_valid_token(client, broker):
 
     assert runner.invoke(cli, ["tokens", "revoke", "alice-test"]).exit_code == 0
     revoked = client.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
-    assert revoked.status_code == 401 and revoked.json()["error"]
+    assert revoked.status_code == 401 and revoked.json()["error"].startswith("operator token 'alice-test' was revoked")
     assert runner.invoke(cli, ["tokens", "revoke", "alice-test"]).exit_code == 1  # nothing active by that name
-    # No active token and no bootstrap token: the operator API is off again.
-    assert "disabled" in client.post(path, json=body, headers={"Authorization": f"Bearer {token}"}).json()["error"]
+    # No active token and no bootstrap token: every operator call is a 401 that says why (it read
+    # "operator API disabled", as if switched off) and how to create one.
+    assert "no operator token is active: create one with" in revoked.json()["error"]
+    other = client.post(path, json=body, headers={"Authorization": "Bearer fv_wrong"})
+    assert other.status_code == 401
+    assert other.json()["error"].startswith("no active operator token: every token was revoked; create one with")
 
 
 def test_public_reads_are_rate_limited_per_client(seeded, broker, monkeypatch):
