@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from fairvalue.reads import iso
+from fairvalue.reads import iso, iso_text
 from fairvalue.settings import Settings, get_settings
 from models.estimator import FairValueModel
 from models.explain import explain
@@ -96,6 +96,8 @@ def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5
         moment = valued_at if valued_at is not None else valuation_moment(data, as_of, settings.market_stale_after_days)
         out = explain(model, data, item_key, moment, top=top, n_comps=n_comps)
         out["as_of"] = iso(moment.to_pydatetime())  # UTC, written as every other answer writes times
+        for sale in out["comparable_sales"]:  # the model's frames' naive UTC, as as_of
+            sale["timestamp"] = iso_text(sale["timestamp"])
     out.update(collection=slug, snapshot_id=snapshot_id, model_version=version_number, currency=currency)
     if "fair_value" in out and published_value is not None:
         out["published_fair_value"] = published_value

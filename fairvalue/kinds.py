@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sqlmodel import Session, select
 
+from fairvalue.reads import iso
 from fairvalue.settings import Settings
 from models import daily, gates
 from models.diagnostics import segment_metrics
@@ -188,5 +189,5 @@ def holdout_daily(data: daily.DailySeries, holdout_days: int) -> dict[str, Any]:
         return {"holdout": f"skipped: {exc}"}
     evaluation, rows = DAILY.evaluation("holdout", model, data, start)
     per_category = evaluation.segments[["value", "n", "mape", "rmse"]].to_dict(orient="records")
-    return {"holdout_start": start.isoformat(), "model": evaluation.metrics,
+    return {"holdout_start": iso(start.to_pydatetime()), "model": evaluation.metrics,
             "previous_price": DAILY.baseline(data, rows), "per_category": per_category, "estimator": model.name}

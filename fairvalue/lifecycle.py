@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from sqlmodel import Session, select
 
 from fairvalue import kinds, pipeline
+from fairvalue.reads import iso
 from fairvalue.settings import Settings, get_settings
 from models import estimator, gates, live, monitor, policy
 from models.diagnostics import item_segments, segment_metrics
@@ -403,7 +404,7 @@ def train_and_gate(settings: Settings, overrides: dict) -> TrainOutcome:
     decision = gates.decide(evaluations["contender"], evaluations.get("champion"), floor_metrics, config)
     model = estimator.fit(data, params)
     numbers = {
-        "window": {"from": start.isoformat(), "to": end.isoformat(), "n_sales": len(window)},
+        "window": {"from": iso(start.to_pydatetime()), "to": iso(end.to_pydatetime()), "n_sales": len(window)},
         "contender": evaluations["contender"].metrics,
         "champion": evaluations["champion"].metrics if "champion" in evaluations else None,
         "champion_scored_as": champion_mode,
@@ -446,7 +447,7 @@ def _train_and_gate_daily(settings: Settings, overrides: dict) -> TrainOutcome:
     decision = gates.decide(contender, evaluations.get("champion"), baseline, kinds.DAILY.gate_config(settings))
     model = kinds.daily.fit(data, params)
     numbers = {
-        "window": {"from": start.isoformat(), "to": end.isoformat(), "n_card_days": len(rows)},
+        "window": {"from": iso(start.to_pydatetime()), "to": iso(end.to_pydatetime()), "n_card_days": len(rows)},
         "contender": contender.metrics,
         "champion": evaluations["champion"].metrics if "champion" in evaluations else None,
         "champion_scored_as": champion_mode,

@@ -22,6 +22,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from fairvalue import kinds
+from fairvalue.reads import iso
 from fairvalue.settings import Settings, get_settings
 from fairvalue.webhook_batch import CallOutcome, WebhookCall
 from models import estimator
@@ -380,10 +381,11 @@ def holdout_evaluation(data: MarketData, holdout_start: pd.Timestamp, params: es
                                pred["p10"].to_numpy(), pred["p90"].to_numpy())
     floor = valuation_metrics(pred["floor"].to_numpy(), later["price"].to_numpy())
     segments = item_segments(data.items, later["item_key"], pred["fair_value"])
+    start = iso(holdout_start.to_pydatetime())  # UTC with its Z, as every time the API answers
     diag = diagnostics(pred["fair_value"].to_numpy(), later["price"].to_numpy(), segments, curve,
                        p10=pred["p10"].to_numpy(), p90=pred["p90"].to_numpy(),
-                       meta={"holdout_start": holdout_start.isoformat(), "n_holdout": len(later)})
-    metrics = {"holdout_start": holdout_start.isoformat(), "model": result, "floor_baseline": floor,
+                       meta={"holdout_start": start, "n_holdout": len(later)})
+    metrics = {"holdout_start": start, "model": result, "floor_baseline": floor,
                "learning_curve": curve}
     return metrics, diag
 

@@ -71,6 +71,18 @@ def iso(ts: datetime | date | None) -> str | None:
     return ts.isoformat()
 
 
+def iso_text(value: Any) -> Any:
+    """A time stored as ISO text, written as iso() writes times: a naive one (UTC, as every time
+    here) gains its Z. Anything else (a date, a number, text that is no time) is kept as it is.
+    For JSON stored before its times were written with iso()."""
+    if not isinstance(value, str) or len(value) <= 10:  # a date has no time of day to mark
+        return value
+    try:
+        return iso(datetime.fromisoformat(value))
+    except ValueError:
+        return value
+
+
 def rounded(value: float | None, digits: int = 6) -> float | None:
     """A float for JSON, None for a missing value (None, NaN, pandas' NA). Plain float checks:
     pd.isna per value was about a tenth of a 100-id bulk valuation (pyinstrument)."""
@@ -456,7 +468,23 @@ def backtest_results(slug: str | None = None, start: str | None = None, end: str
 def _decision_dict(d: PromotionDecision, number: dict[int, int]) -> dict[str, Any]:
     return {"id": d.id, "created_at": iso(d.created_at), "decision": d.decision, "by": d.decided_by,
             "contender": number.get(d.contender_version_id), "champion": number.get(d.champion_version_id),
-            "training_request": d.training_request_id, "reason": d.reason, "numbers": d.numbers}
+            "training_request": d.training_request_id, "reason": d.reason, "numbers": _stored_times(d.numbers)}
+
+
+def _stored_times(numbers: dict) -> dict:
+    """A version's metrics or a decision's numbers as stored JSON, with the times recorded before
+    they were written with iso() given their Z: metrics.holdout_start, numbers.window, and the
+    window of a gated version's metrics.gate_evaluation (the numbers of its decision)."""
+    if not isinstance(numbers, dict):
+        return numbers
+    out = dict(numbers)
+    if "holdout_start" in out:
+        out["holdout_start"] = iso_text(out["holdout_start"])
+    if isinstance(out.get("window"), dict):
+        out["window"] = {k: iso_text(v) if k in ("from", "to") else v for k, v in out["window"].items()}
+    if isinstance(out.get("gate_evaluation"), dict):
+        out["gate_evaluation"] = _stored_times(out["gate_evaluation"])
+    return out
 
 
 def models_overview(slug: str | None = None, decisions_limit: int = 50) -> dict[str, Any]:
@@ -476,7 +504,7 @@ def models_overview(slug: str | None = None, decisions_limit: int = 50) -> dict[
         "versions": [{"version": v.version, "estimator": v.estimator, "artifact_uri": v.artifact_uri,
                       "sha256": v.sha256, "created_at": iso(v.created_at), "data_start": iso(v.data_start),
                       "data_end": iso(v.data_end), "n_train": v.n_train, "code_version": v.code_version,
-                      "parent": number.get(v.parent_id), "metrics": v.metrics} for v in versions],
+                      "parent": number.get(v.parent_id), "metrics": _stored_times(v.metrics)} for v in versions],
         "decisions": [_decision_dict(d, number) for d in rows],
     }
 

@@ -332,6 +332,51 @@ def test_the_backtest_never_trades_at_a_suspected_wash_trade(client, history):
     assert sharpe(clean) != pytest.approx(sharpe(every.drop(columns="wash_reason")), rel=1e-6)
 
 
+def test_the_times_of_versions_and_decisions_are_utc_with_their_z(client, seeded):
+    """metrics.holdout_start of /models and numbers.window of /decisions (also kept as a gated
+    version's metrics.gate_evaluation) were naive text ("2021-12-01T23:12:36") where every other
+    time has its Z. New ones are written with it, and those stored before are served with it."""
+    from fairvalue import lifecycle
+    from fairvalue.settings import get_settings
+    from storage.registry import CHAMPION, get_alias
+    from storage.tables import Collection, ModelVersion, PromotionDecision
+
+    versions = client.get(f"{C}/models").json()["versions"]
+    assert versions and all(v["metrics"]["holdout_start"].endswith("Z") for v in versions)
+    outcome = lifecycle.train_and_gate(get_settings(), {"max_iter": 5, "band_max_iter": 3, "linear_weight": 0.0})
+    window = outcome.numbers["window"]
+    assert window["from"].endswith("Z") and window["to"].endswith("Z") and window["from"] < window["to"]
+
+    with session_scope() as session:  # as stored before: naive text
+        coll = session.exec(select(Collection).where(Collection.slug == "cryptopunks")).one()
+        champion = get_alias(session, coll, CHAMPION)
+        version = session.get(ModelVersion, champion.id)
+        stored_metrics = dict(version.metrics)
+        version.metrics = {**stored_metrics, "holdout_start": "2021-12-01T23:12:36",
+                           "gate_evaluation": {"window": {"from": "2021-12-17T23:12:36", "to": "2021-12-31T23:12:36"}}}
+        session.add(version)
+        old = PromotionDecision(collection_id=coll.id, decision="shadow", decided_by="gates", reason="stored before",
+                                numbers={"window": {"from": "2021-12-17T23:12:36", "to": "2021-12-31T23:12:36",
+                                                    "n_sales": 189}})
+        session.add(old)
+        session.flush()
+        old_id = old.id
+    try:
+        served = next(v for v in client.get(f"{C}/models").json()["versions"] if v["version"] == champion.version)
+        assert served["metrics"]["holdout_start"] == "2021-12-01T23:12:36Z"
+        assert served["metrics"]["gate_evaluation"]["window"] == {"from": "2021-12-17T23:12:36Z",
+                                                                  "to": "2021-12-31T23:12:36Z"}
+        decision = next(d for d in client.get(f"{C}/decisions?limit=500").json()["decisions"] if d["id"] == old_id)
+        assert decision["numbers"]["window"] == {"from": "2021-12-17T23:12:36Z", "to": "2021-12-31T23:12:36Z",
+                                                 "n_sales": 189}
+    finally:
+        with session_scope() as session:
+            version = session.get(ModelVersion, champion.id)
+            version.metrics = stored_metrics
+            session.add(version)
+            session.delete(session.get(PromotionDecision, old_id))
+
+
 def test_market_and_decisions(client, seeded):
     body = client.get(f"{C}/market?from=2021-06-01&to=2021-07-01").json()
     days = [d["day"] for d in body["days"]]

@@ -55,7 +55,8 @@ def test_item_explanation_matches_the_published_value(client):
     assert "trait:" in " ".join(d["group"] for d in body["drivers"])
     assert top["drivers"] == body["drivers"][:4]
     assert 0 < len(body["comparable_sales"]) <= 2 * 6  # up to 6 per basis: rarest trait, type
-    assert all(pd.Timestamp(c["timestamp"]).tz_localize("UTC") < pd.Timestamp(body["as_of"])
+    # Times in UTC with their Z, as every answer writes them (they were naive: "2021-12-31T18:12:38").
+    assert all(c["timestamp"].endswith("Z") and pd.Timestamp(c["timestamp"]) < pd.Timestamp(body["as_of"])
                for c in body["comparable_sales"])
     # The two fresh sales are among the type's comparables (another test may have sold an Alien
     # within the hour too: test_live_loop sells 7804, when it runs first).
