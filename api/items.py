@@ -106,8 +106,9 @@ def item_explanation(request: Request) -> JSONResponse:
       - {name: comps, in: query, schema: {type: integer, minimum: 0, maximum: 45, default: 10},
          description: "comparable sales per basis (rarest trait, type)"}
     responses:
-      200: {description: "basis (floor, premium), drivers with their effect, comparable sales, and whether the
-        explanation reproduces the published value (matches_published, published_fair_value)"}
+      200: {description: "basis (floor, premium), drivers with their effect (on the log value) and effect_pct
+        (in percent of value: 687.4 is +687.4 %), comparable sales, and whether the explanation reproduces the
+        published value (matches_published, published_fair_value)"}
       400: {$ref: "#/components/responses/BadRequest"}
       404: {$ref: "#/components/responses/NotFound"}
       503: {$ref: "#/components/responses/NotReady"}

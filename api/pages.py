@@ -57,10 +57,17 @@ def money(value: Any, currency: str = "") -> str:
 
 
 def pct(value: Any, signed: bool = False, digits: int = 1) -> str:
+    """A fraction as a percentage: 0.137 → "13.7 %"."""
+    v = _finite(value)
+    return percent(None if v is None else v * 100, signed, digits)
+
+
+def percent(value: Any, signed: bool = False, digits: int = 1) -> str:
+    """A value in percent already (an explanation's effect_pct), as pct writes one: 13.7 → "13.7 %"."""
     v = _finite(value)
     if v is None:
         return "—"
-    return f"{v * 100:{'+' if signed else ''}.{digits}f} %"
+    return f"{v:{'+' if signed else ''}.{digits}f} %"
 
 
 def number(value: Any, digits: int = 2) -> str:
@@ -83,7 +90,7 @@ def when(value: str | None) -> str:
     return value if len(value) == 10 else parsed.strftime("%Y-%m-%d %H:%M UTC")
 
 
-templates.env.filters.update(money=money, pct=pct, number=number, when=when)
+templates.env.filters.update(money=money, pct=pct, percent=percent, number=number, when=when)
 
 
 # --- rendering ----------------------------------------------------------------------------------

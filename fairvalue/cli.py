@@ -909,7 +909,7 @@ def explain(
     for col in ("group", "effect"):
         table.add_column(col)
     for d in out["drivers"]:
-        table.add_row(d["group"], f"{d['effect_pct']:+.1%}")
+        table.add_row(d["group"], f"{d['effect_pct']:+.1f}%")  # effect_pct is in percent already
     console.print(table)
     table = Table(title="comparable sales")
     for col in ("basis", "item", "when", "price", "vs market"):

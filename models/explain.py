@@ -38,7 +38,7 @@ BASELINE_SAMPLE = 400  # items valued alongside to form the typical item; enough
 class Driver:
     group: str  # e.g. "trait:Hoodie", "type", "own last sale"
     effect: float  # change of log fair value this group makes vs the typical item
-    effect_pct: float  # the same as a percentage of value: exp(effect) - 1
+    effect_pct: float  # the same as a percentage of value: 100 * (exp(effect) - 1), e.g. 687.4 for +687.4 %
 
 
 def feature_groups(columns: list[str], present_traits: list[str]) -> dict[str, list[str]]:
@@ -91,7 +91,7 @@ def explain(model: FairValueModel, data: MarketData, item_key: str, as_of: pd.Ti
     scores = _log_premium(model, pd.concat([item, typical_row, occluded], ignore_index=True))
     own, typical_score, without = scores[0], scores[1], scores[2:]
     effects = own - without
-    drivers = [Driver(name, float(e), float(np.expm1(e))) for name, e in zip(groups, effects, strict=True)]
+    drivers = [Driver(name, float(e), 100 * float(np.expm1(e))) for name, e in zip(groups, effects, strict=True)]
     drivers.sort(key=lambda d: abs(d.effect), reverse=True)
 
     floor = float(item["floor"].iloc[0])

@@ -6,17 +6,21 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import update
 from sqlmodel import select
+from typer.testing import CliRunner
 
+from fairvalue.cli import app as cli
 from models.times import HOUR
 from storage.db import session_scope
 from storage.tables import NowcastSnapshot, Sale
 
 pytestmark = pytest.mark.integration
+runner = CliRunner()
 C = "/v1/collections/cryptopunks"
 PUBLISHED_AT = datetime(2021, 11, 10, 0, 1, tzinfo=UTC)
 
@@ -90,6 +94,16 @@ def test_item_explanation_on_the_collection_route(client, seeded):
     body = client.get(f"{C}/items/7804/explanation?top=3").json()
     assert body["collection"] == "cryptopunks" and 1 <= len(body["drivers"]) <= 3
     assert all(math.isfinite(d["effect"]) for d in body["drivers"])
+    # effect_pct in percent (it was a fraction: "effect": 2.0636, "effect_pct": 6.874 for +687.4 %),
+    # and the item page and `fairvalue explain` show the same figures as before.
+    assert all(d["effect_pct"] == pytest.approx(100 * math.expm1(d["effect"])) for d in body["drivers"])
+    page = client.get("/items/7804").text
+    table = runner.invoke(cli, ["explain", "7804", "--top", "3"]).output
+    printed = " ".join(re.sub("[\u2500-\u257f]", " ", table).split())  # the table's text, without its lines
+    for d in client.get(f"{C}/items/7804/explanation?top=8&comps=8").json()["drivers"]:  # as the page asks
+        assert f">{100 * math.expm1(d['effect']):+.1f} %</td>" in page, d
+    for d in body["drivers"]:
+        assert f"{d['group']} {100 * math.expm1(d['effect']):+.1f}%" in printed, (d, printed)
     assert client.get("/v1/collections/nope/items/7804/explanation").status_code == 404
 
 

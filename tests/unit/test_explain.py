@@ -30,6 +30,9 @@ def test_drivers_and_interactions_add_up_to_the_fair_value(market_and_model):
     assert out["typical_value"] * np.exp(total) == pytest.approx(out["fair_value"])
     effects = [abs(d["effect"]) for d in out["drivers"]]
     assert effects == sorted(effects, reverse=True)
+    # effect_pct is the effect as a percentage of value, in percent as its name says (a fraction before)
+    assert [d["effect_pct"] for d in out["drivers"]] == pytest.approx([100 * np.expm1(d["effect"])
+                                                                      for d in out["drivers"]])
     assert {d["group"] for d in out["drivers"]} >= {f"trait:{t}" for t in data.items.at[key, "accessories"]}
 
 

@@ -21,8 +21,12 @@ def test_money_keeps_four_significant_figures_below_100_and_whole_units_above():
 
 
 def test_percentages_numbers_and_times():
+    from api.pages import percent  # a value in percent already (an explanation's effect_pct)
+
     assert pct(0.1371) == "13.7 %" and pct(0.008, signed=True) == "+0.8 %" and pct(-0.25, True) == "-25.0 %"
     assert pct(math.inf) == pct("n/a") == "—"
+    assert percent(687.4, signed=True) == pct(6.874, signed=True) == "+687.4 %"
+    assert percent(-12.25) == "-12.2 %" and percent(None) == "—"
     assert number(10_000) == "10,000" and number(0) == "0" and number(1.2345) == "1.23" and number(-2.0) == "-2"
     assert when("2021-12-31T23:12:16Z") == "2021-12-31 23:12 UTC" and when("2021-12-31") == "2021-12-31"
     assert when(None) == "—"
