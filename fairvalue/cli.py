@@ -30,6 +30,7 @@ cards_app = typer.Typer(help="Trading cards: the card universe, its price fixtur
                         no_args_is_help=True)
 app.add_typer(cards_app, name="cards")
 console = Console()
+errors = Console(stderr=True, soft_wrap=True)  # what went wrong: kept out of stdout, which --json keeps for JSON
 
 
 COLLECTION_OPTION = typer.Option(None, "--collection", help="Collection slug (default: FAIRVALUE_COLLECTION).")
@@ -65,7 +66,7 @@ def _settings_for(collection: str | None) -> Settings:
         with session_scope() as session:
             collection_row(session, slug)
     except NotFound as exc:
-        console.print(f"[red]{exc}[/]")
+        errors.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
     return settings
 
@@ -152,7 +153,7 @@ def _ingest_events(path: Path, collection: str | None, ingest, noun: str, follow
             task = progress.add_task(path.name, total=None)
             report = ingest(path, settings, progress=lambda n: progress.advance(task, n))
     except (pipeline.CannotTakeSales, UnreadableFile) as exc:  # before any row is stored
-        console.print(f"[red]{path.name} not ingested:[/] {exc}")
+        errors.print(f"[red]{path.name} not ingested:[/] {exc}")
         raise typer.Exit(2) from None
     _print_report(f"ingest {path.name} into {settings.collection}", report, noun=noun)
     if report.accepted:
@@ -175,7 +176,7 @@ def ingest_prices(
     try:
         report = ingest_prices_file(path, _settings_for(collection))
     except (LookupError, UnreadableFile) as exc:
-        console.print(f"[red]{exc}[/]")
+        errors.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
     table = Table(title=f"ingest {path.name} into {collection}")
     table.add_column("outcome")
@@ -206,7 +207,7 @@ def train(cutoff: str = typer.Option(None, help="Train only on sales before this
         with console.status("training"):
             result = pipeline.train(_settings_for(collection), cutoff=_parse_time(cutoff))
     except pipeline.NothingToTrain as exc:
-        console.print(f"[red]nothing trained:[/] {exc}")
+        errors.print(f"[red]nothing trained:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(f"registered version {result.version}" + (" (champion)" if result.became_champion else ""))
     console.print_json(json.dumps(result.metrics, default=str))
@@ -216,8 +217,8 @@ def train(cutoff: str = typer.Option(None, help="Train only on sales before this
 
 @app.command()
 def drift(
-    days: int = typer.Option(30, help="The recent window: this many days up to the latest sale."),
-    out: Path = typer.Option(None, help="Also write the HTML report here."),
+    days: int = typer.Option(30, help="The recent window: this many days up to the latest sale.", min=1),
+    out: Path = typer.Option(None, help="Also write the HTML report here.", callback=lambda p: _writable(p, "--out")),
     as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON."),
     collection: str = COLLECTION_OPTION,
 ) -> None:
@@ -230,7 +231,7 @@ def drift(
         with console.status("measuring drift"):
             report, uri = pipeline.drift(settings, recent_days=days)
     except (NotFound, pipeline.NoChampion, pipeline.NotMeasured) as exc:
-        console.print(f"[red]{exc}[/]")
+        errors.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
     if out:
         out.write_text(report.to_html())
@@ -255,8 +256,9 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
     try:
         with console.status("nowcasting"):
             result = pipeline.nowcast(settings, as_of=_parse_time(as_of))
-    except (NotFound, pipeline.NoChampion, pipeline.FutureAsOf) as exc:  # nothing to value yet, or a future --as-of
-        console.print(f"[red]nothing published:[/] {exc}")
+    except (NotFound, pipeline.NoChampion, pipeline.FutureAsOf, pipeline.NothingToValue) as exc:  # nothing to value
+        # yet, a future --as-of, or one before the market's first input
+        errors.print(f"[red]nothing published:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(
         f"snapshot {result.snapshot_id}: {result.n_items} items, model v{result.model_version}, "
@@ -276,7 +278,7 @@ def archive(limit: int = typer.Option(20, help="Archive at most this many snapsh
     for snapshot_id, uri in report.archived.items():
         console.print(f"snapshot {snapshot_id}: archived to {uri}")
     for snapshot_id, error in report.failed.items():
-        console.print(f"[red]snapshot {snapshot_id}: not archived:[/] {error}", soft_wrap=True)
+        errors.print(f"[red]snapshot {snapshot_id}: not archived:[/] {error}", soft_wrap=True)
     console.print(f"{report.pending} snapshot(s) still without an archive")
     thinned = pipeline.apply_retention()  # only archived snapshots are thinned: it runs whatever the store said
     console.print(f"retention: {thinned.snapshots_thinned} snapshot(s) thinned ({thinned.rows_deleted} rows), "
@@ -285,6 +287,16 @@ def archive(limit: int = typer.Option(20, help="Archive at most this many snapsh
                   f"{thinned.task_runs_deleted} task run(s) pruned", soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)
+
+
+def _writable(path: Path | None, option: str) -> Path | None:
+    """An output file's folder must exist and take files before any work: a replay of a quarter
+    took minutes and then failed to write its export."""
+    if path is not None and not (path.parent.is_dir() and os.access(path.parent, os.W_OK)) or \
+            path is not None and path.is_dir():
+        raise typer.BadParameter(f"cannot write {path}: its folder does not exist, takes no files, or it is a folder",
+                                 param_hint=option)
+    return path
 
 
 def _check_source(source: str) -> None:
@@ -301,9 +313,10 @@ def _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection=None
     import pandas as pd
 
     from fairvalue import evaluation
+    from models.estimator import TooFewSales
 
     if cadence not in evaluation.CADENCES:
-        raise typer.BadParameter(f"cadence must be one of {sorted(evaluation.CADENCES)}")
+        raise typer.BadParameter(f"cadence must be one of {sorted(evaluation.CADENCES)}", param_hint="--cadence")
     _check_source(source)
     start = pd.Timestamp(_parse_time(from_)).tz_convert("UTC").tz_localize(None)
     end = pd.Timestamp(_parse_time(to)).tz_convert("UTC").tz_localize(None)
@@ -311,12 +324,30 @@ def _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection=None
         raise typer.BadParameter("--to must be after --from")
     settings = get_settings().for_collection(collection)  # checked by the command (_settings_for)
     data = evaluation.load_market(settings, source, list(sales or []), floor, eth_usd, list(listings or []))
+    _check_window_holds_events(data, start, end)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("replaying", total=None)
-        return evaluation.evaluate(
-            data, start, end, cadence, settings,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+        try:
+            return evaluation.evaluate(
+                data, start, end, cadence, settings,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        except TooFewSales as exc:  # the first tick trains on the sales before --from
+            raise typer.BadParameter(f"{exc} before the window: start it later", param_hint="--from") from None
+
+
+def _check_window_holds_events(data, start, end) -> None:
+    """A window without a sale or a listing event scores nothing: refused before the replay trains
+    (half a minute), as the API refuses a window past the data."""
+    def inside(times) -> bool:
+        return bool(((times >= start) & (times < end)).any())
+
+    if inside(data.sales["ts"]) or (data.listings is not None and inside(data.listings.events["ts"])):
+        return
+    span = (f"the sales run from {data.sales['ts'].min():%Y-%m-%d} to {data.sales['ts'].max():%Y-%m-%d}"
+            if len(data.sales) else "there is no sale")
+    raise typer.BadParameter(f"the window holds no sale or listing event to score; {span}",
+                             param_hint="--from/--to")
 
 
 _FILE = dict(exists=True, dir_okay=False)
@@ -333,16 +364,26 @@ def replay(
     listings: list[Path] = typer.Option(None, "--listings", help="Listing events (as `ingest listings` reads): "
                                         "the nowcasts read the open asks, and each ask is judged.", **_FILE),
     source: str = typer.Option("auto", help="auto (database if it holds sales), db or bundled."),
-    export: Path = typer.Option(None, help="Write one row per scored sale to this CSV."),
+    export: Path = typer.Option(None, help="Write one row per scored sale to this CSV.",
+                                callback=lambda p: _writable(p, "--export")),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     collection: str = COLLECTION_OPTION,
-    horizon: float = typer.Option(None, help="Daily markets: signal horizon in days (7-30)."),
-    gain: float = typer.Option(None, help="Daily markets: the move that makes a BUY/SELL right."),
+    horizon: float = typer.Option(None, help="Daily markets: signal horizon in days (1-90)."),
+    gain: float = typer.Option(None, help="Daily markets: the move that makes a BUY/SELL right, e.g. 0.05 "
+                               "(above 0, under 1)."),
 ) -> None:
     """Step the live loop through a past period and score each sale against the last nowcast
     published before it (for a daily-priced collection: every card-day, with its KPIs)."""
     _settings_for(collection)  # a mistyped slug is refused before any work
     if _is_daily(collection):
+        given = [name for name, is_given in (
+            ("--cadence", cadence != "1d"), ("--sales", bool(sales)), ("--floor", floor is not None),
+            ("--eth-usd", eth_usd is not None), ("--listings", bool(listings)), ("--export", export is not None))
+            if is_given]
+        if given:  # silently ignored before
+            raise typer.BadParameter("a daily-priced collection's replay values every card-day from its stored "
+                                     "prices; it takes --from, --to, --source, --horizon, --gain and --json",
+                                     param_hint=given[0])
         _replay_daily(collection, from_, to, source, horizon, gain, as_json)
         return
     result = _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection, listings)
@@ -383,10 +424,13 @@ def _replay_daily(collection, from_, to, source, horizon, gain, as_json) -> None
     start, end = _day_window(from_, to)
     if horizon is not None and not 1 <= horizon <= 90:
         raise typer.BadParameter("--horizon must be between 1 and 90 days")
+    if gain is not None and not 0 < gain < 1:  # a fall of 100 % or more is no move a price can make
+        raise typer.BadParameter("--gain must be above 0 and under 1, e.g. 0.05 for 5 %", param_hint="--gain")
     _check_source(source)
     settings = get_settings().for_collection(collection)  # checked by the command (_settings_for)
     with console.status("replaying"):
         series = evaluation.load_daily(settings, source)
+        _check_days_hold_prices(series, start, end)
         try:
             report = evaluation.evaluate_daily(series, start, end, settings, horizon, gain)
         except evaluation.NotEnoughHistory as exc:
@@ -487,6 +531,15 @@ def _day_window(from_: str, to: str):
     return start, end
 
 
+def _check_days_hold_prices(series, start, end) -> None:
+    """A window without a price scores nothing: refused, as `_check_window_holds_events` for sales."""
+    days = series.prices["day"]
+    if not ((days >= start) & (days < end)).any():
+        span = (f"the prices run from {days.min():%Y-%m-%d} to {days.max():%Y-%m-%d}" if len(days)
+                else "no price is stored")
+        raise typer.BadParameter(f"the window holds no price to score; {span}", param_hint="--from/--to")
+
+
 def _backtest_daily(collection: str, from_: str, to: str, source: str) -> dict:
     """models/daily_backtest.py on the card-days `replay --collection` scores (docs/cards.md)."""
 
@@ -497,6 +550,7 @@ def _backtest_daily(collection: str, from_: str, to: str, source: str) -> dict:
     settings = get_settings().for_collection(collection)  # checked by the command (_settings_for)
     with console.status("replaying"):
         series = evaluation.load_daily(settings, source)
+        _check_days_hold_prices(series, start, end)
         try:
             return evaluation.backtest_daily(series, start, end, settings)
         except evaluation.NotEnoughHistory as exc:
@@ -573,7 +627,7 @@ def promote_cmd(version: int = typer.Argument(..., help="Model version number.")
     except lifecycle.BadReason as exc:
         raise typer.BadParameter(str(exc), param_hint="--reason") from None
     except (LookupError, lifecycle.ArtifactRefused) as exc:
-        console.print(f"[red]not promoted:[/] {exc}")
+        errors.print(f"[red]not promoted:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(f"champion: v{result['champion']}" + ("" if result["changed"] else " (unchanged)"))
     if result["changed"]:
@@ -593,7 +647,7 @@ def rollback(reason: str = typer.Option("operator", help="Recorded with the deci
     except lifecycle.BadReason as exc:
         raise typer.BadParameter(str(exc), param_hint="--reason") from None
     except (LookupError, lifecycle.ArtifactRefused) as exc:
-        console.print(f"[red]not rolled back:[/] {exc}")
+        errors.print(f"[red]not rolled back:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(f"champion: v{result['champion']} (rolled back from v{result['rolled_back_from']})")
     _send_after_commit("the next scheduled nowcast serves it", request_nowcast, settings.collection)
@@ -633,7 +687,7 @@ def decisions(limit: int = typer.Option(20, min=1, max=500), collection: str = C
     try:
         trail = lifecycle.decisions(settings, limit=limit)
     except NotFound as exc:
-        console.print(f"[red]{exc}[/]")
+        errors.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
     table = Table(title=f"decisions of {settings.collection}")
     for col in ("id", "when", "decision", "by", "contender", "champion", "reason"):
@@ -719,7 +773,7 @@ def up(
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(1)
-        console.print("[red]a process exited; stopping the rest[/]")
+        errors.print("[red]a process exited; stopping the rest[/]")
         stop()
     except KeyboardInterrupt:
         stop()
@@ -754,7 +808,7 @@ def status(collection: str = COLLECTION_OPTION) -> None:
         try:
             coll = collection_row(session, settings.collection)
         except NotFound as exc:
-            console.print(f"[red]{exc}[/]")
+            errors.print(f"[red]{exc}[/]")
             raise typer.Exit(1) from None
         n_items = session.exec(select(func.count()).select_from(Item).where(Item.collection_id == coll.id)).one()
         # A daily-priced collection (cards) stores a price per item and day, not sales.
@@ -803,7 +857,7 @@ def cards_load(config: Path = typer.Option(None, help="Card universe YAML (defau
     try:
         report = load_configured(path=config)
     except CardConfigError as exc:
-        console.print(f"[red]{exc}[/]")
+        errors.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
     console.print(f"collection {report.collection}: {report.new} new, {report.updated} updated, "
                   f"{report.unchanged} unchanged cards"
@@ -832,7 +886,7 @@ def cards_fixture(
     try:
         universe = read_universe(config or get_settings().cards_config)
     except CardConfigError as exc:
-        console.print(f"[red]{exc}[/]")
+        errors.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
     fixture = generate([(c.id, c.category) for c in universe.cards], days=days, seed=seed, start=start)
     fixture.prices.to_csv(out, index=False)
@@ -866,7 +920,7 @@ def quote(
     try:
         out = item_reads.quote(settings.collection, item_id, price)
     except (BadInput, NotFound, NotReady) as exc:
-        console.print(f"[red]no quote:[/] {exc}")
+        errors.print(f"[red]no quote:[/] {exc}")
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(out, indent=2))
@@ -881,19 +935,22 @@ def quote(
 @app.command()
 def explain(
     item_id: str,
-    top: int = typer.Option(5, help="How many drivers."),
-    comps: int = typer.Option(10, help="How many comparable sales per basis."),
+    top: int = typer.Option(5, help="How many drivers (1-30)."),
+    comps: int = typer.Option(10, help="How many comparable sales per basis (0-45)."),
     as_json: bool = typer.Option(False, "--json", help="Print the explanation as JSON."),
     collection: str = COLLECTION_OPTION,
 ) -> None:
     """Why the published fair value of an item is what it is: top drivers and comparable sales."""
-    from fairvalue import explanations
+    from fairvalue import reads
+    from fairvalue.errors import BadInput, NotFound, NotReady
 
     settings = _settings_for(collection)
-    try:
-        out = explanations.explain_item(item_id, settings.collection, top=top, n_comps=comps)
-    except explanations.NotExplainable as exc:
-        console.print(f"[red]{exc}[/red]")
+    try:  # the API's read: the same checks, errors and rounding
+        out = reads.item_explanation(settings.collection, item_id, top, comps)
+    except BadInput as exc:
+        raise typer.BadParameter(str(exc)) from None
+    except (NotFound, NotReady) as exc:
+        errors.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(out, indent=2))

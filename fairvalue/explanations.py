@@ -31,6 +31,8 @@ from storage.tables import Collection, Item, ModelVersion, NowcastRow
 # The snapshot stores 6 significant digits (storage/snapshots.format_floats): a recomputed value
 # within a unit of the 6th (relative 1e-5 at most) is the published one.
 PUBLISHED_DIGITS_TOLERANCE = 1e-5
+# How many drivers and comparable sales per basis an explanation may be asked for (API and CLI).
+TOP_RANGE, COMPS_RANGE = (1, 30), (0, 45)
 
 
 class NotExplainable(LookupError):

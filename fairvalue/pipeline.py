@@ -399,6 +399,11 @@ class FutureAsOf(ValueError):
     until then (snapshots publish in the order of their as_of), freezing the published values."""
 
 
+class NothingToValue(ValueError):
+    """The champion gave items no fair value at the nowcast's moment: a moment before any market
+    input (no floor known yet). A snapshot must value every item it lists."""
+
+
 # How far ahead of the database's clock an as_of may be: clocks of different machines differ a little.
 AS_OF_CLOCK_SLACK = pd.Timedelta(minutes=5)
 
@@ -528,6 +533,10 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     kind = kinds.kind_of(coll)
     moment = kind.valued_at(data, t, settings)  # t, unless the market has gone silent
     values = kind.value_all(model, data, moment, settings, asked_at=t)
+    unvalued = int(values["fair_value"].isna().sum())
+    if unvalued:
+        raise NothingToValue(f"{unvalued} of {len(values)} items have no fair value at {moment.isoformat()}Z: "
+                             "the market holds no input (floor, sale) before that moment")
     cutoff = kind.data_cutoff(data, t)
     valued_at = moment.tz_localize("UTC").to_pydatetime()
     lap("value")

@@ -327,10 +327,9 @@ def item_explanation(slug: str | None, key: str, top: int = 5, comps: int = 10) 
     from fairvalue import explanations
 
     check_item_key(key)
-    if not 1 <= top <= 30:
-        raise BadInput(f"top must be between 1 and 30, got {top}")
-    if not 0 <= comps <= 45:
-        raise BadInput(f"comps must be between 0 and 45, got {comps}")
+    for name, value, (low, high) in (("top", top, explanations.TOP_RANGE), ("comps", comps, explanations.COMPS_RANGE)):
+        if not low <= value <= high:
+            raise BadInput(f"{name} must be between {low} and {high}, got {value}")
     with session_scope() as session:
         coll = collection_row(session, slug)
     try:

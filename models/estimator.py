@@ -226,12 +226,19 @@ def training_frame(data: MarketData, vocab: TraitVocabulary) -> tuple[pd.DataFra
     return feats[ok].reset_index(drop=True), target[ok], data.sales["ts"].to_numpy()[ok]
 
 
+MIN_TRAINING_SALES = 50
+
+
+class TooFewSales(ValueError):
+    """Fewer usable sales than a model needs (MIN_TRAINING_SALES)."""
+
+
 def fit(data: MarketData, params: TrainParams | None = None) -> FairValueModel:
     params = params or TrainParams()
     vocab = TraitVocabulary(data.items)
     feats, target, sale_times = training_frame(data, vocab)
-    if len(target) < 50:
-        raise ValueError(f"only {len(target)} usable sales to train on; need at least 50")
+    if len(target) < MIN_TRAINING_SALES:
+        raise TooFewSales(f"only {len(target)} usable sales to train on; need at least {MIN_TRAINING_SALES}")
     # A column with no value in the training sales (the hedonic feature of a market too young
     # for a fit) tells the trees nothing, and scikit-learn cannot bin it: it is left out.
     columns = [c for c in model_columns(feats) if feats[c].notna().any()]

@@ -304,7 +304,8 @@ def market_features(data: MarketData, context: pd.DataFrame, query_times: np.nda
                       index=pd.DatetimeIndex(floors["day"]))
     vol = daily.rolling("30D", min_periods=5).std()
     idx = np.searchsorted(vol.index.to_numpy(), pd.DatetimeIndex(query_times).normalize().to_numpy()) - 1
-    out["floor_volatility_30d"] = np.where(idx >= 0, vol.to_numpy()[np.clip(idx, 0, None)], np.nan)
+    known = np.append(vol.to_numpy(), np.nan)  # position -1 (no floor day before t, or none at all) reads NaN
+    out["floor_volatility_30d"] = known[np.where(idx >= 0, idx, -1)]
     eth = eth_usd_before(data.market, ts)
     out["log_eth_usd"] = np.log(eth)
     out["log_eth_usd_change_7d"] = np.log(eth / eth_usd_before(data.market, ts - pd.Timedelta(days=7)))

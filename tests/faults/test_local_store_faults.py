@@ -99,15 +99,15 @@ def test_full_then_read_only_local_store(seeded, tmp_path):
     with tiny_store(tmp_path / "store") as store:
         full = fairvalue_archive(store, limit_bytes=None if ROOT_USER else 32 * 1024)
         assert full.returncode == 1, full.stdout + full.stderr
-        assert f"snapshot {snapshot_id}: not archived" in full.stdout
-        assert ("No space left on device" if ROOT_USER else "File too large") in full.stdout
+        assert f"snapshot {snapshot_id}: not archived" in full.stderr  # the CLI's errors go to stderr
+        assert ("No space left on device" if ROOT_USER else "File too large") in full.stderr
         assert "Traceback" not in full.stdout + full.stderr
         assert [p for p in store.rglob("*") if p.is_file()] == []  # no .tmp- leftovers, no partial object
 
         read_only(store)
         denied = fairvalue_archive(store)
         assert denied.returncode == 1
-        assert ("Read-only file system" if ROOT_USER else "Permission denied") in denied.stdout
+        assert ("Read-only file system" if ROOT_USER else "Permission denied") in denied.stderr
         assert archive_of(snapshot_id).archive_uri is None
 
         roomy(store)

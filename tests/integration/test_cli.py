@@ -262,7 +262,7 @@ def test_training_a_daily_collection_before_it_exists_says_so_and_does_not_hang(
     finally:
         scratch.drop(PG_ADMIN_URL, fresh)
     assert result.returncode == 1, result.stderr
-    assert "nothing trained: no prices to train on" in result.stdout
+    assert "nothing trained: no prices to train on" in result.stderr  # errors go to stderr
 
 
 def test_a_database_it_cannot_reach_is_named_without_its_password(database):
@@ -373,7 +373,7 @@ def test_a_sqlite_file_never_created_is_named_with_the_command_that_makes_it(tmp
     made = _fairvalue("db", "upgrade", database_url=url)
     assert made.returncode == 0, made.stderr
     after = _fairvalue("status", database_url=url)  # reachable now: an empty database, no collection yet
-    assert "unknown collection" in after.stdout and "cannot reach" not in after.stderr, after
+    assert "unknown collection" in after.stderr and "cannot reach" not in after.stderr, after
 
 
 def test_decisions_of_another_collection_and_of_none(database):
@@ -448,6 +448,20 @@ def test_a_nowcast_of_a_moment_to_come_is_refused_and_writes_nothing(seeded):
         assert session.exec(select(NowcastSnapshot.id).where(NowcastSnapshot.as_of > utcnow())).all() == []
 
 
+def test_a_nowcast_of_a_moment_before_the_market_is_refused_and_writes_nothing(seeded):
+    """Before the first floor no item has a fair value: the snapshot's rows could not be written
+    (a NOT NULL traceback); now a one-line refusal."""
+    from storage.tables import NowcastSnapshot
+
+    with session_scope() as session:
+        before = session.exec(select(func.count()).select_from(NowcastSnapshot)).one()
+    result = runner.invoke(app, ["nowcast", "--as-of", "2016-01-01T00:00:00Z"])
+    assert result.exit_code == 1 and "have no fair value at 2016-01-01" in " ".join(result.output.split())
+    assert isinstance(result.exception, SystemExit)  # no traceback
+    with session_scope() as session:
+        assert session.exec(select(func.count()).select_from(NowcastSnapshot)).one() == before
+
+
 def test_a_worker_whose_clock_runs_ahead_values_at_the_databases_now(seeded, monkeypatch):
     """Snapshots publish in the order of their as_of. A nowcast's "now" is the database's clock,
     which every worker shares: a worker an hour ahead publishes a snapshot of the real now, not
@@ -481,3 +495,40 @@ def test_quote_checks_a_price_against_the_published_value(seeded):
     assert text.exit_code == 0 and "SELL" in text.output and "+30.0%" in text.output, text.output
     refused = runner.invoke(app, ["quote", "7804", "0"])
     assert refused.exit_code == 1 and "price must be above 0" in refused.output
+
+
+def test_replay_drift_and_explain_refuse_what_they_cannot_do_before_any_work(seeded, tmp_path):
+    """Each was a traceback, a silently wrong answer, or minutes of work thrown away."""
+    usage = {
+        # no sale to score: refused before the replay trains
+        ("replay", "--from", "2030-01-01", "--to", "2030-01-03"): "holds no sale or listing event",
+        # the sales before the window cannot train a model (the bundled market's first minutes)
+        ("replay", "--from", "2017-06-23T21:06:00Z", "--to", "2017-06-24"): "usable sales to train on",
+        ("backtest", "--from", "2017-06-23T21:06:00Z", "--to", "2017-06-24"): "usable sales to train on",
+        # an export nowhere to be written: refused before the replay, not after it
+        ("replay", "--from", "2021-12-30", "--to", "2021-12-31", "--export", str(tmp_path / "no" / "x.csv")):
+            "cannot write",
+        ("drift", "--days", "0"): "--days",
+        ("drift", "--out", str(tmp_path / "no" / "x.html")): "cannot write",
+        ("explain", "7804", "--top", "-3"): "top must be between 1 and 30",
+        ("explain", "7804", "--comps", "-1"): "comps must be between 0 and 45",
+        # options a daily-priced collection's replay does not read were ignored without a word
+        ("replay", "--collection", "cards", "--from", "2025-05-01", "--to", "2025-06-01", "--export",
+         str(tmp_path / "c.csv")): "--export",
+        ("replay", "--collection", "cards", "--from", "2025-05-01", "--to", "2025-06-01", "--cadence", "30m"):
+            "--cadence",
+        ("replay", "--collection", "cards", "--from", "2025-05-01", "--to", "2025-06-01", "--gain", "-1"):
+            "--gain must be above 0",
+    }
+    for args, message in usage.items():
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), (args, result.output)
+        assert isinstance(result.exception, SystemExit), args  # no traceback
+    assert not (tmp_path / "c.csv").exists()
+
+
+def test_errors_go_to_stderr_so_json_output_stays_json(seeded):
+    for args in (["quote", "99999", "1", "--json"], ["explain", "99999", "--json"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and result.stdout == "", (args, result.stdout)
+        assert "no item '99999'" in result.stderr, (args, result.stderr)
