@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -240,8 +241,14 @@ def drift(
         return
     s = report.summary
     prediction_psi = s.get("prediction_psi")
-    console.print(f"{s['n_drifted']} of {s['n_features']} features drifted (max PSI {s['max_psi']:.2f}); "
-                  "prediction PSI " + ("-" if prediction_psi is None else f"{prediction_psi:.2f}"))
+    max_psi = s.get("max_psi")
+    console.print(f"{s['n_drifted']} of {s['n_features']} features drifted (max PSI "
+                  + ("-" if max_psi is None else f"{max_psi:.2f}") + "); prediction PSI "
+                  + ("-" if prediction_psi is None else f"{prediction_psi:.2f}"))
+    too_few = report.thresholds["min_samples"]
+    if min(s["n_ref"], s["n_cur"]) < too_few:  # a PSI of a handful of sales says nothing
+        console.print(f"[yellow]{s['n_cur']} recent and {s['n_ref']} training sales: under {too_few} in a window, "
+                      "no feature is called drifted; widen --days[/]")
     console.print(f"report: {out or uri}", soft_wrap=True)
 
 
@@ -268,7 +275,7 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
 
 
 @app.command()
-def archive(limit: int = typer.Option(20, help="Archive at most this many snapshots.")) -> None:
+def archive(limit: int = typer.Option(20, help="Archive at most this many snapshots.", min=1)) -> None:
     """Archive published snapshots a store outage left without an archive, then thin what is older
     than FAIRVALUE_RETENTION_DAYS and prune the webhook deliveries and task runs older than
     FAIRVALUE_AUDIT_RETENTION_DAYS (beat does both hourly)."""
@@ -492,9 +499,9 @@ def _print_accuracy(report: dict) -> None:
 def backtest(
     from_: str = typer.Option(..., "--from", help="First moment replayed."),
     to: str = typer.Option(..., "--to", help="End of the replay (exclusive)."),
-    cadence: str = typer.Option("1d"),
+    cadence: str = typer.Option("1d", help="How often a nowcast is published: 1d or 30m."),
     source: str = typer.Option("auto", help="auto, db or bundled."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print both strategies' figures as JSON."),
     collection: str = COLLECTION_OPTION,
 ) -> None:
     """Replay, then trade: buy what the model calls undervalued vs buy every completed sale (for a
@@ -967,6 +974,10 @@ def explain(
         table.add_column(col)
     for d in out["drivers"]:
         table.add_row(d["group"], f"{d['effect_pct']:+.1f}%")  # effect_pct is in percent already
+    # What the rows above leave out (the other drivers and the trees' interactions), so that the
+    # typical item's value times every row is the fair value.
+    rest = math.log(out["fair_value"] / out["typical_value"]) - sum(d["effect"] for d in out["drivers"])
+    table.add_row("the other drivers and interactions", f"{math.expm1(rest) * 100:+.1f}%")
     console.print(table)
     table = Table(title="comparable sales")
     for col in ("basis", "item", "when", "price", "vs market"):

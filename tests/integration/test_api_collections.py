@@ -104,6 +104,9 @@ def test_item_explanation_on_the_collection_route(client, seeded):
         assert f">{100 * math.expm1(d['effect']):+.1f} %</td>" in page, d
     for d in body["drivers"]:
         assert f"{d['group']} {100 * math.expm1(d['effect']):+.1f}%" in printed, (d, printed)
+    # The rows reconcile: the typical value times every row, the rest included, is the fair value.
+    rest = math.log(body["fair_value"] / body["typical_value"]) - sum(d["effect"] for d in body["drivers"])
+    assert f"the other drivers and interactions {100 * math.expm1(rest):+.1f}%" in printed, printed
     assert client.get("/v1/collections/nope/items/7804/explanation").status_code == 404
 
 

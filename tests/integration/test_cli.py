@@ -167,6 +167,10 @@ def test_drift_report_as_data_and_html(seeded, tmp_path):
     assert (ref_end - ref_start).days <= 30  # the champion's last training month, not its whole window
     assert report["prediction"]["psi"] is not None
     assert "<table" in out.read_text()
+    # A window of one day holds a handful of sales: the text says so rather than print a bare PSI.
+    one_day = json.loads(runner.invoke(app, ["drift", "--days", "1", "--json"]).output)["summary"]
+    text = " ".join(runner.invoke(app, ["drift", "--days", "1"]).output.split())
+    assert ("under 30 in a window" in text) == (min(one_day["n_cur"], one_day["n_ref"]) < 30), (one_day, text)
 
 
 def test_replay_exports_rows_scored_against_earlier_snapshots(tmp_path):
