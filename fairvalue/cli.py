@@ -700,7 +700,8 @@ def decisions(limit: int = typer.Option(20, min=1, max=500), collection: str = C
     for col in ("id", "when", "decision", "by", "contender", "champion", "reason"):
         table.add_column(col)
     for d in trail:
-        table.add_row(str(d["id"]), d["created_at"].isoformat(timespec="seconds"), d["decision"], d["by"],
+        by = f"{d['by']} ({d['operator']})" if d["operator"] else d["by"]
+        table.add_row(str(d["id"]), d["created_at"].isoformat(timespec="seconds"), d["decision"], by,
                       str(d["contender"] or "-"), str(d["champion"] or "-"), d["reason"][:80])
     console.print(table)
 

@@ -740,6 +740,8 @@ def decisions(settings: Settings | None = None, limit: int = 50) -> list[dict[st
         number = dict(session.exec(select(ModelVersion.id, ModelVersion.version)
                                    .where(ModelVersion.collection_id == coll.id)).all())
         return [{"id": d.id, "created_at": d.created_at, "decision": d.decision, "by": d.decided_by,
+                 # who, for an operator's decision: an API token's name or "cli:<login>" (_who)
+                 "operator": (d.numbers or {}).get("operator"),
                  "contender": number.get(d.contender_version_id), "champion": number.get(d.champion_version_id),
                  "training_request": d.training_request_id, "reason": d.reason, "numbers": d.numbers}
                 for d in rows]

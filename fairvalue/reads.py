@@ -466,6 +466,7 @@ def backtest_results(slug: str | None = None, start: str | None = None, end: str
 
 def _decision_dict(d: PromotionDecision, number: dict[int, int]) -> dict[str, Any]:
     return {"id": d.id, "created_at": iso(d.created_at), "decision": d.decision, "by": d.decided_by,
+            "operator": (d.numbers or {}).get("operator"),  # an operator's token name or "cli:<login>"
             "contender": number.get(d.contender_version_id), "champion": number.get(d.champion_version_id),
             "training_request": d.training_request_id, "reason": d.reason, "numbers": _stored_times(d.numbers)}
 

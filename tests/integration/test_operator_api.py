@@ -104,7 +104,8 @@ def test_operator_can_enqueue_promote_and_roll_back(client, operator_token, brok
     assert rolled.status_code == 200 and rolled.json()["champion"] == champion
     trail = client.get("/v1/models").json()["decisions"][:2]
     assert [(d["decision"], d["by"]) for d in trail] == [("rollback", "operator"), ("promote", "operator")]
-    assert all(d["numbers"]["operator"] == "bootstrap" for d in trail)  # which token acted (here the bootstrap one)
+    assert all(d["numbers"]["operator"] == d["operator"] == "bootstrap" for d in trail)  # which token acted
+    assert "by operator (bootstrap)" in client.get("/models").text  # the page names it too
     # Each asked for a nowcast of this collection by name, not of whatever a worker defaults to
     # (a worker of another test may already have consumed the messages, so they are seen as sent).
     nowcasts = [(name, kwargs, queue) for name, kwargs, queue in sent_tasks if name == "fairvalue.nowcast"]
