@@ -299,10 +299,11 @@ def archive(limit: int = typer.Option(20, help="Archive at most this many snapsh
 def _writable(path: Path | None, option: str) -> Path | None:
     """An output file's folder must exist and take files before any work: a replay of a quarter
     took minutes and then failed to write its export."""
-    if path is not None and not (path.parent.is_dir() and os.access(path.parent, os.W_OK)) or \
-            path is not None and path.is_dir():
-        raise typer.BadParameter(f"cannot write {path}: its folder does not exist, takes no files, or it is a folder",
-                                 param_hint=option)
+    if path is None:
+        return None
+    if path.is_dir() or not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise typer.BadParameter(f"cannot write {path}: it is a folder, or its folder does not exist or takes no "
+                                 "files", param_hint=option)
     return path
 
 
