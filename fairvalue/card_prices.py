@@ -234,6 +234,6 @@ def ingest_price_rows(rows: Any, origin: str, settings: Settings | None = None,
 
 
 def ingest_prices_file(path, settings: Settings | None = None) -> PriceReport:
-    from storage.bundled import read_sales_file
+    from storage.bundled import read_prices_file
 
-    return ingest_price_rows(read_sales_file(path), f"file:{path.name}", settings)
+    return ingest_price_rows(read_prices_file(path), f"file:{path.name}", settings)

@@ -41,6 +41,11 @@ from models.validation import (
 
 LISTING_TEXT_FIELDS = ("event_id", "item_key", "source")
 EXPIRES_AT = "expires_at"
+# What a listing has and a sale has not: a file naming it is a file of listings, so `ingest sales`
+# refuses it whole (storage.bundled; models.validation.SALE_ONLY the reverse).
+LISTING_ONLY = (EXPIRES_AT,)
+# The fields every listing event gives, beside its price (null withdraws: a missing one is its own reason).
+REQUIRED_LISTING = ("event_id", "timestamp", "item_key")
 
 
 class ListingReason:
@@ -111,7 +116,7 @@ def validate_listing(row: Mapping[str, Any], known_items: set[str], now: datetim
     if "_error" in row:  # a file's line the reader could not parse (storage.bundled); kept as text
         return reject(Reason.MALFORMED_ROW, str(row["_error"]))
     values = {name: _pick(row, name) for name in ("event_id", "timestamp", "item_key", "price", "source")}
-    missing = [name for name in ("event_id", "timestamp", "item_key") if not _given(values[name])]
+    missing = [name for name in REQUIRED_LISTING if not _given(values[name])]
     if missing:
         return reject(Reason.MISSING_FIELD, f"missing {', '.join(missing)}")
     prices = _price_values(row)

@@ -33,6 +33,7 @@ class PriceReason:
 
 ALIASES = {"card_id": ("card_id", "card", "item_id", "item_key"), "date": ("date", "day"),
            "market_price": ("market_price", "price", "market"), "volume": ("volume",)}
+REQUIRED = ("date", "card_id", "market_price")
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def validate_row(row: Any, known_items: set[str], today: date) -> PriceObservati
         return Rejection(dict(row) if isinstance(row, Mapping) else {"_raw": repr(row)[:2000]},
                          PriceReason.MALFORMED_ROW, str(detail))
     raw = dict(row)
-    missing = [n for n in ("date", "card_id", "market_price") if _pick(row, n) is None]
+    missing = [n for n in REQUIRED if _pick(row, n) is None]
     if missing:
         return Rejection(raw, PriceReason.MISSING_FIELD, f"missing {', '.join(missing)}")
     day = _day(_pick(row, "date"))

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -51,14 +52,49 @@ def read_market_days(floor_csv: Path | None, eth_usd_csv: Path | None) -> dict[d
     return days
 
 
+@dataclass(frozen=True)
+class FileKind:
+    """What a file of one kind of rows must name and must not. A CSV's header (a JSON row's keys)
+    naming a column only another kind has is that kind's file: read as this one, a listing's ask
+    would be stored as a sale. A header naming no column for a field every row needs would keep
+    every row as a rejection (semicolons for commas, `punk` for `punk_id`): refused whole too."""
+
+    noun: str  # "sales"; a `.json` document wraps its rows as {noun: [...]}
+    needs: dict[str, tuple[str, ...]]  # each field a row must give -> the columns that may give it
+    others: dict[str, str]  # a column only another kind's rows have -> that kind
+
+
+def sales_kind() -> FileKind:
+    from models.listings import LISTING_ONLY
+    from models.validation import COLUMN_ALIASES, REQUIRED
+
+    return FileKind("sales", {f: COLUMN_ALIASES[f] for f in REQUIRED}, dict.fromkeys(LISTING_ONLY, "listings"))
+
+
+def listings_kind() -> FileKind:
+    from models.listings import REQUIRED_LISTING
+    from models.validation import COLUMN_ALIASES, SALE_ONLY
+
+    # A listing must name its price (an empty or null one withdraws), so the price column is needed too.
+    return FileKind("listings", {f: COLUMN_ALIASES[f] for f in (*REQUIRED_LISTING, "price")},
+                    {name: "sales" for f in SALE_ONLY for name in COLUMN_ALIASES[f]})
+
+
+def prices_kind() -> FileKind:
+    from models.price_rows import ALIASES, REQUIRED
+
+    return FileKind("prices", {f: ALIASES[f] for f in REQUIRED}, {})
+
+
 def read_sales_file(path: Path) -> Iterator[dict[str, Any]]:
     """CSV (header row) or JSON lines, chosen by the file's suffix; a `.json` file may also hold
     one JSON document (an array of sales, `{"sales": [...]}`, or one sale). Read line by line,
     so a line that cannot be read (bad bytes, an unclosed quote, a missing field, JSON that
     models.json_input refuses) becomes one row with `_error`, kept as a rejection, and the lines
     after it are read as usual. No sale field holds a line break, so a quoted field spanning
-    lines is one of those errors."""
-    return _read_event_file(path, "sales")
+    lines is one of those errors. An empty file, and one whose header is not a sales file's
+    (FileKind), is refused whole (UnreadableFile) before any row is read."""
+    return _read_event_file(path, sales_kind())
 
 
 def read_listings_file(path: Path) -> Iterator[dict[str, Any]]:
@@ -67,23 +103,63 @@ def read_listings_file(path: Path) -> Iterator[dict[str, Any]]:
     them (models.listings.from_csv_cells: an empty price withdraws); JSON keeps null and missing apart."""
     from models.listings import from_csv_cells
 
-    rows = _read_event_file(path, "listings")
+    rows = _read_event_file(path, listings_kind())
     yield from rows if path.suffix in JSON_SUFFIXES else map(from_csv_cells, rows)
+
+
+def read_prices_file(path: Path) -> Iterator[dict[str, Any]]:
+    """A file of daily card prices, read as a sales file is (`{"prices": [...]}` wraps a document's array)."""
+    return _read_event_file(path, prices_kind())
 
 
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 
-def _read_event_file(path: Path, wrapper: str) -> Iterator[dict[str, Any]]:
-    """The rows of a file of events; `wrapper` the key of a `.json` document's array of them."""
-    if path.suffix == ".json" and not _first_line_is_an_event(path, wrapper):
-        yield from _json_document(path, wrapper)
+def _read_event_file(path: Path, kind: FileKind) -> Iterator[dict[str, Any]]:
+    """The rows of a file of `kind`'s events (a generator: the checks run at the first row asked for)."""
+    if _is_empty(path):  # as an empty `.json` is (no document): nothing to read is a mistake, not 0 rows
+        raise UnreadableFile("the file is empty")
+    if path.suffix == ".json" and not _first_line_is_an_event(path, kind.noun):
+        yield from _of_kind(_json_document(path, kind.noun), kind)
         return
     lines = _decoded_lines(path)
     if path.suffix in JSON_SUFFIXES:
-        yield from _json_rows(lines)
+        yield from _of_kind(_json_rows(lines), kind)
     else:
-        yield from _csv_rows(lines)
+        yield from _csv_rows(lines, kind)
+
+
+def _is_empty(path: Path) -> bool:
+    """Blank lines only (a spreadsheet's byte-order mark alone is blank too); stops at the first other."""
+    with path.open("rb") as fh:
+        return all(not line.removeprefix(b"\xef\xbb\xbf").strip() for line in fh)
+
+
+def _another_kind(names: Iterable[str], kind: FileKind) -> str | None:
+    """Why columns `names` are not `kind`'s (they name a column only another kind has), or None."""
+    foreign = [name for name in names if name in kind.others]
+    if not foreign:
+        return None
+    other = kind.others[foreign[0]]
+    column = "columns" if len(foreign) > 1 else "a column"
+    return (f"{', '.join(foreign)}, {column} of {other} and not of {kind.noun}: a file of another kind? "
+            f"(`fairvalue ingest {other}`)")
+
+
+def _of_kind(rows: Iterator[dict[str, Any]], kind: FileKind) -> Iterator[dict[str, Any]]:
+    """JSON rows, checked as a CSV's header is: a first row with another kind's key refuses the
+    file (nothing is stored yet); a later one is kept as a rejection, never stored as this kind.
+    A JSON row may leave out a field it lacks, so a missing one stays the row's own rejection."""
+    first = True
+    for row in rows:
+        if "_error" in row:
+            yield row
+            continue
+        why = _another_kind(row, kind)
+        if why and first:
+            raise UnreadableFile(f"the first row names {why}")
+        first = False
+        yield {**row, "_error": f"the row names {why}"} if why else row
 
 
 MAX_RAW = 2000  # of a line kept in a rejection
@@ -168,7 +244,7 @@ def _json_document(path: Path, wrapper: str) -> list[dict[str, Any]]:
             for n, row in enumerate(value, 1)]
 
 
-def _csv_rows(lines: Iterator[tuple[int, str, str | None]]) -> Iterator[dict[str, Any]]:
+def _csv_rows(lines: Iterator[tuple[int, str, str | None]], kind: FileKind) -> Iterator[dict[str, Any]]:
     header: list[str] | None = None
     for lineno, text, decode_error in lines:
         try:
@@ -182,6 +258,7 @@ def _csv_rows(lines: Iterator[tuple[int, str, str | None]]) -> Iterator[dict[str
             if decode_error:  # a UTF-16 file, say: every row after it would be junk
                 raise UnreadableFile(f"line {lineno}: the header cannot be read ({decode_error})")
             header = [name.strip() for name in fields]
+            _check_header(header, kind, lineno)
             continue
         if decode_error:
             yield _bad_line(lineno, text, decode_error)
@@ -189,6 +266,26 @@ def _csv_rows(lines: Iterator[tuple[int, str, str | None]]) -> Iterator[dict[str
             yield _bad_line(lineno, text, f"{len(fields)} fields where the header has {len(header)}")
         else:
             yield dict(zip(header, fields, strict=True))
+
+
+SEPARATORS = {";": "semicolons", "\t": "tabs"}
+
+
+def _check_header(header: list[str], kind: FileKind, lineno: int) -> None:
+    """UnreadableFile unless the header is `kind`'s: no other kind's column, one for each field a row needs."""
+    if why := _another_kind(header, kind):
+        raise UnreadableFile(f"line {lineno}: the header names {why}")
+    lacking = [f"{field} ({' or '.join(names)})" for field, names in kind.needs.items()
+               if not any(name in header for name in names)]
+    if not lacking:
+        return
+    has = ", ".join(header)
+    message = (f"line {lineno}: the header names no column for {'; '.join(lacking)}, which every row of "
+               f"{kind.noun} needs; its columns are: {has[:300]}")
+    separator = next((SEPARATORS[s] for s in SEPARATORS if len(header) == 1 and s in header[0]), None)
+    if separator:
+        message += f" (one column holding {separator}: the file must be comma-separated)"
+    raise UnreadableFile(message)
 
 
 def market_data_from_files(

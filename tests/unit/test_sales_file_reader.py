@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage.bundled import UnreadableFile, read_listings_file, read_sales_file
+from storage.bundled import UnreadableFile, read_listings_file, read_prices_file, read_sales_file
 
 HEADER = b"event_id,timestamp,punk_id,price_eth,seller,buyer,source\n"
 GOOD_1 = b"e1,2021-12-30T12:00:00Z,5,70,0xa,0xb,t\n"
@@ -123,3 +123,59 @@ def test_a_listings_file_reads_an_empty_price_or_expiry_cell_as_null(tmp_path):
     assert list(read_listings_file(both)) == [
         {"event_id": "b1", "timestamp": "2024-01-05T10:00:00Z", "punk_id": "1", "price": "90"},
         {"event_id": "b2", "timestamp": "2024-01-05T10:00:00Z", "punk_id": "1", "price": None, "price_eth": None}]
+
+
+def test_a_file_of_the_other_kind_is_refused_whole(tmp_path):
+    """A listings CSV given as sales stored each ask as a sale, and a sales CSV given as listings
+    each sale as an ask: a header naming a column only the other kind has (expires_at; seller,
+    buyer) refuses the file, as a JSON document wrapping its rows as the other kind is refused.
+    In JSON rows the first row decides; a later row naming such a key is kept as a rejection."""
+    asks = b"event_id,timestamp,item_id,price,expires_at,source\naskx-1,2021-12-30T00:00:00Z,7804,3900,,opensea\n"
+    with pytest.raises(UnreadableFile, match="line 1: the header names expires_at, a column of listings and not of "
+                                             r"sales: a file of another kind\? \(`fairvalue ingest listings`\)"):
+        rows_of(tmp_path, asks)
+    sales = tmp_path / "sales.csv"
+    sales.write_bytes(HEADER + GOOD_1)
+    with pytest.raises(UnreadableFile, match="the header names seller, buyer, columns of sales and not of listings"):
+        list(read_listings_file(sales))
+    ask = b'{"event_id": "a1", "timestamp": "2021-12-30T00:00:00Z", "item_id": 1, "price": 9, "expires_at": null}'
+    sale = b'{"event_id": "s1", "timestamp": "2021-12-30T00:00:00Z", "item_id": 1, "price": 9}'
+    with pytest.raises(UnreadableFile, match="the first row names expires_at"):
+        rows_of(tmp_path, ask + b"\n" + sale + b"\n", "sales.jsonl")
+    with pytest.raises(UnreadableFile, match="the first row names expires_at"):
+        rows_of(tmp_path, b"[" + ask + b"]", "sales.json")
+    mixed = rows_of(tmp_path, sale + b"\n" + ask + b"\n", "sales.jsonl")
+    assert mixed[0]["event_id"] == "s1" and "_error" not in mixed[0]
+    assert mixed[1]["event_id"] == "a1" and mixed[1]["_error"].startswith("the row names expires_at")
+
+
+def test_a_header_without_a_column_every_row_needs_is_refused_whole(tmp_path):
+    """Every row of such a file was kept as a `missing_field` rejection and the command said 0 new
+    sales, exit 0. The error names the missing fields with the names they go by and the header's."""
+    with pytest.raises(UnreadableFile, match=r"no column for item_key \(item_key or item_id or punk_id\), which "
+                                             "every row of sales needs; its columns are: id, time, punk, price$"):
+        rows_of(tmp_path, b"id,time,punk,price\nx,2021-12-30T00:00:00Z,7804,3900\n")
+    with pytest.raises(UnreadableFile, match="no column for event_id .*; timestamp .*; item_key .*; price .*"
+                                             "one column holding semicolons: the file must be comma-separated"):
+        rows_of(tmp_path, b"event_id;timestamp;punk_id;price_eth\nx;2021-12-30T00:00:00Z;7804;3900\n")
+    with pytest.raises(UnreadableFile, match="one column holding tabs"):
+        rows_of(tmp_path, b"event_id\ttimestamp\tpunk_id\tprice_eth\n")
+    listings = tmp_path / "asks.csv"
+    listings.write_bytes(b"event_id,timestamp,punk_id,expires_at\nl1,2024-01-05T10:00:00Z,1,\n")
+    with pytest.raises(UnreadableFile, match=r"no column for price \(price or price_eth\), which every row of list"):
+        list(read_listings_file(listings))
+    prices = tmp_path / "prices.csv"  # a sales file given to `ingest prices`
+    prices.write_bytes(HEADER + GOOD_1)
+    with pytest.raises(UnreadableFile, match=r"no column for date \(date or day\); card_id .*every row of prices"):
+        list(read_prices_file(prices))
+    # The columns are there and a row lacks a value: that row alone is refused, by validation.
+    rows = rows_of(tmp_path, HEADER + b"e2,,5,70,0xa,0xb,t\n" + GOOD_3)
+    assert rows[0]["timestamp"] == "" and rows[1]["event_id"] == "e3"
+
+
+@pytest.mark.parametrize("name", ["sales.csv", "sales.jsonl", "sales.json"])
+def test_an_empty_file_is_refused_whatever_its_suffix(tmp_path, name):
+    """An empty `.json` was refused ("not valid JSON") and an empty `.csv` read as 0 rows, exit 0."""
+    for content in (b"", b"\n \n", b"\xef\xbb\xbf\n"):
+        with pytest.raises(UnreadableFile, match="^the file is empty$"):
+            rows_of(tmp_path, content, name)
