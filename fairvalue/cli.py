@@ -106,10 +106,18 @@ def _add_rejections(table: Table, report) -> None:
 def seed() -> None:
     """Load the bundled market (items, floor, ETH/USD, sales). Safe to run again."""
     from fairvalue import pipeline
-    from storage.bundled import read_sales_file
+    from storage.bundled import UnreadableFile, read_sales_file
 
-    settings = get_settings()
-    total = sum(1 for _ in read_sales_file(settings.data_dir / settings.collection / "sales.csv"))
+    settings = _settings_for(None)  # FAIRVALUE_COLLECTION: a mistyped slug is refused here
+    try:
+        pipeline.check_seedable(settings)  # before the files are counted: cards have none to seed
+        total = sum(1 for _ in read_sales_file(settings.data_dir / settings.collection / "sales.csv"))
+    except pipeline.CannotSeed as exc:
+        console.print(f"[red]nothing seeded:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    except UnreadableFile as exc:
+        console.print(f"[red]nothing seeded: sales.csv of {settings.collection}:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("sales", total=total)
         report = pipeline.seed(settings, progress=lambda n: progress.advance(task, n))

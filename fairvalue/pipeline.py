@@ -87,9 +87,36 @@ class SeedReport:
     sales: ingest_store.IngestReport
 
 
+# How each kind of collection gets its data: what a command that cannot work yet tells the operator.
+LOAD_DAILY_PRICES = "load its cards with `fairvalue cards load` and their prices with `fairvalue ingest prices`"
+SEED_FILES = ("punks.csv", "floor.csv", "eth_usd.csv", "sales.csv")  # seed's files, in data/<slug>/
+
+
+class CannotSeed(LookupError):
+    """The collection has no bundled market of sales to seed (check_seedable says why)."""
+
+
+def check_seedable(settings: Settings) -> None:
+    """CannotSeed unless the collection takes sales and its folder in the data folder holds the
+    bundled market: `seed` of a daily-priced collection (cards, loaded otherwise) or of a slug with
+    no files read a sales.csv that is not there and failed with a traceback."""
+    slug = settings.collection
+    with session_scope() as session:  # looked up, not created
+        kind = ingest_store.kind_of_slug(session, slug)
+    if kind == ingest_store.DAILY_PRICES:
+        raise CannotSeed(f"collection {slug} is daily-priced: {LOAD_DAILY_PRICES}")
+    folder = settings.data_dir / slug
+    missing = [name for name in SEED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise CannotSeed(f"unknown collection {slug!r}: no bundled market to seed "
+                         f"({folder} has no {', '.join(missing)})")
+
+
 def seed(settings: Settings | None = None, progress: Progress | None = None) -> SeedReport:
-    """Load the bundled market (items, floor, ETH/USD, sales). A second run adds nothing."""
+    """Load the bundled market (items, floor, ETH/USD, sales). A second run adds nothing.
+    CannotSeed, before anything is stored, when the collection has none (check_seedable)."""
     settings = settings or get_settings()
+    check_seedable(settings)
     data_dir = settings.data_dir / settings.collection
     with session_scope() as session:
         coll = collection(session, settings)
@@ -214,7 +241,7 @@ class CannotTakeSales(LookupError):
 
 def check_takes_sales(slug: str) -> None:
     """CannotTakeSales unless `slug` names a stored collection of sales with items: a mistyped slug
-    must leave nothing behind, a daily-priced one takes prices (`fairvalue ingest prices`), and a
+    must leave nothing behind, a daily-priced one (stored or not yet) takes prices, and a
     collection without items would keep every row as rejected (unknown item) instead of saying
     that `fairvalue seed` has not run."""
     from fairvalue.errors import NotFound
@@ -222,13 +249,15 @@ def check_takes_sales(slug: str) -> None:
     from storage.tables import Item
 
     with session_scope() as session:
+        # By kind first: cards not loaded yet are no collection to `seed` (check_seedable) either.
+        if ingest_store.kind_of_slug(session, slug) == ingest_store.DAILY_PRICES:
+            raise CannotTakeSales(f"collection {slug} is of kind {ingest_store.DAILY_PRICES}: it takes daily "
+                                  "prices (`fairvalue ingest prices`), not sales, once its cards are loaded "
+                                  "(`fairvalue cards load`)")
         try:
             coll = collection_row(session, slug)
         except NotFound as exc:
             raise CannotTakeSales(f"{exc}: run `fairvalue seed` first") from None
-        if kinds.is_daily(coll):
-            raise CannotTakeSales(f"collection {coll.slug} is of kind {coll.kind}: it takes daily prices "
-                                  "(`fairvalue ingest prices`), not sales")
         if session.exec(select(Item.item_key).where(Item.collection_id == coll.id).limit(1)).first() is None:
             raise CannotTakeSales(f"collection {coll.slug} has no items: run `fairvalue seed` first")
 
@@ -293,15 +322,24 @@ def train(settings: Settings | None = None, cutoff: datetime | None = None) -> T
     settings = settings or get_settings()
     params = estimator.TrainParams(max_iter=settings.train_max_iter, random_state=settings.random_seed)
     with session_scope() as session:
-        coll = collection(session, settings)
-        daily = kinds.is_daily(coll)
+        # Looked up, not made: a collection not made yet has nothing to train on, and a failed train
+        # made it (an empty `cards` that `status` then showed as loaded, with 0 items).
+        coll = session.exec(select(Collection).where(Collection.slug == settings.collection)).first()
+        daily = ingest_store.kind_of_slug(session, settings.collection) == ingest_store.DAILY_PRICES
+        if coll is None:
+            raise NothingToTrain(f"no prices to train on: {LOAD_DAILY_PRICES}" if daily else
+                                 "no sales to train on: run `fairvalue seed` or ingest sales first")
         data = None if daily else load_market_data(session, coll)
-    if daily:  # after the block: its own transaction must not wait on this one's new collection row
+    if daily:  # after the block: its own transaction must not wait on this one's
         return train_daily(settings, cutoff)
-    if cutoff is not None:
-        data = data.before(pd.Timestamp(cutoff).tz_convert("UTC").tz_localize(None))
     if data.sales.empty:
         raise NothingToTrain("no sales to train on: run `fairvalue seed` or ingest sales first")
+    if cutoff is not None:
+        first = data.sales["ts"].min()
+        data = data.before(pd.Timestamp(cutoff).tz_convert("UTC").tz_localize(None))
+        if data.sales.empty:  # sales are stored: the cutoff is what leaves them out
+            raise NothingToTrain(f"no sales before the cutoff {iso(cutoff)}: the first stored sale is of "
+                                 f"{first:%Y-%m-%d}")
     end = data.sales["ts"].max()
     holdout_start = end - pd.Timedelta(days=settings.holdout_days)
     metrics, diagnostics = holdout_evaluation(data, holdout_start, params)
@@ -335,10 +373,14 @@ def train_daily(settings: Settings, cutoff: datetime | None = None) -> TrainResu
     with session_scope() as session:
         coll = collection(session, settings)
         data = kinds.DAILY.load(session, coll)
-    if cutoff is not None:
-        data = data.before(pd.Timestamp(cutoff).tz_convert("UTC").tz_localize(None))
     if data.prices.empty:
         raise NothingToTrain(f"no prices to train on: load prices into {coll.slug} first")
+    if cutoff is not None:
+        first = data.prices["day"].min()
+        data = data.before(pd.Timestamp(cutoff).tz_convert("UTC").tz_localize(None))
+        if data.prices.empty:  # prices are stored: the cutoff is what leaves them out
+            raise NothingToTrain(f"no prices before the cutoff {iso(cutoff)}: the first stored price is of "
+                                 f"{first:%Y-%m-%d}")
     metrics = kinds.holdout_daily(data, settings.holdout_days)
     model = kinds.fit_daily(data)
     start, end, n = kinds.DAILY.span(data)

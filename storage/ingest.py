@@ -39,11 +39,23 @@ def first_sale_day(slug: str) -> date | None:
     return FIRST_SALE_DAYS.get(slug)
 
 
+def _made_as(slug: str) -> tuple[str, str, str]:
+    """(name, kind, currency) of the collection ensure_collection makes for `slug`."""
+    return COLLECTION_NAMES.get(slug, (slug, UNIQUE_ITEMS, "ETH"))
+
+
+def kind_of_slug(session: Session, slug: str) -> str:
+    """The kind of the collection `slug`: its stored row's, else the kind ensure_collection would make
+    it (a command can then say what a collection not made yet takes without making it)."""
+    stored = session.exec(select(Collection.kind).where(Collection.slug == slug)).first()
+    return stored if stored is not None else _made_as(slug)[1]
+
+
 def ensure_collection(session: Session, slug: str) -> Collection:
     found = session.exec(select(Collection).where(Collection.slug == slug)).first()
     if found:
         return found
-    name, kind, currency = COLLECTION_NAMES.get(slug, (slug, "unique_items", "ETH"))
+    name, kind, currency = _made_as(slug)
     insert_ignoring_conflicts(
         session, Collection.__table__, [{"slug": slug, "name": name, "kind": kind, "currency": currency,
                                           "created_at": utcnow()}]

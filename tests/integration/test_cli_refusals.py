@@ -5,14 +5,20 @@ where the other commands' refusals are.)"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from sqlalchemy import func
 from sqlmodel import select
 from typer.testing import CliRunner
 
 from fairvalue.cli import app
+from storage import scratch
 from storage.db import session_scope
-from storage.tables import Collection, Listing, RejectedListing, RejectedSale, Sale
+from storage.tables import Collection, Item, Listing, ModelVersion, RejectedListing, RejectedSale, Sale
+from tests.conftest import PG_ADMIN_URL, TEST_DB
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -82,3 +88,66 @@ def test_a_sales_file_given_as_prices_is_refused_whole(database, tmp_path):
         result.output
     with session_scope() as session:
         assert session.exec(select(RejectedSale).where(RejectedSale.origin == "file:sold.csv")).first() is None
+
+
+def test_train_with_a_cutoff_before_every_sale_names_the_cutoff_and_the_first_sale(seeded):
+    with session_scope() as session:
+        versions = session.exec(select(func.count()).select_from(ModelVersion)).one()
+    result = runner.invoke(app, ["train", "--cutoff", "2016-01-01"])
+    assert result.exit_code == 1, result.output
+    assert ("nothing trained: no sales before the cutoff 2016-01-01T00:00:00Z: the first stored sale is of "
+            "2017-06-23") in said(result)
+    with session_scope() as session:
+        assert session.exec(select(func.count()).select_from(ModelVersion)).one() == versions
+
+
+def _fairvalue(*args: str, database_url: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fairvalue.cli", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "FAIRVALUE_DATABASE_URL": database_url, **env})
+
+
+def test_cards_before_they_are_loaded_get_the_cards_advice_and_nothing_is_made(database, tmp_path):
+    """On a database where the cards were never loaded: `seed` of cards (or of a slug with no
+    files) failed with a FileNotFoundError traceback, `ingest sales` said to run `seed`, and a
+    failed `train` left an empty cards collection that `status` then showed."""
+    fresh = f"{TEST_DB}_nocards"
+    scratch.create(PG_ADMIN_URL, fresh)
+    try:
+        url = database.rsplit("/", 1)[0] + "/" + fresh
+        assert _fairvalue("db", "upgrade", database_url=url).returncode == 0
+        seed_cards = _fairvalue("seed", database_url=url, FAIRVALUE_COLLECTION="cards")
+        seed_nope = _fairvalue("seed", database_url=url, FAIRVALUE_COLLECTION="nope")
+        sales = tmp_path / "sales.csv"
+        sales.write_text("event_id,timestamp,punk_id,price_eth\ne1,2021-10-01T00:00:00Z,5,70\n")
+        ingest = _fairvalue("ingest", "sales", str(sales), "--collection", "cards", database_url=url)
+        train = _fairvalue("train", "--collection", "cards", database_url=url)
+        status = _fairvalue("status", "--collection", "cards", database_url=url)
+        made = _fairvalue("status", "--collection", "cryptopunks", database_url=url)
+    finally:
+        scratch.drop(PG_ADMIN_URL, fresh)
+    for result in (seed_cards, seed_nope, ingest, train, status):
+        assert "Traceback" not in result.stderr + result.stdout, result
+    one_line = {name: " ".join(r.stdout.split()) for name, r in
+                (("seed", seed_cards), ("ingest", ingest), ("train", train))}
+    assert seed_cards.returncode == 1 and one_line["seed"] == (
+        "nothing seeded: collection cards is daily-priced: load its cards with `fairvalue cards load` and their "
+        "prices with `fairvalue ingest prices`")
+    assert seed_nope.returncode == 1 and "unknown collection 'nope'" in seed_nope.stdout, seed_nope
+    assert ingest.returncode == 2 and "fairvalue seed" not in one_line["ingest"]
+    assert ("it takes daily prices (`fairvalue ingest prices`), not sales, once its cards are loaded "
+            "(`fairvalue cards load`)") in one_line["ingest"]
+    assert train.returncode == 1 and one_line["train"].startswith("nothing trained: no prices to train on: load "
+                                                                 "its cards with `fairvalue cards load`")
+    assert status.returncode == 1 and "unknown collection 'cards'" in status.stdout, status  # train made nothing
+    assert "unknown collection 'cryptopunks'" in made.stdout  # nor did anything else
+
+
+def test_seed_of_a_stored_collection_without_bundled_files_says_so(database):
+    with session_scope() as session:
+        session.add(Collection(slug="cli-nofiles", name="cli-nofiles", kind="unique_items", currency="ETH"))
+    result = _fairvalue("seed", database_url=database, FAIRVALUE_COLLECTION="cli-nofiles")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result
+    assert "no bundled market to seed" in result.stdout and "punks.csv" in result.stdout, result.stdout
+    with session_scope() as session:
+        coll = session.exec(select(Collection).where(Collection.slug == "cli-nofiles")).one()
+        assert session.exec(select(Item).where(Item.collection_id == coll.id)).first() is None
