@@ -62,6 +62,13 @@ def _category_factor(rng: np.random.Generator, days: int, name: str, events: lis
     return np.cumsum(log_level)
 
 
+def _event_day(rng: np.random.Generator, earliest: int, days: int) -> int:
+    """The day an injected event starts: from `earliest` on (history before it to move from), or on
+    the last day of a series shorter than that (`integers(20, 5)` failed for --days 2..20). The
+    draw is the same as before wherever the series is long enough, so the committed fixture stands."""
+    return int(rng.integers(min(earliest, days - 1), days))
+
+
 def generate(cards: Sequence[tuple[str, str]], days: int = 200, seed: int = 7,
              start: str | pd.Timestamp = "2025-01-01", missing_share: float = 0.02) -> Fixture:
     """Daily prices for `cards` given as (card_id, category) pairs; see the module docstring."""
@@ -92,14 +99,14 @@ def generate(cards: Sequence[tuple[str, str]], days: int = 200, seed: int = 7,
 
         spike = np.zeros(days)
         for _ in range(rng.poisson(days / 120)):
-            day = int(rng.integers(5, days))
+            day = _event_day(rng, 5, days)
             size = rng.uniform(0.25, 0.9)
             half_life = rng.uniform(1.0, 5.0)
             spike[day:] += np.log1p(size) * 0.5 ** (np.arange(days - day) / half_life)
             events.append((day, card_id, "spike", round(size, 3)))
         shift = np.zeros(days)
         if rng.random() < 0.35:
-            day = int(rng.integers(20, days))
+            day = _event_day(rng, 20, days)
             size = rng.choice([rng.uniform(-0.4, -0.15), rng.uniform(0.15, 0.5)])
             shift[day:] = np.log1p(size)
             events.append((day, card_id, "card regime change", round(float(size), 3)))

@@ -45,3 +45,14 @@ def test_same_seed_same_rows_other_seed_other_rows():
     a = generate(pairs, days=30, seed=1).prices
     assert a.equals(generate(pairs, days=30, seed=1).prices)
     assert not a.equals(generate(pairs, days=30, seed=2).prices)
+
+
+def test_a_short_series_is_generated_for_every_length_the_command_takes():
+    """`fairvalue cards fixture --days 5` (any of 2..20) failed with `low >= high`: an event's day was
+    drawn from day 5 or 20 on. Every card has a price on the first day, whatever the length."""
+    pairs = universe_pairs()
+    for days in range(2, 25):
+        for seed in (1, 7):
+            prices = generate(pairs, days=days, seed=seed).prices
+            assert prices["date"].nunique() == days, (days, seed)
+            assert prices[prices["date"] == prices["date"].min()]["card_id"].nunique() == len(pairs)
