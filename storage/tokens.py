@@ -26,11 +26,18 @@ def digest(token: str) -> str:
 
 
 def create(session: Session, name: str) -> str:
-    """A new token named `name`; returns the clear token. A name is used once, even after revoking."""
+    """A new token named `name`; returns the clear token. A name is used once, even after revoking:
+    the decisions and training requests a token made record its name, and the refusal of a revoked
+    token names it, so a second token under the name would be taken for the first."""
     if not NAME.match(name):
         raise ValueError("a token name is 1-100 letters, digits, _ . @ -")
-    if session.exec(select(ApiToken.id).where(ApiToken.name == name)).first() is not None:
-        raise ValueError(f"a token named {name!r} exists already; revoke it and pick another name")
+    found = session.exec(select(ApiToken).where(ApiToken.name == name)).first()
+    if found is not None and found.revoked_at is not None:
+        raise ValueError(f"the token named {name!r} was revoked on {found.revoked_at:%Y-%m-%d}; a revoked name is "
+                         "not reused (what its token did is recorded under it): pick another name")
+    if found is not None:
+        raise ValueError(f"a token named {name!r} is active; to replace it, create one under another name, "
+                         f"then revoke {name!r}")
     token = PREFIX + secrets.token_urlsafe(32)
     session.add(ApiToken(name=name, token_sha256=digest(token)))
     session.flush()

@@ -151,3 +151,15 @@ def test_seed_of_a_stored_collection_without_bundled_files_says_so(database):
     with session_scope() as session:
         coll = session.exec(select(Collection).where(Collection.slug == "cli-nofiles")).one()
         assert session.exec(select(Item).where(Item.collection_id == coll.id)).first() is None
+
+
+def test_a_revoked_tokens_name_is_refused_as_revoked(database):
+    assert runner.invoke(app, ["tokens", "create", "--name", "cli-gone"]).exit_code == 0
+    assert runner.invoke(app, ["tokens", "revoke", "cli-gone"]).exit_code == 0
+    again = runner.invoke(app, ["tokens", "create", "--name", "cli-gone"])
+    text = " ".join(again.output.replace("│", " ").split())
+    assert again.exit_code == 2 and "the token named 'cli-gone' was revoked on 20" in text, again.output
+    assert "a revoked name is not reused" in text and "revoke it" not in text
+    assert runner.invoke(app, ["tokens", "create", "--name", "cli-here"]).exit_code == 0
+    active = runner.invoke(app, ["tokens", "create", "--name", "cli-here"])
+    assert active.exit_code == 2 and "is active; to replace it" in " ".join(active.output.replace("│", " ").split())
