@@ -330,6 +330,7 @@ def _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection=None
 
     from fairvalue import evaluation
     from models.estimator import TooFewSales
+    from storage.bundled import UnreadableFile
 
     if cadence not in evaluation.CADENCES:
         raise typer.BadParameter(f"cadence must be one of {sorted(evaluation.CADENCES)}", param_hint="--cadence")
@@ -339,7 +340,10 @@ def _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection=None
     if end <= start:
         raise typer.BadParameter("--to must be after --from")
     settings = get_settings().for_collection(collection)  # checked by the command (_settings_for)
-    data = evaluation.load_market(settings, source, list(sales or []), floor, eth_usd, list(listings or []))
+    try:
+        data = evaluation.load_market(settings, source, list(sales or []), floor, eth_usd, list(listings or []))
+    except UnreadableFile as exc:  # a --sales or --listings file refused whole (storage/bundled.py)
+        raise typer.BadParameter(str(exc), param_hint="--sales/--listings") from None
     _check_window_holds_events(data, start, end)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("replaying", total=None)

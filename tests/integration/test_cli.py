@@ -524,6 +524,9 @@ def test_replay_drift_and_explain_refuse_what_they_cannot_do_before_any_work(see
         ("replay", "--collection", "cards", "--from", "2025-05-01", "--to", "2025-06-01", "--gain", "-1"):
             "--gain must be above 0",
     }
+    empty = tmp_path / "later.csv"
+    empty.write_text("")
+    usage[("replay", "--from", "2021-12-30", "--to", "2021-12-31", "--sales", str(empty))] = "the file is empty"
     for args, message in usage.items():
         result = runner.invoke(app, list(args))
         assert result.exit_code == 2 and message in " ".join(result.output.split()), (args, result.output)
