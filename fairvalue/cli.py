@@ -113,10 +113,10 @@ def seed() -> None:
         pipeline.check_seedable(settings)  # before the files are counted: cards have none to seed
         total = sum(1 for _ in read_sales_file(settings.data_dir / settings.collection / "sales.csv"))
     except pipeline.CannotSeed as exc:
-        console.print(f"[red]nothing seeded:[/] {exc}", soft_wrap=True)
+        errors.print(f"[red]nothing seeded:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
     except UnreadableFile as exc:
-        console.print(f"[red]nothing seeded: sales.csv of {settings.collection}:[/] {exc}", soft_wrap=True)
+        errors.print(f"[red]nothing seeded: sales.csv of {settings.collection}:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("sales", total=total)

@@ -40,20 +40,21 @@ def stored(origin: str, event_id: str) -> tuple[int, int, int, int]:
 def test_a_file_of_the_other_kind_is_refused_whole_and_stores_nothing(seeded, tmp_path):
     """An ask given to `ingest sales` became a stored sale, and a sale given to `ingest listings`
     an ask (exit 0 both); the JSON-document form was refused already."""
-    asks = tmp_path / "asks.csv"
+    asks = tmp_path / "asks-as-sales.csv"  # a name no other test's file has: rejections are kept by it
     asks.write_text("event_id,timestamp,item_id,price,expires_at,source\n"
                     "askx-1,2021-12-30T00:00:00Z,7804,3900,,opensea\n")
     result = runner.invoke(app, ["ingest", "sales", str(asks)])
     assert result.exit_code == 2, result.output
-    assert ("asks.csv not ingested: line 1: the header names expires_at, a column of listings and not of sales: "
-            "a file of another kind? (`fairvalue ingest listings`)") in said(result)
-    sales = tmp_path / "sold.jsonl"
+    assert ("asks-as-sales.csv not ingested: line 1: the header names expires_at, a column of listings and "
+            "not of sales: a file of another kind? (`fairvalue ingest listings`)") in said(result)
+    sales = tmp_path / "sold-as-listings.jsonl"
     sales.write_text('{"event_id": "soldx-1", "timestamp": "2021-12-30T00:00:00Z", "item_id": 7804, '
                      '"price": 3900, "seller": "0xa", "buyer": "0xb"}\n')
     result = runner.invoke(app, ["ingest", "listings", str(sales)])
     assert result.exit_code == 2 and "the first row names seller, buyer, columns of sales" in said(result), \
         result.output
-    assert stored("file:asks.csv", "askx-1") == stored("file:sold.jsonl", "soldx-1") == (0, 0, 0, 0)
+    assert stored("file:asks-as-sales.csv", "askx-1") == stored("file:sold-as-listings.jsonl", "soldx-1") == \
+        (0, 0, 0, 0)
 
 
 @pytest.mark.parametrize(("content", "why"), [
@@ -127,19 +128,19 @@ def test_cards_before_they_are_loaded_get_the_cards_advice_and_nothing_is_made(d
         scratch.drop(PG_ADMIN_URL, fresh)
     for result in (seed_cards, seed_nope, ingest, train, status):
         assert "Traceback" not in result.stderr + result.stdout, result
-    one_line = {name: " ".join(r.stdout.split()) for name, r in
+    one_line = {name: " ".join(r.stderr.split()) for name, r in  # a refusal is said on stderr
                 (("seed", seed_cards), ("ingest", ingest), ("train", train))}
     assert seed_cards.returncode == 1 and one_line["seed"] == (
         "nothing seeded: collection cards is daily-priced: load its cards with `fairvalue cards load` and their "
         "prices with `fairvalue ingest prices`")
-    assert seed_nope.returncode == 1 and "unknown collection 'nope'" in seed_nope.stdout, seed_nope
+    assert seed_nope.returncode == 1 and "unknown collection 'nope'" in seed_nope.stderr, seed_nope
     assert ingest.returncode == 2 and "fairvalue seed" not in one_line["ingest"]
     assert ("it takes daily prices (`fairvalue ingest prices`), not sales, once its cards are loaded "
             "(`fairvalue cards load`)") in one_line["ingest"]
     assert train.returncode == 1 and one_line["train"].startswith("nothing trained: no prices to train on: load "
                                                                  "its cards with `fairvalue cards load`")
-    assert status.returncode == 1 and "unknown collection 'cards'" in status.stdout, status  # train made nothing
-    assert "unknown collection 'cryptopunks'" in made.stdout  # nor did anything else
+    assert status.returncode == 1 and "unknown collection 'cards'" in status.stderr, status  # train made nothing
+    assert "unknown collection 'cryptopunks'" in made.stderr  # nor did anything else
 
 
 def test_seed_of_a_stored_collection_without_bundled_files_says_so(database):
@@ -147,7 +148,7 @@ def test_seed_of_a_stored_collection_without_bundled_files_says_so(database):
         session.add(Collection(slug="cli-nofiles", name="cli-nofiles", kind="unique_items", currency="ETH"))
     result = _fairvalue("seed", database_url=database, FAIRVALUE_COLLECTION="cli-nofiles")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result
-    assert "no bundled market to seed" in result.stdout and "punks.csv" in result.stdout, result.stdout
+    assert "no bundled market to seed" in result.stderr and "punks.csv" in result.stderr, result.stderr
     with session_scope() as session:
         coll = session.exec(select(Collection).where(Collection.slug == "cli-nofiles")).one()
         assert session.exec(select(Item).where(Item.collection_id == coll.id)).first() is None
@@ -163,3 +164,5 @@ def test_a_revoked_tokens_name_is_refused_as_revoked(database):
     assert runner.invoke(app, ["tokens", "create", "--name", "cli-here"]).exit_code == 0
     active = runner.invoke(app, ["tokens", "create", "--name", "cli-here"])
     assert active.exit_code == 2 and "is active; to replace it" in " ".join(active.output.replace("│", " ").split())
+    # No token left active: the operator API tests after this one expect none (test_operator_api.py).
+    assert runner.invoke(app, ["tokens", "revoke", "cli-here"]).exit_code == 0
