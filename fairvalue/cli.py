@@ -822,7 +822,17 @@ def status(collection: str = COLLECTION_OPTION) -> None:
     from storage.db import session_scope
     from storage.registry import CHAMPION, get_alias
     from storage.snapshots import published_snapshot
-    from storage.tables import DailyPrice, Item, Listing, NowcastRow, NowcastSnapshot, RejectedSale, Sale
+    from storage.tables import (
+        DailyPrice,
+        Item,
+        Listing,
+        LoopState,
+        NowcastRow,
+        NowcastSnapshot,
+        RejectedListing,
+        RejectedSale,
+        Sale,
+    )
 
     settings = _settings_for(collection)
     with session_scope() as session:  # looked up, not created: the default collection may not exist yet
@@ -852,13 +862,24 @@ def status(collection: str = COLLECTION_OPTION) -> None:
             NowcastSnapshot.collection_id == coll.id)).one()
         n_listings = session.exec(select(func.count()).select_from(Listing)
                                   .where(Listing.collection_id == coll.id)).one()
+        rejected_listings = session.exec(
+            select(RejectedListing.reason, func.count()).where(RejectedListing.collection_id == coll.id)
+            .group_by(RejectedListing.reason)
+        ).all()
+        paused = session.exec(select(LoopState.loop, LoopState.reason).where(LoopState.paused)
+                              .order_by(LoopState.loop)).all()
     console.print(f"collection {coll.slug}: {n_items} items, {n_rows} {noun}, {n_listings} listing events")
     console.print(f"snapshots: {n_snapshots} stored with {n_snapshot_rows} rows, {n_thinned} of them thinned by "
                   f"retention (past {settings.retention_days:g} days)")
     for reason, n in sorted(rejected):
         console.print(f"  rejected {reason}: {n}")
+    for reason, n in sorted(rejected_listings):
+        console.print(f"  rejected listing events, {reason}: {n}")
     for reason, n in sorted(wash):
         console.print(f"  kept out of the model, {reason}: {n}")
+    # Loops are paused for every collection (`fairvalue pause`): a paused one explains a stale value.
+    console.print("paused loops: " + (", ".join(f"{loop} ({why})" if why else loop for loop, why in paused)
+                                      if paused else "none"))
     champion_text = f"v{champion.version} (sha256 {champion.sha256[:12]})" if champion else "none"
     console.print(f"champion: {champion_text}")
     if snap is None:

@@ -105,6 +105,23 @@ def test_status_names_champion_and_snapshot(seeded):
     assert "champion: v1" in result.output
     assert "published snapshot:" in result.output
     assert "kept out of the model, wash_round_trip:" in result.output  # the bundled sales hold some
+    assert "paused loops: none" in result.output
+
+
+def test_status_names_paused_loops_and_rejected_listing_events(seeded, tmp_path):
+    """Neither showed anywhere: a paused loop explains a value that stopped moving, and rejected
+    listing rows were kept with their reasons but never counted."""
+    listings = tmp_path / "status-asks.csv"
+    listings.write_text("event_id,timestamp,item_id,price,expires_at,source\n"
+                        "st-1,2021-12-30T00:00:00Z,7804,3900,not-a-time,opensea\n")
+    assert runner.invoke(app, ["ingest", "listings", str(listings)]).exit_code == 0
+    assert runner.invoke(app, ["pause", "monitor", "--reason", "status test"]).exit_code == 0
+    try:
+        text = " ".join(runner.invoke(app, ["status"]).output.split())
+    finally:
+        assert runner.invoke(app, ["resume", "monitor"]).exit_code == 0
+    assert "paused loops: monitor (status test)" in text, text
+    assert "rejected listing events, malformed_expiry:" in text, text
 
 
 def test_pausing_an_unknown_loop_is_a_usage_error(seeded):
