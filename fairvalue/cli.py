@@ -714,7 +714,7 @@ def decisions(limit: int = typer.Option(20, min=1, max=500), collection: str = C
         table.add_column(col)
     for d in trail:
         by = f"{d['by']} ({d['operator']})" if d["operator"] else d["by"]
-        table.add_row(str(d["id"]), d["created_at"].isoformat(timespec="seconds"), d["decision"], by,
+        table.add_row(str(d["id"]), d["created_at"][:19], d["decision"], by,  # ISO to the second
                       str(d["contender"] or "-"), str(d["champion"] or "-"), d["reason"][:80])
     console.print(table)
 

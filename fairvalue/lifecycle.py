@@ -727,21 +727,9 @@ def operator_rollback(reason: str, settings: Settings | None = None, operator: s
 
 
 def decisions(settings: Settings | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """Newest first, with model version numbers (not row ids) for contender and champion.
-    NotFound for a collection that does not exist (looked up, not created: a mistyped slug
-    leaves nothing behind)."""
-    from fairvalue.reads import collection_row
+    """Newest first, with model version numbers (not row ids) for contender and champion: the API's
+    read (fairvalue.reads.decisions). NotFound for a collection that does not exist (looked up, not
+    created: a mistyped slug leaves nothing behind)."""
+    from fairvalue.reads import decisions as read_decisions
 
-    settings = settings or get_settings()
-    with session_scope() as session:
-        coll = collection_row(session, settings.collection)
-        rows = session.exec(select(PromotionDecision).where(PromotionDecision.collection_id == coll.id)
-                            .order_by(PromotionDecision.id.desc()).limit(limit)).all()
-        number = dict(session.exec(select(ModelVersion.id, ModelVersion.version)
-                                   .where(ModelVersion.collection_id == coll.id)).all())
-        return [{"id": d.id, "created_at": d.created_at, "decision": d.decision, "by": d.decided_by,
-                 # who, for an operator's decision: an API token's name or "cli:<login>" (_who)
-                 "operator": (d.numbers or {}).get("operator"),
-                 "contender": number.get(d.contender_version_id), "champion": number.get(d.champion_version_id),
-                 "training_request": d.training_request_id, "reason": d.reason, "numbers": d.numbers}
-                for d in rows]
+    return read_decisions((settings or get_settings()).collection, limit=limit)["decisions"]

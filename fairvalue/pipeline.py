@@ -334,12 +334,7 @@ def train(settings: Settings | None = None, cutoff: datetime | None = None) -> T
         return train_daily(settings, cutoff)
     if data.sales.empty:
         raise NothingToTrain("no sales to train on: run `fairvalue seed` or ingest sales first")
-    if cutoff is not None:
-        first = data.sales["ts"].min()
-        data = data.before(pd.Timestamp(cutoff).tz_convert("UTC").tz_localize(None))
-        if data.sales.empty:  # sales are stored: the cutoff is what leaves them out
-            raise NothingToTrain(f"no sales before the cutoff {iso(cutoff)}: the first stored sale is of "
-                                 f"{first:%Y-%m-%d}")
+    data = _before_cutoff(data, cutoff, lambda d: d.sales["ts"], "sale")
     end = data.sales["ts"].max()
     holdout_start = end - pd.Timedelta(days=settings.holdout_days)
     metrics, diagnostics = holdout_evaluation(data, holdout_start, params)
@@ -367,6 +362,19 @@ def train(settings: Settings | None = None, cutoff: datetime | None = None) -> T
         return TrainResult(version.version, version.id, version.metrics, first, diagnostics_uri)
 
 
+def _before_cutoff(data, cutoff: datetime | None, times_of: Callable[[Any], pd.Series], noun: str):
+    """The data known before `cutoff` (all of it without one), or NothingToTrain naming the cutoff
+    when it leaves out every stored `noun` (a sale, a card's price), which the data holds."""
+    if cutoff is None:
+        return data
+    first = times_of(data).min()
+    known = data.before(pd.Timestamp(cutoff).tz_convert("UTC").tz_localize(None))
+    if times_of(known).empty:
+        raise NothingToTrain(f"no {noun}s before the cutoff {iso(cutoff)}: the first stored {noun} is of "
+                             f"{first:%Y-%m-%d}")
+    return known
+
+
 def train_daily(settings: Settings, cutoff: datetime | None = None) -> TrainResult:
     """train() for a daily-priced collection: holdout score, fit on everything before `cutoff`,
     register; the first version becomes champion."""
@@ -375,12 +383,7 @@ def train_daily(settings: Settings, cutoff: datetime | None = None) -> TrainResu
         data = kinds.DAILY.load(session, coll)
     if data.prices.empty:
         raise NothingToTrain(f"no prices to train on: load prices into {coll.slug} first")
-    if cutoff is not None:
-        first = data.prices["day"].min()
-        data = data.before(pd.Timestamp(cutoff).tz_convert("UTC").tz_localize(None))
-        if data.prices.empty:  # prices are stored: the cutoff is what leaves them out
-            raise NothingToTrain(f"no prices before the cutoff {iso(cutoff)}: the first stored price is of "
-                                 f"{first:%Y-%m-%d}")
+    data = _before_cutoff(data, cutoff, lambda d: d.prices["day"], "price")
     metrics = kinds.holdout_daily(data, settings.holdout_days)
     model = kinds.fit_daily(data)
     start, end, n = kinds.DAILY.span(data)
