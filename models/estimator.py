@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
-from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -94,10 +94,15 @@ class TrainParams:
     # (a distressed sale, a wash trade no rule caught) by its distance rather than its square.
     # Huber's is not the default: it read worse in the 2020-21 run-up (docs/model.md, sixteenth round).
     linear_loss: Literal["squared", "huber"] = "squared"
+    # The fair value's share of a forest of randomized trees on the ridge's imputed features
+    # (0: none), taken from the boosted trees' share (docs/model.md, twenty-second round).
+    forest_weight: Annotated[float, Field(ge=0, le=1)] = 0.0
 
     def __post_init__(self) -> None:
         if self.premium_band_base == "ridge" and self.linear_weight == 0:
             raise ValueError("premium_band_base 'ridge' needs the ridge regression: linear_weight > 0")
+        if self.linear_weight + self.forest_weight > 1:
+            raise ValueError("linear_weight + forest_weight must be at most 1 (the rest is the boosted trees')")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +136,10 @@ class FairValueModel:
     # "ridge": the premium band's models predict the residual from the ridge regression's value
     # (TrainParams.premium_band_base); artifacts from before it have "floor".
     premium_band_base: str = "floor"
+    # The forest of randomized trees blended into the fair value (forest_pipeline), and its
+    # weight; None and 0 in artifacts from before the twenty-second round.
+    forest: Pipeline | None = None
+    forest_weight: float = 0.0
 
     def predict(self, data: MarketData, queries: pd.DataFrame, threads: int | None = None) -> pd.DataFrame:
         """Fair value and band for each (item_key, ts) query, from data strictly before ts."""
@@ -185,7 +194,12 @@ class FairValueModel:
                                                base + self.estimators[PREMIUM_BAND[1]].predict(x)]), axis=1)
             fair = premium[:, 1]
             ends.append((premium[:, 0], premium[:, 2]))
-        if linear is not None and self.linear_weight > 0:
+        if self.forest is not None and self.forest_weight > 0:  # its share taken from the trees'
+            ridge_share = self.linear_weight if linear is not None else 0.0
+            fair = (1 - ridge_share - self.forest_weight) * fair + self.forest_weight * self.forest.predict(finite(raw))
+            if linear is not None:
+                fair = fair + ridge_share * linear
+        elif linear is not None and self.linear_weight > 0:
             fair = (1 - self.linear_weight) * fair + self.linear_weight * linear
         if SPREAD_BAND[0] in self.estimators:
             volatility = rows[VOLATILITY_COLUMN].to_numpy(dtype=float) if VOLATILITY_COLUMN in rows else 0.0
@@ -255,6 +269,8 @@ def fit(data: MarketData, params: TrainParams | None = None) -> FairValueModel:
     estimators = {"p50": median}
     linear = (LinearPremium.fit(raw, target, weights, params.linear_alpha, params.linear_loss)
               if params.linear_weight > 0 else None)
+    forest = (forest_pipeline(params.random_state).fit(finite(raw), target, extratreesregressor__sample_weight=weights)
+              if params.forest_weight > 0 else None)
     premium_base = params.premium_band_base  # "ridge" only with a ridge regression (TrainParams)
     bands = {"premium": [PREMIUM_BAND], "spread": [SPREAD_BAND], "averaged": [PREMIUM_BAND, SPREAD_BAND]}
     for low_key, high_key in bands[params.band_method]:
@@ -270,7 +286,8 @@ def fit(data: MarketData, params: TrainParams | None = None) -> FairValueModel:
                                                                                            sample_weight=weights)
     return FairValueModel(vocab=vocab, columns=columns, estimators=estimators, params=params.as_dict(), bins=bins,
                           band_market_widening=params.band_market_widening, linear=linear,
-                          linear_weight=params.linear_weight, premium_band_base=premium_base)
+                          linear_weight=params.linear_weight, premium_band_base=premium_base,
+                          forest=forest, forest_weight=params.forest_weight)
 
 
 # Huber's weights (iteratively reweighted least squares): a sale further than HUBER_K robust
@@ -284,7 +301,21 @@ def ridge_pipeline(alpha: float) -> Pipeline:
     """A ridge regression of the log premium on the same features: a missing value (an item
     never sold, a market too young for a comparable) becomes the median plus a flag that it was
     missing, and every column is standardised, so one penalty fits them all."""
-    return make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler(), Ridge(alpha=alpha))
+    return make_pipeline(missing_imputer(), StandardScaler(), Ridge(alpha=alpha))
+
+
+def missing_imputer() -> SimpleImputer:
+    """A missing value as the column's training median plus a flag that it was missing."""
+    return SimpleImputer(strategy="median", add_indicator=True)
+
+
+def forest_pipeline(seed: int) -> Pipeline:
+    """A forest of randomized trees (squared loss) on the ridge's imputed features: a missing
+    value becomes the column's median plus a flag that it was missing (no scaling: trees do not
+    need it). Its settings were fixed before it was measured (docs/model.md, twenty-second round)."""
+    return make_pipeline(missing_imputer(),
+                         ExtraTreesRegressor(n_estimators=100, min_samples_leaf=5, max_features=0.3,
+                                             random_state=seed, n_jobs=1))
 
 
 def fit_ridge(raw: np.ndarray, target: np.ndarray, weights: np.ndarray, alpha: float,

@@ -3,6 +3,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from models.estimator import FairValueModel, LinearPremium, TrainParams, finite, fit, fit_ridge, ridge_pipeline
 from models.features import build_features
@@ -38,6 +39,7 @@ def test_an_artifact_from_before_the_blend_values_with_its_trees_alone():
     model = fit(DATA, TrainParams(**PARAMS, linear_weight=0.0))
     old = FairValueModel.from_bytes(model.to_bytes())
     del old.__dict__["linear"], old.__dict__["linear_weight"]  # as unpickled from an older artifact
+    del old.__dict__["forest"], old.__dict__["forest_weight"]
     np.testing.assert_array_equal(old.predict(DATA, QUERIES)["fair_value"], model.predict(DATA, QUERIES)["fair_value"])
 
 
@@ -80,3 +82,26 @@ def test_with_nothing_far_the_huber_fit_is_close_to_the_ridge():
     squared = LinearPremium.fit(x, y, w, alpha=1.0)
     huber = LinearPremium.fit(x, y, w, alpha=1.0, loss="huber")
     np.testing.assert_allclose(huber.slope, squared.slope, atol=0.02)
+
+
+def test_a_forest_share_is_taken_from_the_boosted_trees_and_explanations_still_add_up():
+    # TrainParams.forest_weight, a switch measured and not kept (docs/model.md, twenty-second round).
+    from models.explain import explain
+
+    three = fit(DATA, TrainParams(**PARAMS, linear_weight=0.4, forest_weight=0.2))
+    trees = fit(DATA, TrainParams(**PARAMS, linear_weight=0.0))
+    assert trees.forest is None and three.forest is not None
+    feats = build_features(DATA, three.vocab, QUERIES)
+    raw = feats[three.columns].to_numpy(dtype=float)
+    ridge, forest = three.linear.predict(raw), three.forest.predict(finite(raw))
+    tree_fair = np.log(trees.predict(DATA, QUERIES)["fair_value"] / feats["floor"])  # same trees: same seeds
+    got = three.predict(DATA, QUERIES)
+    np.testing.assert_allclose(np.log(got["fair_value"] / feats["floor"]), 0.4 * tree_fair + 0.4 * ridge + 0.2 * forest,
+                               rtol=1e-9)
+    assert (got["p10"] <= got["fair_value"]).all() and (got["fair_value"] <= got["p90"]).all()
+    key = DATA.sales["item_key"].iloc[-1]
+    out = explain(three, DATA, key, pd.Timestamp("2021-05-01"), top=50)
+    total = sum(d["effect"] for d in out["drivers"]) + out["interactions"]
+    np.testing.assert_allclose(out["typical_value"] * np.exp(total), out["fair_value"], rtol=1e-9)
+    with pytest.raises(ValueError, match="forest_weight"):
+        TrainParams(linear_weight=0.6, forest_weight=0.5)
