@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import typer
@@ -908,23 +908,34 @@ def cards_load(config: Path = typer.Option(None, help="Card universe YAML (defau
                   + (f"; newly inactive: {len(report.deactivated)}" if report.deactivated else ""))
 
 
+# The generated series' bounds: twenty years from a start between these days (pandas holds dates
+# until 2262).
+MAX_FIXTURE_DAYS = 20 * 366
+FIXTURE_FIRST_DAY, FIXTURE_LAST_START = date(1990, 1, 1), date(2200, 1, 1)
+
+
 @cards_app.command("fixture")
 def cards_fixture(
     out: Path = typer.Option(..., help="CSV to write (date, card_id, market_price, volume)."),
-    days: int = typer.Option(200, min=2), seed: int = typer.Option(7), start: str = typer.Option("2025-01-01"),
+    # Bounded so the series' last day stays a date pandas can hold (until 2262) and the seed one
+    # numpy takes (a non-negative integer): both were tracebacks.
+    days: int = typer.Option(200, min=2, max=MAX_FIXTURE_DAYS), seed: int = typer.Option(7, min=0),
+    start: str = typer.Option("2025-01-01"),
     config: Path = typer.Option(None, exists=True, dir_okay=False, help="Card universe YAML."),
     events: Path = typer.Option(None, help="Also write what was injected (regimes, spikes) to this CSV."),
 ) -> None:
     """Generate the seeded synthetic price series of the card universe (models/cards_fixture.py)."""
-    from datetime import date
-
     from fairvalue.card_universe import CardConfigError, read_universe
     from models.cards_fixture import generate
 
     try:
-        date.fromisoformat(start)
+        first_day = date.fromisoformat(start)
     except ValueError:
         raise typer.BadParameter(f"not a date (YYYY-MM-DD): {start!r}", param_hint="--start") from None
+    if not FIXTURE_FIRST_DAY <= first_day <= FIXTURE_LAST_START:
+        raise typer.BadParameter(f"{start} is outside {FIXTURE_FIRST_DAY}..{FIXTURE_LAST_START}", param_hint="--start")
+    _writable(out, "--out")
+    _writable(events, "--events")
     try:
         universe = read_universe(config or get_settings().cards_config)
     except CardConfigError as exc:

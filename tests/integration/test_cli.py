@@ -333,6 +333,12 @@ def test_operator_mistakes_are_usage_errors_not_tracebacks(database, tmp_path, m
             "must be one of auto, db, bundled",
         ("decisions", "--limit", "-1"): "--limit",
         ("cards", "fixture", "--out", str(tmp_path / "x.csv"), "--start", "2025-13-01"): "not a date",
+        # each of these four was a traceback
+        ("cards", "fixture", "--out", str(tmp_path / "no-such-folder" / "x.csv")): "cannot write",
+        ("cards", "fixture", "--out", str(tmp_path)): "cannot write",
+        ("cards", "fixture", "--out", str(tmp_path / "x.csv"), "--seed", "-1"): "'--seed'",
+        ("cards", "fixture", "--out", str(tmp_path / "x.csv"), "--days", "100000"): "'--days'",
+        ("cards", "fixture", "--out", str(tmp_path / "x.csv"), "--start", "2300-01-01"): "is outside",
     }
     for args, message in usage.items():
         result = runner.invoke(app, list(args))
