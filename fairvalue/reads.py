@@ -27,7 +27,7 @@ from fairvalue.settings import get_settings
 from models import gates
 from storage import requests
 from storage.db import session_scope
-from storage.ingest import DAILY_PRICES
+from storage.ingest import DAILY_PRICES, MADE_BY
 from storage.registry import CHAMPION, get_alias
 from storage.snapshots import PublishedValue, published_snapshot
 from storage.tables import (
@@ -152,7 +152,9 @@ def collection_row(session: Session, slug: str | None = None) -> Collection:
     slug = slug or get_settings().collection
     found = session.exec(select(Collection).where(Collection.slug == slug)).first()
     if found is None:
-        raise NotFound(f"unknown collection {slug[:64]!r}")
+        made_by = MADE_BY.get(slug)
+        advice = f": not set up yet; {made_by} makes it" if made_by else ""
+        raise NotFound(f"unknown collection {slug[:64]!r}{advice}")
     return found
 
 

@@ -30,6 +30,8 @@ COLLECTION_NAMES = {
     "cryptopunks": ("CryptoPunks", UNIQUE_ITEMS, "ETH"),
     "cards": ("Pokémon cards", DAILY_PRICES, "USD"),
 }
+# The command that makes each of them, for an answer about one not made yet.
+MADE_BY = {"cryptopunks": "`fairvalue seed` (which `./run up` runs)", "cards": "`fairvalue cards load`"}
 # The first day a collection could trade, where it is known: a sale dated before it is a broken
 # feed, not a sale (the punks were released on 2017-06-22; their first sale is of 06-23).
 FIRST_SALE_DAYS = {"cryptopunks": date(2017, 6, 22)}
