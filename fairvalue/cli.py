@@ -1063,7 +1063,8 @@ def tokens_create(name: str = typer.Option(..., help="Who or what the token is f
             token = tokens.create(session, name)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--name") from None
-    console.print(f"token {name!r} created; it is shown only now:", style="bold")
+    # The notice on stderr, so `TOKEN=$(fairvalue tokens create --name ci)` captures the token alone.
+    typer.echo(f"token {name!r} created; it is shown only now:", err=True)
     print(token)
 
 

@@ -25,7 +25,9 @@ C = "/v1/collections/cryptopunks"
 def _create(name: str) -> str:
     result = runner.invoke(cli, ["tokens", "create", "--name", name])
     assert result.exit_code == 0, result.output
-    return result.output.strip().splitlines()[-1]
+    assert "shown only now" in result.stderr  # the token alone on stdout, for TOKEN=$(...)
+    assert len(result.stdout.split()) == 1, result.stdout
+    return result.stdout.strip()
 
 
 def test_operator_tokens_no_token_revoked_token_valid_token(client, broker):
