@@ -87,7 +87,10 @@ class Settings(BaseSettings):
     # Model.
     code_version: str = Field("", description="Recorded on model versions; empty means `git rev-parse`.")
     random_seed: int = 7
-    train_max_iter: int = Field(200, description="Boosting rounds per quantile model.")
+    # The service trains with these rounds and seed, not TrainParams' defaults (tests set few rounds);
+    # a unit test holds the two defaults equal.
+    train_max_iter: int = Field(200, description="Boosting rounds of the median model (the band models "
+                                                  "take at most TrainParams.band_max_iter).")
     holdout_days: int = Field(30, description="Forward window kept out of training to score a version.")
     retrain_max_age_days: float = Field(7, description="A champion trained on data older than this is stale.")
     retention_days: float = Field(

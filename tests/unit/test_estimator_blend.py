@@ -105,3 +105,13 @@ def test_a_forest_share_is_taken_from_the_boosted_trees_and_explanations_still_a
     np.testing.assert_allclose(out["typical_value"] * np.exp(total), out["fair_value"], rtol=1e-9)
     with pytest.raises(ValueError, match="forest_weight"):
         TrainParams(linear_weight=0.6, forest_weight=0.5)
+
+
+def test_the_service_trains_with_the_models_default_rounds_and_seed():
+    """Settings.train_max_iter and random_seed are what the service trains with; a setting chosen
+    in docs/model.md changes TrainParams, and a default left behind in the settings would undo it."""
+    from fairvalue.settings import Settings
+
+    defaults = Settings.model_fields
+    assert defaults["train_max_iter"].default == TrainParams().max_iter
+    assert defaults["random_seed"].default == TrainParams().random_state
