@@ -198,11 +198,14 @@ def collections() -> dict[str, Any]:
 
 
 def summary(slug: str | None = None) -> dict[str, Any]:
-    """Floor, index, counts and the published snapshot of one collection."""
+    """Floor, index, counts and the published snapshot of one collection (a daily-priced one: its
+    prices, their days and its market index instead of sales and a floor)."""
     from models.market_index import sales_index
 
     with session_scope() as session:
         coll = collection_row(session, slug)
+        if coll.kind == DAILY_PRICES:
+            return _daily_summary(session, coll)
         last_floor = session.exec(select(MarketDay.day, MarketDay.floor).where(
             MarketDay.collection_id == coll.id, MarketDay.floor.is_not(None)).order_by(MarketDay.day.desc())).first()
         last_eth = session.exec(select(MarketDay.day, MarketDay.eth_usd).where(
@@ -242,11 +245,58 @@ def summary(slug: str | None = None) -> dict[str, Any]:
         "eth_usd": None if last_eth is None else {"day": iso(last_eth[0]), "value": rounded(last_eth[1])},
         "index": index,
         "counts": {"items": n_items, "sales": n_sales, "rejected_sales": n_rejected, "model_versions": n_versions,
-                   "signals": {s: int(signals.get(s, 0)) for s in SIGNALS}},
+                   "signals": _signal_counts(signals)},
         "sales_range": {"first": iso(first_sale), "last": iso(last_sale)},
-        "champion": None if champion is None else {"version": champion.version, "created_at": iso(champion.created_at)},
-        "snapshot": _snapshot_info(snap, versions.get(snap.model_version_id) if snap else None),
+        **_model_and_snapshot(champion, snap, versions),
     }
+
+
+def _daily_summary(session: Session, coll: Collection) -> dict[str, Any]:
+    """A daily-priced collection's summary: its stored prices, their first and last day, the
+    refused price rows (kept in rejected_sales with the file or call they came in) and the
+    market index of /market on its last day."""
+    from fairvalue.kinds import kind_of
+    from models.daily import MARKET_INDEX_MEANING, market_days
+
+    n_items = session.exec(select(func.count()).select_from(Item).where(Item.collection_id == coll.id)).one()
+    n_prices, first_day, last_day = session.exec(select(func.count(), func.min(DailyPrice.day),
+                                                        func.max(DailyPrice.day))
+                                                 .where(DailyPrice.collection_id == coll.id)).one()
+    n_rejected = session.exec(select(func.count()).select_from(RejectedSale)
+                              .where(RejectedSale.collection_id == coll.id)).one()
+    snap = published_snapshot(session, coll)
+    signals = {} if snap is None else dict(session.exec(select(NowcastRow.signal, func.count()).where(
+        NowcastRow.snapshot_id == snap.id).group_by(NowcastRow.signal)).all())
+    champion = get_alias(session, coll, CHAMPION)
+    versions = _version_numbers(session, [snap.model_version_id] if snap else [])
+    n_versions = session.exec(select(func.count()).select_from(ModelVersion)
+                              .where(ModelVersion.collection_id == coll.id)).one()
+    index = None
+    if n_prices:
+        days = market_days(kind_of(coll).load(session, coll))
+        if len(days):
+            last = days.iloc[-1]
+            index = {"day": last["day"].date().isoformat(), "level": rounded(last["index"]),
+                     "median_price": rounded(last["median_price"]), "n_cards": int(last["n_cards"]),
+                     "meaning": MARKET_INDEX_MEANING}
+    return {
+        "collection": coll.slug, "name": coll.name, "kind": coll.kind, "currency": coll.currency,
+        "floor": None, "eth_usd": None, "index": index,
+        "counts": {"items": n_items, "prices": n_prices, "rejected_prices": n_rejected, "model_versions": n_versions,
+                   "signals": _signal_counts(signals)},
+        "prices_range": {"first": iso(first_day), "last": iso(last_day)},
+        **_model_and_snapshot(champion, snap, versions),
+    }
+
+
+def _signal_counts(signals: dict[str, int]) -> dict[str, int]:
+    return {s: int(signals.get(s, 0)) for s in SIGNALS}
+
+
+def _model_and_snapshot(champion, snap, versions) -> dict[str, Any]:
+    return {"champion": None if champion is None else {"version": champion.version,
+                                                        "created_at": iso(champion.created_at)},
+            "snapshot": _snapshot_info(snap, versions.get(snap.model_version_id) if snap else None)}
 
 
 # --- valuations -----------------------------------------------------------------------------
@@ -621,7 +671,7 @@ def _daily_market(session: Session, coll: Collection, t0: datetime | None, t1: d
     """The cards' market per priced day of the window (models.daily.market_days). The index is
     computed on the whole series, so a day's level is the same whatever window asks for it."""
     from fairvalue.kinds import kind_of
-    from models.daily import MARKET_BASE, market_days
+    from models.daily import MARKET_INDEX_MEANING, market_days
 
     series = kind_of(coll).load(session, coll)
     t0, t1 = _market_window(t0, t1, series.last_day.date() if series.last_day is not None else None)
@@ -629,8 +679,7 @@ def _daily_market(session: Session, coll: Collection, t0: datetime | None, t1: d
     days = market_days(series)
     days = days[(days["day"].dt.date >= window_first) & (days["day"].dt.date <= window_last)]
     return {"collection": coll.slug, "currency": coll.currency, "kind": DAILY_PRICES, "from": iso(t0), "to": iso(t1),
-            "index_meaning": f"running sum of the cards' median daily log price move, {MARKET_BASE:g} on the first day "
-                             "of prices (a card missing a day carries its price up to 3 days)",
+            "index_meaning": MARKET_INDEX_MEANING,
             "days": [{"day": d.date().isoformat(), "n_cards": int(n), "median_price": rounded(m), "index": rounded(i)}
                      for d, n, m, i in zip(days["day"], days["n_cards"], days["median_price"], days["index"],
                                            strict=True)]}

@@ -438,6 +438,23 @@ def test_cards_market_counts_median_and_index_per_day(routes_cards, client):
     assert client.get("/v1/collections/nosuchcards/market").status_code == 404
 
 
+def test_cards_summary_counts_prices_not_sales(routes_cards, client):
+    """The summary said `sales: 0` and counted refused price rows as `rejected_sales`, with no floor
+    and no index, for a market that has prices and an index."""
+    summary = client.get("/v1/collections/cardsroutes").json()
+    assert summary["kind"] == "daily_prices" and summary["floor"] is None
+    assert summary["counts"]["prices"] == len(routes_cards) and summary["counts"]["rejected_prices"] == 0
+    assert "sales" not in summary["counts"] and "sales_range" not in summary
+    assert summary["prices_range"] == {"first": "2025-01-01", "last": "2025-07-19"}  # days
+    last_day = client.get("/v1/collections/cardsroutes/market").json()["days"][-1]
+    assert summary["index"]["day"] == last_day["day"] == "2025-07-19"
+    assert (summary["index"]["level"], summary["index"]["median_price"], summary["index"]["n_cards"]) == (
+        last_day["index"], last_day["median_price"], last_day["n_cards"])
+    page = client.get("/c/cardsroutes")
+    assert page.status_code == 200 and f"{len(routes_cards):,} daily prices" in page.text
+    assert "recorded sales" not in page.text and "e.g. 7804" not in page.text
+
+
 def test_cards_backtest_holds_the_cheap_cards_against_every_card(routes_cards, client, tmp_path):
     C = "/v1/collections/cardsroutes"
     perf = client.get(f"{C}/performance?from=2025-05-01&to=2025-06-01").json()
