@@ -1,12 +1,18 @@
-"""What handlers share: the collection a route is about, and query-parameter parsing (the only
-place that reads the query string: see query_value)."""
+"""What handlers share: the collection a route is about, query-parameter parsing (the only
+place that reads the query string: see query_value), and the route that refuses a query
+parameter its handler does not take (Route)."""
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Sequence
 
+from starlette import routing
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from api.openapi import query_names
 from fairvalue.errors import BadInput
 from fairvalue.reads import iso, rounded  # noqa: F401  (kept importable from here)
 from fairvalue.settings import get_settings
@@ -22,6 +28,47 @@ def slug_of(request: Request) -> str:
     if not SLUG.fullmatch(slug):
         raise BadInput(f"malformed collection slug {slug[:40]!r}: letters, digits, _ . - (max 64)")
     return slug
+
+
+def unknown_names(unknown: Sequence[str], takes: Sequence[str], what: str, where: str = "") -> str:
+    """The refusal of names a request gave that are not taken (a body's keys, a query's
+    parameters): each one named, with the closest taken name when there is one (difflib), then
+    what is taken. "unknown key 'parms' (did you mean 'params'?) in the body; it takes reason and
+    params"."""
+    named = []
+    for name in unknown[:5]:
+        close = difflib.get_close_matches(name, takes, n=1)
+        named.append(f"{name[:40]!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    listed = (", ".join(takes[:-1]) + " and " + takes[-1]) if len(takes) > 1 else (takes[0] if takes else "none")
+    return f"unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(named)}{more}{where}; it takes {listed}"
+
+
+def unknown_query(request: Request, takes: Sequence[str]) -> str | None:
+    """The refusal of the query parameters outside `takes`, or None: a misspelled one (?limt=5)
+    would otherwise be ignored and the answer given as if it were absent."""
+    unknown = [name for name in request.query_params.keys() if name not in takes]
+    return unknown_names(unknown, takes, "query parameter") if unknown else None
+
+
+class Route(routing.Route):
+    """A route that answers 400, naming it, to a query parameter its handler does not take. What
+    the handler takes is what its docstring's OpenAPI block declares `in: query`
+    (api.openapi.query_names): for an API handler the list /openapi.json publishes, so the document,
+    the check and the reads (query_value below) name the same parameters."""
+
+    def __init__(self, path: str, endpoint, **kwargs) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self.query_names = query_names(endpoint)
+
+    async def handle(self, scope, receive, send) -> None:
+        # A 405 comes first (super); most requests carry no query string, and pay nothing.
+        if scope.get("query_string") and scope["method"] in (self.methods or ()):
+            refusal = unknown_query(Request(scope), self.query_names)
+            if refusal:
+                # HTTPException, not BadInput: its handler answers a browser on a page with the HTML error page.
+                raise HTTPException(400, refusal)
+        await super().handle(scope, receive, send)
 
 
 def query_value(request: Request, name: str, hint: str = "") -> str | None:

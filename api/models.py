@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 
 from starlette.concurrency import run_in_threadpool
@@ -12,7 +11,7 @@ from starlette.responses import JSONResponse
 
 from api import jsonbody
 from api.auth import require_operator
-from api.deps import int_param, slug_of, str_param
+from api.deps import int_param, slug_of, str_param, unknown_names
 from fairvalue import lifecycle, reads
 from fairvalue.settings import Settings, get_settings
 from storage.db import session_scope
@@ -85,18 +84,8 @@ async def _json_body(request: Request, takes: tuple[str, ...]) -> dict:
         raise HTTPException(422, "body must be a JSON object")
     unknown = [key for key in value if key not in takes]
     if unknown:
-        raise HTTPException(422, _unknown_keys(unknown, takes))
+        raise HTTPException(422, unknown_names(unknown, takes, "key", " in the body"))
     return value
-
-
-def _unknown_keys(unknown: list[str], takes: tuple[str, ...]) -> str:
-    named = []
-    for key in unknown[:5]:
-        close = difflib.get_close_matches(key, takes, n=1)
-        named.append(f"{key[:40]!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-    return (f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(named)}{more} in the body; "
-            f"it takes {' and '.join(takes)}")
 
 
 def _unsent(why: str | None, then: str) -> dict:

@@ -10,7 +10,7 @@ methods with the routes and validates it.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from starlette.applications import Starlette
 from starlette.schemas import SchemaGenerator
@@ -54,7 +54,8 @@ COMPONENTS = {
                                               "description": "the marketplace; each keeps its own offer"}}},
     },
     "responses": {
-        "BadRequest": {"description": "a parameter is malformed", "content": ERROR},
+        "BadRequest": {"description": "a parameter is malformed, given twice, or not one the operation takes "
+                                      "(the error names it and the closest it takes)", "content": ERROR},
         "Unauthorized": {"description": "missing, invalid or revoked credentials", "content": ERROR},
         "NotFound": {"description": "no such collection, item or version", "content": ERROR},
         "TooLarge": {"description": "request body over FAIRVALUE_MAX_BODY_BYTES", "content": ERROR},
@@ -72,6 +73,17 @@ COMPONENTS = {
 _generator = SchemaGenerator({})
 
 
+@cache
+def query_names(endpoint) -> tuple[str, ...]:
+    """The query parameters a handler takes, in order: the `in: query` parameters of its
+    docstring's OpenAPI block, the list the document publishes for it. A page declares its own the
+    same way (its block stays out of the document). Routes refuse any other (api.deps.Route)."""
+    if not re.search(r"^\s*---\s*$", endpoint.__doc__ or "", re.M):  # no block: prose is no YAML
+        return ()
+    operation = _generator.parse_docstring(endpoint) or {}
+    return tuple(p["name"] for p in operation.get("parameters", []) if p.get("in") == "query")
+
+
 def _operation(endpoint, path: str) -> dict:
     operation = dict(_generator.parse_docstring(endpoint) or {})
     operation.setdefault("responses", {200: {"description": "OK"}})
@@ -81,6 +93,8 @@ def _operation(endpoint, path: str) -> dict:
         "type": "string"}})} for n in names] + declared
     if not operation["parameters"]:
         del operation["parameters"]
+    # Every route refuses a query parameter it does not take (api.deps.Route; the webhooks after the signature).
+    operation["responses"].setdefault(400, {"$ref": "#/components/responses/BadRequest"})
     if path.startswith("/v1/") and "RateLimited" not in str(operation["responses"]):
         operation["responses"][429] = {"$ref": "#/components/responses/RateLimited"}
     operation["responses"] = {str(k): v for k, v in operation["responses"].items()}

@@ -4,7 +4,9 @@ The pages call the same plain read functions as the JSON API (fairvalue/reads.py
 them with Jinja2; chart data is embedded in the page as JSON and drawn by the vendored Chart.js
 (api/static/vendor), so a page needs no API call and no CDN. Every collection page exists at
 / for the default collection (FAIRVALUE_COLLECTION) and at /c/{slug}/... for any collection.
-Pages are not API operations, so they stay out of the OpenAPI document.
+Pages are not API operations, so they stay out of the OpenAPI document; a page that takes query
+parameters declares them as an API handler does (an OpenAPI block in its docstring), and any other
+is refused with a 400 page (api.deps.Route).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from urllib.parse import quote
 from jinja2 import Undefined
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from api.deps import SLUG, float_param, query_value  # SLUG: one pattern for the collection slugs of the API and pages
+# SLUG: one pattern for the collection slugs of the API and pages
+from api.deps import SLUG, Route, float_param, query_value
 from fairvalue import item_reads, reads
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
@@ -177,10 +180,10 @@ def _try(fn: Callable[..., dict], *args: Any, **kwargs: Any) -> tuple[dict | Non
         return None, str(exc)
 
 
-def _window(request: Request) -> tuple[str | None, str | None]:
+def _window(start: str | None, end: str | None) -> tuple[str | None, str | None]:
     """?from=&to= of the date inputs; a bare `to` date counts as a whole day (the read functions'
     windows end before `to`)."""
-    start, end = query_value(request, "from") or None, query_value(request, "to") or None
+    start, end = start or None, end or None
     if end and re.fullmatch(r"\d{4}-\d{2}-\d{2}", end):
         try:
             end = (date.fromisoformat(end) + timedelta(days=1)).isoformat()
@@ -217,7 +220,11 @@ def home(request: Request) -> Response:
 @page
 def search(request: Request) -> Response:
     """The home page's search box: GET /items?id=7804 → the item page. "#7804", as every page
-    labels an item, is taken too (one leading '#'; the API's item ids have none)."""
+    labels an item, is taken too (one leading '#'; the API's item ids have none).
+    ---
+    parameters:
+      - {name: id, in: query, description: "an item id, e.g. 7804 or #7804"}
+    """
     key = (query_value(request, "id") or "").strip().removeprefix("#").strip()
     if not key:
         return RedirectResponse(_base(request) or "/", status_code=303)
@@ -227,6 +234,11 @@ def search(request: Request) -> Response:
 
 @page
 def item(request: Request) -> Response:
+    """An item's value, band, signal, history and explanation; a price checked against the value.
+    ---
+    parameters:
+      - {name: price, in: query, description: "an asked price (a listing, an offer), as the API's /quote"}
+    """
     slug, key = _slug(request), request.path_params["item_id"]
     valuation = reads.item_valuation(slug, key)
     history = reads.item_history(slug, key)
@@ -254,7 +266,13 @@ def item(request: Request) -> Response:
 
 @page
 def performance(request: Request) -> Response:
-    start, end = _window(request)
+    """Forward accuracy over a window (default: the 90 days up to the latest sale).
+    ---
+    parameters:
+      - {name: from, in: query, description: "ISO date or date-time"}
+      - {name: to, in: query, description: "a date counts whole (inclusive); a date-time is exclusive"}
+    """
+    start, end = _window(query_value(request, "from"), query_value(request, "to"))
     perf = reads.performance(_slug(request), start, end)
     if perf.get("kind") == "daily_prices":  # cards: replay KPIs per card and category (docs/cards.md)
         chart = {"currency": perf["currency"], "series": [], "points": [],
@@ -273,7 +291,13 @@ def performance(request: Request) -> Response:
 
 @page
 def backtest(request: Request) -> Response:
-    start, end = _window(request)
+    """The strategy against buy-all on the forward pairs of a window.
+    ---
+    parameters:
+      - {name: from, in: query, description: "ISO date or date-time"}
+      - {name: to, in: query, description: "a date counts whole (inclusive); a date-time is exclusive"}
+    """
+    start, end = _window(query_value(request, "from"), query_value(request, "to"))
     bt = reads.backtest_results(_slug(request), start, end)
     chart = {name: {"equity": bt[name]["equity"], "drawdown": bt[name]["drawdown"]}
              for name in ("strategy", "buy_all")}

@@ -25,7 +25,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api import jsonbody, metrics, signing
+from api.deps import unknown_query
 from api.errors import error
+from api.openapi import query_names
 from fairvalue import pipeline
 from fairvalue.group_commit import GroupCommitter
 from fairvalue.settings import get_settings
@@ -184,7 +186,7 @@ ingest_writer: GroupCommitter[WebhookCall, CallOutcome] = GroupCommitter(
 
 async def _signed_call(request: Request, rows_from: Callable[[Any], list | str]) -> JSONResponse | WebhookCall:
     """The checks every signed webhook makes before storing its rows: size, signature (a replay
-    outside the tolerance named as one), media type, JSON, then the body's shape (`rows_from`:
+    outside the tolerance named as one), query, media type, JSON, then the body's shape (`rows_from`:
     the rows, or what is wrong). A refusal (recorded), or the call."""
     settings = get_settings()
     client = request.client.host if request.client else ""
@@ -206,6 +208,10 @@ async def _signed_call(request: Request, rows_from: Callable[[Any], list | str])
                 return await _refuse(401, reason, deliveries.REPLAY, body, client, digest, exc.timestamp)
         return await _refuse(401, reason, exc.kind, body, client, digest, exc.timestamp)
     digest = signing.delivery_digest(signed_at, body)
+    # A query parameter (none is taken: the signature covers the body only) is refused as on every route.
+    unknown = unknown_query(request, query_names(request.scope["endpoint"]))
+    if unknown:
+        return await _refuse(400, unknown, "unknown_query_parameter", body, client, digest, signed_at)
     wrong_type = jsonbody.media_type_refusal(request.headers.get("content-type"))
     if wrong_type:
         return await _refuse(415, wrong_type, "unsupported_media_type", body, client, digest, signed_at)

@@ -31,6 +31,14 @@ def test_document_validates_and_matches_the_routes():
         for op in ops.values():
             assert op.get("summary"), path
             assert [p["name"] for p in op.get("parameters", []) if p["in"] == "path"] == re.findall(r"{(\w+)}", path)
+            assert "400" in op["responses"], path  # any route refuses a query parameter it does not take
+    # The query parameters each route takes (and refuses any other) are those the document lists.
+    for r in app.routes:
+        if isinstance(r, Route) and r.include_in_schema:
+            for m in r.methods - {"HEAD"}:
+                listed = [p["name"] for p in doc["paths"][re.sub(r"{(\w+)(:\w+)?}", r"{\1}", r.path)][m.lower()]
+                          .get("parameters", []) if p["in"] == "query"]
+                assert list(getattr(r, "query_names", ())) == listed, (m, r.path)
     page = TestClient(app).get("/docs")
     assert page.status_code == 200 and "/v1/collections/{slug}/performance" in page.text
 

@@ -7,7 +7,6 @@ import math
 
 import pytest
 from jinja2 import Undefined
-from starlette.requests import Request
 
 from api.pages import _form_dates, _forward_scores, _window, json_safe, money, number, pct, when
 from fairvalue.errors import BadInput
@@ -37,18 +36,13 @@ def test_chart_data_is_strict_json():
     assert json.loads(json.dumps(data, allow_nan=False)) == {"a": [1.0, None, {"b": None}], "c": "x"}
 
 
-def _request(query: str) -> Request:
-    return Request({"type": "http", "method": "GET", "path": "/performance", "query_string": query.encode(),
-                    "headers": [], "path_params": {}})
-
-
 def test_the_to_date_of_the_form_includes_that_day():
-    assert _window(_request("from=2021-11-01&to=2021-11-30")) == ("2021-11-01", "2021-12-01")
-    assert _window(_request("to=2021-11-30T12:00:00Z")) == (None, "2021-11-30T12:00:00Z")
-    assert _window(_request("")) == (None, None)
-    for bad in ("to=2021-02-30", "to=9999-12-31"):  # the day after 9999-12-31 does not exist
+    assert _window("2021-11-01", "2021-11-30") == ("2021-11-01", "2021-12-01")
+    assert _window(None, "2021-11-30T12:00:00Z") == (None, "2021-11-30T12:00:00Z")
+    assert _window(None, None) == _window("", "") == (None, None)
+    for bad in ("2021-02-30", "9999-12-31"):  # the day after 9999-12-31 does not exist
         with pytest.raises(BadInput):
-            _window(_request(bad))
+            _window(None, bad)
     assert _form_dates({"from": "2021-11-01T00:00:00Z", "to": "2021-12-01T00:00:00Z"}) == ("2021-11-01", "2021-11-30")
 
 

@@ -1,14 +1,17 @@
-"""Query parameters are read in one place (api/deps.py query_value), which refuses one given twice."""
+"""Query parameters are read in one place (api/deps.py query_value), which refuses one given twice;
+a route refuses one it does not take, and takes what its handler declares (api/openapi.query_names)."""
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
 import pytest
 from starlette.requests import Request
 
-from api.deps import float_param, int_param, query_value, str_param
+from api.deps import Route, float_param, int_param, query_value, str_param, unknown_names, unknown_query
+from api.openapi import query_names
 from fairvalue.errors import BadInput
 
 API = Path(__file__).resolve().parents[2] / "api"
@@ -43,3 +46,60 @@ def test_no_handler_reads_the_query_string_but_through_query_value():
     readers = [f"{path.name}:{n}" for path in sorted(API.glob("*.py")) if path.name != "deps.py"
                for n, line in enumerate(path.read_text().splitlines(), 1) if re.search(r"\bquery_params\b", line)]
     assert readers == []
+
+
+def test_a_parameter_the_route_does_not_take_is_refused_by_name_with_the_closest_one():
+    takes = ("signal", "type", "trait", "min_deviation", "limit", "cursor")
+    assert unknown_query(request("limit=5&cursor=x"), takes) is None
+    assert unknown_query(request("limt=5"), takes) == (
+        "unknown query parameter 'limt' (did you mean 'limit'?); it takes signal, type, trait, min_deviation, "
+        "limit and cursor")
+    assert unknown_query(request("threshhold=0.1&limit=5&zzz"), takes).startswith(
+        "unknown query parameters 'threshhold', 'zzz'; it takes")
+    assert unknown_query(request("x=1"), ()) == "unknown query parameter 'x'; it takes none"
+    assert unknown_query(request("ids=1&ids=2"), ("ids",)) is None  # given twice is query_value's refusal
+    named = unknown_query(request("&".join(f"p{i}=1" for i in range(8))), ("q",))
+    assert "'p4'" in named and "'p5'" not in named and "and 3 more" in named
+
+
+def test_a_body_key_is_named_the_same_way():
+    assert unknown_names(["parms"], ("reason", "params"), "key", " in the body") == (
+        "unknown key 'parms' (did you mean 'params'?) in the body; it takes reason and params")
+
+
+def test_a_handler_takes_what_its_openapi_block_declares_and_a_prose_docstring_declares_nothing():
+    from api import collections, pages
+
+    assert query_names(collections.performance) == ("from", "to")
+    assert query_names(pages.performance) == ("from", "to")  # a page declares its own the same way
+    assert query_names(pages.home) == () and query_names(pages.queue) == ()
+
+
+# A read through the api/deps.py helpers, called or passed on (pages._try(query_value, request, "price")).
+READ = re.compile(r'\b(?:query_value|str_param|int_param|float_param)(?:\(|, )request, "(\w+)"')
+
+
+def _routes():
+    from starlette.routing import Route
+
+    from api.app import app
+
+    return [r for r in app.routes if isinstance(r, Route)]
+
+
+def test_every_route_reads_exactly_the_query_parameters_it_declares():
+    """A declared parameter no handler reads would be accepted and dropped without a word, the
+    gap the check closes; one read but not declared would be refused whenever it is given."""
+    for route in _routes():
+        assert set(READ.findall(inspect.getsource(route.endpoint))) == set(query_names(route.endpoint)), route.path
+
+
+def test_every_route_refuses_what_it_does_not_take():
+    """Each route is a deps.Route, or a webhook that refuses it itself (after the signature, so the
+    refusal is recorded with the others: tests/integration/test_query_refusals.py)."""
+    from api import webhooks
+
+    for route in _routes():
+        assert isinstance(route, Route) or route.endpoint in (webhooks.receive_sales, webhooks.receive_listings), \
+            route.path
+    assert "unknown_query(request, query_names(" in inspect.getsource(webhooks._signed_call)
