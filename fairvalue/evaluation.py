@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fairvalue.reads import iso
 from fairvalue.settings import Settings, get_settings
 from models import estimator
 from models.ask_kpis import ask_signal_kpis
@@ -192,18 +193,24 @@ def report(data: MarketData, result: ReplayResult, start, end, cadence: str, set
                        buy_below=settings.buy_below, sell_above=settings.sell_above)
     segments = segment_metrics(p["fair_value"], p["price"], segments_of, p["p10"], p["p90"]) if len(p) else []
     return {
-        "window": {"from": start.isoformat(), "to": end.isoformat(), "cadence": cadence},
+        "window": {"from": iso(start), "to": iso(end), "cadence": cadence},
         "sales_in_window": n_sales_in_window,
         "filtered_out": filtered_out(data, start, end),
         "model": valuation_metrics(p["fair_value"], p["price"], p["p10"], p["p90"]) if len(p) else {"n": 0},
         "previous_day_floor": valuation_metrics(baseline_floor, p["price"].to_numpy()) if len(p) else {"n": 0},
         "segments": _records(segments),
-        "trainings": result.trainings,
+        "trainings": trainings(result.trainings),
         "backtest": bt.as_dict(),
         "signals": kpis.as_dict(),
         "signal_stability": signal_stability(result.signal_history).as_dict(),
         "ask_signals": ask_signals(data, result, start, end, settings),
     }
+
+
+def trainings(replayed: list[dict]) -> list[dict]:
+    """A replay's trainings for a report: their times (naive UTC, as the models keep them) in UTC
+    with their Z, as the API writes every time (they were naive: "2025-05-01T00:00:00")."""
+    return [{**t, "trained_at": iso(t["trained_at"]), "data_end": iso(t["data_end"])} for t in replayed]
 
 
 def ask_signals(data: MarketData, result: ReplayResult, start, end, settings: Settings) -> dict[str, Any] | None:
@@ -222,7 +229,7 @@ def ask_signals(data: MarketData, result: ReplayResult, start, end, settings: Se
                            buy_below=settings.buy_below)
     incomplete = book.complete_from is not None and start < book.complete_from
     return {"asks_in_window": len(listed), "asks_valued": len(result.asks), "listings_refused": book.refused,
-            "settled_by": as_of.isoformat(), "complete_from": book.complete_from.isoformat() if incomplete else None,
+            "settled_by": iso(as_of), "complete_from": iso(book.complete_from) if incomplete else None,
             **kpis.as_dict()}
 
 
@@ -317,10 +324,10 @@ def evaluate_daily(series, start: pd.Timestamp, end: pd.Timestamp, settings: Set
     """Replay a daily-priced collection and compute its KPIs (models/daily_eval.py)."""
     from models.daily_eval import kpis
 
-    rows, trainings = replay_daily_rows(series, start, end, settings, retrain_every_days)
+    rows, replayed = replay_daily_rows(series, start, end, settings, retrain_every_days)
     report = kpis(rows, series, start, end, int(horizon_days or settings.daily_signal_horizon_days),
                   gain if gain is not None else settings.daily_signal_gain)
-    report["trainings"] = trainings
+    report["trainings"] = trainings(replayed)
     report["thresholds"] = {"buy_below": settings.buy_below, "sell_above": settings.sell_above}
     return report
 

@@ -51,15 +51,16 @@ class DailyReplayConfig:
 
 
 def replay_daily(series: DailySeries, config: DailyReplayConfig) -> tuple[pd.DataFrame, list[dict]]:
-    """(rows, trainings): see the module docstring."""
+    """(rows, trainings): see the module docstring. A training's times are naive UTC Timestamps
+    (the report writes them: fairvalue.evaluation.trainings)."""
     start, end = pd.Timestamp(config.start).normalize(), pd.Timestamp(config.end).normalize()
     ticks = list(pd.date_range(start, end, freq=f"{config.retrain_every_days}D", inclusive="left"))
     frames, trainings = [], []
     for k, tick in enumerate(ticks):
         until = ticks[k + 1] if k + 1 < len(ticks) else end
         model = fit(series.before(tick), config.params)
-        trainings.append({"model_version": k + 1, "trained_at": tick.isoformat(), "window": model.window,
-                          "alpha": model.alpha, "data_end": series.before(tick).last_day.isoformat()})
+        trainings.append({"model_version": k + 1, "trained_at": tick, "window": model.window,
+                          "alpha": model.alpha, "data_end": series.before(tick).last_day})
         # Row D of the value matrices uses days < D only, so valuing on the series up to `until`
         # is the same as valuing each day on the series cut at that day.
         values = model.value_days(DailySeries(series.items, series.prices[series.prices["day"] < until]))

@@ -55,7 +55,7 @@ ASK_COLUMNS = ["event_id", "timestamp", "item_id", "source", "price", "expires_a
 class ReplayResult:
     predictions: pd.DataFrame  # one row per scored sale: EXPORT_COLUMNS + floor (segments: item_segments)
     signal_history: pd.DataFrame  # snapshot_time, item_id, signal: the daily full snapshots
-    trainings: list[dict]  # when each model was trained and on what
+    trainings: list[dict]  # when each model was trained and on what (times as naive UTC Timestamps)
     asks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ASK_COLUMNS))  # one row per valued ask
 
 
@@ -85,8 +85,8 @@ def replay(
         if model is None or t - trained_at >= config.retrain_max_age:
             model = estimator.fit(known, config.params)
             trained_at, version = t, version + 1
-            trainings.append({"model_version": version, "trained_at": t.isoformat(),
-                              "data_end": known.sales["ts"].max().isoformat(), "n_train": len(known.sales)})
+            trainings.append({"model_version": version, "trained_at": t, "data_end": known.sales["ts"].max(),
+                              "n_train": len(known.sales)})
         next_t = times[k + 1] if k + 1 < len(times) else config.end
         window = sales[(sales["ts"] > t) & (sales["ts"] <= next_t)]
         listed = asks[(asks["ts"] > t) & (asks["ts"] <= next_t)]

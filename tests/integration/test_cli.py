@@ -211,6 +211,12 @@ def test_replay_exports_rows_scored_against_earlier_snapshots(tmp_path):
     assert list(rows[0]) == EXPORT_COLUMNS
     assert len(rows) == report["model"]["n"] == report["sales_in_window"]
     assert all(r["snapshot_published_at"] < r["timestamp"] for r in rows)  # ISO strings in UTC sort as times
+    assert all(r["timestamp"].endswith("Z") and r["snapshot_published_at"].endswith("Z") for r in rows)
+    # The report's times in UTC with their Z, as the API writes them (they were naive: "2021-12-20T00:00:00").
+    assert report["window"] == {"from": "2021-12-20T00:00:00Z", "to": "2021-12-27T00:00:00Z", "cadence": "1d"}
+    assert report["trainings"][0]["trained_at"] == "2021-12-20T00:00:00Z"
+    assert all(t["data_end"].endswith("Z") and t["data_end"] < t["trained_at"] for t in report["trainings"])
+    assert report["ask_signals"]["settled_by"].endswith("Z")
     assert report["previous_day_floor"]["n"] == len(rows)
     assert {"buy_all", "strategy"} <= set(report["backtest"])
     asks = report["ask_signals"]
@@ -563,3 +569,4 @@ def test_errors_go_to_stderr_so_json_output_stays_json(seeded):
         result = runner.invoke(app, args)
         assert result.exit_code == 1 and result.stdout == "", (args, result.stdout)
         assert "no item '99999'" in result.stderr, (args, result.stderr)
+

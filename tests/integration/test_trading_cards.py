@@ -307,6 +307,10 @@ def test_api_and_pages_show_the_cards_beside_the_punks(cards_loaded, client):
     assert perf["kind"] == "daily_prices" and perf["model"]["n"] > 1000  # forward replay, card-days
     assert {r["value"] for r in perf["per_category"]} == {"grail", "chase", "meta", "personal"}
     assert {"precision", "recall"} <= set(perf["signals"]["buy"]) and "flip_rate" in perf["signal_stability"]
+    # Each replayed training's times in UTC with their Z, as every answer writes them (they were naive).
+    assert perf["trainings"][0]["trained_at"] == "2025-05-01T00:00:00Z"
+    assert all(t["trained_at"].endswith("Z") and t["data_end"].endswith("Z") and t["data_end"] < t["trained_at"]
+               for t in perf["trainings"])
     # A window before a model could have been trained (prices start 2025-01-01, 14 days needed).
     early = client.get("/v1/collections/cards/performance?from=2025-01-05&to=2025-02-01")
     assert early.status_code == 400 and "start on 2025-01-15 at the earliest" in early.json()["error"]

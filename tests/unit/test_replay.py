@@ -112,7 +112,8 @@ def test_asks_are_valued_by_the_tick_before_them_and_read_by_the_nowcasts():
     report = ask_signals(listed, result, pd.Timestamp("2021-04-01"), pd.Timestamp("2021-04-21"), get_settings())
     outcome = report["outcomes_by_signal"]
     assert report["asks_in_window"] == report["asks_valued"] == 3 and report["listings_refused"] == {}
-    assert report["settled_by"] == sales["ts"].max().isoformat()  # a take is known as far as the sales go
+    # A take is known as far as the sales go; the time in UTC with its Z, as the API writes times.
+    assert report["settled_by"] == sales["ts"].max().isoformat() + "Z"
     assert report["complete_from"] is None  # no store's retention behind these listings
     assert outcome["BUY"]["ended"] >= 1  # the cheap ask expired unsold
     taken_as = "BUY" if sale.price <= 0.9 * asks.loc["taken", "fair_value"] else "HOLD"
