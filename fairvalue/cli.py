@@ -639,7 +639,6 @@ def promote_cmd(version: int = typer.Argument(..., help="Model version number.")
                 collection: str = COLLECTION_OPTION) -> None:
     """Make a model version the champion (recorded as an operator decision), then nowcast."""
     from fairvalue import lifecycle
-    from tasks.app import request_nowcast
 
     settings = _settings_for(collection)
     try:
@@ -651,7 +650,7 @@ def promote_cmd(version: int = typer.Argument(..., help="Model version number.")
         raise typer.Exit(1) from None
     console.print(f"champion: v{result['champion']}" + ("" if result["changed"] else " (unchanged)"))
     if result["changed"]:
-        _send_after_commit("the next scheduled nowcast serves it", request_nowcast, settings.collection)
+        _nowcast_for_new_champion(settings.collection)
 
 
 @app.command()
@@ -659,7 +658,6 @@ def rollback(reason: str = typer.Option("operator", help="Recorded with the deci
              collection: str = COLLECTION_OPTION) -> None:
     """Put the previous champion back, then nowcast."""
     from fairvalue import lifecycle
-    from tasks.app import request_nowcast
 
     settings = _settings_for(collection)
     try:
@@ -670,7 +668,16 @@ def rollback(reason: str = typer.Option("operator", help="Recorded with the deci
         errors.print(f"[red]not rolled back:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(f"champion: v{result['champion']} (rolled back from v{result['rolled_back_from']})")
-    _send_after_commit("the next scheduled nowcast serves it", request_nowcast, settings.collection)
+    _nowcast_for_new_champion(settings.collection)
+
+
+def _nowcast_for_new_champion(collection: str) -> None:
+    """After a committed champion change, as the API's promote and rollback: ask for a nowcast,
+    and say it was asked for (as `ingest` says its follow-up was sent), or why not."""
+    from tasks.app import request_nowcast
+
+    if _send_after_commit("the next scheduled nowcast serves the new champion", request_nowcast, collection):
+        console.print("follow-up sent: a nowcast is asked for, to serve the new champion")
 
 
 @app.command()

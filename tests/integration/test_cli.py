@@ -570,3 +570,33 @@ def test_errors_go_to_stderr_so_json_output_stays_json(seeded):
         assert result.exit_code == 1 and result.stdout == "", (args, result.stdout)
         assert "no item '99999'" in result.stderr, (args, result.stderr)
 
+
+def test_promote_and_rollback_say_the_nowcast_they_asked_for(client, broker, monkeypatch):
+    """They asked for a nowcast and printed nothing of it; `ingest` says its follow-up was sent.
+    With the broker down the change stands, and the line says why nothing was sent."""
+    import tasks.app
+    from fairvalue.settings import get_settings
+    from tests.integration.test_operator_api import champion_and_another
+
+    champion, other = champion_and_another(client)
+    promoted = runner.invoke(app, ["promote", str(other), "--reason", "cli follow-up"])
+    rolled = runner.invoke(app, ["rollback", "--reason", "cli follow-up"])
+    for result, change in ((promoted, f"champion: v{other}"), (rolled, f"champion: v{champion} (rolled back")):
+        assert result.exit_code == 0 and change in result.output, result.output
+        assert "follow-up sent: a nowcast is asked for, to serve the new champion" in result.output, result.output
+    unchanged = runner.invoke(app, ["promote", str(champion)])  # no change: nothing to ask for
+    assert unchanged.exit_code == 0 and "(unchanged)" in unchanged.output and "follow-up" not in unchanged.output
+
+    with socket.socket() as s:  # a port nothing listens on: a real connection refused
+        s.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+    monkeypatch.setattr(tasks.app, "app", tasks.app.create_app(get_settings().model_copy(update={"broker_url": dead})))
+    champion, other = champion_and_another(client)
+    try:
+        promoted = runner.invoke(app, ["promote", str(other), "--reason", "cli broker down"])
+    finally:
+        rolled = runner.invoke(app, ["rollback", "--reason", "cli broker down"])
+    for result in (promoted, rolled):
+        said = " ".join(result.output.split())  # rich wraps the line at the terminal's width
+        assert result.exit_code == 0 and "follow-up sent" not in said, said
+        assert "not sent (" in said and "the next scheduled nowcast serves the new champion" in said, said
