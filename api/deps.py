@@ -44,10 +44,16 @@ def unknown_names(unknown: Sequence[str], takes: Sequence[str], what: str, where
     return f"unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(named)}{more}{where}; it takes {listed}"
 
 
+# What a link's tracker appends (a newsletter's utm_source, an ad's click id): never ours to
+# read, and a shared page link carrying one must open, not answer 400.
+TRACKING = re.compile(r"utm_[a-z_]{1,30}|fbclid|gclid|msclkid")
+
+
 def unknown_query(request: Request, takes: Sequence[str]) -> str | None:
     """The refusal of the query parameters outside `takes`, or None: a misspelled one (?limt=5)
-    would otherwise be ignored and the answer given as if it were absent."""
-    unknown = [name for name in request.query_params.keys() if name not in takes]
+    would otherwise be ignored and the answer given as if it were absent. Trackers' parameters
+    (TRACKING) pass."""
+    unknown = [name for name in request.query_params.keys() if name not in takes and not TRACKING.fullmatch(name)]
     return unknown_names(unknown, takes, "query parameter") if unknown else None
 
 

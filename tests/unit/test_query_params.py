@@ -57,6 +57,9 @@ def test_a_parameter_the_route_does_not_take_is_refused_by_name_with_the_closest
     assert unknown_query(request("threshhold=0.1&limit=5&zzz"), takes).startswith(
         "unknown query parameters 'threshhold', 'zzz'; it takes")
     assert unknown_query(request("x=1"), ()) == "unknown query parameter 'x'; it takes none"
+    # a shared link's trackers pass; a parameter merely named like one does not
+    assert unknown_query(request("utm_source=news&utm_campaign=dec&fbclid=Iw&gclid=x&limit=5"), takes) is None
+    assert unknown_query(request("utm=1"), takes).startswith("unknown query parameter 'utm'")
     assert unknown_query(request("ids=1&ids=2"), ("ids",)) is None  # given twice is query_value's refusal
     named = unknown_query(request("&".join(f"p{i}=1" for i in range(8))), ("q",))
     assert "'p4'" in named and "'p5'" not in named and "and 3 more" in named
