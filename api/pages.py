@@ -32,6 +32,7 @@ from api.deps import SLUG, Route, float_param, query_value
 from fairvalue import item_reads, reads
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
+from storage.ingest import DAILY_PRICES, UNIQUE_ITEMS
 
 HERE = Path(__file__).resolve().parent
 TOP_SIGNALS = 10
@@ -304,16 +305,21 @@ def backtest(request: Request) -> Response:
     return render(request, "backtest.html", bt=bt, chart=chart, dates=_form_dates(bt["window"]))
 
 
-def _forward_scores(metrics: dict) -> dict[str, Any]:
-    """A version's MAPE on sales it did not train on, and the previous-day floor's on the same:
-    its training holdout (`fairvalue train`) or, for a version a training request made, the gates'
-    window (fairvalue/lifecycle.py)."""
+# The baseline each kind of market is scored against, as its versions' metrics name it (training
+# holdout, gates' window), and as a page names it.
+BASELINES = {UNIQUE_ITEMS: (("floor_baseline", "previous_day_floor"), "previous-day floor"),
+             DAILY_PRICES: (("previous_price",), "previous price")}
+
+
+def _forward_scores(metrics: dict, kind: str) -> dict[str, Any]:
+    """A version's MAPE on sales (prices) it did not train on, and its market's baseline's on the
+    same: its training holdout (`fairvalue train`) or, for a version a training request made, the
+    gates' window (fairvalue/lifecycle.py)."""
     gate = metrics.get("gate_evaluation") or {}
-    if "model" not in metrics and gate:
-        return {"model": (gate.get("contender") or {}).get("mape"),
-                "floor": (gate.get("previous_day_floor") or {}).get("mape"), "window": "gates"}
-    return {"model": (metrics.get("model") or {}).get("mape"),
-            "floor": (metrics.get("floor_baseline") or {}).get("mape"), "window": "holdout"}
+    scored = gate if "model" not in metrics and gate else metrics
+    baseline = next((scored[key] for key in BASELINES[kind][0] if scored.get(key)), {})
+    return {"model": (scored.get("contender" if scored is gate else "model") or {}).get("mape"),
+            "baseline": baseline.get("mape"), "window": "gates" if scored is gate else "holdout"}
 
 
 @page
@@ -323,12 +329,13 @@ def models(request: Request) -> Response:
     for alias, version in overview["aliases"].items():
         aliases_of.setdefault(version, []).append(alias)
     for v in overview["versions"]:
-        v["scores"] = _forward_scores(v["metrics"])
-    chart = {"versions": [[v["version"], v["scores"]["model"], v["scores"]["floor"]]
-                          for v in reversed(overview["versions"])]}
+        v["scores"] = _forward_scores(v["metrics"], overview["kind"])
+    baseline = BASELINES[overview["kind"]][1]
+    chart = {"baseline": baseline, "versions": [[v["version"], v["scores"]["model"], v["scores"]["baseline"]]
+                                                for v in reversed(overview["versions"])]}
     rollbacks = [d for d in overview["decisions"] if d["decision"] == "rollback"]
     return render(request, "models.html", overview=overview, aliases_of=aliases_of, rollbacks=rollbacks,
-                  chart=chart)
+                  chart=chart, baseline=baseline)
 
 
 @page

@@ -552,6 +552,7 @@ def models_overview(slug: str | None = None, decisions_limit: int = 50) -> dict[
                             .order_by(PromotionDecision.id.desc()).limit(decisions_limit)).all()
     return {
         "collection": coll.slug,
+        "kind": coll.kind,
         "aliases": aliases,
         "versions": [{"version": v.version, "estimator": v.estimator, "artifact_uri": v.artifact_uri,
                       "sha256": v.sha256, "created_at": iso(v.created_at), "data_start": iso(v.data_start),

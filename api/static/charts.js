@@ -134,7 +134,7 @@
     versions: function (d) {
       return { type: "bar", data: { labels: d.versions.map(function (v) { return "v" + v[0]; }), datasets: [
           { label: "model", data: d.versions.map(function (v) { return v[1]; }), backgroundColor: COLORS.model },
-          { label: "previous-day floor", data: d.versions.map(function (v) { return v[2]; }), backgroundColor: COLORS.buyAll }] },
+          { label: d.baseline, data: d.versions.map(function (v) { return v[2]; }), backgroundColor: COLORS.buyAll }] },
         options: { scales: { y: { beginAtZero: true, ticks: { callback: pct } } } } };
     },
     queues: function (d) {

@@ -323,6 +323,8 @@ def test_api_and_pages_show_the_cards_beside_the_punks(cards_loaded, client):
         page = client.get(path, headers=html)
         assert page.status_code == 200, (path, page.text[:300])
     assert "By category and by card" in client.get("/c/cards/performance", headers=html).text
+    models_page = client.get("/c/cards/models", headers=html).text  # the cards' baseline, not a floor
+    assert "previous price MAPE" in models_page and "floor" not in models_page and ">prices<" in models_page
     # A card's page explains its own value (its window of prices), and charts its daily prices.
     card_page = client.get(f"/c/cards/items/{card_id}", headers=html).text
     assert "prices in the window" in card_page and "daily prices" in card_page and "Floor" not in card_page

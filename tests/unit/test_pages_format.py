@@ -72,6 +72,14 @@ def test_a_version_a_training_request_made_shows_its_score_on_the_gates_window()
     trained = {"holdout_start": "2021-12-01T00:00:00Z", "model": {"mape": 0.125}, "floor_baseline": {"mape": 0.187}}
     gated = {"gate_evaluation": {"contender": {"mape": 0.113}, "champion": {"mape": 0.12},
                                  "previous_day_floor": {"mape": 0.233}}}
-    assert _forward_scores(trained) == {"model": 0.125, "floor": 0.187, "window": "holdout"}
-    assert _forward_scores(gated) == {"model": 0.113, "floor": 0.233, "window": "gates"}
-    assert _forward_scores({}) == {"model": None, "floor": None, "window": "holdout"}
+    assert _forward_scores(trained, "unique_items") == {"model": 0.125, "baseline": 0.187, "window": "holdout"}
+    assert _forward_scores(gated, "unique_items") == {"model": 0.113, "baseline": 0.233, "window": "gates"}
+    assert _forward_scores({}, "unique_items") == {"model": None, "baseline": None, "window": "holdout"}
+
+
+def test_a_card_version_is_scored_against_the_previous_price():
+    """The cards' models page showed "floor MAPE —": their baseline is the previous price."""
+    trained = {"model": {"mape": 0.03}, "previous_price": {"mape": 0.05}}
+    gated = {"gate_evaluation": {"contender": {"mape": 0.031}, "previous_price": {"mape": 0.052}}}
+    assert _forward_scores(trained, "daily_prices") == {"model": 0.03, "baseline": 0.05, "window": "holdout"}
+    assert _forward_scores(gated, "daily_prices") == {"model": 0.031, "baseline": 0.052, "window": "gates"}
