@@ -576,7 +576,7 @@ def test_promote_and_rollback_say_the_nowcast_they_asked_for(client, broker, mon
     With the broker down the change stands, and the line says why nothing was sent."""
     import tasks.app
     from fairvalue.settings import get_settings
-    from tests.integration.test_operator_api import champion_and_another
+    from tests.builders import champion_and_another
 
     champion, other = champion_and_another(client)
     promoted = runner.invoke(app, ["promote", str(other), "--reason", "cli follow-up"])

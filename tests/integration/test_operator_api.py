@@ -10,6 +10,7 @@ from pydantic import SecretStr
 
 from fairvalue.settings import get_settings
 from tasks import queues
+from tests.builders import champion_and_another
 
 pytestmark = pytest.mark.integration
 TOKEN = "operator-test-token"
@@ -46,24 +47,6 @@ def sent_tasks():
     before_task_publish.connect(record, weak=False)
     yield sent
     before_task_publish.disconnect(record)
-
-
-def champion_and_another(client) -> tuple[int, int]:
-    """The champion's version number and another's (one is trained when this file runs alone).
-    The champion is made past its probation (no previous champion), so that promoting the other
-    makes it the one a rollback returns to (storage.registry.promote)."""
-    from fairvalue import pipeline
-    from storage.db import session_scope
-    from storage.registry import PREVIOUS_CHAMPION, remove_alias
-
-    with session_scope() as session:
-        remove_alias(session, pipeline.collection(session, get_settings()), PREVIOUS_CHAMPION)
-    models = client.get("/v1/models").json()
-    if len(models["versions"]) < 2:
-        pipeline.train(cutoff=datetime(2021, 6, 1, tzinfo=UTC))
-        models = client.get("/v1/models").json()
-    champion = models["aliases"]["champion"]
-    return champion, next(v["version"] for v in models["versions"] if v["version"] != champion)
 
 
 def test_operator_can_enqueue_promote_and_roll_back(client, operator_token, broker, sent_tasks):
