@@ -215,7 +215,7 @@ def train(cutoff: str = typer.Option(None, help="Train only on sales before this
     try:
         with console.status("training"):
             result = pipeline.train(_settings_for(collection), cutoff=_parse_time(cutoff))
-    except pipeline.NothingToTrain as exc:
+    except pipeline.TRAINING_REFUSALS as exc:  # no prices, or too few: what the data refused
         errors.print(f"[red]nothing trained:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(f"registered version {result.version}" + (" (champion)" if result.became_champion else ""))

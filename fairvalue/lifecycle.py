@@ -274,9 +274,10 @@ class LeaseLost(RuntimeError):
     pass
 
 
-# No attempt can train a collection without sales (or prices) until they are ingested: its
-# request fails at once instead of retrying.
+# No attempt can train a collection without sales (or prices), or with too few, until more are
+# ingested: its request fails at once instead of retrying.
 NothingToTrain = pipeline.NothingToTrain
+TRAINING_REFUSALS = pipeline.TRAINING_REFUSALS
 
 
 class _Heartbeat:
@@ -341,7 +342,7 @@ def train_request(request_id: int, worker: str, settings: Settings | None = None
         with session_scope() as session:
             state = requests.release_for_retry(
                 session, request_id, worker, f"{type(exc).__name__}: {exc}", settings.training_max_attempts,
-                timedelta(seconds=settings.training_retry_backoff_seconds), final=isinstance(exc, NothingToTrain))
+                timedelta(seconds=settings.training_retry_backoff_seconds), final=isinstance(exc, TRAINING_REFUSALS))
         exc.add_note(f"training request {request_id} is now {state}")
         raise
 
@@ -432,7 +433,11 @@ def _train_and_gate_daily(settings: Settings, overrides: dict) -> TrainOutcome:
     end = data.last_day
     start = end - pd.Timedelta(days=settings.gate_window_days) + pd.Timedelta(days=1)
     past = data.before(start)
-    contender, rows = kinds.DAILY.evaluation("contender", kinds.daily.fit(past, params), data, start)
+    try:
+        contender_model = kinds.daily.fit(past, params)
+    except kinds.daily.TooFewPrices as exc:  # say which prices: those before the window, not all of them
+        raise kinds.daily.TooFewPrices(f"before the gate window from {start:%Y-%m-%d}: {exc}") from None
+    contender, rows = kinds.DAILY.evaluation("contender", contender_model, data, start)
     evaluations = {"contender": contender}
     champion_mode = None
     if champion is not None:

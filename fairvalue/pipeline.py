@@ -26,6 +26,7 @@ from fairvalue.reads import iso
 from fairvalue.settings import Settings, get_settings
 from fairvalue.webhook_batch import CallOutcome, WebhookCall
 from models import estimator
+from models.daily import TooFewPrices
 from models.diagnostics import diagnostics, item_segments, learning_curve
 from models.drift import DriftReport, drift_report
 from models.features import MarketData, build_features, valuation_queries
@@ -314,6 +315,11 @@ class TrainResult:
 
 class NothingToTrain(ValueError):
     """The collection holds no sales (or prices) before the cutoff: a setup step is missing."""
+
+
+# What the data refuses to train on: no attempt on the same data can succeed, so the CLI prints it
+# as one line (exit 1) and a training request fails at once instead of retrying (fairvalue.lifecycle).
+TRAINING_REFUSALS: tuple[type[Exception], ...] = (NothingToTrain, estimator.TooFewSales, TooFewPrices)
 
 
 def train(settings: Settings | None = None, cutoff: datetime | None = None) -> TrainResult:

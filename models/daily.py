@@ -19,8 +19,9 @@ Definitions (all logs natural; a "day" is a calendar day; prices of day D are kn
   the S = max(W, 28) days before D, divided by 1.349 (a robust standard deviation; at least 1 %).
   p10 / p90 = FV x exp(q x s) with q the 10th / 90th percentiles of z per category over the
   training days (forward residuals, since FV never saw its own day), clipped so p10 <= FV <= p90.
-- Training chooses W and alpha from small grids by forward MAPE over the last `tune_days` of the
-  training data, then fits the band quantiles. Nothing after the training data is looked at.
+- Training chooses W and alpha from small grids by forward MAPE over the last `tune_days` priced
+  days of the training data (days with at least one price), then fits the band quantiles on the
+  last `band_days` priced days. Nothing after the training data is looked at.
 
 Each row of every matrix here depends only on prices of its day and before, so computing them on
 a whole series and reading day D equals computing them on the series cut at D (tested).
@@ -318,19 +319,36 @@ def previous_price(series: DailySeries) -> pd.DataFrame:
 MIN_TRAIN_DAYS = 14
 
 
+class TooFewPrices(ValueError):
+    """The prices cannot train a daily model: fewer than MIN_TRAIN_DAYS priced days, or too few
+    card-days with a fair value to tune on (`min_band_rows`). More prices are needed; trying again
+    on the same ones cannot help."""
+
+
 def earliest_forward_day(series: DailySeries) -> pd.Timestamp | None:
     """The first day a model trained on the days before it can value (None: not enough days)."""
     days = series.prices["day"].drop_duplicates().sort_values()
     return None if len(days) < MIN_TRAIN_DAYS else days.iloc[MIN_TRAIN_DAYS - 1] + pd.Timedelta(days=1)
 
 
+def _before_last_priced_days(series: DailySeries, n: int) -> pd.Timestamp:
+    """The day before the first of the last `n` priced days (days with at least one price): the
+    rows after it are those n days. Counted in priced days, not calendar days: after a gap in the
+    prices (bundled prices that end, then a collector's first day months later) the last n
+    calendar days held only the days after the gap, which no window reaches yet, and training
+    found nothing to tune on. Without a gap the two are the same days."""
+    days = series.prices["day"].drop_duplicates().sort_values()
+    return days.iloc[-n - 1] if len(days) > n else days.iloc[0] - pd.Timedelta(days=1)
+
+
 def fit(series: DailySeries, params: DailyParams | None = None) -> DailyFairValueModel:
-    """Choose W and alpha on the last `tune_days` of `series`, then the band quantiles."""
+    """Choose W and alpha on the last `tune_days` priced days of `series`, then the band quantiles
+    on the last `band_days` priced days. TooFewPrices when the prices cannot train a model."""
     params = params or DailyParams()
-    if series.prices.empty or series.prices["day"].nunique() < MIN_TRAIN_DAYS:
-        raise ValueError(f"need at least {MIN_TRAIN_DAYS} days of prices to train a daily model")
-    last = series.last_day
-    tune_from = last - pd.Timedelta(days=params.tune_days)
+    n_days = 0 if series.prices.empty else series.prices["day"].nunique()
+    if n_days < MIN_TRAIN_DAYS:
+        raise TooFewPrices(f"only {n_days} days of prices; a daily model needs at least {MIN_TRAIN_DAYS}")
+    tune_from = _before_last_priced_days(series, params.tune_days)
     # Tuning reads only its days and the history their windows need.
     recent = DailySeries(series.items, series.prices[
         series.prices["day"] > tune_from - pd.Timedelta(days=max(params.windows) + 28 + CARRY_DAYS)])
@@ -348,13 +366,18 @@ def fit(series: DailySeries, params: DailyParams | None = None) -> DailyFairValu
             if best is None or mape < best[0]:
                 best = (mape, window, alpha)
     if best is None:
-        raise ValueError(f"too few priced days after warm-up to train (need {params.min_band_rows} rows)")
+        raise TooFewPrices(f"too few card-days with a fair value in the last {params.tune_days} priced days to tune "
+                           f"on (need {params.min_band_rows} for some window of {list(params.windows)} days): a "
+                           "card needs a few days of prices in a window before it has a fair value")
     _, window, alpha = best
     m = matrices(series, window, alpha)
     z = ((m.log_price - m.log_fair) / m.scale)
-    z = z[z.index > last - pd.Timedelta(days=params.band_days)]
+    z = z[z.index > _before_last_priced_days(series, params.band_days)]
     long = z.stack().rename("z").reset_index()
     long.columns = ["day", "item_key", "z"]
+    if long.empty:  # a band of no residuals would be NaN: every published p10/p90 unusable
+        raise TooFewPrices(f"no card-day with a fair value in the last {params.band_days} priced days to fit the "
+                           "band on")
     long["category"] = series.items["category"].reindex(long["item_key"]).to_numpy()
     band = {"*": _band(long["z"])}
     for category, group in long.groupby("category"):

@@ -67,7 +67,7 @@ def train(self, request_id: int, collection: str | None = None) -> dict:
         run["request_id"] = request_id
         try:
             result = lifecycle.train_request(int(request_id), worker=claim_token(self.request.hostname))
-        except lifecycle.NothingToTrain:
+        except lifecycle.TRAINING_REFUSALS:
             raise  # failed for good: no retry to publish
         except Exception:
             # The request went back to queued with a backoff (or failed for good): publish the

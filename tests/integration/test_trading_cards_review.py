@@ -1,0 +1,87 @@
+"""A user's review of the cards market, on real parts: training after a gap in the prices and on
+too few of them, sales sent to the cards, follow-up nowcasts of new prices, cards the published
+snapshot does not value, the collector asked to collect a market of sales, stored volumes.
+
+Each test loads the card universe into a collection of its own (cardsrev-*), so it neither sees
+nor changes the collections of test_trading_cards.py. Named to run after the other integration
+tests, as that file is: it registers model versions and decisions."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlmodel import select
+from typer.testing import CliRunner
+
+from fairvalue import card_prices, lifecycle
+from fairvalue.card_universe import load_universe, read_universe
+from fairvalue.cli import app as cli
+from fairvalue.settings import PROJECT_ROOT, Settings, get_settings
+from storage import requests
+from storage.db import session_scope
+from storage.tables import ModelVersion, TrainingRequest
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+PRICES = PROJECT_ROOT / "data" / "cards" / "prices.csv"
+
+
+def said(text: str) -> str:
+    """On one line (rich wraps at the terminal's width)."""
+    return " ".join(text.split())
+
+
+def cards_collection(slug: str, prices: pd.DataFrame | None, tmp_path: Path) -> Settings:
+    """The card universe as collection `slug`, with `prices` (the fixture's columns) ingested."""
+    load_universe(replace(read_universe(get_settings().cards_config), collection=slug))
+    settings = get_settings().for_collection(slug)
+    if prices is not None:
+        path = tmp_path / f"{slug}-prices.csv"  # rejections are kept by file name: one per collection
+        prices.to_csv(path, index=False)
+        assert card_prices.ingest_prices_file(path, settings).rejected == 0
+    return settings
+
+
+def versions_of(slug: str) -> int:
+    from storage.ingest import ensure_collection
+
+    with session_scope() as session:
+        coll = ensure_collection(session, slug)
+        return len(session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id)).all())
+
+
+# --- 1. training after a gap, and on too few prices ----------------------------------------------
+
+def test_cards_train_after_a_gap_in_the_prices(database, s3, tmp_path):
+    """The bundled prices end 2025-07-19; a collector's first run stores one price per card dated
+    today. `train` raised "too few priced days after warm-up" with a traceback: it tuned on the
+    last 60 calendar days, which held only today."""
+    fixture = pd.read_csv(PRICES, dtype=str)
+    today = fixture.groupby("card_id").tail(1).assign(date="2026-12-01")
+    cards_collection("cardsrev-gap", pd.concat([fixture, today]), tmp_path)
+    result = runner.invoke(cli, ["train", "--collection", "cardsrev-gap"])
+    assert result.exit_code == 0, result.output
+    assert "registered version 1 (champion)" in result.output and versions_of("cardsrev-gap") == 1
+
+
+def test_too_few_prices_are_refused_in_one_line_and_fail_a_request_at_once(database, s3, tmp_path):
+    fixture = pd.read_csv(PRICES, dtype=str)
+    settings = cards_collection("cardsrev-few", fixture[fixture["date"] < "2025-01-10"], tmp_path)
+    result = runner.invoke(cli, ["train", "--collection", "cardsrev-few"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert said(result.stderr) == "nothing trained: only 9 days of prices; a daily model needs at least 14"
+    assert versions_of("cardsrev-few") == 0
+
+    # A training request of the same collection fails for good on its first attempt, with the reason.
+    request_id = lifecycle._record_request(settings, f"cardsrev-few:{time.time_ns()}", "too few", {}, {}).request_id
+    with pytest.raises(lifecycle.TRAINING_REFUSALS):
+        lifecycle.train_request(request_id, "worker-few", settings)
+    with session_scope() as session:
+        row = session.get(TrainingRequest, request_id)
+        assert (row.state, row.attempts) == (requests.FAILED, 1)
+        assert row.error == ("TooFewPrices: before the gate window from 2024-12-27: only 0 days of prices; a "
+                             "daily model needs at least 14")
