@@ -174,9 +174,11 @@ def _first_acceptance(digest: str):
 # takes every call waiting and ingests them together (fairvalue/group_commit.py says why and
 # how a failing batch falls back to one transaction per call).
 def _caused_by_a_call(exc: Exception) -> bool:
-    """False when the database itself failed (unreachable, restarting, pool exhausted): the
-    answer, a 503, is the same for every call, so the batch is not retried call by call."""
-    return not isinstance(exc, (db_errors.OperationalError, db_errors.InterfaceError, db_errors.TimeoutError))
+    """False when the database itself failed (unreachable, restarting, pool exhausted), or the
+    collection takes no sales: the answer (a 503, a 409) is the same for every call, so the batch
+    is not retried call by call."""
+    return not isinstance(exc, (db_errors.OperationalError, db_errors.InterfaceError, db_errors.TimeoutError,
+                                pipeline.CannotTakeSales))
 
 
 ingest_writer: GroupCommitter[WebhookCall, CallOutcome] = GroupCommitter(
@@ -260,7 +262,8 @@ async def receive_sales(request: Request) -> JSONResponse:
     responses:
       202: {description: "accepted, duplicate, rejected (with reasons), follow_up"}
       409:
-        description: "a replayed delivery, or every event id already stored with other content"
+        description: "a replayed delivery, every event id already stored with other content, or a collection
+          that takes no sales (daily-priced, or not seeded yet)"
         content: {application/json: {schema: {$ref: "#/components/schemas/Error"}}}
       400: {$ref: "#/components/responses/BadRequest"}
       401: {$ref: "#/components/responses/Unauthorized"}
@@ -271,8 +274,18 @@ async def receive_sales(request: Request) -> JSONResponse:
     call = await _signed_call(request, _sales_from)
     if isinstance(call, JSONResponse):
         return call
-    outcome = await asyncio.wrap_future(ingest_writer.submit(call))
+    try:
+        outcome = await asyncio.wrap_future(ingest_writer.submit(call))
+    except pipeline.CannotTakeSales as exc:
+        return await _not_taken(call, "sales", exc)
     return await _answer(call, outcome, metrics.WEBHOOK_SALES, follow_up, "rejected_sales")
+
+
+async def _not_taken(call: WebhookCall, noun: str, exc: pipeline.CannotTakeSales) -> JSONResponse:
+    """409, recorded: nothing was stored, and the sender may send the call again once the
+    collection is set up (a refusal does not spend its signature)."""
+    return await _refuse(409, f"this service's collection takes no {noun} now: {exc}", "not_taken", call.body,
+                         call.client, call.digest, call.signed_at)
 
 
 async def _follow(follow: FollowUp, accepted: int) -> str:
@@ -346,7 +359,6 @@ async def receive_listings(request: Request) -> JSONResponse:
         return call
     try:
         outcome = await run_in_threadpool(_ingest_listings_alone, call)
-    except pipeline.CannotTakeSales as exc:  # nothing stored: the sender may retry once it is set up
-        return await _refuse(409, f"this service's collection takes no listings now: {exc}", "not_taken", call.body,
-                             call.client, call.digest, call.signed_at)
+    except pipeline.CannotTakeSales as exc:
+        return await _not_taken(call, "listings", exc)
     return await _answer(call, outcome, metrics.WEBHOOK_LISTINGS, listing_follow_up, "rejected_listings")

@@ -196,8 +196,11 @@ def ingest_sales_call(
 
 
 def ingest_webhook_calls(calls: Sequence[WebhookCall], settings: Settings | None = None) -> list[CallOutcome]:
-    """Webhook calls in one transaction (group commit: api/webhooks.py); each gets its own outcome."""
+    """Webhook calls of sales in one transaction (group commit: api/webhooks.py); each gets its own
+    outcome. CannotTakeSales, before anything is stored, unless the collection takes sales, as
+    for listings (ingest_listings_call): a daily-priced one stored them where nothing reads them."""
     settings = settings or get_settings()
+    check_takes_sales(settings.collection)
     with session_scope() as session:
         return webhook_calls.ingest_calls(session, settings.collection, calls, settings.min_floor_fraction)
 

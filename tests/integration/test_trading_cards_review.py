@@ -85,3 +85,35 @@ def test_too_few_prices_are_refused_in_one_line_and_fail_a_request_at_once(datab
         assert (row.state, row.attempts) == (requests.FAILED, 1)
         assert row.error == ("TooFewPrices: before the gate window from 2024-12-27: only 0 days of prices; a "
                              "daily model needs at least 14")
+
+
+# --- 2. the sales webhook of the cards ---------------------------------------------------------------
+
+def test_the_sales_webhook_of_a_cards_service_refuses_sales_as_the_listings_one_does(client, monkeypatch, tmp_path):
+    """Answered 202 and stored a sale the cards never read; the listings webhook answered 409."""
+    import json
+    from datetime import UTC, datetime
+
+    from api import signing
+    from storage.tables import Sale, WebhookDelivery
+
+    cards_collection("cardsrev-hook", None, tmp_path)
+    monkeypatch.setattr(get_settings(), "collection", "cardsrev-hook")  # the API's default collection
+    event_id = f"cardsrev-sale-{time.time_ns()}"
+    sale = {"event_id": event_id, "timestamp": datetime.now(UTC).isoformat(), "item_id": "1", "price": 10.0}
+    answers = {}
+    for path, payload in (("/v1/webhooks/sales", sale), ("/v1/webhooks/listings", {"listings": [
+            {**sale, "event_id": f"{event_id}-ask"}]})):
+        body = json.dumps(payload).encode()
+        answers[path] = client.post(path, content=body, headers={
+            signing.HEADER: signing.sign("test-secret", body), "content-type": "application/json"})
+    sales, listings = answers["/v1/webhooks/sales"], answers["/v1/webhooks/listings"]
+    assert sales.status_code == listings.status_code == 409, sales.text
+    assert sales.json()["outcome"] == listings.json()["outcome"] == "not_taken"
+    assert sales.json()["error"].startswith("this service's collection takes no sales now: collection cardsrev-hook "
+                                            "is of kind daily_prices: it takes daily prices")
+    with session_scope() as session:
+        assert session.exec(select(Sale).where(Sale.event_id == event_id)).first() is None
+        refused = session.exec(select(WebhookDelivery.outcome).where(
+            WebhookDelivery.outcome == "not_taken", WebhookDelivery.reason.contains("takes no sales"))).all()
+    assert refused  # recorded with its reason, as every refusal is
