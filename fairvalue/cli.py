@@ -173,6 +173,12 @@ def _ingest_events(path: Path, collection: str | None, ingest, noun: str, follow
             console.print(f"follow-up sent: {sent}")
 
 
+# The follow-up of stored prices, as the collector's task asks for it (tasks/cards.py): any new or
+# changed price is a card-day the published snapshot has not valued.
+PRICES_SENT = "a nowcast is asked for to value the new prices"
+PRICES_OTHERWISE = "the next scheduled nowcast values these prices"
+
+
 @ingest_app.command("prices")
 def ingest_prices(
     path: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV: date, card_id, market_price[, volume]"),
@@ -182,8 +188,9 @@ def ingest_prices(
     from fairvalue.card_prices import ingest_prices_file
     from storage.bundled import UnreadableFile
 
+    settings = _settings_for(collection)
     try:
-        report = ingest_prices_file(path, _settings_for(collection))
+        report = ingest_prices_file(path, settings)
     except (LookupError, UnreadableFile) as exc:
         errors.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
@@ -194,16 +201,28 @@ def ingest_prices(
         table.add_row(name.replace("_", " "), str(getattr(report, name)))
     _add_rejections(table, report)
     console.print(table)
+    if report.stored:
+        from tasks.app import request_nowcast
+
+        if _send_after_commit(PRICES_OTHERWISE, request_nowcast, settings.collection):
+            console.print(f"follow-up sent: {PRICES_SENT}")
 
 
 @cards_app.command("collect")
 def cards_collect(collection: str = typer.Option("cards", "--collection"),
                   days: int = typer.Option(None, help="Days of history per card (default from settings).")) -> None:
-    """Fetch the active cards' prices from the price API now (what the daily beat task does)."""
+    """Fetch the active cards' prices from the price API now (what the daily beat task does), then
+    ask for a nowcast when any price is new or changed (`follow_up` in the answer)."""
     from fairvalue.card_prices import collect
+    from tasks.app import request_nowcast, send_after_commit
 
-    report = collect(_settings_for(collection), days=days)
-    console.print_json(json.dumps(report.as_dict()))
+    settings = _settings_for(collection)
+    report = collect(settings, days=days)
+    follow_up = "none"
+    if report.prices.stored:  # said in the JSON, as the webhooks' answers say it: stdout stays one JSON answer
+        why = send_after_commit(request_nowcast, settings.collection)
+        follow_up = f"sent: {PRICES_SENT}" if why is None else f"not sent ({why}); {PRICES_OTHERWISE}"
+    console.print_json(json.dumps({**report.as_dict(), "follow_up": follow_up}))
 
 
 @app.command()

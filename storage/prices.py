@@ -28,6 +28,12 @@ class PriceReport:
     rejected_kept_before: int = 0  # of `rejected`, rows kept already (storage.ingest)
     reasons: Counter = field(default_factory=Counter)
 
+    @property
+    def stored(self) -> int:
+        """Rows written (new days and changed ones): what the published snapshot has not valued,
+        so what asks for a nowcast (the collector's task, `ingest prices`, `cards collect`)."""
+        return self.new + self.changed
+
     def add(self, other: PriceReport) -> None:
         for name in ("new", "changed", "unchanged", "repeated_in_batch", "rejected", "rejected_kept_before"):
             setattr(self, name, getattr(self, name) + getattr(other, name))

@@ -22,7 +22,7 @@ def collect_card_prices(self, collection: str) -> dict:
         run.update(report.as_dict())
         if report.skipped:
             run["status"] = "skipped"
-        elif report.prices.new or report.prices.changed:
+        elif report.prices.stored:
             request_nowcast(collection)
             run["nowcast_requested"] = True
         return dict(run)

@@ -24,6 +24,8 @@ from fairvalue.settings import PROJECT_ROOT, Settings, get_settings
 from storage import requests
 from storage.db import session_scope
 from storage.tables import ModelVersion, TrainingRequest
+from tests.integration.conftest import wait_for
+from tests.integration.test_trading_cards import FakePriceAPI, price_api  # noqa: F401  (its fixture)
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -117,3 +119,60 @@ def test_the_sales_webhook_of_a_cards_service_refuses_sales_as_the_listings_one_
         refused = session.exec(select(WebhookDelivery.outcome).where(
             WebhookDelivery.outcome == "not_taken", WebhookDelivery.reason.contains("takes no sales"))).all()
     assert refused  # recorded with its reason, as every refusal is
+
+
+# --- 3. new prices ask for a nowcast ------------------------------------------------------------------
+
+def published_days(slug: str) -> set[str]:
+    from storage.ingest import ensure_collection
+    from storage.snapshots import read_published
+
+    with session_scope() as session:
+        return {v.last_sale_at.date().isoformat() for v in read_published(session, ensure_collection(session, slug))
+                if v.last_sale_at is not None}
+
+
+def nowcast_runs(slug: str) -> int:
+    from storage.tables import TaskRun
+
+    with session_scope() as session:
+        return sum(run.detail.get("collection") == slug for run in session.exec(
+            select(TaskRun).where(TaskRun.task_name == "fairvalue.nowcast")).all())
+
+
+def test_new_prices_ask_for_a_nowcast_as_new_sales_do(worker, monkeypatch, tmp_path):
+    """`ingest prices` and `cards collect` stored prices and left them unvalued until the daily
+    nowcast; `ingest sales` asks for its follow-up."""
+    from fairvalue import pipeline
+
+    fixture = pd.read_csv(PRICES, dtype=str)
+    settings = cards_collection("cardsrev-follow", fixture[fixture["date"] < "2025-06-20"], tmp_path)
+    pipeline.train(settings)  # the first version is champion
+    day = tmp_path / "cardsrev-follow-0620.csv"
+    fixture[fixture["date"] == "2025-06-20"].to_csv(day, index=False)
+    result = runner.invoke(cli, ["ingest", "prices", str(day), "--collection", "cardsrev-follow"])
+    assert result.exit_code == 0, result.output
+    assert "follow-up sent: a nowcast is asked for to value the new prices" in said(result.output)
+    assert wait_for(lambda: "2025-06-20" in published_days("cardsrev-follow"), timeout=120)  # the worker's nowcast
+    again = runner.invoke(cli, ["ingest", "prices", str(day), "--collection", "cardsrev-follow"])
+    assert again.exit_code == 0 and "follow-up" not in again.output, again.output  # nothing new: nothing sent
+
+
+def test_cards_collect_asks_for_a_nowcast_when_a_price_is_new(worker, price_api, monkeypatch, tmp_path):  # noqa: F811
+    import json
+
+    from pydantic import SecretStr
+
+    cards_collection("cardsrev-collect", None, tmp_path)
+    monkeypatch.setattr(get_settings(), "card_price_api_url", price_api)
+    monkeypatch.setattr(get_settings(), "card_price_api_key", SecretStr("k-review"))
+    FakePriceAPI.script = {}  # every card: one price, of 2025-07-19
+    before = nowcast_runs("cardsrev-collect")
+    first = runner.invoke(cli, ["cards", "collect", "--collection", "cardsrev-collect", "--days", "2"])
+    assert first.exit_code == 0, first.output
+    answer = json.loads(first.output)  # stdout stays one JSON answer
+    assert answer["prices"]["new"] == 40 and answer["follow_up"] == ("sent: a nowcast is asked for to value the "
+                                                                    "new prices")
+    wait_for(lambda: nowcast_runs("cardsrev-collect") > before, timeout=120)  # the worker took the request
+    again = json.loads(runner.invoke(cli, ["cards", "collect", "--collection", "cardsrev-collect"]).output)
+    assert again["prices"]["unchanged"] == 40 and again["follow_up"] == "none"
