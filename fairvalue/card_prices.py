@@ -26,13 +26,15 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
+from sqlmodel import Session, select
 
 from fairvalue.settings import Settings, get_settings
 from models.price_rows import PriceReason, rows_from_api, validate_prices
 from models.validation import Rejection
 from storage.db import session_scope
-from storage.ingest import DAILY_PRICES, ensure_collection, store_rejections
+from storage.ingest import DAILY_PRICES, kind_of_slug, store_rejections
 from storage.prices import PriceReport, card_keys, store_validated
+from storage.tables import Collection
 
 # A year of daily history for one card is a few kB; far past that, the answer is not one we asked for.
 MAX_BODY_BYTES = 5_000_000
@@ -173,18 +175,33 @@ class CollectReport:
                 "waited_seconds": round(sum(self.waits), 3), "skipped": self.skipped}
 
 
+def priced_collection(session: Session, slug: str) -> Collection:
+    """The daily-priced collection `slug`, looked up, not made; LookupError, before anything is
+    asked or stored, when it is of another kind (the punks' items are no cards: collecting them
+    called the price API once per punk and stored their "prices" beside the sales) or has no cards."""
+    kind = kind_of_slug(session, slug)
+    if kind != DAILY_PRICES:  # punks' sales have their own path (`fairvalue ingest sales`)
+        raise LookupError(f"collection {slug} is of kind {kind}; daily prices go to a {DAILY_PRICES} collection "
+                          "such as cards")
+    coll = session.exec(select(Collection).where(Collection.slug == slug)).first()
+    if coll is None or not card_keys(session, coll):
+        raise LookupError(f"collection {slug} has no cards: run `fairvalue cards load` first")
+    return coll
+
+
 def collect(settings: Settings | None = None, client: PriceTrackerClient | None = None, days: int | None = None,
             today: date | None = None) -> CollectReport:
-    """Fetch every active card's recent prices and upsert them (see the module docstring)."""
+    """Fetch every active card's recent prices and upsert them (see the module docstring);
+    LookupError first unless the collection is a daily-priced one with cards (priced_collection)."""
     settings = settings or get_settings()
     report = CollectReport(settings.collection)
+    with session_scope() as session:
+        coll = priced_collection(session, settings.collection)
+        cards = card_keys(session, coll, active_only=True)
     if client is None and not settings.card_price_api_key.get_secret_value():
         report.skipped = "no FAIRVALUE_CARD_PRICE_API_KEY configured"
         return report
     today = today or datetime.now(UTC).date()
-    with session_scope() as session:
-        coll = ensure_collection(session, settings.collection)
-        cards = card_keys(session, coll, active_only=True)
     own = client is None
     client = client or PriceTrackerClient.from_settings(settings)
     origin = f"api:{settings.card_price_api_url}"[:200] if own else f"api:{client.base_url}"[:200]
@@ -223,13 +240,8 @@ def ingest_price_rows(rows: Any, origin: str, settings: Settings | None = None,
     settings = settings or get_settings()
     today = today or datetime.now(UTC).date()
     with session_scope() as session:
-        coll = ensure_collection(session, settings.collection)
-        if coll.kind != DAILY_PRICES:  # punks' sales have their own path (`fairvalue ingest sales`)
-            raise LookupError(f"collection {coll.slug} is of kind {coll.kind}; daily prices go to a "
-                              f"{DAILY_PRICES} collection such as cards")
+        coll = priced_collection(session, settings.collection)
         known = set(card_keys(session, coll))
-        if not known:
-            raise LookupError(f"collection {coll.slug} has no cards: run `fairvalue cards load` first")
         return store_validated(session, coll, validate_prices(rows, known, today), origin)
 
 

@@ -217,7 +217,11 @@ def cards_collect(collection: str = typer.Option("cards", "--collection"),
     from tasks.app import request_nowcast, send_after_commit
 
     settings = _settings_for(collection)
-    report = collect(settings, days=days)
+    try:
+        report = collect(settings, days=days)
+    except LookupError as exc:  # not a daily-priced collection, or no cards: before any call to the price API
+        errors.print(f"[red]nothing collected:[/] {exc}")
+        raise typer.Exit(2) from None
     follow_up = "none"
     if report.prices.stored:  # said in the JSON, as the webhooks' answers say it: stdout stays one JSON answer
         why = send_after_commit(request_nowcast, settings.collection)

@@ -176,3 +176,26 @@ def test_cards_collect_asks_for_a_nowcast_when_a_price_is_new(worker, price_api,
     wait_for(lambda: nowcast_runs("cardsrev-collect") > before, timeout=120)  # the worker took the request
     again = json.loads(runner.invoke(cli, ["cards", "collect", "--collection", "cardsrev-collect"]).output)
     assert again["prices"]["unchanged"] == 40 and again["follow_up"] == "none"
+
+
+# --- 5. the collector of a market of sales ---------------------------------------------------------
+
+def test_cards_collect_of_a_market_of_sales_is_refused_before_any_call(seeded, price_api, monkeypatch):  # noqa: F811
+    """Called the price API once per punk (10,000 calls) and stored their "prices" in the punks'
+    market; `ingest prices --collection cryptopunks` refused already."""
+    from pydantic import SecretStr
+
+    from storage.ingest import ensure_collection
+    from storage.tables import DailyPrice
+
+    monkeypatch.setattr(get_settings(), "card_price_api_url", price_api)
+    monkeypatch.setattr(get_settings(), "card_price_api_key", SecretStr("k-review"))
+    FakePriceAPI.calls.clear()
+    result = runner.invoke(cli, ["cards", "collect", "--collection", "cryptopunks", "--days", "1"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert said(result.stderr) == ("nothing collected: collection cryptopunks is of kind unique_items; daily prices "
+                                   "go to a daily_prices collection such as cards")
+    assert FakePriceAPI.calls == []
+    with session_scope() as session:
+        punks = ensure_collection(session, "cryptopunks")
+        assert session.exec(select(DailyPrice).where(DailyPrice.collection_id == punks.id)).first() is None
