@@ -55,7 +55,9 @@ def card_keys(session: Session, collection: Collection, active_only: bool = Fals
 def upsert_prices(session: Session, collection: Collection, observations: Iterable[PriceObservation],
                   source: str) -> PriceReport:
     """Insert new days, overwrite days whose price or volume changed, leave equal ones alone
-    (so re-collecting the same history writes nothing)."""
+    (so re-collecting the same history writes nothing). An observation without a volume says
+    nothing about it: a stored day keeps its volume (the price API's history has none, and
+    re-collecting a backfilled day wiped the file's volume and counted the day as changed)."""
     obs = list(observations)
     report = PriceReport()
     if not obs:
@@ -72,15 +74,16 @@ def upsert_prices(session: Session, collection: Collection, observations: Iterab
     now = utcnow()
     for o in obs:
         before = existing.get((o.item_key, o.day))
+        volume = before[1] if before is not None and o.volume is None else o.volume
         if before is None:
             report.new += 1
-        elif before == (o.price, o.volume):
+        elif before == (o.price, volume):
             report.unchanged += 1
             continue
         else:
             report.changed += 1
         rows.append({"collection_id": collection.id, "item_key": o.item_key, "day": o.day, "price": o.price,
-                     "volume": o.volume, "source": source[:200], "updated_at": now})
+                     "volume": volume, "source": source[:200], "updated_at": now})
     for start in range(0, len(rows), 2000):
         upsert(session, DailyPrice.__table__, rows[start:start + 2000], keys=("collection_id", "item_key", "day"))
     return report
