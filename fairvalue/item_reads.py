@@ -4,7 +4,8 @@ Answers come from the published snapshot held in this process (fairvalue/snapsho
 rendered once per snapshot: a read the held snapshot answers costs no database statement and
 no JSON encoding. What it cannot answer goes to the database as before (one Core statement),
 so every status and body stays what it was: an unknown id (404), an item the snapshot does not
-value (503 or not_found), a collection with nothing published or too many items to hold.
+value (404 with why, or not_found), a collection with nothing published (503) or too many items
+to hold.
 
 Freshness: the pointer is re-read at most every FAIRVALUE_API_SNAPSHOT_CHECK_SECONDS, and a
 publish in this process drops the held snapshot at once (storage.snapshots.publish_listeners).
@@ -168,7 +169,7 @@ def _valuations_from(held: HeldSnapshot | None, slug: str, keys: list[str]) -> S
         return None
     entries = list(map(held.items.get, keys))  # comprehensions, not one loop: a bulk read is 100s of ids
     found = [entry for entry in entries if entry is not None]
-    if not found:  # the database tells a 503 (known items, none valued yet) from an empty answer
+    if not found:  # the database tells an unknown collection (404) from an answer with every id not found
         return None
     not_found = [] if len(found) == len(keys) else [key for key, entry in zip(keys, entries, strict=True)
                                                     if entry is None]
@@ -260,14 +261,43 @@ def _published_items(slug: str, keys: list[str], with_attributes: bool) -> list:
 
 
 def _published_item(slug: str, key: str, with_attributes: bool):
-    """The published row of one item: NotFound for an unknown one, NotReady when no published
-    snapshot values it yet."""
+    """The published row of one item: NotFound for an unknown one, and for one the published
+    snapshot does not value (with why: _not_valued); NotReady when nothing is published yet."""
     rows = _published_items(slug, [key], with_attributes)
     if not rows:
         raise NotFound(f"no item {key!r} in {slug}")
+    if rows[0].snapshot_id is None:
+        raise NotReady("no published snapshot yet; run a nowcast")
     if rows[0].fair_value is None:
-        raise NotReady("no published snapshot values this item yet; run a nowcast")
+        raise NotFound(_not_valued(slug, key, rows[0].snapshot_id))
     return rows[0]
+
+
+def _not_valued(slug: str, key: str, snapshot_id: int) -> str:
+    """Why the published snapshot holds no value of the known item `key`. A 404, not a 503: the
+    item stays unvalued until something changes (its prices, the card universe, a nowcast after
+    it was added), and a 5xx invites retries and alerts. Read only on this path."""
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from fairvalue.kinds import is_daily
+    from storage.tables import DailyPrice, Item
+
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+        if not is_daily(coll):
+            return f"item {key} is not in the published snapshot {snapshot_id}: it was added after that nowcast"
+        item = session.get(Item, (coll.id, key))
+        if item is not None and not (item.attributes or {}).get("active", True):  # as card_keys reads it
+            return (f"card {key} is not active (active: false in the card universe): it is neither collected nor "
+                    f"valued, and the published snapshot {snapshot_id} holds no value of it")
+        n_prices = session.exec(select(func.count()).select_from(DailyPrice).where(
+            DailyPrice.collection_id == coll.id, DailyPrice.item_key == key)).one()
+    if not n_prices:
+        return (f"card {key} has no price history yet, so the published snapshot {snapshot_id} holds no value of "
+                "it: a card is valued once it has a few days of prices")
+    return (f"card {key} is not in the published snapshot {snapshot_id}: its {n_prices} daily price(s) were too few "
+            "for a fair value at that nowcast, or were stored after it")
 
 
 def _item_from_database(slug: str, key: str) -> Served:
@@ -280,11 +310,13 @@ def _item_from_database(slug: str, key: str) -> Served:
 
 def _valuations_from_database(slug: str, keys: list[str]) -> Served:
     rows = _published_items(slug, keys, with_attributes=False)
-    by_key = {row.item_key: row for row in rows if row.fair_value is not None}
-    if rows and not by_key:
+    if rows and rows[0].snapshot_id is None:  # every row reads the same pointer
         raise NotReady("no published snapshot yet; run a nowcast")
-    if by_key:
-        v0 = next(iter(by_key.values()))
+    # A known item the published snapshot does not value is answered as an unknown id is: in
+    # not_found (a single read says why: _not_valued).
+    by_key = {row.item_key: row for row in rows if row.fair_value is not None}
+    if rows:
+        v0 = rows[0]
         snapshot = snapshot_reference(v0.snapshot_id, v0.as_of, v0.valued_at, v0.published_at)
     else:  # no id is known: the answer still names the snapshot it would have been read from
         with session_scope() as session:

@@ -199,3 +199,55 @@ def test_cards_collect_of_a_market_of_sales_is_refused_before_any_call(seeded, p
     with session_scope() as session:
         punks = ensure_collection(session, "cryptopunks")
         assert session.exec(select(DailyPrice).where(DailyPrice.collection_id == punks.id)).first() is None
+
+
+# --- 4. cards the published snapshot does not value ----------------------------------------------------
+
+def test_a_card_the_published_snapshot_does_not_value_is_a_404_saying_why(client, tmp_path):
+    """Answered 503 "no published snapshot values this item yet; run a nowcast" on the item, its
+    quote and its page, and the bulk read 503 "no published snapshot yet" though one was published."""
+    from fairvalue import pipeline
+
+    slug = "cardsrev-unvalued"
+    universe = replace(read_universe(get_settings().cards_config), collection=slug)
+    inactive, unpriced, short, valued = (c.id for c in universe.cards[:4])
+    fixture = pd.read_csv(PRICES, dtype=str)
+    fixture = fixture[(fixture["date"] < "2025-06-20") & (fixture["card_id"] != unpriced)]
+    fixture = fixture[(fixture["card_id"] != short) | (fixture["date"] >= "2025-06-18")]  # two days: no fair value
+    settings = cards_collection(slug, fixture, tmp_path)
+    assert load_universe(replace(universe, cards=universe.cards[1:])).deactivated == [inactive]
+    pipeline.train(settings)
+    snapshot = pipeline.nowcast(settings).snapshot_id
+    C = f"/v1/collections/{slug}"
+
+    reasons = {}
+    for card in (inactive, unpriced, short):
+        answers = [client.get(f"{C}/items/{card}"), client.get(f"{C}/items/{card}/quote?price=10")]
+        assert [a.status_code for a in answers] == [404, 404], [a.text for a in answers]
+        assert answers[0].json()["error"] == answers[1].json()["error"]
+        reasons[card] = answers[0].json()["error"]
+        page = client.get(f"/c/{slug}/items/{card}", headers={"accept": "text/html"})
+        assert page.status_code == 404 and "card " + card in page.text
+    assert reasons[inactive] == (f"card {inactive} is not active (active: false in the card universe): it is neither "
+                                 f"collected nor valued, and the published snapshot {snapshot} holds no value of it")
+    assert reasons[unpriced] == (f"card {unpriced} has no price history yet, so the published snapshot {snapshot} "
+                                 "holds no value of it: a card is valued once it has a few days of prices")
+    assert reasons[short] == (f"card {short} is not in the published snapshot {snapshot}: its 2 daily price(s) were "
+                              "too few for a fair value at that nowcast, or were stored after it")
+    assert client.get(f"{C}/items/{valued}").status_code == 200
+
+    # The bulk read answers them as it answers unknown ids, from the published snapshot.
+    some = client.get(f"{C}/valuations?ids={inactive},{valued},no-such-card")
+    none = client.get(f"{C}/valuations?ids={inactive},{unpriced}")
+    assert some.status_code == none.status_code == 200, (some.text, none.text)
+    assert [v["item_id"] for v in some.json()["valuations"]] == [valued]
+    assert some.json()["not_found"] == [inactive, "no-such-card"]
+    assert none.json()["valuations"] == [] and none.json()["not_found"] == [inactive, unpriced]
+    assert none.json()["snapshot"]["id"] == some.json()["snapshot"]["id"] == snapshot
+
+    # Nothing published yet is still a 503: a nowcast makes it answer.
+    cards_collection("cardsrev-unpublished", None, tmp_path)
+    for path in (f"/v1/collections/cardsrev-unpublished/items/{valued}",
+                 f"/v1/collections/cardsrev-unpublished/valuations?ids={valued}"):
+        answer = client.get(path)
+        assert answer.status_code == 503 and answer.json()["error"] == "no published snapshot yet; run a nowcast"
