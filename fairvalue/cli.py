@@ -1072,9 +1072,11 @@ def _print_if_not_published(out: dict) -> None:
 
 def _print_daily_explanation(item_id: str, out: dict) -> None:
     window, move = out["window_prices"], out.get("category_index_move_over_window")
+    # No deviation: the price is older than FAIRVALUE_SIGNAL_MAX_AGE_DAYS at the moment valued (no signal).
+    deviation = "too old to signal" if out["deviation"] is None else f"{out['deviation']:+.1%}"
     console.print(f"card {item_id}: fair value {out['fair_value']:.2f} {out['currency']} for {out['valued_day']} "
                   f"(band {out['p10']:.2f} .. {out['p90']:.2f}); market price {out['market_price']:.2f} "
-                  f"({out['deviation']:+.1%}); snapshot {out['snapshot_id']}, model v{out['model_version']}")
+                  f"({deviation}); snapshot {out['snapshot_id']}, model v{out['model_version']}")
     console.print(f"method: {out['method']}")
     if window["n"]:
         console.print(f"window: {window['n']} daily prices from {window['first_day']}, median {window['median']:.2f}"

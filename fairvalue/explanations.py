@@ -89,8 +89,11 @@ def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5
         collection_id, currency = collection.id, collection.currency
     model, data = _model_and_market(collection_id, snapshot_id, version_id, data_read_at, data_snapshot)
     if hasattr(model, "value_days"):  # a daily-priced collection (trading cards): models/daily.py
+        # At the moment the snapshot valued (as_of, or a little after the last prices), with the
+        # signal's rule, so the deviation is the item's. Cards snapshots always stored it.
         try:
-            out = model.explain(data, item_key, as_of)
+            out = model.explain(data, item_key, valued_at if valued_at is not None else as_of, settings.buy_below,
+                                settings.sell_above, settings.signal_max_age_days)
         except LookupError as exc:
             raise UnknownItem(str(exc)) from None
     else:  # the moment the snapshot valued it at (as_of, or the last market known before it)

@@ -82,8 +82,9 @@ class DailyPrices:
                               item_keys=active)
 
     def valued_at(self, data: daily.DailySeries, t: pd.Timestamp, settings: Settings) -> pd.Timestamp:
-        """A card's row values its latest market day before t, each its own; the snapshot is t's."""
-        return t
+        """A card's row values its latest market day before the moment, each its own; the moment is
+        t, unless the prices had stopped (models.daily.valuation_moment: the punks' rule)."""
+        return daily.valuation_moment(data, t, settings.market_stale_after_days)
 
     def data_cutoff(self, data: daily.DailySeries, t: pd.Timestamp):
         known = data.before(t)

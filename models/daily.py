@@ -41,6 +41,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from models.metrics import valuation_metrics
 from models.signals import market_signals
+from models.times import stale_limited
 
 CARRY_DAYS = 3
 MIN_SCALE = 0.01
@@ -234,11 +235,8 @@ class DailyFairValueModel:
         values = values[values["item_key"].isin(keys)]
         latest = values.sort_values("day").groupby("item_key", sort=False).tail(1)
         latest = latest.set_index("item_key").reindex([k for k in keys if k in set(latest["item_key"])])
-        # Aged from the moment valued, as the API reads a published row's (models.signals.market_signals).
-        age = (pd.Timestamp(as_of) - latest["day"]) / pd.Timedelta(days=1)
-        signal, _, _ = market_signals(np.full(len(latest), np.nan), latest["price"].to_numpy(dtype=float),
-                                      age.to_numpy(dtype=float), latest["fair_value"].to_numpy(), buy_below,
-                                      sell_above, signal_max_age_days)
+        signal, _, _ = _signals(latest["price"], latest["day"], latest["fair_value"], as_of, buy_below, sell_above,
+                                signal_max_age_days)
         return pd.DataFrame({
             "item_key": latest.index.to_numpy(),
             "fair_value": latest["fair_value"].to_numpy(),
@@ -250,8 +248,11 @@ class DailyFairValueModel:
             "floor": np.nan,  # no floor in a daily market; kept for the snapshot's columns
         })
 
-    def explain(self, series: DailySeries, item_key: str, as_of: pd.Timestamp) -> dict[str, Any]:
-        """Why the card's published fair value is what it is (same numbers as value_at)."""
+    def explain(self, series: DailySeries, item_key: str, as_of: pd.Timestamp, buy_below: float,
+                sell_above: float, signal_max_age_days: float) -> dict[str, Any]:
+        """Why the card's published fair value is what it is (same numbers as value_at, `as_of` the
+        moment the snapshot valued at: its valued_at). `deviation` is the one the signal read, as
+        the item's answer has it: null when the market price is older than signal_max_age_days."""
         known = series.before(as_of)
         m = matrices(known, self.window, self.alpha)
         if item_key not in m.log_price.columns:
@@ -265,13 +266,15 @@ class DailyFairValueModel:
         row = row[(row["item_key"] == item_key) & (row["day"] == day)].iloc[0]
         window = col[(col.index >= day - pd.Timedelta(days=self.window)) & (col.index < day)].dropna()
         idx = m.index[item_key]
+        _, _, deviation = _signals(pd.Series([row["price"]]), pd.Series([day]), pd.Series([row["fair_value"]]), as_of,
+                                   buy_below, sell_above, signal_max_age_days)
         category_move = float(np.exp(idx.loc[day - pd.Timedelta(days=1)] -
                                       idx.loc[max(window.index.min(), idx.index.min())]) - 1) if len(window) else None
         return {
             "item_id": item_key, "valued_day": day.date().isoformat(), "category": row["category"],
             "market_price": float(row["price"]), "fair_value": float(row["fair_value"]),
             "p10": float(row["p10"]), "p90": float(row["p90"]),
-            "deviation": float(row["price"] / row["fair_value"] - 1),
+            "deviation": None if np.isnan(deviation[0]) else float(deviation[0]),
             "method": f"median of the card's last {self.window} daily prices (days before the valued day), each "
                       f"restated by its category index's move to the day before" +
                       (f", pulled {self.alpha:.0%} toward the latest price" if self.alpha else ""),
@@ -295,6 +298,26 @@ class DailyFairValueModel:
         if not isinstance(model, DailyFairValueModel):
             raise TypeError(f"artifact holds {type(model).__name__}, not DailyFairValueModel")
         return model
+
+
+def _signals(price: pd.Series, day: pd.Series, fair_value: pd.Series, as_of: pd.Timestamp, buy_below: float,
+             sell_above: float, signal_max_age_days: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(signal, basis, deviation) of each card's market price p(L) against its fair value: the
+    service's rule (models.signals.market_signals; cards take no asks), the price aged from the
+    moment valued, as the API reads a published row's."""
+    age = (pd.Timestamp(as_of) - pd.to_datetime(day)) / pd.Timedelta(days=1)
+    return market_signals(np.full(len(price), np.nan), price.to_numpy(dtype=float), age.to_numpy(dtype=float),
+                          fair_value.to_numpy(dtype=float), buy_below, sell_above, signal_max_age_days)
+
+
+def valuation_moment(series: DailySeries, as_of: pd.Timestamp, stale_after_days: float | None) -> pd.Timestamp:
+    """The moment a nowcast asked for at `as_of` values the cards at: the punks' rule
+    (models.times.stale_limited), the last input being the end of the last priced day before
+    as_of's day (a day's price is known once the day is over). Valued years after the prices
+    stop, every card's price is older than FAIRVALUE_SIGNAL_MAX_AGE_DAYS and no card signals;
+    as of a little after the last prices, the signals are those of the last market known."""
+    last_day = series.before(as_of).last_day
+    return stale_limited(as_of, None if last_day is None else last_day + pd.Timedelta(days=1), stale_after_days)
 
 
 def _empty_values() -> pd.DataFrame:

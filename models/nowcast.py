@@ -9,6 +9,7 @@ from models.estimator import FairValueModel
 from models.features import MarketData
 from models.listings import open_asks
 from models.signals import market_signals
+from models.times import stale_limited
 
 
 def valuation_moment(data: MarketData, as_of: pd.Timestamp, stale_after_days: float | None) -> pd.Timestamp:
@@ -26,9 +27,7 @@ def valuation_moment(data: MarketData, as_of: pd.Timestamp, stale_after_days: fl
     last_sale = sale_times[sale_times < as_of].max()  # NaT when there is none
     last_floor = days[days < as_of.normalize()].max() + pd.Timedelta(days=1)  # a day's floor is known once it is over
     inputs = [t for t in (last_sale, last_floor) if pd.notna(t)]
-    if not inputs:
-        return as_of
-    return min(as_of, max(inputs) + pd.Timedelta(days=stale_after_days))
+    return stale_limited(as_of, max(inputs) if inputs else None, stale_after_days)
 
 
 def value_all_items(

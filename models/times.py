@@ -43,3 +43,16 @@ def default_time_precision(source: str) -> str:
 def hour_precision(precisions: Iterable[str]) -> np.ndarray:
     """True for each sale whose time_precision is HOUR: the frames' `hour_precision` column."""
     return np.fromiter((precision == HOUR for precision in precisions), dtype=bool)
+
+
+def stale_limited(as_of: pd.Timestamp, last_input: pd.Timestamp | None,
+                  stale_after_days: float | None) -> pd.Timestamp:
+    """The moment a market is valued at for a nowcast asked for at `as_of`: `as_of` itself, unless
+    its last input (the moment the latest sale, floor or price became known) is more than
+    `stale_after_days` before it; then that long after the last input, so the values (and the
+    ages their signals read) stay those of the last market known. One rule for every kind of
+    market: models.nowcast.valuation_moment (sales, floors), models.daily.valuation_moment (daily
+    prices). No input, or no limit (None or 0): `as_of`."""
+    if not stale_after_days or last_input is None or pd.isna(last_input):
+        return as_of
+    return min(as_of, last_input + pd.Timedelta(days=stale_after_days))

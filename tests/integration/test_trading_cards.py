@@ -285,18 +285,21 @@ def test_api_and_pages_show_the_cards_beside_the_punks(cards_loaded, client):
     Runs after the loops test above, which published a cards snapshot."""
     summary = client.get("/v1/collections/cards").json()
     assert summary["kind"] == "daily_prices" and summary["counts"]["items"] == 40
-    # The fixture's prices end in June 2025, so no card's price is recent enough to signal now
-    # (FAIRVALUE_SIGNAL_MAX_AGE_DAYS): /signals lists none, and every card is HOLD without a basis.
-    assert client.get("/v1/collections/cards/signals").json()["total"] == 0
+    # The fixture's prices end on 2025-06-19: a nowcast now values the cards as of the punks' stale-market
+    # limit after the end of that day (FAIRVALUE_MARKET_STALE_AFTER_DAYS, 7), so every card's signal reads
+    # its last price (under FAIRVALUE_SIGNAL_MAX_AGE_DAYS old then) instead of every card being HOLD.
+    assert client.get("/v1/collections/cards/signals").json()["total"] == 40
     with session_scope() as session:
         card_id = session.exec(select(DailyPrice.item_key).where(
             DailyPrice.collection_id == ensure_collection(session, "cards").id).limit(1)).one()
     card = client.get(f"/v1/collections/cards/items/{card_id}").json()
-    assert (card["signal"], card["signal_basis"], card["deviation"]) == ("HOLD", None, None)
+    assert card["snapshot"]["valued_at"] == "2025-06-27T00:00:00Z" and card["signal_basis"] == "last_sale"
     assert card["currency"] == "USD"
     explained = client.get(f"/v1/collections/cards/items/{card_id}/explanation")
     assert explained.status_code == 200 and explained.json()["matches_published"] is True
     assert explained.json()["item_id"] == card_id
+    # The explanation's deviation is the one the item's signal read (it reported one where the item had none).
+    assert explained.json()["deviation"] == pytest.approx(card["deviation"], abs=1e-4)
     # A window inside one day takes that day's price in, as /market takes the day in.
     hour = "from=2025-05-01T12:00:00Z&to=2025-05-01T13:00:00Z"
     prices = client.get(f"/v1/collections/cards/items/{card_id}/history?{hour}").json()["prices"]
