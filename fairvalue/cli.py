@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -32,6 +33,16 @@ cards_app = typer.Typer(help="Trading cards: the card universe, its price fixtur
 app.add_typer(cards_app, name="cards")
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # what went wrong: kept out of stdout, which --json keeps for JSON
+
+
+def refuse(detail: object, what: str = "") -> None:
+    """Say on stderr why a command did nothing: `what` in red, then the detail. Both are printed as
+    they are, never read as rich markup: a refusal quoting a pattern (`^[a-z0-9][a-z0-9-]{0,63}$`)
+    lost its brackets."""
+    if what:
+        errors.print(f"[red]{escape(what)}[/] {escape(str(detail))}")
+    else:
+        errors.print(f"[red]{escape(str(detail))}[/]")
 
 
 COLLECTION_OPTION = typer.Option(None, "--collection", help="Collection slug (default: FAIRVALUE_COLLECTION).")
@@ -67,7 +78,7 @@ def _settings_for(collection: str | None) -> Settings:
         with session_scope() as session:
             collection_row(session, slug)
     except NotFound as exc:
-        errors.print(f"[red]{exc}[/]")
+        refuse(exc)
         raise typer.Exit(1) from None
     return settings
 
@@ -113,10 +124,10 @@ def seed() -> None:
         pipeline.check_seedable(settings)  # before the files are counted: cards have none to seed
         total = sum(1 for _ in read_sales_file(settings.data_dir / settings.collection / "sales.csv"))
     except pipeline.CannotSeed as exc:
-        errors.print(f"[red]nothing seeded:[/] {exc}", soft_wrap=True)
+        refuse(exc, "nothing seeded:")
         raise typer.Exit(1) from None
     except UnreadableFile as exc:
-        errors.print(f"[red]nothing seeded: sales.csv of {settings.collection}:[/] {exc}", soft_wrap=True)
+        refuse(exc, f"nothing seeded: sales.csv of {settings.collection}:")
         raise typer.Exit(2) from None
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("sales", total=total)
@@ -162,7 +173,7 @@ def _ingest_events(path: Path, collection: str | None, ingest, noun: str, follow
             task = progress.add_task(path.name, total=None)
             report = ingest(path, settings, progress=lambda n: progress.advance(task, n))
     except (pipeline.CannotTakeSales, UnreadableFile) as exc:  # before any row is stored
-        errors.print(f"[red]{path.name} not ingested:[/] {exc}")
+        refuse(exc, f"{path.name} not ingested:")
         raise typer.Exit(2) from None
     _print_report(f"ingest {path.name} into {settings.collection}", report, noun=noun)
     if report.accepted:
@@ -192,7 +203,7 @@ def ingest_prices(
     try:
         report = ingest_prices_file(path, settings)
     except (LookupError, UnreadableFile) as exc:
-        errors.print(f"[red]{exc}[/]")
+        refuse(exc)
         raise typer.Exit(2) from None
     table = Table(title=f"ingest {path.name} into {collection}")
     table.add_column("outcome")
@@ -220,7 +231,7 @@ def cards_collect(collection: str = typer.Option("cards", "--collection"),
     try:
         report = collect(settings, days=days)
     except LookupError as exc:  # not a daily-priced collection, or no cards: before any call to the price API
-        errors.print(f"[red]nothing collected:[/] {exc}")
+        refuse(exc, "nothing collected:")
         raise typer.Exit(2) from None
     follow_up = "none"
     if report.prices.stored:  # said in the JSON, as the webhooks' answers say it: stdout stays one JSON answer
@@ -239,7 +250,7 @@ def train(cutoff: str = typer.Option(None, help="Train only on sales before this
         with console.status("training"):
             result = pipeline.train(_settings_for(collection), cutoff=_parse_time(cutoff))
     except pipeline.TRAINING_REFUSALS as exc:  # no prices, or too few: what the data refused
-        errors.print(f"[red]nothing trained:[/] {exc}")
+        refuse(exc, "nothing trained:")
         raise typer.Exit(1) from None
     console.print(f"registered version {result.version}" + (" (champion)" if result.became_champion else ""))
     console.print_json(json.dumps(result.metrics, default=str))
@@ -263,7 +274,7 @@ def drift(
         with console.status("measuring drift"):
             report, uri = pipeline.drift(settings, recent_days=days)
     except (NotFound, pipeline.NoChampion, pipeline.NotMeasured) as exc:
-        errors.print(f"[red]{exc}[/]")
+        refuse(exc)
         raise typer.Exit(1) from None
     if out:
         out.write_text(report.to_html())
@@ -296,7 +307,7 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
             result = pipeline.nowcast(settings, as_of=_parse_time(as_of))
     except (NotFound, pipeline.NoChampion, pipeline.FutureAsOf, pipeline.NothingToValue) as exc:  # nothing to value
         # yet, a future --as-of, or one before the market's first input
-        errors.print(f"[red]nothing published:[/] {exc}")
+        refuse(exc, "nothing published:")
         raise typer.Exit(1) from None
     console.print(
         f"snapshot {result.snapshot_id}: {result.n_items} items, model v{result.model_version}, "
@@ -316,7 +327,7 @@ def archive(limit: int = typer.Option(20, help="Archive at most this many snapsh
     for snapshot_id, uri in report.archived.items():
         console.print(f"snapshot {snapshot_id}: archived to {uri}")
     for snapshot_id, error in report.failed.items():
-        errors.print(f"[red]snapshot {snapshot_id}: not archived:[/] {error}", soft_wrap=True)
+        refuse(error, f"snapshot {snapshot_id}: not archived:")
     console.print(f"{report.pending} snapshot(s) still without an archive")
     thinned = pipeline.apply_retention()  # only archived snapshots are thinned: it runs whatever the store said
     console.print(f"retention: {thinned.snapshots_thinned} snapshot(s) thinned ({thinned.rows_deleted} rows), "
@@ -669,7 +680,7 @@ def promote_cmd(version: int = typer.Argument(..., help="Model version number.")
     except lifecycle.BadReason as exc:
         raise typer.BadParameter(str(exc), param_hint="--reason") from None
     except (LookupError, lifecycle.ArtifactRefused) as exc:
-        errors.print(f"[red]not promoted:[/] {exc}")
+        refuse(exc, "not promoted:")
         raise typer.Exit(1) from None
     console.print(f"champion: v{result['champion']}" + ("" if result["changed"] else " (unchanged)"))
     if result["changed"]:
@@ -688,7 +699,7 @@ def rollback(reason: str = typer.Option("operator", help="Recorded with the deci
     except lifecycle.BadReason as exc:
         raise typer.BadParameter(str(exc), param_hint="--reason") from None
     except (LookupError, lifecycle.ArtifactRefused) as exc:
-        errors.print(f"[red]not rolled back:[/] {exc}")
+        refuse(exc, "not rolled back:")
         raise typer.Exit(1) from None
     console.print(f"champion: v{result['champion']} (rolled back from v{result['rolled_back_from']})")
     _nowcast_for_new_champion(settings.collection)
@@ -737,7 +748,7 @@ def decisions(limit: int = typer.Option(20, min=1, max=500), collection: str = C
     try:
         trail = lifecycle.decisions(settings, limit=limit)
     except NotFound as exc:
-        errors.print(f"[red]{exc}[/]")
+        refuse(exc)
         raise typer.Exit(1) from None
     table = Table(title=f"decisions of {settings.collection}")
     for col in ("id", "when", "decision", "by", "contender", "champion", "reason"):
@@ -869,7 +880,7 @@ def status(collection: str = COLLECTION_OPTION) -> None:
         try:
             coll = collection_row(session, settings.collection)
         except NotFound as exc:
-            errors.print(f"[red]{exc}[/]")
+            refuse(exc)
             raise typer.Exit(1) from None
         n_items = session.exec(select(func.count()).select_from(Item).where(Item.collection_id == coll.id)).one()
         # A daily-priced collection (cards) stores a price per item and day, not sales.
@@ -929,7 +940,7 @@ def cards_load(config: Path = typer.Option(None, help="Card universe YAML (defau
     try:
         report = load_configured(path=config)
     except CardConfigError as exc:
-        errors.print(f"[red]{exc}[/]")
+        refuse(exc)
         raise typer.Exit(2) from None
     console.print(f"collection {report.collection}: {report.new} new, {report.updated} updated, "
                   f"{report.unchanged} unchanged cards"
@@ -969,7 +980,7 @@ def cards_fixture(
     try:
         universe = read_universe(config or get_settings().cards_config)
     except CardConfigError as exc:
-        errors.print(f"[red]{exc}[/]")
+        refuse(exc)
         raise typer.Exit(2) from None
     fixture = generate([(c.id, c.category) for c in universe.cards], days=days, seed=seed, start=start)
     fixture.prices.to_csv(out, index=False)
@@ -1003,7 +1014,7 @@ def quote(
     try:
         out = item_reads.quote(settings.collection, item_id, price)
     except (BadInput, NotFound, NotReady) as exc:
-        errors.print(f"[red]no quote:[/] {exc}")
+        refuse(exc, "no quote:")
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(out, indent=2))
@@ -1033,7 +1044,7 @@ def explain(
     except BadInput as exc:
         raise typer.BadParameter(str(exc)) from None
     except (NotFound, NotReady) as exc:
-        errors.print(f"[red]{exc}[/red]")
+        refuse(exc)
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(out, indent=2))

@@ -363,6 +363,15 @@ def test_operator_mistakes_are_usage_errors_not_tracebacks(database, tmp_path, m
         get_settings.cache_clear()
 
 
+def test_a_refusal_quoting_brackets_keeps_them(database, tmp_path):
+    """rich read the id pattern's [a-z0-9] as markup and printed '^{0,63}$'."""
+    bad = tmp_path / "cards.yaml"
+    bad.write_text("collection: cardsbrackets\nname: x\ncurrency: USD\ncards:\n"
+                   "  - {id: Bad_Id, name: x, set: s, number: '1', external_id: '1', category: grail}\n")
+    result = runner.invoke(app, ["cards", "load", "--config", str(bad)])
+    assert result.exit_code == 2 and "^[a-z0-9][a-z0-9-]{0,63}$" in " ".join(result.stderr.split()), result.output
+
+
 def test_status_of_a_mistyped_collection_creates_nothing(database):
     result = runner.invoke(app, ["status", "--collection", "cryptopunk"])
     assert result.exit_code == 1 and "unknown collection 'cryptopunk'" in result.output, result.output
