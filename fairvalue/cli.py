@@ -653,8 +653,9 @@ def retrain(
     except lifecycle.BadReason as exc:
         raise typer.BadParameter(str(exc), param_hint="--reason") from None
     console.print(f"training request {outcome.request_id} queued")
-    _send_after_commit("the training sweep (hourly) publishes it", publish_training, outcome.request_id,
-                       collection=settings.collection)
+    if _send_after_commit("the training sweep (hourly) publishes it", publish_training, outcome.request_id,
+                          collection=settings.collection):
+        console.print(f"published to the {queues.TRAINING} queue: a training worker takes it")
 
 
 def _send_after_commit(then: str, send, *args, **kwargs) -> bool:

@@ -386,7 +386,7 @@ def test_prices_go_only_to_a_daily_priced_collection(seeded, tmp_path):
     assert result.exit_code == 2 and "is of kind unique_items" in result.output, result.output
 
 
-def test_a_retrain_from_the_cli_records_which_login_asked(database):
+def test_a_retrain_from_the_cli_records_which_login_asked(database, broker):
     """The CLI has no token: its requests (and its promote and rollback decisions) name the
     shell's login, as the API's name the token. A collection of its own, with no sales: a worker
     that picks the request up skips it, and the bundled champion is left alone."""
@@ -399,6 +399,7 @@ def test_a_retrain_from_the_cli_records_which_login_asked(database):
     result = runner.invoke(app, ["retrain", "--collection", "cli-who", "--reason", "who asked", "--param",
                                  "max_iter=8"])
     assert result.exit_code == 0, result.output
+    assert "published to the training queue" in result.output, result.output  # it said only "queued"
     with session_scope() as session:
         request = session.exec(select(TrainingRequest).where(TrainingRequest.reason == "operator: who asked")).one()
     assert request.trigger == {"operator": f"cli:{getpass.getuser()}"}
