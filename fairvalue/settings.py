@@ -31,14 +31,15 @@ class Settings(BaseSettings):
     broker_url: str = Field("", description="Celery broker URL; empty means the filesystem broker.")
     artifacts_url: str = Field("", description="s3://bucket/prefix or a local directory.")
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, moto); None means AWS.")
-    s3_region: str = "us-east-1"
+    s3_region: str = Field("us-east-1", description="Region of the S3 client (MinIO and moto take any).")
     broker_transport_options: dict[str, Any] = Field(
         default_factory=dict, description="Extra kombu transport options as JSON, over the defaults of "
         "tasks/app.py, e.g. {\"visibility_timeout\": 7200}.")
     data_dir: Path = Field(PROJECT_ROOT / "data", description="Bundled market data.")
 
     # Market.
-    collection: str = "cryptopunks"
+    collection: str = Field("cryptopunks", description="The collection commands, tasks and the unprefixed "
+                            "routes (/v1/items, the pages at /) work on when none is named; the webhooks' too.")
 
     # Ingest validation.
     min_floor_fraction: float = Field(
@@ -52,8 +53,9 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr = Field(SecretStr(DEV_WEBHOOK_SECRET), description="Only from the environment; "
                                       "the API refuses this development value outside embedded/dev mode.")
     dev_mode: bool = Field(False, description="Allow development secrets on real servers (never in production).")
-    webhook_tolerance_seconds: int = 300
-    max_body_bytes: int = 1_000_000
+    webhook_tolerance_seconds: int = Field(300, description="A signed webhook older or newer than this is "
+                                           "refused (401); the same delivery again within it is a replay (409).")
+    max_body_bytes: int = Field(1_000_000, description="Request bodies over this many bytes are refused (413).")
     webhook_follow_up_seconds: float = Field(
         2.0, ge=0, description="A webhook's follow-up check (fairvalue.ingest.after_sales, after_listings) runs "
         "this long after the first accepted call; calls accepted meanwhile share it, since it counts what is "
@@ -63,12 +65,13 @@ class Settings(BaseSettings):
         "snapshot's read: a steady feed of listings gets one nowcast per interval, not one after another (each "
         "writes every item's row).")
 
-    # Operators' API: `Authorization: Bearer <token>`; empty disables the operator endpoints.
-    operator_token: SecretStr = SecretStr("")
+    operator_token: SecretStr = Field(SecretStr(""), description="A bootstrap operator token (`Authorization: "
+                                      "Bearer`), accepted beside those `fairvalue tokens create` stores; empty: "
+                                      "only stored tokens.")
 
     # Serving.
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
+    api_host: str = Field("127.0.0.1", description="Address `fairvalue api` listens on.")
+    api_port: int = Field(8000, description="Port `fairvalue api` listens on.")
     rate_limit_per_minute: int = Field(300, description="Public GET requests per client IP and minute (429 past "
                                        "it); 0 turns the limit off. Counted in Redis when the broker is Redis.")
     api_snapshot_check_seconds: float = Field(
@@ -86,7 +89,7 @@ class Settings(BaseSettings):
 
     # Model.
     code_version: str = Field("", description="Recorded on model versions; empty means `git rev-parse`.")
-    random_seed: int = 7
+    random_seed: int = Field(7, description="Seed of every training's estimators.")
     # The service trains with these rounds and seed, not TrainParams' defaults (tests set few rounds);
     # a unit test holds the two defaults equal.
     train_max_iter: int = Field(200, description="Boosting rounds of the median model (the band models "
@@ -116,7 +119,7 @@ class Settings(BaseSettings):
 
     # Model lifecycle (issue #4): policy, training under a lease, gates, monitor.
     training_lease_seconds: int = Field(600, description="A claim on a training request lasts this unless renewed.")
-    training_max_attempts: int = 3
+    training_max_attempts: int = Field(3, description="Tries of one training request before it is failed.")
     training_retry_backoff_seconds: int = Field(60, description="Delay before a failed training is retried; "
                                                 "far under the broker's visibility timeout.")
     sweep_stale_minutes: int = Field(30, description="A queued request not claimed for this long is republished.")
@@ -124,27 +127,38 @@ class Settings(BaseSettings):
         60, gt=0, description="How often beat checks it still holds the one-beat lock (a dropped database "
                               "connection releases it; another beat may have taken it since).")
     gate_window_days: int = Field(14, description="The forward window contender and champion are scored on.")
-    gate_mape_margin: float = 0.02
-    gate_max_abs_bias: float = 0.05
-    gate_segment_tolerance: float = 0.10
-    gate_coverage_min: float = 0.70
-    gate_coverage_max: float = 0.90
-    policy_live_window_days: int = 7
-    policy_max_live_mape: float = 0.20
+    gate_mape_margin: float = Field(0.02, description="A contender is promoted when its MAPE is this share under "
+                                    "the champion's (better by less: shadowed); models/gates.py.")
+    gate_max_abs_bias: float = Field(0.05, description="A contender whose median signed error is further from 0 "
+                                     "than this is rejected.")
+    gate_segment_tolerance: float = Field(0.10, description="A contender is rejected when a segment's MAPE "
+                                          "(a type, accessory count, gender, skin tone or price band with 30 sales or "
+                                          "more) is this share worse than the champion's.")
+    gate_coverage_min: float = Field(0.70, description="A contender whose band holds fewer of the window's sales "
+                                     "is rejected.")
+    gate_coverage_max: float = Field(0.90, description="... or more of them (a band too wide says nothing).")
+    policy_live_window_days: int = Field(7, description="The retrain policy reads the champion's live error over "
+                                         "this many days of sales.")
+    policy_max_live_mape: float = Field(0.20, description="The policy asks for a training when the live MAPE is "
+                                        "over this.")
     # Drift compares the champion's last training month with the last month of sales (pipeline.drift).
     # Measured on the bundled data: a fresh champion shows 0 and 0; one three months stale (trained
     # before 2021-10-01, December 2021 sales) shows share 0.22 and prediction PSI 0.14 (0.16 when first
     # measured, with an earlier model; both over the 0.10 threshold).
-    policy_max_prediction_psi: float = 0.10
-    policy_max_share_drifted: float = 0.15
+    policy_max_prediction_psi: float = Field(0.10, description="... or the predictions' PSI between the "
+                                             "champion's last training month and the last month is over this.")
+    policy_max_share_drifted: float = Field(0.15, description="... or the share of features that drifted is over "
+                                            "this.")
     shadow_days: float = Field(3, description="How long a shadowed contender runs beside the champion.")
     probation_days: float = Field(7, description="How long after a promotion the monitor may roll it back.")
     rollback_margin: float = Field(0.10, description="Roll back when live MAPE is this much worse than before.")
-    monitor_min_sales: int = 20
+    monitor_min_sales: int = Field(20, description="The monitor judges a promotion only on at least this many "
+                                   "live sales.")
 
-    # Signals: BUY when the market is this far under fair value, SELL when this far over.
-    buy_below: float = 0.10
-    sell_above: float = 0.15
+    # Signals.
+    buy_below: float = Field(0.10, description="BUY when the market price (an open ask, else a recent sale) is "
+                             "this share under the fair value.")
+    sell_above: float = Field(0.15, description="SELL when it is this share over.")
     signal_max_age_days: float = Field(30, description="A last sale older than this is no market price.")
     market_stale_after_days: float = Field(
         7, ge=0, description="A market with no sale and no floor for longer than this is valued as of that long "
@@ -159,7 +173,7 @@ class Settings(BaseSettings):
                                     description="Base URL of a PokemonPriceTracker-v2-shaped price API.")
     card_price_api_key: SecretStr = Field(SecretStr(""), description="Bearer key; empty: the collector skips.")
     card_price_history_days: int = Field(30, description="Days of history asked for per card and run.")
-    card_price_timeout_seconds: float = 10.0
+    card_price_timeout_seconds: float = Field(10.0, description="Timeout of one price API call.")
     card_price_max_attempts: int = Field(4, description="Tries per card (timeouts, 5xx, 429) before giving up.")
     card_price_backoff_seconds: float = Field(1.0, description="First retry delay; doubles per attempt.")
     card_price_max_wait_seconds: float = Field(120.0, description="Longest Retry-After the collector honours.")
