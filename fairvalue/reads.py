@@ -211,25 +211,14 @@ def summary(slug: str | None = None) -> dict[str, Any]:
         last_eth = session.exec(select(MarketDay.day, MarketDay.eth_usd).where(
             MarketDay.collection_id == coll.id, MarketDay.eth_usd.is_not(None))
             .order_by(MarketDay.day.desc())).first()
-        n_items = session.exec(select(func.count()).select_from(Item).where(Item.collection_id == coll.id)).one()
         n_sales, first_sale, last_sale = session.exec(select(func.count(), func.min(Sale.ts), func.max(Sale.ts))
                                                       .where(Sale.collection_id == coll.id)).one()
-        n_rejected = session.exec(select(func.count()).select_from(RejectedSale)
-                                  .where(RejectedSale.collection_id == coll.id)).one()
+        shared = _summary_shared(session, coll)
         recent = []
         if last_sale is not None:
             recent = session.exec(select(Sale.ts, Sale.price).where(  # the sales index: clean sales, as the model's
                 Sale.collection_id == coll.id, Sale.wash_reason.is_(None),
                 Sale.ts >= last_sale - timedelta(days=14))).all()
-        snap = published_snapshot(session, coll)
-        signals: dict[str, int] = {}
-        if snap is not None:
-            signals = dict(session.exec(select(NowcastRow.signal, func.count()).where(
-                NowcastRow.snapshot_id == snap.id).group_by(NowcastRow.signal)).all())
-        champion = get_alias(session, coll, CHAMPION)
-        versions = _version_numbers(session, [snap.model_version_id] if snap else [])
-        n_versions = session.exec(select(func.count()).select_from(ModelVersion)
-                                  .where(ModelVersion.collection_id == coll.id)).one()
     index = None
     if recent:
         frame = pd.DataFrame(recent, columns=["ts", "price"])
@@ -244,10 +233,10 @@ def summary(slug: str | None = None) -> dict[str, Any]:
         "floor": None if last_floor is None else {"day": iso(last_floor[0]), "value": rounded(last_floor[1])},
         "eth_usd": None if last_eth is None else {"day": iso(last_eth[0]), "value": rounded(last_eth[1])},
         "index": index,
-        "counts": {"items": n_items, "sales": n_sales, "rejected_sales": n_rejected, "model_versions": n_versions,
-                   "signals": _signal_counts(signals)},
+        "counts": {"items": shared["items"], "sales": n_sales, "rejected_sales": shared["rejected"],
+                   "model_versions": shared["model_versions"], "signals": shared["signals"]},
         "sales_range": {"first": iso(first_sale), "last": iso(last_sale)},
-        **_model_and_snapshot(champion, snap, versions),
+        "champion": shared["champion"], "snapshot": shared["snapshot"],
     }
 
 
@@ -258,19 +247,10 @@ def _daily_summary(session: Session, coll: Collection) -> dict[str, Any]:
     from fairvalue.kinds import kind_of
     from models.daily import MARKET_INDEX_MEANING, market_days
 
-    n_items = session.exec(select(func.count()).select_from(Item).where(Item.collection_id == coll.id)).one()
     n_prices, first_day, last_day = session.exec(select(func.count(), func.min(DailyPrice.day),
                                                         func.max(DailyPrice.day))
                                                  .where(DailyPrice.collection_id == coll.id)).one()
-    n_rejected = session.exec(select(func.count()).select_from(RejectedSale)
-                              .where(RejectedSale.collection_id == coll.id)).one()
-    snap = published_snapshot(session, coll)
-    signals = {} if snap is None else dict(session.exec(select(NowcastRow.signal, func.count()).where(
-        NowcastRow.snapshot_id == snap.id).group_by(NowcastRow.signal)).all())
-    champion = get_alias(session, coll, CHAMPION)
-    versions = _version_numbers(session, [snap.model_version_id] if snap else [])
-    n_versions = session.exec(select(func.count()).select_from(ModelVersion)
-                              .where(ModelVersion.collection_id == coll.id)).one()
+    shared = _summary_shared(session, coll)
     index = None
     if n_prices:
         days = market_days(kind_of(coll).load(session, coll))
@@ -282,21 +262,32 @@ def _daily_summary(session: Session, coll: Collection) -> dict[str, Any]:
     return {
         "collection": coll.slug, "name": coll.name, "kind": coll.kind, "currency": coll.currency,
         "floor": None, "eth_usd": None, "index": index,
-        "counts": {"items": n_items, "prices": n_prices, "rejected_prices": n_rejected, "model_versions": n_versions,
-                   "signals": _signal_counts(signals)},
+        "counts": {"items": shared["items"], "prices": n_prices, "rejected_prices": shared["rejected"],
+                   "model_versions": shared["model_versions"], "signals": shared["signals"]},
         "prices_range": {"first": iso(first_day), "last": iso(last_day)},
-        **_model_and_snapshot(champion, snap, versions),
+        "champion": shared["champion"], "snapshot": shared["snapshot"],
     }
 
 
-def _signal_counts(signals: dict[str, int]) -> dict[str, int]:
-    return {s: int(signals.get(s, 0)) for s in SIGNALS}
-
-
-def _model_and_snapshot(champion, snap, versions) -> dict[str, Any]:
-    return {"champion": None if champion is None else {"version": champion.version,
-                                                        "created_at": iso(champion.created_at)},
-            "snapshot": _snapshot_info(snap, versions.get(snap.model_version_id) if snap else None)}
+def _summary_shared(session: Session, coll: Collection) -> dict[str, Any]:
+    """What every kind's summary counts alike: items, refused rows, model versions, the published
+    snapshot with its signals, the champion."""
+    count = func.count()
+    snap = published_snapshot(session, coll)
+    signals = {} if snap is None else dict(session.exec(select(NowcastRow.signal, count).where(
+        NowcastRow.snapshot_id == snap.id).group_by(NowcastRow.signal)).all())
+    champion = get_alias(session, coll, CHAMPION)
+    versions = _version_numbers(session, [snap.model_version_id] if snap else [])
+    return {
+        "items": session.exec(select(count).select_from(Item).where(Item.collection_id == coll.id)).one(),
+        "rejected": session.exec(select(count).select_from(RejectedSale)
+                                 .where(RejectedSale.collection_id == coll.id)).one(),
+        "model_versions": session.exec(select(count).select_from(ModelVersion)
+                                       .where(ModelVersion.collection_id == coll.id)).one(),
+        "signals": {s: int(signals.get(s, 0)) for s in SIGNALS},
+        "champion": None if champion is None else {"version": champion.version, "created_at": iso(champion.created_at)},
+        "snapshot": _snapshot_info(snap, versions.get(snap.model_version_id) if snap else None),
+    }
 
 
 # --- valuations -----------------------------------------------------------------------------
