@@ -60,6 +60,9 @@ class UniqueItems:
         seen = data.sales[data.sales["ts"] < t]["ts"]
         return seen.max().tz_localize("UTC").to_pydatetime() if len(seen) else None
 
+    def gate_config(self, settings: Settings) -> gates.GateConfig:
+        return _gate_config(settings, observations="sales", market_level="floor")
+
 
 class DailyPrices:
     name = DAILY_PRICES
@@ -131,10 +134,9 @@ class DailyPrices:
     def gate_config(self, settings: Settings) -> gates.GateConfig:
         # The previous price is recorded, not a hard gate: a fair value that ignores a spike is
         # farther from the market during the spike than yesterday's price, by design (docs/cards.md).
-        return gates.GateConfig(mape_margin=settings.gate_mape_margin, max_abs_bias=settings.gate_max_abs_bias,
-                                segment_tolerance=settings.gate_segment_tolerance,
-                                coverage_bounds=(settings.gate_coverage_min, settings.gate_coverage_max),
-                                must_beat_floor=False)
+        # A scored row is a card's price of a day; the monotone check lifts the category index.
+        return _gate_config(settings, must_beat_floor=False, observations="card-day prices",
+                            market_level="category index")
 
     # --- live error -----------------------------------------------------------------------
 
@@ -163,6 +165,13 @@ class DailyPrices:
         frame["event_id"] = frame["item_key"] + ":" + frame["ts"].dt.strftime("%Y-%m-%d")
         frame = frame.sort_values(["published_at", "snapshot_id"]).drop_duplicates("event_id", keep="first")
         return frame.sort_values(["ts", "event_id"]).reset_index(drop=True)[out_columns]
+
+
+def _gate_config(settings: Settings, **per_kind: Any) -> gates.GateConfig:
+    """The gates' thresholds every kind reads from the settings, and what differs by kind."""
+    return gates.GateConfig(mape_margin=settings.gate_mape_margin, max_abs_bias=settings.gate_max_abs_bias,
+                            segment_tolerance=settings.gate_segment_tolerance,
+                            coverage_bounds=(settings.gate_coverage_min, settings.gate_coverage_max), **per_kind)
 
 
 UNIQUE, DAILY = UniqueItems(), DailyPrices()

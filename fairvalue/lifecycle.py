@@ -397,12 +397,8 @@ def train_and_gate(settings: Settings, overrides: dict) -> TrainOutcome:
                                                                       start)
     floor = floor_before(data.market, queries["ts"])
     floor_metrics = valuation_metrics(floor, window["price"].to_numpy())
-    config = gates.GateConfig(
-        mape_margin=settings.gate_mape_margin, max_abs_bias=settings.gate_max_abs_bias,
-        segment_tolerance=settings.gate_segment_tolerance,
-        coverage_bounds=(settings.gate_coverage_min, settings.gate_coverage_max),
-    )
-    decision = gates.decide(evaluations["contender"], evaluations.get("champion"), floor_metrics, config)
+    decision = gates.decide(evaluations["contender"], evaluations.get("champion"), floor_metrics,
+                            kinds.UNIQUE.gate_config(settings))
     model = estimator.fit(data, params)
     numbers = {
         "window": {"from": iso(start.to_pydatetime()), "to": iso(end.to_pydatetime()), "n_sales": len(window)},

@@ -4,13 +4,15 @@ Pure: plain functions over metrics dicts (models.metrics.valuation_metrics) and 
 (models.diagnostics.segment_metrics) that return a GateDecision; `as_dict()` is JSON-friendly and
 meant to be stored with the promotion decision.
 
-Both models are expected to be scored on the same forward window (sales neither saw), and the floor
-baseline (valuation_metrics of "fair value = the previous day's floor") on that window too.
+Both models are expected to be scored on the same forward window (sales, or a daily market's prices,
+neither saw), and the floor baseline (valuation_metrics of "fair value = the previous day's floor";
+for a daily market the previous price) on that window too. The checks' details name what the market
+has (GateConfig.observations, market_level): "0 usable card-day prices", not "0 usable sales".
 
 Rules, in order (every threshold is a GateConfig field):
 
 1. Hard checks. Any failure -> "reject", whatever the champion does. A check whose number is missing
-   (no usable sales, no band, no sanity entry) fails: a gate that cannot be evaluated fails closed.
+   (nothing usable scored, no band, no sanity entry) fails: a gate that cannot be evaluated fails closed.
    - sanity_finite: no prediction has a NaN/inf fair value, p10 or p90 (sanity()["n_nan"] == 0).
    - sanity_positive: no finite fair value is <= 0 (sanity()["n_nonpositive"] == 0).
    - sanity_band_order: every finite row has p10 <= fair value <= p90 (sanity()["n_band_order"] == 0).
@@ -67,6 +69,11 @@ class GateConfig:
     must_beat_floor: bool = True
     shadow_enabled: bool = True
     min_eval_n: int = 50
+    # What the market has, as the checks' details name it (a refusal said "0 usable sales" to the
+    # cards, which have no sales): what one scored row is, and the market level the monotone check
+    # lifts. Set per kind of collection (fairvalue.kinds gate_config).
+    observations: str = "sales"
+    market_level: str = "floor"
 
     def as_dict(self) -> dict[str, Any]:
         return to_jsonable(asdict(self))
@@ -159,7 +166,7 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-def _sanity_checks(s: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _sanity_checks(s: Mapping[str, Any], market_level: str) -> list[dict[str, Any]]:
     checks = []
     for name, key, what in (
         ("sanity_finite", "n_nan", "NaN/inf predictions"),
@@ -173,8 +180,8 @@ def _sanity_checks(s: Mapping[str, Any]) -> list[dict[str, Any]]:
             checks.append(_check(name, int(count) == 0, int(count), 0, f"{int(count)} {what}"))
     mono = s.get("monotone_in_floor")
     checks.append(_check("sanity_monotone_in_floor", mono is True, mono, True,
-                         "a higher floor never lowers a fair value" if mono is True
-                         else "a higher floor lowers some fair values" if mono is False
+                         f"a higher {market_level} never lowers a fair value" if mono is True
+                         else f"a higher {market_level} lowers some fair values" if mono is False
                          else "sanity has no monotone_in_floor"))
     return checks
 
@@ -252,13 +259,13 @@ def decide(contender: Evaluation, champion: Evaluation | None, floor_baseline: M
     config = config or GateConfig()
     m = contender.metrics or {}
     mape, n, bias = _num(m.get("mape")), int(_num(m.get("n")) or 0), _num(m.get("bias"))
-    checks = _sanity_checks(contender.sanity or {})
+    checks = _sanity_checks(contender.sanity or {}, config.market_level)
 
     checks.append(_check("eval_n", n >= config.min_eval_n and mape is not None, n, config.min_eval_n,
-                         f"{n} usable sales in the evaluation window"))
+                         f"{n} usable {config.observations} in the evaluation window"))
 
     if bias is None:
-        checks.append(_check("bias", False, None, config.max_abs_bias, "no bias (no usable sales)"))
+        checks.append(_check("bias", False, None, config.max_abs_bias, f"no bias (no usable {config.observations})"))
     else:
         checks.append(_check("bias", _le(abs(bias), config.max_abs_bias), bias, config.max_abs_bias,
                              f"|bias| {abs(bias):.4f} {'<=' if _le(abs(bias), config.max_abs_bias) else '>'} "
@@ -269,7 +276,8 @@ def decide(contender: Evaluation, champion: Evaluation | None, floor_baseline: M
     if bounds is None:
         checks.append(_check("band_coverage", True, coverage, None, "disabled"))
     elif coverage is None:
-        checks.append(_check("band_coverage", False, None, list(bounds), "no band coverage (no band or no sales)"))
+        checks.append(_check("band_coverage", False, None, list(bounds),
+                             f"no band coverage (no band or no {config.observations})"))
     else:
         ok = _le(bounds[0], coverage) and _le(coverage, bounds[1])
         checks.append(_check("band_coverage", ok, coverage, list(bounds),
