@@ -190,9 +190,13 @@ def fit_daily(data: daily.DailySeries, overrides: dict[str, Any] | None = None) 
 
 
 def holdout_daily(data: daily.DailySeries, holdout_days: int) -> dict[str, Any]:
-    """Forward score of a version: fit on the days before the last `holdout_days`, value those."""
-    end = data.last_day
-    start = end - pd.Timedelta(days=holdout_days)
+    """Forward score of a version: fit on the days before the holdout, value the holdout's days.
+    The holdout is the last `holdout_days` + 1 priced days (daily.last_priced_days_start, the
+    fit's rule): from `holdout_days` priced days before the last one through it, as the calendar
+    rule `last day - holdout_days` had it, so without a gap the figure is the one it was; after a
+    gap (bundled prices, then a collector's day months later) the calendar window held the one
+    day after it, which no card has a fair value on, and the holdout scored nothing (n=0)."""
+    start = daily.last_priced_days_start(data, holdout_days + 1)
     try:
         model = daily.fit(data.before(start))
     except ValueError as exc:

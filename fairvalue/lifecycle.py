@@ -427,7 +427,10 @@ def _train_and_gate_daily(settings: Settings, overrides: dict) -> TrainOutcome:
     if data.prices.empty:
         raise NothingToTrain(f"no prices to train on in {coll.slug}: load prices first")
     end = data.last_day
-    start = end - pd.Timedelta(days=settings.gate_window_days) + pd.Timedelta(days=1)
+    # The last gate_window_days priced days, by the fit's own rule: after a gap in the prices the
+    # last calendar days held only the day after it, no card had a fair value on it, and the gates
+    # rejected every request with "eval_n 0". Without a gap these are the last calendar days.
+    start = kinds.daily.last_priced_days_start(data, settings.gate_window_days)
     past = data.before(start)
     try:
         contender_model = kinds.daily.fit(past, params)

@@ -354,14 +354,19 @@ def earliest_forward_day(series: DailySeries) -> pd.Timestamp | None:
     return None if len(days) < MIN_TRAIN_DAYS else days.iloc[MIN_TRAIN_DAYS - 1] + pd.Timedelta(days=1)
 
 
-def _before_last_priced_days(series: DailySeries, n: int) -> pd.Timestamp:
-    """The day before the first of the last `n` priced days (days with at least one price): the
-    rows after it are those n days. Counted in priced days, not calendar days: after a gap in the
-    prices (bundled prices that end, then a collector's first day months later) the last n
-    calendar days held only the days after the gap, which no window reaches yet, and training
-    found nothing to tune on. Without a gap the two are the same days."""
+def last_priced_days_start(series: DailySeries, n: int) -> pd.Timestamp:
+    """Where the last `n` priced days (days with at least one price) begin: the day after the
+    priced day before them, or the first priced day when there are no more than n. The rows on or
+    after it are those n days, `series.before(it)` all the others. Counted in priced days, not
+    calendar days: after a gap in the prices (bundled prices that end, then a collector's first
+    day months later) the last n calendar days held only the days after the gap, which no window
+    reaches yet, so training found nothing to tune on and a forward window nothing to score.
+    Without a gap it is the calendar rule's day, last day - n + 1. The one rule for every window
+    of the last n days of a daily market: training's tuning and band windows here, the version's
+    holdout and the gates' window (fairvalue.kinds, fairvalue.lifecycle)."""
     days = series.prices["day"].drop_duplicates().sort_values()
-    return days.iloc[-n - 1] if len(days) > n else days.iloc[0] - pd.Timedelta(days=1)
+    before = days.iloc[-n - 1] if len(days) > n else days.iloc[0] - pd.Timedelta(days=1)
+    return before + pd.Timedelta(days=1)
 
 
 def fit(series: DailySeries, params: DailyParams | None = None) -> DailyFairValueModel:
@@ -371,17 +376,17 @@ def fit(series: DailySeries, params: DailyParams | None = None) -> DailyFairValu
     n_days = 0 if series.prices.empty else series.prices["day"].nunique()
     if n_days < MIN_TRAIN_DAYS:
         raise TooFewPrices(f"only {n_days} days of prices; a daily model needs at least {MIN_TRAIN_DAYS}")
-    tune_from = _before_last_priced_days(series, params.tune_days)
+    tune_from = last_priced_days_start(series, params.tune_days)
     # Tuning reads only its days and the history their windows need.
     recent = DailySeries(series.items, series.prices[
-        series.prices["day"] > tune_from - pd.Timedelta(days=max(params.windows) + 28 + CARRY_DAYS)])
+        series.prices["day"] >= tune_from - pd.Timedelta(days=max(params.windows) + 28 + CARRY_DAYS)])
     tuning, best = [], None
     for window in params.windows:
         parts = _window_parts(recent, window)
         for alpha in params.alphas:
             probe = DailyFairValueModel(window, alpha, {"*": (-1.0, 1.0)})
             rows = probe.value_days(recent, _combine(parts, alpha))
-            rows = rows[rows["day"] > tune_from]
+            rows = rows[rows["day"] >= tune_from]
             if len(rows) < params.min_band_rows:
                 continue
             mape = valuation_metrics(rows["fair_value"], rows["price"])["mape"]
@@ -395,7 +400,7 @@ def fit(series: DailySeries, params: DailyParams | None = None) -> DailyFairValu
     _, window, alpha = best
     m = matrices(series, window, alpha)
     z = ((m.log_price - m.log_fair) / m.scale)
-    z = z[z.index > _before_last_priced_days(series, params.band_days)]
+    z = z[z.index >= last_priced_days_start(series, params.band_days)]
     long = z.stack().rename("z").reset_index()
     long.columns = ["day", "item_key", "z"]
     if long.empty:  # a band of no residuals would be NaN: every published p10/p90 unusable

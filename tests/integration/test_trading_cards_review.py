@@ -85,7 +85,8 @@ def test_too_few_prices_are_refused_in_one_line_and_fail_a_request_at_once(datab
     with session_scope() as session:
         row = session.get(TrainingRequest, request_id)
         assert (row.state, row.attempts) == (requests.FAILED, 1)
-        assert row.error == ("TooFewPrices: before the gate window from 2024-12-27: only 0 days of prices; a "
+        # The gate window is the last 14 priced days: all 9, from the first.
+        assert row.error == ("TooFewPrices: before the gate window from 2025-01-01: only 0 days of prices; a "
                              "daily model needs at least 14")
 
 
