@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -63,27 +63,29 @@ def load_market(settings: Settings, source: str, sales_files: list[Path], floor_
                 extra = market_data_from_files(bundled / "punks.csv", sales_files, floor_file, eth_usd_file,
                                                settings.min_floor_fraction,
                                                stored_sales=partial(stored_sales_around, session, coll),
-                                               first_sale_day=first_sale_day(settings.collection))
+                                               first_sale_day=coll.first_day)
                 data = merge(data, extra)
             stored_listings = load_listing_events(session, coll)
+            first_day = coll.first_day
         # Retention drops replaced listing events older than this (storage/retention.py).
         complete_from = pd.Timestamp.now(tz="UTC").tz_localize(None) - pd.Timedelta(days=settings.listings_kept_days)
-        return with_listings(data, stored_listings, listings_files or [], settings, complete_from)
+        return with_listings(data, stored_listings, listings_files or [], settings, complete_from, first_day=first_day)
     data = market_data_from_files(
         bundled / "punks.csv", [bundled / "sales.csv", *sales_files],
         floor_file or bundled / "floor.csv", eth_usd_file or bundled / "eth_usd.csv", settings.min_floor_fraction,
         first_sale_day=first_sale_day(settings.collection),
     )
-    return with_listings(data, None, listings_files or [], settings)
+    return with_listings(data, None, listings_files or [], settings, first_day=first_sale_day(settings.collection))
 
 
 def with_listings(data: MarketData, stored: pd.DataFrame | None, files: list[Path], settings: Settings,
-                  complete_from: pd.Timestamp | None = None) -> MarketData:
+                  complete_from: pd.Timestamp | None = None, *, first_day: date | None) -> MarketData:
     """`data` with the whole history of its listings (models.listings.listing_history), so a
     replay's nowcasts read the asks open at each tick and its asks are judged: the stored events
     (complete only from `complete_from`: retention drops replaced ones before it), then the
     files' (validated as ingest validates them; a refused row is counted by its reason, and an
-    event id already given keeps its first report). `data` as it was when there are none."""
+    event id already given keeps its first report). `data` as it was when there are none.
+    `first_day`: the collection's first day of trading (a listing before it is refused)."""
     from models.listings import listing_frame, listing_history, validate_listings
     from models.validation import Reason
     from storage.bundled import read_listings_file
@@ -92,7 +94,7 @@ def with_listings(data: MarketData, stored: pd.DataFrame | None, files: list[Pat
     refused: Counter[str] = Counter()
     for path in files:
         batch = validate_listings(read_listings_file(path), set(data.items.index), datetime.now(UTC),
-                                  first_sale_day(settings.collection))
+                                  first_day)
         refused.update(rejection.reason for rejection in batch.rejected)
         frames.append(listing_frame(batch.clean))
     if not frames and not refused:

@@ -149,7 +149,7 @@ def ingest_sales_rows(
         coll = collection(session, settings)
         known = ingest_store.known_item_keys(session, coll)
         floors = ingest_store.floor_lookup(session, coll)
-    first_day = ingest_store.first_sale_day(coll.slug)
+    first_day = coll.first_day
 
     def store(validated: ValidatedBatch, size: int) -> None:
         with session_scope() as session:

@@ -33,11 +33,15 @@ COLLECTION_NAMES = {
 # The command that makes each of them, for an answer about one not made yet.
 MADE_BY = {"cryptopunks": "`fairvalue seed` (which `./run up` runs)", "cards": "`fairvalue cards load`"}
 # The first day a collection could trade, where it is known: a sale dated before it is a broken
-# feed, not a sale (the punks were released on 2017-06-22; their first sale is of 06-23).
+# feed, not a sale (the punks were released on 2017-06-22; their first sale is of 06-23). The
+# collection is made with it (collections.first_day), and the checks read the stored row's, as
+# they read a card universe's (fairvalue.card_universe stores its `first_day:`).
 FIRST_SALE_DAYS = {"cryptopunks": date(2017, 6, 22)}
 
 
 def first_sale_day(slug: str) -> date | None:
+    """The first day ensure_collection makes `slug` with: for market data read from files, where
+    no collection is stored (a replay of the bundled files)."""
     return FIRST_SALE_DAYS.get(slug)
 
 
@@ -60,7 +64,7 @@ def ensure_collection(session: Session, slug: str) -> Collection:
     name, kind, currency = _made_as(slug)
     insert_ignoring_conflicts(
         session, Collection.__table__, [{"slug": slug, "name": name, "kind": kind, "currency": currency,
-                                          "created_at": utcnow()}]
+                                          "created_at": utcnow(), "first_day": first_sale_day(slug)}]
     )
     session.flush()
     return session.exec(select(Collection).where(Collection.slug == slug)).one()
@@ -134,7 +138,7 @@ def floor_lookup(session: Session, collection: Collection, days: Iterable[date] 
 # Look-ups as plain SQL on the session's connection: building ORM statements cost more than
 # running them (bench/ingest.py). KNOWN_AMONG and FLOORS_BEFORE find the collection by its slug, so
 # storage/webhook_calls.py can send them in one round trip with COLLECTION_ID.
-COLLECTION_ID = text("SELECT id FROM collections WHERE slug = :slug")
+COLLECTION_ID = text("SELECT id, first_day FROM collections WHERE slug = :slug")
 # PostgreSQL takes the keys as one array parameter: an IN list of one parameter per key runs out
 # of the protocol's 65,535 parameters when a group commit's calls name that many items.
 KNOWN_AMONG = {
@@ -225,7 +229,7 @@ def ingest_sales(
         known_items if known_items is not None else known_item_keys(session, collection),
         floors or floor_lookup(session, collection),
         min_floor_fraction,
-        first_sale_day=first_sale_day(collection.slug),
+        first_sale_day=collection.first_day,
     )
     return store_validated(session, collection, batch, origin)
 

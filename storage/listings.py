@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from models.listings import CleanListing, validate_listings
 from models.validation import item_key_of
-from storage.ingest import IngestReport, first_sale_day, known_item_keys, store_validated
+from storage.ingest import IngestReport, known_item_keys, store_validated
 from storage.tables import Collection, Listing, RejectedListing, utcnow
 from storage.upsert import insert_ignoring_conflicts
 
@@ -29,7 +29,7 @@ def ingest_listings(session: Session, collection: Collection, rows: Iterable[Map
     rows = list(rows)
     # A key with NUL is refused by validation (no text column holds NUL) and must not reach the look-up.
     named = {key for key in (item_key_of(row) for row in rows if isinstance(row, Mapping)) if "\x00" not in key}
-    batch = validate_listings(rows, known_item_keys(session, collection, named), now, first_sale_day(collection.slug))
+    batch = validate_listings(rows, known_item_keys(session, collection, named), now, collection.first_day)
     return store_validated(session, collection, batch, origin, insert=_insert, stored_hashes=_stored_hashes,
                            rejected_table=RejectedListing)
 

@@ -28,6 +28,10 @@ class Collection(SQLModel, table=True):
     kind: str = Field(description="unique_items (punks) or daily_prices (cards)")
     currency: str = "ETH"
     created_at: datetime = Field(default_factory=utcnow)
+    # The first day the market could trade, when known: a sale or price dated before it is refused
+    # as before_collection. The punks' is set when the collection is made (storage.ingest
+    # FIRST_SALE_DAYS), the cards' by `fairvalue cards load` from the universe's `first_day:`.
+    first_day: date | None = None
 
 
 class Item(SQLModel, table=True):

@@ -8,7 +8,7 @@ single call (bench/ingest.py). What each call is told is decided by fairvalue/we
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlmodel import Session
 
@@ -22,6 +22,11 @@ from storage.pipelined import run_together
 from storage.tables import Collection, utcnow
 
 ORIGIN = "webhook"
+
+
+def _day(value: date | str | None) -> date | None:
+    """A DATE column as the plain SQL look-up returns it: a date (PostgreSQL), text (SQLite)."""
+    return date.fromisoformat(value) if isinstance(value, str) else value
 
 
 def ingest_calls(session: Session, collection_slug: str, calls: Sequence[WebhookCall],
@@ -50,15 +55,15 @@ def ingest_calls(session: Session, collection_slug: str, calls: Sequence[Webhook
     ])[len(locked):]
     accepted, found_collection, known = looked_up[0], looked_up[1], {key for (key,) in looked_up[2]}
     collection = ingest_store.ensure_collection(session, collection_slug) if not found_collection \
-        else Collection(id=found_collection[0][0], slug=collection_slug)
+        else Collection(id=found_collection[0][0], slug=collection_slug, first_day=_day(found_collection[0][1]))
     floors = FloorLookup(dict(looked_up[3])) if len(looked_up) > 3 else \
         ingest_store.floor_lookup(session, collection, days)
 
     replayed = batch_rules.replays(calls, {digest: at.astimezone(UTC) for digest, at in accepted}, received_at)
     live = [call for i, call in enumerate(calls) if i not in replayed]
     now = datetime.now(UTC)
-    first_day = ingest_store.first_sale_day(collection_slug)
-    validated = [validate_batch(call.sales, known, floors, min_floor_fraction, now, first_day) for call in live]
+    validated = [validate_batch(call.sales, known, floors, min_floor_fraction, now, collection.first_day)
+                 for call in live]
 
     claims = batch_rules.first_claims(validated)
     claimed = batch_rules.claimed_sales(validated, claims)

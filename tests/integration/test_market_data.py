@@ -145,3 +145,23 @@ def test_the_migration_keeps_the_market_days_a_database_already_holds_as_read_by
     engine.dispose()
     pd.testing.assert_frame_equal(long_ago, now)
     assert now["floor"].tolist() == [61.1, 56.6] and now["eth_usd"].isna().tolist() == [False, True]
+
+
+def test_an_upgrade_stores_the_punks_first_day(tmp_path):
+    """A punks database made before collections.first_day holds the punks' first day after the
+    upgrade, so its sales before 2017-06-22 are still refused (the check reads the stored row now)."""
+    import sqlalchemy as sa
+
+    from storage.migrate import upgrade
+    from tests.realparts import database_before
+
+    url, engine = database_before("0013", tmp_path, [])
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO collections (id, slug, name, kind, currency, created_at) "
+                             "VALUES (2, 'cards', 'Pokémon cards', 'daily_prices', 'USD', '2021-01-01')"))
+    upgrade(url, "head")
+    with engine.connect() as conn:
+        first_days = dict(conn.execute(sa.text("SELECT slug, first_day FROM collections")).all())
+    engine.dispose()
+    # The cards' comes from their universe file at the next `cards load`.
+    assert first_days == {"cryptopunks": "2017-06-22", "cards": None}

@@ -1,5 +1,7 @@
 """Replay scores every sale against the last nowcast published before it."""
 
+from datetime import date
+
 import pandas as pd
 
 from models.estimator import TrainParams
@@ -137,7 +139,8 @@ def test_a_listings_file_conflicting_with_a_stored_event_keeps_the_stored_one_an
                      "a,2021-04-02T00:00:00Z,1,6,m\n"  # the stored event, another price
                      "b,2021-04-03T00:00:00Z,2,7,m\n"
                      "c,2021-04-03T00:00:00Z,nope,7,m\n")
-    book = with_listings(data, stored, [given], get_settings(), pd.Timestamp("2021-01-01")).listings
+    book = with_listings(data, stored, [given], get_settings(), pd.Timestamp("2021-01-01"),
+                         first_day=date(2017, 6, 22)).listings
     assert book.events.set_index("event_id")["price"].to_dict() == {"a": 5.0, "b": 7.0}
     assert book.refused == {"duplicate_event_conflict": 1, "unknown_item": 1}
     assert book.complete_from == pd.Timestamp("2021-01-01")
