@@ -220,7 +220,7 @@ def collect(settings: Settings | None = None, client: PriceTrackerClient | None 
                 report.prices.reasons[exc.reason] += 1
                 continue
             rows, problems = rows_from_api(key, body, today)
-            batch = validate_prices(rows, set(cards), today)
+            batch = validate_prices(rows, set(cards), today, coll.first_day)
             batch.rejected.extend(problems)
             if problems and not batch.clean:
                 report.cards_failed[key] = problems[0].reason
@@ -242,7 +242,7 @@ def ingest_price_rows(rows: Any, origin: str, settings: Settings | None = None,
     with session_scope() as session:
         coll = priced_collection(session, settings.collection)
         known = set(card_keys(session, coll))
-        return store_validated(session, coll, validate_prices(rows, known, today), origin)
+        return store_validated(session, coll, validate_prices(rows, known, today, coll.first_day), origin)
 
 
 def ingest_prices_file(path, settings: Settings | None = None) -> PriceReport:

@@ -6,11 +6,17 @@ id itself is wrong) and the field: `card 'base1-4-charizard-holo' (#1): category
 second load of the same file changes nothing, an edited card is updated, and a card removed from
 the file is kept (its prices and past valuations stay), marked inactive so it is no longer
 collected or valued, and reported; it is never deleted, and it is active again once the file lists it again.
+
+The file may declare the market's first day (`first_day:` at the top level): it is stored with the
+collection on every load (collections.first_day, as the file says it, none when the file has none),
+and a price dated before it is refused as `before_collection`, as a punk sale before the punks'
+release is.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlmodel import select
 
 from fairvalue.settings import Settings, get_settings
+from models.validation import EARLIEST_SALE
 from storage.db import session_scope
 from storage.ingest import DAILY_PRICES
 from storage.tables import Collection, Item, utcnow
@@ -65,6 +72,8 @@ class UniverseHeader(BaseModel):
     collection: str = Field("cards", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     name: str = "Pokémon cards"
     currency: str = Field("USD", min_length=3, max_length=8)
+    # The first day the market could trade: a price dated before it is refused (before_collection).
+    first_day: date | None = Field(None, ge=EARLIEST_SALE.date())
     cards: list[Any]
 
 
@@ -74,6 +83,7 @@ class CardUniverse:
     name: str
     currency: str
     cards: list[CardSpec]
+    first_day: date | None = None
 
     @property
     def active(self) -> list[CardSpec]:
@@ -125,7 +135,7 @@ def parse_universe(document: Any, source: str = "cards.yaml") -> CardUniverse:
         problems.append("cards: the list is empty")
     if problems:
         raise CardConfigError(source, problems)
-    return CardUniverse(header.collection, header.name, header.currency, cards)
+    return CardUniverse(header.collection, header.name, header.currency, cards, header.first_day)
 
 
 def read_universe(path: Path) -> CardUniverse:
@@ -146,6 +156,8 @@ class LoadReport:
     unchanged: int = 0
     not_in_file: list[str] = field(default_factory=list)
     deactivated: list[str] = field(default_factory=list)  # of not_in_file, those this load marked inactive
+    first_day: date | None = None  # the market's first day, as stored
+    first_day_changed: bool = False  # this load stored it (a new collection, or the file's changed)
 
 
 def load_universe(universe: CardUniverse) -> LoadReport:
@@ -159,6 +171,10 @@ def load_universe(universe: CardUniverse) -> LoadReport:
         if coll.kind != DAILY_PRICES:
             raise CardConfigError(universe.collection, [f"collection {coll.slug!r} exists with kind {coll.kind}, "
                                                         f"not {DAILY_PRICES}"])
+        report.first_day = universe.first_day
+        if coll.first_day != universe.first_day:  # the file is the universe: an edit, or a removal, is stored
+            coll.first_day, report.first_day_changed = universe.first_day, True
+            session.add(coll)
         existing = {i.item_key: (i.item_type, i.attributes) for i in
                     session.exec(select(Item).where(Item.collection_id == coll.id))}
         rows = []

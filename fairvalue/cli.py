@@ -947,7 +947,8 @@ def cards_load(config: Path = typer.Option(None, help="Card universe YAML (defau
                   f"{report.unchanged} unchanged cards"
                   + (f"; not in the file (kept, inactive): {', '.join(report.not_in_file)}"
                      if report.not_in_file else "")
-                  + (f"; newly inactive: {len(report.deactivated)}" if report.deactivated else ""))
+                  + (f"; newly inactive: {len(report.deactivated)}" if report.deactivated else "")
+                  + (f"; first day of trading: {report.first_day or 'none'}" if report.first_day_changed else ""))
 
 
 # The generated series' bounds: twenty years from a start between these days (pandas holds dates
@@ -983,6 +984,9 @@ def cards_fixture(
     except CardConfigError as exc:
         refuse(exc)
         raise typer.Exit(2) from None
+    if universe.first_day is not None and first_day < universe.first_day:  # ingest would refuse every price
+        raise typer.BadParameter(f"{start} is before the market's first day of trading, {universe.first_day} (the "
+                                 "universe's first_day:)", param_hint="--start")
     fixture = generate([(c.id, c.category) for c in universe.cards], days=days, seed=seed, start=start)
     fixture.prices.to_csv(out, index=False)
     if events:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from models.validation import EARLIEST_SALE, MAX_PRICE, Rejection, feed_number
+from models.validation import EARLIEST_SALE, MAX_PRICE, Reason, Rejection, feed_number
 
 MAX_VOLUME = 2**31 - 1  # the column is a 32-bit integer
 
@@ -22,6 +22,7 @@ class PriceReason:
     MISSING_FIELD = "missing_field"
     MALFORMED_DATE = "malformed_date"
     FUTURE_DATE = "future_date"
+    BEFORE_COLLECTION = Reason.BEFORE_COLLECTION  # the sales' name: one reason for both markets
     MALFORMED_PRICE = "malformed_price"
     NON_POSITIVE_PRICE = "non_positive_price"
     MALFORMED_VOLUME = "malformed_volume"
@@ -63,7 +64,10 @@ def _day(value: Any) -> date | None:
         return None
 
 
-def validate_row(row: Any, known_items: set[str], today: date) -> PriceObservation | Rejection:
+def validate_row(row: Any, known_items: set[str], today: date,
+                 first_day: date | None = None) -> PriceObservation | Rejection:
+    """A price as stored, or why it is refused. `first_day`: the collection's first day of trading,
+    when known (collections.first_day, from the card universe); a price before it is a broken feed."""
     if not isinstance(row, Mapping) or "_error" in row:
         detail = row.get("_error", "not a mapping") if isinstance(row, Mapping) else "not a mapping"
         return Rejection(dict(row) if isinstance(row, Mapping) else {"_raw": repr(row)[:2000]},
@@ -79,6 +83,9 @@ def validate_row(row: Any, known_items: set[str], today: date) -> PriceObservati
         return Rejection(raw, PriceReason.FUTURE_DATE, f"{day} is after today ({today})")
     if day < EARLIEST_SALE.date():
         return Rejection(raw, PriceReason.MALFORMED_DATE, f"{day} is before {EARLIEST_SALE.date()}")
+    if first_day is not None and day < first_day:
+        return Rejection(raw, PriceReason.BEFORE_COLLECTION,
+                         f"{day} is before the collection's first day of trading, {first_day}")
     item = str(_pick(row, "card_id")).strip()
     if item not in known_items:
         return Rejection(raw, PriceReason.UNKNOWN_ITEM, f"no card {item!r} in the collection")
@@ -106,14 +113,15 @@ class ValidatedPrices:
     repeated_in_batch: int  # the same (card, day, price) twice: counted, stored once
 
 
-def validate_prices(rows: Iterable[Any], known_items: set[str], today: date) -> ValidatedPrices:
-    """Validate every row; a (card, day) given twice with different prices keeps the first and
-    rejects the later one (a file that contradicts itself is worth a look, not a silent pick)."""
+def validate_prices(rows: Iterable[Any], known_items: set[str], today: date,
+                    first_day: date | None = None) -> ValidatedPrices:
+    """Validate every row (validate_row); a (card, day) given twice with different prices keeps the
+    first and rejects the later one (a file that contradicts itself is worth a look, not a silent pick)."""
     clean: dict[tuple[str, date], PriceObservation] = {}
     rejected: list[Rejection] = []
     repeated = 0
     for row in rows:
-        result = validate_row(row, known_items, today)
+        result = validate_row(row, known_items, today, first_day)
         if isinstance(result, Rejection):
             rejected.append(result)
             continue

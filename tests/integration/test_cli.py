@@ -345,10 +345,15 @@ def test_operator_mistakes_are_usage_errors_not_tracebacks(database, tmp_path, m
         ("cards", "fixture", "--out", str(tmp_path / "x.csv"), "--seed", "-1"): "'--seed'",
         ("cards", "fixture", "--out", str(tmp_path / "x.csv"), "--days", "100000"): "'--days'",
         ("cards", "fixture", "--out", str(tmp_path / "x.csv"), "--start", "2300-01-01"): "is outside",
+        # config/cards.yaml's first_day: every price of the series would be refused as before_collection
+        ("cards", "fixture", "--out", str(tmp_path / "x.csv"), "--start", "1995-01-01"):
+            "before the market's first day of trading, 1999-01-09",
     }
     for args, message in usage.items():
         result = runner.invoke(app, list(args))
-        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        # the error box's text on one line (rich wraps it at the terminal's width)
+        box = " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())
+        assert result.exit_code == 2 and message in box, (args, result.output)
         assert result.exception is None or isinstance(result.exception, SystemExit), args
     monkeypatch.setenv("FAIRVALUE_CARDS_CONFIG", str(tmp_path / "missing.yaml"))
     from fairvalue.settings import get_settings
