@@ -11,7 +11,7 @@ from datetime import timedelta
 from threading import Lock
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlmodel import Session, select
 
 from models.estimator import FairValueModel
@@ -30,7 +30,15 @@ def lock_collection(session: Session, collection: Collection) -> None:
     promotions and rollbacks), takes it first, or two at once would each act on what the other
     is about to change (PostgreSQL; SQLite has one writer anyway). FOR NO KEY UPDATE, not FOR
     UPDATE: the latter also conflicts with the key-share lock every insert that references the
-    collection takes (a sale, a snapshot), so ingest and nowcasts would wait out a model upload."""
+    collection takes (a sale, a snapshot), so ingest and nowcasts would wait out a model upload.
+
+    SQLite ignores FOR UPDATE, and pysqlite begins a transaction only at its first write, so two
+    callers both read the aliases before either wrote (two simultaneous rollbacks both succeeded
+    on the embedded stack). A write that changes nothing takes SQLite's one write lock now: the
+    second caller waits here (the connection's busy timeout) and then reads what the first wrote."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(Collection).where(Collection.id == collection.id).values(id=collection.id))
+        return
     session.exec(select(Collection).where(Collection.id == collection.id).with_for_update(key_share=True)).one()
 
 
