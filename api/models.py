@@ -142,7 +142,8 @@ async def create_training_request(request: Request) -> JSONResponse:
     responses:
       202: {description: "the request id, state (queued, or where an earlier one with the same Idempotency-Key
         is: replayed true), and whether it was published (when the broker was unreachable, not_sent says why;
-        the hourly training sweep publishes it)"}
+        the hourly training sweep publishes it; while the training loop is paused, paused says so and resuming
+        it publishes the request)"}
       400: {$ref: "#/components/responses/BadRequest"}
       401: {$ref: "#/components/responses/Unauthorized"}
       404: {$ref: "#/components/responses/NotFound"}
@@ -175,13 +176,18 @@ async def create_training_request(request: Request) -> JSONResponse:
 
     # A retry's request is sent again only while it still waits (its first send may have failed):
     # one already training or done needs no second message.
+    # While the training loop is paused nothing is sent: resuming it publishes the waiting requests.
     not_sent = None
-    if outcome.new_request or (outcome.request_state or "queued") == "queued":
+    paused = await run_in_threadpool(lifecycle.is_paused, "training")
+    waits = outcome.new_request or (outcome.request_state or "queued") == "queued"
+    if waits and not paused:
         not_sent = await run_in_threadpool(send_after_commit, publish_training, outcome.request_id,
                                            collection=settings.collection)
     return JSONResponse({"id": outcome.request_id, "state": outcome.request_state or "queued",
-                         "published": not_sent is None,
+                         "published": waits and not paused and not_sent is None,
                          **({} if outcome.new_request else {"replayed": True}),
+                         **({"paused": "the training loop is paused: the request is kept and runs when it is "
+                                       "resumed"} if paused and waits else {}),
                          **_unsent(not_sent, "the training sweep (hourly) publishes it")}, status_code=202)
 
 

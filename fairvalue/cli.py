@@ -653,6 +653,11 @@ def retrain(
     except lifecycle.BadReason as exc:
         raise typer.BadParameter(str(exc), param_hint="--reason") from None
     console.print(f"training request {outcome.request_id} queued")
+    if lifecycle.is_paused("training"):
+        # Not published: the message would only be skipped. Resuming the loop publishes it.
+        console.print("[yellow]the training loop is paused: the request is kept and runs on "
+                      "`fairvalue resume training`[/]")
+        return
     if _send_after_commit("the training sweep (hourly) publishes it", publish_training, outcome.request_id,
                           collection=settings.collection):
         console.print(f"published to the {queues.TRAINING} queue: a training worker takes it")
@@ -725,9 +730,17 @@ def pause(loop: str = typer.Argument(..., help="nowcast, policy, training or mon
 
 @app.command()
 def resume(loop: str = typer.Argument(..., help="nowcast, policy, training or monitor")) -> None:
-    """Resume a paused loop."""
+    """Resume a paused loop. Resuming training publishes the requests that wait (as the sweep does)."""
     _set_paused(loop, False)
     console.print(f"{loop} resumed")
+    if loop == "training":
+        from fairvalue import lifecycle
+        from tasks.lifecycle import publish_training
+
+        ids = lifecycle.requests_to_republish()
+        sent = [i for i in ids if _send_after_commit("the training sweep (hourly) publishes it", publish_training, i)]
+        if ids:
+            console.print(f"published {len(sent)} waiting training request(s): {', '.join(map(str, sent)) or 'none'}")
 
 
 def _set_paused(loop: str, paused: bool, reason: str = "") -> None:

@@ -317,7 +317,13 @@ def train_request(request_id: int, worker: str, settings: Settings | None = None
     settings = settings or get_settings()
     lease = timedelta(seconds=settings.training_lease_seconds)
     if is_paused("training"):
-        return {"skipped": "the training loop is paused"}
+        # The message is spent but the request still waits: mark it unpublished, so resuming
+        # the loop (or the sweep) publishes it again. A resume that came in between and did not
+        # see it unpublished is caught by looking again.
+        with session_scope() as session:
+            requests.mark_unpublished(session, request_id)
+        if is_paused("training"):
+            return {"status": "skipped", "reason": "paused", "skipped": "the training loop is paused"}
     with session_scope() as session:
         if not requests.claim(session, request_id, worker, lease, settings.training_max_attempts):
             request = session.get(TrainingRequest, request_id)

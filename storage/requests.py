@@ -52,6 +52,15 @@ def mark_published(session: Session, request_id: int) -> None:
     )
 
 
+def mark_unpublished(session: Session, request_id: int) -> None:
+    """Forget the publication of a request still queued: its message was consumed without
+    claiming it (the training loop was paused), so the sweep (or a resume) publishes it again."""
+    t = TrainingRequest.__table__.c
+    session.execute(
+        update(TrainingRequest.__table__).where(t.id == request_id, t.state == QUEUED).values(published_at=None)
+    )
+
+
 def claim(session: Session, request_id: int, worker: str, lease: timedelta, max_attempts: int) -> bool:
     """Take the request if it is queued (and past its backoff) or its lease has expired with
     attempts left. A worker that dies mid-training never reaches `release_for_retry`, so the

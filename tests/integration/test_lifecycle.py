@@ -120,12 +120,51 @@ def test_pause_makes_a_loop_skip(training_workers):
     lifecycle.set_paused("training", True, "test")
     try:
         request_id = lifecycle.enqueue_retrain("while paused", QUICK).request_id
+        lifecycle.mark_published(request_id)
         result = lifecycle.train_request(request_id, "test-direct")
-        assert result == {"skipped": "the training loop is paused"}
+        assert result == {"status": "skipped", "reason": "paused", "skipped": "the training loop is paused"}
+        # Its message is spent: the request waits unpublished, for the resume (or the sweep) to publish.
         assert states([request_id])[request_id].state == "queued"
+        assert states([request_id])[request_id].published_at is None
+        assert request_id in lifecycle.requests_to_republish()
     finally:
         lifecycle.set_paused("training", False)
     assert os.environ["FAIRVALUE_DATABASE_URL"]
+
+
+def test_a_request_published_while_training_is_paused_runs_on_resume(training_workers):
+    """The operator review: the skipped run was recorded ok, and the request stayed queued and
+    published until the sweep found it stale. Now the run is skipped, and resuming publishes it."""
+    from typer.testing import CliRunner
+
+    from fairvalue.cli import app
+    from storage.tables import TaskRun
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["pause", "training", "--reason", "opsfix"]).exit_code == 0
+    try:
+        queued = runner.invoke(app, ["retrain", "--reason", "while paused", "--param", "max_iter=8",
+                                     "--param", "band_max_iter=4", "--param", "band_method=premium",
+                                     "--param", "linear_weight=0"])
+        assert queued.exit_code == 0, queued.output
+        assert "training loop is paused" in queued.output and "published to" not in queued.output
+        request_id = int(queued.output.split("training request ")[1].split()[0])
+        publish_training(request_id)  # a message sent before the pause, delivered during it
+
+        def skipped_run():
+            with session_scope() as session:
+                runs = session.exec(select(TaskRun).where(TaskRun.task_name == "fairvalue.training.train")).all()
+                return [r for r in runs if (r.detail or {}).get("request_id") == request_id
+                        and r.status != "running"]
+        runs = wait_for(skipped_run, timeout=60)
+        assert [r.status for r in runs] == ["skipped"], [(r.status, r.detail) for r in runs]
+        assert states([request_id])[request_id].state == "queued"
+        assert states([request_id])[request_id].published_at is None
+    finally:
+        resumed = runner.invoke(app, ["resume", "training"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "published" in resumed.output and str(request_id) in resumed.output, resumed.output
+    wait_for(lambda: states([request_id])[request_id].state == "decided", timeout=120)
 
 
 def test_bad_contender_rejected_and_forced_promotion_rolled_back(seeded, worker):

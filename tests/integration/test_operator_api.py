@@ -208,3 +208,26 @@ def test_a_body_key_it_does_not_take_or_an_over_long_reason_is_a_422_and_nothing
     schema = body["requestBody"]["content"]["application/json"]["schema"]
     assert schema["properties"]["reason"]["maxLength"] == MAX_REASON_LENGTH
     assert schema["additionalProperties"] is False
+
+
+def test_a_training_request_while_training_is_paused_says_so_and_is_not_sent(client, operator_token, broker,
+                                                                              sent_tasks):
+    """The operator review: the answer said published while the paused loop would only skip it.
+    The request is kept, unpublished, for `fairvalue resume training` (or the sweep) to publish."""
+    from fairvalue import lifecycle
+    from storage.db import session_scope
+    from storage.tables import TrainingRequest
+
+    lifecycle.set_paused("training", True, "api test")
+    try:
+        created = client.post("/v1/training-requests", json={"reason": "while paused"}, headers=operator_token)
+    finally:
+        lifecycle.set_paused("training", False)
+    assert created.status_code == 202, created.text
+    body = created.json()
+    assert body["published"] is False and "paused" in body["paused"], body
+    assert not [s for s in sent_tasks if s[0] == "fairvalue.training.train"]
+    with session_scope() as session:
+        request = session.get(TrainingRequest, body["id"])
+        assert (request.state, request.published_at) == ("queued", None)
+    assert body["id"] in lifecycle.requests_to_republish()
