@@ -811,6 +811,27 @@ def beat() -> None:
                                      "-s", str(settings.var_dir / "celerybeat-schedule")))
 
 
+UP_STOP_SECONDS = 20.0
+
+
+def stop_processes(procs: dict[str, subprocess.Popen], timeout: float) -> list[str]:
+    """Ask each process to stop (TERM), wait up to `timeout` seconds in all, then kill the ones
+    still running (a worker's warm shutdown waits for its training to end). Returns their names."""
+    for p in procs.values():
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + timeout
+    killed = []
+    for name, p in procs.items():
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            killed.append(name)
+    return killed
+
+
 @app.command()
 def up(
     host: str = typer.Option(None), port: int = typer.Option(None),
@@ -829,25 +850,26 @@ def up(
     if once:
         return
     host, port = host or settings.api_host, port or settings.api_port
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "fairvalue.cli", "api", "--host", host, "--port", str(port)]),
-        subprocess.Popen(_celery("worker", "-Q", ",".join(queues.ALL), "-c", "1", "--pool", "solo",
-                                 "--loglevel", "INFO")),
-        subprocess.Popen(_celery("beat", "--loglevel", "INFO", "-s",
-                                 str(settings.var_dir / "celerybeat-schedule"))),
-    ]
+    procs = {
+        "api": subprocess.Popen([sys.executable, "-m", "fairvalue.cli", "api", "--host", host, "--port", str(port)]),
+        "worker": subprocess.Popen(_celery("worker", "-Q", ",".join(queues.ALL), "-c", "1", "--pool", "solo",
+                                           "--loglevel", "INFO")),
+        "beat": subprocess.Popen(_celery("beat", "--loglevel", "INFO", "-s",
+                                         str(settings.var_dir / "celerybeat-schedule"))),
+    }
     console.print(f"[bold green]fairvalue is up:[/] http://{host}:{port}/v1/items/7804  (Ctrl-C stops)")
 
     def stop(*_):
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=20)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM while stopping changes nothing
+        killed = stop_processes(procs, timeout=UP_STOP_SECONDS)
+        if killed:
+            errors.print(f"[yellow]stopped; killed {', '.join(killed)}: not stopped within {UP_STOP_SECONDS:g} s "
+                         "(a training in progress is retried from its request)[/]")
         raise typer.Exit(0)
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        while all(p.poll() is None for p in procs):
+        while all(p.poll() is None for p in procs.values()):
             time.sleep(1)
         errors.print("[red]a process exited; stopping the rest[/]")
         stop()
