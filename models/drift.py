@@ -186,6 +186,12 @@ def chi2_test(reference: Any, current: Any) -> tuple[float, float]:
 # ---------------------------------------------------------------- per-feature drift
 
 
+def enough_samples(n_ref: Any, n_cur: Any, min_samples: int = MIN_SAMPLES) -> bool:
+    """Whether both windows have the rows for a drift verdict: the rule behind every `drifted`
+    (a feature's, prediction_drifted, and so share_drifted); the retrain policy applies it too."""
+    return n_ref is not None and n_cur is not None and n_ref >= min_samples and n_cur >= min_samples
+
+
 def _column_drift(
     name: str, ref: pd.Series, cur: pd.Series, *, bins: int, eps: float,
     psi_threshold: float, p_threshold: float, min_samples: int,
@@ -206,7 +212,7 @@ def _column_drift(
             v = s.to_numpy(dtype=float)
             v = v[np.isfinite(v)]
             means[i] = float(v.mean()) if len(v) else math.nan
-    enough_rows = len(ref) >= min_samples and len(cur) >= min_samples
+    enough_rows = enough_samples(len(ref), len(cur), min_samples)
     significant = (
         np.isfinite(p_value) and p_value < p_threshold and n_ref >= min_samples and n_cur >= min_samples
     )
@@ -355,7 +361,8 @@ class DriftReport:
 
     summary: n_ref, n_cur (rows), n_features, n_drifted, share_drifted (n_drifted / n_features),
     max_psi, top_drifted (up to 10 drifted feature names, highest psi first) and prediction_psi,
-    prediction_ks, prediction_ks_p_value, prediction_drifted (None without predictions).
+    prediction_ks, prediction_ks_p_value, prediction_drifted (None without predictions), min_samples
+    (the rows each window needs for any verdict: enough_samples).
     features: the feature_drift() table. prediction: prediction_drift() or None. thresholds: the
     thresholds used. histograms: histogram_data() of the top drifted numeric features (and of the
     log predictions), for to_html(). meta: free-form context echoed as is (windows, model version).
@@ -455,6 +462,7 @@ def drift_report(
         "prediction_ks": prediction["ks_statistic"] if prediction else None,
         "prediction_ks_p_value": prediction["ks_p_value"] if prediction else None,
         "prediction_drifted": prediction["drifted"] if prediction else None,
+        "min_samples": min_samples,
     }
     return DriftReport(summary=summary, features=table, prediction=prediction, thresholds=thresholds,
                        histograms=histograms, meta=dict(meta or {}))

@@ -12,6 +12,9 @@ so a number exactly at a threshold does not retrain):
 - feature drift: drift_summary["share_drifted"] > max_share_drifted. Reason "feature drift share 0.40 > 0.15".
 - prediction drift: drift_summary["prediction_psi"] > max_prediction_psi. Reason
   "prediction drift psi 0.31 > 0.10".
+  Both drift triggers count only when the drift report had the rows for a verdict: the rule of its
+  own `drifted` (models.drift.enough_samples on its n_ref, n_cur and min_samples); a psi of 7 sales
+  says little. When not counted, `notes` says why.
 - age: champion_age_days > max_champion_age_days. Reason "champion is 9.0 days old > 7".
 Missing, None or non-finite numbers never trigger (a drift report that failed is not drift); they
 are recorded in `numbers` and explained in `notes`. Every trigger that fires is listed, in the order above.
@@ -25,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from models.drift import to_jsonable
+from models.drift import MIN_SAMPLES, enough_samples, to_jsonable
 from models.metrics import finite_or_none as _num
 
 # Reason kinds, matched by the fixed prefix each reason starts with (see decide_retrain).
@@ -70,6 +73,10 @@ def _show(value: float, threshold: float) -> str:
     return f"{value:.2f}" if f"{value:.2f}" != f"{threshold:.2f}" else f"{value:.4f}"
 
 
+def _count(n: float | None) -> str:
+    return "no" if n is None else f"{n:g}"
+
+
 def decide_retrain(live: Mapping[str, Any] | None, drift_summary: Mapping[str, Any] | None,
                    champion_age_days: float | None, config: PolicyConfig | None = None) -> PolicyDecision:
     """Retrain when any trigger in the module docstring fires.
@@ -97,16 +104,24 @@ def decide_retrain(live: Mapping[str, Any] | None, drift_summary: Mapping[str, A
                      else "live error not counted: no live MAPE")
 
     share = _num(drift.get("share_drifted"))
-    if share is not None and share > config.max_share_drifted:
-        reasons.append(f"feature drift share {_show(share, config.max_share_drifted)} > {config.max_share_drifted:.2f}")
     psi = _num(drift.get("prediction_psi"))
-    if psi is not None and psi > config.max_prediction_psi:
-        reasons.append(
-            f"prediction drift psi {_show(psi, config.max_prediction_psi)} > {config.max_prediction_psi:.2f}")
+    drift_n_ref, drift_n_cur = _num(drift.get("n_ref")), _num(drift.get("n_cur"))
+    min_samples = int(_num(drift.get("min_samples")) or MIN_SAMPLES)
+    drift_counted = enough_samples(drift_n_ref, drift_n_cur, min_samples)
+    if drift_counted:
+        if share is not None and share > config.max_share_drifted:
+            reasons.append(
+                f"feature drift share {_show(share, config.max_share_drifted)} > {config.max_share_drifted:.2f}")
+        if psi is not None and psi > config.max_prediction_psi:
+            reasons.append(
+                f"prediction drift psi {_show(psi, config.max_prediction_psi)} > {config.max_prediction_psi:.2f}")
     if drift_summary is None:
         notes.append("no drift summary")
     elif drift.get("error"):
         notes.append(f"drift summary error: {drift['error']}")
+    elif not drift_counted:
+        notes.append(f"drift not counted: {_count(drift_n_ref)} reference and {_count(drift_n_cur)} current rows, "
+                     f"the report needs {min_samples} in each")
 
     age = _num(champion_age_days)
     if age is not None and age > config.max_champion_age_days:
@@ -118,6 +133,8 @@ def decide_retrain(live: Mapping[str, Any] | None, drift_summary: Mapping[str, A
         "share_drifted": share, "max_share_drifted": config.max_share_drifted,
         "prediction_psi": psi, "max_prediction_psi": config.max_prediction_psi,
         "drift_error": drift.get("error"),
+        "drift_n_ref": drift_n_ref, "drift_n_cur": drift_n_cur, "drift_min_samples": min_samples,
+        "drift_counted": drift_counted,
         "champion_age_days": age, "max_champion_age_days": config.max_champion_age_days,
     }
     return PolicyDecision(bool(reasons), reasons, numbers, notes)

@@ -6,7 +6,8 @@ import pytest
 from models.monitor import MonitorConfig, decide_rollback
 from models.policy import PolicyConfig, decide_retrain, idempotency_key, reason_kind
 
-QUIET_DRIFT = {"share_drifted": 0.1, "prediction_psi": 0.05}
+ROWS = {"n_ref": 2000, "n_cur": 300, "min_samples": 30}  # a drift report with the rows for a verdict
+QUIET_DRIFT = {"share_drifted": 0.1, "prediction_psi": 0.05, **ROWS}
 
 
 def test_nothing_wrong_means_no_retrain():
@@ -45,16 +46,31 @@ def test_live_min_n_is_configurable():
 
 
 def test_feature_drift_triggers():
-    d = decide_retrain({"n": 0}, {"share_drifted": 0.40, "prediction_psi": None}, 1.0)
+    d = decide_retrain({"n": 0}, {"share_drifted": 0.40, "prediction_psi": None, **ROWS}, 1.0)
     assert d.reasons == ["feature drift share 0.40 > 0.15"]
-    assert not decide_retrain({"n": 0}, {"share_drifted": 0.15, "prediction_psi": None}, 1.0).retrain
+    assert not decide_retrain({"n": 0}, {"share_drifted": 0.15, "prediction_psi": None, **ROWS}, 1.0).retrain
 
 
 def test_prediction_drift_triggers():
-    d = decide_retrain({"n": 0}, {"share_drifted": None, "prediction_psi": 0.31}, 1.0)
+    d = decide_retrain({"n": 0}, {"share_drifted": None, "prediction_psi": 0.31, **ROWS}, 1.0)
     assert d.reasons == ["prediction drift psi 0.31 > 0.10"]
-    assert not decide_retrain({"n": 0}, {"share_drifted": None, "prediction_psi": 0.10}, 1.0).retrain
-    assert not decide_retrain({"n": 0}, {"prediction_psi": 0.2}, 1.0, PolicyConfig(max_prediction_psi=0.3)).retrain
+    assert not decide_retrain({"n": 0}, {"share_drifted": None, "prediction_psi": 0.10, **ROWS}, 1.0).retrain
+    assert not decide_retrain({"n": 0}, {"prediction_psi": 0.2, **ROWS}, 1.0,
+                              PolicyConfig(max_prediction_psi=0.3)).retrain
+
+
+def test_drift_of_too_few_rows_is_not_counted_and_noted():
+    """The operator review: 7 sales retrained on "prediction drift psi 6.90 > 0.10" although the
+    report itself said prediction_drifted False for n_cur 7. The report's rule decides."""
+    few = {"share_drifted": 0.0, "prediction_psi": 6.9, "prediction_drifted": False,
+           "n_ref": 2000, "n_cur": 7, "min_samples": 30}
+    d = decide_retrain({"n": 7, "mape": 0.1}, few, 1.0)
+    assert (d.retrain, d.reasons) == (False, [])
+    assert d.numbers["prediction_psi"] == 6.9 and d.numbers["drift_counted"] is False
+    assert "drift not counted: 2000 reference and 7 current rows, the report needs 30 in each" in d.notes
+    # the report's own min_samples, not a second threshold: with 5 it would have had a verdict
+    assert decide_retrain({"n": 0}, {**few, "min_samples": 5}, 1.0).reasons == ["prediction drift psi 6.90 > 0.10"]
+    assert not decide_retrain({"n": 0}, {"share_drifted": 0.9, "prediction_psi": 0.9}, 1.0).retrain  # rows unknown
 
 
 def test_missing_or_failed_drift_does_not_trigger():
@@ -74,7 +90,7 @@ def test_champion_age_triggers():
 
 
 def test_every_firing_trigger_is_listed():
-    d = decide_retrain({"n": 45, "mape": 0.30}, {"share_drifted": 0.5, "prediction_psi": 0.5}, 10.0)
+    d = decide_retrain({"n": 45, "mape": 0.30}, {"share_drifted": 0.5, "prediction_psi": 0.5, **ROWS}, 10.0)
     assert [reason_kind(r) for r in d.reasons] == ["live_error", "feature_drift", "prediction_drift", "age"]
 
 
