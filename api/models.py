@@ -52,7 +52,7 @@ def list_decisions(request: Request) -> JSONResponse:
 def list_training_requests(request: Request) -> JSONResponse:
     """Training requests.
     ---
-    summary: Training requests with state, attempts, lease and result, newest first
+    summary: Training requests with state, attempts, lease and result (the version and its decision), newest first
     tags: [models]
     parameters:
       - {name: state, in: query, schema: {type: string, enum: [queued, claimed, training, decided, failed]}}

@@ -587,12 +587,26 @@ def training_requests(slug: str | None = None, state: str | None = None, limit: 
             query = query.where(TrainingRequest.state == state)
         rows = session.exec(query.order_by(TrainingRequest.id.desc()).offset(offset).limit(limit)).all()
         number = _version_numbers(session, [r.model_version_id for r in rows])
+        verdicts = _request_verdicts(session, [r.id for r in rows])
     return {"collection": coll.slug, "offset": offset, "limit": limit, "training_requests": [
         {"id": r.id, "state": r.state, "reason": r.reason, "attempts": r.attempts, "claimed_by": r.claimed_by,
          "lease_expires_at": iso(r.lease_expires_at), "created_at": iso(r.created_at),
          "published_at": iso(r.published_at), "model_version_id": r.model_version_id,
-         "model_version": number.get(r.model_version_id), "error": r.error, "trigger": r.trigger,
-         "params": r.params} for r in rows]}
+         "model_version": number.get(r.model_version_id), "decision": verdicts.get(r.id), "error": r.error,
+         "trigger": r.trigger, "params": r.params} for r in rows]}
+
+
+def _request_verdicts(session, request_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The gates' verdict on each decided request: its first recorded decision (promote, shadow or
+    reject), the decision's id and its reason."""
+    if not request_ids:
+        return {}
+    rows = session.exec(select(PromotionDecision).where(PromotionDecision.training_request_id.in_(request_ids))
+                        .order_by(PromotionDecision.id)).all()
+    out: dict[int, dict[str, Any]] = {}
+    for d in rows:
+        out.setdefault(d.training_request_id, {"id": d.id, "decision": d.decision, "reason": d.reason})
+    return out
 
 
 # --- market ---------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def test_pause_makes_a_loop_skip(training_workers):
     assert os.environ["FAIRVALUE_DATABASE_URL"]
 
 
-def test_a_request_published_while_training_is_paused_runs_on_resume(training_workers):
+def test_a_request_published_while_training_is_paused_runs_on_resume(training_workers, client):
     """The operator review: the skipped run was recorded ok, and the request stayed queued and
     published until the sweep found it stale. Now the run is skipped, and resuming publishes it."""
     from typer.testing import CliRunner
@@ -165,6 +165,20 @@ def test_a_request_published_while_training_is_paused_runs_on_resume(training_wo
     assert resumed.exit_code == 0, resumed.output
     assert "published" in resumed.output and str(request_id) in resumed.output, resumed.output
     wait_for(lambda: states([request_id])[request_id].state == "decided", timeout=120)
+
+    # The decided request shows its verdict (the review: "decided, v2" for a version the gates rejected).
+    from fairvalue import reads
+
+    with session_scope() as session:
+        decision = session.exec(select(PromotionDecision)
+                                .where(PromotionDecision.training_request_id == request_id)).one()
+    shown = next(r for r in reads.training_requests(limit=500)["training_requests"] if r["id"] == request_id)
+    assert shown["decision"] == {"id": decision.id, "decision": decision.decision, "reason": decision.reason}
+    listed = client.get("/v1/training-requests?state=decided&limit=500").json()["training_requests"]
+    assert next(r for r in listed if r["id"] == request_id)["decision"]["decision"] == decision.decision
+    page = client.get("/queue").text
+    row = page.split(f"<tr><td>{request_id}</td>", 1)[1].split("</tr>", 1)[0]
+    assert f'<span class="badge {decision.decision}">{decision.decision}</span>' in row, row
 
 
 def test_bad_contender_rejected_and_forced_promotion_rolled_back(seeded, worker):
