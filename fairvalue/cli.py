@@ -753,25 +753,60 @@ def _set_paused(loop: str, paused: bool, reason: str = "") -> None:
 
 
 @app.command()
-def decisions(limit: int = typer.Option(20, min=1, max=500), collection: str = COLLECTION_OPTION) -> None:
+def decisions(limit: int = typer.Option(20, min=1, max=500), collection: str = COLLECTION_OPTION,
+              as_json: bool = typer.Option(False, "--json", help="Print the API's read (GET /decisions) as JSON: "
+                                                                 "every number of each decision.")) -> None:
     """Promotion decisions and rollbacks, newest first, with the numbers they used."""
-    from fairvalue import lifecycle
+    from fairvalue import reads
     from fairvalue.errors import NotFound
 
     settings = _settings_for(collection)
     try:
-        trail = lifecycle.decisions(settings, limit=limit)
+        read = reads.decisions(settings.collection, limit=limit)
     except NotFound as exc:
         refuse(exc)
         raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(read, default=str, allow_nan=False))
+        return
     table = Table(title=f"decisions of {settings.collection}")
-    for col in ("id", "when", "decision", "by", "contender", "champion", "reason"):
-        table.add_column(col)
-    for d in trail:
+    # new / old: the contender (or the champion a rollback judged) and the champion (or the previous one)
+    for col in ("id", "when", "decision", "by", "new / old", "MAPE new / old", "reason"):
+        table.add_column(col, no_wrap=col not in ("by", "reason"))
+    for d in read["decisions"]:
         by = f"{d['by']} ({d['operator']})" if d["operator"] else d["by"]
-        table.add_row(str(d["id"]), d["created_at"][:19], d["decision"], by,  # ISO to the second
-                      str(d["contender"] or "-"), str(d["champion"] or "-"), d["reason"][:80])
+        versions = " / ".join(f"v{d[side]}" if d[side] else "-" for side in ("contender", "champion"))
+        table.add_row(str(d["id"]), d["created_at"][:16].replace("T", " "), d["decision"], by,  # to the minute
+                      versions, decision_numbers(d["numbers"]), d["reason"][:80])
     console.print(table)
+    if read["total"] > len(read["decisions"]):
+        console.print(f"{len(read['decisions'])} of {read['total']}: --limit N for more, --json for every number")
+
+
+def decision_numbers(numbers: dict | None) -> str:
+    """The numbers a decision turned on, short enough for a column: the MAPE of the new model
+    (the contender, or the champion a rollback judged) / the old one's (champion, previous
+    champion) and, in brackets, on how many sales (the gates' window, or the live sales of a
+    shadow or rollback). "-" when it used none (an operator's)."""
+    numbers = numbers or {}
+
+    def mape(metrics) -> float | None:
+        value = metrics.get("mape") if isinstance(metrics, dict) else None
+        return value if isinstance(value, int | float) and math.isfinite(value) else None
+
+    if "champion_mape" in numbers or "previous_mape" in numbers:  # the monitor's rollback check
+        new, old, n = numbers.get("champion_mape"), numbers.get("previous_mape"), numbers.get("n")
+    else:
+        contender, champion = numbers.get("contender"), numbers.get("champion")
+        new, old = mape(contender), mape(champion)
+        n = (contender or {}).get("n") if isinstance(contender, dict) else None
+    if new is None and old is None:
+        return "-"
+    return f"{_mape(new)} / {_mape(old)}" + (f" ({n})" if isinstance(n, int) else "")
+
+
+def _mape(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 @app.command()

@@ -437,6 +437,27 @@ def test_decisions_of_another_collection_and_of_none(database):
         assert session.exec(select(Collection).where(Collection.slug == "no-such-trail")).first() is None
 
 
+def test_decisions_show_their_numbers_and_print_the_apis_read_as_json(database):
+    """The operator review: the help says "with the numbers they used" and the table showed none;
+    and there was no --json. Now a numbers column, and --json prints reads.decisions (GET /decisions)."""
+    import json
+
+    from fairvalue import reads
+    from storage.tables import PromotionDecision
+
+    with session_scope() as session:
+        coll = ensure_collection(session, "cli-trail-numbers")
+        session.add(PromotionDecision(
+            collection_id=coll.id, decision="reject", decided_by="gates", reason="Rejected because mape.",
+            numbers={"contender": {"mape": 0.25, "n": 40}, "champion": {"mape": 0.2, "n": 40}}))
+    shown = runner.invoke(app, ["decisions", "--collection", "cli-trail-numbers"])
+    assert shown.exit_code == 0, shown.output
+    assert "MAPE new / old" in shown.output and "0.250 / 0.200 (40)" in shown.output, shown.output
+    printed = runner.invoke(app, ["decisions", "--collection", "cli-trail-numbers", "--json"])
+    assert printed.exit_code == 0, printed.output
+    assert json.loads(printed.stdout) == reads.decisions("cli-trail-numbers", limit=20)
+
+
 def test_the_file_commands_take_a_collection_and_refuse_one_that_cannot_take_the_file(seeded, tmp_path):
     """`ingest sales` and `explain --collection` work on the named collection; `ingest sales` refuses
     a slug that names none, a daily-priced collection or one never seeded, with why, creating
