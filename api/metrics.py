@@ -1,9 +1,9 @@
 """Prometheus metrics of the API process (served at /metrics).
 
 Request count and latency by route template and status, predictions served by signal, webhook
-sales by outcome; at scrape time, queue depth per queue, the champion version (an info metric)
-and the age of each collection's published snapshot. Task metrics are exported by the workers
-themselves (tasks/metrics.py), each on its own port.
+sales by outcome; at scrape time, queue depth per queue, the champion version (an info
+metric), the age of each collection's published snapshot and whether each loop is paused. Task
+metrics are exported by the workers themselves (tasks/metrics.py), each on its own port.
 """
 
 from __future__ import annotations
@@ -80,6 +80,25 @@ class StateCollector(Collector):
             log.warning("state metrics unavailable: %s", exc)
         yield champion
         yield age
+        paused = GaugeMetricFamily("fairvalue_loop_paused", "1 while an operator has paused the loop "
+                                   "(fairvalue pause), else 0", labels=["loop"])
+        try:
+            for loop, is_paused in _loops_paused().items():
+                paused.add_metric([loop], 1.0 if is_paused else 0.0)
+        except Exception as exc:
+            log.warning("loop states unavailable: %s", exc)
+        yield paused
+
+
+def _loops_paused() -> dict[str, bool]:
+    """Every loop, paused or not (a loop never paused has no stored state)."""
+    from fairvalue.lifecycle import LOOPS
+    from fairvalue.reads import paused_loops
+    from storage.db import session_scope
+
+    with session_scope() as session:
+        paused = {p["loop"] for p in paused_loops(session)}
+    return {loop: loop in paused for loop in LOOPS}
 
 
 def _champions_and_snapshots():

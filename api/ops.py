@@ -70,9 +70,17 @@ def readyz(request: Request) -> JSONResponse:
 def queue_status(request: Request) -> JSONResponse:
     """Queue status.
     ---
-    summary: Depth per queue (from the broker), workers seen, training requests by state, last run of each task
+    summary: Queue depths, workers seen, training requests by state, last runs, loop outcomes, paused loops
+    description: >-
+      last_runs is the latest run of each task whatever its collection; last_runs_by_collection the
+      latest of each task and collection. loop_outcomes is the last outcome of the retrain policy and
+      the monitor per collection: a readable summary and the run's whole detail (every number the
+      decision looked at, its thresholds and notes). paused_loops lists each paused loop with the
+      operator's reason and since when.
     tags: [operations]
     responses:
-      200: {description: "queues, workers, training_requests, last_runs"}
+      200:
+        description: "queues, workers, training_requests, last_runs, last_runs_by_collection, loop_outcomes,
+          paused_loops"
     """
     return JSONResponse(reads.queue_status())

@@ -930,7 +930,7 @@ def status(collection: str = COLLECTION_OPTION) -> None:
 
     from fairvalue import kinds
     from fairvalue.errors import NotFound
-    from fairvalue.reads import collection_row
+    from fairvalue.reads import collection_row, paused_loops
     from storage.db import session_scope
     from storage.registry import CHAMPION, get_alias
     from storage.snapshots import published_snapshot
@@ -938,7 +938,6 @@ def status(collection: str = COLLECTION_OPTION) -> None:
         DailyPrice,
         Item,
         Listing,
-        LoopState,
         NowcastRow,
         NowcastSnapshot,
         RejectedListing,
@@ -978,8 +977,7 @@ def status(collection: str = COLLECTION_OPTION) -> None:
             select(RejectedListing.reason, func.count()).where(RejectedListing.collection_id == coll.id)
             .group_by(RejectedListing.reason)
         ).all()
-        paused = session.exec(select(LoopState.loop, LoopState.reason).where(LoopState.paused)
-                              .order_by(LoopState.loop)).all()
+        paused = paused_loops(session)
     console.print(f"collection {coll.slug}: {n_items} items, {n_rows} {noun}, {n_listings} listing events")
     console.print(f"snapshots: {n_snapshots} stored with {n_snapshot_rows} rows, {n_thinned} of them thinned by "
                   f"retention (past {settings.retention_days:g} days)")
@@ -990,8 +988,7 @@ def status(collection: str = COLLECTION_OPTION) -> None:
     for reason, n in sorted(wash):
         console.print(f"  kept out of the model, {reason}: {n}")
     # Loops are paused for every collection (`fairvalue pause`): a paused one explains a stale value.
-    console.print("paused loops: " + (", ".join(f"{loop} ({why})" if why else loop for loop, why in paused)
-                                      if paused else "none"))
+    console.print("paused loops: " + (", ".join(p["text"] for p in paused) if paused else "none"))
     champion_text = f"v{champion.version} (sha256 {champion.sha256[:12]})" if champion else "none"
     console.print(f"champion: {champion_text}")
     if snap is None:

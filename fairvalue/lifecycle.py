@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -144,6 +144,7 @@ class PolicyOutcome:
     request_id: int | None
     new_request: bool
     request_state: str | None = None  # of a request recorded before (an operator's retried Idempotency-Key)
+    notes: list[str] = field(default_factory=list)  # why numbers were not counted (policy.PolicyDecision)
 
 
 def run_policy(settings: Settings | None = None, now=None) -> PolicyOutcome:
@@ -171,9 +172,11 @@ def run_policy(settings: Settings | None = None, now=None) -> PolicyOutcome:
     )
     decision = policy.decide_retrain(live_metrics, drift_summary, age, config)
     if not decision.retrain:
-        return PolicyOutcome(False, decision.reasons, decision.numbers, None, False)
+        return PolicyOutcome(False, decision.reasons, decision.numbers, None, False, notes=decision.notes)
     key = policy.idempotency_key(settings.collection, now.date(), decision.reasons)
-    return _record_request(settings, key, "; ".join(decision.reasons), decision.numbers, {})
+    outcome = _record_request(settings, key, "; ".join(decision.reasons), decision.numbers, {})
+    outcome.notes = decision.notes
+    return outcome
 
 
 def _record_request(settings: Settings, key: str, reason: str, trigger: dict, params: dict,
@@ -611,7 +614,8 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
                                            rollback_margin=settings.rollback_margin)
             decision = monitor.decide_rollback(_metrics(new), _metrics(old), config)
             out["probation"] = {"champion": champion.version, "previous": previous.version,
-                                "rollback": decision.rollback, "reason": decision.reason}
+                                "rollback": decision.rollback, "reason": decision.reason,
+                                "numbers": decision.numbers}
             # As for an operator's rollback, the model it restores must still be readable. One that
             # is not can never be rolled back to: its alias goes (the probation with it), so the
             # refusal is not recorded again every hour, and the champion stays.
@@ -650,7 +654,9 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
                                  contender=contender.id, champion=champion.id)
                 if better:
                     promote(session, coll, contender, settings.probation_days)
-                out["shadow"] = {"contender": contender.version, "decision": verdict}
+                out["shadow"] = {"contender": contender.version, "decision": verdict,
+                                 "numbers": {"contender": c_m, "champion": h_m, "min_n": settings.monitor_min_sales,
+                                             "mape_margin": settings.gate_mape_margin}}
             remove_alias(session, coll, CONTENDER)
         # A change of champion asks for a nowcast after it commits; a worker or broker lost between
         # the two leaves the old model's values published until the next scheduled nowcast (a day,

@@ -739,13 +739,43 @@ def workers_seen() -> list[str] | None:
         return seen
 
 
+def paused_loops(session: Session) -> list[dict[str, Any]]:
+    """The paused loops (every collection's): loop, the operator's reason, since when (ISO) and a
+    readable line, by loop name."""
+    from fairvalue.outcomes import paused_line
+    from storage.tables import LoopState
+
+    states = session.exec(select(LoopState).where(LoopState.paused).order_by(LoopState.loop)).all()
+    return [{"loop": s.loop, "reason": s.reason, "since": iso(s.updated_at),
+             "text": paused_line(s.loop, s.reason, iso(s.updated_at))} for s in states]
+
+
 def queue_status() -> dict[str, Any]:
-    """Depth per queue, workers answering a ping, training requests by state, last run per task."""
+    """Depth per queue, workers answering a ping, training requests by state, last run per task
+    (`last_runs`, whatever the collection) and per task and collection, the last outcome of the
+    policy and the monitor per collection (with a readable line), and the paused loops."""
+    from fairvalue.outcomes import LOOP_TASKS
     from storage.requests import counts_by_state
     from storage.runs import last_runs
 
+    def run_json(r) -> dict[str, Any]:
+        return {"status": r.status, "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
+                "collection": r.collection}
+
     with session_scope() as session:
         by_state = counts_by_state(session)
-        runs = {name: {"status": r.status, "started_at": iso(r.started_at), "finished_at": iso(r.finished_at)}
-                for name, r in last_runs(session).items()}
-    return {"queues": queue_depths(), "workers": workers_seen(), "training_requests": by_state, "last_runs": runs}
+        latest = sorted(last_runs(session).items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[1].id))
+        paused = paused_loops(session)
+    runs: dict[str, dict[str, Any]] = {}
+    for (name, _), r in sorted(latest, key=lambda kv: kv[1].id):  # the latest of any collection wins
+        runs[name] = run_json(r)
+    per_collection = [{"task": name, **run_json(r)} for (name, _), r in latest]
+    outcomes = []
+    for (name, collection), r in latest:
+        if name in LOOP_TASKS and collection is not None:
+            loop, line = LOOP_TASKS[name]
+            outcomes.append({"loop": loop, "collection": collection, "status": r.status,
+                             "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
+                             "summary": line(r.status, r.detail or {}), "detail": r.detail or {}})
+    return {"queues": queue_depths(), "workers": workers_seen(), "training_requests": by_state, "last_runs": runs,
+            "last_runs_by_collection": per_collection, "loop_outcomes": outcomes, "paused_loops": paused}

@@ -30,7 +30,7 @@ long transaction.
 
 The service's own records are pruned in the same pass, whatever the collection: a **webhook
 delivery** received and a **task run** started more than `FAIRVALUE_AUDIT_RETENTION_DAYS` ago
-are deleted, oldest first and a bounded number of each per call. A task's latest run stays
+are deleted, oldest first and a bounded number of each per call. A task's latest run for each collection stays
 whatever its age (the status and queue pages show it as the task's last: storage/runs.py
 `last_runs`), and so does a run still `running`. The first collection's hourly pass usually
 prunes everything due; the next ones find nothing left, or take the rest of a backlog.
@@ -42,11 +42,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 import pandas as pd
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
 from storage.ingest import DAILY_PRICES
+from storage.runs import latest_run_ids
 from storage.tables import (
     Collection,
     Listing,
@@ -141,8 +142,8 @@ def prune_audit_records(session: Session, now: datetime, keep_days: float, webho
                         limit: int = AUDIT_BATCH) -> tuple[int, int]:
     """(webhook deliveries, task runs) deleted, in the caller's transaction: up to `limit` of each
     older than `keep_days` before `now`, the oldest first. A delivery a copy of which could still
-    pass the signature check stays (REPLAY_CLOCK_SLACK), as do each task's latest run (by id, as
-    storage/runs.py `last_runs` reads it) and every run still running."""
+    pass the signature check stays (REPLAY_CLOCK_SLACK), as do each task's latest run for each
+    collection (storage/runs.py `latest_run_ids`, what `last_runs` reads) and every run still running."""
     cutoff = now - timedelta(days=keep_days)
     deliveries = WebhookDelivery.__table__
     replayable_since = now - timedelta(seconds=2 * max(webhook_tolerance_seconds, 0)) - REPLAY_CLOCK_SLACK
@@ -150,7 +151,7 @@ def prune_audit_records(session: Session, now: datetime, keep_days: float, webho
               .order_by(deliveries.c.received_at, deliveries.c.id).limit(limit).correlate(None))
     n_deliveries = session.execute(delete(deliveries).where(deliveries.c.id.in_(oldest))).rowcount
     runs = TaskRun.__table__
-    latest = select(func.max(runs.c.id)).group_by(runs.c.task_name).correlate(None)
+    latest = latest_run_ids().correlate(None)
     oldest = (select(runs.c.id).where(runs.c.started_at < cutoff, runs.c.status != "running",
                                       runs.c.id.not_in(latest))
               .order_by(runs.c.started_at, runs.c.id).limit(limit).correlate(None))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,23 +38,34 @@ def recorded_run(task_name: str, task_id: str | None = None) -> Iterator[dict[st
             run.status = detail.pop("status", status) if status == "ok" else status
             run.finished_at = utcnow()
             run.detail = _jsonable(detail)
+            collection = detail.get("collection")
+            run.collection = collection if isinstance(collection, str) else None
             session.add(run)
 
 
 def _jsonable(value: Any) -> Any:
+    """JSON-safe: numpy scalars become numbers, NaN and infinities None, anything else unknown text."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
+        value = value.item()  # a numpy scalar
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
 
 
-def last_runs(session: Session) -> dict[str, TaskRun]:
-    """The latest run of each task."""
-    latest = (
-        select(TaskRun.task_name, func.max(TaskRun.id).label("id")).group_by(TaskRun.task_name).subquery()
-    )
-    runs = session.exec(select(TaskRun).join(latest, latest.c.id == TaskRun.id)).all()
-    return {r.task_name: r for r in runs}
+def latest_run_ids():
+    """The id of the latest run of each task and collection (a select): what last_runs reads and
+    what retention keeps whatever its age."""
+    return select(func.max(TaskRun.id)).group_by(TaskRun.task_name, TaskRun.collection)
+
+
+def last_runs(session: Session) -> dict[tuple[str, str | None], TaskRun]:
+    """The latest run of each task for each collection: (task name, collection) -> run. A
+    collection's skipped run does not hide another's."""
+    runs = session.exec(select(TaskRun).where(TaskRun.id.in_(latest_run_ids()))).all()
+    return {(r.task_name, r.collection): r for r in runs}

@@ -47,8 +47,9 @@ def retrain_policy(self, collection: str | None = None) -> dict:
         if skipped_unless_loaded(run, settings):
             return dict(run)
         outcome = lifecycle.run_policy(settings)
-        run.update(retrain=outcome.retrain, reasons=outcome.reasons, request_id=outcome.request_id,
-                   new_request=outcome.new_request)
+        # The whole outcome, with every number looked at: the queue page says why it did or did not act.
+        run.update(retrain=outcome.retrain, reasons=outcome.reasons, numbers=outcome.numbers, notes=outcome.notes,
+                   request_id=outcome.request_id, new_request=outcome.new_request)
         if outcome.new_request:
             publish_training(outcome.request_id, collection=settings.collection)
         return dict(run)

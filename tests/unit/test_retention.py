@@ -201,8 +201,8 @@ def _delivery(session, received_at, accepted=False) -> int:
     return row.id
 
 
-def _run(session, task_name, started_at, status="ok") -> int:
-    run = TaskRun(task_name=task_name, status=status, started_at=started_at)
+def _run(session, task_name, started_at, status="ok", collection=None) -> int:
+    run = TaskRun(task_name=task_name, status=status, started_at=started_at, collection=collection)
     session.add(run)
     session.flush()
     return run.id
@@ -223,6 +223,9 @@ def pruning_audit_records_keeps_the_last_runs(session, coll, now) -> None:
     oldest_deliveries.append(_delivery(session, ago(150)))
     kept_deliveries = [_delivery(session, ago(89), accepted=True), _delivery(session, now - timedelta(minutes=1))]
     often, rare, stuck = (f"test.audit.{name}" for name in ("often", "rare", "stuck"))
+    # The last run of a task for another collection, however old, stays: the later runs of the same
+    # task for no collection do not hide it.
+    other = _run(session, often, ago(250), collection="test-audit-other")
     old_runs = [_run(session, often, ago(200))]
     oldest_runs = [_run(session, rare, ago(300))]
     old_runs.append(_run(session, often, ago(150), "failed"))
@@ -231,10 +234,11 @@ def pruning_audit_records_keeps_the_last_runs(session, coll, now) -> None:
     kept = [_run(session, often, ago(1)),
             _run(session, rare, ago(120)),  # a rare task's last run, however old
             _run(session, stuck, ago(400), "running"),  # never finished: stays for someone to see
-            _run(session, stuck, ago(10))]
+            _run(session, stuck, ago(10)), other]
     session.commit()
     mine = (often, rare, stuck)
-    last_before = {name: run.id for name, run in last_runs(session).items() if name in mine}
+    last_before = {key: run.id for key, run in last_runs(session).items() if key[0] in mine}
+    assert (often, "test-audit-other") in last_before
 
     first = apply_retention(session, coll, now, keep_days=14, audit=AuditWindow(90, 300), max_audit_rows=2)
     session.commit()
@@ -256,7 +260,7 @@ def pruning_audit_records_keeps_the_last_runs(session, coll, now) -> None:
     assert set(session.exec(select(WebhookDelivery.id).where(WebhookDelivery.id.in_(ids))).all()) == set(
         kept_deliveries)
     assert set(session.exec(select(TaskRun.id).where(TaskRun.task_name.in_(mine))).all()) == set(kept)
-    assert {name: run.id for name, run in last_runs(session).items() if name in mine} == last_before
+    assert {key: run.id for key, run in last_runs(session).items() if key[0] in mine} == last_before
 
 
 def test_a_delivery_that_could_still_be_replayed_is_never_pruned(sqlite_market):

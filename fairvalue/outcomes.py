@@ -1,0 +1,101 @@
+"""What the loops did, in one readable line: pure functions of a task run's stored detail.
+
+The policy's and the monitor's task runs record their whole outcome (tasks/lifecycle.py);
+these lines are what `GET /v1/queue`, the queue page and `fairvalue status` show of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+POLICY_TASK = "fairvalue.policy"
+MONITOR_TASK = "fairvalue.monitor"
+
+
+def _cmp(value: float, threshold: float) -> str:
+    return ">" if value > threshold else "≤"
+
+
+def policy_numbers_line(numbers: Mapping[str, Any]) -> str:
+    """"live MAPE 11.2 % on 40 sales ≤ 20 %, drift share 0.05 ≤ 0.15, PSI 0.03 ≤ 0.10, champion 2.0
+    days old ≤ 7": each number the policy looked at against its threshold, or why it was not counted."""
+    parts = []
+    n, mape, max_mape = numbers.get("live_n") or 0, numbers.get("live_mape"), numbers.get("max_live_mape")
+    if numbers.get("live_counted") and mape is not None and max_mape is not None:
+        parts.append(f"live MAPE {mape * 100:.1f} % on {n} sales {_cmp(mape, max_mape)} {max_mape * 100:g} %")
+    elif mape is None:
+        parts.append(f"no live MAPE ({n} sales)")
+    else:
+        parts.append(f"live MAPE {mape * 100:.1f} % not counted: {n} sales < {numbers.get('live_min_n')}")
+    for key, limit, name in (("share_drifted", "max_share_drifted", "drift share"),
+                             ("prediction_psi", "max_prediction_psi", "PSI")):
+        value, threshold = numbers.get(key), numbers.get(limit)
+        if value is not None and threshold is not None:
+            parts.append(f"{name} {value:.2f} {_cmp(value, threshold)} {threshold:.2f}")
+        else:
+            parts.append(f"no {name}")
+    if numbers.get("drift_error"):
+        parts.append(f"drift not measured: {numbers['drift_error']}")
+    age, max_age = numbers.get("champion_age_days"), numbers.get("max_champion_age_days")
+    if age is None:
+        parts.append("no champion")
+    elif max_age is not None:
+        parts.append(f"champion {age:.1f} days old {_cmp(age, max_age)} {max_age:g}")
+    return ", ".join(parts)
+
+
+def _unfinished(status: str, detail: Mapping[str, Any]) -> str | None:
+    if status == "running":
+        return "running"
+    if status == "failed":
+        return f"failed: {detail.get('error') or 'no error recorded'}"
+    if status == "skipped":
+        return f"skipped: {detail.get('reason') or 'no reason recorded'}"
+    return None
+
+
+def policy_line(status: str, detail: Mapping[str, Any]) -> str:
+    """The policy run's outcome: "no retrain — <numbers>" or "retrain (request 12, new) — <reasons>; <numbers>"."""
+    unfinished = _unfinished(status, detail)
+    if unfinished:
+        return unfinished
+    numbers = detail.get("numbers") or {}
+    if not detail.get("retrain"):
+        return "no retrain — " + (policy_numbers_line(numbers) if numbers else "no numbers recorded")
+    request = detail.get("request_id")
+    head = f"retrain (request {request}, {'new' if detail.get('new_request') else 'already recorded'})" \
+        if request is not None else "retrain"
+    reasons = "; ".join(detail.get("reasons") or [])
+    return f"{head} — {reasons}" + (f" ({policy_numbers_line(numbers)})" if numbers else "")
+
+
+def monitor_line(status: str, detail: Mapping[str, Any]) -> str:
+    """The monitor run's outcome: the probation verdict, a rollback, a shadow decision, or nothing to judge."""
+    unfinished = _unfinished(status, detail)
+    if unfinished:
+        return unfinished
+    parts = []
+    probation = detail.get("probation")
+    if probation:
+        parts.append(f"probation v{probation.get('champion')} vs v{probation.get('previous')}: "
+                     f"{probation.get('reason')}")
+    if detail.get("rolled_back_to") is not None:
+        parts.append(f"rolled back to v{detail['rolled_back_to']}")
+    if detail.get("rollback_refused"):
+        parts.append(f"rollback refused: {detail['rollback_refused']}")
+    shadow = detail.get("shadow")
+    if shadow:
+        parts.append(f"shadow v{shadow.get('contender')}: {shadow.get('decision')}"
+                     + (f" ({shadow['reason']})" if shadow.get("reason") else ""))
+    if detail.get("champion_not_published"):
+        parts.append(f"champion v{detail['champion_not_published'].get('champion')} not published yet: nowcast asked")
+    return "; ".join(parts) or "nothing to judge: no champion on probation, no contender due"
+
+
+LOOP_TASKS = {POLICY_TASK: ("policy", policy_line), MONITOR_TASK: ("monitor", monitor_line)}
+
+
+def paused_line(loop: str, reason: str, since: str | None) -> str:
+    """"nowcast (maintenance) since 2026-12-06T00:10:00Z"."""
+    return loop + (f" ({reason})" if reason else "") + (f" since {since}" if since else "")

@@ -1,0 +1,64 @@
+"""The readable lines of what the policy and the monitor did (fairvalue/outcomes.py), and task
+run details kept JSON-safe (storage/runs.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from fairvalue.outcomes import monitor_line, paused_line, policy_line
+from models import monitor, policy
+from storage.runs import _jsonable
+
+
+def _policy_detail(live, drift, age, **extra):
+    decision = policy.decide_retrain(live, drift, age, policy.PolicyConfig(live_min_n=20))
+    return {"retrain": decision.retrain, "reasons": decision.reasons, "numbers": decision.numbers,
+            "notes": decision.notes, **extra}
+
+
+def test_a_policy_that_did_not_retrain_says_each_number_against_its_threshold():
+    detail = _policy_detail({"n": 40, "mape": 0.112}, {"share_drifted": 0.05, "prediction_psi": 0.03}, 2.0)
+    assert policy_line("ok", detail) == ("no retrain — live MAPE 11.2 % on 40 sales ≤ 20 %, drift share 0.05 ≤ 0.15, "
+                                         "PSI 0.03 ≤ 0.10, champion 2.0 days old ≤ 7")
+
+
+def test_a_policy_that_retrained_names_its_request_its_reasons_and_the_numbers():
+    detail = _policy_detail({"n": 5, "mape": 0.5}, {"error": "no reference"}, 9.0, request_id=12, new_request=True)
+    line = policy_line("ok", detail)
+    assert line.startswith("retrain (request 12, new) — champion is 9.0 days old > 7 (")
+    assert "live MAPE 50.0 % not counted: 5 sales < 20" in line
+    assert "drift not measured: no reference" in line and "champion 9.0 days old > 7" in line
+    assert policy_line("ok", _policy_detail(None, None, None, request_id=3)).startswith(
+        "retrain (request 3, already recorded) — no champion")
+
+
+def test_skipped_and_failed_runs_say_why():
+    assert policy_line("skipped", {"reason": "paused"}) == "skipped: paused"
+    assert monitor_line("failed", {"error": "OperationalError: gone"}) == "failed: OperationalError: gone"
+    assert monitor_line("running", {}) == "running"
+
+
+def test_the_monitor_line_carries_the_probation_verdict():
+    decision = monitor.decide_rollback({"n": 0}, {"n": 0}, monitor.MonitorConfig(min_n=20))
+    detail = {"probation": {"champion": 5, "previous": 4, "rollback": False, "reason": decision.reason,
+                            "numbers": decision.numbers}}
+    assert monitor_line("ok", detail) == "probation v5 vs v4: only 0 common sales < 20: too few to judge, no rollback"
+    assert monitor_line("ok", {"rolled_back_to": 4, "shadow": {"contender": 6, "decision": "reject"}}) == \
+        "rolled back to v4; shadow v6: reject"
+    assert monitor_line("ok", {}).startswith("nothing to judge")
+
+
+def test_paused_line():
+    assert paused_line("nowcast", "maintenance", "2026-12-06T00:10:00Z") == \
+        "nowcast (maintenance) since 2026-12-06T00:10:00Z"
+    assert paused_line("monitor", "", None) == "monitor"
+
+
+def test_run_details_are_json_safe():
+    value = _jsonable({"a": np.float64(0.5), "b": np.int64(3), "c": float("nan"), "d": [np.bool_(True), float("inf")],
+                       "e": object})
+    assert value["a"] == 0.5 and value["b"] == 3 and isinstance(value["b"], int)
+    assert value["c"] is None and value["d"] == [True, None] and isinstance(value["e"], str)
+    json.dumps(value, allow_nan=False)
