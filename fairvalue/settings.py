@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     audit_retention_days: float = Field(
         90, ge=1, le=36500, description="Webhook deliveries (webhook_deliveries) received and task runs "
         "(task_runs) started longer ago than this are deleted by the same retention pass, oldest first and at "
-        "most 50,000 of each per pass; every task's latest run and any run still running are kept "
+        "most 50,000 of each per pass; every task's latest run for each collection and any run still running are kept "
         "(storage/retention.py). A delivery is never deleted while a copy of it could still pass the signature "
         "check: that ends 2 x webhook_tolerance_seconds after it was received.")
 
