@@ -743,11 +743,23 @@ def resume(loop: str = typer.Argument(..., help="nowcast, policy, training or mo
             console.print(f"published {len(sent)} waiting training request(s): {', '.join(map(str, sent)) or 'none'}")
 
 
+def _operator() -> str:
+    """user@host of whoever runs the CLI (recorded with a pause)."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name in a bare container
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
 def _set_paused(loop: str, paused: bool, reason: str = "") -> None:
     from fairvalue import lifecycle
 
     try:
-        lifecycle.set_paused(loop, paused, reason)
+        lifecycle.set_paused(loop, paused, reason, by=_operator())
     except ValueError as exc:  # an unknown loop: a usage error, not a traceback
         raise typer.BadParameter(str(exc), param_hint="LOOP") from None
 

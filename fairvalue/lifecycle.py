@@ -69,14 +69,15 @@ log = logging.getLogger(__name__)
 
 # --- pausing loops ---------------------------------------------------------------------
 
-def set_paused(loop: str, paused: bool, reason: str = "") -> None:
+def set_paused(loop: str, paused: bool, reason: str = "", by: str = "") -> None:
+    """Pause or resume a loop (every collection's); `by` names who did (the CLI's user@host)."""
     if loop not in LOOPS:
         raise ValueError(f"unknown loop {loop!r}; loops: {', '.join(LOOPS)}")
     from storage.upsert import upsert
 
     with session_scope() as session:
         upsert(session, LoopState.__table__, [{"loop": loop, "paused": paused, "reason": reason,
-                                               "updated_at": utcnow()}], keys=("loop",))
+                                               "updated_at": utcnow(), "changed_by": by[:100]}], keys=("loop",))
 
 
 def is_paused(loop: str) -> bool:

@@ -96,6 +96,7 @@ def monitor_line(status: str, detail: Mapping[str, Any]) -> str:
 LOOP_TASKS = {POLICY_TASK: ("policy", policy_line), MONITOR_TASK: ("monitor", monitor_line)}
 
 
-def paused_line(loop: str, reason: str, since: str | None) -> str:
-    """"nowcast (maintenance) since 2026-12-06T00:10:00Z"."""
-    return loop + (f" ({reason})" if reason else "") + (f" since {since}" if since else "")
+def paused_line(loop: str, reason: str, since: str | None, by: str = "") -> str:
+    """"nowcast (maintenance) since 2026-12-06T00:10:00Z by ops@host"."""
+    return (loop + (f" ({reason})" if reason else "") + (f" since {since}" if since else "")
+            + (f" by {by}" if by else ""))

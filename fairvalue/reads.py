@@ -740,14 +740,14 @@ def workers_seen() -> list[str] | None:
 
 
 def paused_loops(session: Session) -> list[dict[str, Any]]:
-    """The paused loops (every collection's): loop, the operator's reason, since when (ISO) and a
-    readable line, by loop name."""
+    """The paused loops (every collection's): loop, the operator's reason, since when (ISO), by whom
+    and a readable line, by loop name."""
     from fairvalue.outcomes import paused_line
     from storage.tables import LoopState
 
     states = session.exec(select(LoopState).where(LoopState.paused).order_by(LoopState.loop)).all()
-    return [{"loop": s.loop, "reason": s.reason, "since": iso(s.updated_at),
-             "text": paused_line(s.loop, s.reason, iso(s.updated_at))} for s in states]
+    return [{"loop": s.loop, "reason": s.reason, "since": iso(s.updated_at), "by": s.changed_by,
+             "text": paused_line(s.loop, s.reason, iso(s.updated_at), s.changed_by)} for s in states]
 
 
 def queue_status() -> dict[str, Any]:

@@ -315,7 +315,9 @@ class LoopState(SQLModel, table=True):
     loop: str = Field(primary_key=True, max_length=32)
     paused: bool = False
     reason: str = ""
-    updated_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)  # when it was last paused or resumed
+    changed_by: str = Field(default="", max_length=100, sa_column_kwargs={"server_default": ""},
+                            description="who paused or resumed it: user@host of the CLI")
 
 
 class TaskRun(SQLModel, table=True):

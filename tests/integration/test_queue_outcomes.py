@@ -69,22 +69,25 @@ def test_a_collection_s_skipped_run_does_not_hide_another_s(client, seeded):
     assert "test-queue-a" in page and "test-queue-b" in page
 
 
-def test_a_paused_loop_shows_with_its_reason_and_since_when(client, seeded):
+def test_a_paused_loop_shows_with_its_reason_since_when_and_by_whom(client, seeded):
     from typer.testing import CliRunner
 
+    from fairvalue.cli import _operator
     from fairvalue.cli import app as cli
 
     assert _paused_gauge(client).get("monitor") == 0.0
-    lifecycle.set_paused("monitor", True, "queue outcomes test")
+    assert CliRunner().invoke(cli, ["pause", "monitor", "--reason", "queue outcomes test"]).exit_code == 0
     try:
         body = client.get("/v1/queue").json()
         paused = {p["loop"]: p for p in body["paused_loops"]}
         assert paused["monitor"]["reason"] == "queue outcomes test" and paused["monitor"]["since"].endswith("Z")
+        assert paused["monitor"]["by"] == _operator() and "@" in _operator()
         assert "queue outcomes test" in client.get("/queue").text
         assert _paused_gauge(client)["monitor"] == 1.0
         assert _paused_gauge(client)["nowcast"] == 0.0
         result = CliRunner().invoke(cli, ["status"])
-        assert f"monitor (queue outcomes test) since {paused['monitor']['since']}" in result.output, result.output
+        assert f"monitor (queue outcomes test) since {paused['monitor']['since']} by {_operator()}" in \
+            " ".join(result.output.split()), result.output
     finally:
         lifecycle.set_paused("monitor", False)
     assert "monitor" not in {p["loop"] for p in client.get("/v1/queue").json()["paused_loops"]}

@@ -54,6 +54,8 @@ def test_paused_line():
     assert paused_line("nowcast", "maintenance", "2026-12-06T00:10:00Z") == \
         "nowcast (maintenance) since 2026-12-06T00:10:00Z"
     assert paused_line("monitor", "", None) == "monitor"
+    assert paused_line("policy", "", "2026-12-06T00:10:00Z", "ops@host") == \
+        "policy since 2026-12-06T00:10:00Z by ops@host"
 
 
 def test_run_details_are_json_safe():
