@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from api.deps import float_param, int_param, slug_of, str_param
+from api.deps import float_param, int_param, slug_of, str_param, window_params
 from fairvalue import reads, snapshot_files
 
 
@@ -64,14 +64,15 @@ def performance(request: Request) -> JSONResponse:
     tags: [track record]
     parameters:
       - {name: from, in: query, schema: {type: string, format: date-time}, description: "ISO date or date-time"}
-      - {name: to, in: query, schema: {type: string, format: date-time}, description: "exclusive"}
+      - {name: to, in: query, schema: {type: string, format: date-time},
+         description: "a date counts whole (inclusive); a date-time is exclusive"}
     responses:
       200: {description: "model and previous-day floor metrics, the sale signals' KPIs (signals), the BUYs
         at asks judged by whether the asks were taken (ask_signals), segments, series per period, points"}
       400: {$ref: "#/components/responses/BadRequest"}
       404: {$ref: "#/components/responses/NotFound"}
     """
-    return JSONResponse(reads.performance(slug_of(request), str_param(request, "from"), str_param(request, "to")))
+    return JSONResponse(reads.performance(slug_of(request), *window_params(request)))
 
 
 def backtest(request: Request) -> JSONResponse:
@@ -83,14 +84,14 @@ def backtest(request: Request) -> JSONResponse:
     tags: [track record]
     parameters:
       - {name: from, in: query, schema: {type: string, format: date-time}, description: "ISO date or date-time"}
-      - {name: to, in: query, schema: {type: string, format: date-time}, description: "exclusive"}
+      - {name: to, in: query, schema: {type: string, format: date-time},
+         description: "a date counts whole (inclusive); a date-time is exclusive"}
     responses:
       200: {description: "both strategies' measures, equity and drawdown curves, filtered counts"}
       400: {$ref: "#/components/responses/BadRequest"}
       404: {$ref: "#/components/responses/NotFound"}
     """
-    return JSONResponse(reads.backtest_results(slug_of(request), str_param(request, "from"),
-                                               str_param(request, "to")))
+    return JSONResponse(reads.backtest_results(slug_of(request), *window_params(request)))
 
 
 def market(request: Request) -> JSONResponse:
@@ -102,13 +103,14 @@ def market(request: Request) -> JSONResponse:
     tags: [collections]
     parameters:
       - {name: from, in: query, schema: {type: string, format: date-time}, description: "ISO date or date-time"}
-      - {name: to, in: query, schema: {type: string, format: date-time}, description: "exclusive"}
+      - {name: to, in: query, schema: {type: string, format: date-time},
+         description: "a date counts whole (inclusive); a date-time is exclusive"}
     responses:
       200: {description: "one row per day"}
       400: {$ref: "#/components/responses/BadRequest"}
       404: {$ref: "#/components/responses/NotFound"}
     """
-    return JSONResponse(reads.market(slug_of(request), str_param(request, "from"), str_param(request, "to")))
+    return JSONResponse(reads.market(slug_of(request), *window_params(request)))
 
 
 def list_snapshots(request: Request) -> JSONResponse:

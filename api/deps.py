@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Sequence
+from datetime import date, timedelta
 
 from starlette import routing
 from starlette.exceptions import HTTPException
@@ -124,3 +125,23 @@ def str_param(request: Request, name: str, max_length: int = 100) -> str | None:
     if "\x00" in raw:  # no database takes NUL in text: refuse it here, not as a 500 there
         raise BadInput(f"{name} contains a NUL character")
     return raw
+
+
+# A bare date as `to` counts the whole day, as a date input on a page means it; a date-time is
+# where the window ends (exclusive). The read functions' windows end before their `to`.
+BARE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def window_params(request: Request) -> tuple[str | None, str | None]:
+    """?from=&to= of a windowed read, `to` made exclusive (`to=2021-12-31` reads through the 31st)."""
+    return str_param(request, "from"), inclusive_end(str_param(request, "to"))
+
+
+def inclusive_end(end: str | None) -> str | None:
+    """A bare date's next midnight; a date-time, or nothing, as given."""
+    if end and BARE_DATE.fullmatch(end):
+        try:
+            return (date.fromisoformat(end) + timedelta(days=1)).isoformat()
+        except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
+            raise BadInput(f"to must be an ISO date, got {end!r}") from None
+    return end

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api import metrics
-from api.deps import float_param, int_param, query_value, slug_of, str_param
+from api.deps import float_param, int_param, query_value, slug_of, window_params
 from fairvalue import item_reads, reads
 
 
@@ -83,7 +83,8 @@ def item_history(request: Request) -> JSONResponse:
     tags: [valuations]
     parameters:
       - {name: from, in: query, schema: {type: string, format: date-time}, description: "ISO date or date-time"}
-      - {name: to, in: query, schema: {type: string, format: date-time}, description: "exclusive"}
+      - {name: to, in: query, schema: {type: string, format: date-time},
+         description: "a date counts whole (inclusive); a date-time is exclusive"}
       - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 5000, default: 1000},
          description: "at most this many published values (the most recent)"}
     responses:
@@ -92,7 +93,7 @@ def item_history(request: Request) -> JSONResponse:
       404: {$ref: "#/components/responses/NotFound"}
     """
     return JSONResponse(reads.item_history(slug_of(request), request.path_params["item_id"],
-                                           str_param(request, "from"), str_param(request, "to"),
+                                           *window_params(request),
                                            int_param(request, "limit", 1000)))
 
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 # SLUG: one pattern for the collection slugs of the API and pages
-from api.deps import SLUG, Route, float_param, query_value
+from api.deps import SLUG, Route, float_param, query_value, window_params
 from fairvalue import item_reads, reads
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
@@ -181,18 +180,6 @@ def _try(fn: Callable[..., dict], *args: Any, **kwargs: Any) -> tuple[dict | Non
         return None, str(exc)
 
 
-def _window(start: str | None, end: str | None) -> tuple[str | None, str | None]:
-    """?from=&to= of the date inputs; a bare `to` date counts as a whole day (the read functions'
-    windows end before `to`)."""
-    start, end = start or None, end or None
-    if end and re.fullmatch(r"\d{4}-\d{2}-\d{2}", end):
-        try:
-            end = (date.fromisoformat(end) + timedelta(days=1)).isoformat()
-        except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
-            raise BadInput(f"to must be an ISO date, got {end!r}") from None
-    return start, end
-
-
 def _form_dates(window: dict) -> tuple[str, str]:
     """The window as the date inputs show it: first day and last (inclusive) day."""
     last = datetime.fromisoformat(window["to"].replace("Z", "+00:00")) - timedelta(seconds=1)
@@ -273,7 +260,7 @@ def performance(request: Request) -> Response:
       - {name: from, in: query, description: "ISO date or date-time"}
       - {name: to, in: query, description: "a date counts whole (inclusive); a date-time is exclusive"}
     """
-    start, end = _window(query_value(request, "from"), query_value(request, "to"))
+    start, end = window_params(request)
     perf = reads.performance(_slug(request), start, end)
     if perf.get("kind") == "daily_prices":  # cards: replay KPIs per card and category (docs/cards.md)
         chart = {"currency": perf["currency"], "series": [], "points": [],
@@ -298,7 +285,7 @@ def backtest(request: Request) -> Response:
       - {name: from, in: query, description: "ISO date or date-time"}
       - {name: to, in: query, description: "a date counts whole (inclusive); a date-time is exclusive"}
     """
-    start, end = _window(query_value(request, "from"), query_value(request, "to"))
+    start, end = window_params(request)
     bt = reads.backtest_results(_slug(request), start, end)
     chart = {name: {"equity": bt[name]["equity"], "drawdown": bt[name]["drawdown"]}
              for name in ("strategy", "buy_all")}

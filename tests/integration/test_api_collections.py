@@ -77,10 +77,10 @@ def test_item_history_lists_published_values_and_sales(client, history):
     with session_scope() as session:
         n_sales = len(session.exec(select(Sale.id).where(Sale.item_key == "7804")).all())
     assert len(body["sales"]) == n_sales > 0
-    window = client.get(f"{C}/items/7804/history?from=2021-11-01&to=2021-12-01").json()
+    window = client.get(f"{C}/items/7804/history?from=2021-11-01&to=2021-11-30").json()
     assert [p["snapshot_id"] for p in window["published"]] == [history]
     # `truncated` says whether older values were left out, not that the page happens to be full.
-    one = f"{C}/items/7804/history?from=2021-11-01&to=2021-12-01&limit=1"
+    one = f"{C}/items/7804/history?from=2021-11-01&to=2021-11-30&limit=1"
     assert client.get(one).json()["truncated"] is False
     everything = client.get(f"{C}/items/7804/history?limit=5000").json()
     assert everything["truncated"] is False and len(everything["published"]) > 1  # the seed's and `history`
@@ -183,7 +183,7 @@ def test_a_cursor_on_a_snapshot_retention_thinned_is_refused_with_why(client, se
 
 
 def test_performance_scores_each_sale_against_the_snapshot_published_before_it(client, history):
-    body = client.get(f"{C}/performance?from=2021-11-01&to=2021-12-10").json()  # 5 wash trades early in Dec
+    body = client.get(f"{C}/performance?from=2021-11-01&to=2021-12-09").json()  # 5 wash trades early in Dec
     counts = body["counts"]
     with session_scope() as session:
         in_window = select(Sale.ts, Sale.wash_reason).where(Sale.ts >= datetime(2021, 11, 1, tzinfo=UTC),
@@ -264,8 +264,8 @@ def test_performance_judges_the_signals_of_sales_and_asks_forward(client, histor
         session.add_all([Listing(collection_id=coll_id, event_id=f"perf-{e}", item_key=k, ts=ts, price=p,
                                  expires_at=x, source="test", content_hash=e) for e, k, ts, p, x in listed])
     try:
-        body = client.get(f"{C}/performance?from=2021-11-01&to=2021-12-10").json()
-        page = client.get("/c/cryptopunks/performance?from=2021-11-01&to=2021-12-10",
+        body = client.get(f"{C}/performance?from=2021-11-01&to=2021-12-09").json()
+        page = client.get("/c/cryptopunks/performance?from=2021-11-01&to=2021-12-09",
                           headers={"Accept": "text/html"}).text
     finally:
         with session_scope() as session:
@@ -301,15 +301,15 @@ def test_performance_judges_the_signals_of_sales_and_asks_forward(client, histor
 
 
 def test_backtest_on_the_same_forward_pairs(client, history):
-    perf = client.get(f"{C}/performance?from=2021-11-01&to=2021-12-01").json()
-    body = client.get(f"{C}/backtest?from=2021-11-01&to=2021-12-01").json()
+    perf = client.get(f"{C}/performance?from=2021-11-01&to=2021-11-30").json()
+    body = client.get(f"{C}/backtest?from=2021-11-01&to=2021-11-30").json()
     assert body["n_rows"] == perf["counts"]["n_scored"]
     assert 0 < body["strategy"]["n_trades"] < body["buy_all"]["n_trades"] <= body["n_eligible"]
     for name in ("buy_all", "strategy"):
         curve = body[name]
         assert len(curve["equity"]) == len(curve["drawdown"]) == curve["n_days"]
         assert max(d for _, d in curve["drawdown"]) == pytest.approx(curve["max_drawdown"], abs=1e-5)
-    assert client.get(f"{C}/backtest?from=2021-11-01&to=2021-12-01").json() == body  # served from the cache
+    assert client.get(f"{C}/backtest?from=2021-11-01&to=2021-11-30").json() == body  # served from the cache
 
 
 def test_the_backtest_never_trades_at_a_suspected_wash_trade(client, history):
@@ -323,8 +323,8 @@ def test_the_backtest_never_trades_at_a_suspected_wash_trade(client, history):
     from models.times import naive_utc
 
     settings = get_settings()
-    perf = client.get(f"{C}/performance?from=2021-11-01&to=2021-12-10").json()
-    body = client.get(f"{C}/backtest?from=2021-11-01&to=2021-12-10").json()
+    perf = client.get(f"{C}/performance?from=2021-11-01&to=2021-12-09").json()
+    body = client.get(f"{C}/backtest?from=2021-11-01&to=2021-12-09").json()
     predictions = pd.DataFrame(perf["points"]).rename(columns={"item_key": "item_id"})
     predictions["timestamp"] = naive_utc(predictions["timestamp"])
     # The sales the API reads: its collection's, from 14 days before the window to the horizon after
@@ -397,9 +397,13 @@ def test_the_times_of_versions_and_decisions_are_utc_with_their_z(client, seeded
 
 
 def test_market_and_decisions(client, seeded):
-    body = client.get(f"{C}/market?from=2021-06-01&to=2021-07-01").json()
+    body = client.get(f"{C}/market?from=2021-06-01&to=2021-06-30").json()
     days = [d["day"] for d in body["days"]]
     assert days == sorted(days) and days[0] == "2021-06-01" and days[-1] == "2021-06-30"
+    # A bare date as `to` counts the whole day, as on the pages; a date-time is where the window ends.
+    until_midnight = client.get(f"{C}/market?from=2021-06-01&to=2021-07-01T00:00:00Z").json()
+    assert until_midnight["days"] == body["days"]
+    assert client.get(f"{C}/market?from=2021-06-01&to=2021-07-01").json()["days"][-1]["day"] == "2021-07-01"
     assert all(d["floor"] > 0 and d["eth_usd"] > 0 and d["index"] > 0 for d in body["days"])
     hour = client.get(f"{C}/market?from=2021-06-01T12:00&to=2021-06-01T13:00").json()["days"]
     assert hour == body["days"][:1]  # a window inside one day shows that day, floor and all

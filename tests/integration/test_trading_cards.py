@@ -417,8 +417,8 @@ def routes_cards(database, s3):
 
 def test_cards_market_counts_median_and_index_per_day(routes_cards, client):
     C = "/v1/collections/cardsroutes"
-    body = client.get(f"{C}/market?from=2025-06-01&to=2025-07-01").json()
-    punks = client.get("/v1/collections/cryptopunks/market?from=2021-06-01&to=2021-07-01").json()
+    body = client.get(f"{C}/market?from=2025-06-01&to=2025-06-30").json()
+    punks = client.get("/v1/collections/cryptopunks/market?from=2021-06-01&to=2021-06-30").json()
     assert set(body) == set(punks) | {"kind"} and body["kind"] == "daily_prices"  # a client reads both
     days = body["days"]
     assert [d["day"] for d in days] == [str(d.date()) for d in pd.date_range("2025-06-01", "2025-06-30")]
@@ -427,7 +427,7 @@ def test_cards_market_counts_median_and_index_per_day(routes_cards, client):
         assert d["n_cards"] == by_day.size()[d["day"]] and 30 <= d["n_cards"] <= 40
         assert d["median_price"] == pytest.approx(by_day.median()[d["day"]], rel=1e-6)
     # The index starts at 100 on the first day of prices and is the same whatever window reads it.
-    first = client.get(f"{C}/market?from=2025-01-01&to=2025-01-02").json()["days"]
+    first = client.get(f"{C}/market?from=2025-01-01&to=2025-01-01").json()["days"]
     assert first == [{"day": "2025-01-01", "n_cards": by_day.size()["2025-01-01"],
                       "median_price": pytest.approx(by_day.median()["2025-01-01"]), "index": 100.0}]
     narrow = client.get(f"{C}/market?from=2025-06-15T08:00&to=2025-06-15T09:00").json()["days"]
@@ -465,8 +465,8 @@ def test_cards_summary_counts_prices_not_sales(routes_cards, client):
 
 def test_cards_backtest_holds_the_cheap_cards_against_every_card(routes_cards, client, tmp_path):
     C = "/v1/collections/cardsroutes"
-    perf = client.get(f"{C}/performance?from=2025-05-01&to=2025-06-01").json()
-    body = client.get(f"{C}/backtest?from=2025-05-01&to=2025-06-01").json()
+    perf = client.get(f"{C}/performance?from=2025-05-01&to=2025-05-31").json()
+    body = client.get(f"{C}/backtest?from=2025-05-01&to=2025-05-31").json()
     assert body["kind"] == "daily_prices" and body["threshold"] == get_settings().buy_below
     assert body["window"] == {"from": "2025-05-01T00:00:00Z", "to": "2025-06-01T00:00:00Z"}
     # The same replayed card-days /performance scores; those without a next day's price are not held.
@@ -481,7 +481,7 @@ def test_cards_backtest_holds_the_cheap_cards_against_every_card(routes_cards, c
         assert max(d for _, d in curve["drawdown"]) == pytest.approx(curve["max_drawdown"], abs=1e-5)
         assert all(k in curve for k in ("sharpe", "sortino", "calmar", "total_return", "hit_rate"))
     assert body["buy_all"]["n_days_with_positions"] == 31
-    assert client.get(f"{C}/backtest?from=2025-05-01&to=2025-06-01").json() == body  # served from the cache
+    assert client.get(f"{C}/backtest?from=2025-05-01&to=2025-05-31").json() == body  # served from the cache
     # A window inside one day is that day, as /market reads it.
     narrow = client.get(f"{C}/backtest?from=2025-06-15T08:00&to=2025-06-15T09:00").json()
     assert narrow["window"] == {"from": "2025-06-15T00:00:00Z", "to": "2025-06-16T00:00:00Z"}
@@ -506,7 +506,7 @@ def test_cards_backtest_holds_the_cheap_cards_against_every_card(routes_cards, c
     corrected = tmp_path / "corrected.csv"
     corrected.write_text(f"date,card_id,market_price,volume\n2025-05-20,{row['card_id']},{row['market_price'] * 3},1\n")
     assert card_prices.ingest_prices_file(corrected, CARDS.for_collection("cardsroutes")).changed == 1
-    again = client.get(f"{C}/backtest?from=2025-05-01&to=2025-06-01").json()
+    again = client.get(f"{C}/backtest?from=2025-05-01&to=2025-05-31").json()
     assert again["buy_all"]["total_return"] != body["buy_all"]["total_return"]
 
     html = {"accept": "text/html"}

@@ -8,7 +8,8 @@ import math
 import pytest
 from jinja2 import Undefined
 
-from api.pages import _form_dates, _forward_scores, _window, json_safe, money, number, pct, when
+from api.deps import inclusive_end
+from api.pages import _form_dates, _forward_scores, json_safe, money, number, pct, when
 from fairvalue.errors import BadInput
 
 
@@ -37,12 +38,12 @@ def test_chart_data_is_strict_json():
 
 
 def test_the_to_date_of_the_form_includes_that_day():
-    assert _window("2021-11-01", "2021-11-30") == ("2021-11-01", "2021-12-01")
-    assert _window(None, "2021-11-30T12:00:00Z") == (None, "2021-11-30T12:00:00Z")
-    assert _window(None, None) == _window("", "") == (None, None)
+    assert inclusive_end("2021-11-30") == "2021-12-01"
+    assert inclusive_end("2021-11-30T12:00:00Z") == "2021-11-30T12:00:00Z"
+    assert inclusive_end(None) is None
     for bad in ("2021-02-30", "9999-12-31"):  # the day after 9999-12-31 does not exist
         with pytest.raises(BadInput):
-            _window(None, bad)
+            inclusive_end(bad)
     assert _form_dates({"from": "2021-11-01T00:00:00Z", "to": "2021-12-01T00:00:00Z"}) == ("2021-11-01", "2021-11-30")
 
 

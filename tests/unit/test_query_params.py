@@ -80,6 +80,7 @@ def test_a_handler_takes_what_its_openapi_block_declares_and_a_prose_docstring_d
 
 # A read through the api/deps.py helpers, called or passed on (pages._try(query_value, request, "price")).
 READ = re.compile(r'\b(?:query_value|str_param|int_param|float_param)(?:\(|, )request, "(\w+)"')
+WINDOW = {"from", "to"}  # what deps.window_params reads
 
 
 def _routes():
@@ -94,7 +95,9 @@ def test_every_route_reads_exactly_the_query_parameters_it_declares():
     """A declared parameter no handler reads would be accepted and dropped without a word, the
     gap the check closes; one read but not declared would be refused whenever it is given."""
     for route in _routes():
-        assert set(READ.findall(inspect.getsource(route.endpoint))) == set(query_names(route.endpoint)), route.path
+        source = inspect.getsource(route.endpoint)
+        reads = set(READ.findall(source)) | (WINDOW if "window_params(request)" in source else set())
+        assert reads == set(query_names(route.endpoint)), route.path
 
 
 def test_every_route_refuses_what_it_does_not_take():
