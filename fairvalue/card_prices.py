@@ -29,11 +29,11 @@ import httpx
 from sqlmodel import Session, select
 
 from fairvalue.settings import Settings, get_settings
-from models.price_rows import PriceReason, rows_from_api, validate_prices
+from models.price_rows import JumpRule, PriceReason, ValidatedPrices, refuse_implausible, rows_from_api, validate_prices
 from models.validation import Rejection
 from storage.db import session_scope
 from storage.ingest import DAILY_PRICES, kind_of_slug, store_rejections
-from storage.prices import PriceReport, card_keys, store_validated
+from storage.prices import PriceReport, card_keys, store_validated, stored_prices_before
 from storage.tables import Collection
 
 # A year of daily history for one card is a few kB; far past that, the answer is not one we asked for.
@@ -189,6 +189,19 @@ def priced_collection(session: Session, slug: str) -> Collection:
     return coll
 
 
+def jump_rule(settings: Settings) -> JumpRule:
+    return JumpRule(settings.card_price_max_jump, settings.card_price_jump_last_n, settings.card_price_jump_window_days)
+
+
+def validate_against_stored(session: Session, coll: Collection, rows: Any, known: set[str], today: date,
+                            settings: Settings) -> ValidatedPrices:
+    """The rows validated (validate_prices), then each price checked against its card's recent stored
+    prices (refuse_implausible): the one way a file's rows and a collected answer's are judged."""
+    batch = validate_prices(rows, known, today, coll.first_day)
+    rule = jump_rule(settings)
+    return refuse_implausible(batch, stored_prices_before(session, coll, batch.clean, rule.window_days), rule)
+
+
 def collect(settings: Settings | None = None, client: PriceTrackerClient | None = None, days: int | None = None,
             today: date | None = None) -> CollectReport:
     """Fetch every active card's recent prices and upsert them (see the module docstring);
@@ -220,11 +233,11 @@ def collect(settings: Settings | None = None, client: PriceTrackerClient | None 
                 report.prices.reasons[exc.reason] += 1
                 continue
             rows, problems = rows_from_api(key, body, today)
-            batch = validate_prices(rows, set(cards), today, coll.first_day)
-            batch.rejected.extend(problems)
-            if problems and not batch.clean:
-                report.cards_failed[key] = problems[0].reason
             with session_scope() as session:
+                batch = validate_against_stored(session, coll, rows, set(cards), today, settings)
+                batch.rejected.extend(problems)
+                if problems and not batch.clean:
+                    report.cards_failed[key] = problems[0].reason
                 report.prices.add(store_validated(session, coll, batch, origin))
     finally:
         report.waits = list(client.waits)
@@ -242,7 +255,8 @@ def ingest_price_rows(rows: Any, origin: str, settings: Settings | None = None,
     with session_scope() as session:
         coll = priced_collection(session, settings.collection)
         known = set(card_keys(session, coll))
-        return store_validated(session, coll, validate_prices(rows, known, today, coll.first_day), origin)
+        return store_validated(session, coll, validate_against_stored(session, coll, rows, known, today, settings),
+                               origin)
 
 
 def ingest_prices_file(path, settings: Settings | None = None) -> PriceReport:

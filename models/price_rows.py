@@ -8,8 +8,9 @@ card's answer into rows first), so a bad value from either is kept with the same
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from statistics import median
 from typing import Any
 
 from models.validation import EARLIEST_SALE, MAX_PRICE, Reason, Rejection, feed_number
@@ -28,6 +29,7 @@ class PriceReason:
     MALFORMED_VOLUME = "malformed_volume"
     UNKNOWN_ITEM = "unknown_item"
     CONFLICT_IN_BATCH = "conflicting_price_in_batch"
+    IMPLAUSIBLE_PRICE = "implausible_price"
     MALFORMED_RESPONSE = "malformed_response"
     NO_PRICE = "no_price_in_response"
 
@@ -43,6 +45,8 @@ class PriceObservation:
     day: date
     price: float
     volume: int | None
+    # The row as given, for a rejection decided after validate_row (implausible_price); not part of the value.
+    row: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def _pick(row: Mapping[str, Any], name: str) -> Any:
@@ -103,7 +107,7 @@ def validate_row(row: Any, known_items: set[str], today: date,
         if number is None or not 0 <= number <= MAX_VOLUME or number != int(number):
             return Rejection(raw, PriceReason.MALFORMED_VOLUME, f"{volume_raw!r} is not a count")
         volume = int(number)
-    return PriceObservation(item, day, price, volume)
+    return PriceObservation(item, day, price, volume, raw)
 
 
 @dataclass
@@ -135,6 +139,53 @@ def validate_prices(rows: Iterable[Any], known_items: set[str], today: date,
             rejected.append(Rejection(dict(row), PriceReason.CONFLICT_IN_BATCH,
                                       f"{result.item_key} on {result.day} is also priced {first.price} in this batch"))
     return ValidatedPrices(list(clean.values()), rejected, repeated)
+
+
+@dataclass(frozen=True)
+class JumpRule:
+    """How far a card's price may move from its recent prices before it is taken for a typo.
+
+    A price is implausible when it is below 1/max_jump or above max_jump times the median of the
+    card's last `last_n` prices on the `window_days` days before its day. A card with no price in
+    that window is not checked (a new card, or one whose real move was refused for so long that
+    its window emptied: its new level is then taken)."""
+    max_jump: float
+    last_n: int
+    window_days: int
+
+
+def refuse_implausible(batch: ValidatedPrices, stored: Mapping[str, Mapping[date, float]],
+                       rule: JumpRule) -> ValidatedPrices:
+    """The batch with each price far from its card's recent prices (JumpRule) moved to the rejected,
+    kept with its row as `implausible_price`. `stored`: card -> day -> stored price, at least the
+    rule's window before the batch's days. The batch's own accepted prices of earlier days count as
+    recent too (over a stored one of the same day: they replace it), so a file's first backfill is
+    checked as well as a day's collection; days are taken in order, so a typo cannot vouch for a
+    later day."""
+    known: dict[str, dict[date, float]] = {card: dict(days) for card, days in stored.items()}
+    kept: list[PriceObservation] = []
+    refused: list[Rejection] = []
+    window = timedelta(days=rule.window_days)
+    for obs in sorted(batch.clean, key=lambda o: (o.item_key, o.day)):
+        days = known.setdefault(obs.item_key, {})
+        recent = [price for day, price in sorted(days.items()) if obs.day - window <= day < obs.day][-rule.last_n:]
+        if recent:
+            reference = median(recent)
+            if not reference / rule.max_jump <= obs.price <= reference * rule.max_jump:
+                refused.append(Rejection(
+                    dict(obs.row) if obs.row is not None else _row_of(obs), PriceReason.IMPLAUSIBLE_PRICE,
+                    f"price {obs.price:g} is over {rule.max_jump:g}x away from {reference:g}, the median of "
+                    f"{obs.item_key}'s last {len(recent)} price(s) within {rule.window_days} days"))
+                continue
+        days[obs.day] = obs.price
+        kept.append(obs)
+    order = {id(o): i for i, o in enumerate(batch.clean)}
+    kept.sort(key=lambda o: order[id(o)])  # the batch's order, as validate_prices gave it
+    return ValidatedPrices(kept, [*batch.rejected, *refused], batch.repeated_in_batch)
+
+
+def _row_of(obs: PriceObservation) -> dict[str, Any]:
+    return {"date": obs.day.isoformat(), "card_id": obs.item_key, "market_price": obs.price, "volume": obs.volume}
 
 
 def _card_object(body: Any) -> Mapping[str, Any] | None:

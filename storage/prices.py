@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pandas as pd
@@ -50,6 +50,24 @@ def card_keys(session: Session, collection: Collection, active_only: bool = Fals
     """item_key -> attributes of the collection's cards."""
     rows = session.exec(select(Item.item_key, Item.attributes).where(Item.collection_id == collection.id)).all()
     return {k: a for k, a in rows if not active_only or a.get("active", True)}
+
+
+def stored_prices_before(session: Session, collection: Collection, observations: Iterable[PriceObservation],
+                         window_days: int) -> dict[str, dict[date, float]]:
+    """card -> day -> stored price of the observations' cards, from `window_days` before the first
+    observation's day to the last one's (what models.price_rows.refuse_implausible compares with)."""
+    obs = list(observations)
+    if not obs:
+        return {}
+    first = min(o.day for o in obs) - timedelta(days=window_days)
+    last = max(o.day for o in obs)
+    stored: dict[str, dict[date, float]] = {}
+    for key, day, price in session.exec(
+            select(DailyPrice.item_key, DailyPrice.day, DailyPrice.price).where(
+                DailyPrice.collection_id == collection.id, DailyPrice.item_key.in_(sorted({o.item_key for o in obs})),
+                DailyPrice.day >= first, DailyPrice.day <= last)).all():
+        stored.setdefault(key, {})[day] = float(price)
+    return stored
 
 
 def upsert_prices(session: Session, collection: Collection, observations: Iterable[PriceObservation],
