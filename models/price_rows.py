@@ -114,13 +114,16 @@ def validate_row(row: Any, known_items: set[str], today: date,
 class ValidatedPrices:
     clean: list[PriceObservation]
     rejected: list[Rejection]
-    repeated_in_batch: int  # the same (card, day, price) twice: counted, stored once
+    repeated_in_batch: int  # the same (card, day, price) twice: counted as a duplicate, stored once
 
 
 def validate_prices(rows: Iterable[Any], known_items: set[str], today: date,
                     first_day: date | None = None) -> ValidatedPrices:
-    """Validate every row (validate_row); a (card, day) given twice with different prices keeps the
-    first and rejects the later one (a file that contradicts itself is worth a look, not a silent pick)."""
+    """Validate every row (validate_row). A (card, day) given twice at the same price is a duplicate:
+    counted, stored once, as the row with a volume when one has it (a row without one says nothing
+    about it; such a pair was refused as a conflict). Given twice with different prices, or with two
+    different volumes, it keeps the first and rejects the later one (a file that contradicts itself
+    is worth a look, not a silent pick)."""
     clean: dict[tuple[str, date], PriceObservation] = {}
     rejected: list[Rejection] = []
     repeated = 0
@@ -133,11 +136,17 @@ def validate_prices(rows: Iterable[Any], known_items: set[str], today: date,
         first = clean.get(key)
         if first is None:
             clean[key] = result
-        elif (first.price, first.volume) == (result.price, result.volume):
-            repeated += 1
-        else:
+        elif first.price != result.price:
             rejected.append(Rejection(dict(row), PriceReason.CONFLICT_IN_BATCH,
                                       f"{result.item_key} on {result.day} is also priced {first.price} in this batch"))
+        elif None in (first.volume, result.volume) or first.volume == result.volume:
+            repeated += 1
+            if first.volume is None and result.volume is not None:
+                clean[key] = result  # keeps its place in the batch's order
+        else:
+            rejected.append(Rejection(dict(row), PriceReason.CONFLICT_IN_BATCH,
+                                      f"{result.item_key} on {result.day} is also priced {first.price} with volume "
+                                      f"{first.volume} in this batch"))
     return ValidatedPrices(list(clean.values()), rejected, repeated)
 
 

@@ -62,3 +62,26 @@ def test_api_answers_history_fallback_and_malformed():
     assert rows == [] and problems[0].reason == PriceReason.NO_PRICE
     rows, problems = rows_from_api("a", {"data": []}, TODAY)
     assert rows == [] and problems[0].reason == PriceReason.MALFORMED_RESPONSE
+
+
+def test_the_same_price_twice_is_a_duplicate_whether_or_not_a_volume_is_given():
+    """A repeated price row without a volume was refused as conflicting_price_in_batch; only a
+    different price (or two different volumes) contradicts the file, and the row with a volume is kept."""
+    rows = [
+        {"date": "2025-07-01", "card_id": "a", "market_price": "2000"},
+        {"date": "2025-07-01", "card_id": "a", "market_price": "2000.00", "volume": "3"},  # the one kept
+        {"date": "2025-07-01", "card_id": "a", "market_price": "2000", "volume": ""},
+        {"date": "2025-07-02", "card_id": "a", "market_price": "2010", "volume": "4"},
+        {"date": "2025-07-02", "card_id": "a", "market_price": "2010"},
+        {"date": "2025-07-03", "card_id": "b", "market_price": "5"},
+        {"date": "2025-07-03", "card_id": "b", "market_price": "5"},
+        {"date": "2025-07-03", "card_id": "b", "market_price": "5.5"},  # a different price: a conflict
+        {"date": "2025-07-02", "card_id": "a", "market_price": "2010", "volume": "5"},  # another volume: too
+    ]
+    batch = validate_prices(rows, KNOWN, TODAY)
+    assert [(o.item_key, o.day, o.price, o.volume) for o in batch.clean] == [
+        ("a", date(2025, 7, 1), 2000.0, 3), ("a", date(2025, 7, 2), 2010.0, 4), ("b", date(2025, 7, 3), 5.0, None)]
+    assert batch.repeated_in_batch == 4
+    assert [(r.reason, r.row) for r in batch.rejected] == [
+        (PriceReason.CONFLICT_IN_BATCH, rows[7]), (PriceReason.CONFLICT_IN_BATCH, rows[8])]
+    assert "volume 4" in batch.rejected[1].detail
