@@ -7,6 +7,7 @@ card's answer into rows first), so a bad value from either is kept with the same
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -171,13 +172,20 @@ def refuse_implausible(batch: ValidatedPrices, stored: Mapping[str, Mapping[date
     recent too (over a stored one of the same day: they replace it), so a file's first backfill is
     checked as well as a day's collection; days are taken in order, so a typo cannot vouch for a
     later day."""
-    known: dict[str, dict[date, float]] = {card: dict(days) for card, days in stored.items()}
+    # Per card, its known days in order and their prices: a window is a slice found by bisection,
+    # so a year of history for ten thousand cards costs no sort per row.
+    known: dict[str, tuple[list[date], list[float]]] = {}
+    for card, by_day in stored.items():
+        ordered = sorted(by_day.items())
+        known[card] = ([d for d, _ in ordered], [p for _, p in ordered])
     kept: list[PriceObservation] = []
     refused: list[Rejection] = []
     window = timedelta(days=rule.window_days)
     for obs in sorted(batch.clean, key=lambda o: (o.item_key, o.day)):
-        days = known.setdefault(obs.item_key, {})
-        recent = [price for day, price in sorted(days.items()) if obs.day - window <= day < obs.day][-rule.last_n:]
+        days, prices = known.setdefault(obs.item_key, ([], []))
+        end = bisect_left(days, obs.day)
+        start = max(bisect_left(days, obs.day - window), end - rule.last_n)
+        recent = prices[start:end]
         if recent:
             reference = median(recent)
             if not reference / rule.max_jump <= obs.price <= reference * rule.max_jump:
@@ -186,7 +194,11 @@ def refuse_implausible(batch: ValidatedPrices, stored: Mapping[str, Mapping[date
                     f"price {obs.price:g} is over {rule.max_jump:g}x away from {reference:g}, the median of "
                     f"{obs.item_key}'s last {len(recent)} price(s) within {rule.window_days} days"))
                 continue
-        days[obs.day] = obs.price
+        if end < len(days) and days[end] == obs.day:  # the batch's price of a stored day replaces it
+            prices[end] = obs.price
+        else:
+            days.insert(end, obs.day)
+            prices.insert(end, obs.price)
         kept.append(obs)
     order = {id(o): i for i, o in enumerate(batch.clean)}
     kept.sort(key=lambda o: order[id(o)])  # the batch's order, as validate_prices gave it
