@@ -42,7 +42,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from models.binning import SharedBins
-from models.features import OWNER_COLUMNS, MarketData, TraitVocabulary, build_features, model_columns, valuation_queries
+from models.features import MarketData, TraitVocabulary, build_features, model_columns, valuation_queries
 
 PREDICT_ROWS = 100_000  # rows valued at once (see predict_features)
 # The estimators' keys: the median, the premium band's ends, the spread band's ends.
@@ -97,12 +97,6 @@ class TrainParams:
     # The fair value's share of a forest of randomized trees on the ridge's imputed features
     # (0: none), taken from the boosted trees' share (docs/model.md, twenty-second round).
     forest_weight: Annotated[float, Field(ge=0, le=1)] = 0.0
-    # Scratch (docs/model.md, twenty-fifth round): the item's owner's features (features.OWNER_COLUMNS)
-    # among the trees' and the ridge's columns.
-    owner_features: bool = False
-    # Scratch (twenty-fifth round): the median trees' loss, the 0.5 quantile or squared error on
-    # the log premium (its conditional mean in log).
-    median_loss: Literal["quantile", "squared"] = "quantile"
 
     def __post_init__(self) -> None:
         if self.premium_band_base == "ridge" and self.linear_weight == 0:
@@ -261,8 +255,7 @@ def fit(data: MarketData, params: TrainParams | None = None) -> FairValueModel:
         raise TooFewSales(f"only {len(target)} usable sales to train on; need at least {MIN_TRAINING_SALES}")
     # A column with no value in the training sales (the hedonic feature of a market too young
     # for a fit) tells the trees nothing, and scikit-learn cannot bin it: it is left out.
-    columns = [c for c in model_columns(feats) if feats[c].notna().any()
-               and (params.owner_features or c not in OWNER_COLUMNS)]
+    columns = [c for c in model_columns(feats) if feats[c].notna().any()]
     raw = feats[columns].to_numpy(dtype=float)
     age_days = (sale_times.max() - sale_times) / np.timedelta64(1, "D")
     weights = 0.5 ** (age_days / params.recency_half_life_days)
@@ -378,10 +371,9 @@ class LinearPremium:
 
 def _quantile_model(params: TrainParams, q: float, median: bool, seed: int | None = None,
                     max_features: float = 1.0) -> HistGradientBoostingRegressor:
-    squared = median and params.median_loss == "squared"
     return HistGradientBoostingRegressor(
-        loss="squared_error" if squared else "quantile",
-        quantile=None if squared else q,
+        loss="quantile",
+        quantile=q,
         max_iter=params.max_iter if median else max(10, min(params.band_max_iter, params.max_iter)),
         learning_rate=params.learning_rate if median else params.band_learning_rate,
         max_bins=params.max_bins,

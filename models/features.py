@@ -40,12 +40,6 @@ class CompsWindow:
 COMPS_TRAIT = CompsWindow(k=15, max_age=pd.Timedelta(days=180))  # items sharing the rarest trait
 COMPS_TYPE = CompsWindow(k=30, max_age=pd.Timedelta(days=365))  # items of the same type
 COMPS_TYPE_COUNT = CompsWindow(k=30, max_age=pd.Timedelta(days=180))  # same type and accessory count
-# The item's current owner, read as its last sale's buyer (twenty-fifth round, scratch): how much
-# that address sold in the 90 days before t, and how far over the market its last sales went.
-OWNER_SALES_WINDOW = pd.Timedelta(days=90)
-OWNER_PREMIUM = CompsWindow(k=10, max_age=pd.Timedelta(days=365))
-OWNER_COLUMNS = ("owner_sales_90d", "owner_excess_premium")
-ZERO_ADDRESS = "0x" + "0" * 40  # an accepted bid whose buyer the source did not record
 
 
 @dataclass
@@ -526,7 +520,6 @@ def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFra
     columns["last_sale_age_days"] = (last["ts"] - last["last_ts"]).dt.total_seconds().to_numpy() / 86400.0
 
     columns.update(comparable_features(data.items, vocab, context, item_of_sale, item_of_query, query_times))
-    columns.update(owner_features(data.sales, context, item_of_sale, item_of_query, query_times))
     columns["hedonic_excess_premium"] = hedonic_premiums(context, design, item_of_sale, item_of_query, query_times,
                                                          hedonic_fits)
 
@@ -536,43 +529,6 @@ def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFra
     columns["last_price"] = last["last_price"].to_numpy()
     columns["last_sale_at"] = last["last_ts"].to_numpy()
     return pd.DataFrame(columns, index=queries.index)
-
-
-def owner_features(sales: pd.DataFrame, context: pd.DataFrame, item_of_sale: np.ndarray, item_of_query: np.ndarray,
-                   query_times: np.ndarray) -> dict[str, np.ndarray]:
-    """OWNER_COLUMNS for each query: its item's last buyer before t (NaN when unknown: no earlier
-    sale, a zero buyer, or sales without parties), that address's sales as seller in the
-    OWNER_SALES_WINDOW before t, and the median excess premium of its last OWNER_PREMIUM sales."""
-    n = len(query_times)
-    if "seller" not in sales or "buyer" not in sales or not len(sales):
-        return {name: np.full(n, np.nan) for name in OWNER_COLUMNS}
-    addresses = pd.Series(np.concatenate([sales["seller"].fillna("").astype(str).str.lower().to_numpy(),
-                                          sales["buyer"].fillna("").astype(str).str.lower().to_numpy()]))
-    addresses[addresses == ZERO_ADDRESS] = ""
-    codes = group_codes(addresses)
-    seller, buyer = codes[:len(sales)], codes[len(sales):]
-    times = context["ts"].to_numpy()
-    # The buyer of each query item's last sale strictly before t.
-    queries = pd.DataFrame({"item": item_of_query, "ts": query_times, "_order": np.arange(n)})
-    history = pd.DataFrame({"item": item_of_sale, "last_ts": times, "owner": buyer})
-    last = pd.merge_asof(queries.sort_values("ts", kind="stable"), history, left_on="ts", right_on="last_ts",
-                         by="item", allow_exact_matches=False, direction="backward").sort_values("_order")
-    owner = last["owner"].fillna(-1).to_numpy(dtype=np.int64)
-    known = owner >= 0
-    # Sales as seller in [t - window, t): positions in (seller, time rank) order.
-    sorted_times = np.sort(times)
-    rank = np.searchsorted(sorted_times, times, "left").astype(np.int64)
-    shift = np.int64(len(times) + 1)
-    sold = seller >= 0
-    composite = np.sort(seller[sold].astype(np.int64) * shift + rank[sold])
-    hi_rank = np.searchsorted(sorted_times, query_times, "left").astype(np.int64)
-    lo_rank = np.searchsorted(sorted_times, query_times - np.timedelta64(OWNER_SALES_WINDOW), "left").astype(np.int64)
-    counts = np.full(n, np.nan)
-    counts[known] = (np.searchsorted(composite, owner[known] * shift + hi_rank[known], "left")
-                     - np.searchsorted(composite, owner[known] * shift + lo_rank[known], "left"))
-    premium, _ = comparable_premiums(times, context["excess_premium"].to_numpy(), seller, owner, query_times,
-                                     OWNER_PREMIUM)
-    return {"owner_sales_90d": counts, "owner_excess_premium": premium}
 
 
 def last_sales(context: pd.DataFrame, item_of_sale: np.ndarray, item_of_query: np.ndarray,

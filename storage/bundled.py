@@ -352,7 +352,7 @@ def market_data_from_files(
          *zip(now_suspect["event_id"], now_suspect["ts"], now_suspect["item_key"], now_suspect["price"],
               now_suspect["wash_reason"], strict=True),
          *((r.event_id, sale_time_of(r.row), item_key_of(r.row), None, r.reason) for r in refused)])
-    sales = sales[wash.isna()].reset_index(drop=True)  # the parties: features.owner_features (scratch)
+    sales = sales[wash.isna()].drop(columns=["seller", "buyer"]).reset_index(drop=True)
     market = pd.DataFrame(
         {"day": [pd.Timestamp(d) for d in sorted(days)],
          "floor": [days[d].get("floor") for d in sorted(days)],

@@ -27,13 +27,8 @@ def synthetic_market(n_items=60, n_sales=400, seed=0) -> MarketData:
     premium = np.where(items.loc[keys, "item_type"] == "Zombie", 2.0, 1.0)
     day_idx = np.clip((ts - days[0]).days, 0, len(days) - 1)
     price = floor[day_idx] * premium * np.exp(rng.normal(0.1, 0.1, n_sales))
-    # Parties from a small pool, so most items' last buyers have sold before; a few zero buyers
-    # (accepted bids whose buyer the source did not record).
-    addresses = [f"0x{i:040x}" for i in range(1, 9)]
-    buyer = rng.choice(addresses, n_sales)
-    buyer[rng.uniform(size=n_sales) < 0.1] = "0x" + "0" * 40
     sales = pd.DataFrame({"event_id": [f"e{i}" for i in range(n_sales)], "ts": ts.astype("datetime64[ns]"),
-                          "item_key": keys, "price": price, "seller": rng.choice(addresses, n_sales), "buyer": buyer})
+                          "item_key": keys, "price": price})
     return MarketData(items, sales, market)
 
 
@@ -83,7 +78,7 @@ def test_model_learns_a_type_premium_and_orders_its_band():
 
 
 NEW_COMPS = ["comps_trait2_excess_premium", "comps_type_count_excess_premium", "comps_traits_mean_excess_premium",
-             "comps_traits_max_excess_premium", "last_sale_market_adjusted_log_premium", "owner_excess_premium"]
+             "comps_traits_max_excess_premium", "last_sale_market_adjusted_log_premium"]
 
 
 def test_comparable_and_carried_forward_features_ignore_later_sales_but_use_earlier_ones():
@@ -102,28 +97,6 @@ def test_comparable_and_carried_forward_features_ignore_later_sales_but_use_earl
     earlier.loc[earlier["ts"] < t, "price"] *= np.where(earlier.loc[earlier["ts"] < t, "item_key"] == "3", 50, 1)
     moved = build_features(MarketData(data.items, earlier, data.market), vocab, queries)[NEW_COMPS]
     assert (moved != full).any().any()
-
-
-def test_the_owner_is_the_last_buyer_and_its_sales_are_counted_before_t_only():
-    from models.features import owner_features
-
-    day = pd.Timestamp("2021-06-01")
-    sales = pd.DataFrame({
-        "ts": [day - pd.Timedelta(days=d) for d in (200, 80, 30, 10, 5, 1)],
-        "item_key": ["a", "x", "y", "a", "b", "z"],
-        "seller": ["s", "o", "o", "s", "o", "o"],
-        "buyer": ["o", "q", "q", "o", "0x" + "0" * 40, "q"],
-    })
-    sales["ts"] = sales["ts"].astype("datetime64[ns]")
-    context = sales[["ts", "item_key"]].assign(excess_premium=[0.0, 0.1, 0.3, 0.0, 0.2, 0.9])
-    items = pd.Index(["a", "b", "c", "x", "y", "z"])
-    queries_at = np.array([day, day, day, day - pd.Timedelta(days=2)], dtype="datetime64[ns]")
-    out = owner_features(sales, context, items.get_indexer(sales["item_key"]), items.get_indexer(["a", "b", "c", "a"]),
-                         queries_at)
-    # a's owner is o: 4 sales as seller in the 90 days before t (80, 30, 5 and 1 day ago), 3 in the
-    # 90 days before t - 2 days; b's last buyer is unknown (a zero buyer); c never sold.
-    np.testing.assert_array_equal(out["owner_sales_90d"], [4, np.nan, np.nan, 3])
-    np.testing.assert_allclose(out["owner_excess_premium"], [0.25, np.nan, np.nan, 0.2])
 
 
 def test_all_trait_comps_average_each_traits_recent_sales():
