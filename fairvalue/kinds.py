@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from fairvalue.reads import iso
@@ -27,11 +28,18 @@ from models.diagnostics import segment_metrics
 from models.metrics import valuation_metrics
 from models.nowcast import valuation_moment, value_all_items
 from storage.ingest import DAILY_PRICES
-from storage.tables import Collection, NowcastRow, NowcastSnapshot
+from storage.tables import Collection, DailyPrice, NowcastRow, NowcastSnapshot, Sale
 
 
 class UniqueItems:
     name = "unique_items"
+    observations = "sales"
+
+    def count_after(self, session: Session, coll: Collection, end: datetime) -> int:
+        """The clean sales (not suspected wash trades) after `end`: what a training after a model
+        whose data ended then would learn from that it did not."""
+        return session.exec(select(func.count()).select_from(Sale).where(
+            Sale.collection_id == coll.id, Sale.ts > end, Sale.wash_reason.is_(None))).one()
 
     def load(self, session: Session, coll: Collection, stored_by: datetime | None = None,
              read_under: str | None = None, listings_at: datetime | None = None):
@@ -66,6 +74,12 @@ class UniqueItems:
 
 class DailyPrices:
     name = DAILY_PRICES
+    observations = "prices"
+
+    def count_after(self, session: Session, coll: Collection, end: datetime) -> int:
+        """The daily prices of days after `end` (the last day a model trained on)."""
+        return session.exec(select(func.count()).select_from(DailyPrice).where(
+            DailyPrice.collection_id == coll.id, DailyPrice.day > end.date())).one()
 
     def load(self, session: Session, coll: Collection, stored_by: datetime | None = None,
              read_under: str | None = None, listings_at: datetime | None = None) -> daily.DailySeries:

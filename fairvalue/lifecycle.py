@@ -157,6 +157,7 @@ def run_policy(settings: Settings | None = None, now=None) -> PolicyOutcome:
         coll = pipeline.collection(session, settings)
         champion = get_alias(session, coll, CHAMPION)
         live_metrics = _metrics(live_scored(session, coll, now - timedelta(days=settings.policy_live_window_days)))
+        new_data = _new_since_training(session, coll, champion)
     drift_summary = None
     if champion is not None and kinds.is_daily(coll):
         drift_summary = {"error": "drift is not measured for daily-priced collections yet"}
@@ -171,13 +172,23 @@ def run_policy(settings: Settings | None = None, now=None) -> PolicyOutcome:
         max_live_mape=settings.policy_max_live_mape, max_share_drifted=settings.policy_max_share_drifted,
         max_prediction_psi=settings.policy_max_prediction_psi, max_champion_age_days=settings.retrain_max_age_days,
     )
-    decision = policy.decide_retrain(live_metrics, drift_summary, age, config)
+    decision = policy.decide_retrain(live_metrics, drift_summary, age, config, new_data)
     if not decision.retrain:
         return PolicyOutcome(False, decision.reasons, decision.numbers, None, False, notes=decision.notes)
     key = policy.idempotency_key(settings.collection, now.date(), decision.reasons)
     outcome = _record_request(settings, key, "; ".join(decision.reasons), decision.numbers, {})
     outcome.notes = decision.notes
     return outcome
+
+
+def _new_since_training(session: Session, coll: Collection, champion: ModelVersion | None) -> policy.NewData | None:
+    """What arrived after the champion's training data ended (clean sales, or prices), for the age
+    trigger; None without a champion or for one registered without its data_end."""
+    if champion is None or champion.data_end is None:
+        return None
+    kind = kinds.kind_of(coll)
+    return policy.NewData(kind.count_after(session, coll, champion.data_end), kind.observations,
+                          iso(champion.data_end))
 
 
 def _record_request(settings: Settings, key: str, reason: str, trigger: dict, params: dict,

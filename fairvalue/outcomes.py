@@ -41,7 +41,10 @@ def policy_numbers_line(numbers: Mapping[str, Any]) -> str:
     if age is None:
         parts.append("no champion")
     elif max_age is not None:
-        parts.append(f"champion {age:.1f} days old {_cmp(age, max_age)} {max_age:g}")
+        line = f"champion {age:.1f} days old {_cmp(age, max_age)} {max_age:g}"
+        if age > max_age and numbers.get("new_since_training") == 0:  # the age trigger did not count (policy.py)
+            line += f" but no {numbers.get('new_since_training_of') or 'sales'} since its training data"
+        parts.append(line)
     return ", ".join(parts)
 
 

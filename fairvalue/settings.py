@@ -95,7 +95,9 @@ class Settings(BaseSettings):
     train_max_iter: int = Field(200, description="Boosting rounds of the median model (the band models "
                                                   "take at most TrainParams.band_max_iter).")
     holdout_days: int = Field(30, description="Forward window kept out of training to score a version.")
-    retrain_max_age_days: float = Field(7, description="A champion trained on data older than this is stale.")
+    retrain_max_age_days: float = Field(7, description="A champion trained on data older than this is stale "
+                                        "(the policy retrains it only when sales, or prices, arrived after its "
+                                        "training data ended).")
     retention_days: float = Field(
         14, ge=1, le=36500, description="Snapshots older than this, once archived, keep only the rows their "
         "readers still need (the last of each day whole, and each sold item's value the track record scores); "

@@ -15,7 +15,11 @@ so a number exactly at a threshold does not retrain):
   Both drift triggers count only when the drift report had the rows for a verdict: the rule of its
   own `drifted` (models.drift.enough_samples on its n_ref, n_cur and min_samples); a psi of 7 sales
   says little. When not counted, `notes` says why.
-- age: champion_age_days > max_champion_age_days. Reason "champion is 9.0 days old > 7".
+- age: champion_age_days > max_champion_age_days. Reason "champion is 9.0 days old > 7". Counted
+  only when something new arrived since the champion's training data ended (`new_data`, the caller's
+  count of clean sales, or prices for a daily-priced collection): retraining a silent market's old
+  champion on the same data would only be rejected by the gates, every day. When not counted,
+  `notes` says "champion is 9.0 days old but no sales since its training data (ended ...)".
 Missing, None or non-finite numbers never trigger (a drift report that failed is not drift); they
 are recorded in `numbers` and explained in `notes`. Every trigger that fires is listed, in the order above.
 """
@@ -54,6 +58,16 @@ class PolicyConfig:
 
 
 @dataclass
+class NewData:
+    """What arrived after the champion's training data ended: `count` observations (`what`:
+    "sales", or "prices" for a daily-priced collection) after `since` (its data_end, as text)."""
+
+    count: int
+    what: str = "sales"
+    since: str | None = None
+
+
+@dataclass
 class PolicyDecision:
     """retrain: whether to request a training run. reasons: the triggers that fired (empty when not
     retraining). numbers: every number looked at and its threshold. notes: why numbers were not counted."""
@@ -78,12 +92,15 @@ def _count(n: float | None) -> str:
 
 
 def decide_retrain(live: Mapping[str, Any] | None, drift_summary: Mapping[str, Any] | None,
-                   champion_age_days: float | None, config: PolicyConfig | None = None) -> PolicyDecision:
+                   champion_age_days: float | None, config: PolicyConfig | None = None,
+                   new_data: NewData | None = None) -> PolicyDecision:
     """Retrain when any trigger in the module docstring fires.
 
     live: valuation_metrics of the champion's published values against the sales since (or None).
     drift_summary: DriftReport.summary (keys share_drifted, prediction_psi; either may be None) or
     None; an "error" key is recorded. champion_age_days: None means there is no champion.
+    new_data: what arrived since the champion's training data ended; None when not known (a
+    version registered without its data_end), and then age counts alone.
     """
     config = config or PolicyConfig()
     live = live or {}
@@ -125,7 +142,12 @@ def decide_retrain(live: Mapping[str, Any] | None, drift_summary: Mapping[str, A
 
     age = _num(champion_age_days)
     if age is not None and age > config.max_champion_age_days:
-        reasons.append(f"champion is {age:.1f} days old > {config.max_champion_age_days:g}")
+        if new_data is not None and new_data.count <= 0:
+            ended = f" (ended {new_data.since})" if new_data.since else ""
+            notes.append(f"champion is {age:.1f} days old but no {new_data.what} since its training data{ended}: "
+                         "nothing new to learn")
+        else:
+            reasons.append(f"champion is {age:.1f} days old > {config.max_champion_age_days:g}")
 
     numbers = {
         "live_n": n, "live_mape": mape, "live_counted": live_counted,
@@ -136,6 +158,9 @@ def decide_retrain(live: Mapping[str, Any] | None, drift_summary: Mapping[str, A
         "drift_n_ref": drift_n_ref, "drift_n_cur": drift_n_cur, "drift_min_samples": min_samples,
         "drift_counted": drift_counted,
         "champion_age_days": age, "max_champion_age_days": config.max_champion_age_days,
+        "new_since_training": new_data.count if new_data else None,
+        "new_since_training_of": new_data.what if new_data else None,
+        "training_data_end": new_data.since if new_data else None,
     }
     return PolicyDecision(bool(reasons), reasons, numbers, notes)
 

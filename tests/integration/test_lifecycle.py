@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import func
 from sqlmodel import select
 
 from fairvalue import lifecycle
@@ -101,6 +104,32 @@ def test_a_lost_message_is_republished_by_the_sweep_task(training_workers):
     wait_for(lambda: states([request_id])[request_id].state == "decided")
 
 
+@contextmanager
+def champion_data_end(before_last_sale: timedelta):
+    """The champion's training data made to end `before_last_sale` before the newest clean sale
+    (restored after): what the age trigger counts as new since its training."""
+    from fairvalue import pipeline
+    from fairvalue.settings import get_settings
+    from storage.registry import CHAMPION, get_alias
+    from storage.tables import Sale
+
+    with session_scope() as session:
+        coll = pipeline.collection(session, get_settings())
+        champion = get_alias(session, coll, CHAMPION)
+        kept = champion.data_end
+        last = session.exec(select(func.max(Sale.ts)).where(Sale.collection_id == coll.id,
+                                                           Sale.wash_reason.is_(None))).one()
+        champion.data_end = last - before_last_sale
+        session.add(champion)
+    try:
+        yield
+    finally:
+        with session_scope() as session:
+            champion = session.get(ModelVersion, champion.id)
+            champion.data_end = kept
+            session.add(champion)
+
+
 def test_policy_records_one_request_per_day(seeded):
     from datetime import UTC, datetime
 
@@ -108,12 +137,31 @@ def test_policy_records_one_request_per_day(seeded):
 
     settings = get_settings().model_copy(update={"retrain_max_age_days": 0.0})
     now = datetime(2030, 1, 2, 3, 0, tzinfo=UTC)
-    first = lifecycle.run_policy(settings, now=now)
-    again = lifecycle.run_policy(settings, now=now)
+    with champion_data_end(timedelta(seconds=1)):  # a sale came after the champion's training data
+        first = lifecycle.run_policy(settings, now=now)
+        again = lifecycle.run_policy(settings, now=now)
 
     assert first.retrain and first.new_request
     assert any("old" in r or "age" in r for r in first.reasons)
+    assert first.numbers["new_since_training"] >= 1
     assert again.request_id == first.request_id and not again.new_request
+
+
+def test_an_old_champion_of_a_silent_market_is_not_retrained(seeded):
+    """No sale since the champion's training data: a retrain would learn nothing, and the gates
+    would reject it for too few sales every day. The outcome says why it did not retrain."""
+    from datetime import UTC, datetime
+
+    from fairvalue.settings import get_settings
+
+    settings = get_settings().model_copy(update={"retrain_max_age_days": 7.0})
+    now = datetime(2031, 3, 4, 5, 0, tzinfo=UTC)
+    with champion_data_end(timedelta(0)):
+        outcome = lifecycle.run_policy(settings, now=now)
+    assert not any(r.startswith("champion is") for r in outcome.reasons), outcome.reasons
+    assert outcome.numbers["new_since_training"] == 0
+    assert any(" days old but no sales since its training data (ended " in note for note in outcome.notes), \
+        outcome.notes
 
 
 def test_pause_makes_a_loop_skip(training_workers):

@@ -12,8 +12,8 @@ from models import monitor, policy
 from storage.runs import _jsonable
 
 
-def _policy_detail(live, drift, age, **extra):
-    decision = policy.decide_retrain(live, drift, age, policy.PolicyConfig(live_min_n=20))
+def _policy_detail(live, drift, age, new_data=None, **extra):
+    decision = policy.decide_retrain(live, drift, age, policy.PolicyConfig(live_min_n=20), new_data)
     return {"retrain": decision.retrain, "reasons": decision.reasons, "numbers": decision.numbers,
             "notes": decision.notes, **extra}
 
@@ -22,6 +22,12 @@ def test_a_policy_that_did_not_retrain_says_each_number_against_its_threshold():
     detail = _policy_detail({"n": 40, "mape": 0.112}, {"share_drifted": 0.05, "prediction_psi": 0.03}, 2.0)
     assert policy_line("ok", detail) == ("no retrain — live MAPE 11.2 % on 40 sales ≤ 20 %, drift share 0.05 ≤ 0.15, "
                                          "PSI 0.03 ≤ 0.10, champion 2.0 days old ≤ 7")
+
+
+def test_an_old_champion_without_new_prices_says_why_it_was_not_retrained():
+    detail = _policy_detail({"n": 0}, {"error": "not measured"}, 9.0, policy.NewData(0, "prices"))
+    assert policy_line("ok", detail).endswith("champion 9.0 days old > 7 but no prices since its training data")
+    assert policy_line("ok", detail).startswith("no retrain — ")
 
 
 def test_a_policy_that_retrained_names_its_request_its_reasons_and_the_numbers():

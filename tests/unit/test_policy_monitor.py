@@ -4,7 +4,7 @@ from datetime import date, datetime
 import pytest
 
 from models.monitor import MonitorConfig, decide_rollback
-from models.policy import PolicyConfig, decide_retrain, idempotency_key, reason_kind
+from models.policy import NewData, PolicyConfig, decide_retrain, idempotency_key, reason_kind
 
 ROWS = {"n_ref": 2000, "n_cur": 300, "min_samples": 30}  # a drift report with the rows for a verdict
 QUIET_DRIFT = {"share_drifted": 0.1, "prediction_psi": 0.05, **ROWS}
@@ -87,6 +87,25 @@ def test_champion_age_triggers():
     assert d.reasons == ["champion is 9.0 days old > 7"]
     assert not decide_retrain({"n": 0}, QUIET_DRIFT, 7.0).retrain
     assert decide_retrain({"n": 0}, QUIET_DRIFT, 3.0, PolicyConfig(max_champion_age_days=2.5)).retrain
+
+
+def test_age_counts_only_when_something_new_arrived_since_the_training_data():
+    """A silent market: the champion ages, but a retrain would learn nothing (and the gates would
+    reject it for too few sales, every day)."""
+    silent = decide_retrain({"n": 0}, QUIET_DRIFT, 9.0, new_data=NewData(0, "sales", "2030-01-01T00:00:00Z"))
+    assert (silent.retrain, silent.reasons) == (False, [])
+    assert ("champion is 9.0 days old but no sales since its training data (ended 2030-01-01T00:00:00Z): "
+            "nothing new to learn") in silent.notes
+    assert silent.numbers["new_since_training"] == 0
+    cards = decide_retrain({"n": 0}, QUIET_DRIFT, 9.0, new_data=NewData(0, "prices"))
+    assert not cards.retrain and any("no prices since its training data:" in n for n in cards.notes)
+    fresh = decide_retrain({"n": 0}, QUIET_DRIFT, 9.0, new_data=NewData(3, "sales", "2030-01-01T00:00:00Z"))
+    assert fresh.reasons == ["champion is 9.0 days old > 7"]
+    assert fresh.numbers["new_since_training"] == 3
+    # Other triggers do not depend on new data; a young champion needs no note.
+    assert decide_retrain({"n": 45, "mape": 0.3}, QUIET_DRIFT, 9.0, new_data=NewData(0)).reasons == [
+        "live_mape 0.30 > 0.20 on 45 sales"]
+    assert not any("days old" in n for n in decide_retrain({"n": 0}, QUIET_DRIFT, 2.0, new_data=NewData(0)).notes)
 
 
 def test_every_firing_trigger_is_listed():
