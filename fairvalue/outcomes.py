@@ -69,6 +69,8 @@ def policy_line(status: str, detail: Mapping[str, Any]) -> str:
     request = detail.get("request_id")
     head = f"retrain (request {request}, {'new' if detail.get('new_request') else 'already recorded'})" \
         if request is not None else "retrain"
+    if detail.get("published") is False:
+        head += ", waits unpublished: training is paused"
     reasons = "; ".join(detail.get("reasons") or [])
     return f"{head} — {reasons}" + (f" ({policy_numbers_line(numbers)})" if numbers else "")
 

@@ -19,6 +19,9 @@ from tasks.app import app, request_nowcast
 from tasks.guards import skipped_unless_loaded
 
 TRAIN = "fairvalue.training.train"
+# Why a waiting request is not published: its message would only be skipped (and the sweep would
+# republish it, one skipped run an hour). `fairvalue resume training` publishes it.
+TRAINING_PAUSED = "the training loop is paused: the request waits unpublished until `fairvalue resume training`"
 
 
 @worker_init.connect
@@ -51,7 +54,13 @@ def retrain_policy(self, collection: str | None = None) -> dict:
         run.update(retrain=outcome.retrain, reasons=outcome.reasons, numbers=outcome.numbers, notes=outcome.notes,
                    request_id=outcome.request_id, new_request=outcome.new_request)
         if outcome.new_request:
-            publish_training(outcome.request_id, collection=settings.collection)
+            # Checked after the request committed: a resume before this check is seen here, one
+            # after it finds the request unpublished and publishes it (as the operator's retrain).
+            if lifecycle.is_paused("training"):
+                run.update(published=False, paused=TRAINING_PAUSED)
+            else:
+                publish_training(outcome.request_id, collection=settings.collection)
+                run["published"] = True
         return dict(run)
 
 
@@ -85,6 +94,9 @@ def train(self, request_id: int, collection: str | None = None) -> dict:
 @app.task(name="fairvalue.training.sweep", bind=True)
 def sweep(self) -> dict:
     with recorded_run("fairvalue.training.sweep", self.request.id) as run:
+        if lifecycle.is_paused("training"):  # resuming publishes what waits (and fails the abandoned)
+            run.update(status="skipped", reason="paused", republished=[])
+            return dict(run)
         ids = lifecycle.requests_to_republish()
         for request_id in ids:
             publish_training(request_id)

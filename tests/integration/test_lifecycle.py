@@ -164,6 +164,41 @@ def test_an_old_champion_of_a_silent_market_is_not_retrained(seeded):
         outcome.notes
 
 
+def test_the_policy_s_request_waits_unpublished_while_training_is_paused(seeded, monkeypatch):
+    """It was published, its message skipped and unpublished, and the hourly sweep republished it:
+    one skipped training run an hour until resumed. Now nothing is sent until the resume."""
+    from datetime import UTC, datetime
+
+    from fairvalue.settings import get_settings
+    from tasks import lifecycle as tasks
+
+    published = []
+    monkeypatch.setattr(tasks, "publish_training", lambda request_id, **kw: published.append(request_id))
+    run_policy = lifecycle.run_policy
+    aged = get_settings().model_copy(update={"retrain_max_age_days": 0.0})
+    monkeypatch.setattr(lifecycle, "run_policy",
+                        lambda settings: run_policy(aged, now=datetime(2032, 5, 6, 7, 0, tzinfo=UTC)))
+    lifecycle.set_paused("training", True, "test")
+    request_id = None
+    try:
+        with champion_data_end(timedelta(seconds=1)):
+            run = tasks.retrain_policy.apply(kwargs={"collection": aged.collection}).get()
+        request_id = run["request_id"]
+        assert run["new_request"] and run["published"] is False and "paused" in run["paused"], run
+        assert published == [] and states([request_id])[request_id].published_at is None
+        swept = tasks.sweep.apply().get()
+        assert (swept["status"], swept["republished"], published) == ("skipped", [], [])
+        lifecycle.set_paused("training", False)
+        assert request_id in lifecycle.requests_to_republish()  # what `fairvalue resume training` publishes
+    finally:
+        lifecycle.set_paused("training", False)
+        if request_id is not None:  # no training worker of this module should train it
+            with session_scope() as session:
+                request = session.get(TrainingRequest, request_id)
+                request.state, request.error = "failed", "test: not meant to train"
+                session.add(request)
+
+
 def test_pause_makes_a_loop_skip(training_workers):
     lifecycle.set_paused("training", True, "test")
     try:

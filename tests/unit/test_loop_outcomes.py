@@ -40,6 +40,11 @@ def test_a_policy_that_retrained_names_its_request_its_reasons_and_the_numbers()
         "retrain (request 3, already recorded) — no champion")
 
 
+def test_a_policy_request_kept_while_training_is_paused_says_it_waits():
+    detail = _policy_detail(None, None, None, request_id=4, new_request=True, published=False)
+    assert policy_line("ok", detail).startswith("retrain (request 4, new), waits unpublished: training is paused — ")
+
+
 def test_skipped_and_failed_runs_say_why():
     assert policy_line("skipped", {"reason": "paused"}) == "skipped: paused"
     assert monitor_line("failed", {"error": "OperationalError: gone"}) == "failed: OperationalError: gone"
