@@ -16,14 +16,17 @@ from storage.tables import TaskRun, utcnow
 
 
 @contextmanager
-def recorded_run(task_name: str, task_id: str | None = None) -> Iterator[dict[str, Any]]:
-    """Record a run; the body fills the yielded dict with what it did."""
+def recorded_run(task_name: str, task_id: str | None = None,
+                 collection: str | None = None) -> Iterator[dict[str, Any]]:
+    """Record a run; the body fills the yielded dict with what it did. `collection`: the one the
+    run is for, when the task knows it as it starts, so a running run shows it (the queue page,
+    GET /v1/queue); the body's detail["collection"] replaces it when the run ends."""
     with session_scope() as session:
-        run = TaskRun(task_name=task_name, task_id=task_id, status="running")
+        run = TaskRun(task_name=task_name, task_id=task_id, status="running", collection=collection)
         session.add(run)
         session.flush()
         run_id = run.id
-    detail: dict[str, Any] = {}
+    detail: dict[str, Any] = {"collection": collection} if collection else {}
     status = "ok"
     try:
         yield detail

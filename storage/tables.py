@@ -327,8 +327,9 @@ class TaskRun(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     task_name: str = Field(max_length=100)
     task_id: str | None = Field(default=None, max_length=64)
-    # The collection the run was for (its detail's "collection", copied when it ends); None for a
-    # task of every collection (the sweep) or a run still running. Last runs are per task and collection.
+    # The collection the run was for: written as it starts when the task knows it, and its detail's
+    # "collection" copied when it ends; None for a task of every collection (the sweep). Last runs are
+    # per task and collection.
     collection: str | None = Field(default=None, max_length=100)
     status: str = Field(default="running", max_length=16, description="running, ok, failed, skipped")
     started_at: datetime = Field(default_factory=utcnow)

@@ -14,8 +14,8 @@ COLLECT = "fairvalue.ingest.card_prices"
 
 @app.task(name=COLLECT, bind=True)
 def collect_card_prices(self, collection: str) -> dict:
-    with recorded_run(COLLECT, self.request.id) as run:
-        settings = get_settings().for_collection(collection)
+    settings = get_settings().for_collection(collection)
+    with recorded_run(COLLECT, self.request.id, settings.collection) as run:
         if skipped_unless_loaded(run, settings):
             return dict(run)
         report = collect(settings)

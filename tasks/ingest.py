@@ -14,10 +14,10 @@ def after_sales(self, accepted: int, collection: str | None = None) -> dict:
     """`collection` is the one the sales went into (the sender's; a message without it, sent
     before it was named, means this worker's default)."""
     settings = get_settings().for_collection(collection)
-    with recorded_run("fairvalue.ingest.after_sales", self.request.id) as run:
+    with recorded_run("fairvalue.ingest.after_sales", self.request.id, settings.collection) as run:
         pending = pipeline.sales_since_published(settings)
         threshold = settings.nowcast_trigger_sales
-        run.update(collection=settings.collection, accepted=accepted, pending=pending, threshold=threshold)
+        run.update(accepted=accepted, pending=pending, threshold=threshold)
         if accepted > 0 and pending >= threshold:
             request_nowcast(settings.collection)
             run["nowcast_requested"] = True
@@ -32,8 +32,8 @@ def after_listings(self, accepted: int, collection: str | None = None) -> dict:
     nowcast that reads after the request serves it, and the request is then skipped
     (tasks.app.request_nowcast)."""
     settings = get_settings().for_collection(collection)
-    with recorded_run("fairvalue.ingest.after_listings", self.request.id) as run:
-        run.update(collection=settings.collection, accepted=accepted)
+    with recorded_run("fairvalue.ingest.after_listings", self.request.id, settings.collection) as run:
+        run.update(accepted=accepted)
         if accepted > 0:
             since = pipeline.seconds_since_published_read(settings)
             wait = 0.0 if since is None else max(0.0, settings.listing_nowcast_min_seconds - since)

@@ -41,9 +41,8 @@ def publish_training(request_id: int, countdown: float | None = None, collection
 
 @app.task(name="fairvalue.policy", bind=True)
 def retrain_policy(self, collection: str | None = None) -> dict:
-    with recorded_run("fairvalue.policy", self.request.id) as run:
-        settings = get_settings().for_collection(collection)
-        run["collection"] = settings.collection
+    settings = get_settings().for_collection(collection)
+    with recorded_run("fairvalue.policy", self.request.id, settings.collection) as run:
         if lifecycle.is_paused("policy"):
             run.update(status="skipped", reason="paused")
             return dict(run)
@@ -73,7 +72,8 @@ def claim_token(hostname: str | None) -> str:
 
 @app.task(name=TRAIN, bind=True, acks_late=True, reject_on_worker_lost=True)
 def train(self, request_id: int, collection: str | None = None) -> dict:
-    with recorded_run(TRAIN, self.request.id) as run:
+    # The message's collection, until the result names the request row's (which decides).
+    with recorded_run(TRAIN, self.request.id, collection) as run:
         run["request_id"] = request_id
         try:
             result = lifecycle.train_request(int(request_id), worker=claim_token(self.request.hostname))
@@ -106,9 +106,8 @@ def sweep(self) -> dict:
 
 @app.task(name="fairvalue.monitor", bind=True)
 def monitor(self, collection: str | None = None) -> dict:
-    with recorded_run("fairvalue.monitor", self.request.id) as run:
-        settings = get_settings().for_collection(collection)
-        run["collection"] = settings.collection
+    settings = get_settings().for_collection(collection)
+    with recorded_run("fairvalue.monitor", self.request.id, settings.collection) as run:
         if lifecycle.is_paused("monitor"):
             run.update(status="skipped", reason="paused")
             return dict(run)

@@ -19,9 +19,8 @@ ARCHIVE = "fairvalue.archive"
 def nowcast(self, as_of: str | None = None, collection: str | None = None, requested_at: str | None = None) -> dict:
     """`requested_at`: when an out-of-cycle nowcast was asked for (tasks.app.request_nowcast);
     skipped when the published snapshot was read after it. Beat's nowcasts carry none."""
-    with recorded_run("fairvalue.nowcast", self.request.id) as run:
-        settings = get_settings().for_collection(collection)
-        run["collection"] = settings.collection
+    settings = get_settings().for_collection(collection)
+    with recorded_run("fairvalue.nowcast", self.request.id, settings.collection) as run:
         if is_paused("nowcast"):
             run.update(status="skipped", reason="paused")
             return dict(run)
@@ -41,9 +40,8 @@ def nowcast(self, as_of: str | None = None, collection: str | None = None, reque
 
 @app.task(name=ARCHIVE, bind=True)
 def archive(self, collection: str | None = None) -> dict:
-    with recorded_run(ARCHIVE, self.request.id) as run:
-        settings = get_settings().for_collection(collection)
-        run["collection"] = settings.collection
+    settings = get_settings().for_collection(collection)
+    with recorded_run(ARCHIVE, self.request.id, settings.collection) as run:
         if skipped_unless_loaded(run, settings):
             return dict(run)
         report = pipeline.archive_pending(settings)

@@ -1,0 +1,57 @@
+"""A task run says which collection it is for from its start (storage/runs.py), on SQLite."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session, SQLModel, select
+
+import storage.tables  # noqa: F401  (registers the tables)
+from storage import db, runs
+from storage.tables import TaskRun
+
+
+@pytest.fixture
+def engine(monkeypatch):
+    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+    SQLModel.metadata.create_all(engine)
+    monkeypatch.setattr(runs, "session_scope", lambda: db.session_scope(engine))
+    return engine
+
+
+def _stored(engine, task_name):
+    with Session(engine) as session:
+        return session.exec(select(TaskRun).where(TaskRun.task_name == task_name)).one()
+
+
+def test_a_running_run_shows_its_collection(engine):
+    with runs.recorded_run("test.nowcast", "t-1", collection="cards") as run:
+        running = _stored(engine, "test.nowcast")
+        assert (running.status, running.collection) == ("running", "cards")
+        with Session(engine) as session:
+            assert runs.last_runs(session)[("test.nowcast", "cards")].status == "running"
+        run["valued"] = 3
+    done = _stored(engine, "test.nowcast")
+    assert (done.status, done.collection, done.detail) == ("ok", "cards", {"collection": "cards", "valued": 3})
+
+
+def test_the_body_s_collection_replaces_the_one_known_at_the_start(engine):
+    with runs.recorded_run("test.train", collection="cards") as run:
+        run["collection"] = "cryptopunks"  # the request row decides, not the message
+    assert _stored(engine, "test.train").collection == "cryptopunks"
+
+
+def test_a_run_for_every_collection_has_none(engine):
+    with runs.recorded_run("test.sweep") as run:
+        assert _stored(engine, "test.sweep").collection is None
+        run["republished"] = []
+    stored = _stored(engine, "test.sweep")
+    assert (stored.collection, stored.detail) == (None, {"republished": []})
+
+
+def test_a_failed_run_keeps_its_collection(engine):
+    with pytest.raises(RuntimeError), runs.recorded_run("test.monitor", collection="cards"):
+        raise RuntimeError("store down")
+    stored = _stored(engine, "test.monitor")
+    assert (stored.status, stored.collection) == ("failed", "cards")
