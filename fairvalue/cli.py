@@ -885,14 +885,12 @@ def up(
     once: bool = typer.Option(False, help="Prepare (migrate, seed, train, nowcast) and exit."),
 ) -> None:
     """Everything on embedded defaults: migrate, seed, train, nowcast, then API + worker + beat."""
-    from fairvalue import pipeline
-
     settings = get_settings()
     db_upgrade()
     seed()
     if not _has_champion():
         train(cutoff=None, collection=None)
-    result = pipeline.nowcast(settings)
+    result = startup_nowcast(settings)
     console.print(f"published snapshot {result.snapshot_id} ({result.n_items} items)")
     if once:
         return
@@ -922,6 +920,19 @@ def up(
         stop()
     except KeyboardInterrupt:
         stop()
+
+
+def startup_nowcast(settings):
+    """`up`'s own nowcast, recorded as a run of the nowcast task (the queue page shows when the
+    published snapshot was made, and by whom), so a restart's nowcast is not missing from it."""
+    from fairvalue import pipeline
+    from storage.runs import recorded_run
+
+    with recorded_run("fairvalue.nowcast", None, settings.collection) as run:
+        run["started_by"] = "fairvalue up"
+        result = pipeline.nowcast(settings)
+        run.update(result.__dict__)
+    return result
 
 
 def _has_champion() -> bool:
