@@ -13,7 +13,7 @@ gates, shadows, the monitor) is shared: fairvalue/pipeline.py and fairvalue/life
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -79,7 +79,7 @@ class DailyPrices:
     def count_after(self, session: Session, coll: Collection, end: datetime) -> int:
         """The daily prices of days after `end` (the last day a model trained on)."""
         return session.exec(select(func.count()).select_from(DailyPrice).where(
-            DailyPrice.collection_id == coll.id, DailyPrice.day > end.date())).one()
+            DailyPrice.collection_id == coll.id, DailyPrice.day > _utc_day(end))).one()
 
     def load(self, session: Session, coll: Collection, stored_by: datetime | None = None,
              read_under: str | None = None, listings_at: datetime | None = None) -> daily.DailySeries:
@@ -179,6 +179,11 @@ class DailyPrices:
         frame["event_id"] = frame["item_key"] + ":" + frame["ts"].dt.strftime("%Y-%m-%d")
         frame = frame.sort_values(["published_at", "snapshot_id"]).drop_duplicates("event_id", keep="first")
         return frame.sort_values(["ts", "event_id"]).reset_index(drop=True)[out_columns]
+
+
+def _utc_day(moment: datetime):
+    """The UTC day of a moment (a naive one is UTC, as every time here)."""
+    return (moment.astimezone(UTC) if moment.tzinfo else moment).date()
 
 
 def _gate_config(settings: Settings, **per_kind: Any) -> gates.GateConfig:
