@@ -201,13 +201,19 @@ async def promote_version(request: Request) -> JSONResponse:
       content:
         application/json:
           schema: {type: object, additionalProperties: false,
-                   properties: {reason: {type: string, minLength: 1, maxLength: 500}}}
+                   properties: {reason: {type: string, minLength: 1, maxLength: 500},
+                                force: {type: boolean, description: "promote a version the gates rejected;
+                                  the override is recorded with the decision"}}}
     responses:
-      200: {description: "champion, changed, and nowcast: requested, or why not (the next scheduled one
-        serves the new champion)"}
+      200: {description: "champion, changed, forced_over_decision (when forced over the gates), and
+        nowcast: requested, or why not (the next scheduled one serves the new champion)"}
       400: {$ref: "#/components/responses/BadRequest"}
       401: {$ref: "#/components/responses/Unauthorized"}
       404: {$ref: "#/components/responses/NotFound"}
+      409:
+        description: "the gates rejected the version (the decision is named; send force: true to override),
+          or its artifact failed verification"
+        content: {application/json: {schema: {$ref: "#/components/schemas/Error"}}}
       413: {$ref: "#/components/responses/TooLarge"}
       415: {$ref: "#/components/responses/UnsupportedMediaType"}
       422: {$ref: "#/components/responses/Unprocessable"}
@@ -218,12 +224,18 @@ async def promote_version(request: Request) -> JSONResponse:
         raise HTTPException(400, f"version must be a number, got {raw[:40]!r}")
     if len(raw) > 9:  # past what the versions' INTEGER column holds
         raise HTTPException(400, f"version must be under 1,000,000,000, got {raw[:40]}")
-    reason = _reason(await _json_body(request, takes=("reason",)))
+    body = await _json_body(request, takes=("reason", "force"))
+    reason = _reason(body)
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise HTTPException(422, f"force must be true or false, got {str(force)[:40]!r}")
     settings = await run_in_threadpool(_scoped_settings, request)
     try:
-        result = await run_in_threadpool(lifecycle.operator_promote, int(raw), reason, settings, operator)
+        result = await run_in_threadpool(lifecycle.operator_promote, int(raw), reason, settings, operator, force)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
+    except lifecycle.RejectedByGates as exc:
+        raise HTTPException(409, f'{exc}; send "force": true to promote it anyway') from None
     except lifecycle.ArtifactRefused as exc:
         raise HTTPException(409, str(exc)) from None
     if result["changed"]:

@@ -676,19 +676,27 @@ def _send_after_commit(then: str, send, *args, **kwargs) -> bool:
 @app.command("promote")
 def promote_cmd(version: int = typer.Argument(..., help="Model version number."),
                 reason: str = typer.Option("operator", help="Recorded with the decision."),
+                force: bool = typer.Option(False, "--force", help="Promote a version the gates rejected "
+                                           "(the override is recorded with the decision)."),
                 collection: str = COLLECTION_OPTION) -> None:
-    """Make a model version the champion (recorded as an operator decision), then nowcast."""
+    """Make a model version the champion (recorded as an operator decision), then nowcast. A version
+    the gates rejected is refused unless --force."""
     from fairvalue import lifecycle
 
     settings = _settings_for(collection)
     try:
-        result = lifecycle.operator_promote(version, reason, settings, operator=cli_operator())
+        result = lifecycle.operator_promote(version, reason, settings, operator=cli_operator(), force=force)
     except lifecycle.BadReason as exc:
         raise typer.BadParameter(str(exc), param_hint="--reason") from None
+    except lifecycle.RejectedByGates as exc:
+        refuse(f"{exc}; pass --force to promote it anyway", "not promoted:")
+        raise typer.Exit(1) from None
     except (LookupError, lifecycle.ArtifactRefused) as exc:
         refuse(exc, "not promoted:")
         raise typer.Exit(1) from None
-    console.print(f"champion: v{result['champion']}" + ("" if result["changed"] else " (unchanged)"))
+    console.print(f"champion: v{result['champion']}" + ("" if result["changed"] else " (unchanged)")
+                  + (f" (forced over the gates' decision {result['forced_over_decision']})"
+                     if "forced_over_decision" in result else ""))
     if result["changed"]:
         _nowcast_for_new_champion(settings.collection)
 

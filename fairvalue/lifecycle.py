@@ -719,7 +719,27 @@ def _who(operator: str | None) -> dict:
     return {"operator": operator} if operator else {}
 
 
-def operator_promote(version: int, reason: str, settings: Settings | None = None, operator: str | None = None) -> dict:
+class RejectedByGates(RuntimeError):
+    """An operator asked to promote a version the gates (or the monitor after its shadow) rejected,
+    without forcing it: nothing changed. The message names the decision; each adapter says how to
+    force (--force, "force": true)."""
+
+
+def _standing_rejection(session: Session, target: ModelVersion) -> PromotionDecision | None:
+    """The newest verdict of the gates or the monitor on this version, when it is a reject. An
+    operator's earlier forced promotion does not lift it: the judgment stands for the next one too."""
+    verdict = session.exec(select(PromotionDecision)
+                           .where(PromotionDecision.contender_version_id == target.id,
+                                  PromotionDecision.decided_by.in_(("gates", "monitor")),
+                                  PromotionDecision.decision != "rollback")
+                           .order_by(PromotionDecision.created_at.desc(), PromotionDecision.id.desc())).first()
+    return verdict if verdict is not None and verdict.decision == gates.REJECT else None
+
+
+def operator_promote(version: int, reason: str, settings: Settings | None = None, operator: str | None = None,
+                     force: bool = False) -> dict:
+    """Make `version` the champion. A version the gates rejected is refused (RejectedByGates, naming
+    the decision) unless `force`: the forced promotion records the decision it overrode."""
     reason = operator_reason(reason)
     settings = settings or get_settings()
     with session_scope() as session:
@@ -732,11 +752,19 @@ def operator_promote(version: int, reason: str, settings: Settings | None = None
         champion = get_alias(session, coll, CHAMPION)
         if champion is not None and champion.id == target.id:
             return {"champion": version, "changed": False}
+        rejection = _standing_rejection(session, target)
+        if rejection is not None and not force:
+            raise RejectedByGates(
+                f"version {version} was rejected by the {rejection.decided_by} on "
+                f"{rejection.created_at:%Y-%m-%d %H:%M} UTC (decision {rejection.id}): {rejection.reason}")
         _refuse_unverified(session, get_store(settings), coll, target, champion, "operator")
         promote(session, coll, target, settings.probation_days)
-        _record_decision(session, coll, "promote", "operator", reason, _who(operator), contender=target.id,
-                         champion=champion.id if champion else None)
-    return {"champion": version, "changed": True}
+        overrode = {} if rejection is None else {"forced_over": {
+            "decision_id": rejection.id, "decided_by": rejection.decided_by, "reason": rejection.reason,
+            "decided_at": rejection.created_at.isoformat()}}
+        _record_decision(session, coll, "promote", "operator", reason, {**_who(operator), **overrode},
+                         contender=target.id, champion=champion.id if champion else None)
+    return {"champion": version, "changed": True, **({"forced_over_decision": rejection.id} if rejection else {})}
 
 
 def operator_rollback(reason: str, settings: Settings | None = None, operator: str | None = None) -> dict:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from storage.ingest import add_items
 from storage.tables import Collection, ModelVersion
@@ -38,4 +39,33 @@ def champion_and_another(client) -> tuple[int, int]:
         pipeline.train(cutoff=datetime(2021, 6, 1, tzinfo=UTC))
         models = client.get("/v1/models").json()
     champion = models["aliases"]["champion"]
-    return champion, next(v["version"] for v in models["versions"] if v["version"] != champion)
+    # Not one the gates rejected (another test's): promoting that is refused without --force.
+    rejected = {d["contender"] for d in models["decisions"] if d["decision"] == "reject" and d["by"] == "gates"}
+    return champion, next(v["version"] for v in models["versions"] if v["version"] not in {champion, *rejected})
+
+
+@contextmanager
+def rejected_by_gates(version: int, reason: str) -> Iterator[int]:
+    """A gates' reject decision on `version` of the settings' collection, as a training run records
+    it; removed afterwards so later tests may promote the version. Yields the decision's id."""
+    from sqlalchemy import delete
+
+    from fairvalue import pipeline
+    from fairvalue.settings import get_settings
+    from storage.db import session_scope
+    from storage.tables import PromotionDecision
+
+    with session_scope() as session:
+        coll = pipeline.collection(session, get_settings())
+        target = session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id,
+                                                         ModelVersion.version == version)).one()
+        decision = PromotionDecision(collection_id=coll.id, contender_version_id=target.id, decision="reject",
+                                     decided_by="gates", reason=reason, numbers={})
+        session.add(decision)
+        session.flush()
+        decision_id = decision.id
+    try:
+        yield decision_id
+    finally:
+        with session_scope() as session:
+            session.execute(delete(PromotionDecision.__table__).where(PromotionDecision.id == decision_id))

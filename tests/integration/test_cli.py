@@ -636,3 +636,22 @@ def test_promote_and_rollback_say_the_nowcast_they_asked_for(client, broker, mon
         said = " ".join(result.output.split())  # rich wraps the line at the terminal's width
         assert result.exit_code == 0 and "follow-up sent" not in said, said
         assert "not sent (" in said and "the next scheduled nowcast serves the new champion" in said, said
+
+
+def test_promote_refuses_a_version_the_gates_rejected_unless_forced(client, broker):
+    from tests.builders import champion_and_another, rejected_by_gates
+
+    champion, other = champion_and_another(client)
+    with rejected_by_gates(other, "worse on the holdout") as decision_id:
+        refused = runner.invoke(app, ["promote", str(other), "--reason", "cli try"])
+        said = " ".join(refused.stderr.split())
+        assert refused.exit_code == 1, refused.output
+        assert f"version {other} was rejected by the gates on " in said, said
+        assert f"(decision {decision_id}): worse on the holdout; pass --force to promote it anyway" in said, said
+        assert client.get("/v1/models").json()["aliases"]["champion"] == champion
+        try:
+            forced = runner.invoke(app, ["promote", str(other), "--reason", "cli insists", "--force"])
+            assert forced.exit_code == 0 and f"champion: v{other}" in forced.output, forced.output
+            assert f"forced over the gates' decision {decision_id}" in " ".join(forced.output.split())
+        finally:
+            runner.invoke(app, ["rollback", "--reason", "cli forced test over"])

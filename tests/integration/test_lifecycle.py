@@ -282,7 +282,7 @@ def test_bad_contender_rejected_and_forced_promotion_rolled_back(seeded, worker)
 
     with session_scope() as session:
         good = get_alias(session, ensure_collection(session, "cryptopunks"), CHAMPION)
-    lifecycle.operator_promote(bad_version, "operator insists")
+    lifecycle.operator_promote(bad_version, "operator insists", force=True)
     nowcast = pipeline.nowcast()
     shadow_id = nowcast.shadows["previous_champion"]
 

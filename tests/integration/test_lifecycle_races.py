@@ -272,7 +272,7 @@ def test_concurrent_operator_rollbacks_roll_back_once(seeded, outcome):
                                                  dataclasses.replace(outcome, decision=rejected))["model_version"]
         with session_scope() as session:  # the champion is past its probation: the rollback returns to it
             remove_alias(session, pipeline.collection(session, settings), PREVIOUS_CHAMPION)
-        lifecycle.operator_promote(version, "to be rolled back")
+        lifecycle.operator_promote(version, "to be rolled back", force=True)
         outcomes: list[str] = []
 
         def roll_back() -> None:

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from fairvalue.settings import get_settings
 from tasks import queues
-from tests.builders import champion_and_another
+from tests.builders import champion_and_another, rejected_by_gates
 
 pytestmark = pytest.mark.integration
 TOKEN = "operator-test-token"
@@ -186,9 +186,10 @@ def test_a_body_key_it_does_not_take_or_an_over_long_reason_is_a_422_and_nothing
                              headers=operator_token)
     assert misspelled.status_code == 422, misspelled.text
     assert "'parms'" in misspelled.json()["error"] and "params" in misspelled.json()["error"]
-    for path in ("/v1/models/rollback", "/v1/models/1/promote"):  # the other operator bodies take only a reason
-        extra = client.post(path, json={"reason": "x", "force": True}, headers=operator_token)
-        assert extra.status_code == 422 and "'force'" in extra.json()["error"], (path, extra.text)
+    extra = client.post("/v1/models/rollback", json={"reason": "x", "force": True}, headers=operator_token)
+    assert extra.status_code == 422 and "'force'" in extra.json()["error"], extra.text  # only promote takes it
+    not_bool = client.post("/v1/models/1/promote", json={"reason": "x", "force": "yes"}, headers=operator_token)
+    assert not_bool.status_code == 422 and "force must be true or false" in not_bool.json()["error"], not_bool.text
     for path in ("/v1/training-requests", "/v1/models/rollback"):
         long = client.post(path, json={"reason": "y" * 20_000}, headers=operator_token)
         assert long.status_code == 422, (path, long.text[:300])
@@ -231,3 +232,30 @@ def test_a_training_request_while_training_is_paused_says_so_and_is_not_sent(cli
         request = session.get(TrainingRequest, body["id"])
         assert (request.state, request.published_at) == ("queued", None)
     assert body["id"] in lifecycle.requests_to_republish()
+
+
+def test_promoting_a_version_the_gates_rejected_is_refused_unless_forced(client, operator_token, broker):
+    """It went through without a word. Now a 409 names the gates' decision and how to override;
+    "force": true promotes it, and the promotion's record says which decision it overrode."""
+    champion, other = champion_and_another(client)
+    with rejected_by_gates(other, "MAPE 0.41 > champion's 0.22") as decision_id:
+        refused = client.post(f"/v1/models/{other}/promote", json={"reason": "try"}, headers=operator_token)
+        assert refused.status_code == 409, refused.text
+        error = refused.json()["error"]
+        assert f"version {other} was rejected by the gates on " in error, error
+        assert f"(decision {decision_id}): MAPE 0.41 > champion's 0.22" in error, error
+        assert 'send "force": true to promote it anyway' in error, error
+        assert client.get("/v1/models").json()["aliases"]["champion"] == champion  # nothing changed
+
+        forced = client.post(f"/v1/models/{other}/promote", json={"reason": "I know", "force": True},
+                             headers=operator_token)
+        try:
+            assert forced.status_code == 200 and forced.json()["champion"] == other, forced.text
+            assert forced.json()["forced_over_decision"] == decision_id
+            latest = client.get("/v1/models").json()["decisions"][0]
+            assert (latest["decision"], latest["by"], latest["contender"]) == ("promote", "operator", other)
+            assert latest["numbers"]["forced_over"]["decision_id"] == decision_id
+            assert latest["numbers"]["forced_over"]["reason"] == "MAPE 0.41 > champion's 0.22"
+        finally:
+            client.post("/v1/models/rollback", json={"reason": "forced test over"}, headers=operator_token)
+
