@@ -141,7 +141,8 @@ async def create_training_request(request: Request) -> JSONResponse:
          description: "the client's own key: a retry with it gets the first request back, not a second training"}
     responses:
       202: {description: "the request id, state (queued, or where an earlier one with the same Idempotency-Key
-        is: replayed true), and whether it was published (when the broker was unreachable, not_sent says why;
+        is: replayed true; past queued, its model_version, decision or error, and not_published saying why it
+        was not sent again), and whether it was published (when the broker was unreachable, not_sent says why;
         the hourly training sweep publishes it; while the training loop is paused, paused says so and resuming
         it publishes the request)"}
       400: {$ref: "#/components/responses/BadRequest"}
@@ -183,8 +184,13 @@ async def create_training_request(request: Request) -> JSONResponse:
     if waits and not paused:
         not_sent = await run_in_threadpool(send_after_commit, publish_training, outcome.request_id,
                                            collection=settings.collection)
+    # A replay of a request past waiting answers where it is now (its result when decided or
+    # failed) and why nothing was sent, rather than only published: false.
+    now = ({} if waits else await run_in_threadpool(reads.training_request_outcome, outcome.request_id))
     return JSONResponse({"id": outcome.request_id, "state": outcome.request_state or "queued",
-                         "published": waits and not paused and not_sent is None,
+                         "published": waits and not paused and not_sent is None, **now,
+                         **({} if waits else {"not_published": f"request {outcome.request_id} is {now['state']}: "
+                                                               "a replay sends it only while it waits"}),
                          **({} if outcome.new_request else {"replayed": True}),
                          **({"paused": "the training loop is paused: the request is kept and runs when it is "
                                        "resumed"} if paused and waits else {}),

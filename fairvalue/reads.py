@@ -596,6 +596,17 @@ def training_requests(slug: str | None = None, state: str | None = None, limit: 
          "trigger": r.trigger, "params": r.params} for r in rows]}
 
 
+def training_request_outcome(request_id: int) -> dict[str, Any]:
+    """Where a recorded request is now: its state, and its result when it has one (the version
+    trained, the gates' decision; the error of a failed one). What a replayed Idempotency-Key answers."""
+    with session_scope() as session:
+        r = session.get(TrainingRequest, request_id)
+        number = _version_numbers(session, [r.model_version_id])
+        verdict = _request_verdicts(session, [r.id]).get(r.id)
+    return {"state": r.state, **({"model_version": number[r.model_version_id]} if r.model_version_id in number else {}),
+            **({"decision": verdict} if verdict else {}), **({"error": r.error} if r.state == requests.FAILED else {})}
+
+
 def _request_verdicts(session, request_ids: list[int]) -> dict[int, dict[str, Any]]:
     """The gates' verdict on each decided request: its first recorded decision (promote, shadow or
     reject), the decision's id and its reason."""

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from celery.signals import before_task_publish
 from pydantic import SecretStr
+from sqlalchemy import delete
+from sqlmodel import select
 
 from fairvalue.settings import get_settings
 from tasks import queues
@@ -259,3 +261,43 @@ def test_promoting_a_version_the_gates_rejected_is_refused_unless_forced(client,
         finally:
             client.post("/v1/models/rollback", json={"reason": "forced test over"}, headers=operator_token)
 
+
+def test_a_replay_of_a_decided_training_request_answers_its_result_and_why_it_was_not_sent(
+        client, operator_token, broker):
+    """A retry of a request the gates already decided answered only published: false. It answers
+    where the request is: decided, the version trained, the gates' verdict, and why nothing was sent."""
+    import time
+
+    from storage.db import session_scope
+    from storage.tables import ModelVersion, PromotionDecision, TrainingRequest
+
+    headers = {**operator_token, "Idempotency-Key": f"decided-{time.time_ns()}"}
+    asked = {"reason": "replayed after its verdict", "params": {"max_iter": 5}}
+    first = client.post("/v1/training-requests", json=asked, headers=headers)
+    assert first.status_code == 202, first.text
+    champion = client.get("/v1/models").json()["aliases"]["champion"]
+    with session_scope() as session:  # as a worker leaves it: trained, then judged by the gates
+        request = session.get(TrainingRequest, first.json()["id"])
+        version = session.exec(select(ModelVersion).where(ModelVersion.collection_id == request.collection_id,
+                                                          ModelVersion.version == champion)).one()
+        request.state, request.model_version_id, request.claimed_by = "decided", version.id, "w@host:1"
+        session.add(request)
+        decision = PromotionDecision(collection_id=request.collection_id, training_request_id=request.id,
+                                     contender_version_id=version.id, decision="reject", decided_by="gates",
+                                     reason="not better than the champion", numbers={})
+        session.add(decision)
+        session.flush()
+        decision_id = decision.id
+    try:
+        again = client.post("/v1/training-requests", json=asked, headers=headers)
+        assert again.status_code == 202, again.text
+        answer = again.json()
+        assert {k: answer.get(k) for k in ("id", "state", "published", "replayed", "model_version")} == {
+            "id": first.json()["id"], "state": "decided", "published": False, "replayed": True,
+            "model_version": champion}, answer
+        assert answer["decision"] == {"id": decision_id, "decision": "reject", "reason": "not better than the champion"}
+        assert answer["not_published"] == (f"request {first.json()['id']} is decided: a replay sends it only while "
+                                            "it waits"), answer
+    finally:
+        with session_scope() as session:
+            session.execute(delete(PromotionDecision.__table__).where(PromotionDecision.id == decision_id))
