@@ -1,15 +1,18 @@
 """Prometheus metrics of the API process (served at /metrics).
 
 Request count and latency by route template and status, predictions served by signal, webhook
-sales by outcome; at scrape time, queue depth per queue, the champion version (an info
-metric), the age of each collection's published snapshot and whether each loop is paused. Task
-metrics are exported by the workers themselves (tasks/metrics.py), each on its own port.
+rows by outcome and rejected rows and refused calls by reason; at scrape time, queue depth per
+queue, the champion version (an info metric), the age of each collection's published snapshot,
+whether each loop is paused, training requests by state, each task's last success and the
+promotion decisions. Task metrics are exported by the workers themselves (tasks/metrics.py),
+each on its own port.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
@@ -17,6 +20,9 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
+
+from models.listings import ListingReason
+from models.validation import Reason
 
 log = logging.getLogger("fairvalue.metrics")
 REGISTRY = CollectorRegistry()
@@ -32,6 +38,11 @@ WEBHOOK_SALES = Counter("fairvalue_webhook_sales", "Sales received by webhook, b
                         registry=REGISTRY)
 WEBHOOK_LISTINGS = Counter("fairvalue_webhook_listings", "Listing events received by webhook, by outcome",
                            ["outcome"], registry=REGISTRY)
+WEBHOOK_REJECTED_ROWS = Counter("fairvalue_webhook_rejected_rows", "Rows a webhook call rejected (kept in "
+                                "rejected_sales / rejected_listings), by webhook and reason (as the answer's "
+                                "rejected_by_reason)", ["webhook", "reason"], registry=REGISTRY)
+WEBHOOK_REFUSALS = Counter("fairvalue_webhook_refusals", "Webhook calls refused whole (nothing ingested), by "
+                           "reason: the outcome the delivery is recorded with", ["reason"], registry=REGISTRY)
 # Each signal's child, looked up once: labels() takes a lock, and every read counts its signals.
 _SERVED = {signal: PREDICTIONS.labels(signal) for signal in ("BUY", "SELL", "HOLD")}
 for _outcome in ("accepted", "duplicate", "rejected"):
@@ -45,11 +56,30 @@ def predictions_served(signals: list[str]) -> None:
         (_SERVED.get(signal) or PREDICTIONS.labels(signal)).inc(signals.count(signal))
 
 
-def webhook_outcome(accepted: int, duplicate: int, rejected: int, counter: Counter) -> None:
-    """Count one call's rows by outcome (WEBHOOK_SALES or WEBHOOK_LISTINGS)."""
+# Label values come from the code's own reasons (models.validation.Reason, models.listings.ListingReason,
+# the refusal outcomes of api/webhooks.py); anything else is "other", so the series stay bounded
+# whatever a caller sends.
+ROW_REASONS = frozenset(v for cls in (Reason, ListingReason) for k, v in vars(cls).items() if k.isupper())
+REFUSAL_REASONS = frozenset({"too_large", "unsigned", "malformed", "bad_signature", "stale", "replay",
+                             "unknown_query_parameter", "unsupported_media_type", "not_taken", "conflict"})
+_WEBHOOK_OF = {id(WEBHOOK_SALES): "sales", id(WEBHOOK_LISTINGS): "listings"}
+
+
+def webhook_outcome(accepted: int, duplicate: int, rejected: int, counter: Counter,
+                    reasons: dict[str, int] | None = None) -> None:
+    """Count one call's rows by outcome (WEBHOOK_SALES or WEBHOOK_LISTINGS), and its rejected rows
+    by reason."""
     counter.labels("accepted").inc(accepted)
     counter.labels("duplicate").inc(duplicate)
     counter.labels("rejected").inc(rejected)
+    webhook = _WEBHOOK_OF.get(id(counter), "other")
+    for reason, count in (reasons or {}).items():
+        WEBHOOK_REJECTED_ROWS.labels(webhook, reason if reason in ROW_REASONS else "other").inc(count)
+
+
+def webhook_refused(reason: str) -> None:
+    """Count a webhook call refused whole, by its recorded outcome."""
+    WEBHOOK_REFUSALS.labels(reason if reason in REFUSAL_REASONS else "other").inc()
 
 
 class StateCollector(Collector):
@@ -88,6 +118,54 @@ class StateCollector(Collector):
         except Exception as exc:
             log.warning("loop states unavailable: %s", exc)
         yield paused
+        yield from _database_counts()
+
+
+def _database_counts():
+    """Training requests by state, each task's last success and the promotion decisions, from three
+    grouped queries at scrape time (the tables are the one place these facts are kept; retention
+    keeps each task's latest run, so a last success is not lost to it)."""
+    from prometheus_client.core import CounterMetricFamily
+
+    by_state = GaugeMetricFamily("fairvalue_training_requests", "Training requests by state (queued, claimed, "
+                                 "training, decided, failed), every collection", labels=["state"])
+    last_ok = GaugeMetricFamily("fairvalue_task_last_success_timestamp_seconds", "When each task last finished "
+                                "ok (unix seconds), as recorded in task_runs", labels=["task"])
+    decisions = CounterMetricFamily("fairvalue_promotion_decisions", "Promotion decisions recorded, by decision "
+                                    "(promote, shadow, reject, rollback) and by whom (gates, monitor, operator)",
+                                    labels=["decision", "by"])
+    try:
+        states, successes, decided = _counts_from_database()
+    except Exception as exc:  # a scrape must not fail because the database is down
+        log.warning("database counts unavailable: %s", exc)
+        return
+    for state, count in states.items():
+        by_state.add_metric([state], count)
+    for task, finished_at in successes.items():
+        last_ok.add_metric([task], finished_at.replace(tzinfo=finished_at.tzinfo or UTC).timestamp())
+    for (decision, by), count in decided.items():
+        decisions.add_metric([decision, by], count)
+    yield by_state
+    yield last_ok
+    yield decisions
+
+
+def _counts_from_database():
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from storage import requests
+    from storage.db import session_scope
+    from storage.tables import PromotionDecision, TaskRun
+
+    with session_scope() as session:
+        states = {state: 0 for state in requests.STATES} | requests.counts_by_state(session)
+        successes = dict(session.exec(select(TaskRun.task_name, func.max(TaskRun.finished_at))
+                                      .where(TaskRun.status == "ok").group_by(TaskRun.task_name)).all())
+        decided = {(d, by): n for d, by, n in session.exec(
+            select(PromotionDecision.decision, PromotionDecision.decided_by, func.count())
+            .group_by(PromotionDecision.decision, PromotionDecision.decided_by)).all()}
+    return states, {task: at for task, at in successes.items() if at is not None}, decided
 
 
 def _loops_paused() -> dict[str, bool]:

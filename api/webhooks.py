@@ -154,7 +154,8 @@ unauthenticated_refusals = UnauthenticatedRefusals()
 
 async def _refuse(status: int, reason: str, outcome: str, body: bytes, client: str, digest: str | None = None,
                   signed_at: int | None = None) -> JSONResponse:
-    """Answer a refusal and record it; a failure to record never hides the answer."""
+    """Answer a refusal, count it and record it; a failure to record never hides the answer."""
+    metrics.webhook_refused(outcome)
     if status in (401, 413) and not await unauthenticated_refusals.record_this_one(client):
         return error(status, reason, outcome=outcome)
     try:
@@ -235,8 +236,9 @@ async def _answer(call: WebhookCall, outcome: CallOutcome, counter, follow: Foll
                              f"{outcome.accepted_before.isoformat()}; nothing was done", deliveries.REPLAY,
                              call.body, call.client, call.digest, call.signed_at)
     report = outcome.report
-    metrics.webhook_outcome(report.accepted, report.duplicate, report.rejected, counter)
+    metrics.webhook_outcome(report.accepted, report.duplicate, report.rejected, counter, report.reasons)
     if every_sale_conflicts(report):
+        metrics.webhook_refused(deliveries.CONFLICT)
         return error(409, "every event id in this call is already stored with different content; the rows are "
                      f"kept in {kept_in}", outcome=deliveries.CONFLICT, **report.as_dict())
     return JSONResponse({**report.as_dict(), "follow_up": await _follow(follow, report.accepted)}, status_code=202)

@@ -122,3 +122,75 @@ def test_request_labels_stay_bounded_whatever_a_client_sends(client, seeded):
     assert "ZZA" not in methods and "other" in methods
     assert _value(samples, "fairvalue_http_requests_total", route="/static", method="GET", status="200") >= 1
     assert _value(samples, "fairvalue_http_requests_total", route="/static", method="GET", status="404") >= 1
+
+
+def test_webhook_refusals_and_rejected_rows_are_counted_by_reason(client, seeded, broker):
+    """The webhook counters counted rows by outcome only: why rows were rejected, and calls refused
+    whole (unsigned, replayed, ...), did not show. Both are counted by reason, from the code's own
+    reasons (a made-up one would be "other")."""
+    before = _samples(client.get("/metrics").text)
+    body = json.dumps([{"event_id": "reasons-1", "timestamp": "not a time", "item_id": "1", "price": 90.0},
+                       {"event_id": "reasons-2", "timestamp": "2021-12-30T10:00:00Z", "item_id": "1",
+                        "price": -5}]).encode()
+    signed = {"Fairvalue-Signature": sign("test-secret", body, int(time.time()))}
+    assert client.post("/v1/webhooks/sales", content=body, headers=signed).status_code == 202
+    assert client.post("/v1/webhooks/sales", content=body, headers=signed).status_code == 409  # a replay
+    assert client.post("/v1/webhooks/sales", content=body).status_code == 401  # unsigned
+    listings = json.dumps({"listings": [{"event_id": "reasons-l1", "timestamp": "2021-12-30T10:00:00Z",
+                                         "item_id": "9001"}]}).encode()  # no price
+    assert client.post("/v1/webhooks/listings", content=listings, headers={
+        "Fairvalue-Signature": sign("test-secret", listings, int(time.time()))}).status_code == 202
+    after = _samples(client.get("/metrics").text)
+
+    def delta(name, **labels):
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    rows = "fairvalue_webhook_rejected_rows_total"
+    assert delta(rows, webhook="sales", reason="malformed_timestamp") == 1
+    assert delta(rows, webhook="sales", reason="non_positive_price") == 1
+    assert delta(rows, webhook="listings", reason="missing_price") == 1
+    assert delta("fairvalue_webhook_refusals_total", reason="replay") == 1
+    assert delta("fairvalue_webhook_refusals_total", reason="unsigned") == 1
+
+
+def test_metrics_show_training_requests_by_state_last_successes_and_decisions(client, seeded):
+    """Read from the database at scrape time: training requests by state, each task's last ok
+    run (unix seconds) and the promotion decisions by decision and by whom."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import delete
+
+    from fairvalue import pipeline
+    from fairvalue.settings import get_settings
+    from storage.db import session_scope
+    from storage.requests import STATES
+    from storage.tables import PromotionDecision, TaskRun, TrainingRequest
+
+    before = _samples(client.get("/metrics").text)
+    finished = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with session_scope() as session:
+        coll = pipeline.collection(session, get_settings())
+        rows = [TaskRun(task_name="fairvalue.metrics-probe", status="ok", started_at=finished, finished_at=finished),
+                TaskRun(task_name="fairvalue.metrics-probe", status="failed", started_at=finished,
+                        finished_at=datetime(2030, 1, 3, tzinfo=UTC)),  # a later failure is no success
+                TrainingRequest(collection_id=coll.id, idempotency_key=f"metrics-probe-{time.time_ns()}",
+                                state="failed", reason="metrics probe"),
+                PromotionDecision(collection_id=coll.id, decision="rollback", decided_by="monitor",
+                                  reason="metrics probe", numbers={})]
+        session.add_all(rows)
+        session.flush()
+        ids = [(type(r), r.id) for r in rows]
+    try:
+        after = _samples(client.get("/metrics").text)
+    finally:
+        with session_scope() as session:
+            for table, row_id in ids:
+                session.execute(delete(table.__table__).where(table.__table__.c.id == row_id))
+
+    assert _value(after, "fairvalue_task_last_success_timestamp_seconds",
+                  task="fairvalue.metrics-probe") == finished.timestamp()
+    assert all(("fairvalue_training_requests", (("state", s),)) in after for s in STATES)
+    assert _value(after, "fairvalue_training_requests", state="failed") - \
+        _value(before, "fairvalue_training_requests", state="failed") == 1
+    assert _value(after, "fairvalue_promotion_decisions_total", decision="rollback", by="monitor") - \
+        _value(before, "fairvalue_promotion_decisions_total", decision="rollback", by="monitor") == 1
