@@ -27,6 +27,19 @@ def require_operator(request: Request) -> str:
                              get_settings().operator_token.get_secret_value())
 
 
+def is_operator(request: Request) -> bool:
+    """Whether the request carries a valid operator token (sync: call it in a thread). Public reads
+    ask it to show operators' names and workers' hosts only to operators; a missing or invalid
+    token is a public caller, not a 401: the read itself is public."""
+    if not request.headers.get("authorization"):
+        return False  # the usual public call: no database round trip
+    try:
+        require_operator(request)
+    except HTTPException:
+        return False
+    return True
+
+
 def operator_name(session: Session, authorization: str, bootstrap: str) -> str:
     """The name of the token an Authorization header presents ("bootstrap" for `bootstrap`, the
     FAIRVALUE_OPERATOR_TOKEN), or a 401 that says why not."""

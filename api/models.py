@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api import jsonbody
-from api.auth import require_operator
+from api.auth import is_operator, require_operator
 from api.deps import int_param, slug_of, str_param, unknown_names
 from fairvalue import lifecycle, reads
 from fairvalue.settings import Settings, get_settings
@@ -28,7 +28,7 @@ def list_models(request: Request) -> JSONResponse:
       200: {description: "versions, aliases, decisions"}
       404: {$ref: "#/components/responses/NotFound"}
     """
-    return JSONResponse(reads.models_overview(slug_of(request)))
+    return JSONResponse(reads.models_overview(slug_of(request), people=is_operator(request)))
 
 
 def list_decisions(request: Request) -> JSONResponse:
@@ -46,7 +46,8 @@ def list_decisions(request: Request) -> JSONResponse:
       404: {$ref: "#/components/responses/NotFound"}
     """
     return JSONResponse(reads.decisions(slug_of(request), str_param(request, "decision"),
-                                        int_param(request, "limit", 50), int_param(request, "offset", 0)))
+                                        int_param(request, "limit", 50), int_param(request, "offset", 0),
+                                        people=is_operator(request)))
 
 
 def list_training_requests(request: Request) -> JSONResponse:
@@ -64,7 +65,8 @@ def list_training_requests(request: Request) -> JSONResponse:
       404: {$ref: "#/components/responses/NotFound"}
     """
     return JSONResponse(reads.training_requests(slug_of(request), str_param(request, "state"),
-                                                int_param(request, "limit", 200), int_param(request, "offset", 0)))
+                                                int_param(request, "limit", 200), int_param(request, "offset", 0),
+                                                people=is_operator(request)))
 
 
 async def _json_body(request: Request, takes: tuple[str, ...]) -> dict:

@@ -6,6 +6,7 @@ from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from api.auth import is_operator
 from fairvalue import reads
 from fairvalue.errors import NotFound
 from storage.db import get_engine, session_scope
@@ -76,11 +77,12 @@ def queue_status(request: Request) -> JSONResponse:
       latest of each task and collection. loop_outcomes is the last outcome of the retrain policy and
       the monitor per collection: a readable summary and the run's whole detail (every number the
       decision looked at, its thresholds and notes). paused_loops lists each paused loop with the
-      operator's reason and since when.
+      operator's reason and since when. Without a valid operator token, the workers' names and who
+      paused a loop are "hidden".
     tags: [operations]
     responses:
       200:
         description: "queues, workers, training_requests, last_runs, last_runs_by_collection, loop_outcomes,
           paused_loops"
     """
-    return JSONResponse(reads.queue_status())
+    return JSONResponse(reads.queue_status(people=is_operator(request)))

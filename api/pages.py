@@ -27,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 # SLUG: one pattern for the collection slugs of the API and pages
+from api.auth import is_operator
 from api.deps import SLUG, Route, float_param, query_value, window_params
 from fairvalue import item_reads, reads
 from fairvalue.errors import BadInput, NotFound, NotReady
@@ -311,7 +312,7 @@ def _forward_scores(metrics: dict, kind: str) -> dict[str, Any]:
 
 @page
 def models(request: Request) -> Response:
-    overview = reads.models_overview(_slug(request))
+    overview = reads.models_overview(_slug(request), people=is_operator(request))
     aliases_of: dict[int, list[str]] = {}
     for alias, version in overview["aliases"].items():
         aliases_of.setdefault(version, []).append(alias)
@@ -327,8 +328,9 @@ def models(request: Request) -> Response:
 
 @page
 def queue(request: Request) -> Response:
-    status = reads.queue_status()
-    requests = reads.training_requests(_slug(request), limit=20)
+    people = is_operator(request)
+    status = reads.queue_status(people=people)
+    requests = reads.training_requests(_slug(request), limit=20, people=people)
     chart = {"queues": [[name, depth] for name, depth in status["queues"].items()]}
     return render(request, "queue.html", status=status, requests=requests["training_requests"], chart=chart)
 

@@ -507,11 +507,30 @@ def backtest_results(slug: str | None = None, start: str | None = None, end: str
 
 # --- models ---------------------------------------------------------------------------------
 
-def _decision_dict(d: PromotionDecision, number: dict[int, int]) -> dict[str, Any]:
+# Who acted and where a worker runs are for operators: a read for a caller without an operator
+# token (people=False) keeps each key but says HIDDEN in place of an operator's name (a token's
+# name, "cli:<login>", a pauser's user@host) and a worker's host, pid or claim token.
+HIDDEN = "hidden"
+
+
+def _hidden(value: Any, people: bool) -> Any:
+    return value if people or value is None else HIDDEN
+
+
+def _without_operator(numbers: Any, people: bool) -> Any:
+    """A decision's numbers or a request's trigger, its "operator" key hidden unless `people`."""
+    if people or not isinstance(numbers, dict) or numbers.get("operator") in (None, True):
+        return numbers
+    return {**numbers, "operator": HIDDEN}
+
+
+def _decision_dict(d: PromotionDecision, number: dict[int, int], people: bool = True) -> dict[str, Any]:
     return {"id": d.id, "created_at": iso(d.created_at), "decision": d.decision, "by": d.decided_by,
-            "operator": (d.numbers or {}).get("operator"),  # an operator's token name or "cli:<login>"
+            # an operator's token name or "cli:<login>"
+            "operator": _hidden((d.numbers or {}).get("operator"), people),
             "contender": number.get(d.contender_version_id), "champion": number.get(d.champion_version_id),
-            "training_request": d.training_request_id, "reason": d.reason, "numbers": _stored_times(d.numbers)}
+            "training_request": d.training_request_id, "reason": d.reason,
+            "numbers": _without_operator(_stored_times(d.numbers), people)}
 
 
 def _stored_times(numbers: dict) -> dict:
@@ -530,8 +549,9 @@ def _stored_times(numbers: dict) -> dict:
     return out
 
 
-def models_overview(slug: str | None = None, decisions_limit: int = 50) -> dict[str, Any]:
-    """Versions (artifact, sha256, lineage, metrics), aliases and the latest decisions."""
+def models_overview(slug: str | None = None, decisions_limit: int = 50, people: bool = True) -> dict[str, Any]:
+    """Versions (artifact, sha256, lineage, metrics), aliases and the latest decisions (operators'
+    names HIDDEN unless `people`)."""
     with session_scope() as session:
         coll = collection_row(session, slug)
         versions = session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id)
@@ -549,13 +569,13 @@ def models_overview(slug: str | None = None, decisions_limit: int = 50) -> dict[
                       "sha256": v.sha256, "created_at": iso(v.created_at), "data_start": iso(v.data_start),
                       "data_end": iso(v.data_end), "n_train": v.n_train, "code_version": v.code_version,
                       "parent": number.get(v.parent_id), "metrics": _stored_times(v.metrics)} for v in versions],
-        "decisions": [_decision_dict(d, number) for d in rows],
+        "decisions": [_decision_dict(d, number, people) for d in rows],
     }
 
 
 def decisions(slug: str | None = None, decision: str | None = None, limit: int = 50,
-              offset: int = 0) -> dict[str, Any]:
-    """Promotions, shadows, rejections and rollbacks, newest first."""
+              offset: int = 0, people: bool = True) -> dict[str, Any]:
+    """Promotions, shadows, rejections and rollbacks, newest first (operators' names HIDDEN unless `people`)."""
     limit, offset = page_bounds(limit, offset)
     with session_scope() as session:
         coll = collection_row(session, slug)
@@ -571,12 +591,13 @@ def decisions(slug: str | None = None, decision: str | None = None, limit: int =
         number = _version_numbers(session, [i for d in rows for i in (d.contender_version_id, d.champion_version_id)])
     return {"collection": coll.slug, "total": total, "offset": offset, "limit": limit,
             "next_offset": offset + limit if offset + limit < total else None,
-            "decisions": [_decision_dict(d, number) for d in rows]}
+            "decisions": [_decision_dict(d, number, people) for d in rows]}
 
 
 def training_requests(slug: str | None = None, state: str | None = None, limit: int = 200,
-                      offset: int = 0) -> dict[str, Any]:
-    """Training requests with state, attempts, lease and result, newest first."""
+                      offset: int = 0, people: bool = True) -> dict[str, Any]:
+    """Training requests with state, attempts, lease and result, newest first (the claiming
+    worker and the asking operator HIDDEN unless `people`)."""
     limit, offset = page_bounds(limit, offset, default=200)
     with session_scope() as session:
         coll = collection_row(session, slug)
@@ -589,11 +610,12 @@ def training_requests(slug: str | None = None, state: str | None = None, limit: 
         number = _version_numbers(session, [r.model_version_id for r in rows])
         verdicts = _request_verdicts(session, [r.id for r in rows])
     return {"collection": coll.slug, "offset": offset, "limit": limit, "training_requests": [
-        {"id": r.id, "state": r.state, "reason": r.reason, "attempts": r.attempts, "claimed_by": r.claimed_by,
+        {"id": r.id, "state": r.state, "reason": r.reason, "attempts": r.attempts,
+         "claimed_by": _hidden(r.claimed_by, people),
          "lease_expires_at": iso(r.lease_expires_at), "created_at": iso(r.created_at),
          "published_at": iso(r.published_at), "model_version_id": r.model_version_id,
          "model_version": number.get(r.model_version_id), "decision": verdicts.get(r.id), "error": r.error,
-         "trigger": r.trigger, "params": r.params} for r in rows]}
+         "trigger": _without_operator(r.trigger, people), "params": r.params} for r in rows]}
 
 
 def training_request_outcome(request_id: int) -> dict[str, Any]:
@@ -750,21 +772,23 @@ def workers_seen() -> list[str] | None:
         return seen
 
 
-def paused_loops(session: Session) -> list[dict[str, Any]]:
+def paused_loops(session: Session, people: bool = True) -> list[dict[str, Any]]:
     """The paused loops (every collection's): loop, the operator's reason, since when (ISO), by whom
     and a readable line, by loop name."""
     from fairvalue.outcomes import paused_line
     from storage.tables import LoopState
 
     states = session.exec(select(LoopState).where(LoopState.paused).order_by(LoopState.loop)).all()
-    return [{"loop": s.loop, "reason": s.reason, "since": iso(s.updated_at), "by": s.changed_by,
-             "text": paused_line(s.loop, s.reason, iso(s.updated_at), s.changed_by)} for s in states]
+    return [{"loop": s.loop, "reason": s.reason, "since": iso(s.updated_at), "by": _hidden(s.changed_by, people),
+             "text": paused_line(s.loop, s.reason, iso(s.updated_at), s.changed_by if people else "")}
+            for s in states]
 
 
-def queue_status() -> dict[str, Any]:
+def queue_status(people: bool = True) -> dict[str, Any]:
     """Depth per queue, workers answering a ping, training requests by state, last run per task
     (`last_runs`, whatever the collection) and per task and collection, the last outcome of the
-    policy and the monitor per collection (with a readable line), and the paused loops."""
+    policy and the monitor per collection (with a readable line), and the paused loops. Unless
+    `people`, each worker's name (celery@host) and who paused a loop are HIDDEN."""
     from fairvalue.outcomes import LOOP_TASKS
     from storage.requests import counts_by_state
     from storage.runs import last_runs
@@ -776,7 +800,7 @@ def queue_status() -> dict[str, Any]:
     with session_scope() as session:
         by_state = counts_by_state(session)
         latest = sorted(last_runs(session).items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[1].id))
-        paused = paused_loops(session)
+        paused = paused_loops(session, people)
     runs: dict[str, dict[str, Any]] = {}
     for (name, _), r in sorted(latest, key=lambda kv: kv[1].id):  # the latest of any collection wins
         runs[name] = run_json(r)
@@ -788,5 +812,8 @@ def queue_status() -> dict[str, Any]:
             outcomes.append({"loop": loop, "collection": collection, "status": r.status,
                              "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
                              "summary": line(r.status, r.detail or {}), "detail": r.detail or {}})
-    return {"queues": queue_depths(), "workers": workers_seen(), "training_requests": by_state, "last_runs": runs,
+    workers = workers_seen()
+    if workers is not None and not people:
+        workers = [HIDDEN] * len(workers)  # how many answered, not where they run
+    return {"queues": queue_depths(), "workers": workers, "training_requests": by_state, "last_runs": runs,
             "last_runs_by_collection": per_collection, "loop_outcomes": outcomes, "paused_loops": paused}

@@ -223,3 +223,15 @@ def database_before(revision: str, tmp_path: Path, sales: list[dict]):
                 "ingested_at) VALUES (1, :event_id, '7', :ts, 90, :seller, :buyer, :source, 'h', '2021-12-31')"),
                 {"seller": "", "buyer": "", "source": "test", **sale})
     return url, engine
+
+
+@pytest.fixture()
+def operator_headers(monkeypatch):
+    """An Authorization header with a valid operator token (the bootstrap one, set for the test):
+    public reads show operators' names and workers' hosts only to such a caller."""
+    from pydantic import SecretStr
+
+    from fairvalue.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "operator_token", SecretStr("realparts-operator-token"))
+    return {"Authorization": "Bearer realparts-operator-token"}

@@ -87,10 +87,10 @@ def test_operator_can_enqueue_promote_and_roll_back(client, operator_token, brok
     assert promoted.status_code == 200 and promoted.json()["champion"] == other
     rolled = client.post("/v1/models/rollback", json={"reason": "api"}, headers=operator_token)
     assert rolled.status_code == 200 and rolled.json()["champion"] == champion
-    trail = client.get("/v1/models").json()["decisions"][:2]
+    trail = client.get("/v1/models", headers=operator_token).json()["decisions"][:2]
     assert [(d["decision"], d["by"]) for d in trail] == [("rollback", "operator"), ("promote", "operator")]
     assert all(d["numbers"]["operator"] == d["operator"] == "bootstrap" for d in trail)  # which token acted
-    assert "by operator (bootstrap)" in client.get("/models").text  # the page names it too
+    assert "by operator (bootstrap)" in client.get("/models", headers=operator_token).text  # the page too
     # Each asked for a nowcast of this collection by name, not of whatever a worker defaults to
     # (a worker of another test may already have consumed the messages, so they are seen as sent).
     nowcasts = [(name, kwargs, queue) for name, kwargs, queue in sent_tasks if name == "fairvalue.nowcast"]
@@ -301,3 +301,49 @@ def test_a_replay_of_a_decided_training_request_answers_its_result_and_why_it_wa
     finally:
         with session_scope() as session:
             session.execute(delete(PromotionDecision.__table__).where(PromotionDecision.id == decision_id))
+
+
+def test_public_reads_hide_operators_and_workers_hosts_from_callers_without_a_token(client, operator_token):
+    """Who paused a loop, who promoted and which host and pid claimed a training request were on
+    every public GET. A caller without a valid operator token gets the same keys with "hidden"."""
+    from typer.testing import CliRunner
+
+    from fairvalue import lifecycle
+    from fairvalue.cli import app as cli
+    from storage.db import session_scope
+    from storage.tables import TrainingRequest
+
+    champion, other = champion_and_another(client)
+    assert client.post(f"/v1/models/{other}/promote", json={"reason": "who"}, headers=operator_token).status_code == 200
+    client.post("/v1/models/rollback", json={"reason": "who"}, headers=operator_token)
+    asked = client.post("/v1/training-requests", json={"reason": "who claimed"}, headers=operator_token).json()["id"]
+    with session_scope() as session:  # as a worker claims it: its host, pid and claim
+        request = session.get(TrainingRequest, asked)
+        request.claimed_by = "trainer@secret-host/4242/abcd1234"
+        session.add(request)
+    assert CliRunner().invoke(cli, ["pause", "monitor", "--reason", "who paused"]).exit_code == 0
+    try:
+        for headers in ({}, {"Authorization": "Bearer not-a-token"}):  # a wrong token is a public caller
+            trail = client.get("/v1/models", headers=headers).json()["decisions"][:2]
+            assert [(d["by"], d["operator"], d["numbers"]["operator"]) for d in trail] == [
+                ("operator", "hidden", "hidden")] * 2, trail
+            decisions = client.get("/v1/collections/cryptopunks/decisions", headers=headers).json()["decisions"][:2]
+            assert [d["operator"] for d in decisions] == ["hidden"] * 2
+            listed = {r["id"]: r for r in client.get("/v1/training-requests", headers=headers).json()[
+                "training_requests"]}
+            assert (listed[asked]["claimed_by"], listed[asked]["trigger"]) == ("hidden", {"operator": "hidden"})
+            queue = client.get("/v1/queue", headers=headers).json()
+            paused = {p["loop"]: p for p in queue["paused_loops"]}["monitor"]
+            assert paused["by"] == "hidden" and " by " not in paused["text"], paused
+            assert all(w == "hidden" for w in queue["workers"] or [])
+            for page in ("/models", "/queue"):
+                text = client.get(page, headers=headers).text
+                assert "bootstrap" not in text and "secret-host" not in text and "cli:" not in text, page
+        shown = client.get("/v1/training-requests", headers=operator_token).json()["training_requests"]
+        assert {r["id"]: r for r in shown}[asked]["claimed_by"] == "trainer@secret-host/4242/abcd1234"
+        assert client.get("/v1/models", headers=operator_token).json()["decisions"][0]["operator"] == "bootstrap"
+        assert "@" in {p["loop"]: p for p in client.get("/v1/queue", headers=operator_token).json()[
+            "paused_loops"]}["monitor"]["by"]
+        assert "secret-host" in client.get("/queue", headers=operator_token).text
+    finally:
+        lifecycle.set_paused("monitor", False)

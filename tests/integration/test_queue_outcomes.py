@@ -69,7 +69,7 @@ def test_a_collection_s_skipped_run_does_not_hide_another_s(client, seeded):
     assert "test-queue-a" in page and "test-queue-b" in page
 
 
-def test_a_paused_loop_shows_with_its_reason_since_when_and_by_whom(client, seeded):
+def test_a_paused_loop_shows_with_its_reason_since_when_and_by_whom(client, seeded, operator_headers):
     from typer.testing import CliRunner
 
     from fairvalue.cli import _operator
@@ -78,7 +78,7 @@ def test_a_paused_loop_shows_with_its_reason_since_when_and_by_whom(client, seed
     assert _paused_gauge(client).get("monitor") == 0.0
     assert CliRunner().invoke(cli, ["pause", "monitor", "--reason", "queue outcomes test"]).exit_code == 0
     try:
-        body = client.get("/v1/queue").json()
+        body = client.get("/v1/queue", headers=operator_headers).json()  # who paused: for operators
         paused = {p["loop"]: p for p in body["paused_loops"]}
         assert paused["monitor"]["reason"] == "queue outcomes test" and paused["monitor"]["since"].endswith("Z")
         assert paused["monitor"]["by"] == _operator() and "@" in _operator()
