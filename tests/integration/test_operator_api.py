@@ -339,6 +339,7 @@ def test_public_reads_hide_operators_and_workers_hosts_from_callers_without_a_to
             for page in ("/models", "/queue"):
                 text = client.get(page, headers=headers).text
                 assert "bootstrap" not in text and "secret-host" not in text and "cli:" not in text, page
+                assert "(hidden)" not in text and "by hidden" not in text and ">hidden<" not in text, page  # left out
         shown = client.get("/v1/training-requests", headers=operator_token).json()["training_requests"]
         assert {r["id"]: r for r in shown}[asked]["claimed_by"] == "trainer@secret-host/4242/abcd1234"
         assert client.get("/v1/models", headers=operator_token).json()["decisions"][0]["operator"] == "bootstrap"
