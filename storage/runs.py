@@ -6,6 +6,7 @@ import math
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func
@@ -72,3 +73,11 @@ def last_runs(session: Session) -> dict[tuple[str, str | None], TaskRun]:
     collection's skipped run does not hide another's."""
     runs = session.exec(select(TaskRun).where(TaskRun.id.in_(latest_run_ids()))).all()
     return {(r.task_name, r.collection): r for r in runs}
+
+
+def last_ok_starts(session: Session) -> dict[tuple[str, str | None], datetime]:
+    """When the latest successful run of each task for each collection started: (task name,
+    collection) -> started_at (what a restarting beat counts as done: tasks.beat)."""
+    rows = session.exec(select(TaskRun.task_name, TaskRun.collection, func.max(TaskRun.started_at))
+                        .where(TaskRun.status == "ok").group_by(TaskRun.task_name, TaskRun.collection)).all()
+    return {(name, coll): started for name, coll, started in rows}

@@ -7,19 +7,27 @@ connection, and a connection that drops (a database restart, a network cut) rele
 every FAIRVALUE_BEAT_LOCK_CHECK_SECONDS the scheduler checks it still holds it, takes it again
 on a new connection if it is free, and exits if another beat took it meanwhile. (The embedded
 SQLite default runs on one machine with one `fairvalue up`.)
+
+A restarted beat catches up every entry whose slot passed while it was down. A run it did not
+send counts too (`fairvalue up`'s startup nowcast, an operator's run): each entry's last run is
+the later of the schedule file's and the latest successful run recorded in task_runs, so beat
+catches up what was not done rather than what was (credit_runs_done).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 
-from celery.beat import PersistentScheduler
+from celery.beat import PersistentScheduler, ScheduleEntry
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from fairvalue.settings import get_settings
-from storage.db import get_engine
+from storage.db import get_engine, session_scope
+from storage.runs import last_ok_starts
 
 log = logging.getLogger("fairvalue.beat")
 BEAT_LOCK_KEY = 0x66766274  # "fvbt": one number all beats of a deployment agree on
@@ -43,12 +51,47 @@ def _take_lock():
     return conn  # the lock lives as long as this connection
 
 
+def credit_runs_done(entries: Iterable[ScheduleEntry], done: Mapping[tuple[str, str | None], datetime],
+                     default_collection: str) -> list[str]:
+    """Move each entry's last run up to the start of its task's latest successful run for the
+    entry's collection (its `collection` kwarg, else the default one) when that is later; the
+    names of the entries moved. `done`: last_ok_starts' (task name, collection) -> started_at."""
+    credited = []
+    for entry in entries:
+        started = done.get((entry.task, (entry.kwargs or {}).get("collection", default_collection)))
+        if started is None:
+            continue
+        started = _utc(started)
+        if entry.last_run_at is None or _utc(entry.last_run_at) < started:
+            entry.last_run_at = started
+            credited.append(entry.name)
+    return credited
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 class SingletonScheduler(PersistentScheduler):
     def setup_schedule(self):
         self._locking = get_engine().dialect.name == "postgresql"
         self._lock_connection = _take_lock() if self._locking else None
         self._next_lock_check = time.monotonic() + get_settings().beat_lock_check_seconds
         super().setup_schedule()
+        self._count_runs_done_elsewhere()
+
+    def _count_runs_done_elsewhere(self) -> None:
+        try:
+            with session_scope() as session:
+                done = last_ok_starts(session)
+        except DBAPIError as exc:  # the schedule file alone, as a plain beat would
+            log.warning("the task runs cannot be read (%s); catching up by the schedule file alone",
+                        type(exc).__name__)
+            return
+        credited = credit_runs_done(self.schedule.values(), done, get_settings().collection)
+        if credited:
+            log.info("counted as run by their recorded runs: %s", ", ".join(credited))
+            self.sync()
 
     def tick(self, *args, **kwargs):
         if self._locking and time.monotonic() >= self._next_lock_check:

@@ -1,0 +1,41 @@
+"""A restarted beat counts a run it did not send (`fairvalue up`'s startup nowcast) as done, so it
+does not send the same task again at once (tasks.beat.credit_runs_done)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from celery import Celery
+from celery.beat import ScheduleEntry
+from celery.schedules import crontab
+
+from tasks.beat import credit_runs_done
+
+APP = Celery("beat-credit", set_as_current=False)
+NOW = datetime.now(UTC)
+# A daily slot half a day from now: due for a last run days ago, never for one a minute ago.
+SLOT = crontab(minute=0, hour=(NOW.hour + 12) % 24, app=APP)
+
+
+def entry(name: str, last_run: datetime | None, kwargs: dict | None = None) -> ScheduleEntry:
+    return ScheduleEntry(name=name, task="fairvalue.nowcast", schedule=SLOT, kwargs=kwargs or {},
+                         last_run_at=last_run, app=APP)
+
+
+def test_a_recorded_run_after_the_schedule_file_s_last_run_is_counted_as_done():
+    stale = entry("nowcast", NOW - timedelta(days=3))
+    assert stale.is_due().is_due  # a beat restarted after three days would send it at once
+    just_now = (NOW - timedelta(minutes=1)).replace(tzinfo=None)  # SQLite gives naive UTC
+    assert credit_runs_done([stale], {("fairvalue.nowcast", "cryptopunks"): just_now}, "cryptopunks") == ["nowcast"]
+    assert stale.last_run_at == just_now.replace(tzinfo=UTC)
+    assert not stale.is_due().is_due
+
+
+def test_only_a_later_run_of_the_same_task_and_collection_counts():
+    recent = entry("nowcast", NOW - timedelta(minutes=5))
+    cards = entry("cards-nowcast", NOW - timedelta(days=3), {"collection": "cards"})
+    done = {("fairvalue.nowcast", "cryptopunks"): NOW - timedelta(hours=1),  # older than the file's
+            ("fairvalue.policy", "cards"): NOW}  # another task
+    assert credit_runs_done([recent, cards], done, "cryptopunks") == []
+    assert recent.last_run_at == NOW - timedelta(minutes=5) and cards.is_due().is_due
+    assert credit_runs_done([cards], {("fairvalue.nowcast", "cards"): NOW}, "cryptopunks") == ["cards-nowcast"]
