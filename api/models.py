@@ -210,16 +210,17 @@ async def promote_version(request: Request) -> JSONResponse:
         application/json:
           schema: {type: object, additionalProperties: false,
                    properties: {reason: {type: string, minLength: 1, maxLength: 500},
-                                force: {type: boolean, description: "promote a version the gates rejected;
-                                  the override is recorded with the decision"}}}
+                                force: {type: boolean, description: "promote a version the gates rejected or the
+                                  monitor rolled back; the override is recorded with the decision"}}}
     responses:
-      200: {description: "champion, changed, forced_over_decision (when forced over the gates), and
+      200: {description: "champion, changed, forced_over_decision (when forced over a verdict), and
         nowcast: requested, or why not (the next scheduled one serves the new champion)"}
       400: {$ref: "#/components/responses/BadRequest"}
       401: {$ref: "#/components/responses/Unauthorized"}
       404: {$ref: "#/components/responses/NotFound"}
       409:
-        description: "the gates rejected the version (the decision is named; send force: true to override),
+        description: "the gates rejected the version or the monitor rolled it back (the decision is named;
+          send force: true to override),
           or its artifact failed verification"
         content: {application/json: {schema: {$ref: "#/components/schemas/Error"}}}
       413: {$ref: "#/components/responses/TooLarge"}

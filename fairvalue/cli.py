@@ -676,11 +676,11 @@ def _send_after_commit(then: str, send, *args, **kwargs) -> bool:
 @app.command("promote")
 def promote_cmd(version: int = typer.Argument(..., help="Model version number."),
                 reason: str = typer.Option("operator", help="Recorded with the decision."),
-                force: bool = typer.Option(False, "--force", help="Promote a version the gates rejected "
-                                           "(the override is recorded with the decision)."),
+                force: bool = typer.Option(False, "--force", help="Promote a version the gates rejected or the "
+                                           "monitor rolled back (the override is recorded with the decision)."),
                 collection: str = COLLECTION_OPTION) -> None:
     """Make a model version the champion (recorded as an operator decision), then nowcast. A version
-    the gates rejected is refused unless --force."""
+    the gates rejected or the monitor rolled back is refused unless --force."""
     from fairvalue import lifecycle
 
     settings = _settings_for(collection)
@@ -695,7 +695,7 @@ def promote_cmd(version: int = typer.Argument(..., help="Model version number.")
         refuse(exc, "not promoted:")
         raise typer.Exit(1) from None
     console.print(f"champion: v{result['champion']}" + ("" if result["changed"] else " (unchanged)")
-                  + (f" (forced over the gates' decision {result['forced_over_decision']})"
+                  + (f" (forced over decision {result['forced_over_decision']})"
                      if "forced_over_decision" in result else ""))
     if result["changed"]:
         _nowcast_for_new_champion(settings.collection)

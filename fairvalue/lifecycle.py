@@ -720,26 +720,30 @@ def _who(operator: str | None) -> dict:
 
 
 class RejectedByGates(RuntimeError):
-    """An operator asked to promote a version the gates (or the monitor after its shadow) rejected,
+    """An operator asked to promote a version the gates rejected, or the monitor rolled back,
     without forcing it: nothing changed. The message names the decision; each adapter says how to
     force (--force, "force": true)."""
 
 
-def _standing_rejection(session: Session, target: ModelVersion) -> PromotionDecision | None:
-    """The newest verdict of the gates or the monitor on this version, when it is a reject. An
-    operator's earlier forced promotion does not lift it: the judgment stands for the next one too."""
+def standing_rejection(session: Session, target: ModelVersion) -> PromotionDecision | None:
+    """The newest verdict of the gates or the monitor on this version, when it is against it: a
+    reject, or the monitor's rollback of it for its live error (a later shadow promotion by the
+    monitor lifts that). An operator's forced promotion or rollback does not: the judgment stands
+    for the next one too."""
     verdict = session.exec(select(PromotionDecision)
                            .where(PromotionDecision.contender_version_id == target.id,
-                                  PromotionDecision.decided_by.in_(("gates", "monitor")),
-                                  PromotionDecision.decision != "rollback")
+                                  PromotionDecision.decided_by.in_(("gates", "monitor")))
                            .order_by(PromotionDecision.created_at.desc(), PromotionDecision.id.desc())).first()
-    return verdict if verdict is not None and verdict.decision == gates.REJECT else None
+    against = verdict is not None and (verdict.decision == gates.REJECT
+                                       or (verdict.decision == "rollback" and verdict.decided_by == "monitor"))
+    return verdict if against else None
 
 
 def operator_promote(version: int, reason: str, settings: Settings | None = None, operator: str | None = None,
                      force: bool = False) -> dict:
-    """Make `version` the champion. A version the gates rejected is refused (RejectedByGates, naming
-    the decision) unless `force`: the forced promotion records the decision it overrode."""
+    """Make `version` the champion. A version the gates rejected or the monitor rolled back is
+    refused (RejectedByGates, naming the decision) unless `force`: the forced promotion records the
+    decision it overrode."""
     reason = operator_reason(reason)
     settings = settings or get_settings()
     with session_scope() as session:
@@ -752,10 +756,11 @@ def operator_promote(version: int, reason: str, settings: Settings | None = None
         champion = get_alias(session, coll, CHAMPION)
         if champion is not None and champion.id == target.id:
             return {"champion": version, "changed": False}
-        rejection = _standing_rejection(session, target)
+        rejection = standing_rejection(session, target)
         if rejection is not None and not force:
+            done = "rolled back" if rejection.decision == "rollback" else "rejected"
             raise RejectedByGates(
-                f"version {version} was rejected by the {rejection.decided_by} on "
+                f"version {version} was {done} by the {rejection.decided_by} on "
                 f"{rejection.created_at:%Y-%m-%d %H:%M} UTC (decision {rejection.id}): {rejection.reason}")
         _refuse_unverified(session, get_store(settings), coll, target, champion, "operator")
         promote(session, coll, target, settings.probation_days)

@@ -39,9 +39,15 @@ def champion_and_another(client) -> tuple[int, int]:
         pipeline.train(cutoff=datetime(2021, 6, 1, tzinfo=UTC))
         models = client.get("/v1/models").json()
     champion = models["aliases"]["champion"]
-    # Not one the gates rejected (another test's): promoting that is refused without --force.
-    rejected = {d["contender"] for d in models["decisions"] if d["decision"] == "reject" and d["by"] == "gates"}
-    return champion, next(v["version"] for v in models["versions"] if v["version"] not in {champion, *rejected})
+    # Not one the gates rejected or the monitor rolled back (another test's): promoting that is
+    # refused without --force.
+    from fairvalue.lifecycle import standing_rejection
+
+    with session_scope() as session:
+        coll = pipeline.collection(session, get_settings())
+        judged = {v.version for v in session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id))
+                  if standing_rejection(session, v) is not None}
+    return champion, next(v["version"] for v in models["versions"] if v["version"] not in {champion, *judged})
 
 
 @contextmanager

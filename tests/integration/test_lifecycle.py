@@ -312,6 +312,9 @@ def test_bad_contender_rejected_and_forced_promotion_rolled_back(seeded, worker)
         ("reject", "gates"), ("promote", "operator"), ("rollback", "monitor")]
     rollback = trail[0]
     assert rollback.numbers  # the live errors it compared
+    # The monitor's verdict stands: promoting the version again is refused unless forced, naming it.
+    with pytest.raises(lifecycle.RejectedByGates, match=f"version {bad_version} was rolled back by the monitor on "):
+        lifecycle.operator_promote(bad_version, "once more")
     print("decision trail:", [(d.decision, d.decided_by, d.reason) for d in reversed(trail)])
 
 
