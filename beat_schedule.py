@@ -6,34 +6,34 @@ instead of replayed.
 
 from celery.schedules import crontab
 
-from tasks import queues
+from tasks import names, queues
 
 MINUTE = 60
 HOUR = 60 * MINUTE
 
 SCHEDULE = {
     "nowcast-every-30-minutes": {
-        "task": "fairvalue.nowcast",
+        "task": names.NOWCAST,
         "schedule": crontab(minute="*/30"),
         "options": {"queue": queues.NOWCAST, "expires": 45 * MINUTE},
     },
     "retrain-policy-daily": {
-        "task": "fairvalue.policy",
+        "task": names.POLICY,
         "schedule": crontab(minute=15, hour=2),
         "options": {"queue": queues.DEFAULT, "expires": 36 * HOUR},
     },
     "training-sweep-hourly": {
-        "task": "fairvalue.training.sweep",
+        "task": names.SWEEP,
         "schedule": crontab(minute=5),
         "options": {"queue": queues.DEFAULT, "expires": 90 * MINUTE},
     },
     "archive-retry-hourly": {
-        "task": "fairvalue.archive",
+        "task": names.ARCHIVE,
         "schedule": crontab(minute=50),
         "options": {"queue": queues.DEFAULT, "expires": 90 * MINUTE},
     },
     "monitor-hourly": {
-        "task": "fairvalue.monitor",
+        "task": names.MONITOR,
         "schedule": crontab(minute=35),
         "options": {"queue": queues.DEFAULT, "expires": 90 * MINUTE},
     },
@@ -41,31 +41,31 @@ SCHEDULE = {
     # slug and skips while that collection is not loaded. Prices are collected once a day (the
     # collector asks for a nowcast when it stored something new); a nowcast at 07:00 anyway.
     "cards-prices-daily": {
-        "task": "fairvalue.ingest.card_prices",
+        "task": names.CARD_PRICES,
         "schedule": crontab(minute=10, hour=6),
         "kwargs": {"collection": "cards"},
         "options": {"queue": queues.INGEST, "expires": 36 * HOUR},
     },
     "cards-nowcast-daily": {
-        "task": "fairvalue.nowcast",
+        "task": names.NOWCAST,
         "schedule": crontab(minute=0, hour=7),
         "kwargs": {"collection": "cards"},
         "options": {"queue": queues.NOWCAST, "expires": 36 * HOUR},
     },
     "cards-retrain-policy-daily": {
-        "task": "fairvalue.policy",
+        "task": names.POLICY,
         "schedule": crontab(minute=25, hour=2),
         "kwargs": {"collection": "cards"},
         "options": {"queue": queues.DEFAULT, "expires": 36 * HOUR},
     },
     "cards-archive-retry-hourly": {
-        "task": "fairvalue.archive",
+        "task": names.ARCHIVE,
         "schedule": crontab(minute=55),
         "kwargs": {"collection": "cards"},
         "options": {"queue": queues.DEFAULT, "expires": 90 * MINUTE},
     },
     "cards-monitor-hourly": {
-        "task": "fairvalue.monitor",
+        "task": names.MONITOR,
         "schedule": crontab(minute=40),
         "kwargs": {"collection": "cards"},
         "options": {"queue": queues.DEFAULT, "expires": 90 * MINUTE},

@@ -34,6 +34,7 @@ from fairvalue.settings import get_settings
 from fairvalue.webhook_batch import CallOutcome, WebhookCall, every_sale_conflicts
 from storage import webhooks as deliveries
 from storage.db import session_scope
+from tasks import names
 
 log = logging.getLogger("fairvalue.webhooks")
 PATH = "/v1/webhooks/sales"
@@ -79,7 +80,7 @@ class FollowUp:
     runs, so one message sent with a short countdown covers every call accepted before it runs;
     one message per call cost every call a broker round trip (bench/ingest.py)."""
 
-    def __init__(self, send: Callable[..., Any] | None = None, task: str = "fairvalue.ingest.after_sales") -> None:
+    def __init__(self, send: Callable[..., Any] | None = None, task: str = names.AFTER_SALES) -> None:
         self._send = send or _send_with_celery
         self._task = task
         self._lock = threading.Lock()
@@ -114,7 +115,7 @@ def _send_with_celery(name: str, **options) -> None:
 follow_up = FollowUp()
 # Accepted listings ask for a nowcast whatever else changed: a bargain listing is a signal for
 # as long as it stands, often minutes (tasks/ingest.after_listings).
-listing_follow_up = FollowUp(task="fairvalue.ingest.after_listings")
+listing_follow_up = FollowUp(task=names.AFTER_LISTINGS)
 
 
 def _record(**fields) -> None:

@@ -19,7 +19,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from fairvalue.settings import Settings, get_settings
-from tasks import queues
+from tasks import names, queues
 
 app = typer.Typer(help="fairvalue: live fair values for collectibles markets.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -142,7 +142,7 @@ def ingest_sales(path: Path = typer.Argument(..., exists=True, dir_okay=False, h
     """Validate and store sales from a file; rejected rows are kept with their reason."""
     from fairvalue import pipeline
 
-    _ingest_events(path, collection, pipeline.ingest_file, "sales", "fairvalue.ingest.after_sales",
+    _ingest_events(path, collection, pipeline.ingest_file, "sales", names.AFTER_SALES,
                    "a nowcast is asked for when enough sales are new",
                    "the next scheduled nowcast includes these sales")
 
@@ -155,7 +155,7 @@ def ingest_listings(path: Path = typer.Argument(..., exists=True, dir_okay=False
     """Validate and store listing events (asks) from a file; rejected rows are kept with their reason."""
     from fairvalue import pipeline
 
-    _ingest_events(path, collection, pipeline.ingest_listings_file, "listings", "fairvalue.ingest.after_listings",
+    _ingest_events(path, collection, pipeline.ingest_listings_file, "listings", names.AFTER_LISTINGS,
                    "a nowcast is asked for to read the new asks", "the next scheduled nowcast reads these listings")
 
 
@@ -936,7 +936,7 @@ def startup_nowcast(settings):
     from fairvalue import pipeline
     from storage.runs import recorded_run
 
-    with recorded_run("fairvalue.nowcast", None, settings.collection) as run:
+    with recorded_run(names.NOWCAST, None, settings.collection) as run:
         run["started_by"] = "fairvalue up"
         result = pipeline.nowcast(settings)
         run.update(result.__dict__)

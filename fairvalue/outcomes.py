@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-POLICY_TASK = "fairvalue.policy"
-MONITOR_TASK = "fairvalue.monitor"
+from tasks import names
 
 
 def _cmp(value: float, threshold: float) -> str:
@@ -98,7 +97,7 @@ def monitor_line(status: str, detail: Mapping[str, Any]) -> str:
     return "; ".join(parts) or "nothing to judge: no champion on probation, no contender due"
 
 
-LOOP_TASKS = {POLICY_TASK: ("policy", policy_line), MONITOR_TASK: ("monitor", monitor_line)}
+LOOP_TASKS = {names.POLICY: ("policy", policy_line), names.MONITOR: ("monitor", monitor_line)}
 
 
 def paused_line(loop: str, reason: str, since: str | None, by: str = "") -> str:

@@ -12,7 +12,7 @@ from kombu import Queue
 import beat_schedule
 from fairvalue.settings import Settings, get_settings
 from storage.db import database_now
-from tasks import queues
+from tasks import names, queues
 
 TASK_MODULES = ["tasks.nowcast", "tasks.ingest", "tasks.lifecycle", "tasks.cards"]
 log = logging.getLogger(__name__)
@@ -47,13 +47,13 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_default_queue=queues.DEFAULT,
         task_queues=[Queue(name, routing_key=name) for name in queues.ALL],
         task_routes={
-            "fairvalue.nowcast": {"queue": queues.NOWCAST},
-            "fairvalue.archive": {"queue": queues.DEFAULT},
+            names.NOWCAST: {"queue": queues.NOWCAST},
+            names.ARCHIVE: {"queue": queues.DEFAULT},
             "fairvalue.ingest.*": {"queue": queues.INGEST},
-            "fairvalue.training.train": {"queue": queues.TRAINING},
-            "fairvalue.training.sweep": {"queue": queues.DEFAULT},
-            "fairvalue.policy": {"queue": queues.DEFAULT},
-            "fairvalue.monitor": {"queue": queues.DEFAULT},
+            names.TRAIN: {"queue": queues.TRAINING},
+            names.SWEEP: {"queue": queues.DEFAULT},
+            names.POLICY: {"queue": queues.DEFAULT},
+            names.MONITOR: {"queue": queues.DEFAULT},
         },
         # Acked after they ran: a task whose whole worker died is redelivered after the visibility
         # timeout (our tasks are idempotent). A pool child killed under a task (out of memory, say)
@@ -91,7 +91,7 @@ def request_nowcast(collection: str, countdown: float | None = None) -> None:
     sender's and the nowcast worker's own clocks may differ. `countdown`: run it no sooner than
     this many seconds from now."""
     requested_at = database_now().isoformat()
-    app.send_task("fairvalue.nowcast", kwargs={"collection": collection, "requested_at": requested_at},
+    app.send_task(names.NOWCAST, kwargs={"collection": collection, "requested_at": requested_at},
                   queue=queues.NOWCAST, expires=REQUESTED_NOWCAST_EXPIRES_SECONDS, countdown=countdown)
 
 

@@ -6,16 +6,15 @@ from __future__ import annotations
 from fairvalue.card_prices import collect
 from fairvalue.settings import get_settings
 from storage.runs import recorded_run
+from tasks import names
 from tasks.app import app, request_nowcast
 from tasks.guards import skipped_unless_loaded
 
-COLLECT = "fairvalue.ingest.card_prices"
 
-
-@app.task(name=COLLECT, bind=True)
+@app.task(name=names.CARD_PRICES, bind=True)
 def collect_card_prices(self, collection: str) -> dict:
     settings = get_settings().for_collection(collection)
-    with recorded_run(COLLECT, self.request.id, settings.collection) as run:
+    with recorded_run(names.CARD_PRICES, self.request.id, settings.collection) as run:
         if skipped_unless_loaded(run, settings):
             return dict(run)
         report = collect(settings)

@@ -6,15 +6,16 @@ from __future__ import annotations
 from fairvalue import pipeline
 from fairvalue.settings import get_settings
 from storage.runs import recorded_run
+from tasks import names
 from tasks.app import app, request_nowcast
 
 
-@app.task(name="fairvalue.ingest.after_sales", bind=True)
+@app.task(name=names.AFTER_SALES, bind=True)
 def after_sales(self, accepted: int, collection: str | None = None) -> dict:
     """`collection` is the one the sales went into (the sender's; a message without it, sent
     before it was named, means this worker's default)."""
     settings = get_settings().for_collection(collection)
-    with recorded_run("fairvalue.ingest.after_sales", self.request.id, settings.collection) as run:
+    with recorded_run(names.AFTER_SALES, self.request.id, settings.collection) as run:
         pending = pipeline.sales_since_published(settings)
         threshold = settings.nowcast_trigger_sales
         run.update(accepted=accepted, pending=pending, threshold=threshold)
@@ -24,7 +25,7 @@ def after_sales(self, accepted: int, collection: str | None = None) -> dict:
         return dict(run)
 
 
-@app.task(name="fairvalue.ingest.after_listings", bind=True)
+@app.task(name=names.AFTER_LISTINGS, bind=True)
 def after_listings(self, accepted: int, collection: str | None = None) -> dict:
     """A listing changes the signal of its item at once (an ask under the value is a BUY while it
     stands), so any accepted listing asks for a nowcast: at once, or when
@@ -32,7 +33,7 @@ def after_listings(self, accepted: int, collection: str | None = None) -> dict:
     nowcast that reads after the request serves it, and the request is then skipped
     (tasks.app.request_nowcast)."""
     settings = get_settings().for_collection(collection)
-    with recorded_run("fairvalue.ingest.after_listings", self.request.id, settings.collection) as run:
+    with recorded_run(names.AFTER_LISTINGS, self.request.id, settings.collection) as run:
         run.update(accepted=accepted)
         if accepted > 0:
             since = pipeline.seconds_since_published_read(settings)

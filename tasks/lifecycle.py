@@ -14,11 +14,10 @@ from celery.signals import worker_init
 from fairvalue import lifecycle, pipeline
 from fairvalue.settings import get_settings
 from storage.runs import recorded_run
-from tasks import queues
+from tasks import names, queues
 from tasks.app import app, request_nowcast
 from tasks.guards import skipped_unless_loaded
 
-TRAIN = "fairvalue.training.train"
 # Why a waiting request is not published: its message would only be skipped (and the sweep would
 # republish it, one skipped run an hour). `fairvalue resume training` publishes it.
 TRAINING_PAUSED = "the training loop is paused: the request waits unpublished until `fairvalue resume training`"
@@ -35,14 +34,14 @@ def publish_training(request_id: int, countdown: float | None = None, collection
     request row was committed before: a crash in between leaves it for the sweep). The
     collection travels along for the logs; the request row decides."""
     kwargs = {"collection": collection} if collection else None
-    app.send_task(TRAIN, args=[request_id], kwargs=kwargs, queue=queues.TRAINING, countdown=countdown)
+    app.send_task(names.TRAIN, args=[request_id], kwargs=kwargs, queue=queues.TRAINING, countdown=countdown)
     lifecycle.mark_published(request_id)
 
 
-@app.task(name="fairvalue.policy", bind=True)
+@app.task(name=names.POLICY, bind=True)
 def retrain_policy(self, collection: str | None = None) -> dict:
     settings = get_settings().for_collection(collection)
-    with recorded_run("fairvalue.policy", self.request.id, settings.collection) as run:
+    with recorded_run(names.POLICY, self.request.id, settings.collection) as run:
         if lifecycle.is_paused("policy"):
             run.update(status="skipped", reason="paused")
             return dict(run)
@@ -70,10 +69,10 @@ def claim_token(hostname: str | None) -> str:
     return f"{hostname or 'worker'}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
 
-@app.task(name=TRAIN, bind=True, acks_late=True, reject_on_worker_lost=True)
+@app.task(name=names.TRAIN, bind=True, acks_late=True, reject_on_worker_lost=True)
 def train(self, request_id: int, collection: str | None = None) -> dict:
     # The message's collection, until the result names the request row's (which decides).
-    with recorded_run(TRAIN, self.request.id, collection) as run:
+    with recorded_run(names.TRAIN, self.request.id, collection) as run:
         run["request_id"] = request_id
         try:
             result = lifecycle.train_request(int(request_id), worker=claim_token(self.request.hostname))
@@ -91,9 +90,9 @@ def train(self, request_id: int, collection: str | None = None) -> dict:
         return dict(run)
 
 
-@app.task(name="fairvalue.training.sweep", bind=True)
+@app.task(name=names.SWEEP, bind=True)
 def sweep(self) -> dict:
-    with recorded_run("fairvalue.training.sweep", self.request.id) as run:
+    with recorded_run(names.SWEEP, self.request.id) as run:
         if lifecycle.is_paused("training"):  # resuming publishes what waits (and fails the abandoned)
             run.update(status="skipped", reason="paused", republished=[])
             return dict(run)
@@ -104,10 +103,10 @@ def sweep(self) -> dict:
         return dict(run)
 
 
-@app.task(name="fairvalue.monitor", bind=True)
+@app.task(name=names.MONITOR, bind=True)
 def monitor(self, collection: str | None = None) -> dict:
     settings = get_settings().for_collection(collection)
-    with recorded_run("fairvalue.monitor", self.request.id, settings.collection) as run:
+    with recorded_run(names.MONITOR, self.request.id, settings.collection) as run:
         if lifecycle.is_paused("monitor"):
             run.update(status="skipped", reason="paused")
             return dict(run)

@@ -9,18 +9,17 @@ from fairvalue import pipeline
 from fairvalue.lifecycle import is_paused
 from fairvalue.settings import get_settings
 from storage.runs import recorded_run
+from tasks import names
 from tasks.app import app
 from tasks.guards import skipped_unless_loaded
 
-ARCHIVE = "fairvalue.archive"
 
-
-@app.task(name="fairvalue.nowcast", bind=True)
+@app.task(name=names.NOWCAST, bind=True)
 def nowcast(self, as_of: str | None = None, collection: str | None = None, requested_at: str | None = None) -> dict:
     """`requested_at`: when an out-of-cycle nowcast was asked for (tasks.app.request_nowcast);
     skipped when the published snapshot was read after it. Beat's nowcasts carry none."""
     settings = get_settings().for_collection(collection)
-    with recorded_run("fairvalue.nowcast", self.request.id, settings.collection) as run:
+    with recorded_run(names.NOWCAST, self.request.id, settings.collection) as run:
         if is_paused("nowcast"):
             run.update(status="skipped", reason="paused")
             return dict(run)
@@ -38,10 +37,10 @@ def nowcast(self, as_of: str | None = None, collection: str | None = None, reque
         return result.__dict__
 
 
-@app.task(name=ARCHIVE, bind=True)
+@app.task(name=names.ARCHIVE, bind=True)
 def archive(self, collection: str | None = None) -> dict:
     settings = get_settings().for_collection(collection)
-    with recorded_run(ARCHIVE, self.request.id, settings.collection) as run:
+    with recorded_run(names.ARCHIVE, self.request.id, settings.collection) as run:
         if skipped_unless_loaded(run, settings):
             return dict(run)
         report = pipeline.archive_pending(settings)

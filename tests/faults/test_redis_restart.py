@@ -13,7 +13,7 @@ from fairvalue import lifecycle
 from storage.db import session_scope
 from storage.tables import ModelVersion, PromotionDecision, TrainingRequest
 from tasks import queues
-from tasks.lifecycle import TRAIN
+from tasks.names import TRAIN
 from tests.faults.servers import PrivateRedis
 from tests.realparts import celery_app_for, start_worker, stop_worker, wait_for
 

@@ -29,7 +29,8 @@ from storage.tables import (
     utcnow,
 )
 from tasks.app import app
-from tasks.lifecycle import TRAIN, publish_training
+from tasks.lifecycle import publish_training
+from tasks.names import TRAIN
 from tests.realparts import served_from, start_worker, stop_worker, wait_for
 
 pytestmark = pytest.mark.integration
