@@ -22,8 +22,12 @@ Definitions used throughout:
   Yates' correction when the table is 2 x 2), categories with no count in either window dropped.
   A test that cannot run (a window without non-missing values, or a single category left) has
   statistic and p_value NaN.
+- p_adjusted: a feature table's p-values adjusted for testing every feature at once
+  (Benjamini-Hochberg, scipy.stats.false_discovery_control): with some 135 features tested at 1 %,
+  about one would read significant in two windows of one market. A single test (the predictions')
+  is not adjusted.
 - drifted: both windows have at least `min_samples` rows and
-  (psi >= `psi_threshold` or (p_value < `p_threshold` and both windows have at least
+  (psi >= `psi_threshold` or (p_adjusted < `p_threshold` and both windows have at least
   `min_samples` non-missing values)).
 """
 
@@ -53,7 +57,7 @@ HISTOGRAM_FEATURES = 6
 
 _MISSING = "<missing>"
 FEATURE_TABLE_COLUMNS = [
-    "feature", "kind", "psi", "test", "statistic", "p_value", "n_ref", "n_cur",
+    "feature", "kind", "psi", "test", "statistic", "p_value", "p_adjusted", "n_ref", "n_cur",
     "missing_ref", "missing_cur", "mean_ref", "mean_cur", "drifted",
 ]
 
@@ -213,11 +217,7 @@ def _column_drift(
             v = v[np.isfinite(v)]
             means[i] = float(v.mean()) if len(v) else math.nan
     enough_rows = enough_samples(len(ref), len(cur), min_samples)
-    significant = (
-        np.isfinite(p_value) and p_value < p_threshold and n_ref >= min_samples and n_cur >= min_samples
-    )
-    drifted = enough_rows and ((np.isfinite(value) and value >= psi_threshold) or significant)
-    return {
+    row = {
         "feature": name,
         "kind": kind,
         "psi": value,
@@ -230,8 +230,19 @@ def _column_drift(
         "missing_cur": float(cur.isna().mean()) if len(cur) else math.nan,
         "mean_ref": means[0],
         "mean_cur": means[1],
-        "drifted": bool(drifted),
+        "enough_rows": enough_rows,  # not a table column: what _verdict reads
     }
+    return {**row, "p_adjusted": p_value,
+            "drifted": _verdict(row, p_value, psi_threshold=psi_threshold, p_threshold=p_threshold,
+                                min_samples=min_samples)}
+
+
+def _verdict(row: Mapping[str, Any], p: float, *, psi_threshold: float, p_threshold: float,
+             min_samples: int) -> bool:
+    """The module docstring's `drifted`, with the p-value `p` (raw for one test, adjusted for a table)."""
+    significant = bool(np.isfinite(p) and p < p_threshold and row["n_ref"] >= min_samples
+                       and row["n_cur"] >= min_samples)
+    return bool(row["enough_rows"] and ((np.isfinite(row["psi"]) and row["psi"] >= psi_threshold) or significant))
 
 
 def default_columns(reference: pd.DataFrame, current: pd.DataFrame) -> list[str]:
@@ -268,6 +279,15 @@ def feature_drift(
         )
         for c in columns
     ]
+    p_values = np.array([r["p_value"] for r in rows], dtype=float)
+    tested = np.isfinite(p_values)
+    adjusted = np.full(len(rows), np.nan)
+    if tested.any():
+        adjusted[tested] = stats.false_discovery_control(p_values[tested], method="bh")
+    for row, p in zip(rows, adjusted, strict=True):
+        row["p_adjusted"] = float(p)
+        row["drifted"] = _verdict(row, p, psi_threshold=psi_threshold, p_threshold=p_threshold,
+                                  min_samples=min_samples)
     table = pd.DataFrame(rows, columns=FEATURE_TABLE_COLUMNS)
     if table.empty:
         return table

@@ -190,3 +190,17 @@ def test_report_without_drift_has_no_histograms():
     assert report.summary["n_drifted"] == 0 and report.summary["prediction_psi"] is None
     page = report.to_html()
     assert "<img" not in page and 'class="drifted"' not in page
+
+
+def test_a_feature_significant_only_by_testing_many_is_not_drifted():
+    """With many features tested at 1 %, a few read significant between two samples of one
+    distribution; the verdict reads the p-values adjusted for the number of tests (Benjamini-Hochberg)."""
+    rng = np.random.default_rng(11)
+    same = {f"noise_{i}": rng.normal(size=400) for i in range(200)}
+    reference = pd.DataFrame({**same, "moved": rng.normal(size=400)})
+    current = pd.DataFrame({**{k: rng.normal(size=400) for k in same}, "moved": rng.normal(0.5, 1, size=400)})
+    table = feature_drift(reference, current).set_index("feature")
+    noise = table.drop(index="moved")
+    assert (noise["p_value"] < 0.01).any()  # the raw test alone would call these drifted
+    assert not noise["drifted"].any() and (noise["p_adjusted"] >= noise["p_value"]).all()
+    assert table.loc["moved", "p_adjusted"] < 1e-4 and table.loc["moved", "drifted"]
