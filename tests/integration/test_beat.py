@@ -68,7 +68,8 @@ def test_a_beat_that_lost_its_lock_takes_it_again_or_stops(database, tmp_path):
 
     def lock_holders(conn) -> list[int]:
         return [pid for (pid,) in conn.execute(text(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = :k AND granted"),
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = :k AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),  # not another suite's
             {"k": BEAT_LOCK_KEY})]
 
     log = tmp_path / "beat.log"
