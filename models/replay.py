@@ -20,16 +20,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from models import estimator
 from models.features import MarketData
 from models.listings import REPLAY_LISTING_COLUMNS
 from models.nowcast import value_all_items
+from models.signals import signals
+from models.times import HOUR, SECOND
 
+# One row per scored sale (`fairvalue replay --export`); each column is described in docs/model.md
+# ("The replay's export"). Two signals, since they answer different questions: `published_signal`
+# is what the snapshot told a reader before the sale (read from the item's previous sale or an open
+# ask, models.signals.market_signals); `sale_signal` is the scored sale's own price against the fair
+# value (models.signals.signals), the one the report's signals and the backtest judge.
 EXPORT_COLUMNS = [
-    "event_id", "timestamp", "item_id", "price", "fair_value", "p10", "p90", "signal",
-    "snapshot_id", "snapshot_published_at", "model_version",
+    "event_id", "timestamp", "time_precision", "item_id", "price", "fair_value", "p10", "p90", "floor",
+    "published_signal", "sale_signal", "snapshot_id", "snapshot_published_at", "model_version",
 ]
 
 
@@ -53,7 +61,7 @@ ASK_COLUMNS = ["event_id", "timestamp", "item_id", "source", "price", "expires_a
 
 @dataclass
 class ReplayResult:
-    predictions: pd.DataFrame  # one row per scored sale: EXPORT_COLUMNS + floor (segments: item_segments)
+    predictions: pd.DataFrame  # one row per scored sale: EXPORT_COLUMNS
     signal_history: pd.DataFrame  # snapshot_time, item_id, signal: the daily full snapshots
     trainings: list[dict]  # when each model was trained and on what (times as naive UTC Timestamps)
     asks: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ASK_COLUMNS))  # one row per valued ask
@@ -108,7 +116,7 @@ def replay(
             if not listed.empty:
                 valued_asks.append(_valued_asks(listed, tick, published))
             if not window.empty:
-                scored.append(_scored_sales(window, tick, published))
+                scored.append(_scored_sales(window, tick, published, config))
         if progress:
             progress(k + 1, len(times))
     predictions = pd.concat(scored, ignore_index=True) if scored else pd.DataFrame(columns=EXPORT_COLUMNS)
@@ -118,20 +126,26 @@ def replay(
     return ReplayResult(predictions, signal_history, trainings, valued)
 
 
-def _scored_sales(window: pd.DataFrame, tick: pd.DataFrame, published: dict) -> pd.DataFrame:
-    """The tick's sales (EXPORT_COLUMNS + floor), each with its item's value in `tick`."""
+def _scored_sales(window: pd.DataFrame, tick: pd.DataFrame, published: dict, config: ReplayConfig) -> pd.DataFrame:
+    """The tick's sales (EXPORT_COLUMNS), each with its item's value in `tick`."""
     values = tick.loc[window["item_key"].to_numpy()]
+    price = window["price"].to_numpy(dtype=float)
+    fair_value = values["fair_value"].to_numpy(dtype=float)
+    hourly = (window["hour_precision"].to_numpy(dtype=bool) if "hour_precision" in window
+              else np.zeros(len(window), dtype=bool))
     return pd.DataFrame({
         "event_id": window["event_id"].to_numpy(),
         "timestamp": window["ts"].to_numpy(),
+        "time_precision": np.where(hourly, HOUR, SECOND),
         "item_id": window["item_key"].to_numpy(),
-        "price": window["price"].to_numpy(dtype=float),
-        "fair_value": values["fair_value"].to_numpy(),
+        "price": price,
+        "fair_value": fair_value,
         "p10": values["p10"].to_numpy(),
         "p90": values["p90"].to_numpy(),
-        "signal": values["signal"].to_numpy(),
-        **published,
         "floor": values["floor"].to_numpy(),
+        "published_signal": values["signal"].to_numpy(),
+        "sale_signal": signals(price, fair_value, config.buy_below, config.sell_above),
+        **published,
     })
 
 

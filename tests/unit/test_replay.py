@@ -144,3 +144,34 @@ def test_a_listings_file_conflicting_with_a_stored_event_keeps_the_stored_one_an
     assert book.events.set_index("event_id")["price"].to_dict() == {"a": 5.0, "b": 7.0}
     assert book.refused == {"duplicate_event_conflict": 1, "unknown_item": 1}
     assert book.complete_from == pd.Timestamp("2021-01-01")
+
+
+def test_the_export_names_both_signals_and_says_how_each_value_was_made(tmp_path):
+    """The export's one `signal` was the snapshot's published signal, while the report's signals
+    and the backtest read the sale's own price against the value: filtering it on BUY gave 40
+    rows where the backtest had 168 trades. Both now, named apart; and the floor the value was
+    computed with and how precisely the sale's time is known."""
+    from dataclasses import replace
+
+    from fairvalue.evaluation import Evaluation
+    from models.replay import EXPORT_COLUMNS
+    from models.signals import signals
+
+    data = synthetic_market(n_sales=1500, seed=3)
+    hourly = data.sales["ts"] >= pd.Timestamp("2021-04-10")  # as the 2021-04-05+ source's sales
+    data = replace(data, sales=data.sales.assign(hour_precision=hourly.to_numpy()))
+    result = run(data)
+    path = tmp_path / "predictions.csv"
+    Evaluation(result, {}).export(path)
+    rows = pd.read_csv(path)
+
+    assert list(rows.columns) == EXPORT_COLUMNS
+    assert {"published_signal", "sale_signal", "floor", "time_precision"} <= set(rows.columns)
+    assert "signal" not in rows.columns
+    own = signals(result.predictions["price"], result.predictions["fair_value"], 0.10, 0.15)
+    assert list(result.predictions["sale_signal"]) == list(own)
+    assert (result.predictions["sale_signal"] != result.predictions["published_signal"]).any()
+    late = pd.to_datetime(rows["timestamp"]).dt.tz_localize(None) >= pd.Timestamp("2021-04-10")
+    assert set(rows["time_precision"][late]) == {"hour"} and set(rows["time_precision"][~late]) == {"second"}
+    # fair_value = floor x exp(p50): the floor is the level the value was computed on, positive
+    assert (rows["floor"] > 0).all()
