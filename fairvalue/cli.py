@@ -495,7 +495,7 @@ def _replay_daily(collection, from_, to, source, horizon, gain, as_json) -> None
     pct = _pct
     num = lambda v: "-" if v is None else f"{v:,.2f}"  # noqa: E731
     table = Table(title=f"{collection}: forward accuracy {report['window']['from']} .. {report['window']['to']}")
-    for col in ("", "n", "MAPE", "median APE", "RMSE", "bias", "band coverage"):
+    for col in ("", "n", "MAPE", "median APE", "RMSE", "median bias", "band coverage"):
         table.add_column(col, justify="right")
     for name, m in [("model", report["model"]), ("previous price", report["previous_price"])] + [
             (f"  {r['value']}", r) for r in report["per_category"]]:
@@ -524,12 +524,13 @@ def _print_accuracy(report: dict) -> None:
     from fairvalue.evaluation import describe_filtered
 
     table = Table(title=f"forward accuracy {report['window']['from']} .. {report['window']['to']}")
-    for col in ("", "n", "MAPE", "median APE", "bias", "within 10%", "band coverage", "band width", "band score"):
+    for col in ("", "n", "MAPE", "median APE", "median bias", "mean bias", "within 10%", "band coverage", "band width",
+                "band score"):
         table.add_column(col, justify="right")
     for name in ("model", "previous_day_floor"):
         m = report[name]
         table.add_row(name, str(m.get("n", 0)), *(f"{m[k]:.2%}" if k in m else "-" for k in
-                      ("mape", "median_ape", "bias", "within_10pct", "band_coverage")),
+                      ("mape", "median_ape", "bias", "mean_bias", "within_10pct", "band_coverage")),
                       # the band's median log width and interval score (models.metrics.interval_scores)
                       *(f"{m[k]:.3f}" if k in m else "-" for k in ("band_width", "band_score")))
     console.print(table)

@@ -6,7 +6,8 @@ stored as artifacts of the model version.
 
 Definitions: every error number is models.metrics.valuation_metrics on the (predicted, actual) pairs
 concerned: relative error (predicted - actual) / actual over pairs with both finite and actual > 0;
-mape = mean |relative error|, median_ape, bias = median relative error, rmse in price units,
+mape = mean |relative error|, median_ape, bias = median relative error, mean_bias = mean relative
+error, rmse in price units (the fair value's currency, ETH for the punks),
 within_10pct / within_25pct = share with |relative error| <= 10% / 25%, band_coverage = share of
 actuals inside [p10, p90] when a band is given; n = usable pairs, n_filtered = the others.
 A segment's metrics use the rows whose segment value is that value (missing values form the
@@ -29,7 +30,8 @@ from models.metrics import valuation_metrics
 
 MISSING_SEGMENT = "(missing)"
 NO_ATTRIBUTE = "none"  # the segment of items without an attribute (item_segments)
-METRIC_COLUMNS = ["n", "n_filtered", "mape", "median_ape", "bias", "rmse", "within_10pct", "within_25pct"]
+METRIC_COLUMNS = ["n", "n_filtered", "mape", "median_ape", "bias", "mean_bias", "rmse", "within_10pct",
+                  "within_25pct"]
 ERROR_CLIP = (-1.0, 1.0)
 MAX_BARS = 20
 
@@ -96,7 +98,7 @@ def segment_metrics(
     """Long table, one row per (segment, value): valuation_metrics on the rows of that value.
 
     Columns: segment (the segmentation, i.e. the column of `segments`), value, then the metrics
-    (n, n_filtered, mape, median_ape, bias, rmse, within_10pct, within_25pct[, band_coverage]).
+    (n, n_filtered, mape, median_ape, bias, mean_bias, rmse, within_10pct, within_25pct[, band_coverage]).
     `segments` is aligned with the predictions by position.
     """
     pred, act = np.asarray(predicted, dtype=float), np.asarray(actual, dtype=float)

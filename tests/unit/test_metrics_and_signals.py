@@ -16,6 +16,7 @@ def test_valuation_metrics_on_a_hand_computed_case():
     assert m["mape"] == pytest.approx(0.175)
     assert m["median_ape"] == pytest.approx(0.10)
     assert m["bias"] == pytest.approx(0.05)  # median of (-0.1, 0, 0.1, 0.5)
+    assert m["mean_bias"] == pytest.approx(0.125)  # their mean: (-0.1 + 0 + 0.1 + 0.5) / 4
     assert m["rmse"] == pytest.approx(np.sqrt((100 + 100 + 0 + 2500) / 4))
     assert m["within_10pct"] == pytest.approx(0.75)
     assert m["within_25pct"] == pytest.approx(0.75)
@@ -25,6 +26,14 @@ def test_valuation_metrics_on_a_hand_computed_case():
     # widths plus 10x the misses: 100 over 99 by log(100/99), 100 under 120 by log(1.2)
     widths = np.log(120 / 90) + np.log(99 / 95) + np.log(120 / 80) + np.log(200 / 120)
     assert m["band_score"] == pytest.approx((widths + 10 * np.log(100 / 99) + 10 * np.log(1.2)) / 4)
+
+
+def test_the_mean_bias_is_reported_beside_the_median_one():
+    """`bias` is the median signed error; one large overvaluation moves the mean, not the median."""
+    m = valuation_metrics(np.array([95.0, 98.0, 101.0, 200.0, 50.0]), np.array([100.0, 100.0, 100.0, 100.0, 25.0]))
+    # relative errors -0.05, -0.02, +0.01, +1.00, +1.00
+    assert m["bias"] == pytest.approx(0.01)
+    assert m["mean_bias"] == pytest.approx((-0.05 - 0.02 + 0.01 + 1.0 + 1.0) / 5)
 
 
 def test_unusable_pairs_are_counted_as_filtered_with_their_reason():
