@@ -184,8 +184,8 @@ def evaluate(
 
 def report(data: MarketData, result: ReplayResult, start, end, cadence: str, settings: Settings) -> dict[str, Any]:
     p = result.predictions
-    # Replay scores the sales after the first nowcast (at `start`) up to `end`.
-    n_sales_in_window = int(((data.sales["ts"] > start) & (data.sales["ts"] <= end)).sum())
+    # Replay scores the sales of [start, end) (models/replay.py).
+    n_sales_in_window = int(((data.sales["ts"] >= start) & (data.sales["ts"] < end)).sum())
     # The peers' baseline: the raw floor column of the day before the snapshot's day.
     baseline_floor = floor_before(data.market, pd.Series(pd.to_datetime(p["snapshot_published_at"])))
     segments_of = item_segments(data.items, p["item_id"], p["fair_value"])
@@ -224,7 +224,7 @@ def ask_signals(data: MarketData, result: ReplayResult, start, end, settings: Se
     if book is None:
         return None
     events = book.events
-    listed = events[events["price"].notna() & (events["ts"] > start) & (events["ts"] <= end)]
+    listed = events[events["price"].notna() & (events["ts"] >= start) & (events["ts"] < end)]
     every_sale = _every_sale(data)
     as_of = every_sale["ts"].max()
     kpis = ask_signal_kpis(result.asks, events, every_sale, as_of, horizon_days=settings.signal_horizon_days,
@@ -241,7 +241,7 @@ def filtered_out(data: MarketData, start, end) -> dict[str, Any] | None:
     None when the market was loaded without them."""
     if data.excluded is None:
         return None
-    in_window = data.excluded[(data.excluded["ts"] > start) & (data.excluded["ts"] <= end)]
+    in_window = data.excluded[(data.excluded["ts"] >= start) & (data.excluded["ts"] < end)]
     counts = in_window["reason"].value_counts().sort_index()
     return {"n": int(counts.sum()), "by_reason": {str(k): int(v) for k, v in counts.items()}}
 

@@ -10,6 +10,13 @@ At each tick t (the cadence), in time order:
    (a priced listing event) listed then, when the market holds listings
    (models.listings.listing_history): fairvalue/evaluation.py judges those (models/ask_kpis.py).
 
+The window scored is [start, end), as `fairvalue replay --from --to` says: a sale exactly at
+`end` is left to the next window, and one exactly at `start` is scored too. That one came with
+the first tick, so no nowcast of the window was published before it: it is scored against a
+nowcast published one cadence earlier, by a model trained then, which serves only that nowcast
+(the window's first model is still trained at `start`, so the rest of the replay is the same
+with or without such a sale).
+
 To keep sub-daily cadences affordable, a tick values the items that sell before the next
 tick (a prediction depends only on its own item and the market, so this equals reading them
 from a full snapshot); a full-universe snapshot is taken once a day for signal history.
@@ -88,19 +95,21 @@ def replay(
     scored: list[pd.DataFrame] = []
     history: list[pd.DataFrame] = []
     last_full_day = None
+    if (sales["ts"] == config.start).any() or (asks["ts"] == config.start).any():
+        times = [config.start - config.cadence, *times]  # values only the events at `start` (docstring)
     for k, t in enumerate(times):
         known = data.before(t)
-        if model is None or t - trained_at >= config.retrain_max_age:
+        if model is None or t == config.start or t - trained_at >= config.retrain_max_age:
             model = estimator.fit(known, config.params)
             trained_at, version = t, version + 1
             trainings.append({"model_version": version, "trained_at": t, "data_end": known.sales["ts"].max(),
                               "n_train": len(known.sales)})
         next_t = times[k + 1] if k + 1 < len(times) else config.end
-        window = sales[(sales["ts"] > t) & (sales["ts"] <= next_t)]
-        listed = asks[(asks["ts"] > t) & (asks["ts"] <= next_t)]
+        window = sales[(sales["ts"] > t) & (sales["ts"] <= next_t) & _in_window(sales["ts"], config)]
+        listed = asks[(asks["ts"] > t) & (asks["ts"] <= next_t) & _in_window(asks["ts"], config)]
         snapshot_id = k + 1
         full = None
-        if config.daily_signal_history and t.normalize() != last_full_day:
+        if config.daily_signal_history and t >= config.start and t.normalize() != last_full_day:
             last_full_day = t.normalize()
             full = value_all_items(model, known, t, config.buy_below, config.sell_above,
                                    config.signal_max_age_days, stale_after_days=config.market_stale_after_days)
@@ -124,6 +133,11 @@ def replay(
         columns=["snapshot_time", "item_id", "signal"])
     valued = pd.concat(valued_asks, ignore_index=True) if valued_asks else pd.DataFrame(columns=ASK_COLUMNS)
     return ReplayResult(predictions, signal_history, trainings, valued)
+
+
+def _in_window(ts: pd.Series, config: ReplayConfig) -> pd.Series:
+    """The replay scores [start, end): `--to` is exclusive."""
+    return (ts >= config.start) & (ts < config.end)
 
 
 def _scored_sales(window: pd.DataFrame, tick: pd.DataFrame, published: dict, config: ReplayConfig) -> pd.DataFrame:

@@ -24,7 +24,7 @@ def test_each_sale_in_the_window_is_scored_once_against_an_earlier_snapshot():
     result = run(data)
     p = result.predictions
     ts = data.sales["ts"]
-    in_window = data.sales[(ts > pd.Timestamp("2021-04-01")) & (ts <= pd.Timestamp("2021-04-21"))]
+    in_window = data.sales[(ts >= pd.Timestamp("2021-04-01")) & (ts < pd.Timestamp("2021-04-21"))]
     assert sorted(p["event_id"]) == sorted(in_window["event_id"])
     assert (pd.to_datetime(p["snapshot_published_at"]) < pd.to_datetime(p["timestamp"])).all()
     # The snapshot used is the latest one before the sale: less than one cadence earlier.
@@ -175,3 +175,37 @@ def test_the_export_names_both_signals_and_says_how_each_value_was_made(tmp_path
     assert set(rows["time_precision"][late]) == {"hour"} and set(rows["time_precision"][~late]) == {"second"}
     # fair_value = floor x exp(p50): the floor is the level the value was computed on, positive
     assert (rows["floor"] > 0).all()
+
+
+def test_the_window_is_from_inclusive_to_exclusive_with_no_look_ahead_at_its_start():
+    """`--to` is exclusive, as the CLI's help and its pre-check say, but the replay scored
+    (from, to]: a sale exactly at --to was scored and one exactly at --from was not. A sale at
+    --from came with the first tick, so it is scored against a nowcast published before it."""
+    from dataclasses import replace
+
+    from fairvalue.evaluation import report
+    from fairvalue.settings import get_settings
+
+    data = synthetic_market(n_sales=1500, seed=3)
+    start, end = pd.Timestamp("2021-04-01"), pd.Timestamp("2021-04-21")
+    edges = pd.DataFrame({"event_id": ["at_from", "at_to"], "ts": [start, end], "item_key": ["1", "2"],
+                          "price": [10.0, 10.0]}).astype({"ts": "datetime64[ns]"})
+    sales = pd.concat([data.sales, edges]).sort_values("ts", kind="stable").reset_index(drop=True)
+    data = replace(data, sales=sales)
+
+    result = run(data)
+
+    p = result.predictions.set_index("event_id")
+    assert "at_from" in p.index and "at_to" not in p.index
+    published = pd.to_datetime(p["snapshot_published_at"])
+    assert (published < pd.to_datetime(p["timestamp"])).all()  # no look-ahead, the edge included
+    assert published["at_from"] == start - pd.Timedelta(days=1)
+    # The window's first model is still trained at --from, and retrained a week on from it.
+    assert [t["trained_at"] for t in result.trainings] == [start - pd.Timedelta(days=1), start,
+                                                           start + pd.Timedelta(days=7),
+                                                           start + pd.Timedelta(days=14)]
+    assert result.signal_history["snapshot_time"].min() == start
+    ts = data.sales["ts"]
+    assert sorted(p.index) == sorted(data.sales["event_id"][(ts >= start) & (ts < end)])
+    figures = report(data, result, start, end, "1d", get_settings())
+    assert figures["sales_in_window"] == figures["model"]["n"] == len(p)
