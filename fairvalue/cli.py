@@ -524,8 +524,8 @@ def _print_accuracy(report: dict) -> None:
     from fairvalue.evaluation import describe_filtered
 
     table = Table(title=f"forward accuracy {report['window']['from']} .. {report['window']['to']}")
-    for col in ("", "n", "MAPE", "median APE", "median bias", "mean bias", "within 10%", "band coverage", "band width",
-                "band score"):
+    for col in ("", "n", "MAPE", "median APE", "median bias", "mean bias", "within 10%", "band coverage",
+                "band width (log)", "band score"):
         table.add_column(col, justify="right")
     for name in ("model", "previous_day_floor"):
         m = report[name]

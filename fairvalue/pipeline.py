@@ -494,6 +494,10 @@ def champion_and_market(settings: Settings, store, stored_by: datetime | None = 
     return ChampionAndMarket(coll, champion, load_model(store, champion), data, read_under)
 
 
+# What the drift report's prediction is: the model's predicted log premium over the floor.
+PREDICTION_DRIFT_LABEL = "predicted log premium over the floor, log(fair value / floor)"
+
+
 def drift(settings: Settings | None = None, recent_days: int = 30) -> tuple[DriftReport, str | None]:
     """Drift between the last `recent_days` of the champion's training window and the last
     `recent_days` of sales (ending at the latest sale): per-feature and prediction drift, archived as HTML.
@@ -524,7 +528,7 @@ def drift(settings: Settings | None = None, recent_days: int = 30) -> tuple[Drif
         preds[name] = np.log(model.predict_features(feats)["fair_value"] / feats["floor"]).to_numpy()
     report = drift_report(
         frames["reference"], frames["current"], reference_pred=preds["reference"], current_pred=preds["current"],
-        pred_is_log=True,
+        pred_is_log=True, prediction_label=PREDICTION_DRIFT_LABEL,
         meta={"collection": coll.slug, "champion": champion.version,
               "reference": f"{reference_start:%Y-%m-%d} .. {train_end:%Y-%m-%d}",
               "current": f"{recent_start:%Y-%m-%d} .. {recent_end:%Y-%m-%d}"},

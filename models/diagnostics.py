@@ -30,6 +30,11 @@ from models.metrics import valuation_metrics
 
 MISSING_SEGMENT = "(missing)"
 NO_ATTRIBUTE = "none"  # the segment of items without an attribute (item_segments)
+# The units the page's labels name: the errors are fractions of the price, except these.
+UNITS = "rmse in the fair value's currency, band_width the median log(p90 / p10)"
+UNITS_CAPTION = f"Overall (forward; {UNITS})"
+SEGMENT_UNITS = f"price_band: the fair value's, in its currency; {UNITS}"
+
 METRIC_COLUMNS = ["n", "n_filtered", "mape", "median_ape", "bias", "mean_bias", "rmse", "within_10pct",
                   "within_25pct"]
 ERROR_CLIP = (-1.0, 1.0)
@@ -37,9 +42,9 @@ MAX_BARS = 20
 
 
 def price_band(prices: Any, edges: Sequence[float] = (0, 50, 100, 200, 500, math.inf)) -> pd.Series:
-    """The band [edges[i], edges[i+1]) of each price, as an ordered categorical Series labelled like
-    "50–100" (en dash; the last band is "500+" when its upper edge is inf). Prices outside the edges
-    or missing get NaN. A Series input keeps its index.
+    """The band [edges[i], edges[i+1]) of each price (in its own currency: ETH for the punks), as
+    an ordered categorical Series labelled like "50–100" (en dash; the last band is "500+" when its
+    upper edge is inf). Prices outside the edges or missing get NaN. A Series input keeps its index.
 
     Segment by a price known before the sale (predicted value, floor, last price) rather than by the
     realised price: banding by the actual price selects on the target and biases each band's errors.
@@ -201,7 +206,7 @@ class Diagnostics:
         parts = [f"<h1>{html.escape(title)}</h1>"]
         if self.meta:
             parts.append(html_kv_table(self.meta, caption="Context"))
-        parts.append(html_kv_table(self.overall, caption="Overall (forward)"))
+        parts.append(html_kv_table(self.overall, caption=UNITS_CAPTION))
         parts.append(html_kv_table(self.error_quantiles(), caption="Relative error quantiles"))
         parts.append("<h2>Errors</h2><div class=\"figs\">")
         parts.append(html_img(self._error_histogram_png(), "distribution of relative errors"))
@@ -213,7 +218,7 @@ class Diagnostics:
                 parts.append(html_img(self._segment_png(name), f"MAPE by {name}"))
             parts.append("</div>")
             table = self.segments.assign(value=self.segments["value"].astype(str))
-            parts.append(html_table(table, caption="Metrics by segment"))
+            parts.append(html_table(table, caption="Metrics by segment (" + SEGMENT_UNITS + ")"))
         if self.learning_curve:
             parts.append("<h2>Learning curve</h2><div class=\"figs\">")
             parts.append(html_img(self._learning_curve_png(), "learning curve"))

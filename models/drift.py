@@ -394,6 +394,9 @@ class DriftReport:
     thresholds: dict[str, Any] = field(default_factory=dict)
     histograms: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    # What the prediction's logs are, for the page's labels: a "log prediction" alone did not say
+    # the service's is the predicted log premium over the floor, log(fair value / floor).
+    prediction_label: str = "log prediction"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly (NaN/inf -> None, numpy -> Python); json.dumps(..., allow_nan=False) works."""
@@ -420,11 +423,11 @@ class DriftReport:
         parts.append(html_kv_table({k: v for k, v in s.items() if k != "top_drifted"}, caption="Summary"))
         parts.append(html_kv_table(self.thresholds, caption="Thresholds"))
         if self.prediction is not None:
-            parts.append(html_kv_table(self.prediction, caption="Prediction drift (log prediction)"))
+            parts.append(html_kv_table(self.prediction, caption=f"Prediction drift ({self.prediction_label})"))
         if self.histograms:
             parts.append("<h2>Distributions</h2><div class=\"figs\">")
             for name, hist in self.histograms.items():
-                label = "log prediction" if name == _PRED_HIST else name
+                label = self.prediction_label if name == _PRED_HIST else name
                 parts.append(html_img(_histogram_png(label, hist), f"histogram of {label}"))
             parts.append("</div>")
         parts.append("<h2>Features</h2>")
@@ -451,9 +454,11 @@ def drift_report(
     min_samples: int = MIN_SAMPLES,
     n_histograms: int = HISTOGRAM_FEATURES,
     meta: Mapping[str, Any] | None = None,
+    prediction_label: str = "log prediction",
 ) -> DriftReport:
     """feature_drift() + prediction_drift() (when both predictions are given) in a DriftReport,
-    with histogram data for the `n_histograms` drifted numeric features of highest psi."""
+    with histogram data for the `n_histograms` drifted numeric features of highest psi.
+    `prediction_label` names what the predictions' logs are on the page (their unit)."""
     thresholds = {"psi_threshold": psi_threshold, "p_threshold": p_threshold, "min_samples": min_samples,
                   "bins": bins, "eps": eps}
     table = feature_drift(reference, current, columns, **thresholds)
@@ -485,7 +490,7 @@ def drift_report(
         "min_samples": min_samples,
     }
     return DriftReport(summary=summary, features=table, prediction=prediction, thresholds=thresholds,
-                       histograms=histograms, meta=dict(meta or {}))
+                       histograms=histograms, meta=dict(meta or {}), prediction_label=prediction_label)
 
 
 # ---------------------------------------------------------------- shared HTML / PNG helpers

@@ -148,3 +148,13 @@ def test_item_segments_add_the_attributes_items_carry_and_leave_out_those_they_d
     assert seg["type"].isna().tolist() == [False, False, False, True]  # an unknown item: no segment
     bare = item_segments(items.drop(columns=["gender", "skin_tone"]), ["1"], [5.0])
     assert list(bare.columns) == ["type", "accessory_count", "price_band"]
+
+
+def test_the_page_names_the_units_that_are_not_fractions_of_the_price():
+    """rmse is in the fair value's currency, band_width a median log width and the price bands
+    are of the fair value, in its currency: the page said none of it."""
+    predicted, actual, segments = sample()
+    page = diagnostics(predicted, actual, segments).to_html()
+    assert "Overall (forward; rmse in the fair value" in page
+    assert "band_width the median log(p90 / p10)" in page
+    assert "price_band: the fair value" in page and "in its currency" in page

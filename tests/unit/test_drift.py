@@ -204,3 +204,15 @@ def test_a_feature_significant_only_by_testing_many_is_not_drifted():
     assert (noise["p_value"] < 0.01).any()  # the raw test alone would call these drifted
     assert not noise["drifted"].any() and (noise["p_adjusted"] >= noise["p_value"]).all()
     assert table.loc["moved", "p_adjusted"] < 1e-4 and table.loc["moved", "drifted"]
+
+
+def test_the_service_drift_page_says_its_prediction_is_the_log_premium_over_the_floor():
+    """The page's "log prediction" did not say which: the service's is log(fair value / floor)."""
+    from fairvalue.pipeline import PREDICTION_DRIFT_LABEL
+
+    ref, cur = drifting_frames()
+    report = drift_report(ref, cur, reference_pred=ref["market_premium_7d"], current_pred=cur["market_premium_7d"],
+                          pred_is_log=True, prediction_label=PREDICTION_DRIFT_LABEL)
+    page = report.to_html()
+    assert "Prediction drift (predicted log premium over the floor, log(fair value / floor))" in page
+    assert "log premium over the floor" in PREDICTION_DRIFT_LABEL
