@@ -89,10 +89,15 @@ class StateCollector(Collector):
         from fairvalue import reads
 
         depth = GaugeMetricFamily("fairvalue_queue_depth", "Messages waiting per queue", labels=["queue"])
-        for name, count in reads.queue_depths().items():
+        depths, unacked = reads.broker_counts()
+        for name, count in depths.items():
             if count is not None:
                 depth.add_metric([name], count)
         yield depth
+        if unacked is not None:
+            yield GaugeMetricFamily("fairvalue_queue_unacked", "Messages delivered to a worker and not yet "
+                                    "acknowledged (running, or held by a dead worker until the visibility timeout)",
+                                    value=unacked)
         champion = InfoMetricFamily("fairvalue_champion_model", "The champion model version per collection",
                                     labels=["collection"])
         age = GaugeMetricFamily("fairvalue_published_snapshot_age_seconds",

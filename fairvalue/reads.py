@@ -726,12 +726,16 @@ def _daily_market(session: Session, coll: Collection, t0: datetime | None, t1: d
 
 # --- queue ----------------------------------------------------------------------------------
 
-def queue_depths() -> dict[str, int | None]:
-    """Messages waiting per queue, read from the broker (LLEN on Redis); None when it is down."""
+def broker_counts() -> tuple[dict[str, int | None], int | None]:
+    """What the broker holds, in one connection: the messages waiting per queue (None each when it
+    is down), and the messages delivered to a worker and not yet acknowledged (on Redis, kombu's
+    `unacked` hash: running now, or held by a worker that died until the visibility timeout gives
+    them back, which no queue's depth shows; None when the transport keeps no such record)."""
     from tasks import queues
     from tasks.app import app
 
     depths: dict[str, int | None] = {}
+    unacked = None
     try:
         with app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
@@ -741,9 +745,11 @@ def queue_depths() -> dict[str, int | None]:
                     depths[name] = channel.queue_declare(queue=name, passive=True).message_count
                 except Exception:
                     depths[name] = 0  # a queue nobody declared yet holds nothing
+            if getattr(channel, "unacked_key", None) and hasattr(channel, "client"):  # the Redis transport
+                unacked = int(channel.client.hlen(channel.unacked_key))
     except Exception:
         depths = {name: None for name in queues.ALL}
-    return depths
+    return depths, unacked
 
 
 # A ping collects replies until its timeout, so every /v1/queue read waited that long (2 s on the
@@ -785,10 +791,11 @@ def paused_loops(session: Session, people: bool = True) -> list[dict[str, Any]]:
 
 
 def queue_status(people: bool = True) -> dict[str, Any]:
-    """Depth per queue, workers answering a ping, training requests by state, last run per task
-    (`last_runs`, whatever the collection) and per task and collection, the last outcome of the
-    policy and the monitor per collection (with a readable line), and the paused loops. Unless
-    `people`, each worker's name (celery@host) and who paused a loop are HIDDEN."""
+    """Depth per queue (LLEN on Redis), messages delivered and not acknowledged, workers answering
+    a ping, training requests by state, last run per task (`last_runs`, whatever the collection)
+    and per task and collection, the last outcome of the policy and the monitor per collection
+    (with a readable line), and the paused loops. Unless `people`, each worker's name
+    (celery@host) and who paused a loop are HIDDEN."""
     from fairvalue.outcomes import LOOP_TASKS
     from storage.requests import counts_by_state
     from storage.runs import last_runs
@@ -815,5 +822,6 @@ def queue_status(people: bool = True) -> dict[str, Any]:
     workers = workers_seen()
     if workers is not None and not people:
         workers = [HIDDEN] * len(workers)  # how many answered, not where they run
-    return {"queues": queue_depths(), "workers": workers, "training_requests": by_state, "last_runs": runs,
+    depths, unacked = broker_counts()
+    return {"queues": depths, "unacked": unacked, "workers": workers, "training_requests": by_state, "last_runs": runs,
             "last_runs_by_collection": per_collection, "loop_outcomes": outcomes, "paused_loops": paused}

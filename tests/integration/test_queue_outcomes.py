@@ -92,3 +92,28 @@ def test_a_paused_loop_shows_with_its_reason_since_when_and_by_whom(client, seed
         lifecycle.set_paused("monitor", False)
     assert "monitor" not in {p["loop"] for p in client.get("/v1/queue").json()["paused_loops"]}
     assert _paused_gauge(client)["monitor"] == 0.0
+
+
+def test_a_message_delivered_and_not_acknowledged_is_counted(client, broker):
+    """A message a worker took and did not acknowledge (running, or held by a worker that died,
+    until the visibility timeout gives it back) is in no queue's depth: /v1/queue and /metrics
+    count it apart."""
+    import time
+
+    from tasks.app import app
+
+    with app.connection_for_write() as conn:
+        probe = conn.SimpleQueue(f"fv-unacked-probe-{time.time_ns()}")
+        try:
+            probe.put({"probe": True})
+            held = probe.get(timeout=10)  # delivered, not acknowledged
+            try:
+                assert client.get("/v1/queue").json()["unacked"] >= 1
+                samples = {s.name: s.value for family in text_string_to_metric_families(client.get("/metrics").text)
+                           for s in family.samples}
+                assert samples["fairvalue_queue_unacked"] >= 1
+            finally:
+                held.ack()
+        finally:
+            probe.queue.delete()
+            probe.close()
