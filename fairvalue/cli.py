@@ -550,16 +550,25 @@ def backtest(
     cadence: str = typer.Option("1d", help="How often a nowcast is published: 1d or 30m."),
     source: str = typer.Option("auto", help="auto, db or bundled."),
     as_json: bool = typer.Option(False, "--json", help="Print both strategies' figures as JSON."),
+    export: Path = typer.Option(None, help="Write every eligible pair with its entry, exit and return to "
+                                "this CSV (docs/backtest.md).", callback=lambda p: _writable(p, "--export")),
     collection: str = COLLECTION_OPTION,
 ) -> None:
     """Replay, then trade: buy what the model calls undervalued vs buy every completed sale (for a
     daily-priced collection: hold each day the cards it calls undervalued vs every priced card)."""
     _settings_for(collection)  # a mistyped slug is refused before any work
     if _is_daily(collection):
+        if export is not None:
+            raise typer.BadParameter("the pairs are a collection of unique items' (sales); a daily-priced "
+                                     "collection's card-days are in `replay --collection ... --json`",
+                                     param_hint="--export")
         bt, signals, what = _backtest_daily(collection, from_, to, source), None, "card-days"
     else:
         result = _evaluate(from_, to, cadence, None, None, None, source, collection)
         bt, signals, what = result.report["backtest"], result.report["signals"], "pairs"
+        if export is not None:
+            result.export_trades(export)
+            errors.print(f"wrote {len(result.trades)} pairs to {export}")
     if as_json:
         # A daily collection's signal KPIs are `replay --collection`'s report, not the punks' signals.
         print(json.dumps({"backtest": bt} | ({"signals": signals} if signals else {}), default=str, allow_nan=False))

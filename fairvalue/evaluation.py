@@ -18,7 +18,7 @@ from fairvalue.reads import iso
 from fairvalue.settings import Settings, get_settings
 from models import estimator
 from models.ask_kpis import ask_signal_kpis
-from models.backtest import backtest
+from models.backtest import BacktestResult, backtest
 from models.diagnostics import item_segments, segment_metrics
 from models.features import MarketData, floor_before
 from models.market_index import daily_index
@@ -158,6 +158,17 @@ def merge(base: MarketData, extra: MarketData) -> MarketData:
 class Evaluation:
     replay: ReplayResult
     report: dict[str, Any]
+    trades: pd.DataFrame | None = None  # the strategy backtest's, one row per eligible scored sale
+
+    def export_trades(self, path: Path) -> None:
+        """`fairvalue backtest --export`: every eligible pair with its entry, exit and return
+        (models.backtest.TRADE_COLUMNS; docs/backtest.md), so the figures can be recomputed."""
+        frame = self.trades.copy()
+        for col in ("entry_ts", "exit_ts"):
+            frame[col] = pd.to_datetime(frame[col]).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        for col in ("entry_day", "exit_day"):
+            frame[col] = pd.to_datetime(frame[col]).dt.strftime("%Y-%m-%d")
+        frame.to_csv(path, index=False, float_format="%.6g")
 
     def export(self, path: Path) -> None:
         frame = self.replay.predictions[EXPORT_COLUMNS].copy()
@@ -179,10 +190,18 @@ def evaluate(
         signal_max_age_days=settings.signal_max_age_days, market_stale_after_days=settings.market_stale_after_days,
     )
     result = replay(data, config, progress)
-    return Evaluation(result, report(data, result, start, end, cadence, settings))
+    trades = strategy_backtest(data, result, settings)
+    return Evaluation(result, report(data, result, start, end, cadence, settings, trades), trades.trades)
 
 
-def report(data: MarketData, result: ReplayResult, start, end, cadence: str, settings: Settings) -> dict[str, Any]:
+def strategy_backtest(data: MarketData, result: ReplayResult, settings: Settings) -> BacktestResult:
+    """models/backtest.py on the replay's scored sales, marked by the sales index."""
+    return backtest(result.predictions, data.sales, daily_index(data.sales), threshold=settings.buy_below,
+                    horizon_days=settings.backtest_horizon_days)
+
+
+def report(data: MarketData, result: ReplayResult, start, end, cadence: str, settings: Settings,
+           bt: BacktestResult | None = None) -> dict[str, Any]:
     p = result.predictions
     # Replay scores the sales of [start, end) (models/replay.py).
     n_sales_in_window = int(((data.sales["ts"] >= start) & (data.sales["ts"] < end)).sum())
@@ -190,7 +209,7 @@ def report(data: MarketData, result: ReplayResult, start, end, cadence: str, set
     baseline_floor = floor_before(data.market, pd.Series(pd.to_datetime(p["snapshot_published_at"])))
     segments_of = item_segments(data.items, p["item_id"], p["fair_value"])
     index = daily_index(data.sales)
-    bt = backtest(p, data.sales, index, threshold=settings.buy_below, horizon_days=settings.backtest_horizon_days)
+    bt = strategy_backtest(data, result, settings) if bt is None else bt
     kpis = signal_kpis(p, data.sales, index, horizon_days=settings.signal_horizon_days, gain=settings.signal_gain,
                        buy_below=settings.buy_below, sell_above=settings.sell_above)
     segments = segment_metrics(p["fair_value"], p["price"], segments_of, p["p10"], p["p90"]) if len(p) else []

@@ -226,11 +226,28 @@ def test_replay_exports_rows_scored_against_earlier_snapshots(tmp_path):
     assert asks["outcomes_by_signal"]["BUY"]["ended"] == 1  # expired unsold the next midnight
 
 
-def test_backtest_prints_both_strategies():
-    result = runner.invoke(app, ["backtest", "--from", "2021-12-28", "--to", "2021-12-31", "--source", "bundled"])
+def test_backtest_prints_both_strategies_and_exports_the_pairs_it_traded(tmp_path):
+    """--export writes the pairs behind the figures, so they can be recomputed: their counts are
+    the printed ones, and the strategy's are the undervalued ones."""
+    import json
+
+    import pandas as pd
+
+    pairs = tmp_path / "pairs.csv"
+    args = ["backtest", "--from", "2021-12-28", "--to", "2021-12-31", "--source", "bundled"]
+    result = runner.invoke(app, [*args, "--export", str(pairs)])
     assert result.exit_code == 0, result.output
     for word in ("strategy", "buy_all", "Sharpe", "Sortino", "Calmar", "max drawdown"):
         assert word in result.output
+    body = json.loads(runner.invoke(app, [*args, "--json"]).output)["backtest"]
+    trades = pd.read_csv(pairs)
+    assert len(trades) == body["n_eligible"] == body["buy_all"]["n_trades"] > 0
+    assert trades["undervalued"].sum() == body["strategy"]["n_trades"]
+    assert (trades["exit_kind"] == "resale").sum() == body["buy_all"]["n_closed_by_resale"]
+    assert trades["entry_ts"].str.endswith("Z").all() and (trades["exit_day"] >= trades["entry_day"]).all()
+    cards = runner.invoke(app, ["backtest", "--collection", "cards", "--from", "2025-06-01", "--to", "2025-06-15",
+                                "--source", "bundled", "--export", str(pairs)])
+    assert cards.exit_code == 2 and "card-days" in cards.output
 
 
 def test_backtest_of_the_cards_holds_card_days():
