@@ -364,7 +364,7 @@ def _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection=None
 
     from fairvalue import evaluation
     from models.estimator import TooFewSales
-    from storage.bundled import UnreadableFile
+    from storage.bundled import BadMarketFile, UnreadableFile
 
     if cadence not in evaluation.CADENCES:
         raise typer.BadParameter(f"cadence must be one of {sorted(evaluation.CADENCES)}", param_hint="--cadence")
@@ -378,6 +378,9 @@ def _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection=None
         data = evaluation.load_market(settings, source, list(sales or []), floor, eth_usd, list(listings or []))
     except UnreadableFile as exc:  # a --sales or --listings file refused whole (storage/bundled.py)
         raise typer.BadParameter(str(exc), param_hint="--sales/--listings") from None
+    except BadMarketFile as exc:  # a --floor or --eth-usd file: its path, line and problem on one line
+        refuse(exc, "nothing replayed:")
+        raise typer.Exit(2) from None
     _check_window_holds_events(data, start, end)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("replaying", total=None)

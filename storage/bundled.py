@@ -39,17 +39,43 @@ def read_punks(path: Path) -> list[dict[str, Any]]:
     return items
 
 
+MARKET_COLUMNS = {"floor": "floor_eth", "eth_usd": "eth_usd"}  # a market day's figure -> its file's column
+
+
+class BadMarketFile(ValueError):
+    """A floor or ETH/USD file refused whole, its path first in the message: there is no place to
+    keep a refused day, and a file read without its figures would value every sale without them."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+
+
 def read_market_days(floor_csv: Path | None, eth_usd_csv: Path | None) -> dict[date, dict[str, float]]:
+    """{day: {"floor": ..., "eth_usd": ...}} from CSVs with the columns date,floor_eth and
+    date,eth_usd; an empty cell is a day without that figure. BadMarketFile for a file whose header
+    lacks either column (a `day,price` file was read as no days at all)."""
     days: dict[date, dict[str, float]] = {}
-    for path, column, key in ((floor_csv, "floor_eth", "floor"), (eth_usd_csv, "eth_usd", "eth_usd")):
+    for path, key in ((floor_csv, "floor"), (eth_usd_csv, "eth_usd")):
         if path is None:
             continue
+        column = MARKET_COLUMNS[key]
         with path.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM
-            for row in csv.DictReader(fh):
+            reader = csv.DictReader(fh)
+            _check_market_header(path, reader.fieldnames, column)
+            for row in reader:
                 if row.get(column) in (None, ""):
                     continue
                 days.setdefault(date.fromisoformat(row["date"]), {})[key] = float(row[column])
     return days
+
+
+def _check_market_header(path: Path, header: list[str] | None, column: str) -> None:
+    needs = ("date", column)
+    if header is not None and all(name in header for name in needs):
+        return
+    has = f"names {', '.join(header)[:300]}" if header else "is empty"
+    raise BadMarketFile(path, f"line 1: the header {has}; the file needs the columns {', '.join(needs)}")
 
 
 @dataclass(frozen=True)
