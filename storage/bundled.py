@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -53,29 +54,70 @@ class BadMarketFile(ValueError):
 
 def read_market_days(floor_csv: Path | None, eth_usd_csv: Path | None) -> dict[date, dict[str, float]]:
     """{day: {"floor": ..., "eth_usd": ...}} from CSVs with the columns date,floor_eth and
-    date,eth_usd; an empty cell is a day without that figure. BadMarketFile for a file whose header
-    lacks either column (a `day,price` file was read as no days at all)."""
+    date,eth_usd; an empty cell is a day without that figure. BadMarketFile, naming the line, for a
+    file whose header lacks either column (a `day,price` file was read as no days at all), a line
+    that cannot be read, a day that is no ISO date or a figure that is no number above 0 (a
+    traceback, or a floor of 0 or below read as any other)."""
     days: dict[date, dict[str, float]] = {}
     for path, key in ((floor_csv, "floor"), (eth_usd_csv, "eth_usd")):
         if path is None:
             continue
-        column = MARKET_COLUMNS[key]
-        with path.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM
-            reader = csv.DictReader(fh)
-            _check_market_header(path, reader.fieldnames, column)
-            for row in reader:
-                if row.get(column) in (None, ""):
-                    continue
-                days.setdefault(date.fromisoformat(row["date"]), {})[key] = float(row[column])
+        for day, value in _market_file_days(path, MARKET_COLUMNS[key]):
+            days.setdefault(day, {})[key] = value
     return days
 
 
-def _check_market_header(path: Path, header: list[str] | None, column: str) -> None:
-    needs = ("date", column)
-    if header is not None and all(name in header for name in needs):
-        return
-    has = f"names {', '.join(header)[:300]}" if header else "is empty"
-    raise BadMarketFile(path, f"line 1: the header {has}; the file needs the columns {', '.join(needs)}")
+def _market_file_days(path: Path, column: str) -> Iterator[tuple[date, float]]:
+    """(day, figure) of each line of a market file that gives one, read line by line as a sales
+    file is (_decoded_lines: blank lines skipped, a byte-order mark dropped)."""
+    header: list[str] | None = None
+    for lineno, text, decode_error in _decoded_lines(path):
+        where = f"line {lineno}"
+        if decode_error:
+            raise BadMarketFile(path, f"{where}: {decode_error}")
+        try:
+            fields = next(csv.reader([text], strict=True))
+        except csv.Error as exc:  # an unclosed quote, a field past the csv module's size limit
+            raise BadMarketFile(path, f"{where}: {exc}") from None
+        if header is None:
+            header = [name.strip() for name in fields]
+            _check_market_header(path, header, column, lineno)
+            continue
+        if len(fields) != len(header):
+            raise BadMarketFile(path, f"{where}: {len(fields)} fields where the header has {len(header)}")
+        row = dict(zip(header, fields, strict=True))
+        if row[column].strip() == "":
+            continue
+        yield _market_day(path, where, row["date"]), _market_figure(path, where, column, row[column])
+    if header is None:
+        _check_market_header(path, None, column)
+
+
+def _market_day(path: Path, where: str, text: str) -> date:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise BadMarketFile(path, f"{where}: date {text[:40]!r} is not a day (YYYY-MM-DD)") from None
+
+
+def _market_figure(path: Path, where: str, column: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadMarketFile(path, f"{where}: {column} {text[:40]!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:  # a floor or a price of ETH is above 0
+        raise BadMarketFile(path, f"{where}: {column} {text.strip()[:40]} must be a number above 0")
+    return value
+
+
+def _check_market_header(path: Path, header: list[str] | None, column: str, lineno: int = 1) -> None:
+    """BadMarketFile unless the header (None: the file holds no line) names `date` and `column`."""
+    needs = ", ".join(("date", column))
+    if header is None:
+        raise BadMarketFile(path, f"the file is empty; it needs the columns {needs}")
+    if "date" not in header or column not in header:
+        raise BadMarketFile(path, f"line {lineno}: the header names {', '.join(header)[:300]}; "
+                                  f"the file needs the columns {needs}")
 
 
 @dataclass(frozen=True)
