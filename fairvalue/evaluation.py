@@ -150,8 +150,10 @@ def merge(base: MarketData, extra: MarketData) -> MarketData:
     frames = [frame for frame in (base.excluded, extra.excluded) if frame is not None]
     excluded = pd.concat(frames).drop_duplicates(["event_id", "reason"]).sort_values("ts", kind="stable") \
         .reset_index(drop=True) if frames else None
+    counts = [c for c in (base.refused_unplaced, extra.refused_unplaced) if c is not None]
+    unplaced = dict(sorted(sum((Counter(c) for c in counts), Counter()).items())) if counts else None
     return MarketData(base.items, sales, market.reset_index().sort_values("day").reset_index(drop=True),
-                      excluded=excluded)
+                      excluded=excluded, refused_unplaced=unplaced)
 
 
 @dataclass
@@ -257,20 +259,35 @@ def ask_signals(data: MarketData, result: ReplayResult, start, end, settings: Se
 def filtered_out(data: MarketData, start, end) -> dict[str, Any] | None:
     """The window's sales that were not scored because the model never sees them, by reason:
     suspected wash trades and rows refused at ingest (a report names both, never drops them).
+    `refused_unplaced`, when there are any: the rows refused with no time a window can hold, by
+    reason, of the whole market (none can be placed in a window, so none is dropped unsaid).
     None when the market was loaded without them."""
     if data.excluded is None:
         return None
     in_window = data.excluded[(data.excluded["ts"] >= start) & (data.excluded["ts"] < end)]
     counts = in_window["reason"].value_counts().sort_index()
-    return {"n": int(counts.sum()), "by_reason": {str(k): int(v) for k, v in counts.items()}}
+    filtered = {"n": int(counts.sum()), "by_reason": {str(k): int(v) for k, v in counts.items()}}
+    if data.refused_unplaced:
+        filtered["refused_unplaced"] = dict(data.refused_unplaced)
+    return filtered
 
 
 def describe_filtered(filtered: dict[str, Any] | None) -> str:
-    """One line for the printed reports: "filtered out: 8 (wash_repeated_pair 6, ...)"."""
+    """The printed reports' line: "filtered out: 8 (wash_repeated_pair 6, ...)", and a second one
+    for the rows refused without a time when there are any."""
     if filtered is None:
         return "filtered out: not known (market loaded without them)"
-    reasons = ", ".join(f"{reason} {n}" for reason, n in filtered["by_reason"].items())
-    return f"filtered out: {filtered['n']}" + (f" ({reasons})" if reasons else "")
+    reasons = _by_reason(filtered["by_reason"])
+    line = f"filtered out: {filtered['n']}" + (f" ({reasons})" if reasons else "")
+    unplaced = filtered.get("refused_unplaced")
+    if unplaced:
+        line += (f"\nrefused without a time any window holds (in no count above): {sum(unplaced.values())} "
+                 f"({_by_reason(unplaced)})")
+    return line
+
+
+def _by_reason(counts: dict[str, int]) -> str:
+    return ", ".join(f"{reason} {n}" for reason, n in counts.items())
 
 
 def _records(frame) -> list[dict]:

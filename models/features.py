@@ -60,6 +60,10 @@ class MarketData:
     # suspected wash trades, and rows refused at ingest. Read by reports only; None when the
     # loader was not asked for them.
     excluded: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+    # The rows refused at ingest with no time a window can hold (none readable, a line that could
+    # not be read, or past what pandas holds), by reason: a report names them apart, as no window's.
+    # None when the loader does not count them (the database keeps no such count).
+    refused_unplaced: dict[str, int] | None = field(default=None, repr=False, compare=False)
     # The listings (models.listings.ListingBook), read by the nowcast's signals only, never by a
     # feature; None when the loader was not asked for them (training, the bundled data). A replay
     # given listings holds their whole history (models.listings.listing_history).

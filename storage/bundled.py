@@ -8,9 +8,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -381,13 +382,27 @@ def market_data_from_files(
     days = read_market_days(floor_csv, eth_usd_csv)
     floors = FloorLookup({d: v.get("floor") for d, v in days.items()})
     known = {i["item_key"] for i in items}
-    clean, refused = {}, []
+    clean, refused_events, refused_unnamed = {}, {}, []
     for path in sales_files:
         batch = validate_batch(read_sales_file(path), known, floors, min_floor_fraction,
                                first_sale_day=first_sale_day)
-        refused += [r for r in batch.rejected if sale_time_of(r.row) is not None]
         for sale in batch.clean:
             clean.setdefault(sale.event_id, sale)  # the first file to report an event wins
+        for rejection in batch.rejected:  # so does a refused event's first report (files overlap)
+            if rejection.event_id is None:
+                refused_unnamed.append(rejection)
+            else:
+                refused_events.setdefault(rejection.event_id, rejection)
+    # As the database's report does (storage.market.load_excluded): each refused event once, none
+    # that a file gives as a clean sale after all, and the ones a window cannot hold counted apart.
+    refused, unplaced = [], Counter()
+    for rejection in [*refused_events.values(), *refused_unnamed]:
+        if rejection.event_id in clean:
+            continue
+        if _placeable(sale_time_of(rejection.row)):
+            refused.append(rejection)
+        else:
+            unplaced[rejection.reason] += 1
     item_frame = pd.DataFrame(
         {"item_key": [i["item_key"] for i in items], "item_type": [i["item_type"] for i in items],
          "accessory_count": [i["attributes"]["accessory_count"] for i in items],
@@ -428,4 +443,12 @@ def market_data_from_files(
     )
     market["day"] = market["day"].astype("datetime64[ns]")
     market[["floor", "eth_usd"]] = market[["floor", "eth_usd"]].astype(float)
-    return MarketData(item_frame, sales, market, excluded=excluded)
+    return MarketData(item_frame, sales, market, excluded=excluded, refused_unplaced=dict(sorted(unplaced.items())))
+
+
+def _placeable(ts: datetime | None) -> bool:
+    """Whether a refused row's time can be placed in a report's window: one it names, that pandas
+    can hold (models.features.excluded_frame leaves a row dated in the year 9999 out)."""
+    import pandas as pd
+
+    return ts is not None and pd.Timestamp.min.tz_localize(UTC) < pd.Timestamp(ts) < pd.Timestamp.max.tz_localize(UTC)

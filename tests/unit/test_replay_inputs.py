@@ -79,3 +79,58 @@ def test_replay_refuses_a_bad_market_line_on_one_line_never_a_traceback(tmp_path
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{path}: {problem}" in lines[0], result.stderr
+
+
+SALES_HEADER = "event_id,timestamp,punk_id,price_eth,seller,buyer,source\n"
+
+
+def files_market(tmp_path, *contents: tuple[str, str]):
+    from fairvalue.settings import get_settings
+    from storage.bundled import market_data_from_files
+
+    paths = [write(tmp_path, name, text) for name, text in contents]
+    return market_data_from_files(get_settings().data_dir / "cryptopunks" / "punks.csv", paths, None, None, 0.2)
+
+
+def test_overlapping_sales_files_count_each_refused_event_once(tmp_path):
+    """A later file that repeats the files before it (the bundled sales.csv again, say) counted
+    each refused event once per file: filtered_out.non_positive_price 2 -> 4."""
+    import pandas as pd
+
+    from fairvalue.evaluation import filtered_out
+
+    first = (SALES_HEADER + "a,2022-01-05T10:00:00Z,7,90,0xaa,0xbb,t\n"
+             "c,2022-01-07T10:00:00Z,8,0,0xaa,0xcc,t\n"  # price 0: refused
+             "e,2022-01-08T10:00:00Z,9,0,0xaa,0xcc,t\n")  # refused here, a clean sale in the second file
+    second = first.replace("e,2022-01-08T10:00:00Z,9,0,", "e,2022-01-08T10:00:00Z,9,95,")
+    data = files_market(tmp_path, ("sales.csv", first), ("later.csv", second), ("again.csv", first))
+    assert sorted(data.sales["event_id"]) == ["a", "e"]
+    window = filtered_out(data, pd.Timestamp("2022-01-01"), pd.Timestamp("2022-02-01"))
+    assert window == {"n": 1, "by_reason": {"non_positive_price": 1}}
+
+
+def test_refused_rows_without_a_time_are_counted_apart_not_dropped(tmp_path):
+    """A refused row with no readable time, the wrong number of fields or an unreadable JSON line
+    was in no count and no message."""
+    import pandas as pd
+
+    from fairvalue.evaluation import describe_filtered, filtered_out
+
+    data = files_market(
+        tmp_path,
+        ("later.csv", SALES_HEADER + "a,2022-01-05T10:00:00Z,7,90,0xaa,0xbb,t\n"
+                                     "b,yesterday,7,90,0xaa,0xbb,t\n"  # no readable time
+                                     "c,2022-01-07T10:00:00Z,8,0,0xaa,0xcc,t\n"
+                                     "d,2022-01-08T10:00:00Z,9\n"  # 3 fields of 7
+                                     "f,9999-12-31T00:00:00Z,9,5,0xaa,0xcc,t\n"),  # past what pandas holds
+        ("later.jsonl", '{"event_id": "g", "timestamp": "2022-01-09T10:00:00Z", "punk_id": 9, "price_eth": \n'),
+    )
+    filtered = filtered_out(data, pd.Timestamp("2022-01-01"), pd.Timestamp("2022-02-01"))
+    assert filtered["by_reason"] == {"non_positive_price": 1}
+    unplaced = filtered["refused_unplaced"]
+    assert sum(unplaced.values()) == 4 and unplaced["malformed_row"] == 2, unplaced
+    lines = describe_filtered(filtered).splitlines()
+    assert lines[0] == "filtered out: 1 (non_positive_price 1)"
+    assert lines[1].startswith("refused without a time any window holds (in no count above): 4 (")
+    clean = files_market(tmp_path, ("clean.csv", SALES_HEADER + "a,2022-01-05T10:00:00Z,7,90,0xaa,0xbb,t\n"))
+    assert "refused_unplaced" not in filtered_out(clean, pd.Timestamp("2022-01-01"), pd.Timestamp("2022-02-01"))
