@@ -188,11 +188,11 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown folds {unknown}; known: {', '.join(FOLDS)}, or {', '.join(FOLD_SETS)}")
     settings = get_settings()
-    data = evaluation.load_market(settings, "bundled", [], None, None)
+    data = evaluation.load_market(settings, "bundled", [], [], [])
     if args.against_wash_kept:
         bundled = settings.data_dir / settings.collection
-        kept = market_data_from_files(bundled / "punks.csv", [bundled / "sales.csv"], bundled / "floor.csv",
-                                      bundled / "eth_usd.csv", settings.min_floor_fraction, keep_wash_trades=True)
+        kept = market_data_from_files(bundled / "punks.csv", [bundled / "sales.csv"], [bundled / "floor.csv"],
+                                      [bundled / "eth_usd.csv"], settings.min_floor_fraction, keep_wash_trades=True)
         print_comparison(compare(data, folds, params, params, other_data=kept), args, "wash trades kept in")
         return
     if args.against_cadence:

@@ -43,7 +43,8 @@ def check_source(source: str) -> None:
 def load_market(settings: Settings, source: str, sales_files: list[Path], floor_file: Path | None,
                 eth_usd_file: Path | None, listings_files: list[Path] | None = None) -> MarketData:
     """The market to replay: the database (when it holds sales and source allows) or the
-    bundled files, plus any later events given as files; with the listings' history when the
+    bundled files, plus any later events given as files (a market day a file gives replaces the
+    stored or bundled one, the other days are kept); with the listings' history when the
     database or `listings_files` hold any (with_listings)."""
     from storage.bundled import market_data_from_files
 
@@ -60,7 +61,8 @@ def load_market(settings: Settings, source: str, sales_files: list[Path], floor_
             data = load_market_data(session, coll, with_excluded=True)
             if sales_files or floor_file or eth_usd_file:
                 # The files' sales are flagged as ingest would flag them beside the stored ones.
-                extra = market_data_from_files(bundled / "punks.csv", sales_files, floor_file, eth_usd_file,
+                extra = market_data_from_files(bundled / "punks.csv", sales_files, _given(floor_file),
+                                               _given(eth_usd_file),
                                                settings.min_floor_fraction,
                                                stored_sales=partial(stored_sales_around, session, coll),
                                                first_sale_day=coll.first_day)
@@ -72,10 +74,17 @@ def load_market(settings: Settings, source: str, sales_files: list[Path], floor_
         return with_listings(data, stored_listings, listings_files or [], settings, complete_from, first_day=first_day)
     data = market_data_from_files(
         bundled / "punks.csv", [bundled / "sales.csv", *sales_files],
-        floor_file or bundled / "floor.csv", eth_usd_file or bundled / "eth_usd.csv", settings.min_floor_fraction,
+        # The files' days over the bundled history, as merge lays them over the stored days: a
+        # 2021-only floor file had replaced it, and the replay trained without any earlier floor.
+        [bundled / "floor.csv", *_given(floor_file)], [bundled / "eth_usd.csv", *_given(eth_usd_file)],
+        settings.min_floor_fraction,
         first_sale_day=first_sale_day(settings.collection),
     )
     return with_listings(data, None, listings_files or [], settings, first_day=first_sale_day(settings.collection))
+
+
+def _given(path: Path | None) -> list[Path]:
+    return [] if path is None else [path]
 
 
 def with_listings(data: MarketData, stored: pd.DataFrame | None, files: list[Path], settings: Settings,

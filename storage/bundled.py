@@ -358,13 +358,15 @@ def _check_header(header: list[str], kind: FileKind, lineno: int) -> None:
 
 
 def market_data_from_files(
-    punks_csv: Path, sales_files: list[Path], floor_csv: Path | None, eth_usd_csv: Path | None,
+    punks_csv: Path, sales_files: list[Path], floor_files: list[Path], eth_usd_files: list[Path],
     min_floor_fraction: float, keep_wash_trades: bool = False, stored_sales: StoredSales | None = None,
     first_sale_day: date | None = None,
 ):
     """A MarketData straight from files, validated exactly as ingest validates (no database)
     and with suspected wash trades left out as ingest flags them: what `fairvalue replay`
     starts from when the database holds no sales. `excluded` holds what was left out, and why.
+    The market days are the floor and ETH/USD files' in turn: a later file's figure for a day
+    replaces an earlier one's, and its other days are added (the bundled history, then a replay's).
     `keep_wash_trades` keeps them in (bench/tune.py measures what leaving them out changes).
 
     `stored_sales(low, high)`, when given, returns a database's sales of that time range with
@@ -379,7 +381,10 @@ def market_data_from_files(
     from models.wash import WINDOW, reasons_with_stored, wash_reasons
 
     items = read_punks(punks_csv)
-    days = read_market_days(floor_csv, eth_usd_csv)
+    days: dict[date, dict[str, float]] = {}
+    for floor_csv, eth_usd_csv in [*((path, None) for path in floor_files), *((None, path) for path in eth_usd_files)]:
+        for day, figures in read_market_days(floor_csv, eth_usd_csv).items():
+            days.setdefault(day, {}).update(figures)
     floors = FloorLookup({d: v.get("floor") for d, v in days.items()})
     known = {i["item_key"] for i in items}
     clean, refused_events, refused_unnamed = {}, {}, []

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 def test_both_database_loaders_give_the_files_items_with_their_attributes(seeded):
     settings = get_settings()
     bundled = settings.data_dir / settings.collection
-    files = market_data_from_files(bundled / "punks.csv", [], None, None, settings.min_floor_fraction).items
+    files = market_data_from_files(bundled / "punks.csv", [], [], [], settings.min_floor_fraction).items
     with session_scope() as session:
         coll = pipeline.collection(session, settings)
         loaded = market.load_market_data(session, coll).items
@@ -57,8 +57,8 @@ def test_both_database_loaders_mark_the_sales_the_files_know_only_to_the_hour(se
     the time_precision ingest stored with each sale)."""
     settings = get_settings()
     bundled = settings.data_dir / settings.collection
-    files = market_data_from_files(bundled / "punks.csv", [bundled / "sales.csv"], bundled / "floor.csv",
-                                   bundled / "eth_usd.csv", settings.min_floor_fraction
+    files = market_data_from_files(bundled / "punks.csv", [bundled / "sales.csv"], [bundled / "floor.csv"],
+                                   [bundled / "eth_usd.csv"], settings.min_floor_fraction
                                    ).sales.set_index("event_id")["hour_precision"]
     raw = pd.read_csv(bundled / "sales.csv", usecols=["event_id", "source"]).set_index("event_id")["source"]
     assert (files == (raw.reindex(files.index) == "cryptopunks-vis")).all()

@@ -118,8 +118,8 @@ def test_a_replays_extra_file_is_flagged_with_the_stored_sales_as_evidence(seede
 def test_the_seed_flags_the_same_sales_as_the_file_path(seeded):
     settings = get_settings()
     bundled = settings.data_dir / settings.collection
-    files = market_data_from_files(bundled / "punks.csv", [bundled / "sales.csv"], bundled / "floor.csv",
-                                   bundled / "eth_usd.csv", settings.min_floor_fraction)
+    files = market_data_from_files(bundled / "punks.csv", [bundled / "sales.csv"], [bundled / "floor.csv"],
+                                   [bundled / "eth_usd.csv"], settings.min_floor_fraction)
     from_files = files.excluded[files.excluded["reason"].str.startswith("wash_")]
     with session_scope() as session:
         flagged = dict(session.exec(select(Sale.event_id, Sale.wash_reason).where(

@@ -331,8 +331,8 @@ def reference_build_features(data: MarketData, vocab: TraitVocabulary, queries: 
 def bundled() -> MarketData:
     from storage.bundled import market_data_from_files
 
-    return market_data_from_files(BUNDLED / "punks.csv", [BUNDLED / "sales.csv"], BUNDLED / "floor.csv",
-                                  BUNDLED / "eth_usd.csv", min_floor_fraction=0.2)
+    return market_data_from_files(BUNDLED / "punks.csv", [BUNDLED / "sales.csv"], [BUNDLED / "floor.csv"],
+                                  [BUNDLED / "eth_usd.csv"], min_floor_fraction=0.2)
 
 
 def assert_same_features(actual: pd.DataFrame, expected: pd.DataFrame) -> None:

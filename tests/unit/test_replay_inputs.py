@@ -89,7 +89,7 @@ def files_market(tmp_path, *contents: tuple[str, str]):
     from storage.bundled import market_data_from_files
 
     paths = [write(tmp_path, name, text) for name, text in contents]
-    return market_data_from_files(get_settings().data_dir / "cryptopunks" / "punks.csv", paths, None, None, 0.2)
+    return market_data_from_files(get_settings().data_dir / "cryptopunks" / "punks.csv", paths, [], [], 0.2)
 
 
 def test_overlapping_sales_files_count_each_refused_event_once(tmp_path):
@@ -134,3 +134,22 @@ def test_refused_rows_without_a_time_are_counted_apart_not_dropped(tmp_path):
     assert lines[1].startswith("refused without a time any window holds (in no count above): 4 (")
     clean = files_market(tmp_path, ("clean.csv", SALES_HEADER + "a,2022-01-05T10:00:00Z,7,90,0xaa,0xbb,t\n"))
     assert "refused_unplaced" not in filtered_out(clean, pd.Timestamp("2022-01-01"), pd.Timestamp("2022-02-01"))
+
+
+def test_bundled_replay_lays_the_market_files_over_the_bundled_days(tmp_path):
+    """--floor and --eth-usd replaced the bundled history: a floor file of December alone left the
+    replay without any earlier floor. A day the file gives wins; the others are the bundled ones."""
+    import pandas as pd
+
+    from fairvalue.evaluation import load_market
+    from fairvalue.settings import get_settings
+
+    floor = write(tmp_path, "floor.csv", "date,floor_eth\n2021-12-01,123\n2022-01-02,70\n")
+    eth_usd = write(tmp_path, "eth.csv", "date,eth_usd\n2022-01-02,3800\n")
+    bundled = load_market(get_settings(), "bundled", [], None, None).market.set_index("day")
+    market = load_market(get_settings(), "bundled", [], floor, eth_usd).market.set_index("day")
+    assert market.index.tolist() == [*bundled.index, pd.Timestamp("2022-01-02")]
+    assert market.loc["2021-12-01", "floor"] == 123 and market.loc["2021-12-01", "eth_usd"] == 4587.74
+    assert market.loc["2022-01-02"].tolist() == [70, 3800]
+    untouched = bundled.index[bundled.index != pd.Timestamp("2021-12-01")]
+    pd.testing.assert_frame_equal(market.loc[untouched], bundled.loc[untouched])

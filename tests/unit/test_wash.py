@@ -146,7 +146,7 @@ def test_the_file_path_leaves_wash_trades_and_refused_rows_out_and_the_report_co
         "b,2022-01-06T10:00:00Z,7,150,0xbb,0xaa,test\n"  # the round trip's return
         "c,2022-01-07T10:00:00Z,8,0,0xaa,0xcc,test\n"  # price 0: refused at validation
         "d,2022-01-08T10:00:00Z,9,95,0xdd,0xee,test\n")
-    data = market_data_from_files(bundled / "punks.csv", [path], None, None, 0.2)
+    data = market_data_from_files(bundled / "punks.csv", [path], [], [], 0.2)
     assert data.sales["event_id"].tolist() == ["a", "d"]
     assert dict(zip(data.excluded["event_id"], data.excluded["reason"], strict=True)) == {
         "b": WashReason.ROUND_TRIP, "c": "non_positive_price"}
