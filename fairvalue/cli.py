@@ -376,9 +376,7 @@ def _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection=None
     settings = get_settings().for_collection(collection)  # checked by the command (_settings_for)
     try:
         data = evaluation.load_market(settings, source, list(sales or []), floor, eth_usd, list(listings or []))
-    except UnreadableFile as exc:  # a --sales or --listings file refused whole (storage/bundled.py)
-        raise typer.BadParameter(str(exc), param_hint="--sales/--listings") from None
-    except BadMarketFile as exc:  # a --floor or --eth-usd file: its path, line and problem on one line
+    except (UnreadableFile, BadMarketFile) as exc:  # an events or market file refused whole: its path, line, problem
         refuse(exc, "nothing replayed:")
         raise typer.Exit(2) from None
     _check_window_holds_events(data, start, end)

@@ -97,13 +97,14 @@ def with_listings(data: MarketData, stored: pd.DataFrame | None, files: list[Pat
     `first_day`: the collection's first day of trading (a listing before it is refused)."""
     from models.listings import listing_frame, listing_history, validate_listings
     from models.validation import Reason
-    from storage.bundled import read_listings_file
+    from storage.bundled import named_file, read_listings_file
 
     frames = [] if stored is None or stored.empty else [stored]
     refused: Counter[str] = Counter()
     for path in files:
-        batch = validate_listings(read_listings_file(path), set(data.items.index), datetime.now(UTC),
-                                  first_day)
+        with named_file(path):
+            batch = validate_listings(read_listings_file(path), set(data.items.index), datetime.now(UTC),
+                                      first_day)
         refused.update(rejection.reason for rejection in batch.rejected)
         frames.append(listing_frame(batch.clean))
     if not frames and not refused:

@@ -10,6 +10,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -238,6 +239,16 @@ class UnreadableFile(ValueError):
     """A file whose header cannot be read: no row of it can be, so nothing of it is stored."""
 
 
+@contextmanager
+def named_file(path: Path) -> Iterator[None]:
+    """An UnreadableFile raised inside names `path`: a replay reads several files, and the
+    refusal has to say which (a command reading one names it itself)."""
+    try:
+        yield
+    except UnreadableFile as exc:
+        raise UnreadableFile(f"{path}: {exc}") from None
+
+
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
     """(line number, text, decoding error) of each non-blank line; a UTF-8 byte-order mark is
     dropped (spreadsheets write one) and undecodable bytes are shown as U+FFFD."""
@@ -389,8 +400,9 @@ def market_data_from_files(
     known = {i["item_key"] for i in items}
     clean, refused_events, refused_unnamed = {}, {}, []
     for path in sales_files:
-        batch = validate_batch(read_sales_file(path), known, floors, min_floor_fraction,
-                               first_sale_day=first_sale_day)
+        with named_file(path):
+            batch = validate_batch(read_sales_file(path), known, floors, min_floor_fraction,
+                                   first_sale_day=first_sale_day)
         for sale in batch.clean:
             clean.setdefault(sale.event_id, sale)  # the first file to report an event wins
         for rejection in batch.rejected:  # so does a refused event's first report (files overlap)

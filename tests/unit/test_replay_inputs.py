@@ -153,3 +153,13 @@ def test_bundled_replay_lays_the_market_files_over_the_bundled_days(tmp_path):
     assert market.loc["2022-01-02"].tolist() == [70, 3800]
     untouched = bundled.index[bundled.index != pd.Timestamp("2021-12-01")]
     pd.testing.assert_frame_equal(market.loc[untouched], bundled.loc[untouched])
+
+
+@pytest.mark.parametrize("option", ["--sales", "--listings"])
+def test_replay_names_the_events_file_it_refuses_whole(tmp_path, option):
+    """Of several files, the refusal says which one could not be read (it said only "line 1")."""
+    path = write(tmp_path, "later.csv", "when;what\n2021-12-16;x\n")
+    result = runner.invoke(app, [*WINDOW, option, str(path), "--json"])
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nothing replayed: ") and str(path) in lines[0], result.stderr
