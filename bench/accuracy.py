@@ -43,14 +43,16 @@ def main() -> None:
     print(f"replay {args.start} .. {args.end} at {args.cadence}: {seconds:.0f} s, "
           f"{len(result.report['trainings'])} trainings, {result.report['sales_in_window']} sales in window; "
           f"{evaluation.describe_filtered(result.report['filtered_out'])}")
-    print(f"{'':20} {'n':>6} {'MAPE':>7} {'medAPE':>7} {'bias':>7} {'±10%':>6} {'band':>6} {'width':>6} {'score':>6}")
+    # bias: the median signed error (the issue's); meanBias its mean, a few outliers' pull
+    print(f"{'':20} {'n':>6} {'MAPE':>7} {'medAPE':>7} {'bias':>7} {'meanBias':>8} {'±10%':>6} {'band':>6} "
+          f"{'width':>6} {'score':>6}")
     for name in ("model", "previous_day_floor"):
         m = result.report[name]
         # the band's coverage, median log width and interval score (models.metrics.interval_scores)
         band = (f"{m['band_coverage']:6.1%} {m['band_width']:6.3f} {m['band_score']:6.3f}" if "band_coverage" in m
                 else "     -      -      -")
         print(f"{name:20} {m['n']:6d} {m['mape']:7.2%} {m['median_ape']:7.2%} {m['bias']:+7.2%} "
-              f"{m['within_10pct']:6.1%} {band}")
+              f"{m['mean_bias']:+8.2%} {m['within_10pct']:6.1%} {band}")
     model, floor = result.report["model"], result.report["previous_day_floor"]
     print(f"ratio model/floor MAPE: {model['mape'] / floor['mape']:.2f}")
 
