@@ -9,6 +9,7 @@ from functools import lru_cache
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, create_engine
 
 from fairvalue.settings import get_settings
@@ -78,3 +79,22 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def why_unreachable(engine: Engine | None = None) -> str | None:
+    """None when the database answers, else why not in one line (for a process that cannot work
+    without it to say so and exit, rather than start and fail every task)."""
+    engine = engine or get_engine()
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except DBAPIError as exc:
+        return one_line(exc)
+    return None
+
+
+def one_line(exc: BaseException) -> str:
+    """A database error in one line: the driver's first line, without SQLAlchemy's SQL and links."""
+    cause = getattr(exc, "orig", None) or exc
+    first = (str(cause).strip().splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {first}"[:300]

@@ -7,11 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
 from kombu import Queue
 
 import beat_schedule
 from fairvalue.settings import Settings, get_settings
-from storage.db import database_now
+from storage.db import database_now, why_unreachable
 from tasks import names, queues
 
 TASK_MODULES = ["tasks.nowcast", "tasks.ingest", "tasks.lifecycle", "tasks.cards"]
@@ -76,6 +77,19 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+
+class DatabaseUnreachable(SystemExit):
+    """Exits the process with this message on stderr and status 1 (no traceback)."""
+
+
+@worker_init.connect
+def refuse_to_start_without_the_database(**_) -> None:
+    """Every task reads or records in the database: a worker that cannot reach it would say
+    `ready`, take messages and fail each one. It stops before it takes any."""
+    reason = why_unreachable()
+    if reason:
+        raise DatabaseUnreachable(f"fairvalue worker: the database cannot be reached ({reason}); not starting")
 
 
 # A requested nowcast still queued after this long is dropped: beat's own has run by then.
