@@ -6,7 +6,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from celery import Celery
+import psycopg
+import sqlalchemy.exc
+from celery import Celery, Task
 from celery.signals import worker_init
 from kombu import Queue
 
@@ -36,9 +38,32 @@ def broker_options(settings: Settings) -> dict:
     return {"visibility_timeout": 2 * 3600, **settings.broker_transport_options}
 
 
+# A database that restarts, fails over or drops a connection: the task is sent again, later,
+# rather than failed (acked late, a failed task's message is gone; every task is idempotent).
+TRANSIENT_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.DisconnectionError, psycopg.OperationalError)
+# Training is left out: its request row carries its own retry (a lease, an attempt count and a
+# backoff; tasks/lifecycle.py publishes the retry itself), and a second message would train twice.
+NOT_RETRIED = frozenset({names.TRAIN})
+
+
+class FairvalueTask(Task):
+    """Every task's defaults: retried on a transient database error, up to max_retries times,
+    after a random wait of up to 5, 10, 20, 40, 80 and 160 seconds (random, so the tasks that
+    all failed at once do not all come back at once): a few minutes in all."""
+
+    retry_backoff = 5
+    retry_backoff_max = 300
+    retry_jitter = True
+    max_retries = 6
+
+    @property
+    def autoretry_for(self) -> tuple[type[BaseException], ...]:  # read once, as each task is made
+        return () if self.name in NOT_RETRIED else TRANSIENT_ERRORS
+
+
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("fairvalue", include=TASK_MODULES)
+    app = Celery("fairvalue", include=TASK_MODULES, task_cls=FairvalueTask)
     app.conf.update(
         broker_url=settings.resolved_broker_url(),
         broker_transport_options=broker_options(settings),
