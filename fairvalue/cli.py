@@ -857,14 +857,19 @@ def _celery(*args: str) -> list[str]:
 @app.command()
 def worker(
     queue: list[str] = typer.Option(list(queues.GENERAL_WORKER_QUEUES), "--queue", "-Q",
-                                    help="Queues to consume (repeat)."),
+                                    help="Queues to consume (repeat, or separate with commas)."),
     concurrency: int = typer.Option(2),
+    name: str = typer.Option(None, "--name", "-n",
+                             help="Node name (celery's -n; %h is the host). Default: from the queues, "
+                                  "general@%h for the general worker, training@%h for a training one."),
 ) -> None:
     """Run a Celery worker (use -Q training for a training worker)."""
-    unknown = set(queue) - set(queues.ALL)
-    if unknown:
-        raise typer.BadParameter(f"unknown queue(s) {sorted(unknown)}; known: {list(queues.ALL)}")
-    os.execv(sys.executable, _celery("worker", "-Q", ",".join(queue), "-c", str(concurrency),
+    consumed = queues.parse_queue_list(queue)
+    unknown = [q for q in consumed if q not in queues.ALL]
+    if unknown or not consumed:
+        raise typer.BadParameter(f"unknown queue(s) {unknown}; known: {list(queues.ALL)}", param_hint="-Q")
+    node = name or queues.worker_node_name(consumed)
+    os.execv(sys.executable, _celery("worker", "-Q", ",".join(consumed), "-n", node, "-c", str(concurrency),
                                      "--loglevel", "INFO"))
 
 

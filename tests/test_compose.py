@@ -313,9 +313,17 @@ def is_beat(inv: Invocation) -> bool:
 
 def worker_queues(inv: Invocation) -> list[str]:
     if inv.program == "fairvalue":
-        return list(inv.params["queue"])
+        return queues.parse_queue_list(inv.params["queue"])
     # no -Q: the worker consumes the app's default queue
     return list(inv.params["queues"] or [tasks.app.app.conf.task_default_queue])
+
+
+def node_name(inv: Invocation, svc: dict) -> str:
+    """The worker's node name template: celery's -n (default celery@%h), or `fairvalue worker`'s
+    --name (default from its queues)."""
+    if inv.program == "fairvalue":
+        return inv.params["name"] or queues.worker_node_name(worker_queues(inv))
+    return long_option(argv(svc), "-n", "--hostname") or "celery@%h"
 
 
 def workers(services: dict) -> dict[str, Invocation]:
@@ -559,7 +567,7 @@ def test_worker_healthchecks_ping_their_own_node(services):
             f"{name}: healthcheck should be `celery -A ... inspect ping -d <node>`"
         ping = pings[0]
         assert find_app(ping.root_params["app"]) is tasks.app.app
-        node_template = long_option(argv(svc), "-n", "--hostname") or "celery@%h"
+        node_template = node_name(workers(services)[name], svc)
         expected = node_template.replace("%h", "$HOSTNAME")
         assert ping.params["destination"] == [expected], f"{name}: ping {ping.params['destination']}, not {expected}"
         assert hc[0] == "CMD-SHELL", f"{name}: $HOSTNAME needs a CMD-SHELL healthcheck"
