@@ -95,6 +95,10 @@ def create_app(settings: Settings | None = None) -> Celery:
         enable_utc=True,
         beat_schedule=beat_schedule.SCHEDULE,
         beat_scheduler="tasks.beat:SingletonScheduler",
+        # The schedule file is written after every task beat sends (celery's default: every
+        # 3 minutes), so a beat killed (-9, a lost host) does not send again on restart what it
+        # sent just before: the daily card prices call a paid API.
+        beat_sync_every=1,
         worker_send_task_events=True,  # for Flower
         task_send_sent_event=True,
     )
