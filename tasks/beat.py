@@ -26,8 +26,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from fairvalue.settings import get_settings
-from storage.db import get_engine, session_scope
+from storage.db import get_engine, one_line, session_scope
 from storage.runs import last_ok_starts
+from tasks.app import DatabaseUnreachable
 
 log = logging.getLogger("fairvalue.beat")
 BEAT_LOCK_KEY = 0x66766274  # "fvbt": one number all beats of a deployment agree on
@@ -75,10 +76,20 @@ def _utc(moment: datetime) -> datetime:
 class SingletonScheduler(PersistentScheduler):
     def setup_schedule(self):
         self._locking = get_engine().dialect.name == "postgresql"
-        self._lock_connection = _take_lock() if self._locking else None
+        self._lock_connection = self._take_first_lock() if self._locking else None
         self._next_lock_check = time.monotonic() + get_settings().beat_lock_check_seconds
         super().setup_schedule()
         self._count_runs_done_elsewhere()
+
+    @staticmethod
+    def _take_first_lock():
+        """The lock, or this beat stops with one line: without its database a beat cannot know
+        whether another runs (later, at a lock check, it keeps running and tries again)."""
+        try:
+            return _take_lock()
+        except DBAPIError as exc:
+            raise DatabaseUnreachable(f"celery beat: the database cannot be reached to take the beat lock "
+                                      f"({one_line(exc)}); not starting") from None
 
     def _count_runs_done_elsewhere(self) -> None:
         try:
