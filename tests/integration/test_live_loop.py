@@ -216,7 +216,7 @@ def test_queue_status_reads_the_broker_and_the_runs(client, worker, operator_hea
 
 def test_readiness_checks_database_broker_and_snapshot(client, broker):
     body = client.get("/readyz").json()
-    assert body["ready"] is True, body
+    assert body["ready"] is True and body["status"] == "ok", body
     assert body["checks"]["snapshot"].startswith("ok")
 
 
