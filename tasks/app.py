@@ -35,7 +35,12 @@ def broker_options(settings: Settings) -> dict:
     # Redis redelivers an unacked message (its worker died) after this long. Longer than any
     # task runs, so a slow task is not started twice by the broker; the database lease guards
     # training anyway. The fault tests shorten it to see a killed worker's message come back.
-    return {"visibility_timeout": 2 * 3600, **settings.broker_transport_options}
+    # max_retries 0: a message sent while the broker is down fails at its first connection
+    # attempt, rather than after some 6 s of kombu reconnecting (default_channel), so a webhook's
+    # follow-up or an operator's request answers at once that it was not sent (FollowUp,
+    # send_after_commit; the periodic tasks catch up). A connection lost during a publish is still
+    # retried by the publish retry policy, and workers and beat reconnect by broker_connection_*.
+    return {"visibility_timeout": 2 * 3600, "max_retries": 0, **settings.broker_transport_options}
 
 
 # A database that restarts, fails over or drops a connection: the task is sent again, later,

@@ -27,3 +27,18 @@ def test_only_training_is_requeued_when_the_process_under_it_dies():
     assert train.acks_late is True and train.reject_on_worker_lost is True
     others = [t for name, t in app.tasks.items() if name.startswith("fairvalue.") and name != train.name]
     assert others and not any(t.reject_on_worker_lost for t in others)
+
+
+def test_a_webhook_follow_up_fails_at_once_when_the_broker_is_down():
+    """Sent while Redis refuses connections, the follow-up took some 6 s (kombu reconnecting),
+    on every webhook call: it now fails at the first attempt, and the call says "not enqueued"."""
+    import time
+
+    from api.webhooks import FollowUp
+    from tasks.app import create_app
+
+    nobody = create_app(Settings(broker_url="redis://127.0.0.1:1/0"))  # nothing listens on port 1
+    follow_up = FollowUp(send=lambda name, **options: nobody.send_task(name, **options))
+    started = time.monotonic()
+    said = follow_up.request(accepted=3, delay=5, collection="cryptopunks")
+    assert said.startswith("not enqueued") and time.monotonic() - started < 1.5, said
