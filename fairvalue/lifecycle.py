@@ -341,8 +341,7 @@ def train_request(request_id: int, worker: str, settings: Settings | None = None
             return {"status": "skipped", "reason": "paused", "skipped": "the training loop is paused"}
     with session_scope() as session:
         if not requests.claim(session, request_id, worker, lease, settings.training_max_attempts):
-            request = session.get(TrainingRequest, request_id)
-            return {"skipped": f"not claimable (state {request.state if request else 'missing'})"}
+            return _not_claimable(session.get(TrainingRequest, request_id), settings.training_max_attempts)
         request = session.get(TrainingRequest, request_id)
         params = dict(request.params or {})
         # The request row, not the message or the worker's default, says which collection.
@@ -366,6 +365,31 @@ def train_request(request_id: int, worker: str, settings: Settings | None = None
                 timedelta(seconds=settings.training_retry_backoff_seconds), final=isinstance(exc, TRAINING_REFUSALS))
         exc.add_note(f"training request {request_id} is now {state}")
         raise
+
+
+# How long after a holder's lease runs out a message it turned away comes back: the lease is
+# renewed every third of its length, so a live holder has renewed it long before then.
+RESEND_MARGIN_SECONDS = 5.0
+
+
+def _not_claimable(request: TrainingRequest | None, max_attempts: int) -> dict[str, Any]:
+    """Why a message cannot claim its request, and when to look again. Held under a live lease by
+    another claim: that holder may have died (a pool child killed, its message redelivered at
+    once), so the message comes back once the lease has run out (`send_again_in`, seconds) and
+    claims the request then, or finds it decided and stops. Nothing to come back for once the
+    request is done or failed, or its holder took the last attempt (the sweep fails it if it died)."""
+    if request is None:
+        return {"skipped": "not claimable (missing)"}
+    why = f"not claimable (state {request.state})"
+    held = requests.live_lease(request)
+    if held is None:
+        return {"skipped": why}
+    holder, left = held
+    why = f"{why}: held by {holder} under a lease for {left.total_seconds():.0f} s more"
+    if request.attempts >= max_attempts:
+        return {"status": "skipped", "skipped": f"{why}, on its last attempt"}
+    return {"status": "skipped", "skipped": why,
+            "send_again_in": round(left.total_seconds() + RESEND_MARGIN_SECONDS, 1)}
 
 
 @dataclass

@@ -11,7 +11,7 @@ States: queued → claimed → training → decided, or failed (with the error).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, update
@@ -80,6 +80,18 @@ def claim(session: Session, request_id: int, worker: str, lease: timedelta, max_
                 attempts=t.attempts + 1, updated_at=now)
     )
     return result.rowcount == 1
+
+
+def live_lease(request: TrainingRequest, now: datetime | None = None) -> tuple[str, timedelta] | None:
+    """(who holds it, how much longer) while a claim's lease on an active request runs; else None.
+    A holder that died keeps it until the lease runs out: no one can tell a dead holder from a slow one."""
+    if request.state not in ACTIVE or request.lease_expires_at is None or request.claimed_by is None:
+        return None
+    expires = request.lease_expires_at
+    if expires.tzinfo is None:  # SQLite hands back naive datetimes; every stored time is UTC
+        expires = expires.replace(tzinfo=UTC)
+    left = expires - (now or utcnow())
+    return (request.claimed_by, left) if left > timedelta(0) else None
 
 
 def fenced_update(session: Session, request_id: int, worker: str, **values: Any) -> bool:

@@ -85,6 +85,8 @@ def train(self, request_id: int, collection: str | None = None) -> dict:
             publish_training(request_id, countdown=settings.training_retry_backoff_seconds)
             raise
         run.update(result)
+        if "send_again_in" in result:  # another claim holds it: look again once its lease has run out
+            publish_training(request_id, countdown=result["send_again_in"], collection=collection)
         if result.get("decision") == "promote":
             request_nowcast(result["collection"])
         return dict(run)
