@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
 from sqlmodel import Session, select
 
@@ -295,13 +297,21 @@ NothingToTrain = pipeline.NothingToTrain
 TRAINING_REFUSALS = pipeline.TRAINING_REFUSALS
 
 
-class _Heartbeat:
-    """Renews the lease while training runs; a dead worker stops renewing, and the lease expires."""
+class TrainingTimedOut(RuntimeError):
+    """The training ran past FAIRVALUE_TRAINING_TIME_LIMIT_SECONDS (Celery's soft time limit)."""
 
-    def __init__(self, request_id: int, worker: str, lease: timedelta):
+
+class _Heartbeat:
+    """Renews the lease while training runs; a dead worker stops renewing, and the lease expires.
+    So does a training that runs past `renew_for`: a hung one would otherwise keep its lease, and
+    the only training slot, as long as its process lives."""
+
+    def __init__(self, request_id: int, worker: str, lease: timedelta, renew_for: timedelta | None = None):
         self.request_id, self.worker, self.lease = request_id, worker, lease
+        self._renew_until = None if renew_for is None else time.monotonic() + renew_for.total_seconds()
         self._stop = threading.Event()
         self.lost = False
+        self.gave_up = False  # ran past renew_for: the lease is left to run out
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self):
@@ -315,6 +325,11 @@ class _Heartbeat:
     def _run(self):
         interval = max(self.lease.total_seconds() / 3, 0.5)
         while not self._stop.wait(interval):
+            if self._renew_until is not None and time.monotonic() > self._renew_until:
+                self.gave_up = True
+                log.warning("training request %s ran past its time limit: its lease is no longer renewed",
+                            self.request_id)
+                return
             try:
                 with session_scope() as session:
                     renewed = requests.heartbeat(session, self.request_id, self.worker, self.lease)
@@ -348,7 +363,7 @@ def train_request(request_id: int, worker: str, settings: Settings | None = None
         slug = session.get(Collection, request.collection_id).slug
     settings = settings.for_collection(slug)
     try:
-        with _Heartbeat(request_id, worker, lease) as heart:
+        with _Heartbeat(request_id, worker, lease, timedelta(seconds=settings.training_time_limit_seconds)) as heart:
             with session_scope() as session:
                 if not requests.fenced_update(session, request_id, worker, state=requests.TRAINING):
                     raise LeaseLost("lease lost before training started")
@@ -359,12 +374,19 @@ def train_request(request_id: int, worker: str, settings: Settings | None = None
     except LeaseLost as exc:
         return {"skipped": str(exc)}
     except Exception as exc:
+        failure = exc
+        if isinstance(exc, SoftTimeLimitExceeded):  # an attempt like any other: retried or failed
+            failure = TrainingTimedOut(f"time limit: the training ran past {settings.training_time_limit_seconds} s "
+                                       "(FAIRVALUE_TRAINING_TIME_LIMIT_SECONDS)")
         with session_scope() as session:
             state = requests.release_for_retry(
-                session, request_id, worker, f"{type(exc).__name__}: {exc}", settings.training_max_attempts,
-                timedelta(seconds=settings.training_retry_backoff_seconds), final=isinstance(exc, TRAINING_REFUSALS))
-        exc.add_note(f"training request {request_id} is now {state}")
-        raise
+                session, request_id, worker, f"{type(failure).__name__}: {failure}", settings.training_max_attempts,
+                timedelta(seconds=settings.training_retry_backoff_seconds),
+                final=isinstance(failure, TRAINING_REFUSALS))
+        failure.add_note(f"training request {request_id} is now {state}")
+        if failure is exc:
+            raise
+        raise failure from exc
 
 
 # How long after a holder's lease runs out a message it turned away comes back: the lease is

@@ -124,6 +124,20 @@ class Settings(BaseSettings):
     training_max_attempts: int = Field(3, description="Tries of one training request before it is failed.")
     training_retry_backoff_seconds: int = Field(60, description="Delay before a failed training is retried; "
                                                 "far under the broker's visibility timeout.")
+    training_time_limit_seconds: int = Field(
+        7200, gt=0, description="A training that runs longer is stopped: Celery's soft time limit ends the attempt "
+        "(the request is retried or failed as after any failure, its run recorded failed with \"time limit\"), and "
+        "its heartbeat stops renewing the lease from then on, so a training that does not stop loses the lease "
+        "and the sweep retries or fails the request. The prefork pool kills the process "
+        "FAIRVALUE_TASK_KILL_GRACE_SECONDS later (the hard limit). The solo pool (`fairvalue up`) enforces "
+        "neither limit: only the lease stops renewing.")
+    nowcast_time_limit_seconds: int = Field(
+        900, gt=0, description="A nowcast that runs longer is stopped (Celery's soft time limit; its run is "
+        "recorded failed, the published snapshot stays) and killed FAIRVALUE_TASK_KILL_GRACE_SECONDS later. "
+        "Not under the solo pool (`fairvalue up`), which enforces no time limit.")
+    task_kill_grace_seconds: int = Field(
+        300, ge=1, description="After a task's soft time limit, how long it has to end before the prefork pool "
+        "kills its process (Celery's hard `time_limit`).")
     sweep_stale_minutes: int = Field(30, description="A queued request not claimed for this long is republished.")
     beat_lock_check_seconds: float = Field(
         60, gt=0, description="How often beat checks it still holds the one-beat lock (a dropped database "
@@ -197,6 +211,10 @@ class Settings(BaseSettings):
                                              "right (7-30 days).")
     daily_signal_gain: float = Field(0.05, description="Daily markets: a BUY is right when the price rises this "
                                      "much within the horizon (a SELL when it falls this much).")
+
+    def hard_time_limit(self, soft_seconds: int) -> int:
+        """Celery's hard time limit for a task stopped at `soft_seconds`: the process is killed then."""
+        return soft_seconds + self.task_kill_grace_seconds
 
     def for_collection(self, slug: str | None) -> Settings:
         """These settings aimed at another collection (tasks and commands carry the slug)."""

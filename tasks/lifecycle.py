@@ -69,7 +69,13 @@ def claim_token(hostname: str | None) -> str:
     return f"{hostname or 'worker'}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
 
-@app.task(name=names.TRAIN, bind=True, acks_late=True, reject_on_worker_lost=True)
+# Read once, as the worker imports its tasks: Celery takes a task's time limits from its decorator.
+_limits = get_settings()
+
+
+@app.task(name=names.TRAIN, bind=True, acks_late=True, reject_on_worker_lost=True,
+          soft_time_limit=_limits.training_time_limit_seconds,
+          time_limit=_limits.hard_time_limit(_limits.training_time_limit_seconds))
 def train(self, request_id: int, collection: str | None = None) -> dict:
     # The message's collection, until the result names the request row's (which decides).
     with recorded_run(names.TRAIN, self.request.id, collection) as run:

@@ -13,8 +13,12 @@ from tasks import names
 from tasks.app import app
 from tasks.guards import skipped_unless_loaded
 
+# Read once, as the worker imports its tasks: Celery takes a task's time limits from its decorator.
+_limits = get_settings()
 
-@app.task(name=names.NOWCAST, bind=True)
+
+@app.task(name=names.NOWCAST, bind=True, soft_time_limit=_limits.nowcast_time_limit_seconds,
+          time_limit=_limits.hard_time_limit(_limits.nowcast_time_limit_seconds))
 def nowcast(self, as_of: str | None = None, collection: str | None = None, requested_at: str | None = None) -> dict:
     """`requested_at`: when an out-of-cycle nowcast was asked for (tasks.app.request_nowcast);
     skipped when the published snapshot was read after it. Beat's nowcasts carry none."""

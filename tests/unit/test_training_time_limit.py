@@ -1,0 +1,102 @@
+"""A training that runs past FAIRVALUE_TRAINING_TIME_LIMIT_SECONDS gives its lease up and ends
+its attempt (fairvalue/lifecycle.py), on SQLite."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, timedelta
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import create_engine
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session, SQLModel
+
+import storage.tables  # noqa: F401  (registers the tables)
+from fairvalue import lifecycle
+from fairvalue.settings import Settings
+from storage import db, requests
+from storage.ingest import ensure_collection
+from storage.tables import TrainingRequest, utcnow
+
+
+@pytest.fixture
+def engine(monkeypatch):
+    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+    SQLModel.metadata.create_all(engine)
+    monkeypatch.setattr(lifecycle, "session_scope", lambda: db.session_scope(engine))
+    return engine
+
+
+def _request(engine) -> int:
+    with Session(engine) as session:
+        coll = ensure_collection(session, "cryptopunks")
+        request, _ = requests.record(session, coll, "time-limit-test", "test")
+        session.commit()
+        return request.id
+
+
+def _lease_expires(engine, request_id):
+    with Session(engine) as session:
+        return session.get(TrainingRequest, request_id).lease_expires_at.replace(tzinfo=UTC)
+
+
+def test_the_heartbeat_stops_renewing_past_the_time_limit(engine):
+    request_id = _request(engine)
+    lease = timedelta(seconds=1.5)
+    with Session(engine) as session:
+        assert requests.claim(session, request_id, "w/1/a", lease, max_attempts=3)
+        session.commit()
+    with lifecycle._Heartbeat(request_id, "w/1/a", lease, renew_for=timedelta(seconds=1)) as heart:
+        time.sleep(0.8)
+        renewed = _lease_expires(engine, request_id)
+        assert renewed > utcnow() + timedelta(seconds=1)  # renewed while under the limit
+        time.sleep(2.5)
+        assert heart.gave_up and not heart.lost
+        assert _lease_expires(engine, request_id) < utcnow()  # no longer renewed: the sweep can take it
+
+
+def test_a_heartbeat_without_a_limit_keeps_renewing(engine):
+    request_id = _request(engine)
+    lease = timedelta(seconds=1.5)
+    with Session(engine) as session:
+        assert requests.claim(session, request_id, "w/1/a", lease, max_attempts=3)
+        session.commit()
+    with lifecycle._Heartbeat(request_id, "w/1/a", lease) as heart:
+        time.sleep(2.5)
+        assert not heart.gave_up and _lease_expires(engine, request_id) > utcnow()
+
+
+def test_the_soft_time_limit_ends_the_attempt_for_a_retry(engine, monkeypatch):
+    request_id = _request(engine)
+
+    def hangs(settings, params):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(lifecycle, "train_and_gate", hangs)
+    settings = Settings(training_time_limit_seconds=7200, training_max_attempts=2)
+    with pytest.raises(lifecycle.TrainingTimedOut, match="time limit"):
+        lifecycle.train_request(request_id, "w/1/a", settings)
+    with Session(engine) as session:
+        request = session.get(TrainingRequest, request_id)
+        assert (request.state, request.claimed_by, request.attempts) == ("queued", None, 1)
+        assert request.error.startswith("TrainingTimedOut: time limit: the training ran past 7200 s")
+    with pytest.raises(lifecycle.TrainingTimedOut):  # past its backoff, the last attempt fails it
+        with Session(engine) as session:
+            session.get(TrainingRequest, request_id).not_before = None
+            session.commit()
+        lifecycle.train_request(request_id, "w/1/b", settings)
+    with Session(engine) as session:
+        assert session.get(TrainingRequest, request_id).state == "failed"
+
+
+def test_the_tasks_carry_the_time_limits():
+    from fairvalue.settings import get_settings
+    from tasks.lifecycle import train
+    from tasks.nowcast import nowcast
+
+    settings = get_settings()
+    assert train.soft_time_limit == settings.training_time_limit_seconds
+    assert train.time_limit == settings.training_time_limit_seconds + settings.task_kill_grace_seconds
+    assert nowcast.soft_time_limit == settings.nowcast_time_limit_seconds
+    assert nowcast.time_limit > nowcast.soft_time_limit
