@@ -127,8 +127,8 @@ class StateCollector(Collector):
 
 
 def _database_counts():
-    """Training requests by state, each task's last success and the promotion decisions, from three
-    grouped queries at scrape time (the tables are the one place these facts are kept; retention
+    """Training requests by state, each task's last success, the promotion decisions and the abandoned
+    task runs, from four grouped queries at scrape time (the tables are the one place these facts are kept; retention
     keeps each task's latest run, so a last success is not lost to it)."""
     from prometheus_client.core import CounterMetricFamily
 
@@ -136,11 +136,14 @@ def _database_counts():
                                  "training, decided, failed), every collection", labels=["state"])
     last_ok = GaugeMetricFamily("fairvalue_task_last_success_timestamp_seconds", "When each task last finished "
                                 "ok (unix seconds), as recorded in task_runs", labels=["task"])
+    abandoned_runs = GaugeMetricFamily("fairvalue_task_runs_abandoned", "Task runs the sweep marked abandoned "
+                                       "(still running long after any task may run: their worker died), by task, "
+                                       "as task_runs keeps them", labels=["task"])
     decisions = CounterMetricFamily("fairvalue_promotion_decisions", "Promotion decisions recorded, by decision "
                                     "(promote, shadow, reject, rollback) and by whom (gates, monitor, operator)",
                                     labels=["decision", "by"])
     try:
-        states, successes, decided = _counts_from_database()
+        states, successes, decided, abandoned = _counts_from_database()
     except Exception as exc:  # a scrape must not fail because the database is down
         log.warning("database counts unavailable: %s", exc)
         return
@@ -150,8 +153,11 @@ def _database_counts():
         last_ok.add_metric([task], finished_at.replace(tzinfo=finished_at.tzinfo or UTC).timestamp())
     for (decision, by), count in decided.items():
         decisions.add_metric([decision, by], count)
+    for task, count in abandoned.items():
+        abandoned_runs.add_metric([task], count)
     yield by_state
     yield last_ok
+    yield abandoned_runs
     yield decisions
 
 
@@ -161,6 +167,7 @@ def _counts_from_database():
 
     from storage import requests
     from storage.db import session_scope
+    from storage.runs import ABANDONED
     from storage.tables import PromotionDecision, TaskRun
 
     with session_scope() as session:
@@ -170,7 +177,9 @@ def _counts_from_database():
         decided = {(d, by): n for d, by, n in session.exec(
             select(PromotionDecision.decision, PromotionDecision.decided_by, func.count())
             .group_by(PromotionDecision.decision, PromotionDecision.decided_by)).all()}
-    return states, {task: at for task, at in successes.items() if at is not None}, decided
+        abandoned = dict(session.exec(select(TaskRun.task_name, func.count())
+                                      .where(TaskRun.status == ABANDONED).group_by(TaskRun.task_name)).all())
+    return states, {task: at for task, at in successes.items() if at is not None}, decided, abandoned
 
 
 def _loops_paused() -> dict[str, bool]:

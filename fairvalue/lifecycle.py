@@ -30,7 +30,7 @@ from models.diagnostics import item_segments, segment_metrics
 from models.features import MarketData, build_features, floor_before
 from models.metrics import valuation_metrics
 from models.times import naive_utc
-from storage import requests
+from storage import requests, runs
 from storage.artifacts import ArtifactError, get_store
 from storage.db import session_scope
 from storage.market import load_market_data
@@ -643,6 +643,25 @@ def requests_to_republish(settings: Settings | None = None) -> list[int]:
         if failed:
             log.warning("training requests %s failed: lease expired on their last attempt", failed)
         return requests.to_republish(session, timedelta(minutes=settings.sweep_stale_minutes))
+
+
+# A run still `running` this long after the longest a task may run (the training's hard time
+# limit) is its dead process's: the margin covers a slow start and recording its end.
+ABANDON_MARGIN = timedelta(hours=1)
+
+
+def abandon_stale_runs(settings: Settings | None = None) -> list[int]:
+    """Mark abandoned the task runs whose process died under them (a killed worker never records
+    the end of its run, and retention keeps every run still running): the ids marked."""
+    settings = settings or get_settings()
+    longest = timedelta(seconds=settings.hard_time_limit(settings.training_time_limit_seconds))
+    reason = (f"still running {(longest + ABANDON_MARGIN).total_seconds() / 3600:.1f} h after it started, past the "
+              "longest any task may run (the training's hard time limit and an hour): its worker process died")
+    with session_scope() as session:
+        abandoned = runs.abandon_stale(session, utcnow() - longest - ABANDON_MARGIN, reason)
+    if abandoned:
+        log.warning("task runs %s abandoned: their worker died under them", abandoned)
+    return abandoned
 
 
 def mark_published(request_id: int) -> None:

@@ -54,6 +54,8 @@ def _unfinished(status: str, detail: Mapping[str, Any]) -> str | None:
         return f"failed: {detail.get('error') or 'no error recorded'}"
     if status == "skipped":
         return f"skipped: {detail.get('reason') or 'no reason recorded'}"
+    if status == "abandoned":
+        return f"abandoned: {detail.get('abandoned') or 'its worker died'}"
     return None
 
 

@@ -32,7 +32,9 @@ The service's own records are pruned in the same pass, whatever the collection: 
 delivery** received and a **task run** started more than `FAIRVALUE_AUDIT_RETENTION_DAYS` ago
 are deleted, oldest first and a bounded number of each per call. A task's latest run for each collection stays
 whatever its age (the status and queue pages show it as the task's last: storage/runs.py
-`last_runs`), and so does a run still `running`. The first collection's hourly pass usually
+`last_runs`), and so does a run still `running` (the hourly training sweep marks one whose
+worker died under it `abandoned`, hours after it started: fairvalue/lifecycle.py
+`abandon_stale_runs`; then it is pruned like any other). The first collection's hourly pass usually
 prunes everything due; the next ones find nothing left, or take the rest of a backlog.
 """
 

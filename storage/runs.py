@@ -15,6 +15,11 @@ from sqlmodel import Session, select
 from storage.db import session_scope
 from storage.tables import TaskRun, utcnow
 
+# How a run ends. `abandoned`: still `running` long after any task could run, so its process died
+# under it (a killed worker never records its end); the sweep marks it (abandon_stale).
+RUNNING, OK, FAILED, SKIPPED, ABANDONED = "running", "ok", "failed", "skipped", "abandoned"
+STATUSES = (RUNNING, OK, FAILED, SKIPPED, ABANDONED)
+
 
 @contextmanager
 def recorded_run(task_name: str, task_id: str | None = None,
@@ -81,3 +86,16 @@ def last_ok_starts(session: Session) -> dict[tuple[str, str | None], datetime]:
     rows = session.exec(select(TaskRun.task_name, TaskRun.collection, func.max(TaskRun.started_at))
                         .where(TaskRun.status == "ok").group_by(TaskRun.task_name, TaskRun.collection)).all()
     return {(name, coll): started for name, coll, started in rows}
+
+
+def abandon_stale(session: Session, started_before: datetime, reason: str) -> list[int]:
+    """Mark the runs still running that started before `started_before` abandoned, with `reason`
+    in their detail; their ids. A run that does end after all records its end over this."""
+    stale = session.exec(select(TaskRun).where(TaskRun.status == RUNNING, TaskRun.started_at < started_before)
+                         .order_by(TaskRun.id)).all()
+    now = utcnow()
+    for run in stale:
+        run.status, run.finished_at = ABANDONED, now
+        run.detail = {**(run.detail or {}), "abandoned": reason}
+        session.add(run)
+    return [run.id for run in stale]

@@ -331,7 +331,8 @@ class TaskRun(SQLModel, table=True):
     # "collection" copied when it ends; None for a task of every collection (the sweep). Last runs are
     # per task and collection.
     collection: str | None = Field(default=None, max_length=100)
-    status: str = Field(default="running", max_length=16, description="running, ok, failed, skipped")
+    status: str = Field(default="running", max_length=16, description="running, ok, failed, skipped, abandoned "
+                        "(storage/runs.py)")
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -101,6 +101,7 @@ def train(self, request_id: int, collection: str | None = None) -> dict:
 @app.task(name=names.SWEEP, bind=True)
 def sweep(self) -> dict:
     with recorded_run(names.SWEEP, self.request.id) as run:
+        run["abandoned_runs"] = lifecycle.abandon_stale_runs()  # whatever the loop: any task's run
         if lifecycle.is_paused("training"):  # resuming publishes what waits (and fails the abandoned)
             run.update(status="skipped", reason="paused", republished=[])
             return dict(run)
