@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func
+from sqlalchemy import func, or_
 from sqlmodel import Session, select
 
 from fairvalue.reads import iso
@@ -35,11 +35,13 @@ class UniqueItems:
     name = "unique_items"
     observations = "sales"
 
-    def count_after(self, session: Session, coll: Collection, end: datetime) -> int:
-        """The clean sales (not suspected wash trades) after `end`: what a training after a model
-        whose data ended then would learn from that it did not."""
+    def count_after(self, session: Session, coll: Collection, end: datetime, trained_at: datetime | None = None) -> int:
+        """The clean sales (not suspected wash trades) after `end`, or stored after `trained_at`
+        (a backfill of older sales): what a training after a model whose data ended then would
+        learn from that it did not."""
+        new = Sale.ts > end if trained_at is None else or_(Sale.ts > end, Sale.ingested_at > trained_at)
         return session.exec(select(func.count()).select_from(Sale).where(
-            Sale.collection_id == coll.id, Sale.ts > end, Sale.wash_reason.is_(None))).one()
+            Sale.collection_id == coll.id, new, Sale.wash_reason.is_(None))).one()
 
     def load(self, session: Session, coll: Collection, stored_by: datetime | None = None,
              read_under: str | None = None, listings_at: datetime | None = None):
@@ -76,10 +78,13 @@ class DailyPrices:
     name = DAILY_PRICES
     observations = "prices"
 
-    def count_after(self, session: Session, coll: Collection, end: datetime) -> int:
-        """The daily prices of days after `end` (the last day a model trained on)."""
+    def count_after(self, session: Session, coll: Collection, end: datetime, trained_at: datetime | None = None) -> int:
+        """The daily prices of days after `end` (the last day a model trained on), or stored or
+        revised after `trained_at`."""
+        later = DailyPrice.day > _utc_day(end)
+        new = later if trained_at is None else or_(later, DailyPrice.updated_at > trained_at)
         return session.exec(select(func.count()).select_from(DailyPrice).where(
-            DailyPrice.collection_id == coll.id, DailyPrice.day > _utc_day(end))).one()
+            DailyPrice.collection_id == coll.id, new)).one()
 
     def load(self, session: Session, coll: Collection, stored_by: datetime | None = None,
              read_under: str | None = None, listings_at: datetime | None = None) -> daily.DailySeries:

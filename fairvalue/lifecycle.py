@@ -184,12 +184,13 @@ def run_policy(settings: Settings | None = None, now=None) -> PolicyOutcome:
 
 
 def _new_since_training(session: Session, coll: Collection, champion: ModelVersion | None) -> policy.NewData | None:
-    """What arrived after the champion's training data ended (clean sales, or prices), for the age
-    trigger; None without a champion or for one registered without its data_end."""
+    """What arrived after the champion's training data ended, or was stored after it was made (a
+    backfill): clean sales, or prices, for the age trigger; None without a champion or for one
+    registered without its data_end."""
     if champion is None or champion.data_end is None:
         return None
     kind = kinds.kind_of(coll)
-    return policy.NewData(kind.count_after(session, coll, champion.data_end), kind.observations,
+    return policy.NewData(kind.count_after(session, coll, champion.data_end, champion.created_at), kind.observations,
                           iso(champion.data_end))
 
 

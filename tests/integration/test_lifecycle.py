@@ -106,8 +106,9 @@ def test_a_lost_message_is_republished_by_the_sweep_task(training_workers):
 
 @contextmanager
 def champion_data_end(before_last_sale: timedelta):
-    """The champion's training data made to end `before_last_sale` before the newest clean sale
-    (restored after): what the age trigger counts as new since its training."""
+    """The champion's training data made to end `before_last_sale` before the newest clean sale,
+    and the champion made after every stored sale (restored after): what the age trigger counts
+    as new since its training (other tests store sales after the session's champion was made)."""
     from fairvalue import pipeline
     from fairvalue.settings import get_settings
     from storage.registry import CHAMPION, get_alias
@@ -116,17 +117,19 @@ def champion_data_end(before_last_sale: timedelta):
     with session_scope() as session:
         coll = pipeline.collection(session, get_settings())
         champion = get_alias(session, coll, CHAMPION)
-        kept = champion.data_end
+        kept = champion.data_end, champion.created_at
         last = session.exec(select(func.max(Sale.ts)).where(Sale.collection_id == coll.id,
                                                            Sale.wash_reason.is_(None))).one()
+        stored = session.exec(select(func.max(Sale.ingested_at)).where(Sale.collection_id == coll.id)).one()
         champion.data_end = last - before_last_sale
+        champion.created_at = stored + timedelta(seconds=1)
         session.add(champion)
     try:
         yield
     finally:
         with session_scope() as session:
             champion = session.get(ModelVersion, champion.id)
-            champion.data_end = kept
+            champion.data_end, champion.created_at = kept
             session.add(champion)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from fairvalue import kinds
 from storage.tables import DailyPrice, Sale
@@ -27,3 +27,9 @@ def test_clean_sales_and_prices_after_the_training_data_are_counted(sqlite_marke
     assert kinds.DAILY.count_after(session, coll, datetime(2024, 1, 2, tzinfo=UTC)) == 2
     assert kinds.DAILY.count_after(session, coll, datetime(2024, 1, 5, tzinfo=UTC)) == 0
     assert (kinds.UNIQUE.observations, kinds.DAILY.observations) == ("sales", "prices")
+    # A backfill: rows of days the champion's data covered, stored after it was made, are new to it.
+    before_the_rows, after_them = datetime(2024, 6, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(hours=1)
+    assert kinds.UNIQUE.count_after(session, coll, datetime(2024, 1, 3, tzinfo=UTC), before_the_rows) == 3
+    assert kinds.UNIQUE.count_after(session, coll, datetime(2024, 1, 3, tzinfo=UTC), after_them) == 0
+    assert kinds.DAILY.count_after(session, coll, datetime(2024, 1, 5, tzinfo=UTC), before_the_rows) == 3
+    assert kinds.DAILY.count_after(session, coll, datetime(2024, 1, 5, tzinfo=UTC), after_them) == 0
