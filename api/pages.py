@@ -289,7 +289,7 @@ def backtest(request: Request) -> Response:
     start, end = window_params(request)
     bt = reads.backtest_results(_slug(request), start, end)
     chart = {name: {"equity": bt[name]["equity"], "drawdown": bt[name]["drawdown"]}
-             for name in ("strategy", "buy_all")}
+             for name in ("strategy", "buy_all", "below_market") if name in bt}  # the cards have no below_market
     return render(request, "backtest.html", bt=bt, chart=chart, dates=_form_dates(bt["window"]))
 
 

@@ -550,12 +550,13 @@ def backtest(
     to: str = typer.Option(..., "--to", help="End of the replay (exclusive)."),
     cadence: str = typer.Option("1d", help="How often a nowcast is published: 1d or 30m."),
     source: str = typer.Option("auto", help="auto, db or bundled."),
-    as_json: bool = typer.Option(False, "--json", help="Print both strategies' figures as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the strategies' figures as JSON."),
     export: Path = typer.Option(None, help="Write every eligible pair with its entry, exit and return to "
                                 "this CSV (docs/backtest.md).", callback=lambda p: _writable(p, "--export")),
     collection: str = COLLECTION_OPTION,
 ) -> None:
-    """Replay, then trade: buy what the model calls undervalued vs buy every completed sale (for a
+    """Replay, then trade: buy what the model calls undervalued vs buy every completed sale vs buy
+    what is under the week's median sale, without the model (docs/backtest.md) (for a
     daily-priced collection: hold each day the cards it calls undervalued vs every priced card)."""
     _settings_for(collection)  # a mistyped slug is refused before any work
     if _is_daily(collection):
@@ -577,7 +578,8 @@ def backtest(
     table = Table(title=f"backtest: {bt['n_eligible']} eligible {what}, {bt['n_filtered']} filtered")
     for col in ("strategy", "trades", "total return", "Sharpe", "Sortino", "Calmar", "max drawdown"):
         table.add_column(col, justify="right")
-    for name in ("strategy", "buy_all"):
+    # The cards' daily backtest has no below_market baseline (docs/cards.md).
+    for name in [n for n in ("strategy", "below_market", "buy_all") if n in bt]:
         s = bt[name]
         fmt = lambda v, pct=False: "-" if v is None else (f"{v:.2%}" if pct else f"{v:.2f}")  # noqa: E731
         table.add_row(name, str(s["n_trades"]), fmt(s["total_return"], True), fmt(s["sharpe"]),

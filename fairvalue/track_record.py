@@ -297,7 +297,7 @@ def backtest_results(slug: str | None = None, start: str | None = None, end: str
                                         "p90": scored["p90"]})
             result = backtest(predictions, sales, daily_index(sales), threshold=settings.buy_below,
                               horizon_days=settings.backtest_horizon_days).as_dict()
-            for name in ("buy_all", "strategy"):
+            for name in ("buy_all", "strategy", "below_market"):
                 result[name]["drawdown"] = _drawdown(result[name]["equity"])
             return _clean({"collection": coll.slug, "window": {"from": iso(t0), "to": iso(t1)},
                            "method": "live forward pairs; rules in docs/backtest.md", "counts": counts, **result})

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.market_index import INDEX_MIN_SALES, trailing_quantiles
 from models.signals import BUY, signals
 from models.times import naive_utc
 
@@ -29,6 +30,10 @@ FILTER_NO_INDEX = "no_index_level_on_entry_day"
 EXIT_RESALE = "resale"
 EXIT_HORIZON = "horizon"
 EXIT_END = "end_of_data"
+
+# The naive baseline's reference (docs/backtest.md): the median sale price of the week before a
+# sale, from at least as many sales as the index asks for.
+MARKET_MEDIAN_DAYS = 7
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +298,7 @@ class BacktestResult:
     end: pd.Timestamp | None  # last calendar day (last exit day)
     buy_all: StrategyResult
     strategy: StrategyResult
+    below_market: StrategyResult  # the model-free baseline: cheap against the week's median sale
     trades: pd.DataFrame = field(repr=False)  # one row per eligible scored sale, see backtest()
 
     def as_dict(self) -> dict[str, Any]:
@@ -307,6 +313,7 @@ class BacktestResult:
             "end": self.end.date().isoformat() if self.end is not None else None,
             "buy_all": self.buy_all.as_dict(),
             "strategy": self.strategy.as_dict(),
+            "below_market": self.below_market.as_dict(),
         }
 
 
@@ -393,8 +400,27 @@ def _strategy_result(
 
 TRADE_COLUMNS = [
     "event_id", "item_id", "entry_ts", "entry_day", "entry_price", "entry_level", "fair_value", "undervalued",
-    "exit_kind", "exit_ts", "exit_day", "exit_price", "exit_level", "trade_return",
+    "exit_kind", "exit_ts", "exit_day", "exit_price", "exit_level", "trade_return", "market_median", "below_market",
 ]
+
+
+def market_median(times: Any, sales: pd.DataFrame, days: float = MARKET_MEDIAN_DAYS) -> np.ndarray:
+    """For each time t, the median price of `sales` in [t - days, t): strictly before t, so
+    neither the sale at t nor anything at its instant or later is seen. NaN when the window
+    holds fewer than INDEX_MIN_SALES finite prices (a median of a handful is no market price)."""
+    times = naive_utc(times).to_numpy()
+    out = np.full(len(times), np.nan)
+    if sales is None or len(sales) == 0 or len(times) == 0:
+        return out
+    sale_ts = naive_utc(sales["ts"]).to_numpy()
+    prices = pd.to_numeric(sales["price"], errors="coerce").to_numpy(dtype=float)
+    known = ~np.isnat(sale_ts)
+    order = np.argsort(sale_ts[known], kind="stable")
+    usable = ~np.isnat(times)
+    median, count = trailing_quantiles(sale_ts[known][order], prices[known][order], times[usable],
+                                       pd.Timedelta(days=days), (0.5,))
+    out[usable] = np.where(count >= INDEX_MIN_SALES, median[:, 0], np.nan)
+    return out
 
 
 def backtest(
@@ -404,7 +430,8 @@ def backtest(
     threshold: float = 0.10,
     horizon_days: float = 90,
 ) -> BacktestResult:
-    """Backtest "buy what the model marks undervalued" against "buy every scored sale".
+    """Backtest "buy what the model marks undervalued" against "buy every scored sale" and
+    against the model-free "buy what is cheap against the week's median sale".
 
     Inputs
         predictions: one row per scored sale: event_id, timestamp (naive UTC), item_id (str),
@@ -421,7 +448,11 @@ def backtest(
         2. Each eligible scored sale is an opportunity to buy one unit at its price P0 on its
            entry day e. Buy-all buys every one. The strategy buys those the model marks
            undervalued: price <= fair_value * (1 - threshold) (models.signals.signals's BUY
-           rule, rounded to 12 decimals so a price exactly at the threshold counts).
+           rule, rounded to 12 decimals so a price exactly at the threshold counts). The naive
+           baseline, below_market, buys those with price <= market_median * (1 - threshold),
+           the median price of `sales` in [t - 7 days, t) (strictly before the sale; none, so
+           no buy, with fewer than INDEX_MIN_SALES sales there). Not the index: that is a low
+           percentile of prices, not a typical price a fair value compares with.
         3. Exit: the item's next sale in `sales` strictly after the entry timestamp and at
            most horizon_days later (inclusive), on a day not after the index's last day, closes
            the position at that sale's price (exit kind "resale", the only realised evidence).
@@ -437,7 +468,7 @@ def backtest(
            positions that have a return that day (daily rebalanced, no cash constraint, no
            fees). Days with no such position have return 0 and ARE counted in every measure.
         6. Calendar: every day from the first eligible entry day to the last exit day of any
-           eligible position, the same for both strategies so their measures compare.
+           eligible position, the same for all three so their measures compare.
         7. Measures (see the small functions above): total return prod(1 + r) - 1;
            annualised return (1 + total) ** (365 / n_days) - 1; annualised volatility
            std(r, ddof=1) * sqrt(365); Sharpe mean / std(ddof=1) * sqrt(365) with rf = 0;
@@ -448,8 +479,9 @@ def backtest(
            them whose exit / entry price beats index[exit day] / index[entry day]. Undefined
            values are NaN (null in as_dict()).
 
-    The `trades` frame of the result has one row per eligible scored sale (both strategies),
-    with `undervalued` telling whether the strategy bought it.
+    The `trades` frame of the result has one row per eligible scored sale (all strategies),
+    with `undervalued` telling whether the strategy bought it and `below_market` whether the
+    naive baseline did (`market_median` its reference).
     """
     n_rows = len(predictions)
     frame = predictions.reset_index(drop=True)
@@ -471,6 +503,9 @@ def backtest(
     fair = pd.to_numeric(rows["fair_value"]).to_numpy(dtype=float)
     items = rows["item_id"].astype(str).to_numpy()
     undervalued = signals(price, fair, buy_below=threshold, sell_above=math.inf) == BUY
+    # The naive baseline: the same BUY rule against the week's median sale instead of the model.
+    median = market_median(entry_ts, sales)
+    below_market = signals(price, median, buy_below=threshold, sell_above=math.inf) == BUY
 
     next_ts, next_price = next_sale(entry_ts, items, sales, horizon_days)
     end_day = levels.index[-1] if len(levels) else None
@@ -507,6 +542,8 @@ def backtest(
         columns=TRADE_COLUMNS,
     )
     trades["trade_return"] = trades["exit_price"] / trades["entry_price"] - 1.0
+    trades["market_median"] = median
+    trades["below_market"] = below_market
 
     if len(trades):
         start = pd.Timestamp(trades["entry_day"].min())
@@ -530,5 +567,6 @@ def backtest(
         end=end,
         buy_all=_strategy_result("buy_all", calendar, cal_levels, trades),
         strategy=_strategy_result("strategy", calendar, cal_levels, trades[trades["undervalued"]]),
+        below_market=_strategy_result("below_market", calendar, cal_levels, trades[trades["below_market"]]),
         trades=trades,
     )

@@ -6,7 +6,7 @@
 (function () {
   "use strict";
   var COLORS = { model: "#2f6fb2", band: "rgba(47,111,178,0.15)", sale: "#e07b39", floor: "#6b7785",
-                 index: "#17804f", strategy: "#2f6fb2", buyAll: "#9aa5b1", bad: "#b3261e" };
+                 index: "#17804f", strategy: "#2f6fb2", buyAll: "#9aa5b1", naive: "#e07b39", bad: "#b3261e" };
 
   function ms(iso) { return Date.parse(iso.length === 10 ? iso + "T00:00:00Z" : iso); }
   function day(value) { return new Date(value).toISOString().slice(0, 10); }
@@ -116,19 +116,25 @@
                              y: { type: "logarithmic", title: { display: true, text: "sale price (" + d.currency + ")" } } } } };
     },
     equity: function (d) {
-      return { type: "line", data: { datasets: [
-          line("strategy", xy(d.strategy.equity, 0, 1), COLORS.strategy, { order: 1 }),
-          line("buy-all", xy(d.buy_all.equity, 0, 1), COLORS.buyAll, { order: 2, borderDash: [6, 4] })] },
+      var sets = [line("strategy", xy(d.strategy.equity, 0, 1), COLORS.strategy, { order: 1 }),
+                  line("buy-all", xy(d.buy_all.equity, 0, 1), COLORS.buyAll, { order: 3, borderDash: [6, 4] })];
+      if (d.below_market) {  // the naive baseline; the cards' backtest has none
+        sets.push(line("below market (no model)", xy(d.below_market.equity, 0, 1), COLORS.naive, { order: 2, borderDash: [2, 3] }));
+      }
+      return { type: "line", data: { datasets: sets },
         options: { scales: { x: timeAxis(), y: { title: { display: true, text: "value of 1 invested" } } },
                    plugins: { tooltip: tooltipDay() } } };
     },
     drawdown: function (d) {
       function neg(rows) { return xy(rows, 0, 1).map(function (p) { return { x: p.x, y: -p.y }; }); }
-      return { type: "line", data: { datasets: [
-          line("strategy", neg(d.strategy.drawdown), COLORS.strategy, { order: 1, fill: "origin",
-                                                                         backgroundColor: "rgba(47,111,178,0.2)" }),
-          line("buy-all", neg(d.buy_all.drawdown), COLORS.buyAll, { order: 2, borderDash: [6, 4], fill: "origin",
-                                                                    backgroundColor: "rgba(154,165,177,0.2)" })] },
+      var sets = [line("strategy", neg(d.strategy.drawdown), COLORS.strategy, { order: 1, fill: "origin",
+                                                                               backgroundColor: "rgba(47,111,178,0.2)" }),
+                  line("buy-all", neg(d.buy_all.drawdown), COLORS.buyAll, { order: 3, borderDash: [6, 4], fill: "origin",
+                                                                          backgroundColor: "rgba(154,165,177,0.2)" })];
+      if (d.below_market) {
+        sets.push(line("below market (no model)", neg(d.below_market.drawdown), COLORS.naive, { order: 2, borderDash: [2, 3] }));
+      }
+      return { type: "line", data: { datasets: sets },
         options: { scales: { x: timeAxis(), y: { ticks: { callback: pct } } }, plugins: { tooltip: tooltipDay() } } };
     },
     versions: function (d) {

@@ -152,6 +152,9 @@ def test_as_dict_is_json_with_curves_as_day_value_pairs(toy):
         "total_return", "annualised_return", "annualised_volatility", "sharpe", "sortino", "max_drawdown",
         "calmar", "equity"}
     assert all(type(d["strategy"][k]) is int for k in ("n_trades", "n_days", "n_resale_wins"))
+    # The naive baseline is a third block with the same keys (three sales: no week's median, no trade).
+    assert set(d["below_market"]) == set(d["strategy"]) == set(d["buy_all"])
+    assert d["below_market"]["name"] == "below_market" and d["below_market"]["n_trades"] == 0
 
 
 def test_threshold_is_configurable_and_inclusive():
@@ -319,3 +322,63 @@ def test_no_eligible_rows_gives_empty_curves_and_zero_counts():
     assert result.n_eligible == 0 and result.strategy.n_trades == 0
     assert result.strategy.equity.empty
     json.dumps(result.as_dict(), allow_nan=False)
+
+
+# --- the naive baseline: cheap against the week's median sale, no model ----------------------
+# Ten sales of other items on 2021-01-01 at 10, 11, ..., 19: the median is 14.5 and the
+# threshold price 14.5 * 0.9 = 13.05. Three scored sales at 2021-01-02 10:00, index flat at 100:
+#   a at 13.00, fair 10 (model: no)  -> below 13.05: the baseline buys; resold 01-03 at 14.30 (+10 %)
+#   b at 14.00, fair 20 (model: buy) -> above 13.05: the baseline does not; never resold (flat)
+#   c at 13.05, fair 13.05 (model: no) -> exactly at the threshold: the baseline buys; resold 01-04 at 10.44 (-20 %)
+# Two price-1 sales would drag the median down if counted: one a second outside the week, one at
+# the scored sales' very instant (strictly before means neither).
+# below_market (a, c): 01-02 nothing closes (entry day) -> 0; 01-03 mean(+10 % a, 0 c) = 0.05;
+# 01-04 c exits -20 % -> r = [0, 0.05, -0.2]; strategy (b) is flat.
+
+
+def _week(n_background: int = 10) -> pd.DataFrame:
+    rows = [(f"2021-01-01 {h:02d}:00:00", f"m{h}", 10.0 + h) for h in range(n_background)]
+    rows += [("2020-12-26 09:59:59", "old", 1.0), ("2021-01-02 10:00:00", "z", 1.0)]
+    rows += [("2021-01-02 10:00:00", "a", 13.0), ("2021-01-02 10:00:00", "b", 14.0), ("2021-01-02 10:00:00", "c", 13.05),
+             ("2021-01-03 09:00:00", "a", 14.3), ("2021-01-04 09:00:00", "c", 10.44)]
+    return _sales(rows)
+
+
+_WEEK_PREDICTIONS = [
+    ("a", "2021-01-02 10:00", "a", 13.0, 10.0),
+    ("b", "2021-01-02 10:00", "b", 14.0, 20.0),
+    ("c", "2021-01-02 10:00", "c", 13.05, 13.05),
+]
+_WEEK_INDEX = {f"2021-01-0{d}": 100.0 for d in range(1, 5)}
+
+
+def test_below_market_buys_sales_the_threshold_under_the_weeks_median_by_hand():
+    result = backtest(_predictions(_WEEK_PREDICTIONS), _week(), _index(_WEEK_INDEX))
+    trades = result.trades.set_index("event_id")
+    assert list(trades["market_median"]) == pytest.approx([14.5, 14.5, 14.5])
+    assert list(trades["below_market"]) == [True, False, True]
+    assert list(trades["undervalued"]) == [False, True, False]
+    naive = result.below_market
+    assert naive.name == "below_market"
+    assert (naive.n_trades, naive.n_closed_by_resale, naive.n_closed_at_horizon_or_end) == (2, 2, 0)
+    assert list(naive.daily_returns) == pytest.approx([0.0, 0.05, -0.2])
+    assert naive.total_return == pytest.approx(1.05 * 0.8 - 1)
+    assert naive.max_drawdown == pytest.approx(0.2)  # from 1.05 to 0.84
+    assert (naive.hit_rate, naive.hit_rate_vs_market) == (0.5, 0.5)
+    # One calendar for all three; the model's pick is flat, buy-all holds the three.
+    assert list(naive.equity.index) == list(result.strategy.equity.index) == list(result.buy_all.equity.index)
+    assert result.strategy.total_return == 0.0 and result.buy_all.n_trades == 3
+    assert result.as_dict()["below_market"]["n_trades"] == 2
+
+
+def test_below_market_follows_the_threshold():
+    # at 20 % under, the bar is 14.5 * 0.8 = 11.6: none of the three is that cheap
+    result = backtest(_predictions(_WEEK_PREDICTIONS), _week(), _index(_WEEK_INDEX), threshold=0.20)
+    assert result.below_market.n_trades == 0 and not result.trades["below_market"].any()
+
+
+def test_below_market_without_ten_sales_in_the_week_has_no_median_and_buys_nothing():
+    result = backtest(_predictions(_WEEK_PREDICTIONS), _week(n_background=9), _index(_WEEK_INDEX))
+    assert result.trades["market_median"].isna().all()
+    assert result.below_market.n_trades == 0
+    assert result.below_market.total_return == 0.0  # idle days count, at 0
