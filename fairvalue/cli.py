@@ -575,7 +575,9 @@ def backtest(
         # A daily collection's signal KPIs are `replay --collection`'s report, not the punks' signals.
         print(json.dumps({"backtest": bt} | ({"signals": signals} if signals else {}), default=str, allow_nan=False))
         return
-    table = Table(title=f"backtest: {bt['n_eligible']} eligible {what}, {bt['n_filtered']} filtered")
+    # Without the outer edges the three rows' table fits 80 columns (no header wraps).
+    table = Table(title=f"backtest: {bt['n_eligible']} eligible {what}, {bt['n_filtered']} filtered",
+                  show_edge=False, pad_edge=False)
     for col in ("strategy", "trades", "total return", "Sharpe", "Sortino", "Calmar", "max drawdown"):
         table.add_column(col, justify="right")
     # The cards' daily backtest has no below_market baseline (docs/cards.md).

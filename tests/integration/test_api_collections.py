@@ -305,7 +305,8 @@ def test_backtest_on_the_same_forward_pairs(client, history):
     body = client.get(f"{C}/backtest?from=2021-11-01&to=2021-11-30").json()
     assert body["n_rows"] == perf["counts"]["n_scored"]
     assert 0 < body["strategy"]["n_trades"] < body["buy_all"]["n_trades"] <= body["n_eligible"]
-    for name in ("buy_all", "strategy"):
+    assert body["below_market"]["n_trades"] <= body["buy_all"]["n_trades"]  # the model-free baseline
+    for name in ("buy_all", "strategy", "below_market"):
         curve = body[name]
         assert len(curve["equity"]) == len(curve["drawdown"]) == curve["n_days"]
         assert max(d for _, d in curve["drawdown"]) == pytest.approx(curve["max_drawdown"], abs=1e-5)

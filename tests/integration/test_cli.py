@@ -237,12 +237,13 @@ def test_backtest_prints_both_strategies_and_exports_the_pairs_it_traded(tmp_pat
     args = ["backtest", "--from", "2021-12-28", "--to", "2021-12-31", "--source", "bundled"]
     result = runner.invoke(app, [*args, "--export", str(pairs)])
     assert result.exit_code == 0, result.output
-    for word in ("strategy", "buy_all", "Sharpe", "Sortino", "Calmar", "max drawdown"):
+    for word in ("strategy", "below_market", "buy_all", "Sharpe", "Sortino", "Calmar", "max drawdown"):
         assert word in result.output
     body = json.loads(runner.invoke(app, [*args, "--json"]).output)["backtest"]
     trades = pd.read_csv(pairs)
     assert len(trades) == body["n_eligible"] == body["buy_all"]["n_trades"] > 0
     assert trades["undervalued"].sum() == body["strategy"]["n_trades"]
+    assert trades["below_market"].sum() == body["below_market"]["n_trades"]  # the naive baseline's
     assert (trades["exit_kind"] == "resale").sum() == body["buy_all"]["n_closed_by_resale"]
     assert trades["entry_ts"].str.endswith("Z").all() and (trades["exit_day"] >= trades["entry_day"]).all()
     cards = runner.invoke(app, ["backtest", "--collection", "cards", "--from", "2025-06-01", "--to", "2025-06-15",

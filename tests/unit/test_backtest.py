@@ -339,8 +339,8 @@ def test_no_eligible_rows_gives_empty_curves_and_zero_counts():
 def _week(n_background: int = 10) -> pd.DataFrame:
     rows = [(f"2021-01-01 {h:02d}:00:00", f"m{h}", 10.0 + h) for h in range(n_background)]
     rows += [("2020-12-26 09:59:59", "old", 1.0), ("2021-01-02 10:00:00", "z", 1.0)]
-    rows += [("2021-01-02 10:00:00", "a", 13.0), ("2021-01-02 10:00:00", "b", 14.0), ("2021-01-02 10:00:00", "c", 13.05),
-             ("2021-01-03 09:00:00", "a", 14.3), ("2021-01-04 09:00:00", "c", 10.44)]
+    rows += [("2021-01-02 10:00:00", item, price) for item, price in (("a", 13.0), ("b", 14.0), ("c", 13.05))]
+    rows += [("2021-01-03 09:00:00", "a", 14.3), ("2021-01-04 09:00:00", "c", 10.44)]  # the resales
     return _sales(rows)
 
 
