@@ -75,3 +75,10 @@ def rejected_by_gates(version: int, reason: str) -> Iterator[int]:
     finally:
         with session_scope() as session:
             session.execute(delete(PromotionDecision.__table__).where(PromotionDecision.id == decision_id))
+
+
+def sessions_on(monkeypatch, module, engine) -> None:
+    """`module`'s session_scope opens its sessions on `engine` (a unit test's memory_engine)."""
+    from storage import db
+
+    monkeypatch.setattr(module, "session_scope", lambda: db.session_scope(engine))

@@ -6,6 +6,7 @@ from datetime import date
 
 import pytest
 from sqlalchemy import create_engine
+from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel
 
 import storage.tables  # noqa: F401  (registers the tables)
@@ -23,3 +24,12 @@ def sqlite_market():
         ingest_store.put_market_days(session, coll, {date(2024, 1, 1): {"floor": 100.0, "eth_usd": None}})
         session.commit()
         yield session, coll
+
+
+@pytest.fixture
+def memory_engine():
+    """An in-memory SQLite database with every table, one connection shared by a test's threads
+    (a heartbeat's, a task's)."""
+    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+    SQLModel.metadata.create_all(engine)
+    return engine

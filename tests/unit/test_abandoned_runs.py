@@ -6,24 +6,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine
-from sqlalchemy.pool import StaticPool
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, select
 
 import storage.tables  # noqa: F401  (registers the tables)
 from fairvalue import lifecycle
 from fairvalue.outcomes import monitor_line
 from fairvalue.settings import Settings
-from storage import db
 from storage.tables import TaskRun, utcnow
+from tests.builders import sessions_on
 
 
 @pytest.fixture
-def engine(monkeypatch):
-    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
-    SQLModel.metadata.create_all(engine)
-    monkeypatch.setattr(lifecycle, "session_scope", lambda: db.session_scope(engine))
-    return engine
+def engine(memory_engine, monkeypatch):
+    sessions_on(monkeypatch, lifecycle, memory_engine)
+    return memory_engine
 
 
 def _runs(engine, **started_ago_and_status):

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import create_engine
-from sqlalchemy.pool import StaticPool
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, select
 
 import storage.tables  # noqa: F401  (registers the tables)
-from storage import db, runs
+from storage import runs
 from storage.tables import TaskRun
+from tests.builders import sessions_on
 
 
 @pytest.fixture
-def engine(monkeypatch):
-    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
-    SQLModel.metadata.create_all(engine)
-    monkeypatch.setattr(runs, "session_scope", lambda: db.session_scope(engine))
-    return engine
+def engine(memory_engine, monkeypatch):
+    sessions_on(monkeypatch, runs, memory_engine)
+    return memory_engine
 
 
 def _stored(engine, task_name):

@@ -8,24 +8,21 @@ from datetime import UTC, timedelta
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import create_engine
-from sqlalchemy.pool import StaticPool
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
 import storage.tables  # noqa: F401  (registers the tables)
 from fairvalue import lifecycle
 from fairvalue.settings import Settings
-from storage import db, requests
+from storage import requests
 from storage.ingest import ensure_collection
 from storage.tables import TrainingRequest, utcnow
+from tests.builders import sessions_on
 
 
 @pytest.fixture
-def engine(monkeypatch):
-    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
-    SQLModel.metadata.create_all(engine)
-    monkeypatch.setattr(lifecycle, "session_scope", lambda: db.session_scope(engine))
-    return engine
+def engine(memory_engine, monkeypatch):
+    sessions_on(monkeypatch, lifecycle, memory_engine)
+    return memory_engine
 
 
 def _request(engine) -> int:
