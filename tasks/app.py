@@ -9,12 +9,12 @@ from typing import Any
 import psycopg
 import sqlalchemy.exc
 from celery import Celery, Task
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init
 from kombu import Queue
 
 import beat_schedule
 from fairvalue.settings import Settings, get_settings
-from storage.db import database_now, why_unreachable
+from storage.db import database_now, get_engine, why_unreachable
 from tasks import names, queues
 
 TASK_MODULES = ["tasks.nowcast", "tasks.ingest", "tasks.lifecycle", "tasks.cards"]
@@ -113,6 +113,14 @@ def create_app(settings: Settings | None = None) -> Celery:
 app = create_app()
 
 
+@worker_process_init.connect
+def fresh_connections_in_each_child(**_) -> None:
+    """A prefork child starts with a copy of its parent's connection pool: it drops the copies
+    without closing them (they are the parent's sockets) and opens its own (SQLAlchemy's recipe
+    for forked processes)."""
+    get_engine().dispose(close=False)
+
+
 class DatabaseUnreachable(SystemExit):
     """Exits the process with this message on stderr and status 1 (no traceback)."""
 
@@ -122,6 +130,9 @@ def refuse_to_start_without_the_database(**_) -> None:
     """Every task reads or records in the database: a worker that cannot reach it would say
     `ready`, take messages and fail each one. It stops before it takes any."""
     reason = why_unreachable()
+    # The check's pooled connection must not outlive it here: prefork children inherit the
+    # parent's pool, and two processes on one socket read each other's answers.
+    get_engine().dispose()
     if reason:
         raise DatabaseUnreachable(f"fairvalue worker: the database cannot be reached ({reason}); not starting")
 
