@@ -23,31 +23,32 @@ def items_and_models(session: Session, coll: Collection, keys: Iterable[str], ve
     return [version.id for version in made]
 
 
-def champion_and_another(client) -> tuple[int, int]:
-    """The champion's version number and another's (one is trained when the session has only one).
-    The champion is made past its probation (no previous champion), so that promoting the other
-    makes it the one a rollback returns to (storage.registry.promote)."""
+def champion_and_another() -> tuple[int, int]:
+    """The champion's version number and another's that may be promoted without --force: not one
+    the gates rejected or the monitor rolled back (another test's); one is trained when the
+    session has none. The champion is made past its probation (no previous champion), so that
+    promoting the other makes it the one a rollback returns to (storage.registry.promote)."""
     from fairvalue import pipeline
+    from fairvalue.lifecycle import standing_rejection
     from fairvalue.settings import get_settings
     from storage.db import session_scope
-    from storage.registry import PREVIOUS_CHAMPION, remove_alias
+    from storage.registry import CHAMPION, PREVIOUS_CHAMPION, get_alias, remove_alias
 
-    with session_scope() as session:
-        remove_alias(session, pipeline.collection(session, get_settings()), PREVIOUS_CHAMPION)
-    models = client.get("/v1/models").json()
-    if len(models["versions"]) < 2:
+    def candidates() -> tuple[int, list[int]]:
+        with session_scope() as session:
+            coll = pipeline.collection(session, get_settings())
+            remove_alias(session, coll, PREVIOUS_CHAMPION)
+            champion = get_alias(session, coll, CHAMPION)
+            versions = session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id)
+                                    .order_by(ModelVersion.version)).all()
+            return champion.version, [v.version for v in versions
+                                      if v.id != champion.id and standing_rejection(session, v) is None]
+
+    champion, others = candidates()
+    if not others:
         pipeline.train(cutoff=datetime(2021, 6, 1, tzinfo=UTC))
-        models = client.get("/v1/models").json()
-    champion = models["aliases"]["champion"]
-    # Not one the gates rejected or the monitor rolled back (another test's): promoting that is
-    # refused without --force.
-    from fairvalue.lifecycle import standing_rejection
-
-    with session_scope() as session:
-        coll = pipeline.collection(session, get_settings())
-        judged = {v.version for v in session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id))
-                  if standing_rejection(session, v) is not None}
-    return champion, next(v["version"] for v in models["versions"] if v["version"] not in {champion, *judged})
+        champion, others = candidates()
+    return champion, others[0]
 
 
 @contextmanager

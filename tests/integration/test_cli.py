@@ -632,7 +632,7 @@ def test_promote_and_rollback_say_the_nowcast_they_asked_for(client, broker, mon
     from fairvalue.settings import get_settings
     from tests.builders import champion_and_another
 
-    champion, other = champion_and_another(client)
+    champion, other = champion_and_another()
     promoted = runner.invoke(app, ["promote", str(other), "--reason", "cli follow-up"])
     rolled = runner.invoke(app, ["rollback", "--reason", "cli follow-up"])
     for result, change in ((promoted, f"champion: v{other}"), (rolled, f"champion: v{champion} (rolled back")):
@@ -645,7 +645,7 @@ def test_promote_and_rollback_say_the_nowcast_they_asked_for(client, broker, mon
         s.bind(("127.0.0.1", 0))
         dead = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
     monkeypatch.setattr(tasks.app, "app", tasks.app.create_app(get_settings().model_copy(update={"broker_url": dead})))
-    champion, other = champion_and_another(client)
+    champion, other = champion_and_another()
     try:
         promoted = runner.invoke(app, ["promote", str(other), "--reason", "cli broker down"])
     finally:
@@ -659,7 +659,7 @@ def test_promote_and_rollback_say_the_nowcast_they_asked_for(client, broker, mon
 def test_promote_refuses_a_version_the_gates_rejected_unless_forced(client, broker):
     from tests.builders import champion_and_another, rejected_by_gates
 
-    champion, other = champion_and_another(client)
+    champion, other = champion_and_another()
     with rejected_by_gates(other, "worse on the holdout") as decision_id:
         refused = runner.invoke(app, ["promote", str(other), "--reason", "cli try"])
         said = " ".join(refused.stderr.split())

@@ -81,7 +81,7 @@ def test_operator_can_enqueue_promote_and_roll_back(client, operator_token, brok
     for bad in ("abc", "%C2%B2"):  # "²" is a digit to str.isdigit, not to int()
         assert client.post(f"/v1/models/{bad}/promote", headers=operator_token).status_code == 400, bad
 
-    champion, other = champion_and_another(client)
+    champion, other = champion_and_another()
     before_promote = datetime.now(UTC)
     promoted = client.post(f"/v1/models/{other}/promote", json={"reason": "api"}, headers=operator_token)
     assert promoted.status_code == 200 and promoted.json()["champion"] == other
@@ -128,7 +128,7 @@ def test_with_the_broker_down_a_committed_change_answers_what_was_not_sent(clien
         assert stored.state == "queued" and stored.published_at is None  # the sweep's to republish
         stored.state, stored.error = "failed", "test: not to be trained by a later test's sweep"
 
-    champion, other = champion_and_another(client)
+    champion, other = champion_and_another()
     try:
         promoted = client.post(f"/v1/models/{other}/promote", json={"reason": "broker down"}, headers=operator_token)
         assert promoted.status_code == 200 and promoted.json()["changed"] is True, promoted.text
@@ -239,7 +239,7 @@ def test_a_training_request_while_training_is_paused_says_so_and_is_not_sent(cli
 def test_promoting_a_version_the_gates_rejected_is_refused_unless_forced(client, operator_token, broker):
     """It went through without a word. Now a 409 names the gates' decision and how to override;
     "force": true promotes it, and the promotion's record says which decision it overrode."""
-    champion, other = champion_and_another(client)
+    champion, other = champion_and_another()
     with rejected_by_gates(other, "MAPE 0.41 > champion's 0.22") as decision_id:
         refused = client.post(f"/v1/models/{other}/promote", json={"reason": "try"}, headers=operator_token)
         assert refused.status_code == 409, refused.text
@@ -313,7 +313,7 @@ def test_public_reads_hide_operators_and_workers_hosts_from_callers_without_a_to
     from storage.db import session_scope
     from storage.tables import TrainingRequest
 
-    champion, other = champion_and_another(client)
+    champion, other = champion_and_another()
     assert client.post(f"/v1/models/{other}/promote", json={"reason": "who"}, headers=operator_token).status_code == 200
     client.post("/v1/models/rollback", json={"reason": "who"}, headers=operator_token)
     asked = client.post("/v1/training-requests", json={"reason": "who claimed"}, headers=operator_token).json()["id"]
