@@ -24,15 +24,24 @@ def items_and_models(session: Session, coll: Collection, keys: Iterable[str], ve
 
 
 def champion_and_another() -> tuple[int, int]:
-    """The champion's version number and another's that may be promoted without --force: not one
-    the gates rejected or the monitor rolled back (another test's); one is trained when the
-    session has none. The champion is made past its probation (no previous champion), so that
-    promoting the other makes it the one a rollback returns to (storage.registry.promote)."""
+    """The champion's version number and another's that may be promoted without --force: the
+    newest not rejected by the gates or rolled back by the monitor, and whose artifact verifies
+    (another test's may be either); one is trained when the session has none. The champion is
+    made past its probation (no previous champion), so that promoting the other makes it the one
+    a rollback returns to (storage.registry.promote)."""
     from fairvalue import pipeline
     from fairvalue.lifecycle import standing_rejection
     from fairvalue.settings import get_settings
+    from storage.artifacts import ArtifactError, get_store
     from storage.db import session_scope
-    from storage.registry import CHAMPION, PREVIOUS_CHAMPION, get_alias, remove_alias
+    from storage.registry import CHAMPION, PREVIOUS_CHAMPION, get_alias, remove_alias, verify_artifact
+
+    def sound(version: ModelVersion) -> bool:
+        try:
+            verify_artifact(get_store(), version)
+        except ArtifactError:
+            return False
+        return True
 
     def candidates() -> tuple[int, list[int]]:
         with session_scope() as session:
@@ -40,9 +49,9 @@ def champion_and_another() -> tuple[int, int]:
             remove_alias(session, coll, PREVIOUS_CHAMPION)
             champion = get_alias(session, coll, CHAMPION)
             versions = session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id)
-                                    .order_by(ModelVersion.version)).all()
-            return champion.version, [v.version for v in versions
-                                      if v.id != champion.id and standing_rejection(session, v) is None]
+                                    .order_by(ModelVersion.version.desc())).all()
+            return champion.version, [v.version for v in versions if v.id != champion.id
+                                      and standing_rejection(session, v) is None and sound(v)]
 
     champion, others = candidates()
     if not others:
