@@ -167,13 +167,13 @@ def _counts_from_database():
 
     from storage import requests
     from storage.db import session_scope
-    from storage.runs import ABANDONED
+    from storage.runs import ABANDONED, OK
     from storage.tables import PromotionDecision, TaskRun
 
     with session_scope() as session:
         states = {state: 0 for state in requests.STATES} | requests.counts_by_state(session)
         successes = dict(session.exec(select(TaskRun.task_name, func.max(TaskRun.finished_at))
-                                      .where(TaskRun.status == "ok").group_by(TaskRun.task_name)).all())
+                                      .where(TaskRun.status == OK).group_by(TaskRun.task_name)).all())
         decided = {(d, by): n for d, by, n in session.exec(
             select(PromotionDecision.decision, PromotionDecision.decided_by, func.count())
             .group_by(PromotionDecision.decision, PromotionDecision.decided_by)).all()}

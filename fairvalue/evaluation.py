@@ -202,26 +202,27 @@ def evaluate(
         signal_max_age_days=settings.signal_max_age_days, market_stale_after_days=settings.market_stale_after_days,
     )
     result = replay(data, config, progress)
-    trades = strategy_backtest(data, result, settings)
-    return Evaluation(result, report(data, result, start, end, cadence, settings, trades), trades.trades)
+    index = daily_index(data.sales)
+    trades = strategy_backtest(result, data, index, settings)
+    return Evaluation(result, report(data, result, start, end, cadence, settings, trades, index), trades.trades)
 
 
-def strategy_backtest(data: MarketData, result: ReplayResult, settings: Settings) -> BacktestResult:
+def strategy_backtest(result: ReplayResult, data: MarketData, index: pd.Series, settings: Settings) -> BacktestResult:
     """models/backtest.py on the replay's scored sales, marked by the sales index."""
-    return backtest(result.predictions, data.sales, daily_index(data.sales), threshold=settings.buy_below,
+    return backtest(result.predictions, data.sales, index, threshold=settings.buy_below,
                     horizon_days=settings.backtest_horizon_days)
 
 
 def report(data: MarketData, result: ReplayResult, start, end, cadence: str, settings: Settings,
-           bt: BacktestResult | None = None) -> dict[str, Any]:
+           bt: BacktestResult | None = None, index: pd.Series | None = None) -> dict[str, Any]:
     p = result.predictions
     # Replay scores the sales of [start, end) (models/replay.py).
     n_sales_in_window = int(((data.sales["ts"] >= start) & (data.sales["ts"] < end)).sum())
     # The peers' baseline: the raw floor column of the day before the snapshot's day.
     baseline_floor = floor_before(data.market, pd.Series(pd.to_datetime(p["snapshot_published_at"])))
     segments_of = item_segments(data.items, p["item_id"], p["fair_value"])
-    index = daily_index(data.sales)
-    bt = strategy_backtest(data, result, settings) if bt is None else bt
+    index = daily_index(data.sales) if index is None else index  # the backtest's and the signals' market
+    bt = strategy_backtest(result, data, index, settings) if bt is None else bt
     kpis = signal_kpis(p, data.sales, index, horizon_days=settings.signal_horizon_days, gain=settings.signal_gain,
                        buy_below=settings.buy_below, sell_above=settings.sell_above)
     segments = segment_metrics(p["fair_value"], p["price"], segments_of, p["p10"], p["p90"]) if len(p) else []

@@ -33,7 +33,7 @@ def recorded_run(task_name: str, task_id: str | None = None,
         session.flush()
         run_id = run.id
     detail: dict[str, Any] = {"collection": collection} if collection else {}
-    status = "ok"
+    status = OK
     try:
         yield detail
     except BaseException as exc:
@@ -44,7 +44,7 @@ def recorded_run(task_name: str, task_id: str | None = None,
     finally:
         with session_scope() as session:
             run = session.get(TaskRun, run_id)
-            run.status = detail.pop("status", status) if status == "ok" else status
+            run.status = detail.pop("status", status) if status == OK else status
             run.finished_at = utcnow()
             run.detail = _jsonable(detail)
             collection = detail.get("collection")
@@ -84,7 +84,7 @@ def last_ok_starts(session: Session) -> dict[tuple[str, str | None], datetime]:
     """When the latest successful run of each task for each collection started: (task name,
     collection) -> started_at (what a restarting beat counts as done: tasks.beat)."""
     rows = session.exec(select(TaskRun.task_name, TaskRun.collection, func.max(TaskRun.started_at))
-                        .where(TaskRun.status == "ok").group_by(TaskRun.task_name, TaskRun.collection)).all()
+                        .where(TaskRun.status == OK).group_by(TaskRun.task_name, TaskRun.collection)).all()
     return {(name, coll): started for name, coll, started in rows}
 
 
