@@ -197,6 +197,7 @@ def _champions_and_snapshots():
     from sqlmodel import select
 
     from storage.db import session_scope
+    from storage.registry import CHAMPION
     from storage.tables import Collection, ModelAlias, ModelVersion, NowcastSnapshot, PublishedSnapshot
 
     with session_scope() as session:
@@ -204,7 +205,7 @@ def _champions_and_snapshots():
         out = []
         for coll in collections:
             version = session.exec(select(ModelVersion).join(ModelAlias, ModelAlias.model_version_id == ModelVersion.id)
-                                   .where(ModelAlias.collection_id == coll.id, ModelAlias.alias == "champion")).first()
+                                   .where(ModelAlias.collection_id == coll.id, ModelAlias.alias == CHAMPION)).first()
             published = session.exec(select(NowcastSnapshot.published_at).join(
                 PublishedSnapshot, PublishedSnapshot.snapshot_id == NowcastSnapshot.id)
                 .where(PublishedSnapshot.collection_id == coll.id)).first()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -33,6 +34,15 @@ cards_app = typer.Typer(help="Trading cards: the card universe, its price fixtur
 app.add_typer(cards_app, name="cards")
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # what went wrong: kept out of stdout, which --json keeps for JSON
+
+
+def working(what: str):
+    """A spinner on a terminal. Elsewhere (a log file, a supervisor) the spinner prints nothing, so
+    a step of minutes would be silent: one line on stderr says what is under way instead."""
+    if console.is_terminal:
+        return console.status(what)
+    print(f"{what}...", file=sys.stderr, flush=True)
+    return contextlib.nullcontext()
 
 
 def refuse(detail: object, what: str = "") -> None:
@@ -247,7 +257,7 @@ def train(cutoff: str = typer.Option(None, help="Train only on sales before this
     from fairvalue import pipeline
 
     try:
-        with console.status("training"):
+        with working("training"):
             result = pipeline.train(_settings_for(collection), cutoff=_parse_time(cutoff))
     except pipeline.TRAINING_REFUSALS as exc:  # no prices, or too few: what the data refused
         refuse(exc, "nothing trained:")
@@ -271,7 +281,7 @@ def drift(
 
     settings = _settings_for(collection)
     try:
-        with console.status("measuring drift"):
+        with working("measuring drift"):
             report, uri = pipeline.drift(settings, recent_days=days)
     except (NotFound, pipeline.NoChampion, pipeline.NotMeasured) as exc:
         refuse(exc)
@@ -303,7 +313,7 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
 
     settings = _settings_for(collection)
     try:
-        with console.status("nowcasting"):
+        with working("nowcasting"):
             result = pipeline.nowcast(settings, as_of=_parse_time(as_of))
     except (NotFound, pipeline.NoChampion, pipeline.FutureAsOf, pipeline.NothingToValue) as exc:  # nothing to value
         # yet, a future --as-of, or one before the market's first input
@@ -483,7 +493,7 @@ def _replay_daily(collection, from_, to, source, horizon, gain, as_json) -> None
         raise typer.BadParameter("--gain must be above 0 and under 1, e.g. 0.05 for 5 %", param_hint="--gain")
     _check_source(source)
     settings = get_settings().for_collection(collection)  # checked by the command (_settings_for)
-    with console.status("replaying"):
+    with working("replaying"):
         series = evaluation.load_daily(settings, source)
         _check_days_hold_prices(series, start, end)
         try:
@@ -617,7 +627,7 @@ def _backtest_daily(collection: str, from_: str, to: str, source: str) -> dict:
     start, end = _day_window(from_, to)
     _check_source(source)
     settings = get_settings().for_collection(collection)  # checked by the command (_settings_for)
-    with console.status("replaying"):
+    with working("replaying"):
         series = evaluation.load_daily(settings, source)
         _check_days_hold_prices(series, start, end)
         try:
@@ -918,7 +928,8 @@ def up(
     seed()
     if not _has_champion():
         train(cutoff=None, collection=None)
-    result = startup_nowcast(settings)
+    with working("nowcasting"):
+        result = startup_nowcast(settings)
     console.print(f"published snapshot {result.snapshot_id} ({result.n_items} items)")
     if once:
         return
@@ -1278,8 +1289,12 @@ def main() -> None:
                        "run `fairvalue db upgrade` first")
         if isinstance(exc, OperationalError):
             unmade = _sqlite_file_not_made(get_settings().resolved_database_url())
+            settings = get_settings()  # the embedded database's folder is relative to where the command runs
+            where = (f" (FAIRVALUE_VAR_DIR {settings.var_dir} is read from the current directory)"
+                     if unmade and not settings.database_url and not settings.var_dir.is_absolute() else "")
             _exit_with(f"cannot reach the database {database}: {_first_line(exc)}"
-                       + ("; it was never created: run `fairvalue db upgrade` (or `./run up`) first" if unmade else ""))
+                       + (f"; it was never created{where}: run `fairvalue db upgrade` (or `./run up`) first"
+                          if unmade else ""))
         raise
 
 

@@ -148,8 +148,8 @@ class Settings(BaseSettings):
     gate_max_abs_bias: float = Field(0.05, description="A contender whose median signed error is further from 0 "
                                      "than this is rejected.")
     gate_segment_tolerance: float = Field(0.10, description="A contender is rejected when a segment's MAPE "
-                                          "(a type, accessory count, gender, skin tone or price band with 30 sales or "
-                                          "more) is this share worse than the champion's.")
+                                          "(a type, or a band of the fair value, with 30 sales or more; "
+                                          "lifecycle.GATE_SEGMENTATIONS) is this share worse than the champion's.")
     gate_coverage_min: float = Field(0.70, description="A contender whose band holds fewer of the window's sales "
                                      "is rejected.")
     gate_coverage_max: float = Field(0.90, description="... or more of them (a band too wide says nothing).")
