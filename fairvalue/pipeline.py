@@ -34,7 +34,7 @@ from models.metrics import valuation_metrics
 from models.validation import ValidatedBatch, item_key_of, sale_day_of, validate_batch
 from storage import ingest as ingest_store
 from storage import retention, webhook_calls
-from storage.artifacts import ArtifactError, get_store
+from storage.artifacts import ArtifactError, ArtifactStore, get_store
 from storage.bundled import read_market_days, read_punks, read_sales_file
 from storage.db import consistent_reads, database_now, session_scope
 from storage.market import current_snapshot, load_market_data, stored_after
@@ -607,7 +607,9 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
         snapshot = session.get(NowcastSnapshot, snapshot.id)
         moved = publish(session, coll, snapshot)
     lap("publish")
-    archive_uri, archive_error = archive_snapshot(settings, snapshot.id, values, rows_csv)
+    # The snapshot is published: its archive gets the short budget, the hourly retry the patient one.
+    archive_uri, archive_error = archive_snapshot(settings, snapshot.id, values, rows_csv,
+                                                  store=get_store(settings, short_budget=True))
     lap("archive")
     shadows, shadow_errors = {}, {}
     if moved:  # a superseded run's shadows would pair the watched models with values never served
@@ -660,12 +662,13 @@ def shadow_nowcasts(settings: Settings, coll: Collection, data, moment, as_of, c
 
 
 def archive_snapshot(
-    settings: Settings, snapshot_id: int, values: pd.DataFrame, rows_csv: str | None = None
+    settings: Settings, snapshot_id: int, values: pd.DataFrame, rows_csv: str | None = None,
+    store: ArtifactStore | None = None,
 ) -> tuple[str | None, str | None]:
     """Archive to the store after publishing: a store outage must not stop valuations.
     The error is returned (and recorded) so the archive can be retried."""
     try:
-        stored = get_store(settings).put(
+        stored = (store or get_store(settings)).put(
             f"snapshots/{settings.collection}/{snapshot_id}.csv.gz", snapshot_csv_gz(values, rows_csv)
         )
     except ArtifactError as exc:
@@ -684,19 +687,21 @@ class ArchiveReport:
     pending: int
 
 
-def archive_pending(settings: Settings | None = None, limit: int = 20) -> ArchiveReport:
+def archive_pending(settings: Settings | None = None, limit: int = 20, short_budget: bool = False) -> ArchiveReport:
     """Retry the archives a store outage left out: published snapshots with no archive, newest
-    first, rebuilt from their stored rows. Safe to run at any time, from any worker."""
+    first, rebuilt from their stored rows. Safe to run at any time, from any worker.
+    `short_budget`: the store's short one (get_store), for a caller that must not wait on it."""
     from storage.snapshots import snapshot_values, unarchived_snapshots
 
     settings = settings or get_settings()
     with session_scope() as session:
         ids = unarchived_snapshots(session, collection(session, settings))
     report = ArchiveReport({}, {}, len(ids))
+    store = get_store(settings, short_budget=short_budget) if ids else None
     for snapshot_id in ids[:limit]:
         with session_scope() as session:
             values = snapshot_values(session, snapshot_id)
-        uri, error = archive_snapshot(settings, snapshot_id, values)
+        uri, error = archive_snapshot(settings, snapshot_id, values, store=store)
         if error:
             report.failed[snapshot_id] = error
             break  # the store is still down: the next run retries the rest

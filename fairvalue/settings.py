@@ -32,9 +32,27 @@ class Settings(BaseSettings):
     artifacts_url: str = Field("", description="s3://bucket/prefix or a local directory.")
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, moto); None means AWS.")
     s3_region: str = Field("us-east-1", description="Region of the S3 client (MinIO and moto take any).")
+    s3_connect_timeout_seconds: float = Field(5.0, gt=0, description="S3 calls that may wait (model artifacts, "
+                                              "the hourly archive retry): timeout of one connect.")
+    s3_read_timeout_seconds: float = Field(30.0, gt=0, description="... timeout of one socket read (an S3 that "
+                                           "accepts and never answers waits this long per attempt).")
+    s3_max_attempts: int = Field(4, ge=1, description="... attempts in all, the first included: a hung S3 holds "
+                                 "such a call about 4 x 30 s.")
+    s3_short_timeout_seconds: float = Field(
+        3.0, gt=0, description="The nowcast's snapshot archive (and the late archives it retries): connect and "
+        "read timeout. The snapshot is published before its archive, and an archive that fails is recorded in "
+        "the run and retried by the hourly archive task (patient budget), so a hung S3 holds a nowcast about "
+        "this long, not minutes.")
+    s3_short_max_attempts: int = Field(1, ge=1, description="... attempts in all of those calls.")
     broker_transport_options: dict[str, Any] = Field(
         default_factory=dict, description="Extra kombu transport options as JSON, over the defaults of "
         "tasks/app.py, e.g. {\"visibility_timeout\": 7200}.")
+    broker_send_retries: int = Field(
+        6, ge=0, description="A message a worker or beat sends (a training request, a follow-up nowcast, a "
+        "periodic task) while the broker is unreachable is tried again up to this many times, 0.5 s, 1 s, "
+        "1.5 s and then 2 s apart (6: about 9 s), so a Redis restart does not fail the task that sends it. The "
+        "API's and the commands' sends are not retried: they answer at once that the message was not sent "
+        "(docs/architecture.md). 0: workers and beat fail at once too.")
     data_dir: Path = Field(PROJECT_ROOT / "data", description="Bundled market data.")
 
     # Market.

@@ -93,8 +93,27 @@ class LocalStore:
         return verify(data, sha256, uri)
 
 
+@dataclass(frozen=True)
+class S3Budget:
+    """How long one S3 call may wait: botocore's timeouts (each one a single connect or socket
+    read, not the whole call) and its attempts in all (the first one included)."""
+
+    connect_timeout: float
+    read_timeout: float
+    attempts: int
+
+
+def s3_budget(settings: Settings, short: bool = False) -> S3Budget:
+    """The patient budget (FAIRVALUE_S3_CONNECT/READ_TIMEOUT_SECONDS, _MAX_ATTEMPTS), or the short
+    one (FAIRVALUE_S3_SHORT_*) of a caller that has a fallback and must not wait on a hung store."""
+    if short:
+        return S3Budget(settings.s3_short_timeout_seconds, settings.s3_short_timeout_seconds,
+                        settings.s3_short_max_attempts)
+    return S3Budget(settings.s3_connect_timeout_seconds, settings.s3_read_timeout_seconds, settings.s3_max_attempts)
+
+
 class S3Store:
-    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, region: str):
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, region: str, budget: S3Budget):
         import boto3
         from botocore.config import Config
 
@@ -104,7 +123,8 @@ class S3Store:
             "s3",
             endpoint_url=endpoint_url,
             region_name=region,
-            config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+            config=Config(retries={"total_max_attempts": budget.attempts, "mode": "standard"},
+                          connect_timeout=budget.connect_timeout, read_timeout=budget.read_timeout),
         )
 
     def _key(self, name: str, digest: str) -> str:
@@ -144,10 +164,11 @@ class S3Store:
             self.client.create_bucket(Bucket=self.bucket)
 
 
-def store_from_url(url: str, endpoint_url: str | None = None, region: str = "us-east-1") -> ArtifactStore:
+def store_from_url(url: str, endpoint_url: str | None = None, region: str = "us-east-1",
+                   budget: S3Budget | None = None) -> ArtifactStore:
     parsed = urlparse(url)
     if parsed.scheme == "s3":
-        return S3Store(parsed.netloc, parsed.path, endpoint_url, region)
+        return S3Store(parsed.netloc, parsed.path, endpoint_url, region, budget or s3_budget(get_settings()))
     if parsed.scheme == "file":
         return LocalStore(Path(parsed.path))
     if parsed.scheme in ("", None) or len(parsed.scheme) == 1:  # a path (or a Windows drive)
@@ -155,6 +176,8 @@ def store_from_url(url: str, endpoint_url: str | None = None, region: str = "us-
     raise ValueError(f"unsupported artifacts URL {url!r}: use s3://bucket/prefix or a directory")
 
 
-def get_store(settings: Settings | None = None) -> ArtifactStore:
+def get_store(settings: Settings | None = None, short_budget: bool = False) -> ArtifactStore:
+    """The artifact store. `short_budget`: S3 calls give up after the short budget (s3_budget),
+    for a call whose failure is recorded and retried later, like the nowcast's archive."""
     s = settings or get_settings()
-    return store_from_url(s.resolved_artifacts_url(), s.s3_endpoint_url, s.s3_region)
+    return store_from_url(s.resolved_artifacts_url(), s.s3_endpoint_url, s.s3_region, s3_budget(s, short_budget))

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import sqlalchemy.exc
 from celery import Celery, Task
-from celery.signals import worker_init, worker_process_init
+from celery.signals import beat_init, worker_init, worker_process_init
 from kombu import Queue
 
 import beat_schedule
@@ -21,7 +21,11 @@ TASK_MODULES = ["tasks.nowcast", "tasks.ingest", "tasks.lifecycle", "tasks.cards
 log = logging.getLogger(__name__)
 
 
-def broker_options(settings: Settings) -> dict:
+# How a worker's or beat's send waits for a broker that went away: tries 0.5 s, 1 s, 1.5 s, then 2 s apart.
+SEND_BACKOFF = {"interval_start": 0.5, "interval_step": 0.5, "interval_max": 2.0}
+
+
+def broker_options(settings: Settings, patient_sends: bool = False) -> dict:
     url = settings.resolved_broker_url()
     if url.startswith("filesystem://"):
         # The embedded broker: messages are files in var/broker, shared by every process.
@@ -38,9 +42,24 @@ def broker_options(settings: Settings) -> dict:
     # max_retries 0: a message sent while the broker is down fails at its first connection
     # attempt, rather than after some 6 s of kombu reconnecting (default_channel), so a webhook's
     # follow-up or an operator's request answers at once that it was not sent (FollowUp,
-    # send_after_commit; the periodic tasks catch up). A connection lost during a publish is still
-    # retried by the publish retry policy, and workers and beat reconnect by broker_connection_*.
-    return {"visibility_timeout": 2 * 3600, "max_retries": 0, **settings.broker_transport_options}
+    # send_after_commit; the periodic tasks catch up). Workers and beat have no one waiting on
+    # them and a failed send fails their task (a policy's training request waits for the hourly
+    # sweep): theirs try FAIRVALUE_BROKER_SEND_RETRIES times (send_options); count-bound, so
+    # kombu's 5 s connect_retries_timeout does not cut the backoff short.
+    sends = ({"max_retries": settings.broker_send_retries, "connect_retries_timeout": None, **SEND_BACKOFF}
+             if patient_sends else {"max_retries": 0})
+    return {"visibility_timeout": 2 * 3600, **sends, **settings.broker_transport_options}
+
+
+def send_options(settings: Settings, patient_sends: bool = False) -> dict:
+    """How sends meet a broker that went away, as Celery settings. Two knobs, since kombu
+    retries in two places: connecting a fresh or dropped connection (the transport options'
+    max_retries), and a publish whose connection breaks (Celery's publish retry policy; its
+    default, 3 tries within about a second, stays the API's)."""
+    options: dict[str, Any] = {"broker_transport_options": broker_options(settings, patient_sends)}
+    if patient_sends:
+        options["task_publish_retry_policy"] = {"max_retries": settings.broker_send_retries, **SEND_BACKOFF}
+    return options
 
 
 # A database that restarts, fails over or drops a connection: the task is sent again, later,
@@ -71,7 +90,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     app = Celery("fairvalue", include=TASK_MODULES, task_cls=FairvalueTask)
     app.conf.update(
         broker_url=settings.resolved_broker_url(),
-        broker_transport_options=broker_options(settings),
+        **send_options(settings),  # the API's: fail fast; workers and beat switch to theirs as they start
         broker_connection_retry_on_startup=True,
         result_backend=None,
         task_ignore_result=True,  # outcomes are recorded in task_runs, not a result backend
@@ -111,6 +130,15 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+
+@worker_init.connect
+@beat_init.connect
+def patient_sends(sender, **_) -> None:
+    """Workers and beat retry a send through a broker blip (send_options); every other process
+    (the API, commands) keeps failing fast. Set as they start, before either opens a connection
+    to send (a prefork child inherits it)."""
+    sender.app.conf.update(send_options(get_settings(), patient_sends=True))
 
 
 @worker_process_init.connect

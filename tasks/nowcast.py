@@ -36,8 +36,9 @@ def nowcast(self, as_of: str | None = None, collection: str | None = None, reque
         result = pipeline.nowcast(settings, as_of=datetime.fromisoformat(as_of) if as_of else None)
         run.update(result.__dict__)
         if result.archive_error is None:
-            # The store answers again: archive what an earlier outage left out (usually nothing).
-            run["late_archives"] = pipeline.archive_pending(settings, limit=5).archived
+            # The store answers again: archive what an earlier outage left out (usually nothing),
+            # on the nowcast's short budget too (the hourly archive task is the patient one).
+            run["late_archives"] = pipeline.archive_pending(settings, limit=5, short_budget=True).archived
         return result.__dict__
 
 

@@ -122,13 +122,16 @@ class PrivatePostgres:
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to an upstream port. `down()` refuses new connections and cuts
-    open ones, as an endpoint that went away; `up()` serves again on the same port."""
+    open ones, as an endpoint that went away; `up()` serves again on the same port. `hang()`
+    cuts open connections and then accepts new ones, reads what they send and never answers, as
+    an endpoint that hangs; `answer()` forwards again."""
 
     def __init__(self, upstream_port: int):
         self.upstream_port, self.port = upstream_port, free_port()
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._hanging = False
 
     @property
     def url(self) -> str:
@@ -143,6 +146,14 @@ class TcpProxy:
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
         return self
 
+    def hang(self) -> None:
+        self._hanging = True
+        self._cut_open()  # a client's pooled connection would otherwise still reach the upstream
+
+    def answer(self) -> None:
+        self._hanging = False
+        self._cut_open()  # what a hung connection sent was never forwarded
+
     def down(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
@@ -151,6 +162,9 @@ class TcpProxy:
             except OSError:
                 pass
             listener.close()
+        self._cut_open()
+
+    def _cut_open(self) -> None:
         with self._lock:
             for conn in list(self._open):
                 try:
@@ -166,6 +180,11 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # closed by down()
+            if self._hanging:
+                with self._lock:
+                    self._open.add(client)
+                threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
             except OSError:
@@ -175,6 +194,17 @@ class TcpProxy:
                 self._open.update((client, upstream))
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _swallow(self, conn: socket.socket) -> None:
+        try:
+            while conn.recv(65536):
+                pass
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            with self._lock:
+                self._open.discard(conn)
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:

@@ -6,14 +6,18 @@ docker-compose runs Redis) it survives. Either way PostgreSQL holds the request,
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from kombu.exceptions import OperationalError
+from sqlalchemy import text
 from sqlmodel import select
 
 from fairvalue import lifecycle
-from storage.db import session_scope
-from storage.tables import ModelVersion, PromotionDecision, TrainingRequest
+from storage.db import get_engine, session_scope
+from storage.tables import ModelVersion, PromotionDecision, TaskRun, TrainingRequest
 from tasks import queues
-from tasks.names import TRAIN
+from tasks.names import SWEEP, TRAIN
 from tests.faults.servers import PrivateRedis
 from tests.realparts import celery_app_for, start_worker, stop_worker, wait_for
 
@@ -79,3 +83,43 @@ def test_redis_restarts_with_training_requests_queued(seeded, tmp_path):
             decisions = session.exec(select(PromotionDecision)
                                      .where(PromotionDecision.training_request_id == request_id)).all()
         assert len(versions) == 1 and len(decisions) == 1
+
+
+def run_of(task_id: str) -> TaskRun | None:
+    with session_scope() as session:
+        return session.exec(select(TaskRun).where(TaskRun.task_id == task_id)).first()
+
+
+def test_worker_send_waits_out_a_redis_restart(seeded, tmp_path):
+    """A worker's send tries again while the broker is gone (FAIRVALUE_BROKER_SEND_RETRIES): the
+    sweep, held on a lock until Redis is down, reaches its send of a training request during the
+    outage and publishes it once Redis is back, about 2 s later; its run ends ok. The same kind
+    of send from this process, which sends as the API does, fails at once."""
+    server = PrivateRedis(tmp_path / "redis", appendonly=False).start()
+    worker = start_worker("redis-blip", queues.DEFAULT, tmp_path,
+                          {"FAIRVALUE_BROKER_URL": server.url, "FAIRVALUE_SWEEP_STALE_MINUTES": "0"},
+                          pool="prefork")  # as production runs workers: the task runs in a child
+    try:
+        app = celery_app_for(server.url)
+        waiting = lifecycle.enqueue_retrain("sent during a redis restart", QUICK).request_id  # never published
+        with get_engine().connect() as lock:
+            # The sweep reads the training requests only once its run is recorded: it waits here.
+            lock.execute(text("LOCK TABLE training_requests IN ACCESS EXCLUSIVE MODE"))
+            sweep_id = app.send_task(SWEEP, queue=queues.DEFAULT).id
+            wait_for(lambda: run_of(sweep_id), timeout=60)
+            server.crash()
+            started = time.monotonic()
+            with pytest.raises(OperationalError):
+                app.send_task(SWEEP, queue=queues.DEFAULT)
+            assert time.monotonic() - started < 3  # the API's kind of send does not wait
+            lock.rollback()  # the sweep goes on to its send, with Redis down
+        time.sleep(2)
+        server.start()
+        run = wait_for(lambda: (r := run_of(sweep_id)) and r.status != "running" and r, timeout=60)
+        assert run.status == "ok", run.detail
+        assert waiting in run.detail["republished"]
+        assert request(waiting).published_at is not None
+        assert server.client().llen(queues.TRAINING) == len(run.detail["republished"])  # on the restarted Redis
+    finally:
+        stop_worker(worker)
+        server.stop()

@@ -74,3 +74,41 @@ def test_s3_down_during_archive(seeded, s3, client, tmp_path):
     assert sha256_hex(data) == snap.archive_sha256
     lines = gzip.decompress(data).decode().splitlines()
     assert lines[0].startswith("item_key,fair_value,p10,p90,signal") and len(lines) == 10_001
+
+
+def test_s3_hangs_during_archive(seeded, s3, client, tmp_path):
+    """An S3 that accepts connections and never answers holds a nowcast for the short budget
+    (FAIRVALUE_S3_SHORT_TIMEOUT_SECONDS, one attempt), not the patient client's 4 x 30 s: the
+    snapshot is published and served, the archive's timeout recorded in the run; once S3
+    answers again, the hourly archive retry stores it."""
+    from fairvalue.settings import get_settings
+    from tests.conftest import S3_PORT
+
+    short = get_settings().s3_short_timeout_seconds
+    proxy = TcpProxy(S3_PORT).up()
+    worker = start_worker("s3-hung-worker", QUEUE, tmp_path, {"FAIRVALUE_S3_ENDPOINT_URL": proxy.url})
+    try:
+        warm = run_on_worker("fairvalue.nowcast")  # loads (and verifies) the champion while S3 answers
+        assert warm.status == "ok" and warm.detail["archive_uri"], warm.detail
+
+        proxy.hang()
+        during = run_on_worker("fairvalue.nowcast")
+        assert during.status == "ok", during.detail
+        assert during.detail["published"] is True and during.detail["archive_uri"] is None
+        error = during.detail["archive_error"]
+        assert "cannot write" in error and "timeout" in error.lower(), error
+        # One attempt that waited one read timeout (slack for a loaded host), not minutes.
+        assert short <= during.detail["seconds"]["archive"] < short + 5, during.detail["seconds"]
+        unarchived = during.detail["snapshot_id"]
+        served_from(client, unarchived)  # served while S3 hangs
+
+        proxy.answer()
+        retry = run_on_worker(beat_schedule.SCHEDULE["archive-retry-hourly"]["task"])
+        assert retry.status == "ok", retry.detail
+        assert str(unarchived) in retry.detail["archived"]
+    finally:
+        stop_worker(worker)
+        proxy.down()
+
+    snap = snapshot(unarchived)
+    assert snap.archive_uri and sha256_hex(s3.get(snap.archive_uri, snap.archive_sha256)) == snap.archive_sha256

@@ -39,3 +39,15 @@ def test_store_from_url_kinds(tmp_path):
     assert isinstance(store_from_url(tmp_path.as_uri()), LocalStore)
     with pytest.raises(ValueError, match="unsupported"):
         store_from_url("ftp://host/x")
+
+
+def test_s3_budgets_reach_the_client():
+    """The patient budget for calls that may wait, the short one for the nowcast's archive:
+    one client construction, two botocore configs."""
+    from fairvalue.settings import Settings
+    from storage.artifacts import get_store
+
+    settings = Settings(artifacts_url="s3://bucket/prefix", s3_endpoint_url="http://127.0.0.1:9")
+    patient, short = get_store(settings).client.meta.config, get_store(settings, short_budget=True).client.meta.config
+    assert (patient.connect_timeout, patient.read_timeout, patient.retries["total_max_attempts"]) == (5, 30, 4)
+    assert (short.connect_timeout, short.read_timeout, short.retries["total_max_attempts"]) == (3, 3, 1)

@@ -42,3 +42,20 @@ def test_a_webhook_follow_up_fails_at_once_when_the_broker_is_down():
     started = time.monotonic()
     said = follow_up.request(accepted=3, delay=5, collection="cryptopunks")
     assert said.startswith("not enqueued") and time.monotonic() - started < 1.5, said
+
+
+def test_workers_and_beat_retry_their_sends_and_nothing_else_does():
+    """The API's app fails a send at once; worker_init and beat_init switch theirs to
+    FAIRVALUE_BROKER_SEND_RETRIES tries (tests/faults/test_redis_restart.py shows one surviving)."""
+    from types import SimpleNamespace
+
+    from tasks.app import create_app, patient_sends
+
+    settings = Settings(broker_url="redis://127.0.0.1:1/0")
+    app = create_app(settings)
+    assert app.conf.broker_transport_options["max_retries"] == 0
+    assert app.conf.task_publish_retry_policy["max_retries"] == 3  # Celery's default: about a second
+    patient_sends(sender=SimpleNamespace(app=app))
+    retries = Settings().broker_send_retries
+    assert app.conf.broker_transport_options["max_retries"] == retries > 0
+    assert app.conf.task_publish_retry_policy["max_retries"] == retries
