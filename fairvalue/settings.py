@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     s3_short_max_attempts: int = Field(1, ge=1, description="... attempts in all of those calls.")
     broker_transport_options: dict[str, Any] = Field(
         default_factory=dict, description="Extra kombu transport options as JSON, over the defaults of "
-        "tasks/app.py, e.g. {\"visibility_timeout\": 7200}.")
+        "tasks/app.py, e.g. {\"visibility_timeout\": 8100}.")
     broker_send_retries: int = Field(
         6, ge=0, description="A message a worker or beat sends (a training request, a follow-up nowcast, a "
         "periodic task) while the broker is unreachable is tried again up to this many times, 0.5 s, 1 s, "

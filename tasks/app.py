@@ -36,9 +36,8 @@ def broker_options(settings: Settings, patient_sends: bool = False) -> dict:
         return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
                 "processed_folder": str(folder / "processed"), "control_folder": str(folder / "control"),
                 "store_processed": False}
-    # Redis redelivers an unacked message (its worker died) after this long. Longer than any
-    # task runs, so a slow task is not started twice by the broker; the database lease guards
-    # training anyway. The fault tests shorten it to see a killed worker's message come back.
+    # Redis redelivers an unacked message (its worker died) after visibility_timeout. The fault
+    # tests shorten it to see a killed worker's message come back.
     # max_retries 0: a message sent while the broker is down fails at its first connection
     # attempt, rather than after some 6 s of kombu reconnecting (default_channel), so a webhook's
     # follow-up or an operator's request answers at once that it was not sent (FollowUp,
@@ -48,7 +47,16 @@ def broker_options(settings: Settings, patient_sends: bool = False) -> dict:
     # kombu's 5 s connect_retries_timeout does not cut the backoff short.
     sends = ({"max_retries": settings.broker_send_retries, "connect_retries_timeout": None, **SEND_BACKOFF}
              if patient_sends else {"max_retries": 0})
-    return {"visibility_timeout": 2 * 3600, **sends, **settings.broker_transport_options}
+    return {"visibility_timeout": visibility_timeout(settings), **sends, **settings.broker_transport_options}
+
+
+def visibility_timeout(settings: Settings) -> int:
+    """Redis gives an unacked message back after this long: longer than any task may run (the
+    longest hard time limit, training's, and ten minutes more), so a slow task is not started twice
+    by the broker; it follows FAIRVALUE_TRAINING_TIME_LIMIT_SECONDS. The database lease guards
+    training anyway."""
+    longest = max(settings.training_time_limit_seconds, settings.nowcast_time_limit_seconds)
+    return max(2 * 3600, settings.hard_time_limit(longest) + 600)
 
 
 def send_options(settings: Settings, patient_sends: bool = False) -> dict:
