@@ -310,7 +310,11 @@ def test_bad_contender_rejected_and_forced_promotion_rolled_back(seeded, worker)
     with session_scope() as session:
         coll = ensure_collection(session, "cryptopunks")
         assert get_alias(session, coll, CHAMPION).id == good.id
-        trail = session.exec(select(PromotionDecision).order_by(PromotionDecision.id.desc()).limit(3)).all()
+        bad = session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id,
+                                                      ModelVersion.version == bad_version)).one()
+        # The bad version's decisions only: the worker may decide another test's late request meanwhile.
+        trail = session.exec(select(PromotionDecision).where(PromotionDecision.contender_version_id == bad.id)
+                             .order_by(PromotionDecision.id.desc())).all()
     assert [(d.decision, d.decided_by) for d in reversed(trail)] == [
         ("reject", "gates"), ("promote", "operator"), ("rollback", "monitor")]
     rollback = trail[0]
