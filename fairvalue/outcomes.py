@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from storage import runs
 from tasks import names
 
 
@@ -48,14 +49,14 @@ def policy_numbers_line(numbers: Mapping[str, Any]) -> str:
 
 
 def _unfinished(status: str, detail: Mapping[str, Any]) -> str | None:
-    if status == "running":
-        return "running"
-    if status == "failed":
-        return f"failed: {detail.get('error') or 'no error recorded'}"
-    if status == "skipped":
-        return f"skipped: {detail.get('reason') or 'no reason recorded'}"
-    if status == "abandoned":
-        return f"abandoned: {detail.get('abandoned') or 'its worker died'}"
+    if status == runs.RUNNING:
+        return runs.RUNNING
+    if status == runs.FAILED:
+        return f"{runs.FAILED}: {detail.get('error') or 'no error recorded'}"
+    if status == runs.SKIPPED:
+        return f"{runs.SKIPPED}: {detail.get('reason') or 'no reason recorded'}"
+    if status == runs.ABANDONED:
+        return f"{runs.ABANDONED}: {detail.get('abandoned') or 'its worker died'}"
     return None
 
 
