@@ -27,7 +27,7 @@ from fairvalue.settings import Settings, get_settings
 from fairvalue.webhook_batch import CallOutcome, WebhookCall
 from models import estimator
 from models.daily import TooFewPrices
-from models.diagnostics import diagnostics, item_segments, learning_curve
+from models.diagnostics import LEARNING_FRACTIONS, diagnostics, item_segments, learning_curve
 from models.drift import DriftReport, drift_report
 from models.features import MarketData, build_features, valuation_queries
 from models.metrics import valuation_metrics
@@ -346,7 +346,7 @@ def train(settings: Settings | None = None, cutoff: datetime | None = None) -> T
     data = _before_cutoff(data, cutoff, lambda d: d.sales["ts"], "sale")
     end = data.sales["ts"].max()
     holdout_start = end - pd.Timedelta(days=settings.holdout_days)
-    metrics, diagnostics = holdout_evaluation(data, holdout_start, params)
+    metrics, diagnostics = holdout_evaluation(data, holdout_start, params, settings.learning_curve_splits)
     model = estimator.fit(data, params)
     store = get_store(settings)
     with session_scope() as session:
@@ -406,29 +406,44 @@ def train_daily(settings: Settings, cutoff: datetime | None = None) -> TrainResu
         return TrainResult(version.version, version.id, version.metrics, first, None)
 
 
-def holdout_evaluation(data: MarketData, holdout_start: pd.Timestamp, params: estimator.TrainParams):
+def holdout_evaluation(data: MarketData, holdout_start: pd.Timestamp, params: estimator.TrainParams,
+                       curve_splits: int = 1):
     """Forward score: fit on sales before `holdout_start`, predict each later sale as of the
-    start of its day (as a daily nowcast would), and build the version's diagnostics."""
-    past = data.before(holdout_start)
-    later = data.sales[data.sales["ts"] >= holdout_start].reset_index(drop=True)
-    if len(past.sales) < 50 or later.empty:
-        return {"holdout": "skipped: not enough sales on one side of the holdout start"}, None
-    queries = pd.DataFrame({"item_key": later["item_key"], "ts": later["ts"].dt.normalize()})
-    queries["ts"] = queries["ts"].where(queries["ts"] >= holdout_start, holdout_start)
+    start of its day (as a daily nowcast would), and build the version's diagnostics.
 
-    def fit_and_score(fraction: float) -> dict[str, Any]:
-        # Train on the most recent `fraction` of the pre-holdout sales; score the same forward window.
+    The learning curve repeats that on `curve_splits` forward windows of the holdout's length,
+    the holdout and the ones just before it, each scored by models trained only on sales before
+    its start, at each of LEARNING_FRACTIONS of those sales (the most recent): one split alone
+    cannot tell a real trend from one month's noise. The holdout's own full fit is one of them."""
+    window = data.sales["ts"].max() - holdout_start
+    starts = [holdout_start - k * window for k in range(curve_splits - 1, -1, -1)]  # oldest first
+    newest = len(starts) - 1
+    later = data.sales[data.sales["ts"] >= holdout_start].reset_index(drop=True)
+    if len(data.before(holdout_start).sales) < 50 or later.empty:
+        return {"holdout": "skipped: not enough sales on one side of the holdout start"}, None
+    holdout: dict[str, pd.DataFrame] = {}
+
+    def fit_predict(split: int, fraction: float) -> dict[str, Any]:
+        # Train on the most recent `fraction` of the sales before the split; score its window only.
+        start = starts[split]
+        past = data.before(start)
+        scored = (data.sales["ts"] >= start) & (data.sales["ts"] < starts[split + 1] if split < newest else True)
+        window_sales = data.sales[scored].reset_index(drop=True)
+        if len(past.sales) < 50 or window_sales.empty:
+            raise ValueError(f"split from {start:%Y-%m-%d}: {len(past.sales)} sales before it, "
+                             f"{len(window_sales)} in it")
         recent = past.sales["ts"] >= past.sales["ts"].quantile(1 - fraction) if fraction < 1 else None
         subset = past if recent is None else MarketData(past.items, past.sales[recent], past.market)
+        queries = pd.DataFrame({"item_key": window_sales["item_key"], "ts": window_sales["ts"].dt.normalize()})
+        queries["ts"] = queries["ts"].where(queries["ts"] >= start, start)
         pred = estimator.fit(subset, params).predict(data, queries)
-        m = valuation_metrics(pred["fair_value"].to_numpy(), later["price"].to_numpy())
-        return {"n_train": len(subset.sales), "valid_mape": m["mape"], "valid_median_ape": m["median_ape"],
-                "_pred": pred}
+        if split == newest and fraction == 1.0:
+            holdout["pred"] = pred
+        return {"n_train": len(subset.sales), "predicted": pred["fair_value"].to_numpy(),
+                "actual": window_sales["price"].to_numpy(), "cluster": queries["ts"].to_numpy()}
 
-    curve = learning_curve(fit_and_score, fractions=(0.25, 0.5, 1.0), skip_errors=(ValueError,))
-    pred = curve[-1].get("_pred")
-    for point in curve:
-        point.pop("_pred", None)
+    curve = learning_curve(fit_predict, curve_splits, LEARNING_FRACTIONS, skip_errors=(ValueError,))
+    pred = holdout.get("pred")
     if pred is None:
         return {"holdout": "skipped: the holdout model could not be trained"}, None
     result = valuation_metrics(pred["fair_value"].to_numpy(), later["price"].to_numpy(),
@@ -436,11 +451,12 @@ def holdout_evaluation(data: MarketData, holdout_start: pd.Timestamp, params: es
     floor = valuation_metrics(pred["floor"].to_numpy(), later["price"].to_numpy())
     segments = item_segments(data.items, later["item_key"], pred["fair_value"])
     start = iso(holdout_start.to_pydatetime())  # UTC with its Z, as every time the API answers
+    split_starts = [iso(s.to_pydatetime()) for s in starts]
     diag = diagnostics(pred["fair_value"].to_numpy(), later["price"].to_numpy(), segments, curve,
                        p10=pred["p10"].to_numpy(), p90=pred["p90"].to_numpy(),
-                       meta={"holdout_start": start, "n_holdout": len(later)})
+                       meta={"holdout_start": start, "n_holdout": len(later), "curve_split_starts": split_starts})
     metrics = {"holdout_start": start, "model": result, "floor_baseline": floor,
-               "learning_curve": curve}
+               "learning_curve": curve, "learning_curve_split_starts": split_starts}
     return metrics, diag
 
 

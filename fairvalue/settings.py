@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     train_max_iter: int = Field(200, description="Boosting rounds of the median model (the band models "
                                                   "take at most TrainParams.band_max_iter).")
     holdout_days: int = Field(30, description="Forward window kept out of training to score a version.")
+    learning_curve_splits: int = Field(3, ge=1, description="Forward windows of holdout_days each (the holdout "
+                                       "and those before it) the learning curve pools; each adds "
+                                       "len(LEARNING_FRACTIONS) fits to a training.")
     retrain_max_age_days: float = Field(7, description="A champion trained on data older than this is stale "
                                         "(the policy retrains it only when sales, or prices, arrived after its "
                                         "training data ended).")

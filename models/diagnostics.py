@@ -34,11 +34,18 @@ NO_ATTRIBUTE = "none"  # the segment of items without an attribute (item_segment
 UNITS = "rmse in the fair value's currency, band_width the median log(p90 / p10)"
 UNITS_CAPTION = f"Overall (forward; {UNITS})"
 SEGMENT_UNITS = f"price_band: the fair value's, in its currency; {UNITS}"
+CURVE_CAPTION = ("Learning curve (errors as fractions of the price, pooled over the forward splits; _lo/_hi a "
+                 "bootstrap interval over sale days; mape_minus_full paired with the largest fraction)")
 
 METRIC_COLUMNS = ["n", "n_filtered", "mape", "median_ape", "bias", "mean_bias", "rmse", "within_10pct",
                   "within_25pct"]
 ERROR_CLIP = (-1.0, 1.0)
 MAX_BARS = 20
+# The learning curve (learning_curve()): training sizes as fractions of the most recent training
+# rows, the interval's level and its bootstrap resamples (cheap: sums per group, no refits).
+LEARNING_FRACTIONS = (0.25, 0.5, 1.0)
+CURVE_LEVEL = 0.9
+CURVE_BOOTSTRAP = 1000
 
 
 def price_band(prices: Any, edges: Sequence[float] = (0, 50, 100, 200, 500, math.inf)) -> pd.Series:
@@ -126,30 +133,110 @@ def segment_metrics(
 
 
 def learning_curve(
-    fit_and_score: Callable[[float], Mapping[str, Any]],
-    fractions: Iterable[float] = (0.25, 0.5, 0.75, 1.0),
+    fit_predict: Callable[[int, float], Mapping[str, Any]],
+    n_splits: int = 1,
+    fractions: Iterable[float] = LEARNING_FRACTIONS,
     *,
     skip_errors: tuple[type[BaseException], ...] = (),
+    level: float = CURVE_LEVEL,
+    n_boot: int = CURVE_BOOTSTRAP,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """[{"fraction": f, **fit_and_score(f)} for f in fractions], in the given order.
+    """Forward error against training size, pooled over `n_splits` forward splits, with intervals.
 
-    The caller decides what a fraction means (typically: train on the most recent fraction f of the
-    training window and score on the same forward window) and what it returns, e.g.
-    {"n_train": ..., "train_mape": ..., "valid_mape": ...}. Exceptions of the `skip_errors` types are
-    recorded as {"fraction": f, "error": "<Type>: <message>"} instead of raised (e.g. ValueError from
-    fit() when a small fraction has too few sales).
+    `fit_predict(split, fraction)` trains on the most recent `fraction` of the data before split
+    `split`'s window and predicts that window's sales; the caller keeps every split forward (no
+    model of a split sees a sale it scores). It returns {"n_train": int, "predicted": array,
+    "actual": array, "cluster": array}, the last naming each scored sale's group for the bootstrap
+    (its day: one day's sales share the market's move, so they are resampled together).
+    Exceptions of the `skip_errors` types mark that (split, fraction) as failed.
+
+    One point per fraction, in the given order, all on the same scored sales so they compare:
+      - a fraction that failed on every split is {"fraction": f, "error": "<Type>: <message>"};
+      - of the others, only the splits where every one of them fitted are used (`skipped` names
+        the splits left out and why); a sale counts when it is usable (finite prediction, positive
+        price) at every such fraction.
+    Each point: n_splits, n_scored, n_train_mean, valid_mape and valid_median_ape (pooled over the
+    splits' sales), valid_mape_lo/_hi (a `level` percentile interval of the pooled MAPE from a
+    bootstrap resampling (split, cluster) groups, `n_boot` times), split_mape (each split's own
+    MAPE, oldest first: the spread across periods), and mape_minus_full with _lo/_hi: the MAPE
+    minus the largest fraction's, on the same resamples (paired, so much tighter than the two
+    intervals: it says whether a smaller training set is really worse).
     """
-    points = []
+    fractions = [float(f) for f in fractions]
     for f in fractions:
-        f = float(f)
         if not 0 < f <= 1:
             raise ValueError(f"fraction {f} is not in (0, 1]")
-        try:
-            result = dict(fit_and_score(f))
-        except skip_errors as exc:
-            points.append({"fraction": f, "error": f"{type(exc).__name__}: {exc}"})
+    results: dict[tuple[int, float], dict[str, Any]] = {}
+    errors: dict[tuple[int, float], str] = {}
+    for s in range(n_splits):
+        for f in fractions:
+            try:
+                results[s, f] = dict(fit_predict(s, f))
+            except skip_errors as exc:
+                errors[s, f] = f"{type(exc).__name__}: {exc}"
+    live = [f for f in fractions if any((s, f) in results for s in range(n_splits))]
+    splits = [s for s in range(n_splits) if all((s, f) in results for f in live)]
+    skipped = {s: next(errors[s, f] for f in live if (s, f) in errors) for s in range(n_splits) if s not in splits}
+    if not splits:  # no split fitted every live fraction: keep the first fraction's failure per point
+        live = []
+
+    # The sales of the used splits, usable at every live fraction: one row each.
+    ape_columns, clusters, split_of = [], [], []
+    for s in splits:
+        act = np.asarray(results[s, live[0]]["actual"], dtype=float)
+        preds = [np.asarray(results[s, f]["predicted"], dtype=float) for f in live]
+        ok = np.isfinite(act) & (act > 0)
+        for p in preds:
+            ok &= np.isfinite(p)
+        ape_columns.append(np.column_stack([np.abs(p[ok] - act[ok]) / act[ok] for p in preds]))
+        clusters.append(pd.Series(np.asarray(results[s, live[0]]["cluster"])[ok]).astype(str).to_numpy())
+        split_of.append(np.full(int(ok.sum()), s))
+    ape = np.vstack(ape_columns) if ape_columns else np.zeros((0, len(live)))
+    lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
+    boot = np.full((0, len(live)), np.nan)
+    if len(ape):
+        groups = pd.factorize(pd.Series(np.concatenate(split_of)).astype(str) + "|" + np.concatenate(clusters))[0]
+        n_groups = int(groups.max()) + 1
+        sums = np.zeros((n_groups, len(live)))
+        np.add.at(sums, groups, ape)
+        counts = np.bincount(groups, minlength=n_groups).astype(float)
+        weights = np.random.default_rng(seed).multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=n_boot)
+        boot = (weights @ sums) / (weights @ counts)[:, None]
+
+    def interval(values: np.ndarray) -> tuple[float, float]:
+        values = values[np.isfinite(values)]
+        if len(values) == 0:
+            return math.nan, math.nan
+        lo, hi = np.quantile(values, (lo_q, hi_q))
+        return float(lo), float(hi)
+
+    points = []
+    all_rows = np.concatenate(split_of) if split_of else np.zeros(0, dtype=int)
+    for f in fractions:
+        if f not in live:
+            first = next((errors[s, f] for s in range(n_splits) if (s, f) in errors), "no split to score")
+            points.append({"fraction": f, "error": first})
             continue
-        points.append({"fraction": f, **result})
+        j, full = live.index(f), live.index(max(live))
+        col = ape[:, j]
+        mape_lo, mape_hi = interval(boot[:, j])
+        diff_lo, diff_hi = interval(boot[:, j] - boot[:, full])
+        points.append({
+            "fraction": f,
+            "n_splits": len(splits),
+            "n_scored": len(col),
+            "n_train_mean": float(np.mean([results[s, f]["n_train"] for s in splits])),
+            "valid_mape": float(col.mean()) if len(col) else math.nan,
+            "valid_mape_lo": mape_lo,
+            "valid_mape_hi": mape_hi,
+            "valid_median_ape": float(np.median(col)) if len(col) else math.nan,
+            "split_mape": [float(col[all_rows == s].mean()) if (all_rows == s).any() else math.nan for s in splits],
+            "mape_minus_full": float(col.mean() - ape[:, full].mean()) if len(col) else math.nan,
+            "mape_minus_full_lo": diff_lo,
+            "mape_minus_full_hi": diff_hi,
+            **({"skipped": {str(s): e for s, e in skipped.items()}} if skipped else {}),
+        })
     return points
 
 
@@ -223,7 +310,11 @@ class Diagnostics:
             parts.append("<h2>Learning curve</h2><div class=\"figs\">")
             parts.append(html_img(self._learning_curve_png(), "learning curve"))
             parts.append("</div>")
-            parts.append(html_table(pd.DataFrame(self.learning_curve), caption="Learning curve"))
+            parts.append(html_table(self._learning_curve_table(), caption=CURVE_CAPTION))
+            skipped = next((p["skipped"] for p in self.learning_curve if p.get("skipped")), None)
+            if skipped:
+                parts.append("<p>Splits left out: " + html.escape(
+                    "; ".join(f"{s}: {e}" for s, e in skipped.items())) + "</p>")
         return html_page(title, "\n".join(parts))
 
     # ------------------------------------------------------------ plots
@@ -290,23 +381,43 @@ class Diagnostics:
         ax.tick_params(axis="x", labelsize=7)
         return png_data_uri(fig)
 
+    def _learning_curve_table(self) -> pd.DataFrame:
+        rows = []
+        for p in self.learning_curve or []:
+            row = {k: v for k, v in p.items() if k != "skipped"}
+            if "split_mape" in row:
+                row["split_mape"] = ", ".join("–" if v is None or not math.isfinite(v) else f"{v:.4f}"
+                                              for v in row["split_mape"])
+            rows.append(row)
+        return pd.DataFrame(rows)
+
     def _learning_curve_png(self) -> str:
-        points = [p for p in self.learning_curve or [] if "error" not in p]
+        points = [p for p in self.learning_curve or [] if "error" not in p and "valid_mape" in p]
         fig = new_figure(4.2, 3.0)
         ax = fig.subplots()
         if points:
-            x_key = "n_train" if all("n_train" in p for p in points) else "fraction"
-            keys = [k for k in points[0] if k not in ("fraction", "n_train") and not k.startswith("n_")
-                    and all(isinstance(p.get(k), (int, float, np.number)) for p in points)]
-            apes = [k for k in keys if k.endswith("mape") or k.endswith("median_ape")]
-            x = [p[x_key] for p in points]
-            for k in apes or keys:
-                ax.plot(x, [p[k] for p in points], marker="o", label=k)
-            if apes or keys:
-                ax.legend(fontsize=7, frameon=False)
-            ax.set_xlabel(x_key, fontsize=8)
-        ax.set_ylabel("error", fontsize=8)
-        ax.set_title("learning curve (forward error vs train size)", fontsize=8)
+            x = np.array([p["fraction"] for p in points])
+            mape = np.array([p["valid_mape"] for p in points], dtype=float)
+            if all("valid_mape_lo" in p for p in points):
+                lo = np.array([p["valid_mape_lo"] for p in points], dtype=float)
+                hi = np.array([p["valid_mape_hi"] for p in points], dtype=float)
+                ax.errorbar(x, mape, yerr=np.clip(np.nan_to_num([mape - lo, hi - mape]), 0, None), marker="o",
+                            capsize=3, color="#4c78a8", label=f"MAPE, pooled ({CURVE_LEVEL:.0%} interval)")
+            else:
+                ax.plot(x, mape, marker="o", color="#4c78a8", label="MAPE")
+            per_split = [p.get("split_mape") or [] for p in points]
+            for k in range(min(map(len, per_split))):
+                ax.plot(x, [s[k] for s in per_split], color="#999", linewidth=0.7, alpha=0.8,
+                        label="one split" if k == 0 else None)
+            if all("valid_median_ape" in p for p in points):
+                ax.plot(x, [p["valid_median_ape"] for p in points], marker="s", linestyle="--", color="#f58518",
+                        label="median APE, pooled")
+            ax.legend(fontsize=7, frameon=False)
+            ax.set_xticks(x, [f"{f:g}" for f in x])
+        ax.set_xlabel("fraction of the most recent training sales", fontsize=8)
+        ax.set_ylabel("forward error", fontsize=8)
+        n = points[0].get("n_splits", 1) if points else 0
+        ax.set_title(f"learning curve ({n} forward split{'s' if n != 1 else ''})", fontsize=8)
         ax.tick_params(labelsize=7)
         return png_data_uri(fig)
 

@@ -167,6 +167,13 @@ def test_train_stores_diagnostics_with_the_version(seeded, s3):
     assert html.startswith("<!DOCTYPE html>") and html.count("<img") >= 3
     assert v1.metrics["model"]["n"] > 0 and "band_coverage" in v1.metrics["model"]
     assert [p["fraction"] for p in v1.metrics["learning_curve"]] == [0.25, 0.5, 1.0]
+    # Three forward splits (FAIRVALUE_LEARNING_CURVE_SPLITS), the holdout the last; the full point
+    # pools the splits that trained at every fraction, with its interval and paired difference.
+    assert len(v1.metrics["learning_curve_split_starts"]) == 3
+    assert v1.metrics["learning_curve_split_starts"][-1] == v1.metrics["holdout_start"]
+    full = v1.metrics["learning_curve"][-1]
+    assert 1 <= full["n_splits"] == len(full["split_mape"]) <= 3 and full["n_scored"] > 0
+    assert full["valid_mape_lo"] <= full["valid_mape"] <= full["valid_mape_hi"] and full["mape_minus_full"] == 0
 
 
 def test_drift_report_as_data_and_html(seeded, tmp_path):

@@ -78,23 +78,83 @@ def test_price_bands_keep_their_order_in_the_segment_table():
     assert list(d.segments["value"]) == ["0–50", "50–100", "100–200", "500+"]
 
 
-def test_learning_curve_calls_back_with_each_fraction():
+def _split_results(table):
+    """fit_predict over a {(split, fraction): (predicted, actual, cluster) or an exception} table."""
     calls = []
 
-    def fit_and_score(fraction):
-        calls.append(fraction)
-        if fraction < 0.3:
-            raise ValueError("only 12 usable sales to train on; need at least 50")
-        return {"n_train": int(1000 * fraction), "train_mape": 0.1, "valid_mape": 0.4 - 0.2 * fraction}
+    def fit_predict(split, fraction):
+        calls.append((split, fraction))
+        value = table[split, fraction]
+        if isinstance(value, Exception):
+            raise value
+        predicted, actual, cluster = value
+        return {"n_train": int(100 * fraction) + split, "predicted": np.array(predicted, dtype=float),
+                "actual": np.array(actual, dtype=float), "cluster": np.array(cluster)}
 
-    points = learning_curve(fit_and_score, skip_errors=(ValueError,))
-    assert calls == [0.25, 0.5, 0.75, 1.0]
-    assert points[0] == {"fraction": 0.25, "error": "ValueError: only 12 usable sales to train on; need at least 50"}
-    assert points[-1] == {"fraction": 1.0, "n_train": 1000, "train_mape": 0.1, "valid_mape": pytest.approx(0.2)}
+    return fit_predict, calls
+
+
+def test_learning_curve_pools_the_splits_by_hand():
+    # Two splits of two sales each, actual 10. APE at fraction 0.5: split 0 {0.2, 0.4}, split 1
+    # {0.1, 0.3} -> pooled MAPE 0.25, median 0.25; at 1.0: {0.1, 0.1} and {0.0, 0.2} -> 0.1.
+    fit_predict, calls = _split_results({
+        (0, 0.5): ([12, 6], [10, 10], ["d1", "d2"]), (0, 1.0): ([11, 9], [10, 10], ["d1", "d2"]),
+        (1, 0.5): ([11, 13], [10, 10], ["d3", "d4"]), (1, 1.0): ([10, 12], [10, 10], ["d3", "d4"]),
+    })
+    half, full = learning_curve(fit_predict, 2, (0.5, 1.0), n_boot=200)
+    assert calls == [(0, 0.5), (0, 1.0), (1, 0.5), (1, 1.0)]
+    assert (half["fraction"], half["n_splits"], half["n_scored"]) == (0.5, 2, 4)
+    assert half["n_train_mean"] == 50.5 and full["n_train_mean"] == 100.5
+    assert half["valid_mape"] == pytest.approx(0.25) and half["valid_median_ape"] == pytest.approx(0.25)
+    assert half["split_mape"] == pytest.approx([0.3, 0.2]) and full["split_mape"] == pytest.approx([0.1, 0.1])
+    assert full["valid_mape"] == pytest.approx(0.1)
+    assert half["mape_minus_full"] == pytest.approx(0.15) and full["mape_minus_full"] == 0.0
+    # The bootstrap resamples days: every resample's MAPE is a mean of the four days' APEs (0.2,
+    # 0.4, 0.1, 0.3), so the interval lies within the smallest and largest, around the pooled figure.
+    assert 0.1 <= half["valid_mape_lo"] < 0.25 < half["valid_mape_hi"] <= 0.4
+    assert full["mape_minus_full_lo"] == full["mape_minus_full_hi"] == 0.0
+    # Paired: each day's difference (half minus full) is 0.1, 0.3, 0.1 or 0.1, so the difference's
+    # interval lies in [0.1, 0.3]: above zero in every resample.
+    assert 0.1 - 1e-12 <= half["mape_minus_full_lo"] <= half["mape_minus_full_hi"] <= 0.3 + 1e-12
+
+
+def test_learning_curve_bootstrap_is_seeded_and_resamples_clusters_whole():
+    r = np.random.default_rng(1)
+    actual = np.exp(r.normal(3, 0.5, 400))
+    days = np.repeat(np.arange(20), 20)
+    shock = np.exp(r.normal(0, 0.3, 20))[days]  # one day's sales share its market move
+    table = {(s, f): (actual * shock * np.exp(r.normal(0, 0.1 / f, 400)), actual, days)
+             for s in (0, 1) for f in (0.5, 1.0)}
+    fit_predict, _ = _split_results(table)
+    a = learning_curve(fit_predict, 2, (0.5, 1.0), seed=3)
+    assert a == learning_curve(fit_predict, 2, (0.5, 1.0), seed=3)
+    # With the day as the cluster the interval is wider than with each sale its own cluster.
+    singles = {k: (p, act, np.arange(len(act))) for k, (p, act, _) in table.items()}
+    b = learning_curve(_split_results(singles)[0], 2, (0.5, 1.0), seed=3)
+    width = [p["valid_mape_hi"] - p["valid_mape_lo"] for p in a]
+    assert all(w > 1.5 * (p["valid_mape_hi"] - p["valid_mape_lo"]) for w, p in zip(width, b, strict=True))
+
+
+def test_learning_curve_keeps_its_points_on_the_same_sales():
+    ok = ([11, 9], [10, 10], ["d1", "d2"])
+    fit_predict, _ = _split_results({
+        (0, 0.25): ValueError("only 12 usable sales to train on; need at least 50"),
+        (0, 0.5): ValueError("only 30 usable sales"), (0, 1.0): ok,
+        (1, 0.25): ValueError("only 20 usable sales to train on; need at least 50"),
+        (1, 0.5): ([12, 12], [10, 10], ["d3", "d4"]), (1, 1.0): ([10, np.nan], [10, 10], ["d3", "d4"]),
+    })
+    quarter, half, full = learning_curve(fit_predict, 2, (0.25, 0.5, 1.0), skip_errors=(ValueError,))
+    # 0.25 failed everywhere: an error point. Split 0 failed at 0.5, so neither point reads it.
+    assert quarter == {"fraction": 0.25, "error": "ValueError: only 12 usable sales to train on; need at least 50"}
+    assert half["n_splits"] == full["n_splits"] == 1
+    assert half["skipped"] == {"0": "ValueError: only 30 usable sales"}
+    # The sale without a fair value at 1.0 is left out at every fraction: both points read d3 only.
+    assert half["n_scored"] == full["n_scored"] == 1
+    assert (half["valid_mape"], full["valid_mape"]) == (pytest.approx(0.2), 0.0)
     with pytest.raises(ValueError, match="usable sales"):
-        learning_curve(fit_and_score)
+        learning_curve(fit_predict, 2, (0.25, 1.0))
     with pytest.raises(ValueError, match="not in"):
-        learning_curve(fit_and_score, fractions=(0.5, 1.5))
+        learning_curve(fit_predict, 1, (0.5, 1.5))
 
 
 def test_as_dict_is_json_friendly():
@@ -116,13 +176,15 @@ def test_as_dict_is_json_friendly():
 
 def test_html_is_a_standalone_page_with_plots_and_tables():
     predicted, actual, segments = sample()
-    curve = [{"fraction": 0.5, "n_train": 100, "train_mape": 0.1, "valid_mape": 0.3},
-             {"fraction": 1.0, "n_train": 200, "train_mape": 0.12, "valid_mape": 0.25}]
+    table = {(s, f): (actual * (1 + 0.3 * f), actual, np.arange(len(actual)) // 10) for s in (0, 1) for f in (0.5, 1.0)}
+    fit_predict, _ = _split_results(table | {(2, f): ValueError("too few") for f in (0.5, 1.0)})
+    curve = learning_curve(fit_predict, 3, (0.5, 1.0), skip_errors=(ValueError,))
     page = diagnostics(predicted, actual, segments, curve).to_html(title="Diagnostics <v3>")
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "<title>Diagnostics &lt;v3&gt;</title>" in page
     assert page.count("<table") == 4  # overall, error quantiles, segments, learning curve
-    assert "Zombie" in page and "50–100" in page and "valid_mape" in page
+    assert "Zombie" in page and "50–100" in page and "valid_mape_lo" in page and "mape_minus_full" in page
+    assert "Splits left out: 2: ValueError: too few" in page
     # error histogram, scatter, one bar chart per segmentation, learning curve
     assert len(re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+"', page)) == 2 + 3 + 1
     assert not re.search(r"https?://", page)
