@@ -267,7 +267,10 @@ class StrategyResult:
     n_resale_wins: int  # closed by resale with exit price > entry price
     hit_rate: float  # n_resale_wins / n_closed_by_resale (NaN if none closed by resale)
     n_resale_beat_market: int  # closed by resale with exit / entry price > index[exit day] / index[entry day]
-    hit_rate_vs_market: float  # n_resale_beat_market / n_closed_by_resale: the hit rate a rising market can't flatter
+    hit_rate_vs_market: float  # n_resale_beat_market / n_closed_by_resale: against the marking index
+    n_resale_with_median: int  # closed by resale with a market median at both the entry and the resale
+    n_resale_beat_median: int  # of those, exit / entry price > market_median(exit) / market_median(entry)
+    hit_rate_vs_median: float  # n_resale_beat_median / n_resale_with_median: against a typical sale's move
     total_return: float
     annualised_return: float
     annualised_volatility: float
@@ -373,6 +376,12 @@ def _strategy_result(
         trades["exit_price"] / trades["entry_price"] > trades["exit_level"] / trades["entry_level"]
     )
     n_resale = int(by_resale.sum())
+    # Against the typical sale's move: the trailing 7-day median at the resale over the one at the
+    # entry, each from sales strictly before its instant (NaN, not counted, where either is missing).
+    median_move = trades["exit_market_median"] / trades["market_median"]
+    with_median = by_resale & np.isfinite(median_move.to_numpy(dtype=float))
+    beat_median = with_median & (trades["exit_price"] / trades["entry_price"] > median_move)
+    n_median = int(with_median.sum())
     ann = annualised_return(returns)
     mdd = max_drawdown(equity)
     return StrategyResult(
@@ -384,6 +393,9 @@ def _strategy_result(
         hit_rate=wins / n_resale if n_resale else math.nan,
         n_resale_beat_market=int(beat.sum()),
         hit_rate_vs_market=int(beat.sum()) / n_resale if n_resale else math.nan,
+        n_resale_with_median=n_median,
+        n_resale_beat_median=int(beat_median.sum()),
+        hit_rate_vs_median=int(beat_median.sum()) / n_median if n_median else math.nan,
         total_return=total_return(returns),
         annualised_return=ann,
         annualised_volatility=annualised_volatility(returns),
@@ -401,6 +413,7 @@ def _strategy_result(
 TRADE_COLUMNS = [
     "event_id", "item_id", "entry_ts", "entry_day", "entry_price", "entry_level", "fair_value", "undervalued",
     "exit_kind", "exit_ts", "exit_day", "exit_price", "exit_level", "trade_return", "market_median", "below_market",
+    "exit_market_median",
 ]
 
 
@@ -476,8 +489,12 @@ def backtest(
            curve cumprod(1 + r) with the starting 1.0 as the first peak, a positive fraction;
            Calmar annualised return / max drawdown; hit rate = share of trades closed by
            resale whose exit price is above the entry price; hit rate vs market = share of
-           them whose exit / entry price beats index[exit day] / index[entry day]. Undefined
-           values are NaN (null in as_dict()).
+           them whose exit / entry price beats index[exit day] / index[entry day] (the index
+           the positions are marked with, a low percentile); hit rate vs median = of those
+           with a market median at both instants, the share whose exit / entry price beats
+           market_median(exit instant) / market_median(entry instant), each the median of
+           `sales` in the 7 days strictly before it. Undefined values are NaN (null in
+           as_dict()).
 
     The `trades` frame of the result has one row per eligible scored sale (all strategies),
     with `undervalued` telling whether the strategy bought it and `below_market` whether the
@@ -544,6 +561,8 @@ def backtest(
     trades["trade_return"] = trades["exit_price"] / trades["entry_price"] - 1.0
     trades["market_median"] = median
     trades["below_market"] = below_market
+    # The market median at the resale's instant, for hit_rate_vs_median; none for a mark.
+    trades["exit_market_median"] = np.where(resale, market_median(trades["exit_ts"], sales), np.nan)
 
     if len(trades):
         start = pd.Timestamp(trades["entry_day"].min())

@@ -149,6 +149,7 @@ def test_as_dict_is_json_with_curves_as_day_value_pairs(toy):
     assert set(d["strategy"]) == {
         "name", "n_trades", "n_closed_by_resale", "n_closed_at_horizon_or_end", "n_resale_wins",
         "n_resale_beat_market", "n_days", "n_days_with_positions", "hit_rate", "hit_rate_vs_market",
+        "n_resale_with_median", "n_resale_beat_median", "hit_rate_vs_median",
         "total_return", "annualised_return", "annualised_volatility", "sharpe", "sortino", "max_drawdown",
         "calmar", "equity"}
     assert all(type(d["strategy"][k]) is int for k in ("n_trades", "n_days", "n_resale_wins"))
@@ -252,6 +253,45 @@ def test_hit_rate_vs_market_removes_the_market_move():
     s = backtest(predictions, sales, index).strategy
     assert (s.n_resale_wins, s.hit_rate) == (2, 1.0)
     assert (s.n_resale_beat_market, s.hit_rate_vs_market) == (1, 0.5)
+
+
+def test_hit_rate_vs_median_uses_the_typical_sales_move_by_hand():
+    # Entries a, b, c at 10 on 01-02 10:00; the week before holds ten sales at 10: median 10 there.
+    # On 01-03 twenty sales at 12; at the resales (01-04 09:00) the week holds 13 tens (the ten and
+    # the three entries) and 20 twelves: median 12, a +20 % move. The index (a low percentile)
+    # moved +5 % only. Resales: a 12.5 (+25 %), b 11.5 (+15 %), c 9 (-10 %).
+    # d enters on 01-10 12:00 at 15, resold 01-11 at 20: the week before it holds 3 sales (the
+    # resales; the twelves are older), under INDEX_MIN_SALES, so no median and d is not counted.
+    rows = [(f"2021-01-01 {h:02d}:00", f"m{h}", 10.0) for h in range(10)]
+    rows += [("2021-01-02 10:00", item, 10.0) for item in "abc"]
+    rows += [(f"2021-01-03 00:{i:02d}", f"n{i}", 12.0) for i in range(20)]
+    rows += [("2021-01-04 09:00", "a", 12.5), ("2021-01-04 09:00", "b", 11.5), ("2021-01-04 09:00", "c", 9.0)]
+    rows += [("2021-01-10 12:00", "d", 15.0), ("2021-01-11 12:00", "d", 20.0)]
+    predictions = _predictions([(item, "2021-01-02 10:00", item, 10.0, 20.0) for item in "abc"]
+                               + [("d", "2021-01-10 12:00", "d", 15.0, 30.0)])
+    index = _index({"2021-01-02": 100.0, "2021-01-04": 105.0, "2021-01-11": 105.0})
+    result = backtest(predictions, _sales(rows), index)
+    s = result.strategy
+    assert (s.n_trades, s.n_closed_by_resale) == (4, 4)
+    assert (s.n_resale_wins, s.hit_rate) == (3, 0.75)  # a, b, d
+    assert (s.n_resale_beat_market, s.hit_rate_vs_market) == (3, 0.75)  # 1.25, 1.15, 1.33 > 1.05, 1.0
+    assert (s.n_resale_with_median, s.n_resale_beat_median) == (3, 1)  # only a beat +20 %
+    assert s.hit_rate_vs_median == pytest.approx(1 / 3)
+    trades = result.trades.set_index("event_id")
+    assert list(trades.loc[["a", "b", "c"], "market_median"]) == [10.0, 10.0, 10.0]
+    assert list(trades.loc[["a", "b", "c"], "exit_market_median"]) == [12.0, 12.0, 12.0]
+    assert math.isnan(trades.loc["d", "market_median"]) and math.isnan(trades.loc["d", "exit_market_median"])
+
+
+def test_hit_rate_vs_median_counts_no_mark_and_is_undefined_without_a_median():
+    # One trade marked at the horizon (never resold) and one resale without any week's median.
+    predictions = _predictions([("e1", "2021-01-01 10:00", "a", 10.0, 20.0),
+                                ("e2", "2021-01-01 10:00", "b", 10.0, 20.0)])
+    sales = _sales([("2021-01-02 10:00", "b", 12.0)])
+    index = _index({"2021-01-01": 100.0, "2021-01-05": 100.0})
+    s = backtest(predictions, sales, index, horizon_days=2).strategy
+    assert (s.n_closed_by_resale, s.n_resale_with_median, s.n_resale_beat_median) == (1, 0, 0)
+    assert math.isnan(s.hit_rate_vs_median) and s.hit_rate_vs_market == 1.0
 
 
 def test_same_day_resale_is_booked_on_the_entry_day():
