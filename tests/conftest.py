@@ -91,6 +91,9 @@ os.environ.update(
         "FAIRVALUE_ARTIFACTS_URL": "s3://fairvalue-test/artifacts",
         "FAIRVALUE_S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
         "FAIRVALUE_TRAIN_MAX_ITER": "40",
+        # Each learning-curve split adds three fits to a training (about 3x its holdout step); the
+        # session's first champion (realparts.seeded) is trained with the default three, the rest with one.
+        "FAIRVALUE_LEARNING_CURVE_SPLITS": "1",
         "FAIRVALUE_WEBHOOK_SECRET": "test-secret",
         # Tests hammer the API from one client; tests/integration/test_api_auth_limits.py turns it on.
         "FAIRVALUE_RATE_LIMIT_PER_MINUTE": "0",

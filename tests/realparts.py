@@ -66,9 +66,12 @@ def s3():
 def seeded(database, s3):
     """The bundled market loaded, a champion trained and a first snapshot published."""
     from fairvalue import pipeline
+    from fairvalue.settings import Settings, get_settings
 
     seed_report = pipeline.seed()
-    train_result = pipeline.train()
+    # The learning curve as production builds it (the test environment's other trainings use one split).
+    train_result = pipeline.train(get_settings().model_copy(
+        update={"learning_curve_splits": Settings.model_fields["learning_curve_splits"].default}))
     nowcast_result = pipeline.nowcast()
     return {"seed": seed_report, "train": train_result, "nowcast": nowcast_result}
 
