@@ -124,12 +124,12 @@ def _add_rejections(table: Table, report) -> None:
 
 
 @app.command()
-def seed() -> None:
+def seed(collection: str = COLLECTION_OPTION) -> None:
     """Load the bundled market (items, floor, ETH/USD, sales). Safe to run again."""
     from fairvalue import pipeline
     from storage.bundled import UnreadableFile, read_sales_file
 
-    settings = _settings_for(None)  # FAIRVALUE_COLLECTION: a mistyped slug is refused here
+    settings = _settings_for(collection)  # a mistyped slug is refused here
     try:
         pipeline.check_seedable(settings)  # before the files are counted: cards have none to seed
         total = sum(1 for _ in read_sales_file(settings.data_dir / settings.collection / "sales.csv"))
@@ -327,19 +327,21 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
 
 
 @app.command()
-def archive(limit: int = typer.Option(20, help="Archive at most this many snapshots.", min=1)) -> None:
+def archive(limit: int = typer.Option(20, help="Archive at most this many snapshots.", min=1),
+            collection: str = COLLECTION_OPTION) -> None:
     """Archive published snapshots a store outage left without an archive, then thin what is older
     than FAIRVALUE_RETENTION_DAYS and prune the webhook deliveries and task runs older than
     FAIRVALUE_AUDIT_RETENTION_DAYS (beat does both hourly)."""
     from fairvalue import pipeline
 
-    report = pipeline.archive_pending(limit=limit)
+    settings = _settings_for(collection)
+    report = pipeline.archive_pending(settings, limit=limit)
     for snapshot_id, uri in report.archived.items():
         console.print(f"snapshot {snapshot_id}: archived to {uri}")
     for snapshot_id, error in report.failed.items():
         refuse(error, f"snapshot {snapshot_id}: not archived:")
     console.print(f"{report.pending} snapshot(s) still without an archive")
-    thinned = pipeline.apply_retention()  # only archived snapshots are thinned: it runs whatever the store said
+    thinned = pipeline.apply_retention(settings)  # only archived snapshots are thinned: it runs whatever the store said
     console.print(f"retention: {thinned.snapshots_thinned} snapshot(s) thinned ({thinned.rows_deleted} rows), "
                   f"{thinned.listing_events_deleted} replaced listing event(s) dropped, "
                   f"{thinned.webhook_deliveries_deleted} webhook delivery record(s) and "
@@ -925,7 +927,7 @@ def up(
     """Everything on embedded defaults: migrate, seed, train, nowcast, then API + worker + beat."""
     settings = get_settings()
     db_upgrade()
-    seed()
+    seed(collection=None)
     if not _has_champion():
         train(cutoff=None, collection=None)
     with working("nowcasting"):

@@ -48,6 +48,11 @@ def test_seed_again_adds_nothing_and_lists_rejections_by_reason(seeded):
     with session_scope() as session:
         assert session.exec(select(func.count()).select_from(Sale)).one() == sales_before
         assert session.exec(select(func.count()).select_from(RejectedSale)).one() == rejected_before
+    # --collection as every per-collection command takes it: the named one is seeded, not the default.
+    named = runner.invoke(app, ["seed", "--collection", "cryptopunks"])
+    assert named.exit_code == 0 and "items: 0 new" in named.output, named.output
+    cards = runner.invoke(app, ["seed", "--collection", "cards"])
+    assert cards.exit_code == 1 and "collection cards is daily-priced" in cards.output, cards.output
 
 
 def test_ingest_file_with_bad_rows(seeded, tmp_path):
