@@ -12,6 +12,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -299,7 +300,16 @@ TRAINING_REFUSALS = pipeline.TRAINING_REFUSALS
 
 
 class TrainingTimedOut(RuntimeError):
-    """The training ran past FAIRVALUE_TRAINING_TIME_LIMIT_SECONDS (Celery's soft time limit)."""
+    """The training ran past FAIRVALUE_TRAINING_TIME_LIMIT_SECONDS: Celery's soft time limit (prefork
+    pool), or the training's own check between its stages (any pool; the solo pool has no time limit)."""
+
+    def __init__(self, limit_seconds: float):
+        super().__init__(f"time limit: the training ran past {limit_seconds:.0f} s "
+                         "(FAIRVALUE_TRAINING_TIME_LIMIT_SECONDS)")
+
+
+def _no_checkpoint() -> None:
+    """train_and_gate outside a claimed request (tests, benches): no time limit to check."""
 
 
 class _Heartbeat:
@@ -308,7 +318,7 @@ class _Heartbeat:
     the only training slot, as long as its process lives."""
 
     def __init__(self, request_id: int, worker: str, lease: timedelta, renew_for: timedelta | None = None):
-        self.request_id, self.worker, self.lease = request_id, worker, lease
+        self.request_id, self.worker, self.lease, self.renew_for = request_id, worker, lease, renew_for
         self._renew_until = None if renew_for is None else time.monotonic() + renew_for.total_seconds()
         self._stop = threading.Event()
         self.lost = False
@@ -322,6 +332,15 @@ class _Heartbeat:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def check_time(self) -> None:
+        """Between a training's stages: TrainingTimedOut once it has run past `renew_for`, the moment
+        its lease stops being renewed. The solo pool (`fairvalue up`) enforces no Celery time limit, so
+        this is what ends a long training there, as an attempt like any other, while it still holds
+        its lease; without it the training ran on, lost its lease, had its result refused at
+        registration and was trained again from the sweep, up to its last attempt."""
+        if self._renew_until is not None and time.monotonic() > self._renew_until:
+            raise TrainingTimedOut(self.renew_for.total_seconds())
 
     def _run(self):
         interval = max(self.lease.total_seconds() / 3, 0.5)
@@ -368,17 +387,17 @@ def train_request(request_id: int, worker: str, settings: Settings | None = None
             with session_scope() as session:
                 if not requests.fenced_update(session, request_id, worker, state=requests.TRAINING):
                     raise LeaseLost("lease lost before training started")
-            outcome = train_and_gate(settings, params)
+            outcome = train_and_gate(settings, params, checkpoint=heart.check_time)
             if heart.lost:
                 raise LeaseLost("lease lost during training")
+            heart.check_time()  # a last stage that ran past the limit is not registered either
             return _register_and_decide(settings, request_id, worker, outcome)
     except LeaseLost as exc:
         return {"skipped": str(exc)}
     except Exception as exc:
         failure = exc
         if isinstance(exc, SoftTimeLimitExceeded):  # an attempt like any other: retried or failed
-            failure = TrainingTimedOut(f"time limit: the training ran past {settings.training_time_limit_seconds} s "
-                                       "(FAIRVALUE_TRAINING_TIME_LIMIT_SECONDS)")
+            failure = TrainingTimedOut(settings.training_time_limit_seconds)
         with session_scope() as session:
             state = requests.release_for_retry(
                 session, request_id, worker, f"{type(failure).__name__}: {failure}", settings.training_max_attempts,
@@ -433,16 +452,18 @@ def _train_params(settings: Settings, overrides: dict) -> estimator.TrainParams:
     return estimator.TrainParams(**{**base, **overrides})
 
 
-def train_and_gate(settings: Settings, overrides: dict) -> TrainOutcome:
+def train_and_gate(settings: Settings, overrides: dict,
+                   checkpoint: Callable[[], None] = _no_checkpoint) -> TrainOutcome:
     """Score the contender's recipe and the champion on the same forward window (the last
     `gate_window_days` of sales, unseen by both), apply the gates, then fit the contender on
     everything. When the champion was trained before the window it is scored as it is;
-    otherwise its recipe is refitted on the data before the window, like the contender's."""
+    otherwise its recipe is refitted on the data before the window, like the contender's.
+    `checkpoint` is called between the stages (it raises TrainingTimedOut past the time limit)."""
     store = get_store(settings)
     with session_scope() as session:
         coll = pipeline.collection(session, settings)
         if kinds.is_daily(coll):
-            return _train_and_gate_daily(settings, overrides)
+            return _train_and_gate_daily(settings, overrides, checkpoint)
     params = _train_params(settings, overrides)
     with session_scope() as session:
         data = load_market_data(session, coll)
@@ -451,6 +472,7 @@ def train_and_gate(settings: Settings, overrides: dict) -> TrainOutcome:
         raise NothingToTrain(f"collection {coll.slug!r} holds no clean sale to train on: ingest sales first "
                              "(fairvalue ingest sales FILE, or the sales webhook)")
     data.context()  # computed once; the market before the window reuses a slice of it
+    checkpoint()
     end = data.sales["ts"].max()
     start = end - pd.Timedelta(days=settings.gate_window_days)
     past = data.before(start)
@@ -459,10 +481,12 @@ def train_and_gate(settings: Settings, overrides: dict) -> TrainOutcome:
 
     contender_eval = estimator.fit(past, params)
     evaluations = {"contender": _evaluation("contender", contender_eval, data, queries, window)}
+    checkpoint()
     champion_mode = None
     if champion is not None:
         evaluations["champion"], champion_mode = _champion_evaluation(store, champion, past, data, queries, window,
                                                                       start)
+        checkpoint()
     floor = floor_before(data.market, queries["ts"])
     floor_metrics = valuation_metrics(floor, window["price"].to_numpy())
     decision = gates.decide(evaluations["contender"], evaluations.get("champion"), floor_metrics,
@@ -481,7 +505,8 @@ def train_and_gate(settings: Settings, overrides: dict) -> TrainOutcome:
     return TrainOutcome(model, data, decision, numbers, champion.id if champion else None)
 
 
-def _train_and_gate_daily(settings: Settings, overrides: dict) -> TrainOutcome:
+def _train_and_gate_daily(settings: Settings, overrides: dict,
+                          checkpoint: Callable[[], None] = _no_checkpoint) -> TrainOutcome:
     """train_and_gate for a daily-priced collection: contender and champion recipes fitted on
     the days before the gate window (or the champion's artifact when it was trained before it),
     both scored on every card-day of the window, the gates applied, then the contender fitted on
@@ -506,6 +531,7 @@ def _train_and_gate_daily(settings: Settings, overrides: dict) -> TrainOutcome:
         raise kinds.daily.TooFewPrices(f"before the gate window from {start:%Y-%m-%d}: {exc}") from None
     contender, rows = kinds.DAILY.evaluation("contender", contender_model, data, start)
     evaluations = {"contender": contender}
+    checkpoint()
     champion_mode = None
     if champion is not None:
         champion_end = pd.Timestamp(champion.data_end).tz_convert("UTC").tz_localize(None)
@@ -515,6 +541,7 @@ def _train_and_gate_daily(settings: Settings, overrides: dict) -> TrainOutcome:
             recipe = {k: v for k, v in champion.params.items() if k in kinds.daily.DailyParams.__dataclass_fields__}
             champion_model, champion_mode = kinds.daily.fit(past, kinds.DAILY.params(recipe)), "recipe refit"
         evaluations["champion"] = kinds.DAILY.evaluation("champion", champion_model, data, start)[0]
+        checkpoint()
     baseline = kinds.DAILY.baseline(data, rows)
     decision = gates.decide(contender, evaluations.get("champion"), baseline, kinds.DAILY.gate_config(settings))
     model = kinds.daily.fit(data, params)

@@ -67,7 +67,7 @@ def test_a_heartbeat_without_a_limit_keeps_renewing(engine):
 def test_the_soft_time_limit_ends_the_attempt_for_a_retry(engine, monkeypatch):
     request_id = _request(engine)
 
-    def hangs(settings, params):
+    def hangs(settings, params, checkpoint):
         raise SoftTimeLimitExceeded()
 
     monkeypatch.setattr(lifecycle, "train_and_gate", hangs)
@@ -85,6 +85,59 @@ def test_the_soft_time_limit_ends_the_attempt_for_a_retry(engine, monkeypatch):
         lifecycle.train_request(request_id, "w/1/b", settings)
     with Session(engine) as session:
         assert session.get(TrainingRequest, request_id).state == "failed"
+
+
+def _no_version_registered(engine, request_id):
+    with Session(engine) as session:
+        request = session.get(TrainingRequest, request_id)
+        return request.model_version_id is None and request.state != "decided"
+
+
+def test_without_a_pool_time_limit_the_training_stops_itself_between_stages(engine, monkeypatch):
+    """The solo pool of `fairvalue up` raises no SoftTimeLimitExceeded: the training checks its
+    deadline between stages and ends its attempt as timed out while it still holds its lease (before,
+    it ran on, its lease lapsed and its finished result was refused, and the sweep trained it again)."""
+    request_id = _request(engine)
+    stages = []
+
+    def slow_stages(settings, params, checkpoint):
+        for stage in ("load", "contender", "champion"):
+            stages.append(stage)
+            time.sleep(0.7)
+            checkpoint()
+        raise AssertionError("the final fit runs past the time limit")
+
+    monkeypatch.setattr(lifecycle, "train_and_gate", slow_stages)
+    settings = Settings(training_time_limit_seconds=1, training_lease_seconds=30, training_max_attempts=2)
+    with pytest.raises(lifecycle.TrainingTimedOut, match="ran past 1 s") as raised:
+        lifecycle.train_request(request_id, "w/1/a", settings)
+    assert stages == ["load", "contender"]  # stopped at the first check past the limit
+    assert "now queued" in raised.value.__notes__[0]
+    with Session(engine) as session:
+        request = session.get(TrainingRequest, request_id)
+        assert (request.state, request.claimed_by, request.attempts) == ("queued", None, 1)
+        assert request.error.startswith("TrainingTimedOut: time limit: the training ran past 1 s")
+    assert _no_version_registered(engine, request_id)
+
+
+def test_a_last_stage_past_the_time_limit_is_not_registered(engine, monkeypatch):
+    request_id = _request(engine)
+
+    def one_long_stage(settings, params, checkpoint):
+        time.sleep(1.3)  # never checks: one fit that outlasts the limit
+        return object()
+
+    def registers(*args):
+        raise AssertionError("a training past its time limit must not be registered")
+
+    monkeypatch.setattr(lifecycle, "train_and_gate", one_long_stage)
+    monkeypatch.setattr(lifecycle, "_register_and_decide", registers)
+    settings = Settings(training_time_limit_seconds=1, training_lease_seconds=30, training_max_attempts=1)
+    with pytest.raises(lifecycle.TrainingTimedOut):
+        lifecycle.train_request(request_id, "w/1/a", settings)
+    with Session(engine) as session:  # on its last attempt: failed, saying why
+        request = session.get(TrainingRequest, request_id)
+        assert request.state == "failed" and "time limit" in request.error
 
 
 def test_the_tasks_carry_the_time_limits():
