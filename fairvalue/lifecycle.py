@@ -376,7 +376,8 @@ def train_request(request_id: int, worker: str, settings: Settings | None = None
             return {"status": "skipped", "reason": "paused", "skipped": "the training loop is paused"}
     with session_scope() as session:
         if not requests.claim(session, request_id, worker, lease, settings.training_max_attempts):
-            return _not_claimable(session.get(TrainingRequest, request_id), settings.training_max_attempts)
+            outcome = _not_claimable(session.get(TrainingRequest, request_id), settings.training_max_attempts)
+            return _one_resend(session, request_id, outcome)
         request = session.get(TrainingRequest, request_id)
         params = dict(request.params or {})
         # The request row, not the message or the worker's default, says which collection.
@@ -432,6 +433,20 @@ def _not_claimable(request: TrainingRequest | None, max_attempts: int) -> dict[s
         return {"status": "skipped", "skipped": f"{why}, on its last attempt"}
     return {"status": "skipped", "skipped": why,
             "send_again_in": round(left.total_seconds() + RESEND_MARGIN_SECONDS, 1)}
+
+
+def _one_resend(session: Session, request_id: int, outcome: dict[str, Any]) -> dict[str, Any]:
+    """At most one deferred re-send per request: the first message turned away keeps its
+    `send_again_in`; a duplicate meeting it pending is acked (a skipped run saying why) instead of
+    each coming back once a lease until the request is decided."""
+    if "send_again_in" not in outcome:
+        return outcome
+    until = utcnow() + timedelta(seconds=outcome["send_again_in"])
+    pending = requests.schedule_resend(session, request_id, until, timedelta(seconds=RESEND_MARGIN_SECONDS))
+    if pending is None:
+        return outcome
+    return {"status": "skipped", "skipped": f"{outcome['skipped']}; a duplicate: the request's one re-send is "
+            f"already scheduled for {iso(pending)}, so this message is not sent again"}
 
 
 @dataclass

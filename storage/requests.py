@@ -94,6 +94,24 @@ def live_lease(request: TrainingRequest, now: datetime | None = None) -> tuple[s
     return (request.claimed_by, left) if left > timedelta(0) else None
 
 
+def schedule_resend(session: Session, request_id: int, until: datetime, slack: timedelta) -> datetime | None:
+    """Take the one deferred re-send of a request's message, for `until`: None when taken, else the
+    time of the re-send already pending (the caller's message is a duplicate, acked without one).
+    A pending re-send counts as due `slack` early: it is itself the message that comes back then
+    (its countdown was measured on another clock) and may schedule the next one."""
+    now = utcnow()
+    t = TrainingRequest.__table__.c
+    taken = session.execute(
+        update(TrainingRequest.__table__)
+        .where(t.id == request_id, or_(t.resend_until.is_(None), t.resend_until <= now + slack))
+        .values(resend_until=until)
+    ).rowcount == 1
+    if taken:
+        return None
+    pending = session.execute(select(t.resend_until).where(t.id == request_id)).scalar_one()
+    return pending if pending.tzinfo else pending.replace(tzinfo=UTC)
+
+
 def fenced_update(session: Session, request_id: int, worker: str, **values: Any) -> bool:
     """Change the request only while `worker` still holds its lease."""
     now = utcnow()

@@ -284,6 +284,8 @@ class TrainingRequest(SQLModel, table=True):
     lease_expires_at: datetime | None = None
     not_before: datetime | None = Field(default=None, description="Retry backoff: not claimable before this.")
     published_at: datetime | None = None
+    resend_until: datetime | None = Field(default=None, description="A message turned away by a live lease is "
+                                          "sent again for this time: one at a time (requests.schedule_resend).")
     model_version_id: int | None = Field(default=None, foreign_key="model_versions.id")
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)

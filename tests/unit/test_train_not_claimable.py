@@ -3,7 +3,7 @@ run out (fairvalue/lifecycle.py `_not_claimable`): the holder may be dead."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from fairvalue import lifecycle
 from storage.tables import TrainingRequest, utcnow
@@ -35,3 +35,38 @@ def test_nothing_to_come_back_for():
     last = lifecycle._not_claimable(_request(attempts=3), max_attempts=3)
     assert "send_again_in" not in last and last["status"] == "skipped" and "last attempt" in last["skipped"]
     assert lifecycle._not_claimable(None, max_attempts=3) == {"skipped": "not claimable (missing)"}
+
+
+def test_two_duplicates_meeting_a_training_schedule_one_resend(memory_engine, monkeypatch):
+    """Each duplicate used to send itself again once a lease until the request was decided; now
+    the first schedules the request's one re-send and the second is acked, saying why."""
+    from sqlmodel import Session
+
+    from storage import requests
+    from storage.ingest import ensure_collection
+    from tests.builders import sessions_on
+
+    sessions_on(monkeypatch, lifecycle, memory_engine)
+    with Session(memory_engine) as session:
+        request, _ = requests.record(session, ensure_collection(session, "cryptopunks"), "dups", "test")
+        assert requests.claim(session, request.id, "holder/1/a", timedelta(seconds=300), max_attempts=3)
+        session.commit()
+        request_id = request.id
+
+    first = lifecycle.train_request(request_id, "dup/2/b")
+    second = lifecycle.train_request(request_id, "dup/3/c")
+    assert 300 < first["send_again_in"] <= 300 + lifecycle.RESEND_MARGIN_SECONDS
+    assert second["status"] == "skipped" and "send_again_in" not in second
+    assert second["skipped"].startswith("not claimable (state claimed): held by holder/1/a")
+    assert "a duplicate: the request's one re-send is already scheduled for" in second["skipped"]
+    with Session(memory_engine) as session:  # SQLite hands back naive UTC
+        pending = session.get(TrainingRequest, request_id).resend_until.replace(tzinfo=UTC)
+    assert timedelta(seconds=300) < pending - utcnow() <= timedelta(seconds=300 + lifecycle.RESEND_MARGIN_SECONDS)
+
+    # The re-send comes back when it is due, finds the lease renewed, and schedules the next one.
+    with Session(memory_engine) as session:
+        session.get(TrainingRequest, request_id).resend_until = utcnow() + timedelta(seconds=2)  # due, within slack
+        session.commit()
+    back = lifecycle.train_request(request_id, "dup/2/d")
+    assert "send_again_in" in back
+    assert "send_again_in" not in lifecycle.train_request(request_id, "dup/4/e")
