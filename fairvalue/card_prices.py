@@ -31,6 +31,7 @@ from sqlmodel import Session, select
 from fairvalue.settings import Settings, get_settings
 from models.price_rows import JumpRule, PriceReason, ValidatedPrices, refuse_implausible, rows_from_api, validate_prices
 from models.validation import Rejection
+from storage.artifacts import ArtifactStore
 from storage.db import session_scope
 from storage.ingest import DAILY_PRICES, kind_of_slug, store_rejections
 from storage.prices import PriceReport, card_keys, store_validated, stored_prices_before
@@ -202,48 +203,112 @@ def validate_against_stored(session: Session, coll: Collection, rows: Any, known
     return refuse_implausible(batch, stored_prices_before(session, coll, batch.clean, rule.window_days), rule)
 
 
-def collect(settings: Settings | None = None, client: PriceTrackerClient | None = None, days: int | None = None,
-            today: date | None = None) -> CollectReport:
-    """Fetch every active card's recent prices and upsert them (see the module docstring);
-    LookupError first unless the collection is a daily-priced one with cards (priced_collection)."""
+@dataclass
+class FetchedPrices:
+    """What the paid API answered for one collection on one day, before anything is stored: the
+    answer of each card, or why it has none. Kept as an artifact (save_fetched), so a store that
+    fails on the database is retried from it without asking the API again."""
+
+    collection: str
+    day: date
+    origin: str
+    cards: int = 0
+    answers: dict[str, Any] = field(default_factory=dict)  # card -> the parsed JSON answer
+    failures: dict[str, dict[str, Any]] = field(default_factory=dict)  # card -> reason, detail, attempts, external_id
+    waits: list[float] = field(default_factory=list)
+    skipped: str | None = None
+
+    def to_json(self) -> bytes:
+        return json.dumps({"collection": self.collection, "day": self.day.isoformat(), "origin": self.origin,
+                           "cards": self.cards, "answers": self.answers, "failures": self.failures,
+                           "waits": self.waits}, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> FetchedPrices:
+        raw = json.loads(data)
+        return cls(raw["collection"], date.fromisoformat(raw["day"]), raw["origin"], raw["cards"], raw["answers"],
+                   raw["failures"], raw["waits"])
+
+
+def fetch_prices(settings: Settings | None = None, client: PriceTrackerClient | None = None, days: int | None = None,
+                 today: date | None = None) -> FetchedPrices:
+    """Ask the API for every active card's recent prices (the paid part); store nothing. LookupError
+    first unless the collection is a daily-priced one with cards (priced_collection)."""
     settings = settings or get_settings()
-    report = CollectReport(settings.collection)
     with session_scope() as session:
         coll = priced_collection(session, settings.collection)
         cards = card_keys(session, coll, active_only=True)
-    if client is None and not settings.card_price_api_key.get_secret_value():
-        report.skipped = "no FAIRVALUE_CARD_PRICE_API_KEY configured"
-        return report
     today = today or datetime.now(UTC).date()
     own = client is None
-    client = client or PriceTrackerClient.from_settings(settings)
     origin = f"api:{settings.card_price_api_url}"[:200] if own else f"api:{client.base_url}"[:200]
+    fetched = FetchedPrices(settings.collection, today, origin)
+    if own and not settings.card_price_api_key.get_secret_value():
+        fetched.skipped = "no FAIRVALUE_CARD_PRICE_API_KEY configured"
+        return fetched
+    client = client or PriceTrackerClient.from_settings(settings)
     try:
         for key, attributes in sorted(cards.items()):
-            report.cards += 1
+            fetched.cards += 1
+            external_id = attributes.get("external_id")
             try:
-                body = client.card(str(attributes.get("external_id", "")), days or settings.card_price_history_days)
+                fetched.answers[key] = client.card(str(external_id or ""), days or settings.card_price_history_days)
             except PriceAPIError as exc:
-                report.cards_failed[key] = exc.reason
-                failure = Rejection({"card_id": key, "external_id": attributes.get("external_id"),
-                                     "attempts": exc.attempts, "day": today.isoformat()}, exc.reason, exc.detail)
-                with session_scope() as session:
-                    store_rejections(session, coll, [failure], origin)
-                report.prices.rejected += 1
-                report.prices.reasons[exc.reason] += 1
-                continue
-            rows, problems = rows_from_api(key, body, today)
-            with session_scope() as session:
-                batch = validate_against_stored(session, coll, rows, set(cards), today, settings)
-                batch.rejected.extend(problems)
-                if problems and not batch.clean:
-                    report.cards_failed[key] = problems[0].reason
-                report.prices.add(store_validated(session, coll, batch, origin))
+                fetched.failures[key] = {"reason": exc.reason, "detail": exc.detail, "attempts": exc.attempts,
+                                         "external_id": external_id}
     finally:
-        report.waits = list(client.waits)
+        fetched.waits = list(client.waits)
         if own:
             client.close()
+    return fetched
+
+
+def save_fetched(store: ArtifactStore, fetched: FetchedPrices) -> dict[str, str]:
+    """Keep the API's answers as an artifact named by collection and day; what load_fetched reads back."""
+    kept = store.put(f"card-prices/{fetched.collection}/{fetched.day.isoformat()}.json", fetched.to_json())
+    return {"uri": kept.uri, "sha256": kept.sha256}
+
+
+def load_fetched(store: ArtifactStore, kept: dict[str, str]) -> FetchedPrices:
+    return FetchedPrices.from_json(store.get(kept["uri"], kept["sha256"]))
+
+
+def store_fetched(settings: Settings, fetched: FetchedPrices) -> CollectReport:
+    """Validate and upsert what was fetched, card by card; a card without an answer leaves one
+    rejected row (reason and the body excerpt). Idempotent: run again over the same answers (a
+    retry after a database error), it stores nothing new and keeps no rejection twice."""
+    report = CollectReport(settings.collection, cards=fetched.cards, waits=list(fetched.waits))
+    with session_scope() as session:
+        coll = priced_collection(session, settings.collection)
+        known = set(card_keys(session, coll, active_only=True))
+    today = fetched.day
+    for key, failure in sorted(fetched.failures.items()):
+        report.cards_failed[key] = failure["reason"]
+        rejection = Rejection({"card_id": key, "external_id": failure["external_id"], "attempts": failure["attempts"],
+                               "day": today.isoformat()}, failure["reason"], failure["detail"])
+        with session_scope() as session:
+            store_rejections(session, coll, [rejection], fetched.origin)
+        report.prices.rejected += 1
+        report.prices.reasons[failure["reason"]] += 1
+    for key, body in sorted(fetched.answers.items()):
+        rows, problems = rows_from_api(key, body, today)
+        with session_scope() as session:
+            batch = validate_against_stored(session, coll, rows, known, today, settings)
+            batch.rejected.extend(problems)
+            if problems and not batch.clean:
+                report.cards_failed[key] = problems[0].reason
+            report.prices.add(store_validated(session, coll, batch, fetched.origin))
     return report
+
+
+def collect(settings: Settings | None = None, client: PriceTrackerClient | None = None, days: int | None = None,
+            today: date | None = None) -> CollectReport:
+    """Fetch every active card's recent prices and upsert them (see the module docstring):
+    fetch_prices then store_fetched, in one go (the task keeps the answers between the two)."""
+    settings = settings or get_settings()
+    fetched = fetch_prices(settings, client, days, today)
+    if fetched.skipped:
+        return CollectReport(settings.collection, skipped=fetched.skipped)
+    return store_fetched(settings, fetched)
 
 
 def ingest_price_rows(rows: Any, origin: str, settings: Settings | None = None,

@@ -10,6 +10,7 @@ import psycopg
 import sqlalchemy.exc
 from celery import Celery, Task
 from celery.signals import beat_init, worker_init, worker_process_init
+from celery.utils.time import get_exponential_backoff_interval
 from kombu import Queue
 
 import beat_schedule
@@ -91,6 +92,13 @@ class FairvalueTask(Task):
     @property
     def autoretry_for(self) -> tuple[type[BaseException], ...]:  # read once, as each task is made
         return () if self.name in NOT_RETRIED else TRANSIENT_ERRORS
+
+    def retry_with(self, exc: BaseException, **kwargs: Any):
+        """The Retry autoretry_for would raise (same backoff, same count), sent with these keyword
+        arguments over the message's: a task passes on what an expensive first step already made."""
+        countdown = get_exponential_backoff_interval(self.retry_backoff, self.request.retries, self.retry_backoff_max,
+                                                     self.retry_jitter)
+        return self.retry(kwargs={**(self.request.kwargs or {}), **kwargs}, exc=exc, countdown=countdown)
 
 
 def create_app(settings: Settings | None = None) -> Celery:

@@ -1,0 +1,107 @@
+"""The daily card price collection on a real worker: a database error while storing is retried from
+the answers the paid API already gave (kept as an artifact), not by asking the API again."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import select
+
+from storage.db import get_engine, session_scope
+from storage.ingest import ensure_collection
+from storage.tables import DailyPrice, TaskRun
+from tasks import names
+from tasks.app import app
+from tests.realparts import start_worker, stop_worker, wait_for
+
+pytestmark = pytest.mark.integration
+COLLECTION = "cardsretry"
+QUEUE = "cards-retry-test"  # its own queue: no other worker of the session takes the task
+YESTERDAY = (datetime.now(UTC) - timedelta(days=1)).date()
+
+
+class CountingPriceAPI(BaseHTTPRequestHandler):
+    """Every card's answer: one price for yesterday. Counts the requests (each one paid)."""
+
+    calls: list[str] = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        CountingPriceAPI.calls.append(self.path)
+        body = json.dumps({"data": [{"priceHistory": {str(YESTERDAY): 12.5}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def price_api():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CountingPriceAPI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/api/v2"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def retry_cards(database, s3):
+    from fairvalue.card_universe import load_universe, read_universe
+    from fairvalue.settings import get_settings
+
+    universe = read_universe(get_settings().cards_config)
+    universe.collection = COLLECTION
+    load_universe(universe)
+
+
+def _runs() -> list[TaskRun]:
+    with session_scope() as session:
+        return session.exec(select(TaskRun).where(TaskRun.task_name == names.CARD_PRICES,
+                                                  TaskRun.collection == COLLECTION).order_by(TaskRun.id)).all()
+
+
+def _worker_waiting_on_a_lock() -> int | None:
+    # A connection of its own each time: within one transaction pg_stat_activity does not change.
+    with get_engine().connect() as conn:
+        return conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                 "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")).scalar()
+
+
+def test_a_database_error_while_storing_is_retried_without_fetching_again(retry_cards, price_api, broker, tmp_path):
+    env = {"FAIRVALUE_CARD_PRICE_API_URL": price_api, "FAIRVALUE_CARD_PRICE_API_KEY": "k-retry"}
+    worker = start_worker("cards-retry", QUEUE, tmp_path, env)
+    CountingPriceAPI.calls.clear()
+    try:
+        # A real database error in the store step: the prices table is locked, the worker's store
+        # waits on it, and its connection is terminated (as by a failover); then the lock goes.
+        with get_engine().connect() as locker:
+            locker.execute(text("LOCK TABLE daily_prices IN ACCESS EXCLUSIVE MODE"))
+            app.send_task(names.CARD_PRICES, kwargs={"collection": COLLECTION}, queue=QUEUE)
+            waiting = wait_for(_worker_waiting_on_a_lock, timeout=120, interval=0.2)
+            fetched_before_the_error = len(CountingPriceAPI.calls)
+            locker.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": waiting})
+            wait_for(lambda: any(r.status == "failed" for r in _runs()), timeout=60, interval=0.2)
+            locker.rollback()  # the lock goes
+        wait_for(lambda: any(r.status == "ok" for r in _runs()), timeout=120, interval=0.5)
+    finally:
+        stop_worker(worker)
+    first, retry = _runs()[:2]
+    assert "OperationalError" in first.detail["error"]
+    assert retry.status == "ok" and retry.detail["stored_from_kept_answers"] is True
+    assert retry.detail["answers"]["uri"].endswith(".json")
+    cards = retry.detail["cards"]
+    assert cards > 0 and fetched_before_the_error == cards
+    assert len(CountingPriceAPI.calls) == cards  # each card fetched once: the retry asked nothing
+    with session_scope() as session:
+        coll = ensure_collection(session, COLLECTION)
+        prices = session.exec(select(DailyPrice).where(DailyPrice.collection_id == coll.id)).all()
+    assert len(prices) == cards and {(p.day, p.price) for p in prices} == {(YESTERDAY, 12.5)}
+    assert retry.detail["prices"]["new"] == cards
