@@ -79,17 +79,29 @@ def test_s3_down_during_archive(seeded, s3, client, tmp_path):
 def test_s3_hangs_during_archive(seeded, s3, client, tmp_path):
     """An S3 that accepts connections and never answers holds a nowcast for the short budget
     (FAIRVALUE_S3_SHORT_TIMEOUT_SECONDS, one attempt), not the patient client's 4 x 30 s: the
-    snapshot is published and served, the archive's timeout recorded in the run; once S3
+    snapshot is published and served, the archive's timeout recorded in the run, and a shadow
+    whose artifact the worker has not loaded yet is skipped after the same budget; once S3
     answers again, the hourly archive retry stores it."""
     from fairvalue.settings import get_settings
+    from storage.ingest import ensure_collection
+    from storage.registry import CHAMPION, CONTENDER, get_alias, load_model, register_version, remove_alias, set_alias
     from tests.conftest import S3_PORT
 
     short = get_settings().s3_short_timeout_seconds
+    earlier = None
     proxy = TcpProxy(S3_PORT).up()
     worker = start_worker("s3-hung-worker", QUEUE, tmp_path, {"FAIRVALUE_S3_ENDPOINT_URL": proxy.url})
     try:
         warm = run_on_worker("fairvalue.nowcast")  # loads (and verifies) the champion while S3 answers
         assert warm.status == "ok" and warm.detail["archive_uri"], warm.detail
+        with session_scope() as session:  # a contender in shadow whose artifact the worker never read
+            coll = ensure_collection(session, "cryptopunks")
+            champion, earlier = get_alias(session, coll, CHAMPION), get_alias(session, coll, CONTENDER)
+            model = load_model(s3, champion)
+            model.params = {**model.params, "note": "a shadow only this test made"}  # other bytes, another sha256
+            shadow = register_version(session, s3, coll, model, {}, champion.data_start, champion.data_end,
+                                      champion.n_train, "test")
+            set_alias(session, coll, CONTENDER, shadow)
 
         proxy.hang()
         during = run_on_worker("fairvalue.nowcast")
@@ -98,7 +110,10 @@ def test_s3_hangs_during_archive(seeded, s3, client, tmp_path):
         error = during.detail["archive_error"]
         assert "cannot write" in error and "timeout" in error.lower(), error
         # One attempt that waited one read timeout (slack for a loaded host), not minutes.
-        assert short <= during.detail["seconds"]["archive"] < short + 5, during.detail["seconds"]
+        seconds = during.detail["seconds"]
+        assert short <= seconds["archive"] < short + 5, seconds
+        assert "timeout" in during.detail["shadow_errors"]["contender"].lower(), during.detail
+        assert short <= seconds["shadows"] < short + 5, seconds
         unarchived = during.detail["snapshot_id"]
         served_from(client, unarchived)  # served while S3 hangs
 
@@ -109,6 +124,12 @@ def test_s3_hangs_during_archive(seeded, s3, client, tmp_path):
     finally:
         stop_worker(worker)
         proxy.down()
+        with session_scope() as session:  # the contender as it was before this test
+            coll = ensure_collection(session, "cryptopunks")
+            if earlier is None:
+                remove_alias(session, coll, CONTENDER)
+            else:
+                set_alias(session, coll, CONTENDER, earlier)
 
     snap = snapshot(unarchived)
     assert snap.archive_uri and sha256_hex(s3.get(snap.archive_uri, snap.archive_sha256)) == snap.archive_sha256
