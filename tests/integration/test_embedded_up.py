@@ -38,8 +38,10 @@ def test_up_serves_a_fair_value_and_follows_a_webhook(tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRVALUE_")}
     # Few boosting rounds, as in the other tests: what is tested is that `up` prepares and runs
-    # everything on files, not the model (its first training took 10 s longer at 40 rounds).
-    env.update(FAIRVALUE_API_PORT=str(port), FAIRVALUE_TRAIN_MAX_ITER="8", FAIRVALUE_WEBHOOK_SECRET="embedded")
+    # everything on files, not the model (its first training took 10 s longer at 40 rounds), and
+    # one learning-curve split as in tests/conftest.py (the default three tripled its holdout step).
+    env.update(FAIRVALUE_API_PORT=str(port), FAIRVALUE_TRAIN_MAX_ITER="8", FAIRVALUE_LEARNING_CURVE_SPLITS="1",
+               FAIRVALUE_WEBHOOK_SECRET="embedded")
     log = (tmp_path / "up.log").open("w")
     # TERM, not KILL, if this test process dies: `up` then stops its own API, worker and beat.
     proc = subprocess.Popen(dies_with_tests([sys.executable, "-m", "fairvalue.cli", "up"], on_death="TERM"),
