@@ -373,7 +373,7 @@ def train_request(request_id: int, worker: str, settings: Settings | None = None
         with session_scope() as session:
             requests.mark_unpublished(session, request_id)
         if is_paused("training"):
-            return {"status": "skipped", "reason": "paused", "skipped": "the training loop is paused"}
+            return {"status": runs.SKIPPED, "reason": "paused", "skipped": "the training loop is paused"}
     with session_scope() as session:
         if not requests.claim(session, request_id, worker, lease, settings.training_max_attempts):
             outcome = _not_claimable(session.get(TrainingRequest, request_id), settings.training_max_attempts)
@@ -430,8 +430,8 @@ def _not_claimable(request: TrainingRequest | None, max_attempts: int) -> dict[s
     holder, left = held
     why = f"{why}: held by {holder} under a lease for {left.total_seconds():.0f} s more"
     if request.attempts >= max_attempts:
-        return {"status": "skipped", "skipped": f"{why}, on its last attempt"}
-    return {"status": "skipped", "skipped": why,
+        return {"status": runs.SKIPPED, "skipped": f"{why}, on its last attempt"}
+    return {"status": runs.SKIPPED, "skipped": why,
             "send_again_in": round(left.total_seconds() + RESEND_MARGIN_SECONDS, 1)}
 
 
@@ -445,7 +445,7 @@ def _one_resend(session: Session, request_id: int, outcome: dict[str, Any]) -> d
     pending = requests.schedule_resend(session, request_id, until, timedelta(seconds=RESEND_MARGIN_SECONDS))
     if pending is None:
         return outcome
-    return {"status": "skipped", "skipped": f"{outcome['skipped']}; a duplicate: the request's one re-send is "
+    return {"status": runs.SKIPPED, "skipped": f"{outcome['skipped']}; a duplicate: the request's one re-send is "
             f"already scheduled for {iso(pending)}, so this message is not sent again"}
 
 

@@ -49,7 +49,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
 from storage.ingest import DAILY_PRICES
-from storage.runs import latest_run_ids
+from storage.runs import RUNNING, latest_run_ids
 from storage.tables import (
     Collection,
     Listing,
@@ -154,7 +154,7 @@ def prune_audit_records(session: Session, now: datetime, keep_days: float, webho
     n_deliveries = session.execute(delete(deliveries).where(deliveries.c.id.in_(oldest))).rowcount
     runs = TaskRun.__table__
     latest = latest_run_ids().correlate(None)
-    oldest = (select(runs.c.id).where(runs.c.started_at < cutoff, runs.c.status != "running",
+    oldest = (select(runs.c.id).where(runs.c.started_at < cutoff, runs.c.status != RUNNING,
                                       runs.c.id.not_in(latest))
               .order_by(runs.c.started_at, runs.c.id).limit(limit).correlate(None))
     n_runs = session.execute(delete(runs).where(runs.c.id.in_(oldest))).rowcount

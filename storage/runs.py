@@ -28,7 +28,7 @@ def recorded_run(task_name: str, task_id: str | None = None,
     run is for, when the task knows it as it starts, so a running run shows it (the queue page,
     GET /v1/queue); the body's detail["collection"] replaces it when the run ends."""
     with session_scope() as session:
-        run = TaskRun(task_name=task_name, task_id=task_id, status="running", collection=collection)
+        run = TaskRun(task_name=task_name, task_id=task_id, status=RUNNING, collection=collection)
         session.add(run)
         session.flush()
         run_id = run.id
@@ -37,7 +37,7 @@ def recorded_run(task_name: str, task_id: str | None = None,
     try:
         yield detail
     except BaseException as exc:
-        status = "failed"
+        status = FAILED
         detail["error"] = f"{type(exc).__name__}: {exc}"
         detail["traceback"] = traceback.format_exc(limit=5)[-4000:]
         raise

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fairvalue.card_prices import CollectReport, fetch_prices, load_fetched, save_fetched, store_fetched
 from fairvalue.settings import get_settings
 from storage.artifacts import ArtifactError, get_store
-from storage.runs import recorded_run
+from storage.runs import SKIPPED, recorded_run
 from tasks import names
 from tasks.app import TRANSIENT_ERRORS, app, request_nowcast
 from tasks.guards import skipped_unless_loaded
@@ -29,7 +29,7 @@ def collect_card_prices(self, collection: str, fetched: dict[str, str] | None = 
             if fetched is None:
                 answers = fetch_prices(settings)
                 if answers.skipped:
-                    run.update(CollectReport(settings.collection, skipped=answers.skipped).as_dict(), status="skipped")
+                    run.update(CollectReport(settings.collection, skipped=answers.skipped).as_dict(), status=SKIPPED)
                     return dict(run)
                 try:
                     fetched = save_fetched(store, answers)

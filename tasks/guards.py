@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fairvalue import pipeline
 from fairvalue.settings import Settings
+from storage.runs import SKIPPED
 
 
 def skipped_unless_loaded(run: dict, settings: Settings) -> bool:
@@ -12,5 +13,5 @@ def skipped_unless_loaded(run: dict, settings: Settings) -> bool:
     create the collection, queue a training that cannot succeed, or fail every half hour."""
     if pipeline.is_loaded(settings):
         return False
-    run.update(status="skipped", reason=f"collection {settings.collection} is not loaded")
+    run.update(status=SKIPPED, reason=f"collection {settings.collection} is not loaded")
     return True

@@ -13,7 +13,7 @@ from celery.signals import worker_init
 
 from fairvalue import lifecycle, pipeline
 from fairvalue.settings import get_settings
-from storage.runs import recorded_run
+from storage.runs import SKIPPED, recorded_run
 from tasks import names, queues
 from tasks.app import app, request_nowcast
 from tasks.guards import skipped_unless_loaded
@@ -43,7 +43,7 @@ def retrain_policy(self, collection: str | None = None) -> dict:
     settings = get_settings().for_collection(collection)
     with recorded_run(names.POLICY, self.request.id, settings.collection) as run:
         if lifecycle.is_paused("policy"):
-            run.update(status="skipped", reason="paused")
+            run.update(status=SKIPPED, reason="paused")
             return dict(run)
         if skipped_unless_loaded(run, settings):
             return dict(run)
@@ -103,7 +103,7 @@ def sweep(self) -> dict:
     with recorded_run(names.SWEEP, self.request.id) as run:
         run["abandoned_runs"] = lifecycle.abandon_stale_runs()  # whatever the loop: any task's run
         if lifecycle.is_paused("training"):  # resuming publishes what waits (and fails the abandoned)
-            run.update(status="skipped", reason="paused", republished=[])
+            run.update(status=SKIPPED, reason="paused", republished=[])
             return dict(run)
         ids = lifecycle.requests_to_republish()
         for request_id in ids:
@@ -117,7 +117,7 @@ def monitor(self, collection: str | None = None) -> dict:
     settings = get_settings().for_collection(collection)
     with recorded_run(names.MONITOR, self.request.id, settings.collection) as run:
         if lifecycle.is_paused("monitor"):
-            run.update(status="skipped", reason="paused")
+            run.update(status=SKIPPED, reason="paused")
             return dict(run)
         if skipped_unless_loaded(run, settings):
             return dict(run)

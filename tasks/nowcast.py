@@ -8,7 +8,7 @@ from datetime import datetime
 from fairvalue import pipeline
 from fairvalue.lifecycle import is_paused
 from fairvalue.settings import get_settings
-from storage.runs import recorded_run
+from storage.runs import FAILED, SKIPPED, recorded_run
 from tasks import names
 from tasks.app import app
 from tasks.guards import skipped_unless_loaded
@@ -25,13 +25,13 @@ def nowcast(self, as_of: str | None = None, collection: str | None = None, reque
     settings = get_settings().for_collection(collection)
     with recorded_run(names.NOWCAST, self.request.id, settings.collection) as run:
         if is_paused("nowcast"):
-            run.update(status="skipped", reason="paused")
+            run.update(status=SKIPPED, reason="paused")
             return dict(run)
         if skipped_unless_loaded(run, settings):
             return dict(run)
         served_by = requested_at and pipeline.published_read_since(settings, datetime.fromisoformat(requested_at))
         if served_by:
-            run.update(status="skipped", reason=f"snapshot {served_by}, read after the request, is published")
+            run.update(status=SKIPPED, reason=f"snapshot {served_by}, read after the request, is published")
             return dict(run)
         result = pipeline.nowcast(settings, as_of=datetime.fromisoformat(as_of) if as_of else None)
         run.update(result.__dict__)
@@ -54,5 +54,5 @@ def archive(self, collection: str | None = None) -> dict:
         # said: the rest (shadows, never-published snapshots, replaced listings) needs no store.
         run["retention"] = pipeline.apply_retention(settings).as_dict()
         if report.failed:
-            run["status"] = "failed"
+            run["status"] = FAILED
         return dict(run)
