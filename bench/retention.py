@@ -34,6 +34,7 @@ def build(slug: str, days: int, n_items: int, sales_per_day: int, seed: int) -> 
     from storage.bulk import copy_rows
     from storage.db import session_scope
     from storage.ingest import add_items, ensure_collection
+    from storage.snapshots import PUBLISHED
     from storage.tables import ModelVersion, NowcastSnapshot, Sale
 
     rng = np.random.default_rng(seed)
@@ -50,7 +51,7 @@ def build(slug: str, days: int, n_items: int, sales_per_day: int, seed: int) -> 
         at = START + timedelta(minutes=30 * tick)
         with session_scope() as session:
             snap = NowcastSnapshot(collection_id=coll_id, model_version_id=version_id, as_of=at, n_items=n_items,
-                                   status="published", published_at=at, created_at=at, archive_uri="s3://bench/x")
+                                   status=PUBLISHED, published_at=at, created_at=at, archive_uri="s3://bench/x")
             session.add(snap)
             session.flush()
             values = rng.lognormal(4, 0.5, n_items)

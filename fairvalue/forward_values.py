@@ -11,6 +11,7 @@ from sqlmodel import Session, select
 
 from models import live
 from models.times import naive_utc
+from storage import snapshots
 from storage.tables import Collection, NowcastRow, NowcastSnapshot
 
 ROW_PAIRS_PER_QUERY = 1000
@@ -24,7 +25,7 @@ def published_values(session: Session, coll: Collection, events: pd.DataFrame,
     events = events.assign(ts=naive_utc(events["ts"]))
     snaps = pd.DataFrame(session.exec(select(NowcastSnapshot.id, NowcastSnapshot.published_at,
                                              NowcastSnapshot.model_version_id).where(
-        NowcastSnapshot.collection_id == coll.id, NowcastSnapshot.status == "published",
+        NowcastSnapshot.collection_id == coll.id, NowcastSnapshot.status == snapshots.PUBLISHED,
         NowcastSnapshot.published_at.is_not(None), NowcastSnapshot.published_at < t1)).all(),
         columns=["snapshot_id", "published_at", "model_version_id"])
     snaps["published_at"] = naive_utc(snaps["published_at"])

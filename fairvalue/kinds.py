@@ -27,6 +27,7 @@ from models import daily, gates
 from models.diagnostics import segment_metrics
 from models.metrics import valuation_metrics
 from models.nowcast import valuation_moment, value_all_items
+from storage import snapshots
 from storage.ingest import DAILY_PRICES
 from storage.tables import Collection, DailyPrice, NowcastRow, NowcastSnapshot, Sale
 
@@ -159,7 +160,7 @@ class DailyPrices:
 
     # --- live error -----------------------------------------------------------------------
 
-    def live_scored(self, session: Session, coll: Collection, since, statuses=("published",),
+    def live_scored(self, session: Session, coll: Collection, since, statuses=(snapshots.PUBLISHED,),
                     model_version_id: int | None = None) -> pd.DataFrame:
         """One row per (card, valued day) from the snapshots published since `since`: the first
         snapshot that showed it. The fair value never saw the day's price, so the row is a forward

@@ -31,7 +31,7 @@ from models.diagnostics import item_segments, segment_metrics
 from models.features import MarketData, build_features, floor_before
 from models.metrics import valuation_metrics
 from models.times import naive_utc
-from storage import requests, runs
+from storage import requests, runs, snapshots
 from storage.artifacts import ArtifactError, get_store
 from storage.db import session_scope
 from storage.market import load_market_data
@@ -106,7 +106,7 @@ def _snapshots(session: Session, coll: Collection, statuses: tuple[str, ...], mo
     return frame
 
 
-def live_scored(session: Session, coll: Collection, since, statuses=("published",),
+def live_scored(session: Session, coll: Collection, since, statuses=(snapshots.PUBLISHED,),
                 model_version_id: int | None = None) -> pd.DataFrame:
     """Sales since `since` (not suspected wash trades), each scored against the latest snapshot
     published before it (for a daily-priced collection: the card-days its snapshots valued,
@@ -727,8 +727,8 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
         previous = get_alias(session, coll, PREVIOUS_CHAMPION)
         since = alias_since(session, coll, PREVIOUS_CHAMPION)
         if champion and previous and since and now - since <= timedelta(days=settings.probation_days):
-            new = live_scored(session, coll, since, ("published",), champion.id)
-            old = live_scored(session, coll, since, ("shadow",), previous.id)
+            new = live_scored(session, coll, since, (snapshots.PUBLISHED,), champion.id)
+            old = live_scored(session, coll, since, (snapshots.SHADOW,), previous.id)
             new, old = live.paired(new, old)
             config = monitor.MonitorConfig(probation_days=settings.probation_days, min_n=settings.monitor_min_sales,
                                            rollback_margin=settings.rollback_margin)
@@ -753,10 +753,10 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
         # just removed; the next run judges it against the restored one.
         if contender and champion and shadow_since and "rolled_back_to" not in out \
                 and now - shadow_since >= timedelta(days=settings.shadow_days):
-            cont = live_scored(session, coll, shadow_since, ("shadow",), contender.id)
+            cont = live_scored(session, coll, shadow_since, (snapshots.SHADOW,), contender.id)
             # The champion's own values over the shadow period, published or, for one restored by
             # a rollback, shadowed while it was the previous champion.
-            champ = live_scored(session, coll, shadow_since, ("published", "shadow"), champion.id)
+            champ = live_scored(session, coll, shadow_since, (snapshots.PUBLISHED, snapshots.SHADOW), champion.id)
             cont, champ = live.paired(cont, champ)
             c_m, h_m = _metrics(cont), _metrics(champ)
             better = c_m.get("n", 0) >= settings.monitor_min_sales and \

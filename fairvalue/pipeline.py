@@ -33,7 +33,7 @@ from models.features import MarketData, build_features, valuation_queries
 from models.metrics import valuation_metrics
 from models.validation import ValidatedBatch, item_key_of, sale_day_of, validate_batch
 from storage import ingest as ingest_store
-from storage import retention, webhook_calls
+from storage import retention, snapshots, webhook_calls
 from storage.artifacts import ArtifactError, ArtifactStore, get_store
 from storage.bundled import read_market_days, read_punks, read_sales_file
 from storage.db import consistent_reads, database_now, session_scope
@@ -673,7 +673,7 @@ def shadow_nowcasts(settings: Settings, coll: Collection, data, moment, as_of, c
         with session_scope() as session:
             snapshot = write_snapshot(session, coll, version.id, as_of, cutoff, values, valued_at=valued_at,
                                       data_read_at=data_read_at, data_snapshot=read_under)
-            snapshot.status, snapshot.published_at = "shadow", published_at
+            snapshot.status, snapshot.published_at = snapshots.SHADOW, published_at
             session.add(snapshot)
         written[alias] = snapshot.id
     return written, errors

@@ -25,7 +25,7 @@ from sqlmodel import Session, select
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
 from models import gates
-from storage import requests
+from storage import requests, snapshots
 from storage.db import session_scope
 from storage.ingest import DAILY_PRICES, MADE_BY
 from storage.registry import CHAMPION, get_alias
@@ -324,7 +324,7 @@ def item_history(slug: str | None, key: str, start: str | None = None, end: str 
                         NowcastSnapshot.model_version_id, NowcastRow.fair_value, NowcastRow.p10, NowcastRow.p90,
                         NowcastRow.signal, NowcastSnapshot.valued_at)
                  .join(NowcastRow, NowcastRow.snapshot_id == NowcastSnapshot.id)
-                 .where(NowcastSnapshot.collection_id == coll.id, NowcastSnapshot.status == "published",
+                 .where(NowcastSnapshot.collection_id == coll.id, NowcastSnapshot.status == snapshots.PUBLISHED,
                         NowcastSnapshot.published_at.is_not(None), NowcastRow.item_key == key))
         sales_query = select(Sale.event_id, Sale.ts, Sale.price).where(Sale.collection_id == coll.id,
                                                                        Sale.item_key == key)
@@ -437,7 +437,7 @@ def signals_page(slug: str | None = None, signal: str | None = None, item_type: 
         if cursor:
             snapshot_id, offset = _decode_cursor(cursor)
             snap = session.get(NowcastSnapshot, snapshot_id)
-            if snap is None or snap.collection_id != coll.id or snap.status != "published":
+            if snap is None or snap.collection_id != coll.id or snap.status != snapshots.PUBLISHED:
                 raise BadInput("cursor points at a snapshot this collection does not serve")
             if snap.rows_thinned_at is not None:  # its pages would miss most items (storage/retention.py)
                 raise BadInput("cursor points at a snapshot past FAIRVALUE_RETENTION_DAYS; start again without it")

@@ -23,6 +23,7 @@ from sqlmodel import select
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.reads import collection_row, iso, page_bounds, snapshot_reference
 from fairvalue.settings import get_settings
+from storage import snapshots
 from storage.artifacts import ArtifactError, get_store, sha256_hex
 from storage.db import session_scope
 from storage.snapshots import published_snapshot, rebuilt_archive
@@ -57,7 +58,7 @@ def snapshot_file(slug: str, ref: str) -> SnapshotFile:
         snap = published_snapshot(session, coll) if ref == PUBLISHED else session.get(NowcastSnapshot, int(ref))
         if snap is None and ref == PUBLISHED:
             raise NotReady(f"no snapshot of {coll.slug} is published yet")
-        if snap is None or snap.collection_id != coll.id or snap.status != "published":
+        if snap is None or snap.collection_id != coll.id or snap.status != snapshots.PUBLISHED:
             raise NotFound(f"no published snapshot {ref} in {coll.slug}")  # a shadow or superseded one is no file
         snapshot_id, published_at, uri, digest = snap.id, snap.published_at, snap.archive_uri, snap.archive_sha256
         rebuilt = None if uri else rebuilt_archive(session, snapshot_id)
@@ -84,7 +85,7 @@ def published_snapshots(slug: str, limit: int = 50, offset: int = 0) -> dict:
     limit, offset = page_bounds(limit, offset)
     with session_scope() as session:
         coll = collection_row(session, slug)
-        published = (NowcastSnapshot.collection_id == coll.id) & (NowcastSnapshot.status == "published")
+        published = (NowcastSnapshot.collection_id == coll.id) & (NowcastSnapshot.status == snapshots.PUBLISHED)
         rows = session.exec(select(NowcastSnapshot, ModelVersion.version).outerjoin(
             ModelVersion, ModelVersion.id == NowcastSnapshot.model_version_id).where(published).order_by(
             NowcastSnapshot.published_at.desc(), NowcastSnapshot.id.desc()).offset(offset).limit(limit)).all()

@@ -32,6 +32,7 @@ from models.diagnostics import item_segments, segment_metrics
 from models.features import ITEM_ATTRIBUTES, attribute_text
 from models.market_index import daily_index
 from models.metrics import valuation_metrics
+from storage import snapshots
 from storage.db import session_scope
 from storage.tables import Collection, DailyPrice, Item, Listing, MarketDay, NowcastSnapshot, Sale
 
@@ -71,7 +72,7 @@ def _window(session: Session, coll: Collection, start: str | None, end: str | No
 
 def _data_version(session: Session, coll: Collection) -> tuple:
     snap = session.exec(select(func.max(NowcastSnapshot.id)).where(
-        NowcastSnapshot.collection_id == coll.id, NowcastSnapshot.status == "published")).one()
+        NowcastSnapshot.collection_id == coll.id, NowcastSnapshot.status == snapshots.PUBLISHED)).one()
     sales = session.exec(select(func.count(), func.max(Sale.id)).where(Sale.collection_id == coll.id)).one()
     return (snap, *sales)
 

@@ -48,6 +48,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
+from storage import snapshots
 from storage.ingest import DAILY_PRICES
 from storage.runs import RUNNING, latest_run_ids
 from storage.tables import (
@@ -61,8 +62,9 @@ from storage.tables import (
     WebhookDelivery,
 )
 
-NEVER_PUBLISHED = ("superseded", "failed", "building")
-SCORED = ("published", "shadow")  # a shadow carries the published_at of the champion's snapshot beside it
+NEVER_PUBLISHED = (snapshots.SUPERSEDED, snapshots.FAILED, snapshots.BUILDING)
+# A shadow carries the published_at of the champion's snapshot beside it.
+SCORED = (snapshots.PUBLISHED, snapshots.SHADOW)
 AUDIT_BATCH = 50_000  # webhook deliveries, and task runs, deleted per call at most
 # Replay protection: a delivery's accepted_signature matters only while a copy of it can pass the
 # signature's timestamp check. api/signing.verify refuses a t more than the tolerance from its clock
@@ -188,7 +190,7 @@ def _snapshots_to_thin(session: Session, collection: Collection, cutoff: datetim
     if scored.empty:
         return work
     at = scored["published_at"] = pd.to_datetime(scored["published_at"], utc=True)
-    is_published = scored["status"] == "published"
+    is_published = scored["status"] == snapshots.PUBLISHED
     # The next publication of each sequence that reads the snapshot; NaT where it is that sequence's last.
     next_of_status = scored.groupby(["status", "version"])["published_at"].shift(-1)
     next_of_version = scored.groupby("version")["published_at"].shift(-1)

@@ -29,6 +29,13 @@ ROW_COLUMNS = ("item_key", "fair_value", "p10", "p90", "signal", "last_price", "
 TIME_COLUMNS = ("last_sale_at", "ask_at")
 NUMBER_COLUMNS = ("fair_value", "p10", "p90", "last_price", "ask_price")
 
+# A snapshot's status (nowcast_snapshots.status). `building` while its rows are written; `published`
+# once the pointer moved to it; `superseded` when a later snapshot was published first; `shadow` a
+# contender's, kept beside the champion's and never published (pipeline.nowcast). No code writes
+# `failed` (the column always allowed it); retention counts it among the never published.
+BUILDING, PUBLISHED, SHADOW, SUPERSEDED, FAILED = "building", "published", "shadow", "superseded", "failed"
+STATUSES = (BUILDING, PUBLISHED, SHADOW, SUPERSEDED, FAILED)
+
 
 def write_snapshot(
     session: Session,
@@ -58,7 +65,7 @@ def write_snapshot(
         valued_at=valued_at or as_of,
         data_cutoff=data_cutoff,
         n_items=len(values),
-        status="building",
+        status=BUILDING,
         data_read_at=data_read_at,
         data_snapshot=data_snapshot,
     )
@@ -104,9 +111,9 @@ def publish(session: Session, collection: Collection, snapshot: NowcastSnapshot)
             session.execute(
                 update(NowcastSnapshot.__table__)
                 .where(NowcastSnapshot.id == snapshot.id)
-                .values(status="superseded")
+                .values(status=SUPERSEDED)
             )
-            set_committed_value(snapshot, "status", "superseded")
+            set_committed_value(snapshot, "status", SUPERSEDED)
             return False
         current.snapshot_id = snapshot.id
         current.published_at = now
@@ -116,10 +123,10 @@ def publish(session: Session, collection: Collection, snapshot: NowcastSnapshot)
     session.execute(
         update(NowcastSnapshot.__table__)
         .where(NowcastSnapshot.id == snapshot.id)
-        .values(status="published", published_at=now)
+        .values(status=PUBLISHED, published_at=now)
     )
     # The object says what the row now says (no second write): callers read its published_at.
-    set_committed_value(snapshot, "status", "published")
+    set_committed_value(snapshot, "status", PUBLISHED)
     set_committed_value(snapshot, "published_at", now)
     _notify_after_commit(session, collection.slug)
     return True
@@ -254,7 +261,7 @@ def unarchived_snapshots(session: Session, collection: Collection) -> list[int]:
     """Published snapshots whose archive is missing (the store was down), newest first."""
     return list(session.exec(
         select(NowcastSnapshot.id).where(NowcastSnapshot.collection_id == collection.id,
-                                         NowcastSnapshot.status == "published",
+                                         NowcastSnapshot.status == PUBLISHED,
                                          NowcastSnapshot.archive_uri.is_(None))
         .order_by(NowcastSnapshot.id.desc())
     ).all())

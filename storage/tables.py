@@ -223,7 +223,8 @@ class NowcastSnapshot(SQLModel, table=True):
     )
     data_cutoff: datetime | None = Field(default=None, description="Latest sale the snapshot saw.")
     n_items: int = 0
-    status: str = Field(default="building", max_length=16, description="building, published, failed")
+    status: str = Field(default="building", max_length=16,
+                        description="building, published, shadow, superseded, failed (storage/snapshots.py)")
     data_read_at: datetime | None = Field(default=None, description=(
         "The moment the nowcast read its sales at: without a data_snapshot, those stored by then are the "
         "snapshot's data, a sale stored after it is not (pipeline.sales_since_published, the explanation's market)"))
