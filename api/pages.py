@@ -32,6 +32,7 @@ from api.deps import SLUG, Route, float_param, query_value, window_params
 from fairvalue import item_reads, reads
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
+from models import gates
 from storage.ingest import DAILY_PRICES, UNIQUE_ITEMS
 
 HERE = Path(__file__).resolve().parent
@@ -321,7 +322,7 @@ def models(request: Request) -> Response:
     baseline = BASELINES[overview["kind"]][1]
     chart = {"baseline": baseline, "versions": [[v["version"], v["scores"]["model"], v["scores"]["baseline"]]
                                                 for v in reversed(overview["versions"])]}
-    rollbacks = [d for d in overview["decisions"] if d["decision"] == "rollback"]
+    rollbacks = [d for d in overview["decisions"] if d["decision"] == gates.ROLLBACK]
     return render(request, "models.html", overview=overview, aliases_of=aliases_of, rollbacks=rollbacks,
                   chart=chart, baseline=baseline)
 

@@ -650,7 +650,7 @@ def _register_and_decide(settings: Settings, request_id: int, worker: str, outco
             verdict = gates.SHADOW
             reason = (f"{reason}; but the champion changed to v{champion_now.version} while training, "
                       "so it is shadowed to be judged against it live")
-        _record_decision(session, coll, verdict, "gates", reason,
+        _record_decision(session, coll, verdict, gates.BY_GATES, reason,
                          {**outcome.numbers, "checks": outcome.decision.as_dict()["checks"]},
                          contender=version.id, champion=outcome.champion_id, request_id=request_id)
         if verdict == gates.PROMOTE:
@@ -658,7 +658,7 @@ def _register_and_decide(settings: Settings, request_id: int, worker: str, outco
         elif verdict == gates.SHADOW:
             waiting = get_alias(session, coll, CONTENDER)
             if waiting is not None and waiting.id != version.id:  # one shadow at a time; say what became of it
-                _record_decision(session, coll, gates.REJECT, "gates",
+                _record_decision(session, coll, gates.REJECT, gates.BY_GATES,
                                  f"superseded in shadow by v{version.version} before it was judged live", {},
                                  contender=waiting.id, champion=champion_now.id if champion_now else None)
             set_alias(session, coll, CONTENDER, version)
@@ -740,12 +740,12 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
             # is not can never be rolled back to: its alias goes (the probation with it), so the
             # refusal is not recorded again every hour, and the champion stays.
             refusal = decision.rollback and _artifact_refusal(session, get_store(settings), coll, previous,
-                                                              champion, "monitor")
+                                                              champion, gates.BY_MONITOR)
             if refusal:
                 remove_alias(session, coll, PREVIOUS_CHAMPION)
                 out["rollback_refused"] = refusal
             elif decision.rollback:
-                _rollback(session, coll, champion, previous, "monitor", decision.reason, decision.numbers)
+                _rollback(session, coll, champion, previous, gates.BY_MONITOR, decision.reason, decision.numbers)
                 out["rolled_back_to"] = previous.version
         contender = get_alias(session, coll, CONTENDER)
         shadow_since = alias_since(session, coll, CONTENDER)
@@ -763,12 +763,13 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
                 c_m["mape"] <= h_m["mape"] * (1 - settings.gate_mape_margin)
             # Its shadow values may have come from a worker's cache of it: read it back first.
             refusal = better and _artifact_refusal(session, get_store(settings), coll, contender, champion,
-                                                   "monitor")
+                                                   gates.BY_MONITOR)
             if refusal:
-                out["shadow"] = {"contender": contender.version, "decision": "reject", "reason": refusal}
+                out["shadow"] = {"contender": contender.version, "decision": gates.REJECT, "reason": refusal}
             else:
-                verdict = "promote" if better else "reject"
-                _record_decision(session, coll, verdict, "monitor", f"after {settings.shadow_days} days in shadow: "
+                verdict = gates.PROMOTE if better else gates.REJECT
+                _record_decision(session, coll, verdict, gates.BY_MONITOR,
+                                 f"after {settings.shadow_days} days in shadow: "
                                  f"contender live MAPE {c_m.get('mape')} vs champion {h_m.get('mape')} on "
                                  f"{c_m.get('n', 0)} sales", {"contender": c_m, "champion": h_m},
                                  contender=contender.id, champion=champion.id)
@@ -790,7 +791,7 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
 def _rollback(session, coll, champion: ModelVersion, previous: ModelVersion, by: str, reason: str, numbers: dict):
     set_alias(session, coll, CHAMPION, previous)
     remove_alias(session, coll, PREVIOUS_CHAMPION)
-    _record_decision(session, coll, "rollback", by, reason, numbers, contender=champion.id, champion=previous.id)
+    _record_decision(session, coll, gates.ROLLBACK, by, reason, numbers, contender=champion.id, champion=previous.id)
 
 
 # --- operators --------------------------------------------------------------------------
@@ -807,7 +808,7 @@ def _artifact_refusal(session: Session, store, coll: Collection, target: ModelVe
         verify_artifact(store, target)
     except ArtifactError as exc:
         reason = f"artifact of version {target.version} refused: {exc}"
-        _record_decision(session, coll, "reject", by, reason, {"artifact_uri": target.artifact_uri,
+        _record_decision(session, coll, gates.REJECT, by, reason, {"artifact_uri": target.artifact_uri,
                          "sha256": target.sha256}, contender=target.id, champion=champion.id if champion else None)
         return reason
     return None
@@ -840,10 +841,11 @@ def standing_rejection(session: Session, target: ModelVersion) -> PromotionDecis
     for the next one too."""
     verdict = session.exec(select(PromotionDecision)
                            .where(PromotionDecision.contender_version_id == target.id,
-                                  PromotionDecision.decided_by.in_(("gates", "monitor")))
+                                  PromotionDecision.decided_by.in_((gates.BY_GATES, gates.BY_MONITOR)))
                            .order_by(PromotionDecision.created_at.desc(), PromotionDecision.id.desc())).first()
-    against = verdict is not None and (verdict.decision == gates.REJECT
-                                       or (verdict.decision == "rollback" and verdict.decided_by == "monitor"))
+    against = verdict is not None and (
+        verdict.decision == gates.REJECT
+        or (verdict.decision == gates.ROLLBACK and verdict.decided_by == gates.BY_MONITOR))
     return verdict if against else None
 
 
@@ -866,16 +868,16 @@ def operator_promote(version: int, reason: str, settings: Settings | None = None
             return {"champion": version, "changed": False}
         rejection = standing_rejection(session, target)
         if rejection is not None and not force:
-            done = "rolled back" if rejection.decision == "rollback" else "rejected"
+            done = "rolled back" if rejection.decision == gates.ROLLBACK else "rejected"
             raise RejectedByGates(
                 f"version {version} was {done} by the {rejection.decided_by} on "
                 f"{rejection.created_at:%Y-%m-%d %H:%M} UTC (decision {rejection.id}): {rejection.reason}")
-        _refuse_unverified(session, get_store(settings), coll, target, champion, "operator")
+        _refuse_unverified(session, get_store(settings), coll, target, champion, gates.BY_OPERATOR)
         promote(session, coll, target, settings.probation_days)
         overrode = {} if rejection is None else {"forced_over": {
             "decision_id": rejection.id, "decided_by": rejection.decided_by, "reason": rejection.reason,
             "decided_at": rejection.created_at.isoformat()}}
-        _record_decision(session, coll, "promote", "operator", reason, {**_who(operator), **overrode},
+        _record_decision(session, coll, gates.PROMOTE, gates.BY_OPERATOR, reason, {**_who(operator), **overrode},
                          contender=target.id, champion=champion.id if champion else None)
     return {"champion": version, "changed": True, **({"forced_over_decision": rejection.id} if rejection else {})}
 
@@ -890,8 +892,8 @@ def operator_rollback(reason: str, settings: Settings | None = None, operator: s
         previous = get_alias(session, coll, PREVIOUS_CHAMPION)
         if champion is None or previous is None:
             raise LookupError("nothing to roll back to: there is no previous champion")
-        _refuse_unverified(session, get_store(settings), coll, previous, champion, "operator")
-        _rollback(session, coll, champion, previous, "operator", reason, _who(operator))
+        _refuse_unverified(session, get_store(settings), coll, previous, champion, gates.BY_OPERATOR)
+        _rollback(session, coll, champion, previous, gates.BY_OPERATOR, reason, _who(operator))
         return {"champion": previous.version, "rolled_back_from": champion.version}
 
 

@@ -54,6 +54,10 @@ PROMOTE, SHADOW, REJECT = "promote", "shadow", "reject"
 DECISIONS = (PROMOTE, SHADOW, REJECT)
 ROLLBACK = "rollback"  # the monitor's or an operator's, recorded beside the gates' decisions
 RECORDED = (*DECISIONS, ROLLBACK)  # every decision a promotion_decisions row can hold
+# Who recorded a decision (promotion_decisions.decided_by): the gates after a training, the monitor
+# (a rollback for live error, a shadow's verdict, an artifact it refused) or an operator (CLI, API).
+BY_GATES, BY_MONITOR, BY_OPERATOR = "gates", "monitor", "operator"
+DECIDERS = (BY_GATES, BY_MONITOR, BY_OPERATOR)
 _ROUND = 12
 
 

@@ -303,8 +303,8 @@ class PromotionDecision(SQLModel, table=True):
     training_request_id: int | None = Field(default=None, foreign_key="training_requests.id")
     contender_version_id: int | None = Field(default=None, foreign_key="model_versions.id")
     champion_version_id: int | None = Field(default=None, foreign_key="model_versions.id")
-    decision: str = Field(max_length=16, description="promote, shadow, reject, rollback")
-    decided_by: str = Field(max_length=16, description="gates, monitor or operator")
+    decision: str = Field(max_length=16, description="promote, shadow, reject, rollback (models/gates.py)")
+    decided_by: str = Field(max_length=16, description="gates, monitor or operator (models/gates.py)")
     reason: str = ""
     numbers: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, index=True)

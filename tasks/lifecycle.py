@@ -13,6 +13,7 @@ from celery.signals import worker_init
 
 from fairvalue import lifecycle, pipeline
 from fairvalue.settings import get_settings
+from models import gates
 from storage.runs import SKIPPED, recorded_run
 from tasks import names, queues
 from tasks.app import app, request_nowcast
@@ -93,7 +94,7 @@ def train(self, request_id: int, collection: str | None = None) -> dict:
         run.update(result)
         if "send_again_in" in result:  # another claim holds it: look again once its lease has run out
             publish_training(request_id, countdown=result["send_again_in"], collection=collection)
-        if result.get("decision") == "promote":
+        if result.get("decision") == gates.PROMOTE:
             request_nowcast(result["collection"])
         return dict(run)
 
