@@ -181,7 +181,7 @@ async def create_training_request(request: Request) -> JSONResponse:
     # one already training or done needs no second message.
     # While the training loop is paused nothing is sent: resuming it publishes the waiting requests.
     not_sent = None
-    paused = await run_in_threadpool(lifecycle.is_paused, "training")
+    paused = await run_in_threadpool(lifecycle.is_paused, lifecycle.TRAINING_LOOP)
     waits = outcome.new_request or (outcome.request_state or "queued") == "queued"
     if waits and not paused:
         not_sent = await run_in_threadpool(send_after_commit, publish_training, outcome.request_id,

@@ -680,7 +680,7 @@ def retrain(
     except lifecycle.BadReason as exc:
         raise typer.BadParameter(str(exc), param_hint="--reason") from None
     console.print(f"training request {outcome.request_id} queued")
-    if lifecycle.is_paused("training"):
+    if lifecycle.is_paused(lifecycle.TRAINING_LOOP):
         # Not published: the message would only be skipped. Resuming the loop publishes it.
         console.print("[yellow]the training loop is paused: the request is kept and runs on "
                       "`fairvalue resume training`[/]")
@@ -766,10 +766,11 @@ def pause(loop: str = typer.Argument(..., help="nowcast, policy, training or mon
 @app.command()
 def resume(loop: str = typer.Argument(..., help="nowcast, policy, training or monitor")) -> None:
     """Resume a paused loop. Resuming training publishes the requests that wait (as the sweep does)."""
+    from fairvalue import lifecycle
+
     _set_paused(loop, False)
     console.print(f"{loop} resumed")
-    if loop == "training":
-        from fairvalue import lifecycle
+    if loop == lifecycle.TRAINING_LOOP:
         from tasks.lifecycle import publish_training
 
         ids = lifecycle.requests_to_republish()

@@ -62,7 +62,9 @@ from storage.tables import (
     utcnow,
 )
 
-LOOPS = ("nowcast", "policy", "training", "monitor")
+# The loops an operator pauses (each one's task then skips): also the names the CLI and the API take.
+NOWCAST_LOOP, POLICY_LOOP, TRAINING_LOOP, MONITOR_LOOP = "nowcast", "policy", "training", "monitor"
+LOOPS = (NOWCAST_LOOP, POLICY_LOOP, TRAINING_LOOP, MONITOR_LOOP)
 # The segmentations of item_segments the segments gate compares: the type and the price band of
 # the fair value. The attributes (gender, skin tone) are reported by /performance, not gated on.
 GATE_SEGMENTATIONS = ("type", "price_band")
@@ -366,13 +368,13 @@ def train_request(request_id: int, worker: str, settings: Settings | None = None
     and apply the decision. A request already claimed, done or failed is left alone."""
     settings = settings or get_settings()
     lease = timedelta(seconds=settings.training_lease_seconds)
-    if is_paused("training"):
+    if is_paused(TRAINING_LOOP):
         # The message is spent but the request still waits: mark it unpublished, so resuming
         # the loop (or the sweep) publishes it again. A resume that came in between and did not
         # see it unpublished is caught by looking again.
         with session_scope() as session:
             requests.mark_unpublished(session, request_id)
-        if is_paused("training"):
+        if is_paused(TRAINING_LOOP):
             return {"status": runs.SKIPPED, "reason": "paused", "skipped": "the training loop is paused"}
     with session_scope() as session:
         if not requests.claim(session, request_id, worker, lease, settings.training_max_attempts):

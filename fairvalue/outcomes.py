@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from fairvalue.lifecycle import MONITOR_LOOP, POLICY_LOOP
 from storage import runs
 from tasks import names
 
@@ -100,7 +101,7 @@ def monitor_line(status: str, detail: Mapping[str, Any]) -> str:
     return "; ".join(parts) or "nothing to judge: no champion on probation, no contender due"
 
 
-LOOP_TASKS = {names.POLICY: ("policy", policy_line), names.MONITOR: ("monitor", monitor_line)}
+LOOP_TASKS = {names.POLICY: (POLICY_LOOP, policy_line), names.MONITOR: (MONITOR_LOOP, monitor_line)}
 
 
 def paused_line(loop: str, reason: str, since: str | None, by: str = "") -> str:

@@ -43,7 +43,7 @@ def publish_training(request_id: int, countdown: float | None = None, collection
 def retrain_policy(self, collection: str | None = None) -> dict:
     settings = get_settings().for_collection(collection)
     with recorded_run(names.POLICY, self.request.id, settings.collection) as run:
-        if lifecycle.is_paused("policy"):
+        if lifecycle.is_paused(lifecycle.POLICY_LOOP):
             run.update(status=SKIPPED, reason="paused")
             return dict(run)
         if skipped_unless_loaded(run, settings):
@@ -55,7 +55,7 @@ def retrain_policy(self, collection: str | None = None) -> dict:
         if outcome.new_request:
             # Checked after the request committed: a resume before this check is seen here, one
             # after it finds the request unpublished and publishes it (as the operator's retrain).
-            if lifecycle.is_paused("training"):
+            if lifecycle.is_paused(lifecycle.TRAINING_LOOP):
                 run.update(published=False, paused=TRAINING_PAUSED)
             else:
                 publish_training(outcome.request_id, collection=settings.collection)
@@ -103,7 +103,7 @@ def train(self, request_id: int, collection: str | None = None) -> dict:
 def sweep(self) -> dict:
     with recorded_run(names.SWEEP, self.request.id) as run:
         run["abandoned_runs"] = lifecycle.abandon_stale_runs()  # whatever the loop: any task's run
-        if lifecycle.is_paused("training"):  # resuming publishes what waits (and fails the abandoned)
+        if lifecycle.is_paused(lifecycle.TRAINING_LOOP):  # resuming publishes what waits (and fails the abandoned)
             run.update(status=SKIPPED, reason="paused", republished=[])
             return dict(run)
         ids = lifecycle.requests_to_republish()
@@ -117,7 +117,7 @@ def sweep(self) -> dict:
 def monitor(self, collection: str | None = None) -> dict:
     settings = get_settings().for_collection(collection)
     with recorded_run(names.MONITOR, self.request.id, settings.collection) as run:
-        if lifecycle.is_paused("monitor"):
+        if lifecycle.is_paused(lifecycle.MONITOR_LOOP):
             run.update(status=SKIPPED, reason="paused")
             return dict(run)
         if skipped_unless_loaded(run, settings):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fairvalue import pipeline
-from fairvalue.lifecycle import is_paused
+from fairvalue.lifecycle import NOWCAST_LOOP, is_paused
 from fairvalue.settings import get_settings
 from storage.runs import FAILED, SKIPPED, recorded_run
 from tasks import names
@@ -24,7 +24,7 @@ def nowcast(self, as_of: str | None = None, collection: str | None = None, reque
     skipped when the published snapshot was read after it. Beat's nowcasts carry none."""
     settings = get_settings().for_collection(collection)
     with recorded_run(names.NOWCAST, self.request.id, settings.collection) as run:
-        if is_paused("nowcast"):
+        if is_paused(NOWCAST_LOOP):
             run.update(status=SKIPPED, reason="paused")
             return dict(run)
         if skipped_unless_loaded(run, settings):
