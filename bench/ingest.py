@@ -69,7 +69,7 @@ def file_step(path: str) -> dict:
     settings = get_settings()
     data_dir = settings.data_dir / settings.collection
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         ingest_store.add_items(session, coll, read_punks(data_dir / "punks.csv"))
         ingest_store.put_market_days(session, coll, read_market_days(data_dir / "floor.csv",
                                                                      data_dir / "eth_usd.csv"))

@@ -50,13 +50,13 @@ def setup_bundled() -> dict:
     settings = get_settings()
     pipeline.seed(settings)
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         data = load_market_data(session, coll)
     # FAIRVALUE_TRAIN_MAX_ITER (--train-max-iter) sizes the fit; the default is the service's.
     params = estimator.TrainParams(max_iter=settings.train_max_iter, random_state=settings.random_seed)
     model = estimator.fit(data, params)
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         version = register_version(session, get_store(settings), coll, model, {}, None, None, len(data.sales), "bench")
         promote(session, coll, version)
     return {"n_sales": len(data.sales)}

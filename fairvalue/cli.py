@@ -983,7 +983,7 @@ def _has_champion() -> bool:
     from storage.registry import CHAMPION, get_alias
 
     with session_scope() as session:
-        return get_alias(session, pipeline.collection(session, get_settings()), CHAMPION) is not None
+        return get_alias(session, pipeline.ensure_collection_of(session, get_settings()), CHAMPION) is not None
 
 
 @app.command()

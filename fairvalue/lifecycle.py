@@ -159,7 +159,7 @@ def run_policy(settings: Settings | None = None, now=None) -> PolicyOutcome:
     settings = settings or get_settings()
     now = now or utcnow()
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         champion = get_alias(session, coll, CHAMPION)
         live_metrics = _metrics(live_scored(session, coll, now - timedelta(days=settings.policy_live_window_days)))
         new_data = _new_since_training(session, coll, champion)
@@ -202,7 +202,7 @@ def _record_request(settings: Settings, key: str, reason: str, trigger: dict, pa
     """Record a training request (once per key). With `check_params`, BadTrainingParams first when
     the collection could not train with them: nothing is recorded."""
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         if check_params:
             check_training_params(coll, settings, params)
         request, new = requests.record(session, coll, key, reason, trigger=trigger, params=params,
@@ -478,7 +478,7 @@ def train_and_gate(settings: Settings, overrides: dict,
     `checkpoint` is called between the stages (it raises TrainingTimedOut past the time limit)."""
     store = get_store(settings)
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         if kinds.is_daily(coll):
             return _train_and_gate_daily(settings, overrides, checkpoint)
     params = _train_params(settings, overrides)
@@ -531,7 +531,7 @@ def _train_and_gate_daily(settings: Settings, overrides: dict,
     params = kinds.DAILY.params(overrides)
     store = get_store(settings)
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         data = kinds.DAILY.load(session, coll)
         champion = get_alias(session, coll, CHAMPION)
     if data.prices.empty:
@@ -625,7 +625,7 @@ def _register_and_decide(settings: Settings, request_id: int, worker: str, outco
     version is registered and the decision applied. Lost the lease → nothing is written."""
     store = get_store(settings)
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         if not requests.fenced_update(session, request_id, worker, state=requests.DECIDED, lease_expires_at=None):
             raise LeaseLost("lease lost before registering")
         data = outcome.data
@@ -723,7 +723,7 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
     now = now or utcnow()
     out: dict[str, Any] = {}
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         lock_collection(session, coll)
         champion = get_alias(session, coll, CHAMPION)
         previous = get_alias(session, coll, PREVIOUS_CHAMPION)
@@ -859,7 +859,7 @@ def operator_promote(version: int, reason: str, settings: Settings | None = None
     reason = operator_reason(reason)
     settings = settings or get_settings()
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         lock_collection(session, coll)
         target = session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id,
                                                          ModelVersion.version == version)).first()
@@ -888,7 +888,7 @@ def operator_rollback(reason: str, settings: Settings | None = None, operator: s
     reason = operator_reason(reason)
     settings = settings or get_settings()
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         lock_collection(session, coll)
         champion = get_alias(session, coll, CHAMPION)
         previous = get_alias(session, coll, PREVIOUS_CHAMPION)

@@ -46,8 +46,13 @@ from storage.tables import Collection, ModelVersion, NowcastSnapshot, Sale, utcn
 Progress = Callable[[int], None]
 
 
-def collection(session: Session, settings: Settings) -> Collection:
+def ensure_collection_of(session: Session, settings: Settings) -> Collection:
+    """The settings' collection row, made when missing (storage.ingest.ensure_collection). A read
+    that must not make it looks it up instead (is_loaded, train; fairvalue.reads.collection_row)."""
     return ingest_store.ensure_collection(session, settings.collection)
+
+
+collection = ensure_collection_of  # the old name, until the tests move (the next commit drops it)
 
 
 def is_loaded(settings: Settings) -> bool:
@@ -120,7 +125,7 @@ def seed(settings: Settings | None = None, progress: Progress | None = None) -> 
     check_seedable(settings)
     data_dir = settings.data_dir / settings.collection
     with session_scope() as session:
-        coll = collection(session, settings)
+        coll = ensure_collection_of(session, settings)
         new_items = ingest_store.add_items(session, coll, read_punks(data_dir / "punks.csv"))
         new_days = ingest_store.put_market_days(
             session, coll, read_market_days(data_dir / "floor.csv", data_dir / "eth_usd.csv")
@@ -146,7 +151,7 @@ def ingest_sales_rows(
         return report
     total = ingest_store.IngestReport()
     with session_scope() as session:
-        coll = collection(session, settings)
+        coll = ensure_collection_of(session, settings)
         known = ingest_store.known_item_keys(session, coll)
         floors = ingest_store.floor_lookup(session, coll)
     first_day = coll.first_day
@@ -189,7 +194,7 @@ def ingest_sales_call(
     the items it names and the floors of the days it names, not every key and day of the
     collection. Webhook calls go through ingest_webhook_calls."""
     mappings = [row for row in rows if isinstance(row, Mapping)]
-    coll = collection(session, settings)
+    coll = ensure_collection_of(session, settings)
     known = ingest_store.known_item_keys(session, coll, {item_key_of(row) for row in mappings})
     floors = ingest_store.floor_lookup(session, coll, {d for d in map(sale_day_of, mappings) if d is not None})
     return ingest_store.ingest_sales(session, coll, rows, origin, settings.min_floor_fraction, known, floors)
@@ -232,7 +237,7 @@ def ingest_listings_file(path: Path, settings: Settings | None = None, progress:
     total = ingest_store.IngestReport()
     for batch in _batches(read_listings_file(path), batch_size):
         with session_scope() as session:
-            total.add(ingest_listings(session, collection(session, settings), batch, datetime.now(UTC),
+            total.add(ingest_listings(session, ensure_collection_of(session, settings), batch, datetime.now(UTC),
                                       origin=f"file:{path.name}"))
         if progress:
             progress(len(batch))
@@ -272,7 +277,7 @@ def sales_since_published(settings: Settings | None = None) -> int:
 
     settings = settings or get_settings()
     with session_scope() as session:
-        coll = collection(session, settings)
+        coll = ensure_collection_of(session, settings)
         snap = published_snapshot(session, coll)
         query = select(func.count()).select_from(Sale).where(Sale.collection_id == coll.id)
         if snap is not None and snap.data_snapshot:  # exact: what its read did not see (storage/market.py)
@@ -287,7 +292,7 @@ def _published(settings: Settings):
     from storage.snapshots import published_snapshot
 
     with session_scope() as session:
-        snap = published_snapshot(session, collection(session, settings))
+        snap = published_snapshot(session, ensure_collection_of(session, settings))
     return None if snap is None or snap.data_read_at is None else snap
 
 
@@ -350,7 +355,7 @@ def train(settings: Settings | None = None, cutoff: datetime | None = None) -> T
     model = estimator.fit(data, params)
     store = get_store(settings)
     with session_scope() as session:
-        coll = collection(session, settings)
+        coll = ensure_collection_of(session, settings)
         version = register_version(
             session, store, coll, model, metrics,
             data_start=data.sales["ts"].min().tz_localize("UTC").to_pydatetime(),
@@ -388,7 +393,7 @@ def train_daily(settings: Settings, cutoff: datetime | None = None) -> TrainResu
     """train() for a daily-priced collection: holdout score, fit on everything before `cutoff`,
     register; the first version becomes champion."""
     with session_scope() as session:
-        coll = collection(session, settings)
+        coll = ensure_collection_of(session, settings)
         data = kinds.DAILY.load(session, coll)
     if data.prices.empty:
         raise NothingToTrain(f"no prices to train on: load prices into {coll.slug} first")
@@ -397,7 +402,7 @@ def train_daily(settings: Settings, cutoff: datetime | None = None) -> TrainResu
     model = kinds.fit_daily(data)
     start, end, n = kinds.DAILY.span(data)
     with session_scope() as session:
-        coll = collection(session, settings)
+        coll = ensure_collection_of(session, settings)
         version = register_version(session, get_store(settings), coll, model, metrics, data_start=start,
                                    data_end=end, n_train=n, code_version=code_version())
         first = get_alias(session, coll, CHAMPION) is None
@@ -713,7 +718,7 @@ def archive_pending(settings: Settings | None = None, limit: int = 20, short_bud
 
     settings = settings or get_settings()
     with session_scope() as session:
-        ids = unarchived_snapshots(session, collection(session, settings))
+        ids = unarchived_snapshots(session, ensure_collection_of(session, settings))
     report = ArchiveReport({}, {}, len(ids))
     store = get_store(settings, short_budget=short_budget) if ids else None
     for snapshot_id in ids[:limit]:
@@ -736,5 +741,5 @@ def apply_retention(settings: Settings | None = None) -> RetentionReport:
     now = database_now()
     with session_scope() as session:
         audit = retention.AuditWindow(settings.audit_retention_days, settings.webhook_tolerance_seconds)
-        return retention.apply_retention(session, collection(session, settings), now, settings.retention_days,
+        return retention.apply_retention(session, ensure_collection_of(session, settings), now, settings.retention_days,
                                          listing_keep_days=settings.listing_retention_days, audit=audit)
