@@ -51,10 +51,6 @@ def ensure_collection_of(session: Session, settings: Settings) -> Collection:
     that must not make it looks it up instead (is_loaded, train; fairvalue.reads.collection_row)."""
     return ingest_store.ensure_collection(session, settings.collection)
 
-
-collection = ensure_collection_of  # the old name, until the tests move (the next commit drops it)
-
-
 def is_loaded(settings: Settings) -> bool:
     """The collection exists and has items (a deployment without cards loaded skips their tasks)."""
     from storage.tables import Item

@@ -45,7 +45,7 @@ def champion_and_another() -> tuple[int, int]:
 
     def candidates() -> tuple[int, list[int]]:
         with session_scope() as session:
-            coll = pipeline.collection(session, get_settings())
+            coll = pipeline.ensure_collection_of(session, get_settings())
             remove_alias(session, coll, PREVIOUS_CHAMPION)
             champion = get_alias(session, coll, CHAMPION)
             versions = session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id)
@@ -72,7 +72,7 @@ def rejected_by_gates(version: int, reason: str) -> Iterator[int]:
     from storage.tables import PromotionDecision
 
     with session_scope() as session:
-        coll = pipeline.collection(session, get_settings())
+        coll = pipeline.ensure_collection_of(session, get_settings())
         target = session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id,
                                                          ModelVersion.version == version)).one()
         decision = PromotionDecision(collection_id=coll.id, contender_version_id=target.id, decision="reject",

@@ -112,7 +112,7 @@ def test_a_floor_stored_after_the_snapshot_does_not_move_its_explanation(client)
     today = utcnow().date()
     late_days = [today - timedelta(days=2), today - timedelta(days=1)]  # two: the floor is a 3-day median
     with session_scope() as session:
-        coll = pipeline.collection(session, get_settings())
+        coll = pipeline.ensure_collection_of(session, get_settings())
         last_floor = session.exec(select(MarketDay.floor).where(
             MarketDay.collection_id == coll.id, MarketDay.floor.is_not(None)).order_by(MarketDay.day.desc())).first()
         ingest_store.put_market_days(session, coll, {day: {"floor": 1.4 * last_floor} for day in late_days})

@@ -48,7 +48,7 @@ def test_a_concurrent_writer_of_the_same_id_stores_it_once(seeded):
     settings = get_settings()
     rows = _sales("race", 500)
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         known = ingest_store.known_item_keys(session, coll)
         floors = ingest_store.floor_lookup(session, coll)
     batch = validate_batch(rows, known, floors, settings.min_floor_fraction)
@@ -80,7 +80,7 @@ def test_a_webhook_reads_the_floor_known_before_its_days(seeded):
     days = [date(2017, 6, 23), date(2018, 8, 14), date(2019, 3, 2), date(2020, 12, 11), date(2021, 12, 31),
             date(2030, 1, 1), date(2000, 1, 1)]
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         whole = ingest_store.floor_lookup(session, coll)
         per_day = ingest_store.floor_lookup(session, coll, days)
     assert [per_day.before(d) for d in days] == [whole.before(d) for d in days]
@@ -103,6 +103,6 @@ def test_a_refused_event_is_left_out_of_reports_once_and_a_stored_one_never(seed
     report = pipeline.ingest_sales_rows([{**stored, "price_eth": 71}, {**zero, "price_eth": "0.0"}], "test")
     assert report.rejected == 2 and report.rejected_kept_before == 0  # new shapes: kept again
     with session_scope() as session:
-        excluded = load_excluded(session, pipeline.collection(session, get_settings()))
+        excluded = load_excluded(session, pipeline.ensure_collection_of(session, get_settings()))
     mine = excluded[excluded["event_id"].str.endswith(str(tag))]
     assert mine["event_id"].tolist() == [f"ex-zero-{tag}"]

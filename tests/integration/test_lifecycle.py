@@ -115,7 +115,7 @@ def champion_data_end(before_last_sale: timedelta):
     from storage.tables import Sale
 
     with session_scope() as session:
-        coll = pipeline.collection(session, get_settings())
+        coll = pipeline.ensure_collection_of(session, get_settings())
         champion = get_alias(session, coll, CHAMPION)
         kept = champion.data_end, champion.created_at
         last = session.exec(select(func.max(Sale.ts)).where(Sale.collection_id == coll.id,
@@ -424,7 +424,7 @@ def test_a_worker_scores_one_champion_once_per_data_version(seeded):
 
     settings = get_settings()
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         data = load_market_data(session, coll)
         champion = get_alias(session, coll, CHAMPION)
     start = data.sales["ts"].max() - pd.Timedelta(days=settings.gate_window_days)

@@ -131,7 +131,7 @@ def test_a_contender_gated_against_a_replaced_champion_is_shadowed_not_promoted(
     # As if the gates had passed it against a champion that has since been replaced.
     passed = dataclasses.replace(outcome.decision, decision=gates.PROMOTE, reason="passed every gate")
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         champion = get_alias(session, coll, CHAMPION)
         stale = session.exec(select(ModelVersion.id).where(ModelVersion.collection_id == coll.id,
                                                            ModelVersion.id != champion.id)).first()
@@ -141,12 +141,12 @@ def test_a_contender_gated_against_a_replaced_champion_is_shadowed_not_promoted(
             settings, request_id, "racer", dataclasses.replace(outcome, decision=passed, champion_id=stale))
         assert result["decision"] == gates.SHADOW and "champion changed" in result["reason"]
         with session_scope() as session:
-            coll = pipeline.collection(session, settings)
+            coll = pipeline.ensure_collection_of(session, settings)
             assert get_alias(session, coll, CHAMPION).id == champion.id
             assert get_alias(session, coll, CONTENDER).version == result["model_version"]
     finally:
         with session_scope() as session:
-            remove_alias(session, pipeline.collection(session, settings), CONTENDER)
+            remove_alias(session, pipeline.ensure_collection_of(session, settings), CONTENDER)
 
 
 def test_a_monitor_run_that_rolls_back_does_not_settle_the_shadow_against_the_removed_champion(seeded):
@@ -160,7 +160,7 @@ def test_a_monitor_run_that_rolls_back_does_not_settle_the_shadow_against_the_re
     try:
         with aliases_and_decisions_restored():  # restored before the versions they name are deleted
             with session_scope() as session:
-                coll = pipeline.collection(session, settings)
+                coll = pipeline.ensure_collection_of(session, settings)
                 a = get_alias(session, coll, CHAMPION)
                 top = max(session.exec(select(ModelVersion.version).where(ModelVersion.collection_id == coll.id)).all())
                 copied = {k: getattr(a, k) for k in ModelVersion.model_fields
@@ -197,7 +197,7 @@ def test_a_monitor_run_that_rolls_back_does_not_settle_the_shadow_against_the_re
             assert {k: second["shadow"][k] for k in ("contender", "decision")} == {
                 "contender": c.version, "decision": "reject"}, second
             with session_scope() as session:
-                assert get_alias(session, pipeline.collection(session, settings), CHAMPION).id == a.id
+                assert get_alias(session, pipeline.ensure_collection_of(session, settings), CHAMPION).id == a.id
     finally:
         with session_scope() as session:
             session.execute(delete(Sale.__table__).where(Sale.event_id.in_(made["sales"])))
@@ -220,7 +220,7 @@ def aliases_and_decisions_restored():
     champion back on probation)."""
     settings = get_settings()
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         aliases_before = {r.alias: (r.model_version_id, r.updated_at) for r in
                           session.exec(select(ModelAlias).where(ModelAlias.collection_id == coll.id)).all()}
     first_decision = last_decision_id()
@@ -228,7 +228,7 @@ def aliases_and_decisions_restored():
         yield
     finally:
         with session_scope() as session:
-            coll = pipeline.collection(session, settings)
+            coll = pipeline.ensure_collection_of(session, settings)
             session.execute(delete(PromotionDecision.__table__).where(PromotionDecision.id > first_decision))
             session.execute(delete(ModelAlias.__table__).where(ModelAlias.collection_id == coll.id))
             session.add_all([ModelAlias(collection_id=coll.id, alias=alias, model_version_id=version_id,
@@ -254,7 +254,7 @@ def test_a_newer_shadow_supersedes_the_waiting_one_on_record_and_promoting_it_en
 
         lifecycle.operator_promote(newer, "operator takes the shadowed contender")
         with session_scope() as session:
-            coll = pipeline.collection(session, settings)
+            coll = pipeline.ensure_collection_of(session, settings)
             assert get_alias(session, coll, CHAMPION).version == newer
             assert get_alias(session, coll, CONTENDER) is None  # not judged against itself by the monitor
 
@@ -263,7 +263,7 @@ def test_concurrent_operator_rollbacks_roll_back_once(seeded, outcome):
     settings = get_settings()
     rejected = dataclasses.replace(outcome.decision, decision=gates.REJECT, reason="kept out of the way")
     with session_scope() as session:
-        first_champion = get_alias(session, pipeline.collection(session, settings), CHAMPION).version
+        first_champion = get_alias(session, pipeline.ensure_collection_of(session, settings), CHAMPION).version
     with aliases_and_decisions_restored():
         request_id = new_request("a version to roll back from")
         with session_scope() as session:
@@ -271,7 +271,7 @@ def test_concurrent_operator_rollbacks_roll_back_once(seeded, outcome):
         version = lifecycle._register_and_decide(settings, request_id, "racer",
                                                  dataclasses.replace(outcome, decision=rejected))["model_version"]
         with session_scope() as session:  # the champion is past its probation: the rollback returns to it
-            remove_alias(session, pipeline.collection(session, settings), PREVIOUS_CHAMPION)
+            remove_alias(session, pipeline.ensure_collection_of(session, settings), PREVIOUS_CHAMPION)
         lifecycle.operator_promote(version, "to be rolled back", force=True)
         outcomes: list[str] = []
 
@@ -304,7 +304,7 @@ def test_the_lifecycle_lock_lets_sales_and_snapshots_be_stored(seeded):
 
     settings = get_settings()
     with session_scope() as holder:
-        coll = pipeline.collection(holder, settings)
+        coll = pipeline.ensure_collection_of(holder, settings)
         lock_collection(holder, coll)
         with session_scope() as other:
             other.exec(text("SET LOCAL lock_timeout = '2s'"))
@@ -314,7 +314,7 @@ def test_the_lifecycle_lock_lets_sales_and_snapshots_be_stored(seeded):
             assert report.accepted + report.duplicate == 1
         with pytest.raises(OperationalError, match="lock timeout"), session_scope() as rival:
             rival.exec(text("SET LOCAL lock_timeout = '1s'"))
-            lock_collection(rival, pipeline.collection(rival, settings))
+            lock_collection(rival, pipeline.ensure_collection_of(rival, settings))
 
 
 def test_a_shadow_carries_the_published_time_of_the_snapshot_it_shadows(seeded):
@@ -325,7 +325,7 @@ def test_a_shadow_carries_the_published_time_of_the_snapshot_it_shadows(seeded):
     settings = get_settings()
     with aliases_and_decisions_restored():
         with session_scope() as session:
-            coll = pipeline.collection(session, settings)
+            coll = pipeline.ensure_collection_of(session, settings)
             set_alias(session, coll, PREVIOUS_CHAMPION, get_alias(session, coll, CHAMPION))  # on probation now
         result = pipeline.nowcast(settings)
         assert result.published and set(result.shadows) == {"previous_champion"}
@@ -343,7 +343,7 @@ def test_the_monitor_asks_again_for_the_nowcast_a_change_of_champion_lost(seeded
     task asks for a nowcast."""
     settings = get_settings()
     with aliases_and_decisions_restored(), session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         champion = get_alias(session, coll, CHAMPION)
         pipeline.nowcast(settings)  # the champion's values published (a test before may have left another's)
         assert lifecycle.run_monitor(settings).get("champion_not_published") is None
@@ -374,7 +374,7 @@ def test_the_monitor_does_not_roll_back_to_a_model_whose_artifact_is_gone(seeded
     try:
         with aliases_and_decisions_restored():
             with session_scope() as session:
-                coll = pipeline.collection(session, settings)
+                coll = pipeline.ensure_collection_of(session, settings)
                 champion = get_alias(session, coll, CHAMPION)
                 stand_in = ModelVersion(collection_id=coll.id, version=20_000 + champion.version,
                                         estimator=champion.estimator, sha256=champion.sha256,
@@ -386,7 +386,7 @@ def test_the_monitor_does_not_roll_back_to_a_model_whose_artifact_is_gone(seeded
             out = lifecycle.run_monitor(settings)
             assert "rolled_back_to" not in out and "refused" in out["rollback_refused"]
             with session_scope() as session:
-                coll = pipeline.collection(session, settings)
+                coll = pipeline.ensure_collection_of(session, settings)
                 assert get_alias(session, coll, CHAMPION).id == champion.id
                 # It can never be rolled back to: its probation ends, so the next run records nothing again.
                 assert get_alias(session, coll, PREVIOUS_CHAMPION) is None

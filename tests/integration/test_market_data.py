@@ -22,7 +22,7 @@ def test_both_database_loaders_give_the_files_items_with_their_attributes(seeded
     bundled = settings.data_dir / settings.collection
     files = market_data_from_files(bundled / "punks.csv", [], [], [], settings.min_floor_fraction).items
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         loaded = market.load_market_data(session, coll).items
         orm_items, _ = market._items_and_sales(session, coll)
     orm_items = orm_items.set_index("item_key").loc[loaded.index]
@@ -38,7 +38,7 @@ def test_an_attribute_that_is_not_text_is_no_level_for_either_loader(database):
     from storage.tables import Item
 
     with session_scope() as session:
-        coll = pipeline.collection(session, get_settings().for_collection("attribute-types"))
+        coll = pipeline.ensure_collection_of(session, get_settings().for_collection("attribute-types"))
         for key, attributes in [("1", {"gender": True, "skin_tone": 1.50}), ("2", {"gender": ["Female"]}),
                                 ("3", {"gender": "Female", "skin_tone": "Dark"})]:
             if session.get(Item, (coll.id, key)) is None:
@@ -64,7 +64,7 @@ def test_both_database_loaders_mark_the_sales_the_files_know_only_to_the_hour(se
     assert (files == (raw.reindex(files.index) == "cryptopunks-vis")).all()
     assert 6000 < files.sum() < len(files) - 9000  # both sources are there
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         loaded = market.load_market_data(session, coll).sales.set_index("event_id")["hour_precision"]
         _, orm_sales = market._items_and_sales(session, coll)
     for frame in (loaded, orm_sales.set_index("event_id")["hour_precision"]):
@@ -97,7 +97,7 @@ def test_a_declared_time_precision_is_stored_and_read_back_by_both_loaders(datab
 
     settings = get_settings().for_collection("declared-precision")
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         for key in ("1", "2", "3"):
             if session.get(Item, (coll.id, key)) is None:
                 session.add(Item(collection_id=coll.id, item_key=key, item_type="Human", attributes={}))
@@ -110,7 +110,7 @@ def test_a_declared_time_precision_is_stored_and_read_back_by_both_loaders(datab
     report = pipeline.ingest_sales_rows(sales, "test", settings)
     assert report.accepted + report.duplicate == 3, report
     with session_scope() as session:
-        coll = pipeline.collection(session, settings)
+        coll = pipeline.ensure_collection_of(session, settings)
         stored = dict(session.exec(select(Sale.event_id, Sale.time_precision)
                                    .where(Sale.collection_id == coll.id)).all())
         loaded = market.load_market_data(session, coll).sales.set_index("event_id")["hour_precision"]

@@ -169,7 +169,7 @@ def test_metrics_show_training_requests_by_state_last_successes_and_decisions(cl
     before = _samples(client.get("/metrics").text)
     finished = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
     with session_scope() as session:
-        coll = pipeline.collection(session, get_settings())
+        coll = pipeline.ensure_collection_of(session, get_settings())
         rows = [TaskRun(task_name="fairvalue.metrics-probe", status="ok", started_at=finished, finished_at=finished),
                 TaskRun(task_name="fairvalue.metrics-probe", status="failed", started_at=finished,
                         finished_at=datetime(2030, 1, 3, tzinfo=UTC)),  # a later failure is no success

@@ -354,7 +354,7 @@ def test_a_training_request_is_checked_against_its_collections_params(cards_load
 
     def check(settings, params):
         with session_scope() as session:
-            lifecycle.check_training_params(pipeline.collection(session, settings), settings, params)
+            lifecycle.check_training_params(pipeline.ensure_collection_of(session, settings), settings, params)
 
     check(cards, {"tune_days": 30, "windows": [7, 14]})
     check(punks, {"max_iter": 300, "band_method": "premium"})
