@@ -14,6 +14,7 @@ from api.auth import is_operator, require_operator
 from api.deps import int_param, slug_of, str_param, unknown_names
 from fairvalue import lifecycle, reads
 from fairvalue.settings import Settings, get_settings
+from storage import requests as training_requests
 from storage.db import session_scope
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
@@ -182,14 +183,14 @@ async def create_training_request(request: Request) -> JSONResponse:
     # While the training loop is paused nothing is sent: resuming it publishes the waiting requests.
     not_sent = None
     paused = await run_in_threadpool(lifecycle.is_paused, lifecycle.TRAINING_LOOP)
-    waits = outcome.new_request or (outcome.request_state or "queued") == "queued"
+    waits = outcome.new_request or (outcome.request_state or training_requests.QUEUED) == training_requests.QUEUED
     if waits and not paused:
         not_sent = await run_in_threadpool(send_after_commit, publish_training, outcome.request_id,
                                            collection=settings.collection)
     # A replay of a request past waiting answers where it is now (its result when decided or
     # failed) and why nothing was sent, rather than only published: false.
     now = ({} if waits else await run_in_threadpool(reads.training_request_outcome, outcome.request_id))
-    return JSONResponse({"id": outcome.request_id, "state": outcome.request_state or "queued",
+    return JSONResponse({"id": outcome.request_id, "state": outcome.request_state or training_requests.QUEUED,
                          "published": waits and not paused and not_sent is None, **now,
                          **({} if waits else {"not_published": f"request {outcome.request_id} is {now['state']}: "
                                                                "a replay sends it only while it waits"}),
