@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -34,15 +33,6 @@ cards_app = typer.Typer(help="Trading cards: the card universe, its price fixtur
 app.add_typer(cards_app, name="cards")
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # what went wrong: kept out of stdout, which --json keeps for JSON
-
-
-def working(what: str):
-    """A spinner on a terminal. Elsewhere (a log file, a supervisor) the spinner prints nothing, so
-    a step of minutes would be silent: one line on stderr says what is under way instead."""
-    if console.is_terminal:
-        return console.status(what)
-    print(f"{what}...", file=sys.stderr, flush=True)
-    return contextlib.nullcontext()
 
 
 def refuse(detail: object, what: str = "") -> None:
@@ -257,7 +247,7 @@ def train(cutoff: str = typer.Option(None, help="Train only on sales before this
     from fairvalue import pipeline
 
     try:
-        with working("training"):
+        with console.status("training"):
             result = pipeline.train(_settings_for(collection), cutoff=_parse_time(cutoff))
     except pipeline.TRAINING_REFUSALS as exc:  # no prices, or too few: what the data refused
         refuse(exc, "nothing trained:")
@@ -281,7 +271,7 @@ def drift(
 
     settings = _settings_for(collection)
     try:
-        with working("measuring drift"):
+        with console.status("measuring drift"):
             report, uri = pipeline.drift(settings, recent_days=days)
     except (NotFound, pipeline.NoChampion, pipeline.NotMeasured) as exc:
         refuse(exc)
@@ -313,7 +303,7 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
 
     settings = _settings_for(collection)
     try:
-        with working("nowcasting"):
+        with console.status("nowcasting"):
             result = pipeline.nowcast(settings, as_of=_parse_time(as_of))
     except (NotFound, pipeline.NoChampion, pipeline.FutureAsOf, pipeline.NothingToValue) as exc:  # nothing to value
         # yet, a future --as-of, or one before the market's first input
@@ -495,7 +485,7 @@ def _replay_daily(collection, from_, to, source, horizon, gain, as_json) -> None
         raise typer.BadParameter("--gain must be above 0 and under 1, e.g. 0.05 for 5 %", param_hint="--gain")
     _check_source(source)
     settings = get_settings().for_collection(collection)  # checked by the command (_settings_for)
-    with working("replaying"):
+    with console.status("replaying"):
         series = evaluation.load_daily(settings, source)
         _check_days_hold_prices(series, start, end)
         try:
@@ -629,7 +619,7 @@ def _backtest_daily(collection: str, from_: str, to: str, source: str) -> dict:
     start, end = _day_window(from_, to)
     _check_source(source)
     settings = get_settings().for_collection(collection)  # checked by the command (_settings_for)
-    with working("replaying"):
+    with console.status("replaying"):
         series = evaluation.load_daily(settings, source)
         _check_days_hold_prices(series, start, end)
         try:
@@ -929,9 +919,13 @@ def up(
     settings = get_settings()
     db_upgrade()
     seed(collection=None)
+    # Plain lines, not only a spinner: under a supervisor or in a log nothing else says what the
+    # first minutes are spent on.
     if not _has_champion():
+        console.print("training the first model on the bundled sales (a few minutes)")
         train(cutoff=None, collection=None)
-    with working("nowcasting"):
+    console.print("valuing every item (the first nowcast)")
+    with console.status("nowcasting"):
         result = startup_nowcast(settings)
     console.print(f"published snapshot {result.snapshot_id} ({result.n_items} items)")
     if once:

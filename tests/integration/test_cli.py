@@ -189,7 +189,7 @@ def test_drift_report_as_data_and_html(seeded, tmp_path):
     result = runner.invoke(app, ["drift", "--days", "30", "--out", str(out), "--json"])
 
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["summary"]["n_features"] > 50
     assert report["summary"]["n_cur"] > 0 and report["summary"]["n_ref"] > 0
     ref_start, ref_end = (date.fromisoformat(d) for d in report["meta"]["reference"].split(" .. "))
@@ -197,7 +197,7 @@ def test_drift_report_as_data_and_html(seeded, tmp_path):
     assert report["prediction"]["psi"] is not None
     assert "<table" in out.read_text()
     # A window of one day holds a handful of sales: the text says so rather than print a bare PSI.
-    one_day = json.loads(runner.invoke(app, ["drift", "--days", "1", "--json"]).output)["summary"]
+    one_day = json.loads(runner.invoke(app, ["drift", "--days", "1", "--json"]).stdout)["summary"]
     text = " ".join(runner.invoke(app, ["drift", "--days", "1"]).output.split())
     assert ("under 30 in a window" in text) == (min(one_day["n_cur"], one_day["n_ref"]) < 30), (one_day, text)
 
@@ -218,7 +218,7 @@ def test_replay_exports_rows_scored_against_earlier_snapshots(tmp_path):
                                  "--export", str(export), "--listings", str(listings), "--json"])
 
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     rows = list(csv.DictReader(export.open()))
     assert list(rows[0]) == EXPORT_COLUMNS
     assert len(rows) == report["model"]["n"] == report["sales_in_window"]
@@ -251,7 +251,7 @@ def test_backtest_prints_both_strategies_and_exports_the_pairs_it_traded(tmp_pat
     assert result.exit_code == 0, result.output
     for word in ("strategy", "below_market", "buy_all", "Sharpe", "Sortino", "Calmar", "max drawdown"):
         assert word in result.output
-    body = json.loads(runner.invoke(app, [*args, "--json"]).output)["backtest"]
+    body = json.loads(runner.invoke(app, [*args, "--json"]).stdout)["backtest"]
     trades = pd.read_csv(pairs)
     assert len(trades) == body["n_eligible"] == body["buy_all"]["n_trades"] > 0
     assert trades["undervalued"].sum() == body["strategy"]["n_trades"]
@@ -275,7 +275,7 @@ def test_backtest_of_the_cards_holds_card_days():
     args = ["backtest", "--collection", "cards", "--from", "2025-06-01", "--to", "2025-06-15", "--source", "bundled"]
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
-    body = json.loads(result.output)["backtest"]
+    body = json.loads(result.stdout)["backtest"]
     settings = get_settings().for_collection("cards")
     expected = evaluation.backtest_daily(evaluation.load_daily(settings, "bundled"), pd.Timestamp("2025-06-01"),
                                          pd.Timestamp("2025-06-15"), settings)
@@ -588,7 +588,7 @@ def test_quote_checks_a_price_against_the_published_value(seeded):
     fair = item_reads.quote(None, "7804", 1.0)["fair_value"]
     result = runner.invoke(app, ["quote", "7804", str(fair * 0.8), "--json"])
     assert result.exit_code == 0, result.output
-    quoted = json.loads(result.output)
+    quoted = json.loads(result.stdout)
     assert (quoted["signal"], quoted["band_position"] in {"below_band", "in_band"}) == ("BUY", True)
     assert quoted["deviation"] == pytest.approx(-0.2, abs=1e-5)
     text = runner.invoke(app, ["quote", "7804", str(fair * 1.3)])

@@ -171,11 +171,11 @@ def test_cards_collect_asks_for_a_nowcast_when_a_price_is_new(worker, price_api,
     before = nowcast_runs("cardsrev-collect")
     first = runner.invoke(cli, ["cards", "collect", "--collection", "cardsrev-collect", "--days", "2"])
     assert first.exit_code == 0, first.output
-    answer = json.loads(first.output)  # stdout stays one JSON answer
+    answer = json.loads(first.stdout)  # stdout stays one JSON answer
     assert answer["prices"]["new"] == 40 and answer["follow_up"] == ("sent: a nowcast is asked for to value the "
                                                                     "new prices")
     wait_for(lambda: nowcast_runs("cardsrev-collect") > before, timeout=120)  # the worker took the request
-    again = json.loads(runner.invoke(cli, ["cards", "collect", "--collection", "cardsrev-collect"]).output)
+    again = json.loads(runner.invoke(cli, ["cards", "collect", "--collection", "cardsrev-collect"]).stdout)
     assert again["prices"]["unchanged"] == 40 and again["follow_up"] == "none"
 
 
