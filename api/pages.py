@@ -303,7 +303,7 @@ BASELINES = {UNIQUE_ITEMS: (("floor_baseline", "previous_day_floor"), "previous-
 def _forward_scores(metrics: dict, kind: str) -> dict[str, Any]:
     """A version's MAPE on sales (prices) it did not train on, and its market's baseline's on the
     same: its training holdout (`fairvalue train`) or, for a version a training request made, the
-    gates' window (fairvalue/lifecycle.py)."""
+    gates' window (fairvalue/lifecycle/gating.py)."""
     gate = metrics.get("gate_evaluation") or {}
     scored = gate if "model" not in metrics and gate else metrics
     baseline = next((scored[key] for key in BASELINES[kind][0] if scored.get(key)), {})

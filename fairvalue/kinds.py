@@ -7,7 +7,7 @@
   pair (fair value, that day's price) and live error is read from the published rows.
 
 Everything else (snapshots and the pointer swap, the registry, training requests under a lease,
-gates, shadows, the monitor) is shared: fairvalue/pipeline.py and fairvalue/lifecycle.py call
+gates, shadows, the monitor) is shared: fairvalue/pipeline.py and fairvalue/lifecycle/ call
 `kind_of(collection)` where the kinds differ.
 """
 

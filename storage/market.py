@@ -86,6 +86,16 @@ def load_market_data(session: Session, collection: Collection, with_excluded: bo
                                                                               stored_by))
 
 
+def clean_sales_since(session: Session, collection: Collection, since) -> pd.DataFrame:
+    """Sales (event_id, ts naive UTC, item_key, price) from `since` on, without the suspected wash trades."""
+    sales = pd.DataFrame(
+        session.exec(select(Sale.event_id, Sale.ts, Sale.item_key, Sale.price)
+                     .where(Sale.collection_id == collection.id, Sale.ts >= since, Sale.wash_reason.is_(None))).all(),
+        columns=["event_id", "ts", "item_key", "price"])
+    sales["ts"] = naive_utc(sales["ts"])
+    return sales
+
+
 def _market_days(session: Session, collection: Collection, stored_by: datetime | None,
                  read_under: str | None) -> pd.DataFrame:
     """The daily inputs, each day as last stored; with `read_under` or `stored_by`, each day's

@@ -33,7 +33,7 @@ delivery** received and a **task run** started more than `FAIRVALUE_AUDIT_RETENT
 are deleted, oldest first and a bounded number of each per call. A task's latest run for each collection stays
 whatever its age (the status and queue pages show it as the task's last: storage/runs.py
 `last_runs`), and so does a run still `running` (the hourly training sweep marks one whose
-worker died under it `abandoned`, hours after it started: fairvalue/lifecycle.py
+worker died under it `abandoned`, hours after it started: fairvalue/lifecycle/sweep.py
 `abandon_stale_runs`; then it is pruned like any other). The first collection's hourly pass usually
 prunes everything due; the next ones find nothing left, or take the rest of a backlog.
 """
@@ -169,7 +169,7 @@ def _snapshots_to_thin(session: Session, collection: Collection, cutoff: datetim
     row), oldest first. A snapshot's values are read by each sequence of snapshots a scorer walks
     (models/live.py pairs a sale with the sequence's last one published before it): the published
     ones (the track record), and one model version's of the snapshot's status, or of published and
-    shadow together (the monitor: fairvalue/lifecycle.py). Its span runs from its publication to
+    shadow together (the monitor: fairvalue/lifecycle/monitor.py). Its span runs from its publication to
     the latest next publication among those sequences, ends included; the last of any sequence is
     kept whole."""
     never_published = session.execute(

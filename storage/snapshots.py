@@ -12,7 +12,7 @@ import gzip
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
+from models.times import naive_utc
 from storage.bulk import copy_csv
 from storage.market import item_order
 from storage.tables import Collection, Item, ModelVersion, NowcastRow, NowcastSnapshot, PublishedSnapshot, utcnow
@@ -255,6 +256,33 @@ def published_snapshot(session: Session, collection: Collection) -> NowcastSnaps
         .join(PublishedSnapshot, PublishedSnapshot.snapshot_id == NowcastSnapshot.id)
         .where(PublishedSnapshot.collection_id == collection.id)
     ).first()
+
+
+def published_times(session: Session, coll: Collection, statuses: tuple[str, ...], model_version_id: int | None = None,
+                    since=None) -> pd.DataFrame:
+    """When each snapshot of these statuses was published (snapshot_id, published_at naive UTC,
+    model_version_id), oldest first; from a day before `since`, so the snapshot a sale just after
+    it was scored against is among them."""
+    query = select(NowcastSnapshot.id, NowcastSnapshot.published_at, NowcastSnapshot.model_version_id).where(
+        NowcastSnapshot.collection_id == coll.id, NowcastSnapshot.status.in_(statuses),
+        NowcastSnapshot.published_at.is_not(None))
+    if model_version_id is not None:
+        query = query.where(NowcastSnapshot.model_version_id == model_version_id)
+    if since is not None:
+        query = query.where(NowcastSnapshot.published_at >= since - timedelta(days=1))
+    rows = session.exec(query.order_by(NowcastSnapshot.published_at)).all()
+    frame = pd.DataFrame(rows, columns=["snapshot_id", "published_at", "model_version_id"])
+    frame["published_at"] = naive_utc(frame["published_at"])
+    return frame
+
+
+def values_of_items(session: Session, snapshot_ids: list[int], item_keys: list[str]) -> pd.DataFrame:
+    """The values (fair_value, p10, p90) these snapshots gave these items."""
+    return pd.DataFrame(
+        session.exec(select(NowcastRow.snapshot_id, NowcastRow.item_key, NowcastRow.fair_value, NowcastRow.p10,
+                            NowcastRow.p90).where(NowcastRow.snapshot_id.in_(snapshot_ids),
+                                                  NowcastRow.item_key.in_(item_keys))).all(),
+        columns=["snapshot_id", "item_key", "fair_value", "p10", "p90"])
 
 
 def unarchived_snapshots(session: Session, collection: Collection) -> list[int]:

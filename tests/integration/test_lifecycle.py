@@ -15,6 +15,7 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from fairvalue import lifecycle
+from fairvalue.lifecycle import gating
 from storage.db import session_scope
 from storage.tables import ModelVersion, PromotionDecision, TrainingRequest
 from tasks.lifecycle import publish_training
@@ -333,7 +334,7 @@ def test_failed_training_is_retried_with_backoff_then_fails_for_good(seeded, mon
     # checked can still hold some, and its training fails the same way on every attempt.
     with pytest.raises(lifecycle.BadTrainingParams, match="max_iter"):
         lifecycle.enqueue_retrain("cannot train", {"max_iter": 0})
-    request_id = lifecycle._record_request(get_settings(), "retry-test:cannot-train", "cannot train", {},
+    request_id = lifecycle.record_request(get_settings(), "retry-test:cannot-train", "cannot train", {},
                                            {"max_iter": 0}).request_id
     for attempt in range(1, 4):
         with pytest.raises(ValueError):
@@ -431,7 +432,7 @@ def test_a_worker_scores_one_champion_once_per_data_version(seeded):
     window = data.sales[data.sales["ts"] >= start].reset_index(drop=True)
     queries = pd.DataFrame({"item_key": window["item_key"], "ts": window["ts"].dt.normalize().clip(lower=start)})
     args = (get_store(settings), champion, data.before(start), data, queries, window, start)
-    first, mode = lifecycle._champion_evaluation(*args)
-    again, _ = lifecycle._champion_evaluation(*args)
+    first, mode = gating._champion_evaluation(*args)
+    again, _ = gating._champion_evaluation(*args)
     assert again is first and mode in ("artifact", "recipe refit")
-    assert first.metrics["n"] == len(window) and len(lifecycle._champion_evaluations) == 1
+    assert first.metrics["n"] == len(window) and len(gating._champion_evaluations) == 1

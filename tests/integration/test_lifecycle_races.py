@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, update
 from sqlmodel import select
 
 from fairvalue import lifecycle, pipeline
+from fairvalue.lifecycle import training
 from fairvalue.settings import get_settings
 from models import gates
 from storage import requests
@@ -53,7 +54,7 @@ def request_row(request_id: int) -> TrainingRequest:
 
 
 def new_request(name: str) -> int:
-    return lifecycle._record_request(get_settings(), f"races:{name}:{time.time_ns()}", name, {}, QUICK).request_id
+    return lifecycle.record_request(get_settings(), f"races:{name}:{time.time_ns()}", name, {}, QUICK).request_id
 
 
 def claim_and_lapse(request_id: int, worker: str) -> bool:
@@ -119,7 +120,7 @@ def test_one_failed_lease_renewal_does_not_stop_the_heartbeat(seeded, monkeypatc
         return real(*args)
 
     monkeypatch.setattr(requests, "heartbeat", first_renewal_fails)
-    with lifecycle._Heartbeat(request_id, "steady", lease) as heart:
+    with training._Heartbeat(request_id, "steady", lease) as heart:
         time.sleep(2.2)  # four renewals due, one every 0.5 s; the first fails
     assert len(calls) >= 3 and not heart.lost
     assert request_row(request_id).lease_expires_at > utcnow()
@@ -137,7 +138,7 @@ def test_a_contender_gated_against_a_replaced_champion_is_shadowed_not_promoted(
                                                            ModelVersion.id != champion.id)).first()
         assert requests.claim(session, request_id, "racer", timedelta(minutes=5), 3)
     try:
-        result = lifecycle._register_and_decide(
+        result = training._register_and_decide(
             settings, request_id, "racer", dataclasses.replace(outcome, decision=passed, champion_id=stale))
         assert result["decision"] == gates.SHADOW and "champion changed" in result["reason"]
         with session_scope() as session:
@@ -245,7 +246,7 @@ def test_a_newer_shadow_supersedes_the_waiting_one_on_record_and_promoting_it_en
             request_id = new_request(name)
             with session_scope() as session:
                 assert requests.claim(session, request_id, "racer", timedelta(minutes=5), 3)
-            shadowed.append(lifecycle._register_and_decide(
+            shadowed.append(training._register_and_decide(
                 settings, request_id, "racer", dataclasses.replace(outcome, decision=shadow))["model_version"])
         older, newer = shadowed
         superseded = [d for d in lifecycle.decisions(settings, 10)
@@ -268,7 +269,7 @@ def test_concurrent_operator_rollbacks_roll_back_once(seeded, outcome):
         request_id = new_request("a version to roll back from")
         with session_scope() as session:
             assert requests.claim(session, request_id, "racer", timedelta(minutes=5), 3)
-        version = lifecycle._register_and_decide(settings, request_id, "racer",
+        version = training._register_and_decide(settings, request_id, "racer",
                                                  dataclasses.replace(outcome, decision=rejected))["model_version"]
         with session_scope() as session:  # the champion is past its probation: the rollback returns to it
             remove_alias(session, pipeline.ensure_collection_of(session, settings), PREVIOUS_CHAMPION)
@@ -407,7 +408,7 @@ def test_a_collection_without_sales_fails_its_request_at_once_with_the_reason(se
     settings = get_settings().for_collection("no-sales-yet")
     with session_scope() as session:
         add_items(session, ensure_collection(session, "no-sales-yet"), [{"item_key": "1"}, {"item_key": "2"}])
-    request_id = lifecycle._record_request(settings, f"races:no-sales:{time.time_ns()}", "no sales", {},
+    request_id = lifecycle.record_request(settings, f"races:no-sales:{time.time_ns()}", "no sales", {},
                                            QUICK).request_id
     with pytest.raises(lifecycle.NothingToTrain, match="no clean sale"):
         lifecycle.train_request(request_id, "worker-a", settings)

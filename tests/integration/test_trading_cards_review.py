@@ -79,7 +79,7 @@ def test_too_few_prices_are_refused_in_one_line_and_fail_a_request_at_once(datab
     assert versions_of("cardsrev-few") == 0
 
     # A training request of the same collection fails for good on its first attempt, with the reason.
-    request_id = lifecycle._record_request(settings, f"cardsrev-few:{time.time_ns()}", "too few", {}, {}).request_id
+    request_id = lifecycle.record_request(settings, f"cardsrev-few:{time.time_ns()}", "too few", {}, {}).request_id
     with pytest.raises(lifecycle.TRAINING_REFUSALS):
         lifecycle.train_request(request_id, "worker-few", settings)
     with session_scope() as session:

@@ -48,7 +48,7 @@ def test_train_after_a_gap_scores_a_holdout(database, s3, tmp_path):
 
 def test_a_training_request_after_a_gap_is_gated_on_card_days(database, s3, tmp_path):
     settings = cards_collection("cardswin-gate", gapped_prices(), tmp_path)
-    request_id = lifecycle._record_request(settings, f"cardswin-gate:{time.time_ns()}", "drift", {}, {}).request_id
+    request_id = lifecycle.record_request(settings, f"cardswin-gate:{time.time_ns()}", "drift", {}, {}).request_id
     outcome = lifecycle.train_request(request_id, "worker-gap", settings)
     with session_scope() as session:
         decision = session.exec(select(PromotionDecision).where(

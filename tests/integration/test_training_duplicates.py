@@ -1,5 +1,5 @@
 """Duplicate training messages meeting a training in progress, on a real worker: one deferred
-re-send per request, the other duplicates acked with a skipped run (fairvalue/lifecycle.py
+re-send per request, the other duplicates acked with a skipped run (fairvalue/lifecycle/training.py
 _one_resend, storage/requests.py schedule_resend)."""
 
 from __future__ import annotations

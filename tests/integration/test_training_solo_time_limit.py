@@ -1,5 +1,5 @@
 """A real solo-pool worker (as `fairvalue up` runs it) enforces no Celery time limit: the training
-stops itself past FAIRVALUE_TRAINING_TIME_LIMIT_SECONDS (fairvalue/lifecycle.py _Heartbeat.check_time)."""
+stops itself past FAIRVALUE_TRAINING_TIME_LIMIT_SECONDS (fairvalue/lifecycle/training.py _Heartbeat.check_time)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A task run still `running` long after any task may run is its dead worker's: the sweep marks
-it abandoned (fairvalue/lifecycle.py abandon_stale_runs, storage/runs.py), on SQLite."""
+it abandoned (fairvalue/lifecycle/sweep.py abandon_stale_runs, storage/runs.py), on SQLite."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 
 import storage.tables  # noqa: F401  (registers the tables)
 from fairvalue import lifecycle
+from fairvalue.lifecycle import sweep
 from fairvalue.outcomes import monitor_line
 from fairvalue.settings import Settings
 from storage.tables import TaskRun, utcnow
@@ -18,7 +19,7 @@ from tests.builders import sessions_on
 
 @pytest.fixture
 def engine(memory_engine, monkeypatch):
-    sessions_on(monkeypatch, lifecycle, memory_engine)
+    sessions_on(monkeypatch, sweep, memory_engine)
     return memory_engine
 
 

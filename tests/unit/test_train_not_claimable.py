@@ -1,11 +1,12 @@
 """A training message that finds its request held by another claim comes back once the lease has
-run out (fairvalue/lifecycle.py `_not_claimable`): the holder may be dead."""
+run out (fairvalue/lifecycle/training.py `_not_claimable`): the holder may be dead."""
 
 from __future__ import annotations
 
 from datetime import UTC, timedelta
 
 from fairvalue import lifecycle
+from fairvalue.lifecycle import loops, training
 from storage.tables import TrainingRequest, utcnow
 
 
@@ -17,24 +18,24 @@ def _request(state="training", lease_left=timedelta(seconds=300), attempts=1, na
 
 
 def test_a_request_held_under_a_live_lease_sends_the_message_again_after_it():
-    outcome = lifecycle._not_claimable(_request(), max_attempts=3)
+    outcome = training._not_claimable(_request(), max_attempts=3)
     assert outcome["status"] == "skipped"
     assert outcome["skipped"].startswith("not claimable (state training): held by victim@host/123/abcd")
     assert 300 < outcome["send_again_in"] <= 300 + lifecycle.RESEND_MARGIN_SECONDS
 
 
 def test_a_naive_lease_time_is_utc():  # as SQLite hands it back
-    assert 0 < lifecycle._not_claimable(_request(naive=True), max_attempts=3)["send_again_in"] < 310
+    assert 0 < training._not_claimable(_request(naive=True), max_attempts=3)["send_again_in"] < 310
 
 
 def test_nothing_to_come_back_for():
-    decided = lifecycle._not_claimable(_request(state="decided"), max_attempts=3)
+    decided = training._not_claimable(_request(state="decided"), max_attempts=3)
     assert decided == {"skipped": "not claimable (state decided)"}
-    lapsed = lifecycle._not_claimable(_request(lease_left=timedelta(seconds=-1)), max_attempts=3)
+    lapsed = training._not_claimable(_request(lease_left=timedelta(seconds=-1)), max_attempts=3)
     assert "send_again_in" not in lapsed  # the sweep republishes it
-    last = lifecycle._not_claimable(_request(attempts=3), max_attempts=3)
+    last = training._not_claimable(_request(attempts=3), max_attempts=3)
     assert "send_again_in" not in last and last["status"] == "skipped" and "last attempt" in last["skipped"]
-    assert lifecycle._not_claimable(None, max_attempts=3) == {"skipped": "not claimable (missing)"}
+    assert training._not_claimable(None, max_attempts=3) == {"skipped": "not claimable (missing)"}
 
 
 def test_two_duplicates_meeting_a_training_schedule_one_resend(memory_engine, monkeypatch):
@@ -46,7 +47,8 @@ def test_two_duplicates_meeting_a_training_schedule_one_resend(memory_engine, mo
     from storage.ingest import ensure_collection
     from tests.builders import sessions_on
 
-    sessions_on(monkeypatch, lifecycle, memory_engine)
+    for module in (training, loops):  # the training and the paused-loop check it makes
+        sessions_on(monkeypatch, module, memory_engine)
     with Session(memory_engine) as session:
         request, _ = requests.record(session, ensure_collection(session, "cryptopunks"), "dups", "test")
         assert requests.claim(session, request.id, "holder/1/a", timedelta(seconds=300), max_attempts=3)

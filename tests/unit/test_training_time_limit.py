@@ -1,5 +1,5 @@
 """A training that runs past FAIRVALUE_TRAINING_TIME_LIMIT_SECONDS gives its lease up and ends
-its attempt (fairvalue/lifecycle.py), on SQLite."""
+its attempt (fairvalue/lifecycle/training.py), on SQLite."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 import storage.tables  # noqa: F401  (registers the tables)
 from fairvalue import lifecycle
+from fairvalue.lifecycle import loops, training
 from fairvalue.settings import Settings
 from storage import requests
 from storage.ingest import ensure_collection
@@ -21,7 +22,8 @@ from tests.builders import sessions_on
 
 @pytest.fixture
 def engine(memory_engine, monkeypatch):
-    sessions_on(monkeypatch, lifecycle, memory_engine)
+    for module in (training, loops):  # the training and the paused-loop check it makes
+        sessions_on(monkeypatch, module, memory_engine)
     return memory_engine
 
 
@@ -44,7 +46,7 @@ def test_the_heartbeat_stops_renewing_past_the_time_limit(engine):
     with Session(engine) as session:
         assert requests.claim(session, request_id, "w/1/a", lease, max_attempts=3)
         session.commit()
-    with lifecycle._Heartbeat(request_id, "w/1/a", lease, renew_for=timedelta(seconds=1)) as heart:
+    with training._Heartbeat(request_id, "w/1/a", lease, renew_for=timedelta(seconds=1)) as heart:
         time.sleep(0.8)
         renewed = _lease_expires(engine, request_id)
         assert renewed > utcnow() + timedelta(seconds=1)  # renewed while under the limit
@@ -59,7 +61,7 @@ def test_a_heartbeat_without_a_limit_keeps_renewing(engine):
     with Session(engine) as session:
         assert requests.claim(session, request_id, "w/1/a", lease, max_attempts=3)
         session.commit()
-    with lifecycle._Heartbeat(request_id, "w/1/a", lease) as heart:
+    with training._Heartbeat(request_id, "w/1/a", lease) as heart:
         time.sleep(2.5)
         assert not heart.gave_up and _lease_expires(engine, request_id) > utcnow()
 
@@ -70,7 +72,7 @@ def test_the_soft_time_limit_ends_the_attempt_for_a_retry(engine, monkeypatch):
     def hangs(settings, params, checkpoint):
         raise SoftTimeLimitExceeded()
 
-    monkeypatch.setattr(lifecycle, "train_and_gate", hangs)
+    monkeypatch.setattr(training, "train_and_gate", hangs)
     settings = Settings(training_time_limit_seconds=7200, training_max_attempts=2)
     with pytest.raises(lifecycle.TrainingTimedOut, match="time limit"):
         lifecycle.train_request(request_id, "w/1/a", settings)
@@ -107,7 +109,7 @@ def test_without_a_pool_time_limit_the_training_stops_itself_between_stages(engi
             checkpoint()
         raise AssertionError("the final fit runs past the time limit")
 
-    monkeypatch.setattr(lifecycle, "train_and_gate", slow_stages)
+    monkeypatch.setattr(training, "train_and_gate", slow_stages)
     settings = Settings(training_time_limit_seconds=1, training_lease_seconds=30, training_max_attempts=2)
     with pytest.raises(lifecycle.TrainingTimedOut, match="ran past 1 s") as raised:
         lifecycle.train_request(request_id, "w/1/a", settings)
@@ -130,8 +132,8 @@ def test_a_last_stage_past_the_time_limit_is_not_registered(engine, monkeypatch)
     def registers(*args):
         raise AssertionError("a training past its time limit must not be registered")
 
-    monkeypatch.setattr(lifecycle, "train_and_gate", one_long_stage)
-    monkeypatch.setattr(lifecycle, "_register_and_decide", registers)
+    monkeypatch.setattr(training, "train_and_gate", one_long_stage)
+    monkeypatch.setattr(training, "_register_and_decide", registers)
     settings = Settings(training_time_limit_seconds=1, training_lease_seconds=30, training_max_attempts=1)
     with pytest.raises(lifecycle.TrainingTimedOut):
         lifecycle.train_request(request_id, "w/1/a", settings)

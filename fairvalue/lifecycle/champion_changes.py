@@ -1,0 +1,33 @@
+"""Changing the champion, shared by the monitor and the operators: read a version's artifact back
+before an alias points at it, and roll back to the previous champion; each recorded as a decision."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from models import gates
+from storage.artifacts import ArtifactError
+from storage.decisions import record_decision
+from storage.registry import CHAMPION, PREVIOUS_CHAMPION, remove_alias, set_alias, verify_artifact
+from storage.tables import Collection, ModelVersion
+
+
+def artifact_refusal(session: Session, store, coll: Collection, target: ModelVersion,
+                      champion: ModelVersion | None, by: str) -> str | None:
+    """Read the artifact back before an alias points at it: None when it is sound; else the
+    refusal, recorded in the session's transaction, while the champion stays where it is."""
+    try:
+        verify_artifact(store, target)
+    except ArtifactError as exc:
+        reason = f"artifact of version {target.version} refused: {exc}"
+        record_decision(session, coll, gates.REJECT, by, reason, {"artifact_uri": target.artifact_uri,
+                         "sha256": target.sha256}, contender=target.id, champion=champion.id if champion else None)
+        return reason
+    return None
+
+
+def rollback(session, coll, champion: ModelVersion, previous: ModelVersion, by: str, reason: str, numbers: dict):
+    """The previous champion becomes champion again (its alias goes), recorded as a rollback."""
+    set_alias(session, coll, CHAMPION, previous)
+    remove_alias(session, coll, PREVIOUS_CHAMPION)
+    record_decision(session, coll, gates.ROLLBACK, by, reason, numbers, contender=champion.id, champion=previous.id)

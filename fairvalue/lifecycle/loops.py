@@ -1,0 +1,30 @@
+"""Pausing a loop: an operator's switch that each loop's task reads before it acts (the CLI's
+pause/resume, the API's /loops). A paused loop's task records a skipped run."""
+
+from __future__ import annotations
+
+from storage.db import session_scope
+from storage.tables import LoopState, utcnow
+
+# The loops an operator pauses (each one's task then skips): also the names the CLI and the API take.
+NOWCAST_LOOP, POLICY_LOOP, TRAINING_LOOP, MONITOR_LOOP = "nowcast", "policy", "training", "monitor"
+
+
+LOOPS = (NOWCAST_LOOP, POLICY_LOOP, TRAINING_LOOP, MONITOR_LOOP)
+
+
+def set_paused(loop: str, paused: bool, reason: str = "", by: str = "") -> None:
+    """Pause or resume a loop (every collection's); `by` names who did (the CLI's user@host)."""
+    if loop not in LOOPS:
+        raise ValueError(f"unknown loop {loop!r}; loops: {', '.join(LOOPS)}")
+    from storage.upsert import upsert
+
+    with session_scope() as session:
+        upsert(session, LoopState.__table__, [{"loop": loop, "paused": paused, "reason": reason,
+                                               "updated_at": utcnow(), "changed_by": by[:100]}], keys=("loop",))
+
+
+def is_paused(loop: str) -> bool:
+    with session_scope() as session:
+        state = session.get(LoopState, loop)
+        return bool(state and state.paused)

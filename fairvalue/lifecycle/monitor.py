@@ -1,0 +1,104 @@
+"""The monitor (hourly): roll back a recent promotion whose live error is worse than the previous
+champion's shadow on the same sales (models/monitor.py decides), and settle a shadowed contender
+after its shadow period."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fairvalue import pipeline
+from fairvalue.lifecycle.champion_changes import artifact_refusal, rollback
+from fairvalue.lifecycle.live_error import live_metrics, live_scored
+from fairvalue.settings import Settings, get_settings
+from models import gates, live, monitor
+from storage import snapshots
+from storage.artifacts import get_store
+from storage.db import session_scope
+from storage.decisions import record_decision
+from storage.registry import (
+    CHAMPION,
+    CONTENDER,
+    PREVIOUS_CHAMPION,
+    alias_since,
+    get_alias,
+    lock_collection,
+    promote,
+    remove_alias,
+)
+from storage.snapshots import published_snapshot
+from storage.tables import utcnow
+
+
+def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
+    """Roll back a recent promotion whose live error is worse than the previous champion's
+    shadow on the same sales; settle a shadowed contender after its shadow period."""
+    settings = settings or get_settings()
+    now = now or utcnow()
+    out: dict[str, Any] = {}
+    with session_scope() as session:
+        coll = pipeline.ensure_collection_of(session, settings)
+        lock_collection(session, coll)
+        champion = get_alias(session, coll, CHAMPION)
+        previous = get_alias(session, coll, PREVIOUS_CHAMPION)
+        since = alias_since(session, coll, PREVIOUS_CHAMPION)
+        if champion and previous and since and now - since <= timedelta(days=settings.probation_days):
+            new = live_scored(session, coll, since, (snapshots.PUBLISHED,), champion.id)
+            old = live_scored(session, coll, since, (snapshots.SHADOW,), previous.id)
+            new, old = live.paired(new, old)
+            config = monitor.MonitorConfig(probation_days=settings.probation_days, min_n=settings.monitor_min_sales,
+                                           rollback_margin=settings.rollback_margin)
+            decision = monitor.decide_rollback(live_metrics(new), live_metrics(old), config)
+            out["probation"] = {"champion": champion.version, "previous": previous.version,
+                                "rollback": decision.rollback, "reason": decision.reason,
+                                "numbers": decision.numbers}
+            # As for an operator's rollback, the model it restores must still be readable. One that
+            # is not can never be rolled back to: its alias goes (the probation with it), so the
+            # refusal is not recorded again every hour, and the champion stays.
+            refusal = decision.rollback and artifact_refusal(session, get_store(settings), coll, previous,
+                                                              champion, gates.BY_MONITOR)
+            if refusal:
+                remove_alias(session, coll, PREVIOUS_CHAMPION)
+                out["rollback_refused"] = refusal
+            elif decision.rollback:
+                rollback(session, coll, champion, previous, gates.BY_MONITOR, decision.reason, decision.numbers)
+                out["rolled_back_to"] = previous.version
+        contender = get_alias(session, coll, CONTENDER)
+        shadow_since = alias_since(session, coll, CONTENDER)
+        # Not in the run that rolled back: the contender's shadow was scored against the champion
+        # just removed; the next run judges it against the restored one.
+        if contender and champion and shadow_since and "rolled_back_to" not in out \
+                and now - shadow_since >= timedelta(days=settings.shadow_days):
+            cont = live_scored(session, coll, shadow_since, (snapshots.SHADOW,), contender.id)
+            # The champion's own values over the shadow period, published or, for one restored by
+            # a rollback, shadowed while it was the previous champion.
+            champ = live_scored(session, coll, shadow_since, (snapshots.PUBLISHED, snapshots.SHADOW), champion.id)
+            cont, champ = live.paired(cont, champ)
+            c_m, h_m = live_metrics(cont), live_metrics(champ)
+            better = c_m.get("n", 0) >= settings.monitor_min_sales and \
+                c_m["mape"] <= h_m["mape"] * (1 - settings.gate_mape_margin)
+            # Its shadow values may have come from a worker's cache of it: read it back first.
+            refusal = better and artifact_refusal(session, get_store(settings), coll, contender, champion,
+                                                   gates.BY_MONITOR)
+            if refusal:
+                out["shadow"] = {"contender": contender.version, "decision": gates.REJECT, "reason": refusal}
+            else:
+                verdict = gates.PROMOTE if better else gates.REJECT
+                record_decision(session, coll, verdict, gates.BY_MONITOR,
+                                 f"after {settings.shadow_days} days in shadow: "
+                                 f"contender live MAPE {c_m.get('mape')} vs champion {h_m.get('mape')} on "
+                                 f"{c_m.get('n', 0)} sales", {"contender": c_m, "champion": h_m},
+                                 contender=contender.id, champion=champion.id)
+                if better:
+                    promote(session, coll, contender, settings.probation_days)
+                out["shadow"] = {"contender": contender.version, "decision": verdict,
+                                 "numbers": {"contender": c_m, "champion": h_m, "min_n": settings.monitor_min_sales,
+                                             "mape_margin": settings.gate_mape_margin}}
+            remove_alias(session, coll, CONTENDER)
+        # A change of champion asks for a nowcast after it commits; a worker or broker lost between
+        # the two leaves the old model's values published until the next scheduled nowcast (a day,
+        # for cards). The task asks again for whatever this finds.
+        published, champion_now = published_snapshot(session, coll), get_alias(session, coll, CHAMPION)
+        if published is not None and champion_now is not None and published.model_version_id != champion_now.id:
+            out["champion_not_published"] = {"champion": champion_now.version, "snapshot": published.id}
+    return out
