@@ -14,7 +14,6 @@ from api.auth import is_operator, require_operator
 from api.deps import int_param, slug_of, str_param, unknown_names
 from fairvalue import lifecycle, reads
 from fairvalue.settings import Settings, get_settings
-from storage import requests as training_requests
 from storage.db import session_scope
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
@@ -168,36 +167,24 @@ async def create_training_request(request: Request) -> JSONResponse:
     if not isinstance(params, dict):
         raise HTTPException(422, "params must be an object of training parameters")
     settings = await run_in_threadpool(_scoped_settings, request)
+    from tasks.lifecycle import request_training
+
     try:
-        outcome = await run_in_threadpool(lifecycle.enqueue_retrain, reason, params, settings, operator,
-                                          idempotency_key)
+        done = await run_in_threadpool(request_training, reason, params, settings, operator, idempotency_key)
     except lifecycle.BadTrainingParams as exc:
         raise HTTPException(422, str(exc)[:500]) from None
     except lifecycle.IdempotencyKeyReused as exc:
         raise HTTPException(409, str(exc)[:500]) from None
-    from tasks.app import send_after_commit
-    from tasks.lifecycle import publish_training
-
-    # A retry's request is sent again only while it still waits (its first send may have failed):
-    # one already training or done needs no second message.
-    # While the training loop is paused nothing is sent: resuming it publishes the waiting requests.
-    not_sent = None
-    paused = await run_in_threadpool(lifecycle.is_paused, lifecycle.TRAINING_LOOP)
-    waits = outcome.new_request or (outcome.request_state or training_requests.QUEUED) == training_requests.QUEUED
-    if waits and not paused:
-        not_sent = await run_in_threadpool(send_after_commit, publish_training, outcome.request_id,
-                                           collection=settings.collection)
     # A replay of a request past waiting answers where it is now (its result when decided or
     # failed) and why nothing was sent, rather than only published: false.
-    now = ({} if waits else await run_in_threadpool(reads.training_request_outcome, outcome.request_id))
-    return JSONResponse({"id": outcome.request_id, "state": outcome.request_state or training_requests.QUEUED,
-                         "published": waits and not paused and not_sent is None, **now,
-                         **({} if waits else {"not_published": f"request {outcome.request_id} is {now['state']}: "
-                                                               "a replay sends it only while it waits"}),
-                         **({} if outcome.new_request else {"replayed": True}),
+    now = ({} if done.waits else await run_in_threadpool(reads.training_request_outcome, done.request_id))
+    return JSONResponse({"id": done.request_id, "state": done.state, "published": done.published, **now,
+                         **({} if done.waits else {"not_published": f"request {done.request_id} is {now['state']}: "
+                                                                    "a replay sends it only while it waits"}),
+                         **({} if done.new else {"replayed": True}),
                          **({"paused": "the training loop is paused: the request is kept and runs when it is "
-                                       "resumed"} if paused and waits else {}),
-                         **_unsent(not_sent, "the training sweep (hourly) publishes it")}, status_code=202)
+                                       "resumed"} if done.paused and done.waits else {}),
+                         **_unsent(done.not_sent, "the training sweep (hourly) publishes it")}, status_code=202)
 
 
 async def promote_version(request: Request) -> JSONResponse:

@@ -660,23 +660,23 @@ def retrain(
 ) -> None:
     """Record a training request and publish it to the training queue."""
     from fairvalue import lifecycle
-    from tasks.lifecycle import publish_training
+    from tasks.lifecycle import request_training
 
     settings = _settings_for(collection)
     try:
-        outcome = lifecycle.enqueue_retrain(reason, _parse_params(param), settings, operator=cli_operator())
+        done = request_training(reason, _parse_params(param), settings, operator=cli_operator())
     except lifecycle.BadTrainingParams as exc:
         raise typer.BadParameter(str(exc), param_hint="--param") from None
     except lifecycle.BadReason as exc:
         raise typer.BadParameter(str(exc), param_hint="--reason") from None
-    console.print(f"training request {outcome.request_id} queued")
-    if lifecycle.is_paused(lifecycle.TRAINING_LOOP):
+    console.print(f"training request {done.request_id} queued")
+    if done.paused:
         # Not published: the message would only be skipped. Resuming the loop publishes it.
         console.print("[yellow]the training loop is paused: the request is kept and runs on "
                       "`fairvalue resume training`[/]")
-        return
-    if _send_after_commit("the training sweep (hourly) publishes it", publish_training, outcome.request_id,
-                          collection=settings.collection):
+    elif done.not_sent is not None:
+        console.print(f"[yellow]not sent ({done.not_sent}); the training sweep (hourly) publishes it[/]")
+    else:
         console.print(f"published to the {queues.TRAINING} queue: a training worker takes it")
 
 

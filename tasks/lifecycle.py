@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass
 
 from celery.signals import worker_init
 
 from fairvalue import lifecycle, pipeline
-from fairvalue.settings import get_settings
+from fairvalue.settings import Settings, get_settings
 from models import gates
+from storage import requests as training_requests
 from storage.runs import SKIPPED, recorded_run
 from tasks import names, queues
-from tasks.app import app, request_nowcast
+from tasks.app import app, request_nowcast, send_after_commit
 from tasks.guards import skipped_unless_loaded
 
 # Why a waiting request is not published: its message would only be skipped (and the sweep would
@@ -37,6 +39,38 @@ def publish_training(request_id: int, countdown: float | None = None, collection
     kwargs = {"collection": collection} if collection else None
     app.send_task(names.TRAIN, args=[request_id], kwargs=kwargs, queue=queues.TRAINING, countdown=countdown)
     lifecycle.mark_published(request_id)
+
+
+@dataclass(frozen=True)
+class TrainingRequested:
+    """What became of an operator's retrain: the API and the CLI each render it."""
+
+    request_id: int
+    state: str  # queued, or where a replayed request (same Idempotency-Key) is now
+    new: bool  # False: the replay of an earlier request
+    waits: bool  # still queued: only then is it published (one training or done needs no second message)
+    paused: bool  # the training loop is paused: nothing is sent, resuming it publishes the request
+    not_sent: str | None = None  # why the broker did not take it (the hourly sweep publishes it)
+
+    @property
+    def published(self) -> bool:
+        return self.waits and not self.paused and self.not_sent is None
+
+
+def request_training(reason: str, params: dict | None, settings: Settings, operator: str | None = None,
+                     idempotency_key: str | None = None) -> TrainingRequested:
+    """Record an operator's training request (lifecycle.enqueue_retrain, and its refusals), then
+    publish it unless the training loop is paused or, for a replay, it no longer waits. A broker
+    outage does not undo the committed request: not_sent says why, and the sweep publishes it."""
+    outcome = lifecycle.enqueue_retrain(reason, params, settings, operator, idempotency_key)
+    state = outcome.request_state or training_requests.QUEUED
+    waits = outcome.new_request or state == training_requests.QUEUED
+    # Checked after the request committed, as the policy's: a resume after this check finds it unpublished.
+    paused = lifecycle.is_paused(lifecycle.TRAINING_LOOP)
+    not_sent = None
+    if waits and not paused:
+        not_sent = send_after_commit(publish_training, outcome.request_id, collection=settings.collection)
+    return TrainingRequested(outcome.request_id, state, outcome.new_request, waits, paused, not_sent)
 
 
 @app.task(name=names.POLICY, bind=True)
