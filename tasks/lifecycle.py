@@ -33,12 +33,19 @@ def _note_the_loaded_code(**_):
 
 
 def publish_training(request_id: int, countdown: float | None = None, collection: str | None = None) -> None:
-    """Publish a request's id to the training queue, then note that it was published (the
-    request row was committed before: a crash in between leaves it for the sweep). The
-    collection travels along for the logs; the request row decides."""
+    """Note that a request is published, then publish its id to the training queue (the request
+    row was committed before: a crash in between leaves it for the sweep). Noted first: a worker
+    that takes the message while training is paused marks the request unpublished (so a resume
+    publishes it again), and noted after the send, that mark could land after the worker's and
+    leave a request with no message looking published. The collection travels along for the
+    logs; the request row decides."""
     kwargs = {"collection": collection} if collection else None
-    app.send_task(names.TRAIN, args=[request_id], kwargs=kwargs, queue=queues.TRAINING, countdown=countdown)
     lifecycle.mark_published(request_id)
+    try:
+        app.send_task(names.TRAIN, args=[request_id], kwargs=kwargs, queue=queues.TRAINING, countdown=countdown)
+    except Exception:
+        lifecycle.mark_unpublished(request_id)  # not sent: the sweep or a resume publishes it
+        raise
 
 
 @dataclass(frozen=True)

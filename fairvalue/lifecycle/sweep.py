@@ -46,3 +46,9 @@ def abandon_stale_runs(settings: Settings | None = None) -> list[int]:
 def mark_published(request_id: int) -> None:
     with session_scope() as session:
         requests.mark_published(session, request_id)
+
+
+def mark_unpublished(request_id: int) -> None:
+    """Forget a publication whose message was not sent (a request no longer waiting is left alone)."""
+    with session_scope() as session:
+        requests.mark_unpublished(session, request_id)
