@@ -11,7 +11,7 @@ from sqlmodel import Session
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from fairvalue.reads import iso
+from fairvalue.answers import iso
 from fairvalue.settings import get_settings
 from storage import tokens
 from storage.db import session_scope

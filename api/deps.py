@@ -15,7 +15,6 @@ from starlette.requests import Request
 
 from api.openapi import query_names
 from fairvalue.errors import BadInput
-from fairvalue.reads import iso, rounded  # noqa: F401  (kept importable from here)
 from fairvalue.settings import get_settings
 
 SLUG = re.compile(r"[A-Za-z0-9_.-]{1,64}")

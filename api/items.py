@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 from api import metrics
 from api.deps import float_param, int_param, query_value, slug_of, window_params
 from fairvalue import item_reads, reads
+from fairvalue.errors import BadInput
 
 
 def _answer(served: item_reads.Served) -> Response:
@@ -50,7 +51,7 @@ async def bulk_valuations(request: Request) -> Response:
     """
     raw = query_value(request, "ids", hint="ids takes a comma-separated list, e.g. ids=1,2,3")
     if not raw:
-        raise reads.BadInput("query parameter ids is required, e.g. ?ids=1,2,3")
+        raise BadInput("query parameter ids is required, e.g. ?ids=1,2,3")
     slug, keys = slug_of(request), item_reads.bulk_keys(raw.split(","))
     return _answer(item_reads.held_valuations(slug, keys) or await run_in_threadpool(item_reads.valuations, slug, keys))
 
@@ -72,7 +73,7 @@ def item_quote(request: Request) -> JSONResponse:
     """
     price = float_param(request, "price")
     if price is None:
-        raise reads.BadInput("query parameter price is required, e.g. ?price=65.5")
+        raise BadInput("query parameter price is required, e.g. ?price=65.5")
     return JSONResponse(item_reads.quote(slug_of(request), request.path_params["item_id"], price))
 
 

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.auth import is_operator
-from fairvalue import reads
+from fairvalue import answers, reads
 from fairvalue.errors import NotFound
 from storage.db import get_engine, session_scope
 from storage.snapshots import published_snapshot
@@ -50,7 +50,7 @@ def _snapshot_check() -> str:
             snap = published_snapshot(session, reads.collection_row(session))
         except NotFound:  # a fresh database: nothing loaded yet is "not ready", not a 404
             snap = None
-        return f"ok: {snap.id} as of {reads.iso(snap.as_of)}" if snap else "none published"
+        return f"ok: {snap.id} as of {answers.iso(snap.as_of)}" if snap else "none published"
 
 
 # Without these a replica cannot answer reads: 503, the balancer takes it out. The broker is not

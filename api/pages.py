@@ -29,7 +29,7 @@ from starlette.templating import Jinja2Templates
 # SLUG: one pattern for the collection slugs of the API and pages
 from api.auth import is_operator
 from api.deps import SLUG, Route, float_param, query_value, window_params
-from fairvalue import item_reads, reads
+from fairvalue import answers, item_reads, reads
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
 from models import gates
@@ -218,7 +218,7 @@ def search(request: Request) -> Response:
     key = (query_value(request, "id") or "").strip().removeprefix("#").strip()
     if not key:
         return RedirectResponse(_base(request) or "/", status_code=303)
-    reads.check_item_key(key)
+    answers.check_item_key(key)
     return RedirectResponse(f"{_base(request)}/items/{quote(key, safe='')}", status_code=303)
 
 

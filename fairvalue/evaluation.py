@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fairvalue.reads import iso
+from fairvalue.answers import iso
 from fairvalue.settings import Settings, get_settings
 from models import estimator
 from models.ask_kpis import ask_signal_kpis

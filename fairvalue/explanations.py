@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from fairvalue.reads import iso, iso_text
+from fairvalue.answers import iso, iso_text
 from fairvalue.settings import Settings, get_settings
 from models.estimator import FairValueModel
 from models.explain import explain

@@ -21,17 +21,9 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from fairvalue.answers import ITEM_KEY, ITEM_KEYS, MAX_BULK_IDS, check_item_key, iso, rounded, snapshot_reference
 from fairvalue.errors import BadInput, NotFound, NotReady
-from fairvalue.reads import (
-    ITEM_KEY,
-    ITEM_KEYS,
-    MAX_BULK_IDS,
-    check_item_key,
-    collection_row,
-    iso,
-    rounded,
-    snapshot_reference,
-)
+from fairvalue.reads import collection_row
 from fairvalue.settings import get_settings
 from fairvalue.snapshot_cache import PointerCache
 from models.signals import band_position, market_signals, signals

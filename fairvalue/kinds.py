@@ -21,7 +21,7 @@ import pandas as pd
 from sqlalchemy import func, or_
 from sqlmodel import Session, select
 
-from fairvalue.reads import iso
+from fairvalue.answers import iso
 from fairvalue.settings import Settings
 from models import daily, gates
 from models.diagnostics import segment_metrics

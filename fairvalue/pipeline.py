@@ -22,7 +22,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from fairvalue import kinds
-from fairvalue.reads import iso
+from fairvalue.answers import iso
 from fairvalue.settings import Settings, get_settings
 from fairvalue.webhook_batch import CallOutcome, WebhookCall
 from models import estimator

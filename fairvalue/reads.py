@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import re
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -22,6 +21,19 @@ import pandas as pd
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from fairvalue.answers import (
+    HIDDEN,
+    check_item_key,
+    check_window,
+    hidden,
+    iso,
+    iso_text,
+    page_bounds,
+    parse_time,
+    rounded,
+    snapshot_reference,
+    without_operator,
+)
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
 from models import gates
@@ -45,105 +57,9 @@ from storage.tables import (
     TrainingRequest,
 )
 
-_ONE_KEY = r"[A-Za-z0-9_.:-]{1,64}"
-ITEM_KEY = re.compile(_ONE_KEY + r"\Z")  # \Z: "$" also matches before a final newline
-ITEM_KEYS = re.compile(rf"{_ONE_KEY}(?:,{_ONE_KEY})*\Z")  # a comma-separated list of them, nothing else
-MAX_BULK_IDS = 1000
-MAX_PAGE = 500
 SIGNALS = ("BUY", "SELL", "HOLD")
 
-__all__ = [
-    "BadInput", "NotFound", "NotReady", "summary", "item_valuation", "valuations", "item_history",
-    "item_explanation", "signals_page", "performance", "backtest_results", "models_overview", "decisions",
-    "training_requests", "market", "queue_status", "check_item_key", "parse_time",
-]
 
-
-# --- formatting ---------------------------------------------------------------------------
-
-def iso(ts: datetime | date | None) -> str | None:
-    if ts is None:
-        return None
-    if isinstance(ts, datetime):
-        if ts.tzinfo is None:
-            ts = ts.replace(tzinfo=UTC)
-        return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return ts.isoformat()
-
-
-def iso_text(value: Any) -> Any:
-    """A time stored as ISO text, written as iso() writes times: a naive one (UTC, as every time
-    here) gains its Z. Anything else (a date, a number, text that is no time) is kept as it is.
-    For JSON stored before its times were written with iso()."""
-    if not isinstance(value, str) or len(value) <= 10:  # a date has no time of day to mark
-        return value
-    try:
-        return iso(datetime.fromisoformat(value))
-    except ValueError:
-        return value
-
-
-def rounded(value: float | None, digits: int = 6) -> float | None:
-    """A float for JSON, None for a missing value (None, NaN, pandas' NA). Plain float checks:
-    pd.isna per value was about a tenth of a 100-id bulk valuation (pyinstrument)."""
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except TypeError:  # pandas' NA and NaT
-        return None
-    return None if math.isnan(number) else round(number, digits)
-
-
-# --- parameters -----------------------------------------------------------------------------
-
-def check_item_key(key: str) -> str:
-    if not isinstance(key, str) or not ITEM_KEY.match(key):
-        raise BadInput(f"malformed item id {str(key)[:80]!r}: use letters, digits, _ . : - (max 64)")
-    return key
-
-
-def parse_time(value: str | None, name: str) -> datetime | None:
-    """An ISO date (midnight UTC) or date-time (UTC when it has no offset), or None."""
-    if value is None or value == "":
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadInput(f"{name} must be an ISO date or date-time, got {value[:40]!r}") from None
-    if not 1970 <= parsed.year <= 2200:
-        raise BadInput(f"{name} must be between the years 1970 and 2200")
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _moment(ts: datetime) -> str:
-    """A window bound as a person reads it: the day for a midnight, else the UTC time."""
-    if (ts.hour, ts.minute, ts.second, ts.microsecond) == (0, 0, 0, 0):
-        return ts.date().isoformat()
-    return iso(ts)
-
-
-def check_window(t0: datetime, t1: datetime, default_to: str | None = None) -> None:
-    """BadInput unless [t0, t1) is a window of at most MAX_WINDOW_DAYS. `default_to` says what `to`
-    defaulted to when none was given ("a second after the latest sale"): a `from` past the data
-    is then refused naming that default, not as if the caller had given a `to` before it."""
-    if t1 <= t0 and default_to is None:
-        raise BadInput("to must be after from")
-    if t1 <= t0:
-        raise BadInput(f"from {_moment(t0)} is not before the default to, {_moment(t1)} ({default_to}); "
-                       "give an earlier from, or a to")
-    if t1 - t0 > timedelta(days=MAX_WINDOW_DAYS):
-        raise BadInput("the window may span at most ~10 years")
-
-
-def page_bounds(limit: int | None, offset: int | None, default: int = 50) -> tuple[int, int]:
-    limit = default if limit is None else limit
-    offset = 0 if offset is None else offset
-    if not 1 <= limit <= MAX_PAGE:
-        raise BadInput(f"limit must be between 1 and {MAX_PAGE}")
-    if not 0 <= offset <= 1_000_000_000:
-        raise BadInput("offset must be between 0 and 1e9")
-    return limit, offset
 
 
 # --- collection -----------------------------------------------------------------------------
@@ -157,12 +73,6 @@ def collection_row(session: Session, slug: str | None = None) -> Collection:
         raise NotFound(f"unknown collection {slug[:64]!r}{advice}")
     return found
 
-
-def snapshot_reference(snapshot_id: int, as_of, valued_at, published_at) -> dict[str, Any]:
-    """How an answer names the snapshot its values come from. `as_of` is when the nowcast was
-    asked for; `valued_at` the moment the items were valued at (the same, unless the market had
-    gone silent: models.nowcast.valuation_moment; null in snapshots older than that column)."""
-    return {"id": snapshot_id, "as_of": iso(as_of), "valued_at": iso(valued_at), "published_at": iso(published_at)}
 
 
 def _snapshot_info(snap: NowcastSnapshot | None, version: int | None = None) -> dict | None:
@@ -507,30 +417,13 @@ def backtest_results(slug: str | None = None, start: str | None = None, end: str
 
 # --- models ---------------------------------------------------------------------------------
 
-# Who acted and where a worker runs are for operators: a read for a caller without an operator
-# token (people=False) keeps each key but says HIDDEN in place of an operator's name (a token's
-# name, "cli:<login>", a pauser's user@host) and a worker's host, pid or claim token.
-HIDDEN = "hidden"
-
-
-def _hidden(value: Any, people: bool) -> Any:
-    return value if people or value is None else HIDDEN
-
-
-def _without_operator(numbers: Any, people: bool) -> Any:
-    """A decision's numbers or a request's trigger, its "operator" key hidden unless `people`."""
-    if people or not isinstance(numbers, dict) or numbers.get("operator") in (None, True):
-        return numbers
-    return {**numbers, "operator": HIDDEN}
-
-
 def _decision_dict(d: PromotionDecision, number: dict[int, int], people: bool = True) -> dict[str, Any]:
     return {"id": d.id, "created_at": iso(d.created_at), "decision": d.decision, "by": d.decided_by,
             # an operator's token name or "cli:<login>"
-            "operator": _hidden((d.numbers or {}).get("operator"), people),
+            "operator": hidden((d.numbers or {}).get("operator"), people),
             "contender": number.get(d.contender_version_id), "champion": number.get(d.champion_version_id),
             "training_request": d.training_request_id, "reason": d.reason,
-            "numbers": _without_operator(_stored_times(d.numbers), people)}
+            "numbers": without_operator(_stored_times(d.numbers), people)}
 
 
 def _stored_times(numbers: dict) -> dict:
@@ -611,11 +504,11 @@ def training_requests(slug: str | None = None, state: str | None = None, limit: 
         verdicts = _request_verdicts(session, [r.id for r in rows])
     return {"collection": coll.slug, "offset": offset, "limit": limit, "training_requests": [
         {"id": r.id, "state": r.state, "reason": r.reason, "attempts": r.attempts,
-         "claimed_by": _hidden(r.claimed_by, people),
+         "claimed_by": hidden(r.claimed_by, people),
          "lease_expires_at": iso(r.lease_expires_at), "created_at": iso(r.created_at),
          "published_at": iso(r.published_at), "model_version_id": r.model_version_id,
          "model_version": number.get(r.model_version_id), "decision": verdicts.get(r.id), "error": r.error,
-         "trigger": _without_operator(r.trigger, people), "params": r.params} for r in rows]}
+         "trigger": without_operator(r.trigger, people), "params": r.params} for r in rows]}
 
 
 def training_request_outcome(request_id: int) -> dict[str, Any]:
@@ -643,9 +536,6 @@ def _request_verdicts(session, request_ids: list[int]) -> dict[int, dict[str, An
 
 
 # --- market ---------------------------------------------------------------------------------
-
-MAX_WINDOW_DAYS = 3700  # the longest window a market or track-record read answers (~10 years)
-
 
 def _market_window(t0: datetime | None, t1: datetime | None, last_day: date | None) -> tuple[datetime, datetime]:
     """[from, to) of /market: default the 365 days up to the end of the last day of data."""
@@ -785,7 +675,7 @@ def paused_loops(session: Session, people: bool = True) -> list[dict[str, Any]]:
     from storage.tables import LoopState
 
     states = session.exec(select(LoopState).where(LoopState.paused).order_by(LoopState.loop)).all()
-    return [{"loop": s.loop, "reason": s.reason, "since": iso(s.updated_at), "by": _hidden(s.changed_by, people),
+    return [{"loop": s.loop, "reason": s.reason, "since": iso(s.updated_at), "by": hidden(s.changed_by, people),
              "text": paused_line(s.loop, s.reason, iso(s.updated_at), s.changed_by if people else "")}
             for s in states]
 

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 from sqlmodel import Session, select
 
+from fairvalue.answers import iso
 from fairvalue.forward_values import published_values
-from fairvalue.reads import iso
 from fairvalue.settings import Settings
 from models.ask_kpis import ask_signal_kpis
 from models.market_index import daily_index

@@ -20,8 +20,9 @@ from datetime import datetime
 from sqlalchemy import func
 from sqlmodel import select
 
+from fairvalue.answers import iso, page_bounds, snapshot_reference
 from fairvalue.errors import BadInput, NotFound, NotReady
-from fairvalue.reads import collection_row, iso, page_bounds, snapshot_reference
+from fairvalue.reads import collection_row
 from fairvalue.settings import get_settings
 from storage import snapshots
 from storage.artifacts import ArtifactError, get_store, sha256_hex

@@ -23,9 +23,10 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from fairvalue import kinds, signal_record
+from fairvalue.answers import check_window, iso, parse_time, rounded
 from fairvalue.errors import BadInput
 from fairvalue.forward_values import published_values
-from fairvalue.reads import check_window, collection_row, iso, parse_time, rounded
+from fairvalue.reads import collection_row
 from fairvalue.settings import get_settings
 from models.backtest import backtest
 from models.diagnostics import item_segments, segment_metrics

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from fairvalue import kinds, pipeline
-from fairvalue.reads import iso
+from fairvalue.answers import iso
 from fairvalue.settings import Settings
 from models import estimator, gates
 from models.diagnostics import item_segments, segment_metrics

@@ -8,9 +8,9 @@ from datetime import timedelta
 from sqlmodel import Session
 
 from fairvalue import kinds, pipeline
+from fairvalue.answers import iso
 from fairvalue.lifecycle.live_error import live_metrics, live_scored
 from fairvalue.lifecycle.training_requests import PolicyOutcome, record_request
-from fairvalue.reads import iso
 from fairvalue.settings import Settings, get_settings
 from models import policy
 from storage.db import session_scope

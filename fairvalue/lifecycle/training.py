@@ -14,9 +14,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlmodel import Session
 
 from fairvalue import kinds, pipeline
+from fairvalue.answers import iso
 from fairvalue.lifecycle.gating import TRAINING_REFUSALS, TrainOutcome, train_and_gate
 from fairvalue.lifecycle.loops import TRAINING_LOOP, is_paused
-from fairvalue.reads import iso
 from fairvalue.settings import Settings, get_settings
 from models import gates
 from storage import requests, runs

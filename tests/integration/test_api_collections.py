@@ -214,7 +214,7 @@ def test_a_from_past_the_data_names_the_to_it_defaulted_to(client, seeded):
     as "to must be after from", about a `to` nobody gave. The refusal names the default."""
     from sqlalchemy import func
 
-    from fairvalue.reads import iso
+    from fairvalue.answers import iso
 
     with session_scope() as session:
         latest = session.exec(select(func.max(Sale.ts))).one()

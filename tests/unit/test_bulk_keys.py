@@ -3,9 +3,9 @@ regular expression, anything else key by key; both give the same ids or the same
 
 import pytest
 
+from fairvalue.answers import MAX_BULK_IDS
 from fairvalue.errors import BadInput
 from fairvalue.item_reads import bulk_keys
-from fairvalue.reads import MAX_BULK_IDS
 
 
 @pytest.mark.parametrize(("raw", "expected"), [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fairvalue.reads import iso_text
+from fairvalue.answers import iso_text
 
 
 @pytest.mark.parametrize("stored, served", [

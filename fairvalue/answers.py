@@ -1,0 +1,134 @@
+"""How every read writes its answer and checks its parameters: times as ISO text with a Z, floats
+rounded (None for a missing value), item keys, time windows, pages, and HIDDEN in place of the
+people a caller without an operator token may not see. No database and no HTTP here: every read
+and the CLI share these, so an answer reads the same wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from fairvalue.errors import BadInput
+
+_ONE_KEY = r"[A-Za-z0-9_.:-]{1,64}"
+ITEM_KEY = re.compile(_ONE_KEY + r"\Z")  # \Z: "$" also matches before a final newline
+ITEM_KEYS = re.compile(rf"{_ONE_KEY}(?:,{_ONE_KEY})*\Z")  # a comma-separated list of them, nothing else
+MAX_BULK_IDS = 1000
+MAX_PAGE = 500
+MAX_WINDOW_DAYS = 3700  # the longest window a market or track-record read answers (~10 years)
+
+
+# --- formatting ---------------------------------------------------------------------------
+
+def iso(ts: datetime | date | None) -> str | None:
+    if ts is None:
+        return None
+    if isinstance(ts, datetime):
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=UTC)
+        return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return ts.isoformat()
+
+
+def iso_text(value: Any) -> Any:
+    """A time stored as ISO text, written as iso() writes times: a naive one (UTC, as every time
+    here) gains its Z. Anything else (a date, a number, text that is no time) is kept as it is.
+    For JSON stored before its times were written with iso()."""
+    if not isinstance(value, str) or len(value) <= 10:  # a date has no time of day to mark
+        return value
+    try:
+        return iso(datetime.fromisoformat(value))
+    except ValueError:
+        return value
+
+
+def rounded(value: float | None, digits: int = 6) -> float | None:
+    """A float for JSON, None for a missing value (None, NaN, pandas' NA). Plain float checks:
+    pd.isna per value was about a tenth of a 100-id bulk valuation (pyinstrument)."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except TypeError:  # pandas' NA and NaT
+        return None
+    return None if math.isnan(number) else round(number, digits)
+
+
+# --- parameters -----------------------------------------------------------------------------
+
+def check_item_key(key: str) -> str:
+    if not isinstance(key, str) or not ITEM_KEY.match(key):
+        raise BadInput(f"malformed item id {str(key)[:80]!r}: use letters, digits, _ . : - (max 64)")
+    return key
+
+
+def parse_time(value: str | None, name: str) -> datetime | None:
+    """An ISO date (midnight UTC) or date-time (UTC when it has no offset), or None."""
+    if value is None or value == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadInput(f"{name} must be an ISO date or date-time, got {value[:40]!r}") from None
+    if not 1970 <= parsed.year <= 2200:
+        raise BadInput(f"{name} must be between the years 1970 and 2200")
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _moment(ts: datetime) -> str:
+    """A window bound as a person reads it: the day for a midnight, else the UTC time."""
+    if (ts.hour, ts.minute, ts.second, ts.microsecond) == (0, 0, 0, 0):
+        return ts.date().isoformat()
+    return iso(ts)
+
+
+def check_window(t0: datetime, t1: datetime, default_to: str | None = None) -> None:
+    """BadInput unless [t0, t1) is a window of at most MAX_WINDOW_DAYS. `default_to` says what `to`
+    defaulted to when none was given ("a second after the latest sale"): a `from` past the data
+    is then refused naming that default, not as if the caller had given a `to` before it."""
+    if t1 <= t0 and default_to is None:
+        raise BadInput("to must be after from")
+    if t1 <= t0:
+        raise BadInput(f"from {_moment(t0)} is not before the default to, {_moment(t1)} ({default_to}); "
+                       "give an earlier from, or a to")
+    if t1 - t0 > timedelta(days=MAX_WINDOW_DAYS):
+        raise BadInput("the window may span at most ~10 years")
+
+
+def page_bounds(limit: int | None, offset: int | None, default: int = 50) -> tuple[int, int]:
+    limit = default if limit is None else limit
+    offset = 0 if offset is None else offset
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadInput(f"limit must be between 1 and {MAX_PAGE}")
+    if not 0 <= offset <= 1_000_000_000:
+        raise BadInput("offset must be between 0 and 1e9")
+    return limit, offset
+
+
+def snapshot_reference(snapshot_id: int, as_of, valued_at, published_at) -> dict[str, Any]:
+    """How an answer names the snapshot its values come from. `as_of` is when the nowcast was
+    asked for; `valued_at` the moment the items were valued at (the same, unless the market had
+    gone silent: models.nowcast.valuation_moment; null in snapshots older than that column)."""
+    return {"id": snapshot_id, "as_of": iso(as_of), "valued_at": iso(valued_at), "published_at": iso(published_at)}
+
+
+# --- who acted ------------------------------------------------------------------------------
+
+# Who acted and where a worker runs are for operators: a read for a caller without an operator
+# token (people=False) keeps each key but says HIDDEN in place of an operator's name (a token's
+# name, "cli:<login>", a pauser's user@host) and a worker's host, pid or claim token.
+HIDDEN = "hidden"
+
+
+def hidden(value: Any, people: bool) -> Any:
+    return value if people or value is None else HIDDEN
+
+
+def without_operator(numbers: Any, people: bool) -> Any:
+    """A decision's numbers or a request's trigger, its "operator" key hidden unless `people`."""
+    if people or not isinstance(numbers, dict) or numbers.get("operator") in (None, True):
+        return numbers
+    return {**numbers, "operator": HIDDEN}
