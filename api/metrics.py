@@ -86,10 +86,10 @@ class StateCollector(Collector):
     """Read at scrape time: what the broker and the database say now."""
 
     def collect(self):
-        from fairvalue import reads
+        from fairvalue import queue_reads
 
         depth = GaugeMetricFamily("fairvalue_queue_depth", "Messages waiting per queue", labels=["queue"])
-        depths, unacked = reads.broker_counts()
+        depths, unacked = queue_reads.broker_counts()
         for name, count in depths.items():
             if count is not None:
                 depth.add_metric([name], count)
@@ -185,7 +185,7 @@ def _counts_from_database():
 def _loops_paused() -> dict[str, bool]:
     """Every loop, paused or not (a loop never paused has no stored state)."""
     from fairvalue.lifecycle import LOOPS
-    from fairvalue.reads import paused_loops
+    from fairvalue.queue_reads import paused_loops
     from storage.db import session_scope
 
     with session_scope() as session:

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.auth import is_operator
-from fairvalue import answers, reads
+from fairvalue import answers, queue_reads, reads
 from fairvalue.errors import NotFound
 from storage.db import get_engine, session_scope
 from storage.snapshots import published_snapshot
@@ -102,4 +102,4 @@ def queue_status(request: Request) -> JSONResponse:
         description: "queues, workers, training_requests, last_runs, last_runs_by_collection, loop_outcomes,
           paused_loops"
     """
-    return JSONResponse(reads.queue_status(people=is_operator(request)))
+    return JSONResponse(queue_reads.queue_status(people=is_operator(request)))

@@ -29,7 +29,7 @@ from starlette.templating import Jinja2Templates
 # SLUG: one pattern for the collection slugs of the API and pages
 from api.auth import is_operator
 from api.deps import SLUG, Route, float_param, query_value, window_params
-from fairvalue import answers, item_reads, reads
+from fairvalue import answers, item_reads, queue_reads, reads
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
 from models import gates
@@ -330,7 +330,7 @@ def models(request: Request) -> Response:
 @page
 def queue(request: Request) -> Response:
     people = is_operator(request)
-    status = reads.queue_status(people=people)
+    status = queue_reads.queue_status(people=people)
     requests = reads.training_requests(_slug(request), limit=20, people=people)
     chart = {"queues": [[name, depth] for name, depth in status["queues"].items()]}
     return render(request, "queue.html", status=status, requests=requests["training_requests"], chart=chart)

@@ -989,7 +989,8 @@ def status(collection: str = COLLECTION_OPTION) -> None:
 
     from fairvalue import kinds
     from fairvalue.errors import NotFound
-    from fairvalue.reads import collection_row, paused_loops
+    from fairvalue.queue_reads import paused_loops
+    from fairvalue.reads import collection_row
     from storage.db import session_scope
     from storage.registry import CHAMPION, get_alias
     from storage.snapshots import published_snapshot

@@ -205,13 +205,13 @@ def test_queue_status_reads_the_broker_and_the_runs(client, worker, operator_hea
     assert "training_requests" in body
     assert "fairvalue.nowcast" in body["last_runs"]
     # A solo worker busy with a nowcast answers the ping only when it is done (an answer is kept
-    # for reads.WORKERS_SEEN_KEPT_SECONDS, so the wait may take that much longer).
+    # for queue_reads.WORKERS_SEEN_KEPT_SECONDS, so the wait may take that much longer).
     wait_for(lambda: any(w.startswith("test-worker@") for w in  # the hosts are shown to an operator
                          client.get("/v1/queue", headers=operator_headers).json()["workers"]))
-    from fairvalue import reads
+    from fairvalue import queue_reads
 
-    seen = reads.workers_seen()
-    assert reads.workers_seen() is seen  # the kept answer: a read does not wait for a ping of its own
+    seen = queue_reads.workers_seen()
+    assert queue_reads.workers_seen() is seen  # the kept answer: a read does not wait for a ping of its own
 
 
 def test_readiness_checks_database_broker_and_snapshot(client, broker):
