@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.deps import float_param, int_param, slug_of, str_param, window_params
-from fairvalue import reads, snapshot_files
+from fairvalue import market_reads, reads, signal_reads, snapshot_files, track_record
 
 
 def list_collections(request: Request) -> JSONResponse:
@@ -51,7 +51,7 @@ def signals(request: Request) -> JSONResponse:
       404: {$ref: "#/components/responses/NotFound"}
       503: {$ref: "#/components/responses/NotReady"}
     """
-    return JSONResponse(reads.signals_page(
+    return JSONResponse(signal_reads.signals_page(
         slug_of(request), signal=str_param(request, "signal"), item_type=str_param(request, "type"),
         trait=str_param(request, "trait"), min_deviation=float_param(request, "min_deviation"),
         limit=int_param(request, "limit", 50), cursor=str_param(request, "cursor")))
@@ -72,7 +72,7 @@ def performance(request: Request) -> JSONResponse:
       400: {$ref: "#/components/responses/BadRequest"}
       404: {$ref: "#/components/responses/NotFound"}
     """
-    return JSONResponse(reads.performance(slug_of(request), *window_params(request)))
+    return JSONResponse(track_record.performance(slug_of(request), *window_params(request)))
 
 
 def backtest(request: Request) -> JSONResponse:
@@ -91,7 +91,7 @@ def backtest(request: Request) -> JSONResponse:
       400: {$ref: "#/components/responses/BadRequest"}
       404: {$ref: "#/components/responses/NotFound"}
     """
-    return JSONResponse(reads.backtest_results(slug_of(request), *window_params(request)))
+    return JSONResponse(track_record.backtest_results(slug_of(request), *window_params(request)))
 
 
 def market(request: Request) -> JSONResponse:
@@ -110,7 +110,7 @@ def market(request: Request) -> JSONResponse:
       400: {$ref: "#/components/responses/BadRequest"}
       404: {$ref: "#/components/responses/NotFound"}
     """
-    return JSONResponse(reads.market(slug_of(request), *window_params(request)))
+    return JSONResponse(market_reads.market(slug_of(request), *window_params(request)))
 
 
 def list_snapshots(request: Request) -> JSONResponse:

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 from api import jsonbody
 from api.auth import is_operator, require_operator
 from api.deps import int_param, slug_of, str_param, unknown_names
-from fairvalue import lifecycle, reads
+from fairvalue import lifecycle, model_reads, reads
 from fairvalue.settings import Settings, get_settings
 from storage.db import session_scope
 
@@ -28,7 +28,7 @@ def list_models(request: Request) -> JSONResponse:
       200: {description: "versions, aliases, decisions"}
       404: {$ref: "#/components/responses/NotFound"}
     """
-    return JSONResponse(reads.models_overview(slug_of(request), people=is_operator(request)))
+    return JSONResponse(model_reads.models_overview(slug_of(request), people=is_operator(request)))
 
 
 def list_decisions(request: Request) -> JSONResponse:
@@ -45,9 +45,9 @@ def list_decisions(request: Request) -> JSONResponse:
       400: {$ref: "#/components/responses/BadRequest"}
       404: {$ref: "#/components/responses/NotFound"}
     """
-    return JSONResponse(reads.decisions(slug_of(request), str_param(request, "decision"),
-                                        int_param(request, "limit", 50), int_param(request, "offset", 0),
-                                        people=is_operator(request)))
+    return JSONResponse(model_reads.decisions(slug_of(request), str_param(request, "decision"),
+                                              int_param(request, "limit", 50), int_param(request, "offset", 0),
+                                              people=is_operator(request)))
 
 
 def list_training_requests(request: Request) -> JSONResponse:
@@ -64,9 +64,9 @@ def list_training_requests(request: Request) -> JSONResponse:
       400: {$ref: "#/components/responses/BadRequest"}
       404: {$ref: "#/components/responses/NotFound"}
     """
-    return JSONResponse(reads.training_requests(slug_of(request), str_param(request, "state"),
-                                                int_param(request, "limit", 200), int_param(request, "offset", 0),
-                                                people=is_operator(request)))
+    return JSONResponse(model_reads.training_requests(slug_of(request), str_param(request, "state"),
+                                                      int_param(request, "limit", 200),
+                                                      int_param(request, "offset", 0), people=is_operator(request)))
 
 
 async def _json_body(request: Request, takes: tuple[str, ...]) -> dict:
@@ -177,7 +177,7 @@ async def create_training_request(request: Request) -> JSONResponse:
         raise HTTPException(409, str(exc)[:500]) from None
     # A replay of a request past waiting answers where it is now (its result when decided or
     # failed) and why nothing was sent, rather than only published: false.
-    now = ({} if done.waits else await run_in_threadpool(reads.training_request_outcome, done.request_id))
+    now = ({} if done.waits else await run_in_threadpool(model_reads.training_request_outcome, done.request_id))
     return JSONResponse({"id": done.request_id, "state": done.state, "published": done.published, **now,
                          **({} if done.waits else {"not_published": f"request {done.request_id} is {now['state']}: "
                                                                     "a replay sends it only while it waits"}),

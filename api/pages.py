@@ -29,7 +29,7 @@ from starlette.templating import Jinja2Templates
 # SLUG: one pattern for the collection slugs of the API and pages
 from api.auth import is_operator
 from api.deps import SLUG, Route, float_param, query_value, window_params
-from fairvalue import answers, item_reads, queue_reads, reads
+from fairvalue import answers, item_reads, market_reads, model_reads, queue_reads, reads, signal_reads, track_record
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
 from models import gates
@@ -194,9 +194,9 @@ def _form_dates(window: dict) -> tuple[str, str]:
 def home(request: Request) -> Response:
     slug = _slug(request)
     summary = reads.summary(slug)
-    buys, signals_error = _try(reads.signals_page, slug, signal="BUY", limit=TOP_SIGNALS)
-    sells, _ = _try(reads.signals_page, slug, signal="SELL", limit=TOP_SIGNALS)
-    market = reads.market(slug)
+    buys, signals_error = _try(signal_reads.signals_page, slug, signal="BUY", limit=TOP_SIGNALS)
+    sells, _ = _try(signal_reads.signals_page, slug, signal="SELL", limit=TOP_SIGNALS)
+    market = market_reads.market(slug)
     if market.get("kind") == "daily_prices":  # cards: the median price; their index is a level from 100, not a price
         chart = {"currency": summary["currency"], "labels": ["median price", ""],
                  "days": [[d["day"], d["median_price"], None] for d in market["days"]]}
@@ -230,7 +230,7 @@ def item(request: Request) -> Response:
       - {name: price, in: query, description: "an asked price (a listing, an offer), as the API's /quote"}
     """
     slug, key = _slug(request), request.path_params["item_id"]
-    valuation = reads.item_valuation(slug, key)
+    valuation = item_reads.item_valuation(slug, key)
     history = reads.item_history(slug, key)
     explanation, explanation_error = _try(reads.item_explanation, slug, key, top=8, comps=8)
     # Dots: the item's sales, or for a card its market price of each day.
@@ -263,7 +263,7 @@ def performance(request: Request) -> Response:
       - {name: to, in: query, description: "a date counts whole (inclusive); a date-time is exclusive"}
     """
     start, end = window_params(request)
-    perf = reads.performance(_slug(request), start, end)
+    perf = track_record.performance(_slug(request), start, end)
     if perf.get("kind") == "daily_prices":  # cards: replay KPIs per card and category (docs/cards.md)
         chart = {"currency": perf["currency"], "series": [], "points": [],
                  "segments": [[r["value"], r["mape"], r["n"]] for r in perf.get("per_category", [])]}
@@ -288,7 +288,7 @@ def backtest(request: Request) -> Response:
       - {name: to, in: query, description: "a date counts whole (inclusive); a date-time is exclusive"}
     """
     start, end = window_params(request)
-    bt = reads.backtest_results(_slug(request), start, end)
+    bt = track_record.backtest_results(_slug(request), start, end)
     chart = {name: {"equity": bt[name]["equity"], "drawdown": bt[name]["drawdown"]}
              for name in ("strategy", "buy_all", "below_market") if name in bt}  # the cards have no below_market
     return render(request, "backtest.html", bt=bt, chart=chart, dates=_form_dates(bt["window"]))
@@ -313,7 +313,7 @@ def _forward_scores(metrics: dict, kind: str) -> dict[str, Any]:
 
 @page
 def models(request: Request) -> Response:
-    overview = reads.models_overview(_slug(request), people=is_operator(request))
+    overview = model_reads.models_overview(_slug(request), people=is_operator(request))
     aliases_of: dict[int, list[str]] = {}
     for alias, version in overview["aliases"].items():
         aliases_of.setdefault(version, []).append(alias)
@@ -331,7 +331,7 @@ def models(request: Request) -> Response:
 def queue(request: Request) -> Response:
     people = is_operator(request)
     status = queue_reads.queue_status(people=people)
-    requests = reads.training_requests(_slug(request), limit=20, people=people)
+    requests = model_reads.training_requests(_slug(request), limit=20, people=people)
     chart = {"queues": [[name, depth] for name, depth in status["queues"].items()]}
     return render(request, "queue.html", status=status, requests=requests["training_requests"], chart=chart)
 

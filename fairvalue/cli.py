@@ -795,12 +795,12 @@ def decisions(limit: int = typer.Option(20, min=1, max=500), collection: str = C
               as_json: bool = typer.Option(False, "--json", help="Print the API's read (GET /decisions) as JSON: "
                                                                  "every number of each decision.")) -> None:
     """Promotion decisions and rollbacks, newest first, with the numbers they used."""
-    from fairvalue import reads
+    from fairvalue import model_reads
     from fairvalue.errors import NotFound
 
     settings = _settings_for(collection)
     try:
-        read = reads.decisions(settings.collection, limit=limit)
+        read = model_reads.decisions(settings.collection, limit=limit)
     except NotFound as exc:
         refuse(exc)
         raise typer.Exit(1) from None

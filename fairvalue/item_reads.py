@@ -185,6 +185,11 @@ def item(slug: str | None, key: str) -> Served:
     return _item_from(PUBLISHED.get(slug), key) or _item_from_database(slug, key)
 
 
+def item_valuation(slug: str | None, key: str) -> dict[str, Any]:
+    """item()'s answer as a dict, for the web pages."""
+    return json.loads(item(slug, key).body)
+
+
 def bulk_keys(keys: list[str]) -> list[str]:
     """The ids of a bulk read: stripped, checked, without repeats, in their order."""
     if len(keys) <= MAX_BULK_IDS and ITEM_KEYS.match(",".join(keys)):  # the usual read: one match checks all

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 BUY, SELL, HOLD = "BUY", "SELL", "HOLD"
+SIGNALS = (BUY, SELL, HOLD)
 
 
 def signals(

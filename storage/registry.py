@@ -169,3 +169,11 @@ def load_model(store: ArtifactStore, version: ModelVersion):
 def verify_artifact(store: ArtifactStore, version: ModelVersion) -> None:
     """Read the artifact back and check its sha256 (raises IntegrityError / ArtifactError)."""
     store.get(version.artifact_uri, version.sha256)
+
+
+def version_numbers(session: Session, ids) -> dict[int, int]:
+    """The version number of each model version id among `ids` (None ignored), in one query."""
+    ids = {i for i in ids if i is not None}
+    if not ids:
+        return {}
+    return dict(session.exec(select(ModelVersion.id, ModelVersion.version).where(ModelVersion.id.in_(ids))).all())

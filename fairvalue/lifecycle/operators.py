@@ -146,8 +146,8 @@ def operator_rollback(reason: str, settings: Settings | None = None, operator: s
 
 def decisions(settings: Settings | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Newest first, with model version numbers (not row ids) for contender and champion: the API's
-    read (fairvalue.reads.decisions). NotFound for a collection that does not exist (looked up, not
+    read (fairvalue.model_reads.decisions). NotFound for a collection that does not exist (looked up, not
     created: a mistyped slug leaves nothing behind)."""
-    from fairvalue.reads import decisions as read_decisions
+    from fairvalue.model_reads import decisions as read_decisions
 
     return read_decisions((settings or get_settings()).collection, limit=limit)["decisions"]

@@ -469,10 +469,10 @@ def test_decisions_of_another_collection_and_of_none(database):
 
 def test_decisions_show_their_numbers_and_print_the_apis_read_as_json(database):
     """The operator review: the help says "with the numbers they used" and the table showed none;
-    and there was no --json. Now a numbers column, and --json prints reads.decisions (GET /decisions)."""
+    and there was no --json. Now a numbers column, and --json prints model_reads.decisions (GET /decisions)."""
     import json
 
-    from fairvalue import reads
+    from fairvalue import model_reads
     from storage.tables import PromotionDecision
 
     with session_scope() as session:
@@ -485,7 +485,7 @@ def test_decisions_show_their_numbers_and_print_the_apis_read_as_json(database):
     assert "MAPE new / old" in shown.output and "0.250 / 0.200 (40)" in shown.output, shown.output
     printed = runner.invoke(app, ["decisions", "--collection", "cli-trail-numbers", "--json"])
     assert printed.exit_code == 0, printed.output
-    assert json.loads(printed.stdout) == reads.decisions("cli-trail-numbers", limit=20)
+    assert json.loads(printed.stdout) == model_reads.decisions("cli-trail-numbers", limit=20)
 
 
 def test_the_file_commands_take_a_collection_and_refuse_one_that_cannot_take_the_file(seeded, tmp_path):

@@ -254,12 +254,12 @@ def test_a_request_published_while_training_is_paused_runs_on_resume(training_wo
     wait_for(lambda: states([request_id])[request_id].state == "decided", timeout=120)
 
     # The decided request shows its verdict (the review: "decided, v2" for a version the gates rejected).
-    from fairvalue import reads
+    from fairvalue import model_reads
 
     with session_scope() as session:
         decision = session.exec(select(PromotionDecision)
                                 .where(PromotionDecision.training_request_id == request_id)).one()
-    shown = next(r for r in reads.training_requests(limit=500)["training_requests"] if r["id"] == request_id)
+    shown = next(r for r in model_reads.training_requests(limit=500)["training_requests"] if r["id"] == request_id)
     assert shown["decision"] == {"id": decision.id, "decision": decision.decision, "reason": decision.reason}
     listed = client.get("/v1/training-requests?state=decided&limit=500").json()["training_requests"]
     assert next(r for r in listed if r["id"] == request_id)["decision"]["decision"] == decision.decision

@@ -16,7 +16,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from api.pages import money, number, pct
-from fairvalue import reads
+from fairvalue import item_reads, model_reads, reads, signal_reads, track_record
 from tests.integration.browser.conftest import TAKEN
 
 pytestmark = pytest.mark.integration
@@ -37,12 +37,12 @@ return Array.from(document.querySelectorAll('canvas[data-chart]')).map(function 
 def _expected_pages(published_history) -> dict[str, dict]:
     """What each page must show, computed from the same read functions the pages render."""
     summary = reads.summary()
-    top_buy = reads.signals_page(signal="BUY", limit=1)["signals"]
-    top_sell = reads.signals_page(signal="SELL", limit=1)["signals"]
-    item = reads.item_valuation(None, "7804")
-    perf = reads.performance()
-    bt = reads.backtest_results()
-    models = reads.models_overview()
+    top_buy = signal_reads.signals_page(signal="BUY", limit=1)["signals"]
+    top_sell = signal_reads.signals_page(signal="SELL", limit=1)["signals"]
+    item = item_reads.item_valuation(None, "7804")
+    perf = track_record.performance()
+    bt = track_record.backtest_results()
+    models = model_reads.models_overview()
     champion = next(v for v in models["versions"] if v["version"] == models["aliases"]["champion"])
     return {
         "home": {"path": "/", "charts": ["market-chart"],
@@ -86,7 +86,7 @@ def _screenshot(browser, metrics: dict, path) -> None:
 
 def test_pages_render_in_chromium(live_server, published_history, browser, screenshots):
     pages = _expected_pages(published_history)
-    assert reads.performance()["model"]["n"] > 100  # the history gives the track-record pages forward pairs
+    assert track_record.performance()["model"]["n"] > 100  # the history gives the track-record pages forward pairs
     browser.get_log("browser")  # start with an empty console log
     failures = []
     for name, page in pages.items():
