@@ -359,17 +359,23 @@ def train(settings: Settings | None = None, cutoff: datetime | None = None) -> T
             n_train=len(data.sales),
             code_version=code_version(),
         )
-        diagnostics_uri = None
-        if diagnostics is not None:
-            diagnostics.meta = {**diagnostics.meta, "model_version": version.version}
-            stored = store.put(f"diagnostics/{coll.slug}/v{version.version}.html", diagnostics.to_html().encode())
-            diagnostics_uri = stored.uri
-            version.metrics = {**metrics, "diagnostics": {"uri": stored.uri, "sha256": stored.sha256}}
-            session.add(version)
+        diagnostics_uri = store_diagnostics(session, store, coll, version, diagnostics)
         first = get_alias(session, coll, CHAMPION) is None
         if first:
             promote(session, coll, version)
         return TrainResult(version.version, version.id, version.metrics, first, diagnostics_uri)
+
+
+def store_diagnostics(session: Session, store, coll: Collection, version: ModelVersion, diagnostics) -> str | None:
+    """Store a version's diagnostics page as an artifact and name it in the version's metrics (the
+    caller commits); None when there are none (too few sales on one side of the holdout)."""
+    if diagnostics is None:
+        return None
+    diagnostics.meta = {**diagnostics.meta, "model_version": version.version}
+    stored = store.put(f"diagnostics/{coll.slug}/v{version.version}.html", diagnostics.to_html().encode())
+    version.metrics = {**version.metrics, "diagnostics": {"uri": stored.uri, "sha256": stored.sha256}}
+    session.add(version)
+    return stored.uri
 
 
 def _before_cutoff(data, cutoff: datetime | None, times_of: Callable[[Any], pd.Series], noun: str):
@@ -408,9 +414,10 @@ def train_daily(settings: Settings, cutoff: datetime | None = None) -> TrainResu
 
 
 def holdout_evaluation(data: MarketData, holdout_start: pd.Timestamp, params: estimator.TrainParams,
-                       curve_splits: int = 1):
+                       curve_splits: int = 1, holdout_model: estimator.FairValueModel | None = None):
     """Forward score: fit on sales before `holdout_start`, predict each later sale as of the
     start of its day (as a daily nowcast would), and build the version's diagnostics.
+    `holdout_model`: that fit when the caller already made it (the gates' contender), not made again.
 
     The learning curve repeats that on `curve_splits` forward windows of the holdout's length,
     the holdout and the ones just before it, each scored by models trained only on sales before
@@ -437,7 +444,8 @@ def holdout_evaluation(data: MarketData, holdout_start: pd.Timestamp, params: es
         subset = past if recent is None else MarketData(past.items, past.sales[recent], past.market)
         queries = pd.DataFrame({"item_key": window_sales["item_key"], "ts": window_sales["ts"].dt.normalize()})
         queries["ts"] = queries["ts"].where(queries["ts"] >= start, start)
-        pred = estimator.fit(subset, params).predict(data, queries)
+        reused = holdout_model is not None and split == newest and fraction == 1.0
+        pred = (holdout_model if reused else estimator.fit(subset, params)).predict(data, queries)
         if split == newest and fraction == 1.0:
             holdout["pred"] = pred
         return {"n_train": len(subset.sales), "predicted": pred["fair_value"].to_numpy(),
@@ -452,7 +460,7 @@ def holdout_evaluation(data: MarketData, holdout_start: pd.Timestamp, params: es
     floor = valuation_metrics(pred["floor"].to_numpy(), later["price"].to_numpy())
     segments = item_segments(data.items, later["item_key"], pred["fair_value"])
     start = iso(holdout_start.to_pydatetime())  # UTC with its Z, as every time the API answers
-    split_starts = [iso(s.to_pydatetime()) for s in starts]
+    split_starts = [iso(s.to_pydatetime(warn=False)) for s in starts]
     diag = diagnostics(pred["fair_value"].to_numpy(), later["price"].to_numpy(), segments, curve,
                        p10=pred["p10"].to_numpy(), p90=pred["p90"].to_numpy(),
                        meta={"holdout_start": start, "n_holdout": len(later), "curve_split_starts": split_starts})

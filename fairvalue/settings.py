@@ -39,10 +39,11 @@ class Settings(BaseSettings):
     s3_max_attempts: int = Field(4, ge=1, description="... attempts in all, the first included: a hung S3 holds "
                                  "such a call about 4 x 30 s.")
     s3_short_timeout_seconds: float = Field(
-        3.0, gt=0, description="The nowcast's snapshot archive (and the late archives it retries): connect and "
-        "read timeout. The snapshot is published before its archive, and an archive that fails is recorded in "
-        "the run and retried by the hourly archive task (patient budget), so a hung S3 holds a nowcast about "
-        "this long, not minutes.")
+        3.0, gt=0, description="Connect and read timeout of the S3 calls that have a way out: the nowcast's "
+        "snapshot archive (and the late archives it retries; the snapshot is published before it, and the hourly "
+        "archive task retries a failed one on the patient budget), a shadow model's artifact (the shadow is "
+        "skipped with its reason) and a snapshot file's download (rebuilt from the rows). A hung S3 holds them "
+        "about this long, not minutes.")
     s3_short_max_attempts: int = Field(1, ge=1, description="... attempts in all of those calls.")
     broker_transport_options: dict[str, Any] = Field(
         default_factory=dict, description="Extra kombu transport options as JSON, over the defaults of "
@@ -113,9 +114,9 @@ class Settings(BaseSettings):
     train_max_iter: int = Field(200, description="Boosting rounds of the median model (the band models "
                                                   "take at most TrainParams.band_max_iter).")
     holdout_days: int = Field(30, description="Forward window kept out of training to score a version.")
-    learning_curve_splits: int = Field(3, ge=1, description="Forward windows of holdout_days each (the holdout "
-                                       "and those before it) the learning curve pools; each adds "
-                                       "len(LEARNING_FRACTIONS) fits to a training.")
+    learning_curve_splits: int = Field(3, ge=1, description="Forward windows the learning curve pools: the "
+                                       "holdout (the gates' window in a worker's training) and those of its length "
+                                       "before it; each adds up to len(LEARNING_FRACTIONS) fits to a training.")
     retrain_max_age_days: float = Field(7, description="A champion trained on data older than this is stale "
                                         "(the policy retrains it only when sales, or prices, arrived after its "
                                         "training data ended).")

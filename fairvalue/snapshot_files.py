@@ -68,7 +68,8 @@ def snapshot_file(slug: str, ref: str) -> SnapshotFile:
 
     def from_archive() -> bytes:
         try:
-            return get_store(get_settings()).get(uri, digest)
+            # The short budget: an HTTP request must not hang on S3 for minutes, and the rows rebuild it.
+            return get_store(get_settings(), short_budget=True).get(uri, digest)
         except ArtifactError as exc:
             with session_scope() as session:
                 body = rebuilt_archive(session, snapshot_id)

@@ -112,6 +112,12 @@ def schedule_resend(session: Session, request_id: int, until: datetime, slack: t
     return pending if pending.tzinfo else pending.replace(tzinfo=UTC)
 
 
+def clear_resend(session: Session, request_id: int) -> None:
+    """Forget a scheduled re-send whose message could not be sent (a later duplicate may take it)."""
+    session.execute(update(TrainingRequest.__table__).where(TrainingRequest.id == request_id)
+                    .values(resend_until=None))
+
+
 def fenced_update(session: Session, request_id: int, worker: str, **values: Any) -> bool:
     """Change the request only while `worker` still holds its lease."""
     now = utcnow()

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # How a worker's or beat's send waits for a broker that went away: tries 0.5 s, 1 s, 1.5 s, then 2 s apart.
 SEND_BACKOFF = {"interval_start": 0.5, "interval_step": 0.5, "interval_max": 2.0}
+# Seconds one connection attempt to Redis may take (a local or same-network broker answers in ms).
+BROKER_CONNECT_TIMEOUT = 5.0
 
 
 def broker_options(settings: Settings, patient_sends: bool = False) -> dict:
@@ -45,17 +47,22 @@ def broker_options(settings: Settings, patient_sends: bool = False) -> dict:
     # send_after_commit; the periodic tasks catch up). Workers and beat have no one waiting on
     # them and a failed send fails their task (a policy's training request waits for the hourly
     # sweep): theirs try FAIRVALUE_BROKER_SEND_RETRIES times (send_options); count-bound, so
-    # kombu's 5 s connect_retries_timeout does not cut the backoff short.
+    # Celery's 4 s connect_retries_timeout does not cut the backoff short. Each attempt is bounded
+    # by socket_connect_timeout: kombu sets none, so a broker host that drops packets (rather than
+    # refusing) held each attempt for the kernel's ~2 min, a worker's send for a quarter of an hour.
     sends = ({"max_retries": settings.broker_send_retries, "connect_retries_timeout": None, **SEND_BACKOFF}
              if patient_sends else {"max_retries": 0})
-    return {"visibility_timeout": visibility_timeout(settings), **sends, **settings.broker_transport_options}
+    return {"visibility_timeout": visibility_timeout(settings), "socket_connect_timeout": BROKER_CONNECT_TIMEOUT,
+            **sends, **settings.broker_transport_options}
 
 
 def visibility_timeout(settings: Settings) -> int:
-    """Redis gives an unacked message back after this long: longer than any task may run (the
-    longest hard time limit, training's, and ten minutes more), so a slow task is not started twice
-    by the broker; it follows FAIRVALUE_TRAINING_TIME_LIMIT_SECONDS. The database lease guards
-    training anyway."""
+    """Redis gives an unacked message back after this long: longer than the tasks with a time
+    limit may run (the longest hard limit, training's, and ten minutes more), so a slow one is not
+    started twice by the broker; it follows FAIRVALUE_TRAINING_TIME_LIMIT_SECONDS. The database
+    lease guards training anyway. The other tasks have no limit and take seconds to minutes; a
+    card-price run the price API's rate limit slows past this would be delivered again (its storing
+    is idempotent, but the second run asks the API again)."""
     longest = max(settings.training_time_limit_seconds, settings.nowcast_time_limit_seconds)
     return max(2 * 3600, settings.hard_time_limit(longest) + 600)
 

@@ -21,6 +21,7 @@ from tasks.guards import skipped_unless_loaded
 def collect_card_prices(self, collection: str, fetched: dict[str, str] | None = None) -> dict:
     """`fetched`: the kept answers (save_fetched's uri and sha256) a retry stores from."""
     settings = get_settings().for_collection(collection)
+    fetched_before = fetched is not None
     try:
         with recorded_run(names.CARD_PRICES, self.request.id, settings.collection) as run:
             if skipped_unless_loaded(run, settings):
@@ -41,7 +42,9 @@ def collect_card_prices(self, collection: str, fetched: dict[str, str] | None = 
             run["answers"] = fetched
             report = store_fetched(settings, answers)
             run.update(report.as_dict())
-            if report.prices.stored:
+            # A retry may find every price stored by the attempt that failed after storing them (in
+            # asking for the nowcast): it asks all the same; a nowcast already covering them skips itself.
+            if report.prices.stored or fetched_before:
                 request_nowcast(collection)
                 run["nowcast_requested"] = True
             return dict(run)

@@ -134,7 +134,11 @@ def train(self, request_id: int, collection: str | None = None) -> dict:
             raise
         run.update(result)
         if "send_again_in" in result:  # another claim holds it: look again once its lease has run out
-            publish_training(request_id, countdown=result["send_again_in"], collection=collection)
+            try:
+                publish_training(request_id, countdown=result["send_again_in"], collection=collection)
+            except Exception:
+                lifecycle.forget_resend(int(request_id))
+                raise
         if result.get("decision") == gates.PROMOTE:
             request_nowcast(result["collection"])
         return dict(run)

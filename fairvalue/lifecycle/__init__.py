@@ -50,7 +50,7 @@ from fairvalue.lifecycle.operators import (
 )
 from fairvalue.lifecycle.policy import run_policy
 from fairvalue.lifecycle.sweep import abandon_stale_runs, mark_published, mark_unpublished, requests_to_republish
-from fairvalue.lifecycle.training import RESEND_MARGIN_SECONDS, TrainingTimedOut, train_request
+from fairvalue.lifecycle.training import RESEND_MARGIN_SECONDS, TrainingTimedOut, forget_resend, train_request
 from fairvalue.lifecycle.training_requests import (
     BadTrainingParams,
     PolicyOutcome,
@@ -62,8 +62,8 @@ from storage.decisions import standing_rejection
 __all__ = [
     "GATE_SEGMENTATIONS", "LOOPS", "MAX_REASON_LENGTH", "MONITOR_LOOP", "NOWCAST_LOOP", "POLICY_LOOP",
     "RESEND_MARGIN_SECONDS", "TRAINING_LOOP", "TRAINING_REFUSALS", "ArtifactRefused", "BadReason", "BadTrainingParams",
-    "IdempotencyKeyReused", "NothingToTrain", "PolicyOutcome", "RejectedByGates",
-    "TrainingTimedOut", "abandon_stale_runs", "check_training_params", "decisions", "enqueue_retrain", "is_paused",
+    "IdempotencyKeyReused", "NothingToTrain", "PolicyOutcome", "RejectedByGates", "TrainingTimedOut",
+    "abandon_stale_runs", "check_training_params", "decisions", "enqueue_retrain", "forget_resend", "is_paused",
     "live_scored", "mark_published", "mark_unpublished", "operator_promote", "operator_reason", "operator_rollback",
     "record_request", "requests_to_republish", "run_monitor", "run_policy", "set_paused", "standing_rejection",
     "train_and_gate", "train_request",

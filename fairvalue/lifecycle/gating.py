@@ -46,6 +46,10 @@ class TrainOutcome:
     decision: gates.GateDecision
     numbers: dict[str, Any]
     champion_id: int | None
+    # The version's diagnostics page and its learning curve, on the gates' window (unique items;
+    # the daily kind has none, as `fairvalue train` makes none for it).
+    diagnostics: Any = None
+    learning_curve: dict[str, Any] | None = None
 
 
 def train_params(settings: Settings, overrides: dict) -> estimator.TrainParams:
@@ -96,6 +100,11 @@ def train_and_gate(settings: Settings, overrides: dict,
     floor_metrics = valuation_metrics(floor, window["price"].to_numpy())
     decision = gates.decide(evaluations["contender"], evaluations.get("champion"), floor_metrics,
                             kinds.UNIQUE.gate_config(settings))
+    # The diagnostics of the version, on the same window: the contender's fit is reused, only the
+    # learning curve's smaller fits (and its earlier splits) are new.
+    window_numbers, diagnostics = pipeline.holdout_evaluation(data, start, params, settings.learning_curve_splits,
+                                                              holdout_model=contender_eval)
+    checkpoint()
     model = estimator.fit(data, params)
     numbers = {
         "window": {"from": iso(start.to_pydatetime()), "to": iso(end.to_pydatetime()), "n_sales": len(window)},
@@ -107,7 +116,9 @@ def train_and_gate(settings: Settings, overrides: dict,
         # No estimator here can use a GPU yet: say where training really ran.
         "device": {"requested": settings.device, "used": "cpu"},
     }
-    return TrainOutcome(model, data, decision, numbers, champion.id if champion else None)
+    curve = {key: window_numbers[key] for key in ("learning_curve", "learning_curve_split_starts")
+             if key in window_numbers}
+    return TrainOutcome(model, data, decision, numbers, champion.id if champion else None, diagnostics, curve or None)
 
 
 def _train_and_gate_daily(settings: Settings, overrides: dict,

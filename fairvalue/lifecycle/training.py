@@ -179,6 +179,13 @@ def _one_resend(session: Session, request_id: int, outcome: dict[str, Any]) -> d
             f"already scheduled for {iso(pending)}, so this message is not sent again"}
 
 
+def forget_resend(request_id: int) -> None:
+    """The re-send _one_resend scheduled was not sent (the broker refused it): forget it, so the next
+    duplicate, rather than the sweep, sends the request again."""
+    with session_scope() as session:
+        requests.clear_resend(session, request_id)
+
+
 def _register_and_decide(settings: Settings, request_id: int, worker: str, outcome: TrainOutcome) -> dict:
     """One transaction: the request moves to decided (only while we hold the lease), the
     version is registered and the decision applied. Lost the lease → nothing is written."""
@@ -194,9 +201,10 @@ def _register_and_decide(settings: Settings, request_id: int, worker: str, outco
             data_start = data.sales["ts"].min().tz_localize("UTC").to_pydatetime()
             data_end, n_train = data.sales["ts"].max().tz_localize("UTC").to_pydatetime(), len(data.sales)
         version = register_version(
-            session, store, coll, outcome.model, {"gate_evaluation": outcome.numbers},
+            session, store, coll, outcome.model, {"gate_evaluation": outcome.numbers, **(outcome.learning_curve or {})},
             data_start=data_start, data_end=data_end, n_train=n_train, code_version=pipeline.code_version(),
         )
+        pipeline.store_diagnostics(session, store, coll, version, outcome.diagnostics)
         request = session.get(TrainingRequest, request_id)
         request.model_version_id = version.id
         session.add(request)

@@ -70,3 +70,11 @@ def test_the_visibility_timeout_outlasts_the_longest_task_a_worker_may_run():
     assert broker_options(longer)["visibility_timeout"] > longer.hard_time_limit(4 * 3600)
     shortened = Settings(broker_url="redis://127.0.0.1:6379/0", broker_transport_options={"visibility_timeout": 8})
     assert broker_options(shortened)["visibility_timeout"] == 8
+
+
+def test_a_connection_attempt_to_redis_is_bounded_in_every_process():
+    """kombu sets no connect timeout: a broker host that drops packets would hold each attempt
+    for the kernel's ~2 minutes (seven attempts in a worker's patient send)."""
+    for patient in (False, True):
+        options = broker_options(Settings(broker_url="redis://127.0.0.1:6379/0"), patient_sends=patient)
+        assert 0 < options["socket_connect_timeout"] <= 10

@@ -72,3 +72,7 @@ def test_two_duplicates_meeting_a_training_schedule_one_resend(memory_engine, mo
     back = lifecycle.train_request(request_id, "dup/2/d")
     assert "send_again_in" in back
     assert "send_again_in" not in lifecycle.train_request(request_id, "dup/4/e")
+
+    # A scheduled re-send the broker refused is forgotten: the next duplicate schedules it again.
+    lifecycle.forget_resend(request_id)
+    assert "send_again_in" in lifecycle.train_request(request_id, "dup/5/f")
