@@ -29,6 +29,7 @@ def _collection_routes(prefix: str) -> list[routing.Route]:
         Route(f"{prefix}/models", models.list_models, methods=["GET"]),
         Route(f"{prefix}/models/rollback", models.rollback, methods=["POST"]),
         Route(f"{prefix}/models/{{version}}/promote", models.promote_version, methods=["POST"]),
+        Route(f"{prefix}/models/{{version}}/diagnostics", models.version_diagnostics, methods=["GET"]),
         Route(f"{prefix}/training-requests", models.list_training_requests, methods=["GET"]),
         Route(f"{prefix}/training-requests", models.create_training_request, methods=["POST"]),
     ]

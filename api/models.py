@@ -7,7 +7,7 @@ import re
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from api import jsonbody
 from api.auth import is_operator, require_operator
@@ -29,6 +29,38 @@ def list_models(request: Request) -> JSONResponse:
       404: {$ref: "#/components/responses/NotFound"}
     """
     return JSONResponse(model_reads.models_overview(slug_of(request), people=is_operator(request)))
+
+
+def _version_number(request: Request) -> int:
+    raw = request.path_params["version"]
+    if not (raw.isascii() and raw.isdigit()):  # "²".isdigit() too, but int() refuses it
+        raise HTTPException(400, f"version must be a number, got {raw[:40]!r}")
+    if len(raw) > 9:  # past what the versions' INTEGER column holds
+        raise HTTPException(400, f"version must be under 1,000,000,000, got {raw[:40]}")
+    return int(raw)
+
+
+def version_diagnostics(request: Request) -> Response:
+    """A version's diagnostics page.
+    ---
+    summary: "A model version's diagnostics page: forward error distribution, predicted vs actual, error by
+      segment, learning curve (HTML, from the artifact store, sha256-verified)"
+    tags: [models]
+    responses:
+      200: {description: "the page; its ETag is the sha256 recorded with the version",
+            content: {text/html: {schema: {type: string}}}}
+      304: {description: "the page named by If-None-Match is unchanged"}
+      400: {$ref: "#/components/responses/BadRequest"}
+      404: {$ref: "#/components/responses/NotFound"}
+      503: {$ref: "#/components/responses/NotReady"}
+    """
+    version = _version_number(request)
+    body, sha256 = model_reads.version_diagnostics(slug_of(request), version)
+    # Content-addressed: a version's page never changes.
+    headers = {"ETag": f'"{sha256}"', "Cache-Control": "public, max-age=86400, immutable"}
+    if request.headers.get("if-none-match") in (f'"{sha256}"', "*"):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="text/html; charset=utf-8", headers=headers)
 
 
 def list_decisions(request: Request) -> JSONResponse:
@@ -216,11 +248,7 @@ async def promote_version(request: Request) -> JSONResponse:
       422: {$ref: "#/components/responses/Unprocessable"}
     """
     operator = await run_in_threadpool(require_operator, request)
-    raw = request.path_params["version"]
-    if not (raw.isascii() and raw.isdigit()):  # "²".isdigit() too, but int() refuses it
-        raise HTTPException(400, f"version must be a number, got {raw[:40]!r}")
-    if len(raw) > 9:  # past what the versions' INTEGER column holds
-        raise HTTPException(400, f"version must be under 1,000,000,000, got {raw[:40]}")
+    version = _version_number(request)
     body = await _json_body(request, takes=("reason", "force"))
     reason = _reason(body)
     force = body.get("force", False)
@@ -228,7 +256,7 @@ async def promote_version(request: Request) -> JSONResponse:
         raise HTTPException(422, f"force must be true or false, got {str(force)[:40]!r}")
     settings = await run_in_threadpool(_scoped_settings, request)
     try:
-        result = await run_in_threadpool(lifecycle.operator_promote, int(raw), reason, settings, operator, force)
+        result = await run_in_threadpool(lifecycle.operator_promote, version, reason, settings, operator, force)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
     except lifecycle.RejectedByGates as exc:

@@ -10,10 +10,11 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from fairvalue.answers import hidden, iso, iso_text, page_bounds, without_operator
-from fairvalue.errors import BadInput
+from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.reads import collection_row
 from models import gates
 from storage import requests
+from storage.artifacts import ArtifactError, get_store
 from storage.db import session_scope
 from storage.registry import version_numbers
 from storage.tables import ModelAlias, ModelVersion, PromotionDecision, TrainingRequest
@@ -135,3 +136,25 @@ def _request_verdicts(session, request_ids: list[int]) -> dict[int, dict[str, An
     for d in rows:
         out.setdefault(d.training_request_id, {"id": d.id, "decision": d.decision, "reason": d.reason})
     return out
+
+
+def version_diagnostics(slug: str | None, version: int) -> tuple[bytes, str]:
+    """A version's diagnostics page (models/diagnostics.py), read from the artifact store and
+    verified against the sha256 its metrics recorded: (html, sha256). NotFound for no such version
+    or one without a page (a daily-priced collection's, or one trained before pages were kept);
+    NotReady when the store cannot give it back now."""
+    with session_scope() as session:
+        coll = collection_row(session, slug)
+        found = session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id,
+                                                        ModelVersion.version == version)).first()
+    if found is None:
+        raise NotFound(f"no model version {version} in {coll.slug}")
+    page = (found.metrics or {}).get("diagnostics")
+    if not isinstance(page, dict) or not page.get("uri"):
+        raise NotFound(f"model version {version} of {coll.slug} has no diagnostics page (a daily-priced "
+                       "collection's versions have none, nor versions whose holdout had too few sales)")
+    try:
+        # The short budget: an HTTP request must not hang on a hung store for minutes.
+        return get_store(short_budget=True).get(page["uri"], page["sha256"]), page["sha256"]
+    except ArtifactError as exc:
+        raise NotReady(f"the diagnostics of version {version} cannot be read now ({exc}); retry later") from None

@@ -447,3 +447,21 @@ def test_a_sale_stored_while_a_nowcast_reads_counts_as_new(seeded):
         session.execute(update(NowcastSnapshot.__table__).where(NowcastSnapshot.id == snap.id)
                         .values(data_read_at=stored_at))
     assert pipeline.sales_since_published() == 0
+
+
+def test_a_versions_diagnostics_page_is_served_as_stored_and_linked_from_the_models_page(client, seeded):
+    """The page each training stores beside its artifact, read back through the API and verified
+    against the sha256 its metrics recorded; the models page links it."""
+    from storage.artifacts import sha256_hex
+
+    version = seeded["train"].version
+    page = client.get(f"/v1/collections/cryptopunks/models/{version}/diagnostics")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), page.text[:200]
+    assert page.text.startswith("<!DOCTYPE html>") and "Learning curve" in page.text
+    assert page.headers["etag"] == f'"{sha256_hex(page.content)}"'
+    again = client.get(f"/v1/models/{version}/diagnostics", headers={"If-None-Match": page.headers["etag"]})
+    assert again.status_code == 304
+    missing = client.get("/v1/models/999999999/diagnostics")
+    assert missing.status_code == 404 and "no model version 999999999" in missing.text
+    assert client.get("/v1/models/v1/diagnostics").status_code == 400
+    assert f'href="/v1/collections/cryptopunks/models/{version}/diagnostics"' in client.get("/models").text
