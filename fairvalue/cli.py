@@ -984,79 +984,36 @@ def _has_champion() -> bool:
 def status(collection: str = COLLECTION_OPTION) -> None:
     """What is stored, who is champion, what is published, what was rejected and which stored
     sales the model leaves out (suspected wash trades)."""
-    from sqlalchemy import func
-    from sqlmodel import select
-
-    from fairvalue import kinds
     from fairvalue.errors import NotFound
-    from fairvalue.queue_reads import paused_loops
-    from fairvalue.reads import collection_row
-    from storage.db import session_scope
-    from storage.registry import CHAMPION, get_alias
-    from storage.snapshots import published_snapshot
-    from storage.tables import (
-        DailyPrice,
-        Item,
-        Listing,
-        NowcastRow,
-        NowcastSnapshot,
-        RejectedListing,
-        RejectedSale,
-        Sale,
-    )
+    from fairvalue.status import collection_status
 
     settings = _settings_for(collection)
-    with session_scope() as session:  # looked up, not created: the default collection may not exist yet
-        try:
-            coll = collection_row(session, settings.collection)
-        except NotFound as exc:
-            refuse(exc)
-            raise typer.Exit(1) from None
-        n_items = session.exec(select(func.count()).select_from(Item).where(Item.collection_id == coll.id)).one()
-        # A daily-priced collection (cards) stores a price per item and day, not sales.
-        priced, noun = (DailyPrice, "daily prices") if kinds.is_daily(coll) else (Sale, "sales")
-        n_rows = session.exec(select(func.count()).select_from(priced).where(priced.collection_id == coll.id)).one()
-        rejected = session.exec(
-            select(RejectedSale.reason, func.count()).where(RejectedSale.collection_id == coll.id)
-            .group_by(RejectedSale.reason)
-        ).all()
-        wash = session.exec(
-            select(Sale.wash_reason, func.count()).where(Sale.collection_id == coll.id, Sale.wash_reason.is_not(None))
-            .group_by(Sale.wash_reason)
-        ).all()
-        champion = get_alias(session, coll, CHAMPION)
-        snap = published_snapshot(session, coll)
-        n_snapshots, n_thinned = session.exec(select(func.count(), func.count(NowcastSnapshot.rows_thinned_at))
-                                              .where(NowcastSnapshot.collection_id == coll.id)).one()
-        n_snapshot_rows = session.exec(select(func.count()).select_from(NowcastRow).join(
-            NowcastSnapshot, NowcastSnapshot.id == NowcastRow.snapshot_id).where(
-            NowcastSnapshot.collection_id == coll.id)).one()
-        n_listings = session.exec(select(func.count()).select_from(Listing)
-                                  .where(Listing.collection_id == coll.id)).one()
-        rejected_listings = session.exec(
-            select(RejectedListing.reason, func.count()).where(RejectedListing.collection_id == coll.id)
-            .group_by(RejectedListing.reason)
-        ).all()
-        paused = paused_loops(session)
-    console.print(f"collection {coll.slug}: {n_items} items, {n_rows} {noun}, {n_listings} listing events")
-    console.print(f"snapshots: {n_snapshots} stored with {n_snapshot_rows} rows, {n_thinned} of them thinned by "
+    try:  # looked up, not created: the default collection may not exist yet
+        s = collection_status(settings.collection)
+    except NotFound as exc:
+        refuse(exc)
+        raise typer.Exit(1) from None
+    noun = "daily prices" if s.daily else "sales"
+    console.print(f"collection {s.slug}: {s.items} items, {s.rows} {noun}, {s.listings} listing events")
+    console.print(f"snapshots: {s.snapshots} stored with {s.snapshot_rows} rows, {s.thinned} of them thinned by "
                   f"retention (past {settings.retention_days:g} days)")
-    for reason, n in sorted(rejected):
+    for reason, n in sorted(s.rejected.items()):
         console.print(f"  rejected {reason}: {n}")
-    for reason, n in sorted(rejected_listings):
+    for reason, n in sorted(s.rejected_listings.items()):
         console.print(f"  rejected listing events, {reason}: {n}")
-    for reason, n in sorted(wash):
+    for reason, n in sorted(s.kept_out.items()):
         console.print(f"  kept out of the model, {reason}: {n}")
     # Loops are paused for every collection (`fairvalue pause`): a paused one explains a stale value.
-    console.print("paused loops: " + (", ".join(p["text"] for p in paused) if paused else "none"))
-    champion_text = f"v{champion.version} (sha256 {champion.sha256[:12]})" if champion else "none"
+    console.print("paused loops: " + (", ".join(s.paused) if s.paused else "none"))
+    champion_text = f"v{s.champion.version} (sha256 {s.champion.sha256[:12]})" if s.champion else "none"
     console.print(f"champion: {champion_text}")
+    snap = s.published
     if snap is None:
         console.print("published snapshot: none")
         return
-    silent = snap.valued_at is not None and snap.valued_at != snap.as_of
-    console.print(f"published snapshot: {snap.id} as of {snap.as_of.isoformat()}"
-                  + (f", items valued at {snap.valued_at.isoformat()} (the market has been silent)" if silent else ""))
+    console.print(f"published snapshot: {snap.snapshot_id} as of {snap.as_of.isoformat()}"
+                  + (f", items valued at {snap.valued_at.isoformat()} (the market has been silent)"
+                     if snap.market_silent else ""))
 
 
 @cards_app.command("load")

@@ -24,6 +24,7 @@ from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
 from models.signals import SIGNALS
 from storage import snapshots
+from storage.counts import item_count, prices_span, rejected_by_reason, sales_span
 from storage.db import session_scope
 from storage.ingest import DAILY_PRICES, MADE_BY
 from storage.registry import CHAMPION, get_alias, version_numbers
@@ -36,7 +37,6 @@ from storage.tables import (
     ModelVersion,
     NowcastRow,
     NowcastSnapshot,
-    RejectedSale,
     Sale,
 )
 
@@ -91,8 +91,7 @@ def summary(slug: str | None = None) -> dict[str, Any]:
         last_eth = session.exec(select(MarketDay.day, MarketDay.eth_usd).where(
             MarketDay.collection_id == coll.id, MarketDay.eth_usd.is_not(None))
             .order_by(MarketDay.day.desc())).first()
-        n_sales, first_sale, last_sale = session.exec(select(func.count(), func.min(Sale.ts), func.max(Sale.ts))
-                                                      .where(Sale.collection_id == coll.id)).one()
+        n_sales, first_sale, last_sale = sales_span(session, coll)
         shared = _summary_shared(session, coll)
         recent = []
         if last_sale is not None:
@@ -127,9 +126,7 @@ def _daily_summary(session: Session, coll: Collection) -> dict[str, Any]:
     from fairvalue.kinds import kind_of
     from models.daily import MARKET_INDEX_MEANING, market_days
 
-    n_prices, first_day, last_day = session.exec(select(func.count(), func.min(DailyPrice.day),
-                                                        func.max(DailyPrice.day))
-                                                 .where(DailyPrice.collection_id == coll.id)).one()
+    n_prices, first_day, last_day = prices_span(session, coll)
     shared = _summary_shared(session, coll)
     index = None
     if n_prices:
@@ -159,9 +156,8 @@ def _summary_shared(session: Session, coll: Collection) -> dict[str, Any]:
     champion = get_alias(session, coll, CHAMPION)
     versions = version_numbers(session, [snap.model_version_id] if snap else [])
     return {
-        "items": session.exec(select(count).select_from(Item).where(Item.collection_id == coll.id)).one(),
-        "rejected": session.exec(select(count).select_from(RejectedSale)
-                                 .where(RejectedSale.collection_id == coll.id)).one(),
+        "items": item_count(session, coll),
+        "rejected": sum(rejected_by_reason(session, coll).values()),
         "model_versions": session.exec(select(count).select_from(ModelVersion)
                                        .where(ModelVersion.collection_id == coll.id)).one(),
         "signals": {s: int(signals.get(s, 0)) for s in SIGNALS},

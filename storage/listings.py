@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import Session
 
 from models.listings import CleanListing, validate_listings
@@ -48,3 +48,13 @@ def _stored_hashes(session: Session, collection: Collection, event_ids: list[str
         return {}
     return dict(session.execute(select(Listing.event_id, Listing.content_hash).where(
         Listing.collection_id == collection.id, Listing.event_id.in_(event_ids))).all())
+
+
+def listing_counts(session: Session, collection: Collection) -> tuple[int, dict[str, int]]:
+    """The listing events stored and the refused ones kept, by reason."""
+    stored = session.execute(select(func.count()).select_from(Listing)
+                             .where(Listing.collection_id == collection.id)).scalar_one()
+    refused = session.execute(select(RejectedListing.reason, func.count())
+                              .where(RejectedListing.collection_id == collection.id)
+                              .group_by(RejectedListing.reason)).all()
+    return stored, dict(refused)

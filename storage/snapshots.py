@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Row, and_, bindparam, event, update
+from sqlalchemy import Connection, Row, and_, bindparam, event, func, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
@@ -256,6 +256,17 @@ def published_snapshot(session: Session, collection: Collection) -> NowcastSnaps
         .join(PublishedSnapshot, PublishedSnapshot.snapshot_id == NowcastSnapshot.id)
         .where(PublishedSnapshot.collection_id == collection.id)
     ).first()
+
+
+def snapshot_counts(session: Session, collection: Collection) -> tuple[int, int, int]:
+    """The collection's stored snapshots (any status), how many of them retention thinned
+    (storage/retention.py), and the rows they hold."""
+    stored, thinned = session.exec(select(func.count(), func.count(NowcastSnapshot.rows_thinned_at))
+                                   .where(NowcastSnapshot.collection_id == collection.id)).one()
+    rows = session.exec(select(func.count()).select_from(NowcastRow).join(
+        NowcastSnapshot, NowcastSnapshot.id == NowcastRow.snapshot_id).where(
+        NowcastSnapshot.collection_id == collection.id)).one()
+    return stored, thinned, rows
 
 
 def published_times(session: Session, coll: Collection, statuses: tuple[str, ...], model_version_id: int | None = None,

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pandas as pd
-from sqlalchemy import and_, or_, select, text
+from sqlalchemy import and_, func, or_, select, text
 from sqlmodel import Session
 
 from models.times import naive_utc
@@ -117,3 +117,9 @@ def flag_wash_trades(session: Session, collection: Collection, new_sales: Sequen
             changes.append({"sale_id": int(sale_id), "reason": merged})
     if changes:
         connection.execute(SET_REASON_PG if dialect == "postgresql" else SET_REASON, changes)
+
+
+def kept_out_by_reason(session: Session, collection: Collection) -> dict[str, int]:
+    """The stored sales flagged as suspected wash trades (the model leaves them out), by reason."""
+    return dict(session.execute(select(Sale.wash_reason, func.count()).where(
+        Sale.collection_id == collection.id, Sale.wash_reason.is_not(None)).group_by(Sale.wash_reason)).all())
