@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 SECRET = "test-secret"
 
 # Path parameters get a valid value when another parameter is under attack.
-PATH_DEFAULTS = {"item_id": "1", "slug": "cryptopunks", "snapshot": "published"}
+PATH_DEFAULTS = {"item_id": "1", "slug": "cryptopunks", "snapshot": "published", "version": "1"}
 # How handlers read query parameters (api/deps.py helpers, or query_params directly).
 PARAM_READ = re.compile(r'(?:str_param|int_param|float_param|bool_param|query_value)\(request, "(\w+)"'
                         r'|query_params\.get\("(\w+)"')
