@@ -164,6 +164,8 @@ def ingest_sales_rows(
         stored: Future | None = None
         for batch in _batches(rows, batch_size):
             validated = validate_batch(batch, known, floors, settings.min_floor_fraction, first_sale_day=first_day)
+            for sale in validated.clean:  # hashed here: the writer, which stores them by it, is the busier thread
+                _ = sale.content_hash
             if stored is not None:
                 stored.result()  # one batch in flight: memory stays bounded, errors surface here
             stored = writer.submit(store, validated, len(batch))

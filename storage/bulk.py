@@ -5,7 +5,8 @@ Why: a snapshot of 1M rows written as executemany INSERTs spends most of a nowca
 driver; COPY streams the rows in one statement and stays inside the caller's transaction,
 so a snapshot is still written `building` and published by one pointer switch. The same holds
 for ingest: the executemany INSERT was three quarters of ingesting 50,000 sales, half of that in
-psycopg splitting the generated SQL (bench/ingest.py), so large batches are staged by COPY instead.
+psycopg splitting the generated SQL (bench/ingest.py), so large batches are staged by COPY instead,
+and new sales are COPYed straight into their table (copy_unless_conflict).
 """
 
 from __future__ import annotations
@@ -100,6 +101,36 @@ def _parser(column_type: sa_types.TypeEngine):
         return None if value == "" else convert(value)
 
     return parse
+
+
+def copy_unless_conflict(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> bool:
+    """PostgreSQL only: COPY `rows` straight into `table`, in a savepoint of the caller's
+    transaction; False, with nothing written, when one of them hits a unique constraint. For
+    rows the caller has just found not stored: the INSERT … ON CONFLICT from a staging table
+    (copy_insert_ignoring_conflicts) inserts row by row and took as long again as this COPY,
+    which writes them in bulk (bench/ingest.py); binary, which psycopg encodes and PostgreSQL
+    parses faster than text (times and floats). A row a concurrent writer stored since the
+    caller looked makes this fail (after that writer commits), and the caller goes the safe way."""
+    from psycopg import errors, sql
+
+    columns = list(rows[0])
+    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    cursor = session.connection().connection.driver_connection.cursor()
+    # Binary COPY needs the columns' types: read from the table itself (a query of no rows).
+    cursor.execute(sql.SQL("SELECT {} FROM {} LIMIT 0").format(names, sql.Identifier(table.name)))
+    types = [column.type_code for column in cursor.description]
+    cursor.execute("SAVEPOINT copy_unless_conflict")
+    try:
+        with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)")
+                         .format(sql.Identifier(table.name), names)) as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+    except errors.UniqueViolation:
+        cursor.execute("ROLLBACK TO SAVEPOINT copy_unless_conflict")
+        return False
+    cursor.execute("RELEASE SAVEPOINT copy_unless_conflict")
+    return True
 
 
 def copy_insert_ignoring_conflicts(

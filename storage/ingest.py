@@ -21,8 +21,9 @@ from models.validation import (
     ValidatedBatch,
     validate_batch,
 )
+from storage.bulk import copy_unless_conflict
 from storage.tables import Collection, Item, MarketDay, MarketDayRevision, RejectedRow, RejectedSale, Sale, utcnow
-from storage.upsert import insert_ignoring_conflicts, upsert
+from storage.upsert import COPY_FROM_ROWS, insert_ignoring_conflicts, upsert
 from storage.wash import flag_wash_trades
 
 UNIQUE_ITEMS, DAILY_PRICES = "unique_items", "daily_prices"  # collection kinds
@@ -155,6 +156,8 @@ FLOORS_BEFORE = text("SELECT f.day, f.floor FROM unnest(CAST(:days AS date[])) A
 FLOOR_BEFORE = text("SELECT day, floor FROM market_days WHERE collection_id = :collection AND day < :day "
                     "AND floor > 0 ORDER BY day DESC LIMIT :check_days").bindparams(
     check_days=FLOOR_CHECK_DAYS).columns(day=Date, floor=Float)
+STORED_EVENT_IDS = text("SELECT event_id FROM sales WHERE collection_id = :collection "
+                        "AND event_id = ANY(CAST(:ids AS text[]))")  # PostgreSQL: one array parameter
 STORED_HASHES = text("SELECT event_id, content_hash FROM sales WHERE collection_id = :collection "
                      "AND event_id IN :ids").bindparams(bindparam("ids", expanding=True))
 
@@ -254,12 +257,29 @@ def insert_sales(session: Session, collection: Collection, sales: list[CleanSale
         }
         for s in sales
     ]
-    inserted: set[str] = set()
-    for start in range(0, len(sale_rows), 2000):
-        chunk = sale_rows[start : start + 2000]
-        inserted.update(insert_ignoring_conflicts(session, Sale.__table__, chunk, returning="event_id"))
+    inserted = _copy_new_sales(session, collection, sale_rows)
+    if inserted is None:
+        inserted = set()
+        for start in range(0, len(sale_rows), 2000):
+            chunk = sale_rows[start : start + 2000]
+            inserted.update(insert_ignoring_conflicts(session, Sale.__table__, chunk, returning="event_id"))
     flag_wash_trades(session, collection, [s for s in sales if s.event_id in inserted])
     return inserted
+
+
+def _copy_new_sales(session: Session, collection: Collection, rows: list[dict[str, Any]]) -> set[str] | None:
+    """The event ids of `rows` not stored yet, written by one COPY (storage.bulk.copy_unless_conflict);
+    None where that does not apply (SQLite, a batch below COPY_FROM_ROWS) or a concurrent writer
+    stored one of them meanwhile: the caller then inserts with ON CONFLICT, as before."""
+    connection = session.connection()
+    if len(rows) < COPY_FROM_ROWS or connection.dialect.name != "postgresql":
+        return None
+    stored = {event_id for (event_id,) in connection.execute(
+        STORED_EVENT_IDS, {"collection": collection.id, "ids": [row["event_id"] for row in rows]})}
+    new = [row for row in rows if row["event_id"] not in stored]
+    if new and not copy_unless_conflict(session, Sale.__table__, new):
+        return None
+    return {row["event_id"] for row in new}
 
 
 def store_validated(session: Session, collection: Collection, batch: ValidatedBatch, origin: str,

@@ -1,5 +1,6 @@
-"""The fast ingest paths against real PostgreSQL: large batches are staged by COPY and inserted
-with ON CONFLICT, so a resend and a concurrent writer of the same ids store each sale once; a
+"""The fast ingest paths against real PostgreSQL: a large batch's sales not stored yet are COPYed
+straight into `sales`, falling back to a staged INSERT with ON CONFLICT when a concurrent writer
+stored one meanwhile, so a resend and a concurrent writer of the same ids store each sale once; a
 webhook call reads only the floors of its own days."""
 
 from __future__ import annotations
@@ -42,9 +43,31 @@ def test_a_large_batch_is_stored_once_and_its_resend_is_all_duplicates(seeded):
     assert _stored("copy-path") == 3000
 
 
+def test_a_batch_partly_stored_copies_only_its_new_sales_in_the_callers_transaction(seeded):
+    """The rows a batch does not hold yet are written by one COPY in a savepoint: the stored ones
+    are duplicates, and each new row records the caller's (top-level) transaction, as an INSERT does."""
+    from sqlalchemy import text
+
+    rows = _sales("partly", 400)
+    pipeline.ingest_sales_rows(rows[:150], "test")
+    settings = get_settings()
+    with session_scope() as session:
+        coll = pipeline.ensure_collection_of(session, settings)
+        batch = validate_batch(rows, ingest_store.known_item_keys(session, coll), ingest_store.floor_lookup(
+            session, coll), settings.min_floor_fraction)
+        report = ingest_store.store_validated(session, coll, batch, "test")
+        xact = session.execute(text("SELECT pg_current_xact_id()::text::bigint")).scalar_one()
+        recorded = set(session.exec(select(Sale.stored_xact).where(Sale.event_id.in_(report.accepted_event_ids))))
+    assert (report.accepted, report.duplicate, report.rejected) == (250, 150, 0)
+    assert sorted(report.accepted_event_ids) == sorted(f"partly-{i}" for i in range(150, 400))
+    assert recorded == {xact}
+    assert _stored("partly") == 400
+
+
 def test_a_concurrent_writer_of_the_same_id_stores_it_once(seeded):
-    """Writer A holds an uncommitted insert of one id of B's batch. B's staged INSERT waits on
-    that key; A commits and B skips it: everything is stored once, A's row counts as B's duplicate."""
+    """Writer A holds an uncommitted insert of one id of B's batch. B's COPY waits on that key; A
+    commits, B's COPY fails and B inserts with ON CONFLICT, skipping it: everything is stored once,
+    A's row counts as B's duplicate."""
     settings = get_settings()
     rows = _sales("race", 500)
     with session_scope() as session:
