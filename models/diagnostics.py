@@ -156,7 +156,8 @@ def learning_curve(
       - of the others, only the splits where every one of them fitted are used (`skipped` names
         the splits left out and why); a sale counts when it is usable (finite prediction, positive
         price) at every such fraction.
-    Each point: n_splits, n_scored, n_train_mean, valid_mape and valid_median_ape (pooled over the
+    Each point: n_splits, n_scored, n_train_mean and split_n_train (each split's training rows: a
+    fraction is of each split's own past), valid_mape and valid_median_ape (pooled over the
     splits' sales), valid_mape_lo/_hi (a `level` percentile interval of the pooled MAPE from a
     bootstrap resampling (split, cluster) groups, `n_boot` times), split_mape (each split's own
     MAPE, oldest first: the spread across periods), and mape_minus_full with _lo/_hi: the MAPE
@@ -227,6 +228,8 @@ def learning_curve(
             "n_splits": len(splits),
             "n_scored": len(col),
             "n_train_mean": float(np.mean([results[s, f]["n_train"] for s in splits])),
+            # A fraction is of each split's own past: the training sizes behind one point differ by split.
+            "split_n_train": [int(results[s, f]["n_train"]) for s in splits],
             "valid_mape": float(col.mean()) if len(col) else math.nan,
             "valid_mape_lo": mape_lo,
             "valid_mape_hi": mape_hi,
@@ -388,6 +391,8 @@ class Diagnostics:
             if "split_mape" in row:
                 row["split_mape"] = ", ".join("–" if v is None or not math.isfinite(v) else f"{v:.4f}"
                                               for v in row["split_mape"])
+            if "split_n_train" in row:
+                row["split_n_train"] = ", ".join(str(n) for n in row["split_n_train"])
             rows.append(row)
         return pd.DataFrame(rows)
 

@@ -105,6 +105,7 @@ def test_learning_curve_pools_the_splits_by_hand():
     assert calls == [(0, 0.5), (0, 1.0), (1, 0.5), (1, 1.0)]
     assert (half["fraction"], half["n_splits"], half["n_scored"]) == (0.5, 2, 4)
     assert half["n_train_mean"] == 50.5 and full["n_train_mean"] == 100.5
+    assert half["split_n_train"] == [50, 51] and full["split_n_train"] == [100, 101]
     assert half["valid_mape"] == pytest.approx(0.25) and half["valid_median_ape"] == pytest.approx(0.25)
     assert half["split_mape"] == pytest.approx([0.3, 0.2]) and full["split_mape"] == pytest.approx([0.1, 0.1])
     assert full["valid_mape"] == pytest.approx(0.1)
