@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from api.deps import float_param, int_param, slug_of, str_param, window_params
+from api.deps import etag_matches, float_param, int_param, slug_of, str_param, window_params
 from fairvalue import market_reads, reads, signal_reads, snapshot_files, track_record
 
 
@@ -153,7 +153,7 @@ def snapshot_file(request: Request) -> Response:
                # The published one moves with each nowcast, and an unarchived one is a rebuild: ask
                # again, the ETag makes that cheap.
                "Cache-Control": "public, max-age=86400, immutable" if final else "no-cache"}
-    if f'"{found.sha256}"' in request.headers.get("if-none-match", "") or request.headers.get("if-none-match") == "*":
+    if etag_matches(request, found.sha256):
         return Response(status_code=304, headers=headers)
     headers["Content-Disposition"] = f'attachment; filename="{found.filename}"'
     headers["X-Snapshot-Id"] = str(found.snapshot_id)

@@ -144,3 +144,9 @@ def inclusive_end(end: str | None) -> str | None:
         except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
             raise BadInput(f"to must be an ISO date, got {end!r}") from None
     return end
+
+
+def etag_matches(request: Request, digest: str) -> bool:
+    """An If-None-Match naming the content-addressed `digest` (among others) or `*`: answer 304."""
+    asked = request.headers.get("if-none-match", "")
+    return f'"{digest}"' in asked or asked.strip() == "*"

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from api import jsonbody
 from api.auth import is_operator, require_operator
-from api.deps import int_param, slug_of, str_param, unknown_names
+from api.deps import etag_matches, int_param, slug_of, str_param, unknown_names
 from fairvalue import lifecycle, model_reads, reads
 from fairvalue.settings import Settings, get_settings
 from storage.db import session_scope
@@ -58,7 +58,7 @@ def version_diagnostics(request: Request) -> Response:
     body, sha256 = model_reads.version_diagnostics(slug_of(request), version)
     # Content-addressed: a version's page never changes.
     headers = {"ETag": f'"{sha256}"', "Cache-Control": "public, max-age=86400, immutable"}
-    if request.headers.get("if-none-match") in (f'"{sha256}"', "*"):
+    if etag_matches(request, sha256):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="text/html; charset=utf-8", headers=headers)
 

@@ -33,6 +33,13 @@ def run_on_worker(task: str) -> TaskRun:
     return wait_for(lambda: finished(task_id), timeout=180)
 
 
+def assert_hourly_retry_archives(snapshot_id: int) -> None:
+    """The hourly archive retry, run on the worker once S3 answers again, archives the snapshot."""
+    retry = run_on_worker(beat_schedule.SCHEDULE["archive-retry-hourly"]["task"])
+    assert retry.status == "ok", retry.detail
+    assert str(snapshot_id) in retry.detail["archived"]
+
+
 def snapshot(snapshot_id: int) -> NowcastSnapshot:
     with session_scope() as session:
         return session.get(NowcastSnapshot, snapshot_id)
@@ -61,9 +68,7 @@ def test_s3_down_during_archive(seeded, s3, client, tmp_path):
         assert retry_while_down.status == "failed" and str(unarchived) in retry_while_down.detail["failed"]
 
         proxy.up()
-        retry = run_on_worker(beat_schedule.SCHEDULE["archive-retry-hourly"]["task"])
-        assert retry.status == "ok", retry.detail
-        assert str(unarchived) in retry.detail["archived"]
+        assert_hourly_retry_archives(unarchived)
     finally:
         stop_worker(worker)
         proxy.down()
@@ -118,9 +123,7 @@ def test_s3_hangs_during_archive(seeded, s3, client, tmp_path):
         served_from(client, unarchived)  # served while S3 hangs
 
         proxy.answer()
-        retry = run_on_worker(beat_schedule.SCHEDULE["archive-retry-hourly"]["task"])
-        assert retry.status == "ok", retry.detail
-        assert str(unarchived) in retry.detail["archived"]
+        assert_hourly_retry_archives(unarchived)
     finally:
         stop_worker(worker)
         proxy.down()
