@@ -6,6 +6,7 @@ so no other test sees the outage)."""
 from __future__ import annotations
 
 import gzip
+import time
 
 import pytest
 from sqlmodel import select
@@ -136,3 +137,42 @@ def test_s3_hangs_during_archive(seeded, s3, client, tmp_path):
 
     snap = snapshot(unarchived)
     assert snap.archive_uri and sha256_hex(s3.get(snap.archive_uri, snap.archive_sha256)) == snap.archive_sha256
+
+
+def test_s3_hangs_under_an_explanation(seeded, s3, client, monkeypatch):
+    """The explanation reads the published snapshot's model from the store unless this process
+    verified it before. With S3 hung it answers 503 with the reason after the short budget (it was
+    a 500 after the patient 4 x 30 s), the item's page still renders and says why, and once S3
+    answers the explanation is served."""
+    from fairvalue import explanations
+    from fairvalue.settings import get_settings
+    from storage import registry
+    from tests.conftest import S3_PORT
+
+    proxy = TcpProxy(S3_PORT).up()
+    monkeypatch.setenv("FAIRVALUE_S3_ENDPOINT_URL", proxy.url)
+    get_settings.cache_clear()
+    try:
+        short = get_settings().s3_short_timeout_seconds
+        with registry._VERIFIED_LOCK:  # the model as a fresh API process finds it: not read yet
+            registry._VERIFIED.clear()
+        explanations._model_and_market.cache_clear()
+        proxy.hang()
+        started = time.monotonic()
+        answer = client.get("/v1/items/7804/explanation")
+        seconds = time.monotonic() - started
+        assert answer.status_code == 503, answer.text
+        assert "cannot be read now" in answer.json()["error"], answer.json()
+        assert seconds < short + 5, seconds  # one attempt of the short budget (slack for a loaded host)
+        page = client.get("/items/7804", headers={"Accept": "text/html"})
+        assert page.status_code == 200 and "cannot be read now" in page.text
+
+        proxy.answer()
+        answer = client.get("/v1/items/7804/explanation")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["matches_published"] is True
+    finally:
+        proxy.down()
+        monkeypatch.undo()
+        get_settings.cache_clear()
+        explanations._model_and_market.cache_clear()  # its model came through the proxy
