@@ -72,8 +72,8 @@ def test_a_collection_s_skipped_run_does_not_hide_another_s(client, seeded):
 def test_a_paused_loop_shows_with_its_reason_since_when_and_by_whom(client, seeded, operator_headers):
     from typer.testing import CliRunner
 
-    from fairvalue.cli import _operator
     from fairvalue.cli import app as cli
+    from fairvalue.cli.running import _operator
 
     assert _paused_gauge(client).get("monitor") == 0.0
     assert CliRunner().invoke(cli, ["pause", "monitor", "--reason", "queue outcomes test"]).exit_code == 0

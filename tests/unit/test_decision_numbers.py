@@ -1,6 +1,6 @@
 """`fairvalue decisions`' numbers column: what each kind of decision turned on, in one line."""
 
-from fairvalue.cli import decision_numbers
+from fairvalue.cli.training import decision_numbers
 
 
 def test_a_gates_decision_shows_both_mapes_and_their_sales():

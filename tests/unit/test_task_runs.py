@@ -57,12 +57,13 @@ def test_a_failed_run_keeps_its_collection(engine):
 def test_up_s_own_nowcast_is_recorded_as_a_nowcast_run(engine, monkeypatch):
     from types import SimpleNamespace
 
-    from fairvalue import cli, pipeline
+    from fairvalue import pipeline
+    from fairvalue.cli import running
     from fairvalue.settings import get_settings
 
     settings = get_settings().for_collection("cryptopunks")
     monkeypatch.setattr(pipeline, "nowcast", lambda s: SimpleNamespace(snapshot_id=7, n_items=3, published=True))
-    assert cli.startup_nowcast(settings).snapshot_id == 7
+    assert running.startup_nowcast(settings).snapshot_id == 7
     stored = _stored(engine, "fairvalue.nowcast")
     assert (stored.status, stored.collection) == ("ok", "cryptopunks")
     assert stored.detail == {"collection": "cryptopunks", "started_by": "fairvalue up", "snapshot_id": 7,

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from fairvalue.cli import stop_processes
+from fairvalue.cli.running import stop_processes
 
 IGNORES_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); " \
                "time.sleep(60)"

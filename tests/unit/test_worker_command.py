@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-import fairvalue.cli
-from fairvalue.cli import app
+from fairvalue.cli import app, running
 
 runner = CliRunner()
 
@@ -15,7 +14,7 @@ runner = CliRunner()
 @pytest.fixture
 def execs(monkeypatch) -> list[list[str]]:
     seen: list[list[str]] = []
-    monkeypatch.setattr(fairvalue.cli.os, "execv", lambda program, args: seen.append(args))
+    monkeypatch.setattr(running.os, "execv", lambda program, args: seen.append(args))
     return seen
 
 

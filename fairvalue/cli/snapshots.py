@@ -1,0 +1,52 @@
+"""Published values: `nowcast` (value every item and publish the snapshot) and `archive` (the
+snapshots a store outage left without an archive, then retention)."""
+
+from __future__ import annotations
+
+import typer
+
+from fairvalue.cli.common import COLLECTION_OPTION, console, parse_time, refuse, settings_for
+
+
+def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead of now."),
+            collection: str = COLLECTION_OPTION) -> None:
+    """Value every item with the champion and publish the snapshot."""
+    from fairvalue import pipeline
+    from fairvalue.errors import NotFound
+
+    settings = settings_for(collection)
+    try:
+        with console.status("nowcasting"):
+            result = pipeline.nowcast(settings, as_of=parse_time(as_of))
+    except (NotFound, pipeline.NoChampion, pipeline.FutureAsOf, pipeline.NothingToValue) as exc:  # nothing to value
+        # yet, a future --as-of, or one before the market's first input
+        refuse(exc, "nothing published:")
+        raise typer.Exit(1) from None
+    console.print(
+        f"snapshot {result.snapshot_id}: {result.n_items} items, model v{result.model_version}, "
+        f"{'published' if result.published else 'not published (a later snapshot is)'}; "
+        f"archive: {result.archive_uri or result.archive_error}", soft_wrap=True,
+    )
+
+
+def archive(limit: int = typer.Option(20, help="Archive at most this many snapshots.", min=1),
+            collection: str = COLLECTION_OPTION) -> None:
+    """Archive published snapshots a store outage left without an archive, then thin what is older
+    than FAIRVALUE_RETENTION_DAYS and prune the webhook deliveries and task runs older than
+    FAIRVALUE_AUDIT_RETENTION_DAYS (beat does both hourly)."""
+    from fairvalue import pipeline
+
+    settings = settings_for(collection)
+    report = pipeline.archive_pending(settings, limit=limit)
+    for snapshot_id, uri in report.archived.items():
+        console.print(f"snapshot {snapshot_id}: archived to {uri}")
+    for snapshot_id, error in report.failed.items():
+        refuse(error, f"snapshot {snapshot_id}: not archived:")
+    console.print(f"{report.pending} snapshot(s) still without an archive")
+    thinned = pipeline.apply_retention(settings)  # only archived snapshots are thinned: it runs whatever the store said
+    console.print(f"retention: {thinned.snapshots_thinned} snapshot(s) thinned ({thinned.rows_deleted} rows), "
+                  f"{thinned.listing_events_deleted} replaced listing event(s) dropped, "
+                  f"{thinned.webhook_deliveries_deleted} webhook delivery record(s) and "
+                  f"{thinned.task_runs_deleted} task run(s) pruned", soft_wrap=True)
+    if report.failed:
+        raise typer.Exit(1)
