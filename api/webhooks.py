@@ -8,7 +8,7 @@ is recorded in webhook_deliveries with its reason (storage/webhooks.py).
 
 Concurrent calls are group-committed: one writer ingests every call waiting in one transaction
 and answers each with its own report, exactly what the calls one after another would get
-(fairvalue/group_commit.py, fairvalue/webhook_batch.py)."""
+(fairvalue/group_commit.py, storage/webhook_batch.py)."""
 
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ from api.openapi import query_names
 from fairvalue import pipeline
 from fairvalue.group_commit import GroupCommitter
 from fairvalue.settings import get_settings
-from fairvalue.webhook_batch import CallOutcome, WebhookCall, every_sale_conflicts
 from storage import webhooks as deliveries
 from storage.db import session_scope
+from storage.webhook_batch import CallOutcome, WebhookCall, every_sale_conflicts
 from tasks import names
 
 log = logging.getLogger("fairvalue.webhooks")

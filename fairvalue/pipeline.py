@@ -24,7 +24,6 @@ from sqlmodel import Session, select
 from fairvalue import kinds
 from fairvalue.answers import iso
 from fairvalue.settings import Settings, get_settings
-from fairvalue.webhook_batch import CallOutcome, WebhookCall
 from models import estimator
 from models.daily import TooFewPrices
 from models.diagnostics import LEARNING_FRACTIONS, diagnostics, item_segments, learning_curve
@@ -42,6 +41,7 @@ from storage.registry import CHAMPION, get_alias, load_model, promote, register_
 from storage.retention import RetentionReport
 from storage.snapshots import publish, snapshot_csv, snapshot_csv_gz, write_snapshot
 from storage.tables import Collection, ModelVersion, NowcastSnapshot, Sale, utcnow
+from storage.webhook_batch import CallOutcome, WebhookCall
 
 Progress = Callable[[int], None]
 

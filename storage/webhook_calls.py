@@ -3,7 +3,7 @@
 One round trip for the look-ups (replay check for every digest, collection, known items, the
 floor of every day), one insert of the claimed sales, one look-up of the event ids that were already stored, one insert
 of the rejections and one of the delivery records: the same ~8 statements for a batch as for a
-single call (bench/ingest.py). What each call is told is decided by fairvalue/webhook_batch.py."""
+single call (bench/ingest.py). What each call is told is decided by storage/webhook_batch.py."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from datetime import UTC, date, datetime
 
 from sqlmodel import Session
 
-from fairvalue import webhook_batch as batch_rules
-from fairvalue.webhook_batch import CallOutcome, WebhookCall
 from models.validation import FloorLookup, item_key_of, sale_day_of, validate_batch
 from storage import ingest as ingest_store
 from storage import listings as listings_store
+from storage import webhook_batch as batch_rules
 from storage import webhooks as deliveries
 from storage.pipelined import run_together
 from storage.tables import Collection, utcnow
+from storage.webhook_batch import CallOutcome, WebhookCall
 
 ORIGIN = "webhook"
 

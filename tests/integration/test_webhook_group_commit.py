@@ -17,9 +17,9 @@ from sqlmodel import select
 from api import signing
 from fairvalue import pipeline
 from fairvalue.group_commit import GroupCommitter
-from fairvalue.webhook_batch import WebhookCall
 from storage.db import session_scope
 from storage.tables import RejectedSale, Sale, WebhookDelivery
+from storage.webhook_batch import WebhookCall
 
 pytestmark = pytest.mark.integration
 SECRET = "test-secret"  # tests/conftest.py

@@ -9,9 +9,9 @@ from datetime import date
 
 from sqlmodel import select
 
-from fairvalue.webhook_batch import WebhookCall
 from storage import ingest as ingest_store
 from storage.tables import Collection, RejectedSale, Sale
+from storage.webhook_batch import WebhookCall
 from storage.webhook_calls import ingest_calls
 
 

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from sqlmodel import select
 
-from fairvalue.webhook_batch import WebhookCall
 from models.listings import ListingBook, ListingReason, latest_moment, open_asks, validate_listing, validate_listings
 from models.validation import Reason, Rejection
 from storage.listings import ingest_listings
 from storage.market import load_listings
 from storage.tables import Listing, RejectedListing, WebhookDelivery
+from storage.webhook_batch import WebhookCall
 from storage.webhook_calls import ingest_listing_call
 
 NOW = datetime(2024, 1, 10, tzinfo=UTC)

@@ -1,11 +1,12 @@
-"""The pure rules of a group-committed batch of webhook calls (fairvalue/webhook_batch.py):
+"""The pure rules of a group-committed batch of webhook calls (storage/webhook_batch.py):
 every call is told what processing the calls one after another, in arrival order, tells it."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fairvalue.webhook_batch import (
+from models.validation import FloorLookup, Reason, validate_batch
+from storage.webhook_batch import (
     WebhookCall,
     claimed_sales,
     count_kept_before,
@@ -14,7 +15,6 @@ from fairvalue.webhook_batch import (
     replays,
     settle,
 )
-from models.validation import FloorLookup, Reason, validate_batch
 
 NOW = datetime(2024, 1, 2, tzinfo=UTC)
 

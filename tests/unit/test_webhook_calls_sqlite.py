@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 from sqlmodel import select
 
-from fairvalue.webhook_batch import WebhookCall
 from storage.tables import Sale, WebhookDelivery
+from storage.webhook_batch import WebhookCall
 from storage.webhook_calls import ingest_calls
 
 
