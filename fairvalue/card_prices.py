@@ -262,10 +262,23 @@ def fetch_prices(settings: Settings | None = None, client: PriceTrackerClient | 
     return fetched
 
 
+def fetched_name(collection: str, day: date) -> str:
+    return f"card-prices/{collection}/{day.isoformat()}.json"
+
+
 def save_fetched(store: ArtifactStore, fetched: FetchedPrices) -> dict[str, str]:
     """Keep the API's answers as an artifact named by collection and day; what load_fetched reads back."""
-    kept = store.put(f"card-prices/{fetched.collection}/{fetched.day.isoformat()}.json", fetched.to_json())
+    kept = store.put(fetched_name(fetched.collection, fetched.day), fetched.to_json())
     return {"uri": kept.uri, "sha256": kept.sha256}
+
+
+def kept_for_day(store: ArtifactStore, collection: str, day: date) -> dict[str, str] | None:
+    """The answers kept for this collection and day (the newest, should there be two), as
+    save_fetched gave them, or None: a run delivered again (its worker died, or the broker's
+    visibility timeout gave its message back) or run again the same day stores from them rather
+    than paying for the same answers twice. ArtifactError when the store cannot be listed."""
+    kept = store.latest(fetched_name(collection, day))
+    return {"uri": kept.uri, "sha256": kept.sha256} if kept else None
 
 
 def load_fetched(store: ArtifactStore, kept: dict[str, str]) -> FetchedPrices:

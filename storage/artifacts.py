@@ -43,12 +43,21 @@ class ArtifactStore(Protocol):
 
     def get(self, uri: str, sha256: str) -> bytes: ...
 
+    def latest(self, name: str) -> StoredObject | None: ...
+
 
 def content_key(name: str, digest: str) -> str:
     """`models/cryptopunks/v3.joblib` → `models/cryptopunks/v3-<sha256>.joblib`."""
     folder, slash, base = name.rpartition("/")
     stem, dot, ext = base.partition(".")
     return f"{folder}{slash}{stem}-{digest}{dot}{ext}"
+
+
+def digest_in_key(name: str, key: str) -> str | None:
+    """The sha256 in `key` when it is one of `name`'s content keys (content_key), else None."""
+    head, tail = content_key(name, "\0").split("\0")
+    digest = key[len(head):len(key) - len(tail)] if key.startswith(head) and key.endswith(tail) else ""
+    return digest if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest) else None
 
 
 def verify(data: bytes, sha256: str, uri: str) -> bytes:
@@ -91,6 +100,20 @@ class LocalStore:
         except OSError as exc:
             raise ArtifactError(f"cannot read artifact {uri}: {exc.strerror or exc}") from exc
         return verify(data, sha256, uri)
+
+    def latest(self, name: str) -> StoredObject | None:
+        """The newest object put under `name` (any content), or None: how a caller finds what it
+        kept by name when it no longer holds the uri."""
+        folder = self.root / name.rpartition("/")[0]
+        try:
+            found = [(p.stat().st_mtime, p, digest) for p in folder.glob("*")
+                     if (digest := digest_in_key(name, p.relative_to(self.root).as_posix()))]
+        except OSError as exc:
+            raise ArtifactError(f"cannot list artifacts in {folder}: {exc.strerror or exc}") from exc
+        if not found:
+            return None
+        _, path, digest = max(found)
+        return StoredObject(uri=path.resolve().as_uri(), sha256=digest, size=path.stat().st_size)
 
 
 @dataclass(frozen=True)
@@ -154,6 +177,23 @@ class S3Store:
         except (BotoCoreError, ClientError) as exc:
             raise ArtifactError(f"cannot read {uri}: {exc}") from exc
         return verify(data, sha256, uri)
+
+    def latest(self, name: str) -> StoredObject | None:
+        """The newest object put under `name` (any content), or None (one LIST call)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        head = self._key(name, "\0").split("\0")[0]
+        try:
+            listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=head).get("Contents", [])
+        except (BotoCoreError, ClientError) as exc:
+            raise ArtifactError(f"cannot list s3://{self.bucket}/{head}: {exc}") from exc
+        skip = len(self.prefix) + 1 if self.prefix else 0  # the keys as content_key made them
+        found = [(obj["LastModified"], obj["Key"], obj["Size"], digest) for obj in listed
+                 if (digest := digest_in_key(name, obj["Key"][skip:]))]
+        if not found:
+            return None
+        _, key, size, digest = max(found)
+        return StoredObject(uri=f"s3://{self.bucket}/{key}", sha256=digest, size=size)
 
     def ensure_bucket(self) -> None:
         from botocore.exceptions import ClientError

@@ -57,13 +57,14 @@ def broker_options(settings: Settings, patient_sends: bool = False) -> dict:
 
 
 def visibility_timeout(settings: Settings) -> int:
-    """Redis gives an unacked message back after this long: longer than the tasks with a time
-    limit may run (the longest hard limit, training's, and ten minutes more), so a slow one is not
-    started twice by the broker; it follows FAIRVALUE_TRAINING_TIME_LIMIT_SECONDS. The database
-    lease guards training anyway. The other tasks have no limit and take seconds to minutes; a
-    card-price run the price API's rate limit slows past this would be delivered again (its storing
-    is idempotent, but the second run asks the API again)."""
-    longest = max(settings.training_time_limit_seconds, settings.nowcast_time_limit_seconds)
+    """Redis gives an unacked message back after this long: longer than any task with a time limit
+    may run (the longest hard limit, training's by default, and ten minutes more), so a slow one is
+    not started twice by the broker; it follows FAIRVALUE_TRAINING_, _NOWCAST_ and
+    _CARD_PRICE_TIME_LIMIT_SECONDS. The database lease guards training anyway, and a card-price run
+    delivered again stores from the answers already kept for its day. The other tasks have no limit
+    and take seconds to minutes."""
+    longest = max(settings.training_time_limit_seconds, settings.nowcast_time_limit_seconds,
+                  settings.card_price_time_limit_seconds)
     return max(2 * 3600, settings.hard_time_limit(longest) + 600)
 
 

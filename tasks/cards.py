@@ -4,11 +4,24 @@ skipped run.
 
 Fetching and storing are separate steps: the answers are kept as an artifact (by collection and day)
 before anything is stored, and a retry after a database error stores from them instead of asking the
-paid API again."""
+paid API again. So does a run for a day whose answers are already kept: the same message delivered
+again (its worker died, or it outlasted the broker's visibility timeout) or a second run that day.
+A run slowed past FAIRVALUE_CARD_PRICE_TIME_LIMIT_SECONDS (the API's rate limit) is stopped, so it
+ends before the visibility timeout (which covers it) would start it a second time."""
 
 from __future__ import annotations
 
-from fairvalue.card_prices import CollectReport, fetch_prices, load_fetched, save_fetched, store_fetched
+from datetime import UTC, datetime
+
+from fairvalue.card_prices import (
+    CollectReport,
+    FetchedPrices,
+    fetch_prices,
+    kept_for_day,
+    load_fetched,
+    save_fetched,
+    store_fetched,
+)
 from fairvalue.settings import get_settings
 from storage.artifacts import ArtifactError, get_store
 from storage.runs import SKIPPED, recorded_run
@@ -16,18 +29,26 @@ from tasks import names
 from tasks.app import TRANSIENT_ERRORS, app, request_nowcast
 from tasks.guards import skipped_unless_loaded
 
+# Read once, as the worker imports its tasks: Celery takes a task's time limits from its decorator.
+_limits = get_settings()
 
-@app.task(name=names.CARD_PRICES, bind=True)
+
+@app.task(name=names.CARD_PRICES, bind=True, soft_time_limit=_limits.card_price_time_limit_seconds,
+          time_limit=_limits.hard_time_limit(_limits.card_price_time_limit_seconds))
 def collect_card_prices(self, collection: str, fetched: dict[str, str] | None = None) -> dict:
     """`fetched`: the kept answers (save_fetched's uri and sha256) a retry stores from."""
     settings = get_settings().for_collection(collection)
-    fetched_before = fetched is not None
     try:
         with recorded_run(names.CARD_PRICES, self.request.id, settings.collection) as run:
             if skipped_unless_loaded(run, settings):
                 return dict(run)
             store = get_store(settings)
             if fetched is None:
+                fetched, answers = _kept_today(store, settings.collection, run)
+            else:
+                answers = load_fetched(store, fetched)
+            fetched_before = answers is not None
+            if answers is None:
                 answers = fetch_prices(settings)
                 if answers.skipped:
                     run.update(CollectReport(settings.collection, skipped=answers.skipped).as_dict(), status=SKIPPED)
@@ -37,13 +58,13 @@ def collect_card_prices(self, collection: str, fetched: dict[str, str] | None = 
                 except ArtifactError as exc:  # stored from memory all the same; a retry would fetch again
                     run["answers_not_kept"] = str(exc)
             else:
-                answers = load_fetched(store, fetched)
                 run["stored_from_kept_answers"] = True
             run["answers"] = fetched
             report = store_fetched(settings, answers)
             run.update(report.as_dict())
-            # A retry may find every price stored by the attempt that failed after storing them (in
-            # asking for the nowcast): it asks all the same; a nowcast already covering them skips itself.
+            # A retry (or a run from kept answers) may find every price stored by the attempt that
+            # failed or died after storing them (before asking for the nowcast): it asks all the same;
+            # a nowcast already covering them skips itself.
             if report.prices.stored or fetched_before:
                 request_nowcast(collection)
                 run["nowcast_requested"] = True
@@ -52,3 +73,15 @@ def collect_card_prices(self, collection: str, fetched: dict[str, str] | None = 
         if fetched is None:
             raise  # nothing fetched (or kept) yet: autoretry_for sends the task again as it came
         raise self.retry_with(exc, fetched=fetched) from exc
+
+
+def _kept_today(store, collection: str, run: dict) -> tuple[dict[str, str] | None, FetchedPrices | None]:
+    """Today's kept answers (UTC, the day fetch_prices keys them by) and where they are, or
+    (None, None): none kept, or a store that cannot be listed or read (noted; the run fetches,
+    as one did before answers were looked up)."""
+    try:
+        kept = kept_for_day(store, collection, datetime.now(UTC).date())
+        return (kept, load_fetched(store, kept)) if kept else (None, None)
+    except ArtifactError as exc:
+        run["kept_answers_unread"] = str(exc)
+        return None, None

@@ -1,10 +1,13 @@
 """The daily card price collection on a real worker: a database error while storing is retried from
-the answers the paid API already gave (kept as an artifact), not by asking the API again."""
+the answers the paid API already gave (kept as an artifact), not by asking the API again; so is a
+second delivery or run the same day; and a run the API slows past its time limit is stopped."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -29,12 +32,14 @@ class CountingPriceAPI(BaseHTTPRequestHandler):
     """Every card's answer: one price for yesterday. Counts the requests (each one paid)."""
 
     calls: list[str] = []
+    delay = 0.0  # seconds each answer takes (a rate-limited API)
 
     def log_message(self, *args):
         pass
 
     def do_GET(self):
         CountingPriceAPI.calls.append(self.path)
+        time.sleep(CountingPriceAPI.delay)
         body = json.dumps({"data": [{"priceHistory": {str(YESTERDAY): 12.5}}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -52,20 +57,24 @@ def price_api():
     server.server_close()
 
 
-@pytest.fixture
-def retry_cards(database, s3):
+def _load_cards(slug: str) -> None:
     from fairvalue.card_universe import load_universe, read_universe
     from fairvalue.settings import get_settings
 
     universe = read_universe(get_settings().cards_config)
-    universe.collection = COLLECTION
+    universe.collection = slug
     load_universe(universe)
 
 
-def _runs() -> list[TaskRun]:
+@pytest.fixture
+def retry_cards(database, s3):
+    _load_cards(COLLECTION)
+
+
+def _runs(collection: str = COLLECTION) -> list[TaskRun]:
     with session_scope() as session:
         return session.exec(select(TaskRun).where(TaskRun.task_name == names.CARD_PRICES,
-                                                  TaskRun.collection == COLLECTION).order_by(TaskRun.id)).all()
+                                                  TaskRun.collection == collection).order_by(TaskRun.id)).all()
 
 
 def _worker_waiting_on_a_lock() -> int | None:
@@ -105,3 +114,59 @@ def test_a_database_error_while_storing_is_retried_without_fetching_again(retry_
         prices = session.exec(select(DailyPrice).where(DailyPrice.collection_id == coll.id)).all()
     assert len(prices) == cards and {(p.day, p.price) for p in prices} == {(YESTERDAY, 12.5)}
     assert retry.detail["prices"]["new"] == cards
+
+
+def test_a_second_delivery_the_same_day_stores_from_the_kept_answers(database, s3, price_api, broker, tmp_path):
+    """The broker gives a message back after its visibility timeout (or its worker died), or the run
+    is sent again the same day: the answers kept for the day are stored, the paid API is not asked."""
+    slug = "cardskept"  # its own collection: no other test's answers are kept for it
+    _load_cards(slug)
+    env = {"FAIRVALUE_CARD_PRICE_API_URL": price_api, "FAIRVALUE_CARD_PRICE_API_KEY": "k-kept",
+           "FAIRVALUE_CARD_PRICE_TIME_LIMIT_SECONDS": "1800"}
+    worker = start_worker("cards-kept", QUEUE, tmp_path, env)
+    CountingPriceAPI.calls.clear()
+    try:
+        # The task's time limits, as the worker registered them (from the setting).
+        node = f"cards-kept@{socket.gethostname()}"
+        registered = app.control.inspect(timeout=5, destination=[node]).registered("soft_time_limit", "time_limit")
+        assert f"{names.CARD_PRICES} [soft_time_limit=1800 time_limit=2100]" in registered[node]
+        app.send_task(names.CARD_PRICES, kwargs={"collection": slug}, queue=QUEUE, task_id="cards-kept-once")
+        wait_for(lambda: [r.status for r in _runs(slug)] == ["ok"], timeout=120, interval=0.5)
+        paid = len(CountingPriceAPI.calls)
+        # The same message once more (a redelivery has the same id and arguments).
+        app.send_task(names.CARD_PRICES, kwargs={"collection": slug}, queue=QUEUE, task_id="cards-kept-once")
+        wait_for(lambda: [r.status for r in _runs(slug)] == ["ok", "ok"], timeout=120, interval=0.5)
+    finally:
+        stop_worker(worker)
+    first, again = _runs(slug)
+    assert paid == first.detail["cards"] > 0 and first.detail["prices"]["new"] == paid
+    assert len(CountingPriceAPI.calls) == paid  # the second run asked the API nothing
+    assert again.detail["stored_from_kept_answers"] is True and again.detail["answers"] == first.detail["answers"]
+    assert again.detail["prices"]["new"] == 0 and again.detail["prices"]["rejected"] == 0
+    with session_scope() as session:
+        coll = ensure_collection(session, slug)
+        prices = session.exec(select(DailyPrice).where(DailyPrice.collection_id == coll.id)).all()
+    assert len(prices) == paid
+
+
+def test_a_run_slowed_past_its_time_limit_is_stopped(database, s3, price_api, broker, tmp_path):
+    """A rate-limited API (each answer 1 s, 40 cards) against a 3 s limit on the prefork pool, which
+    enforces it: the run is stopped and recorded failed, long before it would have ended."""
+    slug = "cardsslow"
+    _load_cards(slug)
+    env = {"FAIRVALUE_CARD_PRICE_API_URL": price_api, "FAIRVALUE_CARD_PRICE_API_KEY": "k-slow",
+           "FAIRVALUE_CARD_PRICE_TIME_LIMIT_SECONDS": "3", "FAIRVALUE_TASK_KILL_GRACE_SECONDS": "5"}
+    worker = start_worker("cards-slow", QUEUE, tmp_path, env, pool="prefork")
+    CountingPriceAPI.calls.clear()
+    CountingPriceAPI.delay = 1.0
+    try:
+        started = time.monotonic()
+        app.send_task(names.CARD_PRICES, kwargs={"collection": slug}, queue=QUEUE)
+        wait_for(lambda: [r.status for r in _runs(slug)] == ["failed"], timeout=60, interval=0.2)
+        took = time.monotonic() - started
+    finally:
+        CountingPriceAPI.delay = 0.0
+        stop_worker(worker)
+    (run,) = _runs(slug)
+    assert "SoftTimeLimitExceeded" in run.detail["error"]
+    assert took < 20 and len(CountingPriceAPI.calls) < 10  # stopped after a few of the 40 cards

@@ -63,11 +63,14 @@ def test_workers_and_beat_retry_their_sends_and_nothing_else_does():
 
 def test_the_visibility_timeout_outlasts_the_longest_task_a_worker_may_run():
     """Redis must not hand a running training to a second worker: the timeout follows training's
-    time limit (a longer limit moves it) and an explicit transport option still wins."""
+    time limit, or the card price run's (a longer limit moves it), and an explicit transport option still wins."""
     default = Settings(broker_url="redis://127.0.0.1:6379/0")
     longer = Settings(broker_url="redis://127.0.0.1:6379/0", training_time_limit_seconds=4 * 3600)
     assert broker_options(default)["visibility_timeout"] > default.hard_time_limit(default.training_time_limit_seconds)
     assert broker_options(longer)["visibility_timeout"] > longer.hard_time_limit(4 * 3600)
+    # The card price run has its own limit (a rate-limited API slows it): a longer one moves it too.
+    slow_cards = Settings(broker_url="redis://127.0.0.1:6379/0", card_price_time_limit_seconds=5 * 3600)
+    assert broker_options(slow_cards)["visibility_timeout"] > slow_cards.hard_time_limit(5 * 3600)
     shortened = Settings(broker_url="redis://127.0.0.1:6379/0", broker_transport_options={"visibility_timeout": 8})
     assert broker_options(shortened)["visibility_timeout"] == 8
 

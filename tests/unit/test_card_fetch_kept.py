@@ -3,9 +3,13 @@ store step reads what the paid API said (fairvalue/card_prices.py save_fetched/l
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import date
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
-from fairvalue.card_prices import FetchedPrices, load_fetched, save_fetched
+from fairvalue.card_prices import FetchedPrices, kept_for_day, load_fetched, save_fetched
 from storage.artifacts import LocalStore
 
 
@@ -20,3 +24,20 @@ def test_kept_answers_read_back_as_they_were_fetched(tmp_path):
     assert "card-prices/cards/2026-12-05-" in kept["uri"] and kept["uri"].endswith(".json")
     assert load_fetched(store, kept) == fetched
     assert save_fetched(store, fetched) == kept  # the same answers: the same artifact
+
+
+def test_the_answers_kept_for_a_day_are_found_by_collection_and_day(tmp_path):
+    """A run delivered again (or run again) the same day finds what the first one kept, newest first;
+    another day's or another collection's answers are not its own."""
+    store = LocalStore(tmp_path)
+    day = date(2026, 12, 5)
+    assert kept_for_day(store, "cards", day) is None
+    first = save_fetched(store, FetchedPrices("cards", day, "api:http://prices", cards=1, answers={"a": 1}))
+    save_fetched(store, FetchedPrices("cards", date(2026, 12, 4), "api:http://prices", cards=1, answers={"a": 0}))
+    save_fetched(store, FetchedPrices("other", day, "api:http://prices", cards=1, answers={"a": 2}))
+    (tmp_path / "card-prices" / "cards" / ".tmp-half-written").write_bytes(b"{")
+    assert kept_for_day(store, "cards", day) == first
+    later = save_fetched(store, FetchedPrices("cards", day, "api:http://prices", cards=1, answers={"a": 3}))
+    os.utime(url2pathname(urlparse(later["uri"]).path), (time.time() + 5, time.time() + 5))
+    assert kept_for_day(store, "cards", day) == later
+    assert load_fetched(store, later).answers == {"a": 3}
