@@ -152,3 +152,7 @@ def test_the_tasks_carry_the_time_limits():
     assert train.time_limit == settings.training_time_limit_seconds + settings.task_kill_grace_seconds
     assert nowcast.soft_time_limit == settings.nowcast_time_limit_seconds
     assert nowcast.time_limit > nowcast.soft_time_limit
+    from tasks.cards import collect_card_prices
+
+    assert collect_card_prices.soft_time_limit == settings.card_price_time_limit_seconds
+    assert collect_card_prices.time_limit == settings.card_price_time_limit_seconds + settings.task_kill_grace_seconds
