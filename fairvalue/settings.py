@@ -153,7 +153,8 @@ class Settings(BaseSettings):
         "and the sweep retries or fails the request. The prefork pool kills the process "
         "FAIRVALUE_TASK_KILL_GRACE_SECONDS later (the hard limit). The solo pool (`fairvalue up`) enforces "
         "no Celery limit: there the training checks the limit between its stages and ends the attempt the same "
-        "way at the first check past it (a stage that outlasts its lease is left to the sweep).")
+        "way at the first check past it (a stage that outlasts its lease records its time-out too, unless the "
+        "sweep gave the request to a newer attempt meanwhile).")
     nowcast_time_limit_seconds: int = Field(
         900, gt=0, description="A nowcast that runs longer is stopped (Celery's soft time limit; its run is "
         "recorded failed, the published snapshot stays) and killed FAIRVALUE_TASK_KILL_GRACE_SECONDS later. "

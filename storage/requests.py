@@ -3,8 +3,9 @@
 The broker may deliver a request's message twice (visibility timeout, reconnects, a sweep
 republishing) or lose it (Redis restarted without AOF). So the message carries only the id,
 and every step here is a conditional UPDATE on the row: exactly one worker can claim a
-request, a worker whose lease was taken over can no longer change it, and a message for a
-request that is claimed, done or failed does nothing.
+request, a worker whose lease was taken over can no longer change it (one whose lease lapsed
+may still record its failure until another claims it), and a message for a request that is
+claimed, done or failed does nothing.
 
 States: queued → claimed → training → decided, or failed (with the error).
 """
@@ -134,31 +135,59 @@ def heartbeat(session: Session, request_id: int, worker: str, lease: timedelta) 
     return fenced_update(session, request_id, worker, lease_expires_at=utcnow() + lease)
 
 
+def claimed_update(session: Session, request_id: int, worker: str, **values: Any) -> bool:
+    """Change the request only while it is still `worker`'s claim, lapsed lease or not: no newer
+    attempt has claimed it since (each claim takes a fresh token, so a newer one never matches)."""
+    t = TrainingRequest.__table__.c
+    result = session.execute(
+        update(TrainingRequest.__table__)
+        .where(t.id == request_id, t.claimed_by == worker, t.state.in_(ACTIVE))
+        .values(updated_at=utcnow(), **values)
+    )
+    return result.rowcount == 1
+
+
+def abandoned_error(max_attempts: int) -> str:
+    return f"the lease expired on each of {max_attempts} attempts: the worker died or stalled"
+
+
 def release_for_retry(session: Session, request_id: int, worker: str, error: str, max_attempts: int,
                       backoff: timedelta, final: bool = False) -> str:
     """After a failure: back to queued with a backoff, or failed for good after max_attempts or
-    when the failure is `final` (no attempt could succeed)."""
+    when the failure is `final` (no attempt could succeed). Recorded even when the attempt's lease
+    lapsed first (a database that did not answer for longer than the lease also stopped its
+    heartbeat), as long as no newer attempt claimed the request since: otherwise its error was
+    lost and its last attempt said "died or stalled". A newer claim's state is never touched
+    ("lost"). The sweep may have failed the request as abandoned meanwhile: its error says why."""
     request = session.get(TrainingRequest, request_id)
-    if request is None or request.claimed_by != worker or request.state not in ACTIVE:
+    if request is None or request.claimed_by != worker:
+        return "lost"
+    if request.state == FAILED and request.error == abandoned_error(max_attempts):
+        t = TrainingRequest.__table__.c
+        session.execute(update(TrainingRequest.__table__)
+                        .where(t.id == request_id, t.claimed_by == worker, t.state == FAILED)
+                        .values(error=error[:4000], updated_at=utcnow()))
+        return FAILED
+    if request.state not in ACTIVE:
         return "lost"
     if final or request.attempts >= max_attempts:
-        done = fenced_update(session, request_id, worker, state=FAILED, error=error[:4000], lease_expires_at=None)
+        done = claimed_update(session, request_id, worker, state=FAILED, error=error[:4000], lease_expires_at=None)
         return FAILED if done else "lost"
-    done = fenced_update(session, request_id, worker, state=QUEUED, error=error[:4000], claimed_by=None,
-                         lease_expires_at=None, not_before=utcnow() + backoff)
-    return QUEUED if done else "lost"  # the lease lapsed first: the sweep republishes, claim counts it
+    done = claimed_update(session, request_id, worker, state=QUEUED, error=error[:4000], claimed_by=None,
+                          lease_expires_at=None, not_before=utcnow() + backoff)
+    return QUEUED if done else "lost"  # claimed by a newer attempt in between: that one decides
 
 
 def fail_abandoned(session: Session, max_attempts: int) -> list[int]:
     """Fail the requests whose lease expired on their last attempt: their worker died (or
-    stalled) every time, so the training itself is the likely cause."""
+    stalled) every time, so the training itself is the likely cause. A stalled attempt that
+    does end and report its failure replaces this error with its own (release_for_retry)."""
     now = utcnow()
     t = TrainingRequest.__table__.c
     failed = session.execute(
         update(TrainingRequest.__table__)
         .where(t.state.in_(ACTIVE), t.lease_expires_at < now, t.attempts >= max_attempts)
-        .values(state=FAILED, lease_expires_at=None, updated_at=now,
-                error=f"the lease expired on each of {max_attempts} attempts: the worker died or stalled")
+        .values(state=FAILED, lease_expires_at=None, updated_at=now, error=abandoned_error(max_attempts))
         .returning(t.id)
     )
     return [request_id for (request_id,) in failed]

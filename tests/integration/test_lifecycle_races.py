@@ -1,5 +1,6 @@
 """The training and monitor loops where things happen at once or fail halfway, on the real
-database: a worker dying on every attempt, a lease lapsing before a failure is recorded, the
+database: a worker dying on every attempt, a lease lapsing before a failure is recorded (the
+failure is recorded all the same unless a newer attempt claimed the request), the
 database failing one lease renewal, the champion changing while a contender trains, and a
 rollback in the same monitor run that settles a shadow."""
 
@@ -76,15 +77,68 @@ def test_a_request_whose_worker_dies_every_time_fails_after_its_attempts(seeded)
     assert "lease expired on each of" in row.error
 
 
-def test_a_failure_reported_after_the_lease_lapsed_changes_nothing(seeded):
+def test_a_failure_reported_after_the_lease_lapsed_is_recorded(seeded):
+    """No newer attempt claimed the request: the lapsed attempt's failure is its to record (queued
+    with the backoff, then failed on its last attempt with its own error, not "died or stalled")."""
     request_id = new_request("late failure")
     assert claim_and_lapse(request_id, "slow")
     with session_scope() as session:
-        outcome = requests.release_for_retry(session, request_id, "slow", "boom", 3, timedelta(0))
-    assert outcome == "lost"
+        outcome = requests.release_for_retry(session, request_id, "slow", "boom", 2, timedelta(0))
+    assert outcome == requests.QUEUED
     row = request_row(request_id)
-    assert (row.state, row.error) == (requests.CLAIMED, None)  # the sweep republishes it; claim counts it
-    assert request_id in lifecycle.requests_to_republish()
+    assert (row.state, row.error, row.claimed_by, row.lease_expires_at) == (requests.QUEUED, "boom", None, None)
+    assert claim_and_lapse(request_id, "slow again")
+    with session_scope() as session:
+        outcome = requests.release_for_retry(session, request_id, "slow again", "OperationalError: gone", 2,
+                                             timedelta(0))
+    assert outcome == requests.FAILED
+    row = request_row(request_id)
+    assert (row.state, row.attempts, row.error) == (requests.FAILED, 2, "OperationalError: gone")
+
+
+def test_a_failure_reported_after_the_sweep_failed_the_request_replaces_died_or_stalled(seeded):
+    request_id = new_request("failed by the sweep, then reported")
+    max_attempts = get_settings().training_max_attempts
+    for i in range(max_attempts):
+        assert claim_and_lapse(request_id, f"stalled-{i}")
+    assert request_id not in lifecycle.requests_to_republish()  # the sweep fails it as abandoned
+    assert "died or stalled" in request_row(request_id).error
+    with session_scope() as session:  # an earlier attempt's report changes nothing
+        assert requests.release_for_retry(session, request_id, "stalled-0", "old", max_attempts, timedelta(0)) == "lost"
+    with session_scope() as session:
+        outcome = requests.release_for_retry(session, request_id, f"stalled-{max_attempts - 1}",
+                                             "OperationalError: the real cause", max_attempts, timedelta(0))
+    assert outcome == requests.FAILED
+    row = request_row(request_id)
+    assert (row.state, row.error) == (requests.FAILED, "OperationalError: the real cause")
+
+
+def test_a_training_failing_at_the_database_after_its_lease_ran_out_records_its_error(seeded, monkeypatch):
+    """A stage outlasts the lease (the heartbeat stops renewing it at the time limit), then fails at
+    the real database: its last attempt is failed with that error, not left for the sweep to call
+    "the worker died or stalled"."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    settings = get_settings().model_copy(update={"training_lease_seconds": 1, "training_time_limit_seconds": 1,
+                                                 "training_max_attempts": 1})
+    request_id = new_request("fails at the database after its lease")
+
+    def stage_that_outlasts_the_lease_and_fails_at_the_database(_settings, _params, checkpoint=None):
+        deadline = time.monotonic() + 30
+        while request_row(request_id).lease_expires_at > utcnow() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with session_scope() as session:
+            session.execute(text("SET LOCAL statement_timeout = 50"))
+            session.execute(text("SELECT pg_sleep(1)"))  # canceled by the server: an OperationalError
+
+    monkeypatch.setattr(training, "train_and_gate", stage_that_outlasts_the_lease_and_fails_at_the_database)
+    with pytest.raises(OperationalError, match="statement timeout") as raised:
+        training.train_request(request_id, "lapsed-worker", settings)
+    assert f"training request {request_id} is now failed" in raised.value.__notes__
+    row = request_row(request_id)
+    assert row.state == requests.FAILED and "statement timeout" in row.error
+    assert request_id not in lifecycle.requests_to_republish()
 
 
 def test_two_processes_of_one_worker_hold_their_leases_apart(seeded):
