@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ import psycopg
 import sqlalchemy.exc
 from celery import Celery, Task
 from celery.signals import beat_init, worker_init, worker_process_init
+from celery.utils import uuid
 from celery.utils.time import get_exponential_backoff_interval
 from kombu import Queue
 
@@ -109,9 +111,38 @@ class FairvalueTask(Task):
         return self.retry(kwargs={**(self.request.kwargs or {}), **kwargs}, exc=exc, countdown=countdown)
 
 
+def _raised_in_kombu(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}kombu{os.sep}" in tb.tb_frame.f_code.co_filename
+
+
+class FairvalueCelery(Celery):
+    def send_task(self, name: str, *args: Any, **kwargs: Any):
+        """A patient send (a worker's or beat's, send_options) tries once more after kombu's
+        AttributeError on a closed channel. Sent while Redis is down on a connection that was
+        open, and the first send of its queue on it, kombu's publish declares the queue with a
+        retry of its own: that retry reconnects and closes the channel the publish already
+        holds, whose next use fails with "'NoneType' object has no attribute 'client'", no
+        connection error, so no publish retry either (kombu 5.7; a solo-pool worker met it in
+        the Redis restart fault test). The reconnection is made by then and the queue declared;
+        nothing was sent (the push comes after), and a second send goes through. Same task id:
+        every task is idempotent anyway."""
+        if len(args) < 5 and kwargs.get("task_id") is None:  # not given positionally (after args, ..., eta)
+            kwargs["task_id"] = uuid()
+        try:
+            return super().send_task(name, *args, **kwargs)
+        except AttributeError as exc:
+            if not (self.conf.broker_transport_options.get("max_retries") and _raised_in_kombu(exc)):
+                raise
+            log.warning("sending %s met a channel kombu closed while reconnecting (%s); sending again", name, exc)
+            return super().send_task(name, *args, **kwargs)
+
+
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("fairvalue", include=TASK_MODULES, task_cls=FairvalueTask)
+    app = FairvalueCelery("fairvalue", include=TASK_MODULES, task_cls=FairvalueTask)
     app.conf.update(
         broker_url=settings.resolved_broker_url(),
         **send_options(settings),  # the API's: fail fast; workers and beat switch to theirs as they start

@@ -90,15 +90,17 @@ def run_of(task_id: str) -> TaskRun | None:
         return session.exec(select(TaskRun).where(TaskRun.task_id == task_id)).first()
 
 
-def test_worker_send_waits_out_a_redis_restart(seeded, tmp_path):
+@pytest.mark.parametrize("pool", ["prefork", "solo"])
+def test_worker_send_waits_out_a_redis_restart(seeded, tmp_path, pool):
     """A worker's send tries again while the broker is gone (FAIRVALUE_BROKER_SEND_RETRIES): the
     sweep, held on a lock until Redis is down, reaches its send of a training request during the
     outage and publishes it once Redis is back, about 2 s later; its run ends ok. The same kind
-    of send from this process, which sends as the API does, fails at once."""
+    of send from this process, which sends as the API does, fails at once. Prefork as production
+    runs workers (the task runs in a child); solo, where the send goes over a connection opened
+    before the outage and kombu's reconnect closed the channel under it (tasks.app.FairvalueCelery)."""
     server = PrivateRedis(tmp_path / "redis", appendonly=False).start()
     worker = start_worker("redis-blip", queues.DEFAULT, tmp_path,
-                          {"FAIRVALUE_BROKER_URL": server.url, "FAIRVALUE_SWEEP_STALE_MINUTES": "0"},
-                          pool="prefork")  # as production runs workers: the task runs in a child
+                          {"FAIRVALUE_BROKER_URL": server.url, "FAIRVALUE_SWEEP_STALE_MINUTES": "0"}, pool=pool)
     try:
         app = celery_app_for(server.url)
         waiting = lifecycle.enqueue_retrain("sent during a redis restart", QUICK).request_id  # never published
