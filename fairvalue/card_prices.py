@@ -231,17 +231,21 @@ class FetchedPrices:
 
 
 def fetch_prices(settings: Settings | None = None, client: PriceTrackerClient | None = None, days: int | None = None,
-                 today: date | None = None) -> FetchedPrices:
-    """Ask the API for every active card's recent prices (the paid part); store nothing. LookupError
-    first unless the collection is a daily-priced one with cards (priced_collection)."""
+                 today: date | None = None, answered: set[str] | frozenset[str] = frozenset()) -> FetchedPrices:
+    """Ask the API for every active card's recent prices (the paid part), but those `answered`
+    already; store nothing. LookupError first unless the collection is a daily-priced one with
+    cards (priced_collection)."""
     settings = settings or get_settings()
     with session_scope() as session:
         coll = priced_collection(session, settings.collection)
-        cards = card_keys(session, coll, active_only=True)
+        cards = {key: attributes for key, attributes in card_keys(session, coll, active_only=True).items()
+                 if key not in answered}
     today = today or datetime.now(UTC).date()
     own = client is None
     origin = f"api:{settings.card_price_api_url}"[:200] if own else f"api:{client.base_url}"[:200]
     fetched = FetchedPrices(settings.collection, today, origin)
+    if not cards:  # every card answered already: nothing to pay for
+        return fetched
     if own and not settings.card_price_api_key.get_secret_value():
         fetched.skipped = "no FAIRVALUE_CARD_PRICE_API_KEY configured"
         return fetched
@@ -260,6 +264,16 @@ def fetch_prices(settings: Settings | None = None, client: PriceTrackerClient | 
         if own:
             client.close()
     return fetched
+
+
+def with_cards_asked_again(kept: FetchedPrices, again: FetchedPrices) -> FetchedPrices:
+    """The day's kept answers completed by a second fetch of the cards they had no answer for (a
+    failure, or a card activated since): a card's answer from either, its failure only when the
+    second fetch failed it too."""
+    answers = {**kept.answers, **again.answers}
+    failures = {key: failure for key, failure in {**kept.failures, **again.failures}.items() if key not in answers}
+    return FetchedPrices(kept.collection, kept.day, kept.origin, len(answers.keys() | failures.keys()), answers,
+                         failures, kept.waits + again.waits)
 
 
 def fetched_name(collection: str, day: date) -> str:

@@ -5,7 +5,8 @@ skipped run.
 Fetching and storing are separate steps: the answers are kept as an artifact (by collection and day)
 before anything is stored, and a retry after a database error stores from them instead of asking the
 paid API again. So does a run for a day whose answers are already kept: the same message delivered
-again (its worker died, or it outlasted the broker's visibility timeout) or a second run that day.
+again (its worker died, or it outlasted the broker's visibility timeout) or a second run that day;
+it asks the API only for the cards those answers lack (failed, or activated since).
 A run slowed past FAIRVALUE_CARD_PRICE_TIME_LIMIT_SECONDS (the API's rate limit) is stopped, so it
 ends before the visibility timeout (which covers it) would start it a second time."""
 
@@ -21,6 +22,7 @@ from fairvalue.card_prices import (
     load_fetched,
     save_fetched,
     store_fetched,
+    with_cards_asked_again,
 )
 from fairvalue.settings import get_settings
 from storage.artifacts import ArtifactError, get_store
@@ -45,6 +47,8 @@ def collect_card_prices(self, collection: str, fetched: dict[str, str] | None = 
             store = get_store(settings)
             if fetched is None:
                 fetched, answers = _kept_today(store, settings.collection, run)
+                if answers is not None:
+                    fetched, answers = _ask_again_for_the_unanswered(store, settings, fetched, answers, run)
             else:
                 answers = load_fetched(store, fetched)
             fetched_before = answers is not None
@@ -73,6 +77,23 @@ def collect_card_prices(self, collection: str, fetched: dict[str, str] | None = 
         if fetched is None:
             raise  # nothing fetched (or kept) yet: autoretry_for sends the task again as it came
         raise self.retry_with(exc, fetched=fetched) from exc
+
+
+def _ask_again_for_the_unanswered(store, settings, kept: dict[str, str], answers: FetchedPrices,
+                                  run: dict) -> tuple[dict[str, str] | None, FetchedPrices]:
+    """The kept answers, completed by asking the API for the cards they have no answer for (it
+    failed them, or they were activated since), kept again: a second run the same day pays only
+    for those, and still tries them."""
+    again = fetch_prices(settings, today=answers.day, answered=set(answers.answers))
+    run["cards_asked_again"] = again.cards
+    if not again.cards or again.skipped:
+        return kept, answers
+    answers = with_cards_asked_again(answers, again)
+    try:
+        return save_fetched(store, answers), answers
+    except ArtifactError as exc:  # stored from memory all the same; a retry would ask for these again
+        run["answers_not_kept"] = str(exc)
+        return None, answers
 
 
 def _kept_today(store, collection: str, run: dict) -> tuple[dict[str, str] | None, FetchedPrices | None]:

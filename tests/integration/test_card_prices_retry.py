@@ -33,6 +33,8 @@ class CountingPriceAPI(BaseHTTPRequestHandler):
 
     calls: list[str] = []
     delay = 0.0  # seconds each answer takes (a rate-limited API)
+    refuse_next = 0  # the next so many requests get a 404 (a card the API does not know today)
+    refused: list[str] = []
 
     def log_message(self, *args):
         pass
@@ -40,6 +42,13 @@ class CountingPriceAPI(BaseHTTPRequestHandler):
     def do_GET(self):
         CountingPriceAPI.calls.append(self.path)
         time.sleep(CountingPriceAPI.delay)
+        if CountingPriceAPI.refuse_next > 0:
+            CountingPriceAPI.refuse_next -= 1
+            CountingPriceAPI.refused.append(self.path)
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = json.dumps({"data": [{"priceHistory": {str(YESTERDAY): 12.5}}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -118,13 +127,16 @@ def test_a_database_error_while_storing_is_retried_without_fetching_again(retry_
 
 def test_a_second_delivery_the_same_day_stores_from_the_kept_answers(database, s3, price_api, broker, tmp_path):
     """The broker gives a message back after its visibility timeout (or its worker died), or the run
-    is sent again the same day: the answers kept for the day are stored, the paid API is not asked."""
+    is sent again the same day: the answers kept for the day are stored, and the paid API is asked
+    only for the two cards it failed the first time."""
     slug = "cardskept"  # its own collection: no other test's answers are kept for it
     _load_cards(slug)
     env = {"FAIRVALUE_CARD_PRICE_API_URL": price_api, "FAIRVALUE_CARD_PRICE_API_KEY": "k-kept",
            "FAIRVALUE_CARD_PRICE_TIME_LIMIT_SECONDS": "1800"}
     worker = start_worker("cards-kept", QUEUE, tmp_path, env)
     CountingPriceAPI.calls.clear()
+    CountingPriceAPI.refused.clear()
+    CountingPriceAPI.refuse_next = 2
     try:
         # The task's time limits, as the worker registered them (from the setting).
         node = f"cards-kept@{socket.gethostname()}"
@@ -139,10 +151,14 @@ def test_a_second_delivery_the_same_day_stores_from_the_kept_answers(database, s
     finally:
         stop_worker(worker)
     first, again = _runs(slug)
-    assert paid == first.detail["cards"] > 0 and first.detail["prices"]["new"] == paid
-    assert len(CountingPriceAPI.calls) == paid  # the second run asked the API nothing
-    assert again.detail["stored_from_kept_answers"] is True and again.detail["answers"] == first.detail["answers"]
-    assert again.detail["prices"]["new"] == 0 and again.detail["prices"]["rejected"] == 0
+    assert paid == first.detail["cards"] > 2 and first.detail["prices"]["new"] == paid - 2
+    assert len(first.detail["cards_failed"]) == 2 and len(CountingPriceAPI.refused) == 2
+    # The second run asked the API for the two refused cards, and for nothing else.
+    assert sorted(CountingPriceAPI.calls[paid:]) == sorted(CountingPriceAPI.refused)
+    assert again.detail["stored_from_kept_answers"] is True and again.detail["cards_asked_again"] == 2
+    assert again.detail["answers"] != first.detail["answers"]  # the completed answers, kept again
+    assert again.detail["cards"] == paid and again.detail["cards_failed"] == {}
+    assert again.detail["prices"]["new"] == 2
     with session_scope() as session:
         coll = ensure_collection(session, slug)
         prices = session.exec(select(DailyPrice).where(DailyPrice.collection_id == coll.id)).all()
