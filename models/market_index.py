@@ -101,14 +101,18 @@ def held_floor_and_lows(days: np.ndarray, floor: np.ndarray,
     last = np.searchsorted(times, day_ends, "left")  # each day's sales are first[i]:last[i]
     held = floor.copy()
     lows = np.full(len(held), np.nan)
+    finite = np.isfinite(prices)
+    # A loop over the days (each reads the floor held before it), so each step is kept short:
+    # a day whose window holds too few sales to give a low is not filtered and sorted.
     for i in range(1, len(held)):
-        window = slice(first[i], last[i])
-        before = day_before[window]  # all < i: held already
-        floor_then = np.where(before >= 0, np.minimum(held[before], floor[before]), np.nan)
-        price = prices[window]
-        kept = np.sort(price[np.isfinite(price) & ~(price < ODD_SALE_FRACTION * floor_then)])
-        if len(kept) >= SALES_LOW_MIN_SALES:  # the quantile as trailing_quantiles', to the bit
-            lows[i] = interpolated_quantile(kept, np.array([0]), np.array([len(kept)]), SALES_LOW_QUANTILE)[0]
+        lo, hi = first[i], last[i]
+        if hi - lo >= SALES_LOW_MIN_SALES:
+            before = day_before[lo:hi]  # all < i: held already
+            floor_then = np.where(before >= 0, np.minimum(held[before], floor[before]), np.nan)
+            price = prices[lo:hi]
+            kept = np.sort(price[finite[lo:hi] & ~(price < ODD_SALE_FRACTION * floor_then)])
+            if len(kept) >= SALES_LOW_MIN_SALES:
+                lows[i] = sorted_quantile(kept, SALES_LOW_QUANTILE)
         previous = held[i - 1]
         if held[i] < previous:
             unconfirmed = held[i] < DROP_TOLERANCE * lows[i]  # False when the low is unknown (NaN)
@@ -184,6 +188,19 @@ def interpolated_quantile(ordered: np.ndarray, first: np.ndarray, counts: np.nda
     low = ordered[first + below]
     high = ordered[first + np.minimum(below + 1, counts - 1)]
     return np.where(position == below, low, low + (high - low) * (position - below))
+
+
+def sorted_quantile(ordered: np.ndarray, q: float) -> float:
+    """interpolated_quantile of one sorted run, in scalars: the same operations on the same
+    doubles, so the same bits, without the arrays' cost per call (held_floor_and_lows calls it
+    once per day)."""
+    count = len(ordered)
+    position = q * (count - 1)
+    below = int(position)
+    low = ordered[below]
+    if position == below:
+        return low
+    return low + (ordered[min(below + 1, count - 1)] - low) * (position - below)
 
 
 def rolling_quantiles(times: np.ndarray, values: np.ndarray, query_times: np.ndarray, window: pd.Timedelta,
