@@ -154,7 +154,8 @@ class TraitVocabulary:
 
     def _pairs(self, items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(row, trait column) for every known trait of every item, vectorised: a Python loop
-        over items cost ~17 s per million items."""
+        over items cost ~17 s per million items. The methods below take them as `pairs` when the
+        caller already has them for the same `items` (build_features asks for them four times)."""
         exploded = items["accessories"].explode()
         codes = pd.Categorical(exploded.to_numpy(), categories=self.traits).codes
         rows = np.repeat(np.arange(len(items)), items["accessories"].str.len().fillna(0).to_numpy(dtype=int)
@@ -169,10 +170,11 @@ class TraitVocabulary:
         names = np.append(np.asarray(self.traits, dtype=object), "")  # column -1: no such trait
         return pd.Series(names[column], index=items.index, dtype=object, name="accessories")
 
-    def trait_columns_by_rarity(self, items: pd.DataFrame, ranks: tuple[int, ...]) -> list[np.ndarray]:
+    def trait_columns_by_rarity(self, items: pd.DataFrame, ranks: tuple[int, ...],
+                                pairs: tuple[np.ndarray, np.ndarray] | None = None) -> list[np.ndarray]:
         """For each rank, each item's trait column of that rarity (0: its rarest trait), -1 when
         it has fewer traits; ties go to the first name. One sort serves every rank."""
-        rows, cols = self._pairs(items)
+        rows, cols = self._pairs(items) if pairs is None else pairs
         freq = np.array([self.frequency[t] for t in self.traits])
         # traits are sorted by name, so ordering by (row, frequency, column) breaks ties by name.
         order = np.lexsort((cols, freq[cols], rows))
@@ -189,18 +191,19 @@ class TraitVocabulary:
             out.append(column)
         return out
 
-    def membership(self, items: pd.DataFrame) -> np.ndarray:
+    def membership(self, items: pd.DataFrame, pairs: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """(items + 1) x traits, True where the item has the trait; the last row, for an item
         not in `items` (position -1), has none. Column-major: callers read one trait at a time."""
-        rows, cols = self._pairs(items)
+        rows, cols = self._pairs(items) if pairs is None else pairs
         member = np.zeros((len(items) + 1, len(self.traits)), dtype=bool, order="F")
         member[rows, cols] = True
         return member
 
-    def item_feature_columns(self, items: pd.DataFrame) -> dict[str, np.ndarray]:
+    def item_feature_columns(self, items: pd.DataFrame,
+                             pairs: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Each item's traits and type one-hot, their rarity, its accessory count and its attribute
         levels (attribute_indicators), by column."""
-        rows, cols = self._pairs(items)
+        rows, cols = self._pairs(items) if pairs is None else pairs
         freq = np.array([self.frequency[t] for t in self.traits])
         onehot = np.zeros((len(items), len(self.traits)), dtype=np.float32, order="F")  # each column contiguous
         onehot[rows, cols] = 1.0
@@ -466,10 +469,15 @@ def group_codes(labels: pd.Series) -> np.ndarray:
 
 
 def comparable_features(items: pd.DataFrame, vocab: TraitVocabulary, context: pd.DataFrame, item_of_sale: np.ndarray,
-                        item_of_query: np.ndarray, query_times: np.ndarray) -> dict[str, np.ndarray]:
+                        item_of_query: np.ndarray, query_times: np.ndarray,
+                        pairs: tuple[np.ndarray, np.ndarray] | None = None,
+                        member: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Comparable sales: recent sales of items that share the query item's rarest trait, its
     second rarest, its type, its type and accessory count, and each of its traits. item_of_* are
-    positions in `items` (-1: a sale of an item not listed)."""
+    positions in `items` (-1: a sale of an item not listed); `pairs` and `member` are
+    vocab._pairs(items) and vocab.membership(items) when the caller has them."""
+    pairs = vocab._pairs(items) if pairs is None else pairs
+    member = vocab.membership(items, pairs) if member is None else member
     times, excess = context["ts"].to_numpy(), context["excess_premium"].to_numpy()
 
     def comps(group_of_item: np.ndarray, window: CompsWindow) -> tuple[np.ndarray, np.ndarray]:
@@ -477,7 +485,7 @@ def comparable_features(items: pd.DataFrame, vocab: TraitVocabulary, context: pd
         sale_group = np.append(group_of_item, -1)[item_of_sale]
         return comparable_premiums(times, excess, sale_group, group_of_item[item_of_query], query_times, window)
 
-    rarest, second = vocab.trait_columns_by_rarity(items, (0, 1))
+    rarest, second = vocab.trait_columns_by_rarity(items, (0, 1), pairs)
     type_and_count = items.groupby(["item_type", "accessory_count"], dropna=False, sort=False).ngroup().to_numpy()
     out = {}
     out["comps_trait_excess_premium"], out["comps_trait_count"] = comps(rarest, COMPS_TRAIT)
@@ -485,8 +493,16 @@ def comparable_features(items: pd.DataFrame, vocab: TraitVocabulary, context: pd
     out["comps_trait2_excess_premium"], out["comps_trait2_count"] = comps(second, COMPS_TRAIT)
     out["comps_type_count_excess_premium"], out["comps_type_count_count"] = comps(type_and_count, COMPS_TYPE_COUNT)
     out["comps_traits_mean_excess_premium"], out["comps_traits_max_excess_premium"] = trait_comps(
-        times, excess, vocab.membership(items), item_of_sale, item_of_query, query_times, COMPS_TRAIT)
+        times, excess, member, item_of_sale, item_of_query, query_times, COMPS_TRAIT)
     return out
+
+
+def naive_times(ts: pd.Series) -> np.ndarray:
+    """Query times as naive datetime64[ns]. A column that already is one is copied as it is:
+    pd.to_datetime of it gave the same values in 17 ms per 10,000 rows."""
+    if ts.dtype == np.dtype("datetime64[ns]"):
+        return ts.to_numpy(copy=True)
+    return pd.to_datetime(ts).astype("datetime64[ns]").to_numpy()
 
 
 def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFrame) -> pd.DataFrame:
@@ -496,14 +512,19 @@ def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFra
     target and the prediction are relative to. Columns are gathered first and framed once:
     adding them to a frame one by one copied a million rows several times.
     """
-    query_times = pd.to_datetime(queries["ts"]).astype("datetime64[ns]").to_numpy()
+    query_times = naive_times(queries["ts"])
     item_of_query = item_positions(data.items, queries["item_key"])
     context = data.context()
     # Items by position, not key: integers join and group several times faster than strings.
     item_of_sale = data.items.index.get_indexer(context["item_key"])  # -1: a sale of an item not listed
     robust = data.robust_market()
     data = MarketData(data.items, data.sales, robust, _context=context, _robust_market=robust)
-    columns = vocab.item_feature_columns(data.items.iloc[item_of_query])
+    # The items' traits, read once for the four uses below. A nowcast asks for every item in
+    # order, so its query rows are the items' rows and share them too.
+    pairs = vocab._pairs(data.items)
+    member = vocab.membership(data.items, pairs)
+    every_item_in_order = len(item_of_query) == len(data.items) and (item_of_query == np.arange(len(data.items))).all()
+    columns = vocab.item_feature_columns(data.items.iloc[item_of_query], pairs if every_item_in_order else None)
 
     # Market features depend on the time only: compute them once per distinct time (a nowcast
     # asks for one time for every item) and spread them over the queries.
@@ -512,7 +533,7 @@ def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFra
     market = market_features(data, context, times)
     index = sales_index(data.sales, pd.DatetimeIndex(times)).to_numpy()
     market["log_index_over_floor"] = np.log(index / floor_before(data.market, pd.Series(times)))
-    design, hedonic_fits = item_design(data.items, vocab), {}  # the hedonic model's, for its two uses below
+    design, hedonic_fits = item_design(data.items, vocab, member), {}  # the hedonic model's, for its two uses below
     for name, values in trait_adjusted_market_premiums(context, design, item_of_sale, times, hedonic_fits).items():
         market[name] = values
     columns.update({name: market[name].to_numpy()[at] for name in market.columns})
@@ -523,7 +544,8 @@ def build_features(data: MarketData, vocab: TraitVocabulary, queries: pd.DataFra
     columns["last_sale_excess_premium"] = last["last_excess_premium"].to_numpy()
     columns["last_sale_age_days"] = (last["ts"] - last["last_ts"]).dt.total_seconds().to_numpy() / 86400.0
 
-    columns.update(comparable_features(data.items, vocab, context, item_of_sale, item_of_query, query_times))
+    columns.update(comparable_features(data.items, vocab, context, item_of_sale, item_of_query, query_times, pairs,
+                                       member))
     columns["hedonic_excess_premium"] = hedonic_premiums(context, design, item_of_sale, item_of_query, query_times,
                                                          hedonic_fits)
 

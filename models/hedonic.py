@@ -29,10 +29,11 @@ ALPHA = 3.0
 MIN_SALES = 100  # fewer sales before a month start: no fit, the feature is NaN that month
 
 
-def item_design(items: pd.DataFrame, vocab: TraitVocabulary) -> sparse.csr_matrix:
+def item_design(items: pd.DataFrame, vocab: TraitVocabulary, member: np.ndarray | None = None) -> sparse.csr_matrix:
     """One row per item: its traits, its type, its accessory count and its attribute levels
-    (TraitVocabulary.attribute_indicators) as 0/1 indicators."""
-    member = sparse.csr_matrix(vocab.membership(items)[:-1], dtype=np.float64)
+    (TraitVocabulary.attribute_indicators) as 0/1 indicators. `member` is vocab.membership(items)
+    when the caller has it."""
+    member = sparse.csr_matrix((vocab.membership(items) if member is None else member)[:-1], dtype=np.float64)
     type_codes, _ = pd.factorize(items["item_type"])
     count_codes, _ = pd.factorize(items["accessory_count"])
     indicators = [member]
