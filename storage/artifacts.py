@@ -221,3 +221,24 @@ def get_store(settings: Settings | None = None, short_budget: bool = False) -> A
     for a call whose failure is recorded and retried later, like the nowcast's archive."""
     s = settings or get_settings()
     return store_from_url(s.resolved_artifacts_url(), s.s3_endpoint_url, s.s3_region, s3_budget(s, short_budget))
+
+
+class StoreOnFirstUse:
+    """get_store(settings, short_budget)'s store, made when it is first read or written: a
+    nowcast whose champion this process has verified already (storage.registry.load_model)
+    reads nothing from the store, and an S3 client took 10-45 ms to make (bench/nowcast.py)."""
+
+    def __init__(self, settings: Settings | None = None, short_budget: bool = False):
+        self._settings, self._short_budget = settings, short_budget
+        self._made: ArtifactStore | None = None
+
+    def _store(self) -> ArtifactStore:
+        if self._made is None:
+            self._made = get_store(self._settings, self._short_budget)
+        return self._made
+
+    def put(self, name: str, data: bytes) -> StoredObject:
+        return self._store().put(name, data)
+
+    def get(self, uri: str, sha256: str) -> bytes:
+        return self._store().get(uri, sha256)
