@@ -51,3 +51,25 @@ def test_s3_budgets_reach_the_client():
     patient, short = get_store(settings).client.meta.config, get_store(settings, short_budget=True).client.meta.config
     assert (patient.connect_timeout, patient.read_timeout, patient.retries["total_max_attempts"]) == (5, 30, 4)
     assert (short.connect_timeout, short.read_timeout, short.retries["total_max_attempts"]) == (3, 3, 1)
+
+
+def test_a_store_on_first_use_is_made_only_when_read_or_written(tmp_path, monkeypatch):
+    """The nowcast's patient store: no S3 client is made while the champion comes from this
+    process's verified models; the first read or write makes it, once."""
+    from fairvalue.settings import get_settings
+    from storage import artifacts
+
+    made = []
+    real = artifacts.get_store
+
+    def counting(settings=None, short_budget=False):
+        made.append(short_budget)
+        return real(settings, short_budget)
+
+    monkeypatch.setattr(artifacts, "get_store", counting)
+    settings = get_settings().model_copy(update={"artifacts_url": str(tmp_path)})
+    lazy = artifacts.StoreOnFirstUse(settings)
+    assert made == []
+    stored = lazy.put("models/x/v1.joblib", b"abc")
+    assert lazy.get(stored.uri, stored.sha256) == b"abc"
+    assert made == [False]
