@@ -169,6 +169,7 @@ class CollectReport:
     prices: PriceReport = field(default_factory=PriceReport)
     waits: list[float] = field(default_factory=list)
     skipped: str | None = None
+    stopped: str | None = None  # why the fetch ended before every card was asked (not kept: the next run asks)
 
     def as_dict(self) -> dict[str, Any]:
         return {"collection": self.collection, "cards": self.cards, "cards_failed": self.cards_failed,
@@ -217,6 +218,7 @@ class FetchedPrices:
     failures: dict[str, dict[str, Any]] = field(default_factory=dict)  # card -> reason, detail, attempts, external_id
     waits: list[float] = field(default_factory=list)
     skipped: str | None = None
+    stopped: str | None = None  # why the fetch ended before every card was asked (not kept: the next run asks)
 
     def to_json(self) -> bytes:
         return json.dumps({"collection": self.collection, "day": self.day.isoformat(), "origin": self.origin,
@@ -231,10 +233,13 @@ class FetchedPrices:
 
 
 def fetch_prices(settings: Settings | None = None, client: PriceTrackerClient | None = None, days: int | None = None,
-                 today: date | None = None, answered: set[str] | frozenset[str] = frozenset()) -> FetchedPrices:
+                 today: date | None = None, answered: set[str] | frozenset[str] = frozenset(),
+                 stop_on: tuple[type[BaseException], ...] = ()) -> FetchedPrices:
     """Ask the API for every active card's recent prices (the paid part), but those `answered`
     already; store nothing. LookupError first unless the collection is a daily-priced one with
-    cards (priced_collection)."""
+    cards (priced_collection). `stop_on`: what ends the fetch early (a task's soft time limit):
+    the answers paid for until then are returned all the same, `stopped` says why, and the cards
+    not asked are neither answered nor failed, so the next run asks for them."""
     settings = settings or get_settings()
     with session_scope() as session:
         coll = priced_collection(session, settings.collection)
@@ -259,6 +264,9 @@ def fetch_prices(settings: Settings | None = None, client: PriceTrackerClient | 
             except PriceAPIError as exc:
                 fetched.failures[key] = {"reason": exc.reason, "detail": exc.detail, "attempts": exc.attempts,
                                          "external_id": external_id}
+    except stop_on as exc:
+        fetched.stopped = f"{type(exc).__name__}: {exc}"
+        fetched.cards = len(fetched.answers) + len(fetched.failures)  # the card being asked is not one
     finally:
         fetched.waits = list(client.waits)
         if own:

@@ -60,12 +60,15 @@ def _model_and_market(collection_id: int, snapshot_id: int, model_version_id: in
 
     with session_scope() as session:
         version = session.get(ModelVersion, model_version_id)
+    # The model first, on the short budget: an HTTP request must not hang on a hung store for
+    # minutes, nor read a whole market before finding it cannot be answered (a model this process
+    # verified before is not read again: storage.registry.load_model).
+    model = load_model(get_store(short_budget=True), version)
+    with session_scope() as session:
         coll = session.get(Collection, collection_id)
         data = kind_of(coll).load(session, coll, stored_by=None if data_snapshot else data_read_at,
                                   read_under=data_snapshot)
-    # The short budget: an HTTP request must not hang on a hung store for minutes (a model this
-    # process verified before is not read again: storage.registry.load_model).
-    return load_model(get_store(short_budget=True), version), data
+    return model, data
 
 
 def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5, n_comps: int = 10,

@@ -24,7 +24,7 @@ from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
 from models.signals import SIGNALS
 from storage import snapshots
-from storage.artifacts import ArtifactError
+from storage.artifacts import ArtifactError, IntegrityError
 from storage.counts import item_count, prices_span, rejected_by_reason, sales_span
 from storage.db import session_scope
 from storage.ingest import DAILY_PRICES, MADE_BY
@@ -243,6 +243,8 @@ def item_explanation(slug: str | None, key: str, top: int = 5, comps: int = 10) 
         raise NotFound(str(exc)) from None
     except explanations.NotExplainable as exc:
         raise NotReady(str(exc)) from None
+    except IntegrityError as exc:  # not a passing outage: an operator must restore the artifact
+        raise NotReady(f"the model of the published snapshot is not the one registered ({exc})") from None
     except ArtifactError as exc:  # the snapshot's model cannot be read from the store now
         raise NotReady(f"the model of the published snapshot cannot be read now ({exc}); retry later") from None
     for field in ("fair_value", "floor", "typical_value"):  # the punks' explanation has all three, cards' less

@@ -219,10 +219,11 @@ class Settings(BaseSettings):
     card_price_max_wait_seconds: float = Field(120.0, description="Longest Retry-After the collector honours.")
     card_price_time_limit_seconds: int = Field(
         3600, gt=0, description="A card price run that runs longer (the price API's rate limit slowing it) is "
-        "stopped (Celery's soft time limit; its run is recorded failed, nothing of that day's fetch is kept or "
-        "stored) and killed FAIRVALUE_TASK_KILL_GRACE_SECONDS later, so it ends before the broker's visibility "
+        "stopped (Celery's soft time limit: it keeps and stores the answers it paid for, then is recorded failed; "
+        "it is killed if that takes FAIRVALUE_TASK_KILL_GRACE_SECONDS), so it ends before the broker's visibility "
         "timeout, which covers it, would deliver it a second time. A run for a day whose answers are kept stores "
-        "from them without asking the API. Not under the solo pool (`fairvalue up`), which enforces no time limit.")
+        "from them and asks the API only for the cards they lack. Not under the solo pool (`fairvalue up`), "
+        "which enforces no time limit.")
     card_price_max_jump: float = Field(
         4.0, gt=1, description="A card price below 1/this or above this times the median of the card's recent prices "
                                "(card_price_jump_last_n within card_price_jump_window_days before its day) is refused "

@@ -8,11 +8,14 @@ paid API again. So does a run for a day whose answers are already kept: the same
 again (its worker died, or it outlasted the broker's visibility timeout) or a second run that day;
 it asks the API only for the cards those answers lack (failed, or activated since).
 A run slowed past FAIRVALUE_CARD_PRICE_TIME_LIMIT_SECONDS (the API's rate limit) is stopped, so it
-ends before the visibility timeout (which covers it) would start it a second time."""
+ends before the visibility timeout (which covers it) would start it a second time; it keeps and stores
+the answers it paid for before it is recorded failed, and the next run asks for the other cards."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+
+from celery.exceptions import SoftTimeLimitExceeded
 
 from fairvalue.card_prices import (
     CollectReport,
@@ -47,13 +50,13 @@ def collect_card_prices(self, collection: str, fetched: dict[str, str] | None = 
             store = get_store(settings)
             if fetched is None:
                 fetched, answers = _kept_today(store, settings.collection, run)
-                if answers is not None:
-                    fetched, answers = _ask_again_for_the_unanswered(store, settings, fetched, answers, run)
             else:
                 answers = load_fetched(store, fetched)
             fetched_before = answers is not None
-            if answers is None:
-                answers = fetch_prices(settings)
+            if answers is not None:  # a retry too: an error while asking again must not end the asking
+                fetched, answers = _ask_again_for_the_unanswered(store, settings, fetched, answers, run)
+            else:
+                answers = fetch_prices(settings, stop_on=STOPS)
                 if answers.skipped:
                     run.update(CollectReport(settings.collection, skipped=answers.skipped).as_dict(), status=SKIPPED)
                     return dict(run)
@@ -61,7 +64,7 @@ def collect_card_prices(self, collection: str, fetched: dict[str, str] | None = 
                     fetched = save_fetched(store, answers)
                 except ArtifactError as exc:  # stored from memory all the same; a retry would fetch again
                     run["answers_not_kept"] = str(exc)
-            else:
+            if fetched_before:
                 run["stored_from_kept_answers"] = True
             run["answers"] = fetched
             report = store_fetched(settings, answers)
@@ -72,6 +75,9 @@ def collect_card_prices(self, collection: str, fetched: dict[str, str] | None = 
             if report.prices.stored or fetched_before:
                 request_nowcast(collection)
                 run["nowcast_requested"] = True
+            if answers.stopped:  # the run failed, but what it paid for is kept and stored
+                raise StoppedEarly(f"{answers.stopped}: {answers.cards} cards asked by then, their answers kept "
+                                   "and stored; the next run asks for the others")
             return dict(run)
     except TRANSIENT_ERRORS as exc:
         if fetched is None:
@@ -79,16 +85,26 @@ def collect_card_prices(self, collection: str, fetched: dict[str, str] | None = 
         raise self.retry_with(exc, fetched=fetched) from exc
 
 
+class StoppedEarly(RuntimeError):
+    """The time limit stopped the fetch: the run is recorded failed after storing what was answered."""
+
+
+# What ends a fetch early, keeping its answers: the soft time limit, which leaves
+# FAIRVALUE_TASK_KILL_GRACE_SECONDS to keep and store them before the hard one.
+STOPS = (SoftTimeLimitExceeded,)
+
+
 def _ask_again_for_the_unanswered(store, settings, kept: dict[str, str], answers: FetchedPrices,
                                   run: dict) -> tuple[dict[str, str] | None, FetchedPrices]:
     """The kept answers, completed by asking the API for the cards they have no answer for (it
     failed them, or they were activated since), kept again: a second run the same day pays only
     for those, and still tries them."""
-    again = fetch_prices(settings, today=answers.day, answered=set(answers.answers))
+    again = fetch_prices(settings, today=answers.day, answered=set(answers.answers), stop_on=STOPS)
     run["cards_asked_again"] = again.cards
     if not again.cards or again.skipped:
         return kept, answers
     answers = with_cards_asked_again(answers, again)
+    answers.stopped = again.stopped
     try:
         return save_fetched(store, answers), answers
     except ArtifactError as exc:  # stored from memory all the same; a retry would ask for these again

@@ -167,7 +167,8 @@ def test_a_second_delivery_the_same_day_stores_from_the_kept_answers(database, s
 
 def test_a_run_slowed_past_its_time_limit_is_stopped(database, s3, price_api, broker, tmp_path):
     """A rate-limited API (each answer 1 s, 40 cards) against a 3 s limit on the prefork pool, which
-    enforces it: the run is stopped and recorded failed, long before it would have ended."""
+    enforces it: the run is stopped and recorded failed, long before it would have ended, and keeps
+    and stores the answers it paid for; the next run asks the API for the other cards only."""
     slug = "cardsslow"
     _load_cards(slug)
     env = {"FAIRVALUE_CARD_PRICE_API_URL": price_api, "FAIRVALUE_CARD_PRICE_API_KEY": "k-slow",
@@ -180,9 +181,25 @@ def test_a_run_slowed_past_its_time_limit_is_stopped(database, s3, price_api, br
         app.send_task(names.CARD_PRICES, kwargs={"collection": slug}, queue=QUEUE)
         wait_for(lambda: [r.status for r in _runs(slug)] == ["failed"], timeout=60, interval=0.2)
         took = time.monotonic() - started
+        paid_while_slow = len(CountingPriceAPI.calls)
+        CountingPriceAPI.delay = 0.0
+        app.send_task(names.CARD_PRICES, kwargs={"collection": slug}, queue=QUEUE)
+        wait_for(lambda: [r.status for r in _runs(slug)] == ["failed", "ok"], timeout=120, interval=0.5)
     finally:
         CountingPriceAPI.delay = 0.0
         stop_worker(worker)
-    (run,) = _runs(slug)
-    assert "SoftTimeLimitExceeded" in run.detail["error"]
-    assert took < 20 and len(CountingPriceAPI.calls) < 10  # stopped after a few of the 40 cards
+    stopped, after = _runs(slug)
+    assert "SoftTimeLimitExceeded" in stopped.detail["error"] and "StoppedEarly" in stopped.detail["error"]
+    assert took < 20 and paid_while_slow < 10  # stopped after a few of the 40 cards
+    answered = stopped.detail["cards"]  # the card being asked when the limit came is not one of them
+    assert 0 < answered <= paid_while_slow and stopped.detail["prices"]["new"] == answered
+    assert stopped.detail["answers"]["uri"].endswith(".json")
+    # The next run stored from those answers and asked the API for every other card, once each.
+    assert after.detail["stored_from_kept_answers"] is True
+    assert after.detail["cards_asked_again"] == len(CountingPriceAPI.calls) - paid_while_slow
+    assert after.detail["cards"] == answered + after.detail["cards_asked_again"]
+    assert after.detail["cards_failed"] == {} and after.detail["prices"]["new"] == after.detail["cards"] - answered
+    with session_scope() as session:
+        coll = ensure_collection(session, slug)
+        prices = session.exec(select(DailyPrice).where(DailyPrice.collection_id == coll.id)).all()
+    assert len(prices) == after.detail["cards"]

@@ -9,7 +9,7 @@ from datetime import date
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from fairvalue.card_prices import FetchedPrices, kept_for_day, load_fetched, save_fetched
+from fairvalue.card_prices import FetchedPrices, kept_for_day, load_fetched, save_fetched, with_cards_asked_again
 from storage.artifacts import LocalStore
 
 
@@ -41,3 +41,17 @@ def test_the_answers_kept_for_a_day_are_found_by_collection_and_day(tmp_path):
     os.utime(url2pathname(urlparse(later["uri"]).path), (time.time() + 5, time.time() + 5))
     assert kept_for_day(store, "cards", day) == later
     assert load_fetched(store, later).answers == {"a": 3}
+
+
+def test_cards_asked_again_complete_the_kept_answers():
+    """A card answered by either fetch has its answer; a card failed by the first and answered by
+    the second is no longer failed; one failed by both keeps the second failure."""
+    day = date(2026, 12, 5)
+    kept = FetchedPrices("cards", day, "api:http://prices", cards=3, answers={"a": 1},
+                         failures={"b": {"reason": "timeout"}, "c": {"reason": "http_404"}}, waits=[0.5])
+    again = FetchedPrices("cards", day, "api:http://prices", cards=3, answers={"b": 2},
+                          failures={"c": {"reason": "http_500"}, "d": {"reason": "timeout"}}, waits=[1.0])
+    merged = with_cards_asked_again(kept, again)
+    assert merged.answers == {"a": 1, "b": 2}
+    assert merged.failures == {"c": {"reason": "http_500"}, "d": {"reason": "timeout"}}
+    assert (merged.cards, merged.day, merged.waits) == (4, day, [0.5, 1.0])
