@@ -158,8 +158,10 @@ def release_for_retry(session: Session, request_id: int, worker: str, error: str
     lapsed first (a database that did not answer for longer than the lease also stopped its
     heartbeat), as long as no newer attempt claimed the request since: otherwise its error was
     lost and its last attempt said "died or stalled". A newer claim's state is never touched
-    ("lost"). The sweep may have failed the request as abandoned meanwhile: its error says why."""
-    request = session.get(TrainingRequest, request_id)
+    ("lost"). The sweep may have failed the request as abandoned meanwhile: its error says why.
+    The row is read locked (FOR UPDATE on PostgreSQL), so a sweep cannot fail it between this read
+    and the update that follows, which would then match nothing and lose the error."""
+    request = session.get(TrainingRequest, request_id, with_for_update=True, populate_existing=True)
     if request is None or request.claimed_by != worker:
         return "lost"
     if request.state == FAILED and request.error == abandoned_error(max_attempts):
