@@ -277,11 +277,11 @@ def fetch_prices(settings: Settings | None = None, client: PriceTrackerClient | 
 def with_cards_asked_again(kept: FetchedPrices, again: FetchedPrices) -> FetchedPrices:
     """The day's kept answers completed by a second fetch of the cards they had no answer for (a
     failure, or a card activated since): a card's answer from either, its failure only when the
-    second fetch failed it too."""
+    second fetch failed it too; stopped when the second fetch was."""
     answers = {**kept.answers, **again.answers}
     failures = {key: failure for key, failure in {**kept.failures, **again.failures}.items() if key not in answers}
     return FetchedPrices(kept.collection, kept.day, kept.origin, len(answers.keys() | failures.keys()), answers,
-                         failures, kept.waits + again.waits)
+                         failures, kept.waits + again.waits, stopped=again.stopped)
 
 
 def fetched_name(collection: str, day: date) -> str:

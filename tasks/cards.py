@@ -104,7 +104,6 @@ def _ask_again_for_the_unanswered(store, settings, kept: dict[str, str], answers
     if not again.cards or again.skipped:
         return kept, answers
     answers = with_cards_asked_again(answers, again)
-    answers.stopped = again.stopped
     try:
         return save_fetched(store, answers), answers
     except ArtifactError as exc:  # stored from memory all the same; a retry would ask for these again

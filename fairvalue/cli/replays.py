@@ -80,23 +80,15 @@ def _is_daily(collection: str | None) -> bool:
 
 
 def _replay_daily(collection, from_, to, source, horizon, gain, as_json) -> None:
-
+    """The card-days replay KPIs of docs/cards.md (models/daily_eval.py), printed or as JSON."""
     from fairvalue import evaluation
 
-    start, end = _day_window(from_, to)
     if horizon is not None and not 1 <= horizon <= 90:
         raise typer.BadParameter("--horizon must be between 1 and 90 days")
     if gain is not None and not 0 < gain < 1:  # a fall of 100 % or more is no move a price can make
         raise typer.BadParameter("--gain must be above 0 and under 1, e.g. 0.05 for 5 %", param_hint="--gain")
-    _check_source(source)
-    settings = get_settings().for_collection(collection)  # checked by the command (settings_for)
-    with console.status("replaying"):
-        series = evaluation.load_daily(settings, source)
-        _check_days_hold_prices(series, start, end)
-        try:
-            report = evaluation.evaluate_daily(series, start, end, settings, horizon, gain)
-        except evaluation.NotEnoughHistory as exc:
-            raise typer.BadParameter(str(exc), param_hint="--from") from None
+    report = _on_daily_series(collection, from_, to, source, lambda series, start, end, settings:
+                              evaluation.evaluate_daily(series, start, end, settings, horizon, gain))
     if as_json:
         print(json.dumps(report, default=str, allow_nan=False))
         return
@@ -273,7 +265,14 @@ def _check_days_hold_prices(series, start, end) -> None:
 
 def _backtest_daily(collection: str, from_: str, to: str, source: str) -> dict:
     """models/daily_backtest.py on the card-days `replay --collection` scores (docs/cards.md)."""
+    from fairvalue import evaluation
 
+    return _on_daily_series(collection, from_, to, source, evaluation.backtest_daily)
+
+
+def _on_daily_series(collection: str, from_: str, to: str, source: str, run) -> dict:
+    """`run(series, start, end, settings)` on a daily-priced collection's prices over the window,
+    after the checks both daily commands make; too little history before it is a bad --from."""
     from fairvalue import evaluation
 
     start, end = _day_window(from_, to)
@@ -283,6 +282,6 @@ def _backtest_daily(collection: str, from_: str, to: str, source: str) -> dict:
         series = evaluation.load_daily(settings, source)
         _check_days_hold_prices(series, start, end)
         try:
-            return evaluation.backtest_daily(series, start, end, settings)
+            return run(series, start, end, settings)
         except evaluation.NotEnoughHistory as exc:
             raise typer.BadParameter(str(exc), param_hint="--from") from None

@@ -54,4 +54,6 @@ def test_cards_asked_again_complete_the_kept_answers():
     merged = with_cards_asked_again(kept, again)
     assert merged.answers == {"a": 1, "b": 2}
     assert merged.failures == {"c": {"reason": "http_500"}, "d": {"reason": "timeout"}}
-    assert (merged.cards, merged.day, merged.waits) == (4, day, [0.5, 1.0])
+    assert (merged.cards, merged.day, merged.waits, merged.stopped) == (4, day, [0.5, 1.0], None)
+    again.stopped = "SoftTimeLimitExceeded: "
+    assert with_cards_asked_again(kept, again).stopped == again.stopped  # the run ends failed after storing
