@@ -33,7 +33,7 @@ from models.metrics import valuation_metrics
 from models.validation import ValidatedBatch, item_key_of, sale_day_of, validate_batch
 from storage import ingest as ingest_store
 from storage import retention, snapshots, webhook_calls
-from storage.artifacts import ArtifactError, ArtifactStore, StoreOnFirstUse, get_store
+from storage.artifacts import ArtifactError, ArtifactStore, get_store
 from storage.bundled import read_market_days, read_punks, read_sales_file
 from storage.db import consistent_reads, database_now, session_scope
 from storage.market import current_snapshot, load_market_data, stored_after
@@ -604,7 +604,7 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
         now = time.perf_counter()
         seconds[stage], clock = round(now - clock, 4), now
 
-    store = StoreOnFirstUse(settings)  # only a champion this process has not verified yet is read
+    store = get_store(settings)
     # The snapshot holds the sales its read saw, and only those: a 1M-item nowcast reads for
     # seconds, and a sale stored meanwhile must still count as new (sales_since_published) and stay
     # out of the snapshot's explanation, which reads the same sales. On PostgreSQL the read's own
@@ -635,21 +635,20 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
         moved = publish(session, coll, snapshot)
     lap("publish")
     # The snapshot is published: its archive gets the short budget, the hourly retry the patient one.
-    short_store = get_store(settings, short_budget=True)
-    archive_uri, archive_error = archive_snapshot(settings, snapshot.id, values, rows_csv, store=short_store)
+    archive_uri, archive_error = archive_snapshot(settings, snapshot.id, values, rows_csv,
+                                                  store=get_store(settings, short_budget=True))
     lap("archive")
     shadows, shadow_errors = {}, {}
     if moved:  # a superseded run's shadows would pair the watched models with values never served
         shadows, shadow_errors = shadow_nowcasts(settings, coll, data, moment, as_of, cutoff, valued_at,
-                                                 data_read_at, read_under, snapshot.published_at, short_store)
+                                                 data_read_at, read_under, snapshot.published_at)
     lap("shadows")
     return NowcastResult(snapshot.id, moved, len(values), champion.version, archive_uri, archive_error, shadows,
                          shadow_errors or None, seconds)
 
 
 def shadow_nowcasts(settings: Settings, coll: Collection, data, moment, as_of, cutoff, valued_at, data_read_at,
-                    read_under, published_at: datetime,
-                    store: ArtifactStore | None = None) -> tuple[dict[str, int], dict[str, str]]:
+                    read_under, published_at: datetime) -> tuple[dict[str, int], dict[str, str]]:
     """Value the collection with the models watched beside the champion: the previous
     champion during a promotion's probation (the monitor compares against it) and a contender
     in shadow. Their snapshots are kept with status `shadow` and never published. A shadow
@@ -662,9 +661,8 @@ def shadow_nowcasts(settings: Settings, coll: Collection, data, moment, as_of, c
     from storage.registry import CONTENDER, PREVIOUS_CHAMPION, alias_since
 
     # The short budget: a shadow is skipped with its reason when the store fails, so a hung store
-    # must not hold the nowcast (already published) for the patient client's minutes. `store`: the
-    # nowcast's own short-budget store, so no second client is made.
-    store = store or get_store(settings, short_budget=True)
+    # must not hold the nowcast (already published) for the patient client's minutes.
+    store = get_store(settings, short_budget=True)
     written: dict[str, int] = {}
     errors: dict[str, str] = {}
     with session_scope() as session:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
@@ -135,20 +136,39 @@ def s3_budget(settings: Settings, short: bool = False) -> S3Budget:
     return S3Budget(settings.s3_connect_timeout_seconds, settings.s3_read_timeout_seconds, settings.s3_max_attempts)
 
 
+# One S3 client per endpoint, region and budget in each process: a client took 10-45 ms to make
+# (bench/nowcast.py), most stores live for one call, and boto3's clients are thread-safe (making
+# them from its default session is not, hence the lock). They are not fork-safe: a client made
+# before a fork (a prefork worker's parent) is not shared with the child, which makes its own.
+_s3_clients: dict[tuple, Any] = {}
+_s3_clients_lock = threading.Lock()
+
+
+def s3_client(endpoint_url: str | None, region: str, budget: S3Budget):
+    import boto3
+    from botocore.config import Config
+
+    pid = os.getpid()
+    key = (pid, endpoint_url, region, budget)
+    with _s3_clients_lock:
+        if key not in _s3_clients:
+            if any(made_in != pid for made_in, *_ in _s3_clients):
+                _s3_clients.clear()  # the parent's, inherited through a fork
+            _s3_clients[key] = boto3.client(
+                "s3",
+                endpoint_url=endpoint_url,
+                region_name=region,
+                config=Config(retries={"total_max_attempts": budget.attempts, "mode": "standard"},
+                              connect_timeout=budget.connect_timeout, read_timeout=budget.read_timeout),
+            )
+        return _s3_clients[key]
+
+
 class S3Store:
     def __init__(self, bucket: str, prefix: str, endpoint_url: str | None, region: str, budget: S3Budget):
-        import boto3
-        from botocore.config import Config
-
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            region_name=region,
-            config=Config(retries={"total_max_attempts": budget.attempts, "mode": "standard"},
-                          connect_timeout=budget.connect_timeout, read_timeout=budget.read_timeout),
-        )
+        self.client = s3_client(endpoint_url, region, budget)
 
     def _key(self, name: str, digest: str) -> str:
         key = content_key(name, digest)
@@ -221,24 +241,3 @@ def get_store(settings: Settings | None = None, short_budget: bool = False) -> A
     for a call whose failure is recorded and retried later, like the nowcast's archive."""
     s = settings or get_settings()
     return store_from_url(s.resolved_artifacts_url(), s.s3_endpoint_url, s.s3_region, s3_budget(s, short_budget))
-
-
-class StoreOnFirstUse:
-    """get_store(settings, short_budget)'s store, made when it is first read or written: a
-    nowcast whose champion this process has verified already (storage.registry.load_model)
-    reads nothing from the store, and an S3 client took 10-45 ms to make (bench/nowcast.py)."""
-
-    def __init__(self, settings: Settings | None = None, short_budget: bool = False):
-        self._settings, self._short_budget = settings, short_budget
-        self._made: ArtifactStore | None = None
-
-    def _store(self) -> ArtifactStore:
-        if self._made is None:
-            self._made = get_store(self._settings, self._short_budget)
-        return self._made
-
-    def put(self, name: str, data: bytes) -> StoredObject:
-        return self._store().put(name, data)
-
-    def get(self, uri: str, sha256: str) -> bytes:
-        return self._store().get(uri, sha256)

@@ -53,23 +53,22 @@ def test_s3_budgets_reach_the_client():
     assert (short.connect_timeout, short.read_timeout, short.retries["total_max_attempts"]) == (3, 3, 1)
 
 
-def test_a_store_on_first_use_is_made_only_when_read_or_written(tmp_path, monkeypatch):
-    """The nowcast's patient store: no S3 client is made while the champion comes from this
-    process's verified models; the first read or write makes it, once."""
-    from fairvalue.settings import get_settings
+def test_a_process_makes_one_s3_client_per_endpoint_and_budget_and_a_forked_child_its_own(monkeypatch):
+    """The stores made per call share their process's client (one took 10-45 ms to make); another
+    endpoint or budget gets its own, and a process forked after it was made does not inherit it."""
+    from fairvalue.settings import Settings
     from storage import artifacts
 
-    made = []
-    real = artifacts.get_store
+    settings = Settings(artifacts_url="s3://bucket/prefix", s3_endpoint_url="http://127.0.0.1:9")
+    first, again = artifacts.get_store(settings), artifacts.get_store(settings)
+    assert first.client is again.client
+    assert artifacts.get_store(settings, short_budget=True).client is not first.client
+    other = settings.model_copy(update={"s3_endpoint_url": "http://127.0.0.1:10"})
+    assert artifacts.get_store(other).client is not first.client
 
-    def counting(settings=None, short_budget=False):
-        made.append(short_budget)
-        return real(settings, short_budget)
-
-    monkeypatch.setattr(artifacts, "get_store", counting)
-    settings = get_settings().model_copy(update={"artifacts_url": str(tmp_path)})
-    lazy = artifacts.StoreOnFirstUse(settings)
-    assert made == []
-    stored = lazy.put("models/x/v1.joblib", b"abc")
-    assert lazy.get(stored.uri, stored.sha256) == b"abc"
-    assert made == [False]
+    parent = artifacts.os.getpid()
+    monkeypatch.setattr(artifacts.os, "getpid", lambda: parent + 1)  # as a forked child sees it
+    child = artifacts.get_store(settings)
+    assert child.client is not first.client
+    assert artifacts.get_store(settings).client is child.client
+    assert all(made_in == parent + 1 for made_in, *_ in artifacts._s3_clients)  # the parent's let go
