@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Callable
@@ -118,6 +119,10 @@ def _raised_in_kombu(exc: BaseException) -> bool:
     return tb is not None and f"{os.sep}kombu{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
+# Celery's own signature says whether a caller passed a task id, by name or by position.
+_CELERY_SEND_TASK = inspect.signature(Celery.send_task)
+
+
 class FairvalueCelery(Celery):
     def send_task(self, name: str, *args: Any, **kwargs: Any):
         """A patient send (a worker's or beat's, send_options) tries once more after kombu's
@@ -129,8 +134,8 @@ class FairvalueCelery(Celery):
         the Redis restart fault test). The reconnection is made by then and the queue declared;
         nothing was sent (the push comes after), and a second send goes through. Same task id:
         every task is idempotent anyway."""
-        if len(args) < 5 and kwargs.get("task_id") is None:  # not given positionally (after args, ..., eta)
-            kwargs["task_id"] = uuid()
+        if _CELERY_SEND_TASK.bind(self, name, *args, **kwargs).arguments.get("task_id") is None:
+            kwargs["task_id"] = uuid()  # one id for both sends
         try:
             return super().send_task(name, *args, **kwargs)
         except AttributeError as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from fairvalue.settings import Settings
 from tasks.app import broker_options
 
@@ -81,3 +83,44 @@ def test_a_connection_attempt_to_redis_is_bounded_in_every_process():
     for patient in (False, True):
         options = broker_options(Settings(broker_url="redis://127.0.0.1:6379/0"), patient_sends=patient)
         assert 0 < options["socket_connect_timeout"] <= 10
+
+
+def test_a_patient_send_after_kombus_closed_channel_goes_again_with_the_same_task_id(monkeypatch):
+    """kombu's AttributeError on the channel its own reconnection closed (FairvalueCelery.send_task):
+    a patient app sends once more, with the id of the first try, whether the caller gave one (by
+    name or in Celery's position for it) or not; the API's app (no send retries) fails at once."""
+    import os
+    from types import SimpleNamespace
+
+    from celery import Celery
+
+    from tasks.app import create_app, patient_sends
+
+    namespace: dict = {}
+    in_kombu = os.sep.join(["", "site-packages", "kombu", "transport", "virtual", "base.py"])
+    exec(compile("def publish():\n    raise AttributeError(\"'NoneType' object has no attribute 'client'\")",  # noqa: S102
+                 in_kombu, "exec"), namespace)
+    tries: list[str] = []
+
+    def first_fails(self, name, args=None, kwargs=None, countdown=None, eta=None, task_id=None, **options):
+        tries.append(task_id)
+        if len(tries) % 2:
+            namespace["publish"]()
+        return SimpleNamespace(id=task_id)
+
+    monkeypatch.setattr(Celery, "send_task", first_fails)
+    app = create_app(Settings(broker_url="redis://127.0.0.1:1/0"))
+    with pytest.raises(AttributeError):
+        app.send_task("fairvalue.training.sweep")  # the API's: no second try
+    assert len(tries) == 1
+    patient_sends(sender=SimpleNamespace(app=app))
+
+    tries.clear()
+    made = app.send_task("fairvalue.training.sweep")
+    assert len(tries) == 2 and tries[0] == tries[1] == made.id is not None
+    tries.clear()
+    app.send_task("fairvalue.training.sweep", task_id="by-name")
+    assert tries == ["by-name", "by-name"]
+    tries.clear()
+    app.send_task("fairvalue.training.sweep", [], {}, None, None, "by-position")
+    assert tries == ["by-position", "by-position"]
