@@ -275,13 +275,20 @@ def fetch_prices(settings: Settings | None = None, client: PriceTrackerClient | 
 
 
 def with_cards_asked_again(kept: FetchedPrices, again: FetchedPrices) -> FetchedPrices:
-    """The day's kept answers completed by a second fetch of the cards they had no answer for (a
-    failure, or a card activated since): a card's answer from either, its failure only when the
-    second fetch failed it too; stopped when the second fetch was."""
+    """The day's kept answers completed by a second fetch of the cards they had no usable answer
+    for (a failure, an answer with no price, or a card activated since): a card's newest answer,
+    its failure only when neither fetch answered it; stopped when the second fetch was."""
     answers = {**kept.answers, **again.answers}
     failures = {key: failure for key, failure in {**kept.failures, **again.failures}.items() if key not in answers}
     return FetchedPrices(kept.collection, kept.day, kept.origin, len(answers.keys() | failures.keys()), answers,
                          failures, kept.waits + again.waits, stopped=again.stopped)
+
+
+def usable_answers(fetched: FetchedPrices) -> set[str]:
+    """The cards whose kept answer gives a price row: a second run the same day asks again for
+    the others (an answer with no card object or no price may be the API's passing fault), as it
+    does for the cards the API failed."""
+    return {key for key, body in fetched.answers.items() if rows_from_api(key, body, fetched.day)[0]}
 
 
 def fetched_name(collection: str, day: date) -> str:

@@ -25,6 +25,7 @@ from fairvalue.card_prices import (
     load_fetched,
     save_fetched,
     store_fetched,
+    usable_answers,
     with_cards_asked_again,
 )
 from fairvalue.settings import get_settings
@@ -96,10 +97,10 @@ STOPS = (SoftTimeLimitExceeded,)
 
 def _ask_again_for_the_unanswered(store, settings, kept: dict[str, str], answers: FetchedPrices,
                                   run: dict) -> tuple[dict[str, str] | None, FetchedPrices]:
-    """The kept answers, completed by asking the API for the cards they have no answer for (it
-    failed them, or they were activated since), kept again: a second run the same day pays only
-    for those, and still tries them."""
-    again = fetch_prices(settings, today=answers.day, answered=set(answers.answers), stop_on=STOPS)
+    """The kept answers, completed by asking the API for the cards they have no usable answer for
+    (it failed them, answered with no price, or they were activated since), kept again: a second
+    run the same day pays only for those, and still tries them."""
+    again = fetch_prices(settings, today=answers.day, answered=usable_answers(answers), stop_on=STOPS)
     run["cards_asked_again"] = again.cards
     if not again.cards or again.skipped:
         return kept, answers

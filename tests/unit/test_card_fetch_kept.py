@@ -9,7 +9,14 @@ from datetime import date
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from fairvalue.card_prices import FetchedPrices, kept_for_day, load_fetched, save_fetched, with_cards_asked_again
+from fairvalue.card_prices import (
+    FetchedPrices,
+    kept_for_day,
+    load_fetched,
+    save_fetched,
+    usable_answers,
+    with_cards_asked_again,
+)
 from storage.artifacts import LocalStore
 
 
@@ -57,3 +64,22 @@ def test_cards_asked_again_complete_the_kept_answers():
     assert (merged.cards, merged.day, merged.waits, merged.stopped) == (4, day, [0.5, 1.0], None)
     again.stopped = "SoftTimeLimitExceeded: "
     assert with_cards_asked_again(kept, again).stopped == again.stopped  # the run ends failed after storing
+
+
+def test_a_kept_answer_without_a_price_is_asked_again_and_the_new_answer_replaces_it():
+    """An answer that gives no price row (no card object, or neither priceHistory nor a market
+    price) may be the API's passing fault: a second run the same day asks for it, as for a failure."""
+    day = date(2026, 12, 5)
+    kept = FetchedPrices("cards", day, "api:http://prices", cards=4,
+                         answers={"history": {"data": [{"priceHistory": {"2026-12-04": 412.5}}]},
+                                  "market": {"data": {"prices": {"market": 3.5}}},
+                                  "no-price": {"data": [{"prices": {}}]},
+                                  "garbled": "<html>busy</html>"})
+    assert usable_answers(kept) == {"history", "market"}
+    again = FetchedPrices("cards", day, "api:http://prices", cards=2,
+                          answers={"no-price": {"data": [{"prices": {"market": 9.0}}]}},
+                          failures={"garbled": {"reason": "timeout"}})
+    merged = with_cards_asked_again(kept, again)
+    assert merged.answers["no-price"] == {"data": [{"prices": {"market": 9.0}}]}
+    assert merged.answers["garbled"] == "<html>busy</html>" and merged.failures == {}  # its rejection stays
+    assert usable_answers(merged) == {"history", "market", "no-price"}
