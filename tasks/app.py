@@ -133,7 +133,14 @@ class FairvalueCelery(Celery):
         connection error, so no publish retry either (kombu 5.7; a solo-pool worker met it in
         the Redis restart fault test). The reconnection is made by then and the queue declared;
         nothing was sent (the push comes after), and a second send goes through. Same task id:
-        every task is idempotent anyway."""
+        every task is idempotent anyway.
+
+        No send carries time limits: a task is stopped by the limits of the worker that runs it
+        (its settings, which also size a training's lease). Celery 5.7 otherwise puts into a
+        message sent by name the limits of the task as the sender registered it, from the
+        sender's settings, and the worker obeys those: a training worker's own limit was ignored
+        whenever the general worker that published the request had another."""
+        kwargs["time_limit"] = kwargs["soft_time_limit"] = None
         if _CELERY_SEND_TASK.bind(self, name, *args, **kwargs).arguments.get("task_id") is None:
             kwargs["task_id"] = uuid()  # one id for both sends
         try:

@@ -124,3 +124,22 @@ def test_a_patient_send_after_kombus_closed_channel_goes_again_with_the_same_tas
     tries.clear()
     app.send_task("fairvalue.training.sweep", [], {}, None, None, "by-position")
     assert tries == ["by-position", "by-position"]
+
+
+def test_a_message_carries_no_time_limits_so_the_worker_s_own_apply():
+    """Celery 5.7 copies the time limits of a task registered in the sending process (from that
+    process's settings) into a message sent by name, and the worker obeys the message: every send
+    leaves them out, by name or through a task's apply_async as beat sends, so the worker's apply."""
+    from tasks import cards  # registered here, with this process's limits
+    from tasks.app import create_app
+    from tasks.names import CARD_PRICES
+
+    app = create_app(Settings(broker_url="memory://"))
+    assert app.tasks[CARD_PRICES].soft_time_limit == cards.collect_card_prices.soft_time_limit > 0
+    app.send_task(CARD_PRICES, kwargs={"collection": "cards"}, queue="limits-test")
+    app.tasks[CARD_PRICES].apply_async(kwargs={"collection": "cards"}, queue="limits-test")
+    with app.connection_for_read() as conn, conn.SimpleQueue("limits-test") as queue:
+        for _ in range(2):
+            message = queue.get(timeout=2)
+            assert message.headers["task"] == CARD_PRICES and message.headers["timelimit"] == [None, None]
+            message.ack()
