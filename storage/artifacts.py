@@ -138,22 +138,28 @@ def s3_budget(settings: Settings, short: bool = False) -> S3Budget:
 
 # One S3 client per endpoint, region and budget in each process: a client took 10-45 ms to make
 # (bench/nowcast.py), most stores live for one call, and boto3's clients are thread-safe (making
-# them from its default session is not, hence the lock). They are not fork-safe: a client made
-# before a fork (a prefork worker's parent) is not shared with the child, which makes its own.
+# them from its default session is not, hence the lock). They are not fork-safe: a forked child
+# (a prefork worker's pool process) starts with none, and with a lock of its own.
 _s3_clients: dict[tuple, Any] = {}
 _s3_clients_lock = threading.Lock()
+
+
+def _forget_s3_clients() -> None:
+    global _s3_clients_lock
+    _s3_clients.clear()
+    _s3_clients_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_s3_clients)
 
 
 def s3_client(endpoint_url: str | None, region: str, budget: S3Budget):
     import boto3
     from botocore.config import Config
 
-    pid = os.getpid()
-    key = (pid, endpoint_url, region, budget)
+    key = (endpoint_url, region, budget)
     with _s3_clients_lock:
         if key not in _s3_clients:
-            if any(made_in != pid for made_in, *_ in _s3_clients):
-                _s3_clients.clear()  # the parent's, inherited through a fork
             _s3_clients[key] = boto3.client(
                 "s3",
                 endpoint_url=endpoint_url,

@@ -53,9 +53,11 @@ def test_s3_budgets_reach_the_client():
     assert (short.connect_timeout, short.read_timeout, short.retries["total_max_attempts"]) == (3, 3, 1)
 
 
-def test_a_process_makes_one_s3_client_per_endpoint_and_budget_and_a_forked_child_its_own(monkeypatch):
+def test_a_process_makes_one_s3_client_per_endpoint_and_budget_and_a_forked_child_its_own():
     """The stores made per call share their process's client (one took 10-45 ms to make); another
     endpoint or budget gets its own, and a process forked after it was made does not inherit it."""
+    import os
+
     from fairvalue.settings import Settings
     from storage import artifacts
 
@@ -66,9 +68,12 @@ def test_a_process_makes_one_s3_client_per_endpoint_and_budget_and_a_forked_chil
     other = settings.model_copy(update={"s3_endpoint_url": "http://127.0.0.1:10"})
     assert artifacts.get_store(other).client is not first.client
 
-    parent = artifacts.os.getpid()
-    monkeypatch.setattr(artifacts.os, "getpid", lambda: parent + 1)  # as a forked child sees it
-    child = artifacts.get_store(settings)
-    assert child.client is not first.client
-    assert artifacts.get_store(settings).client is child.client
-    assert all(made_in == parent + 1 for made_in, *_ in artifacts._s3_clients)  # the parent's let go
+    child = os.fork()
+    if child == 0:  # the child: no client of the parent's, and a new one made for it
+        inherited = bool(artifacts._s3_clients)
+        made = artifacts.get_store(settings).client
+        os._exit(0 if not inherited and made is not first.client and made is artifacts.get_store(settings).client
+                 else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert artifacts.get_store(settings).client is first.client  # the parent keeps its own
