@@ -154,7 +154,8 @@ class Settings(BaseSettings):
         "FAIRVALUE_TASK_KILL_GRACE_SECONDS later (the hard limit). The solo pool (`fairvalue up`) enforces "
         "no Celery limit: there the training checks the limit between its stages and ends the attempt the same "
         "way at the first check past it (a stage that outlasts its lease records its time-out too, unless the "
-        "sweep gave the request to a newer attempt meanwhile).")
+        "sweep gave the request to a newer attempt meanwhile). The training worker's own value applies: a "
+        "message carries no time limit (tasks.app.FairvalueCelery.send_task).")
     nowcast_time_limit_seconds: int = Field(
         900, gt=0, description="A nowcast that runs longer is stopped (Celery's soft time limit; its run is "
         "recorded failed, the published snapshot stays) and killed FAIRVALUE_TASK_KILL_GRACE_SECONDS later. "
@@ -199,7 +200,10 @@ class Settings(BaseSettings):
     buy_below: float = Field(0.10, description="BUY when the market price (an open ask, else a recent sale) is "
                              "this share under the fair value.")
     sell_above: float = Field(0.15, description="SELL when it is this share over.")
-    signal_max_age_days: float = Field(30, description="A last sale older than this is no market price.")
+    signal_max_age_days: float = Field(30, description="A last sale older than this is no market price. Give the "
+                                       "API the workers' value of this and of the two thresholds above: it reads "
+                                       "which price a published signal was judged on (signal_basis, deviation) "
+                                       "with its own.")
     market_stale_after_days: float = Field(
         7, ge=0, description="A market with no sale and no floor for longer than this is valued as of that long "
                              "after its last input, not extrapolated to now (0: always now).")
