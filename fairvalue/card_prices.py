@@ -219,17 +219,19 @@ class FetchedPrices:
     waits: list[float] = field(default_factory=list)
     skipped: str | None = None
     stopped: str | None = None  # why the fetch ended before every card was asked (not kept: the next run asks)
+    # Cards whose answer gave no price and were asked again (answered_for_the_day): once a day, not every retry.
+    reasked: list[str] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps({"collection": self.collection, "day": self.day.isoformat(), "origin": self.origin,
                            "cards": self.cards, "answers": self.answers, "failures": self.failures,
-                           "waits": self.waits}, sort_keys=True).encode()
+                           "waits": self.waits, "reasked": self.reasked}, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> FetchedPrices:
         raw = json.loads(data)
         return cls(raw["collection"], date.fromisoformat(raw["day"]), raw["origin"], raw["cards"], raw["answers"],
-                   raw["failures"], raw["waits"])
+                   raw["failures"], raw["waits"], reasked=raw.get("reasked", []))  # kept before it had one
 
 
 def fetch_prices(settings: Settings | None = None, client: PriceTrackerClient | None = None, days: int | None = None,
@@ -277,17 +279,25 @@ def fetch_prices(settings: Settings | None = None, client: PriceTrackerClient | 
 def with_cards_asked_again(kept: FetchedPrices, again: FetchedPrices) -> FetchedPrices:
     """The day's kept answers completed by a second fetch of the cards they had no usable answer
     for (a failure, an answer with no price, or a card activated since): a card's newest answer,
-    its failure only when neither fetch answered it; stopped when the second fetch was."""
+    its failure only when neither fetch answered it; stopped when the second fetch was. The
+    cards whose priceless answer the second fetch asked for again are marked `reasked`."""
     answers = {**kept.answers, **again.answers}
     failures = {key: failure for key, failure in {**kept.failures, **again.failures}.items() if key not in answers}
+    asked = (again.answers.keys() | again.failures.keys()) & (kept.answers.keys() - _priced(kept))
     return FetchedPrices(kept.collection, kept.day, kept.origin, len(answers.keys() | failures.keys()), answers,
-                         failures, kept.waits + again.waits, stopped=again.stopped)
+                         failures, kept.waits + again.waits, stopped=again.stopped,
+                         reasked=sorted(set(kept.reasked) | asked))
 
 
-def usable_answers(fetched: FetchedPrices) -> set[str]:
-    """The cards whose kept answer gives a price row: a second run the same day asks again for
-    the others (an answer with no card object or no price may be the API's passing fault), as it
-    does for the cards the API failed."""
+def answered_for_the_day(fetched: FetchedPrices) -> set[str]:
+    """The cards a second run the same day does not ask the API for again: those whose kept answer
+    gives a price row, and those whose answer gave none but were asked again once already. An
+    answer with no card object or no price may be the API's passing fault, so it is asked again,
+    as a failure is, but once a day: a retry after a database error must not pay for it again."""
+    return _priced(fetched) | (fetched.answers.keys() & set(fetched.reasked))
+
+
+def _priced(fetched: FetchedPrices) -> set[str]:
     return {key for key, body in fetched.answers.items() if rows_from_api(key, body, fetched.day)[0]}
 
 

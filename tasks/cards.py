@@ -6,7 +6,8 @@ Fetching and storing are separate steps: the answers are kept as an artifact (by
 before anything is stored, and a retry after a database error stores from them instead of asking the
 paid API again. So does a run for a day whose answers are already kept: the same message delivered
 again (its worker died, or it outlasted the broker's visibility timeout) or a second run that day;
-it asks the API only for the cards those answers lack (failed, or activated since).
+it asks the API only for the cards those answers lack (failed, activated since, or answered without
+a price, which is asked for again once a day).
 A run slowed past FAIRVALUE_CARD_PRICE_TIME_LIMIT_SECONDS (the API's rate limit) is stopped, so it
 ends before the visibility timeout (which covers it) would start it a second time; it keeps and stores
 the answers it paid for before it is recorded failed, and the next run asks for the other cards."""
@@ -20,12 +21,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 from fairvalue.card_prices import (
     CollectReport,
     FetchedPrices,
+    answered_for_the_day,
     fetch_prices,
     kept_for_day,
     load_fetched,
     save_fetched,
     store_fetched,
-    usable_answers,
     with_cards_asked_again,
 )
 from fairvalue.settings import get_settings
@@ -98,9 +99,9 @@ STOPS = (SoftTimeLimitExceeded,)
 def _ask_again_for_the_unanswered(store, settings, kept: dict[str, str], answers: FetchedPrices,
                                   run: dict) -> tuple[dict[str, str] | None, FetchedPrices]:
     """The kept answers, completed by asking the API for the cards they have no usable answer for
-    (it failed them, answered with no price, or they were activated since), kept again: a second
-    run the same day pays only for those, and still tries them."""
-    again = fetch_prices(settings, today=answers.day, answered=usable_answers(answers), stop_on=STOPS)
+    (it failed them, answered with no price and was not asked again yet, or they were activated
+    since), kept again: a second run the same day pays only for those, and still tries them."""
+    again = fetch_prices(settings, today=answers.day, answered=answered_for_the_day(answers), stop_on=STOPS)
     run["cards_asked_again"] = again.cards
     if not again.cards or again.skipped:
         return kept, answers

@@ -11,10 +11,10 @@ from urllib.request import url2pathname
 
 from fairvalue.card_prices import (
     FetchedPrices,
+    answered_for_the_day,
     kept_for_day,
     load_fetched,
     save_fetched,
-    usable_answers,
     with_cards_asked_again,
 )
 from storage.artifacts import LocalStore
@@ -66,20 +66,26 @@ def test_cards_asked_again_complete_the_kept_answers():
     assert with_cards_asked_again(kept, again).stopped == again.stopped  # the run ends failed after storing
 
 
-def test_a_kept_answer_without_a_price_is_asked_again_and_the_new_answer_replaces_it():
+def test_a_kept_answer_without_a_price_is_asked_again_once_a_day_and_the_new_answer_replaces_it(tmp_path):
     """An answer that gives no price row (no card object, or neither priceHistory nor a market
-    price) may be the API's passing fault: a second run the same day asks for it, as for a failure."""
+    price) may be the API's passing fault: a second run the same day asks for it, as for a failure,
+    but once: a retry after that (a database error) or a third run does not pay for it again."""
     day = date(2026, 12, 5)
     kept = FetchedPrices("cards", day, "api:http://prices", cards=4,
                          answers={"history": {"data": [{"priceHistory": {"2026-12-04": 412.5}}]},
                                   "market": {"data": {"prices": {"market": 3.5}}},
                                   "no-price": {"data": [{"prices": {}}]},
                                   "garbled": "<html>busy</html>"})
-    assert usable_answers(kept) == {"history", "market"}
+    assert answered_for_the_day(kept) == {"history", "market"}
     again = FetchedPrices("cards", day, "api:http://prices", cards=2,
                           answers={"no-price": {"data": [{"prices": {"market": 9.0}}]}},
                           failures={"garbled": {"reason": "timeout"}})
     merged = with_cards_asked_again(kept, again)
     assert merged.answers["no-price"] == {"data": [{"prices": {"market": 9.0}}]}
     assert merged.answers["garbled"] == "<html>busy</html>" and merged.failures == {}  # its rejection stays
-    assert usable_answers(merged) == {"history", "market", "no-price"}
+    assert merged.reasked == ["garbled", "no-price"]
+    store = LocalStore(tmp_path)
+    read_back = load_fetched(store, save_fetched(store, merged))
+    assert read_back == merged and answered_for_the_day(read_back) == {"history", "market", "no-price", "garbled"}
+    stopped_early = FetchedPrices("cards", day, "api:http://prices", cards=1, answers={}, stopped="time limit")
+    assert with_cards_asked_again(kept, stopped_early).reasked == []  # not asked: still asked for next time
