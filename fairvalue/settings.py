@@ -202,8 +202,9 @@ class Settings(BaseSettings):
     sell_above: float = Field(0.15, description="SELL when it is this share over.")
     signal_max_age_days: float = Field(30, description="A last sale older than this is no market price. Give the "
                                        "API the workers' value of this and of the two thresholds above: it reads "
-                                       "which price a published signal was judged on (signal_basis, deviation) "
-                                       "with its own.")
+                                       "with its own which price a published signal was judged on (signal_basis, "
+                                       "deviation; this and FAIRVALUE_BUY_BELOW) and the signal of a price asked "
+                                       "about (GET /v1/items/{id}/quote).")
     market_stale_after_days: float = Field(
         7, ge=0, description="A market with no sale and no floor for longer than this is valued as of that long "
                              "after its last input, not extrapolated to now (0: always now).")

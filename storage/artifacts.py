@@ -164,8 +164,11 @@ def s3_client(endpoint_url: str | None, region: str, budget: S3Budget):
                 "s3",
                 endpoint_url=endpoint_url,
                 region_name=region,
+                # Keep-alive probes: a pooled connection idle between nowcasts and dropped by a NAT
+                # is found dead, rather than waited on for the read timeout.
                 config=Config(retries={"total_max_attempts": budget.attempts, "mode": "standard"},
-                              connect_timeout=budget.connect_timeout, read_timeout=budget.read_timeout),
+                              connect_timeout=budget.connect_timeout, read_timeout=budget.read_timeout,
+                              tcp_keepalive=True),
             )
         return _s3_clients[key]
 

@@ -139,7 +139,8 @@ class FairvalueCelery(Celery):
         (its settings, which also size a training's lease). Celery 5.7 otherwise puts into a
         message sent by name the limits of the task as the sender registered it, from the
         sender's settings, and the worker obeys those: a training worker's own limit was ignored
-        whenever the general worker that published the request had another."""
+        whenever the general worker that published the request had another. A limit passed here
+        is dropped too (no caller passes one): Task.apply_async passes the registry's as if given."""
         kwargs["time_limit"] = kwargs["soft_time_limit"] = None
         if _CELERY_SEND_TASK.bind(self, name, *args, **kwargs).arguments.get("task_id") is None:
             kwargs["task_id"] = uuid()  # one id for both sends

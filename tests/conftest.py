@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+from urllib.parse import urlparse
 
 import redis
 
@@ -38,16 +39,18 @@ SESSION_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 REDIS_CLAIM_KEY = "fairvalue:test-session"
 REDIS_CLAIM_SECONDS = 60
 REDIS_TEST_DBS = range(15, 7, -1)
+_claim: dict[str, redis.Redis] = {}  # the client holding this process's claim, while it holds it
 
 
 def _claim_redis_db() -> str:
     """The broker URL of a Redis database no other live test session holds, claimed for this one.
 
-    FAIRVALUE_TEST_REDIS_URL names one exactly (its claim must be free). Without a reachable Redis
+    FAIRVALUE_TEST_REDIS_URL names one exactly (its claim must be free; _for_this_process). Without a reachable Redis
     the default is returned unclaimed: unit tests never touch it, and the broker fixture fails
     loudly at its first command."""
     explicit = os.environ.get("FAIRVALUE_TEST_REDIS_URL")
-    candidates = [explicit] if explicit else [f"redis://127.0.0.1:6379/{db}" for db in REDIS_TEST_DBS]
+    candidates = ([_for_this_process(explicit)] if explicit
+                  else [f"redis://127.0.0.1:6379/{db}" for db in REDIS_TEST_DBS])
     try:
         for url in candidates:
             client = redis.Redis.from_url(url, socket_connect_timeout=2)
@@ -61,6 +64,34 @@ def _claim_redis_db() -> str:
                        "wait for those to end (a killed one lets go within a minute)")
 
 
+def _for_this_process(url: str) -> str:
+    """The database named, or, in pytest-xdist's second, third... test process (gw1, gw2...), the
+    one that many below it: each process is a test session of its own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    below = int(worker[2:]) if worker[:2] == "gw" and worker[2:].isdigit() else 0
+    if not below:
+        return url
+    parsed = urlparse(url)
+    db = int(parsed.path.strip("/") or 0) - below
+    if db < 0:
+        raise RuntimeError(f"FAIRVALUE_TEST_REDIS_URL {url} leaves no database for test process {worker}: "
+                           "name one numbered at least the processes' count less one")
+    return parsed._replace(path=f"/{db}").geturl()
+
+
+def pytest_configure(config):
+    """pytest-xdist's controller runs no test: the claim it made importing this file is given back,
+    for its test processes (each makes its own) and for other suites on the host."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        release_redis_claim()
+
+
+def release_redis_claim() -> None:
+    client = _claim.pop("client", None)
+    if client is not None and client.get(REDIS_CLAIM_KEY) == SESSION_ID.encode():
+        client.delete(REDIS_CLAIM_KEY)
+
+
 def renew_redis_claim(client: redis.Redis) -> None:
     """Hold this session's claim for another lease, unless another session holds it."""
     holder = client.get(REDIS_CLAIM_KEY)
@@ -70,9 +101,13 @@ def renew_redis_claim(client: redis.Redis) -> None:
 
 def _keep_claim(client: redis.Redis) -> None:
     """Renew the claim while this process lives: a killed session lets go within a lease."""
+    _claim["client"] = client
+
     def renew() -> None:
         while True:
             time.sleep(REDIS_CLAIM_SECONDS / 4)
+            if "client" not in _claim:  # given back (release_redis_claim)
+                return
             try:
                 renew_redis_claim(client)
             except redis.RedisError:

@@ -70,10 +70,14 @@ def test_a_process_makes_one_s3_client_per_endpoint_and_budget_and_a_forked_chil
 
     child = os.fork()
     if child == 0:  # the child: no client of the parent's, and a new one made for it
-        inherited = bool(artifacts._s3_clients)
-        made = artifacts.get_store(settings).client
-        os._exit(0 if not inherited and made is not first.client and made is artifacts.get_store(settings).client
-                 else 1)
+        code = 1
+        try:  # whatever happens, the child must not return into pytest
+            inherited = bool(artifacts._s3_clients)
+            made = artifacts.get_store(settings).client
+            kept = made is artifacts.get_store(settings).client
+            code = 0 if not inherited and made is not first.client and kept else 1
+        finally:
+            os._exit(code)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert artifacts.get_store(settings).client is first.client  # the parent keeps its own
