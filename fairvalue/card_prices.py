@@ -315,9 +315,18 @@ def kept_for_day(store: ArtifactStore, collection: str, day: date) -> dict[str, 
     """The answers kept for this collection and day (the newest, should there be two), as
     save_fetched gave them, or None: a run delivered again (its worker died, or the broker's
     visibility timeout gave its message back) or run again the same day stores from them rather
-    than paying for the same answers twice. ArtifactError when the store cannot be listed."""
-    kept = store.latest(fetched_name(collection, day))
-    return {"uri": kept.uri, "sha256": kept.sha256} if kept else None
+    than paying for the same answers twice. Two kept within the store's time resolution (S3's
+    second: a run asking again for a few cards right after the first kept its answers) are told
+    apart by what they hold: the one with the most answers, the later one completing the earlier.
+    ArtifactError when the store cannot be listed or read."""
+    newest = [{"uri": kept.uri, "sha256": kept.sha256} for kept in store.newest(fetched_name(collection, day))]
+    if len(newest) < 2:
+        return newest[0] if newest else None
+    return max(newest, key=lambda kept: _completeness(load_fetched(store, kept)))
+
+
+def _completeness(fetched: FetchedPrices) -> tuple[int, int]:
+    return len(fetched.answers), len(fetched.reasked)
 
 
 def load_fetched(store: ArtifactStore, kept: dict[str, str]) -> FetchedPrices:

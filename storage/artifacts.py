@@ -44,7 +44,7 @@ class ArtifactStore(Protocol):
 
     def get(self, uri: str, sha256: str) -> bytes: ...
 
-    def latest(self, name: str) -> StoredObject | None: ...
+    def newest(self, name: str) -> list[StoredObject]: ...
 
 
 def content_key(name: str, digest: str) -> str:
@@ -102,19 +102,18 @@ class LocalStore:
             raise ArtifactError(f"cannot read artifact {uri}: {exc.strerror or exc}") from exc
         return verify(data, sha256, uri)
 
-    def latest(self, name: str) -> StoredObject | None:
-        """The newest object put under `name` (any content), or None: how a caller finds what it
-        kept by name when it no longer holds the uri."""
+    def newest(self, name: str) -> list[StoredObject]:
+        """The objects put under `name` (any content) last: how a caller finds what it kept by
+        name when it no longer holds the uri. One, or those of one modification time; [] if none."""
         folder = self.root / name.rpartition("/")[0]
         try:
-            found = [(p.stat().st_mtime, p, digest) for p in folder.glob("*")
+            found = [(p.stat().st_mtime_ns, p, digest) for p in folder.glob("*")
                      if (digest := digest_in_key(name, p.relative_to(self.root).as_posix()))]
         except OSError as exc:
             raise ArtifactError(f"cannot list artifacts in {folder}: {exc.strerror or exc}") from exc
-        if not found:
-            return None
-        _, path, digest = max(found)
-        return StoredObject(uri=path.resolve().as_uri(), sha256=digest, size=path.stat().st_size)
+        last = max((mtime for mtime, _, _ in found), default=None)
+        return [StoredObject(uri=path.resolve().as_uri(), sha256=digest, size=path.stat().st_size)
+                for mtime, path, digest in sorted(found) if mtime == last]
 
 
 @dataclass(frozen=True)
@@ -207,8 +206,9 @@ class S3Store:
             raise ArtifactError(f"cannot read {uri}: {exc}") from exc
         return verify(data, sha256, uri)
 
-    def latest(self, name: str) -> StoredObject | None:
-        """The newest object put under `name` (any content), or None (one LIST call)."""
+    def newest(self, name: str) -> list[StoredObject]:
+        """The objects put under `name` (any content) last, by LastModified (one LIST call): one,
+        or several put within the same second, S3's resolution; [] if none."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         head = self._key(name, "\0").split("\0")[0]
@@ -219,10 +219,9 @@ class S3Store:
         skip = len(self.prefix) + 1 if self.prefix else 0  # the keys as content_key made them
         found = [(obj["LastModified"], obj["Key"], obj["Size"], digest) for obj in listed
                  if (digest := digest_in_key(name, obj["Key"][skip:]))]
-        if not found:
-            return None
-        _, key, size, digest = max(found)
-        return StoredObject(uri=f"s3://{self.bucket}/{key}", sha256=digest, size=size)
+        last = max((modified for modified, *_ in found), default=None)
+        return [StoredObject(uri=f"s3://{self.bucket}/{key}", sha256=digest, size=size)
+                for modified, key, size, digest in sorted(found) if modified == last]
 
     def ensure_bucket(self) -> None:
         from botocore.exceptions import ClientError

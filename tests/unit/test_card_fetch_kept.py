@@ -89,3 +89,20 @@ def test_a_kept_answer_without_a_price_is_asked_again_once_a_day_and_the_new_ans
     assert read_back == merged and answered_for_the_day(read_back) == {"history", "market", "no-price", "garbled"}
     stopped_early = FetchedPrices("cards", day, "api:http://prices", cards=1, answers={}, stopped="time limit")
     assert with_cards_asked_again(kept, stopped_early).reasked == []  # not asked: still asked for next time
+
+
+def test_two_answers_kept_within_the_stores_time_resolution_are_told_apart_by_what_they_hold(tmp_path):
+    """S3's LastModified is to the second: a run asking again for a few cards right after the first
+    kept its answers may keep the completed answers within the same second. The one holding more
+    answers is read, whichever key sorts first, so the next run does not pay for them again."""
+    store = LocalStore(tmp_path)
+    day = date(2026, 12, 5)
+    fuller = save_fetched(store, FetchedPrices("cards", day, "api:http://prices", cards=2,
+                                               answers={"a": 1, "b": 2}))
+    first = save_fetched(store, FetchedPrices("cards", day, "api:http://prices", cards=2, answers={"a": 1},
+                                              failures={"b": {"reason": "timeout"}}))
+    same_moment = time.time() - 10
+    for kept in (fuller, first):
+        os.utime(url2pathname(urlparse(kept["uri"]).path), (same_moment, same_moment))
+    assert len(store.newest("card-prices/cards/2026-12-05.json")) == 2
+    assert kept_for_day(store, "cards", day) == fuller
