@@ -25,7 +25,7 @@ from models.times import naive_utc_moment
 from storage.artifacts import get_store
 from storage.db import session_scope
 from storage.registry import load_model
-from storage.snapshots import published_snapshot
+from storage.snapshots import SignalRules, published_snapshot, signal_rules_of
 from storage.tables import Collection, Item, ModelVersion, NowcastRow
 
 # The snapshot stores 6 significant digits (storage/snapshots.format_floats): a recomputed value
@@ -92,13 +92,14 @@ def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5
         data_snapshot = snapshot.data_snapshot  # None before migration 0010 and on SQLite
         as_of, valued_at = naive_utc_moment(snapshot.as_of), naive_utc_moment(snapshot.valued_at)
         collection_id, currency = collection.id, collection.currency
+        rules = signal_rules_of(session.connection(), {snapshot_id}, SignalRules.of(settings))[snapshot_id]
     model, data = _model_and_market(collection_id, snapshot_id, version_id, data_read_at, data_snapshot)
     if hasattr(model, "value_days"):  # a daily-priced collection (trading cards): models/daily.py
         # At the moment the snapshot valued (as_of, or a little after the last prices), with the
-        # signal's rule, so the deviation is the item's. Cards snapshots always stored it.
+        # signal's rule at the snapshot's thresholds, so the deviation is the item's. Cards snapshots
+        # always stored valued_at.
         try:
-            out = model.explain(data, item_key, valued_at if valued_at is not None else as_of, settings.buy_below,
-                                settings.sell_above, settings.signal_max_age_days)
+            out = model.explain(data, item_key, valued_at if valued_at is not None else as_of, *rules)
         except LookupError as exc:
             raise UnknownItem(str(exc)) from None
     else:  # the moment the snapshot valued it at (as_of, or the last market known before it)

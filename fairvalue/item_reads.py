@@ -31,11 +31,13 @@ from models.validation import MAX_PRICE
 from storage.db import get_engine, session_scope
 from storage.snapshots import (
     PublishedValue,
+    SignalRules,
     publish_listeners,
     published_snapshot,
     read_pointer,
     read_published_items,
     read_snapshot_items,
+    signal_rules_of,
 )
 
 
@@ -55,19 +57,35 @@ def signal_prices(values: list[PublishedValue]) -> list[tuple[str | None, float]
     """(basis, deviation) of each published value: which price its signal was read from, the
     open ask or the last sale while it is at most FAIRVALUE_SIGNAL_MAX_AGE_DAYS older than the
     valuation, and that price's deviation from the fair value; (None, NaN) when neither is one.
-    The nowcast's own rule (models.signals.market_signals), so an answer's deviation is the one its
-    signal was judged on, at the thresholds of now."""
+    The nowcast's own rule (models.signals.market_signals) at the thresholds its snapshot recorded,
+    so an answer's deviation is the one its signal was judged on, whatever this process's settings."""
     if not values:
         return []
-    settings = get_settings()
     nan = float("nan")
-    ages = [((v.valued_at or v.as_of) - v.last_sale_at).total_seconds() / 86400.0
-            if v.last_sale_at is not None else nan for v in values]
-    _, bases, deviations = market_signals(
-        [nan if v.ask_price is None else v.ask_price for v in values],
-        [nan if v.last_price is None else v.last_price for v in values], ages,
-        [v.fair_value for v in values], settings.buy_below, settings.sell_above, settings.signal_max_age_days)
-    return list(zip(bases.tolist(), deviations.tolist(), strict=True))
+    rows_of: dict[int, list[int]] = {}
+    for i, v in enumerate(values):
+        rows_of.setdefault(v.snapshot_id, []).append(i)
+    rules = snapshot_signal_rules(set(rows_of))
+    found: list[tuple[str | None, float]] = [(None, nan)] * len(values)
+    for snapshot_id, rows in rows_of.items():
+        buy_below, sell_above, max_age_days = rules[snapshot_id]
+        group = [values[i] for i in rows]
+        ages = [((v.valued_at or v.as_of) - v.last_sale_at).total_seconds() / 86400.0
+                if v.last_sale_at is not None else nan for v in group]
+        _, bases, deviations = market_signals(
+            [nan if v.ask_price is None else v.ask_price for v in group],
+            [nan if v.last_price is None else v.last_price for v in group], ages,
+            [v.fair_value for v in group], buy_below, sell_above, max_age_days)
+        for i, basis, deviation in zip(rows, bases.tolist(), deviations.tolist(), strict=True):
+            found[i] = (basis, deviation)
+    return found
+
+
+def snapshot_signal_rules(snapshot_ids: set[int]) -> dict[int, SignalRules]:
+    """The thresholds each snapshot's signals were judged at; this process's settings for a
+    snapshot made before they were recorded (migration 0017)."""
+    with get_engine().connect() as connection:
+        return signal_rules_of(connection, snapshot_ids, SignalRules.of(get_settings()))
 
 
 def _valuation(v: PublishedValue, version: int | None, currency: str,
@@ -220,16 +238,16 @@ def valuations(slug: str | None, keys: list[str]) -> Served:
 
 def quote(slug: str | None, key: str, price: float) -> dict[str, Any]:
     """An asked price (a listing, an offer) against the item's published value: how far it
-    strays, the signal it would get at the service's thresholds (as the published signal gets
-    from the last sale) and where it sits in the band."""
+    strays, the signal it would get at the thresholds the published signals were judged at (as
+    the published signal gets from the last sale) and where it sits in the band."""
     slug = slug or get_settings().collection
     check_item_key(key)
     if not 0 < price <= MAX_PRICE:
         raise BadInput(f"price must be above 0 and at most {MAX_PRICE:g}, got {price:g}")
     row = _published_item(slug, key, with_attributes=False)
-    settings = get_settings()
     value = _value_of(row)
     valuation = _valuation(value, row.model_version, row.currency, signal_prices([value])[0])
+    rules = snapshot_signal_rules({value.snapshot_id})[value.snapshot_id]  # the published signals' own
     return {
         "item_id": key,
         "price": price,
@@ -237,9 +255,9 @@ def quote(slug: str | None, key: str, price: float) -> dict[str, Any]:
         "fair_value": valuation["fair_value"],
         "band": valuation["band"],
         "deviation": rounded(price / row.fair_value - 1),
-        "signal": str(signals([price], [row.fair_value], settings.buy_below, settings.sell_above)[0]),
+        "signal": str(signals([price], [row.fair_value], rules.buy_below, rules.sell_above)[0]),
         "band_position": None if row.p10 is None or row.p90 is None else band_position(price, row.p10, row.p90),
-        "thresholds": {"buy_below": settings.buy_below, "sell_above": settings.sell_above},
+        "thresholds": {"buy_below": rules.buy_below, "sell_above": rules.sell_above},
         "snapshot": valuation["snapshot"],
         "model_version": valuation["model_version"],
     }

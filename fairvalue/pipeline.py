@@ -39,7 +39,7 @@ from storage.db import consistent_reads, database_now, session_scope
 from storage.market import current_snapshot, load_market_data, stored_after
 from storage.registry import CHAMPION, get_alias, load_model, promote, register_version
 from storage.retention import RetentionReport
-from storage.snapshots import publish, snapshot_csv, snapshot_csv_gz, write_snapshot
+from storage.snapshots import SignalRules, publish, snapshot_csv, snapshot_csv_gz, write_snapshot
 from storage.tables import Collection, ModelVersion, NowcastSnapshot, Sale, utcnow
 from storage.webhook_batch import CallOutcome, WebhookCall
 
@@ -628,7 +628,7 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     rows_csv = snapshot_csv(values)  # one text for the database rows and the archive
     with session_scope() as session:
         snapshot = write_snapshot(session, coll, champion.id, as_of, cutoff, values, rows_csv, valued_at,
-                                  data_read_at, read_under)
+                                  data_read_at, read_under, SignalRules.of(settings))
     lap("write")
     with session_scope() as session:
         snapshot = session.get(NowcastSnapshot, snapshot.id)
@@ -683,7 +683,8 @@ def shadow_nowcasts(settings: Settings, coll: Collection, data, moment, as_of, c
         values = kinds.kind_of(coll).value_all(model, data, moment, settings, asked_at=asked_at)
         with session_scope() as session:
             snapshot = write_snapshot(session, coll, version.id, as_of, cutoff, values, valued_at=valued_at,
-                                      data_read_at=data_read_at, data_snapshot=read_under)
+                                      data_read_at=data_read_at, data_snapshot=read_under,
+                                      signal_rules=SignalRules.of(settings))
             snapshot.status, snapshot.published_at = snapshots.SHADOW, published_at
             session.add(snapshot)
         written[alias] = snapshot.id

@@ -13,6 +13,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,7 @@ def write_snapshot(
     valued_at: datetime | None = None,
     data_read_at: datetime | None = None,
     data_snapshot: str | None = None,
+    signal_rules: SignalRules | None = None,
 ) -> NowcastSnapshot:
     """Write a complete, unpublished snapshot (the caller commits). `valued_at` is the moment the
     values are for, when it is not `as_of` (a silent market, models.nowcast.valuation_moment);
@@ -58,7 +60,8 @@ def write_snapshot(
     The rows stored are exactly the archive's (`snapshot_csv`; pass it as `rows_csv` when it is
     already made), streamed with COPY on PostgreSQL: a 1M-item snapshot as executemany INSERTs
     took minutes. It is still written `building` in the caller's transaction and published by
-    one pointer switch."""
+    one pointer switch. `signal_rules`: the thresholds the values' signals were judged at."""
+    rules = signal_rules or SignalRules(None, None, None)
     snapshot = NowcastSnapshot(
         collection_id=collection.id,
         model_version_id=model_version_id,
@@ -69,6 +72,9 @@ def write_snapshot(
         status=BUILDING,
         data_read_at=data_read_at,
         data_snapshot=data_snapshot,
+        signal_buy_below=rules.buy_below,
+        signal_sell_above=rules.sell_above,
+        signal_max_age_days=rules.max_age_days,
     )
     session.add(snapshot)
     session.flush()
@@ -131,6 +137,32 @@ def publish(session: Session, collection: Collection, snapshot: NowcastSnapshot)
     set_committed_value(snapshot, "published_at", now)
     _notify_after_commit(session, collection.slug)
     return True
+
+
+class SignalRules(NamedTuple):
+    """The thresholds a snapshot's signals were judged at (models.signals.market_signals)."""
+
+    buy_below: float | None
+    sell_above: float | None
+    max_age_days: float | None
+
+    @classmethod
+    def of(cls, settings) -> SignalRules:
+        """The thresholds `settings` (fairvalue.settings.Settings) judge signals at, as kind.value_all does."""
+        return cls(settings.buy_below, settings.sell_above, settings.signal_max_age_days)
+
+
+def signal_rules_of(connection: Connection, snapshot_ids: set[int], fallback: SignalRules) -> dict[int, SignalRules]:
+    """The thresholds each snapshot's signals were judged at; `fallback`'s (the reader's settings)
+    where a snapshot made before migration 0017 recorded none."""
+    rows = connection.execute(sa_select(NowcastSnapshot.id, NowcastSnapshot.signal_buy_below,
+                                        NowcastSnapshot.signal_sell_above, NowcastSnapshot.signal_max_age_days)
+                              .where(NowcastSnapshot.id.in_(sorted(snapshot_ids)))) if snapshot_ids else []
+    recorded = {row[0]: row[1:] for row in rows}
+    return {snapshot_id: SignalRules(*(own if kept is None else kept
+                                       for kept, own in zip(recorded.get(snapshot_id, fallback), fallback,
+                                                            strict=True)))
+            for snapshot_id in snapshot_ids}
 
 
 @dataclass(frozen=True)

@@ -238,6 +238,12 @@ class NowcastSnapshot(SQLModel, table=True):
     rows_thinned_at: datetime | None = Field(default=None, description=(
         "When retention left the snapshot only the rows its readers still need (storage/retention.py); "
         "null for a snapshot kept whole"))
+    # The thresholds its signals were judged at (FAIRVALUE_BUY_BELOW, _SELL_ABOVE, _SIGNAL_MAX_AGE_DAYS of
+    # the worker that made it): a reader tells which price a signal was read from by the same rule
+    # (fairvalue.item_reads.signal_prices). Null before migration 0017: read with the reader's settings.
+    signal_buy_below: float | None = None
+    signal_sell_above: float | None = None
+    signal_max_age_days: float | None = None
 
 
 class NowcastRow(SQLModel, table=True):

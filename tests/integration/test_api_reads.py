@@ -465,3 +465,33 @@ def test_a_versions_diagnostics_page_is_served_as_stored_and_linked_from_the_mod
     assert missing.status_code == 404 and "no model version 999999999" in missing.text
     assert client.get("/v1/models/v1/diagnostics").status_code == 400
     assert f'href="/v1/collections/cryptopunks/models/{version}/diagnostics"' in client.get("/models").text
+
+
+def test_a_snapshot_is_read_at_the_thresholds_its_signals_were_judged_at(client, seeded):
+    """A worker with another FAIRVALUE_BUY_BELOW, _SELL_ABOVE and _SIGNAL_MAX_AGE_DAYS than the
+    API's (0.10, 0.15, 30 days) made the published signals: which price each was judged on
+    (signal_basis, deviation) and a quote's signal follow the thresholds the snapshot recorded."""
+    from fairvalue import pipeline
+    from storage.snapshots import SignalRules
+
+    with session_scope() as session:
+        coll = ensure_collection(session, "cryptopunks")
+        values = pd.DataFrame({"item_key": [str(i) for i in range(10_000)], "fair_value": 100.0, "p10": 90.0,
+                               "p90": 110.0, "signal": "HOLD", "last_price": 80.0,
+                               "last_sale_at": pd.Timestamp("2021-03-11 12:00")})
+        snap = write_snapshot(session, coll, seeded["train"].model_version_id, utcnow(), None, values,
+                              signal_rules=SignalRules(buy_below=0.5, sell_above=0.5, max_age_days=10_000))
+    with session_scope() as session:
+        publish(session, coll, snap)
+    try:
+        item = client.get("/v1/items/7804").json()
+        assert (item["signal"], item["signal_basis"]) == ("HOLD", "last_sale")  # five years old, under 10,000 days
+        assert item["deviation"] == pytest.approx(-0.2)
+        bulk = client.get("/v1/valuations?ids=7804,1").json()
+        assert {(v["signal_basis"], v["deviation"]) for v in bulk["valuations"]} == {("last_sale", -0.2)}
+        quoted = client.get("/v1/items/7804/quote?price=60").json()  # 40 % under: HOLD at 0.5, not BUY
+        assert (quoted["signal"], quoted["thresholds"]) == ("HOLD", {"buy_below": 0.5, "sell_above": 0.5})
+        listed = client.get("/v1/collections/cryptopunks/signals?limit=3").json()
+        assert listed["total"] == 10_000 and {s["signal_basis"] for s in listed["signals"]} == {"last_sale"}
+    finally:
+        pipeline.nowcast()  # the champion's values published again for the tests after this one
