@@ -200,11 +200,11 @@ class Settings(BaseSettings):
     buy_below: float = Field(0.10, description="BUY when the market price (an open ask, else a recent sale) is "
                              "this share under the fair value.")
     sell_above: float = Field(0.15, description="SELL when it is this share over.")
-    signal_max_age_days: float = Field(30, description="A last sale older than this is no market price. Give the "
-                                       "API the workers' value of this and of the two thresholds above: it reads "
-                                       "with its own which price a published signal was judged on (signal_basis, "
-                                       "deviation; this and FAIRVALUE_BUY_BELOW) and the signal of a price asked "
-                                       "about (GET /v1/items/{id}/quote).")
+    signal_max_age_days: float = Field(30, description="A last sale older than this is no market price. This and "
+                                       "the two thresholds above are recorded with each snapshot by the worker "
+                                       "that makes it; the API reads a published signal's basis and deviation, and "
+                                       "quotes, at the snapshot's (its own only for snapshots from before "
+                                       "migration 0017).")
     market_stale_after_days: float = Field(
         7, ge=0, description="A market with no sale and no floor for longer than this is valued as of that long "
                              "after its last input, not extrapolated to now (0: always now).")
