@@ -65,8 +65,9 @@ def item_quote(request: Request) -> JSONResponse:
       - {name: price, in: query, required: true, schema: {type: number, minimum: 0, exclusiveMinimum: true},
          description: "in the collection's currency"}
     responses:
-      200: {description: "price, fair value, band, deviation, the signal at the service's thresholds, where the
-        price sits in the band (below_band, in_band, above_band), snapshot, model version"}
+      200: {description: "price, fair value, band, deviation, the signal at the thresholds the published snapshot's
+        signals were judged at (thresholds), where the price sits in the band (below_band, in_band, above_band),
+        snapshot, model version"}
       400: {$ref: "#/components/responses/BadRequest"}
       404: {$ref: "#/components/responses/NotFound"}
       503: {$ref: "#/components/responses/NotReady"}
