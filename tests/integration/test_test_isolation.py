@@ -89,8 +89,20 @@ def test_this_sessions_redis_database_is_claimed_and_a_second_session_is_refused
     assert broker.get(conftest.REDIS_CLAIM_KEY) == conftest.SESSION_ID.encode()
     assert 0 < broker.ttl(conftest.REDIS_CLAIM_KEY) <= conftest.REDIS_CLAIM_SECONDS  # a killed session lets go
     monkeypatch.setenv("FAIRVALUE_TEST_REDIS_URL", conftest.REDIS_URL)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # as the first test process names it
     with pytest.raises(RuntimeError, match="held by another test session"):
         conftest._claim_redis_db()
+
+
+def test_a_named_redis_database_counts_down_per_test_process(monkeypatch):
+    """FAIRVALUE_TEST_REDIS_URL names the first test process's database; pytest-xdist's gw1 takes
+    the one below it, and a name that leaves none is refused with why."""
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    assert conftest._for_this_process("redis://127.0.0.1:6379/12") == "redis://127.0.0.1:6379/12"
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    assert conftest._for_this_process("redis://127.0.0.1:6379/12") == "redis://127.0.0.1:6379/11"
+    with pytest.raises(RuntimeError, match="leaves no database for test process gw1"):
+        conftest._for_this_process("redis://127.0.0.1:6379/0")
 
 
 def test_a_second_session_takes_the_next_free_database():
