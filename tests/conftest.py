@@ -45,9 +45,9 @@ _claim: dict[str, redis.Redis] = {}  # the client holding this process's claim, 
 def _claim_redis_db() -> str:
     """The broker URL of a Redis database no other live test session holds, claimed for this one.
 
-    FAIRVALUE_TEST_REDIS_URL names one exactly (its claim must be free; _for_this_process). Without a reachable Redis
-    the default is returned unclaimed: unit tests never touch it, and the broker fixture fails
-    loudly at its first command."""
+    FAIRVALUE_TEST_REDIS_URL names one exactly (its claim must be free), counted down per test
+    process (_for_this_process). Without a reachable Redis the default is returned unclaimed: unit
+    tests never touch it, and the broker fixture fails loudly at its first command."""
     explicit = os.environ.get("FAIRVALUE_TEST_REDIS_URL")
     candidates = ([_for_this_process(explicit)] if explicit
                   else [f"redis://127.0.0.1:6379/{db}" for db in REDIS_TEST_DBS])
