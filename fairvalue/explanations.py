@@ -25,7 +25,7 @@ from models.times import naive_utc_moment
 from storage.artifacts import get_store
 from storage.db import session_scope
 from storage.registry import load_model
-from storage.snapshots import SignalRules, published_snapshot, signal_rules_of
+from storage.snapshots import SignalRules, published_snapshot
 from storage.tables import Collection, Item, ModelVersion, NowcastRow
 
 # The snapshot stores 6 significant digits (storage/snapshots.format_floats): a recomputed value
@@ -92,7 +92,7 @@ def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5
         data_snapshot = snapshot.data_snapshot  # None before migration 0010 and on SQLite
         as_of, valued_at = naive_utc_moment(snapshot.as_of), naive_utc_moment(snapshot.valued_at)
         collection_id, currency = collection.id, collection.currency
-        rules = signal_rules_of(session.connection(), {snapshot_id}, SignalRules.of(settings))[snapshot_id]
+        rules = SignalRules.recorded(snapshot, settings)
     model, data = _model_and_market(collection_id, snapshot_id, version_id, data_read_at, data_snapshot)
     if hasattr(model, "value_days"):  # a daily-priced collection (trading cards): models/daily.py
         # At the moment the snapshot valued (as_of, or a little after the last prices), with the

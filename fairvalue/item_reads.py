@@ -37,7 +37,6 @@ from storage.snapshots import (
     read_pointer,
     read_published_items,
     read_snapshot_items,
-    signal_rules_of,
 )
 
 
@@ -58,34 +57,18 @@ def signal_prices(values: list[PublishedValue]) -> list[tuple[str | None, float]
     open ask or the last sale while it is at most FAIRVALUE_SIGNAL_MAX_AGE_DAYS older than the
     valuation, and that price's deviation from the fair value; (None, NaN) when neither is one.
     The nowcast's own rule (models.signals.market_signals) at the thresholds its snapshot recorded,
-    so an answer's deviation is the one its signal was judged on, whatever this process's settings."""
+    so an answer's deviation is the one its signal was judged on, whatever this process's settings.
+    The values are one snapshot's (every caller reads one)."""
     if not values:
         return []
     nan = float("nan")
-    rows_of: dict[int, list[int]] = {}
-    for i, v in enumerate(values):
-        rows_of.setdefault(v.snapshot_id, []).append(i)
-    rules = snapshot_signal_rules(set(rows_of))
-    found: list[tuple[str | None, float]] = [(None, nan)] * len(values)
-    for snapshot_id, rows in rows_of.items():
-        buy_below, sell_above, max_age_days = rules[snapshot_id]
-        group = [values[i] for i in rows]
-        ages = [((v.valued_at or v.as_of) - v.last_sale_at).total_seconds() / 86400.0
-                if v.last_sale_at is not None else nan for v in group]
-        _, bases, deviations = market_signals(
-            [nan if v.ask_price is None else v.ask_price for v in group],
-            [nan if v.last_price is None else v.last_price for v in group], ages,
-            [v.fair_value for v in group], buy_below, sell_above, max_age_days)
-        for i, basis, deviation in zip(rows, bases.tolist(), deviations.tolist(), strict=True):
-            found[i] = (basis, deviation)
-    return found
-
-
-def snapshot_signal_rules(snapshot_ids: set[int]) -> dict[int, SignalRules]:
-    """The thresholds each snapshot's signals were judged at; this process's settings for a
-    snapshot made before they were recorded (migration 0017)."""
-    with get_engine().connect() as connection:
-        return signal_rules_of(connection, snapshot_ids, SignalRules.of(get_settings()))
+    ages = [((v.valued_at or v.as_of) - v.last_sale_at).total_seconds() / 86400.0
+            if v.last_sale_at is not None else nan for v in values]
+    _, bases, deviations = market_signals(
+        [nan if v.ask_price is None else v.ask_price for v in values],
+        [nan if v.last_price is None else v.last_price for v in values], ages,
+        [v.fair_value for v in values], *SignalRules.recorded(values[0], get_settings()))
+    return list(zip(bases.tolist(), deviations.tolist(), strict=True))
 
 
 def _valuation(v: PublishedValue, version: int | None, currency: str,
@@ -110,7 +93,8 @@ def _valuation(v: PublishedValue, version: int | None, currency: str,
 def _value_of(row) -> PublishedValue:
     return PublishedValue(row.snapshot_id, row.as_of, row.published_at, row.model_version_id, row.item_key,
                           row.fair_value, row.p10, row.p90, row.signal, row.last_price, row.last_sale_at,
-                          row.valued_at, row.ask_price, row.ask_at)
+                          row.valued_at, row.ask_price, row.ask_at, row.signal_buy_below, row.signal_sell_above,
+                          row.signal_max_age_days)
 
 
 def _item_extra(slug: str, row) -> dict[str, Any]:
@@ -247,7 +231,7 @@ def quote(slug: str | None, key: str, price: float) -> dict[str, Any]:
     row = _published_item(slug, key, with_attributes=False)
     value = _value_of(row)
     valuation = _valuation(value, row.model_version, row.currency, signal_prices([value])[0])
-    rules = snapshot_signal_rules({value.snapshot_id})[value.snapshot_id]  # the published signals' own
+    rules = SignalRules.recorded(value, get_settings())  # the published signals' own
     return {
         "item_id": key,
         "price": price,

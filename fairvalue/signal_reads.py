@@ -94,7 +94,8 @@ def signals_page(slug: str | None = None, signal: str | None = None, item_type: 
     picked = []
     for (basis, deviation), r in zip(signal_prices([PublishedValue(
             snap.id, snap.as_of, snap.published_at, snap.model_version_id, r[0], r[1], r[2], r[3], r[4], r[5], r[6],
-            snap.valued_at, r[9], r[10]) for r in rows]), rows, strict=True):
+            snap.valued_at, r[9], r[10], snap.signal_buy_below, snap.signal_sell_above, snap.signal_max_age_days)
+            for r in rows]), rows, strict=True):
         if basis is None or (min_deviation is not None and abs(deviation) < min_deviation):
             continue
         if trait and not _has_trait(r[8] or {}, trait):

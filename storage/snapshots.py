@@ -151,18 +151,13 @@ class SignalRules(NamedTuple):
         """The thresholds `settings` (fairvalue.settings.Settings) judge signals at, as kind.value_all does."""
         return cls(settings.buy_below, settings.sell_above, settings.signal_max_age_days)
 
-
-def signal_rules_of(connection: Connection, snapshot_ids: set[int], fallback: SignalRules) -> dict[int, SignalRules]:
-    """The thresholds each snapshot's signals were judged at; `fallback`'s (the reader's settings)
-    where a snapshot made before migration 0017 recorded none."""
-    rows = connection.execute(sa_select(NowcastSnapshot.id, NowcastSnapshot.signal_buy_below,
-                                        NowcastSnapshot.signal_sell_above, NowcastSnapshot.signal_max_age_days)
-                              .where(NowcastSnapshot.id.in_(sorted(snapshot_ids)))) if snapshot_ids else []
-    recorded = {row[0]: row[1:] for row in rows}
-    return {snapshot_id: SignalRules(*(own if kept is None else kept
-                                       for kept, own in zip(recorded.get(snapshot_id, fallback), fallback,
-                                                            strict=True)))
-            for snapshot_id in snapshot_ids}
+    @classmethod
+    def recorded(cls, snapshot, settings) -> SignalRules:
+        """The thresholds `snapshot` (a NowcastSnapshot, or a row with its signal_* columns) recorded;
+        `settings`' for a snapshot made before migration 0017, which recorded none."""
+        if snapshot.signal_buy_below is None:
+            return cls.of(settings)
+        return cls(snapshot.signal_buy_below, snapshot.signal_sell_above, snapshot.signal_max_age_days)
 
 
 @dataclass(frozen=True)
@@ -181,6 +176,10 @@ class PublishedValue:
     valued_at: datetime | None  # the snapshot's (NowcastSnapshot.valued_at; null before migration 0007)
     ask_price: float | None = None  # the item's open ask at the nowcast (models/listings.py), if any
     ask_at: datetime | None = None
+    # The snapshot's thresholds (NowcastSnapshot.signal_*; null before migration 0017)
+    signal_buy_below: float | None = None
+    signal_sell_above: float | None = None
+    signal_max_age_days: float | None = None
 
 
 def read_published(
@@ -194,6 +193,7 @@ def read_published(
             NowcastSnapshot.model_version_id, NowcastRow.item_key, NowcastRow.fair_value,
             NowcastRow.p10, NowcastRow.p90, NowcastRow.signal, NowcastRow.last_price,
             NowcastRow.last_sale_at, NowcastSnapshot.valued_at, NowcastRow.ask_price, NowcastRow.ask_at,
+            NowcastSnapshot.signal_buy_below, NowcastSnapshot.signal_sell_above, NowcastSnapshot.signal_max_age_days,
         )
         .select_from(PublishedSnapshot)
         .join(NowcastSnapshot, NowcastSnapshot.id == PublishedSnapshot.snapshot_id)
@@ -219,6 +219,7 @@ def _published_items_statement(with_attributes: bool):
             NowcastSnapshot.model_version_id, ModelVersion.version.label("model_version"),
             NowcastRow.fair_value, NowcastRow.p10, NowcastRow.p90, NowcastRow.signal, NowcastRow.last_price,
             NowcastRow.last_sale_at, NowcastRow.ask_price, NowcastRow.ask_at,
+            NowcastSnapshot.signal_buy_below, NowcastSnapshot.signal_sell_above, NowcastSnapshot.signal_max_age_days,
         )
         .select_from(Collection)
         .join(Item, and_(Item.collection_id == Collection.id, Item.item_key.in_(bindparam("keys", expanding=True))))
@@ -265,6 +266,7 @@ SNAPSHOT_ITEMS = (
         NowcastSnapshot.model_version_id, ModelVersion.version.label("model_version"),
         NowcastRow.fair_value, NowcastRow.p10, NowcastRow.p90, NowcastRow.signal, NowcastRow.last_price,
         NowcastRow.last_sale_at, NowcastRow.ask_price, NowcastRow.ask_at,
+        NowcastSnapshot.signal_buy_below, NowcastSnapshot.signal_sell_above, NowcastSnapshot.signal_max_age_days,
     )
     .select_from(NowcastSnapshot)
     .join(Collection, Collection.id == NowcastSnapshot.collection_id)
