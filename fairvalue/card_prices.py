@@ -262,7 +262,8 @@ def fetch_prices(settings: Settings | None = None, client: PriceTrackerClient | 
             fetched.cards += 1
             external_id = attributes.get("external_id")
             try:
-                fetched.answers[key] = client.card(str(external_id or ""), days or settings.card_price_history_days)
+                fetched.answers[key] = client.card(str(external_id or ""),
+                                                   settings.card_price_history_days if days is None else days)
             except PriceAPIError as exc:
                 fetched.failures[key] = {"reason": exc.reason, "detail": exc.detail, "attempts": exc.attempts,
                                          "external_id": external_id}
@@ -347,8 +348,9 @@ def store_fetched(settings: Settings, fetched: FetchedPrices) -> CollectReport:
         rejection = Rejection({"card_id": key, "external_id": failure["external_id"], "attempts": failure["attempts"],
                                "day": today.isoformat()}, failure["reason"], failure["detail"])
         with session_scope() as session:
-            store_rejections(session, coll, [rejection], fetched.origin)
+            kept_now = store_rejections(session, coll, [rejection], fetched.origin)
         report.prices.rejected += 1
+        report.prices.rejected_kept_before += 1 - kept_now
         report.prices.reasons[failure["reason"]] += 1
     for key, body in sorted(fetched.answers.items()):
         rows, problems = rows_from_api(key, body, today)

@@ -16,7 +16,7 @@ release is.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,6 +75,14 @@ class UniverseHeader(BaseModel):
     # The first day the market could trade: a price dated before it is refused (before_collection).
     first_day: date | None = Field(None, ge=EARLIEST_SALE.date())
     cards: list[Any]
+
+    @field_validator("first_day")
+    @classmethod
+    def _not_in_the_future(cls, value: date | None) -> date | None:
+        # A first day after today would refuse every real price as before_collection until then.
+        if value is not None and value > datetime.now(UTC).date():
+            raise ValueError(f"{value.isoformat()} is in the future: every price until then would be refused")
+        return value
 
 
 @dataclass
@@ -140,7 +148,10 @@ def parse_universe(document: Any, source: str = "cards.yaml") -> CardUniverse:
 
 def read_universe(path: Path) -> CardUniverse:
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:  # a Latin-1 "Pokémon", or no text at all
+        raise CardConfigError(str(path), [f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at offset "
+                                          f"{exc.start}"]) from None
     except yaml.YAMLError as exc:
         raise CardConfigError(str(path), [f"not valid YAML: {exc}"]) from None
     except OSError as exc:  # the default FAIRVALUE_CARDS_CONFIG missing, say, or unreadable

@@ -52,12 +52,11 @@ def load_market(settings: Settings, source: str, sales_files: list[Path], floor_
     bundled = settings.data_dir / settings.collection
     if source == "db" or (source == "auto" and _database_has_sales(settings)):
         from storage.db import session_scope
-        from storage.ingest import ensure_collection
         from storage.market import load_listing_events, load_market_data
         from storage.wash import stored_sales_around
 
         with session_scope() as session:
-            coll = ensure_collection(session, settings.collection)
+            coll = _stored(session, settings.collection)
             data = load_market_data(session, coll, with_excluded=True)
             if sales_files or floor_file or eth_usd_file:
                 # The files' sales are flagged as ingest would flag them beside the stored ones.
@@ -134,16 +133,29 @@ def _every_sale(data: MarketData) -> pd.DataFrame:
 
 
 def _database_has_sales(settings: Settings) -> bool:
+    """The collection is stored and holds a sale (another collection's sales make no replay of it)."""
     try:
         from sqlmodel import select
 
         from storage.db import session_scope
-        from storage.tables import Sale
+        from storage.tables import Collection, Sale
 
         with session_scope() as session:
-            return session.exec(select(Sale.id).limit(1)).first() is not None
+            return session.exec(select(Sale.id).join(Collection, Collection.id == Sale.collection_id)
+                                .where(Collection.slug == settings.collection).limit(1)).first() is not None
     except Exception:
         return False
+
+
+def _stored(session, slug: str):
+    """The stored collection a `--source db` replay reads; a replay is a read and makes none."""
+    from fairvalue.errors import NotFound
+    from storage.ingest import stored_collection
+
+    coll = stored_collection(session, slug)
+    if coll is None:
+        raise NotFound(f"collection {slug!r} is not in the database: load it first, or replay --source bundled")
+    return coll
 
 
 def merge(base: MarketData, extra: MarketData) -> MarketData:
@@ -318,12 +330,11 @@ def load_daily(settings: Settings, source: str = "auto"):
     check_source(source)
     if source in ("db", "auto"):
         from storage.db import session_scope
-        from storage.ingest import ensure_collection
         from storage.prices import load_daily_series
 
         try:
             with session_scope() as session:
-                series = load_daily_series(session, ensure_collection(session, settings.collection))
+                series = load_daily_series(session, _stored(session, settings.collection))
         except Exception:
             if source == "db":
                 raise

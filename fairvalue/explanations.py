@@ -16,6 +16,7 @@ from typing import Any
 from sqlmodel import select
 
 from fairvalue.answers import iso, iso_text
+from fairvalue.item_reads import why_not_valued
 from fairvalue.settings import Settings, get_settings
 from models.estimator import FairValueModel
 from models.explain import explain
@@ -40,7 +41,7 @@ class NotExplainable(LookupError):
 
 
 class UnknownItem(NotExplainable):
-    """No such collection or item."""
+    """No such collection or item, or none the published snapshot values (the item read's 404)."""
 
 
 class NothingPublished(NotExplainable):
@@ -86,7 +87,9 @@ def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5
             raise NothingPublished("nothing published yet; run a nowcast")
         version = session.get(ModelVersion, snapshot.model_version_id)
         row = session.get(NowcastRow, (snapshot.id, item_key))
-        published_value = None if row is None else row.fair_value
+        if row is None or row.fair_value is None:  # nothing published to explain: the item read's 404, and why
+            raise UnknownItem(why_not_valued(collection.slug, item_key, snapshot.id))
+        published_value = row.fair_value
         snapshot_id, version_id, version_number = snapshot.id, version.id, version.version
         data_read_at = snapshot.data_read_at  # None before migration 0009: every sale stored
         data_snapshot = snapshot.data_snapshot  # None before migration 0010 and on SQLite
@@ -110,7 +113,7 @@ def explain_item(item_key: str, collection_slug: str | None = None, top: int = 5
         for sale in out["comparable_sales"]:  # the model's frames' naive UTC, as as_of
             sale["timestamp"] = iso_text(sale["timestamp"])
     out.update(collection=slug, snapshot_id=snapshot_id, model_version=version_number, currency=currency)
-    if "fair_value" in out and published_value is not None:
+    if "fair_value" in out:
         out["published_fair_value"] = published_value
         out["matches_published"] = bool(abs(out["fair_value"] - published_value)
                                         <= PUBLISHED_DIGITS_TOLERANCE * abs(published_value))

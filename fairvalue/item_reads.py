@@ -261,18 +261,18 @@ def _published_items(slug: str, keys: list[str], with_attributes: bool) -> list:
 
 def _published_item(slug: str, key: str, with_attributes: bool):
     """The published row of one item: NotFound for an unknown one, and for one the published
-    snapshot does not value (with why: _not_valued); NotReady when nothing is published yet."""
+    snapshot does not value (with why: why_not_valued); NotReady when nothing is published yet."""
     rows = _published_items(slug, [key], with_attributes)
     if not rows:
         raise NotFound(f"no item {key!r} in {slug}")
     if rows[0].snapshot_id is None:
         raise NotReady("no published snapshot yet; run a nowcast")
     if rows[0].fair_value is None:
-        raise NotFound(_not_valued(slug, key, rows[0].snapshot_id))
+        raise NotFound(why_not_valued(slug, key, rows[0].snapshot_id))
     return rows[0]
 
 
-def _not_valued(slug: str, key: str, snapshot_id: int) -> str:
+def why_not_valued(slug: str, key: str, snapshot_id: int) -> str:
     """Why the published snapshot holds no value of the known item `key`. A 404, not a 503: the
     item stays unvalued until something changes (its prices, the card universe, a nowcast after
     it was added), and a 5xx invites retries and alerts. Read only on this path."""
@@ -312,7 +312,7 @@ def _valuations_from_database(slug: str, keys: list[str]) -> Served:
     if rows and rows[0].snapshot_id is None:  # every row reads the same pointer
         raise NotReady("no published snapshot yet; run a nowcast")
     # A known item the published snapshot does not value is answered as an unknown id is: in
-    # not_found (a single read says why: _not_valued).
+    # not_found (a single read says why: why_not_valued).
     by_key = {row.item_key: row for row in rows if row.fair_value is not None}
     if rows:
         v0 = rows[0]

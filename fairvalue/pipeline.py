@@ -481,8 +481,9 @@ class FutureAsOf(ValueError):
 
 
 class NothingToValue(ValueError):
-    """The champion gave items no fair value at the nowcast's moment: a moment before any market
-    input (no floor known yet). A snapshot must value every item it lists."""
+    """The champion gave items no fair value at the nowcast's moment, or valued none: a moment before
+    any market input (no floor, no prices known yet). A snapshot must value every item it lists, and
+    list at least one."""
 
 
 # How far ahead of the database's clock an as_of may be: clocks of different machines differ a little.
@@ -515,7 +516,8 @@ def champion_and_market(settings: Settings, store, stored_by: datetime | None = 
         coll = collection_row(session, settings.collection)
         champion = get_alias(session, coll, CHAMPION)
         if champion is None:
-            raise NoChampion(f"collection {coll.slug} has no champion model: run `fairvalue train`")
+            raise NoChampion(f"collection {coll.slug} has no champion model: run `fairvalue train --collection "
+                             f"{coll.slug}`")
         data = kinds.kind_of(coll).load(session, coll, stored_by=None if read_under else stored_by,
                                         listings_at=listings_at)
     return ChampionAndMarket(coll, champion, load_model(store, champion), data, read_under)
@@ -534,11 +536,14 @@ def drift(settings: Settings | None = None, recent_days: int = 30) -> tuple[Drif
     whole-window reference reports drift for every champion, however fresh. Against the month
     the champion saw last, a fresh champion shows none and a stale one shows how far the market
     has moved since."""
+    from fairvalue.reads import collection_row
+
     settings = settings or get_settings()
+    with session_scope() as session:  # the kind first: a cards collection without a model is told why, not to train one
+        if kinds.is_daily(coll := collection_row(session, settings.collection)):
+            raise NotMeasured(f"drift is not measured for daily-priced collections ({coll.slug}) yet")
     store = get_store(settings)
     coll, champion, model, data, _ = champion_and_market(settings, store)
-    if kinds.is_daily(coll):
-        raise NotMeasured(f"drift is not measured for daily-priced collections ({coll.slug}) yet")
     ts = data.sales["ts"]
     train_start = pd.Timestamp(champion.data_start).tz_convert("UTC").tz_localize(None)
     train_end = pd.Timestamp(champion.data_end).tz_convert("UTC").tz_localize(None)
@@ -619,6 +624,9 @@ def nowcast(settings: Settings | None = None, as_of: datetime | None = None) -> 
     moment = kind.valued_at(data, t, settings)  # t, unless the market has gone silent
     values = kind.value_all(model, data, moment, settings, asked_at=t)
     unvalued = int(values["fair_value"].isna().sum())
+    if values.empty:  # a daily-priced kind lists only the items it could value: none before their prices
+        raise NothingToValue(f"no item has a fair value at {moment.isoformat()}Z: the market holds too few prices "
+                             "or sales before that moment; an empty snapshot would hide the one published")
     if unvalued:
         raise NothingToValue(f"{unvalued} of {len(values)} items have no fair value at {moment.isoformat()}Z: "
                              "the market holds no input (floor, sale) before that moment")

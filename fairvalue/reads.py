@@ -247,7 +247,8 @@ def item_explanation(slug: str | None, key: str, top: int = 5, comps: int = 10) 
         raise NotReady(f"the model of the published snapshot is not the one registered ({exc})") from None
     except ArtifactError as exc:  # the snapshot's model cannot be read from the store now
         raise NotReady(f"the model of the published snapshot cannot be read now ({exc}); retry later") from None
-    for field in ("fair_value", "floor", "typical_value"):  # the punks' explanation has all three, cards' less
+    # The punks' explanation has the first three, cards' the first and the prices (through a log: 798.8100000000003).
+    for field in ("fair_value", "floor", "typical_value", "market_price", "p10", "p90"):
         if field in body:
             body[field] = rounded(body[field])
     return body

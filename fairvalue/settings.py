@@ -217,7 +217,7 @@ class Settings(BaseSettings):
     card_price_api_url: str = Field("https://www.pokemonpricetracker.com/api/v2",
                                     description="Base URL of a PokemonPriceTracker-v2-shaped price API.")
     card_price_api_key: SecretStr = Field(SecretStr(""), description="Bearer key; empty: the collector skips.")
-    card_price_history_days: int = Field(30, description="Days of history asked for per card and run.")
+    card_price_history_days: int = Field(30, ge=1, le=3650, description="Days of history asked for per card and run.")
     card_price_timeout_seconds: float = Field(10.0, description="Timeout of one price API call.")
     card_price_max_attempts: int = Field(4, description="Tries per card (timeouts, 5xx, 429) before giving up.")
     card_price_backoff_seconds: float = Field(1.0, description="First retry delay; doubles per attempt.")

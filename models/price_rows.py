@@ -64,7 +64,11 @@ def _day(value: Any) -> date | None:
         return value
     text = str(value).strip()
     try:
-        return date.fromisoformat(text[:10]) if len(text) >= 10 else None
+        return date.fromisoformat(text)
+    except ValueError:
+        pass
+    try:  # an ISO time names its day, as written; trailing text after a date ("2025-08-04xyz") names none
+        return datetime.fromisoformat(text).date()
     except ValueError:
         return None
 
@@ -151,14 +155,22 @@ def validate_prices(rows: Iterable[Any], known_items: set[str], today: date,
     return ValidatedPrices(list(clean.values()), rejected, repeated)
 
 
+# How many of the batch's next prices of a card judge a price with none before it: with one or two,
+# a typo among them could refuse the right price.
+MIN_AHEAD = 3
+
+
 @dataclass(frozen=True)
 class JumpRule:
     """How far a card's price may move from its recent prices before it is taken for a typo.
 
     A price is implausible when it is below 1/max_jump or above max_jump times the median of the
     card's last `last_n` prices on the `window_days` days before its day. A card with no price in
-    that window is not checked (a new card, or one whose real move was refused for so long that
-    its window emptied: its new level is then taken)."""
+    that window (a new card, one back after a gap in its feed, or one whose real move was refused
+    for so long that its window emptied) is judged by the batch's own next prices of it instead,
+    when it holds at least MIN_AHEAD of them within the window after its day: a typo on the first day
+    back would otherwise become the reference that refuses the right prices after it. With fewer it
+    is not checked, and its new level is taken."""
     max_jump: float
     last_n: int
     window_days: int
@@ -181,18 +193,25 @@ def refuse_implausible(batch: ValidatedPrices, stored: Mapping[str, Mapping[date
     kept: list[PriceObservation] = []
     refused: list[Rejection] = []
     window = timedelta(days=rule.window_days)
-    for obs in sorted(batch.clean, key=lambda o: (o.item_key, o.day)):
+    in_order = sorted(batch.clean, key=lambda o: (o.item_key, o.day))
+    for position, obs in enumerate(in_order):
         days, prices = known.setdefault(obs.item_key, ([], []))
         end = bisect_left(days, obs.day)
         start = max(bisect_left(days, obs.day - window), end - rule.last_n)
         recent = prices[start:end]
+        which = f"last {len(recent)} price(s) within {rule.window_days} days"
+        if not recent:  # nothing before it to judge by: the batch's next prices of the card, if enough
+            ahead = [o.price for o in in_order[position + 1:position + 1 + rule.last_n]
+                     if o.item_key == obs.item_key and o.day <= obs.day + window]
+            recent = ahead if len(ahead) >= MIN_AHEAD else []
+            which = f"next {len(ahead)} price(s) in this batch (none within {rule.window_days} days before)"
         if recent:
             reference = median(recent)
             if not reference / rule.max_jump <= obs.price <= reference * rule.max_jump:
                 refused.append(Rejection(
                     dict(obs.row) if obs.row is not None else _row_of(obs), PriceReason.IMPLAUSIBLE_PRICE,
                     f"price {obs.price:g} is over {rule.max_jump:g}x away from {reference:g}, the median of "
-                    f"{obs.item_key}'s last {len(recent)} price(s) within {rule.window_days} days"))
+                    f"{obs.item_key}'s {which}"))
                 continue
         if end < len(days) and days[end] == obs.day:  # the batch's price of a stored day replaces it
             prices[end] = obs.price

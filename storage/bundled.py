@@ -186,8 +186,18 @@ JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 
 def _read_event_file(path: Path, kind: FileKind) -> Iterator[dict[str, Any]]:
-    """The rows of a file of `kind`'s events (a generator: the checks run at the first row asked for)."""
-    if _is_empty(path):  # as an empty `.json` is (no document): nothing to read is a mistake, not 0 rows
+    """The rows of a file of `kind`'s events (a generator: the checks run at the first row asked for).
+    Nothing to read is a mistake, not 0 rows: an empty file, a header alone, an empty JSON list."""
+    n_rows = 0
+    for row in _event_rows(path, kind):
+        n_rows += 1
+        yield row
+    if not n_rows:  # nothing was yielded, so nothing of it is stored
+        raise UnreadableFile(f"the file holds no row of {kind.noun}: a header alone, or an empty list")
+
+
+def _event_rows(path: Path, kind: FileKind) -> Iterator[dict[str, Any]]:
+    if _is_empty(path):  # as an empty `.json` is (no document)
         raise UnreadableFile("the file is empty")
     if path.suffix == ".json" and not _first_line_is_an_event(path, kind.noun):
         yield from _of_kind(_json_document(path, kind.noun), kind)

@@ -76,7 +76,8 @@ def cards_fixture(
 
 
 def cards_collect(collection: str = typer.Option("cards", "--collection"),
-                  days: int = typer.Option(None, help="Days of history per card (default from settings).")) -> None:
+                  days: int = typer.Option(None, min=1, max=3650,
+                                           help="Days of history per card (default from settings).")) -> None:
     """Fetch the active cards' prices from the price API now (what the daily beat task does), then
     ask for a nowcast when any price is new or changed (`follow_up` in the answer)."""
     from fairvalue.card_prices import collect

@@ -60,7 +60,10 @@ def quote(
     settings = settings_for(collection)
     try:
         out = item_reads.quote(settings.collection, item_id, price)
-    except (BadInput, NotFound, NotReady) as exc:
+    except BadInput as exc:  # a price or id no quote takes: refused before any work (README)
+        refuse(exc, "no quote:")
+        raise typer.Exit(2) from None
+    except (NotFound, NotReady) as exc:
         refuse(exc, "no quote:")
         raise typer.Exit(1) from None
     if as_json:

@@ -11,6 +11,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from fairvalue.cli.common import COLLECTION_OPTION, console, errors, parse_time, refuse, settings_for, writable
+from fairvalue.errors import NotFound
 from fairvalue.settings import get_settings
 
 _FILE = dict(exists=True, dir_okay=False)
@@ -162,6 +163,9 @@ def backtest(
             raise typer.BadParameter("the pairs are a collection of unique items' (sales); a daily-priced "
                                      "collection's card-days are in `replay --collection ... --json`",
                                      param_hint="--export")
+        if cadence != "1d":  # silently ignored before, even a value no collection takes
+            raise typer.BadParameter("a daily-priced collection is valued once a day; it takes no --cadence",
+                                     param_hint="--cadence")
         bt, signals, what = _backtest_daily(collection, from_, to, source), None, "card-days"
     else:
         result = _evaluate(from_, to, cadence, None, None, None, source, collection)
@@ -217,6 +221,9 @@ def _evaluate(from_, to, cadence, sales, floor, eth_usd, source, collection=None
     except (UnreadableFile, BadMarketFile) as exc:  # an events or market file refused whole: its path, line, problem
         refuse(exc, "nothing replayed:")
         raise typer.Exit(2) from None
+    except NotFound as exc:  # --source db, and the collection is not stored
+        refuse(exc, "nothing replayed:")
+        raise typer.Exit(1) from None
     _check_window_holds_events(data, start, end)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("replaying", total=None)
@@ -279,7 +286,11 @@ def _on_daily_series(collection: str, from_: str, to: str, source: str, run) -> 
     _check_source(source)
     settings = get_settings().for_collection(collection)  # checked by the command (settings_for)
     with console.status("replaying"):
-        series = evaluation.load_daily(settings, source)
+        try:
+            series = evaluation.load_daily(settings, source)
+        except NotFound as exc:  # --source db, and the collection is not stored
+            refuse(exc, "nothing replayed:")
+            raise typer.Exit(1) from None
         _check_days_hold_prices(series, start, end)
         try:
             return run(series, start, end, settings)

@@ -594,7 +594,7 @@ def test_quote_checks_a_price_against_the_published_value(seeded):
     text = runner.invoke(app, ["quote", "7804", str(fair * 1.3)])
     assert text.exit_code == 0 and "SELL" in text.output and "+30.0%" in text.output, text.output
     refused = runner.invoke(app, ["quote", "7804", "0"])
-    assert refused.exit_code == 1 and "price must be above 0" in refused.output
+    assert refused.exit_code == 2 and "price must be above 0" in refused.output  # input refused: exit 2 (README)
 
 
 def test_replay_drift_and_explain_refuse_what_they_cannot_do_before_any_work(seeded, tmp_path):

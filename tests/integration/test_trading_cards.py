@@ -195,6 +195,9 @@ def test_collector_retries_rate_limits_and_keeps_bad_answers(api_cards, price_ap
     # ok 3, limited 2, fallback, flaky, bad_value 1 each, and the 28 default cards (nested, not_gzip,
     # drip and huge still answer as before: nothing stored, kept as rejections again).
     assert again.prices.new == 1 and again.prices.changed == 0 and again.prices.unchanged == 3 + 2 + 1 + 1 + 1 + 28
+    # Every refusal of the second run (broken, empty, bad_value and the four above) was kept by the first;
+    # a failed card's refusal was counted as new on every run before.
+    assert again.prices.rejected == again.prices.rejected_kept_before == 7, again.prices
     with pytest.raises(card_prices.PriceAPIError, match="rate_limited"):
         FakePriceAPI.script[ext[ok]] = [("429", 3600)]
         card_prices.PriceTrackerClient.from_settings(settings).card(ext[ok], 5)
@@ -299,6 +302,12 @@ def test_api_and_pages_show_the_cards_beside_the_punks(cards_loaded, client):
     assert explained.json()["item_id"] == card_id
     # The explanation's deviation is the one the item's signal read (it reported one where the item had none).
     assert explained.json()["deviation"] == pytest.approx(card["deviation"], abs=1e-4)
+    # Its prices as stored, in cents: they came back through a log and an exp (798.8100000000003).
+    for value in client.get("/v1/collections/cards/valuations?ids=" + ",".join(
+            s["item_id"] for s in client.get("/v1/collections/cards/signals?limit=40").json()["signals"])).json()[
+            "valuations"]:
+        price = client.get(f"/v1/collections/cards/items/{value['item_id']}/explanation").json()["market_price"]
+        assert price == round(price, 2), (value["item_id"], price)
     # A window inside one day takes that day's price in, as /market takes the day in.
     hour = "from=2025-05-01T12:00:00Z&to=2025-05-01T13:00:00Z"
     prices = client.get(f"/v1/collections/cards/items/{card_id}/history?{hour}").json()["prices"]

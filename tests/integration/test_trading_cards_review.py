@@ -223,9 +223,11 @@ def test_a_card_the_published_snapshot_does_not_value_is_a_404_saying_why(client
 
     reasons = {}
     for card in (inactive, unpriced, short):
-        answers = [client.get(f"{C}/items/{card}"), client.get(f"{C}/items/{card}/quote?price=10")]
-        assert [a.status_code for a in answers] == [404, 404], [a.text for a in answers]
-        assert answers[0].json()["error"] == answers[1].json()["error"]
+        # The explanation too: it explained a value the snapshot does not hold (recomputed from the model).
+        answers = [client.get(f"{C}/items/{card}"), client.get(f"{C}/items/{card}/quote?price=10"),
+                   client.get(f"{C}/items/{card}/explanation")]
+        assert [a.status_code for a in answers] == [404, 404, 404], [a.text for a in answers]
+        assert answers[0].json()["error"] == answers[1].json()["error"] == answers[2].json()["error"]
         reasons[card] = answers[0].json()["error"]
         page = client.get(f"/c/{slug}/items/{card}", headers={"accept": "text/html"})
         assert page.status_code == 404 and "card " + card in page.text
@@ -252,3 +254,38 @@ def test_a_card_the_published_snapshot_does_not_value_is_a_404_saying_why(client
                  f"/v1/collections/cardsrev-unpublished/valuations?ids={valued}"):
         answer = client.get(path)
         assert answer.status_code == 503 and answer.json()["error"] == "no published snapshot yet; run a nowcast"
+
+
+def test_a_nowcast_that_values_no_card_is_refused_and_the_published_snapshot_stays(database, s3, tmp_path):
+    """`nowcast --as-of` a day before any price published a snapshot of 0 items (exit 0), and every
+    card read then answered 404 from it: the check for unvalued items counted rows, and a daily
+    kind lists only the cards it values."""
+    from fairvalue import pipeline
+    from storage.snapshots import published_snapshot
+    from storage.tables import Collection
+
+    slug = "cardsrev-novalue"
+    fixture = pd.read_csv(PRICES, dtype=str)
+    settings = cards_collection(slug, fixture[fixture["date"] < "2025-03-01"], tmp_path)
+    pipeline.train(settings)
+    published = pipeline.nowcast(settings).snapshot_id
+
+    result = runner.invoke(cli, ["nowcast", "--collection", slug, "--as-of", "2024-06-01T00:00:00Z"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert said(result.stderr).startswith("nothing published: no item has a fair value at 2024-06-01"), result.stderr
+    with session_scope() as session:
+        coll = session.exec(select(Collection).where(Collection.slug == slug)).one()
+        assert published_snapshot(session, coll).id == published
+
+
+def test_drift_of_cards_says_it_is_not_measured_before_asking_for_a_model(database, s3, tmp_path):
+    """Before any training it said "has no champion model: run `fairvalue train`" (which trains the
+    punks); once trained, that drift is not measured for cards."""
+    slug = "cardsrev-drift"
+    cards_collection(slug, None, tmp_path)
+    result = runner.invoke(cli, ["drift", "--collection", slug])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert said(result.stderr).endswith(f"drift is not measured for daily-priced collections ({slug}) yet")
+    nowcast = runner.invoke(cli, ["nowcast", "--collection", slug])
+    assert nowcast.exit_code == 1 and said(nowcast.stderr).endswith(
+        f"has no champion model: run `fairvalue train --collection {slug}`"), nowcast.stderr

@@ -59,3 +59,25 @@ def test_external_ids_as_numbers_are_accepted_and_a_non_mapping_file_is_refused(
     assert parse_universe(doc).cards[0].external_id == "42382"
     with pytest.raises(CardConfigError, match="must be a mapping"):
         parse_universe(["not", "a", "mapping"])
+
+
+def test_a_file_that_is_not_utf8_is_refused_naming_the_byte(tmp_path):
+    """A Latin-1 "Pokémon" raised UnicodeDecodeError through `cards load` as a traceback."""
+    path = tmp_path / "cards.yaml"
+    path.write_bytes(yaml.safe_dump(bundled(), allow_unicode=True).replace("Pokémon", "Pok\xe9mon")
+                     .encode("latin-1", errors="replace"))
+    with pytest.raises(CardConfigError) as err:
+        read_universe(path)
+    assert len(err.value.problems) == 1 and err.value.problems[0].startswith("not UTF-8 text: byte 0xe9 at offset ")
+
+
+def test_a_first_day_in_the_future_is_refused():
+    """It was stored, and every real price after it refused as before_collection until that day."""
+    doc = bundled()
+    doc["first_day"] = "2999-01-01"
+    with pytest.raises(CardConfigError) as err:
+        parse_universe(doc)
+    assert err.value.problems == ["header: first_day: Value error, 2999-01-01 is in the future: every price "
+                                  "until then would be refused"]
+    doc["first_day"] = "2020-01-01"
+    assert str(parse_universe(doc).first_day) == "2020-01-01"

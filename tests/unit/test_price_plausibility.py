@@ -59,6 +59,25 @@ def test_a_first_backfill_is_checked_against_its_own_earlier_days_and_a_typo_vou
     assert sorted(r.row["market_price"] for r in batch.rejected) == [300, 310]
 
 
+def test_a_card_back_after_a_gap_is_judged_by_the_batch_s_next_prices():
+    """Back after a gap, a typo on the first day was taken (nothing before it to judge by) and
+    became the reference: the five right prices after it were refused for 14 days."""
+    stored = {"a": stored_around(800.0, date(2025, 6, 10))}  # over 14 days before the batch
+    days = [date(2025, 7, 1) + timedelta(days=i) for i in range(6)]
+    typo_first = refuse_implausible(validate_prices([row(d, p) for d, p in zip(
+        days, [8000, 800, 810, 790, 800, 805], strict=True)], {"a"}, TODAY), stored, RULE)
+    assert sorted(o.price for o in typo_first.clean) == [790.0, 800.0, 800.0, 805.0, 810.0]
+    [refused] = typo_first.rejected
+    assert refused.row["market_price"] == 8000 and "next 5 price(s) in this batch" in refused.detail
+    # A real new level, held by the days after it, is taken; so is a lone price (too few after it to judge).
+    moved = refuse_implausible(validate_prices([row(d, 4000 + i) for i, d in enumerate(days)], {"a"}, TODAY),
+                               stored, RULE)
+    assert len(moved.clean) == 6 and moved.rejected == []
+    lone = refuse_implausible(validate_prices([row(days[0], 8000), row(days[1], 800), row(days[2], 800)], {"a"},
+                                              TODAY), stored, RULE)
+    assert [o.price for o in lone.clean] == [8000.0] and len(lone.rejected) == 2
+
+
 def test_the_median_ignores_one_spike():
     stored = {"a": {date(2025, 7, 1) + timedelta(days=i): p for i, p in enumerate([100, 100, 100, 900, 100])}}
     batch = refuse_implausible(validate_prices([row(date(2025, 7, 6), 1000)], {"a"}, TODAY), stored, RULE)

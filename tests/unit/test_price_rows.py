@@ -85,3 +85,17 @@ def test_the_same_price_twice_is_a_duplicate_whether_or_not_a_volume_is_given():
     assert [(r.reason, r.row) for r in batch.rejected] == [
         (PriceReason.CONFLICT_IN_BATCH, rows[7]), (PriceReason.CONFLICT_IN_BATCH, rows[8])]
     assert "volume 4" in batch.rejected[1].detail
+
+
+def test_a_date_with_text_after_it_is_refused_and_an_iso_time_names_its_day():
+    """The first ten characters were read as the date, so "2025-07-04xyz" was stored as 07-04."""
+    rows = [
+        {"date": "2025-07-04xyz", "card_id": "a", "market_price": "1"},
+        {"date": "2025-07-0", "card_id": "a", "market_price": "1"},
+        {"date": "2025-07-03T12:00:00", "card_id": "a", "market_price": "1"},
+        {"date": "2025-07-05T00:00:00Z", "card_id": "b", "market_price": "2"},
+    ]
+    batch = validate_prices(rows, KNOWN, TODAY)
+    assert [(o.item_key, o.day) for o in batch.clean] == [("a", date(2025, 7, 3)), ("b", date(2025, 7, 5))]
+    assert [r.reason for r in batch.rejected] == [PriceReason.MALFORMED_DATE] * 2
+    assert batch.rejected[0].detail == "'2025-07-04xyz' is not a YYYY-MM-DD date"

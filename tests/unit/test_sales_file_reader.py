@@ -179,3 +179,11 @@ def test_an_empty_file_is_refused_whatever_its_suffix(tmp_path, name):
     for content in (b"", b"\n \n", b"\xef\xbb\xbf\n"):
         with pytest.raises(UnreadableFile, match="^the file is empty$"):
             rows_of(tmp_path, content, name)
+
+
+@pytest.mark.parametrize(("name", "content"), [("sales.csv", HEADER), ("sales.json", b"[]"),
+                                               ("sales.json", b'{"sales": []}')])
+def test_a_file_without_a_row_is_refused_too(tmp_path, name, content):
+    """A header alone, or an empty JSON list, read as 0 rows: an all-zero report and exit 0."""
+    with pytest.raises(UnreadableFile, match="^the file holds no row of sales: a header alone, or an empty list$"):
+        rows_of(tmp_path, content, name)
