@@ -18,7 +18,7 @@ from fairvalue.errors import BadInput
 from fairvalue.settings import get_settings
 
 SLUG = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-INTEGER = re.compile(r"-?[0-9]{1,19}")  # ASCII only: re's [0-9] is not \d
+INTEGER = re.compile(r"-?[0-9]+")  # ASCII only: re's [0-9] is not \d
 DECIMAL = re.compile(r"-?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE]-?[0-9]{1,3})?")
 
 
@@ -97,8 +97,9 @@ def int_param(request: Request, name: str, default: int | None = None) -> int | 
     # "3_0", "+3" and full-width digits.
     if not INTEGER.fullmatch(raw):
         raise BadInput(f"{name} must be an integer, got {raw[:40]!r}")
-    value = int(raw)
-    if not -(2**31) < value < 2**31:  # past what a database integer holds: a 400 here, not a 500 there
+    # Past what a database integer holds: a 400 here, not a 500 there (the length first: int() of a
+    # query string's thousands of digits is work for nothing).
+    if len(raw) > 11 or not -(2**31) < (value := int(raw)) < 2**31:
         raise BadInput(f"{name} is out of range, got {raw[:40]!r}")
     return value
 
@@ -141,8 +142,8 @@ def inclusive_end(end: str | None) -> str | None:
     if end and BARE_DATE.fullmatch(end):
         try:
             return (date.fromisoformat(end) + timedelta(days=1)).isoformat()
-        except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
-            raise BadInput(f"to must be an ISO date, got {end!r}") from None
+        except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31, an ISO date past the range
+            raise BadInput(f"to must be an ISO date between the years 1970 and 2200, got {end!r}") from None
     return end
 
 

@@ -90,7 +90,7 @@ class Settings(BaseSettings):
 
     # Serving.
     api_host: str = Field("127.0.0.1", description="Address `fairvalue api` listens on.")
-    api_port: int = Field(8000, description="Port `fairvalue api` listens on.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port `fairvalue api` listens on.")
     rate_limit_per_minute: int = Field(300, description="Public GET requests per client IP and minute (429 past "
                                        "it); 0 turns the limit off. Counted in Redis when the broker is Redis.")
     api_snapshot_check_seconds: float = Field(

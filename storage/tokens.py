@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from storage.tables import ApiToken, utcnow
 
 PREFIX = "fv_"
-NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
+NAME = re.compile(r"\A[A-Za-z0-9_.@-]{1,100}\Z")  # \Z: `$` also matches before a final newline ("bob\n")
 
 
 def digest(token: str) -> str:

@@ -66,7 +66,7 @@ def cards_fixture(
         raise typer.Exit(2) from None
     if universe.first_day is not None and first_day < universe.first_day:  # ingest would refuse every price
         raise typer.BadParameter(f"{start} is before the market's first day of trading, {universe.first_day} (the "
-                                 "universe's first_day:)", param_hint="--start")
+                                 "card file's first_day)", param_hint="--start")
     fixture = generate([(c.id, c.category) for c in universe.cards], days=days, seed=seed, start=start)
     fixture.prices.to_csv(out, index=False)
     if events:

@@ -15,6 +15,10 @@ from rich.markup import escape
 from fairvalue.settings import Settings, get_settings
 
 console = Console()
+if not console.is_terminal and "COLUMNS" not in os.environ:
+    # Piped or redirected, rich assumes 80 columns and cuts a wide table's figures ("MAPE 14.6…"); a
+    # file has no width, so give tables room (COLUMNS still decides when set).
+    console.width = 200
 errors = Console(stderr=True, soft_wrap=True)  # what went wrong: kept out of stdout, which --json keeps for JSON
 
 

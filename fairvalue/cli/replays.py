@@ -37,7 +37,7 @@ def replay(
 ) -> None:
     """Step the live loop through a past period and score each sale against the last nowcast
     published before it (for a daily-priced collection: every card-day, with its KPIs)."""
-    settings_for(collection)  # a mistyped slug is refused before any work
+    collection = settings_for(collection).collection  # a mistyped slug is refused before any work; the default named
     if _is_daily(collection):
         given = [name for name, is_given in (
             ("--cadence", cadence != "1d"), ("--sales", bool(sales)), ("--floor", floor is not None),
@@ -157,7 +157,7 @@ def backtest(
     """Replay, then trade: buy what the model calls undervalued vs buy every completed sale vs buy
     what is under the week's median sale, without the model (docs/backtest.md) (for a
     daily-priced collection: hold each day the cards it calls undervalued vs every priced card)."""
-    settings_for(collection)  # a mistyped slug is refused before any work
+    collection = settings_for(collection).collection  # a mistyped slug is refused before any work; the default named
     if _is_daily(collection):
         if export is not None:
             raise typer.BadParameter("the pairs are a collection of unique items' (sales); a daily-priced "

@@ -28,7 +28,7 @@ def db_upgrade() -> None:
     console.print(f"database at head: {redact(settings.resolved_database_url())}")
 
 
-def api(host: str = typer.Option(None), port: int = typer.Option(None)) -> None:
+def api(host: str = typer.Option(None), port: int = typer.Option(None, min=1, max=65535)) -> None:
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
@@ -89,7 +89,7 @@ def stop_processes(procs: dict[str, subprocess.Popen], timeout: float) -> list[s
 
 
 def up(
-    host: str = typer.Option(None), port: int = typer.Option(None),
+    host: str = typer.Option(None), port: int = typer.Option(None, min=1, max=65535),
     once: bool = typer.Option(False, help="Prepare (migrate, seed, train, nowcast) and exit."),
 ) -> None:
     """Everything on embedded defaults: migrate, seed, train, nowcast, then API + worker + beat."""

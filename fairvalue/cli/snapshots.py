@@ -18,8 +18,11 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
     try:
         with console.status("nowcasting"):
             result = pipeline.nowcast(settings, as_of=parse_time(as_of))
-    except (NotFound, pipeline.NoChampion, pipeline.FutureAsOf, pipeline.NothingToValue) as exc:  # nothing to value
-        # yet, a future --as-of, or one before the market's first input
+    except pipeline.FutureAsOf as exc:  # input refused before any work (README): exit 2
+        refuse(exc, "nothing published:")
+        raise typer.Exit(2) from None
+    except (NotFound, pipeline.NoChampion, pipeline.NothingToValue) as exc:  # nothing to value yet, or an
+        # --as-of before the market's first input
         refuse(exc, "nothing published:")
         raise typer.Exit(1) from None
     console.print(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from fairvalue.cli.common import console
+from fairvalue.cli.common import console, refuse
 
 
 def tokens_create(name: str = typer.Option(..., help="Who or what the token is for, e.g. alice or ci.")) -> None:
@@ -46,6 +46,6 @@ def tokens_revoke(name: str = typer.Argument(..., help="The token's name.")) -> 
     with session_scope() as session:
         revoked = tokens.revoke(session, name)
     if not revoked:
-        console.print(f"no active token named {name!r}", style="red")
+        refuse(f"no active token named {name!r}")
         raise typer.Exit(1)
     console.print(f"token {name!r} revoked")

@@ -132,7 +132,7 @@ def promote_cmd(version: int = typer.Argument(..., help="Model version number.")
     except lifecycle.BadReason as exc:
         raise typer.BadParameter(str(exc), param_hint="--reason") from None
     except lifecycle.RejectedByGates as exc:
-        refuse(f"{exc}; pass --force to promote it anyway", "not promoted:")
+        refuse(f"{str(exc).rstrip('.')}; pass --force to promote it anyway", "not promoted:")
         raise typer.Exit(1) from None
     except (LookupError, lifecycle.ArtifactRefused) as exc:
         refuse(exc, "not promoted:")

@@ -542,7 +542,7 @@ def test_a_nowcast_of_a_moment_to_come_is_refused_and_writes_nothing(seeded):
 
     later = utcnow() + timedelta(days=365)
     result = runner.invoke(app, ["nowcast", "--as-of", later.isoformat()])
-    assert result.exit_code == 1 and "is in the future" in result.output, result.output
+    assert result.exit_code == 2 and "is in the future" in result.output, result.output  # input: exit 2 (README)
     with session_scope() as session:  # by its moment: a worker of another test may publish meanwhile
         assert session.exec(select(NowcastSnapshot.id).where(NowcastSnapshot.as_of > utcnow())).all() == []
 

@@ -172,3 +172,23 @@ def test_a_revoked_tokens_name_is_refused_as_revoked(database):
     assert active.exit_code == 2 and "is active; to replace it" in " ".join(active.output.replace("│", " ").split())
     # No token left active: the operator API tests after this one expect none (test_operator_api.py).
     assert runner.invoke(app, ["tokens", "revoke", "cli-here"]).exit_code == 0
+    # A refusal goes to stderr, as every command's does (it was printed on stdout).
+    nothing = runner.invoke(app, ["tokens", "revoke", "cli-here"])
+    assert nothing.exit_code == 1 and nothing.stdout == "" and "no active token named 'cli-here'" in nothing.stderr
+
+
+def test_a_port_out_of_range_is_refused_not_wrapped(database):
+    """`api --port 99999` said it ran on 99999 and listened on 34463 (99999 mod 65536)."""
+    for command in ("api", "up"):
+        refused = runner.invoke(app, [command, "--port", "99999"])
+        assert refused.exit_code == 2 and "99999 is not in the range 1<=x<=65535" in refused.output, refused.output
+
+
+def test_replay_and_backtest_read_the_collection_from_the_environment_as_from_the_option(database):
+    """With FAIRVALUE_COLLECTION=cards and no --collection they took the cards for a market of sales
+    ("the window holds no sale or listing event to score"), where --collection cards worked."""
+    for command in ("replay", "backtest"):
+        refused = _fairvalue(command, "--from", "2025-05-01", "--to", "2025-05-08", "--cadence", "30m",
+                             database_url=database, FAIRVALUE_COLLECTION="cards")
+        said = " ".join(refused.stderr.replace("│", " ").split())
+        assert refused.returncode == 2 and "daily-priced collection" in said and "--cadence" in said, refused.stderr

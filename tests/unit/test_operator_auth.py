@@ -59,3 +59,10 @@ def test_after_the_last_token_is_revoked_the_refusal_is_not_disabled_but_why(ses
     # The bootstrap token still works then, and a revoked token beside it is still named revoked.
     assert operator_name(session, "Bearer boot", "boot") == "bootstrap"
     assert refusal(session, f"Bearer {alice}", "boot").startswith("operator token 'alice' was revoked at ")
+
+
+def test_a_token_name_ending_in_a_newline_is_refused(session):
+    """`$` matched before a final newline: "bob\\n" was a name of its own, listed as a second "bob"."""
+    with pytest.raises(ValueError, match="a token name is 1-100 letters"):
+        tokens.create(session, "bob\n")
+    assert tokens.create(session, "bob").startswith(tokens.PREFIX)

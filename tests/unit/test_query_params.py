@@ -109,3 +109,18 @@ def test_every_route_refuses_what_it_does_not_take():
         assert isinstance(route, Route) or route.endpoint in (webhooks.receive_sales, webhooks.receive_listings), \
             route.path
     assert "unknown_query(request, query_names(" in inspect.getsource(webhooks._signed_call)
+
+
+def test_a_number_too_long_is_out_of_range_and_a_date_past_the_years_says_which():
+    """Twenty digits read "must be an integer", which they are; `to=9999-12-31` "must be an ISO date"."""
+    from api.deps import inclusive_end
+
+    for digits in ("99999999999999999999", "-2147483648", "2147483648", "1" * 400):
+        with pytest.raises(BadInput, match=r"^top is out of range, got "):
+            int_param(request(f"top={digits}"), "top")
+    assert int_param(request("top=2147483647"), "top") == 2**31 - 1
+    with pytest.raises(BadInput, match=r"^top must be an integer, got '1e3'$"):
+        int_param(request("top=1e3"), "top")
+    with pytest.raises(BadInput, match=r"^to must be an ISO date between the years 1970 and 2200, got '9999-12-31'$"):
+        inclusive_end("9999-12-31")
+    assert inclusive_end("2021-12-31") == "2022-01-01"
