@@ -99,7 +99,7 @@ def int_param(request: Request, name: str, default: int | None = None) -> int | 
         raise BadInput(f"{name} must be an integer, got {raw[:40]!r}")
     # Past what a database integer holds: a 400 here, not a 500 there (the length first: int() of a
     # query string's thousands of digits is work for nothing).
-    if len(raw) > 11 or not -(2**31) < (value := int(raw)) < 2**31:
+    if len(raw.lstrip("-").lstrip("0")) > 10 or not -(2**31) < (value := int(raw)) < 2**31:
         raise BadInput(f"{name} is out of range, got {raw[:40]!r}")
     return value
 
@@ -142,8 +142,10 @@ def inclusive_end(end: str | None) -> str | None:
     if end and BARE_DATE.fullmatch(end):
         try:
             return (date.fromisoformat(end) + timedelta(days=1)).isoformat()
-        except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31, an ISO date past the range
-            raise BadInput(f"to must be an ISO date between the years 1970 and 2200, got {end!r}") from None
+        except ValueError:  # 2021-02-30
+            raise BadInput(f"to must be an ISO date, got {end!r}") from None
+        except OverflowError:  # the day after 9999-12-31
+            raise BadInput(f"to must be between the years 1970 and 2200, got {end!r}") from None
     return end
 
 

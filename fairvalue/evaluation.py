@@ -150,12 +150,12 @@ def _database_has_sales(settings: Settings) -> bool:
 def _stored(session, slug: str):
     """The stored collection a `--source db` replay reads; a replay is a read and makes none."""
     from fairvalue.errors import NotFound
-    from storage.ingest import stored_collection
+    from fairvalue.reads import collection_row
 
-    coll = stored_collection(session, slug)
-    if coll is None:
-        raise NotFound(f"collection {slug!r} is not in the database: load it first, or replay --source bundled")
-    return coll
+    try:
+        return collection_row(session, slug)
+    except NotFound as exc:
+        raise NotFound(f"{exc}; or replay --source bundled") from None
 
 
 def merge(base: MarketData, extra: MarketData) -> MarketData:

@@ -251,4 +251,6 @@ def item_explanation(slug: str | None, key: str, top: int = 5, comps: int = 10) 
     for field in ("fair_value", "floor", "typical_value", "market_price", "p10", "p90"):
         if field in body:
             body[field] = rounded(body[field])
+    if "window_prices" in body:  # the cards' window median, read back from logs too
+        body["window_prices"]["median"] = rounded(body["window_prices"]["median"])
     return body

@@ -233,16 +233,17 @@ class Settings(BaseSettings):
         4.0, gt=1, description="A card price below 1/this or above this times the median of the card's recent prices "
                                "(card_price_jump_last_n within card_price_jump_window_days before its day) is refused "
                                "and kept as implausible_price, the same for `ingest prices` and the collector; a card "
-                               "with no recent price is not checked. The bundled prices move at most 1.95x from "
-                               "that median (injected spikes; 99% of day-to-day moves are under 1.24x), a decimal "
-                               "slip is 10x.")
+                               "with no recent price is judged by the batch's next 3 or more prices of it within the "
+                               "window after, if it holds them, else not checked. The bundled prices move at most "
+                               "1.95x from that median (injected spikes; 99% of day-to-day moves are under 1.24x), "
+                               "a decimal slip is 10x.")
     card_price_jump_last_n: int = Field(7, ge=1, description="How many of a card's last prices the jump check's "
                                                             "median is taken over (a week of days: one spike does "
                                                             "not move it).")
     card_price_jump_window_days: int = Field(
         14, ge=1, description="Only prices this many days before a price's day count as recent for the jump check; "
-                              "a card whose real move was refused for this long is unchecked again and takes its "
-                              "new level.")
+                              "a card whose real move was refused for this long is judged as a card back after a gap "
+                              "(card_price_max_jump) and, unless refused there, takes its new level.")
     daily_signal_horizon_days: float = Field(14, description="Daily markets: how long a BUY/SELL has to prove "
                                              "right (7-30 days).")
     daily_signal_gain: float = Field(0.05, description="Daily markets: a BUY is right when the price rises this "

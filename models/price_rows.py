@@ -7,6 +7,7 @@ card's answer into rows first), so a bad value from either is kept with the same
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -57,19 +58,23 @@ def _pick(row: Mapping[str, Any], name: str) -> Any:
     return None
 
 
+# A day as YYYY-MM-DD, alone or with a time of that day ("2025-07-04T12:00:00Z", "2025-07-04 12:00:00 UTC"),
+# which names the day as written; anything else after the date ("2025-07-04xyz") names none.
+DAY_TEXT = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})"
+                      r"(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:Z| ?UTC|[+-][0-9]{2}:?[0-9]{2})?)?")
+
+
 def _day(value: Any) -> date | None:
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
         return value
-    text = str(value).strip()
+    if not isinstance(value, str):  # 20250704 as a number is no date (models.validation refuses it too)
+        return None
+    match = DAY_TEXT.fullmatch(value.strip())
     try:
-        return date.fromisoformat(text)
-    except ValueError:
-        pass
-    try:  # an ISO time names its day, as written; trailing text after a date ("2025-08-04xyz") names none
-        return datetime.fromisoformat(text).date()
-    except ValueError:
+        return date.fromisoformat(match[1]) if match else None
+    except ValueError:  # 2025-02-30
         return None
 
 
@@ -170,7 +175,9 @@ class JumpRule:
     for so long that its window emptied) is judged by the batch's own next prices of it instead,
     when it holds at least MIN_AHEAD of them within the window after its day: a typo on the first day
     back would otherwise become the reference that refuses the right prices after it. With fewer it
-    is not checked, and its new level is taken."""
+    is not checked, and its new level is taken. A day already stored is never judged by the days
+    after it: the collector stores each day as it comes, so it has no next prices for its first day
+    back, and a later run must not refuse (as a kept rejection) a price that stays stored."""
     max_jump: float
     last_n: int
     window_days: int
@@ -200,8 +207,9 @@ def refuse_implausible(batch: ValidatedPrices, stored: Mapping[str, Mapping[date
         start = max(bisect_left(days, obs.day - window), end - rule.last_n)
         recent = prices[start:end]
         which = f"last {len(recent)} price(s) within {rule.window_days} days"
-        if not recent:  # nothing before it to judge by: the batch's next prices of the card, if enough
-            ahead = [o.price for o in in_order[position + 1:position + 1 + rule.last_n]
+        stored_day = end < len(days) and days[end] == obs.day  # the batch's days are distinct: this one is stored
+        if not recent and not stored_day:  # nothing before it to judge by: the batch's next prices, if enough
+            ahead = [o.price for o in in_order[position + 1:position + 1 + max(rule.last_n, MIN_AHEAD)]
                      if o.item_key == obs.item_key and o.day <= obs.day + window]
             recent = ahead if len(ahead) >= MIN_AHEAD else []
             which = f"next {len(ahead)} price(s) in this batch (none within {rule.window_days} days before)"
@@ -213,7 +221,7 @@ def refuse_implausible(batch: ValidatedPrices, stored: Mapping[str, Mapping[date
                     f"price {obs.price:g} is over {rule.max_jump:g}x away from {reference:g}, the median of "
                     f"{obs.item_key}'s {which}"))
                 continue
-        if end < len(days) and days[end] == obs.day:  # the batch's price of a stored day replaces it
+        if stored_day:  # the batch's price of a stored day replaces it
             prices[end] = obs.price
         else:
             days.insert(end, obs.day)

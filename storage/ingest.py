@@ -58,13 +58,8 @@ def kind_of_slug(session: Session, slug: str) -> str:
     return stored if stored is not None else _made_as(slug)[1]
 
 
-def stored_collection(session: Session, slug: str) -> Collection | None:
-    """The collection `slug` if it is stored; a read never makes one (ensure_collection does)."""
-    return session.exec(select(Collection).where(Collection.slug == slug)).first()
-
-
 def ensure_collection(session: Session, slug: str) -> Collection:
-    found = stored_collection(session, slug)
+    found = session.exec(select(Collection).where(Collection.slug == slug)).first()
     if found:
         return found
     name, kind, currency = _made_as(slug)

@@ -78,6 +78,22 @@ def test_a_card_back_after_a_gap_is_judged_by_the_batch_s_next_prices():
     assert [o.price for o in lone.clean] == [8000.0] and len(lone.rejected) == 2
 
 
+def test_a_stored_day_is_not_judged_by_the_days_after_it():
+    """The collector stores each day as it comes: its first day back was stored unchecked, and a later
+    run (its history holds that day again) refused it as implausible while it stayed stored."""
+    stored = {"a": {**stored_around(800.0, date(2025, 6, 10)), date(2025, 7, 1): 8000.0}}
+    days = [date(2025, 7, 1) + timedelta(days=i) for i in range(4)]
+    later_run = refuse_implausible(validate_prices([row(d, p) for d, p in zip(days, [8000, 800, 800, 800],
+                                                                                strict=True)], {"a"}, TODAY),
+                                   stored, RULE)
+    assert [o.day for o in later_run.clean] == [days[0]]  # no refusal of the stored day; the rest as before
+    assert [r.row["date"] for r in later_run.rejected] == [d.isoformat() for d in days[1:]]
+    # An operator's file of the right price replaces the stored typo, and the days after it pass.
+    corrected = refuse_implausible(validate_prices([row(d, 800 + i) for i, d in enumerate(days)], {"a"}, TODAY),
+                                   stored, RULE)
+    assert len(corrected.clean) == 4 and corrected.rejected == []
+
+
 def test_the_median_ignores_one_spike():
     stored = {"a": {date(2025, 7, 1) + timedelta(days=i): p for i, p in enumerate([100, 100, 100, 900, 100])}}
     batch = refuse_implausible(validate_prices([row(date(2025, 7, 6), 1000)], {"a"}, TODAY), stored, RULE)

@@ -94,8 +94,13 @@ def test_a_date_with_text_after_it_is_refused_and_an_iso_time_names_its_day():
         {"date": "2025-07-0", "card_id": "a", "market_price": "1"},
         {"date": "2025-07-03T12:00:00", "card_id": "a", "market_price": "1"},
         {"date": "2025-07-05T00:00:00Z", "card_id": "b", "market_price": "2"},
+        {"date": "2025-07-06 12:00:00 UTC", "card_id": "b", "market_price": "2"},  # BigQuery's CSV time
+        {"date": 20250707, "card_id": "b", "market_price": "2"},  # a number is no date
+        {"date": "20250708", "card_id": "b", "market_price": "2"},
+        {"date": "2025-02-30", "card_id": "b", "market_price": "2"},
     ]
     batch = validate_prices(rows, KNOWN, TODAY)
-    assert [(o.item_key, o.day) for o in batch.clean] == [("a", date(2025, 7, 3)), ("b", date(2025, 7, 5))]
-    assert [r.reason for r in batch.rejected] == [PriceReason.MALFORMED_DATE] * 2
+    assert [(o.item_key, o.day) for o in batch.clean] == [
+        ("a", date(2025, 7, 3)), ("b", date(2025, 7, 5)), ("b", date(2025, 7, 6))]
+    assert [r.reason for r in batch.rejected] == [PriceReason.MALFORMED_DATE] * 5
     assert batch.rejected[0].detail == "'2025-07-04xyz' is not a YYYY-MM-DD date"

@@ -121,6 +121,9 @@ def test_a_number_too_long_is_out_of_range_and_a_date_past_the_years_says_which(
     assert int_param(request("top=2147483647"), "top") == 2**31 - 1
     with pytest.raises(BadInput, match=r"^top must be an integer, got '1e3'$"):
         int_param(request("top=1e3"), "top")
-    with pytest.raises(BadInput, match=r"^to must be an ISO date between the years 1970 and 2200, got '9999-12-31'$"):
+    with pytest.raises(BadInput, match=r"^to must be between the years 1970 and 2200, got '9999-12-31'$"):
         inclusive_end("9999-12-31")
+    with pytest.raises(BadInput, match=r"^to must be an ISO date, got '2021-02-30'$"):  # no such day
+        inclusive_end("2021-02-30")
     assert inclusive_end("2021-12-31") == "2022-01-01"
+    assert int_param(request("top=000000000005"), "top") == 5  # leading zeros are no length

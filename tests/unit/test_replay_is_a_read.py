@@ -28,7 +28,7 @@ def test_a_replay_of_a_collection_not_stored_makes_none(tmp_path):
     for args in (["backtest", "--collection", "cards"], ["replay"]):
         stored_only = fairvalue(tmp_path, *args, "--from", "2025-07-01", "--to", "2025-07-05", "--source", "db")
         assert stored_only.returncode == 1 and "Traceback" not in stored_only.stderr, stored_only.stderr
-        assert " ".join(stored_only.stderr.split()).endswith(
-            "is not in the database: load it first, or replay --source bundled"), stored_only.stderr
+        said = " ".join(stored_only.stderr.split())
+        assert "unknown collection" in said and said.endswith("; or replay --source bundled"), stored_only.stderr
     with sqlite3.connect(tmp_path / "fairvalue.db") as db:
         assert db.execute("select slug from collections").fetchall() == []
