@@ -206,16 +206,17 @@ def refuse_implausible(batch: ValidatedPrices, stored: Mapping[str, Mapping[date
         end = bisect_left(days, obs.day)
         start = max(bisect_left(days, obs.day - window), end - rule.last_n)
         recent = prices[start:end]
-        which = f"last {len(recent)} price(s) within {rule.window_days} days"
         stored_day = end < len(days) and days[end] == obs.day  # the batch's days are distinct: this one is stored
-        if not recent and not stored_day:  # nothing before it to judge by: the batch's next prices, if enough
+        looked_ahead = not recent and not stored_day  # nothing before it: the batch's next prices, if enough
+        if looked_ahead:
             ahead = [o.price for o in in_order[position + 1:position + 1 + max(rule.last_n, MIN_AHEAD)]
                      if o.item_key == obs.item_key and o.day <= obs.day + window]
             recent = ahead if len(ahead) >= MIN_AHEAD else []
-            which = f"next {len(ahead)} price(s) in this batch (none within {rule.window_days} days before)"
         if recent:
             reference = median(recent)
             if not reference / rule.max_jump <= obs.price <= reference * rule.max_jump:
+                which = (f"next {len(recent)} price(s) in this batch (none within {rule.window_days} days before)"
+                         if looked_ahead else f"last {len(recent)} price(s) within {rule.window_days} days")
                 refused.append(Rejection(
                     dict(obs.row) if obs.row is not None else _row_of(obs), PriceReason.IMPLAUSIBLE_PRICE,
                     f"price {obs.price:g} is over {rule.max_jump:g}x away from {reference:g}, the median of "
