@@ -42,6 +42,19 @@ def peak_rss_mib() -> float:
 
 
 @contextlib.contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """`count` other processes spinning on the CPU meanwhile (a shared host's other work),
+    killed on the way out."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for proc in spinners:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
 def scratch_database(migrate: bool = True) -> Iterator[str]:
     """A fresh PostgreSQL database migrated to head; its SQLAlchemy URL. Dropped afterwards, and
     those of killed bench runs on this host before it (storage.scratch)."""

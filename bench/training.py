@@ -10,6 +10,9 @@
 2. The replay of one quarter at daily cadence (`fairvalue replay`, retraining weekly per the
    staleness rule): seconds, trainings and nowcasts done, seconds per training.
 
+Both run on FAIRVALUE_TRAIN_THREADS OpenMP threads (`--threads` overrides it), with `--busy N`
+other processes spinning on the CPU meanwhile, as on a shared host (the baseline too).
+
 No database: the market comes from data/cryptopunks/ through the same validation as ingest.
 Target (issue #6): retrain <= 20 s.
 """
@@ -30,20 +33,37 @@ def main() -> None:
     parser.add_argument("--quarter", default="2021-10-01", help="first day of the replayed quarter")
     parser.add_argument("--skip-replay", action="store_true")
     parser.add_argument("--max-iter", type=int, default=None, help="boosting rounds (default: the service's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OpenMP threads of the fits (default: FAIRVALUE_TRAIN_THREADS)")
+    parser.add_argument("--busy", type=int, default=0, help="other processes spinning on the CPU meanwhile")
     args = parser.parse_args()
+    with harness.busy_processes(args.busy):
+        measure(args)
 
-    import pandas as pd
-    from sklearn.ensemble import HistGradientBoostingRegressor
 
+def measure(args: argparse.Namespace) -> None:
     from fairvalue import evaluation
     from fairvalue.settings import get_settings
     from models import estimator
-    from models.features import TraitVocabulary, model_columns
 
     settings = get_settings()
     data = evaluation.load_market(settings, "bundled", [], None, None)
     params = estimator.TrainParams(max_iter=args.max_iter or settings.train_max_iter,
                                    random_state=settings.random_seed)
+    threads = args.threads or settings.train_threads
+    print(f"{threads} OpenMP thread(s), {args.busy} busy process(es) beside")
+    with estimator.training_threads(threads):
+        fit_and_replay(args, settings, data, params)
+
+
+def fit_and_replay(args, settings, data, params) -> None:
+    import pandas as pd
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from fairvalue import evaluation
+    from models import estimator
+    from models.features import TraitVocabulary, model_columns
+
     timer = harness.Timer()
     feats, target, _ = estimator.training_frame(data, TraitVocabulary(data.items))
     frame_s = timer.lap()

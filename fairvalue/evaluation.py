@@ -213,7 +213,8 @@ def evaluate(
         buy_below=settings.buy_below, sell_above=settings.sell_above,
         signal_max_age_days=settings.signal_max_age_days, market_stale_after_days=settings.market_stale_after_days,
     )
-    result = replay(data, config, progress)
+    with estimator.training_threads(settings.train_threads):  # its nowcasts' predicts too, as one job
+        result = replay(data, config, progress)
     index = daily_index(data.sales)
     trades = strategy_backtest(result, data, index, settings)
     return Evaluation(result, report(data, result, start, end, cadence, settings, trades, index), trades.trades)

@@ -138,6 +138,12 @@ class Settings(BaseSettings):
 
     predict_threads: int = Field(1, ge=1, description="OpenMP threads of one nowcast's predict. One per worker "
                                  "process: scale out with more worker processes (docs/scaling.md), not threads.")
+    train_threads: int = Field(1, ge=1, le=1024, description="OpenMP threads of one training: a training "
+                               "request's fits, `fairvalue train` (and `up`'s first training), and a replay's "
+                               "retrains. On a 2-core host with one other busy process, two threads spinning at OpenMP "
+                               "barriers made a retrain 2.6x slower than one thread, and 8.7x with two; idle, two "
+                               "were 1.2x faster (bench/training.py --busy, docs/benchmarks.md). Raise it on a "
+                               "training host whose cores are the training's own.")
     device: str = Field("cpu", description="cpu or cuda. The scikit-learn estimators run on the CPU; each "
                         "training request's decision records the device asked for and the one used.")
 

@@ -18,7 +18,7 @@ from fairvalue.answers import iso
 from fairvalue.lifecycle.gating import TRAINING_REFUSALS, TrainOutcome, train_and_gate
 from fairvalue.lifecycle.loops import TRAINING_LOOP, is_paused
 from fairvalue.settings import Settings, get_settings
-from models import gates
+from models import estimator, gates
 from storage import requests, runs
 from storage.artifacts import get_store
 from storage.db import session_scope
@@ -118,7 +118,8 @@ def train_request(request_id: int, worker: str, settings: Settings | None = None
             with session_scope() as session:
                 if not requests.fenced_update(session, request_id, worker, state=requests.TRAINING):
                     raise LeaseLost("lease lost before training started")
-            outcome = train_and_gate(settings, params, checkpoint=heart.check_time)
+            with estimator.training_threads(settings.train_threads):
+                outcome = train_and_gate(settings, params, checkpoint=heart.check_time)
             if heart.lost:
                 raise LeaseLost("lease lost during training")
             heart.check_time()  # a last stage that ran past the limit is not registered either
