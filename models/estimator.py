@@ -251,7 +251,7 @@ def training_threads(threads: int | None):
     """A context in which the fits, and the predicts that name no thread count, use `threads`
     OpenMP threads (None: scikit-learn's default, one per core). One thread is the service's
     default (Settings.train_threads): on a host whose cores are busy, idle OpenMP threads spin at
-    the boosting's many barriers and a retrain took 2.3-3x as long as on one thread."""
+    the boosting's many barriers and a retrain took 2.6-8.7x as long as on one thread."""
     return threadpool_limits(limits=threads, user_api="openmp")
 
 
