@@ -17,9 +17,6 @@ RUN pip wheel --no-deps --wheel-dir /wheels .
 # --- runtime ---
 FROM python:3.11-slim
 
-# Recorded on every model version trained here: docker build --build-arg CODE_VERSION=$(git rev-parse --short HEAD)
-ARG CODE_VERSION=unknown
-
 # FAIRVALUE_DATA_DIR, FAIRVALUE_CARDS_CONFIG: the bundled market data and the card universe are
 # read from the source tree (settings default to <project root>/data and /config), which an
 # installed package does not have: use the copies in /app.
@@ -30,8 +27,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     FAIRVALUE_DATA_DIR=/app/data \
     FAIRVALUE_CARDS_CONFIG=/app/config/cards.yaml \
-    FAIRVALUE_VAR_DIR=/var/lib/fairvalue \
-    FAIRVALUE_CODE_VERSION=${CODE_VERSION}
+    FAIRVALUE_VAR_DIR=/var/lib/fairvalue
 
 RUN groupadd --system --gid 10001 fairvalue \
     && useradd --system --uid 10001 --gid fairvalue --home-dir /var/lib/fairvalue --no-create-home \
@@ -51,6 +47,14 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-deps /wheels/*.whl && rm -rf /wheels
 COPY data ./data
 COPY config ./config
+
+# Recorded on every model version trained here (the image has no git):
+#   docker build --build-arg CODE_VERSION=$(git rev-parse --short HEAD)
+# docker-compose.yml passes it from FAIRVALUE_CODE_VERSION. Declared last: a changed build arg
+# misses the cache from its first use on, so set any earlier it would reinstall the dependencies
+# on every commit.
+ARG CODE_VERSION=unknown
+ENV FAIRVALUE_CODE_VERSION=${CODE_VERSION}
 
 USER fairvalue:fairvalue
 EXPOSE 8000 5555

@@ -349,10 +349,11 @@ def train(settings: Settings | None = None, cutoff: datetime | None = None) -> T
     data = _before_cutoff(data, cutoff, lambda d: d.sales["ts"], "sale")
     end = data.sales["ts"].max()
     holdout_start = end - pd.Timedelta(days=settings.holdout_days)
+    store = get_store(settings)
+    store.check()  # a missing bucket said now, not after the fits
     with estimator.training_threads(settings.train_threads):
         metrics, diagnostics = holdout_evaluation(data, holdout_start, params, settings.learning_curve_splits)
         model = estimator.fit(data, params)
-    store = get_store(settings)
     with session_scope() as session:
         coll = ensure_collection_of(session, settings)
         version = register_version(

@@ -86,7 +86,7 @@ def queue_status(people: bool = True) -> dict[str, Any]:
     a ping, training requests by state, last run per task (`last_runs`, whatever the collection)
     and per task and collection, the last outcome of the policy and the monitor per collection
     (with a readable line), and the paused loops. Unless `people`, each worker's name
-    (celery@host) and who paused a loop are HIDDEN."""
+    (general@host, training@host) and who paused a loop are HIDDEN."""
     from fairvalue.outcomes import LOOP_TASKS
     from storage.requests import counts_by_state
     from storage.runs import last_runs

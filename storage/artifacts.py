@@ -46,6 +46,8 @@ class ArtifactStore(Protocol):
 
     def newest(self, name: str) -> list[StoredObject]: ...
 
+    def check(self) -> None: ...
+
 
 def content_key(name: str, digest: str) -> str:
     """`models/cryptopunks/v3.joblib` → `models/cryptopunks/v3-<sha256>.joblib`."""
@@ -101,6 +103,9 @@ class LocalStore:
         except OSError as exc:
             raise ArtifactError(f"cannot read artifact {uri}: {exc.strerror or exc}") from exc
         return verify(data, sha256, uri)
+
+    def check(self) -> None:
+        """Nothing to check ahead: `put` makes the folders it needs."""
 
     def newest(self, name: str) -> list[StoredObject]:
         """The objects put under `name` (any content) last: how a caller finds what it kept by
@@ -222,6 +227,21 @@ class S3Store:
         last = max((modified for modified, *_ in found), default=None)
         return [StoredObject(uri=f"s3://{self.bucket}/{key}", sha256=digest, size=size)
                 for modified, key, size, digest in sorted(found) if modified == last]
+
+    def check(self) -> None:
+        """ArtifactError when the bucket does not exist, before the work whose result would go
+        there (a training's minutes). Only that is judged: HeadBucket needs s3:ListBucket, which
+        the store does not otherwise need, so a 403 (or any other answer) is left to `put`."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+                raise ArtifactError(f"the bucket {self.bucket!r} of FAIRVALUE_ARTIFACTS_URL does not exist "
+                                    f"at {self.client.meta.endpoint_url}: create it first") from None
+        except BotoCoreError as exc:
+            raise ArtifactError(f"cannot reach the artifact store s3://{self.bucket}: {exc}") from exc
 
     def ensure_bucket(self) -> None:
         from botocore.exceptions import ClientError

@@ -24,6 +24,7 @@ from celery import Celery
 from celery.app.utils import find_app
 from celery.bin.base import CLIContext
 from celery.bin.celery import celery as celery_cli
+from celery.utils.nodenames import host_format
 from sqlalchemy.engine import make_url
 
 import tasks.app
@@ -557,6 +558,22 @@ def test_every_queue_has_a_consumer(services):
     assert wanted <= consumed, f"no worker consumes {sorted(wanted - consumed)}"
 
 
+def test_workers_are_named_from_their_queues(services):
+    """Compose's workers carry the node name `fairvalue worker` would give them (general@%h,
+    training@%h), as README says and /v1/queue and Flower show: plain `celery worker` would be
+    celery@<container id> for every one of them."""
+    found = workers(services)
+    assert {"worker", "training-worker"} <= set(found)
+    for name, inv in found.items():
+        template = node_name(inv, services[name])
+        assert template == queues.worker_node_name(worker_queues(inv)), \
+            f"{name}: -n {template}, not {queues.worker_node_name(worker_queues(inv))}"
+        assert template.partition("@")[2] == "%h", f"{name}: the host part of -n should be %h, not {template}"
+        if inv.program == "celery":
+            # the parser took it as the node name (it expands %h itself)
+            assert inv.params["hostname"] == host_format(template), f"{name}: -n is not the worker's node name"
+
+
 def test_worker_healthchecks_ping_their_own_node(services):
     for name in workers(services):
         svc = services[name]
@@ -656,10 +673,15 @@ def test_flower_port_auth_and_healthcheck(services):
     assert any(re.fullmatch(p.removesuffix("$"), url.path) for p in patterns if p != ".*"), url.path
 
 
-def test_postgres_redis_minio_use_standard_ports(services):
-    for name, port in (("postgres", POSTGRES_PORT), ("redis", REDIS_PORT), ("minio", MINIO_PORT)):
-        published = ports(services[name])
-        assert (port, port) in published, f"{name} should publish {port}:{port}"
+def test_data_services_publish_no_host_port(services):
+    """Our services reach postgres, redis and minio over the compose network; publishing their
+    ports made `docker compose up` fail on a host already running PostgreSQL or Redis. An operator
+    who wants them from the host adds `ports:` in a docker-compose.override.yml (README)."""
+    data_services = {name: svc for name, svc in services.items() if not runs_our_image(svc)}
+    assert {"postgres", "redis", "minio"} <= set(data_services)
+    for name, svc in data_services.items():
+        assert not svc.get("ports"), f"{name} publishes {svc['ports']} on the host"
+        assert svc.get("network_mode") != "host", f"{name} on the host network takes the host's ports"
 
 
 def test_redis_keeps_queued_messages(services):
@@ -724,6 +746,49 @@ def test_artifacts_go_to_the_bucket_minio_init_creates(services):
 
 
 # --- Dockerfile ---------------------------------------------------------------------------------
+
+
+def _build_args(build) -> dict[str, str | None]:
+    args = (build.get("args") or {}) if isinstance(build, dict) else {}
+    if isinstance(args, list):
+        args = dict(item.split("=", 1) if "=" in item else (item, None) for item in args)
+    return {k: None if v is None else str(v) for k, v in args.items()}
+
+
+def _final_stage() -> list[str]:
+    lines = _dockerfile_lines()
+    starts = [i for i, line in enumerate(lines) if line.upper().startswith("FROM ")]
+    assert starts, "the Dockerfile has no FROM"
+    return lines[starts[-1] + 1:]
+
+
+def test_build_passes_the_code_version(raw_compose):
+    """The image has no git, so without the build arg every model version trained under compose
+    records "unknown": each build passes CODE_VERSION from FAIRVALUE_CODE_VERSION, and the
+    runtime stage turns it into FAIRVALUE_CODE_VERSION (Settings.code_version)."""
+    assert "code_version" in Settings.model_fields
+    ours = our_services(raw_compose["services"])
+    for name, svc in ours.items():
+        value = _build_args(svc["build"]).get("CODE_VERSION")
+        assert value is not None, f"{name}: build passes no CODE_VERSION arg"
+        assert re.fullmatch(r"\$\{FAIRVALUE_CODE_VERSION(:?-[^}]*)?\}", value), \
+            f"{name}: CODE_VERSION should come from ${{FAIRVALUE_CODE_VERSION}}, not {value!r}"
+
+    stage = _final_stage()
+    arg_lines = [i for i, line in enumerate(stage)
+                 if re.fullmatch(r"ARG\s+CODE_VERSION(=.*)?", line, flags=re.IGNORECASE)]
+    assert arg_lines, "the runtime stage does not declare ARG CODE_VERSION (a build arg it does not declare is dropped)"
+    env = " ".join(line for line in stage[arg_lines[0]:] if line.upper().startswith("ENV "))
+    assert re.search(r"\bFAIRVALUE_CODE_VERSION=\$\{?CODE_VERSION\}?(\s|$)", env), \
+        "the runtime stage should set ENV FAIRVALUE_CODE_VERSION=${CODE_VERSION} after the ARG"
+    # A changed build arg misses the cache from its first use on: a RUN after it would run again
+    # on every commit (the dependencies reinstalled).
+    after = [line for line in stage[arg_lines[0]:] if line.upper().startswith("RUN ")]
+    assert not after, f"RUN after ARG CODE_VERSION reruns on every commit: {after}"
+    declared = {re.split(r"[\s=]", line, maxsplit=2)[1] for line in stage if line.upper().startswith("ARG ")}
+    for name, svc in ours.items():
+        unknown = set(_build_args(svc["build"])) - declared
+        assert not unknown, f"{name}: build args {sorted(unknown)} are not declared in the runtime stage"
 
 
 def test_dockerfile_runs_as_a_user_and_copies_the_whole_package():

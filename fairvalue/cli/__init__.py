@@ -84,8 +84,12 @@ def main() -> None:
     operator's setup step, so it gets one line saying which, not a traceback."""
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
+    from storage.artifacts import ArtifactError
+
     try:
         app()
+    except ArtifactError as exc:  # the store is down, missing its bucket, or refusing: the service refused
+        _exit_with(f"the artifact store refused: {exc}", code=1)
     except (OperationalError, ProgrammingError) as exc:
         database = redact(get_settings().resolved_database_url())
         if _is_missing_table(exc):
@@ -121,6 +125,6 @@ def _first_line(exc: Exception) -> str:
     return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
 
 
-def _exit_with(message: str) -> None:
+def _exit_with(message: str, code: int = 2) -> None:
     Console(stderr=True, soft_wrap=True).print(message, style="red", markup=False, highlight=False)
-    sys.exit(2)
+    sys.exit(code)

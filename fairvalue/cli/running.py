@@ -11,7 +11,8 @@ import time
 
 import typer
 
-from fairvalue.cli.common import console, errors, redact, send_follow_up
+from fairvalue.answers import iso
+from fairvalue.cli.common import console, errors, redact, refuse, send_follow_up
 from fairvalue.cli.market import seed
 from fairvalue.cli.training import train
 from fairvalue.settings import get_settings
@@ -28,11 +29,17 @@ def db_upgrade() -> None:
     console.print(f"database at head: {redact(settings.resolved_database_url())}")
 
 
-def api(host: str = typer.Option(None), port: int = typer.Option(None, min=1, max=65535)) -> None:
+def api(host: str = typer.Option(None, help="Address to listen on (default: FAIRVALUE_API_HOST, 127.0.0.1: "
+                                             "this machine only; 0.0.0.0 for every interface)."),
+        port: int = typer.Option(None, min=1, max=65535, help="Port (default: FAIRVALUE_API_PORT, 8000).")) -> None:
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
     settings = get_settings()
+    problems = settings.insecure_secrets()
+    if problems:  # the app refuses them too (api.app), but there as a traceback from uvicorn's startup
+        refuse("; ".join(problems), "refusing to start:")
+        raise typer.Exit(2)
     uvicorn.run("api.app:app", host=host or settings.api_host, port=port or settings.api_port,
                 log_level="info")
 
@@ -160,16 +167,20 @@ def _has_champion() -> bool:
 def pause(loop: str = typer.Argument(..., help="nowcast, policy, training or monitor"),
           reason: str = typer.Option("", help="Why.")) -> None:
     """Pause a loop: its task skips (and records that it did) until resumed."""
-    _set_paused(loop, True, reason)
-    console.print(f"{loop} paused")
+    kept = _set_paused(loop, True, reason)
+    if kept is None:
+        console.print(f"{loop} paused")
+    else:
+        console.print(f"{loop} was already paused, since {iso(kept.updated_at)}"
+                      + (f" by {kept.changed_by}" if kept.changed_by else "")
+                      + (f": {kept.reason}" if kept.reason else "") + " (kept as it was)", markup=False)
 
 
 def resume(loop: str = typer.Argument(..., help="nowcast, policy, training or monitor")) -> None:
     """Resume a paused loop. Resuming training publishes the requests that wait (as the sweep does)."""
     from fairvalue import lifecycle
 
-    _set_paused(loop, False)
-    console.print(f"{loop} resumed")
+    console.print(f"{loop} resumed" if _set_paused(loop, False) is None else f"{loop} was not paused")
     if loop == lifecycle.TRAINING_LOOP:
         from tasks.lifecycle import publish_training
 
@@ -191,10 +202,10 @@ def _operator() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _set_paused(loop: str, paused: bool, reason: str = "") -> None:
+def _set_paused(loop: str, paused: bool, reason: str = ""):
     from fairvalue import lifecycle
 
     try:
-        lifecycle.set_paused(loop, paused, reason, by=_operator())
+        return lifecycle.set_paused(loop, paused, reason, by=_operator())
     except ValueError as exc:  # an unknown loop: a usage error, not a traceback
         raise typer.BadParameter(str(exc), param_hint="LOOP") from None

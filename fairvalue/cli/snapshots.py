@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from fairvalue.cli.common import COLLECTION_OPTION, console, parse_time, refuse, settings_for
+from fairvalue.cli.common import COLLECTION_OPTION, console, errors, parse_time, refuse, settings_for
 
 
 def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead of now."),
@@ -13,6 +13,7 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
     """Value every item with the champion and publish the snapshot."""
     from fairvalue import pipeline
     from fairvalue.errors import NotFound
+    from fairvalue.lifecycle.loops import NOWCAST_LOOP, is_paused
 
     settings = settings_for(collection)
     try:
@@ -30,6 +31,9 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
         f"{'published' if result.published else 'not published (a later snapshot is)'}; "
         f"archive: {result.archive_uri or result.archive_error}", soft_wrap=True,
     )
+    if is_paused(NOWCAST_LOOP):  # asked by hand, it runs; the operator may have paused to stop publishing
+        errors.print("note: the nowcast loop is paused: its scheduled runs skip, this one was asked for by hand "
+                     "(`fairvalue resume nowcast` resumes the loop)", style="yellow", markup=False)
 
 
 def archive(limit: int = typer.Option(20, help="Archive at most this many snapshots.", min=1),

@@ -80,6 +80,7 @@ def train_and_gate(settings: Settings, overrides: dict,
     if data.sales.empty:
         raise NothingToTrain(f"collection {coll.slug!r} holds no clean sale to train on: ingest sales first "
                              "(fairvalue ingest sales FILE, or the sales webhook)")
+    store.check()  # a missing bucket fails the attempt now, not after the fits
     data.context()  # computed once; the market before the window reuses a slice of it
     checkpoint()
     end = data.sales["ts"].max()

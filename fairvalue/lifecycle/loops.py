@@ -13,15 +13,21 @@ NOWCAST_LOOP, POLICY_LOOP, TRAINING_LOOP, MONITOR_LOOP = "nowcast", "policy", "t
 LOOPS = (NOWCAST_LOOP, POLICY_LOOP, TRAINING_LOOP, MONITOR_LOOP)
 
 
-def set_paused(loop: str, paused: bool, reason: str = "", by: str = "") -> None:
-    """Pause or resume a loop (every collection's); `by` names who did (the CLI's user@host)."""
+def set_paused(loop: str, paused: bool, reason: str = "", by: str = "") -> LoopState | None:
+    """Pause or resume a loop (every collection's); `by` names who did (the CLI's user@host).
+    A loop already so is left as it is and its state returned: a second pause used to replace the
+    first one's reason, time and author with its own. None when this call changed it."""
     if loop not in LOOPS:
         raise ValueError(f"unknown loop {loop!r}; loops: {', '.join(LOOPS)}")
     from storage.upsert import upsert
 
     with session_scope() as session:
+        state = session.get(LoopState, loop)
+        if bool(state and state.paused) == paused:
+            return LoopState.model_validate(state) if state else LoopState(loop=loop, paused=False)
         upsert(session, LoopState.__table__, [{"loop": loop, "paused": paused, "reason": reason,
                                                "updated_at": utcnow(), "changed_by": by[:100]}], keys=("loop",))
+    return None
 
 
 def is_paused(loop: str) -> bool:

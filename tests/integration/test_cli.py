@@ -562,6 +562,21 @@ def test_a_nowcast_of_a_moment_before_the_market_is_refused_and_writes_nothing(s
         assert session.exec(early).all() == []
 
 
+def test_a_nowcast_asked_by_hand_while_its_loop_is_paused_runs_and_says_the_loop_is_paused(seeded):
+    """An operator who paused the nowcasts (a bad model, say) and then ran one by hand was not told
+    that the loop is paused."""
+    from fairvalue import lifecycle
+
+    lifecycle.set_paused("nowcast", True, "bad model")
+    try:
+        result = runner.invoke(app, ["nowcast"])
+    finally:
+        lifecycle.set_paused("nowcast", False)
+    assert result.exit_code == 0 and "items, model v" in result.stdout, result.output
+    assert "note: the nowcast loop is paused: its scheduled runs skip" in " ".join(result.stderr.split())
+    assert "paused" not in result.stdout
+
+
 def test_a_worker_whose_clock_runs_ahead_values_at_the_databases_now(seeded, monkeypatch):
     """Snapshots publish in the order of their as_of. A nowcast's "now" is the database's clock,
     which every worker shares: a worker an hour ahead publishes a snapshot of the real now, not

@@ -102,6 +102,20 @@ def test_train_with_a_cutoff_before_every_sale_names_the_cutoff_and_the_first_sa
         assert session.exec(select(func.count()).select_from(ModelVersion)).one() == versions
 
 
+def test_train_into_a_bucket_that_does_not_exist_says_so_before_it_fits(seeded):
+    """`fairvalue train` with FAIRVALUE_ARTIFACTS_URL naming a bucket never created fitted for a
+    minute, then died with an ArtifactError traceback (the README's recipe never said to create it)."""
+    with session_scope() as session:
+        versions = session.exec(select(func.count()).select_from(ModelVersion)).one()
+    result = _fairvalue("train", database_url=os.environ["FAIRVALUE_DATABASE_URL"],
+                        FAIRVALUE_ARTIFACTS_URL="s3://never-created/artifacts")
+    assert result.returncode == 1, result.stderr
+    assert "the bucket 'never-created' of FAIRVALUE_ARTIFACTS_URL does not exist" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    with session_scope() as session:
+        assert session.exec(select(func.count()).select_from(ModelVersion)).one() == versions
+
+
 def _fairvalue(*args: str, database_url: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fairvalue.cli", *args], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "FAIRVALUE_DATABASE_URL": database_url, **env})

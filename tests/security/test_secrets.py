@@ -32,11 +32,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(env_update: dict) -> subprocess.CompletedProcess | None:
+UVICORN = [sys.executable, "-m", "uvicorn", "api.app:app", "--lifespan", "on", "--port"]
+FAIRVALUE_API = [sys.executable, "-m", "fairvalue.cli", "api", "--port"]
+
+
+def _serve(env_update: dict, command: list[str] = UVICORN) -> subprocess.CompletedProcess | None:
     env = {k: v for k, v in os.environ.items() if k != "FAIRVALUE_WEBHOOK_SECRET"}
     env.update(FAIRVALUE_DATABASE_URL=PG, **env_update)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.app:app", "--port", str(_free_port()), "--lifespan", "on"],
+        [*command, str(_free_port())],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -53,3 +57,12 @@ def test_the_api_process_refuses_the_development_secret():
     assert refused is not None and refused.returncode != 0
     assert "refusing to start" in refused.stdout and "FAIRVALUE_WEBHOOK_SECRET" in refused.stdout
     assert DEV_WEBHOOK_SECRET not in refused.stdout  # the reason names the variable, never echoes a secret
+
+
+def test_fairvalue_api_refuses_it_in_one_line_before_uvicorn_starts():
+    """It used to be refused by the app's startup, which uvicorn prints as a traceback (exit 3)."""
+    refused = _serve({"FAIRVALUE_WEBHOOK_SECRET": DEV_WEBHOOK_SECRET}, FAIRVALUE_API)
+    assert refused is not None and refused.returncode == 2, refused
+    said = " ".join(refused.stdout.split())
+    assert said.startswith("refusing to start: FAIRVALUE_WEBHOOK_SECRET is unset or the development value")
+    assert "Traceback" not in refused.stdout and DEV_WEBHOOK_SECRET not in refused.stdout

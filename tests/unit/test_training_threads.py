@@ -82,7 +82,7 @@ def test_a_training_request_fits_on_the_setting(engine, threads_of_each_fit, mon
     assert openmp_threads() == {1}
 
 
-def test_fairvalue_train_fits_on_the_setting(engine, threads_of_each_fit, monkeypatch):
+def test_fairvalue_train_fits_on_the_setting(engine, threads_of_each_fit, monkeypatch, tmp_path):
     with Session(engine) as session:
         ensure_collection(session, "cryptopunks")
         session.commit()
@@ -94,6 +94,6 @@ def test_fairvalue_train_fits_on_the_setting(engine, threads_of_each_fit, monkey
 
     monkeypatch.setattr(estimator, "fit", records_then_stops)
     with pytest.raises(Seen):
-        pipeline.train(Settings(train_threads=2, collection="cryptopunks"))
+        pipeline.train(Settings(train_threads=2, collection="cryptopunks", artifacts_url=str(tmp_path)))
     assert threads_of_each_fit == [{2}]
     assert openmp_threads() == {1}
