@@ -59,7 +59,12 @@ def serve(port: int) -> None:
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    start_http_server(port, registry=registry)
+    try:
+        start_http_server(port, registry=registry)
+    except OSError as exc:  # another worker of this host has the port: say so, the worker still works
+        log.error("worker metrics NOT served: port %d: %s (give each worker of a host its own "
+                  "FAIRVALUE_WORKER_METRICS_PORT)", port, exc.strerror or exc)
+        return
     log.info("worker metrics on :%d%s", port, " (multiprocess)" if MULTIPROC_DIR else "")
 
 
