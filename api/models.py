@@ -260,7 +260,7 @@ async def promote_version(request: Request) -> JSONResponse:
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
     except lifecycle.RejectedByGates as exc:
-        raise HTTPException(409, f'{exc}; send "force": true to promote it anyway') from None
+        raise HTTPException(409, f'{str(exc).rstrip(".")}; send "force": true to promote it anyway') from None
     except lifecycle.ArtifactRefused as exc:
         raise HTTPException(409, str(exc)) from None
     if result["changed"]:

@@ -18,6 +18,10 @@ def _cmp(value: float, threshold: float) -> str:
     return ">" if value > threshold else "≤"
 
 
+def _rows(count: Any) -> str:
+    return "no" if count is None else f"{count:.0f}"
+
+
 def policy_numbers_line(numbers: Mapping[str, Any]) -> str:
     """"live MAPE 11.2 % on 40 sales ≤ 20 %, drift share 0.05 ≤ 0.15, PSI 0.03 ≤ 0.10, champion 2.0
     days old ≤ 7": each number the policy looked at against its threshold, or why it was not counted."""
@@ -29,13 +33,20 @@ def policy_numbers_line(numbers: Mapping[str, Any]) -> str:
         parts.append(f"no live MAPE ({n} sales)")
     else:
         parts.append(f"live MAPE {mape * 100:.1f} % not counted: {n} sales < {numbers.get('live_min_n')}")
+    drift = []
     for key, limit, name in (("share_drifted", "max_share_drifted", "drift share"),
                              ("prediction_psi", "max_prediction_psi", "PSI")):
         value, threshold = numbers.get(key), numbers.get(limit)
-        if value is not None and threshold is not None:
-            parts.append(f"{name} {value:.2f} {_cmp(value, threshold)} {threshold:.2f}")
-        else:
-            parts.append(f"no {name}")
+        drift.append((name, value, threshold) if value is not None and threshold is not None else (name, None, None))
+    measured = [(name, value, threshold) for name, value, threshold in drift if value is not None]
+    if measured and numbers.get("drift_counted") is False:  # too few rows to judge (policy.py), as live error
+        parts.append(" and ".join(f"{name} {value:.2f}" for name, value, _ in measured)
+                     + f" not counted: {_rows(numbers.get('drift_n_ref'))} reference and "
+                     f"{_rows(numbers.get('drift_n_cur'))} current rows, "
+                     f"{numbers.get('drift_min_samples')} needed in each")
+        measured = []
+    parts.extend(f"{name} {value:.2f} {_cmp(value, threshold)} {threshold:.2f}" for name, value, threshold in measured)
+    parts.extend(f"no {name}" for name, value, _ in drift if value is None)
     if numbers.get("drift_error"):
         parts.append(f"drift not measured: {numbers['drift_error']}")
     age, max_age = numbers.get("champion_age_days"), numbers.get("max_champion_age_days")

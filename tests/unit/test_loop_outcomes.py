@@ -19,9 +19,21 @@ def _policy_detail(live, drift, age, new_data=None, **extra):
 
 
 def test_a_policy_that_did_not_retrain_says_each_number_against_its_threshold():
-    detail = _policy_detail({"n": 40, "mape": 0.112}, {"share_drifted": 0.05, "prediction_psi": 0.03}, 2.0)
+    detail = _policy_detail({"n": 40, "mape": 0.112}, {"share_drifted": 0.05, "prediction_psi": 0.03,
+                                                       "n_ref": 400, "n_cur": 300}, 2.0)
     assert policy_line("ok", detail) == ("no retrain — live MAPE 11.2 % on 40 sales ≤ 20 %, drift share 0.05 ≤ 0.15, "
                                          "PSI 0.03 ≤ 0.10, champion 2.0 days old ≤ 7")
+
+
+def test_drift_on_too_few_rows_is_shown_not_counted():
+    """It read "PSI 8.27 > 0.10" in a line that began "no retrain": only the notes said why."""
+    detail = _policy_detail({"n": 40, "mape": 0.112},
+                            {"share_drifted": 0.0, "prediction_psi": 8.27, "n_ref": 25, "n_cur": 20, "min_samples": 30},
+                            0.0)
+    assert detail["retrain"] is False
+    assert policy_line("ok", detail) == (
+        "no retrain — live MAPE 11.2 % on 40 sales ≤ 20 %, drift share 0.00 and PSI 8.27 not counted: 25 reference "
+        "and 20 current rows, 30 needed in each, champion 0.0 days old ≤ 7")
 
 
 def test_an_old_champion_without_new_prices_says_why_it_was_not_retrained():
