@@ -83,12 +83,13 @@ def paused_loops(session: Session, people: bool = True) -> list[dict[str, Any]]:
 
 def queue_status(people: bool = True) -> dict[str, Any]:
     """Depth per queue (LLEN on Redis), messages delivered and not acknowledged, workers answering
-    a ping, training requests by state, last run per task (`last_runs`, whatever the collection)
-    and per task and collection, the last outcome of the policy and the monitor per collection
+    a ping, training requests by state and those whose lease ran out, last run per task
+    (`last_runs`, whatever the collection) and per task and collection, the last outcome of the
+    policy and the monitor per collection
     (with a readable line), and the paused loops. Unless `people`, each worker's name
     (general@host, training@host) and who paused a loop are HIDDEN."""
     from fairvalue.outcomes import LOOP_TASKS
-    from storage.requests import counts_by_state
+    from storage.requests import counts_by_state, expired_leases
     from storage.runs import last_runs
 
     def run_json(r) -> dict[str, Any]:
@@ -97,6 +98,7 @@ def queue_status(people: bool = True) -> dict[str, Any]:
 
     with session_scope() as session:
         by_state = counts_by_state(session)
+        leases_expired = expired_leases(session)
         latest = sorted(last_runs(session).items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[1].id))
         paused = paused_loops(session, people)
     runs: dict[str, dict[str, Any]] = {}
@@ -114,5 +116,6 @@ def queue_status(people: bool = True) -> dict[str, Any]:
     if workers is not None and not people:
         workers = [HIDDEN] * len(workers)  # how many answered, not where they run
     depths, unacked = broker_counts()
-    return {"queues": depths, "unacked": unacked, "workers": workers, "training_requests": by_state, "last_runs": runs,
+    return {"queues": depths, "unacked": unacked, "workers": workers, "training_requests": by_state,
+            "training_leases_expired": leases_expired, "last_runs": runs,
             "last_runs_by_collection": per_collection, "loop_outcomes": outcomes, "paused_loops": paused}

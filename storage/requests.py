@@ -211,6 +211,15 @@ def to_republish(session: Session, stale_after: timedelta) -> list[int]:
     return list(rows)
 
 
+def expired_leases(session: Session) -> int:
+    """Claimed or training requests whose lease ran out: their worker died whole (or hangs) and
+    no message of theirs comes back before the visibility timeout; the hourly sweep republishes them."""
+    from sqlalchemy import func
+
+    t = TrainingRequest
+    return session.exec(select(func.count()).where(t.state.in_(ACTIVE), t.lease_expires_at < utcnow())).one()
+
+
 def counts_by_state(session: Session) -> dict[str, int]:
     from sqlalchemy import func
 

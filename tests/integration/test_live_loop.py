@@ -203,6 +203,7 @@ def test_queue_status_reads_the_broker_and_the_runs(client, worker, operator_hea
     assert set(body["queues"]) == {"default", "ingest", "nowcast", "training"}
     assert all(isinstance(n, int) for n in body["queues"].values())
     assert "training_requests" in body
+    assert isinstance(body["training_leases_expired"], int)  # storage.requests.expired_leases; tests/unit
     assert "fairvalue.nowcast" in body["last_runs"]
     # A solo worker busy with a nowcast answers the ping only when it is done (an answer is kept
     # for queue_reads.WORKERS_SEEN_KEPT_SECONDS, so the wait may take that much longer).
