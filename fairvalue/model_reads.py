@@ -98,14 +98,19 @@ def training_requests(slug: str | None = None, state: str | None = None, limit: 
     with session_scope() as session:
         coll = collection_row(session, slug)
         query = select(TrainingRequest).where(TrainingRequest.collection_id == coll.id)
+        count = select(func.count()).select_from(TrainingRequest).where(TrainingRequest.collection_id == coll.id)
         if state:
             if state not in requests.STATES:
                 raise BadInput(f"state must be one of {', '.join(requests.STATES)}")
             query = query.where(TrainingRequest.state == state)
+            count = count.where(TrainingRequest.state == state)
         rows = session.exec(query.order_by(TrainingRequest.id.desc()).offset(offset).limit(limit)).all()
+        total = session.exec(count).one()
         number = version_numbers(session, [r.model_version_id for r in rows])
         verdicts = _request_verdicts(session, [r.id for r in rows])
-    return {"collection": coll.slug, "offset": offset, "limit": limit, "training_requests": [
+    # Paged as /decisions is: the total and where the next page starts (None on the last).
+    return {"collection": coll.slug, "total": total, "offset": offset, "limit": limit,
+            "next_offset": offset + limit if offset + limit < total else None, "training_requests": [
         {"id": r.id, "state": r.state, "reason": r.reason, "attempts": r.attempts,
          "claimed_by": hidden(r.claimed_by, people),
          "lease_expires_at": iso(r.lease_expires_at), "created_at": iso(r.created_at),

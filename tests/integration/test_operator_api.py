@@ -57,6 +57,10 @@ def test_operator_can_enqueue_promote_and_roll_back(client, operator_token, brok
     assert created.status_code == 202, created.text
     listed = client.get("/v1/training-requests").json()["training_requests"]
     assert any(r["id"] == created.json()["id"] and r["reason"] == "operator: api test" for r in listed)
+    page = client.get("/v1/training-requests?limit=1").json()  # paged as /decisions is
+    assert page["total"] >= len(listed) and page["next_offset"] == (1 if page["total"] > 1 else None), page
+    last = client.get(f"/v1/training-requests?limit=1&offset={page['total'] - 1}").json()
+    assert len(last["training_requests"]) == 1 and last["next_offset"] is None, last
 
     bad = client.post("/v1/training-requests", json={"reason": "x", "params": {"nope": 1}}, headers=operator_token)
     assert bad.status_code == 422 and "unknown training params" in bad.json()["error"]
