@@ -261,7 +261,7 @@ def test_promoting_a_version_the_gates_rejected_is_refused_unless_forced(client,
             latest = client.get("/v1/models").json()["decisions"][0]
             assert (latest["decision"], latest["by"], latest["contender"]) == ("promote", "operator", other)
             assert latest["numbers"]["forced_over"]["decision_id"] == decision_id
-            assert latest["numbers"]["forced_over"]["reason"] == "MAPE 0.41 > champion's 0.22"
+            assert latest["numbers"]["forced_over"]["reason"] == "MAPE 0.41 > champion's 0.22."
         finally:
             client.post("/v1/models/rollback", json={"reason": "forced test over"}, headers=operator_token)
 
