@@ -33,20 +33,17 @@ def policy_numbers_line(numbers: Mapping[str, Any]) -> str:
         parts.append(f"no live MAPE ({n} sales)")
     else:
         parts.append(f"live MAPE {mape * 100:.1f} % not counted: {n} sales < {numbers.get('live_min_n')}")
-    drift = []
-    for key, limit, name in (("share_drifted", "max_share_drifted", "drift share"),
-                             ("prediction_psi", "max_prediction_psi", "PSI")):
-        value, threshold = numbers.get(key), numbers.get(limit)
-        drift.append((name, value, threshold) if value is not None and threshold is not None else (name, None, None))
-    measured = [(name, value, threshold) for name, value, threshold in drift if value is not None]
+    drift = [(name, numbers.get(key), numbers.get(limit)) for key, limit, name in (
+        ("share_drifted", "max_share_drifted", "drift share"), ("prediction_psi", "max_prediction_psi", "PSI"))]
+    measured = [(name, value, limit) for name, value, limit in drift if value is not None and limit is not None]
     if measured and numbers.get("drift_counted") is False:  # too few rows to judge (policy.py), as live error
         parts.append(" and ".join(f"{name} {value:.2f}" for name, value, _ in measured)
                      + f" not counted: {_rows(numbers.get('drift_n_ref'))} reference and "
                      f"{_rows(numbers.get('drift_n_cur'))} current rows, "
                      f"{numbers.get('drift_min_samples')} needed in each")
-        measured = []
-    parts.extend(f"{name} {value:.2f} {_cmp(value, threshold)} {threshold:.2f}" for name, value, threshold in measured)
-    parts.extend(f"no {name}" for name, value, _ in drift if value is None)
+    else:
+        parts.extend(f"{name} {value:.2f} {_cmp(value, limit)} {limit:.2f}" for name, value, limit in measured)
+    parts.extend(f"no {name}" for name, value, limit in drift if value is None or limit is None)
     if numbers.get("drift_error"):
         parts.append(f"drift not measured: {numbers['drift_error']}")
     age, max_age = numbers.get("champion_age_days"), numbers.get("max_champion_age_days")
