@@ -173,7 +173,8 @@ class Settings(BaseSettings):
     beat_lock_check_seconds: float = Field(
         60, gt=0, description="How often beat checks it still holds the one-beat lock (a dropped database "
                               "connection releases it; another beat may have taken it since).")
-    gate_window_days: int = Field(14, description="The forward window contender and champion are scored on.")
+    gate_window_days: int = Field(14, description="The forward window contender and champion are scored on "
+                                  "(reaching back further when it holds fewer than 50 sales).")
     gate_mape_margin: float = Field(0.02, description="A contender is promoted when its MAPE is this share under "
                                     "the champion's (better by less: shadowed); models/gates.py.")
     gate_max_abs_bias: float = Field(0.05, description="A contender whose median signed error is further from 0 "

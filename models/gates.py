@@ -17,7 +17,7 @@ Rules, in order (every threshold is a GateConfig field):
    - sanity_positive: no finite fair value is <= 0 (sanity()["n_nonpositive"] == 0).
    - sanity_band_order: every finite row has p10 <= fair value <= p90 (sanity()["n_band_order"] == 0).
    - sanity_monotone_in_floor: sanity()["monotone_in_floor"] is True (a higher floor never lowers a value).
-   - eval_n: metrics n >= min_eval_n.
+   - eval_n: metrics n >= min_eval_n (window_start widens a quiet market's window to hold that many).
    - bias: |metrics bias| <= max_abs_bias (bias = median signed relative error).
    - band_coverage: coverage_bounds[0] <= metrics band_coverage <= coverage_bounds[1], both inclusive;
      coverage_bounds=None disables the check.
@@ -151,6 +151,20 @@ def sanity(fair_value: Any, p10: Any, p90: Any, monotone_in_floor: bool) -> dict
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def window_start(sale_times: pd.Series, days: float, min_sales: int, keep_before: int = 0) -> pd.Timestamp:
+    """Where the gates' forward window starts: `days` before the newest sale, or earlier, at the
+    `min_sales`-th newest sale, when those days hold fewer. A market that went quiet held only a
+    handful of sales in its last days, and the eval_n check rejected every contender until it
+    traded again. Never widened past the point that leaves `keep_before` sales before the window
+    to fit on (a young market's window stays its calendar days, and eval_n says why it rejects)."""
+    times = np.sort(pd.to_datetime(sale_times).to_numpy())
+    calendar = times[-1] - np.timedelta64(int(round(days * 86_400)), "s")
+    widened = min(calendar, times[max(len(times) - min_sales, 0)])
+    if len(times) > keep_before:
+        widened = max(widened, times[keep_before])
+    return pd.Timestamp(min(calendar, widened))
 
 
 def _le(a: float, b: float) -> bool:

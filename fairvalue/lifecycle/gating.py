@@ -64,7 +64,8 @@ def train_params(settings: Settings, overrides: dict) -> estimator.TrainParams:
 def train_and_gate(settings: Settings, overrides: dict,
                    checkpoint: Callable[[], None] = _no_checkpoint) -> TrainOutcome:
     """Score the contender's recipe and the champion on the same forward window (the last
-    `gate_window_days` of sales, unseen by both), apply the gates, then fit the contender on
+    `gate_window_days` of sales, widened back to hold the gates' min_eval_n sales when those days
+    hold fewer: gates.window_start; unseen by both), apply the gates, then fit the contender on
     everything. When the champion was trained before the window it is scored as it is;
     otherwise its recipe is refitted on the data before the window, like the contender's.
     `checkpoint` is called between the stages (it raises TrainingTimedOut past the time limit)."""
@@ -83,8 +84,11 @@ def train_and_gate(settings: Settings, overrides: dict,
     store.check()  # a missing bucket fails the attempt now, not after the fits
     data.context()  # computed once; the market before the window reuses a slice of it
     checkpoint()
+    config = kinds.UNIQUE.gate_config(settings)
     end = data.sales["ts"].max()
-    start = end - pd.Timedelta(days=settings.gate_window_days)
+    start = gates.window_start(data.sales["ts"], settings.gate_window_days, config.min_eval_n,
+                               keep_before=estimator.MIN_TRAINING_SALES)
+    widened = start < end - pd.Timedelta(days=settings.gate_window_days)
     past = data.before(start)
     window = data.sales[data.sales["ts"] >= start].reset_index(drop=True)
     queries = pd.DataFrame({"item_key": window["item_key"], "ts": window["ts"].dt.normalize().clip(lower=start)})
@@ -99,8 +103,7 @@ def train_and_gate(settings: Settings, overrides: dict,
         checkpoint()
     floor = floor_before(data.market, queries["ts"])
     floor_metrics = valuation_metrics(floor, window["price"].to_numpy())
-    decision = gates.decide(evaluations["contender"], evaluations.get("champion"), floor_metrics,
-                            kinds.UNIQUE.gate_config(settings))
+    decision = gates.decide(evaluations["contender"], evaluations.get("champion"), floor_metrics, config)
     # The diagnostics of the version, on the same window: the contender's fit is reused, only the
     # learning curve's smaller fits (and its earlier splits) are new.
     window_numbers, diagnostics = pipeline.holdout_evaluation(data, start, params, settings.learning_curve_splits,
@@ -108,7 +111,10 @@ def train_and_gate(settings: Settings, overrides: dict,
     checkpoint()
     model = estimator.fit(data, params)
     numbers = {
-        "window": {"from": iso(start.to_pydatetime()), "to": iso(end.to_pydatetime()), "n_sales": len(window)},
+        "window": {"from": iso(start.to_pydatetime()), "to": iso(end.to_pydatetime()), "n_sales": len(window),
+                   "days": settings.gate_window_days,
+                   # earlier than `days` before the last sale, to hold min_eval_n sales (gates.window_start)
+                   "widened_to_min_sales": config.min_eval_n if widened else None},
         "contender": evaluations["contender"].metrics,
         "champion": evaluations["champion"].metrics if "champion" in evaluations else None,
         "champion_scored_as": champion_mode,

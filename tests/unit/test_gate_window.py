@@ -1,0 +1,75 @@
+"""The gates' forward window: the last FAIRVALUE_GATE_WINDOW_DAYS of sales, widened back to hold
+the eval_n check's sales when a quiet market traded less in those days (models.gates.window_start).
+Before, every contender of a market that went quiet was rejected on "eval_n" until it traded again."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import storage.tables  # noqa: F401  (registers the tables)
+from fairvalue.lifecycle import gating
+from fairvalue.settings import Settings
+from models import gates
+from tests.builders import sessions_on
+from tests.unit.test_features import synthetic_market
+
+LAST = pd.Timestamp("2021-06-30 12:00")
+
+
+def daily_sales(n_days: int, per_day: int = 1) -> pd.Series:
+    days = pd.date_range(end=LAST, periods=n_days, freq="D")
+    return pd.Series(days.repeat(per_day))
+
+
+def test_a_busy_market_keeps_its_calendar_days():
+    # 10 sales a day: the 14 days before the last sale hold 141 of them, more than 50.
+    assert gates.window_start(daily_sales(60, per_day=10), 14, 50, keep_before=50) == LAST - pd.Timedelta(days=14)
+
+
+def test_a_quiet_market_s_window_reaches_back_to_its_fiftieth_newest_sale():
+    times = daily_sales(200)  # one sale a day: the 14 days hold 15
+    start = gates.window_start(times, 14, 50, keep_before=50)
+    assert start == LAST - pd.Timedelta(days=49)
+    assert (times >= start).sum() == 50 and (times < start).sum() == 150
+
+
+def test_the_window_leaves_the_sales_a_fit_needs_before_it():
+    times = daily_sales(80)  # widened to 50 sales, only 30 would be left to fit on
+    start = gates.window_start(times, 14, 50, keep_before=50)
+    assert (times < start).sum() == 50 and (times >= start).sum() == 30
+
+
+def test_a_young_market_keeps_its_calendar_days_rather_than_shrink_them():
+    times = daily_sales(60)  # widening would leave fewer than 50 before; the calendar window stays
+    assert gates.window_start(times, 14, 50, keep_before=50) == LAST - pd.Timedelta(days=14)
+
+
+def test_a_window_of_fractional_days_and_too_few_sales_for_the_minimum():
+    times = daily_sales(20)
+    assert gates.window_start(times, 0.5, 50) == times.min()  # no fit to keep: every sale is scored
+    assert gates.window_start(times, 0.5, 1) == LAST - pd.Timedelta(hours=12)
+
+
+@pytest.fixture
+def quiet_market(memory_engine, monkeypatch):
+    """A synthetic market whose last 14 days hold fewer than 50 sales, served to train_and_gate."""
+    data = synthetic_market(n_sales=250, seed=3)
+    data.sales["ts"] = data.sales["ts"].dt.floor("us")  # as the database keeps them
+    monkeypatch.setattr(gating, "load_market_data", lambda session, coll: data)
+    sessions_on(monkeypatch, gating, memory_engine)
+    return data
+
+
+def test_train_and_gate_scores_a_quiet_market_on_enough_sales(quiet_market, tmp_path):
+    settings = Settings(artifacts_url=f"file://{tmp_path}/artifacts", train_max_iter=20, learning_curve_splits=1)
+    last = quiet_market.sales["ts"].max()
+    assert (quiet_market.sales["ts"] >= last - pd.Timedelta(days=14)).sum() < 50
+
+    outcome = gating.train_and_gate(settings, {})
+
+    window = outcome.numbers["window"]
+    assert window["n_sales"] >= 50 and window["days"] == 14 and window["widened_to_min_sales"] == 50
+    eval_n = next(c for c in outcome.decision.checks if c["name"] == "eval_n")
+    assert eval_n["passed"], eval_n
+    assert outcome.numbers["contender"]["n"] == window["n_sales"]
