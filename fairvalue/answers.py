@@ -18,6 +18,9 @@ ITEM_KEY = re.compile(_ONE_KEY + r"\Z")  # \Z: "$" also matches before a final n
 ITEM_KEYS = re.compile(rf"{_ONE_KEY}(?:,{_ONE_KEY})*\Z")  # a comma-separated list of them, nothing else
 MAX_BULK_IDS = 1000
 MAX_PAGE = 500
+# The times a read takes: the years 1970 to 2200, through the end of 2200 (`to=2200-12-31`
+# reads through that day: its window ends at the next midnight).
+EARLIEST_TIME, LATEST_TIME = datetime(1970, 1, 1, tzinfo=UTC), datetime(2201, 1, 1, tzinfo=UTC)
 MAX_WINDOW_DAYS = 3700  # the longest window a market or track-record read answers (~10 years)
 
 
@@ -73,9 +76,13 @@ def parse_time(value: str | None, name: str) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise BadInput(f"{name} must be an ISO date or date-time, got {value[:40]!r}") from None
-    if not 1970 <= parsed.year <= 2200:
+    # The year first: converting a time near year 9999 to UTC overflows.
+    if not 1970 <= parsed.year <= LATEST_TIME.year:
         raise BadInput(f"{name} must be between the years 1970 and 2200")
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if not EARLIEST_TIME <= parsed <= LATEST_TIME:
+        raise BadInput(f"{name} must be between the years 1970 and 2200")
+    return parsed
 
 
 def _moment(ts: datetime) -> str:

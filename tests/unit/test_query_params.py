@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from starlette.requests import Request
 
 from api.deps import Route, float_param, int_param, query_value, str_param, unknown_names, unknown_query
 from api.openapi import query_names
+from fairvalue.answers import parse_time
 from fairvalue.errors import BadInput
 
 API = Path(__file__).resolve().parents[2] / "api"
@@ -126,4 +128,10 @@ def test_a_number_too_long_is_out_of_range_and_a_date_past_the_years_says_which(
     with pytest.raises(BadInput, match=r"^to must be an ISO date, got '2021-02-30'$"):  # no such day
         inclusive_end("2021-02-30")
     assert inclusive_end("2021-12-31") == "2022-01-01"
+    # The last day of the range reads through its end; the day after it, and its other side, do not.
+    assert parse_time(inclusive_end("2200-12-31"), "to") == datetime(2201, 1, 1, tzinfo=UTC)
+    for outside in ("2201-01-02", "2201-01-01T00:00:01Z", "1970-01-01T00:00:00+01:00"):
+        with pytest.raises(BadInput, match=r"^to must be between the years 1970 and 2200$"):
+            parse_time(outside, "to")
+    assert parse_time("1970-01-01", "from") == datetime(1970, 1, 1, tzinfo=UTC)
     assert int_param(request("top=000000000005"), "top") == 5  # leading zeros are no length
