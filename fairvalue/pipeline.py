@@ -61,6 +61,14 @@ def is_loaded(settings: Settings) -> bool:
             select(Item.item_key).where(Item.collection_id == coll.id).limit(1)).first() is not None
 
 
+def has_champion(settings: Settings) -> bool:
+    """The collection exists and has a champion: a nowcast has a model to value with. Looked up,
+    not created."""
+    with session_scope() as session:
+        coll = session.exec(select(Collection).where(Collection.slug == settings.collection)).first()
+        return coll is not None and get_alias(session, coll, CHAMPION) is not None
+
+
 @functools.lru_cache(maxsize=1)
 def _loaded_commit() -> str:
     """The checkout's commit when this process first asked: a worker asks as it starts

@@ -281,7 +281,8 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{(self.var_dir / 'fairvalue.db').resolve()}"
 
     def resolved_broker_url(self) -> str:
-        return self.broker_url or "filesystem://"
+        # The host is a name only (kombu's files have none), given so kombu does not warn it was left out.
+        return self.broker_url or "filesystem://localhost/"
 
     def resolved_artifacts_url(self) -> str:
         return self.artifacts_url or str((self.var_dir / "artifacts").resolve())

@@ -33,7 +33,13 @@ def nowcast(self, as_of: str | None = None, collection: str | None = None, reque
         if served_by:
             run.update(status=SKIPPED, reason=f"snapshot {served_by}, read after the request, is published")
             return dict(run)
-        result = pipeline.nowcast(settings, as_of=datetime.fromisoformat(as_of) if as_of else None)
+        try:
+            result = pipeline.nowcast(settings, as_of=datetime.fromisoformat(as_of) if as_of else None)
+        except pipeline.NoChampion as exc:
+            # Loaded but not trained yet (cards whose prices came first): nothing to value with until
+            # `fairvalue train`, which is a setup step to take, not a failure every half hour.
+            run.update(status=SKIPPED, reason=str(exc))
+            return dict(run)
         run.update(result.__dict__)
         if result.archive_error is None:
             # The store answers again: archive what an earlier outage left out (usually nothing),

@@ -73,7 +73,7 @@ def _ingest_events(path: Path, collection: str | None, ingest, noun: str, follow
         refuse(exc, f"{path.name} not ingested:")
         raise typer.Exit(2) from None
     _print_report(f"ingest {path.name} into {settings.collection}", report, noun=noun)
-    if report.accepted:
+    if report.accepted and _has_champion_or_say(settings):
         from tasks.app import app as celery_app
 
         if send_follow_up(otherwise, celery_app.send_task, follow_up, args=[report.accepted],
@@ -108,11 +108,23 @@ def ingest_prices(
         table.add_row(name.replace("_", " "), str(getattr(report, name)))
     _add_rejections(table, report)
     console.print(table)
-    if report.stored:
+    if report.stored and _has_champion_or_say(settings):
         from tasks.app import request_nowcast
 
         if send_follow_up(PRICES_OTHERWISE, request_nowcast, settings.collection):
             console.print(f"follow-up sent: {PRICES_SENT}")
+
+
+def _has_champion_or_say(settings) -> bool:
+    """A follow-up nowcast has a model to value with; else say what comes first (the rows are kept)."""
+    from fairvalue import pipeline
+
+    if pipeline.has_champion(settings):
+        return True
+    slug = settings.collection
+    console.print(f"no nowcast asked for: {slug} has no champion yet; `fairvalue train --collection {slug}` "
+                  f"trains one, then `fairvalue nowcast --collection {slug}` values what is stored")
+    return False
 
 
 def _print_report(title: str, report, noun: str = "sales") -> None:

@@ -14,7 +14,7 @@ import typer
 from fairvalue.answers import iso
 from fairvalue.cli.common import console, errors, redact, refuse, send_follow_up
 from fairvalue.cli.market import seed
-from fairvalue.cli.training import train
+from fairvalue.cli.training import train_first_model
 from fairvalue.settings import get_settings
 from tasks import names, queues
 
@@ -100,14 +100,16 @@ def up(
     once: bool = typer.Option(False, help="Prepare (migrate, seed, train, nowcast) and exit."),
 ) -> None:
     """Everything on embedded defaults: migrate, seed, train, nowcast, then API + worker + beat."""
+    from fairvalue import pipeline
+
     settings = get_settings()
     db_upgrade()
     seed(collection=None)
     # Plain lines, not only a spinner: under a supervisor or in a log nothing else says what the
     # first minutes are spent on.
-    if not _has_champion():
+    if not pipeline.has_champion(settings):
         console.print("training the first model on the bundled sales (a few minutes)")
-        train(cutoff=None, collection=None)
+        train_first_model(settings)
     console.print("valuing every item (the first nowcast)")
     with console.status("nowcasting"):
         result = startup_nowcast(settings)
@@ -153,15 +155,6 @@ def startup_nowcast(settings):
         result = pipeline.nowcast(settings)
         run.update(result.__dict__)
     return result
-
-
-def _has_champion() -> bool:
-    from fairvalue import pipeline
-    from storage.db import session_scope
-    from storage.registry import CHAMPION, get_alias
-
-    with session_scope() as session:
-        return get_alias(session, pipeline.ensure_collection_of(session, get_settings()), CHAMPION) is not None
 
 
 def pause(loop: str = typer.Argument(..., help="nowcast, policy, training or monitor"),

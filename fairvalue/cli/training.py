@@ -17,16 +17,37 @@ from tasks import queues
 def train(cutoff: str = typer.Option(None, help="Train only on sales before this ISO time."),
           collection: str = COLLECTION_OPTION) -> None:
     """Train a model version on the stored sales and register it (the first becomes champion)."""
+    result = _train_or_exit(settings_for(collection), parse_time(cutoff))
+    console.print(f"registered version {result.version}" + (" (champion)" if result.became_champion else ""))
+    console.print_json(json.dumps(result.metrics, default=str))
+    _print_diagnostics(result)
+
+
+def train_first_model(settings) -> None:
+    """`up`'s first training, said in a line rather than `train`'s page of numbers (the version's
+    page, /models and the diagnostics hold them)."""
+    result = _train_or_exit(settings, None)
+    model, floor = result.metrics.get("model") or {}, result.metrics.get("floor_baseline") or {}
+    scored = ""
+    if model.get("mape") is not None and floor.get("mape") is not None:
+        scored = (f": forward MAPE {100 * model['mape']:.1f} % on {model['n']} sales from "
+                  f"{result.metrics['holdout_start'][:10]}, the previous day's floor {100 * floor['mape']:.1f} %")
+    console.print(f"registered version {result.version}" + (" (champion)" if result.became_champion else "") + scored)
+    _print_diagnostics(result)
+
+
+def _train_or_exit(settings, cutoff):
     from fairvalue import pipeline
 
     try:
         with console.status("training"):
-            result = pipeline.train(settings_for(collection), cutoff=parse_time(cutoff))
+            return pipeline.train(settings, cutoff=cutoff)
     except pipeline.TRAINING_REFUSALS as exc:  # no prices, or too few: what the data refused
         refuse(exc, "nothing trained:")
         raise typer.Exit(1) from None
-    console.print(f"registered version {result.version}" + (" (champion)" if result.became_champion else ""))
-    console.print_json(json.dumps(result.metrics, default=str))
+
+
+def _print_diagnostics(result) -> None:
     if result.diagnostics_uri:
         console.print(f"diagnostics: {result.diagnostics_uri}", soft_wrap=True)  # a URI to copy whole
 

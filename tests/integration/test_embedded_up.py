@@ -57,6 +57,9 @@ def test_up_serves_a_fair_value_and_follows_a_webhook(tmp_path):
         assert item is not None, (tmp_path / "up.log").read_text()[-3000:]
         assert item["fair_value"] > 0 and item["type"] == "Alien"
         assert (tmp_path / "var" / "fairvalue.db").exists()
+        said = " ".join((tmp_path / "up.log").read_text().split())  # rich wraps at its width
+        # The first training in a line, not `fairvalue train`'s page of numbers.
+        assert "registered version 1 (champion): forward MAPE" in said and '"learning_curve"' not in said, said
 
         a_minute_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
         sale = {"event_id": "embedded-1", "timestamp": a_minute_ago, "punk_id": 7804, "price_eth": 4500}

@@ -159,6 +159,35 @@ def test_new_prices_ask_for_a_nowcast_as_new_sales_do(worker, monkeypatch, tmp_p
     assert again.exit_code == 0 and "follow-up" not in again.output, again.output  # nothing new: nothing sent
 
 
+def test_prices_before_the_first_training_ask_for_no_nowcast_and_one_sent_is_skipped(worker, tmp_path):
+    """The README's order (`cards load`, `ingest prices`, then `train`): the ingest sent a nowcast
+    with no model to value with, and the worker failed it with a traceback. The CLI now says what
+    comes first; a nowcast sent anyway (the collector's, beat's) records a skipped run saying so."""
+    from storage.tables import TaskRun
+    from tasks.app import request_nowcast
+
+    fixture = pd.read_csv(PRICES, dtype=str)
+    cards_collection("cardsrev-untrained", fixture[fixture["date"] < "2025-06-20"], tmp_path)
+    day = tmp_path / "cardsrev-untrained-0620.csv"
+    fixture[fixture["date"] == "2025-06-20"].to_csv(day, index=False)
+    result = runner.invoke(cli, ["ingest", "prices", str(day), "--collection", "cardsrev-untrained"])
+    assert result.exit_code == 0, result.output
+    assert ("no nowcast asked for: cardsrev-untrained has no champion yet; `fairvalue train --collection "
+            "cardsrev-untrained` trains one") in said(result.output) and "follow-up sent" not in result.output
+
+    request_nowcast("cardsrev-untrained")
+
+    def finished() -> list[tuple[str, dict]]:
+        with session_scope() as session:
+            return [(run.status, run.detail) for run in session.exec(
+                select(TaskRun).where(TaskRun.task_name == "fairvalue.nowcast", TaskRun.status != "running"))
+                if run.detail.get("collection") == "cardsrev-untrained"]
+
+    [(status, detail)] = wait_for(finished, timeout=120)
+    assert status == "skipped" and detail["reason"] == ("collection cardsrev-untrained has no champion model: "
+                                                        "run `fairvalue train --collection cardsrev-untrained`")
+
+
 def test_cards_collect_asks_for_a_nowcast_when_a_price_is_new(worker, price_api, monkeypatch, tmp_path):  # noqa: F811
     import json
 
