@@ -165,20 +165,26 @@ def _counts_from_database():
     from sqlalchemy import func
     from sqlmodel import select
 
+    from models import gates
     from storage import requests
     from storage.db import session_scope
     from storage.runs import ABANDONED, OK
     from storage.tables import PromotionDecision, TaskRun
+    from tasks import names
 
     with session_scope() as session:
         states = {state: 0 for state in requests.STATES} | requests.counts_by_state(session)
         successes = dict(session.exec(select(TaskRun.task_name, func.max(TaskRun.finished_at))
                                       .where(TaskRun.status == OK).group_by(TaskRun.task_name)).all())
-        decided = {(d, by): n for d, by, n in session.exec(
+        # Every known label set from the first scrape, at 0 until it happens, so an alert on its
+        # increase (a first rollback, a first abandoned run) has a series to compare against.
+        decided = {(d, by): 0 for d in gates.RECORDED for by in gates.DECIDERS}
+        decided |= {(d, by): n for d, by, n in session.exec(
             select(PromotionDecision.decision, PromotionDecision.decided_by, func.count())
             .group_by(PromotionDecision.decision, PromotionDecision.decided_by)).all()}
-        abandoned = dict(session.exec(select(TaskRun.task_name, func.count())
-                                      .where(TaskRun.status == ABANDONED).group_by(TaskRun.task_name)).all())
+        abandoned = dict.fromkeys(names.ALL, 0)
+        abandoned |= dict(session.exec(select(TaskRun.task_name, func.count())
+                                       .where(TaskRun.status == ABANDONED).group_by(TaskRun.task_name)).all())
     return states, {task: at for task, at in successes.items() if at is not None}, decided, abandoned
 
 

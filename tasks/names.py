@@ -11,3 +11,5 @@ SWEEP = "fairvalue.training.sweep"
 AFTER_SALES = "fairvalue.ingest.after_sales"
 AFTER_LISTINGS = "fairvalue.ingest.after_listings"
 CARD_PRICES = "fairvalue.ingest.card_prices"
+
+ALL = (NOWCAST, ARCHIVE, POLICY, MONITOR, TRAIN, SWEEP, AFTER_SALES, AFTER_LISTINGS, CARD_PRICES)

@@ -68,3 +68,13 @@ def test_up_s_own_nowcast_is_recorded_as_a_nowcast_run(engine, monkeypatch):
     assert (stored.status, stored.collection) == ("ok", "cryptopunks")
     assert stored.detail == {"collection": "cryptopunks", "started_by": "fairvalue up", "snapshot_id": 7,
                              "n_items": 3, "published": True}
+
+
+def test_tasks_names_lists_every_task_the_workers_register_once():
+    """tasks.names.ALL is what the metrics count abandoned runs of from the first scrape."""
+    from tasks import names
+    from tasks.app import app
+
+    app.loader.import_default_modules()
+    assert {name for name in app.tasks if name.startswith("fairvalue.")} == set(names.ALL)
+    assert len(names.ALL) == len(set(names.ALL))
