@@ -149,6 +149,10 @@ class Settings(BaseSettings):
 
     # Model lifecycle (issue #4): policy, training under a lease, gates, monitor.
     training_lease_seconds: int = Field(600, description="A claim on a training request lasts this unless renewed.")
+    training_start_sweep: bool = Field(
+        True, description="A training worker, as it starts, asks for one training sweep on its own queue for once "
+        "a lease has run out: the restart of a worker killed whole trains its request then, not at beat's hourly "
+        "sweep.")
     training_max_attempts: int = Field(3, description="Tries of one training request before it is failed.")
     training_retry_backoff_seconds: int = Field(60, description="Delay before a failed training is retried; "
                                                 "far under the broker's visibility timeout.")

@@ -6,11 +6,12 @@ ids: the database decides whether there is anything to do.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from dataclasses import dataclass
 
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_ready
 
 from fairvalue import lifecycle, pipeline
 from fairvalue.settings import Settings, get_settings
@@ -26,10 +27,30 @@ from tasks.guards import skipped_unless_loaded
 TRAINING_PAUSED = "the training loop is paused: the request waits unpublished until `fairvalue resume training`"
 
 
+log = logging.getLogger(__name__)
+
+
 @worker_init.connect
 def _note_the_loaded_code(**_):
     """The commit the model versions this worker trains record: the one it started from."""
     pipeline.code_version()
+
+
+@worker_ready.connect
+def sweep_once_a_lease_has_run_out(sender, **_) -> None:
+    """A training worker that starts may be the restart of one killed whole, whose request is left
+    `training` under a lease no one renews, and whose message comes back only after the broker's
+    visibility timeout (hours): the hourly sweep was all that recovered it. So a starting training
+    worker asks for one sweep of its own, on its own queue, for once a lease has run out: a
+    restarted worker trains the dead one's request about a lease after it comes back. A sweep
+    finding nothing to do does nothing."""
+    settings = get_settings()
+    if not settings.training_start_sweep or queues.TRAINING not in sender.app.amqp.queues.consume_from:
+        return
+    countdown = settings.training_lease_seconds + lifecycle.RESEND_MARGIN_SECONDS
+    why = send_after_commit(sender.app.send_task, names.SWEEP, queue=queues.TRAINING, countdown=countdown)
+    if why is not None:
+        log.warning("the starting training worker's sweep was not sent (%s); beat's hourly one runs", why)
 
 
 def publish_training(request_id: int, countdown: float | None = None, collection: str | None = None) -> None:

@@ -130,6 +130,9 @@ os.environ.update(
         # session's first champion (realparts.seeded) is trained with the default three, the rest with one.
         "FAIRVALUE_LEARNING_CURVE_SPLITS": "1",
         "FAIRVALUE_WEBHOOK_SECRET": "test-secret",
+        # Off but where tested (tests/faults/test_worker_kill.py): each training worker a test starts
+        # would leave a sweep for a lease later, to run in the middle of some later test.
+        "FAIRVALUE_TRAINING_START_SWEEP": "false",
         # Tests hammer the API from one client; tests/integration/test_api_auth_limits.py turns it on.
         "FAIRVALUE_RATE_LIMIT_PER_MINUTE": "0",
         # A listing's nowcast waits this long after the last one (120 s in production); the

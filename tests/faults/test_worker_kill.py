@@ -31,7 +31,7 @@ from storage.tables import (
 )
 from tasks.app import app
 from tasks.lifecycle import publish_training
-from tasks.names import TRAIN
+from tasks.names import SWEEP, TRAIN
 from tests.realparts import served_from, start_worker, stop_worker, wait_for
 
 pytestmark = pytest.mark.integration
@@ -172,6 +172,35 @@ def test_a_worker_killed_mid_training(seeded, tmp_path):
     assert sum("decision" in r.detail for r in train_runs) == 1
     assert all("decision" in r.detail or str(r.detail.get("skipped", "")).startswith("not claimable")
                for r in train_runs), [(r.status, r.detail) for r in train_runs]
+
+
+def test_a_training_worker_killed_whole_and_restarted_trains_its_request_a_lease_later(seeded, tmp_path):
+    """Killed whole (its main process too), a training worker's message waits out the broker's
+    visibility timeout (2 h in production, kept here) and only beat's hourly sweep republished its
+    request. Restarted, the worker asks for one sweep of its own, on its own queue, for once a lease
+    has run out (FAIRVALUE_TRAINING_START_SWEEP): the request is trained then, by the restarted
+    worker, with no sweep from anyone else and no redelivery."""
+    env = {"FAIRVALUE_TRAINING_LEASE_SECONDS": str(LEASE), "FAIRVALUE_TRAINING_START_SWEEP": "true"}
+    started = utcnow()
+    victim = start_worker("trainer-killed-whole", "training", tmp_path, env)
+    request_id = lifecycle.enqueue_retrain("killed whole", {"max_iter": 8, "band_max_iter": 4,
+                                                            "band_method": "premium", "linear_weight": 0.0}).request_id
+    publish_training(request_id)
+    wait_for(lambda: states(request_id).state == "training", timeout=60)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+
+    restarted = start_worker("trainer-killed-whole", "training", tmp_path, env)  # the same worker, back
+    try:
+        wait_for(lambda: states(request_id).state == "decided", timeout=LEASE * 3 + 120)
+    finally:
+        stop_worker(restarted)
+    done = states(request_id)
+    assert done.attempts == 2 and done.model_version_id is not None  # the dead claim, then the restarted one's
+    with session_scope() as session:
+        sweeps = [r.detail for r in session.exec(select(TaskRun).where(TaskRun.task_name == SWEEP,
+                                                                      TaskRun.started_at >= started)).all()]
+    assert any(request_id in detail.get("republished", []) for detail in sweeps), sweeps
 
 
 def test_a_pool_child_killed_mid_training(seeded, tmp_path):
