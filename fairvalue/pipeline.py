@@ -61,6 +61,15 @@ def is_loaded(settings: Settings) -> bool:
             select(Item.item_key).where(Item.collection_id == coll.id).limit(1)).first() is not None
 
 
+def check_stored(settings: Settings) -> None:
+    """NotFound unless the settings' collection is stored: looked up, not made, so a mistyped slug
+    leaves nothing behind."""
+    from fairvalue.reads import collection_row
+
+    with session_scope() as session:
+        collection_row(session, settings.collection)
+
+
 def has_champion(settings: Settings) -> bool:
     """The collection exists and has a champion: a nowcast has a model to value with. Looked up,
     not created."""
@@ -495,6 +504,10 @@ class NothingToValue(ValueError):
     any market input (no floor, no prices known yet). A snapshot must value every item it lists, and
     list at least one."""
 
+
+# What a nowcast refuses before it values anything: an as_of to come, a collection with no
+# champion, a moment before any market input.
+NOWCAST_REFUSALS = (FutureAsOf, NoChampion, NothingToValue)
 
 # How far ahead of the database's clock an as_of may be: clocks of different machines differ a little.
 AS_OF_CLOCK_SLACK = pd.Timedelta(minutes=5)

@@ -14,9 +14,10 @@ import typer
 from fairvalue.answers import iso
 from fairvalue.cli.common import console, errors, redact, refuse, send_follow_up
 from fairvalue.cli.market import seed
+from fairvalue.cli.snapshots import recorded_nowcast
 from fairvalue.cli.training import train_first_model
 from fairvalue.settings import get_settings
-from tasks import names, queues
+from tasks import queues
 
 
 def db_upgrade() -> None:
@@ -147,14 +148,7 @@ def up(
 def startup_nowcast(settings):
     """`up`'s own nowcast, recorded as a run of the nowcast task (the queue page shows when the
     published snapshot was made, and by whom), so a restart's nowcast is not missing from it."""
-    from fairvalue import pipeline
-    from storage.runs import recorded_run
-
-    with recorded_run(names.NOWCAST, None, settings.collection) as run:
-        run["started_by"] = "fairvalue up"
-        result = pipeline.nowcast(settings)
-        run.update(result.__dict__)
-    return result
+    return recorded_nowcast(settings, "fairvalue up")
 
 
 def pause(loop: str = typer.Argument(..., help="nowcast, policy, training or monitor"),

@@ -18,7 +18,7 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
     settings = settings_for(collection)
     try:
         with console.status("nowcasting"):
-            result = pipeline.nowcast(settings, as_of=parse_time(as_of))
+            result = recorded_nowcast(settings, "fairvalue nowcast", as_of=parse_time(as_of))
     except pipeline.FutureAsOf as exc:  # input refused before any work (README): exit 2
         refuse(exc, "nothing published:")
         raise typer.Exit(2) from None
@@ -34,6 +34,31 @@ def nowcast(as_of: str = typer.Option(None, help="Value at this ISO time instead
     if is_paused(NOWCAST_LOOP):  # asked by hand, it runs; the operator may have paused to stop publishing
         errors.print("note: the nowcast loop is paused: its scheduled runs skip, this one was asked for by hand "
                      "(`fairvalue resume nowcast` resumes the loop)", style="yellow", markup=False)
+
+
+def recorded_nowcast(settings, started_by: str, as_of=None):
+    """A nowcast a command runs (`nowcast`, `up`'s first), recorded as a run of the nowcast task, so
+    the queue page and GET /v1/queue show the last nowcast whoever ran it: a worker's failed or
+    skipped run stayed "the last" after a command had published. What the input or the data refused
+    (pipeline.NOWCAST_REFUSALS) is recorded skipped, with why, and raised for the command to say."""
+    from fairvalue import pipeline
+    from storage.runs import SKIPPED, recorded_run
+    from tasks import names
+
+    pipeline.check_stored(settings)  # NotFound first: a mistyped slug leaves no run behind
+    refused = None
+    with recorded_run(names.NOWCAST, None, settings.collection) as run:
+        run["started_by"] = started_by
+        try:
+            result = pipeline.nowcast(settings, as_of=as_of)
+        except pipeline.NOWCAST_REFUSALS as exc:
+            run.update(status=SKIPPED, reason=str(exc))
+            refused = exc
+        else:
+            run.update(result.__dict__)
+    if refused is not None:
+        raise refused
+    return result
 
 
 def archive(limit: int = typer.Option(20, help="Archive at most this many snapshots.", min=1),

@@ -54,20 +54,57 @@ def test_a_failed_run_keeps_its_collection(engine):
     assert (stored.status, stored.collection) == ("failed", "cards")
 
 
-def test_up_s_own_nowcast_is_recorded_as_a_nowcast_run(engine, monkeypatch):
+@pytest.fixture
+def punks(engine, monkeypatch):
+    """The settings of a stored collection, as the commands' nowcasts look it up."""
+    from fairvalue import pipeline
+    from fairvalue.settings import get_settings
+    from storage.ingest import ensure_collection
+
+    sessions_on(monkeypatch, pipeline, engine)
+    with Session(engine) as session:
+        ensure_collection(session, "cryptopunks")
+        session.commit()
+    return get_settings().for_collection("cryptopunks")
+
+
+def test_up_s_own_nowcast_is_recorded_as_a_nowcast_run(engine, punks, monkeypatch):
     from types import SimpleNamespace
 
     from fairvalue import pipeline
     from fairvalue.cli import running
-    from fairvalue.settings import get_settings
 
-    settings = get_settings().for_collection("cryptopunks")
-    monkeypatch.setattr(pipeline, "nowcast", lambda s: SimpleNamespace(snapshot_id=7, n_items=3, published=True))
-    assert running.startup_nowcast(settings).snapshot_id == 7
+    monkeypatch.setattr(pipeline, "nowcast",
+                        lambda s, as_of=None: SimpleNamespace(snapshot_id=7, n_items=3, published=True))
+    assert running.startup_nowcast(punks).snapshot_id == 7
     stored = _stored(engine, "fairvalue.nowcast")
     assert (stored.status, stored.collection) == ("ok", "cryptopunks")
     assert stored.detail == {"collection": "cryptopunks", "started_by": "fairvalue up", "snapshot_id": 7,
                              "n_items": 3, "published": True}
+
+
+def test_a_command_s_refused_nowcast_is_recorded_skipped_with_why_and_a_mistyped_slug_not_at_all(engine, punks,
+                                                                                                   monkeypatch):
+    """`fairvalue nowcast` is recorded too: a worker's failed or skipped run stayed "the last nowcast"
+    on the queue page after a command had published."""
+    from fairvalue import pipeline
+    from fairvalue.cli.snapshots import recorded_nowcast
+    from fairvalue.errors import NotFound
+
+    def no_champion(settings, as_of=None):
+        raise pipeline.NoChampion("collection cryptopunks has no champion model")
+
+    monkeypatch.setattr(pipeline, "nowcast", no_champion)
+    with pytest.raises(pipeline.NoChampion):
+        recorded_nowcast(punks, "fairvalue nowcast")
+    stored = _stored(engine, "fairvalue.nowcast")
+    assert stored.status == "skipped" and stored.detail == {
+        "collection": "cryptopunks", "started_by": "fairvalue nowcast",
+        "reason": "collection cryptopunks has no champion model"}
+    with pytest.raises(NotFound):
+        recorded_nowcast(punks.for_collection("cryptopunkz"), "fairvalue nowcast")
+    with Session(engine) as session:
+        assert len(session.exec(select(TaskRun)).all()) == 1
 
 
 def test_tasks_names_lists_every_task_the_workers_register_once():
