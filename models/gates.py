@@ -153,18 +153,20 @@ def sanity(fair_value: Any, p10: Any, p90: Any, monotone_in_floor: bool) -> dict
 # --------------------------------------------------------------------------- helpers
 
 
-def window_start(sale_times: pd.Series, days: float, min_sales: int, keep_before: int = 0) -> pd.Timestamp:
-    """Where the gates' forward window starts: `days` before the newest sale, or earlier, at the
-    `min_sales`-th newest sale, when those days hold fewer. A market that went quiet held only a
-    handful of sales in its last days, and the eval_n check rejected every contender until it
-    traded again. Never widened past the point that leaves `keep_before` sales before the window
-    to fit on (a young market's window stays its calendar days, and eval_n says why it rejects)."""
+def window_start(sale_times: pd.Series, days: float, min_sales: int,
+                 keep_before: int = 0) -> tuple[pd.Timestamp, bool]:
+    """Where the gates' forward window starts, and whether that is earlier than `days` before the
+    newest sale: it is, at the `min_sales`-th newest sale, when those days hold fewer. A market
+    that went quiet held only a handful of sales in its last days, and the eval_n check rejected
+    every contender until it traded again. Never widened past the point that leaves `keep_before`
+    sales before the window to fit on (a young market's window stays its calendar days, and
+    eval_n says why it rejects)."""
     times = np.sort(pd.to_datetime(sale_times).to_numpy())
-    calendar = times[-1] - np.timedelta64(int(round(days * 86_400)), "s")
-    widened = min(calendar, times[max(len(times) - min_sales, 0)])
+    calendar = times[-1] - pd.Timedelta(days=days).to_timedelta64()
+    start = min(calendar, times[max(len(times) - min_sales, 0)])
     if len(times) > keep_before:
-        widened = max(widened, times[keep_before])
-    return pd.Timestamp(min(calendar, widened))
+        start = min(calendar, max(start, times[keep_before]))
+    return pd.Timestamp(start), bool(start < calendar)
 
 
 def _le(a: float, b: float) -> bool:

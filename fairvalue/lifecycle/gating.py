@@ -86,9 +86,7 @@ def train_and_gate(settings: Settings, overrides: dict,
     checkpoint()
     config = kinds.UNIQUE.gate_config(settings)
     end = data.sales["ts"].max()
-    start = gates.window_start(data.sales["ts"], settings.gate_window_days, config.min_eval_n,
-                               keep_before=estimator.MIN_TRAINING_SALES)
-    widened = start < end - pd.Timedelta(days=settings.gate_window_days)
+    start, widened = gate_window_start(data, settings)
     past = data.before(start)
     window = data.sales[data.sales["ts"] >= start].reset_index(drop=True)
     queries = pd.DataFrame({"item_key": window["item_key"], "ts": window["ts"].dt.normalize().clip(lower=start)})
@@ -126,6 +124,13 @@ def train_and_gate(settings: Settings, overrides: dict,
     curve = {key: window_numbers[key] for key in ("learning_curve", "learning_curve_split_starts")
              if key in window_numbers}
     return TrainOutcome(model, data, decision, numbers, champion.id if champion else None, diagnostics, curve or None)
+
+
+def gate_window_start(data: MarketData, settings: Settings) -> tuple[pd.Timestamp, bool]:
+    """Where a sales market's gate window starts (gates.window_start: the last gate_window_days,
+    reaching back to hold the eval_n check's sales), and whether it reached back."""
+    return gates.window_start(data.sales["ts"], settings.gate_window_days,
+                              kinds.UNIQUE.gate_config(settings).min_eval_n, keep_before=estimator.MIN_TRAINING_SALES)
 
 
 def _train_and_gate_daily(settings: Settings, overrides: dict,

@@ -427,7 +427,6 @@ def test_a_worker_scores_one_champion_once_per_data_version(seeded):
 
     from fairvalue import pipeline
     from fairvalue.settings import get_settings
-    from models import gates
     from storage.artifacts import get_store
     from storage.market import load_market_data
     from storage.registry import CHAMPION, get_alias
@@ -437,7 +436,7 @@ def test_a_worker_scores_one_champion_once_per_data_version(seeded):
         coll = pipeline.ensure_collection_of(session, settings)
         data = load_market_data(session, coll)
         champion = get_alias(session, coll, CHAMPION)
-    start = gates.window_start(data.sales["ts"], settings.gate_window_days, 50, keep_before=50)
+    start, _ = gating.gate_window_start(data, settings)
     window = data.sales[data.sales["ts"] >= start].reset_index(drop=True)
     queries = pd.DataFrame({"item_key": window["item_key"], "ts": window["ts"].dt.normalize().clip(lower=start)})
     args = (get_store(settings), champion, data.before(start), data, queries, window, start)

@@ -24,31 +24,32 @@ def daily_sales(n_days: int, per_day: int = 1) -> pd.Series:
 
 def test_a_busy_market_keeps_its_calendar_days():
     # 10 sales a day: the 14 days before the last sale hold 141 of them, more than 50.
-    assert gates.window_start(daily_sales(60, per_day=10), 14, 50, keep_before=50) == LAST - pd.Timedelta(days=14)
+    assert gates.window_start(daily_sales(60, per_day=10), 14, 50, keep_before=50) == (LAST - pd.Timedelta(days=14),
+                                                                                       False)
 
 
 def test_a_quiet_market_s_window_reaches_back_to_its_fiftieth_newest_sale():
     times = daily_sales(200)  # one sale a day: the 14 days hold 15
-    start = gates.window_start(times, 14, 50, keep_before=50)
-    assert start == LAST - pd.Timedelta(days=49)
+    start, widened = gates.window_start(times, 14, 50, keep_before=50)
+    assert start == LAST - pd.Timedelta(days=49) and widened
     assert (times >= start).sum() == 50 and (times < start).sum() == 150
 
 
 def test_the_window_leaves_the_sales_a_fit_needs_before_it():
     times = daily_sales(80)  # widened to 50 sales, only 30 would be left to fit on
-    start = gates.window_start(times, 14, 50, keep_before=50)
-    assert (times < start).sum() == 50 and (times >= start).sum() == 30
+    start, widened = gates.window_start(times, 14, 50, keep_before=50)
+    assert (times < start).sum() == 50 and (times >= start).sum() == 30 and widened
 
 
 def test_a_young_market_keeps_its_calendar_days_rather_than_shrink_them():
     times = daily_sales(60)  # widening would leave fewer than 50 before; the calendar window stays
-    assert gates.window_start(times, 14, 50, keep_before=50) == LAST - pd.Timedelta(days=14)
+    assert gates.window_start(times, 14, 50, keep_before=50) == (LAST - pd.Timedelta(days=14), False)
 
 
 def test_a_window_of_fractional_days_and_too_few_sales_for_the_minimum():
     times = daily_sales(20)
-    assert gates.window_start(times, 0.5, 50) == times.min()  # no fit to keep: every sale is scored
-    assert gates.window_start(times, 0.5, 1) == LAST - pd.Timedelta(hours=12)
+    assert gates.window_start(times, 0.5, 50) == (times.min(), True)  # no fit to keep: every sale is scored
+    assert gates.window_start(times, 0.5, 1) == (LAST - pd.Timedelta(hours=12), False)
 
 
 @pytest.fixture
