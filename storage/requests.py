@@ -62,6 +62,12 @@ def mark_unpublished(session: Session, request_id: int) -> None:
     )
 
 
+def lease_ran_out(now: datetime):
+    """Claimed or training, under a lease that ran out before `now`: its holder died or hangs. The
+    one condition a new claim takes, the sweep republishes or fails, and /v1/queue counts."""
+    return and_(TrainingRequest.state.in_(ACTIVE), TrainingRequest.lease_expires_at < now)
+
+
 def claim(session: Session, request_id: int, worker: str, lease: timedelta, max_attempts: int) -> bool:
     """Take the request if it is queued (and past its backoff) or its lease has expired with
     attempts left. A worker that dies mid-training never reaches `release_for_retry`, so the
@@ -74,7 +80,7 @@ def claim(session: Session, request_id: int, worker: str, lease: timedelta, max_
             t.id == request_id,
             or_(
                 and_(t.state == QUEUED, or_(t.not_before.is_(None), t.not_before <= now)),
-                and_(t.state.in_(ACTIVE), t.lease_expires_at < now, t.attempts < max_attempts),
+                and_(lease_ran_out(now), t.attempts < max_attempts),
             ),
         )
         .values(state=CLAIMED, claimed_by=worker, lease_expires_at=now + lease,
@@ -188,7 +194,7 @@ def fail_abandoned(session: Session, max_attempts: int) -> list[int]:
     t = TrainingRequest.__table__.c
     failed = session.execute(
         update(TrainingRequest.__table__)
-        .where(t.state.in_(ACTIVE), t.lease_expires_at < now, t.attempts >= max_attempts)
+        .where(lease_ran_out(now), t.attempts >= max_attempts)
         .values(state=FAILED, lease_expires_at=None, updated_at=now, error=abandoned_error(max_attempts))
         .returning(t.id)
     )
@@ -204,7 +210,7 @@ def to_republish(session: Session, stale_after: timedelta) -> list[int]:
         select(t.id).where(
             or_(
                 and_(t.state == QUEUED, or_(t.published_at.is_(None), t.published_at < now - stale_after)),
-                and_(t.state.in_(ACTIVE), t.lease_expires_at < now),
+                lease_ran_out(now),
             )
         ).order_by(t.id)
     ).all()
@@ -216,8 +222,7 @@ def expired_leases(session: Session) -> int:
     no message of theirs comes back before the visibility timeout; the hourly sweep republishes them."""
     from sqlalchemy import func
 
-    t = TrainingRequest
-    return session.exec(select(func.count()).where(t.state.in_(ACTIVE), t.lease_expires_at < utcnow())).one()
+    return session.exec(select(func.count()).select_from(TrainingRequest).where(lease_ran_out(utcnow()))).one()
 
 
 def counts_by_state(session: Session) -> dict[str, int]:
