@@ -10,16 +10,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from fairvalue.lifecycle import MONITOR_LOOP, POLICY_LOOP
+from models.policy import drift_rows_not_counted
 from storage import runs
 from tasks import names
 
 
 def _cmp(value: float, threshold: float) -> str:
     return ">" if value > threshold else "≤"
-
-
-def _rows(count: Any) -> str:
-    return "no" if count is None else f"{count:.0f}"
 
 
 def policy_numbers_line(numbers: Mapping[str, Any]) -> str:
@@ -37,10 +34,9 @@ def policy_numbers_line(numbers: Mapping[str, Any]) -> str:
         ("share_drifted", "max_share_drifted", "drift share"), ("prediction_psi", "max_prediction_psi", "PSI"))]
     measured = [(name, value, limit) for name, value, limit in drift if value is not None and limit is not None]
     if measured and numbers.get("drift_counted") is False:  # too few rows to judge (policy.py), as live error
-        parts.append(" and ".join(f"{name} {value:.2f}" for name, value, _ in measured)
-                     + f" not counted: {_rows(numbers.get('drift_n_ref'))} reference and "
-                     f"{_rows(numbers.get('drift_n_cur'))} current rows, "
-                     f"{numbers.get('drift_min_samples')} needed in each")
+        parts.append(" and ".join(f"{name} {value:.2f}" for name, value, _ in measured) + " not counted: "
+                     + drift_rows_not_counted(numbers.get("drift_n_ref"), numbers.get("drift_n_cur"),
+                                              numbers.get("drift_min_samples")))
     else:
         parts.extend(f"{name} {value:.2f} {_cmp(value, limit)} {limit:.2f}" for name, value, limit in measured)
     parts.extend(f"no {name}" for name, value, limit in drift if value is None or limit is None)

@@ -87,8 +87,12 @@ def _show(value: float, threshold: float) -> str:
     return f"{value:.2f}" if f"{value:.2f}" != f"{threshold:.2f}" else f"{value:.4f}"
 
 
-def _count(n: float | None) -> str:
-    return "no" if n is None else f"{n:g}"
+def drift_rows_not_counted(n_ref: float | None, n_cur: float | None, min_samples: Any) -> str:
+    """Why drift was not counted, as the policy's notes and the queue page's line both say it."""
+    def rows(n: float | None) -> str:
+        return "no" if n is None else f"{n:g}"
+
+    return f"{rows(n_ref)} reference and {rows(n_cur)} current rows, the report needs {min_samples} in each"
 
 
 def decide_retrain(live: Mapping[str, Any] | None, drift_summary: Mapping[str, Any] | None,
@@ -137,8 +141,7 @@ def decide_retrain(live: Mapping[str, Any] | None, drift_summary: Mapping[str, A
     elif drift.get("error"):
         notes.append(f"drift summary error: {drift['error']}")
     elif not drift_counted:
-        notes.append(f"drift not counted: {_count(drift_n_ref)} reference and {_count(drift_n_cur)} current rows, "
-                     f"the report needs {min_samples} in each")
+        notes.append(f"drift not counted: {drift_rows_not_counted(drift_n_ref, drift_n_cur, min_samples)}")
 
     age = _num(champion_age_days)
     if age is not None and age > config.max_champion_age_days:

@@ -33,7 +33,7 @@ def test_drift_on_too_few_rows_is_shown_not_counted():
     assert detail["retrain"] is False
     assert policy_line("ok", detail) == (
         "no retrain — live MAPE 11.2 % on 40 sales ≤ 20 %, drift share 0.00 and PSI 8.27 not counted: 25 reference "
-        "and 20 current rows, 30 needed in each, champion 0.0 days old ≤ 7")
+        "and 20 current rows, the report needs 30 in each, champion 0.0 days old ≤ 7")
 
 
 def test_an_old_champion_without_new_prices_says_why_it_was_not_retrained():
