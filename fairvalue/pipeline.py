@@ -51,12 +51,17 @@ def ensure_collection_of(session: Session, settings: Settings) -> Collection:
     that must not make it looks it up instead (is_loaded, train; fairvalue.reads.collection_row)."""
     return ingest_store.ensure_collection(session, settings.collection)
 
+def _stored_collection(session: Session, settings: Settings) -> Collection | None:
+    """The settings' collection when it is stored: looked up, never made."""
+    return session.exec(select(Collection).where(Collection.slug == settings.collection)).first()
+
+
 def is_loaded(settings: Settings) -> bool:
     """The collection exists and has items (a deployment without cards loaded skips their tasks)."""
     from storage.tables import Item
 
     with session_scope() as session:
-        coll = session.exec(select(Collection).where(Collection.slug == settings.collection)).first()
+        coll = _stored_collection(session, settings)
         return coll is not None and session.exec(
             select(Item.item_key).where(Item.collection_id == coll.id).limit(1)).first() is not None
 
@@ -74,7 +79,7 @@ def has_champion(settings: Settings) -> bool:
     """The collection exists and has a champion: a nowcast has a model to value with. Looked up,
     not created."""
     with session_scope() as session:
-        coll = session.exec(select(Collection).where(Collection.slug == settings.collection)).first()
+        coll = _stored_collection(session, settings)
         return coll is not None and get_alias(session, coll, CHAMPION) is not None
 
 
@@ -353,7 +358,7 @@ def train(settings: Settings | None = None, cutoff: datetime | None = None) -> T
     with session_scope() as session:
         # Looked up, not made: a collection not made yet has nothing to train on, and a failed train
         # made it (an empty `cards` that `status` then showed as loaded, with 0 items).
-        coll = session.exec(select(Collection).where(Collection.slug == settings.collection)).first()
+        coll = _stored_collection(session, settings)
         daily = ingest_store.kind_of_slug(session, settings.collection) == ingest_store.DAILY_PRICES
         if coll is None:
             raise NothingToTrain(f"no prices to train on: {LOAD_DAILY_PRICES}" if daily else
