@@ -82,7 +82,7 @@ def last_runs(session: Session) -> dict[tuple[str, str | None], TaskRun]:
 
 def last_ok_starts(session: Session) -> dict[tuple[str, str | None], datetime]:
     """When the latest successful run of each task for each collection started: (task name,
-    collection) -> started_at (what a restarting beat counts as done: tasks.beat)."""
+    collection) -> started_at (what a restarting beat counts as done: tasks.beat.runs_done)."""
     rows = session.exec(select(TaskRun.task_name, TaskRun.collection, func.max(TaskRun.started_at))
                         .where(TaskRun.status == OK).group_by(TaskRun.task_name, TaskRun.collection)).all()
     return {(name, coll): started for name, coll, started in rows}

@@ -292,6 +292,15 @@ def published_snapshot(session: Session, collection: Collection) -> NowcastSnaps
     ).first()
 
 
+def published_as_of(session: Session) -> dict[str, datetime]:
+    """The moment each collection's published snapshot values (its as_of), by slug: how recent
+    the values readers are served are, whoever made them (tasks.beat credits its nowcast by it)."""
+    rows = session.exec(select(Collection.slug, NowcastSnapshot.as_of)
+                        .join(PublishedSnapshot, PublishedSnapshot.collection_id == Collection.id)
+                        .join(NowcastSnapshot, NowcastSnapshot.id == PublishedSnapshot.snapshot_id)).all()
+    return {slug: as_of for slug, as_of in rows}
+
+
 def snapshot_counts(session: Session, collection: Collection) -> tuple[int, int, int]:
     """The collection's stored snapshots (any status), how many of them retention thinned
     (storage/retention.py), and the rows they hold."""

@@ -11,7 +11,9 @@ SQLite default runs on one machine with one `fairvalue up`.)
 A restarted beat catches up every entry whose slot passed while it was down. A run it did not
 send counts too (`fairvalue up`'s startup nowcast, an operator's run): each entry's last run is
 the later of the schedule file's and the latest successful run recorded in task_runs, so beat
-catches up what was not done rather than what was (credit_runs_done).
+catches up what was not done rather than what was (credit_runs_done). The nowcast counts as done
+at the moment the published snapshot values (runs_done): a nowcast run today of a past moment
+serves nothing fresher.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from sqlalchemy.exc import DBAPIError
 from fairvalue.settings import get_settings
 from storage.db import get_engine, one_line, session_scope
 from storage.runs import last_ok_starts
+from storage.snapshots import published_as_of
+from tasks import names
 from tasks.app import DatabaseUnreachable
 
 log = logging.getLogger("fairvalue.beat")
@@ -52,11 +56,22 @@ def _take_lock():
     return conn  # the lock lives as long as this connection
 
 
+def runs_done(session) -> dict[tuple[str, str | None], datetime]:
+    """(task name, collection) -> when it was last done, for credit_runs_done: each task's latest
+    successful run (storage.runs.last_ok_starts), but the nowcast's is the as_of of the snapshot
+    readers are served. `fairvalue nowcast --as-of <last week>` is a successful run of today that
+    publishes nothing fresher (or nothing at all), and a beat restarted after it must still send
+    the half-hourly nowcast when its slot has passed."""
+    done = {key: started for key, started in last_ok_starts(session).items() if key[0] != names.NOWCAST}
+    done.update({(names.NOWCAST, slug): as_of for slug, as_of in published_as_of(session).items()})
+    return done
+
+
 def credit_runs_done(entries: Iterable[ScheduleEntry], done: Mapping[tuple[str, str | None], datetime],
                      default_collection: str) -> list[str]:
     """Move each entry's last run up to the start of its task's latest successful run for the
     entry's collection (its `collection` kwarg, else the default one) when that is later; the
-    names of the entries moved. `done`: last_ok_starts' (task name, collection) -> started_at."""
+    names of the entries moved. `done`: runs_done's (task name, collection) -> when."""
     credited = []
     for entry in entries:
         started = done.get((entry.task, (entry.kwargs or {}).get("collection", default_collection)))
@@ -94,7 +109,7 @@ class SingletonScheduler(PersistentScheduler):
     def _count_runs_done_elsewhere(self) -> None:
         try:
             with session_scope() as session:
-                done = last_ok_starts(session)
+                done = runs_done(session)
         except DBAPIError as exc:  # the schedule file alone, as a plain beat would
             log.warning("the task runs cannot be read (%s); catching up by the schedule file alone",
                         type(exc).__name__)

@@ -1,5 +1,6 @@
 """A restarted beat counts a run it did not send (`fairvalue up`'s startup nowcast) as done, so it
-does not send the same task again at once (tasks.beat.credit_runs_done)."""
+does not send the same task again at once (tasks.beat.credit_runs_done), and a nowcast of a past
+moment is not such a run (tasks.beat.runs_done)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from celery import Celery
 from celery.beat import ScheduleEntry
 from celery.schedules import crontab
 
-from tasks.beat import credit_runs_done
+from tasks.beat import credit_runs_done, runs_done
 
 APP = Celery("beat-credit", set_as_current=False)
 NOW = datetime.now(UTC)
@@ -39,3 +40,36 @@ def test_only_a_later_run_of_the_same_task_and_collection_counts():
     assert credit_runs_done([recent, cards], done, "cryptopunks") == []
     assert recent.last_run_at == NOW - timedelta(minutes=5) and cards.is_due().is_due
     assert credit_runs_done([cards], {("fairvalue.nowcast", "cards"): NOW}, "cryptopunks") == ["cards-nowcast"]
+
+
+def test_a_nowcast_of_a_past_moment_does_not_stand_in_for_the_half_hourly_one(memory_engine):
+    """`fairvalue nowcast --as-of <last week>` run a minute ago is a successful nowcast run, but the
+    values served are still the published snapshot's, two hours old: the entry stays due."""
+    from sqlmodel import Session
+
+    from storage import ingest
+    from storage.snapshots import PUBLISHED, SUPERSEDED
+    from storage.tables import NowcastSnapshot, PublishedSnapshot, TaskRun
+
+    with Session(memory_engine) as session:
+        coll = ingest.ensure_collection(session, "cryptopunks")
+        served = NowcastSnapshot(collection_id=coll.id, model_version_id=1, as_of=NOW - timedelta(hours=2),
+                                 status=PUBLISHED)
+        past = NowcastSnapshot(collection_id=coll.id, model_version_id=1, as_of=NOW - timedelta(days=7),
+                               status=SUPERSEDED)
+        session.add_all([served, past])
+        session.flush()
+        session.add(PublishedSnapshot(collection_id=coll.id, snapshot_id=served.id))
+        session.add_all([TaskRun(task_name="fairvalue.nowcast", collection="cryptopunks", status="ok",
+                                 started_at=NOW - timedelta(minutes=1), detail={"snapshot_id": 2}),
+                         TaskRun(task_name="fairvalue.policy", collection="cryptopunks", status="ok",
+                                 started_at=NOW - timedelta(minutes=3))])
+        session.commit()
+        done = runs_done(session)  # SQLite gives naive UTC
+    assert done[("fairvalue.nowcast", "cryptopunks")].replace(tzinfo=UTC) == NOW - timedelta(hours=2)
+    assert done[("fairvalue.policy", "cryptopunks")].replace(tzinfo=UTC) == NOW - timedelta(minutes=3)  # their runs
+
+    half_hourly = ScheduleEntry(name="nowcast", task="fairvalue.nowcast", schedule=timedelta(minutes=30),
+                                last_run_at=NOW - timedelta(hours=2), app=APP)
+    assert credit_runs_done([half_hourly], done, "cryptopunks") == []
+    assert half_hourly.is_due().is_due
