@@ -32,6 +32,12 @@ def record(
     data_cutoff: datetime | None = None,
 ) -> tuple[TrainingRequest, bool]:
     """Record a request once per idempotency key; return it and whether it is new."""
+    by_key = select(TrainingRequest).where(TrainingRequest.idempotency_key == idempotency_key)
+    # Asked again (the policy's next run, an operator's retry): found, not inserted. An insert that
+    # conflicts still takes a number from the id sequence, and request ids would skip numbers.
+    known = session.exec(by_key).first()
+    if known is not None:
+        return known, False
     now = utcnow()
     inserted = insert_ignoring_conflicts(
         session, TrainingRequest.__table__,
@@ -40,10 +46,7 @@ def record(
           "created_at": now, "updated_at": now}],
         returning="id",
     )
-    request = session.exec(
-        select(TrainingRequest).where(TrainingRequest.idempotency_key == idempotency_key)
-    ).one()
-    return request, bool(inserted)
+    return session.exec(by_key).one(), bool(inserted)  # inserted, or by a concurrent ask of the same key
 
 
 def mark_published(session: Session, request_id: int) -> None:

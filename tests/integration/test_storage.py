@@ -31,3 +31,22 @@ def test_migrations_match_the_table_definitions(database):
     with get_engine().connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diff == []
+
+
+def test_a_training_request_asked_again_takes_no_id(database):
+    """A key asked for again is found, not inserted: on PostgreSQL an insert that conflicts still
+    takes a number from the id sequence, and the next request's id skipped it (storage.requests.record)."""
+    from sqlmodel import Session
+
+    from storage import ingest, requests
+    from storage.db import get_engine
+
+    with Session(get_engine()) as session:  # rolled back: no queued request is left for a later sweep
+        coll = ingest.ensure_collection(session, "cryptopunks")
+        first, new = requests.record(session, coll, "ids-test:first", "ids test")
+        again, new_again = requests.record(session, coll, "ids-test:first", "ids test, asked again")
+        second, _ = requests.record(session, coll, "ids-test:second", "ids test")
+        ids = first.id, again.id, second.id
+        session.rollback()
+    assert (new, new_again) == (True, False)
+    assert ids == (ids[0], ids[0], ids[0] + 1)
