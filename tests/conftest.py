@@ -116,8 +116,19 @@ def _keep_claim(client: redis.Redis) -> None:
     threading.Thread(target=renew, name="redis-test-claim", daemon=True).start()
 
 
+def _listening_socket() -> socket.socket:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(128)
+    return s
+
+
 REDIS_URL = _claim_redis_db()
-S3_PORT = _free_port()
+# The S3 server's socket, bound here since the endpoint below must be known now (the workers
+# inherit it) and served from the first test that needs S3 on (realparts.s3): a port only picked
+# here could be taken meanwhile (an outgoing connection's local port, another session's server).
+S3_SOCKET = _listening_socket()
+S3_PORT = S3_SOCKET.getsockname()[1]
 
 os.environ.update(
     {

@@ -10,13 +10,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.conftest import PG_ADMIN_URL, REDIS_URL, S3_PORT, TEST_DB, TEST_DB_PREFIX, renew_redis_claim
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, S3_SOCKET, TEST_DB, TEST_DB_PREFIX, renew_redis_claim
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,16 +51,20 @@ def broker():
 
 @pytest.fixture(scope="session")
 def s3():
-    from moto.server import ThreadedMotoServer
+    """moto's S3 server, as ThreadedMotoServer runs it, on the socket tests/conftest.py bound."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=S3_PORT, verbose=False)
-    server.start()
+    server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app), threaded=True,
+                         request_handler=MotoRequestHandler, fd=S3_SOCKET.fileno())
+    threading.Thread(target=server.serve_forever, name="moto-s3", daemon=True).start()
     from storage.artifacts import get_store
 
     store = get_store()
     store.ensure_bucket()
     yield store
-    server.stop()
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture(scope="session")
