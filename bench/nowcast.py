@@ -53,7 +53,7 @@ def setup_bundled() -> dict:
         coll = pipeline.ensure_collection_of(session, settings)
         data = load_market_data(session, coll)
     # FAIRVALUE_TRAIN_MAX_ITER (--train-max-iter) sizes the fit; the default is the service's.
-    params = estimator.TrainParams(max_iter=settings.train_max_iter, random_state=settings.random_seed)
+    params = estimator.TrainParams(**settings.train_params())
     model = estimator.fit(data, params)
     with session_scope() as session:
         coll = pipeline.ensure_collection_of(session, settings)

@@ -48,8 +48,8 @@ def measure(args: argparse.Namespace) -> None:
 
     settings = get_settings()
     data = evaluation.load_market(settings, "bundled", [], None, None)
-    params = estimator.TrainParams(max_iter=args.max_iter or settings.train_max_iter,
-                                   random_state=settings.random_seed)
+    rounds = {"max_iter": args.max_iter} if args.max_iter else {}
+    params = estimator.TrainParams(**{**settings.train_params(), **rounds})
     threads = args.threads or settings.train_threads
     print(f"{threads} OpenMP thread(s), {args.busy} busy process(es) beside")
     with estimator.training_threads(threads):

@@ -209,7 +209,7 @@ def evaluate(
     config = ReplayConfig(
         start=start, end=end, cadence=CADENCES[cadence],
         retrain_max_age=pd.Timedelta(days=settings.retrain_max_age_days),
-        params=estimator.TrainParams(max_iter=settings.train_max_iter, random_state=settings.random_seed),
+        params=estimator.TrainParams(**settings.train_params()),
         buy_below=settings.buy_below, sell_above=settings.sell_above,
         signal_max_age_days=settings.signal_max_age_days, market_stale_after_days=settings.market_stale_after_days,
     )

@@ -354,7 +354,7 @@ def train(settings: Settings | None = None, cutoff: datetime | None = None) -> T
     """Train on every sale before `cutoff` (default: all), score it on a forward holdout,
     register the version with its diagnostics. The first version becomes champion."""
     settings = settings or get_settings()
-    params = estimator.TrainParams(max_iter=settings.train_max_iter, random_state=settings.random_seed)
+    params = estimator.TrainParams(**settings.train_params())
     with session_scope() as session:
         # Looked up, not made: a collection not made yet has nothing to train on, and a failed train
         # made it (an empty `cards` that `status` then showed as loaded, with 0 items).

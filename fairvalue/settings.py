@@ -111,8 +111,9 @@ class Settings(BaseSettings):
     random_seed: int = Field(7, description="Seed of every training's estimators.")
     # The service trains with these rounds and seed, not TrainParams' defaults (tests set few rounds);
     # a unit test holds the two defaults equal.
-    train_max_iter: int = Field(200, description="Boosting rounds of the median model (the band models "
-                                                  "take at most TrainParams.band_max_iter).")
+    train_max_iter: int = Field(200, ge=1, description="Boosting rounds of the median model.")
+    train_band_max_iter: int = Field(50, ge=1, description="Boosting rounds of each of the band's models (at least "
+                                     "10, at most FAIRVALUE_TRAIN_MAX_ITER).")
     holdout_days: int = Field(30, description="Forward window kept out of training to score a version.")
     learning_curve_splits: int = Field(3, ge=1, description="Forward windows the learning curve pools: the "
                                        "holdout (the gates' window in a worker's training) and those of its length "
@@ -259,6 +260,12 @@ class Settings(BaseSettings):
                                              "right (7-30 days).")
     daily_signal_gain: float = Field(0.05, description="Daily markets: a BUY is right when the price rises this "
                                      "much within the horizon (a SELL when it falls this much).")
+
+    def train_params(self) -> dict[str, int]:
+        """What the service's trainings take from the settings (models.estimator.TrainParams fields);
+        a request's own params go over them (lifecycle.gating.train_params)."""
+        return {"max_iter": self.train_max_iter, "band_max_iter": self.train_band_max_iter,
+                "random_state": self.random_seed}
 
     def hard_time_limit(self, soft_seconds: int) -> int:
         """Celery's hard time limit for a task stopped at `soft_seconds`: the process is killed then."""

@@ -137,6 +137,9 @@ os.environ.update(
         "FAIRVALUE_ARTIFACTS_URL": "s3://fairvalue-test/artifacts",
         "FAIRVALUE_S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
         "FAIRVALUE_TRAIN_MAX_ITER": "40",
+        # The band's four quantile models at 40 rounds each took half of a training's time: the
+        # tests check the band's form, not its fit.
+        "FAIRVALUE_TRAIN_BAND_MAX_ITER": "10",
         # Each learning-curve split adds three fits to a training (about 3x its holdout step); the
         # session's first champion (realparts.seeded) is trained with the default three, the rest with one.
         "FAIRVALUE_LEARNING_CURVE_SPLITS": "1",

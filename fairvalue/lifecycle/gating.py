@@ -53,7 +53,7 @@ class TrainOutcome:
 
 
 def train_params(settings: Settings, overrides: dict) -> estimator.TrainParams:
-    base = {"max_iter": settings.train_max_iter, "random_state": settings.random_seed}
+    base = settings.train_params()
     allowed = set(estimator.TrainParams.__dataclass_fields__)
     unknown = set(overrides) - allowed
     if unknown:
