@@ -448,9 +448,10 @@ def holdout_evaluation(data: MarketData, holdout_start: pd.Timestamp, params: es
     The learning curve repeats that on `curve_splits` forward windows of the holdout's length,
     the holdout and the ones just before it, each scored by models trained only on sales before
     its start, at each of LEARNING_FRACTIONS of those sales (the most recent): one split alone
-    cannot tell a real trend from one month's noise. The holdout's own full fit is one of them."""
+    cannot tell a real trend from one month's noise. The holdout's own full fit is one of them.
+    With `curve_splits` 0 there is no curve: the holdout's fit alone (metrics without its keys)."""
     window = data.sales["ts"].max() - holdout_start
-    starts = [holdout_start - k * window for k in range(curve_splits - 1, -1, -1)]  # oldest first
+    starts = [holdout_start - k * window for k in range(max(curve_splits, 1) - 1, -1, -1)]  # oldest first
     newest = len(starts) - 1
     later = data.sales[data.sales["ts"] >= holdout_start].reset_index(drop=True)
     if len(data.before(holdout_start).sales) < 50 or later.empty:
@@ -477,7 +478,11 @@ def holdout_evaluation(data: MarketData, holdout_start: pd.Timestamp, params: es
         return {"n_train": len(subset.sales), "predicted": pred["fair_value"].to_numpy(),
                 "actual": window_sales["price"].to_numpy(), "cluster": queries["ts"].to_numpy()}
 
-    curve = learning_curve(fit_predict, curve_splits, LEARNING_FRACTIONS, skip_errors=(ValueError,))
+    if curve_splits:
+        curve = learning_curve(fit_predict, curve_splits, LEARNING_FRACTIONS, skip_errors=(ValueError,))
+    else:
+        fit_predict(0, 1.0)  # the holdout's own fit and scores (the guard above leaves it enough sales)
+        curve = None
     pred = holdout.get("pred")
     if pred is None:
         return {"holdout": "skipped: the holdout model could not be trained"}, None
@@ -486,12 +491,13 @@ def holdout_evaluation(data: MarketData, holdout_start: pd.Timestamp, params: es
     floor = valuation_metrics(pred["floor"].to_numpy(), later["price"].to_numpy())
     segments = item_segments(data.items, later["item_key"], pred["fair_value"])
     start = iso(holdout_start.to_pydatetime())  # UTC with its Z, as every time the API answers
-    split_starts = [iso(s.to_pydatetime(warn=False)) for s in starts]
+    split_starts = [iso(s.to_pydatetime(warn=False)) for s in starts] if curve else []
     diag = diagnostics(pred["fair_value"].to_numpy(), later["price"].to_numpy(), segments, curve,
                        p10=pred["p10"].to_numpy(), p90=pred["p90"].to_numpy(),
                        meta={"holdout_start": start, "n_holdout": len(later), "curve_split_starts": split_starts})
-    metrics = {"holdout_start": start, "model": result, "floor_baseline": floor,
-               "learning_curve": curve, "learning_curve_split_starts": split_starts}
+    metrics = {"holdout_start": start, "model": result, "floor_baseline": floor}
+    if curve:
+        metrics.update(learning_curve=curve, learning_curve_split_starts=split_starts)
     return metrics, diag
 
 

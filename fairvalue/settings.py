@@ -115,9 +115,10 @@ class Settings(BaseSettings):
     train_band_max_iter: int = Field(50, ge=1, description="Boosting rounds of each of the band's models (at least "
                                      "10, at most FAIRVALUE_TRAIN_MAX_ITER).")
     holdout_days: int = Field(30, description="Forward window kept out of training to score a version.")
-    learning_curve_splits: int = Field(3, ge=1, description="Forward windows the learning curve pools: the "
+    learning_curve_splits: int = Field(3, ge=0, description="Forward windows the learning curve pools: the "
                                        "holdout (the gates' window in a worker's training) and those of its length "
-                                       "before it; each adds up to len(LEARNING_FRACTIONS) fits to a training.")
+                                       "before it; each adds up to len(LEARNING_FRACTIONS) fits to a training. 0: "
+                                       "no learning curve.")
     retrain_max_age_days: float = Field(7, description="A champion trained on data older than this is stale "
                                         "(the policy retrains it only when sales, or prices, arrived after its "
                                         "training data ended).")

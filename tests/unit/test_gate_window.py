@@ -74,3 +74,20 @@ def test_train_and_gate_scores_a_quiet_market_on_enough_sales(quiet_market, tmp_
     eval_n = next(c for c in outcome.decision.checks if c["name"] == "eval_n")
     assert eval_n["passed"], eval_n
     assert outcome.numbers["contender"]["n"] == window["n_sales"]
+    # The version's learning curve ends on the gates' window, the contender's fit reused as its full point.
+    assert [p["fraction"] for p in outcome.learning_curve["learning_curve"]] == [0.25, 0.5, 1.0]
+    assert outcome.learning_curve["learning_curve_split_starts"] == [window["from"]]
+
+
+def test_no_learning_curve_leaves_the_holdout_scored_and_its_keys_out():
+    """FAIRVALUE_LEARNING_CURVE_SPLITS=0: the holdout's own fit only (what the tests' workers run)."""
+    from fairvalue import pipeline
+    from models.estimator import TrainParams
+
+    data = synthetic_market(n_sales=250, seed=3)
+    start = data.sales["ts"].max().floor("D") - pd.Timedelta(days=30)
+    metrics, diagnostics = pipeline.holdout_evaluation(data, start, TrainParams(max_iter=10), curve_splits=0)
+
+    assert metrics["model"]["n"] == (data.sales["ts"] >= start).sum() > 0
+    assert "learning_curve" not in metrics and "learning_curve_split_starts" not in metrics
+    assert diagnostics.learning_curve is None and "<img" in diagnostics.to_html("no curve")
