@@ -74,7 +74,7 @@ def seeded(database, s3):
     from fairvalue.settings import Settings, get_settings
 
     seed_report = pipeline.seed()
-    # The learning curve as production builds it (the test environment's other trainings use one split).
+    # The learning curve as production builds it (the test environment's other trainings build none).
     train_result = pipeline.train(get_settings().model_copy(
         update={"learning_curve_splits": Settings.model_fields["learning_curve_splits"].default}))
     nowcast_result = pipeline.nowcast()
