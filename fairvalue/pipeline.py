@@ -51,6 +51,7 @@ def ensure_collection_of(session: Session, settings: Settings) -> Collection:
     that must not make it looks it up instead (is_loaded, train; fairvalue.reads.collection_row)."""
     return ingest_store.ensure_collection(session, settings.collection)
 
+
 def _stored_collection(session: Session, settings: Settings) -> Collection | None:
     """The settings' collection when it is stored: looked up, never made."""
     return session.exec(select(Collection).where(Collection.slug == settings.collection)).first()

@@ -10,10 +10,10 @@ SQLite default runs on one machine with one `fairvalue up`.)
 
 A restarted beat catches up every entry whose slot passed while it was down. A run it did not
 send counts too (`fairvalue up`'s startup nowcast, an operator's run): each entry's last run is
-the later of the schedule file's and the latest successful run recorded in task_runs, so beat
-catches up what was not done rather than what was (credit_runs_done). The nowcast counts as done
-at the moment the published snapshot values (runs_done): a nowcast run today of a past moment
-serves nothing fresher.
+the later of the schedule file's and the start of the latest successful run recorded in
+task_runs, so beat catches up what was not done rather than what was (credit_runs_done). The
+nowcast's is the moment the published snapshot values instead (runs_done): a nowcast run today
+of a past moment serves nothing fresher.
 """
 
 from __future__ import annotations
@@ -69,9 +69,9 @@ def runs_done(session) -> dict[tuple[str, str | None], datetime]:
 
 def credit_runs_done(entries: Iterable[ScheduleEntry], done: Mapping[tuple[str, str | None], datetime],
                      default_collection: str) -> list[str]:
-    """Move each entry's last run up to the start of its task's latest successful run for the
-    entry's collection (its `collection` kwarg, else the default one) when that is later; the
-    names of the entries moved. `done`: runs_done's (task name, collection) -> when."""
+    """Move each entry's last run up to when its task was last done for the entry's collection (its
+    `collection` kwarg, else the default one) when that is later; the names of the entries moved.
+    `done`: runs_done's (task name, collection) -> when."""
     credited = []
     for entry in entries:
         started = done.get((entry.task, (entry.kwargs or {}).get("collection", default_collection)))

@@ -137,12 +137,13 @@ os.environ.update(
         "FAIRVALUE_ARTIFACTS_URL": "s3://fairvalue-test/artifacts",
         "FAIRVALUE_S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
         "FAIRVALUE_TRAIN_MAX_ITER": "40",
-        # The band's four quantile models at 40 rounds each took half of a training's time: the
-        # tests check the band's form, not its fit.
+        # The band's four quantile models at 40 rounds each: the seeded champion's training took 63 s,
+        # with 10 rounds 33 s (in-process on SQLite). The tests check the band's form, not its fit.
         "FAIRVALUE_TRAIN_BAND_MAX_ITER": "10",
-        # Each learning-curve split adds two smaller fits to a training, 40 % of a quick one's time. The
-        # session's first champion (realparts.seeded) is trained with the default three splits,
-        # tests/unit/test_gate_window.py's gated training with one; the others with none.
+        # Each learning-curve split adds two smaller fits to a training (3.0 s of a quick one's 10 s
+        # under pyinstrument, in-process on SQLite). The session's first champion (realparts.seeded)
+        # is trained with the default three splits, tests/unit/test_gate_window.py's gated training
+        # with one; the others with none.
         "FAIRVALUE_LEARNING_CURVE_SPLITS": "0",
         "FAIRVALUE_WEBHOOK_SECRET": "test-secret",
         # Off but where tested (tests/faults/test_worker_kill.py): each training worker a test starts
