@@ -32,10 +32,12 @@ def _runs(request_id: int) -> list[TaskRun]:
 
 def test_two_duplicates_meeting_a_held_request_send_one_message_again(seeded, broker, tmp_path):
     request_id = lifecycle.enqueue_retrain("duplicate messages test", QUICK).request_id
+    # The worker first: its start took more than the lease on a loaded host, and it then claimed the
+    # request itself, lawfully, before the duplicates could meet a held lease.
+    worker = start_worker("dup-trainer", "training", tmp_path)
     with session_scope() as session:  # a claim that holds the request (and then dies: it never renews)
         assert requests.claim(session, request_id, "holder@elsewhere/1/dead", timedelta(seconds=LEASE),
                               get_settings().training_max_attempts)
-    worker = start_worker("dup-trainer", "training", tmp_path)
     try:
         publish_training(request_id)
         publish_training(request_id)
