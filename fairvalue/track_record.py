@@ -145,7 +145,8 @@ def _series(scored: pd.DataFrame, t0: datetime, t1: datetime) -> list[dict[str, 
     """Forward error per day (windows up to 31 days) or per week."""
     if scored.empty:
         return []
-    freq = "D" if t1 - t0 <= timedelta(days=31) else "W-MON"
+    # pandas names a week by its last day: "W-SUN" is the week Monday..Sunday ("W-MON" started on Tuesdays).
+    freq = "D" if t1 - t0 <= timedelta(days=31) else "W-SUN"
     periods = scored["ts"].dt.to_period(freq).dt.start_time
     out = []
     for start, group in scored.groupby(periods, sort=True):

@@ -158,7 +158,10 @@ def annualised_return(returns: np.ndarray, periods_per_year: int = PERIODS_PER_Y
     growth = 1.0 + total_return(r)
     if growth <= 0:
         return -1.0  # everything lost; the power of a non-positive number is not a growth rate
-    return float(growth ** (periods_per_year / len(r)) - 1.0)
+    # In logs: a Python float's power raises OverflowError past 1.8e308, which a gain of 8x over a
+    # one-day calendar reaches (8 ** 365), and that crashed the whole backtest; inf reads as null.
+    exponent = math.log(growth) * periods_per_year / len(r)
+    return math.inf if exponent > math.log(np.finfo(float).max) else math.expm1(exponent)
 
 
 def annualised_volatility(returns: np.ndarray, periods_per_year: int = PERIODS_PER_YEAR) -> float:

@@ -67,6 +67,22 @@ def test_measures_are_nan_or_zero_when_undefined():
     assert math.isnan(calmar(0.3, 0.0))
 
 
+def test_a_gain_too_large_to_annualise_is_infinite_not_an_error():
+    # 8 ** 365 is past a float's range: a Python float's power raised OverflowError
+    assert annualised_return(np.array([7.0])) == math.inf
+    assert annualised_return(np.array([7.0, 0.0])) == pytest.approx(8.0 ** (365 / 2) - 1)
+    assert math.isnan(calmar(math.inf, 0.1))
+
+
+def test_a_short_calendar_with_a_large_resale_gain_backtests():
+    predictions = _predictions([("e1", "2021-01-01 10:00", "7", 1.0, 2.0)])
+    sales = _sales([("2021-01-01 10:00", "7", 1.0), ("2021-01-01 12:00", "7", 8.0)])
+    result = backtest(predictions, sales, _index({"2021-01-01": 1.0}))
+    assert result.strategy.total_return == pytest.approx(7.0)
+    assert result.strategy.annualised_return == math.inf
+    assert json.loads(json.dumps(result.as_dict()))["strategy"]["annualised_return"] is None
+
+
 def test_a_loss_on_the_first_day_is_a_drawdown_from_the_starting_capital():
     assert max_drawdown(np.array([0.9, 0.95])) == pytest.approx(0.1)
 

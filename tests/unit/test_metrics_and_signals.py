@@ -28,6 +28,14 @@ def test_valuation_metrics_on_a_hand_computed_case():
     assert m["band_score"] == pytest.approx((widths + 10 * np.log(100 / 99) + 10 * np.log(1.2)) / 4)
 
 
+def test_a_price_exactly_ten_or_twenty_five_percent_off_counts_as_within_at_any_scale():
+    # in floats (1.1 - 1) / 1 is 0.10000000000000009 while (55 - 50) / 50 is exactly 0.1
+    m = valuation_metrics(np.array([1.1, 0.9, 55.0, 45.0, 1.25, 0.75]), np.array([1.0, 1.0, 50.0, 50.0, 1.0, 1.0]))
+    assert m["within_10pct"] == pytest.approx(4 / 6)
+    assert m["within_25pct"] == 1.0
+    assert valuation_metrics(np.array([1.1000001]), np.array([1.0]))["within_10pct"] == 0.0
+
+
 def test_the_mean_bias_is_reported_beside_the_median_one():
     """`bias` is the median signed error; one large overvaluation moves the mean, not the median."""
     m = valuation_metrics(np.array([95.0, 98.0, 101.0, 200.0, 50.0]), np.array([100.0, 100.0, 100.0, 100.0, 25.0]))
