@@ -25,12 +25,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api import jsonbody, metrics, signing
-from api.deps import unknown_query
+from api.deps import unknown_names, unknown_query
 from api.errors import error
 from api.openapi import query_names
 from fairvalue import pipeline
 from fairvalue.group_commit import GroupCommitter
 from fairvalue.settings import get_settings
+from models.listings import LISTING_ONLY
+from models.validation import COLUMN_ALIASES, SALE_ONLY
 from storage import webhooks as deliveries
 from storage.db import session_scope
 from storage.webhook_batch import CallOutcome, WebhookCall, every_sale_conflicts
@@ -54,11 +56,37 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
+# The keys a webhook's rows may carry (every name validation reads, its aliases included). A key
+# outside them is refused, not ignored: a listing's "expires" for "expires_at" kept its ask open
+# for ever, and a sale's "currency": "USD" was stored as ETH. The files' columns are not held to
+# this (an export's extra columns are common); their header is checked for the other kind's.
+SALE_KEYS = tuple(name for names in COLUMN_ALIASES.values() for name in names)
+LISTING_KEYS = (*(name for field in ("event_id", "timestamp", "item_key", "price", "source")
+                  for name in COLUMN_ALIASES[field]), *LISTING_ONLY)
+
+
+def _unknown_keys(rows: list[dict], takes: tuple[str, ...], noun: str, foreign: dict[str, str]) -> str | None:
+    """Why some row carries a key outside `takes`, or None. A key of the other webhook's rows
+    (`foreign`: key -> that path) says where the body belongs: a listing sent as a sale was stored
+    as a completed sale."""
+    for n, row in enumerate(rows, 1):
+        unknown = [str(key) for key in row if key not in takes]
+        if not unknown:
+            continue
+        if moved := next((foreign[key] for key in unknown if key in foreign), None):
+            return (f"{noun} {n} names {', '.join(repr(k) for k in unknown if k in foreign)}, which only the "
+                    f"other kind of event has: send those to {moved}")
+        return unknown_names(unknown, list(takes), "key", f" in {noun} {n}")
+    return None
+
+
 def _sales_from(payload) -> list | str:
     """One sale object, a list of them, or {"sales": [...]}; a string says what is wrong."""
     if isinstance(payload, dict) and "listings" in payload:  # its signature must not be spent here
         return "a body of listings: send it to " + LISTINGS_PATH
     if isinstance(payload, dict) and "sales" in payload:
+        if extra := sorted(str(key) for key in payload if key != "sales"):
+            return unknown_names(extra, ["sales"], "key", " beside the sales")
         payload = payload["sales"]
     elif isinstance(payload, dict):
         payload = [payload]
@@ -70,7 +98,7 @@ def _sales_from(payload) -> list | str:
         return f"at most {MAX_SALES_PER_CALL} sales per call, got {len(payload)}"
     if not all(isinstance(s, dict) for s in payload):
         return "every sale must be a JSON object"
-    return payload
+    return _unknown_keys(payload, SALE_KEYS, "sale", dict.fromkeys(LISTING_ONLY, LISTINGS_PATH)) or payload
 
 
 class FollowUp:
@@ -317,6 +345,10 @@ def _listings_from(payload) -> list | str:
     sales webhook must never read as listings here, so the two never take each other's bodies."""
     if not isinstance(payload, dict) or "listings" not in payload:
         return "body must be {\"listings\": [...]} (sales go to " + PATH + ")"
+    if "sales" in payload:  # stored here, its sales would be lost with the signature spent
+        return "a body of listings and sales: send the sales to " + PATH + " and the listings here, in two calls"
+    if extra := sorted(str(key) for key in payload if key != "listings"):
+        return unknown_names(extra, ["listings"], "key", " beside the listings")
     listings = payload["listings"]
     if not isinstance(listings, list) or not listings:
         return "listings must be a non-empty list of listing objects"
@@ -324,7 +356,8 @@ def _listings_from(payload) -> list | str:
         return f"at most {MAX_SALES_PER_CALL} listings per call, got {len(listings)}"
     if not all(isinstance(x, dict) for x in listings):
         return "every listing must be a JSON object"
-    return listings
+    sale_only = {name: PATH for field in SALE_ONLY for name in COLUMN_ALIASES[field]}
+    return _unknown_keys(listings, LISTING_KEYS, "listing", sale_only) or listings
 
 
 async def receive_listings(request: Request) -> JSONResponse:

@@ -90,8 +90,11 @@ class Rejection:
 
     @property
     def event_id(self) -> str | None:
+        # Normalised as a stored sale's is (" e2" is "e2", 7.0 is "7"): the reports leave out a
+        # refusal whose event is stored as a sale after all, and compare the two texts.
         value = _pick(self.row, "event_id")
-        return str(value)[:200] if value not in (None, "") else None
+        key = _normalised_key(value)[:200] if value is not None else ""
+        return key or None
 
     @property
     def row_hash(self) -> str:

@@ -365,6 +365,9 @@ def _check_header(header: list[str], kind: FileKind, lineno: int) -> None:
     """UnreadableFile unless the header is `kind`'s: no other kind's column, one for each field a row needs."""
     if why := _another_kind(header, kind):
         raise UnreadableFile(f"line {lineno}: the header names {why}")
+    if twice := sorted({name for name in header if header.count(name) > 1}):
+        # a row would keep only the last of the two cells, and which one the sender meant is unknown
+        raise UnreadableFile(f"line {lineno}: the header names {', '.join(repr(n) for n in twice)} twice")
     lacking = [f"{field} ({' or '.join(names)})" for field, names in kind.needs.items()
                if not any(name in header for name in names)]
     if not lacking:

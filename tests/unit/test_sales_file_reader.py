@@ -149,6 +149,13 @@ def test_a_file_of_the_other_kind_is_refused_whole(tmp_path):
     assert mixed[1]["event_id"] == "a1" and mixed[1]["_error"].startswith("the row names expires_at")
 
 
+def test_a_header_naming_a_column_twice_is_refused_whole(tmp_path):
+    """A row would keep the last of the two cells (price_eth 4000, not 1), and nothing says which
+    the sender meant; a JSON row naming a key twice is refused the same way."""
+    with pytest.raises(UnreadableFile, match="line 1: the header names 'price_eth' twice"):
+        rows_of(tmp_path, b"event_id,timestamp,punk_id,price_eth, price_eth\nx,2021-12-30T00:00:00Z,7804,1,4000\n")
+
+
 def test_a_header_without_a_column_every_row_needs_is_refused_whole(tmp_path):
     """Every row of such a file was kept as a `missing_field` rejection and the command said 0 new
     sales, exit 0. The error names the missing fields with the names they go by and the header's."""

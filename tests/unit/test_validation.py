@@ -34,6 +34,15 @@ def test_parties_are_stripped_as_a_spaced_csv_writes_them():
     assert check(row(seller=" ", buyer=" ")).seller == ""  # unknown parties, never a self-trade
 
 
+def test_a_refused_row_names_its_event_as_the_stored_sale_is_named():
+    """The reports leave out a refusal of an event that is stored as a sale after all, by its id:
+    a spaced CSV's " e2" (stored as "e2") was reported both scored and refused."""
+    spaced = check(row(event_id=" e2 ", price_eth="-1"))
+    assert isinstance(spaced, Rejection) and spaced.event_id == "e2" == check(row(event_id=" e2 ")).event_id
+    assert check(row(event_id=7.0, price_eth="-1")).event_id == "7" == check(row(event_id=7.0)).event_id
+    assert check(row(event_id="  ", price_eth="-1")).event_id is None
+
+
 def test_accepted_bid_with_zero_buyer_is_a_valid_sale():
     assert not isinstance(check(row()), Rejection)
 
