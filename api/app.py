@@ -13,7 +13,7 @@ from starlette import routing
 from starlette.applications import Starlette
 
 from api import collections, docs, errors, items, metrics, middleware, models, ops, pages, webhooks
-from api.deps import Route  # refuses a query parameter its handler does not take
+from api.deps import Route, share_allowed_methods  # Route refuses a query parameter its handler does not take
 from fairvalue.settings import get_settings
 
 COLLECTION = "/v1/collections/{slug}"
@@ -36,7 +36,7 @@ def _collection_routes(prefix: str) -> list[routing.Route]:
 
 
 def routes() -> list[routing.BaseRoute]:
-    return [
+    return share_allowed_methods([
         *_collection_routes("/v1"),  # first: the router tries routes in order, and these are the busiest
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
@@ -60,7 +60,7 @@ def routes() -> list[routing.BaseRoute]:
         Route(f"{COLLECTION}/snapshots/{{snapshot}}", collections.snapshot_file, methods=["GET"]),
         Route(f"{COLLECTION}/decisions", models.list_decisions, methods=["GET"]),
         *pages.routes(),  # the web pages (api/pages.py), outside the OpenAPI document
-    ]
+    ])
 
 
 class InsecureConfiguration(RuntimeError):

@@ -66,8 +66,13 @@ class Route(routing.Route):
     def __init__(self, path: str, endpoint, **kwargs) -> None:
         super().__init__(path, endpoint, **kwargs)
         self.query_names = query_names(endpoint)
+        self.path_methods: set[str] = set(self.methods or ())  # share_allowed_methods widens it
 
     async def handle(self, scope, receive, send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            # Starlette answers a 405 from the first route of the path, naming its methods alone:
+            # GET /training-requests's said "GET, HEAD" to a client that may also POST there.
+            raise HTTPException(405, headers={"Allow": ", ".join(sorted(self.path_methods))})
         # A 405 comes first (super); most requests carry no query string, and pay nothing.
         if scope.get("query_string") and scope["method"] in (self.methods or ()):
             refusal = unknown_query(Request(scope), self.query_names)
@@ -75,6 +80,18 @@ class Route(routing.Route):
                 # HTTPException, not BadInput: its handler answers a browser on a page with the HTML error page.
                 raise HTTPException(400, refusal)
         await super().handle(scope, receive, send)
+
+
+def share_allowed_methods(routes: list) -> list:
+    """Give each Route the methods of every Route of its path, for its 405's Allow header."""
+    by_path: dict[str, set[str]] = {}
+    for route in routes:
+        if isinstance(route, Route):
+            by_path.setdefault(route.path, set()).update(route.methods or ())
+    for route in routes:
+        if isinstance(route, Route):
+            route.path_methods = by_path[route.path]
+    return routes
 
 
 def query_value(request: Request, name: str, hint: str = "") -> str | None:

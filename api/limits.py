@@ -19,6 +19,7 @@ import time
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from api.openapi import RATE_LIMITED_METHODS
 from api.pages import error_page, wants_html
 from fairvalue.settings import get_settings
 
@@ -165,7 +166,7 @@ class RateLimitMiddleware:
 
     async def __call__(self, scope, receive, send):
         limit = get_settings().rate_limit_per_minute
-        if (scope["type"] != "http" or limit <= 0 or scope["method"] not in ("GET", "HEAD")
+        if (scope["type"] != "http" or limit <= 0 or scope["method"] not in RATE_LIMITED_METHODS
                 or scope["path"].startswith(UNLIMITED_PREFIXES)):
             return await self.app(scope, receive, send)
         if self._counter is None:

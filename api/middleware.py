@@ -17,8 +17,11 @@ def install(app: Starlette) -> None:
     # add_middleware wraps what is there: the last one added meets the request first.
     origins = [o.strip() for o in get_settings().cors_origins.split(",") if o.strip()]
     if origins:
+        # Every request header the API reads, and every answer header a client acts on: without
+        # them a browser's preflight refused Idempotency-Key and its script could not read ETag.
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match"],
+                           expose_headers=["ETag", "Retry-After", "X-Snapshot-Id"])
     app.add_middleware(RateLimitMiddleware)
     app.add_middleware(BodyLimitMiddleware, self_limited=(webhooks.PATH, webhooks.LISTINGS_PATH))
     app.add_middleware(MetricsMiddleware, starlette_app_getter=lambda: app)

@@ -18,6 +18,10 @@ from starlette.schemas import SchemaGenerator
 import fairvalue
 from models.times import HOUR_PRECISION_SOURCES, TIME_PRECISIONS
 
+# The methods api.limits.RateLimitMiddleware counts (here, beneath it, so the document and the
+# middleware read one list): the reads. A webhook's or an operator's POST is never answered 429.
+RATE_LIMITED_METHODS = ("GET", "HEAD")
+
 PATH_PARAMS = {
     "slug": {"description": "collection slug, e.g. cryptopunks", "schema": {"type": "string", "maxLength": 64}},
     "item_id": {"description": "item id within the collection, e.g. 7804",
@@ -84,7 +88,7 @@ def query_names(endpoint) -> tuple[str, ...]:
     return tuple(p["name"] for p in operation.get("parameters", []) if p.get("in") == "query")
 
 
-def _operation(endpoint, path: str) -> dict:
+def _operation(endpoint, path: str, method: str) -> dict:
     operation = dict(_generator.parse_docstring(endpoint) or {})
     operation.setdefault("responses", {200: {"description": "OK"}})
     names = re.findall(r"{([^}:]+)}", path)
@@ -95,7 +99,8 @@ def _operation(endpoint, path: str) -> dict:
         del operation["parameters"]
     # Every route refuses a query parameter it does not take (api.deps.Route; the webhooks after the signature).
     operation["responses"].setdefault(400, {"$ref": "#/components/responses/BadRequest"})
-    if path.startswith("/v1/") and "RateLimited" not in str(operation["responses"]):
+    limited = path.startswith("/v1/") and method.upper() in RATE_LIMITED_METHODS
+    if limited and "RateLimited" not in str(operation["responses"]):
         operation["responses"][429] = {"$ref": "#/components/responses/RateLimited"}
     operation["responses"] = {str(k): v for k, v in operation["responses"].items()}
     first_line = (endpoint.__doc__ or "").strip().splitlines()
@@ -108,7 +113,7 @@ def _operation(endpoint, path: str) -> dict:
 def build(app: Starlette) -> dict:
     paths: dict[str, dict] = {}
     for info in _generator.get_endpoints(app.routes):
-        paths.setdefault(info.path, {})[info.http_method] = _operation(info.func, info.path)
+        paths.setdefault(info.path, {})[info.http_method] = _operation(info.func, info.path, info.http_method)
     return {
         "openapi": "3.0.3",
         "info": {"title": "fairvalue", "version": fairvalue.__version__,

@@ -320,7 +320,9 @@ def _valuations_from_database(slug: str, keys: list[str]) -> Served:
     else:  # no id is known: the answer still names the snapshot it would have been read from
         with session_scope() as session:
             snap = published_snapshot(session, collection_row(session, slug))
-        snapshot = snap and snapshot_reference(snap.id, snap.as_of, snap.valued_at, snap.published_at)
+        if snap is None:  # as when some id is known: whether an id is known does not change the status
+            raise NotReady("no published snapshot yet; run a nowcast")
+        snapshot = snapshot_reference(snap.id, snap.as_of, snap.valued_at, snap.published_at)
     found = [by_key[k] for k in keys if k in by_key]
     values = [_value_of(r) for r in found]
     bodies = [dumps(_valuation(v, r.model_version, r.currency, signal_price))

@@ -105,3 +105,10 @@ def test_cors_when_origins_are_configured(seeded, monkeypatch):
         assert response.headers["access-control-allow-origin"] == "https://app.example.com"
         other = c.get(f"{C}/items/1", headers={"Origin": "https://evil.example.com"})
         assert "access-control-allow-origin" not in other.headers
+        # the headers the API reads pass a preflight, and a script may read the ones it answers with
+        preflight = c.options(f"{C}/training-requests", headers={
+            "Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,idempotency-key,if-none-match"})
+        assert preflight.status_code == 200, preflight.text
+        exposed = {h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")}
+        assert {"etag", "retry-after", "x-snapshot-id"} <= exposed

@@ -32,6 +32,8 @@ def test_document_validates_and_matches_the_routes():
             assert op.get("summary"), path
             assert [p["name"] for p in op.get("parameters", []) if p["in"] == "path"] == re.findall(r"{(\w+)}", path)
             assert "400" in op["responses"], path  # any route refuses a query parameter it does not take
+        for method, op in ops.items():  # only reads are rate limited (api.limits): a POST never gets a 429
+            assert ("429" in op["responses"]) == (path.startswith("/v1/") and method == "get"), (method, path)
     # The query parameters each route takes (and refuses any other) are those the document lists.
     for r in app.routes:
         if isinstance(r, Route) and r.include_in_schema:
@@ -41,6 +43,17 @@ def test_document_validates_and_matches_the_routes():
                 assert list(getattr(r, "query_names", ())) == listed, (m, r.path)
     page = TestClient(app).get("/docs")
     assert page.status_code == 200 and "/v1/collections/{slug}/performance" in page.text
+
+
+def test_a_405_allows_every_method_of_its_path():
+    """GET and POST of /training-requests are two routes, and Starlette's 405 named the first's alone."""
+    from starlette.testclient import TestClient
+
+    client = TestClient(app)
+    for path in ("/v1/training-requests", "/v1/collections/cryptopunks/training-requests"):
+        answer = client.delete(path)
+        assert answer.status_code == 405 and answer.headers["allow"] == "GET, HEAD, POST", (path, answer.headers)
+    assert client.put("/v1/items/1").headers["allow"] == "GET, HEAD"
 
 
 @schema.parametrize()

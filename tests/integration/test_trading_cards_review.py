@@ -277,10 +277,12 @@ def test_a_card_the_published_snapshot_does_not_value_is_a_404_saying_why(client
     assert none.json()["valuations"] == [] and none.json()["not_found"] == [inactive, unpriced]
     assert none.json()["snapshot"]["id"] == some.json()["snapshot"]["id"] == snapshot
 
-    # Nothing published yet is still a 503: a nowcast makes it answer.
+    # Nothing published yet is still a 503, whether an id is known or not (no known id answered 200
+    # with a null snapshot): a nowcast makes it answer.
     cards_collection("cardsrev-unpublished", None, tmp_path)
     for path in (f"/v1/collections/cardsrev-unpublished/items/{valued}",
-                 f"/v1/collections/cardsrev-unpublished/valuations?ids={valued}"):
+                 f"/v1/collections/cardsrev-unpublished/valuations?ids={valued}",
+                 "/v1/collections/cardsrev-unpublished/valuations?ids=no-such-card"):
         answer = client.get(path)
         assert answer.status_code == 503 and answer.json()["error"] == "no published snapshot yet; run a nowcast"
 
