@@ -17,7 +17,7 @@ from sqlmodel import Session
 from models.listings import CleanListing, validate_listings
 from models.validation import item_key_of
 from storage.ingest import IngestReport, known_item_keys, store_validated
-from storage.tables import Collection, Listing, RejectedListing, utcnow
+from storage.tables import Collection, DroppedListing, Listing, RejectedListing, utcnow
 from storage.upsert import insert_ignoring_conflicts
 
 ORIGIN = "webhook:listings"
@@ -35,19 +35,30 @@ def ingest_listings(session: Session, collection: Collection, rows: Iterable[Map
 
 
 def _insert(session: Session, collection: Collection, listings: list[CleanListing]) -> set[str]:
-    """Insert listing events, skipping event ids already stored; return the event ids inserted."""
+    """Insert listing events, skipping event ids already stored or dropped by retention (they
+    were stored once: _stored_hashes tells a duplicate from a conflict); return the ids inserted."""
     now = utcnow()
+    dropped = _dropped_hashes(session, collection, [x.event_id for x in listings])
     return set(insert_ignoring_conflicts(session, Listing.__table__, [
         {"collection_id": collection.id, "event_id": x.event_id, "item_key": x.item_key, "ts": x.ts,
          "price": x.price, "expires_at": x.expires_at, "source": x.source, "content_hash": x.content_hash,
-         "ingested_at": now} for x in listings], returning="event_id"))
+         "ingested_at": now} for x in listings if x.event_id not in dropped], returning="event_id"))
 
 
 def _stored_hashes(session: Session, collection: Collection, event_ids: list[str]) -> dict[str, str]:
     if not event_ids:
         return {}
-    return dict(session.execute(select(Listing.event_id, Listing.content_hash).where(
+    held = dict(session.execute(select(Listing.event_id, Listing.content_hash).where(
         Listing.collection_id == collection.id, Listing.event_id.in_(event_ids))).all())
+    return {**_dropped_hashes(session, collection, event_ids), **held}
+
+
+def _dropped_hashes(session: Session, collection: Collection, event_ids: list[str]) -> dict[str, str]:
+    """The content of each of these events that retention dropped (storage.retention)."""
+    if not event_ids:
+        return {}
+    return dict(session.execute(select(DroppedListing.event_id, DroppedListing.content_hash).where(
+        DroppedListing.collection_id == collection.id, DroppedListing.event_id.in_(event_ids))).all())
 
 
 def listing_counts(session: Session, collection: Collection) -> tuple[int, dict[str, int]]:

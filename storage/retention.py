@@ -19,7 +19,8 @@ neither may lose what a reader still needs. Past `FAIRVALUE_RETENTION_DAYS`:
 - A **listing event** that a later event of the same item and source, also past the window,
   replaced is dropped: from the window on it can be no nowcast's offer (models/listings.py).
   Its window is the longer of this one and `FAIRVALUE_LISTING_RETENTION_DAYS` (90): until then
-  the ask track record (`/performance` `ask_signals`) still judges it.
+  the ask track record (`/performance` `ask_signals`) still judges it. Its id and content stay
+  in `dropped_listings`, so the same event sent again is a duplicate and is not stored anew.
 
 What is thinned is stated on the snapshot (`rows_thinned_at`). A nowcast asked for a moment
 before the window (`fairvalue nowcast --as-of`) reads the thinned listing book, and a sale stored
@@ -53,6 +54,7 @@ from storage.ingest import DAILY_PRICES
 from storage.runs import RUNNING, latest_run_ids
 from storage.tables import (
     Collection,
+    DroppedListing,
     Listing,
     NowcastRow,
     NowcastSnapshot,
@@ -60,7 +62,9 @@ from storage.tables import (
     Sale,
     TaskRun,
     WebhookDelivery,
+    utcnow,
 )
+from storage.upsert import insert_ignoring_conflicts
 
 NEVER_PUBLISHED = (snapshots.SUPERSEDED, snapshots.FAILED, snapshots.BUILDING)
 # A shadow carries the published_at of the champion's snapshot beside it.
@@ -219,6 +223,14 @@ def _drop_replaced_listings(session: Session, collection: Collection, cutoff: da
                                        later.item_key == Listing.item_key, later.source == Listing.source,
                                        later.ts > Listing.ts, later.ts < cutoff)
                 .correlate(Listing).exists())
-    oldest = (select(Listing.id).where(Listing.collection_id == collection.id, Listing.ts < cutoff, replaced)
-              .order_by(Listing.ts, Listing.id).limit(limit))
-    return session.execute(delete(Listing).where(Listing.id.in_(oldest))).rowcount
+    oldest = session.execute(
+        select(Listing.id, Listing.event_id, Listing.content_hash)
+        .where(Listing.collection_id == collection.id, Listing.ts < cutoff, replaced)
+        .order_by(Listing.ts, Listing.id).limit(limit)).all()
+    if not oldest:
+        return 0
+    # Remembered first, in the same transaction: the same event sent again stays a duplicate.
+    insert_ignoring_conflicts(session, DroppedListing.__table__, [
+        {"collection_id": collection.id, "event_id": event_id, "content_hash": content_hash, "dropped_at": utcnow()}
+        for _, event_id, content_hash in oldest])
+    return session.execute(delete(Listing).where(Listing.id.in_([row_id for row_id, _, _ in oldest]))).rowcount

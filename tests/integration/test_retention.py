@@ -10,6 +10,7 @@ from storage.db import session_scope
 from storage.ingest import ensure_collection
 from tests.builders import items_and_models
 from tests.unit.test_retention import (
+    a_dropped_listing_sent_again_changes_nothing,
     dropping_replaced_listings_keeps_the_asks,
     pruning_audit_records_keeps_the_last_runs,
     thinning_keeps_what_is_scored,
@@ -19,7 +20,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("slug, scenario", [("retention-snapshots", thinning_keeps_what_is_scored),
-                                            ("retention-listings", dropping_replaced_listings_keeps_the_asks)])
+                                            ("retention-listings", dropping_replaced_listings_keeps_the_asks),
+                                            ("retention-resent", a_dropped_listing_sent_again_changes_nothing)])
 def test_retention_on_postgresql(database, slug, scenario):
     with session_scope() as session:
         scenario(session, ensure_collection(session, slug))

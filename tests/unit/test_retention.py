@@ -20,6 +20,7 @@ from fairvalue.lifecycle import live_scored
 from fairvalue.settings import Settings
 from models.listings import open_asks
 from models.times import naive_utc_moment
+from storage.listings import ingest_listings
 from storage.market import load_listings
 from storage.retention import AuditWindow, apply_retention, prune_audit_records
 from storage.runs import last_runs
@@ -135,6 +136,36 @@ def test_replaced_listing_events_stay_for_the_ask_track_record_s_window(sqlite_m
     assert dropped(50) == 1  # now it was replaced past the window; "old" only 20 days ago
     assert dropped(5) == 1  # the snapshots' 14 days bound it: "old" goes too
     assert session.exec(select(Listing.event_id).where(Listing.collection_id == coll.id)).all() == ["new"]
+
+
+def test_a_dropped_listing_event_sent_again_changes_nothing(sqlite_market):
+    a_dropped_listing_sent_again_changes_nothing(*sqlite_market)
+
+
+def a_dropped_listing_sent_again_changes_nothing(session, coll) -> None:
+    """A re-sent file or webhook call stored the events retention had dropped as new ones, until
+    the next run dropped them again. Also run on PostgreSQL (tests/integration/test_retention.py)."""
+    items_and_models(session, coll, ITEMS, versions=0)
+    tag = uuid.uuid4().hex[:8]
+
+    def event(name, days_ago, price):
+        return {"event_id": f"{name}-{tag}", "item_id": "1", "source": "a", "price": price,
+                "timestamp": (NOW - timedelta(days=days_ago)).isoformat()}
+
+    old, new = event("old", 40, 90.0), event("new", 30, 80.0)
+    assert ingest_listings(session, coll, [old, new], NOW).accepted == 2
+    session.commit()
+    assert apply_retention(session, coll, NOW, keep_days=14).listing_events_deleted == 1
+    session.commit()
+
+    again = ingest_listings(session, coll, [old, new], NOW)
+    changed = ingest_listings(session, coll, [{**old, "price": 91.0}], NOW)
+    session.commit()
+    assert (again.accepted, again.duplicate, again.rejected) == (0, 2, 0)
+    assert (changed.accepted, changed.duplicate, dict(changed.reasons)) == (0, 0, {"duplicate_event_conflict": 1})
+    held = session.exec(select(Listing.event_id).where(Listing.collection_id == coll.id,
+                                                       Listing.event_id.in_([old["event_id"], new["event_id"]]))).all()
+    assert held == [new["event_id"]]
 
 
 def dropping_replaced_listings_keeps_the_asks(session, coll) -> None:
