@@ -158,12 +158,15 @@ def _pick_all(row: Mapping[str, Any]) -> dict[str, Any]:
     each, inlined: this runs for every row of a file (bench/ingest.py)."""
     values = {}
     for column, names in COLUMN_ALIASES.items():
+        blank = None  # an empty cell of one name gives way to another name's value (price "" beside price_eth 5)
         for name in names:
             value = row.get(name)
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                break
+                if not (isinstance(value, str) and not value.strip()):
+                    break
+                blank = value
         else:
-            value = None
+            value = blank
         values[column] = value
     return values
 

@@ -43,6 +43,14 @@ def test_a_refused_row_names_its_event_as_the_stored_sale_is_named():
     assert check(row(event_id="  ", price_eth="-1")).event_id is None
 
 
+def test_an_empty_cell_gives_way_to_the_same_field_under_another_name():
+    """A file with both price and price_eth columns: the row's empty price cell was read as its
+    price, and the row refused as missing one."""
+    sale = check(row(price="", price_eth="65"))
+    assert not isinstance(sale, Rejection) and sale.price == 65.0
+    assert check(row(price=" ", price_eth="")).reason == Reason.MISSING_FIELD
+
+
 def test_accepted_bid_with_zero_buyer_is_a_valid_sale():
     assert not isinstance(check(row()), Rejection)
 
