@@ -76,7 +76,9 @@ def policy_line(status: str, detail: Mapping[str, Any]) -> str:
     request = detail.get("request_id")
     head = f"retrain (request {request}, {'new' if detail.get('new_request') else 'already recorded'})" \
         if request is not None else "retrain"
-    if detail.get("published") is False:
+    if detail.get("not_sent"):  # the broker did not take it; the sweep publishes it
+        head += f", not sent: {detail['not_sent']}"
+    elif detail.get("published") is False:
         head += ", waits unpublished: training is paused"
     reasons = "; ".join(detail.get("reasons") or [])
     return f"{head} — {reasons}" + (f" ({policy_numbers_line(numbers)})" if numbers else "")
@@ -96,12 +98,15 @@ def monitor_line(status: str, detail: Mapping[str, Any]) -> str:
         parts.append(f"rolled back to v{detail['rolled_back_to']}")
     if detail.get("rollback_refused"):
         parts.append(f"rollback refused: {detail['rollback_refused']}")
+    if detail.get("rollback_deferred"):
+        parts.append(f"rollback deferred: {detail['rollback_deferred']}")
     shadow = detail.get("shadow")
     if shadow:
         parts.append(f"shadow v{shadow.get('contender')}: {shadow.get('decision')}"
                      + (f" ({shadow['reason']})" if shadow.get("reason") else ""))
     if detail.get("champion_not_published"):
-        parts.append(f"champion v{detail['champion_not_published'].get('champion')} not published yet: nowcast asked")
+        asked = f"nowcast not sent: {detail['not_sent']}" if detail.get("not_sent") else "nowcast asked"
+        parts.append(f"champion v{detail['champion_not_published'].get('champion')} not published yet: {asked}")
     return "; ".join(parts) or "nothing to judge: no champion on probation, no contender due"
 
 

@@ -48,8 +48,9 @@ def broker_options(settings: Settings, patient_sends: bool = False) -> dict:
     # attempt, rather than after some 6 s of kombu reconnecting (default_channel), so a webhook's
     # follow-up or an operator's request answers at once that it was not sent (FollowUp,
     # send_after_commit; the periodic tasks catch up). Workers and beat have no one waiting on
-    # them and a failed send fails their task (a policy's training request waits for the hourly
-    # sweep): theirs try FAIRVALUE_BROKER_SEND_RETRIES times (send_options); count-bound, so
+    # them: a send after a committed change (the policy's training request, a promotion's or a
+    # rollback's nowcast) that still fails is recorded as the run's `not_sent` and the periodic tasks
+    # catch up; theirs try FAIRVALUE_BROKER_SEND_RETRIES times (send_options); count-bound, so
     # Celery's 4 s connect_retries_timeout does not cut the backoff short. Each attempt is bounded
     # by socket_connect_timeout: kombu sets none, so a broker host that drops packets (rather than
     # refusing) held each attempt for the kernel's ~2 min, a worker's send for a quarter of an hour.

@@ -67,14 +67,22 @@ def runs_done(session) -> dict[tuple[str, str | None], datetime]:
     return done
 
 
+# The tasks whose one run does every collection's work, and so records its run without one
+# (tasks/lifecycle.py's sweep): beat's entry for them is looked up under None, not under the
+# default collection, under which no run of theirs is ever recorded.
+RUNS_FOR_EVERY_COLLECTION = frozenset({names.SWEEP})
+
+
 def credit_runs_done(entries: Iterable[ScheduleEntry], done: Mapping[tuple[str, str | None], datetime],
                      default_collection: str) -> list[str]:
     """Move each entry's last run up to when its task was last done for the entry's collection (its
-    `collection` kwarg, else the default one) when that is later; the names of the entries moved.
-    `done`: runs_done's (task name, collection) -> when."""
+    `collection` kwarg, else the default one; None for a task in RUNS_FOR_EVERY_COLLECTION) when
+    that is later; the names of the entries moved. `done`: runs_done's (task name, collection) -> when."""
     credited = []
     for entry in entries:
-        started = done.get((entry.task, (entry.kwargs or {}).get("collection", default_collection)))
+        collection = None if entry.task in RUNS_FOR_EVERY_COLLECTION \
+            else (entry.kwargs or {}).get("collection", default_collection)
+        started = done.get((entry.task, collection))
         if started is None:
             continue
         started = _utc(started)

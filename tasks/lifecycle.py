@@ -25,6 +25,9 @@ from tasks.guards import skipped_unless_loaded
 # Why a waiting request is not published: its message would only be skipped (and the sweep would
 # republish it, one skipped run an hour). `fairvalue resume training` publishes it.
 TRAINING_PAUSED = "the training loop is paused: the request waits unpublished until `fairvalue resume training`"
+# What becomes of a follow-up the broker did not take (a run's `not_sent` says why, then this).
+SWEEP_PUBLISHES = "the training sweep (hourly) publishes it"
+MONITOR_ASKS_AGAIN = "the monitor (hourly) finds the champion's values unpublished and asks again"
 
 
 log = logging.getLogger(__name__)
@@ -120,8 +123,12 @@ def retrain_policy(self, collection: str | None = None) -> dict:
             if lifecycle.is_paused(lifecycle.TRAINING_LOOP):
                 run.update(published=False, paused=TRAINING_PAUSED)
             else:
-                publish_training(outcome.request_id, collection=settings.collection)
-                run["published"] = True
+                # A broker outage does not undo the committed request, nor fail the run that made it
+                # (as the operator's retrain): publish_training left it unpublished for the sweep.
+                not_sent = send_after_commit(publish_training, outcome.request_id, collection=settings.collection)
+                run["published"] = not_sent is None
+                if not_sent is not None:
+                    run["not_sent"] = f"{not_sent}; {SWEEP_PUBLISHES}"
         return dict(run)
 
 
@@ -160,8 +167,8 @@ def train(self, request_id: int, collection: str | None = None) -> dict:
             except Exception:
                 lifecycle.forget_resend(int(request_id))
                 raise
-        if result.get("decision") == gates.PROMOTE:
-            request_nowcast(result["collection"])
+        if result.get("decision") == gates.PROMOTE:  # committed: a lost nowcast request does not fail the training
+            _ask_for_nowcast(run, result["collection"])
         return dict(run)
 
 
@@ -190,5 +197,14 @@ def monitor(self, collection: str | None = None) -> dict:
             return dict(run)
         run.update(lifecycle.run_monitor(settings))
         if "champion_not_published" in run:  # a rollback, a promotion, or one whose nowcast was lost
-            request_nowcast(settings.collection)
+            _ask_for_nowcast(run, settings.collection)
         return dict(run)
+
+
+def _ask_for_nowcast(run: dict, collection: str) -> None:
+    """Ask for the nowcast that publishes a new champion's values, after the change committed: a
+    broker outage is recorded in the run (`not_sent`), which stays ok, since the change is made and
+    a failed run would say otherwise. The monitor finds the champion unpublished and asks again."""
+    not_sent = send_after_commit(request_nowcast, collection)
+    if not_sent is not None:
+        run["not_sent"] = f"{not_sent}; {MONITOR_ASKS_AGAIN}"

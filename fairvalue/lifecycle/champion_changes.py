@@ -1,12 +1,13 @@
 """Changing the champion, shared by the monitor and the operators: read a version's artifact back
-before an alias points at it, and roll back to the previous champion; each recorded as a decision."""
+before an alias points at it (one gone or corrupt is refused on record; a store that cannot be read
+just now refuses nothing), and roll back to the previous champion; each recorded as a decision."""
 
 from __future__ import annotations
 
 from sqlmodel import Session
 
 from models import gates
-from storage.artifacts import ArtifactError
+from storage.artifacts import ArtifactError, IntegrityError
 from storage.decisions import record_decision
 from storage.registry import CHAMPION, PREVIOUS_CHAMPION, remove_alias, set_alias, verify_artifact
 from storage.tables import Collection, ModelVersion
@@ -14,16 +15,41 @@ from storage.tables import Collection, ModelVersion
 
 def artifact_refusal(session: Session, store, coll: Collection, target: ModelVersion,
                       champion: ModelVersion | None, by: str) -> str | None:
-    """Read the artifact back before an alias points at it: None when it is sound; else the
-    refusal, recorded in the session's transaction, while the champion stays where it is."""
+    """Read the artifact back before an alias points at it: None when it is sound; else, when it
+    is gone or its bytes fail their sha256, the refusal, recorded in the session's transaction,
+    while the champion stays where it is. Any other ArtifactError (the store down, timing out,
+    forbidding) says nothing of the version, and a refusal on record would outlive the outage
+    (the monitor's stands against the version): it is raised, nothing recorded, for the caller
+    to try again later."""
     try:
         verify_artifact(store, target)
     except ArtifactError as exc:
+        if not artifact_is_bad(exc):
+            raise
         reason = f"artifact of version {target.version} refused: {exc}"
         record_decision(session, coll, gates.REJECT, by, reason, {"artifact_uri": target.artifact_uri,
                          "sha256": target.sha256}, contender=target.id, champion=champion.id if champion else None)
         return reason
     return None
+
+
+# What S3 answers for a key that does not exist (GetObject; 404 to a HEAD). Without s3:ListBucket it
+# answers AccessDenied instead, as for any permission fault: that one is not counted as missing.
+S3_MISSING_KEY_CODES = ("NoSuchKey", "404")
+
+
+def artifact_is_bad(exc: ArtifactError) -> bool:
+    """Whether the store's error condemns the version's artifact, rather than the store: its bytes
+    fail their sha256 (IntegrityError), or the store answered that no object is at its URI.
+    storage.artifacts has no type of its own for the latter; the error it chains says: a local
+    store's FileNotFoundError, S3's NoSuchKey."""
+    if isinstance(exc, IntegrityError):
+        return True
+    cause = exc.__cause__
+    if isinstance(cause, FileNotFoundError):
+        return True
+    response = getattr(cause, "response", None)  # botocore's ClientError
+    return isinstance(response, dict) and response.get("Error", {}).get("Code") in S3_MISSING_KEY_CODES
 
 
 def rollback(session, coll, champion: ModelVersion, previous: ModelVersion, by: str, reason: str, numbers: dict):

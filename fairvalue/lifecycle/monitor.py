@@ -13,7 +13,7 @@ from fairvalue.lifecycle.live_error import live_metrics, live_scored
 from fairvalue.settings import Settings, get_settings
 from models import gates, live, monitor
 from storage import snapshots
-from storage.artifacts import get_store
+from storage.artifacts import ArtifactError, get_store
 from storage.db import session_scope
 from storage.decisions import record_decision
 from storage.registry import (
@@ -28,6 +28,10 @@ from storage.registry import (
 )
 from storage.snapshots import published_snapshot
 from storage.tables import utcnow
+
+# A shadowed contender's outcome when its artifact could not be read back (the store, not the
+# model): it stays in the shadow, and the next run settles it.
+DEFERRED = "deferred"
 
 
 def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
@@ -52,12 +56,16 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
             out["probation"] = {"champion": champion.version, "previous": previous.version,
                                 "rollback": decision.rollback, "reason": decision.reason,
                                 "numbers": decision.numbers}
-            # As for an operator's rollback, the model it restores must still be readable. One that
-            # is not can never be rolled back to: its alias goes (the probation with it), so the
-            # refusal is not recorded again every hour, and the champion stays.
-            refusal = decision.rollback and artifact_refusal(session, get_store(settings), coll, previous,
-                                                              champion, gates.BY_MONITOR)
-            if refusal:
+            # As for an operator's rollback, the model it restores must still be readable. One whose
+            # artifact is gone or corrupt can never be rolled back to: its alias goes (the probation
+            # with it), so the refusal is not recorded again every hour, and the champion stays. A
+            # store that cannot be read just now says nothing of the model: the aliases stay as they
+            # are and the next run, an hour on, decides again.
+            refusal, unread = _read_back(session, settings, coll, previous, champion) if decision.rollback \
+                else (None, None)
+            if unread:
+                out["rollback_deferred"] = unread
+            elif refusal:
                 remove_alias(session, coll, PREVIOUS_CHAMPION)
                 out["rollback_refused"] = refusal
             elif decision.rollback:
@@ -65,10 +73,11 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
                 out["rolled_back_to"] = previous.version
         contender = get_alias(session, coll, CONTENDER)
         shadow_since = alias_since(session, coll, CONTENDER)
-        # Not in the run that rolled back: the contender's shadow was scored against the champion
-        # just removed; the next run judges it against the restored one.
+        # Not in the run that rolled back, or that would have but for the store: the contender's
+        # shadow was scored against the champion removed (or about to be); the next run judges it
+        # against the restored one.
         if contender and champion and shadow_since and "rolled_back_to" not in out \
-                and now - shadow_since >= timedelta(days=settings.shadow_days):
+                and "rollback_deferred" not in out and now - shadow_since >= timedelta(days=settings.shadow_days):
             cont = live_scored(session, coll, shadow_since, (snapshots.SHADOW,), contender.id)
             # The champion's own values over the shadow period, published or, for one restored by
             # a rollback, shadowed while it was the previous champion.
@@ -77,10 +86,12 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
             c_m, h_m = live_metrics(cont), live_metrics(champ)
             better = c_m.get("n", 0) >= settings.monitor_min_sales and \
                 c_m["mape"] <= h_m["mape"] * (1 - settings.gate_mape_margin)
-            # Its shadow values may have come from a worker's cache of it: read it back first.
-            refusal = better and artifact_refusal(session, get_store(settings), coll, contender, champion,
-                                                   gates.BY_MONITOR)
-            if refusal:
+            # Its shadow values may have come from a worker's cache of it: read it back first. A
+            # store that cannot be read just now leaves it in the shadow for the next run to settle.
+            refusal, unread = _read_back(session, settings, coll, contender, champion) if better else (None, None)
+            if unread:
+                out["shadow"] = {"contender": contender.version, "decision": DEFERRED, "reason": unread}
+            elif refusal:
                 out["shadow"] = {"contender": contender.version, "decision": gates.REJECT, "reason": refusal}
             else:
                 verdict = gates.PROMOTE if better else gates.REJECT
@@ -94,7 +105,8 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
                 out["shadow"] = {"contender": contender.version, "decision": verdict,
                                  "numbers": {"contender": c_m, "champion": h_m, "min_n": settings.monitor_min_sales,
                                              "mape_margin": settings.gate_mape_margin}}
-            remove_alias(session, coll, CONTENDER)
+            if not unread:
+                remove_alias(session, coll, CONTENDER)
         # A change of champion asks for a nowcast after it commits; a worker or broker lost between
         # the two leaves the old model's values published until the next scheduled nowcast (a day,
         # for cards). The task asks again for whatever this finds.
@@ -102,3 +114,15 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
         if published is not None and champion_now is not None and published.model_version_id != champion_now.id:
             out["champion_not_published"] = {"champion": champion_now.version, "snapshot": published.id}
     return out
+
+
+def _read_back(session, settings: Settings, coll, target, champion) -> tuple[str | None, str | None]:
+    """(refusal, unread) of reading `target`'s artifact back before the champion alias moves to
+    it: the refusal recorded on the version (its artifact gone or failing its sha256), or why the
+    store could not be read just now (nothing recorded, nothing changed: the next run tries
+    again); both None when it is sound."""
+    try:
+        return artifact_refusal(session, get_store(settings), coll, target, champion, gates.BY_MONITOR), None
+    except ArtifactError as exc:
+        return None, (f"artifact of version {target.version} could not be read ({exc}); nothing changed, "
+                      "the next run tries again")

@@ -14,7 +14,7 @@ from fairvalue.lifecycle.champion_changes import artifact_refusal, rollback
 from fairvalue.lifecycle.training_requests import PolicyOutcome, record_request
 from fairvalue.settings import Settings, get_settings
 from models import gates
-from storage.artifacts import get_store
+from storage.artifacts import ArtifactError, get_store
 from storage.db import session_scope
 from storage.decisions import record_decision, standing_rejection
 from storage.registry import CHAMPION, PREVIOUS_CHAMPION, get_alias, lock_collection, promote
@@ -73,13 +73,20 @@ def enqueue_retrain(reason: str, params: dict | None = None, settings: Settings 
 
 
 class ArtifactRefused(RuntimeError):
-    """The version's artifact is missing or fails its sha256: it must not become champion."""
+    """The version's artifact is missing or fails its sha256 (refused on record): it must not
+    become champion. Or the store could not be read just now (nothing recorded): not yet."""
 
 
 def _refuse_unverified(session: Session, store, coll: Collection, target: ModelVersion,
                        champion: ModelVersion | None, by: str) -> None:
-    """artifact_refusal for an operator's change: a refusal is committed, then raised."""
-    reason = artifact_refusal(session, store, coll, target, champion, by)
+    """artifact_refusal for an operator's change: a refusal is committed, then raised. A store that
+    could not be read refuses the change as well (the API's 409, the CLI's one line), with nothing
+    recorded against the version: the operator tries again once the store answers."""
+    try:
+        reason = artifact_refusal(session, store, coll, target, champion, by)
+    except ArtifactError as exc:
+        raise ArtifactRefused(f"artifact of version {target.version} could not be read ({exc}); nothing changed: "
+                              "try again once the artifact store answers") from exc
     if reason is not None:
         session.commit()
         raise ArtifactRefused(reason)

@@ -13,6 +13,8 @@ from fairvalue.lifecycle.live_error import live_metrics, live_scored
 from fairvalue.lifecycle.training_requests import PolicyOutcome, record_request
 from fairvalue.settings import Settings, get_settings
 from models import policy
+from storage import snapshots
+from storage.artifacts import ArtifactError
 from storage.db import session_scope
 from storage.registry import CHAMPION, get_alias
 from storage.tables import Collection, ModelVersion, utcnow
@@ -26,7 +28,14 @@ def run_policy(settings: Settings | None = None, now=None) -> PolicyOutcome:
     with session_scope() as session:
         coll = pipeline.ensure_collection_of(session, settings)
         champion = get_alias(session, coll, CHAMPION)
-        live_error = live_metrics(live_scored(session, coll, now - timedelta(days=settings.policy_live_window_days)))
+        # The champion's own values: a model since rolled back or replaced is not what a retrain
+        # would replace (its errors kept filing live_mape retrains for a week after a rollback).
+        # Its shadowed ones too: a champion restored by a rollback, or promoted from the shadow,
+        # valued those sales live, before its values were published.
+        live_error = {"n": 0}
+        if champion is not None:
+            live_error = live_metrics(live_scored(session, coll, now - timedelta(days=settings.policy_live_window_days),
+                                                  (snapshots.PUBLISHED, snapshots.SHADOW), champion.id))
         new_data = _new_since_training(session, coll, champion)
     drift_summary = None
     if champion is not None and kinds.is_daily(coll):
@@ -35,7 +44,9 @@ def run_policy(settings: Settings | None = None, now=None) -> PolicyOutcome:
         try:
             report, _ = pipeline.drift(settings)
             drift_summary = report.summary
-        except (LookupError, ValueError) as exc:
+        except (LookupError, ValueError, ArtifactError) as exc:
+            # Not measured (ArtifactError: the champion's artifact could not be read): recorded, and
+            # the live error and the age still decide.
             drift_summary = {"error": str(exc)}
     age = (now - champion.created_at).total_seconds() / 86400 if champion else None
     config = policy.PolicyConfig(

@@ -73,3 +73,24 @@ def test_a_nowcast_of_a_past_moment_does_not_stand_in_for_the_half_hourly_one(me
                                 last_run_at=NOW - timedelta(hours=2), app=APP)
     assert credit_runs_done([half_hourly], done, "cryptopunks") == []
     assert half_hourly.is_due().is_due
+
+
+def test_a_sweep_run_recorded_for_every_collection_is_credited_to_the_sweep_entry(memory_engine):
+    """The sweep records its runs without a collection (one run republishes every collection's
+    requests); its entry used to be looked up under the default collection, so a sweep just run (a
+    training worker's start sweep, `celery call fairvalue.training.sweep`) was never credited."""
+    from sqlmodel import Session
+
+    from storage.tables import TaskRun
+    from tasks import names
+
+    with Session(memory_engine) as session:
+        session.add(TaskRun(task_name=names.SWEEP, collection=None, status="ok", started_at=NOW - timedelta(minutes=1)))
+        session.commit()
+        done = runs_done(session)
+    sweep = ScheduleEntry(name="training-sweep-hourly", task=names.SWEEP, schedule=SLOT,
+                          last_run_at=NOW - timedelta(days=3), app=APP)  # as beat_schedule's entry: no kwargs
+    assert sweep.is_due().is_due
+    assert credit_runs_done([sweep], done, "cryptopunks") == ["training-sweep-hourly"]
+    assert sweep.last_run_at == NOW - timedelta(minutes=1)
+    assert not sweep.is_due().is_due

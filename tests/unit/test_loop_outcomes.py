@@ -57,6 +57,17 @@ def test_a_policy_request_kept_while_training_is_paused_says_it_waits():
     assert policy_line("ok", detail).startswith("retrain (request 4, new), waits unpublished: training is paused — ")
 
 
+def test_a_request_or_a_nowcast_the_broker_did_not_take_is_said_so_not_called_paused():
+    detail = _policy_detail(None, None, None, request_id=4, new_request=True, published=False,
+                            not_sent="OperationalError: gone; the training sweep (hourly) publishes it")
+    assert policy_line("ok", detail).startswith(
+        "retrain (request 4, new), not sent: OperationalError: gone; the training sweep (hourly) publishes it — ")
+    line = monitor_line("ok", {"rollback_deferred": "artifact of version 4 could not be read (timeout)",
+                               "champion_not_published": {"champion": 5, "snapshot": 9}, "not_sent": "gone"})
+    assert line == ("rollback deferred: artifact of version 4 could not be read (timeout); "
+                    "champion v5 not published yet: nowcast not sent: gone")
+
+
 def test_skipped_and_failed_runs_say_why():
     assert policy_line("skipped", {"reason": "paused"}) == "skipped: paused"
     assert monitor_line("failed", {"error": "OperationalError: gone"}) == "failed: OperationalError: gone"

@@ -1,0 +1,259 @@
+"""The monitor and the retrain policy on an in-memory SQLite market (fairvalue/lifecycle): what a
+store that cannot be read does to a rollback or a shadow's promotion, and which values the policy's
+live error scores."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from fairvalue import lifecycle, pipeline
+from fairvalue.lifecycle import monitor as monitor_loop
+from fairvalue.lifecycle import operators, training_requests
+from fairvalue.lifecycle import policy as policy_loop
+from fairvalue.settings import get_settings
+from storage import snapshots
+from storage.artifacts import ArtifactError, LocalStore
+from storage.ingest import ensure_collection
+from storage.registry import CHAMPION, CONTENDER, PREVIOUS_CHAMPION, get_alias, set_alias
+from storage.tables import ModelAlias, ModelVersion, NowcastRow, NowcastSnapshot, PromotionDecision, Sale, utcnow
+from tests.builders import sessions_on
+
+NOW = utcnow()
+KEYS = [str(i) for i in range(40)]  # more sales than the monitor's and the policy's minimum
+
+
+@pytest.fixture
+def market(memory_engine, monkeypatch, tmp_path):
+    """(engine, store): the settings' collection on `memory_engine`, its artifacts in a local store
+    under tmp_path, as the monitor, the policy and the operators read them."""
+    for module in (monitor_loop, policy_loop, training_requests, operators):
+        sessions_on(monkeypatch, module, memory_engine)
+    store = LocalStore(tmp_path / "artifacts")
+    monkeypatch.setattr(monitor_loop, "get_store", lambda settings=None: store)
+    monkeypatch.setattr(operators, "get_store", lambda settings=None: store)
+    with Session(memory_engine) as session:
+        ensure_collection(session, get_settings().collection)
+        session.commit()
+    return memory_engine, store
+
+
+def _versions(session: Session, store: LocalStore, n: int) -> list[ModelVersion]:
+    coll = ensure_collection(session, get_settings().collection)
+    made = []
+    for version in range(1, n + 1):
+        stored = store.put(f"models/{coll.slug}/v{version}.joblib", f"model {version}".encode())
+        made.append(ModelVersion(collection_id=coll.id, version=version, estimator="test",
+                                 artifact_uri=stored.uri, sha256=stored.sha256, created_at=NOW - timedelta(days=1)))
+    session.add_all(made)
+    session.flush()
+    return made
+
+
+def _snapshot(session: Session, version: ModelVersion, published_at, value: float, status=snapshots.PUBLISHED):
+    """A snapshot of `version` valuing every item at `value`."""
+    snap = NowcastSnapshot(collection_id=version.collection_id, model_version_id=version.id, as_of=published_at,
+                           n_items=len(KEYS), status=status, published_at=published_at)
+    session.add(snap)
+    session.flush()
+    session.add_all([NowcastRow(snapshot_id=snap.id, item_key=key, fair_value=value, p10=value * 0.8,
+                                p90=value * 1.2) for key in KEYS])
+
+
+def _sales(session: Session, collection_id: int, at, tag: str) -> None:
+    """One sale of every item at 100, a minute apart from `at` back."""
+    session.add_all([Sale(collection_id=collection_id, event_id=f"{tag}-{key}", item_key=key,
+                          ts=at - timedelta(minutes=i), price=100.0,
+                          content_hash=hashlib.sha256(f"{tag}-{key}".encode()).hexdigest())
+                     for i, key in enumerate(KEYS)])
+
+
+def _alias_set_ago(session: Session, alias: str, ago: timedelta) -> None:
+    session.execute(update(ModelAlias).where(ModelAlias.alias == alias).values(updated_at=NOW - ago))
+
+
+def _decisions(engine) -> list[tuple[str, str]]:
+    with Session(engine) as session:
+        return [(d.decision, d.decided_by) for d in session.exec(select(PromotionDecision)).all()]
+
+
+def _aliases(engine) -> dict[str, int | None]:
+    with Session(engine) as session:
+        coll = ensure_collection(session, get_settings().collection)
+        return {alias: getattr(get_alias(session, coll, alias), "version", None)
+                for alias in (CHAMPION, PREVIOUS_CHAMPION, CONTENDER)}
+
+
+def _store_down(monkeypatch, store: LocalStore) -> None:
+    """The store does not answer (an S3 timeout, an NFS hiccup): ArtifactError, as its get raises it."""
+    def down(uri, sha256):
+        raise ArtifactError(f"cannot read {uri}: Connect timeout on endpoint URL") from TimeoutError("timed out")
+
+    monkeypatch.setattr(store, "get", down)
+
+
+# --- the monitor: a store that cannot be read is not a refusal -------------------------------
+
+
+@pytest.fixture
+def bad_promotion(market):
+    """v2 promoted over v1 two days ago, valuing every sale at 3x; v1's shadow values them right."""
+    engine, store = market
+    with Session(engine) as session:
+        v1, v2 = _versions(session, store, 2)
+        coll = ensure_collection(session, get_settings().collection)
+        set_alias(session, coll, CHAMPION, v2)
+        set_alias(session, coll, PREVIOUS_CHAMPION, v1)
+        _alias_set_ago(session, PREVIOUS_CHAMPION, timedelta(days=2))
+        _snapshot(session, v2, NOW - timedelta(days=1, hours=12), 300.0)
+        _snapshot(session, v1, NOW - timedelta(days=1, hours=12), 100.0, status=snapshots.SHADOW)
+        _sales(session, coll.id, NOW - timedelta(days=1), "after")
+        session.commit()
+    return engine, store
+
+
+def test_a_store_that_cannot_be_read_defers_the_rollback_to_the_next_run(bad_promotion, monkeypatch):
+    """It used to record the monitor's reject of v1 ("artifact refused") and drop the previous
+    champion's alias: v2 stayed for good, and `fairvalue rollback` had nothing to roll back to."""
+    engine, store = bad_promotion
+    with monkeypatch.context() as blip:
+        _store_down(blip, store)
+        out = lifecycle.run_monitor(now=NOW)
+    assert out["probation"]["rollback"] is True
+    assert "rolled_back_to" not in out and "rollback_refused" not in out
+    assert "Connect timeout" in out["rollback_deferred"] and "the next run tries again" in out["rollback_deferred"]
+    assert _aliases(engine) == {CHAMPION: 2, PREVIOUS_CHAMPION: 1, CONTENDER: None}
+    assert _decisions(engine) == []  # nothing on record against v1
+
+    back = lifecycle.run_monitor(now=NOW)  # the store answers again
+    assert back["rolled_back_to"] == 1 and "rollback_deferred" not in back
+    assert _aliases(engine)[CHAMPION] == 1
+    assert _decisions(engine) == [("rollback", "monitor")]
+
+
+@pytest.mark.parametrize("spoil", ["missing", "corrupt"])
+def test_an_artifact_gone_or_corrupt_is_still_refused_on_record(bad_promotion, spoil):
+    engine, store = bad_promotion
+    with Session(engine) as session:
+        v1 = session.exec(select(ModelVersion).where(ModelVersion.version == 1)).one()
+        path = store.root / f"models/{get_settings().collection}/v1-{v1.sha256}.joblib"
+    if spoil == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(b"tampered")
+    out = lifecycle.run_monitor(now=NOW)
+    assert "rolled_back_to" not in out and "rollback_deferred" not in out
+    assert out["rollback_refused"].startswith("artifact of version 1 refused:")
+    assert ("sha256 mismatch" if spoil == "corrupt" else "No such file") in out["rollback_refused"]
+    assert _aliases(engine) == {CHAMPION: 2, PREVIOUS_CHAMPION: None, CONTENDER: None}
+    assert _decisions(engine) == [("reject", "monitor")]
+
+
+def test_an_s3_missing_key_is_a_refusal_and_its_other_errors_are_not():
+    from botocore.exceptions import ClientError
+
+    from fairvalue.lifecycle.champion_changes import artifact_is_bad
+
+    def s3_error(code: str) -> ArtifactError:
+        try:
+            raise ArtifactError("cannot read s3://b/k") from ClientError({"Error": {"Code": code}}, "GetObject")
+        except ArtifactError as exc:
+            return exc
+
+    assert artifact_is_bad(s3_error("NoSuchKey"))
+    assert not artifact_is_bad(s3_error("AccessDenied"))  # also what a missing key gets without s3:ListBucket
+    assert not artifact_is_bad(s3_error("NoSuchBucket"))
+    assert not artifact_is_bad(s3_error("SlowDown"))
+    assert not artifact_is_bad(ArtifactError("cannot read s3://b/k: Read timeout"))
+
+
+def test_a_shadow_that_proved_better_stays_in_the_shadow_while_the_store_cannot_be_read(market, monkeypatch):
+    """It used to be rejected on record by the monitor, and its alias removed: a contender that
+    beat the champion live was lost to a store blip."""
+    engine, store = market
+    with Session(engine) as session:
+        v1, v2 = _versions(session, store, 2)
+        coll = ensure_collection(session, get_settings().collection)
+        set_alias(session, coll, CHAMPION, v1)
+        set_alias(session, coll, CONTENDER, v2)
+        _alias_set_ago(session, CONTENDER, timedelta(days=4))  # past its shadow days (3)
+        _snapshot(session, v1, NOW - timedelta(days=3), 150.0)
+        _snapshot(session, v2, NOW - timedelta(days=3), 100.0, status=snapshots.SHADOW)
+        _sales(session, coll.id, NOW - timedelta(days=1), "shadowed")
+        session.commit()
+    with monkeypatch.context() as blip:
+        _store_down(blip, store)
+        out = lifecycle.run_monitor(now=NOW)
+    assert out["shadow"]["decision"] == "deferred" and "Connect timeout" in out["shadow"]["reason"]
+    assert _aliases(engine) == {CHAMPION: 1, PREVIOUS_CHAMPION: None, CONTENDER: 2}
+    assert _decisions(engine) == []
+
+    back = lifecycle.run_monitor(now=NOW)
+    assert back["shadow"]["decision"] == "promote"
+    assert _aliases(engine) == {CHAMPION: 2, PREVIOUS_CHAMPION: 1, CONTENDER: None}
+    assert _decisions(engine) == [("promote", "monitor")]
+
+
+def test_an_operator_s_rollback_with_the_store_down_is_refused_with_nothing_on_record(bad_promotion, monkeypatch):
+    engine, store = bad_promotion
+    _store_down(monkeypatch, store)
+    with pytest.raises(lifecycle.ArtifactRefused, match="could not be read .*Connect timeout.*nothing changed"):
+        lifecycle.operator_rollback("v2 is worse live")
+    assert _aliases(engine) == {CHAMPION: 2, PREVIOUS_CHAMPION: 1, CONTENDER: None}
+    assert _decisions(engine) == []
+
+
+# --- the policy: the champion's own live error; a drift report the store failed ---------------
+
+
+@pytest.fixture
+def no_drift(monkeypatch):
+    def not_measured(settings=None):
+        raise LookupError("drift not measured in this test")
+
+    monkeypatch.setattr(pipeline, "drift", not_measured)
+
+
+def test_the_policy_scores_the_champion_s_own_values_published_or_shadowed(market, no_drift):
+    """v2 was champion last week and valued every sale at 3x; v1, rolled back to, valued the same
+    sales right in its shadow, and those after it as champion. The policy used to score every
+    published snapshot, whichever model made it, and filed a live_mape retrain for v2's errors."""
+    engine, store = market
+    with Session(engine) as session:
+        v1, v2 = _versions(session, store, 2)
+        coll = ensure_collection(session, get_settings().collection)
+        _snapshot(session, v2, NOW - timedelta(days=6), 300.0)
+        _snapshot(session, v1, NOW - timedelta(days=6), 100.0, status=snapshots.SHADOW)
+        _snapshot(session, v1, NOW - timedelta(days=2), 100.0)
+        _sales(session, coll.id, NOW - timedelta(days=5), "before-rollback")
+        _sales(session, coll.id, NOW - timedelta(days=1), "after-rollback")
+        set_alias(session, coll, CHAMPION, v1)
+        session.commit()
+    outcome = lifecycle.run_policy(now=NOW)
+    assert (outcome.retrain, outcome.reasons) == (False, [])
+    # Both weeks' sales, against v1's values: its shadow ones before the rollback count too.
+    assert (outcome.numbers["live_n"], outcome.numbers["live_mape"]) == (80, 0.0)
+
+
+def test_a_drift_report_the_store_failed_is_recorded_and_the_policy_still_decides(market, monkeypatch):
+    """An ArtifactError from the drift report (the champion's artifact not read) used to fail the
+    whole run: no retrain although the champion's age called for one."""
+    engine, store = market
+    with Session(engine) as session:
+        (v1,) = _versions(session, store, 1)
+        v1.created_at = NOW - timedelta(days=9)
+        set_alias(session, ensure_collection(session, get_settings().collection), CHAMPION, v1)
+        session.commit()
+
+    def store_down(settings=None):
+        raise ArtifactError("cannot read s3://artifacts/models/v1.joblib: Read timeout on endpoint URL")
+
+    monkeypatch.setattr(pipeline, "drift", store_down)
+    outcome = lifecycle.run_policy(now=NOW)
+    assert outcome.retrain and outcome.reasons == ["champion is 9.0 days old > 7"]
+    assert outcome.new_request and outcome.request_id is not None
+    assert "Read timeout" in outcome.numbers["drift_error"]

@@ -1,0 +1,87 @@
+"""A lifecycle task whose change committed is not failed by a broker that does not take its
+follow-up (tasks/lifecycle.py): the run is ok and says what was not sent, as the operator's retrain
+answers `not_sent`. Run on an in-memory SQLite database, with a send that raises as kombu does."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from kombu.exceptions import OperationalError
+from sqlmodel import Session, select
+
+import tasks.app
+import tasks.lifecycle as lifecycle_tasks
+from fairvalue import lifecycle, pipeline
+from fairvalue.lifecycle import loops, sweep
+from fairvalue.settings import get_settings
+from storage import requests, runs
+from storage.ingest import add_items, ensure_collection
+from storage.tables import TaskRun, TrainingRequest, utcnow
+from tasks import names
+from tests.builders import sessions_on
+
+
+@pytest.fixture
+def broker_down(memory_engine, monkeypatch):
+    """The engine holding a loaded default collection; every send refused as by a broker that is down."""
+    for module in (runs, loops, pipeline, sweep):  # the run, the paused check, is_loaded, mark_(un)published
+        sessions_on(monkeypatch, module, memory_engine)
+    with Session(memory_engine) as session:
+        add_items(session, ensure_collection(session, get_settings().collection), [{"item_key": "1"}])
+        session.commit()
+
+    def refused(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.app.app, "send_task", refused)
+    monkeypatch.setattr(tasks.app, "database_now", utcnow)  # request_nowcast's clock: the database's
+    return memory_engine
+
+
+def _run(engine, task_name: str) -> TaskRun:
+    with Session(engine) as session:
+        return session.exec(select(TaskRun).where(TaskRun.task_name == task_name)).one()
+
+
+def test_a_policy_request_the_broker_did_not_take_is_left_to_the_sweep_and_the_run_is_ok(broker_down, monkeypatch):
+    """The run used to fail (OperationalError) although its request was committed."""
+    with Session(broker_down) as session:
+        request, _ = requests.record(session, ensure_collection(session, get_settings().collection), "k", "age")
+        session.commit()
+        request_id = request.id
+    monkeypatch.setattr(lifecycle, "run_policy", lambda settings: lifecycle.PolicyOutcome(
+        True, ["champion is 9.0 days old > 7"], {}, request_id, True))
+
+    done = lifecycle_tasks.retrain_policy.run()
+    stored = _run(broker_down, names.POLICY)
+    assert stored.status == "ok" and stored.detail == done
+    assert (done["request_id"], done["new_request"], done["published"]) == (request_id, True, False)
+    assert done["not_sent"].startswith("OperationalError: Error 111")
+    assert done["not_sent"].endswith("the training sweep (hourly) publishes it")
+    with Session(broker_down) as session:  # unpublished: the sweep's to republish
+        assert session.get(TrainingRequest, request_id).published_at is None
+        assert requests.to_republish(session, timedelta(minutes=get_settings().sweep_stale_minutes)) == [request_id]
+
+
+def test_a_promotion_whose_nowcast_the_broker_did_not_take_is_an_ok_training_run(broker_down, monkeypatch):
+    """The run used to be recorded failed after train_request had committed the promotion."""
+    committed = {"request_id": 7, "collection": "cryptopunks", "model_version": 3, "decision": "promote",
+                 "reason": "Promoted: MAPE 0.10 <= 0.12"}
+    monkeypatch.setattr(lifecycle, "train_request", lambda request_id, worker: dict(committed))
+
+    done = lifecycle_tasks.train.run(7, collection="cryptopunks")
+    stored = _run(broker_down, names.TRAIN)
+    assert stored.status == "ok" and (stored.detail["decision"], stored.detail["model_version"]) == ("promote", 3)
+    assert done["not_sent"].startswith("OperationalError:") and "monitor (hourly)" in done["not_sent"]
+    assert stored.detail["not_sent"] == done["not_sent"]
+
+
+def test_a_rollback_whose_nowcast_the_broker_did_not_take_is_an_ok_monitor_run(broker_down, monkeypatch):
+    monkeypatch.setattr(lifecycle, "run_monitor", lambda settings: {
+        "rolled_back_to": 1, "champion_not_published": {"champion": 1, "snapshot": 9}})
+
+    done = lifecycle_tasks.monitor.run()
+    stored = _run(broker_down, names.MONITOR)
+    assert stored.status == "ok" and stored.detail["rolled_back_to"] == 1
+    assert done["not_sent"].startswith("OperationalError:") and stored.detail["not_sent"] == done["not_sent"]
