@@ -39,7 +39,7 @@ def _days_touched(t0: datetime, t1: datetime) -> tuple[date, date]:
 def market(slug: str | None = None, start: str | None = None, end: str | None = None) -> dict[str, Any]:
     """Daily floor, ETH/USD and the service's sales index (a daily-priced collection: cards
     priced, median price and the market index). Default window: the last 365 days of data."""
-    from models.market_index import sales_index
+    from models.market_index import INDEX_WINDOWS_DAYS, sales_index
 
     t0, t1 = parse_time(start, "from"), parse_time(end, "to")
     with session_scope() as session:
@@ -54,9 +54,12 @@ def market(slug: str | None = None, start: str | None = None, end: str | None = 
         days = session.exec(select(MarketDay.day, MarketDay.floor, MarketDay.eth_usd).where(
             MarketDay.collection_id == coll.id, MarketDay.day >= window_first, MarketDay.day <= window_last)
             .order_by(MarketDay.day)).all()
-        sales = session.exec(select(Sale.ts, Sale.price).where(  # the sales index: clean sales, as the model's
-            Sale.collection_id == coll.id, Sale.wash_reason.is_(None), Sale.ts >= t0 - timedelta(days=14),
-            Sale.ts < t1)).all()
+        # The sales index: clean sales, as the model's, from the longest window before the first
+        # day (midnight: from a `from` of 18:00 the first day's index missed that day's morning).
+        first_midnight = datetime(window_first.year, window_first.month, window_first.day, tzinfo=UTC)
+        sales = session.exec(select(Sale.ts, Sale.price).where(
+            Sale.collection_id == coll.id, Sale.wash_reason.is_(None),
+            Sale.ts >= first_midnight - timedelta(days=max(INDEX_WINDOWS_DAYS)), Sale.ts < t1)).all()
     calendar = pd.date_range(pd.Timestamp(window_first), pd.Timestamp(window_last), freq="D")
     levels = pd.Series(float("nan"), index=calendar)
     if sales and len(calendar):

@@ -74,6 +74,7 @@ def explain(model: FairValueModel, data: MarketData, item_key: str, as_of: pd.Ti
     if item_key not in data.items.index:
         raise KeyError(item_key)
     as_of = pd.Timestamp(as_of)
+    data = data.known_at(as_of)  # as the nowcast valued it (models.nowcast.value_all_items)
     rng = np.random.default_rng(seed)
     others = data.items.index[data.items.index != item_key]
     sample = rng.choice(others, size=min(BASELINE_SAMPLE, len(others)), replace=False)

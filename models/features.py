@@ -94,6 +94,18 @@ class MarketData:
             listings=self.listings,
         )
 
+    def known_at(self, t: pd.Timestamp) -> MarketData:
+        """The market as known just before t: `before(t)` when a sale known only to the hour is in
+        t's hour, not over yet (which build_features, reading every sale before t, would see), else
+        this market itself, uncopied. A nowcast and an explanation value through it, so a nowcast
+        asked for :30 values as the replay's tick at :30 does, whatever sales the database holds."""
+        if "hour_precision" not in self.sales:
+            return self
+        ts = self.sales["ts"].to_numpy()
+        hourly = self.sales["hour_precision"].to_numpy(dtype=bool)
+        hidden = hourly & (ts >= np.datetime64(t.floor("h"))) & (ts < np.datetime64(t))
+        return self.before(t) if hidden.any() else self
+
     def robust_market(self) -> pd.DataFrame:
         """`market` with the robust floor (market_index.robust_floor, given the sales), computed
         once per MarketData: the sales' context and the features both read it (build_features

@@ -23,7 +23,9 @@ def valuation_moment(data: MarketData, as_of: pd.Timestamp, stale_after_days: fl
     before `as_of`, so the explanation of a snapshot finds the same moment again."""
     if not stale_after_days:
         return as_of
-    sale_times, days = data.sales["ts"], data.market["day"]
+    data = data.known_at(as_of)
+    # A day of ETH/USD alone is no floor: the market's own inputs are its sales and its floor.
+    sale_times, days = data.sales["ts"], data.market.loc[data.market["floor"].notna(), "day"]
     last_sale = sale_times[sale_times < as_of].max()  # NaT when there is none
     last_floor = days[days < as_of.normalize()].max() + pd.Timedelta(days=1)  # a day's floor is known once it is over
     inputs = [t for t in (last_sale, last_floor) if pd.notna(t)]
@@ -53,6 +55,7 @@ def value_all_items(
     """
     asks_at = as_of if asks_at is None else asks_at
     as_of = valuation_moment(data, as_of, stale_after_days)
+    data = data.known_at(as_of)  # no sale of an hour not over yet (a replay's tick reads none either)
     keys = data.items.index.to_numpy() if item_keys is None else item_keys
     queries = pd.DataFrame({"item_key": keys, "ts": as_of})
     values = model.predict(data, queries, threads)

@@ -408,6 +408,10 @@ def test_market_and_decisions(client, seeded):
     assert all(d["floor"] > 0 and d["eth_usd"] > 0 and d["index"] > 0 for d in body["days"])
     hour = client.get(f"{C}/market?from=2021-06-01T12:00&to=2021-06-01T13:00").json()["days"]
     assert hour == body["days"][:1]  # a window inside one day shows that day, floor and all
+    # A thin day's index reads the 14 days before it whatever the hour `from` names (at 18:00 it
+    # missed that morning's sales: 2019-03-08 read 0.323 against 0.33).
+    evening = client.get(f"{C}/market?from=2019-03-08T18:00&to=2019-03-09").json()["days"][0]
+    assert evening == client.get(f"{C}/market?from=2019-03-08&to=2019-03-09").json()["days"][0]
     decisions = client.get(f"{C}/decisions?limit=1").json()
     assert decisions["limit"] == 1 and len(decisions["decisions"]) <= 1
     assert client.get(f"{C}/decisions?offset=-1").status_code == 400

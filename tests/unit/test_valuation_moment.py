@@ -52,3 +52,31 @@ def test_values_of_a_silent_market_stay_those_of_its_last_days():
     extrapolated = value_all_items(model, DATA, pd.Timestamp("2026-12-04"), 0.1, 0.15, 30)
     pd.testing.assert_frame_equal(years_later, at_limit)
     assert not extrapolated["fair_value"].equals(at_limit["fair_value"])  # the limit is what kept them
+
+
+def test_a_day_of_eth_usd_alone_is_no_floor():
+    """Days with an ETH/USD rate and no floor kept a silent market live (the bundled 2018 has two such
+    week-long gaps in its sales and floor, every day of which has a rate)."""
+    rates = pd.DataFrame({"day": pd.date_range(LAST_FLOOR_KNOWN, "2022-05-31"), "floor": float("nan"),
+                          "eth_usd": 3000.0})
+    with_rates = MarketData(DATA.items, DATA.sales, pd.concat([DATA.market, rates], ignore_index=True))
+    years_later = pd.Timestamp("2026-12-04 05:00")
+    assert valuation_moment(with_rates, years_later, 7) == valuation_moment(DATA, years_later, 7) \
+        == LAST_FLOOR_KNOWN + pd.Timedelta(days=7)
+
+
+def test_a_nowcast_does_not_read_a_sale_whose_hour_is_not_over():
+    """A sale known only to the hour, recorded at 15:10, may have come at 15:45: a nowcast asked for
+    15:30 (`fairvalue nowcast --as-of`) read it, as its explanation did, where the replay's tick at
+    15:30 does not. Both now value from the market as known at 15:30."""
+    t = pd.Timestamp("2021-03-10 15:30")
+    sales = DATA.sales[DATA.sales["ts"] < t.floor("h")].assign(hour_precision=False)
+    recorded = pd.DataFrame({"event_id": ["h"], "ts": [pd.Timestamp("2021-03-10 15:10")], "item_key": ["7"],
+                             "price": [99.0], "hour_precision": [True]})
+    held = MarketData(DATA.items, pd.concat([sales, recorded], ignore_index=True), DATA.market)
+    model = fit(held, TrainParams(max_iter=20, band_max_iter=10, min_samples_leaf=10))
+    nowcast = value_all_items(model, held, t, 0.1, 0.15, 30)
+    pd.testing.assert_frame_equal(nowcast, value_all_items(model, held.before(t), t, 0.1, 0.15, 30))
+    assert nowcast.set_index("item_key").at["7", "last_price"] != 99.0
+    assert held.known_at(t.ceil("h")) is held  # once its hour is over it counts, and nothing is copied
+    assert value_all_items(model, held, t.ceil("h"), 0.1, 0.15, 30).set_index("item_key").at["7", "last_price"] == 99.0
