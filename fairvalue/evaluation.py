@@ -361,8 +361,8 @@ def replay_daily_rows(series, start: pd.Timestamp, end: pd.Timestamp, settings: 
                       retrain_every_days: int | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """Every card-day of [start, end) valued by a model trained on the days before it
     (models.daily_eval.replay_daily). NotEnoughHistory when the window starts before a model
-    could be trained."""
-    from models.daily import MIN_TRAIN_DAYS, earliest_forward_day
+    could be trained, or a retrain tick has too little to train on."""
+    from models.daily import MIN_TRAIN_DAYS, TooFewPrices, earliest_forward_day
     from models.daily_eval import DailyReplayConfig, replay_daily
 
     earliest = earliest_forward_day(series)
@@ -376,15 +376,24 @@ def replay_daily_rows(series, start: pd.Timestamp, end: pd.Timestamp, settings: 
     end = min(end, series.last_day + pd.Timedelta(days=1))
     config = DailyReplayConfig(start, end, retrain_every_days=retrain_every_days or max(1, int(
         settings.retrain_max_age_days)), buy_below=settings.buy_below, sell_above=settings.sell_above)
-    return replay_daily(series, config)
+    try:
+        return replay_daily(series, config)
+    except TooFewPrices as exc:
+        # 14 priced days are not enough when they hold too few card-days with a fair value to tune
+        # on (a few cards, or cards that have just started): a refusal of the window, as above,
+        # which the CLI and the API answer as a bad `from`, not a traceback or a 500.
+        raise NotEnoughHistory(f"not enough prices before the window to train a model: {exc}") from None
 
 
 def evaluate_daily(series, start: pd.Timestamp, end: pd.Timestamp, settings: Settings,
                    horizon_days: float | None = None, gain: float | None = None,
                    retrain_every_days: int | None = None) -> dict[str, Any]:
-    """Replay a daily-priced collection and compute its KPIs (models/daily_eval.py)."""
+    """Replay a daily-priced collection and compute its KPIs (models/daily_eval.py). ValueError for a
+    horizon that is not a whole number of days: the outcomes are read on whole days."""
     from models.daily_eval import kpis
 
+    if horizon_days is not None and not float(horizon_days).is_integer():  # int() would cut 1.9 to 1, unsaid
+        raise ValueError(f"horizon_days must be a whole number of days, got {horizon_days:g}")
     rows, replayed = replay_daily_rows(series, start, end, settings, retrain_every_days)
     report = kpis(rows, series, start, end, int(horizon_days or settings.daily_signal_horizon_days),
                   gain if gain is not None else settings.daily_signal_gain)

@@ -36,7 +36,7 @@ from typing import Annotated, Any
 import joblib
 import numpy as np
 import pandas as pd
-from pydantic import ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from models.metrics import valuation_metrics
@@ -44,6 +44,9 @@ from models.signals import market_signals
 from models.times import stale_limited
 
 CARRY_DAYS = 3
+# A card's window median needs at least this many prices (a third of the window when longer), so a
+# window of fewer days could never hold enough: DailyParams refuses one.
+MIN_WINDOW_PRICES = 3
 MIN_SCALE = 0.01
 CLIP = 2.0
 Z_QUANTILES = (0.10, 0.90)
@@ -137,7 +140,7 @@ def _window_parts(series: DailySeries, window: int, through: pd.Timestamp | None
     index = category_index(log_price, categories)
     rel = log_price - index
     before = rel.shift(1)  # row D sees rel up to D-1
-    min_periods = max(3, window // 3)
+    min_periods = max(MIN_WINDOW_PRICES, window // 3)
     median_rel = before.rolling(window, min_periods=min_periods).median()
     rolling = before.rolling(max(window, 28), min_periods=min_periods)
     iqr = (rolling.quantile(0.75) - rolling.quantile(0.25)) / 1.349
@@ -170,10 +173,22 @@ def matrices_and_lifted(series: DailySeries, window: int, alpha: float, lift: fl
 Days = Annotated[int, Field(ge=1, le=3650)]
 
 
+def _holds_enough_prices(window: int) -> int:
+    """A window shorter than MIN_WINDOW_PRICES days: every training with it would fail (pandas'
+    min_periods above the window), so an operator's request is refused before it is queued."""
+    if window < MIN_WINDOW_PRICES:
+        raise ValueError(f"{window} is too short: a window of fewer than {MIN_WINDOW_PRICES} days cannot hold the "
+                         f"{MIN_WINDOW_PRICES} prices a card's median needs")
+    return window
+
+
+WindowDays = Annotated[Days, AfterValidator(_holds_enough_prices)]
+
+
 # Checked as they are made, like estimator.TrainParams: an operator's request names them.
 @pydantic_dataclass(config=ConfigDict(strict=True, extra="forbid", allow_inf_nan=False))
 class DailyParams:
-    windows: Annotated[tuple[Days, ...], Field(min_length=1)] = (7, 14, 21, 28, 42)
+    windows: Annotated[tuple[WindowDays, ...], Field(min_length=1)] = (7, 14, 21, 28, 42)
     alphas: Annotated[tuple[Annotated[float, Field(ge=0, le=1)], ...], Field(min_length=1)] = (0.0, 0.25, 0.5, 0.75)
     tune_days: Days = 60
     band_days: Days = 120
@@ -226,15 +241,19 @@ class DailyFairValueModel:
                  signal_max_age_days: float, item_keys=None) -> pd.DataFrame:
         """What a nowcast at `as_of` publishes: for each card, its latest market day L before as_of's
         day, the fair value for L (from days before L), the band, the market price p(L) and the
-        signal comparing them. Cards without a fair value yet are left out."""
+        signal comparing them. Cards without a fair value for L yet are left out."""
         known = series.before(as_of)
         keys = list(known.items.index if item_keys is None else item_keys)
         if known.prices.empty:
             return _empty_values()
         values = self.value_days(known)
-        values = values[values["item_key"].isin(keys)]
-        latest = values.sort_values("day").groupby("item_key", sort=False).tail(1)
-        latest = latest.set_index("item_key").reindex([k for k in keys if k in set(latest["item_key"])])
+        # Only the card's own L: a card back after a gap has no fair value for L until its window
+        # holds a few prices again, and the last day that had one would be an old value and an old
+        # price published as the current market.
+        latest_day = known.prices.groupby("item_key")["day"].max()
+        values = values[values["item_key"].isin(keys)
+                        & (values["day"].to_numpy() == latest_day.reindex(values["item_key"]).to_numpy())]
+        latest = values.set_index("item_key").reindex([k for k in keys if k in set(values["item_key"])])
         signal, _, _ = _signals(latest["price"], latest["day"], latest["fair_value"], as_of, buy_below, sell_above,
                                 signal_max_age_days)
         return pd.DataFrame({
@@ -258,10 +277,11 @@ class DailyFairValueModel:
         if item_key not in m.log_price.columns:
             raise KeyError(item_key)
         col = m.log_price[item_key]
-        days = col.index[col.notna() & m.log_fair[item_key].notna()]
-        if len(days) == 0:
+        priced = col.index[col.notna()]
+        # The card's latest market day, as value_at publishes it: never an older day that had a value.
+        if len(priced) == 0 or pd.isna(m.log_fair.at[priced[-1], item_key]):
             raise LookupError(f"{item_key} has too short a price history for a fair value")
-        day = days[-1]
+        day = priced[-1]
         row = self.value_days(known, m)
         row = row[(row["item_key"] == item_key) & (row["day"] == day)].iloc[0]
         window = col[(col.index >= day - pd.Timedelta(days=self.window)) & (col.index < day)].dropna()

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.daily import DailyParams, DailySeries, fit, previous_price
+from models.daily import DailyParams, DailySeries, TooFewPrices, fit, previous_price
 from models.diagnostics import segment_metrics
 from models.metrics import valuation_metrics
 from models.signal_kpis import signal_stability
@@ -52,13 +52,17 @@ class DailyReplayConfig:
 
 def replay_daily(series: DailySeries, config: DailyReplayConfig) -> tuple[pd.DataFrame, list[dict]]:
     """(rows, trainings): see the module docstring. A training's times are naive UTC Timestamps
-    (the report writes them: fairvalue.evaluation.trainings)."""
+    (the report writes them: fairvalue.evaluation.trainings). TooFewPrices, naming the retrain
+    tick, when the days before a tick cannot train a model."""
     start, end = pd.Timestamp(config.start).normalize(), pd.Timestamp(config.end).normalize()
     ticks = list(pd.date_range(start, end, freq=f"{config.retrain_every_days}D", inclusive="left"))
     frames, trainings = [], []
     for k, tick in enumerate(ticks):
         until = ticks[k + 1] if k + 1 < len(ticks) else end
-        model = fit(series.before(tick), config.params)
+        try:
+            model = fit(series.before(tick), config.params)
+        except TooFewPrices as exc:  # say which training: the window's first, or one after a gap in the prices
+            raise TooFewPrices(f"the model of {tick:%Y-%m-%d}, trained on the days before it: {exc}") from None
         trainings.append({"model_version": k + 1, "trained_at": tick, "window": model.window,
                           "alpha": model.alpha, "data_end": series.before(tick).last_day})
         # Row D of the value matrices uses days < D only, so valuing on the series up to `until`

@@ -79,7 +79,8 @@ def cards_collect(collection: str = typer.Option("cards", "--collection"),
                   days: int = typer.Option(None, min=1, max=3650,
                                            help="Days of history per card (default from settings).")) -> None:
     """Fetch the active cards' prices from the price API now (what the daily beat task does), then
-    ask for a nowcast when any price is new or changed (`follow_up` in the answer)."""
+    ask for a nowcast when any price is new or changed (`follow_up` in the answer). Exit 1 when
+    nothing was collected: the run was skipped or every card asked for failed."""
     from fairvalue.card_prices import collect
     from tasks.app import request_nowcast, send_after_commit
 
@@ -94,3 +95,11 @@ def cards_collect(collection: str = typer.Option("cards", "--collection"),
         why = send_after_commit(request_nowcast, settings.collection)
         follow_up = f"sent: {PRICES_SENT}" if why is None else f"not sent ({why}); {PRICES_OTHERWISE}"
     console.print_json(json.dumps({**report.as_dict(), "follow_up": follow_up}))
+    # The service could not do what was asked (README: exit 1), though the answer above says why;
+    # some cards failing is a collection all the same, its failures named per card.
+    if report.skipped:
+        refuse(report.skipped, "nothing collected:")
+        raise typer.Exit(1)
+    if report.cards and len(report.cards_failed) >= report.cards:
+        refuse(f"every card asked for failed ({report.cards}; reasons in cards_failed)", "nothing collected:")
+        raise typer.Exit(1)

@@ -31,7 +31,7 @@ def replay(
                                 callback=lambda p: writable(p, "--export")),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     collection: str = COLLECTION_OPTION,
-    horizon: float = typer.Option(None, help="Daily markets: signal horizon in days (1-90)."),
+    horizon: float = typer.Option(None, help="Daily markets: signal horizon in whole days (1-90)."),
     gain: float = typer.Option(None, help="Daily markets: the move that makes a BUY/SELL right, e.g. 0.05 "
                                "(above 0, under 1)."),
 ) -> None:
@@ -86,6 +86,8 @@ def _replay_daily(collection, from_, to, source, horizon, gain, as_json) -> None
 
     if horizon is not None and not 1 <= horizon <= 90:
         raise typer.BadParameter("--horizon must be between 1 and 90 days")
+    if horizon is not None and not float(horizon).is_integer():  # 1.9 was read as 1 day, unsaid
+        raise typer.BadParameter(f"must be a whole number of days (1-90), got {horizon:g}", param_hint="--horizon")
     if gain is not None and not 0 < gain < 1:  # a fall of 100 % or more is no move a price can make
         raise typer.BadParameter("--gain must be above 0 and under 1, e.g. 0.05 for 5 %", param_hint="--gain")
     report = _on_daily_series(collection, from_, to, source, lambda series, start, end, settings:
@@ -251,11 +253,13 @@ def _check_window_holds_events(data, start, end) -> None:
 
 
 def _day_window(from_: str, to: str):
-    """--from and --to of a daily-priced collection as whole UTC days (naive midnights)."""
+    """--from and --to of a daily-priced collection as whole UTC days (naive midnights): every day
+    the window touches, as /performance and /backtest read it (fairvalue.track_record._daily_window).
+    A --to inside a day takes that day in; a bare date --to (midnight) stays exclusive, as --help says."""
     import pandas as pd
 
     start = pd.Timestamp(parse_time(from_)).tz_convert("UTC").tz_localize(None).normalize()
-    end = pd.Timestamp(parse_time(to)).tz_convert("UTC").tz_localize(None).normalize()
+    end = pd.Timestamp(parse_time(to)).tz_convert("UTC").tz_localize(None).ceil("D")
     if end <= start:
         raise typer.BadParameter("--to must be after --from")
     return start, end
