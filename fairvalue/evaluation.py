@@ -158,13 +158,21 @@ def _stored(session, slug: str):
         raise NotFound(f"{exc}; or replay --source bundled") from None
 
 
+def _suspects(data: MarketData) -> set:
+    """The event ids `data.excluded` names as suspected wash trades."""
+    if data.excluded is None:
+        return set()
+    return set(data.excluded["event_id"][data.excluded["reason"].isin(WASH_REASONS)])
+
+
 def merge(base: MarketData, extra: MarketData) -> MarketData:
     """The stored market and a replay's extra files: the files' new sales added, and the stored
-    sales the files show to be suspected wash trades (in extra.excluded) left out."""
-    suspect = set() if extra.excluded is None else \
-        set(extra.excluded["event_id"][extra.excluded["reason"].isin(WASH_REASONS)])
-    kept = base.sales[~base.sales["event_id"].isin(suspect)]
-    sales = pd.concat([kept, extra.sales[~extra.sales["event_id"].isin(base.sales["event_id"])]])
+    sales the files show to be suspected wash trades (in extra.excluded) left out. A file's sale
+    that is stored already is the stored one: a stored wash trade given again stays out (it was
+    trained on and scored, while filtered_out counted it too)."""
+    kept = base.sales[~base.sales["event_id"].isin(_suspects(extra))]
+    stored = set(base.sales["event_id"]) | _suspects(base)
+    sales = pd.concat([kept, extra.sales[~extra.sales["event_id"].isin(stored)]])
     sales = sales.sort_values("ts", kind="stable").reset_index(drop=True)
     market = base.market.set_index("day")
     add = extra.market.set_index("day")

@@ -4,6 +4,7 @@ No database writes: training.py registers the outcome."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,13 +93,15 @@ def train_and_gate(settings: Settings, overrides: dict,
     queries = pd.DataFrame({"item_key": window["item_key"], "ts": window["ts"].dt.normalize().clip(lower=start)})
 
     contender_eval = estimator.fit(past, params)
-    evaluations = {"contender": _evaluation("contender", contender_eval, data, queries, window)}
     checkpoint()
-    champion_mode = None
+    evaluations, champion_mode, band_basis = {}, None, None
     if champion is not None:
-        evaluations["champion"], champion_mode = _champion_evaluation(store, champion, past, data, queries, window,
-                                                                      start)
+        evaluations["champion"], champion_mode, band_basis = _champion_evaluation(
+            store, champion, past, data, queries, window, start)
         checkpoint()
+    # Price bands of the champion's values for both: banded by its own value, each model's "50-100"
+    # held other sales, and a contender closer on every sale could lose a band.
+    evaluations["contender"], _ = _evaluation("contender", contender_eval, data, queries, window, band_basis)
     floor = floor_before(data.market, queries["ts"])
     floor_metrics = valuation_metrics(floor, window["price"].to_numpy())
     decision = gates.decide(evaluations["contender"], evaluations.get("champion"), floor_metrics, config)
@@ -189,15 +192,16 @@ def _train_and_gate_daily(settings: Settings, overrides: dict,
 # The champion's side of the gates depends only on the champion, the data and the window (a
 # recipe refit is seeded), so a worker that trains several requests against one champion scores
 # it once: a small contender's train_and_gate took 24 s with the refit, 14 s without (pyinstrument).
-_champion_evaluations: dict[tuple, tuple[gates.Evaluation, str]] = {}
+_champion_evaluations: dict[tuple, tuple[gates.Evaluation, str, np.ndarray]] = {}
 
 
 _champion_evaluations_lock = threading.Lock()
 
 
 def _champion_evaluation(store, champion: ModelVersion, past: MarketData, data: MarketData, queries: pd.DataFrame,
-                         window: pd.DataFrame, start: pd.Timestamp) -> tuple[gates.Evaluation, str]:
-    key = (champion.id, len(data.sales), data.sales["ts"].max(), len(data.market), start)
+                         window: pd.DataFrame, start: pd.Timestamp) -> tuple[gates.Evaluation, str, np.ndarray]:
+    """(its evaluation, how it was scored, its values of the window's sales)."""
+    key = (champion.id, data_fingerprint(data), start)
     with _champion_evaluations_lock:
         if key in _champion_evaluations:
             return _champion_evaluations[key]
@@ -207,15 +211,29 @@ def _champion_evaluation(store, champion: ModelVersion, past: MarketData, data: 
     else:
         recipe = {k: v for k, v in champion.params.items() if k in estimator.TrainParams.__dataclass_fields__}
         champion_model, mode = estimator.fit(past, estimator.TrainParams(**recipe)), "recipe refit"
-    result = (_evaluation("champion", champion_model, data, queries, window), mode)
+    evaluation, fair = _evaluation("champion", champion_model, data, queries, window)
+    result = (evaluation, mode, fair)
     with _champion_evaluations_lock:
         _champion_evaluations.clear()  # one champion and data version at a time
         _champion_evaluations[key] = result
     return result
 
 
+def data_fingerprint(data: MarketData) -> str:
+    """The sales and market days a gate reads, as one digest: counts and the last time stayed the
+    same under a floor revised in place, or a late sale that flagged a stored one as a wash trade
+    (one clean sale in, one out), and the cache above gave the champion's score on the data before."""
+    sales = data.sales[[c for c in ("event_id", "ts", "item_key", "price", "hour_precision") if c in data.sales]]
+    digest = hashlib.sha256()
+    for frame in (sales, data.market[["day", "floor", "eth_usd"]]):
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _evaluation(name: str, model: estimator.FairValueModel, data: MarketData, queries: pd.DataFrame,
-                window: pd.DataFrame) -> gates.Evaluation:
+                window: pd.DataFrame, band_basis: np.ndarray | None = None) -> tuple[gates.Evaluation, np.ndarray]:
+    """The model scored on the window, and its values of the window's sales. The segments' price
+    bands are of `band_basis` (values of the same sales) when given, else of the model's own."""
     feats = build_features(data, model.vocab, queries)
     pred = model.predict_features(feats)
     # Monotone in the floor: the same item in a market 10 % higher must not be worth less.
@@ -224,10 +242,11 @@ def _evaluation(name: str, model: estimator.FairValueModel, data: MarketData, qu
     monotone = bool(np.all(model.predict_features(lifted)["fair_value"].to_numpy()
                            >= pred["fair_value"].to_numpy() * (1 - 1e-9)))
     fair, price = pred["fair_value"].to_numpy(), window["price"].to_numpy()
-    segments = item_segments(data.items, window["item_key"], fair)[list(GATE_SEGMENTATIONS)]
+    segments = item_segments(data.items, window["item_key"], fair if band_basis is None else band_basis)[
+        list(GATE_SEGMENTATIONS)]
     return gates.Evaluation(
         name=name,
         metrics=valuation_metrics(fair, price, pred["p10"].to_numpy(), pred["p90"].to_numpy()),
         segments=segment_metrics(fair, price, segments, pred["p10"].to_numpy(), pred["p90"].to_numpy()),
         sanity=gates.sanity(fair, pred["p10"].to_numpy(), pred["p90"].to_numpy(), monotone),
-    )
+    ), fair

@@ -428,6 +428,7 @@ def test_a_worker_scores_one_champion_once_per_data_version(seeded):
 
     from fairvalue import pipeline
     from fairvalue.settings import get_settings
+    from models.features import MarketData
     from storage.artifacts import get_store
     from storage.market import load_market_data
     from storage.registry import CHAMPION, get_alias
@@ -441,7 +442,13 @@ def test_a_worker_scores_one_champion_once_per_data_version(seeded):
     window = data.sales[data.sales["ts"] >= start].reset_index(drop=True)
     queries = pd.DataFrame({"item_key": window["item_key"], "ts": window["ts"].dt.normalize().clip(lower=start)})
     args = (get_store(settings), champion, data.before(start), data, queries, window, start)
-    first, mode = gating._champion_evaluation(*args)
-    again, _ = gating._champion_evaluation(*args)
-    assert again is first and mode in ("artifact", "recipe refit")
+    first, mode, fair = gating._champion_evaluation(*args)
+    again, _, _ = gating._champion_evaluation(*args)
+    assert again is first and mode in ("artifact", "recipe refit") and len(fair) == len(window)
     assert first.metrics["n"] == len(window) and len(gating._champion_evaluations) == 1
+    # A floor revised in place changes no count and no last time: it is other data all the same
+    # (the cache gave the champion's score on the data before).
+    revised = MarketData(data.items, data.sales, data.market.assign(floor=data.market["floor"] * 1.5))
+    moved, _, _ = gating._champion_evaluation(get_store(settings), champion, revised.before(start), revised, queries,
+                                              window, start)
+    assert moved is not first and moved.metrics["mape"] != first.metrics["mape"]

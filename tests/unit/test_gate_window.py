@@ -91,3 +91,24 @@ def test_no_learning_curve_leaves_the_holdout_scored_and_its_keys_out():
     assert metrics["model"]["n"] == (data.sales["ts"] >= start).sum() > 0
     assert "learning_curve" not in metrics and "learning_curve_split_starts" not in metrics
     assert diagnostics.learning_curve is None and "<img" in diagnostics.to_html("no curve")
+
+
+def test_both_models_are_banded_by_the_same_values_so_a_band_holds_the_same_sales():
+    """Each model's price bands were of its own values: the contender's "50-100" and the champion's
+    held other sales, and a contender closer on every sale could fail a band it was never
+    compared on. train_and_gate bands both by the champion's values."""
+    from models.estimator import TrainParams, fit
+
+    data = synthetic_market(n_sales=300, seed=5)
+    start = data.sales["ts"].max().floor("D") - pd.Timedelta(days=20)
+    window = data.sales[data.sales["ts"] >= start].reset_index(drop=True)
+    queries = pd.DataFrame({"item_key": window["item_key"], "ts": window["ts"].dt.normalize().clip(lower=start)})
+    past = data.before(start)
+    champion, champion_fair = gating._evaluation("champion", fit(past, TrainParams(max_iter=10)), data, queries,
+                                                 window)
+    contender, _ = gating._evaluation("contender", fit(past, TrainParams(max_iter=30, learning_rate=0.2)), data,
+                                      queries, window, band_basis=champion_fair)
+    bands = [evaluation.segments[evaluation.segments["segment"] == "price_band"].set_index("value")["n"]
+             for evaluation in (champion, contender)]
+    pd.testing.assert_series_equal(bands[0], bands[1])
+    assert bands[0].sum() == len(window)

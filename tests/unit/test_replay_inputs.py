@@ -4,14 +4,17 @@ cannot be read as what it claims is refused whole, with its path and why, never 
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from fairvalue.cli import app
-from storage.bundled import BadMarketFile, read_market_days
+from storage.bundled import BadMarketFile, market_data_from_files, read_market_days
 
 runner = CliRunner()
+BUNDLED = Path(__file__).resolve().parents[2] / "data" / "cryptopunks"
 WINDOW = ["replay", "--from", "2021-12-15", "--to", "2021-12-22", "--source", "bundled"]
 
 
@@ -163,3 +166,30 @@ def test_replay_names_the_events_file_it_refuses_whole(tmp_path, option):
     assert result.exit_code == 2 and result.stdout == "", result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nothing replayed: ") and str(path) in lines[0], result.stderr
+
+
+def test_a_stored_wash_trade_given_again_in_a_replay_file_stays_out(tmp_path):
+    """A file overlapping the stored sales repeats a stored wash trade: merge added it as a clean
+    sale (trained on and scored), while filtered_out counted it as left out too."""
+    from fairvalue.evaluation import filtered_out, merge
+    from models.features import MarketData, excluded_frame
+
+    seller, buyer = "0x" + "a" * 40, "0x" + "c" * 40
+    stored = pd.DataFrame({
+        "id": [1, 2], "event_id": ["clean-1", "wash-1"],
+        "ts": pd.to_datetime(["2021-06-10 10:00", "2021-06-11 10:00"]).astype("datetime64[ns]"),
+        "item_key": ["1000", "2000"], "price": [30.0, 31.0], "seller": [seller, buyer], "buyer": [buyer, buyer],
+        "wash_reason": [None, "wash_self_trade"]})
+    base = MarketData(pd.DataFrame(index=pd.Index(["1000", "2000", "3000"], name="item_key")),
+                      stored.loc[[0], ["event_id", "ts", "item_key", "price"]].reset_index(drop=True),
+                      pd.DataFrame({"day": pd.to_datetime(["2021-06-09"]), "floor": [25.0], "eth_usd": [2500.0]}),
+                      excluded=excluded_frame([("wash-1", "2021-06-11 10:00", "2000", 31.0, "wash_self_trade")]))
+    extra_file = tmp_path / "extra.csv"
+    extra_file.write_text("event_id,timestamp,punk_id,price_eth,seller,buyer,source\n"
+                          f"wash-1,2021-06-11T10:00:00Z,2000,31.0,{buyer},{buyer},punks.market\n"
+                          f"new-1,2021-06-12T10:00:00Z,3000,32.0,{seller},0x{'b' * 40},punks.market\n")
+    extra = market_data_from_files(BUNDLED / "punks.csv", [extra_file], [BUNDLED / "floor.csv"],
+                                   [BUNDLED / "eth_usd.csv"], 0.0, stored_sales=lambda lo, hi: stored)
+    merged = merge(base, extra)
+    assert list(merged.sales["event_id"]) == ["clean-1", "new-1"]
+    assert filtered_out(merged, pd.Timestamp("2021-06-01"), pd.Timestamp("2021-07-01"))["by_reason"] == {"wash_self_trade": 1}
