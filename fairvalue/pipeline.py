@@ -468,15 +468,18 @@ def holdout_evaluation(data: MarketData, holdout_start: pd.Timestamp, params: es
         if len(past.sales) < 50 or window_sales.empty:
             raise ValueError(f"split from {start:%Y-%m-%d}: {len(past.sales)} sales before it, "
                              f"{len(window_sales)} in it")
-        recent = past.sales["ts"] >= past.sales["ts"].quantile(1 - fraction) if fraction < 1 else None
-        subset = past if recent is None else MarketData(past.items, past.sales[recent], past.market)
+        # The fraction's rows only; their features read the whole market before each sale, as a
+        # nowcast's do (a market cut at the fraction's first sale gave them no last sale, no
+        # comparables and no hedonic fit before it: a train/serve gap, not fewer rows).
+        rows_from = past.sales["ts"].quantile(1 - fraction) if fraction < 1 else None
+        n_train = len(past.sales) if rows_from is None else int((past.sales["ts"] >= rows_from).sum())
         queries = pd.DataFrame({"item_key": window_sales["item_key"], "ts": window_sales["ts"].dt.normalize()})
         queries["ts"] = queries["ts"].where(queries["ts"] >= start, start)
         reused = holdout_model is not None and split == newest and fraction == 1.0
-        pred = (holdout_model if reused else estimator.fit(subset, params)).predict(data, queries)
+        pred = (holdout_model if reused else estimator.fit(past, params, rows_from)).predict(data, queries)
         if split == newest and fraction == 1.0:
             holdout["pred"] = pred
-        return {"n_train": len(subset.sales), "predicted": pred["fair_value"].to_numpy(),
+        return {"n_train": n_train, "predicted": pred["fair_value"].to_numpy(),
                 "actual": window_sales["price"].to_numpy(), "cluster": queries["ts"].to_numpy()}
 
     if curve_splits:

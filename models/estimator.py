@@ -230,14 +230,17 @@ class FairValueModel:
         return model
 
 
-def training_frame(data: MarketData, vocab: TraitVocabulary) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Features, log-premium targets and sale times for every sale with a known floor before it.
+def training_frame(data: MarketData, vocab: TraitVocabulary,
+                   rows_from: pd.Timestamp | None = None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Features, log-premium targets and sale times for every sale with a known floor before it
+    (from `rows_from` on, when given: the features still read the whole market before each sale).
     Each sale is valued at its valuation moment (features.valuation_moments): a sale known only
     to the hour sees nothing of that hour."""
-    feats = build_features(data, vocab, valuation_queries(data.sales))
-    target = np.log(data.sales["price"].to_numpy(dtype=float) / feats["floor"].to_numpy())
+    sales = data.sales if rows_from is None else data.sales[data.sales["ts"] >= rows_from]
+    feats = build_features(data, vocab, valuation_queries(sales))
+    target = np.log(sales["price"].to_numpy(dtype=float) / feats["floor"].to_numpy())
     ok = np.isfinite(target)
-    return feats[ok].reset_index(drop=True), target[ok], data.sales["ts"].to_numpy()[ok]
+    return feats[ok].reset_index(drop=True), target[ok], sales["ts"].to_numpy()[ok]
 
 
 MIN_TRAINING_SALES = 50
@@ -255,10 +258,12 @@ def training_threads(threads: int | None):
     return threadpool_limits(limits=threads, user_api="openmp")
 
 
-def fit(data: MarketData, params: TrainParams | None = None) -> FairValueModel:
+def fit(data: MarketData, params: TrainParams | None = None, rows_from: pd.Timestamp | None = None) -> FairValueModel:
+    """The model of `data`'s sales, or of those from `rows_from` on (the learning curve's smaller
+    fractions), whose features read the whole market before each, as a nowcast's do."""
     params = params or TrainParams()
     vocab = TraitVocabulary(data.items)
-    feats, target, sale_times = training_frame(data, vocab)
+    feats, target, sale_times = training_frame(data, vocab, rows_from)
     if len(target) < MIN_TRAINING_SALES:
         raise TooFewSales(f"only {len(target)} usable sales to train on; need at least {MIN_TRAINING_SALES}")
     # A column with no value in the training sales (the hedonic feature of a market too young

@@ -4,6 +4,7 @@ Before, every contender of a market that went quiet was rejected on "eval_n" unt
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -112,3 +113,23 @@ def test_both_models_are_banded_by_the_same_values_so_a_band_holds_the_same_sale
              for evaluation in (champion, contender)]
     pd.testing.assert_series_equal(bands[0], bands[1])
     assert bands[0].sum() == len(window)
+
+
+def test_a_learning_curve_fraction_trains_on_its_rows_with_features_of_the_whole_market():
+    """The 25 % and 50 % points trained on a market cut at their first sale: their rows had no last
+    sale, no comparables and no hedonic fit before it, which a nowcast's features have."""
+    from models.estimator import training_frame
+    from models.features import MarketData, TraitVocabulary
+
+    data = synthetic_market(n_sales=300, seed=4)
+    vocab = TraitVocabulary(data.items)
+    rows_from = data.sales["ts"].quantile(0.75)
+    whole, whole_target, whole_times = training_frame(data, vocab)
+    recent, recent_target, recent_times = training_frame(data, vocab, rows_from)
+    tail = whole_times >= rows_from
+    assert 0 < len(recent) == tail.sum() < len(whole)
+    pd.testing.assert_frame_equal(recent, whole[tail].reset_index(drop=True))
+    np.testing.assert_array_equal(recent_target, whole_target[tail])
+    cut = MarketData(data.items, data.sales[data.sales["ts"] >= rows_from], data.market)
+    no_last_sale = training_frame(cut, vocab)[0]["last_sale_log_premium"].isna().sum()
+    assert no_last_sale > recent["last_sale_log_premium"].isna().sum()
