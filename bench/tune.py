@@ -108,13 +108,28 @@ def value_fold(model, data: MarketData, start: str, end: str, valued: MarketData
     from `data`: the nowcast of its day, or of its half hour at cadence 30m."""
     start_t, end_t = pd.Timestamp(start), pd.Timestamp(end)
     scored = (data if valued is None else valued).sales
-    sales = scored[(scored["ts"] > start_t) & (scored["ts"] <= end_t)]
+    sales = scored[(scored["ts"] >= start_t) & (scored["ts"] < end_t)]  # [start, end), as the replay scores
     queries = pd.DataFrame({"item_key": sales["item_key"].to_numpy(),
                             "ts": nowcast_times(sales["ts"], cadence).to_numpy()})
-    values = model.predict(data.before(end_t), queries)
+    values = predict_as_known(model, data.before(end_t), queries)
     values["price"] = sales["price"].to_numpy(dtype=float)
     values["day"] = queries["ts"].dt.normalize().to_numpy()  # the bootstrap's block
     values["floor_before"] = floor_before(data.market, queries["ts"])
+    return values
+
+
+def predict_as_known(model, data: MarketData, queries: pd.DataFrame) -> pd.DataFrame:
+    """model.predict of the queries, each from the market as known at its time (MarketData.known_at),
+    as the replay's tick reads it: at a half-hour tick, a sale known only to the hour of that tick
+    is not known yet (build_features alone would read every sale before the tick)."""
+    values = model.predict(data, queries)
+    for tick in queries["ts"].drop_duplicates():
+        known = data.known_at(tick)
+        if known is not data:  # a sale of the tick's hour is hidden: those queries again, without it
+            asked = (queries["ts"] == tick).to_numpy()
+            again = model.predict(known, queries[asked].reset_index(drop=True))
+            for column in again.columns:
+                values.loc[asked, column] = again[column].to_numpy()
     return values
 
 

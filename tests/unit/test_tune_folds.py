@@ -52,3 +52,24 @@ def test_a_fold_sale_is_valued_at_the_tick_the_replay_scores_it_with(cadence):
     every_tick = pd.DatetimeIndex(ticks(pd.Timestamp("2021-07-31"), pd.Timestamp("2021-08-03"), CADENCES[cadence]))
     expected = [every_tick[every_tick < t].max() for t in sales]
     assert list(tune.nowcast_times(sales, cadence)) == expected
+
+
+def test_a_half_hour_tick_values_its_sales_without_the_sales_of_its_hour_known_only_to_the_hour():
+    """At --against-cadence 30m the fold valued a 15:40 sale from every sale before 15:30, a sale
+    recorded at 15:10 but known only to the hour among them; the replay's tick at 15:30 hides it."""
+    from models.estimator import TrainParams, fit
+    from models.features import MarketData
+    from tests.unit.test_features import synthetic_market
+
+    base = synthetic_market(n_sales=300, seed=6)
+    tick = pd.Timestamp("2021-03-10 15:30")
+    recorded = pd.DataFrame({"event_id": ["h"], "ts": [pd.Timestamp("2021-03-10 15:10")], "item_key": ["7"],
+                             "price": [99.0], "hour_precision": [True]})
+    sales = pd.concat([base.sales[base.sales["ts"] < tick.floor("h")].assign(hour_precision=False), recorded],
+                      ignore_index=True)
+    data = MarketData(base.items, sales, base.market)
+    model = fit(data, TrainParams(max_iter=10, band_max_iter=10))
+    queries = pd.DataFrame({"item_key": ["7", "7"], "ts": [tick, tick.ceil("h")]})
+    values = tune.predict_as_known(model, data, queries)
+    assert values.at[0, "last_price"] != 99.0 and values.at[1, "last_price"] == 99.0
+    pd.testing.assert_frame_equal(values.iloc[[0]], model.predict(data.before(tick), queries.iloc[[0]]))
