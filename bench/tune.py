@@ -87,6 +87,12 @@ def parse_params(pairs: list[str]) -> estimator.TrainParams:
         raise SystemExit(str(exc)) from None
 
 
+def bundled_market(settings) -> MarketData:
+    """The bundled market the folds read (evaluation.load_market takes None for no extra floor or
+    rate file: [] became a list in a list, and every run ended in an AttributeError)."""
+    return evaluation.load_market(settings, "bundled", [], None, None)
+
+
 def nowcast_times(ts: pd.Series, cadence: str = "1d") -> pd.Series:
     """The replay's tick that scores a sale: the last tick strictly before it (at 1d the midnight
     before it; at 30m the half hour before it)."""
@@ -203,7 +209,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown folds {unknown}; known: {', '.join(FOLDS)}, or {', '.join(FOLD_SETS)}")
     settings = get_settings()
-    data = evaluation.load_market(settings, "bundled", [], [], [])
+    data = bundled_market(settings)
     if args.against_wash_kept:
         bundled = settings.data_dir / settings.collection
         kept = market_data_from_files(bundled / "punks.csv", [bundled / "sales.csv"], [bundled / "floor.csv"],

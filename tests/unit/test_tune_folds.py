@@ -73,3 +73,12 @@ def test_a_half_hour_tick_values_its_sales_without_the_sales_of_its_hour_known_o
     values = tune.predict_as_known(model, data, queries)
     assert values.at[0, "last_price"] != 99.0 and values.at[1, "last_price"] == 99.0
     pd.testing.assert_frame_equal(values.iloc[[0]], model.predict(data.before(tick), queries.iloc[[0]]))
+
+
+def test_the_bundled_market_the_folds_read_loads():
+    """bench/tune.py gave load_market [] for its floor and rate files, which it reads as one file
+    each: every run failed before its first fold."""
+    from fairvalue.settings import get_settings
+
+    data = tune.bundled_market(get_settings())
+    assert len(data.sales) > 15_000 and data.market["floor"].notna().sum() > 1_000
