@@ -81,13 +81,29 @@ def paused_loops(session: Session, people: bool = True) -> list[dict[str, Any]]:
             for s in states]
 
 
+# The parts of a run's detail that carry an exception's text: it can name a host, an address or a
+# path (a database error names its server), so a reader without a token gets its type alone.
+ERROR_TEXTS = ("error", "not_sent", "rollback_deferred")
+
+
+def public_detail(detail: dict[str, Any]) -> dict[str, Any]:
+    """A run's detail as a reader without an operator token sees it: no traceback, and of each
+    error text only what comes before its first colon (the exception's type)."""
+    out = {key: value for key, value in detail.items() if key != "traceback"}
+    for key in ERROR_TEXTS:
+        if isinstance(out.get(key), str):
+            out[key] = out[key].split(":", 1)[0]
+    return out
+
+
 def queue_status(people: bool = True) -> dict[str, Any]:
     """Depth per queue (LLEN on Redis), messages delivered and not acknowledged, workers answering
     a ping, training requests by state and those whose lease ran out, last run per task
     (`last_runs`, whatever the collection) and per task and collection, the last outcome of the
     policy and the monitor per collection
     (with a readable line), and the paused loops. Unless `people`, each worker's name
-    (general@host, training@host) and who paused a loop are HIDDEN."""
+    (general@host, training@host) and who paused a loop are HIDDEN, and a run's error texts are
+    cut to their type (public_detail)."""
     from fairvalue.outcomes import LOOP_TASKS
     from storage.requests import counts_by_state, expired_leases
     from storage.runs import last_runs
@@ -109,9 +125,10 @@ def queue_status(people: bool = True) -> dict[str, Any]:
     for (name, collection), r in latest:
         if name in LOOP_TASKS and collection is not None:
             loop, line = LOOP_TASKS[name]
+            detail = (r.detail or {}) if people else public_detail(r.detail or {})
             outcomes.append({"loop": loop, "collection": collection, "status": r.status,
                              "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
-                             "summary": line(r.status, r.detail or {}), "detail": r.detail or {}})
+                             "summary": line(r.status, detail), "detail": detail})
     workers = workers_seen()
     if workers is not None and not people:
         workers = [HIDDEN] * len(workers)  # how many answered, not where they run

@@ -98,3 +98,16 @@ def test_run_details_are_json_safe():
     assert value["a"] == 0.5 and value["b"] == 3 and isinstance(value["b"], int)
     assert value["c"] is None and value["d"] == [True, None] and isinstance(value["e"], str)
     json.dumps(value, allow_nan=False)
+
+
+def test_a_reader_without_a_token_gets_a_failed_run_s_error_type_not_its_text_or_traceback():
+    """/v1/queue and the /queue page answered anyone with a failed run's traceback and error text,
+    which named the database host, while the same answer hid the workers' host names."""
+    from fairvalue.queue_reads import public_detail
+
+    detail = {"error": "OperationalError: connection to server at \"pg-primary.corp.internal\" (10.20.30.40) failed",
+              "traceback": 'File "/srv/fairvalue/storage/runs.py", line 38', "not_sent": "OperationalError: redis:6379",
+              "request_id": 4}
+    public = public_detail(detail)
+    assert public == {"error": "OperationalError", "not_sent": "OperationalError", "request_id": 4}
+    assert "pg-primary" not in policy_line("failed", public) and "traceback" in detail  # the operator's is whole
