@@ -6,7 +6,9 @@ The client retries timeouts, connection errors and 5xx with exponential backoff,
 server's Retry-After (seconds or an HTTP date; a wait longer than card_price_max_wait_seconds gives
 up instead of stalling the worker). Other 4xx and a body that is not JSON are not retried. The
 timeout bounds the whole answer, not each read, so a server that drips bytes cannot hold a worker;
-a body over MAX_BODY_BYTES is refused as it arrives.
+a body over MAX_BODY_BYTES is refused as it arrives, counted decoded: the client inflates a
+gzip or deflate body itself, never past that size (httpx inflated each network chunk whole, and
+"gzip, gzip" inflated twice: 826 bytes became 400 MB before any check).
 
 `collect` asks for every active card, turns each answer into rows (models.price_rows), validates
 them and upserts the daily observations; a card whose answer is unusable leaves one rejected row
@@ -20,6 +22,7 @@ import email.utils
 import json
 import random
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -36,6 +39,23 @@ from storage.db import session_scope
 from storage.ingest import DAILY_PRICES, kind_of_slug, store_rejections
 from storage.prices import PriceReport, card_keys, store_validated, stored_prices_before
 from storage.tables import Collection
+
+# The encodings the client asks for and inflates itself (Accept-Encoding), and the zlib window
+# that reads either wrapper, gzip's or zlib's (deflate).
+ACCEPTED_ENCODINGS = ("gzip", "deflate")
+ANY_ZLIB_WRAPPER = zlib.MAX_WBITS | 32
+
+
+def _inflater(content_encoding: str):
+    """None for a body sent as it is; a decompressor for one gzip or deflate layer; DecodingError
+    for anything else (several layers, or an encoding not asked for): not an answer to our request."""
+    encoding = content_encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding not in ACCEPTED_ENCODINGS:
+        raise httpx.DecodingError(f"content encoding {content_encoding[:40]!r} was not asked for")
+    return zlib.decompressobj(ANY_ZLIB_WRAPPER)
+
 
 # A year of daily history for one card is a few kB; far past that, the answer is not one we asked for.
 MAX_BODY_BYTES = 5_000_000
@@ -93,7 +113,8 @@ class PriceTrackerClient:
 
     def __post_init__(self) -> None:
         self._http = httpx.Client(base_url=self.base_url.rstrip("/"), timeout=httpx.Timeout(self.timeout),
-                                  headers={"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"})
+                                  headers={"Authorization": f"Bearer {self.api_key}", "Accept": "application/json",
+                                           "Accept-Encoding": ", ".join(ACCEPTED_ENCODINGS)})
 
     def close(self) -> None:
         self._http.close()
@@ -111,13 +132,21 @@ class PriceTrackerClient:
         and stay under MAX_BODY_BYTES (else AnswerTooLarge, as soon as it passes)."""
         deadline = time.monotonic() + self.timeout
         with self._http.stream("GET", path, params=params) as response:
+            inflate = _inflater(response.headers.get("Content-Encoding", ""))
             body = bytearray()
-            for chunk in response.iter_bytes():
+            for chunk in response.iter_raw():
+                if inflate is not None:
+                    try:  # at most one byte past the limit, whatever the chunk inflates to
+                        chunk = inflate.decompress(chunk, MAX_BODY_BYTES + 1 - len(body))
+                    except zlib.error as exc:
+                        raise httpx.DecodingError(f"{exc}") from None
                 body += chunk
                 if len(body) > MAX_BODY_BYTES:
                     raise AnswerTooLarge(f"body over {MAX_BODY_BYTES} bytes")
                 if time.monotonic() > deadline:
                     raise AnswerTooSlow(f"the answer took over {self.timeout}s")
+            if inflate is not None and not inflate.eof:
+                raise httpx.DecodingError("the compressed body ends before its end")
         return response, bytes(body)
 
     def card(self, tcg_player_id: str, days: int) -> Any:
