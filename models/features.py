@@ -80,13 +80,20 @@ class MarketData:
         if "hour_precision" in self.sales:  # its hour is over by t when it began before t's hour
             known &= ~self.sales["hour_precision"].to_numpy(dtype=bool) | (self.sales["ts"] < t.floor("h"))
         days = (self.market["day"] < t.normalize()).to_numpy()
+        # Each sale's context uses only data before that sale, so the context of the market known
+        # at t is a slice of the full one: no need to compute it again. Unless a sale known at t
+        # came after one the hour rule hides (a second-precision sale at :20 after one recorded at
+        # :10 known only to the hour): its context read the hidden one, so it is computed again.
+        context = None if self._context is None else self._context[known.to_numpy()]
+        times = self.sales["ts"].to_numpy()
+        hidden = (times < np.datetime64(t)) & ~known.to_numpy()
+        if context is not None and hidden.any() and (times[known.to_numpy()] > times[hidden].min()).any():
+            context = None
         return MarketData(
             self.items,
             self.sales[known],
             self.market[days],
-            # Each sale's context uses only data before that sale, so the context of the
-            # market known at t is a slice of the full one: no need to compute it again.
-            _context=None if self._context is None else self._context[known.to_numpy()],
+            _context=context,
             # So is the robust floor: a day's uses the floors and sales up to its end, all known
             # at t for the days before t's (a replay's every tick had computed it again).
             _robust_market=None if self._robust_market is None else self._robust_market[days],

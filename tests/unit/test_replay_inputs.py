@@ -192,4 +192,5 @@ def test_a_stored_wash_trade_given_again_in_a_replay_file_stays_out(tmp_path):
                                    [BUNDLED / "eth_usd.csv"], 0.0, stored_sales=lambda lo, hi: stored)
     merged = merge(base, extra)
     assert list(merged.sales["event_id"]) == ["clean-1", "new-1"]
-    assert filtered_out(merged, pd.Timestamp("2021-06-01"), pd.Timestamp("2021-07-01"))["by_reason"] == {"wash_self_trade": 1}
+    left_out = filtered_out(merged, pd.Timestamp("2021-06-01"), pd.Timestamp("2021-07-01"))
+    assert left_out["by_reason"] == {"wash_self_trade": 1}

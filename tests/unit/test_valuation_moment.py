@@ -80,3 +80,20 @@ def test_a_nowcast_does_not_read_a_sale_whose_hour_is_not_over():
     assert nowcast.set_index("item_key").at["7", "last_price"] != 99.0
     assert held.known_at(t.ceil("h")) is held  # once its hour is over it counts, and nothing is copied
     assert value_all_items(model, held, t.ceil("h"), 0.1, 0.15, 30).set_index("item_key").at["7", "last_price"] == 99.0
+
+
+def test_a_sale_known_at_t_does_not_carry_a_hidden_one_in_its_context():
+    """The market before 15:30 reused the context computed on every sale: a second-precision sale at
+    15:20 had its excess premium read with a sale recorded at 15:10, known only to the hour, in its
+    week, and the features at 15:30 saw the hidden sale through it."""
+    hour = pd.Timestamp("2021-03-10 15:00")
+    sales = DATA.sales[DATA.sales["ts"] < hour].assign(hour_precision=False)
+    extra = pd.DataFrame({"event_id": ["A", "B"], "ts": [hour + pd.Timedelta(minutes=m) for m in (10, 20)],
+                          "item_key": ["5", "6"], "price": [500.0, 12.0], "hour_precision": [True, False]})
+    full = MarketData(DATA.items, pd.concat([sales, extra], ignore_index=True), DATA.market)
+    full.context()  # computed once on every sale, as a replay does before its ticks
+    t = hour + pd.Timedelta(minutes=30)
+    sliced = full.before(t)
+    fresh = MarketData(sliced.items, sliced.sales, sliced.market)
+    assert "A" not in set(sliced.sales["event_id"])
+    pd.testing.assert_frame_equal(sliced.context(), fresh.context())
