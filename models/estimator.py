@@ -97,6 +97,9 @@ class TrainParams:
     # The fair value's share of a forest of randomized trees on the ridge's imputed features
     # (0: none), taken from the boosted trees' share (docs/model.md, twenty-second round).
     forest_weight: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # The most recent share of the clean sales that are training rows (1: all); the features of
+    # each still read the whole market before it (docs/model.md, twenty-sixth round).
+    training_share: Annotated[float, Field(gt=0, le=1)] = 1.0
 
     def __post_init__(self) -> None:
         if self.premium_band_base == "ridge" and self.linear_weight == 0:
@@ -262,6 +265,9 @@ def fit(data: MarketData, params: TrainParams | None = None, rows_from: pd.Times
     """The model of `data`'s sales, or of those from `rows_from` on (the learning curve's smaller
     fractions), whose features read the whole market before each, as a nowcast's do."""
     params = params or TrainParams()
+    if params.training_share < 1:
+        share_from = data.sales["ts"].quantile(1 - params.training_share)
+        rows_from = share_from if rows_from is None else max(rows_from, share_from)
     vocab = TraitVocabulary(data.items)
     feats, target, sale_times = training_frame(data, vocab, rows_from)
     if len(target) < MIN_TRAINING_SALES:
