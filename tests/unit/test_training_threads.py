@@ -35,9 +35,9 @@ def threads_of_each_fit(monkeypatch) -> list[set[int]]:
     seen: list[set[int]] = []
     real_fit = estimator.fit
 
-    def fit(data, params=None):
+    def fit(data, params=None, rows_from=None):
         seen.append(openmp_threads())
-        return real_fit(data, params)
+        return real_fit(data, params, rows_from)
 
     monkeypatch.setattr(estimator, "fit", fit)
     return seen
@@ -88,7 +88,7 @@ def test_fairvalue_train_fits_on_the_setting(engine, threads_of_each_fit, monkey
         session.commit()
     monkeypatch.setattr(pipeline, "load_market_data", lambda session, coll: synthetic_market(n_sales=400, seed=1))
 
-    def records_then_stops(data, params=None):
+    def records_then_stops(data, params=None, rows_from=None):
         threads_of_each_fit.append(openmp_threads())
         raise Seen("stop here")
 
