@@ -5,7 +5,8 @@ that stores what it answers.
 The client retries timeouts, connection errors and 5xx with exponential backoff, and 429 after the
 server's Retry-After (seconds or an HTTP date; a wait longer than card_price_max_wait_seconds gives
 up instead of stalling the worker). Other 4xx and a body that is not JSON are not retried. The
-timeout bounds the whole answer, not each read, so a server that drips bytes cannot hold a worker;
+timeout bounds the whole answer, not each read, so a server that drips bytes (of its headers or
+its body) cannot hold a worker;
 a body over MAX_BODY_BYTES is refused as it arrives, counted decoded: the client inflates a
 gzip or deflate body itself, never past that size (httpx inflated each network chunk whole, and
 "gzip, gzip" inflated twice: 826 bytes became 400 MB before any check).
@@ -21,6 +22,8 @@ from __future__ import annotations
 import email.utils
 import json
 import random
+import socket
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -63,6 +66,52 @@ MAX_BODY_BYTES = 5_000_000
 
 class AnswerTooSlow(httpx.TimeoutException):
     """The answer did not arrive whole within the client's timeout (each read may have)."""
+
+
+class _CutOffAtDeadline:
+    """Shuts the answer's socket down when the client's timeout has passed. httpx's timeout bounds
+    each read, and the body loop's own check begins after the headers, so a server that sent its
+    status line and headers a byte every few seconds held the call for as long as it liked. httpcore's
+    trace extension names the connection's stream as it connects (or starts TLS); shutting its
+    socket down wakes the blocked read, which then fails."""
+
+    CONNECTED = ("connection.connect_tcp.complete", "connection.start_tls.complete")
+
+    def __init__(self, seconds: float) -> None:
+        self.fired = False
+        self._socket = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def trace(self, event: str, info: dict) -> None:
+        if event in self.CONNECTED and info.get("return_value") is not None:
+            with self._lock:
+                self._socket = info["return_value"].get_extra_info("socket")
+                late = self.fired
+            if late:
+                self._shut()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+        self._shut()
+
+    def _shut(self) -> None:
+        with self._lock:
+            sock = self._socket
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # closed already: the answer is over
+                pass
+
+    def __enter__(self) -> _CutOffAtDeadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._timer.cancel()
 
 
 class AnswerTooLarge(ValueError):
@@ -112,7 +161,9 @@ class PriceTrackerClient:
                    **overrides)
 
     def __post_init__(self) -> None:
+        # A connection per call (no keep-alive): the deadline's cut-off learns the socket as it connects.
         self._http = httpx.Client(base_url=self.base_url.rstrip("/"), timeout=httpx.Timeout(self.timeout),
+                                  limits=httpx.Limits(max_keepalive_connections=0),
                                   headers={"Authorization": f"Bearer {self.api_key}", "Accept": "application/json",
                                            "Accept-Encoding": ", ".join(ACCEPTED_ENCODINGS)})
 
@@ -131,22 +182,28 @@ class PriceTrackerClient:
         """The response and its whole body, which must arrive within `timeout` (else AnswerTooSlow)
         and stay under MAX_BODY_BYTES (else AnswerTooLarge, as soon as it passes)."""
         deadline = time.monotonic() + self.timeout
-        with self._http.stream("GET", path, params=params) as response:
-            inflate = _inflater(response.headers.get("Content-Encoding", ""))
-            body = bytearray()
-            for chunk in response.iter_raw():
-                if inflate is not None:
-                    try:  # at most one byte past the limit, whatever the chunk inflates to
-                        chunk = inflate.decompress(chunk, MAX_BODY_BYTES + 1 - len(body))
-                    except zlib.error as exc:
-                        raise httpx.DecodingError(f"{exc}") from None
-                body += chunk
-                if len(body) > MAX_BODY_BYTES:
-                    raise AnswerTooLarge(f"body over {MAX_BODY_BYTES} bytes")
-                if time.monotonic() > deadline:
-                    raise AnswerTooSlow(f"the answer took over {self.timeout}s")
-            if inflate is not None and not inflate.eof:
-                raise httpx.DecodingError("the compressed body ends before its end")
+        with _CutOffAtDeadline(self.timeout) as cutoff:
+            try:
+                with self._http.stream("GET", path, params=params, extensions={"trace": cutoff.trace}) as response:
+                    inflate = _inflater(response.headers.get("Content-Encoding", ""))
+                    body = bytearray()
+                    for chunk in response.iter_raw():
+                        if inflate is not None:
+                            try:  # at most one byte past the limit, whatever the chunk inflates to
+                                chunk = inflate.decompress(chunk, MAX_BODY_BYTES + 1 - len(body))
+                            except zlib.error as exc:
+                                raise httpx.DecodingError(f"{exc}") from None
+                        body += chunk
+                        if len(body) > MAX_BODY_BYTES:
+                            raise AnswerTooLarge(f"body over {MAX_BODY_BYTES} bytes")
+                        if time.monotonic() > deadline:
+                            raise AnswerTooSlow(f"the answer took over {self.timeout}s")
+                    if inflate is not None and not inflate.eof:
+                        raise httpx.DecodingError("the compressed body ends before its end")
+            except httpx.TransportError as exc:
+                if cutoff.fired and not isinstance(exc, AnswerTooSlow):  # the cut-off's doing
+                    raise AnswerTooSlow(f"the answer took over {self.timeout}s") from None
+                raise
         return response, bytes(body)
 
     def card(self, tcg_player_id: str, days: int) -> Any:

@@ -8,6 +8,7 @@ import gzip
 import json
 import socket
 import threading
+import time
 import tracemalloc
 
 import pytest
@@ -78,3 +79,36 @@ def test_a_compressed_answer_cut_short_is_a_malformed_answer():
     whole = gzip.compress(json.dumps(ANSWER).encode())
     with pytest.raises(PriceAPIError, match="ends before its end"):
         _ask(whole[: len(whole) // 2], "gzip")
+
+
+def test_a_server_that_drips_its_headers_is_cut_off_at_the_timeout():
+    """Each read came within httpx's timeout, and the whole answer's check began after the headers:
+    one header byte every 0.2 s held the call for as long as the server went on (days, at 9 s)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not stop.wait(0.2):  # a header that never ends
+                    conn.sendall(b"X")
+            except OSError:  # the client shut the connection: what the cut-off does
+                pass
+        listener.close()
+
+    threading.Thread(target=drip, daemon=True).start()
+    client = PriceTrackerClient(f"http://127.0.0.1:{listener.getsockname()[1]}", "key", timeout=1.0, max_attempts=1)
+    began = time.monotonic()
+    try:
+        with pytest.raises(PriceAPIError) as refused:
+            client.card("1", 30)
+    finally:
+        stop.set()
+        client.close()
+    assert refused.value.reason == "timeout" and "no answer within 1.0s" in str(refused.value)
+    assert time.monotonic() - began < 20  # the server would have gone on until stopped
