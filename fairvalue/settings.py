@@ -272,6 +272,13 @@ class Settings(BaseSettings):
         """Celery's hard time limit for a task stopped at `soft_seconds`: the process is killed then."""
         return soft_seconds + self.task_kill_grace_seconds
 
+    def longest_task_seconds(self) -> int:
+        """The longest any task may run: the largest hard time limit (training's by default; the
+        tasks without one take seconds to minutes). The broker's visibility timeout and the
+        sweep's abandoned runs both follow it."""
+        return self.hard_time_limit(max(self.training_time_limit_seconds, self.nowcast_time_limit_seconds,
+                                        self.card_price_time_limit_seconds))
+
     def for_collection(self, slug: str | None) -> Settings:
         """These settings aimed at another collection (tasks and commands carry the slug)."""
         if not slug or slug == self.collection:

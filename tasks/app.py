@@ -67,9 +67,7 @@ def visibility_timeout(settings: Settings) -> int:
     _CARD_PRICE_TIME_LIMIT_SECONDS. The database lease guards training anyway, and a card-price run
     delivered again stores from the answers already kept for its day. The other tasks have no limit
     and take seconds to minutes."""
-    longest = max(settings.training_time_limit_seconds, settings.nowcast_time_limit_seconds,
-                  settings.card_price_time_limit_seconds)
-    return max(2 * 3600, settings.hard_time_limit(longest) + 600)
+    return max(2 * 3600, settings.longest_task_seconds() + 600)
 
 
 def send_options(settings: Settings, patient_sends: bool = False) -> dict:

@@ -24,8 +24,8 @@ def requests_to_republish(settings: Settings | None = None) -> list[int]:
         return requests.to_republish(session, timedelta(minutes=settings.sweep_stale_minutes))
 
 
-# A run still `running` this long after the longest a task may run (the training's hard time
-# limit) is its dead process's: the margin covers a slow start and recording its end.
+# A run still `running` this long after the longest a task may run (the largest hard time limit,
+# training's by default) is its dead process's: the margin covers a slow start and recording its end.
 ABANDON_MARGIN = timedelta(hours=1)
 
 
@@ -33,9 +33,9 @@ def abandon_stale_runs(settings: Settings | None = None) -> list[int]:
     """Mark abandoned the task runs whose process died under them (a killed worker never records
     the end of its run, and retention keeps every run still running): the ids marked."""
     settings = settings or get_settings()
-    longest = timedelta(seconds=settings.hard_time_limit(settings.training_time_limit_seconds))
+    longest = timedelta(seconds=settings.longest_task_seconds())
     reason = (f"still running {(longest + ABANDON_MARGIN).total_seconds() / 3600:.1f} h after it started, past the "
-              "longest any task may run (the training's hard time limit and an hour): its worker process died")
+              "longest any task may run (the largest hard time limit and an hour): its worker process died")
     with session_scope() as session:
         abandoned = runs.abandon_stale(session, utcnow() - longest - ABANDON_MARGIN, reason)
     if abandoned:

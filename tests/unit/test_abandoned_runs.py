@@ -48,3 +48,12 @@ def test_the_sweep_marks_runs_running_past_any_time_limit_abandoned(engine):
     assert (runs["training_now"].status, runs["old_ok"].status) == ("running", "ok")
     assert lifecycle.abandon_stale_runs(settings) == []  # marked once
     assert monitor_line(killed.status, killed.detail).startswith("abandoned: still running 3.1 h after it started")
+
+
+def test_a_run_within_the_longest_limit_of_any_task_is_not_abandoned(engine):
+    """The sweep read training's limit alone: a nowcast allowed longer was marked abandoned while it ran."""
+    settings = Settings(training_time_limit_seconds=3600, nowcast_time_limit_seconds=4 * 3600,
+                        task_kill_grace_seconds=300)  # the nowcast's 4 h 5 min is the longest
+    _runs(engine, long_nowcast=(3.0, "running"), killed=(5.2, "running"))
+    assert lifecycle.abandon_stale_runs(settings) == [_by_name(engine)["killed"].id]
+    assert _by_name(engine)["long_nowcast"].status == "running"
