@@ -28,6 +28,15 @@ class IntegrityError(ArtifactError):
     """The bytes read back do not match the recorded sha256."""
 
 
+class ArtifactMissing(ArtifactError):
+    """The store answered that no object is at the URI: the artifact is gone, not the store down."""
+
+
+# What S3 answers for a key that does not exist (GetObject; 404 to a HEAD). Without s3:ListBucket it
+# answers AccessDenied instead, as for any permission fault: that one is not counted as missing.
+S3_MISSING_KEY_CODES = ("NoSuchKey", "404")
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -101,7 +110,8 @@ class LocalStore:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise ArtifactError(f"cannot read artifact {uri}: {exc.strerror or exc}") from exc
+            error = ArtifactMissing if isinstance(exc, FileNotFoundError) else ArtifactError
+            raise error(f"cannot read artifact {uri}: {exc.strerror or exc}") from exc
         return verify(data, sha256, uri)
 
     def check(self) -> None:
@@ -208,7 +218,9 @@ class S3Store:
             body = self.client.get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"]
             data = body.read()
         except (BotoCoreError, ClientError) as exc:
-            raise ArtifactError(f"cannot read {uri}: {exc}") from exc
+            code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+            error = ArtifactMissing if code in S3_MISSING_KEY_CODES else ArtifactError
+            raise error(f"cannot read {uri}: {exc}") from exc
         return verify(data, sha256, uri)
 
     def newest(self, name: str) -> list[StoredObject]:

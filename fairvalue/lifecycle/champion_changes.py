@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from models import gates
-from storage.artifacts import ArtifactError, IntegrityError
+from storage.artifacts import ArtifactError, ArtifactMissing, IntegrityError
 from storage.decisions import record_decision
 from storage.registry import CHAMPION, PREVIOUS_CHAMPION, remove_alias, set_alias, verify_artifact
 from storage.tables import Collection, ModelVersion
@@ -24,32 +24,13 @@ def artifact_refusal(session: Session, store, coll: Collection, target: ModelVer
     try:
         verify_artifact(store, target)
     except ArtifactError as exc:
-        if not artifact_is_bad(exc):
+        if not isinstance(exc, IntegrityError | ArtifactMissing):  # the store's trouble, not the version's
             raise
         reason = f"artifact of version {target.version} refused: {exc}"
         record_decision(session, coll, gates.REJECT, by, reason, {"artifact_uri": target.artifact_uri,
                          "sha256": target.sha256}, contender=target.id, champion=champion.id if champion else None)
         return reason
     return None
-
-
-# What S3 answers for a key that does not exist (GetObject; 404 to a HEAD). Without s3:ListBucket it
-# answers AccessDenied instead, as for any permission fault: that one is not counted as missing.
-S3_MISSING_KEY_CODES = ("NoSuchKey", "404")
-
-
-def artifact_is_bad(exc: ArtifactError) -> bool:
-    """Whether the store's error condemns the version's artifact, rather than the store: its bytes
-    fail their sha256 (IntegrityError), or the store answered that no object is at its URI.
-    storage.artifacts has no type of its own for the latter; the error it chains says: a local
-    store's FileNotFoundError, S3's NoSuchKey."""
-    if isinstance(exc, IntegrityError):
-        return True
-    cause = exc.__cause__
-    if isinstance(cause, FileNotFoundError):
-        return True
-    response = getattr(cause, "response", None)  # botocore's ClientError
-    return isinstance(response, dict) and response.get("Error", {}).get("Code") in S3_MISSING_KEY_CODES
 
 
 def rollback(session, coll, champion: ModelVersion, previous: ModelVersion, by: str, reason: str, numbers: dict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage.artifacts import IntegrityError
+from storage.artifacts import ArtifactError, ArtifactMissing, IntegrityError
 
 pytestmark = pytest.mark.integration
 
@@ -17,6 +17,16 @@ def test_s3_round_trip_and_tamper_detection(s3):
     s3.client.put_object(Bucket="fairvalue-test", Key=key, Body=b"evil")
     with pytest.raises(IntegrityError):
         s3.get(obj.uri, obj.sha256)
+
+
+def test_s3_names_a_missing_artifact_apart_from_its_other_errors(s3):
+    """A key that is not there is ArtifactMissing (the monitor refuses its version on record); a
+    bucket that is not there is the store's trouble, not the version's."""
+    with pytest.raises(ArtifactMissing):
+        s3.get("s3://fairvalue-test/artifacts/models/gone.joblib", "0" * 64)
+    with pytest.raises(ArtifactError) as raised:
+        s3.get("s3://no-such-bucket/models/v1.joblib", "0" * 64)
+    assert not isinstance(raised.value, ArtifactMissing)
 
 
 def test_migrations_match_the_table_definitions(database):

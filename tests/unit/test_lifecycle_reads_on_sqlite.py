@@ -153,22 +153,19 @@ def test_an_artifact_gone_or_corrupt_is_still_refused_on_record(bad_promotion, s
     assert _decisions(engine) == [("reject", "monitor")]
 
 
-def test_an_s3_missing_key_is_a_refusal_and_its_other_errors_are_not():
-    from botocore.exceptions import ClientError
+def test_a_local_artifact_gone_is_missing_and_one_unreadable_is_the_store_s_trouble(tmp_path):
+    """The store names a missing artifact (ArtifactMissing), which the monitor refuses on record; any
+    other error of the store (here a folder where the file should be) is its trouble, not the version's.
+    S3's side is in tests/integration/test_storage.py."""
+    from storage.artifacts import ArtifactMissing, LocalStore
 
-    from fairvalue.lifecycle.champion_changes import artifact_is_bad
-
-    def s3_error(code: str) -> ArtifactError:
-        try:
-            raise ArtifactError("cannot read s3://b/k") from ClientError({"Error": {"Code": code}}, "GetObject")
-        except ArtifactError as exc:
-            return exc
-
-    assert artifact_is_bad(s3_error("NoSuchKey"))
-    assert not artifact_is_bad(s3_error("AccessDenied"))  # also what a missing key gets without s3:ListBucket
-    assert not artifact_is_bad(s3_error("NoSuchBucket"))
-    assert not artifact_is_bad(s3_error("SlowDown"))
-    assert not artifact_is_bad(ArtifactError("cannot read s3://b/k: Read timeout"))
+    store = LocalStore(tmp_path)
+    with pytest.raises(ArtifactMissing):
+        store.get((tmp_path / "gone.joblib").as_uri(), "0" * 64)
+    (tmp_path / "folder.joblib").mkdir()
+    with pytest.raises(ArtifactError) as raised:
+        store.get((tmp_path / "folder.joblib").as_uri(), "0" * 64)
+    assert not isinstance(raised.value, ArtifactMissing)
 
 
 def test_a_shadow_that_proved_better_stays_in_the_shadow_while_the_store_cannot_be_read(market, monkeypatch):
