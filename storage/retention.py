@@ -230,7 +230,8 @@ def _drop_replaced_listings(session: Session, collection: Collection, cutoff: da
     if not oldest:
         return 0
     # Remembered first, in the same transaction: the same event sent again stays a duplicate.
+    dropped_at = utcnow()
     insert_ignoring_conflicts(session, DroppedListing.__table__, [
-        {"collection_id": collection.id, "event_id": event_id, "content_hash": content_hash, "dropped_at": utcnow()}
+        {"collection_id": collection.id, "event_id": event_id, "content_hash": content_hash, "dropped_at": dropped_at}
         for _, event_id, content_hash in oldest])
     return session.execute(delete(Listing).where(Listing.id.in_([row_id for row_id, _, _ in oldest]))).rowcount
