@@ -138,7 +138,8 @@ def snapshot_file(request: Request) -> Response:
     description: "Columns: item_key, fair_value, p10, p90, signal, last_price, last_sale_at, ask_price, ask_at.
       The ETag is the file's sha256, the one recorded with its archive; an If-None-Match naming it is a 304.
       An archived numbered snapshot never changes; one past FAIRVALUE_RETENTION_DAYS is served whole from the
-      archive. A snapshot id is at most 2147483647."
+      archive. A snapshot id is at most 2147483647. A HEAD answers the headers without reading the archive
+      (a Content-Length only for a file rebuilt from its rows, which is in hand to name its digest)."
     tags: [collections]
     responses:
       200: {description: "the snapshot's csv.gz", content: {application/gzip: {schema: {type: string, format: binary}}}}
@@ -157,4 +158,17 @@ def snapshot_file(request: Request) -> Response:
         return Response(status_code=304, headers=headers)
     headers["Content-Disposition"] = f'attachment; filename="{found.filename}"'
     headers["X-Snapshot-Id"] = str(found.snapshot_id)
+    if request.method == "HEAD":  # the headers alone: reading the archive for them was a GET's cost
+        return _headers_only(headers, found.size, "application/gzip")
     return Response(found.read_body(), media_type="application/gzip", headers=headers)
+
+
+def _headers_only(headers: dict[str, str], size: int | None, media_type: str) -> Response:
+    """A HEAD's answer: the GET's headers, its Content-Length only when `size` is known (Starlette
+    would say 0, the length of the empty body sent)."""
+    response = Response(media_type=media_type, headers=headers)
+    if size is None:
+        del response.headers["content-length"]
+    else:
+        response.headers["content-length"] = str(size)
+    return response

@@ -4,10 +4,8 @@ parameter its handler does not take (Route)."""
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Sequence
-from datetime import date, timedelta
 
 from starlette import routing
 from starlette.exceptions import HTTPException
@@ -16,6 +14,7 @@ from starlette.requests import Request
 from api.openapi import query_names
 from fairvalue.errors import BadInput
 from fairvalue.settings import get_settings
+from models.json_input import unknown_names  # the refusal's words, as a webhook's rows and a file's get them
 
 SLUG = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 INTEGER = re.compile(r"-?[0-9]+")  # ASCII only: re's [0-9] is not \d
@@ -28,20 +27,6 @@ def slug_of(request: Request) -> str:
     if not SLUG.fullmatch(slug):
         raise BadInput(f"malformed collection slug {slug[:40]!r}: letters, digits, _ . - (max 64)")
     return slug
-
-
-def unknown_names(unknown: Sequence[str], takes: Sequence[str], what: str, where: str = "") -> str:
-    """The refusal of names a request gave that are not taken (a body's keys, a query's
-    parameters): each one named, with the closest taken name when there is one (difflib), then
-    what is taken. "unknown key 'parms' (did you mean 'params'?) in the body; it takes reason and
-    params"."""
-    named = []
-    for name in unknown[:5]:
-        close = difflib.get_close_matches(name, takes, n=1)
-        named.append(f"{name[:40]!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-    listed = (", ".join(takes[:-1]) + " and " + takes[-1]) if len(takes) > 1 else (takes[0] if takes else "none")
-    return f"unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(named)}{more}{where}; it takes {listed}"
 
 
 # What a link's tracker appends (a newsletter's utm_source, an ad's click id): never ours to
@@ -144,26 +129,10 @@ def str_param(request: Request, name: str, max_length: int = 100) -> str | None:
     return raw
 
 
-# A bare date as `to` counts the whole day, as a date input on a page means it; a date-time is
-# where the window ends (exclusive). The read functions' windows end before their `to`.
-BARE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
 def window_params(request: Request) -> tuple[str | None, str | None]:
-    """?from=&to= of a windowed read, `to` made exclusive (`to=2021-12-31` reads through the 31st)."""
-    return str_param(request, "from"), inclusive_end(str_param(request, "to"))
-
-
-def inclusive_end(end: str | None) -> str | None:
-    """A bare date's next midnight; a date-time, or nothing, as given."""
-    if end and BARE_DATE.fullmatch(end):
-        try:
-            return (date.fromisoformat(end) + timedelta(days=1)).isoformat()
-        except ValueError:  # 2021-02-30
-            raise BadInput(f"to must be an ISO date, got {end!r}") from None
-        except OverflowError:  # the day after 9999-12-31
-            raise BadInput(f"to must be between the years 1970 and 2200, got {end!r}") from None
-    return end
+    """?from=&to= of a windowed read, as given: fairvalue.answers.parse_window parses and checks
+    both (a bare date `to` counts that whole day)."""
+    return str_param(request, "from"), str_param(request, "to")
 
 
 def etag_matches(request: Request, digest: str) -> bool:

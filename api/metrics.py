@@ -229,12 +229,17 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPT
 
 
 def route_template(app, scope) -> str:
-    """The matched route's path template (bounded label values); 'unmatched' otherwise."""
+    """The matched route's path template (bounded label values); 'unmatched' otherwise. A path
+    matched with another method (a 405) is its route's, as the router picks it: the first full
+    match, else the first partial one. Only a path no route has is 'unmatched'."""
+    partial = None
     for route in app.router.routes:
         match, _ = route.matches(scope)
         if match == Match.FULL:
             return route.path
-    return "unmatched"
+        if match == Match.PARTIAL and partial is None:
+            partial = route.path
+    return partial or "unmatched"
 
 
 class MetricsMiddleware:

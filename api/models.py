@@ -122,6 +122,14 @@ async def _json_body(request: Request, takes: tuple[str, ...]) -> dict:
     return value
 
 
+def _idempotency_key(request: Request) -> str | None:
+    """The client's Idempotency-Key header, if it sent one; a 400 for one it could not mean."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise HTTPException(400, "Idempotency-Key must be 1 to 128 printable ASCII characters")
+    return key
+
+
 def _unsent(why: str | None, then: str) -> dict:
     return {} if why is None else {"not_sent": f"{why}; {then}"}
 
@@ -190,9 +198,7 @@ async def create_training_request(request: Request) -> JSONResponse:
       422: {$ref: "#/components/responses/Unprocessable"}
     """
     operator = await run_in_threadpool(require_operator, request)
-    idempotency_key = request.headers.get("idempotency-key")
-    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-        raise HTTPException(400, "Idempotency-Key must be 1 to 128 printable ASCII characters")
+    idempotency_key = _idempotency_key(request)
     body = await _json_body(request, takes=("reason", "params"))
     reason = _reason(body, default=None)
     params = body.get("params", {})
@@ -270,6 +276,13 @@ async def promote_version(request: Request) -> JSONResponse:
 
 async def rollback(request: Request) -> JSONResponse:
     """Put the previous champion back (operator).
+
+    A rollback names no target, so a retry whose first answer was lost would find nothing to roll
+    back to and answer 409, as if the rollback had failed. With an Idempotency-Key (the client's own,
+    as for a training request) a retry is recognised: it answers the first rollback's outcome with
+    changed false and replayed true (and champion_now when the champion has moved since), asks for
+    no nowcast and changes nothing. Without one, a second rollback cannot be told from a retry: the
+    409 stays, since rolling back once more would be the wrong answer to a retry.
     ---
     summary: "Operator: put the previous champion back (409 when there is none), then nowcast"
     tags: [operators]
@@ -279,24 +292,33 @@ async def rollback(request: Request) -> JSONResponse:
         application/json:
           schema: {type: object, additionalProperties: false,
                    properties: {reason: {type: string, minLength: 1, maxLength: 500}}}
+    parameters:
+      - {name: Idempotency-Key, in: header, required: false, schema: {type: string, minLength: 1, maxLength: 128},
+         description: "the client's own key: a retry with it gets the first rollback's outcome back
+           (changed false, replayed true), not a 409 nor a second rollback"}
     responses:
-      200: {description: "champion, rolled_back_from, and nowcast: requested, or why not"}
+      200: {description: "champion, rolled_back_from, changed (false: a retry with the same Idempotency-Key,
+        replayed true, champion_now when the champion has moved since), and nowcast: requested, or why not
+        (only when changed)"}
       400: {$ref: "#/components/responses/BadRequest"}
       401: {$ref: "#/components/responses/Unauthorized"}
       404: {$ref: "#/components/responses/NotFound"}
       409:
-        description: "no previous champion"
+        description: "no previous champion (a retry without its Idempotency-Key too), its artifact failed
+          verification, or the Idempotency-Key already names a rollback for another reason"
         content: {application/json: {schema: {$ref: "#/components/schemas/Error"}}}
       413: {$ref: "#/components/responses/TooLarge"}
       415: {$ref: "#/components/responses/UnsupportedMediaType"}
       422: {$ref: "#/components/responses/Unprocessable"}
     """
     operator = await run_in_threadpool(require_operator, request)
+    idempotency_key = _idempotency_key(request)
     reason = _reason(await _json_body(request, takes=("reason",)))
     settings = await run_in_threadpool(_scoped_settings, request)
     try:
-        result = await run_in_threadpool(lifecycle.operator_rollback, reason, settings, operator)
-    except (LookupError, lifecycle.ArtifactRefused) as exc:
-        raise HTTPException(409, str(exc)) from None
-    result["nowcast"] = await _request_nowcast(settings)
+        result = await run_in_threadpool(lifecycle.operator_rollback, reason, settings, operator, idempotency_key)
+    except (LookupError, lifecycle.ArtifactRefused, lifecycle.IdempotencyKeyReused) as exc:
+        raise HTTPException(409, str(exc)[:500]) from None
+    if result["changed"]:
+        result["nowcast"] = await _request_nowcast(settings)
     return JSONResponse(result)

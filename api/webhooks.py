@@ -31,8 +31,8 @@ from api.openapi import query_names
 from fairvalue import pipeline
 from fairvalue.group_commit import GroupCommitter
 from fairvalue.settings import get_settings
-from models.listings import LISTING_ONLY
-from models.validation import COLUMN_ALIASES, SALE_ONLY
+from models.listings import LISTING_KEYS, LISTING_ONLY
+from models.validation import COLUMN_ALIASES, SALE_KEYS, SALE_ONLY
 from storage import webhooks as deliveries
 from storage.db import session_scope
 from storage.webhook_batch import CallOutcome, WebhookCall, every_sale_conflicts
@@ -56,15 +56,11 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-# The keys a webhook's rows may carry (every name validation reads, its aliases included). A key
-# outside them is refused, not ignored: a listing's "expires" for "expires_at" kept its ask open
-# for ever, and a sale's "currency": "USD" was stored as ETH. The files' columns are not held to
-# this (an export's extra columns are common); their header is checked for the other kind's.
-SALE_KEYS = tuple(name for names in COLUMN_ALIASES.values() for name in names)
-LISTING_KEYS = (*(name for field in ("event_id", "timestamp", "item_key", "price", "source")
-                  for name in COLUMN_ALIASES[field]), *LISTING_ONLY)
-
-
+# A webhook's rows may carry the keys their kind is read by (SALE_KEYS, LISTING_KEYS: every name
+# validation reads, its aliases included), as a JSON file's rows (storage.bundled). A key outside
+# them refuses the call, not ignored: a listing's "expires" for "expires_at" kept its ask open for
+# ever. A CSV's columns are not held to this (an export's extra columns are common); its header is
+# checked for the other kind's.
 def _unknown_keys(rows: list[dict], takes: tuple[str, ...], noun: str, foreign: dict[str, str]) -> str | None:
     """Why some row carries a key outside `takes`, or None. A key of the other webhook's rows
     (`foreign`: key -> that path) says where the body belongs: a listing sent as a sale was stored

@@ -60,6 +60,16 @@ def rounded(value: float | None, digits: int = 6) -> float | None:
     return None if math.isnan(number) else round(number, digits)
 
 
+def rounded_all(value: Any, digits: int = 6) -> Any:
+    """Every float in an answer the pure core built whole (its dicts and lists), rounded as
+    rounded() rounds one: an explanation's effects came straight from the model (0.12345678901234568)."""
+    if isinstance(value, dict):
+        return {key: rounded_all(v, digits) for key, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded_all(v, digits) for v in value]
+    return rounded(value, digits) if isinstance(value, float) else value
+
+
 # --- parameters -----------------------------------------------------------------------------
 
 def check_item_key(key: str) -> str:
@@ -83,6 +93,34 @@ def parse_time(value: str | None, name: str) -> datetime | None:
     if not EARLIEST_TIME <= parsed <= LATEST_TIME:
         raise BadInput(f"{name} must be between the years 1970 and 2200")
     return parsed
+
+
+# A bare date as `to` counts the whole day, as a date input on a page means it (`to=2021-12-31`
+# reads through the 31st); a date-time is where the window ends (exclusive).
+BARE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_window(start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
+    """?from=&to= of every windowed read (market, performance, backtest, an item's history),
+    parsed and checked here alone: each as given (parse_time), `to` then made exclusive, and a
+    window that ends after EARLIEST_TIME (nothing is before it) and, both given, after `from`.
+    `to=1969-12-31` was made 1970-01-01 before the years were checked, and answered 200: an
+    empty window before the epoch. None for a bound not given (each read has its defaults)."""
+    t0, t1 = parse_time(start, "from"), parse_time(end, "to")
+    if t1 is not None and BARE_DATE.fullmatch(end):
+        t1 += timedelta(days=1)
+        if t1 > LATEST_TIME:  # 2201-01-01 is the end of the range, not a day in it
+            raise BadInput("to must be between the years 1970 and 2200")
+    if t1 is not None and t1 <= EARLIEST_TIME:
+        raise BadInput(f"to must be after {iso(EARLIEST_TIME)}, the earliest time a read takes")
+    if t0 is not None and t1 is not None and t1 <= t0:
+        raise BadInput("to must be after from")
+    return t0, t1
+
+
+def default_start(t1: datetime, span: timedelta) -> datetime:
+    """The `from` of a window not given one: `span` before its end, never before EARLIEST_TIME."""
+    return max(t1 - span, EARLIEST_TIME)
 
 
 def _moment(ts: datetime) -> str:

@@ -403,8 +403,11 @@ def evaluate_daily(series, start: pd.Timestamp, end: pd.Timestamp, settings: Set
     if horizon_days is not None and not float(horizon_days).is_integer():  # int() would cut 1.9 to 1, unsaid
         raise ValueError(f"horizon_days must be a whole number of days, got {horizon_days:g}")
     rows, replayed = replay_daily_rows(series, start, end, settings, retrain_every_days)
-    report = kpis(rows, series, start, end, int(horizon_days or settings.daily_signal_horizon_days),
-                  gain if gain is not None else settings.daily_signal_gain)
+    # The window in UTC times with their Z, as the punks' report and every answer write it (it was
+    # plain dates here alone, beside the same window's times in the cards' /backtest).
+    report = {"window": {"from": iso(start.to_pydatetime()), "to": iso(end.to_pydatetime())},
+              **kpis(rows, series, start, end, int(horizon_days or settings.daily_signal_horizon_days),
+                     gain if gain is not None else settings.daily_signal_gain)}
     report["trainings"] = trainings(replayed)
     report["thresholds"] = {"buy_below": settings.buy_below, "sell_above": settings.sell_above}
     return report

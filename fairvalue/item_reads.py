@@ -52,15 +52,19 @@ class Served(NamedTuple):
 
 # --- one answer's parts ---------------------------------------------------------------------
 
-def signal_prices(values: list[PublishedValue]) -> list[tuple[str | None, float]]:
+def signal_prices(values: list[PublishedValue]) -> list[tuple[str | None, float | None]]:
     """(basis, deviation) of each published value: which price its signal was read from, the
     open ask or the last sale while it is at most FAIRVALUE_SIGNAL_MAX_AGE_DAYS older than the
-    valuation, and that price's deviation from the fair value; (None, NaN) when neither is one.
-    The nowcast's own rule (models.signals.market_signals) at the thresholds its snapshot recorded,
-    so an answer's deviation is the one its signal was judged on, whatever this process's settings.
-    The values are one snapshot's (every caller reads one)."""
+    valuation, and that price's deviation from the fair value; (None, None or NaN) when neither
+    is one. As the nowcast recorded them with the row, so an answer's signal, basis and deviation
+    agree: derived again from the row's rounded fair value, one within a rounding of a threshold
+    reads on its other side. A snapshot from before migration 0019 recorded none: derived by the
+    nowcast's rule (models.signals.market_signals) at the thresholds its snapshot recorded, as
+    they were. The values are one snapshot's (every caller reads one)."""
     if not values:
         return []
+    if values[0].signal_prices_recorded:
+        return [(v.signal_basis, v.deviation) for v in values]
     nan = float("nan")
     ages = [((v.valued_at or v.as_of) - v.last_sale_at).total_seconds() / 86400.0
             if v.last_sale_at is not None else nan for v in values]
@@ -94,7 +98,7 @@ def _value_of(row) -> PublishedValue:
     return PublishedValue(row.snapshot_id, row.as_of, row.published_at, row.model_version_id, row.item_key,
                           row.fair_value, row.p10, row.p90, row.signal, row.last_price, row.last_sale_at,
                           row.valued_at, row.ask_price, row.ask_at, row.signal_buy_below, row.signal_sell_above,
-                          row.signal_max_age_days)
+                          row.signal_max_age_days, row.signal_basis, row.deviation, row.signal_prices_recorded)
 
 
 def _item_extra(slug: str, row) -> dict[str, Any]:

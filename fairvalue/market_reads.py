@@ -11,7 +11,7 @@ import pandas as pd
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from fairvalue.answers import check_window, iso, parse_time, rounded
+from fairvalue.answers import check_window, default_start, iso, parse_window, rounded
 from fairvalue.reads import collection_row
 from storage.db import session_scope
 from storage.ingest import DAILY_PRICES
@@ -26,7 +26,7 @@ def _market_window(t0: datetime | None, t1: datetime | None, last_day: date | No
                            "the end of the last day of data") if last_day is not None
                           else (datetime.now(UTC), "now: there is no data yet"))
     if t0 is None:
-        t0 = t1 - timedelta(days=365)
+        t0 = default_start(t1, timedelta(days=365))
     check_window(t0, t1, default_to)  # after the defaults: a `from` past the last market day is refused too
     return t0, t1
 
@@ -41,7 +41,7 @@ def market(slug: str | None = None, start: str | None = None, end: str | None = 
     priced, median price and the market index). Default window: the last 365 days of data."""
     from models.market_index import INDEX_WINDOWS_DAYS, sales_index
 
-    t0, t1 = parse_time(start, "from"), parse_time(end, "to")
+    t0, t1 = parse_window(start, end)
     with session_scope() as session:
         coll = collection_row(session, slug)
         if coll.kind == DAILY_PRICES:

@@ -94,6 +94,9 @@ def monitor_line(status: str, detail: Mapping[str, Any]) -> str:
     if probation:
         parts.append(f"probation v{probation.get('champion')} vs v{probation.get('previous')}: "
                      f"{probation.get('reason')}")
+    due = detail.get("rollback_due")
+    if due:  # decided by an earlier run, which could not read the model it restores
+        parts.append(f"rollback of v{due.get('champion')} to v{due.get('previous')} due since {due.get('decided_at')}")
     if detail.get("rolled_back_to") is not None:
         parts.append(f"rolled back to v{detail['rolled_back_to']}")
     if detail.get("rollback_refused"):

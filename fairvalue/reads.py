@@ -19,7 +19,7 @@ import pandas as pd
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from fairvalue.answers import check_item_key, iso, parse_time, rounded, snapshot_reference
+from fairvalue.answers import check_item_key, iso, parse_window, rounded, rounded_all, snapshot_reference
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.settings import get_settings
 from models.signals import SIGNALS
@@ -173,9 +173,7 @@ def item_history(slug: str | None, key: str, start: str | None = None, end: str 
                  limit: int = 1000) -> dict[str, Any]:
     """The values published for one item over time (oldest first) and its sales."""
     check_item_key(key)
-    t0, t1 = parse_time(start, "from"), parse_time(end, "to")
-    if t0 and t1 and t1 <= t0:  # as /market and /performance refuse it
-        raise BadInput("to must be after from")
+    t0, t1 = parse_window(start, end)
     if not 1 <= limit <= 5000:
         raise BadInput("limit must be between 1 and 5000")
     with session_scope() as session:
@@ -247,10 +245,6 @@ def item_explanation(slug: str | None, key: str, top: int = 5, comps: int = 10) 
         raise NotReady(f"the model of the published snapshot is not the one registered ({exc})") from None
     except ArtifactError as exc:  # the snapshot's model cannot be read from the store now
         raise NotReady(f"the model of the published snapshot cannot be read now ({exc}); retry later") from None
-    # The punks' explanation has the first three, cards' the first and the prices (through a log: 798.8100000000003).
-    for field in ("fair_value", "floor", "typical_value", "market_price", "p10", "p90"):
-        if field in body:
-            body[field] = rounded(body[field])
-    if "window_prices" in body:  # the cards' window median, read back from logs too
-        body["window_prices"]["median"] = rounded(body["window_prices"]["median"])
-    return body
+    # Every number, as every answer's: the drivers' effects, the values and the cards' prices came
+    # from the model (a price through a log and an exp: 798.8100000000003).
+    return rounded_all(body)

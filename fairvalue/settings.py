@@ -215,9 +215,10 @@ class Settings(BaseSettings):
     sell_above: float = Field(0.15, description="SELL when it is this share over.")
     signal_max_age_days: float = Field(30, description="A last sale older than this is no market price. This and "
                                        "the two thresholds above are recorded with each snapshot by the worker "
-                                       "that makes it; the API reads a published signal's basis and deviation, and "
-                                       "quotes, at the snapshot's (its own only for snapshots from before "
-                                       "migration 0017).")
+                                       "that makes it, with the price each signal read and its deviation; the API "
+                                       "answers those, and quotes at the snapshot's thresholds (for a snapshot from "
+                                       "before migration 0019 it derives a signal's price and deviation at them; "
+                                       "at its own before migration 0017).")
     market_stale_after_days: float = Field(
         7, ge=0, description="A market with no sale and no floor for longer than this is valued as of that long "
                              "after its last input, not extrapolated to now (0: always now).")

@@ -80,7 +80,8 @@ def signals_page(slug: str | None = None, signal: str | None = None, item_type: 
                 raise NotReady("no published snapshot yet; run a nowcast")
         query = (select(NowcastRow.item_key, NowcastRow.fair_value, NowcastRow.p10, NowcastRow.p90,
                         NowcastRow.signal, NowcastRow.last_price, NowcastRow.last_sale_at, Item.item_type,
-                        Item.attributes, NowcastRow.ask_price, NowcastRow.ask_at)
+                        Item.attributes, NowcastRow.ask_price, NowcastRow.ask_at, NowcastRow.signal_basis,
+                        NowcastRow.deviation)
                  .join(Item, (Item.collection_id == coll.id) & (Item.item_key == NowcastRow.item_key))
                  .where(NowcastRow.snapshot_id == snap.id,
                         NowcastRow.last_price.is_not(None) | NowcastRow.ask_price.is_not(None)))
@@ -94,8 +95,8 @@ def signals_page(slug: str | None = None, signal: str | None = None, item_type: 
     picked = []
     for (basis, deviation), r in zip(signal_prices([PublishedValue(
             snap.id, snap.as_of, snap.published_at, snap.model_version_id, r[0], r[1], r[2], r[3], r[4], r[5], r[6],
-            snap.valued_at, r[9], r[10], snap.signal_buy_below, snap.signal_sell_above, snap.signal_max_age_days)
-            for r in rows]), rows, strict=True):
+            snap.valued_at, r[9], r[10], snap.signal_buy_below, snap.signal_sell_above, snap.signal_max_age_days,
+            r[11], r[12], snap.signal_prices_recorded) for r in rows]), rows, strict=True):
         if basis is None or (min_deviation is not None and abs(deviation) < min_deviation):
             continue
         if trait and not _has_trait(r[8] or {}, trait):

@@ -1,5 +1,6 @@
 """A whole published snapshot as one file: its archive, gzip'd CSV of every item's fair value,
-band, signal, last sale and ask (storage.snapshots.ROW_COLUMNS).
+band, signal, last sale, ask, and the price its signal read with its deviation (storage.snapshots.ROW_COLUMNS;
+storage.snapshots.row_columns: a snapshot from before migration 0019 has no such two).
 
 The archive in the artifact store is the file, read back against its recorded sha256. While a
 store outage keeps a snapshot unarchived (`fairvalue archive` retries it), the file is rebuilt
@@ -43,6 +44,7 @@ class SnapshotFile:
     sha256: str  # of the body; known before the body is read when the snapshot is archived
     archived: bool  # the digest is the archive's, which never changes
     read_body: Callable[[], bytes]
+    size: int | None = None  # the body's length when it is known without reading it (a rebuilt one is in hand)
 
     @property
     def filename(self) -> str:
@@ -51,7 +53,7 @@ class SnapshotFile:
 
 def snapshot_file(slug: str, ref: str) -> SnapshotFile:
     """The file of snapshot `ref` ("published", or the id of a snapshot the collection published);
-    its body is read only when asked for, so an unchanged file can be answered by its digest."""
+    its body is read only when asked for, so an unchanged file, or a HEAD, is answered without it."""
     if ref != PUBLISHED and not (SNAPSHOT_ID.fullmatch(ref) and 0 < int(ref) <= MAX_ID):
         raise BadInput(f"snapshot must be {PUBLISHED!r} or a snapshot id, got {ref[:40]!r}")
     with session_scope() as session:
@@ -64,7 +66,8 @@ def snapshot_file(slug: str, ref: str) -> SnapshotFile:
         snapshot_id, published_at, uri, digest = snap.id, snap.published_at, snap.archive_uri, snap.archive_sha256
         rebuilt = None if uri else rebuilt_archive(session, snapshot_id)
     if rebuilt is not None:
-        return SnapshotFile(coll.slug, snapshot_id, published_at, sha256_hex(rebuilt), False, lambda: rebuilt)
+        return SnapshotFile(coll.slug, snapshot_id, published_at, sha256_hex(rebuilt), False, lambda: rebuilt,
+                            len(rebuilt))
 
     def from_archive() -> bytes:
         try:

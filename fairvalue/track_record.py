@@ -23,7 +23,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from fairvalue import kinds, signal_record
-from fairvalue.answers import check_window, iso, parse_time, rounded
+from fairvalue.answers import check_window, default_start, iso, parse_window, rounded
 from fairvalue.errors import BadInput
 from fairvalue.forward_values import published_values
 from fairvalue.reads import collection_row
@@ -59,14 +59,14 @@ def _cached(key: tuple, compute) -> dict:
 
 def _window(session: Session, coll: Collection, start: str | None, end: str | None) -> tuple[datetime, datetime]:
     """[from, to): default the 90 days up to the latest sale, so bundled history has a window."""
-    t0, t1 = parse_time(start, "from"), parse_time(end, "to")
+    t0, t1 = parse_window(start, end)
     default_to = None
     if t1 is None:
         last = session.exec(select(func.max(Sale.ts)).where(Sale.collection_id == coll.id)).one()
         t1, default_to = (((last + timedelta(seconds=1)), "a second after the latest sale") if last
                           else (datetime.now(UTC), "now: there are no sales yet"))
     if t0 is None:
-        t0 = t1 - DEFAULT_WINDOW
+        t0 = default_start(t1, DEFAULT_WINDOW)
     check_window(t0, t1, default_to)
     return t0, t1
 
@@ -218,7 +218,7 @@ def _daily_window(series, start: str | None, end: str | None) -> tuple[pd.Timest
     latest price, never starting before a model could be trained."""
     from models.daily import earliest_forward_day
 
-    t0, t1 = parse_time(start, "from"), parse_time(end, "to")
+    t0, t1 = parse_window(start, end)
     default_to = None
     if t1:  # every day the window touches, as /market reads it: a `to` inside a day takes that day in
         t1 = pd.Timestamp(t1).tz_convert("UTC").tz_localize(None).ceil("D")

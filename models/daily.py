@@ -254,14 +254,16 @@ class DailyFairValueModel:
         values = values[values["item_key"].isin(keys)
                         & (values["day"].to_numpy() == latest_day.reindex(values["item_key"]).to_numpy())]
         latest = values.set_index("item_key").reindex([k for k in keys if k in set(values["item_key"])])
-        signal, _, _ = _signals(latest["price"], latest["day"], latest["fair_value"], as_of, buy_below, sell_above,
-                                signal_max_age_days)
+        signal, basis, deviation = _signals(latest["price"], latest["day"], latest["fair_value"], as_of, buy_below,
+                                            sell_above, signal_max_age_days)
         return pd.DataFrame({
             "item_key": latest.index.to_numpy(),
             "fair_value": latest["fair_value"].to_numpy(),
             "p10": latest["p10"].to_numpy(),
             "p90": latest["p90"].to_numpy(),
             "signal": signal,
+            "signal_basis": basis,  # the price the signal read, and its deviation (models.nowcast.value_all_items)
+            "deviation": deviation,
             "last_price": latest["price"].to_numpy(),
             "last_sale_at": latest["day"].to_numpy(),
             "floor": np.nan,  # no floor in a daily market; kept for the snapshot's columns
@@ -341,10 +343,12 @@ def valuation_moment(series: DailySeries, as_of: pd.Timestamp, stale_after_days:
 
 
 def _empty_values() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=float) for c in ("fair_value", "p10", "p90", "last_price", "floor")}
-                        | {"item_key": pd.Series(dtype=object), "signal": pd.Series(dtype=object),
-                           "last_sale_at": pd.Series(dtype="datetime64[ns]")})[
-        ["item_key", "fair_value", "p10", "p90", "signal", "last_price", "last_sale_at", "floor"]]
+    return pd.DataFrame({c: pd.Series(dtype=float) for c in ("fair_value", "p10", "p90", "deviation", "last_price",
+                                                             "floor")}
+                        | {c: pd.Series(dtype=object) for c in ("item_key", "signal", "signal_basis")}
+                        | {"last_sale_at": pd.Series(dtype="datetime64[ns]")})[
+        ["item_key", "fair_value", "p10", "p90", "signal", "signal_basis", "deviation", "last_price", "last_sale_at",
+         "floor"]]
 
 
 def previous_price(series: DailySeries) -> pd.DataFrame:

@@ -153,7 +153,6 @@ def kpis(rows: pd.DataFrame, series: DailySeries, start: pd.Timestamp, end: pd.T
     per_category_signals = {
         str(c): {s: int((g["signal"] == s).sum()) for s in (BUY, SELL, HOLD)} for c, g in rows.groupby("category")}
     return _clean({
-        "window": {"from": start.date().isoformat(), "to": end.date().isoformat()},
         "card_days_priced": priced,
         "rows_valued": len(rows),
         "coverage": _ratio(len(rows), priced),

@@ -2,12 +2,15 @@
 what would hurt later: nesting deeper than any real payload (deep nesting exhausts the stack in
 code far from here), integers too long to convert, text escapes of lone UTF-16 surrogates
 (`"\\ud800"`: valid JSON, but no text a database can store), and an object that names one key twice
-(`{"price": 1, "price": 1000}`: which did the sender mean?). Every refusal says why."""
+(`{"price": 1, "price": 1000}`: which did the sender mean?). Every refusal says why; a key no
+reader takes is named by unknown_names, the same words for a webhook's row and a file's."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 MAX_DEPTH = 32  # a sale is 2 levels deep inside {"sales": [...]}; nothing we accept needs more
@@ -84,3 +87,17 @@ def loads(text: str, what: str = "body", max_depth: int = MAX_DEPTH) -> Any:
     if SURROGATE_ESCAPE.search(text) and any(_has_lone_surrogate(s) for s in strings(value)):
         raise BadJson(f"{what} holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is not text")
     return value
+
+
+def unknown_names(unknown: Sequence[str], takes: Sequence[str], what: str, where: str = "") -> str:
+    """The refusal of names a caller gave that are not taken (a body's keys, a file's JSON row's,
+    a query's parameters): each one named, with the closest taken name when there is one
+    (difflib), then what is taken. "unknown key 'parms' (did you mean 'params'?) in the body; it takes reason and
+    params"."""
+    named = []
+    for name in unknown[:5]:
+        close = difflib.get_close_matches(name, takes, n=1)
+        named.append(f"{name[:40]!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    listed = (", ".join(takes[:-1]) + " and " + takes[-1]) if len(takes) > 1 else (takes[0] if takes else "none")
+    return f"unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(named)}{more}{where}; it takes {listed}"

@@ -46,6 +46,10 @@ EXPIRES_AT = "expires_at"
 LISTING_ONLY = (EXPIRES_AT,)
 # The fields every listing event gives, beside its price (null withdraws: a missing one is its own reason).
 REQUIRED_LISTING = ("event_id", "timestamp", "item_key")
+LISTING_FIELDS = (*REQUIRED_LISTING, "price", "source")  # read under their COLUMN_ALIASES
+# Every key a listing event is read by, its aliases included (models.validation.SALE_KEYS): an
+# `expires` for `expires_at`, ignored, kept the ask open for ever.
+LISTING_KEYS = (*(name for field in LISTING_FIELDS for name in COLUMN_ALIASES[field]), *LISTING_ONLY)
 
 
 class ListingReason:
@@ -115,7 +119,7 @@ def validate_listing(row: Mapping[str, Any], known_items: set[str], now: datetim
 
     if "_error" in row:  # a file's line the reader could not parse (storage.bundled); kept as text
         return reject(Reason.MALFORMED_ROW, str(row["_error"]))
-    values = {name: _pick(row, name) for name in ("event_id", "timestamp", "item_key", "price", "source")}
+    values = {name: _pick(row, name) for name in LISTING_FIELDS}
     missing = [name for name in REQUIRED_LISTING if not _given(values[name])]
     if missing:
         return reject(Reason.MISSING_FIELD, f"missing {', '.join(missing)}")

@@ -49,7 +49,9 @@ def value_all_items(
 
     The signal compares the item's last sale, when it is at most `signal_max_age_days` old, or
     an open ask (a listing it can be bought at, models/listings.py) with its fair value
-    (models.signals.market_signals). `ask_price` / `ask_at` name the ask open at `asks_at` (default: `as_of`;
+    (models.signals.market_signals); `signal_basis` and `deviation` say which price it read and
+    how far from the unrounded value (a snapshot records them: its rounded values could read the
+    other side of a threshold). `ask_price` / `ask_at` name the ask open at `asks_at` (default: `as_of`;
     NaN / NaT: none), which a silent market's valuation moment does not move: an ask is a price
     at the time it is read.
     """
@@ -62,9 +64,9 @@ def value_all_items(
     last_sale_at = values["last_sale_at"].to_numpy(dtype="datetime64[ns]")
     age_days = (np.datetime64(as_of) - last_sale_at) / np.timedelta64(1, "D")
     ask_price, ask_at = open_asks(data.listings, queries["item_key"].to_numpy(), asks_at)
-    values["signal"], _, _ = market_signals(ask_price, values["last_price"].to_numpy(dtype=float), age_days,
-                                            values["fair_value"].to_numpy(), buy_below, sell_above,
-                                            signal_max_age_days)
+    values["signal"], values["signal_basis"], values["deviation"] = market_signals(
+        ask_price, values["last_price"].to_numpy(dtype=float), age_days, values["fair_value"].to_numpy(), buy_below,
+        sell_above, signal_max_age_days)
     values["ask_price"], values["ask_at"] = ask_price, ask_at
     values.insert(0, "item_key", queries["item_key"].to_numpy())
     return values.reset_index(drop=True)

@@ -31,6 +31,9 @@ REQUIRED = ("event_id", "timestamp", "item_key", "price")
 # What a sale has and a listing has not: who sold to whom. A file naming either is a file of sales,
 # so `ingest listings` refuses it whole (storage.bundled; models.listings.LISTING_ONLY the reverse).
 SALE_ONLY = ("seller", "buyer")
+# Every key a sale is read by, its aliases included. A row naming another is refused (a webhook's
+# call, a JSON file's row), not read with that key ignored: a "currency": "USD" was stored as ETH.
+SALE_KEYS = tuple(name for names in COLUMN_ALIASES.values() for name in names)
 TEXT_FIELDS = ("event_id", "item_key", "seller", "buyer", "source", "time_precision")
 # Every text field of a sale (an id, an address, a source name) fits in this many characters; a
 # longer one is a broken feed, and a 4,000-character address overflowed PostgreSQL's index on

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from models.json_input import BadJson, loads
+from models.json_input import BadJson, loads, unknown_names
 
 # (low, high) -> a database's sales of that range with their parties and flags (see market_data_from_files)
 StoredSales = Callable[[Any, Any], Any]
@@ -132,22 +132,25 @@ class FileKind:
     noun: str  # "sales"; a `.json` document wraps its rows as {noun: [...]}
     needs: dict[str, tuple[str, ...]]  # each field a row must give -> the columns that may give it
     others: dict[str, str]  # a column only another kind's rows have -> that kind
+    # The keys a JSON row may name (its webhook's: models.validation.SALE_KEYS); None: any.
+    takes: tuple[str, ...] | None = None
 
 
 def sales_kind() -> FileKind:
     from models.listings import LISTING_ONLY
-    from models.validation import COLUMN_ALIASES, REQUIRED
+    from models.validation import COLUMN_ALIASES, REQUIRED, SALE_KEYS
 
-    return FileKind("sales", {f: COLUMN_ALIASES[f] for f in REQUIRED}, dict.fromkeys(LISTING_ONLY, "listings"))
+    return FileKind("sales", {f: COLUMN_ALIASES[f] for f in REQUIRED}, dict.fromkeys(LISTING_ONLY, "listings"),
+                    SALE_KEYS)
 
 
 def listings_kind() -> FileKind:
-    from models.listings import REQUIRED_LISTING
+    from models.listings import LISTING_KEYS, REQUIRED_LISTING
     from models.validation import COLUMN_ALIASES, SALE_ONLY
 
     # A listing must name its price (an empty or null one withdraws), so the price column is needed too.
     return FileKind("listings", {f: COLUMN_ALIASES[f] for f in (*REQUIRED_LISTING, "price")},
-                    {name: "sales" for f in SALE_ONLY for name in COLUMN_ALIASES[f]})
+                    {name: "sales" for f in SALE_ONLY for name in COLUMN_ALIASES[f]}, LISTING_KEYS)
 
 
 def prices_kind() -> FileKind:
@@ -229,7 +232,10 @@ def _another_kind(names: Iterable[str], kind: FileKind) -> str | None:
 def _of_kind(rows: Iterator[dict[str, Any]], kind: FileKind) -> Iterator[dict[str, Any]]:
     """JSON rows, checked as a CSV's header is: a first row with another kind's key refuses the
     file (nothing is stored yet); a later one is kept as a rejection, never stored as this kind.
-    A JSON row may leave out a field it lacks, so a missing one stays the row's own rejection."""
+    A JSON row may leave out a field it lacks, so a missing one stays the row's own rejection.
+    A row naming a key `kind` is not read by is kept as a rejection naming it, as its webhook
+    refuses it: read with the key ignored, a listing's `expires` kept its ask open for ever. (A
+    CSV's extra columns are read past: an export carries them, and its header names them once.)"""
     first = True
     for row in rows:
         if "_error" in row:
@@ -239,7 +245,13 @@ def _of_kind(rows: Iterator[dict[str, Any]], kind: FileKind) -> Iterator[dict[st
         if why and first:
             raise UnreadableFile(f"the first row names {why}")
         first = False
-        yield {**row, "_error": f"the row names {why}"} if why else row
+        unknown = [str(key) for key in row if key not in kind.takes] if kind.takes is not None else []
+        if why:
+            yield {**row, "_error": f"the row names {why}"}
+        elif unknown:
+            yield {**row, "_error": unknown_names(unknown, kind.takes, "key", " in the row")}
+        else:
+            yield row
 
 
 MAX_RAW = 2000  # of a line kept in a rejection

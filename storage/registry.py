@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from datetime import timedelta
+from enum import Enum
 from threading import Lock
 from typing import Any
 
@@ -16,12 +17,19 @@ from sqlmodel import Session, select
 
 from models.estimator import FairValueModel
 from storage.artifacts import ArtifactStore
+from storage.decisions import forget_due_rollback
 from storage.tables import Collection, ModelAlias, ModelVersion, utcnow
 from storage.upsert import upsert
 
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous_champion"
 CONTENDER = "contender"  # a contender in shadow: valued beside the champion, not served
+
+
+class Lineage(Enum):
+    """register_version's parent when its caller names none."""
+
+    CHAMPION_NOW = "the champion as the version is registered"
 
 
 def lock_collection(session: Session, collection: Collection) -> None:
@@ -52,8 +60,11 @@ def register_version(
     data_end,
     n_train: int,
     code_version: str,
+    parent_id: int | None | Lineage = Lineage.CHAMPION_NOW,
 ) -> ModelVersion:
-    """Store the artifact (content-addressed) and record the version with its lineage."""
+    """Store the artifact (content-addressed) and record the version with its lineage: `parent_id`,
+    the model it was measured against (a gated contender: the champion the gates compared it with,
+    which may have been replaced while it trained), else the champion now (`fairvalue train`)."""
     lock_collection(session, collection)  # two training workers cannot take the same version number
     next_version = (
         session.exec(
@@ -62,7 +73,9 @@ def register_version(
         or 0
     ) + 1
     stored = store.put(f"models/{collection.slug}/v{next_version}.joblib", model.to_bytes())
-    parent = get_alias(session, collection, CHAMPION)
+    if parent_id is Lineage.CHAMPION_NOW:
+        parent = get_alias(session, collection, CHAMPION)
+        parent_id = parent.id if parent else None
     version = ModelVersion(
         collection_id=collection.id,
         version=next_version,
@@ -75,7 +88,7 @@ def register_version(
         data_end=data_end,
         n_train=n_train,
         code_version=code_version,
-        parent_id=parent.id if parent else None,
+        parent_id=parent_id,
     )
     session.add(version)
     session.flush()
@@ -112,6 +125,9 @@ def promote(session: Session, collection: Collection, version: ModelVersion,
     champion itself is a return to it, and the champion on probation becomes the previous one."""
     current = get_alias(session, collection, CHAMPION)
     if current is not None and current.id != version.id:
+        # A rollback of `current` the monitor kept due is moot: whoever promoted chose the champion
+        # after it (one promoted back later is a choice made after the judgement, not under it).
+        forget_due_rollback(session, collection)
         previous = get_alias(session, collection, PREVIOUS_CHAMPION)
         since = alias_since(session, collection, PREVIOUS_CHAMPION)
         on_probation = (probation_days is not None and previous is not None and since is not None

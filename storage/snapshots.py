@@ -27,9 +27,20 @@ from storage.bulk import copy_csv
 from storage.market import item_order
 from storage.tables import Collection, Item, ModelVersion, NowcastRow, NowcastSnapshot, PublishedSnapshot, utcnow
 
-ROW_COLUMNS = ("item_key", "fair_value", "p10", "p90", "signal", "last_price", "last_sale_at", "ask_price", "ask_at")
+# The last two: the price each signal read and its deviation, as the nowcast judged them (NowcastRow);
+# a snapshot written without them (before migration 0019) has the others (row_columns).
+ROW_COLUMNS = ("item_key", "fair_value", "p10", "p90", "signal", "last_price", "last_sale_at", "ask_price", "ask_at",
+               "signal_basis", "deviation")
+SIGNAL_PRICE_COLUMNS = ROW_COLUMNS[-2:]
 TIME_COLUMNS = ("last_sale_at", "ask_at")
 NUMBER_COLUMNS = ("fair_value", "p10", "p90", "last_price", "ask_price")
+
+
+def row_columns(signal_prices_recorded: bool) -> tuple[str, ...]:
+    """The columns of a snapshot's rows and archive: ROW_COLUMNS, without the signals' basis and
+    deviation for a snapshot that did not record them."""
+    return ROW_COLUMNS if signal_prices_recorded else ROW_COLUMNS[:-len(SIGNAL_PRICE_COLUMNS)]
+
 
 # A snapshot's status (nowcast_snapshots.status). `building` while its rows are written; `published`
 # once the pointer moved to it; `superseded` when a later snapshot was published first; `shadow` a
@@ -60,8 +71,11 @@ def write_snapshot(
     The rows stored are exactly the archive's (`snapshot_csv`; pass it as `rows_csv` when it is
     already made), streamed with COPY on PostgreSQL: a 1M-item snapshot as executemany INSERTs
     took minutes. It is still written `building` in the caller's transaction and published by
-    one pointer switch. `signal_rules`: the thresholds the values' signals were judged at."""
+    one pointer switch. `signal_rules`: the thresholds the values' signals were judged at; the
+    rows record each signal's basis and deviation when the values hold them (snapshot_csv)."""
     rules = signal_rules or SignalRules(None, None, None)
+    text = rows_csv if rows_csv is not None else snapshot_csv(values)
+    columns = tuple(text.split("\n", 1)[0].split(","))  # the archive's header
     snapshot = NowcastSnapshot(
         collection_id=collection.id,
         model_version_id=model_version_id,
@@ -75,11 +89,11 @@ def write_snapshot(
         signal_buy_below=rules.buy_below,
         signal_sell_above=rules.sell_above,
         signal_max_age_days=rules.max_age_days,
+        signal_prices_recorded=columns == ROW_COLUMNS,
     )
     session.add(snapshot)
     session.flush()
-    text = rows_csv if rows_csv is not None else snapshot_csv(values)
-    copy_csv(session, "nowcast_rows", ("snapshot_id", *ROW_COLUMNS), _with_first_column(text, snapshot.id))
+    copy_csv(session, "nowcast_rows", ("snapshot_id", *columns), _with_first_column(text, snapshot.id))
     return snapshot
 
 
@@ -180,6 +194,11 @@ class PublishedValue:
     signal_buy_below: float | None = None
     signal_sell_above: float | None = None
     signal_max_age_days: float | None = None
+    # The price the signal read and its deviation, as the nowcast judged them, when the snapshot
+    # recorded them (NowcastSnapshot.signal_prices_recorded; not before migration 0019)
+    signal_basis: str | None = None
+    deviation: float | None = None
+    signal_prices_recorded: bool = False
 
 
 def read_published(
@@ -194,6 +213,7 @@ def read_published(
             NowcastRow.p10, NowcastRow.p90, NowcastRow.signal, NowcastRow.last_price,
             NowcastRow.last_sale_at, NowcastSnapshot.valued_at, NowcastRow.ask_price, NowcastRow.ask_at,
             NowcastSnapshot.signal_buy_below, NowcastSnapshot.signal_sell_above, NowcastSnapshot.signal_max_age_days,
+            NowcastRow.signal_basis, NowcastRow.deviation, NowcastSnapshot.signal_prices_recorded,
         )
         .select_from(PublishedSnapshot)
         .join(NowcastSnapshot, NowcastSnapshot.id == PublishedSnapshot.snapshot_id)
@@ -220,6 +240,7 @@ def _published_items_statement(with_attributes: bool):
             NowcastRow.fair_value, NowcastRow.p10, NowcastRow.p90, NowcastRow.signal, NowcastRow.last_price,
             NowcastRow.last_sale_at, NowcastRow.ask_price, NowcastRow.ask_at,
             NowcastSnapshot.signal_buy_below, NowcastSnapshot.signal_sell_above, NowcastSnapshot.signal_max_age_days,
+            NowcastRow.signal_basis, NowcastRow.deviation, NowcastSnapshot.signal_prices_recorded,
         )
         .select_from(Collection)
         .join(Item, and_(Item.collection_id == Collection.id, Item.item_key.in_(bindparam("keys", expanding=True))))
@@ -267,6 +288,7 @@ SNAPSHOT_ITEMS = (
         NowcastRow.fair_value, NowcastRow.p10, NowcastRow.p90, NowcastRow.signal, NowcastRow.last_price,
         NowcastRow.last_sale_at, NowcastRow.ask_price, NowcastRow.ask_at,
         NowcastSnapshot.signal_buy_below, NowcastSnapshot.signal_sell_above, NowcastSnapshot.signal_max_age_days,
+        NowcastRow.signal_basis, NowcastRow.deviation, NowcastSnapshot.signal_prices_recorded,
     )
     .select_from(NowcastSnapshot)
     .join(Collection, Collection.id == NowcastSnapshot.collection_id)
@@ -351,11 +373,14 @@ def unarchived_snapshots(session: Session, collection: Collection) -> list[int]:
 
 def snapshot_values(session: Session, snapshot_id: int) -> pd.DataFrame:
     """A stored snapshot's rows in the form and the item order the nowcast produced them (naive
-    UTC times), so the archive rebuilt from them is the nowcast's to the byte."""
+    UTC times), and in its columns (row_columns), so the archive rebuilt from them is the
+    nowcast's to the byte."""
+    columns = row_columns(session.exec(select(NowcastSnapshot.signal_prices_recorded)
+                                       .where(NowcastSnapshot.id == snapshot_id)).one())
     rows = session.exec(
-        select(*(getattr(NowcastRow, c) for c in ROW_COLUMNS)).where(NowcastRow.snapshot_id == snapshot_id)
+        select(*(getattr(NowcastRow, c) for c in columns)).where(NowcastRow.snapshot_id == snapshot_id)
     ).all()
-    values = pd.DataFrame(sorted(rows, key=lambda row: item_order(row[0])), columns=list(ROW_COLUMNS))
+    values = pd.DataFrame(sorted(rows, key=lambda row: item_order(row[0])), columns=list(columns))
     for column in TIME_COLUMNS:
         values[column] = pd.to_datetime(values[column], utc=True).dt.tz_localize(None)
     return values
@@ -363,12 +388,19 @@ def snapshot_values(session: Session, snapshot_id: int) -> pd.DataFrame:
 
 def snapshot_csv(values: pd.DataFrame) -> str:
     """The rows of a snapshot as CSV text, the one form both the database and the archive get:
-    6 significant digits, UTC ISO times with Z, empty for none (format_times, format_floats)."""
-    frame = values.reindex(columns=list(ROW_COLUMNS))  # a kind without asks (cards) leaves them empty
+    6 significant digits, UTC ISO times with Z, empty for none (format_times, format_floats).
+    With each signal's basis and deviation when `values` hold them (every nowcast's do), the
+    deviation exactly as judged: it is already rounded to the decimals answers have, on the side
+    of a threshold its signal is (models.signals.market_signals); 6 significant digits of
+    1.4999990 would read 1.5."""
+    columns = row_columns(set(SIGNAL_PRICE_COLUMNS) <= set(values.columns))
+    frame = values.reindex(columns=list(columns))  # a kind without asks (cards) leaves them empty
     for column in TIME_COLUMNS:
         frame[column] = format_times(frame[column])
     for column in NUMBER_COLUMNS:
         frame[column] = format_floats(frame[column].to_numpy(dtype=float))
+    if "deviation" in frame:
+        frame["deviation"] = format_floats(frame["deviation"].to_numpy(dtype=float), "%r")
     return frame.to_csv(index=False, lineterminator="\n")
 
 
@@ -384,13 +416,13 @@ def format_times(values: pd.Series) -> np.ndarray:
     return np.where(missing, "", text)
 
 
-def format_floats(values: np.ndarray) -> np.ndarray:
-    """Each value as "%.6g", "" for NaN: the text of to_csv(float_format="%.6g") at a fifth of
-    its cost (a 1M-item snapshot spent 10 s there). Only the numbers are formatted, so a column
-    that is mostly empty (the asks) costs next to nothing."""
+def format_floats(values: np.ndarray, form: str = "%.6g") -> np.ndarray:
+    """Each value as "%.6g" (or `form`), "" for NaN: the text of to_csv(float_format="%.6g") at a
+    fifth of its cost (a 1M-item snapshot spent 10 s there). Only the numbers are formatted, so a
+    column that is mostly empty (the asks) costs next to nothing."""
     text = np.full(len(values), "", dtype=object)
     given = ~np.isnan(values)
-    text[given] = ["%.6g" % value for value in values[given].tolist()]  # noqa: UP031 - as pandas formats
+    text[given] = [form % value for value in values[given].tolist()]
     return text
 
 

@@ -254,11 +254,15 @@ class NowcastSnapshot(SQLModel, table=True):
         "When retention left the snapshot only the rows its readers still need (storage/retention.py); "
         "null for a snapshot kept whole"))
     # The thresholds its signals were judged at (FAIRVALUE_BUY_BELOW, _SELL_ABOVE, _SIGNAL_MAX_AGE_DAYS of
-    # the worker that made it): a reader tells which price a signal was read from by the same rule
-    # (fairvalue.item_reads.signal_prices). Null before migration 0017: read with the reader's settings.
+    # the worker that made it): a quote reads them, and a reader of a snapshot from before migration 0019
+    # tells which price a signal was read from by the same rule (fairvalue.item_reads.signal_prices).
+    # Null before migration 0017: read with the reader's settings.
     signal_buy_below: float | None = None
     signal_sell_above: float | None = None
     signal_max_age_days: float | None = None
+    # Whether its rows record the price each signal read and its deviation (NowcastRow.signal_basis,
+    # deviation): false before migration 0019, whose readers derive them again from the rows.
+    signal_prices_recorded: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
 
 
 class NowcastRow(SQLModel, table=True):
@@ -276,6 +280,12 @@ class NowcastRow(SQLModel, table=True):
     # BUY); null when it had none, and in snapshots from before migration 0012.
     ask_price: float | None = None
     ask_at: datetime | None = None
+    # What the nowcast judged the signal on (models.signals.market_signals): the price it read ("ask",
+    # "last_sale"; null: none, so HOLD) and that price's deviation from the unrounded fair value, to the
+    # decimals answers have. Readers answer these: derived again from the rounded fair_value, a value within
+    # a rounding of a threshold read on its other side. Only in snapshots with signal_prices_recorded.
+    signal_basis: str | None = Field(default=None, max_length=16)
+    deviation: float | None = None
 
 
 class PublishedSnapshot(SQLModel, table=True):
@@ -329,6 +339,22 @@ class PromotionDecision(SQLModel, table=True):
     reason: str = ""
     numbers: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class DueRollback(SQLModel, table=True):
+    """A rollback the monitor decided and could not carry out yet: the artifact store could not read
+    the model it restores back. Kept, one per collection, until a later run carries it out or refuses
+    it on record, even once the probation that judged it has ended (the probation alone would let it
+    lapse); moot once the champion moves (storage.registry.promote, a rollback)."""
+
+    __tablename__ = "due_rollbacks"
+
+    collection_id: int = Field(foreign_key="collections.id", primary_key=True)
+    champion_version_id: int = Field(foreign_key="model_versions.id", description="the champion judged worse")
+    previous_version_id: int = Field(foreign_key="model_versions.id", description="the model to restore")
+    reason: str = ""
+    numbers: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    decided_at: datetime = Field(default_factory=utcnow)
 
 
 class LoopState(SQLModel, table=True):

@@ -27,6 +27,8 @@ from tasks.guards import skipped_unless_loaded
 TRAINING_PAUSED = "the training loop is paused: the request waits unpublished until `fairvalue resume training`"
 # What becomes of a follow-up the broker did not take (a run's `not_sent` says why, then this).
 SWEEP_PUBLISHES = "the training sweep (hourly) publishes it"
+SWEEP_PUBLISHES_ONCE_LAPSED = "if its holder died, the training sweep (hourly) publishes it once the lease has run out"
+NEXT_SWEEP_PUBLISHES = "wait for the next sweep (hourly)"
 MONITOR_ASKS_AGAIN = "the monitor (hourly) finds the champion's values unpublished and asks again"
 
 
@@ -125,10 +127,8 @@ def retrain_policy(self, collection: str | None = None) -> dict:
             else:
                 # A broker outage does not undo the committed request, nor fail the run that made it
                 # (as the operator's retrain): publish_training left it unpublished for the sweep.
-                not_sent = send_after_commit(publish_training, outcome.request_id, collection=settings.collection)
-                run["published"] = not_sent is None
-                if not_sent is not None:
-                    run["not_sent"] = f"{not_sent}; {SWEEP_PUBLISHES}"
+                run["published"] = not _send_or_note(run, SWEEP_PUBLISHES, outcome.request_id,
+                                                     collection=settings.collection)
         return dict(run)
 
 
@@ -156,17 +156,16 @@ def train(self, request_id: int, collection: str | None = None) -> dict:
             raise  # failed for good: no retry to publish
         except Exception:
             # The request went back to queued with a backoff (or failed for good): publish the
-            # retry now with that delay; if this message is lost, the sweep republishes it.
-            settings = get_settings()
-            publish_training(request_id, countdown=settings.training_retry_backoff_seconds)
+            # retry now with that delay; if this message is lost, the sweep republishes it. A broker
+            # that does not take it is noted: the run fails with the training's error, not the broker's.
+            countdown = get_settings().training_retry_backoff_seconds
+            _send_or_note(run, SWEEP_PUBLISHES, request_id, countdown=countdown, collection=collection)
             raise
         run.update(result)
         if "send_again_in" in result:  # another claim holds it: look again once its lease has run out
-            try:
-                publish_training(request_id, countdown=result["send_again_in"], collection=collection)
-            except Exception:
-                lifecycle.forget_resend(int(request_id))
-                raise
+            if _send_or_note(run, SWEEP_PUBLISHES_ONCE_LAPSED, request_id, countdown=result["send_again_in"],
+                             collection=collection):
+                lifecycle.forget_resend(int(request_id))  # not pending: a later duplicate may schedule it
         if result.get("decision") == gates.PROMOTE:  # committed: a lost nowcast request does not fail the training
             _ask_for_nowcast(run, result["collection"])
         return dict(run)
@@ -180,10 +179,24 @@ def sweep(self) -> dict:
             run.update(status=SKIPPED, reason="paused", republished=[])
             return dict(run)
         ids = lifecycle.requests_to_republish()
+        sent = []
         for request_id in ids:
-            publish_training(request_id)
-        run["republished"] = ids
+            # Past the first refusal the broker is down: each further send would wait out the same retries.
+            if _send_or_note(run, f"requests {ids[len(sent):]} {NEXT_SWEEP_PUBLISHES}", request_id):
+                break
+            sent.append(request_id)
+        run["republished"] = sent
         return dict(run)
+
+
+def _send_or_note(run: dict, then: str, request_id: int, **publish) -> bool:
+    """publish_training after the request committed; a broker that does not take it is noted in the
+    run (`not_sent`: why, then `then`, what publishes it later) instead of failing the run. The request
+    stays in the database, unpublished, for the sweep. Whether it was not sent."""
+    not_sent = send_after_commit(publish_training, request_id, **publish)
+    if not_sent is not None:
+        run["not_sent"] = f"{not_sent}; {then}"
+    return not_sent is not None
 
 
 @app.task(name=names.MONITOR, bind=True)

@@ -8,7 +8,7 @@ from sqlmodel import Session
 
 from models import gates
 from storage.artifacts import ArtifactError, ArtifactMissing, IntegrityError
-from storage.decisions import record_decision
+from storage.decisions import forget_due_rollback, record_decision
 from storage.registry import CHAMPION, PREVIOUS_CHAMPION, remove_alias, set_alias, verify_artifact
 from storage.tables import Collection, ModelVersion
 
@@ -34,7 +34,9 @@ def artifact_refusal(session: Session, store, coll: Collection, target: ModelVer
 
 
 def rollback(session, coll, champion: ModelVersion, previous: ModelVersion, by: str, reason: str, numbers: dict):
-    """The previous champion becomes champion again (its alias goes), recorded as a rollback."""
+    """The previous champion becomes champion again (its alias goes), recorded as a rollback; a
+    rollback the monitor kept due is done with it, whoever rolled back."""
     set_alias(session, coll, CHAMPION, previous)
     remove_alias(session, coll, PREVIOUS_CHAMPION)
+    forget_due_rollback(session, coll)
     record_decision(session, coll, gates.ROLLBACK, by, reason, numbers, contender=champion.id, champion=previous.id)

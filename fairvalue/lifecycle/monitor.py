@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from fairvalue import pipeline
+from fairvalue.answers import iso
 from fairvalue.lifecycle.champion_changes import artifact_refusal, rollback
 from fairvalue.lifecycle.live_error import live_metrics, live_scored
 from fairvalue.settings import Settings, get_settings
@@ -15,7 +16,7 @@ from models import gates, live, monitor
 from storage import snapshots
 from storage.artifacts import ArtifactError, get_store
 from storage.db import session_scope
-from storage.decisions import record_decision
+from storage.decisions import due_rollback, forget_due_rollback, keep_due_rollback, record_decision
 from storage.registry import (
     CHAMPION,
     CONTENDER,
@@ -36,7 +37,8 @@ DEFERRED = "deferred"
 
 def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
     """Roll back a recent promotion whose live error is worse than the previous champion's
-    shadow on the same sales; settle a shadowed contender after its shadow period."""
+    shadow on the same sales (or one a run before decided to roll back and could not); settle a
+    shadowed contender after its shadow period."""
     settings = settings or get_settings()
     now = now or utcnow()
     out: dict[str, Any] = {}
@@ -44,33 +46,7 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
         coll = pipeline.ensure_collection_of(session, settings)
         lock_collection(session, coll)
         champion = get_alias(session, coll, CHAMPION)
-        previous = get_alias(session, coll, PREVIOUS_CHAMPION)
-        since = alias_since(session, coll, PREVIOUS_CHAMPION)
-        if champion and previous and since and now - since <= timedelta(days=settings.probation_days):
-            new = live_scored(session, coll, since, (snapshots.PUBLISHED,), champion.id)
-            old = live_scored(session, coll, since, (snapshots.SHADOW,), previous.id)
-            new, old = live.paired(new, old)
-            config = monitor.MonitorConfig(probation_days=settings.probation_days, min_n=settings.monitor_min_sales,
-                                           rollback_margin=settings.rollback_margin)
-            decision = monitor.decide_rollback(live_metrics(new), live_metrics(old), config)
-            out["probation"] = {"champion": champion.version, "previous": previous.version,
-                                "rollback": decision.rollback, "reason": decision.reason,
-                                "numbers": decision.numbers}
-            # As for an operator's rollback, the model it restores must still be readable. One whose
-            # artifact is gone or corrupt can never be rolled back to: its alias goes (the probation
-            # with it), so the refusal is not recorded again every hour, and the champion stays. A
-            # store that cannot be read just now says nothing of the model: the aliases stay as they
-            # are and the next run, an hour on, decides again.
-            refusal, unread = _read_back(session, settings, coll, previous, champion) if decision.rollback \
-                else (None, None)
-            if unread:
-                out["rollback_deferred"] = unread
-            elif refusal:
-                remove_alias(session, coll, PREVIOUS_CHAMPION)
-                out["rollback_refused"] = refusal
-            elif decision.rollback:
-                rollback(session, coll, champion, previous, gates.BY_MONITOR, decision.reason, decision.numbers)
-                out["rolled_back_to"] = previous.version
+        _judge_probation(session, settings, coll, champion, now, out)
         contender = get_alias(session, coll, CONTENDER)
         shadow_since = alias_since(session, coll, CONTENDER)
         # Not in the run that rolled back, or that would have but for the store: the contender's
@@ -114,6 +90,74 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
         if published is not None and champion_now is not None and published.model_version_id != champion_now.id:
             out["champion_not_published"] = {"champion": champion_now.version, "snapshot": published.id}
     return out
+
+
+def _judge_probation(session, settings: Settings, coll, champion, now, out: dict[str, Any]) -> None:
+    """Roll back a champion on probation that is worse live than the previous one, or one whose
+    rollback a run before decided and kept due, the store not reading the previous model back
+    then: that decision stands until it is carried out or refused on record, past the probation too
+    (else a store down until the probation ended let it lapse and kept the champion judged worse)."""
+    previous = get_alias(session, coll, PREVIOUS_CHAMPION)
+    since = alias_since(session, coll, PREVIOUS_CHAMPION)
+    due = _still_due(session, coll, champion, previous)
+    verdict = None
+    if champion and previous and since and now - since <= timedelta(days=settings.probation_days):
+        decision = _probation_decision(session, settings, coll, champion, previous, since)
+        out["probation"] = {"champion": champion.version, "previous": previous.version,
+                            "rollback": decision.rollback, "reason": decision.reason, "numbers": decision.numbers}
+        verdict = (decision.reason, decision.numbers) if decision.rollback else None
+    if due is not None:  # the judgement that decided it, not a later one
+        decided = iso(due.decided_at)
+        out["rollback_due"] = {"champion": champion.version, "previous": previous.version, "decided_at": decided}
+        verdict = (f"{due.reason} (decided at {decided}; deferred while the artifact store could not read "
+                   f"v{previous.version})", {**due.numbers, "decided_at": decided})
+    if verdict is not None:
+        _roll_back(session, settings, coll, champion, previous, *verdict, out)
+
+
+def _still_due(session, coll, champion, previous):
+    """The rollback kept due, while the aliases are still the pair it judged; else none, and one kept
+    for another pair is forgotten (promote and rollback forget it as they move the champion; this
+    catches any other change of the aliases)."""
+    due = due_rollback(session, coll)
+    if due is None:
+        return None
+    if champion and previous and (due.champion_version_id, due.previous_version_id) == (champion.id, previous.id):
+        return due
+    forget_due_rollback(session, coll)
+    return None
+
+
+def _probation_decision(session, settings: Settings, coll, champion, previous, since) -> monitor.MonitorDecision:
+    """models/monitor.py on the sales since the promotion, the champion's published values paired
+    with the previous champion's shadow ones."""
+    new = live_scored(session, coll, since, (snapshots.PUBLISHED,), champion.id)
+    old = live_scored(session, coll, since, (snapshots.SHADOW,), previous.id)
+    new, old = live.paired(new, old)
+    config = monitor.MonitorConfig(probation_days=settings.probation_days, min_n=settings.monitor_min_sales,
+                                   rollback_margin=settings.rollback_margin)
+    return monitor.decide_rollback(live_metrics(new), live_metrics(old), config)
+
+
+def _roll_back(session, settings: Settings, coll, champion, previous, reason: str, numbers: dict,
+               out: dict[str, Any]) -> None:
+    """As for an operator's rollback, the model it restores must still be readable. One whose artifact
+    is gone or corrupt can never be rolled back to: its alias goes (the probation with it), so the
+    refusal is not recorded again every hour, and the champion stays. A store that cannot be read just
+    now says nothing of the model: the aliases stay as they are, the rollback is kept due (its first
+    reason and numbers; a later run's reason is not kept over them) and the next run, an hour on,
+    tries again."""
+    refusal, unread = _read_back(session, settings, coll, previous, champion)
+    if unread:
+        keep_due_rollback(session, coll, champion, previous, reason, numbers)
+        out["rollback_deferred"] = unread
+    elif refusal:
+        remove_alias(session, coll, PREVIOUS_CHAMPION)
+        forget_due_rollback(session, coll)
+        out["rollback_refused"] = refusal
+    else:
+        rollback(session, coll, champion, previous, gates.BY_MONITOR, reason, numbers)
+        out["rolled_back_to"] = previous.version
 
 
 def _read_back(session, settings: Settings, coll, target, champion) -> tuple[str | None, str | None]:

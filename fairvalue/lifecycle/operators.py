@@ -17,8 +17,8 @@ from models import gates
 from storage.artifacts import ArtifactError, get_store
 from storage.db import session_scope
 from storage.decisions import record_decision, standing_rejection
-from storage.registry import CHAMPION, PREVIOUS_CHAMPION, get_alias, lock_collection, promote
-from storage.tables import Collection, ModelVersion, TrainingRequest, utcnow
+from storage.registry import CHAMPION, PREVIOUS_CHAMPION, get_alias, lock_collection, promote, version_numbers
+from storage.tables import Collection, ModelVersion, PromotionDecision, TrainingRequest, utcnow
 
 # What an operator gives as the reason of a retrain, promote or rollback: a sentence kept with the
 # request or decision and shown in listings, not a document. The API and the CLI both refuse a
@@ -44,7 +44,8 @@ def operator_reason(reason: str) -> str:
 
 
 class IdempotencyKeyReused(ValueError):
-    """An operator's idempotency key already names a request for another reason or parameters."""
+    """An operator's idempotency key already names a request, or a rollback, for another reason or
+    parameters."""
 
 
 def enqueue_retrain(reason: str, params: dict | None = None, settings: Settings | None = None,
@@ -136,19 +137,63 @@ def operator_promote(version: int, reason: str, settings: Settings | None = None
     return {"champion": version, "changed": True, **({"forced_over_decision": rejection.id} if rejection else {})}
 
 
-def operator_rollback(reason: str, settings: Settings | None = None, operator: str | None = None) -> dict:
+def operator_rollback(reason: str, settings: Settings | None = None, operator: str | None = None,
+                      idempotency_key: str | None = None) -> dict:
+    """Put the previous champion back (LookupError when there is none). A rollback names no target,
+    so a retry whose first answer was lost cannot be told from a second rollback, which finds nothing
+    to roll back to, unless it carries its `idempotency_key` (the API's Idempotency-Key header), kept
+    with the decision: then it gets the first rollback back, changed False (as a retried promote),
+    and the champion now if it has moved since; IdempotencyKeyReused when that rollback gave another
+    reason. `changed` True: rolled back now."""
     reason = operator_reason(reason)
     settings = settings or get_settings()
+    key = _key_digest(idempotency_key)
     with session_scope() as session:
         coll = pipeline.ensure_collection_of(session, settings)
         lock_collection(session, coll)
         champion = get_alias(session, coll, CHAMPION)
+        earlier = _rollback_with_key(session, coll, key) if key else None
+        if earlier is not None:
+            return _replayed(session, earlier, reason, idempotency_key, champion)
         previous = get_alias(session, coll, PREVIOUS_CHAMPION)
         if champion is None or previous is None:
             raise LookupError("nothing to roll back to: there is no previous champion")
         _refuse_unverified(session, get_store(settings), coll, previous, champion, gates.BY_OPERATOR)
-        rollback(session, coll, champion, previous, gates.BY_OPERATOR, reason, _who(operator))
-        return {"champion": previous.version, "rolled_back_from": champion.version}
+        rollback(session, coll, champion, previous, gates.BY_OPERATOR, reason,
+                 {**_who(operator), **({KEY_DIGEST: key} if key else {})})
+        return {"champion": previous.version, "rolled_back_from": champion.version, "changed": True}
+
+
+# Where an operator's rollback keeps the digest of its Idempotency-Key, in its decision's numbers.
+KEY_DIGEST = "idempotency_key_sha256"
+
+
+def _key_digest(idempotency_key: str | None) -> str | None:
+    """A client's key as kept: its sha256, as a training request's (the client's own text is not shown)."""
+    return hashlib.sha256(idempotency_key.encode()).hexdigest() if idempotency_key else None
+
+
+def _rollback_with_key(session: Session, coll: Collection, key: str) -> PromotionDecision | None:
+    """The operator's rollback of the collection that kept this key digest (rollbacks are few: read in Python
+    rather than by a JSON path each database spells its own way)."""
+    rollbacks = session.exec(select(PromotionDecision).where(
+        PromotionDecision.collection_id == coll.id, PromotionDecision.decision == gates.ROLLBACK,
+        PromotionDecision.decided_by == gates.BY_OPERATOR).order_by(PromotionDecision.id.desc())).all()
+    return next((d for d in rollbacks if (d.numbers or {}).get(KEY_DIGEST) == key), None)
+
+
+def _replayed(session: Session, earlier: PromotionDecision, reason: str, idempotency_key: str,
+              champion: ModelVersion | None) -> dict:
+    """The answer of the rollback `earlier` recorded, to a retry of it: nothing changes now."""
+    if earlier.reason != reason:
+        raise IdempotencyKeyReused(f"Idempotency-Key {idempotency_key!r} already names the rollback of decision "
+                                   f"{earlier.id} ({earlier.reason})")
+    number = version_numbers(session, (earlier.champion_version_id, earlier.contender_version_id))
+    out = {"champion": number.get(earlier.champion_version_id),
+           "rolled_back_from": number.get(earlier.contender_version_id), "changed": False, "replayed": True}
+    if champion is None or champion.id != earlier.champion_version_id:  # moved since: say where it is now
+        out["champion_now"] = champion.version if champion else None
+    return out
 
 
 def decisions(settings: Settings | None = None, limit: int = 50) -> list[dict[str, Any]]:

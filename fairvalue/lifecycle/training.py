@@ -204,6 +204,7 @@ def _register_and_decide(settings: Settings, request_id: int, worker: str, outco
         version = register_version(
             session, store, coll, outcome.model, {"gate_evaluation": outcome.numbers, **(outcome.learning_curve or {})},
             data_start=data_start, data_end=data_end, n_train=n_train, code_version=pipeline.code_version(),
+            parent_id=outcome.champion_id,  # the champion it was gated against, even if replaced since
         )
         pipeline.store_diagnostics(session, store, coll, version, outcome.diagnostics)
         request = session.get(TrainingRequest, request_id)

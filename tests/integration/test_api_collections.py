@@ -25,6 +25,15 @@ C = "/v1/collections/cryptopunks"
 PUBLISHED_AT = datetime(2021, 11, 10, 0, 1, tzinfo=UTC)
 
 
+def unrounded(value, where="") -> list[str]:
+    """Where an answer holds a float with more than the 6 decimals every answer rounds to."""
+    if isinstance(value, dict):
+        return [w for k, v in value.items() for w in unrounded(v, f"{where}.{k}")]
+    if isinstance(value, list):
+        return [w for i, v in enumerate(value) for w in unrounded(v, f"{where}[{i}]")]
+    return [f"{where}: {value!r}"] if isinstance(value, float) and value != round(value, 6) else []
+
+
 @pytest.fixture(scope="module")
 def history(seeded):
     """A snapshot valued as of 2021-11-10 and marked published a minute later, as the live loop
@@ -94,16 +103,21 @@ def test_item_explanation_on_the_collection_route(client, seeded):
     body = client.get(f"{C}/items/7804/explanation?top=3").json()
     assert body["collection"] == "cryptopunks" and 1 <= len(body["drivers"]) <= 3
     assert all(math.isfinite(d["effect"]) for d in body["drivers"])
+    # Every number rounded as every other answer's (fairvalue.answers.rounded): the effects came
+    # straight from the model (0.12345678901234568).
+    assert unrounded(body) == []
     # effect_pct in percent (it was a fraction: "effect": 2.0636, "effect_pct": 6.874 for +687.4 %),
-    # and the item page and `fairvalue explain` show the same figures as before.
-    assert all(d["effect_pct"] == pytest.approx(100 * math.expm1(d["effect"])) for d in body["drivers"])
+    # and the item page and `fairvalue explain` show the same figures as before. Each is rounded on
+    # its own, so they agree to the 6th decimal of the effect (at most 5e-7: 5e-5 x e^effect percent).
+    assert all(d["effect_pct"] == pytest.approx(100 * math.expm1(d["effect"]), abs=1e-4 * math.exp(d["effect"]))
+               for d in body["drivers"])
     page = client.get("/items/7804").text
     table = runner.invoke(cli, ["explain", "7804", "--top", "3"]).output
     printed = " ".join(re.sub("[\u2500-\u257f]", " ", table).split())  # the table's text, without its lines
     for d in client.get(f"{C}/items/7804/explanation?top=8&comps=8").json()["drivers"]:  # as the page asks
-        assert f">{100 * math.expm1(d['effect']):+.1f} %</td>" in page, d
+        assert f">{d['effect_pct']:+.1f} %</td>" in page, d
     for d in body["drivers"]:
-        assert f"{d['group']} {100 * math.expm1(d['effect']):+.1f}%" in printed, (d, printed)
+        assert f"{d['group']} {d['effect_pct']:+.1f}%" in printed, (d, printed)
     # The rows reconcile: the typical value times every row, the rest included, is the fair value.
     rest = math.log(body["fair_value"] / body["typical_value"]) - sum(d["effect"] for d in body["drivers"])
     assert f"the other drivers and interactions {100 * math.expm1(rest):+.1f}%" in printed, printed
@@ -134,9 +148,11 @@ def test_signals_filters_and_cursor_pages(client, seeded):
         assert s["signal_basis"] == "last_sale" and s["ask_price"] is None  # the bundled market has no listings
         sold = datetime.fromisoformat(s["last_sale_at"].replace("Z", "+00:00"))
         assert valued_at - sold <= timedelta(days=30)
-        assert s["deviation"] == pytest.approx(s["last_price"] / s["fair_value"] - 1, rel=1e-4, abs=1e-6)
-        assert s["signal"] == ("BUY" if s["deviation"] <= -0.1 + 1e-9 else "SELL" if s["deviation"] >= 0.15 - 1e-9
-                               else "HOLD"), s
+        # Of the unrounded fair value, which the row holds to 6 significant digits (5e-6 of it), to 6 decimals;
+        # never read across a threshold the signal did not cross, nor short of one it did.
+        assert s["deviation"] == pytest.approx(s["last_price"] / s["fair_value"] - 1,
+                                               abs=5e-6 * s["last_price"] / s["fair_value"] + 1e-6)
+        assert s["signal"] == ("BUY" if s["deviation"] <= -0.1 else "SELL" if s["deviation"] >= 0.15 else "HOLD"), s
     # Walking the cursor gives the same ordering as one big page, without repeats.
     seen, cursor = [], None
     for _ in range(3):
@@ -231,6 +247,27 @@ def test_a_from_past_the_data_names_the_to_it_defaulted_to(client, seeded):
     assert market.status_code == 400
     assert market.json()["error"].startswith("from 2030-01-01 is not before the default to, 20")
     assert "(the end of the last day of data); give an earlier from, or a to" in market.json()["error"]
+
+
+def test_a_window_ending_by_the_epoch_is_refused_by_every_windowed_read(client, seeded):
+    """`to=1969-12-31` counts that whole day, so it was made `to=1970-01-01` before the years were
+    checked: every windowed read answered 200, an empty window before the epoch. The date as given
+    is checked, and a window must end after the earliest time a read takes (nothing is before it);
+    a `from` left to its default starts no earlier."""
+    earliest = "to must be after 1970-01-01T00:00:00Z, the earliest time a read takes"
+    for read in ("performance", "backtest", "market", "items/7804/history"):
+        for query, reason in (("to=1969-12-31", "to must be between the years 1970 and 2200"),
+                              ("from=1969-12-31&to=1969-12-31", "from must be between the years 1970 and 2200"),
+                              ("to=1970-01-01T00:00:00Z", earliest), ("to=1970-01-01T01:00:00%2B01:00", earliest)):
+            answer = client.get(f"{C}/{read}?{query}")
+            assert answer.status_code == 400 and answer.json()["error"] == reason, (read, query, answer.text)
+    for read in ("performance", "backtest"):  # the first day of the range is read whole
+        window = client.get(f"{C}/{read}?to=1970-01-01").json()["window"]
+        assert window == {"from": "1970-01-01T00:00:00Z", "to": "1970-01-02T00:00:00Z"}, read
+    market = client.get(f"{C}/market?to=1970-01-01").json()
+    assert (market["from"], market["to"], market["days"]) == ("1970-01-01T00:00:00Z", "1970-01-02T00:00:00Z", [])
+    history = client.get(f"{C}/items/7804/history?to=1970-01-01").json()
+    assert history["published"] == history["sales"] == []
 
 
 def test_performance_judges_the_signals_of_sales_and_asks_forward(client, history):

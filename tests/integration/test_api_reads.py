@@ -495,3 +495,64 @@ def test_a_snapshot_is_read_at_the_thresholds_its_signals_were_judged_at(client,
         assert listed["total"] == 10_000 and {s["signal_basis"] for s in listed["signals"]} == {"last_sale"}
     finally:
         pipeline.nowcast()  # the champion's values published again for the tests after this one
+
+
+def test_a_value_a_rounding_away_from_a_threshold_is_answered_as_the_nowcast_judged_it(client, seeded):
+    """The snapshot row stores a fair value to 6 significant digits: 99.99996 is stored 100, and an
+    ask of 90 that the nowcast judged 9.99996 % under it (no BUY at 10 %) reads exactly 10 % under
+    the stored value, a BUY. The answers re-derived the price and deviation from the stored row,
+    and said HOLD beside an ask 10 % under (or SELL beside a deviation under 15 %). Item, bulk and
+    signal-list answers, held or read from the database, and the snapshot's file, now give what
+    the nowcast judged, recorded with the row; so signal, basis and deviation always agree."""
+    import numpy as np
+
+    from fairvalue import item_reads, pipeline
+    from models.signals import market_signals
+    from storage.snapshots import SignalRules, rebuilt_archive, snapshot_csv_gz
+
+    nan, n = float("nan"), 10_000
+    as_of = utcnow()
+    fair, ask, last = np.full(n, 100.0), np.full(n, nan), np.full(n, nan)
+    # (fair value, ask, last sale) -> (signal, basis, deviation) as the nowcast judges them at 10 % / 15 %
+    cases = {"7804": ((99.99996, 90.0, 100.0), ("HOLD", "last_sale", 0.0)),  # the ask reads a BUY at 100
+             "1": ((99.99996, 90.0, nan), ("HOLD", "ask", -0.099999)),  # the ask alone: -0.1 at 100
+             "2": ((130.43478, nan, 150.0), ("SELL", "last_sale", 0.15))}  # 0.149998 at 130.435
+    for key, ((f, a, s), _) in cases.items():
+        fair[int(key)], ask[int(key)], last[int(key)] = f, a, s
+    rules = SignalRules(0.10, 0.15, 30.0)
+    signal, basis, deviation = market_signals(ask, last, np.ones(n), fair, *rules)  # models.nowcast.value_all_items
+    sold_at = pd.Timestamp(as_of).tz_convert(None) - pd.Timedelta(days=1)
+    values = pd.DataFrame({"item_key": [str(i) for i in range(n)], "fair_value": fair, "p10": fair * 0.9,
+                           "p90": fair * 1.1, "signal": signal, "signal_basis": basis, "deviation": deviation,
+                           "last_price": last, "last_sale_at": np.where(np.isnan(last), pd.NaT, sold_at),
+                           "ask_price": ask, "ask_at": np.where(np.isnan(ask), pd.NaT, sold_at)})
+    values["last_sale_at"], values["ask_at"] = (pd.to_datetime(values[c]) for c in ("last_sale_at", "ask_at"))
+    for key, (_, judged) in cases.items():
+        assert (signal[int(key)], basis[int(key)], deviation[int(key)]) == pytest.approx(judged, abs=1e-6)
+    with session_scope() as session:
+        coll = ensure_collection(session, "cryptopunks")
+        snap = write_snapshot(session, coll, seeded["train"].model_version_id, as_of, None, values, signal_rules=rules)
+    with session_scope() as session:
+        publish(session, coll, snap)
+
+    def triple(answer: dict) -> tuple:
+        return answer["signal"], answer["signal_basis"], answer["deviation"]
+
+    try:
+        want = {key: judged for key, (_, judged) in cases.items()}
+        assert {key: triple(client.get(f"/v1/items/{key}").json()) for key in cases} == want
+        bulk = client.get("/v1/valuations?ids=" + ",".join(cases)).json()["valuations"]
+        assert {v["item_id"]: triple(v) for v in bulk} == want
+        listed = client.get("/v1/collections/cryptopunks/signals?limit=500").json()
+        assert listed["snapshot"]["id"] == snap.id and listed["total"] == len(cases)
+        assert {s["item_id"]: triple(s) for s in listed["signals"]} == want
+        # Read from the database (a snapshot too big to hold), the answers are the same bytes.
+        for key in cases:
+            assert item_reads._item_from_database("cryptopunks", key).body == client.get(f"/v1/items/{key}").content
+        assert item_reads._valuations_from_database("cryptopunks", list(cases)).body == client.get(
+            "/v1/valuations?ids=" + ",".join(cases)).content
+        # The snapshot's file holds them too, rebuilt from its rows as the nowcast would archive it.
+        with session_scope() as session:
+            assert rebuilt_archive(session, snap.id) == snapshot_csv_gz(values)
+    finally:
+        pipeline.nowcast()  # the champion's values published again for the tests after this one

@@ -198,7 +198,9 @@ def test_a_contender_gated_against_a_replaced_champion_is_shadowed_not_promoted(
         with session_scope() as session:
             coll = pipeline.ensure_collection_of(session, settings)
             assert get_alias(session, coll, CHAMPION).id == champion.id
-            assert get_alias(session, coll, CONTENDER).version == result["model_version"]
+            shadowed = get_alias(session, coll, CONTENDER)
+            assert shadowed.version == result["model_version"]
+            assert shadowed.parent_id == stale  # its lineage: the champion the gates compared it with
     finally:
         with session_scope() as session:
             remove_alias(session, pipeline.ensure_collection_of(session, settings), CONTENDER)

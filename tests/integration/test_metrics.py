@@ -124,6 +124,25 @@ def test_request_labels_stay_bounded_whatever_a_client_sends(client, seeded):
     assert _value(samples, "fairvalue_http_requests_total", route="/static", method="GET", status="404") >= 1
 
 
+def test_a_405_is_counted_under_the_template_of_the_path_it_matched(client, seeded):
+    """The path matched and only the method did not: a 405 was counted as `unmatched`, beside the
+    404s of paths no route has, so a client calling a route with the wrong method did not show on it."""
+    before = _samples(client.get("/metrics").text)
+    assert client.delete("/v1/collections/cryptopunks/items/7804").status_code == 405
+    assert client.request("ZZC", "/healthz").status_code == 405
+    assert client.get("/v1/webhooks/sales").status_code == 405  # a plain Starlette route answers its own 405
+    after = _samples(client.get("/metrics").text)
+
+    def delta(route, method):
+        labels = {"route": route, "method": method, "status": "405"}
+        return _value(after, "fairvalue_http_requests_total", **labels) - \
+            _value(before, "fairvalue_http_requests_total", **labels)
+
+    assert delta("/v1/collections/{slug}/items/{item_id}", "DELETE") == 1
+    assert delta("/healthz", "other") == 1 and delta("/v1/webhooks/sales", "GET") == 1
+    assert delta("unmatched", "DELETE") == delta("unmatched", "other") == delta("unmatched", "GET") == 0
+
+
 def test_webhook_refusals_and_rejected_rows_are_counted_by_reason(client, seeded, broker):
     """The webhook counters counted rows by outcome only: why rows were rejected, and calls refused
     whole (unsigned, replayed, ...), did not show. Both are counted by reason, from the code's own

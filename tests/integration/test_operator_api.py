@@ -181,6 +181,31 @@ def test_a_retried_training_request_with_its_idempotency_key_is_recorded_once(cl
         assert session.get(TrainingRequest, first.json()["id"]).published_at == marked
 
 
+def test_a_rollback_retried_with_its_idempotency_key_answers_200_unchanged(client, operator_token, broker):
+    """A client whose rollback's answer was lost retries with the same Idempotency-Key: it used to
+    get 409 "nothing to roll back to", as if the rollback had failed, where a retried promote answers
+    200 with changed false. A retry without the key cannot be told from a second rollback: still 409."""
+    import time
+
+    champion, other = champion_and_another()
+    assert client.post(f"/v1/models/{other}/promote", json={"reason": "to roll back"},
+                       headers=operator_token).status_code == 200
+    headers = {**operator_token, "Idempotency-Key": f"rollback-{time.time_ns()}"}
+    first = client.post("/v1/models/rollback", json={"reason": "lost answer"}, headers=headers)
+    again = client.post("/v1/models/rollback", json={"reason": "lost answer"}, headers=headers)
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert (first.json()["champion"], first.json()["rolled_back_from"], first.json()["changed"]) == (
+        champion, other, True)
+    assert "nowcast" in first.json() and "replayed" not in first.json()
+    assert again.json() == {"champion": champion, "rolled_back_from": other, "changed": False, "replayed": True}
+    trail = client.get("/v1/models", headers=operator_token).json()["decisions"]
+    assert [(d["decision"], d["reason"]) for d in trail].count(("rollback", "lost answer")) == 1  # rolled back once
+    other_reason = client.post("/v1/models/rollback", json={"reason": "another"}, headers=headers)
+    assert other_reason.status_code == 409 and "already names the rollback" in other_reason.json()["error"]
+    keyless = client.post("/v1/models/rollback", json={"reason": "lost answer"}, headers=operator_token)
+    assert keyless.status_code == 409 and "nothing to roll back to" in keyless.json()["error"]
+
+
 def test_a_body_key_it_does_not_take_or_an_over_long_reason_is_a_422_and_nothing_is_queued(client, operator_token):
     """A misspelled key ("parms") was ignored, so the request trained with the defaults; a reason
     of 20,000 characters was cut to 500 without a word. Both are refused, by name, and nothing is

@@ -51,6 +51,26 @@ def test_the_published_snapshot_is_one_file_named_by_its_archive_digest(client):
     assert unchanged.status_code == 304 and unchanged.content == b""
 
 
+def test_a_head_answers_the_headers_without_reading_the_archive(client, monkeypatch):
+    """A HEAD read the whole archive from the store (and the server dropped it) to answer headers
+    the snapshot's record holds: its digest (the ETag), its id and its file name. Its length is not
+    recorded, so an archived file's HEAD has no Content-Length rather than a read for it."""
+    from fairvalue import snapshot_files
+
+    path = "/v1/collections/cryptopunks/snapshots/published"
+    got = client.get(path)
+    store, asked = snapshot_files.get_store, []
+    monkeypatch.setattr(snapshot_files, "get_store", lambda *a, **k: asked.append(a) or store(*a, **k))
+    head = client.head(path)
+
+    assert head.status_code == 200 and asked == [] and head.content == b""
+    for name in ("etag", "x-snapshot-id", "content-disposition", "cache-control", "content-type"):
+        assert head.headers[name] == got.headers[name], name
+    assert "content-length" not in head.headers
+    unchanged = client.head(path, headers={"If-None-Match": got.headers["etag"]})
+    assert unchanged.status_code == 304 and asked == []
+
+
 @pytest.mark.parametrize("snapshot, status", [("999999999", 404), ("2147483647", 404), ("2147483648", 400),
                                               ("latest", 400), ("-1", 400), ("0", 400)])
 def test_a_snapshot_that_is_no_published_one_is_refused_with_why(client, snapshot, status):
@@ -78,6 +98,9 @@ def test_a_snapshot_thinned_by_retention_is_served_whole_from_its_archive(client
         publish(session, coll, snap)
         snapshot_id = snap.id
     unarchived = client.get(f"/v1/collections/{slug}/snapshots/{snapshot_id}")  # rebuilt from its rows
+    # The rebuilt file is in hand to name its digest, so its HEAD gives its length too.
+    head = client.head(f"/v1/collections/{slug}/snapshots/{snapshot_id}")
+    assert head.headers["content-length"] == str(len(unarchived.content)) and head.content == b""
     uri, error = pipeline.archive_snapshot(get_settings().for_collection(slug), snapshot_id, values)
     assert error is None
     archived = client.get(f"/v1/collections/{slug}/snapshots/{snapshot_id}")

@@ -60,3 +60,42 @@ def test_a_training_request_asked_again_takes_no_id(database):
         session.rollback()
     assert (new, new_again) == (True, False)
     assert ids == (ids[0], ids[0], ids[0] + 1)
+
+
+def test_an_upgrade_leaves_the_snapshots_before_it_read_as_they_were(tmp_path):
+    """Rows stored before migration 0019 recorded no signal basis or deviation, and are not
+    backfilled (it could only derive them as readers do): their snapshot says so, its readers
+    derive them as before, and its rebuilt archive keeps the columns it was archived with."""
+    import math
+
+    import sqlalchemy as sa
+    from sqlmodel import Session
+
+    from fairvalue.item_reads import signal_prices
+    from storage.migrate import upgrade
+    from storage.snapshots import read_published, row_columns, snapshot_values
+    from storage.tables import Collection, NowcastSnapshot
+    from tests.realparts import database_before
+
+    url, engine = database_before("0018", tmp_path, [])
+    at = "2021-12-31 00:00:00.000000"
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO model_versions (id, collection_id, version, estimator, artifact_uri, sha256, params, metrics, "
+            "n_train, code_version, created_at) VALUES (1, 1, 1, 'gbm', 'x', 'h', '{}', '{}', 0, '', :at)"), {"at": at})
+        conn.execute(sa.text("INSERT INTO nowcast_snapshots (id, collection_id, model_version_id, as_of, "
+                             "valued_at, n_items, status, created_at) VALUES (1, 1, 1, :at, :at, 2, 'published', :at)"),
+                     {"at": at})
+        conn.execute(sa.text("INSERT INTO published_snapshots (collection_id, snapshot_id, published_at) "
+                             "VALUES (1, 1, :at)"), {"at": at})
+        conn.execute(sa.text("INSERT INTO nowcast_rows (snapshot_id, item_key, fair_value, signal, last_price, "
+                             "last_sale_at) VALUES (1, '7', 100, 'BUY', 85, '2021-12-30 00:00:00.000000'), "
+                             "(1, '8', 100, 'HOLD', NULL, NULL)"))
+    upgrade(url, "head")
+    with Session(engine) as session:
+        assert session.get(NowcastSnapshot, 1).signal_prices_recorded is False
+        assert tuple(snapshot_values(session, 1).columns) == row_columns(False)
+        values = sorted(read_published(session, session.get(Collection, 1)), key=lambda v: v.item_key)
+    engine.dispose()
+    (basis_7, deviation_7), (basis_8, deviation_8) = signal_prices(values)  # derived, at the reader's thresholds
+    assert (basis_7, deviation_7, basis_8) == ("last_sale", -0.15, None) and math.isnan(deviation_8)

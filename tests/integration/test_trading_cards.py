@@ -302,6 +302,10 @@ def test_api_and_pages_show_the_cards_beside_the_punks(cards_loaded, client):
     assert explained.json()["item_id"] == card_id
     # The explanation's deviation is the one the item's signal read (it reported one where the item had none).
     assert explained.json()["deviation"] == pytest.approx(card["deviation"], abs=1e-4)
+    # Every number rounded as every other answer's (fairvalue.answers.rounded), the model's own too.
+    figures = [explained.json()[k] for k in ("deviation", "category_index_move_over_window")]
+    figures = [v for v in (*figures, *explained.json()["band_quantiles_z"]) if isinstance(v, float)]
+    assert figures and all(v == round(v, 6) for v in figures), figures
     # Its prices as stored, in cents: they came back through a log and an exp (798.8100000000003).
     for value in client.get("/v1/collections/cards/valuations?ids=" + ",".join(
             s["item_id"] for s in client.get("/v1/collections/cards/signals?limit=40").json()["signals"])).json()[
@@ -477,7 +481,8 @@ def test_cards_backtest_holds_the_cheap_cards_against_every_card(routes_cards, c
     perf = client.get(f"{C}/performance?from=2025-05-01&to=2025-05-31").json()
     body = client.get(f"{C}/backtest?from=2025-05-01&to=2025-05-31").json()
     assert body["kind"] == "daily_prices" and body["threshold"] == get_settings().buy_below
-    assert body["window"] == {"from": "2025-05-01T00:00:00Z", "to": "2025-06-01T00:00:00Z"}
+    # Both windows in UTC times with their Z, as the punks' (/performance gave plain dates).
+    assert perf["window"] == body["window"] == {"from": "2025-05-01T00:00:00Z", "to": "2025-06-01T00:00:00Z"}
     # The same replayed card-days /performance scores; those without a next day's price are not held.
     assert body["n_rows"] == perf["rows_valued"] == body["n_eligible"] + body["n_filtered"]
     assert set(body["filtered"]) <= {"no_price_next_day"} and body["n_filtered"] < 0.05 * body["n_rows"]

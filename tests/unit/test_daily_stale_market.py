@@ -42,12 +42,15 @@ def test_valued_at_that_moment_the_cards_signal_and_the_explanation_agrees(serie
     then = model.value_at(series, moment, *THRESHOLDS)
     assert set(now["signal"]) == {HOLD}  # every price is over 30 days old in December 2026
     assert {BUY, SELL} & set(then["signal"])  # the last market known signals
-    pd.testing.assert_frame_equal(now.drop(columns="signal"), then.drop(columns="signal"))  # the same values
+    assert now["signal_basis"].isna().all() and set(then["signal_basis"]) == {"last_sale"}
+    signal = ["signal", "signal_basis", "deviation"]
+    pd.testing.assert_frame_equal(now.drop(columns=signal), then.drop(columns=signal))  # the same values
 
     row = then.set_index("item_key").iloc[0]
     card = then["item_key"].iloc[0]
     explained = model.explain(series, card, moment, *THRESHOLDS)
-    assert explained["deviation"] == row["last_price"] / row["fair_value"] - 1
+    # The deviation the snapshot row records (to the 6 decimals answers have).
+    assert explained["deviation"] == row["deviation"] == round(row["last_price"] / row["fair_value"] - 1, 6)
     # Explained at a moment its price is too old to signal, there is no deviation, as the item has none.
     assert model.explain(series, card, YEARS_LATER, *THRESHOLDS)["deviation"] is None
     assert np.isclose(model.explain(series, card, YEARS_LATER, *THRESHOLDS)["fair_value"], row["fair_value"])

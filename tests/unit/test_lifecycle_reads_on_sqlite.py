@@ -135,6 +135,92 @@ def test_a_store_that_cannot_be_read_defers_the_rollback_to_the_next_run(bad_pro
     assert _decisions(engine) == [("rollback", "monitor")]
 
 
+PAST_PROBATION = timedelta(days=get_settings().probation_days)  # from NOW: v2 was promoted two days before
+
+
+def _deferred(store, monkeypatch, now=NOW) -> dict:
+    """A monitor run while the store cannot be read."""
+    with monkeypatch.context() as blip:
+        _store_down(blip, store)
+        return lifecycle.run_monitor(now=now)
+
+
+def test_a_rollback_deferred_past_the_probation_is_carried_out_once_the_store_answers(bad_promotion, monkeypatch):
+    """The store stayed down until v2's probation ended: the next run no longer judged v2, and the
+    rollback the monitor had decided never happened. It is kept due until it is carried out."""
+    engine, store = bad_promotion
+    decided = _deferred(store, monkeypatch)
+    assert decided["probation"]["rollback"] is True and "rollback_deferred" in decided
+    still_down = _deferred(store, monkeypatch, now=NOW + PAST_PROBATION)
+    assert "probation" not in still_down and "Connect timeout" in still_down["rollback_deferred"]
+    assert _aliases(engine) == {CHAMPION: 2, PREVIOUS_CHAMPION: 1, CONTENDER: None}
+
+    back = lifecycle.run_monitor(now=NOW + PAST_PROBATION + timedelta(hours=1))
+    assert back["rolled_back_to"] == 1 and "rollback_deferred" not in back
+    assert back["rollback_due"]["champion"] == 2 and back["rollback_due"]["previous"] == 1
+    assert _aliases(engine) == {CHAMPION: 1, PREVIOUS_CHAMPION: None, CONTENDER: None}
+    with Session(engine) as session:  # recorded with the judgement that decided it, and when
+        (rollback,) = session.exec(select(PromotionDecision)).all()
+    assert (rollback.decision, rollback.decided_by) == ("rollback", "monitor")
+    assert rollback.reason.startswith(decided["probation"]["reason"]) and "decided at" in rollback.reason
+    assert rollback.numbers["champion_mape"] == decided["probation"]["numbers"]["champion_mape"]
+    assert lifecycle.run_monitor(now=NOW + PAST_PROBATION + timedelta(hours=2)) == {}  # done: nothing due
+
+
+def test_a_rollback_kept_due_is_refused_on_record_when_the_artifact_is_gone(bad_promotion, monkeypatch):
+    engine, store = bad_promotion
+    _deferred(store, monkeypatch)
+    with Session(engine) as session:
+        v1 = session.exec(select(ModelVersion).where(ModelVersion.version == 1)).one()
+    (store.root / f"models/{get_settings().collection}/v1-{v1.sha256}.joblib").unlink()
+    out = lifecycle.run_monitor(now=NOW + PAST_PROBATION)
+    assert out["rollback_refused"].startswith("artifact of version 1 refused:")
+    assert _aliases(engine) == {CHAMPION: 2, PREVIOUS_CHAMPION: None, CONTENDER: None}
+    assert _decisions(engine) == [("reject", "monitor")]
+    assert lifecycle.run_monitor(now=NOW + PAST_PROBATION + timedelta(hours=1)) == {}  # refused: nothing due
+
+
+def test_a_rollback_kept_due_is_moot_once_an_operator_moved_the_champion(bad_promotion, monkeypatch):
+    """The operator promoted v3 and then put v2 back on purpose while the rollback waited: the
+    aliases are v2 and v1 again, as the monitor judged them, but the rollback of then is not
+    carried out over the operator's choice."""
+    engine, store = bad_promotion
+    _deferred(store, monkeypatch)
+    with Session(engine) as session:
+        coll = ensure_collection(session, get_settings().collection)
+        stored = store.put(f"models/{coll.slug}/v3.joblib", b"model 3")
+        session.add(ModelVersion(collection_id=coll.id, version=3, estimator="test", artifact_uri=stored.uri,
+                                 sha256=stored.sha256))
+        session.commit()
+    lifecycle.operator_promote(3, "trying v3")
+    lifecycle.operator_promote(2, "v2 after all")
+    assert _aliases(engine) == {CHAMPION: 2, PREVIOUS_CHAMPION: 1, CONTENDER: None}
+    # Past the probation v2's return to champion started (as utcnow, not NOW, set it).
+    out = lifecycle.run_monitor(now=utcnow() + PAST_PROBATION + timedelta(hours=1))
+    assert "rolled_back_to" not in out and "rollback_due" not in out
+    assert _aliases(engine)[CHAMPION] == 2
+    assert _decisions(engine) == [("promote", "operator"), ("promote", "operator")]
+
+
+def test_a_rollback_kept_due_for_another_pair_gives_way_in_one_transaction(market):
+    """The first decision of a pair stands; the aliases moved without a promotion (set directly) and
+    the new pair's rollback is deferred in the run that finds the old one moot: the new one is kept."""
+    from storage.decisions import due_rollback, forget_due_rollback, keep_due_rollback
+
+    engine, store = market
+    with Session(engine) as session:
+        v1, v2, v3 = _versions(session, store, 3)
+        coll = ensure_collection(session, get_settings().collection)
+        keep_due_rollback(session, coll, v2, v1, "v2 worse", {"n": 40})
+        session.commit()
+        assert keep_due_rollback(session, coll, v2, v1, "v2 worse again", {}).reason == "v2 worse"  # the first stands
+        forget_due_rollback(session, coll)
+        keep_due_rollback(session, coll, v3, v1, "v3 worse", {"n": 41})
+        session.commit()
+        due = due_rollback(session, coll)
+        assert (due.champion_version_id, due.previous_version_id, due.reason) == (v3.id, v1.id, "v3 worse")
+
+
 @pytest.mark.parametrize("spoil", ["missing", "corrupt"])
 def test_an_artifact_gone_or_corrupt_is_still_refused_on_record(bad_promotion, spoil):
     engine, store = bad_promotion
@@ -254,3 +340,29 @@ def test_a_drift_report_the_store_failed_is_recorded_and_the_policy_still_decide
     assert outcome.retrain and outcome.reasons == ["champion is 9.0 days old > 7"]
     assert outcome.new_request and outcome.request_id is not None
     assert "Read timeout" in outcome.numbers["drift_error"]
+
+
+# --- an operator's rollback retried: recognised by its Idempotency-Key ------------------------
+
+
+def test_a_rollback_retried_with_its_idempotency_key_answers_the_first_unchanged(bad_promotion):
+    """A client whose answer was lost retries: it used to get "nothing to roll back to" (the API's
+    409), as if the rollback had failed, where a retried promote answers changed false."""
+    engine, _ = bad_promotion
+    first = lifecycle.operator_rollback("v2 is worse live", idempotency_key="rollback-1")
+    assert first == {"champion": 1, "rolled_back_from": 2, "changed": True}
+    again = lifecycle.operator_rollback("v2 is worse live", idempotency_key="rollback-1")
+    assert again == {"champion": 1, "rolled_back_from": 2, "changed": False, "replayed": True}
+    assert _aliases(engine)[CHAMPION] == 1 and _decisions(engine) == [("rollback", "operator")]
+
+    with pytest.raises(lifecycle.IdempotencyKeyReused, match="already names the rollback"):
+        lifecycle.operator_rollback("another reason", idempotency_key="rollback-1")
+    # Without the key (or with another) a second rollback cannot be told from a retry: nothing to roll back to.
+    for key in (None, "rollback-2"):
+        with pytest.raises(LookupError, match="nothing to roll back to"):
+            lifecycle.operator_rollback("v2 is worse live", idempotency_key=key)
+
+    lifecycle.operator_promote(2, "v2 after all")  # the champion moved since: the replay says so
+    moved = lifecycle.operator_rollback("v2 is worse live", idempotency_key="rollback-1")
+    assert moved == {"champion": 1, "rolled_back_from": 2, "changed": False, "replayed": True, "champion_now": 2}
+    assert _aliases(engine)[CHAMPION] == 2

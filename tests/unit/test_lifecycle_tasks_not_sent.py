@@ -85,3 +85,81 @@ def test_a_rollback_whose_nowcast_the_broker_did_not_take_is_an_ok_monitor_run(b
     stored = _run(broker_down, names.MONITOR)
     assert stored.status == "ok" and stored.detail["rolled_back_to"] == 1
     assert done["not_sent"].startswith("OperationalError:") and stored.detail["not_sent"] == done["not_sent"]
+
+
+def _request(engine, key: str, **values) -> int:
+    """A training request of the default collection, with `values` set on its row."""
+    with Session(engine) as session:
+        request, _ = requests.record(session, ensure_collection(session, get_settings().collection), key, "test")
+        for name, value in values.items():
+            setattr(request, name, value)
+        session.add(request)
+        session.commit()
+        return request.id
+
+
+def _to_republish(engine) -> list[int]:
+    with Session(engine) as session:
+        return requests.to_republish(session, timedelta(minutes=get_settings().sweep_stale_minutes))
+
+
+def test_requests_the_sweep_could_not_send_wait_for_the_next_sweep_and_the_run_is_ok(broker_down):
+    """The sweep's run used to fail at its first send. The requests stay for the next sweep: one
+    queued (unpublished again) and one whose holder's lease ran out (its worker died)."""
+    queued = _request(broker_down, "sweep-queued")
+    lapsed = _request(broker_down, "sweep-lapsed", state=requests.TRAINING, claimed_by="dead/1/a", attempts=1,
+                      lease_expires_at=utcnow() - timedelta(minutes=1))
+    assert _to_republish(broker_down) == [queued, lapsed]
+
+    done = lifecycle_tasks.sweep.run()
+    stored = _run(broker_down, names.SWEEP)
+    assert stored.status == "ok" and stored.detail == done
+    assert done["republished"] == []
+    assert done["not_sent"].startswith("OperationalError: Error 111")
+    assert done["not_sent"].endswith(f"requests {[queued, lapsed]} wait for the next sweep (hourly)")
+    assert _to_republish(broker_down) == [queued, lapsed]
+    with Session(broker_down) as session:
+        assert session.get(TrainingRequest, queued).published_at is None
+
+
+def test_a_failed_training_whose_retry_the_broker_did_not_take_fails_with_its_own_error(broker_down, monkeypatch):
+    """The run failed all the same, but with the broker's OperationalError in place of the
+    training's error. The request, back in the queue, is the sweep's to publish."""
+    from fairvalue.lifecycle import training
+
+    sessions_on(monkeypatch, training, broker_down)
+    request_id = _request(broker_down, "retry", published_at=utcnow())  # its first message was sent
+
+    def fails(request_id, worker):
+        raise RuntimeError("the fit ran out of memory")
+
+    monkeypatch.setattr(lifecycle, "train_request", fails)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        lifecycle_tasks.train.run(request_id, collection="cryptopunks")
+    stored = _run(broker_down, names.TRAIN)
+    assert stored.status == "failed" and stored.detail["error"] == "RuntimeError: the fit ran out of memory"
+    assert stored.detail["not_sent"].startswith("OperationalError:")
+    assert stored.detail["not_sent"].endswith("the training sweep (hourly) publishes it")
+    assert _to_republish(broker_down) == [request_id]
+
+
+def test_a_resend_the_broker_did_not_take_is_forgotten_and_the_run_says_so(broker_down, monkeypatch):
+    """A message turned away by a live lease sends the request again for when the lease runs out;
+    the run used to fail when the broker refused that. Now the run is skipped as it would have been,
+    says what was not sent, and the re-send is forgotten so a later duplicate may schedule it."""
+    from fairvalue.lifecycle import training
+
+    sessions_on(monkeypatch, training, broker_down)
+    request_id = _request(broker_down, "resend", state=requests.TRAINING, claimed_by="holder/1/a", attempts=1,
+                          lease_expires_at=utcnow() + timedelta(minutes=5),
+                          resend_until=utcnow() + timedelta(minutes=5))
+    monkeypatch.setattr(lifecycle, "train_request", lambda request_id, worker: {
+        "status": "skipped", "skipped": "not claimable (state training): held by holder/1/a", "send_again_in": 305.0})
+
+    done = lifecycle_tasks.train.run(request_id, collection="cryptopunks")
+    stored = _run(broker_down, names.TRAIN)
+    assert stored.status == "skipped" and stored.detail["not_sent"] == done["not_sent"]
+    assert done["not_sent"].startswith("OperationalError:")
+    assert done["not_sent"].endswith("the training sweep (hourly) publishes it once the lease has run out")
+    with Session(broker_down) as session:
+        assert session.get(TrainingRequest, request_id).resend_until is None

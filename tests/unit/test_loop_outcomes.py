@@ -82,6 +82,9 @@ def test_the_monitor_line_carries_the_probation_verdict():
     assert monitor_line("ok", {"rolled_back_to": 4, "shadow": {"contender": 6, "decision": "reject"}}) == \
         "rolled back to v4; shadow v6: reject"
     assert monitor_line("ok", {}).startswith("nothing to judge")
+    due = {"champion": 5, "previous": 4, "decided_at": "2026-12-06T00:10:00Z"}
+    assert monitor_line("ok", {"rollback_due": due, "rolled_back_to": 4}) == \
+        "rollback of v5 to v4 due since 2026-12-06T00:10:00Z; rolled back to v4"
 
 
 def test_paused_line():

@@ -132,6 +132,26 @@ def test_market_signals_read_a_buying_ask_then_a_recent_sale_then_any_ask():
     np.testing.assert_allclose(deviation, want_deviation, rtol=1e-12)
 
 
+def test_a_deviation_is_answered_to_six_decimals_on_the_side_of_each_threshold_its_signal_is():
+    """A fair value within a rounding of a threshold: the deviation answered (and recorded) is the
+    judged one to 6 decimals, never one that reads across a threshold the signal did not cross
+    (a HOLD at -0.0999996 answered -0.1 reads as a BUY at 10 %), nor short of one it did."""
+    nan = float("nan")
+    n = 4001
+    fair = 100.0 * (1 + np.arange(-(n // 2), n // 2 + 1) * 1e-9)  # 100 +- 2e-4: both sides of each threshold
+    for ask, last in ((90.0, nan), (90.0, 100.0), (nan, 115.0), (nan, 90.0), (115.0, 115.0), (115.0, nan)):
+        signal, basis, deviation = market_signals(np.full(n, ask), np.full(n, last), np.ones(n), fair, 0.10, 0.15, 30)
+        price = np.where(basis == "ask", ask, last)
+        assert len(set(signal)) == 2 or ask == 115.0, (ask, last)  # the sweep crosses a threshold
+        np.testing.assert_allclose(deviation, price / fair - 1, rtol=0, atol=1.0000001e-6)
+        assert (np.round(deviation, 6) == deviation).all()  # what fairvalue.answers.rounded leaves as it is
+        read = signals(1 + deviation, np.ones(n), 0.10, 0.15)  # the signal the answered deviation reads
+        if ask == 115.0 and last != last:  # an ask alone over the value: HOLD, whatever it reads
+            assert set(signal) == {"HOLD"}
+            continue
+        np.testing.assert_array_equal(np.where(basis == "ask", np.where(read == "BUY", "BUY", "HOLD"), read), signal)
+
+
 def test_day_oracle_removes_the_days_median_or_the_other_sales_median_by_hand():
     from models.metrics import day_oracle
 

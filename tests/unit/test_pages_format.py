@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 
 import pytest
 from jinja2 import Undefined
 
-from api.deps import inclusive_end
 from api.pages import _form_dates, _forward_scores, json_safe, money, number, pct, when
+from fairvalue.answers import parse_window
 from fairvalue.errors import BadInput
 
 
@@ -38,12 +39,12 @@ def test_chart_data_is_strict_json():
 
 
 def test_the_to_date_of_the_form_includes_that_day():
-    assert inclusive_end("2021-11-30") == "2021-12-01"
-    assert inclusive_end("2021-11-30T12:00:00Z") == "2021-11-30T12:00:00Z"
-    assert inclusive_end(None) is None
+    assert parse_window(None, "2021-11-30")[1] == datetime(2021, 12, 1, tzinfo=UTC)
+    assert parse_window(None, "2021-11-30T12:00:00Z")[1] == datetime(2021, 11, 30, 12, tzinfo=UTC)
+    assert parse_window(None, None) == (None, None)
     for bad in ("2021-02-30", "9999-12-31"):  # the day after 9999-12-31 does not exist
         with pytest.raises(BadInput):
-            inclusive_end(bad)
+            parse_window(None, bad)
     assert _form_dates({"from": "2021-11-01T00:00:00Z", "to": "2021-12-01T00:00:00Z"}) == ("2021-11-01", "2021-11-30")
 
 

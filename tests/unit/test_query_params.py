@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from starlette.requests import Request
 
 from api.deps import Route, float_param, int_param, query_value, str_param, unknown_names, unknown_query
 from api.openapi import query_names
-from fairvalue.answers import parse_time
+from fairvalue.answers import parse_time, parse_window
 from fairvalue.errors import BadInput
 
 API = Path(__file__).resolve().parents[2] / "api"
@@ -115,23 +115,39 @@ def test_every_route_refuses_what_it_does_not_take():
 
 def test_a_number_too_long_is_out_of_range_and_a_date_past_the_years_says_which():
     """Twenty digits read "must be an integer", which they are; `to=9999-12-31` "must be an ISO date"."""
-    from api.deps import inclusive_end
-
     for digits in ("99999999999999999999", "-2147483648", "2147483648", "1" * 400):
         with pytest.raises(BadInput, match=r"^top is out of range, got "):
             int_param(request(f"top={digits}"), "top")
     assert int_param(request("top=2147483647"), "top") == 2**31 - 1
     with pytest.raises(BadInput, match=r"^top must be an integer, got '1e3'$"):
         int_param(request("top=1e3"), "top")
-    with pytest.raises(BadInput, match=r"^to must be between the years 1970 and 2200, got '9999-12-31'$"):
-        inclusive_end("9999-12-31")
-    with pytest.raises(BadInput, match=r"^to must be an ISO date, got '2021-02-30'$"):  # no such day
-        inclusive_end("2021-02-30")
-    assert inclusive_end("2021-12-31") == "2022-01-01"
+    with pytest.raises(BadInput, match=r"^to must be between the years 1970 and 2200$"):
+        parse_window(None, "9999-12-31")
+    with pytest.raises(BadInput, match=r"^to must be an ISO date or date-time, got '2021-02-30'$"):  # no such day
+        parse_window(None, "2021-02-30")
+    assert parse_window(None, "2021-12-31") == (None, datetime(2022, 1, 1, tzinfo=UTC))
     # The last day of the range reads through its end; the day after it, and its other side, do not.
-    assert parse_time(inclusive_end("2200-12-31"), "to") == datetime(2201, 1, 1, tzinfo=UTC)
-    for outside in ("2201-01-02", "2201-01-01T00:00:01Z", "1970-01-01T00:00:00+01:00"):
+    assert parse_window(None, "2200-12-31")[1] == datetime(2201, 1, 1, tzinfo=UTC)
+    for outside in ("2201-01-02", "2201-01-01", "2201-01-01T00:00:01Z", "1970-01-01T00:00:00+01:00", "1969-12-31"):
         with pytest.raises(BadInput, match=r"^to must be between the years 1970 and 2200$"):
-            parse_time(outside, "to")
+            parse_window(None, outside)
     assert parse_time("1970-01-01", "from") == datetime(1970, 1, 1, tzinfo=UTC)
     assert int_param(request("top=000000000005"), "top") == 5  # leading zeros are no length
+
+
+def test_a_window_is_parsed_and_checked_in_one_place_as_given():
+    """`to=1969-12-31` was made `to=1970-01-01` (a bare date counts whole) before its years were
+    checked, so a window before the epoch answered 200. Each bound is checked as given, and a
+    window must end after the epoch, the earliest time a read takes."""
+    from fairvalue.answers import EARLIEST_TIME, default_start
+
+    with pytest.raises(BadInput, match=r"^to must be after 1970-01-01T00:00:00Z, the earliest time a read takes$"):
+        parse_window(None, "1970-01-01T00:00:00Z")
+    with pytest.raises(BadInput, match=r"^from must be between the years 1970 and 2200$"):
+        parse_window("1969-12-31", "2021-01-01")
+    with pytest.raises(BadInput, match=r"^to must be after from$"):
+        parse_window("2021-01-02", "2021-01-01T12:00:00Z")
+    day = datetime(2021, 1, 1, tzinfo=UTC)
+    assert parse_window("2021-01-01", "2021-01-01") == (day, day + timedelta(days=1))  # one day, read whole
+    assert parse_window(None, "1970-01-01")[1] == datetime(1970, 1, 2, tzinfo=UTC)  # the first day, read whole
+    assert default_start(datetime(1970, 1, 2, tzinfo=UTC), timedelta(days=90)) == EARLIEST_TIME

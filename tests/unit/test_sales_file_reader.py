@@ -194,3 +194,39 @@ def test_a_file_without_a_row_is_refused_too(tmp_path, name, content):
     """A header alone, or an empty JSON list, read as 0 rows: an all-zero report and exit 0."""
     with pytest.raises(UnreadableFile, match="^the file holds no row of sales: a header alone, or an empty list$"):
         rows_of(tmp_path, content, name)
+
+
+def test_a_json_row_naming_a_key_its_kind_is_not_read_by_is_kept_refused(tmp_path):
+    """A listing's `expires` for `expires_at` was read with that key ignored, so the ask stayed
+    open for ever. A JSON row is held to the keys its webhook takes (the aliases included) and one
+    naming another is kept as a rejection saying which, never stored or dropped unsaid. A CSV's
+    extra columns are still read past: an export carries them."""
+    from datetime import UTC, datetime
+
+    from models.listings import validate_listing
+    from models.validation import Reason
+
+    asks = tmp_path / "asks.jsonl"
+    asks.write_bytes(b'{"event_id": "x1", "timestamp": "2024-01-05T10:00:00Z", "item_id": "1", "price": 90, '
+                     b'"expires": "2024-02-01T00:00:00Z"}\n'
+                     b'{"id": "x2", "ts": "2024-01-05T10:00:00Z", "punk_id": "1", "price_eth": 90, '
+                     b'"expires_at": "2024-02-01T00:00:00Z", "source": "opensea"}\n')
+    misspelled, aliased = read_listings_file(asks)
+    assert misspelled["_error"] == ("unknown key 'expires' (did you mean 'expires_at'?) in the row; it takes "
+                                    "event_id, id, timestamp, ts, time, item_key, item_id, punk_id, price, "
+                                    "price_eth, source and expires_at")
+    assert misspelled["expires"] == "2024-02-01T00:00:00Z"  # kept as it came
+    refused = validate_listing(misspelled, {"1"}, datetime(2024, 3, 1, tzinfo=UTC))
+    assert (refused.reason, refused.detail) == (Reason.MALFORMED_ROW, misspelled["_error"])
+    assert "_error" not in aliased
+    assert validate_listing(aliased, {"1"}, datetime(2024, 3, 1, tzinfo=UTC)).expires_at == datetime(
+        2024, 2, 1, tzinfo=UTC)
+    document = tmp_path / "asks.json"  # one document is held to the same keys
+    document.write_bytes(b'{"listings": [{"event_id": "d1", "price": 1, "expiry": null}]}')
+    assert "unknown key 'expiry'" in next(read_listings_file(document))["_error"]
+
+    sales = rows_of(tmp_path, b'{"event_id": "s1", "price": 1, "time_precision": "hour", "seller": "0xa"}\n'
+                              b'{"event_id": "s2", "price": 1, "currency": "USD"}\n', "sales.jsonl")
+    assert "_error" not in sales[0] and sales[1]["_error"].startswith("unknown key 'currency' in the row; it takes")
+    extra = rows_of(tmp_path, HEADER.replace(b"\n", b",tx_hash\n") + GOOD_1.replace(b"\n", b",0xf\n"))
+    assert extra[0]["tx_hash"] == "0xf" and "_error" not in extra[0]
