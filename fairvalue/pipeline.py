@@ -788,7 +788,7 @@ def archive_pending(settings: Settings | None = None, limit: int = 20, short_bud
 
 def apply_retention(settings: Settings | None = None) -> RetentionReport:
     """Thin the snapshots and listing events older than FAIRVALUE_RETENTION_DAYS, and prune the
-    webhook deliveries and task runs older than FAIRVALUE_AUDIT_RETENTION_DAYS
+    webhook deliveries, task runs and dropped listing ids older than FAIRVALUE_AUDIT_RETENTION_DAYS
     (storage/retention.py); the hourly archive task runs it after archiving."""
     settings = settings or get_settings()
     now = database_now()

@@ -136,7 +136,8 @@ class Settings(BaseSettings):
         "(task_runs) started longer ago than this are deleted by the same retention pass, oldest first and at "
         "most 50,000 of each per pass; every task's latest run for each collection and any run still running are kept "
         "(storage/retention.py). A delivery is never deleted while a copy of it could still pass the signature "
-        "check: that ends 2 x webhook_tolerance_seconds after it was received.")
+        "check: that ends 2 x webhook_tolerance_seconds after it was received. A dropped listing event's id "
+        "(dropped_listings) is forgotten this long after it was dropped: sent again before, it is a duplicate.")
 
     predict_threads: int = Field(1, ge=1, description="OpenMP threads of one nowcast's predict. One per worker "
                                  "process: scale out with more worker processes (docs/scaling.md), not threads.")

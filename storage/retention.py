@@ -20,7 +20,9 @@ neither may lose what a reader still needs. Past `FAIRVALUE_RETENTION_DAYS`:
   replaced is dropped: from the window on it can be no nowcast's offer (models/listings.py).
   Its window is the longer of this one and `FAIRVALUE_LISTING_RETENTION_DAYS` (90): until then
   the ask track record (`/performance` `ask_signals`) still judges it. Its id and content stay
-  in `dropped_listings`, so the same event sent again is a duplicate and is not stored anew.
+  in `dropped_listings`, so the same event sent again is a duplicate and is not stored anew,
+  for as long as the service's own records are kept (below): the ids would otherwise pile up
+  for ever. Sent again after that, it is stored as new and the next pass drops it again.
 
 What is thinned is stated on the snapshot (`rows_thinned_at`). A nowcast asked for a moment
 before the window (`fairvalue nowcast --as-of`) reads the thinned listing book, and a sale stored
@@ -31,7 +33,8 @@ long transaction.
 
 The service's own records are pruned in the same pass, whatever the collection: a **webhook
 delivery** received and a **task run** started more than `FAIRVALUE_AUDIT_RETENTION_DAYS` ago
-are deleted, oldest first and a bounded number of each per call. A task's latest run for each collection stays
+are deleted (and the collection's **dropped listings** remembered longer than that), oldest
+first and a bounded number of each per call. A task's latest run for each collection stays
 whatever its age (the status and queue pages show it as the task's last: storage/runs.py
 `last_runs`), and so does a run still `running` (the hourly training sweep marks one whose
 worker died under it `abandoned`, hours after it started: fairvalue/lifecycle/sweep.py
@@ -62,7 +65,6 @@ from storage.tables import (
     Sale,
     TaskRun,
     WebhookDelivery,
-    utcnow,
 )
 from storage.upsert import insert_ignoring_conflicts
 
@@ -86,6 +88,7 @@ class RetentionReport:
     listing_events_deleted: int = 0
     webhook_deliveries_deleted: int = 0
     task_runs_deleted: int = 0
+    dropped_listings_forgotten: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -109,7 +112,8 @@ def apply_retention(session: Session, collection: Collection, now: datetime, kee
     `listing_keep_days` too (None: `keep_days`) as the rows left (a tenth of `max_rows` at
     least), so one call stays a short transaction whatever the
     collection's size; the next call goes on. Then, given an `audit` window, up to
-    `max_audit_rows` webhook deliveries and as many task runs older than it (prune_audit_records)."""
+    `max_audit_rows` webhook deliveries and as many task runs older than it (prune_audit_records),
+    and as many of the collection's dropped listings remembered since before it."""
     cutoff = now - timedelta(days=keep_days)
     report = RetentionReport()
     budget = max_rows
@@ -133,10 +137,12 @@ def apply_retention(session: Session, collection: Collection, now: datetime, kee
     # The listings get what the snapshots left of the budget, and a tenth of it at least.
     listing_cutoff = now - timedelta(days=listings_kept_days(keep_days, listing_keep_days))
     report.listing_events_deleted = _drop_replaced_listings(session, collection, listing_cutoff,
-                                                            max(budget, max_rows // 10))
+                                                            max(budget, max_rows // 10), now)
     if audit is not None:
         report.webhook_deliveries_deleted, report.task_runs_deleted = prune_audit_records(
             session, now, audit.keep_days, audit.webhook_tolerance_seconds, max_audit_rows)
+        report.dropped_listings_forgotten = _forget_dropped_listings(
+            session, collection, now - timedelta(days=audit.keep_days), max_audit_rows)
     return report
 
 
@@ -214,10 +220,12 @@ def _snapshots_to_thin(session: Session, collection: Collection, cutoff: datetim
     return work
 
 
-def _drop_replaced_listings(session: Session, collection: Collection, cutoff: datetime, limit: int) -> int:
+def _drop_replaced_listings(session: Session, collection: Collection, cutoff: datetime, limit: int,
+                            now: datetime) -> int:
     """Up to `limit` listing events before `cutoff` that a later event of the same item and
     source, also before it, replaced: a nowcast at or after `cutoff` reads that later one (or a
-    later still). The oldest go first; the next call takes the rest."""
+    later still). The oldest go first; the next call takes the rest. Each is remembered as dropped
+    at `now`, the time the pass runs as (the audit window counts from it)."""
     later = aliased(Listing)
     replaced = (select(later.id).where(later.collection_id == Listing.collection_id,
                                        later.item_key == Listing.item_key, later.source == Listing.source,
@@ -230,8 +238,15 @@ def _drop_replaced_listings(session: Session, collection: Collection, cutoff: da
     if not oldest:
         return 0
     # Remembered first, in the same transaction: the same event sent again stays a duplicate.
-    dropped_at = utcnow()
     insert_ignoring_conflicts(session, DroppedListing.__table__, [
-        {"collection_id": collection.id, "event_id": event_id, "content_hash": content_hash, "dropped_at": dropped_at}
+        {"collection_id": collection.id, "event_id": event_id, "content_hash": content_hash, "dropped_at": now}
         for _, event_id, content_hash in oldest])
     return session.execute(delete(Listing).where(Listing.id.in_([row_id for row_id, _, _ in oldest]))).rowcount
+
+
+def _forget_dropped_listings(session: Session, collection: Collection, cutoff: datetime, limit: int) -> int:
+    """Up to `limit` of the collection's dropped listings dropped before `cutoff`, the oldest first."""
+    table = DroppedListing.__table__
+    oldest = (select(table.c.id).where(table.c.collection_id == collection.id, table.c.dropped_at < cutoff)
+              .order_by(table.c.dropped_at, table.c.id).limit(limit).correlate(None))
+    return session.execute(delete(table).where(table.c.id.in_(oldest))).rowcount

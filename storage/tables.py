@@ -126,7 +126,8 @@ class Listing(SQLModel, table=True):
 class DroppedListing(SQLModel, table=True):
     """A listing event retention dropped (storage/retention.py: replaced by a later event of its
     item and source): its id and content are remembered, so the same event sent again is a
-    duplicate, not stored anew, and other content under its id a conflict, as while it was held."""
+    duplicate, not stored anew, and other content under its id a conflict, as while it was held;
+    for FAIRVALUE_AUDIT_RETENTION_DAYS after it was dropped (then retention forgets it)."""
 
     __tablename__ = "dropped_listings"
     __table_args__ = (UniqueConstraint("collection_id", "event_id", name="uq_dropped_listings_event"),)
@@ -135,7 +136,7 @@ class DroppedListing(SQLModel, table=True):
     collection_id: int = Field(foreign_key="collections.id")
     event_id: str = Field(max_length=200)
     content_hash: str = Field(max_length=64)
-    dropped_at: datetime = Field(default_factory=utcnow)
+    dropped_at: datetime = Field(default_factory=utcnow, index=True)  # retention forgets the oldest first
 
 
 class RejectedListing(RejectedRow, table=True):

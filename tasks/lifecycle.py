@@ -127,8 +127,7 @@ def retrain_policy(self, collection: str | None = None) -> dict:
             else:
                 # A broker outage does not undo the committed request, nor fail the run that made it
                 # (as the operator's retrain): publish_training left it unpublished for the sweep.
-                run["published"] = not _send_or_note(run, SWEEP_PUBLISHES, outcome.request_id,
-                                                     collection=settings.collection)
+                run["published"] = _sent(run, SWEEP_PUBLISHES, outcome.request_id, collection=settings.collection)
         return dict(run)
 
 
@@ -159,12 +158,12 @@ def train(self, request_id: int, collection: str | None = None) -> dict:
             # retry now with that delay; if this message is lost, the sweep republishes it. A broker
             # that does not take it is noted: the run fails with the training's error, not the broker's.
             countdown = get_settings().training_retry_backoff_seconds
-            _send_or_note(run, SWEEP_PUBLISHES, request_id, countdown=countdown, collection=collection)
+            _sent(run, SWEEP_PUBLISHES, request_id, countdown=countdown, collection=collection)
             raise
         run.update(result)
         if "send_again_in" in result:  # another claim holds it: look again once its lease has run out
-            if _send_or_note(run, SWEEP_PUBLISHES_ONCE_LAPSED, request_id, countdown=result["send_again_in"],
-                             collection=collection):
+            if not _sent(run, SWEEP_PUBLISHES_ONCE_LAPSED, request_id, countdown=result["send_again_in"],
+                         collection=collection):
                 lifecycle.forget_resend(int(request_id))  # not pending: a later duplicate may schedule it
         if result.get("decision") == gates.PROMOTE:  # committed: a lost nowcast request does not fail the training
             _ask_for_nowcast(run, result["collection"])
@@ -182,21 +181,21 @@ def sweep(self) -> dict:
         sent = []
         for request_id in ids:
             # Past the first refusal the broker is down: each further send would wait out the same retries.
-            if _send_or_note(run, f"requests {ids[len(sent):]} {NEXT_SWEEP_PUBLISHES}", request_id):
+            if not _sent(run, f"requests {ids[len(sent):]} {NEXT_SWEEP_PUBLISHES}", request_id):
                 break
             sent.append(request_id)
         run["republished"] = sent
         return dict(run)
 
 
-def _send_or_note(run: dict, then: str, request_id: int, **publish) -> bool:
-    """publish_training after the request committed; a broker that does not take it is noted in the
-    run (`not_sent`: why, then `then`, what publishes it later) instead of failing the run. The request
-    stays in the database, unpublished, for the sweep. Whether it was not sent."""
+def _sent(run: dict, then: str, request_id: int, **publish) -> bool:
+    """publish_training after the request committed, and whether the broker took it. One that did
+    not is noted in the run (`not_sent`: why, then `then`, what publishes it later) instead of failing
+    the run: the request stays in the database, unpublished, for the sweep."""
     not_sent = send_after_commit(publish_training, request_id, **publish)
     if not_sent is not None:
         run["not_sent"] = f"{not_sent}; {then}"
-    return not_sent is not None
+    return not_sent is None
 
 
 @app.task(name=names.MONITOR, bind=True)

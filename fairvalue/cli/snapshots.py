@@ -78,7 +78,8 @@ def archive(limit: int = typer.Option(20, help="Archive at most this many snapsh
     thinned = pipeline.apply_retention(settings)  # only archived snapshots are thinned: it runs whatever the store said
     console.print(f"retention: {thinned.snapshots_thinned} snapshot(s) thinned ({thinned.rows_deleted} rows), "
                   f"{thinned.listing_events_deleted} replaced listing event(s) dropped, "
-                  f"{thinned.webhook_deliveries_deleted} webhook delivery record(s) and "
-                  f"{thinned.task_runs_deleted} task run(s) pruned", soft_wrap=True)
+                  f"{thinned.webhook_deliveries_deleted} webhook delivery record(s), "
+                  f"{thinned.task_runs_deleted} task run(s) and {thinned.dropped_listings_forgotten} "
+                  "dropped listing id(s) pruned", soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)

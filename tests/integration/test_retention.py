@@ -65,6 +65,6 @@ def test_the_hourly_archive_task_thins_what_is_past_the_window(worker):
     run = wait_for(finished, timeout=120)
     assert run["status"] == "ok" and run["retention"] == {
         "snapshots_thinned": 1, "rows_deleted": len(ITEMS), "listing_events_deleted": 0,
-        "webhook_deliveries_deleted": 0, "task_runs_deleted": 0}, run
+        "webhook_deliveries_deleted": 0, "task_runs_deleted": 0, "dropped_listings_forgotten": 0}, run
     with session_scope() as session:
         assert session.exec(select(NowcastRow).where(NowcastRow.snapshot_id == thinned)).first() is None

@@ -68,7 +68,6 @@ def test_an_upgrade_leaves_the_snapshots_before_it_read_as_they_were(tmp_path):
     derive them as before, and its rebuilt archive keeps the columns it was archived with."""
     import math
 
-    import sqlalchemy as sa
     from sqlmodel import Session
 
     from fairvalue.item_reads import signal_prices
@@ -78,6 +77,22 @@ def test_an_upgrade_leaves_the_snapshots_before_it_read_as_they_were(tmp_path):
     from tests.realparts import database_before
 
     url, engine = database_before("0018", tmp_path, [])
+    _store_a_published_snapshot(engine)
+    upgrade(url, "head")
+    with Session(engine) as session:
+        assert session.get(NowcastSnapshot, 1).signal_prices_recorded is False
+        assert tuple(snapshot_values(session, 1).columns) == row_columns(False)
+        values = sorted(read_published(session, session.get(Collection, 1)), key=lambda v: v.item_key)
+    engine.dispose()
+    (basis_7, deviation_7), (basis_8, deviation_8) = signal_prices(values)  # derived, at the reader's thresholds
+    assert (basis_7, deviation_7, basis_8) == ("last_sale", -0.15, None) and math.isnan(deviation_8)
+
+
+def _store_a_published_snapshot(engine) -> None:
+    """A published snapshot of two rows, written as a database at 0016..0018 holds one: item 7 sold
+    at 85 against a value of 100 (BUY), item 8 never sold."""
+    import sqlalchemy as sa
+
     at = "2021-12-31 00:00:00.000000"
     with engine.begin() as conn:
         conn.execute(sa.text(
@@ -91,11 +106,37 @@ def test_an_upgrade_leaves_the_snapshots_before_it_read_as_they_were(tmp_path):
         conn.execute(sa.text("INSERT INTO nowcast_rows (snapshot_id, item_key, fair_value, signal, last_price, "
                              "last_sale_at) VALUES (1, '7', 100, 'BUY', 85, '2021-12-30 00:00:00.000000'), "
                              "(1, '8', 100, 'HOLD', NULL, NULL)"))
+
+
+def test_the_migrations_downgrade_and_upgrade_again_with_a_snapshot_stored(tmp_path):
+    """alembic downgrade from head to 0016 and back, then to nothing, on SQLite with a published
+    snapshot's rows: a batch migration rebuilds a table, and dropping the old one failed on the
+    foreign keys of the rows referring to it (0017's downgrade did, and 0012's). storage/migrations/
+    env.py migrates SQLite with foreign keys off, and checks them after."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from storage.migrate import alembic_config, upgrade
+    from tests.realparts import database_before
+
+    url, engine = database_before("0016", tmp_path, [])
+    _store_a_published_snapshot(engine)
     upgrade(url, "head")
-    with Session(engine) as session:
-        assert session.get(NowcastSnapshot, 1).signal_prices_recorded is False
-        assert tuple(snapshot_values(session, 1).columns) == row_columns(False)
-        values = sorted(read_published(session, session.get(Collection, 1)), key=lambda v: v.item_key)
+    command.downgrade(alembic_config(url), "0016")
+    upgrade(url, "head")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT item_key, fair_value FROM nowcast_rows ORDER BY item_key")).all()
+        version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
+    assert [tuple(r) for r in rows] == [("7", 100.0), ("8", 100.0)]
+    assert version == _head_revision()
+    command.downgrade(alembic_config(url), "base")
+    assert sa.inspect(engine).get_table_names() == ["alembic_version"]
     engine.dispose()
-    (basis_7, deviation_7), (basis_8, deviation_8) = signal_prices(values)  # derived, at the reader's thresholds
-    assert (basis_7, deviation_7, basis_8) == ("last_sale", -0.15, None) and math.isnan(deviation_8)
+
+
+def _head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    from storage.migrate import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()

@@ -168,6 +168,36 @@ def a_dropped_listing_sent_again_changes_nothing(session, coll) -> None:
     assert held == [new["event_id"]]
 
 
+
+def test_a_dropped_listing_is_remembered_for_the_audit_window_then_forgotten(sqlite_market):
+    """dropped_listings kept every dropped event's id for ever. It is forgotten once remembered
+    longer than the audit window: sent again then, it is stored as new, and the next pass drops it
+    again, so what is stored ends the same."""
+    session, coll = sqlite_market
+    items_and_models(session, coll, ITEMS, versions=0)
+    tag = uuid.uuid4().hex[:8]
+    old, new = ({"event_id": f"{name}-{tag}", "item_id": "1", "source": "a", "price": price,
+                 "timestamp": (NOW - timedelta(days=days_ago)).isoformat()}
+                for name, days_ago, price in (("old", 40, 90.0), ("new", 30, 80.0)))
+    ingest_listings(session, coll, [old, new], NOW)
+    window = AuditWindow(keep_days=90, webhook_tolerance_seconds=300)
+    assert apply_retention(session, coll, NOW, keep_days=14, audit=window).listing_events_deleted == 1
+    session.commit()
+
+    def forgotten(days_later):
+        return apply_retention(session, coll, NOW + timedelta(days=days_later), keep_days=14,
+                               audit=window).dropped_listings_forgotten
+
+    assert forgotten(89) == 0 and ingest_listings(session, coll, [old], NOW).duplicate == 1
+    assert forgotten(91) == 1 and forgotten(92) == 0
+    session.commit()
+    assert ingest_listings(session, coll, [old], NOW + timedelta(days=91)).accepted == 1
+    assert apply_retention(session, coll, NOW + timedelta(days=91), keep_days=14).listing_events_deleted == 1
+    session.commit()
+    held = session.exec(select(Listing.event_id).where(Listing.collection_id == coll.id,
+                                                       Listing.event_id.in_([old["event_id"], new["event_id"]]))).all()
+    assert held == [new["event_id"]]
+
 def dropping_replaced_listings_keeps_the_asks(session, coll) -> None:
     """Also run on PostgreSQL (tests/integration/test_retention.py)."""
     items_and_models(session, coll, ITEMS, versions=0)

@@ -27,6 +27,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('nowcast_snapshots', schema=None) as batch_op:
+    # In place on SQLite too (0019's reason): a rebuilt nowcast_snapshots could not be dropped for the
+    # foreign keys of its rows.
+    with op.batch_alter_table('nowcast_snapshots', schema=None, recreate='never') as batch_op:
         for name in reversed(COLUMNS):
             batch_op.drop_column(name)

@@ -13,7 +13,7 @@ nowcast's "no market price".
 
 Revision ID: 0019
 Revises: 0018
-Create Date: 2026-12-07 14:30:00
+Create Date: 2026-12-07 03:40:00
 """
 from alembic import op
 import sqlalchemy as sa

@@ -8,7 +8,7 @@ if its probation is still running the monitor decides it again, as before.
 
 Revision ID: 0020
 Revises: 0019
-Create Date: 2026-12-07 16:00:00
+Create Date: 2026-12-07 03:45:00
 """
 from alembic import op
 import sqlalchemy as sa
