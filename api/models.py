@@ -35,8 +35,8 @@ def _version_number(request: Request) -> int:
     raw = request.path_params["version"]
     if not (raw.isascii() and raw.isdigit()):  # "²".isdigit() too, but int() refuses it
         raise HTTPException(400, f"version must be a number, got {raw[:40]!r}")
-    if len(raw) > 9:  # past what the versions' INTEGER column holds
-        raise HTTPException(400, f"version must be under 1,000,000,000, got {raw[:40]}")
+    if len(raw) > len(str(lifecycle.MAX_VERSION)):  # past what the versions' INTEGER column holds
+        raise HTTPException(400, f"version must be at most {lifecycle.MAX_VERSION:,}, got {raw[:40]}")
     return int(raw)
 
 

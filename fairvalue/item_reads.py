@@ -21,12 +21,14 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from fairvalue.answers import ITEM_KEY, ITEM_KEYS, MAX_BULK_IDS, check_item_key, iso, rounded, snapshot_reference
 from fairvalue.errors import BadInput, NotFound, NotReady
 from fairvalue.reads import collection_row
 from fairvalue.settings import get_settings
 from fairvalue.snapshot_cache import PointerCache
-from models.signals import band_position, market_signals, signals
+from models.signals import band_position, market_signals
 from models.validation import MAX_PRICE
 from storage.db import get_engine, session_scope
 from storage.snapshots import (
@@ -236,14 +238,18 @@ def quote(slug: str | None, key: str, price: float) -> dict[str, Any]:
     value = _value_of(row)
     valuation = _valuation(value, row.model_version, row.currency, signal_prices([value])[0])
     rules = SignalRules.recorded(value, get_settings())  # the published signals' own
+    # Judged as a sale of now (market_signals), so the deviation is answered on its signal's side of
+    # each threshold, as a published one is: a price 9.99996 % under the value read "-0.1, HOLD".
+    signal, _, deviation = market_signals([np.nan], [price], [0.0], [row.fair_value], rules.buy_below,
+                                          rules.sell_above, max_age_days=0.0)
     return {
         "item_id": key,
         "price": price,
         "currency": row.currency,
         "fair_value": valuation["fair_value"],
         "band": valuation["band"],
-        "deviation": rounded(price / row.fair_value - 1),
-        "signal": str(signals([price], [row.fair_value], rules.buy_below, rules.sell_above)[0]),
+        "deviation": rounded(deviation[0]),
+        "signal": str(signal[0]),
         "band_position": None if row.p10 is None or row.p90 is None else band_position(price, row.p10, row.p90),
         "thresholds": {"buy_below": rules.buy_below, "sell_above": rules.sell_above},
         "snapshot": valuation["snapshot"],

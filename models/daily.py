@@ -101,8 +101,9 @@ def category_index(log_price: pd.DataFrame, categories: pd.Series) -> pd.DataFra
 
 
 MARKET_BASE = 100.0
-MARKET_INDEX_MEANING = (f"running sum of the cards' median daily log price move, {MARKET_BASE:g} on the first day "
-                        "of prices (a card missing a day carries its price up to 3 days)")
+MARKET_INDEX_MEANING = (f"{MARKET_BASE:g} x exp(running sum of the cards' median daily log price move), "
+                        f"{MARKET_BASE:g} on the first day of prices (a card missing a day carries its price "
+                        "up to 3 days)")
 
 
 def market_days(series: DailySeries) -> pd.DataFrame:

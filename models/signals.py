@@ -90,7 +90,9 @@ def _answered(deviation: np.ndarray, buy: np.ndarray, sell: np.ndarray, from_sal
         # above the buy one (an ask over the value makes no SELL).
         (near > -buy_below) & (~from_sale | (near < sell_above))))
     other = np.where(nearest > steps, np.floor(steps), np.ceil(steps))
-    return np.where(fits, nearest, other) / scale
+    # + 0.0 makes a -0.0 (a price a hair under the value) 0.0: a database stores -0.0 as 0.0, and the
+    # archive rebuilt from the rows must hold the same bytes as the one written.
+    return np.where(fits, nearest, other) / scale + 0.0
 
 
 BELOW_BAND, IN_BAND, ABOVE_BAND = "below_band", "in_band", "above_band"

@@ -149,11 +149,19 @@ def _usable(value: Any) -> bool:
 
 
 def _pick(row: Mapping[str, Any], field: str) -> Any:
+    """The row's value of `field` under the first of its names that gives one; an empty text gives
+    way to another name's value (price "" beside price_eth 5), and is the value when none gives
+    one. The one reading of a field: validation's (_pick_all) and the look-ups' before it
+    (item_key_of, sale_day_of) must agree, or a webhook looked up the blank name's item and day
+    and validated the other's (the item refused as unknown, the floor of its day never checked)."""
+    blank = None
     for name in COLUMN_ALIASES[field]:
         value = row.get(name)
         if _usable(value):
-            return value
-    return None
+            if not (isinstance(value, str) and not value.strip()):
+                return value
+            blank = value
+    return blank
 
 
 def _pick_all(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,6 +219,9 @@ def text_refusal(values: Mapping[str, Any], names: Iterable[str]) -> str | None:
         # A boolean is no text: str() would make true the event "True", and false an empty party.
         if isinstance(value, dict | list | bool):
             return f"{name} must be text or a number, not {type(value).__name__}"
+        # JSON's 1e400 reads as inf: as text every such id was the one event "inf" (2e400 its conflict).
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{name} is a number past a float's range"
         if isinstance(value, str) and "\x00" in value:  # no database stores NUL in text
             return f"{name} contains a NUL character"
         if value is not None and len(str(value).strip()) > MAX_TEXT_LENGTH:

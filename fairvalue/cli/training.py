@@ -99,14 +99,19 @@ def cli_operator() -> str:
 
 
 def _parse_params(params: list[str] | None) -> dict:
+    """KEY=VALUE pairs, each VALUE read as JSON when it is (a number, true, a list) and else as its
+    text, which check_training_params then names if the parameter takes no text. Read as a webhook's
+    body is (models.json_input): json.loads' ValueError of a 5,000-digit number was a traceback."""
+    from models.json_input import BadJson, loads
+
     out = {}
     for item in params or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise typer.BadParameter(f"{item!r}: use KEY=VALUE")
         try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
+            out[key] = loads(value, "the value")
+        except BadJson:
             out[key] = value
     return out
 
@@ -147,6 +152,9 @@ def promote_cmd(version: int = typer.Argument(..., help="Model version number.")
     the gates rejected or the monitor rolled back is refused unless --force."""
     from fairvalue import lifecycle
 
+    if not 1 <= version <= lifecycle.MAX_VERSION:  # as the API's promote refuses it: no version is numbered so
+        raise typer.BadParameter(f"a model version is 1 to {lifecycle.MAX_VERSION:,}, got {version}",
+                                 param_hint="VERSION")
     settings = settings_for(collection)
     try:
         result = lifecycle.operator_promote(version, reason, settings, operator=cli_operator(), force=force)

@@ -38,6 +38,7 @@ from fairvalue.lifecycle.loops import (
 from fairvalue.lifecycle.monitor import run_monitor
 from fairvalue.lifecycle.operators import (
     MAX_REASON_LENGTH,
+    MAX_VERSION,
     ArtifactRefused,
     BadReason,
     IdempotencyKeyReused,
@@ -60,7 +61,7 @@ from fairvalue.lifecycle.training_requests import (
 from storage.decisions import standing_rejection
 
 __all__ = [
-    "GATE_SEGMENTATIONS", "LOOPS", "MAX_REASON_LENGTH", "MONITOR_LOOP", "NOWCAST_LOOP", "POLICY_LOOP",
+    "GATE_SEGMENTATIONS", "LOOPS", "MAX_REASON_LENGTH", "MAX_VERSION", "MONITOR_LOOP", "NOWCAST_LOOP", "POLICY_LOOP",
     "RESEND_MARGIN_SECONDS", "TRAINING_LOOP", "TRAINING_REFUSALS", "ArtifactRefused", "BadReason", "BadTrainingParams",
     "IdempotencyKeyReused", "NothingToTrain", "PolicyOutcome", "RejectedByGates", "TrainingTimedOut",
     "abandon_stale_runs", "check_training_params", "decisions", "enqueue_retrain", "forget_resend", "is_paused",

@@ -24,6 +24,9 @@ from storage.tables import Collection, ModelVersion, PromotionDecision, Training
 # request or decision and shown in listings, not a document. The API and the CLI both refuse a
 # longer one (a cut would change what the operator said without telling them).
 MAX_REASON_LENGTH = 500
+# The largest version number an operator can name (nine digits): past the versions' INTEGER column
+# (2**31 - 1) a look-up was the database's error, a traceback of `fairvalue promote 9999999999`.
+MAX_VERSION = 999_999_999
 
 
 class BadReason(ValueError):

@@ -22,7 +22,8 @@ def run_migrations_online() -> None:
             # database holding snapshots did). Off for the migration (the pragma is a no-op inside a
             # transaction, so before it), checked after it, and on again for the pooled connection.
             connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-            connection.commit()  # the statement began SQLAlchemy's transaction; alembic's must be its own
+            dangling_before = _dangling(connection)
+            connection.commit()  # the statements began SQLAlchemy's transaction; alembic's must be its own
         try:
             context.configure(
                 connection=connection,
@@ -32,14 +33,26 @@ def run_migrations_online() -> None:
             )
             with context.begin_transaction():
                 context.run_migrations()
-                if sqlite:
-                    dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-                    if dangling:
-                        raise RuntimeError(f"the migration left rows whose foreign keys point nowhere: {dangling[:5]}")
+            if sqlite:
+                _refuse_new_dangling(connection, dangling_before)
         finally:
             if sqlite:
                 connection.exec_driver_sql("PRAGMA foreign_keys=ON")
                 connection.commit()
 
+
+def _dangling(connection) -> set[tuple]:
+    """SQLite's rows whose foreign keys point nowhere: (table, rowid, parent table, key index)."""
+    return {tuple(row) for row in connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()}
+
+
+def _refuse_new_dangling(connection, before: set[tuple]) -> None:
+    """Fail loudly when the migration left rows pointing nowhere. SQLite's DDL is not transactional
+    here (alembic commits each revision), so what ran stays: the message says so. Rows that pointed
+    nowhere before (a hand edit with foreign keys off) are not the migration's, and do not block it."""
+    left = sorted(_dangling(connection) - before)
+    if left:
+        raise RuntimeError(f"the migration, which stays applied, left {len(left)} row(s) whose foreign keys point "
+                           f"nowhere (table, rowid, parent, key): {left[:5]}")
 
 run_migrations_online()

@@ -546,6 +546,12 @@ def test_a_value_a_rounding_away_from_a_threshold_is_answered_as_the_nowcast_jud
         listed = client.get("/v1/collections/cryptopunks/signals?limit=500").json()
         assert listed["snapshot"]["id"] == snap.id and listed["total"] == len(cases)
         assert {s["item_id"]: triple(s) for s in listed["signals"]} == want
+        # A quote is judged as the nowcast judges a sale: 14.99996 % over the stored 130.435 is a HOLD,
+        # and its deviation reads under the 15 % (plain rounding said 0.15 beside the HOLD).
+        for over, judged in ((0.1499996, ("HOLD", 0.149999)), (-0.0999996, ("HOLD", -0.099999)),
+                             (0.15, ("SELL", 0.15))):
+            quote = client.get("/v1/items/2/quote", params={"price": repr(130.435 * (1 + over))}).json()
+            assert (quote["signal"], quote["deviation"]) == judged, over
         # Read from the database (a snapshot too big to hold), the answers are the same bytes.
         for key in cases:
             assert item_reads._item_from_database("cryptopunks", key).body == client.get(f"/v1/items/{key}").content

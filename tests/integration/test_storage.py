@@ -140,3 +140,25 @@ def _head_revision() -> str:
     from storage.migrate import alembic_config
 
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def test_a_row_pointing_nowhere_before_an_upgrade_does_not_block_it(tmp_path):
+    """storage/migrations/env.py checks SQLite's foreign keys after a migration it ran with them off.
+    A row that pointed nowhere before (written with foreign keys off, as the sqlite3 shell does) is
+    not the migration's doing: every upgrade failed on it, with nothing to migrate too."""
+    import sqlite3
+
+    from storage.migrate import upgrade
+    from tests.realparts import database_before
+
+    url, engine = database_before("0020", tmp_path, [])
+    engine.dispose()
+    shell = sqlite3.connect(tmp_path / "old.db")  # foreign keys off, the shell's default
+    shell.execute("INSERT INTO promotion_decisions (collection_id, decision, decided_by, reason, numbers, created_at, "
+                  "contender_version_id) VALUES (1, 'reject', 'operator', 'x', '{}', '2026-01-01 00:00:00', 999)")
+    shell.commit()
+    shell.close()
+    upgrade(url, "head")
+    upgrade(url, "head")  # nothing to migrate
+    assert sqlite3.connect(tmp_path / "old.db").execute("SELECT version_num FROM alembic_version").fetchone() == (
+        _head_revision(),)

@@ -132,6 +132,13 @@ def test_market_signals_read_a_buying_ask_then_a_recent_sale_then_any_ask():
     np.testing.assert_allclose(deviation, want_deviation, rtol=1e-12)
 
 
+def test_a_price_a_hair_under_the_value_deviates_by_zero_not_minus_zero():
+    """-0.0 went into the archive as "-0.0" while a database row reads it back 0.0, so the archive
+    rebuilt from the rows had another sha256 than the one written."""
+    _, _, deviation = market_signals([float("nan")], [99.99999], [0.0], [100.0], 0.1, 0.15, 30.0)
+    assert deviation[0] == 0.0 and not np.signbit(deviation[0])
+
+
 def test_a_deviation_is_answered_to_six_decimals_on_the_side_of_each_threshold_its_signal_is():
     """A fair value within a rounding of a threshold: the deviation answered (and recorded) is the
     judged one to 6 decimals, never one that reads across a threshold the signal did not cross

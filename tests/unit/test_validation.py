@@ -84,6 +84,10 @@ def test_accepted_bid_with_zero_buyer_is_a_valid_sale():
         # A boolean is no text: str() made true the event "True", false an empty party.
         ({"event_id": True}, Reason.MALFORMED_ROW),
         ({"seller": False}, Reason.MALFORMED_ROW),
+        # JSON's 1e400 reads as inf: every such id was the event "inf", and 2e400 its conflict.
+        ({"event_id": float("inf")}, Reason.MALFORMED_ROW),
+        ({"event_id": float("-inf")}, Reason.MALFORMED_ROW),
+        ({"seller": float("inf")}, Reason.MALFORMED_ROW),
     ],
 )
 def test_bad_rows_are_rejected_with_reason(overrides, reason):
@@ -188,3 +192,15 @@ def test_a_sale_before_the_collection_could_trade_is_refused():
                                        first), Rejection)
     assert not isinstance(validate_row(row(timestamp="1971-01-01T00:00:00Z"), ITEMS, FloorLookup({}), 0.2, NOW),
                           Rejection)  # a collection whose first day is not known: only the epoch bounds it
+
+
+def test_the_look_ups_read_a_field_as_validation_does():
+    """item_key_of and sale_day_of (what a webhook looks up before validating) and a refusal's
+    event id read an empty value as giving way to another name's, as validate_row does."""
+    from models.validation import item_key_of, sale_day_of
+
+    given = {"event_id": "", "id": "e9", "timestamp": " ", "ts": "2021-01-02T12:00:00Z", "item_key": "",
+             "punk_id": "7", "price": 0}
+    refused = validate_row(given, {"7"}, FloorLookup({}), 0.2, NOW)
+    assert (item_key_of(given), sale_day_of(given)) == ("7", date(2021, 1, 2))
+    assert (refused.reason, refused.event_id) == (Reason.NON_POSITIVE_PRICE, "e9")
