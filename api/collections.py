@@ -41,10 +41,11 @@ def signals(request: Request) -> JSONResponse:
       - {name: signal, in: query, schema: {type: string, enum: [BUY, SELL, HOLD, buy, sell, hold]}}
       - {name: type, in: query, schema: {type: string, maxLength: 100}, description: "item type, e.g. Alien"}
       - {name: trait, in: query, schema: {type: string, maxLength: 100}, description: "an attribute value"}
-      - {name: min_deviation, in: query, schema: {type: number, minimum: 0},
+      - {name: min_deviation, in: query, schema: {type: number, minimum: 0, maximum: 1000000, exclusiveMaximum: true},
          description: "|price / fair value - 1| at least this, of the price the signal read (signal_basis)"}
       - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 500, default: 50}}
-      - {name: cursor, in: query, schema: {type: string, maxLength: 100}, description: "next_cursor of the last page"}
+      - {name: cursor, in: query, schema: {type: string, maxLength: 100, pattern: "^[A-Za-z0-9_-]*=*$"},
+         description: "next_cursor of the last page"}
     responses:
       200: {description: "signals, total, next_cursor, snapshot"}
       400: {$ref: "#/components/responses/BadRequest"}
@@ -63,9 +64,9 @@ def performance(request: Request) -> JSONResponse:
     summary: Forward metrics (each sale and ask vs the last snapshot published before it), overall and by segment
     tags: [track record]
     parameters:
-      - {name: from, in: query, schema: {type: string, format: date-time}, description: "ISO date or date-time"}
-      - {name: to, in: query, schema: {type: string, format: date-time},
-         description: "a date counts whole (inclusive); a date-time is exclusive"}
+      - {name: from, in: query, description: "ISO date or date-time, in the years 1970 to 2200; a window spans at
+         most ~10 years"}
+      - {name: to, in: query, description: "a date counts whole (inclusive); a date-time is exclusive"}
     responses:
       200: {description: "model and previous-day floor metrics, the sale signals' KPIs (signals), the BUYs
         at asks judged by whether the asks were taken (ask_signals), segments, series per period, points"}
@@ -83,9 +84,9 @@ def backtest(request: Request) -> JSONResponse:
       under their forward fair value, against every priced card, each for one day (docs/cards.md)."
     tags: [track record]
     parameters:
-      - {name: from, in: query, schema: {type: string, format: date-time}, description: "ISO date or date-time"}
-      - {name: to, in: query, schema: {type: string, format: date-time},
-         description: "a date counts whole (inclusive); a date-time is exclusive"}
+      - {name: from, in: query, description: "ISO date or date-time, in the years 1970 to 2200; a window spans at
+         most ~10 years"}
+      - {name: to, in: query, description: "a date counts whole (inclusive); a date-time is exclusive"}
     responses:
       200: {description: "both strategies' measures, equity and drawdown curves, filtered counts"}
       400: {$ref: "#/components/responses/BadRequest"}
@@ -99,12 +100,12 @@ def market(request: Request) -> JSONResponse:
     ---
     summary: Daily floor, ETH/USD and the sales index (default the last 365 days of data)
     description: "A daily-priced collection (cards) answers, per priced day, n_cards, median_price and its
-      market index (the running sum of the cards' median daily log move) instead of floor and ETH/USD."
+      market index (100 x exp of the running sum of the cards' median daily log move) instead of floor and ETH/USD."
     tags: [collections]
     parameters:
-      - {name: from, in: query, schema: {type: string, format: date-time}, description: "ISO date or date-time"}
-      - {name: to, in: query, schema: {type: string, format: date-time},
-         description: "a date counts whole (inclusive); a date-time is exclusive"}
+      - {name: from, in: query, description: "ISO date or date-time, in the years 1970 to 2200; a window spans at
+         most ~10 years"}
+      - {name: to, in: query, description: "a date counts whole (inclusive); a date-time is exclusive"}
     responses:
       200: {description: "one row per day"}
       400: {$ref: "#/components/responses/BadRequest"}
@@ -135,7 +136,9 @@ def snapshot_file(request: Request) -> Response:
     """A whole published snapshot as its archive file.
     ---
     summary: Every item of a published snapshot as gzip'd CSV (its archive), by id or the one published now
-    description: "Columns: item_key, fair_value, p10, p90, signal, last_price, last_sale_at, ask_price, ask_at.
+    description: "Columns: item_key, fair_value, p10, p90, signal, last_price, last_sale_at, ask_price, ask_at,
+      signal_basis, deviation (the price the signal read and how far it strays; the last two are not in a
+      snapshot made before they were recorded, migration 0019).
       The ETag is the file's sha256, the one recorded with its archive; an If-None-Match naming it is a 304.
       An archived numbered snapshot never changes; one past FAIRVALUE_RETENTION_DAYS is served whole from the
       archive. A snapshot id is at most 2147483647. A HEAD answers the headers without reading the archive

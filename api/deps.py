@@ -12,13 +12,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from api.openapi import query_names
+from fairvalue.answers import SLUG_PATTERN
 from fairvalue.errors import BadInput
 from fairvalue.settings import get_settings
 from models.json_input import unknown_names  # the refusal's words, as a webhook's rows and a file's get them
 
-SLUG = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+SLUG = re.compile(SLUG_PATTERN)
 INTEGER = re.compile(r"-?[0-9]+")  # ASCII only: re's [0-9] is not \d
-DECIMAL = re.compile(r"-?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE]-?[0-9]{1,3})?")
+# An exponent may carry its sign either way: "6.6e+16" is how Python, JavaScript and the OpenAPI
+# fuzzers write a large number, and was refused as "not a number" (a literal "+" in a query string
+# is a space: a client sends it as %2B).
+DECIMAL = re.compile(r"-?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][-+]?[0-9]{1,3})?")
 
 
 def slug_of(request: Request) -> str:

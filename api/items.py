@@ -42,7 +42,8 @@ async def bulk_valuations(request: Request) -> Response:
     summary: Bulk valuations (at most 1000 ids) from one snapshot, plus the ids not found
     tags: [valuations]
     parameters:
-      - {name: ids, in: query, required: true, description: "comma-separated item ids", schema: {type: string}}
+      - {name: ids, in: query, required: true, description: "comma-separated item ids (at most 1000)",
+         schema: {type: string, pattern: "^[ ,]*[A-Za-z0-9_.:-]{1,64}( *,[ ,]*([A-Za-z0-9_.:-]{1,64})?)* *$"}}
     responses:
       200: {description: "valuations, not_found, snapshot"}
       400: {$ref: "#/components/responses/BadRequest"}
@@ -62,8 +63,9 @@ def item_quote(request: Request) -> JSONResponse:
     summary: How an asked price (a listing or an offer) compares with the item's published value
     tags: [valuations]
     parameters:
-      - {name: price, in: query, required: true, schema: {type: number, minimum: 0, exclusiveMinimum: true},
-         description: "in the collection's currency"}
+      - {name: price, in: query, required: true,
+         schema: {type: number, minimum: 0, exclusiveMinimum: true, maximum: 1000000000000},
+         description: "in the collection's currency, at most 1e12 (models.validation.MAX_PRICE)"}
     responses:
       200: {description: "price, fair value, band, deviation, the signal at the thresholds the published snapshot's
         signals were judged at (thresholds), where the price sits in the band (below_band, in_band, above_band),
@@ -84,9 +86,8 @@ def item_history(request: Request) -> JSONResponse:
     summary: An item's history of published values (oldest first) and its sales
     tags: [valuations]
     parameters:
-      - {name: from, in: query, schema: {type: string, format: date-time}, description: "ISO date or date-time"}
-      - {name: to, in: query, schema: {type: string, format: date-time},
-         description: "a date counts whole (inclusive); a date-time is exclusive"}
+      - {name: from, in: query, description: "ISO date or date-time, in the years 1970 to 2200"}
+      - {name: to, in: query, description: "a date counts whole (inclusive); a date-time is exclusive"}
       - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 5000, default: 1000},
          description: "at most this many published values (the most recent)"}
     responses:

@@ -16,20 +16,38 @@ from starlette.applications import Starlette
 from starlette.schemas import SchemaGenerator
 
 import fairvalue
+from fairvalue.answers import ITEM_KEY_PATTERN, MAX_OFFSET, SLUG_PATTERN
+from fairvalue.lifecycle.operators import MAX_VERSION
+from fairvalue.snapshot_files import MAX_ID as MAX_SNAPSHOT_ID
+from fairvalue.snapshot_files import PUBLISHED
 from models.times import HOUR_PRECISION_SOURCES, TIME_PRECISIONS
 
 # The methods api.limits.RateLimitMiddleware counts (here, beneath it, so the document and the
 # middleware read one list): the reads. A webhook's or an operator's POST is never answered 429.
 RATE_LIMITED_METHODS = ("GET", "HEAD")
 
+# What each path parameter takes, as the reads check it (fairvalue.answers, fairvalue.snapshot_files):
+# "maxLength: 64" let a client's generated slug be any text, which every read refuses (400), and
+# a snapshot id past what the reads take (or 0) matched "[0-9]{1,10}". The examples are the
+# bundled market's, so a generated request reaches a valued item and not a 404 only.
 PATH_PARAMS = {
-    "slug": {"description": "collection slug, e.g. cryptopunks", "schema": {"type": "string", "maxLength": 64}},
-    "item_id": {"description": "item id within the collection, e.g. 7804",
-                "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,64}$"}},
-    "version": {"description": "model version number", "schema": {"type": "integer", "minimum": 1}},
+    "slug": {"description": "collection slug, e.g. cryptopunks", "example": "cryptopunks",
+             "schema": {"type": "string", "pattern": f"^{SLUG_PATTERN}$"}},
+    "item_id": {"description": "item id within the collection, e.g. 7804", "example": "7804",
+                "schema": {"type": "string", "pattern": f"^{ITEM_KEY_PATTERN}$"}},
+    "version": {"description": "model version number", "schema": {"type": "integer", "minimum": 1,
+                                                                  "maximum": MAX_VERSION}},
     "snapshot": {"description": "published (the one published now) or a snapshot id, as an item's history names them",
-                 "schema": {"type": "string", "pattern": "^(published|[0-9]{1,10})$"}},
+                 "example": PUBLISHED,
+                 "schema": {"anyOf": [{"type": "string", "enum": [PUBLISHED]},
+                                      {"type": "integer", "minimum": 1, "maximum": MAX_SNAPSHOT_ID}]}},
 }
+
+# A window's `from` or `to` as fairvalue.answers.parse_time takes it: an ISO date or date-time in
+# the years 1970 to 2200 (EARLIEST_TIME, LATEST_TIME). "format: date-time" alone refused the dates
+# the reads take and took the years they refuse.
+WINDOW_BOUND = {"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}],
+                "pattern": "^(19[7-9][0-9]|2[01][0-9]{2}|2200)-"}
 
 ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 COMPONENTS = {
@@ -88,11 +106,27 @@ def query_names(endpoint) -> tuple[str, ...]:
     return tuple(p["name"] for p in operation.get("parameters", []) if p.get("in") == "query")
 
 
+def _query_param(param: dict) -> dict:
+    """A declared query parameter with what every read does alike (api.deps): an empty value
+    (`?limit=`, an empty form field) reads as the parameter not given, and an offset is at most
+    MAX_OFFSET (fairvalue.answers.page_bounds). Not written in each docstring, so not forgotten in one."""
+    if param.get("in") != "query":
+        return param
+    param = {**param, "schema": dict(param.get("schema", {}))}
+    if not param.get("required"):
+        param["allowEmptyValue"] = True
+    if param["name"] == "offset":
+        param["schema"].setdefault("maximum", MAX_OFFSET)
+    if param["name"] in ("from", "to"):  # a window's bound (fairvalue.answers.parse_window)
+        param["schema"] = WINDOW_BOUND
+    return param
+
+
 def _operation(endpoint, path: str, method: str) -> dict:
     operation = dict(_generator.parse_docstring(endpoint) or {})
     operation.setdefault("responses", {200: {"description": "OK"}})
     names = re.findall(r"{([^}:]+)}", path)
-    declared = operation.get("parameters", [])
+    declared = [_query_param(p) for p in operation.get("parameters", [])]
     operation["parameters"] = [{"name": n, "in": "path", "required": True, **PATH_PARAMS.get(n, {"schema": {
         "type": "string"}})} for n in names] + declared
     if not operation["parameters"]:

@@ -13,11 +13,15 @@ from typing import Any
 
 from fairvalue.errors import BadInput
 
-_ONE_KEY = r"[A-Za-z0-9_.:-]{1,64}"
-ITEM_KEY = re.compile(_ONE_KEY + r"\Z")  # \Z: "$" also matches before a final newline
-ITEM_KEYS = re.compile(rf"{_ONE_KEY}(?:,{_ONE_KEY})*\Z")  # a comma-separated list of them, nothing else
+# An item id and a collection slug as every read takes them; the OpenAPI document publishes these
+# same patterns (api.openapi.PATH_PARAMS), so a client's generated request is one the read takes.
+ITEM_KEY_PATTERN = r"[A-Za-z0-9_.:-]{1,64}"
+SLUG_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
+ITEM_KEY = re.compile(ITEM_KEY_PATTERN + r"\Z")  # \Z: "$" also matches before a final newline
+ITEM_KEYS = re.compile(rf"{ITEM_KEY_PATTERN}(?:,{ITEM_KEY_PATTERN})*\Z")  # a comma-separated list of them, nothing else
 MAX_BULK_IDS = 1000
 MAX_PAGE = 500
+MAX_OFFSET = 1_000_000_000  # the furthest page offset a read takes
 # The times a read takes: the years 1970 to 2200, through the end of 2200 (`to=2200-12-31`
 # reads through that day: its window ends at the next midnight).
 EARLIEST_TIME, LATEST_TIME = datetime(1970, 1, 1, tzinfo=UTC), datetime(2201, 1, 1, tzinfo=UTC)
@@ -86,8 +90,9 @@ def parse_time(value: str | None, name: str) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise BadInput(f"{name} must be an ISO date or date-time, got {value[:40]!r}") from None
-    # The year first: converting a time near year 9999 to UTC overflows.
-    if not 1970 <= parsed.year <= LATEST_TIME.year:
+    # The year as given first (converting a time near year 9999 to UTC overflows), and 2201 is not
+    # one of the years: `from=2201-01-01` was taken, while the OpenAPI document says 1970 to 2200.
+    if not EARLIEST_TIME.year <= parsed.year < LATEST_TIME.year:
         raise BadInput(f"{name} must be between the years 1970 and 2200")
     parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     if not EARLIEST_TIME <= parsed <= LATEST_TIME:
@@ -95,9 +100,18 @@ def parse_time(value: str | None, name: str) -> datetime | None:
     return parsed
 
 
-# A bare date as `to` counts the whole day, as a date input on a page means it (`to=2021-12-31`
-# reads through the 31st); a date-time is where the window ends (exclusive).
-BARE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+def is_bare_date(value: str) -> bool:
+    """Whether `value` names a day and no time of it. A bare date as `to` counts the whole day, as
+    a date input on a page means it (`to=2021-12-31` reads through the 31st); a date-time is where
+    the window ends (exclusive). Every form of a date parse_time takes counts: told apart by a
+    pattern of the extended form alone, `to=20211231` (a basic ISO date) ended at the 31st's
+    midnight, a day short of `to=2021-12-31`."""
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
 
 
 def parse_window(start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
@@ -107,7 +121,7 @@ def parse_window(start: str | None, end: str | None) -> tuple[datetime | None, d
     `to=1969-12-31` was made 1970-01-01 before the years were checked, and answered 200: an
     empty window before the epoch. None for a bound not given (each read has its defaults)."""
     t0, t1 = parse_time(start, "from"), parse_time(end, "to")
-    if t1 is not None and BARE_DATE.fullmatch(end):
+    if t1 is not None and is_bare_date(end):
         t1 += timedelta(days=1)
         if t1 > LATEST_TIME:  # 2201-01-01 is the end of the range, not a day in it
             raise BadInput("to must be between the years 1970 and 2200")
@@ -148,7 +162,7 @@ def page_bounds(limit: int | None, offset: int | None, default: int = 50) -> tup
     offset = 0 if offset is None else offset
     if not 1 <= limit <= MAX_PAGE:
         raise BadInput(f"limit must be between 1 and {MAX_PAGE}")
-    if not 0 <= offset <= 1_000_000_000:
+    if not 0 <= offset <= MAX_OFFSET:
         raise BadInput("offset must be between 0 and 1e9")
     return limit, offset
 

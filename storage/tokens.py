@@ -13,6 +13,7 @@ import secrets
 from datetime import timedelta
 
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from storage.tables import ApiToken, utcnow
@@ -39,8 +40,12 @@ def create(session: Session, name: str) -> str:
         raise ValueError(f"a token named {name!r} is active; to replace it, create one under another name, "
                          f"then revoke {name!r}")
     token = PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(name=name, token_sha256=digest(token)))
-    session.flush()
+    try:
+        with session.begin_nested():  # a savepoint: the caller's transaction outlives a refusal
+            session.add(ApiToken(name=name, token_sha256=digest(token)))
+    except IntegrityError:  # the name's unique index: another call created it since the look-up above
+        raise ValueError(f"a token named {name!r} was created by another call at the same moment; "
+                         "pick another name") from None
     return token
 
 

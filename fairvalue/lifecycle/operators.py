@@ -62,7 +62,7 @@ def enqueue_retrain(reason: str, params: dict | None = None, settings: Settings 
     reason = operator_reason(reason)
     settings = settings or get_settings()
     # The client's key hashed: a 64-character slug and a 128-character key would not fit the column.
-    key = f"{settings.collection}:operator:" + (f"key:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+    key = f"{settings.collection}:operator:" + (f"key:{_key_digest(idempotency_key)}"
                                                  if idempotency_key else utcnow().isoformat())
     outcome = record_request(settings, key, f"operator: {reason}", {"operator": operator or True}, params or {},
                               check_params=True)
@@ -172,7 +172,8 @@ KEY_DIGEST = "idempotency_key_sha256"
 
 
 def _key_digest(idempotency_key: str | None) -> str | None:
-    """A client's key as kept: its sha256, as a training request's (the client's own text is not shown)."""
+    """A client's Idempotency-Key as kept (a training request's, a rollback's): its sha256, so the
+    client's own text is not shown, and any key fits the column."""
     return hashlib.sha256(idempotency_key.encode()).hexdigest() if idempotency_key else None
 
 

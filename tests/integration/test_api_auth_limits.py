@@ -112,3 +112,67 @@ def test_cors_when_origins_are_configured(seeded, monkeypatch):
         assert preflight.status_code == 200, preflight.text
         exposed = {h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")}
         assert {"etag", "retry-after", "x-snapshot-id"} <= exposed
+
+
+def test_cors_headers_are_on_a_429_and_a_413_and_a_head_passes_a_preflight(seeded, monkeypatch):
+    """CORS sat inside the limits, so their 429 and 413 had no Access-Control-Allow-Origin: a
+    browser's script got a CORS error, not the 429 and the Retry-After the API exposes for it. And a
+    HEAD with If-None-Match (a snapshot's headers) failed its preflight: HEAD was not allowed."""
+    from api.app import create_app
+
+    origin = {"Origin": "https://app.example.com"}
+    monkeypatch.setattr(get_settings(), "cors_origins", "https://app.example.com")
+    monkeypatch.setattr(get_settings(), "rate_limit_per_minute", 1)
+    monkeypatch.setattr(get_settings(), "max_body_bytes", 1000)
+    with TestClient(create_app()) as c:
+        preflight = c.options(f"{C}/snapshots/published", headers={
+            **origin, "Access-Control-Request-Method": "HEAD", "Access-Control-Request-Headers": "if-none-match"})
+        assert preflight.status_code == 200, preflight.text
+        limited = next(r for r in (c.get(f"{C}/items/1", headers=origin) for _ in range(2)) if r.status_code == 429)
+        assert limited.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert "retry-after" in limited.headers["access-control-expose-headers"].lower()
+        big = c.post(f"{C}/training-requests", content=b"x" * 2000,
+                     headers={**origin, "Content-Type": "application/json"})
+        assert big.status_code == 413 and big.headers["access-control-allow-origin"] == "https://app.example.com"
+
+
+def test_two_tokens_created_under_one_name_at_once_refuse_the_second(database):
+    """Both calls look the name up, find nothing, and insert: the second's insert waits on the first's
+    row in the name's unique index, then broke on it, a traceback from `tokens create`. It is a
+    refusal naming the clash, and the first call's token stands."""
+    import threading
+
+    import sqlalchemy as sa
+    from sqlmodel import Session
+
+    from storage import tokens
+    from storage.db import get_engine
+
+    name = f"race-{time.time_ns()}"
+    first = Session(get_engine())
+    tokens.create(first, name)  # inserted, not committed: the second call's look-up does not see it
+    outcome: dict[str, str] = {}
+
+    def second() -> None:
+        with Session(get_engine()) as session:
+            try:
+                tokens.create(session, name)
+                session.commit()
+                outcome["created"] = "yes"
+            except ValueError as exc:
+                outcome["refused"] = str(exc)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with get_engine().connect() as watch:  # until the second insert waits on the first's row
+        for _ in range(200):
+            if watch.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                     "AND datname = current_database()")).scalar():
+                break
+            time.sleep(0.05)
+    first.commit()
+    first.close()
+    thread.join(30)
+    assert "at the same moment" in outcome.get("refused", ""), outcome
+    with session_scope() as session:
+        assert len(session.exec(select(ApiToken).where(ApiToken.name == name)).all()) == 1

@@ -4,16 +4,19 @@ and a bounded property-based run (schemathesis) over it against the seeded app f
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
+from jsonschema import Draft4Validator, FormatChecker
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
 from api.app import app
 
 pytestmark = pytest.mark.integration
+C = "/v1/collections/cryptopunks"
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
@@ -54,6 +57,44 @@ def test_a_405_allows_every_method_of_its_path():
         answer = client.delete(path)
         assert answer.status_code == 405 and answer.headers["allow"] == "GET, HEAD, POST", (path, answer.headers)
     assert client.put("/v1/items/1").headers["allow"] == "GET, HEAD"
+
+
+# (path, documented path, parameter, value, whether the read takes it): each on both sides of a bound.
+BOUNDS = [
+    *[(f"/v1/collections/{v}", "/v1/collections/{slug}", "slug", v, taken)
+      for v, taken in [("cryptopunks", True), ("no-such.collection_1", True), ("é", False), ("a+b", False),
+                       ("a" * 65, False)]],
+    *[(f"{C}/snapshots/{v}", "/v1/collections/{slug}/snapshots/{snapshot}", "snapshot", v, taken)
+      for v, taken in [("published", True), ("1", True), ("2147483647", True), ("0", False), ("2147483648", False)]],
+    *[(f"{C}/snapshots?offset={v}", "/v1/collections/{slug}/snapshots", "offset", v, taken)
+      for v, taken in [("1000000000", True), ("1000000001", False), ("", True)]],
+    *[(f"{C}/signals?min_deviation={quote(v)}", "/v1/collections/{slug}/signals", "min_deviation", v, taken)
+      for v, taken in [("999999", True), ("1e+3", True), ("1000000", False)]],
+    *[(f"{C}/items/7804/quote?price={quote(v)}", "/v1/collections/{slug}/items/{item_id}/quote", "price", v, taken)
+      for v, taken in [("1000000000000", True), ("6.5e+1", True), ("1000000000001", False)]],
+    *[(f"{C}/valuations?ids={quote(v)}", "/v1/collections/{slug}/valuations", "ids", v, taken)
+      for v, taken in [("1, 2,,3", True), (",,,", False), ("", False)]],
+    *[(f"{C}/items/7804/history?{name}={quote(v)}", "/v1/collections/{slug}/items/{item_id}/history", name, v, taken)
+      for name in ("from", "to")
+      for v, taken in [("2021-12-31", True), ("1970-01-01T00:00:01Z", True), ("2200-12-31", True),
+                       ("1969-12-31", False), ("2201-01-01", False), ("2201-01-01T00:00:00Z", False), ("", True)]],
+]
+
+
+def test_the_document_takes_what_the_reads_take(client):
+    """A value the document allows is taken and one it refuses is a 400, on each side of every bound:
+    the document said a slug was any text of 64, a snapshot id any ten digits, an offset, a
+    min_deviation or a price any number past what the reads take, a window's bound a date-time of
+    any year (and not a bare date, which the reads take), and `1e+3` was refused as no number."""
+    doc = client.get("/openapi.json").json()
+    for url, path, name, value, taken in BOUNDS:
+        param = next(p for p in doc["paths"][path]["get"]["parameters"] if p["name"] == name)
+        wire = int(value) if value.isdigit() and "integer" in str(param["schema"]) else value
+        documented = (value == "" and param.get("allowEmptyValue", False)) or Draft4Validator(
+            param["schema"], format_checker=FormatChecker()).is_valid(
+            float(wire) if param["schema"].get("type") == "number" else wire)
+        answer = client.get(url)
+        assert (documented, answer.status_code != 400) == (taken, taken), (url, answer.status_code, answer.text[:200])
 
 
 @schema.parametrize()

@@ -151,3 +151,33 @@ def test_a_window_is_parsed_and_checked_in_one_place_as_given():
     assert parse_window("2021-01-01", "2021-01-01") == (day, day + timedelta(days=1))  # one day, read whole
     assert parse_window(None, "1970-01-01")[1] == datetime(1970, 1, 2, tzinfo=UTC)  # the first day, read whole
     assert default_start(datetime(1970, 1, 2, tzinfo=UTC), timedelta(days=90)) == EARLIEST_TIME
+
+
+def test_an_exponent_may_carry_its_sign():
+    """`6.6e+16` is how Python and JavaScript write a large number (and the OpenAPI fuzzers send it):
+    it was refused as "not a number" while `6.6e16` was taken."""
+    assert float_param(request("price=6.6e%2B16"), "price") == 6.6e16
+    assert float_param(request("price=1E%2B0"), "price") == float_param(request("price=1e-0"), "price") == 1.0
+    with pytest.raises(BadInput, match=r"^price must be a number, got '1e 3'$"):  # a bare "+" is a space
+        float_param(request("price=1e+3"), "price")
+    with pytest.raises(BadInput, match=r"must be a number"):
+        float_param(request("price=1e%2B%2B3"), "price")
+
+
+def test_every_form_of_a_bare_date_counts_its_whole_day():
+    """`to=20211231` (a basic ISO date, which the reads take) ended at the 31st's midnight, a day
+    short of `to=2021-12-31`: only the extended form was told to be a date."""
+    end = datetime(2022, 1, 1, tzinfo=UTC)
+    for day in ("2021-12-31", "20211231", "2021-W52-5"):
+        assert parse_window(None, day) == (None, end), day
+    for moment in ("2021-12-31T00:00:00Z", "2021-12-31T00", "20211231T000000"):
+        assert parse_window(None, moment) == (None, end - timedelta(days=1)), moment
+
+
+def test_a_bound_in_the_year_2201_is_refused_as_given():
+    """`from=2201-01-01` was taken (the year check read up to LATEST_TIME's year, 2201), while the
+    README and the OpenAPI document say the years 1970 to 2200. The end of 2200 is still a `to`."""
+    for bound in ("2201-01-01", "2201-01-01T00:00:00Z"):
+        with pytest.raises(BadInput, match=r"^from must be between the years 1970 and 2200$"):
+            parse_window(bound, None)
+    assert parse_window(None, "2200-12-31T19:00:00-05:00")[1] == datetime(2201, 1, 1, tzinfo=UTC)
