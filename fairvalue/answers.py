@@ -11,6 +11,8 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import numpy as np
+
 from fairvalue.errors import BadInput
 
 # An item id and a collection slug as every read takes them; the OpenAPI document publishes these
@@ -65,13 +67,19 @@ def rounded(value: float | None, digits: int = 6) -> float | None:
 
 
 def rounded_all(value: Any, digits: int = 6) -> Any:
-    """Every float in an answer the pure core built whole (its dicts and lists), rounded as
-    rounded() rounds one: an explanation's effects came straight from the model (0.12345678901234568)."""
+    """An answer the pure core built whole (its dicts and lists) made ready for JSON: every float
+    rounded as rounded() rounds one (an explanation's effects came straight from the model,
+    0.12345678901234568), an infinite one None (JSON has no infinity), numpy's integers plain ones
+    and every key text."""
     if isinstance(value, dict):
-        return {key: rounded_all(v, digits) for key, v in value.items()}
+        return {str(key): rounded_all(v, digits) for key, v in value.items()}
     if isinstance(value, list | tuple):
         return [rounded_all(v, digits) for v in value]
-    return rounded(value, digits) if isinstance(value, float) else value
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return rounded(value, digits) if math.isfinite(value) or math.isnan(value) else None
+    return value
 
 
 # --- parameters -----------------------------------------------------------------------------

@@ -17,13 +17,12 @@ from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import func
 from sqlmodel import Session, select
 
 from fairvalue import kinds, signal_record
-from fairvalue.answers import check_window, default_start, iso, parse_window, rounded
+from fairvalue.answers import check_window, default_start, iso, parse_window, rounded, rounded_all
 from fairvalue.errors import BadInput
 from fairvalue.forward_values import published_values
 from fairvalue.reads import collection_row
@@ -115,18 +114,6 @@ def _metrics(frame: pd.DataFrame) -> dict[str, Any]:
                              frame["p10"].to_numpy(), frame["p90"].to_numpy())
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return rounded(value) if np.isfinite(value) else None
-    return value
-
-
 def _floor_baseline(session: Session, coll: Collection, scored: pd.DataFrame) -> dict[str, Any]:
     """The previous-day floor known when the snapshot was published, scored on the same sales."""
     from models.features import floor_before
@@ -181,7 +168,7 @@ def performance(slug: str | None = None, start: str | None = None, end: str | No
             table = segment_metrics(scored["fair_value"], scored["price"], segments, scored["p10"],
                                     scored["p90"]) if len(scored) else pd.DataFrame()
             recent = scored.tail(MAX_POINTS)
-            return _clean({
+            return rounded_all({
                 "collection": coll.slug, "currency": coll.currency,
                 "window": {"from": iso(t0), "to": iso(t1)},
                 "method": "each sale scored against the last snapshot published strictly before it",
@@ -258,7 +245,7 @@ def _daily_performance(session: Session, coll: Collection, start: str | None, en
             raise BadInput(str(exc)) from None
         report.update(collection=coll.slug, currency=coll.currency, kind="daily_prices",
                       method="replay: each card-day valued by a model trained on days before it")
-        return _clean(report)
+        return rounded_all(report)
 
     return _cached(key, compute)
 
@@ -302,7 +289,7 @@ def backtest_results(slug: str | None = None, start: str | None = None, end: str
                               horizon_days=settings.backtest_horizon_days).as_dict()
             for name in ("buy_all", "strategy", "below_market"):
                 result[name]["drawdown"] = _drawdown(result[name]["equity"])
-            return _clean({"collection": coll.slug, "window": {"from": iso(t0), "to": iso(t1)},
+            return rounded_all({"collection": coll.slug, "window": {"from": iso(t0), "to": iso(t1)},
                            "method": "live forward pairs; rules in docs/backtest.md", "counts": counts, **result})
 
         return _cached(key, compute)
@@ -331,7 +318,7 @@ def _daily_backtest(session: Session, coll: Collection, start: str | None, end: 
                 raise BadInput(str(exc)) from None
         for name in ("buy_all", "strategy"):
             result[name]["drawdown"] = _drawdown(result[name]["equity"])
-        return _clean({"collection": coll.slug, "currency": coll.currency, "kind": "daily_prices",
+        return rounded_all({"collection": coll.slug, "currency": coll.currency, "kind": "daily_prices",
                        "window": {"from": iso(t0.to_pydatetime()), "to": iso(t1.to_pydatetime())},
                        "method": "replayed card-days (as /performance), each held one day; rules in docs/cards.md",
                        **result})

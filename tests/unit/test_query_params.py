@@ -181,3 +181,17 @@ def test_a_bound_in_the_year_2201_is_refused_as_given():
         with pytest.raises(BadInput, match=r"^from must be between the years 1970 and 2200$"):
             parse_window(bound, None)
     assert parse_window(None, "2200-12-31T19:00:00-05:00")[1] == datetime(2201, 1, 1, tzinfo=UTC)
+
+
+def test_an_answer_built_whole_is_made_ready_for_json_in_one_place():
+    """answers.rounded_all serves the explanation and the track record alike (the track record had
+    its own copy): floats rounded, infinities and NaN None, numpy integers plain, keys text, and
+    a boolean left a boolean (it is an int to Python)."""
+    import numpy as np
+
+    from fairvalue.answers import rounded_all
+
+    built = {1: np.int64(3), "x": [np.float32(0.1234567891), float("inf"), -np.inf, float("nan"), True, "s"],
+             "y": (np.float64(2.0000004),)}
+    assert rounded_all(built) == {"1": 3, "x": [0.123457, None, None, None, True, "s"], "y": [2.0]}
+    assert type(rounded_all(np.int64(3))) is int and rounded_all(True) is True
