@@ -153,12 +153,15 @@ def train(self, request_id: int, collection: str | None = None) -> dict:
             result = lifecycle.train_request(int(request_id), worker=claim_token(self.request.hostname))
         except lifecycle.TRAINING_REFUSALS:
             raise  # failed for good: no retry to publish
-        except Exception:
-            # The request went back to queued with a backoff (or failed for good): publish the
-            # retry now with that delay; if this message is lost, the sweep republishes it. A broker
-            # that does not take it is noted: the run fails with the training's error, not the broker's.
-            countdown = get_settings().training_retry_backoff_seconds
-            _sent(run, SWEEP_PUBLISHES, request_id, countdown=countdown, collection=collection)
+        except Exception as exc:
+            # The request went back to queued with a backoff: publish the retry now with that delay;
+            # if this message is lost, the sweep republishes it. None for a request failed for good
+            # (its last attempt), or that a newer attempt holds. A failure before the request was
+            # touched (the database down at the claim) says no state: its message is retried as well.
+            # A broker that does not take it is noted: the run fails with the training's error.
+            if getattr(exc, "training_request_state", training_requests.QUEUED) == training_requests.QUEUED:
+                countdown = get_settings().training_retry_backoff_seconds
+                _sent(run, SWEEP_PUBLISHES, request_id, countdown=countdown, collection=collection)
             raise
         run.update(result)
         if "send_again_in" in result:  # another claim holds it: look again once its lease has run out

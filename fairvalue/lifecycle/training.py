@@ -136,6 +136,7 @@ def train_request(request_id: int, worker: str, settings: Settings | None = None
                 timedelta(seconds=settings.training_retry_backoff_seconds),
                 final=isinstance(failure, TRAINING_REFUSALS))
         failure.add_note(f"training request {request_id} is now {state}")
+        failure.training_request_state = state  # the train task publishes a retry only for one queued again
         if failure is exc:
             raise
         raise failure from exc

@@ -163,3 +163,23 @@ def test_a_resend_the_broker_did_not_take_is_forgotten_and_the_run_says_so(broke
     assert done["not_sent"].endswith("the training sweep (hourly) publishes it once the lease has run out")
     with Session(broker_down) as session:
         assert session.get(TrainingRequest, request_id).resend_until is None
+
+
+@pytest.mark.parametrize("state, retried", [("queued", True), ("failed", False), ("lost", False), (None, True)])
+def test_a_failed_training_publishes_a_retry_only_for_a_request_queued_again(broker_down, monkeypatch, state, retried):
+    """A retry was published after the last attempt too, when the request had failed for good (its
+    message was then skipped). A failure with no state (the database down at the claim) is retried."""
+    sent = []
+    monkeypatch.setattr(tasks.app.app, "send_task", lambda *args, **kwargs: sent.append(kwargs))
+
+    def fails(request_id, worker):
+        failure = RuntimeError("the fit broke")
+        if state is not None:
+            failure.training_request_state = state
+        raise failure
+
+    monkeypatch.setattr(lifecycle, "train_request", fails)
+    with pytest.raises(RuntimeError):
+        lifecycle_tasks.train.run(7, collection="cryptopunks")
+    assert len(sent) == (1 if retried else 0)
+    assert _run(broker_down, names.TRAIN).status == "failed"
