@@ -194,5 +194,7 @@ def _set_paused(loop: str, paused: bool, reason: str = ""):
 
     try:
         return lifecycle.set_paused(loop, paused, reason, by=_operator())
+    except lifecycle.BadReason as exc:
+        raise typer.BadParameter(str(exc), param_hint="--reason") from None
     except ValueError as exc:  # an unknown loop: a usage error, not a traceback
         raise typer.BadParameter(str(exc), param_hint="LOOP") from None

@@ -16,9 +16,15 @@ LOOPS = (NOWCAST_LOOP, POLICY_LOOP, TRAINING_LOOP, MONITOR_LOOP)
 def set_paused(loop: str, paused: bool, reason: str = "", by: str = "") -> LoopState | None:
     """Pause or resume a loop (every collection's); `by` names who did (the CLI's user@host).
     A loop already so is left as it is and its state returned: a second pause used to replace the
-    first one's reason, time and author with its own. None when this call changed it."""
+    first one's reason, time and author with its own. None when this call changed it. A reason
+    is optional, and held to what an operator's reason may be (operators.BadReason: it was stored
+    whatever its length, and shown on the queue page)."""
     if loop not in LOOPS:
         raise ValueError(f"unknown loop {loop!r}; loops: {', '.join(LOOPS)}")
+    if reason.strip():
+        from fairvalue.lifecycle.operators import operator_reason  # operators imports this module's package
+
+        reason = operator_reason(reason)
     from storage.upsert import upsert
 
     with session_scope() as session:

@@ -55,3 +55,16 @@ def test_the_cli_says_what_it_kept(engine):
     assert stored(engine, "monitor")[1] == "rollback storm"
     assert runner.invoke(app, ["resume", "monitor"]).output.strip() == "monitor resumed"
     assert runner.invoke(app, ["resume", "monitor"]).output.strip() == "monitor was not paused"
+
+
+def test_a_pause_reason_is_held_to_what_an_operator_reason_may_be(engine):
+    """A pause's reason was stored whatever its length (and a NUL broke the insert on PostgreSQL):
+    it is refused as a retrain's or a promotion's reason is, exit 2 naming --reason, nothing stored."""
+    from fairvalue.lifecycle import MAX_REASON_LENGTH
+
+    for bad in ("x" * (MAX_REASON_LENGTH + 1), "a\x00b"):
+        refused = runner.invoke(app, ["pause", "training", "--reason", bad])
+        assert refused.exit_code == 2 and "--reason" in refused.output, refused.output
+    assert stored(engine, "training") is None
+    assert runner.invoke(app, ["pause", "training", "--reason", "  nightly upgrade "]).exit_code == 0
+    assert stored(engine, "training")[1] == "nightly upgrade"
