@@ -78,7 +78,7 @@ def rounded_all(value: Any, digits: int = 6) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, float | np.floating):
-        return rounded(value, digits) if math.isfinite(value) or math.isnan(value) else None
+        return None if math.isinf(value) else rounded(value, digits)  # NaN: rounded's None
     return value
 
 

@@ -106,7 +106,7 @@ def monitor_line(status: str, detail: Mapping[str, Any]) -> str:
     shadow = detail.get("shadow")
     if shadow:
         parts.append(f"shadow v{shadow.get('contender')}: {shadow.get('decision')}"
-                     + (f" ({shadow['reason']})" if shadow.get("reason") else ""))
+                     + (f" ({shadow['error']})" if shadow.get("error") else ""))
     if detail.get("champion_not_published"):
         asked = f"nowcast not sent: {detail['not_sent']}" if detail.get("not_sent") else "nowcast asked"
         parts.append(f"champion v{detail['champion_not_published'].get('champion')} not published yet: {asked}")

@@ -81,18 +81,25 @@ def paused_loops(session: Session, people: bool = True) -> list[dict[str, Any]]:
             for s in states]
 
 
-# The parts of a run's detail that carry an exception's text: it can name a host, an address or a
-# path (a database error names its server), so a reader without a token gets its type alone.
-ERROR_TEXTS = ("error", "not_sent", "rollback_deferred")
+# The parts of a run's detail, at any depth (the monitor's shadow decision is a dict of its own),
+# that carry an exception's text: it can name a host, an address or a path (a database error
+# names its server, an S3 one its endpoint), so a reader without a token gets its head alone.
+ERROR_TEXTS = ("error", "not_sent", "rollback_deferred", "rollback_refused")
 
 
 def public_detail(detail: dict[str, Any]) -> dict[str, Any]:
     """A run's detail as a reader without an operator token sees it: no traceback, and of each
-    error text only what comes before its first colon (the exception's type)."""
-    out = {key: value for key, value in detail.items() if key != "traceback"}
-    for key in ERROR_TEXTS:
-        if isinstance(out.get(key), str):
-            out[key] = out[key].split(":", 1)[0]
+    error text only its head: what comes before its first colon or parenthesis ("OperationalError",
+    "artifact of version 3 could not be read")."""
+    out = {}
+    for key, value in detail.items():
+        if key == "traceback":
+            continue
+        if isinstance(value, dict):
+            value = public_detail(value)
+        elif key in ERROR_TEXTS and isinstance(value, str):
+            value = value.split(":", 1)[0].split(" (", 1)[0]
+        out[key] = value
     return out
 
 

@@ -161,16 +161,19 @@ def prune_audit_records(session: Session, now: datetime, keep_days: float, webho
     cutoff = now - timedelta(days=keep_days)
     deliveries = WebhookDelivery.__table__
     replayable_since = now - timedelta(seconds=2 * max(webhook_tolerance_seconds, 0)) - REPLAY_CLOCK_SLACK
-    oldest = (select(deliveries.c.id).where(deliveries.c.received_at < min(cutoff, replayable_since))
-              .order_by(deliveries.c.received_at, deliveries.c.id).limit(limit).correlate(None))
-    n_deliveries = session.execute(delete(deliveries).where(deliveries.c.id.in_(oldest))).rowcount
+    n_deliveries = _delete_oldest(session, deliveries, deliveries.c.received_at, limit,
+                                  deliveries.c.received_at < min(cutoff, replayable_since))
     runs = TaskRun.__table__
-    latest = latest_run_ids().correlate(None)
-    oldest = (select(runs.c.id).where(runs.c.started_at < cutoff, runs.c.status != RUNNING,
-                                      runs.c.id.not_in(latest))
-              .order_by(runs.c.started_at, runs.c.id).limit(limit).correlate(None))
-    n_runs = session.execute(delete(runs).where(runs.c.id.in_(oldest))).rowcount
+    n_runs = _delete_oldest(session, runs, runs.c.started_at, limit, runs.c.started_at < cutoff,
+                            runs.c.status != RUNNING, runs.c.id.not_in(latest_run_ids().correlate(None)))
     return n_deliveries, n_runs
+
+
+def _delete_oldest(session: Session, table, at, limit: int, *where) -> int:
+    """Delete up to `limit` rows of `table` matching `where`, the oldest by the column `at` first
+    (the id breaks ties); the rows deleted."""
+    oldest = select(table.c.id).where(*where).order_by(at, table.c.id).limit(limit).correlate(None)
+    return session.execute(delete(table).where(table.c.id.in_(oldest))).rowcount
 
 
 def _snapshots_to_thin(session: Session, collection: Collection, cutoff: datetime
@@ -247,6 +250,5 @@ def _drop_replaced_listings(session: Session, collection: Collection, cutoff: da
 def _forget_dropped_listings(session: Session, collection: Collection, cutoff: datetime, limit: int) -> int:
     """Up to `limit` of the collection's dropped listings dropped before `cutoff`, the oldest first."""
     table = DroppedListing.__table__
-    oldest = (select(table.c.id).where(table.c.collection_id == collection.id, table.c.dropped_at < cutoff)
-              .order_by(table.c.dropped_at, table.c.id).limit(limit).correlate(None))
-    return session.execute(delete(table).where(table.c.id.in_(oldest))).rowcount
+    return _delete_oldest(session, table, table.c.dropped_at, limit, table.c.collection_id == collection.id,
+                          table.c.dropped_at < cutoff)

@@ -66,9 +66,9 @@ def run_monitor(settings: Settings | None = None, now=None) -> dict[str, Any]:
             # store that cannot be read just now leaves it in the shadow for the next run to settle.
             refusal, unread = _read_back(session, settings, coll, contender, champion) if better else (None, None)
             if unread:
-                out["shadow"] = {"contender": contender.version, "decision": DEFERRED, "reason": unread}
+                out["shadow"] = {"contender": contender.version, "decision": DEFERRED, "error": unread}
             elif refusal:
-                out["shadow"] = {"contender": contender.version, "decision": gates.REJECT, "reason": refusal}
+                out["shadow"] = {"contender": contender.version, "decision": gates.REJECT, "error": refusal}
             else:
                 verdict = gates.PROMOTE if better else gates.REJECT
                 record_decision(session, coll, verdict, gates.BY_MONITOR,
@@ -101,16 +101,16 @@ def _judge_probation(session, settings: Settings, coll, champion, now, out: dict
     since = alias_since(session, coll, PREVIOUS_CHAMPION)
     due = _still_due(session, coll, champion, previous)
     verdict = None
-    if champion and previous and since and now - since <= timedelta(days=settings.probation_days):
-        decision = _probation_decision(session, settings, coll, champion, previous, since)
-        out["probation"] = {"champion": champion.version, "previous": previous.version,
-                            "rollback": decision.rollback, "reason": decision.reason, "numbers": decision.numbers}
-        verdict = (decision.reason, decision.numbers) if decision.rollback else None
-    if due is not None:  # the judgement that decided it, not a later one
+    if due is not None:  # the judgement that decided it stands: the probation is not weighed again
         decided = iso(due.decided_at)
         out["rollback_due"] = {"champion": champion.version, "previous": previous.version, "decided_at": decided}
         verdict = (f"{due.reason} (decided at {decided}; deferred while the artifact store could not read "
                    f"v{previous.version})", {**due.numbers, "decided_at": decided})
+    elif champion and previous and since and now - since <= timedelta(days=settings.probation_days):
+        decision = _probation_decision(session, settings, coll, champion, previous, since)
+        out["probation"] = {"champion": champion.version, "previous": previous.version,
+                            "rollback": decision.rollback, "reason": decision.reason, "numbers": decision.numbers}
+        verdict = (decision.reason, decision.numbers) if decision.rollback else None
     if verdict is not None:
         _roll_back(session, settings, coll, champion, previous, *verdict, out)
 

@@ -151,6 +151,9 @@ def test_a_rollback_deferred_past_the_probation_is_carried_out_once_the_store_an
     engine, store = bad_promotion
     decided = _deferred(store, monkeypatch)
     assert decided["probation"]["rollback"] is True and "rollback_deferred" in decided
+    # Still in probation, the decision kept due stands: the live errors are not read and weighed again.
+    within = _deferred(store, monkeypatch, now=NOW + timedelta(hours=1))
+    assert "probation" not in within and within["rollback_due"]["champion"] == 2 and "rollback_deferred" in within
     still_down = _deferred(store, monkeypatch, now=NOW + PAST_PROBATION)
     assert "probation" not in still_down and "Connect timeout" in still_down["rollback_deferred"]
     assert _aliases(engine) == {CHAMPION: 2, PREVIOUS_CHAMPION: 1, CONTENDER: None}
@@ -271,7 +274,7 @@ def test_a_shadow_that_proved_better_stays_in_the_shadow_while_the_store_cannot_
     with monkeypatch.context() as blip:
         _store_down(blip, store)
         out = lifecycle.run_monitor(now=NOW)
-    assert out["shadow"]["decision"] == "deferred" and "Connect timeout" in out["shadow"]["reason"]
+    assert out["shadow"]["decision"] == "deferred" and "Connect timeout" in out["shadow"]["error"]
     assert _aliases(engine) == {CHAMPION: 1, PREVIOUS_CHAMPION: None, CONTENDER: 2}
     assert _decisions(engine) == []
 

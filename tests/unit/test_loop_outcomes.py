@@ -103,6 +103,25 @@ def test_run_details_are_json_safe():
     json.dumps(value, allow_nan=False)
 
 
+def test_a_reader_without_a_token_gets_the_head_of_the_monitor_s_store_errors_nested_or_not():
+    """The monitor's store texts name the endpoint: `rollback_refused` and the shadow decision's
+    error (a dict of its own) passed whole to a reader without a token, and `rollback_deferred`
+    was cut inside its parenthesis."""
+    from fairvalue.queue_reads import public_detail
+
+    endpoint = 'Could not connect to the endpoint URL: "http://minio.corp.internal:9000/b/k"'
+    detail = {"rollback_deferred": f"artifact of version 3 could not be read (cannot read s3://b/k: {endpoint})",
+              "rollback_refused": f"artifact of version 2 refused: {endpoint}",
+              "shadow": {"contender": 4, "decision": "deferred", "error": f"artifact of version 4 could not be "
+                         f"read ({endpoint}); nothing changed"}}
+    public = public_detail(detail)
+    assert "minio" not in json.dumps(public) and "minio" not in monitor_line("ok", public)
+    assert public == {"rollback_deferred": "artifact of version 3 could not be read",
+                      "rollback_refused": "artifact of version 2 refused",
+                      "shadow": {"contender": 4, "decision": "deferred",
+                                 "error": "artifact of version 4 could not be read"}}
+
+
 def test_a_reader_without_a_token_gets_a_failed_run_s_error_type_not_its_text_or_traceback():
     """/v1/queue and the /queue page answered anyone with a failed run's traceback and error text,
     which named the database host, while the same answer hid the workers' host names."""
