@@ -46,7 +46,8 @@ MAX_SALES_PER_CALL = 10_000
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    # isascii: "²" (a header is Latin-1) is isdigit() to Python, and int() refuses it (a 500)
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         return None
     body = bytearray()
     async for chunk in request.stream():

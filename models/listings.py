@@ -36,6 +36,7 @@ from models.validation import (
     event_head,
     feed_number,
     parse_timestamp,
+    unreadable_number,
     validate_each,
 )
 
@@ -149,7 +150,8 @@ def validate_listing(row: Mapping[str, Any], known_items: set[str], now: datetim
     if values["price"] is not None:
         price = feed_number(values["price"])
         if price is None:
-            return reject(Reason.MALFORMED_PRICE, f"price {values['price']!r} is not a finite number or null")
+            given = values["price"]
+            return reject(Reason.MALFORMED_PRICE, f"price {given!r} {unreadable_number(given)} (null withdraws)")
         if price > MAX_PRICE:
             return reject(Reason.MALFORMED_PRICE, f"price {price:g} is above {MAX_PRICE:g}, no asking price")
         if price <= 0:

@@ -15,7 +15,16 @@ from datetime import date, datetime, timedelta
 from statistics import median
 from typing import Any
 
-from models.validation import EARLIEST_SALE, MAX_PRICE, Reason, Rejection, feed_number
+from models.validation import (
+    EARLIEST_SALE,
+    MAX_PRICE,
+    Reason,
+    Rejection,
+    _normalised_key,
+    feed_number,
+    id_refusal,
+    unreadable_number,
+)
 
 MAX_VOLUME = 2**31 - 1  # the column is a 32-bit integer
 
@@ -100,12 +109,16 @@ def validate_row(row: Any, known_items: set[str], today: date,
     if first_day is not None and day < first_day:
         return Rejection(raw, PriceReason.BEFORE_COLLECTION,
                          f"{day} is before the collection's first day of trading, {first_day}")
-    item = str(_pick(row, "card_id")).strip()
+    card = _pick(row, "card_id")
+    if why := id_refusal("card_id", card):  # a JSON file's 5.0 is the card "5", as it is the punk "5"
+        return Rejection(raw, PriceReason.MALFORMED_ROW, why)
+    item = _normalised_key(card)
     if item not in known_items:
         return Rejection(raw, PriceReason.UNKNOWN_ITEM, f"no card {item!r} in the collection")
     price = feed_number(_pick(row, "market_price"))
     if price is None:
-        return Rejection(raw, PriceReason.MALFORMED_PRICE, f"{_pick(row, 'market_price')!r} is not a number")
+        value = _pick(row, "market_price")
+        return Rejection(raw, PriceReason.MALFORMED_PRICE, f"price {value!r} {unreadable_number(value)}")
     if price <= 0:
         return Rejection(raw, PriceReason.NON_POSITIVE_PRICE, f"price {price} is not positive")
     if price > MAX_PRICE:
@@ -114,8 +127,11 @@ def validate_row(row: Any, known_items: set[str], today: date,
     volume = None
     if volume_raw is not None:
         number = feed_number(volume_raw)
-        if number is None or not 0 <= number <= MAX_VOLUME or number != int(number):
-            return Rejection(raw, PriceReason.MALFORMED_VOLUME, f"{volume_raw!r} is not a count")
+        if number is None:
+            return Rejection(raw, PriceReason.MALFORMED_VOLUME,
+                             f"volume {volume_raw!r} {unreadable_number(volume_raw)}")
+        if not 0 <= number <= MAX_VOLUME or number != int(number):
+            return Rejection(raw, PriceReason.MALFORMED_VOLUME, f"volume {volume_raw!r} is not a count")
         volume = int(number)
     return PriceObservation(item, day, price, volume, raw)
 
@@ -250,16 +266,23 @@ def _card_object(body: Any) -> Mapping[str, Any] | None:
 def rows_from_api(item_key: str, body: Any, fetched_on: date) -> tuple[list[dict[str, Any]], list[Rejection]]:
     """Rows (for validate_prices) from a PokemonPriceTracker-v2-shaped answer for one card.
 
-    `priceHistory` maps dates to a price (or to {"market": price, "volume": n}); without it the
-    card's current `prices.market` is the price of the day of `prices.lastUpdated` (else of
-    `fetched_on`). An answer with neither is one rejection, the body kept."""
+    `priceHistory` maps dates to a price (or to {"market": price, "volume": n}); without it (absent,
+    null or empty) the card's current `prices.market` is the price of the day of `prices.lastUpdated`
+    (else of `fetched_on`). An answer with neither is one rejection, the body kept; so is one whose
+    `priceHistory`, `prices` or `prices.lastUpdated` is there but cannot be read (a list of prices,
+    a day that is no date), rather than read past: the day's price would silently be another one."""
+    def refuse(reason: str, detail: str) -> tuple[list[dict[str, Any]], list[Rejection]]:
+        return [], [Rejection({"card_id": item_key, "body": _excerpt(body)}, reason, detail)]
+
     card = _card_object(body)
     if card is None:
-        return [], [Rejection({"card_id": item_key, "body": _excerpt(body)}, PriceReason.MALFORMED_RESPONSE,
-                              "the answer holds no card object")]
+        return refuse(PriceReason.MALFORMED_RESPONSE, "the answer holds no card object")
     history = card.get("priceHistory")
+    if history and not isinstance(history, Mapping):
+        return refuse(PriceReason.MALFORMED_RESPONSE,
+                      f"priceHistory is a {_json_type(history)}, not an object of dates to prices")
     rows: list[dict[str, Any]] = []
-    if isinstance(history, Mapping) and history:
+    if history:
         for day, value in history.items():
             if isinstance(value, Mapping):
                 rows.append({"date": day, "card_id": item_key, "market_price": value.get("market", value.get("price")),
@@ -268,12 +291,24 @@ def rows_from_api(item_key: str, body: Any, fetched_on: date) -> tuple[list[dict
                 rows.append({"date": day, "card_id": item_key, "market_price": value})
         return rows, []
     prices = card.get("prices")
-    market = prices.get("market") if isinstance(prices, Mapping) else None
+    if prices is not None and not isinstance(prices, Mapping):
+        return refuse(PriceReason.MALFORMED_RESPONSE, f"prices is a {_json_type(prices)}, not an object")
+    market = prices.get("market") if prices is not None else None
     if market is None:
-        return [], [Rejection({"card_id": item_key, "body": _excerpt(body)}, PriceReason.NO_PRICE,
-                              "no priceHistory and no prices.market")]
-    updated = _day(prices.get("lastUpdated")) if prices.get("lastUpdated") else None
-    return [{"date": (updated or fetched_on).isoformat(), "card_id": item_key, "market_price": market}], []
+        return refuse(PriceReason.NO_PRICE, "no priceHistory and no prices.market")
+    stamp = prices.get("lastUpdated")
+    updated = fetched_on if stamp is None or (isinstance(stamp, str) and not stamp.strip()) else _day(stamp)
+    if updated is None:
+        return refuse(PriceReason.MALFORMED_RESPONSE,
+                      f"prices.lastUpdated {str(stamp)[:40]!r} is not a YYYY-MM-DD date: the day of prices.market "
+                      "is not known")
+    return [{"date": updated.isoformat(), "card_id": item_key, "market_price": market}], []
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for a refusal: a list is an "array", a str a "string"."""
+    names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number", dict: "object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _excerpt(body: Any) -> str:

@@ -35,6 +35,7 @@ SALE_ONLY = ("seller", "buyer")
 # call, a JSON file's row), not read with that key ignored: a "currency": "USD" was stored as ETH.
 SALE_KEYS = tuple(name for names in COLUMN_ALIASES.values() for name in names)
 TEXT_FIELDS = ("event_id", "item_key", "seller", "buyer", "source", "time_precision")
+ID_FIELDS = ("event_id", "item_key")  # each read by id_refusal and _normalised_key
 # Every text field of a sale (an id, an address, a source name) fits in this many characters; a
 # longer one is a broken feed, and a 4,000-character address overflowed PostgreSQL's index on
 # the parties, which failed every webhook call committed with it.
@@ -90,6 +91,11 @@ class Rejection:
     row: dict[str, Any]
     reason: str
     detail: str
+    # Of a clean event refused because an earlier row of its batch gives its id other content
+    # (validate_each): its content hash. Once the batch is stored, the store judges it against
+    # what its id holds, as if it came alone: stored before the batch with this row's content, it
+    # is a duplicate, not a conflict (storage.ingest.judge_contested).
+    contested_hash: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def event_id(self) -> str | None:
@@ -132,16 +138,29 @@ class FloorLookup:
         return min(self.values[i - 1], SPIKE_RATIO * min(self.values[max(0, i - FLOOR_CHECK_DAYS):i]))
 
 
+def foreign_number_text(text: str) -> bool:
+    """Whether `text` is one Python's float() reads but no feed writes: "1_000" (1000), or digits
+    other than ASCII's ("١٢٣" Arabic-Indic, "１２" full-width; a feed writes 0-9)."""
+    return "_" in text or not text.isascii()
+
+
 def feed_number(value: Any) -> float | None:
     """A finite number as a feed writes one (a JSON number or its text), else None: not a
-    boolean, and not "1_000", which Python's float() reads as 1000 and no price feed writes."""
-    if isinstance(value, bool) or (isinstance(value, str) and "_" in value):
+    boolean, and not a text float() reads but no feed writes (foreign_number_text)."""
+    if isinstance(value, bool) or (isinstance(value, str) and foreign_number_text(value)):
         return None
     try:
         out = float(value.strip()) if isinstance(value, str) else float(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past float's range
         return None
     return out if math.isfinite(out) else None
+
+
+def unreadable_number(value: Any) -> str:
+    """Why feed_number read no number in `value`, to follow the value in a rejection's detail."""
+    if isinstance(value, str) and not value.isascii():
+        return "is not a number written in ASCII (a feed writes 0-9)"
+    return "is not a finite number"
 
 
 def _usable(value: Any) -> bool:
@@ -229,6 +248,18 @@ def text_refusal(values: Mapping[str, Any], names: Iterable[str]) -> str | None:
     return None
 
 
+def id_refusal(name: str, value: Any) -> str | None:
+    """Why `value` names no id (an event's, an item's, a card's), or None. An id is text or a whole
+    number, read as _normalised_key reads it (5 and 5.0 are both "5"); a number with a fraction
+    names none (5.5 is no punk and no card), nor does a boolean, a list or an object."""
+    if isinstance(value, dict | list | bool):
+        return f"{name} must be text or a number, not {type(value).__name__}"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{name} {value!r} is not a whole number" if math.isfinite(value) else \
+            f"{name} is a number past a float's range"
+    return None
+
+
 def item_key_of(row: Mapping[str, Any]) -> str:
     """The item key a raw row names, normalised as validation compares it (5.0 -> "5")."""
     return _normalised_key(_pick(row, "item_key"))
@@ -284,7 +315,8 @@ def event_head(row: Mapping[str, Any], values: Mapping[str, Any], text_fields: I
     conflict = _alias_conflict(row)
     if conflict:
         return reject(Reason.MALFORMED_ROW, conflict)
-    refusal = text_refusal(values, text_fields)
+    refusal = text_refusal(values, text_fields) or next(
+        (why for name in ID_FIELDS if (why := id_refusal(name, values[name]))), None)
     if refusal:
         return reject(Reason.MALFORMED_ROW, refusal)
     event_id = _normalised_key(values["event_id"])  # 7.0 is the event "7", as it is the item "7"
@@ -328,7 +360,7 @@ def validate_row(
     price_value = values["price"]
     price = feed_number(price_value)
     if price is None:
-        return reject(Reason.MALFORMED_PRICE, f"price {price_value!r} is not a finite number")
+        return reject(Reason.MALFORMED_PRICE, f"price {price_value!r} {unreadable_number(price_value)}")
     if price > MAX_PRICE:
         return reject(Reason.MALFORMED_PRICE, f"price {price:g} is above {MAX_PRICE:g}, no sale price")
     if price <= 0:
@@ -386,7 +418,8 @@ def validate_each(rows: Iterable[Mapping[str, Any]], validate: Callable[[Mapping
                   ) -> tuple[list, list[Rejection], int]:
     """(clean, rejected, repeated): each row through `validate` (a clean event with `event_id` and
     `content_hash`, or a Rejection), one clean event kept per event id; the same event again is
-    counted as repeated, other content under its id refused as a conflict."""
+    counted as repeated, other content under its id refused as a conflict naming the id (with its
+    content hash: the store judges it again against what its id holds, Rejection.contested_hash)."""
     clean: dict[str, Any] = {}
     rejected: list[Rejection] = []
     repeated = 0
@@ -401,7 +434,8 @@ def validate_each(rows: Iterable[Mapping[str, Any]], validate: Callable[[Mapping
         elif seen.content_hash == outcome.content_hash:
             repeated += 1
         else:
-            rejected.append(
-                Rejection(dict(row), Reason.DUPLICATE_CONFLICT, "same event id, different content in one batch")
-            )
+            rejected.append(Rejection(
+                dict(row), Reason.DUPLICATE_CONFLICT,
+                f"event id {outcome.event_id[:100]!r} is given earlier in this batch with different content",
+                contested_hash=outcome.content_hash))
     return list(clean.values()), rejected, repeated

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from models.json_input import BadJson, loads, unknown_names
+from models.validation import foreign_number_text
 
 # (low, high) -> a database's sales of that range with their parties and flags (see market_data_from_files)
 StoredSales = Callable[[Any, Any], Any]
@@ -104,6 +105,8 @@ def _market_day(path: Path, where: str, text: str) -> date:
 
 def _market_figure(path: Path, where: str, column: str, text: str) -> float:
     try:
+        if foreign_number_text(text):  # "1_000", "٦٥": float() reads them, a market file never holds them
+            raise ValueError(text)
         value = float(text)
     except ValueError:
         raise BadMarketFile(path, f"{where}: {column} {text[:40]!r} is not a number") from None

@@ -292,10 +292,12 @@ def store_validated(session: Session, collection: Collection, batch: ValidatedBa
     inserted = insert(session, collection, batch.clean)
     # Rows that were not inserted hit an event id we already hold.
     not_inserted = [s for s in batch.clean if s.event_id not in inserted]
-    duplicates, conflicts = already_stored(
-        not_inserted, stored_hashes(session, collection, [s.event_id for s in not_inserted]))
-    report.duplicate += duplicates
-    rejections = list(batch.rejected) + conflicts
+    stored_hash = stored_hashes(session, collection, [s.event_id for s in not_inserted])
+    duplicates, conflicts = already_stored(not_inserted, stored_hash)
+    stored_hash.update((s.event_id, s.content_hash) for s in batch.clean if s.event_id in inserted)
+    repeats, refused = judge_contested(batch.rejected, stored_hash)
+    report.duplicate += duplicates + repeats
+    rejections = refused + conflicts
     report.accepted = len(inserted)
     report.accepted_event_ids = sorted(inserted)
     report.rejected = len(rejections)
@@ -311,7 +313,24 @@ def conflict_with_stored(sale: CleanSale) -> Rejection:
     raw = dict(sale.row) if sale.row is not None else {
         "event_id": sale.event_id, "timestamp": sale.ts.isoformat(), "item_key": sale.item_key, "price": sale.price,
         "seller": sale.seller, "buyer": sale.buyer, "source": sale.source, "time_precision": sale.time_precision}
-    return Rejection(raw, Reason.DUPLICATE_CONFLICT, "event id already stored with different content")
+    return Rejection(raw, Reason.DUPLICATE_CONFLICT,
+                     f"event id {sale.event_id[:100]!r} is already stored with different content")
+
+
+def judge_contested(rejections: Iterable[Rejection], stored_hash: Mapping[str, str]) -> tuple[int, list[Rejection]]:
+    """(duplicates, the rest) of a batch's rejections once it is stored (`stored_hash`: what each of
+    its clean events' ids now holds). A row refused because an earlier row of the batch gives its
+    event id other content (Rejection.contested_hash) is a duplicate when its own content is what
+    the id holds, stored before the batch: as it would be sent alone. Of `[e1 at 96, e1 at 95]`
+    with e1 stored at 95, the second is a duplicate; it was kept as a conflict, and the call,
+    every row a conflict, refused (409) as if nothing in it matched what is stored."""
+    duplicates, rest = 0, []
+    for rejection in rejections:
+        if rejection.contested_hash is not None and stored_hash.get(rejection.event_id) == rejection.contested_hash:
+            duplicates += 1
+        else:
+            rest.append(rejection)
+    return duplicates, rest
 
 
 def already_stored(sales: Iterable[CleanSale], stored_hash: Mapping[str, str]) -> tuple[int, list[Rejection]]:

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from models.validation import Reason, Rejection, ValidatedBatch
-from storage.ingest import IngestReport, already_stored
+from storage.ingest import IngestReport, already_stored, judge_contested
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,9 @@ def settle(validated: Sequence[ValidatedBatch], claims: Mapping[str, int], inser
         accepted = [s.event_id for s, mine in zip(batch.clean, stored_by_this_call, strict=True) if mine]
         duplicates, conflicts = already_stored(
             [s for s, mine in zip(batch.clean, stored_by_this_call, strict=True) if not mine], stored_hash)
-        report = IngestReport(duplicate=batch.repeated_in_batch + duplicates)
-        rejections = list(batch.rejected) + conflicts
+        repeats, refused = judge_contested(batch.rejected, stored_hash)
+        report = IngestReport(duplicate=batch.repeated_in_batch + duplicates + repeats)
+        rejections = refused + conflicts
         report.accepted = len(accepted)
         report.accepted_event_ids = sorted(accepted)
         report.rejected = len(rejections)
