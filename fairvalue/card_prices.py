@@ -73,13 +73,15 @@ class _CutOffAtDeadline:
     each read, and the body loop's own check begins after the headers, so a server that sent its
     status line and headers a byte every few seconds held the call for as long as it liked. httpcore's
     trace extension names the connection's stream as it connects (or starts TLS); shutting its
-    socket down wakes the blocked read, which then fails."""
+    socket down wakes the blocked read, which then fails. A call over the kept-alive connection of
+    an earlier one sees no connect: `pooled` is that connection's socket (the client's only one)."""
 
     CONNECTED = ("connection.connect_tcp.complete", "connection.start_tls.complete")
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, pooled: socket.socket | None = None) -> None:
         self.fired = False
-        self._socket = None
+        self._socket = pooled
+        self._over = False  # the answer is read: a late timer must not break the connection kept for the next
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._fire)
         self._timer.daemon = True
@@ -92,8 +94,16 @@ class _CutOffAtDeadline:
             if late:
                 self._shut()
 
+    @property
+    def used_socket(self) -> socket.socket | None:
+        """The socket of the connection this call used: the next call reuses it, unless it is closed."""
+        with self._lock:
+            return self._socket
+
     def _fire(self) -> None:
         with self._lock:
+            if self._over:
+                return
             self.fired = True
         self._shut()
 
@@ -111,6 +121,8 @@ class _CutOffAtDeadline:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        with self._lock:
+            self._over = True
         self._timer.cancel()
 
 
@@ -161,9 +173,12 @@ class PriceTrackerClient:
                    **overrides)
 
     def __post_init__(self) -> None:
-        # A connection per call (no keep-alive): the deadline's cut-off learns the socket as it connects.
+        # One connection, kept alive from card to card (a new one per card cost a connect, and a TLS
+        # handshake, each time). One at most, so the socket the deadline's cut-off learnt as it
+        # connected is the one a later call reuses (no connect then); a call that broke it connects anew.
+        self._socket: socket.socket | None = None
         self._http = httpx.Client(base_url=self.base_url.rstrip("/"), timeout=httpx.Timeout(self.timeout),
-                                  limits=httpx.Limits(max_keepalive_connections=0),
+                                  limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
                                   headers={"Authorization": f"Bearer {self.api_key}", "Accept": "application/json",
                                            "Accept-Encoding": ", ".join(ACCEPTED_ENCODINGS)})
 
@@ -182,7 +197,7 @@ class PriceTrackerClient:
         """The response and its whole body, which must arrive within `timeout` (else AnswerTooSlow)
         and stay under MAX_BODY_BYTES (else AnswerTooLarge, as soon as it passes)."""
         deadline = time.monotonic() + self.timeout
-        with _CutOffAtDeadline(self.timeout) as cutoff:
+        with _CutOffAtDeadline(self.timeout, self._socket) as cutoff:
             try:
                 with self._http.stream("GET", path, params=params, extensions={"trace": cutoff.trace}) as response:
                     inflate = _inflater(response.headers.get("Content-Encoding", ""))
@@ -204,6 +219,8 @@ class PriceTrackerClient:
                 if cutoff.fired and not isinstance(exc, AnswerTooSlow):  # the cut-off's doing
                     raise AnswerTooSlow(f"the answer took over {self.timeout}s") from None
                 raise
+            finally:
+                self._socket = cutoff.used_socket
         return response, bytes(body)
 
     def card(self, tcg_player_id: str, days: int) -> Any:

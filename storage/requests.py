@@ -71,6 +71,13 @@ def lease_ran_out(now: datetime):
     return and_(TrainingRequest.state.in_(ACTIVE), TrainingRequest.lease_expires_at < now)
 
 
+def past_backoff(now: datetime):
+    """Queued and past its retry's backoff (`not_before`; none before a first failure): a claim may
+    take it now. Before then a message only meets a refusal, so the sweep does not publish one."""
+    t = TrainingRequest
+    return and_(t.state == QUEUED, or_(t.not_before.is_(None), t.not_before <= now))
+
+
 def claim(session: Session, request_id: int, worker: str, lease: timedelta, max_attempts: int) -> bool:
     """Take the request if it is queued (and past its backoff) or its lease has expired with
     attempts left. A worker that dies mid-training never reaches `release_for_retry`, so the
@@ -82,7 +89,7 @@ def claim(session: Session, request_id: int, worker: str, lease: timedelta, max_
         .where(
             t.id == request_id,
             or_(
-                and_(t.state == QUEUED, or_(t.not_before.is_(None), t.not_before <= now)),
+                past_backoff(now),
                 and_(lease_ran_out(now), t.attempts < max_attempts),
             ),
         )
@@ -205,14 +212,21 @@ def fail_abandoned(session: Session, max_attempts: int) -> list[int]:
 
 
 def to_republish(session: Session, stale_after: timedelta) -> list[int]:
-    """Requests whose message may be lost: queued and never published, or published long ago
-    and still not claimed; and active ones whose lease expired (their worker died)."""
+    """Requests whose message may be lost: queued, past any retry backoff, and never published or
+    not claimed `stale_after` past when their message was due; and active ones whose lease expired
+    (their worker died). A failed training's retry is published with its backoff as countdown, so
+    it is due at `not_before`, not when it was published: a message sent before then would only be
+    refused by the claim and spent (a skipped run, the request then waiting for a later sweep),
+    and one sent soon after it would duplicate the retry's own."""
     now = utcnow()
+    stale = now - stale_after
     t = TrainingRequest
     rows = session.exec(
         select(t.id).where(
             or_(
-                and_(t.state == QUEUED, or_(t.published_at.is_(None), t.published_at < now - stale_after)),
+                and_(past_backoff(now),
+                     or_(t.published_at.is_(None),
+                         and_(t.published_at < stale, or_(t.not_before.is_(None), t.not_before < stale)))),
                 lease_ran_out(now),
             )
         ).order_by(t.id)

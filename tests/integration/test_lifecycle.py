@@ -346,6 +346,51 @@ def test_failed_training_is_retried_with_backoff_then_fails_for_good(seeded, mon
     assert lifecycle.train_request(request_id, "retry-test") == {"skipped": "not claimable (state failed)"}
 
 
+def test_the_sweep_leaves_a_request_alone_until_its_retry_backoff_is_over(seeded, monkeypatch):
+    """A failed training's request goes back to queued with a not-before time, and its retry is
+    published with the backoff as countdown. The sweep republished it at once when that retry was
+    not sent (the broker refused it) or was sent with a countdown past the stale time: a message the
+    claim could only refuse, spent on a skipped run, the request then waiting for a later sweep;
+    or, just after the backoff, a second message beside the retry's own."""
+    from sqlalchemy import update
+
+    from fairvalue.settings import get_settings
+    from storage.tables import utcnow
+
+    settings = get_settings()
+    monkeypatch.setattr(settings, "training_retry_backoff_seconds", 3600)
+    stale = timedelta(minutes=settings.sweep_stale_minutes)
+    request_id = lifecycle.record_request(settings, f"backoff-test:{time.time_ns()}", "cannot train", {},
+                                           {"max_iter": 0}).request_id
+
+    def stamped(**times) -> None:
+        with session_scope() as session:
+            session.execute(update(TrainingRequest).where(TrainingRequest.id == request_id).values(**times))
+
+    try:
+        with pytest.raises(ValueError):
+            lifecycle.train_request(request_id, "backoff-test")
+        row = states([request_id])[request_id]
+        assert (row.state, row.attempts, row.published_at) == ("queued", 1, None)
+        assert row.not_before > utcnow() + timedelta(minutes=59)
+        # Its retry was not sent: nothing publishes it before the backoff is over.
+        assert request_id not in lifecycle.requests_to_republish()
+        # Sent long ago with the backoff as countdown: its message is not due yet.
+        stamped(published_at=utcnow() - 2 * stale)
+        assert request_id not in lifecycle.requests_to_republish()
+        assert lifecycle.train_request(request_id, "too-early") == {"skipped": "not claimable (state queued)"}
+        # Due a minute ago: the retry's own message is on its way (the queue may be busy), not lost.
+        stamped(not_before=utcnow() - timedelta(minutes=1))
+        assert request_id not in lifecycle.requests_to_republish()
+        # The backoff is over and the retry was never sent; or it was due long ago, still unclaimed.
+        stamped(published_at=None)
+        assert request_id in lifecycle.requests_to_republish()
+        stamped(published_at=utcnow() - 3 * stale, not_before=utcnow() - 2 * stale)
+        assert request_id in lifecycle.requests_to_republish()
+    finally:  # no training worker of this module should train it
+        stamped(state="failed", error="test: not meant to train")
+
+
 @pytest.mark.timeout(600)  # two trainings and a policy run through real workers
 def test_induced_drift_files_a_request_that_is_trained_and_gated(seeded, training_workers):
     """The scenario of issue #4, first half: the market moves away from what the champion saw →

@@ -470,3 +470,75 @@ def test_a_collection_without_sales_fails_its_request_at_once_with_the_reason(se
         lifecycle.train_request(request_id, "worker-a", settings)
     row = request_row(request_id)
     assert (row.state, row.attempts) == (requests.FAILED, 1) and "NothingToTrain" in row.error
+
+
+def _at_once(monkeypatch, first, second) -> tuple:
+    """Two operators' calls of loops.set_paused in sessions of their own: `first` has made its write
+    and holds its transaction open until `second` waits on a lock, then commits. Their answers."""
+    from sqlalchemy import text
+
+    from fairvalue.lifecycle import loops
+    from storage import db
+
+    written, release = threading.Event(), threading.Event()
+    answers: dict[str, object] = {}
+
+    @contextmanager
+    def held_open():
+        with db.session_scope() as session:
+            yield session
+            written.set()
+            release.wait(30)
+
+    monkeypatch.setattr(loops, "session_scope",
+                        lambda: held_open() if threading.current_thread().name == "first" else db.session_scope())
+
+    def call(name, args) -> None:
+        answers[name] = loops.set_paused(*args[:3], by=args[3])
+
+    threads = [threading.Thread(target=call, args=("first", first), name="first"),
+               threading.Thread(target=call, args=("second", second), name="second")]
+    threads[0].start()
+    assert written.wait(30)
+    threads[1].start()
+    try:
+        for _ in range(200):  # until the second call waits on the first's row
+            with db.get_engine().connect() as watch:  # a connection each time: pg_stat_activity is per transaction
+                if watch.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                      "AND datname = current_database() AND pid <> pg_backend_pid()")).scalar():
+                    break
+            time.sleep(0.05)
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(30)
+    return answers["first"], answers["second"]
+
+
+def test_two_operators_pausing_a_loop_at_once_keep_the_first_pause_and_tell_the_second(database, monkeypatch):
+    """Both read the loop running and wrote their pause: the second's write waited on the first's
+    row and then replaced its reason, time and author, and both were answered "paused". Now one
+    conditional update pauses it; the other is answered with the pause that stands. Two resumes at
+    once: one resumes, the other is told it was not paused."""
+    from fairvalue.lifecycle import loops
+    from storage.tables import LoopState
+
+    loop = loops.POLICY_LOOP
+    loops.set_paused(loop, False)
+    try:
+        first, second = _at_once(monkeypatch, (loop, True, "drift numbers look wrong", "alice@ops"),
+                                 (loop, True, "nightly upgrade", "bob@ops"))
+        assert first is None  # this call paused it
+        assert second is not None and (second.paused, second.reason, second.changed_by) == (
+            True, "drift numbers look wrong", "alice@ops")
+        with session_scope() as session:
+            stored = session.get(LoopState, loop)
+            assert (stored.paused, stored.reason, stored.changed_by) == (True, "drift numbers look wrong", "alice@ops")
+            assert stored.updated_at == second.updated_at  # "already paused since" the first pause's time
+        first, second = _at_once(monkeypatch, (loop, False, "", "alice@ops"), (loop, False, "", "bob@ops"))
+        assert first is None and second is not None and second.paused is False
+        with session_scope() as session:
+            assert session.get(LoopState, loop).changed_by == "alice@ops"
+    finally:
+        monkeypatch.undo()
+        loops.set_paused(loop, False)
