@@ -38,7 +38,8 @@ def signals(request: Request) -> JSONResponse:
     summary: Signals, ordered by |deviation| then item id; cursor pagination pinned to one snapshot
     tags: [collections]
     parameters:
-      - {name: signal, in: query, schema: {type: string, enum: [BUY, SELL, HOLD, buy, sell, hold]}}
+      - {name: signal, in: query, schema: {type: string, enum: [BUY, SELL, HOLD]},
+         description: "in any case (buy, Buy); the answer's filters name it as here (fairvalue.answers.check_choice)"}
       - {name: type, in: query, schema: {type: string, maxLength: 100}, description: "item type, e.g. Alien"}
       - {name: trait, in: query, schema: {type: string, maxLength: 100}, description: "an attribute value"}
       - {name: min_deviation, in: query, schema: {type: number, minimum: 0, maximum: 1000000, exclusiveMaximum: true},

@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from fairvalue.errors import BadInput, NotFound, NotReady
+from fairvalue.errors import BadInput, Lost, NotFound, NotReady
 
 log = logging.getLogger("fairvalue.api")
 
@@ -40,6 +40,12 @@ async def not_ready(request: Request, exc: NotReady) -> JSONResponse:
     return error(503, str(exc))
 
 
+async def lost(request: Request, exc: Lost) -> JSONResponse:
+    """A 500 with its reason: not a 503, which says "retry later" to a client and its alerts, since
+    no retry brings the data back (the read logged what is gone)."""
+    return error(500, str(exc))
+
+
 async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """The database is down or restarting: a 503 the client can retry, not a 500. The engine's
     pre-ping reconnects by itself once it is back, so the app needs no restart."""
@@ -58,7 +64,7 @@ async def unhandled(request: Request, exc: Exception) -> Response:
     return error(500, "internal error; it has been logged")
 
 
-HANDLERS = {HTTPException: http_exception, NotFound: not_found, BadInput: bad_input, NotReady: not_ready,
+HANDLERS = {HTTPException: http_exception, NotFound: not_found, BadInput: bad_input, NotReady: not_ready, Lost: lost,
             # Connection lost, server restarting, pool exhausted: 503 with a reason, never a 500.
             db_errors.OperationalError: database_unavailable, db_errors.InterfaceError: database_unavailable,
             db_errors.TimeoutError: database_unavailable,

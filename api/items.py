@@ -115,7 +115,9 @@ def item_explanation(request: Request) -> JSONResponse:
         published value (matches_published, published_fair_value)"}
       400: {$ref: "#/components/responses/BadRequest"}
       404: {$ref: "#/components/responses/NotFound"}
-      503: {$ref: "#/components/responses/NotReady"}
+      500: {$ref: "#/components/responses/Lost"}
+      503: {description: "no published snapshot yet, or the artifact store cannot give its model now (retry later)",
+            content: {application/json: {schema: {$ref: "#/components/schemas/Error"}}}}
     """
     return JSONResponse(reads.item_explanation(slug_of(request), request.path_params["item_id"],
                                                int_param(request, "top", 5), int_param(request, "comps", 10)))

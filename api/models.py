@@ -69,7 +69,8 @@ def list_decisions(request: Request) -> JSONResponse:
     summary: Model decisions with their reasons and numbers, newest first (offset pagination)
     tags: [models]
     parameters:
-      - {name: decision, in: query, schema: {type: string, enum: [promote, shadow, reject, rollback]}}
+      - {name: decision, in: query, schema: {type: string, enum: [promote, shadow, reject, rollback]},
+         description: "in any case (PROMOTE), as a signal"}
       - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 500, default: 50}}
       - {name: offset, in: query, schema: {type: integer, minimum: 0, default: 0}}
     responses:
@@ -88,7 +89,8 @@ def list_training_requests(request: Request) -> JSONResponse:
     summary: Training requests with state, attempts, lease and result (the version and its decision), newest first
     tags: [models]
     parameters:
-      - {name: state, in: query, schema: {type: string, enum: [queued, claimed, training, decided, failed]}}
+      - {name: state, in: query, schema: {type: string, enum: [queued, claimed, training, decided, failed]},
+         description: "in any case (Queued), as a signal"}
       - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 500, default: 200}}
       - {name: offset, in: query, schema: {type: integer, minimum: 0, default: 0}}
     responses:

@@ -85,6 +85,8 @@ COMPONENTS = {
                                                 "a form or text/plain is read as JSON)", "content": ERROR},
         "Unprocessable": {"description": "well-formed but invalid body", "content": ERROR},
         "NotReady": {"description": "no published snapshot (or champion) yet", "content": ERROR},
+        "Lost": {"description": "stored data the answer needs is gone or corrupt; no retry helps, an operator "
+                                "must restore it", "content": ERROR},
         "RateLimited": {"description": "too many requests from this client; see Retry-After", "content": ERROR,
                         "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
     },

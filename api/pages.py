@@ -30,9 +30,10 @@ from starlette.templating import Jinja2Templates
 from api.auth import is_operator
 from api.deps import SLUG, Route, float_param, query_value, window_params
 from fairvalue import answers, item_reads, market_reads, model_reads, queue_reads, reads, signal_reads, track_record
-from fairvalue.errors import BadInput, NotFound, NotReady
+from fairvalue.errors import BadInput, Lost, NotFound, NotReady
 from fairvalue.settings import get_settings
 from models import gates
+from models.signals import BUY, DEVIATION_DIGITS, LAST_SALE, SELL, agrees
 from storage.ingest import DAILY_PRICES, UNIQUE_ITEMS
 
 HERE = Path(__file__).resolve().parent
@@ -75,6 +76,23 @@ def percent(value: Any, signed: bool = False, digits: int = 1) -> str:
     return f"{v:{'+' if signed else ''}.{digits}f} %"
 
 
+def deviation(value: Any, signal: str | None, basis: str | None, thresholds: dict | None) -> str:
+    """A signal's deviation as pct writes it, to one decimal unless that reads on the other side of
+    a threshold than its signal (a HOLD at 14.96 % is "+15.0 %" to one decimal, at a 15 % SELL
+    threshold): then to as many more as it takes, at most the answer's own, which always agrees
+    (models.signals._answered). `basis`: the price the signal read (a quote's is judged as a sale)."""
+    v = _finite(value)
+    if v is None or not thresholds:
+        return pct(value, True)
+    most = DEVIATION_DIGITS - 2  # the answer's digits, in percent
+    for digits in range(1, most):
+        shown = round(v * 100, digits) / 100
+        if agrees(shown, signal == BUY, signal == SELL, basis == LAST_SALE, thresholds["buy_below"],
+                  thresholds["sell_above"]):
+            return pct(v, True, digits)
+    return pct(v, True, most)
+
+
 def number(value: Any, digits: int = 2) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
@@ -95,7 +113,7 @@ def when(value: str | None) -> str:
     return value if len(value) == 10 else parsed.strftime("%Y-%m-%d %H:%M UTC")
 
 
-templates.env.filters.update(money=money, pct=pct, percent=percent, number=number, when=when)
+templates.env.filters.update(money=money, pct=pct, percent=percent, deviation=deviation, number=number, when=when)
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -163,6 +181,8 @@ def page(handler: Callable[[Request], Response]) -> Callable[[Request], Response
             return error_page(request, 400, str(exc))
         except NotReady as exc:
             return error_page(request, 503, str(exc))
+        except Lost as exc:
+            return error_page(request, 500, str(exc))
 
     return wrapper
 
@@ -175,10 +195,11 @@ def wants_html(request: Request) -> bool:
 
 
 def _try(fn: Callable[..., dict], *args: Any, **kwargs: Any) -> tuple[dict | None, str | None]:
-    """(answer, None), or (None, reason) when the data is not there yet; the page shows the reason."""
+    """(answer, None), or (None, reason) when the data is not there (yet, or any more: an item's
+    explanation whose model is gone from the store); the page shows the reason."""
     try:
         return fn(*args, **kwargs), None
-    except (NotReady, BadInput) as exc:
+    except (NotReady, Lost, BadInput) as exc:
         return None, str(exc)
 
 
@@ -196,6 +217,8 @@ def home(request: Request) -> Response:
     summary = reads.summary(slug)
     buys, signals_error = _try(signal_reads.signals_page, slug, signal="BUY", limit=TOP_SIGNALS)
     sells, _ = _try(signal_reads.signals_page, slug, signal="SELL", limit=TOP_SIGNALS)
+    # Each table's deviations are written at its snapshot's thresholds (a publish may come between the two reads).
+    thresholds = {i: item_reads.signal_thresholds(i) for i in {p["snapshot"]["id"] for p in (buys, sells) if p}}
     market = market_reads.market(slug)
     if market.get("kind") == "daily_prices":  # cards: the median price; their index is a level from 100, not a price
         chart = {"currency": summary["currency"], "labels": ["median price", ""],
@@ -204,7 +227,7 @@ def home(request: Request) -> Response:
         chart = {"currency": summary["currency"],
                  "days": [[d["day"], d["floor"], d["index"]] for d in market["days"]]}
     return render(request, "home.html", summary=summary, buys=buys, sells=sells, signals_error=signals_error,
-                  chart=chart)
+                  thresholds=thresholds, chart=chart)
 
 
 @page
@@ -231,6 +254,7 @@ def item(request: Request) -> Response:
     """
     slug, key = _slug(request), request.path_params["item_id"]
     valuation = item_reads.item_valuation(slug, key)
+    thresholds = item_reads.signal_thresholds(valuation["snapshot"]["id"])  # its deviation is written at them
     history = reads.item_history(slug, key)
     explanation, explanation_error = _try(reads.item_explanation, slug, key, top=8, comps=8)
     # Dots: the item's sales, or for a card its market price of each day.
@@ -249,7 +273,7 @@ def item(request: Request) -> Response:
     quoted = None
     if asked:
         quoted, quote_error = _try(lambda: item_reads.quote(slug, key, float_param(request, "price")))
-    return render(request, "item.html", v=valuation, history=history, explanation=explanation,
+    return render(request, "item.html", v=valuation, thresholds=thresholds, history=history, explanation=explanation,
                   explanation_error=explanation_error, chart=chart, asked=asked or None, quoted=quoted,
                   quote_error=quote_error)
 

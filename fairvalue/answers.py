@@ -84,6 +84,17 @@ def rounded_all(value: Any, digits: int = 6) -> Any:
 
 # --- parameters -----------------------------------------------------------------------------
 
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """The one of `choices` a parameter names (a signal, a decision, a request's state), in any case,
+    as the answers spell it: ?signal=buy and ?signal=Buy are BUY, as ?type= and ?trait= match their
+    values; ?decision=PROMOTE is promote (it was a 400, while any case of a signal was taken).
+    Anything else is a 400 naming them all, ASCII letters only ("ſell".upper() is "SELL")."""
+    for choice in choices:
+        if value.isascii() and value.lower() == choice.lower():
+            return choice
+    raise BadInput(f"{name} must be one of {', '.join(choices)} (in any case), got {value[:40]!r}")
+
+
 def check_item_key(key: str) -> str:
     if not isinstance(key, str) or not ITEM_KEY.match(key):
         raise BadInput(f"malformed item id {str(key)[:80]!r}: use letters, digits, _ . : - (max 64)")

@@ -13,3 +13,8 @@ class BadInput(ValueError):
 
 class NotReady(RuntimeError):
     """503: the data the answer needs does not exist yet (no snapshot, no champion)."""
+
+
+class Lost(RuntimeError):
+    """500: stored data the answer needs is gone or corrupt (an artifact deleted from the store, or
+    not the bytes registered). Unlike NotReady, no retry brings it back: an operator must restore it."""

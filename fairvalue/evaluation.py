@@ -395,14 +395,15 @@ def replay_daily_rows(series, start: pd.Timestamp, end: pd.Timestamp, settings: 
 
 def evaluate_daily(series, start: pd.Timestamp, end: pd.Timestamp, settings: Settings,
                    horizon_days: float | None = None, gain: float | None = None,
-                   retrain_every_days: int | None = None) -> dict[str, Any]:
+                   retrain_every_days: int | None = None, replay: tuple | None = None) -> dict[str, Any]:
     """Replay a daily-priced collection and compute its KPIs (models/daily_eval.py). ValueError for a
-    horizon that is not a whole number of days: the outcomes are read on whole days."""
+    horizon that is not a whole number of days: the outcomes are read on whole days. `replay`:
+    replay_daily_rows' answer for these arguments, when the caller has it already."""
     from models.daily_eval import kpis
 
     if horizon_days is not None and not float(horizon_days).is_integer():  # int() would cut 1.9 to 1, unsaid
         raise ValueError(f"horizon_days must be a whole number of days, got {horizon_days:g}")
-    rows, replayed = replay_daily_rows(series, start, end, settings, retrain_every_days)
+    rows, replayed = replay or replay_daily_rows(series, start, end, settings, retrain_every_days)
     # The window in UTC times with their Z, as the punks' report and every answer write it (it was
     # plain dates here alone, beside the same window's times in the cards' /backtest).
     report = {"window": {"from": iso(start.to_pydatetime()), "to": iso(end.to_pydatetime())},
@@ -413,10 +414,11 @@ def evaluate_daily(series, start: pd.Timestamp, end: pd.Timestamp, settings: Set
     return report
 
 
-def backtest_daily(series, start: pd.Timestamp, end: pd.Timestamp, settings: Settings) -> dict[str, Any]:
+def backtest_daily(series, start: pd.Timestamp, end: pd.Timestamp, settings: Settings,
+                   replay: tuple | None = None) -> dict[str, Any]:
     """The cards' strategy backtest (models/daily_backtest.py) on the same replayed card-days as
-    evaluate_daily, at the threshold the cards' BUY signals use."""
+    evaluate_daily, at the threshold the cards' BUY signals use (`replay` as evaluate_daily's)."""
     from models.daily_backtest import daily_backtest
 
-    rows, _ = replay_daily_rows(series, start, end, settings)
+    rows, _ = replay or replay_daily_rows(series, start, end, settings)
     return daily_backtest(rows, series.prices, threshold=settings.buy_below).as_dict()

@@ -40,6 +40,7 @@ from storage.snapshots import (
     read_published_items,
     read_snapshot_items,
 )
+from storage.tables import NowcastSnapshot
 
 
 def dumps(value: Any) -> bytes:
@@ -251,10 +252,24 @@ def quote(slug: str | None, key: str, price: float) -> dict[str, Any]:
         "deviation": rounded(deviation[0]),
         "signal": str(signal[0]),
         "band_position": None if row.p10 is None or row.p90 is None else band_position(price, row.p10, row.p90),
-        "thresholds": {"buy_below": rules.buy_below, "sell_above": rules.sell_above},
+        "thresholds": _thresholds(rules),
         "snapshot": valuation["snapshot"],
         "model_version": valuation["model_version"],
     }
+
+
+def _thresholds(rules: SignalRules) -> dict[str, float]:
+    return {"buy_below": rules.buy_below, "sell_above": rules.sell_above}
+
+
+def signal_thresholds(snapshot_id: int) -> dict[str, float]:
+    """The thresholds a published snapshot's signals were judged at, as a quote answers them: what
+    a page needs to write a deviation that never reads on the other side of one than its signal."""
+    with session_scope() as session:
+        snap = session.get(NowcastSnapshot, snapshot_id)
+        if snap is None:
+            raise NotFound(f"no snapshot {snapshot_id}")
+        return _thresholds(SignalRules.recorded(snap, get_settings()))
 
 
 # --- from the database, for what the held snapshot does not answer ---------------------------

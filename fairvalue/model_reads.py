@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import select
 
-from fairvalue.answers import hidden, iso, iso_text, page_bounds, without_operator
-from fairvalue.errors import BadInput, NotFound, NotReady
+from fairvalue.answers import check_choice, hidden, iso, iso_text, page_bounds, without_operator
+from fairvalue.errors import NotFound, NotReady
 from fairvalue.reads import collection_row
 from models import gates
 from storage import requests
@@ -78,8 +78,7 @@ def decisions(slug: str | None = None, decision: str | None = None, limit: int =
         query = select(PromotionDecision).where(PromotionDecision.collection_id == coll.id)
         count = select(func.count()).select_from(PromotionDecision).where(PromotionDecision.collection_id == coll.id)
         if decision:
-            if decision not in gates.RECORDED:
-                raise BadInput(f"decision must be one of {', '.join(gates.RECORDED)}")
+            decision = check_choice("decision", decision, gates.RECORDED)
             query = query.where(PromotionDecision.decision == decision)
             count = count.where(PromotionDecision.decision == decision)
         rows = session.exec(query.order_by(PromotionDecision.id.desc()).offset(offset).limit(limit)).all()
@@ -100,8 +99,7 @@ def training_requests(slug: str | None = None, state: str | None = None, limit: 
         query = select(TrainingRequest).where(TrainingRequest.collection_id == coll.id)
         count = select(func.count()).select_from(TrainingRequest).where(TrainingRequest.collection_id == coll.id)
         if state:
-            if state not in requests.STATES:
-                raise BadInput(f"state must be one of {', '.join(requests.STATES)}")
+            state = check_choice("state", state, requests.STATES)
             query = query.where(TrainingRequest.state == state)
             count = count.where(TrainingRequest.state == state)
         rows = session.exec(query.order_by(TrainingRequest.id.desc()).offset(offset).limit(limit)).all()

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import select
 
-from fairvalue.answers import iso, page_bounds, rounded, snapshot_reference
+from fairvalue.answers import check_choice, iso, page_bounds, rounded, snapshot_reference
 from fairvalue.errors import BadInput, NotReady
 from fairvalue.item_reads import signal_prices
 from fairvalue.reads import collection_row
@@ -59,9 +59,7 @@ def signals_page(slug: str | None = None, signal: str | None = None, item_type: 
     cursor pins the snapshot it was made from, so paging through stays consistent while new
     snapshots are published."""
     if signal is not None:
-        signal = signal.upper()
-        if signal not in SIGNALS:
-            raise BadInput(f"signal must be one of {', '.join(SIGNALS)}")
+        signal = check_choice("signal", signal, SIGNALS)
     if min_deviation is not None and not (0 <= min_deviation < 1e6):
         raise BadInput("min_deviation must be a fraction >= 0, e.g. 0.1 for 10 %")
     limit, _ = page_bounds(limit, 0)

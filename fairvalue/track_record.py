@@ -38,12 +38,12 @@ from storage.tables import Collection, DailyPrice, Item, Listing, MarketDay, Now
 
 DEFAULT_WINDOW = timedelta(days=90)
 MAX_POINTS = 2000  # predicted-vs-actual points returned (the most recent ones)
-_CACHE: OrderedDict[tuple, dict] = OrderedDict()
+_CACHE: OrderedDict[tuple, Any] = OrderedDict()  # answers, and the daily replays they share
 _CACHE_SIZE = 32
 _LOCK = threading.Lock()
 
 
-def _cached(key: tuple, compute) -> dict:
+def _cached(key: tuple, compute) -> Any:
     with _LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
@@ -224,6 +224,16 @@ def _daily_window(series, start: str | None, end: str | None) -> tuple[pd.Timest
     return t0, t1
 
 
+def _daily_replay(coll: Collection, version: tuple, series, t0: pd.Timestamp, t1: pd.Timestamp, settings) -> tuple:
+    """The replayed card-days of [t0, t1) (fairvalue.evaluation.replay_daily_rows), nearly all the
+    time of either daily answer: replayed once for /performance and /backtest of one window."""
+    from fairvalue.evaluation import replay_daily_rows
+
+    key = ("daily-replay", coll.id, t0, t1, version, settings.retrain_max_age_days, settings.buy_below,
+           settings.sell_above)
+    return _cached(key, lambda: replay_daily_rows(series, t0, t1, settings))
+
+
 def _daily_performance(session: Session, coll: Collection, start: str | None, end: str | None) -> dict[str, Any]:
     """A daily-priced collection (cards): the replay KPIs of docs/cards.md over [from, to) — each
     card-day valued by a model trained on days before it (weekly retrains), so the figures are
@@ -239,8 +249,10 @@ def _daily_performance(session: Session, coll: Collection, start: str | None, en
     key = ("daily-performance", coll.id, t0, t1, version)
 
     def compute() -> dict[str, Any]:
+        settings = get_settings().for_collection(coll.slug)
         try:
-            report = evaluate_daily(series, t0, t1, get_settings().for_collection(coll.slug))
+            report = evaluate_daily(series, t0, t1, settings,
+                                    replay=_daily_replay(coll, version, series, t0, t1, settings))
         except NotEnoughHistory as exc:
             raise BadInput(str(exc)) from None
         report.update(collection=coll.slug, currency=coll.currency, kind="daily_prices",
@@ -313,7 +325,8 @@ def _daily_backtest(session: Session, coll: Collection, start: str | None, end: 
             result = daily_backtest(series.prices.assign(fair_value=[]), series.prices, settings.buy_below).as_dict()
         else:
             try:
-                result = backtest_daily(series, t0, t1, settings)
+                result = backtest_daily(series, t0, t1, settings,
+                                        replay=_daily_replay(coll, version, series, t0, t1, settings))
             except NotEnoughHistory as exc:
                 raise BadInput(str(exc)) from None
         for name in ("buy_all", "strategy"):

@@ -92,12 +92,14 @@ class Matrices:
 def category_index(log_price: pd.DataFrame, categories: pd.Series) -> pd.DataFrame:
     """I_g(d) per card column (the index of the card's category); see the module docstring."""
     steps = log_price.ffill(limit=CARRY_DAYS).diff()
-    out = pd.DataFrame(0.0, index=log_price.index, columns=log_price.columns)
+    # Filled as one array, then framed: a frame filled category by category is one block per
+    # category, and every later step on it (and on what is derived from it) went block by block.
+    out = np.zeros(log_price.shape)
     for cols in categories.groupby(categories).groups.values():
         cols = [c for c in cols if c in steps.columns]
         level = steps[cols].median(axis=1, skipna=True).fillna(0.0).cumsum()
-        out[cols] = np.repeat(level.to_numpy()[:, None], len(cols), axis=1)
-    return out
+        out[:, log_price.columns.get_indexer(cols)] = level.to_numpy()[:, None]
+    return pd.DataFrame(out, index=log_price.index, columns=log_price.columns)
 
 
 MARKET_BASE = 100.0
@@ -135,19 +137,36 @@ class _WindowParts:
     latest: pd.DataFrame
 
 
-def _window_parts(series: DailySeries, window: int, through: pd.Timestamp | None = None) -> _WindowParts:
+@dataclass
+class _Levels:
+    """What every window reads alike: the log prices, the category index and each card's relative
+    level (rel) as row D sees it, from days up to D-1. Tuning reads five windows of one series:
+    computed once, not per window (a third of a replay's time went to computing them again)."""
+
+    log_price: pd.DataFrame
+    index: pd.DataFrame
+    before: pd.DataFrame  # rel up to D-1
+    latest: pd.DataFrame  # the latest rel before D, carried at most CARRY_DAYS
+
+
+def _levels(series: DailySeries, through: pd.Timestamp | None = None) -> _Levels:
     log_price = series.wide(through)
     categories = series.items["category"].reindex(log_price.columns)
     index = category_index(log_price, categories)
     rel = log_price - index
-    before = rel.shift(1)  # row D sees rel up to D-1
+    return _Levels(log_price, index, rel.shift(1), rel.ffill(limit=CARRY_DAYS).shift(1))
+
+
+def _window_parts(series: DailySeries, window: int, through: pd.Timestamp | None = None,
+                  levels: _Levels | None = None) -> _WindowParts:
+    levels = levels or _levels(series, through)
+    before = levels.before  # row D sees rel up to D-1
     min_periods = max(MIN_WINDOW_PRICES, window // 3)
     median_rel = before.rolling(window, min_periods=min_periods).median()
     rolling = before.rolling(max(window, 28), min_periods=min_periods)
     iqr = (rolling.quantile(0.75) - rolling.quantile(0.25)) / 1.349
     scale = pd.DataFrame(np.maximum(iqr.to_numpy(), MIN_SCALE), index=iqr.index, columns=iqr.columns)
-    latest = rel.ffill(limit=CARRY_DAYS).shift(1)
-    return _WindowParts(log_price, index, median_rel, scale, latest)
+    return _WindowParts(levels.log_price, levels.index, median_rel, scale, levels.latest)
 
 
 def _combine(parts: _WindowParts, alpha: float) -> Matrices:
@@ -155,12 +174,42 @@ def _combine(parts: _WindowParts, alpha: float) -> Matrices:
     # a spike does not drag the fair value along.
     bound = CLIP * parts.scale.to_numpy()
     pull = np.nan_to_num(np.clip(parts.latest.to_numpy() - parts.median_rel.to_numpy(), -bound, bound), nan=0.0)
-    log_fair = parts.index.shift(1) + parts.median_rel + alpha * pull
+    # I_g(D-1) + median + pull, in numpy: as pandas on these frames of one block per card (the
+    # shift and the sums were a third of a replay's tuning), the same sums in the same order.
+    index = parts.index.to_numpy()
+    prior = np.full_like(index, np.nan)
+    prior[1:] = index[:-1]
+    log_fair = pd.DataFrame(prior + parts.median_rel.to_numpy() + alpha * pull, index=parts.median_rel.index,
+                            columns=parts.median_rel.columns)
     return Matrices(parts.log_price, parts.index, log_fair, parts.scale, parts.median_rel)
 
 
 def matrices(series: DailySeries, window: int, alpha: float, through: pd.Timestamp | None = None) -> Matrices:
     return _combine(_window_parts(series, window, through), alpha)
+
+
+class Cuts:
+    """matrices() of cuts of one series (its prices before some day), from one computation per
+    (window, alpha) over the whole series. Each row of a matrix depends only on its day and the
+    days before it (module docstring), and every step computes it from those alone and in the
+    same order (fills, shifts, the row medians, cumulative sums, pandas' rolling windows), so a
+    cut's matrices are the whole's rows up to the cut's last priced day, bit for bit. A replay
+    cuts one series at every retrain tick, and computed those rows again twice per tick."""
+
+    def __init__(self, series: DailySeries) -> None:
+        self.series = series
+        self._whole: dict[tuple[int, float], Matrices] = {}
+
+    def matrices(self, cut: DailySeries, window: int, alpha: float) -> Matrices:
+        days = self.series.prices["day"]
+        if cut.prices.empty or cut.prices["day"].min() != days.min() or len(cut.prices) != (days <= cut.last_day).sum():
+            return matrices(cut, window, alpha)  # not a cut of the series: nothing to share
+        whole = self._whole.get((window, alpha))
+        if whole is None:
+            whole = self._whole[window, alpha] = matrices(self.series, window, alpha)
+        rows = whole.log_price.index <= cut.last_day  # wide() runs to the last priced day
+        return Matrices(whole.log_price[rows], whole.index[rows], whole.log_fair[rows], whole.scale[rows],
+                        whole.median_rel[rows])
 
 
 def matrices_and_lifted(series: DailySeries, window: int, alpha: float, lift: float) -> tuple[Matrices, Matrices]:
@@ -211,10 +260,12 @@ class DailyFairValueModel:
     # --- valuing ------------------------------------------------------------------------
 
     def _quantiles(self, categories: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """(q10, q90) of z for each row's category: its own, else the fallback. Looked up once per
+        category, not per row (a per-row lambda was a sixth of a replay's time)."""
         fallback = self.band.get("*", (-0.1, 0.1))
-        lo = categories.map(lambda c: self.band.get(c, fallback)[0]).to_numpy(dtype=float)
-        hi = categories.map(lambda c: self.band.get(c, fallback)[1]).to_numpy(dtype=float)
-        return lo, hi
+        codes, found = pd.factorize(categories)  # a missing category is code -1: the table's last entry
+        table = np.array([self.band.get(c, fallback) for c in found] + [fallback], dtype=float).reshape(-1, 2)
+        return table[codes, 0], table[codes, 1]
 
     def value_days(self, series: DailySeries, m: Matrices | None = None) -> pd.DataFrame:
         """Long frame of every (day, card) with a price and a fair value: day, item_key, category,
@@ -394,9 +445,10 @@ def last_priced_days_start(series: DailySeries, n: int) -> pd.Timestamp:
     return before + pd.Timedelta(days=1)
 
 
-def fit(series: DailySeries, params: DailyParams | None = None) -> DailyFairValueModel:
+def fit(series: DailySeries, params: DailyParams | None = None, cuts: Cuts | None = None) -> DailyFairValueModel:
     """Choose W and alpha on the last `tune_days` priced days of `series`, then the band quantiles
-    on the last `band_days` priced days. TooFewPrices when the prices cannot train a model."""
+    on the last `band_days` priced days. TooFewPrices when the prices cannot train a model.
+    `cuts`: of a series `series` is a cut of (a replay's), to read the chosen matrices from."""
     params = params or DailyParams()
     n_days = 0 if series.prices.empty else series.prices["day"].nunique()
     if n_days < MIN_TRAIN_DAYS:
@@ -405,17 +457,15 @@ def fit(series: DailySeries, params: DailyParams | None = None) -> DailyFairValu
     # Tuning reads only its days and the history their windows need.
     recent = DailySeries(series.items, series.prices[
         series.prices["day"] >= tune_from - pd.Timedelta(days=max(params.windows) + 28 + CARRY_DAYS)])
-    tuning, best = [], None
+    tuning, best, levels = [], None, _levels(recent)
     for window in params.windows:
-        parts = _window_parts(recent, window)
+        parts = _window_parts(recent, window, levels=levels)
         for alpha in params.alphas:
-            probe = DailyFairValueModel(window, alpha, {"*": (-1.0, 1.0)})
-            rows = probe.value_days(recent, _combine(parts, alpha))
-            rows = rows[rows["day"] >= tune_from]
-            if len(rows) < params.min_band_rows:
+            fair, price = _valued_since(_combine(parts, alpha), tune_from)
+            if len(price) < params.min_band_rows:
                 continue
-            mape = valuation_metrics(rows["fair_value"], rows["price"])["mape"]
-            tuning.append({"window": window, "alpha": alpha, "mape": mape, "n": len(rows)})
+            mape = valuation_metrics(fair, price)["mape"]
+            tuning.append({"window": window, "alpha": alpha, "mape": mape, "n": len(price)})
             if best is None or mape < best[0]:
                 best = (mape, window, alpha)
     if best is None:
@@ -423,7 +473,7 @@ def fit(series: DailySeries, params: DailyParams | None = None) -> DailyFairValu
                            f"on (need {params.min_band_rows} for some window of {list(params.windows)} days): a "
                            "card needs a few days of prices in a window before it has a fair value")
     _, window, alpha = best
-    m = matrices(series, window, alpha)
+    m = cuts.matrices(series, window, alpha) if cuts is not None else matrices(series, window, alpha)
     z = ((m.log_price - m.log_fair) / m.scale)
     z = z[z.index >= last_priced_days_start(series, params.band_days)]
     long = z.stack().rename("z").reset_index()
@@ -438,6 +488,15 @@ def fit(series: DailySeries, params: DailyParams | None = None) -> DailyFairValu
             band[str(category)] = _band(group["z"])
     return DailyFairValueModel(window, alpha, band, params={**params.as_dict(), "window": window, "alpha": alpha},
                                tuning=tuning)
+
+
+def _valued_since(m: Matrices, since: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+    """(fair value, price) of each card-day from `since` on that has both, in value_days' order
+    (day, then card): what tuning scores, without the long frame value_days builds for an answer."""
+    days = m.log_price.index >= since
+    log_price, log_fair = m.log_price.to_numpy()[days].ravel(), m.log_fair.to_numpy()[days].ravel()
+    both = np.isfinite(log_price) & np.isfinite(log_fair)
+    return np.exp(log_fair[both]), np.exp(log_price[both])
 
 
 def _band(z: pd.Series) -> tuple[float, float]:

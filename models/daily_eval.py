@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.daily import DailyParams, DailySeries, TooFewPrices, fit, previous_price
+from models.daily import Cuts, DailyParams, DailySeries, TooFewPrices, fit, previous_price
 from models.diagnostics import segment_metrics
 from models.metrics import valuation_metrics
 from models.signal_kpis import signal_stability
@@ -57,17 +57,21 @@ def replay_daily(series: DailySeries, config: DailyReplayConfig) -> tuple[pd.Dat
     start, end = pd.Timestamp(config.start).normalize(), pd.Timestamp(config.end).normalize()
     ticks = list(pd.date_range(start, end, freq=f"{config.retrain_every_days}D", inclusive="left"))
     frames, trainings = [], []
+    # Every training and every valuation below reads a cut of the series up to `end`: their matrices
+    # come from one computation over it per (window, alpha) (models.daily.Cuts), the same numbers.
+    cuts = Cuts(DailySeries(series.items, series.prices[series.prices["day"] < end]))
     for k, tick in enumerate(ticks):
         until = ticks[k + 1] if k + 1 < len(ticks) else end
         try:
-            model = fit(series.before(tick), config.params)
+            model = fit(series.before(tick), config.params, cuts)
         except TooFewPrices as exc:  # say which training: the window's first, or one after a gap in the prices
             raise TooFewPrices(f"the model of {tick:%Y-%m-%d}, trained on the days before it: {exc}") from None
         trainings.append({"model_version": k + 1, "trained_at": tick, "window": model.window,
                           "alpha": model.alpha, "data_end": series.before(tick).last_day})
         # Row D of the value matrices uses days < D only, so valuing on the series up to `until`
         # is the same as valuing each day on the series cut at that day.
-        values = model.value_days(DailySeries(series.items, series.prices[series.prices["day"] < until]))
+        known = DailySeries(series.items, series.prices[series.prices["day"] < until])
+        values = model.value_days(known, cuts.matrices(known, model.window, model.alpha))
         values = values[(values["day"] >= tick) & (values["day"] < until)].copy()
         values["model_version"] = k + 1
         frames.append(values)

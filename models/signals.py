@@ -83,16 +83,21 @@ def _answered(deviation: np.ndarray, buy: np.ndarray, sell: np.ndarray, from_sal
     # The product's float noise off first (0.000249 * 1e6 is 248.99999999999997): floor and ceil read it.
     steps = np.round(deviation * scale, 12 - DEVIATION_DIGITS)
     nearest = np.round(steps)
-    near = nearest / scale
-    fits = np.where(buy, near <= -buy_below, np.where(
-        sell, near >= sell_above,
-        # A HOLD read from the last sale lies between the thresholds; one read from an ask only
-        # above the buy one (an ask over the value makes no SELL).
-        (near > -buy_below) & (~from_sale | (near < sell_above))))
+    fits = agrees(nearest / scale, buy, sell, from_sale, buy_below, sell_above)
     other = np.where(nearest > steps, np.floor(steps), np.ceil(steps))
     # + 0.0 makes a -0.0 (a price a hair under the value) 0.0: a database stores -0.0 as 0.0, and the
     # archive rebuilt from the rows must hold the same bytes as the one written.
     return np.where(fits, nearest, other) / scale + 0.0
+
+
+def agrees(deviation, buy, sell, from_sale, buy_below: float, sell_above: float) -> np.ndarray:
+    """Whether each `deviation` reads on its signal's side of each threshold (a deviation written
+    rounded, as an answer or a page writes it): a BUY's at or under -buy_below, a SELL's at or over
+    sell_above; a HOLD read from the last sale between them, one read from an ask only above the
+    buy one (an ask over the value makes no SELL)."""
+    deviation = np.asarray(deviation, dtype=float)
+    return np.where(buy, deviation <= -buy_below, np.where(
+        sell, deviation >= sell_above, (deviation > -buy_below) & (~np.asarray(from_sale) | (deviation < sell_above))))
 
 
 BELOW_BAND, IN_BAND, ABOVE_BAND = "below_band", "in_band", "above_band"

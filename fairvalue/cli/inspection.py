@@ -85,14 +85,14 @@ def explain(
 ) -> None:
     """Why the published fair value of an item is what it is: top drivers and comparable sales."""
     from fairvalue import reads
-    from fairvalue.errors import BadInput, NotFound, NotReady
+    from fairvalue.errors import BadInput, Lost, NotFound, NotReady
 
     settings = settings_for(collection)
     try:  # the API's read: the same checks, errors and rounding
         out = reads.item_explanation(settings.collection, item_id, top, comps)
     except BadInput as exc:
         raise typer.BadParameter(str(exc)) from None
-    except (NotFound, NotReady) as exc:
+    except (NotFound, NotReady, Lost) as exc:
         refuse(exc)
         raise typer.Exit(1) from None
     if as_json:

@@ -291,6 +291,18 @@ def test_an_asked_price_is_quoted_against_the_published_value(client):
     assert (above["band_position"], above["signal"]) == ("above_band", "SELL")
 
 
+def test_the_item_page_writes_a_deviation_near_a_threshold_on_its_signals_side(client):
+    """The pages wrote every deviation to one decimal: a price 14.96 % over the value showed "+15.0 %"
+    beside HOLD, which reads as a SELL at the 15 % threshold (and 9.996 % under it "-10.0 %", a BUY)."""
+    fair = client.get("/v1/items/7804").json()["fair_value"]
+    for factor, signal, shown in ((1.1496, "HOLD", "+14.96 %"), (0.90004, "HOLD", "-9.996 %"),
+                                  (1.2, "SELL", "+20.0 %"), (1.05, "HOLD", "+5.0 %")):
+        quoted = client.get(f"/v1/items/7804/quote?price={fair * factor}").json()
+        assert quoted["signal"] == signal and quoted["thresholds"] == {"buy_below": 0.10, "sell_above": 0.15}
+        page = client.get(f"/items/7804?price={fair * factor}", headers={"Accept": "text/html"})
+        assert page.status_code == 200 and f"is {shown} against the fair value" in page.text, factor
+
+
 def test_a_value_published_without_a_band_is_quoted_without_a_place_in_it(client, seeded):
     """A snapshot row may hold no band (p10, p90 are nullable): the quote says so instead of failing."""
     import numpy as np

@@ -85,3 +85,19 @@ def test_a_card_version_is_scored_against_the_previous_price():
     gated = {"gate_evaluation": {"contender": {"mape": 0.031}, "previous_price": {"mape": 0.052}}}
     assert _forward_scores(trained, "daily_prices") == {"model": 0.03, "baseline": 0.05, "window": "holdout"}
     assert _forward_scores(gated, "daily_prices") == {"model": 0.031, "baseline": 0.052, "window": "gates"}
+
+
+@pytest.mark.parametrize(("value", "signal", "basis", "shown"), [
+    (0.1496, "HOLD", "last_sale", "+14.96 %"),  # "+15.0 %" beside HOLD read as a SELL at 15 %
+    (-0.09996, "HOLD", "last_sale", "-9.996 %"),  # "-10.0 %" read as a BUY at 10 %
+    (-0.099996, "HOLD", "ask", "-9.9996 %"),  # the answer's own digits at most, which always agree
+    (0.1234, "HOLD", "last_sale", "+12.3 %"),  # far from a threshold: one decimal
+    (0.15, "SELL", "last_sale", "+15.0 %"), (-0.1, "BUY", "ask", "-10.0 %"), (0.1504, "SELL", "last_sale", "+15.0 %"),
+    (0.2, "HOLD", "ask", "+20.0 %"),  # an ask over the value makes no SELL: nothing to contradict
+    (None, "HOLD", None, "—"),
+])
+def test_a_deviation_is_written_on_its_signals_side_of_each_threshold(value, signal, basis, shown):
+    from api.pages import deviation
+
+    assert deviation(value, signal, basis, {"buy_below": 0.10, "sell_above": 0.15}) == shown
+    assert deviation(value, signal, basis, None) == pct(value, True)  # no thresholds known: as before

@@ -195,3 +195,27 @@ def test_an_answer_built_whole_is_made_ready_for_json_in_one_place():
              "y": (np.float64(2.0000004),)}
     assert rounded_all(built) == {"1": 3, "x": [0.123457, None, None, None, True, "s"], "y": [2.0]}
     assert type(rounded_all(np.int64(3))) is int and rounded_all(True) is True
+
+
+def test_a_choice_is_read_in_any_case_and_the_document_names_the_choices_as_the_reads_spell_them():
+    """?signal= took any case while ?decision= and ?state= took only theirs, and the document listed
+    BUY and buy but not Buy: one rule (fairvalue.answers.check_choice), one list per parameter."""
+    from api.app import app
+    from api.openapi import document
+    from fairvalue.answers import check_choice
+    from models import gates
+    from models.signals import SIGNALS
+    from storage import requests
+
+    spelled = [check_choice("signal", s, SIGNALS) for s in ("buy", "Buy", "SELL", "hOLD")]
+    assert spelled == ["BUY", "BUY", "SELL", "HOLD"]
+    assert check_choice("decision", "PROMOTE", gates.RECORDED) == "promote"
+    for wrong in ("ſell", "BUY ", "", "MAYBE"):
+        with pytest.raises(BadInput, match=r"^signal must be one of BUY, SELL, HOLD \(in any case\), got "):
+            check_choice("signal", wrong, SIGNALS)
+    paths = document(app)["paths"]
+    for path, name, choices in (("/v1/collections/{slug}/signals", "signal", SIGNALS),
+                                ("/v1/collections/{slug}/decisions", "decision", gates.RECORDED),
+                                ("/v1/collections/{slug}/training-requests", "state", requests.STATES)):
+        param = next(p for p in paths[path]["get"]["parameters"] if p["name"] == name)
+        assert param["schema"]["enum"] == list(choices) and "any case" in param["description"], name
