@@ -150,7 +150,11 @@ def snapshot_file(request: Request) -> Response:
       304: {description: "the file named by If-None-Match is unchanged"}
       400: {$ref: "#/components/responses/BadRequest"}
       404: {$ref: "#/components/responses/NotFound"}
-      503: {$ref: "#/components/responses/NotReady"}
+      500: {$ref: "#/components/responses/Lost"}
+      503: {description: "no snapshot is published yet (no Retry-After), or the artifact store cannot give the
+              archive of a thinned snapshot now (retry after Retry-After seconds)",
+            content: {application/json: {schema: {$ref: "#/components/schemas/Error"}}},
+            headers: {Retry-After: {schema: {type: integer}}}}
     """
     found = snapshot_files.snapshot_file(slug_of(request), request.path_params["snapshot"])
     final = found.archived and request.path_params["snapshot"] != snapshot_files.PUBLISHED

@@ -116,8 +116,10 @@ def item_explanation(request: Request) -> JSONResponse:
       400: {$ref: "#/components/responses/BadRequest"}
       404: {$ref: "#/components/responses/NotFound"}
       500: {$ref: "#/components/responses/Lost"}
-      503: {description: "no published snapshot yet, or the artifact store cannot give its model now (retry later)",
-            content: {application/json: {schema: {$ref: "#/components/schemas/Error"}}}}
+      503: {description: "no published snapshot yet (no Retry-After), or the artifact store cannot give its model
+              now (retry after Retry-After seconds)",
+            content: {application/json: {schema: {$ref: "#/components/schemas/Error"}}},
+            headers: {Retry-After: {schema: {type: integer}}}}
     """
     return JSONResponse(reads.item_explanation(slug_of(request), request.path_params["item_id"],
                                                int_param(request, "top", 5), int_param(request, "comps", 10)))

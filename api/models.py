@@ -52,7 +52,8 @@ def version_diagnostics(request: Request) -> Response:
       304: {description: "the page named by If-None-Match is unchanged"}
       400: {$ref: "#/components/responses/BadRequest"}
       404: {$ref: "#/components/responses/NotFound"}
-      503: {$ref: "#/components/responses/NotReady"}
+      500: {$ref: "#/components/responses/Lost"}
+      503: {$ref: "#/components/responses/Unavailable"}
     """
     version = _version_number(request)
     body, sha256 = model_reads.version_diagnostics(slug_of(request), version)

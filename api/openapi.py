@@ -87,6 +87,9 @@ COMPONENTS = {
         "NotReady": {"description": "no published snapshot (or champion) yet", "content": ERROR},
         "Lost": {"description": "stored data the answer needs is gone or corrupt; no retry helps, an operator "
                                 "must restore it", "content": ERROR},
+        "Unavailable": {"description": "the artifact store does not give back what the answer needs now (down, "
+                                       "timing out): retry after Retry-After seconds", "content": ERROR,
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
         "RateLimited": {"description": "too many requests from this client; see Retry-After", "content": ERROR,
                         "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
     },

@@ -205,6 +205,16 @@ def hidden(value: Any, people: bool) -> Any:
     return value if people or value is None else HIDDEN
 
 
+def error_head(text: Any, people: bool) -> Any:
+    """An exception's recorded text as a reader without an operator token sees it (unless
+    `people`): its head alone, what comes before its first colon or parenthesis ("ArtifactError",
+    "artifact of version 3 could not be read"). The rest can name a host, an address or a path:
+    a database error names its server, an artifact store's its endpoint, bucket and keys."""
+    if people or not isinstance(text, str):
+        return text
+    return text.split(":", 1)[0].split(" (", 1)[0]
+
+
 def without_operator(numbers: Any, people: bool) -> Any:
     """A decision's numbers or a request's trigger, its "operator" key hidden unless `people`."""
     if people or not isinstance(numbers, dict) or numbers.get("operator") in (None, True):

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import select
 
-from fairvalue.answers import check_choice, hidden, iso, iso_text, page_bounds, without_operator
-from fairvalue.errors import NotFound, NotReady
+from fairvalue.answers import check_choice, error_head, hidden, iso, iso_text, page_bounds, without_operator
+from fairvalue.errors import NotFound, unread_artifact
 from fairvalue.reads import collection_row
 from models import gates
 from storage import requests
@@ -92,7 +92,7 @@ def decisions(slug: str | None = None, decision: str | None = None, limit: int =
 def training_requests(slug: str | None = None, state: str | None = None, limit: int = 200,
                       offset: int = 0, people: bool = True) -> dict[str, Any]:
     """Training requests with state, attempts, lease and result, newest first (the claiming
-    worker and the asking operator HIDDEN unless `people`)."""
+    worker and the asking operator HIDDEN, and a failure's error cut to its head, unless `people`)."""
     limit, offset = page_bounds(limit, offset, default=200)
     with session_scope() as session:
         coll = collection_row(session, slug)
@@ -113,7 +113,8 @@ def training_requests(slug: str | None = None, state: str | None = None, limit: 
          "claimed_by": hidden(r.claimed_by, people),
          "lease_expires_at": iso(r.lease_expires_at), "created_at": iso(r.created_at),
          "published_at": iso(r.published_at), "model_version_id": r.model_version_id,
-         "model_version": number.get(r.model_version_id), "decision": verdicts.get(r.id), "error": r.error,
+         "model_version": number.get(r.model_version_id), "decision": verdicts.get(r.id),
+         "error": error_head(r.error, people),  # a failed training's exception: its store's endpoint, say
          "trigger": without_operator(r.trigger, people), "params": r.params} for r in rows]}
 
 
@@ -145,7 +146,8 @@ def version_diagnostics(slug: str | None, version: int) -> tuple[bytes, str]:
     """A version's diagnostics page (models/diagnostics.py), read from the artifact store and
     verified against the sha256 its metrics recorded: (html, sha256). NotFound for no such version
     or one without a page (a daily-priced collection's, or one trained before pages were kept);
-    NotReady when the store cannot give it back now."""
+    Lost when it is gone from the store or not its bytes, Unavailable when the store does not
+    answer now (fairvalue.errors.unread_artifact)."""
     with session_scope() as session:
         coll = collection_row(session, slug)
         found = session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id,
@@ -160,4 +162,5 @@ def version_diagnostics(slug: str | None, version: int) -> tuple[bytes, str]:
         # The short budget: an HTTP request must not hang on a hung store for minutes.
         return get_store(short_budget=True).get(page["uri"], page["sha256"]), page["sha256"]
     except ArtifactError as exc:
-        raise NotReady(f"the diagnostics of version {version} cannot be read now ({exc}); retry later") from None
+        raise unread_artifact(exc, f"the diagnostics page of version {version}",
+                              f"diagnostics of version {version} of {coll.slug}") from None

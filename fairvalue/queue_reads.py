@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from fairvalue.answers import HIDDEN, hidden, iso
+from fairvalue.answers import HIDDEN, error_head, hidden, iso
 from storage.db import session_scope
 
 
@@ -97,8 +97,8 @@ def public_detail(detail: dict[str, Any]) -> dict[str, Any]:
             continue
         if isinstance(value, dict):
             value = public_detail(value)
-        elif key in ERROR_TEXTS and isinstance(value, str):
-            value = value.split(":", 1)[0].split(" (", 1)[0]
+        elif key in ERROR_TEXTS:
+            value = error_head(value, people=False)
         out[key] = value
     return out
 

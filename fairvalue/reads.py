@@ -3,7 +3,8 @@ JSON-ready dicts: the collection lookup every read starts from, the list of coll
 collection's summary, an item's published history and its explanation.
 
 Each function takes a collection slug and its parameters, opens its own session, and raises
-fairvalue.errors.NotFound / BadInput / NotReady / Lost (404 / 400 / 503 / 500 over HTTP). Nothing here
+fairvalue.errors.NotFound / BadInput / NotReady / Lost (404 / 400 / 503 / 500 over HTTP;
+Unavailable, a NotReady, is a 503 with a Retry-After). Nothing here
 knows about HTTP, so server-rendered pages call the same functions the JSON handlers do. The
 other reads, one module per resource: fairvalue/item_reads.py (valuations), signal_reads.py,
 market_reads.py, model_reads.py (versions, decisions, training requests), track_record.py
@@ -12,7 +13,6 @@ market_reads.py, model_reads.py (versions, decisions, training requests), track_
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,11 +21,11 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from fairvalue.answers import check_item_key, iso, parse_window, rounded, rounded_all, snapshot_reference
-from fairvalue.errors import BadInput, Lost, NotFound, NotReady
+from fairvalue.errors import BadInput, NotFound, NotReady, unread_artifact
 from fairvalue.settings import get_settings
 from models.signals import SIGNALS
 from storage import snapshots
-from storage.artifacts import ArtifactError, ArtifactMissing, IntegrityError
+from storage.artifacts import ArtifactError
 from storage.counts import item_count, prices_span, rejected_by_reason, sales_span
 from storage.db import session_scope
 from storage.ingest import DAILY_PRICES, MADE_BY
@@ -41,8 +41,6 @@ from storage.tables import (
     NowcastSnapshot,
     Sale,
 )
-
-log = logging.getLogger("fairvalue.reads")
 
 # --- collection -----------------------------------------------------------------------------
 
@@ -244,16 +242,9 @@ def item_explanation(slug: str | None, key: str, top: int = 5, comps: int = 10) 
         raise NotFound(str(exc)) from None
     except explanations.NotExplainable as exc:
         raise NotReady(str(exc)) from None
-    # The store's own words (its bucket, keys and endpoint) go to the log, not to the client.
-    except (ArtifactMissing, IntegrityError) as exc:  # no retry brings it back: an operator must restore it
-        log.error("explanation of %s in %s: the published snapshot's model: %s", key, coll.slug, exc)
-        what = ("is gone from the artifact store" if isinstance(exc, ArtifactMissing)
-                else "in the artifact store is not the one registered (its sha256 does not match)")
-        raise Lost(f"the model of the published snapshot {what}; an operator must restore it") from None
-    except ArtifactError as exc:  # the store does not answer now (down, timing out, refusing)
-        log.warning("explanation of %s in %s: the published snapshot's model: %s", key, coll.slug, exc)
-        raise NotReady("the model of the published snapshot cannot be read from the artifact store now; "
-                       "retry later") from None
+    except ArtifactError as exc:  # Lost (gone, corrupt) or Unavailable (the store does not answer now)
+        raise unread_artifact(exc, "the model of the published snapshot",
+                              f"explanation of {key} in {coll.slug}") from None
     # Every number, as every answer's: the drivers' effects, the values and the cards' prices came
     # from the model (a price through a log and an exp: 798.8100000000003).
     return rounded_all(body)

@@ -9,10 +9,13 @@ from its rows, which are whole until it is archived: retention thins archived sn
 file is the archive's to the byte (storage.snapshots.snapshot_values keeps the nowcast's item
 order), but only the archive's digest is final: a rebuilt one is not cached as immutable, and
 an archive the store cannot give back is rebuilt only when the rebuild has its recorded digest.
+Otherwise the read is fairvalue.errors.Lost (the archive gone or not its bytes: an operator must
+restore it) or Unavailable (the store does not answer now: retry later), as unread_artifact says.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from fairvalue.answers import iso, page_bounds, snapshot_reference
-from fairvalue.errors import BadInput, NotFound, NotReady
+from fairvalue.errors import BadInput, NotFound, NotReady, unread_artifact
 from fairvalue.reads import collection_row
 from fairvalue.settings import get_settings
 from storage import snapshots
@@ -30,6 +33,8 @@ from storage.artifacts import ArtifactError, get_store, sha256_hex
 from storage.db import session_scope
 from storage.snapshots import published_snapshot, rebuilt_archive
 from storage.tables import ModelVersion, NowcastSnapshot
+
+log = logging.getLogger("fairvalue.reads")
 
 PUBLISHED = "published"
 SNAPSHOT_ID = re.compile(r"[0-9]{1,10}")
@@ -76,8 +81,10 @@ def snapshot_file(slug: str, ref: str) -> SnapshotFile:
         except ArtifactError as exc:
             with session_scope() as session:
                 body = rebuilt_archive(session, snapshot_id)
+            what, where = f"the archive of snapshot {snapshot_id}", f"snapshot file of {coll.slug}"
             if sha256_hex(body) != digest:  # thinned by retention, or archived in another item order
-                raise NotReady(f"the archive of snapshot {snapshot_id} cannot be read ({exc}); retry later") from None
+                raise unread_artifact(exc, what, where) from None
+            log.warning("%s: %s could not be read, served rebuilt from its rows: %s", where, what, exc)
             return body
 
     return SnapshotFile(coll.slug, snapshot_id, published_at, digest, True, from_archive)

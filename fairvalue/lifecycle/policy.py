@@ -9,6 +9,7 @@ from sqlmodel import Session
 
 from fairvalue import kinds, pipeline
 from fairvalue.answers import iso
+from fairvalue.errors import unread_artifact
 from fairvalue.lifecycle.live_error import live_metrics, live_scored
 from fairvalue.lifecycle.training_requests import PolicyOutcome, record_request
 from fairvalue.settings import Settings, get_settings
@@ -44,9 +45,13 @@ def run_policy(settings: Settings | None = None, now=None) -> PolicyOutcome:
         try:
             report, _ = pipeline.drift(settings)
             drift_summary = report.summary
-        except (LookupError, ValueError, ArtifactError) as exc:
-            # Not measured (ArtifactError: the champion's artifact could not be read): recorded, and
-            # the live error and the age still decide.
+        except ArtifactError as exc:
+            # Not measured, the champion's artifact not read: recorded, and the live error and the
+            # age still decide. Without the store's text (its endpoint, bucket and keys: logged),
+            # which the run's and the request's public reads would show (GET /v1/queue).
+            unread = unread_artifact(exc, "the champion's model", f"drift of {settings.collection}")
+            drift_summary = {"error": str(unread)}
+        except (LookupError, ValueError) as exc:  # not measured: recorded, and the rest still decides
             drift_summary = {"error": str(exc)}
     age = (now - champion.created_at).total_seconds() / 86400 if champion else None
     config = policy.PolicyConfig(

@@ -72,3 +72,117 @@ def test_an_explanation_whose_model_is_lost_is_a_500_not_a_retry(seeded, s3, cli
         page = client.get("/items/7804", headers={"Accept": "text/html"})
         assert page.status_code == 200 and reason in page.text and BUCKET not in page.text
     assert client.get("/v1/items/7804/explanation").status_code == 200  # the object back: served again
+
+
+# --- the other reads of the artifact store: a version's diagnostics page, a snapshot's archive ---
+
+def diagnostics_key(version: int) -> str:
+    """The S3 key of version `version`'s diagnostics page, as its metrics recorded it."""
+    with session_scope() as session:
+        coll = ensure_collection(session, "cryptopunks")
+        found = session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id,
+                                                        ModelVersion.version == version)).one()
+    uri = found.metrics["diagnostics"]["uri"]
+    assert uri.startswith(f"s3://{BUCKET}/")
+    return uri.split("/", 3)[3]
+
+
+@pytest.fixture(scope="module")
+def thinned(seeded):
+    """(path, snapshot id, S3 key of its archive) of a published snapshot of a collection of its
+    own, archived and then thinned by retention: only its archive holds it now."""
+    from datetime import timedelta
+
+    import pandas as pd
+    from sqlalchemy import delete, update
+
+    from fairvalue import pipeline
+    from fairvalue.settings import get_settings
+    from storage.snapshots import publish, write_snapshot
+    from storage.tables import NowcastRow, NowcastSnapshot, utcnow
+    from tests.builders import items_and_models
+
+    slug, keys = "archive-lost", ["a", "b"]
+    values = pd.DataFrame({"item_key": keys, "fair_value": [10.5, 20.25], "p10": [9.0, 18.0], "p90": [12.0, 23.0],
+                           "signal": ["HOLD", "BUY"], "last_price": [10.0, None],
+                           "last_sale_at": pd.to_datetime(["2024-01-01T10:00:00", None])})
+    with session_scope() as session:
+        coll = ensure_collection(session, slug)
+        (version,) = items_and_models(session, coll, keys)
+        snap = write_snapshot(session, coll, version, utcnow() - timedelta(days=30), None, values)
+        publish(session, coll, snap)
+        snapshot_id = snap.id
+    uri, error = pipeline.archive_snapshot(get_settings().for_collection(slug), snapshot_id, values)
+    assert error is None and uri.startswith(f"s3://{BUCKET}/")
+    with session_scope() as session:  # what retention leaves of a snapshot no sale met
+        session.execute(delete(NowcastRow).where(NowcastRow.snapshot_id == snapshot_id))
+        session.execute(update(NowcastSnapshot).where(NowcastSnapshot.id == snapshot_id)
+                        .values(rows_thinned_at=utcnow()))
+    return f"/v1/collections/{slug}/snapshots/{snapshot_id}", snapshot_id, uri.split("/", 3)[3]
+
+
+def assert_lost(answer, reason: str, key: str) -> None:
+    assert answer.status_code == 500, answer.text
+    assert reason in answer.json()["error"] and "retry" not in answer.text, answer.text
+    assert answer.headers.get("Retry-After") is None
+    for detail in (BUCKET, key, "s3://", "http"):  # the store's own words stay in the log
+        assert detail not in answer.text, detail
+
+
+@pytest.mark.parametrize(("body", "state"), [
+    (None, "is gone from the artifact store; an operator must restore it"),
+    (b"not the page", "in the artifact store is not the one registered"),
+])
+def test_a_diagnostics_page_that_is_lost_is_a_500_not_a_retry(seeded, s3, client, body, state):
+    """It was a 503 "retry later" naming the object's URI and the store's answer, whatever the
+    store said: a page deleted or overwritten is not brought back by a retry."""
+    version = seeded["train"].version
+    key = diagnostics_key(version)
+    with artifact_replaced(s3, key, body):
+        assert_lost(client.get(f"/v1/models/{version}/diagnostics"), f"the diagnostics page of version {version} "
+                    + state, key)
+    assert client.get(f"/v1/models/{version}/diagnostics").status_code == 200  # the object back: served again
+
+
+@pytest.mark.parametrize(("body", "state"), [
+    (None, "is gone from the artifact store; an operator must restore it"),
+    (b"not the archive", "in the artifact store is not the one registered"),
+])
+def test_an_archive_that_is_lost_once_thinned_is_a_500_not_a_retry(seeded, s3, client, thinned, body, state):
+    """A snapshot thinned by retention is served from its archive alone (its rows cannot rebuild
+    it): the archive gone or overwritten was a 503 "retry later" naming the object's URI."""
+    path, snapshot_id, key = thinned
+    with artifact_replaced(s3, key, body):
+        assert_lost(client.get(path), f"the archive of snapshot {snapshot_id} " + state, key)
+    assert client.get(path).status_code == 200
+
+
+@pytest.mark.parametrize("read", ["diagnostics", "archive", "explanation"])
+def test_a_store_that_does_not_answer_is_a_503_with_a_retry_after(seeded, s3, client, thinned, monkeypatch, read):
+    """The store refusing connections is a passing outage: 503 "retry later" with a Retry-After, as
+    the database's (none had one), and without the store's endpoint (the diagnostics and the archive
+    named it: "Could not connect to the endpoint URL: http://…"). A published snapshot whose rows
+    are whole is still served, rebuilt from them."""
+    from fairvalue.settings import get_settings
+    from tests.faults.servers import free_port
+
+    version, (archive, snapshot_id, _) = seeded["train"].version, thinned
+    path, what = {"diagnostics": (f"/v1/models/{version}/diagnostics", f"the diagnostics page of version {version}"),
+                  "archive": (archive, f"the archive of snapshot {snapshot_id}"),
+                  "explanation": ("/v1/items/7804/explanation", "the model of the published snapshot")}[read]
+    endpoint = f"127.0.0.1:{free_port()}"  # nothing listens there: the connection is refused at once
+    monkeypatch.setenv("FAIRVALUE_S3_ENDPOINT_URL", f"http://{endpoint}")
+    get_settings.cache_clear()
+    forget_the_model()
+    try:
+        answer = client.get(path)
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"] == f"{what} cannot be read from the artifact store now; retry later"
+        assert answer.headers.get("Retry-After") == "5"
+        for detail in (endpoint, BUCKET, "s3://", "http"):
+            assert detail not in answer.text, detail
+        assert client.get("/v1/collections/cryptopunks/snapshots/published").status_code == 200
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+        forget_the_model()

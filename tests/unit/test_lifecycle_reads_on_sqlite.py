@@ -17,7 +17,7 @@ from fairvalue.lifecycle import operators, training_requests
 from fairvalue.lifecycle import policy as policy_loop
 from fairvalue.settings import get_settings
 from storage import snapshots
-from storage.artifacts import ArtifactError, LocalStore
+from storage.artifacts import ArtifactError, ArtifactMissing, LocalStore
 from storage.ingest import ensure_collection
 from storage.registry import CHAMPION, CONTENDER, PREVIOUS_CHAMPION, get_alias, set_alias
 from storage.tables import ModelAlias, ModelVersion, NowcastRow, NowcastSnapshot, PromotionDecision, Sale, utcnow
@@ -325,9 +325,16 @@ def test_the_policy_scores_the_champion_s_own_values_published_or_shadowed(marke
     assert (outcome.numbers["live_n"], outcome.numbers["live_mape"]) == (80, 0.0)
 
 
-def test_a_drift_report_the_store_failed_is_recorded_and_the_policy_still_decides(market, monkeypatch):
+@pytest.mark.parametrize(("failure", "recorded"), [
+    (ArtifactError, "the champion's model cannot be read from the artifact store now; retry later"),
+    (ArtifactMissing, "the champion's model is gone from the artifact store; an operator must restore it"),
+])
+def test_a_drift_report_the_store_failed_is_recorded_and_the_policy_still_decides(market, monkeypatch, failure,
+                                                                                   recorded):
     """An ArtifactError from the drift report (the champion's artifact not read) used to fail the
-    whole run: no retrain although the champion's age called for one."""
+    whole run: no retrain although the champion's age called for one. It is recorded as why, but
+    not in the store's words: the run's numbers and notes, and the request's trigger, are public
+    (GET /v1/queue, /training-requests), and those named the store's endpoint, bucket and key."""
     engine, store = market
     with Session(engine) as session:
         (v1,) = _versions(session, store, 1)
@@ -336,13 +343,36 @@ def test_a_drift_report_the_store_failed_is_recorded_and_the_policy_still_decide
         session.commit()
 
     def store_down(settings=None):
-        raise ArtifactError("cannot read s3://artifacts/models/v1.joblib: Read timeout on endpoint URL")
+        raise failure('cannot read s3://artifacts/models/v1.joblib: Read timeout on endpoint URL: "http://10.0.0.5"')
 
     monkeypatch.setattr(pipeline, "drift", store_down)
     outcome = lifecycle.run_policy(now=NOW)
     assert outcome.retrain and outcome.reasons == ["champion is 9.0 days old > 7"]
     assert outcome.new_request and outcome.request_id is not None
-    assert "Read timeout" in outcome.numbers["drift_error"]
+    assert outcome.numbers["drift_error"] == recorded and f"drift summary error: {recorded}" in outcome.notes
+    for detail in ("s3://", "10.0.0.5", "endpoint"):  # the store's words are logged, not recorded
+        assert detail not in f"{outcome.numbers} {outcome.notes}", detail
+
+
+def test_a_failed_training_s_error_is_its_type_alone_to_a_reader_without_a_token(market, monkeypatch):
+    """A training that failed on the artifact store recorded the store's words, and
+    GET /v1/training-requests and the /queue page showed them whole to any reader: its endpoint,
+    bucket and key. An operator's read keeps them."""
+    from fairvalue import model_reads
+    from storage.tables import TrainingRequest
+
+    engine, _ = market
+    sessions_on(monkeypatch, model_reads, engine)
+    error = ('ArtifactError: cannot write s3://fairvalue/models/v2-ab.joblib: Could not connect to the endpoint '
+             'URL: "http://10.0.0.5:9000/fairvalue/models/v2-ab.joblib"')
+    with Session(engine) as session:
+        coll = ensure_collection(session, get_settings().collection)
+        session.add(TrainingRequest(collection_id=coll.id, idempotency_key="failed-on-the-store", state="failed",
+                                    error=error))
+        session.commit()
+    (public,) = model_reads.training_requests(people=False)["training_requests"]
+    (operator,) = model_reads.training_requests(people=True)["training_requests"]
+    assert (public["error"], operator["error"]) == ("ArtifactError", error)
 
 
 # --- an operator's rollback retried: recognised by its Idempotency-Key ------------------------
