@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,33 @@ def wait_for(predicate, timeout=300.0, interval=0.5):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def no_other_nowcast_pending() -> bool:
+    """No nowcast is held (an ETA) or run by any worker, and none waits in the shared queue: one
+    queued by an earlier test's promotion goes. It would have waited for this test's own workers
+    (the session has none on the queue when another test process ran the file whose workers took
+    it in a lone session) and published in the middle of this test. For wait_for, before a test
+    moves the published pointer and reads it back."""
+    from tasks import queues
+    from tasks.app import app
+
+    if _nowcast_held():
+        return False
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(queues.NOWCAST)
+    return not _nowcast_held()  # none taken between the look and the purge
+
+
+def _nowcast_held() -> bool:
+    from tasks.app import app
+
+    inspect = app.control.inspect(timeout=1)
+    for answer in (inspect.active(), inspect.reserved(), inspect.scheduled()):
+        for tasks in (answer or {}).values():
+            if any("fairvalue.nowcast" in (task.get("name"), task.get("request", {}).get("name")) for task in tasks):
+                return True
+    return False
 
 
 def served_from(client, snapshot_id: int, path: str = "/v1/items/7804") -> dict:
@@ -233,6 +262,21 @@ def database_before(revision: str, tmp_path: Path, sales: list[dict]):
     return url, engine
 
 
+@pytest.fixture
+def tokens_to_revoke(database):
+    """Names of the operator tokens a test creates: each one still active when the test ends, a
+    failure part-way included, is revoked then. A token left active turns every later file's
+    "no operator token is active" into another answer."""
+    names: list[str] = []
+    yield names
+    from storage import tokens
+    from storage.db import session_scope
+
+    with session_scope() as session:
+        for name in names:
+            tokens.revoke(session, name)  # False when the test revoked it itself
+
+
 @pytest.fixture()
 def operator_headers(monkeypatch):
     """An Authorization header with a valid operator token (the bootstrap one, set for the test):
@@ -243,3 +287,142 @@ def operator_headers(monkeypatch):
 
     monkeypatch.setattr(get_settings(), "operator_token", SecretStr("realparts-operator-token"))
     return {"Authorization": "Bearer realparts-operator-token"}
+
+
+def finished_run(task_id: str, timeout: float = 120.0):
+    """The TaskRun a worker recorded for the message `task_id` (app.send_task(...).id), once ended."""
+    from sqlmodel import select
+
+    from storage.db import session_scope
+    from storage.tables import TaskRun
+
+    def ended():
+        with session_scope() as session:
+            return session.exec(select(TaskRun).where(TaskRun.task_id == task_id, TaskRun.status != "running")).first()
+
+    return wait_for(ended, timeout=timeout, interval=0.2)
+
+
+def broker_messages(queue: str) -> list[dict]:
+    """The task messages the session's Redis holds: those waiting in `queue`, then every one
+    delivered to a worker and not acknowledged (kombu's `unacked` hash: running, reserved, or held
+    for its countdown; tasks are acked late), each as {"where", "id", "task", "args", "raw"}. Read
+    in the order a message moves, so one a worker takes between the two reads is seen by the second."""
+    import base64
+    import json
+
+    client = redis.Redis.from_url(REDIS_URL)
+    found = [("waiting", raw, json.loads(raw)) for raw in client.lrange(queue, 0, -1)]
+    found += [("delivered", raw, json.loads(raw)[0]) for raw in client.hvals("unacked")]
+    messages = []
+    for where, raw, message in found:
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args, _kwargs, _embed = json.loads(body)
+        messages.append({"where": where, "id": message["headers"].get("id"), "task": message["headers"].get("task"),
+                         "args": args, "raw": raw})
+    return messages
+
+
+def training_messages(request_id: int, timeout: float = 60.0) -> list[dict]:
+    """The broker's messages (broker_messages) that train `request_id`, but for those of its runs
+    that ended, once they are acknowledged (acked late, a message leaves `unacked` just after its run
+    is recorded): what else was sent for it. Looked at twice half a second apart: a worker taking a
+    message holds it in neither place for a moment (BRPOP, then its record in `unacked`), and one
+    the first look missed so is seen by the second. Read the request's runs after this: a message
+    acked meanwhile has its run recorded by then."""
+    from sqlmodel import select
+
+    from storage.db import session_scope
+    from storage.tables import TaskRun
+    from tasks import names, queues
+
+    def held() -> dict[str, dict]:
+        return {m["id"]: m for m in broker_messages(queues.TRAINING)
+                if m["task"] == names.TRAIN and m["args"][:1] == [request_id]}
+
+    def ended() -> set[str]:
+        with session_scope() as session:
+            runs = session.exec(select(TaskRun.task_id, TaskRun.detail)
+                                .where(TaskRun.task_name == names.TRAIN, TaskRun.status != "running")).all()
+        return {task_id for task_id, detail in runs if (detail or {}).get("request_id") == request_id}
+
+    wait_for(lambda: not set(held()) & ended(), timeout=timeout, interval=0.2)
+    seen = held()
+    time.sleep(0.5)
+    return list({**seen, **held()}.values())
+
+
+def take_back(queue: str, messages: list[dict]) -> int:
+    """Remove these messages from `queue` where they still wait; how many were."""
+    client = redis.Redis.from_url(REDIS_URL)
+    return sum(client.lrem(queue, 1, m["raw"]) for m in messages if m["where"] == "waiting")
+
+
+def set_aside(request_id: int) -> None:
+    """A test's training request that no worker should train: failed, saying so, and its
+    idempotency key freed, so a policy run later the same day files a request of its own."""
+    from storage.db import session_scope
+    from storage.tables import TrainingRequest
+
+    with session_scope() as session:
+        request = session.get(TrainingRequest, request_id)
+        request.state, request.error = "failed", "test: not meant to train"
+        request.idempotency_key = f"{request.idempotency_key}:set-aside-{request_id}"
+        session.add(request)
+
+
+@contextmanager
+def champion_data_end(before_last_sale: timedelta, made_at: datetime | None = None):
+    """The champion's training data made to end `before_last_sale` before the newest clean sale,
+    and the champion made at `made_at`, or else after every stored sale (restored after): what
+    the age trigger counts as new since its training (other tests store sales after the
+    session's champion was made), and how old it finds the champion."""
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from fairvalue import pipeline
+    from fairvalue.settings import get_settings
+    from storage.db import session_scope
+    from storage.registry import CHAMPION, get_alias
+    from storage.tables import ModelVersion, Sale
+
+    with session_scope() as session:
+        coll = pipeline.ensure_collection_of(session, get_settings())
+        champion = get_alias(session, coll, CHAMPION)
+        kept = champion.data_end, champion.created_at
+        last = session.exec(select(func.max(Sale.ts)).where(Sale.collection_id == coll.id,
+                                                           Sale.wash_reason.is_(None))).one()
+        stored = session.exec(select(func.max(Sale.ingested_at)).where(Sale.collection_id == coll.id)).one()
+        champion.data_end = last - before_last_sale
+        champion.created_at = made_at or stored + timedelta(seconds=1)
+        session.add(champion)
+    try:
+        yield
+    finally:
+        with session_scope() as session:
+            champion = session.get(ModelVersion, champion.id)
+            champion.data_end, champion.created_at = kept
+            session.add(champion)
+
+
+def waits_on_a_lock(backend_pid, timeout: float = 30.0) -> bool:
+    """Whether the PostgreSQL backend whose pid `backend_pid()` gives (None until another thread
+    knows it) came to wait on a lock within `timeout` seconds: pg_stat_activity, polled from a
+    connection of its own, one transaction a look (a transaction sees the activity it first read)."""
+    from sqlalchemy import text
+
+    from storage.db import get_engine
+
+    deadline = time.time() + timeout
+    with get_engine().connect() as watch:
+        while time.time() < deadline:
+            pid = backend_pid()
+            waiting = pid is not None and watch.execute(
+                text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}).scalar()
+            watch.rollback()
+            if waiting == "Lock":
+                return True
+            time.sleep(0.02)
+    return False

@@ -401,10 +401,15 @@ def test_named_volumes_are_declared(compose, services):
 
 
 def test_python_healthchecks_compile(services):
+    compiled = set()
     for name, svc in services.items():
         for cmd in healthcheck_commands(svc):
             if (code := python_code(cmd)) is not None:
                 compile(code, f"<{name} healthcheck>", "exec")
+                compiled.add(name)
+    # The API's, beat's and Flower's probes are python -c: a parse that found none would pass here
+    # having checked nothing.
+    assert {"api", "beat", "flower"} <= compiled, f"python healthchecks found only in {sorted(compiled)}"
 
 
 def test_shell_variables_in_healthchecks_need_a_shell(services):
@@ -575,6 +580,7 @@ def test_workers_are_named_from_their_queues(services):
 
 
 def test_worker_healthchecks_ping_their_own_node(services):
+    assert {"worker", "training-worker"} <= set(workers(services))  # none found would check nothing
     for name in workers(services):
         svc = services[name]
         hc = healthcheck(svc)

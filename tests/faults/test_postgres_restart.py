@@ -108,7 +108,10 @@ def test_postgres_restart_under_api_load(tmp_path):
             down_at = time.time()
             wait_for(lambda: any(a[1] == "/readyz" and a[2] == 503 and a[0] > down_at for a in load.answers),
                      timeout=30, interval=0.1)
-            time.sleep(1.0)
+            # Down until an item read has met the outage too: the held snapshot answers for up to
+            # FAIRVALUE_API_SNAPSHOT_CHECK_SECONDS, and a loaded host may send none in a fixed time.
+            wait_for(lambda: any(a[1] == "/v1/items/1" and a[2] == 503 and a[0] > down_at for a in load.answers),
+                     timeout=60, interval=0.1)
             restart_at = time.time()  # the server accepts connections before pg_ctl returns
             pg.start()
             up_at = time.time()

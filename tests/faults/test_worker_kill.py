@@ -32,7 +32,7 @@ from storage.tables import (
 from tasks.app import app
 from tasks.lifecycle import publish_training
 from tasks.names import SWEEP, TRAIN
-from tests.realparts import served_from, start_worker, stop_worker, wait_for
+from tests.realparts import no_other_nowcast_pending, served_from, start_worker, stop_worker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,29 +49,6 @@ def runs(task_id: str) -> list[TaskRun]:
 def published():
     with session_scope() as session:
         return published_snapshot(session, ensure_collection(session, "cryptopunks"))
-
-
-def no_other_nowcast_pending() -> bool:
-    """No nowcast is held (an ETA) or run by any worker, and none waits in the shared queue: one
-    queued by an earlier test's promotion goes. It would have waited for this test's own workers
-    (the session has none on the queue when another test process ran the file whose workers took
-    it in a lone session) and published in the middle of this test."""
-    from tasks import queues
-
-    if _nowcast_held():
-        return False
-    with app.connection_for_write() as connection:
-        connection.default_channel.queue_purge(queues.NOWCAST)
-    return not _nowcast_held()  # none taken between the look and the purge
-
-
-def _nowcast_held() -> bool:
-    inspect = app.control.inspect(timeout=1)
-    for answer in (inspect.active(), inspect.reserved(), inspect.scheduled()):
-        for tasks in (answer or {}).values():
-            if any("fairvalue.nowcast" in (task.get("name"), task.get("request", {}).get("name")) for task in tasks):
-                return True
-    return False
 
 
 def test_a_worker_killed_mid_nowcast(seeded, client, tmp_path):

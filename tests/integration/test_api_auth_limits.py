@@ -30,7 +30,8 @@ def _create(name: str) -> str:
     return result.stdout.strip()
 
 
-def test_operator_tokens_no_token_revoked_token_valid_token(client, broker):
+def test_operator_tokens_no_token_revoked_token_valid_token(client, broker, tokens_to_revoke):
+    tokens_to_revoke.append("alice-test")  # revoked at teardown should an assert below fail before the revoke
     token = _create("alice-test")
     with session_scope() as session:
         row = session.exec(select(ApiToken).where(ApiToken.name == "alice-test")).one()

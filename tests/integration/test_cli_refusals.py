@@ -174,7 +174,8 @@ def test_seed_of_a_stored_collection_without_bundled_files_says_so(database):
         assert session.exec(select(Item).where(Item.collection_id == coll.id)).first() is None
 
 
-def test_a_revoked_tokens_name_is_refused_as_revoked(database):
+def test_a_revoked_tokens_name_is_refused_as_revoked(database, tokens_to_revoke):
+    tokens_to_revoke.extend(["cli-gone", "cli-here"])  # revoked at teardown should an assert fail before the revokes
     assert runner.invoke(app, ["tokens", "create", "--name", "cli-gone"]).exit_code == 0
     assert runner.invoke(app, ["tokens", "revoke", "cli-gone"]).exit_code == 0
     again = runner.invoke(app, ["tokens", "create", "--name", "cli-gone"])

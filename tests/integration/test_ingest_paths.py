@@ -10,7 +10,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import func
+from sqlalchemy import func, text
 from sqlmodel import select
 
 from fairvalue import pipeline
@@ -19,6 +19,7 @@ from models.validation import validate_batch
 from storage import ingest as ingest_store
 from storage.db import session_scope
 from storage.tables import Sale
+from tests.realparts import waits_on_a_lock
 
 pytestmark = pytest.mark.integration
 
@@ -46,8 +47,6 @@ def test_a_large_batch_is_stored_once_and_its_resend_is_all_duplicates(seeded):
 def test_a_batch_partly_stored_copies_only_its_new_sales_in_the_callers_transaction(seeded):
     """The rows a batch does not hold yet are written by one COPY in a savepoint: the stored ones
     are duplicates, and each new row records the caller's (top-level) transaction, as an INSERT does."""
-    from sqlalchemy import text
-
     rows = _sales("partly", 400)
     pipeline.ingest_sales_rows(rows[:150], "test")
     settings = get_settings()
@@ -80,13 +79,16 @@ def test_a_concurrent_writer_of_the_same_id_stores_it_once(seeded):
 
     def writer_b():
         with session_scope() as session:
+            outcome["pid"] = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
             outcome["report"] = ingest_store.store_validated(session, coll, batch, "writer-b")
 
     with session_scope() as session_a:
         ingest_store.store_validated(session_a, coll, validate_batch([rows[250]], known, floors, 0.2), "writer-a")
         b = threading.Thread(target=writer_b)
         b.start()
-        time.sleep(1.5)  # B is waiting on A's key
+        # A commits only once B waits on its key: a B that read the stored ids after A's commit
+        # would count the id a duplicate without the COPY ever meeting A's row.
+        assert waits_on_a_lock(lambda: outcome.get("pid")), "writer B never waited on writer A's key"
         assert b.is_alive()
     b.join(timeout=60)
     report = outcome["report"]

@@ -5,21 +5,28 @@ Training requests use small boosting budgets (request params) so each trains in 
 
 from __future__ import annotations
 
-import os
 import time
-from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func
 from sqlmodel import select
 
 from fairvalue import lifecycle
 from fairvalue.lifecycle import gating
 from storage.db import session_scope
-from storage.tables import ModelVersion, PromotionDecision, TrainingRequest
+from storage.tables import ModelVersion, PromotionDecision, TaskRun, TrainingRequest
+from tasks import names
 from tasks.lifecycle import publish_training
-from tests.realparts import ROOT, await_workers, spawn_worker, stop_worker
+from tests.realparts import (
+    ROOT,
+    await_workers,
+    champion_data_end,
+    finished_run,
+    set_aside,
+    spawn_worker,
+    stop_worker,
+    training_messages,
+)
 
 pytestmark = pytest.mark.integration
 # Small budgets: the tests using these check the plumbing (claims, leases, the sweep, the
@@ -60,19 +67,34 @@ def training_workers(worker, tmp_path_factory):
 # A training worker killed mid-training: tests/faults/test_worker_kill.py.
 
 
-def test_twenty_requests_some_published_twice_train_exactly_once(training_workers, client):
-    ids = [lifecycle.enqueue_retrain(f"load test {i}", QUICK).request_id for i in range(20)]
+def train_runs(ids) -> dict[int, list[TaskRun]]:
+    """The ended training runs of each request, oldest first."""
+    with session_scope() as session:
+        runs = session.exec(select(TaskRun).where(TaskRun.task_name == names.TRAIN, TaskRun.status != "running")
+                            .order_by(TaskRun.id)).all()
+    return {i: [r for r in runs if (r.detail or {}).get("request_id") == i] for i in ids}
+
+
+def test_requests_some_published_twice_train_exactly_once(training_workers, client):
+    """Four requests on two training workers, two of them published twice (as a redelivery or a
+    sweep would): each is trained once, and each duplicate reaches a worker and is turned away.
+    (tests/faults/test_scale.py holds the same with more workers than requests.)"""
+    ids = [lifecycle.enqueue_retrain(f"load test {i}", QUICK).request_id for i in range(4)]
     for request_id in ids:
         publish_training(request_id)
-    for request_id in ids[:7]:  # duplicates, as a redelivery or a sweep would make
+    twice = ids[:2]
+    for request_id in twice:  # duplicates, as a redelivery or a sweep would make
         publish_training(request_id)
 
-    queue = client.get("/v1/queue").json()
-    assert sum(queue["training_requests"].values()) >= 20
-    assert queue["queues"]["training"] >= 0
+    assert sum(client.get("/v1/queue").json()["training_requests"].values()) >= 4
+
+    def settled() -> bool:
+        runs = train_runs(ids)
+        return all(r.state == "decided" for r in states(ids).values()) and \
+            all(len(runs[i]) >= (2 if i in twice else 1) for i in ids)
 
     try:
-        wait_for(lambda: all(r.state == "decided" for r in states(ids).values()))
+        wait_for(settled)
     finally:
         from collections import Counter
 
@@ -82,14 +104,20 @@ def test_twenty_requests_some_published_twice_train_exactly_once(training_worker
 
     rows = states(ids)
     versions = [r.model_version_id for r in rows.values()]
-    assert len(set(versions)) == 20 and None not in versions
+    assert len(set(versions)) == 4 and None not in versions
     assert all(r.attempts == 1 for r in rows.values())  # nobody claimed a request twice
     with session_scope() as session:
         decided = session.exec(select(PromotionDecision).where(PromotionDecision.training_request_id.in_(ids))).all()
         registered = session.exec(select(ModelVersion).where(ModelVersion.id.in_(versions))).all()
-    assert len(decided) == 20 and len(registered) == 20
+    assert len(decided) == 4 and len(registered) == 4
     assert {d.decision for d in decided} <= {"promote", "shadow", "reject"}
     assert all("checks" in d.numbers and d.numbers["contender"]["n"] > 0 for d in decided)
+    for request_id, runs in train_runs(ids).items():  # one run trained it; the duplicate's was turned away
+        assert ["decision" in r.detail for r in runs].count(True) == 1, [(r.status, r.detail) for r in runs]
+        assert all("skipped" in r.detail for r in runs if "decision" not in r.detail), [r.detail for r in runs]
+        assert len(runs) == (2 if request_id in twice else 1), [r.detail for r in runs]
+    # Every message left the queue: none waits, the duplicates' included.
+    assert client.get("/v1/queue").json()["queues"]["training"] == 0
 
 
 def test_a_lost_message_is_republished_by_the_sweep_task(training_workers):
@@ -103,35 +131,6 @@ def test_a_lost_message_is_republished_by_the_sweep_task(training_workers):
     app.send_task("fairvalue.training.sweep")  # what beat does every hour
 
     wait_for(lambda: states([request_id])[request_id].state == "decided")
-
-
-@contextmanager
-def champion_data_end(before_last_sale: timedelta):
-    """The champion's training data made to end `before_last_sale` before the newest clean sale,
-    and the champion made after every stored sale (restored after): what the age trigger counts
-    as new since its training (other tests store sales after the session's champion was made)."""
-    from fairvalue import pipeline
-    from fairvalue.settings import get_settings
-    from storage.registry import CHAMPION, get_alias
-    from storage.tables import Sale
-
-    with session_scope() as session:
-        coll = pipeline.ensure_collection_of(session, get_settings())
-        champion = get_alias(session, coll, CHAMPION)
-        kept = champion.data_end, champion.created_at
-        last = session.exec(select(func.max(Sale.ts)).where(Sale.collection_id == coll.id,
-                                                           Sale.wash_reason.is_(None))).one()
-        stored = session.exec(select(func.max(Sale.ingested_at)).where(Sale.collection_id == coll.id)).one()
-        champion.data_end = last - before_last_sale
-        champion.created_at = stored + timedelta(seconds=1)
-        session.add(champion)
-    try:
-        yield
-    finally:
-        with session_scope() as session:
-            champion = session.get(ModelVersion, champion.id)
-            champion.data_end, champion.created_at = kept
-            session.add(champion)
 
 
 def test_policy_records_one_request_per_day(seeded):
@@ -168,39 +167,36 @@ def test_an_old_champion_of_a_silent_market_is_not_retrained(seeded):
         outcome.notes
 
 
-def test_the_policy_s_request_waits_unpublished_while_training_is_paused(seeded, monkeypatch):
+def test_the_policy_s_request_waits_unpublished_while_training_is_paused(worker):
     """It was published, its message skipped and unpublished, and the hourly sweep republished it:
-    one skipped training run an hour until resumed. Now nothing is sent until the resume."""
-    from datetime import UTC, datetime
-
+    one skipped training run an hour until resumed. Now nothing is sent until the resume. The
+    policy and the sweep run on the session's worker, sent as beat sends them; the champion is
+    made older than FAIRVALUE_RETRAIN_MAX_AGE_DAYS, with a sale after its training data."""
     from fairvalue.settings import get_settings
-    from tasks import lifecycle as tasks
+    from storage.tables import utcnow
+    from tasks.app import app
 
-    published = []
-    monkeypatch.setattr(tasks, "publish_training", lambda request_id, **kw: published.append(request_id))
-    run_policy = lifecycle.run_policy
-    aged = get_settings().model_copy(update={"retrain_max_age_days": 0.0})
-    monkeypatch.setattr(lifecycle, "run_policy",
-                        lambda settings: run_policy(aged, now=datetime(2032, 5, 6, 7, 0, tzinfo=UTC)))
+    settings = get_settings()
+    made_at = utcnow() - timedelta(days=settings.retrain_max_age_days + 1)
     lifecycle.set_paused("training", True, "test")
     request_id = None
     try:
-        with champion_data_end(timedelta(seconds=1)):
-            run = tasks.retrain_policy.apply(kwargs={"collection": aged.collection}).get()
-        request_id = run["request_id"]
-        assert run["new_request"] and run["published"] is False and "paused" in run["paused"], run
-        assert published == [] and states([request_id])[request_id].published_at is None
-        swept = tasks.sweep.apply().get()
-        assert (swept["status"], swept["republished"], published) == ("skipped", [], [])
+        with champion_data_end(timedelta(seconds=1), made_at=made_at):
+            run = finished_run(app.send_task(names.POLICY, kwargs={"collection": settings.collection}).id)
+        request_id = run.detail.get("request_id")
+        assert run.status == "ok" and run.detail["new_request"], run.detail
+        assert run.detail["published"] is False and "paused" in run.detail["paused"], run.detail
+        swept = finished_run(app.send_task(names.SWEEP).id)
+        assert (swept.status, swept.detail["republished"]) == ("skipped", []), swept.detail
+        # Nothing reached the broker for it, nor any training worker of this module.
+        assert states([request_id])[request_id].published_at is None
+        assert training_messages(request_id) == [] and train_runs([request_id])[request_id] == []
         lifecycle.set_paused("training", False)
         assert request_id in lifecycle.requests_to_republish()  # what `fairvalue resume training` publishes
     finally:
         lifecycle.set_paused("training", False)
         if request_id is not None:  # no training worker of this module should train it
-            with session_scope() as session:
-                request = session.get(TrainingRequest, request_id)
-                request.state, request.error = "failed", "test: not meant to train"
-                session.add(request)
+            set_aside(request_id)
 
 
 def test_pause_makes_a_loop_skip(training_workers):
@@ -216,7 +212,6 @@ def test_pause_makes_a_loop_skip(training_workers):
         assert request_id in lifecycle.requests_to_republish()
     finally:
         lifecycle.set_paused("training", False)
-    assert os.environ["FAIRVALUE_DATABASE_URL"]
 
 
 def test_a_request_published_while_training_is_paused_runs_on_resume(training_workers, client):

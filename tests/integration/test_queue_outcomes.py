@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fairvalue import lifecycle
+from fairvalue.queue_reads import public_detail
 from fairvalue.settings import get_settings
 from storage.db import session_scope
 from storage.runs import recorded_run
-from storage.tables import TaskRun
+from storage.tables import TrainingRequest, utcnow
+from tasks import names, queues
+from tasks.app import app
+from tests.realparts import champion_data_end, finished_run, set_aside, take_back, training_messages
 
 pytestmark = pytest.mark.integration
 
@@ -21,38 +27,54 @@ def _paused_gauge(client) -> dict[str, float]:
             for s in family.samples if s.name == "fairvalue_loop_paused"}
 
 
-def test_the_policy_and_the_monitor_record_their_whole_outcome_and_the_queue_shows_it(client, seeded, monkeypatch):
-    from tasks import lifecycle as tasks
+def test_the_policy_and_the_monitor_record_their_whole_outcome_and_the_queue_shows_it(client, worker):
+    """Both sent to the session's worker, as beat sends them. The champion made older than
+    FAIRVALUE_RETRAIN_MAX_AGE_DAYS, with a sale after its training data: the policy files a request
+    and publishes it to the training queue, where it waits: no training worker runs in this file
+    (taken back after, and the request set aside)."""
+    settings = get_settings()
+    slug = settings.collection
+    made_at = utcnow() - timedelta(days=settings.retrain_max_age_days + 1)
+    with champion_data_end(timedelta(seconds=1), made_at=made_at):
+        policy_run = finished_run(app.send_task(names.POLICY, kwargs={"collection": slug}).id)
+    request_id = policy_run.detail.get("request_id")
+    try:
+        assert policy_run.status == "ok" and policy_run.collection == slug, policy_run.detail
+        assert policy_run.detail["retrain"] and policy_run.detail["new_request"], policy_run.detail
+        assert "champion is " in "; ".join(policy_run.detail["reasons"]), policy_run.detail  # age, with others
+        # What reached the broker: the request is published and its one message waits in the training queue.
+        assert policy_run.detail["published"] is True and "not_sent" not in policy_run.detail, policy_run.detail
+        with session_scope() as session:
+            assert session.get(TrainingRequest, request_id).published_at is not None
+        sent = training_messages(request_id)
+        assert [m["where"] for m in sent] == ["waiting"], sent
 
-    published = []
-    monkeypatch.setattr(tasks, "publish_training", lambda request_id, **kw: published.append(request_id))
-    monkeypatch.setattr(tasks, "request_nowcast", lambda collection: None)
-    slug = get_settings().collection
-    policy_run = tasks.retrain_policy.apply(kwargs={"collection": slug}).get()
-    monitor_run = tasks.monitor.apply(kwargs={"collection": slug}).get()
+        monitor_run = finished_run(app.send_task(names.MONITOR, kwargs={"collection": slug}).id)
+        assert monitor_run.status == "ok" and "not_sent" not in monitor_run.detail, monitor_run.detail
 
-    with session_scope() as session:
-        stored = session.exec(TaskRun.__table__.select().where(TaskRun.task_name == "fairvalue.policy")
-                              .order_by(TaskRun.id.desc()).limit(1)).first()
-    assert stored.collection == slug
-    numbers = stored.detail["numbers"]  # every number the policy looked at, with its threshold
-    for key in ("live_n", "live_mape", "max_live_mape", "share_drifted", "max_share_drifted", "prediction_psi",
-                "max_prediction_psi", "champion_age_days", "max_champion_age_days"):
-        assert key in numbers, key
-    assert isinstance(stored.detail["notes"], list) and policy_run["numbers"] == numbers
+        numbers = policy_run.detail["numbers"]  # every number the policy looked at, with its threshold
+        for key in ("live_n", "live_mape", "max_live_mape", "share_drifted", "max_share_drifted", "prediction_psi",
+                    "max_prediction_psi", "champion_age_days", "max_champion_age_days"):
+            assert key in numbers, key
+        assert isinstance(policy_run.detail["notes"], list)
 
-    body = client.get("/v1/queue").json()
-    assert {"queues", "workers", "training_requests", "last_runs"} <= set(body)  # the keys kept
-    assert body["last_runs"]["fairvalue.policy"]["collection"] == slug
-    outcomes = {(o["loop"], o["collection"]): o for o in body["loop_outcomes"]}
-    policy_outcome, monitor_outcome = outcomes[("policy", slug)], outcomes[("monitor", slug)]
-    assert policy_outcome["summary"].startswith("retrain" if policy_run["retrain"] else "no retrain — ")
-    assert "champion" in policy_outcome["summary"] and policy_outcome["detail"]["numbers"] == numbers
-    assert monitor_outcome["detail"] == {k: v for k, v in monitor_run.items()}
-    assert monitor_outcome["summary"]
-    page = client.get("/queue").text
-    assert "Why the policy and the monitor did or did not act" in page
-    assert policy_outcome["summary"].split(" — ")[0] in page
+        body = client.get("/v1/queue").json()
+        assert {"queues", "workers", "training_requests", "last_runs"} <= set(body)  # the keys kept
+        assert body["queues"][queues.TRAINING] >= 1  # the policy's message, counted where it waits
+        assert body["last_runs"]["fairvalue.policy"]["collection"] == slug
+        outcomes = {(o["loop"], o["collection"]): o for o in body["loop_outcomes"]}
+        policy_outcome, monitor_outcome = outcomes[("policy", slug)], outcomes[("monitor", slug)]
+        assert policy_outcome["summary"].startswith(f"retrain (request {request_id}, new) — ")
+        assert "champion is " in policy_outcome["summary"] and policy_outcome["detail"]["numbers"] == numbers
+        assert monitor_outcome["detail"] == public_detail(monitor_run.detail)
+        assert monitor_outcome["summary"]
+        page = client.get("/queue").text
+        assert "Why the policy and the monitor did or did not act" in page
+        assert policy_outcome["summary"].split(" — ")[0] in page
+    finally:
+        if request_id is not None:
+            set_aside(request_id)
+            take_back(queues.TRAINING, training_messages(request_id))
 
 
 def test_a_collection_s_skipped_run_does_not_hide_another_s(client, seeded):

@@ -20,6 +20,7 @@ from fairvalue.group_commit import GroupCommitter
 from storage.db import session_scope
 from storage.tables import RejectedSale, Sale, WebhookDelivery
 from storage.webhook_batch import WebhookCall
+from tests.realparts import waits_on_a_lock
 
 pytestmark = pytest.mark.integration
 SECRET = "test-secret"  # tests/conftest.py
@@ -132,24 +133,29 @@ def test_concurrent_http_calls_get_their_own_reports(client):
 
 def test_one_delivery_in_two_transactions_at_once_is_accepted_once(seeded):
     """Two API processes given the same delivery: the second waits for the first's commit and
-    answers it as a replay, instead of both answering 202."""
+    answers it as a replay, instead of both answering 202. The first commits only once the
+    second's transaction is seen waiting on a lock: a second started after the commit would
+    answer a replay too, without the race."""
     import threading
+
+    from sqlalchemy import text
 
     from storage.webhook_calls import ingest_calls
 
     call = a_call([a_sale(f"twin-{time.time_ns()}")])
     first_in = threading.Event()
-    outcomes = {}
+    outcomes: dict = {}
 
     def first() -> None:
         with session_scope() as session:
             outcomes["first"] = ingest_calls(session, "cryptopunks", [call], 0.2)[0]
             first_in.set()
-            time.sleep(1.0)  # the second starts while this transaction is still open
+            outcomes["second_waited"] = waits_on_a_lock(lambda: outcomes.get("second_pid"))
 
     def second() -> None:
         first_in.wait(30)
         with session_scope() as session:
+            outcomes["second_pid"] = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
             outcomes["second"] = ingest_calls(session, "cryptopunks", [call], 0.2)[0]
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
@@ -157,6 +163,7 @@ def test_one_delivery_in_two_transactions_at_once_is_accepted_once(seeded):
         thread.start()
     for thread in threads:
         thread.join(60)
+    assert outcomes["second_waited"], "the second transaction never waited on the first's lock"
     assert counts(outcomes["first"]) == (1, 0, 0)
     assert outcomes["second"].accepted_before is not None, outcomes["second"]
     assert deliveries_of(call) == [("accepted", 202)]

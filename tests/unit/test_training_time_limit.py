@@ -40,19 +40,50 @@ def _lease_expires(engine, request_id):
         return session.get(TrainingRequest, request_id).lease_expires_at.replace(tzinfo=UTC)
 
 
-def test_the_heartbeat_stops_renewing_past_the_time_limit(engine):
+class Clock:
+    """The training module's time.monotonic, moved by hand: the time limit passes when a test says so,
+    however long the steps before took on a loaded host."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(training, "time", clock)  # the module reads only time.monotonic
+    return clock
+
+
+def wait_until(predicate, timeout: float = 30.0):
+    """Poll `predicate` until true; fail after `timeout` s (only a hung heartbeat takes that long)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_the_heartbeat_stops_renewing_past_the_time_limit(engine, clock):
     request_id = _request(engine)
-    lease = timedelta(seconds=1.5)
+    lease = timedelta(seconds=1.5)  # renewed every 0.5 s
     with Session(engine) as session:
         assert requests.claim(session, request_id, "w/1/a", lease, max_attempts=3)
         session.commit()
+    claimed = _lease_expires(engine, request_id)
     with training._Heartbeat(request_id, "w/1/a", lease, renew_for=timedelta(seconds=1)) as heart:
-        time.sleep(0.8)
-        renewed = _lease_expires(engine, request_id)
-        assert renewed > utcnow() + timedelta(seconds=1)  # renewed while under the limit
-        time.sleep(2.5)
-        assert heart.gave_up and not heart.lost
-        assert _lease_expires(engine, request_id) < utcnow()  # no longer renewed: the sweep can take it
+        wait_until(lambda: _lease_expires(engine, request_id) > claimed)  # renewed while under the limit
+        assert not heart.gave_up
+        clock.now += 1.5  # past the limit: the next wake gives up instead of renewing
+        wait_until(lambda: heart.gave_up)
+        assert not heart.lost
+        heart._thread.join(5)
+        assert not heart._thread.is_alive()  # nothing renews the lease any more
+        last = _lease_expires(engine, request_id)
+        time.sleep(max(0.0, (last - utcnow()).total_seconds()) + 0.05)
+        assert _lease_expires(engine, request_id) == last < utcnow()  # run out: the sweep can take it
 
 
 def test_a_heartbeat_without_a_limit_keeps_renewing(engine):
@@ -61,9 +92,11 @@ def test_a_heartbeat_without_a_limit_keeps_renewing(engine):
     with Session(engine) as session:
         assert requests.claim(session, request_id, "w/1/a", lease, max_attempts=3)
         session.commit()
+    claimed = _lease_expires(engine, request_id)
     with training._Heartbeat(request_id, "w/1/a", lease) as heart:
-        time.sleep(2.5)
-        assert not heart.gave_up and _lease_expires(engine, request_id) > utcnow()
+        # Renewed again and again: the lease ends over a second after the claimed one would have.
+        wait_until(lambda: _lease_expires(engine, request_id) > claimed + timedelta(seconds=1))
+        assert not heart.gave_up and not heart.lost
 
 
 def test_the_soft_time_limit_ends_the_attempt_for_a_retry(engine, monkeypatch):
@@ -95,7 +128,7 @@ def _no_version_registered(engine, request_id):
         return request.model_version_id is None and request.state != "decided"
 
 
-def test_without_a_pool_time_limit_the_training_stops_itself_between_stages(engine, monkeypatch):
+def test_without_a_pool_time_limit_the_training_stops_itself_between_stages(engine, monkeypatch, clock):
     """The solo pool of `fairvalue up` raises no SoftTimeLimitExceeded: the training checks its
     deadline between stages and ends its attempt as timed out while it still holds its lease (before,
     it ran on, its lease lapsed and its finished result was refused, and the sweep trained it again)."""
@@ -105,7 +138,7 @@ def test_without_a_pool_time_limit_the_training_stops_itself_between_stages(engi
     def slow_stages(settings, params, checkpoint):
         for stage in ("load", "contender", "champion"):
             stages.append(stage)
-            time.sleep(0.7)
+            clock.now += 0.7  # each stage takes 0.7 s of the 1 s limit
             checkpoint()
         raise AssertionError("the final fit runs past the time limit")
 
@@ -122,11 +155,11 @@ def test_without_a_pool_time_limit_the_training_stops_itself_between_stages(engi
     assert _no_version_registered(engine, request_id)
 
 
-def test_a_last_stage_past_the_time_limit_is_not_registered(engine, monkeypatch):
+def test_a_last_stage_past_the_time_limit_is_not_registered(engine, monkeypatch, clock):
     request_id = _request(engine)
 
     def one_long_stage(settings, params, checkpoint):
-        time.sleep(1.3)  # never checks: one fit that outlasts the limit
+        clock.now += 1.3  # never checks: one fit that outlasts the limit
         return object()
 
     def registers(*args):
