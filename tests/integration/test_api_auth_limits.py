@@ -16,6 +16,7 @@ from fairvalue.cli import app as cli
 from fairvalue.settings import get_settings
 from storage.db import session_scope
 from storage.tables import ApiToken
+from tests.realparts import waits_on_a_lock
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -153,9 +154,11 @@ def test_two_tokens_created_under_one_name_at_once_refuse_the_second(database):
     first = Session(get_engine())
     tokens.create(first, name)  # inserted, not committed: the second call's look-up does not see it
     outcome: dict[str, str] = {}
+    pids: list[int] = []
 
     def second() -> None:
         with Session(get_engine()) as session:
+            pids.append(session.execute(sa.text("SELECT pg_backend_pid()")).scalar())
             try:
                 tokens.create(session, name)
                 session.commit()
@@ -165,12 +168,8 @@ def test_two_tokens_created_under_one_name_at_once_refuse_the_second(database):
 
     thread = threading.Thread(target=second)
     thread.start()
-    with get_engine().connect() as watch:  # until the second insert waits on the first's row
-        for _ in range(200):
-            if watch.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                     "AND datname = current_database()")).scalar():
-                break
-            time.sleep(0.05)
+    # The first commits once the second's insert waits on its row (else no race was run).
+    assert waits_on_a_lock(lambda: pids[0] if pids else None), "the second insert never waited on the first's row"
     first.commit()
     first.close()
     thread.join(30)
