@@ -278,7 +278,8 @@ def rows_from_api(item_key: str, body: Any, fetched_on: date) -> tuple[list[dict
     if card is None:
         return refuse(PriceReason.MALFORMED_RESPONSE, "the answer holds no card object")
     history = card.get("priceHistory")
-    if history and not isinstance(history, Mapping):
+    # None and [] (an empty object as a PHP API writes one) are no history; false, 0, "" are no object
+    if not (history is None or history == [] or isinstance(history, Mapping)):
         return refuse(PriceReason.MALFORMED_RESPONSE,
                       f"priceHistory is a {_json_type(history)}, not an object of dates to prices")
     rows: list[dict[str, Any]] = []

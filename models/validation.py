@@ -160,6 +160,8 @@ def unreadable_number(value: Any) -> str:
     """Why feed_number read no number in `value`, to follow the value in a rejection's detail."""
     if isinstance(value, str) and not value.isascii():
         return "is not a number written in ASCII (a feed writes 0-9)"
+    if isinstance(value, str) and "_" in value:
+        return 'is not a number as a feed writes one (no "_" between digits)'
     return "is not a finite number"
 
 
@@ -254,6 +256,8 @@ def id_refusal(name: str, value: Any) -> str | None:
     names none (5.5 is no punk and no card), nor does a boolean, a list or an object."""
     if isinstance(value, dict | list | bool):
         return f"{name} must be text or a number, not {type(value).__name__}"
+    if isinstance(value, float) and math.isnan(value):  # JSON's NaN, which models.json_input reads
+        return f"{name} is NaN, not an id"
     if isinstance(value, float) and not value.is_integer():
         return f"{name} {value!r} is not a whole number" if math.isfinite(value) else \
             f"{name} is a number past a float's range"

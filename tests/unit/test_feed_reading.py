@@ -162,6 +162,9 @@ def test_a_group_commit_judges_a_conflicting_twin_against_an_earlier_calls_event
 @pytest.mark.parametrize("card, names", [
     ({"priceHistory": [{"date": "2025-07-18", "market": 10.0}], "prices": {"market": 9.0}}, "priceHistory"),
     ({"priceHistory": "n/a"}, "priceHistory"),
+    ({"priceHistory": False, "prices": {"market": 9.0}}, "priceHistory"),
+    ({"priceHistory": "", "prices": {"market": 9.0}}, "priceHistory"),
+    ({"priceHistory": 0, "prices": {"market": 9.0}}, "priceHistory"),
     ({"prices": [9.0]}, "prices"),
     ({"prices": "9.0"}, "prices"),
     ({"prices": {"market": 9.0, "lastUpdated": "yesterday"}}, "prices.lastUpdated"),
@@ -180,3 +183,16 @@ def test_an_empty_history_or_a_blank_update_time_is_none_given():
                  {"prices": {"market": 9.0, "lastUpdated": ""}}):
         assert rows_from_api("a", {"data": [card]}, TODAY) == (
             [{"date": "2025-07-20", "card_id": "a", "market_price": 9.0}], [])
+
+
+def test_a_refusal_says_what_is_wrong_with_the_number_it_was_given():
+    """A JSON NaN card id was refused as "a number past a float's range", and a price "1_000" as
+    "not a finite number": neither is what is wrong with them."""
+    from models.json_input import loads
+
+    card = validate_prices([loads('{"date": "2025-07-01", "card_id": NaN, "market_price": 1}')], {"a"}, TODAY)
+    assert [r.detail for r in card.rejected] == ["card_id is NaN, not an id"]
+    refused = sale_outcome(sale(price="1_000"))
+    assert refused.reason == Reason.MALFORMED_PRICE and '"_"' in refused.detail and "finite" not in refused.detail
+    assert "past a float's range" in validate_prices(
+        [loads('{"date": "2025-07-01", "card_id": 1e400, "market_price": 1}')], {"a"}, TODAY).rejected[0].detail
