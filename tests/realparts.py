@@ -374,6 +374,48 @@ def set_aside(request_id: int) -> None:
 
 
 @contextmanager
+def nothing_left_queued():
+    """What is published inside it that nothing consumes (a retrain, a promote's nowcast, an
+    ingest's follow-up, or one a test's own worker sent on) does not outlive it: each message that
+    came to wait in a queue the session's workers consume is taken back, and each training request
+    made meanwhile that is still queued is set aside. Left, they waited for a later file's workers:
+    its training worker trained them in the middle of its tests, the general worker published
+    their nowcasts over its reads, and results depended on the order of the files. What waited
+    before is left, and messages a worker already took are its to finish."""
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from storage import requests
+    from storage.db import session_scope
+    from storage.tables import TrainingRequest
+    from tasks import queues
+
+    def waiting() -> dict[str, list[dict]]:
+        return {queue: [m for m in broker_messages(queue) if m["where"] == "waiting"] for queue in queues.ALL}
+
+    before = {m["id"] for messages in waiting().values() for m in messages}
+    with session_scope() as session:
+        last_before = session.exec(select(func.max(TrainingRequest.id))).one() or 0
+    try:
+        yield
+    finally:
+        for queue, messages in waiting().items():
+            take_back(queue, [m for m in messages if m["id"] not in before])
+        with session_scope() as session:
+            queued = session.exec(select(TrainingRequest.id).where(TrainingRequest.id > last_before,
+                                                                   TrainingRequest.state == requests.QUEUED)).all()
+        for request_id in queued:
+            set_aside(request_id)
+
+
+@pytest.fixture
+def leaves_nothing_queued(database):
+    """The test runs inside nothing_left_queued(): for a file whose workers do not consume what it publishes."""
+    with nothing_left_queued():
+        yield
+
+
+@contextmanager
 def champion_data_end(before_last_sale: timedelta, made_at: datetime | None = None):
     """The champion's training data made to end `before_last_sale` before the newest clean sale,
     and the champion made at `made_at`, or else after every stored sale (restored after): what

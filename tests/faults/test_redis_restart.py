@@ -91,6 +91,7 @@ def run_of(task_id: str) -> TaskRun | None:
 
 
 @pytest.mark.parametrize("pool", ["prefork", "solo"])
+@pytest.mark.usefixtures("leaves_nothing_queued")  # its request, published to a broker that is gone
 def test_worker_send_waits_out_a_redis_restart(seeded, tmp_path, pool):
     """A worker's send tries again while the broker is gone (FAIRVALUE_BROKER_SEND_RETRIES): the
     sweep, held on a lock until Redis is down, reaches its send of a training request during the

@@ -31,6 +31,7 @@ def _create(name: str) -> str:
     return result.stdout.strip()
 
 
+@pytest.mark.usefixtures("leaves_nothing_queued")  # its training request: no worker here trains it
 def test_operator_tokens_no_token_revoked_token_valid_token(client, broker, tokens_to_revoke):
     tokens_to_revoke.append("alice-test")  # revoked at teardown should an assert below fail before the revoke
     token = _create("alice-test")

@@ -22,7 +22,8 @@ from tasks import names
 from tasks.app import app
 from tests.realparts import start_worker, stop_worker, wait_for
 
-pytestmark = pytest.mark.integration
+# The worker asks for a nowcast of each collection it prices, and no worker of this file takes it.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("leaves_nothing_queued")]
 COLLECTION = "cardsretry"
 QUEUE = "cards-retry-test"  # its own queue: no other worker of the session takes the task
 YESTERDAY = (datetime.now(UTC) - timedelta(days=1)).date()

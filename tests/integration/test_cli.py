@@ -55,6 +55,7 @@ def test_seed_again_adds_nothing_and_lists_rejections_by_reason(seeded):
     assert cards.exit_code == 1 and "collection cards is daily-priced" in cards.output, cards.output
 
 
+@pytest.mark.usefixtures("leaves_nothing_queued")
 def test_ingest_file_with_bad_rows(seeded, tmp_path):
     path = tmp_path / "backfill.jsonl"
     path.write_text(
@@ -74,6 +75,7 @@ def test_ingest_file_with_bad_rows(seeded, tmp_path):
     assert any("this is not json" in str(r.row) for r in kept)
 
 
+@pytest.mark.usefixtures("leaves_nothing_queued")
 def test_ingest_listings_stores_each_event_once_and_keeps_bad_rows(seeded, tmp_path):
     """A listings backfill: an offer (open for a second, so no other test's nowcast reads it), a
     withdrawal (the empty price cell), an unknown item and an unreadable line; the same file again
@@ -421,10 +423,11 @@ def test_prices_go_only_to_a_daily_priced_collection(seeded, tmp_path):
     assert result.exit_code == 2 and "is of kind unique_items" in result.output, result.output
 
 
+@pytest.mark.usefixtures("leaves_nothing_queued")
 def test_a_retrain_from_the_cli_records_which_login_asked(database, broker):
     """The CLI has no token: its requests (and its promote and rollback decisions) name the
-    shell's login, as the API's name the token. A collection of its own, with no sales: a worker
-    that picks the request up skips it, and the bundled champion is left alone."""
+    shell's login, as the API's name the token. A collection of its own, with no sales: should the
+    request reach a worker, it is skipped, and the bundled champion is left alone."""
     import getpass
 
     from storage.tables import TrainingRequest
@@ -488,6 +491,7 @@ def test_decisions_show_their_numbers_and_print_the_apis_read_as_json(database):
     assert json.loads(printed.stdout) == model_reads.decisions("cli-trail-numbers", limit=20)
 
 
+@pytest.mark.usefixtures("leaves_nothing_queued")
 def test_the_file_commands_take_a_collection_and_refuse_one_that_cannot_take_the_file(seeded, tmp_path):
     """`ingest sales` and `explain --collection` work on the named collection; `ingest sales` refuses
     a slug that names none, a daily-priced collection or one never seeded, with why, creating
@@ -652,6 +656,7 @@ def test_errors_go_to_stderr_so_json_output_stays_json(seeded):
         assert "no item '99999'" in result.stderr, (args, result.stderr)
 
 
+@pytest.mark.usefixtures("leaves_nothing_queued")
 def test_promote_and_rollback_say_the_nowcast_they_asked_for(client, broker, monkeypatch):
     """They asked for a nowcast and printed nothing of it; `ingest` says its follow-up was sent.
     With the broker down the change stands, and the line says why nothing was sent."""
@@ -683,6 +688,7 @@ def test_promote_and_rollback_say_the_nowcast_they_asked_for(client, broker, mon
         assert "not sent (" in said and "the next scheduled nowcast serves the new champion" in said, said
 
 
+@pytest.mark.usefixtures("leaves_nothing_queued")
 def test_promote_refuses_a_version_the_gates_rejected_unless_forced(client, broker):
     from tests.builders import champion_and_another, rejected_by_gates
 

@@ -174,10 +174,15 @@ def test_one_failed_lease_renewal_does_not_stop_the_heartbeat(seeded, monkeypatc
         return real(*args)
 
     monkeypatch.setattr(requests, "heartbeat", first_renewal_fails)
-    with training._Heartbeat(request_id, "steady", lease) as heart:
-        time.sleep(2.2)  # four renewals due, one every 0.5 s; the first fails
-    assert len(calls) >= 3 and not heart.lost
-    assert request_row(request_id).lease_expires_at > utcnow()
+    try:
+        with training._Heartbeat(request_id, "steady", lease) as heart:
+            time.sleep(2.2)  # four renewals due, one every 0.5 s; the first fails
+        assert len(calls) >= 3 and not heart.lost
+        assert request_row(request_id).lease_expires_at > utcnow()
+    finally:
+        # Done with it: left claimed, its lease lapsed a moment later, for any later sweep to republish.
+        with session_scope() as session:
+            requests.claimed_update(session, request_id, "steady", state=requests.FAILED, error="test")
 
 
 def test_a_contender_gated_against_a_replaced_champion_is_shadowed_not_promoted(seeded, outcome):

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.signing import sign
 from tests.integration.conftest import start_worker, stop_worker
+from tests.realparts import broker_messages, take_back
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +33,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.usefixtures("leaves_nothing_queued")  # the webhooks' follow-ups: no worker here takes them
 def test_api_metrics_after_requests_and_webhooks(client, seeded, broker, monkeypatch):
     before = _samples(client.get("/metrics").text)
     for _ in range(3):
@@ -63,8 +65,8 @@ def test_api_metrics_after_requests_and_webhooks(client, seeded, broker, monkeyp
             app.send_task("fairvalue.test.never-run", queue=own)
         after = _samples(client.get("/metrics").text)
     finally:
-        with app.connection_for_write() as connection:
-            connection.default_channel.queue_delete(own)
+        # Not queue_delete: a fresh channel knows no binding of the queue, and it deleted nothing.
+        take_back(own, broker_messages(own))
 
     route = "/v1/collections/{slug}/items/{item_id}"
     assert _value(after, "fairvalue_http_requests_total", route=route, method="GET", status="200") - \

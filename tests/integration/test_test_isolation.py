@@ -116,3 +116,30 @@ def test_a_second_session_takes_the_next_free_database():
     assert other_url != conftest.REDIS_URL
     # Its claim outlives it for at most one lease; let it go so later runs keep their database.
     redis.Redis.from_url(other_url).delete(conftest.REDIS_CLAIM_KEY)
+
+
+def test_what_a_test_leaves_queued_is_taken_back_and_what_was_there_before_is_left(seeded, broker):
+    """realparts.nothing_left_queued (the leaves_nothing_queued fixture): a retrain made inside it
+    leaves neither its message nor a queued request (a later file's training worker trained them),
+    while a request and a message from before it are left as they were."""
+    from fairvalue.settings import get_settings
+    from storage.db import session_scope
+    from storage.tables import TrainingRequest
+    from tasks import queues
+    from tasks.lifecycle import request_training
+    from tests.realparts import nothing_left_queued, set_aside, take_back, training_messages
+
+    def state(request_id: int) -> str:
+        with session_scope() as session:
+            return session.get(TrainingRequest, request_id).state
+
+    earlier = request_training("queued before", None, get_settings()).request_id
+    try:
+        with nothing_left_queued():
+            inside = request_training("queued inside", None, get_settings()).request_id
+            assert len(training_messages(inside)) == 1
+        assert training_messages(inside) == [] and state(inside) == "failed"
+        assert len(training_messages(earlier)) == 1 and state(earlier) == "queued"
+    finally:
+        take_back(queues.TRAINING, training_messages(earlier))
+        set_aside(earlier)

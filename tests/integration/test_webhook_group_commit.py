@@ -105,6 +105,7 @@ def test_a_call_the_database_refuses_fails_alone(seeded):
     assert sorted(stored) == sorted([f"gc-ok0-{tag}", f"gc-ok1-{tag}"])
 
 
+@pytest.mark.usefixtures("leaves_nothing_queued")  # its follow-up: no worker of this file takes it
 def test_concurrent_http_calls_get_their_own_reports(client):
     tag = time.time_ns()
     t = int(time.time())

@@ -61,6 +61,7 @@ def test_a_key_the_rows_are_not_read_by_refuses_the_call_and_stores_nothing(clie
     assert stored == []
 
 
+@pytest.mark.usefixtures("leaves_nothing_queued")  # its follow-ups: no worker of this file takes them
 def test_every_name_a_sale_or_a_listing_is_read_by_is_taken(client):
     sale = _event("aliases", source="test", time_precision="second", seller="0xa", buyer="0xb")
     sale["punk_id"] = sale.pop("item_id")

@@ -33,6 +33,7 @@ def recorded(digest: str) -> list[WebhookDelivery]:
                                  .order_by(WebhookDelivery.id)).all())
 
 
+@pytest.mark.usefixtures("leaves_nothing_queued")  # its follow-up: no worker of this file takes it
 def test_the_same_delivery_twice_is_a_recorded_409(client):
     """After: the sale stored once; the second delivery refused (409) and both recorded."""
     body = json.dumps(a_sale(f"replay-{time.time_ns()}")).encode()
