@@ -78,6 +78,18 @@ def past_backoff(now: datetime):
     return and_(t.state == QUEUED, or_(t.not_before.is_(None), t.not_before <= now))
 
 
+def backoff_left(not_before: datetime | None, now: datetime) -> float | None:
+    """Seconds until a retry's backoff (`not_before`) ends, as `now` reads: the countdown of a message
+    the claim takes as it comes, where one sent at once would only be refused. None when there is
+    none left (no failure yet, or past it): its message is due at once."""
+    if not_before is None:
+        return None
+    if not_before.tzinfo is None:  # SQLite hands back naive datetimes; every stored time is UTC
+        not_before = not_before.replace(tzinfo=UTC)
+    left = (not_before - now).total_seconds()
+    return left if left > 0 else None
+
+
 def claim(session: Session, request_id: int, worker: str, lease: timedelta, max_attempts: int) -> bool:
     """Take the request if it is queued (and past its backoff) or its lease has expired with
     attempts left. A worker that dies mid-training never reaches `release_for_retry`, so the
@@ -211,14 +223,14 @@ def fail_abandoned(session: Session, max_attempts: int) -> list[int]:
     return [request_id for (request_id,) in failed]
 
 
-def to_republish(session: Session, stale_after: timedelta) -> list[int]:
+def to_republish(session: Session, stale_after: timedelta, now: datetime | None = None) -> list[int]:
     """Requests whose message may be lost: queued, past any retry backoff, and never published or
     not claimed `stale_after` past when their message was due; and active ones whose lease expired
     (their worker died). A failed training's retry is published with its backoff as countdown, so
     it is due at `not_before`, not when it was published: a message sent before then would only be
     refused by the claim and spent (a skipped run, the request then waiting for a later sweep),
     and one sent soon after it would duplicate the retry's own."""
-    now = utcnow()
+    now = now or utcnow()
     stale = now - stale_after
     t = TrainingRequest
     rows = session.exec(
@@ -232,6 +244,20 @@ def to_republish(session: Session, stale_after: timedelta) -> list[int]:
         ).order_by(t.id)
     ).all()
     return list(rows)
+
+
+def unpublished_in_backoff(session: Session, now: datetime) -> list[tuple[int, datetime]]:
+    """(id, not_before) of the queued requests still in a retry's backoff with no message: their
+    retry was not sent (the broker refused it), or its message was spent while training was paused.
+    to_republish leaves them until the backoff is over (when it takes each one at once, as never
+    published), so resuming training publishes them with what is left of it as countdown. One
+    published (the retry's own message, or a resume's) is left alone: its message is on its way."""
+    t = TrainingRequest
+    rows = session.exec(
+        select(t.id, t.not_before).where(t.state == QUEUED, t.not_before > now, t.published_at.is_(None))
+        .order_by(t.id)
+    ).all()
+    return [(request_id, not_before) for request_id, not_before in rows]
 
 
 def expired_leases(session: Session) -> int:

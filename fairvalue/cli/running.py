@@ -164,17 +164,27 @@ def pause(loop: str = typer.Argument(..., help="nowcast, policy, training or mon
 
 
 def resume(loop: str = typer.Argument(..., help="nowcast, policy, training or monitor")) -> None:
-    """Resume a paused loop. Resuming training publishes the requests that wait (as the sweep does)."""
+    """Resume a paused loop. Resuming training publishes the requests that wait (as the sweep does),
+    and those still in a retry's backoff for when it ends."""
     from fairvalue import lifecycle
 
     console.print(f"{loop} resumed" if _set_paused(loop, False) is None else f"{loop} was not paused")
     if loop == lifecycle.TRAINING_LOOP:
         from tasks.lifecycle import publish_training
 
-        ids = lifecycle.requests_to_republish()
-        sent = [i for i in ids if send_follow_up("the training sweep (hourly) publishes it", publish_training, i)]
-        if ids:
-            console.print(f"published {len(sent)} waiting training request(s): {', '.join(map(str, sent)) or 'none'}")
+        waiting = lifecycle.requests_to_publish_on_resume()
+        sent = [_due(request_id, countdown) for request_id, countdown in waiting
+                if send_follow_up("the training sweep (hourly) publishes it", publish_training, request_id,
+                                  countdown=countdown)]
+        if waiting:
+            console.print(f"published {len(sent)} waiting training request(s): {', '.join(sent) or 'none'}")
+
+
+def _due(request_id: int, countdown: float | None) -> str:
+    """A published request as resume lists it: one still in its retry's backoff says when it is due."""
+    if countdown is None:
+        return str(request_id)
+    return f"{request_id} (due in {countdown:.0f} s, as its retry's backoff ends)"
 
 
 def _operator() -> str:

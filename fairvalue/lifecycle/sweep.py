@@ -1,10 +1,11 @@
 """The sweep (hourly) and publishing: fail the requests whose last attempt died, list the ones to
-publish again, abandon the task runs of dead workers; mark a request published once sent."""
+publish again (and, for a resume, those still in a retry's backoff), abandon the task runs of dead
+workers; mark a request published once sent."""
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from fairvalue.settings import Settings, get_settings
 from storage import requests, runs
@@ -14,14 +15,29 @@ from storage.tables import utcnow
 log = logging.getLogger(__name__)
 
 
-def requests_to_republish(settings: Settings | None = None) -> list[int]:
+def requests_to_republish(settings: Settings | None = None, now: datetime | None = None) -> list[int]:
     """The sweep's list; first fails the requests that used up their attempts by dying."""
     settings = settings or get_settings()
     with session_scope() as session:
         failed = requests.fail_abandoned(session, settings.training_max_attempts)
         if failed:
             log.warning("training requests %s failed: lease expired on their last attempt", failed)
-        return requests.to_republish(session, timedelta(minutes=settings.sweep_stale_minutes))
+        return requests.to_republish(session, timedelta(minutes=settings.sweep_stale_minutes), now)
+
+
+def requests_to_publish_on_resume(settings: Settings | None = None,
+                                  now: datetime | None = None) -> list[tuple[int, float | None]]:
+    """What resuming the training loop publishes, each with its message's countdown in seconds: the
+    sweep's list at once (None), then the requests still in a retry's backoff that have no message,
+    each with what is left of its backoff, so it is claimed as the backoff ends (the sweep takes one
+    only at its first run after that, up to an hour later). Both read at one `now`: a backoff that
+    ends between two reads would put its request in neither list, or in both."""
+    now = now or utcnow()
+    at_once = requests_to_republish(settings, now)
+    with session_scope() as session:
+        in_backoff = requests.unpublished_in_backoff(session, now)
+    return [(request_id, None) for request_id in at_once] + \
+        [(request_id, requests.backoff_left(not_before, now)) for request_id, not_before in in_backoff]
 
 
 # A run still `running` this long after the longest a task may run (the largest hard time limit,

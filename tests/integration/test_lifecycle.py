@@ -192,7 +192,7 @@ def test_the_policy_s_request_waits_unpublished_while_training_is_paused(worker)
         assert states([request_id])[request_id].published_at is None
         assert training_messages(request_id) == [] and train_runs([request_id])[request_id] == []
         lifecycle.set_paused("training", False)
-        assert request_id in lifecycle.requests_to_republish()  # what `fairvalue resume training` publishes
+        assert request_id in lifecycle.requests_to_republish()  # what the sweep and a resume publish at once
     finally:
         lifecycle.set_paused("training", False)
         if request_id is not None:  # no training worker of this module should train it
