@@ -80,17 +80,20 @@ def deviation(value: Any, signal: str | None, basis: str | None, thresholds: dic
     """A signal's deviation as pct writes it, to one decimal unless that reads on the other side of
     a threshold than its signal (a HOLD at 14.96 % is "+15.0 %" to one decimal, at a 15 % SELL
     threshold): then to as many more as it takes, at most the answer's own, which always agrees
-    (models.signals._answered). `basis`: the price the signal read (a quote's is judged as a sale)."""
+    (models.signals._answered). `basis`: the price the signal read (a quote's is judged as a sale).
+    One that does not agree even to those is not the deviation its signal read (a card explanation's,
+    of a price of another day than the snapshot's): no digit reconciles the two, so it is written
+    as pct writes any other, to one decimal (it showed the answer's four: "-12.3456 %")."""
     v = _finite(value)
     if v is None or not thresholds:
         return pct(value, True)
     most = DEVIATION_DIGITS - 2  # the answer's digits, in percent
-    for digits in range(1, most):
+    for digits in range(1, most + 1):
         shown = round(v * 100, digits) / 100
         if agrees(shown, signal == BUY, signal == SELL, basis == LAST_SALE, thresholds["buy_below"],
                   thresholds["sell_above"]):
             return pct(v, True, digits)
-    return pct(v, True, most)
+    return pct(v, True)
 
 
 def number(value: Any, digits: int = 2) -> str:

@@ -215,8 +215,18 @@ def error_head(text: Any, people: bool) -> Any:
     return text.split(":", 1)[0].split(" (", 1)[0]
 
 
+# What the artifact store told of an artifact it could not give back: where it keeps it (its
+# bucket and keys) and its error (its endpoint too). For operators, as who acted: a refusal's
+# decision records them in its numbers (fairvalue.lifecycle.champion_changes.artifact_refusal).
+STORE_DETAIL = ("artifact_uri", "store_error")
+
+
 def without_operator(numbers: Any, people: bool) -> Any:
-    """A decision's numbers or a request's trigger, its "operator" key hidden unless `people`."""
-    if people or not isinstance(numbers, dict) or numbers.get("operator") in (None, True):
+    """A decision's numbers or a request's trigger, its "operator" key and the store's words
+    (STORE_DETAIL) hidden unless `people`."""
+    if people or not isinstance(numbers, dict):
         return numbers
-    return {**numbers, "operator": HIDDEN}
+    out = {key: hidden(value, people) if key in STORE_DETAIL else value for key, value in numbers.items()}
+    if numbers.get("operator") not in (None, True):
+        out["operator"] = HIDDEN
+    return out

@@ -4,8 +4,10 @@ unread_artifact, which turns what the artifact store raised into one of them."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from storage.artifacts import ArtifactError, ArtifactMissing, IntegrityError
+if TYPE_CHECKING:
+    from storage.artifacts import ArtifactError
 
 log = logging.getLogger("fairvalue.reads")
 
@@ -37,10 +39,14 @@ def unread_artifact(exc: ArtifactError, what: str, where: str) -> Lost | Unavail
     published snapshot"): Lost when the object is gone or is not the bytes registered, else
     Unavailable. The store's own text (its bucket, keys, endpoint) is logged with `where` (which
     read, of what), never put in the answer: a reader without a token must not learn them."""
+    # Here, not at the top: storage.artifacts brings the settings (pydantic-settings) with it, most
+    # of this module's import, which every read and fairvalue.answers pay for their BadInput.
+    from storage.artifacts import ArtifactMissing, IntegrityError
+
     if isinstance(exc, ArtifactMissing | IntegrityError):
         log.error("%s: %s: %s", where, what, exc)
         state = ("is gone from the artifact store" if isinstance(exc, ArtifactMissing)
-                 else "in the artifact store is not the one registered (its sha256 does not match)")
+                 else "in the artifact store is not the one registered (sha256 mismatch)")
         return Lost(f"{what} {state}; an operator must restore it")
     log.warning("%s: %s: %s", where, what, exc)
     return Unavailable(f"{what} cannot be read from the artifact store now; retry later")

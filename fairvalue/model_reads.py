@@ -25,8 +25,31 @@ def _decision_dict(d: PromotionDecision, number: dict[int, int], people: bool = 
             # an operator's token name or "cli:<login>"
             "operator": hidden((d.numbers or {}).get("operator"), people),
             "contender": number.get(d.contender_version_id), "champion": number.get(d.champion_version_id),
-            "training_request": d.training_request_id, "reason": d.reason,
+            "training_request": d.training_request_id, "reason": _reason(d, people),
             "numbers": without_operator(_stored_times(d.numbers), people)}
+
+
+def _reason(d: PromotionDecision, people: bool) -> str:
+    """A decision's reason. An artifact's refusal recorded before its reason left the store's words
+    out (its numbers name the artifact_uri, and no store_error) went on, after its first colon,
+    with them: the artifact's URI and the store's error, cut for a reader without a token."""
+    numbers = d.numbers if isinstance(d.numbers, dict) else {}
+    if "artifact_uri" in numbers and "store_error" not in numbers:
+        return error_head(d.reason, people)
+    return d.reason
+
+
+def _version_dict(v: ModelVersion, number: dict[int, int], people: bool) -> dict[str, Any]:
+    """A registered version. Where the artifact store keeps its model and its diagnostics page
+    (their bucket and keys) is for operators: HIDDEN unless `people`, as fairvalue.errors keeps a
+    store's words out of the answers."""
+    metrics = _stored_times(v.metrics)
+    if not people and isinstance(metrics, dict) and isinstance(metrics.get("diagnostics"), dict):
+        metrics["diagnostics"] = {**metrics["diagnostics"], "uri": hidden(metrics["diagnostics"].get("uri"), people)}
+    return {"version": v.version, "estimator": v.estimator, "artifact_uri": hidden(v.artifact_uri, people),
+            "sha256": v.sha256, "created_at": iso(v.created_at), "data_start": iso(v.data_start),
+            "data_end": iso(v.data_end), "n_train": v.n_train, "code_version": v.code_version,
+            "parent": number.get(v.parent_id), "metrics": metrics}
 
 
 def _stored_times(numbers: dict) -> dict:
@@ -47,7 +70,7 @@ def _stored_times(numbers: dict) -> dict:
 
 def models_overview(slug: str | None = None, decisions_limit: int = 50, people: bool = True) -> dict[str, Any]:
     """Versions (artifact, sha256, lineage, metrics), aliases and the latest decisions (operators'
-    names HIDDEN unless `people`)."""
+    names, and where the artifact store keeps the artifacts, HIDDEN unless `people`)."""
     with session_scope() as session:
         coll = collection_row(session, slug)
         versions = session.exec(select(ModelVersion).where(ModelVersion.collection_id == coll.id)
@@ -61,10 +84,7 @@ def models_overview(slug: str | None = None, decisions_limit: int = 50, people: 
         "collection": coll.slug,
         "kind": coll.kind,
         "aliases": aliases,
-        "versions": [{"version": v.version, "estimator": v.estimator, "artifact_uri": v.artifact_uri,
-                      "sha256": v.sha256, "created_at": iso(v.created_at), "data_start": iso(v.data_start),
-                      "data_end": iso(v.data_end), "n_train": v.n_train, "code_version": v.code_version,
-                      "parent": number.get(v.parent_id), "metrics": _stored_times(v.metrics)} for v in versions],
+        "versions": [_version_dict(v, number, people) for v in versions],
         "decisions": [_decision_dict(d, number, people) for d in rows],
     }
 

@@ -164,9 +164,11 @@ def _read_back(session, settings: Settings, coll, target, champion) -> tuple[str
     """(refusal, unread) of reading `target`'s artifact back before the champion alias moves to
     it: the refusal recorded on the version (its artifact gone or failing its sha256), or why the
     store could not be read just now (nothing recorded, nothing changed: the next run tries
-    again); both None when it is sound."""
+    again); both None when it is sound. Each as the run's detail tells it, the store's words in
+    parentheses: a reader without an operator token sees its head alone (queue_reads.public_detail)."""
     try:
-        return artifact_refusal(session, get_store(settings), coll, target, champion, gates.BY_MONITOR), None
+        refusal = artifact_refusal(session, get_store(settings), coll, target, champion, gates.BY_MONITOR)
     except ArtifactError as exc:
         return None, (f"artifact of version {target.version} could not be read ({exc}); nothing changed, "
                       "the next run tries again")
+    return (None if refusal is None else f"{refusal.reason} ({refusal.store_error})"), None

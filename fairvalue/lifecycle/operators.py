@@ -10,6 +10,7 @@ from typing import Any
 from sqlmodel import Session, select
 
 from fairvalue import pipeline
+from fairvalue.errors import unread_artifact
 from fairvalue.lifecycle.champion_changes import artifact_refusal, rollback
 from fairvalue.lifecycle.training_requests import PolicyOutcome, record_request
 from fairvalue.settings import Settings, get_settings
@@ -85,15 +86,18 @@ def _refuse_unverified(session: Session, store, coll: Collection, target: ModelV
                        champion: ModelVersion | None, by: str) -> None:
     """artifact_refusal for an operator's change: a refusal is committed, then raised. A store that
     could not be read refuses the change as well (the API's 409, the CLI's one line), with nothing
-    recorded against the version: the operator tries again once the store answers."""
+    recorded against the version: the operator tries again once the store answers. Either says
+    what is wrong, not the store's words (its bucket, keys, endpoint): those are logged
+    (fairvalue.errors.unread_artifact), and a refusal's are in its decision's numbers."""
     try:
-        reason = artifact_refusal(session, store, coll, target, champion, by)
+        refusal = artifact_refusal(session, store, coll, target, champion, by)
     except ArtifactError as exc:
-        raise ArtifactRefused(f"artifact of version {target.version} could not be read ({exc}); nothing changed: "
-                              "try again once the artifact store answers") from exc
-    if reason is not None:
+        unread = unread_artifact(exc, f"the artifact of version {target.version}",
+                                 f"an operator's change of the champion of {coll.slug}")
+        raise ArtifactRefused(f"nothing changed: {unread}") from exc
+    if refusal is not None:
         session.commit()
-        raise ArtifactRefused(reason)
+        raise ArtifactRefused(refusal.reason)
 
 
 def _who(operator: str | None) -> dict:
