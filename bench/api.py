@@ -1,6 +1,6 @@
 """API throughput and latency under uvicorn, against a bare Starlette endpoint in the same run.
 
-    python bench/api.py [--seconds 5 --connections 64 --rounds 2]
+    python bench/api.py [--seconds 5 --connections 64 --rounds 2 --train-max-iter 40]
     python bench/api.py --server-env FAIRVALUE_SOME_LIMIT=100000   # settings for the API server
 
 A scratch PostgreSQL database gets the bundled market, a small champion and one published
@@ -119,6 +119,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--train-max-iter", type=int, default=40,
+                        help="boosting rounds of the champion whose nowcast the API serves (the endpoints "
+                             "measured read its published values, not the model); tests use few")
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment of the API server (e.g. to raise a rate limit)")
     args = parser.parse_args()
@@ -129,9 +132,10 @@ def main() -> None:
             tempfile.TemporaryDirectory(prefix="fairvalue-bench-") as tmp:
         # A real server refuses the development webhook secret; the rate limit stays on (its
         # check is part of every request) but far above what one load generator sends.
-        env = {"FAIRVALUE_DATABASE_URL": url, "FAIRVALUE_VAR_DIR": tmp, "FAIRVALUE_TRAIN_MAX_ITER": "40",
-               "FAIRVALUE_CODE_VERSION": "bench", "FAIRVALUE_WEBHOOK_SECRET": secrets.token_hex(16),
-               "FAIRVALUE_RATE_LIMIT_PER_MINUTE": str(10**9), **store_env}
+        env = {"FAIRVALUE_DATABASE_URL": url, "FAIRVALUE_VAR_DIR": tmp,
+               "FAIRVALUE_TRAIN_MAX_ITER": str(args.train_max_iter), "FAIRVALUE_CODE_VERSION": "bench",
+               "FAIRVALUE_WEBHOOK_SECRET": secrets.token_hex(16), "FAIRVALUE_RATE_LIMIT_PER_MINUTE": str(10**9),
+               **store_env}
         prepare(env)
         wrk_script = None
         if use_wrk:

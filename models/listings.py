@@ -31,10 +31,10 @@ from models.validation import (
     Reason,
     Rejection,
     _given,
-    _normalised_key,
     _pick,
     event_head,
     feed_number,
+    normalised_id,
     parse_timestamp,
     unreadable_number,
     validate_each,
@@ -158,7 +158,7 @@ def validate_listing(row: Mapping[str, Any], known_items: set[str], now: datetim
             return reject(Reason.NON_POSITIVE_PRICE, f"price {price} (null withdraws the listing)")
     elif expires_at is not None:
         return reject(ListingReason.MALFORMED_EXPIRY, "a withdrawal (price null) has no expiry")
-    item_key = _normalised_key(values["item_key"])
+    item_key = normalised_id(values["item_key"])
     if item_key not in known_items:
         return reject(Reason.UNKNOWN_ITEM, f"no item {item_key!r} in this collection")
     return CleanListing(event_id=event_id, ts=ts, item_key=item_key, price=price,

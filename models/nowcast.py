@@ -59,7 +59,9 @@ def value_all_items(
     as_of = valuation_moment(data, as_of, stale_after_days)
     data = data.known_at(as_of)  # no sale of an hour not over yet (a replay's tick reads none either)
     keys = data.items.index.to_numpy() if item_keys is None else item_keys
-    queries = pd.DataFrame({"item_key": keys, "ts": as_of})
+    # At nanoseconds, the unit of every other time of the features: a live moment is the caller's
+    # clock, in microseconds, and features.naive_times converted such a column (8 ms a 10k nowcast).
+    queries = pd.DataFrame({"item_key": keys, "ts": as_of.as_unit("ns")})
     values = model.predict(data, queries, threads)
     last_sale_at = values["last_sale_at"].to_numpy(dtype="datetime64[ns]")
     age_days = (np.datetime64(as_of) - last_sale_at) / np.timedelta64(1, "D")

@@ -20,9 +20,9 @@ from models.validation import (
     MAX_PRICE,
     Reason,
     Rejection,
-    _normalised_key,
     feed_number,
     id_refusal,
+    normalised_id,
     unreadable_number,
 )
 
@@ -112,7 +112,7 @@ def validate_row(row: Any, known_items: set[str], today: date,
     card = _pick(row, "card_id")
     if why := id_refusal("card_id", card):  # a JSON file's 5.0 is the card "5", as it is the punk "5"
         return Rejection(raw, PriceReason.MALFORMED_ROW, why)
-    item = _normalised_key(card)
+    item = normalised_id(card)
     if item not in known_items:
         return Rejection(raw, PriceReason.UNKNOWN_ITEM, f"no card {item!r} in the collection")
     price = feed_number(_pick(row, "market_price"))

@@ -35,7 +35,7 @@ SALE_ONLY = ("seller", "buyer")
 # call, a JSON file's row), not read with that key ignored: a "currency": "USD" was stored as ETH.
 SALE_KEYS = tuple(name for names in COLUMN_ALIASES.values() for name in names)
 TEXT_FIELDS = ("event_id", "item_key", "seller", "buyer", "source", "time_precision")
-ID_FIELDS = ("event_id", "item_key")  # each read by id_refusal and _normalised_key
+ID_FIELDS = ("event_id", "item_key")  # each read by id_refusal and normalised_id
 # Every text field of a sale (an id, an address, a source name) fits in this many characters; a
 # longer one is a broken feed, and a 4,000-character address overflowed PostgreSQL's index on
 # the parties, which failed every webhook call committed with it.
@@ -102,7 +102,7 @@ class Rejection:
         # Normalised as a stored sale's is (" e2" is "e2", 7.0 is "7"): the reports leave out a
         # refusal whose event is stored as a sale after all, and compare the two texts.
         value = _pick(self.row, "event_id")
-        key = _normalised_key(value)[:200] if value is not None else ""
+        key = normalised_id(value)[:200] if value is not None else ""
         return key or None
 
     @property
@@ -224,7 +224,7 @@ def _alias_conflict(row: Mapping[str, Any]) -> str | None:
         if len(given) < 2:
             continue
         # An item by its normalised key (a float would merge ids past 2**53), a price by its number.
-        read = [_normalised_key(value) if column == "item_key" else feed_number(value) for _, value in given]
+        read = [normalised_id(value) if column == "item_key" else feed_number(value) for _, value in given]
         same = (len(set(read)) == 1 if None not in read
                 else len({str(value).strip() for _, value in given}) == 1)
         if not same:
@@ -233,16 +233,24 @@ def _alias_conflict(row: Mapping[str, Any]) -> str | None:
     return None
 
 
+def kind_refusal(name: str, value: Any) -> str | None:
+    """Why `value` is neither text nor a finite number, or None: what a text field (text_refusal)
+    and an id (id_refusal) both refuse. `name` names the field in the refusal."""
+    # A boolean is no text: str() would make true the event "True", and false an empty party.
+    if isinstance(value, dict | list | bool):
+        return f"{name} must be text or a number, not {type(value).__name__}"
+    # JSON's 1e400 reads as inf: as text every such id was the one event "inf" (2e400 its conflict).
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} is a number past a float's range"
+    return None
+
+
 def text_refusal(values: Mapping[str, Any], names: Iterable[str]) -> str | None:
     """Why one of the text fields `names` of a row (read by _pick) cannot be stored, or None."""
     for name in names:
         value = values[name]
-        # A boolean is no text: str() would make true the event "True", and false an empty party.
-        if isinstance(value, dict | list | bool):
-            return f"{name} must be text or a number, not {type(value).__name__}"
-        # JSON's 1e400 reads as inf: as text every such id was the one event "inf" (2e400 its conflict).
-        if isinstance(value, float) and not math.isfinite(value):
-            return f"{name} is a number past a float's range"
+        if why := kind_refusal(name, value):
+            return why
         if isinstance(value, str) and "\x00" in value:  # no database stores NUL in text
             return f"{name} contains a NUL character"
         if value is not None and len(str(value).strip()) > MAX_TEXT_LENGTH:
@@ -252,26 +260,29 @@ def text_refusal(values: Mapping[str, Any], names: Iterable[str]) -> str | None:
 
 def id_refusal(name: str, value: Any) -> str | None:
     """Why `value` names no id (an event's, an item's, a card's), or None. An id is text or a whole
-    number, read as _normalised_key reads it (5 and 5.0 are both "5"); a number with a fraction
-    names none (5.5 is no punk and no card), nor does a boolean, a list or an object."""
-    if isinstance(value, dict | list | bool):
-        return f"{name} must be text or a number, not {type(value).__name__}"
+    number, read as normalised_id reads it (5 and 5.0 are both "5"); a number with a fraction
+    names none (5.5 is no punk and no card), nor does a boolean, a list or an object (kind_refusal).
+    Only the kind of value: a card id is not held to text_refusal's NUL and length checks."""
     if isinstance(value, float) and math.isnan(value):  # JSON's NaN, which models.json_input reads
-        return f"{name} is NaN, not an id"
+        return f"{name} is NaN, not an id"  # before kind_refusal, which would call it past a float's range
+    if why := kind_refusal(name, value):
+        return why
     if isinstance(value, float) and not value.is_integer():
-        return f"{name} {value!r} is not a whole number" if math.isfinite(value) else \
-            f"{name} is a number past a float's range"
+        return f"{name} {value!r} is not a whole number"
     return None
 
 
 def item_key_of(row: Mapping[str, Any]) -> str:
     """The item key a raw row names, normalised as validation compares it (5.0 -> "5")."""
-    return _normalised_key(_pick(row, "item_key"))
+    return normalised_id(_pick(row, "item_key"))
 
 
-def _normalised_key(item_value: Any) -> str:
-    item_key = str(int(item_value)) if isinstance(item_value, float) and item_value.is_integer() else str(item_value)
-    return item_key.strip()
+def normalised_id(value: Any) -> str:
+    """An id (an event's, an item's, a card's) as it is stored and compared: its text, stripped,
+    and a whole float as the integer it is (5.0 is "5", as 5 is: a JSON file may write either).
+    Takes what id_refusal lets through; a float with a fraction would keep it ("5.5")."""
+    text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    return text.strip()
 
 
 def sale_time_of(row: Mapping[str, Any]) -> datetime | None:
@@ -323,7 +334,7 @@ def event_head(row: Mapping[str, Any], values: Mapping[str, Any], text_fields: I
         (why for name in ID_FIELDS if (why := id_refusal(name, values[name]))), None)
     if refusal:
         return reject(Reason.MALFORMED_ROW, refusal)
-    event_id = _normalised_key(values["event_id"])  # 7.0 is the event "7", as it is the item "7"
+    event_id = normalised_id(values["event_id"])  # 7.0 is the event "7", as it is the item "7"
     if len(event_id) > MAX_TEXT_LENGTH:  # 1e250 reads as 251 digits, past the stored column
         return reject(Reason.MALFORMED_ROW, f"event id longer than {MAX_TEXT_LENGTH} characters once read")
     try:
@@ -374,7 +385,7 @@ def validate_row(
     if precision not in TIME_PRECISIONS:
         return reject(Reason.MALFORMED_TIME_PRECISION,
                       f"time_precision {values['time_precision']!r} is none of {', '.join(TIME_PRECISIONS)}")
-    item_key = _normalised_key(values["item_key"])
+    item_key = normalised_id(values["item_key"])
     if item_key not in known_items:
         return reject(Reason.UNKNOWN_ITEM, f"no item {item_key!r} in this collection")
     floor = floors.before(ts.date())

@@ -49,7 +49,8 @@ def test_nowcast_bench_runs_bundled_and_synthetic():
 
 
 def test_api_bench_compares_with_the_bare_endpoint():
-    out = run_bench("bench/api.py", "--seconds", "0.5", "--rounds", "1", "--connections", "2", "--generator", "python")
+    out = run_bench("bench/api.py", "--seconds", "0.5", "--rounds", "1", "--connections", "2", "--generator", "python",
+                    "--train-max-iter", "2")
     for kind in ("bare", "item", "bulk", "bare-bulk"):
         assert float(figure(out, rf"^{kind} +\d+ +(\d+) ")) > 0, kind  # requests/s
     assert "WARNING" not in out  # every answer was a 2xx

@@ -104,6 +104,28 @@ def test_an_id_with_a_fraction_is_refused_as_malformed_for_sales_and_listings(fi
         assert f"{field} {value!r} is not a whole number" in outcome.detail
 
 
+@pytest.mark.parametrize("value, why", [
+    (True, "must be text or a number, not bool"), (["5"], "must be text or a number, not list"),
+    ({"id": 5}, "must be text or a number, not dict"), (float("inf"), "is a number past a float's range"),
+    (float("-inf"), "is a number past a float's range")])
+def test_a_card_id_and_a_sales_id_of_no_kind_an_id_has_are_refused_in_the_same_words(value, why):
+    """What no id is, a card's (id_refusal) or a sale's (text_refusal before it), is one rule
+    (models.validation.kind_refusal): the two said it in words kept in two places."""
+    (card,) = validate_prices([{"date": "2025-07-01", "card_id": value, "market_price": 2}], {"5"}, TODAY).rejected
+    sold = sale_outcome(sale(item=value))
+    assert (card.reason, card.detail) == (PriceReason.MALFORMED_ROW, f"card_id {why}")
+    assert (sold.reason, sold.detail) == (Reason.MALFORMED_ROW, f"item_key {why}")
+
+
+def test_an_id_is_its_stripped_text_and_a_whole_float_the_integer_it_is():
+    """models.validation.normalised_id, the one reading of an id that sales, listings and card
+    prices share (price_rows imported it as the private _normalised_key)."""
+    from models.validation import normalised_id
+
+    given = (5.0, 5, " 5 ", " e1", -7.0, 1e20, "5.0")
+    assert [normalised_id(v) for v in given] == ["5", "5", "5", "e1", "-7", "100000000000000000000", "5.0"]
+
+
 # --- an event id twice in one call ---
 
 def test_a_conflict_within_one_batch_names_its_event_id():

@@ -1,6 +1,9 @@
 """A nowcast of a market silent for longer than the staleness limit values it as of its last
 input plus that limit, not extrapolated to now (models.nowcast.valuation_moment)."""
 
+from datetime import UTC, datetime
+
+import numpy as np
 import pandas as pd
 
 from models.estimator import TrainParams, fit
@@ -97,3 +100,24 @@ def test_a_sale_known_at_t_does_not_carry_a_hidden_one_in_its_context():
     fresh = MarketData(sliced.items, sliced.sales, sliced.market)
     assert "A" not in set(sliced.sales["event_id"])
     pd.testing.assert_frame_equal(sliced.context(), fresh.context())
+
+
+def test_a_live_moment_is_asked_of_the_model_at_nanoseconds_with_the_same_values():
+    """pipeline.nowcast's moment is the database's clock, a Timestamp in microseconds: the query
+    frame held it so, and features.naive_times converted the column (8 ms a 10k nowcast) where one
+    at nanoseconds is copied. The values are those of the same moment given at nanoseconds."""
+    class Recording:  # the fitted model, with the query frames it is asked
+        def __init__(self, model):
+            self.model, self.asked = model, []
+
+        def predict(self, data, queries, threads=None):
+            self.asked.append(queries)
+            return self.model.predict(data, queries, threads)
+
+    live = pd.Timestamp(datetime(2021, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)).tz_convert("UTC").tz_localize(None)
+    assert live.unit == "us"  # as pipeline.nowcast makes it
+    model = Recording(fit(DATA, TrainParams(max_iter=20, band_max_iter=10, min_samples_leaf=10)))
+    values = value_all_items(model, DATA, live, 0.1, 0.15, 30)
+    (queries,) = model.asked
+    assert queries["ts"].dtype == np.dtype("datetime64[ns]") and (queries["ts"] == live).all()
+    pd.testing.assert_frame_equal(values, value_all_items(model.model, DATA, live.as_unit("ns"), 0.1, 0.15, 30))
