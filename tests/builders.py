@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlmodel import Session, select
 
 from storage.ingest import add_items
 from storage.tables import Collection, ModelVersion
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def items_and_models(session: Session, coll: Collection, keys: Iterable[str], versions: int = 1) -> list[int]:
@@ -92,3 +96,34 @@ def sessions_on(monkeypatch, module, engine) -> None:
     from storage import db
 
     monkeypatch.setattr(module, "session_scope", lambda: db.session_scope(engine))
+
+
+def published_snapshot(slug: str, values: pd.DataFrame) -> int:
+    """A published snapshot of `values` (a nowcast's rows, one per item) as of 30 days ago, in the
+    collection `slug` with its items and one model version made for it (use a collection of the
+    test's own: it becomes the published one); its id. Not archived."""
+    from storage.db import session_scope
+    from storage.ingest import ensure_collection
+    from storage.snapshots import publish, write_snapshot
+    from storage.tables import utcnow
+
+    with session_scope() as session:
+        coll = ensure_collection(session, slug)
+        (version,) = items_and_models(session, coll, list(values["item_key"]))
+        snap = write_snapshot(session, coll, version, utcnow() - timedelta(days=30), None, values)
+        publish(session, coll, snap)
+        return snap.id
+
+
+def thin_as_retention_does(snapshot_id: int) -> None:
+    """What retention leaves of a snapshot no sale met (storage/retention.py): none of its rows,
+    and the moment they went stated on it."""
+    from sqlalchemy import delete, update
+
+    from storage.db import session_scope
+    from storage.tables import NowcastRow, NowcastSnapshot, utcnow
+
+    with session_scope() as session:
+        session.execute(delete(NowcastRow).where(NowcastRow.snapshot_id == snapshot_id))
+        session.execute(update(NowcastSnapshot).where(NowcastSnapshot.id == snapshot_id)
+                        .values(rows_thinned_at=utcnow()))

@@ -55,6 +55,9 @@ def _claim_redis_db() -> str:
         for url in candidates:
             client = redis.Redis.from_url(url, socket_connect_timeout=2)
             if client.set(REDIS_CLAIM_KEY, SESSION_ID, nx=True, ex=REDIS_CLAIM_SECONDS):
+                # What an earlier session left here (one that never used the broker fixture, or was
+                # killed before its flush) would otherwise be this session's to consume.
+                empty_keeping_claim(client)
                 _keep_claim(client)
                 return url
     except redis.ConnectionError:
@@ -90,6 +93,15 @@ def release_redis_claim() -> None:
     client = _claim.pop("client", None)
     if client is not None and client.get(REDIS_CLAIM_KEY) == SESSION_ID.encode():
         client.delete(REDIS_CLAIM_KEY)
+
+
+def empty_keeping_claim(client: redis.Redis) -> None:
+    """Empty this session's Redis database but for its claim, which holds on: in one transaction,
+    so no other session can claim the database between the flush and the claim's return."""
+    with client.pipeline(transaction=True) as emptying:
+        emptying.flushdb()
+        emptying.set(REDIS_CLAIM_KEY, SESSION_ID, ex=REDIS_CLAIM_SECONDS)
+        emptying.execute()
 
 
 def renew_redis_claim(client: redis.Redis) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import PG_ADMIN_URL, REDIS_URL, S3_SOCKET, TEST_DB, TEST_DB_PREFIX, renew_redis_claim
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, S3_SOCKET, TEST_DB, TEST_DB_PREFIX, empty_keeping_claim
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,8 +45,7 @@ def database():
 @pytest.fixture(scope="session")
 def broker():
     client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    renew_redis_claim(client)  # the flush took it; tests/conftest.py says why it is there
+    empty_keeping_claim(client)  # of what this session's tests left before the first one to use it
     yield client
     client.flushdb()
 

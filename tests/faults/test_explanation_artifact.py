@@ -91,33 +91,20 @@ def diagnostics_key(version: int) -> str:
 def thinned(seeded):
     """(path, snapshot id, S3 key of its archive) of a published snapshot of a collection of its
     own, archived and then thinned by retention: only its archive holds it now."""
-    from datetime import timedelta
-
     import pandas as pd
-    from sqlalchemy import delete, update
 
     from fairvalue import pipeline
     from fairvalue.settings import get_settings
-    from storage.snapshots import publish, write_snapshot
-    from storage.tables import NowcastRow, NowcastSnapshot, utcnow
-    from tests.builders import items_and_models
+    from tests.builders import published_snapshot, thin_as_retention_does
 
-    slug, keys = "archive-lost", ["a", "b"]
-    values = pd.DataFrame({"item_key": keys, "fair_value": [10.5, 20.25], "p10": [9.0, 18.0], "p90": [12.0, 23.0],
-                           "signal": ["HOLD", "BUY"], "last_price": [10.0, None],
+    slug = "archive-lost"
+    values = pd.DataFrame({"item_key": ["a", "b"], "fair_value": [10.5, 20.25], "p10": [9.0, 18.0],
+                           "p90": [12.0, 23.0], "signal": ["HOLD", "BUY"], "last_price": [10.0, None],
                            "last_sale_at": pd.to_datetime(["2024-01-01T10:00:00", None])})
-    with session_scope() as session:
-        coll = ensure_collection(session, slug)
-        (version,) = items_and_models(session, coll, keys)
-        snap = write_snapshot(session, coll, version, utcnow() - timedelta(days=30), None, values)
-        publish(session, coll, snap)
-        snapshot_id = snap.id
+    snapshot_id = published_snapshot(slug, values)
     uri, error = pipeline.archive_snapshot(get_settings().for_collection(slug), snapshot_id, values)
     assert error is None and uri.startswith(f"s3://{BUCKET}/")
-    with session_scope() as session:  # what retention leaves of a snapshot no sale met
-        session.execute(delete(NowcastRow).where(NowcastRow.snapshot_id == snapshot_id))
-        session.execute(update(NowcastSnapshot).where(NowcastSnapshot.id == snapshot_id)
-                        .values(rows_thinned_at=utcnow()))
+    thin_as_retention_does(snapshot_id)
     return f"/v1/collections/{slug}/snapshots/{snapshot_id}", snapshot_id, uri.split("/", 3)[3]
 
 

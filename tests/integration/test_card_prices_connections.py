@@ -5,11 +5,7 @@ connection, which then gives way to a new one."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -22,23 +18,20 @@ from storage.db import session_scope
 from storage.ingest import ensure_collection
 from storage.prices import card_keys
 from storage.tables import DailyPrice, RejectedSale
+from tests.fake_price_api import PRICE, YESTERDAY, PriceAPIHandler, serving
 
 pytestmark = pytest.mark.integration
 COLLECTION = "cardsconn"  # its own collection: no other test's prices or rejections
-YESTERDAY = (datetime.now(UTC) - timedelta(days=1)).date()
 
 
-class KeepAlivePriceAPI(BaseHTTPRequestHandler):
+class KeepAlivePriceAPI(PriceAPIHandler):
     """HTTP/1.1 with keep-alive, as the real API: each request noted with the client port of its
     connection. `answers`: per TCGplayer id, "404", "500" or "drip" (a status line, then a header
-    a byte every 0.1 s that never ends); any other card gets one price for yesterday."""
+    a byte every 0.1 s that never ends); any other card gets its price (reply_with_the_price)."""
 
     protocol_version = "HTTP/1.1"
     answers: dict[str, str] = {}
     calls: list[tuple[str, int]] = []
-
-    def log_message(self, *args):
-        pass
 
     def do_GET(self):
         tcg = parse_qs(urlparse(self.path).query).get("tcgPlayerId", [""])[0]
@@ -55,24 +48,16 @@ class KeepAlivePriceAPI(BaseHTTPRequestHandler):
             except OSError:  # the client shut the connection at its timeout
                 pass
             return
-        status = {"404": 404, "500": 500}.get(answer, 200)
-        body = (json.dumps({"data": [{"priceHistory": {str(YESTERDAY): 12.5}}]}) if status == 200
-                else f"error {status}").encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        if answer in ("404", "500"):
+            self.reply(int(answer), f"error {answer}".encode())
+        else:
+            self.reply_with_the_price()
 
 
 @pytest.fixture
 def price_api():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlivePriceAPI)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/api/v2"
-    server.shutdown()
-    server.server_close()
+    with serving(KeepAlivePriceAPI) as url:
+        yield url
 
 
 def test_one_run_over_every_card_keeps_one_connection_and_records_each_failing_card(database, price_api):
@@ -116,4 +101,4 @@ def test_one_run_over_every_card_keeps_one_connection_and_records_each_failing_c
         (missing, "http_404"), (erring, "http_500"), (dripping, "timeout")}
     assert {r.row["card_id"]: r.row["attempts"] for r in rejected} == {missing: 1, erring: 2, dripping: 2}
     assert "error 500" in next(r.detail for r in rejected if r.reason == "http_500")
-    assert len(prices) == len(keys) - 3 and {(p.day, p.price) for p in prices} == {(YESTERDAY, 12.5)}
+    assert len(prices) == len(keys) - 3 and {(p.day, p.price) for p in prices} == {(YESTERDAY, PRICE)}

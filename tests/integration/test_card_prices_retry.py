@@ -4,12 +4,8 @@ second delivery or run the same day; and a run the API slows past its time limit
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlalchemy import text
@@ -20,25 +16,22 @@ from storage.ingest import ensure_collection
 from storage.tables import DailyPrice, TaskRun
 from tasks import names
 from tasks.app import app
+from tests.fake_price_api import PRICE, YESTERDAY, PriceAPIHandler, serving
 from tests.realparts import start_worker, stop_worker, wait_for
 
 # The worker asks for a nowcast of each collection it prices, and no worker of this file takes it.
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("leaves_nothing_queued")]
 COLLECTION = "cardsretry"
 QUEUE = "cards-retry-test"  # its own queue: no other worker of the session takes the task
-YESTERDAY = (datetime.now(UTC) - timedelta(days=1)).date()
 
 
-class CountingPriceAPI(BaseHTTPRequestHandler):
-    """Every card's answer: one price for yesterday. Counts the requests (each one paid)."""
+class CountingPriceAPI(PriceAPIHandler):
+    """Every card's answer: its price (reply_with_the_price). Counts the requests (each one paid)."""
 
     calls: list[str] = []
     delay = 0.0  # seconds each answer takes (a rate-limited API)
     refuse_next = 0  # the next so many requests get a 404 (a card the API does not know today)
     refused: list[str] = []
-
-    def log_message(self, *args):
-        pass
 
     def do_GET(self):
         CountingPriceAPI.calls.append(self.path)
@@ -46,25 +39,15 @@ class CountingPriceAPI(BaseHTTPRequestHandler):
         if CountingPriceAPI.refuse_next > 0:
             CountingPriceAPI.refuse_next -= 1
             CountingPriceAPI.refused.append(self.path)
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.reply(404, b"", content_type=None)
             return
-        body = json.dumps({"data": [{"priceHistory": {str(YESTERDAY): 12.5}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.reply_with_the_price()
 
 
 @pytest.fixture
 def price_api():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), CountingPriceAPI)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/api/v2"
-    server.shutdown()
-    server.server_close()
+    with serving(CountingPriceAPI) as url:
+        yield url
 
 
 def _load_cards(slug: str) -> None:
@@ -122,7 +105,7 @@ def test_a_database_error_while_storing_is_retried_without_fetching_again(retry_
     with session_scope() as session:
         coll = ensure_collection(session, COLLECTION)
         prices = session.exec(select(DailyPrice).where(DailyPrice.collection_id == coll.id)).all()
-    assert len(prices) == cards and {(p.day, p.price) for p in prices} == {(YESTERDAY, 12.5)}
+    assert len(prices) == cards and {(p.day, p.price) for p in prices} == {(YESTERDAY, PRICE)}
     assert retry.detail["prices"]["new"] == cards
 
 

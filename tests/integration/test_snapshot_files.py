@@ -7,17 +7,16 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-from datetime import timedelta
 
 import pandas as pd
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import update
 from sqlmodel import select
 
 from storage.artifacts import sha256_hex
 from storage.db import session_scope
 from storage.snapshots import ROW_COLUMNS, rebuilt_archive
-from storage.tables import NowcastRow, NowcastSnapshot, utcnow
+from storage.tables import NowcastRow, NowcastSnapshot
 
 pytestmark = pytest.mark.integration
 
@@ -82,21 +81,14 @@ def test_a_snapshot_that_is_no_published_one_is_refused_with_why(client, snapsho
 def test_a_snapshot_thinned_by_retention_is_served_whole_from_its_archive(client):
     from fairvalue import pipeline
     from fairvalue.settings import get_settings
-    from storage.ingest import ensure_collection
-    from storage.snapshots import publish, write_snapshot
-    from tests.builders import items_and_models
+    from tests.builders import published_snapshot, thin_as_retention_does
 
-    slug, keys = "export-test", ["a", "b", "c"]
-    values = pd.DataFrame({"item_key": keys, "fair_value": [10.5, 20.25, 30.0], "p10": [9.0, 18.0, 27.0],
+    slug = "export-test"
+    values = pd.DataFrame({"item_key": ["a", "b", "c"], "fair_value": [10.5, 20.25, 30.0], "p10": [9.0, 18.0, 27.0],
                            "p90": [12.0, 23.0, 33.0], "signal": ["HOLD", "BUY", "HOLD"],
                            "last_price": [10.0, None, 31.0],
                            "last_sale_at": pd.to_datetime(["2024-01-01T10:00:00", None, "2024-01-02T11:00:00"])})
-    with session_scope() as session:
-        coll = ensure_collection(session, slug)
-        (version,) = items_and_models(session, coll, keys)
-        snap = write_snapshot(session, coll, version, utcnow() - timedelta(days=30), None, values)
-        publish(session, coll, snap)
-        snapshot_id = snap.id
+    snapshot_id = published_snapshot(slug, values)
     unarchived = client.get(f"/v1/collections/{slug}/snapshots/{snapshot_id}")  # rebuilt from its rows
     # The rebuilt file is in hand to name its digest, so its HEAD gives its length too.
     head = client.head(f"/v1/collections/{slug}/snapshots/{snapshot_id}")
@@ -110,10 +102,7 @@ def test_a_snapshot_thinned_by_retention_is_served_whole_from_its_archive(client
     lost = client.get(f"/v1/collections/{slug}/snapshots/{snapshot_id}")
     with session_scope() as session:
         session.execute(update(NowcastSnapshot).where(NowcastSnapshot.id == snapshot_id).values(archive_uri=uri))
-    with session_scope() as session:  # what retention leaves of a snapshot no sale met
-        session.execute(delete(NowcastRow).where(NowcastRow.snapshot_id == snapshot_id))
-        session.execute(update(NowcastSnapshot).where(NowcastSnapshot.id == snapshot_id)
-                        .values(rows_thinned_at=utcnow()))
+    thin_as_retention_does(snapshot_id)
     thinned = client.get(f"/v1/collections/{slug}/snapshots/{snapshot_id}")
 
     assert unarchived.content == archived.content == lost.content == thinned.content
