@@ -78,7 +78,9 @@ def explain(model: FairValueModel, data: MarketData, item_key: str, as_of: pd.Ti
     rng = np.random.default_rng(seed)
     others = data.items.index[data.items.index != item_key]
     sample = rng.choice(others, size=min(BASELINE_SAMPLE, len(others)), replace=False)
-    queries = pd.DataFrame({"item_key": [item_key, *sample], "ts": as_of})
+    # At nanoseconds, as the nowcast asks (models.nowcast.value_all_items): a live moment is in
+    # microseconds, and features.naive_times converts such a column where it copies one in nanoseconds.
+    queries = pd.DataFrame({"item_key": [item_key, *sample], "ts": as_of.as_unit("ns")})
     feats = build_features(data, model.vocab, queries).reset_index(drop=True)
     item, typical = feats.iloc[[0]], feats.iloc[1:]
 

@@ -73,7 +73,8 @@ def lease_ran_out(now: datetime):
 
 def past_backoff(now: datetime):
     """Queued and past its retry's backoff (`not_before`; none before a first failure): a claim may
-    take it now. Before then a message only meets a refusal, so the sweep does not publish one."""
+    take it now. Before then a message only meets a refusal, so the sweep does not publish one at
+    once (one in its backoff with no message is sent with the rest of it as countdown)."""
     t = TrainingRequest
     return and_(t.state == QUEUED, or_(t.not_before.is_(None), t.not_before <= now))
 
@@ -250,8 +251,9 @@ def unpublished_in_backoff(session: Session, now: datetime) -> list[tuple[int, d
     """(id, not_before) of the queued requests still in a retry's backoff with no message: their
     retry was not sent (the broker refused it), or its message was spent while training was paused.
     to_republish leaves them until the backoff is over (when it takes each one at once, as never
-    published), so resuming training publishes them with what is left of it as countdown. One
-    published (the retry's own message, or a resume's) is left alone: its message is on its way."""
+    published), so the sweep and a resume of training publish them with what is left of it as
+    countdown. One published (the retry's own message, a sweep's or a resume's) is left alone: its
+    message is on its way."""
     t = TrainingRequest
     rows = session.exec(
         select(t.id, t.not_before).where(t.state == QUEUED, t.not_before > now, t.published_at.is_(None))

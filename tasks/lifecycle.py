@@ -178,16 +178,21 @@ def sweep(self) -> dict:
     with recorded_run(names.SWEEP, self.request.id) as run:
         run["abandoned_runs"] = lifecycle.abandon_stale_runs()  # whatever the loop: any task's run
         if lifecycle.is_paused(lifecycle.TRAINING_LOOP):  # resuming publishes what waits (and fails the abandoned)
-            run.update(status=SKIPPED, reason="paused", republished=[])
+            run.update(status=SKIPPED, reason="paused", republished=[], sent_with_countdown=[])
             return dict(run)
-        ids = lifecycle.requests_to_republish()
-        sent = []
-        for request_id in ids:
+        # What a resume publishes too: a request still in its retry's backoff with no message is sent
+        # for when the backoff ends, not left to the first sweep after it (up to an hour late).
+        due = lifecycle.requests_to_publish()
+        sent, with_countdown = [], []
+        for request_id, countdown in due:
             # Past the first refusal the broker is down: each further send would wait out the same retries.
-            if not _sent(run, f"requests {ids[len(sent):]} {NEXT_SWEEP_PUBLISHES}", request_id):
+            if not _sent(run, f"requests {[i for i, _ in due[len(sent):]]} {NEXT_SWEEP_PUBLISHES}", request_id,
+                         countdown=countdown):
                 break
             sent.append(request_id)
-        run["republished"] = sent
+            if countdown is not None:
+                with_countdown.append({"request_id": request_id, "countdown_seconds": round(countdown, 1)})
+        run.update(republished=sent, sent_with_countdown=with_countdown)
         return dict(run)
 
 

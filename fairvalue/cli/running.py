@@ -164,7 +164,7 @@ def pause(loop: str = typer.Argument(..., help="nowcast, policy, training or mon
 
 
 def resume(loop: str = typer.Argument(..., help="nowcast, policy, training or monitor")) -> None:
-    """Resume a paused loop. Resuming training publishes the requests that wait (as the sweep does),
+    """Resume a paused loop. Resuming training publishes what the sweep does: the requests that wait,
     and those still in a retry's backoff for when it ends."""
     from fairvalue import lifecycle
 
@@ -172,7 +172,7 @@ def resume(loop: str = typer.Argument(..., help="nowcast, policy, training or mo
     if loop == lifecycle.TRAINING_LOOP:
         from tasks.lifecycle import publish_training
 
-        waiting = lifecycle.requests_to_publish_on_resume()
+        waiting = lifecycle.requests_to_publish()
         sent = [_due(request_id, countdown) for request_id, countdown in waiting
                 if send_follow_up("the training sweep (hourly) publishes it", publish_training, request_id,
                                   countdown=countdown)]

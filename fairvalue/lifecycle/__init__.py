@@ -10,8 +10,8 @@ Where each loop's logic lives:
 - training_requests.py  recording a request once per key; refusing parameters that cannot train
 - gating.py             train_and_gate: contender and champion on one forward window, the gates
 - training.py           training a request under a lease: train_request (the training queue)
-- sweep.py              the hourly sweep: republish, fail the dead, abandon dead runs; what a resume
-                        publishes (with a retry's backoff left as countdown); mark_(un)published
+- sweep.py              the hourly sweep: fail the dead, abandon dead runs; what the sweep and a
+                        resume publish (a retry's backoff left as countdown); mark_(un)published
 - monitor.py            the hourly monitor: probation rollback, settling a shadowed contender
 - champion_changes.py   reading an artifact back before an alias moves; rolling back (monitor, operators)
 - operators.py          an operator's retrain, promote, rollback and the decision trail
@@ -55,7 +55,7 @@ from fairvalue.lifecycle.sweep import (
     abandon_stale_runs,
     mark_published,
     mark_unpublished,
-    requests_to_publish_on_resume,
+    requests_to_publish,
     requests_to_republish,
 )
 from fairvalue.lifecycle.training import RESEND_MARGIN_SECONDS, TrainingTimedOut, forget_resend, train_request
@@ -73,6 +73,6 @@ __all__ = [
     "IdempotencyKeyReused", "NothingToTrain", "PolicyOutcome", "RejectedByGates", "TrainingTimedOut",
     "abandon_stale_runs", "check_training_params", "decisions", "enqueue_retrain", "forget_resend", "is_paused",
     "live_scored", "mark_published", "mark_unpublished", "operator_promote", "operator_reason", "operator_rollback",
-    "record_request", "requests_to_publish_on_resume", "requests_to_republish", "run_monitor", "run_policy",
+    "record_request", "requests_to_publish", "requests_to_republish", "run_monitor", "run_policy",
     "set_paused", "standing_rejection", "train_and_gate", "train_request",
 ]

@@ -1,6 +1,6 @@
 """The sweep (hourly) and publishing: fail the requests whose last attempt died, list the ones to
-publish again (and, for a resume, those still in a retry's backoff), abandon the task runs of dead
-workers; mark a request published once sent."""
+publish (again, and those still in a retry's backoff with no message: the sweep's list and a
+resume's), abandon the task runs of dead workers; mark a request published once sent."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def requests_to_republish(settings: Settings | None = None, now: datetime | None = None) -> list[int]:
-    """The sweep's list; first fails the requests that used up their attempts by dying."""
+    """The requests whose message is due now; first fails the requests that used up their attempts by dying."""
     settings = settings or get_settings()
     with session_scope() as session:
         failed = requests.fail_abandoned(session, settings.training_max_attempts)
@@ -25,13 +25,15 @@ def requests_to_republish(settings: Settings | None = None, now: datetime | None
         return requests.to_republish(session, timedelta(minutes=settings.sweep_stale_minutes), now)
 
 
-def requests_to_publish_on_resume(settings: Settings | None = None,
-                                  now: datetime | None = None) -> list[tuple[int, float | None]]:
-    """What resuming the training loop publishes, each with its message's countdown in seconds: the
-    sweep's list at once (None), then the requests still in a retry's backoff that have no message,
-    each with what is left of its backoff, so it is claimed as the backoff ends (the sweep takes one
-    only at its first run after that, up to an hour later). Both read at one `now`: a backoff that
-    ends between two reads would put its request in neither list, or in both."""
+def requests_to_publish(settings: Settings | None = None,
+                        now: datetime | None = None) -> list[tuple[int, float | None]]:
+    """What the sweep and a resume of the training loop publish, each with its message's countdown in
+    seconds: those whose message is due now (requests_to_republish) at once (None), then the requests
+    still in a retry's backoff that have no message, each with what is left of its backoff, so it is
+    claimed as the backoff ends (left until then, it waited for the first sweep after, up to an hour).
+    Each is marked published as it is sent, so the next sweep inside the backoff leaves it alone.
+    Both read at one `now`: a backoff that ends between two reads would put its request in neither
+    list, or in both."""
     now = now or utcnow()
     at_once = requests_to_republish(settings, now)
     with session_scope() as session:

@@ -1,10 +1,10 @@
-"""`fairvalue resume training` and a request still in its retry's backoff, on real parts.
+"""`fairvalue resume training`, the hourly sweep and a request still in its retry's backoff, on real parts.
 
-Resuming published only what the sweep would (queued and past any backoff): a request whose retry
-was not sent (the broker refused it, or its message was spent while training was paused) and whose
-backoff had not yet ended was left to the hourly sweep, and trained up to an hour after it could
-have been. Now resume publishes it with what is left of its backoff as countdown (Celery's `eta`
-header), and a request past its backoff at once, as before.
+Resuming, and the sweep, published only what was due at once (queued and past any backoff): a
+request whose retry was not sent (the broker refused it, or its message was spent while training
+was paused) and whose backoff had not yet ended was left to the first sweep after the backoff, and
+trained up to an hour after it could have been. Now both publish it with what is left of its
+backoff as countdown (Celery's `eta` header), and a request past its backoff at once, as before.
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ from fairvalue.settings import get_settings
 from storage.db import session_scope
 from storage.tables import TaskRun, TrainingRequest, utcnow
 from tasks import names, queues
-from tests.realparts import broker_messages, nothing_left_queued, start_worker, stop_worker, wait_for
+from tests.realparts import (
+    broker_messages,
+    finished_run,
+    nothing_left_queued,
+    start_worker,
+    stop_worker,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +37,9 @@ QUICK = {"max_iter": 8, "band_max_iter": 4, "band_method": "premium", "linear_we
 # Left of the in-backoff request's backoff at the resume: long enough to read its message before it
 # is due, short enough to see it trained without a sweep.
 BACKOFF_LEFT = timedelta(seconds=30)
+# The same for the sweep's test, which runs two sweeps inside it: the second must find the request
+# published and send it nothing more.
+SWEEP_BACKOFF_LEFT = timedelta(seconds=60)
 # From computing the countdown to sending it (a database read, the other request's send): the
 # `eta` Celery writes (the sender's clock plus the countdown) lies this little past `not_before`.
 SEND_SLACK = timedelta(seconds=5)
@@ -114,11 +124,48 @@ def test_resume_publishes_a_request_in_its_backoff_for_when_the_backoff_ends(tra
         assert row(in_backoff).published_at is not None
         for moment in (utcnow(), not_before + timedelta(seconds=1), not_before + stale - timedelta(seconds=1)):
             assert in_backoff not in lifecycle.requests_to_republish(now=moment), moment
-        assert in_backoff not in [request_id for request_id, _ in lifecycle.requests_to_publish_on_resume()]
+        assert in_backoff not in [request_id for request_id, _ in lifecycle.requests_to_publish()]
 
         # Its message arrives as the backoff ends and the claim takes it: trained on that one
         # message, no run refused as early, no sweep needed.
         wait_for(lambda: row(past_backoff).state == "decided" and row(in_backoff).state == "decided", timeout=240)
+        runs = train_runs(in_backoff)
+        assert [r.status for r in runs] == ["ok"], [(r.status, r.detail) for r in runs]
+        assert aware(runs[0].started_at) >= not_before, (runs[0].started_at, not_before)
+        assert row(in_backoff).attempts == 2
+
+
+def test_the_sweep_publishes_a_request_in_its_backoff_for_when_the_backoff_ends(trainer, worker):
+    """The sweep, sent as beat sends it and run by the general worker, publishes a request whose
+    retry was not sent as a resume does: for when its backoff ends, saying so in its run. It used to
+    leave it to its first run after the backoff, up to an hour late. Published then, the next sweep
+    inside the backoff sends it no second message."""
+    from tasks.app import app
+
+    with nothing_left_queued():
+        in_backoff = lifecycle.enqueue_retrain("sweep: in its backoff", QUICK).request_id  # recorded, not sent
+        not_before = utcnow() + SWEEP_BACKOFF_LEFT
+        stamp(in_backoff, attempts=1, not_before=not_before, published_at=None, error="test: an earlier attempt failed")
+
+        swept = finished_run(app.send_task(names.SWEEP).id)
+        assert swept.status == "ok" and in_backoff in swept.detail["republished"], swept.detail
+        countdown = {sent["request_id"]: sent["countdown_seconds"] for sent in swept.detail["sent_with_countdown"]}
+        assert 0 < countdown[in_backoff] <= SWEEP_BACKOFF_LEFT.total_seconds(), swept.detail
+        # Its one message is due as the backoff ends, not a moment before (the claim would refuse it).
+        eta = message_for(in_backoff)["headers"].get("eta")
+        assert eta is not None, "published at once"
+        assert timedelta(0) <= datetime.fromisoformat(eta) - not_before < SEND_SLACK, (eta, not_before)
+        assert row(in_backoff).published_at is not None
+
+        # The next sweep, inside the backoff, leaves it alone: still the one message.
+        again = finished_run(app.send_task(names.SWEEP).id)
+        assert aware(again.finished_at) < not_before, "the second sweep ended after the backoff: nothing shown"
+        assert again.status == "ok" and in_backoff not in again.detail["republished"], again.detail
+        assert in_backoff not in [sent["request_id"] for sent in again.detail["sent_with_countdown"]], again.detail
+        message_for(in_backoff)
+
+        # Trained on that message as the backoff ends, no run refused as early.
+        wait_for(lambda: row(in_backoff).state == "decided", timeout=240)
         runs = train_runs(in_backoff)
         assert [r.status for r in runs] == ["ok"], [(r.status, r.detail) for r in runs]
         assert aware(runs[0].started_at) >= not_before, (runs[0].started_at, not_before)

@@ -8,10 +8,8 @@ without a collection filter, and they must stay unchanged."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import date, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
@@ -25,6 +23,7 @@ from fairvalue.settings import PROJECT_ROOT, get_settings
 from storage.db import session_scope
 from storage.ingest import ensure_collection
 from storage.tables import DailyPrice, RejectedSale, TaskRun
+from tests.fake_price_api import PriceAPIHandler, serving
 from tests.integration.conftest import start_worker, stop_worker
 from tests.realparts import no_other_nowcast_pending, wait_for
 
@@ -33,15 +32,12 @@ CARDS = get_settings().for_collection("cards")
 TODAY = date(2025, 7, 20)
 
 
-class FakePriceAPI(BaseHTTPRequestHandler):
+class FakePriceAPI(PriceAPIHandler):
     """Answers GET /cards?tcgPlayerId=... like PokemonPriceTracker v2; `script` says, per TCGplayer
     id, what each successive request gets."""
 
     script: dict[str, list] = {}
     calls: list[tuple[str, str, str]] = []
-
-    def log_message(self, *args):  # keep pytest output clean
-        pass
 
     def do_GET(self):
         query = parse_qs(urlparse(self.path).query)
@@ -88,12 +84,8 @@ class FakePriceAPI(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def price_api():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakePriceAPI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/api/v2"
-    server.shutdown()
-    server.server_close()
+    with serving(FakePriceAPI) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

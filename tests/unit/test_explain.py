@@ -69,3 +69,27 @@ def test_feature_groups_name_each_own_trait_and_cover_every_item_column():
     assert groups["gender"] == ["gender:Female"] and groups["skin tone"] == ["skin_tone:Albino", "skin_tone:Dark"]
     grouped = {c for cols in groups.values() for c in cols}
     assert grouped == set(columns) - {"market_premium_7d"}  # market state is the same for every item at t
+
+
+def test_a_live_moment_is_asked_of_the_features_at_nanoseconds_with_the_same_explanation(market_and_model,
+                                                                                       monkeypatch):
+    """A live moment (the caller's clock) is a Timestamp in microseconds: the query frame held it so,
+    and features.naive_times converted the column where one at nanoseconds is copied, as the
+    nowcast's (models.nowcast.value_all_items). The explanation is that of the same moment in nanoseconds."""
+    from datetime import datetime
+
+    import models.explain
+
+    data, model = market_and_model
+    key = data.sales["item_key"].iloc[-1]
+    live = pd.Timestamp(datetime(2021, 4, 20, 12, 0, 15, 123456))
+    assert live.unit == "us"
+    asked = []
+
+    def recording(data, vocab, queries):
+        asked.append(queries["ts"].dtype)
+        return build_features(data, vocab, queries)
+
+    monkeypatch.setattr(models.explain, "build_features", recording)
+    assert explain(model, data, key, live) == explain(model, data, key, live.as_unit("ns"))
+    assert asked == [np.dtype("datetime64[ns]")] * 2

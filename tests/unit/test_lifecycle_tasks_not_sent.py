@@ -105,21 +105,44 @@ def _to_republish(engine) -> list[int]:
 
 def test_requests_the_sweep_could_not_send_wait_for_the_next_sweep_and_the_run_is_ok(broker_down):
     """The sweep's run used to fail at its first send. The requests stay for the next sweep: one
-    queued (unpublished again) and one whose holder's lease ran out (its worker died)."""
+    queued (unpublished again), one whose holder's lease ran out (its worker died) and one still in
+    its retry's backoff (unpublished again: the next sweep sends it with what is left of it)."""
     queued = _request(broker_down, "sweep-queued")
     lapsed = _request(broker_down, "sweep-lapsed", state=requests.TRAINING, claimed_by="dead/1/a", attempts=1,
                       lease_expires_at=utcnow() - timedelta(minutes=1))
+    in_backoff = _request(broker_down, "sweep-in-backoff", attempts=1, not_before=utcnow() + timedelta(minutes=5))
     assert _to_republish(broker_down) == [queued, lapsed]
 
     done = lifecycle_tasks.sweep.run()
     stored = _run(broker_down, names.SWEEP)
     assert stored.status == "ok" and stored.detail == done
-    assert done["republished"] == []
+    assert (done["republished"], done["sent_with_countdown"]) == ([], [])
     assert done["not_sent"].startswith("OperationalError: Error 111")
-    assert done["not_sent"].endswith(f"requests {[queued, lapsed]} wait for the next sweep (hourly)")
+    assert done["not_sent"].endswith(f"requests {[queued, lapsed, in_backoff]} wait for the next sweep (hourly)")
     assert _to_republish(broker_down) == [queued, lapsed]
     with Session(broker_down) as session:
         assert session.get(TrainingRequest, queued).published_at is None
+        assert [i for i, _ in requests.unpublished_in_backoff(session, utcnow())] == [in_backoff]
+
+
+def test_the_sweep_sends_a_request_in_its_backoff_with_the_rest_of_it_as_countdown(broker_down, monkeypatch):
+    """As a resume does: it used to be left to the first sweep after its backoff, up to an hour late.
+    Marked published, the next sweep inside the backoff sends it nothing more."""
+    sent = []
+    monkeypatch.setattr(tasks.app.app, "send_task", lambda *args, **kwargs: sent.append((kwargs["args"], kwargs)))
+    queued = _request(broker_down, "sweep-queued")
+    in_backoff = _request(broker_down, "sweep-in-backoff", attempts=1, not_before=utcnow() + timedelta(minutes=5))
+
+    done = lifecycle_tasks.sweep.run()
+    assert _run(broker_down, names.SWEEP).detail == done
+    assert done["republished"] == [queued, in_backoff]
+    assert [c["request_id"] for c in done["sent_with_countdown"]] == [in_backoff]
+    assert 290 < done["sent_with_countdown"][0]["countdown_seconds"] <= 300
+    assert [(args, kwargs["countdown"] is None) for args, kwargs in sent] == [([queued], True), ([in_backoff], False)]
+    assert 290 < sent[1][1]["countdown"] <= 300
+
+    again = lifecycle_tasks.sweep.run()
+    assert (again["republished"], again["sent_with_countdown"], len(sent)) == ([], [], 2)
 
 
 def test_a_failed_training_whose_retry_the_broker_did_not_take_fails_with_its_own_error(broker_down, monkeypatch):
