@@ -127,3 +127,30 @@ def thin_as_retention_does(snapshot_id: int) -> None:
         session.execute(delete(NowcastRow).where(NowcastRow.snapshot_id == snapshot_id))
         session.execute(update(NowcastSnapshot).where(NowcastSnapshot.id == snapshot_id)
                         .values(rows_thinned_at=utcnow()))
+
+
+@contextmanager
+def pointer_on(snapshot_id: int) -> Iterator[None]:
+    """`snapshot_id` pointed at as its collection's published snapshot, whatever its moment
+    (publish() never moves the pointer back to an earlier one), and the pointer put back as it
+    was afterwards. Moved behind publish()'s back, so the snapshot the API holds in this process
+    (fairvalue.item_reads.PUBLISHED) is dropped both times: reads here see each move at once."""
+    from fairvalue.item_reads import PUBLISHED
+    from storage.db import session_scope
+    from storage.tables import NowcastSnapshot, PublishedSnapshot
+
+    with session_scope() as session:
+        snapshot = session.get(NowcastSnapshot, snapshot_id)
+        pointer = session.get(PublishedSnapshot, snapshot.collection_id)
+        collection_id, before = snapshot.collection_id, (pointer.snapshot_id, pointer.published_at)
+        pointer.snapshot_id, pointer.published_at = snapshot_id, snapshot.published_at or pointer.published_at
+        session.add(pointer)
+    PUBLISHED.invalidate()
+    try:
+        yield
+    finally:
+        with session_scope() as session:
+            pointer = session.get(PublishedSnapshot, collection_id)
+            pointer.snapshot_id, pointer.published_at = before
+            session.add(pointer)
+        PUBLISHED.invalidate()
