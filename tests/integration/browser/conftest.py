@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[3]
 SCREENSHOTS = Path(os.environ.get("FAIRVALUE_TEST_ARTIFACTS", ROOT / "var" / "test-artifacts")) / "screenshots"
 TAKEN: list[Path] = []  # printed in the terminal summary
 
-# Moments the fixture publishes a nowcast for, within the default 90-day window of the pages
+# Moments the fixture publishes a nowcast for, spanning the window test_pages.py asks the pages for
 # (the bundled sales end on 2021-12-31); the last one, just after the last sale, is what the
 # pointer shows during the tests, so recent last sales give BUY and SELL signals.
 HISTORY = [datetime(2021, 10, 6, tzinfo=UTC), datetime(2021, 11, 3, tzinfo=UTC), datetime(2021, 12, 1, tzinfo=UTC),
