@@ -19,12 +19,9 @@ from storage.tables import ModelVersion, PromotionDecision, TaskRun, TrainingReq
 from tasks import queues
 from tasks.names import SWEEP, TRAIN
 from tests.faults.servers import PrivateRedis
-from tests.realparts import celery_app_for, start_worker, stop_worker, wait_for
+from tests.realparts import QUICK, celery_app_for, start_worker, stop_worker, wait_for
 
 pytestmark = pytest.mark.integration
-# Small budgets: what is tested is that each request is trained exactly once, not the model. The
-# premium band alone and no linear blend fit three quantile models instead of four and a ridge.
-QUICK = {"max_iter": 8, "band_max_iter": 4, "band_method": "premium", "linear_weight": 0.0}
 
 
 def publish_to(app, request_id: int) -> None:

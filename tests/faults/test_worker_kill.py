@@ -11,7 +11,6 @@ import signal
 import time
 
 import pytest
-import redis
 from sqlalchemy import func
 from sqlmodel import select
 
@@ -34,8 +33,15 @@ from tasks.app import app
 from tasks.lifecycle import publish_training
 from tasks.names import SWEEP, TRAIN
 from tasks.queues import TRAINING
-from tests.conftest import REDIS_URL
-from tests.realparts import no_other_nowcast_pending, served_from, start_worker, stop_worker, wait_for
+from tests.realparts import (
+    acknowledge,
+    broker_messages,
+    no_other_nowcast_pending,
+    served_from,
+    start_worker,
+    stop_worker,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -97,19 +103,9 @@ def test_a_worker_killed_mid_nowcast(seeded, client, tmp_path):
     served_from(client, after.id)
 
 
-def delivered(queue: str) -> set[bytes]:
-    """The delivery tags of the messages from `queue` delivered to a worker and not acknowledged
-    (kombu's `unacked` hash: each entry is [message, exchange, routing key])."""
-    client = redis.Redis.from_url(REDIS_URL)
-    return {tag for tag, entry in client.hgetall("unacked").items() if json.loads(entry)[2] == queue}
-
-
-def acknowledge(tags: set[bytes]) -> None:
-    """Acknowledge these deliveries as kombu's Redis transport does (out of the unacked hash and
-    its index): for a worker killed whole, which never will."""
-    client = redis.Redis.from_url(REDIS_URL)
-    for tag in tags:
-        client.pipeline().zrem("unacked_index", tag).hdel("unacked", tag).execute()
+def held_from(queue: str) -> dict[bytes, dict]:
+    """The messages routed to `queue` that a worker holds and has not acknowledged, by delivery tag."""
+    return {m["tag"]: m for m in broker_messages(queue) if m["where"] == "delivered" and m["queue"] == queue}
 
 
 def states(request_id: int) -> TrainingRequest:
@@ -177,7 +173,7 @@ def test_a_training_worker_killed_whole_and_restarted_trains_its_request_a_lease
     worker, with no sweep from anyone else and no redelivery."""
     env = {"FAIRVALUE_TRAINING_LEASE_SECONDS": str(LEASE), "FAIRVALUE_TRAINING_START_SWEEP": "true"}
     started = utcnow()
-    held_before = delivered(TRAINING)
+    held_before = held_from(TRAINING)
     victim = start_worker("trainer-killed-whole", "training", tmp_path, env)
     request_id = lifecycle.enqueue_retrain("killed whole", {"max_iter": 8, "band_max_iter": 4,
                                                             "band_method": "premium", "linear_weight": 0.0}).request_id
@@ -189,7 +185,7 @@ def test_a_training_worker_killed_whole_and_restarted_trains_its_request_a_lease
     # in the broker's unacked hash for the visibility timeout, 2 h: acknowledged at the end here, or
     # later files see a training message no worker holds (test_training_duplicates.py waits until
     # there is none, and waited out its 300 s), and a training worker running in 2 h is given it.
-    held_by_the_victim = delivered(TRAINING) - held_before
+    held_by_the_victim = [m for tag, m in held_from(TRAINING).items() if tag not in held_before]
     assert held_by_the_victim  # its request's message at least: the worker was training it
 
     restarted = start_worker("trainer-killed-whole", "training", tmp_path, env)  # the same worker, back

@@ -18,6 +18,7 @@ from storage.tables import ModelVersion, PromotionDecision, TaskRun, TrainingReq
 from tasks import names
 from tasks.lifecycle import publish_training
 from tests.realparts import (
+    QUICK,
     ROOT,
     await_workers,
     champion_data_end,
@@ -29,12 +30,6 @@ from tests.realparts import (
 )
 
 pytestmark = pytest.mark.integration
-# Small budgets: the tests using these check the plumbing (claims, leases, the sweep, the
-# decision on record), not the model. The premium band alone and no linear blend fit three
-# quantile models instead of four plus a ridge: 4.2 s a training instead of 6.7 s (one core).
-# The gates reject it against the session champion (|bias| 0.09) as they did the four-model one.
-QUICK = {"max_iter": 8, "band_max_iter": 4, "band_method": "premium", "linear_weight": 0.0}
-
 
 def wait_for(predicate, timeout=300.0, interval=0.5):
     deadline = time.time() + timeout

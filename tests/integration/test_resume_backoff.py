@@ -9,7 +9,6 @@ backoff as countdown (Celery's `eta` header), and a request past its backoff at 
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 
 import pytest
@@ -22,6 +21,7 @@ from storage.db import session_scope
 from storage.tables import TaskRun, TrainingRequest, utcnow
 from tasks import names, queues
 from tests.realparts import (
+    QUICK,
     broker_messages,
     finished_run,
     nothing_left_queued,
@@ -32,8 +32,6 @@ from tests.realparts import (
 
 pytestmark = pytest.mark.integration
 
-# Small budgets, as tests/integration/test_lifecycle.py's: the plumbing is under test, not the model.
-QUICK = {"max_iter": 8, "band_max_iter": 4, "band_method": "premium", "linear_weight": 0.0}
 # Left of the in-backoff request's backoff at the resume: long enough to read its message before it
 # is due, short enough to see it trained without a sweep.
 BACKOFF_LEFT = timedelta(seconds=30)
@@ -72,10 +70,7 @@ def message_for(request_id: int) -> dict:
 
     held = wait_for(held, timeout=20, interval=0.2)
     assert len(held) == 1, held
-    message = json.loads(held[0]["raw"])
-    if held[0]["where"] == "delivered":  # kombu's `unacked` keeps [message, exchange, routing key]
-        message = message[0]
-    return {**held[0], "headers": message["headers"]}
+    return held[0]
 
 
 def train_runs(request_id: int) -> list[TaskRun]:

@@ -17,10 +17,9 @@ from storage.tables import TaskRun, TrainingRequest
 from tasks import queues
 from tasks.lifecycle import publish_training
 from tasks.names import TRAIN
-from tests.realparts import broker_messages, start_worker, stop_worker, training_messages, wait_for
+from tests.realparts import QUICK, broker_messages, start_worker, stop_worker, training_messages, wait_for
 
 pytestmark = pytest.mark.integration
-QUICK = {"max_iter": 8, "band_max_iter": 4, "band_method": "premium", "linear_weight": 0.0}
 LEASE = 15  # the holder's: short, so its re-send comes back within the test
 
 

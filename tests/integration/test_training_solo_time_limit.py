@@ -11,10 +11,9 @@ from storage.db import session_scope
 from storage.tables import ModelVersion, PromotionDecision, TaskRun, TrainingRequest
 from tasks.lifecycle import publish_training
 from tasks.names import TRAIN
-from tests.realparts import start_worker, stop_worker, training_messages, wait_for
+from tests.realparts import QUICK, start_worker, stop_worker, training_messages, wait_for
 
 pytestmark = pytest.mark.integration
-QUICK = {"max_iter": 8, "band_max_iter": 4, "band_method": "premium", "linear_weight": 0.0}
 
 
 def _runs(request_id: int) -> list[TaskRun]:
